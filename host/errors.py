@@ -1,0 +1,135 @@
+"""Every error the host raises is a HostError; subclasses name what happened."""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class HostError(Exception):
+    """Base of every Plugin Host error. ``plugin`` and ``function`` say where it happened."""
+
+    def __init__(self, message: str, *, plugin: str | None = None, function: str | None = None):
+        super().__init__(message)
+        self.message = message
+        self.plugin = plugin
+        self.function = function
+
+    def __str__(self) -> str:
+        where = self.plugin or ""
+        if self.function:
+            where = f"{where}.{self.function}" if where else self.function
+        return f"{where}: {self.message}" if where else self.message
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"type": type(self).__name__, "message": str(self)}
+
+
+class PluginError(HostError):
+    """The plugin threw. ``error_type`` is its PluginError type (NETWORK_ERROR, ...) or None."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        name: str = "Error",
+        error_type: str | None = None,
+        stack: str | None = None,
+        details: Any = None,
+        plugin: str | None = None,
+        function: str | None = None,
+    ):
+        super().__init__(message, plugin=plugin, function=function)
+        self.name = name
+        self.error_type = error_type
+        self.stack = stack
+        self.details = details
+
+    def __str__(self) -> str:
+        base = super().__str__()
+        tag = self.error_type or self.name
+        return f"{base} [{tag}]"
+
+    def to_dict(self) -> dict[str, Any]:
+        d = super().to_dict()
+        d.update(name=self.name, error_type=self.error_type)
+        return d
+
+
+class PermissionDenied(PluginError):
+    """The sandbox refused an operation the plugin attempted (Deno's NotCapable)."""
+
+
+class FunctionNotFound(HostError):
+    """The plugin has no exported function of that name."""
+
+
+class PluginNotFound(HostError):
+    """No plugin with that id is installed."""
+
+
+class PluginUnavailable(HostError):
+    """The plugin cannot take calls now: it failed to load, is in a crash loop, or is closing."""
+
+
+class CallTimeout(HostError):
+    """The call passed its deadline; the worker running it was killed."""
+
+    def __init__(self, message: str, *, timeout: float, **kw: Any):
+        super().__init__(message, **kw)
+        self.timeout = timeout
+
+
+class CallCancelled(HostError):
+    """The call was cancelled before it settled."""
+
+
+class WorkerCrashed(HostError):
+    """The worker process died while the call was in flight."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        exit_code: int | None = None,
+        signal: int | None = None,
+        reason: str = "crash",
+        stderr_tail: str = "",
+        **kw: Any,
+    ):
+        super().__init__(message, **kw)
+        self.exit_code = exit_code
+        self.signal = signal
+        self.reason = reason
+        self.stderr_tail = stderr_tail
+
+
+class ProtocolError(HostError):
+    """A frame that is truncated, garbled, unknown or out of order."""
+
+
+class HandshakeError(ProtocolError):
+    """The worker's hello had a wrong cookie, protocol version or token, or came too late."""
+
+
+class PayloadTooLarge(HostError):
+    """A frame, argument or result over the configured maximum size."""
+
+
+class InvalidConfig(HostError):
+    """A host or plugin configuration value is invalid."""
+
+
+class RateLimited(HostError):
+    """The call was refused by a rate limit; retry after ``retry_after`` seconds."""
+
+    def __init__(self, message: str, *, retry_after: float | None = None, **kw: Any):
+        super().__init__(message, **kw)
+        self.retry_after = retry_after
+
+
+class CircuitOpen(HostError):
+    """The plugin's circuit breaker is open; calls are refused until it half-opens."""
+
+
+class HostClosed(HostError):
+    """The host is not running (not started yet, or closing)."""

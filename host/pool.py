@@ -1,0 +1,381 @@
+"""The workers of one plugin: dispatch, scaling, restarts with backoff, crash-loop breaker,
+recycling, idle reaping and graceful drain."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import deque
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import anyio
+from anyio.abc import TaskGroup
+
+from .config import PoolConfig
+from .errors import HostClosed, HostError, PluginUnavailable
+from .runtime import Runtime
+from .worker import HostCallHandler, Lease, LogSink, Worker, WorkerSpec
+
+log = logging.getLogger("host.pool")
+
+
+class _Waiter:
+    __slots__ = ("error", "event", "lease")
+
+    def __init__(self) -> None:
+        self.event = anyio.Event()
+        self.lease: Lease | None = None
+        self.error: HostError | None = None
+
+
+class Pool:
+    """Runs inside ``async with``; every worker and background task lives in its task group.
+
+    States: starting → running; error (load failure or crash loop, until ``reset()``);
+    closing → closed.
+    """
+
+    def __init__(
+        self,
+        spec: WorkerSpec,
+        runtime: Runtime,
+        config: PoolConfig,
+        *,
+        on_log: LogSink | None = None,
+        host_call: HostCallHandler | None = None,
+        on_state: Callable[[Pool], None] | None = None,
+        probe: Callable[[Any, WorkerSpec], WorkerSpec] | None = None,
+    ) -> None:
+        self.probe = probe
+        self.probed_metadata: Any = None
+        self.spec = spec
+        self.runtime = runtime
+        self.config = config
+        self.state = "starting"
+        self.error: str | None = None
+        self.workers: list[Worker] = []
+        self.restarts = 0
+        self.crashes = 0
+        self.timeouts = 0
+        self.calls = 0
+        self._on_log = on_log
+        self._host_call = host_call
+        self._on_state = on_state
+        self._starting = 0
+        self._waiters: deque[_Waiter] = deque()
+        self._crash_times: deque[float] = deque()
+        self._consecutive_crashes = 0
+        self._tg: TaskGroup | None = None
+        self._closed = anyio.Event()
+        self._stop = anyio.Event()
+        self._owed_restarts = 0  # workers lost; the next spawns count as restarts
+
+    @property
+    def plugin_id(self) -> str:
+        return self.spec.plugin_id
+
+    # ------------------------------------------------------------------ lifecycle
+
+    async def __aenter__(self) -> Pool:
+        self._cm = anyio.create_task_group()
+        self._tg = await self._cm.__aenter__()
+        try:
+            await self._prestart()
+        except BaseException:
+            await self.aclose()
+            raise
+        self._tg.start_soon(self._reaper)
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+    async def serve(self, *, task_status: Any = anyio.TASK_STATUS_IGNORED) -> None:
+        """Run the pool as a task until ``stop()``: its task group must live in one task."""
+        async with self:
+            task_status.started(self)
+            await self._stop.wait()
+
+    async def stop(self) -> None:
+        """Drain and close a pool that runs under ``serve()``."""
+        self._stop.set()
+        await self._closed.wait()
+
+    async def _prestart(self) -> None:
+        """Start ``min_workers`` at once. With a ``probe``, the first worker loads the plugin
+        with no permissions to read its metadata; workers with the declared grants follow."""
+        n = max(self.config.min_workers, 0)
+        if self.probe is not None:
+            self._starting += 1
+            try:
+                first = await self._spawn()
+            except HostError as exc:
+                self._set_state("error", str(exc))
+                return
+            self.probed_metadata = first.metadata
+            try:
+                self.spec = self.probe(first.metadata, self.spec)
+            except HostError as exc:
+                await first.shutdown()
+                self._set_state("error", str(exc))
+                return
+            if self.spec.permissions.empty and n > 0:
+                self.workers.append(first)
+                n -= 1
+            else:
+                first.retiring = True
+                await first.shutdown()
+        async with anyio.create_task_group() as tg:
+            for _ in range(n):
+                self._starting += 1
+                tg.start_soon(self._spawn_safely)
+        if self.state == "starting":
+            self._set_state("running")
+
+    async def aclose(self) -> None:
+        """Drain: refuse new calls, let calls in flight finish (up to drain_timeout), stop workers."""
+        if self._tg is None:
+            return
+        if self.state != "closed":
+            self._set_state("closing")
+            self._fail_waiters(HostClosed("plugin is closing", plugin=self.plugin_id))
+            with anyio.move_on_after(self.config.drain_timeout, shield=True):
+                while any(w.load for w in self.workers):
+                    await anyio.sleep(0.01)
+            with anyio.CancelScope(shield=True):
+                async with anyio.create_task_group() as tg:
+                    for w in list(self.workers):
+                        tg.start_soon(w.shutdown)
+        self._tg.cancel_scope.cancel()
+        cm, self._tg = self._cm, None
+        await cm.__aexit__(None, None, None)
+        self._set_state("closed")
+        self._closed.set()
+
+    def reset(self) -> None:
+        """Leave the `error` state (after a crash loop or a fixed plugin) and start again."""
+        self._crash_times.clear()
+        self._consecutive_crashes = 0
+        self.error = None
+        self._set_state("running")
+        self._maintain()
+
+    def _set_state(self, state: str, error: str | None = None) -> None:
+        if error is not None:
+            self.error = error
+        if state != self.state:
+            self.state = state
+            if self._on_state is not None:
+                self._on_state(self)
+
+    # ------------------------------------------------------------------ workers
+
+    async def _spawn(self, delay: float = 0.0) -> Worker:
+        """Start one worker in the pool's task group; raises what its startup raised.
+        The caller has counted it in ``_starting`` (synchronously, so that scaling decisions
+        made before this task runs see it)."""
+        assert self._tg is not None
+        try:
+            if delay:
+                await anyio.sleep(delay)
+            worker = Worker(
+                self.spec, self.runtime, on_log=self._on_log, on_slot_free=self._offer,
+                host_call=self._host_call, on_exit=self._on_worker_exit,
+            )
+            await self._tg.start(self._run_worker, worker)
+        finally:
+            self._starting -= 1
+        return worker
+
+    async def _run_worker(self, worker: Worker, *, task_status: Any) -> None:
+        await worker.run(task_status=task_status)
+
+    async def _spawn_safely(self, delay: float = 0.0) -> None:
+        """Spawn and register a worker; failures count as crashes and are retried with backoff."""
+        if self.state in ("closing", "closed", "error"):
+            self._starting -= 1
+            return
+        try:
+            worker = await self._spawn(delay)
+            if worker.exited.is_set():
+                raise worker.exit_error or PluginUnavailable("worker died at start", plugin=self.plugin_id)
+        except HostError as exc:
+            self._record_crash(str(exc), fatal=isinstance(exc, PluginUnavailable))
+            self._maintain()
+            return
+        if self.state in ("closing", "closed", "error"):
+            await worker.shutdown()
+            return
+        if self._owed_restarts:
+            self._owed_restarts -= 1
+            self.restarts += 1
+        self.workers.append(worker)
+        self._offer(worker)
+        self._maintain()
+
+    def _on_worker_exit(self, worker: Worker) -> None:
+        if worker in self.workers:
+            self.workers.remove(worker)
+        else:
+            return  # never made it into the pool: _spawn_safely counted it
+        reason = worker.exit_reason
+        closing = self.state in ("closing", "closed")
+        if reason == "timeout":
+            self.timeouts += 1
+            self._owed_restarts += 1
+        elif reason not in ("shutdown", "retired", None) and not closing:
+            self._record_crash(str(worker.exit_error), fatal=False)
+            self._owed_restarts += 1
+        if self.state not in ("closing", "closed"):
+            self._maintain()
+
+    def _record_crash(self, message: str, *, fatal: bool) -> None:
+        """Count a crash; too many within the window (or a load failure) → state `error`."""
+        now = time.monotonic()
+        self.crashes += 1
+        self._consecutive_crashes += 1
+        self._crash_times.append(now)
+        while self._crash_times and now - self._crash_times[0] > self.config.crash_loop_window:
+            self._crash_times.popleft()
+        log.warning("plugin %s: %s", self.plugin_id, message)
+        if fatal or len(self._crash_times) >= self.config.crash_loop_threshold:
+            why = message if fatal else (
+                f"crash loop: {len(self._crash_times)} crashes within "
+                f"{self.config.crash_loop_window:g}s; last: {message}"
+            )
+            self._set_state("error", why)
+            self._fail_waiters(PluginUnavailable(why, plugin=self.plugin_id))
+            for w in self.workers:
+                if w.load == 0:
+                    self._retire(w)
+
+    def _backoff(self) -> float:
+        n = self._consecutive_crashes
+        if n <= 1:
+            return 0.0
+        return min(self.config.restart_backoff * 2 ** (n - 2), self.config.restart_backoff_max)
+
+    def _maintain(self) -> None:
+        """Start workers until min_workers are up, plus enough for the callers waiting,
+        never more than max_workers alive at once."""
+        if self.state not in ("running", "starting") or self._tg is None:
+            return
+        cfg = self.config
+        active = sum(1 for w in self.workers if not w.retiring) + self._starting
+        need = cfg.min_workers - active
+        waiting = len(self._waiters) - self._starting * cfg.max_inflight
+        if waiting > 0:
+            need = max(need, -(-waiting // cfg.max_inflight))
+        room = cfg.max_workers - len(self.workers) - self._starting
+        delay = self._backoff()
+        for _ in range(max(0, min(need, room))):
+            self._starting += 1
+            self._tg.start_soon(self._spawn_safely, delay)
+
+    def _retire(self, worker: Worker) -> None:
+        worker.retiring = True
+        if worker.load == 0 and self._tg is not None:
+            worker.exit_reason = worker.exit_reason or "retired"
+            self._tg.start_soon(worker.shutdown)
+
+    async def _reaper(self) -> None:
+        """Stop workers idle for longer than idle_timeout, down to min_workers."""
+        interval = max(min(self.config.idle_timeout / 4, 5.0), 0.05)
+        while True:
+            await anyio.sleep(interval)
+            now = time.monotonic()
+            active = [w for w in self.workers if not w.retiring]
+            surplus = len(active) - self.config.min_workers
+            for w in active:
+                if surplus <= 0:
+                    break
+                if w.load == 0 and now - w.idle_since > self.config.idle_timeout:
+                    self._retire(w)
+                    surplus -= 1
+
+    # ------------------------------------------------------------------ dispatch
+
+    def _pick(self) -> Worker | None:
+        best: Worker | None = None
+        limit = self.config.max_inflight
+        for w in self.workers:
+            if w.retiring or w.state != "ready":
+                continue
+            load = w.load
+            if load < limit and (best is None or load < best.load):
+                best = w
+                if load == 0:
+                    break
+        return best
+
+    def _offer(self, worker: Worker) -> None:
+        """A slot freed up on ``worker``: give it to the longest-waiting caller, or retire it."""
+        mc = self.config.max_calls_per_worker
+        if mc and worker.calls >= mc and not worker.retiring:
+            worker.retiring = True
+            self._maintain()
+        if worker.retiring:
+            if worker.load == 0 and worker.state == "ready" and self._tg is not None:
+                worker.exit_reason = worker.exit_reason or "retired"
+                self._tg.start_soon(worker.shutdown)
+            return
+        while self._waiters and worker.state == "ready" and worker.load < self.config.max_inflight:
+            waiter = self._waiters.popleft()
+            waiter.lease = Lease(worker)
+            waiter.event.set()
+
+    def _fail_waiters(self, error: HostError) -> None:
+        while self._waiters:
+            waiter = self._waiters.popleft()
+            waiter.error = error
+            waiter.event.set()
+
+    async def acquire(self) -> Lease:
+        """A slot on a worker, reserved for the caller until its request consumes it."""
+        if self.state == "error":
+            raise PluginUnavailable(self.error or "plugin is in error state", plugin=self.plugin_id)
+        if self.state in ("closing", "closed"):
+            raise HostClosed("plugin is closing", plugin=self.plugin_id)
+        worker = self._pick()
+        if worker is not None:
+            return Lease(worker)
+        waiter = _Waiter()
+        self._waiters.append(waiter)
+        self._maintain()
+        try:
+            await waiter.event.wait()
+        except BaseException:
+            if waiter in self._waiters:
+                self._waiters.remove(waiter)
+            elif waiter.lease is not None:
+                self.release(waiter.lease)
+            raise
+        if waiter.error is not None:
+            raise waiter.error
+        assert waiter.lease is not None
+        return waiter.lease
+
+    def release(self, lease: Lease) -> None:
+        """Give back a reservation that no request used."""
+        if lease.consume():
+            self._offer(lease.worker)
+
+    async def run(self, op: Callable[[Lease], Awaitable[Any]]) -> Any:
+        """Reserve a slot, run ``op`` with it (``op`` passes the lease to the worker)."""
+        lease = await self.acquire()
+        try:
+            result = await op(lease)
+        finally:
+            self.release(lease)  # no-op once the request consumed it
+        self.calls += 1
+        self._consecutive_crashes = 0
+        return result
+
+    # ------------------------------------------------------------------ snapshot
+
+    def metadata(self) -> Any:
+        for w in self.workers:
+            if w.metadata is not None:
+                return w.metadata
+        return self.probed_metadata

@@ -1,0 +1,181 @@
+"""Spawning and reaping a sandboxed child process (Linux): own process group,
+PR_SET_PDEATHSIG, resource limits, a pidfd to await its exit without threads."""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import resource
+import signal
+import subprocess
+from collections import deque
+from collections.abc import Callable, Mapping, Sequence
+
+import anyio
+
+_PR_SET_PDEATHSIG = 1
+_libc = ctypes.CDLL(None, use_errno=True)
+
+
+def _make_preexec(
+    parent_pid: int, data_limit: int | None, cpu_seconds: int | None
+) -> Callable[[], None]:
+    def preexec() -> None:  # runs in the child between fork and exec
+        _libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+        if os.getppid() != parent_pid:  # the parent died before prctl took effect
+            os._exit(1)
+        if data_limit:
+            resource.setrlimit(resource.RLIMIT_DATA, (data_limit, data_limit))
+        if cpu_seconds:
+            resource.setrlimit(resource.RLIMIT_CPU, (cpu_seconds, cpu_seconds + 1))
+
+    return preexec
+
+
+class ChildProcess:
+    """A child in its own process group; the stdout+stderr pipe's tail is kept for errors."""
+
+    def __init__(
+        self,
+        argv: Sequence[str],
+        *,
+        env: Mapping[str, str],
+        cwd: str,
+        data_limit_mb: int | None = None,
+        cpu_seconds: int | None = None,
+        tail_bytes: int = 4096,
+        on_output: Callable[[str], None] | None = None,
+    ) -> None:
+        self._proc = subprocess.Popen(
+            list(argv),
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            env=dict(env),
+            cwd=cwd,
+            start_new_session=True,
+            close_fds=True,
+            preexec_fn=_make_preexec(
+                os.getpid(), data_limit_mb * 1024 * 1024 if data_limit_mb else None, cpu_seconds
+            ),
+        )
+        self.pid = self._proc.pid
+        self._pidfd = os.pidfd_open(self.pid)
+        assert self._proc.stdout is not None
+        self._out_fd = self._proc.stdout.fileno()
+        os.set_blocking(self._out_fd, False)
+        self._tail: deque[bytes] = deque()
+        self._tail_len = 0
+        self._tail_max = tail_bytes
+        self._on_output = on_output
+        self._partial = b""
+        self.returncode: int | None = None
+        self._exit_event: anyio.Event | None = None
+
+    @property
+    def exit_signal(self) -> int | None:
+        rc = self.returncode
+        return -rc if rc is not None and rc < 0 else None
+
+    @property
+    def exit_code(self) -> int | None:
+        rc = self.returncode
+        return rc if rc is not None and rc >= 0 else None
+
+    def kill(self) -> None:
+        """SIGKILL the whole process group (the worker and anything it started)."""
+        if self.returncode is not None:
+            return
+        try:
+            os.killpg(self.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        except PermissionError:  # pragma: no cover - group leader gone, pgid reused
+            pass
+
+    async def wait(self) -> int:
+        """Wait for exit and reap; returns the Popen-style return code. Any number of tasks
+        may wait: one watches the pidfd (an fd can have only one waiter), the rest an event."""
+        if self.returncode is None:
+            if self._exit_event is None:
+                self._exit_event = anyio.Event()
+                try:
+                    await anyio.wait_readable(self._pidfd)
+                    self._reap()
+                finally:
+                    event, self._exit_event = self._exit_event, None
+                    event.set()
+            else:
+                await self._exit_event.wait()
+                if self.returncode is None:  # the watching task was cancelled: take over
+                    return await self.wait()
+        assert self.returncode is not None
+        return self.returncode
+
+    def _reap(self) -> None:
+        if self.returncode is not None:
+            return
+        _, status = os.waitpid(self.pid, 0)
+        self.returncode = os.waitstatus_to_exitcode(status)
+        self._proc.returncode = self.returncode
+        # The group leader is gone; kill stragglers it may have left in its group.
+        try:
+            os.killpg(self.pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
+
+    async def pump_output(self) -> None:
+        """Read the child's output until EOF, keeping a tail and forwarding lines."""
+        while True:
+            await anyio.wait_readable(self._out_fd)
+            if not self._read_available():
+                return
+
+    def _read_available(self) -> bool:
+        """Drain what is readable now; False at EOF."""
+        while True:
+            try:
+                chunk = os.read(self._out_fd, 65536)
+            except BlockingIOError:
+                return True
+            except OSError:
+                return False
+            if not chunk:
+                if self._partial and self._on_output:
+                    self._on_output(self._partial.decode("utf-8", "replace"))
+                self._partial = b""
+                return False
+            self._keep(chunk)
+            if self._on_output:
+                lines = (self._partial + chunk).split(b"\n")
+                self._partial = lines.pop()
+                for line in lines:
+                    self._on_output(line.decode("utf-8", "replace"))
+
+    def _keep(self, chunk: bytes) -> None:
+        self._tail.append(chunk)
+        self._tail_len += len(chunk)
+        while self._tail_len - len(self._tail[0]) >= self._tail_max:
+            self._tail_len -= len(self._tail.popleft())
+
+    def stderr_tail(self) -> str:
+        self._read_available()
+        data = b"".join(self._tail)[-self._tail_max :]
+        return data.decode("utf-8", "replace")
+
+    def close(self) -> None:
+        """Kill if still running, reap if exited, release fds. Safe to call twice."""
+        if self.returncode is None:
+            self.kill()
+            try:  # SIGKILL cannot be ignored: this returns within milliseconds
+                self._reap()
+            except ChildProcessError:
+                pass
+        for fd in (self._pidfd,):
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+        self._pidfd = -1
+        if self._proc.stdout and not self._proc.stdout.closed:
+            self._proc.stdout.close()

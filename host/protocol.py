@@ -1,0 +1,206 @@
+"""Wire protocol between the host and its Deno workers.
+
+Every frame is a 4-byte big-endian unsigned length followed by one MessagePack map.
+The map's ``type`` field names the message; the rest are its fields. See docs/protocol.md.
+"""
+
+from __future__ import annotations
+
+import struct
+from typing import Any, Union
+
+import msgspec
+
+from .errors import PayloadTooLarge, ProtocolError
+
+MAGIC_COOKIE = "PLUGIN_HOST_7f3a9c2e"
+PROTOCOL_VERSION = 1
+DEFAULT_MAX_FRAME = 16 * 1024 * 1024
+HEADER = struct.Struct(">I")
+
+
+class _Msg(msgspec.Struct, tag_field="type", omit_defaults=True):
+    pass
+
+
+class ErrorInfo(msgspec.Struct, omit_defaults=True):
+    """A thrown JavaScript value, normalised by the worker."""
+
+    name: str = "Error"
+    message: str = ""
+    stack: str | None = None
+    error_type: str | None = None
+    details: Any = None
+
+
+class Limits(msgspec.Struct, omit_defaults=True):
+    """Settings the host hands a worker at handshake."""
+
+    heartbeat_interval_ms: int = 1000
+    heartbeat_timeout_ms: int = 10000
+    max_frame: int = DEFAULT_MAX_FRAME
+    max_log_entries: int = 1000
+    max_log_bytes: int = 1024 * 1024
+
+
+# worker -> host ------------------------------------------------------------------
+
+
+class Hello(_Msg, tag="hello"):
+    cookie: str
+    protocol: int
+    token: str
+    pid: int = 0
+    runtime: str = ""
+
+
+class Ready(_Msg, tag="ready"):
+    metadata: Any = None
+    exports: list[str] = []
+    error: ErrorInfo | None = None
+
+
+class Result(_Msg, tag="result"):
+    id: int
+    value: Any = None
+
+
+class Error(_Msg, tag="error"):
+    id: int
+    error: ErrorInfo
+
+
+class Log(_Msg, tag="log"):
+    level: str
+    message: str
+    id: int | None = None
+    ts: float = 0.0
+    name: str | None = None
+    stack: str | None = None
+
+
+class HostCall(_Msg, tag="host_call"):
+    id: int
+    op: str
+    args: list[Any] = []
+    call: int | None = None
+
+
+# host -> worker ------------------------------------------------------------------
+
+
+class Welcome(_Msg, tag="welcome"):
+    plugin_id: str
+    module: str | None = None
+    config: Any = None
+    limits: Limits = msgspec.field(default_factory=Limits)
+
+
+class Reject(_Msg, tag="reject"):
+    reason: str
+
+
+class Call(_Msg, tag="call"):
+    id: int
+    fn: str
+    args: list[Any] = []
+    timeout_ms: int | None = None
+
+
+class Execute(_Msg, tag="execute"):
+    id: int
+    code: str
+    entry: str = "default"
+    input: Any = None
+    timeout_ms: int | None = None
+    tools: list[str] = []
+
+
+class Cancel(_Msg, tag="cancel"):
+    id: int
+    reason: str = "cancelled"
+
+
+class HostReply(_Msg, tag="host_reply"):
+    id: int
+    value: Any = None
+    error: ErrorInfo | None = None
+
+
+class Shutdown(_Msg, tag="shutdown"):
+    reason: str = "shutdown"
+
+
+# both ways -----------------------------------------------------------------------
+
+
+class Ping(_Msg, tag="ping"):
+    seq: int
+
+
+class Pong(_Msg, tag="pong"):
+    seq: int
+
+
+Message = Union[
+    Hello, Ready, Result, Error, Log, HostCall,
+    Welcome, Reject, Call, Execute, Cancel, HostReply, Shutdown,
+    Ping, Pong,
+]
+
+_encoder = msgspec.msgpack.Encoder()
+_decoder = msgspec.msgpack.Decoder(Message)
+
+
+def encode(msg: Message, max_frame: int = DEFAULT_MAX_FRAME) -> bytes:
+    """One complete frame (header + body); PayloadTooLarge if the body exceeds max_frame."""
+    buf = bytearray(4)
+    _encoder.encode_into(msg, buf, 4)
+    size = len(buf) - 4
+    if size > max_frame:
+        raise PayloadTooLarge(f"frame of {size} bytes exceeds the {max_frame}-byte maximum")
+    HEADER.pack_into(buf, 0, size)
+    return bytes(buf)
+
+
+def decode_body(body: bytes | memoryview) -> Message:
+    """Decode one frame body; any malformed or unknown message is a ProtocolError."""
+    try:
+        return _decoder.decode(body)
+    except msgspec.DecodeError as exc:  # ValidationError is a subclass
+        raise ProtocolError(f"bad frame: {exc}") from None
+
+
+class FrameBuffer:
+    """Incremental frame splitter: feed bytes, take complete messages."""
+
+    __slots__ = ("_buf", "max_frame")
+
+    def __init__(self, max_frame: int = DEFAULT_MAX_FRAME) -> None:
+        self._buf = bytearray()
+        self.max_frame = max_frame
+
+    def feed(self, data: bytes) -> list[Message]:
+        buf = self._buf
+        buf += data
+        out: list[Message] = []
+        pos = 0
+        end = len(buf)
+        while end - pos >= 4:
+            (size,) = HEADER.unpack_from(buf, pos)
+            if size > self.max_frame:
+                raise ProtocolError(
+                    f"frame header announces {size} bytes, over the {self.max_frame}-byte maximum"
+                )
+            if end - pos - 4 < size:
+                break
+            out.append(decode_body(memoryview(buf)[pos + 4 : pos + 4 + size]))
+            pos += 4 + size
+        if pos:
+            del buf[:pos]
+        return out
+
+    @property
+    def pending(self) -> int:
+        """Bytes received that do not yet form a whole frame."""
+        return len(self._buf)

@@ -1,0 +1,151 @@
+"""Where workers come from: the deno binary, the worker runtime entry, the private socket
+directory and the shared DENO_DIR, and the command line each worker is started with."""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import os
+import re
+import shutil
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .config import HostConfig, WorkerLimits
+from .errors import HostError
+from .permissions import Permissions
+
+_RUN_PREFIX = "plugin-host-"
+
+
+def find_deno(override: str | None = None) -> str:
+    """The deno binary: an explicit path, $PLUGIN_HOST_DENO, or the `deno` wheel's binary."""
+    path = override or os.environ.get("PLUGIN_HOST_DENO")
+    if not path:
+        try:
+            import deno  # the PyPI wheel that ships the binary
+
+            path = deno.find_deno_bin()
+        except Exception as exc:  # pragma: no cover - broken install
+            raise HostError(f"cannot find the deno binary ({exc}); install the `deno` package") from None
+    if not os.access(path, os.X_OK):
+        raise HostError(f"deno binary {path!r} is not executable")
+    return str(path)
+
+
+def find_runtime_entry(override: str | None = None) -> Path:
+    """worker_runtime/worker.ts: inside the installed wheel, or beside the source tree."""
+    if override:
+        return Path(override).resolve()
+    here = Path(__file__).resolve().parent
+    for candidate in (here / "worker_runtime" / "worker.ts", here.parent / "worker_runtime" / "worker.ts"):
+        if candidate.is_file():
+            return candidate
+    raise HostError("worker_runtime/worker.ts not found next to the host package")
+
+
+def _location(plugin_id: str) -> str:
+    """A per-plugin origin so localStorage, Cache API and KV are never shared (DENO_FACTS Q9)."""
+    slug = re.sub(r"[^a-z0-9-]+", "-", plugin_id.lower()).strip("-")[:40] or "plugin"
+    digest = hashlib.sha256(plugin_id.encode()).hexdigest()[:8]
+    return f"http://{slug}-{digest}.plugin.invalid/"
+
+
+def sweep_stale_run_dirs(parent: str) -> int:
+    """Remove socket directories left by hosts that died (e.g. SIGKILL); returns how many."""
+    removed = 0
+    try:
+        entries = os.listdir(parent)
+    except OSError:
+        return 0
+    for name in entries:
+        if not name.startswith(_RUN_PREFIX):
+            continue
+        pid_part = name[len(_RUN_PREFIX) :].split("-", 1)[0]
+        if not pid_part.isdigit() or _pid_alive(int(pid_part)):
+            continue
+        path = os.path.join(parent, name)
+        try:
+            if os.stat(path).st_uid == os.getuid():
+                shutil.rmtree(path, ignore_errors=True)
+                removed += 1
+        except OSError:
+            pass
+    return removed
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+@dataclass
+class Runtime:
+    """Shared by every worker of one host; owns the private socket directory."""
+
+    deno: str
+    entry: Path
+    deno_dir: Path
+    run_dir: Path
+    _seq: itertools.count = field(default_factory=itertools.count)
+
+    @classmethod
+    def create(cls, config: HostConfig) -> Runtime:
+        deno = find_deno(config.deno_path)
+        entry = find_runtime_entry(config.runtime_entry)
+        state = Path(config.state_dir).expanduser().resolve()
+        deno_dir = state / "deno"
+        deno_dir.mkdir(parents=True, exist_ok=True)
+        parent = os.environ.get("XDG_RUNTIME_DIR") or tempfile.gettempdir()
+        sweep_stale_run_dirs(parent)
+        run_dir = Path(tempfile.mkdtemp(prefix=f"{_RUN_PREFIX}{os.getpid()}-", dir=parent))
+        os.chmod(run_dir, 0o700)
+        return cls(deno=deno, entry=entry, deno_dir=deno_dir, run_dir=run_dir)
+
+    def close(self) -> None:
+        shutil.rmtree(self.run_dir, ignore_errors=True)
+
+    def socket_path(self) -> str:
+        return str(self.run_dir / f"w{next(self._seq)}.sock")
+
+    def argv(
+        self,
+        *,
+        plugin_id: str,
+        permissions: Permissions,
+        base_dir: Path,
+        read_paths: list[str],
+        limits: WorkerLimits,
+        socket_path: str,
+        token: str,
+        inspect: str | None = None,
+    ) -> list[str]:
+        flags = [
+            "--no-prompt", "--no-remote", "--no-npm", "--no-config", "--no-lock", "--cached-only",
+            f"--location={_location(plugin_id)}",
+            f"--v8-flags=--max-old-space-size={limits.heap_mb}",
+            *permissions.deno_flags(base_dir=base_dir, socket_path=socket_path, read_extra=read_paths),
+        ]
+        if inspect:
+            flags.append(f"--inspect={inspect}")
+        return [self.deno, "run", *flags, str(self.entry), socket_path, token]
+
+    def env(self, permissions: Permissions) -> dict[str, str]:
+        """A scrubbed environment: only what Deno needs, plus variables the plugin was granted."""
+        env = {
+            "DENO_DIR": str(self.deno_dir),
+            "DENO_NO_UPDATE_CHECK": "1",
+            "NO_COLOR": "1",
+            "PATH": "/usr/bin:/bin",
+        }
+        if isinstance(permissions.env, list):
+            for name in permissions.env:
+                if name in os.environ:
+                    env[name] = os.environ[name]
+        return env

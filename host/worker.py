@@ -1,0 +1,563 @@
+"""One Deno worker process: spawn, handshake, calls with deadlines, heartbeats, death."""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import secrets
+import signal
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import anyio
+from anyio.abc import SocketStream, TaskGroup, TaskStatus
+
+from . import protocol as p
+from .config import WorkerLimits
+from .errors import (
+    CallTimeout,
+    FunctionNotFound,
+    HandshakeError,
+    HostError,
+    PayloadTooLarge,
+    PermissionDenied,
+    PluginError,
+    PluginUnavailable,
+    ProtocolError,
+    WorkerCrashed,
+)
+from .permissions import Permissions
+from .process import ChildProcess
+from .runtime import Runtime
+
+log = logging.getLogger("host.worker")
+
+LogSink = Callable[["Worker", p.Log], None]
+HostCallHandler = Callable[["Worker", p.HostCall], Awaitable[Any]]
+
+
+@dataclass
+class WorkerSpec:
+    """What a worker runs and with which grants; shared by every worker of a pool."""
+
+    plugin_id: str
+    module: Path | None          # None: an execute-only worker
+    base_dir: Path               # relative permission paths resolve here
+    read_paths: list[str]        # the plugin's own file or directory
+    permissions: Permissions = field(default_factory=Permissions)
+    limits: WorkerLimits = field(default_factory=WorkerLimits)
+    config: Any = None
+    inspect: str | None = None
+
+
+class Lease:
+    """A slot on a worker that the pool reserved for one caller; consumed by the request."""
+
+    __slots__ = ("used", "worker")
+
+    def __init__(self, worker: Worker) -> None:
+        self.worker = worker
+        self.used = False
+        worker.reserved += 1
+
+    def consume(self) -> bool:
+        """Turn the reservation into a request (or drop it); True the first time only."""
+        if self.used:
+            return False
+        self.used = True
+        self.worker.reserved -= 1
+        return True
+
+
+class _Pending:
+    __slots__ = ("event", "value", "error", "logs", "fn")
+
+    def __init__(self, fn: str, collect_logs: bool) -> None:
+        self.event = anyio.Event()
+        self.value: Any = None
+        self.error: BaseException | None = None
+        self.logs: list[p.Log] | None = [] if collect_logs else None
+        self.fn = fn
+
+
+def error_from_info(info: p.ErrorInfo, *, plugin: str, function: str) -> HostError:
+    """Translate a worker's normalised error into the host's exception type."""
+    kw: dict[str, Any] = dict(plugin=plugin, function=function)
+    if info.name == "FunctionNotFound":
+        return FunctionNotFound(info.message, **kw)
+    if info.name == "PayloadTooLarge":
+        return PayloadTooLarge(info.message, **kw)
+    cls = PermissionDenied if info.name == "NotCapable" else PluginError
+    return cls(
+        info.message, name=info.name, error_type=info.error_type, stack=info.stack,
+        details=info.details, **kw,
+    )
+
+
+class Worker:
+    """A running Deno process serving one plugin. Lives inside ``run()``, which a pool starts
+    in its task group; everything the worker does in the background is bounded by it."""
+
+    _ids = itertools.count(1)
+
+    def __init__(
+        self,
+        spec: WorkerSpec,
+        runtime: Runtime,
+        *,
+        on_log: LogSink | None = None,
+        on_slot_free: Callable[[Worker], None] | None = None,
+        host_call: HostCallHandler | None = None,
+        on_exit: Callable[[Worker], None] | None = None,
+    ) -> None:
+        self.spec = spec
+        self._on_exit = on_exit
+        self.runtime = runtime
+        self.index = next(self._ids)
+        self.state = "starting"
+        self.pid: int | None = None
+        self.metadata: Any = None
+        self.exports: list[str] = []
+        self.calls = 0
+        self.reserved = 0            # slots promised by the pool, not yet sent
+        self.started_at = time.monotonic()
+        self.ready_at: float | None = None
+        self.idle_since = time.monotonic()
+        self.last_seen = time.monotonic()
+        self.last_heartbeat: float | None = None  # wall clock of the last pong
+        self.exit_reason: str | None = None
+        self.exit_error: HostError | None = None
+        self.retiring = False
+        self._on_log = on_log
+        self._on_slot_free = on_slot_free
+        self._host_call = host_call
+        self._pending: dict[int, _Pending] = {}
+        self._seq = itertools.count(1)
+        self._proc: ChildProcess | None = None
+        self._conn: SocketStream | None = None
+        self._send_lock = anyio.Lock()
+        self._frames = p.FrameBuffer(spec.limits.max_frame)
+        self._kill_reason: str | None = None
+        self._shutdown_requested = False
+        self._tg: TaskGroup | None = None
+        self._backlog: list[p.Message] = []
+        self._reader_done = anyio.Event()
+        self.exited = anyio.Event()
+
+    # ------------------------------------------------------------------ state
+
+    @property
+    def load(self) -> int:
+        return self.reserved + len(self._pending)
+
+    @property
+    def alive(self) -> bool:
+        return self.state in ("ready", "starting") and not self.exited.is_set()
+
+    def describe(self) -> str:
+        return f"{self.spec.plugin_id}#{self.index}"
+
+    # ------------------------------------------------------------------ lifecycle
+
+    async def run(self, *, task_status: TaskStatus[Worker] = anyio.TASK_STATUS_IGNORED) -> None:
+        """Spawn and handshake (then report ready), serve until the process ends, clean up.
+        A worker that fails to start raises its error (HandshakeError, WorkerCrashed, ...)."""
+        limits = self.spec.limits
+        sock_path = self.runtime.socket_path()
+        token = secrets.token_urlsafe(24)
+        listener = await anyio.create_unix_listener(sock_path)
+        started = False
+        try:
+            self._proc = ChildProcess(
+                self.runtime.argv(
+                    plugin_id=self.spec.plugin_id, permissions=self.spec.permissions,
+                    base_dir=self.spec.base_dir, read_paths=self.spec.read_paths, limits=limits,
+                    socket_path=sock_path, token=token, inspect=self.spec.inspect,
+                ),
+                env=self.runtime.env(self.spec.permissions),
+                cwd=str(self.runtime.run_dir),
+                data_limit_mb=limits.data_limit_mb,
+                cpu_seconds=limits.cpu_seconds,
+                tail_bytes=limits.stderr_tail_bytes,
+                on_output=self._on_output,
+            )
+            self.pid = self._proc.pid
+            async with anyio.create_task_group() as tg:
+                self._tg = tg
+                tg.start_soon(self._proc.pump_output)
+                tg.start_soon(self._watch_process, tg)
+                try:
+                    with anyio.fail_after(limits.handshake_timeout):
+                        await self._handshake(listener, token)
+                except TimeoutError:
+                    self.exit_error = self._handshake_failed(
+                        f"no handshake within {limits.handshake_timeout:g}s")
+                except HostError as exc:
+                    self.exit_error = exc
+                    self.kill(self._kill_reason or "handshake")
+                else:
+                    self.state = "ready"
+                    self.ready_at = self.idle_since = time.monotonic()
+                    started = True
+                    task_status.started(self)
+                    tg.start_soon(self._heartbeat)
+                    await self._read_loop()
+                finally:
+                    with anyio.CancelScope(shield=True):
+                        await listener.aclose()
+                        # The listener's path is unlinked: nobody else can connect to it.
+                        Path(sock_path).unlink(missing_ok=True)
+        finally:
+            if self._proc is not None and self._proc.returncode is None:
+                self.kill(self._kill_reason or "error")
+            with anyio.CancelScope(shield=True):
+                await listener.aclose()
+                await self._finish()
+        if not started:
+            raise self.exit_error or WorkerCrashed("worker exited during startup", plugin=self.spec.plugin_id)
+
+    async def _handshake(self, listener: Any, token: str) -> None:
+        conn = await listener.accept()
+        self._conn = conn
+        hello = await self._next_message()
+        if not isinstance(hello, p.Hello):
+            raise self._handshake_failed(f"expected hello, got {type(hello).__name__}")
+        reason = None
+        if not secrets.compare_digest(hello.cookie.encode(), p.MAGIC_COOKIE.encode()):
+            reason = "bad magic cookie"
+        elif hello.protocol != p.PROTOCOL_VERSION:
+            reason = f"protocol version {hello.protocol} unsupported (host speaks {p.PROTOCOL_VERSION})"
+        elif not secrets.compare_digest(hello.token.encode(), token.encode()):
+            reason = "bad or replayed token"
+        if reason:
+            try:
+                await self._send(p.Reject(reason=reason))
+            except HostError:
+                pass
+            raise self._handshake_failed(reason)
+        lim = self.spec.limits
+        await self._send(p.Welcome(
+            plugin_id=self.spec.plugin_id,
+            module=str(self.spec.module) if self.spec.module else None,
+            config=self.spec.config,
+            limits=p.Limits(
+                heartbeat_interval_ms=int(lim.heartbeat_interval * 1000),
+                heartbeat_timeout_ms=int(lim.heartbeat_timeout * 1000),
+                max_frame=lim.max_frame,
+                max_log_entries=lim.max_log_entries,
+                max_log_bytes=lim.max_log_bytes,
+            ),
+        ))
+        while True:
+            msg = await self._next_message()
+            if isinstance(msg, p.Log):
+                self._dispatch(msg)
+            elif isinstance(msg, p.Ready):
+                break
+            else:
+                raise self._handshake_failed(f"expected ready, got {type(msg).__name__}")
+        if msg.error is not None:
+            self.kill("load")
+            err = msg.error
+            raise PluginUnavailable(
+                f"failed to load: {err.name}: {err.message}", plugin=self.spec.plugin_id
+            )
+        self.metadata = msg.metadata
+        self.exports = msg.exports
+
+    def _handshake_failed(self, reason: str) -> HandshakeError:
+        self.kill("handshake")
+        return HandshakeError(f"handshake rejected: {reason}", plugin=self.spec.plugin_id)
+
+    async def _next_message(self) -> p.Message:
+        """One message during the handshake (before the read loop owns the socket)."""
+        assert self._conn is not None
+        while not self._backlog:
+            try:
+                data = await self._conn.receive(65536)
+            except (anyio.EndOfStream, anyio.BrokenResourceError, anyio.ClosedResourceError):
+                raise self._handshake_failed("connection closed") from None
+            try:
+                self._backlog.extend(self._frames.feed(data))
+            except ProtocolError as exc:
+                raise self._handshake_failed(exc.message) from None
+        return self._backlog.pop(0)
+
+    async def _watch_process(self, tg: TaskGroup) -> None:
+        assert self._proc is not None
+        await self._proc.wait()
+        if self.state == "starting":  # died before the handshake finished: stop waiting
+            self.exit_error = self._exit_error()
+            tg.cancel_scope.cancel()
+            return
+        # The socket reaches EOF at the same moment; let the reader drain what was sent.
+        with anyio.move_on_after(0.5):
+            await self._reader_done.wait()
+        tg.cancel_scope.cancel()
+
+    async def _read_loop(self) -> None:
+        conn = self._conn
+        assert conn is not None
+        try:
+            for msg in self._backlog:
+                self._dispatch(msg)
+            self._backlog.clear()
+            while True:
+                try:
+                    data = await conn.receive(262144)
+                except (anyio.EndOfStream, anyio.BrokenResourceError, anyio.ClosedResourceError):
+                    break
+                self.last_seen = time.monotonic()
+                try:
+                    msgs = self._frames.feed(data)
+                except ProtocolError as exc:
+                    self.exit_error = ProtocolError(exc.message, plugin=self.spec.plugin_id)
+                    self.kill("protocol")
+                    break
+                for msg in msgs:
+                    self._dispatch(msg)
+        finally:
+            self._reader_done.set()
+        if self._proc and self._proc.returncode is None:
+            # EOF without exit: give it a moment to exit by itself, then make sure.
+            with anyio.move_on_after(0.5):
+                await self.exited_process()
+            if self._proc.returncode is None:
+                self.kill(self._kill_reason or "eof")
+        await self.exited_process()
+
+    async def exited_process(self) -> None:
+        assert self._proc is not None
+        await self._proc.wait()
+
+    async def _finish(self) -> None:
+        """After the process is gone: classify the exit and fail every call still waiting."""
+        proc = self._proc
+        if proc is not None:
+            proc.close()
+            if self.exit_error is None:
+                self.exit_error = self._exit_error()
+        self.state = "stopped" if self.exit_reason == "shutdown" else "crashed"
+        if self._on_exit is not None:  # before waking callers: they may look at the pool
+            self._on_exit(self)
+        err = self.exit_error
+        for pending in self._pending.values():
+            if pending.error is None and not pending.event.is_set():
+                pending.error = err
+                pending.event.set()
+        self._pending.clear()
+        if self._conn is not None:
+            await self._conn.aclose()
+        self.exited.set()
+
+    def _exit_error(self) -> HostError:
+        proc = self._proc
+        assert proc is not None
+        tail = proc.stderr_tail()
+        rc, sig = proc.exit_code, proc.exit_signal
+        reason = self._kill_reason
+        if reason is None:
+            if sig == signal.SIGTRAP or "out of memory" in tail:
+                reason = "memory"
+            elif sig == signal.SIGXCPU:
+                reason = "cpu"
+            elif self._shutdown_requested and rc == 0:
+                reason = "shutdown"
+            else:
+                reason = "crash"
+        self.exit_reason = reason
+        how = f"exit code {rc}" if sig is None else f"signal {signal.Signals(sig).name}"
+        text = {
+            "timeout": "was killed: a call passed its deadline",
+            "memory": "ran out of memory",
+            "cpu": "exceeded its CPU time limit",
+            "heartbeat": "was killed: heartbeats stopped",
+            "cancel": "was killed: a cancelled call did not stop in time",
+            "protocol": "was killed: protocol violation",
+            "shutdown": "shut down",
+        }.get(reason, "crashed")
+        msg = f"worker {self.describe()} (pid {proc.pid}) {text} ({how})"
+        if tail.strip() and reason not in ("shutdown",):
+            msg += f"; output: {tail.strip()[-500:]}"
+        return WorkerCrashed(
+            msg, exit_code=rc, signal=sig, reason=reason, stderr_tail=tail, plugin=self.spec.plugin_id
+        )
+
+    def kill(self, reason: str) -> None:
+        """SIGKILL the worker's process group now; ``reason`` is reported to waiting calls."""
+        if self._kill_reason is None:
+            self._kill_reason = reason
+        if self._proc is not None:
+            self._proc.kill()
+        if self.state in ("ready", "starting"):
+            self.state = "stopping"
+
+    async def shutdown(self) -> None:
+        """Ask the worker to exit; SIGKILL it if it has not within the grace period."""
+        if self.exited.is_set():
+            return
+        self._shutdown_requested = True
+        self.state = "stopping"
+        try:
+            await self._send(p.Shutdown())
+        except HostError:
+            pass
+        with anyio.move_on_after(self.spec.limits.shutdown_grace):
+            await self.exited.wait()
+        if not self.exited.is_set():
+            self.kill("shutdown-timeout")
+            await self.exited.wait()
+
+    # ------------------------------------------------------------------ frames
+
+    async def _send(self, msg: p.Message) -> None:
+        data = p.encode(msg, self.spec.limits.max_frame)
+        conn = self._conn
+        if conn is None:
+            raise WorkerCrashed("worker is not connected", plugin=self.spec.plugin_id)
+        async with self._send_lock:
+            try:
+                await conn.send(data)
+            except (anyio.BrokenResourceError, anyio.ClosedResourceError):
+                raise self.exit_error or WorkerCrashed(
+                    f"worker {self.describe()} connection lost", plugin=self.spec.plugin_id
+                ) from None
+
+    def _dispatch(self, msg: p.Message) -> None:
+        if isinstance(msg, p.Result):
+            pending = self._pending.pop(msg.id, None)
+            if pending is not None:
+                pending.value = msg.value
+                pending.event.set()
+                self._settled()
+        elif isinstance(msg, p.Error):
+            pending = self._pending.pop(msg.id, None)
+            if pending is not None:
+                pending.error = error_from_info(msg.error, plugin=self.spec.plugin_id, function=pending.fn)
+                pending.event.set()
+                self._settled()
+        elif isinstance(msg, p.Log):
+            if msg.id is not None:
+                pending = self._pending.get(msg.id)
+                if pending is not None and pending.logs is not None:
+                    pending.logs.append(msg)
+            if self._on_log is not None:
+                self._on_log(self, msg)
+        elif isinstance(msg, p.Pong):
+            self.last_heartbeat = time.time()
+        elif isinstance(msg, p.Ping):
+            if self._tg is not None:
+                self._tg.start_soon(self._send_quietly, p.Pong(seq=msg.seq))
+        elif isinstance(msg, p.HostCall):
+            if self._tg is not None:
+                self._tg.start_soon(self._serve_host_call, msg)
+        else:
+            self.exit_error = ProtocolError(
+                f"unexpected {type(msg).__name__} frame from worker", plugin=self.spec.plugin_id
+            )
+            self.kill("protocol")
+
+    def _settled(self) -> None:
+        self.calls += 1
+        if not self._pending:
+            self.idle_since = time.monotonic()
+        if self._on_slot_free is not None:
+            self._on_slot_free(self)
+
+    async def _send_quietly(self, msg: p.Message) -> None:
+        try:
+            await self._send(msg)
+        except HostError:
+            pass
+
+    async def _serve_host_call(self, msg: p.HostCall) -> None:
+        if self._host_call is None:
+            reply = p.HostReply(id=msg.id, error=p.ErrorInfo(
+                name="UnknownHostCall", message=f"host call {msg.op!r} is not available"))
+        else:
+            try:
+                reply = p.HostReply(id=msg.id, value=await self._host_call(self, msg))
+            except HostError as exc:
+                reply = p.HostReply(id=msg.id, error=p.ErrorInfo(name=type(exc).__name__, message=exc.message))
+        await self._send_quietly(reply)
+
+    def _on_output(self, line: str) -> None:
+        if line:
+            log.debug("[plugin:%s] %s", self.describe(), line)
+
+    async def _heartbeat(self) -> None:
+        lim = self.spec.limits
+        seq = 0
+        while True:
+            await anyio.sleep(lim.heartbeat_interval)
+            if not self._pending and time.monotonic() - self.last_seen > lim.heartbeat_timeout:
+                self.kill("heartbeat")
+                return
+            seq += 1
+            await self._send_quietly(p.Ping(seq=seq))
+
+    # ------------------------------------------------------------------ calls
+
+    async def call(self, fn: str, args: list[Any], timeout: float, lease: Lease | None = None) -> Any:
+        """Call an exported function; the worker is killed if the deadline passes."""
+        cid = next(self._seq)
+        msg = p.Call(id=cid, fn=fn, args=args, timeout_ms=int(timeout * 1000))
+        pending = await self._request(cid, msg, fn, timeout, lease, collect_logs=False)
+        return pending.value
+
+    async def execute(
+        self, code: str, *, entry: str, input: Any, timeout: float, tools: list[str],
+        lease: Lease | None = None,
+    ) -> _Pending:
+        """Run ad-hoc module code; returns the settled request (value or error, plus logs)."""
+        cid = next(self._seq)
+        msg = p.Execute(id=cid, code=code, entry=entry, input=input,
+                        timeout_ms=int(timeout * 1000), tools=tools)
+        return await self._request(cid, msg, entry, timeout, lease, collect_logs=True, raise_error=False)
+
+    async def _request(
+        self, cid: int, msg: p.Message, fn: str, timeout: float, lease: Lease | None, *,
+        collect_logs: bool, raise_error: bool = True,
+    ) -> _Pending:
+        if lease is not None:  # the pool's reservation becomes this request
+            lease.consume()
+        if not self.alive:
+            raise self.exit_error or WorkerCrashed(f"worker {self.describe()} is gone", plugin=self.spec.plugin_id)
+        pending = _Pending(fn, collect_logs)
+        self._pending[cid] = pending
+        try:
+            await self._send(msg)
+        except PayloadTooLarge as exc:
+            self._pending.pop(cid, None)
+            self._settled()
+            raise PayloadTooLarge(f"arguments too large: {exc.message}",
+                                  plugin=self.spec.plugin_id, function=fn) from None
+        try:
+            with anyio.fail_after(timeout):
+                await pending.event.wait()
+        except TimeoutError:
+            if self._pending.pop(cid, None) is not None:
+                self.kill("timeout")
+                raise CallTimeout(
+                    f"call did not finish within {timeout:g}s; worker killed",
+                    timeout=timeout, plugin=self.spec.plugin_id, function=fn,
+                ) from None
+        except anyio.get_cancelled_exc_class():
+            if cid in self._pending:
+                with anyio.CancelScope(shield=True):
+                    await self._send_quietly(p.Cancel(id=cid, reason="cancelled by caller"))
+                if self._tg is not None:
+                    self._tg.start_soon(self._cancel_watchdog, cid)
+            raise
+        if pending.error is not None:
+            if raise_error or not isinstance(pending.error, PluginError):
+                raise pending.error
+        return pending
+
+    async def _cancel_watchdog(self, cid: int) -> None:
+        await anyio.sleep(self.spec.limits.cancel_grace)
+        if cid in self._pending:
+            self.kill("cancel")

@@ -1,0 +1,118 @@
+"""Shared fixtures: real hosts over real Deno workers, plugins written to tmp_path, and a
+check that no test leaves a deno process behind."""
+
+from __future__ import annotations
+
+import os
+import textwrap
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+import pytest
+
+from host import HostConfig, PluginHost, PoolConfig, WorkerLimits
+
+
+@pytest.fixture(params=["asyncio", "trio"])
+def anyio_backend(request: pytest.FixtureRequest) -> str:
+    return request.param
+
+
+def deno_children(root: int | None = None) -> list[int]:
+    """Deno processes descended from ``root`` (default: this test process)."""
+    root = root or os.getpid()
+    parents: dict[int, int] = {}
+    names: dict[int, str] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                stat = f.read()
+        except OSError:
+            continue
+        rparen = stat.rindex(")")
+        names[int(entry)] = stat[stat.index("(") + 1 : rparen]
+        fields = stat[rparen + 2 :].split()
+        if fields[0] == "Z":  # a zombie is a leak of its own, but not a running worker
+            names[int(entry)] = "<zombie>" + names[int(entry)]
+        parents[int(entry)] = int(fields[1])
+    out = []
+    for pid, name in names.items():
+        if name != "deno":
+            continue
+        p = pid
+        while p > 1:
+            p = parents.get(p, 0)
+            if p == root:
+                out.append(pid)
+                break
+    return out
+
+
+@pytest.fixture(autouse=True)
+def no_leftover_workers():
+    yield
+    left = deno_children()
+    assert not left, f"deno processes left behind by this test: {left}"
+
+
+@pytest.fixture(scope="session")
+def shared_state(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One DENO_DIR for the session, so the worker runtime is compiled once."""
+    return tmp_path_factory.mktemp("state")
+
+
+class PluginDir:
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        root.mkdir(parents=True, exist_ok=True)
+
+    def add(self, name: str, source: str) -> Path:
+        path = self.root / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(textwrap.dedent(source))
+        return path
+
+
+@pytest.fixture
+def plugin_dir(tmp_path: Path) -> PluginDir:
+    return PluginDir(tmp_path / "plugins")
+
+
+CALC = """
+export const metadata = { id: "calc", name: "Calculator", version: "1.2.3", apiVersion: "1.0" };
+export function add(a, b) { return a + b; }
+export async function addLater(a, b) { await new Promise((r) => setTimeout(r, 5)); return a + b; }
+export function echo(x) { return x; }
+export async function sleep(ms) { await new Promise((r) => setTimeout(r, ms)); return ms; }
+export function spin() { while (true) {} }
+export function pid() { return Deno.pid; }
+export function say(msg) { console.log("said:", msg); console.warn("warned"); return msg; }
+"""
+
+
+@pytest.fixture
+def calc(plugin_dir: PluginDir) -> PluginDir:
+    plugin_dir.add("calc.js", CALC)
+    return plugin_dir
+
+
+HostFactory = Callable[..., "asynccontextmanager[PluginHost]"]
+
+
+@pytest.fixture
+def make_host(plugin_dir: PluginDir, shared_state: Path) -> Callable[..., AsyncIterator[PluginHost]]:
+    @asynccontextmanager
+    async def factory(
+        *, pool: PoolConfig | None = None, limits: WorkerLimits | None = None, **kw
+    ) -> AsyncIterator[PluginHost]:
+        cfg = HostConfig(
+            plugins_dir=str(plugin_dir.root), state_dir=str(shared_state),
+            pool=pool or PoolConfig(), limits=limits or WorkerLimits(), **kw,
+        )
+        async with PluginHost(cfg) as h:
+            yield h
+
+    return factory

@@ -1,0 +1,186 @@
+"""Pools: crashes, restarts, crash-loop breaker, recycling, idle reaping, drain."""
+
+from __future__ import annotations
+
+import os
+import random
+import signal
+import time
+
+import anyio
+import pytest
+
+from host import HostError, PluginUnavailable, PoolConfig, WorkerCrashed, WorkerLimits
+
+pytestmark = pytest.mark.anyio
+
+
+async def wait_for(pred, timeout: float = 5.0, interval: float = 0.01):
+    with anyio.fail_after(timeout):
+        while not pred():
+            await anyio.sleep(interval)
+
+
+async def test_worker_sigkilled_mid_call_fails_fast_and_pool_recovers(calc, make_host):
+    async with make_host() as h:
+        pid = h.plugin("calc").workers[0].pid
+        result: dict = {}
+
+        async def victim():
+            t0 = time.monotonic()
+            try:
+                await h.call("calc", "sleep", 5000)
+            except WorkerCrashed as exc:
+                result["err"], result["t"] = exc, time.monotonic() - t0
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(victim)
+            await wait_for(lambda: h.plugin("calc").workers[0].inflight == 1)
+            t_kill = time.monotonic()
+            os.kill(pid, signal.SIGKILL)
+        assert time.monotonic() - t_kill < 1.0
+        err = result["err"]
+        assert err.signal == signal.SIGKILL and err.reason == "crash"
+        assert await h.call("calc", "add", 1, 1) == 2
+        info = h.plugin("calc")
+        assert info.crashes == 1 and info.restarts == 1 and info.workers[0].pid != pid
+
+
+async def test_200_concurrent_calls_with_random_sigkills_all_settle(calc, make_host):
+    pool = PoolConfig(min_workers=2, max_workers=4, crash_loop_threshold=1000, restart_backoff=0.01)
+    async with make_host(pool=pool) as h:
+        outcomes: list[object] = []
+        most_workers = 0
+
+        async def one(i: int):
+            nonlocal most_workers
+            try:
+                got = await h.call("calc", "addLater", i, 1, timeout=20)
+                assert got == i + 1
+                outcomes.append(got)
+            except HostError as exc:
+                outcomes.append(exc)
+            most_workers = max(most_workers, len(h.plugin("calc").workers))
+
+        async def killer():
+            rnd = random.Random(7)
+            for _ in range(8):
+                await anyio.sleep(rnd.uniform(0.02, 0.08))
+                pids = [w.pid for w in h.plugin("calc").workers if w.pid]
+                if pids:
+                    try:
+                        os.kill(rnd.choice(pids), signal.SIGKILL)
+                    except ProcessLookupError:
+                        pass
+
+        with anyio.fail_after(40):
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(killer)
+                for i in range(200):
+                    tg.start_soon(one, i)
+        assert len(outcomes) == 200
+        errors = [o for o in outcomes if isinstance(o, BaseException)]
+        assert all(isinstance(e, WorkerCrashed) for e in errors), errors
+        assert len(errors) < 200
+        assert most_workers <= 4
+        await wait_for(lambda: len([w for w in h.plugin("calc").workers if w.state == "ready"]) >= 2)
+        assert h.plugin("calc").state == "running"
+        assert h.plugin("calc").crashes >= 1
+
+
+async def test_crash_loop_puts_plugin_in_error_until_reset(plugin_dir, make_host):
+    plugin_dir.add("die.js", """
+        export function die() { Deno.exit(3); }
+        export function ok() { return "ok"; }
+    """)
+    pool = PoolConfig(crash_loop_threshold=3, crash_loop_window=60, restart_backoff=0.01)
+    async with make_host(pool=pool) as h:
+        for _ in range(3):
+            with pytest.raises(WorkerCrashed) as e:
+                await h.call("die", "die")
+            assert e.value.exit_code == 3
+        assert h.plugin("die").state == "error"
+        assert "crash loop" in h.plugin("die").error
+        with pytest.raises(PluginUnavailable, match="crash loop"):
+            await h.call("die", "ok")
+        h.pool("die").reset()
+        assert await h.call("die", "ok") == "ok"
+        assert h.plugin("die").state == "running"
+
+
+async def test_plugin_that_fails_to_load_is_error_and_others_keep_serving(calc, make_host):
+    calc.add("broken.js", "export function f( {")
+    async with make_host() as h:
+        info = h.plugin("broken")
+        assert info.state == "error" and "SyntaxError" in info.error
+        with pytest.raises(PluginUnavailable):
+            await h.call("broken", "f")
+        assert await h.call("calc", "add", 1, 2) == 3
+
+
+async def test_worker_recycled_after_max_calls(calc, make_host):
+    async with make_host(pool=PoolConfig(max_calls_per_worker=3)) as h:
+        pids = [await h.call("calc", "pid") for _ in range(7)]
+        assert pids[0] == pids[1] == pids[2] != pids[3]
+        assert pids[3] == pids[4] == pids[5] != pids[6]
+        assert h.plugin("calc").crashes == 0
+
+
+async def test_pool_scales_up_under_load_and_reaps_idle_workers(calc, make_host):
+    pool = PoolConfig(min_workers=1, max_workers=3, idle_timeout=0.3)
+    async with make_host(pool=pool) as h:
+        async with anyio.create_task_group() as tg:
+            for _ in range(3):
+                tg.start_soon(h.call, "calc", "sleep", 300)
+            await wait_for(lambda: len(h.plugin("calc").workers) == 3)
+        await wait_for(lambda: len(h.plugin("calc").workers) == 1, timeout=5)
+        assert h.plugin("calc").crashes == 0
+
+
+async def test_calls_queue_when_all_workers_are_busy(calc, make_host):
+    async with make_host(pool=PoolConfig(min_workers=1, max_workers=1)) as h:
+        t0 = time.monotonic()
+        async with anyio.create_task_group() as tg:
+            for _ in range(3):
+                tg.start_soon(h.call, "calc", "sleep", 150)
+        assert time.monotonic() - t0 >= 0.45
+        assert len(h.plugin("calc").workers) == 1
+
+
+async def test_close_drains_calls_in_flight(calc, make_host):
+    results: list[int] = []
+    async with make_host() as h:
+        async def slow():
+            results.append(await h.call("calc", "sleep", 400))
+
+        async with anyio.create_task_group() as tg:
+            for _ in range(2):
+                tg.start_soon(slow)
+            await wait_for(lambda: sum(w.inflight for w in h.plugin("calc").workers) == 2)
+            await h.aclose()
+    assert results == [400, 400]
+
+
+async def test_idle_worker_that_stops_answering_heartbeats_is_replaced(plugin_dir, make_host):
+    plugin_dir.add("hang.js", """
+        export function hangSoon() { setTimeout(() => { while (true) {} }, 20); return Deno.pid; }
+        export function pid() { return Deno.pid; }
+    """)
+    limits = WorkerLimits(heartbeat_interval=0.1, heartbeat_timeout=0.5)
+    async with make_host(limits=limits) as h:
+        pid = await h.call("hang", "hangSoon")
+        await wait_for(lambda: h.plugin("hang").crashes == 1, timeout=5)
+        assert await h.call("hang", "pid") != pid
+
+
+async def test_snapshot_reports_workers_and_heartbeats(calc, make_host):
+    async with make_host(limits=WorkerLimits(heartbeat_interval=0.05)) as h:
+        await h.call("calc", "add", 1, 2)
+        await wait_for(lambda: h.plugin("calc").workers[0].last_heartbeat is not None)
+        info = h.plugin("calc")
+        assert (info.state, info.version, info.name) == ("running", "1.2.3", "Calculator")
+        assert "add" in info.exports and info.calls == 1
+        w = info.workers[0]
+        assert w.state == "ready" and w.calls == 1 and w.inflight == 0
+        assert abs(w.last_heartbeat - time.time()) < 2
+        assert os.path.exists(f"/proc/{w.pid}")

@@ -1,0 +1,103 @@
+"""Frames and messages: round trips, limits, and garbage that must become ProtocolError."""
+
+from __future__ import annotations
+
+import struct
+
+import msgspec
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from host import PayloadTooLarge, ProtocolError
+from host import protocol as p
+
+
+def test_every_message_round_trips_through_a_frame():
+    msgs = [
+        p.Hello(cookie=p.MAGIC_COOKIE, protocol=1, token="t", pid=3, runtime="deno"),
+        p.Welcome(plugin_id="x", module="/a.js", config={"k": 1}),
+        p.Reject(reason="no"),
+        p.Ready(metadata={"id": "x"}, exports=["a"]),
+        p.Ready(error=p.ErrorInfo(name="SyntaxError", message="bad")),
+        p.Call(id=1, fn="add", args=[1, 2], timeout_ms=500),
+        p.Execute(id=2, code="export default 1", input=[1], tools=["crypto"]),
+        p.Result(id=1, value={"a": [1, 2.5, None, b"\x00\xff", "ü"]}),
+        p.Error(id=1, error=p.ErrorInfo(name="PluginError", message="m", error_type="AUTH_ERROR")),
+        p.Log(level="info", message="hi", id=1, ts=1.5),
+        p.Cancel(id=1),
+        p.HostCall(id=1, op="cache.get", args=["k"], call=3),
+        p.HostReply(id=1, value=None),
+        p.Ping(seq=1), p.Pong(seq=1), p.Shutdown(),
+    ]
+    buf = p.FrameBuffer()
+    data = b"".join(p.encode(m) for m in msgs)
+    assert buf.feed(data) == msgs
+    assert buf.pending == 0
+
+
+def test_frames_split_at_every_byte_reassemble():
+    frame = p.encode(p.Result(id=7, value="x" * 300)) + p.encode(p.Pong(seq=2))
+    buf = p.FrameBuffer()
+    out = []
+    for i in range(len(frame)):
+        out += buf.feed(frame[i : i + 1])
+    assert out == [p.Result(id=7, value="x" * 300), p.Pong(seq=2)]
+
+
+def test_header_is_four_byte_big_endian_length():
+    frame = p.encode(p.Ping(seq=1))
+    (n,) = struct.unpack(">I", frame[:4])
+    assert n == len(frame) - 4
+    assert msgspec.msgpack.decode(frame[4:]) == {"type": "ping", "seq": 1}
+
+
+def test_oversize_frame_is_refused_on_encode_and_on_decode():
+    with pytest.raises(PayloadTooLarge):
+        p.encode(p.Result(id=1, value="x" * 2000), max_frame=1000)
+    buf = p.FrameBuffer(max_frame=1000)
+    with pytest.raises(ProtocolError, match="over the 1000-byte maximum"):
+        buf.feed(struct.pack(">I", 1001))
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b"\xc1",  # never-used msgpack byte
+        msgspec.msgpack.encode({"type": "nope"}),
+        msgspec.msgpack.encode({"type": "call", "id": "one", "fn": "f"}),
+        msgspec.msgpack.encode({"type": "call"}),
+        msgspec.msgpack.encode([1, 2, 3]),
+        b"\x92\x01",  # truncated array
+    ],
+)
+def test_garbled_unknown_or_truncated_body_is_protocol_error(body: bytes):
+    with pytest.raises(ProtocolError):
+        p.FrameBuffer().feed(struct.pack(">I", len(body)) + body)
+
+
+def test_unknown_fields_are_ignored_for_forward_compatibility():
+    body = msgspec.msgpack.encode({"type": "pong", "seq": 3, "future": True})
+    assert p.FrameBuffer().feed(struct.pack(">I", len(body)) + body) == [p.Pong(seq=3)]
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.binary(max_size=300))
+def test_fuzz_decoder_only_ever_raises_protocol_error(data: bytes):
+    buf = p.FrameBuffer(max_frame=4096)
+    try:
+        buf.feed(data)
+    except ProtocolError:
+        pass
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.binary(max_size=40), max_size=8))
+def test_fuzz_valid_length_random_bodies(bodies: list[bytes]):
+    buf = p.FrameBuffer()
+    for body in bodies:
+        try:
+            msgs = buf.feed(struct.pack(">I", len(body)) + body)
+        except ProtocolError:
+            return
+        assert all(isinstance(m, p.Message.__args__) for m in msgs)

@@ -1,0 +1,143 @@
+/**
+ * Types for Plugin Host plugins.
+ *
+ * A plugin is an ES module: it exports `metadata` and any number of functions. The host calls
+ * an exported function with the caller's arguments followed by a `Context`. The globals
+ * `PluginError` and `ErrorTypes` are defined by the worker before the plugin is imported.
+ *
+ *   import type { BalanceResult, Context, PluginMetadata } from "../worker_runtime/plugin.d.ts";
+ *
+ *   export const metadata: PluginMetadata = { id: "balance_x", name: "X", version: "1.0.0" };
+ *   export async function queryBalance(config: { apiKey: string }, ctx: Context): Promise<BalanceResult> {
+ *     const res = await fetch("https://api.x.example/balance", { signal: ctx.signal });
+ *     if (res.status === 401) throw new PluginError(ErrorTypes.AUTH_ERROR, "invalid API key");
+ *     const body = await res.json();
+ *     return { balance: body.total, currency: "USD", rawData: body };
+ *   }
+ */
+
+/** The kinds of failure a plugin reports with `PluginError`. */
+export type ErrorType =
+  | "NETWORK_ERROR"
+  | "AUTH_ERROR"
+  | "RATE_LIMIT"
+  | "TIMEOUT"
+  | "PARSE_ERROR"
+  | "PROVIDER_ERROR"
+  | "SANDBOX_LIMIT"
+  | "UNKNOWN";
+
+/**
+ * What the plugin may do, one entry per Deno permission. A list allows those names (hosts for
+ * `net`, paths for `read`/`write`, variable names for `env`, ...); `true` allows all; absent or
+ * `false` allows none.
+ */
+export interface Permissions {
+  net?: string[] | boolean;
+  read?: string[] | boolean;
+  write?: string[] | boolean;
+  env?: string[] | boolean;
+  run?: string[] | boolean;
+  ffi?: string[] | boolean;
+  sys?: string[] | boolean;
+}
+
+/** One configuration field of `metadata.configSchema`. */
+export interface ConfigField {
+  type: "string" | "number" | "integer" | "boolean" | "object" | "array";
+  required?: boolean;
+  /** Never logged or shown; passed only to the plugin. */
+  secret?: boolean;
+  default?: unknown;
+  description?: string;
+  enum?: unknown[];
+}
+
+/** The module's `metadata` export. */
+export interface PluginMetadata {
+  id: string;
+  name?: string;
+  version: string;
+  apiVersion?: string;
+  description?: string;
+  author?: string;
+  homepage?: string;
+  permissions?: Permissions;
+  configSchema?: Record<string, ConfigField>;
+  /** What the plugin provides, e.g. `"balance"`, or the events it handles, e.g. `"message.incoming"`. */
+  capabilities?: string[];
+  /** Order among plugins handling the same event (lower runs first). */
+  priority?: number;
+  /** Other plugins this one needs: id to semver range. */
+  dependencies?: Record<string, string>;
+}
+
+/** What a balance plugin returns; the host adds provider, status and timestamps. */
+export interface BalanceResult {
+  balance: number;
+  currency: string;
+  quota?: number;
+  usedQuota?: number;
+  /** ISO 8601 string, a Date, or epoch milliseconds. */
+  expiresAt?: string | Date | number | null;
+  rawData?: unknown;
+}
+
+export type LogLevel = "log" | "info" | "warn" | "error" | "debug";
+
+/** A cache shared by the plugin's workers (and, with a shared store, by several hosts). */
+export interface PluginCache {
+  get<T = unknown>(key: string): Promise<T | null>;
+  /** `ttl` in seconds; the host's default when omitted. */
+  set(key: string, value: unknown, ttl?: number): Promise<void>;
+}
+
+/** Persistent key-value storage private to the plugin. */
+export interface PluginStorage {
+  get<T = unknown>(key: string): Promise<T | null>;
+  set(key: string, value: unknown): Promise<void>;
+}
+
+/** Events through the host. */
+export interface Channel {
+  emit(event: string, data?: unknown): Promise<unknown>;
+  on(event: string, handler: (data: unknown) => unknown): Promise<unknown>;
+  off(event: string, handler: (data: unknown) => unknown): Promise<unknown>;
+}
+
+/** The last argument of every call. */
+export interface Context<Config = Record<string, unknown>> {
+  /** The call's id on its connection (as in the host's logs). */
+  readonly callId: number;
+  readonly pluginId: string;
+  /** The plugin's configuration. */
+  readonly config: Config;
+  /** The call's deadline in milliseconds, if it has one; the host kills the worker when it passes. */
+  readonly timeout: number | undefined;
+  /** Aborted when the host cancels the call; pass it to fetch(). */
+  readonly signal: AbortSignal;
+  /** A log entry attached to this call, like console output. */
+  log(level: LogLevel, ...args: unknown[]): void;
+  readonly cache: PluginCache;
+  readonly storage: PluginStorage;
+  readonly channel: Channel;
+}
+
+/** An exported plugin function: the call's arguments, then the context. */
+// deno-lint-ignore no-explicit-any
+export type PluginFunction = (...args: any[]) => unknown;
+
+declare global {
+  /** The error types, each mapped to its own name: `ErrorTypes.AUTH_ERROR === "AUTH_ERROR"`. */
+  const ErrorTypes: Readonly<{ [K in ErrorType]: K }>;
+
+  /** Throw this to report a classified failure; the host keeps `errorType` and `details`. */
+  class PluginError extends Error {
+    constructor(errorType: ErrorType | string, message: string, details?: unknown);
+    errorType: ErrorType | string;
+    details: unknown;
+  }
+
+  /** Defined only while an `execute` that asked for the `"channel"` tool is running. */
+  var channel: Channel;
+}

@@ -1,0 +1,969 @@
+/**
+ * The Plugin Host worker: one Deno process serving one plugin over a Unix socket.
+ *
+ *   deno run [flags] worker_runtime/worker.ts <socket-path> <token>
+ *
+ * It speaks the protocol of docs/protocol.md (message and field names as in host/protocol.py):
+ * hello/welcome/ready, then call/execute answered by result/error, with log, host_call,
+ * ping/pong, cancel and shutdown. It needs no permission beyond the socket and the plugin's
+ * directory; everything the plugin may do is decided by the flags the host starts it with.
+ */
+
+import { AsyncLocalStorage } from "node:async_hooks";
+import { Decoder, Encoder } from "./msgpack.ts";
+
+const COOKIE = "PLUGIN_HOST_7f3a9c2e";
+const PROTOCOL = 1;
+
+const EXIT_OK = 0;
+const EXIT_REJECTED = 3;
+const EXIT_HEARTBEAT = 4;
+const EXIT_PROTOCOL = 5;
+
+const PPID_POLL_MS = 500;
+const READ_CHUNK = 64 * 1024;
+/** Buffers bigger than this are not kept for reuse once a large frame has gone through. */
+const KEEP_BUFFER = 1024 * 1024;
+/** Caps on an error's message and stack, so that an error report always fits in a frame. */
+const MAX_ERROR_MESSAGE = 64 * 1024;
+const MAX_ERROR_STACK = 64 * 1024;
+
+interface Limits {
+  heartbeat_interval_ms: number;
+  heartbeat_timeout_ms: number;
+  max_frame: number;
+  max_log_entries: number;
+  max_log_bytes: number;
+}
+
+const limits: Limits = {
+  heartbeat_interval_ms: 1000,
+  heartbeat_timeout_ms: 10000,
+  max_frame: 16 * 1024 * 1024,
+  max_log_entries: 1000,
+  max_log_bytes: 1024 * 1024,
+};
+
+type Id = number | bigint;
+type Msg = Record<string, unknown>;
+
+/** A thrown value, normalised (host/protocol.py ErrorInfo). */
+interface ErrorInfo {
+  name: string;
+  message: string;
+  stack?: string;
+  error_type?: string;
+  details?: unknown;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Globals for plugins (defined before any plugin code is imported)
+
+const ErrorTypes = Object.freeze({
+  NETWORK_ERROR: "NETWORK_ERROR",
+  AUTH_ERROR: "AUTH_ERROR",
+  RATE_LIMIT: "RATE_LIMIT",
+  TIMEOUT: "TIMEOUT",
+  PARSE_ERROR: "PARSE_ERROR",
+  PROVIDER_ERROR: "PROVIDER_ERROR",
+  SANDBOX_LIMIT: "SANDBOX_LIMIT",
+  UNKNOWN: "UNKNOWN",
+});
+
+/** The error a plugin throws to report a classified failure (see plugin.d.ts). */
+class PluginError extends Error {
+  errorType: string;
+  details: unknown;
+
+  constructor(errorType: string, message?: string, details?: unknown) {
+    // `new PluginError("message")` is a common slip: keep the message, type UNKNOWN.
+    if (message === undefined && !Object.hasOwn(ErrorTypes, errorType)) {
+      message = errorType;
+      errorType = ErrorTypes.UNKNOWN;
+    }
+    super(message ?? "");
+    this.name = "PluginError";
+    this.errorType = errorType ?? ErrorTypes.UNKNOWN;
+    this.details = details;
+  }
+}
+
+function defineGlobal(name: string, value: unknown): void {
+  Object.defineProperty(globalThis, name, { value, writable: true, configurable: true, enumerable: false });
+}
+
+defineGlobal("PluginError", PluginError);
+defineGlobal("ErrorTypes", ErrorTypes);
+
+// ---------------------------------------------------------------------------------------------
+// Process-level state
+
+let conn: Deno.UnixConn;
+let phase: "hello" | "importing" | "ready" = "hello";
+let pluginId = "";
+let config: unknown = null;
+// deno-lint-ignore no-explicit-any
+let plugin: Record<string, any> | null = null;
+/** Frames that arrived while the plugin was still being imported. */
+const early: Msg[] = [];
+let lastReceived = Date.now();
+let heartbeatTimer: ReturnType<typeof setInterval> | undefined;
+
+const stderr = (text: string): void => {
+  try {
+    Deno.stderr.writeSync(new TextEncoder().encode(`worker: ${text}\n`));
+  } catch {
+    // stderr closed: nothing to report to
+  }
+};
+
+function exit(code: number, why?: string): never {
+  if (why) stderr(why);
+  Deno.exit(code);
+}
+
+function protocolError(why: string): never {
+  exit(EXIT_PROTOCOL, `protocol error: ${why}`);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Output: frames are encoded straight into one pending buffer; a single writer drains it, so
+// frames queued while a write is in progress go out together in the next write.
+
+const out = new Encoder(64 * 1024);
+let spare: Uint8Array | undefined;
+let writing = false;
+let flushQueued = false;
+let encoding = false;
+/** Frames sent by plugin code (a getter, a toJSON) while another frame was being encoded. */
+const reentrant: Msg[] = [];
+
+/**
+ * Queues one frame. Returns its body size, or minus that size if it exceeds max_frame (then
+ * nothing is queued). Throws what the encoder throws (TypeError for unencodable values).
+ */
+function send(msg: Msg): number {
+  if (encoding) {
+    reentrant.push(msg);
+    return 0;
+  }
+  const start = out.pos;
+  let size: number;
+  encoding = true;
+  try {
+    out.ensure(4);
+    out.pos = start + 4;
+    try {
+      out.write(msg);
+    } catch (e) {
+      out.pos = start;
+      throw e;
+    }
+    size = out.pos - start - 4;
+    if (size > limits.max_frame) out.pos = start;
+    else out.view.setUint32(start, size);
+  } finally {
+    encoding = false;
+    // Frames the plugin sent meanwhile go after this one, whose header is now complete.
+    if (reentrant.length) drainReentrant();
+  }
+  if (size > limits.max_frame) return -size;
+  if (!writing && !flushQueued) {
+    flushQueued = true;
+    queueMicrotask(flush);
+  }
+  return size;
+}
+
+function drainReentrant(): void {
+  const msgs = reentrant.splice(0);
+  for (const m of msgs) {
+    try {
+      send(m);
+    } catch {
+      // only logs and host calls get here; an unencodable one is dropped
+    }
+  }
+}
+
+async function flush(): Promise<void> {
+  flushQueued = false;
+  if (writing) return;
+  writing = true;
+  try {
+    while (out.pos > 0) {
+      const full = out.buf;
+      const data = out.take(spare);
+      spare = undefined;
+      let off = 0;
+      while (off < data.length) off += await conn.write(data.subarray(off));
+      if (full.length <= KEEP_BUFFER) spare = full;
+    }
+  } catch {
+    exit(EXIT_OK); // the host closed the socket
+  } finally {
+    writing = false;
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Error normalisation
+
+const DATA_URL_PREFIX = "data:application/javascript;base64,";
+const DATA_URL_RE = /data:application\/javascript;base64,[A-Za-z0-9+/=]*/g;
+
+/** Replaces execute's data: URLs (the whole code, base64) in messages and stacks by `<execute>`. */
+function scrub(s: string): string {
+  return s.includes(DATA_URL_PREFIX) ? s.replace(DATA_URL_RE, "<execute>") : s;
+}
+
+/**
+ * Deno's module loader reports a parse error as a TypeError whose message starts with
+ * "SyntaxError: "; report it as the SyntaxError it is.
+ */
+function importError(e: unknown): unknown {
+  if (e instanceof Error && e.name === "TypeError" && e.message.startsWith("SyntaxError: ")) {
+    const err = new SyntaxError(e.message.slice("SyntaxError: ".length));
+    err.stack = `SyntaxError: ${err.message}`;
+    return err;
+  }
+  return e;
+}
+
+function cap(s: string, max: number): string {
+  return s.length > max ? `${s.slice(0, max)}... (${s.length - max} more characters)` : s;
+}
+
+/** Describes any thrown value; never throws itself. */
+function errorInfo(e: unknown): ErrorInfo {
+  try {
+    if (e instanceof Error) {
+      let name = typeof e.name === "string" && e.name ? e.name : "Error";
+      if (name === "Error") {
+        const ctor = (e as { constructor?: { name?: unknown } }).constructor?.name;
+        if (typeof ctor === "string" && ctor && ctor !== "Error") name = ctor;
+      }
+      const info: ErrorInfo = { name, message: cap(scrub(String(e.message ?? "")), MAX_ERROR_MESSAGE) };
+      if (typeof e.stack === "string") info.stack = cap(scrub(e.stack), MAX_ERROR_STACK);
+      const { errorType, details } = e as { errorType?: unknown; details?: unknown };
+      if (typeof errorType === "string") info.error_type = errorType;
+      if ((e instanceof PluginError || info.error_type) && details !== undefined) info.details = details;
+      return info;
+    }
+    let message: string;
+    if (typeof e === "string") {
+      message = e;
+    } else if (e !== null && typeof e === "object" && isPlain(e)) {
+      message = safeJson(e) ?? safeString(e);
+    } else {
+      message = safeString(e);
+    }
+    const info: ErrorInfo = { name: "Exception", message: cap(message, MAX_ERROR_MESSAGE) };
+    if (e !== undefined) info.details = e;
+    return info;
+  } catch {
+    return { name: "Error", message: "a thrown value that could not be described" };
+  }
+}
+
+function isPlain(o: object): boolean {
+  const proto = Object.getPrototypeOf(o);
+  return proto === Object.prototype || proto === null;
+}
+
+function safeJson(v: unknown): string | undefined {
+  try {
+    return JSON.stringify(v);
+  } catch {
+    return undefined;
+  }
+}
+
+function safeString(v: unknown): string {
+  try {
+    return String(v);
+  } catch {
+    try {
+      return Object.prototype.toString.call(v);
+    } catch {
+      return "[unprintable]";
+    }
+  }
+}
+
+function jsonClone(v: unknown): unknown {
+  const s = safeJson(v);
+  return s === undefined ? null : JSON.parse(s);
+}
+
+/** Sends a frame carrying `info` at `msg[key]`, dropping parts of it until it is encodable. */
+function sendErrorFrame(msg: Msg, info: ErrorInfo): void {
+  const attempts: Array<() => ErrorInfo> = [
+    () => info,
+    () => ({ ...info, details: jsonClone(info.details) }),
+    () => ({ name: info.name, message: info.message, stack: info.stack, error_type: info.error_type }),
+    () => ({ name: info.name, message: cap(info.message, 1024), error_type: info.error_type }),
+  ];
+  for (const attempt of attempts) {
+    try {
+      msg.error = attempt();
+      if (send(msg) >= 0) return;
+    } catch {
+      // try the next, smaller form
+    }
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Calls
+
+interface CallState {
+  id: Id;
+  controller: AbortController;
+  settled: boolean;
+  logEntries: number;
+  logBytes: number;
+  logTruncated: boolean;
+  cleanup?: () => void;
+}
+
+const calls = new Map<Id, CallState>();
+const als = new AsyncLocalStorage<CallState>();
+
+function newCall(id: Id): CallState {
+  const state: CallState = {
+    id,
+    controller: new AbortController(),
+    settled: false,
+    logEntries: 0,
+    logBytes: 0,
+    logTruncated: false,
+  };
+  calls.set(id, state);
+  return state;
+}
+
+function settle(state: CallState): boolean {
+  if (state.settled) return false;
+  state.settled = true;
+  calls.delete(state.id);
+  if (state.cleanup) {
+    try {
+      state.cleanup();
+    } catch {
+      // cleanup is ours and does not throw; be safe anyway
+    }
+  }
+  return true;
+}
+
+function succeed(state: CallState, value: unknown): void {
+  if (!settle(state)) return;
+  let size: number;
+  try {
+    size = send({ type: "result", id: state.id, value });
+  } catch (e) {
+    sendErrorFrame({ type: "error", id: state.id }, errorInfo(e));
+    return;
+  }
+  if (size < 0) {
+    sendErrorFrame({ type: "error", id: state.id }, {
+      name: "PayloadTooLarge",
+      error_type: ErrorTypes.SANDBOX_LIMIT,
+      message: `result of ${-size} bytes exceeds the ${limits.max_frame}-byte frame maximum`,
+    });
+  }
+}
+
+function fail(state: CallState, e: unknown): void {
+  failWith(state, errorInfo(e));
+}
+
+function failWith(state: CallState, info: ErrorInfo): void {
+  if (!settle(state)) return;
+  sendErrorFrame({ type: "error", id: state.id }, info);
+}
+
+/** Runs `thunk` as the body of call `state` and answers with its (awaited) outcome. */
+function invoke(state: CallState, thunk: () => unknown): void {
+  let r: unknown;
+  try {
+    r = thunk();
+  } catch (e) {
+    fail(state, e);
+    return;
+  }
+  answerWith(state, r);
+}
+
+function answerWith(state: CallState, r: unknown): void {
+  let then: unknown;
+  if (r !== null && (typeof r === "object" || typeof r === "function")) {
+    try {
+      then = (r as { then?: unknown }).then;
+    } catch (e) {
+      fail(state, e);
+      return;
+    }
+  }
+  if (typeof then !== "function") {
+    succeed(state, r);
+    return;
+  }
+  new Promise((resolve, reject) => (then as (a: unknown, b: unknown) => void).call(r, resolve, reject))
+    .then((v) => succeed(state, v), (e) => fail(state, e));
+}
+
+function onCall(msg: Msg): void {
+  const id = requireId(msg.id, "call.id");
+  const fnName = requireString(msg.fn, "call.fn");
+  const args = optionalArray(msg.args, "call.args");
+  const timeoutMs = optionalNumber(msg.timeout_ms, "call.timeout_ms");
+  if (calls.has(id)) protocolError(`call id ${id} is already in flight`);
+  const state = newCall(id);
+  const fn = plugin?.[fnName];
+  if (typeof fn !== "function") {
+    failWith(state, { name: "FunctionNotFound", message: `no exported function "${fnName}"` });
+    return;
+  }
+  const context = makeContext(state, timeoutMs);
+  args.push(context);
+  als.run(state, invoke, state, () => fn(...args));
+}
+
+function onExecute(msg: Msg): void {
+  const id = requireId(msg.id, "execute.id");
+  const code = requireString(msg.code, "execute.code");
+  const entry = msg.entry == null ? "default" : requireString(msg.entry, "execute.entry");
+  const timeoutMs = optionalNumber(msg.timeout_ms, "execute.timeout_ms");
+  const tools = optionalArray(msg.tools, "execute.tools");
+  if (calls.has(id)) protocolError(`call id ${id} is already in flight`);
+  const state = newCall(id);
+  const context = makeContext(state, timeoutMs);
+  if (tools.includes("channel")) installChannel(state, context.channel);
+  als.run(state, invoke, state, async () => {
+    let mod;
+    try {
+      mod = await import(dataUrl(code));
+    } catch (e) {
+      throw importError(e);
+    }
+    const fn = mod[entry];
+    if (typeof fn !== "function") {
+      const err = new Error(`Entry "${entry}" is not a function`);
+      err.name = "EntryError";
+      throw err;
+    }
+    return await fn(msg.input, context);
+  });
+}
+
+function onCancel(msg: Msg): void {
+  const id = requireId(msg.id, "cancel.id");
+  const reason = msg.reason == null ? "cancelled" : requireString(msg.reason, "cancel.reason");
+  const state = calls.get(id);
+  if (state && !state.controller.signal.aborted) {
+    state.controller.abort(new DOMException(reason, "AbortError"));
+  }
+}
+
+function dataUrl(code: string): string {
+  const bytes = new TextEncoder().encode(code);
+  let bin = "";
+  for (let i = 0; i < bytes.length; i += 0x8000) {
+    bin += String.fromCharCode(...bytes.subarray(i, i + 0x8000));
+  }
+  return DATA_URL_PREFIX + btoa(bin);
+}
+
+// ---------------------------------------------------------------------------------------------
+// The context object and host calls
+
+let hostSeq = 0;
+const hostPending = new Map<number, { resolve: (v: unknown) => void; reject: (e: unknown) => void }>();
+
+/** Marks a promise as handled, so a caller that never awaits it does not fail its call. */
+function handled<T>(p: Promise<T>): Promise<T> {
+  p.catch(() => {});
+  return p;
+}
+
+function hostCall(op: string, args: unknown[], call: Id | undefined): Promise<unknown> {
+  const id = ++hostSeq;
+  const p = handled(new Promise((resolve, reject) => hostPending.set(id, { resolve, reject })));
+  let size: number;
+  try {
+    size = send({ type: "host_call", id, op, args, call });
+  } catch (e) {
+    hostPending.delete(id);
+    return handled(Promise.reject(e));
+  }
+  if (size < 0) {
+    hostPending.delete(id);
+    const err = new Error(`${op} arguments of ${-size} bytes exceed the ${limits.max_frame}-byte frame maximum`);
+    err.name = "PayloadTooLarge";
+    return handled(Promise.reject(err));
+  }
+  return p;
+}
+
+function onHostReply(msg: Msg): void {
+  const id = requireId(msg.id, "host_reply.id");
+  const pending = hostPending.get(Number(id));
+  if (!pending) return;
+  hostPending.delete(Number(id));
+  const info = msg.error;
+  if (info == null) {
+    pending.resolve(msg.value);
+    return;
+  }
+  if (typeof info !== "object") protocolError("host_reply.error must be a map");
+  const { name, message, error_type, details } = info as Record<string, unknown>;
+  const err = new Error(typeof message === "string" ? message : "host call failed") as Error & {
+    errorType?: string;
+    details?: unknown;
+  };
+  err.name = typeof name === "string" ? name : "Error";
+  if (typeof error_type === "string") err.errorType = error_type;
+  if (details !== undefined && details !== null) err.details = details;
+  pending.reject(err);
+}
+
+type Handler = (data: unknown) => unknown;
+
+interface Channel {
+  emit(event: string, data?: unknown): Promise<unknown>;
+  on(event: string, fn: Handler): Promise<unknown>;
+  off(event: string, fn: Handler): Promise<unknown>;
+}
+
+function makeChannel(call: Id | undefined): Channel {
+  const handlers = new Map<string, Set<Handler>>();
+  return {
+    emit: (event, data) => hostCall("channel.emit", [event, data], call),
+    on(event, fn) {
+      let set = handlers.get(event);
+      if (!set) handlers.set(event, set = new Set());
+      set.add(fn);
+      return hostCall("channel.on", [event], call);
+    },
+    off(event, fn) {
+      const set = handlers.get(event);
+      set?.delete(fn);
+      if (set && set.size === 0) handlers.delete(event);
+      return hostCall("channel.off", [event], call);
+    },
+  };
+}
+
+/** Executes that asked for the "channel" tool, newest last; the global serves the current one. */
+const channelUsers: Array<{ state: CallState; channel: Channel }> = [];
+const globalChannel: Channel = {
+  emit: (event, data) => currentChannel().emit(event, data),
+  on: (event, fn) => currentChannel().on(event, fn),
+  off: (event, fn) => currentChannel().off(event, fn),
+};
+
+function currentChannel(): Channel {
+  const store = als.getStore();
+  const mine = channelUsers.find((u) => u.state === store);
+  const user = mine ?? channelUsers[channelUsers.length - 1];
+  if (!user) throw new ReferenceError("channel is not available outside an execute that asked for it");
+  return user.channel;
+}
+
+function installChannel(state: CallState, channel: Channel): void {
+  channelUsers.push({ state, channel });
+  defineGlobal("channel", globalChannel);
+  state.cleanup = () => {
+    const i = channelUsers.findIndex((u) => u.state === state);
+    if (i >= 0) channelUsers.splice(i, 1);
+    if (channelUsers.length === 0) delete (globalThis as Record<string, unknown>).channel;
+  };
+}
+
+const LEVELS = new Set(["log", "info", "warn", "error", "debug"]);
+
+function makeContext(state: CallState, timeoutMs: number | undefined) {
+  const call = state.id;
+  const channel = makeChannel(call);
+  return {
+    callId: call,
+    pluginId,
+    config,
+    timeout: timeoutMs,
+    signal: state.controller.signal,
+    log(level: string, ...args: unknown[]): void {
+      emitLog(LEVELS.has(level) ? level : "log", formatArgs(args), state);
+    },
+    cache: {
+      get: (key: string) => hostCall("cache.get", [key], call),
+      set: (key: string, value: unknown, ttl?: number) =>
+        hostCall("cache.set", ttl === undefined ? [key, value] : [key, value, ttl], call),
+    },
+    storage: {
+      get: (key: string) => hostCall("storage.get", [key], call),
+      set: (key: string, value: unknown) => hostCall("storage.set", [key, value], call),
+    },
+    channel,
+  };
+}
+
+// ---------------------------------------------------------------------------------------------
+// Logs
+
+function utf8Length(s: string): number {
+  let n = s.length;
+  for (let i = 0; i < s.length; i++) {
+    const c = s.charCodeAt(i);
+    if (c >= 0x80) n += c < 0x800 || (c >= 0xd800 && c <= 0xdfff) ? 1 : 2;
+  }
+  return n;
+}
+
+function emitLog(level: string, message: string, state: CallState | undefined, extra?: ErrorInfo): void {
+  const msg: Msg = { type: "log", level, message, id: undefined, ts: Date.now() };
+  if (state) {
+    if (state.logTruncated) return;
+    const bytes = utf8Length(message);
+    if (state.logEntries >= limits.max_log_entries || state.logBytes + bytes > limits.max_log_bytes) {
+      state.logTruncated = true;
+      msg.level = "warn";
+      msg.message = "log output truncated";
+      extra = undefined;
+    } else {
+      state.logEntries++;
+      state.logBytes += bytes;
+    }
+    msg.id = state.id;
+  } else if (message.length > limits.max_log_bytes) {
+    msg.message = cap(message, limits.max_log_bytes);
+  }
+  if (extra) {
+    msg.name = extra.name;
+    if (extra.stack !== undefined) msg.stack = extra.stack;
+  }
+  try {
+    send(msg);
+  } catch {
+    // a log line is all strings; nothing to do if it somehow fails
+  }
+}
+
+function formatValue(v: unknown): string {
+  if (typeof v === "string") return v;
+  try {
+    if (v instanceof Error) return scrub(v.stack ?? `${v.name}: ${v.message}`);
+  } catch {
+    // a revoked proxy, say: fall through
+  }
+  return safeJson(v) ?? safeString(v);
+}
+
+function formatArgs(args: unknown[]): string {
+  if (args.length === 1) return formatValue(args[0]);
+  let s = "";
+  for (let i = 0; i < args.length; i++) s += (i ? " " : "") + formatValue(args[i]);
+  return s;
+}
+
+function captureConsole(): void {
+  const c = console as unknown as Record<string, unknown>;
+  const logger = (level: string) => (...args: unknown[]): void => {
+    try {
+      emitLog(level, formatArgs(args), als.getStore());
+    } catch {
+      // console must never throw into plugin code
+    }
+  };
+  for (const level of LEVELS) c[level] = logger(level);
+  c.trace = logger("debug");
+  c.table = logger("log");
+  c.dir = logger("log");
+  c.dirxml = logger("log");
+  c.assert = (cond: unknown, ...args: unknown[]): void => {
+    if (!cond) logger("error")("Assertion failed" + (args.length ? ":" : ""), ...args);
+  };
+}
+
+/** An unhandled rejection or uncaught error: log it and fail the call it must belong to. */
+function onEscaped(reason: unknown): void {
+  const info = errorInfo(reason);
+  let only: CallState | undefined;
+  if (calls.size === 1) only = calls.values().next().value;
+  emitLog("exception", info.message, only ?? als.getStore(), info);
+  if (only) failWith(only, info);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Input: one read loop over a growable buffer
+
+const decoder = new Decoder();
+
+async function readLoop(): Promise<never> {
+  let buf = new Uint8Array(2 * READ_CHUNK);
+  let view = new DataView(buf.buffer);
+  let start = 0;
+  let end = 0;
+  let want = 0; // bytes of the frame being awaited (header + body), 0 when unknown
+  for (;;) {
+    // Make room: move the unread bytes to the front, grow for a large frame, shrink after one.
+    if (start === end) {
+      start = end = 0;
+      if (buf.length > KEEP_BUFFER) {
+        buf = new Uint8Array(2 * READ_CHUNK);
+        view = new DataView(buf.buffer);
+        decoder.release();
+      }
+    }
+    const room = Math.max(READ_CHUNK, want);
+    if (buf.length - end < room) {
+      if (start > 0) {
+        buf.copyWithin(0, start, end);
+        end -= start;
+        start = 0;
+      }
+      if (buf.length - end < room) {
+        const next = new Uint8Array(Math.max(buf.length * 2, end + room));
+        next.set(buf.subarray(0, end));
+        buf = next;
+        view = new DataView(buf.buffer);
+      }
+    }
+    let n: number | null;
+    try {
+      n = await conn.read(buf.subarray(end));
+    } catch {
+      n = null;
+    }
+    if (n === null) exit(EXIT_OK);
+    end += n;
+    lastReceived = Date.now();
+    want = 0;
+    while (end - start >= 4) {
+      const size = view.getUint32(start);
+      if (size > limits.max_frame) {
+        protocolError(`frame of ${size} bytes announced, over the ${limits.max_frame}-byte maximum`);
+      }
+      if (end - start - 4 < size) {
+        want = 4 + size - (end - start);
+        break;
+      }
+      let msg: unknown;
+      try {
+        msg = decoder.decode(buf, start + 4, start + 4 + size);
+      } catch (e) {
+        protocolError(`undecodable frame: ${errorInfo(e).message}`);
+      }
+      start += 4 + size;
+      handle(msg);
+    }
+    // Answers produced synchronously go out now, before the next read is issued.
+    if (flushQueued) flush();
+  }
+}
+
+function handle(msg: unknown): void {
+  try {
+    dispatch(msg);
+  } catch (e) {
+    // A bug of ours must not stop the read loop; the host's deadline covers a lost answer.
+    stderr(`internal error handling a frame: ${errorInfo(e).stack}`);
+  }
+}
+
+function dispatch(m: unknown): void {
+  if (m === null || typeof m !== "object" || Array.isArray(m) || m instanceof Uint8Array) {
+    protocolError("a frame is not a map");
+  }
+  const msg = m as Msg;
+  switch (msg.type) {
+    case "ping":
+      send({ type: "pong", seq: requireId(msg.seq, "ping.seq") });
+      return;
+    case "call":
+    case "execute":
+      if (phase === "hello") protocolError(`${msg.type} before welcome`);
+      if (phase === "importing") {
+        early.push(msg);
+        return;
+      }
+      if (msg.type === "call") onCall(msg);
+      else onExecute(msg);
+      return;
+    case "cancel":
+      if (phase === "importing") {
+        early.push(msg);
+        return;
+      }
+      onCancel(msg);
+      return;
+    case "host_reply":
+      onHostReply(msg);
+      return;
+    case "welcome":
+      if (phase !== "hello") protocolError("welcome after the handshake");
+      onWelcome(msg);
+      return;
+    case "reject":
+      if (phase !== "hello") protocolError("reject after the handshake");
+      exit(EXIT_REJECTED, `rejected by the host: ${safeString(msg.reason)}`);
+      break;
+    case "shutdown":
+      exit(EXIT_OK);
+      break;
+    default:
+      protocolError(`unknown message type ${JSON.stringify(safeString(msg.type))}`);
+  }
+}
+
+// Field checks: a missing required field or one of the wrong type is a protocol error.
+
+function requireId(v: unknown, what: string): Id {
+  if ((typeof v === "number" && Number.isInteger(v)) || typeof v === "bigint") return v;
+  protocolError(`${what} must be an integer`);
+}
+
+function requireString(v: unknown, what: string): string {
+  if (typeof v === "string") return v;
+  protocolError(`${what} must be a string`);
+}
+
+function optionalNumber(v: unknown, what: string): number | undefined {
+  if (v == null) return undefined;
+  if (typeof v === "number") return v;
+  if (typeof v === "bigint") return Number(v);
+  protocolError(`${what} must be a number`);
+}
+
+function optionalArray(v: unknown, what: string): unknown[] {
+  if (v == null) return [];
+  if (Array.isArray(v)) return v;
+  protocolError(`${what} must be an array`);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Handshake, heartbeat, parent watch
+
+function startHeartbeatWatch(): void {
+  if (heartbeatTimer !== undefined) clearInterval(heartbeatTimer);
+  const timeout = limits.heartbeat_timeout_ms;
+  const every = Math.max(10, Math.min(500, Math.floor(timeout / 4)));
+  const timer = setInterval(() => {
+    if (Date.now() - lastReceived > timeout) {
+      exit(EXIT_HEARTBEAT, `nothing from the host for ${timeout} ms`);
+    }
+  }, every);
+  Deno.unrefTimer(timer);
+  heartbeatTimer = timer;
+}
+
+function startParentWatch(): void {
+  const ppid = Deno.ppid;
+  const timer = setInterval(() => {
+    if (Deno.ppid !== ppid) exit(EXIT_OK, "parent process changed");
+  }, PPID_POLL_MS);
+  Deno.unrefTimer(timer);
+}
+
+function applyLimits(v: unknown): void {
+  if (v == null) return;
+  if (typeof v !== "object" || Array.isArray(v)) protocolError("welcome.limits must be a map");
+  const given = v as Record<string, unknown>;
+  for (const key of Object.keys(limits) as Array<keyof Limits>) {
+    const x = given[key];
+    if (x == null) continue;
+    const n = typeof x === "bigint" ? Number(x) : x;
+    if (typeof n !== "number" || !(n > 0)) protocolError(`welcome.limits.${key} must be a positive number`);
+    limits[key] = n;
+  }
+}
+
+function toFileUrl(path: string): string {
+  const abs = path.startsWith("/") ? path : `${Deno.cwd()}/${path}`;
+  return "file://" + encodeURI(abs).replace(/[?#]/g, (c) => (c === "?" ? "%3F" : "%23"));
+}
+
+function exportNames(mod: Record<string, unknown>): string[] {
+  const names: string[] = [];
+  for (const k of Object.keys(mod)) {
+    try {
+      if (typeof mod[k] === "function") names.push(k);
+    } catch {
+      // an export still in its temporal dead zone
+    }
+  }
+  return names;
+}
+
+async function onWelcome(msg: Msg): Promise<void> {
+  pluginId = requireString(msg.plugin_id, "welcome.plugin_id");
+  const module = msg.module;
+  if (module != null && typeof module !== "string") protocolError("welcome.module must be a string or nil");
+  applyLimits(msg.limits);
+  config = msg.config ?? null;
+  startHeartbeatWatch();
+  phase = "importing";
+
+  let metadata: unknown = null;
+  let exports: string[] = [];
+  let error: ErrorInfo | undefined;
+  if (typeof module === "string") {
+    try {
+      plugin = await import(toFileUrl(module));
+      exports = exportNames(plugin!);
+      metadata = plugin!.metadata ?? null;
+    } catch (e) {
+      plugin = null;
+      error = errorInfo(importError(e));
+    }
+  }
+  if (error) {
+    sendErrorFrame({ type: "ready", metadata: null, exports: [] }, error);
+  } else {
+    sendReady(metadata, exports);
+  }
+  phase = "ready";
+  for (const m of early.splice(0)) handle(m);
+}
+
+function sendReady(metadata: unknown, exports: string[]): void {
+  let size: number;
+  try {
+    size = send({ type: "ready", metadata, exports });
+  } catch {
+    size = send({ type: "ready", metadata: jsonClone(metadata), exports });
+  }
+  if (size < 0) {
+    sendErrorFrame({ type: "ready", metadata: null, exports: [] }, {
+      name: "PayloadTooLarge",
+      error_type: ErrorTypes.SANDBOX_LIMIT,
+      message: `metadata of ${-size} bytes exceeds the ${limits.max_frame}-byte frame maximum`,
+    });
+  }
+}
+
+async function main(): Promise<void> {
+  const [path, token] = Deno.args;
+  if (!path || token === undefined) exit(2, "usage: worker.ts <socket-path> <token>");
+  captureConsole();
+  globalThis.addEventListener("unhandledrejection", (e) => {
+    e.preventDefault();
+    onEscaped(e.reason);
+  });
+  globalThis.addEventListener("error", (e) => {
+    e.preventDefault();
+    onEscaped(e.error ?? e.message);
+  });
+  try {
+    conn = await Deno.connect({ transport: "unix", path });
+  } catch (e) {
+    exit(1, `cannot connect to ${path}: ${errorInfo(e).message}`);
+  }
+  startParentWatch();
+  startHeartbeatWatch();
+  send({ type: "hello", cookie: COOKIE, protocol: PROTOCOL, token, pid: Deno.pid, runtime: `deno ${Deno.version.deno}` });
+  await readLoop();
+}
+
+main().catch((e) => exit(1, `internal error: ${errorInfo(e).stack}`));
