@@ -235,11 +235,10 @@ class PluginHost:
                 LogEntry(level=m.level, message=m.message, timestamp=int(m.ts), name=m.name, stack=m.stack)
                 for m in pending.logs or ()
             )
-            err = pending.error
-            ok = err is None
-            if err is not None:
-                logs.append(_exception(getattr(err, "name", type(err).__name__), err.message,
-                                       getattr(err, "stack", None)))
+            info = pending.info
+            ok = info is None
+            if info is not None:
+                logs.append(_exception(info.name, info.message, info.stack))
         return ExecuteResult(ok=ok, result=result if ok else None, logs=logs,
                              duration=round((time.perf_counter() - t0) * 1000, 3))
 
@@ -311,11 +310,12 @@ async def _run_with_deadline(pool: Pool, op: Any, budget: float, deadline: float
                              plugin: str, fn: str) -> Any:
     """Queueing counts against the caller's deadline; the worker enforces the rest."""
     try:
-        with anyio.fail_after(max(deadline - time.monotonic(), 0) + 0.25):
-            return await pool.run(op)
-    except TimeoutError:
-        raise CallTimeout(f"no worker became free within {budget:g}s", timeout=budget,
-                          plugin=plugin, function=fn) from None
+        return await pool.run(op, deadline)
+    except CallTimeout as exc:
+        if exc.function is None:  # timed out in the queue, before any worker took it
+            raise CallTimeout(f"no worker became free within {budget:g}s", timeout=budget,
+                              plugin=plugin, function=fn) from None
+        raise
 
 
 def _apply_manifest_permissions(metadata: Any, spec: WorkerSpec) -> WorkerSpec:

@@ -13,7 +13,7 @@ import anyio
 from anyio.abc import TaskGroup
 
 from .config import PoolConfig
-from .errors import HostClosed, HostError, PluginUnavailable
+from .errors import CallTimeout, HostClosed, HostError, PluginUnavailable
 from .runtime import Runtime
 from .worker import HostCallHandler, Lease, LogSink, Worker, WorkerSpec
 
@@ -331,8 +331,9 @@ class Pool:
             waiter.error = error
             waiter.event.set()
 
-    async def acquire(self) -> Lease:
-        """A slot on a worker, reserved for the caller until its request consumes it."""
+    async def acquire(self, deadline: float | None = None) -> Lease:
+        """A slot on a worker, reserved for the caller until its request consumes it.
+        Waiting past ``deadline`` (time.monotonic()) raises CallTimeout."""
         if self.state == "error":
             raise PluginUnavailable(self.error or "plugin is in error state", plugin=self.plugin_id)
         if self.state in ("closing", "closed"):
@@ -344,7 +345,17 @@ class Pool:
         self._waiters.append(waiter)
         self._maintain()
         try:
-            await waiter.event.wait()
+            if deadline is None:
+                await waiter.event.wait()
+            else:
+                with anyio.fail_after(max(deadline - time.monotonic(), 0)):
+                    await waiter.event.wait()
+        except TimeoutError:
+            if waiter.lease is None and waiter.error is None:  # else it was served just in time
+                if waiter in self._waiters:
+                    self._waiters.remove(waiter)
+                raise CallTimeout("no worker became free before the deadline", timeout=0.0,
+                                  plugin=self.plugin_id) from None
         except BaseException:
             if waiter in self._waiters:
                 self._waiters.remove(waiter)
@@ -361,9 +372,9 @@ class Pool:
         if lease.consume():
             self._offer(lease.worker)
 
-    async def run(self, op: Callable[[Lease], Awaitable[Any]]) -> Any:
+    async def run(self, op: Callable[[Lease], Awaitable[Any]], deadline: float | None = None) -> Any:
         """Reserve a slot, run ``op`` with it (``op`` passes the lease to the worker)."""
-        lease = await self.acquire()
+        lease = await self.acquire(deadline)
         try:
             result = await op(lease)
         finally:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import heapq
 import itertools
+import math
 import logging
 import secrets
 import signal
@@ -13,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import anyio
-from anyio.abc import SocketStream, TaskGroup, TaskStatus
+from anyio.abc import TaskGroup, TaskStatus
 
 from . import protocol as p
 from .config import WorkerLimits
@@ -32,6 +34,7 @@ from .errors import (
 from .permissions import Permissions
 from .process import ChildProcess
 from .runtime import Runtime
+from .transport import ConnectionLost, FrameSocket, UnixListener
 
 log = logging.getLogger("host.worker")
 
@@ -73,9 +76,11 @@ class Lease:
 
 
 class _Pending:
-    __slots__ = ("event", "value", "error", "logs", "fn")
+    __slots__ = ("error", "event", "fn", "info", "logs", "timeout", "value")
 
     def __init__(self, fn: str, collect_logs: bool) -> None:
+        self.timeout = 0.0
+        self.info: p.ErrorInfo | None = None  # set when the worker answered with an error
         self.event = anyio.Event()
         self.value: Any = None
         self.error: BaseException | None = None
@@ -137,9 +142,10 @@ class Worker:
         self._pending: dict[int, _Pending] = {}
         self._seq = itertools.count(1)
         self._proc: ChildProcess | None = None
-        self._conn: SocketStream | None = None
-        self._send_lock = anyio.Lock()
-        self._frames = p.FrameBuffer(spec.limits.max_frame)
+        self._conn: FrameSocket | None = None
+        self._deadlines: list[tuple[float, int]] = []  # heap of (deadline, call id)
+        self._deadline_target = math.inf
+        self._deadline_wake = anyio.Event()
         self._kill_reason: str | None = None
         self._shutdown_requested = False
         self._tg: TaskGroup | None = None
@@ -168,7 +174,7 @@ class Worker:
         limits = self.spec.limits
         sock_path = self.runtime.socket_path()
         token = secrets.token_urlsafe(24)
-        listener = await anyio.create_unix_listener(sock_path)
+        listener = UnixListener(sock_path)
         started = False
         try:
             self._proc = ChildProcess(
@@ -204,23 +210,23 @@ class Worker:
                     started = True
                     task_status.started(self)
                     tg.start_soon(self._heartbeat)
-                    await self._read_loop()
                 finally:
-                    with anyio.CancelScope(shield=True):
-                        await listener.aclose()
-                        # The listener's path is unlinked: nobody else can connect to it.
-                        Path(sock_path).unlink(missing_ok=True)
+                    listener.close()  # unlinked: nobody else can connect with this token
+                if started:
+                    tg.start_soon(self._deadline_watch)
+                    await self._read_loop()
         finally:
             if self._proc is not None and self._proc.returncode is None:
                 self.kill(self._kill_reason or "error")
+            listener.close()
             with anyio.CancelScope(shield=True):
-                await listener.aclose()
                 await self._finish()
         if not started:
             raise self.exit_error or WorkerCrashed("worker exited during startup", plugin=self.spec.plugin_id)
 
-    async def _handshake(self, listener: Any, token: str) -> None:
+    async def _handshake(self, listener: UnixListener, token: str) -> None:
         conn = await listener.accept()
+        conn.set_max_frame(self.spec.limits.max_frame)
         self._conn = conn
         hello = await self._next_message()
         if not isinstance(hello, p.Hello):
@@ -277,11 +283,9 @@ class Worker:
         assert self._conn is not None
         while not self._backlog:
             try:
-                data = await self._conn.receive(65536)
-            except (anyio.EndOfStream, anyio.BrokenResourceError, anyio.ClosedResourceError):
+                self._backlog.extend(await self._conn.receive())
+            except ConnectionLost:
                 raise self._handshake_failed("connection closed") from None
-            try:
-                self._backlog.extend(self._frames.feed(data))
             except ProtocolError as exc:
                 raise self._handshake_failed(exc.message) from None
         return self._backlog.pop(0)
@@ -301,24 +305,23 @@ class Worker:
     async def _read_loop(self) -> None:
         conn = self._conn
         assert conn is not None
+        dispatch = self._dispatch
         try:
             for msg in self._backlog:
-                self._dispatch(msg)
+                dispatch(msg)
             self._backlog.clear()
             while True:
                 try:
-                    data = await conn.receive(262144)
-                except (anyio.EndOfStream, anyio.BrokenResourceError, anyio.ClosedResourceError):
+                    msgs = await conn.receive()
+                except ConnectionLost:
                     break
-                self.last_seen = time.monotonic()
-                try:
-                    msgs = self._frames.feed(data)
                 except ProtocolError as exc:
                     self.exit_error = ProtocolError(exc.message, plugin=self.spec.plugin_id)
                     self.kill("protocol")
                     break
+                self.last_seen = time.monotonic()
                 for msg in msgs:
-                    self._dispatch(msg)
+                    dispatch(msg)
         finally:
             self._reader_done.set()
         if self._proc and self._proc.returncode is None:
@@ -350,7 +353,7 @@ class Worker:
                 pending.event.set()
         self._pending.clear()
         if self._conn is not None:
-            await self._conn.aclose()
+            self._conn.close()
         self.exited.set()
 
     def _exit_error(self) -> HostError:
@@ -418,13 +421,12 @@ class Worker:
         conn = self._conn
         if conn is None:
             raise WorkerCrashed("worker is not connected", plugin=self.spec.plugin_id)
-        async with self._send_lock:
-            try:
-                await conn.send(data)
-            except (anyio.BrokenResourceError, anyio.ClosedResourceError):
-                raise self.exit_error or WorkerCrashed(
-                    f"worker {self.describe()} connection lost", plugin=self.spec.plugin_id
-                ) from None
+        try:
+            await conn.send(data)
+        except ConnectionLost:
+            raise self.exit_error or WorkerCrashed(
+                f"worker {self.describe()} connection lost", plugin=self.spec.plugin_id
+            ) from None
 
     def _dispatch(self, msg: p.Message) -> None:
         if isinstance(msg, p.Result):
@@ -436,6 +438,7 @@ class Worker:
         elif isinstance(msg, p.Error):
             pending = self._pending.pop(msg.id, None)
             if pending is not None:
+                pending.info = msg.error
                 pending.error = error_from_info(msg.error, plugin=self.spec.plugin_id, function=pending.fn)
                 pending.event.set()
                 self._settled()
@@ -535,16 +538,13 @@ class Worker:
             self._settled()
             raise PayloadTooLarge(f"arguments too large: {exc.message}",
                                   plugin=self.spec.plugin_id, function=fn) from None
+        deadline = time.monotonic() + timeout
+        heapq.heappush(self._deadlines, (deadline, cid))
+        pending.timeout = timeout
+        if deadline < self._deadline_target:
+            self._deadline_wake.set()
         try:
-            with anyio.fail_after(timeout):
-                await pending.event.wait()
-        except TimeoutError:
-            if self._pending.pop(cid, None) is not None:
-                self.kill("timeout")
-                raise CallTimeout(
-                    f"call did not finish within {timeout:g}s; worker killed",
-                    timeout=timeout, plugin=self.spec.plugin_id, function=fn,
-                ) from None
+            await pending.event.wait()
         except anyio.get_cancelled_exc_class():
             if cid in self._pending:
                 with anyio.CancelScope(shield=True):
@@ -552,10 +552,37 @@ class Worker:
                 if self._tg is not None:
                     self._tg.start_soon(self._cancel_watchdog, cid)
             raise
-        if pending.error is not None:
-            if raise_error or not isinstance(pending.error, PluginError):
-                raise pending.error
+        if pending.error is not None and (raise_error or pending.info is None):
+            raise pending.error
         return pending
+
+    async def _deadline_watch(self) -> None:
+        """One timer per worker instead of one per call: sleeps until the earliest deadline
+        of a call in flight; a call past it is failed with CallTimeout and the worker killed."""
+        heap = self._deadlines
+        while True:
+            now = time.monotonic()
+            while heap and (heap[0][1] not in self._pending or heap[0][0] <= now):
+                deadline, cid = heapq.heappop(heap)
+                pending = self._pending.get(cid)
+                if pending is not None and deadline <= now:
+                    self._time_out(cid, pending)
+            if len(heap) > 2 * len(self._pending) + 64:  # drop settled entries
+                heap[:] = [(d, c) for d, c in heap if c in self._pending]
+                heapq.heapify(heap)
+            self._deadline_target = heap[0][0] if heap else math.inf
+            self._deadline_wake = anyio.Event()
+            with anyio.move_on_after(self._deadline_target - now):
+                await self._deadline_wake.wait()
+
+    def _time_out(self, cid: int, pending: _Pending) -> None:
+        del self._pending[cid]
+        self.kill("timeout")
+        pending.error = CallTimeout(
+            f"call did not finish within {pending.timeout:g}s; worker killed",
+            timeout=pending.timeout, plugin=self.spec.plugin_id, function=pending.fn,
+        )
+        pending.event.set()
 
     async def _cancel_watchdog(self, cid: int) -> None:
         await anyio.sleep(self.spec.limits.cancel_grace)
