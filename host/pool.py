@@ -49,6 +49,7 @@ class Pool:
     ) -> None:
         self.probe = probe
         self.probed_metadata: Any = None
+        spec.max_inflight = config.max_inflight
         self.spec = spec
         self.runtime = runtime
         self.config = config
@@ -238,7 +239,7 @@ class Pool:
         self._crash_times.append(now)
         while self._crash_times and now - self._crash_times[0] > self.config.crash_loop_window:
             self._crash_times.popleft()
-        log.warning("plugin %s: %s", self.plugin_id, message)
+        log.warning("%s", message)
         if fatal or len(self._crash_times) >= self.config.crash_loop_threshold:
             why = message if fatal else (
                 f"crash loop: {len(self._crash_times)} crashes within "

@@ -41,6 +41,7 @@ class Limits(msgspec.Struct, omit_defaults=True):
     max_frame: int = DEFAULT_MAX_FRAME
     max_log_entries: int = 1000
     max_log_bytes: int = 1024 * 1024
+    max_inflight: int = 1  # calls the host may run at once on this worker
 
 
 # worker -> host ------------------------------------------------------------------

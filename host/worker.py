@@ -54,6 +54,7 @@ class WorkerSpec:
     limits: WorkerLimits = field(default_factory=WorkerLimits)
     config: Any = None
     inspect: str | None = None
+    max_inflight: int = 1        # the pool's calls-per-worker, told to the worker at handshake
 
 
 class Lease:
@@ -255,6 +256,7 @@ class Worker:
                 max_frame=lim.max_frame,
                 max_log_entries=lim.max_log_entries,
                 max_log_bytes=lim.max_log_bytes,
+                max_inflight=self.spec.max_inflight,
             ),
         ))
         while True:

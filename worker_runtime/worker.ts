@@ -9,7 +9,6 @@
  * directory; everything the plugin may do is decided by the flags the host starts it with.
  */
 
-import { AsyncLocalStorage } from "node:async_hooks";
 import { Decoder, Encoder } from "./msgpack.ts";
 
 const COOKIE = "PLUGIN_HOST_7f3a9c2e";
@@ -34,6 +33,7 @@ interface Limits {
   max_frame: number;
   max_log_entries: number;
   max_log_bytes: number;
+  max_inflight: number;
 }
 
 const limits: Limits = {
@@ -42,6 +42,7 @@ const limits: Limits = {
   max_frame: 16 * 1024 * 1024,
   max_log_entries: 1000,
   max_log_bytes: 1024 * 1024,
+  max_inflight: 1,
 };
 
 type Id = number | bigint;
@@ -107,7 +108,6 @@ let plugin: Record<string, any> | null = null;
 /** Frames that arrived while the plugin was still being imported. */
 const early: Msg[] = [];
 let lastReceived = Date.now();
-let heartbeatTimer: ReturnType<typeof setInterval> | undefined;
 
 const stderr = (text: string): void => {
   try {
@@ -328,7 +328,33 @@ interface CallState {
 }
 
 const calls = new Map<Id, CallState>();
-const als = new AsyncLocalStorage<CallState>();
+
+/** Which call is running now, for tagging console output. With one call in flight at a time
+ * (the host's default) that call is the answer. Only when the host allows several does the
+ * worker load node:async_hooks (it costs ~4 MB and several ms of startup) to follow each
+ * call through its awaits. */
+interface CallTracker {
+  run<A extends unknown[], R>(state: CallState, fn: (...args: A) => R, ...args: A): R;
+  getStore(): CallState | undefined;
+}
+
+function onlyCall(): CallState | undefined {
+  return calls.size === 1 ? calls.values().next().value : undefined;
+}
+
+let tracker: CallTracker = {
+  run: (_state, fn, ...args) => fn(...args),
+  getStore: onlyCall,
+};
+
+async function trackConcurrentCalls(): Promise<void> {
+  const { AsyncLocalStorage } = await import("node:async_hooks");
+  const als = new AsyncLocalStorage<CallState>();
+  tracker = {
+    run: (state, fn, ...args) => als.run(state, fn, ...args),
+    getStore: () => tracker.getStore() ?? onlyCall(),
+  };
+}
 
 function newCall(id: Id): CallState {
   const state: CallState = {
@@ -428,7 +454,7 @@ function onCall(msg: Msg): void {
   }
   const context = makeContext(state, timeoutMs);
   args.push(context);
-  als.run(state, invoke, state, () => fn(...args));
+  tracker.run(state, invoke, state, () => fn(...args));
 }
 
 function onExecute(msg: Msg): void {
@@ -441,7 +467,7 @@ function onExecute(msg: Msg): void {
   const state = newCall(id);
   const context = makeContext(state, timeoutMs);
   if (tools.includes("channel")) installChannel(state, context.channel);
-  als.run(state, invoke, state, async () => {
+  tracker.run(state, invoke, state, async () => {
     let mod;
     try {
       mod = await import(dataUrl(code));
@@ -565,7 +591,7 @@ const globalChannel: Channel = {
 };
 
 function currentChannel(): Channel {
-  const store = als.getStore();
+  const store = tracker.getStore();
   const mine = channelUsers.find((u) => u.state === store);
   const user = mine ?? channelUsers[channelUsers.length - 1];
   if (!user) throw new ReferenceError("channel is not available outside an execute that asked for it");
@@ -671,7 +697,7 @@ function captureConsole(): void {
   const c = console as unknown as Record<string, unknown>;
   const logger = (level: string) => (...args: unknown[]): void => {
     try {
-      emitLog(level, formatArgs(args), als.getStore());
+      emitLog(level, formatArgs(args), tracker.getStore());
     } catch {
       // console must never throw into plugin code
     }
@@ -691,7 +717,7 @@ function onEscaped(reason: unknown): void {
   const info = errorInfo(reason);
   let only: CallState | undefined;
   if (calls.size === 1) only = calls.values().next().value;
-  emitLog("exception", info.message, only ?? als.getStore(), info);
+  emitLog("exception", info.message, only ?? tracker.getStore(), info);
   if (only) failWith(only, info);
 }
 
@@ -845,25 +871,51 @@ function optionalArray(v: unknown, what: string): unknown[] {
 // ---------------------------------------------------------------------------------------------
 // Handshake, heartbeat, parent watch
 
+/**
+ * Run `fn` every `ms` without keeping the process alive. Built on AbortSignal.timeout because
+ * in Deno 2.9 the first setTimeout/setInterval of a process costs about 10 ms (its timer
+ * module loads lazily), which would double a worker's time to ready.
+ */
+function every(ms: number, fn: () => void): () => void {
+  let stopped = false;
+  const arm = (): void => {
+    const signal = AbortSignal.timeout(ms);
+    signal.addEventListener("abort", () => {
+      if (stopped) return;
+      fn();
+      arm();
+    }, { once: true });
+  };
+  arm();
+  return () => {
+    stopped = true;
+  };
+}
+
+let stopHeartbeatWatch: (() => void) | undefined;
+
 function startHeartbeatWatch(): void {
-  if (heartbeatTimer !== undefined) clearInterval(heartbeatTimer);
+  stopHeartbeatWatch?.();
   const timeout = limits.heartbeat_timeout_ms;
-  const every = Math.max(10, Math.min(500, Math.floor(timeout / 4)));
-  const timer = setInterval(() => {
+  stopHeartbeatWatch = every(Math.max(10, Math.min(500, Math.floor(timeout / 4))), () => {
     if (Date.now() - lastReceived > timeout) {
       exit(EXIT_HEARTBEAT, `nothing from the host for ${timeout} ms`);
     }
-  }, every);
-  Deno.unrefTimer(timer);
-  heartbeatTimer = timer;
+  });
 }
 
 function startParentWatch(): void {
   const ppid = Deno.ppid;
-  const timer = setInterval(() => {
+  every(PPID_POLL_MS, () => {
     if (Deno.ppid !== ppid) exit(EXIT_OK, "parent process changed");
-  }, PPID_POLL_MS);
-  Deno.unrefTimer(timer);
+  });
+}
+
+/** Pay the lazy timer-module cost while idle after ready, not in a plugin's first call. */
+function warmTimers(): void {
+  AbortSignal.timeout(20).addEventListener("abort", () => {
+    if (calls.size === 0) clearTimeout(setTimeout(() => {}, 0));
+  }, { once: true });
 }
 
 function applyLimits(v: unknown): void {
@@ -901,6 +953,7 @@ async function onWelcome(msg: Msg): Promise<void> {
   const module = msg.module;
   if (module != null && typeof module !== "string") protocolError("welcome.module must be a string or nil");
   applyLimits(msg.limits);
+  if (limits.max_inflight > 1) await trackConcurrentCalls();
   config = msg.config ?? null;
   startHeartbeatWatch();
   phase = "importing";
@@ -925,6 +978,7 @@ async function onWelcome(msg: Msg): Promise<void> {
   }
   phase = "ready";
   for (const m of early.splice(0)) handle(m);
+  warmTimers();
 }
 
 function sendReady(metadata: unknown, exports: string[]): void {

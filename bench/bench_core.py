@@ -1,0 +1,205 @@
+"""Core benchmark (issue 2): warm call latency, throughput, spawn-to-ready, restart after a
+crash, idle RSS, against a fresh `deno run` per call measured in the same run.
+
+    .venv/bin/python bench/bench_core.py [--quick] [--no-write]
+
+Prints a table and writes bench/RESULTS.md (section "Core").
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import anyio
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from host import HostConfig, PluginHost, PoolConfig  # noqa: E402
+from host.runtime import Runtime, find_deno  # noqa: E402
+from host.worker import Worker, WorkerSpec  # noqa: E402
+
+PLUGIN = """
+export const metadata = { id: "calc", name: "Calc", version: "1.0.0", apiVersion: "1.0" };
+export function add(a, b) { return a + b; }
+"""
+
+FRESH = """
+const mod = await import(Deno.args[0]);
+console.log(JSON.stringify(mod.add(1, 2)));
+"""
+
+
+def pct(xs: list[float], q: float) -> float:
+    xs = sorted(xs)
+    return xs[min(len(xs) - 1, int(q * len(xs)))]
+
+
+async def warm_latency(h: PluginHost, n: int) -> list[float]:
+    for _ in range(300):
+        await h.call("calc", "add", 1, 2)
+    out = []
+    for _ in range(n):
+        t = time.perf_counter()
+        await h.call("calc", "add", 1, 2)
+        out.append(time.perf_counter() - t)
+    return out
+
+
+async def throughput(h: PluginHost, callers: int, total: int) -> float:
+    per = total // callers
+
+    async def caller():
+        for _ in range(per):
+            await h.call("calc", "add", 1, 2)
+
+    t = time.perf_counter()
+    async with anyio.create_task_group() as tg:
+        for _ in range(callers):
+            tg.start_soon(caller)
+    return per * callers / (time.perf_counter() - t)
+
+
+async def spawn_times(runtime: Runtime, module: Path, n: int) -> list[float]:
+    spec = WorkerSpec(plugin_id="calc", module=module, base_dir=module.parent, read_paths=[str(module)])
+    out = []
+    async with anyio.create_task_group() as tg:
+        for _ in range(n):
+            w = Worker(spec, runtime)
+            t = time.perf_counter()
+            await tg.start(w.run)
+            out.append(time.perf_counter() - t)
+            await w.shutdown()
+    return out
+
+
+async def restart_times(h: PluginHost, n: int) -> list[float]:
+    out = []
+    for _ in range(n):
+        pool = h.pool("calc")
+        pid = pool.workers[0].pid
+        t = time.perf_counter()
+        os.kill(pid, signal.SIGKILL)
+        with anyio.fail_after(10):
+            while not any(w.state == "ready" and w.pid != pid for w in pool.workers):
+                await anyio.sleep(0.0005)
+        out.append(time.perf_counter() - t)
+        await h.call("calc", "add", 1, 2)  # a success resets the restart backoff
+    return out
+
+
+def rss_mb(pid: int) -> float:
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def fresh_deno_per_call(deno: str, module: Path, script: Path, n: int, env: dict) -> list[float]:
+    argv = [deno, "run", "--no-prompt", f"--allow-read={module}", str(script), str(module)]
+    subprocess.run(argv, check=True, capture_output=True, env=env)  # warm the cache
+    out = []
+    for _ in range(n):
+        t = time.perf_counter()
+        r = subprocess.run(argv, capture_output=True, env=env)
+        out.append(time.perf_counter() - t)
+        assert r.stdout.strip() == b"3", r
+    return out
+
+
+async def main(args: argparse.Namespace) -> list[tuple[str, str, str]]:
+    quick = args.quick
+    tmp = Path(tempfile.mkdtemp(prefix="bench-core-"))
+    plugins = tmp / "plugins"
+    plugins.mkdir()
+    (plugins / "calc.js").write_text(PLUGIN)
+    fresh = tmp / "fresh.js"
+    fresh.write_text(FRESH)
+    state = tmp / "state"
+    rows: list[tuple[str, str, str]] = []
+
+    cfg = HostConfig(plugins_dir=str(plugins), state_dir=str(state),
+                     pool=PoolConfig(min_workers=1, max_workers=1, crash_loop_threshold=10**6))
+    async with PluginHost(cfg) as h:
+        lat = await warm_latency(h, 2000 if quick else 10000)
+        p50 = statistics.median(lat)
+        rows.append(("warm call latency p50 / p99 (asyncio)", f"{p50*1e6:.0f} µs / {pct(lat, .99)*1e6:.0f} µs",
+                     "p50 ≤ 150 µs"))
+        rss = rss_mb(h.plugin("calc").workers[0].pid)
+        rows.append(("idle worker RSS", f"{rss:.1f} MB", "≤ 35 MB"))
+        rt = await restart_times(h, 10 if quick else 30)
+        rows.append(("restart after SIGKILL → ready, p50 / max", f"{statistics.median(rt)*1e3:.1f} ms / {max(rt)*1e3:.1f} ms",
+                     "≤ 50 ms"))
+
+    for inflight in (1, 32):
+        cfg = HostConfig(plugins_dir=str(plugins), state_dir=str(state),
+                         pool=PoolConfig(min_workers=2, max_workers=2, max_inflight=inflight))
+        async with PluginHost(cfg) as h:
+            await throughput(h, 64, 2000)
+            tp = [await throughput(h, 64, 10000 if quick else 30000) for _ in range(3)]
+        rows.append((f"throughput, 64 callers, 2 workers, {inflight} in flight/worker",
+                     f"{statistics.median(tp):,.0f} calls/s", "≥ 10,000 calls/s"))
+
+    runtime = Runtime.create(HostConfig(plugins_dir=str(plugins), state_dir=str(state)))
+    try:
+        sp = await spawn_times(runtime, plugins / "calc.js", 15 if quick else 40)
+    finally:
+        runtime.close()
+    rows.append(("spawn → ready (handshake done, plugin loaded), p50 / p99",
+                 f"{statistics.median(sp)*1e3:.1f} ms / {pct(sp, .99)*1e3:.1f} ms", "p50 ≤ 25 ms"))
+
+    deno = find_deno()
+    env = {"PATH": "/usr/bin:/bin", "DENO_DIR": str(state / "deno"), "NO_COLOR": "1"}
+    fr = fresh_deno_per_call(deno, plugins / "calc.js", fresh, 10 if quick else 30, env)
+    fr50 = statistics.median(fr)
+    rows.append(("baseline: fresh `deno run` per call, p50", f"{fr50*1e3:.1f} ms", "(same run)"))
+    rows.append(("ratio fresh-per-call / warm call (p50)", f"{fr50 / p50:,.0f}×", "≥ 100×"))
+    return rows
+
+
+def render(rows: list[tuple[str, str, str]]) -> str:
+    w0 = max(len(r[0]) for r in rows)
+    w1 = max(len(r[1]) for r in rows)
+    lines = [f"| {'measure':<{w0}} | {'result':<{w1}} | target |", f"|{'-'*(w0+2)}|{'-'*(w1+2)}|---|"]
+    lines += [f"| {a:<{w0}} | {b:<{w1}} | {c} |" for a, b, c in rows]
+    return "\n".join(lines)
+
+
+def write_results(table: str) -> None:
+    path = ROOT / "bench" / "RESULTS.md"
+    text = path.read_text() if path.exists() else "# Benchmark results\n"
+    start, end = "<!-- core:start -->", "<!-- core:end -->"
+    section = (
+        f"{start}\n## Core (issue 2): `make bench` → bench/bench_core.py\n\n"
+        f"Run {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())} on {platform.machine()}, "
+        f"{os.cpu_count()} cores, Python {platform.python_version()}, "
+        f"{subprocess.run([find_deno(), '--version'], capture_output=True, text=True).stdout.splitlines()[0]}. "
+        "Medians of repeated runs on a noisy 2-core machine.\n\n"
+        f"{table}\n{end}"
+    )
+    if start in text:
+        text = text[: text.index(start)] + section + text[text.index(end) + len(end):]
+    else:
+        text = text.rstrip() + "\n\n" + section + "\n"
+    path.write_text(text)
+
+
+if __name__ == "__main__":
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--quick", action="store_true", help="fewer iterations")
+    ap.add_argument("--no-write", action="store_true", help="do not update bench/RESULTS.md")
+    a = ap.parse_args()
+    table = render(anyio.run(main, a))
+    print(table)
+    if not a.no_write:
+        write_results(table)

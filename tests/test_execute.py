@@ -1,0 +1,376 @@
+"""PluginHost.execute: seed 001's Isolate contract. Errors in user code come back as
+``exception`` log entries of an ExecuteResult; only the host's own limits raise."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import threading
+import time
+from collections.abc import Iterator
+
+import anyio
+import pytest
+from aiohttp import web
+
+from host import ExecuteConfig, ExecuteResult, InvalidConfig, LogEntry, PayloadTooLarge
+
+pytestmark = pytest.mark.anyio
+
+UUID_RE = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$")
+
+
+class LocalServer:
+    """An aiohttp server on 127.0.0.1 in a thread of its own (so it serves asyncio and trio tests
+    alike) that counts TCP connections and records HTTP requests."""
+
+    def __init__(self) -> None:
+        self.port = 0
+        self.connections = 0
+        self.requests: list[str] = []
+
+
+@pytest.fixture
+def local_server() -> Iterator[LocalServer]:
+    srv = LocalServer()
+    loop = asyncio.new_event_loop()
+    thread = threading.Thread(target=loop.run_forever, name="local-aiohttp", daemon=True)
+    thread.start()
+
+    async def handler(request: web.Request) -> web.Response:
+        srv.requests.append(request.path_qs)
+        return web.json_response({"served": "local", "path": request.path})
+
+    async def start() -> tuple[web.AppRunner, asyncio.Server]:
+        app = web.Application()
+        app.router.add_get("/{tail:.*}", handler)
+        runner = web.AppRunner(app, access_log=None)
+        await runner.setup()
+        handler_factory = runner.server
+        assert handler_factory is not None
+
+        def protocol() -> asyncio.Protocol:
+            srv.connections += 1
+            return handler_factory()
+
+        server = await loop.create_server(protocol, "127.0.0.1", 0)
+        return runner, server
+
+    async def stop() -> None:
+        server.close()
+        await runner.cleanup()
+
+    runner, server = asyncio.run_coroutine_threadsafe(start(), loop).result(10)
+    srv.port = server.sockets[0].getsockname()[1]
+    try:
+        yield srv
+    finally:
+        asyncio.run_coroutine_threadsafe(stop(), loop).result(10)
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(10)
+        loop.close()
+
+
+def exception_of(out: ExecuteResult) -> LogEntry:
+    """The single exception entry of a failed execute."""
+    assert out.ok is False
+    assert out.result is None
+    found = [e for e in out.logs if e.level == "exception"]
+    assert len(found) == 1, out.logs
+    return found[0]
+
+
+def assert_recent_ms(ts: int, slack_ms: int = 30_000) -> None:
+    assert isinstance(ts, int)
+    assert abs(ts - time.time() * 1000) < slack_ms, ts
+
+
+# ---------------------------------------------------------------------------------------------
+# The seed's examples
+
+
+async def test_default_export_doubles_the_input(make_host):
+    async with make_host() as h:
+        out = await h.execute("export default (x) => x * 2", input=21)
+    assert isinstance(out, ExecuteResult)
+    assert out.ok is True and out.result == 42
+    assert out.logs == []
+    assert isinstance(out.duration, float) and out.duration > 0
+
+
+async def test_crypto_tool_gives_a_uuid_and_random_bytes(make_host):
+    code = (
+        "export default function() { const uuid = crypto.randomUUID(); const bytes = new Uint8Array(16);"
+        " crypto.getRandomValues(bytes); return { uuid, bytes: Array.from(bytes) }; }"
+    )
+    async with make_host() as h:
+        a = await h.execute(code, tools=["crypto"])
+        b = await h.execute(code, tools=["crypto"])
+    assert a.ok and b.ok, (a.logs, b.logs)
+    assert UUID_RE.match(a.result["uuid"]) and UUID_RE.match(b.result["uuid"])
+    assert a.result["uuid"] != b.result["uuid"]
+    for out in (a, b):
+        assert len(out.result["bytes"]) == 16
+        assert all(isinstance(x, int) and 0 <= x <= 255 for x in out.result["bytes"])
+    assert a.result["bytes"] != b.result["bytes"]
+
+
+async def test_crypto_subtle_sha256_of_hello_world(make_host):
+    code = (
+        "export default async function(text) { const encoder = new TextEncoder(); const data = encoder.encode(text);"
+        ' const hash = await crypto.subtle.digest("SHA-256", data);'
+        ' return Array.from(new Uint8Array(hash)).map(b => b.toString(16).padStart(2, "0")).join(""); }'
+    )
+    async with make_host() as h:
+        out = await h.execute(code, input="Hello, World!", tools=["crypto"])
+    assert out.ok, out.logs
+    assert out.result == "dffd6021bb2bd5b0af676290809ec3a53191dd81c7f70a4b28688a362182986f"
+
+
+async def test_channel_tool_example_succeeds_and_logs_the_message(make_host):
+    code = (
+        'export default function(message) { console.log("Sending message:", message);'
+        ' channel.emit("notification", { type: "info", text: message, timestamp: Date.now() });'
+        ' return "Message sent successfully"; }'
+    )
+    async with make_host() as h:
+        out = await h.execute(code, input="Task completed", tools=["channel"])
+        # the worker is not harmed by the host call it left behind
+        again = await h.execute("export default (x) => x + 1", input=1)
+    assert out.ok is True, out.logs
+    assert out.result == "Message sent successfully"
+    assert [(e.level, e.message) for e in out.logs] == [("log", "Sending message: Task completed")]
+    assert out.logs[0].name is None and out.logs[0].stack is None
+    assert_recent_ms(out.logs[0].timestamp)
+    assert again.ok and again.result == 2
+
+
+async def test_thrown_error_becomes_an_exception_entry(make_host):
+    code = 'export default function(x) { if (!x) throw new Error("Input is required"); return x * 2; }'
+    async with make_host() as h:
+        out = await h.execute(code, input=None)
+        fine = await h.execute(code, input=4)
+    exc = exception_of(out)
+    assert (exc.name, exc.message) == ("Error", "Input is required")
+    assert exc.stack and "Input is required" in exc.stack
+    assert_recent_ms(exc.timestamp, slack_ms=10_000)
+    assert fine.ok and fine.result == 8
+
+
+async def test_infinite_loop_ends_in_execution_timeout(make_host):
+    async with make_host() as h:
+        t0 = time.monotonic()
+        out = await h.execute("export default function() { while(true) {} }", timeout=1.0)
+        elapsed = time.monotonic() - t0
+        # the killed worker is replaced: the next execute is served normally
+        after = await h.execute("export default () => 'alive'")
+    exc = exception_of(out)
+    assert (exc.name, exc.message) == ("TimeoutError", "Execution timeout")
+    assert_recent_ms(exc.timestamp, slack_ms=10_000)
+    assert 900 <= out.duration <= 2000, out.duration
+    assert elapsed < 2.5
+    assert after.ok and after.result == "alive"
+
+
+async def test_async_entry_with_promise_all(make_host):
+    code = (
+        "export default async function(items) { const results = await Promise.all(items.map(async (item) =>"
+        " { await new Promise(r => setTimeout(r, 10)); return item.toUpperCase(); })); return results; }"
+    )
+    async with make_host() as h:
+        out = await h.execute(code, input=["hello", "world", "deno"], timeout=5.0)
+    assert out.ok, out.logs
+    assert out.result == ["HELLO", "WORLD", "DENO"]
+
+
+async def test_console_logs_are_returned_in_order(make_host):
+    code = (
+        'export default function(data) { console.log("Processing data:", data);'
+        ' const result = data.map(x => x * 2); console.log("Result:", result); return result; }'
+    )
+    async with make_host() as h:
+        out = await h.execute(code, input=[1, 2, 3, 4, 5])
+    assert out.ok, out.logs
+    assert out.result == [2, 4, 6, 8, 10]
+    assert [(e.level, e.message) for e in out.logs] == [
+        ("log", "Processing data: [1,2,3,4,5]"),
+        ("log", "Result: [2,4,6,8,10]"),
+    ]
+    assert out.logs[0].timestamp <= out.logs[1].timestamp
+    assert_recent_ms(out.logs[0].timestamp)
+
+
+# ---------------------------------------------------------------------------------------------
+# Error cases
+
+
+async def test_syntax_error_is_reported_as_syntax_error(make_host):
+    async with make_host() as h:
+        out = await h.execute("export default (x) => { return x +")
+    exc = exception_of(out)
+    assert exc.name == "SyntaxError", exc
+    assert exc.message
+    assert "base64" not in exc.message  # the code's data: URL is not echoed back
+
+
+async def test_runtime_type_error_is_reported_as_type_error(make_host):
+    async with make_host() as h:
+        out = await h.execute("export default (x) => { return x.foo.bar }", input=None)
+    exc = exception_of(out)
+    assert exc.name == "TypeError"
+    assert "foo" in exc.message or "null" in exc.message, exc.message
+    assert exc.stack
+
+
+async def test_thrown_primitive_becomes_exception_named_exception(make_host):
+    async with make_host() as h:
+        out = await h.execute("export default (x) => { throw 404 }")
+    exc = exception_of(out)
+    assert (exc.name, exc.message) == ("Exception", "404")
+
+
+async def test_entry_that_is_not_a_function_is_an_entry_error(make_host):
+    async with make_host() as h:
+        out = await h.execute('export default "not a function"')
+        missing = await h.execute("export const x = 1", entry="nope")
+    exc = exception_of(out)
+    assert (exc.name, exc.message) == ("EntryError", 'Entry "default" is not a function')
+    exc = exception_of(missing)
+    assert (exc.name, exc.message) == ("EntryError", 'Entry "nope" is not a function')
+
+
+async def test_custom_entry_is_called(make_host):
+    code = "export function solution(x) { return x.a + x.b; }\nexport default () => 'wrong entry';"
+    async with make_host() as h:
+        out = await h.execute(code, input={"a": 40, "b": 2}, entry="solution")
+    assert out.ok, out.logs
+    assert out.result == 42
+
+
+async def test_code_over_max_code_bytes_raises_payload_too_large(make_host):
+    async with make_host(execute=ExecuteConfig(max_code_bytes=1000)) as h:
+        small = await h.execute("export default () => 1")
+        with pytest.raises(PayloadTooLarge):
+            await h.execute("export default () => 1;\n" + "// padding\n" * 200)
+        # multi-byte characters count as bytes, not characters
+        with pytest.raises(PayloadTooLarge):
+            await h.execute("export default () => '" + "é" * 600 + "'")
+        after = await h.execute("export default () => 2")
+    assert small.ok and small.result == 1
+    assert after.ok and after.result == 2
+
+
+async def test_unhandled_rejection_fails_the_execute_with_one_exception_entry(make_host):
+    code = (
+        "export default async () => { Promise.reject(new Error('escaped'));"
+        " await new Promise((r) => setTimeout(r, 50)); return 'finished'; }"
+    )
+    async with make_host() as h:
+        out = await h.execute(code)
+    exc = exception_of(out)  # one exception, reported once
+    assert (exc.name, exc.message) == ("Error", "escaped")
+
+
+async def test_stack_of_long_code_names_execute_not_the_data_url(make_host):
+    # V8 shortens long URLs in stack frames ("data:...AAAA......tail"); none of it may remain.
+    code = "// " + "x" * 3000 + "\nexport default () => { throw new Error('deep'); }"
+    async with make_host() as h:
+        out = await h.execute(code)
+    exc = exception_of(out)
+    assert exc.message == "deep"
+    assert exc.stack and "(<execute>:2:" in exc.stack, exc.stack
+
+
+async def test_user_code_that_exits_the_worker_is_reported_not_raised(make_host):
+    async with make_host() as h:
+        out = await h.execute("export default () => Deno.exit(7)")
+        after = await h.execute("export default () => 'next'")
+    exc = exception_of(out)
+    assert exc.name == "WorkerCrashed"
+    assert "exit code 7" in exc.message
+    assert after.ok and after.result == "next"
+
+
+async def test_default_timeout_comes_from_execute_config(make_host):
+    async with make_host(execute=ExecuteConfig(timeout=0.5)) as h:
+        out = await h.execute("export default () => { while (true) {} }")
+    exc = exception_of(out)
+    assert exc.name == "TimeoutError"
+    assert 400 <= out.duration <= 1500, out.duration
+
+
+async def test_concurrent_executes_keep_their_own_logs_and_results(make_host):
+    code = (
+        "export default async (x) => { console.log('in', x);"
+        " await new Promise((r) => setTimeout(r, 50)); console.log('out', x); return x * 10; }"
+    )
+    results: dict[int, ExecuteResult] = {}
+
+    async def one(h, i: int) -> None:
+        results[i] = await h.execute(code, input=i)
+
+    async with make_host() as h, anyio.create_task_group() as tg:
+        for i in range(6):
+            tg.start_soon(one, h, i)
+    for i, out in results.items():
+        assert out.ok and out.result == i * 10, out
+        assert [e.message for e in out.logs] == [f"in {i}", f"out {i}"]
+    assert sorted(results) == list(range(6))
+
+
+# ---------------------------------------------------------------------------------------------
+# Pooling
+
+
+async def test_pooled_executes_reuse_one_worker(make_host):
+    async with make_host() as h:
+        a = await h.execute("export default () => Deno.pid")
+        b = await h.execute("export default () => Deno.pid")
+    assert a.ok and b.ok, (a.logs, b.logs)
+    assert isinstance(a.result, int) and a.result == b.result
+
+
+async def test_unpooled_executes_get_a_fresh_worker_each(make_host):
+    async with make_host(execute=ExecuteConfig(pooled=False)) as h:
+        a = await h.execute("export default () => Deno.pid")
+        b = await h.execute("export default () => Deno.pid")
+        c = await h.execute("export default () => Deno.pid")
+    assert a.ok and b.ok and c.ok, (a.logs, b.logs, c.logs)
+    assert len({a.result, b.result, c.result}) == 3
+
+
+# ---------------------------------------------------------------------------------------------
+# Permissions
+
+FETCH = "export default async function(url) { const r = await fetch(url); return await r.json(); }"
+
+
+async def test_execute_without_permissions_cannot_fetch(make_host, local_server):
+    url = f"http://127.0.0.1:{local_server.port}/denied"
+    async with make_host() as h:
+        out = await h.execute(FETCH, input=url)
+    exc = exception_of(out)
+    assert exc.name in ("NotCapable", "TypeError"), exc
+    assert f"127.0.0.1:{local_server.port}" in exc.message
+    assert local_server.connections == 0 and local_server.requests == []
+
+
+async def test_execute_with_net_permission_fetches_the_local_server(make_host, local_server):
+    url = f"http://127.0.0.1:{local_server.port}/allowed"
+    async with make_host() as h:
+        out = await h.execute(FETCH, input=url, permissions={"net": [f"127.0.0.1:{local_server.port}"]})
+        # the grant belongs to that execute, not to the shared unprivileged workers
+        denied = await h.execute(FETCH, input=url)
+    assert out.ok, out.logs
+    assert out.result == {"served": "local", "path": "/allowed"}
+    assert local_server.requests == ["/allowed"]
+    assert exception_of(denied).name in ("NotCapable", "TypeError")
+
+
+@pytest.mark.parametrize("permissions", [{"nett": ["127.0.0.1"]}, {"net": ["inherit"]}, {"read": "all"}])
+async def test_invalid_execute_permissions_raise_invalid_config(make_host, permissions):
+    async with make_host() as h:
+        with pytest.raises(InvalidConfig) as e:
+            await h.execute("export default () => 1", permissions=permissions)
+        assert next(iter(permissions)) in e.value.message
+        assert (await h.execute("export default () => 1")).result == 1

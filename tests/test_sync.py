@@ -1,0 +1,135 @@
+"""SyncPluginHost: the blocking facade, used from plain (non-async) code."""
+
+from __future__ import annotations
+
+import os
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+
+from host import (
+    CallTimeout,
+    ExecuteResult,
+    FunctionNotFound,
+    HostClosed,
+    HostConfig,
+    PermissionDenied,
+    PluginError,
+    PluginInfo,
+    PluginNotFound,
+    PoolConfig,
+    SyncPluginHost,
+)
+
+
+def config(plugins: Path, state: Path, **kw) -> HostConfig:
+    return HostConfig(plugins_dir=str(plugins), state_dir=str(state), **kw)
+
+
+def process_gone(pid: int) -> bool:
+    """True once the process no longer exists (not even as an unreaped zombie)."""
+    return not os.path.exists(f"/proc/{pid}")
+
+
+@pytest.fixture(params=["asyncio", "trio"])
+def backend(request: pytest.FixtureRequest) -> str:
+    return request.param
+
+
+def test_call_returns_the_plugins_result(calc, shared_state, backend):
+    with SyncPluginHost(config(calc.root, shared_state), backend=backend) as h:
+        assert h.call("calc", "add", 1, 2) == 3
+        assert h.call("calc", "addLater", 20, 22) == 42
+        assert h.call("calc", "echo", {"a": [1, None, "ü"]}) == {"a": [1, None, "ü"]}
+
+
+def test_errors_propagate_with_their_own_types(plugin_dir, shared_state):
+    plugin_dir.add("bad.js", """
+        export function auth() { throw new PluginError(ErrorTypes.AUTH_ERROR, "bad key", { status: 401 }); }
+        export function range() { throw new RangeError("out of range"); }
+        export async function secret() { return await Deno.readTextFile("/etc/passwd"); }
+        export function spin() { while (true) {} }
+        export function ok() { return "ok"; }
+    """)
+    with SyncPluginHost(config(plugin_dir.root, shared_state)) as h:
+        with pytest.raises(PluginError) as e:
+            h.call("bad", "auth")
+        assert type(e.value) is PluginError
+        assert (e.value.error_type, e.value.message, e.value.details) == ("AUTH_ERROR", "bad key", {"status": 401})
+        assert (e.value.plugin, e.value.function) == ("bad", "auth")
+        with pytest.raises(PluginError) as e:
+            h.call("bad", "range")
+        assert (e.value.name, e.value.message) == ("RangeError", "out of range")
+        with pytest.raises(PermissionDenied) as e:
+            h.call("bad", "secret")
+        assert e.value.name == "NotCapable" and "/etc/passwd" in e.value.message
+        with pytest.raises(FunctionNotFound):
+            h.call("bad", "missing")
+        with pytest.raises(PluginNotFound):
+            h.call("nope", "x")
+        t0 = time.monotonic()
+        with pytest.raises(CallTimeout):
+            h.call("bad", "spin", timeout=0.3)
+        assert time.monotonic() - t0 < 2
+        assert h.call("bad", "ok") == "ok"
+
+
+def test_execute_returns_an_execute_result(calc, shared_state):
+    with SyncPluginHost(config(calc.root, shared_state)) as h:
+        out = h.execute("export default (x) => x * 2", 21)
+        named = h.execute("export function solution(x) { return x + 1; }", input=1, entry="solution")
+        failed = h.execute('export default () => { throw new Error("Input is required"); }')
+    assert isinstance(out, ExecuteResult)
+    assert out.ok is True and out.result == 42
+    assert named.ok is True and named.result == 2
+    assert failed.ok is False
+    assert [(e.level, e.name, e.message) for e in failed.logs] == [("exception", "Error", "Input is required")]
+
+
+def test_plugins_snapshot_and_no_worker_survives_the_with_block(calc, shared_state, backend):
+    with SyncPluginHost(config(calc.root, shared_state), backend=backend) as h:
+        snap = h.plugins()
+        assert [type(p) for p in snap] == [PluginInfo]
+        info = snap[0]
+        assert (info.id, info.state, info.version) == ("calc", "running", "1.2.3")
+        assert "add" in info.exports
+        assert len(info.workers) == 1
+        pid = info.workers[0].pid
+        assert pid is not None and not process_gone(pid)
+        assert h.call("calc", "pid") == pid
+        assert h.plugins()[0].calls >= 1
+    assert process_gone(pid)
+
+
+def test_workers_are_stopped_when_the_block_raises(calc, shared_state):
+    with pytest.raises(ValueError, match="boom"), SyncPluginHost(config(calc.root, shared_state)) as h:
+        pid = h.call("calc", "pid")
+        raise ValueError("boom")
+    assert process_gone(pid)
+
+
+def test_calls_from_many_threads_share_the_host(calc, shared_state):
+    cfg = config(calc.root, shared_state, pool=PoolConfig(min_workers=1, max_workers=1, max_inflight=8))
+    with SyncPluginHost(cfg) as h, ThreadPoolExecutor(8) as ex:
+        t0 = time.monotonic()
+        results = list(ex.map(lambda i: h.call("calc", "addLater", i, 100), range(8)))
+        assert results == [i + 100 for i in range(8)]
+        slept = list(ex.map(lambda _: h.call("calc", "sleep", 300), range(8)))
+        assert slept == [300] * 8
+        assert time.monotonic() - t0 < 2.0  # 8 x 300 ms overlapped on one worker
+        assert len(h.plugins()[0].workers) == 1
+
+
+def test_call_after_the_block_raises_host_closed(calc, shared_state):
+    with SyncPluginHost(config(calc.root, shared_state)) as h:
+        assert h.call("calc", "add", 1, 1) == 2
+    with pytest.raises(HostClosed):
+        h.call("calc", "add", 1, 2)
+
+
+def test_call_before_entering_raises_host_closed(calc, shared_state):
+    h = SyncPluginHost(config(calc.root, shared_state))
+    with pytest.raises(HostClosed):
+        h.call("calc", "add", 1, 2)
