@@ -198,7 +198,7 @@ class PluginHost:
     async def execute(
         self,
         code: str,
-        input: Any = None,
+        input: Any = msgspec.UNSET,
         *,
         entry: str = "default",
         timeout: float | None = None,
@@ -206,7 +206,8 @@ class PluginHost:
         tools: list[str] | None = None,
     ) -> ExecuteResult:
         """Run module ``code`` and call its export ``entry`` with ``input`` (seed 001's Isolate
-        contract): errors come back as ``exception`` log entries, never raised."""
+        contract): errors come back as ``exception`` log entries, never raised. ``input``
+        left out reaches the code as ``undefined``; ``None`` as ``null``."""
         xc = self.config.execute
         if len(code.encode()) > xc.max_code_bytes:
             raise PayloadTooLarge(f"code of {len(code.encode())} bytes exceeds {xc.max_code_bytes}")
@@ -225,10 +226,11 @@ class PluginHost:
             pending = await _run_with_deadline(pool, op, budget, deadline, "execute", entry)
         except CallTimeout:
             ok, result = False, None
-            logs.append(_exception("TimeoutError", "Execution timeout"))
+            logs.append(_exception("TimeoutError", "Execution timeout",
+                                   f"TimeoutError: Execution timeout (limit {budget:g}s)"))
         except WorkerCrashed as exc:
             ok, result = False, None
-            logs.append(_exception("WorkerCrashed", exc.message))
+            logs.append(_exception("WorkerCrashed", exc.message, f"WorkerCrashed: {exc.message}"))
         else:
             result = pending.value
             logs.extend(

@@ -112,7 +112,7 @@ class Execute(_Msg, tag="execute"):
     id: int
     code: str
     entry: str = "default"
-    input: Any = None
+    input: Any = msgspec.UNSET  # absent → `undefined` in JS; None → `null`
     timeout_ms: int | None = None
     tools: list[str] = []
 

@@ -6,8 +6,10 @@ from __future__ import annotations
 from typing import Any
 
 from anyio.from_thread import start_blocking_portal
+from msgspec import UNSET
 
 from .config import HostConfig
+from .errors import HostClosed
 from .plugin_host import ExecuteResult, PluginHost, PluginInfo
 
 
@@ -19,6 +21,7 @@ class SyncPluginHost:
         self._backend = backend
         self._portal_cm: Any = None
         self._host_cm: Any = None
+        self._portal: Any = None
 
     def __enter__(self) -> SyncPluginHost:
         self._portal_cm = start_blocking_portal(self._backend)
@@ -33,19 +36,26 @@ class SyncPluginHost:
         return self
 
     def __exit__(self, *exc: Any) -> None:
+        portal, self._portal = self._portal, None
         try:
             self._host_cm.__exit__(None, None, None)
         finally:
             self._portal_cm.__exit__(None, None, None)
+        del portal
+
+    def _run(self, fn: Any, *args: Any) -> Any:
+        if self._portal is None:
+            raise HostClosed("the host is not running; use `with SyncPluginHost(...) as h:`")
+        return self._portal.call(fn, *args)
 
     def call(self, plugin: str, fn: str, *args: Any, timeout: float | None = None) -> Any:
-        return self._portal.call(lambda: self.host.call(plugin, fn, *args, timeout=timeout))
+        return self._run(lambda: self.host.call(plugin, fn, *args, timeout=timeout))
 
-    def execute(self, code: str, input: Any = None, **kw: Any) -> ExecuteResult:
-        return self._portal.call(lambda: self.host.execute(code, input, **kw))
+    def execute(self, code: str, input: Any = UNSET, **kw: Any) -> ExecuteResult:
+        return self._run(lambda: self.host.execute(code, input, **kw))
 
     def plugins(self) -> list[PluginInfo]:
-        return self._portal.call(_snapshot, self.host)
+        return self._run(_snapshot, self.host)
 
 
 async def _snapshot(host: PluginHost) -> list[PluginInfo]:

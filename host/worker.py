@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import heapq
 import itertools
-import math
 import logging
+import math
 import secrets
 import signal
 import time
@@ -519,7 +519,7 @@ class Worker:
     ) -> _Pending:
         """Run ad-hoc module code; returns the settled request (value or error, plus logs)."""
         cid = next(self._seq)
-        msg = p.Execute(id=cid, code=code, entry=entry, input=input,
+        msg = p.Execute(id=cid, code=code, entry=entry, input=input,  # UNSET: not sent
                         timeout_ms=int(timeout * 1000), tools=tools)
         return await self._request(cid, msg, entry, timeout, lease, collect_logs=True, raise_error=False)
 

@@ -101,8 +101,8 @@ async def test_console_output_becomes_log_frames_tagged_with_the_call(calc, make
         got = []
         h.add_log_listener(lambda plugin, worker, msg: got.append((plugin, msg.level, msg.message, msg.id)))
         assert await h.call("calc", "say", {"x": [1, 2]}) == {"x": [1, 2]}
-        assert ("calc", "log", 'said: {"x":[1,2]}') == got[0][:3]
-        assert ("calc", "warn", "warned") == got[1][:3]
+        assert got[0][:3] == ("calc", "log", 'said: {"x":[1,2]}')
+        assert got[1][:3] == ("calc", "warn", "warned")
         assert got[0][3] is not None and got[0][3] == got[1][3]
 
 

@@ -297,6 +297,21 @@ async def test_host_with_a_hostile_runtime_marks_the_plugin_failed_with_the_reas
             await h.call("calc", "add", 1, 2)
 
 
+@pytest.mark.timeout(20)
+async def test_rejected_worker_is_reaped_without_waiting_for_a_reader_that_never_ran(hostile, tmp_path):
+    # Rejection is decided within milliseconds of the hello; nothing remains to drain from a
+    # connection the host itself rejected, so run() should raise promptly, not after a grace.
+    runtime = hostile("""
+        await connect();
+        await write(hello({ cookie: "NOT_A_PLUGIN_HOST" }));
+        stayAlive();
+    """)
+    err, worker, elapsed = await start_fails(runtime, spec(tmp_path))
+    assert isinstance(err, HandshakeError) and "bad magic cookie" in err.message
+    assert gone(worker.pid)
+    assert elapsed < 0.45, f"rejection took {elapsed:.3f}s"
+
+
 # ---------------------------------------------------------------------------- the token
 
 
@@ -391,6 +406,23 @@ async def test_bad_frame_after_handshake_fails_the_call_and_kills_the_worker(hos
     assert gone(worker.pid)
     assert os.listdir(runtime.run_dir) == []
     assert worker.state == "crashed"
+
+
+@pytest.mark.timeout(20)
+async def test_answer_that_arrived_before_a_bad_frame_still_settles_its_call(hostile, tmp_path):
+    # One write: a valid result for call 1, then a frame announcing 4 GiB. The result was
+    # received whole before the violation, so call 1 returns; the worker is still killed.
+    runtime = hostile(MID_SESSION.replace(
+        "BAD", '((m) => concat(frame({ type: "result", id: m.id, value: 42 }), hex("ffffffff")))'))
+    worker = Worker(spec(tmp_path), runtime)
+    async with anyio.create_task_group() as tg:
+        await tg.start(worker.run)
+        assert await worker.call("f", [], timeout=10) == 42
+        with anyio.fail_after(5):
+            await worker.exited.wait()
+    assert isinstance(worker.exit_error, ProtocolError)
+    assert "over the 16777216-byte maximum" in worker.exit_error.message
+    assert gone(worker.pid)
 
 
 # ---------------------------------------------------------------------------- fuzz

@@ -210,7 +210,8 @@ async function flush(): Promise<void> {
 // Error normalisation
 
 const DATA_URL_PREFIX = "data:application/javascript;base64,";
-const DATA_URL_RE = /data:application\/javascript;base64,[A-Za-z0-9+/=]*/g;
+// V8 shortens long URLs in stack frames to "<head>......<tail>": take both halves.
+const DATA_URL_RE = /data:application\/javascript;base64,[A-Za-z0-9+/=]*(?:\.{2,}[A-Za-z0-9+/=]*)?/g;
 
 /** Replaces execute's data: URLs (the whole code, base64) in messages and stacks by `<execute>`. */
 function scrub(s: string): string {
@@ -717,8 +718,11 @@ function onEscaped(reason: unknown): void {
   const info = errorInfo(reason);
   let only: CallState | undefined;
   if (calls.size === 1) only = calls.values().next().value;
-  emitLog("exception", info.message, only ?? tracker.getStore(), info);
-  if (only) failWith(only, info);
+  if (only) {
+    failWith(only, info); // the call's error carries it: no separate log entry
+  } else {
+    emitLog("exception", info.message, tracker.getStore(), info);
+  }
 }
 
 // ---------------------------------------------------------------------------------------------

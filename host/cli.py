@@ -1,0 +1,146 @@
+"""``python -m host``: serve plugins over HTTP, or call and inspect them from the shell.
+Exit codes: 0 ok, 1 plugin or call failure, 2 usage error."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import signal
+import sys
+from typing import Any
+
+import anyio
+import msgspec
+
+from .config import HostConfig
+from .errors import HostError
+from .plugin_host import PluginHost
+
+log = logging.getLogger("host.cli")
+
+
+def _config(args: argparse.Namespace) -> HostConfig:
+    kw: dict[str, Any] = {"plugins_dir": args.plugins}
+    if args.state_dir:
+        kw["state_dir"] = args.state_dir
+    return HostConfig(**kw)
+
+
+def _print_json(data: Any) -> None:
+    enc = msgspec.json.encode(data, enc_hook=lambda o: o.hex() if isinstance(o, bytes) else str(o))
+    sys.stdout.write(json.dumps(json.loads(enc), indent=2, ensure_ascii=False) + "\n")
+
+
+async def _serve(args: argparse.Namespace) -> int:
+    from aiohttp import web
+
+    from .server import create_app
+
+    async with PluginHost(_config(args)) as host:
+        app = create_app(host, admin_token=args.admin_token, enable_execute=args.enable_execute)
+        runner = web.AppRunner(app, handle_signals=False)
+        await runner.setup()
+        site = web.TCPSite(runner, args.host, args.port)
+        await site.start()
+        names = ", ".join(f"{i.id} ({i.state})" for i in host.plugins()) or "none"
+        log.warning("serving on http://%s:%s  plugins: %s", args.host, args.port, names)
+        with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+            async for sig in signals:
+                log.warning("received %s: draining and stopping", signal.Signals(sig).name)
+                break
+        await runner.cleanup()
+    return 0
+
+
+async def _list(args: argparse.Namespace) -> int:
+    async with PluginHost(_config(args)) as host:
+        infos = host.plugins()
+    if args.json:
+        _print_json(infos)
+        return 0
+    rows = [("ID", "STATE", "VERSION", "EXPORTS", "ERROR")]
+    rows += [(i.id, i.state, i.version or "-", ",".join(i.exports), i.error or "") for i in infos]
+    widths = [max(len(r[c]) for r in rows) for c in range(4)]
+    for r in rows:
+        print("  ".join(r[c].ljust(widths[c]) for c in range(4)) + ("  " + r[4] if r[4] else ""))
+    return 0
+
+
+async def _call(args: argparse.Namespace) -> int:
+    try:
+        call_args = [json.loads(a) for a in args.args]
+    except ValueError as exc:
+        print(f"error: arguments must be JSON values: {exc}", file=sys.stderr)
+        return 2
+    async with PluginHost(_config(args)) as host:
+        result = await host.call(args.id, args.fn, *call_args, timeout=args.timeout)
+    _print_json(result)
+    return 0
+
+
+async def _execute(args: argparse.Namespace) -> int:
+    if args.file == "-":
+        code = sys.stdin.read()
+    else:
+        with open(args.file, encoding="utf-8") as f:
+            code = f.read()
+    try:
+        input_ = json.loads(args.input) if args.input is not None else None
+    except ValueError as exc:
+        print(f"error: --input must be JSON: {exc}", file=sys.stderr)
+        return 2
+    async with PluginHost(_config(args)) as host:
+        out = await host.execute(code, input_, entry=args.entry, timeout=args.timeout)
+    _print_json(out)
+    return 0 if out.ok else 1
+
+
+def build_parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="python -m host", description="Plugin Host: sandboxed Deno plugins.")
+    ap.add_argument("--plugins", default="plugins", help="plugin directory (default: ./plugins)")
+    ap.add_argument("--state-dir", help="state directory (default: ~/.local/state/plugin-host)")
+    ap.add_argument("--debug", action="store_true", help="stream every worker's console to stderr")
+    sub = ap.add_subparsers(dest="command", required=True)
+
+    s = sub.add_parser("serve", help="serve the plugins over HTTP")
+    s.add_argument("--host", default="127.0.0.1")
+    s.add_argument("--port", type=int, default=8787)
+    s.add_argument("--admin-token", help="token required by mutating endpoints and /execute")
+    s.add_argument("--enable-execute", action="store_true", help="enable POST /execute")
+    s.set_defaults(run=_serve)
+
+    s = sub.add_parser("list", help="list plugins and their state")
+    s.add_argument("--json", action="store_true")
+    s.set_defaults(run=_list)
+
+    s = sub.add_parser("call", help="call a plugin function; prints the result as JSON")
+    s.add_argument("id")
+    s.add_argument("fn")
+    s.add_argument("args", nargs="*", help="arguments, each a JSON value")
+    s.add_argument("--timeout", type=float)
+    s.set_defaults(run=_call)
+
+    s = sub.add_parser("execute", help="run a module's default export (seed 001's /execute)")
+    s.add_argument("file", help="a .js file, or - for stdin")
+    s.add_argument("--input", help="JSON input")
+    s.add_argument("--entry", default="default")
+    s.add_argument("--timeout", type=float)
+    s.set_defaults(run=_execute)
+    return ap
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = build_parser()
+    args = ap.parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.debug else logging.WARNING,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if args.debug:
+        logging.getLogger("host.plugin").setLevel(logging.DEBUG)
+    try:
+        return anyio.run(args.run, args)
+    except HostError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130

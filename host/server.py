@@ -1,0 +1,130 @@
+"""The HTTP face of a PluginHost (aiohttp, asyncio only): plugin listing, calls, health, and
+the Isolate-compatible ``POST /execute`` when enabled."""
+
+from __future__ import annotations
+
+import hmac
+import json
+from typing import Any
+
+import msgspec
+from aiohttp import web
+
+from .errors import (
+    CallTimeout,
+    FunctionNotFound,
+    HostClosed,
+    HostError,
+    InvalidConfig,
+    PayloadTooLarge,
+    PluginNotFound,
+    PluginUnavailable,
+)
+from .plugin_host import PluginHost
+
+HOST_KEY = web.AppKey("host", PluginHost)
+_STATUS = {
+    PluginNotFound: 404, FunctionNotFound: 404, InvalidConfig: 400, PayloadTooLarge: 413,
+    CallTimeout: 504, PluginUnavailable: 503, HostClosed: 503,
+}
+_encoder = msgspec.json.Encoder(enc_hook=lambda o: o.hex() if isinstance(o, bytes) else str(o))
+
+
+def _json(data: Any, status: int = 200) -> web.Response:
+    return web.Response(body=_encoder.encode(data), status=status, content_type="application/json")
+
+
+def _error(status: int, type_: str, message: str) -> web.Response:
+    return _json({"error": {"type": type_, "message": message}}, status)
+
+
+def _host_error(exc: HostError) -> web.Response:
+    status = next((s for cls, s in _STATUS.items() if isinstance(exc, cls)), 502)
+    return _json({"error": exc.to_dict()}, status)
+
+
+async def _body(request: web.Request) -> Any:
+    try:
+        raw = await request.read()
+        return json.loads(raw) if raw else {}
+    except web.HTTPRequestEntityTooLarge:
+        raise
+    except ValueError as exc:
+        raise web.HTTPBadRequest(
+            text=json.dumps({"error": {"type": "BadRequest", "message": f"invalid JSON: {exc}"}}),
+            content_type="application/json",
+        ) from None
+
+
+def create_app(host: PluginHost, *, admin_token: str | None = None, enable_execute: bool = False,
+               max_body: int = 2 * 1024 * 1024) -> web.Application:
+    @web.middleware
+    async def guard(request: web.Request, handler: Any) -> web.StreamResponse:
+        mutating = request.method not in ("GET", "HEAD", "OPTIONS")
+        if admin_token and mutating:
+            given = request.headers.get("Authorization", "").removeprefix("Bearer ").strip()
+            if not hmac.compare_digest(given.encode(), admin_token.encode()):
+                return _error(401, "Unauthorized", "admin token required")
+        try:
+            return await handler(request)
+        except web.HTTPRequestEntityTooLarge:
+            return _json({"error": {"name": "PayloadTooLarge", "type": "PayloadTooLarge",
+                                    "message": f"request body over {max_body} bytes"}}, 413)
+        except HostError as exc:
+            return _host_error(exc)
+
+    app = web.Application(middlewares=[guard], client_max_size=max_body)
+    app[HOST_KEY] = host
+
+    async def healthz(request: web.Request) -> web.Response:
+        infos = host.plugins()
+        ready = all(i.state in ("running", "error") for i in infos)
+        return _json({"live": True, "ready": ready,
+                      "plugins": {i.id: i.state for i in infos}}, 200 if ready else 503)
+
+    async def list_plugins(request: web.Request) -> web.Response:
+        return _json(host.plugins())
+
+    async def get_plugin(request: web.Request) -> web.Response:
+        return _json(host.plugin(request.match_info["id"]))
+
+    async def call(request: web.Request) -> web.Response:
+        body = await _body(request)
+        args = body.get("args", []) if isinstance(body, dict) else None
+        if not isinstance(args, list):
+            return _error(400, "BadRequest", 'body must be {"args": [...]}')
+        timeout = body.get("timeout")
+        result = await host.call(request.match_info["id"], request.match_info["fn"], *args,
+                                 timeout=float(timeout) if timeout is not None else None)
+        return _json({"ok": True, "result": result})
+
+    async def execute(request: web.Request) -> web.Response:
+        if not enable_execute:
+            return _error(403, "Forbidden", "/execute is disabled; start the server with --enable-execute")
+        body = await _body(request)
+        if not isinstance(body, dict) or not isinstance(body.get("code"), str):
+            return _error(400, "BadRequest", 'body must be {"code": "...", ...}')
+        timeout_ms = body.get("timeout")
+        try:
+            out = await host.execute(
+                body["code"], body.get("input"), entry=body.get("entry") or "default",
+                timeout=timeout_ms / 1000 if isinstance(timeout_ms, (int, float)) else None,
+                permissions=body.get("permissions"), tools=body.get("tools") or [],
+            )
+        except PayloadTooLarge as exc:
+            return _json({"error": {"name": "PayloadTooLarge", "message": exc.message}}, 413)
+        resp: dict[str, Any] = {"ok": out.ok}
+        if out.ok:
+            resp["result"] = out.result
+        if out.logs:
+            resp["logs"] = out.logs
+        resp["duration"] = out.duration
+        return _json(resp)
+
+    app.router.add_get("/healthz", healthz)
+    app.router.add_get("/api/plugins", list_plugins)
+    app.router.add_get("/api/plugins/{id}", get_plugin)
+    app.router.add_get("/api/plugins/{id}/status", get_plugin)
+    app.router.add_post("/api/plugins/{id}/call/{fn}", call)
+    app.router.add_post("/execute", execute)
+    return app
