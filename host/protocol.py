@@ -173,30 +173,49 @@ def decode_body(body: bytes | memoryview) -> Message:
 
 
 class FrameBuffer:
-    """Incremental frame splitter: feed bytes, take complete messages."""
+    """Incremental frame splitter: feed bytes, take complete messages.
 
-    __slots__ = ("_buf", "max_frame")
+    A bad frame poisons the stream: the frames decoded before it are still returned, and the
+    ProtocolError is raised by the next ``feed`` or ``check`` (the connection is dead)."""
+
+    __slots__ = ("_buf", "_error", "max_frame")
 
     def __init__(self, max_frame: int = DEFAULT_MAX_FRAME) -> None:
         self._buf = bytearray()
+        self._error: ProtocolError | None = None
         self.max_frame = max_frame
 
+    def check(self) -> None:
+        """Raise the ProtocolError a previous ``feed`` met, if any."""
+        if self._error is not None:
+            raise self._error
+
     def feed(self, data: bytes) -> list[Message]:
+        self.check()
         buf = self._buf
         buf += data
         out: list[Message] = []
         pos = 0
         end = len(buf)
-        while end - pos >= 4:
-            (size,) = HEADER.unpack_from(buf, pos)
-            if size > self.max_frame:
-                raise ProtocolError(
-                    f"frame header announces {size} bytes, over the {self.max_frame}-byte maximum"
-                )
-            if end - pos - 4 < size:
-                break
-            out.append(decode_body(memoryview(buf)[pos + 4 : pos + 4 + size]))
-            pos += 4 + size
+        try:
+            while end - pos >= 4:
+                (size,) = HEADER.unpack_from(buf, pos)
+                if size > self.max_frame:
+                    raise ProtocolError(
+                        f"frame header announces {size} bytes, over the {self.max_frame}-byte maximum"
+                    )
+                if end - pos - 4 < size:
+                    break
+                # Views must be released before ``buf`` is resized, even on error.
+                with memoryview(buf) as view, view[pos + 4 : pos + 4 + size] as body:
+                    out.append(decode_body(body))
+                pos += 4 + size
+        except ProtocolError as exc:
+            self._error = exc
+            buf.clear()
+            if not out:
+                raise
+            return out
         if pos:
             del buf[:pos]
         return out

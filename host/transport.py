@@ -71,7 +71,8 @@ class FrameSocket:
 
     async def receive(self) -> list[p.Message]:
         """The next complete messages (at least one). ConnectionLost at EOF; ProtocolError
-        for a bad frame."""
+        for a bad frame (after the good frames that came before it)."""
+        self.frames.check()
         while True:
             try:
                 data = self._sock.recv(_RECV_SIZE)

@@ -202,9 +202,11 @@ class Worker:
                 except TimeoutError:
                     self.exit_error = self._handshake_failed(
                         f"no handshake within {limits.handshake_timeout:g}s")
+                    self._reader_done.set()  # no read loop will run
                 except HostError as exc:
                     self.exit_error = exc
                     self.kill(self._kill_reason or "handshake")
+                    self._reader_done.set()
                 else:
                     self.state = "ready"
                     self.ready_at = self.idle_since = time.monotonic()

@@ -97,6 +97,10 @@ def gone(pid: int | None) -> bool:
     return not os.path.exists(f"/proc/{pid}")
 
 
+def _frame(body: bytes) -> bytes:
+    return struct.pack(">I", len(body)) + body
+
+
 @pytest.fixture
 def run_root() -> Iterator[Path]:
     # Short, so that socket paths stay far below the ~108-byte sun_path limit.
@@ -126,7 +130,7 @@ def hostile(tmp_path: Path, run_root: Path, shared_state: Path) -> Hostile:
     return make
 
 
-def spec(tmp_path: Path, limits: WorkerLimits | None = None) -> WorkerSpec:
+def hostile_spec(tmp_path: Path, limits: WorkerLimits | None = None) -> WorkerSpec:
     return WorkerSpec(plugin_id="hostile", module=None, base_dir=tmp_path, read_paths=[],
                       limits=limits or WorkerLimits())
 
@@ -145,7 +149,7 @@ async def assert_rejected_while_host_serves(h, runtime: Runtime, tmp_path: Path,
     deadline), killed, reaped, its socket removed; the host's own workers are untouched."""
     assert await h.call("calc", "add", 1, 2) == 3
     calc_pid = h.plugin("calc").workers[0].pid
-    err, worker, elapsed = await start_fails(runtime, spec(tmp_path))
+    err, worker, elapsed = await start_fails(runtime, hostile_spec(tmp_path))
     assert isinstance(err, HandshakeError), repr(err)
     assert match in err.message
     assert elapsed < 3.0  # the default handshake deadline is 10 s: this was not a timeout
@@ -264,7 +268,7 @@ async def test_silent_connection_fails_at_the_handshake_deadline(calc, make_host
         stayAlive();
     """)
     async with make_host() as h:
-        err, worker, elapsed = await start_fails(runtime, spec(tmp_path, WorkerLimits(handshake_timeout=0.5)))
+        err, worker, elapsed = await start_fails(runtime, hostile_spec(tmp_path, WorkerLimits(handshake_timeout=0.5)))
         assert isinstance(err, HandshakeError) and "no handshake within 0.5s" in err.message
         assert 0.5 <= elapsed < 1.5
         assert gone(worker.pid)
@@ -273,9 +277,39 @@ async def test_silent_connection_fails_at_the_handshake_deadline(calc, make_host
 
 
 @pytest.mark.timeout(20)
+async def test_trickled_hello_does_not_stretch_the_handshake_deadline(hostile, tmp_path):
+    # Slowloris: one byte of a valid hello every 50 ms (~5 s in all) keeps the connection busy
+    # but the deadline covers the whole handshake, not the gap between reads.
+    runtime = hostile("""
+        await connect();
+        for (const b of hello()) { await write(Uint8Array.of(b)); await new Promise((r) => setTimeout(r, 50)); }
+        stayAlive();
+    """)
+    err, worker, elapsed = await start_fails(runtime, hostile_spec(tmp_path, WorkerLimits(handshake_timeout=0.5)))
+    assert isinstance(err, HandshakeError) and "no handshake within 0.5s" in err.message
+    assert 0.5 <= elapsed < 1.5
+    assert gone(worker.pid)
+
+
+@pytest.mark.timeout(20)
+async def test_worker_that_stalls_after_welcome_fails_at_the_handshake_deadline(hostile, tmp_path):
+    # A correct hello, then no ready: the deadline covers the whole handshake, ready included.
+    runtime = hostile("""
+        await connect();
+        await write(hello());
+        const welcome = await readFrame();
+        if (welcome?.type === "welcome") stayAlive();
+    """)
+    err, worker, elapsed = await start_fails(runtime, hostile_spec(tmp_path, WorkerLimits(handshake_timeout=0.5)))
+    assert isinstance(err, HandshakeError) and "no handshake within 0.5s" in err.message
+    assert 0.5 <= elapsed < 1.5
+    assert gone(worker.pid)
+
+
+@pytest.mark.timeout(20)
 async def test_worker_that_never_connects_fails_at_the_handshake_deadline(hostile, tmp_path):
     runtime = hostile("stayAlive();")
-    err, worker, elapsed = await start_fails(runtime, spec(tmp_path, WorkerLimits(handshake_timeout=0.5)))
+    err, worker, elapsed = await start_fails(runtime, hostile_spec(tmp_path, WorkerLimits(handshake_timeout=0.5)))
     assert isinstance(err, HandshakeError) and "no handshake within 0.5s" in err.message
     assert 0.5 <= elapsed < 1.5
     assert gone(worker.pid)
@@ -298,6 +332,58 @@ async def test_host_with_a_hostile_runtime_marks_the_plugin_failed_with_the_reas
 
 
 @pytest.mark.timeout(20)
+@pytest.mark.parametrize(
+    ("fields", "reason"),
+    [
+        pytest.param({"cookie": "NOT_A_PLUGIN_HOST"}, "bad magic cookie", id="cookie"),
+        pytest.param({"token": "replayed-token"}, "bad or replayed token", id="token"),
+        pytest.param({"protocol": 99}, "protocol version 99 unsupported (host speaks 1)", id="protocol"),
+    ],
+)
+async def test_rejected_hello_is_answered_with_reject_and_its_reason_then_closed(
+    hostile, tmp_path, fields, reason
+):
+    # The worker process never connects; this test connects in its place, so it can read the
+    # host's answer even though the host SIGKILLs the worker right after sending it.
+    runtime = hostile("stayAlive();")
+    worker = Worker(hostile_spec(tmp_path), runtime)
+    failure: list[BaseException] = []
+
+    async def run() -> None:
+        try:
+            await worker.run()
+        except HostError as exc:
+            failure.append(exc)
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(run)
+        with anyio.fail_after(5):
+            while True:  # until the child has exec'd: its argv ends with socket path and token
+                socks = os.listdir(runtime.run_dir)
+                if worker.pid is not None and len(socks) == 1:
+                    with open(f"/proc/{worker.pid}/cmdline", "rb") as f:
+                        argv = [a.decode() for a in f.read().split(b"\0")[:-1]]
+                    if argv[-2:-1] == [str(runtime.run_dir / socks[0])]:
+                        break
+                await anyio.sleep(0.005)
+        sock_path, token = argv[-2], argv[-1]
+        hello = {"type": "hello", "cookie": p.MAGIC_COOKIE, "protocol": 1, "token": token, **fields}
+        received = b""
+        async with await anyio.connect_unix(sock_path) as stream:
+            await stream.send(_frame(msgspec.msgpack.encode(hello)))
+            with anyio.fail_after(5):
+                while True:
+                    try:
+                        received += await stream.receive()
+                    except (anyio.EndOfStream, anyio.BrokenResourceError):
+                        break
+    assert p.FrameBuffer().feed(received) == [p.Reject(reason=reason)]
+    assert len(failure) == 1 and isinstance(failure[0], HandshakeError) and reason in failure[0].message
+    assert gone(worker.pid)
+    assert os.listdir(runtime.run_dir) == []
+
+
+@pytest.mark.timeout(20)
 async def test_rejected_worker_is_reaped_without_waiting_for_a_reader_that_never_ran(hostile, tmp_path):
     # Rejection is decided within milliseconds of the hello; nothing remains to drain from a
     # connection the host itself rejected, so run() should raise promptly, not after a grace.
@@ -306,7 +392,7 @@ async def test_rejected_worker_is_reaped_without_waiting_for_a_reader_that_never
         await write(hello({ cookie: "NOT_A_PLUGIN_HOST" }));
         stayAlive();
     """)
-    err, worker, elapsed = await start_fails(runtime, spec(tmp_path))
+    err, worker, elapsed = await start_fails(runtime, hostile_spec(tmp_path))
     assert isinstance(err, HandshakeError) and "bad magic cookie" in err.message
     assert gone(worker.pid)
     assert elapsed < 0.45, f"rejection took {elapsed:.3f}s"
@@ -391,7 +477,7 @@ MID_SESSION = """
 )
 async def test_bad_frame_after_handshake_fails_the_call_and_kills_the_worker(hostile, tmp_path, bad, match):
     runtime = hostile(MID_SESSION.replace("BAD", f"({bad})"))
-    worker = Worker(spec(tmp_path), runtime)
+    worker = Worker(hostile_spec(tmp_path), runtime)
     async with anyio.create_task_group() as tg:
         await tg.start(worker.run)
         assert worker.exports == ["f"] and worker.metadata == {"id": "hostile"}
@@ -414,7 +500,7 @@ async def test_answer_that_arrived_before_a_bad_frame_still_settles_its_call(hos
     # received whole before the violation, so call 1 returns; the worker is still killed.
     runtime = hostile(MID_SESSION.replace(
         "BAD", '((m) => concat(frame({ type: "result", id: m.id, value: 42 }), hex("ffffffff")))'))
-    worker = Worker(spec(tmp_path), runtime)
+    worker = Worker(hostile_spec(tmp_path), runtime)
     async with anyio.create_task_group() as tg:
         await tg.start(worker.run)
         assert await worker.call("f", [], timeout=10) == 42
@@ -446,10 +532,6 @@ _fields = st.fixed_dictionaries(
 _messages = st.builds(lambda t, f: {**f, "type": t}, st.sampled_from(_NAMES) | _values, _fields)
 
 
-def _frame(body: bytes) -> bytes:
-    return struct.pack(">I", len(body)) + body
-
-
 _chunks = st.one_of(
     st.binary(max_size=48),                                           # raw bytes
     st.binary(max_size=48).map(_frame),                               # framed garbage
@@ -469,7 +551,7 @@ async def test_random_first_bytes_are_always_a_handshake_error(hostile, tmp_path
         {"conn.close();" if close else ""}
         stayAlive();
     """)
-    err, worker, _ = await start_fails(runtime, spec(tmp_path, WorkerLimits(handshake_timeout=0.3)))
+    err, worker, _ = await start_fails(runtime, hostile_spec(tmp_path, WorkerLimits(handshake_timeout=0.3)))
     assert isinstance(err, HandshakeError), repr(err)
     assert gone(worker.pid)
     assert os.listdir(runtime.run_dir) == []

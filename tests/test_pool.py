@@ -10,7 +10,7 @@ import time
 import anyio
 import pytest
 
-from host import HostError, PluginUnavailable, PoolConfig, WorkerCrashed, WorkerLimits
+from host import CallTimeout, HostError, PluginUnavailable, PoolConfig, WorkerCrashed, WorkerLimits
 
 pytestmark = pytest.mark.anyio
 
@@ -184,3 +184,28 @@ async def test_snapshot_reports_workers_and_heartbeats(calc, make_host):
         assert w.state == "ready" and w.calls == 1 and w.inflight == 0
         assert abs(w.last_heartbeat - time.time()) < 2
         assert os.path.exists(f"/proc/{w.pid}")
+
+
+async def test_timeout_kills_the_whole_process_group(plugin_dir, make_host):
+    plugin_dir.add("spawner.js", """
+        export const metadata = { id: "spawner", version: "1.0.0", permissions: { run: ["sleep"] } };
+        export function start() {
+          const child = new Deno.Command("sleep", { args: ["30"] }).spawn();
+          return child.pid;
+        }
+        export function spin() { while (true) {} }
+    """)
+    async with make_host() as h:
+        child = await h.call("spawner", "start")
+        assert os.path.exists(f"/proc/{child}")
+        with pytest.raises(CallTimeout):
+            await h.call("spawner", "spin", timeout=0.3)
+
+        def gone() -> bool:
+            try:
+                with open(f"/proc/{child}/stat") as f:
+                    return f.read().split(")")[-1].split()[0] == "Z"
+            except FileNotFoundError:
+                return True
+
+        await wait_for(gone, timeout=3)
