@@ -209,3 +209,59 @@ async def test_timeout_kills_the_whole_process_group(plugin_dir, make_host):
                 return True
 
         await wait_for(gone, timeout=3)
+
+
+async def test_crash_error_carries_exit_code_and_the_workers_last_output(plugin_dir, make_host):
+    plugin_dir.add("dying.js", """
+        export function die() {
+          Deno.stderr.writeSync(new TextEncoder().encode("fatal: the flux capacitor broke\\n"));
+          Deno.exit(7);
+        }
+    """)
+    async with make_host() as h:
+        with pytest.raises(WorkerCrashed) as e:
+            await h.call("dying", "die")
+        assert e.value.exit_code == 7 and e.value.signal is None and e.value.reason == "crash"
+        assert "flux capacitor" in e.value.stderr_tail
+        assert "flux capacitor" in str(e.value)
+
+
+async def test_heap_cap_kills_a_runaway_worker_with_reason_memory(plugin_dir, make_host):
+    plugin_dir.add("hog.js", """
+        export function hog() { const a = []; while (true) a.push({ x: Math.random(), y: [1, 2, 3] }); }
+        export function ok() { return "ok"; }
+    """)
+    async with make_host(limits=WorkerLimits(heap_mb=32)) as h:
+        with pytest.raises(WorkerCrashed) as e:
+            await h.call("hog", "hog", timeout=20)
+        assert e.value.reason == "memory"
+        assert await h.call("hog", "ok") == "ok"
+
+
+async def test_consecutive_crashes_back_off_exponentially(plugin_dir, make_host):
+    plugin_dir.add("die.js", """
+        export function die() { Deno.exit(1); }
+        export function ok() { return "ok"; }
+    """)
+    pool = PoolConfig(restart_backoff=0.3, crash_loop_threshold=100)
+    async with make_host(pool=pool) as h:
+        with pytest.raises(WorkerCrashed):
+            await h.call("die", "die")  # first crash: replaced at once
+        t0 = time.monotonic()
+        assert await h.call("die", "ok") == "ok"
+        assert time.monotonic() - t0 < 0.3
+        for _ in range(2):  # a success resets the count; two crashes in a row now
+            with pytest.raises(WorkerCrashed):
+                await h.call("die", "die")
+        t0 = time.monotonic()
+        assert await h.call("die", "ok") == "ok"  # waits out the 0.3 s backoff
+        assert time.monotonic() - t0 >= 0.3
+
+
+async def test_socket_directory_is_private_and_removed_on_close(calc, make_host):
+    async with make_host() as h:
+        run_dir = h._runtime.run_dir
+        assert os.stat(run_dir).st_mode & 0o777 == 0o700
+        assert await h.call("calc", "add", 1, 2) == 3
+        assert not [p for p in os.listdir(run_dir) if p.endswith(".sock")]  # unlinked after accept
+    assert not os.path.exists(run_dir)
