@@ -3,13 +3,16 @@ check that no test leaves a deno process behind."""
 
 from __future__ import annotations
 
+import asyncio
 import os
 import textwrap
-from collections.abc import AsyncIterator, Callable
+import threading
+from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 
 import pytest
+from aiohttp import web
 
 from host import HostConfig, PluginHost, PoolConfig, WorkerLimits
 
@@ -116,3 +119,54 @@ def make_host(plugin_dir: PluginDir, shared_state: Path) -> Callable[..., AsyncI
             yield h
 
     return factory
+
+
+class LocalServer:
+    """An aiohttp server on 127.0.0.1 in a thread of its own (so it serves asyncio and trio tests
+    alike) that counts TCP connections and records HTTP requests."""
+
+    def __init__(self) -> None:
+        self.port = 0
+        self.connections = 0
+        self.requests: list[str] = []
+
+
+@pytest.fixture
+def local_server() -> Iterator[LocalServer]:
+    srv = LocalServer()
+    loop = asyncio.new_event_loop()
+    thread = threading.Thread(target=loop.run_forever, name="local-aiohttp", daemon=True)
+    thread.start()
+
+    async def handler(request: web.Request) -> web.Response:
+        srv.requests.append(request.path_qs)
+        return web.json_response({"served": "local", "path": request.path})
+
+    async def start() -> tuple[web.AppRunner, asyncio.Server]:
+        app = web.Application()
+        app.router.add_get("/{tail:.*}", handler)
+        runner = web.AppRunner(app, access_log=None)
+        await runner.setup()
+        handler_factory = runner.server
+        assert handler_factory is not None
+
+        def protocol() -> asyncio.Protocol:
+            srv.connections += 1
+            return handler_factory()
+
+        server = await loop.create_server(protocol, "127.0.0.1", 0)
+        return runner, server
+
+    async def stop() -> None:
+        server.close()
+        await runner.cleanup()
+
+    runner, server = asyncio.run_coroutine_threadsafe(start(), loop).result(10)
+    srv.port = server.sockets[0].getsockname()[1]
+    try:
+        yield srv
+    finally:
+        asyncio.run_coroutine_threadsafe(stop(), loop).result(10)
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(10)
+        loop.close()

@@ -3,72 +3,17 @@
 
 from __future__ import annotations
 
-import asyncio
 import re
-import threading
 import time
-from collections.abc import Iterator
 
 import anyio
 import pytest
-from aiohttp import web
 
 from host import ExecuteConfig, ExecuteResult, InvalidConfig, LogEntry, PayloadTooLarge
 
 pytestmark = pytest.mark.anyio
 
 UUID_RE = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$")
-
-
-class LocalServer:
-    """An aiohttp server on 127.0.0.1 in a thread of its own (so it serves asyncio and trio tests
-    alike) that counts TCP connections and records HTTP requests."""
-
-    def __init__(self) -> None:
-        self.port = 0
-        self.connections = 0
-        self.requests: list[str] = []
-
-
-@pytest.fixture
-def local_server() -> Iterator[LocalServer]:
-    srv = LocalServer()
-    loop = asyncio.new_event_loop()
-    thread = threading.Thread(target=loop.run_forever, name="local-aiohttp", daemon=True)
-    thread.start()
-
-    async def handler(request: web.Request) -> web.Response:
-        srv.requests.append(request.path_qs)
-        return web.json_response({"served": "local", "path": request.path})
-
-    async def start() -> tuple[web.AppRunner, asyncio.Server]:
-        app = web.Application()
-        app.router.add_get("/{tail:.*}", handler)
-        runner = web.AppRunner(app, access_log=None)
-        await runner.setup()
-        handler_factory = runner.server
-        assert handler_factory is not None
-
-        def protocol() -> asyncio.Protocol:
-            srv.connections += 1
-            return handler_factory()
-
-        server = await loop.create_server(protocol, "127.0.0.1", 0)
-        return runner, server
-
-    async def stop() -> None:
-        server.close()
-        await runner.cleanup()
-
-    runner, server = asyncio.run_coroutine_threadsafe(start(), loop).result(10)
-    srv.port = server.sockets[0].getsockname()[1]
-    try:
-        yield srv
-    finally:
-        asyncio.run_coroutine_threadsafe(stop(), loop).result(10)
-        loop.call_soon_threadsafe(loop.stop)
-        thread.join(10)
-        loop.close()
 
 
 def exception_of(out: ExecuteResult) -> LogEntry:
