@@ -6,7 +6,6 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import replace
 from typing import Any
 
 import anyio
@@ -15,17 +14,20 @@ from anyio.abc import TaskGroup
 
 from . import protocol as p
 from .config import HostConfig, PoolConfig
+from .dependencies import resolve
 from .errors import (
     CallTimeout,
     HostClosed,
     HostError,
-    InvalidConfig,
     PayloadTooLarge,
     PluginNotFound,
+    PluginUnavailable,
     WorkerCrashed,
 )
+from .lifecycle import EventHub, Plugin, PluginEvent
+from .manifest import parse_manifest
 from .permissions import Permissions
-from .plugins import PluginSource, discover
+from .plugins import PluginSource, discover, inspect
 from .pool import Pool
 from .runtime import Runtime
 from .worker import Lease, Worker, WorkerSpec
@@ -76,6 +78,8 @@ class PluginInfo(msgspec.Struct):
     path: str
     error: str | None
     exports: list[str]
+    capabilities: list[str]
+    priority: int
     calls: int
     crashes: int
     restarts: int
@@ -95,8 +99,8 @@ class PluginHost:
 
     def __init__(self, config: HostConfig | None = None) -> None:
         self.config = config or HostConfig()
-        self._pools: dict[str, Pool] = {}
-        self._sources: dict[str, PluginSource] = {}
+        self._records: list[Plugin] = []
+        self._hub = EventHub()
         self._exec_pools: dict[tuple, Pool] = {}
         self._exec_lock = anyio.Lock()
         self._listeners: list[LogListener] = []
@@ -112,9 +116,7 @@ class PluginHost:
         self._tg = await self._cm.__aenter__()
         self._running = True
         try:
-            async with anyio.create_task_group() as tg:
-                for src in discover(self.config.plugin_dirs):
-                    tg.start_soon(self._start_plugin, src)
+            await self._load(discover(self.config.plugin_dirs))
         except BaseException:
             await self.__aexit__(None, None, None)
             raise
@@ -137,21 +139,70 @@ class PluginHost:
         self._running = False
         with anyio.CancelScope(shield=True):
             async with anyio.create_task_group() as tg:
-                for pool in [*self._pools.values(), *self._exec_pools.values()]:
+                for r in self._records:
+                    if r.pool is not None:
+                        tg.start_soon(r.pool.stop)
+                for pool in self._exec_pools.values():
                     tg.start_soon(pool.stop)
 
-    async def _start_plugin(self, src: PluginSource) -> None:
-        cfg = self.config
+    async def _load(self, sources: list[PluginSource]) -> None:
+        """Discovered → loaded (metadata read in a worker with no permissions, validated) →
+        dependencies resolved → running, level by level in dependency order."""
+        records = [Plugin(src, self._hub.emit) for src in sources]
+        self._records.extend(records)
+        async with anyio.create_task_group() as tg:
+            for r in records:
+                tg.start_soon(self._inspect, r)
+        seen: dict[str, Plugin] = {}
+        for r in records:
+            if r.state == "loaded":
+                if r.key in seen:
+                    r.set_state("error", f"duplicate of {seen[r.key].source.module}")
+                else:
+                    seen[r.key] = r
+        newest = {r.id: r for r in sorted(
+            (r for r in self._records if r.manifest is not None and r.state != "error"),
+            key=lambda r: r.manifest.semver)}
+        levels, errors = resolve({pid: r.manifest for pid, r in newest.items()})
+        for r in records:
+            if r.state == "loaded" and r.id in errors:
+                r.set_state("error", errors[r.id])
+        for level in levels:
+            async with anyio.create_task_group() as tg:
+                for r in records:
+                    if r.id in level and r.state == "loaded":
+                        tg.start_soon(self._start, r)
+
+    async def _inspect(self, record: Plugin) -> None:
+        src = record.source
+        assert self._runtime is not None
+        try:
+            meta, exports = await inspect(src, self._runtime, self.config.limits_for(src.id))
+            record.manifest = parse_manifest(meta, exports, path=str(src.module), expected_id=src.id,
+                                             expected_version=src.version_hint)
+        except HostError as exc:
+            record.set_state("error", str(exc))
+            return
+        record.exports = exports
+        record.set_state("loaded")
+
+    async def _start(self, record: Plugin) -> None:
+        """Start the plugin's pool with the permissions its manifest declares."""
+        assert record.manifest is not None and self._tg is not None
+        src, cfg = record.source, self.config
         spec = WorkerSpec(
             plugin_id=src.id, module=src.module, base_dir=src.base_dir,
-            read_paths=[str(src.root)], limits=cfg.limits_for(src.id),
+            read_paths=[str(src.root)], permissions=record.manifest.grants,
+            limits=cfg.limits_for(src.id),
             config=dict(cfg.plugins[src.id].config) if src.id in cfg.plugins else None,
         )
-        pool = self._new_pool(spec, cfg.pool_for(src.id), probe=_apply_manifest_permissions)
-        self._sources[src.id] = src
-        self._pools[src.id] = pool
-        assert self._tg is not None
+        pool = self._new_pool(spec, cfg.pool_for(src.id), on_state=record.sync_with_pool)
+        record.pool = pool
         await self._tg.start(pool.serve)
+        if pool.state == "error":
+            record.set_state("error", pool.error)
+        else:
+            record.set_state("running")
 
     def _new_pool(self, spec: WorkerSpec, config: PoolConfig, **kw: Any) -> Pool:
         assert self._runtime is not None
@@ -173,14 +224,25 @@ class PluginHost:
 
     # ------------------------------------------------------------------ calls
 
+    def _record(self, name: str) -> Plugin:
+        """``id@version`` exactly, or the highest installed version of ``id``."""
+        pid, _, version = name.partition("@")
+        versions = [r for r in self._records if r.id == pid]
+        if version:
+            versions = [r for r in versions if r.version == version]
+        if not versions:
+            installed = sorted({r.key for r in self._records}) or ["none"]
+            raise PluginNotFound(f"no plugin {name!r} (installed: {', '.join(installed)})", plugin=pid)
+        return max(versions, key=_version_order)
+
     def _pool(self, plugin: str) -> Pool:
         if not self._running:
             raise HostClosed("the host is not running; use `async with PluginHost(...)`")
-        pool = self._pools.get(plugin)
-        if pool is None:
-            raise PluginNotFound(f"no plugin {plugin!r} (installed: {', '.join(sorted(self._pools)) or 'none'})",
-                                 plugin=plugin)
-        return pool
+        record = self._record(plugin)
+        if record.state not in ("running", "degraded") or record.pool is None:
+            why = f": {record.error}" if record.error else ""
+            raise PluginUnavailable(f"plugin is {record.state}{why}", plugin=record.id)
+        return record.pool
 
     async def call(self, plugin: str, fn: str, *args: Any, timeout: float | None = None) -> Any:
         """Call ``fn(*args)`` exported by ``plugin``; ``timeout`` (seconds) covers queueing and
@@ -276,36 +338,92 @@ class PluginHost:
     # ------------------------------------------------------------------ introspection
 
     def plugins(self) -> list[PluginInfo]:
-        """A snapshot of every plugin: state, version, and each worker's pid, state, heartbeat."""
+        """A snapshot of every plugin version: state, version, and each worker's pid, state,
+        heartbeat."""
         now_wall, now_mono = time.time(), time.monotonic()
         out = []
-        for pid, pool in sorted(self._pools.items()):
-            meta = pool.metadata()
-            meta = meta if isinstance(meta, dict) else {}
-            exports: list[str] = next((w.exports for w in pool.workers if w.exports), [])
+        for r in sorted(self._records, key=lambda r: (r.id, _version_order(r))):
+            pool, m = r.pool, r.manifest
+            workers = pool.workers if pool is not None and r.state in ("running", "degraded") else []
             out.append(PluginInfo(
-                id=pid, state=pool.state, version=_str_or_none(meta.get("version")),
-                name=_str_or_none(meta.get("name")), path=str(self._sources[pid].module),
-                error=pool.error if pool.state == "error" else None, exports=list(exports),
-                calls=pool.calls, crashes=pool.crashes, restarts=pool.restarts, timeouts=pool.timeouts,
+                id=r.id, state=r.state, version=r.version, name=m.name if m else None,
+                path=str(r.source.module), error=r.error if r.state == "error" else None,
+                exports=list(r.exports), capabilities=list(m.capabilities) if m else [],
+                priority=m.priority if m else 0,
+                calls=pool.calls if pool else 0, crashes=pool.crashes if pool else 0,
+                restarts=pool.restarts if pool else 0, timeouts=pool.timeouts if pool else 0,
                 workers=[
                     WorkerInfo(index=w.index, pid=w.pid, state=w.state, calls=w.calls, inflight=w.load,
                                last_heartbeat=w.last_heartbeat,
                                started_at=now_wall - (now_mono - w.started_at))
-                    for w in pool.workers
+                    for w in workers
                 ],
             ))
         return out
 
-    def plugin(self, plugin_id: str) -> PluginInfo:
-        for info in self.plugins():
-            if info.id == plugin_id:
-                return info
-        raise PluginNotFound(f"no plugin {plugin_id!r}", plugin=plugin_id)
+    def plugin(self, name: str) -> PluginInfo:
+        """The snapshot of one plugin (``id`` = its highest version, or ``id@version``)."""
+        record = self._record(name)
+        return next(i for i in self.plugins() if i.id == record.id and i.version == record.version)
 
-    def pool(self, plugin_id: str) -> Pool:
-        """The pool of one plugin (for operations such as ``reset()``)."""
-        return self._pool(plugin_id)
+    def pool(self, name: str) -> Pool:
+        """The pool of one plugin, whatever its state (for operations such as ``reset()``)."""
+        record = self._record(name)
+        if record.pool is None:
+            raise PluginUnavailable(f"plugin is {record.state}", plugin=record.id)
+        return record.pool
+
+    # ------------------------------------------------------------------ lifecycle control
+
+    def subscribe(self, fn: Callable[[PluginEvent], None]) -> Callable[[], None]:
+        """Call ``fn(event)`` on every plugin state change; returns an unsubscribe function."""
+        return self._hub.subscribe(fn)
+
+    def events(self, buffer: int = 1000) -> Any:
+        """``async with h.events() as stream: async for event in stream: ...``"""
+        return self._hub.stream(buffer)
+
+    async def disable(self, name: str) -> None:
+        """Stop the plugin's workers (calls in flight finish) and refuse calls until enabled."""
+        await self._stop(self._record(name), "disabled", "disabled by user")
+
+    async def unload(self, name: str) -> None:
+        """Release every worker of the plugin; it stays listed as `stopped` until enabled."""
+        await self._stop(self._record(name), "stopped", "unloaded")
+
+    async def enable(self, name: str) -> None:
+        """Start a disabled, stopped or failed plugin again (its metadata is read anew)."""
+        record = self._record(name)
+        if record.state in ("running", "degraded"):
+            return
+        await self._stop(record, record.state, None)
+        await self._inspect(record)
+        if record.state != "loaded":
+            return
+        assert record.manifest is not None
+        others = {r.id: r.manifest for r in self._records
+                  if r.manifest is not None and r.state in ("running", "degraded") and r.id != record.id}
+        _, errors = resolve({**others, record.id: record.manifest})
+        if record.id in errors:
+            record.set_state("error", errors[record.id])
+            return
+        await self._start(record)
+
+    def reset(self, name: str) -> None:
+        """Leave a crash loop: the pool starts workers again."""
+        self.pool(name).reset()
+
+    async def _stop(self, record: Plugin, state: str, reason: str | None) -> None:
+        pool, record.pool = record.pool, None
+        if pool is not None:
+            await pool.stop()
+        if state != record.state:
+            record.set_state(state, reason)
+
+
+def _version_order(record: Plugin) -> tuple:
+    m = record.manifest
+    return (1, m.semver) if m is not None else (0, record.source.version_hint or "")
 
 
 async def _run_with_deadline(pool: Pool, op: Any, budget: float, deadline: float,
@@ -318,16 +436,6 @@ async def _run_with_deadline(pool: Pool, op: Any, budget: float, deadline: float
             raise CallTimeout(f"no worker became free within {budget:g}s", timeout=budget,
                               plugin=plugin, function=fn) from None
         raise
-
-
-def _apply_manifest_permissions(metadata: Any, spec: WorkerSpec) -> WorkerSpec:
-    """Probe hook: the plugin's declared permissions become its workers' grants."""
-    raw = metadata.get("permissions") if isinstance(metadata, dict) else None
-    try:
-        perms = Permissions.parse(raw, where=f"{spec.plugin_id}: metadata.permissions")
-    except InvalidConfig as exc:
-        raise InvalidConfig(exc.message, plugin=spec.plugin_id) from None
-    return replace(spec, permissions=perms)
 
 
 def _exception(name: str, message: str, stack: str | None = None) -> LogEntry:

@@ -1,25 +1,44 @@
-"""Finding plugins on disk: single ``.js``/``.ts`` files and directories with an entry module."""
+"""Finding plugins on disk (single ``.js``/``.ts`` files and directories with an entry module,
+optionally named ``id@version``) and reading a plugin's metadata without trusting it: the
+module is loaded in a worker with no permissions, never in the host."""
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
+
+import anyio
+
+from .config import WorkerLimits
+from .errors import HostError
+from .runtime import Runtime
+from .worker import Worker, WorkerSpec
 
 ENTRY_NAMES = ("mod.ts", "mod.js", "index.ts", "index.js")
 SUFFIXES = (".ts", ".js", ".mjs")
+_VERSIONED = re.compile(r"^(?P<id>[^@]+)@(?P<version>\d+\.\d+\.\d+(?:[-+][0-9A-Za-z.+-]+)?)$")
 
 
 @dataclass(frozen=True)
 class PluginSource:
-    """Where a plugin lives. ``root`` is what its workers may read: the file, or its directory."""
+    """Where a plugin lives. ``root`` is what its workers may read: the file, or its directory.
+    ``version_hint`` is the version in an ``id@version`` name, which the metadata must match."""
 
     id: str
     module: Path
     root: Path
+    version_hint: str | None = None
 
     @property
     def base_dir(self) -> Path:
         return self.root if self.root.is_dir() else self.root.parent
+
+
+def _split_name(name: str) -> tuple[str, str | None]:
+    m = _VERSIONED.match(name)
+    return (m.group("id"), m.group("version")) if m else (name, None)
 
 
 def source_for(path: Path) -> PluginSource | None:
@@ -31,21 +50,44 @@ def source_for(path: Path) -> PluginSource | None:
         for name in ENTRY_NAMES:
             entry = path / name
             if entry.is_file():
-                return PluginSource(id=path.name, module=entry, root=path)
+                pid, version = _split_name(path.name)
+                return PluginSource(id=pid, module=entry, root=path, version_hint=version)
         return None
-    if path.is_file() and path.suffix in SUFFIXES and not path.name.endswith(".d.ts"):
-        return PluginSource(id=path.stem, module=path, root=path)
+    if (path.is_file() and path.suffix in SUFFIXES and not path.name.endswith(".d.ts")
+            and not path.stem.endswith((".test", "_test"))):
+        pid, version = _split_name(path.stem)
+        return PluginSource(id=pid, module=path, root=path, version_hint=version)
     return None
 
 
 def discover(dirs: list[Path]) -> list[PluginSource]:
-    """Every plugin in ``dirs``, sorted by id; the first directory wins on duplicate ids."""
-    found: dict[str, PluginSource] = {}
+    """Every plugin in ``dirs``, sorted by id; the first directory wins on a duplicate name."""
+    found: dict[tuple[str, str | None], PluginSource] = {}
     for d in dirs:
         if not d.is_dir():
             continue
         for child in sorted(d.iterdir()):
             src = source_for(child)
-            if src is not None and src.id not in found:
-                found[src.id] = src
-    return [found[k] for k in sorted(found)]
+            if src is not None and (src.id, src.version_hint) not in found:
+                found[(src.id, src.version_hint)] = src
+    return sorted(found.values(), key=lambda s: (s.id, s.version_hint or ""))
+
+
+async def inspect(source: PluginSource, runtime: Runtime, limits: WorkerLimits) -> tuple[Any, list[str]]:
+    """Load the module in a worker with no permissions; return its metadata and the names of
+    its exported functions. Raises what loading raised (e.g. PluginUnavailable for a
+    SyntaxError) as a HostError."""
+    spec = WorkerSpec(plugin_id=source.id, module=source.module, base_dir=source.base_dir,
+                      read_paths=[str(source.root)], limits=limits)
+    worker = Worker(spec, runtime)
+    error: HostError | None = None
+    async with anyio.create_task_group() as tg:
+        try:
+            await tg.start(worker.run)
+        except HostError as exc:
+            error = exc
+        else:
+            await worker.shutdown()
+    if error is not None:
+        raise error
+    return worker.metadata, list(worker.exports)

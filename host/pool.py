@@ -45,10 +45,7 @@ class Pool:
         on_log: LogSink | None = None,
         host_call: HostCallHandler | None = None,
         on_state: Callable[[Pool], None] | None = None,
-        probe: Callable[[Any, WorkerSpec], WorkerSpec] | None = None,
     ) -> None:
-        self.probe = probe
-        self.probed_metadata: Any = None
         spec.max_inflight = config.max_inflight
         self.spec = spec
         self.runtime = runtime
@@ -104,29 +101,8 @@ class Pool:
         await self._closed.wait()
 
     async def _prestart(self) -> None:
-        """Start ``min_workers`` at once. With a ``probe``, the first worker loads the plugin
-        with no permissions to read its metadata; workers with the declared grants follow."""
+        """Start ``min_workers`` at once."""
         n = max(self.config.min_workers, 0)
-        if self.probe is not None:
-            self._starting += 1
-            try:
-                first = await self._spawn()
-            except HostError as exc:
-                self._set_state("error", str(exc))
-                return
-            self.probed_metadata = first.metadata
-            try:
-                self.spec = self.probe(first.metadata, self.spec)
-            except HostError as exc:
-                await first.shutdown()
-                self._set_state("error", str(exc))
-                return
-            if self.spec.permissions.empty and n > 0:
-                self.workers.append(first)
-                n -= 1
-            else:
-                first.retiring = True
-                await first.shutdown()
         async with anyio.create_task_group() as tg:
             for _ in range(n):
                 self._starting += 1
@@ -387,7 +363,4 @@ class Pool:
     # ------------------------------------------------------------------ snapshot
 
     def metadata(self) -> Any:
-        for w in self.workers:
-            if w.metadata is not None:
-                return w.metadata
-        return self.probed_metadata
+        return next((w.metadata for w in self.workers if w.metadata is not None), None)

@@ -73,9 +73,19 @@ class PluginDir:
         root.mkdir(parents=True, exist_ok=True)
 
     def add(self, name: str, source: str) -> Path:
+        """Write a file under the plugin directory. A plugin module without ``metadata`` gets
+        a minimal valid one (id from its file or directory name), so tests about something
+        else need not repeat it."""
         path = self.root / name
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(textwrap.dedent(source))
+        text = textwrap.dedent(source)
+        is_entry = path.suffix in (".js", ".ts") and (
+            path.parent == self.root or path.stem in ("mod", "index"))
+        if is_entry and "export const metadata" not in text:
+            pid = (path.stem if path.parent == self.root else path.parent.name).split("@")[0]
+            text = (f'export const metadata = {{ id: "{pid}", name: "{pid}", version: "1.0.0", '
+                    f'apiVersion: "1.0" }};\n') + text
+        path.write_text(text)
         return path
 
 

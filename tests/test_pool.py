@@ -188,7 +188,7 @@ async def test_snapshot_reports_workers_and_heartbeats(calc, make_host):
 
 async def test_timeout_kills_the_whole_process_group(plugin_dir, make_host):
     plugin_dir.add("spawner.js", """
-        export const metadata = { id: "spawner", version: "1.0.0", permissions: { run: ["sleep"] } };
+        export const metadata = { id: "spawner", name: "spawner", version: "1.0.0", apiVersion: "1.0", permissions: { run: ["sleep"] } };
         export function start() {
           const child = new Deno.Command("sleep", { args: ["30"] }).spawn();
           return child.pid;

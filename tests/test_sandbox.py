@@ -76,7 +76,7 @@ async def test_plugin_without_permissions_is_refused_everything_with_typed_error
 async def test_worker_env_is_scrubbed_even_with_full_env_grant(plugin_dir, make_host, monkeypatch):
     monkeypatch.setenv("PLUGIN_HOST_TEST_SECRET", "xyz-secret-value")
     plugin_dir.add("envall.js", """
-        export const metadata = { id: "envall", version: "1.0.0", apiVersion: "1.0", permissions: { env: true } };
+        export const metadata = { id: "envall", name: "envall", version: "1.0.0", apiVersion: "1.0", permissions: { env: true } };
         export function envAll() { return Deno.env.toObject(); }
         export function envGet(name) { return Deno.env.get(name) ?? null; }
     """)
@@ -94,7 +94,7 @@ async def test_env_grant_by_name_passes_that_variable_only(plugin_dir, make_host
     monkeypatch.setenv("PLUGIN_HOST_TEST_SECRET", "xyz-secret-value")
     plugin_dir.add("envone.js", """
         export const metadata = {
-          id: "envone", version: "1.0.0", apiVersion: "1.0", permissions: { env: ["PLUGIN_HOST_TEST_VISIBLE"] },
+          id: "envone", name: "envone", version: "1.0.0", apiVersion: "1.0", permissions: { env: ["PLUGIN_HOST_TEST_VISIBLE"] },
         };
         export function envGet(name) { return Deno.env.get(name) ?? null; }
         export function envAll() { return Deno.env.toObject(); }
@@ -112,7 +112,7 @@ async def test_env_grant_by_name_passes_that_variable_only(plugin_dir, make_host
 
 async def test_relative_read_grant_resolves_against_the_plugin_directory(plugin_dir, make_host):
     plugin_dir.add("reader/mod.js", """
-        export const metadata = { id: "reader", version: "1.0.0", apiVersion: "1.0", permissions: { read: ["data"] } };
+        export const metadata = { id: "reader", name: "reader", version: "1.0.0", apiVersion: "1.0", permissions: { read: ["data"] } };
         export async function readData(name) {
           return await Deno.readTextFile(new URL(`./data/${name}`, import.meta.url));
         }
@@ -134,11 +134,11 @@ async def test_relative_read_grant_outside_the_plugin_reaches_only_what_it_names
     # resolved against the plugin's own directory; another plugin without the grant is refused.
     plugin_dir.add("shared/y.txt", "shared data\n")  # a directory with no entry module: not a plugin
     plugin_dir.add("granted/mod.js", """
-        export const metadata = { id: "granted", version: "1.0.0", apiVersion: "1.0", permissions: { read: ["../shared"] } };
+        export const metadata = { id: "granted", name: "granted", version: "1.0.0", apiVersion: "1.0", permissions: { read: ["../shared"] } };
         export async function readShared() { return await Deno.readTextFile(new URL("../shared/y.txt", import.meta.url)); }
     """)
     plugin_dir.add("ungranted/mod.js", """
-        export const metadata = { id: "ungranted", version: "1.0.0", apiVersion: "1.0" };
+        export const metadata = { id: "ungranted", name: "ungranted", version: "1.0.0", apiVersion: "1.0" };
         export async function readShared() { return await Deno.readTextFile(new URL("../shared/y.txt", import.meta.url)); }
     """)
     async with make_host() as h:
@@ -162,7 +162,7 @@ async def test_invalid_permissions_put_the_plugin_in_error_while_others_serve(
     calc, make_host, permissions, named
 ):
     calc.add("broken.js", f"""
-        export const metadata = {{ id: "broken", version: "1.0.0", apiVersion: "1.0", permissions: {permissions} }};
+        export const metadata = {{ id: "broken", name: "broken", version: "1.0.0", apiVersion: "1.0", permissions: {permissions} }};
         export function hello() {{ return "should never run"; }}
     """)
     async with make_host() as h:

@@ -1,0 +1,123 @@
+"""Plugin lifecycle: the states one installed plugin version goes through, and the events a
+Python app can subscribe to.
+
+    discovered → loaded → running ⇄ degraded
+                       ↘ error      running → disabled / stopped (unloaded)
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+
+import anyio
+import msgspec
+from anyio.streams.memory import MemoryObjectSendStream
+
+from .manifest import Manifest
+from .plugins import PluginSource
+from .pool import Pool
+
+log = logging.getLogger("host.lifecycle")
+
+STATES = ("discovered", "loaded", "running", "degraded", "disabled", "stopped", "error")
+
+
+class PluginEvent(msgspec.Struct, frozen=True):
+    """A plugin changed state. ``reason`` says why (an error message, "disabled by user", ...)."""
+
+    plugin: str
+    version: str | None
+    state: str
+    previous: str | None
+    reason: str | None
+    time: float  # unix time
+
+
+class Plugin:
+    """One installed plugin version: where it lives, what it declares, its state and pool."""
+
+    def __init__(self, source: PluginSource, emit: Callable[[PluginEvent], None]) -> None:
+        self.source = source
+        self.manifest: Manifest | None = None
+        self.exports: list[str] = []
+        self.state = "discovered"
+        self.error: str | None = None
+        self.pool: Pool | None = None
+        self._emit = emit
+        self._emit(PluginEvent(source.id, source.version_hint, "discovered", None, None, time.time()))
+
+    @property
+    def id(self) -> str:
+        return self.source.id
+
+    @property
+    def version(self) -> str | None:
+        return self.manifest.version if self.manifest else self.source.version_hint
+
+    @property
+    def key(self) -> str:
+        return f"{self.id}@{self.version}" if self.version else self.id
+
+    def set_state(self, state: str, reason: str | None = None) -> None:
+        assert state in STATES, state
+        if state == "error":
+            self.error = reason
+        elif state in ("running", "loaded"):
+            self.error = None
+        if state == self.state and state != "error":
+            return
+        previous, self.state = self.state, state
+        (log.warning if state == "error" else log.info)(
+            "plugin %s: %s -> %s%s", self.key, previous, state, f" ({reason})" if reason else "")
+        self._emit(PluginEvent(self.id, self.version, state, previous, reason, time.time()))
+
+    def sync_with_pool(self, pool: Pool) -> None:
+        """Pool callback: a crash loop puts the plugin in `error`; a reset brings it back."""
+        if pool is not self.pool:
+            return
+        if pool.state == "error":
+            self.set_state("error", pool.error)
+        elif pool.state == "running" and self.state in ("error", "loaded"):
+            self.set_state("running")
+
+
+class EventHub:
+    """Fans plugin events out to callbacks and to async-iterator subscribers."""
+
+    def __init__(self) -> None:
+        self._callbacks: list[Callable[[PluginEvent], None]] = []
+        self._streams: list[MemoryObjectSendStream[PluginEvent]] = []
+        self.dropped = 0
+
+    def emit(self, event: PluginEvent) -> None:
+        for fn in list(self._callbacks):
+            try:
+                fn(event)
+            except Exception:  # a subscriber's bug must not break the host
+                log.exception("plugin event callback failed")
+        for stream in list(self._streams):
+            try:
+                stream.send_nowait(event)
+            except anyio.WouldBlock:
+                self.dropped += 1  # a subscriber that does not keep up loses events, not the host
+            except (anyio.BrokenResourceError, anyio.ClosedResourceError):
+                self._streams.remove(stream)
+
+    def subscribe(self, fn: Callable[[PluginEvent], None]) -> Callable[[], None]:
+        self._callbacks.append(fn)
+        return lambda: self._callbacks.remove(fn)
+
+    @asynccontextmanager
+    async def stream(self, buffer: int = 1000) -> AsyncIterator[AsyncIterator[PluginEvent]]:
+        send, receive = anyio.create_memory_object_stream[PluginEvent](buffer)
+        self._streams.append(send)
+        try:
+            async with receive:
+                yield receive
+        finally:
+            if send in self._streams:
+                self._streams.remove(send)
+            send.close()

@@ -1,0 +1,140 @@
+"""A plugin's ``metadata`` export, validated: every error names the file and the field."""
+
+from __future__ import annotations
+
+import re
+from typing import Any, Literal
+
+import msgspec
+import semantic_version as sv
+
+from .errors import InvalidConfig
+from .permissions import Permissions
+
+HOST_API_VERSION = "1.0"
+_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+_EVENT_RE = re.compile(r"^[A-Za-z0-9_-]+([.:][A-Za-z0-9_*-]+)+$")
+# Capabilities with a meaning of their own, and the export each one needs.
+KNOWN_CAPABILITIES = {"balance": "queryBalance"}
+
+
+class InvalidManifest(InvalidConfig):
+    """A plugin's metadata is missing a field or has a wrong one; ``field`` names it."""
+
+    def __init__(self, message: str, *, path: str, field: str, plugin: str | None = None):
+        super().__init__(f"{path}: metadata.{field}: {message}", plugin=plugin)
+        self.path = path
+        self.field = field
+
+
+class ConfigField(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True):
+    """One entry of ``configSchema``."""
+
+    type: Literal["string", "number", "integer", "boolean", "object", "array"]
+    required: bool = False
+    secret: bool = False
+    default: Any = msgspec.UNSET
+    enum: list[Any] | None = None
+    description: str | None = None
+    title: str | None = None
+
+
+class Manifest(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True, rename="camel"):
+    """The validated metadata of one plugin version."""
+
+    id: str
+    name: str
+    version: str
+    api_version: str
+    description: str = ""
+    author: str = ""
+    homepage: str = ""
+    permissions: dict[str, Any] = {}
+    config_schema: dict[str, ConfigField] = {}
+    capabilities: list[str] = []
+    priority: int = 0
+    dependencies: dict[str, str] = {}
+
+    @property
+    def semver(self) -> sv.Version:
+        return sv.Version(self.version)
+
+    @property
+    def grants(self) -> Permissions:
+        return Permissions.parse(self.permissions)
+
+    def events(self) -> list[str]:
+        return [c for c in self.capabilities if _EVENT_RE.match(c)]
+
+
+def parse_manifest(raw: Any, exports: list[str], *, path: str, expected_id: str,
+                   expected_version: str | None = None) -> Manifest:
+    """Validate ``metadata`` as the worker reported it (plus the module's function exports)."""
+    if not isinstance(raw, dict):
+        raise InvalidManifest("the module must export `metadata`, an object", path=path, field="*")
+    for key in ("id", "name", "version", "apiVersion"):
+        if raw.get(key) in (None, ""):
+            raise InvalidManifest("is required", path=path, field=key, plugin=expected_id)
+    try:
+        m = msgspec.convert(raw, Manifest)
+    except msgspec.ValidationError as exc:
+        field = _field_of(str(exc))
+        raise InvalidManifest(str(exc), path=path, field=field, plugin=expected_id) from None
+    if not _ID_RE.match(m.id):
+        raise InvalidManifest(f"{m.id!r} is not a valid id", path=path, field="id", plugin=expected_id)
+    if m.id != expected_id:
+        raise InvalidManifest(f"{m.id!r} does not match the file or directory name {expected_id!r}",
+                              path=path, field="id", plugin=expected_id)
+    try:
+        version = sv.Version(m.version)
+    except ValueError:
+        raise InvalidManifest(f"{m.version!r} is not a semantic version (MAJOR.MINOR.PATCH)",
+                              path=path, field="version", plugin=m.id) from None
+    if expected_version is not None and str(version) != expected_version:
+        raise InvalidManifest(f"{m.version!r} does not match the version in the name ({expected_version})",
+                              path=path, field="version", plugin=m.id)
+    if not _api_compatible(m.api_version):
+        raise InvalidManifest(
+            f"{m.api_version!r} is not compatible with this host's plugin API {HOST_API_VERSION}"
+            " (the major version must match)", path=path, field="apiVersion", plugin=m.id)
+    try:
+        Permissions.parse(m.permissions)
+    except InvalidConfig as exc:
+        raise InvalidManifest(exc.message.removeprefix("permissions: "), path=path,
+                              field="permissions", plugin=m.id) from None
+    for name, dep_range in m.dependencies.items():
+        try:
+            sv.NpmSpec(dep_range)
+        except ValueError:
+            raise InvalidManifest(f"{dep_range!r} is not a semver range", path=path,
+                                  field=f"dependencies.{name}", plugin=m.id) from None
+    for key, spec in m.config_schema.items():
+        if spec.enum is not None and spec.default is not msgspec.UNSET and spec.default not in spec.enum:
+            raise InvalidManifest(f"default {spec.default!r} is not one of the enum values",
+                                  path=path, field=f"configSchema.{key}.default", plugin=m.id)
+    for cap in m.capabilities:
+        needed = KNOWN_CAPABILITIES.get(cap) or ("onEvent" if _EVENT_RE.match(cap) else cap)
+        if needed not in exports:
+            what = "an exported function" if needed == cap else f"the export {needed!r}"
+            raise InvalidManifest(f"{cap!r} needs {what}, and the module has no such function",
+                                  path=path, field="capabilities", plugin=m.id)
+    return m
+
+
+def _api_compatible(api: str) -> bool:
+    try:
+        return int(str(api).split(".")[0]) == int(HOST_API_VERSION.split(".")[0])
+    except ValueError:
+        return False
+
+
+def _field_of(message: str) -> str:
+    """msgspec says e.g. "Expected `int`, got `str` - at `$.priority`" or "Object contains
+    unknown field `nmae`"."""
+    at = re.search(r"at `\$\.([^`]+)`", message)
+    if at:
+        return at.group(1).replace("[", ".").replace("]", "")
+    unknown = re.search(r"unknown field `([^`]+)`", message)
+    if unknown:
+        return unknown.group(1)
+    return "*"
