@@ -54,6 +54,15 @@ def deno_children(root: int | None = None) -> list[int]:
     return out
 
 
+def process_gone(pid: int) -> bool:
+    """True when ``pid`` has exited (a zombie awaiting its reaper counts as gone)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[-1].split()[0] == "Z"
+    except FileNotFoundError:
+        return True
+
+
 @pytest.fixture(autouse=True)
 def no_leftover_workers():
     yield
@@ -72,7 +81,7 @@ class PluginDir:
         self.root = root
         root.mkdir(parents=True, exist_ok=True)
 
-    def add(self, name: str, source: str) -> Path:
+    def add(self, name: str, source: str, *, auto_metadata: bool = True) -> Path:
         """Write a file under the plugin directory. A plugin module without ``metadata`` gets
         a minimal valid one (id from its file or directory name), so tests about something
         else need not repeat it."""
@@ -81,7 +90,7 @@ class PluginDir:
         text = textwrap.dedent(source)
         is_entry = path.suffix in (".js", ".ts") and (
             path.parent == self.root or path.stem in ("mod", "index"))
-        if is_entry and "export const metadata" not in text:
+        if auto_metadata and is_entry and "export const metadata" not in text:
             pid = (path.stem if path.parent == self.root else path.parent.name).split("@")[0]
             text = (f'export const metadata = {{ id: "{pid}", name: "{pid}", version: "1.0.0", '
                     f'apiVersion: "1.0" }};\n') + text

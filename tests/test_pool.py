@@ -9,6 +9,7 @@ import time
 
 import anyio
 import pytest
+from conftest import process_gone
 
 from host import CallTimeout, HostError, PluginUnavailable, PoolConfig, WorkerCrashed, WorkerLimits
 
@@ -200,15 +201,7 @@ async def test_timeout_kills_the_whole_process_group(plugin_dir, make_host):
         assert os.path.exists(f"/proc/{child}")
         with pytest.raises(CallTimeout):
             await h.call("spawner", "spin", timeout=0.3)
-
-        def gone() -> bool:
-            try:
-                with open(f"/proc/{child}/stat") as f:
-                    return f.read().split(")")[-1].split()[0] == "Z"
-            except FileNotFoundError:
-                return True
-
-        await wait_for(gone, timeout=3)
+        await wait_for(lambda: process_gone(child), timeout=3)
 
 
 async def test_crash_error_carries_exit_code_and_the_workers_last_output(plugin_dir, make_host):
