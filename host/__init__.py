@@ -1,6 +1,14 @@
 """Plugin Host: run untrusted JavaScript/TypeScript plugins in sandboxed Deno workers."""
 
-from .config import ExecuteConfig, HostConfig, PluginSettings, PoolConfig, WorkerLimits
+from .config import (
+    EventsConfig,
+    ExecuteConfig,
+    HealthConfig,
+    HostConfig,
+    PluginSettings,
+    PoolConfig,
+    WorkerLimits,
+)
 from .errors import (
     CallCancelled,
     CallTimeout,
@@ -19,16 +27,17 @@ from .errors import (
     RateLimited,
     WorkerCrashed,
 )
+from .lifecycle import PluginEvent
 from .permissions import Permissions
-from .plugin_host import ExecuteResult, LogEntry, PluginHost, PluginInfo, WorkerInfo
+from .plugin_host import EventReply, ExecuteResult, LogEntry, PluginHost, PluginInfo, WorkerInfo
 from .sync import SyncPluginHost
 
 __version__ = "0.1.0"
 
 __all__ = [
-    "CallCancelled", "CallTimeout", "CircuitOpen", "ExecuteConfig", "ExecuteResult",
+    "CallCancelled", "CallTimeout", "EventsConfig", "HealthConfig", "CircuitOpen", "EventReply", "ExecuteConfig", "ExecuteResult",
     "FunctionNotFound", "HandshakeError", "HostClosed", "HostConfig", "HostError", "InvalidConfig",
-    "LogEntry", "PayloadTooLarge", "PermissionDenied", "Permissions", "PluginError", "PluginHost",
+    "LogEntry", "PayloadTooLarge", "PermissionDenied", "Permissions", "PluginError", "PluginEvent", "PluginHost",
     "PluginInfo", "PluginNotFound", "PluginSettings", "PluginUnavailable", "PoolConfig",
     "ProtocolError", "RateLimited", "SyncPluginHost", "WorkerCrashed", "WorkerInfo", "WorkerLimits",
 ]

@@ -57,6 +57,19 @@ class ExecuteConfig(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=Tr
     max_code_bytes: int = 1024 * 1024
 
 
+class HealthConfig(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True):
+    """Calls to each plugin's optional ``healthCheck`` export; a failure marks it `degraded`."""
+
+    interval: float = 30.0   # seconds between rounds; 0 disables
+    timeout: float = 5.0
+
+
+class EventsConfig(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True):
+    """``emit``: how long each plugin's ``onEvent`` may take."""
+
+    timeout: float = 5.0
+
+
 class PluginSettings(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True):
     """Overrides for one plugin (``[plugins.<id>]``)."""
 
@@ -80,6 +93,8 @@ class HostConfig(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True)
     pool: PoolConfig = msgspec.field(default_factory=PoolConfig)
     limits: WorkerLimits = msgspec.field(default_factory=WorkerLimits)
     execute: ExecuteConfig = msgspec.field(default_factory=ExecuteConfig)
+    health: HealthConfig = msgspec.field(default_factory=HealthConfig)
+    events: EventsConfig = msgspec.field(default_factory=EventsConfig)
     plugins: dict[str, PluginSettings] = {}
 
     def __post_init__(self) -> None:
@@ -110,7 +125,9 @@ def _check_pool(p: PoolConfig, where: str) -> None:
 
 
 __all__ = [
+    "EventsConfig",
     "ExecuteConfig",
+    "HealthConfig",
     "HostConfig",
     "Permissions",
     "PluginSettings",

@@ -63,7 +63,7 @@ class Plugin:
 
     def set_state(self, state: str, reason: str | None = None) -> None:
         assert state in STATES, state
-        if state == "error":
+        if state in ("error", "degraded"):
             self.error = reason
         elif state in ("running", "loaded"):
             self.error = None

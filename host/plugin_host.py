@@ -87,6 +87,18 @@ class PluginInfo(msgspec.Struct):
     workers: list[WorkerInfo]
 
 
+class EventReply(msgspec.Struct):
+    """One plugin's answer to ``emit``: its reply, or the error it raised (``error`` is
+    ``{"type", "message"}``)."""
+
+    plugin: str
+    version: str | None
+    ok: bool
+    value: Any = None
+    error: dict[str, Any] | None = None
+    duration: float = 0.0  # milliseconds
+
+
 LogListener = Callable[[str, Worker, p.Log], None]
 
 
@@ -117,6 +129,8 @@ class PluginHost:
         self._running = True
         try:
             await self._load(discover(self.config.plugin_dirs))
+            if self.config.health.interval > 0:
+                self._tg.start_soon(self._health_loop)
         except BaseException:
             await self.__aexit__(None, None, None)
             raise
@@ -347,7 +361,7 @@ class PluginHost:
             workers = pool.workers if pool is not None and r.state in ("running", "degraded") else []
             out.append(PluginInfo(
                 id=r.id, state=r.state, version=r.version, name=m.name if m else None,
-                path=str(r.source.module), error=r.error if r.state == "error" else None,
+                path=str(r.source.module), error=r.error if r.state in ("error", "degraded") else None,
                 exports=list(r.exports), capabilities=list(m.capabilities) if m else [],
                 priority=m.priority if m else 0,
                 calls=pool.calls if pool else 0, crashes=pool.crashes if pool else 0,
@@ -372,6 +386,69 @@ class PluginHost:
         if record.pool is None:
             raise PluginUnavailable(f"plugin is {record.state}", plugin=record.id)
         return record.pool
+
+    # ------------------------------------------------------------------ events and health
+
+    async def emit(self, event: str, payload: Any = None, *, timeout: float | None = None,
+                   stop_at_first: bool = False) -> list[EventReply]:
+        """Deliver ``event`` to every running plugin whose capabilities list it, highest
+        ``priority`` first (ties by id), each call ``onEvent(event, payload, context)`` with
+        its own timeout. With ``stop_at_first``, stop after the first plugin that returns a
+        value other than null/undefined."""
+        budget = self.config.events.timeout if timeout is None else timeout
+        targets = [r for r in self._records
+                   if r.state in ("running", "degraded") and r.manifest is not None
+                   and event in r.manifest.capabilities]
+        newest: dict[str, Plugin] = {}
+        for r in sorted(targets, key=_version_order):
+            newest[r.id] = r  # one version per plugin: the highest
+        ordered = sorted(newest.values(), key=lambda r: (-r.manifest.priority, r.id))  # type: ignore[union-attr]
+        replies: list[EventReply] = []
+        for r in ordered:
+            t0 = time.perf_counter()
+            try:
+                value = await self.call(r.key, "onEvent", event, payload, timeout=budget)
+            except HostError as exc:
+                replies.append(EventReply(plugin=r.id, version=r.version, ok=False, error=exc.to_dict(),
+                                          duration=round((time.perf_counter() - t0) * 1000, 3)))
+                continue
+            replies.append(EventReply(plugin=r.id, version=r.version, ok=True, value=value,
+                                      duration=round((time.perf_counter() - t0) * 1000, 3)))
+            if stop_at_first and value is not None:
+                break
+        return replies
+
+    async def check_health(self) -> dict[str, bool]:
+        """Call ``healthCheck(config)`` on every running plugin that exports it; a false
+        answer, ``{healthy: false}``, an error or a timeout marks it `degraded`, a healthy
+        answer brings it back to `running`. Returns plugin key → healthy."""
+        out: dict[str, bool] = {}
+
+        async def one(r: Plugin) -> None:
+            reason = None
+            try:
+                config = r.pool.spec.config if r.pool is not None else None
+                value = await self.call(r.key, "healthCheck", config, timeout=self.config.health.timeout)
+                if value is False or (isinstance(value, dict) and value.get("healthy") is False):
+                    reason = "healthCheck: " + str(value.get("message", "unhealthy") if isinstance(value, dict)
+                                                   else "returned false")
+            except HostError as exc:
+                reason = f"healthCheck failed: {exc}"
+            if r.state not in ("running", "degraded"):
+                return  # changed meanwhile (disabled, crashed)
+            out[r.key] = reason is None
+            r.set_state("running" if reason is None else "degraded", reason)
+
+        async with anyio.create_task_group() as tg:
+            for r in self._records:
+                if r.state in ("running", "degraded") and "healthCheck" in r.exports:
+                    tg.start_soon(one, r)
+        return out
+
+    async def _health_loop(self) -> None:
+        while True:
+            await anyio.sleep(self.config.health.interval)
+            await self.check_health()
 
     # ------------------------------------------------------------------ lifecycle control
 
@@ -447,4 +524,4 @@ def _str_or_none(v: Any) -> str | None:
     return v if isinstance(v, str) else None
 
 
-__all__ = ["ExecuteResult", "HostError", "LogEntry", "PluginHost", "PluginInfo", "WorkerInfo"]
+__all__ = ["EventReply", "ExecuteResult", "HostError", "LogEntry", "PluginHost", "PluginInfo", "WorkerInfo"]

@@ -1,0 +1,61 @@
+"""emit(): events to plugins by priority; healthCheck on a schedule."""
+
+from __future__ import annotations
+
+import anyio
+import pytest
+
+from host import HealthConfig
+
+pytestmark = pytest.mark.anyio
+
+
+def handler(pid: str, priority: int, body: str, caps: str = '["message.incoming"]') -> str:
+    return (f'export const metadata = {{ id: "{pid}", name: "{pid}", version: "1.0.0", apiVersion: "1.0", '
+            f"capabilities: {caps}, priority: {priority} }};\n"
+            f"export async function onEvent(event, payload, ctx) {{ {body} }}\n")
+
+
+async def test_emit_reaches_subscribed_plugins_by_priority_with_replies_and_errors(plugin_dir, make_host):
+    plugin_dir.add("low.js", handler("low", 1, 'return "low saw " + payload.content;'))
+    plugin_dir.add("high.js", handler("high", 10, 'return { by: "high", event };'))
+    plugin_dir.add("broken.js", handler("broken", 5, 'throw new PluginError(ErrorTypes.PROVIDER_ERROR, "nope");'))
+    plugin_dir.add("deaf.js", handler("deaf", 99, "return 1;", caps='["user.online"]'))
+    async with make_host() as h:
+        replies = await h.emit("message.incoming", {"content": "hi"})
+        assert [r.plugin for r in replies] == ["high", "broken", "low"]
+        assert replies[0].ok and replies[0].value == {"by": "high", "event": "message.incoming"}
+        assert not replies[1].ok and replies[1].error["type"] == "PluginError" and "nope" in replies[1].error["message"]
+        assert replies[2].value == "low saw hi"
+        assert [r.plugin for r in await h.emit("user.online")] == ["deaf"]
+        assert await h.emit("nobody.listens") == []
+
+
+async def test_emit_stop_at_first_handler_and_per_plugin_timeout(plugin_dir, make_host):
+    plugin_dir.add("slow.js", handler("slow", 50, "while (true) {}"))
+    plugin_dir.add("pass.js", handler("pass", 20, "return null;"))
+    plugin_dir.add("take.js", handler("take", 10, 'return "taken";'))
+    plugin_dir.add("never.js", handler("never", 1, 'return "too late";'))
+    async with make_host() as h:
+        replies = await h.emit("message.incoming", {}, timeout=0.5, stop_at_first=True)
+        assert [r.plugin for r in replies] == ["slow", "pass", "take"]
+        assert replies[0].error["type"] == "CallTimeout" and replies[2].value == "taken"
+
+
+async def test_failing_health_check_marks_plugin_degraded_and_recovery_restores_it(plugin_dir, make_host):
+    plugin_dir.add("flaky.js", """
+        let healthy = true;
+        export function setHealthy(v) { healthy = v; return v; }
+        export function healthCheck(config) { if (!healthy) throw new Error("upstream down"); return true; }
+    """)
+    async with make_host(health=HealthConfig(interval=0.1, timeout=1.0)) as h:
+        assert h.plugin("flaky").state == "running"
+        await h.call("flaky", "setHealthy", False)
+        with anyio.fail_after(5):
+            while h.plugin("flaky").state != "degraded":
+                await anyio.sleep(0.02)
+        info = h.plugin("flaky")
+        assert "upstream down" in (info.error or "")
+        assert await h.call("flaky", "setHealthy", True) is True  # degraded still serves calls
+        assert (await h.check_health()) == {"flaky@1.0.0": True}
+        assert h.plugin("flaky").state == "running"
