@@ -64,6 +64,13 @@ class HealthConfig(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=Tru
     timeout: float = 5.0
 
 
+class ReloadConfig(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True):
+    """Hot reload: the plugin directories are polled for new, changed and removed plugins."""
+
+    enabled: bool = True
+    interval: float = 1.0  # seconds between polls
+
+
 class EventsConfig(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True):
     """``emit``: how long each plugin's ``onEvent`` may take."""
 
@@ -94,6 +101,7 @@ class HostConfig(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True)
     limits: WorkerLimits = msgspec.field(default_factory=WorkerLimits)
     execute: ExecuteConfig = msgspec.field(default_factory=ExecuteConfig)
     health: HealthConfig = msgspec.field(default_factory=HealthConfig)
+    reload: ReloadConfig = msgspec.field(default_factory=ReloadConfig)
     events: EventsConfig = msgspec.field(default_factory=EventsConfig)
     plugins: dict[str, PluginSettings] = {}
 
@@ -128,6 +136,7 @@ __all__ = [
     "EventsConfig",
     "ExecuteConfig",
     "HealthConfig",
+    "ReloadConfig",
     "HostConfig",
     "Permissions",
     "PluginSettings",

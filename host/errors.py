@@ -133,3 +133,19 @@ class CircuitOpen(HostError):
 
 class HostClosed(HostError):
     """The host is not running (not started yet, or closing)."""
+
+
+class HostCallError(HostError):
+    """A plugin's request to a host service (cache, storage, channel, log) was refused."""
+
+
+class UnknownHostCall(HostCallError):
+    """The worker asked for a host service the host does not offer."""
+
+
+class InvalidHostCall(HostCallError):
+    """A host call with missing arguments or arguments of the wrong type."""
+
+
+class StorageError(HostCallError):
+    """The plugin's persistent storage could not be read or written."""

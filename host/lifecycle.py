@@ -26,7 +26,8 @@ STATES = ("discovered", "loaded", "running", "degraded", "disabled", "stopped", 
 
 
 class PluginEvent(msgspec.Struct, frozen=True):
-    """A plugin changed state. ``reason`` says why (an error message, "disabled by user", ...)."""
+    """A plugin changed state (``kind`` "state"), or was reloaded ("reloaded"), or a reload
+    failed while the old version kept serving ("reload_failed"). ``reason`` says why."""
 
     plugin: str
     version: str | None
@@ -34,6 +35,7 @@ class PluginEvent(msgspec.Struct, frozen=True):
     previous: str | None
     reason: str | None
     time: float  # unix time
+    kind: str = "state"
 
 
 class Plugin:
@@ -46,6 +48,8 @@ class Plugin:
         self.state = "discovered"
         self.error: str | None = None
         self.pool: Pool | None = None
+        self.fingerprint: tuple = ()
+        self.reload_error: str | None = None
         self._emit = emit
         self._emit(PluginEvent(source.id, source.version_hint, "discovered", None, None, time.time()))
 
@@ -73,6 +77,21 @@ class Plugin:
         (log.warning if state == "error" else log.info)(
             "plugin %s: %s -> %s%s", self.key, previous, state, f" ({reason})" if reason else "")
         self._emit(PluginEvent(self.id, self.version, state, previous, reason, time.time()))
+
+    def reloaded(self) -> None:
+        """New code now serves (the old pool is draining)."""
+        self.reload_error = None
+        previous = self.state
+        self.state, self.error = "running", None
+        log.info("plugin %s: reloaded", self.key)
+        self._emit(PluginEvent(self.id, self.version, "running", previous, None, time.time(), "reloaded"))
+
+    def reload_failed(self, reason: str) -> None:
+        """New code failed to load; the old version keeps serving."""
+        self.reload_error = reason
+        log.warning("plugin %s: reload failed, the old version keeps serving: %s", self.key, reason)
+        self._emit(PluginEvent(self.id, self.version, self.state, self.state, reason, time.time(),
+                               "reload_failed"))
 
     def sync_with_pool(self, pool: Pool) -> None:
         """Pool callback: a crash loop puts the plugin in `error`; a reset brings it back."""

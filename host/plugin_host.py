@@ -19,17 +19,20 @@ from .errors import (
     CallTimeout,
     HostClosed,
     HostError,
+    InvalidConfig,
     PayloadTooLarge,
     PluginNotFound,
     PluginUnavailable,
     WorkerCrashed,
 )
 from .lifecycle import EventHub, Plugin, PluginEvent
-from .manifest import parse_manifest
+from .manifest import Manifest, parse_manifest
 from .permissions import Permissions
 from .plugins import PluginSource, discover, inspect
 from .pool import Pool
+from .reload import fingerprint
 from .runtime import Runtime
+from .services import HostServices
 from .worker import Lease, Worker, WorkerSpec
 
 log = logging.getLogger("host")
@@ -80,6 +83,7 @@ class PluginInfo(msgspec.Struct):
     exports: list[str]
     capabilities: list[str]
     priority: int
+    reload_error: str | None
     calls: int
     crashes: int
     restarts: int
@@ -112,11 +116,13 @@ class PluginHost:
     def __init__(self, config: HostConfig | None = None) -> None:
         self.config = config or HostConfig()
         self._records: list[Plugin] = []
+        self._reload_lock = anyio.Lock()
         self._hub = EventHub()
         self._exec_pools: dict[tuple, Pool] = {}
         self._exec_lock = anyio.Lock()
         self._listeners: list[LogListener] = []
         self._runtime: Runtime | None = None
+        self._services: HostServices | None = None
         self._tg: TaskGroup | None = None
         self._running = False
 
@@ -124,6 +130,7 @@ class PluginHost:
 
     async def __aenter__(self) -> PluginHost:
         self._runtime = Runtime.create(self.config)
+        self._services = HostServices(self.config.state_dir)
         self._cm = anyio.create_task_group()
         self._tg = await self._cm.__aenter__()
         self._running = True
@@ -131,6 +138,8 @@ class PluginHost:
             await self._load(discover(self.config.plugin_dirs))
             if self.config.health.interval > 0:
                 self._tg.start_soon(self._health_loop)
+            if self.config.reload.enabled:
+                self._tg.start_soon(self._watch_loop)
         except BaseException:
             await self.__aexit__(None, None, None)
             raise
@@ -146,6 +155,8 @@ class PluginHost:
                 await cm.__aexit__(None, None, None)
             if self._runtime is not None:
                 self._runtime.close()
+            if self._services is not None:  # every worker is gone: no host call uses them
+                self._services.close()
 
     async def aclose(self) -> None:
         """Drain every pool (calls in flight finish), then stop all workers. Callable from
@@ -187,40 +198,109 @@ class PluginHost:
                     if r.id in level and r.state == "loaded":
                         tg.start_soon(self._start, r)
 
-    async def _inspect(self, record: Plugin) -> None:
+    async def _read_manifest(self, record: Plugin) -> tuple[Manifest, list[str]]:
+        """Load the plugin's current code in a worker with no permissions and validate it."""
         src = record.source
         assert self._runtime is not None
+        record.fingerprint = fingerprint(src.root)  # before reading: a later edit is seen
+        meta, exports = await inspect(src, self._runtime, self.config.limits_for(src.id))
+        manifest = parse_manifest(meta, exports, path=str(src.module), expected_id=src.id,
+                                  expected_version=src.version_hint)
+        return manifest, exports
+
+    async def _inspect(self, record: Plugin) -> None:
         try:
-            meta, exports = await inspect(src, self._runtime, self.config.limits_for(src.id))
-            record.manifest = parse_manifest(meta, exports, path=str(src.module), expected_id=src.id,
-                                             expected_version=src.version_hint)
+            record.manifest, record.exports = await self._read_manifest(record)
         except HostError as exc:
             record.set_state("error", str(exc))
             return
-        record.exports = exports
         record.set_state("loaded")
 
-    async def _start(self, record: Plugin) -> None:
-        """Start the plugin's pool with the permissions its manifest declares."""
-        assert record.manifest is not None and self._tg is not None
+    async def _open_pool(self, record: Plugin, manifest: Manifest) -> Pool:
+        """Start a pool for ``record`` with the permissions ``manifest`` declares."""
+        assert self._tg is not None
         src, cfg = record.source, self.config
         spec = WorkerSpec(
             plugin_id=src.id, module=src.module, base_dir=src.base_dir,
-            read_paths=[str(src.root)], permissions=record.manifest.grants,
+            read_paths=[str(src.root)], permissions=manifest.grants,
             limits=cfg.limits_for(src.id),
             config=dict(cfg.plugins[src.id].config) if src.id in cfg.plugins else None,
         )
         pool = self._new_pool(spec, cfg.pool_for(src.id), on_state=record.sync_with_pool)
-        record.pool = pool
         await self._tg.start(pool.serve)
-        if pool.state == "error":
-            record.set_state("error", pool.error)
+        return pool
+
+    async def _start(self, record: Plugin) -> None:
+        """Start the plugin's pool with the permissions its manifest declares."""
+        assert record.manifest is not None
+        record.pool = await self._open_pool(record, record.manifest)
+        if record.pool.state == "error":
+            record.set_state("error", record.pool.error)
         else:
             record.set_state("running")
 
+    # ------------------------------------------------------------------ hot reload
+
+    async def rescan(self) -> None:
+        """Look at the plugin directories now: load new plugins, reload changed ones, stop
+        removed ones. The watcher calls this every ``reload.interval`` seconds."""
+        async with self._reload_lock:
+            known = {r.source.module for r in self._records}
+            fresh = [s for s in discover(self.config.plugin_dirs) if s.module not in known]
+            for r in list(self._records):
+                if not r.source.module.exists():
+                    await self._stop(r, "stopped", "removed from disk")
+                    self._records.remove(r)
+                elif r.state not in ("disabled", "stopped") and fingerprint(r.source.root) != r.fingerprint:
+                    await self._reload(r)
+            if fresh:
+                await self._load(fresh)
+
+    async def reload(self, name: str) -> bool:
+        """Load the plugin's code anew: a new pool starts, new calls go to it, the old pool
+        drains. If the new code fails to load, the old version keeps serving and the failure
+        is reported (``PluginInfo.reload_error``, a ``reload_failed`` event). True on success."""
+        async with self._reload_lock:
+            return await self._reload(self._record(name))
+
+    async def _reload(self, record: Plugin) -> bool:
+        try:
+            manifest, exports = await self._read_manifest(record)
+            others = {r.id: r.manifest for r in self._records if r.manifest is not None
+                      and r.id != record.id and r.state in ("running", "degraded")}
+            _, errors = resolve({**others, record.id: manifest})
+            if record.id in errors:
+                raise InvalidConfig(errors[record.id], plugin=record.id)
+            pool = await self._open_pool(record, manifest)
+            if pool.state == "error":
+                await pool.stop()
+                raise PluginUnavailable(pool.error or "new version failed to start", plugin=record.id)
+        except HostError as exc:
+            if record.state in ("running", "degraded"):
+                record.reload_failed(str(exc))  # the old version keeps serving
+            else:
+                record.set_state("error", str(exc))
+            return False
+        old, record.pool = record.pool, pool
+        record.manifest, record.exports = manifest, exports
+        record.reloaded()
+        if old is not None:
+            assert self._tg is not None
+            self._tg.start_soon(old.stop)  # drains: calls in flight there finish
+        return True
+
+    async def _watch_loop(self) -> None:
+        while True:
+            await anyio.sleep(self.config.reload.interval)
+            try:
+                await self.rescan()
+            except Exception:  # a watcher bug must not take the host down
+                log.exception("plugin rescan failed")
+
     def _new_pool(self, spec: WorkerSpec, config: PoolConfig, **kw: Any) -> Pool:
-        assert self._runtime is not None
-        return Pool(spec, self._runtime, config, on_log=self._on_log, **kw)
+        assert self._runtime is not None and self._services is not None
+        return Pool(spec, self._runtime, config, on_log=self._on_log,
+                    host_call=self._services.handle, **kw)
 
     # ------------------------------------------------------------------ logs
 
@@ -269,7 +349,16 @@ class PluginHost:
         async def op(lease: Lease) -> Any:
             return await lease.worker.call(fn, arglist, max(deadline - time.monotonic(), 0.001), lease)
 
-        return await _run_with_deadline(pool, op, budget, deadline, plugin, fn)
+        while True:
+            try:
+                return await _run_with_deadline(pool, op, budget, deadline, plugin, fn)
+            except HostClosed:
+                # The pool closed before the call reached a worker: a reload replaced it (or the
+                # plugin was stopped). Nothing ran, so the call may go to the new pool.
+                current = self._pool(plugin)
+                if current is pool:
+                    raise
+                pool = current
 
     async def execute(
         self,
@@ -363,6 +452,7 @@ class PluginHost:
                 id=r.id, state=r.state, version=r.version, name=m.name if m else None,
                 path=str(r.source.module), error=r.error if r.state in ("error", "degraded") else None,
                 exports=list(r.exports), capabilities=list(m.capabilities) if m else [],
+                reload_error=r.reload_error,
                 priority=m.priority if m else 0,
                 calls=pool.calls if pool else 0, crashes=pool.crashes if pool else 0,
                 restarts=pool.restarts if pool else 0, timeouts=pool.timeouts if pool else 0,

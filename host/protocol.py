@@ -128,6 +128,13 @@ class HostReply(_Msg, tag="host_reply"):
     error: ErrorInfo | None = None
 
 
+class Deliver(_Msg, tag="deliver"):
+    """A channel event another worker emitted, for this worker's ``channel.on`` handlers."""
+
+    event: str
+    data: Any = None
+
+
 class Shutdown(_Msg, tag="shutdown"):
     reason: str = "shutdown"
 
@@ -145,7 +152,7 @@ class Pong(_Msg, tag="pong"):
 
 Message = Union[
     Hello, Ready, Result, Error, Log, HostCall,
-    Welcome, Reject, Call, Execute, Cancel, HostReply, Shutdown,
+    Welcome, Reject, Call, Execute, Cancel, HostReply, Deliver, Shutdown,
     Ping, Pong,
 ]
 

@@ -147,6 +147,8 @@ class FrameSocket:
         try:
             await self._flush()
         finally:
+            if self._wbuf:  # cancelled mid-frame: the stream is cut, nothing more may follow
+                self.closed = True
             event, self._flushing = self._flushing, None
             event.set()
 

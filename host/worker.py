@@ -152,6 +152,7 @@ class Worker:
         self._tg: TaskGroup | None = None
         self._backlog: list[p.Message] = []
         self._reader_done = anyio.Event()
+        self._exit_hooks: list[Callable[[Worker], None]] = []
         self.exited = anyio.Event()
 
     # ------------------------------------------------------------------ state
@@ -350,6 +351,12 @@ class Worker:
         self.state = "stopped" if self.exit_reason == "shutdown" else "crashed"
         if self._on_exit is not None:  # before waking callers: they may look at the pool
             self._on_exit(self)
+        for hook in self._exit_hooks:
+            try:
+                hook(self)
+            except Exception:
+                log.exception("exit hook of %s failed", self.describe())
+        self._exit_hooks.clear()
         err = self.exit_error
         for pending in self._pending.values():
             if pending.error is None and not pending.event.is_set():
@@ -393,6 +400,13 @@ class Worker:
             msg, exit_code=rc, signal=sig, reason=reason, stderr_tail=tail, plugin=self.spec.plugin_id
         )
 
+    def add_exit_hook(self, fn: Callable[[Worker], None]) -> None:
+        """Call ``fn(worker)`` once the process is gone (at once if it already is)."""
+        if self.exited.is_set():
+            fn(self)
+        else:
+            self._exit_hooks.append(fn)
+
     def kill(self, reason: str) -> None:
         """SIGKILL the worker's process group now; ``reason`` is reported to waiting calls."""
         if self._kill_reason is None:
@@ -428,6 +442,7 @@ class Worker:
         try:
             await conn.send(data)
         except ConnectionLost:
+            self.kill(self._kill_reason or "connection lost")  # a cut stream cannot be resumed
             raise self.exit_error or WorkerCrashed(
                 f"worker {self.describe()} connection lost", plugin=self.spec.plugin_id
             ) from None
@@ -447,12 +462,7 @@ class Worker:
                 pending.event.set()
                 self._settled()
         elif isinstance(msg, p.Log):
-            if msg.id is not None:
-                pending = self._pending.get(msg.id)
-                if pending is not None and pending.logs is not None:
-                    pending.logs.append(msg)
-            if self._on_log is not None:
-                self._on_log(self, msg)
+            self.record_log(msg)
         elif isinstance(msg, p.Pong):
             self.last_heartbeat = time.time()
         elif isinstance(msg, p.Ping):
@@ -466,6 +476,26 @@ class Worker:
                 f"unexpected {type(msg).__name__} frame from worker", plugin=self.spec.plugin_id
             )
             self.kill("protocol")
+
+    def record_log(self, msg: p.Log) -> None:
+        """A log line of this worker: attached to its call (for execute's logs) and passed to
+        the log sink."""
+        if msg.id is not None:
+            pending = self._pending.get(msg.id)
+            if pending is not None and pending.logs is not None:
+                pending.logs.append(msg)
+        if self._on_log is not None:
+            self._on_log(self, msg)
+
+    async def deliver(self, event: str, data: Any) -> bool:
+        """Send a channel event to this worker; False (never an error) if it cannot take it."""
+        if not self.alive or self._conn is None:
+            return False
+        try:
+            await self._send(p.Deliver(event=event, data=data))
+        except HostError:
+            return False
+        return True
 
     def _settled(self) -> None:
         self.calls += 1
@@ -489,7 +519,17 @@ class Worker:
                 reply = p.HostReply(id=msg.id, value=await self._host_call(self, msg))
             except HostError as exc:
                 reply = p.HostReply(id=msg.id, error=p.ErrorInfo(name=type(exc).__name__, message=exc.message))
-        await self._send_quietly(reply)
+            except Exception:  # a handler's bug must not take the worker (and its pool) down
+                log.exception("host call %s from %s failed", msg.op, self.describe())
+                reply = p.HostReply(id=msg.id, error=p.ErrorInfo(
+                    name="HostCallError", message=f"host call {msg.op!r} failed inside the host"))
+        try:
+            await self._send(reply)
+        except PayloadTooLarge as exc:  # the plugin must get an answer, not wait for its deadline
+            await self._send_quietly(p.HostReply(id=msg.id, error=p.ErrorInfo(
+                name="PayloadTooLarge", message=f"reply to {msg.op}: {exc.message}")))
+        except HostError:
+            pass
 
     def _on_output(self, line: str) -> None:
         if line:

@@ -128,10 +128,11 @@ HostFactory = Callable[..., "asynccontextmanager[PluginHost]"]
 def make_host(plugin_dir: PluginDir, shared_state: Path) -> Callable[..., AsyncIterator[PluginHost]]:
     @asynccontextmanager
     async def factory(
-        *, pool: PoolConfig | None = None, limits: WorkerLimits | None = None, **kw
+        *, pool: PoolConfig | None = None, limits: WorkerLimits | None = None,
+        state_dir: str | None = None, **kw,
     ) -> AsyncIterator[PluginHost]:
         cfg = HostConfig(
-            plugins_dir=str(plugin_dir.root), state_dir=str(shared_state),
+            plugins_dir=str(plugin_dir.root), state_dir=state_dir or str(shared_state),
             pool=pool or PoolConfig(), limits=limits or WorkerLimits(), **kw,
         )
         async with PluginHost(cfg) as h:

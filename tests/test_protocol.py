@@ -28,6 +28,7 @@ def test_every_message_round_trips_through_a_frame():
         p.Cancel(id=1),
         p.HostCall(id=1, op="cache.get", args=["k"], call=3),
         p.HostReply(id=1, value=None),
+        p.Deliver(event="ping", data={"n": 1}),
         p.Ping(seq=1), p.Pong(seq=1), p.Shutdown(),
     ]
     buf = p.FrameBuffer()

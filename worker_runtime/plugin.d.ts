@@ -85,22 +85,32 @@ export interface BalanceResult {
 
 export type LogLevel = "log" | "info" | "warn" | "error" | "debug";
 
-/** A cache shared by the plugin's workers (and, with a shared store, by several hosts). */
+/** A cache in the host, shared by the plugin's workers and private to the plugin. Bounded:
+ * the least recently used entries are evicted first; an expired entry is never returned. */
 export interface PluginCache {
   get<T = unknown>(key: string): Promise<T | null>;
-  /** `ttl` in seconds; the host's default when omitted. */
+  /** `ttl` in seconds; the host's default (no expiry) when omitted. */
   set(key: string, value: unknown, ttl?: number): Promise<void>;
+  /** Whether the key was there. */
+  delete(key: string): Promise<boolean>;
 }
 
-/** Persistent key-value storage private to the plugin. */
+/** Persistent key-value storage private to the plugin (a database in the host's state
+ * directory); it survives restarts. Values round-trip like call arguments, bytes included. */
 export interface PluginStorage {
   get<T = unknown>(key: string): Promise<T | null>;
   set(key: string, value: unknown): Promise<void>;
+  /** Whether the key was there. */
+  delete(key: string): Promise<boolean>;
+  /** Every key, sorted. */
+  keys(): Promise<string[]>;
 }
 
-/** Events through the host. */
+/** Events between the plugin's workers, routed by the host: `emit` reaches the handlers that
+ * the plugin's other workers registered with `on` (never the sender's own) and resolves to
+ * how many workers it reached. A handler that throws is logged as an `exception`. */
 export interface Channel {
-  emit(event: string, data?: unknown): Promise<unknown>;
+  emit(event: string, data?: unknown): Promise<number>;
   on(event: string, handler: (data: unknown) => unknown): Promise<unknown>;
   off(event: string, handler: (data: unknown) => unknown): Promise<unknown>;
 }
@@ -138,6 +148,7 @@ declare global {
     details: unknown;
   }
 
-  /** Defined only while an `execute` that asked for the `"channel"` tool is running. */
+  /** Defined only while an `execute` that asked for the `"channel"` tool is running; its
+   * handlers are dropped when that execute settles. */
   var channel: Channel;
 }

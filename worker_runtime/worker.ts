@@ -4,8 +4,8 @@
  *   deno run [flags] worker_runtime/worker.ts <socket-path> <token>
  *
  * It speaks the protocol of docs/protocol.md (message and field names as in host/protocol.py):
- * hello/welcome/ready, then call/execute answered by result/error, with log, host_call,
- * ping/pong, cancel and shutdown. It needs no permission beyond the socket and the plugin's
+ * hello/welcome/ready, then call/execute answered by result/error, with log, host_call/host_reply,
+ * deliver (channel events), ping/pong, cancel and shutdown. It needs no permission beyond the socket and the plugin's
  * directory; everything the plugin may do is decided by the flags the host starts it with.
  */
 
@@ -326,6 +326,8 @@ interface CallState {
   logBytes: number;
   logTruncated: boolean;
   cleanup?: () => void;
+  /** Events this (execute) call subscribed to; its handlers go when it settles. */
+  events?: Set<string>;
 }
 
 const calls = new Map<Id, CallState>();
@@ -374,6 +376,7 @@ function settle(state: CallState): boolean {
   if (state.settled) return false;
   state.settled = true;
   calls.delete(state.id);
+  if (state.events) dropSubscriptions(state);
   if (state.cleanup) {
     try {
       state.cleanup();
@@ -453,7 +456,7 @@ function onCall(msg: Msg): void {
     failWith(state, { name: "FunctionNotFound", message: `no exported function "${fnName}"` });
     return;
   }
-  const context = makeContext(state, timeoutMs);
+  const context = makeContext(state, timeoutMs, undefined);
   args.push(context);
   tracker.run(state, invoke, state, () => fn(...args));
 }
@@ -466,7 +469,8 @@ function onExecute(msg: Msg): void {
   const tools = optionalArray(msg.tools, "execute.tools");
   if (calls.has(id)) protocolError(`call id ${id} is already in flight`);
   const state = newCall(id);
-  const context = makeContext(state, timeoutMs);
+  // Code run by execute is gone when the call settles, and so are its channel handlers.
+  const context = makeContext(state, timeoutMs, state);
   if (tools.includes("channel")) installChannel(state, context.channel);
   tracker.run(state, invoke, state, async () => {
     let mod;
@@ -564,23 +568,87 @@ interface Channel {
   off(event: string, fn: Handler): Promise<unknown>;
 }
 
-function makeChannel(call: Id | undefined): Channel {
-  const handlers = new Map<string, Set<Handler>>();
+/** A `channel.on` handler. `owner` is the execute call it belongs to (dropped when that call
+ * settles); a plugin's handlers have none and last as long as the worker. */
+interface Subscription {
+  fn: Handler;
+  owner: CallState | undefined;
+}
+
+/** This worker's channel handlers by event. The host knows which events have any: it sends
+ * `deliver` for those, emitted by other workers. */
+const subscriptions = new Map<string, Subscription[]>();
+
+function channelArgsError(what: string): Promise<unknown> {
+  return handled(Promise.reject(new TypeError(what)));
+}
+
+function makeChannel(call: Id, owner: CallState | undefined): Channel {
   return {
     emit: (event, data) => hostCall("channel.emit", [event, data], call),
     on(event, fn) {
-      let set = handlers.get(event);
-      if (!set) handlers.set(event, set = new Set());
-      set.add(fn);
+      if (typeof event !== "string") return channelArgsError("channel.on: the event name must be a string");
+      if (typeof fn !== "function") return channelArgsError("channel.on: the handler must be a function");
+      let subs = subscriptions.get(event);
+      if (!subs) subscriptions.set(event, subs = []);
+      if (!subs.some((s) => s.fn === fn && s.owner === owner)) subs.push({ fn, owner });
+      if (owner) (owner.events ??= new Set()).add(event);
       return hostCall("channel.on", [event], call);
     },
     off(event, fn) {
-      const set = handlers.get(event);
-      set?.delete(fn);
-      if (set && set.size === 0) handlers.delete(event);
+      if (typeof event !== "string") return channelArgsError("channel.off: the event name must be a string");
+      const subs = subscriptions.get(event);
+      if (!subs) return Promise.resolve(null);
+      const rest = subs.filter((s) => !(s.fn === fn && s.owner === owner));
+      if (rest.length) {
+        subscriptions.set(event, rest);
+        return Promise.resolve(null); // other handlers still listen
+      }
+      subscriptions.delete(event);
       return hostCall("channel.off", [event], call);
     },
   };
+}
+
+function dropSubscriptions(owner: CallState): void {
+  for (const event of owner.events ?? []) {
+    const subs = subscriptions.get(event);
+    if (!subs) continue;
+    const rest = subs.filter((s) => s.owner !== owner);
+    if (rest.length) {
+      subscriptions.set(event, rest);
+    } else {
+      subscriptions.delete(event);
+      hostCall("channel.off", [event], undefined);
+    }
+  }
+  owner.events = undefined;
+}
+
+/** `deliver`: run every handler of the event. A handler that throws (or rejects) is logged as
+ * an `exception` entry; it never fails a call or stops the worker. */
+function onDeliver(msg: Msg): void {
+  const event = requireString(msg.event, "deliver.event");
+  const subs = subscriptions.get(event);
+  if (!subs) return;
+  for (const sub of subs.slice()) runHandler(sub, msg.data);
+}
+
+function runHandler(sub: Subscription, data: unknown): void {
+  const report = (e: unknown): void => {
+    const info = errorInfo(e);
+    emitLog("exception", info.message, sub.owner, info);
+  };
+  let r: unknown;
+  try {
+    r = sub.owner ? tracker.run(sub.owner, sub.fn, data) : sub.fn(data);
+  } catch (e) {
+    report(e);
+    return;
+  }
+  if (r !== null && (typeof r === "object" || typeof r === "function")) {
+    Promise.resolve(r).then(undefined, report);
+  }
 }
 
 /** Executes that asked for the "channel" tool, newest last; the global serves the current one. */
@@ -611,9 +679,9 @@ function installChannel(state: CallState, channel: Channel): void {
 
 const LEVELS = new Set(["log", "info", "warn", "error", "debug"]);
 
-function makeContext(state: CallState, timeoutMs: number | undefined) {
+function makeContext(state: CallState, timeoutMs: number | undefined, owner: CallState | undefined) {
   const call = state.id;
-  const channel = makeChannel(call);
+  const channel = makeChannel(call, owner);
   return {
     callId: call,
     pluginId,
@@ -627,10 +695,13 @@ function makeContext(state: CallState, timeoutMs: number | undefined) {
       get: (key: string) => hostCall("cache.get", [key], call),
       set: (key: string, value: unknown, ttl?: number) =>
         hostCall("cache.set", ttl === undefined ? [key, value] : [key, value, ttl], call),
+      delete: (key: string) => hostCall("cache.delete", [key], call),
     },
     storage: {
       get: (key: string) => hostCall("storage.get", [key], call),
       set: (key: string, value: unknown) => hostCall("storage.set", [key, value], call),
+      delete: (key: string) => hostCall("storage.delete", [key], call),
+      keys: () => hostCall("storage.keys", [], call),
     },
     channel,
   };
@@ -830,6 +901,10 @@ function dispatch(m: unknown): void {
       return;
     case "host_reply":
       onHostReply(msg);
+      return;
+    case "deliver":
+      if (phase === "hello") protocolError("deliver before welcome");
+      onDeliver(msg);
       return;
     case "welcome":
       if (phase !== "hello") protocolError("welcome after the handshake");

@@ -1,0 +1,375 @@
+"""The services a host offers to plugins over host calls: a cache, persistent storage, a
+channel between workers and a log line. See docs/protocol.md, "Host calls"."""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import math
+import os
+import re
+import sqlite3
+import time
+from collections import OrderedDict
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import anyio
+import msgspec
+
+from . import protocol as p
+from .errors import (
+    HostCallError,
+    HostError,
+    InvalidHostCall,
+    PayloadTooLarge,
+    StorageError,
+    UnknownHostCall,
+)
+from .worker import Worker
+
+log = logging.getLogger("host.services")
+
+T = TypeVar("T")
+Scope = tuple[str, str]  # ("plugin", id) for a plugin's workers; ("execute", "") for execute's
+_LOG_LEVELS = frozenset({"log", "info", "warn", "error", "debug"})  # as context.log in worker.ts
+_SAFE_ID = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,99}")
+
+
+class ServiceLimits(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True):
+    """Bounds on what one plugin may keep in the host."""
+
+    cache_max_entries: int = 10_000        # per plugin; the least recently used go first
+    cache_max_bytes: int = 64 * 1024 * 1024  # per plugin, keys plus values as msgpack
+    cache_default_ttl: float | None = None   # seconds, when cache.set gives none; None: no expiry
+    max_key_bytes: int = 1024              # cache and storage keys, channel event names (UTF-8)
+    max_value_bytes: int = 1024 * 1024     # one cache or storage value, as msgpack
+    storage_timeout: float = 5.0           # seconds sqlite waits for a database locked elsewhere
+
+
+def scope_of(worker: Worker) -> Scope:
+    """Whose cache and channel a worker shares: its plugin's, or all execute workers'."""
+    spec = worker.spec
+    return ("execute", "") if spec.module is None else ("plugin", spec.plugin_id)
+
+
+def storage_name(plugin_id: str) -> str:
+    """A file name for the plugin's database: the id itself when it is a plain name, else a
+    sanitised stem plus a hash of the id. Plain ids never contain ``~``, so two plugins never
+    share a file."""
+    if _SAFE_ID.fullmatch(plugin_id):
+        return plugin_id
+    stem = re.sub(r"[^A-Za-z0-9_.-]", "_", plugin_id)[:64].lstrip(".")
+    return f"{stem}~{hashlib.sha256(plugin_id.encode()).hexdigest()[:16]}"
+
+
+class _Cache:
+    """One plugin's in-memory cache: LRU over entries and bytes, with per-entry expiry."""
+
+    __slots__ = ("_items", "bytes", "max_bytes", "max_entries")
+
+    def __init__(self, max_entries: int, max_bytes: int) -> None:
+        self._items: OrderedDict[str, tuple[float, int, bytes]] = OrderedDict()  # expiry, size, value
+        self.bytes = 0
+        self.max_entries = max_entries
+        self.max_bytes = max_bytes
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def get(self, key: str) -> bytes | None:
+        item = self._items.get(key)
+        if item is None:
+            return None
+        if item[0] <= time.monotonic():
+            self._drop(key)
+            return None
+        self._items.move_to_end(key)
+        return item[2]
+
+    def set(self, key: str, size: int, blob: bytes, expires: float) -> None:
+        self._drop(key)
+        self._items[key] = (expires, size, blob)
+        self.bytes += size
+        while self._items and (len(self._items) > self.max_entries or self.bytes > self.max_bytes):
+            _, (_, dropped, _) = self._items.popitem(last=False)
+            self.bytes -= dropped
+
+    def delete(self, key: str) -> bool:
+        item = self._items.get(key)
+        self._drop(key)
+        return item is not None and item[0] > time.monotonic()
+
+    def _drop(self, key: str) -> None:
+        item = self._items.pop(key, None)
+        if item is not None:
+            self.bytes -= item[1]
+
+
+class _Store:
+    """One plugin's sqlite database. Every use goes through ``run``: one thread at a time."""
+
+    def __init__(self, path: Path, timeout: float) -> None:
+        self.path = path
+        self.timeout = timeout
+        self.lock = anyio.Lock()
+        self._db: sqlite3.Connection | None = None
+
+    async def run(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        async with self.lock:
+            return await anyio.to_thread.run_sync(self._call, fn)
+
+    def _call(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        try:
+            if self._db is None:
+                self._db = self._open()
+            return fn(self._db)
+        except (sqlite3.Error, OSError) as exc:  # messages name the failure, never the values
+            raise StorageError(f"storage failed: {exc}") from None
+
+    def _open(self) -> sqlite3.Connection:
+        self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        # Created private before sqlite opens it; sqlite gives its -wal/-shm files the same mode.
+        os.close(os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o600))
+        db = sqlite3.connect(self.path, timeout=self.timeout, isolation_level=None,
+                             check_same_thread=False)
+        try:
+            db.execute("PRAGMA journal_mode=WAL")
+            db.execute("PRAGMA synchronous=NORMAL")
+            db.execute("CREATE TABLE IF NOT EXISTS kv (key TEXT PRIMARY KEY, value BLOB NOT NULL)"
+                       " WITHOUT ROWID")
+        except BaseException:
+            db.close()
+            raise
+        return db
+
+    def close(self) -> None:
+        if self._db is not None:
+            self._db.close()
+            self._db = None
+
+
+_Op = Callable[[Worker, p.HostCall], Awaitable[Any]]
+
+
+class HostServices:
+    """Answers workers' host calls. Cache and channel live in memory, per plugin (all execute
+    workers share one scope); storage is one sqlite file per plugin under
+    ``<state_dir>/storage``. Only HostErrors leave ``handle``; the worker sends their class
+    name and message to the plugin."""
+
+    def __init__(self, state_dir: str | os.PathLike[str], limits: ServiceLimits | None = None) -> None:
+        self.limits = limits or ServiceLimits()
+        self.storage_dir = Path(state_dir).expanduser().resolve() / "storage"
+        self._caches: dict[Scope, _Cache] = {}
+        self._stores: dict[str, _Store] = {}
+        self._subs: dict[Scope, dict[str, set[Worker]]] = {}
+        self._watched: set[Worker] = set()  # workers whose exit unsubscribes them
+        self._ops: dict[str, _Op] = {
+            "cache.get": self._cache_get, "cache.set": self._cache_set,
+            "cache.delete": self._cache_delete,
+            "storage.get": self._storage_get, "storage.set": self._storage_set,
+            "storage.delete": self._storage_delete, "storage.keys": self._storage_keys,
+            "channel.emit": self._channel_emit, "channel.on": self._channel_on,
+            "channel.off": self._channel_off,
+            "log": self._log,
+        }
+
+    async def handle(self, worker: Worker, msg: p.HostCall) -> Any:
+        """Serve one host call (Worker's ``host_call`` hook)."""
+        op = self._ops.get(msg.op)
+        if op is None:
+            raise UnknownHostCall(
+                f"host call {msg.op!r} is not available; the host offers {', '.join(sorted(self._ops))}",
+                plugin=worker.spec.plugin_id)
+        try:
+            return await op(worker, msg)
+        except HostError:
+            raise
+        except Exception:  # a bug of ours: the plugin gets an error, the worker lives on
+            log.exception("host call %s from %s failed", msg.op, worker.describe())
+            raise HostCallError(f"host call {msg.op!r} failed inside the host",
+                                plugin=worker.spec.plugin_id) from None
+
+    def forget(self, worker: Worker) -> None:
+        """Drop a worker that exited from every channel subscription."""
+        self._watched.discard(worker)
+        events = self._subs.get(scope_of(worker))
+        if not events:
+            return
+        for name in [e for e, subs in events.items() if worker in subs]:
+            subs = events[name]
+            subs.discard(worker)
+            if not subs:
+                del events[name]
+
+    def close(self) -> None:
+        """Close every storage database (after the workers are gone)."""
+        for store in self._stores.values():
+            store.close()
+        self._stores.clear()
+
+    # ------------------------------------------------------------------ arguments
+
+    def _args(self, msg: p.HostCall, least: int, most: int, usage: str) -> list[Any]:
+        if not least <= len(msg.args) <= most:
+            raise InvalidHostCall(f"{msg.op} takes {usage}, got {len(msg.args)} argument(s)")
+        return msg.args + [None] * (most - len(msg.args))
+
+    def _key(self, op: str, key: Any, what: str = "key") -> str:
+        if not isinstance(key, str):
+            raise InvalidHostCall(f"{op}: the {what} must be a string, not {_js_type(key)}")
+        size = len(key.encode("utf-8", "surrogatepass"))
+        if size > self.limits.max_key_bytes:
+            raise PayloadTooLarge(
+                f"{op}: {what} of {size} bytes exceeds the {self.limits.max_key_bytes}-byte maximum")
+        return key
+
+    def _pack(self, op: str, value: Any) -> bytes:
+        blob = msgspec.msgpack.encode(value)
+        if len(blob) > self.limits.max_value_bytes:
+            raise PayloadTooLarge(
+                f"{op}: value of {len(blob)} bytes exceeds the {self.limits.max_value_bytes}-byte maximum")
+        return blob
+
+    # ------------------------------------------------------------------ cache
+
+    def _cache(self, worker: Worker) -> _Cache:
+        scope = scope_of(worker)
+        cache = self._caches.get(scope)
+        if cache is None:
+            cache = self._caches[scope] = _Cache(self.limits.cache_max_entries, self.limits.cache_max_bytes)
+        return cache
+
+    async def _cache_get(self, worker: Worker, msg: p.HostCall) -> Any:
+        (key,) = self._args(msg, 1, 1, "(key)")
+        blob = self._cache(worker).get(self._key(msg.op, key))
+        return None if blob is None else msgspec.msgpack.decode(blob)
+
+    async def _cache_set(self, worker: Worker, msg: p.HostCall) -> None:
+        key, value, ttl = self._args(msg, 2, 3, "(key, value, ttl?)")
+        key = self._key(msg.op, key)
+        if ttl is None:
+            ttl = self.limits.cache_default_ttl
+        elif isinstance(ttl, bool) or not isinstance(ttl, (int, float)) or not ttl > 0:
+            raise InvalidHostCall(f"{msg.op}: ttl must be a positive number of seconds")
+        blob = self._pack(msg.op, value)
+        expires = math.inf if ttl is None else time.monotonic() + ttl
+        self._cache(worker).set(key, len(blob) + len(key.encode("utf-8", "surrogatepass")), blob, expires)
+
+    async def _cache_delete(self, worker: Worker, msg: p.HostCall) -> bool:
+        (key,) = self._args(msg, 1, 1, "(key)")
+        return self._cache(worker).delete(self._key(msg.op, key))
+
+    # ------------------------------------------------------------------ storage
+
+    def _store(self, worker: Worker, op: str) -> _Store:
+        kind, plugin_id = scope_of(worker)
+        if kind != "plugin":
+            raise StorageError(f"{op}: storage belongs to installed plugins; execute code has none")
+        store = self._stores.get(plugin_id)
+        if store is None:
+            path = self.storage_dir / f"{storage_name(plugin_id)}.sqlite3"
+            store = self._stores[plugin_id] = _Store(path, self.limits.storage_timeout)
+        return store
+
+    async def _storage_get(self, worker: Worker, msg: p.HostCall) -> Any:
+        (key,) = self._args(msg, 1, 1, "(key)")
+        key = self._key(msg.op, key)
+
+        def get(db: sqlite3.Connection) -> bytes | None:
+            row = db.execute("SELECT value FROM kv WHERE key = ?", (key,)).fetchone()
+            return None if row is None else row[0]
+
+        blob = await self._store(worker, msg.op).run(get)
+        return None if blob is None else msgspec.msgpack.decode(blob)
+
+    async def _storage_set(self, worker: Worker, msg: p.HostCall) -> None:
+        key, value = self._args(msg, 2, 2, "(key, value)")
+        key = self._key(msg.op, key)
+        blob = self._pack(msg.op, value)
+        await self._store(worker, msg.op).run(
+            lambda db: db.execute("INSERT OR REPLACE INTO kv (key, value) VALUES (?, ?)", (key, blob)))
+
+    async def _storage_delete(self, worker: Worker, msg: p.HostCall) -> bool:
+        (key,) = self._args(msg, 1, 1, "(key)")
+        key = self._key(msg.op, key)
+        return await self._store(worker, msg.op).run(
+            lambda db: db.execute("DELETE FROM kv WHERE key = ?", (key,)).rowcount > 0)
+
+    async def _storage_keys(self, worker: Worker, msg: p.HostCall) -> list[str]:
+        self._args(msg, 0, 0, "no arguments")
+        return await self._store(worker, msg.op).run(
+            lambda db: [k for (k,) in db.execute("SELECT key FROM kv ORDER BY key")])
+
+    # ------------------------------------------------------------------ channel
+
+    async def _channel_on(self, worker: Worker, msg: p.HostCall) -> None:
+        (event,) = self._args(msg, 1, 1, "(event)")
+        event = self._key(msg.op, event, "event name")
+        if not worker.alive:
+            return
+        if worker not in self._watched:
+            self._watched.add(worker)
+            worker.add_exit_hook(self.forget)
+        self._subs.setdefault(scope_of(worker), {}).setdefault(event, set()).add(worker)
+
+    async def _channel_off(self, worker: Worker, msg: p.HostCall) -> None:
+        (event,) = self._args(msg, 1, 1, "(event)")
+        event = self._key(msg.op, event, "event name")
+        events = self._subs.get(scope_of(worker), {})
+        subs = events.get(event)
+        if subs is not None:
+            subs.discard(worker)
+            if not subs:
+                del events[event]
+
+    async def _channel_emit(self, worker: Worker, msg: p.HostCall) -> int:
+        """Deliver to every other subscribed worker of the scope (star topology); returns how
+        many it reached."""
+        event, data = self._args(msg, 1, 2, "(event, data?)")
+        event = self._key(msg.op, event, "event name")
+        targets = [w for w in self._subs.get(scope_of(worker), {}).get(event, ()) if w is not worker]
+        delivered = 0
+
+        async def one(target: Worker) -> None:
+            nonlocal delivered
+            if await target.deliver(event, data):
+                delivered += 1
+
+        async with anyio.create_task_group() as tg:
+            for target in targets:
+                tg.start_soon(one, target)
+        return delivered
+
+    # ------------------------------------------------------------------ log
+
+    async def _log(self, worker: Worker, msg: p.HostCall) -> None:
+        level, message = self._args(msg, 2, 2, "(level, message)")
+        if not isinstance(level, str) or not isinstance(message, str):
+            raise InvalidHostCall(f"{msg.op}: level and message must be strings")
+        cap = worker.spec.limits.max_log_bytes
+        if len(message) > cap:
+            message = message[:cap] + f"... ({len(message) - cap} more characters)"
+        worker.record_log(p.Log(level=level if level in _LOG_LEVELS else "log", message=message,
+                                id=msg.call, ts=time.time() * 1000))
+
+
+def _js_type(v: Any) -> str:
+    if v is None:
+        return "null"
+    if isinstance(v, bool):
+        return "boolean"
+    if isinstance(v, (int, float)):
+        return "number"
+    if isinstance(v, bytes):
+        return "Uint8Array"
+    if isinstance(v, list):
+        return "array"
+    if isinstance(v, dict):
+        return "object"
+    return type(v).__name__
+
+
+__all__ = ["HostServices", "ServiceLimits", "scope_of", "storage_name"]

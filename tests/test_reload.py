@@ -1,0 +1,118 @@
+"""Hot reload: new code takes new calls while the old pool drains; broken code never replaces
+working code; the watcher notices new, changed and removed plugins."""
+
+from __future__ import annotations
+
+import time
+
+import anyio
+import pytest
+
+from host import HostError, PluginNotFound, PoolConfig
+from host.config import ReloadConfig
+
+pytestmark = pytest.mark.anyio
+
+
+def version(n: int, extra: str = "") -> str:
+    return (f'export const metadata = {{ id: "svc", name: "svc", version: "1.0.{n}", apiVersion: "1.0" }};\n'
+            f"export async function which(ms) {{ if (ms) await new Promise((r) => setTimeout(r, ms)); return {n}; }}\n"
+            + extra)
+
+
+async def wait_for(pred, timeout: float = 5.0):
+    with anyio.fail_after(timeout):
+        while not pred():
+            await anyio.sleep(0.02)
+
+
+@pytest.mark.timeout(60)
+async def test_reload_under_continuous_load_fails_no_call(plugin_dir, make_host):
+    path = plugin_dir.add("svc.js", version(1))
+    pool = PoolConfig(min_workers=2, max_workers=4)
+    async with make_host(pool=pool, reload=ReloadConfig(enabled=False)) as h:
+        results: list[int] = []
+        started_after_swap: list[int] = []
+        failures: list[BaseException] = []
+        stop = anyio.Event()
+        swapped = anyio.Event()
+
+        async def caller(ms: int):
+            while not stop.is_set():
+                after = swapped.is_set()
+                try:
+                    value = await h.call("svc", "which", ms)
+                except HostError as exc:  # any failure at all is a test failure
+                    failures.append(exc)
+                    continue
+                results.append(value)
+                if after:
+                    started_after_swap.append(value)
+
+        async with anyio.create_task_group() as tg:
+            for i in range(8):
+                tg.start_soon(caller, 150 if i < 2 else 0)  # two callers keep slow calls in flight
+            await wait_for(lambda: len(results) > 50)
+            path.write_text(version(2))
+            assert await h.reload("svc") is True
+            swapped.set()
+            n_at_swap = len(results)
+            await wait_for(lambda: len(results) > n_at_swap + 50 and results[-1] == 2)
+            stop.set()
+        assert failures == []
+        assert 1 in results and 2 in results
+        assert started_after_swap and set(started_after_swap) == {2}  # new calls go to the new code
+        info = h.plugin("svc")
+        assert info.version == "1.0.2" and info.state == "running" and info.reload_error is None
+        # the old pool drained and stopped: only the new pool's workers are left
+        assert len(info.workers) >= 2
+
+
+async def test_broken_new_version_keeps_the_old_one_serving(plugin_dir, make_host):
+    path = plugin_dir.add("svc.js", version(1))
+    async with make_host(reload=ReloadConfig(enabled=False)) as h:
+        events = []
+        h.subscribe(events.append)
+        old_pid = h.plugin("svc").workers[0].pid
+        path.write_text(version(2) + "export function broken( {\n")
+        assert await h.reload("svc") is False
+        assert await h.call("svc", "which") == 1
+        info = h.plugin("svc")
+        assert info.state == "running" and info.version == "1.0.1" and info.workers[0].pid == old_pid
+        assert "SyntaxError" in info.reload_error
+        assert [e.kind for e in events] == ["reload_failed"] and "SyntaxError" in events[0].reason
+        path.write_text(version(3))  # fixed: the next reload succeeds
+        assert await h.reload("svc") is True
+        assert await h.call("svc", "which") == 3 and h.plugin("svc").reload_error is None
+
+
+async def test_a_new_version_with_an_invalid_manifest_is_refused(plugin_dir, make_host):
+    path = plugin_dir.add("svc.js", version(1))
+    async with make_host(reload=ReloadConfig(enabled=False)) as h:
+        path.write_text(version(2).replace('apiVersion: "1.0"', 'apiVersion: "9.0"'))
+        assert await h.reload("svc") is False
+        assert "apiVersion" in h.plugin("svc").reload_error
+        assert await h.call("svc", "which") == 1
+
+
+async def test_watcher_loads_new_reloads_changed_and_stops_removed_plugins(plugin_dir, make_host):
+    path = plugin_dir.add("svc.js", version(1))
+    broken = plugin_dir.add("late.js", "export function f( {", auto_metadata=False)
+    async with make_host(reload=ReloadConfig(enabled=True, interval=0.1)) as h:
+        assert h.plugin("late").state == "error"
+        t0 = time.monotonic()
+        path.write_text(version(2))
+        await wait_for(lambda: h.plugin("svc").version == "1.0.2")
+        assert time.monotonic() - t0 < 3
+        assert await h.call("svc", "which") == 2
+        broken.write_text('export const metadata = { id: "late", name: "late", version: "1.0.0", apiVersion: "1.0" };\n'
+                          "export function f() { return 'fixed'; }\n")
+        await wait_for(lambda: h.plugin("late").state == "running")
+        assert await h.call("late", "f") == "fixed"
+        plugin_dir.add("fresh.js", "export function hi() { return 'new here'; }")
+        await wait_for(lambda: any(i.id == "fresh" and i.state == "running" for i in h.plugins()))
+        assert await h.call("fresh", "hi") == "new here"
+        path.unlink()
+        await wait_for(lambda: all(i.id != "svc" for i in h.plugins()))
+        with pytest.raises(PluginNotFound):
+            await h.call("svc", "which")
