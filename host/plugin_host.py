@@ -21,6 +21,7 @@ from .errors import (
     HostError,
     InvalidConfig,
     PayloadTooLarge,
+    PluginError,
     PluginNotFound,
     PluginUnavailable,
     WorkerCrashed,
@@ -28,6 +29,7 @@ from .errors import (
 from .lifecycle import EventHub, Plugin, PluginEvent
 from .manifest import Manifest, parse_manifest
 from .permissions import Permissions
+from .plugin_config import MASK, ConfigStore, apply_schema, mask, redact, secret_values
 from .plugins import PluginSource, discover, inspect
 from .pool import Pool
 from .reload import fingerprint
@@ -123,6 +125,8 @@ class PluginHost:
         self._listeners: list[LogListener] = []
         self._runtime: Runtime | None = None
         self._services: HostServices | None = None
+        self._store: ConfigStore | None = None
+        self._secrets: dict[str, list[str]] = {}  # plugin id → secret values to redact
         self._tg: TaskGroup | None = None
         self._running = False
 
@@ -131,6 +135,7 @@ class PluginHost:
     async def __aenter__(self) -> PluginHost:
         self._runtime = Runtime.create(self.config)
         self._services = HostServices(self.config.state_dir)
+        self._store = ConfigStore(self.config.state_dir)
         self._cm = anyio.create_task_group()
         self._tg = await self._cm.__aenter__()
         self._running = True
@@ -216,15 +221,29 @@ class PluginHost:
             return
         record.set_state("loaded")
 
+    def _raw_config(self, plugin_id: str) -> dict[str, Any]:
+        """HostConfig's ``plugins.<id>.config``, overlaid by what ``set_config`` stored."""
+        base = dict(self.config.plugins[plugin_id].config) if plugin_id in self.config.plugins else {}
+        assert self._store is not None
+        return {**base, **(self._store.get(plugin_id) or {})}
+
+    def _effective_config(self, plugin_id: str, manifest: Manifest,
+                          raw: dict[str, Any] | None = None) -> dict[str, Any]:
+        """The config the plugin's workers get: validated against its configSchema, defaults
+        filled in. Remembers its secret values so that they are redacted everywhere."""
+        values = self._raw_config(plugin_id) if raw is None else raw
+        self._secrets[plugin_id] = secret_values(manifest.config_schema, values)
+        return apply_schema(manifest.config_schema, values, plugin=plugin_id)
+
     async def _open_pool(self, record: Plugin, manifest: Manifest) -> Pool:
-        """Start a pool for ``record`` with the permissions ``manifest`` declares."""
+        """Start a pool for ``record`` with the permissions ``manifest`` declares and its
+        validated config (InvalidConfig if the config does not satisfy the schema)."""
         assert self._tg is not None
         src, cfg = record.source, self.config
         spec = WorkerSpec(
             plugin_id=src.id, module=src.module, base_dir=src.base_dir,
             read_paths=[str(src.root)], permissions=manifest.grants,
-            limits=cfg.limits_for(src.id),
-            config=dict(cfg.plugins[src.id].config) if src.id in cfg.plugins else None,
+            limits=cfg.limits_for(src.id), config=self._effective_config(src.id, manifest),
         )
         pool = self._new_pool(spec, cfg.pool_for(src.id), on_state=record.sync_with_pool)
         await self._tg.start(pool.serve)
@@ -233,7 +252,11 @@ class PluginHost:
     async def _start(self, record: Plugin) -> None:
         """Start the plugin's pool with the permissions its manifest declares."""
         assert record.manifest is not None
-        record.pool = await self._open_pool(record, record.manifest)
+        try:
+            record.pool = await self._open_pool(record, record.manifest)
+        except InvalidConfig as exc:
+            record.set_state("error", f"invalid config: {exc.message}")
+            return
         if record.pool.state == "error":
             record.set_state("error", record.pool.error)
         else:
@@ -310,6 +333,11 @@ class PluginHost:
         return lambda: self._listeners.remove(fn)
 
     def _on_log(self, worker: Worker, msg: p.Log) -> None:
+        secrets = self._secrets.get(worker.spec.plugin_id)
+        if secrets:
+            msg = msgspec.structs.replace(
+                msg, message=redact(msg.message, secrets),
+                stack=redact(msg.stack, secrets) if msg.stack else msg.stack)
         if plugin_log.isEnabledFor(_LEVELS.get(msg.level, logging.INFO)):
             plugin_log.log(_LEVELS.get(msg.level, logging.INFO), "[plugin:%s] %s",
                            worker.describe(), msg.message)
@@ -352,6 +380,9 @@ class PluginHost:
         while True:
             try:
                 return await _run_with_deadline(pool, op, budget, deadline, plugin, fn)
+            except PluginError as exc:
+                _redact_error(exc, self._secrets.get(pool.plugin_id))
+                raise
             except HostClosed:
                 # The pool closed before the call reached a worker: a reload replaced it (or the
                 # plugin was stopped). Nothing ran, so the call may go to the new pool.
@@ -540,6 +571,75 @@ class PluginHost:
             await anyio.sleep(self.config.health.interval)
             await self.check_health()
 
+    # ------------------------------------------------------------------ configuration
+
+    def get_config(self, name: str) -> dict[str, Any]:
+        """The plugin's config as stored, with every ``secret`` field masked."""
+        record = self._record(name)
+        raw = self._raw_config(record.id)
+        return mask(record.manifest.config_schema, raw) if record.manifest else {}
+
+    async def set_config(self, name: str, values: dict[str, Any], *, replace: bool = False) -> dict[str, Any]:
+        """Validate ``values`` (merged into the stored config unless ``replace``; a secret sent
+        back masked keeps its stored value) against the configSchema, then with the plugin's
+        own ``validateConfig``; store it and restart the plugin's workers with it. Raises
+        InvalidConfig (never echoing a secret). Returns the masked config."""
+        record = self._record(name)
+        if record.manifest is None:
+            raise PluginUnavailable(f"plugin is {record.state}: {record.error}", plugin=record.id)
+        manifest, current = record.manifest, self._raw_config(record.id)
+        incoming = {k: current.get(k) if v == MASK and manifest.config_schema.get(k, None) is not None
+                    and manifest.config_schema[k].secret else v for k, v in values.items()}
+        raw = incoming if replace else {**current, **incoming}
+        secrets = secret_values(manifest.config_schema, raw)
+        checked = apply_schema(manifest.config_schema, raw, plugin=record.id)
+        if "validateConfig" in record.exports:
+            await self._plugin_validates(record, manifest, checked, secrets)
+        assert self._store is not None
+        self._store.set(record.id, raw)
+        async with self._reload_lock:
+            await self._reload(record)
+        return mask(manifest.config_schema, raw)
+
+    async def _plugin_validates(self, record: Plugin, manifest: Manifest, config: dict[str, Any],
+                                secrets: list[str]) -> None:
+        """Ask the plugin's ``validateConfig(config)``: false, ``{valid: false, message}`` or a
+        throw rejects the config."""
+        try:
+            if record.state in ("running", "degraded"):
+                verdict = await self.call(record.key, "validateConfig", config)
+            else:  # not running (e.g. its config was missing): ask a one-off worker
+                verdict = await self._call_once(record, manifest, "validateConfig", [config])
+        except PluginError as exc:
+            raise InvalidConfig(f"rejected by the plugin: {redact(exc.message, secrets)}",
+                                plugin=record.id) from None
+        if verdict is False or (isinstance(verdict, dict) and verdict.get("valid") is False):
+            why = verdict.get("message") or verdict.get("errors") if isinstance(verdict, dict) else None
+            raise InvalidConfig(f"rejected by the plugin: {redact(str(why or 'invalid'), secrets)}",
+                                plugin=record.id)
+
+    async def _call_once(self, record: Plugin, manifest: Manifest, fn: str, args: list[Any]) -> Any:
+        assert self._runtime is not None
+        src = record.source
+        spec = WorkerSpec(plugin_id=src.id, module=src.module, base_dir=src.base_dir,
+                          read_paths=[str(src.root)], permissions=manifest.grants,
+                          limits=self.config.limits_for(src.id))
+        worker = Worker(spec, self._runtime)
+        result: Any = None
+        error: HostError | None = None
+        async with anyio.create_task_group() as tg:  # errors are kept out of its exception group
+            try:
+                await tg.start(worker.run)
+                try:
+                    result = await worker.call(fn, args, spec.limits.call_timeout)
+                finally:
+                    await worker.shutdown()
+            except HostError as exc:
+                error = exc
+        if error is not None:
+            raise error
+        return result
+
     # ------------------------------------------------------------------ lifecycle control
 
     def subscribe(self, fn: Callable[[PluginEvent], None]) -> Callable[[], None]:
@@ -603,6 +703,18 @@ async def _run_with_deadline(pool: Pool, op: Any, budget: float, deadline: float
             raise CallTimeout(f"no worker became free within {budget:g}s", timeout=budget,
                               plugin=plugin, function=fn) from None
         raise
+
+
+def _redact_error(exc: PluginError, secrets: list[str] | None) -> None:
+    """Scrub a plugin's secret config values out of an error it raised."""
+    if not secrets:
+        return
+    exc.message = redact(exc.message, secrets)
+    exc.args = (exc.message,)
+    if exc.stack:
+        exc.stack = redact(exc.stack, secrets)
+    if exc.details is not None:
+        exc.details = msgspec.json.decode(redact(msgspec.json.encode(exc.details, enc_hook=str).decode(), secrets))
 
 
 def _exception(name: str, message: str, stack: str | None = None) -> LogEntry:
