@@ -27,9 +27,11 @@ from .errors import (
     RateLimited,
     WorkerCrashed,
 )
+from .execute import ExecuteResult, LogEntry
+from .info import EventReply, PluginInfo, WorkerInfo
 from .lifecycle import PluginEvent
 from .permissions import Permissions
-from .plugin_host import EventReply, ExecuteResult, LogEntry, PluginHost, PluginInfo, WorkerInfo
+from .plugin_host import PluginHost
 from .sync import SyncPluginHost
 
 __version__ = "0.1.0"

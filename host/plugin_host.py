@@ -16,7 +16,6 @@ from . import protocol as p
 from .config import HostConfig, PoolConfig
 from .dependencies import resolve
 from .errors import (
-    CallTimeout,
     HostClosed,
     HostError,
     InvalidConfig,
@@ -24,8 +23,9 @@ from .errors import (
     PluginError,
     PluginNotFound,
     PluginUnavailable,
-    WorkerCrashed,
 )
+from .execute import ExecuteResult, execute_pool_config, run_execute, run_with_deadline
+from .info import EventReply, PluginInfo, plugin_info
 from .lifecycle import EventHub, Plugin, PluginEvent
 from .manifest import Manifest, parse_manifest
 from .permissions import Permissions
@@ -44,65 +44,6 @@ _LEVELS = {
     "debug": logging.DEBUG, "log": logging.INFO, "info": logging.INFO, "warn": logging.WARNING,
     "error": logging.ERROR, "exception": logging.ERROR,
 }
-
-
-class LogEntry(msgspec.Struct, omit_defaults=True):
-    """A console line or an exception, as seed 001's ``logs`` entries."""
-
-    level: str
-    message: str
-    timestamp: int
-    name: str | None = None
-    stack: str | None = None
-
-
-class ExecuteResult(msgspec.Struct):
-    """Outcome of ``execute``: exceptions are log entries with level ``exception``, not raised."""
-
-    ok: bool
-    result: Any = None
-    logs: list[LogEntry] = []
-    duration: float = 0.0  # milliseconds
-
-
-class WorkerInfo(msgspec.Struct):
-    index: int
-    pid: int | None
-    state: str
-    calls: int
-    inflight: int
-    last_heartbeat: float | None  # unix time of the last pong
-    started_at: float              # unix time
-
-
-class PluginInfo(msgspec.Struct):
-    id: str
-    state: str
-    version: str | None
-    name: str | None
-    path: str
-    error: str | None
-    exports: list[str]
-    capabilities: list[str]
-    priority: int
-    reload_error: str | None
-    calls: int
-    crashes: int
-    restarts: int
-    timeouts: int
-    workers: list[WorkerInfo]
-
-
-class EventReply(msgspec.Struct):
-    """One plugin's answer to ``emit``: its reply, or the error it raised (``error`` is
-    ``{"type", "message"}``)."""
-
-    plugin: str
-    version: str | None
-    ok: bool
-    value: Any = None
-    error: dict[str, Any] | None = None
-    duration: float = 0.0  # milliseconds
 
 
 LogListener = Callable[[str, Worker, p.Log], None]
@@ -379,7 +320,7 @@ class PluginHost:
 
         while True:
             try:
-                return await _run_with_deadline(pool, op, budget, deadline, plugin, fn)
+                return await run_with_deadline(pool, op, budget, deadline, plugin, fn)
             except PluginError as exc:
                 _redact_error(exc, self._secrets.get(pool.plugin_id))
                 raise
@@ -410,35 +351,7 @@ class PluginHost:
         perms = permissions if isinstance(permissions, Permissions) else Permissions.parse(permissions)
         budget = xc.timeout if timeout is None else timeout
         pool = await self._execute_pool(perms)
-        deadline = time.monotonic() + budget
-        t0 = time.perf_counter()
-
-        async def op(lease: Lease) -> Any:
-            return await lease.worker.execute(code, entry=entry, input=input, tools=list(tools or []),
-                                              timeout=max(deadline - time.monotonic(), 0.001), lease=lease)
-
-        logs: list[LogEntry] = []
-        try:
-            pending = await _run_with_deadline(pool, op, budget, deadline, "execute", entry)
-        except CallTimeout:
-            ok, result = False, None
-            logs.append(_exception("TimeoutError", "Execution timeout",
-                                   f"TimeoutError: Execution timeout (limit {budget:g}s)"))
-        except WorkerCrashed as exc:
-            ok, result = False, None
-            logs.append(_exception("WorkerCrashed", exc.message, f"WorkerCrashed: {exc.message}"))
-        else:
-            result = pending.value
-            logs.extend(
-                LogEntry(level=m.level, message=m.message, timestamp=int(m.ts), name=m.name, stack=m.stack)
-                for m in pending.logs or ()
-            )
-            info = pending.info
-            ok = info is None
-            if info is not None:
-                logs.append(_exception(info.name, info.message, info.stack))
-        return ExecuteResult(ok=ok, result=result if ok else None, logs=logs,
-                             duration=round((time.perf_counter() - t0) * 1000, 3))
+        return await run_execute(pool, code, input, entry=entry, budget=budget, tools=list(tools or []))
 
     async def _execute_pool(self, perms: Permissions) -> Pool:
         if not self._running:
@@ -450,13 +363,7 @@ class PluginHost:
         async with self._exec_lock:
             pool = self._exec_pools.get(key)
             if pool is None:
-                xc = self.config.execute
-                cfg = PoolConfig(
-                    min_workers=xc.min_workers, max_workers=xc.max_workers,
-                    idle_timeout=xc.idle_timeout,
-                    max_calls_per_worker=xc.max_calls_per_worker if xc.pooled else 1,
-                    crash_loop_threshold=1_000_000,  # user code crashing is not a plugin fault
-                )
+                cfg = execute_pool_config(self.config.execute)
                 spec = WorkerSpec(plugin_id="execute", module=None, base_dir=self._runtime_dir(),
                                   read_paths=[], permissions=perms, limits=self.config.limits)
                 pool = self._new_pool(spec, cfg)
@@ -474,27 +381,7 @@ class PluginHost:
     def plugins(self) -> list[PluginInfo]:
         """A snapshot of every plugin version: state, version, and each worker's pid, state,
         heartbeat."""
-        now_wall, now_mono = time.time(), time.monotonic()
-        out = []
-        for r in sorted(self._records, key=lambda r: (r.id, _version_order(r))):
-            pool, m = r.pool, r.manifest
-            workers = pool.workers if pool is not None and r.state in ("running", "degraded") else []
-            out.append(PluginInfo(
-                id=r.id, state=r.state, version=r.version, name=m.name if m else None,
-                path=str(r.source.module), error=r.error if r.state in ("error", "degraded") else None,
-                exports=list(r.exports), capabilities=list(m.capabilities) if m else [],
-                reload_error=r.reload_error,
-                priority=m.priority if m else 0,
-                calls=pool.calls if pool else 0, crashes=pool.crashes if pool else 0,
-                restarts=pool.restarts if pool else 0, timeouts=pool.timeouts if pool else 0,
-                workers=[
-                    WorkerInfo(index=w.index, pid=w.pid, state=w.state, calls=w.calls, inflight=w.load,
-                               last_heartbeat=w.last_heartbeat,
-                               started_at=now_wall - (now_mono - w.started_at))
-                    for w in workers
-                ],
-            ))
-        return out
+        return [plugin_info(r) for r in sorted(self._records, key=lambda r: (r.id, _version_order(r)))]
 
     def plugin(self, name: str) -> PluginInfo:
         """The snapshot of one plugin (``id`` = its highest version, or ``id@version``)."""
@@ -693,18 +580,6 @@ def _version_order(record: Plugin) -> tuple:
     return (1, m.semver) if m is not None else (0, record.source.version_hint or "")
 
 
-async def _run_with_deadline(pool: Pool, op: Any, budget: float, deadline: float,
-                             plugin: str, fn: str) -> Any:
-    """Queueing counts against the caller's deadline; the worker enforces the rest."""
-    try:
-        return await pool.run(op, deadline)
-    except CallTimeout as exc:
-        if exc.function is None:  # timed out in the queue, before any worker took it
-            raise CallTimeout(f"no worker became free within {budget:g}s", timeout=budget,
-                              plugin=plugin, function=fn) from None
-        raise
-
-
 def _redact_error(exc: PluginError, secrets: list[str] | None) -> None:
     """Scrub a plugin's secret config values out of an error it raised."""
     if not secrets:
@@ -717,13 +592,6 @@ def _redact_error(exc: PluginError, secrets: list[str] | None) -> None:
         exc.details = msgspec.json.decode(redact(msgspec.json.encode(exc.details, enc_hook=str).decode(), secrets))
 
 
-def _exception(name: str, message: str, stack: str | None = None) -> LogEntry:
-    return LogEntry(level="exception", message=message, timestamp=int(time.time() * 1000),
-                    name=name, stack=stack)
 
 
-def _str_or_none(v: Any) -> str | None:
-    return v if isinstance(v, str) else None
-
-
-__all__ = ["EventReply", "ExecuteResult", "HostError", "LogEntry", "PluginHost", "PluginInfo", "WorkerInfo"]
+__all__ = ["PluginHost"]
