@@ -10,7 +10,9 @@ from msgspec import UNSET
 
 from .config import HostConfig
 from .errors import HostClosed
-from .plugin_host import ExecuteResult, PluginHost, PluginInfo
+from .execute import ExecuteResult
+from .info import EventReply, PluginInfo
+from .plugin_host import PluginHost
 
 
 class SyncPluginHost:
@@ -57,6 +59,28 @@ class SyncPluginHost:
     def plugins(self) -> list[PluginInfo]:
         return self._run(_snapshot, self.host)
 
+    def emit(self, event: str, payload: Any = None, **kw: Any) -> list[EventReply]:
+        return self._run(lambda: self.host.emit(event, payload, **kw))
+
+    def set_config(self, plugin: str, values: dict[str, Any], **kw: Any) -> dict[str, Any]:
+        return self._run(lambda: self.host.set_config(plugin, values, **kw))
+
+    def get_config(self, plugin: str) -> dict[str, Any]:
+        return self._run(_get_config, self.host, plugin)
+
+    def reload(self, plugin: str) -> bool:
+        return self._run(self.host.reload, plugin)
+
+    def enable(self, plugin: str) -> None:
+        self._run(self.host.enable, plugin)
+
+    def disable(self, plugin: str) -> None:
+        self._run(self.host.disable, plugin)
+
 
 async def _snapshot(host: PluginHost) -> list[PluginInfo]:
     return host.plugins()
+
+
+async def _get_config(host: PluginHost, plugin: str) -> dict[str, Any]:
+    return host.get_config(plugin)

@@ -133,3 +133,16 @@ def test_call_before_entering_raises_host_closed(calc, shared_state):
     h = SyncPluginHost(config(calc.root, shared_state))
     with pytest.raises(HostClosed):
         h.call("calc", "add", 1, 2)
+
+
+def test_sync_facade_manages_plugins_too(calc, shared_state):
+    from host import HostConfig, SyncPluginHost
+
+    with SyncPluginHost(HostConfig(plugins_dir=str(calc.root), state_dir=str(shared_state))) as h:
+        h.disable("calc")
+        assert h.plugins()[0].state == "disabled"
+        h.enable("calc")
+        assert h.call("calc", "add", 2, 2) == 4
+        assert h.reload("calc") is True
+        assert h.emit("nothing.listens") == []
+        assert h.get_config("calc") == {}
