@@ -185,6 +185,7 @@ class PluginHost:
             plugin_id=src.id, module=src.module, base_dir=src.base_dir,
             read_paths=[str(src.root)], permissions=manifest.grants,
             limits=cfg.limits_for(src.id), config=self._effective_config(src.id, manifest),
+            redact=lambda text, pid=src.id: redact(text, self._secrets.get(pid, [])),
         )
         pool = self._new_pool(spec, cfg.pool_for(src.id), on_state=record.sync_with_pool)
         await self._tg.start(pool.serve)

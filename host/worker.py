@@ -55,6 +55,7 @@ class WorkerSpec:
     config: Any = None
     inspect: str | None = None
     max_inflight: int = 1        # the pool's calls-per-worker, told to the worker at handshake
+    redact: Callable[[str], str] | None = None  # scrubs secrets from the worker's raw output
 
 
 class Lease:
@@ -371,6 +372,8 @@ class Worker:
         proc = self._proc
         assert proc is not None
         tail = proc.stderr_tail()
+        if self.spec.redact is not None:
+            tail = self.spec.redact(tail)
         rc, sig = proc.exit_code, proc.exit_signal
         reason = self._kill_reason
         if reason is None:
@@ -533,6 +536,8 @@ class Worker:
 
     def _on_output(self, line: str) -> None:
         if line:
+            if self.spec.redact is not None:
+                line = self.spec.redact(line)
             log.debug("[plugin:%s] %s", self.describe(), line)
 
     async def _heartbeat(self) -> None:

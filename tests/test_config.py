@@ -83,3 +83,19 @@ async def test_saved_config_restarts_workers_and_survives_a_host_restart(plugin_
         assert await h.call("vault", "whoami") == {"keyLength": len(SECRET), "region": "us", "same": True}
     with open(tmp_path / "state" / "config.json") as f:
         assert SECRET in f.read()  # stored for the worker (encryption at rest: issue 5)
+
+
+async def test_secrets_written_to_raw_stderr_are_redacted_from_crash_errors(plugin_dir, make_host):
+    plugin_dir.add("vault.js", PLUGIN + """
+export function crash(ctx) {
+  Deno.stderr.writeSync(new TextEncoder().encode("panic with key " + ctx.config.apiKey + "\\n"));
+  Deno.exit(9);
+}
+""")
+    from host import WorkerCrashed
+
+    async with make_host(plugins={"vault": PluginSettings(config={"apiKey": SECRET})}) as h:
+        with pytest.raises(WorkerCrashed) as e:
+            await h.call("vault", "crash")
+        assert "panic with key" in e.value.stderr_tail and MASK in e.value.stderr_tail
+        assert SECRET not in e.value.stderr_tail and SECRET not in str(e.value)
