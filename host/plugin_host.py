@@ -210,6 +210,8 @@ class PluginHost:
         """Look at the plugin directories now: load new plugins, reload changed ones, stop
         removed ones. The watcher calls this every ``reload.interval`` seconds."""
         async with self._reload_lock:
+            if not self._running:
+                return
             known = {r.source.module for r in self._records}
             fresh = [s for s in discover(self.config.plugin_dirs) if s.module not in known]
             for r in list(self._records):
@@ -226,6 +228,8 @@ class PluginHost:
         drains. If the new code fails to load, the old version keeps serving and the failure
         is reported (``PluginInfo.reload_error``, a ``reload_failed`` event). True on success."""
         async with self._reload_lock:
+            if not self._running:
+                raise HostClosed("the host is not running")
             return await self._reload(self._record(name))
 
     async def _reload(self, record: Plugin) -> bool:
