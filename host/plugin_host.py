@@ -296,6 +296,8 @@ class PluginHost:
         """``id@version`` exactly, or the highest installed version of ``id``."""
         pid, _, version = name.partition("@")
         versions = [r for r in self._records if r.id == pid]
+        if len(versions) == 1 and not version:
+            return versions[0]
         if version:
             versions = [r for r in versions if r.version == version]
         if not versions:
@@ -581,8 +583,7 @@ class PluginHost:
 
 
 def _version_order(record: Plugin) -> tuple:
-    m = record.manifest
-    return (1, m.semver) if m is not None else (0, record.source.version_hint or "")
+    return record.order
 
 
 def _redact_error(exc: PluginError, secrets: list[str] | None) -> None:
