@@ -1,12 +1,16 @@
 """Plugin Host: run untrusted JavaScript/TypeScript plugins in sandboxed Deno workers."""
 
 from .config import (
+    BreakerConfig,
     EventsConfig,
     ExecuteConfig,
     HealthConfig,
     HostConfig,
     PluginSettings,
+    PolicyConfig,
     PoolConfig,
+    RateLimitConfig,
+    RetryConfig,
     WorkerLimits,
 )
 from .errors import (
@@ -37,6 +41,7 @@ from .sync import SyncPluginHost
 __version__ = "0.1.0"
 
 __all__ = [
+    "BreakerConfig", "PolicyConfig", "RateLimitConfig", "RetryConfig",
     "CallCancelled", "CallTimeout", "EventsConfig", "HealthConfig", "CircuitOpen", "EventReply", "ExecuteConfig", "ExecuteResult",
     "FunctionNotFound", "HandshakeError", "HostClosed", "HostConfig", "HostError", "InvalidConfig",
     "LogEntry", "PayloadTooLarge", "PermissionDenied", "Permissions", "PluginError", "PluginEvent", "PluginHost",

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+import limits
 import msgspec
 
 from .errors import InvalidConfig
@@ -77,12 +78,63 @@ class EventsConfig(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=Tru
     timeout: float = 5.0
 
 
+RETRYABLE = ["NETWORK_ERROR", "RATE_LIMIT", "TIMEOUT", "WORKER_CRASHED"]
+
+
+class RateLimitConfig(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True):
+    """Moving-window quotas on calls to one plugin. ``limit`` uses the ``limits`` notation, several
+    separated by ``;``: "10/second; 300/minute" allows bursts of 10 within 300 a minute."""
+
+    limit: str | None = None     # None: unlimited
+    strategy: str = "wait"       # "wait": queue up to max_wait; "reject": RateLimited at once
+    max_wait: float = 1.0        # seconds a call may wait for a slot (also bounded by its timeout)
+
+
+class RetryConfig(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True):
+    """Retries of a failed call. Off by default (``max_attempts=1``): retrying a function that is
+    not idempotent may do its work twice, so a plugin opts in."""
+
+    max_attempts: int = 1        # attempts in all, the first included
+    backoff: float = 0.1         # delay before the second attempt, times multiplier after each
+    multiplier: float = 2.0
+    backoff_max: float = 5.0
+    jitter: float = 0.5          # each delay is shortened by a random fraction up to this
+    attempt_timeout: float | None = None  # cap per attempt (the call's timeout bounds them all)
+    retry_on: list[str] = msgspec.field(default_factory=lambda: list(RETRYABLE))
+
+
+class BreakerConfig(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True):
+    """Circuit breaker: open after ``failure_threshold`` consecutive failures, or when at least
+    ``failure_rate`` of at least ``min_calls`` calls in the last ``window`` seconds failed; while
+    open calls fail at once with CircuitOpen; after ``cooldown`` one probe call goes through."""
+
+    enabled: bool = True
+    failure_threshold: int = 5   # 0: no consecutive-failure trigger
+    failure_rate: float = 0.5    # 0: no failure-rate trigger
+    min_calls: int = 20
+    window: float = 60.0
+    cooldown: float = 30.0
+
+
+class PolicyConfig(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True):
+    """Call policies (``[policy]``): the defaults of every plugin, plus a host-wide quota."""
+
+    storage: str = "memory://"   # rate-limit counters: a ``limits`` storage URI
+    global_limit: str | None = None  # quota over the calls to all plugins together
+    rate_limit: RateLimitConfig = msgspec.field(default_factory=RateLimitConfig)
+    retry: RetryConfig = msgspec.field(default_factory=RetryConfig)
+    breaker: BreakerConfig = msgspec.field(default_factory=BreakerConfig)
+
+
 class PluginSettings(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True):
-    """Overrides for one plugin (``[plugins.<id>]``)."""
+    """Overrides for one plugin (``[plugins.<id>]``); a section given replaces the default one."""
 
     pool: PoolConfig | None = None
     limits: WorkerLimits | None = None
     config: dict[str, object] = {}
+    rate_limit: RateLimitConfig | None = None
+    retry: RetryConfig | None = None
+    breaker: BreakerConfig | None = None
 
 
 def _default_state_dir() -> str:
@@ -103,13 +155,17 @@ class HostConfig(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True)
     health: HealthConfig = msgspec.field(default_factory=HealthConfig)
     reload: ReloadConfig = msgspec.field(default_factory=ReloadConfig)
     events: EventsConfig = msgspec.field(default_factory=EventsConfig)
+    policy: PolicyConfig = msgspec.field(default_factory=PolicyConfig)
     plugins: dict[str, PluginSettings] = {}
 
     def __post_init__(self) -> None:
         _check_pool(self.pool, "pool")
+        _check_policy(self.policy.rate_limit, self.policy.retry, self.policy.breaker, "policy")
+        _check_limit(self.policy.global_limit, "policy.global_limit")
         for pid, s in self.plugins.items():
             if s.pool:
                 _check_pool(s.pool, f"plugins.{pid}.pool")
+            _check_policy(s.rate_limit, s.retry, s.breaker, f"plugins.{pid}")
 
     @property
     def plugin_dirs(self) -> list[Path]:
@@ -124,6 +180,18 @@ class HostConfig(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True)
         s = self.plugins.get(plugin_id)
         return s.limits if s and s.limits else self.limits
 
+    def rate_limit_for(self, plugin_id: str) -> RateLimitConfig:
+        s = self.plugins.get(plugin_id)
+        return s.rate_limit if s and s.rate_limit else self.policy.rate_limit
+
+    def retry_for(self, plugin_id: str) -> RetryConfig:
+        s = self.plugins.get(plugin_id)
+        return s.retry if s and s.retry else self.policy.retry
+
+    def breaker_for(self, plugin_id: str) -> BreakerConfig:
+        s = self.plugins.get(plugin_id)
+        return s.breaker if s and s.breaker else self.policy.breaker
+
 
 def _check_pool(p: PoolConfig, where: str) -> None:
     if p.min_workers < 0 or p.max_workers < 1 or p.min_workers > p.max_workers:
@@ -132,7 +200,39 @@ def _check_pool(p: PoolConfig, where: str) -> None:
         raise InvalidConfig(f"{where}: max_inflight must be >= 1")
 
 
+def _check_limit(limit: str | None, where: str) -> None:
+    if limit is None:
+        return
+    try:
+        if not limits.parse_many(limit):
+            raise ValueError("empty")
+    except ValueError:
+        raise InvalidConfig(f"{where}: {limit!r} is not a rate limit such as '10/second; 300/minute'") from None
+
+
+def _check_policy(rate: RateLimitConfig | None, retry: RetryConfig | None,
+                  breaker: BreakerConfig | None, where: str) -> None:
+    if rate is not None:
+        _check_limit(rate.limit, f"{where}.rate_limit.limit")
+        if rate.strategy not in ("wait", "reject"):
+            raise InvalidConfig(f"{where}.rate_limit.strategy must be 'wait' or 'reject'")
+        if rate.max_wait < 0:
+            raise InvalidConfig(f"{where}.rate_limit.max_wait must be >= 0")
+    if retry is not None:
+        if retry.max_attempts < 1:
+            raise InvalidConfig(f"{where}.retry.max_attempts must be >= 1")
+        if retry.backoff < 0 or retry.multiplier < 1 or not 0 <= retry.jitter <= 1:
+            raise InvalidConfig(f"{where}.retry: need backoff >= 0, multiplier >= 1, 0 <= jitter <= 1")
+    if breaker is not None:
+        if breaker.failure_threshold < 0 or not 0 <= breaker.failure_rate <= 1 or breaker.min_calls < 1:
+            raise InvalidConfig(f"{where}.breaker: need failure_threshold >= 0, "
+                                "0 <= failure_rate <= 1, min_calls >= 1")
+        if breaker.cooldown < 0 or breaker.window <= 0:
+            raise InvalidConfig(f"{where}.breaker: need cooldown >= 0 and window > 0")
+
+
 __all__ = [
+    "BreakerConfig",
     "EventsConfig",
     "ExecuteConfig",
     "HealthConfig",
@@ -140,6 +240,9 @@ __all__ = [
     "HostConfig",
     "Permissions",
     "PluginSettings",
+    "PolicyConfig",
     "PoolConfig",
+    "RateLimitConfig",
+    "RetryConfig",
     "WorkerLimits",
 ]

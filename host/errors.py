@@ -128,7 +128,12 @@ class RateLimited(HostError):
 
 
 class CircuitOpen(HostError):
-    """The plugin's circuit breaker is open; calls are refused until it half-opens."""
+    """The plugin's circuit breaker is open; calls are refused until it half-opens, in about
+    ``retry_after`` seconds."""
+
+    def __init__(self, message: str, *, retry_after: float | None = None, **kw: Any):
+        super().__init__(message, **kw)
+        self.retry_after = retry_after
 
 
 class HostClosed(HostError):

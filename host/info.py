@@ -8,6 +8,7 @@ from typing import Any
 import msgspec
 
 from .lifecycle import Plugin
+from .policy import PluginPolicy
 
 
 class WorkerInfo(msgspec.Struct):
@@ -36,6 +37,12 @@ class PluginInfo(msgspec.Struct):
     restarts: int
     timeouts: int
     workers: list[WorkerInfo]
+    circuit: str = "closed"      # the breaker: closed, open or half_open
+    circuit_opens: int = 0       # times the breaker opened
+    circuit_rejected: int = 0    # calls refused with CircuitOpen
+    rate_limited: int = 0        # calls refused with RateLimited
+    rate_delayed: int = 0        # calls that waited for a rate-limit slot
+    retries: int = 0             # attempts beyond the first
 
 
 class EventReply(msgspec.Struct):
@@ -50,12 +57,13 @@ class EventReply(msgspec.Struct):
     duration: float = 0.0  # milliseconds
 
 
-def plugin_info(r: Plugin) -> PluginInfo:
-    """A snapshot of one plugin version: state, version, and each worker's pid, state, heartbeat."""
+def plugin_info(r: Plugin, policy: PluginPolicy | None = None) -> PluginInfo:
+    """A snapshot of one plugin version: state, version, each worker's pid, state, heartbeat,
+    and what its call policies did (``policy`` belongs to the plugin id: all its versions)."""
     now_wall, now_mono = time.time(), time.monotonic()
     pool, m = r.pool, r.manifest
     workers = pool.workers if pool is not None and r.state in ("running", "degraded") else []
-    return PluginInfo(
+    info = PluginInfo(
         id=r.id, state=r.state, version=r.version, name=m.name if m else None,
         path=str(r.source.module), error=r.error if r.state in ("error", "degraded") else None,
         exports=list(r.exports), capabilities=list(m.capabilities) if m else [],
@@ -68,3 +76,9 @@ def plugin_info(r: Plugin) -> PluginInfo:
             for w in workers
         ],
     )
+    if policy is not None:
+        b = policy.breaker
+        info.circuit, info.circuit_opens, info.circuit_rejected = b.state, b.opens, b.rejected
+        info.rate_limited, info.rate_delayed = policy.rate_limited, policy.rate_delayed
+        info.retries = policy.retries
+    return info

@@ -13,7 +13,7 @@ import msgspec
 from anyio.abc import TaskGroup
 
 from . import protocol as p
-from .config import HostConfig, PoolConfig
+from .config import BreakerConfig, HostConfig, PluginSettings, PoolConfig, RateLimitConfig, RetryConfig
 from .dependencies import resolve
 from .errors import (
     HostClosed,
@@ -23,6 +23,7 @@ from .errors import (
     PluginError,
     PluginNotFound,
     PluginUnavailable,
+    RateLimited,
 )
 from .execute import ExecuteResult, execute_pool_config, run_execute, run_with_deadline
 from .info import EventReply, PluginInfo, plugin_info
@@ -31,6 +32,7 @@ from .manifest import Manifest, parse_manifest
 from .permissions import Permissions
 from .plugin_config import MASK, ConfigStore, apply_schema, mask, redact, secret_values
 from .plugins import PluginSource, discover, inspect
+from .policy import PluginPolicy, RateLimiter, is_service_failure, with_retry
 from .pool import Pool
 from .reload import fingerprint
 from .runtime import Runtime
@@ -68,6 +70,8 @@ class PluginHost:
         self._services: HostServices | None = None
         self._store: ConfigStore | None = None
         self._secrets: dict[str, list[str]] = {}  # plugin id → secret values to redact
+        self._limiter = RateLimiter(self.config.policy.storage, self.config.policy.global_limit)
+        self._policies: dict[str, PluginPolicy] = {}  # by plugin id: survives restarts, reloads
         self._tg: TaskGroup | None = None
         self._running = False
 
@@ -315,19 +319,60 @@ class PluginHost:
         return record.pool
 
     async def call(self, plugin: str, fn: str, *args: Any, timeout: float | None = None) -> Any:
-        """Call ``fn(*args)`` exported by ``plugin``; ``timeout`` (seconds) covers queueing and
-        running; past it the worker is killed and CallTimeout raised."""
+        """Call ``fn(*args)`` exported by ``plugin``; ``timeout`` (seconds) covers rate-limit
+        waits, queueing, running and retries; past it the worker is killed and CallTimeout
+        raised. The plugin's policies apply in order: rate limit (RateLimited), circuit breaker
+        (CircuitOpen), then the call, retried per its RetryConfig."""
         pool = self._pool(plugin)
+        pid = pool.plugin_id
         budget = pool.spec.limits.call_timeout if timeout is None else timeout
         deadline = time.monotonic() + budget
+        policy = self._policy(pid)
+        try:
+            if await self._limiter.acquire(pid, self.config.rate_limit_for(pid), deadline):
+                policy.rate_delayed += 1
+        except RateLimited:
+            policy.rate_limited += 1
+            raise
+        retry = self.config.retry_for(pid)
+        breaker = policy.breaker
+        breaker.config = self.config.breaker_for(pid)
         arglist = list(args)
+
+        async def attempt() -> Any:
+            nonlocal pool
+            breaker.check()
+            until = deadline if retry.attempt_timeout is None else min(
+                deadline, time.monotonic() + retry.attempt_timeout)
+            try:
+                result, pool = await self._call_pool(pool, plugin, fn, arglist, until)
+            except BaseException as exc:
+                if is_service_failure(exc):
+                    breaker.record(False)
+                else:
+                    breaker.release()
+                raise
+            breaker.record(True)
+            return result
+
+        def retrying(failures: int, exc: BaseException, delay: float) -> None:
+            policy.retries += 1
+            log.info("retrying %s.%s in %.2fs after attempt %d failed: %s", pid, fn, delay, failures, exc)
+
+        return await with_retry(attempt, retry, deadline, on_retry=retrying)
+
+    async def _call_pool(self, pool: Pool, plugin: str, fn: str, arglist: list[Any],
+                         deadline: float) -> tuple[Any, Pool]:
+        """One attempt of a call, on ``pool`` or the pool that replaced it; returns the result
+        and the pool that served it."""
+        budget = max(deadline - time.monotonic(), 0.001)
 
         async def op(lease: Lease) -> Any:
             return await lease.worker.call(fn, arglist, max(deadline - time.monotonic(), 0.001), lease)
 
         while True:
             try:
-                return await run_with_deadline(pool, op, budget, deadline, plugin, fn)
+                return await run_with_deadline(pool, op, budget, deadline, plugin, fn), pool
             except PluginError as exc:
                 _redact_error(exc, self._secrets.get(pool.plugin_id))
                 raise
@@ -338,6 +383,24 @@ class PluginHost:
                 if current is pool:
                     raise
                 pool = current
+
+    def _policy(self, plugin_id: str) -> PluginPolicy:
+        policy = self._policies.get(plugin_id)
+        if policy is None:
+            policy = self._policies[plugin_id] = PluginPolicy(plugin_id, self.config.breaker_for(plugin_id))
+        return policy
+
+    def set_policy(self, name: str, *, rate_limit: RateLimitConfig | None = None,
+                   retry: RetryConfig | None = None, breaker: BreakerConfig | None = None) -> None:
+        """Override the plugin's policies from now on (the sections given; the others keep
+        their current setting). The breaker's state and the counters carry over."""
+        pid = self._record(name).id
+        current = self.config.plugins.get(pid) or PluginSettings()
+        changes = {k: v for k, v in (("rate_limit", rate_limit), ("retry", retry), ("breaker", breaker))
+                   if v is not None}
+        settings = msgspec.structs.replace(current, **changes)
+        check = HostConfig(plugins={pid: settings})  # validates the sections
+        self.config.plugins = {**self.config.plugins, pid: check.plugins[pid]}
 
     async def execute(
         self,
@@ -388,7 +451,7 @@ class PluginHost:
     def plugins(self) -> list[PluginInfo]:
         """A snapshot of every plugin version: state, version, and each worker's pid, state,
         heartbeat."""
-        return [plugin_info(r) for r in sorted(self._records, key=lambda r: (r.id, _version_order(r)))]
+        return [plugin_info(r, self._policies.get(r.id)) for r in sorted(self._records, key=lambda r: (r.id, _version_order(r)))]
 
     def plugin(self, name: str) -> PluginInfo:
         """The snapshot of one plugin (``id`` = its highest version, or ``id@version``)."""

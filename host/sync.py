@@ -77,9 +77,16 @@ class SyncPluginHost:
     def disable(self, plugin: str) -> None:
         self._run(self.host.disable, plugin)
 
+    def set_policy(self, plugin: str, **kw: Any) -> None:
+        self._run(_set_policy, self.host, plugin, kw)
+
 
 async def _snapshot(host: PluginHost) -> list[PluginInfo]:
     return host.plugins()
+
+
+async def _set_policy(host: PluginHost, plugin: str, kw: dict[str, Any]) -> None:
+    host.set_policy(plugin, **kw)
 
 
 async def _get_config(host: PluginHost, plugin: str) -> dict[str, Any]:

@@ -1,0 +1,257 @@
+"""Call policies: rate limits (global and per plugin), retries with backoff, and a circuit
+breaker per plugin. Their state belongs to a plugin id, so it survives restarts and reloads."""
+
+from __future__ import annotations
+
+import random
+import time
+from collections import deque
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
+
+import anyio
+import limits
+from limits.storage import MemoryStorage, storage_from_string
+from limits.strategies import MovingWindowRateLimiter
+
+from .config import BreakerConfig, RateLimitConfig, RetryConfig
+from .errors import (
+    CallTimeout,
+    CircuitOpen,
+    HostError,
+    InvalidConfig,
+    PermissionDenied,
+    PluginError,
+    ProtocolError,
+    RateLimited,
+    WorkerCrashed,
+)
+
+T = TypeVar("T")
+
+CLOSED, OPEN, HALF_OPEN = "closed", "open", "half_open"
+
+
+def error_kind(exc: BaseException) -> str | None:
+    """The name retry rules use for a failure: a PluginError's ``error_type``, ``TIMEOUT`` for a
+    CallTimeout, ``WORKER_CRASHED`` for a crash; None for anything else."""
+    if isinstance(exc, PluginError):
+        return exc.error_type
+    if isinstance(exc, CallTimeout):
+        return "TIMEOUT"
+    if isinstance(exc, WorkerCrashed):
+        return "WORKER_CRASHED"
+    return None
+
+
+def retry_after_of(exc: BaseException) -> float | None:
+    """Seconds the failure asks callers to wait: a plugin's ``details.retryAfter`` (a number of
+    seconds, the convention for ``PluginError``), or the host's own ``retry_after``."""
+    if isinstance(exc, PluginError):
+        value = exc.details.get("retryAfter") if isinstance(exc.details, dict) else None
+    else:
+        value = getattr(exc, "retry_after", None)
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
+        return None
+    return float(value)
+
+
+def is_service_failure(exc: BaseException) -> bool:
+    """Whether a failed call counts against the plugin's breaker: a classified PluginError (one
+    with an ``error_type``, AUTH_ERROR included: a bad key fails every call, and hammering an
+    upstream with it may lock the account), timeouts, crashes and garbled frames. Unclassified
+    throws (a TypeError, ``throw 404``) and sandbox refusals do not count: they are bugs or
+    bad input that one caller can trigger at will, not an outage. Neither do caller mistakes
+    (FunctionNotFound, InvalidConfig, PayloadTooLarge), refusals by the host or cancellation."""
+    if isinstance(exc, PluginError):
+        return exc.error_type is not None and not isinstance(exc, PermissionDenied)
+    return isinstance(exc, (CallTimeout, WorkerCrashed, ProtocolError))
+
+
+# ---------------------------------------------------------------------- circuit breaker
+
+
+class CircuitBreaker:
+    """closed → open after too many failures → half_open after ``cooldown`` (one probe call at a
+    time) → closed when the probe succeeds, open again when it fails. ``clock`` is monotonic."""
+
+    def __init__(self, config: BreakerConfig, *, plugin: str | None = None,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.config = config
+        self.plugin = plugin
+        self._clock = clock
+        self._state = CLOSED
+        self._opened_at = 0.0
+        self._probing = False
+        self._consecutive = 0
+        self._window: deque[tuple[float, bool]] = deque()  # (time, failed) of recent calls
+        self.opens = 0       # times it opened
+        self.rejected = 0    # calls refused with CircuitOpen
+
+    @property
+    def state(self) -> str:
+        if self._state == OPEN and self._clock() >= self._opened_at + self.config.cooldown:
+            self._state, self._probing = HALF_OPEN, False
+        return self._state
+
+    def check(self) -> None:
+        """Admit a call, or raise CircuitOpen. In half_open only one probe is admitted at a time;
+        the caller must then ``record`` its outcome or ``release`` it."""
+        if not self.config.enabled:
+            return
+        state = self.state
+        if state == CLOSED:
+            return
+        if state == HALF_OPEN and not self._probing:
+            self._probing = True
+            return
+        self.rejected += 1
+        if state == OPEN:
+            wait = max(self._opened_at + self.config.cooldown - self._clock(), 0.0)
+            raise CircuitOpen(f"circuit open after repeated failures; retry in {wait:.2f}s",
+                              retry_after=wait, plugin=self.plugin)
+        raise CircuitOpen("circuit half-open: a probe call is in flight", retry_after=0.0,
+                          plugin=self.plugin)
+
+    def record(self, success: bool) -> None:
+        """The outcome of an admitted call."""
+        if not self.config.enabled:
+            return
+        state, now = self.state, self._clock()
+        if state == HALF_OPEN:
+            self._probing = False
+            if success:
+                self._close()
+            else:
+                self._open(now)
+            return
+        if state == OPEN:
+            return  # a call admitted before it opened; the cooldown is already running
+        self._consecutive = 0 if success else self._consecutive + 1
+        self._window.append((now, not success))
+        while self._window and self._window[0][0] <= now - self.config.window:
+            self._window.popleft()
+        cfg = self.config
+        failures = sum(failed for _, failed in self._window)
+        if (cfg.failure_threshold and self._consecutive >= cfg.failure_threshold) or (
+                cfg.failure_rate and len(self._window) >= cfg.min_calls
+                and failures >= cfg.failure_rate * len(self._window)):
+            self._open(now)
+
+    def release(self) -> None:
+        """An admitted call ended without a verdict (cancelled, or a caller mistake): a half-open
+        breaker lets the next call probe instead."""
+        self._probing = False
+
+    def reset(self) -> None:
+        self._close()
+
+    def _open(self, now: float) -> None:
+        self._state, self._opened_at, self._probing = OPEN, now, False
+        self.opens += 1
+
+    def _close(self) -> None:
+        self._state, self._probing, self._consecutive = CLOSED, False, 0
+        self._window.clear()
+
+
+class PluginPolicy:
+    """The policy state of one plugin id: its breaker and what the policies did so far."""
+
+    def __init__(self, plugin: str, breaker: BreakerConfig) -> None:
+        self.breaker = CircuitBreaker(breaker, plugin=plugin)
+        self.rate_limited = 0  # calls refused by a rate limit
+        self.rate_delayed = 0  # calls that waited for a rate-limit slot
+        self.retries = 0       # attempts beyond the first
+
+
+# ---------------------------------------------------------------------- rate limits
+
+
+class RateLimiter:
+    """Moving-window quotas: one host-wide (``global_limit``) and one per plugin.
+
+    The counters live in a ``limits`` storage named by URI. Only ``memory://`` is supported:
+    ``limits.aio`` storages are asyncio-only (the host also runs on trio), and the synchronous
+    memory storage never blocks. A shared storage such as redis will need an anyio-friendly
+    async client."""
+
+    def __init__(self, storage: str = "memory://", global_limit: str | None = None) -> None:
+        if not storage.startswith("memory://"):
+            raise InvalidConfig(f"policy.storage: {storage!r} is not supported (only memory:// for now)")
+        store = storage_from_string(storage)
+        assert isinstance(store, MemoryStorage)
+        self._limiter = MovingWindowRateLimiter(store)
+        self._global = limits.parse_many(global_limit) if global_limit else []
+        self._parsed: dict[str, list[limits.RateLimitItem]] = {}
+
+    def _items(self, plugin: str, limit: str | None) -> list[tuple[limits.RateLimitItem, tuple[str, ...]]]:
+        own = []
+        if limit:
+            if limit not in self._parsed:
+                self._parsed[limit] = limits.parse_many(limit)
+            own = [(item, ("plugin", plugin)) for item in self._parsed[limit]]
+        return own + [(item, ("global",)) for item in self._global]
+
+    async def acquire(self, plugin: str, config: RateLimitConfig, deadline: float) -> bool:
+        """Take one slot of every quota that applies to ``plugin``. With the ``wait`` strategy,
+        sleep until a slot frees up (at most ``max_wait`` and never past ``deadline``); else, or
+        when that is too long, raise RateLimited with the seconds until a slot frees up.
+        Returns whether the call had to wait."""
+        items = self._items(plugin, config.limit)
+        if not items:
+            return False
+        give_up = min(time.monotonic() + config.max_wait, deadline)
+        waited = False
+        while True:
+            # test, then hit: nothing awaits in between, so no other call takes the slot meanwhile
+            full = [(i, ids) for i, ids in items if not self._limiter.test(i, *ids)]
+            if not full:
+                for i, ids in items:
+                    self._limiter.hit(i, *ids)
+                return waited
+            now = time.time()
+            wait = max(max(self._limiter.get_window_stats(i, *ids).reset_time for i, ids in full) - now, 0.001)
+            if config.strategy == "reject" or time.monotonic() + wait > give_up:
+                which = ", ".join(f"{i} ({ids[0]})" for i, ids in full)
+                raise RateLimited(f"rate limit {which} reached; retry in {wait:.2f}s",
+                                  retry_after=wait, plugin=plugin)
+            waited = True
+            await anyio.sleep(wait)
+
+
+# ---------------------------------------------------------------------- retry
+
+
+def backoff_delay(config: RetryConfig, failures: int) -> float:
+    """Delay after the ``failures``-th failed attempt: exponential, capped, with random jitter."""
+    base = min(config.backoff * config.multiplier ** (failures - 1), config.backoff_max)
+    return base * (1 - config.jitter * random.random())
+
+
+async def with_retry(attempt_fn: Callable[[], Awaitable[T]], config: RetryConfig, deadline: float,
+                     *, on_retry: Callable[[int, BaseException, float], None] | None = None) -> T:
+    """Run ``attempt_fn`` until it succeeds, fails with a kind not in ``retry_on``, runs out of
+    ``max_attempts``, or the next attempt could not start before ``deadline`` (monotonic); then
+    the last error is raised. The delay honours a failure's retry-after when that is longer.
+    A CircuitOpen on a later attempt re-raises the failure that led to it."""
+    failures = 0
+    last: HostError | None = None
+    while True:
+        try:
+            return await attempt_fn()
+        except CircuitOpen:
+            if last is not None:
+                raise last from None
+            raise
+        except HostError as exc:
+            failures += 1
+            if failures >= config.max_attempts or error_kind(exc) not in config.retry_on:
+                raise
+            delay = max(backoff_delay(config, failures), retry_after_of(exc) or 0.0)
+            if time.monotonic() + delay >= deadline:
+                raise
+            if on_retry is not None:
+                on_retry(failures, exc, delay)
+            last = exc
+        await anyio.sleep(delay)
