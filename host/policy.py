@@ -71,6 +71,9 @@ def is_service_failure(exc: BaseException) -> bool:
 # ---------------------------------------------------------------------- circuit breaker
 
 
+_BUCKETS = 60  # resolution of the failure-rate window
+
+
 class CircuitBreaker:
     """closed → open after too many failures → half_open after ``cooldown`` (one probe call at a
     time) → closed when the probe succeeds, open again when it fails. ``clock`` is monotonic."""
@@ -84,7 +87,11 @@ class CircuitBreaker:
         self._opened_at = 0.0
         self._probing = False
         self._consecutive = 0
-        self._window: deque[tuple[float, bool]] = deque()  # (time, failed) of recent calls
+        # Recent outcomes in buckets of window/_BUCKETS seconds: [start, calls, failures].
+        # Memory and time per call stay constant however many calls the window holds.
+        self._window: deque[list[float]] = deque()
+        self._calls = 0
+        self._failures = 0
         self.opens = 0       # times it opened
         self.rejected = 0    # calls refused with CircuitOpen
 
@@ -127,15 +134,24 @@ class CircuitBreaker:
             return
         if state == OPEN:
             return  # a call admitted before it opened; the cooldown is already running
-        self._consecutive = 0 if success else self._consecutive + 1
-        self._window.append((now, not success))
-        while self._window and self._window[0][0] <= now - self.config.window:
-            self._window.popleft()
         cfg = self.config
-        failures = sum(failed for _, failed in self._window)
+        self._consecutive = 0 if success else self._consecutive + 1
+        window = self._window
+        width = cfg.window / _BUCKETS
+        if not window or now >= window[-1][0] + width:
+            window.append([now, 0, 0])
+        bucket = window[-1]
+        bucket[1] += 1
+        bucket[2] += not success
+        self._calls += 1
+        self._failures += not success
+        while window and window[0][0] + width <= now - cfg.window:
+            _, calls, failures = window.popleft()
+            self._calls -= int(calls)
+            self._failures -= int(failures)
         if (cfg.failure_threshold and self._consecutive >= cfg.failure_threshold) or (
-                cfg.failure_rate and len(self._window) >= cfg.min_calls
-                and failures >= cfg.failure_rate * len(self._window)):
+                cfg.failure_rate and self._calls >= cfg.min_calls
+                and self._failures >= cfg.failure_rate * self._calls):
             self._open(now)
 
     def release(self) -> None:
@@ -153,6 +169,7 @@ class CircuitBreaker:
     def _close(self) -> None:
         self._state, self._probing, self._consecutive = CLOSED, False, 0
         self._window.clear()
+        self._calls = self._failures = 0
 
 
 class PluginPolicy:
