@@ -54,6 +54,15 @@ def deno_children(root: int | None = None) -> list[int]:
     return out
 
 
+async def wait_for(pred: Callable[[], bool], timeout: float = 5.0, interval: float = 0.01) -> None:
+    """Poll ``pred`` until it holds; fail the test (TimeoutError) after ``timeout`` seconds."""
+    import anyio
+
+    with anyio.fail_after(timeout):
+        while not pred():
+            await anyio.sleep(interval)
+
+
 def process_gone(pid: int) -> bool:
     """True when ``pid`` has exited (a zombie awaiting its reaper counts as gone)."""
     try:

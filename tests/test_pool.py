@@ -9,17 +9,13 @@ import time
 
 import anyio
 import pytest
-from conftest import process_gone
+from conftest import process_gone, wait_for
 
 from host import CallTimeout, HostError, PluginUnavailable, PoolConfig, WorkerCrashed, WorkerLimits
 
 pytestmark = pytest.mark.anyio
 
 
-async def wait_for(pred, timeout: float = 5.0, interval: float = 0.01):
-    with anyio.fail_after(timeout):
-        while not pred():
-            await anyio.sleep(interval)
 
 
 async def test_worker_sigkilled_mid_call_fails_fast_and_pool_recovers(calc, make_host):

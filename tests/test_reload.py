@@ -7,6 +7,7 @@ import time
 
 import anyio
 import pytest
+from conftest import wait_for
 
 from host import HostError, PluginNotFound, PoolConfig
 from host.config import ReloadConfig
@@ -20,10 +21,6 @@ def version(n: int, extra: str = "") -> str:
             + extra)
 
 
-async def wait_for(pred, timeout: float = 5.0):
-    with anyio.fail_after(timeout):
-        while not pred():
-            await anyio.sleep(0.02)
 
 
 @pytest.mark.timeout(60)
