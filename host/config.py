@@ -159,6 +159,16 @@ class HostConfig(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True)
     plugins: dict[str, PluginSettings] = {}
 
     def __post_init__(self) -> None:
+        # Sections given as plain dicts (``HostConfig(pool={"max_workers": 8})``) are
+        # validated into their Structs here, with errors that name the section.
+        for f in msgspec.structs.fields(self):
+            value = getattr(self, f.name)
+            if (isinstance(value, dict) and f.name != "plugins") or (
+                    f.name == "plugins" and any(isinstance(v, dict) for v in value.values())):
+                try:
+                    setattr(self, f.name, msgspec.convert(value, f.type))
+                except msgspec.ValidationError as exc:
+                    raise InvalidConfig(f"{f.name}: {exc}") from None
         _check_pool(self.pool, "pool")
         _check_policy(self.policy.rate_limit, self.policy.retry, self.policy.breaker, "policy")
         _check_limit(self.policy.global_limit, "policy.global_limit")
