@@ -96,32 +96,46 @@ async def _execute(args: argparse.Namespace) -> int:
     return 0 if out.ok else 1
 
 
+def _common_options(ap: argparse.ArgumentParser, *, defaults: bool) -> None:
+    keep = {} if defaults else {"default": argparse.SUPPRESS}
+    ap.add_argument("--plugins", help="plugin directory (default: ./plugins)",
+                    **({"default": "plugins"} if defaults else keep))
+    ap.add_argument("--state-dir", help="state directory (default: ~/.local/state/plugin-host)",
+                    **({"default": None} if defaults else keep))
+    ap.add_argument("--debug", action="store_true", help="stream every worker's console to stderr",
+                    **({} if defaults else keep))
+
+
 def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="python -m host", description="Plugin Host: sandboxed Deno plugins.")
-    ap.add_argument("--plugins", default="plugins", help="plugin directory (default: ./plugins)")
-    ap.add_argument("--state-dir", help="state directory (default: ~/.local/state/plugin-host)")
-    ap.add_argument("--debug", action="store_true", help="stream every worker's console to stderr")
+    _common_options(ap, defaults=True)
+    # The same options are accepted after the command too (`serve --plugins DIR`).
+    common = argparse.ArgumentParser(add_help=False)
+    _common_options(common, defaults=False)
     sub = ap.add_subparsers(dest="command", required=True)
 
-    s = sub.add_parser("serve", help="serve the plugins over HTTP")
+    def add(name: str, help: str) -> argparse.ArgumentParser:
+        return sub.add_parser(name, help=help, parents=[common])
+
+    s = add("serve", "serve the plugins over HTTP")
     s.add_argument("--host", default="127.0.0.1")
     s.add_argument("--port", type=int, default=8787)
     s.add_argument("--admin-token", help="token required by mutating endpoints and /execute")
     s.add_argument("--enable-execute", action="store_true", help="enable POST /execute")
     s.set_defaults(run=_serve)
 
-    s = sub.add_parser("list", help="list plugins and their state")
+    s = add("list", "list plugins and their state")
     s.add_argument("--json", action="store_true")
     s.set_defaults(run=_list)
 
-    s = sub.add_parser("call", help="call a plugin function; prints the result as JSON")
+    s = add("call", "call a plugin function; prints the result as JSON")
     s.add_argument("id")
     s.add_argument("fn")
     s.add_argument("args", nargs="*", help="arguments, each a JSON value")
     s.add_argument("--timeout", type=float)
     s.set_defaults(run=_call)
 
-    s = sub.add_parser("execute", help="run a module's default export (seed 001's /execute)")
+    s = add("execute", "run a module's default export (seed 001's /execute)")
     s.add_argument("file", help="a .js file, or - for stdin")
     s.add_argument("--input", help="JSON input")
     s.add_argument("--entry", default="default")

@@ -1,0 +1,75 @@
+"""The command line through real subprocesses: exit codes, JSON output, and `serve` as
+`make run` starts it (options after the command), drained by SIGTERM."""
+
+from __future__ import annotations
+
+import json
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+
+import pytest
+from conftest import deno_children, process_gone
+
+
+def run_cli(*args: str, cwd) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "host", *args], capture_output=True, text=True,
+                          timeout=60, cwd=cwd)
+
+
+@pytest.mark.timeout(90)
+def test_call_prints_json_and_exit_codes_follow_the_contract(calc, shared_state, tmp_path):
+    common = ["--plugins", str(calc.root), "--state-dir", str(shared_state)]
+    ok = run_cli("call", "calc", "add", "1", "2", *common, cwd=tmp_path)
+    assert ok.returncode == 0 and json.loads(ok.stdout) == 3
+    ok = run_cli("call", "calc", "echo", '{"a": [1, "x"]}', *common, cwd=tmp_path)
+    assert json.loads(ok.stdout) == {"a": [1, "x"]}
+    failed = run_cli("call", "calc", "missing", *common, cwd=tmp_path)
+    assert failed.returncode == 1 and "missing" in failed.stderr
+    usage = run_cli("call", "calc", "add", "not json", *common, cwd=tmp_path)
+    assert usage.returncode == 2
+    assert run_cli("frobnicate", cwd=tmp_path).returncode == 2
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.mark.timeout(90)
+def test_serve_answers_http_and_stops_cleanly_on_sigterm(calc, shared_state, tmp_path):
+    port = free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "host", "serve", "--plugins", str(calc.root), "--state-dir",
+         str(shared_state), "--host", "127.0.0.1", "--port", str(port)],
+        cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=2) as r:
+                    health = json.loads(r.read())
+                break
+            except OSError:
+                assert proc.poll() is None and time.monotonic() < deadline, proc.stderr.read()
+                time.sleep(0.05)
+        assert health["ready"] and health["plugins"] == {"calc": "running"}
+        req = urllib.request.Request(f"http://127.0.0.1:{port}/api/plugins/calc/call/add",
+                                     data=b'{"args": [40, 2]}', method="POST")
+        with urllib.request.urlopen(req, timeout=10) as r:
+            assert json.loads(r.read()) == {"ok": True, "result": 42}
+        workers = deno_children(proc.pid)
+        assert workers
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=20) == 0
+        assert all(process_gone(pid) for pid in workers)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        proc.stdout.close()
+        proc.stderr.close()
