@@ -36,6 +36,7 @@ from .info import EventReply, PluginInfo, WorkerInfo
 from .lifecycle import PluginEvent
 from .permissions import Permissions
 from .plugin_host import PluginHost
+from .scheduler import SchedulerStats
 from .sync import SyncPluginHost
 
 __version__ = "0.1.0"
@@ -46,5 +47,5 @@ __all__ = [
     "FunctionNotFound", "HandshakeError", "HostClosed", "HostConfig", "HostError", "InvalidConfig",
     "LogEntry", "PayloadTooLarge", "PermissionDenied", "Permissions", "PluginError", "PluginEvent", "PluginHost",
     "PluginInfo", "PluginNotFound", "PluginSettings", "PluginUnavailable", "PoolConfig",
-    "ProtocolError", "RateLimited", "SyncPluginHost", "WorkerCrashed", "WorkerInfo", "WorkerLimits",
+    "ProtocolError", "RateLimited", "SchedulerStats", "SyncPluginHost", "WorkerCrashed", "WorkerInfo", "WorkerLimits",
 ]

@@ -121,6 +121,8 @@ class PolicyConfig(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=Tru
 
     storage: str = "memory://"   # rate-limit counters: a ``limits`` storage URI
     global_limit: str | None = None  # quota over the calls to all plugins together
+    max_concurrent_calls: int | None = None  # calls admitted at once over all plugins; None: no cap
+    max_concurrent: int = 0      # each plugin's default cap on calls admitted at once; 0: no cap
     rate_limit: RateLimitConfig = msgspec.field(default_factory=RateLimitConfig)
     retry: RetryConfig = msgspec.field(default_factory=RetryConfig)
     breaker: BreakerConfig = msgspec.field(default_factory=BreakerConfig)
@@ -135,6 +137,7 @@ class PluginSettings(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=T
     rate_limit: RateLimitConfig | None = None
     retry: RetryConfig | None = None
     breaker: BreakerConfig | None = None
+    max_concurrent: int | None = None  # calls admitted at once; None: the policy's; 0: no cap
 
 
 def _default_state_dir() -> str:
@@ -172,10 +175,16 @@ class HostConfig(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True)
         _check_pool(self.pool, "pool")
         _check_policy(self.policy.rate_limit, self.policy.retry, self.policy.breaker, "policy")
         _check_limit(self.policy.global_limit, "policy.global_limit")
+        if self.policy.max_concurrent_calls is not None and self.policy.max_concurrent_calls < 1:
+            raise InvalidConfig("policy.max_concurrent_calls must be >= 1 (None: no cap)")
+        if self.policy.max_concurrent < 0:
+            raise InvalidConfig("policy.max_concurrent must be >= 0 (0: no cap)")
         for pid, s in self.plugins.items():
             if s.pool:
                 _check_pool(s.pool, f"plugins.{pid}.pool")
             _check_policy(s.rate_limit, s.retry, s.breaker, f"plugins.{pid}")
+            if s.max_concurrent is not None and s.max_concurrent < 0:
+                raise InvalidConfig(f"plugins.{pid}.max_concurrent must be >= 0 (0: no cap)")
 
     @property
     def plugin_dirs(self) -> list[Path]:
@@ -197,6 +206,11 @@ class HostConfig(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True)
     def retry_for(self, plugin_id: str) -> RetryConfig:
         s = self.plugins.get(plugin_id)
         return s.retry if s and s.retry else self.policy.retry
+
+    def max_concurrent_for(self, plugin_id: str) -> int:
+        """The plugin's cap on calls admitted at once; 0: no cap."""
+        s = self.plugins.get(plugin_id)
+        return s.max_concurrent if s and s.max_concurrent is not None else self.policy.max_concurrent
 
     def breaker_for(self, plugin_id: str) -> BreakerConfig:
         s = self.plugins.get(plugin_id)

@@ -34,10 +34,10 @@ class ExecuteResult(msgspec.Struct):
 
 
 async def run_with_deadline(pool: Pool, op: Any, budget: float, deadline: float,
-                             plugin: str, fn: str) -> Any:
+                             plugin: str, fn: str, priority: int = 0) -> Any:
     """Queueing counts against the caller's deadline; the worker enforces the rest."""
     try:
-        return await pool.run(op, deadline)
+        return await pool.run(op, deadline, priority)
     except CallTimeout as exc:
         if exc.function is None:  # timed out in the queue, before any worker took it
             raise CallTimeout(f"no worker became free within {budget:g}s", timeout=budget,

@@ -43,6 +43,8 @@ class PluginInfo(msgspec.Struct):
     rate_limited: int = 0        # calls refused with RateLimited
     rate_delayed: int = 0        # calls that waited for a rate-limit slot
     retries: int = 0             # attempts beyond the first
+    queued: int = 0              # calls waiting for a concurrency slot (policy caps)
+    running: int = 0             # calls admitted: on a worker or waiting for a free one
 
 
 class EventReply(msgspec.Struct):
@@ -57,7 +59,8 @@ class EventReply(msgspec.Struct):
     duration: float = 0.0  # milliseconds
 
 
-def plugin_info(r: Plugin, policy: PluginPolicy | None = None) -> PluginInfo:
+def plugin_info(r: Plugin, policy: PluginPolicy | None = None, queued: int = 0,
+                running: int = 0) -> PluginInfo:
     """A snapshot of one plugin version: state, version, each worker's pid, state, heartbeat,
     and what its call policies did (``policy`` belongs to the plugin id: all its versions)."""
     now_wall, now_mono = time.time(), time.monotonic()
@@ -70,6 +73,7 @@ def plugin_info(r: Plugin, policy: PluginPolicy | None = None) -> PluginInfo:
         reload_error=r.reload_error, priority=m.priority if m else 0,
         calls=pool.calls if pool else 0, crashes=pool.crashes if pool else 0,
         restarts=pool.restarts if pool else 0, timeouts=pool.timeouts if pool else 0,
+        queued=queued, running=running,
         workers=[
             WorkerInfo(index=w.index, pid=w.pid, state=w.state, calls=w.calls, inflight=w.load,
                        last_heartbeat=w.last_heartbeat, started_at=now_wall - (now_mono - w.started_at))

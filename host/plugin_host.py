@@ -16,6 +16,7 @@ from . import protocol as p
 from .config import BreakerConfig, HostConfig, PluginSettings, PoolConfig, RateLimitConfig, RetryConfig
 from .dependencies import resolve
 from .errors import (
+    CallTimeout,
     HostClosed,
     HostError,
     InvalidConfig,
@@ -36,6 +37,7 @@ from .policy import PluginPolicy, RateLimiter, is_service_failure, with_retry
 from .pool import Pool
 from .reload import fingerprint
 from .runtime import Runtime
+from .scheduler import Scheduler, SchedulerStats
 from .services import HostServices
 from .worker import Lease, Worker, WorkerSpec
 
@@ -72,6 +74,8 @@ class PluginHost:
         self._secrets: dict[str, list[str]] = {}  # plugin id → secret values to redact
         self._limiter = RateLimiter(self.config.policy.storage, self.config.policy.global_limit)
         self._policies: dict[str, PluginPolicy] = {}  # by plugin id: survives restarts, reloads
+        self._scheduler = Scheduler(self.config.policy.max_concurrent_calls,
+                                    lambda pid: self.config.max_concurrent_for(pid))
         self._tg: TaskGroup | None = None
         self._running = False
 
@@ -318,11 +322,15 @@ class PluginHost:
             raise PluginUnavailable(f"plugin is {record.state}{why}", plugin=record.id)
         return record.pool
 
-    async def call(self, plugin: str, fn: str, *args: Any, timeout: float | None = None) -> Any:
+    async def call(self, plugin: str, fn: str, *args: Any, timeout: float | None = None,
+                   priority: int = 0) -> Any:
         """Call ``fn(*args)`` exported by ``plugin``; ``timeout`` (seconds) covers rate-limit
         waits, queueing, running and retries; past it the worker is killed and CallTimeout
-        raised. The plugin's policies apply in order: rate limit (RateLimited), circuit breaker
-        (CircuitOpen), then the call, retried per its RetryConfig."""
+        raised. The plugin's policies apply in order: rate limit (RateLimited), concurrency
+        caps (a slot held until the call ends), circuit breaker (CircuitOpen), then the call,
+        retried per its RetryConfig. Where calls queue (for a slot under the caps, for a free
+        worker), higher ``priority`` goes first. Cancelling the caller cancels the call: a
+        queued one never runs, a running one has its ``context.signal`` aborted."""
         pool = self._pool(plugin)
         pid = pool.plugin_id
         budget = pool.spec.limits.call_timeout if timeout is None else timeout
@@ -334,10 +342,24 @@ class PluginHost:
         except RateLimited:
             policy.rate_limited += 1
             raise
+        try:
+            await self._scheduler.acquire(pid, priority, deadline)
+        except TimeoutError:
+            raise CallTimeout(f"no concurrency slot became free within {budget:g}s", timeout=budget,
+                              plugin=pid, function=fn) from None
+        try:
+            return await self._admitted(pool, plugin, fn, list(args), deadline, priority)
+        finally:
+            self._scheduler.release(pid)
+
+    async def _admitted(self, pool: Pool, plugin: str, fn: str, arglist: list[Any],
+                        deadline: float, priority: int) -> Any:
+        """A call that holds its concurrency slot: breaker, retries, the pool."""
+        pid = pool.plugin_id
+        policy = self._policy(pid)
         retry = self.config.retry_for(pid)
         breaker = policy.breaker
         breaker.config = self.config.breaker_for(pid)
-        arglist = list(args)
 
         async def attempt() -> Any:
             nonlocal pool
@@ -345,7 +367,7 @@ class PluginHost:
             until = deadline if retry.attempt_timeout is None else min(
                 deadline, time.monotonic() + retry.attempt_timeout)
             try:
-                result, pool = await self._call_pool(pool, plugin, fn, arglist, until)
+                result, pool = await self._call_pool(pool, plugin, fn, arglist, until, priority)
             except BaseException as exc:
                 if is_service_failure(exc):
                     breaker.record(False)
@@ -362,7 +384,7 @@ class PluginHost:
         return await with_retry(attempt, retry, deadline, on_retry=retrying)
 
     async def _call_pool(self, pool: Pool, plugin: str, fn: str, arglist: list[Any],
-                         deadline: float) -> tuple[Any, Pool]:
+                         deadline: float, priority: int = 0) -> tuple[Any, Pool]:
         """One attempt of a call, on ``pool`` or the pool that replaced it; returns the result
         and the pool that served it."""
         budget = max(deadline - time.monotonic(), 0.001)
@@ -372,7 +394,7 @@ class PluginHost:
 
         while True:
             try:
-                return await run_with_deadline(pool, op, budget, deadline, plugin, fn), pool
+                return await run_with_deadline(pool, op, budget, deadline, plugin, fn, priority), pool
             except PluginError as exc:
                 _redact_error(exc, self._secrets.get(pool.plugin_id))
                 raise
@@ -391,16 +413,31 @@ class PluginHost:
         return policy
 
     def set_policy(self, name: str, *, rate_limit: RateLimitConfig | None = None,
-                   retry: RetryConfig | None = None, breaker: BreakerConfig | None = None) -> None:
+                   retry: RetryConfig | None = None, breaker: BreakerConfig | None = None,
+                   max_concurrent: int | None = None) -> None:
         """Override the plugin's policies from now on (the sections given; the others keep
-        their current setting). The breaker's state and the counters carry over."""
+        their current setting). ``max_concurrent`` caps its calls admitted at once (0: no
+        cap). The breaker's state and the counters carry over."""
         pid = self._record(name).id
         current = self.config.plugins.get(pid) or PluginSettings()
-        changes = {k: v for k, v in (("rate_limit", rate_limit), ("retry", retry), ("breaker", breaker))
-                   if v is not None}
+        changes = {k: v for k, v in (("rate_limit", rate_limit), ("retry", retry), ("breaker", breaker),
+                                     ("max_concurrent", max_concurrent)) if v is not None}
         settings = msgspec.structs.replace(current, **changes)
         check = HostConfig(plugins={pid: settings})  # validates the sections
         self.config.plugins = {**self.config.plugins, pid: check.plugins[pid]}
+        self._scheduler.wake()  # a raised cap lets waiting calls in
+
+    def set_max_concurrent_calls(self, limit: int | None) -> None:
+        """Cap the calls admitted at once over all plugins (None: no cap), from now on; calls
+        already running above a lowered cap finish."""
+        if limit is not None and limit < 1:
+            raise InvalidConfig("max_concurrent_calls must be >= 1 (None: no cap)")
+        self.config.policy.max_concurrent_calls = limit
+        self._scheduler.max_concurrent = limit
+
+    def scheduler_stats(self) -> SchedulerStats:
+        """Calls admitted and queued under the concurrency caps, in all and per plugin id."""
+        return self._scheduler.stats()
 
     async def execute(
         self,
@@ -451,7 +488,9 @@ class PluginHost:
     def plugins(self) -> list[PluginInfo]:
         """A snapshot of every plugin version: state, version, and each worker's pid, state,
         heartbeat."""
-        return [plugin_info(r, self._policies.get(r.id)) for r in sorted(self._records, key=lambda r: (r.id, _version_order(r)))]
+        sched = self._scheduler
+        return [plugin_info(r, self._policies.get(r.id), sched.queued(r.id), sched.running(r.id))
+                for r in sorted(self._records, key=lambda r: (r.id, _version_order(r)))]
 
     def plugin(self, name: str) -> PluginInfo:
         """The snapshot of one plugin (``id`` = its highest version, or ``id@version``)."""

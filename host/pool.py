@@ -3,6 +3,8 @@ recycling, idle reaping and graceful drain."""
 
 from __future__ import annotations
 
+import heapq
+import itertools
 import logging
 import time
 from collections import deque
@@ -21,12 +23,13 @@ log = logging.getLogger("host.pool")
 
 
 class _Waiter:
-    __slots__ = ("error", "event", "lease")
+    __slots__ = ("error", "event", "gone", "lease")
 
     def __init__(self) -> None:
         self.event = anyio.Event()
         self.lease: Lease | None = None
         self.error: HostError | None = None
+        self.gone = False  # gave up (cancelled, timed out): dropped lazily from the heap
 
 
 class Pool:
@@ -61,7 +64,11 @@ class Pool:
         self._host_call = host_call
         self._on_state = on_state
         self._starting = 0
-        self._waiters: deque[_Waiter] = deque()
+        # Callers waiting for a slot: a heap of (-priority, arrival, waiter), so the highest
+        # priority goes first and equal priorities in arrival order.
+        self._waiters: list[tuple[int, int, _Waiter]] = []
+        self._waiting = 0  # live entries of _waiters
+        self._seq = itertools.count()
         self._crash_times: deque[float] = deque()
         self._consecutive_crashes = 0
         self._tg: TaskGroup | None = None
@@ -241,7 +248,7 @@ class Pool:
         cfg = self.config
         active = sum(1 for w in self.workers if not w.retiring) + self._starting
         need = cfg.min_workers - active
-        waiting = len(self._waiters) - self._starting * cfg.max_inflight
+        waiting = self._waiting - self._starting * cfg.max_inflight
         if waiting > 0:
             need = max(need, -(-waiting // cfg.max_inflight))
         room = cfg.max_workers - len(self.workers) - self._starting
@@ -287,7 +294,8 @@ class Pool:
         return best
 
     def _offer(self, worker: Worker) -> None:
-        """A slot freed up on ``worker``: give it to the longest-waiting caller, or retire it."""
+        """A slot freed up on ``worker``: give it to the first waiting caller (highest priority,
+        then longest waiting), or retire it."""
         mc = self.config.max_calls_per_worker
         if mc and worker.calls >= mc and not worker.retiring:
             worker.retiring = True
@@ -297,20 +305,38 @@ class Pool:
                 worker.exit_reason = worker.exit_reason or "retired"
                 self._tg.start_soon(worker.shutdown)
             return
-        while self._waiters and worker.state == "ready" and worker.load < self.config.max_inflight:
-            waiter = self._waiters.popleft()
+        while worker.state == "ready" and worker.load < self.config.max_inflight:
+            waiter = self._next_waiter()
+            if waiter is None:
+                break
             waiter.lease = Lease(worker)
             waiter.event.set()
 
-    def _fail_waiters(self, error: HostError) -> None:
+    def _next_waiter(self) -> _Waiter | None:
         while self._waiters:
-            waiter = self._waiters.popleft()
+            waiter = heapq.heappop(self._waiters)[2]
+            if not waiter.gone:
+                self._waiting -= 1
+                return waiter
+        return None
+
+    def _drop_waiter(self, waiter: _Waiter) -> None:
+        """A waiter gives up its place; the heap entry is skipped when it comes up."""
+        waiter.gone = True
+        self._waiting -= 1
+        if len(self._waiters) > 2 * self._waiting + 64:
+            self._waiters = [e for e in self._waiters if not e[2].gone]
+            heapq.heapify(self._waiters)
+
+    def _fail_waiters(self, error: HostError) -> None:
+        while (waiter := self._next_waiter()) is not None:
             waiter.error = error
             waiter.event.set()
 
-    async def acquire(self, deadline: float | None = None) -> Lease:
+    async def acquire(self, deadline: float | None = None, priority: int = 0) -> Lease:
         """A slot on a worker, reserved for the caller until its request consumes it.
-        Waiting past ``deadline`` (time.monotonic()) raises CallTimeout."""
+        Waiting past ``deadline`` (time.monotonic()) raises CallTimeout; when every slot is
+        taken, higher ``priority`` callers are served first."""
         if self.state == "error":
             raise PluginUnavailable(self.error or "plugin is in error state", plugin=self.plugin_id)
         if self.state in ("closing", "closed"):
@@ -319,7 +345,8 @@ class Pool:
         if worker is not None:
             return Lease(worker)
         waiter = _Waiter()
-        self._waiters.append(waiter)
+        heapq.heappush(self._waiters, (-priority, next(self._seq), waiter))
+        self._waiting += 1
         self._maintain()
         try:
             if deadline is None:
@@ -329,13 +356,12 @@ class Pool:
                     await waiter.event.wait()
         except TimeoutError:
             if waiter.lease is None and waiter.error is None:  # else it was served just in time
-                if waiter in self._waiters:
-                    self._waiters.remove(waiter)
+                self._drop_waiter(waiter)
                 raise CallTimeout("no worker became free before the deadline", timeout=0.0,
                                   plugin=self.plugin_id) from None
         except BaseException:
-            if waiter in self._waiters:
-                self._waiters.remove(waiter)
+            if waiter.lease is None and waiter.error is None:
+                self._drop_waiter(waiter)
             elif waiter.lease is not None:
                 self.release(waiter.lease)
             raise
@@ -349,9 +375,10 @@ class Pool:
         if lease.consume():
             self._offer(lease.worker)
 
-    async def run(self, op: Callable[[Lease], Awaitable[Any]], deadline: float | None = None) -> Any:
+    async def run(self, op: Callable[[Lease], Awaitable[Any]], deadline: float | None = None,
+                  priority: int = 0) -> Any:
         """Reserve a slot, run ``op`` with it (``op`` passes the lease to the worker)."""
-        lease = await self.acquire(deadline)
+        lease = await self.acquire(deadline, priority)
         try:
             result = await op(lease)
         finally:
@@ -361,6 +388,11 @@ class Pool:
         return result
 
     # ------------------------------------------------------------------ snapshot
+
+    @property
+    def waiting(self) -> int:
+        """Callers waiting for a free worker slot."""
+        return self._waiting
 
     def metadata(self) -> Any:
         return next((w.metadata for w in self.workers if w.metadata is not None), None)

@@ -50,8 +50,9 @@ class SyncPluginHost:
             raise HostClosed("the host is not running; use `with SyncPluginHost(...) as h:`")
         return self._portal.call(fn, *args)
 
-    def call(self, plugin: str, fn: str, *args: Any, timeout: float | None = None) -> Any:
-        return self._run(lambda: self.host.call(plugin, fn, *args, timeout=timeout))
+    def call(self, plugin: str, fn: str, *args: Any, timeout: float | None = None,
+             priority: int = 0) -> Any:
+        return self._run(lambda: self.host.call(plugin, fn, *args, timeout=timeout, priority=priority))
 
     def execute(self, code: str, input: Any = UNSET, **kw: Any) -> ExecuteResult:
         return self._run(lambda: self.host.execute(code, input, **kw))
