@@ -6,7 +6,9 @@ STAMP := $(VENV)/.installed
 HOST ?= 127.0.0.1
 PORT ?= 8787
 
-.PHONY: run test bench lint clean venv
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+
+.PHONY: run test bench lint clean venv redis-server
 
 venv: $(STAMP)
 
@@ -19,8 +21,15 @@ $(STAMP): pyproject.toml
 run: $(STAMP)
 	$(PY) -m host serve --plugins plugins --host $(HOST) --port $(PORT)
 
-test: $(STAMP)
+test: $(STAMP) redis-server
 	$(PY) -m pytest -q
+
+# The redis tests start their own redis-server on a free loopback port; Debian's package
+# provides the binary when the machine lacks it.
+redis-server:
+	@command -v redis-server >/dev/null 2>&1 || test -x /usr/sbin/redis-server || \
+	  { echo "installing redis-server (Debian package)"; \
+	    $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq redis-server >/dev/null; }
 
 bench: $(STAMP)
 	$(PY) bench/bench_core.py

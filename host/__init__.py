@@ -1,7 +1,10 @@
 """Plugin Host: run untrusted JavaScript/TypeScript plugins in sandboxed Deno workers."""
 
+from .balances import BalanceResult
 from .config import (
+    BalancesConfig,
     BreakerConfig,
+    CacheConfig,
     EventsConfig,
     ExecuteConfig,
     HealthConfig,
@@ -11,8 +14,10 @@ from .config import (
     PoolConfig,
     RateLimitConfig,
     RetryConfig,
+    ServerConfig,
     WorkerLimits,
 )
+from .config_file import load_config
 from .errors import (
     CallCancelled,
     CallTimeout,
@@ -27,6 +32,7 @@ from .errors import (
     PluginError,
     PluginNotFound,
     PluginUnavailable,
+    PolicyStorageError,
     ProtocolError,
     RateLimited,
     WorkerCrashed,
@@ -42,7 +48,8 @@ from .sync import SyncPluginHost
 __version__ = "0.1.0"
 
 __all__ = [
-    "BreakerConfig", "PolicyConfig", "RateLimitConfig", "RetryConfig",
+    "BalanceResult", "BalancesConfig", "BreakerConfig", "CacheConfig", "PolicyConfig", "PolicyStorageError",
+    "ServerConfig", "load_config", "RateLimitConfig", "RetryConfig",
     "CallCancelled", "CallTimeout", "EventsConfig", "HealthConfig", "CircuitOpen", "EventReply", "ExecuteConfig", "ExecuteResult",
     "FunctionNotFound", "HandshakeError", "HostClosed", "HostConfig", "HostError", "InvalidConfig",
     "LogEntry", "PayloadTooLarge", "PermissionDenied", "Permissions", "PluginError", "PluginEvent", "PluginHost",

@@ -14,17 +14,20 @@ import anyio
 import msgspec
 
 from .config import HostConfig
-from .errors import HostError
+from .config_file import load_config
+from .errors import HostError, InvalidConfig
 from .plugin_host import PluginHost
 
 log = logging.getLogger("host.cli")
 
 
 def _config(args: argparse.Namespace) -> HostConfig:
-    kw: dict[str, Any] = {"plugins_dir": args.plugins}
-    if args.state_dir:
-        kw["state_dir"] = args.state_dir
-    return HostConfig(**kw)
+    """The config file (``--config`` or $PLUGIN_HOST_CONFIG) and the environment, with the
+    flags that were given on top; a flag not given leaves the file's value."""
+    overrides: dict[str, Any] = {"plugins_dir": args.plugins, "state_dir": args.state_dir}
+    server = {k: getattr(args, k, None) for k in ("host", "port", "admin_token", "enable_execute")}
+    overrides["server"] = {k: v for k, v in server.items() if v is not None}
+    return load_config(args.config, **overrides)
 
 
 def _print_json(data: Any) -> None:
@@ -32,19 +35,21 @@ def _print_json(data: Any) -> None:
     sys.stdout.write(json.dumps(json.loads(enc), indent=2, ensure_ascii=False) + "\n")
 
 
-async def _serve(args: argparse.Namespace) -> int:
+async def _serve(args: argparse.Namespace, config: HostConfig) -> int:
     from aiohttp import web
 
     from .server import create_app
 
-    async with PluginHost(_config(args)) as host:
-        app = create_app(host, admin_token=args.admin_token, enable_execute=args.enable_execute)
-        runner = web.AppRunner(app, handle_signals=False)
+    srv = config.server
+    async with PluginHost(config) as host:
+        app = create_app(host, admin_token=srv.admin_token, enable_execute=srv.enable_execute,
+                         max_body=srv.max_body_bytes)
+        runner = web.AppRunner(app, handle_signals=False, shutdown_timeout=srv.shutdown_grace)
         await runner.setup()
-        site = web.TCPSite(runner, args.host, args.port)
+        site = web.TCPSite(runner, srv.host, srv.port)
         await site.start()
         names = ", ".join(f"{i.id} ({i.state})" for i in host.plugins()) or "none"
-        log.warning("serving on http://%s:%s  plugins: %s", args.host, args.port, names)
+        log.warning("serving on http://%s:%s  plugins: %s", srv.host, srv.port, names)
         with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
             async for sig in signals:
                 log.warning("received %s: draining and stopping", signal.Signals(sig).name)
@@ -53,8 +58,8 @@ async def _serve(args: argparse.Namespace) -> int:
     return 0
 
 
-async def _list(args: argparse.Namespace) -> int:
-    async with PluginHost(_config(args)) as host:
+async def _list(args: argparse.Namespace, config: HostConfig) -> int:
+    async with PluginHost(config) as host:
         infos = host.plugins()
     if args.json:
         _print_json(infos)
@@ -67,19 +72,19 @@ async def _list(args: argparse.Namespace) -> int:
     return 0
 
 
-async def _call(args: argparse.Namespace) -> int:
+async def _call(args: argparse.Namespace, config: HostConfig) -> int:
     try:
         call_args = [json.loads(a) for a in args.args]
     except ValueError as exc:
         print(f"error: arguments must be JSON values: {exc}", file=sys.stderr)
         return 2
-    async with PluginHost(_config(args)) as host:
+    async with PluginHost(config) as host:
         result = await host.call(args.id, args.fn, *call_args, timeout=args.timeout)
     _print_json(result)
     return 0
 
 
-async def _execute(args: argparse.Namespace) -> int:
+async def _execute(args: argparse.Namespace, config: HostConfig) -> int:
     if args.file == "-":
         code = sys.stdin.read()
     else:
@@ -90,7 +95,7 @@ async def _execute(args: argparse.Namespace) -> int:
     except ValueError as exc:
         print(f"error: --input must be JSON: {exc}", file=sys.stderr)
         return 2
-    async with PluginHost(_config(args)) as host:
+    async with PluginHost(config) as host:
         out = await host.execute(code, input_, entry=args.entry, timeout=args.timeout)
     _print_json(out)
     return 0 if out.ok else 1
@@ -98,8 +103,12 @@ async def _execute(args: argparse.Namespace) -> int:
 
 def _common_options(ap: argparse.ArgumentParser, *, defaults: bool) -> None:
     keep = {} if defaults else {"default": argparse.SUPPRESS}
-    ap.add_argument("--plugins", help="plugin directory (default: ./plugins)",
-                    **({"default": "plugins"} if defaults else keep))
+    # None: not given, so the config file's value (or the default) stands.
+    ap.add_argument("--config", metavar="FILE",
+                    help="host.toml to read (default: $PLUGIN_HOST_CONFIG, else none)",
+                    **({"default": None} if defaults else keep))
+    ap.add_argument("--plugins", help="plugin directory (default: the config's, else ./plugins)",
+                    **({"default": None} if defaults else keep))
     ap.add_argument("--state-dir", help="state directory (default: ~/.local/state/plugin-host)",
                     **({"default": None} if defaults else keep))
     ap.add_argument("--debug", action="store_true", help="stream every worker's console to stderr",
@@ -118,10 +127,11 @@ def build_parser() -> argparse.ArgumentParser:
         return sub.add_parser(name, help=help, parents=[common])
 
     s = add("serve", "serve the plugins over HTTP")
-    s.add_argument("--host", default="127.0.0.1")
-    s.add_argument("--port", type=int, default=8787)
+    s.add_argument("--host", help="address to bind (default: [server] host, else 127.0.0.1)")
+    s.add_argument("--port", type=int, help="port (default: [server] port, else 8787)")
     s.add_argument("--admin-token", help="token required by mutating endpoints and /execute")
-    s.add_argument("--enable-execute", action="store_true", help="enable POST /execute")
+    s.add_argument("--enable-execute", action=argparse.BooleanOptionalAction, default=None,
+                   help="enable POST /execute (default: [server] enable_execute, else off)")
     s.set_defaults(run=_serve)
 
     s = add("list", "list plugins and their state")
@@ -152,7 +162,12 @@ def main(argv: list[str] | None = None) -> int:
     if args.debug:
         logging.getLogger("host.plugin").setLevel(logging.DEBUG)
     try:
-        return anyio.run(args.run, args)
+        config = _config(args)
+    except InvalidConfig as exc:  # a bad config file or variable is a usage error
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    try:
+        return anyio.run(args.run, args, config)
     except HostError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1

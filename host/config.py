@@ -116,16 +116,44 @@ class BreakerConfig(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=Tr
     cooldown: float = 30.0
 
 
+CACHE_ALL = "*"
+NEVER_CACHED = frozenset({"healthCheck", "validateConfig", "onEvent"})  # host-driven: must run
+
+
+class CacheConfig(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True):
+    """Result cache of one plugin: successful results of the ``functions`` listed, keyed by
+    function, arguments, config and plugin version. Off by default; when on, only
+    ``queryBalance`` unless ``functions`` names others (``"*"``: every function except the
+    host-driven ``healthCheck``, ``validateConfig`` and ``onEvent``), since caching a function
+    with side effects would skip its work."""
+
+    enabled: bool = False
+    ttl: float = 60.0            # seconds a result is fresh
+    stale_ttl: float = 0.0       # then served stale this long while refreshed in the background; 0: no
+    max_entries: int = 1000      # per plugin; the least recently used go first
+    max_value_bytes: int = 1024 * 1024  # larger results (as msgpack) are not cached
+    persist: bool = False        # also keep entries in <state_dir>/cache.sqlite3, loaded at start
+    functions: list[str] = msgspec.field(default_factory=lambda: ["queryBalance"])
+
+    def applies(self, fn: str) -> bool:
+        """Whether calls of ``fn`` are cached."""
+        if not self.enabled:
+            return False
+        return fn in self.functions or (CACHE_ALL in self.functions and fn not in NEVER_CACHED)
+
+
 class PolicyConfig(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True):
     """Call policies (``[policy]``): the defaults of every plugin, plus a host-wide quota."""
 
-    storage: str = "memory://"   # rate-limit counters: a ``limits`` storage URI
+    storage: str = "memory://"   # rate-limit counters: memory:// (per host) or redis://host:port/db
     global_limit: str | None = None  # quota over the calls to all plugins together
     max_concurrent_calls: int | None = None  # calls admitted at once over all plugins; None: no cap
     max_concurrent: int = 0      # each plugin's default cap on calls admitted at once; 0: no cap
     rate_limit: RateLimitConfig = msgspec.field(default_factory=RateLimitConfig)
     retry: RetryConfig = msgspec.field(default_factory=RetryConfig)
     breaker: BreakerConfig = msgspec.field(default_factory=BreakerConfig)
+    cache: CacheConfig = msgspec.field(default_factory=CacheConfig)
+    cache_storage: str = "memory://"  # result cache: memory:// (per host) or redis://host:port/db
 
 
 class PluginSettings(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True):
@@ -138,6 +166,24 @@ class PluginSettings(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=T
     retry: RetryConfig | None = None
     breaker: BreakerConfig | None = None
     max_concurrent: int | None = None  # calls admitted at once; None: the policy's; 0: no cap
+    cache: CacheConfig | None = None
+
+
+class BalancesConfig(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True):
+    """``query_balances``: each balance plugin's ``queryBalance`` runs with this timeout."""
+
+    timeout: float = 10.0
+
+
+class ServerConfig(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True):
+    """``python -m host serve`` (``[server]``)."""
+
+    host: str = "127.0.0.1"
+    port: int = 8787
+    admin_token: str | None = None   # when set, mutating endpoints and /execute need it
+    enable_execute: bool = False     # POST /execute is off unless enabled
+    max_body_bytes: int = 2 * 1024 * 1024
+    shutdown_grace: float = 10.0     # on SIGTERM, in-flight calls get this long to finish
 
 
 def _default_state_dir() -> str:
@@ -159,6 +205,8 @@ class HostConfig(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True)
     reload: ReloadConfig = msgspec.field(default_factory=ReloadConfig)
     events: EventsConfig = msgspec.field(default_factory=EventsConfig)
     policy: PolicyConfig = msgspec.field(default_factory=PolicyConfig)
+    balances: BalancesConfig = msgspec.field(default_factory=BalancesConfig)
+    server: ServerConfig = msgspec.field(default_factory=ServerConfig)
     plugins: dict[str, PluginSettings] = {}
 
     def __post_init__(self) -> None:
@@ -173,18 +221,27 @@ class HostConfig(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True)
                 except msgspec.ValidationError as exc:
                     raise InvalidConfig(f"{f.name}: {exc}") from None
         _check_pool(self.pool, "pool")
+        if not 0 <= self.server.port <= 65535:
+            raise InvalidConfig(f"server.port must be 0..65535, got {self.server.port}")
+        if self.server.max_body_bytes < 1 or self.server.shutdown_grace < 0:
+            raise InvalidConfig("server: need max_body_bytes >= 1 and shutdown_grace >= 0")
         _check_policy(self.policy.rate_limit, self.policy.retry, self.policy.breaker, "policy")
         _check_limit(self.policy.global_limit, "policy.global_limit")
         if self.policy.max_concurrent_calls is not None and self.policy.max_concurrent_calls < 1:
             raise InvalidConfig("policy.max_concurrent_calls must be >= 1 (None: no cap)")
         if self.policy.max_concurrent < 0:
             raise InvalidConfig("policy.max_concurrent must be >= 0 (0: no cap)")
+        _check_cache(self.policy.cache, "policy.cache")
+        check_storage(self.policy.storage, "policy.storage")
+        check_storage(self.policy.cache_storage, "policy.cache_storage")
         for pid, s in self.plugins.items():
             if s.pool:
                 _check_pool(s.pool, f"plugins.{pid}.pool")
             _check_policy(s.rate_limit, s.retry, s.breaker, f"plugins.{pid}")
             if s.max_concurrent is not None and s.max_concurrent < 0:
                 raise InvalidConfig(f"plugins.{pid}.max_concurrent must be >= 0 (0: no cap)")
+            if s.cache is not None:
+                _check_cache(s.cache, f"plugins.{pid}.cache")
 
     @property
     def plugin_dirs(self) -> list[Path]:
@@ -216,6 +273,10 @@ class HostConfig(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True)
         s = self.plugins.get(plugin_id)
         return s.breaker if s and s.breaker else self.policy.breaker
 
+    def cache_for(self, plugin_id: str) -> CacheConfig:
+        s = self.plugins.get(plugin_id)
+        return s.cache if s and s.cache else self.policy.cache
+
 
 def _check_pool(p: PoolConfig, where: str) -> None:
     if p.min_workers < 0 or p.max_workers < 1 or p.min_workers > p.max_workers:
@@ -232,6 +293,34 @@ def _check_limit(limit: str | None, where: str) -> None:
             raise ValueError("empty")
     except ValueError:
         raise InvalidConfig(f"{where}: {limit!r} is not a rate limit such as '10/second; 300/minute'") from None
+
+
+def _check_cache(c: CacheConfig, where: str) -> None:
+    if c.ttl <= 0 or c.stale_ttl < 0:
+        raise InvalidConfig(f"{where}: need ttl > 0 and stale_ttl >= 0")
+    if c.max_entries < 1 or c.max_value_bytes < 1:
+        raise InvalidConfig(f"{where}: max_entries and max_value_bytes must be >= 1")
+
+
+STORAGE_SCHEMES = ("memory", "redis", "rediss")
+
+
+def check_storage(uri: str, where: str) -> None:
+    """A storage URI for rate-limit counters or the result cache: ``memory://`` (this host
+    only) or ``redis://[:password@]host:port/db`` (shared by every host pointing at it)."""
+    scheme, sep, _ = uri.partition("://")
+    if not sep or scheme not in STORAGE_SCHEMES:
+        raise InvalidConfig(f"{where}: {redact_uri(uri)!r} is not a storage URI such as 'memory://' "
+                            "or 'redis://127.0.0.1:6379/0'")
+
+
+def redact_uri(uri: str) -> str:
+    """The URI with any password replaced by ``***`` (for errors and logs)."""
+    scheme, sep, rest = uri.partition("://")
+    netloc, slash, path = rest.partition("/")
+    if "@" in netloc:
+        netloc = "***@" + netloc.rsplit("@", 1)[1]
+    return f"{scheme}{sep}{netloc}{slash}{path}"
 
 
 def _check_policy(rate: RateLimitConfig | None, retry: RetryConfig | None,
@@ -256,7 +345,9 @@ def _check_policy(rate: RateLimitConfig | None, retry: RetryConfig | None,
 
 
 __all__ = [
+    "BalancesConfig",
     "BreakerConfig",
+    "CacheConfig",
     "EventsConfig",
     "ExecuteConfig",
     "HealthConfig",
@@ -268,5 +359,6 @@ __all__ = [
     "PoolConfig",
     "RateLimitConfig",
     "RetryConfig",
+    "ServerConfig",
     "WorkerLimits",
 ]

@@ -136,6 +136,11 @@ class CircuitOpen(HostError):
         self.retry_after = retry_after
 
 
+class PolicyStorageError(HostError):
+    """The shared storage of rate-limit counters (a ``redis://`` URI) could not be reached.
+    Calls then fail rather than run past a quota the hosts share."""
+
+
 class HostClosed(HostError):
     """The host is not running (not started yet, or closing)."""
 

@@ -45,6 +45,11 @@ class PluginInfo(msgspec.Struct):
     retries: int = 0             # attempts beyond the first
     queued: int = 0              # calls waiting for a concurrency slot (policy caps)
     running: int = 0             # calls admitted: on a worker or waiting for a free one
+    cache_hits: int = 0          # calls answered from a fresh cached result
+    cache_stale: int = 0         # calls answered from a stale one (refreshed in the background)
+    cache_misses: int = 0        # cacheable calls that went to the plugin
+    cache_refreshes: int = 0     # background refreshes of stale results
+    cache_entries: int | None = None  # results held (None: a shared redis cache, not counted)
 
 
 class EventReply(msgspec.Struct):
@@ -60,7 +65,7 @@ class EventReply(msgspec.Struct):
 
 
 def plugin_info(r: Plugin, policy: PluginPolicy | None = None, queued: int = 0,
-                running: int = 0) -> PluginInfo:
+                running: int = 0, cache_entries: int | None = 0) -> PluginInfo:
     """A snapshot of one plugin version: state, version, each worker's pid, state, heartbeat,
     and what its call policies did (``policy`` belongs to the plugin id: all its versions)."""
     now_wall, now_mono = time.time(), time.monotonic()
@@ -73,7 +78,7 @@ def plugin_info(r: Plugin, policy: PluginPolicy | None = None, queued: int = 0,
         reload_error=r.reload_error, priority=m.priority if m else 0,
         calls=pool.calls if pool else 0, crashes=pool.crashes if pool else 0,
         restarts=pool.restarts if pool else 0, timeouts=pool.timeouts if pool else 0,
-        queued=queued, running=running,
+        queued=queued, running=running, cache_entries=cache_entries,
         workers=[
             WorkerInfo(index=w.index, pid=w.pid, state=w.state, calls=w.calls, inflight=w.load,
                        last_heartbeat=w.last_heartbeat, started_at=now_wall - (now_mono - w.started_at))
@@ -85,4 +90,6 @@ def plugin_info(r: Plugin, policy: PluginPolicy | None = None, queued: int = 0,
         info.circuit, info.circuit_opens, info.circuit_rejected = b.state, b.opens, b.rejected
         info.rate_limited, info.rate_delayed = policy.rate_limited, policy.rate_delayed
         info.retries = policy.retries
+        info.cache_hits, info.cache_stale = policy.cache_hits, policy.cache_stale
+        info.cache_misses, info.cache_refreshes = policy.cache_misses, policy.cache_refreshes
     return info

@@ -13,7 +13,16 @@ import msgspec
 from anyio.abc import TaskGroup
 
 from . import protocol as p
-from .config import BreakerConfig, HostConfig, PluginSettings, PoolConfig, RateLimitConfig, RetryConfig
+from .balances import BALANCE_CAPABILITY, BALANCE_FUNCTION, BalanceResult, from_error, from_reply
+from .config import (
+    BreakerConfig,
+    CacheConfig,
+    HostConfig,
+    PluginSettings,
+    PoolConfig,
+    RateLimitConfig,
+    RetryConfig,
+)
 from .dependencies import resolve
 from .errors import (
     CallTimeout,
@@ -36,6 +45,7 @@ from .plugins import PluginSource, discover, inspect
 from .policy import PluginPolicy, RateLimiter, is_service_failure, with_retry
 from .pool import Pool
 from .reload import fingerprint
+from .result_cache import FRESH, ResultCache, digest, make_entry
 from .runtime import Runtime
 from .scheduler import Scheduler, SchedulerStats
 from .services import HostServices
@@ -74,6 +84,9 @@ class PluginHost:
         self._secrets: dict[str, list[str]] = {}  # plugin id → secret values to redact
         self._limiter = RateLimiter(self.config.policy.storage, self.config.policy.global_limit)
         self._policies: dict[str, PluginPolicy] = {}  # by plugin id: survives restarts, reloads
+        self._cache = ResultCache(self.config.policy.cache_storage, self.config.state_dir)
+        self._flights: dict[str, anyio.Event] = {}   # cache keys being fetched: later callers wait
+        self._refreshing: set[str] = set()           # cache keys refreshed in the background
         self._scheduler = Scheduler(self.config.policy.max_concurrent_calls,
                                     lambda pid: self.config.max_concurrent_for(pid))
         self._tg: TaskGroup | None = None
@@ -85,6 +98,9 @@ class PluginHost:
         self._runtime = Runtime.create(self.config)
         self._services = HostServices(self.config.state_dir)
         self._store = ConfigStore(self.config.state_dir)
+        warmed = self._cache.warm_up()
+        if warmed:
+            log.info("result cache: %d entries loaded from %s", warmed, self.config.state_dir)
         self._cm = anyio.create_task_group()
         self._tg = await self._cm.__aenter__()
         self._running = True
@@ -111,6 +127,8 @@ class PluginHost:
                 self._runtime.close()
             if self._services is not None:  # every worker is gone: no host call uses them
                 self._services.close()
+            self._cache.close()
+            self._limiter.close()
 
     async def aclose(self) -> None:
         """Drain every pool (calls in flight finish), then stop all workers. Callable from
@@ -195,6 +213,7 @@ class PluginHost:
             limits=cfg.limits_for(src.id), config=self._effective_config(src.id, manifest),
             redact=lambda text, pid=src.id: redact(text, self._secrets.get(pid, [])),
         )
+        spec.cache_salt = digest(manifest.version, spec.config)
         pool = self._new_pool(spec, cfg.pool_for(src.id), on_state=record.sync_with_pool)
         await self._tg.start(pool.serve)
         return pool
@@ -323,18 +342,105 @@ class PluginHost:
         return record.pool
 
     async def call(self, plugin: str, fn: str, *args: Any, timeout: float | None = None,
-                   priority: int = 0) -> Any:
+                   priority: int = 0, refresh: bool = False) -> Any:
         """Call ``fn(*args)`` exported by ``plugin``; ``timeout`` (seconds) covers rate-limit
         waits, queueing, running and retries; past it the worker is killed and CallTimeout
-        raised. The plugin's policies apply in order: rate limit (RateLimited), concurrency
-        caps (a slot held until the call ends), circuit breaker (CircuitOpen), then the call,
-        retried per its RetryConfig. Where calls queue (for a slot under the caps, for a free
-        worker), higher ``priority`` goes first. Cancelling the caller cancels the call: a
-        queued one never runs, a running one has its ``context.signal`` aborted."""
+        raised. The plugin's policies apply in order: result cache (a cached result returns at
+        once, with no quota used), rate limit (RateLimited), concurrency caps (a slot held
+        until the call ends), circuit breaker (CircuitOpen), then the call, retried per its
+        RetryConfig. ``refresh`` skips the cached result and caches the new one. Where calls
+        queue (for a slot under the caps, for a free worker), higher ``priority`` goes first.
+        Cancelling the caller cancels the call: a queued one never runs, a running one has its
+        ``context.signal`` aborted."""
+        return (await self._call(plugin, fn, list(args), timeout, priority, refresh))[0]
+
+    async def _call(self, plugin: str, fn: str, arglist: list[Any], timeout: float | None,
+                    priority: int, refresh: bool) -> tuple[Any, float, bool]:
+        """``call``, returning (result, unix time the result was produced, from the cache)."""
         pool = self._pool(plugin)
         pid = pool.plugin_id
         budget = pool.spec.limits.call_timeout if timeout is None else timeout
         deadline = time.monotonic() + budget
+        cache = self.config.cache_for(pid)
+        if cache.applies(fn):
+            try:
+                key = digest(pid, pool.spec.cache_salt, fn, arglist)
+            except (TypeError, ValueError):
+                key = None  # arguments msgpack cannot encode: the call itself will say why
+            if key is not None:
+                return await self._cached(pool, plugin, fn, arglist, key, cache, budget, deadline,
+                                          priority, refresh)
+        return await self._guarded(pool, plugin, fn, arglist, budget, deadline, priority), time.time(), False
+
+    async def _cached(self, pool: Pool, plugin: str, fn: str, arglist: list[Any], key: str,
+                      cache: CacheConfig, budget: float, deadline: float, priority: int,
+                      refresh: bool) -> tuple[Any, float, bool]:
+        """A cached call: a fresh entry is returned; a stale one too, refreshed in the
+        background; a miss calls the plugin once however many callers ask for the same key
+        meanwhile (they wait for its result)."""
+        policy = self._policy(pool.plugin_id)
+        while not refresh:
+            entry = await self._cache.get(pool.plugin_id, key)
+            if entry is not None:
+                if entry.state(time.time()) == FRESH:
+                    policy.cache_hits += 1
+                else:
+                    policy.cache_stale += 1
+                    self._revalidate(pool, plugin, fn, arglist, key, cache)
+                return entry.result(), entry.stored_at, True
+            flight = self._flights.get(key)
+            if flight is None:
+                break
+            with anyio.move_on_after(max(deadline - time.monotonic(), 0.0)):
+                await flight.wait()
+            if time.monotonic() >= deadline:
+                raise CallTimeout(f"the call it waited for did not finish within {budget:g}s",
+                                  timeout=budget, plugin=pool.plugin_id, function=fn)
+            # that call settled: its result is cached now, or it failed and this caller calls
+        policy.cache_misses += 1
+        value, stored_at = await self._fetch(pool, plugin, fn, arglist, key, cache, budget, deadline, priority)
+        return value, stored_at, False
+
+    async def _fetch(self, pool: Pool, plugin: str, fn: str, arglist: list[Any], key: str,
+                     cache: CacheConfig, budget: float, deadline: float, priority: int) -> tuple[Any, float]:
+        flight = self._flights.setdefault(key, anyio.Event())
+        try:
+            value = await self._guarded(pool, plugin, fn, arglist, budget, deadline, priority)
+            entry = make_entry(value, cache)
+            if entry is not None:  # None: larger than max_value_bytes
+                await self._cache.put(pool.plugin_id, key, entry, cache)
+                return value, entry.stored_at
+            return value, time.time()
+        finally:
+            if self._flights.get(key) is flight:
+                del self._flights[key]
+                flight.set()
+
+    def _revalidate(self, pool: Pool, plugin: str, fn: str, arglist: list[Any], key: str,
+                    cache: CacheConfig) -> None:
+        """Refresh a stale entry in the background, once per key at a time."""
+        if key in self._refreshing or key in self._flights or self._tg is None or not self._running:
+            return
+        self._refreshing.add(key)
+        policy = self._policy(pool.plugin_id)
+
+        async def refresh() -> None:
+            budget = pool.spec.limits.call_timeout
+            try:
+                await self._fetch(pool, plugin, fn, arglist, key, cache, budget,
+                                  time.monotonic() + budget, 0)
+                policy.cache_refreshes += 1
+            except HostError as exc:
+                log.warning("background refresh of %s.%s failed: %s", pool.plugin_id, fn, exc)
+            finally:
+                self._refreshing.discard(key)
+
+        self._tg.start_soon(refresh)
+
+    async def _guarded(self, pool: Pool, plugin: str, fn: str, arglist: list[Any], budget: float,
+                       deadline: float, priority: int) -> Any:
+        """A call under the rate limits and the concurrency caps."""
+        pid = pool.plugin_id
         policy = self._policy(pid)
         try:
             if await self._limiter.acquire(pid, self.config.rate_limit_for(pid), deadline):
@@ -348,9 +454,52 @@ class PluginHost:
             raise CallTimeout(f"no concurrency slot became free within {budget:g}s", timeout=budget,
                               plugin=pid, function=fn) from None
         try:
-            return await self._admitted(pool, plugin, fn, list(args), deadline, priority)
+            return await self._admitted(pool, plugin, fn, arglist, deadline, priority)
         finally:
             self._scheduler.release(pid)
+
+    async def clear_cache(self, name: str | None = None) -> int:
+        """Drop the cached results of one plugin (every plugin's when None); returns how many
+        entries went."""
+        return await self._cache.clear(None if name is None else self._record(name).id)
+
+    async def query_balances(self, *, refresh: bool = False, timeout: float | None = None) -> list[BalanceResult]:
+        """Ask every balance plugin (``"balance"`` in its capabilities) for its balance, all in
+        parallel, each under its own policies (cache, rate limit, retry, breaker) and
+        ``timeout`` (default ``balances.timeout``): a slow or broken station never delays the
+        others. One BalanceResult per plugin id, status success, error or timeout; a plugin
+        that is not running is an error result saying why. ``refresh`` bypasses the cache."""
+        budget = self.config.balances.timeout if timeout is None else timeout
+        newest: dict[str, Plugin] = {}
+        for r in sorted(self._records, key=_version_order):
+            if r.manifest is not None and BALANCE_CAPABILITY in r.manifest.capabilities:
+                newest[r.id] = r
+        results: dict[str, BalanceResult] = {}
+
+        async def one(r: Plugin) -> None:
+            assert r.manifest is not None
+            name = r.manifest.name or r.id
+            t0 = time.perf_counter()
+            outcome: BalanceResult | None = None
+            with anyio.move_on_after(budget + 0.5):  # the call's own deadline should come first
+                try:
+                    config = r.pool.spec.config if r.pool is not None else None
+                    value, stored_at, cached = await self._call(r.key, BALANCE_FUNCTION, [config], budget,
+                                                                0, refresh)
+                    outcome = from_reply(r.id, name, value, stored_at=stored_at, cached=cached,
+                                         duration=(time.perf_counter() - t0) * 1000)
+                except HostError as exc:
+                    outcome = from_error(r.id, name, exc, duration=(time.perf_counter() - t0) * 1000)
+            if outcome is None:
+                exc = CallTimeout(f"no answer within {budget:g}s", timeout=budget, plugin=r.id,
+                                  function=BALANCE_FUNCTION)
+                outcome = from_error(r.id, name, exc, duration=(time.perf_counter() - t0) * 1000)
+            results[r.id] = outcome
+
+        async with anyio.create_task_group() as tg:
+            for r in newest.values():
+                tg.start_soon(one, r)
+        return [results[pid] for pid in sorted(results)]
 
     async def _admitted(self, pool: Pool, plugin: str, fn: str, arglist: list[Any],
                         deadline: float, priority: int) -> Any:
@@ -414,14 +563,14 @@ class PluginHost:
 
     def set_policy(self, name: str, *, rate_limit: RateLimitConfig | None = None,
                    retry: RetryConfig | None = None, breaker: BreakerConfig | None = None,
-                   max_concurrent: int | None = None) -> None:
+                   max_concurrent: int | None = None, cache: CacheConfig | None = None) -> None:
         """Override the plugin's policies from now on (the sections given; the others keep
         their current setting). ``max_concurrent`` caps its calls admitted at once (0: no
-        cap). The breaker's state and the counters carry over."""
+        cap). The breaker's state, the cached results and the counters carry over."""
         pid = self._record(name).id
         current = self.config.plugins.get(pid) or PluginSettings()
         changes = {k: v for k, v in (("rate_limit", rate_limit), ("retry", retry), ("breaker", breaker),
-                                     ("max_concurrent", max_concurrent)) if v is not None}
+                                     ("max_concurrent", max_concurrent), ("cache", cache)) if v is not None}
         settings = msgspec.structs.replace(current, **changes)
         check = HostConfig(plugins={pid: settings})  # validates the sections
         self.config.plugins = {**self.config.plugins, pid: check.plugins[pid]}
@@ -489,7 +638,8 @@ class PluginHost:
         """A snapshot of every plugin version: state, version, and each worker's pid, state,
         heartbeat."""
         sched = self._scheduler
-        return [plugin_info(r, self._policies.get(r.id), sched.queued(r.id), sched.running(r.id))
+        return [plugin_info(r, self._policies.get(r.id), sched.queued(r.id), sched.running(r.id),
+                            self._cache.size(r.id))
                 for r in sorted(self._records, key=lambda r: (r.id, _version_order(r)))]
 
     def plugin(self, name: str) -> PluginInfo:

@@ -14,7 +14,7 @@ import limits
 from limits.storage import MemoryStorage, storage_from_string
 from limits.strategies import MovingWindowRateLimiter
 
-from .config import BreakerConfig, RateLimitConfig, RetryConfig
+from .config import BreakerConfig, RateLimitConfig, RetryConfig, check_storage, redact_uri
 from .errors import (
     CallTimeout,
     CircuitOpen,
@@ -22,6 +22,7 @@ from .errors import (
     InvalidConfig,
     PermissionDenied,
     PluginError,
+    PolicyStorageError,
     ProtocolError,
     RateLimited,
     WorkerCrashed,
@@ -180,6 +181,10 @@ class PluginPolicy:
         self.rate_limited = 0  # calls refused by a rate limit
         self.rate_delayed = 0  # calls that waited for a rate-limit slot
         self.retries = 0       # attempts beyond the first
+        self.cache_hits = 0    # calls answered from a fresh cached result
+        self.cache_stale = 0   # calls answered from a stale one (refreshed in the background)
+        self.cache_misses = 0  # cacheable calls that went to the plugin
+        self.cache_refreshes = 0  # background refreshes that succeeded
 
 
 # ---------------------------------------------------------------------- rate limits
@@ -188,16 +193,22 @@ class PluginPolicy:
 class RateLimiter:
     """Moving-window quotas: one host-wide (``global_limit``) and one per plugin.
 
-    The counters live in a ``limits`` storage named by URI. Only ``memory://`` is supported:
-    ``limits.aio`` storages are asyncio-only (the host also runs on trio), and the synchronous
-    memory storage never blocks. A shared storage such as redis will need an anyio-friendly
-    async client."""
+    The counters live in a ``limits`` storage named by URI: ``memory://`` (this host only), or
+    ``redis://host:port/db``, which every host pointing at the same server shares, so their
+    calls together stay within each quota. ``limits.aio`` storages are asyncio-only (the host
+    also runs on trio), so the synchronous storages are used: memory directly (it never
+    blocks), redis from a worker thread. An unreachable redis fails the call with
+    PolicyStorageError rather than letting it past a shared quota."""
 
     def __init__(self, storage: str = "memory://", global_limit: str | None = None) -> None:
-        if not storage.startswith("memory://"):
-            raise InvalidConfig(f"policy.storage: {storage!r} is not supported (only memory:// for now)")
-        store = storage_from_string(storage)
-        assert isinstance(store, MemoryStorage)
+        check_storage(storage, "policy.storage")
+        self.uri = storage
+        try:
+            store = storage_from_string(storage, socket_timeout=2.0, socket_connect_timeout=2.0) \
+                if not storage.startswith("memory://") else storage_from_string(storage)
+        except Exception as exc:  # a bad option in the URI, or the redis client missing
+            raise InvalidConfig(f"policy.storage: {redact_uri(storage)!r}: {exc}") from None
+        self.shared = not isinstance(store, MemoryStorage)
         self._limiter = MovingWindowRateLimiter(store)
         self._global = limits.parse_many(global_limit) if global_limit else []
         self._parsed: dict[str, list[limits.RateLimitItem]] = {}
@@ -210,6 +221,35 @@ class RateLimiter:
             own = [(item, ("plugin", plugin)) for item in self._parsed[limit]]
         return own + [(item, ("global",)) for item in self._global]
 
+    def _take(self, items: list[tuple[limits.RateLimitItem, tuple[str, ...]]]) -> tuple[float, str] | None:
+        """Take one slot of every quota in ``items``: None when taken, else the seconds until
+        a slot frees up and which quotas are full. In memory nothing else runs between the
+        test and the hits; in redis each hit is atomic, and one lost to another host counts
+        as full."""
+        lim = self._limiter
+        full = [(i, ids) for i, ids in items if not lim.test(i, *ids)]
+        if not full:
+            for i, ids in items:
+                if not lim.hit(i, *ids):
+                    full = [(i, ids)]  # another host took the last slot meanwhile
+                    break
+            else:
+                return None
+        now = time.time()
+        wait = max(max(lim.get_window_stats(i, *ids).reset_time for i, ids in full) - now, 0.001)
+        return wait, ", ".join(f"{i} ({ids[0]})" for i, ids in full)
+
+    async def _take_shared(self, items: list[tuple[limits.RateLimitItem, tuple[str, ...]]],
+                           plugin: str) -> tuple[float, str] | None:
+        try:
+            return await anyio.to_thread.run_sync(self._take, items)
+        except Exception as exc:
+            if type(exc).__module__.startswith(("redis", "limits")) or isinstance(exc, OSError):
+                raise PolicyStorageError(
+                    f"rate-limit storage {redact_uri(self.uri)} failed: {type(exc).__name__}: "
+                    f"{str(exc).splitlines()[0] if str(exc) else ''}", plugin=plugin) from None
+            raise
+
     async def acquire(self, plugin: str, config: RateLimitConfig, deadline: float) -> bool:
         """Take one slot of every quota that applies to ``plugin``. With the ``wait`` strategy,
         sleep until a slot frees up (at most ``max_wait`` and never past ``deadline``); else, or
@@ -221,20 +261,21 @@ class RateLimiter:
         give_up = min(time.monotonic() + config.max_wait, deadline)
         waited = False
         while True:
-            # test, then hit: nothing awaits in between, so no other call takes the slot meanwhile
-            full = [(i, ids) for i, ids in items if not self._limiter.test(i, *ids)]
-            if not full:
-                for i, ids in items:
-                    self._limiter.hit(i, *ids)
+            full = await self._take_shared(items, plugin) if self.shared else self._take(items)
+            if full is None:
                 return waited
-            now = time.time()
-            wait = max(max(self._limiter.get_window_stats(i, *ids).reset_time for i, ids in full) - now, 0.001)
+            wait, which = full
             if config.strategy == "reject" or time.monotonic() + wait > give_up:
-                which = ", ".join(f"{i} ({ids[0]})" for i, ids in full)
                 raise RateLimited(f"rate limit {which} reached; retry in {wait:.2f}s",
                                   retry_after=wait, plugin=plugin)
             waited = True
             await anyio.sleep(wait)
+
+    def close(self) -> None:
+        storage = self._limiter.storage
+        client = getattr(storage, "storage", None)  # limits' RedisStorage keeps its client here
+        if client is not None and hasattr(client, "close"):
+            client.close()
 
 
 # ---------------------------------------------------------------------- retry

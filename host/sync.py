@@ -8,6 +8,7 @@ from typing import Any
 from anyio.from_thread import start_blocking_portal
 from msgspec import UNSET
 
+from .balances import BalanceResult
 from .config import HostConfig
 from .errors import HostClosed
 from .execute import ExecuteResult
@@ -50,9 +51,16 @@ class SyncPluginHost:
             raise HostClosed("the host is not running; use `with SyncPluginHost(...) as h:`")
         return self._portal.call(fn, *args)
 
+    def query_balances(self, **kw: Any) -> list[BalanceResult]:
+        return self._run(lambda: self.host.query_balances(**kw))
+
+    def clear_cache(self, plugin: str | None = None) -> int:
+        return self._run(self.host.clear_cache, plugin)
+
     def call(self, plugin: str, fn: str, *args: Any, timeout: float | None = None,
-             priority: int = 0) -> Any:
-        return self._run(lambda: self.host.call(plugin, fn, *args, timeout=timeout, priority=priority))
+             priority: int = 0, refresh: bool = False) -> Any:
+        return self._run(lambda: self.host.call(plugin, fn, *args, timeout=timeout, priority=priority,
+                                                refresh=refresh))
 
     def execute(self, code: str, input: Any = UNSET, **kw: Any) -> ExecuteResult:
         return self._run(lambda: self.host.execute(code, input, **kw))

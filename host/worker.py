@@ -56,6 +56,7 @@ class WorkerSpec:
     inspect: str | None = None
     max_inflight: int = 1        # the pool's calls-per-worker, told to the worker at handshake
     redact: Callable[[str], str] | None = None  # scrubs secrets from the worker's raw output
+    cache_salt: str = ""         # hash of the plugin's version and config: part of result-cache keys
 
 
 class Lease:

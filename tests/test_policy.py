@@ -311,8 +311,11 @@ def test_policy_defaults_work_and_bad_values_are_refused(tmp_path):
         HostConfig(plugins={"x": PluginSettings(rate_limit=RateLimitConfig(strategy="drop"))})
     with pytest.raises(InvalidConfig):
         HostConfig(plugins={"x": PluginSettings(retry=RetryConfig(max_attempts=0))})
-    with pytest.raises(InvalidConfig):
-        PluginHost(HostConfig(policy=PolicyConfig(storage="redis://localhost:6379")))
+    with pytest.raises(InvalidConfig, match="storage URI"):
+        HostConfig(policy=PolicyConfig(storage="mongodb://localhost"))
+    with pytest.raises(InvalidConfig) as err:
+        HostConfig(policy=PolicyConfig(cache_storage="memcached://:hunter2@localhost"))
+    assert "hunter2" not in str(err.value) and "cache_storage" in str(err.value)
 
 
 # ---------------------------------------------------------------------- breaker state machine

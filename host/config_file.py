@@ -1,0 +1,240 @@
+"""``host.toml``: the host's configuration file, read into a validated ``HostConfig``.
+
+Every ``HostConfig`` field can be set in the file: top-level ``plugins_dir``, ``state_dir``,
+``deno_path``, ``runtime_entry``, and the sections ``[pool]``, ``[limits]``, ``[execute]``,
+``[health]``, ``[reload]``, ``[events]``, ``[policy]``, ``[balances]``, ``[server]`` and
+``[plugins.<id>]`` (with its own ``.pool``, ``.limits``, ``.rate_limit``, ``.retry``,
+``.breaker``, ``.cache`` and ``.config`` tables). ``[rate_limit]``, ``[retry]``, ``[breaker]``
+and ``[cache]`` at the top level are shortcuts for the same tables under ``[policy]``. Relative
+paths in the file are resolved against the file's directory, not the working directory.
+
+Precedence, highest first: explicit overrides (the CLI's flags), then the environment, then
+the file, then the defaults. The environment variables (an empty one counts as unset):
+
+- ``PLUGIN_HOST_CONFIG``: the file to read when no path is given (no path and no variable:
+  defaults only; no file is searched for).
+- ``PLUGIN_HOST_HOST``, ``PLUGIN_HOST_PORT``, ``PLUGIN_HOST_ADMIN_TOKEN``: ``server.host``,
+  ``server.port``, ``server.admin_token``.
+- ``PLUGIN_HOST_STORAGE``: ``policy.storage`` and ``policy.cache_storage`` together, e.g.
+  ``redis://:password@127.0.0.1:6379/0`` for hosts that share rate limits and the cache.
+- ``PLUGIN_HOST_STATE_DIR``: ``state_dir``.
+
+(``PLUGIN_HOST_DENO``, the deno binary, is read where the binary is looked for, so it also
+applies to hosts built without this module.)
+
+Errors are ``InvalidConfig`` naming the file and the field (``host.toml: pool.max_workers:
+Expected `int`, got `str```). They never carry the admin token or a storage password.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import tomllib
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import msgspec
+
+from .config import HostConfig, PluginSettings, check_storage
+from .errors import InvalidConfig
+
+SHORTCUTS = ("rate_limit", "retry", "breaker", "cache")  # top-level tables that mean [policy.X]
+PATH_KEYS = ("plugins_dir", "state_dir", "deno_path", "runtime_entry")
+FIELDS = frozenset(f.name for f in msgspec.structs.fields(HostConfig))
+
+ENV_CONFIG = "PLUGIN_HOST_CONFIG"
+ENV_HOST = "PLUGIN_HOST_HOST"
+ENV_PORT = "PLUGIN_HOST_PORT"
+ENV_ADMIN_TOKEN = "PLUGIN_HOST_ADMIN_TOKEN"
+ENV_STORAGE = "PLUGIN_HOST_STORAGE"
+ENV_STATE_DIR = "PLUGIN_HOST_STATE_DIR"
+
+
+def load_config(path: str | os.PathLike[str] | None = None, *, env: Mapping[str, str] | None = None,
+                **overrides: Any) -> HostConfig:
+    """The host configuration from ``path`` (or ``$PLUGIN_HOST_CONFIG``; neither: defaults),
+    the environment and ``overrides``. An override is a ``HostConfig`` field: a dict is merged
+    into that section (``server={"port": 9000}`` keeps the file's host), a Struct replaces it,
+    and None means "not given"."""
+    env = os.environ if env is None else env
+    for key in overrides:
+        if key not in FIELDS:
+            raise TypeError(f"load_config() got an unexpected override {key!r}")
+    if path is None:
+        path = env.get(ENV_CONFIG) or None
+    name = os.fspath(path) if path is not None else None
+
+    data: dict[str, Any] = {}
+    shortcuts: set[str] = set()
+    if path is not None:
+        data, shortcuts = _read(Path(path), name)
+    config = _convert(data, shortcuts, source=name)
+
+    extra = _merge(_from_env(env), {k: v for k, v in overrides.items() if v is not None})
+    if not extra:
+        return config
+    return _convert(_builtins(_merge(data, extra)), shortcuts,
+                    source=f"{name} + overrides" if name else "overrides")
+
+
+def _read(path: Path, name: str) -> tuple[dict[str, Any], set[str]]:
+    """The file's tables, shortcut sections moved under ``policy`` and paths made absolute."""
+    try:
+        with path.open("rb") as f:
+            data = tomllib.load(f)
+    except FileNotFoundError:
+        raise InvalidConfig(f"{name}: no such config file") from None
+    except IsADirectoryError:
+        raise InvalidConfig(f"{name}: is a directory, not a config file") from None
+    except OSError as exc:
+        raise InvalidConfig(f"{name}: cannot read: {exc.strerror}") from None
+    except UnicodeDecodeError:
+        raise InvalidConfig(f"{name}: not UTF-8 text") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise InvalidConfig(f"{name}: {_toml_error(str(exc))}") from None
+
+    shortcuts = {k for k in SHORTCUTS if k in data}
+    if shortcuts:
+        policy = data.setdefault("policy", {})
+        if not isinstance(policy, dict):
+            raise InvalidConfig(f"{name}: policy: Expected `object`, got `{type(policy).__name__}`")
+        for key in sorted(shortcuts):
+            if key in policy:
+                raise InvalidConfig(f"{name}: [{key}] and [policy.{key}] are both given; keep one")
+            policy[key] = data.pop(key)
+
+    base = path.resolve().parent
+    for key in PATH_KEYS:
+        value = data.get(key)
+        if isinstance(value, str):
+            data[key] = _resolve(value, base)
+        elif key == "plugins_dir" and isinstance(value, list):
+            data[key] = [_resolve(v, base) if isinstance(v, str) else v for v in value]
+    return data, shortcuts
+
+
+def _resolve(value: str, base: Path) -> str:
+    p = Path(value).expanduser()
+    return str(p if p.is_absolute() else base / p)
+
+
+_TOML_AT = re.compile(r"^(.*) \(at line (\d+), column (\d+)\)$", re.S)
+
+
+def _toml_error(message: str) -> str:
+    m = _TOML_AT.match(message)
+    if m is None:
+        return f"invalid TOML: {message}"
+    return f"line {m[2]}, column {m[3]}: invalid TOML: {m[1]}"
+
+
+def _from_env(env: Mapping[str, str]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    server: dict[str, Any] = {}
+    if v := env.get(ENV_HOST):
+        server["host"] = v
+    if v := env.get(ENV_PORT):
+        try:
+            port = int(v)
+        except ValueError:
+            port = -1
+        if not 0 <= port <= 65535:
+            raise InvalidConfig(f"{ENV_PORT}: {v!r} is not a port number (0-65535)")
+        server["port"] = port
+    if v := env.get(ENV_ADMIN_TOKEN):
+        server["admin_token"] = v
+    if server:
+        out["server"] = server
+    if v := env.get(ENV_STORAGE):
+        check_storage(v, ENV_STORAGE)  # its message redacts a password
+        out["policy"] = {"storage": v, "cache_storage": v}
+    if v := env.get(ENV_STATE_DIR):
+        out["state_dir"] = v
+    return out
+
+
+def _merge(base: Mapping[str, Any], extra: Mapping[str, Any]) -> dict[str, Any]:
+    """``base`` with ``extra`` laid over it: tables merge key by key, a Struct replaces."""
+    out = dict(base)
+    for key, value in extra.items():
+        if isinstance(value, msgspec.Struct):
+            out[key] = value
+        elif isinstance(value, Mapping) and isinstance(out.get(key), Mapping):
+            out[key] = _merge(out[key], value)
+        elif isinstance(value, Mapping):
+            out[key] = _merge({}, value)
+        else:
+            out[key] = value
+    return out
+
+
+def _builtins(data: Mapping[str, Any]) -> dict[str, Any]:
+    """Structs given as overrides turned into tables (TOML's own values are left alone)."""
+    return {k: msgspec.to_builtins(v) if isinstance(v, msgspec.Struct)
+            else _builtins(v) if isinstance(v, Mapping) else v for k, v in data.items()}
+
+
+def _convert(data: dict[str, Any], shortcuts: set[str], *, source: str | None) -> HostConfig:
+    def fail(message: str) -> InvalidConfig:
+        for key in shortcuts:  # name the table as the file wrote it
+            message = message.replace(f"policy.{key}", key)
+        return InvalidConfig(f"{source}: {message}" if source else message)
+
+    # Each plugin first, on its own: msgspec's errors inside a dict do not name the key.
+    plugins = data.get("plugins")
+    if isinstance(plugins, dict):
+        for pid, settings in plugins.items():
+            try:
+                msgspec.convert(settings, PluginSettings)
+            except msgspec.ValidationError as exc:
+                raise fail(_validation_error(str(exc), PluginSettings, f"plugins.{pid}")) from None
+    try:
+        return msgspec.convert(data, HostConfig)
+    except msgspec.ValidationError as exc:
+        raise fail(_validation_error(str(exc), HostConfig, "")) from None
+    except InvalidConfig as exc:  # HostConfig's own checks, already naming section.field
+        raise fail(str(exc)) from None
+
+
+_AT = re.compile(r"^(.*?)(?: - at `\$(.*)`)?$", re.S)
+_UNKNOWN = re.compile(r"^Object contains unknown field `(.*)`$", re.S)
+
+
+def _validation_error(message: str, root: type, prefix: str) -> str:
+    """msgspec's "Expected `int`, got `str` - at `$.pool.max_workers`" as
+    "pool.max_workers: Expected `int`, got `str`"."""
+    m = _AT.match(message)
+    assert m is not None  # the pattern matches any text
+    text, at = m[1], (m[2] or "").lstrip(".")
+    where = ".".join(p for p in (prefix, at) if p)
+    unknown = _UNKNOWN.match(text)
+    if unknown is None:
+        return f"{where}: {text}" if where else text
+    key = unknown[1]
+    known = _fields_at(root, at.split(".") if at else [])
+    if not where:  # the top level of host.toml
+        known = sorted({*known, *SHORTCUTS}) if root is HostConfig else known
+        return f"{key}: unknown section or key; known: {', '.join(known)}"
+    return f"{where}.{key}: unknown field; {where} has: {', '.join(known)}"
+
+
+def _fields_at(root: type, parts: list[str]) -> list[str]:
+    """The field names of the Struct at ``parts`` below ``root`` (for unknown-field errors)."""
+    t: Any = msgspec.inspect.type_info(root)
+    for part in [*parts, None]:
+        if isinstance(t, msgspec.inspect.UnionType):
+            t = next((u for u in t.types if isinstance(u, msgspec.inspect.StructType)), t)
+        if not isinstance(t, msgspec.inspect.StructType):
+            return []
+        if part is None:
+            return [f.name for f in t.fields]
+        field = next((f for f in t.fields if f.name == part), None)
+        if field is None:
+            return []
+        t = field.type
+    return []
+
+
+__all__ = ["load_config"]

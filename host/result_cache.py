@@ -1,0 +1,265 @@
+"""The result cache: successful call results kept per plugin and function, keyed by the
+function, its arguments, the plugin's config and its version.
+
+Two storages, named by URI like the rate limits':
+
+- ``memory://``: this host only; least recently used entries go first once a plugin has
+  ``max_entries``. With ``persist`` set, entries are also written to
+  ``<state_dir>/cache.sqlite3`` and loaded again when the host starts (warm-up).
+- ``redis://host:port/db``: shared by every host pointing at the same server. Entries expire
+  in redis itself; a sorted set per plugin keeps them to ``max_entries`` (least recently
+  used first). The redis client is synchronous and runs in a worker thread, so the cache
+  works under asyncio and trio alike. A redis failure is logged and the call goes to the
+  plugin: the cache only ever saves work.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import sqlite3
+import time
+from collections import OrderedDict
+from pathlib import Path
+from typing import Any
+
+import anyio
+import msgspec
+
+from .config import CacheConfig, redact_uri
+from .errors import InvalidConfig
+
+log = logging.getLogger("host.cache")
+
+FRESH, STALE = "fresh", "stale"
+_encoder = msgspec.msgpack.Encoder()
+_decoder = msgspec.msgpack.Decoder()
+
+
+class CacheEntry(msgspec.Struct, array_like=True):
+    """One cached result: the value as msgpack and its times (unix seconds)."""
+
+    value: bytes
+    stored_at: float
+    expires: float       # fresh until then
+    stale_until: float   # then served stale (and refreshed) until this; equal to expires: never
+
+    def state(self, now: float) -> str | None:
+        """FRESH, STALE, or None once it may no longer be served."""
+        if now < self.expires:
+            return FRESH
+        if now < self.stale_until:
+            return STALE
+        return None
+
+    def result(self) -> Any:
+        """A fresh copy of the cached value: callers may change what they get."""
+        return _decoder.decode(self.value)
+
+
+def digest(*parts: Any) -> str:
+    """A stable hash of msgpack-encodable parts (config dicts hash the same in any key order)."""
+    return hashlib.sha256(_encoder.encode(_canonical(parts))).hexdigest()
+
+
+def _canonical(value: Any) -> Any:
+    if isinstance(value, dict):
+        return [[str(k), _canonical(v)] for k, v in sorted(value.items(), key=lambda kv: str(kv[0]))]
+    if isinstance(value, (list, tuple)):
+        return [_canonical(v) for v in value]
+    return value
+
+
+def make_entry(value: Any, config: CacheConfig, now: float | None = None) -> CacheEntry | None:
+    """The entry for ``value``, or None when it is larger than ``max_value_bytes`` (or cannot
+    be encoded)."""
+    try:
+        raw = _encoder.encode(value)
+    except (TypeError, ValueError):
+        return None
+    if len(raw) > config.max_value_bytes:
+        return None
+    now = time.time() if now is None else now
+    return CacheEntry(raw, now, now + config.ttl, now + config.ttl + config.stale_ttl)
+
+
+class ResultCache:
+    """Cached results of every plugin. ``get``/``put``/``clear`` are awaitable for redis; the
+    memory storage never blocks."""
+
+    def __init__(self, uri: str = "memory://", state_dir: str | Path | None = None) -> None:
+        self.uri = uri
+        self._redis: Any = None
+        self._memory: dict[str, OrderedDict[str, CacheEntry]] = {}
+        self._db: sqlite3.Connection | None = None
+        if uri.startswith(("redis://", "rediss://")):
+            try:
+                import redis  # only needed for a shared cache
+            except ImportError:
+                raise InvalidConfig("policy.cache_storage: redis:// needs the redis client: "
+                                    "pip install 'plugin-host[redis]'") from None
+            self._redis = redis.Redis.from_url(uri, socket_timeout=2.0, socket_connect_timeout=2.0)
+        if state_dir is not None:
+            self._db_path = Path(state_dir) / "cache.sqlite3"
+        else:
+            self._db_path = None
+
+    @property
+    def shared(self) -> bool:
+        return self._redis is not None
+
+    # ------------------------------------------------------------------ persistence (memory)
+
+    def warm_up(self) -> int:
+        """Load the persisted entries that may still be served; returns how many. Only for
+        ``memory://`` with a state directory (redis keeps its own)."""
+        db = self._open_db()
+        if db is None:
+            return 0
+        now = time.time()
+        db.execute("DELETE FROM entries WHERE stale_until <= ?", (now,))
+        db.commit()
+        rows = db.execute("SELECT plugin, key, value, stored_at, expires, stale_until FROM entries "
+                          "ORDER BY stored_at").fetchall()
+        for plugin, key, value, stored_at, expires, stale_until in rows:
+            self._memory.setdefault(plugin, OrderedDict())[key] = CacheEntry(
+                bytes(value), stored_at, expires, stale_until)
+        return len(rows)
+
+    def _open_db(self) -> sqlite3.Connection | None:
+        if self._redis is not None or self._db_path is None:
+            return None
+        if self._db is None:
+            self._db_path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+            db = sqlite3.connect(self._db_path, isolation_level=None, check_same_thread=False)
+            self._db_path.chmod(0o600)
+            db.execute("PRAGMA journal_mode=WAL")
+            db.execute("PRAGMA synchronous=NORMAL")
+            db.execute("CREATE TABLE IF NOT EXISTS entries (plugin TEXT, key TEXT, value BLOB, "
+                       "stored_at REAL, expires REAL, stale_until REAL, PRIMARY KEY (plugin, key))")
+            self._db = db
+        return self._db
+
+    def close(self) -> None:
+        if self._db is not None:
+            self._db.close()
+            self._db = None
+        if self._redis is not None:
+            self._redis.close()
+
+    # ------------------------------------------------------------------ operations
+
+    async def get(self, plugin: str, key: str) -> CacheEntry | None:
+        """The entry if it may still be served (fresh or stale), else None."""
+        if self._redis is not None:
+            raw = await self._redis_op(self._redis_get, plugin, key)
+            return None if raw is None else msgspec.msgpack.decode(raw, type=CacheEntry)
+        entries = self._memory.get(plugin)
+        entry = entries.get(key) if entries else None
+        if entry is None:
+            return None
+        if entry.state(time.time()) is None:
+            del entries[key]  # type: ignore[union-attr]
+            self._db_delete(plugin, [key])
+            return None
+        entries.move_to_end(key)  # type: ignore[union-attr]
+        return entry
+
+    async def put(self, plugin: str, key: str, entry: CacheEntry, config: CacheConfig) -> None:
+        if self._redis is not None:
+            await self._redis_op(self._redis_put, plugin, key, entry, config.max_entries)
+            return
+        entries = self._memory.setdefault(plugin, OrderedDict())
+        entries[key] = entry
+        entries.move_to_end(key)
+        evicted = []
+        while len(entries) > config.max_entries:
+            evicted.append(entries.popitem(last=False)[0])
+        db = self._open_db() if config.persist else None
+        if db is not None:
+            db.execute("INSERT OR REPLACE INTO entries VALUES (?, ?, ?, ?, ?, ?)",
+                       (plugin, key, entry.value, entry.stored_at, entry.expires, entry.stale_until))
+        self._db_delete(plugin, evicted)
+
+    async def clear(self, plugin: str | None = None) -> int:
+        """Drop the entries of ``plugin`` (every plugin's when None); returns how many."""
+        if self._redis is not None:
+            return int(await self._redis_op(self._redis_clear, plugin) or 0)
+        plugins = [plugin] if plugin is not None else list(self._memory)
+        n = 0
+        for pid in plugins:
+            n += len(self._memory.pop(pid, {}))
+        db = self._open_db()
+        if db is not None:
+            if plugin is None:
+                db.execute("DELETE FROM entries")
+            else:
+                db.execute("DELETE FROM entries WHERE plugin = ?", (plugin,))
+        return n
+
+    def size(self, plugin: str) -> int | None:
+        """Entries held for ``plugin`` (None for redis, which is not asked on every snapshot)."""
+        return None if self._redis is not None else len(self._memory.get(plugin, ()))
+
+    def _db_delete(self, plugin: str, keys: list[str]) -> None:
+        if keys and self._db is not None:
+            self._db.executemany("DELETE FROM entries WHERE plugin = ? AND key = ?",
+                                 [(plugin, k) for k in keys])
+
+    # ------------------------------------------------------------------ redis
+
+    _PREFIX = "plugin-host:cache:"
+
+    async def _redis_op(self, fn: Any, *args: Any) -> Any:
+        try:
+            return await anyio.to_thread.run_sync(fn, *args)
+        except Exception as exc:  # redis down, or its answer unusable: a miss, never a failure
+            if type(exc).__module__.startswith("redis") or isinstance(exc, (OSError, msgspec.DecodeError)):
+                log.warning("result cache at %s failed: %s: %s", redact_uri(self.uri), type(exc).__name__,
+                            _first_line(exc))
+                return None
+            raise
+
+    def _redis_get(self, plugin: str, key: str) -> bytes | None:
+        k = f"{self._PREFIX}{plugin}:{key}"
+        pipe = self._redis.pipeline(transaction=False)
+        pipe.get(k)
+        pipe.zadd(f"{self._PREFIX}{plugin}", {key: time.time()}, xx=True)
+        raw, _ = pipe.execute()
+        if raw is None:
+            return None
+        if msgspec.msgpack.decode(raw, type=CacheEntry).state(time.time()) is None:
+            return None
+        return raw
+
+    def _redis_put(self, plugin: str, key: str, entry: CacheEntry, max_entries: int) -> None:
+        lru = f"{self._PREFIX}{plugin}"
+        ttl_ms = max(int((entry.stale_until - time.time()) * 1000), 1)
+        pipe = self._redis.pipeline(transaction=True)
+        pipe.set(f"{self._PREFIX}{plugin}:{key}", msgspec.msgpack.encode(entry), px=ttl_ms)
+        pipe.zadd(lru, {key: time.time()})
+        pipe.zcard(lru)
+        size = pipe.execute()[-1]
+        if size > max_entries:
+            old = [m.decode() for m, _ in self._redis.zpopmin(lru, size - max_entries)]
+            if old:
+                self._redis.delete(*(f"{self._PREFIX}{plugin}:{k}" for k in old))
+
+    def _redis_clear(self, plugin: str | None) -> int:
+        lrus = [f"{self._PREFIX}{plugin}"] if plugin is not None else [
+            k.decode() for k in self._redis.scan_iter(match=f"{self._PREFIX}*") if b":" not in
+            k[len(self._PREFIX):]]
+        n = 0
+        for lru in lrus:
+            keys = [m.decode() for m in self._redis.zrange(lru, 0, -1)]
+            if keys:
+                n += self._redis.delete(*(f"{lru}:{k}" for k in keys))
+            self._redis.delete(lru)
+        return n
+
+
+def _first_line(exc: BaseException) -> str:
+    return str(exc).splitlines()[0] if str(exc) else ""
+
+
+__all__ = ["CacheEntry", "ResultCache", "digest", "make_entry"]

@@ -1,0 +1,168 @@
+"""Rate limits and the result cache on a real redis-server shared by several hosts: two host
+processes share one quota; hosts share cached results; a redis that is down."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+import time
+
+import anyio
+import pytest
+import redis
+from conftest import free_port
+
+from host import (
+    CacheConfig,
+    PluginSettings,
+    PolicyConfig,
+    PolicyStorageError,
+    PoolConfig,
+    RateLimitConfig,
+)
+
+pytestmark = pytest.mark.anyio
+
+ONE = PoolConfig(min_workers=1, max_workers=1)
+
+COUNTER = """
+async function bump(ctx) {
+  const n = ((await ctx.storage.get("n")) ?? 0) + 1;
+  await ctx.storage.set("n", n);
+  return n;
+}
+export async function queryBalance(x, ctx) { return { x, n: await bump(ctx) }; }
+export async function calls(ctx) { return (await ctx.storage.get("n")) ?? 0; }
+export function add(a, b) { return a + b; }
+"""
+
+HOST_PROCESS = """
+import json, sys
+import anyio
+from host import HostConfig, PluginHost, PluginSettings, PolicyConfig, PoolConfig, RateLimitConfig, RateLimited
+
+async def main(plugins, state, url, calls):
+    cfg = HostConfig(
+        plugins_dir=plugins, state_dir=state, reload={"enabled": False}, health={"interval": 0},
+        pool=PoolConfig(min_workers=1, max_workers=1), policy=PolicyConfig(storage=url),
+        plugins={"counter": PluginSettings(rate_limit=RateLimitConfig(limit="10/minute", strategy="reject"))})
+    async with PluginHost(cfg) as h:
+        print("ready", flush=True)
+        sys.stdin.readline()  # every host starts calling at once
+        ok = limited = 0
+        for _ in range(calls):
+            try:
+                assert await h.call("counter", "add", 1, 2) == 3
+                ok += 1
+            except RateLimited as exc:
+                assert exc.retry_after > 0
+                limited += 1
+        print(json.dumps({"ok": ok, "limited": limited}), flush=True)
+
+anyio.run(main, *sys.argv[1:4], int(sys.argv[4]))
+"""
+
+
+@pytest.fixture
+def counter(plugin_dir):
+    plugin_dir.add("counter.js", COUNTER)
+    return plugin_dir
+
+
+def test_two_host_processes_share_one_quota(counter, redis_url, tmp_path):
+    script = tmp_path / "host_process.py"
+    script.write_text(textwrap.dedent(HOST_PROCESS))
+    procs = [
+        subprocess.Popen([sys.executable, str(script), str(counter.root), str(tmp_path / f"state{i}"),
+                          redis_url, "8"], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE, text=True, cwd=os.getcwd())
+        for i in range(2)
+    ]
+    try:
+        for p in procs:
+            assert p.stdout.readline().strip() == "ready", p.stderr.read()
+        for p in procs:
+            p.stdin.write("go\n")
+            p.stdin.flush()
+        outcomes = [json.loads(p.stdout.readline()) for p in procs]
+        for p in procs:
+            p.stdin.close()
+            assert p.wait(30) == 0, p.stderr.read()
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+    assert sum(o["ok"] for o in outcomes) == 10  # 16 calls, one quota of 10 between them
+    assert sum(o["limited"] for o in outcomes) == 6
+    client = redis.Redis.from_url(redis_url)
+    assert any(b"counter" in k for k in client.keys("LIMITS*"))  # the counters live in redis
+    client.close()
+
+
+async def test_the_wait_strategy_waits_for_a_slot_another_host_used(counter, make_host, redis_url, tmp_path):
+    plugins = {"counter": PluginSettings(rate_limit=RateLimitConfig(limit="2/second", max_wait=3))}
+    policy = PolicyConfig(storage=redis_url)
+    async with make_host(pool=ONE, state_dir=str(tmp_path / "a"), policy=policy, plugins=plugins) as a, \
+            make_host(pool=ONE, state_dir=str(tmp_path / "b"), policy=policy, plugins=plugins) as b:
+        await a.call("counter", "add", 1, 1)
+        await a.call("counter", "add", 1, 1)
+        t0 = time.monotonic()
+        assert await b.call("counter", "add", 2, 2) == 4  # waited for a's window to move on
+        assert time.monotonic() - t0 > 0.3
+        assert b.plugin("counter").rate_delayed == 1
+
+
+async def test_hosts_share_cached_results(counter, make_host, redis_url, tmp_path):
+    policy = PolicyConfig(cache_storage=redis_url)
+    plugins = {"counter": PluginSettings(cache=CacheConfig(enabled=True))}
+    async with make_host(pool=ONE, state_dir=str(tmp_path / "a"), policy=policy, plugins=plugins) as a, \
+            make_host(pool=ONE, state_dir=str(tmp_path / "b"), policy=policy, plugins=plugins) as b:
+        first = await a.call("counter", "queryBalance", "x")
+        assert await b.call("counter", "queryBalance", "x") == first
+        assert await b.call("counter", "calls") == 0  # b's plugin never ran
+        assert b.plugin("counter").cache_hits == 1
+        assert (await b.call("counter", "queryBalance", "x", refresh=True))["n"] == 1  # b's own count
+        assert await b.clear_cache("counter") == 1
+        assert (await a.call("counter", "queryBalance", "x"))["n"] == 2
+
+
+async def test_redis_cache_keeps_max_entries_and_expires_them(counter, make_host, redis_url, tmp_path):
+    policy = PolicyConfig(cache_storage=redis_url)
+    plugins = {"counter": PluginSettings(cache=CacheConfig(enabled=True, max_entries=2, ttl=30))}
+    async with make_host(pool=ONE, state_dir=str(tmp_path), policy=policy, plugins=plugins) as h:
+        for x in ("a", "b", "a", "c"):
+            await h.call("counter", "queryBalance", x)
+        client = redis.Redis.from_url(redis_url)
+        entries = [k for k in client.keys("plugin-host:cache:counter:*")]
+        assert len(entries) == 2
+        assert 0 < client.pttl(entries[0]) <= 30_000
+        client.close()
+        assert (await h.call("counter", "queryBalance", "a"))["n"] == 1  # kept: recently used
+        assert (await h.call("counter", "queryBalance", "b"))["n"] == 4  # evicted
+
+
+async def test_rate_limits_fail_closed_when_redis_is_down(counter, make_host, tmp_path):
+    url = f"redis://:s3cret-pw@127.0.0.1:{free_port()}/0"  # nothing listens there
+    plugins = {"counter": PluginSettings(rate_limit=RateLimitConfig(limit="5/second"))}
+    async with make_host(pool=ONE, state_dir=str(tmp_path), policy=PolicyConfig(storage=url),
+                         plugins=plugins) as h:
+        with anyio.fail_after(5):
+            with pytest.raises(PolicyStorageError) as err:
+                await h.call("counter", "add", 1, 2)
+        assert "s3cret-pw" not in str(err.value) and "127.0.0.1" in str(err.value)
+        assert h.plugin("counter").calls == 0  # no quota checked, no call made
+
+
+async def test_the_cache_falls_back_to_calling_when_redis_is_down(counter, make_host, tmp_path, caplog):
+    url = f"redis://:s3cret-pw@127.0.0.1:{free_port()}/0"
+    plugins = {"counter": PluginSettings(cache=CacheConfig(enabled=True))}
+    async with make_host(pool=ONE, state_dir=str(tmp_path), policy=PolicyConfig(cache_storage=url),
+                         plugins=plugins) as h:
+        assert (await h.call("counter", "queryBalance", "x"))["n"] == 1
+        assert (await h.call("counter", "queryBalance", "x"))["n"] == 2
+    assert "result cache at redis://***@127.0.0.1" in caplog.text
+    assert "s3cret-pw" not in caplog.text
