@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import signal
 import socket
 import statistics
@@ -24,6 +23,8 @@ import anyio
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+
+from _report import pct, render, write_results  # noqa: E402
 
 from host import HostConfig, PluginHost, PoolConfig  # noqa: E402
 from host.runtime import Runtime, find_deno  # noqa: E402
@@ -45,11 +46,6 @@ const c = await Deno.connect({ transport: "unix", path: Deno.args[0] });
 await c.write(new Uint8Array([0, 0, 0, 1, 0xc0]));
 await c.read(new Uint8Array(1));
 """
-
-
-def pct(xs: list[float], q: float) -> float:
-    xs = sorted(xs)
-    return xs[min(len(xs) - 1, int(q * len(xs)))]
 
 
 async def warm_latency(h: PluginHost, n: int) -> list[float]:
@@ -232,33 +228,6 @@ async def main(args: argparse.Namespace) -> list[tuple[str, str, str]]:
     return rows
 
 
-def render(rows: list[tuple[str, str, str]]) -> str:
-    w0 = max(len(r[0]) for r in rows)
-    w1 = max(len(r[1]) for r in rows)
-    lines = [f"| {'measure':<{w0}} | {'result':<{w1}} | target |", f"|{'-'*(w0+2)}|{'-'*(w1+2)}|---|"]
-    lines += [f"| {a:<{w0}} | {b:<{w1}} | {c} |" for a, b, c in rows]
-    return "\n".join(lines)
-
-
-def write_results(table: str) -> None:
-    path = ROOT / "bench" / "RESULTS.md"
-    text = path.read_text() if path.exists() else "# Benchmark results\n"
-    start, end = "<!-- core:start -->", "<!-- core:end -->"
-    section = (
-        f"{start}\n## Core (issue 2): `make bench` → bench/bench_core.py\n\n"
-        f"Run {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())} on {platform.machine()}, "
-        f"{os.cpu_count()} cores, Python {platform.python_version()}, "
-        f"{subprocess.run([find_deno(), '--version'], capture_output=True, text=True).stdout.splitlines()[0]}. "
-        "Medians of repeated runs on a noisy 2-core machine.\n\n"
-        f"{table}\n{end}"
-    )
-    if start in text:
-        text = text[: text.index(start)] + section + text[text.index(end) + len(end):]
-    else:
-        text = text.rstrip() + "\n\n" + section + "\n"
-    path.write_text(text)
-
-
 if __name__ == "__main__":
     ap = argparse.ArgumentParser()
     ap.add_argument("--quick", action="store_true", help="fewer iterations")
@@ -267,4 +236,4 @@ if __name__ == "__main__":
     table = render(anyio.run(main, a))
     print(table)
     if not a.no_write:
-        write_results(table)
+        write_results("core", "Core (issue 2): `make bench` → bench/bench_core.py", table, find_deno())

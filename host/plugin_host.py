@@ -45,7 +45,7 @@ from .plugins import PluginSource, discover, inspect
 from .policy import PluginPolicy, RateLimiter, is_service_failure, with_retry
 from .pool import Pool
 from .reload import fingerprint
-from .result_cache import FRESH, ResultCache, digest, make_entry
+from .result_cache import FRESH, ResultCache, cache_key, digest, make_entry
 from .runtime import Runtime
 from .scheduler import Scheduler, SchedulerStats
 from .services import HostServices
@@ -85,8 +85,8 @@ class PluginHost:
         self._limiter = RateLimiter(self.config.policy.storage, self.config.policy.global_limit)
         self._policies: dict[str, PluginPolicy] = {}  # by plugin id: survives restarts, reloads
         self._cache = ResultCache(self.config.policy.cache_storage, self.config.state_dir)
-        self._flights: dict[str, anyio.Event] = {}   # cache keys being fetched: later callers wait
-        self._refreshing: set[str] = set()           # cache keys refreshed in the background
+        self._flights: dict[bytes, anyio.Event | None] = {}  # cache keys being fetched: later callers wait
+        self._refreshing: set[bytes] = set()           # cache keys refreshed in the background
         self._scheduler = Scheduler(self.config.policy.max_concurrent_calls,
                                     lambda pid: self.config.max_concurrent_for(pid))
         self._tg: TaskGroup | None = None
@@ -364,7 +364,7 @@ class PluginHost:
         cache = self.config.cache_for(pid)
         if cache.applies(fn):
             try:
-                key = digest(pid, pool.spec.cache_salt, fn, arglist)
+                key = cache_key(pid, pool.spec.cache_salt, fn, arglist)
             except (TypeError, ValueError):
                 key = None  # arguments msgpack cannot encode: the call itself will say why
             if key is not None:
@@ -372,15 +372,18 @@ class PluginHost:
                                           priority, refresh)
         return await self._guarded(pool, plugin, fn, arglist, budget, deadline, priority), time.time(), False
 
-    async def _cached(self, pool: Pool, plugin: str, fn: str, arglist: list[Any], key: str,
+    async def _cached(self, pool: Pool, plugin: str, fn: str, arglist: list[Any], key: bytes,
                       cache: CacheConfig, budget: float, deadline: float, priority: int,
-                      refresh: bool) -> tuple[Any, float, bool]:
+                      refresh: bool, background: bool = False) -> tuple[Any, float, bool]:
         """A cached call: a fresh entry is returned; a stale one too, refreshed in the
         background; a miss calls the plugin once however many callers ask for the same key
-        meanwhile (they wait for its result)."""
-        policy = self._policy(pool.plugin_id)
+        meanwhile (they wait for its result; the Event they wait on is made by the first of
+        them, as most calls have none). ``refresh`` calls without looking."""
+        pid = pool.plugin_id
+        policy = self._policy(pid)
+        store, flights = self._cache, self._flights
         while not refresh:
-            entry = await self._cache.get(pool.plugin_id, key)
+            entry = await store.get(pid, key) if store.shared else store.get_local(pid, key)
             if entry is not None:
                 if entry.state(time.time()) == FRESH:
                     policy.cache_hits += 1
@@ -388,35 +391,39 @@ class PluginHost:
                     policy.cache_stale += 1
                     self._revalidate(pool, plugin, fn, arglist, key, cache)
                 return entry.result(), entry.stored_at, True
-            flight = self._flights.get(key)
-            if flight is None:
+            if key not in flights:
                 break
+            flight = flights[key]
+            if flight is None:
+                flight = flights[key] = anyio.Event()
             with anyio.move_on_after(max(deadline - time.monotonic(), 0.0)):
                 await flight.wait()
             if time.monotonic() >= deadline:
                 raise CallTimeout(f"the call it waited for did not finish within {budget:g}s",
-                                  timeout=budget, plugin=pool.plugin_id, function=fn)
+                                  timeout=budget, plugin=pid, function=fn)
             # that call settled: its result is cached now, or it failed and this caller calls
-        policy.cache_misses += 1
-        value, stored_at = await self._fetch(pool, plugin, fn, arglist, key, cache, budget, deadline, priority)
-        return value, stored_at, False
-
-    async def _fetch(self, pool: Pool, plugin: str, fn: str, arglist: list[Any], key: str,
-                     cache: CacheConfig, budget: float, deadline: float, priority: int) -> tuple[Any, float]:
-        flight = self._flights.setdefault(key, anyio.Event())
+        if not background:
+            policy.cache_misses += 1
+        leader = key not in flights
+        if leader:
+            flights[key] = None
         try:
             value = await self._guarded(pool, plugin, fn, arglist, budget, deadline, priority)
             entry = make_entry(value, cache)
-            if entry is not None:  # None: larger than max_value_bytes
-                await self._cache.put(pool.plugin_id, key, entry, cache)
-                return value, entry.stored_at
-            return value, time.time()
+            if entry is None:  # larger than max_value_bytes
+                return value, time.time(), False
+            if store.shared:
+                await store.put(pid, key, entry, cache)
+            else:
+                store.put_local(pid, key, entry, cache)
+            return value, entry.stored_at, False
         finally:
-            if self._flights.get(key) is flight:
-                del self._flights[key]
-                flight.set()
+            if leader:
+                waiting = flights.pop(key, None)
+                if waiting is not None:
+                    waiting.set()
 
-    def _revalidate(self, pool: Pool, plugin: str, fn: str, arglist: list[Any], key: str,
+    def _revalidate(self, pool: Pool, plugin: str, fn: str, arglist: list[Any], key: bytes,
                     cache: CacheConfig) -> None:
         """Refresh a stale entry in the background, once per key at a time."""
         if key in self._refreshing or key in self._flights or self._tg is None or not self._running:
@@ -427,8 +434,8 @@ class PluginHost:
         async def refresh() -> None:
             budget = pool.spec.limits.call_timeout
             try:
-                await self._fetch(pool, plugin, fn, arglist, key, cache, budget,
-                                  time.monotonic() + budget, 0)
+                await self._cached(pool, plugin, fn, arglist, key, cache, budget,
+                                   time.monotonic() + budget, 0, refresh=True, background=True)
                 policy.cache_refreshes += 1
             except HostError as exc:
                 log.warning("background refresh of %s.%s failed: %s", pool.plugin_id, fn, exc)

@@ -33,6 +33,7 @@ log = logging.getLogger("host.cache")
 
 FRESH, STALE = "fresh", "stale"
 _encoder = msgspec.msgpack.Encoder()
+_key_encoder = msgspec.msgpack.Encoder(order="sorted")  # dicts hash the same in any key order
 _decoder = msgspec.msgpack.Decoder()
 
 
@@ -57,17 +58,22 @@ class CacheEntry(msgspec.Struct, array_like=True):
         return _decoder.decode(self.value)
 
 
+def cache_key(*parts: Any) -> bytes:
+    """The key of a call's result: the parts encoded (dicts in sorted key order), or a hash of
+    that encoding when it is long, so that a large argument does not become a large key. The
+    two never meet: an encoding starts with msgpack's array header, a hash with ``#``."""
+    raw = _key_encoder.encode(parts)
+    return raw if len(raw) <= 128 else b"#" + hashlib.blake2b(raw, digest_size=20).digest()
+
+
+def _hex(key: bytes) -> str:
+    """A key as text, for redis: always a hash, so every key has the same short form."""
+    return hashlib.blake2b(key, digest_size=20).hexdigest()
+
+
 def digest(*parts: Any) -> str:
     """A stable hash of msgpack-encodable parts (config dicts hash the same in any key order)."""
-    return hashlib.sha256(_encoder.encode(_canonical(parts))).hexdigest()
-
-
-def _canonical(value: Any) -> Any:
-    if isinstance(value, dict):
-        return [[str(k), _canonical(v)] for k, v in sorted(value.items(), key=lambda kv: str(kv[0]))]
-    if isinstance(value, (list, tuple)):
-        return [_canonical(v) for v in value]
-    return value
+    return hashlib.blake2b(_key_encoder.encode(parts), digest_size=20).hexdigest()
 
 
 def make_entry(value: Any, config: CacheConfig, now: float | None = None) -> CacheEntry | None:
@@ -90,7 +96,7 @@ class ResultCache:
     def __init__(self, uri: str = "memory://", state_dir: str | Path | None = None) -> None:
         self.uri = uri
         self._redis: Any = None
-        self._memory: dict[str, OrderedDict[str, CacheEntry]] = {}
+        self._memory: dict[str, OrderedDict[bytes, CacheEntry]] = {}
         self._db: sqlite3.Connection | None = None
         if uri.startswith(("redis://", "rediss://")):
             try:
@@ -113,6 +119,8 @@ class ResultCache:
     def warm_up(self) -> int:
         """Load the persisted entries that may still be served; returns how many. Only for
         ``memory://`` with a state directory (redis keeps its own)."""
+        if self._db_path is None or not self._db_path.exists():
+            return 0
         db = self._open_db()
         if db is None:
             return 0
@@ -122,7 +130,7 @@ class ResultCache:
         rows = db.execute("SELECT plugin, key, value, stored_at, expires, stale_until FROM entries "
                           "ORDER BY stored_at").fetchall()
         for plugin, key, value, stored_at, expires, stale_until in rows:
-            self._memory.setdefault(plugin, OrderedDict())[key] = CacheEntry(
+            self._memory.setdefault(plugin, OrderedDict())[bytes(key)] = CacheEntry(
                 bytes(value), stored_at, expires, stale_until)
         return len(rows)
 
@@ -135,7 +143,7 @@ class ResultCache:
             self._db_path.chmod(0o600)
             db.execute("PRAGMA journal_mode=WAL")
             db.execute("PRAGMA synchronous=NORMAL")
-            db.execute("CREATE TABLE IF NOT EXISTS entries (plugin TEXT, key TEXT, value BLOB, "
+            db.execute("CREATE TABLE IF NOT EXISTS entries (plugin TEXT, key BLOB, value BLOB, "
                        "stored_at REAL, expires REAL, stale_until REAL, PRIMARY KEY (plugin, key))")
             self._db = db
         return self._db
@@ -149,11 +157,15 @@ class ResultCache:
 
     # ------------------------------------------------------------------ operations
 
-    async def get(self, plugin: str, key: str) -> CacheEntry | None:
+    async def get(self, plugin: str, key: bytes) -> CacheEntry | None:
         """The entry if it may still be served (fresh or stale), else None."""
         if self._redis is not None:
             raw = await self._redis_op(self._redis_get, plugin, key)
             return None if raw is None else msgspec.msgpack.decode(raw, type=CacheEntry)
+        return self.get_local(plugin, key)
+
+    def get_local(self, plugin: str, key: bytes) -> CacheEntry | None:
+        """``get`` for the memory storage, which never blocks."""
         entries = self._memory.get(plugin)
         entry = entries.get(key) if entries else None
         if entry is None:
@@ -165,21 +177,28 @@ class ResultCache:
         entries.move_to_end(key)  # type: ignore[union-attr]
         return entry
 
-    async def put(self, plugin: str, key: str, entry: CacheEntry, config: CacheConfig) -> None:
+    async def put(self, plugin: str, key: bytes, entry: CacheEntry, config: CacheConfig) -> None:
         if self._redis is not None:
             await self._redis_op(self._redis_put, plugin, key, entry, config.max_entries)
-            return
-        entries = self._memory.setdefault(plugin, OrderedDict())
+        else:
+            self.put_local(plugin, key, entry, config)
+
+    def put_local(self, plugin: str, key: bytes, entry: CacheEntry, config: CacheConfig) -> None:
+        """``put`` for the memory storage, which never blocks."""
+        entries = self._memory.get(plugin)
+        if entries is None:
+            entries = self._memory[plugin] = OrderedDict()
+        elif key in entries:
+            entries.move_to_end(key)
         entries[key] = entry
-        entries.move_to_end(key)
         evicted = []
         while len(entries) > config.max_entries:
             evicted.append(entries.popitem(last=False)[0])
-        db = self._open_db() if config.persist else None
-        if db is not None:
+        if config.persist and (db := self._open_db()) is not None:
+            # without persist the file has none of the new entries; old rows expire
             db.execute("INSERT OR REPLACE INTO entries VALUES (?, ?, ?, ?, ?, ?)",
                        (plugin, key, entry.value, entry.stored_at, entry.expires, entry.stale_until))
-        self._db_delete(plugin, evicted)
+            self._db_delete(plugin, evicted)
 
     async def clear(self, plugin: str | None = None) -> int:
         """Drop the entries of ``plugin`` (every plugin's when None); returns how many."""
@@ -189,7 +208,7 @@ class ResultCache:
         n = 0
         for pid in plugins:
             n += len(self._memory.pop(pid, {}))
-        db = self._open_db()
+        db = self._open_db() if self._db_path is not None and self._db_path.exists() else None
         if db is not None:
             if plugin is None:
                 db.execute("DELETE FROM entries")
@@ -201,7 +220,7 @@ class ResultCache:
         """Entries held for ``plugin`` (None for redis, which is not asked on every snapshot)."""
         return None if self._redis is not None else len(self._memory.get(plugin, ()))
 
-    def _db_delete(self, plugin: str, keys: list[str]) -> None:
+    def _db_delete(self, plugin: str, keys: list[bytes]) -> None:
         if keys and self._db is not None:
             self._db.executemany("DELETE FROM entries WHERE plugin = ? AND key = ?",
                                  [(plugin, k) for k in keys])
@@ -220,11 +239,11 @@ class ResultCache:
                 return None
             raise
 
-    def _redis_get(self, plugin: str, key: str) -> bytes | None:
-        k = f"{self._PREFIX}{plugin}:{key}"
+    def _redis_get(self, plugin: str, key: bytes) -> bytes | None:
+        member = _hex(key)
         pipe = self._redis.pipeline(transaction=False)
-        pipe.get(k)
-        pipe.zadd(f"{self._PREFIX}{plugin}", {key: time.time()}, xx=True)
+        pipe.get(f"{self._PREFIX}{plugin}:{member}")
+        pipe.zadd(f"{self._PREFIX}{plugin}", {member: time.time()}, xx=True)
         raw, _ = pipe.execute()
         if raw is None:
             return None
@@ -232,12 +251,13 @@ class ResultCache:
             return None
         return raw
 
-    def _redis_put(self, plugin: str, key: str, entry: CacheEntry, max_entries: int) -> None:
+    def _redis_put(self, plugin: str, key: bytes, entry: CacheEntry, max_entries: int) -> None:
         lru = f"{self._PREFIX}{plugin}"
         ttl_ms = max(int((entry.stale_until - time.time()) * 1000), 1)
+        member = _hex(key)
         pipe = self._redis.pipeline(transaction=True)
-        pipe.set(f"{self._PREFIX}{plugin}:{key}", msgspec.msgpack.encode(entry), px=ttl_ms)
-        pipe.zadd(lru, {key: time.time()})
+        pipe.set(f"{self._PREFIX}{plugin}:{member}", msgspec.msgpack.encode(entry), px=ttl_ms)
+        pipe.zadd(lru, {member: time.time()})
         pipe.zcard(lru)
         size = pipe.execute()[-1]
         if size > max_entries:
@@ -262,4 +282,4 @@ def _first_line(exc: BaseException) -> str:
     return str(exc).splitlines()[0] if str(exc) else ""
 
 
-__all__ = ["CacheEntry", "ResultCache", "digest", "make_entry"]
+__all__ = ["CacheEntry", "ResultCache", "cache_key", "digest", "make_entry"]

@@ -9,7 +9,7 @@ import pytest
 from conftest import wait_for
 
 from host import CacheConfig, HostConfig, PluginError, PluginSettings, PoolConfig, RateLimitConfig
-from host.result_cache import CacheEntry, ResultCache, digest, make_entry
+from host.result_cache import CacheEntry, ResultCache, cache_key, digest, make_entry
 
 pytestmark = pytest.mark.anyio
 
@@ -209,12 +209,12 @@ def test_expired_persisted_entries_are_dropped_at_warm_up(tmp_path):
     cache = ResultCache("memory://", tmp_path)
     live = make_entry({"v": 1}, CacheConfig(enabled=True, ttl=60, persist=True))
     dead = CacheEntry(live.value, 1.0, 2.0, 3.0)
-    anyio.run(cache.put, "p", "live", live, CacheConfig(enabled=True, persist=True))
-    anyio.run(cache.put, "p", "dead", dead, CacheConfig(enabled=True, persist=True))
+    anyio.run(cache.put, "p", b"live", live, CacheConfig(enabled=True, persist=True))
+    anyio.run(cache.put, "p", b"dead", dead, CacheConfig(enabled=True, persist=True))
     cache.close()
     again = ResultCache("memory://", tmp_path)
     assert again.warm_up() == 1
-    assert anyio.run(again.get, "p", "live").result() == {"v": 1}
+    assert anyio.run(again.get, "p", b"live").result() == {"v": 1}
     again.close()
 
 
@@ -222,6 +222,9 @@ def test_keys_are_stable_and_distinguish_their_parts():
     assert digest("p", {"a": 1, "b": 2}) == digest("p", {"b": 2, "a": 1})
     assert digest("p", "fn", [1]) != digest("p", "fn", [[1]])
     assert digest("p", "fn", [b"x"]) != digest("p", "fn", ["x"])
+    assert cache_key("p", {"a": 1, "b": 2}) == cache_key("p", {"b": 2, "a": 1})
+    long = cache_key("p", "fn", ["x" * 1000])
+    assert long.startswith(b"#") and len(long) == 21 and long != cache_key("p", "fn", ["x" * 1001])
 
 
 def test_cache_config_is_validated():
