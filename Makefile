@@ -33,6 +33,7 @@ redis-server:
 
 bench: $(STAMP)
 	$(PY) bench/bench_core.py
+	$(PY) bench/bench_policy.py
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check host tests bench

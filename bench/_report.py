@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import argparse
 import os
 import platform
 import subprocess
 import time
+from collections.abc import Awaitable, Callable
 from pathlib import Path
+
+import anyio
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -42,3 +46,16 @@ def write_results(key: str, title: str, table: str, deno: str) -> None:
     else:
         text = text.rstrip() + "\n\n" + section + "\n"
     path.write_text(text)
+
+
+def run_benchmark(main: Callable[[argparse.Namespace], Awaitable[list[tuple[str, str, str]]]],
+                  key: str, title: str, deno: str) -> None:
+    """Parse ``--quick``/``--no-write``, run ``main``, print its table and record it."""
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--quick", action="store_true", help="fewer iterations")
+    ap.add_argument("--no-write", action="store_true", help="do not update bench/RESULTS.md")
+    args = ap.parse_args()
+    table = render(anyio.run(main, args))
+    print(table)
+    if not args.no_write:
+        write_results(key, title, table, deno)

@@ -24,7 +24,7 @@ import anyio
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from _report import pct, render, write_results  # noqa: E402
+from _report import pct, run_benchmark  # noqa: E402
 
 from host import HostConfig, PluginHost, PoolConfig  # noqa: E402
 from host.runtime import Runtime, find_deno  # noqa: E402
@@ -229,11 +229,4 @@ async def main(args: argparse.Namespace) -> list[tuple[str, str, str]]:
 
 
 if __name__ == "__main__":
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--quick", action="store_true", help="fewer iterations")
-    ap.add_argument("--no-write", action="store_true", help="do not update bench/RESULTS.md")
-    a = ap.parse_args()
-    table = render(anyio.run(main, a))
-    print(table)
-    if not a.no_write:
-        write_results("core", "Core (issue 2): `make bench` → bench/bench_core.py", table, find_deno())
+    run_benchmark(main, "core", "Core (issue 2): `make bench` → bench/bench_core.py", find_deno())

@@ -18,12 +18,10 @@ import tempfile
 import time
 from pathlib import Path
 
-import anyio
-
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from _report import pct, render, write_results  # noqa: E402
+from _report import pct, run_benchmark  # noqa: E402
 
 from host import (  # noqa: E402
     BreakerConfig,
@@ -131,11 +129,4 @@ async def _timed(h: PluginHost) -> float:
 
 
 if __name__ == "__main__":
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--quick", action="store_true", help="fewer iterations")
-    ap.add_argument("--no-write", action="store_true", help="do not update bench/RESULTS.md")
-    a = ap.parse_args()
-    table = render(anyio.run(main, a))
-    print(table)
-    if not a.no_write:
-        write_results("policy", "Policies (issue 4): bench/bench_policy.py", table, find_deno())
+    run_benchmark(main, "policy", "Policies (issue 4): bench/bench_policy.py", find_deno())

@@ -302,10 +302,15 @@ async def test_execute_without_permissions_cannot_fetch(make_host, local_server)
 
 async def test_execute_with_net_permission_fetches_the_local_server(make_host, local_server):
     url = f"http://127.0.0.1:{local_server.port}/allowed"
+    grant = [f"127.0.0.1:{local_server.port}"]
     async with make_host() as h:
-        out = await h.execute(FETCH, input=url, permissions={"net": [f"127.0.0.1:{local_server.port}"]})
+        out = await h.execute(FETCH, input=url, permissions={"net": grant, "allowPrivateNetwork": True})
         # the grant belongs to that execute, not to the shared unprivileged workers
         denied = await h.execute(FETCH, input=url)
+        # loopback is on the deny list unless allowPrivateNetwork lifts it
+        private = await h.execute(FETCH, input=url, permissions={"net": grant})
+    assert exception_of(private).name in ("NotCapable", "TypeError")
+    assert "Requires net access" in exception_of(private).message
     assert out.ok, out.logs
     assert out.result == {"served": "local", "path": "/allowed"}
     assert local_server.requests == ["/allowed"]

@@ -244,7 +244,7 @@ function errorInfo(e: unknown): ErrorInfo {
         const ctor = (e as { constructor?: { name?: unknown } }).constructor?.name;
         if (typeof ctor === "string" && ctor && ctor !== "Error") name = ctor;
       }
-      const info: ErrorInfo = { name, message: cap(scrub(String(e.message ?? "")), MAX_ERROR_MESSAGE) };
+      const info: ErrorInfo = { name, message: cap(scrub(withCauses(e)), MAX_ERROR_MESSAGE) };
       if (typeof e.stack === "string") info.stack = cap(scrub(e.stack), MAX_ERROR_STACK);
       const { errorType, details } = e as { errorType?: unknown; details?: unknown };
       if (typeof errorType === "string") info.error_type = errorType;
@@ -265,6 +265,19 @@ function errorInfo(e: unknown): ErrorInfo {
   } catch {
     return { name: "Error", message: "a thrown value that could not be described" };
   }
+}
+
+/** The message, then its causes': fetch's "fetch failed" says why only in its cause (e.g. a
+ * connection to a denied address: "client error (Connect): Requires net access to ..."). */
+function withCauses(e: Error): string {
+  let message = String(e.message ?? "");
+  let cause: unknown = e.cause;
+  for (let depth = 0; depth < 3 && cause !== undefined && cause !== null; depth++) {
+    const text = cause instanceof Error ? String(cause.message ?? "") : safeString(cause);
+    if (text && !message.includes(text)) message += `: ${text}`;
+    cause = cause instanceof Error ? cause.cause : undefined;
+  }
+  return message;
 }
 
 function isPlain(o: object): boolean {
