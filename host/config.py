@@ -244,6 +244,11 @@ class HostConfig(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True)
                 _check_cache(s.cache, f"plugins.{pid}.cache")
 
     @property
+    def state_path(self) -> Path:
+        """``state_dir`` with ``~`` expanded, absolute: where every piece of state lives."""
+        return Path(self.state_dir).expanduser().resolve()
+
+    @property
     def plugin_dirs(self) -> list[Path]:
         dirs = [self.plugins_dir] if isinstance(self.plugins_dir, str) else self.plugins_dir
         return [Path(d).resolve() for d in dirs]

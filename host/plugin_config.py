@@ -73,7 +73,7 @@ class ConfigStore:
     """Plugin configs persisted in ``<state_dir>/config.json`` (mode 0600, atomic writes)."""
 
     def __init__(self, state_dir: str | Path) -> None:
-        self.path = Path(state_dir).expanduser() / "config.json"
+        self.path = Path(state_dir) / "config.json"
         self._data: dict[str, dict[str, Any]] = {}
         if self.path.exists():
             try:

@@ -84,7 +84,7 @@ class PluginHost:
         self._secrets: dict[str, list[str]] = {}  # plugin id → secret values to redact
         self._limiter = RateLimiter(self.config.policy.storage, self.config.policy.global_limit)
         self._policies: dict[str, PluginPolicy] = {}  # by plugin id: survives restarts, reloads
-        self._cache = ResultCache(self.config.policy.cache_storage, self.config.state_dir)
+        self._cache = ResultCache(self.config.policy.cache_storage, self.config.state_path)
         self._flights: dict[bytes, anyio.Event | None] = {}  # cache keys being fetched: later callers wait
         self._refreshing: set[bytes] = set()           # cache keys refreshed in the background
         self._scheduler = Scheduler(self.config.policy.max_concurrent_calls,
@@ -96,11 +96,11 @@ class PluginHost:
 
     async def __aenter__(self) -> PluginHost:
         self._runtime = Runtime.create(self.config)
-        self._services = HostServices(self.config.state_dir)
-        self._store = ConfigStore(self.config.state_dir)
+        self._services = HostServices(self.config.state_path)
+        self._store = ConfigStore(self.config.state_path)
         warmed = self._cache.warm_up()
         if warmed:
-            log.info("result cache: %d entries loaded from %s", warmed, self.config.state_dir)
+            log.info("result cache: %d entries loaded from %s", warmed, self.config.state_path)
         self._cm = anyio.create_task_group()
         self._tg = await self._cm.__aenter__()
         self._running = True

@@ -99,7 +99,7 @@ class Runtime:
     def create(cls, config: HostConfig) -> Runtime:
         deno = find_deno(config.deno_path)
         entry = find_runtime_entry(config.runtime_entry)
-        state = Path(config.state_dir).expanduser().resolve()
+        state = config.state_path
         deno_dir = state / "deno"
         deno_dir.mkdir(parents=True, exist_ok=True)
         parent = os.environ.get("XDG_RUNTIME_DIR") or tempfile.gettempdir()

@@ -161,7 +161,7 @@ class HostServices:
 
     def __init__(self, state_dir: str | os.PathLike[str], limits: ServiceLimits | None = None) -> None:
         self.limits = limits or ServiceLimits()
-        self.storage_dir = Path(state_dir).expanduser().resolve() / "storage"
+        self.storage_dir = Path(state_dir) / "storage"
         self._caches: dict[Scope, _Cache] = {}
         self._stores: dict[str, _Store] = {}
         self._subs: dict[Scope, dict[str, set[Worker]]] = {}

@@ -99,7 +99,11 @@ class FrameSocket:
     async def receive(self) -> list[p.Message]:
         """The next complete messages (at least one). ConnectionLost at EOF; ProtocolError
         for a bad frame (after the good frames that came before it)."""
-        self.frames.check()
+        try:
+            self.frames.check()
+        except ProtocolError:
+            self._stop_reading()
+            raise
         while True:
             if self._drained:  # nothing can be there yet: skip a read that would fail
                 self._drained = False
@@ -111,15 +115,21 @@ class FrameSocket:
                 self._drained = True
                 continue
             except OSError as exc:
+                self._stop_reading()
                 raise ConnectionLost(str(exc)) from None
             if not data:
+                self._stop_reading()
                 raise ConnectionLost("end of stream")
             self._reads += 1
             if self._reads >= _YIELD_EVERY:
                 self._reads = 0
                 await anyio.lowlevel.checkpoint()
             self._drained = len(data) < _RECV_SIZE
-            msgs = self.frames.feed(data)
+            try:
+                msgs = self.frames.feed(data)
+            except ProtocolError:
+                self._stop_reading()
+                raise
             if msgs:
                 return msgs
 
@@ -164,11 +174,19 @@ class FrameSocket:
                 raise ConnectionLost(str(exc)) from None
             del self._wbuf[:n]
 
+    def _stop_reading(self) -> None:
+        """Leave the selector: a socket at EOF (or past a bad frame) stays readable, and epoll
+        would call ``_on_readable`` on every turn of the loop until ``close``. A later
+        ``receive`` reads again and meets the same end."""
+        self._drained = False
+        if self._loop is not None and self._sock.fileno() >= 0:
+            self._loop.remove_reader(self._sock.fileno())
+
     def close(self) -> None:
         self.closed = True
         if self._sock.fileno() >= 0:
             if self._loop is not None:
-                self._loop.remove_reader(self._sock.fileno())
+                self._stop_reading()
                 self._on_readable_closed()
             else:
                 try:

@@ -98,9 +98,7 @@ def error_from_info(info: p.ErrorInfo, *, plugin: str, function: str) -> HostErr
         return FunctionNotFound(info.message, **kw)
     if info.name == "PayloadTooLarge":
         return PayloadTooLarge(info.message, **kw)
-    # A fetch to a denied address fails at connect time as a TypeError whose cause says so.
-    denied = info.name == "NotCapable" or (info.name == "TypeError" and "Requires net access to" in info.message)
-    cls = PermissionDenied if denied else PluginError
+    cls = PermissionDenied if info.name == "NotCapable" else PluginError
     return cls(
         info.message, name=info.name, error_type=info.error_type, stack=info.stack,
         details=info.details, **kw,

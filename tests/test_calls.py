@@ -106,6 +106,29 @@ async def test_console_output_becomes_log_frames_tagged_with_the_call(calc, make
         assert got[0][3] is not None and got[0][3] == got[1][3]
 
 
+async def test_concurrent_calls_on_one_worker_tag_their_console_output_each_with_its_own_call(
+        plugin_dir, make_host):
+    plugin_dir.add("talk.js", """
+export async function talk(name) {
+  console.log("before", name);
+  await new Promise((r) => setTimeout(r, 50));
+  console.log("after", name);
+  return name;
+}
+""")
+    async with make_host(pool=PoolConfig(min_workers=1, max_workers=1, max_inflight=4)) as h:
+        got: list[tuple[str, int | None]] = []
+        h.add_log_listener(lambda plugin, worker, msg: got.append((msg.message, msg.id)))
+        async with anyio.create_task_group() as tg:
+            for name in "abc":
+                tg.start_soon(h.call, "talk", "talk", name)
+    assert len(got) == 6  # all lines arrive while three calls overlap on one worker
+    for name in "abc":
+        ids = {i for m, i in got if m.endswith(f" {name}")}
+        assert len(ids) == 1 and None not in ids  # both lines of a call carry its id
+    assert len({i for _, i in got}) == 3
+
+
 async def test_infinite_loop_times_out_in_time_and_next_call_gets_a_fresh_worker(calc, make_host):
     async with make_host() as h:
         old = await h.call("calc", "pid")

@@ -102,3 +102,38 @@ def test_fuzz_valid_length_random_bodies(bodies: list[bytes]):
         except ProtocolError:
             return
         assert all(isinstance(m, p.Message.__args__) for m in msgs)
+
+
+# ---------------------------------------------------------------------- transport
+
+
+@pytest.mark.parametrize("ending", ["eof", "garbage"])
+def test_a_socket_at_its_end_leaves_the_event_loop_selector(ending):
+    """A socket at EOF, or past a bad frame, stays readable: left registered, it would wake
+    the loop on every turn (a busy loop) until closed."""
+    import asyncio
+    import socket
+
+    from host.transport import ConnectionLost, FrameSocket
+
+    async def main() -> None:
+        ours, theirs = socket.socketpair()
+        ours.setblocking(False)
+        fs = FrameSocket(ours)
+        selector = asyncio.get_running_loop()._selector  # type: ignore[attr-defined]
+        assert selector.get_key(ours.fileno())  # registered while the stream is alive
+        theirs.sendall(p.encode(p.Ping(seq=1)) + (b"\xff\xff\xff\xff" if ending == "garbage" else b""))
+        if ending == "eof":
+            theirs.close()
+        assert [type(m) for m in await fs.receive()] == [p.Ping]
+        with pytest.raises(ConnectionLost if ending == "eof" else ProtocolError):
+            await fs.receive()
+        with pytest.raises(KeyError):
+            selector.get_key(ours.fileno())
+        with pytest.raises(ConnectionLost if ending == "eof" else ProtocolError):
+            await asyncio.wait_for(fs.receive(), 2)  # again: the same end, at once
+        fs.close()
+        if ending == "garbage":
+            theirs.close()
+
+    asyncio.run(main())

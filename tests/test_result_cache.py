@@ -4,6 +4,8 @@ Redis storage: tests/test_redis.py."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import anyio
 import pytest
 from conftest import wait_for
@@ -234,3 +236,13 @@ def test_cache_config_is_validated():
         HostConfig(plugins={"x": PluginSettings(cache=CacheConfig(ttl=0))})
     with pytest.raises(InvalidConfig, match="max_entries"):
         HostConfig(policy={"cache": {"max_entries": 0}})
+
+
+async def test_a_state_dir_under_home_holds_the_cache_file_with_the_rest(counter, make_host, tmp_path,
+                                                                          monkeypatch):
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    async with make_host(pool=ONE, state_dir="~/state", plugins=cached(persist=True)) as h:
+        await h.call("counter", "queryBalance", "a")
+    state = tmp_path / "home" / "state"
+    assert (state / "cache.sqlite3").exists() and (state / "storage").is_dir()
+    assert not Path("~").exists()  # nothing under a literal "~" in the working directory

@@ -244,7 +244,11 @@ function errorInfo(e: unknown): ErrorInfo {
         const ctor = (e as { constructor?: { name?: unknown } }).constructor?.name;
         if (typeof ctor === "string" && ctor && ctor !== "Error") name = ctor;
       }
-      const info: ErrorInfo = { name, message: cap(scrub(withCauses(e)), MAX_ERROR_MESSAGE) };
+      const { message, refused } = withCauses(e);
+      // fetch reports a sandbox refusal at connect time as TypeError("fetch failed") whose
+      // cause says "Requires net access to ...": name it as Deno.connect's refusal is named.
+      if (refused) name = "NotCapable";
+      const info: ErrorInfo = { name, message: cap(scrub(message), MAX_ERROR_MESSAGE) };
       if (typeof e.stack === "string") info.stack = cap(scrub(e.stack), MAX_ERROR_STACK);
       const { errorType, details } = e as { errorType?: unknown; details?: unknown };
       if (typeof errorType === "string") info.error_type = errorType;
@@ -268,16 +272,19 @@ function errorInfo(e: unknown): ErrorInfo {
 }
 
 /** The message, then its causes': fetch's "fetch failed" says why only in its cause (e.g. a
- * connection to a denied address: "client error (Connect): Requires net access to ..."). */
-function withCauses(e: Error): string {
+ * connection to a denied address: "client error (Connect): Requires net access to ...").
+ * ``refused``: a cause is the sandbox refusing access. */
+function withCauses(e: Error): { message: string; refused: boolean } {
   let message = String(e.message ?? "");
+  let refused = false;
   let cause: unknown = e.cause;
   for (let depth = 0; depth < 3 && cause !== undefined && cause !== null; depth++) {
     const text = cause instanceof Error ? String(cause.message ?? "") : safeString(cause);
     if (text && !message.includes(text)) message += `: ${text}`;
+    refused ||= cause instanceof Deno.errors.NotCapable || /\bRequires \w+ access to /.test(text);
     cause = cause instanceof Error ? cause.cause : undefined;
   }
-  return message;
+  return { message, refused };
 }
 
 function isPlain(o: object): boolean {
@@ -368,7 +375,7 @@ async function trackConcurrentCalls(): Promise<void> {
   const als = new AsyncLocalStorage<CallState>();
   tracker = {
     run: (state, fn, ...args) => als.run(state, fn, ...args),
-    getStore: () => tracker.getStore() ?? onlyCall(),
+    getStore: () => als.getStore() ?? onlyCall(),
   };
 }
 
