@@ -38,7 +38,7 @@ def write_results(key: str, title: str, table: str, deno: str) -> None:
         f"{start}\n## {title}\n\n"
         f"Run {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())} on {platform.machine()}, "
         f"{os.cpu_count()} cores, Python {platform.python_version()}, {version}. "
-        "Medians of repeated runs on a noisy 2-core machine.\n\n"
+        "Medians over the samples of this run.\n\n"
         f"{table}\n{end}"
     )
     if start in text:

@@ -16,6 +16,7 @@ import msgspec
 from .config import HostConfig
 from .config_file import load_config
 from .errors import HostError, InvalidConfig
+from .info import json_default
 from .plugin_host import PluginHost
 
 log = logging.getLogger("host.cli")
@@ -26,12 +27,12 @@ def _config(args: argparse.Namespace) -> HostConfig:
     flags that were given on top; a flag not given leaves the file's value."""
     overrides: dict[str, Any] = {"plugins_dir": args.plugins, "state_dir": args.state_dir}
     server = {k: getattr(args, k, None) for k in ("host", "port", "admin_token", "enable_execute")}
-    overrides["server"] = {k: v for k, v in server.items() if v is not None}
+    overrides["server"] = {k: v for k, v in server.items() if v is not None} or None  # None: not given
     return load_config(args.config, **overrides)
 
 
 def _print_json(data: Any) -> None:
-    enc = msgspec.json.encode(data, enc_hook=lambda o: o.hex() if isinstance(o, bytes) else str(o))
+    enc = msgspec.json.encode(data, enc_hook=json_default)
     sys.stdout.write(json.dumps(json.loads(enc), indent=2, ensure_ascii=False) + "\n")
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import TypeVar
 
 import limits
 import msgspec
@@ -11,6 +12,8 @@ import msgspec
 from .errors import InvalidConfig
 from .permissions import Permissions
 from .protocol import DEFAULT_MAX_FRAME
+
+T = TypeVar("T")
 
 
 class PoolConfig(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True):
@@ -225,23 +228,17 @@ class HostConfig(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True)
             raise InvalidConfig(f"server.port must be 0..65535, got {self.server.port}")
         if self.server.max_body_bytes < 1 or self.server.shutdown_grace < 0:
             raise InvalidConfig("server: need max_body_bytes >= 1 and shutdown_grace >= 0")
-        _check_policy(self.policy.rate_limit, self.policy.retry, self.policy.breaker, "policy")
-        _check_limit(self.policy.global_limit, "policy.global_limit")
-        if self.policy.max_concurrent_calls is not None and self.policy.max_concurrent_calls < 1:
+        pol = self.policy
+        _check_policy(pol.rate_limit, pol.retry, pol.breaker, pol.max_concurrent, pol.cache, "policy")
+        _check_limit(pol.global_limit, "policy.global_limit")
+        if pol.max_concurrent_calls is not None and pol.max_concurrent_calls < 1:
             raise InvalidConfig("policy.max_concurrent_calls must be >= 1 (None: no cap)")
-        if self.policy.max_concurrent < 0:
-            raise InvalidConfig("policy.max_concurrent must be >= 0 (0: no cap)")
-        _check_cache(self.policy.cache, "policy.cache")
-        check_storage(self.policy.storage, "policy.storage")
-        check_storage(self.policy.cache_storage, "policy.cache_storage")
+        check_storage(pol.storage, "policy.storage")
+        check_storage(pol.cache_storage, "policy.cache_storage")
         for pid, s in self.plugins.items():
             if s.pool:
                 _check_pool(s.pool, f"plugins.{pid}.pool")
-            _check_policy(s.rate_limit, s.retry, s.breaker, f"plugins.{pid}")
-            if s.max_concurrent is not None and s.max_concurrent < 0:
-                raise InvalidConfig(f"plugins.{pid}.max_concurrent must be >= 0 (0: no cap)")
-            if s.cache is not None:
-                _check_cache(s.cache, f"plugins.{pid}.cache")
+            _check_policy(s.rate_limit, s.retry, s.breaker, s.max_concurrent, s.cache, f"plugins.{pid}")
 
     @property
     def state_path(self) -> Path:
@@ -253,34 +250,33 @@ class HostConfig(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True)
         dirs = [self.plugins_dir] if isinstance(self.plugins_dir, str) else self.plugins_dir
         return [Path(d).resolve() for d in dirs]
 
-    def pool_for(self, plugin_id: str) -> PoolConfig:
+    def _override(self, plugin_id: str, section: str, default: T) -> T:
+        """``plugins.<id>.<section>`` when given, else ``default``."""
         s = self.plugins.get(plugin_id)
-        return s.pool if s and s.pool else self.pool
+        value = None if s is None else getattr(s, section)
+        return default if value is None else value
+
+    def pool_for(self, plugin_id: str) -> PoolConfig:
+        return self._override(plugin_id, "pool", self.pool)
 
     def limits_for(self, plugin_id: str) -> WorkerLimits:
-        s = self.plugins.get(plugin_id)
-        return s.limits if s and s.limits else self.limits
+        return self._override(plugin_id, "limits", self.limits)
 
     def rate_limit_for(self, plugin_id: str) -> RateLimitConfig:
-        s = self.plugins.get(plugin_id)
-        return s.rate_limit if s and s.rate_limit else self.policy.rate_limit
+        return self._override(plugin_id, "rate_limit", self.policy.rate_limit)
 
     def retry_for(self, plugin_id: str) -> RetryConfig:
-        s = self.plugins.get(plugin_id)
-        return s.retry if s and s.retry else self.policy.retry
+        return self._override(plugin_id, "retry", self.policy.retry)
 
     def max_concurrent_for(self, plugin_id: str) -> int:
         """The plugin's cap on calls admitted at once; 0: no cap."""
-        s = self.plugins.get(plugin_id)
-        return s.max_concurrent if s and s.max_concurrent is not None else self.policy.max_concurrent
+        return self._override(plugin_id, "max_concurrent", self.policy.max_concurrent)
 
     def breaker_for(self, plugin_id: str) -> BreakerConfig:
-        s = self.plugins.get(plugin_id)
-        return s.breaker if s and s.breaker else self.policy.breaker
+        return self._override(plugin_id, "breaker", self.policy.breaker)
 
     def cache_for(self, plugin_id: str) -> CacheConfig:
-        s = self.plugins.get(plugin_id)
-        return s.cache if s and s.cache else self.policy.cache
+        return self._override(plugin_id, "cache", self.policy.cache)
 
 
 def _check_pool(p: PoolConfig, where: str) -> None:
@@ -328,8 +324,24 @@ def redact_uri(uri: str) -> str:
     return f"{scheme}{sep}{netloc}{slash}{path}"
 
 
-def _check_policy(rate: RateLimitConfig | None, retry: RetryConfig | None,
-                  breaker: BreakerConfig | None, where: str) -> None:
+def storage_failure(uri: str, exc: Exception, *, modules: tuple[str, ...] = ("redis",),
+                    also: tuple[type[Exception], ...] = ()) -> str | None:
+    """"<uri> failed: <error>: <its first line>" when ``exc`` is the storage at ``uri`` failing
+    (an error of its client's ``modules``, an OSError, or one of ``also``), else None. The URI
+    is given with its password redacted."""
+    if not (type(exc).__module__.startswith(modules) or isinstance(exc, (OSError, *also))):
+        return None
+    text = str(exc)
+    return f"{redact_uri(uri)} failed: {type(exc).__name__}: {text.splitlines()[0] if text else ''}"
+
+
+def _check_policy(rate: RateLimitConfig | None, retry: RetryConfig | None, breaker: BreakerConfig | None,
+                  max_concurrent: int | None, cache: CacheConfig | None, where: str) -> None:
+    """The policy sections of ``[policy]`` or of one plugin (None: not given there)."""
+    if max_concurrent is not None and max_concurrent < 0:
+        raise InvalidConfig(f"{where}.max_concurrent must be >= 0 (0: no cap)")
+    if cache is not None:
+        _check_cache(cache, f"{where}.cache")
     if rate is not None:
         _check_limit(rate.limit, f"{where}.rate_limit.limit")
         if rate.strategy not in ("wait", "reject"):

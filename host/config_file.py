@@ -182,17 +182,16 @@ def _convert(data: dict[str, Any], shortcuts: set[str], *, source: str | None) -
             message = message.replace(f"policy.{key}", key)
         return InvalidConfig(f"{source}: {message}" if source else message)
 
-    # Each plugin first, on its own: msgspec's errors inside a dict do not name the key.
-    plugins = data.get("plugins")
-    if isinstance(plugins, dict):
-        for pid, settings in plugins.items():
-            try:
-                msgspec.convert(settings, PluginSettings)
-            except msgspec.ValidationError as exc:
-                raise fail(_validation_error(str(exc), PluginSettings, f"plugins.{pid}")) from None
     try:
         return msgspec.convert(data, HostConfig)
     except msgspec.ValidationError as exc:
+        # msgspec's errors inside a dict do not name the key: find the plugin at fault
+        plugins = data.get("plugins")
+        for pid, settings in (plugins.items() if isinstance(plugins, dict) else ()):
+            try:
+                msgspec.convert(settings, PluginSettings)
+            except msgspec.ValidationError as own:
+                raise fail(_validation_error(str(own), PluginSettings, f"plugins.{pid}")) from None
         raise fail(_validation_error(str(exc), HostConfig, "")) from None
     except InvalidConfig as exc:  # HostConfig's own checks, already naming section.field
         raise fail(str(exc)) from None

@@ -17,7 +17,7 @@ def resolve(manifests: dict[str, Manifest]) -> tuple[list[list[str]], dict[str, 
             other = manifests.get(dep)
             if other is None:
                 errors[pid] = f"dependency {dep!r} ({rng}) is not installed"
-            elif not sv.NpmSpec(rng).match(sv.Version(other.version)):
+            elif not sv.NpmSpec(rng).match(other.semver):
                 errors[pid] = f"dependency {dep!r} needs {rng}, installed is {other.version}"
             if pid in errors:
                 break

@@ -119,21 +119,21 @@ class InvalidConfig(HostError):
     """A host or plugin configuration value is invalid."""
 
 
-class RateLimited(HostError):
+class _RetryAfter(HostError):
+    """A refusal that says when to try again: ``retry_after`` seconds (None: unknown)."""
+
+    def __init__(self, message: str, *, retry_after: float | None = None, **kw: Any):
+        super().__init__(message, **kw)
+        self.retry_after = retry_after
+
+
+class RateLimited(_RetryAfter):
     """The call was refused by a rate limit; retry after ``retry_after`` seconds."""
 
-    def __init__(self, message: str, *, retry_after: float | None = None, **kw: Any):
-        super().__init__(message, **kw)
-        self.retry_after = retry_after
 
-
-class CircuitOpen(HostError):
+class CircuitOpen(_RetryAfter):
     """The plugin's circuit breaker is open; calls are refused until it half-opens, in about
     ``retry_after`` seconds."""
-
-    def __init__(self, message: str, *, retry_after: float | None = None, **kw: Any):
-        super().__init__(message, **kw)
-        self.retry_after = retry_after
 
 
 class PolicyStorageError(HostError):

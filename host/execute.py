@@ -38,11 +38,9 @@ async def run_with_deadline(pool: Pool, op: Any, budget: float, deadline: float,
     """Queueing counts against the caller's deadline; the worker enforces the rest."""
     try:
         return await pool.run(op, deadline, priority)
-    except CallTimeout as exc:
-        if exc.function is None:  # timed out in the queue, before any worker took it
-            raise CallTimeout(f"no worker became free within {budget:g}s", timeout=budget,
-                              plugin=plugin, function=fn) from None
-        raise
+    except TimeoutError:  # timed out in the queue, before any worker took it
+        raise CallTimeout(f"no worker became free within {budget:g}s", timeout=budget,
+                          plugin=plugin, function=fn) from None
 
 
 def execute_pool_config(xc: ExecuteConfig) -> PoolConfig:

@@ -11,6 +11,11 @@ from .lifecycle import Plugin
 from .policy import PluginPolicy
 
 
+def json_default(obj: Any) -> Any:
+    """``enc_hook`` for JSON output (API and CLI): bytes as hex, anything else as its str."""
+    return obj.hex() if isinstance(obj, bytes) else str(obj)
+
+
 class WorkerInfo(msgspec.Struct):
     index: int
     pid: int | None

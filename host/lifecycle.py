@@ -49,8 +49,6 @@ class Plugin:
         self.error: str | None = None
         self.pool: Pool | None = None
         self.fingerprint: tuple = ()
-        self._order: tuple = ()
-        self._order_of: Manifest | None = None
         self.reload_error: str | None = None
         self._emit = emit
         self._emit(PluginEvent(source.id, source.version_hint, "discovered", None, None, time.time()))
@@ -65,13 +63,9 @@ class Plugin:
 
     @property
     def order(self) -> tuple:
-        """Sort key among versions of one plugin (the parsed semver is cached: calls use it)."""
+        """Sort key among versions of one plugin."""
         m = self.manifest
-        if m is None:
-            return (0, self.source.version_hint or "")
-        if self._order_of is not m:
-            self._order, self._order_of = (1, m.semver), m
-        return self._order
+        return (0, self.source.version_hint or "") if m is None else (1, m.semver)
 
     @property
     def key(self) -> str:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import re
 from typing import Any, Literal
 
@@ -57,7 +58,7 @@ class Manifest(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True, r
 
     @property
     def semver(self) -> sv.Version:
-        return sv.Version(self.version)
+        return _semver(self.version)
 
     @property
     def grants(self) -> Permissions:
@@ -138,3 +139,9 @@ def _field_of(message: str) -> str:
     if unknown:
         return unknown.group(1)
     return "*"
+
+
+@functools.lru_cache(maxsize=1024)
+def _semver(version: str) -> sv.Version:
+    """Parsed once per version string: plugins are sorted by version on every call by name."""
+    return sv.Version(version)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import anyio
@@ -88,7 +88,7 @@ class PluginHost:
         self._flights: dict[bytes, anyio.Event | None] = {}  # cache keys being fetched: later callers wait
         self._refreshing: set[bytes] = set()           # cache keys refreshed in the background
         self._scheduler = Scheduler(self.config.policy.max_concurrent_calls,
-                                    lambda pid: self.config.max_concurrent_for(pid))
+                                    self.config.max_concurrent_for)
         self._tg: TaskGroup | None = None
         self._running = False
 
@@ -157,9 +157,7 @@ class PluginHost:
                     r.set_state("error", f"duplicate of {seen[r.key].source.module}")
                 else:
                     seen[r.key] = r
-        newest = {r.id: r for r in sorted(
-            (r for r in self._records if r.manifest is not None and r.state != "error"),
-            key=lambda r: r.manifest.semver)}
+        newest = _newest(r for r in self._records if r.manifest is not None and r.state != "error")
         levels, errors = resolve({pid: r.manifest for pid, r in newest.items()})
         for r in records:
             if r.state == "loaded" and r.id in errors:
@@ -170,11 +168,12 @@ class PluginHost:
                     if r.id in level and r.state == "loaded":
                         tg.start_soon(self._start, r)
 
-    async def _read_manifest(self, record: Plugin) -> tuple[Manifest, list[str]]:
-        """Load the plugin's current code in a worker with no permissions and validate it."""
+    async def _read_manifest(self, record: Plugin, fp: tuple | None = None) -> tuple[Manifest, list[str]]:
+        """Load the plugin's current code in a worker with no permissions and validate it.
+        ``fp``: its fingerprint, when the caller just took it."""
         src = record.source
         assert self._runtime is not None
-        record.fingerprint = fingerprint(src.root)  # before reading: a later edit is seen
+        record.fingerprint = fingerprint(src.root) if fp is None else fp  # before reading: a later edit is seen
         meta, exports = await inspect(src, self._runtime, self.config.limits_for(src.id))
         manifest = parse_manifest(meta, exports, path=str(src.module), expected_id=src.id,
                                   expected_version=src.version_hint)
@@ -202,17 +201,20 @@ class PluginHost:
         self._secrets[plugin_id] = secret_values(manifest.config_schema, values)
         return apply_schema(manifest.config_schema, values, plugin=plugin_id)
 
+    def _spec(self, record: Plugin, manifest: Manifest, **extra: Any) -> WorkerSpec:
+        """What the plugin's workers run: its module, with the permissions ``manifest`` declares."""
+        src = record.source
+        return WorkerSpec(plugin_id=src.id, module=src.module, base_dir=src.base_dir,
+                          read_paths=[str(src.root)], permissions=manifest.grants,
+                          limits=self.config.limits_for(src.id), **extra)
+
     async def _open_pool(self, record: Plugin, manifest: Manifest) -> Pool:
         """Start a pool for ``record`` with the permissions ``manifest`` declares and its
         validated config (InvalidConfig if the config does not satisfy the schema)."""
         assert self._tg is not None
         src, cfg = record.source, self.config
-        spec = WorkerSpec(
-            plugin_id=src.id, module=src.module, base_dir=src.base_dir,
-            read_paths=[str(src.root)], permissions=manifest.grants,
-            limits=cfg.limits_for(src.id), config=self._effective_config(src.id, manifest),
-            redact=lambda text, pid=src.id: redact(text, self._secrets.get(pid, [])),
-        )
+        spec = self._spec(record, manifest, config=self._effective_config(src.id, manifest),
+                          redact=lambda text, pid=src.id: redact(text, self._secrets.get(pid, [])))
         spec.cache_salt = digest(manifest.version, spec.config)
         pool = self._new_pool(spec, cfg.pool_for(src.id), on_state=record.sync_with_pool)
         await self._tg.start(pool.serve)
@@ -245,8 +247,8 @@ class PluginHost:
                 if not r.source.module.exists():
                     await self._stop(r, "stopped", "removed from disk")
                     self._records.remove(r)
-                elif r.state not in ("disabled", "stopped") and fingerprint(r.source.root) != r.fingerprint:
-                    await self._reload(r)
+                elif r.state not in ("disabled", "stopped") and (fp := fingerprint(r.source.root)) != r.fingerprint:
+                    await self._reload(r, fp)
             if fresh:
                 await self._load(fresh)
 
@@ -259,14 +261,11 @@ class PluginHost:
                 raise HostClosed("the host is not running")
             return await self._reload(self._record(name))
 
-    async def _reload(self, record: Plugin) -> bool:
+    async def _reload(self, record: Plugin, fp: tuple | None = None) -> bool:
         try:
-            manifest, exports = await self._read_manifest(record)
-            others = {r.id: r.manifest for r in self._records if r.manifest is not None
-                      and r.id != record.id and r.state in ("running", "degraded")}
-            _, errors = resolve({**others, record.id: manifest})
-            if record.id in errors:
-                raise InvalidConfig(errors[record.id], plugin=record.id)
+            manifest, exports = await self._read_manifest(record, fp)
+            if (why := self._dependency_error(record, manifest)) is not None:
+                raise InvalidConfig(why, plugin=record.id)
             pool = await self._open_pool(record, manifest)
             if pool.state == "error":
                 await pool.stop()
@@ -330,7 +329,7 @@ class PluginHost:
         if not versions:
             installed = sorted({r.key for r in self._records}) or ["none"]
             raise PluginNotFound(f"no plugin {name!r} (installed: {', '.join(installed)})", plugin=pid)
-        return max(versions, key=_version_order)
+        return max(versions, key=lambda r: r.order)
 
     def _pool(self, plugin: str) -> Pool:
         if not self._running:
@@ -359,6 +358,7 @@ class PluginHost:
         """``call``, returning (result, unix time the result was produced, from the cache)."""
         pool = self._pool(plugin)
         pid = pool.plugin_id
+        policy = self._policy(pid)
         budget = pool.spec.limits.call_timeout if timeout is None else timeout
         deadline = time.monotonic() + budget
         cache = self.config.cache_for(pid)
@@ -368,11 +368,12 @@ class PluginHost:
             except (TypeError, ValueError):
                 key = None  # arguments msgpack cannot encode: the call itself will say why
             if key is not None:
-                return await self._cached(pool, plugin, fn, arglist, key, cache, budget, deadline,
+                return await self._cached(pool, policy, plugin, fn, arglist, key, cache, budget, deadline,
                                           priority, refresh)
-        return await self._guarded(pool, plugin, fn, arglist, budget, deadline, priority), time.time(), False
+        result = await self._guarded(pool, policy, plugin, fn, arglist, budget, deadline, priority)
+        return result, time.time(), False
 
-    async def _cached(self, pool: Pool, plugin: str, fn: str, arglist: list[Any], key: bytes,
+    async def _cached(self, pool: Pool, policy: PluginPolicy, plugin: str, fn: str, arglist: list[Any], key: bytes,
                       cache: CacheConfig, budget: float, deadline: float, priority: int,
                       refresh: bool, background: bool = False) -> tuple[Any, float, bool]:
         """A cached call: a fresh entry is returned; a stale one too, refreshed in the
@@ -380,7 +381,6 @@ class PluginHost:
         meanwhile (they wait for its result; the Event they wait on is made by the first of
         them, as most calls have none). ``refresh`` calls without looking."""
         pid = pool.plugin_id
-        policy = self._policy(pid)
         store, flights = self._cache, self._flights
         while not refresh:
             entry = await store.get(pid, key) if store.shared else store.get_local(pid, key)
@@ -389,7 +389,7 @@ class PluginHost:
                     policy.cache_hits += 1
                 else:
                     policy.cache_stale += 1
-                    self._revalidate(pool, plugin, fn, arglist, key, cache)
+                    self._revalidate(pool, policy, plugin, fn, arglist, key, cache)
                 return entry.result(), entry.stored_at, True
             if key not in flights:
                 break
@@ -408,7 +408,7 @@ class PluginHost:
         if leader:
             flights[key] = None
         try:
-            value = await self._guarded(pool, plugin, fn, arglist, budget, deadline, priority)
+            value = await self._guarded(pool, policy, plugin, fn, arglist, budget, deadline, priority)
             entry = make_entry(value, cache)
             if entry is None:  # larger than max_value_bytes
                 return value, time.time(), False
@@ -423,18 +423,17 @@ class PluginHost:
                 if waiting is not None:
                     waiting.set()
 
-    def _revalidate(self, pool: Pool, plugin: str, fn: str, arglist: list[Any], key: bytes,
-                    cache: CacheConfig) -> None:
+    def _revalidate(self, pool: Pool, policy: PluginPolicy, plugin: str, fn: str, arglist: list[Any],
+                    key: bytes, cache: CacheConfig) -> None:
         """Refresh a stale entry in the background, once per key at a time."""
         if key in self._refreshing or key in self._flights or self._tg is None or not self._running:
             return
         self._refreshing.add(key)
-        policy = self._policy(pool.plugin_id)
 
         async def refresh() -> None:
             budget = pool.spec.limits.call_timeout
             try:
-                await self._cached(pool, plugin, fn, arglist, key, cache, budget,
+                await self._cached(pool, policy, plugin, fn, arglist, key, cache, budget,
                                    time.monotonic() + budget, 0, refresh=True, background=True)
                 policy.cache_refreshes += 1
             except HostError as exc:
@@ -444,11 +443,10 @@ class PluginHost:
 
         self._tg.start_soon(refresh)
 
-    async def _guarded(self, pool: Pool, plugin: str, fn: str, arglist: list[Any], budget: float,
-                       deadline: float, priority: int) -> Any:
+    async def _guarded(self, pool: Pool, policy: PluginPolicy, plugin: str, fn: str, arglist: list[Any],
+                       budget: float, deadline: float, priority: int) -> Any:
         """A call under the rate limits and the concurrency caps."""
         pid = pool.plugin_id
-        policy = self._policy(pid)
         try:
             if await self._limiter.acquire(pid, self.config.rate_limit_for(pid), deadline):
                 policy.rate_delayed += 1
@@ -461,7 +459,7 @@ class PluginHost:
             raise CallTimeout(f"no concurrency slot became free within {budget:g}s", timeout=budget,
                               plugin=pid, function=fn) from None
         try:
-            return await self._admitted(pool, plugin, fn, arglist, deadline, priority)
+            return await self._admitted(pool, policy, plugin, fn, arglist, deadline, priority)
         finally:
             self._scheduler.release(pid)
 
@@ -477,10 +475,8 @@ class PluginHost:
         others. One BalanceResult per plugin id, status success, error or timeout; a plugin
         that is not running is an error result saying why. ``refresh`` bypasses the cache."""
         budget = self.config.balances.timeout if timeout is None else timeout
-        newest: dict[str, Plugin] = {}
-        for r in sorted(self._records, key=_version_order):
-            if r.manifest is not None and BALANCE_CAPABILITY in r.manifest.capabilities:
-                newest[r.id] = r
+        newest = _newest(r for r in self._records
+                         if r.manifest is not None and BALANCE_CAPABILITY in r.manifest.capabilities)
         results: dict[str, BalanceResult] = {}
 
         async def one(r: Plugin) -> None:
@@ -508,11 +504,10 @@ class PluginHost:
                 tg.start_soon(one, r)
         return [results[pid] for pid in sorted(results)]
 
-    async def _admitted(self, pool: Pool, plugin: str, fn: str, arglist: list[Any],
+    async def _admitted(self, pool: Pool, policy: PluginPolicy, plugin: str, fn: str, arglist: list[Any],
                         deadline: float, priority: int) -> Any:
         """A call that holds its concurrency slot: breaker, retries, the pool."""
         pid = pool.plugin_id
-        policy = self._policy(pid)
         retry = self.config.retry_for(pid)
         breaker = policy.breaker
         breaker.config = self.config.breaker_for(pid)
@@ -644,15 +639,16 @@ class PluginHost:
     def plugins(self) -> list[PluginInfo]:
         """A snapshot of every plugin version: state, version, and each worker's pid, state,
         heartbeat."""
-        sched = self._scheduler
-        return [plugin_info(r, self._policies.get(r.id), sched.queued(r.id), sched.running(r.id),
-                            self._cache.size(r.id))
-                for r in sorted(self._records, key=lambda r: (r.id, _version_order(r)))]
+        return [self._info(r) for r in sorted(self._records, key=lambda r: (r.id, r.order))]
 
     def plugin(self, name: str) -> PluginInfo:
         """The snapshot of one plugin (``id`` = its highest version, or ``id@version``)."""
-        record = self._record(name)
-        return next(i for i in self.plugins() if i.id == record.id and i.version == record.version)
+        return self._info(self._record(name))
+
+    def _info(self, r: Plugin) -> PluginInfo:
+        sched = self._scheduler
+        return plugin_info(r, self._policies.get(r.id), sched.queued(r.id), sched.running(r.id),
+                           self._cache.size(r.id))
 
     def pool(self, name: str) -> Pool:
         """The pool of one plugin, whatever its state (for operations such as ``reset()``)."""
@@ -673,10 +669,7 @@ class PluginHost:
         targets = [r for r in self._records
                    if r.state in ("running", "degraded") and r.manifest is not None
                    and event in r.manifest.capabilities]
-        newest: dict[str, Plugin] = {}
-        for r in sorted(targets, key=_version_order):
-            newest[r.id] = r  # one version per plugin: the highest
-        ordered = sorted(newest.values(), key=lambda r: (-r.manifest.priority, r.id))  # type: ignore[union-attr]
+        ordered = sorted(_newest(targets).values(), key=lambda r: (-r.manifest.priority, r.id))  # type: ignore[union-attr]
         replies: list[EventReply] = []
         for r in ordered:
             t0 = time.perf_counter()
@@ -773,10 +766,7 @@ class PluginHost:
 
     async def _call_once(self, record: Plugin, manifest: Manifest, fn: str, args: list[Any]) -> Any:
         assert self._runtime is not None
-        src = record.source
-        spec = WorkerSpec(plugin_id=src.id, module=src.module, base_dir=src.base_dir,
-                          read_paths=[str(src.root)], permissions=manifest.grants,
-                          limits=self.config.limits_for(src.id))
+        spec = self._spec(record, manifest)
         worker = Worker(spec, self._runtime)
         result: Any = None
         error: HostError | None = None
@@ -821,13 +811,17 @@ class PluginHost:
         if record.state != "loaded":
             return
         assert record.manifest is not None
-        others = {r.id: r.manifest for r in self._records
-                  if r.manifest is not None and r.state in ("running", "degraded") and r.id != record.id}
-        _, errors = resolve({**others, record.id: record.manifest})
-        if record.id in errors:
-            record.set_state("error", errors[record.id])
+        if (why := self._dependency_error(record, record.manifest)) is not None:
+            record.set_state("error", why)
             return
         await self._start(record)
+
+    def _dependency_error(self, record: Plugin, manifest: Manifest) -> str | None:
+        """Why ``manifest``'s dependencies are not met by the plugins serving now, or None."""
+        others = {r.id: r.manifest for r in self._records
+                  if r.manifest is not None and r.state in ("running", "degraded") and r.id != record.id}
+        _, errors = resolve({**others, record.id: manifest})
+        return errors.get(record.id)
 
     def reset(self, name: str) -> None:
         """Leave a crash loop: the pool starts workers again."""
@@ -841,8 +835,9 @@ class PluginHost:
             record.set_state(state, reason)
 
 
-def _version_order(record: Plugin) -> tuple:
-    return record.order
+def _newest(records: Iterable[Plugin]) -> dict[str, Plugin]:
+    """The highest version of each plugin id among ``records``."""
+    return {r.id: r for r in sorted(records, key=lambda r: r.order)}
 
 
 def _redact_error(exc: PluginError, secrets: list[str] | None) -> None:

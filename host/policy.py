@@ -15,7 +15,7 @@ import limits
 from limits.storage import MemoryStorage, storage_from_string
 from limits.strategies import MovingWindowRateLimiter
 
-from .config import BreakerConfig, RateLimitConfig, RetryConfig, check_storage, redact_uri
+from .config import BreakerConfig, RateLimitConfig, RetryConfig, check_storage, redact_uri, storage_failure
 from .errors import (
     CallTimeout,
     CircuitOpen,
@@ -147,7 +147,6 @@ class CircuitBreaker:
             return
         if state == OPEN:
             return  # a call admitted before it opened; the cooldown is already running
-        cfg = self.config
         self._consecutive = 0 if success else self._consecutive + 1
         window = self._window
         width = cfg.window / _BUCKETS
@@ -176,9 +175,6 @@ class CircuitBreaker:
         """An admitted call ended without a verdict (cancelled, or a caller mistake): a half-open
         breaker lets the next call probe instead."""
         self._probing = False
-
-    def reset(self) -> None:
-        self._close()
 
     def _open(self, now: float) -> None:
         self._state, self._opened_at, self._probing = OPEN, now, False
@@ -345,11 +341,10 @@ class RateLimiter:
         try:
             return await anyio.to_thread.run_sync(self._take, items)
         except Exception as exc:
-            if type(exc).__module__.startswith(("redis", "limits")) or isinstance(exc, OSError):
-                raise PolicyStorageError(
-                    f"rate-limit storage {redact_uri(self.uri)} failed: {type(exc).__name__}: "
-                    f"{str(exc).splitlines()[0] if str(exc) else ''}", plugin=plugin) from None
-            raise
+            failure = storage_failure(self.uri, exc, modules=("redis", "limits"))
+            if failure is None:
+                raise
+            raise PolicyStorageError(f"rate-limit storage {failure}", plugin=plugin) from None
 
     async def acquire(self, plugin: str, config: RateLimitConfig, deadline: float) -> bool:
         """Take one slot of every quota that applies to ``plugin``. With the ``wait`` strategy,

@@ -3,8 +3,6 @@ recycling, idle reaping and graceful drain."""
 
 from __future__ import annotations
 
-import heapq
-import itertools
 import logging
 import time
 from collections import deque
@@ -15,21 +13,21 @@ import anyio
 from anyio.abc import TaskGroup
 
 from .config import PoolConfig
-from .errors import CallTimeout, HostClosed, HostError, PluginUnavailable
+from .errors import HostClosed, HostError, PluginUnavailable
 from .runtime import Runtime
+from .scheduler import Waiter, WaitQueue
 from .worker import HostCallHandler, Lease, LogSink, Worker, WorkerSpec
 
 log = logging.getLogger("host.pool")
 
 
-class _Waiter:
-    __slots__ = ("error", "event", "gone", "lease")
+class _Waiter(Waiter):
+    __slots__ = ("error", "lease")
 
     def __init__(self) -> None:
-        self.event = anyio.Event()
+        super().__init__()
         self.lease: Lease | None = None
         self.error: HostError | None = None
-        self.gone = False  # gave up (cancelled, timed out): dropped lazily from the heap
 
 
 class Pool:
@@ -49,7 +47,6 @@ class Pool:
         host_call: HostCallHandler | None = None,
         on_state: Callable[[Pool], None] | None = None,
     ) -> None:
-        spec.max_inflight = config.max_inflight
         self.spec = spec
         self.runtime = runtime
         self.config = config
@@ -64,11 +61,7 @@ class Pool:
         self._host_call = host_call
         self._on_state = on_state
         self._starting = 0
-        # Callers waiting for a slot: a heap of (-priority, arrival, waiter), so the highest
-        # priority goes first and equal priorities in arrival order.
-        self._waiters: list[tuple[int, int, _Waiter]] = []
-        self._waiting = 0  # live entries of _waiters
-        self._seq = itertools.count()
+        self._waiters: WaitQueue[_Waiter] = WaitQueue()  # callers waiting for a slot
         self._crash_times: deque[float] = deque()
         self._consecutive_crashes = 0
         self._tg: TaskGroup | None = None
@@ -166,6 +159,7 @@ class Pool:
             worker = Worker(
                 self.spec, self.runtime, on_log=self._on_log, on_slot_free=self._offer,
                 host_call=self._host_call, on_exit=self._on_worker_exit,
+                max_inflight=self.config.max_inflight,
             )
             await self._tg.start(self._run_worker, worker)
         finally:
@@ -248,7 +242,7 @@ class Pool:
         cfg = self.config
         active = sum(1 for w in self.workers if not w.retiring) + self._starting
         need = cfg.min_workers - active
-        waiting = self._waiting - self._starting * cfg.max_inflight
+        waiting = len(self._waiters) - self._starting * cfg.max_inflight
         if waiting > 0:
             need = max(need, -(-waiting // cfg.max_inflight))
         room = cfg.max_workers - len(self.workers) - self._starting
@@ -306,37 +300,22 @@ class Pool:
                 self._tg.start_soon(worker.shutdown)
             return
         while worker.state == "ready" and worker.load < self.config.max_inflight:
-            waiter = self._next_waiter()
+            waiter = self._waiters.pop()
             if waiter is None:
                 break
             waiter.lease = Lease(worker)
             waiter.event.set()
 
-    def _next_waiter(self) -> _Waiter | None:
-        while self._waiters:
-            waiter = heapq.heappop(self._waiters)[2]
-            if not waiter.gone:
-                self._waiting -= 1
-                return waiter
-        return None
-
-    def _drop_waiter(self, waiter: _Waiter) -> None:
-        """A waiter gives up its place; the heap entry is skipped when it comes up."""
-        waiter.gone = True
-        self._waiting -= 1
-        if len(self._waiters) > 2 * self._waiting + 64:
-            self._waiters = [e for e in self._waiters if not e[2].gone]
-            heapq.heapify(self._waiters)
-
     def _fail_waiters(self, error: HostError) -> None:
-        while (waiter := self._next_waiter()) is not None:
+        while (waiter := self._waiters.pop()) is not None:
             waiter.error = error
             waiter.event.set()
 
     async def acquire(self, deadline: float | None = None, priority: int = 0) -> Lease:
         """A slot on a worker, reserved for the caller until its request consumes it.
-        Waiting past ``deadline`` (time.monotonic()) raises CallTimeout; when every slot is
-        taken, higher ``priority`` callers are served first."""
+        Waiting past ``deadline`` (time.monotonic()) raises TimeoutError (``run_with_deadline``
+        turns it into CallTimeout); when every slot is taken, higher ``priority`` callers are
+        served first."""
         if self.state == "error":
             raise PluginUnavailable(self.error or "plugin is in error state", plugin=self.plugin_id)
         if self.state in ("closing", "closed"):
@@ -345,23 +324,18 @@ class Pool:
         if worker is not None:
             return Lease(worker)
         waiter = _Waiter()
-        heapq.heappush(self._waiters, (-priority, next(self._seq), waiter))
-        self._waiting += 1
+        self._waiters.push(waiter, priority)
         self._maintain()
         try:
-            if deadline is None:
+            with anyio.fail_after(None if deadline is None else max(deadline - time.monotonic(), 0)):
                 await waiter.event.wait()
-            else:
-                with anyio.fail_after(max(deadline - time.monotonic(), 0)):
-                    await waiter.event.wait()
         except TimeoutError:
             if waiter.lease is None and waiter.error is None:  # else it was served just in time
-                self._drop_waiter(waiter)
-                raise CallTimeout("no worker became free before the deadline", timeout=0.0,
-                                  plugin=self.plugin_id) from None
+                self._waiters.drop(waiter)
+                raise
         except BaseException:
             if waiter.lease is None and waiter.error is None:
-                self._drop_waiter(waiter)
+                self._waiters.drop(waiter)
             elif waiter.lease is not None:
                 self.release(waiter.lease)
             raise
@@ -377,7 +351,8 @@ class Pool:
 
     async def run(self, op: Callable[[Lease], Awaitable[Any]], deadline: float | None = None,
                   priority: int = 0) -> Any:
-        """Reserve a slot, run ``op`` with it (``op`` passes the lease to the worker)."""
+        """Reserve a slot, run ``op`` with it (``op`` passes the lease to the worker).
+        TimeoutError if no slot became free before ``deadline``."""
         lease = await self.acquire(deadline, priority)
         try:
             result = await op(lease)
@@ -392,7 +367,4 @@ class Pool:
     @property
     def waiting(self) -> int:
         """Callers waiting for a free worker slot."""
-        return self._waiting
-
-    def metadata(self) -> Any:
-        return next((w.metadata for w in self.workers if w.metadata is not None), None)
+        return len(self._waiters)

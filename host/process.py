@@ -33,15 +33,6 @@ def _pdeathsig_preexec(parent_pid: int) -> Callable[[], None]:
     return preexec
 
 
-def _limits(data_limit: int | None, cpu_seconds: int | None) -> list[tuple[int, tuple[int, int]]]:
-    out = []
-    if data_limit:
-        out.append((resource.RLIMIT_DATA, (data_limit, data_limit)))
-    if cpu_seconds:
-        out.append((resource.RLIMIT_CPU, (cpu_seconds, cpu_seconds + 1)))
-    return out
-
-
 class ChildProcess:
     """A child in its own process group; the stdout+stderr pipe's tail is kept for errors."""
 
@@ -75,8 +66,11 @@ class ChildProcess:
         )
         self.pid = self._proc.pid
         try:
-            for which, value in _limits(data_limit_mb * 1024 * 1024 if data_limit_mb else None, cpu_seconds):
-                resource.prlimit(self.pid, which, value)
+            if data_limit_mb:
+                size = data_limit_mb * 1024 * 1024
+                resource.prlimit(self.pid, resource.RLIMIT_DATA, (size, size))
+            if cpu_seconds:
+                resource.prlimit(self.pid, resource.RLIMIT_CPU, (cpu_seconds, cpu_seconds + 1))
         except OSError:  # the child is already gone; its exit is reported as usual
             pass
         self._pidfd = os.pidfd_open(self.pid)

@@ -26,7 +26,7 @@ from typing import Any
 import anyio
 import msgspec
 
-from .config import CacheConfig, redact_uri
+from .config import CacheConfig, storage_failure
 from .errors import InvalidConfig
 
 log = logging.getLogger("host.cache")
@@ -76,7 +76,7 @@ def digest(*parts: Any) -> str:
     return hashlib.blake2b(_key_encoder.encode(parts), digest_size=20).hexdigest()
 
 
-def make_entry(value: Any, config: CacheConfig, now: float | None = None) -> CacheEntry | None:
+def make_entry(value: Any, config: CacheConfig) -> CacheEntry | None:
     """The entry for ``value``, or None when it is larger than ``max_value_bytes`` (or cannot
     be encoded)."""
     try:
@@ -85,7 +85,7 @@ def make_entry(value: Any, config: CacheConfig, now: float | None = None) -> Cac
         return None
     if len(raw) > config.max_value_bytes:
         return None
-    now = time.time() if now is None else now
+    now = time.time()
     return CacheEntry(raw, now, now + config.ttl, now + config.ttl + config.stale_ttl)
 
 
@@ -160,8 +160,7 @@ class ResultCache:
     async def get(self, plugin: str, key: bytes) -> CacheEntry | None:
         """The entry if it may still be served (fresh or stale), else None."""
         if self._redis is not None:
-            raw = await self._redis_op(self._redis_get, plugin, key)
-            return None if raw is None else msgspec.msgpack.decode(raw, type=CacheEntry)
+            return await self._redis_op(self._redis_get, plugin, key)
         return self.get_local(plugin, key)
 
     def get_local(self, plugin: str, key: bytes) -> CacheEntry | None:
@@ -233,13 +232,13 @@ class ResultCache:
         try:
             return await anyio.to_thread.run_sync(fn, *args)
         except Exception as exc:  # redis down, or its answer unusable: a miss, never a failure
-            if type(exc).__module__.startswith("redis") or isinstance(exc, (OSError, msgspec.DecodeError)):
-                log.warning("result cache at %s failed: %s: %s", redact_uri(self.uri), type(exc).__name__,
-                            _first_line(exc))
-                return None
-            raise
+            failure = storage_failure(self.uri, exc, also=(msgspec.DecodeError,))
+            if failure is None:
+                raise
+            log.warning("result cache at %s", failure)
+            return None
 
-    def _redis_get(self, plugin: str, key: bytes) -> bytes | None:
+    def _redis_get(self, plugin: str, key: bytes) -> CacheEntry | None:
         member = _hex(key)
         pipe = self._redis.pipeline(transaction=False)
         pipe.get(f"{self._PREFIX}{plugin}:{member}")
@@ -247,9 +246,8 @@ class ResultCache:
         raw, _ = pipe.execute()
         if raw is None:
             return None
-        if msgspec.msgpack.decode(raw, type=CacheEntry).state(time.time()) is None:
-            return None
-        return raw
+        entry = msgspec.msgpack.decode(raw, type=CacheEntry)
+        return None if entry.state(time.time()) is None else entry
 
     def _redis_put(self, plugin: str, key: bytes, entry: CacheEntry, max_entries: int) -> None:
         lru = f"{self._PREFIX}{plugin}"
@@ -276,10 +274,6 @@ class ResultCache:
                 n += self._redis.delete(*(f"{lru}:{k}" for k in keys))
             self._redis.delete(lru)
         return n
-
-
-def _first_line(exc: BaseException) -> str:
-    return str(exc).splitlines()[0] if str(exc) else ""
 
 
 __all__ = ["CacheEntry", "ResultCache", "cache_key", "digest", "make_entry"]

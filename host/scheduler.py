@@ -8,6 +8,7 @@ import itertools
 import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
+from typing import Generic, TypeVar
 
 import anyio
 import msgspec
@@ -24,13 +25,60 @@ class SchedulerStats(msgspec.Struct):
     queued_by_plugin: dict[str, int]
 
 
-class _Waiter:
-    __slots__ = ("event", "gone", "granted")
+class Waiter:
+    """A caller waiting in a WaitQueue; ``event`` is set once it is served."""
+
+    __slots__ = ("event", "gone")
 
     def __init__(self) -> None:
         self.event = anyio.Event()
-        self.granted = False
-        self.gone = False  # cancelled or timed out: lazily dropped from its heap
+        self.gone = False  # gave up (cancelled, timed out): dropped lazily from its queue
+
+
+W = TypeVar("W", bound=Waiter)
+_arrivals = itertools.count()  # one order for every queue, so that the heads of queues compare
+
+
+class WaitQueue(Generic[W]):
+    """Waiters served highest priority first, and in arrival order among equals. ``len()``
+    counts those still waiting; one that gives up (``drop``) is skipped when it comes up."""
+
+    __slots__ = ("_heap", "_live")
+
+    def __init__(self) -> None:
+        self._heap: list[tuple[int, int, W]] = []  # (-priority, arrival, waiter)
+        self._live = 0
+
+    def __len__(self) -> int:
+        return self._live
+
+    def push(self, waiter: W, priority: int = 0) -> None:
+        heapq.heappush(self._heap, (-priority, next(_arrivals), waiter))
+        self._live += 1
+
+    def peek(self) -> tuple[int, int] | None:
+        """The place in line of the next waiter, (-priority, arrival): smaller goes first."""
+        heap = self._heap
+        while heap and heap[0][2].gone:
+            heapq.heappop(heap)
+        return heap[0][:2] if heap else None
+
+    def pop(self) -> W | None:
+        """Take the next waiter to serve, or None."""
+        while self._heap:
+            waiter = heapq.heappop(self._heap)[2]
+            if not waiter.gone:
+                self._live -= 1
+                return waiter
+        return None
+
+    def drop(self, waiter: W) -> None:
+        """``waiter``, still queued, gives up its place."""
+        waiter.gone = True
+        self._live -= 1
+        if len(self._heap) > 2 * self._live + 64:
+            self._heap = [e for e in self._heap if not e[2].gone]
+            heapq.heapify(self._heap)
 
 
 class Scheduler:
@@ -43,10 +91,8 @@ class Scheduler:
         self._max = max_concurrent
         self._cap_for = cap_for
         self._running: dict[str, int] = {}
-        self._queued: dict[str, int] = {}
-        self._heaps: dict[str, list[tuple[int, int, _Waiter]]] = {}
+        self._queues: dict[str, WaitQueue[Waiter]] = {}
         self._total = 0
-        self._seq = itertools.count()
 
     @property
     def max_concurrent(self) -> int | None:
@@ -63,13 +109,15 @@ class Scheduler:
         return self._running.get(plugin, 0)
 
     def queued(self, plugin: str) -> int:
-        return self._queued.get(plugin, 0)
+        queue = self._queues.get(plugin)
+        return 0 if queue is None else len(queue)
 
     def stats(self) -> SchedulerStats:
         return SchedulerStats(
-            max_concurrent_calls=self._max, running=self._total, queued=sum(self._queued.values()),
+            max_concurrent_calls=self._max, running=self._total,
+            queued=sum(len(q) for q in self._queues.values()),
             running_by_plugin={k: v for k, v in self._running.items() if v},
-            queued_by_plugin={k: v for k, v in self._queued.items() if v},
+            queued_by_plugin={k: len(q) for k, q in self._queues.items() if q},
         )
 
     def _room(self, plugin: str) -> bool:
@@ -84,31 +132,25 @@ class Scheduler:
     async def acquire(self, plugin: str, priority: int = 0, deadline: float | None = None) -> None:
         """Take a slot for a call to ``plugin``; waiting past ``deadline`` (time.monotonic())
         raises TimeoutError. Cancellation while waiting gives up the place in line."""
-        if not self._queued.get(plugin) and self._room(plugin):
+        if not self.queued(plugin) and self._room(plugin):
             # After every release the waiters that fit were let in, so a caller that fits
             # now jumps no one.
             self._take(plugin)
             return
-        waiter = _Waiter()
-        heap = self._heaps.setdefault(plugin, [])
-        heapq.heappush(heap, (-priority, next(self._seq), waiter))
-        self._queued[plugin] = self._queued.get(plugin, 0) + 1
+        waiter = Waiter()
+        queue = self._queues.setdefault(plugin, WaitQueue())
+        queue.push(waiter, priority)
         self.wake()  # a cap may have been raised without a wake()
         try:
-            if deadline is None:
+            with anyio.fail_after(None if deadline is None else max(deadline - time.monotonic(), 0)):
                 await waiter.event.wait()
-            else:
-                with anyio.fail_after(max(deadline - time.monotonic(), 0)):
-                    await waiter.event.wait()
         except BaseException as exc:
-            if waiter.granted:
+            if waiter.event.is_set():  # granted
                 if isinstance(exc, TimeoutError):
                     return  # granted just in time
                 self.release(plugin)
             else:
-                waiter.gone = True
-                self._queued[plugin] -= 1
-                self._compact(plugin)
+                queue.drop(waiter)  # still waiting, so wake() kept its queue
             raise
 
     def release(self, plugin: str) -> None:
@@ -129,29 +171,20 @@ class Scheduler:
         """Admit waiters while there is room: the best (priority, arrival) among the heads of
         the plugins whose own cap has room."""
         while self._max is None or self._total < self._max:
-            best: tuple[int, int, _Waiter] | None = None
+            best: tuple[int, int] | None = None
             best_plugin = ""
-            for plugin, heap in self._heaps.items():
-                while heap and heap[0][2].gone:
-                    heapq.heappop(heap)
-                if heap and self._room(plugin) and (best is None or heap[0][:2] < best[:2]):
-                    best, best_plugin = heap[0], plugin
+            for plugin, queue in self._queues.items():
+                head = queue.peek()
+                if head is not None and self._room(plugin) and (best is None or head < best):
+                    best, best_plugin = head, plugin
             if best is None:
                 break
-            heapq.heappop(self._heaps[best_plugin])
-            waiter = best[2]
-            waiter.granted = True
-            self._queued[best_plugin] -= 1
+            waiter = self._queues[best_plugin].pop()
+            assert waiter is not None
             self._take(best_plugin)
             waiter.event.set()
-        for plugin in [p for p, h in self._heaps.items() if not h]:
-            del self._heaps[plugin]
-
-    def _compact(self, plugin: str) -> None:
-        heap = self._heaps.get(plugin)
-        if heap is not None and len(heap) > 2 * self._queued[plugin] + 64:
-            heap[:] = [e for e in heap if not e[2].gone]
-            heapq.heapify(heap)
+        for plugin in [p for p, q in self._queues.items() if not q]:
+            del self._queues[plugin]
 
 
-__all__ = ["Scheduler", "SchedulerStats"]
+__all__ = ["Scheduler", "SchedulerStats", "WaitQueue", "Waiter"]

@@ -20,14 +20,14 @@ from .errors import (
     PluginNotFound,
     PluginUnavailable,
 )
+from .info import json_default
 from .plugin_host import PluginHost
 
-HOST_KEY = web.AppKey("host", PluginHost)
 _STATUS = {
     PluginNotFound: 404, FunctionNotFound: 404, InvalidConfig: 400, PayloadTooLarge: 413,
     CallTimeout: 504, PluginUnavailable: 503, HostClosed: 503,
 }
-_encoder = msgspec.json.Encoder(enc_hook=lambda o: o.hex() if isinstance(o, bytes) else str(o))
+_encoder = msgspec.json.Encoder(enc_hook=json_default)
 
 
 def _json(data: Any, status: int = 200) -> web.Response:
@@ -47,9 +47,7 @@ async def _body(request: web.Request) -> Any:
     try:
         raw = await request.read()
         return json.loads(raw) if raw else {}
-    except web.HTTPRequestEntityTooLarge:
-        raise
-    except ValueError as exc:
+    except ValueError as exc:  # (HTTPRequestEntityTooLarge is no ValueError: it passes on)
         raise web.HTTPBadRequest(
             text=json.dumps({"error": {"type": "BadRequest", "message": f"invalid JSON: {exc}"}}),
             content_type="application/json",
@@ -74,7 +72,6 @@ def create_app(host: PluginHost, *, admin_token: str | None = None, enable_execu
             return _host_error(exc)
 
     app = web.Application(middlewares=[guard], client_max_size=max_body)
-    app[HOST_KEY] = host
 
     async def healthz(request: web.Request) -> web.Response:
         infos = host.plugins()

@@ -4,7 +4,6 @@ channel between workers and a log line. See docs/protocol.md, "Host calls"."""
 from __future__ import annotations
 
 import hashlib
-import logging
 import math
 import os
 import re
@@ -20,16 +19,12 @@ import msgspec
 
 from . import protocol as p
 from .errors import (
-    HostCallError,
-    HostError,
     InvalidHostCall,
     PayloadTooLarge,
     StorageError,
     UnknownHostCall,
 )
 from .worker import Worker
-
-log = logging.getLogger("host.services")
 
 T = TypeVar("T")
 Scope = tuple[str, str]  # ("plugin", id) for a plugin's workers; ("execute", "") for execute's
@@ -156,8 +151,8 @@ _Op = Callable[[Worker, p.HostCall], Awaitable[Any]]
 class HostServices:
     """Answers workers' host calls. Cache and channel live in memory, per plugin (all execute
     workers share one scope); storage is one sqlite file per plugin under
-    ``<state_dir>/storage``. Only HostErrors leave ``handle``; the worker sends their class
-    name and message to the plugin."""
+    ``<state_dir>/storage``. The worker sends a HostError's class name and message to the
+    plugin; any other exception (a bug of ours) it logs and reports as HostCallError."""
 
     def __init__(self, state_dir: str | os.PathLike[str], limits: ServiceLimits | None = None) -> None:
         self.limits = limits or ServiceLimits()
@@ -183,14 +178,7 @@ class HostServices:
             raise UnknownHostCall(
                 f"host call {msg.op!r} is not available; the host offers {', '.join(sorted(self._ops))}",
                 plugin=worker.spec.plugin_id)
-        try:
-            return await op(worker, msg)
-        except HostError:
-            raise
-        except Exception:  # a bug of ours: the plugin gets an error, the worker lives on
-            log.exception("host call %s from %s failed", msg.op, worker.describe())
-            raise HostCallError(f"host call {msg.op!r} failed inside the host",
-                                plugin=worker.spec.plugin_id) from None
+        return await op(worker, msg)
 
     def forget(self, worker: Worker) -> None:
         """Drop a worker that exited from every channel subscription."""
@@ -331,11 +319,17 @@ class HostServices:
         event, data = self._args(msg, 1, 2, "(event, data?)")
         event = self._key(msg.op, event, "event name")
         targets = [w for w in self._subs.get(scope_of(worker), {}).get(event, ()) if w is not worker]
+        if not targets:
+            return 0
+        try:  # encoded once; each target checks the frame against its own limit
+            frame = p.encode(p.Deliver(event=event, data=data), max(t.spec.limits.max_frame for t in targets))
+        except PayloadTooLarge:  # too large for every target
+            return 0
         delivered = 0
 
         async def one(target: Worker) -> None:
             nonlocal delivered
-            if await target.deliver(event, data):
+            if await target.deliver(frame):
                 delivered += 1
 
         async with anyio.create_task_group() as tg:

@@ -39,14 +39,14 @@ class SyncPluginHost:
         return self
 
     def __exit__(self, *exc: Any) -> None:
-        portal, self._portal = self._portal, None
+        self._portal = None
         try:
             self._host_cm.__exit__(None, None, None)
         finally:
             self._portal_cm.__exit__(None, None, None)
-        del portal
 
     def _run(self, fn: Any, *args: Any) -> Any:
+        """``fn(*args)`` on the host's event loop (awaited if it is a coroutine function)."""
         if self._portal is None:
             raise HostClosed("the host is not running; use `with SyncPluginHost(...) as h:`")
         return self._portal.call(fn, *args)
@@ -66,7 +66,7 @@ class SyncPluginHost:
         return self._run(lambda: self.host.execute(code, input, **kw))
 
     def plugins(self) -> list[PluginInfo]:
-        return self._run(_snapshot, self.host)
+        return self._run(self.host.plugins)
 
     def emit(self, event: str, payload: Any = None, **kw: Any) -> list[EventReply]:
         return self._run(lambda: self.host.emit(event, payload, **kw))
@@ -75,7 +75,7 @@ class SyncPluginHost:
         return self._run(lambda: self.host.set_config(plugin, values, **kw))
 
     def get_config(self, plugin: str) -> dict[str, Any]:
-        return self._run(_get_config, self.host, plugin)
+        return self._run(self.host.get_config, plugin)
 
     def reload(self, plugin: str) -> bool:
         return self._run(self.host.reload, plugin)
@@ -87,16 +87,5 @@ class SyncPluginHost:
         self._run(self.host.disable, plugin)
 
     def set_policy(self, plugin: str, **kw: Any) -> None:
-        self._run(_set_policy, self.host, plugin, kw)
+        self._run(lambda: self.host.set_policy(plugin, **kw))
 
-
-async def _snapshot(host: PluginHost) -> list[PluginInfo]:
-    return host.plugins()
-
-
-async def _set_policy(host: PluginHost, plugin: str, kw: dict[str, Any]) -> None:
-    host.set_policy(plugin, **kw)
-
-
-async def _get_config(host: PluginHost, plugin: str) -> dict[str, Any]:
-    return host.get_config(plugin)

@@ -36,7 +36,8 @@ class UnixListener:
             self._sock.close()
             raise
 
-    async def accept(self) -> FrameSocket:
+    async def accept(self, max_frame: int) -> FrameSocket:
+        """The worker's connection, framed with ``max_frame``."""
         while True:
             try:
                 conn, _ = self._sock.accept()
@@ -44,7 +45,7 @@ class UnixListener:
                 await anyio.wait_readable(self._sock)
                 continue
             conn.setblocking(False)
-            return FrameSocket(conn)
+            return FrameSocket(conn, max_frame)
 
     def close(self) -> None:
         """Stop listening and unlink the path so nobody else can connect."""
@@ -66,10 +67,10 @@ class FrameSocket:
         self._flushing: anyio.Event | None = None
         self._reads = 0
         self.closed = False
+        self._readable: asyncio.Future[None] | None = None
         # On asyncio the socket stays registered with the selector for its whole life instead
         # of being added and removed around every wait (two epoll_ctl calls per read saved).
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._readable: asyncio.Future[None] | None = None
+        self._loop: asyncio.AbstractEventLoop | None
         try:
             self._loop = asyncio.get_running_loop()
         except RuntimeError:  # trio: anyio.wait_readable is already cheap there
@@ -92,9 +93,6 @@ class FrameSocket:
             await self._readable
         finally:
             self._readable = None
-
-    def set_max_frame(self, max_frame: int) -> None:
-        self.frames.max_frame = max_frame
 
     async def receive(self) -> list[p.Message]:
         """The next complete messages (at least one). ConnectionLost at EOF; ProtocolError
@@ -201,4 +199,4 @@ class FrameSocket:
             fut.set_exception(ConnectionLost("socket closed"))
 
 
-__all__ = ["ConnectionLost", "FrameSocket", "ProtocolError", "UnixListener"]
+__all__ = ["ConnectionLost", "FrameSocket", "UnixListener"]

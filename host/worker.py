@@ -54,7 +54,6 @@ class WorkerSpec:
     limits: WorkerLimits = field(default_factory=WorkerLimits)
     config: Any = None
     inspect: str | None = None
-    max_inflight: int = 1        # the pool's calls-per-worker, told to the worker at handshake
     redact: Callable[[str], str] | None = None  # scrubs secrets from the worker's raw output
     cache_salt: str = ""         # hash of the plugin's version and config: part of result-cache keys
 
@@ -86,7 +85,7 @@ class _Pending:
         self.info: p.ErrorInfo | None = None  # set when the worker answered with an error
         self.event = anyio.Event()
         self.value: Any = None
-        self.error: BaseException | None = None
+        self.error: BaseException | None = None  # set when the host failed it (timeout, exit)
         self.logs: list[p.Log] | None = [] if collect_logs else None
         self.fn = fn
 
@@ -120,8 +119,10 @@ class Worker:
         on_slot_free: Callable[[Worker], None] | None = None,
         host_call: HostCallHandler | None = None,
         on_exit: Callable[[Worker], None] | None = None,
+        max_inflight: int = 1,
     ) -> None:
         self.spec = spec
+        self.max_inflight = max_inflight  # the pool's calls-per-worker, told at handshake
         self._on_exit = on_exit
         self.runtime = runtime
         self.index = next(self._ids)
@@ -231,9 +232,7 @@ class Worker:
             raise self.exit_error or WorkerCrashed("worker exited during startup", plugin=self.spec.plugin_id)
 
     async def _handshake(self, listener: UnixListener, token: str) -> None:
-        conn = await listener.accept()
-        conn.set_max_frame(self.spec.limits.max_frame)
-        self._conn = conn
+        self._conn = await listener.accept(self.spec.limits.max_frame)
         hello = await self._next_message()
         if not isinstance(hello, p.Hello):
             raise self._handshake_failed(f"expected hello, got {type(hello).__name__}")
@@ -261,7 +260,7 @@ class Worker:
                 max_frame=lim.max_frame,
                 max_log_entries=lim.max_log_entries,
                 max_log_bytes=lim.max_log_bytes,
-                max_inflight=self.spec.max_inflight,
+                max_inflight=self.max_inflight,
             ),
         ))
         while True:
@@ -439,7 +438,10 @@ class Worker:
     # ------------------------------------------------------------------ frames
 
     async def _send(self, msg: p.Message) -> None:
-        data = p.encode(msg, self.spec.limits.max_frame)
+        await self._write(p.encode(msg, self.spec.limits.max_frame))
+
+    async def _write(self, data: bytes) -> None:
+        """Send one encoded frame; a connection that breaks kills the worker."""
         conn = self._conn
         if conn is None:
             raise WorkerCrashed("worker is not connected", plugin=self.spec.plugin_id)
@@ -462,7 +464,6 @@ class Worker:
             pending = self._pending.pop(msg.id, None)
             if pending is not None:
                 pending.info = msg.error
-                pending.error = error_from_info(msg.error, plugin=self.spec.plugin_id, function=pending.fn)
                 pending.event.set()
                 self._settled()
         elif isinstance(msg, p.Log):
@@ -491,12 +492,13 @@ class Worker:
         if self._on_log is not None:
             self._on_log(self, msg)
 
-    async def deliver(self, event: str, data: Any) -> bool:
-        """Send a channel event to this worker; False (never an error) if it cannot take it."""
-        if not self.alive or self._conn is None:
+    async def deliver(self, frame: bytes) -> bool:
+        """Send a channel event, a ``p.Deliver`` frame encoded once for all its targets, to this
+        worker; False (never an error) if it cannot take it (gone, or the frame too large)."""
+        if not self.alive or self._conn is None or len(frame) - p.HEADER.size > self.spec.limits.max_frame:
             return False
         try:
-            await self._send(p.Deliver(event=event, data=data))
+            await self._write(frame)
         except HostError:
             return False
         return True
@@ -602,7 +604,10 @@ class Worker:
                 if self._tg is not None:
                     self._tg.start_soon(self._cancel_watchdog, cid)
             raise
-        if pending.error is not None and (raise_error or pending.info is None):
+        if pending.info is not None:  # the worker answered with an error
+            if raise_error:
+                raise error_from_info(pending.info, plugin=self.spec.plugin_id, function=fn)
+        elif pending.error is not None:
             raise pending.error
         return pending
 

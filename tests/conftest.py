@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import os
+import subprocess
+import sys
 import textwrap
 import threading
 from collections.abc import AsyncIterator, Callable, Iterator
@@ -130,9 +132,6 @@ def calc(plugin_dir: PluginDir) -> PluginDir:
     return plugin_dir
 
 
-HostFactory = Callable[..., "asynccontextmanager[PluginHost]"]
-
-
 @pytest.fixture
 def make_host(plugin_dir: PluginDir, shared_state: Path) -> Callable[..., AsyncIterator[PluginHost]]:
     @asynccontextmanager
@@ -207,6 +206,12 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def run_cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
+    """``python -m host`` with ``args`` in a subprocess, its output captured as text."""
+    return subprocess.run([sys.executable, "-m", "host", *args], capture_output=True, text=True,
+                          timeout=60, cwd=cwd)
 
 
 @pytest.fixture(scope="session")

@@ -5,19 +5,13 @@ from __future__ import annotations
 
 import json
 import signal
-import socket
 import subprocess
 import sys
 import time
 import urllib.request
 
 import pytest
-from conftest import deno_children, process_gone
-
-
-def run_cli(*args: str, cwd) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "host", *args], capture_output=True, text=True,
-                          timeout=60, cwd=cwd)
+from conftest import deno_children, free_port, process_gone, run_cli
 
 
 @pytest.mark.timeout(90)
@@ -32,12 +26,6 @@ def test_call_prints_json_and_exit_codes_follow_the_contract(calc, shared_state,
     usage = run_cli("call", "calc", "add", "not json", *common, cwd=tmp_path)
     assert usage.returncode == 2
     assert run_cli("frobnicate", cwd=tmp_path).returncode == 2
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.mark.timeout(90)

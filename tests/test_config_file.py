@@ -5,12 +5,11 @@ never a secret, and the CLI reading it."""
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 import textwrap
 from pathlib import Path
 
 import pytest
+from conftest import run_cli
 
 from host import HostConfig, InvalidConfig
 from host.config import PoolConfig, RateLimitConfig
@@ -297,11 +296,6 @@ def test_readme_example_loads(tmp_path):
     c = load_config(write(tmp_path / "host.toml", block), env={})
     assert c.policy.storage.startswith("redis://") and c.rate_limit_for("weather").strategy == "reject"
     assert c.rate_limit_for("other").limit == "100/second"
-
-
-def run_cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "host", *args], capture_output=True, text=True,
-                          timeout=60, cwd=cwd)
 
 
 @pytest.mark.timeout(90)

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-import anyio
 import pytest
+from conftest import wait_for
 
 from host import HealthConfig
 
@@ -51,9 +51,7 @@ async def test_failing_health_check_marks_plugin_degraded_and_recovery_restores_
     async with make_host(health=HealthConfig(interval=0.1, timeout=1.0)) as h:
         assert h.plugin("flaky").state == "running"
         await h.call("flaky", "setHealthy", False)
-        with anyio.fail_after(5):
-            while h.plugin("flaky").state != "degraded":
-                await anyio.sleep(0.02)
+        await wait_for(lambda: h.plugin("flaky").state == "degraded", interval=0.02)
         info = h.plugin("flaky")
         assert "upstream down" in (info.error or "")
         assert await h.call("flaky", "setHealthy", True) is True  # degraded still serves calls

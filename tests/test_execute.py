@@ -60,16 +60,37 @@ async def test_crypto_tool_gives_a_uuid_and_random_bytes(make_host):
     assert a.result["bytes"] != b.result["bytes"]
 
 
-async def test_crypto_subtle_sha256_of_hello_world(make_host):
-    code = (
-        "export default async function(text) { const encoder = new TextEncoder(); const data = encoder.encode(text);"
-        ' const hash = await crypto.subtle.digest("SHA-256", data);'
-        ' return Array.from(new Uint8Array(hash)).map(b => b.toString(16).padStart(2, "0")).join(""); }'
-    )
+@pytest.mark.parametrize(
+    ("code", "kw", "expected"),
+    [
+        pytest.param(
+            "export default async function(text) { const encoder = new TextEncoder(); const data = encoder.encode(text);"
+            ' const hash = await crypto.subtle.digest("SHA-256", data);'
+            ' return Array.from(new Uint8Array(hash)).map(b => b.toString(16).padStart(2, "0")).join(""); }',
+            {"input": "Hello, World!", "tools": ["crypto"]},
+            "dffd6021bb2bd5b0af676290809ec3a53191dd81c7f70a4b28688a362182986f",
+            id="crypto-subtle-sha256-of-hello-world",
+        ),
+        pytest.param(
+            "export default async function(items) { const results = await Promise.all(items.map(async (item) =>"
+            " { await new Promise(r => setTimeout(r, 10)); return item.toUpperCase(); })); return results; }",
+            {"input": ["hello", "world", "deno"], "timeout": 5.0},
+            ["HELLO", "WORLD", "DENO"],
+            id="async-entry-with-promise-all",
+        ),
+        pytest.param(
+            "export function solution(x) { return x.a + x.b; }\nexport default () => 'wrong entry';",
+            {"input": {"a": 40, "b": 2}, "entry": "solution"},
+            42,
+            id="custom-entry-is-called",
+        ),
+    ],
+)
+async def test_execute_returns_the_entry_result(make_host, code, kw, expected):
     async with make_host() as h:
-        out = await h.execute(code, input="Hello, World!", tools=["crypto"])
+        out = await h.execute(code, **kw)
     assert out.ok, out.logs
-    assert out.result == "dffd6021bb2bd5b0af676290809ec3a53191dd81c7f70a4b28688a362182986f"
+    assert out.result == expected
 
 
 async def test_channel_tool_example_succeeds_and_logs_the_message(make_host):
@@ -115,17 +136,6 @@ async def test_infinite_loop_ends_in_execution_timeout(make_host):
     assert 900 <= out.duration <= 2000, out.duration
     assert elapsed < 2.5
     assert after.ok and after.result == "alive"
-
-
-async def test_async_entry_with_promise_all(make_host):
-    code = (
-        "export default async function(items) { const results = await Promise.all(items.map(async (item) =>"
-        " { await new Promise(r => setTimeout(r, 10)); return item.toUpperCase(); })); return results; }"
-    )
-    async with make_host() as h:
-        out = await h.execute(code, input=["hello", "world", "deno"], timeout=5.0)
-    assert out.ok, out.logs
-    assert out.result == ["HELLO", "WORLD", "DENO"]
 
 
 async def test_console_logs_are_returned_in_order(make_host):
@@ -182,14 +192,6 @@ async def test_entry_that_is_not_a_function_is_an_entry_error(make_host):
     assert (exc.name, exc.message) == ("EntryError", 'Entry "default" is not a function')
     exc = exception_of(missing)
     assert (exc.name, exc.message) == ("EntryError", 'Entry "nope" is not a function')
-
-
-async def test_custom_entry_is_called(make_host):
-    code = "export function solution(x) { return x.a + x.b; }\nexport default () => 'wrong entry';"
-    async with make_host() as h:
-        out = await h.execute(code, input={"a": 40, "b": 2}, entry="solution")
-    assert out.ok, out.logs
-    assert out.result == 42
 
 
 async def test_code_over_max_code_bytes_raises_payload_too_large(make_host):
@@ -317,10 +319,19 @@ async def test_execute_with_net_permission_fetches_the_local_server(make_host, l
     assert exception_of(denied).name in ("NotCapable", "TypeError")
 
 
-@pytest.mark.parametrize("permissions", [{"nett": ["127.0.0.1"]}, {"net": ["inherit"]}, {"read": "all"}])
-async def test_invalid_execute_permissions_raise_invalid_config(make_host, permissions):
+@pytest.mark.parametrize(
+    ("permissions", "named"),
+    [
+        ({"nett": ["127.0.0.1"]}, []),
+        ({"net": ["inherit"]}, ["inherit"]),
+        ({"read": "all"}, []),
+    ],
+    ids=["unknown-field", "inherit", "wrong-type"],
+)
+async def test_invalid_execute_permissions_raise_invalid_config(make_host, permissions, named):
     async with make_host() as h:
         with pytest.raises(InvalidConfig) as e:
             await h.execute("export default () => 1", permissions=permissions)
         assert next(iter(permissions)) in e.value.message
+        assert all(word in e.value.message for word in named), e.value.message
         assert (await h.execute("export default () => 1")).result == 1

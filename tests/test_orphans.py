@@ -23,8 +23,8 @@ from host import HostConfig, Permissions, PluginHost, WorkerLimits
 from host import protocol as p
 from host.runtime import Runtime, find_deno, find_runtime_entry
 
-# A host in its own process: two workers for each plugin, one of them spinning in a call,
-# then it reports its workers and waits to be killed.
+# A host in its own process: two workers for each plugin, one of them given a call that spins,
+# then it reports its workers (once that call is in flight) and waits to be killed.
 HOST_SCRIPT = """
 import functools, json, sys
 import anyio
@@ -33,12 +33,11 @@ from host import HostConfig, PluginHost, PoolConfig
 async def main(plugins, state):
     cfg = HostConfig(plugins_dir=plugins, state_dir=state, pool=PoolConfig(min_workers=2))
     async with PluginHost(cfg) as h:
-        spinning = anyio.Event()
-        h.add_log_listener(lambda plugin, worker, msg: msg.message == "spinning" and spinning.set())
         async with anyio.create_task_group() as tg:
             tg.start_soon(functools.partial(h.call, "busy", "spin", timeout=600))
             with anyio.fail_after(20):
-                await spinning.wait()
+                while not any(w.inflight for w in h.plugin("busy").workers):
+                    await anyio.sleep(0.01)
             report = {
                 "workers": [w.pid for info in h.plugins() for w in info.workers],
                 "busy": [w.pid for w in h.plugin("busy").workers if w.inflight],
@@ -50,11 +49,7 @@ anyio.run(main, sys.argv[1], sys.argv[2], backend=sys.argv[3])
 """
 
 BUSY = """
-export async function spin() {
-  console.log("spinning");
-  await new Promise((r) => setTimeout(r, 20));  // let the log frame go out first
-  while (true) {}
-}
+export function spin() { while (true) {} }
 """
 IDLE = "export function ping() { return 'pong'; }\n"
 

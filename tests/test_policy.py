@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import time
 
-import anyio
 import pytest
+from conftest import wait_for
 
 from host import (
     BreakerConfig,
@@ -69,9 +69,7 @@ def flaky(plugin_dir):
 
 
 async def wait_for_circuit(h: PluginHost, state: str, within: float = 3.0) -> None:
-    with anyio.fail_after(within):
-        while h.plugin("flaky").circuit != state:
-            await anyio.sleep(0.01)
+    await wait_for(lambda: h.plugin("flaky").circuit == state, timeout=within)
 
 
 # ---------------------------------------------------------------------- retry

@@ -7,7 +7,7 @@ import time
 
 import anyio
 import pytest
-from conftest import wait_for
+from conftest import process_gone, wait_for
 
 from host import HostError, PluginNotFound, PoolConfig
 from host.config import ReloadConfig
@@ -19,8 +19,6 @@ def version(n: int, extra: str = "") -> str:
     return (f'export const metadata = {{ id: "svc", name: "svc", version: "1.0.{n}", apiVersion: "1.0" }};\n'
             f"export async function which(ms) {{ if (ms) await new Promise((r) => setTimeout(r, ms)); return {n}; }}\n"
             + extra)
-
-
 
 
 @pytest.mark.timeout(60)
@@ -51,6 +49,7 @@ async def test_reload_under_continuous_load_fails_no_call(plugin_dir, make_host)
                 tg.start_soon(caller, 150 if i < 2 else 0)  # two callers keep slow calls in flight
             await wait_for(lambda: len(results) > 50)
             path.write_text(version(2))
+            old = {w.pid for w in h.plugin("svc").workers if w.pid is not None}
             assert await h.reload("svc") is True
             swapped.set()
             n_at_swap = len(results)
@@ -63,6 +62,8 @@ async def test_reload_under_continuous_load_fails_no_call(plugin_dir, make_host)
         assert info.version == "1.0.2" and info.state == "running" and info.reload_error is None
         # the old pool drained and stopped: only the new pool's workers are left
         assert len(info.workers) >= 2
+        assert old and not old & {w.pid for w in info.workers}
+        await wait_for(lambda: all(process_gone(p) for p in old))
 
 
 async def test_broken_new_version_keeps_the_old_one_serving(plugin_dir, make_host):

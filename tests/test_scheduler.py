@@ -4,9 +4,12 @@ and cancellation of queued and running calls; with real workers, plus the limite
 from __future__ import annotations
 
 import time
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 
 import anyio
 import pytest
+from anyio.abc import TaskGroup
 from conftest import wait_for
 
 from host import CallTimeout, InvalidConfig, PluginSettings, PolicyConfig, PoolConfig, WorkerLimits
@@ -44,9 +47,27 @@ def sched(plugin_dir):
     return plugin_dir
 
 
-async def blocker(h, plugin: str, scope: anyio.CancelScope) -> None:
+@asynccontextmanager
+async def held(h, plugin: str, busy: Callable[[], bool]) -> AsyncIterator[TaskGroup]:
+    """Hold a slot of ``plugin`` with a call that blocks until the block ends; ``busy`` tells
+    when the slot is taken. Yields the task group, for calls that queue behind it."""
+    scope = anyio.CancelScope()
+
+    async def blocker() -> None:
+        with scope:
+            await h.call(plugin, "block", timeout=30)
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(blocker)
+        await wait_for(busy)
+        yield tg
+        scope.cancel()
+
+
+async def call_in(scope: anyio.CancelScope, h, plugin: str, function: str) -> None:
+    """``h.call`` that stops when ``scope`` is cancelled."""
     with scope:
-        await h.call(plugin, "block", timeout=30)
+        await h.call(plugin, function)
 
 
 async def enqueue_in_order(h, tg, queued, calls: list[tuple[str, int]], out: dict) -> None:
@@ -66,12 +87,8 @@ PRIORITIES = [("p1", 1), ("p5a", 5), ("p3", 3), ("p5b", 5)]
 async def test_saturated_pool_serves_higher_priority_first_fifo_among_equals(sched, make_host):
     async with make_host(pool=ONE) as h:
         out: dict[str, int] = {}
-        scope = anyio.CancelScope()
-        async with anyio.create_task_group() as tg:
-            tg.start_soon(blocker, h, "sched", scope)
-            await wait_for(lambda: h.plugin("sched").workers[0].inflight == 1)
+        async with held(h, "sched", lambda: h.plugin("sched").workers[0].inflight == 1) as tg:
             await enqueue_in_order(h, tg, lambda: h.pool("sched").waiting, PRIORITIES, out)
-            scope.cancel()
         assert sorted(out, key=out.__getitem__) == ["p5a", "p5b", "p3", "p1"]
         assert h.pool("sched").waiting == 0
 
@@ -79,35 +96,24 @@ async def test_saturated_pool_serves_higher_priority_first_fifo_among_equals(sch
 async def test_global_cap_admits_higher_priority_first(sched, make_host):
     async with make_host(pool=THREE, policy=PolicyConfig(max_concurrent_calls=1)) as h:
         out: dict[str, int] = {}
-        scope = anyio.CancelScope()
-        async with anyio.create_task_group() as tg:
-            tg.start_soon(blocker, h, "other", scope)  # holds the one global slot
-            await wait_for(lambda: h.scheduler_stats().running == 1)
+        # "other" holds the one global slot
+        async with held(h, "other", lambda: h.scheduler_stats().running == 1) as tg:
             await enqueue_in_order(h, tg, lambda: h.plugin("sched").queued, PRIORITIES, out)
             stats = h.scheduler_stats()
             assert stats.queued == 4 and stats.queued_by_plugin == {"sched": 4}
             assert stats.running_by_plugin == {"other": 1} and stats.max_concurrent_calls == 1
-            scope.cancel()
         assert sorted(out, key=out.__getitem__) == ["p5a", "p5b", "p3", "p1"]
         assert h.scheduler_stats().running == 0 and h.scheduler_stats().queued == 0
 
 
 async def test_call_cancelled_while_queued_for_a_worker_never_runs(sched, make_host):
     async with make_host(pool=ONE) as h:
-        scope, queued = anyio.CancelScope(), anyio.CancelScope()
-        async with anyio.create_task_group() as tg:
-            tg.start_soon(blocker, h, "sched", scope)
-            await wait_for(lambda: h.plugin("sched").workers[0].inflight == 1)
-
-            async def victim() -> None:
-                with queued:
-                    await h.call("sched", "count")
-
-            tg.start_soon(victim)
+        async with held(h, "sched", lambda: h.plugin("sched").workers[0].inflight == 1) as tg:
+            victim = anyio.CancelScope()
+            tg.start_soon(call_in, victim, h, "sched", "count")
             await wait_for(lambda: h.pool("sched").waiting == 1)
-            queued.cancel()
+            victim.cancel()
             await wait_for(lambda: h.pool("sched").waiting == 0)
-            scope.cancel()
         assert await h.call("sched", "counted_") == 0
         assert h.plugin("sched").running == 0
 
@@ -115,14 +121,13 @@ async def test_call_cancelled_while_queued_for_a_worker_never_runs(sched, make_h
 async def test_call_cancelled_while_queued_under_a_cap_never_runs(sched, make_host):
     cfg = {"sched": PluginSettings(max_concurrent=1)}
     async with make_host(pool=THREE, plugins=cfg) as h:
-        scope = anyio.CancelScope()
-        async with anyio.create_task_group() as tg:
-            tg.start_soon(blocker, h, "sched", scope)
-            await wait_for(lambda: h.plugin("sched").running == 1)
-            with anyio.move_on_after(0.2):
-                await h.call("sched", "count")
+        async with held(h, "sched", lambda: h.plugin("sched").running == 1) as tg:
+            victim = anyio.CancelScope()
+            tg.start_soon(call_in, victim, h, "sched", "count")
+            await wait_for(lambda: h.plugin("sched").queued == 1)
+            victim.cancel()
+            await wait_for(lambda: h.plugin("sched").queued == 0)
             assert h.plugin("sched").queued == 0 and h.plugin("sched").running == 1
-            scope.cancel()
         assert await h.call("sched", "counted_") == 0
         info = h.plugin("sched")
         assert info.running == 0 and info.queued == 0
@@ -131,16 +136,12 @@ async def test_call_cancelled_while_queued_under_a_cap_never_runs(sched, make_ho
 async def test_call_queued_past_its_deadline_raises_call_timeout(sched, make_host):
     cfg = {"sched": PluginSettings(max_concurrent=1)}
     async with make_host(pool=THREE, plugins=cfg) as h:
-        scope = anyio.CancelScope()
-        async with anyio.create_task_group() as tg:
-            tg.start_soon(blocker, h, "sched", scope)
-            await wait_for(lambda: h.plugin("sched").running == 1)
+        async with held(h, "sched", lambda: h.plugin("sched").running == 1):
             t0 = time.monotonic()
             with pytest.raises(CallTimeout) as err:
                 await h.call("sched", "count", timeout=0.3)
             assert 0.25 < time.monotonic() - t0 < 2.0
             assert err.value.plugin == "sched" and err.value.function == "count"
-            scope.cancel()
         assert await h.call("sched", "counted_") == 0
         assert h.plugin("sched").timeouts == 0  # no worker was killed
 
@@ -156,11 +157,7 @@ async def test_cancelled_running_call_aborts_signal_and_stubborn_worker_is_repla
         pid = await h.call("sched", "pid")
         scope = anyio.CancelScope()
         async with anyio.create_task_group() as tg:
-            async def stubborn() -> None:
-                with scope:
-                    await h.call("sched", "stubborn")
-
-            tg.start_soon(stubborn)
+            tg.start_soon(call_in, scope, h, "sched", "stubborn")
             await wait_for(lambda: h.plugin("sched").workers[0].inflight == 1)
             scope.cancel()
         await wait_for(lambda: h.plugin("sched").crashes == 1)  # killed after cancel_grace
@@ -210,10 +207,7 @@ async def test_per_plugin_cap_bounds_that_plugin_only_and_can_change_at_runtime(
 
         # Raising the cap lets calls already waiting in.
         h.set_policy("sched", max_concurrent=1)
-        scope = anyio.CancelScope()
-        async with anyio.create_task_group() as tg:
-            tg.start_soon(blocker, h, "sched", scope)
-            await wait_for(lambda: h.plugin("sched").running == 1)
+        async with held(h, "sched", lambda: h.plugin("sched").running == 1) as tg:
             result: list[int] = []
 
             async def waiting() -> None:
@@ -223,7 +217,6 @@ async def test_per_plugin_cap_bounds_that_plugin_only_and_can_change_at_runtime(
             await wait_for(lambda: h.plugin("sched").queued == 1)
             h.set_policy("sched", max_concurrent=0)  # no cap
             await wait_for(lambda: result == [1])
-            scope.cancel()
         with pytest.raises(InvalidConfig):
             h.set_policy("sched", max_concurrent=-1)
 

@@ -33,13 +33,8 @@ def process_gone(pid: int) -> bool:
     return not os.path.exists(f"/proc/{pid}")
 
 
-@pytest.fixture(params=["asyncio", "trio"])
-def backend(request: pytest.FixtureRequest) -> str:
-    return request.param
-
-
-def test_call_returns_the_plugins_result(calc, shared_state, backend):
-    with SyncPluginHost(config(calc.root, shared_state), backend=backend) as h:
+def test_call_returns_the_plugins_result(calc, shared_state, anyio_backend):
+    with SyncPluginHost(config(calc.root, shared_state), backend=anyio_backend) as h:
         assert h.call("calc", "add", 1, 2) == 3
         assert h.call("calc", "addLater", 20, 22) == 42
         assert h.call("calc", "echo", {"a": [1, None, "ü"]}) == {"a": [1, None, "ü"]}
@@ -88,8 +83,8 @@ def test_execute_returns_an_execute_result(calc, shared_state):
     assert [(e.level, e.name, e.message) for e in failed.logs] == [("exception", "Error", "Input is required")]
 
 
-def test_plugins_snapshot_and_no_worker_survives_the_with_block(calc, shared_state, backend):
-    with SyncPluginHost(config(calc.root, shared_state), backend=backend) as h:
+def test_plugins_snapshot_and_no_worker_survives_the_with_block(calc, shared_state, anyio_backend):
+    with SyncPluginHost(config(calc.root, shared_state), backend=anyio_backend) as h:
         snap = h.plugins()
         assert [type(p) for p in snap] == [PluginInfo]
         info = snap[0]
