@@ -305,11 +305,7 @@ class PluginHost:
         return lambda: self._listeners.remove(fn)
 
     def _on_log(self, worker: Worker, msg: p.Log) -> None:
-        secrets = self._secrets.get(worker.spec.plugin_id)
-        if secrets:
-            msg = msgspec.structs.replace(
-                msg, message=redact(msg.message, secrets),
-                stack=redact(msg.stack, secrets) if msg.stack else msg.stack)
+        """A worker's log line, its secrets already redacted by the worker (WorkerSpec.redact)."""
         if plugin_log.isEnabledFor(_LEVELS.get(msg.level, logging.INFO)):
             plugin_log.log(_LEVELS.get(msg.level, logging.INFO), "[plugin:%s] %s",
                            worker.describe(), msg.message)
@@ -546,9 +542,6 @@ class PluginHost:
         while True:
             try:
                 return await run_with_deadline(pool, op, budget, deadline, plugin, fn, priority), pool
-            except PluginError as exc:
-                _redact_error(exc, self._secrets.get(pool.plugin_id))
-                raise
             except HostClosed:
                 # The pool closed before the call reached a worker: a reload replaced it (or the
                 # plugin was stopped). Nothing ran, so the call may go to the new pool.
@@ -838,20 +831,6 @@ class PluginHost:
 def _newest(records: Iterable[Plugin]) -> dict[str, Plugin]:
     """The highest version of each plugin id among ``records``."""
     return {r.id: r for r in sorted(records, key=lambda r: r.order)}
-
-
-def _redact_error(exc: PluginError, secrets: list[str] | None) -> None:
-    """Scrub a plugin's secret config values out of an error it raised."""
-    if not secrets:
-        return
-    exc.message = redact(exc.message, secrets)
-    exc.args = (exc.message,)
-    if exc.stack:
-        exc.stack = redact(exc.stack, secrets)
-    if exc.details is not None:
-        exc.details = msgspec.json.decode(redact(msgspec.json.encode(exc.details, enc_hook=str).decode(), secrets))
-
-
 
 
 __all__ = ["PluginHost"]

@@ -28,6 +28,7 @@ import msgspec
 
 from .config import CacheConfig, storage_failure
 from .errors import InvalidConfig
+from .services import open_private_db
 
 log = logging.getLogger("host.cache")
 
@@ -138,14 +139,9 @@ class ResultCache:
         if self._redis is not None or self._db_path is None:
             return None
         if self._db is None:
-            self._db_path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-            db = sqlite3.connect(self._db_path, isolation_level=None, check_same_thread=False)
-            self._db_path.chmod(0o600)
-            db.execute("PRAGMA journal_mode=WAL")
-            db.execute("PRAGMA synchronous=NORMAL")
-            db.execute("CREATE TABLE IF NOT EXISTS entries (plugin TEXT, key BLOB, value BLOB, "
-                       "stored_at REAL, expires REAL, stale_until REAL, PRIMARY KEY (plugin, key))")
-            self._db = db
+            self._db = open_private_db(
+                self._db_path, "CREATE TABLE IF NOT EXISTS entries (plugin TEXT, key BLOB, value BLOB, "
+                "stored_at REAL, expires REAL, stale_until REAL, PRIMARY KEY (plugin, key))")
         return self._db
 
     def close(self) -> None:

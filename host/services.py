@@ -32,6 +32,23 @@ _LOG_LEVELS = frozenset({"log", "info", "warn", "error", "debug"})  # as context
 _SAFE_ID = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,99}")
 
 
+def open_private_db(path: Path, schema: str, *, timeout: float = 5.0) -> sqlite3.Connection:
+    """A sqlite database only this user can read (the directory 0700, the file created 0600
+    before sqlite opens it; its -wal/-shm files get the same mode), in WAL mode, with
+    ``schema`` applied."""
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    os.close(os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o600))
+    db = sqlite3.connect(path, timeout=timeout, isolation_level=None, check_same_thread=False)
+    try:
+        db.execute("PRAGMA journal_mode=WAL")
+        db.execute("PRAGMA synchronous=NORMAL")
+        db.execute(schema)
+    except BaseException:
+        db.close()
+        raise
+    return db
+
+
 class ServiceLimits(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True):
     """Bounds on what one plugin may keep in the host."""
 
@@ -124,20 +141,8 @@ class _Store:
             raise StorageError(f"storage failed: {exc}") from None
 
     def _open(self) -> sqlite3.Connection:
-        self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-        # Created private before sqlite opens it; sqlite gives its -wal/-shm files the same mode.
-        os.close(os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o600))
-        db = sqlite3.connect(self.path, timeout=self.timeout, isolation_level=None,
-                             check_same_thread=False)
-        try:
-            db.execute("PRAGMA journal_mode=WAL")
-            db.execute("PRAGMA synchronous=NORMAL")
-            db.execute("CREATE TABLE IF NOT EXISTS kv (key TEXT PRIMARY KEY, value BLOB NOT NULL)"
-                       " WITHOUT ROWID")
-        except BaseException:
-            db.close()
-            raise
-        return db
+        return open_private_db(self.path, "CREATE TABLE IF NOT EXISTS kv (key TEXT PRIMARY KEY, "
+                               "value BLOB NOT NULL) WITHOUT ROWID", timeout=self.timeout)
 
     def close(self) -> None:
         if self._db is not None:

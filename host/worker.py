@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import anyio
+import msgspec
 from anyio.abc import TaskGroup, TaskStatus
 
 from . import protocol as p
@@ -463,7 +464,7 @@ class Worker:
         elif isinstance(msg, p.Error):
             pending = self._pending.pop(msg.id, None)
             if pending is not None:
-                pending.info = msg.error
+                pending.info = self._scrub_error(msg.error)
                 pending.event.set()
                 self._settled()
         elif isinstance(msg, p.Log):
@@ -483,14 +484,30 @@ class Worker:
             self.kill("protocol")
 
     def record_log(self, msg: p.Log) -> None:
-        """A log line of this worker: attached to its call (for execute's logs) and passed to
-        the log sink."""
+        """A log line of this worker (secrets redacted): attached to its call (for execute's
+        logs) and passed to the log sink."""
+        r = self.spec.redact
+        if r is not None:
+            msg = msgspec.structs.replace(msg, message=r(msg.message), stack=r(msg.stack) if msg.stack else None)
         if msg.id is not None:
             pending = self._pending.get(msg.id)
             if pending is not None and pending.logs is not None:
                 pending.logs.append(msg)
         if self._on_log is not None:
             self._on_log(self, msg)
+
+    def _scrub_error(self, info: p.ErrorInfo) -> p.ErrorInfo:
+        """The worker's error with secrets redacted from its message, stack and details."""
+        r = self.spec.redact
+        if r is None:
+            return info
+        details = info.details
+        if details is not None:
+            text = msgspec.json.encode(details, enc_hook=str).decode()
+            if r(text) != text:
+                details = msgspec.json.decode(r(text))
+        return msgspec.structs.replace(info, message=r(info.message),
+                                       stack=r(info.stack) if info.stack else info.stack, details=details)
 
     async def deliver(self, frame: bytes) -> bool:
         """Send a channel event, a ``p.Deliver`` frame encoded once for all its targets, to this
