@@ -87,7 +87,7 @@ def parse_manifest(raw: Any, exports: list[str], *, path: str, expected_id: str,
         raise InvalidManifest(f"{m.id!r} does not match the file or directory name {expected_id!r}",
                               path=path, field="id", plugin=expected_id)
     try:
-        version = sv.Version(m.version)
+        version = m.semver
     except ValueError:
         raise InvalidManifest(f"{m.version!r} is not a semantic version (MAJOR.MINOR.PATCH)",
                               path=path, field="version", plugin=m.id) from None
