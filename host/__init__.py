@@ -14,6 +14,7 @@ from .config import (
     PoolConfig,
     RateLimitConfig,
     RetryConfig,
+    SecurityConfig,
     ServerConfig,
     WorkerLimits,
 )
@@ -35,6 +36,8 @@ from .errors import (
     PolicyStorageError,
     ProtocolError,
     RateLimited,
+    ResourceLimitExceeded,
+    SecretsError,
     WorkerCrashed,
 )
 from .execute import ExecuteResult, LogEntry
@@ -49,10 +52,10 @@ __version__ = "0.1.0"
 
 __all__ = [
     "BalanceResult", "BalancesConfig", "BreakerConfig", "CacheConfig", "PolicyConfig", "PolicyStorageError",
-    "ServerConfig", "load_config", "RateLimitConfig", "RetryConfig",
+    "SecurityConfig", "ServerConfig", "load_config", "RateLimitConfig", "RetryConfig",
     "CallCancelled", "CallTimeout", "EventsConfig", "HealthConfig", "CircuitOpen", "EventReply", "ExecuteConfig", "ExecuteResult",
     "FunctionNotFound", "HandshakeError", "HostClosed", "HostConfig", "HostError", "InvalidConfig",
     "LogEntry", "PayloadTooLarge", "PermissionDenied", "Permissions", "PluginError", "PluginEvent", "PluginHost",
     "PluginInfo", "PluginNotFound", "PluginSettings", "PluginUnavailable", "PoolConfig",
-    "ProtocolError", "RateLimited", "SchedulerStats", "SyncPluginHost", "WorkerCrashed", "WorkerInfo", "WorkerLimits",
+    "ProtocolError", "RateLimited", "ResourceLimitExceeded", "SchedulerStats", "SecretsError", "SyncPluginHost", "WorkerCrashed", "WorkerInfo", "WorkerLimits",
 ]

@@ -6,8 +6,11 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import signal
 import sys
+import tempfile
+from pathlib import Path
 from typing import Any
 
 import anyio
@@ -31,9 +34,13 @@ def _config(args: argparse.Namespace) -> HostConfig:
     return load_config(args.config, **overrides)
 
 
-def _print_json(data: Any) -> None:
+def _json_text(data: Any) -> str:
     enc = msgspec.json.encode(data, enc_hook=json_default)
-    sys.stdout.write(json.dumps(json.loads(enc), indent=2, ensure_ascii=False) + "\n")
+    return json.dumps(json.loads(enc), indent=2, ensure_ascii=False) + "\n"
+
+
+def _print_json(data: Any) -> None:
+    sys.stdout.write(_json_text(data))
 
 
 async def _serve(args: argparse.Namespace, config: HostConfig) -> int:
@@ -102,6 +109,61 @@ async def _execute(args: argparse.Namespace, config: HostConfig) -> int:
     return 0 if out.ok else 1
 
 
+def _passphrase(args: argparse.Namespace) -> str | None:
+    """The passphrase from the variable ``--passphrase-env`` names (never from argv)."""
+    if args.passphrase_env is None:
+        return None
+    value = os.environ.get(args.passphrase_env)
+    if not value:
+        raise _UsageError(f"--passphrase-env: ${args.passphrase_env} is not set or empty")
+    return value
+
+
+class _UsageError(Exception):
+    pass
+
+
+def _write_private(path: str, text: str) -> None:
+    """Write ``text`` to ``path`` atomically, readable by the owner only (0600)."""
+    target = Path(path)
+    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}-")
+    try:
+        os.fchmod(fd, 0o600)
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+        os.replace(tmp, target)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+async def _config_export(args: argparse.Namespace, config: HostConfig) -> int:
+    passphrase = _passphrase(args)
+    async with PluginHost(config) as host:
+        document = await host.export_config(args.plugin, passphrase=passphrase)
+    if args.out:
+        _write_private(args.out, _json_text(document))
+    else:
+        _print_json(document)
+    return 0
+
+
+async def _config_import(args: argparse.Namespace, config: HostConfig) -> int:
+    passphrase = _passphrase(args)
+    try:
+        if args.file == "-":
+            document = json.loads(sys.stdin.read())
+        else:
+            with open(args.file, encoding="utf-8") as f:
+                document = json.load(f)
+    except (OSError, ValueError) as exc:
+        raise _UsageError(f"{args.file}: cannot read a JSON document ({exc})") from None
+    async with PluginHost(config) as host:
+        stored = await host.import_config(document, passphrase=passphrase, replace=args.replace)
+    _print_json(stored)  # secrets masked
+    return 0
+
+
 def _common_options(ap: argparse.ArgumentParser, *, defaults: bool) -> None:
     keep = {} if defaults else {"default": argparse.SUPPRESS}
     # None: not given, so the config file's value (or the default) stands.
@@ -152,6 +214,22 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--entry", default="default")
     s.add_argument("--timeout", type=float)
     s.set_defaults(run=_execute)
+
+    s = add("config", "plugin configs: export and import (secrets stay encrypted)")
+    config_sub = s.add_subparsers(dest="config_command", required=True)
+    passphrase_help = ("encrypt the secrets with a passphrase read from this environment variable "
+                       "(default: the host key, usable only by hosts that share it)")
+    c = config_sub.add_parser("export", help="print (or --out) the plugins' configs as JSON", parents=[common])
+    c.add_argument("--plugin", metavar="ID", help="only this plugin (default: every plugin with a config)")
+    c.add_argument("--passphrase-env", metavar="VAR", help=passphrase_help)
+    c.add_argument("--out", metavar="FILE", help="write to FILE (mode 0600) instead of stdout")
+    c.set_defaults(run=_config_export)
+    c = config_sub.add_parser("import", help="validate, store and apply an export", parents=[common])
+    c.add_argument("file", help="a file written by `config export`, or - for stdin")
+    c.add_argument("--passphrase-env", metavar="VAR", help="the variable holding the export's passphrase")
+    c.add_argument("--replace", action="store_true",
+                   help="replace each plugin's config (default: merge into the stored one)")
+    c.set_defaults(run=_config_import)
     return ap
 
 
@@ -169,6 +247,9 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     try:
         return anyio.run(args.run, args, config)
+    except _UsageError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     except HostError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1

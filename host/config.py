@@ -31,6 +31,11 @@ class PoolConfig(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True)
     drain_timeout: float = 10.0    # wait this long for calls in flight on close
 
 
+# RLIMIT_DATA a Web Worker needs to start and do some work: V8 reserves each isolate's code range
+# against the limit (measured with Deno 2.9: two Workers need about 1700 MiB, four about 3300).
+WEB_WORKER_DATA_MB = 704
+
+
 class WorkerLimits(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True):
     """Per-worker deadlines and resource caps."""
 
@@ -41,12 +46,22 @@ class WorkerLimits(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=Tru
     cancel_grace: float = 1.0      # a cancelled call must settle within this, or the worker dies
     shutdown_grace: float = 2.0
     heap_mb: int = 128             # V8 old-space cap
-    data_limit_mb: int | None = 4096  # RLIMIT_DATA: bounds ArrayBuffers, which the heap cap does not
+    data_limit_mb: int | None = 1024  # RLIMIT_DATA: bounds ArrayBuffers, which the heap cap does not
     cpu_seconds: int | None = None    # RLIMIT_CPU backstop
     max_frame: int = DEFAULT_MAX_FRAME
     max_log_entries: int = 1000
     max_log_bytes: int = 1024 * 1024
+    max_result_bytes: int = 8 * 1024 * 1024  # a bigger result fails with PayloadTooLarge
+    max_web_workers: int = 2       # Workers (V8 isolates) a plugin may keep alive at once
     stderr_tail_bytes: int = 4096
+
+    @property
+    def rlimit_data_mb(self) -> int | None:
+        """The RLIMIT_DATA a worker gets: ``data_limit_mb`` plus WEB_WORKER_DATA_MB for each
+        Worker it may start, since every V8 isolate reserves its code range against the limit."""
+        if self.data_limit_mb is None:
+            return None
+        return self.data_limit_mb + WEB_WORKER_DATA_MB * self.max_web_workers
 
 
 class ExecuteConfig(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True):
@@ -178,6 +193,23 @@ class BalancesConfig(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=T
     timeout: float = 10.0
 
 
+class SecurityConfig(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True):
+    """``[security]``: how strictly plugin permissions are judged, the audit log, the network
+    options and where the key that encrypts secrets at rest comes from."""
+
+    # "off", "warn" (log and record each finding, load anyway) or "refuse" (the plugin goes to
+    # `error`): findings are whole-network or whole-filesystem grants, wildcards, more than
+    # max_net_hosts hosts, and loopback or private hosts in the net allow list.
+    strict: str = "warn"
+    max_net_hosts: int = 10
+    audit_log: str = "audit.jsonl"   # JSON lines, relative to state_dir; "" turns it off
+    https_only: bool = False         # net grants without a port are narrowed to port 443
+    egress_proxy: bool = False       # fetch traffic goes through a host-side counting proxy
+    max_response_bytes: int = 10 * 1024 * 1024  # per proxied response (or CONNECT tunnel)
+    secret_key_env: str = "PLUGIN_HOST_SECRET_KEY"  # a Fernet key; else secret_key_file
+    secret_key_file: str = "secret.key"  # relative to state_dir; created 0600 on first use
+
+
 class ServerConfig(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True):
     """``python -m host serve`` (``[server]``)."""
 
@@ -210,6 +242,7 @@ class HostConfig(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True)
     policy: PolicyConfig = msgspec.field(default_factory=PolicyConfig)
     balances: BalancesConfig = msgspec.field(default_factory=BalancesConfig)
     server: ServerConfig = msgspec.field(default_factory=ServerConfig)
+    security: SecurityConfig = msgspec.field(default_factory=SecurityConfig)
     plugins: dict[str, PluginSettings] = {}
 
     def __post_init__(self) -> None:
@@ -224,10 +257,16 @@ class HostConfig(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True)
                 except msgspec.ValidationError as exc:
                     raise InvalidConfig(f"{f.name}: {exc}") from None
         _check_pool(self.pool, "pool")
+        _check_worker_limits(self.limits, "limits")
         if not 0 <= self.server.port <= 65535:
             raise InvalidConfig(f"server.port must be 0..65535, got {self.server.port}")
         if self.server.max_body_bytes < 1 or self.server.shutdown_grace < 0:
             raise InvalidConfig("server: need max_body_bytes >= 1 and shutdown_grace >= 0")
+        sec = self.security
+        if sec.strict not in ("off", "warn", "refuse"):
+            raise InvalidConfig(f'security.strict must be "off", "warn" or "refuse", got {sec.strict!r}')
+        if sec.max_net_hosts < 1 or sec.max_response_bytes < 1:
+            raise InvalidConfig("security: need max_net_hosts >= 1 and max_response_bytes >= 1")
         pol = self.policy
         _check_policy(pol.rate_limit, pol.retry, pol.breaker, pol.max_concurrent, pol.cache, "policy")
         _check_limit(pol.global_limit, "policy.global_limit")
@@ -238,6 +277,8 @@ class HostConfig(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True)
         for pid, s in self.plugins.items():
             if s.pool:
                 _check_pool(s.pool, f"plugins.{pid}.pool")
+            if s.limits:
+                _check_worker_limits(s.limits, f"plugins.{pid}.limits")
             _check_policy(s.rate_limit, s.retry, s.breaker, s.max_concurrent, s.cache, f"plugins.{pid}")
 
     @property
@@ -284,6 +325,20 @@ def _check_pool(p: PoolConfig, where: str) -> None:
         raise InvalidConfig(f"{where}: need 0 <= min_workers <= max_workers and max_workers >= 1")
     if p.max_inflight < 1:
         raise InvalidConfig(f"{where}: max_inflight must be >= 1")
+
+
+# Deno 2.9 cannot reserve its code range under an RLIMIT_DATA of 544 MiB (DENO_FACTS.md, Q4).
+MIN_DATA_LIMIT_MB = 600
+
+
+def _check_worker_limits(lim: WorkerLimits, where: str) -> None:
+    if lim.data_limit_mb is not None and lim.data_limit_mb < MIN_DATA_LIMIT_MB:
+        raise InvalidConfig(f"{where}.data_limit_mb: Deno cannot start under {MIN_DATA_LIMIT_MB} MiB "
+                            f"(got {lim.data_limit_mb}); None lifts the cap")
+    if lim.heap_mb < 16 or lim.max_result_bytes < 1 or lim.max_web_workers < 0:
+        raise InvalidConfig(f"{where}: need heap_mb >= 16, max_result_bytes >= 1, max_web_workers >= 0")
+    if lim.cpu_seconds is not None and lim.cpu_seconds < 1:
+        raise InvalidConfig(f"{where}.cpu_seconds must be >= 1 (None: no cap)")
 
 
 def _check_limit(limit: str | None, where: str) -> None:

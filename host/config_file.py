@@ -2,7 +2,7 @@
 
 Every ``HostConfig`` field can be set in the file: top-level ``plugins_dir``, ``state_dir``,
 ``deno_path``, ``runtime_entry``, and the sections ``[pool]``, ``[limits]``, ``[execute]``,
-``[health]``, ``[reload]``, ``[events]``, ``[policy]``, ``[balances]``, ``[server]`` and
+``[health]``, ``[reload]``, ``[events]``, ``[policy]``, ``[balances]``, ``[server]``, ``[security]`` and
 ``[plugins.<id>]`` (with its own ``.pool``, ``.limits``, ``.rate_limit``, ``.retry``,
 ``.breaker``, ``.cache`` and ``.config`` tables). ``[rate_limit]``, ``[retry]``, ``[breaker]``
 and ``[cache]`` at the top level are shortcuts for the same tables under ``[policy]``. Relative

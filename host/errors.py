@@ -59,6 +59,11 @@ class PermissionDenied(PluginError):
     """The sandbox refused an operation the plugin attempted (Deno's NotCapable)."""
 
 
+class ResourceLimitExceeded(PluginError):
+    """The plugin hit a sandbox cap it can survive: too many Workers, an egress response over
+    ``security.max_response_bytes``. (Caps that kill the worker raise WorkerCrashed.)"""
+
+
 class FunctionNotFound(HostError):
     """The plugin has no exported function of that name."""
 
@@ -94,6 +99,7 @@ class WorkerCrashed(HostError):
         signal: int | None = None,
         reason: str = "crash",
         stderr_tail: str = "",
+        delivered: bool = True,
         **kw: Any,
     ):
         super().__init__(message, **kw)
@@ -101,6 +107,13 @@ class WorkerCrashed(HostError):
         self.signal = signal
         self.reason = reason
         self.stderr_tail = stderr_tail
+        self.delivered = delivered  # False: the call never reached the worker (safe to resend)
+
+    def undelivered(self) -> WorkerCrashed:
+        """This error, for a call that never reached the worker."""
+        return WorkerCrashed(self.message, exit_code=self.exit_code, signal=self.signal,
+                             reason=self.reason, stderr_tail=self.stderr_tail, delivered=False,
+                             plugin=self.plugin, function=self.function)
 
 
 class ProtocolError(HostError):
@@ -117,6 +130,11 @@ class PayloadTooLarge(HostError):
 
 class InvalidConfig(HostError):
     """A host or plugin configuration value is invalid."""
+
+
+class SecretsError(HostError):
+    """A secret config value could not be decrypted: the key (or an export's passphrase) is
+    not the one it was encrypted with. The message never contains the value or the key."""
 
 
 class _RetryAfter(HostError):

@@ -55,6 +55,10 @@ class PluginInfo(msgspec.Struct):
     cache_misses: int = 0        # cacheable calls that went to the plugin
     cache_refreshes: int = 0     # background refreshes of stale results
     cache_entries: int | None = None  # results held (None: a shared redis cache, not counted)
+    egress_requests: int = 0     # fetches through the egress proxy (security.egress_proxy)
+    egress_bytes_in: int = 0     # bytes read from the targets
+    egress_bytes_out: int = 0    # bytes written to the targets
+    egress_refused: int = 0      # requests the proxy refused (private address, host not granted)
 
 
 class EventReply(msgspec.Struct):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 from pathlib import Path
 from typing import Any
 
@@ -72,11 +73,32 @@ class Permissions(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True
         grants = (getattr(self, k) for k in KINDS)
         return (*(g if isinstance(g, bool) else tuple(sorted(g)) for g in grants), self.allow_private_network)
 
-    def deno_flags(self, *, base_dir: Path, socket_path: str, read_extra: list[str]) -> list[str]:
-        """Flags for ``deno run``: the grants, plus the worker's own socket and module."""
+    def net_grant(self, *, https_only: bool = False) -> Grant:
+        """The net grant as Deno gets it. ``https_only`` narrows host names given without a port
+        to port 443 and refuses anything it cannot narrow (InvalidConfig)."""
+        if not https_only or self.net in ([], False):
+            return self.net
+        if self.net is True:
+            raise InvalidConfig("permissions.net: true cannot be narrowed to HTTPS (security.https_only); "
+                                "list the hosts")
+        out = []
+        for entry in self.net:
+            port = split_host_port(entry)[1]
+            if port is None:
+                out.append(f"{entry}:443")
+            elif port == "443":
+                out.append(entry)
+            else:
+                raise InvalidConfig(f"permissions.net: {entry!r} is not port 443 (security.https_only)")
+        return out
+
+    def deno_flags(self, *, base_dir: Path, socket_path: str, read_extra: list[str],
+                   https_only: bool = False, keep_reachable: tuple[str, ...] = ()) -> list[str]:
+        """Flags for ``deno run``: the grants, plus the worker's own socket and module.
+        ``keep_reachable``: loopback addresses (the host's egress proxy) left out of the deny list."""
         flags: list[str] = []
         for kind in KINDS:
-            grant = getattr(self, kind)
+            grant = self.net_grant(https_only=https_only) if kind == "net" else getattr(self, kind)
             entries: list[str] = []
             if kind in _PATH_KINDS and isinstance(grant, list):
                 entries = [str((base_dir / e).resolve()) for e in grant]
@@ -93,5 +115,81 @@ class Permissions(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True
             elif entries:
                 flags.append(f"--allow-{kind}=" + ",".join(entries))
         if self.net not in ([], False) and not self.allow_private_network:
-            flags.append("--deny-net=" + ",".join(PRIVATE_NETWORKS))
+            flags.append("--deny-net=" + ",".join(deny_list(keep_reachable)))
         return flags
+
+    def findings(self, *, max_net_hosts: int = 10) -> list[str]:
+        """What strict mode objects to: grants of a whole kind, wildcards and ranges, long host
+        lists, loopback or private hosts, and any process or native-library grant."""
+        out: list[str] = []
+        for kind in ("net", "read", "write", "env", "sys"):
+            if getattr(self, kind) is True:
+                out.append(f"{kind}: true grants every {_WHAT[kind]}; list what is needed")
+        for kind in ("run", "ffi"):
+            if getattr(self, kind) not in ([], False):
+                out.append(f"{kind}: {_WHAT[kind]} run outside the sandbox")
+        for kind in KINDS:
+            grant = getattr(self, kind)
+            for entry in grant if isinstance(grant, list) else []:
+                if "*" in entry or (kind == "net" and "/" in entry):
+                    out.append(f"{kind}: {entry!r} is a wildcard or range")
+        if isinstance(self.net, list):
+            if len(self.net) > max_net_hosts:
+                out.append(f"net: {len(self.net)} hosts, more than {max_net_hosts}")
+            for entry in self.net:
+                if _is_internal(split_host_port(entry)[0]):
+                    out.append(f"net: {entry!r} is a loopback or private address")
+        if self.allow_private_network:
+            out.append("allowPrivateNetwork: loopback, private and metadata addresses are reachable")
+        return out
+
+
+_WHAT = {"net": "host", "read": "file", "write": "file", "env": "environment variable",
+         "sys": "system information API", "run": "the processes it starts", "ffi": "native libraries"}
+
+
+def split_host_port(entry: str) -> tuple[str, str | None]:
+    """``host[:port]`` with IPv6 in brackets: ("api.x.com", "443"), ("[::1]", None)."""
+    if entry.startswith("["):
+        host, _, rest = entry.partition("]")
+        return host + "]", rest[1:] if rest.startswith(":") else None
+    host, sep, port = entry.rpartition(":")
+    if sep and port.isdigit() and ":" not in host:
+        return host, port
+    return entry, None
+
+
+def _is_internal(host: str) -> bool:
+    name = host.strip("[]").lower()
+    if name == "localhost" or name.endswith(".localhost"):
+        return True
+    try:
+        network = ipaddress.ip_network(name, strict=False)
+    except ValueError:
+        return False
+    addr = network.network_address
+    return addr.is_private or addr.is_loopback or addr.is_link_local or addr.is_unspecified or (
+        addr in ipaddress.ip_network("100.64.0.0/10"))
+
+
+def deny_list(keep_reachable: tuple[str, ...] = ()) -> list[str]:
+    """PRIVATE_NETWORKS with each address in ``keep_reachable`` cut out of its range (the
+    egress proxy must stay reachable while the rest of loopback stays denied)."""
+    out: list[str] = []
+    for entry in PRIVATE_NETWORKS:
+        if entry.startswith("["):
+            if entry.strip("[]") not in keep_reachable:
+                out.append(entry)
+            continue
+        nets = [ipaddress.ip_network(entry)]
+        for keep in keep_reachable:
+            try:
+                addr = ipaddress.ip_network(keep)
+            except ValueError:
+                continue
+            if addr.version != 4:
+                continue
+            nets = [part for n in nets for part in
+                    (n.address_exclude(addr) if addr.subnet_of(n) else [n])]
+        out.extend(str(n) for n in sorted(nets))
+    return out

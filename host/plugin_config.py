@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import tempfile
+from collections.abc import Collection, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +14,7 @@ import msgspec
 
 from .errors import InvalidConfig
 from .manifest import ConfigField
+from .secrets import Cipher, is_sealed
 
 MASK = "********"
 _TYPES: dict[str, tuple[type, ...]] = {
@@ -69,11 +71,19 @@ def redact(text: str, secrets: list[str]) -> str:
     return text
 
 
-class ConfigStore:
-    """Plugin configs persisted in ``<state_dir>/config.json`` (mode 0600, atomic writes)."""
+def secret_keys(schema: dict[str, ConfigField]) -> frozenset[str]:
+    """The fields ``schema`` marks ``secret``."""
+    return frozenset(k for k, f in schema.items() if f.secret)
 
-    def __init__(self, state_dir: str | Path) -> None:
+
+class ConfigStore:
+    """Plugin configs persisted in ``<state_dir>/config.json`` (mode 0600, atomic writes).
+    Secret fields are stored sealed (``enc:v1:...``, see host.secrets) with ``box``; ``get``
+    returns them sealed, so they are opened only where a plugin or a validation needs them."""
+
+    def __init__(self, state_dir: str | Path, box: Cipher | None = None) -> None:
         self.path = Path(state_dir) / "config.json"
+        self._box = box
         self._data: dict[str, dict[str, Any]] = {}
         if self.path.exists():
             try:
@@ -84,14 +94,45 @@ class ConfigStore:
     def get(self, plugin: str) -> dict[str, Any] | None:
         return self._data.get(plugin)
 
-    def set(self, plugin: str, values: dict[str, Any]) -> None:
-        self._data[plugin] = values
+    def set(self, plugin: str, values: dict[str, Any], secret: Collection[str] = ()) -> None:
+        """Store ``values`` with the fields named in ``secret`` sealed."""
+        self.set_many({plugin: values}, {plugin: secret})
+
+    def set_many(self, configs: Mapping[str, dict[str, Any]],
+                 secret: Mapping[str, Collection[str]] | None = None) -> None:
+        """Store several plugins' configs in one atomic write: all of them or none."""
+        data = dict(self._data)
+        for plugin, values in configs.items():
+            keys = (secret or {}).get(plugin, ())
+            if keys and self._box is None:
+                raise InvalidConfig("cannot store secrets: no secret key", plugin=plugin)
+            data[plugin] = self._box.seal_fields(values, keys) if self._box is not None else dict(values)
+        self._write(data)
+        self._data = data
+
+    def verify(self) -> None:
+        """Open every sealed value once, so that a wrong key is a SecretsError now (at host
+        start) rather than at some plugin's first use."""
+        for plugin, values in self._data.items():
+            if self._box is not None and any(is_sealed(v) for v in values.values()):
+                self._box.reveal(values, plugin=plugin)
+
+    def migrate(self, secret: Mapping[str, Collection[str]]) -> list[str]:
+        """Seal the secret fields still stored in plaintext (a config.json from before secrets
+        were encrypted); returns the plugins rewritten."""
+        stale = [p for p, keys in secret.items() if p in self._data
+                 and any(k in keys and v is not None and not is_sealed(v) for k, v in self._data[p].items())]
+        if stale:
+            self.set_many({p: self._data[p] for p in stale}, secret)
+        return stale
+
+    def _write(self, data: dict[str, dict[str, Any]]) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=self.path.parent, prefix=".config-")
         try:
             os.fchmod(fd, 0o600)
             with os.fdopen(fd, "w") as f:
-                json.dump(self._data, f, indent=2, sort_keys=True)
+                json.dump(data, f, indent=2, sort_keys=True)
             os.replace(tmp, self.path)
         except BaseException:
             Path(tmp).unlink(missing_ok=True)

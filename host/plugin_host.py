@@ -24,6 +24,7 @@ from .config import (
     RetryConfig,
 )
 from .dependencies import resolve
+from .egress import EgressProxy
 from .errors import (
     CallTimeout,
     HostClosed,
@@ -40,7 +41,7 @@ from .info import EventReply, PluginInfo, plugin_info
 from .lifecycle import EventHub, Plugin, PluginEvent
 from .manifest import Manifest, parse_manifest
 from .permissions import Permissions
-from .plugin_config import MASK, ConfigStore, apply_schema, mask, redact, secret_values
+from .plugin_config import MASK, ConfigStore, apply_schema, mask, redact, secret_keys, secret_values
 from .plugins import PluginSource, discover, inspect
 from .policy import PluginPolicy, RateLimiter, is_service_failure, with_retry
 from .pool import Pool
@@ -48,6 +49,7 @@ from .reload import fingerprint
 from .result_cache import FRESH, ResultCache, cache_key, digest, make_entry
 from .runtime import Runtime
 from .scheduler import Scheduler, SchedulerStats
+from .secrets import EXPORT_FORMAT, SecretBox, export_cipher, import_cipher
 from .services import HostServices
 from .worker import Lease, Worker, WorkerSpec
 
@@ -82,6 +84,7 @@ class PluginHost:
         self._services: HostServices | None = None
         self._store: ConfigStore | None = None
         self._secrets: dict[str, list[str]] = {}  # plugin id → secret values to redact
+        self._box = SecretBox(self.config)  # the key that seals secret config values at rest
         self._limiter = RateLimiter(self.config.policy.storage, self.config.policy.global_limit)
         self._policies: dict[str, PluginPolicy] = {}  # by plugin id: survives restarts, reloads
         self._cache = ResultCache(self.config.policy.cache_storage, self.config.state_path)
@@ -90,6 +93,7 @@ class PluginHost:
         self._scheduler = Scheduler(self.config.policy.max_concurrent_calls,
                                     self.config.max_concurrent_for)
         self._tg: TaskGroup | None = None
+        self._egress: EgressProxy | None = None  # security.egress_proxy
         self._running = False
 
     # ------------------------------------------------------------------ lifecycle
@@ -97,7 +101,7 @@ class PluginHost:
     async def __aenter__(self) -> PluginHost:
         self._runtime = Runtime.create(self.config)
         self._services = HostServices(self.config.state_path)
-        self._store = ConfigStore(self.config.state_path)
+        self._store = ConfigStore(self.config.state_path, self._box)
         warmed = self._cache.warm_up()
         if warmed:
             log.info("result cache: %d entries loaded from %s", warmed, self.config.state_path)
@@ -105,7 +109,11 @@ class PluginHost:
         self._tg = await self._cm.__aenter__()
         self._running = True
         try:
+            self._store.verify()  # a wrong secret key fails the start, before any worker
+            if self.config.security.egress_proxy:  # before any spawn: workers get its URL
+                await self._start_egress()
             await self._load(discover(self.config.plugin_dirs))
+            self._seal_stored_secrets()
             if self.config.health.interval > 0:
                 self._tg.start_soon(self._health_loop)
             if self.config.reload.enabled:
@@ -119,6 +127,8 @@ class PluginHost:
         try:
             await self.aclose()
         finally:
+            if self._runtime is not None:
+                self._runtime.egress = None  # the proxy stops with the task group
             if self._tg is not None:
                 self._tg.cancel_scope.cancel()
                 cm, self._tg = self._cm, None
@@ -141,6 +151,23 @@ class PluginHost:
                         tg.start_soon(r.pool.stop)
                 for pool in self._exec_pools.values():
                     tg.start_soon(pool.stop)
+
+    async def _start_egress(self) -> None:
+        assert self._tg is not None and self._runtime is not None
+        sec = self.config.security
+        self._egress = EgressProxy(audit=self._runtime.audit, permissions_for=self._egress_grants,
+                                   max_response_bytes=sec.max_response_bytes, https_only=sec.https_only)
+        await self._tg.start(self._egress.serve)
+        self._runtime.egress = self._egress
+
+    def _egress_grants(self, plugin_id: str) -> Permissions | None:
+        """What the egress proxy enforces for ``plugin_id``: its newest manifest's grants. None
+        for ad-hoc ``execute`` code, whose pools share one id whatever their permissions: the
+        proxy then refuses private addresses to all of them."""
+        if plugin_id == "execute":
+            return None
+        newest = _newest(r for r in self._records if r.id == plugin_id and r.manifest is not None)
+        return newest[plugin_id].manifest.grants if plugin_id in newest else None  # type: ignore[union-attr]
 
     async def _load(self, sources: list[PluginSource]) -> None:
         """Discovered → loaded (metadata read in a worker with no permissions, validated) →
@@ -177,7 +204,24 @@ class PluginHost:
         meta, exports = await inspect(src, self._runtime, self.config.limits_for(src.id))
         manifest = parse_manifest(meta, exports, path=str(src.module), expected_id=src.id,
                                   expected_version=src.version_hint)
+        self._judge_permissions(src, manifest)
         return manifest, exports
+
+    def _judge_permissions(self, src: PluginSource, manifest: Manifest) -> None:
+        """Strict mode: record (and log, or refuse with InvalidConfig) what is risky in the
+        plugin's grants; also refuse grants that ``security.https_only`` cannot narrow."""
+        sec, runtime = self.config.security, self._runtime
+        assert runtime is not None
+        manifest.grants.net_grant(https_only=sec.https_only)
+        findings = [] if sec.strict == "off" else manifest.grants.findings(max_net_hosts=sec.max_net_hosts)
+        if not findings:
+            return
+        refused = sec.strict == "refuse"
+        runtime.audit.record("strict", plugin=src.id, version=manifest.version, findings=findings,
+                             action="refused" if refused else "warned")
+        if refused:
+            raise InvalidConfig("refused by security.strict: " + "; ".join(findings), plugin=src.id)
+        log.warning("plugin %s@%s: risky permissions: %s", src.id, manifest.version, "; ".join(findings))
 
     async def _inspect(self, record: Plugin) -> None:
         try:
@@ -193,11 +237,19 @@ class PluginHost:
         assert self._store is not None
         return {**base, **(self._store.get(plugin_id) or {})}
 
+    def _seal_stored_secrets(self) -> None:
+        """Encrypt the secrets a config.json from before encryption at rest holds in plaintext
+        (host.toml's ``plugins.<id>.config`` is not rewritten)."""
+        assert self._store is not None
+        keys = {r.id: secret_keys(r.manifest.config_schema) for r in self._records if r.manifest is not None}
+        if sealed := self._store.migrate(keys):
+            log.info("config.json: encrypted the plaintext secrets of %s", ", ".join(sealed))
+
     def _effective_config(self, plugin_id: str, manifest: Manifest,
                           raw: dict[str, Any] | None = None) -> dict[str, Any]:
         """The config the plugin's workers get: validated against its configSchema, defaults
         filled in. Remembers its secret values so that they are redacted everywhere."""
-        values = self._raw_config(plugin_id) if raw is None else raw
+        values = self._box.reveal(self._raw_config(plugin_id) if raw is None else raw, plugin=plugin_id)
         self._secrets[plugin_id] = secret_values(manifest.config_schema, values)
         return apply_schema(manifest.config_schema, values, plugin=plugin_id)
 
@@ -640,8 +692,13 @@ class PluginHost:
 
     def _info(self, r: Plugin) -> PluginInfo:
         sched = self._scheduler
-        return plugin_info(r, self._policies.get(r.id), sched.queued(r.id), sched.running(r.id),
+        info = plugin_info(r, self._policies.get(r.id), sched.queued(r.id), sched.running(r.id),
                            self._cache.size(r.id))
+        if self._egress is not None:
+            c = self._egress.counters(r.id)
+            info.egress_requests, info.egress_refused = c.requests, c.refused
+            info.egress_bytes_in, info.egress_bytes_out = c.bytes_in, c.bytes_out
+        return info
 
     def pool(self, name: str) -> Pool:
         """The pool of one plugin, whatever its state (for operations such as ``reset()``)."""
@@ -724,21 +781,75 @@ class PluginHost:
         own ``validateConfig``; store it and restart the plugin's workers with it. Raises
         InvalidConfig (never echoing a secret). Returns the masked config."""
         record = self._record(name)
+        manifest, raw = await self._checked_config(record, values, replace=replace)
+        assert self._store is not None
+        self._store.set(record.id, raw, secret_keys(manifest.config_schema))
+        async with self._reload_lock:
+            await self._reload(record)
+        return mask(manifest.config_schema, raw)
+
+    async def _checked_config(self, record: Plugin, values: dict[str, Any], *,
+                              replace: bool) -> tuple[Manifest, dict[str, Any]]:
+        """What ``set_config`` would store for ``values``, checked against the configSchema
+        and by the plugin's ``validateConfig``; secrets in it are decrypted."""
         if record.manifest is None:
             raise PluginUnavailable(f"plugin is {record.state}: {record.error}", plugin=record.id)
+        if not isinstance(values, dict):
+            raise InvalidConfig("config must be an object", plugin=record.id)
         manifest, current = record.manifest, self._raw_config(record.id)
         incoming = {k: current.get(k) if v == MASK and manifest.config_schema.get(k, None) is not None
                     and manifest.config_schema[k].secret else v for k, v in values.items()}
-        raw = incoming if replace else {**current, **incoming}
+        raw = self._box.reveal(incoming if replace else {**current, **incoming}, plugin=record.id)
         secrets = secret_values(manifest.config_schema, raw)
         checked = apply_schema(manifest.config_schema, raw, plugin=record.id)
         if "validateConfig" in record.exports:
             await self._plugin_validates(record, manifest, checked, secrets)
+        return manifest, raw
+
+    async def export_config(self, name: str | None = None, *,
+                            passphrase: str | None = None) -> dict[str, Any]:
+        """``{"format": "plugin-host-config/1", "encryption": {...}, "plugins": {id: config}}``
+        for one plugin or every plugin with a config. Secret fields are only ever in it
+        encrypted: with the host key, or with a key derived from ``passphrase`` (scrypt, its
+        salt in the document) so that the export can be imported on another machine."""
+        if name is not None:
+            records = [self._record(name)]
+            if records[0].manifest is None:
+                raise PluginUnavailable(f"plugin is {records[0].state}: {records[0].error}", plugin=records[0].id)
+        else:
+            records = [r for r in _newest(self._records).values() if r.manifest is not None]
+        cipher, header = await anyio.to_thread.run_sync(export_cipher, self._box, passphrase)
+        plugins: dict[str, dict[str, Any]] = {}
+        for r in records:
+            assert r.manifest is not None
+            values = self._box.reveal(self._raw_config(r.id), plugin=r.id)
+            if values or name is not None:
+                plugins[r.id] = cipher.seal_fields(values, secret_keys(r.manifest.config_schema))
+        return {"format": EXPORT_FORMAT, "encryption": header, "plugins": plugins}
+
+    async def import_config(self, document: dict[str, Any], *, passphrase: str | None = None,
+                            replace: bool = False) -> dict[str, dict[str, Any]]:
+        """Import an ``export_config`` document: every plugin's values are decrypted and
+        checked as ``set_config`` checks them, then all are stored at once and the plugins
+        restarted. A wrong passphrase or key (SecretsError), an unknown format (InvalidConfig)
+        or plugin (PluginNotFound), or any invalid config changes nothing. Returns the masked
+        configs by plugin id."""
+        if not isinstance(document, dict) or document.get("format") != EXPORT_FORMAT:
+            raise InvalidConfig(f"not a config export: its format must be {EXPORT_FORMAT!r}")
+        plugins = document.get("plugins")
+        if not isinstance(plugins, dict) or not all(isinstance(v, dict) for v in plugins.values()):
+            raise InvalidConfig("a config export's plugins must be an object of {id: config object}")
+        records = {pid: self._record(pid) for pid in plugins}
+        cipher = await anyio.to_thread.run_sync(import_cipher, self._box, document.get("encryption"), passphrase)
+        opened = {pid: cipher.reveal(values, plugin=records[pid].id) for pid, values in plugins.items()}
+        checked = {pid: await self._checked_config(records[pid], opened[pid], replace=replace) for pid in opened}
         assert self._store is not None
-        self._store.set(record.id, raw)
+        self._store.set_many({records[pid].id: raw for pid, (_, raw) in checked.items()},
+                             {records[pid].id: secret_keys(m.config_schema) for pid, (m, _) in checked.items()})
         async with self._reload_lock:
-            await self._reload(record)
-        return mask(manifest.config_schema, raw)
+            for pid in checked:
+                await self._reload(records[pid])
+        return {records[pid].id: mask(m.config_schema, raw) for pid, (m, raw) in checked.items()}
 
     async def _plugin_validates(self, record: Plugin, manifest: Manifest, config: dict[str, Any],
                                 secrets: list[str]) -> None:

@@ -4,6 +4,7 @@ module is loaded in a worker with no permissions, never in the host."""
 
 from __future__ import annotations
 
+import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -12,7 +13,7 @@ from typing import Any
 import anyio
 
 from .config import WorkerLimits
-from .errors import HostError
+from .errors import HostError, InvalidConfig
 from .runtime import Runtime
 from .worker import Worker, WorkerSpec
 
@@ -73,10 +74,31 @@ def discover(dirs: list[Path]) -> list[PluginSource]:
     return sorted(found.values(), key=lambda s: (s.id, s.version_hint or ""))
 
 
+def check_confined(source: PluginSource) -> None:
+    """Refuse a plugin directory holding a symlink that leads outside it (InvalidConfig).
+    Deno checks permissions against the path as written, without following links, so a link
+    inside the readable directory would hand the plugin whatever it points at."""
+    root = source.root
+    if not root.is_dir():
+        return
+    real_root = os.path.realpath(root)
+    for parent, dirs, files in os.walk(root):  # does not descend into linked directories
+        for name in dirs + files:
+            path = os.path.join(parent, name)
+            if not os.path.islink(path):
+                continue
+            target = os.path.realpath(path)
+            if os.path.commonpath([real_root, target]) != real_root:
+                rel = os.path.relpath(path, root)
+                raise InvalidConfig(f"{source.module}: symlink {rel!r} leads outside the plugin directory",
+                                    plugin=source.id)
+
+
 async def inspect(source: PluginSource, runtime: Runtime, limits: WorkerLimits) -> tuple[Any, list[str]]:
     """Load the module in a worker with no permissions; return its metadata and the names of
     its exported functions. Raises what loading raised (e.g. PluginUnavailable for a
-    SyntaxError) as a HostError."""
+    SyntaxError) as a HostError, or InvalidConfig for a symlink out of its directory."""
+    check_confined(source)
     spec = WorkerSpec(plugin_id=source.id, module=source.module, base_dir=source.base_dir,
                       read_paths=[str(source.root)], limits=limits)
     worker = Worker(spec, runtime)

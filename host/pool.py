@@ -13,12 +13,16 @@ import anyio
 from anyio.abc import TaskGroup
 
 from .config import PoolConfig
-from .errors import HostClosed, HostError, PluginUnavailable
+from .errors import HostClosed, HostError, PluginUnavailable, WorkerCrashed
 from .runtime import Runtime
 from .scheduler import Waiter, WaitQueue
 from .worker import HostCallHandler, Lease, LogSink, Worker, WorkerSpec
 
 log = logging.getLogger("host.pool")
+
+
+# A call whose worker died as it went out (so it never ran) is resent this often.
+_RESENDS = 3
 
 
 class _Waiter(Waiter):
@@ -352,12 +356,19 @@ class Pool:
     async def run(self, op: Callable[[Lease], Awaitable[Any]], deadline: float | None = None,
                   priority: int = 0) -> Any:
         """Reserve a slot, run ``op`` with it (``op`` passes the lease to the worker).
-        TimeoutError if no slot became free before ``deadline``."""
-        lease = await self.acquire(deadline, priority)
-        try:
-            result = await op(lease)
-        finally:
-            self.release(lease)  # no-op once the request consumed it
+        TimeoutError if no slot became free before ``deadline``. A call that never reached its
+        worker (it died as the call went out) is sent to another one, a few times at most."""
+        for attempt in range(_RESENDS + 1):
+            lease = await self.acquire(deadline, priority)
+            try:
+                result = await op(lease)
+            except WorkerCrashed as exc:
+                if exc.delivered or attempt == _RESENDS:
+                    raise
+                continue
+            finally:
+                self.release(lease)  # no-op once the request consumed it
+            break
         self.calls += 1
         self._consecutive_crashes = 0
         return result

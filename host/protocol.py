@@ -42,6 +42,9 @@ class Limits(msgspec.Struct, omit_defaults=True):
     max_log_entries: int = 1000
     max_log_bytes: int = 1024 * 1024
     max_inflight: int = 1  # calls the host may run at once on this worker
+    max_result_bytes: int = DEFAULT_MAX_FRAME  # a bigger result is refused (PayloadTooLarge)
+    max_web_workers: int = 4  # Workers a plugin may keep alive; Workers may start none
+    egress_proxy: int = 0  # 1: fetch goes through the host's egress proxy (verdict headers)
 
 
 # worker -> host ------------------------------------------------------------------

@@ -11,8 +11,10 @@ import shutil
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Protocol
 
-from .config import HostConfig, WorkerLimits
+from .audit import AuditLog
+from .config import HostConfig, SecurityConfig, WorkerLimits
 from .errors import HostError
 from .permissions import Permissions
 
@@ -85,6 +87,14 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
+class EgressRoute(Protocol):
+    """The host's egress proxy as workers see it (host/egress.py)."""
+
+    address: str  # the loopback address it listens on, kept out of the deny list
+
+    def url_for(self, plugin_id: str) -> str: ...
+
+
 @dataclass
 class Runtime:
     """Shared by every worker of one host; owns the private socket directory."""
@@ -93,6 +103,9 @@ class Runtime:
     entry: Path
     deno_dir: Path
     run_dir: Path
+    security: SecurityConfig = field(default_factory=SecurityConfig)
+    audit: AuditLog = field(default_factory=lambda: AuditLog(None))
+    egress: EgressRoute | None = None  # set while the egress proxy runs
     _seq: itertools.count = field(default_factory=itertools.count)
 
     @classmethod
@@ -106,10 +119,13 @@ class Runtime:
         sweep_stale_run_dirs(parent)
         run_dir = Path(tempfile.mkdtemp(prefix=f"{_RUN_PREFIX}{os.getpid()}-", dir=parent))
         os.chmod(run_dir, 0o700)
-        return cls(deno=deno, entry=entry, deno_dir=deno_dir, run_dir=run_dir)
+        sec = config.security
+        audit = AuditLog(state / sec.audit_log if sec.audit_log else None)
+        return cls(deno=deno, entry=entry, deno_dir=deno_dir, run_dir=run_dir, security=sec, audit=audit)
 
     def close(self) -> None:
         shutil.rmtree(self.run_dir, ignore_errors=True)
+        self.audit.close()
 
     def socket_path(self) -> str:
         return str(self.run_dir / f"w{next(self._seq)}.sock")
@@ -126,17 +142,27 @@ class Runtime:
         token: str,
         inspect: str | None = None,
     ) -> list[str]:
+        return [self.deno, "run", *self.flags(
+            plugin_id=plugin_id, permissions=permissions, base_dir=base_dir, read_paths=read_paths,
+            limits=limits, socket_path=socket_path, inspect=inspect,
+        ), str(self.entry), socket_path, token]
+
+    def flags(self, *, plugin_id: str, permissions: Permissions, base_dir: Path, read_paths: list[str],
+              limits: WorkerLimits, socket_path: str, inspect: str | None = None) -> list[str]:
+        """The ``deno run`` flags of one worker (what the audit log records at each spawn)."""
+        keep = (self.egress.address,) if self.egress is not None and permissions.net not in ([], False) else ()
         flags = [
             "--no-prompt", "--no-remote", "--no-npm", "--no-config", "--no-lock", "--cached-only",
             f"--location={_location(plugin_id)}",
             f"--v8-flags=--max-old-space-size={limits.heap_mb}",
-            *permissions.deno_flags(base_dir=base_dir, socket_path=socket_path, read_extra=read_paths),
+            *permissions.deno_flags(base_dir=base_dir, socket_path=socket_path, read_extra=read_paths,
+                                    https_only=self.security.https_only, keep_reachable=keep),
         ]
         if inspect:
             flags.append(f"--inspect={inspect}")
-        return [self.deno, "run", *flags, str(self.entry), socket_path, token]
+        return flags
 
-    def env(self, permissions: Permissions) -> dict[str, str]:
+    def env(self, permissions: Permissions, plugin_id: str | None = None) -> dict[str, str]:
         """A scrubbed environment: only what Deno needs, plus variables the plugin was granted."""
         env = {
             "DENO_DIR": str(self.deno_dir),
@@ -148,4 +174,9 @@ class Runtime:
             for name in permissions.env:
                 if name in os.environ:
                     env[name] = os.environ[name]
+        if self.egress is not None and plugin_id is not None and permissions.net not in ([], False):
+            url = self.egress.url_for(plugin_id)  # fetch() follows these; no --allow-env needed
+            env.update(HTTP_PROXY=url, HTTPS_PROXY=url, http_proxy=url, https_proxy=url)
+            env.pop("NO_PROXY", None)
+            env.pop("no_proxy", None)
         return env

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hmac
 import json
+import math
 from typing import Any
 
 import msgspec
@@ -54,6 +55,10 @@ async def _body(request: web.Request) -> Any:
         ) from None
 
 
+def _finite(x: Any) -> bool:
+    return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
+
+
 def create_app(host: PluginHost, *, admin_token: str | None = None, enable_execute: bool = False,
                max_body: int = 2 * 1024 * 1024) -> web.Application:
     @web.middleware
@@ -91,6 +96,8 @@ def create_app(host: PluginHost, *, admin_token: str | None = None, enable_execu
         if not isinstance(args, list):
             return _error(400, "BadRequest", 'body must be {"args": [...]}')
         timeout = body.get("timeout")
+        if timeout is not None and not _finite(timeout):  # float() would raise, 1e400 overflow later
+            return _error(400, "BadRequest", "timeout must be a number of seconds")
         result = await host.call(request.match_info["id"], request.match_info["fn"], *args,
                                  timeout=float(timeout) if timeout is not None else None)
         return _json({"ok": True, "result": result})
@@ -101,12 +108,17 @@ def create_app(host: PluginHost, *, admin_token: str | None = None, enable_execu
         body = await _body(request)
         if not isinstance(body, dict) or not isinstance(body.get("code"), str):
             return _error(400, "BadRequest", 'body must be {"code": "...", ...}')
+        tools = body.get("tools") or []
+        # A non-string entry would reach the worker and kill it with a protocol error.
+        if not isinstance(body.get("entry") or "", str) or not (
+                isinstance(tools, list) and all(isinstance(t, str) for t in tools)):
+            return _error(400, "BadRequest", "entry must be a string and tools a list of strings")
         timeout_ms = body.get("timeout")
         try:
             out = await host.execute(
                 body["code"], body.get("input"), entry=body.get("entry") or "default",
-                timeout=timeout_ms / 1000 if isinstance(timeout_ms, (int, float)) else None,
-                permissions=body.get("permissions"), tools=body.get("tools") or [],
+                timeout=timeout_ms / 1000 if _finite(timeout_ms) else None,
+                permissions=body.get("permissions"), tools=tools,
             )
         except PayloadTooLarge as exc:
             return _json({"error": {"name": "PayloadTooLarge", "message": exc.message}}, 413)

@@ -77,6 +77,13 @@ class SyncPluginHost:
     def get_config(self, plugin: str) -> dict[str, Any]:
         return self._run(self.host.get_config, plugin)
 
+    def export_config(self, plugin: str | None = None, *, passphrase: str | None = None) -> dict[str, Any]:
+        return self._run(lambda: self.host.export_config(plugin, passphrase=passphrase))
+
+    def import_config(self, document: dict[str, Any], *, passphrase: str | None = None,
+                      replace: bool = False) -> dict[str, dict[str, Any]]:
+        return self._run(lambda: self.host.import_config(document, passphrase=passphrase, replace=replace))
+
     def reload(self, plugin: str) -> bool:
         return self._run(self.host.reload, plugin)
 

@@ -30,6 +30,7 @@ from .errors import (
     PluginError,
     PluginUnavailable,
     ProtocolError,
+    ResourceLimitExceeded,
     WorkerCrashed,
 )
 from .permissions import Permissions
@@ -91,6 +92,11 @@ class _Pending:
         self.fn = fn
 
 
+_ERROR_CLASSES: dict[str, type[PluginError]] = {
+    "NotCapable": PermissionDenied, "ResourceLimitExceeded": ResourceLimitExceeded,
+}
+
+
 def error_from_info(info: p.ErrorInfo, *, plugin: str, function: str) -> HostError:
     """Translate a worker's normalised error into the host's exception type."""
     kw: dict[str, Any] = dict(plugin=plugin, function=function)
@@ -98,7 +104,7 @@ def error_from_info(info: p.ErrorInfo, *, plugin: str, function: str) -> HostErr
         return FunctionNotFound(info.message, **kw)
     if info.name == "PayloadTooLarge":
         return PayloadTooLarge(info.message, **kw)
-    cls = PermissionDenied if info.name == "NotCapable" else PluginError
+    cls = _ERROR_CLASSES.get(info.name, PluginError)
     return cls(
         info.message, name=info.name, error_type=info.error_type, stack=info.stack,
         details=info.details, **kw,
@@ -183,20 +189,22 @@ class Worker:
         listener = UnixListener(sock_path)
         started = False
         try:
+            rt, spec = self.runtime, self.spec
+            flags = rt.flags(plugin_id=spec.plugin_id, permissions=spec.permissions,
+                             base_dir=spec.base_dir, read_paths=spec.read_paths, limits=limits,
+                             socket_path=sock_path, inspect=spec.inspect)
             self._proc = ChildProcess(
-                self.runtime.argv(
-                    plugin_id=self.spec.plugin_id, permissions=self.spec.permissions,
-                    base_dir=self.spec.base_dir, read_paths=self.spec.read_paths, limits=limits,
-                    socket_path=sock_path, token=token, inspect=self.spec.inspect,
-                ),
-                env=self.runtime.env(self.spec.permissions),
+                [rt.deno, "run", *flags, str(rt.entry), sock_path, token],
+                env=rt.env(spec.permissions, spec.plugin_id),
                 cwd=str(self.runtime.run_dir),
-                data_limit_mb=limits.data_limit_mb,
+                data_limit_mb=limits.rlimit_data_mb,
                 cpu_seconds=limits.cpu_seconds,
                 tail_bytes=limits.stderr_tail_bytes,
                 on_output=self._on_output,
             )
             self.pid = self._proc.pid
+            rt.audit.record("spawn", plugin=spec.plugin_id, pid=self.pid, flags=flags,
+                            data_limit_mb=limits.rlimit_data_mb, cpu_seconds=limits.cpu_seconds)
             async with anyio.create_task_group() as tg:
                 self._tg = tg
                 tg.start_soon(self._proc.pump_output)
@@ -262,6 +270,10 @@ class Worker:
                 max_log_entries=lim.max_log_entries,
                 max_log_bytes=lim.max_log_bytes,
                 max_inflight=self.max_inflight,
+                max_result_bytes=min(lim.max_result_bytes, lim.max_frame),
+                max_web_workers=lim.max_web_workers,
+                egress_proxy=int(self.runtime.egress is not None
+                                 and self.spec.permissions.net not in ([], False)),
             ),
         ))
         while True:
@@ -331,6 +343,8 @@ class Worker:
                     dispatch(msg)
         finally:
             self._reader_done.set()
+        if self.state in ("ready", "starting"):
+            self.state = "stopping"  # the connection is gone: the pool sends it nothing more
         if self._proc and self._proc.returncode is None:
             # EOF without exit: give it a moment to exit by itself, then make sure.
             with anyio.move_on_after(0.5):
@@ -350,6 +364,8 @@ class Worker:
             proc.close()
             if self.exit_error is None:
                 self.exit_error = self._exit_error()
+            elif self.exit_reason is None:  # killed after a protocol violation: a crash too
+                self.exit_reason = self._kill_reason or "crash"
         self.state = "stopped" if self.exit_reason == "shutdown" else "crashed"
         if self._on_exit is not None:  # before waking callers: they may look at the pool
             self._on_exit(self)
@@ -597,7 +613,8 @@ class Worker:
         if lease is not None:  # the pool's reservation becomes this request
             lease.consume()
         if not self.alive:
-            raise self.exit_error or WorkerCrashed(f"worker {self.describe()} is gone", plugin=self.spec.plugin_id)
+            gone = self.exit_error or WorkerCrashed(f"worker {self.describe()} is gone", plugin=self.spec.plugin_id)
+            raise gone.undelivered() if isinstance(gone, WorkerCrashed) else gone
         pending = _Pending(fn, collect_logs)
         self._pending[cid] = pending
         try:
@@ -607,6 +624,9 @@ class Worker:
             self._settled()
             raise PayloadTooLarge(f"arguments too large: {exc.message}",
                                   plugin=self.spec.plugin_id, function=fn) from None
+        except WorkerCrashed as exc:  # the connection broke before the call went out
+            self._pending.pop(cid, None)
+            raise exc.undelivered() from None
         deadline = time.monotonic() + timeout
         heapq.heappush(self._deadlines, (deadline, cid))
         pending.timeout = timeout
@@ -651,7 +671,7 @@ class Worker:
         del self._pending[cid]
         self.kill("timeout")
         pending.error = CallTimeout(
-            f"call did not finish within {pending.timeout:g}s; worker killed",
+            f"call did not finish within {pending.timeout:.3g}s; worker killed",
             timeout=pending.timeout, plugin=self.spec.plugin_id, function=pending.fn,
         )
         pending.event.set()

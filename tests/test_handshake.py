@@ -1,27 +1,19 @@
 """Hostile and broken workers: at the handshake (bad cookie, token, version, framing, silence)
 and after it (garbage mid-session). Each runs a real deno process as the "worker" against the
 real Worker code; the host must reject it with the reason, kill and reap it, remove its
-socket, and keep serving everything else."""
+socket, and keep serving everything else. (Replaying the token is in tests/security/test_gallery.py,
+fuzzing the handshake in tests/security/test_fuzz.py.)"""
 
 from __future__ import annotations
 
-import itertools
 import os
-import shutil
-import socket
-import struct
-import tempfile
-import textwrap
 import time
-from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import anyio
 import msgspec
 import pytest
-from conftest import wait_for
-from hypothesis import HealthCheck, given, settings
-from hypothesis import strategies as st
+from conftest import _frame, gone, hostile_spec, start_fails, wait_for
 
 from host import (
     HandshakeError,
@@ -31,119 +23,10 @@ from host import (
     WorkerLimits,
 )
 from host import protocol as p
-from host.runtime import Runtime, find_deno, find_runtime_entry
-from host.worker import Worker, WorkerSpec
+from host.runtime import Runtime
+from host.worker import Worker
 
-# The fuzz test's own, larger timeout overrides this one.
 pytestmark = [pytest.mark.anyio, pytest.mark.timeout(20)]
-
-MSGPACK_URL = (Path(__file__).resolve().parents[1] / "worker_runtime" / "msgpack.ts").as_uri()
-
-# Shared by every hostile script: the real msgpack codec (a static import of the main module
-# needs no read permission), framing, and the argv the host starts a worker with.
-PRELUDE = """
-import { encode, Decoder } from "@MSGPACK_URL@";
-const [path, token] = Deno.args;
-const decoder = new Decoder();
-let conn;
-let inbuf = new Uint8Array(0);
-
-async function connect() { conn = await Deno.connect({ transport: "unix", path }); }
-function frame(msg) {
-  const body = encode(msg);
-  const out = new Uint8Array(4 + body.length);
-  new DataView(out.buffer).setUint32(0, body.length);
-  out.set(body, 4);
-  return out;
-}
-function hex(s) { return new Uint8Array((s.match(/../g) ?? []).map((b) => parseInt(b, 16))); }
-function concat(...parts) {
-  const out = new Uint8Array(parts.reduce((n, x) => n + x.length, 0));
-  let off = 0;
-  for (const x of parts) { out.set(x, off); off += x.length; }
-  return out;
-}
-async function write(bytes) { let off = 0; while (off < bytes.length) off += await conn.write(bytes.subarray(off)); }
-async function fill(n) {
-  while (inbuf.length < n) {
-    const chunk = new Uint8Array(65536);
-    const got = await conn.read(chunk);
-    if (got === null) return false;
-    inbuf = concat(inbuf, chunk.subarray(0, got));
-  }
-  return true;
-}
-/** The next frame from the host as an object, or null at end of file. */
-async function readFrame() {
-  if (!(await fill(4))) return null;
-  const size = new DataView(inbuf.buffer, inbuf.byteOffset).getUint32(0);
-  if (!(await fill(4 + size))) return null;
-  const msg = decoder.decode(inbuf, 4, 4 + size);
-  inbuf = inbuf.slice(4 + size);
-  return msg;
-}
-function hello(fields = {}) {
-  return frame({ type: "hello", cookie: "PLUGIN_HOST_7f3a9c2e", protocol: 1, token, pid: Deno.pid,
-                 runtime: "hostile", ...fields });
-}
-/** Keep the process alive: the host, not this script, decides when it ends. */
-function stayAlive() { setInterval(() => {}, 60_000); }
-""".replace("@MSGPACK_URL@", MSGPACK_URL)
-
-Hostile = Callable[[str], Runtime]
-
-
-def gone(pid: int | None) -> bool:
-    """The process has exited and been reaped (the worker is our child, so no zombie either)."""
-    assert pid is not None
-    return not os.path.exists(f"/proc/{pid}")
-
-
-def _frame(body: bytes) -> bytes:
-    return struct.pack(">I", len(body)) + body
-
-
-@pytest.fixture
-def run_root() -> Iterator[Path]:
-    # Short, so that socket paths stay far below the ~108-byte sun_path limit.
-    root = Path(tempfile.mkdtemp(prefix="ph-hs-", dir="/tmp"))
-    yield root
-    shutil.rmtree(root, ignore_errors=True)
-
-
-def _runtime(entry: Path, run_root: Path, shared_state: Path) -> Runtime:
-    run_dir = Path(tempfile.mkdtemp(dir=run_root))
-    os.chmod(run_dir, 0o700)
-    deno_dir = shared_state / "deno"
-    deno_dir.mkdir(parents=True, exist_ok=True)
-    return Runtime(deno=find_deno(), entry=entry, deno_dir=deno_dir, run_dir=run_dir)
-
-
-@pytest.fixture
-def hostile(tmp_path: Path, run_root: Path, shared_state: Path) -> Hostile:
-    """Runtime whose worker entry is a hostile script (PRELUDE + ``body``), own socket dir."""
-    counter = itertools.count()
-
-    def make(body: str) -> Runtime:
-        script = tmp_path / f"hostile-{next(counter)}.js"
-        script.write_text(PRELUDE + textwrap.dedent(body))
-        return _runtime(script, run_root, shared_state)
-
-    return make
-
-
-def hostile_spec(tmp_path: Path, limits: WorkerLimits | None = None) -> WorkerSpec:
-    return WorkerSpec(plugin_id="hostile", module=None, base_dir=tmp_path, read_paths=[],
-                      limits=limits or WorkerLimits())
-
-
-async def start_fails(runtime: Runtime, spec: WorkerSpec) -> tuple[HostError, Worker, float]:
-    """Run a worker that must fail to start; returns its error, the worker and the time taken."""
-    worker = Worker(spec, runtime)
-    t0 = time.monotonic()
-    with pytest.raises(HostError) as e, anyio.fail_after(15):
-        await worker.run()
-    return e.value, worker, time.monotonic() - t0
 
 
 async def assert_rejected_while_host_serves(h, runtime: Runtime, tmp_path: Path, match: str) -> None:
@@ -328,48 +211,6 @@ async def test_rejected_worker_is_reaped_without_waiting_for_a_reader_that_never
     assert elapsed < 0.45, f"rejection took {elapsed:.3f}s"
 
 
-# ---------------------------------------------------------------------------- the token
-
-
-async def test_socket_is_unlinked_after_accept_so_the_token_cannot_be_replayed(calc, run_root, shared_state):
-    runtime = _runtime(find_runtime_entry(), run_root, shared_state)
-    spec_ = WorkerSpec(plugin_id="calc", module=calc.root / "calc.js", base_dir=calc.root,
-                       read_paths=[str(calc.root)])
-    async with anyio.create_task_group() as tg:
-        worker: Worker = await tg.start(Worker(spec_, runtime).run)
-        # The worker's real command line ends with the socket path and the one-time token.
-        with open(f"/proc/{worker.pid}/cmdline", "rb") as f:
-            argv = f.read().split(b"\0")[:-1]
-        sock_path, token = argv[-2].decode(), argv[-1].decode()
-        assert Path(sock_path).parent == runtime.run_dir
-        intruder = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        intruder.settimeout(2)
-        try:
-            connected = False
-            try:
-                intruder.connect(sock_path)
-                connected = True
-            except (FileNotFoundError, ConnectionRefusedError):
-                pass
-            if connected:  # show what a replay gets: it must not be a welcome
-                hello = p.Hello(cookie=p.MAGIC_COOKIE, protocol=p.PROTOCOL_VERSION, token=token)
-                intruder.sendall(p.encode(hello))
-                try:
-                    reply = intruder.recv(65536)
-                except TimeoutError:
-                    reply = b"<no answer>"
-                assert b"welcome" not in reply
-            assert not connected, f"a second client could connect to {sock_path} after the handshake"
-            assert not os.path.exists(sock_path)
-        finally:
-            intruder.close()
-            # the legitimate worker is unaffected and still serves
-            assert await worker.call("add", [1, 2], timeout=5) == 3
-            await worker.shutdown()
-    assert gone(worker.pid)
-    assert os.listdir(runtime.run_dir) == []
-
-
 # ---------------------------------------------------------------------------- after the handshake
 
 # A worker that completes hello → welcome → ready correctly, then answers the first call
@@ -436,51 +277,3 @@ async def test_answer_that_arrived_before_a_bad_frame_still_settles_its_call(hos
     assert isinstance(worker.exit_error, ProtocolError)
     assert "over the 16777216-byte maximum" in worker.exit_error.message
     assert gone(worker.pid)
-
-
-# ---------------------------------------------------------------------------- fuzz
-
-_NAMES = ["hello", "welcome", "reject", "ready", "call", "result", "error", "log", "ping", "pong",
-          "shutdown", "host_call", "bogus"]
-_values = st.recursive(
-    st.none() | st.booleans() | st.integers(-(2**63), 2**64 - 1) | st.floats() | st.text(max_size=12)
-    | st.binary(max_size=12),
-    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=6), inner, max_size=3),
-    max_leaves=8,
-)
-_fields = st.fixed_dictionaries(
-    {},
-    optional={
-        "cookie": st.sampled_from([p.MAGIC_COOKIE]) | _values,
-        "protocol": st.sampled_from([p.PROTOCOL_VERSION]) | _values,
-        "token": _values, "pid": _values, "id": _values, "seq": _values, "metadata": _values,
-    },
-)
-_messages = st.builds(lambda t, f: {**f, "type": t}, st.sampled_from(_NAMES) | _values, _fields)
-
-
-_chunks = st.one_of(
-    st.binary(max_size=48),                                           # raw bytes
-    st.binary(max_size=48).map(_frame),                               # framed garbage
-    _messages.map(lambda m: _frame(msgspec.msgpack.encode(m))),       # framed, plausible maps
-    st.integers(0, 2**32 - 1).map(lambda n: struct.pack(">I", n)),    # a bare header
-)
-
-
-@pytest.mark.timeout(120)
-@settings(max_examples=25, deadline=None,
-          suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
-@given(data=st.lists(_chunks, max_size=3).map(b"".join), close=st.booleans())
-async def test_random_first_bytes_are_always_a_handshake_error(hostile, tmp_path, data, close):
-    runtime = hostile(f"""
-        await connect();
-        await write(hex("{data.hex()}"));
-        {"conn.close();" if close else ""}
-        stayAlive();
-    """)
-    err, worker, _ = await start_fails(runtime, hostile_spec(tmp_path, WorkerLimits(handshake_timeout=0.3)))
-    assert isinstance(err, HandshakeError), repr(err)
-    if close:  # the host saw the end of the stream: it did not wait for the deadline
-        assert "no handshake within" not in err.message, err.message
-    assert gone(worker.pid)
-    assert os.listdir(runtime.run_dir) == []

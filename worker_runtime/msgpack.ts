@@ -24,11 +24,22 @@ function notSerializable(what: string): TypeError {
 }
 
 /** Appends MessagePack encodings of values to a growable, reusable buffer. */
+/** Thrown by an Encoder whose output would pass its `limit`; nothing is allocated for it. */
+export class EncodingTooLarge extends RangeError {
+  constructor(readonly limit: number) {
+    super(`encoding exceeds ${limit} bytes`);
+    this.name = "EncodingTooLarge";
+  }
+}
+
 export class Encoder {
   buf: Uint8Array;
   view: DataView;
   /** Number of bytes written so far; the encoding is `buf.subarray(0, pos)`. */
   pos = 0;
+  /** Position the encoding may not pass: strings and binaries that would are refused before
+   * they are copied (EncodingTooLarge), so an oversize value costs no buffer of its size. */
+  limit = Infinity;
 
   constructor(initialSize = 65536) {
     this.buf = new Uint8Array(Math.max(initialSize, MIN_BUFFER));
@@ -64,6 +75,7 @@ export class Encoder {
 
   /** Makes room for `n` more bytes. */
   ensure(n: number): void {
+    if (this.pos > this.limit) throw new EncodingTooLarge(this.limit); // many small values
     const need = this.pos + n;
     if (need <= this.buf.length) return;
     let size = this.buf.length * 2;
@@ -223,6 +235,7 @@ export class Encoder {
     }
     // Long strings: TextEncoder.encodeInto straight into the buffer, with a header sized for
     // the worst case, shifted down afterwards if the real length needs a smaller one.
+    if (this.pos + n > this.limit) throw new EncodingTooLarge(this.limit); // UTF-8 >= n bytes
     const max = n * 3;
     const hdr = max < 0x100 ? 2 : max < 0x10000 ? 3 : 5;
     this.ensure(hdr + max);
@@ -290,6 +303,7 @@ export class Encoder {
 
   private bin(bytes: Uint8Array): void {
     const n = bytes.length;
+    if (this.pos + n > this.limit) throw new EncodingTooLarge(this.limit);
     this.ensure(5 + n);
     if (n < 0x100) {
       this.header(2, n, 0, 0xc4);

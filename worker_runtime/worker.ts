@@ -9,7 +9,7 @@
  * directory; everything the plugin may do is decided by the flags the host starts it with.
  */
 
-import { Decoder, Encoder } from "./msgpack.ts";
+import { Decoder, Encoder, EncodingTooLarge } from "./msgpack.ts";
 
 const COOKIE = "PLUGIN_HOST_7f3a9c2e";
 const PROTOCOL = 1;
@@ -34,6 +34,9 @@ interface Limits {
   max_log_entries: number;
   max_log_bytes: number;
   max_inflight: number;
+  max_result_bytes: number;
+  max_web_workers: number;
+  egress_proxy: number; // 1: fetch goes through the host's egress proxy
 }
 
 const limits: Limits = {
@@ -43,6 +46,9 @@ const limits: Limits = {
   max_log_entries: 1000,
   max_log_bytes: 1024 * 1024,
   max_inflight: 1,
+  max_result_bytes: 16 * 1024 * 1024,
+  max_web_workers: 4,
+  egress_proxy: 0,
 };
 
 type Id = number | bigint;
@@ -96,6 +102,64 @@ function defineGlobal(name: string, value: unknown): void {
 defineGlobal("PluginError", PluginError);
 defineGlobal("ErrorTypes", ErrorTypes);
 
+/** A sandbox cap reached (Workers, egress size); the host raises ResourceLimitExceeded. */
+class ResourceLimitExceeded extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = "ResourceLimitExceeded";
+  }
+}
+
+// Web Workers: each is a V8 isolate with a heap of its own (the heap cap is per isolate), so a
+// plugin may keep at most limits.max_web_workers alive, and a Worker may start none: every
+// Worker first runs NO_NESTED, which replaces its Worker constructor before the plugin's code.
+const NativeWorker = globalThis.Worker;
+const NO_NESTED = `Object.defineProperty(globalThis, "Worker", { configurable: false, writable: false,
+  value: class Worker { constructor() { const e = new Error("a Worker may not start Workers");
+    e.name = "ResourceLimitExceeded"; throw e; } } });\n`;
+let liveWebWorkers = 0;
+
+class CappedWorker extends NativeWorker {
+  #alive = true;
+
+  constructor(specifier: string | URL, options?: WorkerOptions) {
+    if (liveWebWorkers >= limits.max_web_workers) {
+      throw new ResourceLimitExceeded(
+        `a plugin may run at most ${limits.max_web_workers} Workers at once (limits.max_web_workers)`,
+      );
+    }
+    const url = new URL(String(specifier), globalThis.location?.href).href;
+    const boot = `${NO_NESTED}await import(${JSON.stringify(url)});\n`;
+    super(`data:application/javascript;base64,${btoa(boot)}`, options);
+    liveWebWorkers++;
+  }
+
+  override terminate(): void {
+    if (this.#alive) {
+      this.#alive = false;
+      liveWebWorkers--;
+    }
+    super.terminate();
+  }
+}
+
+defineGlobal("Worker", CappedWorker);
+
+// With the host's egress proxy on, its verdicts become typed errors: "refused" (a private
+// address, a host not granted) is a sandbox refusal, "too-large" a resource cap.
+const nativeFetch = globalThis.fetch;
+
+async function egressFetch(input: RequestInfo | URL, init?: RequestInit): Promise<Response> {
+  const r = await nativeFetch(input, init);
+  const verdict = r.headers.get("x-plugin-host-egress");
+  if (verdict === "refused" || verdict === "too-large") {
+    const why = cap(await r.text().catch(() => ""), 1000);
+    if (verdict === "refused") throw new Deno.errors.NotCapable(`egress proxy refused the request: ${why}`);
+    throw new ResourceLimitExceeded(`egress proxy: ${why}`);
+  }
+  return r;
+}
+
 // ---------------------------------------------------------------------------------------------
 // Process-level state
 
@@ -139,10 +203,11 @@ let encoding = false;
 const reentrant: Msg[] = [];
 
 /**
- * Queues one frame. Returns its body size, or minus that size if it exceeds max_frame (then
- * nothing is queued). Throws what the encoder throws (TypeError for unencodable values).
+ * Queues one frame. Returns its body size, or -1 if it would exceed `max` bytes (then nothing
+ * is queued; the encoder stops at the limit). Throws what the encoder throws (TypeError for
+ * unencodable values).
  */
-function send(msg: Msg): number {
+function send(msg: Msg, max: number = limits.max_frame): number {
   if (encoding) {
     reentrant.push(msg);
     return 0;
@@ -153,21 +218,25 @@ function send(msg: Msg): number {
   try {
     out.ensure(4);
     out.pos = start + 4;
+    out.limit = start + 4 + max;
     try {
       out.write(msg);
+      size = out.pos - start - 4;
     } catch (e) {
       out.pos = start;
-      throw e;
+      if (!(e instanceof EncodingTooLarge)) throw e;
+      size = max + 1;
+    } finally {
+      out.limit = Infinity;
     }
-    size = out.pos - start - 4;
-    if (size > limits.max_frame) out.pos = start;
+    if (size > max) out.pos = start;
     else out.view.setUint32(start, size);
   } finally {
     encoding = false;
     // Frames the plugin sent meanwhile go after this one, whose header is now complete.
     if (reentrant.length) drainReentrant();
   }
-  if (size > limits.max_frame) return -size;
+  if (size > max) return -1;
   if (!writing && !flushQueued) {
     flushQueued = true;
     queueMicrotask(flush);
@@ -236,6 +305,8 @@ function cap(s: string, max: number): string {
 }
 
 /** Describes any thrown value; never throws itself. */
+const IMPORT_REFUSAL = /^Requires \w+ access to |but --no-(remote|npm) is specified/;
+
 function errorInfo(e: unknown): ErrorInfo {
   try {
     if (e instanceof Error) {
@@ -246,8 +317,10 @@ function errorInfo(e: unknown): ErrorInfo {
       }
       const { message, refused } = withCauses(e);
       // fetch reports a sandbox refusal at connect time as TypeError("fetch failed") whose
-      // cause says "Requires net access to ...": name it as Deno.connect's refusal is named.
-      if (refused) name = "NotCapable";
+      // cause says "Requires net access to ...", and a refused import is a TypeError too
+      // ("Requires read access to", "--no-remote is specified"): name them as Deno.connect's
+      // refusal is named.
+      if (refused || (name === "TypeError" && IMPORT_REFUSAL.test(message))) name = "NotCapable";
       const info: ErrorInfo = { name, message: cap(scrub(message), MAX_ERROR_MESSAGE) };
       if (typeof e.stack === "string") info.stack = cap(scrub(e.stack), MAX_ERROR_STACK);
       const { errorType, details } = e as { errorType?: unknown; details?: unknown };
@@ -411,7 +484,7 @@ function succeed(state: CallState, value: unknown): void {
   if (!settle(state)) return;
   let size: number;
   try {
-    size = send({ type: "result", id: state.id, value });
+    size = send({ type: "result", id: state.id, value }, Math.min(limits.max_result_bytes, limits.max_frame));
   } catch (e) {
     sendErrorFrame({ type: "error", id: state.id }, errorInfo(e));
     return;
@@ -420,7 +493,7 @@ function succeed(state: CallState, value: unknown): void {
     sendErrorFrame({ type: "error", id: state.id }, {
       name: "PayloadTooLarge",
       error_type: ErrorTypes.SANDBOX_LIMIT,
-      message: `result of ${-size} bytes exceeds the ${limits.max_frame}-byte frame maximum`,
+      message: `result exceeds the ${Math.min(limits.max_result_bytes, limits.max_frame)}-byte limit (limits.max_result_bytes)`,
     });
   }
 }
@@ -551,7 +624,7 @@ function hostCall(op: string, args: unknown[], call: Id | undefined): Promise<un
   }
   if (size < 0) {
     hostPending.delete(id);
-    const err = new Error(`${op} arguments of ${-size} bytes exceed the ${limits.max_frame}-byte frame maximum`);
+    const err = new Error(`${op} arguments exceed the ${limits.max_frame}-byte frame maximum`);
     err.name = "PayloadTooLarge";
     return handled(Promise.reject(err));
   }
@@ -739,9 +812,34 @@ function utf8Length(s: string): number {
   return n;
 }
 
+// Logs outside any call (timers, handlers, module top level) share one budget per second:
+// max_log_entries and max_log_bytes, then a single marker until the next second.
+const loose = { since: 0, entries: 0, bytes: 0, truncated: false };
+
+function looseBudget(bytes: number, now: number): "ok" | "marker" | "drop" {
+  if (now - loose.since >= 1000) Object.assign(loose, { since: now, entries: 0, bytes: 0, truncated: false });
+  if (loose.truncated) return "drop";
+  if (loose.entries >= limits.max_log_entries || loose.bytes + bytes > limits.max_log_bytes) {
+    loose.truncated = true;
+    return "marker";
+  }
+  loose.entries++;
+  loose.bytes += bytes;
+  return "ok";
+}
+
 function emitLog(level: string, message: string, state: CallState | undefined, extra?: ErrorInfo): void {
   const msg: Msg = { type: "log", level, message, id: undefined, ts: Date.now() };
-  if (state) {
+  if (!state) {
+    if (message.length > limits.max_log_bytes) message = msg.message = cap(message, limits.max_log_bytes);
+    const verdict = looseBudget(utf8Length(message), msg.ts as number);
+    if (verdict === "drop") return;
+    if (verdict === "marker") {
+      msg.level = "warn";
+      msg.message = "log output truncated (outside a call: more than the per-second budget)";
+      extra = undefined;
+    }
+  } else {
     if (state.logTruncated) return;
     const bytes = utf8Length(message);
     if (state.logEntries >= limits.max_log_entries || state.logBytes + bytes > limits.max_log_bytes) {
@@ -754,8 +852,6 @@ function emitLog(level: string, message: string, state: CallState | undefined, e
       state.logBytes += bytes;
     }
     msg.id = state.id;
-  } else if (message.length > limits.max_log_bytes) {
-    msg.message = cap(message, limits.max_log_bytes);
   }
   if (extra) {
     msg.name = extra.name;
@@ -1025,7 +1121,8 @@ function applyLimits(v: unknown): void {
     const x = given[key];
     if (x == null) continue;
     const n = typeof x === "bigint" ? Number(x) : x;
-    if (typeof n !== "number" || !(n > 0)) protocolError(`welcome.limits.${key} must be a positive number`);
+    const floor = key === "max_web_workers" || key === "egress_proxy" ? 0 : Number.MIN_VALUE;
+    if (typeof n !== "number" || !(n >= floor)) protocolError(`welcome.limits.${key} must be a positive number`);
     limits[key] = n;
   }
 }
@@ -1053,6 +1150,7 @@ async function onWelcome(msg: Msg): Promise<void> {
   if (module != null && typeof module !== "string") protocolError("welcome.module must be a string or nil");
   applyLimits(msg.limits);
   if (limits.max_inflight > 1) await trackConcurrentCalls();
+  if (limits.egress_proxy === 1) defineGlobal("fetch", egressFetch);
   config = msg.config ?? null;
   startHeartbeatWatch();
   phase = "importing";
@@ -1091,7 +1189,7 @@ function sendReady(metadata: unknown, exports: string[]): void {
     sendErrorFrame({ type: "ready", metadata: null, exports: [] }, {
       name: "PayloadTooLarge",
       error_type: ErrorTypes.SANDBOX_LIMIT,
-      message: `metadata of ${-size} bytes exceeds the ${limits.max_frame}-byte frame maximum`,
+      message: `metadata exceeds the ${limits.max_frame}-byte frame maximum`,
     });
   }
 }

@@ -1,0 +1,512 @@
+"""The host-side egress proxy (``security.egress_proxy``): workers with a net grant get
+HTTP_PROXY/HTTPS_PROXY pointing here, so their ``fetch`` traffic is identified (proxy
+credentials, one random token per plugin), checked, capped, counted and audited.
+
+Deno still checks the target name against --allow-net, and applies --deny-net to the target's
+address when it can resolve the name itself; what reaches the proxy unjudged is a name Deno
+could not resolve, an IPv6 range its deny list cannot express (fc00::/7, fe80::/10, IPv4
+embedded in IPv6) and an answer that changed since Deno's lookup (DNS rebinding). So the proxy
+resolves the target once, refuses it if any address is internal (unless allowPrivateNetwork),
+re-checks the net grant, and connects to the address it checked. Raw ``Deno.connect`` and
+``node:http`` go direct (DENO_FACTS Q3): --allow-net stays the real control.
+
+Audit lines (event ``egress``) keep plugin, method, host, port, status, byte counts, time,
+outcome and a reason: never the path (paths often carry keys), query, headers, credentials
+or bodies."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hmac
+import ipaddress
+import logging
+import secrets
+import socket
+import time
+from collections.abc import Awaitable, Callable
+from functools import partial
+from http import HTTPStatus
+from urllib.parse import SplitResult, quote, urlsplit
+
+import anyio
+import h11
+import msgspec
+from anyio.abc import ByteStream, SocketAttribute, SocketListener, TaskStatus
+
+from .audit import AuditLog
+from .errors import InvalidConfig
+from .permissions import PRIVATE_NETWORKS, Permissions, split_host_port
+
+log = logging.getLogger("host.egress")
+
+VERDICT = b"x-plugin-host-egress"  # the worker runtime's fetch turns these into typed errors
+REFUSED, TOO_LARGE = b"refused", b"too-large"
+
+CONNECT_TIMEOUT = 10.0   # seconds to resolve and connect to a target
+IDLE_TIMEOUT = 60.0      # seconds without a byte either way before a connection is closed
+MAX_CONNECTIONS = 256    # connections from workers served at once; more wait in the backlog
+MAX_HEAD_BYTES = 16 * 1024
+READ_SIZE = 64 * 1024
+ACCEPT_BACKOFF = 0.1     # after accept() fails (e.g. out of file descriptors)
+
+_HOP_BY_HOP = frozenset({
+    b"connection", b"keep-alive", b"proxy-authenticate", b"proxy-authorization",
+    b"proxy-connection", b"te", b"trailer", b"transfer-encoding", b"upgrade", VERDICT,
+})
+
+IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+
+# PRIVATE_NETWORKS, plus the IPv6 ranges Deno's --deny-net cannot express.
+_BLOCKED = (*(ipaddress.ip_network(n.strip("[]")) for n in PRIVATE_NETWORKS),
+            ipaddress.ip_network("fc00::/7"), ipaddress.ip_network("fe80::/10"))
+_EMBEDS_V4 = (ipaddress.ip_network("::/96"), ipaddress.ip_network("64:ff9b::/96"))  # compat, NAT64
+
+
+def is_internal(ip: IPAddress) -> bool:
+    """Loopback, private, CGNAT, link-local/metadata or unspecified, also when an IPv6
+    address carries such an IPv4 one (mapped, compatible, NAT64, 6to4)."""
+    if isinstance(ip, ipaddress.IPv6Address):
+        v4 = ip.ipv4_mapped or ip.sixtofour
+        if v4 is None and any(ip in n for n in _EMBEDS_V4):
+            v4 = ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF)
+        if v4 is not None and is_internal(v4):
+            return True
+    return any(ip.version == n.version and ip in n for n in _BLOCKED)
+
+
+def is_granted(grant: list[str] | bool, host: str, port: int) -> bool:
+    """Deno's --allow-net matching: ``host`` (any port) or ``host:port``, names compared as
+    written (``localhost`` is not ``127.0.0.1``), CIDR entries for IP literals."""
+    if grant is True:
+        return True
+    if not grant:
+        return False
+    name = host.lower().strip("[]")
+    try:
+        ip: IPAddress | None = ipaddress.ip_address(name)
+    except ValueError:
+        ip = None
+    for entry in grant:
+        allowed, allowed_port = split_host_port(entry)
+        if allowed_port is not None and int(allowed_port) != port:
+            continue
+        allowed = allowed.lower().strip("[]")
+        if allowed == name:
+            return True
+        try:  # an address (however written) or a CIDR range
+            if ip is not None and ip in ipaddress.ip_network(allowed, strict=False):
+                return True
+        except ValueError:
+            continue
+    return False
+
+
+class EgressCounters(msgspec.Struct):
+    """What one plugin id sent through the proxy (all its versions; since the host started)."""
+
+    requests: int = 0    # requests and CONNECT tunnels, refused ones included
+    bytes_in: int = 0    # read from targets
+    bytes_out: int = 0   # written to targets
+    refused: int = 0     # refused: bad host, private address (credential failures have no plugin)
+
+
+class _Refusal(Exception):
+    """A request answered by the proxy itself (before any byte went to the client)."""
+
+    def __init__(self, status: int, outcome: str, reason: str, verdict: bytes | None = None) -> None:
+        super().__init__(reason)
+        self.status, self.outcome, self.reason, self.verdict = status, outcome, reason, verdict
+
+
+class _Abort(Exception):
+    """The response had started: the only way left to say "failed" is to drop the connection."""
+
+
+class _Exchange:
+    """One request or tunnel, as audited."""
+
+    def __init__(self, method: bytes) -> None:
+        self.plugin: str | None = None
+        self.method = method.decode("ascii", "replace")
+        self.host: str | None = None
+        self.port: int | None = None
+        self.status: int | None = None
+        self.bytes_out = self.bytes_in = 0
+        self.outcome, self.reason = "error", "interrupted"
+        self.started = time.monotonic()
+
+    def answered(self, ref: _Refusal) -> _Refusal:
+        self.status, self.outcome, self.reason = ref.status, ref.outcome, ref.reason
+        return ref
+
+
+class _Peer:
+    """An h11 connection over a byte stream, counting the bytes each way."""
+
+    def __init__(self, stream: ByteStream, role: type[h11.CLIENT] | type[h11.SERVER], idle: float) -> None:
+        self.stream, self.idle = stream, idle
+        self.conn = h11.Connection(role, max_incomplete_event_size=MAX_HEAD_BYTES)
+        self.read = self.written = 0
+
+    async def next_event(self) -> object:
+        while True:
+            event = self.conn.next_event()
+            if event is not h11.NEED_DATA:
+                return event
+            with anyio.fail_after(self.idle):
+                try:
+                    data = await self.stream.receive(READ_SIZE)
+                except (anyio.EndOfStream, anyio.BrokenResourceError):
+                    data = b""
+            self.read += len(data)
+            self.conn.receive_data(data)
+
+    async def send(self, event: h11.Event) -> None:
+        data = self.conn.send(event)
+        if data:
+            with anyio.fail_after(self.idle):
+                await self.stream.send(data)
+            self.written += len(data)
+
+
+class EgressProxy:
+    """An HTTP/1.1 forward proxy on a loopback address (plain requests and CONNECT tunnels).
+    ``permissions_for(plugin_id)``: the grants to enforce, or None when unknown (then only
+    the private-network deny applies; Deno has checked the target name)."""
+
+    def __init__(self, *, audit: AuditLog, permissions_for: Callable[[str], Permissions | None],
+                 max_response_bytes: int, https_only: bool = False, bind: str | None = None,
+                 connect_timeout: float = CONNECT_TIMEOUT, idle_timeout: float = IDLE_TIMEOUT,
+                 max_connections: int = MAX_CONNECTIONS) -> None:
+        self.address, self.port = "", 0
+        self.max_response_bytes = max_response_bytes
+        self.connect_timeout, self.idle_timeout = connect_timeout, idle_timeout
+        self._audit, self._permissions_for, self._https_only = audit, permissions_for, https_only
+        self._bind = bind
+        self._slots = anyio.Semaphore(max_connections)
+        self._tokens: dict[str, str] = {}
+        self._counters: dict[str, EgressCounters] = {}
+        self._decoy = secrets.token_urlsafe(24)  # compared against when the user is unknown
+
+    # ------------------------------------------------------------------ the host's side
+
+    def url_for(self, plugin_id: str) -> str:
+        """The proxy URL a worker of ``plugin_id`` gets: its credentials are the identity."""
+        if not self.port:
+            raise RuntimeError("the egress proxy is not serving yet")
+        token = self._tokens.setdefault(plugin_id, secrets.token_urlsafe(24))
+        return f"http://{quote(plugin_id, safe='')}:{token}@{self.address}:{self.port}"
+
+    def counters(self, plugin_id: str) -> EgressCounters:
+        return msgspec.structs.replace(self._counters.get(plugin_id) or EgressCounters())
+
+    async def serve(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
+        """Listen, then serve until cancelled (``await task_group.start(proxy.serve)``)."""
+        listener = await self._listen()
+        async with listener, anyio.create_task_group() as tg:
+            task_status.started()
+            while True:
+                await self._slots.acquire()
+                try:
+                    client = await listener.accept()
+                except OSError as exc:
+                    self._slots.release()
+                    log.warning("egress proxy: accept failed: %s", exc)
+                    await anyio.sleep(ACCEPT_BACKOFF)
+                    continue
+                except BaseException:
+                    self._slots.release()
+                    raise
+                tg.start_soon(self._connection, client)
+
+    async def _listen(self) -> SocketListener:
+        # A random 127.a.b.c: the deny list gets a hole for this one address only, and nothing
+        # else listens there. 127.0.0.1 when the system has no route for the rest of 127/8.
+        candidates = [self._bind] if self._bind else [_random_loopback(), "127.0.0.1"]
+        for i, address in enumerate(candidates):
+            try:
+                listener = await anyio.create_tcp_listener(local_host=address, local_port=0,
+                                                           family=socket.AF_INET)
+            except OSError:
+                if i == len(candidates) - 1:
+                    raise
+                continue
+            self.address, self.port = address, listener.extra(SocketAttribute.local_port)
+            return listener.listeners[0]  # one address, one socket
+        raise AssertionError("unreachable")
+
+    # ------------------------------------------------------------------ one client connection
+
+    async def _connection(self, stream: ByteStream) -> None:
+        client = _Peer(stream, h11.SERVER, self.idle_timeout)
+        try:
+            async with stream:
+                while True:
+                    event = await client.next_event()
+                    if not isinstance(event, h11.Request):
+                        return
+                    if event.method == b"CONNECT":
+                        await self._tunnel(client, event)
+                        return
+                    await self._forward(client, event)
+                    if client.conn.our_state is not h11.DONE or client.conn.their_state is not h11.DONE:
+                        return
+                    client.conn.start_next_cycle()
+        except (_Abort, h11.ProtocolError, OSError, TimeoutError, anyio.BrokenResourceError,
+                anyio.ClosedResourceError, anyio.EndOfStream):
+            pass
+        finally:
+            self._slots.release()
+
+    def _identify(self, headers: list[tuple[bytes, bytes]]) -> str | None:
+        """The plugin whose credentials ``Proxy-Authorization: Basic`` carries, else None."""
+        value = next((v for k, v in headers if k == b"proxy-authorization"), b"")
+        scheme, _, param = value.partition(b" ")
+        if scheme.lower() != b"basic":
+            return None
+        try:
+            user, sep, token = base64.b64decode(param.strip(), validate=True).decode().partition(":")
+        except (binascii.Error, UnicodeDecodeError):
+            return None
+        expected = self._tokens.get(user)
+        ok = hmac.compare_digest(token.encode(), (expected or self._decoy).encode())
+        return user if ok and sep and expected is not None else None
+
+    async def _open(self, ex: _Exchange, headers: list[tuple[bytes, bytes]]) -> ByteStream:
+        """Identify, check the grant, resolve once, refuse internal addresses, connect."""
+        assert ex.host is not None and ex.port is not None
+        ex.plugin = self._identify(headers)
+        if ex.plugin is None:
+            raise _Refusal(407, "refused", "missing or invalid proxy credentials")
+        perms = self._permissions_for(ex.plugin)
+        try:
+            grant = perms.net_grant(https_only=self._https_only) if perms is not None else True
+        except InvalidConfig:
+            grant = False
+        if not is_granted(grant, ex.host, ex.port):
+            raise _Refusal(403, "refused", f"{ex.host}:{ex.port} is not in the plugin's net grant", REFUSED)
+        try:
+            with anyio.fail_after(self.connect_timeout):
+                addresses = await _resolve(ex.host, ex.port)
+                if not (perms is not None and perms.allow_private_network):
+                    internal = [str(a) for a in addresses if is_internal(a)]
+                    if internal:
+                        raise _Refusal(403, "refused", f"{ex.host} resolves to a private or loopback "
+                                       f"address ({internal[0]}); allowPrivateNetwork is not set", REFUSED)
+                for address in addresses:
+                    try:
+                        return await anyio.connect_tcp(str(address), ex.port)
+                    except OSError:
+                        continue
+        except TimeoutError:
+            raise _Refusal(504, "error", f"no connection to {ex.host}:{ex.port} within "
+                           f"{self.connect_timeout}s") from None
+        raise _Refusal(502, "error", f"cannot connect to {ex.host}:{ex.port}")
+
+    async def _refuse(self, client: _Peer, ref: _Refusal) -> None:
+        body = (ref.reason + "\n").encode()
+        headers = [(b"content-type", b"text/plain; charset=utf-8"), (b"content-length", b"%d" % len(body))]
+        if ref.verdict is not None:
+            headers.append((VERDICT, ref.verdict))
+        if ref.status == 407:
+            headers.append((b"proxy-authenticate", b'Basic realm="plugin-host egress"'))
+        if client.conn.their_state is not h11.DONE:
+            headers.append((b"connection", b"close"))  # the request body was not read
+        await client.send(h11.Response(status_code=ref.status, headers=headers,
+                                       reason=HTTPStatus(ref.status).phrase.encode()))
+        await client.send(h11.Data(data=body))
+        await client.send(h11.EndOfMessage())
+
+    def _finish(self, ex: _Exchange) -> None:
+        ms = round((time.monotonic() - ex.started) * 1000, 1)
+        self._audit.record("egress", plugin=ex.plugin, method=ex.method, host=ex.host, port=ex.port,
+                           status=ex.status, bytes_out=ex.bytes_out, bytes_in=ex.bytes_in, ms=ms,
+                           outcome=ex.outcome, reason=ex.reason)
+        if ex.plugin is not None:
+            c = self._counters.setdefault(ex.plugin, EgressCounters())
+            c.requests += 1
+            c.bytes_in += ex.bytes_in
+            c.bytes_out += ex.bytes_out
+            c.refused += ex.outcome == "refused"
+
+    # ------------------------------------------------------------------ plain HTTP
+
+    async def _forward(self, client: _Peer, req: h11.Request) -> None:
+        ex = _Exchange(req.method)
+        try:
+            try:
+                url = _absolute_http(req.target)
+                ex.host, ex.port = url.hostname, url.port or 80
+                upstream = await self._open(ex, list(req.headers))
+            except _Refusal as ref:
+                await self._refuse(client, ex.answered(ref))
+                return
+            async with upstream:
+                up = _Peer(upstream, h11.CLIENT, self.idle_timeout)
+                try:
+                    await self._relay(client, up, req, url, ex)
+                finally:
+                    ex.bytes_out, ex.bytes_in = up.written, up.read
+        finally:
+            self._finish(ex)
+
+    async def _relay(self, client: _Peer, up: _Peer, req: h11.Request, url: SplitResult, ex: _Exchange) -> None:
+        """Request to the target, response back, the body streamed and capped."""
+        target = (url.path or "/") + (f"?{url.query}" if url.query else "")
+        headers = [(k, v) for k, v in req.headers if k not in _HOP_BY_HOP and k != b"host"]
+        if any(k == b"transfer-encoding" for k, _ in req.headers):
+            headers.append((b"transfer-encoding", b"chunked"))
+        headers += [(b"host", url.netloc.rpartition("@")[2].encode()), (b"connection", b"close")]
+        response_started = False
+        try:
+            await up.send(h11.Request(method=req.method, target=target.encode(), headers=headers))
+            while not isinstance(event := await client.next_event(), h11.EndOfMessage):
+                if not isinstance(event, h11.Data):
+                    raise _Abort()  # the client went away mid-body
+                await up.send(event)
+            await up.send(h11.EndOfMessage())
+            while not isinstance(resp := await up.next_event(), h11.Response):
+                if not isinstance(resp, h11.InformationalResponse):
+                    raise _Refusal(502, "error", "the target closed without a response")
+            length = next((v for k, v in resp.headers if k == b"content-length"), None)
+            if length is not None and int(length) > self.max_response_bytes:
+                raise _Refusal(502, "too_large", f"response of {int(length)} bytes exceeds "
+                               f"security.max_response_bytes ({self.max_response_bytes})", TOO_LARGE)
+            out = [(k, v) for k, v in resp.headers if k not in _HOP_BY_HOP]
+            ex.status = resp.status_code
+            response_started = True
+            await client.send(h11.Response(status_code=resp.status_code, headers=out, reason=resp.reason))
+            received = 0
+            while not isinstance(event := await up.next_event(), h11.EndOfMessage):
+                if not isinstance(event, h11.Data):
+                    raise _Refusal(502, "error", "the target closed mid-response")
+                received += len(event.data)
+                if received > self.max_response_bytes:
+                    raise _Refusal(502, "too_large", "response body passed security.max_response_bytes "
+                                   f"({self.max_response_bytes}); connection cut", TOO_LARGE)
+                await client.send(h11.Data(data=event.data))
+            await client.send(h11.EndOfMessage())
+            ex.outcome, ex.reason = "ok", None
+        except (_Refusal, TimeoutError, h11.ProtocolError, OSError, anyio.BrokenResourceError,
+                anyio.ClosedResourceError) as exc:
+            ref = exc if isinstance(exc, _Refusal) else _Refusal(
+                504 if isinstance(exc, TimeoutError) else 502, "error",
+                "the target went idle" if isinstance(exc, TimeoutError) else "bad response from the target")
+            if response_started:
+                ex.outcome, ex.reason = ref.outcome, ref.reason
+                raise _Abort() from None
+            await self._refuse(client, ex.answered(ref))
+
+    # ------------------------------------------------------------------ CONNECT tunnels
+
+    async def _tunnel(self, client: _Peer, req: h11.Request) -> None:
+        ex = _Exchange(req.method)
+        try:
+            try:
+                host, port = split_host_port(req.target.decode("ascii"))
+                ex.host, ex.port = host.strip("[]"), int(port or "")
+            except (UnicodeDecodeError, ValueError):
+                raise _Refusal(400, "error", "CONNECT needs host:port") from None
+            if not isinstance(await client.next_event(), h11.EndOfMessage):
+                raise _Abort()
+            upstream = await self._open(ex, list(req.headers))
+            async with upstream:
+                await client.send(h11.Response(status_code=200, headers=[], reason=b"Connection established"))
+                ex.status, ex.outcome, ex.reason = 200, "ok", None
+                await self._pipe(client.stream, upstream, client.conn.trailing_data[0], ex)
+        except _Refusal as ref:
+            await self._refuse(client, ex.answered(ref))
+        finally:
+            self._finish(ex)
+
+    async def _pipe(self, client: ByteStream, upstream: ByteStream, early: bytes, ex: _Exchange) -> None:
+        """Bytes both ways until the target closes, the cap is passed or both sides idle."""
+        last = anyio.current_time()
+        cap = self.max_response_bytes
+
+        async def outbound() -> None:
+            nonlocal last
+            if early:
+                await upstream.send(early)
+                ex.bytes_out += len(early)
+            while True:
+                try:
+                    chunk = await client.receive(READ_SIZE)
+                except anyio.EndOfStream:
+                    await upstream.send_eof()  # the target may still answer
+                    return
+                last = anyio.current_time()
+                await upstream.send(chunk)
+                ex.bytes_out += len(chunk)
+
+        async def inbound() -> None:
+            nonlocal last
+            while True:
+                try:
+                    chunk = await upstream.receive(READ_SIZE)
+                except anyio.EndOfStream:
+                    return
+                last = anyio.current_time()
+                room = cap - ex.bytes_in
+                ex.bytes_in += len(chunk)
+                if len(chunk) > room:
+                    if room > 0:
+                        await client.send(chunk[:room])
+                    ex.outcome = "too_large"
+                    ex.reason = f"tunnel passed security.max_response_bytes ({cap}) from the target; closed"
+                    return
+                await client.send(chunk)
+
+        async def watchdog() -> None:
+            while (left := last + self.idle_timeout - anyio.current_time()) > 0:
+                await anyio.sleep(left)
+            ex.reason = "closed after the idle timeout"
+
+        async def until_done(direction: Callable[[], Awaitable[None]], *, ends_tunnel: bool) -> None:
+            try:
+                await direction()
+            except (OSError, anyio.BrokenResourceError, anyio.ClosedResourceError):
+                ends_tunnel = True  # a side dropped its connection
+            if ends_tunnel:
+                tg.cancel_scope.cancel()
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(partial(until_done, outbound, ends_tunnel=False))
+            tg.start_soon(partial(until_done, inbound, ends_tunnel=True))
+            tg.start_soon(partial(until_done, watchdog, ends_tunnel=True))
+
+
+def _absolute_http(target: bytes) -> SplitResult:
+    """The request target of a plain proxy request: an absolute http:// URL."""
+    try:
+        url = urlsplit(target.decode("ascii"))
+        if url.scheme == "http" and url.hostname and url.port != 0:  # .port: ValueError if bad
+            return url
+    except (UnicodeDecodeError, ValueError):
+        pass
+    raise _Refusal(400, "error", "not a proxy request (an absolute http:// URL)")
+
+
+async def _resolve(host: str, port: int) -> list[IPAddress]:
+    """Every address ``host`` resolves to (IP literals as they are), in resolver order."""
+    try:
+        infos = await anyio.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except (OSError, UnicodeError):
+        raise _Refusal(502, "error", f"cannot resolve {host}") from None
+    out: list[IPAddress] = []
+    for *_, sockaddr in infos:
+        ip = ipaddress.ip_address(str(sockaddr[0]).partition("%")[0])
+        if ip not in out:
+            out.append(ip)
+    return out
+
+
+def _random_loopback() -> str:
+    while True:
+        a, b, c = secrets.randbelow(256), secrets.randbelow(256), 1 + secrets.randbelow(254)
+        if (a, b, c) != (0, 0, 1):
+            return f"127.{a}.{b}.{c}"
+
+
+__all__ = ["EgressCounters", "EgressProxy", "is_granted", "is_internal"]

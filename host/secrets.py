@@ -1,0 +1,209 @@
+"""Secret config values at rest: the host key (an environment variable or a 0600 key file),
+``enc:v1:`` values sealed with it, and passphrase-derived keys for moving an export to another
+machine. Errors name the variable or file, never a key or a value."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import os
+import stat
+import tempfile
+from collections.abc import Collection, Mapping
+from pathlib import Path
+from typing import Any
+
+from cryptography.fernet import Fernet, InvalidToken, MultiFernet
+from cryptography.hazmat.primitives.kdf.scrypt import Scrypt
+
+from .config import HostConfig
+from .errors import InvalidConfig, SecretsError
+
+PREFIX = "enc:v1:"
+EXPORT_FORMAT = "plugin-host-config/1"
+# scrypt cost of a passphrase-encrypted export (about 100 ms and 32 MiB here)
+SCRYPT_N, SCRYPT_R, SCRYPT_P = 2**15, 8, 1
+
+
+def is_sealed(value: Any) -> bool:
+    """``value`` is a secret as stored: ``enc:v1:<fernet token>``."""
+    return isinstance(value, str) and value.startswith(PREFIX)
+
+
+def _fernets(text: str, *, source: str) -> MultiFernet:
+    """The keys in ``text`` (separated by commas or whitespace; the first encrypts)."""
+    keys = [k for k in text.replace(",", " ").split() if k]
+    if not keys:
+        raise InvalidConfig(f"{source} holds no key")
+    try:
+        return MultiFernet([Fernet(k.encode()) for k in keys])
+    except (ValueError, binascii.Error, UnicodeEncodeError):
+        raise InvalidConfig(f"{source}: not a Fernet key (urlsafe base64 of 32 bytes); "
+                            "make one with `python -c 'from cryptography.fernet import Fernet; "
+                            "print(Fernet.generate_key().decode())'`") from None
+
+
+def key_file_path(config: HostConfig) -> Path:
+    """``security.secret_key_file``: absolute, or relative to the state directory."""
+    path = Path(config.security.secret_key_file).expanduser()
+    return path if path.is_absolute() else config.state_path / path
+
+
+def _create_key_file(path: Path) -> None:
+    """Write a fresh key to ``path`` unless it exists. The key goes to a private temp file
+    first and is then linked into place (exclusive, like O_CREAT|O_EXCL), so two hosts
+    starting at once agree on one key and nobody reads a half-written file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".secret-key-")
+    try:
+        os.fchmod(fd, 0o600)
+        with os.fdopen(fd, "wb") as f:
+            f.write(Fernet.generate_key() + b"\n")
+            f.flush()
+            os.fsync(f.fileno())
+        try:
+            os.link(tmp, path)
+        except FileExistsError:
+            pass  # another host made it first: use theirs
+    finally:
+        os.unlink(tmp)
+
+
+def _read_key_file(path: Path) -> MultiFernet:
+    if not path.exists():
+        _create_key_file(path)
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+    except OSError as exc:
+        raise InvalidConfig(f"secret key file {path}: cannot be read ({exc.strerror})") from None
+    with os.fdopen(fd, "rb") as f:
+        st = os.fstat(f.fileno())
+        if not stat.S_ISREG(st.st_mode):
+            raise InvalidConfig(f"secret key file {path}: not a regular file")
+        if st.st_uid != os.getuid():
+            raise InvalidConfig(f"secret key file {path}: not owned by the user running the host")
+        if st.st_mode & 0o077:
+            raise InvalidConfig(f"secret key file {path}: readable by group or others "
+                                f"(mode {stat.S_IMODE(st.st_mode):04o}); `chmod 600` it")
+        text = f.read().decode("ascii", errors="replace")
+    return _fernets(text, source=f"secret key file {path}")
+
+
+class Cipher:
+    """Seals and opens values with one key; ``mismatch`` is what a wrong key is reported as."""
+
+    def __init__(self, fernet: Fernet | MultiFernet | None, mismatch: str) -> None:
+        self._fernet = fernet
+        self._mismatch = mismatch
+
+    def _key(self) -> Fernet | MultiFernet:
+        assert self._fernet is not None
+        return self._fernet
+
+    def seal(self, value: Any) -> str:
+        """``enc:v1:`` + a Fernet token of ``value`` as JSON (so any JSON type can be secret)."""
+        return PREFIX + self._key().encrypt(json.dumps(value).encode()).decode("ascii")
+
+    def open(self, value: str, *, what: str, plugin: str | None = None) -> Any:
+        """The value ``seal`` sealed; SecretsError when the key does not match."""
+        key = self._key()
+        try:
+            return json.loads(key.decrypt(value[len(PREFIX):].encode("ascii")))
+        except (InvalidToken, UnicodeEncodeError, ValueError):
+            raise SecretsError(f"{what}: {self._mismatch}", plugin=plugin) from None
+
+    def reveal(self, values: Mapping[str, Any], *, plugin: str | None = None) -> dict[str, Any]:
+        """``values`` with every sealed value decrypted (others as they are)."""
+        return {k: self.open(v, what=f"config.{k}", plugin=plugin) if is_sealed(v) else v
+                for k, v in values.items()}
+
+    def seal_fields(self, values: Mapping[str, Any], secret: Collection[str]) -> dict[str, Any]:
+        """``values`` with the fields named in ``secret`` sealed (already sealed ones kept)."""
+        return {k: self.seal(v) if k in secret and v is not None and not is_sealed(v) else v
+                for k, v in values.items()}
+
+
+class SecretBox(Cipher):
+    """The host key, loaded on first use: from the environment variable
+    ``security.secret_key_env`` when set (several keys separated by commas rotate: the first
+    encrypts, all decrypt), else from ``security.secret_key_file``."""
+
+    def __init__(self, config: HostConfig, env: Mapping[str, str] | None = None) -> None:
+        self._config = config
+        self._env = os.environ if env is None else env
+        super().__init__(None, f"the secret key ({self.source}) does not match the key it was encrypted "
+                         "with; restore that key (or list it after the new one, comma-separated, to rotate)")
+
+    @property
+    def source(self) -> str:
+        """Where the key comes from, for messages: ``$VAR`` or the key file's path."""
+        var = self._config.security.secret_key_env
+        return f"${var}" if var and self._env.get(var) else str(key_file_path(self._config))
+
+    def _key(self) -> Fernet | MultiFernet:
+        if self._fernet is None:
+            var = self._config.security.secret_key_env
+            if var and self._env.get(var):
+                self._fernet = _fernets(self._env[var], source=f"${var}")
+            else:
+                self._fernet = _read_key_file(key_file_path(self._config))
+        return self._fernet
+
+
+def _passphrase_cipher(passphrase: str, salt: bytes, n: int, r: int, p: int) -> Cipher:
+    """A key scrypt derives from ``passphrase`` and ``salt`` (slow on purpose)."""
+    if not passphrase:
+        raise InvalidConfig("the passphrase is empty")
+    raw = Scrypt(salt=salt, length=32, n=n, r=r, p=p).derive(passphrase.encode())
+    return Cipher(Fernet(base64.urlsafe_b64encode(raw)),
+                  "the passphrase does not match the one the export was made with")
+
+
+def export_cipher(box: SecretBox, passphrase: str | None) -> tuple[Cipher, dict[str, Any]]:
+    """The cipher that seals an export's secrets and the document's ``encryption`` header: the
+    host key, or a key derived from ``passphrase`` with a fresh random salt. The header's
+    ``check`` lets an import tell a wrong key even when the export holds no secret."""
+    if passphrase is None:
+        cipher: Cipher = box
+        header: dict[str, Any] = {"key": "host"}
+    else:
+        salt = os.urandom(16)
+        cipher = _passphrase_cipher(passphrase, salt, SCRYPT_N, SCRYPT_R, SCRYPT_P)
+        header = {"key": "passphrase", "kdf": "scrypt", "salt": base64.urlsafe_b64encode(salt).decode("ascii"),
+                  "n": SCRYPT_N, "r": SCRYPT_R, "p": SCRYPT_P}
+    header["check"] = cipher.seal(EXPORT_FORMAT)
+    return cipher, header
+
+
+def import_cipher(box: SecretBox, header: Any, passphrase: str | None) -> Cipher:
+    """The cipher that opens the secrets of an export with ``header`` (its ``encryption``);
+    SecretsError if the passphrase or host key is not the one it was made with."""
+    if header is None and passphrase is None:
+        return box  # written by hand: any encrypted value in it is under the host key
+    if not isinstance(header, dict) or header.get("key") not in ("host", "passphrase") \
+            or not is_sealed(header.get("check")):
+        raise InvalidConfig("the export's encryption header is missing or unknown")
+    if header["key"] == "host":
+        if passphrase is not None:
+            raise InvalidConfig("the export is encrypted with a host key, not a passphrase")
+        cipher: Cipher = box
+    else:
+        if passphrase is None:
+            raise SecretsError("the export is encrypted with a passphrase; give it to import")
+        n, r, p = header.get("n"), header.get("r"), header.get("p")
+        if header.get("kdf") != "scrypt" or not all(type(x) is int for x in (n, r, p)) \
+                or not (n >= 2 and r >= 1 and 128 * n * r <= 2**28 and 1 <= p <= 4):  # type: ignore[operator]
+            raise InvalidConfig("the export's key derivation is unknown or out of bounds")
+        try:
+            salt = base64.urlsafe_b64decode(str(header.get("salt")).encode("ascii"))
+            cipher = _passphrase_cipher(passphrase, salt, n, r, p)  # type: ignore[arg-type]
+        except (ValueError, binascii.Error, UnicodeEncodeError):
+            raise InvalidConfig("the export's key derivation parameters are invalid") from None
+    if cipher.open(header["check"], what="the export") != EXPORT_FORMAT:
+        raise SecretsError("the export's check value is wrong: it was not made by this format")
+    return cipher
+
+
+__all__ = ["EXPORT_FORMAT", "PREFIX", "Cipher", "SecretBox", "export_cipher", "import_cipher", "is_sealed",
+           "key_file_path"]

@@ -1,0 +1,229 @@
+"""Secret config values encrypted at rest (the host key from a 0600 key file or a variable),
+migration of plaintext config.json, and config export/import that never carries a plaintext
+secret."""
+
+from __future__ import annotations
+
+import json
+import os
+import stat
+from pathlib import Path
+
+import pytest
+from conftest import run_cli
+from cryptography.fernet import Fernet
+
+from host import (
+    HostConfig,
+    InvalidConfig,
+    PluginNotFound,
+    PluginSettings,
+    PoolConfig,
+    SecretsError,
+    SyncPluginHost,
+)
+from host.plugin_config import MASK
+
+SECRET = "sk-live-9c1e4b7a2d6f"
+ONE = PoolConfig(min_workers=1, max_workers=1)
+
+VAULT = """
+export const metadata = {
+  id: "vault", name: "Vault", version: "1.0.0", apiVersion: "1.0",
+  configSchema: {
+    apiKey: { type: "string", required: true, secret: true },
+    region: { type: "string", enum: ["eu", "us"], default: "eu" },
+  },
+};
+export function whoami(ctx) {
+  return { keyLength: ctx.config.apiKey.length, same: ctx.config.apiKey === "SECRET_HERE", region: ctx.config.region };
+}
+""".replace("SECRET_HERE", SECRET)
+
+# A second plugin whose validateConfig refuses some values: makes an import half-invalid.
+PICKY = """
+export const metadata = {
+  id: "picky", name: "Picky", version: "1.0.0", apiVersion: "1.0",
+  configSchema: { token: { type: "string", secret: true }, level: { type: "integer", default: 1 } },
+};
+export function validateConfig(config) { return config.level < 5 || { valid: false, message: "level too high" }; }
+export function level(ctx) { return ctx.config.level; }
+"""
+
+OK = {"keyLength": len(SECRET), "same": True, "region": "us"}
+
+
+def plugins(plugin_dir) -> None:
+    plugin_dir.add("vault.js", VAULT)
+    plugin_dir.add("picky.js", PICKY)
+
+
+def state_dir(tmp_path: Path, shared_state: Path, name: str) -> str:
+    """A state directory of its own that shares the session's DENO_DIR (compiled once)."""
+    state = tmp_path / name
+    state.mkdir()
+    (shared_state / "deno").mkdir(exist_ok=True)
+    (state / "deno").symlink_to(shared_state / "deno", target_is_directory=True)
+    return str(state)
+
+
+def on_disk(state: str) -> bytes:
+    return (Path(state) / "config.json").read_bytes()
+
+
+@pytest.mark.anyio
+async def test_secret_is_encrypted_on_disk_yet_reaches_the_plugin(plugin_dir, make_host, tmp_path, shared_state):
+    plugins(plugin_dir)
+    state = state_dir(tmp_path, shared_state, "state")
+    key_file = Path(state) / "secret.key"
+    async with make_host(pool=ONE, state_dir=state) as h:
+        assert not key_file.exists()  # made on first use only
+        assert await h.set_config("vault", {"apiKey": SECRET, "region": "us"}) == {"apiKey": MASK, "region": "us"}
+        assert await h.call("vault", "whoami") == OK
+        stored = json.loads(on_disk(state))["vault"]
+        assert stored["region"] == "us" and stored["apiKey"].startswith("enc:v1:")
+        assert SECRET.encode() not in on_disk(state)
+        assert stat.S_IMODE(key_file.stat().st_mode) == 0o600
+        assert h.get_config("vault") == {"apiKey": MASK, "region": "us"}
+    async with make_host(pool=ONE, state_dir=state) as h:  # the key file opens it again
+        assert await h.call("vault", "whoami") == OK
+    key_file.chmod(0o644)
+    with pytest.raises(InvalidConfig) as e:
+        async with make_host(pool=ONE, state_dir=state):
+            pass
+    assert "readable by group or others" in str(e.value)
+    assert key_file.read_text().strip() not in str(e.value)
+
+
+@pytest.mark.anyio
+async def test_key_from_the_environment_and_a_wrong_key_is_a_secrets_error(
+        plugin_dir, make_host, tmp_path, shared_state, monkeypatch):
+    plugins(plugin_dir)
+    state = state_dir(tmp_path, shared_state, "state")
+    security = {"secret_key_env": "TEST_PLUGIN_HOST_KEY"}
+    first, other = Fernet.generate_key().decode(), Fernet.generate_key().decode()
+    monkeypatch.setenv("TEST_PLUGIN_HOST_KEY", first)
+    async with make_host(pool=ONE, state_dir=state, security=security) as h:
+        await h.set_config("vault", {"apiKey": SECRET, "region": "us"})
+        assert await h.call("vault", "whoami") == OK
+    assert not (Path(state) / "secret.key").exists() and SECRET.encode() not in on_disk(state)
+    before = on_disk(state)
+
+    monkeypatch.setenv("TEST_PLUGIN_HOST_KEY", other)
+    with pytest.raises(SecretsError) as e:
+        async with make_host(pool=ONE, state_dir=state, security=security):
+            pass
+    assert "does not match" in str(e.value) and "$TEST_PLUGIN_HOST_KEY" in str(e.value)
+    assert all(s not in str(e.value) for s in (SECRET, first, other))
+
+    monkeypatch.setenv("TEST_PLUGIN_HOST_KEY", "not-a-key-" + SECRET)
+    with pytest.raises(InvalidConfig) as e:
+        async with make_host(pool=ONE, state_dir=state, security=security):
+            pass
+    assert "$TEST_PLUGIN_HOST_KEY" in str(e.value) and SECRET not in str(e.value)
+    assert on_disk(state) == before
+
+    # rotation: the new key first encrypts, the old one still decrypts
+    monkeypatch.setenv("TEST_PLUGIN_HOST_KEY", f"{other},{first}")
+    async with make_host(pool=ONE, state_dir=state, security=security) as h:
+        assert await h.call("vault", "whoami") == OK
+        await h.set_config("vault", {"region": "eu"})
+    monkeypatch.setenv("TEST_PLUGIN_HOST_KEY", other)
+    async with make_host(pool=ONE, state_dir=state, security=security) as h:
+        assert (await h.call("vault", "whoami"))["same"] is True
+
+
+@pytest.mark.anyio
+async def test_legacy_plaintext_config_is_encrypted_at_start(plugin_dir, make_host, tmp_path, shared_state):
+    plugins(plugin_dir)
+    state = state_dir(tmp_path, shared_state, "state")
+    legacy = Path(state) / "config.json"
+    legacy.write_text(json.dumps({"vault": {"apiKey": SECRET}, "gone": {"x": 1}}))
+    legacy.chmod(0o600)
+    from_toml = {"vault": PluginSettings(config={"region": "us"})}
+    async with make_host(pool=ONE, state_dir=state, plugins=from_toml) as h:
+        assert await h.call("vault", "whoami") == OK
+        assert SECRET.encode() not in on_disk(state)
+        stored = json.loads(on_disk(state))
+        # host.toml's values are not copied in; an unknown plugin's entry is left alone
+        assert set(stored["vault"]) == {"apiKey"} and stored["gone"] == {"x": 1}
+        assert stored["vault"]["apiKey"].startswith("enc:v1:")
+    async with make_host(pool=ONE, state_dir=state, plugins=from_toml) as h:
+        assert await h.call("vault", "whoami") == OK
+
+
+@pytest.mark.anyio
+async def test_export_holds_no_plaintext_and_moves_to_another_host_with_a_passphrase(
+        plugin_dir, make_host, tmp_path, shared_state):
+    plugins(plugin_dir)
+    a, b = state_dir(tmp_path, shared_state, "a"), state_dir(tmp_path, shared_state, "b")
+    async with make_host(pool=ONE, state_dir=a) as src, make_host(pool=ONE, state_dir=b) as dst:
+        await src.set_config("vault", {"apiKey": SECRET, "region": "us"})
+        await src.set_config("picky", {"token": "tok-" + SECRET, "level": 3})
+        doc = await src.export_config(passphrase="correct horse")
+        by_host_key = await src.export_config("vault")
+        for d in (doc, by_host_key):
+            assert SECRET not in json.dumps(d) and d["format"] == "plugin-host-config/1"
+        assert doc["plugins"]["vault"]["region"] == "us" and doc["plugins"]["vault"]["apiKey"].startswith("enc:v1:")
+        assert set(by_host_key["plugins"]) == {"vault"}
+
+        # every refusal is typed, leaks nothing and stores nothing
+        refusals = [
+            (SecretsError, lambda: dst.import_config(doc, passphrase="wrong horse")),
+            (SecretsError, lambda: dst.import_config(doc)),
+            (SecretsError, lambda: dst.import_config(by_host_key)),  # b has a key of its own
+            (InvalidConfig, lambda: dst.import_config({**doc, "format": "something/9"}, passphrase="correct horse")),
+            (PluginNotFound, lambda: dst.import_config(
+                {**doc, "plugins": {**doc["plugins"], "nobody": {}}}, passphrase="correct horse")),
+            (InvalidConfig, lambda: dst.import_config(  # vault is valid, picky is not: neither is stored
+                {**doc, "plugins": {**doc["plugins"], "picky": {"level": 9}}}, passphrase="correct horse")),
+        ]
+        for error, attempt in refusals:
+            with pytest.raises(error) as e:
+                await attempt()
+            assert SECRET not in str(e.value)
+            assert not (Path(b) / "config.json").exists()
+            assert dst.plugin("vault").state == "error"  # still without a config
+
+        stored = await dst.import_config(doc, passphrase="correct horse")
+        assert stored == {"vault": {"apiKey": MASK, "region": "us"}, "picky": {"token": MASK, "level": 3}}
+        assert await dst.call("vault", "whoami") == OK
+        assert await dst.call("picky", "level") == 3
+        assert SECRET.encode() not in on_disk(b)
+
+
+def test_cli_exports_to_a_private_file_and_imports_it_elsewhere(plugin_dir, tmp_path, shared_state, monkeypatch):
+    plugins(plugin_dir)
+    a, b = state_dir(tmp_path, shared_state, "a"), state_dir(tmp_path, shared_state, "b")
+    with SyncPluginHost(HostConfig(plugins_dir=str(plugin_dir.root), state_dir=a, pool=ONE)) as h:
+        h.set_config("vault", {"apiKey": SECRET, "region": "us"})
+        assert SECRET not in json.dumps(h.export_config("vault"))
+    monkeypatch.setenv("TEST_EXPORT_PASSPHRASE", "correct horse")
+    monkeypatch.setenv("TEST_WRONG_PASSPHRASE", "wrong horse")
+    out = tmp_path / "vault-config.json"
+    common = ["--plugins", str(plugin_dir.root)]
+
+    done = run_cli("config", "export", "--plugin", "vault", "--passphrase-env", "TEST_EXPORT_PASSPHRASE",
+                   "--out", str(out), "--state-dir", a, *common, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert stat.S_IMODE(os.stat(out).st_mode) == 0o600
+    assert SECRET not in out.read_text() and json.loads(out.read_text())["plugins"]["vault"]["region"] == "us"
+    printed = run_cli("config", "export", "--state-dir", a, *common, cwd=tmp_path)
+    assert printed.returncode == 0 and SECRET not in printed.stdout
+    assert json.loads(printed.stdout)["plugins"]["vault"]["apiKey"].startswith("enc:v1:")
+
+    wrong = run_cli("config", "import", str(out), "--passphrase-env", "TEST_WRONG_PASSPHRASE",
+                    "--state-dir", b, *common, cwd=tmp_path)
+    assert wrong.returncode == 1 and "passphrase does not match" in wrong.stderr
+    assert SECRET not in wrong.stderr + wrong.stdout and not (Path(b) / "config.json").exists()
+    unset = run_cli("config", "import", str(out), "--passphrase-env", "TEST_NO_SUCH_VARIABLE",
+                    "--state-dir", b, *common, cwd=tmp_path)
+    assert unset.returncode == 2 and "TEST_NO_SUCH_VARIABLE" in unset.stderr
+
+    done = run_cli("config", "import", str(out), "--passphrase-env", "TEST_EXPORT_PASSPHRASE", "--replace",
+                   "--state-dir", b, *common, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout) == {"vault": {"apiKey": MASK, "region": "us"}}
+    assert SECRET.encode() not in on_disk(b)
+    with SyncPluginHost(HostConfig(plugins_dir=str(plugin_dir.root), state_dir=b, pool=ONE)) as h:
+        assert h.call("vault", "whoami") == OK
