@@ -59,6 +59,8 @@ class PluginInfo(msgspec.Struct):
     egress_bytes_in: int = 0     # bytes read from the targets
     egress_bytes_out: int = 0    # bytes written to the targets
     egress_refused: int = 0      # requests the proxy refused (private address, host not granted)
+    permissions: dict[str, Any] = {}  # as declared in its metadata (nothing granted: {})
+    permission_findings: list[str] = []  # what strict mode objects to in them (security.strict)
 
 
 class EventReply(msgspec.Struct):

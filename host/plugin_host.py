@@ -54,6 +54,9 @@ from .services import HostServices
 from .worker import Lease, Worker, WorkerSpec
 
 log = logging.getLogger("host")
+# Ad-hoc execute code is named to the egress proxy by this prefix and a digest of its permission
+# set; "+" is not allowed in plugin ids, so no plugin can pose as one.
+_EXECUTE_EGRESS = "execute+"
 plugin_log = logging.getLogger("host.plugin")
 
 _LEVELS = {
@@ -161,11 +164,12 @@ class PluginHost:
         self._runtime.egress = self._egress
 
     def _egress_grants(self, plugin_id: str) -> Permissions | None:
-        """What the egress proxy enforces for ``plugin_id``: its newest manifest's grants. None
-        for ad-hoc ``execute`` code, whose pools share one id whatever their permissions: the
-        proxy then refuses private addresses to all of them."""
-        if plugin_id == "execute":
-            return None
+        """What the egress proxy enforces for ``plugin_id``: its newest manifest's grants, or
+        for ad-hoc ``execute`` code (``execute+<digest>``, a name no plugin id can take) the
+        permissions of that execute pool. None: unknown, so private addresses are refused."""
+        if plugin_id.startswith(_EXECUTE_EGRESS):
+            return next((p.spec.permissions for p in self._exec_pools.values()
+                         if p.spec.egress_id == plugin_id), None)
         newest = _newest(r for r in self._records if r.id == plugin_id and r.manifest is not None)
         return newest[plugin_id].manifest.grants if plugin_id in newest else None  # type: ignore[union-attr]
 
@@ -668,7 +672,8 @@ class PluginHost:
             if pool is None:
                 cfg = execute_pool_config(self.config.execute)
                 spec = WorkerSpec(plugin_id="execute", module=None, base_dir=self._runtime_dir(),
-                                  read_paths=[], permissions=perms, limits=self.config.limits)
+                                  read_paths=[], permissions=perms, limits=self.config.limits,
+                                  egress_id=_EXECUTE_EGRESS + digest(repr(key))[:16])
                 pool = self._new_pool(spec, cfg)
                 assert self._tg is not None
                 await self._tg.start(pool.serve)
@@ -694,6 +699,10 @@ class PluginHost:
         sched = self._scheduler
         info = plugin_info(r, self._policies.get(r.id), sched.queued(r.id), sched.running(r.id),
                            self._cache.size(r.id))
+        if r.manifest is not None:
+            grants = r.manifest.grants
+            info.permissions = msgspec.to_builtins(grants)
+            info.permission_findings = grants.findings(max_net_hosts=self.config.security.max_net_hosts)
         if self._egress is not None:
             c = self._egress.counters(r.id)
             info.egress_requests, info.egress_refused = c.requests, c.refused

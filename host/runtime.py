@@ -163,7 +163,8 @@ class Runtime:
         return flags
 
     def env(self, permissions: Permissions, plugin_id: str | None = None) -> dict[str, str]:
-        """A scrubbed environment: only what Deno needs, plus variables the plugin was granted."""
+        """A scrubbed environment: only what Deno needs, plus variables the plugin was granted;
+        ``plugin_id`` names the worker to the egress proxy when it runs."""
         env = {
             "DENO_DIR": str(self.deno_dir),
             "DENO_NO_UPDATE_CHECK": "1",

@@ -58,6 +58,7 @@ class WorkerSpec:
     inspect: str | None = None
     redact: Callable[[str], str] | None = None  # scrubs secrets from the worker's raw output
     cache_salt: str = ""         # hash of the plugin's version and config: part of result-cache keys
+    egress_id: str | None = None  # who the egress proxy sees (default: plugin_id)
 
 
 class Lease:
@@ -195,7 +196,7 @@ class Worker:
                              socket_path=sock_path, inspect=spec.inspect)
             self._proc = ChildProcess(
                 [rt.deno, "run", *flags, str(rt.entry), sock_path, token],
-                env=rt.env(spec.permissions, spec.plugin_id),
+                env=rt.env(spec.permissions, spec.egress_id or spec.plugin_id),
                 cwd=str(self.runtime.run_dir),
                 data_limit_mb=limits.rlimit_data_mb,
                 cpu_seconds=limits.cpu_seconds,

@@ -383,3 +383,23 @@ def test_the_net_grant_is_matched_like_deno():
     assert is_granted(grant, "0:0::1", 443)  # the same IPv6 address, written differently
     assert not is_granted(grant, "evil.api.example.com", 443)
     assert is_granted(True, "anything", 1) and not is_granted([], "anything", 1)
+
+
+async def test_execute_code_gets_the_proxy_identity_of_its_own_permission_set(
+        make_host, raw_server, tmp_path):
+    srv = raw_server(http_fake)
+    code = ("export default async function (url) { const r = await fetch(url); "
+            "return [r.status, await r.text()]; }")
+    url = f"http://localhost:{srv.port}/small"
+    async with make_host(pool=ONE, security=security(tmp_path)) as h:
+        opened = await h.execute(code, url, permissions={"net": [f"localhost:{srv.port}"],
+                                                         "allowPrivateNetwork": True})
+        closed = await h.execute(code, f"http://[::7f00:1]:{srv.port}/small",
+                                 permissions={"net": [f"[::7f00:1]:{srv.port}"]})
+    assert opened.ok and opened.result == [200, "hello"]  # allowPrivateNetwork held for this set
+    assert not closed.ok and any("egress proxy refused" in e.message for e in closed.logs)
+    ok_line, refused_line = egress_lines(tmp_path)
+    assert ok_line["plugin"].startswith("execute+") and ok_line["outcome"] == "ok"
+    assert refused_line["plugin"].startswith("execute+") and refused_line["outcome"] == "refused"
+    assert ok_line["plugin"] != refused_line["plugin"]  # one identity per permission set
+    assert len(srv.received) == 1

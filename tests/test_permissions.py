@@ -45,6 +45,8 @@ async def test_strict_refuse_puts_a_risky_plugin_in_error_and_audits_it(
         assert info.state == "error" and info.workers == []
         assert "refused by security.strict" in info.error and finding in info.error
         assert await h.call("tidy", "ok") == "ok"  # a plugin with a narrow grant is untouched
+        tidy = h.plugin("tidy")
+        assert tidy.permissions == {"net": ["api.example.com"]} and tidy.permission_findings == []
     strict = [e for e in read_audit(state / "audit.jsonl") if e["event"] == "strict"]
     assert [(e["plugin"], e["action"]) for e in strict] == [("risky", "refused")]
     assert any(finding in f for f in strict[0]["findings"])
@@ -55,8 +57,12 @@ async def test_strict_warn_loads_the_plugin_and_logs_each_finding(plugin_dir, ma
     state = tmp_path / "state"
     with caplog.at_level(logging.WARNING, logger="host"):
         async with make_host(pool=ONE, state_dir=str(state)) as h:  # "warn" is the default
-            assert h.plugin("risky").state == "running"
+            info = h.plugin("risky")
+            assert info.state == "running"
             assert await h.call("risky", "ok") == "ok"
+            assert info.permissions == {"net": True, "read": True}
+            assert info.permission_findings == ["net: true grants every host; list what is needed",
+                                                "read: true grants every file; list what is needed"]
     warned = [r.getMessage() for r in caplog.records if "risky permissions" in r.getMessage()]
     assert len(warned) == 1 and "net: true" in warned[0] and "read: true" in warned[0]
     strict = [e for e in read_audit(state / "audit.jsonl") if e["event"] == "strict"]
