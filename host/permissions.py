@@ -57,12 +57,34 @@ class Permissions(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True
     @classmethod
     def parse(cls, raw: Any, *, where: str = "permissions") -> Permissions:
         """Validate a manifest's ``permissions`` value; errors name the field."""
+        if isinstance(raw, Permissions):
+            return raw
         if raw is None or raw == "none":
             return cls()
+        if raw == "inherit":
+            raise InvalidConfig(f'{where}: "inherit" is not allowed; list what is needed')
         try:
             return msgspec.convert(raw, cls)
         except msgspec.ValidationError as exc:
             raise InvalidConfig(f"{where}: {exc}") from None
+
+    @classmethod
+    def merge(cls, *parts: Any, where: str = "permissions") -> Permissions:
+        """Seed 001's merge: each part parsed (``"none"`` and None add nothing, ``"inherit"``
+        is refused), lists joined without duplicates in first-seen order, ``true`` (a whole
+        kind) absorbing any list, and allowPrivateNetwork set if any part sets it."""
+        merged: dict[str, Any] = {}
+        private = False
+        for i, raw in enumerate(parts):
+            part = cls.parse(raw, where=f"{where}[{i}]")
+            private = private or part.allow_private_network
+            for kind in KINDS:
+                grant, have = getattr(part, kind), merged.get(kind, [])
+                if grant is True or have is True:
+                    merged[kind] = True
+                elif isinstance(grant, list):
+                    merged[kind] = have + [e for e in grant if e not in have]
+        return cls(**merged, allow_private_network=private)
 
     @property
     def empty(self) -> bool:

@@ -646,16 +646,19 @@ class PluginHost:
         *,
         entry: str = "default",
         timeout: float | None = None,
-        permissions: Permissions | dict[str, Any] | None = None,
+        permissions: Any = None,
         tools: list[str] | None = None,
     ) -> ExecuteResult:
         """Run module ``code`` and call its export ``entry`` with ``input`` (seed 001's Isolate
         contract): errors come back as ``exception`` log entries, never raised. ``input``
-        left out reaches the code as ``undefined``; ``None`` as ``null``."""
+        left out reaches the code as ``undefined``; ``None`` as ``null``. ``permissions``: a
+        Permissions, a dict, ``"none"``, or a list of those merged by seed 001's rules
+        (``Permissions.merge``, e.g. the user's grants and a tool's)."""
         xc = self.config.execute
         if len(code.encode()) > xc.max_code_bytes:
             raise PayloadTooLarge(f"code of {len(code.encode())} bytes exceeds {xc.max_code_bytes}")
-        perms = permissions if isinstance(permissions, Permissions) else Permissions.parse(permissions)
+        perms = (Permissions.merge(*permissions) if isinstance(permissions, list)
+                 else Permissions.parse(permissions))
         budget = xc.timeout if timeout is None else timeout
         pool = await self._execute_pool(perms)
         return await run_execute(pool, code, input, entry=entry, budget=budget, tools=list(tools or []))

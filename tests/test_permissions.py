@@ -186,3 +186,32 @@ def test_deny_list_keeps_only_the_proxy_address_reachable():
     assert not any(ipaddress.ip_address("127.31.7.9") in n for n in nets)
     for addr in ("127.0.0.1", "127.31.7.8", "127.31.7.10", "0.0.0.0", "169.254.169.254", "10.0.0.1"):
         assert any(ipaddress.ip_address(addr) in n for n in nets), addr
+
+
+def test_merge_follows_seed_001():
+    user = {"env": ["A"], "net": ["host1"]}
+    tool = {"env": ["B"], "net": ["host2", "host1"]}
+    merged = Permissions.merge(user, tool)
+    assert (merged.env, merged.net) == (["A", "B"], ["host1", "host2"])  # union, first-seen order
+    assert Permissions.merge("none", user, None) == Permissions.parse(user)  # "none" is neutral
+    assert Permissions.merge({"net": ["a"]}, {"net": True}).net is True  # a whole kind absorbs lists
+    assert Permissions.merge({"read": ["x"]}, {"allowPrivateNetwork": True}).allow_private_network
+    assert Permissions.merge() == Permissions()
+    with pytest.raises(InvalidConfig, match=r'permissions\[1\]: "inherit" is not allowed'):
+        Permissions.merge(user, "inherit")
+    with pytest.raises(InvalidConfig, match="'inherit' is not allowed"):
+        Permissions.merge({"net": ["inherit"]})
+
+
+async def test_execute_takes_permission_sets_to_merge(make_host, local_server):
+    code = ("export default async function (url) { const r = await fetch(url); return r.status; }")
+    url = f"http://localhost:{local_server.port}/merged"
+    user, tool = {"net": [f"localhost:{local_server.port}"]}, {"allowPrivateNetwork": True}
+    async with make_host(pool=ONE) as h:
+        alone = await h.execute(code, url, permissions=[user, "none"])
+        merged = await h.execute(code, url, permissions=[user, tool])
+        refused = await h.execute(code, url, permissions=["none", tool])
+    assert not alone.ok and "Requires net access" in alone.logs[-1].message  # the deny list held
+    assert merged.ok and merged.result == 200
+    assert not refused.ok and f'"localhost:{local_server.port}"' in refused.logs[-1].message
+    assert local_server.requests == ["/merged"]
