@@ -59,6 +59,7 @@ class PluginInfo(msgspec.Struct):
     egress_bytes_in: int = 0     # bytes read from the targets
     egress_bytes_out: int = 0    # bytes written to the targets
     egress_refused: int = 0      # requests the proxy refused (private address, host not granted)
+    worker_exits: dict[str, int] = {}  # workers lost by reason: crash, memory, cpu, timeout, ...
     permissions: dict[str, Any] = {}  # as declared in its metadata (nothing granted: {})
     permission_findings: list[str] = []  # what strict mode objects to in them (security.strict)
 
@@ -89,6 +90,7 @@ def plugin_info(r: Plugin, policy: PluginPolicy | None = None, queued: int = 0,
         reload_error=r.reload_error, priority=m.priority if m else 0,
         calls=pool.calls if pool else 0, crashes=pool.crashes if pool else 0,
         restarts=pool.restarts if pool else 0, timeouts=pool.timeouts if pool else 0,
+        worker_exits=dict(pool.exits) if pool else {},
         queued=queued, running=running, cache_entries=cache_entries,
         workers=[
             WorkerInfo(index=w.index, pid=w.pid, state=w.state, calls=w.calls, inflight=w.load,

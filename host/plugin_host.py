@@ -27,6 +27,7 @@ from .dependencies import resolve
 from .egress import EgressProxy
 from .errors import (
     CallTimeout,
+    FunctionNotFound,
     HostClosed,
     HostError,
     InvalidConfig,
@@ -40,6 +41,7 @@ from .execute import ExecuteResult, execute_pool_config, run_execute, run_with_d
 from .info import EventReply, PluginInfo, plugin_info
 from .lifecycle import EventHub, Plugin, PluginEvent
 from .manifest import Manifest, parse_manifest
+from .metrics import UNKNOWN, HostMetrics
 from .permissions import Permissions
 from .plugin_config import MASK, ConfigStore, apply_schema, mask, redact, secret_keys, secret_values
 from .plugins import PluginSource, discover, inspect
@@ -97,6 +99,7 @@ class PluginHost:
                                     self.config.max_concurrent_for)
         self._tg: TaskGroup | None = None
         self._egress: EgressProxy | None = None  # security.egress_proxy
+        self.metrics = HostMetrics(self)  # Prometheus: GET /metrics, or metrics.render()
         self._running = False
 
     # ------------------------------------------------------------------ lifecycle
@@ -403,7 +406,19 @@ class PluginHost:
         queue (for a slot under the caps, for a free worker), higher ``priority`` goes first.
         Cancelling the caller cancels the call: a queued one never runs, a running one has its
         ``context.signal`` aborted."""
-        return (await self._call(plugin, fn, list(args), timeout, priority, refresh))[0]
+        started = time.perf_counter()
+        outcome = "ok"
+        try:
+            return (await self._call(plugin, fn, list(args), timeout, priority, refresh))[0]
+        except BaseException as exc:
+            outcome = type(exc).__name__ if isinstance(exc, HostError) else "Cancelled"
+            if isinstance(exc, PluginNotFound):
+                plugin = fn = UNKNOWN  # names nobody installed: keep the label sets bounded
+            elif isinstance(exc, FunctionNotFound):
+                fn = UNKNOWN
+            raise
+        finally:
+            self.metrics.observe(plugin, fn, outcome, time.perf_counter() - started)
 
     async def _call(self, plugin: str, fn: str, arglist: list[Any], timeout: float | None,
                     priority: int, refresh: bool) -> tuple[Any, float, bool]:

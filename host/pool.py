@@ -60,6 +60,7 @@ class Pool:
         self.restarts = 0
         self.crashes = 0
         self.timeouts = 0
+        self.exits: dict[str, int] = {}  # workers lost (not stopped or retired), by exit reason
         self.calls = 0
         self._on_log = on_log
         self._host_call = host_call
@@ -203,6 +204,8 @@ class Pool:
             return  # never made it into the pool: _spawn_safely counted it
         reason = worker.exit_reason
         closing = self.state in ("closing", "closed")
+        if reason not in ("shutdown", "retired", None) and not closing:
+            self.exits[reason] = self.exits.get(reason, 0) + 1
         if reason == "timeout":
             self.timeouts += 1
             self._owed_restarts += 1

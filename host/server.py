@@ -22,6 +22,7 @@ from .errors import (
     PluginUnavailable,
 )
 from .info import json_default
+from .metrics import CONTENT_TYPE
 from .plugin_host import PluginHost
 
 _STATUS = {
@@ -130,7 +131,11 @@ def create_app(host: PluginHost, *, admin_token: str | None = None, enable_execu
         resp["duration"] = out.duration
         return _json(resp)
 
+    async def metrics(request: web.Request) -> web.Response:
+        return web.Response(body=host.metrics.render(), headers={"Content-Type": CONTENT_TYPE})
+
     app.router.add_get("/healthz", healthz)
+    app.router.add_get("/metrics", metrics)
     app.router.add_get("/api/plugins", list_plugins)
     app.router.add_get("/api/plugins/{id}", get_plugin)
     app.router.add_get("/api/plugins/{id}/status", get_plugin)

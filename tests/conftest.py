@@ -18,13 +18,16 @@ import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager
 from pathlib import Path
+from typing import Any
 
+import aiohttp
 import anyio
 import pytest
 from aiohttp import web
 
 from host import HostConfig, HostError, PluginHost, PoolConfig, WorkerLimits
 from host.runtime import Runtime, find_deno
+from host.server import create_app
 from host.worker import Worker, WorkerSpec
 
 
@@ -417,3 +420,18 @@ ON_DEMAND = """
     }
     stayAlive();
 """
+
+
+@asynccontextmanager
+async def served(host: PluginHost, **kw: Any) -> AsyncIterator[tuple[web.Application, aiohttp.ClientSession]]:
+    """``create_app(host, **kw)`` listening on a free 127.0.0.1 port, and a session for it."""
+    app = create_app(host, **kw)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    try:
+        await web.TCPSite(runner, "127.0.0.1", 0).start()
+        port = runner.addresses[0][1]
+        async with aiohttp.ClientSession(f"http://127.0.0.1:{port}") as session:
+            yield app, session
+    finally:
+        await runner.cleanup()

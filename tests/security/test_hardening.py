@@ -16,17 +16,11 @@ import sys
 import threading
 import urllib.error
 import urllib.request
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from typing import Any
 
 import aiohttp
 import pytest
-from aiohttp import web
-from conftest import deno_children, free_port, process_gone
-
-from host import PluginHost
-from host.server import create_app
+from conftest import deno_children, free_port, process_gone, served
 
 pytestmark = pytest.mark.anyio
 
@@ -35,21 +29,6 @@ ASYNCIO_ONLY = pytest.mark.parametrize("anyio_backend", ["asyncio"])
 
 TOKEN = "adm-7f1c9e2b-not-in-any-output"
 CALL = "/api/plugins/{id}/call/{fn}"
-
-
-@asynccontextmanager
-async def served(host: PluginHost, **kw: Any) -> AsyncIterator[tuple[web.Application, aiohttp.ClientSession]]:
-    """``create_app(host, **kw)`` listening on a free 127.0.0.1 port, and a session for it."""
-    app = create_app(host, **kw)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    try:
-        await web.TCPSite(runner, "127.0.0.1", 0).start()
-        port = runner.addresses[0][1]
-        async with aiohttp.ClientSession(f"http://127.0.0.1:{port}") as session:
-            yield app, session
-    finally:
-        await runner.cleanup()
 
 
 async def post(session: aiohttp.ClientSession, path: str, body: Any = None, *, data: bytes | None = None,
