@@ -21,6 +21,7 @@ from .config_file import load_config
 from .errors import HostError, InvalidConfig
 from .info import json_default
 from .plugin_host import PluginHost
+from .scaffold import new_plugin, validate
 
 log = logging.getLogger("host.cli")
 
@@ -107,6 +108,33 @@ async def _execute(args: argparse.Namespace, config: HostConfig) -> int:
         out = await host.execute(code, input_, entry=args.entry, timeout=args.timeout)
     _print_json(out)
     return 0 if out.ok else 1
+
+
+async def _validate(args: argparse.Namespace, config: HostConfig) -> int:
+    report = await validate(args.path, config)
+    if args.json:
+        _print_json(report)
+    elif report.valid:
+        print(f"ok: {report.id}@{report.version} ({report.path})")
+        print(f"  exports: {', '.join(report.exports) or '-'}")
+        print(f"  permissions: {json.dumps(report.permissions) if report.permissions else 'none'}")
+        for finding in report.findings:
+            print(f"  warning: {finding}")
+    else:
+        print(f"invalid: {report.path}: {report.error}", file=sys.stderr)
+    return 0 if report.valid else 1
+
+
+async def _new(args: argparse.Namespace, config: HostConfig) -> int:
+    plugins_dir = args.plugins or config.plugin_dirs[0]
+    try:
+        made = new_plugin(args.name, plugins_dir)
+    except InvalidConfig as exc:
+        raise _UsageError(exc.message) from None
+    for path in made:
+        print(f"created {path}")
+    print(f"next: python -m host validate {made[0].parent}")
+    return 0
 
 
 def _passphrase(args: argparse.Namespace) -> str | None:
@@ -214,6 +242,15 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--entry", default="default")
     s.add_argument("--timeout", type=float)
     s.set_defaults(run=_execute)
+
+    s = add("validate", "check a plugin as the host would load it, without starting a host")
+    s.add_argument("path", help="the plugin's file or directory")
+    s.add_argument("--json", action="store_true")
+    s.set_defaults(run=_validate)
+
+    s = add("new", "scaffold a working plugin (mod.ts) and its test (mod_test.ts)")
+    s.add_argument("name", help="the plugin id: lowercase letters, digits, - and _")
+    s.set_defaults(run=_new)
 
     s = add("config", "plugin configs: export and import (secrets stay encrypted)")
     config_sub = s.add_subparsers(dest="config_command", required=True)

@@ -131,6 +131,8 @@ async def test_random_frames_after_a_good_handshake_never_take_the_host_down(
             # The worker is being replaced: the host kills a violator, and one whose stream
             # ended, within its grace period.
             await wait_for(lambda: process_gone(pid), timeout=3)
+            # ...and the host has seen it go: a call sent meanwhile may be lost with it
+            await wait_for(lambda: pid not in [w.pid for w in h.plugin("target").workers], timeout=3)
         assert await h.call("target", "f", "ok") == "ok"
         info = h.plugin("target")
         assert info.state == "running", info.error

@@ -1,0 +1,111 @@
+"""The plugin developer's commands: ``validate PATH`` (check a plugin as the host would load it,
+without starting a host) and ``new NAME`` (a working plugin with a test that passes)."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import msgspec
+
+from .config import HostConfig
+from .errors import HostError, InvalidConfig
+from .manifest import parse_manifest
+from .plugins import inspect, source_for
+from .runtime import Runtime
+
+_NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
+
+
+class Report(msgspec.Struct, omit_defaults=True):
+    """What ``validate`` found: the manifest as the host reads it, or the error."""
+
+    path: str
+    valid: bool
+    id: str | None = None
+    version: str | None = None
+    exports: list[str] = []
+    capabilities: list[str] = []
+    permissions: dict = {}
+    findings: list[str] = []  # what security.strict objects to
+    error: str | None = None
+
+
+async def validate(path: str | Path, config: HostConfig) -> Report:
+    """Load the plugin at ``path`` in a worker with no permissions, as the host does, and check
+    its manifest, its directory (no symlink out of it) and its permissions."""
+    where = Path(path)
+    src = source_for(where) if where.exists() else None
+    if src is None:
+        return Report(path=str(where), valid=False,
+                      error="not a plugin: a .js/.ts file, or a directory with mod.ts, mod.js, "
+                            "index.ts or index.js")
+    runtime = Runtime.create(config)
+    try:
+        meta, exports = await inspect(src, runtime, config.limits_for(src.id))
+        manifest = parse_manifest(meta, exports, path=str(src.module), expected_id=src.id,
+                                  expected_version=src.version_hint)
+        manifest.grants.net_grant(https_only=config.security.https_only)
+    except HostError as exc:
+        return Report(path=str(src.module), valid=False, id=src.id, error=str(exc))
+    finally:
+        runtime.close()
+    return Report(
+        path=str(src.module), valid=True, id=manifest.id, version=manifest.version,
+        exports=sorted(exports), capabilities=list(manifest.capabilities),
+        permissions=msgspec.to_builtins(manifest.grants),
+        findings=manifest.grants.findings(max_net_hosts=config.security.max_net_hosts),
+    )
+
+
+MOD_TS = '''// {name}: a Plugin Host plugin. `python -m host validate {path}` checks it;
+// `python -m host --plugins {plugins} call {name} greet '"world"'` calls it.
+
+export const metadata = {{
+  id: "{name}",
+  name: "{name}",
+  version: "0.1.0",
+  apiVersion: "1.0",
+  description: "Greets; replace with what your plugin does.",
+  permissions: {{}}, // nothing granted: add e.g. {{ net: ["api.example.com"] }}
+  configSchema: {{
+    greeting: {{ type: "string", default: "Hello" }},
+  }},
+}};
+
+export function greet(name: string, context?: {{ config?: {{ greeting?: string }} }}): string {{
+  const greeting = context?.config?.greeting ?? "Hello";
+  return `${{greeting}}, ${{name}}!`;
+}}
+'''
+
+TEST_TS = '''// Run with the deno the host uses:
+//   $(python -c 'import deno; print(deno.find_deno_bin())') test {path}
+import {{ greet, metadata }} from "./mod.ts";
+
+Deno.test("greet uses the configured greeting", () => {{
+  const got = greet("world", {{ config: {{ greeting: "Hi" }} }});
+  if (got !== "Hi, world!") throw new Error(`got ${{got}}`);
+}});
+
+Deno.test("metadata names the plugin", () => {{
+  if (metadata.id !== "{name}") throw new Error(`id is ${{metadata.id}}`);
+}});
+'''
+
+
+def new_plugin(name: str, plugins_dir: str | Path) -> list[Path]:
+    """Write ``plugins_dir/name/mod.ts`` and its test ``mod_test.ts``; returns their paths.
+    InvalidConfig for a bad name or a plugin that already exists."""
+    if not _NAME_RE.match(name):
+        raise InvalidConfig(f"plugin name {name!r}: use lowercase letters, digits, - and _ "
+                            "(at most 64, starting with a letter or digit)")
+    root = Path(plugins_dir) / name
+    if root.exists() or any(Path(plugins_dir).glob(f"{name}.*")):
+        raise InvalidConfig(f"{root}: a plugin named {name!r} already exists")
+    root.mkdir(parents=True)
+    fields = dict(name=name, path=root, plugins=Path(plugins_dir))
+    mod, test = root / "mod.ts", root / "mod_test.ts"
+    mod.write_text(MOD_TS.format(**fields))
+    test.write_text(TEST_TS.format(**fields))
+    return [mod, test]
