@@ -36,15 +36,7 @@ def test_serve_answers_http_and_stops_cleanly_on_sigterm(calc, shared_state, tmp
          str(shared_state), "--host", "127.0.0.1", "--port", str(port)],
         cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=2) as r:
-                    health = json.loads(r.read())
-                break
-            except OSError:
-                assert proc.poll() is None and time.monotonic() < deadline, proc.stderr.read()
-                time.sleep(0.05)
+        health = _wait_http(proc, f"http://127.0.0.1:{port}/healthz")
         assert health["ready"] and health["plugins"] == {"calc": "running"}
         req = urllib.request.Request(f"http://127.0.0.1:{port}/api/plugins/calc/call/add",
                                      data=b'{"args": [40, 2]}', method="POST")
@@ -61,3 +53,61 @@ def test_serve_answers_http_and_stops_cleanly_on_sigterm(calc, shared_state, tmp
             proc.wait()
         proc.stdout.close()
         proc.stderr.close()
+
+
+def _wait_http(proc: subprocess.Popen, url: str, timeout: float = 30) -> dict:
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            with urllib.request.urlopen(url, timeout=2) as r:
+                return json.loads(r.read())
+        except OSError:
+            assert proc.poll() is None and time.monotonic() < deadline, proc.stderr.read()
+            time.sleep(0.05)
+
+
+@pytest.mark.timeout(90)
+def test_sigterm_drains_calls_in_flight_then_exits_0(calc, shared_state, tmp_path):
+    from concurrent.futures import ThreadPoolExecutor
+
+    port = free_port()
+    (tmp_path / "host.toml").write_text(
+        f'plugins_dir = "{calc.root}"\nstate_dir = "{shared_state}"\n'
+        f"[server]\nport = {port}\nshutdown_grace = 20.0\n"
+        "[pool]\nmin_workers = 3\nmax_workers = 3\nmax_inflight = 2\n")
+    proc = subprocess.Popen([sys.executable, "-m", "host", "--config", "host.toml", "serve"],
+                            cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    base = f"http://127.0.0.1:{port}"
+
+    def slow_call(ms: int) -> tuple[int, dict]:
+        req = urllib.request.Request(f"{base}/api/plugins/calc/call/sleep",
+                                     data=json.dumps({"args": [ms]}).encode(), method="POST")
+        with urllib.request.urlopen(req, timeout=30) as r:
+            return r.status, json.loads(r.read())
+
+    try:
+        _wait_http(proc, f"{base}/healthz")
+        workers = deno_children(proc.pid)
+        assert len(workers) == 3
+        with ThreadPoolExecutor(6) as pool:
+            calls = [pool.submit(slow_call, 1500) for _ in range(6)]
+            deadline = time.monotonic() + 10
+            while sum(w["inflight"] for w in _wait_http(proc, f"{base}/api/plugins/calc")["workers"]) < 6:
+                assert time.monotonic() < deadline, "the calls never got in flight"
+                time.sleep(0.02)
+            proc.send_signal(signal.SIGTERM)
+            # New connections are refused while the six finish.
+            refused = False
+            while not refused and not all(c.done() for c in calls):
+                try:
+                    urllib.request.urlopen(f"{base}/healthz", timeout=1).close()
+                except OSError:
+                    refused = True
+            assert refused
+            assert [c.result() for c in calls] == [(200, {"ok": True, "result": 1500})] * 6
+        assert proc.wait(timeout=20) == 0
+        assert all(process_gone(pid) for pid in workers)
+        assert "received SIGTERM: draining and stopping" in proc.stderr.read()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
