@@ -81,6 +81,13 @@ async def _list(args: argparse.Namespace, config: HostConfig) -> int:
     return 0
 
 
+async def _info(args: argparse.Namespace, config: HostConfig) -> int:
+    async with PluginHost(config) as host:
+        info = host.plugin(args.id)  # PluginNotFound: exit 1
+    _print_json(info)
+    return 0 if info.state in ("running", "degraded") else 1
+
+
 async def _call(args: argparse.Namespace, config: HostConfig) -> int:
     try:
         call_args = [json.loads(a) for a in args.args]
@@ -228,6 +235,10 @@ def build_parser() -> argparse.ArgumentParser:
     s = add("list", "list plugins and their state")
     s.add_argument("--json", action="store_true")
     s.set_defaults(run=_list)
+
+    s = add("info", "one plugin as JSON: state, version, exports, permissions, workers, counters")
+    s.add_argument("id", help="ID or ID@VERSION")
+    s.set_defaults(run=_info)
 
     s = add("call", "call a plugin function; prints the result as JSON")
     s.add_argument("id")

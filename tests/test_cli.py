@@ -26,6 +26,13 @@ def test_call_prints_json_and_exit_codes_follow_the_contract(calc, shared_state,
     usage = run_cli("call", "calc", "add", "not json", *common, cwd=tmp_path)
     assert usage.returncode == 2
     assert run_cli("frobnicate", cwd=tmp_path).returncode == 2
+    info = run_cli("info", "calc", *common, cwd=tmp_path)
+    assert info.returncode == 0, info.stderr
+    shown = json.loads(info.stdout)
+    assert (shown["id"], shown["version"], shown["state"]) == ("calc", "1.2.3", "running")
+    assert "add" in shown["exports"] and shown["permissions"] == {} and len(shown["workers"]) == 1
+    missing = run_cli("info", "nope", *common, cwd=tmp_path)
+    assert missing.returncode == 1 and "no plugin 'nope'" in missing.stderr
 
 
 @pytest.mark.timeout(90)
