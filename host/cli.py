@@ -9,8 +9,6 @@ import logging
 import os
 import signal
 import sys
-import tempfile
-from pathlib import Path
 from typing import Any
 
 import anyio
@@ -21,6 +19,7 @@ from .config_file import load_config
 from .errors import HostError, InvalidConfig
 from .info import json_default
 from .plugin_host import PluginHost
+from .private_files import write_private
 from .scaffold import new_plugin, validate
 
 log = logging.getLogger("host.cli")
@@ -92,8 +91,7 @@ async def _call(args: argparse.Namespace, config: HostConfig) -> int:
     try:
         call_args = [json.loads(a) for a in args.args]
     except ValueError as exc:
-        print(f"error: arguments must be JSON values: {exc}", file=sys.stderr)
-        return 2
+        raise _UsageError(f"arguments must be JSON values: {exc}") from None
     async with PluginHost(config) as host:
         result = await host.call(args.id, args.fn, *call_args, timeout=args.timeout)
     _print_json(result)
@@ -109,8 +107,7 @@ async def _execute(args: argparse.Namespace, config: HostConfig) -> int:
     try:
         input_ = json.loads(args.input) if args.input is not None else None
     except ValueError as exc:
-        print(f"error: --input must be JSON: {exc}", file=sys.stderr)
-        return 2
+        raise _UsageError(f"--input must be JSON: {exc}") from None
     async with PluginHost(config) as host:
         out = await host.execute(code, input_, entry=args.entry, timeout=args.timeout)
     _print_json(out)
@@ -158,26 +155,12 @@ class _UsageError(Exception):
     pass
 
 
-def _write_private(path: str, text: str) -> None:
-    """Write ``text`` to ``path`` atomically, readable by the owner only (0600)."""
-    target = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}-")
-    try:
-        os.fchmod(fd, 0o600)
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-        os.replace(tmp, target)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 async def _config_export(args: argparse.Namespace, config: HostConfig) -> int:
     passphrase = _passphrase(args)
     async with PluginHost(config) as host:
         document = await host.export_config(args.plugin, passphrase=passphrase)
     if args.out:
-        _write_private(args.out, _json_text(document))
+        write_private(args.out, _json_text(document).encode())
     else:
         _print_json(document)
     return 0

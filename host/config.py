@@ -327,7 +327,8 @@ def _check_pool(p: PoolConfig, where: str) -> None:
         raise InvalidConfig(f"{where}: max_inflight must be >= 1")
 
 
-# Deno 2.9 cannot reserve its code range under an RLIMIT_DATA of 544 MiB (DENO_FACTS.md, Q4).
+# Deno 2.9 cannot reserve its code range under 512 MiB of RLIMIT_DATA and starts from 544 MiB
+# (DENO_FACTS.md, Q4); 600 leaves it a little room to work.
 MIN_DATA_LIMIT_MB = 600
 
 

@@ -24,7 +24,8 @@ import logging
 import secrets
 import socket
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from contextlib import asynccontextmanager
 from functools import partial
 from http import HTTPStatus
 from urllib.parse import SplitResult, quote, urlsplit
@@ -36,7 +37,7 @@ from anyio.abc import ByteStream, SocketAttribute, SocketListener, TaskStatus
 
 from .audit import AuditLog
 from .errors import InvalidConfig
-from .permissions import PRIVATE_NETWORKS, Permissions, split_host_port
+from .permissions import IPAddress, Permissions, is_internal, split_host_port
 
 log = logging.getLogger("host.egress")
 
@@ -54,26 +55,6 @@ _HOP_BY_HOP = frozenset({
     b"connection", b"keep-alive", b"proxy-authenticate", b"proxy-authorization",
     b"proxy-connection", b"te", b"trailer", b"transfer-encoding", b"upgrade", VERDICT,
 })
-
-IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
-
-# PRIVATE_NETWORKS, plus the IPv6 ranges Deno's --deny-net cannot express.
-_BLOCKED = (*(ipaddress.ip_network(n.strip("[]")) for n in PRIVATE_NETWORKS),
-            ipaddress.ip_network("fc00::/7"), ipaddress.ip_network("fe80::/10"))
-_EMBEDS_V4 = (ipaddress.ip_network("::/96"), ipaddress.ip_network("64:ff9b::/96"))  # compat, NAT64
-
-
-def is_internal(ip: IPAddress) -> bool:
-    """Loopback, private, CGNAT, link-local/metadata or unspecified, also when an IPv6
-    address carries such an IPv4 one (mapped, compatible, NAT64, 6to4)."""
-    if isinstance(ip, ipaddress.IPv6Address):
-        v4 = ip.ipv4_mapped or ip.sixtofour
-        if v4 is None and any(ip in n for n in _EMBEDS_V4):
-            v4 = ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF)
-        if v4 is not None and is_internal(v4):
-            return True
-    return any(ip.version == n.version and ip in n for n in _BLOCKED)
-
 
 def is_granted(grant: list[str] | bool, host: str, port: int) -> bool:
     """Deno's --allow-net matching: ``host`` (any port) or ``host:port``, names compared as
@@ -112,11 +93,20 @@ class EgressCounters(msgspec.Struct):
 
 
 class _Refusal(Exception):
-    """A request answered by the proxy itself (before any byte went to the client)."""
+    """A request the proxy answers itself, or, once the response has started, why the
+    connection is cut."""
 
-    def __init__(self, status: int, outcome: str, reason: str, verdict: bytes | None = None) -> None:
+    def __init__(self, status: int, outcome: str, reason: str) -> None:
         super().__init__(reason)
-        self.status, self.outcome, self.reason, self.verdict = status, outcome, reason, verdict
+        self.status, self.outcome, self.reason = status, outcome, reason
+
+    @property
+    def verdict(self) -> bytes | None:
+        """The header value the worker runtime turns into a typed error (credential
+        failures have none: they are the proxy's business, not the plugin's)."""
+        if self.outcome == "too_large":
+            return TOO_LARGE
+        return REFUSED if self.outcome == "refused" and self.status != 407 else None
 
 
 class _Abort(Exception):
@@ -176,14 +166,12 @@ class EgressProxy:
     the private-network deny applies; Deno has checked the target name)."""
 
     def __init__(self, *, audit: AuditLog, permissions_for: Callable[[str], Permissions | None],
-                 max_response_bytes: int, https_only: bool = False, bind: str | None = None,
-                 connect_timeout: float = CONNECT_TIMEOUT, idle_timeout: float = IDLE_TIMEOUT,
+                 max_response_bytes: int, https_only: bool = False, idle_timeout: float = IDLE_TIMEOUT,
                  max_connections: int = MAX_CONNECTIONS) -> None:
         self.address, self.port = "", 0
         self.max_response_bytes = max_response_bytes
-        self.connect_timeout, self.idle_timeout = connect_timeout, idle_timeout
+        self.idle_timeout = idle_timeout
         self._audit, self._permissions_for, self._https_only = audit, permissions_for, https_only
-        self._bind = bind
         self._slots = anyio.Semaphore(max_connections)
         self._tokens: dict[str, str] = {}
         self._counters: dict[str, EgressCounters] = {}
@@ -195,7 +183,9 @@ class EgressProxy:
         """The proxy URL a worker of ``plugin_id`` gets: its credentials are the identity."""
         if not self.port:
             raise RuntimeError("the egress proxy is not serving yet")
-        token = self._tokens.setdefault(plugin_id, secrets.token_urlsafe(24))
+        token = self._tokens.get(plugin_id)
+        if token is None:  # one per plugin id, for the life of the proxy
+            token = self._tokens[plugin_id] = secrets.token_urlsafe(24)
         return f"http://{quote(plugin_id, safe='')}:{token}@{self.address}:{self.port}"
 
     def counters(self, plugin_id: str) -> EgressCounters:
@@ -223,7 +213,7 @@ class EgressProxy:
     async def _listen(self) -> SocketListener:
         # A random 127.a.b.c: the deny list gets a hole for this one address only, and nothing
         # else listens there. 127.0.0.1 when the system has no route for the rest of 127/8.
-        candidates = [self._bind] if self._bind else [_random_loopback(), "127.0.0.1"]
+        candidates = [_random_loopback(), "127.0.0.1"]
         for i, address in enumerate(candidates):
             try:
                 listener = await anyio.create_tcp_listener(local_host=address, local_port=0,
@@ -259,7 +249,7 @@ class EgressProxy:
         finally:
             self._slots.release()
 
-    def _identify(self, headers: list[tuple[bytes, bytes]]) -> str | None:
+    def _identify(self, headers: Iterable[tuple[bytes, bytes]]) -> str | None:
         """The plugin whose credentials ``Proxy-Authorization: Basic`` carries, else None."""
         value = next((v for k, v in headers if k == b"proxy-authorization"), b"")
         scheme, _, param = value.partition(b" ")
@@ -273,7 +263,7 @@ class EgressProxy:
         ok = hmac.compare_digest(token.encode(), (expected or self._decoy).encode())
         return user if ok and sep and expected is not None else None
 
-    async def _open(self, ex: _Exchange, headers: list[tuple[bytes, bytes]]) -> ByteStream:
+    async def _open(self, ex: _Exchange, headers: Iterable[tuple[bytes, bytes]]) -> ByteStream:
         """Identify, check the grant, resolve once, refuse internal addresses, connect."""
         assert ex.host is not None and ex.port is not None
         ex.plugin = self._identify(headers)
@@ -285,15 +275,15 @@ class EgressProxy:
         except InvalidConfig:
             grant = False
         if not is_granted(grant, ex.host, ex.port):
-            raise _Refusal(403, "refused", f"{ex.host}:{ex.port} is not in the plugin's net grant", REFUSED)
+            raise _Refusal(403, "refused", f"{ex.host}:{ex.port} is not in the plugin's net grant")
         try:
-            with anyio.fail_after(self.connect_timeout):
+            with anyio.fail_after(CONNECT_TIMEOUT):
                 addresses = await _resolve(ex.host, ex.port)
                 if not (perms is not None and perms.allow_private_network):
                     internal = [str(a) for a in addresses if is_internal(a)]
                     if internal:
                         raise _Refusal(403, "refused", f"{ex.host} resolves to a private or loopback "
-                                       f"address ({internal[0]}); allowPrivateNetwork is not set", REFUSED)
+                                       f"address ({internal[0]}); allowPrivateNetwork is not set")
                 for address in addresses:
                     try:
                         return await anyio.connect_tcp(str(address), ex.port)
@@ -301,7 +291,7 @@ class EgressProxy:
                         continue
         except TimeoutError:
             raise _Refusal(504, "error", f"no connection to {ex.host}:{ex.port} within "
-                           f"{self.connect_timeout}s") from None
+                           f"{CONNECT_TIMEOUT}s") from None
         raise _Refusal(502, "error", f"cannot connect to {ex.host}:{ex.port}")
 
     async def _refuse(self, client: _Peer, ref: _Refusal) -> None:
@@ -332,24 +322,29 @@ class EgressProxy:
 
     # ------------------------------------------------------------------ plain HTTP
 
-    async def _forward(self, client: _Peer, req: h11.Request) -> None:
+    @asynccontextmanager
+    async def _exchange(self, client: _Peer, req: h11.Request) -> AsyncIterator[_Exchange]:
+        """One request or tunnel: a refusal raised in it is answered, and it is audited and
+        counted when it ends, however it ends."""
         ex = _Exchange(req.method)
         try:
-            try:
-                url = _absolute_http(req.target)
-                ex.host, ex.port = url.hostname, url.port or 80
-                upstream = await self._open(ex, list(req.headers))
-            except _Refusal as ref:
-                await self._refuse(client, ex.answered(ref))
-                return
+            yield ex
+        except _Refusal as ref:
+            await self._refuse(client, ex.answered(ref))
+        finally:
+            self._finish(ex)
+
+    async def _forward(self, client: _Peer, req: h11.Request) -> None:
+        async with self._exchange(client, req) as ex:
+            url = _absolute_http(req.target)
+            ex.host, ex.port = url.hostname, url.port or 80
+            upstream = await self._open(ex, req.headers)
             async with upstream:
                 up = _Peer(upstream, h11.CLIENT, self.idle_timeout)
                 try:
-                    await self._relay(client, up, req, url, ex)
+                    await self._relay(client, up, req, url, ex)  # answers its own refusals
                 finally:
                     ex.bytes_out, ex.bytes_in = up.written, up.read
-        finally:
-            self._finish(ex)
 
     async def _relay(self, client: _Peer, up: _Peer, req: h11.Request, url: SplitResult, ex: _Exchange) -> None:
         """Request to the target, response back, the body streamed and capped."""
@@ -358,7 +353,6 @@ class EgressProxy:
         if any(k == b"transfer-encoding" for k, _ in req.headers):
             headers.append((b"transfer-encoding", b"chunked"))
         headers += [(b"host", url.netloc.rpartition("@")[2].encode()), (b"connection", b"close")]
-        response_started = False
         try:
             await up.send(h11.Request(method=req.method, target=target.encode(), headers=headers))
             while not isinstance(event := await client.next_event(), h11.EndOfMessage):
@@ -372,10 +366,9 @@ class EgressProxy:
             length = next((v for k, v in resp.headers if k == b"content-length"), None)
             if length is not None and int(length) > self.max_response_bytes:
                 raise _Refusal(502, "too_large", f"response of {int(length)} bytes exceeds "
-                               f"security.max_response_bytes ({self.max_response_bytes})", TOO_LARGE)
+                               f"security.max_response_bytes ({self.max_response_bytes})")
             out = [(k, v) for k, v in resp.headers if k not in _HOP_BY_HOP]
-            ex.status = resp.status_code
-            response_started = True
+            ex.status = resp.status_code  # from here on, the response has started
             await client.send(h11.Response(status_code=resp.status_code, headers=out, reason=resp.reason))
             received = 0
             while not isinstance(event := await up.next_event(), h11.EndOfMessage):
@@ -384,7 +377,7 @@ class EgressProxy:
                 received += len(event.data)
                 if received > self.max_response_bytes:
                     raise _Refusal(502, "too_large", "response body passed security.max_response_bytes "
-                                   f"({self.max_response_bytes}); connection cut", TOO_LARGE)
+                                   f"({self.max_response_bytes}); connection cut")
                 await client.send(h11.Data(data=event.data))
             await client.send(h11.EndOfMessage())
             ex.outcome, ex.reason = "ok", None
@@ -393,7 +386,7 @@ class EgressProxy:
             ref = exc if isinstance(exc, _Refusal) else _Refusal(
                 504 if isinstance(exc, TimeoutError) else 502, "error",
                 "the target went idle" if isinstance(exc, TimeoutError) else "bad response from the target")
-            if response_started:
+            if ex.status is not None:  # the response has started: cut the connection
                 ex.outcome, ex.reason = ref.outcome, ref.reason
                 raise _Abort() from None
             await self._refuse(client, ex.answered(ref))
@@ -401,8 +394,7 @@ class EgressProxy:
     # ------------------------------------------------------------------ CONNECT tunnels
 
     async def _tunnel(self, client: _Peer, req: h11.Request) -> None:
-        ex = _Exchange(req.method)
-        try:
+        async with self._exchange(client, req) as ex:
             try:
                 host, port = split_host_port(req.target.decode("ascii"))
                 ex.host, ex.port = host.strip("[]"), int(port or "")
@@ -410,15 +402,11 @@ class EgressProxy:
                 raise _Refusal(400, "error", "CONNECT needs host:port") from None
             if not isinstance(await client.next_event(), h11.EndOfMessage):
                 raise _Abort()
-            upstream = await self._open(ex, list(req.headers))
+            upstream = await self._open(ex, req.headers)
             async with upstream:
                 await client.send(h11.Response(status_code=200, headers=[], reason=b"Connection established"))
                 ex.status, ex.outcome, ex.reason = 200, "ok", None
                 await self._pipe(client.stream, upstream, client.conn.trailing_data[0], ex)
-        except _Refusal as ref:
-            await self._refuse(client, ex.answered(ref))
-        finally:
-            self._finish(ex)
 
     async def _pipe(self, client: ByteStream, upstream: ByteStream, early: bytes, ex: _Exchange) -> None:
         """Bytes both ways until the target closes, the cap is passed or both sides idle."""

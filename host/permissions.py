@@ -28,6 +28,26 @@ PRIVATE_NETWORKS = (
 # Deno 2.9 accepts IPv6 addresses but no IPv6 CIDR in --deny-net ("invalid host: '[fc00::]/7'"),
 # so unique-local (fc00::/7) and link-local (fe80::/10) IPv6 ranges cannot be denied this way.
 
+IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+
+# What the egress proxy refuses to connect to: PRIVATE_NETWORKS, plus the IPv6 ranges Deno's
+# --deny-net cannot express.
+_BLOCKED = (*(ipaddress.ip_network(n.strip("[]")) for n in PRIVATE_NETWORKS),
+            ipaddress.ip_network("fc00::/7"), ipaddress.ip_network("fe80::/10"))
+_EMBEDS_V4 = (ipaddress.ip_network("::/96"), ipaddress.ip_network("64:ff9b::/96"))  # compat, NAT64
+
+
+def is_internal(ip: IPAddress) -> bool:
+    """Loopback, private, CGNAT, link-local/metadata or unspecified, also when an IPv6
+    address carries such an IPv4 one (mapped, compatible, NAT64, 6to4)."""
+    if isinstance(ip, ipaddress.IPv6Address):
+        v4 = ip.ipv4_mapped or ip.sixtofour
+        if v4 is None and any(ip in n for n in _EMBEDS_V4):
+            v4 = ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF)
+        if v4 is not None and is_internal(v4):
+            return True
+    return any(ip in n for n in _BLOCKED)  # `in` is False across IP versions
+
 
 class Permissions(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True, frozen=True):
     """``true`` grants the whole kind; a list grants those entries; the default grants nothing."""
@@ -87,6 +107,11 @@ class Permissions(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True
         return cls(**merged, allow_private_network=private)
 
     @property
+    def has_net(self) -> bool:
+        """Any network granted: only then do the deny list and the egress proxy apply."""
+        return self.net not in ([], False)
+
+    @property
     def empty(self) -> bool:
         return all(getattr(self, k) in ([], False) for k in KINDS)
 
@@ -98,7 +123,7 @@ class Permissions(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True
     def net_grant(self, *, https_only: bool = False) -> Grant:
         """The net grant as Deno gets it. ``https_only`` narrows host names given without a port
         to port 443 and refuses anything it cannot narrow (InvalidConfig)."""
-        if not https_only or self.net in ([], False):
+        if not https_only or not self.has_net:
             return self.net
         if self.net is True:
             raise InvalidConfig("permissions.net: true cannot be narrowed to HTTPS (security.https_only); "
@@ -136,7 +161,7 @@ class Permissions(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True
                 flags.append(f"--allow-{kind}")
             elif entries:
                 flags.append(f"--allow-{kind}=" + ",".join(entries))
-        if self.net not in ([], False) and not self.allow_private_network:
+        if self.has_net and not self.allow_private_network:
             flags.append("--deny-net=" + ",".join(deny_list(keep_reachable)))
         return flags
 
@@ -182,6 +207,9 @@ def split_host_port(entry: str) -> tuple[str, str | None]:
 
 
 def _is_internal(host: str) -> bool:
+    """A host named in a grant that points inside: ``localhost`` names, or an address or range
+    the standard library calls private, loopback, link-local or unspecified, or CGNAT. (Wider
+    than ``is_internal``, which decides connections: a finding only warns.)"""
     name = host.strip("[]").lower()
     if name == "localhost" or name.endswith(".localhost"):
         return True

@@ -4,8 +4,6 @@ keeping ``secret`` values out of logs, errors and API output."""
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from collections.abc import Collection, Mapping
 from pathlib import Path
 from typing import Any
@@ -14,7 +12,8 @@ import msgspec
 
 from .errors import InvalidConfig
 from .manifest import ConfigField
-from .secrets import Cipher, is_sealed
+from .private_files import write_private
+from .secrets import Cipher, to_seal
 
 MASK = "********"
 _TYPES: dict[str, tuple[type, ...]] = {
@@ -112,28 +111,20 @@ class ConfigStore:
 
     def verify(self) -> None:
         """Open every sealed value once, so that a wrong key is a SecretsError now (at host
-        start) rather than at some plugin's first use."""
-        for plugin, values in self._data.items():
-            if self._box is not None and any(is_sealed(v) for v in values.values()):
+        start) rather than at some plugin's first use (no key is loaded if nothing is sealed)."""
+        if self._box is not None:
+            for plugin, values in self._data.items():
                 self._box.reveal(values, plugin=plugin)
 
     def migrate(self, secret: Mapping[str, Collection[str]]) -> list[str]:
         """Seal the secret fields still stored in plaintext (a config.json from before secrets
         were encrypted); returns the plugins rewritten."""
         stale = [p for p, keys in secret.items() if p in self._data
-                 and any(k in keys and v is not None and not is_sealed(v) for k, v in self._data[p].items())]
+                 and any(to_seal(k, v, keys) for k, v in self._data[p].items())]
         if stale:
             self.set_many({p: self._data[p] for p in stale}, secret)
         return stale
 
     def _write(self, data: dict[str, dict[str, Any]]) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=self.path.parent, prefix=".config-")
-        try:
-            os.fchmod(fd, 0o600)
-            with os.fdopen(fd, "w") as f:
-                json.dump(data, f, indent=2, sort_keys=True)
-            os.replace(tmp, self.path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        write_private(self.path, json.dumps(data, indent=2, sort_keys=True).encode())

@@ -40,11 +40,11 @@ from .errors import (
 from .execute import ExecuteResult, execute_pool_config, run_execute, run_with_deadline
 from .info import EventReply, PluginInfo, plugin_info
 from .lifecycle import EventHub, Plugin, PluginEvent
-from .manifest import Manifest, parse_manifest
+from .manifest import Manifest
 from .metrics import UNKNOWN, HostMetrics
 from .permissions import Permissions
 from .plugin_config import MASK, ConfigStore, apply_schema, mask, redact, secret_keys, secret_values
-from .plugins import PluginSource, discover, inspect
+from .plugins import PluginSource, discover, load_manifest
 from .policy import PluginPolicy, RateLimiter, is_service_failure, with_retry
 from .pool import Pool
 from .reload import fingerprint
@@ -105,7 +105,7 @@ class PluginHost:
     # ------------------------------------------------------------------ lifecycle
 
     async def __aenter__(self) -> PluginHost:
-        self._runtime = Runtime.create(self.config)
+        self._runtime = Runtime.create(self.config, redact=self._redact_secrets)
         self._services = HostServices(self.config.state_path)
         self._store = ConfigStore(self.config.state_path, self._box)
         warmed = self._cache.warm_up()
@@ -208,18 +208,16 @@ class PluginHost:
         src = record.source
         assert self._runtime is not None
         record.fingerprint = fingerprint(src.root) if fp is None else fp  # before reading: a later edit is seen
-        meta, exports = await inspect(src, self._runtime, self.config.limits_for(src.id))
-        manifest = parse_manifest(meta, exports, path=str(src.module), expected_id=src.id,
-                                  expected_version=src.version_hint)
+        manifest, exports = await load_manifest(src, self._runtime, self.config.limits_for(src.id),
+                                                https_only=self.config.security.https_only)
         self._judge_permissions(src, manifest)
         return manifest, exports
 
     def _judge_permissions(self, src: PluginSource, manifest: Manifest) -> None:
         """Strict mode: record (and log, or refuse with InvalidConfig) what is risky in the
-        plugin's grants; also refuse grants that ``security.https_only`` cannot narrow."""
+        plugin's grants."""
         sec, runtime = self.config.security, self._runtime
         assert runtime is not None
-        manifest.grants.net_grant(https_only=sec.https_only)
         findings = [] if sec.strict == "off" else manifest.grants.findings(max_net_hosts=sec.max_net_hosts)
         if not findings:
             return
@@ -244,6 +242,11 @@ class PluginHost:
         assert self._store is not None
         return {**base, **(self._store.get(plugin_id) or {})}
 
+    def _redact_secrets(self, text: str) -> str:
+        """``text`` with the secret values of every plugin masked."""
+        return redact(text, sorted((s for values in self._secrets.values() for s in values),
+                                   key=len, reverse=True))
+
     def _seal_stored_secrets(self) -> None:
         """Encrypt the secrets a config.json from before encryption at rest holds in plaintext
         (host.toml's ``plugins.<id>.config`` is not rewritten)."""
@@ -252,11 +255,10 @@ class PluginHost:
         if sealed := self._store.migrate(keys):
             log.info("config.json: encrypted the plaintext secrets of %s", ", ".join(sealed))
 
-    def _effective_config(self, plugin_id: str, manifest: Manifest,
-                          raw: dict[str, Any] | None = None) -> dict[str, Any]:
+    def _effective_config(self, plugin_id: str, manifest: Manifest) -> dict[str, Any]:
         """The config the plugin's workers get: validated against its configSchema, defaults
         filled in. Remembers its secret values so that they are redacted everywhere."""
-        values = self._box.reveal(self._raw_config(plugin_id) if raw is None else raw, plugin=plugin_id)
+        values = self._box.reveal(self._raw_config(plugin_id), plugin=plugin_id)
         self._secrets[plugin_id] = secret_values(manifest.config_schema, values)
         return apply_schema(manifest.config_schema, values, plugin=plugin_id)
 
@@ -819,13 +821,11 @@ class PluginHost:
                               replace: bool) -> tuple[Manifest, dict[str, Any]]:
         """What ``set_config`` would store for ``values``, checked against the configSchema
         and by the plugin's ``validateConfig``; secrets in it are decrypted."""
-        if record.manifest is None:
-            raise PluginUnavailable(f"plugin is {record.state}: {record.error}", plugin=record.id)
+        manifest = _loaded(record)
         if not isinstance(values, dict):
             raise InvalidConfig("config must be an object", plugin=record.id)
-        manifest, current = record.manifest, self._raw_config(record.id)
-        incoming = {k: current.get(k) if v == MASK and manifest.config_schema.get(k, None) is not None
-                    and manifest.config_schema[k].secret else v for k, v in values.items()}
+        current, secret = self._raw_config(record.id), secret_keys(manifest.config_schema)
+        incoming = {k: current.get(k) if v == MASK and k in secret else v for k, v in values.items()}
         raw = self._box.reveal(incoming if replace else {**current, **incoming}, plugin=record.id)
         secrets = secret_values(manifest.config_schema, raw)
         checked = apply_schema(manifest.config_schema, raw, plugin=record.id)
@@ -841,8 +841,7 @@ class PluginHost:
         salt in the document) so that the export can be imported on another machine."""
         if name is not None:
             records = [self._record(name)]
-            if records[0].manifest is None:
-                raise PluginUnavailable(f"plugin is {records[0].state}: {records[0].error}", plugin=records[0].id)
+            _loaded(records[0])
         else:
             records = [r for r in _newest(self._records).values() if r.manifest is not None]
         cipher, header = await anyio.to_thread.run_sync(export_cipher, self._box, passphrase)
@@ -964,6 +963,14 @@ class PluginHost:
             await pool.stop()
         if state != record.state:
             record.set_state(state, reason)
+
+
+def _loaded(record: Plugin) -> Manifest:
+    """The plugin's manifest; PluginUnavailable when it never loaded (its config cannot be
+    checked or exported)."""
+    if record.manifest is None:
+        raise PluginUnavailable(f"plugin is {record.state}: {record.error}", plugin=record.id)
+    return record.manifest
 
 
 def _newest(records: Iterable[Plugin]) -> dict[str, Plugin]:

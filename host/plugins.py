@@ -14,6 +14,7 @@ import anyio
 
 from .config import WorkerLimits
 from .errors import HostError, InvalidConfig
+from .manifest import Manifest, parse_manifest
 from .runtime import Runtime
 from .worker import Worker, WorkerSpec
 
@@ -113,3 +114,15 @@ async def inspect(source: PluginSource, runtime: Runtime, limits: WorkerLimits) 
     if error is not None:
         raise error
     return worker.metadata, list(worker.exports)
+
+
+async def load_manifest(source: PluginSource, runtime: Runtime, limits: WorkerLimits, *,
+                        https_only: bool = False) -> tuple[Manifest, list[str]]:
+    """The plugin's validated manifest and exported functions, as the host loads them: read in
+    a worker with no permissions (``inspect``), checked (errors name the file and the field),
+    and its net grant narrowed to HTTPS when ``https_only`` (InvalidConfig if it cannot be)."""
+    meta, exports = await inspect(source, runtime, limits)
+    manifest = parse_manifest(meta, exports, path=str(source.module), expected_id=source.id,
+                              expected_version=source.version_hint)
+    manifest.grants.net_grant(https_only=https_only)
+    return manifest, exports

@@ -203,13 +203,13 @@ class Pool:
         else:
             return  # never made it into the pool: _spawn_safely counted it
         reason = worker.exit_reason
-        closing = self.state in ("closing", "closed")
-        if reason not in ("shutdown", "retired", None) and not closing:
+        lost = reason not in ("shutdown", "retired", None) and self.state not in ("closing", "closed")
+        if lost:
             self.exits[reason] = self.exits.get(reason, 0) + 1
         if reason == "timeout":
             self.timeouts += 1
             self._owed_restarts += 1
-        elif reason not in ("shutdown", "retired", None) and not closing:
+        elif lost:
             self._record_crash(str(worker.exit_error), fatal=False)
             self._owed_restarts += 1
         if self.state not in ("closing", "closed"):

@@ -9,6 +9,7 @@ import os
 import re
 import shutil
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
@@ -109,7 +110,9 @@ class Runtime:
     _seq: itertools.count = field(default_factory=itertools.count)
 
     @classmethod
-    def create(cls, config: HostConfig) -> Runtime:
+    def create(cls, config: HostConfig, *, redact: Callable[[str], str] | None = None) -> Runtime:
+        """``redact``: masks secrets in audit lines (a second line of defence: callers record
+        none)."""
         deno = find_deno(config.deno_path)
         entry = find_runtime_entry(config.runtime_entry)
         state = config.state_path
@@ -120,7 +123,7 @@ class Runtime:
         run_dir = Path(tempfile.mkdtemp(prefix=f"{_RUN_PREFIX}{os.getpid()}-", dir=parent))
         os.chmod(run_dir, 0o700)
         sec = config.security
-        audit = AuditLog(state / sec.audit_log if sec.audit_log else None)
+        audit = AuditLog(state / sec.audit_log if sec.audit_log else None, redact=redact)
         return cls(deno=deno, entry=entry, deno_dir=deno_dir, run_dir=run_dir, security=sec, audit=audit)
 
     def close(self) -> None:
@@ -142,15 +145,20 @@ class Runtime:
         token: str,
         inspect: str | None = None,
     ) -> list[str]:
-        return [self.deno, "run", *self.flags(
+        return self.command(self.flags(
             plugin_id=plugin_id, permissions=permissions, base_dir=base_dir, read_paths=read_paths,
             limits=limits, socket_path=socket_path, inspect=inspect,
-        ), str(self.entry), socket_path, token]
+        ), socket_path, token)
+
+    def command(self, flags: list[str], socket_path: str, token: str) -> list[str]:
+        """The command line of a worker run with ``flags``: the runtime entry gets its socket
+        and one-time token as arguments (which is why ``flags`` alone is what gets audited)."""
+        return [self.deno, "run", *flags, str(self.entry), socket_path, token]
 
     def flags(self, *, plugin_id: str, permissions: Permissions, base_dir: Path, read_paths: list[str],
               limits: WorkerLimits, socket_path: str, inspect: str | None = None) -> list[str]:
         """The ``deno run`` flags of one worker (what the audit log records at each spawn)."""
-        keep = (self.egress.address,) if self.egress is not None and permissions.net not in ([], False) else ()
+        keep = (self.egress.address,) if self.egress is not None and self.proxied(permissions) else ()
         flags = [
             "--no-prompt", "--no-remote", "--no-npm", "--no-config", "--no-lock", "--cached-only",
             f"--location={_location(plugin_id)}",
@@ -161,6 +169,10 @@ class Runtime:
         if inspect:
             flags.append(f"--inspect={inspect}")
         return flags
+
+    def proxied(self, permissions: Permissions) -> bool:
+        """Whether a worker with ``permissions`` sends its fetch traffic through the egress proxy."""
+        return self.egress is not None and permissions.has_net
 
     def env(self, permissions: Permissions, plugin_id: str | None = None) -> dict[str, str]:
         """A scrubbed environment: only what Deno needs, plus variables the plugin was granted;
@@ -175,7 +187,7 @@ class Runtime:
             for name in permissions.env:
                 if name in os.environ:
                     env[name] = os.environ[name]
-        if self.egress is not None and plugin_id is not None and permissions.net not in ([], False):
+        if self.egress is not None and plugin_id is not None and self.proxied(permissions):
             url = self.egress.url_for(plugin_id)  # fetch() follows these; no --allow-env needed
             env.update(HTTP_PROXY=url, HTTPS_PROXY=url, http_proxy=url, https_proxy=url)
             env.pop("NO_PROXY", None)

@@ -10,8 +10,7 @@ import msgspec
 
 from .config import HostConfig
 from .errors import HostError, InvalidConfig
-from .manifest import parse_manifest
-from .plugins import inspect, source_for
+from .plugins import load_manifest, source_for
 from .runtime import Runtime
 
 _NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
@@ -42,10 +41,8 @@ async def validate(path: str | Path, config: HostConfig) -> Report:
                             "index.ts or index.js")
     runtime = Runtime.create(config)
     try:
-        meta, exports = await inspect(src, runtime, config.limits_for(src.id))
-        manifest = parse_manifest(meta, exports, path=str(src.module), expected_id=src.id,
-                                  expected_version=src.version_hint)
-        manifest.grants.net_grant(https_only=config.security.https_only)
+        manifest, exports = await load_manifest(src, runtime, config.limits_for(src.id),
+                                                https_only=config.security.https_only)
     except HostError as exc:
         return Report(path=str(src.module), valid=False, id=src.id, error=str(exc))
     finally:

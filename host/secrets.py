@@ -9,7 +9,6 @@ import binascii
 import json
 import os
 import stat
-import tempfile
 from collections.abc import Collection, Mapping
 from pathlib import Path
 from typing import Any
@@ -19,6 +18,7 @@ from cryptography.hazmat.primitives.kdf.scrypt import Scrypt
 
 from .config import HostConfig
 from .errors import InvalidConfig, SecretsError
+from .private_files import write_private
 
 PREFIX = "enc:v1:"
 EXPORT_FORMAT = "plugin-host-config/1"
@@ -31,9 +31,15 @@ def is_sealed(value: Any) -> bool:
     return isinstance(value, str) and value.startswith(PREFIX)
 
 
+def to_seal(key: str, value: Any, secret: Collection[str]) -> bool:
+    """Whether field ``key`` holding ``value`` must be sealed before it is stored: a secret
+    field, set, and not sealed yet."""
+    return key in secret and value is not None and not is_sealed(value)
+
+
 def _fernets(text: str, *, source: str) -> MultiFernet:
     """The keys in ``text`` (separated by commas or whitespace; the first encrypts)."""
-    keys = [k for k in text.replace(",", " ").split() if k]
+    keys = text.replace(",", " ").split()
     if not keys:
         raise InvalidConfig(f"{source} holds no key")
     try:
@@ -51,23 +57,10 @@ def key_file_path(config: HostConfig) -> Path:
 
 
 def _create_key_file(path: Path) -> None:
-    """Write a fresh key to ``path`` unless it exists. The key goes to a private temp file
-    first and is then linked into place (exclusive, like O_CREAT|O_EXCL), so two hosts
-    starting at once agree on one key and nobody reads a half-written file."""
+    """Write a fresh key to ``path`` unless it exists; two hosts starting at once agree on one
+    key (the second keeps the first one's)."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".secret-key-")
-    try:
-        os.fchmod(fd, 0o600)
-        with os.fdopen(fd, "wb") as f:
-            f.write(Fernet.generate_key() + b"\n")
-            f.flush()
-            os.fsync(f.fileno())
-        try:
-            os.link(tmp, path)
-        except FileExistsError:
-            pass  # another host made it first: use theirs
-    finally:
-        os.unlink(tmp)
+    write_private(path, Fernet.generate_key() + b"\n", exclusive=True)
 
 
 def _read_key_file(path: Path) -> MultiFernet:
@@ -120,8 +113,7 @@ class Cipher:
 
     def seal_fields(self, values: Mapping[str, Any], secret: Collection[str]) -> dict[str, Any]:
         """``values`` with the fields named in ``secret`` sealed (already sealed ones kept)."""
-        return {k: self.seal(v) if k in secret and v is not None and not is_sealed(v) else v
-                for k, v in values.items()}
+        return {k: self.seal(v) if to_seal(k, v, secret) else v for k, v in values.items()}
 
 
 class SecretBox(Cipher):
@@ -135,16 +127,21 @@ class SecretBox(Cipher):
         super().__init__(None, f"the secret key ({self.source}) does not match the key it was encrypted "
                          "with; restore that key (or list it after the new one, comma-separated, to rotate)")
 
+    def _env_var(self) -> str | None:
+        """``security.secret_key_env`` when it is set to something, else None."""
+        var = self._config.security.secret_key_env
+        return var if var and self._env.get(var) else None
+
     @property
     def source(self) -> str:
         """Where the key comes from, for messages: ``$VAR`` or the key file's path."""
-        var = self._config.security.secret_key_env
-        return f"${var}" if var and self._env.get(var) else str(key_file_path(self._config))
+        var = self._env_var()
+        return f"${var}" if var else str(key_file_path(self._config))
 
     def _key(self) -> Fernet | MultiFernet:
         if self._fernet is None:
-            var = self._config.security.secret_key_env
-            if var and self._env.get(var):
+            var = self._env_var()
+            if var:
                 self._fernet = _fernets(self._env[var], source=f"${var}")
             else:
                 self._fernet = _read_key_file(key_file_path(self._config))

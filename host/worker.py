@@ -195,7 +195,7 @@ class Worker:
                              base_dir=spec.base_dir, read_paths=spec.read_paths, limits=limits,
                              socket_path=sock_path, inspect=spec.inspect)
             self._proc = ChildProcess(
-                [rt.deno, "run", *flags, str(rt.entry), sock_path, token],
+                rt.command(flags, sock_path, token),
                 env=rt.env(spec.permissions, spec.egress_id or spec.plugin_id),
                 cwd=str(self.runtime.run_dir),
                 data_limit_mb=limits.rlimit_data_mb,
@@ -273,8 +273,7 @@ class Worker:
                 max_inflight=self.max_inflight,
                 max_result_bytes=min(lim.max_result_bytes, lim.max_frame),
                 max_web_workers=lim.max_web_workers,
-                egress_proxy=int(self.runtime.egress is not None
-                                 and self.spec.permissions.net not in ([], False)),
+                egress_proxy=int(self.runtime.proxied(self.spec.permissions)),
             ),
         ))
         while True:

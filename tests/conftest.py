@@ -8,6 +8,7 @@ import asyncio
 import itertools
 import os
 import shutil
+import signal
 import struct
 import subprocess
 import sys
@@ -220,6 +221,15 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def sigterm_and_reap(proc: subprocess.Popen) -> None:
+    """SIGTERM a ``python -m host serve`` subprocess: it exits 0 and takes its workers along."""
+    workers = deno_children(proc.pid)
+    assert workers
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=20) == 0
+    assert all(process_gone(pid) for pid in workers)
+
+
 def run_cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
     """``python -m host`` with ``args`` in a subprocess, its output captured as text."""
     return subprocess.run([sys.executable, "-m", "host", *args], capture_output=True, text=True,
@@ -420,6 +430,16 @@ ON_DEMAND = """
     }
     stayAlive();
 """
+
+
+def on_demand_runtime(hostile, plugin_dir: PluginDir, *plugins: str) -> str:
+    """The entry of the ON_DEMAND fake runtime, with a stub module for each of ``plugins`` (the
+    fake answers for them whatever their module says), for ``make_host(runtime_entry=...)``."""
+    runtime = hostile(ON_DEMAND)
+    for name in plugins:
+        plugin_dir.add(f"{name}.js", "export function f() {}\n")
+    return str(runtime.entry)
+
 
 
 @asynccontextmanager

@@ -11,7 +11,7 @@ import time
 import urllib.request
 
 import pytest
-from conftest import deno_children, free_port, process_gone, run_cli
+from conftest import deno_children, free_port, process_gone, run_cli, sigterm_and_reap
 
 
 @pytest.mark.timeout(90)
@@ -49,11 +49,7 @@ def test_serve_answers_http_and_stops_cleanly_on_sigterm(calc, shared_state, tmp
                                      data=b'{"args": [40, 2]}', method="POST")
         with urllib.request.urlopen(req, timeout=10) as r:
             assert json.loads(r.read()) == {"ok": True, "result": 42}
-        workers = deno_children(proc.pid)
-        assert workers
-        proc.send_signal(signal.SIGTERM)
-        assert proc.wait(timeout=20) == 0
-        assert all(process_gone(pid) for pid in workers)
+        sigterm_and_reap(proc)
     finally:
         if proc.poll() is None:
             proc.kill()

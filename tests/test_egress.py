@@ -13,6 +13,7 @@ from pathlib import Path
 
 import anyio
 import pytest
+from conftest import free_port, wait_for
 
 from host import PermissionDenied, PluginError, PoolConfig, ResourceLimitExceeded
 from host.audit import AuditLog, read_audit
@@ -302,14 +303,14 @@ async def test_connect_tunnels_are_checked_counted_and_capped(plugin_dir, make_h
         payload = b"ping " * 2000
         out = await _ask(proxy, _connect("127.0.0.1", target.port, good), then=payload)
         assert out.startswith(b"HTTP/1.1 200 ") and out.endswith(payload)
-        await wait_until(lambda: len(egress_lines(tmp_path)) == 1)
+        await wait_for(lambda: len(egress_lines(tmp_path)) == 1)
 
         out = await _ask(proxy, _connect("127.0.0.1", hose.port, good))
         assert out.startswith(b"HTTP/1.1 200 ")
         assert len(out.split(b"\r\n\r\n", 1)[1]) == CAP  # exactly the cap, then closed
 
         refused = await _ask(proxy, _connect("127.0.0.1", target.port, closed))
-        not_granted = await _ask(proxy, _connect("127.0.0.1", hose.port + 1, good))
+        not_granted = await _ask(proxy, _connect("127.0.0.1", free_port(), good))  # no server there
         forged = good.replace(good.split(":")[2].split("@")[0], "A" * 32)
         bad = [await _ask(proxy, _connect("127.0.0.1", target.port, u)) for u in (forged, None)]
         info = h.plugin("tunneler")
@@ -330,12 +331,6 @@ async def test_connect_tunnels_are_checked_counted_and_capped(plugin_dir, make_h
     assert info.egress_bytes_out == len(payload) and info.egress_bytes_in == len(payload) + capped["bytes_in"]
 
 
-async def wait_until(pred: Callable[[], bool]) -> None:
-    with anyio.fail_after(5):
-        while not pred():
-            await anyio.sleep(0.01)
-
-
 async def test_connections_are_capped_and_idle_ones_closed():
     proxy = EgressProxy(audit=AuditLog(None), permissions_for=lambda pid: None, max_response_bytes=CAP,
                         max_connections=1, idle_timeout=0.5)
@@ -344,9 +339,9 @@ async def test_connections_are_capped_and_idle_ones_closed():
         first = await anyio.connect_tcp(proxy.address, proxy.port)
         second = await anyio.connect_tcp(proxy.address, proxy.port)  # waits in the backlog
         await second.send(b"GET http://example.invalid/ HTTP/1.1\r\nHost: example.invalid\r\n\r\n")
-        with anyio.move_on_after(0.3) as waited:
-            await second.receive()
-        assert waited.cancelled_caught  # not served while the first holds the only slot
+        # Not served while the first holds the only slot: the accept loop waits for the slot.
+        await wait_for(lambda: proxy._slots.statistics().tasks_waiting == 1)
+        assert proxy._slots.value == 0
         with anyio.fail_after(3):
             with pytest.raises(anyio.EndOfStream):  # the idle first connection is closed...
                 await first.receive()

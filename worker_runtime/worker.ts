@@ -415,9 +415,7 @@ interface CallState {
   id: Id;
   controller: AbortController;
   settled: boolean;
-  logEntries: number;
-  logBytes: number;
-  logTruncated: boolean;
+  logs: LogBudget;
   cleanup?: () => void;
   /** Events this (execute) call subscribed to; its handlers go when it settles. */
   events?: Set<string>;
@@ -457,9 +455,7 @@ function newCall(id: Id): CallState {
     id,
     controller: new AbortController(),
     settled: false,
-    logEntries: 0,
-    logBytes: 0,
-    logTruncated: false,
+    logs: new LogBudget(),
   };
   calls.set(id, state);
   return state;
@@ -482,9 +478,10 @@ function settle(state: CallState): boolean {
 
 function succeed(state: CallState, value: unknown): void {
   if (!settle(state)) return;
+  const max = Math.min(limits.max_result_bytes, limits.max_frame);
   let size: number;
   try {
-    size = send({ type: "result", id: state.id, value }, Math.min(limits.max_result_bytes, limits.max_frame));
+    size = send({ type: "result", id: state.id, value }, max);
   } catch (e) {
     sendErrorFrame({ type: "error", id: state.id }, errorInfo(e));
     return;
@@ -493,7 +490,7 @@ function succeed(state: CallState, value: unknown): void {
     sendErrorFrame({ type: "error", id: state.id }, {
       name: "PayloadTooLarge",
       error_type: ErrorTypes.SANDBOX_LIMIT,
-      message: `result exceeds the ${Math.min(limits.max_result_bytes, limits.max_frame)}-byte limit (limits.max_result_bytes)`,
+      message: `result exceeds the ${max}-byte limit (limits.max_result_bytes)`,
     });
   }
 }
@@ -812,46 +809,41 @@ function utf8Length(s: string): number {
   return n;
 }
 
-// Logs outside any call (timers, handlers, module top level) share one budget per second:
-// max_log_entries and max_log_bytes, then a single marker until the next second.
-const loose = { since: 0, entries: 0, bytes: 0, truncated: false };
+/** max_log_entries entries and max_log_bytes bytes, then one marker, then nothing. */
+class LogBudget {
+  entries = 0;
+  bytes = 0;
+  truncated = false;
 
-function looseBudget(bytes: number, now: number): "ok" | "marker" | "drop" {
-  if (now - loose.since >= 1000) Object.assign(loose, { since: now, entries: 0, bytes: 0, truncated: false });
-  if (loose.truncated) return "drop";
-  if (loose.entries >= limits.max_log_entries || loose.bytes + bytes > limits.max_log_bytes) {
-    loose.truncated = true;
-    return "marker";
+  spend(bytes: number): "ok" | "marker" | "drop" {
+    if (this.truncated) return "drop";
+    if (this.entries >= limits.max_log_entries || this.bytes + bytes > limits.max_log_bytes) {
+      this.truncated = true;
+      return "marker";
+    }
+    this.entries++;
+    this.bytes += bytes;
+    return "ok";
   }
-  loose.entries++;
-  loose.bytes += bytes;
-  return "ok";
 }
 
+// Each call has a budget of its own; logs outside any call (timers, handlers, module top
+// level) share one that starts afresh every second.
+let loose = new LogBudget();
+let looseSince = 0;
+
 function emitLog(level: string, message: string, state: CallState | undefined, extra?: ErrorInfo): void {
-  const msg: Msg = { type: "log", level, message, id: undefined, ts: Date.now() };
+  const msg: Msg = { type: "log", level, message, id: state?.id, ts: Date.now() };
   if (!state) {
     if (message.length > limits.max_log_bytes) message = msg.message = cap(message, limits.max_log_bytes);
-    const verdict = looseBudget(utf8Length(message), msg.ts as number);
-    if (verdict === "drop") return;
-    if (verdict === "marker") {
-      msg.level = "warn";
-      msg.message = "log output truncated (outside a call: more than the per-second budget)";
-      extra = undefined;
-    }
-  } else {
-    if (state.logTruncated) return;
-    const bytes = utf8Length(message);
-    if (state.logEntries >= limits.max_log_entries || state.logBytes + bytes > limits.max_log_bytes) {
-      state.logTruncated = true;
-      msg.level = "warn";
-      msg.message = "log output truncated";
-      extra = undefined;
-    } else {
-      state.logEntries++;
-      state.logBytes += bytes;
-    }
-    msg.id = state.id;
+    if ((msg.ts as number) - looseSince >= 1000) [loose, looseSince] = [new LogBudget(), msg.ts as number];
+  }
+  const verdict = (state?.logs ?? loose).spend(utf8Length(message));
+  if (verdict === "drop") return;
+  if (verdict === "marker") {
+    msg.level = "warn";
+    msg.message = state ? "log output truncated" : "log output truncated (outside a call: more than the per-second budget)";
+    extra = undefined;
   }
   if (extra) {
     msg.name = extra.name;

@@ -10,7 +10,7 @@ import struct
 
 import msgspec
 import pytest
-from conftest import ON_DEMAND, _frame, gone, hostile_spec, process_gone, start_fails, wait_for
+from conftest import _frame, gone, hostile_spec, on_demand_runtime, process_gone, start_fails, wait_for
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -113,10 +113,8 @@ async def test_random_frames_after_a_good_handshake_never_take_the_host_down(
 ):
     # Two plugins served by the hostile runtime; "target" answers one call with the garbage
     # (followed by a valid result, then maybe the end of its stream), "bystander" never does.
-    runtime = hostile(ON_DEMAND)
-    plugin_dir.add("target.js", "export function f() {}\n")
-    plugin_dir.add("bystander.js", "export function f() {}\n")
-    async with make_host(runtime_entry=str(runtime.entry), pool=ONE) as h:
+    entry = on_demand_runtime(hostile, plugin_dir, "target", "bystander")
+    async with make_host(runtime_entry=entry, pool=ONE) as h:
         pid = await h.call("target", "pid")
         bystander = await h.call("bystander", "pid")
         try:

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import anyio
 import pytest
-from conftest import ON_DEMAND, _runtime, gone, process_gone, wait_for
+from conftest import _runtime, gone, on_demand_runtime, process_gone, wait_for
 
 from host import (
     BreakerConfig,
@@ -612,10 +612,8 @@ async def test_frames_with_lying_lengths_fail_the_call_typed_and_the_plugin_reco
 ):
     # Every plugin of this host is served by a fake worker runtime that speaks the protocol
     # correctly until a call tells it which bytes to send instead of an answer.
-    runtime = hostile(ON_DEMAND)
-    plugin_dir.add("liar.js", "export function f() {}\n")
-    plugin_dir.add("bystander.js", "export function f() {}\n")
-    async with make_host(runtime_entry=str(runtime.entry), pool=ONE) as h:
+    entry = on_demand_runtime(hostile, plugin_dir, "liar", "bystander")
+    async with make_host(runtime_entry=entry, pool=ONE) as h:
         pid = await h.call("liar", "pid")
         bystander = await h.call("bystander", "pid")
         with pytest.raises(error) as e:
@@ -633,9 +631,7 @@ async def test_frames_with_lying_lengths_fail_the_call_typed_and_the_plugin_reco
 
 
 async def test_a_worker_that_drops_its_connection_is_sent_no_further_call(plugin_dir, make_host, hostile):
-    runtime = hostile(ON_DEMAND)
-    plugin_dir.add("liar.js", "export function f() {}\n")
-    async with make_host(runtime_entry=str(runtime.entry), pool=ONE) as h:
+    async with make_host(runtime_entry=on_demand_runtime(hostile, plugin_dir, "liar"), pool=ONE) as h:
         pid = await h.call("liar", "pid")
         assert await h.call("liar", "f", "", "close") == "after"  # answers, then hangs up but lives
         # The next call goes to a new worker, not to the one whose connection is gone. Only a
@@ -651,9 +647,8 @@ async def test_a_worker_that_drops_its_connection_is_sent_no_further_call(plugin
 
 
 async def test_protocol_violations_count_as_crashes_towards_the_crash_loop_state(plugin_dir, make_host, hostile):
-    runtime = hostile(ON_DEMAND)
-    plugin_dir.add("liar.js", "export function f() {}\n")
-    async with make_host(runtime_entry=str(runtime.entry), policy=PolicyConfig(breaker=BreakerConfig(enabled=False)),
+    entry = on_demand_runtime(hostile, plugin_dir, "liar")
+    async with make_host(runtime_entry=entry, policy=PolicyConfig(breaker=BreakerConfig(enabled=False)),
                          pool=PoolConfig(min_workers=1, max_workers=1, crash_loop_threshold=3)) as h:
         for _ in range(3):
             with pytest.raises(ProtocolError):

@@ -8,7 +8,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import signal
 import socket
 import stat
 import subprocess
@@ -20,7 +19,7 @@ from typing import Any
 
 import aiohttp
 import pytest
-from conftest import deno_children, free_port, process_gone, served
+from conftest import deno_children, free_port, served, sigterm_and_reap
 
 pytestmark = pytest.mark.anyio
 
@@ -111,12 +110,8 @@ def test_serve_binds_loopback_by_default_and_keeps_the_token_out_of_its_log(calc
         with urllib.request.urlopen(req, timeout=10) as r:
             assert json.loads(r.read()) == {"ok": True, "result": 42}
 
-        workers = deno_children(proc.pid)
-        assert workers
-        proc.send_signal(signal.SIGTERM)
-        assert proc.wait(timeout=20) == 0
+        sigterm_and_reap(proc)
         reader.join(10)
-        assert all(process_gone(pid) for pid in workers)
         log_text = "".join(lines) + proc.stdout.read()
         assert "received SIGTERM" in log_text  # the log was captured to the end
         assert TOKEN not in log_text
