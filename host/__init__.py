@@ -5,6 +5,7 @@ from .config import (
     BalancesConfig,
     BreakerConfig,
     CacheConfig,
+    CryptoToolConfig,
     EventsConfig,
     ExecuteConfig,
     HealthConfig,
@@ -53,7 +54,7 @@ __version__ = "0.1.0"
 __all__ = [
     "BalanceResult", "BalancesConfig", "BreakerConfig", "CacheConfig", "PolicyConfig", "PolicyStorageError",
     "SecurityConfig", "ServerConfig", "load_config", "RateLimitConfig", "RetryConfig",
-    "CallCancelled", "CallTimeout", "EventsConfig", "HealthConfig", "CircuitOpen", "EventReply", "ExecuteConfig", "ExecuteResult",
+    "CallCancelled", "CallTimeout", "EventsConfig", "HealthConfig", "CircuitOpen", "EventReply", "CryptoToolConfig", "ExecuteConfig", "ExecuteResult",
     "FunctionNotFound", "HandshakeError", "HostClosed", "HostConfig", "HostError", "InvalidConfig",
     "LogEntry", "PayloadTooLarge", "PermissionDenied", "Permissions", "PluginError", "PluginEvent", "PluginHost",
     "PluginInfo", "PluginNotFound", "PluginSettings", "PluginUnavailable", "PoolConfig",

@@ -46,23 +46,30 @@ def _print_json(data: Any) -> None:
 async def _serve(args: argparse.Namespace, config: HostConfig) -> int:
     from aiohttp import web
 
-    from .server import create_app
+    from .server import DRAINING, create_app
 
     srv = config.server
-    async with PluginHost(config) as host:
-        app = create_app(host, admin_token=srv.admin_token, enable_execute=srv.enable_execute,
-                         max_body=srv.max_body_bytes)
-        runner = web.AppRunner(app, handle_signals=False, shutdown_timeout=srv.shutdown_grace)
+    host = PluginHost(config)
+    app = create_app(host, admin_token=srv.admin_token, enable_execute=srv.enable_execute,
+                     max_body=srv.max_body_bytes)
+    runner = web.AppRunner(app, handle_signals=False, shutdown_timeout=srv.shutdown_grace)
+    with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+        # HTTP first: /healthz/live answers while the plugins start, /healthz/ready says 503.
         await runner.setup()
-        site = web.TCPSite(runner, srv.host, srv.port)
-        await site.start()
-        names = ", ".join(f"{i.id} ({i.state})" for i in host.plugins()) or "none"
-        log.warning("serving on http://%s:%s  plugins: %s", srv.host, srv.port, names)
-        with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
-            async for sig in signals:
-                log.warning("received %s: draining and stopping", signal.Signals(sig).name)
-                break
-        await runner.cleanup()
+        try:
+            await web.TCPSite(runner, srv.host, srv.port).start()
+            async with host:
+                if srv.enable_execute:
+                    await host.warm_execute()
+                names = ", ".join(f"{i.id} ({i.state})" for i in host.plugins()) or "none"
+                log.warning("serving on http://%s:%s  plugins: %s", srv.host, srv.port, names)
+                async for sig in signals:
+                    log.warning("received %s: draining and stopping", signal.Signals(sig).name)
+                    break
+                app[DRAINING].set()
+                await runner.cleanup()  # stop accepting, let calls in flight finish (shutdown_grace)
+        finally:
+            await runner.cleanup()
     return 0
 
 

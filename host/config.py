@@ -64,16 +64,33 @@ class WorkerLimits(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=Tru
         return self.data_limit_mb + WEB_WORKER_DATA_MB * self.max_web_workers
 
 
+TOOLS = ("crypto", "channel")  # the tools ``execute`` knows
+CRYPTO_METHODS = ("getRandomValues", "randomUUID")
+
+
+class CryptoToolConfig(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True):
+    """The ``crypto`` tool of ``execute`` (seed 001): which methods code may use, and how much."""
+
+    subtle: bool = True            # crypto.subtle (digest, sign, ...) available
+    methods: list[str] = msgspec.field(default_factory=lambda: list(CRYPTO_METHODS))  # allow-list
+    max_bytes: int = 65536         # largest array getRandomValues fills
+    max_ops: int = 1000            # crypto operations per execution
+
+
+
+
 class ExecuteConfig(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True):
-    """Ad-hoc code execution (seed 001's Isolate contract)."""
+    """Ad-hoc code execution (seed 001's Isolate contract and its cluster: 2 to 8 warm
+    workers, reaped after 120 s idle; ``pooled = false`` starts a fresh worker per call)."""
 
     pooled: bool = True            # warm pooled workers; False = a fresh worker per call
-    min_workers: int = 0
-    max_workers: int = 4
+    min_workers: int = 2           # kept warm once the first execute (or serve) starts the pool
+    max_workers: int = 8
     idle_timeout: float = 120.0
     max_calls_per_worker: int = 200  # each distinct code string stays in the module cache
-    timeout: float = 5.0
-    max_code_bytes: int = 1024 * 1024
+    timeout: float = 3.0           # seconds, when a request gives none (seed 001: 3000 ms)
+    max_code_chars: int = 100_000  # seed 001's maxSize; longer code is PayloadTooLarge
+    crypto: CryptoToolConfig = msgspec.field(default_factory=CryptoToolConfig)
 
 
 class HealthConfig(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True):
@@ -257,6 +274,7 @@ class HostConfig(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True)
                 except msgspec.ValidationError as exc:
                     raise InvalidConfig(f"{f.name}: {exc}") from None
         _check_pool(self.pool, "pool")
+        _check_execute(self.execute)
         _check_worker_limits(self.limits, "limits")
         if not 0 <= self.server.port <= 65535:
             raise InvalidConfig(f"server.port must be 0..65535, got {self.server.port}")
@@ -325,6 +343,18 @@ def _check_pool(p: PoolConfig, where: str) -> None:
         raise InvalidConfig(f"{where}: need 0 <= min_workers <= max_workers and max_workers >= 1")
     if p.max_inflight < 1:
         raise InvalidConfig(f"{where}: max_inflight must be >= 1")
+
+
+def _check_execute(x: ExecuteConfig) -> None:
+    if x.min_workers < 0 or x.max_workers < 1 or x.min_workers > x.max_workers:
+        raise InvalidConfig("execute: need 0 <= min_workers <= max_workers and max_workers >= 1")
+    if x.timeout <= 0 or x.max_code_chars < 1 or x.max_calls_per_worker < 1:
+        raise InvalidConfig("execute: need timeout > 0, max_code_chars >= 1 and max_calls_per_worker >= 1")
+    c = x.crypto
+    if unknown := sorted(set(c.methods) - set(CRYPTO_METHODS)):
+        raise InvalidConfig(f"execute.crypto.methods: unknown {unknown}; known: {list(CRYPTO_METHODS)}")
+    if not 1 <= c.max_bytes <= 65536 or c.max_ops < 1:
+        raise InvalidConfig("execute.crypto: need 1 <= max_bytes <= 65536 and max_ops >= 1")
 
 
 # Deno 2.9 cannot reserve its code range under 512 MiB of RLIMIT_DATA and starts from 544 MiB
@@ -422,6 +452,7 @@ __all__ = [
     "BreakerConfig",
     "CacheConfig",
     "EventsConfig",
+    "CryptoToolConfig",
     "ExecuteConfig",
     "HealthConfig",
     "ReloadConfig",

@@ -46,7 +46,8 @@ async def run_with_deadline(pool: Pool, op: Any, budget: float, deadline: float,
 def execute_pool_config(xc: ExecuteConfig) -> PoolConfig:
     """Warm pooled workers, or (``pooled=False``) a fresh worker for every execution."""
     return PoolConfig(
-        min_workers=xc.min_workers, max_workers=xc.max_workers, idle_timeout=xc.idle_timeout,
+        min_workers=xc.min_workers if xc.pooled else 0, max_workers=xc.max_workers,
+        idle_timeout=xc.idle_timeout,
         max_calls_per_worker=xc.max_calls_per_worker if xc.pooled else 1,
         crash_loop_threshold=1_000_000,  # user code crashing is not a plugin fault
     )

@@ -15,6 +15,7 @@ from anyio.abc import TaskGroup
 from . import protocol as p
 from .balances import BALANCE_CAPABILITY, BALANCE_FUNCTION, BalanceResult, from_error, from_reply
 from .config import (
+    TOOLS,
     BreakerConfig,
     CacheConfig,
     HostConfig,
@@ -295,6 +296,11 @@ class PluginHost:
             record.set_state("running")
 
     # ------------------------------------------------------------------ hot reload
+
+    @property
+    def running(self) -> bool:
+        """Between the start of ``async with`` and the start of its close."""
+        return self._running
 
     async def rescan(self) -> None:
         """Look at the plugin directories now: load new plugins, reload changed ones, stop
@@ -672,13 +678,20 @@ class PluginHost:
         Permissions, a dict, ``"none"``, or a list of those merged by seed 001's rules
         (``Permissions.merge``, e.g. the user's grants and a tool's)."""
         xc = self.config.execute
-        if len(code.encode()) > xc.max_code_bytes:
-            raise PayloadTooLarge(f"code of {len(code.encode())} bytes exceeds {xc.max_code_bytes}")
+        if len(code) > xc.max_code_chars:
+            raise PayloadTooLarge(f"code of {len(code)} characters exceeds {xc.max_code_chars}")
+        if unknown := [t for t in tools or () if t not in TOOLS]:
+            raise InvalidConfig(f"unknown tool {unknown[0]!r}; the tools are {', '.join(TOOLS)}")
         perms = (Permissions.merge(*permissions) if isinstance(permissions, list)
                  else Permissions.parse(permissions))
         budget = xc.timeout if timeout is None else timeout
         pool = await self._execute_pool(perms)
         return await run_execute(pool, code, input, entry=entry, budget=budget, tools=list(tools or []))
+
+    async def warm_execute(self) -> None:
+        """Start the pool for code without permissions now (``execute.min_workers`` warm), so
+        that the first ``execute`` finds a worker ready."""
+        await self._execute_pool(Permissions())
 
     async def _execute_pool(self, perms: Permissions) -> Pool:
         if not self._running:
@@ -693,7 +706,8 @@ class PluginHost:
                 cfg = execute_pool_config(self.config.execute)
                 spec = WorkerSpec(plugin_id="execute", module=None, base_dir=self._runtime_dir(),
                                   read_paths=[], permissions=perms, limits=self.config.limits,
-                                  egress_id=_EXECUTE_EGRESS + digest(repr(key))[:16])
+                                  egress_id=_EXECUTE_EGRESS + digest(repr(key))[:16],
+                                  tools={"crypto": msgspec.to_builtins(self.config.execute.crypto)})
                 pool = self._new_pool(spec, cfg)
                 assert self._tg is not None
                 await self._tg.start(pool.serve)
@@ -952,6 +966,21 @@ class PluginHost:
                   if r.manifest is not None and r.state in ("running", "degraded") and r.id != record.id}
         _, errors = resolve({**others, record.id: manifest})
         return errors.get(record.id)
+
+    async def restart(self, name: str) -> bool:
+        """Fresh workers for the plugin: a running one gets a new pool (its code and metadata
+        read anew; calls in flight finish on the old workers), a disabled, stopped or failed
+        one (a crash loop included) starts again. True when it serves afterwards."""
+        record = self._record(name)
+        if record.state in ("running", "degraded"):
+            async with self._reload_lock:
+                if not self._running:
+                    raise HostClosed("the host is not running")
+                if not await self._reload(record):
+                    raise PluginUnavailable(f"restart failed: {record.reload_error}", plugin=record.id)
+        else:
+            await self.enable(name)
+        return record.state in ("running", "degraded")
 
     def reset(self, name: str) -> None:
         """Leave a crash loop: the pool starts workers again."""

@@ -98,6 +98,7 @@ class Welcome(_Msg, tag="welcome"):
     module: str | None = None
     config: Any = None
     limits: Limits = msgspec.field(default_factory=Limits)
+    tools: dict[str, Any] | None = None  # execute workers: the tools' settings ({"crypto": {...}})
 
 
 class Reject(_Msg, tag="reject"):

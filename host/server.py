@@ -8,6 +8,7 @@ import json
 import math
 from typing import Any
 
+import anyio
 import msgspec
 from aiohttp import web
 
@@ -30,6 +31,7 @@ _STATUS = {
     CallTimeout: 504, PluginUnavailable: 503, HostClosed: 503,
 }
 _encoder = msgspec.json.Encoder(enc_hook=json_default)
+DRAINING = web.AppKey("draining", anyio.Event)  # set when shutdown begins: readiness turns 503
 
 
 def _json(data: Any, status: int = 200) -> web.Response:
@@ -79,11 +81,24 @@ def create_app(host: PluginHost, *, admin_token: str | None = None, enable_execu
 
     app = web.Application(middlewares=[guard], client_max_size=max_body)
 
+    def readiness() -> tuple[bool, dict[str, str]]:
+        """Ready: serving, and no plugin still starting (one that failed or was disabled is
+        settled; it shows in the plugin states, not as a host that is not ready)."""
+        states = {i.id: i.state for i in host.plugins()}
+        starting = any(state in ("discovered", "loaded") for state in states.values())
+        return not app[DRAINING].is_set() and host.running and not starting, states
+
     async def healthz(request: web.Request) -> web.Response:
-        infos = host.plugins()
-        ready = all(i.state in ("running", "error") for i in infos)
-        return _json({"live": True, "ready": ready,
-                      "plugins": {i.id: i.state for i in infos}}, 200 if ready else 503)
+        ready, states = readiness()
+        return _json({"live": True, "ready": ready, "draining": app[DRAINING].is_set(), "plugins": states},
+                     200 if ready else 503)
+
+    async def live(request: web.Request) -> web.Response:
+        return _json({"live": True})  # the event loop answers: the process is not wedged
+
+    async def ready(request: web.Request) -> web.Response:
+        ok, _ = readiness()
+        return _json({"ready": ok, "draining": app[DRAINING].is_set()}, 200 if ok else 503)
 
     async def list_plugins(request: web.Request) -> web.Response:
         return _json(host.plugins())
@@ -131,14 +146,56 @@ def create_app(host: PluginHost, *, admin_token: str | None = None, enable_execu
         resp["duration"] = out.duration
         return _json(resp)
 
+    async def control(request: web.Request) -> web.Response:
+        pid, action = request.match_info["id"], request.match_info["action"]
+        if action == "restart":
+            await host.restart(pid)
+        elif action == "reload":
+            if not await host.reload(pid):
+                info = host.plugin(pid)
+                return _error(409, "ReloadFailed", f"{info.reload_error or info.error}; the old version keeps serving")
+        elif action == "enable":
+            await host.enable(pid)
+        else:
+            await host.disable(pid)
+        return _json(host.plugin(pid))
+
+    async def get_config(request: web.Request) -> web.Response:
+        return _json(host.get_config(request.match_info["id"]))  # secrets masked
+
+    async def put_config(request: web.Request) -> web.Response:
+        body = await _body(request)
+        if not isinstance(body, dict):
+            return _error(400, "BadRequest", "body must be the config object")
+        replace = request.query.get("replace", "") in ("1", "true")
+        return _json(await host.set_config(request.match_info["id"], body, replace=replace))
+
+    async def event(request: web.Request) -> web.Response:
+        payload = await _body(request) if request.can_read_body else None
+        first = request.query.get("first", "") in ("1", "true")
+        replies = await host.emit(request.match_info["event"], payload, stop_at_first=first)
+        return _json({"event": request.match_info["event"], "replies": replies})
+
+    async def balances(request: web.Request) -> web.Response:
+        refresh = request.query.get("refresh", "") in ("1", "true")
+        return _json(await host.query_balances(refresh=refresh))
+
     async def metrics(request: web.Request) -> web.Response:
         return web.Response(body=host.metrics.render(), headers={"Content-Type": CONTENT_TYPE})
 
+    app[DRAINING] = anyio.Event()
     app.router.add_get("/healthz", healthz)
+    app.router.add_get("/healthz/live", live)
+    app.router.add_get("/healthz/ready", ready)
     app.router.add_get("/metrics", metrics)
     app.router.add_get("/api/plugins", list_plugins)
     app.router.add_get("/api/plugins/{id}", get_plugin)
     app.router.add_get("/api/plugins/{id}/status", get_plugin)
     app.router.add_post("/api/plugins/{id}/call/{fn}", call)
+    app.router.add_post("/api/plugins/{id}/{action:restart|reload|enable|disable}", control)
+    app.router.add_get("/api/plugins/{id}/config", get_config)
+    app.router.add_put("/api/plugins/{id}/config", put_config)
+    app.router.add_post("/api/events/{event}", event)
+    app.router.add_get("/api/balances", balances)
     app.router.add_post("/execute", execute)
     return app

@@ -59,6 +59,7 @@ class WorkerSpec:
     redact: Callable[[str], str] | None = None  # scrubs secrets from the worker's raw output
     cache_salt: str = ""         # hash of the plugin's version and config: part of result-cache keys
     egress_id: str | None = None  # who the egress proxy sees (default: plugin_id)
+    tools: dict[str, Any] | None = None  # execute workers: settings of the tools code may ask for
 
 
 class Lease:
@@ -264,6 +265,7 @@ class Worker:
             plugin_id=self.spec.plugin_id,
             module=str(self.spec.module) if self.spec.module else None,
             config=self.spec.config,
+            tools=self.spec.tools,
             limits=p.Limits(
                 heartbeat_interval_ms=int(lim.heartbeat_interval * 1000),
                 heartbeat_timeout_ms=int(lim.heartbeat_timeout * 1000),

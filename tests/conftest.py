@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import json
 import os
 import shutil
 import signal
@@ -17,7 +18,7 @@ import textwrap
 import threading
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -170,6 +171,7 @@ class LocalServer:
         self.port = 0
         self.connections = 0
         self.requests: list[str] = []
+        self.responses: dict[str, Any] = {}  # path -> the JSON to answer it with
 
 
 @pytest.fixture
@@ -181,6 +183,8 @@ def local_server() -> Iterator[LocalServer]:
 
     async def handler(request: web.Request) -> web.Response:
         srv.requests.append(request.path_qs)
+        if request.path in srv.responses:
+            return web.json_response(srv.responses[request.path])
         return web.json_response({"served": "local", "path": request.path})
 
     async def start() -> tuple[web.AppRunner, asyncio.Server]:
@@ -221,13 +225,84 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def sigterm_and_reap(proc: subprocess.Popen) -> None:
+def sigterm_and_reap(proc: subprocess.Popen, *, expect_workers: bool = True) -> None:
     """SIGTERM a ``python -m host serve`` subprocess: it exits 0 and takes its workers along."""
     workers = deno_children(proc.pid)
-    assert workers
+    assert workers or not expect_workers
     proc.send_signal(signal.SIGTERM)
     assert proc.wait(timeout=20) == 0
     assert all(process_gone(pid) for pid in workers)
+
+
+class ServeProcess:
+    """A ``python -m host serve`` subprocess on a free loopback port; its stderr goes to
+    ``log_path`` (a pipe nobody reads could fill and block it)."""
+
+    def __init__(self, proc: subprocess.Popen, base: str, log_path: Path) -> None:
+        self.proc, self.base, self.log_path = proc, base, log_path
+
+    def log(self) -> str:
+        return self.log_path.read_text()
+
+    def request(self, method: str, path: str, body: Any = None, *, token: str | None = None,
+                data: bytes | None = None, timeout: float = 30) -> tuple[int, Any]:
+        """Status and decoded JSON body (text when not JSON) of one request."""
+        import urllib.error
+        import urllib.request
+
+        if data is None and body is not None:
+            data = json.dumps(body).encode()
+        headers = {"Content-Type": "application/json"}
+        if token:
+            headers["Authorization"] = f"Bearer {token}"
+        req = urllib.request.Request(self.base + path, data=data, method=method, headers=headers)
+        try:
+            with urllib.request.urlopen(req, timeout=timeout) as r:
+                status, raw = r.status, r.read()
+        except urllib.error.HTTPError as e:
+            status, raw = e.code, e.read()
+        try:
+            return status, json.loads(raw)
+        except ValueError:
+            return status, raw.decode()
+
+    def wait_ready(self, timeout: float = 30) -> dict:
+        """Poll ``/healthz`` until it answers 200."""
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                status, body = self.request("GET", "/healthz", timeout=2)
+                if status == 200:
+                    return body
+            except OSError:
+                pass
+            assert self.proc.poll() is None, f"serve exited {self.proc.returncode}: {self.log()}"
+            assert time.monotonic() < deadline, f"serve never became ready: {self.log()}"
+            time.sleep(0.05)
+
+
+@contextmanager
+def serve_process(cwd: Path, *args: str, env: dict[str, str] | None = None,
+                  ready: bool = True) -> Iterator[ServeProcess]:
+    """``python -m host serve ARGS`` on a free 127.0.0.1 port; SIGTERM at the end, which must
+    exit 0 and leave no worker behind."""
+    port = free_port()
+    log_path = cwd / f"serve-{port}.log"
+    with open(log_path, "w") as log:
+        proc = subprocess.Popen([sys.executable, "-m", "host", "serve", "--host", "127.0.0.1",
+                                 "--port", str(port), *args], cwd=cwd, stdout=log, stderr=subprocess.STDOUT,
+                                env={**os.environ, **(env or {})})
+    srv = ServeProcess(proc, f"http://127.0.0.1:{port}", log_path)
+    try:
+        if ready:
+            srv.wait_ready()
+        yield srv
+        if proc.poll() is None:
+            sigterm_and_reap(proc, expect_workers=False)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
 
 
 def run_cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:

@@ -9,7 +9,7 @@ import time
 import anyio
 import pytest
 
-from host import ExecuteConfig, ExecuteResult, InvalidConfig, LogEntry, PayloadTooLarge
+from host import CryptoToolConfig, ExecuteConfig, ExecuteResult, InvalidConfig, LogEntry, PayloadTooLarge
 
 pytestmark = pytest.mark.anyio
 
@@ -91,6 +91,47 @@ async def test_execute_returns_the_entry_result(make_host, code, kw, expected):
         out = await h.execute(code, **kw)
     assert out.ok, out.logs
     assert out.result == expected
+
+
+async def test_without_the_crypto_tool_crypto_is_undefined(make_host):
+    async with make_host() as h:
+        bare = await h.execute("export default () => typeof crypto")
+        used = await h.execute("export default () => crypto.randomUUID()")
+        granted = await h.execute("export default () => typeof crypto", tools=["crypto"])
+    assert bare.ok and bare.result == "undefined"
+    assert exception_of(used).name == "TypeError"
+    assert granted.ok and granted.result == "object"
+
+
+async def test_crypto_tool_limits_operations_bytes_and_methods(make_host):
+    xc = ExecuteConfig(crypto=CryptoToolConfig(methods=["randomUUID"], max_ops=5, subtle=False))
+    async with make_host(execute=xc) as h:
+        five = await h.execute("export default () => Array.from({length: 5}, () => crypto.randomUUID()).length",
+                               tools=["crypto"])
+        six = await h.execute("export default () => { for (let i = 0; i < 6; i++) crypto.randomUUID(); }",
+                              tools=["crypto"])
+        shape = await h.execute("export default () => [typeof crypto.getRandomValues, typeof crypto.subtle]",
+                                tools=["crypto"])
+    async with make_host() as h:
+        big = await h.execute("export default () => crypto.getRandomValues(new Uint8Array(65537))",
+                              tools=["crypto"])
+        digests = await h.execute(
+            "export default async () => { for (let i = 0; i < 1001; i++)"
+            " await crypto.subtle.digest('SHA-256', new Uint8Array(1)); }", tools=["crypto"])
+    assert five.ok and five.result == 5
+    exc = exception_of(six)
+    assert exc.name == "ResourceLimitExceeded" and "more than 5 operations" in exc.message
+    assert shape.ok and shape.result == ["undefined", "undefined"]
+    exc = exception_of(big)
+    assert exc.name == "ResourceLimitExceeded" and "65537 bytes" in exc.message
+    exc = exception_of(digests)
+    assert exc.name == "ResourceLimitExceeded" and "subtle.digest" in exc.message
+
+
+async def test_unknown_tool_is_refused_with_invalid_config(make_host):
+    async with make_host() as h:
+        with pytest.raises(InvalidConfig, match="unknown tool 'db'"):
+            await h.execute("export default () => 1", tools=["crypto", "db"])
 
 
 async def test_channel_tool_example_succeeds_and_logs_the_message(make_host):
@@ -194,17 +235,23 @@ async def test_entry_that_is_not_a_function_is_an_entry_error(make_host):
     assert (exc.name, exc.message) == ("EntryError", 'Entry "nope" is not a function')
 
 
-async def test_code_over_max_code_bytes_raises_payload_too_large(make_host):
-    async with make_host(execute=ExecuteConfig(max_code_bytes=1000)) as h:
+async def test_code_over_max_code_chars_raises_payload_too_large(make_host):
+    async with make_host(execute=ExecuteConfig(max_code_chars=1000)) as h:
         small = await h.execute("export default () => 1")
         with pytest.raises(PayloadTooLarge):
             await h.execute("export default () => 1;\n" + "// padding\n" * 200)
-        # multi-byte characters count as bytes, not characters
-        with pytest.raises(PayloadTooLarge):
-            await h.execute("export default () => '" + "é" * 600 + "'")
+        # seed 001 counts characters: 900 two-byte characters are under the limit
+        wide = await h.execute("export default () => '" + "é" * 900 + "'.length")
         after = await h.execute("export default () => 2")
     assert small.ok and small.result == 1
+    assert wide.ok and wide.result == 900
     assert after.ok and after.result == 2
+
+
+def test_execute_defaults_follow_seed_001():
+    xc = ExecuteConfig()
+    assert (xc.pooled, xc.min_workers, xc.max_workers, xc.idle_timeout) == (True, 2, 8, 120.0)
+    assert (xc.timeout, xc.max_code_chars) == (3.0, 100_000)
 
 
 async def test_unhandled_rejection_fails_the_execute_with_one_exception_entry(make_host):
@@ -269,12 +316,14 @@ async def test_concurrent_executes_keep_their_own_logs_and_results(make_host):
 # Pooling
 
 
-async def test_pooled_executes_reuse_one_worker(make_host):
+async def test_pooled_executes_reuse_the_warm_workers(make_host):
     async with make_host() as h:
-        a = await h.execute("export default () => Deno.pid")
-        b = await h.execute("export default () => Deno.pid")
-    assert a.ok and b.ok, (a.logs, b.logs)
-    assert isinstance(a.result, int) and a.result == b.result
+        pids = [(await h.execute("export default () => Deno.pid")).result for _ in range(6)]
+    assert all(isinstance(p, int) for p in pids), pids
+    assert len(set(pids)) <= 2, pids  # seed 001's cluster keeps two warm workers
+    async with make_host(execute=ExecuteConfig(min_workers=1, max_workers=1)) as h:
+        one = {(await h.execute("export default () => Deno.pid")).result for _ in range(3)}
+    assert len(one) == 1, one
 
 
 async def test_unpooled_executes_get_a_fresh_worker_each(make_host):

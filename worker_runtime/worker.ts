@@ -419,6 +419,8 @@ interface CallState {
   cleanup?: () => void;
   /** Events this (execute) call subscribed to; its handlers go when it settles. */
   events?: Set<string>;
+  /** What the global `crypto` is for this (execute) call: the gated tool, or undefined. */
+  crypto?: unknown;
 }
 
 const calls = new Map<Id, CallState>();
@@ -562,6 +564,7 @@ function onExecute(msg: Msg): void {
   // Code run by execute is gone when the call settles, and so are its channel handlers.
   const context = makeContext(state, timeoutMs, state);
   if (tools.includes("channel")) installChannel(state, context.channel);
+  if (tools.includes("crypto") && cryptoTool) state.crypto = makeCryptoTool(cryptoTool);
   tracker.run(state, invoke, state, async () => {
     let mod;
     try {
@@ -586,6 +589,76 @@ function onCancel(msg: Msg): void {
   if (state && !state.controller.signal.aborted) {
     state.controller.abort(new DOMException(reason, "AbortError"));
   }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The crypto tool (seed 001): in an execute worker, the global `crypto` is only there for code
+// that asked for the tool, and then only the allowed methods, a bounded number of times.
+
+interface CryptoToolSettings {
+  subtle: boolean;
+  methods: string[];
+  max_bytes: number;
+  max_ops: number;
+}
+
+let cryptoTool: CryptoToolSettings | null = null;
+const realCrypto = globalThis.crypto;
+
+function installCryptoTool(settings: unknown): void {
+  const s = (settings ?? {}) as Record<string, unknown>;
+  cryptoTool = {
+    subtle: s.subtle !== false,
+    methods: Array.isArray(s.methods) ? s.methods.filter((m) => typeof m === "string") : [],
+    max_bytes: typeof s.max_bytes === "number" ? s.max_bytes : 65536,
+    max_ops: typeof s.max_ops === "number" ? s.max_ops : 1000,
+  };
+  Object.defineProperty(globalThis, "crypto", {
+    get: () => tracker.getStore()?.crypto,
+    configurable: true,
+    enumerable: false,
+  });
+}
+
+function makeCryptoTool(settings: CryptoToolSettings): unknown {
+  let ops = 0;
+  const count = (what: string) => {
+    if (++ops > settings.max_ops) {
+      throw new ResourceLimitExceeded(`crypto: more than ${settings.max_ops} operations (${what})`);
+    }
+  };
+  const tool: Record<string, unknown> = {};
+  if (settings.methods.includes("getRandomValues")) {
+    tool.getRandomValues = <T extends ArrayBufferView | null>(array: T): T => {
+      count("getRandomValues");
+      if (array && array.byteLength > settings.max_bytes) {
+        throw new ResourceLimitExceeded(
+          `crypto.getRandomValues: ${array.byteLength} bytes is over the ${settings.max_bytes}-byte limit`,
+        );
+      }
+      return realCrypto.getRandomValues(array as never) as T;
+    };
+  }
+  if (settings.methods.includes("randomUUID")) {
+    tool.randomUUID = () => {
+      count("randomUUID");
+      return realCrypto.randomUUID();
+    };
+  }
+  if (settings.subtle) {
+    const subtle = realCrypto.subtle;
+    tool.subtle = new Proxy(subtle, {
+      get(target, key) {
+        const value = Reflect.get(target, key);
+        if (typeof value !== "function") return value;
+        return (...args: unknown[]) => {
+          count(`subtle.${String(key)}`);
+          return Reflect.apply(value, target, args);
+        };
+      },
+    });
+  }
+  return Object.freeze(tool);
 }
 
 function dataUrl(code: string): string {
@@ -1144,6 +1217,7 @@ async function onWelcome(msg: Msg): Promise<void> {
   if (limits.max_inflight > 1) await trackConcurrentCalls();
   if (limits.egress_proxy === 1) defineGlobal("fetch", egressFetch);
   config = msg.config ?? null;
+  if (module == null && msg.tools != null) installCryptoTool((msg.tools as Record<string, unknown>).crypto);
   startHeartbeatWatch();
   phase = "importing";
 

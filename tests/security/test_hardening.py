@@ -31,12 +31,13 @@ CALL = "/api/plugins/{id}/call/{fn}"
 
 
 async def post(session: aiohttp.ClientSession, path: str, body: Any = None, *, data: bytes | None = None,
-               token: str | None = None) -> tuple[int, Any, str]:
-    """Status, decoded JSON (None if not JSON) and raw text of one POST."""
+               token: str | None = None, method: str = "POST") -> tuple[int, Any, str]:
+    """Status, decoded JSON (None if not JSON) and raw text of one POST (or ``method``)."""
     headers = {"Authorization": token} if token is not None else {}
     if data is None:
         data = json.dumps(body).encode()
-    async with session.post(path, data=data, headers={"Content-Type": "application/json", **headers}) as r:
+    async with session.request(method, path, data=data,
+                               headers={"Content-Type": "application/json", **headers}) as r:
         text = await r.text()
         try:
             return r.status, json.loads(text), text
@@ -136,15 +137,15 @@ async def test_admin_token_guards_every_mutating_route_and_appears_in_no_respons
         mutating = sorted(r for r in routes if r[0] not in ("GET", "HEAD", "OPTIONS"))
         assert set(known) <= set(mutating)
         for method, path in mutating:  # any route added later is covered too
-            url = path.format(id="calc", fn="add")
+            url = path.format(id="calc", fn="add", action="restart", event="ping")
             body, expected = known.get((method, path), ({}, None))
             for token in (None, "", "Bearer", "Bearer wrong", f"Bearer {TOKEN[:-1]}", f"Bearer {TOKEN}x",
                           f"Basic {TOKEN}x"):
-                status, data, text = await post(s, url, body, token=token)
+                status, data, text = await post(s, url, body, token=token, method=method)
                 texts.append(text)
                 assert status == 401, (method, path, token, text)
                 assert data["error"]["type"] == "Unauthorized"
-            status, data, text = await post(s, url, body, token=f"Bearer {TOKEN}")
+            status, data, text = await post(s, url, body, token=f"Bearer {TOKEN}", method=method)
             texts.append(text)
             assert status != 401, (method, path, text)
             if expected is not None:
@@ -153,7 +154,7 @@ async def test_admin_token_guards_every_mutating_route_and_appears_in_no_respons
         for method, path in sorted(routes):
             if method != "GET":
                 continue
-            async with s.get(path.format(id="calc", fn="add")) as r:  # no token needed to read
+            async with s.get(path.format(id="calc", fn="add", action="restart", event="ping")) as r:  # no token needed to read
                 texts.append(await r.text())
                 assert r.status == 200, (path, texts[-1])
     assert all(TOKEN not in t for t in texts)
