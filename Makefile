@@ -34,6 +34,7 @@ redis-server:
 bench: $(STAMP)
 	$(PY) bench/bench_core.py
 	$(PY) bench/bench_policy.py
+	$(PY) bench/bench_http.py
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check host tests bench

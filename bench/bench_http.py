@@ -203,9 +203,9 @@ async def load(server: Server, method: str, path: str, body: dict | None, expect
                     out.latencies.append(lat)
 
         async def cpu_meter(start: float, end: float) -> None:
-            await anyio.sleep(start - time.perf_counter())
+            await anyio.sleep(max(start - time.perf_counter(), 0))
             c0, s0 = time.process_time(), cpu_seconds(server.pid)
-            await anyio.sleep(end - time.perf_counter())
+            await anyio.sleep(max(end - time.perf_counter(), 0))
             out.client_cpu = time.process_time() - c0
             out.server_cpu = cpu_seconds(server.pid) - s0
 
@@ -225,8 +225,12 @@ async def load(server: Server, method: str, path: str, body: dict | None, expect
 
 async def main(args: argparse.Namespace) -> list[tuple[str, str, str]]:
     rounds, duration = (3, 1.0) if args.quick else (6, 2.0)
+    with tempfile.TemporaryDirectory(prefix="bench-http-") as tmp_dir:
+        return await measure(Path(tmp_dir), rounds, duration)
+
+
+async def measure(tmp: Path, rounds: int, duration: float) -> list[tuple[str, str, str]]:
     warmup, rewarm = 1.0, 0.3  # the first round lets the pools grow; later ones only reconnect
-    tmp = Path(tempfile.mkdtemp(prefix="bench-http-"))
     async with serve(tmp, "pooled", pooled=True) as pooled_srv, serve(tmp, "fresh", pooled=False) as fresh_srv:
         modes = {
             "healthz": (pooled_srv, "GET", "/healthz", None, None, 16),
@@ -251,7 +255,7 @@ async def main(args: argparse.Namespace) -> list[tuple[str, str, str]]:
         hz.row("baseline: GET /healthz (HTTP stack, no worker), 16 clients", "(same run)"),
         call.row("POST /api/plugins/calc/call/add (pool 1–4 workers), 16 clients", "recorded"),
         pooled.row("POST /execute, pooled (2–4 warm workers), 16 clients", "recorded"),
-        fresh.row("POST /execute, fresh worker per request (2–4), 4 clients", "(same run)"),
+        fresh.row("POST /execute, fresh worker per request (≤ 4), 4 clients", "(same run)"),
         ("ratio pooled / fresh /execute req/s, median of rounds (min–max)",
          f"{statistics.median(ratios):,.1f}× ({min(ratios):,.1f}–{max(ratios):,.1f}×)", "≥ 20×"),
         ("CPU µs per request, client / server process: healthz; call; pooled; fresh",

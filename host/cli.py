@@ -9,15 +9,20 @@ import logging
 import os
 import signal
 import sys
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import Any
 
 import anyio
 import msgspec
 
-from .config import HostConfig
+from .balances import BALANCE_CAPABILITY
+from .cli_output import Progress, balances_table, first_line, inspector_targets, start_progress, table
+from .config import HostConfig, PluginSettings, check_inspect
 from .config_file import load_config
 from .errors import HostError, InvalidConfig
 from .info import json_default
+from .logs import FORMATS, LEVELS, setup_logging
 from .plugin_host import PluginHost
 from .private_files import write_private
 from .scaffold import new_plugin, validate
@@ -57,14 +62,18 @@ async def _serve(args: argparse.Namespace, config: HostConfig) -> int:
         # HTTP first: /healthz/live answers while the plugins start, /healthz/ready says 503.
         await runner.setup()
         try:
-            await web.TCPSite(runner, srv.host, srv.port).start()
-            async with host:
+            try:
+                await web.TCPSite(runner, srv.host, srv.port).start()
+            except OSError as exc:
+                raise ListenError(f"cannot listen on {srv.host}:{srv.port}: {exc.strerror or exc}") from None
+            async with _started(host, args):
                 if srv.enable_execute:
                     await host.warm_execute()
                 names = ", ".join(f"{i.id} ({i.state})" for i in host.plugins()) or "none"
-                log.warning("serving on http://%s:%s  plugins: %s", srv.host, srv.port, names)
+                log.info("serving on http://%s:%s  plugins: %s", srv.host, srv.port, names)
+                await _announce_inspector(args, config)
                 async for sig in signals:
-                    log.warning("received %s: draining and stopping", signal.Signals(sig).name)
+                    log.info("received %s: draining and stopping", signal.Signals(sig).name)
                     break
                 app[DRAINING].set()
                 await runner.cleanup()  # stop accepting, let calls in flight finish (shutdown_grace)
@@ -73,22 +82,69 @@ async def _serve(args: argparse.Namespace, config: HostConfig) -> int:
     return 0
 
 
+@asynccontextmanager
+async def _started(host: PluginHost, args: argparse.Namespace) -> AsyncIterator[PluginHost]:
+    """``async with host``, with a progress line on a tty while the plugins start."""
+    progress = Progress(enabled=not args.debug)
+    unsubscribe = host.subscribe(start_progress(progress, host.plugins))
+    try:
+        async with host:
+            unsubscribe()
+            progress.clear()
+            yield host
+    finally:
+        progress.clear()
+
+
+async def _announce_inspector(args: argparse.Namespace, config: HostConfig) -> None:
+    """Print where DevTools attach to the plugin started under ``--inspect``."""
+    if not args.inspect:
+        return
+    address = config.inspect_for(args.inspect)
+    assert address is not None
+    try:
+        targets = await inspector_targets(address)
+    except TimeoutError:
+        print(f"inspector: nothing listens on {address} (is {args.inspect} running?)", file=sys.stderr)
+        return
+    for t in targets:
+        print(f"inspector for {args.inspect}: {t.get('devtoolsFrontendUrl')}\n"
+              f"  websocket: {t.get('webSocketDebuggerUrl')}  (or open chrome://inspect)", file=sys.stderr)
+
+
 async def _list(args: argparse.Namespace, config: HostConfig) -> int:
-    async with PluginHost(config) as host:
+    async with _started(PluginHost(config), args) as host:
         infos = host.plugins()
     if args.json:
         _print_json(infos)
         return 0
-    rows = [("ID", "STATE", "VERSION", "EXPORTS", "ERROR")]
-    rows += [(i.id, i.state, i.version or "-", ",".join(i.exports), i.error or "") for i in infos]
-    widths = [max(len(r[c]) for r in rows) for c in range(4)]
-    for r in rows:
-        print("  ".join(r[c].ljust(widths[c]) for c in range(4)) + ("  " + r[4] if r[4] else ""))
+    rows = [["ID", "STATE", "VERSION", "WORKERS", "EXPORTS", "ERROR"]]
+    rows += [[i.id, i.state, i.version or "-", str(len(i.workers)), ",".join(i.exports) or "-",
+              first_line(i.error or "")] for i in infos]
+    sys.stdout.write(table(rows, right=(3,)))
     return 0
 
 
+async def _balances(args: argparse.Namespace, config: HostConfig) -> int:
+    async with _started(PluginHost(config), args) as host:
+        progress = Progress(enabled=not args.debug)
+        stations = [i.id for i in host.plugins() if BALANCE_CAPABILITY in i.capabilities]
+        progress.update(f"querying {len(stations)} balance plugin(s)...")
+        try:
+            results = await host.query_balances(refresh=args.refresh, timeout=args.timeout)
+        finally:
+            progress.clear()
+    if args.json:
+        _print_json(results)
+    elif results:
+        sys.stdout.write(balances_table(results))
+    else:
+        print("no balance plugins (none declares the \"balance\" capability)", file=sys.stderr)
+    return 0 if all(b.status == "success" for b in results) else 1
+
+
 async def _info(args: argparse.Namespace, config: HostConfig) -> int:
-    async with PluginHost(config) as host:
+    async with _started(PluginHost(config), args) as host:
         info = host.plugin(args.id)  # PluginNotFound: exit 1
     _print_json(info)
     return 0 if info.state in ("running", "degraded") else 1
@@ -99,7 +155,8 @@ async def _call(args: argparse.Namespace, config: HostConfig) -> int:
         call_args = [json.loads(a) for a in args.args]
     except ValueError as exc:
         raise _UsageError(f"arguments must be JSON values: {exc}") from None
-    async with PluginHost(config) as host:
+    async with _started(PluginHost(config), args) as host:
+        await _announce_inspector(args, config)
         result = await host.call(args.id, args.fn, *call_args, timeout=args.timeout)
     _print_json(result)
     return 0
@@ -115,7 +172,7 @@ async def _execute(args: argparse.Namespace, config: HostConfig) -> int:
         input_ = json.loads(args.input) if args.input is not None else None
     except ValueError as exc:
         raise _UsageError(f"--input must be JSON: {exc}") from None
-    async with PluginHost(config) as host:
+    async with _started(PluginHost(config), args) as host:
         out = await host.execute(code, input_, entry=args.entry, timeout=args.timeout)
     _print_json(out)
     return 0 if out.ok else 1
@@ -148,6 +205,51 @@ async def _new(args: argparse.Namespace, config: HostConfig) -> int:
     return 0
 
 
+async def _config_get(args: argparse.Namespace, config: HostConfig) -> int:
+    async with _started(PluginHost(config), args) as host:
+        values = host.get_config(args.id)  # secrets masked
+    if args.key is None:
+        _print_json(values)
+    elif args.key in values:
+        _print_json(values[args.key])
+    else:
+        print(f"error: {args.id} has no config value {args.key!r}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _assignments(args: argparse.Namespace) -> dict[str, Any]:
+    """``KEY=VALUE`` (VALUE read as JSON when it is JSON, else as a string) and
+    ``--from-env KEY=VAR`` (the value from $VAR: secrets stay out of argv and shell history)."""
+    values: dict[str, Any] = {}
+    for item in args.values:
+        key, sep, raw = item.partition("=")
+        if not sep or not key:
+            raise _UsageError(f"expected KEY=VALUE, got {item!r}")
+        try:
+            values[key] = json.loads(raw)
+        except ValueError:
+            values[key] = raw
+    for item in args.from_env or ():
+        key, sep, var = item.partition("=")
+        if not sep or not key or not var:
+            raise _UsageError(f"--from-env: expected KEY=VARIABLE, got {item!r}")
+        if var not in os.environ:
+            raise _UsageError(f"--from-env: ${var} is not set")
+        values[key] = os.environ[var]
+    if not values and not args.replace:
+        raise _UsageError("nothing to set: give KEY=VALUE or --from-env KEY=VAR")
+    return values
+
+
+async def _config_set(args: argparse.Namespace, config: HostConfig) -> int:
+    values = _assignments(args)
+    async with _started(PluginHost(config), args) as host:
+        stored = await host.set_config(args.id, values, replace=args.replace)
+    _print_json(stored)  # secrets masked
+    return 0
+
+
 def _passphrase(args: argparse.Namespace) -> str | None:
     """The passphrase from the variable ``--passphrase-env`` names (never from argv)."""
     if args.passphrase_env is None:
@@ -162,9 +264,13 @@ class _UsageError(Exception):
     pass
 
 
+class ListenError(Exception):
+    """The server's address cannot be bound (in use, not ours): exit 1 with one line."""
+
+
 async def _config_export(args: argparse.Namespace, config: HostConfig) -> int:
     passphrase = _passphrase(args)
-    async with PluginHost(config) as host:
+    async with _started(PluginHost(config), args) as host:
         document = await host.export_config(args.plugin, passphrase=passphrase)
     if args.out:
         write_private(args.out, _json_text(document).encode())
@@ -183,7 +289,7 @@ async def _config_import(args: argparse.Namespace, config: HostConfig) -> int:
                 document = json.load(f)
     except (OSError, ValueError) as exc:
         raise _UsageError(f"{args.file}: cannot read a JSON document ({exc})") from None
-    async with PluginHost(config) as host:
+    async with _started(PluginHost(config), args) as host:
         stored = await host.import_config(document, passphrase=passphrase, replace=args.replace)
     _print_json(stored)  # secrets masked
     return 0
@@ -199,8 +305,20 @@ def _common_options(ap: argparse.ArgumentParser, *, defaults: bool) -> None:
                     **({"default": None} if defaults else keep))
     ap.add_argument("--state-dir", help="state directory (default: ~/.local/state/plugin-host)",
                     **({"default": None} if defaults else keep))
-    ap.add_argument("--debug", action="store_true", help="stream every worker's console to stderr",
+    ap.add_argument("--debug", action="store_true",
+                    help="stream every worker's console and lifecycle to stderr, prefixed [plugin:ID#N]",
                     **({} if defaults else keep))
+    ap.add_argument("--log-level", choices=LEVELS,
+                    help="least severe level logged (default: $PLUGIN_HOST_LOG_LEVEL, else info for "
+                         "serve and warning for the other commands)", **({"default": None} if defaults else keep))
+    ap.add_argument("--log-format", choices=FORMATS,
+                    help="text lines, or one JSON object a line (default: $PLUGIN_HOST_LOG_FORMAT, else text)",
+                    **({"default": None} if defaults else keep))
+    ap.add_argument("--inspect", metavar="ID",
+                    help="run plugin ID as one worker under the Deno inspector on 127.0.0.1 and print "
+                         "the DevTools URL", **({"default": None} if defaults else keep))
+    ap.add_argument("--inspect-port", type=int, metavar="PORT", help="the inspector's port (default: 9229)",
+                    **({"default": 9229} if defaults else keep))
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -230,6 +348,12 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("id", help="ID or ID@VERSION")
     s.set_defaults(run=_info)
 
+    s = add("balances", "every balance plugin's balance, as a table (exit 1 if any station failed)")
+    s.add_argument("--refresh", action="store_true", help="ask every station now, bypassing the cache")
+    s.add_argument("--json", action="store_true")
+    s.add_argument("--timeout", type=float, help="seconds per station (default: [balances] timeout)")
+    s.set_defaults(run=_balances)
+
     s = add("call", "call a plugin function; prints the result as JSON")
     s.add_argument("id")
     s.add_argument("fn")
@@ -253,8 +377,21 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("name", help="the plugin id: lowercase letters, digits, - and _")
     s.set_defaults(run=_new)
 
-    s = add("config", "plugin configs: export and import (secrets stay encrypted)")
+    s = add("config", "plugin configs: get, set, export and import (secrets stay masked or encrypted)")
     config_sub = s.add_subparsers(dest="config_command", required=True)
+    c = config_sub.add_parser("get", help="a plugin's config as JSON, secrets masked", parents=[common])
+    c.add_argument("id")
+    c.add_argument("key", nargs="?", help="only this value")
+    c.set_defaults(run=_config_get)
+    c = config_sub.add_parser("set", help="validate, store and apply config values (restarts the plugin)",
+                              parents=[common])
+    c.add_argument("id")
+    c.add_argument("values", nargs="*", metavar="KEY=VALUE", help="VALUE is read as JSON if it is JSON, "
+                   "else as a string: region=us retries=3 verbose=true")
+    c.add_argument("--from-env", action="append", metavar="KEY=VAR",
+                   help="take KEY's value from $VAR (for secrets: not on the command line); repeatable")
+    c.add_argument("--replace", action="store_true", help="replace the stored config (default: merge)")
+    c.set_defaults(run=_config_set)
     passphrase_help = ("encrypt the secrets with a passphrase read from this environment variable "
                        "(default: the host key, usable only by hosts that share it)")
     c = config_sub.add_parser("export", help="print (or --out) the plugins' configs as JSON", parents=[common])
@@ -274,12 +411,19 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     ap = build_parser()
     args = ap.parse_args(argv)
-    logging.basicConfig(level=logging.DEBUG if args.debug else logging.WARNING,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    if args.debug:
-        logging.getLogger("host.plugin").setLevel(logging.DEBUG)
+    level = args.log_level or os.environ.get("PLUGIN_HOST_LOG_LEVEL") or (
+        "info" if args.command == "serve" else "warning")
+    fmt = args.log_format or os.environ.get("PLUGIN_HOST_LOG_FORMAT") or "text"
+    if level not in LEVELS or fmt not in FORMATS:
+        print(f"error: log level must be one of {LEVELS} and format one of {FORMATS}", file=sys.stderr)
+        return 2
+    setup_logging(level, fmt, debug=args.debug)
     try:
         config = _config(args)
+        if args.inspect:
+            check_inspect(address := f"127.0.0.1:{args.inspect_port}", "--inspect-port")
+            settings = config.plugins.get(args.inspect) or PluginSettings()
+            config.plugins = {**config.plugins, args.inspect: msgspec.structs.replace(settings, inspect=address)}
     except InvalidConfig as exc:  # a bad config file or variable is a usage error
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -288,7 +432,7 @@ def main(argv: list[str] | None = None) -> int:
     except _UsageError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    except HostError as exc:
+    except (HostError, ListenError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:

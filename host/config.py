@@ -202,6 +202,19 @@ class PluginSettings(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=T
     breaker: BreakerConfig | None = None
     max_concurrent: int | None = None  # calls admitted at once; None: the policy's; 0: no cap
     cache: CacheConfig | None = None
+    # "127.0.0.1:9229": run this plugin as one worker under the Deno inspector (loopback only),
+    # with no heartbeat deadline, so that it can sit at a breakpoint.
+    inspect: str | None = None
+
+
+INSPECT_HOSTS = ("127.0.0.1", "localhost", "[::1]")
+
+
+def check_inspect(address: str, where: str) -> None:
+    host, sep, port = address.rpartition(":")
+    if not sep or host not in INSPECT_HOSTS or not port.isdigit() or not 0 < int(port) < 65536:
+        raise InvalidConfig(f"{where}: the inspector address must be 127.0.0.1:PORT "
+                            f"(loopback only), got {address!r}")
 
 
 class BalancesConfig(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True):
@@ -298,6 +311,8 @@ class HostConfig(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True)
             if s.limits:
                 _check_worker_limits(s.limits, f"plugins.{pid}.limits")
             _check_policy(s.rate_limit, s.retry, s.breaker, s.max_concurrent, s.cache, f"plugins.{pid}")
+            if s.inspect is not None:
+                check_inspect(s.inspect, f"plugins.{pid}.inspect")
 
     @property
     def state_path(self) -> Path:
@@ -315,11 +330,20 @@ class HostConfig(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True)
         value = None if s is None else getattr(s, section)
         return default if value is None else value
 
+    def inspect_for(self, plugin_id: str) -> str | None:
+        return self._override(plugin_id, "inspect", None)
+
     def pool_for(self, plugin_id: str) -> PoolConfig:
-        return self._override(plugin_id, "pool", self.pool)
+        pool = self._override(plugin_id, "pool", self.pool)
+        if self.inspect_for(plugin_id):  # one inspector port: one worker
+            pool = msgspec.structs.replace(pool, min_workers=1, max_workers=1)
+        return pool
 
     def limits_for(self, plugin_id: str) -> WorkerLimits:
-        return self._override(plugin_id, "limits", self.limits)
+        limits = self._override(plugin_id, "limits", self.limits)
+        if self.inspect_for(plugin_id):  # paused at a breakpoint, it answers no heartbeat
+            limits = msgspec.structs.replace(limits, heartbeat_timeout=24 * 3600.0)
+        return limits
 
     def rate_limit_for(self, plugin_id: str) -> RateLimitConfig:
         return self._override(plugin_id, "rate_limit", self.policy.rate_limit)

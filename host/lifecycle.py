@@ -16,6 +16,7 @@ import anyio
 import msgspec
 from anyio.streams.memory import MemoryObjectSendStream
 
+from .logs import plugin_extra
 from .manifest import Manifest
 from .plugins import PluginSource
 from .pool import Pool
@@ -54,6 +55,10 @@ class Plugin:
         self._emit(PluginEvent(source.id, source.version_hint, "discovered", None, None, time.time()))
 
     @property
+    def log_extra(self) -> dict[str, str]:
+        return plugin_extra(self.id, self.key)
+
+    @property
     def id(self) -> str:
         return self.source.id
 
@@ -81,7 +86,8 @@ class Plugin:
             return
         previous, self.state = self.state, state
         (log.warning if state == "error" else log.info)(
-            "plugin %s: %s -> %s%s", self.key, previous, state, f" ({reason})" if reason else "")
+            "[plugin:%s] %s -> %s%s", self.key, previous, state, f" ({reason})" if reason else "",
+            extra=self.log_extra)
         self._emit(PluginEvent(self.id, self.version, state, previous, reason, time.time()))
 
     def reloaded(self) -> None:
@@ -89,13 +95,14 @@ class Plugin:
         self.reload_error = None
         previous = self.state
         self.state, self.error = "running", None
-        log.info("plugin %s: reloaded", self.key)
+        log.info("[plugin:%s] reloaded", self.key, extra=self.log_extra)
         self._emit(PluginEvent(self.id, self.version, "running", previous, None, time.time(), "reloaded"))
 
     def reload_failed(self, reason: str) -> None:
         """New code failed to load; the old version keeps serving."""
         self.reload_error = reason
-        log.warning("plugin %s: reload failed, the old version keeps serving: %s", self.key, reason)
+        log.warning("[plugin:%s] reload failed, the old version keeps serving: %s", self.key, reason,
+                    extra=self.log_extra)
         self._emit(PluginEvent(self.id, self.version, self.state, self.state, reason, time.time(),
                                "reload_failed"))
 

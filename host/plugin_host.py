@@ -268,7 +268,8 @@ class PluginHost:
         src = record.source
         return WorkerSpec(plugin_id=src.id, module=src.module, base_dir=src.base_dir,
                           read_paths=[str(src.root)], permissions=manifest.grants,
-                          limits=self.config.limits_for(src.id), **extra)
+                          limits=self.config.limits_for(src.id), inspect=self.config.inspect_for(src.id),
+                          **extra)
 
     async def _open_pool(self, record: Plugin, manifest: Manifest) -> Pool:
         """Start a pool for ``record`` with the permissions ``manifest`` declares and its
@@ -375,7 +376,7 @@ class PluginHost:
         """A worker's log line, its secrets already redacted by the worker (WorkerSpec.redact)."""
         if plugin_log.isEnabledFor(_LEVELS.get(msg.level, logging.INFO)):
             plugin_log.log(_LEVELS.get(msg.level, logging.INFO), "[plugin:%s] %s",
-                           worker.describe(), msg.message)
+                           worker.describe(), msg.message, extra=worker.log_extra)
         for fn in list(self._listeners):
             fn(worker.spec.plugin_id, worker, msg)
 

@@ -33,6 +33,7 @@ from .errors import (
     ResourceLimitExceeded,
     WorkerCrashed,
 )
+from .logs import worker_extra
 from .permissions import Permissions
 from .process import ChildProcess
 from .runtime import Runtime
@@ -180,6 +181,10 @@ class Worker:
     def describe(self) -> str:
         return f"{self.spec.plugin_id}#{self.index}"
 
+    @property
+    def log_extra(self) -> dict[str, Any]:
+        return worker_extra(self.spec.plugin_id, self.describe())
+
     # ------------------------------------------------------------------ lifecycle
 
     async def run(self, *, task_status: TaskStatus[Worker] = anyio.TASK_STATUS_IGNORED) -> None:
@@ -195,6 +200,7 @@ class Worker:
             flags = rt.flags(plugin_id=spec.plugin_id, permissions=spec.permissions,
                              base_dir=spec.base_dir, read_paths=spec.read_paths, limits=limits,
                              socket_path=sock_path, inspect=spec.inspect)
+            t_spawn = time.monotonic()
             self._proc = ChildProcess(
                 rt.command(flags, sock_path, token),
                 env=rt.env(spec.permissions, spec.egress_id or spec.plugin_id),
@@ -205,6 +211,7 @@ class Worker:
                 on_output=self._on_output,
             )
             self.pid = self._proc.pid
+            log.debug("[plugin:%s] spawned: pid %d", self.describe(), self.pid, extra=self.log_extra)
             rt.audit.record("spawn", plugin=spec.plugin_id, pid=self.pid, flags=flags,
                             data_limit_mb=limits.rlimit_data_mb, cpu_seconds=limits.cpu_seconds)
             async with anyio.create_task_group() as tg:
@@ -225,6 +232,8 @@ class Worker:
                 else:
                     self.state = "ready"
                     self.ready_at = self.idle_since = time.monotonic()
+                    log.debug("[plugin:%s] ready: pid %d after %.1f ms", self.describe(), self.pid,
+                              (self.ready_at - t_spawn) * 1000, extra=self.log_extra)
                     started = True
                     task_status.started(self)
                     tg.start_soon(self._heartbeat)
@@ -369,6 +378,14 @@ class Worker:
             elif self.exit_reason is None:  # killed after a protocol violation: a crash too
                 self.exit_reason = self._kill_reason or "crash"
         self.state = "stopped" if self.exit_reason == "shutdown" else "crashed"
+        if proc is not None:
+            expected = self.exit_reason in ("shutdown", "retired", "load")  # load: the plugin's state says
+            if expected:
+                log.debug("[plugin:%s] exited (%s): pid %d", self.describe(), self.exit_reason, self.pid,
+                          extra=self.log_extra)
+            else:
+                log.warning("[plugin:%s] exited (%s): %s", self.describe(), self.exit_reason,
+                            self.exit_error, extra=self.log_extra)
         if self._on_exit is not None:  # before waking callers: they may look at the pool
             self._on_exit(self)
         for hook in self._exit_hooks:
@@ -576,7 +593,7 @@ class Worker:
         if line:
             if self.spec.redact is not None:
                 line = self.spec.redact(line)
-            log.debug("[plugin:%s] %s", self.describe(), line)
+            log.debug("[plugin:%s] %s", self.describe(), line, extra=self.log_extra)
 
     async def _heartbeat(self) -> None:
         lim = self.spec.limits

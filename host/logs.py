@@ -1,0 +1,101 @@
+"""How the command line logs: text lines (the plugin prefix coloured on a tty) or JSON lines,
+at a chosen level. Worker messages carry ``[plugin:ID#N]`` in their text, so they read the
+same under an application's own logging setup, and ``plugin``/``worker`` attributes for the
+JSON lines."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+import time
+from typing import Any, TextIO
+
+LEVELS = ("debug", "info", "warning", "error")
+FORMATS = ("text", "json")
+_COLOURS = (36, 32, 35, 33, 34, 96, 92, 95)  # ANSI foreground colours for plugin prefixes
+_LEVEL_COLOURS = {logging.WARNING: 33, logging.ERROR: 31, logging.CRITICAL: 31}
+
+
+def worker_extra(plugin_id: str, worker: str) -> dict[str, Any]:
+    """``extra=`` for a log record about one worker (``worker`` as ``ID#N``)."""
+    return {"plugin": plugin_id, "worker": worker, "label": worker}
+
+
+def plugin_extra(plugin_id: str, key: str) -> dict[str, Any]:
+    """``extra=`` for a log record about one plugin version (``key`` as ``ID@VERSION``)."""
+    return {"plugin": plugin_id, "label": key}
+
+
+def _prefix(record: logging.LogRecord) -> str:
+    label = getattr(record, "label", None)
+    return f"[plugin:{label}] " if label else ""
+
+
+class TextFormatter(logging.Formatter):
+    """``HH:MM:SS.mmm LEVEL message``; on a tty the plugin prefix takes a colour per plugin and
+    warnings and errors their own."""
+
+    def __init__(self, colour: bool) -> None:
+        super().__init__()
+        self.colour = colour
+
+    def format(self, record: logging.LogRecord) -> str:
+        message = record.getMessage()
+        if record.exc_info:
+            message += "\n" + self.formatException(record.exc_info)
+        stamp = time.strftime("%H:%M:%S", time.localtime(record.created)) + f".{int(record.msecs):03d}"
+        level = record.levelname
+        if self.colour:
+            prefix = _prefix(record)
+            if prefix and message.startswith(prefix):
+                plugin = str(getattr(record, "plugin", ""))
+                code = _COLOURS[sum(plugin.encode()) % len(_COLOURS)]
+                message = f"\x1b[{code}m{prefix}\x1b[0m{message[len(prefix):]}"
+            if record.levelno in _LEVEL_COLOURS:
+                level = f"\x1b[{_LEVEL_COLOURS[record.levelno]}m{level}\x1b[0m"
+        return f"{stamp} {level} {message}"
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object a line: ts (ISO 8601, UTC), level, logger, message, and plugin/worker
+    for worker records (the text prefix left out of the message)."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        message = record.getMessage()
+        out: dict[str, Any] = {
+            "ts": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created)) + f".{int(record.msecs):03d}Z",
+            "level": record.levelname.lower(),
+            "logger": record.name,
+        }
+        if (plugin := getattr(record, "plugin", None)) is not None:
+            out["plugin"] = plugin
+            if (worker := getattr(record, "worker", None)) is not None:
+                out["worker"] = worker
+            message = message.removeprefix(_prefix(record))
+        out["message"] = message
+        if record.exc_info:
+            out["exc"] = self.formatException(record.exc_info)
+        return json.dumps(out, ensure_ascii=False)
+
+
+def setup_logging(level: str = "warning", fmt: str = "text", *, debug: bool = False,
+                  stream: TextIO | None = None) -> None:
+    """Configure the root logger for the CLI. ``debug`` shows everything, the plugins' console
+    and the workers' lifecycle included; otherwise a plugin's console shows from warnings up."""
+    stream = stream or sys.stderr
+    handler = logging.StreamHandler(stream)
+    if fmt == "json":
+        handler.setFormatter(JsonFormatter())
+    else:
+        colour = stream.isatty() and "NO_COLOR" not in os.environ
+        handler.setFormatter(TextFormatter(colour))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(logging.DEBUG if debug else getattr(logging, level.upper()))
+    quiet = logging.DEBUG if debug else max(root.level, logging.WARNING)
+    for name in ("host.plugin", "host.worker"):
+        logging.getLogger(name).setLevel(quiet)
+    logging.getLogger("aiohttp.access").setLevel(logging.DEBUG if debug else logging.WARNING)
+    logging.getLogger("asyncio").setLevel(logging.WARNING)
