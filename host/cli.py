@@ -18,7 +18,7 @@ import msgspec
 
 from .balances import BALANCE_CAPABILITY
 from .cli_output import Progress, balances_table, first_line, inspector_targets, start_progress, table
-from .config import HostConfig, PluginSettings, check_inspect
+from .config import TOOLS, HostConfig, PluginSettings, check_inspect
 from .config_file import load_config
 from .errors import HostError, InvalidConfig
 from .info import json_default
@@ -163,17 +163,22 @@ async def _call(args: argparse.Namespace, config: HostConfig) -> int:
 
 
 async def _execute(args: argparse.Namespace, config: HostConfig) -> int:
-    if args.file == "-":
-        code = sys.stdin.read()
-    else:
-        with open(args.file, encoding="utf-8") as f:
-            code = f.read()
     try:
-        input_ = json.loads(args.input) if args.input is not None else None
+        if args.file == "-":
+            code = sys.stdin.read()
+        else:
+            with open(args.file, encoding="utf-8") as f:
+                code = f.read()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise _UsageError(f"{args.file}: cannot read the code ({exc})") from None
+    try:
+        input_ = json.loads(args.input) if args.input is not None else msgspec.UNSET
+        permissions = json.loads(args.permissions) if args.permissions is not None else None
     except ValueError as exc:
-        raise _UsageError(f"--input must be JSON: {exc}") from None
+        raise _UsageError(f"--input and --permissions must be JSON: {exc}") from None
     async with _started(PluginHost(config), args) as host:
-        out = await host.execute(code, input_, entry=args.entry, timeout=args.timeout)
+        out = await host.execute(code, input_, entry=args.entry, timeout=args.timeout,
+                                 permissions=permissions, tools=args.tool or [])
     _print_json(out)
     return 0 if out.ok else 1
 
@@ -363,9 +368,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     s = add("execute", "run a module's default export (seed 001's /execute)")
     s.add_argument("file", help="a .js file, or - for stdin")
-    s.add_argument("--input", help="JSON input")
-    s.add_argument("--entry", default="default")
-    s.add_argument("--timeout", type=float)
+    s.add_argument("--input", help="the entry's argument, as JSON (default: undefined)")
+    s.add_argument("--entry", default="default", help="the export to call (default: default)")
+    s.add_argument("--timeout", type=float, help="seconds (default: [execute] timeout, 3)")
+    s.add_argument("--tool", action="append", choices=TOOLS, help="a tool the code may use; repeatable")
+    s.add_argument("--permissions", metavar="JSON",
+                   help='what the code may do, e.g. \'{"net": ["api.example.com"]}\' (default: nothing)')
     s.set_defaults(run=_execute)
 
     s = add("validate", "check a plugin as the host would load it, without starting a host")

@@ -215,3 +215,33 @@ def test_serve_on_a_port_in_use_is_one_line_and_exit_1(calc, shared_state, tmp_p
         out = run_cli("serve", "--port", str(port), *common(calc, shared_state), cwd=tmp_path)
     assert out.returncode == 1
     assert f"error: cannot listen on 127.0.0.1:{port}" in out.stderr and "Traceback" not in out.stderr
+
+
+@pytest.mark.timeout(60)
+def test_execute_runs_a_file_or_stdin_and_prints_the_seed_001_result(shared_state, tmp_path, local_server):
+    (tmp_path / "double.js").write_text("export default (x) => { console.log('got', x); return x * 2; }")
+    args = ["--state-dir", str(shared_state), "--plugins", str(tmp_path / "none")]
+    out = run_cli("execute", "double.js", "--input", "21", *args, cwd=tmp_path)
+    assert out.returncode == 0, out.stderr
+    shown = json.loads(out.stdout)
+    assert (shown["ok"], shown["result"]) == (True, 42)
+    assert [(e["level"], e["message"]) for e in shown["logs"]] == [("log", "got 21")]
+
+    piped = subprocess.run([sys.executable, "-m", "host", "execute", "-", "--tool", "crypto", *args],
+                           input="export default (x) => [typeof x, typeof crypto.randomUUID()]",
+                           capture_output=True, text=True, timeout=60, cwd=tmp_path)
+    assert json.loads(piped.stdout)["result"] == ["undefined", "string"], piped.stderr
+
+    (tmp_path / "fetch.js").write_text("export default async (url) => (await fetch(url)).status")
+    url = json.dumps(f"http://127.0.0.1:{local_server.port}/x")
+    denied = run_cli("execute", "fetch.js", "--input", url, *args, cwd=tmp_path)
+    assert denied.returncode == 1  # the code failed: exit 1, the exception in the JSON
+    assert json.loads(denied.stdout)["logs"][-1]["level"] == "exception"
+    grant = json.dumps({"net": [f"127.0.0.1:{local_server.port}"], "allowPrivateNetwork": True})
+    allowed = run_cli("execute", "fetch.js", "--input", url, "--permissions", grant, *args, cwd=tmp_path)
+    assert json.loads(allowed.stdout)["result"] == 200, allowed.stdout
+    assert local_server.requests == ["/x"]
+
+    assert run_cli("execute", "missing.js", *args, cwd=tmp_path).returncode == 2
+    assert run_cli("execute", "double.js", "--input", "{oops", *args, cwd=tmp_path).returncode == 2
+    assert run_cli("execute", "double.js", "--tool", "db", *args, cwd=tmp_path).returncode == 2

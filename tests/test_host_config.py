@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 
 from host import HostConfig, InvalidConfig, PoolConfig
@@ -30,3 +32,24 @@ def test_bad_sections_are_typed_errors_naming_the_field(kw, message):
     with pytest.raises(InvalidConfig) as e:
         HostConfig(**kw)
     assert message in str(e.value)
+
+
+@pytest.mark.parametrize(("section", "named"), [
+    ({"execute": {"crypto": {"methods": ["getRandomValues", "sign"]}}}, "execute.crypto.methods: unknown ['sign']"),
+    ({"execute": {"crypto": {"max_bytes": 70000}}}, "max_bytes <= 65536"),
+    ({"execute": {"min_workers": 9}}, "execute: need 0 <= min_workers <= max_workers"),
+    ({"execute": {"timeout": 0}}, "execute: need timeout > 0"),
+    ({"plugins": {"calc": {"inspect": "0.0.0.0:9229"}}}, "plugins.calc.inspect: the inspector address must be 127.0.0.1"),
+    ({"plugins": {"calc": {"inspect": "127.0.0.1"}}}, "loopback only"),
+])
+def test_execute_tools_and_inspect_are_validated(section, named):
+    with pytest.raises(InvalidConfig, match=re.escape(named)):
+        HostConfig(**section)
+
+
+def test_an_inspected_plugin_runs_one_worker_without_a_heartbeat_deadline():
+    c = HostConfig(pool={"min_workers": 2, "max_workers": 6}, plugins={"calc": {"inspect": "127.0.0.1:9230"}})
+    assert c.inspect_for("calc") == "127.0.0.1:9230" and c.inspect_for("other") is None
+    assert (c.pool_for("calc").min_workers, c.pool_for("calc").max_workers) == (1, 1)
+    assert c.pool_for("other").max_workers == 6
+    assert c.limits_for("calc").heartbeat_timeout >= 3600 and c.limits_for("other").heartbeat_timeout == 10.0
