@@ -78,6 +78,10 @@ def create_app(host: PluginHost, *, admin_token: str | None = None, enable_execu
                                     "message": f"request body over {max_body} bytes"}}, 413)
         except HostError as exc:
             return _host_error(exc)
+        except web.HTTPException as exc:  # aiohttp's own 404/405/400: JSON like every other error
+            if exc.content_type == "application/json" or exc.status < 400:
+                raise
+            return _error(exc.status, exc.reason.replace(" ", ""), f"{request.method} {request.path}: {exc.reason}")
 
     app = web.Application(middlewares=[guard], client_max_size=max_body)
 

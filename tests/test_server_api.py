@@ -72,6 +72,11 @@ def test_management_api_over_http(plugins, shared_state, tmp_path):
         assert status == 404 and err["error"]["type"] == "FunctionNotFound"
         status, err = srv.request("POST", "/api/plugins/calc/call/add", {"args": 5}, token=TOKEN)
         assert status == 400 and err["error"]["type"] == "BadRequest"
+        # routes that do not exist, or not with that method: JSON too
+        status, err = srv.request("GET", "/api/nothing-here")
+        assert status == 404 and err["error"]["type"] == "NotFound", err
+        status, err = srv.request("DELETE", "/api/plugins/calc", token=TOKEN)
+        assert status == 405 and err["error"]["type"] == "MethodNotAllowed", err
         # mutating without the token
         status, err = srv.request("POST", "/api/plugins/calc/restart")
         assert status == 401 and err["error"]["type"] == "Unauthorized"
