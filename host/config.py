@@ -202,6 +202,9 @@ class PluginSettings(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=T
     breaker: BreakerConfig | None = None
     max_concurrent: int | None = None  # calls admitted at once; None: the policy's; 0: no cap
     cache: CacheConfig | None = None
+    # Lift the deny list of loopback and private addresses for this plugin (a relay station on
+    # the LAN, a local fake in tests): the operator's opt-in, whatever the plugin declares.
+    allow_private_network: bool = False
     # "127.0.0.1:9229": run this plugin as one worker under the Deno inspector (loopback only),
     # with no heartbeat deadline, so that it can sit at a breakpoint.
     inspect: str | None = None
@@ -329,6 +332,10 @@ class HostConfig(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True)
         s = self.plugins.get(plugin_id)
         value = None if s is None else getattr(s, section)
         return default if value is None else value
+
+    def allow_private_network_for(self, plugin_id: str) -> bool:
+        s = self.plugins.get(plugin_id)
+        return s is not None and s.allow_private_network
 
     def inspect_for(self, plugin_id: str) -> str | None:
         return self._override(plugin_id, "inspect", None)

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import functools
 import re
+from collections.abc import Mapping
 from typing import Any, Literal
+from urllib.parse import urlsplit
 
 import msgspec
 import semantic_version as sv
@@ -62,7 +64,32 @@ class Manifest(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True, r
 
     @property
     def grants(self) -> Permissions:
-        return Permissions.parse(self.permissions)
+        """The permissions declared, config references resolved with the schema's defaults."""
+        return self.grants_for(None)
+
+    def grants_for(self, config: Mapping[str, Any] | None, *, allow_private_network: bool = False) -> Permissions:
+        """The permissions a worker gets with ``config`` (None: the configSchema's defaults): a
+        net entry ``"{config.KEY}"`` becomes the host (and port, if the value names one) of
+        that config value, e.g. ``baseUrl = "https://relay.example:8443/v1"`` grants
+        ``relay.example:8443``; with no value it grants nothing. ``allow_private_network`` is
+        the operator's opt-in (``[plugins.<id>] allow_private_network``)."""
+        raw = self.permissions
+        net = raw.get("net") if isinstance(raw, dict) else None
+        if isinstance(net, list) and any(_config_ref(e) for e in net):
+            values = config if config is not None else {
+                k: f.default for k, f in self.config_schema.items() if f.default is not msgspec.UNSET}
+            resolved = []
+            for entry in net:
+                key = _config_ref(entry)
+                if key is None:
+                    resolved.append(entry)
+                elif (host := url_host(values.get(key))) is not None:
+                    resolved.append(host)
+            raw = {**raw, "net": list(dict.fromkeys(resolved))}
+        perms = Permissions.parse(raw)
+        if allow_private_network and not perms.allow_private_network:
+            perms = msgspec.structs.replace(perms, allow_private_network=True)
+        return perms
 
     def events(self) -> list[str]:
         return [c for c in self.capabilities if _EVENT_RE.match(c)]
@@ -98,8 +125,14 @@ def parse_manifest(raw: Any, exports: list[str], *, path: str, expected_id: str,
         raise InvalidManifest(
             f"{m.api_version!r} is not compatible with this host's plugin API {HOST_API_VERSION}"
             " (the major version must match)", path=path, field="apiVersion", plugin=m.id)
+    net = m.permissions.get("net")
+    for entry in net if isinstance(net, list) else ():
+        key = _config_ref(entry)
+        if key is not None and (key not in m.config_schema or m.config_schema[key].type != "string"):
+            raise InvalidManifest(f"{entry!r} must name a string field of configSchema", path=path,
+                                  field="permissions.net", plugin=m.id)
     try:
-        Permissions.parse(m.permissions)
+        m.grants  # noqa: B018 (validates, config references resolved with the defaults)
     except InvalidConfig as exc:
         raise InvalidManifest(exc.message.removeprefix("permissions: "), path=path,
                               field="permissions", plugin=m.id) from None
@@ -120,6 +153,32 @@ def parse_manifest(raw: Any, exports: list[str], *, path: str, expected_id: str,
             raise InvalidManifest(f"{cap!r} needs {what}, and the module has no such function",
                                   path=path, field="capabilities", plugin=m.id)
     return m
+
+
+_CONFIG_REF = re.compile(r"^\{config\.([A-Za-z_][A-Za-z0-9_]*)\}$")
+
+
+def _config_ref(entry: Any) -> str | None:
+    """``"{config.baseUrl}"`` -> ``"baseUrl"``; anything else -> None."""
+    m = _CONFIG_REF.match(entry) if isinstance(entry, str) else None
+    return m.group(1) if m else None
+
+
+def url_host(value: Any) -> str | None:
+    """The ``host[:port]`` a URL (or a bare ``host[:port]``) names, for a net grant; None for
+    no value or one that names no host. User info, path, query and fragment are dropped."""
+    if not isinstance(value, str) or not value.strip():
+        return None
+    text = value.strip()
+    parts = urlsplit(text if "://" in text else "//" + text)
+    try:
+        host, port = parts.hostname, parts.port
+    except ValueError:  # a port that is not a number
+        return None
+    if not host:
+        return None
+    host = f"[{host}]" if ":" in host else host
+    return f"{host}:{port}" if port else host
 
 
 def _api_compatible(api: str) -> bool:

@@ -175,7 +175,7 @@ class PluginHost:
             return next((p.spec.permissions for p in self._exec_pools.values()
                          if p.spec.egress_id == plugin_id), None)
         newest = _newest(r for r in self._records if r.id == plugin_id and r.manifest is not None)
-        return newest[plugin_id].manifest.grants if plugin_id in newest else None  # type: ignore[union-attr]
+        return self._grants(newest[plugin_id]) if plugin_id in newest else None
 
     async def _load(self, sources: list[PluginSource]) -> None:
         """Discovered → loaded (metadata read in a worker with no permissions, validated) →
@@ -263,13 +263,22 @@ class PluginHost:
         self._secrets[plugin_id] = secret_values(manifest.config_schema, values)
         return apply_schema(manifest.config_schema, values, plugin=plugin_id)
 
-    def _spec(self, record: Plugin, manifest: Manifest, **extra: Any) -> WorkerSpec:
-        """What the plugin's workers run: its module, with the permissions ``manifest`` declares."""
+    def _spec(self, record: Plugin, manifest: Manifest, config: dict[str, Any] | None = None,
+              **extra: Any) -> WorkerSpec:
+        """What the plugin's workers run: its module, with ``config`` and the permissions
+        ``manifest`` declares (config references resolved with ``config``)."""
         src = record.source
+        grants = manifest.grants_for(config, allow_private_network=self.config.allow_private_network_for(src.id))
         return WorkerSpec(plugin_id=src.id, module=src.module, base_dir=src.base_dir,
-                          read_paths=[str(src.root)], permissions=manifest.grants,
+                          read_paths=[str(src.root)], permissions=grants, config=config,
                           limits=self.config.limits_for(src.id), inspect=self.config.inspect_for(src.id),
                           **extra)
+
+    def _grants(self, record: Plugin) -> Permissions | None:
+        """What the plugin's workers may do: as its pool was started, else as declared."""
+        if record.pool is not None:
+            return record.pool.spec.permissions
+        return record.manifest.grants if record.manifest is not None else None
 
     async def _open_pool(self, record: Plugin, manifest: Manifest) -> Pool:
         """Start a pool for ``record`` with the permissions ``manifest`` declares and its
@@ -734,8 +743,7 @@ class PluginHost:
         sched = self._scheduler
         info = plugin_info(r, self._policies.get(r.id), sched.queued(r.id), sched.running(r.id),
                            self._cache.size(r.id))
-        if r.manifest is not None:
-            grants = r.manifest.grants
+        if (grants := self._grants(r)) is not None:
             info.permissions = msgspec.to_builtins(grants)
             info.permission_findings = grants.findings(max_net_hosts=self.config.security.max_net_hosts)
         if self._egress is not None:
@@ -911,7 +919,7 @@ class PluginHost:
 
     async def _call_once(self, record: Plugin, manifest: Manifest, fn: str, args: list[Any]) -> Any:
         assert self._runtime is not None
-        spec = self._spec(record, manifest)
+        spec = self._spec(record, manifest, args[0] if fn == "validateConfig" else None)
         worker = Worker(spec, self._runtime)
         result: Any = None
         error: HostError | None = None

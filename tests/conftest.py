@@ -217,6 +217,66 @@ def local_server() -> Iterator[LocalServer]:
         loop.close()
 
 
+Handler = Callable[[web.Request], Any]
+
+
+class FakeHttp:
+    """A third-party HTTP service faked on 127.0.0.1 by an aiohttp server in a thread of its
+    own: ``route(method, path, handler)`` with ``handler(request) -> web.Response`` (async or
+    not); unknown routes get a JSON 404. ``requests`` records (method, path_qs, headers)."""
+
+    def __init__(self) -> None:
+        self.port = 0
+        self.routes: dict[tuple[str, str], Handler] = {}
+        self.requests: list[tuple[str, str, dict[str, str]]] = []
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def route(self, method: str, path: str, handler: Handler) -> None:
+        self.routes[(method.upper(), path)] = handler
+
+    def json(self, method: str, path: str, body: Any, status: int = 200, headers: dict | None = None) -> None:
+        """A route that always answers ``body`` as JSON."""
+        self.route(method, path, lambda request: web.json_response(body, status=status, headers=headers))
+
+    async def _dispatch(self, request: web.Request) -> web.StreamResponse:
+        self.requests.append((request.method, request.path_qs, dict(request.headers)))
+        handler = self.routes.get((request.method, request.path))
+        if handler is None:
+            return web.json_response({"error": {"message": "not found"}}, status=404)
+        out = handler(request)
+        return await out if asyncio.iscoroutine(out) else out
+
+
+@pytest.fixture
+def fake_http() -> Iterator[FakeHttp]:
+    fake = FakeHttp()
+    loop = asyncio.new_event_loop()
+    thread = threading.Thread(target=loop.run_forever, name="fake-http", daemon=True)
+    thread.start()
+
+    async def start() -> web.AppRunner:
+        app = web.Application()
+        app.router.add_route("*", "/{tail:.*}", fake._dispatch)
+        runner = web.AppRunner(app, access_log=None, shutdown_timeout=0.5)
+        await runner.setup()
+        site = web.TCPSite(runner, "127.0.0.1", 0)
+        await site.start()
+        fake.port = runner.addresses[0][1]
+        return runner
+
+    runner = asyncio.run_coroutine_threadsafe(start(), loop).result(10)
+    try:
+        yield fake
+    finally:
+        asyncio.run_coroutine_threadsafe(runner.cleanup(), loop).result(10)
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(10)
+        loop.close()
+
+
 def free_port() -> int:
     import socket
 

@@ -131,6 +131,13 @@ export interface Context<Config = Record<string, unknown>> {
   readonly cache: PluginCache;
   readonly storage: PluginStorage;
   readonly channel: Channel;
+  /**
+   * fetch() and JSON.parse in one, failures as typed PluginErrors: 401/403 AUTH_ERROR, 429
+   * RATE_LIMIT (details.retryAfter in seconds, from Retry-After), other non-2xx PROVIDER_ERROR
+   * (details.status), a body that is not JSON PARSE_ERROR, no answer NETWORK_ERROR, the call
+   * cancelled or past its deadline TIMEOUT. Uses the call's signal unless `init` has one.
+   */
+  fetchJson(url: string | URL, init?: RequestInit): Promise<unknown>;
 }
 
 /** An exported plugin function: the call's arguments, then the context. */

@@ -9,6 +9,7 @@
  * directory; everything the plugin may do is decided by the flags the host starts it with.
  */
 
+import { fetchJson } from "./http.ts";
 import { Decoder, Encoder, EncodingTooLarge } from "./msgpack.ts";
 
 const COOKIE = "PLUGIN_HOST_7f3a9c2e";
@@ -867,6 +868,8 @@ function makeContext(state: CallState, timeoutMs: number | undefined, owner: Cal
       keys: () => hostCall("storage.keys", [], call),
     },
     channel,
+    fetchJson: (url: string | URL, init?: RequestInit) =>
+      fetchJson((t, m, d) => new PluginError(t, m, d), state.controller.signal, url, init),
   };
 }
 

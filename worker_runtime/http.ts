@@ -1,0 +1,81 @@
+/**
+ * `context.fetchJson(url, init?)`: one HTTP request whose failures arrive as typed PluginErrors,
+ * the mapping every provider plugin needs (seed 000):
+ *
+ *   401, 403            AUTH_ERROR       details { status }
+ *   429                 RATE_LIMIT       details { status, retryAfter } (seconds, from Retry-After)
+ *   5xx, other non-2xx  PROVIDER_ERROR   details { status }
+ *   a body not JSON     PARSE_ERROR      details { status }
+ *   no answer           NETWORK_ERROR    (refused, reset, DNS, TLS)
+ *   cancelled/deadline  TIMEOUT
+ *
+ * A permission refusal (NotCapable, the egress proxy's PermissionDenied) is rethrown as it is:
+ * it is the sandbox speaking, not the provider. Messages quote at most 200 characters of a body.
+ */
+
+type ErrorFactory = (errorType: string, message: string, details?: unknown) => Error;
+
+const SNIPPET = 200;
+
+function snippet(text: string): string {
+  const flat = text.replace(/\s+/g, " ").trim();
+  return flat.length > SNIPPET ? flat.slice(0, SNIPPET) + "…" : flat;
+}
+
+/** Seconds to wait from a Retry-After header: delta-seconds or an HTTP date; undefined if absent. */
+export function retryAfterSeconds(value: string | null, now = Date.now()): number | undefined {
+  if (value == null || value.trim() === "") return undefined;
+  const seconds = Number(value.trim());
+  if (Number.isFinite(seconds)) return Math.max(0, seconds);
+  const at = Date.parse(value);
+  return Number.isNaN(at) ? undefined : Math.max(0, (at - now) / 1000);
+}
+
+function isSandboxRefusal(e: unknown): boolean {
+  const name = (e as { name?: unknown })?.name;
+  return name === "NotCapable" || name === "PermissionDenied" || name === "ResourceLimitExceeded";
+}
+
+export async function fetchJson(
+  fail: ErrorFactory,
+  signal: AbortSignal,
+  url: string | URL,
+  init: RequestInit = {},
+): Promise<unknown> {
+  const where = (() => {
+    try {
+      return new URL(String(url)).host;
+    } catch {
+      throw fail("PROVIDER_ERROR", `not a URL: ${snippet(String(url))}`);
+    }
+  })();
+  const aborted = () => signal.aborted || init.signal?.aborted;
+  let response: Response;
+  let text: string;
+  try {
+    response = await fetch(url, { ...init, signal: init.signal ?? signal });
+    text = await response.text();
+  } catch (e) {
+    if (isSandboxRefusal(e)) throw e;
+    if (aborted()) throw fail("TIMEOUT", `${where}: the request was cancelled (${String(signal.reason ?? "deadline")})`);
+    const why = e instanceof Error ? e.message : String(e);
+    throw fail("NETWORK_ERROR", `${where}: ${snippet(why)}`);
+  }
+  const status = response.status;
+  if (status === 401 || status === 403) {
+    throw fail("AUTH_ERROR", `${where} answered ${status}: ${snippet(text) || response.statusText}`, { status });
+  }
+  if (status === 429) {
+    const retryAfter = retryAfterSeconds(response.headers.get("retry-after"));
+    throw fail("RATE_LIMIT", `${where} answered 429: ${snippet(text) || "too many requests"}`,
+      retryAfter === undefined ? { status } : { status, retryAfter });
+  }
+  if (status < 200 || status >= 300) {
+    throw fail("PROVIDER_ERROR", `${where} answered ${status}: ${snippet(text) || response.statusText}`, { status });
+  }
+  try {
+    return JSON.parse(text);
+  } catch {
+    throw fail("PARSE_ERROR", `${where} answered ${status} with a body that is not JSON: ${snippet(text)}`, { status });
+  }
+}
