@@ -1,5 +1,6 @@
 """Plugin Host: run untrusted JavaScript/TypeScript plugins in sandboxed Deno workers."""
 
+from .balance_history import BalancePoint
 from .balances import BalanceResult
 from .config import (
     BalancesConfig,
@@ -17,6 +18,7 @@ from .config import (
     RetryConfig,
     SecurityConfig,
     ServerConfig,
+    UsageScriptConfig,
     WorkerLimits,
 )
 from .config_file import load_config
@@ -52,9 +54,9 @@ from .sync import SyncPluginHost
 __version__ = "0.1.0"
 
 __all__ = [
-    "BalanceResult", "BalancesConfig", "BreakerConfig", "CacheConfig", "PolicyConfig", "PolicyStorageError",
+    "BalancePoint", "BalanceResult", "BalancesConfig", "BreakerConfig", "CacheConfig", "PolicyConfig", "PolicyStorageError",
     "SecurityConfig", "ServerConfig", "load_config", "RateLimitConfig", "RetryConfig",
-    "CallCancelled", "CallTimeout", "EventsConfig", "HealthConfig", "CircuitOpen", "EventReply", "CryptoToolConfig", "ExecuteConfig", "ExecuteResult",
+    "CallCancelled", "CallTimeout", "EventsConfig", "HealthConfig", "CircuitOpen", "EventReply", "UsageScriptConfig", "CryptoToolConfig", "ExecuteConfig", "ExecuteResult",
     "FunctionNotFound", "HandshakeError", "HostClosed", "HostConfig", "HostError", "InvalidConfig",
     "LogEntry", "PayloadTooLarge", "PermissionDenied", "Permissions", "PluginError", "PluginEvent", "PluginHost",
     "PluginInfo", "PluginNotFound", "PluginSettings", "PluginUnavailable", "PoolConfig",

@@ -220,10 +220,22 @@ def check_inspect(address: str, where: str) -> None:
                             f"(loopback only), got {address!r}")
 
 
+class UsageScriptConfig(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True):
+    """``[usage_scripts.<id>]``: a cc-switch usage script run as balance plugin ``<id>``, given
+    as text (``script``) or as a file (``file``); ``name`` is its display name."""
+
+    script: str | None = None
+    file: str | None = None
+    name: str | None = None
+
+
 class BalancesConfig(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True):
-    """``query_balances``: each balance plugin's ``queryBalance`` runs with this timeout."""
+    """``query_balances``: each balance plugin's ``queryBalance`` runs with this timeout; the
+    successful answers are kept ``history_days`` in ``<state_dir>/balances.sqlite3`` (0: kept
+    for ever)."""
 
     timeout: float = 10.0
+    history_days: float = 365.0
 
 
 class SecurityConfig(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True):
@@ -277,14 +289,16 @@ class HostConfig(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True)
     server: ServerConfig = msgspec.field(default_factory=ServerConfig)
     security: SecurityConfig = msgspec.field(default_factory=SecurityConfig)
     plugins: dict[str, PluginSettings] = {}
+    usage_scripts: dict[str, UsageScriptConfig] = {}
 
     def __post_init__(self) -> None:
         # Sections given as plain dicts (``HostConfig(pool={"max_workers": 8})``) are
         # validated into their Structs here, with errors that name the section.
         for f in msgspec.structs.fields(self):
             value = getattr(self, f.name)
-            if (isinstance(value, dict) and f.name != "plugins") or (
-                    f.name == "plugins" and any(isinstance(v, dict) for v in value.values())):
+            keyed = f.name in ("plugins", "usage_scripts")  # {id: section}
+            if (isinstance(value, dict) and not keyed) or (
+                    keyed and any(isinstance(v, dict) for v in value.values())):
                 try:
                     setattr(self, f.name, msgspec.convert(value, f.type))
                 except msgspec.ValidationError as exc:
@@ -308,6 +322,9 @@ class HostConfig(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True)
             raise InvalidConfig("policy.max_concurrent_calls must be >= 1 (None: no cap)")
         check_storage(pol.storage, "policy.storage")
         check_storage(pol.cache_storage, "policy.cache_storage")
+        for sid, u in self.usage_scripts.items():
+            if (u.script is None) == (u.file is None):
+                raise InvalidConfig(f"usage_scripts.{sid}: give exactly one of script and file")
         for pid, s in self.plugins.items():
             if s.pool:
                 _check_pool(s.pool, f"plugins.{pid}.pool")
@@ -484,6 +501,7 @@ __all__ = [
     "CacheConfig",
     "EventsConfig",
     "CryptoToolConfig",
+    "UsageScriptConfig",
     "ExecuteConfig",
     "HealthConfig",
     "ReloadConfig",

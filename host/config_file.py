@@ -112,6 +112,11 @@ def _read(path: Path, name: str) -> tuple[dict[str, Any], set[str]]:
             data[key] = _resolve(value, base)
         elif key == "plugins_dir" and isinstance(value, list):
             data[key] = [_resolve(v, base) if isinstance(v, str) else v for v in value]
+    scripts = data.get("usage_scripts")
+    if isinstance(scripts, dict):
+        for entry in scripts.values():
+            if isinstance(entry, dict) and isinstance(entry.get("file"), str):
+                entry["file"] = _resolve(entry["file"], base)
     return data, shortcuts
 
 

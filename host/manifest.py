@@ -15,7 +15,7 @@ from .errors import InvalidConfig
 from .permissions import Permissions
 
 HOST_API_VERSION = "1.0"
-_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 _EVENT_RE = re.compile(r"^[A-Za-z0-9_-]+([.:][A-Za-z0-9_*-]+)+$")
 # Capabilities with a meaning of their own, and the export each one needs.
 KNOWN_CAPABILITIES = {"balance": "queryBalance"}
@@ -108,7 +108,7 @@ def parse_manifest(raw: Any, exports: list[str], *, path: str, expected_id: str,
     except msgspec.ValidationError as exc:
         field = _field_of(str(exc))
         raise InvalidManifest(str(exc), path=path, field=field, plugin=expected_id) from None
-    if not _ID_RE.match(m.id):
+    if not ID_RE.match(m.id):
         raise InvalidManifest(f"{m.id!r} is not a valid id", path=path, field="id", plugin=expected_id)
     if m.id != expected_id:
         raise InvalidManifest(f"{m.id!r} does not match the file or directory name {expected_id!r}",

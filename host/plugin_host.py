@@ -3,7 +3,9 @@ one pool per plugin plus pools for ad-hoc ``execute``."""
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
+import sqlite3
 import time
 from collections.abc import Callable, Iterable
 from typing import Any
@@ -13,6 +15,7 @@ import msgspec
 from anyio.abc import TaskGroup
 
 from . import protocol as p
+from .balance_history import BalanceHistory, BalancePoint
 from .balances import BALANCE_CAPABILITY, BALANCE_FUNCTION, BalanceResult, from_error, from_reply
 from .config import (
     TOOLS,
@@ -54,6 +57,7 @@ from .runtime import Runtime
 from .scheduler import Scheduler, SchedulerStats
 from .secrets import EXPORT_FORMAT, SecretBox, export_cipher, import_cipher
 from .services import HostServices
+from .usage_scripts import usage_sources
 from .worker import Lease, Worker, WorkerSpec
 
 log = logging.getLogger("host")
@@ -94,6 +98,7 @@ class PluginHost:
         self._limiter = RateLimiter(self.config.policy.storage, self.config.policy.global_limit)
         self._policies: dict[str, PluginPolicy] = {}  # by plugin id: survives restarts, reloads
         self._cache = ResultCache(self.config.policy.cache_storage, self.config.state_path)
+        self._history = BalanceHistory(self.config.state_path, keep_days=self.config.balances.history_days)
         self._flights: dict[bytes, anyio.Event | None] = {}  # cache keys being fetched: later callers wait
         self._refreshing: set[bytes] = set()           # cache keys refreshed in the background
         self._scheduler = Scheduler(self.config.policy.max_concurrent_calls,
@@ -119,7 +124,7 @@ class PluginHost:
             self._store.verify()  # a wrong secret key fails the start, before any worker
             if self.config.security.egress_proxy:  # before any spawn: workers get its URL
                 await self._start_egress()
-            await self._load(discover(self.config.plugin_dirs))
+            await self._load(self._discover())
             self._seal_stored_secrets()
             if self.config.health.interval > 0:
                 self._tg.start_soon(self._health_loop)
@@ -145,6 +150,7 @@ class PluginHost:
             if self._services is not None:  # every worker is gone: no host call uses them
                 self._services.close()
             self._cache.close()
+            self._history.close()
             self._limiter.close()
 
     async def aclose(self) -> None:
@@ -176,6 +182,13 @@ class PluginHost:
                          if p.spec.egress_id == plugin_id), None)
         newest = _newest(r for r in self._records if r.id == plugin_id and r.manifest is not None)
         return self._grants(newest[plugin_id]) if plugin_id in newest else None
+
+    def _discover(self) -> list[PluginSource]:
+        """The plugins in the plugin directories, and the cc-switch usage scripts as plugins."""
+        assert self._runtime is not None
+        scripts = usage_sources(self.config.plugin_dirs, self.config.usage_scripts,
+                                self.config.state_path / "usage_scripts", self._runtime.entry.parent)
+        return sorted(discover(self.config.plugin_dirs) + scripts, key=lambda s: (s.id, s.version_hint or ""))
 
     async def _load(self, sources: list[PluginSource]) -> None:
         """Discovered → loaded (metadata read in a worker with no permissions, validated) →
@@ -319,7 +332,7 @@ class PluginHost:
             if not self._running:
                 return
             known = {r.source.module for r in self._records}
-            fresh = [s for s in discover(self.config.plugin_dirs) if s.module not in known]
+            fresh = [s for s in self._discover() if s.module not in known]
             for r in list(self._records):
                 if not r.source.module.exists():
                     await self._stop(r, "stopped", "removed from disk")
@@ -587,7 +600,19 @@ class PluginHost:
         async with anyio.create_task_group() as tg:
             for r in newest.values():
                 tg.start_soon(one, r)
-        return [results[pid] for pid in sorted(results)]
+        ordered = [results[pid] for pid in sorted(results)]
+        try:
+            await anyio.to_thread.run_sync(self._history.append, ordered)
+        except sqlite3.Error as exc:  # the answers still count; the history misses them
+            log.warning("balance history: cannot record: %s", exc)
+        return ordered
+
+    async def balance_history(self, provider: str | None = None, *, since: dt.datetime | None = None,
+                              until: dt.datetime | None = None, limit: int = 10_000) -> list[BalancePoint]:
+        """The recorded balances (successful, freshly asked queries), oldest first: of one
+        provider (plugin id) or all, within [since, until], at most ``limit`` newest points."""
+        return await anyio.to_thread.run_sync(
+            lambda: self._history.read(provider, since=since, until=until, limit=limit))
 
     async def _admitted(self, pool: Pool, policy: PluginPolicy, plugin: str, fn: str, arglist: list[Any],
                         deadline: float, priority: int) -> Any:

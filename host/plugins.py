@@ -20,6 +20,7 @@ from .worker import Worker, WorkerSpec
 
 ENTRY_NAMES = ("mod.ts", "mod.js", "index.ts", "index.js")
 SUFFIXES = (".ts", ".js", ".mjs")
+USAGE_SUFFIX = ".usage.js"  # a cc-switch usage script, not a module (see usage_scripts.py)
 _VERSIONED = re.compile(r"^(?P<id>[^@]+)@(?P<version>\d+\.\d+\.\d+(?:[-+][0-9A-Za-z.+-]+)?)$")
 
 
@@ -55,7 +56,7 @@ def source_for(path: Path) -> PluginSource | None:
                 pid, version = _split_name(path.name)
                 return PluginSource(id=pid, module=entry, root=path, version_hint=version)
         return None
-    if (path.is_file() and path.suffix in SUFFIXES and not path.name.endswith(".d.ts")
+    if (path.is_file() and path.suffix in SUFFIXES and not path.name.endswith((".d.ts", USAGE_SUFFIX))
             and not path.stem.endswith((".test", "_test"))):
         pid, version = _split_name(path.stem)
         return PluginSource(id=pid, module=path, root=path, version_hint=version)

@@ -3,6 +3,7 @@ the Isolate-compatible ``POST /execute`` when enabled."""
 
 from __future__ import annotations
 
+import datetime as dt
 import hmac
 import json
 import math
@@ -56,6 +57,15 @@ async def _body(request: web.Request) -> Any:
             text=json.dumps({"error": {"type": "BadRequest", "message": f"invalid JSON: {exc}"}}),
             content_type="application/json",
         ) from None
+
+
+def _instant(text: str) -> dt.datetime:
+    """``2026-11-23T10:00:00Z`` (no zone: UTC) or unix seconds."""
+    try:
+        return dt.datetime.fromtimestamp(float(text), dt.UTC)
+    except ValueError:
+        t = dt.datetime.fromisoformat(text)
+        return t if t.tzinfo else t.replace(tzinfo=dt.UTC)
 
 
 def _finite(x: Any) -> bool:
@@ -184,6 +194,16 @@ def create_app(host: PluginHost, *, admin_token: str | None = None, enable_execu
         refresh = request.query.get("refresh", "") in ("1", "true")
         return _json(await host.query_balances(refresh=refresh))
 
+    async def balance_history(request: web.Request) -> web.Response:
+        q = request.query
+        try:
+            since, until = (_instant(q[k]) if k in q else None for k in ("since", "until"))
+            limit = int(q.get("limit", "10000"))
+        except ValueError as exc:
+            return _error(400, "BadRequest", f"since/until must be ISO 8601 or unix seconds, limit an integer: {exc}")
+        points = await host.balance_history(q.get("provider"), since=since, until=until, limit=limit)
+        return _json(points)
+
     async def metrics(request: web.Request) -> web.Response:
         return web.Response(body=host.metrics.render(), headers={"Content-Type": CONTENT_TYPE})
 
@@ -201,5 +221,6 @@ def create_app(host: PluginHost, *, admin_token: str | None = None, enable_execu
     app.router.add_put("/api/plugins/{id}/config", put_config)
     app.router.add_post("/api/events/{event}", event)
     app.router.add_get("/api/balances", balances)
+    app.router.add_get("/api/balances/history", balance_history)
     app.router.add_post("/execute", execute)
     return app

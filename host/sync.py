@@ -8,6 +8,7 @@ from typing import Any
 from anyio.from_thread import start_blocking_portal
 from msgspec import UNSET
 
+from .balance_history import BalancePoint
 from .balances import BalanceResult
 from .config import HostConfig
 from .errors import HostClosed
@@ -53,6 +54,9 @@ class SyncPluginHost:
 
     def query_balances(self, **kw: Any) -> list[BalanceResult]:
         return self._run(lambda: self.host.query_balances(**kw))
+
+    def balance_history(self, provider: str | None = None, **kw: Any) -> list[BalancePoint]:
+        return self._run(lambda: self.host.balance_history(provider, **kw))
 
     def clear_cache(self, plugin: str | None = None) -> int:
         return self._run(self.host.clear_cache, plugin)

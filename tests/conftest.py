@@ -26,6 +26,7 @@ import aiohttp
 import anyio
 import pytest
 from aiohttp import web
+from multidict import CIMultiDict
 
 from host import HostConfig, HostError, PluginHost, PoolConfig, WorkerLimits
 from host.runtime import Runtime, find_deno
@@ -223,12 +224,13 @@ Handler = Callable[[web.Request], Any]
 class FakeHttp:
     """A third-party HTTP service faked on 127.0.0.1 by an aiohttp server in a thread of its
     own: ``route(method, path, handler)`` with ``handler(request) -> web.Response`` (async or
-    not); unknown routes get a JSON 404. ``requests`` records (method, path_qs, headers)."""
+    not); unknown routes get a JSON 404. ``requests`` records (method, path_qs, headers), the
+    headers looked up case-insensitively."""
 
     def __init__(self) -> None:
         self.port = 0
         self.routes: dict[tuple[str, str], Handler] = {}
-        self.requests: list[tuple[str, str, dict[str, str]]] = []
+        self.requests: list[tuple[str, str, CIMultiDict[str]]] = []
 
     @property
     def url(self) -> str:
@@ -242,7 +244,7 @@ class FakeHttp:
         self.route(method, path, lambda request: web.json_response(body, status=status, headers=headers))
 
     async def _dispatch(self, request: web.Request) -> web.StreamResponse:
-        self.requests.append((request.method, request.path_qs, dict(request.headers)))
+        self.requests.append((request.method, request.path_qs, CIMultiDict(request.headers)))
         handler = self.routes.get((request.method, request.path))
         if handler is None:
             return web.json_response({"error": {"message": "not found"}}, status=404)

@@ -1,0 +1,91 @@
+"""Balance history: every successful, freshly answered balance query appended to
+``<state_dir>/balances.sqlite3`` (0600), readable for plotting through
+``PluginHost.balance_history()`` and ``GET /api/balances/history``."""
+
+from __future__ import annotations
+
+import datetime as dt
+import threading
+import time
+from pathlib import Path
+
+import msgspec
+
+from .balances import BalanceResult
+from .services import open_private_db
+
+SCHEMA = ("CREATE TABLE IF NOT EXISTS points (provider TEXT NOT NULL, time REAL NOT NULL, balance REAL NOT NULL, "
+          "currency TEXT, quota REAL, used_quota REAL, PRIMARY KEY (provider, time))")
+
+
+class BalancePoint(msgspec.Struct, rename="camel", omit_defaults=False):
+    """One recorded balance: when the plugin answered, and what."""
+
+    provider: str
+    time: dt.datetime
+    balance: float
+    currency: str | None = None
+    quota: float | None = None
+    used_quota: float | None = None
+
+
+class BalanceHistory:
+    """The history store. Blocking (sqlite): call it from a worker thread in async code."""
+
+    def __init__(self, state_dir: Path, *, keep_days: float = 365.0) -> None:
+        self.path = Path(state_dir) / "balances.sqlite3"
+        self.keep_days = keep_days
+        self._db = None
+        self._lock = threading.Lock()
+
+    def _conn(self):  # type: ignore[no-untyped-def]
+        if self._db is None:
+            self._db = open_private_db(self.path, SCHEMA)
+            self._db.execute("CREATE INDEX IF NOT EXISTS points_by_time ON points (time)")
+        return self._db
+
+    def append(self, results: list[BalanceResult]) -> int:
+        """Record the successful results that were asked of the station now (a cached answer
+        was recorded when it was fresh); returns how many were added. Older points than
+        ``keep_days`` are dropped."""
+        rows = [(r.provider, r.last_updated.timestamp(), r.balance, r.currency, r.quota, r.used_quota)
+                for r in results if r.status == "success" and not r.cached and r.balance is not None]
+        with self._lock:
+            db = self._conn()
+            db.execute("BEGIN")
+            try:
+                db.executemany("INSERT OR IGNORE INTO points VALUES (?, ?, ?, ?, ?, ?)", rows)
+                added = db.execute("SELECT changes()").fetchone()[0] if rows else 0
+                if self.keep_days > 0:
+                    db.execute("DELETE FROM points WHERE time < ?", (time.time() - self.keep_days * 86400,))
+                db.execute("COMMIT")
+            except BaseException:
+                db.execute("ROLLBACK")
+                raise
+        return added
+
+    def read(self, provider: str | None = None, *, since: dt.datetime | None = None,
+             until: dt.datetime | None = None, limit: int = 10_000) -> list[BalancePoint]:
+        """Points oldest first: of one provider or all, within [since, until], at most the
+        ``limit`` newest."""
+        where, args = [], []
+        if provider is not None:
+            where.append("provider = ?")
+            args.append(provider)
+        if since is not None:
+            where.append("time >= ?")
+            args.append(since.timestamp())
+        if until is not None:
+            where.append("time <= ?")
+            args.append(until.timestamp())
+        sql = ("SELECT provider, time, balance, currency, quota, used_quota FROM points"
+               + (" WHERE " + " AND ".join(where) if where else "") + " ORDER BY time DESC LIMIT ?")
+        with self._lock:
+            rows = self._conn().execute(sql, (*args, max(0, limit))).fetchall()
+        return [BalancePoint(p, dt.datetime.fromtimestamp(t, dt.UTC), b, c, q, u) for p, t, b, c, q, u in reversed(rows)]
+
+    def close(self) -> None:
+        with self._lock:
+            if self._db is not None:
+                self._db.close()
+                self._db = None

@@ -1,0 +1,285 @@
+"""cc-switch usage scripts run unchanged as balance plugins, through real workers against local
+fakes: seven scripts of different shapes, from files and from host.toml, placeholders filled
+in values (never in code), and the request held to the host in request.url."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from aiohttp import web
+
+from host import BreakerConfig, HostConfig, PluginSettings, PoolConfig, UsageScriptConfig
+from host.plugins import source_for
+
+pytestmark = pytest.mark.anyio
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"  # scripts run in workers alike under either backend: one is enough here
+
+NEW_API = """({
+  request: {
+    url: "{{baseUrl}}/api/user/self",
+    method: "GET",
+    headers: {
+      "Content-Type": "application/json",
+      "Authorization": "Bearer {{accessToken}}",
+      "New-Api-User": "{{userId}}"
+    }
+  },
+  extractor: function (response) {
+    if (response.success && response.data) {
+      return {
+        planName: response.data.group || "default",
+        remaining: response.data.quota / 500000,
+        used: response.data.used_quota / 500000,
+        total: (response.data.quota + response.data.used_quota) / 500000,
+        unit: "USD"
+      };
+    }
+    return { isValid: false, invalidMessage: response.message || "query failed" };
+  }
+})"""
+
+DEEPSEEK = """({
+  request: {
+    url: "{{baseUrl}}/user/balance",
+    method: "GET",
+    headers: { "Authorization": "Bearer {{apiKey}}", "Accept": "application/json" }
+  },
+  extractor: function (response) {
+    const info = response.balance_infos && response.balance_infos[0];
+    return {
+      isValid: response.is_available,
+      invalidMessage: "insufficient balance",
+      remaining: parseFloat(info.total_balance),
+      unit: info.currency
+    };
+  }
+})"""
+
+LITELLM = """({
+  request: {
+    url: "{{baseUrl}}/key/info?key={{apiKey}}",
+    method: "GET",
+    headers: { "Authorization": "Bearer {{apiKey}}" }
+  },
+  extractor: function (response) {
+    const info = response.info;
+    return {
+      planName: info.key_alias,
+      remaining: info.max_budget - info.spend,
+      total: info.max_budget,
+      used: info.spend,
+      unit: "USD",
+      extra: "resets " + info.budget_reset_at
+    };
+  }
+});"""
+
+MINIMAX = """({
+  request: {
+    url: "{{baseUrl}}/v1/query/balance",
+    method: "POST",
+    headers: { "Authorization": "Bearer {{apiKey}}", "Content-Type": "application/json" },
+    body: JSON.stringify({ group_id: "{{userId}}", detail: true })
+  },
+  extractor: function (response) {
+    if (response.base_resp.status_code !== 0) {
+      return { isValid: false, invalidMessage: response.base_resp.status_msg };
+    }
+    const amount = response.data.account.balance_info.available_amount;
+    return { remaining: amount, unit: response.data.account.balance_info.currency, planName: "MiniMax" };
+  }
+})"""
+
+PLANS = """({
+  request: { url: "{{baseUrl}}/v1/plans", headers: { "x-api-key": "{{apiKey}}" } },
+  extractor: function (response) {
+    return response.plans.map(function (p) {
+      return { planName: p.name, remaining: p.left, total: p.size, used: p.size - p.left, unit: "USD",
+               isValid: p.active };
+    });
+  }
+})"""
+
+THROWS = """({
+  request: { url: "{{baseUrl}}/v1/usage", headers: { "Authorization": "Bearer {{apiKey}}" } },
+  extractor: function (response) { return { remaining: response.data.quota.remaining }; }
+})"""
+
+QUOTING = """({
+  request: {
+    url: "{{baseUrl}}/v1/echo?k={{apiKey}}",
+    method: "POST",
+    headers: { "Authorization": "Bearer {{apiKey}}" },
+    body: '{"key": "{{apiKey}}", "note": "literal"}'
+  },
+  extractor: function (response) { return { remaining: response.balance, unit: "USD", extra: response.sawKey }; }
+})"""
+
+# A key that would break out of a string if it were spliced into the code as text.
+HOSTILE_KEY = 'sk-"quote\\back\\\\slash\'single"}); Deno.exit(3); ({"x":"&y=1#frag'
+
+
+def settings(fake, **values) -> PluginSettings:
+    return PluginSettings(config={"baseUrl": fake.url, **values}, allow_private_network=True,
+                          breaker=BreakerConfig(enabled=False))
+
+
+@pytest.fixture
+def stations(plugin_dir, fake_http):
+    """Six scripts as NAME.usage.js files beside a plain plugin; a seventh comes from host.toml."""
+    for name, script in (("newapi", NEW_API), ("deepseek", DEEPSEEK), ("litellm", LITELLM),
+                         ("minimax", MINIMAX), ("plans", PLANS), ("throws", THROWS)):
+        (plugin_dir.root / f"{name}.usage.js").write_text(script)
+    plugin_dir.add("calc.js", "export function add(a, b) { return a + b; }")
+    f = fake_http
+    f.json("GET", "/api/user/self", {"success": True, "message": "", "data": {
+        "id": 7, "username": "alice", "quota": 25_000_000, "used_quota": 5_000_000, "group": "vip"}})
+    f.json("GET", "/user/balance", {"is_available": True, "balance_infos": [
+        {"currency": "CNY", "total_balance": "110.00", "granted_balance": "10.00", "topped_up_balance": "100.00"}]})
+    f.json("GET", "/key/info", {"key": "hashed", "info": {
+        "key_alias": "team-a", "spend": 12.5, "max_budget": 100.0, "budget_reset_at": "2026-12-01"}})
+
+    async def minimax(request: web.Request) -> web.Response:
+        body = await request.json()
+        assert body == {"group_id": "grp-42", "detail": True}, body
+        return web.json_response({"base_resp": {"status_code": 0, "status_msg": "success"}, "data": {
+            "account": {"balance_info": {"available_amount": "123.45", "currency": "CNY",
+                                         "details": {"cash": "100.00", "voucher": "23.45"}}}}})
+
+    f.route("POST", "/v1/query/balance", minimax)
+    f.json("GET", "/v1/plans", {"plans": [{"name": "Pro", "left": 12.5, "size": 20, "active": True},
+                                          {"name": "Bonus", "left": 5, "size": 5, "active": True},
+                                          {"name": "Expired", "left": 99, "size": 99, "active": False}]})
+    f.json("GET", "/v1/usage", {"data": {}})
+
+    async def echo(request: web.Request) -> web.Response:
+        body = await request.json()
+        return web.json_response({"balance": 3.5, "sawKey": [request.query["k"], request.headers["Authorization"],
+                                                             body["key"], body["note"]]})
+
+    f.route("POST", "/v1/echo", echo)
+    return plugin_dir
+
+
+def config_for(fake) -> HostConfig:
+    return dict(
+        pool=PoolConfig(min_workers=1, max_workers=1),
+        usage_scripts={"quoting": UsageScriptConfig(script=QUOTING, name="Quoting Relay")},
+        plugins={
+            "newapi": settings(fake, accessToken="tok-123", userId="7"),
+            "deepseek": settings(fake, apiKey="sk-deep"),
+            "litellm": settings(fake, apiKey="sk-lite&admin=1"),
+            "minimax": settings(fake, apiKey="mm-key", userId="grp-42"),
+            "plans": settings(fake, apiKey="pl-key"),
+            "throws": settings(fake, apiKey="th-key"),
+            "quoting": settings(fake, apiKey=HOSTILE_KEY),
+        })
+
+
+async def test_seven_scripts_of_different_shapes_become_balances(stations, make_host, fake_http):
+    async with make_host(**config_for(fake_http)) as h:
+        results = {b.provider: b for b in await h.query_balances(refresh=True)}
+        states = {i.id: i.state for i in h.plugins()}
+    assert set(results) == {"newapi", "deepseek", "litellm", "minimax", "plans", "throws", "quoting"}
+    assert states["calc"] == "running" and all(states[p] == "running" for p in results)
+
+    b = results["newapi"]  # quota units of 500000 per USD
+    assert (b.status, b.balance, b.used_quota, b.quota, b.currency) == ("success", 50.0, 10.0, 60.0, "USD")
+    assert b.raw_data["plans"][0]["planName"] == "vip"
+    b = results["deepseek"]
+    assert (b.status, b.balance, b.currency) == ("success", 110.0, "CNY")
+    b = results["litellm"]
+    assert (b.balance, b.quota, b.used_quota) == (87.5, 100.0, 12.5)
+    assert b.raw_data["plans"][0]["extra"] == "resets 2026-12-01"
+    b = results["minimax"]  # nested, a numeric string
+    assert (b.status, b.balance, b.currency) == ("success", 123.45, "CNY")
+    b = results["plans"]  # the valid plans summed; the inactive one left out
+    assert (b.balance, b.quota, b.used_quota) == (17.5, 25.0, 7.5)
+    assert [p["planName"] for p in b.raw_data["plans"]] == ["Pro", "Bonus", "Expired"]
+    b = results["throws"]
+    assert (b.status, b.error_type) == ("error", "PARSE_ERROR")
+    assert "the extractor threw: TypeError" in b.error_message
+    b = results["quoting"]  # the hostile key stayed one value everywhere, and ran no code
+    assert b.status == "success" and b.provider_name == "Quoting Relay", b.error_message
+    assert b.raw_data["plans"][0]["extra"] == [HOSTILE_KEY, f"Bearer {HOSTILE_KEY}", HOSTILE_KEY, "literal"]
+
+    sent = {path.split("?")[0]: (path, headers) for _, path, headers in fake_http.requests}
+    _, headers = sent["/api/user/self"]
+    assert headers["Authorization"] == "Bearer tok-123" and headers["New-Api-User"] == "7"
+    path, _ = sent["/key/info"]
+    assert path == "/key/info?key=sk-lite%26admin%3D1"  # a value in the URL cannot add a parameter
+    assert sent["/v1/plans"][1]["x-api-key"] == "pl-key"
+
+
+async def test_the_grant_is_the_host_of_request_url(stations, make_host, fake_http, local_server):
+    sneaky = """({
+  request: { url: "{{baseUrl}}/user/balance", headers: { "Authorization": "Bearer {{apiKey}}" } },
+  extractor: async function (response) {
+    const r = await fetch("http://127.0.0.1:PORT/exfiltrate");
+    return { remaining: 1 };
+  }
+})""".replace("PORT", str(local_server.port))
+    fixed = """({
+  request: { url: "BASE/user/balance", headers: { "Authorization": "Bearer {{apiKey}}" } },
+  extractor: function (response) { return { remaining: 2, unit: "CNY" }; }
+})""".replace("BASE", fake_http.url)
+    cfg = config_for(fake_http)
+    cfg["usage_scripts"] = {"sneaky": UsageScriptConfig(script=sneaky), "fixed": UsageScriptConfig(script=fixed)}
+    cfg["plugins"] |= {"sneaky": settings(fake_http, apiKey="k1"), "fixed": settings(fake_http, apiKey="k2")}
+    async with make_host(**cfg) as h:
+        results = {b.provider: b for b in await h.query_balances(refresh=True)}
+        grants = {pid: h.plugin(pid).permissions["net"] for pid in ("sneaky", "fixed", "deepseek")}
+    host = f"127.0.0.1:{fake_http.port}"
+    assert grants == {"sneaky": [host], "fixed": [host], "deepseek": [host]}
+    assert results["fixed"].status == "success" and results["fixed"].balance == 2.0
+    b = results["sneaky"]
+    assert b.status == "error" and "NotCapable" in b.error_message, b
+    assert local_server.requests == []  # the extractor's own fetch went nowhere
+
+
+async def test_missing_values_invalid_keys_and_provider_failures(stations, make_host, fake_http):
+    fake_http.json("GET", "/api/user/self", {"success": False, "message": "access token invalid"})
+    fake_http.json("GET", "/user/balance", {"error": "bad key"}, status=401)
+    fake_http.json("GET", "/v1/plans", {"error": "busy"}, status=429, headers={"Retry-After": "30"})
+    cfg = config_for(fake_http)
+    cfg["plugins"]["litellm"] = settings(fake_http)  # no apiKey
+    async with make_host(**cfg) as h:
+        results = {b.provider: b for b in await h.query_balances(refresh=True)}
+        degraded = await h.check_health()
+    assert (results["newapi"].error_type, results["newapi"].error_message.endswith("access token invalid")) == (
+        "AUTH_ERROR", True)
+    assert results["deepseek"].error_type == "AUTH_ERROR"
+    assert results["plans"].error_type == "RATE_LIMIT"
+    assert (results["litellm"].error_type, "apiKey not configured" in results["litellm"].error_message) == (
+        "AUTH_ERROR", True)
+    assert not any(path.startswith("/key/info") for _, path, _ in fake_http.requests)
+    assert degraded["litellm@1.0.0"] is False and degraded["deepseek@1.0.0"] is True
+
+
+async def test_a_script_that_is_not_one_leaves_its_plugin_in_error(plugin_dir, make_host):
+    (plugin_dir.root / "broken.usage.js").write_text("({ request: { url: 42 }, extractor: 1 })")
+    (plugin_dir.root / "hosty.usage.js").write_text(
+        '({ request: { url: "https://{{userId}}.example.com/x" }, extractor: function (r) { return r; } })')
+    async with make_host() as h:
+        infos = {i.id: i for i in h.plugins()}
+    assert infos["broken"].state == "error" and "request.url must be a string" in infos["broken"].error
+    assert infos["hosty"].state == "error" and "may not name the host" in infos["hosty"].error
+
+
+def test_usage_files_are_not_loaded_as_modules(tmp_path):
+    (tmp_path / "relay.usage.js").write_text(NEW_API)
+    assert source_for(tmp_path / "relay.usage.js") is None
+
+
+async def test_the_generated_module_embeds_the_script_as_data(stations, make_host, fake_http, shared_state):
+    async with make_host(**config_for(fake_http)) as h:
+        module = shared_state / "usage_scripts" / "quoting" / "mod.js"
+        text = module.read_text()
+        assert h.plugin("quoting").path == str(module)
+    assert f"const SCRIPT = {json.dumps(QUOTING)};" in text  # a JSON string literal: data, not code
+    assert HOSTILE_KEY not in text  # values are never written into the module
