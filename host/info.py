@@ -60,6 +60,8 @@ class PluginInfo(msgspec.Struct):
     egress_bytes_out: int = 0    # bytes written to the targets
     egress_refused: int = 0      # requests the proxy refused (private address, host not granted)
     worker_exits: dict[str, int] = {}  # workers lost by reason: crash, memory, cpu, timeout, ...
+    latency_p50_ms: float | None = None  # median latency of its last 200 calls
+    error_rate: float | None = None      # share of those that failed (0..1)
     permissions: dict[str, Any] = {}  # as declared in its metadata (nothing granted: {})
     permission_findings: list[str] = []  # what strict mode objects to in them (security.strict)
 

@@ -5,6 +5,7 @@ host's snapshots at scrape time, so the call path pays for two counter updates o
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
@@ -18,6 +19,7 @@ if TYPE_CHECKING:
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 # Seconds; warm calls take ~0.1 ms, plugins doing network I/O up to their timeout.
 BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
+RECENT = 200  # calls per plugin behind PluginInfo.latency_p50_ms and error_rate
 UNKNOWN = "(unknown)"  # the label of names that are not installed (bounded label sets)
 _CIRCUIT_STATES = ("closed", "open", "half_open")
 
@@ -32,6 +34,7 @@ class HostMetrics:
                                  registry=self.registry)
         self.registry.register(_Snapshot(host))
         self._children: dict[tuple[str, str, str], tuple[Any, Any]] = {}
+        self._recent: dict[str, deque[tuple[float, bool]]] = {}  # plugin -> last RECENT (seconds, ok)
 
     def observe(self, plugin: str, function: str, outcome: str, seconds: float) -> None:
         # prometheus_client's labels() validates and locks on every lookup (5 µs a call,
@@ -42,6 +45,20 @@ class HostMetrics:
             children = self._children[key] = (self.calls.labels(*key), self.latency.labels(plugin, function))
         children[0].inc()
         children[1].observe(seconds)
+        recent = self._recent.get(plugin)
+        if recent is None:
+            recent = self._recent[plugin] = deque(maxlen=RECENT)
+        recent.append((seconds, outcome == "ok"))
+
+    def recent_stats(self, plugin: str) -> tuple[float | None, float | None]:
+        """(p50 latency in ms, share of failed calls) over the plugin's last RECENT calls;
+        (None, None) before its first."""
+        recent = self._recent.get(plugin)
+        if not recent:
+            return None, None
+        times = sorted(t for t, _ in recent)
+        failed = sum(1 for _, ok in recent if not ok)
+        return round(times[len(times) // 2] * 1000, 3), round(failed / len(recent), 4)
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

@@ -44,6 +44,7 @@ from .errors import (
 from .execute import ExecuteResult, execute_pool_config, run_execute, run_with_deadline
 from .info import EventReply, PluginInfo, plugin_info
 from .lifecycle import EventHub, Plugin, PluginEvent
+from .logbook import JournalEntry, LogBook
 from .manifest import Manifest
 from .metrics import UNKNOWN, HostMetrics
 from .permissions import Permissions
@@ -87,6 +88,8 @@ class PluginHost:
         self._records: list[Plugin] = []
         self._reload_lock = anyio.Lock()
         self._hub = EventHub()
+        self.logbook = LogBook()  # each plugin's recent console and lifecycle: logs(), the dashboard
+        self._hub.subscribe(self._journal_event)
         self._exec_pools: dict[tuple, Pool] = {}
         self._exec_lock = anyio.Lock()
         self._listeners: list[LogListener] = []
@@ -285,7 +288,7 @@ class PluginHost:
         return WorkerSpec(plugin_id=src.id, module=src.module, base_dir=src.base_dir,
                           read_paths=[str(src.root)], permissions=grants, config=config,
                           limits=self.config.limits_for(src.id), inspect=self.config.inspect_for(src.id),
-                          **extra)
+                          journal=self._journal_worker, **extra)
 
     def _grants(self, record: Plugin) -> Permissions | None:
         """What the plugin's workers may do: as its pool was started, else as declared."""
@@ -394,8 +397,25 @@ class PluginHost:
         self._listeners.append(fn)
         return lambda: self._listeners.remove(fn)
 
+    def logs(self, name: str, *, level: str = "debug", after: int = 0, limit: int = 200) -> list[JournalEntry]:
+        """The plugin's recent log, what ``--debug`` shows: its workers' console lines and the
+        lifecycle of the plugin and its workers, oldest first; ``level`` and above, entries
+        after sequence number ``after``, at most ``limit``."""
+        record = self._record(name)
+        return self.logbook.read(record.id, level=level, after=after, limit=limit)
+
+    def _journal_event(self, event: PluginEvent) -> None:
+        what = {"reloaded": "reloaded", "reload_failed": "reload failed, the old version keeps serving"}.get(
+            event.kind, f"{event.previous} -> {event.state}")
+        level = "warning" if event.state == "error" or event.kind == "reload_failed" else "info"
+        self.logbook.add(event.plugin, level, what + (f" ({event.reason})" if event.reason else ""))
+
+    def _journal_worker(self, worker: Worker, level: str, text: str) -> None:
+        self.logbook.add(worker.spec.plugin_id, level, text, worker=worker.describe())
+
     def _on_log(self, worker: Worker, msg: p.Log) -> None:
         """A worker's log line, its secrets already redacted by the worker (WorkerSpec.redact)."""
+        self.logbook.add(worker.spec.plugin_id, msg.level, msg.message, worker=worker.describe(), kind="console")
         if plugin_log.isEnabledFor(_LEVELS.get(msg.level, logging.INFO)):
             plugin_log.log(_LEVELS.get(msg.level, logging.INFO), "[plugin:%s] %s",
                            worker.describe(), msg.message, extra=worker.log_extra)
@@ -768,6 +788,7 @@ class PluginHost:
         sched = self._scheduler
         info = plugin_info(r, self._policies.get(r.id), sched.queued(r.id), sched.running(r.id),
                            self._cache.size(r.id))
+        info.latency_p50_ms, info.error_rate = self.metrics.recent_stats(r.id)
         if (grants := self._grants(r)) is not None:
             info.permissions = msgspec.to_builtins(grants)
             info.permission_findings = grants.findings(max_net_hosts=self.config.security.max_net_hosts)
@@ -845,6 +866,15 @@ class PluginHost:
             await self.check_health()
 
     # ------------------------------------------------------------------ configuration
+
+    def config_schema(self, name: str) -> dict[str, Any]:
+        """The plugin's configSchema as JSON-ready dicts: ``{field: {type, required, secret,
+        default?, enum?, description?, title?}}`` (what the dashboard builds its form from)."""
+        record = self._record(name)
+        if record.manifest is None:
+            return {}
+        return {k: {"required": f.required, "secret": f.secret, **msgspec.to_builtins(f)}
+                for k, f in record.manifest.config_schema.items()}
 
     def get_config(self, name: str) -> dict[str, Any]:
         """The plugin's config as stored, with every ``secret`` field masked."""

@@ -24,6 +24,7 @@ from .errors import (
     PluginUnavailable,
 )
 from .info import json_default
+from .logbook import LEVELS
 from .metrics import CONTENT_TYPE
 from .plugin_host import PluginHost
 
@@ -174,6 +175,21 @@ def create_app(host: PluginHost, *, admin_token: str | None = None, enable_execu
             await host.disable(pid)
         return _json(host.plugin(pid))
 
+    async def logs(request: web.Request) -> web.Response:
+        q = request.query
+        level = q.get("level", "debug")
+        if level not in LEVELS:
+            return _error(400, "BadRequest", f"level must be one of {', '.join(LEVELS)}")
+        try:
+            after, limit = int(q.get("after", "0")), min(int(q.get("limit", "200")), 1000)
+        except ValueError:
+            return _error(400, "BadRequest", "after and limit must be integers")
+        entries = host.logs(request.match_info["id"], level=level, after=after, limit=limit)
+        return _json({"entries": entries, "last": entries[-1].seq if entries else after})
+
+    async def schema(request: web.Request) -> web.Response:
+        return _json(host.config_schema(request.match_info["id"]))
+
     async def get_config(request: web.Request) -> web.Response:
         return _json(host.get_config(request.match_info["id"]))  # secrets masked
 
@@ -218,6 +234,8 @@ def create_app(host: PluginHost, *, admin_token: str | None = None, enable_execu
     app.router.add_post("/api/plugins/{id}/call/{fn}", call)
     app.router.add_post("/api/plugins/{id}/{action:restart|reload|enable|disable}", control)
     app.router.add_get("/api/plugins/{id}/config", get_config)
+    app.router.add_get("/api/plugins/{id}/schema", schema)
+    app.router.add_get("/api/plugins/{id}/logs", logs)
     app.router.add_put("/api/plugins/{id}/config", put_config)
     app.router.add_post("/api/events/{event}", event)
     app.router.add_get("/api/balances", balances)

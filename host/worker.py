@@ -61,6 +61,7 @@ class WorkerSpec:
     cache_salt: str = ""         # hash of the plugin's version and config: part of result-cache keys
     egress_id: str | None = None  # who the egress proxy sees (default: plugin_id)
     tools: dict[str, Any] | None = None  # execute workers: settings of the tools code may ask for
+    journal: Callable[[Worker, str, str], None] | None = None  # (worker, level, text) of each lifecycle step
 
 
 class Lease:
@@ -185,6 +186,12 @@ class Worker:
     def log_extra(self) -> dict[str, Any]:
         return worker_extra(self.spec.plugin_id, self.describe())
 
+    def _lifecycle(self, level: int, text: str) -> None:
+        """A lifecycle step: logged (``--debug`` shows it) and journalled (the dashboard's log)."""
+        log.log(level, "[plugin:%s] %s", self.describe(), text, extra=self.log_extra)
+        if self.spec.journal is not None:
+            self.spec.journal(self, logging.getLevelName(level).lower(), text)
+
     # ------------------------------------------------------------------ lifecycle
 
     async def run(self, *, task_status: TaskStatus[Worker] = anyio.TASK_STATUS_IGNORED) -> None:
@@ -211,7 +218,7 @@ class Worker:
                 on_output=self._on_output,
             )
             self.pid = self._proc.pid
-            log.debug("[plugin:%s] spawned: pid %d", self.describe(), self.pid, extra=self.log_extra)
+            self._lifecycle(logging.DEBUG, f"spawned: pid {self.pid}")
             rt.audit.record("spawn", plugin=spec.plugin_id, pid=self.pid, flags=flags,
                             data_limit_mb=limits.rlimit_data_mb, cpu_seconds=limits.cpu_seconds)
             async with anyio.create_task_group() as tg:
@@ -232,8 +239,8 @@ class Worker:
                 else:
                     self.state = "ready"
                     self.ready_at = self.idle_since = time.monotonic()
-                    log.debug("[plugin:%s] ready: pid %d after %.1f ms", self.describe(), self.pid,
-                              (self.ready_at - t_spawn) * 1000, extra=self.log_extra)
+                    self._lifecycle(logging.DEBUG, f"ready: pid {self.pid} after "
+                                                   f"{(self.ready_at - t_spawn) * 1000:.1f} ms")
                     started = True
                     task_status.started(self)
                     tg.start_soon(self._heartbeat)
@@ -381,11 +388,9 @@ class Worker:
         if proc is not None:
             expected = self.exit_reason in ("shutdown", "retired", "load")  # load: the plugin's state says
             if expected:
-                log.debug("[plugin:%s] exited (%s): pid %d", self.describe(), self.exit_reason, self.pid,
-                          extra=self.log_extra)
+                self._lifecycle(logging.DEBUG, f"exited ({self.exit_reason}): pid {self.pid}")
             else:
-                log.warning("[plugin:%s] exited (%s): %s", self.describe(), self.exit_reason,
-                            self.exit_error, extra=self.log_extra)
+                self._lifecycle(logging.WARNING, f"exited ({self.exit_reason}): {self.exit_error}")
         if self._on_exit is not None:  # before waking callers: they may look at the pool
             self._on_exit(self)
         for hook in self._exit_hooks:

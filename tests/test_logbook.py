@@ -1,0 +1,75 @@
+"""The plugins' recent logs (what --debug shows) and their config schemas, in the Python API and
+over HTTP, with the per-plugin latency and error rate the dashboard shows."""
+
+from __future__ import annotations
+
+import pytest
+from conftest import served
+
+from host import FunctionNotFound, PoolConfig
+
+pytestmark = pytest.mark.anyio
+
+SCHEMA = """
+export const metadata = { id: "shaped", name: "Shaped", version: "1.0.0", apiVersion: "1.0",
+  configSchema: {
+    apiKey: { type: "string", secret: true, title: "API key" },
+    region: { type: "string", enum: ["eu", "us"], default: "eu", description: "where" },
+    retries: { type: "integer", default: 2 },
+    verbose: { type: "boolean" },
+  } };
+export function f() { return 1; }
+"""
+
+
+async def test_logs_hold_console_and_lifecycle_with_levels(calc, make_host):
+    async with make_host(pool=PoolConfig(min_workers=1, max_workers=1)) as h:
+        await h.call("calc", "say", "hello")
+        entries = h.logs("calc")
+        console = [(e.level, e.message, e.kind) for e in entries if e.kind == "console"]
+        assert console == [("info", "said: hello", "console"), ("warning", "warned", "console")]
+        lifecycle = [e.message for e in entries if e.kind == "lifecycle"]
+        assert "loaded -> running" in lifecycle
+        assert any(m.startswith("spawned: pid ") for m in lifecycle)
+        assert any(m.startswith("ready: pid ") for m in lifecycle)
+        worker = next(e.worker for e in entries if e.kind == "console")
+        assert worker.startswith("calc#")
+        assert [e.message for e in h.logs("calc", level="warning")] == ["warned"]
+        last = entries[-1].seq
+        await h.call("calc", "say", "again")
+        assert [e.message for e in h.logs("calc", after=last)] == ["said: again", "warned"]
+        assert [e.seq for e in entries] == sorted(e.seq for e in entries)
+
+
+async def test_latency_and_error_rate_of_recent_calls(calc, make_host):
+    async with make_host(pool=PoolConfig(min_workers=1, max_workers=1)) as h:
+        assert (h.plugin("calc").latency_p50_ms, h.plugin("calc").error_rate) == (None, None)
+        for _ in range(3):
+            await h.call("calc", "add", 1, 2)
+        with pytest.raises(FunctionNotFound):
+            await h.call("calc", "nope")
+        info = h.plugin("calc")
+    assert info.latency_p50_ms is not None and 0 < info.latency_p50_ms < 1000
+    assert info.error_rate == 0.25
+
+
+@pytest.mark.parametrize("anyio_backend", ["asyncio"])
+async def test_logs_and_schema_over_http(calc, plugin_dir, make_host, anyio_backend):
+    plugin_dir.add("shaped.js", SCHEMA)
+    async with make_host(pool=PoolConfig(min_workers=1, max_workers=1)) as h, served(h) as (_, s):
+        await h.call("calc", "say", "over http")
+        async with s.get("/api/plugins/calc/logs?level=info") as r:
+            body = await r.json()
+        assert r.status == 200
+        assert [e["message"] for e in body["entries"] if e["kind"] == "console"] == ["said: over http", "warned"]
+        assert body["last"] == body["entries"][-1]["seq"]
+        async with s.get(f"/api/plugins/calc/logs?after={body['last']}") as r:
+            assert (await r.json())["entries"] == []
+        async with s.get("/api/plugins/calc/logs?level=loud") as r:
+            assert r.status == 400
+        async with s.get("/api/plugins/shaped/schema") as r:
+            schema = await r.json()
+        assert schema["region"] == {"type": "string", "required": False, "secret": False, "default": "eu",
+                                    "enum": ["eu", "us"], "description": "where"}
+        assert schema["apiKey"]["secret"] is True and schema["apiKey"]["title"] == "API key"
+        assert schema["verbose"] == {"type": "boolean", "required": False, "secret": False}
