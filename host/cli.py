@@ -223,14 +223,18 @@ async def _config_get(args: argparse.Namespace, config: HostConfig) -> int:
     return 0
 
 
-def _assignments(args: argparse.Namespace) -> dict[str, Any]:
-    """``KEY=VALUE`` (VALUE read as JSON when it is JSON, else as a string) and
-    ``--from-env KEY=VAR`` (the value from $VAR: secrets stay out of argv and shell history)."""
+def _assignments(args: argparse.Namespace, schema: dict[str, Any]) -> dict[str, Any]:
+    """``KEY=VALUE`` (for a string field of the plugin's schema the text as it is, else VALUE
+    read as JSON when it is JSON: ``retries=3``, ``verbose=true``) and ``--from-env KEY=VAR``
+    (the value from $VAR: secrets stay out of argv and shell history)."""
     values: dict[str, Any] = {}
     for item in args.values:
         key, sep, raw = item.partition("=")
         if not sep or not key:
             raise _UsageError(f"expected KEY=VALUE, got {item!r}")
+        if schema.get(key, {}).get("type") == "string":
+            values[key] = raw  # userId=42 stays "42"
+            continue
         try:
             values[key] = json.loads(raw)
         except ValueError:
@@ -248,8 +252,8 @@ def _assignments(args: argparse.Namespace) -> dict[str, Any]:
 
 
 async def _config_set(args: argparse.Namespace, config: HostConfig) -> int:
-    values = _assignments(args)
     async with _started(PluginHost(config), args) as host:
+        values = _assignments(args, host.config_schema(args.id))
         stored = await host.set_config(args.id, values, replace=args.replace)
     _print_json(stored)  # secrets masked
     return 0

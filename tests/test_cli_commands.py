@@ -27,9 +27,11 @@ export const metadata = {
     apiKey: { type: "string", required: true, secret: true },
     region: { type: "string", enum: ["eu", "us"], default: "eu" },
     retries: { type: "integer", default: 2 },
+    userId: { type: "string" },
   },
 };
 export function region(ctx) { return [ctx.config.region, ctx.config.retries, ctx.config.apiKey.length]; }
+export function user(ctx) { return ctx.config.userId; }
 """
 SECRET = "sk-live-\"quoted\\-9f2c"
 COMMANDS = ["serve", "list", "info", "balances", "call", "execute", "validate", "new", "config get",
@@ -110,6 +112,8 @@ def test_config_get_and_set_keep_secrets_masked(plugin_dir, shared_state, tmp_pa
     assert json.loads(run_cli("config", "get", "vault", "region", *args, cwd=tmp_path).stdout) == "us"
     called = run_cli("call", "vault", "region", *args, cwd=tmp_path)
     assert json.loads(called.stdout) == ["us", 5, len(SECRET)]
+    assert run_cli("config", "set", "vault", "userId=42", *args, cwd=tmp_path).returncode == 0
+    assert json.loads(run_cli("call", "vault", "user", *args, cwd=tmp_path).stdout) == "42"  # a string field
     bad = run_cli("config", "set", "vault", "region=mars", *args, cwd=tmp_path)
     assert bad.returncode == 1 and "config.region" in bad.stderr
     assert run_cli("config", "set", "vault", "no-equals-sign", *args, cwd=tmp_path).returncode == 2

@@ -1,0 +1,104 @@
+/**
+ * DeepSeek account balance, with `Authorization: Bearer <apiKey>`:
+ * https://api-docs.deepseek.com/api/get-user-balance
+ *
+ *   GET /user/balance
+ *     {"is_available":true,"balance_infos":[{"currency":"CNY","total_balance":"110.00",
+ *      "granted_balance":"10.00","topped_up_balance":"100.00"}]}
+ *
+ *   The amounts are strings. An account may hold several currencies: the entry named by the
+ *   optional `currency` config field, else the first. balance = its total_balance, currency =
+ *   its currency; rawData is the whole answer (every currency, granted and topped-up parts,
+ *   is_available). No quota: DeepSeek is prepaid.
+ *
+ * `baseUrl` may be the OpenAI-style "https://api.deepseek.com/v1": the balance endpoint is at
+ * the root, so a trailing "/v1" is dropped.
+ */
+import type { BalanceResult, Context, PluginMetadata } from "../../worker_runtime/plugin.d.ts";
+
+interface Config {
+  apiKey?: string;
+  baseUrl?: string;
+  currency?: string;
+}
+
+const ID = "deepseek";
+const DEFAULT_BASE_URL = "https://api.deepseek.com";
+
+export const metadata: PluginMetadata = {
+  id: ID,
+  name: "DeepSeek",
+  version: "1.0.0",
+  apiVersion: "1.0",
+  description: "DeepSeek account balance from /user/balance.",
+  author: "Plugin Host",
+  homepage: "https://api-docs.deepseek.com/api/get-user-balance",
+  capabilities: ["balance"],
+  permissions: { net: ["{config.baseUrl}"] },
+  configSchema: {
+    apiKey: { type: "string", secret: true, description: "A DeepSeek API key (sk-...)." },
+    baseUrl: { type: "string", default: DEFAULT_BASE_URL },
+    currency: { type: "string", description: "Which balance to report (CNY, USD); default the first." },
+  },
+};
+
+export async function queryBalance(config: Config, ctx: Context): Promise<BalanceResult> {
+  if (!config.apiKey) throw new PluginError(ErrorTypes.AUTH_ERROR, `${ID}: apiKey is not configured`);
+  const base = (config.baseUrl ?? DEFAULT_BASE_URL).replace(/\/+$/, "").replace(/\/v1$/, "");
+  const body = object(await ctx.fetchJson(`${base}/user/balance`, {
+    headers: { Authorization: `Bearer ${config.apiKey}` },
+  }), "body");
+  const infos = body.balance_infos;
+  if (!Array.isArray(infos) || infos.length === 0) {
+    throw new PluginError(ErrorTypes.PARSE_ERROR, `${ID}: balance_infos is missing or empty`);
+  }
+  const entries = infos.map((info, i) => object(info, `balance_infos[${i}]`));
+  const wanted = config.currency?.trim().toUpperCase();
+  const index = wanted ? entries.findIndex((e) => String(e.currency).toUpperCase() === wanted) : 0;
+  if (index < 0) {
+    const held = entries.map((e) => String(e.currency)).join(", ");
+    throw new PluginError(ErrorTypes.PROVIDER_ERROR, `${ID}: no balance in ${wanted} (the account holds ${held})`);
+  }
+  const entry = entries[index];
+  if (typeof entry.currency !== "string" || !entry.currency) {
+    throw new PluginError(ErrorTypes.PARSE_ERROR, `${ID}: balance_infos[${index}].currency is missing`);
+  }
+  return {
+    balance: number(entry.total_balance, `balance_infos[${index}].total_balance`),
+    currency: entry.currency,
+    rawData: body,
+  };
+}
+
+/** Cheap and offline: the host runs it every health interval, and the balance query is the
+ * real probe of the key. */
+export function healthCheck(config: Config): { healthy: boolean; message?: string } {
+  const problem = configProblem(config);
+  return problem ? { healthy: false, message: problem } : { healthy: true };
+}
+
+export function validateConfig(config: Config): true | { valid: false; message: string } {
+  const problem = configProblem(config);
+  return problem ? { valid: false, message: problem } : true;
+}
+
+function configProblem(config: Config): string | undefined {
+  if (!config.apiKey) return "apiKey is not configured";
+  if (/\s/.test(config.apiKey)) return "apiKey must not contain whitespace";
+  try {
+    if (!/^https?:$/.test(new URL(config.baseUrl ?? DEFAULT_BASE_URL).protocol)) return "baseUrl must be an http(s) URL";
+  } catch {
+    return "baseUrl is not a URL";
+  }
+}
+
+function object(value: unknown, field: string): Record<string, unknown> {
+  if (value !== null && typeof value === "object" && !Array.isArray(value)) return value as Record<string, unknown>;
+  throw new PluginError(ErrorTypes.PARSE_ERROR, `${ID}: ${field} is not an object`);
+}
+
+function number(value: unknown, field: string): number {
+  const n = typeof value === "string" && value.trim() !== "" ? Number(value) : value;
+  if (typeof n === "number" && Number.isFinite(n)) return n;
+  throw new PluginError(ErrorTypes.PARSE_ERROR, `${ID}: ${field} is missing or not a number`);
+}

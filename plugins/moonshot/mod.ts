@@ -1,0 +1,93 @@
+/**
+ * Moonshot (Kimi) account balance, with `Authorization: Bearer <apiKey>`:
+ * https://platform.moonshot.cn/docs/api/balance
+ *
+ *   GET /v1/users/me/balance
+ *     {"code":0,"data":{"available_balance":49.58894,"voucher_balance":46.58893,
+ *      "cash_balance":3.00001},"scode":"0x0","status":true}
+ *
+ *   balance = data.available_balance (vouchers plus cash; it may be negative when cash is
+ *   owed), currency CNY, or the `currency` config field (USD for the international
+ *   api.moonshot.ai); rawData is `data`. An answer with a code other than 0 or status false
+ *   is PROVIDER_ERROR.
+ *
+ * `baseUrl` may be the OpenAI-style "https://api.moonshot.cn/v1": it is not repeated.
+ */
+import type { BalanceResult, Context, PluginMetadata } from "../../worker_runtime/plugin.d.ts";
+
+interface Config {
+  apiKey?: string;
+  baseUrl?: string;
+  currency?: string;
+}
+
+const ID = "moonshot";
+const DEFAULT_BASE_URL = "https://api.moonshot.cn";
+
+export const metadata: PluginMetadata = {
+  id: ID,
+  name: "Moonshot (Kimi)",
+  version: "1.0.0",
+  apiVersion: "1.0",
+  description: "Moonshot / Kimi account balance from /v1/users/me/balance.",
+  author: "Plugin Host",
+  homepage: "https://platform.moonshot.cn/docs/api/balance",
+  capabilities: ["balance"],
+  permissions: { net: ["{config.baseUrl}"] },
+  configSchema: {
+    apiKey: { type: "string", secret: true, description: "A Moonshot API key (sk-...)." },
+    baseUrl: { type: "string", default: DEFAULT_BASE_URL, description: "https://api.moonshot.ai internationally." },
+    currency: { type: "string", default: "CNY", description: "USD for the international api.moonshot.ai." },
+  },
+};
+
+export async function queryBalance(config: Config, ctx: Context): Promise<BalanceResult> {
+  if (!config.apiKey) throw new PluginError(ErrorTypes.AUTH_ERROR, `${ID}: apiKey is not configured`);
+  const base = (config.baseUrl ?? DEFAULT_BASE_URL).replace(/\/+$/, "").replace(/\/v1$/, "");
+  const body = object(await ctx.fetchJson(`${base}/v1/users/me/balance`, {
+    headers: { Authorization: `Bearer ${config.apiKey}` },
+  }), "body");
+  if (body.status === false || (body.code !== undefined && body.code !== 0)) {
+    const why = String((body.error as { message?: unknown } | undefined)?.message ?? body.message ?? "").slice(0, 200);
+    throw new PluginError(ErrorTypes.PROVIDER_ERROR, `${ID}: code ${body.code}: ${why}`);
+  }
+  const data = object(body.data, "data");
+  return {
+    balance: number(data.available_balance, "data.available_balance"),
+    currency: config.currency || "CNY",
+    rawData: data,
+  };
+}
+
+/** Cheap and offline: the host runs it every health interval, and the balance query is the
+ * real probe of the key. */
+export function healthCheck(config: Config): { healthy: boolean; message?: string } {
+  const problem = configProblem(config);
+  return problem ? { healthy: false, message: problem } : { healthy: true };
+}
+
+export function validateConfig(config: Config): true | { valid: false; message: string } {
+  const problem = configProblem(config);
+  return problem ? { valid: false, message: problem } : true;
+}
+
+function configProblem(config: Config): string | undefined {
+  if (!config.apiKey) return "apiKey is not configured";
+  if (/\s/.test(config.apiKey)) return "apiKey must not contain whitespace";
+  try {
+    if (!/^https?:$/.test(new URL(config.baseUrl ?? DEFAULT_BASE_URL).protocol)) return "baseUrl must be an http(s) URL";
+  } catch {
+    return "baseUrl is not a URL";
+  }
+}
+
+function object(value: unknown, field: string): Record<string, unknown> {
+  if (value !== null && typeof value === "object" && !Array.isArray(value)) return value as Record<string, unknown>;
+  throw new PluginError(ErrorTypes.PARSE_ERROR, `${ID}: ${field} is not an object`);
+}
+
+function number(value: unknown, field: string): number {
+  const n = typeof value === "string" && value.trim() !== "" ? Number(value) : value;
+  if (typeof n === "number" && Number.isFinite(n)) return n;
+  throw new PluginError(ErrorTypes.PARSE_ERROR, `${ID}: ${field} is missing or not a number`);
+}

@@ -1,0 +1,141 @@
+/**
+ * Balance of an OpenAI-compatible relay (one-api, new-api and others) through the legacy
+ * OpenAI billing endpoints, with `Authorization: Bearer <apiKey>`. (api.openai.com itself no
+ * longer answers them for API keys.) Endpoints, as one-api documents and implements them:
+ * https://github.com/songquanpeng/one-api
+ *
+ *   GET /v1/dashboard/billing/subscription
+ *     {"object":"billing_subscription","has_payment_method":true,"hard_limit_usd":120.0,
+ *      "soft_limit_usd":100.0,"system_hard_limit_usd":120.0,"access_until":1735689600}
+ *   GET /v1/dashboard/billing/usage?start_date=YYYY-MM-DD&end_date=YYYY-MM-DD
+ *     {"object":"list","total_usage":1234.5}                    total_usage is in cents
+ *
+ *   balance = hard_limit_usd - total_usage / 100, quota = hard_limit_usd,
+ *   usedQuota = total_usage / 100, expiresAt = access_until (unix seconds) as ISO 8601 when
+ *   non-zero, currency USD. The usage window is the 100 days up to tomorrow (UTC), the widest
+ *   OpenAI allowed: relays compute usage from it, and "tomorrow" includes all of today.
+ *
+ * When the subscription endpoint answers 404, the older endpoint:
+ *
+ *   GET /v1/dashboard/billing/credit_grants
+ *     {"object":"credit_summary","total_granted":18.0,"total_used":2.5,"total_available":15.5}
+ *
+ *   balance = total_available, quota = total_granted, usedQuota = total_used.
+ *
+ * `baseUrl` is the relay's root ("https://relay.example") or its OpenAI base URL
+ * ("https://relay.example/v1", as configured for an OpenAI SDK): a trailing "/v1" is not
+ * repeated. Any other path prefix is kept ("https://relay.example/openai" asks
+ * "https://relay.example/openai/v1/dashboard/..."). http URLs are accepted (relays on a LAN).
+ */
+import type { BalanceResult, Context, PluginMetadata } from "../../worker_runtime/plugin.d.ts";
+
+interface Config {
+  apiKey?: string;
+  baseUrl?: string;
+}
+
+const ID = "openai_billing";
+const DEFAULT_BASE_URL = "https://api.openai.com";
+const DAY_MS = 86_400_000;
+const USAGE_WINDOW_DAYS = 100;
+
+export const metadata: PluginMetadata = {
+  id: ID,
+  name: "OpenAI-compatible billing",
+  version: "1.0.0",
+  apiVersion: "1.0",
+  description: "Balance of an OpenAI-compatible relay from its /v1/dashboard/billing endpoints.",
+  author: "Plugin Host",
+  homepage: "https://github.com/songquanpeng/one-api",
+  capabilities: ["balance"],
+  permissions: { net: ["{config.baseUrl}"] },
+  configSchema: {
+    apiKey: { type: "string", secret: true, description: "The relay's API key (sk-...)." },
+    baseUrl: {
+      type: "string",
+      default: DEFAULT_BASE_URL,
+      description: "The relay's root or OpenAI base URL, e.g. https://relay.example/v1.",
+    },
+  },
+};
+
+export async function queryBalance(config: Config, ctx: Context): Promise<BalanceResult> {
+  if (!config.apiKey) throw new PluginError(ErrorTypes.AUTH_ERROR, `${ID}: apiKey is not configured`);
+  const init = { headers: { Authorization: `Bearer ${config.apiKey}` } };
+  const base = (config.baseUrl ?? DEFAULT_BASE_URL).replace(/\/+$/, "").replace(/\/v1$/, "");
+  let subscription: Record<string, unknown>;
+  try {
+    subscription = object(await ctx.fetchJson(`${base}/v1/dashboard/billing/subscription`, init), "body");
+  } catch (e) {
+    if (!isNotFound(e)) throw e;
+    return await creditGrants(base, init, ctx);
+  }
+  const quota = number(subscription.hard_limit_usd, "hard_limit_usd");
+  const tomorrow = Date.now() + DAY_MS;
+  const window = `start_date=${day(tomorrow - USAGE_WINDOW_DAYS * DAY_MS)}&end_date=${day(tomorrow)}`;
+  const usage = object(await ctx.fetchJson(`${base}/v1/dashboard/billing/usage?${window}`, init), "body");
+  const used = number(usage.total_usage, "total_usage") / 100;
+  const until = subscription.access_until;
+  return {
+    balance: quota - used,
+    currency: "USD",
+    quota,
+    usedQuota: used,
+    expiresAt: typeof until === "number" && until > 0 ? new Date(until * 1000).toISOString() : null,
+    rawData: { subscription, usage },
+  };
+}
+
+async function creditGrants(base: string, init: RequestInit, ctx: Context): Promise<BalanceResult> {
+  const body = object(await ctx.fetchJson(`${base}/v1/dashboard/billing/credit_grants`, init), "body");
+  return {
+    balance: number(body.total_available, "total_available"),
+    currency: "USD",
+    quota: number(body.total_granted, "total_granted"),
+    usedQuota: number(body.total_used, "total_used"),
+    rawData: { creditGrants: body },
+  };
+}
+
+/** Cheap and offline: the host runs it every health interval, and the balance query is the
+ * real probe of the key and the relay. */
+export function healthCheck(config: Config): { healthy: boolean; message?: string } {
+  const problem = configProblem(config);
+  return problem ? { healthy: false, message: problem } : { healthy: true };
+}
+
+export function validateConfig(config: Config): true | { valid: false; message: string } {
+  const problem = configProblem(config);
+  return problem ? { valid: false, message: problem } : true;
+}
+
+function configProblem(config: Config): string | undefined {
+  if (!config.apiKey) return "apiKey is not configured";
+  if (/\s/.test(config.apiKey)) return "apiKey must not contain whitespace";
+  try {
+    if (!/^https?:$/.test(new URL(config.baseUrl ?? DEFAULT_BASE_URL).protocol)) return "baseUrl must be an http(s) URL";
+  } catch {
+    return "baseUrl is not a URL";
+  }
+}
+
+function isNotFound(e: unknown): boolean {
+  return e instanceof PluginError && e.errorType === ErrorTypes.PROVIDER_ERROR &&
+    (e.details as { status?: number } | undefined)?.status === 404;
+}
+
+function day(ms: number): string {
+  return new Date(ms).toISOString().slice(0, 10);
+}
+
+function object(value: unknown, field: string): Record<string, unknown> {
+  if (value !== null && typeof value === "object" && !Array.isArray(value)) return value as Record<string, unknown>;
+  throw new PluginError(ErrorTypes.PARSE_ERROR, `${ID}: ${field} is not an object`);
+}
+
+/** A number, or a string holding one (as some relays send). */
+function number(value: unknown, field: string): number {
+  const n = typeof value === "string" && value.trim() !== "" ? Number(value) : value;
+  if (typeof n === "number" && Number.isFinite(n)) return n;
+  throw new PluginError(ErrorTypes.PARSE_ERROR, `${ID}: ${field} is missing or not a number`);
+}

@@ -1,0 +1,94 @@
+/**
+ * SiliconFlow account balance, with `Authorization: Bearer <apiKey>`:
+ * https://docs.siliconflow.cn/cn/api-reference/userinfo/get-user-info
+ *
+ *   GET /v1/user/info
+ *     {"code":20000,"message":"OK","status":true,"data":{"id":"userid","name":"username",
+ *      "email":"a@b.c","balance":"0.88","chargeBalance":"88.00","totalBalance":"88.88",
+ *      "status":"normal"}}
+ *
+ *   The amounts are strings: balance = data.totalBalance (the granted balance plus the
+ *   charged one), currency CNY, or the `currency` config field (USD for the international
+ *   api.siliconflow.com); rawData is `data`. An answer with a code other than 20000 or status
+ *   false is PROVIDER_ERROR with its message.
+ *
+ * `baseUrl` may be the OpenAI-style "https://api.siliconflow.cn/v1": it is not repeated.
+ */
+import type { BalanceResult, Context, PluginMetadata } from "../../worker_runtime/plugin.d.ts";
+
+interface Config {
+  apiKey?: string;
+  baseUrl?: string;
+  currency?: string;
+}
+
+const ID = "siliconflow";
+const DEFAULT_BASE_URL = "https://api.siliconflow.cn";
+const OK = 20000;
+
+export const metadata: PluginMetadata = {
+  id: ID,
+  name: "SiliconFlow",
+  version: "1.0.0",
+  apiVersion: "1.0",
+  description: "SiliconFlow account balance from /v1/user/info.",
+  author: "Plugin Host",
+  homepage: "https://docs.siliconflow.cn/cn/api-reference/userinfo/get-user-info",
+  capabilities: ["balance"],
+  permissions: { net: ["{config.baseUrl}"] },
+  configSchema: {
+    apiKey: { type: "string", secret: true, description: "A SiliconFlow API key (sk-...)." },
+    baseUrl: { type: "string", default: DEFAULT_BASE_URL },
+    currency: { type: "string", default: "CNY", description: "USD for the international api.siliconflow.com." },
+  },
+};
+
+export async function queryBalance(config: Config, ctx: Context): Promise<BalanceResult> {
+  if (!config.apiKey) throw new PluginError(ErrorTypes.AUTH_ERROR, `${ID}: apiKey is not configured`);
+  const base = (config.baseUrl ?? DEFAULT_BASE_URL).replace(/\/+$/, "").replace(/\/v1$/, "");
+  const body = object(await ctx.fetchJson(`${base}/v1/user/info`, {
+    headers: { Authorization: `Bearer ${config.apiKey}` },
+  }), "body");
+  if (body.status === false || (body.code !== undefined && body.code !== OK)) {
+    throw new PluginError(ErrorTypes.PROVIDER_ERROR, `${ID}: code ${body.code}: ${String(body.message ?? "").slice(0, 200)}`);
+  }
+  const data = object(body.data, "data");
+  return {
+    balance: number(data.totalBalance, "data.totalBalance"),
+    currency: config.currency || "CNY",
+    rawData: data,
+  };
+}
+
+/** Cheap and offline: the host runs it every health interval, and the balance query is the
+ * real probe of the key. */
+export function healthCheck(config: Config): { healthy: boolean; message?: string } {
+  const problem = configProblem(config);
+  return problem ? { healthy: false, message: problem } : { healthy: true };
+}
+
+export function validateConfig(config: Config): true | { valid: false; message: string } {
+  const problem = configProblem(config);
+  return problem ? { valid: false, message: problem } : true;
+}
+
+function configProblem(config: Config): string | undefined {
+  if (!config.apiKey) return "apiKey is not configured";
+  if (/\s/.test(config.apiKey)) return "apiKey must not contain whitespace";
+  try {
+    if (!/^https?:$/.test(new URL(config.baseUrl ?? DEFAULT_BASE_URL).protocol)) return "baseUrl must be an http(s) URL";
+  } catch {
+    return "baseUrl is not a URL";
+  }
+}
+
+function object(value: unknown, field: string): Record<string, unknown> {
+  if (value !== null && typeof value === "object" && !Array.isArray(value)) return value as Record<string, unknown>;
+  throw new PluginError(ErrorTypes.PARSE_ERROR, `${ID}: ${field} is not an object`);
+}
+
+function number(value: unknown, field: string): number {
+  const n = typeof value === "string" && value.trim() !== "" ? Number(value) : value;
+  if (typeof n === "number" && Number.isFinite(n)) return n;
+  throw new PluginError(ErrorTypes.PARSE_ERROR, `${ID}: ${field} is missing or not a number`);
+}
