@@ -59,8 +59,10 @@ def secret_values(schema: dict[str, ConfigField], values: dict[str, Any]) -> lis
 
 
 def mask(schema: dict[str, ConfigField], values: dict[str, Any]) -> dict[str, Any]:
-    """``values`` with every secret field replaced by a mask (set) or left out (unset)."""
-    return {k: (MASK if k in schema and schema[k].secret else v) for k, v in values.items()}
+    """``values`` with every secret field replaced by a mask when set (a stored null or ""
+    stays as it is: the secret is not set)."""
+    return {k: (MASK if k in schema and schema[k].secret and v not in (None, "") else v)
+            for k, v in values.items()}
 
 
 def redact(text: str, secrets: list[str]) -> str:

@@ -406,7 +406,7 @@ class PluginHost:
 
     def _journal_event(self, event: PluginEvent) -> None:
         what = {"reloaded": "reloaded", "reload_failed": "reload failed, the old version keeps serving"}.get(
-            event.kind, f"{event.previous} -> {event.state}")
+            event.kind, event.state if event.previous is None else f"{event.previous} -> {event.state}")
         level = "warning" if event.state == "error" or event.kind == "reload_failed" else "info"
         self.logbook.add(event.plugin, level, what + (f" ({event.reason})" if event.reason else ""))
 
@@ -616,6 +616,9 @@ class PluginHost:
                                   function=BALANCE_FUNCTION)
                 outcome = from_error(r.id, name, exc, duration=(time.perf_counter() - t0) * 1000)
             results[r.id] = outcome
+            # counted like any call (metrics, the latency and error rate in PluginInfo)
+            self.metrics.observe(r.id, BALANCE_FUNCTION, "ok" if outcome.status == "success" else
+                                 outcome.error_type or outcome.status, time.perf_counter() - t0)
 
         async with anyio.create_task_group() as tg:
             for r in newest.values():

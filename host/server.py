@@ -8,11 +8,13 @@ import hmac
 import json
 import math
 from typing import Any
+from urllib.parse import urlsplit
 
 import anyio
 import msgspec
 from aiohttp import web
 
+from .dashboard import add_routes as add_dashboard_routes
 from .errors import (
     CallTimeout,
     FunctionNotFound,
@@ -60,6 +62,17 @@ async def _body(request: web.Request) -> Any:
         ) from None
 
 
+def _same_origin(request: web.Request) -> bool:
+    """No Origin header (curl, scripts, the CLI), or the page came from this server. Browsers
+    send Origin with every cross-site POST/PUT, so another site cannot drive the API from an
+    operator's browser, token or no token."""
+    origin = request.headers.get("Origin")
+    if origin is None:
+        return True
+    parts = urlsplit(origin)
+    return parts.scheme in ("http", "https") and parts.netloc == request.host
+
+
 def _instant(text: str) -> dt.datetime:
     """``2026-11-23T10:00:00Z`` (no zone: UTC) or unix seconds."""
     try:
@@ -78,6 +91,8 @@ def create_app(host: PluginHost, *, admin_token: str | None = None, enable_execu
     @web.middleware
     async def guard(request: web.Request, handler: Any) -> web.StreamResponse:
         mutating = request.method not in ("GET", "HEAD", "OPTIONS")
+        if mutating and not _same_origin(request):  # a web page elsewhere posting to this API
+            return _error(403, "Forbidden", "cross-origin requests may not change anything")
         if admin_token and mutating:
             given = request.headers.get("Authorization", "").removeprefix("Bearer ").strip()
             if not hmac.compare_digest(given.encode(), admin_token.encode()):
@@ -241,4 +256,5 @@ def create_app(host: PluginHost, *, admin_token: str | None = None, enable_execu
     app.router.add_get("/api/balances", balances)
     app.router.add_get("/api/balances/history", balance_history)
     app.router.add_post("/execute", execute)
+    add_dashboard_routes(app.router)
     return app

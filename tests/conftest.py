@@ -102,6 +102,17 @@ def shared_state(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tmp_path_factory.mktemp("state")
 
 
+@pytest.fixture
+def state_dir(tmp_path: Path, shared_state: Path) -> Path:
+    """A state dir of the test's own (configs, balance history, config store) sharing the
+    session's DENO_DIR, so that the worker runtime is not compiled again."""
+    state = tmp_path / "state"
+    state.mkdir()
+    (shared_state / "deno").mkdir(exist_ok=True)
+    (state / "deno").symlink_to(shared_state / "deno")
+    return state
+
+
 class PluginDir:
     def __init__(self, root: Path) -> None:
         self.root = root

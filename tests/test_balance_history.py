@@ -38,10 +38,13 @@ async def test_successful_fresh_queries_are_recorded_and_read_back(stations, mak
         await h.query_balances(refresh=True)
         again = await h.query_balances()  # alpha from the cache: not a new point
         assert {b.provider: b.cached for b in again if b.status == "success"} == {"alpha": True, "beta": False}
+        stats = {pid: (h.plugin(pid).latency_p50_ms, h.plugin(pid).error_rate) for pid in ("beta", "broken")}
         points = await h.balance_history()
         alpha = await h.balance_history("alpha")
         latest = await h.balance_history(limit=1)
         future = await h.balance_history(since=dt.datetime.now(dt.UTC) + dt.timedelta(hours=1))
+    assert stats["beta"][0] is not None and stats["beta"][1] == 0.0  # balance queries count as calls
+    assert stats["broken"][1] == 1.0
     assert all(isinstance(p, BalancePoint) for p in points)
     assert [(p.provider, p.balance) for p in points if p.provider == "beta"] == [("beta", 5.0), ("beta", 10.0), ("beta", 15.0)]
     assert [(p.balance, p.quota, p.used_quota, p.currency) for p in alpha] == [(99.0, 100.0, 1.0, "USD"), (98.0, 100.0, 2.0, "USD")]

@@ -53,6 +53,8 @@ def test_a_wrong_secret_is_never_echoed_in_the_error():
 def test_mask_and_redact_hide_secret_values():
     values = {"apiKey": "sk-live-abcdef", "baseUrl": "https://x"}
     assert mask(SCHEMA, values) == {"apiKey": MASK, "baseUrl": "https://x"}
+    assert mask(SCHEMA, {"apiKey": None}) == {"apiKey": None}  # not set: no mask to mislead
+    assert mask(SCHEMA, {"apiKey": ""}) == {"apiKey": ""}
     secrets = secret_values(SCHEMA, values)
     assert redact("calling with key sk-live-abcdef now", secrets) == f"calling with key {MASK} now"
 

@@ -54,8 +54,8 @@ def pids(srv, pid: str) -> list[int]:
 
 
 @pytest.mark.timeout(120)
-def test_management_api_over_http(plugins, shared_state, tmp_path):
-    with serve_process(tmp_path, "--plugins", str(plugins.root), "--state-dir", str(shared_state),
+def test_management_api_over_http(plugins, state_dir, tmp_path):
+    with serve_process(tmp_path, "--plugins", str(plugins.root), "--state-dir", str(state_dir),
                        env={"PLUGIN_HOST_ADMIN_TOKEN": TOKEN}) as srv:
         status, listed = srv.request("GET", "/api/plugins")
         assert status == 200
@@ -167,3 +167,26 @@ export function ping() { return "pong"; }
         srv.wait_ready()
         assert srv.request("GET", "/api/plugins/sluggish")[1]["state"] == "running"
         assert srv.request("GET", "/healthz/ready")[0] == 200
+
+
+@pytest.mark.timeout(60)
+def test_cross_origin_writes_are_refused_same_origin_ones_pass(plugins, shared_state, tmp_path):
+    with serve_process(tmp_path, "--plugins", str(plugins.root), "--state-dir", str(shared_state)) as srv:
+        import urllib.error
+        import urllib.request
+
+        def post(origin: str | None) -> int:
+            headers = {"Content-Type": "application/json", **({"Origin": origin} if origin else {})}
+            req = urllib.request.Request(srv.base + "/api/plugins/calc/call/add", data=b'{"args": [1, 2]}',
+                                         headers=headers, method="POST")
+            try:
+                with urllib.request.urlopen(req, timeout=10) as r:
+                    return r.status
+            except urllib.error.HTTPError as e:
+                return e.code
+
+        assert post("https://evil.example") == 403
+        assert post("null") == 403
+        assert post(srv.base.replace("127.0.0.1", "localhost")) == 403  # another origin too
+        assert post(srv.base) == 200  # the dashboard's own page
+        assert post(None) == 200  # curl, scripts

@@ -1,0 +1,755 @@
+"use strict";
+// The Plugin Host dashboard: plain DOM over the HTTP API, no build step, nothing from another
+// origin. Server text (plugin names, errors, log lines) is untrusted: it only ever reaches the
+// page as textContent or an attribute value, never as markup.
+
+const POLL_MS = 2000;           // plugins and the log view are polled this often, never faster
+const LOG_LIMIT = 500;          // entries asked for per log request
+const LOG_KEEP = 1000;          // entries kept on the page
+const TOKEN_KEY = "plugin-host.admin-token";
+const LEVELS = ["debug", "info", "warning", "error"];
+const BADGES = new Set([        // states that have a colour; any other text gets a plain badge
+  "running", "degraded", "error", "disabled", "stopped", "discovered", "loaded",
+  "closed", "open", "half_open", "success", "timeout",
+  "starting", "ready", "stopping", "crashed",
+]);
+
+const $ = (selector) => document.querySelector(selector);
+const enc = encodeURIComponent;
+
+/** An element with properties (never innerHTML) and children (strings become text nodes). */
+function el(tag, props = {}, ...children) {
+  const node = document.createElement(tag);
+  for (const [key, value] of Object.entries(props)) {
+    if (key === "class") node.className = value;
+    else if (key === "text") node.textContent = value;
+    else if (key === "dataset") Object.assign(node.dataset, value);
+    else if (key.startsWith("on")) node.addEventListener(key.slice(2), value);
+    else node[key] = value;
+  }
+  for (const child of children) if (child != null) node.append(child);
+  return node;
+}
+
+function svg(tag, attrs = {}, text) {
+  const node = document.createElementNS("http://www.w3.org/2000/svg", tag);
+  for (const [key, value] of Object.entries(attrs)) node.setAttribute(key, String(value));
+  if (text != null) node.textContent = text;
+  return node;
+}
+
+function badge(text) {
+  const node = el("span", { class: "badge", text: String(text) });
+  if (BADGES.has(text)) node.classList.add(`is-${text}`);
+  return node;
+}
+
+// ---------------------------------------------------------------------------------- time
+
+// Server time minus ours, from the Date header: used only when the clocks differ by more than
+// that header's one-second grain, so that ages stay right in a browser on another machine.
+let clockOffset = 0;
+
+function noteServerDate(response) {
+  const date = Date.parse(response.headers.get("Date") || "");
+  if (!Number.isNaN(date)) {
+    const offset = date - Date.now();
+    clockOffset = Math.abs(offset) > 2000 ? offset : 0;
+  }
+}
+
+function ageText(unixSeconds) {
+  const s = Math.max(0, (Date.now() + clockOffset) / 1000 - unixSeconds);
+  if (s < 1) return "<1 s";
+  if (s < 60) return `${Math.round(s)} s`;
+  if (s < 3600) return `${Math.floor(s / 60)} min`;
+  if (s < 86400) return `${Math.floor(s / 3600)} h`;
+  return `${Math.floor(s / 86400)} d`;
+}
+
+const pad = (n, width = 2) => String(n).padStart(width, "0");
+const clock = (d) => `${pad(d.getHours())}:${pad(d.getMinutes())}:${pad(d.getSeconds())}`;
+
+function number(x) {
+  if (typeof x !== "number" || !Number.isFinite(x)) return "—";
+  return x.toLocaleString("en-US", { maximumFractionDigits: Math.abs(x) < 1 ? 4 : 2 });
+}
+
+// ---------------------------------------------------------------------------------- API
+
+class ApiError extends Error {
+  constructor(status, type, message) {
+    super(message);
+    this.status = status;
+    this.type = type;
+  }
+}
+
+/** One request; the decoded JSON, or an ApiError with the server's {error: {type, message}}. */
+async function api(method, path, body) {
+  const headers = {};
+  const init = { method, headers, cache: "no-store" };
+  if (body !== undefined) {
+    headers["Content-Type"] = "application/json";
+    init.body = JSON.stringify(body);
+  }
+  const token = sessionStorage.getItem(TOKEN_KEY);
+  if (method !== "GET" && token) headers.Authorization = `Bearer ${token}`;
+  let response;
+  try {
+    response = await fetch(path, init);
+  } catch {
+    throw new ApiError(0, "NetworkError", "the server did not answer");
+  }
+  noteServerDate(response);
+  const text = await response.text();
+  let data = null;
+  try {
+    data = text ? JSON.parse(text) : null;
+  } catch {
+    // not JSON: the status says what happened
+  }
+  if (!response.ok) {
+    const err = (data && typeof data.error === "object" && data.error) || {};
+    throw new ApiError(response.status, String(err.type || err.name || "HTTPError"),
+      String(err.message || `${response.status} ${response.statusText}`));
+  }
+  return data;
+}
+
+// ---------------------------------------------------------------------------------- admin token
+
+let pendingAction = null;  // what to run again once the token is given
+
+function renderAuth() {
+  const set = Boolean(sessionStorage.getItem(TOKEN_KEY));
+  $("#auth-state").textContent = set ? "admin token set" : "no admin token";
+  $("#logout").hidden = !set;
+}
+
+function showLogin(message, retry = null) {
+  pendingAction = retry;
+  $("#login-message").textContent = message;
+  $("#login").hidden = false;
+  $("#token").value = "";
+  $("#token").focus();
+}
+
+function hideLogin() {
+  pendingAction = null;
+  $("#login").hidden = true;
+  $("#token").value = "";
+}
+
+/** A mutating request; a 401 opens the login form, and ``retry`` runs once a token is given. */
+async function mutate(method, path, body, retry) {
+  try {
+    return await api(method, path, body);
+  } catch (e) {
+    if (e.status === 401) {
+      const refused = Boolean(sessionStorage.getItem(TOKEN_KEY));
+      sessionStorage.removeItem(TOKEN_KEY);
+      renderAuth();
+      showLogin(refused ? "The server refused that admin token: enter the right one to continue."
+        : "This action needs the admin token: enter it to continue.", retry);
+      e.message = "admin token required";
+    }
+    throw e;
+  }
+}
+
+function setupAuth() {
+  $("#login").addEventListener("submit", (event) => {
+    event.preventDefault();
+    const token = $("#token").value.trim();
+    if (!token) return;
+    sessionStorage.setItem(TOKEN_KEY, token);
+    const retry = pendingAction;
+    hideLogin();
+    renderAuth();
+    if (retry) retry();
+  });
+  $("#login-toggle").addEventListener("click", () => {
+    if ($("#login").hidden) showLogin("Mutating requests send this token. It is kept for this tab only.");
+    else hideLogin();
+  });
+  $("#login-cancel").addEventListener("click", hideLogin);
+  $("#logout").addEventListener("click", () => {
+    sessionStorage.removeItem(TOKEN_KEY);
+    renderAuth();
+  });
+  renderAuth();
+}
+
+// ---------------------------------------------------------------------------------- plugins
+
+const rows = new Map();    // "id@version" -> the row's nodes and state
+let selected = null;       // the plugin id shown in the config and log panels
+
+const ACTIONS = {
+  restart: ["restarting…", "restarted"],
+  reload: ["reloading…", "reloaded"],
+  enable: ["enabling…", "enabled"],
+  disable: ["disabling…", "disabled"],
+};
+
+function actionAllowed(action, state) {
+  if (action === "enable") return state === "disabled" || state === "error" || state === "stopped";
+  if (action === "disable") return state !== "disabled";
+  return true;
+}
+
+function makeRow(key) {
+  const row = { key, busy: false, buttons: {} };
+  row.idButton = el("button", { type: "button", class: "link", title: "configuration and log",
+    onclick: () => selectPlugin(row.id, true) });
+  row.name = el("div", { class: "muted" });
+  row.error = el("div", { class: "error" });
+  row.state = el("td");
+  row.version = el("td");
+  row.workers = el("td");
+  row.p50 = el("td", { class: "num" });
+  row.errorRate = el("td", { class: "num" });
+  row.circuit = el("td");
+  row.restarts = el("td", { class: "num" });
+  row.message = el("div", { class: "action-msg" });
+  const actions = el("div", { class: "actions" });
+  for (const action of Object.keys(ACTIONS)) {
+    row.buttons[action] = el("button", { type: "button", text: action, dataset: { action },
+      onclick: () => runAction(row, action) });
+    actions.append(row.buttons[action]);
+  }
+  row.tr = el("tr", { dataset: { plugin: key } },
+    el("td", {}, row.idButton, row.name, row.error), row.state, row.version, row.workers,
+    row.p50, row.errorRate, row.circuit, row.restarts, el("td", {}, actions, row.message));
+  return row;
+}
+
+function workerList(workers) {
+  if (!workers.length) return el("span", { class: "muted", text: "—" });
+  const list = el("ul", { class: "workers" });
+  for (const w of workers) {
+    const beat = w.last_heartbeat == null ? "no heartbeat yet" : `♥ ${ageText(w.last_heartbeat)} ago`;
+    list.append(el("li", { dataset: { worker: String(w.index) } },
+      el("span", { class: "pid", text: w.pid == null ? "—" : String(w.pid) }), " ",
+      badge(w.state), " ",
+      el("span", { class: "heartbeat muted", text: beat }), " ",
+      el("span", { class: "calls muted", text: `${w.calls} call${w.calls === 1 ? "" : "s"}` })));
+  }
+  return list;
+}
+
+function updateRow(row, info, target) {
+  row.info = info;
+  row.id = info.id;
+  row.target = target;
+  row.idButton.textContent = info.id;
+  row.name.textContent = info.name && info.name !== info.id ? info.name : "";
+  const problem = [info.error, info.reload_error && `reload failed: ${info.reload_error}`]
+    .filter(Boolean).join(" · ");
+  row.error.textContent = problem;
+  row.state.replaceChildren(badge(info.state));
+  row.version.textContent = info.version ?? "—";
+  row.workers.replaceChildren(workerList(info.workers || []));
+  row.p50.textContent = info.latency_p50_ms == null ? "—" : `${info.latency_p50_ms.toFixed(1)} ms`;
+  row.errorRate.textContent = info.error_rate == null ? "—" : `${(info.error_rate * 100).toFixed(1)} %`;
+  row.circuit.replaceChildren(badge(info.circuit));
+  row.restarts.textContent = String(info.restarts);
+  row.restarts.title = `${info.crashes} crashes, ${info.timeouts} timeouts`;
+  for (const [action, button] of Object.entries(row.buttons)) {
+    button.disabled = row.busy || !actionAllowed(action, info.state);
+  }
+}
+
+/** The table from one GET /api/plugins; ``asked`` is when that request started: a row that an
+ * action answered for since then keeps that newer answer. */
+function renderPlugins(list, asked) {
+  const counts = new Map();
+  for (const info of list) counts.set(info.id, (counts.get(info.id) || 0) + 1);
+  const seen = new Set();
+  const body = $("#plugins tbody");
+  list.forEach((info, i) => {
+    const key = info.version ? `${info.id}@${info.version}` : info.id;
+    seen.add(key);
+    let row = rows.get(key);
+    if (!row) {
+      row = makeRow(key);
+      rows.set(key, row);
+    }
+    // Several versions of one id: each row acts on its own version.
+    if (!(row.answeredAt > asked)) updateRow(row, info, counts.get(info.id) > 1 && info.version ? key : info.id);
+    // In the server's order, moving a row only when it is out of place (a move loses focus).
+    if (body.children[i] !== row.tr) body.insertBefore(row.tr, body.children[i] || null);
+  });
+  for (const [key, row] of rows) {
+    if (!seen.has(key)) {
+      row.tr.remove();
+      rows.delete(key);
+    }
+  }
+  $("#plugins").hidden = list.length === 0;
+  $("#plugins-empty").hidden = list.length !== 0;
+  renderPluginSelect([...counts.keys()]);
+}
+
+async function runAction(row, action) {
+  const [doing, done] = ACTIONS[action];
+  row.busy = true;
+  row.message.className = "action-msg muted";
+  row.message.textContent = doing;
+  updateRow(row, row.info, row.target);
+  try {
+    const info = await mutate("POST", `/api/plugins/${enc(row.target)}/${action}`, undefined,
+      () => runAction(row, action));
+    row.busy = false;
+    row.answeredAt = performance.now();
+    updateRow(row, info, row.target);
+    row.message.textContent = done;
+  } catch (e) {
+    row.busy = false;
+    updateRow(row, row.info, row.target);
+    row.message.className = "action-msg error";
+    row.message.textContent = e.message;
+  }
+}
+
+async function pollPlugins() {
+  const asked = performance.now();
+  try {
+    renderPlugins(await api("GET", "/api/plugins"), asked);
+    setStatus(`updated ${clock(new Date())}`, false);
+  } catch (e) {
+    setStatus(`cannot read the plugins: ${e.message}`, true);
+  }
+}
+
+function setStatus(text, bad) {
+  const status = $("#status");
+  status.textContent = text;
+  status.classList.toggle("error", bad);
+  status.classList.toggle("muted", !bad);
+}
+
+// ---------------------------------------------------------------------------------- balances
+
+let balanceAges = [];  // [node, unix seconds] re-rendered on every tick
+
+async function loadBalances(refresh) {
+  const button = $("#balances-refresh");
+  const status = $("#balances-status");
+  button.disabled = true;
+  status.className = "muted";
+  status.textContent = refresh ? "asking every station…" : "loading…";
+  try {
+    const list = await api("GET", refresh ? "/api/balances?refresh=1" : "/api/balances");
+    renderBalances(list);
+    status.textContent = `updated ${clock(new Date())}`;
+  } catch (e) {
+    status.className = "error";
+    status.textContent = e.message;
+  } finally {
+    button.disabled = false;
+  }
+}
+
+function renderBalances(list) {
+  const box = $("#balances");
+  balanceAges = [];
+  box.replaceChildren();
+  $("#balances-empty").hidden = list.length !== 0;
+  for (const b of list) {
+    const age = el("span");
+    const updated = Date.parse(b.lastUpdated) / 1000;
+    if (!Number.isNaN(updated)) balanceAges.push([age, updated]);
+    const chart = el("div", { class: "chart" }, el("p", { class: "muted", text: "loading history…" }));
+    const card = el("article", { class: `card status-${b.status === "success" ? "ok" : "bad"}`,
+      dataset: { provider: b.provider } },
+      el("div", { class: "card-head" },
+        el("h3", { text: b.providerName || b.provider }), badge(b.status)),
+      el("div", { class: "muted", text: b.provider }));
+    if (b.balance != null) {
+      card.append(el("p", { class: "amount" }, el("span", { class: "balance", text: number(b.balance) }),
+        " ", el("span", { class: "currency", text: b.currency || "" })));
+    }
+    if (b.quota != null || b.usedQuota != null) {
+      const quota = el("p", { class: "quota", text: `used ${number(b.usedQuota)} of ${number(b.quota)}` });
+      if (b.quota > 0 && b.usedQuota != null) {
+        quota.append(" ", el("meter", { min: 0, max: b.quota, value: b.usedQuota, high: b.quota * 0.8 }));
+      }
+      card.append(quota);
+    }
+    if (b.errorMessage) {
+      card.append(el("p", { class: "error",
+        text: b.errorType ? `${b.errorMessage} [${b.errorType}]` : b.errorMessage }));
+    }
+    card.append(el("p", { class: "muted small" }, "updated ", age, " ago", b.cached ? " (cached)" : ""),
+      chart);
+    box.append(card);
+    loadHistory(b.provider, chart);
+  }
+  renderBalanceAges();
+}
+
+function renderBalanceAges() {
+  for (const [node, when] of balanceAges) node.textContent = ageText(when);
+}
+
+async function loadHistory(provider, box) {
+  try {
+    const points = await api("GET", `/api/balances/history?provider=${enc(provider)}`);
+    box.replaceChildren(points.length ? chart(points, provider)
+      : el("p", { class: "muted", text: "No history yet." }));
+  } catch (e) {
+    box.replaceChildren(el("p", { class: "error", text: `history: ${e.message}` }));
+  }
+}
+
+/** Balance over time as an inline SVG: a polyline with both axes labelled. */
+function chart(points, provider) {
+  const W = 320, H = 150, left = 56, right = 12, top = 12, bottom = 24;
+  const data = points.map((p) => [Date.parse(p.time), p.balance])
+    .filter(([t, v]) => Number.isFinite(t) && Number.isFinite(v));
+  if (!data.length) return el("p", { class: "muted", text: "No history yet." });
+  let [t0, t1] = [data[0][0], data[data.length - 1][0]];
+  let lo = Math.min(...data.map((d) => d[1]));
+  let hi = Math.max(...data.map((d) => d[1]));
+  if (hi === lo) {
+    const margin = Math.abs(hi) * 0.1 || 1;
+    lo -= margin;
+    hi += margin;
+  }
+  if (t1 === t0) {
+    t0 -= 30_000;
+    t1 += 30_000;
+  }
+  const x = (t) => left + ((t - t0) / (t1 - t0)) * (W - left - right);
+  const y = (v) => top + (1 - (v - lo) / (hi - lo)) * (H - top - bottom);
+  const when = (t) => {
+    const d = new Date(t);
+    if (t1 - t0 > 86_400_000) return `${pad(d.getMonth() + 1)}-${pad(d.getDate())}`;
+    return t1 - t0 > 3_600_000 ? `${pad(d.getHours())}:${pad(d.getMinutes())}` : clock(d);
+  };
+  const currency = points[points.length - 1].currency || "";
+  const root = svg("svg", { viewBox: `0 0 ${W} ${H}`, class: "history", role: "img" });
+  root.append(svg("title", {}, `balance history of ${provider}${currency ? ` (${currency})` : ""}`));
+  const axis = { class: "axis" };
+  root.append(svg("line", { ...axis, x1: left, y1: top, x2: left, y2: H - bottom }));
+  root.append(svg("line", { ...axis, x1: left, y1: H - bottom, x2: W - right, y2: H - bottom }));
+  root.append(svg("text", { x: left - 4, y: top + 4, "text-anchor": "end" }, number(hi)));
+  root.append(svg("text", { x: left - 4, y: H - bottom, "text-anchor": "end" }, number(lo)));
+  root.append(svg("text", { x: left, y: H - 6, "text-anchor": "start" }, when(t0)));
+  root.append(svg("text", { x: W - right, y: H - 6, "text-anchor": "end" }, when(t1)));
+  root.append(svg("polyline", { class: "line",
+    points: data.map(([t, v]) => `${x(t).toFixed(1)},${y(v).toFixed(1)}`).join(" ") }));
+  const [tl, vl] = data[data.length - 1];
+  root.append(svg("circle", { class: "dot", cx: x(tl).toFixed(1), cy: y(vl).toFixed(1), r: 3 }));
+  return root;
+}
+
+// ---------------------------------------------------------------------------------- plugin panels
+
+function renderPluginSelect(ids) {
+  const select = $("#plugin-select");
+  const current = [...select.options].map((o) => o.value);
+  if (current.join("\n") !== ids.join("\n")) {
+    select.replaceChildren(...ids.map((id) => el("option", { value: id, text: id })));
+  }
+  if (!ids.includes(selected)) selectPlugin(ids[0] ?? null, false);
+  else select.value = selected;
+}
+
+function selectPlugin(id, scroll) {
+  if (id === selected) {
+    if (scroll) $("#plugin-section").scrollIntoView({ behavior: "smooth" });
+    return;
+  }
+  selected = id;
+  $("#plugin-select").value = id ?? "";
+  loadConfig(id);
+  resetLog();
+  if (scroll) $("#plugin-section").scrollIntoView({ behavior: "smooth" });
+}
+
+// ---- config form, generated from the plugin's configSchema
+
+let form = null;  // {id, schema, values, inputs: {key: {input, error}}, message, saved}
+
+async function loadConfig(id) {
+  const box = $("#config");
+  form = null;
+  if (id == null) {
+    box.replaceChildren(el("p", { class: "muted", text: "No plugin selected." }));
+    return;
+  }
+  box.replaceChildren(el("p", { class: "muted", text: "loading…" }));
+  try {
+    const [schema, values] = await Promise.all([
+      api("GET", `/api/plugins/${enc(id)}/schema`), api("GET", `/api/plugins/${enc(id)}/config`)]);
+    if (selected === id) renderConfig(id, schema, values);
+  } catch (e) {
+    if (selected === id) box.replaceChildren(el("p", { class: "error", text: e.message }));
+  }
+}
+
+function shown(value) {
+  return typeof value === "string" ? value : JSON.stringify(value);
+}
+
+function fieldInput(key, field, values) {
+  const has = Object.prototype.hasOwnProperty.call(values, key) && values[key] != null;
+  const current = has ? values[key] : undefined;
+  const hasDefault = Object.prototype.hasOwnProperty.call(field, "default");
+  const id = `cfg-${key}`;
+  if (field.secret) {
+    // Write-only: never prefilled; left empty, the stored secret is kept.
+    return el("input", { id, name: key, type: "password", autocomplete: "new-password",
+      placeholder: has ? "set — leave empty to keep" : "not set" });
+  }
+  if (Array.isArray(field.enum)) {
+    const select = el("select", { id, name: key });
+    const blank = hasDefault ? `— default (${shown(field.default)}) —` : "— choose —";
+    select.append(el("option", { value: "", text: blank }));
+    field.enum.forEach((choice, i) => select.append(el("option", { value: String(i), text: shown(choice) })));
+    const index = has ? field.enum.findIndex((choice) => choice === current) : -1;
+    select.value = index >= 0 ? String(index) : "";
+    return select;
+  }
+  if (field.type === "boolean") {
+    return el("input", { id, name: key, type: "checkbox",
+      checked: has ? current === true : hasDefault && field.default === true });
+  }
+  const placeholder = hasDefault ? `default: ${shown(field.default)}` : "";
+  if (field.type === "number" || field.type === "integer") {
+    return el("input", { id, name: key, type: "number", step: field.type === "integer" ? "1" : "any",
+      value: has ? String(current) : "", placeholder });
+  }
+  if (field.type === "object" || field.type === "array") {
+    return el("textarea", { id, name: key, rows: 3, spellcheck: false, placeholder: placeholder || "JSON",
+      value: has ? JSON.stringify(current, null, 2) : "" });
+  }
+  return el("input", { id, name: key, type: "text", value: has ? shown(current) : "", placeholder });
+}
+
+function renderConfig(id, schema, values, saved = null) {
+  const box = $("#config");
+  const entries = Object.entries(schema || {});
+  if (!entries.length) {
+    form = null;
+    box.replaceChildren(el("p", { class: "muted", text: "This plugin has no configuration." }));
+    return;
+  }
+  form = {
+    id, schema, values,
+    inputs: Object.create(null),  // keyed by the plugin's field names: no prototype to collide with
+    message: el("p", { class: "form-msg", role: "status" }),
+    submit: el("button", { type: "submit", text: "Save" }),
+    saved: el("dl", { class: "saved" }),
+  };
+  const fields = [];
+  for (const [key, field] of entries) {
+    const input = fieldInput(key, field, values);
+    const error = el("span", { class: "field-error", role: "alert" });
+    form.inputs[key] = { input, error };
+    const label = el("label", { htmlFor: input.id, text: field.title || key });
+    if (field.required) label.append(el("span", { class: "required", text: " *", title: "required" }));
+    const extra = [];
+    if (field.secret) {
+      const isSet = values[key] != null;  // a stored secret comes back as the mask, "********"
+      extra.push(el("span", { class: `secret-state ${isSet ? "is-set" : ""}`, text: isSet ? "set" : "not set" }));
+    }
+    if (field.description) extra.push(el("div", { class: "muted small", text: field.description }));
+    fields.push(el("div", { class: "field", dataset: { field: key } },
+      label, el("div", { class: "control" }, input, ...extra, error)));
+  }
+  box.replaceChildren(...fields, el("div", { class: "form-foot" }, form.submit, form.message), form.saved);
+  box.onsubmit = (event) => {
+    event.preventDefault();
+    submitConfig();
+  };
+  if (saved) {
+    form.message.className = "form-msg ok";
+    form.message.textContent = "saved";
+    for (const [key, value] of Object.entries(saved)) {
+      form.saved.append(el("dt", { text: key }), el("dd", { text: value == null ? "—" : shown(value) }));
+    }
+  }
+}
+
+/** The form's values as the PUT body (merge semantics: an empty secret is left out, so the
+ * stored one is kept), or the errors by field; checked against the schema as the server will. */
+function collectConfig() {
+  const body = Object.create(null);
+  const errors = Object.create(null);
+  for (const [key, field] of Object.entries(form.schema)) {
+    const { input } = form.inputs[key];
+    const stored = form.values[key] != null;
+    const hasDefault = Object.prototype.hasOwnProperty.call(field, "default");
+    let value = null;
+    try {
+      value = readInput(input, field);
+    } catch (e) {
+      errors[key] = e.message;
+      continue;
+    }
+    if (value === null) {
+      if (field.secret && stored) continue;  // kept as stored
+      if (field.required && !hasDefault) errors[key] = "is required";
+      else if (stored) body[key] = null;     // cleared: the default applies again
+      continue;
+    }
+    if (Array.isArray(field.enum) && !field.enum.some((choice) => choice === value)) {
+      errors[key] = `must be one of ${field.enum.map(shown).join(", ")}`;
+      continue;
+    }
+    body[key] = value;
+  }
+  return { body, errors };
+}
+
+/** An input's value as the schema's type, null when empty; throws the message for a bad one. */
+function readInput(input, field) {
+  if (!field.secret && Array.isArray(field.enum)) {
+    return input.value === "" ? null : field.enum[Number(input.value)];
+  }
+  if (field.type === "boolean" && !field.secret) return input.checked;
+  if (input.validity && input.validity.badInput) throw new Error(`must be ${article(field.type)}`);
+  const raw = field.type === "string" ? input.value : input.value.trim();
+  if (raw === "") return null;
+  switch (field.type) {
+    case "number":
+    case "integer": {
+      const n = Number(raw);
+      if (!Number.isFinite(n)) throw new Error(`must be ${article(field.type)}`);
+      if (field.type === "integer" && !Number.isInteger(n)) throw new Error("must be an integer");
+      return n;
+    }
+    case "boolean":
+      if (raw !== "true" && raw !== "false") throw new Error("must be true or false");
+      return raw === "true";
+    case "object":
+    case "array": {
+      let parsed;
+      try {
+        parsed = JSON.parse(raw);
+      } catch {
+        throw new Error(`must be a JSON ${field.type}`);
+      }
+      const isArray = Array.isArray(parsed);
+      const ok = field.type === "array" ? isArray : parsed !== null && typeof parsed === "object" && !isArray;
+      if (!ok) throw new Error(`must be a JSON ${field.type}`);
+      return parsed;
+    }
+    default:
+      return raw;
+  }
+}
+
+const article = (type) => (type === "integer" ? "an integer" : `a ${type}`);
+
+function showFormErrors(errors, message, bad = true) {
+  for (const [key, { input, error }] of Object.entries(form.inputs)) {
+    const message = Object.hasOwn(errors, key) ? errors[key] : "";
+    error.textContent = message;
+    input.classList.toggle("invalid", Boolean(message));
+    input.setAttribute("aria-invalid", message ? "true" : "false");
+  }
+  form.message.className = bad ? "form-msg error" : "form-msg";
+  form.message.textContent = message;
+}
+
+async function submitConfig() {
+  if (!form) return;
+  const current = form;
+  const { body, errors } = collectConfig();
+  form.saved.replaceChildren();
+  if (Object.keys(errors).length) {
+    showFormErrors(errors, "Fix the marked fields.");
+    return;
+  }
+  showFormErrors({}, "saving…", false);
+  current.submit.disabled = true;
+  try {
+    const saved = await mutate("PUT", `/api/plugins/${enc(current.id)}/config`, body, submitConfig);
+    if (form === current) renderConfig(current.id, current.schema, saved, saved);
+  } catch (e) {
+    if (form !== current) return;
+    current.submit.disabled = false;
+    // "config.region: 'mars' is not one of [...]" (after the plugin's "id: ") names a field.
+    const named = /(?:^|:\s)config\.([^:\s]+):\s*(.*)$/s.exec(e.message);
+    if (named && current.inputs[named[1]]) showFormErrors({ [named[1]]: named[2] }, "Not saved.");
+    else showFormErrors({}, e.message);
+  }
+}
+
+// ---- log view
+
+const log = { id: null, level: "debug", after: 0, generation: 0, busy: false };
+
+function resetLog() {
+  log.id = selected;
+  log.level = $("#log-level").value;
+  log.after = 0;
+  log.generation += 1;
+  log.busy = false;
+  $("#log").replaceChildren();
+  $("#log-empty").hidden = false;
+  pollLog();
+}
+
+async function pollLog() {
+  if (log.id == null || log.busy) return;
+  const { id, level, generation } = log;
+  log.busy = true;
+  try {
+    const data = await api("GET",
+      `/api/plugins/${enc(id)}/logs?level=${level}&after=${log.after}&limit=${LOG_LIMIT}`);
+    if (generation !== log.generation) return;  // another plugin or level meanwhile
+    appendLog(data.entries.filter((entry) => entry.seq > log.after));
+    log.after = Math.max(log.after, data.last);
+  } catch (e) {
+    if (generation !== log.generation) return;
+    $("#log-empty").hidden = false;
+    $("#log-empty").textContent = `cannot read the log: ${e.message}`;
+  } finally {
+    if (generation === log.generation) log.busy = false;
+  }
+}
+
+function appendLog(entries) {
+  const list = $("#log");
+  const atBottom = list.scrollHeight - list.scrollTop - list.clientHeight < 8;
+  for (const entry of entries) {
+    const level = LEVELS.includes(entry.level) ? entry.level : "info";
+    const when = new Date(entry.time * 1000);
+    list.append(el("li", { class: `level-${level}`, dataset: { seq: String(entry.seq) } },
+      el("span", { class: "time", text: `${clock(when)}.${pad(when.getMilliseconds(), 3)}` }),
+      el("span", { class: "level", text: level }),
+      el("span", { class: "source", text: entry.worker || entry.plugin }),
+      el("span", { class: "message", text: entry.message })));
+  }
+  while (list.children.length > LOG_KEEP) list.firstElementChild.remove();
+  const empty = $("#log-empty");
+  empty.textContent = "No log entries.";
+  empty.hidden = list.children.length !== 0;
+  if (atBottom) list.scrollTop = list.scrollHeight;
+}
+
+// ---------------------------------------------------------------------------------- start
+
+async function tick() {
+  await Promise.all([pollPlugins(), pollLog()]);
+  renderBalanceAges();
+  setTimeout(tick, POLL_MS);  // counted from the end of this round: never faster than POLL_MS
+}
+
+function start() {
+  setupAuth();
+  $("#plugin-select").addEventListener("change", (event) => selectPlugin(event.target.value, false));
+  $("#log-level").addEventListener("change", resetLog);
+  $("#balances-refresh").addEventListener("click", () => loadBalances(true));
+  loadConfig(null);
+  loadBalances(false);
+  tick();
+}
+
+start();
