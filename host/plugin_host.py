@@ -188,9 +188,8 @@ class PluginHost:
 
     def _discover(self) -> list[PluginSource]:
         """The plugins in the plugin directories, and the cc-switch usage scripts as plugins."""
-        assert self._runtime is not None
         scripts = usage_sources(self.config.plugin_dirs, self.config.usage_scripts,
-                                self.config.state_path / "usage_scripts", self._runtime.entry.parent)
+                                self.config.state_path / "usage_scripts")
         return sorted(discover(self.config.plugin_dirs) + scripts, key=lambda s: (s.id, s.version_hint or ""))
 
     async def _load(self, sources: list[PluginSource]) -> None:

@@ -14,6 +14,7 @@ from pathlib import Path
 from .config import UsageScriptConfig
 from .manifest import ID_RE
 from .plugins import USAGE_SUFFIX, PluginSource
+from .runtime import find_runtime_entry
 
 log = logging.getLogger("host.usage_scripts")
 
@@ -46,14 +47,15 @@ def _scripts(dirs: list[Path], configured: dict[str, UsageScriptConfig]) -> dict
     return found
 
 
-def usage_sources(dirs: list[Path], configured: dict[str, UsageScriptConfig], out_dir: Path,
-                  runtime_dir: Path) -> list[PluginSource]:
+def usage_sources(dirs: list[Path], configured: dict[str, UsageScriptConfig], out_dir: Path) -> list[PluginSource]:
     """Write (or refresh) the module of every usage script, remove those of scripts that are
     gone, and return them as plugin sources. A module is rewritten only when its text changes,
     so that hot reload sees an edited script and nothing else."""
-    adapter = (runtime_dir / ADAPTER).read_text(encoding="utf-8")
+    scripts = _scripts(dirs, configured)
+    # The adapter ships beside the standard worker runtime (whatever runtime_entry is used).
+    adapter = (find_runtime_entry().parent / ADAPTER).read_text(encoding="utf-8") if scripts else ""
     sources: list[PluginSource] = []
-    for sid, (name, origin, script) in sorted(_scripts(dirs, configured).items()):
+    for sid, (name, origin, script) in sorted(scripts.items()):
         if not ID_RE.match(sid):
             log.warning("usage script %r (%s): not a valid plugin id; skipped", sid, origin)
             continue
