@@ -39,8 +39,9 @@ def anyio_backend(request: pytest.FixtureRequest) -> str:
     return request.param
 
 
-def deno_children(root: int | None = None) -> list[int]:
-    """Deno processes descended from ``root`` (default: this test process)."""
+def descendants(match: Callable[[str], bool], root: int | None = None) -> list[int]:
+    """Live processes descended from ``root`` (default: this test process) whose command name
+    ``match`` accepts (zombies are left out: a leak of their own, not a running process)."""
     root = root or os.getpid()
     parents: dict[int, int] = {}
     names: dict[int, str] = {}
@@ -53,14 +54,13 @@ def deno_children(root: int | None = None) -> list[int]:
         except OSError:
             continue
         rparen = stat.rindex(")")
-        names[int(entry)] = stat[stat.index("(") + 1 : rparen]
         fields = stat[rparen + 2 :].split()
-        if fields[0] == "Z":  # a zombie is a leak of its own, but not a running worker
-            names[int(entry)] = "<zombie>" + names[int(entry)]
         parents[int(entry)] = int(fields[1])
+        if fields[0] != "Z":
+            names[int(entry)] = stat[stat.index("(") + 1 : rparen]
     out = []
     for pid, name in names.items():
-        if name != "deno":
+        if not match(name):
             continue
         p = pid
         while p > 1:
@@ -69,6 +69,11 @@ def deno_children(root: int | None = None) -> list[int]:
                 out.append(pid)
                 break
     return out
+
+
+def deno_children(root: int | None = None) -> list[int]:
+    """Deno processes descended from ``root`` (default: this test process)."""
+    return descendants(lambda name: name == "deno", root)
 
 
 async def wait_for(pred: Callable[[], bool], timeout: float = 5.0, interval: float = 0.01) -> None:

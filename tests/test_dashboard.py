@@ -17,7 +17,7 @@ from contextlib import ExitStack
 from pathlib import Path
 
 import pytest
-from conftest import CALC, PluginDir, ServeProcess, serve_process
+from conftest import CALC, PluginDir, ServeProcess, descendants, serve_process
 from playwright.sync_api import Browser, Locator, Page, Playwright, expect, sync_playwright
 
 REPO = Path(__file__).resolve().parents[1]
@@ -78,31 +78,7 @@ throw new Error("<script>window.pwned=2</script> broke at load");
 
 def chromium_processes() -> list[int]:
     """Chromium (and Playwright driver) processes descended from this test process."""
-    parents, names = {}, {}
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/stat") as f:
-                stat = f.read()
-        except OSError:
-            continue
-        rparen = stat.rindex(")")
-        fields = stat[rparen + 2:].split()
-        if fields[0] != "Z":
-            names[int(entry)] = stat[stat.index("(") + 1: rparen]
-            parents[int(entry)] = int(fields[1])
-    me, found = os.getpid(), []
-    for pid, name in names.items():
-        if "chrom" not in name.lower() and "headless" not in name.lower():
-            continue
-        p = pid
-        while p > 1:
-            p = parents.get(p, 0)
-            if p == me:
-                found.append(pid)
-                break
-    return found
+    return descendants(lambda name: "chrom" in name.lower() or "headless" in name.lower())
 
 
 @pytest.fixture(scope="module")
