@@ -103,6 +103,23 @@ async def test_without_the_crypto_tool_crypto_is_undefined(make_host):
     assert granted.ok and granted.result == "object"
 
 
+async def test_a_crypto_reference_kept_by_a_cached_module_serves_only_calls_that_asked(make_host):
+    code = "const c = crypto; export default () => c ? c.randomUUID() : 'no crypto at load';"
+    async with make_host(execute=ExecuteConfig(min_workers=1, max_workers=1)) as h:
+        granted = await h.execute(code, tools=["crypto"])  # the module is loaded (and cached) here
+        ungranted = await h.execute(code)                   # same code, same worker, no tool
+        again = await h.execute(code, tools=["crypto"])
+        tampered = await h.execute("export default () => { crypto.randomUUID = () => 'x'; return 1; }",
+                                   tools=["crypto"])
+        after = await h.execute("export default () => crypto.randomUUID()", tools=["crypto"])
+    assert granted.ok and UUID_RE.match(granted.result)
+    exc = exception_of(ungranted)
+    assert exc.name == "TypeError" and "crypto is not available to this execution" in exc.message
+    assert again.ok and UUID_RE.match(again.result)
+    assert exception_of(tampered).name == "TypeError"  # the tool object is frozen
+    assert after.ok and UUID_RE.match(after.result)
+
+
 async def test_crypto_tool_limits_operations_bytes_and_methods(make_host):
     xc = ExecuteConfig(crypto=CryptoToolConfig(methods=["randomUUID"], max_ops=5, subtle=False))
     async with make_host(execute=xc) as h:

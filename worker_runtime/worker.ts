@@ -420,8 +420,8 @@ interface CallState {
   cleanup?: () => void;
   /** Events this (execute) call subscribed to; its handlers go when it settles. */
   events?: Set<string>;
-  /** What the global `crypto` is for this (execute) call: the gated tool, or undefined. */
-  crypto?: unknown;
+  /** Crypto operations this (execute) call has made; undefined: it did not ask for the tool. */
+  cryptoOps?: number;
 }
 
 const calls = new Map<Id, CallState>();
@@ -565,7 +565,7 @@ function onExecute(msg: Msg): void {
   // Code run by execute is gone when the call settles, and so are its channel handlers.
   const context = makeContext(state, timeoutMs, state);
   if (tools.includes("channel")) installChannel(state, context.channel);
-  if (tools.includes("crypto") && cryptoTool) state.crypto = makeCryptoTool(cryptoTool);
+  if (tools.includes("crypto") && cryptoTool) state.cryptoOps = 0;
   tracker.run(state, invoke, state, async () => {
     let mod;
     try {
@@ -604,6 +604,7 @@ interface CryptoToolSettings {
 }
 
 let cryptoTool: CryptoToolSettings | null = null;
+let cryptoObject: unknown;
 const realCrypto = globalThis.crypto;
 
 function installCryptoTool(settings: unknown): void {
@@ -614,17 +615,23 @@ function installCryptoTool(settings: unknown): void {
     max_bytes: typeof s.max_bytes === "number" ? s.max_bytes : 65536,
     max_ops: typeof s.max_ops === "number" ? s.max_ops : 1000,
   };
+  cryptoObject = makeCryptoTool(cryptoTool);
   Object.defineProperty(globalThis, "crypto", {
-    get: () => tracker.getStore()?.crypto,
+    get: () => tracker.getStore()?.cryptoOps === undefined ? undefined : cryptoObject,
     configurable: true,
     enumerable: false,
   });
 }
 
+/** One object for every execution: each use is counted against, and allowed by, the call
+ * running now, so a reference kept in a cached module serves no call that did not ask. */
 function makeCryptoTool(settings: CryptoToolSettings): unknown {
-  let ops = 0;
   const count = (what: string) => {
-    if (++ops > settings.max_ops) {
+    const state = tracker.getStore();
+    if (state?.cryptoOps === undefined) {
+      throw new TypeError(`${what}: crypto is not available to this execution (tools: ["crypto"] was not asked)`);
+    }
+    if (++state.cryptoOps > settings.max_ops) {
       throw new ResourceLimitExceeded(`crypto: more than ${settings.max_ops} operations (${what})`);
     }
   };
@@ -657,6 +664,9 @@ function makeCryptoTool(settings: CryptoToolSettings): unknown {
           return Reflect.apply(value, target, args);
         };
       },
+      set: () => false, // code may not change what other executions use
+      defineProperty: () => false,
+      deleteProperty: () => false,
     });
   }
   return Object.freeze(tool);
