@@ -64,7 +64,7 @@ class WorkerLimits(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=Tru
         return self.data_limit_mb + WEB_WORKER_DATA_MB * self.max_web_workers
 
 
-TOOLS = ("crypto", "channel")  # the tools ``execute`` knows
+TOOLS = ("crypto", "channel", "db")  # the tools ``execute`` knows
 CRYPTO_METHODS = ("getRandomValues", "randomUUID")
 
 
@@ -91,6 +91,10 @@ class ExecuteConfig(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=Tr
     timeout: float = 3.0           # seconds, when a request gives none (seed 001: 3000 ms)
     max_code_chars: int = 100_000  # seed 001's maxSize; longer code is PayloadTooLarge
     crypto: CryptoToolConfig = msgspec.field(default_factory=CryptoToolConfig)
+    # The db tool: a sqlite database (a path, or sqlite:///path) that code asking for "db" may
+    # read; None: the tool is refused. $DATABASE_URL sets it when the file does not.
+    database: str | None = None
+    db_max_rows: int = 1000
 
 
 class HealthConfig(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True):
@@ -393,11 +397,24 @@ def _check_pool(p: PoolConfig, where: str) -> None:
         raise InvalidConfig(f"{where}: max_inflight must be >= 1")
 
 
+def database_path(database: str) -> str | None:
+    """The file of ``[execute] database``: a path, or ``sqlite:///path``; None for another
+    kind of database URL (the host reads sqlite only)."""
+    if database.startswith("sqlite:///"):
+        return database.removeprefix("sqlite://")
+    return None if "://" in database or not database.strip() else database
+
+
 def _check_execute(x: ExecuteConfig) -> None:
     if x.min_workers < 0 or x.max_workers < 1 or x.min_workers > x.max_workers:
         raise InvalidConfig("execute: need 0 <= min_workers <= max_workers and max_workers >= 1")
     if x.timeout <= 0 or x.max_code_chars < 1 or x.max_calls_per_worker < 1:
         raise InvalidConfig("execute: need timeout > 0, max_code_chars >= 1 and max_calls_per_worker >= 1")
+    if x.database is not None and not database_path(x.database):
+        raise InvalidConfig(f"execute.database: only sqlite databases (a path or sqlite:///path), "
+                            f"got {x.database.split('://')[0]}://...")
+    if x.db_max_rows < 1:
+        raise InvalidConfig("execute.db_max_rows must be >= 1")
     c = x.crypto
     if unknown := sorted(set(c.methods) - set(CRYPTO_METHODS)):
         raise InvalidConfig(f"execute.crypto.methods: unknown {unknown}; known: {list(CRYPTO_METHODS)}")

@@ -18,6 +18,8 @@ the file, then the defaults. The environment variables (an empty one counts as u
 - ``PLUGIN_HOST_STORAGE``: ``policy.storage`` and ``policy.cache_storage`` together, e.g.
   ``redis://:password@127.0.0.1:6379/0`` for hosts that share rate limits and the cache.
 - ``PLUGIN_HOST_STATE_DIR``: ``state_dir``.
+- ``DATABASE_URL`` (seed 001's): ``execute.database`` when it is ``sqlite:///...`` and the
+  file names no database (a URL of another kind is left to whoever set it).
 
 (``PLUGIN_HOST_DENO``, the deno binary, is read where the binary is looked for, so it also
 applies to hosts built without this module.)
@@ -50,6 +52,7 @@ ENV_PORT = "PLUGIN_HOST_PORT"
 ENV_ADMIN_TOKEN = "PLUGIN_HOST_ADMIN_TOKEN"
 ENV_STORAGE = "PLUGIN_HOST_STORAGE"
 ENV_STATE_DIR = "PLUGIN_HOST_STATE_DIR"
+ENV_DATABASE_URL = "DATABASE_URL"  # sqlite:///path: the execute db tool's database, unless the file names one
 
 
 def load_config(path: str | os.PathLike[str] | None = None, *, env: Mapping[str, str] | None = None,
@@ -72,7 +75,11 @@ def load_config(path: str | os.PathLike[str] | None = None, *, env: Mapping[str,
         data, shortcuts = _read(Path(path), name)
     config = _convert(data, shortcuts, source=name)
 
-    extra = _merge(_from_env(env), {k: v for k, v in overrides.items() if v is not None})
+    from_env = _from_env(env)
+    url = env.get(ENV_DATABASE_URL, "")
+    if url.startswith("sqlite:///") and not (data.get("execute") or {}).get("database"):
+        from_env["execute"] = {"database": url}  # seed 001's variable; another kind is not ours
+    extra = _merge(from_env, {k: v for k, v in overrides.items() if v is not None})
     if not extra:
         return config
     return _convert(_builtins(_merge(data, extra)), shortcuts,
@@ -112,6 +119,9 @@ def _read(path: Path, name: str) -> tuple[dict[str, Any], set[str]]:
             data[key] = _resolve(value, base)
         elif key == "plugins_dir" and isinstance(value, list):
             data[key] = [_resolve(v, base) if isinstance(v, str) else v for v in value]
+    execute = data.get("execute")
+    if isinstance(execute, dict) and isinstance(execute.get("database"), str) and "://" not in execute["database"]:
+        execute["database"] = _resolve(execute["database"], base)
     scripts = data.get("usage_scripts")
     if isinstance(scripts, dict):
         for entry in scripts.values():

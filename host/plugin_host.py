@@ -26,7 +26,9 @@ from .config import (
     PoolConfig,
     RateLimitConfig,
     RetryConfig,
+    database_path,
 )
+from .db_tool import DbTool
 from .dependencies import resolve
 from .egress import EgressProxy
 from .errors import (
@@ -57,7 +59,7 @@ from .result_cache import FRESH, ResultCache, cache_key, digest, make_entry
 from .runtime import Runtime
 from .scheduler import Scheduler, SchedulerStats
 from .secrets import EXPORT_FORMAT, SecretBox, export_cipher, import_cipher
-from .services import HostServices
+from .services import EXECUTE_ID, HostServices
 from .usage_scripts import usage_sources
 from .worker import Lease, Worker, WorkerSpec
 
@@ -116,6 +118,8 @@ class PluginHost:
     async def __aenter__(self) -> PluginHost:
         self._runtime = Runtime.create(self.config, redact=self._redact_secrets)
         self._services = HostServices(self.config.state_path)
+        if (database := self.config.execute.database) is not None:
+            self._services.db = DbTool(database_path(database) or database, max_rows=self.config.execute.db_max_rows)
         self._store = ConfigStore(self.config.state_path, self._box)
         warmed = self._cache.warm_up()
         if warmed:
@@ -739,6 +743,8 @@ class PluginHost:
             raise PayloadTooLarge(f"code of {len(code)} characters exceeds {xc.max_code_chars}")
         if unknown := [t for t in tools or () if t not in TOOLS]:
             raise InvalidConfig(f"unknown tool {unknown[0]!r}; the tools are {', '.join(TOOLS)}")
+        if "db" in (tools or ()) and xc.database is None:
+            raise InvalidConfig("the db tool needs a database: set [execute] database (a sqlite file)")
         perms = (Permissions.merge(*permissions) if isinstance(permissions, list)
                  else Permissions.parse(permissions))
         budget = xc.timeout if timeout is None else timeout
@@ -761,7 +767,7 @@ class PluginHost:
             pool = self._exec_pools.get(key)
             if pool is None:
                 cfg = execute_pool_config(self.config.execute)
-                spec = WorkerSpec(plugin_id="execute", module=None, base_dir=self._runtime_dir(),
+                spec = WorkerSpec(plugin_id=EXECUTE_ID, module=None, base_dir=self._runtime_dir(),
                                   read_paths=[], permissions=perms, limits=self.config.limits,
                                   egress_id=_EXECUTE_EGRESS + digest(repr(key))[:16],
                                   tools={"crypto": msgspec.to_builtins(self.config.execute.crypto)})

@@ -18,13 +18,17 @@ import anyio
 import msgspec
 
 from . import protocol as p
+from .db_tool import DbTool
 from .errors import (
+    HostCallError,
     InvalidHostCall,
     PayloadTooLarge,
     StorageError,
     UnknownHostCall,
 )
 from .worker import Worker
+
+EXECUTE_ID = "execute"  # the plugin id of the workers that run ad-hoc execute code
 
 T = TypeVar("T")
 Scope = tuple[str, str]  # ("plugin", id) for a plugin's workers; ("execute", "") for execute's
@@ -174,7 +178,9 @@ class HostServices:
             "channel.emit": self._channel_emit, "channel.on": self._channel_on,
             "channel.off": self._channel_off,
             "log": self._log,
+            "db.select": self._db_select,
         }
+        self.db: DbTool | None = None  # the execute db tool, when [execute] database is set
 
     async def handle(self, worker: Worker, msg: p.HostCall) -> Any:
         """Serve one host call (Worker's ``host_call`` hook)."""
@@ -184,6 +190,15 @@ class HostServices:
                 f"host call {msg.op!r} is not available; the host offers {', '.join(sorted(self._ops))}",
                 plugin=worker.spec.plugin_id)
         return await op(worker, msg)
+
+    async def _db_select(self, worker: Worker, msg: p.HostCall) -> Any:
+        (query,) = self._args(msg, 1, 1, "a query")
+        if self.db is None or worker.spec.plugin_id != EXECUTE_ID:
+            raise InvalidHostCall("db: the db tool serves execute code, and only when [execute] database is set")
+        try:
+            return await anyio.to_thread.run_sync(self.db.select, query)
+        except sqlite3.Error as exc:
+            raise HostCallError(f"db: {exc}") from None
 
     def forget(self, worker: Worker) -> None:
         """Drop a worker that exited from every channel subscription."""

@@ -147,8 +147,8 @@ async def test_crypto_tool_limits_operations_bytes_and_methods(make_host):
 
 async def test_unknown_tool_is_refused_with_invalid_config(make_host):
     async with make_host() as h:
-        with pytest.raises(InvalidConfig, match="unknown tool 'db'"):
-            await h.execute("export default () => 1", tools=["crypto", "db"])
+        with pytest.raises(InvalidConfig, match="unknown tool 'fs'; the tools are crypto, channel, db"):
+            await h.execute("export default () => 1", tools=["crypto", "fs"])
 
 
 async def test_channel_tool_example_succeeds_and_logs_the_message(make_host):
@@ -401,3 +401,75 @@ async def test_invalid_execute_permissions_raise_invalid_config(make_host, permi
         assert next(iter(permissions)) in e.value.message
         assert all(word in e.value.message for word in named), e.value.message
         assert (await h.execute("export default () => 1")).result == 1
+
+
+# ---------------------------------------------------------------------------------------------
+# The db tool
+
+
+@pytest.fixture
+def users_db(tmp_path):
+    import sqlite3
+
+    path = tmp_path / "app.sqlite"
+    with sqlite3.connect(path) as db:
+        db.execute("CREATE TABLE users (id INTEGER PRIMARY KEY, name TEXT, active INTEGER, note TEXT)")
+        db.executemany("INSERT INTO users VALUES (?, ?, ?, ?)", [
+            (1, "Alice", 1, None), (2, "Bob", 1, "x"), (3, "Carol", 0, None), (4, "Dan", 1, None), (5, "Eve", 0, None)])
+        db.execute("CREATE TABLE secrets (k TEXT)")
+    db.close()
+    return path
+
+
+async def test_db_tool_reads_the_configured_database(make_host, users_db):
+    async with make_host(execute=ExecuteConfig(database=str(users_db), db_max_rows=3)) as h:
+        ex4 = await h.execute(
+            "export default async function() { const users = await db.users.select().limit(10); return { total: "
+            "users.length, users: users.map(u => ({ id: u.id, name: u.name })) }; }", tools=["db"])
+        found = await h.execute(
+            "export default async () => (await db.users.findMany({ where: { active: 0 }, orderBy: { id: 'desc' } }))"
+            ".map(u => u.name)", tools=["db"])
+        chained = await h.execute(
+            "export default async () => await db.users.select('name').where({ active: 1 }).orderBy('name', 'desc')"
+            ".offset(1).limit(2)", tools=["db"])
+        first = await h.execute("export default async () => (await db.users.findFirst({ where: { note: null } })).name",
+                                tools=["db"])
+        absent = await h.execute("export default () => typeof db")
+        no_table = await h.execute("export default async () => await db['users; DROP TABLE users'].select()",
+                                   tools=["db"])
+        no_column = await h.execute("export default async () => await db.users.findMany({ where: { 'id = 1 OR 1': 1 } })",
+                                    tools=["db"])
+        count = await h.execute("export default async () => (await db.users.select()).length", tools=["db"])
+    assert ex4.ok, ex4.logs
+    assert ex4.result == {"total": 3, "users": [{"id": 1, "name": "Alice"}, {"id": 2, "name": "Bob"},
+                                                {"id": 3, "name": "Carol"}]}  # db_max_rows caps the 10
+    assert found.result == ["Eve", "Carol"]
+    assert chained.result == [{"name": "Bob"}, {"name": "Alice"}]
+    assert first.result == "Alice"
+    assert absent.result == "undefined"
+    assert "no table 'users; DROP TABLE users'" in exception_of(no_table).message
+    assert "has no column" in exception_of(no_column).message
+    assert count.result == 3  # still all there: nothing was dropped
+
+
+async def test_db_tool_is_refused_without_a_database(make_host):
+    async with make_host() as h:
+        with pytest.raises(InvalidConfig, match=r"the db tool needs a database"):
+            await h.execute("export default () => 1", tools=["db"])
+
+
+async def test_db_tool_refuses_malformed_queries(make_host, users_db):
+    async with make_host(execute=ExecuteConfig(database=str(users_db))) as h:
+        negative = await h.execute("export default async () => await db.users.findMany({ limit: -1 })", tools=["db"])
+        nested = await h.execute("export default async () => await db.users.findMany({ where: { id: { $gt: 1 } } })",
+                                 tools=["db"])
+    assert "limit must be a whole number" in exception_of(negative).message
+    assert "where must map column names" in exception_of(nested).message
+
+
+def test_database_must_be_sqlite():
+    from host import HostConfig
+
+    with pytest.raises(InvalidConfig, match="only sqlite databases") as e:
+        HostConfig(execute={"database": "postgresql://user:pw@db.example:5432/app"})
+    assert "pw" not in str(e.value)

@@ -1,11 +1,13 @@
 """Seed 001's ``POST /execute`` contract against the real server (``python -m host serve``
 in a subprocess): every example of the seed, each error case, and the 413 for oversize code.
 The request bodies are the seed's own, verbatim, except example 6's URL, which points at a
-local fake of the GitHub API (tests never leave the machine)."""
+local fake of the GitHub API (tests never leave the machine); examples 4 and 5 read a sqlite
+database named by DATABASE_URL, where the seed's is PostgreSQL."""
 
 from __future__ import annotations
 
 import re
+import sqlite3
 import time
 
 import pytest
@@ -37,7 +39,13 @@ def test_every_seed_001_example_over_http(tmp_path, shared_state, local_server):
                                                      "language": "Rust"}
     github = f"http://127.0.0.1:{local_server.port}"
     (tmp_path / "plugins").mkdir()
-    with serve_process(tmp_path, "--plugins", "plugins", "--state-dir", str(shared_state), *EXECUTE) as srv:
+    with sqlite3.connect(tmp_path / "app.sqlite") as db:
+        db.execute("CREATE TABLE users (id INTEGER PRIMARY KEY, name TEXT)")
+        db.executemany("INSERT INTO users VALUES (?, ?)", [(1, "Alice"), (2, "Bob")])
+    db.close()
+    env = {"DATABASE_URL": f"sqlite:///{tmp_path / 'app.sqlite'}"}  # as the seed sets it
+    with serve_process(tmp_path, "--plugins", "plugins", "--state-dir", str(shared_state), *EXECUTE,
+                       env=env) as srv:
         def execute(body: dict) -> dict:
             status, out = srv.request("POST", "/execute", body)
             assert status == 200, out
@@ -72,20 +80,20 @@ def test_every_seed_001_example_over_http(tmp_path, shared_state, local_server):
         assert [(e["level"], e["message"]) for e in out["logs"]] == [("log", "Sending message: Task completed")]
         assert abs(out["logs"][0]["timestamp"] - now_ms()) < 60_000
 
-        # 4 and 5 ask for the seed's `db` tool (Drizzle on PostgreSQL), which this host does not
-        # ship: a typed 400 naming the tool, and nothing runs.
-        for body in (
-            {"code": "export default async function() { const users = await db.users.select().limit(10); return "
-                     "{ total: users.length, users: users.map(u => ({ id: u.id, name: u.name })) }; }",
-             "tools": ["db"]},
-            {"code": "export default async function(userId) { const users = await db.users.select().limit(1); "
-                     "const user = users[0]; const sessionId = crypto.randomUUID(); channel.emit(\"user:login\", "
-                     "{ userId, sessionId, timestamp: Date.now() }); return { user: user?.name, sessionId }; }",
-             "input": 123, "tools": ["crypto", "channel", "db"]},
-        ):
-            status, out = srv.request("POST", "/execute", body)
-            assert status == 400, out
-            assert out["error"]["type"] == "InvalidConfig" and "unknown tool 'db'" in out["error"]["message"]
+        # 4: the db tool reads the configured database (sqlite here: the seed's is PostgreSQL)
+        out = execute({"code": "export default async function() { const users = await db.users.select().limit(10); "
+                               "return { total: users.length, users: users.map(u => ({ id: u.id, name: u.name })) }; }",
+                       "tools": ["db"]})
+        assert out["ok"], out
+        assert out["result"] == {"total": 2, "users": [{"id": 1, "name": "Alice"}, {"id": 2, "name": "Bob"}]}
+
+        # 5: crypto, channel and db together
+        out = execute({"code": "export default async function(userId) { const users = await db.users.select().limit(1);"
+                               " const user = users[0]; const sessionId = crypto.randomUUID(); channel.emit(\"user:login\","
+                               " { userId, sessionId, timestamp: Date.now() }); return { user: user?.name, sessionId }; }",
+                       "input": 123, "tools": ["crypto", "channel", "db"]})
+        assert out["ok"], out
+        assert out["result"]["user"] == "Alice" and UUID_RE.match(out["result"]["sessionId"])
 
         # 6: a fetch under the request's own net permission (the local fake instead of api.github.com)
         out = execute({"code": "export default async function(url) { const response = await fetch(url); const "
@@ -135,7 +143,7 @@ def test_seed_001_error_cases_over_http(tmp_path, shared_state):
     (tmp_path / "plugins").mkdir()
     (tmp_path / "host.toml").write_text("[execute]\ntimeout = 1.0\n")
     with serve_process(tmp_path, "--plugins", "plugins", "--state-dir", str(shared_state),
-                       "--config", "host.toml", *EXECUTE) as srv:
+                       "--config", "host.toml", *EXECUTE, env={"DATABASE_URL": ""}) as srv:
         def failure(code: str, **extra) -> tuple[dict, dict]:
             status, out = srv.request("POST", "/execute", {"code": code, **extra})
             assert status == 200, out  # a failed execution is still a 200, the seed says
@@ -166,6 +174,12 @@ def test_seed_001_error_cases_over_http(tmp_path, shared_state):
         status, out = srv.request("POST", "/execute", {"code": "export default () => 1;" + " " * 100_000})
         assert status == 413 and out["error"]["name"] == "PayloadTooLarge", out
         assert "100000" in out["error"]["message"]
+
+        # the db tool with no database configured: a typed 400 naming what is missing
+        status, out = srv.request("POST", "/execute", {"code": "export default () => 1", "tools": ["db"]})
+        assert status == 400 and "the db tool needs a database" in out["error"]["message"], out
+        status, out = srv.request("POST", "/execute", {"code": "export default () => 1", "tools": ["fs"]})
+        assert status == 400 and "unknown tool 'fs'" in out["error"]["message"], out
 
         # each failure left the server serving
         status, out = srv.request("POST", "/execute", {"code": "export default (x) => x + 1", "input": 1})

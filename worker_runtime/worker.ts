@@ -422,6 +422,8 @@ interface CallState {
   events?: Set<string>;
   /** Crypto operations this (execute) call has made; undefined: it did not ask for the tool. */
   cryptoOps?: number;
+  /** This (execute) call asked for the db tool. */
+  db?: boolean;
 }
 
 const calls = new Map<Id, CallState>();
@@ -566,6 +568,10 @@ function onExecute(msg: Msg): void {
   const context = makeContext(state, timeoutMs, state);
   if (tools.includes("channel")) installChannel(state, context.channel);
   if (tools.includes("crypto") && cryptoTool) state.cryptoOps = 0;
+  if (tools.includes("db")) {
+    state.db = true;
+    installDbTool();
+  }
   tracker.run(state, invoke, state, async () => {
     let mod;
     try {
@@ -670,6 +676,94 @@ function makeCryptoTool(settings: CryptoToolSettings): unknown {
     });
   }
   return Object.freeze(tool);
+}
+
+// ---------------------------------------------------------------------------------------------
+// The db tool (seed 001's examples 4 and 5): `await db.users.select().limit(10)`,
+// `await db.users.findMany({ where: { active: true }, limit: 10 })`. Read-only: the worker sends
+// the host a structured query and the host, which alone can open the database, builds the SQL.
+
+type DbQuery = {
+  table: string;
+  columns?: string[];
+  where?: Record<string, unknown>;
+  order_by?: [string, string][];
+  limit?: number;
+  offset?: number;
+};
+
+function runDbQuery(query: DbQuery): Promise<unknown> {
+  const state = tracker.getStore();
+  if (!state?.db) {
+    return Promise.reject(new TypeError(`db: not available to this execution (tools: ["db"] was not asked)`));
+  }
+  return hostCall("db.select", [query], state.id);
+}
+
+/** A query being built; awaiting it runs it. */
+class DbSelect implements PromiseLike<unknown> {
+  #query: DbQuery;
+  constructor(query: DbQuery) {
+    this.#query = query;
+  }
+  where(conditions: Record<string, unknown>): DbSelect {
+    return new DbSelect({ ...this.#query, where: { ...this.#query.where, ...conditions } });
+  }
+  orderBy(column: string, direction: "asc" | "desc" = "asc"): DbSelect {
+    return new DbSelect({ ...this.#query, order_by: [...(this.#query.order_by ?? []), [column, direction]] });
+  }
+  limit(n: number): DbSelect {
+    return new DbSelect({ ...this.#query, limit: n });
+  }
+  offset(n: number): DbSelect {
+    return new DbSelect({ ...this.#query, offset: n });
+  }
+  then<A = unknown, B = never>(
+    onFulfilled?: ((value: unknown) => A | PromiseLike<A>) | null,
+    onRejected?: ((reason: unknown) => B | PromiseLike<B>) | null,
+  ): Promise<A | B> {
+    return runDbQuery(this.#query).then(onFulfilled, onRejected);
+  }
+}
+
+interface FindOptions {
+  where?: Record<string, unknown>;
+  columns?: string[];
+  orderBy?: Record<string, "asc" | "desc">;
+  limit?: number;
+  offset?: number;
+}
+
+function tableApi(table: string) {
+  const find = (o: FindOptions = {}): DbQuery => ({
+    table,
+    columns: o.columns,
+    where: o.where,
+    order_by: o.orderBy ? Object.entries(o.orderBy) : undefined,
+    limit: o.limit,
+    offset: o.offset,
+  });
+  return Object.freeze({
+    select: (...columns: (string | string[])[]) =>
+      new DbSelect({ table, columns: columns.length ? columns.flat() : undefined }),
+    findMany: (o?: FindOptions) => runDbQuery(find(o)),
+    findFirst: async (o?: FindOptions) => ((await runDbQuery({ ...find(o), limit: 1 })) as unknown[])[0],
+  });
+}
+
+let dbInstalled = false;
+
+function installDbTool(): void {
+  if (dbInstalled) return;
+  dbInstalled = true;
+  const db = new Proxy(Object.freeze({}), {
+    get: (_target, key) => (typeof key === "string" && key !== "then" ? tableApi(key) : undefined),
+  });
+  Object.defineProperty(globalThis, "db", {
+    get: () => (tracker.getStore()?.db ? db : undefined),
+    configurable: true,
+    enumerable: false,
+  });
 }
 
 function dataUrl(code: string): string {
