@@ -114,7 +114,7 @@ def create_app(host: PluginHost, *, admin_token: str | None = None, enable_execu
     def readiness() -> tuple[bool, dict[str, str]]:
         """Ready: serving, and no plugin still starting (one that failed or was disabled is
         settled; it shows in the plugin states, not as a host that is not ready)."""
-        states = {i.id: i.state for i in host.plugins()}
+        states = host.states()
         starting = any(state in ("discovered", "loaded") for state in states.values())
         return not app[DRAINING].is_set() and host.running and not starting, states
 
