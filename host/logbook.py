@@ -11,6 +11,7 @@ from collections import deque
 import msgspec
 
 LEVELS = ("debug", "info", "warning", "error")
+MAX_MESSAGE = 4096  # characters of one entry kept: 1000 entries of a plugin stay a few MB at most
 _RANK = {"debug": 0, "log": 1, "info": 1, "warn": 2, "warning": 2, "error": 3}
 
 
@@ -40,6 +41,8 @@ class LogBook:
         book = self._entries.get(plugin)
         if book is None:
             book = self._entries[plugin] = deque(maxlen=self.per_plugin)
+        if len(message) > MAX_MESSAGE:
+            message = f"{message[:MAX_MESSAGE]}… [{len(message) - MAX_MESSAGE} more characters]"
         book.append(JournalEntry(next(self._seq), time.time(), level_of(level), plugin, worker, kind, message))
 
     def read(self, plugin: str, *, level: str = "debug", after: int = 0, limit: int = 200) -> list[JournalEntry]:

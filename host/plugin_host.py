@@ -418,7 +418,9 @@ class PluginHost:
 
     def _on_log(self, worker: Worker, msg: p.Log) -> None:
         """A worker's log line, its secrets already redacted by the worker (WorkerSpec.redact)."""
-        self.logbook.add(worker.spec.plugin_id, msg.level, msg.message, worker=worker.describe(), kind="console")
+        if worker.spec.plugin_id != EXECUTE_ID:  # ad-hoc code's output belongs to its caller alone
+            self.logbook.add(worker.spec.plugin_id, msg.level, msg.message, worker=worker.describe(),
+                             kind="console")
         if plugin_log.isEnabledFor(_LEVELS.get(msg.level, logging.INFO)):
             plugin_log.log(_LEVELS.get(msg.level, logging.INFO), "[plugin:%s] %s",
                            worker.describe(), msg.message, extra=worker.log_extra)

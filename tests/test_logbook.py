@@ -73,3 +73,24 @@ async def test_logs_and_schema_over_http(calc, plugin_dir, make_host, anyio_back
                                     "enum": ["eu", "us"], "description": "where"}
         assert schema["apiKey"]["secret"] is True and schema["apiKey"]["title"] == "API key"
         assert schema["verbose"] == {"type": "boolean", "required": False, "secret": False}
+
+
+def test_entries_are_bounded_in_number_and_size():
+    from host.logbook import MAX_MESSAGE, LogBook
+
+    book = LogBook(per_plugin=3)
+    for i in range(5):
+        book.add("p", "info", f"line {i}")
+    book.add("p", "log", "x" * (MAX_MESSAGE + 10), kind="console")
+    kept = book.read("p")
+    assert [e.message for e in kept[:2]] == ["line 3", "line 4"]
+    assert kept[2].message.endswith("… [10 more characters]") and kept[2].level == "info"
+    assert len(kept[2].message) < MAX_MESSAGE + 40
+
+
+async def test_execute_output_stays_out_of_the_plugin_logs(calc, make_host):
+    async with make_host() as h:
+        out = await h.execute("export default () => { console.log('private to its caller'); return 1; }")
+        assert out.ok and out.logs[0].message == "private to its caller"
+        assert h.logbook.read("execute") == []
+
