@@ -95,6 +95,15 @@ class ChildProcess:
         rc = self.returncode
         return rc if rc is not None and rc >= 0 else None
 
+    def has_exited(self) -> bool:
+        """Whether the process has ended (reaped, or a zombie not yet reaped), without reaping."""
+        if self.returncode is not None:
+            return True
+        try:
+            return os.waitid(os.P_PID, self.pid, os.WEXITED | os.WNOHANG | os.WNOWAIT) is not None
+        except ChildProcessError:
+            return True
+
     def kill(self) -> None:
         """SIGKILL the whole process group (the worker and anything it started)."""
         if self.returncode is not None:

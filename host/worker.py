@@ -452,8 +452,10 @@ class Worker:
             self._exit_hooks.append(fn)
 
     def kill(self, reason: str) -> None:
-        """SIGKILL the worker's process group now; ``reason`` is reported to waiting calls."""
-        if self._kill_reason is None:
+        """SIGKILL the worker's process group now; ``reason`` is reported to waiting calls,
+        unless the process had already ended by itself (a write that finds the connection cut
+        by a SIGXCPU, say): then its own exit says why."""
+        if self._kill_reason is None and not (self._proc is not None and self._proc.has_exited()):
             self._kill_reason = reason
         if self._proc is not None:
             self._proc.kill()

@@ -146,3 +146,22 @@ async def test_every_kill_reports_its_reason(plugin_dir, make_host, fn, args, re
         assert e.value.reason == reason and detail in str(e.value)
         assert await h.call("killers", "ok") != first  # a restarted worker serves the next call
         assert h.plugin("killers").crashes == 1
+
+
+async def test_a_kill_that_comes_after_the_process_died_does_not_rename_its_death(calc, make_host):
+    """The race CI met once: the heartbeat's write found the socket of a worker that SIGXCPU
+    had already ended, and "connection lost" replaced "cpu" as the reason."""
+    import signal as signals
+
+    from host import WorkerCrashed
+
+    async with make_host(pool=ONE) as h:
+        worker = h.pool("calc").workers[0]
+        os.kill(worker.pid, signals.SIGXCPU)
+        # No await until the kill: the host cannot reap the process meanwhile.
+        while os.waitid(os.P_PID, worker.pid, os.WEXITED | os.WNOHANG | os.WNOWAIT) is None:
+            pass
+        worker.kill("connection lost")  # what a failed write does
+        await worker.exited.wait()
+    assert isinstance(worker.exit_error, WorkerCrashed)
+    assert worker.exit_reason == "cpu" and "SIGXCPU" in str(worker.exit_error)
