@@ -157,6 +157,17 @@ export function say(msg) { console.log("said:", msg); console.warn("warned"); re
 """
 
 
+def vault_plugin(exports: str, *, fields: str = "") -> str:
+    """The "vault" test plugin: a required secret ``apiKey`` and a ``region`` (eu or us), plus
+    ``fields`` (more configSchema entries) and ``exports`` (its functions)."""
+    return (
+        'export const metadata = {\n  id: "vault", name: "Vault", version: "1.0.0", apiVersion: "1.0",\n'
+        '  configSchema: {\n    apiKey: { type: "string", required: true, secret: true },\n'
+        '    region: { type: "string", enum: ["eu", "us"], default: "eu" },\n'
+        f"{fields}  }},\n}};\n{textwrap.dedent(exports).strip()}\n"
+    )
+
+
 @pytest.fixture
 def calc(plugin_dir: PluginDir) -> PluginDir:
     plugin_dir.add("calc.js", CALC)

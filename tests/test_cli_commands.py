@@ -13,26 +13,17 @@ import time
 import urllib.request
 
 import pytest
-from conftest import free_port, run_cli, serve_process
+from conftest import free_port, run_cli, serve_process, vault_plugin
 
 STATION = """
 export const metadata = {{ id: "{pid}", name: "{name}", version: "1.0.0", apiVersion: "1.0",
   capabilities: ["balance"] }};
 export async function queryBalance() {{ {body} }}
 """
-VAULT = """
-export const metadata = {
-  id: "vault", name: "Vault", version: "1.0.0", apiVersion: "1.0",
-  configSchema: {
-    apiKey: { type: "string", required: true, secret: true },
-    region: { type: "string", enum: ["eu", "us"], default: "eu" },
-    retries: { type: "integer", default: 2 },
-    userId: { type: "string" },
-  },
-};
+VAULT = vault_plugin("""
 export function region(ctx) { return [ctx.config.region, ctx.config.retries, ctx.config.apiKey.length]; }
 export function user(ctx) { return ctx.config.userId; }
-"""
+""", fields='    retries: { type: "integer", default: 2 },\n    userId: { type: "string" },\n')
 SECRET = "sk-live-\"quoted\\-9f2c"
 COMMANDS = ["serve", "list", "info", "balances", "call", "execute", "validate", "new", "config get",
             "config set", "config export", "config import"]

@@ -10,7 +10,7 @@ import stat
 from pathlib import Path
 
 import pytest
-from conftest import run_cli
+from conftest import run_cli, vault_plugin
 from cryptography.fernet import Fernet
 
 from host import (
@@ -27,18 +27,11 @@ from host.plugin_config import MASK
 SECRET = "sk-live-9c1e4b7a2d6f"
 ONE = PoolConfig(min_workers=1, max_workers=1)
 
-VAULT = """
-export const metadata = {
-  id: "vault", name: "Vault", version: "1.0.0", apiVersion: "1.0",
-  configSchema: {
-    apiKey: { type: "string", required: true, secret: true },
-    region: { type: "string", enum: ["eu", "us"], default: "eu" },
-  },
-};
+VAULT = vault_plugin("""
 export function whoami(ctx) {
   return { keyLength: ctx.config.apiKey.length, same: ctx.config.apiKey === "SECRET_HERE", region: ctx.config.region };
 }
-""".replace("SECRET_HERE", SECRET)
+""").replace("SECRET_HERE", SECRET)
 
 # A second plugin whose validateConfig refuses some values: makes an import half-invalid.
 PICKY = """

@@ -4,25 +4,18 @@ control, configs, events, balances, health, and JSON errors with fitting status 
 from __future__ import annotations
 
 import pytest
-from conftest import CALC, deno_children, serve_process
+from conftest import CALC, deno_children, serve_process, vault_plugin
 
 TOKEN = "adm-4c1b9e0f7a2d"
 SECRET = "sk-live-7f3a9c2e5b1d"
 
-VAULT = """
-export const metadata = {
-  id: "vault", name: "Vault", version: "1.0.0", apiVersion: "1.0",
-  configSchema: {
-    apiKey: { type: "string", required: true, secret: true },
-    region: { type: "string", enum: ["eu", "us"], default: "eu" },
-  },
-};
+VAULT = vault_plugin("""
 export function validateConfig(config) {
   if (config.apiKey.startsWith("bad")) return { valid: false, message: "this key is revoked" };
   return true;
 }
 export function region(ctx) { return ctx.config.region; }
-"""
+""")
 
 LISTENER = """
 export const metadata = {{ id: "{pid}", name: "{pid}", version: "1.0.0", apiVersion: "1.0",
