@@ -339,28 +339,19 @@ async def test_openrouter_falls_back_to_the_keys_own_limit_on_403(plugin_dir, ma
         await check_times_out(h, fake_http, p)
 
 
-async def test_siliconflow_error_code_and_currency(plugin_dir, make_host, fake_http):
-    p = SILICONFLOW
+@pytest.mark.parametrize(("p", "failure", "said"), [
+    (SILICONFLOW, {"code": 30001, "message": "account suspended", "status": False, "data": None},
+     "code 30001: account suspended"),
+    (MOONSHOT, {"code": 5, "error": {"message": "user not found"}, "status": False}, "code 5: user not found"),
+], ids=["siliconflow", "moonshot"])
+async def test_error_code_in_a_200_and_the_currency_option(p, failure, said, plugin_dir, make_host, fake_http):
     async with provider_host(p, plugin_dir, make_host, fake_http) as h:
         config = await check_provider(h, fake_http, p)
 
         assert (await h.call(p.id, "queryBalance", {**config, "currency": "USD"}))["currency"] == "USD"
-        fake_http.json("GET", p.path, {"code": 30001, "message": "account suspended", "status": False, "data": None})
+        fake_http.json("GET", p.path, failure)
         e = await call_fails(h, p.id, config)
-        assert e.error_type == "PROVIDER_ERROR" and "code 30001: account suspended" in e.message
-        serve(fake_http, p.routes)
-        await check_times_out(h, fake_http, p)
-
-
-async def test_moonshot_error_code_and_currency(plugin_dir, make_host, fake_http):
-    p = MOONSHOT
-    async with provider_host(p, plugin_dir, make_host, fake_http) as h:
-        config = await check_provider(h, fake_http, p)
-
-        assert (await h.call(p.id, "queryBalance", {**config, "currency": "USD"}))["currency"] == "USD"
-        fake_http.json("GET", p.path, {"code": 5, "error": {"message": "user not found"}, "status": False})
-        e = await call_fails(h, p.id, config)
-        assert e.error_type == "PROVIDER_ERROR" and "code 5: user not found" in e.message
+        assert e.error_type == "PROVIDER_ERROR" and said in e.message
         serve(fake_http, p.routes)
         await check_times_out(h, fake_http, p)
 
