@@ -13,21 +13,16 @@ from typing import Any, TextIO
 import anyio
 
 from .balances import BalanceResult
-from .lifecycle import PluginEvent
-
-SETTLED = ("running", "degraded", "error", "disabled", "stopped")
+from .lifecycle import STARTING, PluginEvent
 
 
 def table(rows: Sequence[Sequence[str]], *, right: Sequence[int] = ()) -> str:
     """Rows (the first is the header) in aligned columns; columns in ``right`` align right;
-    the last column is not padded."""
+    trailing spaces are dropped."""
     widths = [max(len(r[c]) for r in rows) for c in range(len(rows[0]))]
-    lines = []
-    for r in rows:
-        cells = [r[c].rjust(widths[c]) if c in right else r[c].ljust(widths[c]) for c in range(len(r))]
-        cells[-1] = r[-1] if len(r) - 1 not in right else cells[-1]
-        lines.append("  ".join(cells).rstrip())
-    return "\n".join(lines) + "\n"
+    lines = ("  ".join(cell.rjust(w) if c in right else cell.ljust(w)
+                       for c, (cell, w) in enumerate(zip(r, widths, strict=True))) for r in rows)
+    return "".join(line.rstrip() + "\n" for line in lines)
 
 
 def first_line(text: str, limit: int = 100) -> str:
@@ -88,7 +83,7 @@ def start_progress(progress: Progress, plugins: Callable[[], list[Any]]) -> Call
 
     def on_event(event: PluginEvent) -> None:
         infos = plugins()
-        done = sum(i.state in SETTLED for i in infos)
+        done = sum(i.state not in STARTING for i in infos)
         progress.update(f"starting plugins: {done}/{len(infos)} ({event.plugin} {event.state})")
 
     return on_event

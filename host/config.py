@@ -355,8 +355,7 @@ class HostConfig(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True)
         return default if value is None else value
 
     def allow_private_network_for(self, plugin_id: str) -> bool:
-        s = self.plugins.get(plugin_id)
-        return s is not None and s.allow_private_network
+        return self._override(plugin_id, "allow_private_network", False)
 
     def inspect_for(self, plugin_id: str) -> str | None:
         return self._override(plugin_id, "inspect", None)

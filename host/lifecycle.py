@@ -24,6 +24,7 @@ from .pool import Pool
 log = logging.getLogger("host.lifecycle")
 
 STATES = ("discovered", "loaded", "running", "degraded", "disabled", "stopped", "error")
+STARTING = ("discovered", "loaded")  # not settled yet: the host is not ready while any plugin is
 
 
 class PluginEvent(msgspec.Struct, frozen=True):

@@ -119,7 +119,9 @@ class PluginHost:
         self._runtime = Runtime.create(self.config, redact=self._redact_secrets)
         self._services = HostServices(self.config.state_path)
         if (database := self.config.execute.database) is not None:
-            self._services.db = DbTool(database_path(database) or database, max_rows=self.config.execute.db_max_rows)
+            path = database_path(database)
+            assert path is not None  # HostConfig refuses a database that names no sqlite file
+            self._services.db = DbTool(path, max_rows=self.config.execute.db_max_rows)
         self._store = ConfigStore(self.config.state_path, self._box)
         warmed = self._cache.warm_up()
         if warmed:
@@ -741,17 +743,18 @@ class PluginHost:
         Permissions, a dict, ``"none"``, or a list of those merged by seed 001's rules
         (``Permissions.merge``, e.g. the user's grants and a tool's)."""
         xc = self.config.execute
+        tools = list(tools or [])
         if len(code) > xc.max_code_chars:
             raise PayloadTooLarge(f"code of {len(code)} characters exceeds {xc.max_code_chars}")
-        if unknown := [t for t in tools or () if t not in TOOLS]:
+        if unknown := [t for t in tools if t not in TOOLS]:
             raise InvalidConfig(f"unknown tool {unknown[0]!r}; the tools are {', '.join(TOOLS)}")
-        if "db" in (tools or ()) and xc.database is None:
+        if "db" in tools and xc.database is None:
             raise InvalidConfig("the db tool needs a database: set [execute] database (a sqlite file)")
         perms = (Permissions.merge(*permissions) if isinstance(permissions, list)
                  else Permissions.parse(permissions))
         budget = xc.timeout if timeout is None else timeout
         pool = await self._execute_pool(perms)
-        return await run_execute(pool, code, input, entry=entry, budget=budget, tools=list(tools or []))
+        return await run_execute(pool, code, input, entry=entry, budget=budget, tools=tools)
 
     async def warm_execute(self) -> None:
         """Start the pool for code without permissions now (``execute.min_workers`` warm), so
@@ -788,12 +791,15 @@ class PluginHost:
     def plugins(self) -> list[PluginInfo]:
         """A snapshot of every plugin version: state, version, and each worker's pid, state,
         heartbeat."""
-        return [self._info(r) for r in sorted(self._records, key=lambda r: (r.id, r.order))]
+        return [self._info(r) for r in self._sorted_records()]
 
     def states(self) -> dict[str, str]:
         """Plugin id -> state (of its newest version): what ``plugins()`` says of each, without
         building the snapshots (health checks ask this often)."""
-        return {r.id: r.state for r in sorted(self._records, key=lambda r: (r.id, r.order))}
+        return {r.id: r.state for r in self._sorted_records()}
+
+    def _sorted_records(self) -> list[Plugin]:
+        return sorted(self._records, key=lambda r: (r.id, r.order))
 
     def plugin(self, name: str) -> PluginInfo:
         """The snapshot of one plugin (``id`` = its highest version, or ``id@version``)."""
@@ -978,7 +984,7 @@ class PluginHost:
             if record.state in ("running", "degraded"):
                 verdict = await self.call(record.key, "validateConfig", config)
             else:  # not running (e.g. its config was missing): ask a one-off worker
-                verdict = await self._call_once(record, manifest, "validateConfig", [config])
+                verdict = await self._call_once(record, manifest, "validateConfig", [config], config=config)
         except PluginError as exc:
             raise InvalidConfig(f"rejected by the plugin: {redact(exc.message, secrets)}",
                                 plugin=record.id) from None
@@ -987,9 +993,11 @@ class PluginHost:
             raise InvalidConfig(f"rejected by the plugin: {redact(str(why or 'invalid'), secrets)}",
                                 plugin=record.id)
 
-    async def _call_once(self, record: Plugin, manifest: Manifest, fn: str, args: list[Any]) -> Any:
+    async def _call_once(self, record: Plugin, manifest: Manifest, fn: str, args: list[Any], *,
+                         config: dict[str, Any] | None = None) -> Any:
+        """``fn(*args)`` on a one-off worker of the plugin, started with ``config``."""
         assert self._runtime is not None
-        spec = self._spec(record, manifest, args[0] if fn == "validateConfig" else None)
+        spec = self._spec(record, manifest, config)
         worker = Worker(spec, self._runtime)
         result: Any = None
         error: HostError | None = None
@@ -1052,11 +1060,8 @@ class PluginHost:
         one (a crash loop included) starts again. True when it serves afterwards."""
         record = self._record(name)
         if record.state in ("running", "degraded"):
-            async with self._reload_lock:
-                if not self._running:
-                    raise HostClosed("the host is not running")
-                if not await self._reload(record):
-                    raise PluginUnavailable(f"restart failed: {record.reload_error}", plugin=record.id)
+            if not await self.reload(name):
+                raise PluginUnavailable(f"restart failed: {record.reload_error}", plugin=record.id)
         else:
             await self.enable(name)
         return record.state in ("running", "degraded")

@@ -26,6 +26,7 @@ from .errors import (
     PluginUnavailable,
 )
 from .info import json_default
+from .lifecycle import STARTING
 from .logbook import LEVELS
 from .metrics import CONTENT_TYPE
 from .plugin_host import PluginHost
@@ -82,6 +83,11 @@ def _instant(text: str) -> dt.datetime:
         return t if t.tzinfo else t.replace(tzinfo=dt.UTC)
 
 
+def _flag(request: web.Request, name: str) -> bool:
+    """A yes/no query parameter: ``?name=1`` or ``?name=true``."""
+    return request.query.get(name, "") in ("1", "true")
+
+
 def _finite(x: Any) -> bool:
     return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
 
@@ -115,7 +121,7 @@ def create_app(host: PluginHost, *, admin_token: str | None = None, enable_execu
         """Ready: serving, and no plugin still starting (one that failed or was disabled is
         settled; it shows in the plugin states, not as a host that is not ready)."""
         states = host.states()
-        starting = any(state in ("discovered", "loaded") for state in states.values())
+        starting = any(state in STARTING for state in states.values())
         return not app[DRAINING].is_set() and host.running and not starting, states
 
     async def healthz(request: web.Request) -> web.Response:
@@ -212,18 +218,15 @@ def create_app(host: PluginHost, *, admin_token: str | None = None, enable_execu
         body = await _body(request)
         if not isinstance(body, dict):
             return _error(400, "BadRequest", "body must be the config object")
-        replace = request.query.get("replace", "") in ("1", "true")
-        return _json(await host.set_config(request.match_info["id"], body, replace=replace))
+        return _json(await host.set_config(request.match_info["id"], body, replace=_flag(request, "replace")))
 
     async def event(request: web.Request) -> web.Response:
         payload = await _body(request) if request.can_read_body else None
-        first = request.query.get("first", "") in ("1", "true")
-        replies = await host.emit(request.match_info["event"], payload, stop_at_first=first)
+        replies = await host.emit(request.match_info["event"], payload, stop_at_first=_flag(request, "first"))
         return _json({"event": request.match_info["event"], "replies": replies})
 
     async def balances(request: web.Request) -> web.Response:
-        refresh = request.query.get("refresh", "") in ("1", "true")
-        return _json(await host.query_balances(refresh=refresh))
+        return _json(await host.query_balances(refresh=_flag(request, "refresh")))
 
     async def balance_history(request: web.Request) -> web.Response:
         q = request.query

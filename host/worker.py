@@ -168,6 +168,7 @@ class Worker:
         self._reader_done = anyio.Event()
         self._exit_hooks: list[Callable[[Worker], None]] = []
         self.exited = anyio.Event()
+        self.log_extra = worker_extra(spec.plugin_id, self.describe())  # ``extra=`` of its log records
 
     # ------------------------------------------------------------------ state
 
@@ -182,9 +183,6 @@ class Worker:
     def describe(self) -> str:
         return f"{self.spec.plugin_id}#{self.index}"
 
-    @property
-    def log_extra(self) -> dict[str, Any]:
-        return worker_extra(self.spec.plugin_id, self.describe())
 
     def _lifecycle(self, level: int, text: str) -> None:
         """A lifecycle step: logged (``--debug`` shows it) and journalled (the dashboard's log)."""

@@ -355,19 +355,30 @@ class ServeProcess:
         except ValueError:
             return status, raw.decode()
 
-    def wait_ready(self, timeout: float = 30) -> dict:
-        """Poll ``/healthz`` until it answers 200."""
+    def poll(self, answer: Callable[[], Any], what: str, timeout: float = 30) -> Any:
+        """``answer()`` until it returns something other than None (an OSError counts as
+        None: not listening yet), every 50 ms; fails if serve exits or ``timeout`` passes."""
         deadline = time.monotonic() + timeout
         while True:
             try:
-                status, body = self.request("GET", "/healthz", timeout=2)
-                if status == 200:
-                    return body
+                if (found := answer()) is not None:
+                    return found
             except OSError:
                 pass
             assert self.proc.poll() is None, f"serve exited {self.proc.returncode}: {self.log()}"
-            assert time.monotonic() < deadline, f"serve never became ready: {self.log()}"
+            assert time.monotonic() < deadline, f"{what} never happened: {self.log()}"
             time.sleep(0.05)
+
+    def wait_ready(self, timeout: float = 30) -> dict:
+        """Poll ``/healthz`` until it answers 200."""
+        def ready() -> dict | None:
+            status, body = self.request("GET", "/healthz", timeout=2)
+            return body if status == 200 else None
+        return self.poll(ready, "ready", timeout)
+
+    def wait_logged(self, text: str, timeout: float = 20) -> None:
+        """Wait until serve's output holds ``text``."""
+        self.poll(lambda: True if text in self.log() else None, repr(text), timeout)
 
 
 @contextmanager

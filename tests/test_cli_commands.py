@@ -183,10 +183,7 @@ def test_inspect_runs_the_plugin_under_the_inspector_on_loopback(calc, shared_st
     port = free_port()
     with serve_process(tmp_path, *common(calc, shared_state), "--inspect", "calc",
                        "--inspect-port", str(port)) as srv:
-        deadline = time.monotonic() + 20
-        while "inspector for calc: devtools://" not in srv.log():
-            assert time.monotonic() < deadline, srv.log()
-            time.sleep(0.05)
+        srv.wait_logged("inspector for calc: devtools://")
         assert f"ws://127.0.0.1:{port}/" in srv.log()
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/json/list", timeout=5) as r:
             targets = json.loads(r.read())

@@ -148,13 +148,8 @@ export function ping() { return "pong"; }
 """)
     with serve_process(tmp_path, "--plugins", str(plugins.root), "--state-dir", str(shared_state),
                        ready=False) as srv:
-        while True:  # the server answers before the plugins are up
-            try:
-                live = srv.request("GET", "/healthz/live", timeout=2)
-                break
-            except OSError:
-                assert srv.proc.poll() is None, srv.log()
-        assert live == (200, {"live": True})
+        live = srv.poll(lambda: srv.request("GET", "/healthz/live", timeout=2), "live")
+        assert live == (200, {"live": True})  # the server answers before the plugins are up
         status, body = srv.request("GET", "/healthz/ready")
         assert (status, body["ready"]) == (503, False)  # sluggish is still starting
         srv.wait_ready()

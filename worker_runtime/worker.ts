@@ -420,10 +420,10 @@ interface CallState {
   cleanup?: () => void;
   /** Events this (execute) call subscribed to; its handlers go when it settles. */
   events?: Set<string>;
-  /** Crypto operations this (execute) call has made; undefined: it did not ask for the tool. */
+  /** The tools this (execute) call asked for: their globals answer it alone (toolGlobal). */
+  tools?: Set<string>;
+  /** Crypto operations this (execute) call has made. */
   cryptoOps?: number;
-  /** This (execute) call asked for the db tool. */
-  db?: boolean;
 }
 
 const calls = new Map<Id, CallState>();
@@ -567,11 +567,7 @@ function onExecute(msg: Msg): void {
   // Code run by execute is gone when the call settles, and so are its channel handlers.
   const context = makeContext(state, timeoutMs, state);
   if (tools.includes("channel")) installChannel(state, context.channel);
-  if (tools.includes("crypto") && cryptoTool) state.cryptoOps = 0;
-  if (tools.includes("db")) {
-    state.db = true;
-    installDbTool();
-  }
+  state.tools = new Set(tools as string[]);
   tracker.run(state, invoke, state, async () => {
     let mod;
     try {
@@ -609,35 +605,46 @@ interface CryptoToolSettings {
   max_ops: number;
 }
 
-let cryptoTool: CryptoToolSettings | null = null;
-let cryptoObject: unknown;
 const realCrypto = globalThis.crypto;
 
-function installCryptoTool(settings: unknown): void {
-  const s = (settings ?? {}) as Record<string, unknown>;
-  cryptoTool = {
+/** The global `name` is `value` for an execution that asked for tool `name`, else undefined
+ * (a reference kept from another execution checks again at each use: see the tools). */
+function toolGlobal(name: string, value: unknown): void {
+  Object.defineProperty(globalThis, name, {
+    get: () => (tracker.getStore()?.tools?.has(name) ? value : undefined),
+    configurable: true,
+    enumerable: false,
+  });
+}
+
+/** The current execution, if it asked for tool `name`; else `what` throws a TypeError. */
+function toolUser(name: string, what: string): CallState {
+  const state = tracker.getStore();
+  if (!state?.tools?.has(name)) {
+    throw new TypeError(`${what}: ${name} is not available to this execution (tools: ["${name}"] was not asked)`);
+  }
+  return state;
+}
+
+/** An execute worker's tools, from the welcome's settings. */
+function installTools(tools: Record<string, unknown>): void {
+  const s = (tools.crypto ?? {}) as Record<string, unknown>;
+  toolGlobal("crypto", makeCryptoTool({
     subtle: s.subtle !== false,
     methods: Array.isArray(s.methods) ? s.methods.filter((m) => typeof m === "string") : [],
     max_bytes: typeof s.max_bytes === "number" ? s.max_bytes : 65536,
     max_ops: typeof s.max_ops === "number" ? s.max_ops : 1000,
-  };
-  cryptoObject = makeCryptoTool(cryptoTool);
-  Object.defineProperty(globalThis, "crypto", {
-    get: () => tracker.getStore()?.cryptoOps === undefined ? undefined : cryptoObject,
-    configurable: true,
-    enumerable: false,
-  });
+  }));
+  toolGlobal("db", makeDbTool());
 }
 
 /** One object for every execution: each use is counted against, and allowed by, the call
  * running now, so a reference kept in a cached module serves no call that did not ask. */
 function makeCryptoTool(settings: CryptoToolSettings): unknown {
   const count = (what: string) => {
-    const state = tracker.getStore();
-    if (state?.cryptoOps === undefined) {
-      throw new TypeError(`${what}: crypto is not available to this execution (tools: ["crypto"] was not asked)`);
-    }
-    if (++state.cryptoOps > settings.max_ops) {
+    const state = toolUser("crypto", what);
+    state.cryptoOps = (state.cryptoOps ?? 0) + 1;
+    if (state.cryptoOps > settings.max_ops) {
       throw new ResourceLimitExceeded(`crypto: more than ${settings.max_ops} operations (${what})`);
     }
   };
@@ -693,9 +700,11 @@ type DbQuery = {
 };
 
 function runDbQuery(query: DbQuery): Promise<unknown> {
-  const state = tracker.getStore();
-  if (!state?.db) {
-    return Promise.reject(new TypeError(`db: not available to this execution (tools: ["db"] was not asked)`));
+  let state: CallState;
+  try {
+    state = toolUser("db", `db.${query.table}`);
+  } catch (e) {
+    return Promise.reject(e);
   }
   return hostCall("db.select", [query], state.id);
 }
@@ -751,18 +760,9 @@ function tableApi(table: string) {
   });
 }
 
-let dbInstalled = false;
-
-function installDbTool(): void {
-  if (dbInstalled) return;
-  dbInstalled = true;
-  const db = new Proxy(Object.freeze({}), {
+function makeDbTool(): unknown {
+  return new Proxy(Object.freeze({}), {
     get: (_target, key) => (typeof key === "string" && key !== "then" ? tableApi(key) : undefined),
-  });
-  Object.defineProperty(globalThis, "db", {
-    get: () => (tracker.getStore()?.db ? db : undefined),
-    configurable: true,
-    enumerable: false,
   });
 }
 
@@ -1324,7 +1324,7 @@ async function onWelcome(msg: Msg): Promise<void> {
   if (limits.max_inflight > 1) await trackConcurrentCalls();
   if (limits.egress_proxy === 1) defineGlobal("fetch", egressFetch);
   config = msg.config ?? null;
-  if (module == null && msg.tools != null) installCryptoTool((msg.tools as Record<string, unknown>).crypto);
+  if (module == null && msg.tools != null) installTools(msg.tools as Record<string, unknown>);
   startHeartbeatWatch();
   phase = "importing";
 
