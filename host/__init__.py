@@ -41,6 +41,7 @@ from .errors import (
     RateLimited,
     ResourceLimitExceeded,
     SecretsError,
+    SpawnFailed,
     WorkerCrashed,
 )
 from .execute import ExecuteResult, LogEntry
@@ -60,5 +61,5 @@ __all__ = [
     "FunctionNotFound", "HandshakeError", "HostClosed", "HostConfig", "HostError", "InvalidConfig",
     "LogEntry", "PayloadTooLarge", "PermissionDenied", "Permissions", "PluginError", "PluginEvent", "PluginHost",
     "PluginInfo", "PluginNotFound", "PluginSettings", "PluginUnavailable", "PoolConfig",
-    "ProtocolError", "RateLimited", "ResourceLimitExceeded", "SchedulerStats", "SecretsError", "SyncPluginHost", "WorkerCrashed", "WorkerInfo", "WorkerLimits",
+    "ProtocolError", "RateLimited", "ResourceLimitExceeded", "SchedulerStats", "SecretsError", "SpawnFailed", "SyncPluginHost", "WorkerCrashed", "WorkerInfo", "WorkerLimits",
 ]

@@ -7,6 +7,7 @@ as a second line of defence."""
 
 from __future__ import annotations
 
+import logging
 import os
 import threading
 import time
@@ -17,6 +18,7 @@ from typing import Any
 import msgspec
 
 _encoder = msgspec.json.Encoder()
+log = logging.getLogger("host.audit")
 
 
 class AuditLog:
@@ -27,6 +29,7 @@ class AuditLog:
         self._redact = redact
         self._lock = threading.Lock()
         self._fd: int | None = None
+        self.failures = 0  # lines that could not be written
         if self.path is not None:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600)
@@ -42,7 +45,13 @@ class AuditLog:
             line = self._redact(line.decode()).encode()
         with self._lock:
             if self._fd is not None:
-                os.write(self._fd, line)
+                try:
+                    os.write(self._fd, line)
+                except OSError as exc:  # a full or read-only disk must not stop what is audited
+                    self.failures += 1
+                    if self.failures == 1 or self.failures % 1000 == 0:
+                        log.warning("audit log %s: cannot write (%d lines lost so far): %s",
+                                    self.path, self.failures, exc.strerror or exc)
 
     def close(self) -> None:
         with self._lock:

@@ -54,6 +54,13 @@ class WorkerLimits(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=Tru
     max_result_bytes: int = 8 * 1024 * 1024  # a bigger result fails with PayloadTooLarge
     max_web_workers: int = 2       # Workers (V8 isolates) a plugin may keep alive at once
     stderr_tail_bytes: int = 4096
+    # Host calls (cache, storage, channel, ...) a worker may have in flight: the runtime refuses
+    # more with ResourceLimitExceeded; a worker that sends more anyway is killed.
+    max_host_calls: int = 64
+    # Bytes the host lets wait for a worker to read before it sends (and even encodes) another
+    # reply to the worker's own requests: a worker that stops reading cannot make the host hold
+    # more than this plus one frame, and one that reads none of it for heartbeat_timeout is killed.
+    max_write_buffer_bytes: int = 4 * 1024 * 1024
 
     @property
     def rlimit_data_mb(self) -> int | None:
@@ -432,6 +439,8 @@ def _check_worker_limits(lim: WorkerLimits, where: str) -> None:
                             f"(got {lim.data_limit_mb}); None lifts the cap")
     if lim.heap_mb < 16 or lim.max_result_bytes < 1 or lim.max_web_workers < 0:
         raise InvalidConfig(f"{where}: need heap_mb >= 16, max_result_bytes >= 1, max_web_workers >= 0")
+    if lim.max_host_calls < 1 or lim.max_write_buffer_bytes < 64 * 1024:
+        raise InvalidConfig(f"{where}: need max_host_calls >= 1 and max_write_buffer_bytes >= 65536")
     if lim.cpu_seconds is not None and lim.cpu_seconds < 1:
         raise InvalidConfig(f"{where}.cpu_seconds must be >= 1 (None: no cap)")
 

@@ -116,6 +116,11 @@ class WorkerCrashed(HostError):
                              plugin=self.plugin, function=self.function)
 
 
+class SpawnFailed(HostError):
+    """A worker could not be started: the operating system refused a step (its socket, the
+    process) or the host failed at it. The pool counts it as a crash and retries with backoff."""
+
+
 class ProtocolError(HostError):
     """A frame that is truncated, garbled, unknown or out of order."""
 

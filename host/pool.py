@@ -175,7 +175,8 @@ class Pool:
         await worker.run(task_status=task_status)
 
     async def _spawn_safely(self, delay: float = 0.0) -> None:
-        """Spawn and register a worker; failures count as crashes and are retried with backoff."""
+        """Spawn and register a worker; failures count as crashes and are retried with backoff.
+        Nothing escapes: the pool's task group (and the host's) must outlive any spawn."""
         if self.state in ("closing", "closed", "error"):
             self._starting -= 1
             return
@@ -185,6 +186,11 @@ class Pool:
                 raise worker.exit_error or PluginUnavailable("worker died at start", plugin=self.plugin_id)
         except HostError as exc:
             self._record_crash(str(exc), fatal=isinstance(exc, PluginUnavailable))
+            self._maintain()
+            return
+        except Exception as exc:  # Worker.run raises only HostErrors: this is a bug of ours
+            log.error("%s: spawning a worker failed", self.plugin_id, exc_info=exc)
+            self._record_crash(f"spawning a worker failed: {type(exc).__name__}: {exc}", fatal=False)
             self._maintain()
             return
         if self.state in ("closing", "closed", "error"):

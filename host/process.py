@@ -46,7 +46,10 @@ class ChildProcess:
         cpu_seconds: int | None = None,
         tail_bytes: int = 4096,
         on_output: Callable[[str], None] | None = None,
+        stdin_data: bytes = b"",
     ) -> None:
+        """``stdin_data``: written to the child's stdin, which is then closed (what it must know
+        but no other code in it may read: Deno.args needs no permission)."""
         argv = list(argv)
         preexec = None
         if _SETPRIV:
@@ -55,7 +58,7 @@ class ChildProcess:
             preexec = _pdeathsig_preexec(os.getpid())
         self._proc = subprocess.Popen(
             argv,
-            stdin=subprocess.DEVNULL,
+            stdin=subprocess.PIPE if stdin_data else subprocess.DEVNULL,
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             env=dict(env),
@@ -65,6 +68,12 @@ class ChildProcess:
             preexec_fn=preexec,
         )
         self.pid = self._proc.pid
+        if self._proc.stdin is not None:
+            try:  # a few hundred bytes: the pipe buffer takes them at once
+                self._proc.stdin.write(stdin_data)
+                self._proc.stdin.close()
+            except OSError:  # the child is already gone; its exit is reported as usual
+                pass
         try:
             if data_limit_mb:
                 size = data_limit_mb * 1024 * 1024

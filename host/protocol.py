@@ -45,6 +45,7 @@ class Limits(msgspec.Struct, omit_defaults=True):
     max_result_bytes: int = DEFAULT_MAX_FRAME  # a bigger result is refused (PayloadTooLarge)
     max_web_workers: int = 4  # Workers a plugin may keep alive; Workers may start none
     egress_proxy: int = 0  # 1: fetch goes through the host's egress proxy (verdict headers)
+    max_host_calls: int = 64  # host calls a worker may have in flight; more are refused
 
 
 # worker -> host ------------------------------------------------------------------
@@ -164,7 +165,7 @@ _encoder = msgspec.msgpack.Encoder()
 _decoder = msgspec.msgpack.Decoder(Message)
 
 
-def encode(msg: Message, max_frame: int = DEFAULT_MAX_FRAME) -> bytes:
+def encode(msg: Message, max_frame: int = DEFAULT_MAX_FRAME) -> bytearray:
     """One complete frame (header + body); PayloadTooLarge if the body exceeds max_frame."""
     buf = bytearray(4)
     _encoder.encode_into(msg, buf, 4)
@@ -172,7 +173,7 @@ def encode(msg: Message, max_frame: int = DEFAULT_MAX_FRAME) -> bytes:
     if size > max_frame:
         raise PayloadTooLarge(f"frame of {size} bytes exceeds the {max_frame}-byte maximum")
     HEADER.pack_into(buf, 0, size)
-    return bytes(buf)
+    return buf  # a bytearray: copying it into bytes would double a large frame's cost
 
 
 def decode_body(body: bytes | memoryview) -> Message:
@@ -187,14 +188,18 @@ class FrameBuffer:
     """Incremental frame splitter: feed bytes, take complete messages.
 
     A bad frame poisons the stream: the frames decoded before it are still returned, and the
-    ProtocolError is raised by the next ``feed`` or ``check`` (the connection is dead)."""
+    ProtocolError is raised by the next ``feed`` or ``check`` (the connection is dead).
 
-    __slots__ = ("_buf", "_error", "max_frame")
+    ``sizes`` holds the body size of each message the last ``feed`` returned, in order: the
+    host caps what a worker may send by kind (a result, say) below the frame maximum."""
+
+    __slots__ = ("_buf", "_error", "max_frame", "sizes")
 
     def __init__(self, max_frame: int = DEFAULT_MAX_FRAME) -> None:
         self._buf = bytearray()
         self._error: ProtocolError | None = None
         self.max_frame = max_frame
+        self.sizes: list[int] = []
 
     def check(self) -> None:
         """Raise the ProtocolError a previous ``feed`` met, if any."""
@@ -206,6 +211,7 @@ class FrameBuffer:
         buf = self._buf
         buf += data
         out: list[Message] = []
+        sizes = self.sizes = []
         pos = 0
         end = len(buf)
         try:
@@ -220,6 +226,7 @@ class FrameBuffer:
                 # Views must be released before ``buf`` is resized, even on error.
                 with memoryview(buf) as view, view[pos + 4 : pos + 4 + size] as body:
                     out.append(decode_body(body))
+                sizes.append(size)
                 pos += 4 + size
         except ProtocolError as exc:
             self._error = exc

@@ -7,6 +7,7 @@ import hashlib
 import itertools
 import os
 import re
+import secrets
 import shutil
 import tempfile
 from collections.abc import Callable
@@ -131,7 +132,11 @@ class Runtime:
         self.audit.close()
 
     def socket_path(self) -> str:
-        return str(self.run_dir / f"w{next(self._seq)}.sock")
+        """A fresh socket path in the private directory (made again if something removed it).
+        The name is unguessable, so nothing can be planted ahead of the next worker's bind."""
+        if not self.run_dir.is_dir():
+            self.run_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        return str(self.run_dir / f"w{next(self._seq)}-{secrets.token_hex(6)}.sock")
 
     def argv(
         self,
@@ -142,18 +147,22 @@ class Runtime:
         read_paths: list[str],
         limits: WorkerLimits,
         socket_path: str,
-        token: str,
         inspect: str | None = None,
     ) -> list[str]:
         return self.command(self.flags(
             plugin_id=plugin_id, permissions=permissions, base_dir=base_dir, read_paths=read_paths,
             limits=limits, socket_path=socket_path, inspect=inspect,
-        ), socket_path, token)
+        ))
 
-    def command(self, flags: list[str], socket_path: str, token: str) -> list[str]:
-        """The command line of a worker run with ``flags``: the runtime entry gets its socket
-        and one-time token as arguments (which is why ``flags`` alone is what gets audited)."""
-        return [self.deno, "run", *flags, str(self.entry), socket_path, token]
+    def command(self, flags: list[str]) -> list[str]:
+        """The command line of a worker run with ``flags``."""
+        return [self.deno, "run", *flags, str(self.entry)]
+
+    @staticmethod
+    def bootstrap(socket_path: str, token: str) -> bytes:
+        """What the runtime entry reads on stdin: its socket and one-time token (never on the
+        command line, where plugin code could read them in Deno.args)."""
+        return f"{socket_path}\n{token}\n".encode()
 
     def flags(self, *, plugin_id: str, permissions: Permissions, base_dir: Path, read_paths: list[str],
               limits: WorkerLimits, socket_path: str, inspect: str | None = None) -> list[str]:

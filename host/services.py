@@ -253,7 +253,7 @@ class HostServices:
     async def _cache_get(self, worker: Worker, msg: p.HostCall) -> Any:
         (key,) = self._args(msg, 1, 1, "(key)")
         blob = self._cache(worker).get(self._key(msg.op, key))
-        return None if blob is None else msgspec.msgpack.decode(blob)
+        return None if blob is None else msgspec.Raw(blob)  # sent as stored, never decoded
 
     async def _cache_set(self, worker: Worker, msg: p.HostCall) -> None:
         key, value, ttl = self._args(msg, 2, 3, "(key, value, ttl?)")
@@ -291,7 +291,7 @@ class HostServices:
             return None if row is None else row[0]
 
         blob = await self._store(worker, msg.op).run(get)
-        return None if blob is None else msgspec.msgpack.decode(blob)
+        return None if blob is None else msgspec.Raw(blob)
 
     async def _storage_set(self, worker: Worker, msg: p.HostCall) -> None:
         key, value = self._args(msg, 2, 2, "(key, value)")
@@ -363,9 +363,6 @@ class HostServices:
         level, message = self._args(msg, 2, 2, "(level, message)")
         if not isinstance(level, str) or not isinstance(message, str):
             raise InvalidHostCall(f"{msg.op}: level and message must be strings")
-        cap = worker.spec.limits.max_log_bytes
-        if len(message) > cap:
-            message = message[:cap] + f"... ({len(message) - cap} more characters)"
         worker.record_log(p.Log(level=level if level in _LOG_LEVELS else "log", message=message,
                                 id=msg.call, ts=time.time() * 1000))
 

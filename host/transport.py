@@ -5,8 +5,12 @@ costs two syscalls and no extra scheduling."""
 from __future__ import annotations
 
 import asyncio
+import itertools
 import os
 import socket
+from collections import deque
+
+from collections.abc import Awaitable
 
 import anyio
 
@@ -14,11 +18,16 @@ from . import protocol as p
 from .errors import ProtocolError
 
 _RECV_SIZE = 256 * 1024
+_GATHER = 64  # frames handed to one sendmsg
 _YIELD_EVERY = 16  # reads in a row without waiting before the reader lets others run
 
 
 class ConnectionLost(Exception):
     """The peer closed the socket or it broke."""
+
+
+class WriteBufferFull(Exception):
+    """The peer left more bytes unread, for longer, than it may: it stopped reading."""
 
 
 class UnixListener:
@@ -53,17 +62,24 @@ class UnixListener:
             self._sock.close()
         try:
             os.unlink(self.path)
-        except FileNotFoundError:
+        except OSError:  # gone already, or its directory removed: nobody can connect either way
             pass
 
 
 class FrameSocket:
-    """Length-prefixed msgpack frames over a connected non-blocking socket."""
+    """Length-prefixed msgpack frames over a connected non-blocking socket.
+
+    What the peer has not read yet waits in a queue of frames (never copied into one growing
+    buffer). ``wait_for_space`` lets a sender whose traffic the peer drives (replies to its
+    requests) wait until the queue is under a bound before it even encodes its frame, so a
+    peer that stops reading cannot make the host hold more than that bound plus one frame."""
 
     def __init__(self, sock: socket.socket, max_frame: int = p.DEFAULT_MAX_FRAME) -> None:
         self._sock = sock
         self.frames = p.FrameBuffer(max_frame)
-        self._wbuf = bytearray()
+        self._wqueue: deque[memoryview] = deque()
+        self.queued = 0  # bytes sent but not yet written to the socket
+        self._space: anyio.Event | None = None  # set when written bytes leave the queue
         self._flushing: anyio.Event | None = None
         self._reads = 0
         self.closed = False
@@ -131,17 +147,22 @@ class FrameSocket:
             if msgs:
                 return msgs
 
-    async def send(self, data: bytes) -> None:
+    async def send(self, data: bytes | bytearray) -> None:
         """Write one encoded frame, in order with every other send."""
+        pending = self.push(data)
+        if pending is not None:
+            await pending
+
+    def push(self, data: bytes | bytearray) -> Awaitable[None] | None:
+        """Queue one frame, in order with every other: None when the socket took it whole at
+        once, else what to await until it has been written (the caller must await it: the
+        first such frame drives the writes of everything queued behind it)."""
         if self.closed:
             raise ConnectionLost("socket closed")
         if self._flushing is not None:  # a partial write is pending: queue behind it
-            self._wbuf += data
-            event = self._flushing
-            await event.wait()
-            if self.closed:
-                raise ConnectionLost("socket closed")
-            return
+            self._wqueue.append(memoryview(data))
+            self.queued += len(data)
+            return self._written(self._flushing)
         try:
             n = self._sock.send(data)
         except BlockingIOError:
@@ -149,28 +170,65 @@ class FrameSocket:
         except OSError as exc:
             raise ConnectionLost(str(exc)) from None
         if n == len(data):
-            return
-        self._wbuf += memoryview(data)[n:]
+            return None
+        self._wqueue.append(memoryview(data)[n:])
+        self.queued += len(data) - n
         self._flushing = anyio.Event()
+        return self._drive()
+
+    async def _written(self, event: anyio.Event) -> None:
+        await event.wait()
+        if self.closed:
+            raise ConnectionLost("socket closed")
+
+    async def _drive(self) -> None:
         try:
             await self._flush()
         finally:
-            if self._wbuf:  # cancelled mid-frame: the stream is cut, nothing more may follow
+            if self._wqueue:  # cancelled mid-frame: the stream is cut, nothing more may follow
                 self.closed = True
+                self._wake_space()
             event, self._flushing = self._flushing, None
+            assert event is not None
             event.set()
 
+    async def wait_for_space(self, limit: int, timeout: float) -> None:
+        """Return once at most ``limit`` bytes wait to be written; WriteBufferFull if the peer
+        reads nothing that brings the queue under it within ``timeout`` seconds."""
+        with anyio.move_on_after(timeout):
+            while self.queued > limit and not self.closed:
+                if self._space is None:
+                    self._space = anyio.Event()
+                await self._space.wait()
+            return
+        raise WriteBufferFull(f"{self.queued} bytes have waited {timeout:g}s for the peer to read them")
+
+    def _wake_space(self) -> None:
+        if self._space is not None:
+            self._space.set()
+            self._space = None
+
     async def _flush(self) -> None:
-        while self._wbuf:
+        queue = self._wqueue
+        while queue:
             await anyio.wait_writable(self._sock)
             try:
-                n = self._sock.send(self._wbuf)
+                n = self._sock.sendmsg(list(itertools.islice(queue, _GATHER)))
             except BlockingIOError:
                 continue
             except OSError as exc:
                 self.closed = True
+                self._wake_space()
                 raise ConnectionLost(str(exc)) from None
-            del self._wbuf[:n]
+            self.queued -= n
+            while n:
+                head = queue[0]
+                if n < len(head):
+                    queue[0] = head[n:]
+                    break
+                n -= len(head)
+                queue.popleft()
+            self._wake_space()
 
     def _stop_reading(self) -> None:
         """Leave the selector: a socket at EOF (or past a bad frame) stays readable, and epoll
@@ -182,6 +240,7 @@ class FrameSocket:
 
     def close(self) -> None:
         self.closed = True
+        self._wake_space()
         if self._sock.fileno() >= 0:
             if self._loop is not None:
                 self._stop_reading()
@@ -199,4 +258,4 @@ class FrameSocket:
             fut.set_exception(ConnectionLost("socket closed"))
 
 
-__all__ = ["ConnectionLost", "FrameSocket", "UnixListener"]
+__all__ = ["ConnectionLost", "FrameSocket", "UnixListener", "WriteBufferFull"]

@@ -22,6 +22,7 @@ from . import protocol as p
 from .config import WorkerLimits
 from .errors import (
     CallTimeout,
+    SpawnFailed,
     FunctionNotFound,
     HandshakeError,
     HostError,
@@ -37,12 +38,21 @@ from .logs import worker_extra
 from .permissions import Permissions
 from .process import ChildProcess
 from .runtime import Runtime
-from .transport import ConnectionLost, FrameSocket, UnixListener
+from .transport import ConnectionLost, FrameSocket, UnixListener, WriteBufferFull
 
 log = logging.getLogger("host.worker")
 
 LogSink = Callable[["Worker", p.Log], None]
 HostCallHandler = Callable[["Worker", p.HostCall], Awaitable[Any]]
+
+# Kill reasons of the caps the host enforces on what a worker sends or leaves unread.
+LIMIT_HOST_CALLS = "resource limit: host calls"
+LIMIT_WRITE_BUFFER = "resource limit: write buffer"
+# Caps on the parts of an error or log line a worker reports (the runtime applies the same).
+MAX_ERROR_NAME = 256
+MAX_ERROR_TEXT = 64 * 1024    # message, stack
+MAX_ERROR_DETAILS = 64 * 1024  # details, as JSON
+LOG_LEVELS = frozenset({"log", "info", "warn", "error", "debug", "exception"})
 
 
 @dataclass
@@ -83,10 +93,36 @@ class Lease:
         return True
 
 
+class LogBudget:
+    """Log lines the host accepts from a worker, per call (and per second outside calls): the
+    runtime's own budget (``max_log_entries`` entries, ``max_log_bytes`` characters, then one
+    marker), enforced again here on what arrives, since plugin code may write frames itself."""
+
+    __slots__ = ("chars", "entries", "since", "truncated")
+
+    def __init__(self, since: float = 0.0) -> None:
+        self.entries = self.chars = 0
+        self.truncated = False
+        self.since = since
+
+    def admit(self, chars: int, limits: WorkerLimits) -> bool | None:
+        """True: pass the line on; None: pass the host's truncation marker instead; False: drop."""
+        if self.truncated:
+            return False
+        # +1 entry and a little text: the runtime's own marker
+        if self.entries > limits.max_log_entries or self.chars + chars > limits.max_log_bytes + 1024:
+            self.truncated = True
+            return None
+        self.entries += 1
+        self.chars += chars
+        return True
+
+
 class _Pending:
-    __slots__ = ("error", "event", "fn", "info", "logs", "timeout", "value")
+    __slots__ = ("error", "event", "fn", "info", "logs", "log_budget", "timeout", "value")
 
     def __init__(self, fn: str, collect_logs: bool) -> None:
+        self.log_budget: LogBudget | None = None  # made at the call's first log line
         self.timeout = 0.0
         self.info: p.ErrorInfo | None = None  # set when the worker answered with an error
         self.event = anyio.Event()
@@ -167,6 +203,10 @@ class Worker:
         self._backlog: list[p.Message] = []
         self._reader_done = anyio.Event()
         self._exit_hooks: list[Callable[[Worker], None]] = []
+        self._host_calls = 0          # host calls being served (reply not yet handed over)
+        self._reply_lock = anyio.Lock()  # one reply at a time waits for the worker to read
+        self._pong_pending = False    # a pong is being sent: pings meanwhile get none
+        self._loose_logs = LogBudget()  # log lines outside any call, per second
         self.exited = anyio.Event()
         self.log_extra = worker_extra(spec.plugin_id, self.describe())  # ``extra=`` of its log records
 
@@ -194,7 +234,34 @@ class Worker:
 
     async def run(self, *, task_status: TaskStatus[Worker] = anyio.TASK_STATUS_IGNORED) -> None:
         """Spawn and handshake (then report ready), serve until the process ends, clean up.
-        A worker that fails to start raises its error (HandshakeError, WorkerCrashed, ...)."""
+        A worker that fails to start raises a HostError (HandshakeError, WorkerCrashed,
+        SpawnFailed, ...); nothing else leaves it: an OS refusal (a bind, a spawn) or a bug of
+        ours becomes SpawnFailed before ready, and is logged and ends the worker after."""
+        ready = False
+
+        def report(worker: Worker) -> None:
+            nonlocal ready
+            ready = True
+            task_status.started(worker)
+
+        try:
+            await self._run(report)
+        except HostError:
+            raise
+        except Exception as exc:
+            if not ready:
+                log.warning("[plugin:%s] could not start: %s", self.describe(), exc, exc_info=exc,
+                            extra=self.log_extra)
+                raise SpawnFailed(f"worker {self.describe()} could not start: {type(exc).__name__}: {exc}",
+                                  plugin=self.spec.plugin_id) from None
+            log.error("[plugin:%s] failed while serving", self.describe(), exc_info=exc, extra=self.log_extra)
+            if self._proc is not None:
+                self.kill(self._kill_reason or "error")
+            if not self.exited.is_set():  # the pool and the callers must still hear of its end
+                with anyio.CancelScope(shield=True):
+                    await self._finish()
+
+    async def _run(self, report: Callable[[Worker], None]) -> None:
         limits = self.spec.limits
         sock_path = self.runtime.socket_path()
         token = secrets.token_urlsafe(24)
@@ -207,7 +274,8 @@ class Worker:
                              socket_path=sock_path, inspect=spec.inspect)
             t_spawn = time.monotonic()
             self._proc = ChildProcess(
-                rt.command(flags, sock_path, token),
+                rt.command(flags),
+                stdin_data=rt.bootstrap(sock_path, token),
                 env=rt.env(spec.permissions, spec.egress_id or spec.plugin_id),
                 cwd=str(self.runtime.run_dir),
                 data_limit_mb=limits.rlimit_data_mb,
@@ -240,7 +308,7 @@ class Worker:
                     self._lifecycle(logging.DEBUG, f"ready: pid {self.pid} after "
                                                    f"{(self.ready_at - t_spawn) * 1000:.1f} ms")
                     started = True
-                    task_status.started(self)
+                    report(self)
                     tg.start_soon(self._heartbeat)
                 finally:
                     listener.close()  # unlinked: nobody else can connect with this token
@@ -290,6 +358,7 @@ class Worker:
                 max_result_bytes=min(lim.max_result_bytes, lim.max_frame),
                 max_web_workers=lim.max_web_workers,
                 egress_proxy=int(self.runtime.proxied(self.spec.permissions)),
+                max_host_calls=lim.max_host_calls,
             ),
         ))
         while True:
@@ -355,8 +424,9 @@ class Worker:
                     self.kill("protocol")
                     break
                 self.last_seen = time.monotonic()
-                for msg in msgs:
-                    dispatch(msg)
+                sizes = conn.frames.sizes
+                for i, msg in enumerate(msgs):
+                    dispatch(msg, sizes[i])
         finally:
             self._reader_done.set()
         if self.state in ("ready", "starting"):
@@ -434,7 +504,7 @@ class Worker:
             "cancel": "was killed: a cancelled call did not stop in time",
             "protocol": "was killed: protocol violation",
             "shutdown": "shut down",
-        }.get(reason, "crashed")
+        }.get(reason, f"was killed: {reason}" if reason.startswith("resource limit") else "crashed")
         msg = f"worker {self.describe()} (pid {proc.pid}) {text} ({how})"
         if tail.strip() and reason not in ("shutdown",):
             msg += f"; output: {tail.strip()[-500:]}"
@@ -494,17 +564,58 @@ class Worker:
                 f"worker {self.describe()} connection lost", plugin=self.spec.plugin_id
             ) from None
 
-    def _dispatch(self, msg: p.Message) -> None:
+    async def _write_when_read(self, msg: p.Message | bytes) -> None:
+        """Send a frame the worker's own requests make the host send (a host call's reply, a
+        channel event) once the worker has read what waits for it down to
+        ``max_write_buffer_bytes``, encoding it only then: a worker that stops reading makes
+        the host hold no more than that plus one frame. One that reads nothing of it for
+        ``heartbeat_timeout`` is killed (resource limit: write buffer)."""
+        conn = self._conn
+        if conn is None:
+            raise WorkerCrashed("worker is not connected", plugin=self.spec.plugin_id)
+        lim = self.spec.limits
+        await self._reply_lock.acquire()
+        try:
+            try:
+                await conn.wait_for_space(lim.max_write_buffer_bytes, lim.heartbeat_timeout)
+            except WriteBufferFull as exc:
+                self.kill(LIMIT_WRITE_BUFFER)
+                raise WorkerCrashed(f"worker {self.describe()} was killed: {LIMIT_WRITE_BUFFER} ({exc})",
+                                    reason=LIMIT_WRITE_BUFFER, plugin=self.spec.plugin_id) from None
+            data = msg if isinstance(msg, (bytes, bytearray)) else p.encode(msg, lim.max_frame)
+            written = conn.push(data)
+        except ConnectionLost:
+            self.kill(self._kill_reason or "connection lost")
+            raise WorkerCrashed(f"worker {self.describe()} connection lost", plugin=self.spec.plugin_id) from None
+        finally:
+            self._reply_lock.release()
+        if written is not None:
+            try:
+                await written
+            except ConnectionLost:
+                self.kill(self._kill_reason or "connection lost")
+                raise WorkerCrashed(f"worker {self.describe()} connection lost",
+                                    plugin=self.spec.plugin_id) from None
+
+    def _dispatch(self, msg: p.Message, size: int = 0) -> None:
+        """One message from the worker, checked against every cap the host enforces (the
+        runtime applies the same caps, but plugin code may write frames itself)."""
         if isinstance(msg, p.Result):
             pending = self._pending.pop(msg.id, None)
             if pending is not None:
-                pending.value = msg.value
+                limit = min(self.spec.limits.max_result_bytes, self.spec.limits.max_frame)
+                if size > limit:
+                    pending.info = p.ErrorInfo(
+                        name="PayloadTooLarge", error_type="SANDBOX_LIMIT",
+                        message=f"result of {size} bytes exceeds the {limit}-byte limit (limits.max_result_bytes)")
+                else:
+                    pending.value = msg.value
                 pending.event.set()
                 self._settled()
         elif isinstance(msg, p.Error):
             pending = self._pending.pop(msg.id, None)
             if pending is not None:
-                pending.info = self._scrub_error(msg.error)
+                pending.info = self._checked_error(msg.error)
                 pending.event.set()
                 self._settled()
         elif isinstance(msg, p.Log):
@@ -512,10 +623,14 @@ class Worker:
         elif isinstance(msg, p.Pong):
             self.last_heartbeat = time.time()
         elif isinstance(msg, p.Ping):
-            if self._tg is not None:
-                self._tg.start_soon(self._send_quietly, p.Pong(seq=msg.seq))
+            if self._tg is not None and not self._pong_pending:  # a ping flood gets one pong at a time
+                self._pong_pending = True
+                self._tg.start_soon(self._pong, msg.seq)
         elif isinstance(msg, p.HostCall):
-            if self._tg is not None:
+            if self._host_calls >= self.spec.limits.max_host_calls:
+                self.kill(LIMIT_HOST_CALLS)  # the runtime refuses more itself: this is raw frames
+            elif self._tg is not None:
+                self._host_calls += 1
                 self._tg.start_soon(self._serve_host_call, msg)
         else:
             self.exit_error = ProtocolError(
@@ -524,28 +639,63 @@ class Worker:
             self.kill("protocol")
 
     def record_log(self, msg: p.Log) -> None:
-        """A log line of this worker (secrets redacted): attached to its call (for execute's
-        logs) and passed to the log sink."""
+        """A log line of this worker, within the log budget of its call (or of the current
+        second, outside calls), capped in size, secrets redacted: attached to its call (for
+        execute's logs) and passed to the log sink."""
+        lim = self.spec.limits
+        pending = self._pending.get(msg.id) if msg.id is not None else None
+        if pending is None:
+            budget = self._loose_budget()
+        elif (budget := pending.log_budget) is None:
+            budget = pending.log_budget = LogBudget()
+        verdict = budget.admit(len(msg.message), lim)
+        if verdict is False:
+            return
+        if verdict is None:
+            msg = p.Log(level="warn", id=msg.id, ts=msg.ts, message=(
+                "log output truncated by the host (limits.max_log_entries / max_log_bytes)"
+                if pending is not None else
+                "log output truncated by the host (outside a call: more than the per-second budget)"))
+        else:
+            msg = p.Log(level=msg.level if msg.level in LOG_LEVELS else "log", id=msg.id, ts=msg.ts,
+                        message=_cap(msg.message, lim.max_log_bytes), name=_cap(msg.name, MAX_ERROR_NAME),
+                        stack=_cap(msg.stack, MAX_ERROR_TEXT))
         r = self.spec.redact
         if r is not None:
             msg = msgspec.structs.replace(msg, message=r(msg.message), stack=r(msg.stack) if msg.stack else None)
-        if msg.id is not None:
-            pending = self._pending.get(msg.id)
-            if pending is not None and pending.logs is not None:
-                pending.logs.append(msg)
+        if pending is not None and pending.logs is not None:
+            pending.logs.append(msg)
         if self._on_log is not None:
             self._on_log(self, msg)
 
-    def _scrub_error(self, info: p.ErrorInfo) -> p.ErrorInfo:
-        """The worker's error with secrets redacted from its message, stack and details."""
+    def _loose_budget(self) -> LogBudget:
+        now = time.monotonic()
+        if now - self._loose_logs.since >= 1.0:
+            self._loose_logs = LogBudget(now)
+        return self._loose_logs
+
+    def _checked_error(self, info: p.ErrorInfo) -> p.ErrorInfo:
+        """The worker's error with each part capped and secrets redacted from its message,
+        stack and details."""
+        details = info.details
+        if details is not None:
+            try:
+                text = msgspec.json.encode(details, enc_hook=str).decode()
+            except (TypeError, ValueError, OverflowError):
+                text = ""
+            if not text or len(text) > MAX_ERROR_DETAILS:
+                details = text = None
+        else:
+            text = None
+        info = p.ErrorInfo(name=_cap(info.name, MAX_ERROR_NAME) or "Error",
+                           message=_cap(info.message, MAX_ERROR_TEXT) or "",
+                           stack=_cap(info.stack, MAX_ERROR_TEXT),
+                           error_type=_cap(info.error_type, MAX_ERROR_NAME), details=details)
         r = self.spec.redact
         if r is None:
             return info
-        details = info.details
-        if details is not None:
-            text = msgspec.json.encode(details, enc_hook=str).decode()
-            if r(text) != text:
-                details = msgspec.json.decode(r(text))
+        if text is not None and r(text) != text:
+            details = msgspec.json.decode(r(text))
         return msgspec.structs.replace(info, message=r(info.message),
                                        stack=r(info.stack) if info.stack else info.stack, details=details)
 
@@ -555,7 +705,7 @@ class Worker:
         if not self.alive or self._conn is None or len(frame) - p.HEADER.size > self.spec.limits.max_frame:
             return False
         try:
-            await self._write(frame)
+            await self._write_when_read(frame)
         except HostError:
             return False
         return True
@@ -573,7 +723,19 @@ class Worker:
         except HostError:
             pass
 
+    async def _pong(self, seq: int) -> None:
+        try:
+            await self._send_quietly(p.Pong(seq=seq))
+        finally:
+            self._pong_pending = False
+
     async def _serve_host_call(self, msg: p.HostCall) -> None:
+        try:
+            await self._answer_host_call(msg)
+        finally:
+            self._host_calls -= 1
+
+    async def _answer_host_call(self, msg: p.HostCall) -> None:
         if self._host_call is None:
             reply = p.HostReply(id=msg.id, error=p.ErrorInfo(
                 name="UnknownHostCall", message=f"host call {msg.op!r} is not available"))
@@ -587,7 +749,7 @@ class Worker:
                 reply = p.HostReply(id=msg.id, error=p.ErrorInfo(
                     name="HostCallError", message=f"host call {msg.op!r} failed inside the host"))
         try:
-            await self._send(reply)
+            await self._write_when_read(reply)
         except PayloadTooLarge as exc:  # the plugin must get an answer, not wait for its deadline
             await self._send_quietly(p.HostReply(id=msg.id, error=p.ErrorInfo(
                 name="PayloadTooLarge", message=f"reply to {msg.op}: {exc.message}")))
@@ -704,3 +866,10 @@ class Worker:
         await anyio.sleep(self.spec.limits.cancel_grace)
         if cid in self._pending:
             self.kill("cancel")
+
+
+def _cap(text: str | None, limit: int) -> str | None:
+    """``text`` cut to ``limit`` characters, saying how much was cut."""
+    if text is None or len(text) <= limit:
+        return text
+    return f"{text[:limit]}... ({len(text) - limit} more characters)"

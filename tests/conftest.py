@@ -473,7 +473,7 @@ MSGPACK_URL = (Path(__file__).resolve().parents[1] / "worker_runtime" / "msgpack
 # needs no read permission), framing, and the argv the host starts a worker with.
 PRELUDE = """
 import { encode, Decoder } from "@MSGPACK_URL@";
-const [path, token] = Deno.args;
+const [path, token] = new TextDecoder().decode(await new Response(Deno.stdin.readable).arrayBuffer()).split("\\n");
 const decoder = new Decoder();
 let conn;
 let inbuf = new Uint8Array(0);

@@ -6,6 +6,7 @@ fuzzing the handshake in tests/security/test_fuzz.py.)"""
 
 from __future__ import annotations
 
+import logging
 import os
 import time
 from pathlib import Path
@@ -152,11 +153,13 @@ async def test_host_with_a_hostile_runtime_marks_the_plugin_failed_with_the_reas
     ],
 )
 async def test_rejected_hello_is_answered_with_reject_and_its_reason_then_closed(
-    hostile, tmp_path, fields, reason
+    hostile, tmp_path, fields, reason, caplog
 ):
     # The worker process never connects; this test connects in its place, so it can read the
-    # host's answer even though the host SIGKILLs the worker right after sending it.
-    runtime = hostile("stayAlive();")
+    # host's answer even though the host SIGKILLs the worker right after sending it. The fake
+    # worker prints the socket path and token it read on stdin; the host logs its output.
+    caplog.set_level(logging.DEBUG, logger="host.worker")
+    runtime = hostile('console.log("BOOT", path, token); stayAlive();')
     worker = Worker(hostile_spec(tmp_path), runtime)
     failure: list[BaseException] = []
 
@@ -166,21 +169,22 @@ async def test_rejected_hello_is_answered_with_reject_and_its_reason_then_closed
         except HostError as exc:
             failure.append(exc)
 
-    argv: list[str] = []
+    boot: list[str] = []
 
-    def exec_done() -> bool:
-        """The child has exec'd: its argv (kept in ``argv``) ends with socket path and token."""
-        socks = os.listdir(runtime.run_dir)
-        if worker.pid is None or len(socks) != 1:
-            return False
-        with open(f"/proc/{worker.pid}/cmdline", "rb") as f:
-            argv[:] = [a.decode() for a in f.read().split(b"\0")[:-1]]
-        return argv[-2:-1] == [str(runtime.run_dir / socks[0])]
+    def booted() -> bool:
+        """The child printed what it read on stdin: the socket path and the token."""
+        for record in caplog.records:
+            message = record.getMessage()
+            if " BOOT " in message:
+                boot[:] = message.split(" BOOT ", 1)[1].split()
+                return True
+        return False
 
     async with anyio.create_task_group() as tg:
         tg.start_soon(run)
-        await wait_for(exec_done, timeout=5, interval=0.005)
-        sock_path, token = argv[-2], argv[-1]
+        await wait_for(booted, timeout=5, interval=0.005)
+        sock_path, token = boot
+        assert sock_path.startswith(str(runtime.run_dir))
         hello = {"type": "hello", "cookie": p.MAGIC_COOKIE, "protocol": 1, "token": token, **fields}
         received = b""
         async with await anyio.connect_unix(sock_path) as stream:

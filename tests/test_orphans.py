@@ -203,9 +203,12 @@ def connected_worker(calc, shared_state: Path, limits: p.Limits) -> Iterator[tup
     listener.listen(1)
     listener.settimeout(10)
     argv = runtime.argv(plugin_id="calc", permissions=Permissions(), base_dir=calc.root,
-                        read_paths=[str(calc.root)], limits=WorkerLimits(), socket_path=sock_path, token=token)
-    proc = subprocess.Popen(argv, env=runtime.env(Permissions()), cwd=run_dir, stdin=subprocess.DEVNULL,
+                        read_paths=[str(calc.root)], limits=WorkerLimits(), socket_path=sock_path)
+    proc = subprocess.Popen(argv, env=runtime.env(Permissions()), cwd=run_dir, stdin=subprocess.PIPE,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    assert proc.stdin is not None
+    proc.stdin.write(runtime.bootstrap(sock_path, token))
+    proc.stdin.close()
     conn = None
     try:
         conn, _ = listener.accept()

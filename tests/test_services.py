@@ -6,6 +6,7 @@ import os
 from pathlib import Path
 
 import anyio
+import msgspec
 import pytest
 
 from host import PoolConfig
@@ -129,7 +130,8 @@ async def test_cache_byte_bound_evicts_oldest(make_host, calc, state_dir):
         for i in range(3):
             await services.handle(worker, p.HostCall(id=i, op="cache.set", args=[f"k{i}", "x" * 100]))
         got = [await services.handle(worker, p.HostCall(id=9, op="cache.get", args=[f"k{i}"])) for i in range(3)]
-        assert got == [None, "x" * 100, "x" * 100]
+        # values come back as stored (msgpack, sent to the worker without being decoded)
+        assert [v if v is None else msgspec.msgpack.decode(v) for v in got] == [None, "x" * 100, "x" * 100]
 
 
 async def test_cache_and_storage_are_private_to_each_plugin(plugin_dir, make_host, state_dir):

@@ -1,8 +1,10 @@
 /**
  * The Plugin Host worker: one Deno process serving one plugin over a Unix socket.
  *
- *   deno run [flags] worker_runtime/worker.ts <socket-path> <token>
+ *   deno run [flags] worker_runtime/worker.ts     (stdin: "<socket-path>\n<token>\n")
  *
+ * The socket path and the one-time token come on stdin, not as arguments: Deno.args needs no
+ * permission, so plugin code could read them there.
  * It speaks the protocol of docs/protocol.md (message and field names as in host/protocol.py):
  * hello/welcome/ready, then call/execute answered by result/error, with log, host_call/host_reply,
  * deliver (channel events), ping/pong, cancel and shutdown. It needs no permission beyond the socket and the plugin's
@@ -24,7 +26,9 @@ const PPID_POLL_MS = 500;
 const READ_CHUNK = 64 * 1024;
 /** Buffers bigger than this are not kept for reuse once a large frame has gone through. */
 const KEEP_BUFFER = 1024 * 1024;
-/** Caps on an error's message and stack, so that an error report always fits in a frame. */
+/** Caps on an error's name, message and stack, so that an error report always fits in a frame
+ * (the host enforces the same on what arrives: host/worker.py MAX_ERROR_*). */
+const MAX_ERROR_NAME = 256;
 const MAX_ERROR_MESSAGE = 64 * 1024;
 const MAX_ERROR_STACK = 64 * 1024;
 
@@ -38,6 +42,7 @@ interface Limits {
   max_result_bytes: number;
   max_web_workers: number;
   egress_proxy: number; // 1: fetch goes through the host's egress proxy
+  max_host_calls: number;
 }
 
 const limits: Limits = {
@@ -50,6 +55,7 @@ const limits: Limits = {
   max_result_bytes: 16 * 1024 * 1024,
   max_web_workers: 4,
   egress_proxy: 0,
+  max_host_calls: 64,
 };
 
 type Id = number | bigint;
@@ -114,35 +120,46 @@ class ResourceLimitExceeded extends Error {
 // Web Workers: each is a V8 isolate with a heap of its own (the heap cap is per isolate), so a
 // plugin may keep at most limits.max_web_workers alive, and a Worker may start none: every
 // Worker first runs NO_NESTED, which replaces its Worker constructor before the plugin's code.
+//
+// The native constructor must not be reachable from plugin code: CappedWorker is a plain
+// function (a class extending Worker would have it as its prototype), and the prototype's
+// `constructor` names CappedWorker. (RLIMIT_DATA, set by the host, bounds Workers anyway:
+// each isolate reserves its code range against it.)
 const NativeWorker = globalThis.Worker;
+const NativeTerminate = NativeWorker.prototype.terminate;
 const NO_NESTED = `Object.defineProperty(globalThis, "Worker", { configurable: false, writable: false,
   value: class Worker { constructor() { const e = new Error("a Worker may not start Workers");
     e.name = "ResourceLimitExceeded"; throw e; } } });\n`;
 let liveWebWorkers = 0;
+const aliveWorkers = new WeakSet<object>();
 
-class CappedWorker extends NativeWorker {
-  #alive = true;
-
-  constructor(specifier: string | URL, options?: WorkerOptions) {
-    if (liveWebWorkers >= limits.max_web_workers) {
-      throw new ResourceLimitExceeded(
-        `a plugin may run at most ${limits.max_web_workers} Workers at once (limits.max_web_workers)`,
-      );
-    }
-    const url = new URL(String(specifier), globalThis.location?.href).href;
-    const boot = `${NO_NESTED}await import(${JSON.stringify(url)});\n`;
-    super(`data:application/javascript;base64,${btoa(boot)}`, options);
-    liveWebWorkers++;
+function CappedWorker(this: unknown, specifier: string | URL, options?: WorkerOptions): Worker {
+  if (!new.target) throw new TypeError("Worker must be called with new");
+  if (liveWebWorkers >= limits.max_web_workers) {
+    throw new ResourceLimitExceeded(
+      `a plugin may run at most ${limits.max_web_workers} Workers at once (limits.max_web_workers)`,
+    );
   }
-
-  override terminate(): void {
-    if (this.#alive) {
-      this.#alive = false;
-      liveWebWorkers--;
-    }
-    super.terminate();
-  }
+  const url = new URL(String(specifier), globalThis.location?.href).href;
+  const boot = `${NO_NESTED}await import(${JSON.stringify(url)});\n`;
+  const w = Reflect.construct(NativeWorker, [`data:application/javascript;base64,${btoa(boot)}`, options], new.target);
+  liveWebWorkers++;
+  aliveWorkers.add(w);
+  return w;
 }
+
+CappedWorker.prototype = Object.create(NativeWorker.prototype, {
+  constructor: { value: CappedWorker, writable: true, configurable: true },
+  terminate: {
+    value: function terminate(this: Worker): void {
+      if (aliveWorkers.delete(this)) liveWebWorkers--;
+      NativeTerminate.call(this);
+    },
+    writable: true,
+    configurable: true,
+  },
+});
+Object.defineProperty(NativeWorker.prototype, "constructor", { value: CappedWorker, configurable: false, writable: false });
 
 defineGlobal("Worker", CappedWorker);
 
@@ -322,10 +339,10 @@ function errorInfo(e: unknown): ErrorInfo {
       // ("Requires read access to", "--no-remote is specified"): name them as Deno.connect's
       // refusal is named.
       if (refused || (name === "TypeError" && IMPORT_REFUSAL.test(message))) name = "NotCapable";
-      const info: ErrorInfo = { name, message: cap(scrub(message), MAX_ERROR_MESSAGE) };
+      const info: ErrorInfo = { name: cap(name, MAX_ERROR_NAME), message: cap(scrub(message), MAX_ERROR_MESSAGE) };
       if (typeof e.stack === "string") info.stack = cap(scrub(e.stack), MAX_ERROR_STACK);
       const { errorType, details } = e as { errorType?: unknown; details?: unknown };
-      if (typeof errorType === "string") info.error_type = errorType;
+      if (typeof errorType === "string") info.error_type = cap(errorType, MAX_ERROR_NAME);
       if ((e instanceof PluginError || info.error_type) && details !== undefined) info.details = details;
       return info;
     }
@@ -398,6 +415,7 @@ function sendErrorFrame(msg: Msg, info: ErrorInfo): void {
     () => ({ ...info, details: jsonClone(info.details) }),
     () => ({ name: info.name, message: info.message, stack: info.stack, error_type: info.error_type }),
     () => ({ name: info.name, message: cap(info.message, 1024), error_type: info.error_type }),
+    () => ({ name: cap(info.name, 64), message: cap(info.message, 1024) }),
   ];
   for (const attempt of attempts) {
     try {
@@ -788,6 +806,11 @@ function handled<T>(p: Promise<T>): Promise<T> {
 }
 
 function hostCall(op: string, args: unknown[], call: Id | undefined): Promise<unknown> {
+  if (hostPending.size >= limits.max_host_calls) {
+    return handled(Promise.reject(new ResourceLimitExceeded(
+      `${op}: at most ${limits.max_host_calls} host calls may be in flight (limits.max_host_calls)`,
+    )));
+  }
   const id = ++hostSeq;
   const p = handled(new Promise((resolve, reject) => hostPending.set(id, { resolve, reject })));
   let size: number;
@@ -1367,9 +1390,35 @@ function sendReady(metadata: unknown, exports: string[]): void {
   }
 }
 
+/** The socket path and one-time token the host writes on stdin (then closes it). */
+async function readBootstrap(): Promise<[string, string]> {
+  const chunks: Uint8Array[] = [];
+  let size = 0;
+  for (;;) {
+    const buf = new Uint8Array(4096);
+    const n = await Deno.stdin.read(buf);
+    if (n === null) break;
+    chunks.push(buf.subarray(0, n));
+    size += n;
+    if (size > 64 * 1024) break;
+  }
+  const all = new Uint8Array(size);
+  let off = 0;
+  for (const c of chunks) {
+    all.set(c, off);
+    off += c.length;
+  }
+  const [path, token] = new TextDecoder().decode(all).split("\n");
+  return [path ?? "", token ?? ""];
+}
+
 async function main(): Promise<void> {
-  const [path, token] = Deno.args;
-  if (!path || token === undefined) exit(2, "usage: worker.ts <socket-path> <token>");
+  // Deno's internals (Deno[Deno.internal].core) reach this process's own resources, the host's
+  // socket included: plugin code gets no handle on them. (The host enforces every cap on what
+  // arrives anyway: assume code can still find a way to write frames.)
+  delete (Deno as unknown as Record<symbol, unknown>)[Deno.internal];
+  const [path, token] = await readBootstrap();
+  if (!path || !token) exit(2, "usage: worker.ts, with \"<socket-path>\\n<token>\\n\" on stdin");
   captureConsole();
   globalThis.addEventListener("unhandledrejection", (e) => {
     e.preventDefault();

@@ -1,0 +1,259 @@
+"""Floods from a worker: what a plugin (or code that writes frames itself) can send the host, and
+what it can leave unread. Every cap is enforced by the host on what arrives, and the host's
+memory stays flat whatever a worker does (issue 14, items 1, 2 and 13)."""
+
+from __future__ import annotations
+
+import gc
+
+import anyio
+import pytest
+from conftest import PluginDir, wait_for
+
+from host import PayloadTooLarge, PluginError, PoolConfig, WorkerCrashed, WorkerLimits
+from host.worker import LIMIT_HOST_CALLS, LIMIT_WRITE_BUFFER, MAX_ERROR_NAME, MAX_ERROR_TEXT
+
+pytestmark = [pytest.mark.anyio, pytest.mark.timeout(120)]
+
+MIB = 1024 * 1024
+
+
+def rss() -> int:
+    """This process's resident set size, in bytes (the host runs in the test process)."""
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+    raise AssertionError("no VmRSS")
+
+
+class PeakRss:
+    """The highest RSS seen while a flood runs, sampled every few milliseconds."""
+
+    def __init__(self) -> None:
+        gc.collect()
+        self.base = rss()
+        self.peak = self.base
+
+    async def watch(self) -> None:
+        while True:
+            self.peak = max(self.peak, rss())
+            await anyio.sleep(0.002)
+
+    @property
+    def growth(self) -> int:
+        return self.peak - self.base
+
+
+# A fake worker runtime (tests/conftest.py PRELUDE: the real codec and framing) that serves like
+# the real one until a call asks it to flood: every frame here is one that plugin code writing
+# to its socket could send, so the host must cap each kind by itself.
+FLOOD = """
+    await connect();
+    await write(hello());
+    const welcome = await readFrame();
+    const id = welcome.plugin_id;
+    await write(frame({ type: "ready", metadata: { id, name: id, version: "1.0.0", apiVersion: "1.0" },
+                        exports: ["logs", "loose", "bigResult", "bigError", "hostCalls", "pings", "ok"] }));
+    const big = "x".repeat((1 << 20) - 64);
+    for (;;) {
+      const msg = await readFrame();
+      if (msg === null || msg.type === "shutdown") Deno.exit(0);
+      if (msg.type === "ping") { await write(frame({ type: "pong", seq: msg.seq })); continue; }
+      if (msg.type === "host_reply") continue;
+      if (msg.type !== "call" && msg.type !== "execute") continue;
+      const n = (msg.type === "execute" ? msg.input : msg.args?.[0]) ?? 0;
+      const out = [];
+      if (msg.type === "execute" || msg.fn === "logs") {
+        for (let i = 0; i < n; i++) out.push(frame({ type: "log", level: "log", message: `line ${i} ` + "y".repeat(1000), id: msg.id }));
+        out.push(frame({ type: "result", id: msg.id, value: "done" }));
+      } else if (msg.fn === "loose") {
+        for (let i = 0; i < n; i++) out.push(frame({ type: "log", level: "log", message: `loose ${i}` }));
+        out.push(frame({ type: "result", id: msg.id, value: "done" }));
+      } else if (msg.fn === "bigResult") {
+        out.push(frame({ type: "result", id: msg.id, value: "r".repeat(n) }));
+      } else if (msg.fn === "bigError") {
+        const huge = "e".repeat(n);
+        out.push(frame({ type: "error", id: msg.id, error: { name: huge, message: huge, stack: huge,
+                                                             error_type: huge, details: { blob: huge } } }));
+      } else if (msg.fn === "hostCalls") {
+        out.push(frame({ type: "host_call", id: 1, op: "cache.set", args: ["big", big], call: msg.id }));
+        for (let i = 0; i < n; i++) out.push(frame({ type: "host_call", id: 2 + i, op: "cache.get", args: ["big"], call: msg.id }));
+        await write(concat(...out));
+        stayAlive();
+        await new Promise(() => {});  // never reads again
+      } else if (msg.fn === "pings") {
+        for (let i = 0; i < n; i++) out.push(frame({ type: "ping", seq: i }));
+        await write(concat(...out));
+        stayAlive();
+        await new Promise(() => {});  // never reads the pongs
+      } else {
+        out.push(frame({ type: "result", id: msg.id, value: "ok" }));
+      }
+      await write(concat(...out));
+    }
+"""
+
+
+@pytest.fixture
+def flood_entry(hostile, plugin_dir: PluginDir) -> str:
+    plugin_dir.add("flood.js", "export function ok() {}\n")
+    return str(hostile(FLOOD).entry)
+
+
+async def test_unread_host_call_replies_kill_the_worker_and_host_memory_stays_flat(plugin_dir, make_host):
+    # Zero permissions: cache a 1 MiB value, ask for it 300 times without awaiting, never read.
+    plugin_dir.add("amp.js", """
+        export async function flood(n, ctx) {
+          await ctx.cache.set("big", "x".repeat((1 << 20) - 64));
+          const refused = [];
+          for (let i = 0; i < n; i++) ctx.cache.get("big").catch((e) => refused.push(e.name));
+          await new Promise((r) => setTimeout(r, 20));  // the requests go out; the replies start
+          const until = Date.now() + 20000;
+          while (Date.now() < until) {}
+          return refused.length;
+        }
+        export function ok() { return "ok"; }
+    """)
+    async with make_host(pool=PoolConfig(min_workers=1, max_workers=1)) as h:
+        assert await h.call("amp", "ok") == "ok"
+        peak = PeakRss()
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(peak.watch)
+            with pytest.raises(WorkerCrashed) as e:
+                await h.call("amp", "flood", 300, timeout=30)
+            tg.cancel_scope.cancel()
+        assert e.value.reason == LIMIT_WRITE_BUFFER
+        assert peak.growth < 20 * MIB, f"host RSS grew {peak.growth / MIB:.1f} MiB"
+        assert await h.call("amp", "ok") == "ok"  # a new worker serves
+        assert h.plugin("amp").worker_exits == {LIMIT_WRITE_BUFFER: 1}
+
+
+async def test_the_runtime_refuses_host_calls_past_its_cap_with_a_typed_error(plugin_dir, make_host):
+    plugin_dir.add("many.js", """
+        export async function many(n, ctx) {
+          const all = await Promise.allSettled(Array.from({ length: n }, (_, i) => ctx.cache.get("k" + i)));
+          const refused = all.filter((r) => r.status === "rejected");
+          return [refused.length, refused[0]?.reason?.name, String(refused[0]?.reason?.message)];
+        }
+    """)
+    async with make_host(limits=WorkerLimits(max_host_calls=8)) as h:
+        refused, name, message = await h.call("many", "many", 20)
+        assert (refused, name) == (12, "ResourceLimitExceeded")
+        assert "at most 8 host calls" in message and "limits.max_host_calls" in message
+        assert await h.call("many", "many", 8) == [0, None, "undefined"]  # the worker lives on
+
+
+async def test_raw_host_call_frames_past_the_cap_kill_the_worker_and_memory_stays_flat(flood_entry, make_host):
+    async with make_host(runtime_entry=flood_entry, pool=PoolConfig(min_workers=1, max_workers=1)) as h:
+        assert await h.call("flood", "ok") == "ok"
+        peak = PeakRss()
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(peak.watch)
+            with pytest.raises(WorkerCrashed) as e:
+                await h.call("flood", "hostCalls", 1000, timeout=20)
+            tg.cancel_scope.cancel()
+        assert e.value.reason == LIMIT_HOST_CALLS
+        assert peak.growth < 20 * MIB, f"host RSS grew {peak.growth / MIB:.1f} MiB"
+        assert await h.call("flood", "ok") == "ok"
+
+
+async def test_raw_log_frames_are_capped_by_the_host_per_call(flood_entry, make_host):
+    limits = WorkerLimits(max_log_entries=100)
+    async with make_host(runtime_entry=flood_entry, limits=limits) as h:
+        seen: list[str] = []
+        h.add_log_listener(lambda pid, w, msg: seen.append(msg.message))
+        assert await h.call("flood", "logs", 5000) == "done"
+        assert len(seen) == 102  # the cap, the runtime's own marker, the host's marker
+        assert seen[-1].startswith("log output truncated by the host")
+        assert len(h.logs("flood", limit=1000)) <= 110  # the dashboard's log got no more either
+
+
+async def test_raw_log_frames_outside_calls_are_capped_per_second(flood_entry, make_host):
+    async with make_host(runtime_entry=flood_entry, limits=WorkerLimits(max_log_entries=50)) as h:
+        seen: list[str] = []
+        h.add_log_listener(lambda pid, w, msg: seen.append(msg.message))
+        assert await h.call("flood", "loose", 3000) == "done"
+        assert len(seen) <= 53
+        assert "outside a call" in seen[-1]
+
+
+async def test_raw_execute_logs_are_capped_by_the_host(flood_entry, make_host):
+    async with make_host(runtime_entry=flood_entry, limits=WorkerLimits(max_log_entries=1000)) as h:
+        out = await h.execute("export default () => 1", 5000)
+        assert out.ok and out.result == "done"
+        assert len(out.logs) == 1002
+        assert sum(len(entry.message) for entry in out.logs) < 1.1 * MIB
+        assert out.logs[-1].message.startswith("log output truncated by the host")
+
+
+async def test_a_raw_result_over_max_result_bytes_is_payload_too_large(flood_entry, make_host):
+    async with make_host(runtime_entry=flood_entry, limits=WorkerLimits(max_result_bytes=MIB)) as h:
+        with pytest.raises(PayloadTooLarge, match="limits.max_result_bytes"):
+            await h.call("flood", "bigResult", 2 * MIB)
+        assert await h.call("flood", "bigResult", 1000) == "r" * 1000
+
+
+async def test_every_part_of_a_raw_error_is_capped(flood_entry, make_host):
+    async with make_host(runtime_entry=flood_entry) as h:
+        with pytest.raises(PluginError) as e:
+            await h.call("flood", "bigError", 3 * MIB)
+        err = e.value
+        assert len(err.name) < MAX_ERROR_NAME + 64 and len(err.error_type or "") < MAX_ERROR_NAME + 64
+        assert len(err.message) < MAX_ERROR_TEXT + 64 and len(err.stack or "") < MAX_ERROR_TEXT + 64
+        assert err.details is None  # over the cap: dropped
+
+
+async def test_a_ping_flood_gets_no_pong_per_ping_and_memory_stays_flat(flood_entry, make_host):
+    async with make_host(runtime_entry=flood_entry, pool=PoolConfig(min_workers=1, max_workers=1)) as h:
+        assert await h.call("flood", "ok") == "ok"
+        peak = PeakRss()
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(peak.watch)
+            with pytest.raises((WorkerCrashed, TimeoutError)):
+                with anyio.fail_after(3):
+                    await h.call("flood", "pings", 200_000, timeout=2)
+            tg.cancel_scope.cancel()
+        assert peak.growth < 20 * MIB, f"host RSS grew {peak.growth / MIB:.1f} MiB"
+
+
+async def test_a_huge_error_name_is_an_error_not_a_timeout(plugin_dir, make_host):
+    plugin_dir.add("named.js", """
+        export function boom() { const e = new Error("bad"); e.name = "N".repeat(20 * 1024 * 1024); throw e; }
+    """)
+    async with make_host() as h:
+        with anyio.fail_after(10), pytest.raises(PluginError) as e:
+            await h.call("named", "boom", timeout=8)
+        assert e.value.message == "bad" and len(e.value.name) < MAX_ERROR_NAME + 64
+
+
+async def test_plugin_code_cannot_reach_deno_internals_or_its_bootstrap(plugin_dir, make_host):
+    plugin_dir.add("peek.js", """
+        export function peek() {
+          return { internal: typeof Deno[Deno.internal], args: Deno.args };
+        }
+    """)
+    async with make_host() as h:
+        assert await h.call("peek", "peek") == {"internal": "undefined", "args": []}
+
+
+async def test_the_native_worker_constructor_is_out_of_reach(plugin_dir, make_host):
+    plugin_dir.add("w.js", """
+        const url = "data:application/javascript,setInterval(() => {}, 1000)";
+        export function escape() {
+          const out = [];
+          const tries = [
+            () => new (Object.getPrototypeOf(Worker))(url, { type: "module" }),
+            () => new (Object.getPrototypeOf(Worker.prototype).constructor)(url, { type: "module" }),
+            () => new Worker.prototype.constructor(url, { type: "module" }),
+          ];
+          const made = [];
+          for (const t of tries) {
+            try { made.push(t()); out.push("made"); } catch (e) { out.push(e.name); }
+          }
+          for (const w of made) w.terminate();
+          return out;
+        }
+    """)
+    async with make_host(limits=WorkerLimits(max_web_workers=0)) as h:
+        assert await h.call("w", "escape") == ["TypeError", "ResourceLimitExceeded", "ResourceLimitExceeded"]

@@ -1,0 +1,97 @@
+"""A worker that cannot be started is a typed, logged error for its plugin, with backoff: never the
+end of the host, which keeps serving its other plugins and stops on SIGTERM (issue 14, item 5)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import time
+
+import anyio
+import pytest
+from conftest import CALC, PluginDir, deno_children, serve_process, wait_for
+
+from host import PoolConfig, SpawnFailed
+from host.runtime import Runtime
+
+pytestmark = pytest.mark.timeout(90)
+
+
+@pytest.mark.anyio
+async def test_a_deleted_socket_directory_is_made_again_and_the_plugin_recovers(calc, make_host):
+    async with make_host(pool=PoolConfig(min_workers=1, max_workers=1)) as h:
+        pid = await h.call("calc", "pid")
+        run_dir = h._runtime.run_dir
+        shutil.rmtree(run_dir)
+        os.kill(pid, signal.SIGKILL)
+        await wait_for(lambda: h.plugin("calc").workers and h.plugin("calc").workers[0].pid != pid, timeout=10)
+        assert await h.call("calc", "add", 1, 2) == 3
+        assert run_dir.is_dir() and oct(run_dir.stat().st_mode & 0o777) == "0o700"
+
+
+def test_socket_names_are_unguessable(tmp_path):
+    runtime = Runtime(deno="deno", entry=tmp_path / "w.ts", deno_dir=tmp_path, run_dir=tmp_path / "run")
+    names = {os.path.basename(runtime.socket_path()) for _ in range(50)}
+    assert len(names) == 50
+    # beyond a counter: a random part no other process can predict
+    assert all(len(name.split("-", 1)[1].removesuffix(".sock")) >= 12 for name in names)
+
+
+def test_a_spawn_the_os_refuses_is_a_typed_error_and_serve_still_answers_and_stops(tmp_path):
+    plugins = PluginDir(tmp_path / "plugins")
+    plugins.add("calc.js", CALC)
+    # A socket directory whose paths are over the 108-byte AF_UNIX limit: every bind fails.
+    deep = tmp_path / ("d" * 100)
+    deep.mkdir()
+    with serve_process(tmp_path, "--plugins", "plugins", "--state-dir", str(tmp_path / "state"),
+                       env={"XDG_RUNTIME_DIR": str(deep)}, ready=False) as srv:
+        def failed() -> dict | None:
+            status, body = srv.request("GET", "/api/plugins/calc", timeout=2)
+            return body if status == 200 and body["state"] == "error" else None
+
+        info = srv.poll(failed, "calc in error")
+        assert "SpawnFailed" in srv.log() or "could not start" in info["error"]
+        assert "AF_UNIX path too long" in info["error"] or "path too long" in srv.log()
+        status, body = srv.request("POST", "/api/plugins/calc/call/add", {"args": [1, 2]})
+        assert status == 503 and body["error"]["type"] == "PluginUnavailable"
+        assert srv.request("GET", "/healthz/live")[0] == 200
+        t0 = time.monotonic()
+        srv.proc.send_signal(signal.SIGTERM)
+        assert srv.proc.wait(timeout=15) == 0
+        assert time.monotonic() - t0 < 10
+        assert not deno_children(srv.proc.pid)
+
+
+@pytest.mark.anyio
+async def test_spawn_failures_back_off_and_a_bystander_keeps_serving(plugin_dir, make_host, tmp_path):
+    plugin_dir.add("calc.js", CALC)
+    plugin_dir.add("other.js", "export function hi() { return 'hi'; }\n")
+    async with make_host(pool=PoolConfig(min_workers=1, max_workers=1, crash_loop_threshold=50)) as h:
+        pool = h.pool("calc")
+        # From now on every new calc worker fails to bind: its socket directory is a file.
+        run_dir = h._runtime.run_dir
+        shutil.rmtree(run_dir)
+        run_dir.write_text("not a directory")
+        try:
+            os.kill(await h.call("calc", "pid"), signal.SIGKILL)
+            await wait_for(lambda: pool.crashes >= 3, timeout=20)
+            crashes = pool.crashes
+            with anyio.move_on_after(0.5):
+                await wait_for(lambda: pool.crashes > crashes + 3, timeout=1)
+            assert pool.crashes <= crashes + 3  # backing off, not spinning
+            assert h.plugin("calc").state in ("running", "error")
+            assert h.running
+        finally:
+            run_dir.unlink()
+            run_dir.mkdir(mode=0o700)
+        with anyio.fail_after(20):
+            while True:
+                try:
+                    assert await h.call("calc", "add", 2, 2, timeout=5) == 4
+                    break
+                except SpawnFailed:
+                    await anyio.sleep(0.1)
+                except Exception:
+                    await anyio.sleep(0.1)
+        assert await h.call("other", "hi") == "hi"
