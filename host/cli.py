@@ -16,16 +16,20 @@ from typing import Any
 import anyio
 import msgspec
 
+from .approvals import ApprovalStore, declared
 from .balances import BALANCE_CAPABILITY
 from .cli_output import Progress, balances_table, first_line, inspector_targets, start_progress, table
-from .config import TOOLS, HostConfig, PluginSettings, check_inspect
+from .config import TOOLS, HostConfig, PluginSettings, ServerConfig, check_inspect
 from .config_file import load_config
 from .errors import HostError, InvalidConfig
 from .info import json_default
 from .logs import FORMATS, LEVELS, setup_logging
 from .plugin_host import PluginHost
+from .plugins import load_manifest
 from .private_files import write_private
+from .runtime import Runtime
 from .scaffold import new_plugin, validate
+from .usage_scripts import discover_sources
 
 log = logging.getLogger("host.cli")
 
@@ -34,7 +38,9 @@ def _config(args: argparse.Namespace) -> HostConfig:
     """The config file (``--config`` or $PLUGIN_HOST_CONFIG) and the environment, with the
     flags that were given on top; a flag not given leaves the file's value."""
     overrides: dict[str, Any] = {"plugins_dir": args.plugins, "state_dir": args.state_dir}
-    server = {k: getattr(args, k, None) for k in ("host", "port", "admin_token", "enable_execute")}
+    server = {k: getattr(args, k, None) for k in ("host", "port", "admin_token", "enable_execute", "read_token",
+                                                  "insecure_no_token", "allowed_hosts")}
+    server["unix_socket"] = getattr(args, "unix", None)
     overrides["server"] = {k: v for k, v in server.items() if v is not None} or None  # None: not given
     return load_config(args.config, **overrides)
 
@@ -48,29 +54,51 @@ def _print_json(data: Any) -> None:
     sys.stdout.write(_json_text(data))
 
 
+def _check_execute_token(srv: ServerConfig) -> None:
+    """/execute runs any code: refuse to serve it without an admin token, unless on a Unix
+    socket (only its owner can connect) or the operator said ``--insecure-no-token``."""
+    if not srv.enable_execute or srv.admin_token or srv.unix_socket is not None:
+        return
+    if not srv.insecure_no_token:
+        raise _UsageError("/execute is enabled without an admin token: set one (--admin-token, "
+                          "server.admin_token or $PLUGIN_HOST_ADMIN_TOKEN), serve on --unix PATH, or "
+                          "pass --insecure-no-token to let anyone who reaches the port run code")
+    log.warning("/execute is enabled without an admin token (--insecure-no-token): anyone who "
+                "reaches %s:%s can run code", srv.host, srv.port)
+
+
 async def _serve(args: argparse.Namespace, config: HostConfig) -> int:
     from aiohttp import web
 
-    from .server import DRAINING, create_app
+    from .server import DRAINING, PrivateUnixSite, Runner, create_app
 
     srv = config.server
+    _check_execute_token(srv)
     host = PluginHost(config)
-    app = create_app(host, admin_token=srv.admin_token, enable_execute=srv.enable_execute,
-                     max_body=srv.max_body_bytes)
-    runner = web.AppRunner(app, handle_signals=False, shutdown_timeout=srv.shutdown_grace)
+    app = create_app(host, admin_token=srv.admin_token, read_token=srv.read_token,
+                     enable_execute=srv.enable_execute, max_body=srv.max_body_bytes,
+                     allowed_hosts=srv.allowed_hosts)
+    runner = Runner(app, header_timeout=srv.header_timeout, handle_signals=False,
+                    shutdown_timeout=srv.shutdown_grace)
     with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
         # HTTP first: /healthz/live answers while the plugins start, /healthz/ready says 503.
         await runner.setup()
         try:
+            site = (PrivateUnixSite(runner, srv.unix_socket) if srv.unix_socket is not None
+                    else web.TCPSite(runner, srv.host, srv.port))
             try:
-                await web.TCPSite(runner, srv.host, srv.port).start()
+                await site.start()
             except OSError as exc:
-                raise ListenError(f"cannot listen on {srv.host}:{srv.port}: {exc.strerror or exc}") from None
+                where = f"unix:{srv.unix_socket}" if srv.unix_socket is not None else f"{srv.host}:{srv.port}"
+                raise ListenError(f"cannot listen on {where}: {exc.strerror or exc}") from None
+            for address in runner.addresses:  # the API itself: no plugin may reach it
+                if isinstance(address, tuple):
+                    host.reserve_address(srv.host if srv.host in ("", "0.0.0.0", "::") else address[0], address[1])
             async with _started(host, args):
                 if srv.enable_execute:
                     await host.warm_execute()
                 names = ", ".join(f"{i.id} ({i.state})" for i in host.plugins()) or "none"
-                log.info("serving on http://%s:%s  plugins: %s", srv.host, srv.port, names)
+                log.info("serving on %s  plugins: %s", site.name, names)
                 await _announce_inspector(args, config)
                 async for sig in signals:
                     log.info("received %s: draining and stopping", signal.Signals(sig).name)
@@ -110,6 +138,30 @@ async def _announce_inspector(args: argparse.Namespace, config: HostConfig) -> N
     for t in targets:
         print(f"inspector for {args.inspect}: {t.get('devtoolsFrontendUrl')}\n"
               f"  websocket: {t.get('webSocketDebuggerUrl')}  (or open chrome://inspect)", file=sys.stderr)
+
+
+async def _approve(args: argparse.Namespace, config: HostConfig) -> int:
+    """Approve what the plugin's newest version declares; it is read in a worker with no
+    permissions (no host is started), and a server on the same state directory picks it up."""
+    runtime = Runtime.create(config)
+    try:
+        sources = [s for s in discover_sources(config) if s.id == args.id]
+        if not sources:
+            raise HostError(f"no plugin {args.id!r} in {', '.join(str(d) for d in config.plugin_dirs)}")
+        loaded = [await load_manifest(s, runtime, config.limits_for(s.id)) for s in sources]
+        manifest = max((m for m, _ in loaded), key=lambda m: m.semver)
+        store = ApprovalStore(config.state_path, runtime.audit)
+        asked = declared(manifest.permissions)
+        added = store.beyond(args.id, asked)
+        if added == []:
+            print(f"{args.id}: nothing to approve (version {manifest.version} asks for no grant beyond "
+                  "the approved ones)")
+            return 0
+        added = store.approve(args.id, asked, version=manifest.version, by="cli")
+    finally:
+        runtime.close()
+    print(f"{args.id}@{manifest.version}: approved {', '.join(added) or 'its grants'}")
+    return 0
 
 
 async def _list(args: argparse.Namespace, config: HostConfig) -> int:
@@ -344,9 +396,20 @@ def build_parser() -> argparse.ArgumentParser:
     s = add("serve", "serve the plugins over HTTP")
     s.add_argument("--host", help="address to bind (default: [server] host, else 127.0.0.1)")
     s.add_argument("--port", type=int, help="port (default: [server] port, else 8787)")
-    s.add_argument("--admin-token", help="token required by mutating endpoints and /execute")
+    s.add_argument("--unix", metavar="PATH",
+                   help="listen on this Unix socket (mode 0600) instead of --host/--port")
+    s.add_argument("--admin-token", help="token required by mutating endpoints and /execute, and to read "
+                   "(prefer $PLUGIN_HOST_ADMIN_TOKEN: argv is visible to local users)")
+    s.add_argument("--read-token", help="a token that may read (GET /api/..., /metrics) but change nothing "
+                   "(prefer $PLUGIN_HOST_READ_TOKEN)")
+    s.add_argument("--allowed-host", dest="allowed_hosts", action="append", metavar="HOST[:PORT]",
+                   help="a Host name the server may be reached by besides its own addresses (a reverse "
+                        "proxy's); repeatable (default: [server] allowed_hosts)")
     s.add_argument("--enable-execute", action=argparse.BooleanOptionalAction, default=None,
-                   help="enable POST /execute (default: [server] enable_execute, else off)")
+                   help="enable POST /execute (default: [server] enable_execute, else off); needs an admin "
+                        "token unless on --unix or with --insecure-no-token")
+    s.add_argument("--insecure-no-token", action="store_true", default=None,
+                   help="allow --enable-execute without an admin token: anyone who reaches the port can run code")
     s.set_defaults(run=_serve)
 
     s = add("list", "list plugins and their state")
@@ -379,6 +442,11 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--permissions", metavar="JSON",
                    help='what the code may do, e.g. \'{"net": ["api.example.com"]}\' (default: nothing)')
     s.set_defaults(run=_execute)
+
+    s = add("approve", "approve the grants a plugin's new version asks for beyond its approved ones "
+                       "(a running server applies it at its next rescan)")
+    s.add_argument("id", help="the plugin id")
+    s.set_defaults(run=_approve)
 
     s = add("validate", "check a plugin as the host would load it, without starting a host")
     s.add_argument("path", help="the plugin's file or directory")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 from pathlib import Path
 from typing import TypeVar
@@ -94,7 +95,7 @@ class ExecuteConfig(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=Tr
     min_workers: int = 2           # kept warm once the first execute (or serve) starts the pool
     max_workers: int = 8
     idle_timeout: float = 120.0
-    max_calls_per_worker: int = 200  # each distinct code string stays in the module cache
+    max_calls_per_worker: int = 1000  # then a fresh worker (each execution's context is collected)
     timeout: float = 3.0           # seconds, when a request gives none (seed 001: 3000 ms)
     max_code_chars: int = 100_000  # seed 001's maxSize; longer code is PayloadTooLarge
     crypto: CryptoToolConfig = msgspec.field(default_factory=CryptoToolConfig)
@@ -102,6 +103,18 @@ class ExecuteConfig(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=Tr
     # read; None: the tool is refused. $DATABASE_URL sets it when the file does not.
     database: str | None = None
     db_max_rows: int = 1000
+    # The most an execution may ask for ([execute.allow], same shape as a plugin's
+    # permissions): by default network access to public hosts only (private, loopback and this
+    # machine's own addresses stay denied); never files, environment, processes, native code or
+    # machine information unless the operator lists them. Beyond it a request is refused (403).
+    allow: Permissions = msgspec.field(default_factory=lambda: Permissions(net=True))
+    # Distinct permission sets with a pool of their own at once; the least recently used idle
+    # one is stopped to make room. Only the set with no permissions keeps min_workers warm.
+    max_permission_sets: int = 8
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.allow, Permissions):  # ExecuteConfig(allow={"net": [...]})
+            self.allow = Permissions.parse(self.allow, where="execute.allow")
 
 
 class HealthConfig(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True):
@@ -249,6 +262,17 @@ class BalancesConfig(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=T
     history_days: float = 365.0
 
 
+class EgressConfig(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True):
+    """``[security.egress]``: how the egress proxy shares itself between plugins (host/egress.py)."""
+
+    max_connections: int = 256              # connections whose request head is not read yet
+    head_timeout: float = 10.0              # seconds a new connection has to send its head
+    max_upstream: int = 256                 # open upstream connections, all plugins together
+    max_connections_per_plugin: int = 32    # per plugin id; more wait in its queue
+    max_queued_per_plugin: int = 256        # waiting connections per plugin; more get 503 at once
+    queue_timeout: float = 30.0             # longest wait for a slot, then 503
+
+
 class SecurityConfig(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True):
     """``[security]``: how strictly plugin permissions are judged, the audit log, the network
     options and where the key that encrypts secrets at rest comes from."""
@@ -262,6 +286,7 @@ class SecurityConfig(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=T
     https_only: bool = False         # net grants without a port are narrowed to port 443
     egress_proxy: bool = False       # fetch traffic goes through a host-side counting proxy
     max_response_bytes: int = 10 * 1024 * 1024  # per proxied response (or CONNECT tunnel)
+    egress: EgressConfig = msgspec.field(default_factory=EgressConfig)
     secret_key_env: str = "PLUGIN_HOST_SECRET_KEY"  # a Fernet key; else secret_key_file
     secret_key_file: str = "secret.key"  # relative to state_dir; created 0600 on first use
 
@@ -275,6 +300,46 @@ class ServerConfig(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=Tru
     enable_execute: bool = False     # POST /execute is off unless enabled
     max_body_bytes: int = 2 * 1024 * 1024
     shutdown_grace: float = 10.0     # on SIGTERM, in-flight calls get this long to finish
+    # Host headers accepted besides the addresses the server listens on (and localhost on its
+    # port): names a reverse proxy or the operator's browser uses to reach it, e.g.
+    # ["plugins.example.internal:8787"]. Anything else is refused (DNS rebinding).
+    allowed_hosts: list[str] = []
+    # A token that may read (GET logs, config, balances, metrics) but not change anything;
+    # admin_token reads too. When neither is set, reads are open to whoever reaches the port.
+    read_token: str | None = None
+    unix_socket: str | None = None   # listen on this Unix socket path instead of host:port
+    # /execute is refused at start without admin_token, unless serving on a Unix socket or this
+    # is set (``--insecure-no-token``): anyone reaching the port could then run code.
+    insecure_no_token: bool = False
+    header_timeout: float = 10.0     # seconds a connection may take to send a request's head
+
+
+def _check_server(srv: ServerConfig) -> None:
+    from urllib.parse import urlsplit
+
+    if not 0 <= srv.port <= 65535:
+        raise InvalidConfig(f"server.port must be 0..65535, got {srv.port}")
+    if srv.max_body_bytes < 1 or srv.shutdown_grace < 0:
+        raise InvalidConfig("server: need max_body_bytes >= 1 and shutdown_grace >= 0")
+    if not 0 < srv.header_timeout < float("inf"):
+        raise InvalidConfig(f"server.header_timeout must be a number of seconds above 0, got {srv.header_timeout}")
+    if srv.read_token and not srv.admin_token:
+        raise InvalidConfig("server.read_token needs server.admin_token too: without it every "
+                            "mutating route would be open while reads need a token")
+    if srv.read_token and srv.read_token == srv.admin_token:
+        raise InvalidConfig("server.read_token must differ from server.admin_token")
+    for entry in srv.allowed_hosts:
+        try:
+            parts = urlsplit(f"//{entry}")
+            ok = bool(parts.hostname) and parts.port != 0 and parts.netloc == entry and not (
+                parts.path or parts.query or parts.fragment or "@" in entry)
+        except ValueError:  # a port that is not a number or out of range
+            ok = False
+        if not ok:
+            raise InvalidConfig(f"server.allowed_hosts: {entry!r} is not HOST or HOST:PORT "
+                                "(a name as a browser sends it in the Host header, no scheme or path)")
+    if srv.unix_socket is not None and not 0 < len(os.fsencode(srv.unix_socket)) <= 107:
+        raise InvalidConfig(f"server.unix_socket must be a path of 1 to 107 bytes, got {srv.unix_socket!r}")
 
 
 def _default_state_dir() -> str:
@@ -317,15 +382,18 @@ class HostConfig(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True)
         _check_pool(self.pool, "pool")
         _check_execute(self.execute)
         _check_worker_limits(self.limits, "limits")
-        if not 0 <= self.server.port <= 65535:
-            raise InvalidConfig(f"server.port must be 0..65535, got {self.server.port}")
-        if self.server.max_body_bytes < 1 or self.server.shutdown_grace < 0:
-            raise InvalidConfig("server: need max_body_bytes >= 1 and shutdown_grace >= 0")
+        _check_server(self.server)
         sec = self.security
         if sec.strict not in ("off", "warn", "refuse"):
             raise InvalidConfig(f'security.strict must be "off", "warn" or "refuse", got {sec.strict!r}')
         if sec.max_net_hosts < 1 or sec.max_response_bytes < 1:
             raise InvalidConfig("security: need max_net_hosts >= 1 and max_response_bytes >= 1")
+        eg = sec.egress
+        if min(eg.max_connections, eg.max_upstream, eg.max_connections_per_plugin) < 1 or eg.max_queued_per_plugin < 0:
+            raise InvalidConfig("security.egress: need max_connections, max_upstream and "
+                                "max_connections_per_plugin >= 1 and max_queued_per_plugin >= 0")
+        if not (0 < eg.head_timeout < math.inf and 0 < eg.queue_timeout < math.inf):
+            raise InvalidConfig("security.egress: head_timeout and queue_timeout must be positive seconds")
         pol = self.policy
         _check_policy(pol.rate_limit, pol.retry, pol.breaker, pol.max_concurrent, pol.cache, "policy")
         _check_limit(pol.global_limit, "policy.global_limit")
@@ -419,8 +487,8 @@ def _check_execute(x: ExecuteConfig) -> None:
     if x.database is not None and not database_path(x.database):
         raise InvalidConfig(f"execute.database: only sqlite databases (a path or sqlite:///path), "
                             f"got {x.database.split('://')[0]}://...")
-    if x.db_max_rows < 1:
-        raise InvalidConfig("execute.db_max_rows must be >= 1")
+    if x.db_max_rows < 1 or x.max_permission_sets < 1:
+        raise InvalidConfig("execute: need db_max_rows >= 1 and max_permission_sets >= 1")
     c = x.crypto
     if unknown := sorted(set(c.methods) - set(CRYPTO_METHODS)):
         raise InvalidConfig(f"execute.crypto.methods: unknown {unknown}; known: {list(CRYPTO_METHODS)}")
@@ -526,6 +594,7 @@ __all__ = [
     "CacheConfig",
     "EventsConfig",
     "CryptoToolConfig",
+    "EgressConfig",
     "UsageScriptConfig",
     "ExecuteConfig",
     "HealthConfig",

@@ -13,8 +13,9 @@ the file, then the defaults. The environment variables (an empty one counts as u
 
 - ``PLUGIN_HOST_CONFIG``: the file to read when no path is given (no path and no variable:
   defaults only; no file is searched for).
-- ``PLUGIN_HOST_HOST``, ``PLUGIN_HOST_PORT``, ``PLUGIN_HOST_ADMIN_TOKEN``: ``server.host``,
-  ``server.port``, ``server.admin_token``.
+- ``PLUGIN_HOST_HOST``, ``PLUGIN_HOST_PORT``, ``PLUGIN_HOST_ADMIN_TOKEN``,
+  ``PLUGIN_HOST_READ_TOKEN``: ``server.host``, ``server.port``, ``server.admin_token``,
+  ``server.read_token``.
 - ``PLUGIN_HOST_STORAGE``: ``policy.storage`` and ``policy.cache_storage`` together, e.g.
   ``redis://:password@127.0.0.1:6379/0`` for hosts that share rate limits and the cache.
 - ``PLUGIN_HOST_STATE_DIR``: ``state_dir``.
@@ -25,7 +26,7 @@ the file, then the defaults. The environment variables (an empty one counts as u
 applies to hosts built without this module.)
 
 Errors are ``InvalidConfig`` naming the file and the field (``host.toml: pool.max_workers:
-Expected `int`, got `str```). They never carry the admin token or a storage password.
+Expected `int`, got `str```). They never carry a token or a storage password.
 """
 
 from __future__ import annotations
@@ -50,6 +51,7 @@ ENV_CONFIG = "PLUGIN_HOST_CONFIG"
 ENV_HOST = "PLUGIN_HOST_HOST"
 ENV_PORT = "PLUGIN_HOST_PORT"
 ENV_ADMIN_TOKEN = "PLUGIN_HOST_ADMIN_TOKEN"
+ENV_READ_TOKEN = "PLUGIN_HOST_READ_TOKEN"
 ENV_STORAGE = "PLUGIN_HOST_STORAGE"
 ENV_STATE_DIR = "PLUGIN_HOST_STATE_DIR"
 ENV_DATABASE_URL = "DATABASE_URL"  # sqlite:///path: the execute db tool's database, unless the file names one
@@ -119,6 +121,9 @@ def _read(path: Path, name: str) -> tuple[dict[str, Any], set[str]]:
             data[key] = _resolve(value, base)
         elif key == "plugins_dir" and isinstance(value, list):
             data[key] = [_resolve(v, base) if isinstance(v, str) else v for v in value]
+    server = data.get("server")
+    if isinstance(server, dict) and isinstance(server.get("unix_socket"), str):
+        server["unix_socket"] = _resolve(server["unix_socket"], base)
     execute = data.get("execute")
     if isinstance(execute, dict) and isinstance(execute.get("database"), str) and "://" not in execute["database"]:
         execute["database"] = _resolve(execute["database"], base)
@@ -160,6 +165,8 @@ def _from_env(env: Mapping[str, str]) -> dict[str, Any]:
         server["port"] = port
     if v := env.get(ENV_ADMIN_TOKEN):
         server["admin_token"] = v
+    if v := env.get(ENV_READ_TOKEN):
+        server["read_token"] = v
     if server:
         out["server"] = server
     if v := env.get(ENV_STORAGE):

@@ -64,6 +64,11 @@ class ResourceLimitExceeded(PluginError):
     ``security.max_response_bytes``. (Caps that kill the worker raise WorkerCrashed.)"""
 
 
+class GrantRefused(HostError):
+    """A request asked for a permission the operator does not allow it (``[execute] allow``,
+    strict mode): nothing ran. The message names the grant and the setting that would allow it."""
+
+
 class FunctionNotFound(HostError):
     """The plugin has no exported function of that name."""
 

@@ -3,15 +3,30 @@ duration, and exceptions as ``exception`` log entries rather than raised errors.
 
 from __future__ import annotations
 
+import hashlib
+import logging
+import math
 import time
+from collections import OrderedDict
+from collections.abc import Awaitable, Callable
 from typing import Any
 
+import anyio
 import msgspec
 
-from .config import ExecuteConfig, PoolConfig
-from .errors import CallTimeout, WorkerCrashed
+from .config import TOOLS, ExecuteConfig, PoolConfig, SecurityConfig, WorkerLimits
+from .errors import CallTimeout, GrantRefused, HostClosed, InvalidConfig, PayloadTooLarge, WorkerCrashed
+from .permissions import Permissions, beyond
 from .pool import Pool
-from .worker import Lease
+from .runtime import Runtime
+from .worker import Lease, WorkerSpec
+
+log = logging.getLogger("host.execute")
+
+EXECUTE_ID = "execute"  # the plugin id shown for the workers of ad-hoc code (reserved: no plugin has it)
+# Ad-hoc code is named to the egress proxy by this prefix and a digest of its permission set;
+# "+" is not allowed in plugin ids, so no plugin can pose as one.
+EXECUTE_EGRESS = "execute+"
 
 
 class LogEntry(msgspec.Struct, omit_defaults=True):
@@ -43,10 +58,11 @@ async def run_with_deadline(pool: Pool, op: Any, budget: float, deadline: float,
                           plugin=plugin, function=fn) from None
 
 
-def execute_pool_config(xc: ExecuteConfig) -> PoolConfig:
-    """Warm pooled workers, or (``pooled=False``) a fresh worker for every execution."""
+def execute_pool_config(xc: ExecuteConfig, *, warm: bool = True) -> PoolConfig:
+    """Warm pooled workers (``warm``: min_workers of them), or (``pooled=False``) a fresh
+    worker for every execution."""
     return PoolConfig(
-        min_workers=xc.min_workers if xc.pooled else 0, max_workers=xc.max_workers,
+        min_workers=xc.min_workers if xc.pooled and warm else 0, max_workers=xc.max_workers,
         idle_timeout=xc.idle_timeout,
         max_calls_per_worker=xc.max_calls_per_worker if xc.pooled else 1,
         crash_loop_threshold=1_000_000,  # user code crashing is not a plugin fault
@@ -92,3 +108,112 @@ def _exception(name: str, message: str, stack: str | None = None) -> LogEntry:
                     name=name, stack=stack)
 
 
+
+
+class ExecutePools:
+    """The pools that run ad-hoc code, one per permission set, and what decides which sets a
+    request may have: the operator's ceiling (``[execute] allow``), the file grants no worker
+    may get, strict mode, and the audit log. At most ``max_permission_sets`` pools at once (the
+    least recently used goes, draining); only the set with no permissions keeps workers warm."""
+
+    def __init__(self, config: ExecuteConfig, security: SecurityConfig, limits: WorkerLimits,
+                 runtime: Runtime, new_pool: Callable[[WorkerSpec, PoolConfig], Pool],
+                 start: Callable[[Pool], Awaitable[Any]], stop_later: Callable[[Pool], None]) -> None:
+        self.config, self.security, self.limits, self.runtime = config, security, limits, runtime
+        self._new_pool, self._start, self._stop_later = new_pool, start, stop_later
+        self._pools: OrderedDict[tuple, Pool] = OrderedDict()
+        self._lock = anyio.Lock()
+        self._warned: set[tuple] = set()
+
+    def admit(self, permissions: Any, tools: list[str], code: str) -> Permissions:
+        """The permission set an execution asking for ``permissions`` and ``tools`` gets, or a
+        typed refusal naming what to change: InvalidConfig (a malformed request),
+        PayloadTooLarge, GrantRefused (beyond what the operator allows)."""
+        xc = self.config
+        if len(code) > xc.max_code_chars:
+            raise PayloadTooLarge(f"code of {len(code)} characters exceeds {xc.max_code_chars} "
+                                  "([execute] max_code_chars)")
+        if unknown := [t for t in tools if t not in TOOLS]:
+            raise InvalidConfig(f"unknown tool {unknown[0]!r}; the tools are {', '.join(TOOLS)}")
+        if "db" in tools and xc.database is None:
+            raise InvalidConfig("the db tool needs a database: set [execute] database (a sqlite file)")
+        perms = (Permissions.merge(*permissions, where="permissions") if isinstance(permissions, list)
+                 else Permissions.parse(permissions))
+        refusal = None
+        if extra := beyond(perms, xc.allow):
+            refusal = (f"execute permissions ask for {', '.join(extra)}, beyond what the operator allows "
+                       f"([execute.allow] in host.toml)")
+        else:
+            try:
+                perms = self.runtime.sandbox(self.runtime.data_dir(".execute")).resolve(perms)
+            except InvalidConfig as exc:
+                refusal = exc.message
+        findings = [] if self.security.strict == "off" or perms.empty else perms.findings(
+            max_net_hosts=self.security.max_net_hosts)
+        if refusal is None and findings and self.security.strict == "refuse":
+            refusal = "refused by security.strict: " + "; ".join(findings)
+        if refusal is not None or not perms.empty:
+            self.runtime.audit.record("execute", permissions=msgspec.to_builtins(perms), tools=tools,
+                                      findings=findings, action="refused" if refusal else "allowed",
+                                      reason=refusal)
+        if refusal is not None:
+            raise GrantRefused(refusal, plugin=EXECUTE_ID)
+        if findings and perms.key() not in self._warned:
+            self._warned.add(perms.key())
+            log.warning("execute: risky permissions asked: %s", "; ".join(findings))
+        return perms
+
+    def budget(self, timeout: float | None) -> float:
+        """The execution's timeout in seconds (InvalidConfig unless a positive finite number)."""
+        budget = self.config.timeout if timeout is None else timeout
+        if isinstance(budget, bool) or not isinstance(budget, (int, float)) or not 0 < budget < math.inf:
+            raise InvalidConfig(f"timeout must be a positive number of seconds, got {timeout!r}")
+        return float(budget)
+
+    async def pool_for(self, perms: Permissions) -> Pool:
+        """The pool of ``perms``, started when first asked for."""
+        key = perms.key()
+        pool = self._pools.get(key)
+        if pool is None or pool.state in ("closing", "closed"):
+            async with self._lock:
+                pool = self._pools.get(key)
+                if pool is None or pool.state in ("closing", "closed"):
+                    pool = await self._open(key, perms)
+        self._pools.move_to_end(key)
+        return pool
+
+    async def _open(self, key: tuple, perms: Permissions) -> Pool:
+        while len(self._pools) >= self.config.max_permission_sets:
+            old_key, old = next(iter(self._pools.items()))
+            del self._pools[old_key]
+            log.info("execute: stopping the least recently used permission set's pool "
+                     "([execute] max_permission_sets = %d)", self.config.max_permission_sets)
+            self._stop_later(old)  # drains: executions in flight there finish
+        spec = WorkerSpec(plugin_id=EXECUTE_ID, role="execute", module=None,
+                          base_dir=self.runtime.data_dir(".execute"), read_paths=[], permissions=perms,
+                          limits=self.limits,
+                          egress_id=EXECUTE_EGRESS + hashlib.sha256(repr(key).encode()).hexdigest()[:16],
+                          tools={"crypto": msgspec.to_builtins(self.config.crypto)},
+                          reused=self.config.pooled)
+        pool = self._new_pool(spec, execute_pool_config(self.config, warm=perms.empty))
+        await self._start(pool)
+        self._pools[key] = pool
+        return pool
+
+    def permissions_of(self, egress_id: str) -> Permissions | None:
+        """The permission set whose pool the egress proxy knows as ``egress_id``."""
+        return next((p.spec.permissions for p in self._pools.values() if p.spec.egress_id == egress_id), None)
+
+    def pools(self) -> list[Pool]:
+        return list(self._pools.values())
+
+    async def run(self, code: str, input: Any, *, entry: str, timeout: float | None, permissions: Any,
+                  tools: list[str] | None, running: bool) -> ExecuteResult:
+        """Admit the execution, then run it on its permission set's pool."""
+        tools = list(tools or [])
+        perms = self.admit(permissions, tools, code)
+        budget = self.budget(timeout)
+        if not running:
+            raise HostClosed("the host is not running")
+        pool = await self.pool_for(perms)
+        return await run_execute(pool, code, input, entry=entry, budget=budget, tools=tools)

@@ -64,6 +64,8 @@ class PluginInfo(msgspec.Struct):
     error_rate: float | None = None      # share of those that failed (0..1)
     permissions: dict[str, Any] = {}  # as declared in its metadata (nothing granted: {})
     permission_findings: list[str] = []  # what strict mode objects to in them (security.strict)
+    # grants a newer version asks for beyond the approved ones: it waits for `approve`
+    pending_approval: list[str] = []
 
 
 class EventReply(msgspec.Struct):
@@ -87,7 +89,8 @@ def plugin_info(r: Plugin, policy: PluginPolicy | None = None, queued: int = 0,
     workers = pool.workers if pool is not None and r.state in ("running", "degraded") else []
     info = PluginInfo(
         id=r.id, state=r.state, version=r.version, name=m.name if m else None,
-        path=str(r.source.module), error=r.error if r.state in ("error", "degraded") else None,
+        path=str(r.source.module), error=r.error if r.state in ("error", "degraded", "pending") else None,
+        pending_approval=list(r.pending),
         exports=list(r.exports), capabilities=list(m.capabilities) if m else [],
         reload_error=r.reload_error, priority=m.priority if m else 0,
         calls=pool.calls if pool else 0, crashes=pool.crashes if pool else 0,

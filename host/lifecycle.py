@@ -23,7 +23,8 @@ from .pool import Pool
 
 log = logging.getLogger("host.lifecycle")
 
-STATES = ("discovered", "loaded", "running", "degraded", "disabled", "stopped", "error")
+# pending: a version that asks for grants beyond the approved ones waits for the operator.
+STATES = ("discovered", "loaded", "running", "degraded", "disabled", "stopped", "error", "pending")
 STARTING = ("discovered", "loaded")  # not settled yet: the host is not ready while any plugin is
 
 
@@ -52,6 +53,9 @@ class Plugin:
         self.pool: Pool | None = None
         self.fingerprint: tuple = ()
         self.reload_error: str | None = None
+        self.pending_manifest: Manifest | None = None  # a version waiting for approval
+        self.pending_exports: list[str] = []
+        self.pending: list[str] = []  # the grants it asks for beyond the approved ones
         self._emit = emit
         self._emit(PluginEvent(source.id, source.version_hint, "discovered", None, None, time.time()))
 
@@ -77,9 +81,23 @@ class Plugin:
     def key(self) -> str:
         return f"{self.id}@{self.version}" if self.version else self.id
 
+    def hold(self, manifest: Manifest, exports: list[str], added: list[str]) -> None:
+        """A version asking for ``added`` beyond its approved grants waits for the operator."""
+        first = self.pending != added
+        self.pending_manifest, self.pending_exports, self.pending = manifest, exports, added
+        if first:
+            log.warning("[plugin:%s] version %s waits for approval: it asks for %s", self.key,
+                        manifest.version, ", ".join(added), extra=self.log_extra)
+            self._emit(PluginEvent(self.id, manifest.version, self.state, self.state,
+                                   "asks for " + ", ".join(added), time.time(), "approval_pending"))
+
+    def release(self) -> None:
+        """Nothing waits for approval any more."""
+        self.pending_manifest, self.pending_exports, self.pending = None, [], []
+
     def set_state(self, state: str, reason: str | None = None) -> None:
         assert state in STATES, state
-        if state in ("error", "degraded"):
+        if state in ("error", "degraded", "pending"):
             self.error = reason
         elif state in ("running", "loaded"):
             self.error = None

@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import sys
 import time
 from typing import Any, TextIO
@@ -16,6 +17,20 @@ LEVELS = ("debug", "info", "warning", "error")
 FORMATS = ("text", "json")
 _COLOURS = (36, 32, 35, 33, 34, 96, 92, 95)  # ANSI foreground colours for plugin prefixes
 _LEVEL_COLOURS = {logging.WARNING: 33, logging.ERROR: 31, logging.CRITICAL: 31}
+
+
+# Line breaks, escape sequences and other control characters, and bidirectional controls.
+_UNSAFE = re.compile("[\x00-\x1f\x7f-\x9f\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069\u2028\u2029]")
+
+
+def escape(text: str) -> str:
+    """``text`` on one line with every control character written out (``\\n``, ``\\x1b``,
+    ``\\u202e``): what a plugin prints can neither start a forged log line nor send a terminal
+    escape sequence."""
+    if not _UNSAFE.search(text):
+        return text
+    return _UNSAFE.sub(lambda m: {"\n": "\\n", "\r": "\\r", "\t": "\\t"}.get(
+        m.group(), f"\\x{ord(m.group()):02x}" if ord(m.group()) < 0x100 else f"\\u{ord(m.group()):04x}"), text)
 
 
 def worker_extra(plugin_id: str, worker: str) -> dict[str, Any]:
@@ -42,7 +57,7 @@ class TextFormatter(logging.Formatter):
         self.colour = colour
 
     def format(self, record: logging.LogRecord) -> str:
-        message = record.getMessage()
+        message = escape(record.getMessage())  # plugin text cannot forge lines or drive the terminal
         if record.exc_info:
             message += "\n" + self.formatException(record.exc_info)
         stamp = time.strftime("%H:%M:%S", time.localtime(record.created)) + f".{int(record.msecs):03d}"

@@ -16,7 +16,19 @@ from .permissions import Permissions
 
 HOST_API_VERSION = "1.0"
 ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+# Ids the host itself uses for its own workers and views: no plugin may take them.
+RESERVED_IDS = frozenset({"execute", "host", "plugin-host"})
 _EVENT_RE = re.compile(r"^[A-Za-z0-9_-]+([.:][A-Za-z0-9_*-]+)+$")
+# Longest text a manifest may give for each field (characters): a name that pushes every control
+# off the dashboard, or a description of megabytes, is refused with the field named.
+MAX_TEXT = {"name": 100, "description": 2000, "author": 200, "homepage": 500, "version": 64,
+            "apiVersion": 16}
+MAX_SCHEMA_FIELDS = 100
+MAX_FIELD_TEXT = 500  # a config field's title, description, and each enum value shown
+# Characters that reorder or hide the text around them (Trojan Source): never in what the host
+# shows of a plugin.
+_BIDI = re.compile("[\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069]")
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f]")
 # Capabilities with a meaning of their own, and the export each one needs.
 KNOWN_CAPABILITIES = {"balance": "queryBalance"}
 
@@ -72,7 +84,8 @@ class Manifest(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True, r
         net entry ``"{config.KEY}"`` becomes the host (and port, if the value names one) of
         that config value, e.g. ``baseUrl = "https://relay.example:8443/v1"`` grants
         ``relay.example:8443``; with no value it grants nothing. ``allow_private_network`` is
-        the operator's opt-in (``[plugins.<id>] allow_private_network``)."""
+        the operator's opt-in (``[plugins.<id>] allow_private_network``), the only one: the
+        manifest's own ``allowPrivateNetwork`` is a request (``asks_private_network``)."""
         raw = self.permissions
         net = raw.get("net") if isinstance(raw, dict) else None
         if isinstance(net, list) and any(_config_ref(e) for e in net):
@@ -87,9 +100,24 @@ class Manifest(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True, r
                     resolved.append(host)
             raw = {**raw, "net": list(dict.fromkeys(resolved))}
         perms = Permissions.parse(raw)
-        if allow_private_network and not perms.allow_private_network:
-            perms = msgspec.structs.replace(perms, allow_private_network=True)
+        if perms.allow_private_network != allow_private_network:  # the manifest may only ask
+            perms = msgspec.structs.replace(perms, allow_private_network=allow_private_network)
         return perms
+
+    @property
+    def asks_private_network(self) -> bool:
+        """``permissions.allowPrivateNetwork``: a request only the operator can grant."""
+        return isinstance(self.permissions, dict) and self.permissions.get("allowPrivateNetwork") is True
+
+    def findings(self, *, max_net_hosts: int = 10, grants: Permissions | None = None) -> list[str]:
+        """What strict mode objects to in ``grants`` (default: the declared ones), plus the
+        plugin asking for private networks when the operator has not allowed them."""
+        grants = self.grants if grants is None else grants
+        out = grants.findings(max_net_hosts=max_net_hosts)
+        if self.asks_private_network and not grants.allow_private_network:
+            out.append("allowPrivateNetwork: asked by the plugin; only the operator allows it "
+                       f"([plugins.{self.id}] allow_private_network = true in host.toml)")
+        return out
 
     def events(self) -> list[str]:
         return [c for c in self.capabilities if _EVENT_RE.match(c)]
@@ -108,8 +136,12 @@ def parse_manifest(raw: Any, exports: list[str], *, path: str, expected_id: str,
     except msgspec.ValidationError as exc:
         field = _field_of(str(exc))
         raise InvalidManifest(str(exc), path=path, field=field, plugin=expected_id) from None
+    _check_text(m, path=path, plugin=expected_id)
     if not ID_RE.match(m.id):
         raise InvalidManifest(f"{m.id!r} is not a valid id", path=path, field="id", plugin=expected_id)
+    if m.id.lower() in RESERVED_IDS:
+        raise InvalidManifest(f"{m.id!r} is reserved for the host's own use; rename the plugin",
+                              path=path, field="id", plugin=expected_id)
     if m.id != expected_id:
         raise InvalidManifest(f"{m.id!r} does not match the file or directory name {expected_id!r}",
                               path=path, field="id", plugin=expected_id)
@@ -204,3 +236,35 @@ def _field_of(message: str) -> str:
 def _semver(version: str) -> sv.Version:
     """Parsed once per version string: plugins are sorted by version on every call by name."""
     return sv.Version(version)
+
+
+def _check_text(m: Manifest, *, path: str, plugin: str) -> None:
+    """Refuse text the host would show that is too long, or that hides or reorders what is
+    around it (bidirectional controls; control characters outside descriptions' newlines)."""
+    texts: list[tuple[str, str, int]] = [
+        (f, getattr(m, attr), MAX_TEXT[f]) for f, attr in (
+            ("name", "name"), ("description", "description"), ("author", "author"),
+            ("homepage", "homepage"), ("version", "version"), ("apiVersion", "api_version"))]
+    if len(m.config_schema) > MAX_SCHEMA_FIELDS:
+        raise InvalidManifest(f"{len(m.config_schema)} fields, more than {MAX_SCHEMA_FIELDS}", path=path,
+                              field="configSchema", plugin=plugin)
+    for key, spec in m.config_schema.items():
+        texts.append((f"configSchema.{key}", key, 64))
+        texts.append((f"configSchema.{key}.title", spec.title or "", MAX_FIELD_TEXT))
+        texts.append((f"configSchema.{key}.description", spec.description or "", MAX_FIELD_TEXT))
+        for value in spec.enum or ():
+            if isinstance(value, str):
+                texts.append((f"configSchema.{key}.enum", value, MAX_FIELD_TEXT))
+    texts += [("capabilities", c, 200) for c in m.capabilities]
+    texts += [(f"dependencies.{d}", d, 64) for d in m.dependencies]
+    for field, text, limit in texts:
+        if len(text) > limit:
+            raise InvalidManifest(f"{len(text)} characters, more than {limit}", path=path, field=field,
+                                  plugin=plugin)
+        if found := _BIDI.search(text):
+            raise InvalidManifest(f"contains the bidirectional control character U+{ord(found.group()):04X}, "
+                                  "which can disguise the text around it", path=path, field=field, plugin=plugin)
+        multiline = field == "description" or field.endswith(".description")
+        if (found := _CONTROL.search(text.replace("\n", "") if multiline else text)):
+            raise InvalidManifest(f"contains the control character U+{ord(found.group()):04X}", path=path,
+                                  field=field, plugin=plugin)

@@ -3,6 +3,11 @@
 from __future__ import annotations
 
 import ipaddress
+import os
+import socket
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +31,48 @@ PRIVATE_NETWORKS = (
     "[::]", "[::1]",    # IPv6 unspecified and loopback
 )
 # Deno 2.9 accepts IPv6 addresses but no IPv6 CIDR in --deny-net ("invalid host: '[fc00::]/7'"),
-# so unique-local (fc00::/7) and link-local (fe80::/10) IPv6 ranges cannot be denied this way.
+# so unique-local (fc00::/7) and link-local (fe80::/10) IPv6 ranges cannot be denied this way:
+# the machine's own addresses in them are denied one by one (local_addresses), other machines'
+# only by the egress proxy.
+
+# Environment variables a worker never gets, whatever its grant: the host's own settings and
+# secrets (PLUGIN_HOST_SECRET_KEY, PLUGIN_HOST_ADMIN_TOKEN, ...) and Deno's (DENO_DIR is set by
+# the host; DENO_PERMISSION_BROKER_PATH would make Deno ignore every permission flag).
+RESERVED_ENV_PREFIXES = ("PLUGIN_HOST_", "DENO_")
+
+_LOCAL_TTL = 5.0  # seconds the machine's addresses are reused before being read again
+_local_cache: tuple[float, frozenset[ipaddress.IPv4Address | ipaddress.IPv6Address]] = (-_LOCAL_TTL, frozenset())
+
+
+def local_addresses() -> frozenset[ipaddress.IPv4Address | ipaddress.IPv6Address]:
+    """Every address of this machine's interfaces (Linux: /proc/net/fib_trie for IPv4, every
+    local one including secondaries; /proc/net/if_inet6 for IPv6), read again when older than
+    a few seconds so that an address added while the host runs is covered by the next spawn."""
+    global _local_cache
+    now = time.monotonic()
+    if now - _local_cache[0] < _LOCAL_TTL:
+        return _local_cache[1]
+    found: set[ipaddress.IPv4Address | ipaddress.IPv6Address] = set()
+    try:
+        with open("/proc/net/fib_trie") as f:
+            last = None
+            for line in f:
+                text = line.strip()
+                if text.startswith(("|--", "+--")):
+                    last = text[3:].strip().split("/")[0]
+                elif text.startswith("/32 host LOCAL") and last:
+                    found.add(ipaddress.IPv4Address(last))
+    except (OSError, ValueError):
+        pass
+    try:
+        with open("/proc/net/if_inet6") as f:
+            for line in f:
+                raw = line.split()[0]
+                found.add(ipaddress.IPv6Address(int(raw, 16)))
+    except (OSError, ValueError, IndexError):
+        pass
+    _local_cache = (now, frozenset(found))
+    return _local_cache[1]
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
@@ -46,7 +92,7 @@ def is_internal(ip: IPAddress) -> bool:
             v4 = ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF)
         if v4 is not None and is_internal(v4):
             return True
-    return any(ip in n for n in _BLOCKED)  # `in` is False across IP versions
+    return any(ip in n for n in _BLOCKED) or ip in local_addresses()  # `in` is False across IP versions
 
 
 class Permissions(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True, frozen=True):
@@ -140,9 +186,12 @@ class Permissions(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True
         return out
 
     def deno_flags(self, *, base_dir: Path, socket_path: str, read_extra: list[str],
-                   https_only: bool = False, keep_reachable: tuple[str, ...] = ()) -> list[str]:
+                   https_only: bool = False, keep_reachable: tuple[str, ...] = (),
+                   always_deny: Iterable[str] = ()) -> list[str]:
         """Flags for ``deno run``: the grants, plus the worker's own socket and module.
-        ``keep_reachable``: loopback addresses (the host's egress proxy) left out of the deny list."""
+        ``keep_reachable``: loopback addresses (the host's egress proxy) left out of the deny list;
+        ``always_deny``: ``host:port`` entries denied even with allowPrivateNetwork (the host's
+        own listening addresses)."""
         flags: list[str] = []
         for kind in KINDS:
             grant = self.net_grant(https_only=https_only) if kind == "net" else getattr(self, kind)
@@ -161,8 +210,11 @@ class Permissions(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True
                 flags.append(f"--allow-{kind}")
             elif entries:
                 flags.append(f"--allow-{kind}=" + ",".join(entries))
-        if self.has_net and not self.allow_private_network:
-            flags.append("--deny-net=" + ",".join(deny_list(keep_reachable)))
+        if self.has_net:
+            deny = [] if self.allow_private_network else deny_list(keep_reachable)
+            deny += [d for d in always_deny if d not in deny]
+            if deny:
+                flags.append("--deny-net=" + ",".join(deny))
         return flags
 
     def findings(self, *, max_net_hosts: int = 10) -> list[str]:
@@ -175,6 +227,8 @@ class Permissions(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True
         for kind in ("run", "ffi"):
             if getattr(self, kind) not in ([], False):
                 out.append(f"{kind}: {_WHAT[kind]} run outside the sandbox")
+        if isinstance(self.sys, list) and self.sys:
+            out.append(f"sys: {self.sys} reveals information about the machine")
         for kind in KINDS:
             grant = getattr(self, kind)
             for entry in grant if isinstance(grant, list) else []:
@@ -224,7 +278,9 @@ def _is_internal(host: str) -> bool:
 
 def deny_list(keep_reachable: tuple[str, ...] = ()) -> list[str]:
     """PRIVATE_NETWORKS with each address in ``keep_reachable`` cut out of its range (the
-    egress proxy must stay reachable while the rest of loopback stays denied)."""
+    egress proxy must stay reachable while the rest of loopback stays denied), plus every
+    address of this machine's own interfaces outside those ranges (a service bound to 0.0.0.0
+    answers on them too)."""
     out: list[str] = []
     for entry in PRIVATE_NETWORKS:
         if entry.startswith("["):
@@ -242,4 +298,125 @@ def deny_list(keep_reachable: tuple[str, ...] = ()) -> list[str]:
             nets = [part for n in nets for part in
                     (n.address_exclude(addr) if addr.subnet_of(n) else [n])]
         out.extend(str(n) for n in sorted(nets))
+    blocked = [ipaddress.ip_network(n.strip("[]")) for n in PRIVATE_NETWORKS]
+    for ip in sorted(local_addresses(), key=lambda a: (a.version, int(a))):
+        if str(ip) not in keep_reachable and not any(ip in n for n in blocked):
+            out.append(f"[{ip}]" if ip.version == 6 else str(ip))
+    return out
+
+
+# ------------------------------------------------------------------------------ file grants
+
+
+@dataclass(frozen=True)
+class Sandbox:
+    """Where one worker's file grants may reach. Relative entries resolve inside ``data_dir``
+    (the plugin's own directory under the state directory, also its working directory);
+    nothing may cover, or lie inside, a ``protected`` path (the host's state, its sockets, the
+    plugin directories, /proc), except the plugin's own data directory and, for reading, its
+    own code. Entries are checked as written and with symlinks followed (Deno checks the path
+    as written, the kernel follows the links)."""
+
+    data_dir: Path
+    own_root: Path | None = None
+    protected: tuple[tuple[Path, str], ...] = ()
+    secret_env: tuple[str, ...] = ()
+
+    def resolve(self, perms: Permissions, *, where: str = "permissions") -> Permissions:
+        """``perms`` with every file entry absolute; InvalidConfig naming the field for any
+        entry (or whole-kind grant) that would reach something protected, and for an
+        environment variable the host never passes on."""
+        changes: dict[str, Any] = {}
+        for kind in _PATH_KINDS:
+            grant = getattr(perms, kind)
+            if grant is True and kind != "ffi":
+                what = self.protected[0][1] if self.protected else "every file"
+                raise InvalidConfig(f"{where}.{kind}: true would cover {what} and every plugin's files; "
+                                    f"list the paths the plugin needs")
+            if isinstance(grant, list) and grant:
+                changes[kind] = [self._entry(kind, e, where) for e in grant]
+        if isinstance(perms.env, list):
+            for name in perms.env:
+                if reserved_env(name, self.secret_env):
+                    raise InvalidConfig(
+                        f"{where}.env: {name!r} is one of the host's own settings "
+                        f"({', '.join(p + '*' for p in RESERVED_ENV_PREFIXES)}); a plugin never gets it")
+        return msgspec.structs.replace(perms, **changes) if changes else perms
+
+    def _entry(self, kind: str, entry: str, where: str) -> str:
+        data = os.path.normpath(self.data_dir)
+        if os.path.isabs(entry):
+            path = os.path.normpath(entry)
+        else:
+            path = os.path.normpath(os.path.join(data, entry))
+            if not _within(path, data):
+                raise InvalidConfig(f"{where}.{kind}: {entry!r} leads out of the plugin's data directory "
+                                    f"({data}), where relative paths resolve")
+        for candidate in dict.fromkeys((path, os.path.realpath(path))):
+            if _within(candidate, data):
+                continue
+            if kind == "read" and self.own_root is not None and _within(candidate, str(self.own_root)):
+                continue
+            if kind != "read" and self.own_root is not None and _overlaps(candidate, str(self.own_root)):
+                raise InvalidConfig(f"{where}.{kind}: {entry!r} reaches the plugin's own code "
+                                    f"({self.own_root}); a plugin may never change it")
+            for protected, what in self.protected:
+                if _overlaps(candidate, str(protected)):
+                    how = "is" if candidate == str(protected) else (
+                        "covers" if _within(str(protected), candidate) else "lies inside")
+                    raise InvalidConfig(f"{where}.{kind}: {entry!r} {how} {what} ({protected}); "
+                                        f"no grant may reach it")
+        return path
+
+
+def reserved_env(name: str, extra: Iterable[str] = ()) -> bool:
+    """An environment variable a worker never gets (RESERVED_ENV_PREFIXES, or ``extra``)."""
+    return name.startswith(RESERVED_ENV_PREFIXES) or name in extra
+
+
+def _within(path: str, root: str) -> bool:
+    """``path`` is ``root`` or inside it."""
+    return path == root or path.startswith(root.rstrip("/") + "/")
+
+
+def _overlaps(a: str, b: str) -> bool:
+    return _within(a, b) or _within(b, a)
+
+
+def reserved_entries(host: str, port: int) -> list[str]:
+    """``--deny-net`` entries for a ``host:port`` a listener of the host uses: a wildcard host
+    stands for every address of this machine (and loopback), a name for what it resolves to."""
+    if host in ("", "0.0.0.0", "::", "[::]", "*"):
+        ips = {*local_addresses(), ipaddress.IPv4Address("127.0.0.1"), ipaddress.IPv6Address("::1"),
+               ipaddress.IPv4Address("0.0.0.0")}
+    else:
+        try:
+            ips = {ipaddress.ip_address(host.strip("[]"))}
+        except ValueError:
+            try:
+                ips = {ipaddress.ip_address(info[4][0].split("%")[0]) for info in socket.getaddrinfo(host, port)}
+            except (OSError, ValueError):
+                ips = set()
+    out = []
+    for ip in sorted(ips, key=lambda a: (a.version, int(a))):
+        out.append(f"[{ip}]:{port}" if ip.version == 6 else f"{ip}:{port}")
+    if ipaddress.IPv4Address("127.0.0.1") in ips or ipaddress.IPv6Address("::1") in ips:
+        out.append(f"0.0.0.0:{port}")  # 0.0.0.0 reaches loopback on Linux
+    return list(dict.fromkeys(out))
+
+
+def beyond(asked: Permissions, allowed: Permissions) -> list[str]:
+    """What ``asked`` grants that ``allowed`` does not, as ``kind: entry`` lines (entries
+    compared as written; allowPrivateNetwork too)."""
+    out: list[str] = []
+    for kind in KINDS:
+        new, old = getattr(asked, kind), getattr(allowed, kind)
+        if old is True or new in ([], False):
+            continue
+        if new is True:
+            out.append(f"{kind}: true")
+        else:
+            out.extend(f"{kind}: {entry}" for entry in new if entry not in old)
+    if asked.allow_private_network and not allowed.allow_private_network:
+        out.append("allowPrivateNetwork: true")
     return out

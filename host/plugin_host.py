@@ -15,10 +15,10 @@ import msgspec
 from anyio.abc import TaskGroup
 
 from . import protocol as p
+from .approvals import ApprovalStore, declared
 from .balance_history import BalanceHistory, BalancePoint
 from .balances import BALANCE_CAPABILITY, BALANCE_FUNCTION, BalanceResult, from_error, from_reply
 from .config import (
-    TOOLS,
     BreakerConfig,
     CacheConfig,
     HostConfig,
@@ -37,21 +37,20 @@ from .errors import (
     HostClosed,
     HostError,
     InvalidConfig,
-    PayloadTooLarge,
     PluginError,
     PluginNotFound,
     PluginUnavailable,
     RateLimited,
 )
-from .execute import ExecuteResult, execute_pool_config, run_execute, run_with_deadline
+from .execute import EXECUTE_EGRESS, ExecutePools, ExecuteResult, run_with_deadline
 from .info import EventReply, PluginInfo, plugin_info
 from .lifecycle import EventHub, Plugin, PluginEvent
 from .logbook import JournalEntry, LogBook
 from .manifest import Manifest
 from .metrics import UNKNOWN, HostMetrics
-from .permissions import Permissions
+from .permissions import Permissions, reserved_entries
 from .plugin_config import MASK, ConfigStore, apply_schema, mask, redact, secret_keys, secret_values
-from .plugins import PluginSource, discover, load_manifest
+from .plugins import PluginSource, load_manifest
 from .policy import PluginPolicy, RateLimiter, is_service_failure, with_retry
 from .pool import Pool
 from .reload import fingerprint
@@ -59,14 +58,11 @@ from .result_cache import FRESH, ResultCache, cache_key, digest, make_entry
 from .runtime import Runtime
 from .scheduler import Scheduler, SchedulerStats
 from .secrets import EXPORT_FORMAT, SecretBox, export_cipher, import_cipher
-from .services import EXECUTE_ID, HostServices
-from .usage_scripts import usage_sources
+from .services import HostServices
+from .usage_scripts import discover_sources
 from .worker import Lease, Worker, WorkerSpec
 
 log = logging.getLogger("host")
-# Ad-hoc execute code is named to the egress proxy by this prefix and a digest of its permission
-# set; "+" is not allowed in plugin ids, so no plugin can pose as one.
-_EXECUTE_EGRESS = "execute+"
 plugin_log = logging.getLogger("host.plugin")
 
 _LEVELS = {
@@ -92,8 +88,7 @@ class PluginHost:
         self._hub = EventHub()
         self.logbook = LogBook()  # each plugin's recent console and lifecycle: logs(), the dashboard
         self._hub.subscribe(self._journal_event)
-        self._exec_pools: dict[tuple, Pool] = {}
-        self._exec_lock = anyio.Lock()
+        self._exec: ExecutePools | None = None  # ad-hoc code's pools, while running
         self._listeners: list[LogListener] = []
         self._runtime: Runtime | None = None
         self._services: HostServices | None = None
@@ -112,22 +107,30 @@ class PluginHost:
         self._egress: EgressProxy | None = None  # security.egress_proxy
         self.metrics = HostMetrics(self)  # Prometheus: GET /metrics, or metrics.render()
         self._running = False
+        self._reserved: set[str] = set()  # host:port refused to every worker (reserve_address)
+        self._approvals: ApprovalStore | None = None
 
     # ------------------------------------------------------------------ lifecycle
 
     async def __aenter__(self) -> PluginHost:
         self._runtime = Runtime.create(self.config, redact=self._redact_secrets)
+        self._runtime.reserved_addresses[:] = sorted(self._reserved)
         self._services = HostServices(self.config.state_path)
         if (database := self.config.execute.database) is not None:
             path = database_path(database)
             assert path is not None  # HostConfig refuses a database that names no sqlite file
             self._services.db = DbTool(path, max_rows=self.config.execute.db_max_rows)
         self._store = ConfigStore(self.config.state_path, self._box)
+        self._approvals = ApprovalStore(self.config.state_path, self._runtime.audit)
         warmed = self._cache.warm_up()
         if warmed:
             log.info("result cache: %d entries loaded from %s", warmed, self.config.state_path)
         self._cm = anyio.create_task_group()
         self._tg = await self._cm.__aenter__()
+        tg = self._tg
+        self._exec = ExecutePools(self.config.execute, self.config.security, self.config.limits, self._runtime,
+                                  self._new_pool, lambda pool: tg.start(pool.serve),
+                                  lambda pool: tg.start_soon(pool.stop))
         self._running = True
         try:
             self._store.verify()  # a wrong secret key fails the start, before any worker
@@ -171,14 +174,25 @@ class PluginHost:
                 for r in self._records:
                     if r.pool is not None:
                         tg.start_soon(r.pool.stop)
-                for pool in self._exec_pools.values():
+                for pool in self._exec.pools() if self._exec is not None else ():
                     tg.start_soon(pool.stop)
+
+    def reserve_address(self, host: str, port: int) -> None:
+        """Refuse ``host:port`` to every worker spawned from now on, private network allowed or
+        not (``serve`` reserves the address its HTTP API listens on): a wildcard host stands for
+        every address of the machine; a name, for the addresses it resolves to."""
+        self._reserved.update(reserved_entries(host, port))
+        if self._runtime is not None:
+            self._runtime.reserved_addresses[:] = sorted(self._reserved)
 
     async def _start_egress(self) -> None:
         assert self._tg is not None and self._runtime is not None
         sec = self.config.security
-        self._egress = EgressProxy(audit=self._runtime.audit, permissions_for=self._egress_grants,
-                                   max_response_bytes=sec.max_response_bytes, https_only=sec.https_only)
+        runtime = self._runtime
+        self._egress = EgressProxy(audit=runtime.audit, permissions_for=self._egress_grants,
+                                   max_response_bytes=sec.max_response_bytes, https_only=sec.https_only,
+                                   reserved=lambda: runtime.reserved_addresses,
+                                   **msgspec.structs.asdict(sec.egress))
         await self._tg.start(self._egress.serve)
         self._runtime.egress = self._egress
 
@@ -186,17 +200,14 @@ class PluginHost:
         """What the egress proxy enforces for ``plugin_id``: its newest manifest's grants, or
         for ad-hoc ``execute`` code (``execute+<digest>``, a name no plugin id can take) the
         permissions of that execute pool. None: unknown, so private addresses are refused."""
-        if plugin_id.startswith(_EXECUTE_EGRESS):
-            return next((p.spec.permissions for p in self._exec_pools.values()
-                         if p.spec.egress_id == plugin_id), None)
+        if plugin_id.startswith(EXECUTE_EGRESS):
+            return self._exec.permissions_of(plugin_id) if self._exec is not None else None
         newest = _newest(r for r in self._records if r.id == plugin_id and r.manifest is not None)
         return self._grants(newest[plugin_id]) if plugin_id in newest else None
 
     def _discover(self) -> list[PluginSource]:
         """The plugins in the plugin directories, and the cc-switch usage scripts as plugins."""
-        scripts = usage_sources(self.config.plugin_dirs, self.config.usage_scripts,
-                                self.config.state_path / "usage_scripts")
-        return sorted(discover(self.config.plugin_dirs) + scripts, key=lambda s: (s.id, s.version_hint or ""))
+        return discover_sources(self.config)
 
     async def _load(self, sources: list[PluginSource]) -> None:
         """Discovered → loaded (metadata read in a worker with no permissions, validated) →
@@ -237,10 +248,11 @@ class PluginHost:
 
     def _judge_permissions(self, src: PluginSource, manifest: Manifest) -> None:
         """Strict mode: record (and log, or refuse with InvalidConfig) what is risky in the
-        plugin's grants."""
+        plugin's grants. (Grants no plugin may have are refused in every mode by
+        ``load_manifest``.)"""
         sec, runtime = self.config.security, self._runtime
         assert runtime is not None
-        findings = [] if sec.strict == "off" else manifest.grants.findings(max_net_hosts=sec.max_net_hosts)
+        findings = [] if sec.strict == "off" else manifest.findings(max_net_hosts=sec.max_net_hosts)
         if not findings:
             return
         refused = sec.strict == "refuse"
@@ -290,7 +302,8 @@ class PluginHost:
         ``manifest`` declares (config references resolved with ``config``)."""
         src = record.source
         grants = manifest.grants_for(config, allow_private_network=self.config.allow_private_network_for(src.id))
-        return WorkerSpec(plugin_id=src.id, module=src.module, base_dir=src.base_dir,
+        assert self._runtime is not None
+        return WorkerSpec(plugin_id=src.id, module=src.module, base_dir=self._runtime.data_dir(src.id),
                           read_paths=[str(src.root)], permissions=grants, config=config,
                           limits=self.config.limits_for(src.id), inspect=self.config.inspect_for(src.id),
                           journal=self._journal_worker, **extra)
@@ -313,9 +326,49 @@ class PluginHost:
         await self._tg.start(pool.serve)
         return pool
 
+    def _needs_approval(self, record: Plugin, manifest: Manifest) -> list[str]:
+        """What ``manifest`` declares beyond the plugin's approved grants (empty: nothing, and
+        a plugin seen for the first time is approved as it is)."""
+        assert self._approvals is not None
+        asked = declared(manifest.permissions)
+        added = self._approvals.beyond(record.id, asked)
+        if added is None:
+            self._approvals.approve(record.id, asked, version=manifest.version, by="first load")
+            return []
+        return added
+
+    def _hold_for_approval(self, record: Plugin, manifest: Manifest, exports: list[str],
+                           added: list[str]) -> None:
+        """Keep ``manifest`` aside until the operator approves ``added``: a running version
+        keeps serving; otherwise the plugin waits in `pending`."""
+        record.hold(manifest, exports, added)
+        if record.state not in ("running", "degraded"):
+            record.set_state("pending", f"asks for {', '.join(added)} beyond its approved grants; "
+                                        f"approve with `python -m host approve {record.id}`")
+
+    async def approve(self, name: str, *, by: str = "python") -> bool:
+        """Approve the grants the plugin's pending version asks for (audited), then load it.
+        InvalidConfig when nothing waits for approval. True when the plugin serves afterwards."""
+        record = self._record(name)
+        if record.pending_manifest is None:
+            raise InvalidConfig("nothing to approve: the plugin asks for no grant beyond its approved ones",
+                                plugin=record.id)
+        assert self._approvals is not None
+        manifest = record.pending_manifest
+        self._approvals.approve(record.id, declared(manifest.permissions), version=manifest.version, by=by)
+        log.warning("plugin %s: grants approved (%s): %s", record.id, by, ", ".join(record.pending))
+        if record.state in ("running", "degraded"):
+            return await self.reload(name)
+        await self.enable(name)
+        return record.state in ("running", "degraded")
+
     async def _start(self, record: Plugin) -> None:
-        """Start the plugin's pool with the permissions its manifest declares."""
+        """Start the plugin's pool with the permissions its manifest declares (once approved)."""
         assert record.manifest is not None
+        if added := self._needs_approval(record, record.manifest):
+            self._hold_for_approval(record, record.manifest, record.exports, added)
+            return
+        record.release()
         try:
             record.pool = await self._open_pool(record, record.manifest)
         except InvalidConfig as exc:
@@ -341,6 +394,11 @@ class PluginHost:
                 return
             known = {r.source.module for r in self._records}
             fresh = [s for s in self._discover() if s.module not in known]
+            assert self._approvals is not None
+            if self._approvals.refresh():  # approved from outside (the CLI): load what waited
+                for r in list(self._records):
+                    if r.pending_manifest is not None:
+                        await (self._reload(r) if r.state in ("running", "degraded") else self.enable(r.key))
             for r in list(self._records):
                 if not r.source.module.exists():
                     await self._stop(r, "stopped", "removed from disk")
@@ -364,6 +422,10 @@ class PluginHost:
             manifest, exports = await self._read_manifest(record, fp)
             if (why := self._dependency_error(record, manifest)) is not None:
                 raise InvalidConfig(why, plugin=record.id)
+            if added := self._needs_approval(record, manifest):
+                self._hold_for_approval(record, manifest, exports, added)
+                return False
+            record.release()
             pool = await self._open_pool(record, manifest)
             if pool.state == "error":
                 await pool.stop()
@@ -410,9 +472,10 @@ class PluginHost:
         return self.logbook.read(record.id, level=level, after=after, limit=limit)
 
     def _journal_event(self, event: PluginEvent) -> None:
-        what = {"reloaded": "reloaded", "reload_failed": "reload failed, the old version keeps serving"}.get(
+        what = {"reloaded": "reloaded", "reload_failed": "reload failed, the old version keeps serving",
+                "approval_pending": f"version {event.version} waits for approval"}.get(
             event.kind, event.state if event.previous is None else f"{event.previous} -> {event.state}")
-        level = "warning" if event.state == "error" or event.kind == "reload_failed" else "info"
+        level = "warning" if event.state == "error" or event.kind in ("reload_failed", "approval_pending") else "info"
         self.logbook.add(event.plugin, level, what + (f" ({event.reason})" if event.reason else ""))
 
     def _journal_worker(self, worker: Worker, level: str, text: str) -> None:
@@ -420,7 +483,7 @@ class PluginHost:
 
     def _on_log(self, worker: Worker, msg: p.Log) -> None:
         """A worker's log line, its secrets already redacted by the worker (WorkerSpec.redact)."""
-        if worker.spec.plugin_id != EXECUTE_ID:  # ad-hoc code's output belongs to its caller alone
+        if worker.spec.role != "execute":  # ad-hoc code's output belongs to its caller alone
             self.logbook.add(worker.spec.plugin_id, msg.level, msg.message, worker=worker.describe(),
                              kind="console")
         if plugin_log.isEnabledFor(_LEVELS.get(msg.level, logging.INFO)):
@@ -741,50 +804,22 @@ class PluginHost:
         contract): errors come back as ``exception`` log entries, never raised. ``input``
         left out reaches the code as ``undefined``; ``None`` as ``null``. ``permissions``: a
         Permissions, a dict, ``"none"``, or a list of those merged by seed 001's rules
-        (``Permissions.merge``, e.g. the user's grants and a tool's)."""
-        xc = self.config.execute
-        tools = list(tools or [])
-        if len(code) > xc.max_code_chars:
-            raise PayloadTooLarge(f"code of {len(code)} characters exceeds {xc.max_code_chars}")
-        if unknown := [t for t in tools if t not in TOOLS]:
-            raise InvalidConfig(f"unknown tool {unknown[0]!r}; the tools are {', '.join(TOOLS)}")
-        if "db" in tools and xc.database is None:
-            raise InvalidConfig("the db tool needs a database: set [execute] database (a sqlite file)")
-        perms = (Permissions.merge(*permissions) if isinstance(permissions, list)
-                 else Permissions.parse(permissions))
-        budget = xc.timeout if timeout is None else timeout
-        pool = await self._execute_pool(perms)
-        return await run_execute(pool, code, input, entry=entry, budget=budget, tools=tools)
+        (``Permissions.merge``, e.g. the user's grants and a tool's), within what the operator
+        allows (``[execute] allow``; GrantRefused beyond it)."""
+        return await self._executor().run(code, input, entry=entry, timeout=timeout, permissions=permissions,
+                                          tools=tools, running=self._running)
 
     async def warm_execute(self) -> None:
         """Start the pool for code without permissions now (``execute.min_workers`` warm), so
         that the first ``execute`` finds a worker ready."""
-        await self._execute_pool(Permissions())
-
-    async def _execute_pool(self, perms: Permissions) -> Pool:
         if not self._running:
             raise HostClosed("the host is not running")
-        key = perms.key()
-        pool = self._exec_pools.get(key)
-        if pool is not None:
-            return pool
-        async with self._exec_lock:
-            pool = self._exec_pools.get(key)
-            if pool is None:
-                cfg = execute_pool_config(self.config.execute)
-                spec = WorkerSpec(plugin_id=EXECUTE_ID, module=None, base_dir=self._runtime_dir(),
-                                  read_paths=[], permissions=perms, limits=self.config.limits,
-                                  egress_id=_EXECUTE_EGRESS + digest(repr(key))[:16],
-                                  tools={"crypto": msgspec.to_builtins(self.config.execute.crypto)})
-                pool = self._new_pool(spec, cfg)
-                assert self._tg is not None
-                await self._tg.start(pool.serve)
-                self._exec_pools[key] = pool
-        return pool
+        await self._executor().pool_for(Permissions())
 
-    def _runtime_dir(self) -> Any:
-        assert self._runtime is not None
-        return self._runtime.run_dir
+    def _executor(self) -> ExecutePools:
+        if self._exec is None:
+            raise HostClosed("the host is not running; use `async with PluginHost(...)`")
+        return self._exec
 
     # ------------------------------------------------------------------ introspection
 
@@ -812,7 +847,9 @@ class PluginHost:
         info.latency_p50_ms, info.error_rate = self.metrics.recent_stats(r.id)
         if (grants := self._grants(r)) is not None:
             info.permissions = msgspec.to_builtins(grants)
-            info.permission_findings = grants.findings(max_net_hosts=self.config.security.max_net_hosts)
+            info.permission_findings = (
+                r.manifest.findings(max_net_hosts=self.config.security.max_net_hosts, grants=grants)
+                if r.manifest is not None else grants.findings(max_net_hosts=self.config.security.max_net_hosts))
         if self._egress is not None:
             c = self._egress.counters(r.id)
             info.egress_requests, info.egress_refused = c.requests, c.refused

@@ -101,7 +101,7 @@ async def inspect(source: PluginSource, runtime: Runtime, limits: WorkerLimits) 
     its exported functions. Raises what loading raised (e.g. PluginUnavailable for a
     SyntaxError) as a HostError, or InvalidConfig for a symlink out of its directory."""
     check_confined(source)
-    spec = WorkerSpec(plugin_id=source.id, module=source.module, base_dir=source.base_dir,
+    spec = WorkerSpec(plugin_id=source.id, module=source.module, base_dir=runtime.data_dir(source.id),
                       read_paths=[str(source.root)], limits=limits)
     worker = Worker(spec, runtime)
     error: HostError | None = None
@@ -121,9 +121,13 @@ async def load_manifest(source: PluginSource, runtime: Runtime, limits: WorkerLi
                         https_only: bool = False) -> tuple[Manifest, list[str]]:
     """The plugin's validated manifest and exported functions, as the host loads them: read in
     a worker with no permissions (``inspect``), checked (errors name the file and the field),
-    and its net grant narrowed to HTTPS when ``https_only`` (InvalidConfig if it cannot be)."""
+    its file and env grants refused where no plugin may reach (the host's state, sockets and
+    plugin directories, its secrets), and its net grant narrowed to HTTPS when ``https_only``
+    (InvalidConfig if it cannot be)."""
     meta, exports = await inspect(source, runtime, limits)
     manifest = parse_manifest(meta, exports, path=str(source.module), expected_id=source.id,
                               expected_version=source.version_hint)
+    runtime.sandbox(runtime.data_dir(source.id), source.root).resolve(
+        manifest.grants, where=f"{source.module}: metadata.permissions")
     manifest.grants.net_grant(https_only=https_only)
     return manifest, exports

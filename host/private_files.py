@@ -1,11 +1,25 @@
 """Files only the host's user may read: one atomic 0600 write for the config store, the secret
-key file and ``config export --out``."""
+key file and ``config export --out``; the names of each plugin's own files."""
 
 from __future__ import annotations
 
+import hashlib
 import os
+import re
 import tempfile
 from pathlib import Path
+
+_SAFE_ID = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,99}")
+
+
+def storage_name(plugin_id: str) -> str:
+    """A file name for what belongs to one plugin (its database, its data directory): the id
+    itself when it is a plain name, else a sanitised stem plus a hash of the id. Plain ids
+    never contain ``~``, so two plugins never share a name."""
+    if _SAFE_ID.fullmatch(plugin_id):
+        return plugin_id
+    stem = re.sub(r"[^A-Za-z0-9_.-]", "_", plugin_id)[:64].lstrip(".")
+    return f"{stem}~{hashlib.sha256(plugin_id.encode()).hexdigest()[:16]}"
 
 
 def write_private(path: str | Path, data: bytes, *, exclusive: bool = False) -> None:

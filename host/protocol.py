@@ -46,6 +46,7 @@ class Limits(msgspec.Struct, omit_defaults=True):
     max_web_workers: int = 4  # Workers a plugin may keep alive; Workers may start none
     egress_proxy: int = 0  # 1: fetch goes through the host's egress proxy (verdict headers)
     max_host_calls: int = 64  # host calls a worker may have in flight; more are refused
+    harden: int = 0  # 1: calls of several callers share this worker: freeze its main realm
 
 
 # worker -> host ------------------------------------------------------------------

@@ -18,7 +18,9 @@ from typing import Protocol
 from .audit import AuditLog
 from .config import HostConfig, SecurityConfig, WorkerLimits
 from .errors import HostError
-from .permissions import Permissions
+from .permissions import Permissions, Sandbox, reserved_env
+from .private_files import storage_name
+from .secrets import key_file_path
 
 _RUN_PREFIX = "plugin-host-"
 
@@ -108,6 +110,12 @@ class Runtime:
     security: SecurityConfig = field(default_factory=SecurityConfig)
     audit: AuditLog = field(default_factory=lambda: AuditLog(None))
     egress: EgressRoute | None = None  # set while the egress proxy runs
+    state_dir: Path | None = None  # default: the parent of deno_dir
+    # Paths no worker's file grant may reach, with what each is (see permissions.Sandbox).
+    protected: tuple[tuple[Path, str], ...] = ()
+    # host:port addresses every worker is denied, private network allowed or not: the host's
+    # own listening addresses (its HTTP API).
+    reserved_addresses: list[str] = field(default_factory=list)
     _seq: itertools.count = field(default_factory=itertools.count)
 
     @classmethod
@@ -125,7 +133,23 @@ class Runtime:
         os.chmod(run_dir, 0o700)
         sec = config.security
         audit = AuditLog(state / sec.audit_log if sec.audit_log else None, redact=redact)
-        return cls(deno=deno, entry=entry, deno_dir=deno_dir, run_dir=run_dir, security=sec, audit=audit)
+        protected = [(state, "the host's state directory"), (run_dir, "the host's worker socket directory"),
+                     *((d, "a plugins directory") for d in config.plugin_dirs),
+                     (key_file_path(config), "the host's secret key file"),
+                     (Path("/proc"), "/proc (every process's memory and environment)"),
+                     (Path("/sys"), "/sys")]
+        return cls(deno=deno, entry=entry, deno_dir=deno_dir, run_dir=run_dir, security=sec, audit=audit,
+                   state_dir=state, protected=tuple(protected))
+
+    def data_dir(self, name: str) -> Path:
+        """The directory of one plugin's own files (``name``: its id) under the state directory:
+        relative file grants resolve there, and its workers run there."""
+        return (self.state_dir or self.deno_dir.parent) / "data" / storage_name(name)
+
+    def sandbox(self, data_dir: Path, own_root: str | Path | None = None) -> Sandbox:
+        """What a worker with this data directory (and code at ``own_root``) may be granted."""
+        return Sandbox(data_dir=data_dir, own_root=Path(own_root) if own_root else None,
+                       protected=self.protected, secret_env=(self.security.secret_key_env,))
 
     def close(self) -> None:
         shutil.rmtree(self.run_dir, ignore_errors=True)
@@ -166,14 +190,17 @@ class Runtime:
 
     def flags(self, *, plugin_id: str, permissions: Permissions, base_dir: Path, read_paths: list[str],
               limits: WorkerLimits, socket_path: str, inspect: str | None = None) -> list[str]:
-        """The ``deno run`` flags of one worker (what the audit log records at each spawn)."""
+        """The ``deno run`` flags of one worker (what the audit log records at each spawn).
+        ``base_dir``: its data directory; file grants are checked again here (InvalidConfig)."""
+        permissions = self.sandbox(base_dir, read_paths[0] if read_paths else None).resolve(permissions)
         keep = (self.egress.address,) if self.egress is not None and self.proxied(permissions) else ()
         flags = [
             "--no-prompt", "--no-remote", "--no-npm", "--no-config", "--no-lock", "--cached-only",
             f"--location={_location(plugin_id)}",
             f"--v8-flags=--max-old-space-size={limits.heap_mb}",
             *permissions.deno_flags(base_dir=base_dir, socket_path=socket_path, read_extra=read_paths,
-                                    https_only=self.security.https_only, keep_reachable=keep),
+                                    https_only=self.security.https_only, keep_reachable=keep,
+                                    always_deny=self.reserved_addresses),
         ]
         if inspect:
             flags.append(f"--inspect={inspect}")
@@ -194,7 +221,7 @@ class Runtime:
         }
         if isinstance(permissions.env, list):
             for name in permissions.env:
-                if name in os.environ:
+                if name in os.environ and not reserved_env(name, (self.security.secret_key_env,)):
                     env[name] = os.environ[name]
         if self.egress is not None and plugin_id is not None and self.proxied(permissions):
             url = self.egress.url_for(plugin_id)  # fetch() follows these; no --allow-env needed

@@ -51,7 +51,7 @@ async def validate(path: str | Path, config: HostConfig) -> Report:
         path=str(src.module), valid=True, id=manifest.id, version=manifest.version,
         exports=sorted(exports), capabilities=list(manifest.capabilities),
         permissions=msgspec.to_builtins(manifest.grants),
-        findings=manifest.grants.findings(max_net_hosts=config.security.max_net_hosts),
+        findings=manifest.findings(max_net_hosts=config.security.max_net_hosts),
     )
 
 

@@ -3,10 +3,8 @@ channel between workers and a log line. See docs/protocol.md, "Host calls"."""
 
 from __future__ import annotations
 
-import hashlib
 import math
 import os
-import re
 import sqlite3
 import time
 from collections import OrderedDict
@@ -26,14 +24,12 @@ from .errors import (
     StorageError,
     UnknownHostCall,
 )
+from .private_files import storage_name
 from .worker import Worker
-
-EXECUTE_ID = "execute"  # the plugin id of the workers that run ad-hoc execute code
 
 T = TypeVar("T")
 Scope = tuple[str, str]  # ("plugin", id) for a plugin's workers; ("execute", "") for execute's
 _LOG_LEVELS = frozenset({"log", "info", "warn", "error", "debug"})  # as context.log in worker.ts
-_SAFE_ID = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,99}")
 
 
 def open_private_db(path: Path, schema: str, *, timeout: float = 5.0) -> sqlite3.Connection:
@@ -67,17 +63,7 @@ class ServiceLimits(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=Tr
 def scope_of(worker: Worker) -> Scope:
     """Whose cache and channel a worker shares: its plugin's, or all execute workers'."""
     spec = worker.spec
-    return ("execute", "") if spec.module is None else ("plugin", spec.plugin_id)
-
-
-def storage_name(plugin_id: str) -> str:
-    """A file name for the plugin's database: the id itself when it is a plain name, else a
-    sanitised stem plus a hash of the id. Plain ids never contain ``~``, so two plugins never
-    share a file."""
-    if _SAFE_ID.fullmatch(plugin_id):
-        return plugin_id
-    stem = re.sub(r"[^A-Za-z0-9_.-]", "_", plugin_id)[:64].lstrip(".")
-    return f"{stem}~{hashlib.sha256(plugin_id.encode()).hexdigest()[:16]}"
+    return ("execute", "") if spec.role == "execute" else ("plugin", spec.plugin_id)
 
 
 class _Cache:
@@ -193,8 +179,9 @@ class HostServices:
 
     async def _db_select(self, worker: Worker, msg: p.HostCall) -> Any:
         (query,) = self._args(msg, 1, 1, "a query")
-        if self.db is None or worker.spec.plugin_id != EXECUTE_ID:
-            raise InvalidHostCall("db: the db tool serves execute code, and only when [execute] database is set")
+        if self.db is None or worker.spec.role != "execute" or "db" not in worker.tools_of(msg.call):
+            raise InvalidHostCall("db: the db tool serves execute code that asked for it (tools: [\"db\"]), "
+                                  "and only when [execute] database is set")
         try:
             return await anyio.to_thread.run_sync(self.db.select, query)
         except sqlite3.Error as exc:

@@ -9,7 +9,6 @@ import itertools
 import os
 import socket
 from collections import deque
-
 from collections.abc import Awaitable
 
 import anyio

@@ -12,9 +12,9 @@ import logging
 import shutil
 from pathlib import Path
 
-from .config import UsageScriptConfig
+from .config import HostConfig, UsageScriptConfig
 from .manifest import ID_RE
-from .plugins import USAGE_SUFFIX, PluginSource
+from .plugins import USAGE_SUFFIX, PluginSource, discover
 from .runtime import find_runtime_entry
 
 log = logging.getLogger("host.usage_scripts")
@@ -86,3 +86,10 @@ def usage_sources(dirs: list[Path], configured: dict[str, UsageScriptConfig], ou
             if stale.is_dir() and stale.name not in keep:
                 shutil.rmtree(stale, ignore_errors=True)
     return sources
+
+
+def discover_sources(config: HostConfig) -> list[PluginSource]:
+    """Every plugin a host with ``config`` loads: the plugin directories' modules and the
+    cc-switch usage scripts (files and ``[usage_scripts]``), sorted by id and version."""
+    scripts = usage_sources(config.plugin_dirs, config.usage_scripts, config.state_path / "usage_scripts")
+    return sorted(discover(config.plugin_dirs) + scripts, key=lambda s: (s.id, s.version_hint or ""))

@@ -22,7 +22,6 @@ from . import protocol as p
 from .config import WorkerLimits
 from .errors import (
     CallTimeout,
-    SpawnFailed,
     FunctionNotFound,
     HandshakeError,
     HostError,
@@ -32,6 +31,7 @@ from .errors import (
     PluginUnavailable,
     ProtocolError,
     ResourceLimitExceeded,
+    SpawnFailed,
     WorkerCrashed,
 )
 from .logs import worker_extra
@@ -61,7 +61,7 @@ class WorkerSpec:
 
     plugin_id: str
     module: Path | None          # None: an execute-only worker
-    base_dir: Path               # relative permission paths resolve here
+    base_dir: Path               # its data directory: relative file grants resolve here; its cwd
     read_paths: list[str]        # the plugin's own file or directory
     permissions: Permissions = field(default_factory=Permissions)
     limits: WorkerLimits = field(default_factory=WorkerLimits)
@@ -72,6 +72,11 @@ class WorkerSpec:
     egress_id: str | None = None  # who the egress proxy sees (default: plugin_id)
     tools: dict[str, Any] | None = None  # execute workers: settings of the tools code may ask for
     journal: Callable[[Worker, str, str], None] | None = None  # (worker, level, text) of each lifecycle step
+    # "plugin", or "execute" for the workers of ad-hoc code: what the host's services allow a
+    # worker is decided by this role (and for execute, by the tools each execution asked for),
+    # never by comparing a plugin id with a name.
+    role: str = "plugin"
+    reused: bool = True  # one worker serves many calls (False: a fresh worker for each)
 
 
 class Lease:
@@ -119,9 +124,10 @@ class LogBudget:
 
 
 class _Pending:
-    __slots__ = ("error", "event", "fn", "info", "logs", "log_budget", "timeout", "value")
+    __slots__ = ("error", "event", "fn", "info", "log_budget", "logs", "timeout", "tools", "value")
 
-    def __init__(self, fn: str, collect_logs: bool) -> None:
+    def __init__(self, fn: str, collect_logs: bool, tools: frozenset[str] = frozenset()) -> None:
+        self.tools = tools  # the tools an execution asked for (its host calls may use them)
         self.log_budget: LogBudget | None = None  # made at the call's first log line
         self.timeout = 0.0
         self.info: p.ErrorInfo | None = None  # set when the worker answered with an error
@@ -272,12 +278,13 @@ class Worker:
             flags = rt.flags(plugin_id=spec.plugin_id, permissions=spec.permissions,
                              base_dir=spec.base_dir, read_paths=spec.read_paths, limits=limits,
                              socket_path=sock_path, inspect=spec.inspect)
+            spec.base_dir.mkdir(mode=0o700, parents=True, exist_ok=True)  # its data dir, its cwd
             t_spawn = time.monotonic()
             self._proc = ChildProcess(
                 rt.command(flags),
                 stdin_data=rt.bootstrap(sock_path, token),
                 env=rt.env(spec.permissions, spec.egress_id or spec.plugin_id),
-                cwd=str(self.runtime.run_dir),
+                cwd=str(spec.base_dir),  # never the socket directory
                 data_limit_mb=limits.rlimit_data_mb,
                 cpu_seconds=limits.cpu_seconds,
                 tail_bytes=limits.stderr_tail_bytes,
@@ -359,6 +366,7 @@ class Worker:
                 max_web_workers=lim.max_web_workers,
                 egress_proxy=int(self.runtime.proxied(self.spec.permissions)),
                 max_host_calls=lim.max_host_calls,
+                harden=int(self.spec.role == "execute" and self.spec.reused),
             ),
         ))
         while True:
@@ -668,6 +676,11 @@ class Worker:
         if self._on_log is not None:
             self._on_log(self, msg)
 
+    def tools_of(self, call: int | None) -> frozenset[str]:
+        """The tools the execution ``call`` (still running on this worker) asked for."""
+        pending = self._pending.get(call) if call is not None else None
+        return pending.tools if pending is not None else frozenset()
+
     def _loose_budget(self) -> LogBudget:
         now = time.monotonic()
         if now - self._loose_logs.since >= 1.0:
@@ -790,18 +803,19 @@ class Worker:
         cid = next(self._seq)
         msg = p.Execute(id=cid, code=code, entry=entry, input=input,  # UNSET: not sent
                         timeout_ms=int(timeout * 1000), tools=tools)
-        return await self._request(cid, msg, entry, timeout, lease, collect_logs=True, raise_error=False)
+        return await self._request(cid, msg, entry, timeout, lease, collect_logs=True, raise_error=False,
+                                   tools=frozenset(tools))
 
     async def _request(
         self, cid: int, msg: p.Message, fn: str, timeout: float, lease: Lease | None, *,
-        collect_logs: bool, raise_error: bool = True,
+        collect_logs: bool, raise_error: bool = True, tools: frozenset[str] = frozenset(),
     ) -> _Pending:
         if lease is not None:  # the pool's reservation becomes this request
             lease.consume()
         if not self.alive:
             gone = self.exit_error or WorkerCrashed(f"worker {self.describe()} is gone", plugin=self.spec.plugin_id)
             raise gone.undelivered() if isinstance(gone, WorkerCrashed) else gone
-        pending = _Pending(fn, collect_logs)
+        pending = _Pending(fn, collect_logs, tools)
         self._pending[cid] = pending
         try:
             await self._send(msg)

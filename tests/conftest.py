@@ -111,11 +111,7 @@ def shared_state(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def state_dir(tmp_path: Path, shared_state: Path) -> Path:
     """A state dir of the test's own (configs, balance history, config store) sharing the
     session's DENO_DIR, so that the worker runtime is not compiled again."""
-    state = tmp_path / "state"
-    state.mkdir()
-    (shared_state / "deno").mkdir(exist_ok=True)
-    (state / "deno").symlink_to(shared_state / "deno")
-    return state
+    return fresh_state(tmp_path, shared_state)
 
 
 class PluginDir:
@@ -174,15 +170,27 @@ def calc(plugin_dir: PluginDir) -> PluginDir:
     return plugin_dir
 
 
+def fresh_state(root: Path, shared_state: Path) -> Path:
+    """A state directory of its own under ``root`` (configs, approvals, storage, history) that
+    shares the session's DENO_DIR, so that the worker runtime is not compiled again."""
+    state = root / "state"
+    if not state.exists():
+        state.mkdir(parents=True)
+        (shared_state / "deno").mkdir(exist_ok=True)
+        (state / "deno").symlink_to(shared_state / "deno")
+    return state
+
+
 @pytest.fixture
-def make_host(plugin_dir: PluginDir, shared_state: Path) -> Callable[..., AsyncIterator[PluginHost]]:
+def make_host(plugin_dir: PluginDir, shared_state: Path, tmp_path: Path) -> Callable[..., AsyncIterator[PluginHost]]:
+    """A host over ``plugin_dir``; by default in a state directory of the test's own."""
     @asynccontextmanager
     async def factory(
         *, pool: PoolConfig | None = None, limits: WorkerLimits | None = None,
         state_dir: str | None = None, **kw,
     ) -> AsyncIterator[PluginHost]:
         cfg = HostConfig(
-            plugins_dir=str(plugin_dir.root), state_dir=state_dir or str(shared_state),
+            plugins_dir=str(plugin_dir.root), state_dir=state_dir or str(fresh_state(tmp_path / "auto", shared_state)),
             pool=pool or PoolConfig(), limits=limits or WorkerLimits(), **kw,
         )
         async with PluginHost(cfg) as h:

@@ -212,7 +212,9 @@ def test_serve_on_a_port_in_use_is_one_line_and_exit_1(calc, shared_state, tmp_p
 @pytest.mark.timeout(60)
 def test_execute_runs_a_file_or_stdin_and_prints_the_seed_001_result(shared_state, tmp_path, local_server):
     (tmp_path / "double.js").write_text("export default (x) => { console.log('got', x); return x * 2; }")
-    args = ["--state-dir", str(shared_state), "--plugins", str(tmp_path / "none")]
+    # The local fake below stands for a public API: the operator lets executions reach it.
+    (tmp_path / "host.toml").write_text("[execute.allow]\nnet = true\nallowPrivateNetwork = true\n")
+    args = ["--state-dir", str(shared_state), "--plugins", str(tmp_path / "none"), "--config", "host.toml"]
     out = run_cli("execute", "double.js", "--input", "21", *args, cwd=tmp_path)
     assert out.returncode == 0, out.stderr
     shown = json.loads(out.stdout)

@@ -15,10 +15,11 @@ import zipfile
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import pytest
 from conftest import CALC, PluginDir, ServeProcess, descendants, serve_process
-from playwright.sync_api import Browser, Locator, Page, Playwright, expect, sync_playwright
+from playwright.sync_api import Browser, Locator, Page, Playwright, Request, expect, sync_playwright
 
 REPO = Path(__file__).resolve().parents[1]
 ARTIFACTS = REPO / "tests" / "artifacts" / "dashboard"
@@ -27,6 +28,7 @@ CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic"
                  "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 WAIT_MS = 20_000  # a page state the test waits for (a restart, a poll round of 2 s) comes well within
 TOKEN = "adm-dash-5e8c1f7a"
+READ_TOKEN = "read-dash-0c4d93b6"
 SECRET = "sk-live-dash-9b2e4d"
 DASHBOARD_FILES = ("index.html", "app.js", "style.css")
 
@@ -236,7 +238,8 @@ def test_config_form_validates_shows_errors_by_field_and_saves_with_secrets_mask
     expect(field("apiKey")).to_contain_text("not set")
     expect(field("apiKey")).to_contain_text("the provider's API key")
     expect(field("region").locator("label")).to_have_text("Region")
-    expect(form.locator("#cfg-region option")).to_have_text(["— default (eu) —", "eu", "us"])
+    # (the default between FIRST STRONG ISOLATE and POP DIRECTIONAL ISOLATE: a plugin's text)
+    expect(form.locator("#cfg-region option")).to_have_text(["— default (\u2068eu\u2069) —", "eu", "us"])
     expect(retries).to_have_attribute("step", "1")
     expect(form.locator("#cfg-verbose")).to_have_attribute("type", "checkbox")
 
@@ -339,43 +342,90 @@ def test_log_view_shows_console_lines_and_the_level_filter_hides_them(page, plug
 
 
 @pytest.mark.timeout(90)
-def test_with_an_admin_token_a_restart_asks_for_it_then_works(page, plugin_dir, serve):
+def test_with_a_token_configured_the_page_asks_for_it_then_reads_with_it(page, plugin_dir, serve):
     plugin_dir.add("calc.js", CALC)
+    plugin_dir.add("station.js", STATION)
     srv = serve(env={"PLUGIN_HOST_ADMIN_TOKEN": TOKEN})
-    open_dashboard(page, srv)  # reading needs no token
+    sent: list[Request] = []
+    page.on("request", lambda r: sent.append(r) if "/api/" in r.url else None)
+    page.goto(srv.base + "/")
+    login = page.locator("#login")
+    expect(login).to_be_visible()  # asked for by the first read the server refused
+    expect(page.locator("#login-message")).to_contain_text("needs a token to be read")
+    expect(page.locator("#status")).to_have_text("cannot read the plugins: token required")
+    expect(page.locator("#balances-status")).to_have_text("token required")
+    expect(page.locator("#plugins tbody tr")).to_have_count(0)
+    asked = len(sent)
+
+    page.fill("#token", TOKEN)
+    login.get_by_role("button", name="Use token", exact=True).click()
+    expect(login).to_be_hidden()
+    expect(row(page, "calc@1.2.3").locator("td").nth(1)).to_have_text("running")
+    card = page.locator('#balances .card[data-provider="station"]')
+    expect(card.locator(".balance")).to_have_text(re.compile(r"^\d+(\.\d+)?$"))  # the balances, loaded again
+    expect(card.locator("svg.history polyline")).to_have_count(1)
+    page.select_option("#plugin-select", "station")
+    expect(page.locator("#config")).to_have_text("This plugin has no configuration.")
+    expect(page.locator("#log")).to_contain_text("-> running")
+    expect(page.locator("#status")).to_have_text(re.compile(r"^updated "))
+
+    before, after = sent[:asked], sent[asked:]
+    assert before and all(r.header_value("authorization") is None for r in before)
+    assert all(r.header_value("authorization") == f"Bearer {TOKEN}" for r in after), \
+        [(r.url, r.header_value("authorization")) for r in after]
+    paths = {urlsplit(r.url).path for r in after}
+    assert {"/api/plugins", "/api/balances", "/api/balances/history", "/api/plugins/station/schema",
+            "/api/plugins/station/config", "/api/plugins/station/logs"} <= paths, paths
+    assert all(r.response().status == 200 for r in after if r.response())
+    assert TOKEN not in srv.log()
+
+
+@pytest.mark.timeout(90)
+def test_with_a_read_token_a_restart_asks_for_the_admin_token_then_works(page, plugin_dir, serve):
+    plugin_dir.add("calc.js", CALC)
+    srv = serve(env={"PLUGIN_HOST_ADMIN_TOKEN": TOKEN, "PLUGIN_HOST_READ_TOKEN": READ_TOKEN})
+    page.goto(srv.base + "/")
+    login = page.locator("#login")
+    expect(login).to_be_visible()  # reading needs a token: the read token does
+    page.fill("#token", READ_TOKEN)
+    login.get_by_role("button", name="Use token", exact=True).click()
+    expect(login).to_be_hidden()
+    expect(page.locator("#status")).to_have_text(re.compile(r"^updated "))
     calc = row(page, "calc@1.2.3")
     pid = calc.locator(".pid").first
     expect(pid).to_have_text(re.compile(r"^\d+$"))
     before = pid.text_content()
-    login = page.locator("#login")
-    expect(login).to_be_hidden()
 
     calc.get_by_role("button", name="restart", exact=True).click()
     expect(login).to_be_visible()
     expect(page.locator("#login-message")).to_contain_text("needs the admin token")
     expect(calc.locator(".action-msg")).to_have_text("admin token required")
+    # the read token is kept: the table still follows the host
+    assert srv.request("POST", "/api/plugins/calc/call/add", {"args": [1, 2]}, token=TOKEN)[0] == 200
+    expect(calc.locator(".calls")).to_have_text("1 call")
     page.fill("#token", "wrong-token")
     login.get_by_role("button", name="Use token", exact=True).click()
-    expect(page.locator("#login-message")).to_contain_text("refused")  # asked again
+    expect(page.locator("#login-message")).to_contain_text("The server refused that token")  # asked again
     shot(page, "token_asked")
     page.fill("#token", TOKEN)
     login.get_by_role("button", name="Use token", exact=True).click()  # and the restart goes through
     expect(login).to_be_hidden()
     expect(calc.locator(".action-msg")).to_have_text("restarted")
     expect(pid).not_to_have_text(before)
-    expect(page.locator("#auth-state")).to_have_text("admin token set")
+    expect(page.locator("#auth-state")).to_have_text("token set")
     # kept for this tab only: sessionStorage, not localStorage, not a cookie
     assert page.evaluate("Object.values(sessionStorage)") == [TOKEN]
     assert page.evaluate("localStorage.length") == 0
     assert page.context.cookies() == []
 
     page.get_by_role("button", name="Log out", exact=True).click()
-    expect(page.locator("#auth-state")).to_have_text("no admin token")
+    expect(page.locator("#auth-state")).to_have_text("no token")
     assert page.evaluate("sessionStorage.length") == 0
+    expect(login).to_be_visible()  # the next read asks for a token again
     calc.get_by_role("button", name="reload", exact=True).click()
-    expect(login).to_be_visible()
+    expect(page.locator("#login-message")).to_contain_text("needs the admin token")
     expect(calc.locator(".action-msg")).to_have_text("admin token required")
-    assert TOKEN not in srv.log()
+    assert TOKEN not in srv.log() and READ_TOKEN not in srv.log()
 
 
 @pytest.mark.timeout(60)

@@ -23,6 +23,12 @@ from host.egress import EgressProxy, is_granted, is_internal
 pytestmark = pytest.mark.anyio
 
 ONE = PoolConfig(min_workers=1, max_workers=1)
+
+
+def LAN(*plugin_ids: str) -> dict:
+    """The operator's ``allow_private_network`` for these plugins (a local fake stands for the
+    provider; only the operator may open private networks to a plugin)."""
+    return {pid: {"allow_private_network": True} for pid in plugin_ids}
 CAP = 64 * 1024
 
 PLUGIN = """
@@ -155,8 +161,8 @@ def firehose(conn: socket.socket, srv: RawServer) -> None:
 async def test_fetch_goes_through_the_proxy_counted_and_audited_without_secrets(
         plugin_dir, make_host, raw_server, tmp_path):
     srv = raw_server(http_fake)
-    add_plugin(plugin_dir, "fetcher", f'{{ net: ["localhost:{srv.port}"], allowPrivateNetwork: true }}')
-    async with make_host(pool=ONE, security=security(tmp_path)) as h:
+    add_plugin(plugin_dir, "fetcher", f'{{ net: ["localhost:{srv.port}"] }}')
+    async with make_host(pool=ONE, security=security(tmp_path), plugins=LAN("fetcher")) as h:
         url = f"http://localhost:{srv.port}/small?token=QSECRET-1234"
         result = await h.call("fetcher", "get", url, {"x-api-key": "HSECRET-5678"})
         posted = await h.call("fetcher", "post", f"http://localhost:{srv.port}/small", "B" * 3000)
@@ -207,8 +213,8 @@ async def test_a_private_target_deno_cannot_judge_is_refused_by_the_proxy(
 
 async def test_a_response_over_the_cap_is_cut(plugin_dir, make_host, raw_server, tmp_path):
     srv = raw_server(http_fake)
-    add_plugin(plugin_dir, "fetcher", f'{{ net: ["localhost:{srv.port}"], allowPrivateNetwork: true }}')
-    async with make_host(pool=ONE, security=security(tmp_path, max_response_bytes=CAP)) as h:
+    add_plugin(plugin_dir, "fetcher", f'{{ net: ["localhost:{srv.port}"] }}')
+    async with make_host(pool=ONE, security=security(tmp_path, max_response_bytes=CAP), plugins=LAN("fetcher")) as h:
         base = f"http://localhost:{srv.port}"
         assert await h.call("fetcher", "get", f"{base}/chunked-ok", {}) == [200, 32 * 1024, "x" * 64]
         with pytest.raises(ResourceLimitExceeded, match="1048576 bytes exceeds"):
@@ -228,9 +234,9 @@ async def test_a_response_over_the_cap_is_cut(plugin_dir, make_host, raw_server,
 async def test_https_fetch_opens_an_authenticated_tunnel_and_private_ones_are_refused(
         plugin_dir, make_host, raw_server, tmp_path):
     target = raw_server(echo)
-    add_plugin(plugin_dir, "opened", f'{{ net: ["localhost:{target.port}"], allowPrivateNetwork: true }}')
+    add_plugin(plugin_dir, "opened", f'{{ net: ["localhost:{target.port}"] }}')
     add_plugin(plugin_dir, "closed", f'{{ net: ["[::7f00:1]:{target.port}"] }}')
-    async with make_host(pool=ONE, security=security(tmp_path)) as h:
+    async with make_host(pool=ONE, security=security(tmp_path), plugins=LAN("opened")) as h:
         with pytest.raises(PluginError):  # the tunnel opens; TLS fails against an echo server
             await h.call("opened", "get", f"https://localhost:{target.port}/", {}, timeout=10)
         assert target.connections == 1
@@ -294,10 +300,10 @@ def _connect(host: str, port: int, url: str | None) -> bytes:
 
 async def test_connect_tunnels_are_checked_counted_and_capped(plugin_dir, make_host, raw_server, tmp_path):
     target, hose = raw_server(echo), raw_server(firehose)
-    add_plugin(plugin_dir, "tunneler", f'{{ net: ["127.0.0.1:{target.port}", "127.0.0.1:{hose.port}"], '
-                                       'allowPrivateNetwork: true }')
+    add_plugin(plugin_dir, "tunneler", f'{{ net: ["127.0.0.1:{target.port}", "127.0.0.1:{hose.port}"] }}')
     add_plugin(plugin_dir, "closed", f'{{ net: ["127.0.0.1:{target.port}"] }}')
-    async with make_host(pool=ONE, security=security(tmp_path, max_response_bytes=CAP)) as h:
+    async with make_host(pool=ONE, security=security(tmp_path, max_response_bytes=CAP),
+                         plugins=LAN("tunneler")) as h:
         proxy = h._egress
         good, closed = proxy.url_for("tunneler"), proxy.url_for("closed")
         payload = b"ping " * 2000
@@ -386,7 +392,8 @@ async def test_execute_code_gets_the_proxy_identity_of_its_own_permission_set(
     code = ("export default async function (url) { const r = await fetch(url); "
             "return [r.status, await r.text()]; }")
     url = f"http://localhost:{srv.port}/small"
-    async with make_host(pool=ONE, security=security(tmp_path)) as h:
+    lan = {"allow": {"net": True, "allowPrivateNetwork": True}}  # the operator's ceiling
+    async with make_host(pool=ONE, security=security(tmp_path), execute=lan) as h:
         opened = await h.execute(code, url, permissions={"net": [f"localhost:{srv.port}"],
                                                          "allowPrivateNetwork": True})
         closed = await h.execute(code, f"http://[::7f00:1]:{srv.port}/small",

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from host import PermissionDenied, Permissions, PoolConfig
-from host.permissions import PRIVATE_NETWORKS
+from host.permissions import PRIVATE_NETWORKS, local_addresses
 
 pytestmark = pytest.mark.anyio
 
@@ -54,8 +54,8 @@ async def test_private_and_metadata_addresses_are_refused_even_with_all_network(
 async def test_allow_private_network_lifts_the_deny_list(plugin_dir, make_host, local_server):
     port = local_server.port
     plugin_dir.add("fetcher.js", FETCHER.format(
-        perms=f'{{ net: ["localhost:{port}"], allowPrivateNetwork: true }}'))
-    async with make_host(pool=ONE) as h:
+        perms=f'{{ net: ["localhost:{port}"] }}'))
+    async with make_host(pool=ONE, plugins={"fetcher": {"allow_private_network": True}}) as h:
         status, body = await h.call("fetcher", "get", f"http://localhost:{port}/ok")
     assert status == 200 and '"served": "local"' in body
     assert local_server.requests == ["/ok"]
@@ -65,7 +65,10 @@ def test_the_deny_list_is_added_only_with_network_access():
     flags = Permissions.parse({"net": ["api.example.com"]}).deno_flags(
         base_dir=Path("/p"), socket_path="/s", read_extra=[])
     deny = [f for f in flags if f.startswith("--deny-net=")]
-    assert deny == ["--deny-net=" + ",".join(PRIVATE_NETWORKS)]
+    assert len(deny) == 1 and deny[0].startswith("--deny-net=" + ",".join(PRIVATE_NETWORKS))
+    own = deny[0].removeprefix("--deny-net=").split(",")[len(PRIVATE_NETWORKS):]
+    assert set(own) == {f"[{ip}]" if ip.version == 6 else str(ip) for ip in local_addresses()
+                        if not ip.is_loopback and not ip.is_unspecified}
     assert "169.254.0.0/16" in deny[0] and "0.0.0.0/8" in deny[0]
     none = Permissions().deno_flags(base_dir=Path("/p"), socket_path="/s", read_extra=[])
     assert not any(f.startswith("--deny-net") for f in none)

@@ -26,7 +26,8 @@ ELEVEN = [f"h{i}.example.com" for i in range(11)]
 
 @pytest.mark.parametrize(("perms", "finding"), [
     ('{ net: true }', "net: true grants every host"),
-    ('{ read: true }', "read: true grants every file"),
+    ('{ env: true }', "env: true grants every environment variable"),
+    ('{ sys: ["hostname"] }', "sys: ['hostname'] reveals information about the machine"),
     ('{ run: ["git"] }', "run: the processes it starts run outside the sandbox"),
     ('{ net: ["*.example.com"] }', "'*.example.com' is a wildcard or range"),
     ('{ net: ["10.0.0.0/8"] }', "'10.0.0.0/8' is a wildcard or range"),
@@ -53,18 +54,18 @@ async def test_strict_refuse_puts_a_risky_plugin_in_error_and_audits_it(
 
 
 async def test_strict_warn_loads_the_plugin_and_logs_each_finding(plugin_dir, make_host, tmp_path, caplog):
-    plugin_dir.add("risky.js", RISKY.format(pid="risky", perms='{ net: true, read: true }'))
+    plugin_dir.add("risky.js", RISKY.format(pid="risky", perms='{ net: true, env: true }'))
     state = tmp_path / "state"
     with caplog.at_level(logging.WARNING, logger="host"):
         async with make_host(pool=ONE, state_dir=str(state)) as h:  # "warn" is the default
             info = h.plugin("risky")
             assert info.state == "running"
             assert await h.call("risky", "ok") == "ok"
-            assert info.permissions == {"net": True, "read": True}
+            assert info.permissions == {"net": True, "env": True}
             assert info.permission_findings == ["net: true grants every host; list what is needed",
-                                                "read: true grants every file; list what is needed"]
+                                                "env: true grants every environment variable; list what is needed"]
     warned = [r.getMessage() for r in caplog.records if "risky permissions" in r.getMessage()]
-    assert len(warned) == 1 and "net: true" in warned[0] and "read: true" in warned[0]
+    assert len(warned) == 1 and "net: true" in warned[0] and "env: true" in warned[0]
     strict = [e for e in read_audit(state / "audit.jsonl") if e["event"] == "strict"]
     assert strict[0]["action"] == "warned" and len(strict[0]["findings"]) == 2
 
@@ -130,9 +131,10 @@ def test_audit_lines_are_whole_and_redacted(tmp_path):
 async def test_https_only_narrows_net_grants_to_port_443(plugin_dir, make_host, local_server, tmp_path):
     port = local_server.port
     plugin_dir.add("web.js", RISKY.format(
-        pid="web", perms='{ net: ["localhost"], allowPrivateNetwork: true }'))
+        pid="web", perms='{ net: ["localhost"] }'))
     state = tmp_path / "state"
-    async with make_host(pool=ONE, state_dir=str(state), security={"https_only": True, "strict": "off"}) as h:
+    async with make_host(pool=ONE, state_dir=str(state), security={"https_only": True, "strict": "off"},
+                         plugins={"web": {"allow_private_network": True}}) as h:
         with pytest.raises(PermissionDenied, match=f'Requires net access to "localhost:{port}"'):
             await h.call("web", "get", f"http://localhost:{port}/plain")
         assert h.plugin("web").state == "running"
@@ -145,8 +147,8 @@ async def test_https_only_narrows_net_grants_to_port_443(plugin_dir, make_host, 
 async def test_without_https_only_the_same_plugin_reaches_the_plain_http_server(
         plugin_dir, make_host, local_server):
     plugin_dir.add("web.js", RISKY.format(
-        pid="web", perms='{ net: ["localhost"], allowPrivateNetwork: true }'))
-    async with make_host(pool=ONE) as h:
+        pid="web", perms='{ net: ["localhost"] }'))
+    async with make_host(pool=ONE, plugins={"web": {"allow_private_network": True}}) as h:
         assert await h.call("web", "get", f"http://localhost:{local_server.port}/plain") == 200
     assert local_server.requests == ["/plain"]
 
@@ -207,7 +209,8 @@ async def test_execute_takes_permission_sets_to_merge(make_host, local_server):
     code = ("export default async function (url) { const r = await fetch(url); return r.status; }")
     url = f"http://localhost:{local_server.port}/merged"
     user, tool = {"net": [f"localhost:{local_server.port}"]}, {"allowPrivateNetwork": True}
-    async with make_host(pool=ONE) as h:
+    lan = {"allow": {"net": True, "allowPrivateNetwork": True}}  # the operator's ceiling allows it
+    async with make_host(pool=ONE, execute=lan) as h:
         alone = await h.execute(code, url, permissions=[user, "none"])
         merged = await h.execute(code, url, permissions=[user, tool])
         refused = await h.execute(code, url, permissions=["none", tool])

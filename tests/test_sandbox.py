@@ -74,7 +74,7 @@ async def test_plugin_without_permissions_is_refused_everything_with_typed_error
 
 
 async def test_worker_env_is_scrubbed_even_with_full_env_grant(plugin_dir, make_host, monkeypatch):
-    monkeypatch.setenv("PLUGIN_HOST_TEST_SECRET", "xyz-secret-value")
+    monkeypatch.setenv("PH_TEST_SECRET", "xyz-secret-value")
     plugin_dir.add("envall.js", """
         export const metadata = { id: "envall", name: "envall", version: "1.0.0", apiVersion: "1.0", permissions: { env: true } };
         export function envAll() { return Deno.env.toObject(); }
@@ -84,69 +84,59 @@ async def test_worker_env_is_scrubbed_even_with_full_env_grant(plugin_dir, make_
         assert h.plugin("envall").state == "running"
         env = await h.call("envall", "envAll")
         assert isinstance(env, dict) and env  # the grant works: toObject() is not refused
-        assert "PLUGIN_HOST_TEST_SECRET" not in env
+        assert "PH_TEST_SECRET" not in env
         assert "xyz-secret-value" not in env.values()
-        assert await h.call("envall", "envGet", "PLUGIN_HOST_TEST_SECRET") is None
+        assert await h.call("envall", "envGet", "PH_TEST_SECRET") is None
 
 
 async def test_env_grant_by_name_passes_that_variable_only(plugin_dir, make_host, monkeypatch):
-    monkeypatch.setenv("PLUGIN_HOST_TEST_VISIBLE", "visible-value")
-    monkeypatch.setenv("PLUGIN_HOST_TEST_SECRET", "xyz-secret-value")
+    monkeypatch.setenv("PH_TEST_VISIBLE", "visible-value")
+    monkeypatch.setenv("PH_TEST_SECRET", "xyz-secret-value")
     plugin_dir.add("envone.js", """
         export const metadata = {
-          id: "envone", name: "envone", version: "1.0.0", apiVersion: "1.0", permissions: { env: ["PLUGIN_HOST_TEST_VISIBLE"] },
+          id: "envone", name: "envone", version: "1.0.0", apiVersion: "1.0", permissions: { env: ["PH_TEST_VISIBLE"] },
         };
         export function envGet(name) { return Deno.env.get(name) ?? null; }
         export function envAll() { return Deno.env.toObject(); }
     """)
     async with make_host() as h:
         assert h.plugin("envone").state == "running"
-        assert await h.call("envone", "envGet", "PLUGIN_HOST_TEST_VISIBLE") == "visible-value"
+        assert await h.call("envone", "envGet", "PH_TEST_VISIBLE") == "visible-value"
         with pytest.raises(PermissionDenied) as e:
-            await h.call("envone", "envGet", "PLUGIN_HOST_TEST_SECRET")
-        assert e.value.name == "NotCapable" and "PLUGIN_HOST_TEST_SECRET" in e.value.message
+            await h.call("envone", "envGet", "PH_TEST_SECRET")
+        assert e.value.name == "NotCapable" and "PH_TEST_SECRET" in e.value.message
         with pytest.raises(PermissionDenied) as e:
             await h.call("envone", "envAll")
         assert "env" in e.value.message
 
 
-async def test_relative_read_grant_resolves_against_the_plugin_directory(plugin_dir, make_host):
+async def test_a_plugin_reads_its_own_files_and_relative_grants_resolve_in_its_data_directory(
+        plugin_dir, make_host, state_dir):
     plugin_dir.add("reader/mod.js", """
-        export const metadata = { id: "reader", name: "reader", version: "1.0.0", apiVersion: "1.0", permissions: { read: ["data"] } };
+        export const metadata = { id: "reader", name: "reader", version: "1.0.0", apiVersion: "1.0",
+          permissions: { read: ["notes"], write: ["notes"] } };
         export async function readData(name) {
           return await Deno.readTextFile(new URL(`./data/${name}`, import.meta.url));
+        }
+        export async function note(text) {
+          await Deno.mkdir("notes", { recursive: true });
+          await Deno.writeTextFile("notes/a.txt", text);
+          return [Deno.cwd(), await Deno.readTextFile("notes/a.txt")];
         }
         export async function readPath(path) { return await Deno.readTextFile(path); }
     """)
     plugin_dir.add("reader/data/x.txt", "hello from data\n")
-    async with make_host() as h:
+    async with make_host(state_dir=str(state_dir)) as h:
         info = h.plugin("reader")
         assert info.state == "running" and info.workers and info.workers[0].pid
-        assert await h.call("reader", "readData", "x.txt") == "hello from data\n"
+        assert await h.call("reader", "readData", "x.txt") == "hello from data\n"  # its own code: readable
+        cwd, text = await h.call("reader", "note", "kept")
+        assert text == "kept" and cwd == str(state_dir / "data" / "reader")
+        assert (state_dir / "data" / "reader" / "notes" / "a.txt").read_text() == "kept"
         with pytest.raises(PermissionDenied) as e:
             await h.call("reader", "readPath", "/etc/passwd")
         assert e.value.name == "NotCapable" and "/etc/passwd" in e.value.message
         assert h.plugin("reader").state == "running"
-
-
-async def test_relative_read_grant_outside_the_plugin_reaches_only_what_it_names(plugin_dir, make_host):
-    # The worker's cwd is not the plugin directory, so this only passes if "../shared" is
-    # resolved against the plugin's own directory; another plugin without the grant is refused.
-    plugin_dir.add("shared/y.txt", "shared data\n")  # a directory with no entry module: not a plugin
-    plugin_dir.add("granted/mod.js", """
-        export const metadata = { id: "granted", name: "granted", version: "1.0.0", apiVersion: "1.0", permissions: { read: ["../shared"] } };
-        export async function readShared() { return await Deno.readTextFile(new URL("../shared/y.txt", import.meta.url)); }
-    """)
-    plugin_dir.add("ungranted/mod.js", """
-        export const metadata = { id: "ungranted", name: "ungranted", version: "1.0.0", apiVersion: "1.0" };
-        export async function readShared() { return await Deno.readTextFile(new URL("../shared/y.txt", import.meta.url)); }
-    """)
-    async with make_host() as h:
-        assert {p.id: p.state for p in h.plugins()} == {"granted": "running", "ungranted": "running"}
-        assert await h.call("granted", "readShared") == "shared data\n"
-        with pytest.raises(PermissionDenied) as e:
-            await h.call("ungranted", "readShared")
-        assert "y.txt" in e.value.message
 
 
 @pytest.mark.parametrize(

@@ -41,7 +41,7 @@ def plugins(plugin_dir):
 
 
 def pids(srv, pid: str) -> list[int]:
-    status, info = srv.request("GET", f"/api/plugins/{pid}")
+    status, info = srv.request("GET", f"/api/plugins/{pid}", token=TOKEN)
     assert status == 200, info
     return [w["pid"] for w in info["workers"]]
 
@@ -50,23 +50,23 @@ def pids(srv, pid: str) -> list[int]:
 def test_management_api_over_http(plugins, state_dir, tmp_path):
     with serve_process(tmp_path, "--plugins", str(plugins.root), "--state-dir", str(state_dir),
                        env={"PLUGIN_HOST_ADMIN_TOKEN": TOKEN}) as srv:
-        status, listed = srv.request("GET", "/api/plugins")
+        status, listed = srv.request("GET", "/api/plugins", token=TOKEN)
         assert status == 200
         states = {p["id"]: p["state"] for p in listed}
         assert states["calc"] == "running" and states["station"] == "running"
         assert states["vault"] == "error"  # its required apiKey is not configured yet
-        status, one = srv.request("GET", "/api/plugins/calc/status")
+        status, one = srv.request("GET", "/api/plugins/calc/status", token=TOKEN)
         assert (status, one["id"], one["version"]) == (200, "calc", "1.2.3")
 
         # unknown plugin / function: 404 with a typed JSON error
-        status, err = srv.request("GET", "/api/plugins/nope")
+        status, err = srv.request("GET", "/api/plugins/nope", token=TOKEN)
         assert status == 404 and err["error"]["type"] == "PluginNotFound"
         status, err = srv.request("POST", "/api/plugins/calc/call/missing", {"args": []}, token=TOKEN)
         assert status == 404 and err["error"]["type"] == "FunctionNotFound"
         status, err = srv.request("POST", "/api/plugins/calc/call/add", {"args": 5}, token=TOKEN)
         assert status == 400 and err["error"]["type"] == "BadRequest"
         # routes that do not exist, or not with that method: JSON too
-        status, err = srv.request("GET", "/api/nothing-here")
+        status, err = srv.request("GET", "/api/nothing-here", token=TOKEN)
         assert status == 404 and err["error"]["type"] == "NotFound", err
         status, err = srv.request("DELETE", "/api/plugins/calc", token=TOKEN)
         assert status == 405 and err["error"]["type"] == "MethodNotAllowed", err
@@ -112,11 +112,11 @@ def test_management_api_over_http(plugins, state_dir, tmp_path):
         status, stored = srv.request("PUT", "/api/plugins/vault/config", {"apiKey": SECRET, "region": "us"},
                                      token=TOKEN)
         assert status == 200 and stored["region"] == "us" and stored["apiKey"] != SECRET, stored
-        status, shown = srv.request("GET", "/api/plugins/vault/config")
+        status, shown = srv.request("GET", "/api/plugins/vault/config", token=TOKEN)
         assert status == 200 and shown == stored
         status, out = srv.request("POST", "/api/plugins/vault/call/region", {"args": []}, token=TOKEN)
         assert (status, out["result"]) == (200, "us")
-        assert srv.request("GET", "/api/plugins/vault")[1]["state"] == "running"
+        assert srv.request("GET", "/api/plugins/vault", token=TOKEN)[1]["state"] == "running"
 
         # events go to the listeners, highest priority first
         status, out = srv.request("POST", "/api/events/message.incoming", {"content": "hi"}, token=TOKEN)
@@ -126,7 +126,7 @@ def test_management_api_over_http(plugins, state_dir, tmp_path):
         assert [r["plugin"] for r in out["replies"]] == ["high"]
 
         # balances: one result per balance plugin
-        status, out = srv.request("GET", "/api/balances?refresh=1")
+        status, out = srv.request("GET", "/api/balances?refresh=1", token=TOKEN)
         assert status == 200
         assert [(b["provider"], b["status"], b["balance"], b["usedQuota"]) for b in out] == [
             ("station", "success", 12.5, 87.5)]
@@ -175,6 +175,7 @@ def test_cross_origin_writes_are_refused_same_origin_ones_pass(plugins, shared_s
 
         assert post("https://evil.example") == 403
         assert post("null") == 403
-        assert post(srv.base.replace("127.0.0.1", "localhost")) == 403  # another origin too
+        assert post(srv.base.replace("127.0.0.1", "rebind.attacker.test")) == 403  # another origin too
+        assert post(srv.base.replace("127.0.0.1", "localhost")) == 200  # this server too (a loopback bind)
         assert post(srv.base) == 200  # the dashboard's own page
         assert post(None) == 200  # curl, scripts

@@ -276,9 +276,9 @@ def test_usage_files_are_not_loaded_as_modules(tmp_path):
     assert source_for(tmp_path / "relay.usage.js") is None
 
 
-async def test_the_generated_module_embeds_the_script_as_data(stations, make_host, fake_http, shared_state):
-    async with make_host(**config_for(fake_http)) as h:
-        module = shared_state / "usage_scripts" / "quoting" / "mod.js"
+async def test_the_generated_module_embeds_the_script_as_data(stations, make_host, fake_http, state_dir):
+    async with make_host(state_dir=str(state_dir), **config_for(fake_http)) as h:
+        module = state_dir / "usage_scripts" / "quoting" / "mod.js"
         text = module.read_text()
         assert h.plugin("quoting").path == str(module)
     assert f"const SCRIPT = {json.dumps(QUOTING)};" in text  # a JSON string literal: data, not code

@@ -373,13 +373,17 @@ export class Encoder {
     if ((proto === Object.prototype || proto === null) && toJSON === undefined) return this.plain(o, depth);
     if (o instanceof Uint8Array) return this.bin(o);
     if (ArrayBuffer.isView(o)) return this.bin(new Uint8Array(o.buffer, o.byteOffset, o.byteLength));
-    if (o instanceof ArrayBuffer || o instanceof SharedArrayBuffer) {
-      return this.bin(new Uint8Array(o));
+    // Brand checks by tag, not instanceof: values from another realm (an execution's own V8
+    // context) are Dates, Maps and buffers too.
+    const tag = Object.prototype.toString.call(o);
+    if (tag === "[object ArrayBuffer]" || tag === "[object SharedArrayBuffer]") {
+      return this.bin(new Uint8Array(o as ArrayBuffer));
     }
-    if (o instanceof Date) return this.date(o);
-    if (o instanceof Map) {
-      this.mapHeader(o.size);
-      for (const [k, val] of o) {
+    if (tag === "[object Date]") return this.date(o as Date);
+    if (tag === "[object Map]") {
+      const m = o as Map<unknown, unknown>;
+      this.mapHeader(m.size);
+      for (const [k, val] of m) {
         const t = typeof k;
         if (k !== null && t !== "string" && t !== "number" && t !== "bigint" && t !== "boolean") {
           throw notSerializable(`Map key of type ${t}`);
@@ -389,14 +393,15 @@ export class Encoder {
       }
       return;
     }
-    if (o instanceof Set) {
-      this.arrayHeader(o.size);
-      for (const item of o) this.value(item, depth);
+    if (tag === "[object Set]") {
+      const set = o as Set<unknown>;
+      this.arrayHeader(set.size);
+      for (const item of set) this.value(item, depth);
       return;
     }
     if (typeof toJSON === "function") return this.value(toJSON.call(o, ""), depth);
-    if (o instanceof Number || o instanceof String || o instanceof Boolean) {
-      return this.value(o.valueOf(), depth);
+    if (tag === "[object Number]" || tag === "[object String]" || tag === "[object Boolean]") {
+      return this.value((o as { valueOf(): unknown }).valueOf(), depth);
     }
     // Class instances and other objects: their own enumerable string keys, like JSON.
     return this.plain(o, depth);

@@ -12,6 +12,7 @@
  */
 
 import { fetchJson } from "./http.ts";
+import { Execution, harden, loadVm, ownerOf } from "./isolate.ts";
 import { Decoder, Encoder, EncodingTooLarge } from "./msgpack.ts";
 
 const COOKIE = "PLUGIN_HOST_7f3a9c2e";
@@ -43,6 +44,7 @@ interface Limits {
   max_web_workers: number;
   egress_proxy: number; // 1: fetch goes through the host's egress proxy
   max_host_calls: number;
+  harden: number; // 1: executions of several callers share this worker: freeze the main realm
 }
 
 const limits: Limits = {
@@ -56,6 +58,7 @@ const limits: Limits = {
   max_web_workers: 4,
   egress_proxy: 0,
   max_host_calls: 64,
+  harden: 0,
 };
 
 type Id = number | bigint;
@@ -325,9 +328,14 @@ function cap(s: string, max: number): string {
 /** Describes any thrown value; never throws itself. */
 const IMPORT_REFUSAL = /^Requires \w+ access to |but --no-(remote|npm) is specified/;
 
+/** An Error of any realm (an execution's context has Error constructors of its own). */
+function isError(e: unknown): e is Error {
+  return e instanceof Error || (e !== null && typeof e === "object" && Object.prototype.toString.call(e) === "[object Error]");
+}
+
 function errorInfo(e: unknown): ErrorInfo {
   try {
-    if (e instanceof Error) {
+    if (isError(e)) {
       let name = typeof e.name === "string" && e.name ? e.name : "Error";
       if (name === "Error") {
         const ctor = (e as { constructor?: { name?: unknown } }).constructor?.name;
@@ -370,17 +378,19 @@ function withCauses(e: Error): { message: string; refused: boolean } {
   let refused = false;
   let cause: unknown = e.cause;
   for (let depth = 0; depth < 3 && cause !== undefined && cause !== null; depth++) {
-    const text = cause instanceof Error ? String(cause.message ?? "") : safeString(cause);
+    const text = isError(cause) ? String(cause.message ?? "") : safeString(cause);
     if (text && !message.includes(text)) message += `: ${text}`;
     refused ||= cause instanceof Deno.errors.NotCapable || /\bRequires \w+ access to /.test(text);
-    cause = cause instanceof Error ? cause.cause : undefined;
+    cause = isError(cause) ? cause.cause : undefined;
   }
   return { message, refused };
 }
 
+/** A plain object of any realm. */
 function isPlain(o: object): boolean {
   const proto = Object.getPrototypeOf(o);
-  return proto === Object.prototype || proto === null;
+  return proto === Object.prototype || proto === null ||
+    (Object.getPrototypeOf(proto) === null && Object.prototype.toString.call(o) === "[object Object]");
 }
 
 function safeJson(v: unknown): string | undefined {
@@ -438,10 +448,12 @@ interface CallState {
   cleanup?: () => void;
   /** Events this (execute) call subscribed to; its handlers go when it settles. */
   events?: Set<string>;
-  /** The tools this (execute) call asked for: their globals answer it alone (toolGlobal). */
+  /** The tools this (execute) call asked for. */
   tools?: Set<string>;
   /** Crypto operations this (execute) call has made. */
   cryptoOps?: number;
+  /** This execution's own context (globals, timers), disposed when it settles. */
+  execution?: Execution;
 }
 
 const calls = new Map<Id, CallState>();
@@ -488,6 +500,7 @@ function settle(state: CallState): boolean {
   if (state.settled) return false;
   state.settled = true;
   calls.delete(state.id);
+  state.execution?.dispose();
   if (state.events) dropSubscriptions(state);
   if (state.cleanup) {
     try {
@@ -584,22 +597,33 @@ function onExecute(msg: Msg): void {
   const state = newCall(id);
   // Code run by execute is gone when the call settles, and so are its channel handlers.
   const context = makeContext(state, timeoutMs, state);
-  if (tools.includes("channel")) installChannel(state, context.channel);
   state.tools = new Set(tools as string[]);
+  // Its own context: its own globals and intrinsics, console, timers and tools (isolate.ts).
+  // crypto and db are bindings for every execution, undefined unless it asked for the tool.
+  const globals: Record<string, unknown> = { console: makeConsole(state), crypto: undefined, db: undefined };
+  if (state.tools.has("crypto")) globals.crypto = makeCryptoTool(cryptoSettings, state);
+  if (state.tools.has("db")) globals.db = makeDbTool(state);
+  if (state.tools.has("channel")) globals.channel = context.channel;
+  try {
+    state.execution = new Execution(state, globals, (e) => fail(state, e));
+  } catch (e) {
+    fail(state, e);
+    return;
+  }
+  const execution = state.execution;
   tracker.run(state, invoke, state, async () => {
-    let mod;
+    let fn;
     try {
-      mod = await import(dataUrl(code));
+      fn = await execution.load(code, entry);
     } catch (e) {
       throw importError(e);
     }
-    const fn = mod[entry];
     if (typeof fn !== "function") {
       const err = new Error(`Entry "${entry}" is not a function`);
       err.name = "EntryError";
       throw err;
     }
-    return await fn(msg.input, context);
+    return await fn(msg.input === undefined ? undefined : execution.adopt(msg.input), context);
   });
 }
 
@@ -624,43 +648,24 @@ interface CryptoToolSettings {
 }
 
 const realCrypto = globalThis.crypto;
+let cryptoSettings: CryptoToolSettings = { subtle: true, methods: [], max_bytes: 65536, max_ops: 1000 };
 
-/** The global `name` is `value` for an execution that asked for tool `name`, else undefined
- * (a reference kept from another execution checks again at each use: see the tools). */
-function toolGlobal(name: string, value: unknown): void {
-  Object.defineProperty(globalThis, name, {
-    get: () => (tracker.getStore()?.tools?.has(name) ? value : undefined),
-    configurable: true,
-    enumerable: false,
-  });
-}
-
-/** The current execution, if it asked for tool `name`; else `what` throws a TypeError. */
-function toolUser(name: string, what: string): CallState {
-  const state = tracker.getStore();
-  if (!state?.tools?.has(name)) {
-    throw new TypeError(`${what}: ${name} is not available to this execution (tools: ["${name}"] was not asked)`);
-  }
-  return state;
-}
-
-/** An execute worker's tools, from the welcome's settings. */
-function installTools(tools: Record<string, unknown>): void {
+/** An execute worker's tool settings, from the welcome. */
+function readToolSettings(tools: Record<string, unknown>): void {
   const s = (tools.crypto ?? {}) as Record<string, unknown>;
-  toolGlobal("crypto", makeCryptoTool({
+  cryptoSettings = {
     subtle: s.subtle !== false,
     methods: Array.isArray(s.methods) ? s.methods.filter((m) => typeof m === "string") : [],
     max_bytes: typeof s.max_bytes === "number" ? s.max_bytes : 65536,
     max_ops: typeof s.max_ops === "number" ? s.max_ops : 1000,
-  }));
-  toolGlobal("db", makeDbTool());
+  };
 }
 
-/** One object for every execution: each use is counted against, and allowed by, the call
- * running now, so a reference kept in a cached module serves no call that did not ask. */
-function makeCryptoTool(settings: CryptoToolSettings): unknown {
+/** The crypto tool of one execution: only the allowed methods, each use counted against it;
+ * dead once it settled. */
+function makeCryptoTool(settings: CryptoToolSettings, state: CallState): unknown {
   const count = (what: string) => {
-    const state = toolUser("crypto", what);
+    if (state.settled) throw new TypeError(`crypto.${what}: the execution that owned this tool has ended`);
     state.cryptoOps = (state.cryptoOps ?? 0) + 1;
     if (state.cryptoOps > settings.max_ops) {
       throw new ResourceLimitExceeded(`crypto: more than ${settings.max_ops} operations (${what})`);
@@ -717,39 +722,36 @@ type DbQuery = {
   offset?: number;
 };
 
-function runDbQuery(query: DbQuery): Promise<unknown> {
-  let state: CallState;
-  try {
-    state = toolUser("db", `db.${query.table}`);
-  } catch (e) {
-    return Promise.reject(e);
-  }
+function runDbQuery(state: CallState, query: DbQuery): Promise<unknown> {
+  if (state.settled) return Promise.reject(new TypeError(`db.${query.table}: the execution that owned this tool has ended`));
   return hostCall("db.select", [query], state.id);
 }
 
 /** A query being built; awaiting it runs it. */
 class DbSelect implements PromiseLike<unknown> {
   #query: DbQuery;
-  constructor(query: DbQuery) {
+  #state: CallState;
+  constructor(state: CallState, query: DbQuery) {
+    this.#state = state;
     this.#query = query;
   }
   where(conditions: Record<string, unknown>): DbSelect {
-    return new DbSelect({ ...this.#query, where: { ...this.#query.where, ...conditions } });
+    return new DbSelect(this.#state, { ...this.#query, where: { ...this.#query.where, ...conditions } });
   }
   orderBy(column: string, direction: "asc" | "desc" = "asc"): DbSelect {
-    return new DbSelect({ ...this.#query, order_by: [...(this.#query.order_by ?? []), [column, direction]] });
+    return new DbSelect(this.#state, { ...this.#query, order_by: [...(this.#query.order_by ?? []), [column, direction]] });
   }
   limit(n: number): DbSelect {
-    return new DbSelect({ ...this.#query, limit: n });
+    return new DbSelect(this.#state, { ...this.#query, limit: n });
   }
   offset(n: number): DbSelect {
-    return new DbSelect({ ...this.#query, offset: n });
+    return new DbSelect(this.#state, { ...this.#query, offset: n });
   }
   then<A = unknown, B = never>(
     onFulfilled?: ((value: unknown) => A | PromiseLike<A>) | null,
     onRejected?: ((reason: unknown) => B | PromiseLike<B>) | null,
   ): Promise<A | B> {
-    return runDbQuery(this.#query).then(onFulfilled, onRejected);
+    return runDbQuery(this.#state, this.#query).then(onFulfilled, onRejected);
   }
 }
 
@@ -761,7 +763,7 @@ interface FindOptions {
   offset?: number;
 }
 
-function tableApi(table: string) {
+function tableApi(state: CallState, table: string) {
   const find = (o: FindOptions = {}): DbQuery => ({
     table,
     columns: o.columns,
@@ -772,26 +774,19 @@ function tableApi(table: string) {
   });
   return Object.freeze({
     select: (...columns: (string | string[])[]) =>
-      new DbSelect({ table, columns: columns.length ? columns.flat() : undefined }),
-    findMany: (o?: FindOptions) => runDbQuery(find(o)),
-    findFirst: async (o?: FindOptions) => ((await runDbQuery({ ...find(o), limit: 1 })) as unknown[])[0],
+      new DbSelect(state, { table, columns: columns.length ? columns.flat() : undefined }),
+    findMany: (o?: FindOptions) => runDbQuery(state, find(o)),
+    findFirst: async (o?: FindOptions) => ((await runDbQuery(state, { ...find(o), limit: 1 })) as unknown[])[0],
   });
 }
 
-function makeDbTool(): unknown {
+/** The db tool of one execution. */
+function makeDbTool(state: CallState): unknown {
   return new Proxy(Object.freeze({}), {
-    get: (_target, key) => (typeof key === "string" && key !== "then" ? tableApi(key) : undefined),
+    get: (_target, key) => (typeof key === "string" && key !== "then" ? tableApi(state, key) : undefined),
   });
 }
 
-function dataUrl(code: string): string {
-  const bytes = new TextEncoder().encode(code);
-  let bin = "";
-  for (let i = 0; i < bytes.length; i += 0x8000) {
-    bin += String.fromCharCode(...bytes.subarray(i, i + 0x8000));
-  }
-  return DATA_URL_PREFIX + btoa(bin);
-}
 
 // ---------------------------------------------------------------------------------------------
 // The context object and host calls
@@ -942,32 +937,6 @@ function runHandler(sub: Subscription, data: unknown): void {
   }
 }
 
-/** Executes that asked for the "channel" tool, newest last; the global serves the current one. */
-const channelUsers: Array<{ state: CallState; channel: Channel }> = [];
-const globalChannel: Channel = {
-  emit: (event, data) => currentChannel().emit(event, data),
-  on: (event, fn) => currentChannel().on(event, fn),
-  off: (event, fn) => currentChannel().off(event, fn),
-};
-
-function currentChannel(): Channel {
-  const store = tracker.getStore();
-  const mine = channelUsers.find((u) => u.state === store);
-  const user = mine ?? channelUsers[channelUsers.length - 1];
-  if (!user) throw new ReferenceError("channel is not available outside an execute that asked for it");
-  return user.channel;
-}
-
-function installChannel(state: CallState, channel: Channel): void {
-  channelUsers.push({ state, channel });
-  defineGlobal("channel", globalChannel);
-  state.cleanup = () => {
-    const i = channelUsers.findIndex((u) => u.state === state);
-    if (i >= 0) channelUsers.splice(i, 1);
-    if (channelUsers.length === 0) delete (globalThis as Record<string, unknown>).channel;
-  };
-}
-
 const LEVELS = new Set(["log", "info", "warn", "error", "debug"]);
 
 function makeContext(state: CallState, timeoutMs: number | undefined, owner: CallState | undefined) {
@@ -1062,7 +1031,7 @@ function emitLog(level: string, message: string, state: CallState | undefined, e
 function formatValue(v: unknown): string {
   if (typeof v === "string") return v;
   try {
-    if (v instanceof Error) return scrub(v.stack ?? `${v.name}: ${v.message}`);
+    if (isError(v)) return scrub(v.stack ?? `${v.name}: ${v.message}`);
   } catch {
     // a revoked proxy, say: fall through
   }
@@ -1074,6 +1043,26 @@ function formatArgs(args: unknown[]): string {
   let s = "";
   for (let i = 0; i < args.length; i++) s += (i ? " " : "") + formatValue(args[i]);
   return s;
+}
+
+/** The console of one execution: its lines go to its logs while it runs, nowhere after. */
+function makeConsole(state: CallState): Record<string, unknown> {
+  const logger = (level: string) => (...args: unknown[]): void => {
+    if (state.settled) return;
+    try {
+      emitLog(level, formatArgs(args), state);
+    } catch {
+      // console must never throw into plugin code
+    }
+  };
+  const c: Record<string, unknown> = {};
+  for (const level of LEVELS) c[level] = logger(level);
+  c.trace = logger("debug");
+  c.table = c.dir = c.dirxml = logger("log");
+  c.assert = (cond: unknown, ...args: unknown[]): void => {
+    if (!cond) logger("error")("Assertion failed" + (args.length ? ":" : ""), ...args);
+  };
+  return c;
 }
 
 function captureConsole(): void {
@@ -1095,8 +1084,15 @@ function captureConsole(): void {
   };
 }
 
-/** An unhandled rejection or uncaught error: log it and fail the call it must belong to. */
-function onEscaped(reason: unknown): void {
+/** An unhandled rejection or uncaught error: log it and fail the call it must belong to. One
+ * from an execution's context is that execution's alone: it fails it while it runs, and is
+ * dropped after (it must never reach the next execution). */
+function onEscaped(reason: unknown, promise?: unknown): void {
+  const owner = ownerOf(promise) as CallState | undefined;
+  if (owner) {
+    if (!owner.settled) fail(owner, reason);
+    return;
+  }
   const info = errorInfo(reason);
   let only: CallState | undefined;
   if (calls.size === 1) only = calls.values().next().value;
@@ -1347,7 +1343,11 @@ async function onWelcome(msg: Msg): Promise<void> {
   if (limits.max_inflight > 1) await trackConcurrentCalls();
   if (limits.egress_proxy === 1) defineGlobal("fetch", egressFetch);
   config = msg.config ?? null;
-  if (module == null && msg.tools != null) installTools(msg.tools as Record<string, unknown>);
+  if (module == null) {  // an execute worker: each execution gets a context of its own
+    if (msg.tools != null) readToolSettings(msg.tools as Record<string, unknown>);
+    await loadVm();
+    if (limits.harden === 1) await harden();
+  }
   startHeartbeatWatch();
   phase = "importing";
 
@@ -1416,16 +1416,21 @@ async function main(): Promise<void> {
   // Deno's internals (Deno[Deno.internal].core) reach this process's own resources, the host's
   // socket included: plugin code gets no handle on them. (The host enforces every cap on what
   // arrives anyway: assume code can still find a way to write frames.)
-  delete (Deno as unknown as Record<symbol, unknown>)[Deno.internal];
+  const internal = (Deno as unknown as { internal: symbol }).internal;
+  delete (Deno as unknown as Record<symbol, unknown>)[internal];
   const [path, token] = await readBootstrap();
   if (!path || !token) exit(2, "usage: worker.ts, with \"<socket-path>\\n<token>\\n\" on stdin");
   captureConsole();
+  // Registered first: no listener code adds later (an execution that reached the main realm)
+  // ever sees another call's rejections or errors.
   globalThis.addEventListener("unhandledrejection", (e) => {
     e.preventDefault();
-    onEscaped(e.reason);
+    e.stopImmediatePropagation();
+    onEscaped(e.reason, e.promise);
   });
   globalThis.addEventListener("error", (e) => {
     e.preventDefault();
+    e.stopImmediatePropagation();
     onEscaped(e.error ?? e.message);
   });
   try {

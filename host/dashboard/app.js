@@ -1,7 +1,11 @@
 "use strict";
 // The Plugin Host dashboard: plain DOM over the HTTP API, no build step, nothing from another
-// origin. Server text (plugin names, errors, log lines) is untrusted: it only ever reaches the
-// page as textContent or an attribute value, never as markup.
+// origin. Server text (plugin names, config schemas, errors, log lines) is untrusted: it only
+// ever reaches the page as textContent or an attribute value, never as markup; it is shown
+// bidi-isolated (bdi(), isolated()) so that a right-to-left override in it cannot reorder the
+// text around it; a field name of a config schema never becomes a property we read (no lookups
+// by name, no methods called on a form once its controls are in it, objects keyed by it built
+// with own properties only).
 
 const POLL_MS = 2000;           // plugins and the log view are polled this often, never faster
 const LOG_LIMIT = 500;          // entries asked for per log request
@@ -27,8 +31,22 @@ function el(tag, props = {}, ...children) {
     else if (key.startsWith("on")) node.addEventListener(key.slice(2), value);
     else node[key] = value;
   }
-  for (const child of children) if (child != null) node.append(child);
+  // Through the prototype, in one call: on a <form>, a control named "append" would otherwise
+  // replace the method for every child after it.
+  Element.prototype.append.call(node, ...children.filter((child) => child != null));
   return node;
+}
+
+/** Untrusted text as an element of its own, bidi-isolated from what is around it (and wrapped
+ * anywhere, so that one long word cannot widen the page). */
+function bdi(text) {
+  return el("bdi", { text: String(text) });
+}
+
+/** Untrusted text inside a string that can hold no markup (an option, a placeholder, an SVG
+ * title): between FIRST STRONG ISOLATE and POP DIRECTIONAL ISOLATE, the bdi of plain text. */
+function isolated(text) {
+  return `\u2068${text}\u2069`;
 }
 
 function svg(tag, attrs = {}, text) {
@@ -78,14 +96,16 @@ function number(x) {
 // ---------------------------------------------------------------------------------- API
 
 class ApiError extends Error {
-  constructor(status, type, message) {
+  constructor(status, type, message, token) {
     super(message);
     this.status = status;
     this.type = type;
+    this.token = token;  // the token the request was sent with (null: none)
   }
 }
 
-/** One request; the decoded JSON, or an ApiError with the server's {error: {type, message}}. */
+/** One request, with the stored token if there is one (a server with a token wants it on
+ * reads too); the decoded JSON, or an ApiError with the server's {error: {type, message}}. */
 async function api(method, path, body) {
   const headers = {};
   const init = { method, headers, cache: "no-store" };
@@ -94,12 +114,12 @@ async function api(method, path, body) {
     init.body = JSON.stringify(body);
   }
   const token = sessionStorage.getItem(TOKEN_KEY);
-  if (method !== "GET" && token) headers.Authorization = `Bearer ${token}`;
+  if (token) headers.Authorization = `Bearer ${token}`;
   let response;
   try {
     response = await fetch(path, init);
   } catch {
-    throw new ApiError(0, "NetworkError", "the server did not answer");
+    throw new ApiError(0, "NetworkError", "the server did not answer", token);
   }
   noteServerDate(response);
   const text = await response.text();
@@ -112,47 +132,69 @@ async function api(method, path, body) {
   if (!response.ok) {
     const err = (data && typeof data.error === "object" && data.error) || {};
     throw new ApiError(response.status, String(err.type || err.name || "HTTPError"),
-      String(err.message || `${response.status} ${response.statusText}`));
+      String(err.message || `${response.status} ${response.statusText}`), token);
   }
   return data;
 }
 
-// ---------------------------------------------------------------------------------- admin token
+// ---------------------------------------------------------------------------------- tokens
 
-let pendingAction = null;  // what to run again once the token is given
+const pending = new Set();  // what to run again once a token is given
 
 function renderAuth() {
   const set = Boolean(sessionStorage.getItem(TOKEN_KEY));
-  $("#auth-state").textContent = set ? "admin token set" : "no admin token";
+  $("#auth-state").textContent = set ? "token set" : "no token";
   $("#logout").hidden = !set;
 }
 
+/** Open the login form with ``message`` (or, when it is open already, keep what is typed in
+ * it: reads that are polled ask again every round). */
 function showLogin(message, retry = null) {
-  pendingAction = retry;
+  if (retry) pending.add(retry);
   $("#login-message").textContent = message;
+  if (!$("#login").hidden) return;
   $("#login").hidden = false;
   $("#token").value = "";
   $("#token").focus();
 }
 
 function hideLogin() {
-  pendingAction = null;
+  pending.clear();
   $("#login").hidden = true;
   $("#token").value = "";
 }
 
-/** A mutating request; a 401 opens the login form, and ``retry`` runs once a token is given. */
-async function mutate(method, path, body, retry) {
+/** A 401 to a read (``reading``) or a change: ask for a token; ``retry`` (when given) runs once
+ * one is given. A request that went out before the current token was given says nothing about
+ * it: it is only tried again. */
+function tokenRefused(error, reading, retry) {
+  const current = sessionStorage.getItem(TOKEN_KEY);
+  if (current && current !== error.token) {
+    if (retry) setTimeout(retry, 0);  // after the caller has shown this failure
+  } else if (current && !reading) {  // kept: a read token, refused a change, still reads
+    showLogin("This action needs the admin token: the server refused the token given.", retry);
+  } else if (error.token) {
+    sessionStorage.removeItem(TOKEN_KEY);
+    renderAuth();
+    showLogin("The server refused that token: enter the right one to continue.", retry);
+  } else if (!reading || $("#login").hidden) {
+    showLogin(reading ? "This server needs a token to be read (the admin or the read token): enter it to continue."
+      : "This action needs the admin token: enter it to continue.", retry);
+  } else if (retry) {
+    pending.add(retry);  // the open form keeps its message: a poll failing behind it must not hide a refusal
+  }
+}
+
+/** A request that the server may refuse without the token (with a token configured, every API
+ * request: reads need the admin or the read-only token, changes the admin one): a 401 opens the
+ * login form, and ``retry`` (when given) runs once a token is given. */
+async function request(method, path, body, retry = null) {
   try {
     return await api(method, path, body);
   } catch (e) {
     if (e.status === 401) {
-      const refused = Boolean(sessionStorage.getItem(TOKEN_KEY));
-      sessionStorage.removeItem(TOKEN_KEY);
-      renderAuth();
-      showLogin(refused ? "The server refused that admin token: enter the right one to continue."
-        : "This action needs the admin token: enter it to continue.", retry);
-      e.message = "admin token required";
+      tokenRefused(e, method === "GET", retry);
+      e.message = method === "GET" ? "token required" : "admin token required";
     }
     throw e;
   }
@@ -164,13 +206,13 @@ function setupAuth() {
     const token = $("#token").value.trim();
     if (!token) return;
     sessionStorage.setItem(TOKEN_KEY, token);
-    const retry = pendingAction;
+    const retries = [...pending];
     hideLogin();
     renderAuth();
-    if (retry) retry();
+    for (const retry of retries) retry();
   });
   $("#login-toggle").addEventListener("click", () => {
-    if ($("#login").hidden) showLogin("Mutating requests send this token. It is kept for this tab only.");
+    if ($("#login").hidden) showLogin("Every request to the API sends this token. It is kept for this tab only.");
     else hideLogin();
   });
   $("#login-cancel").addEventListener("click", hideLogin);
@@ -206,7 +248,7 @@ function makeRow(key) {
   row.name = el("div", { class: "muted" });
   row.error = el("div", { class: "error" });
   row.state = el("td");
-  row.version = el("td");
+  row.version = el("td", { class: "version" });
   row.workers = el("td");
   row.p50 = el("td", { class: "num" });
   row.errorRate = el("td", { class: "num" });
@@ -243,13 +285,14 @@ function updateRow(row, info, target) {
   row.info = info;
   row.id = info.id;
   row.target = target;
-  row.idButton.textContent = info.id;
-  row.name.textContent = info.name && info.name !== info.id ? info.name : "";
-  const problem = [info.error, info.reload_error && `reload failed: ${info.reload_error}`]
-    .filter(Boolean).join(" · ");
-  row.error.textContent = problem;
+  row.idButton.replaceChildren(bdi(info.id));
+  row.name.replaceChildren(...(info.name && info.name !== info.id ? [bdi(info.name)] : []));
+  const problem = [];
+  if (info.error) problem.push(bdi(info.error));
+  if (info.reload_error) problem.push(problem.length ? " · reload failed: " : "reload failed: ", bdi(info.reload_error));
+  row.error.replaceChildren(...problem);
   row.state.replaceChildren(badge(info.state));
-  row.version.textContent = info.version ?? "—";
+  row.version.replaceChildren(info.version == null ? "—" : bdi(info.version));
   row.workers.replaceChildren(workerList(info.workers || []));
   row.p50.textContent = info.latency_p50_ms == null ? "—" : `${info.latency_p50_ms.toFixed(1)} ms`;
   row.errorRate.textContent = info.error_rate == null ? "—" : `${(info.error_rate * 100).toFixed(1)} %`;
@@ -299,7 +342,7 @@ async function runAction(row, action) {
   row.message.textContent = doing;
   updateRow(row, row.info, row.target);
   try {
-    const info = await mutate("POST", `/api/plugins/${enc(row.target)}/${action}`, undefined,
+    const info = await request("POST", `/api/plugins/${enc(row.target)}/${action}`, undefined,
       () => runAction(row, action));
     row.busy = false;
     row.answeredAt = performance.now();
@@ -309,23 +352,24 @@ async function runAction(row, action) {
     row.busy = false;
     updateRow(row, row.info, row.target);
     row.message.className = "action-msg error";
-    row.message.textContent = e.message;
+    row.message.replaceChildren(bdi(e.message));
   }
 }
 
 async function pollPlugins() {
   const asked = performance.now();
   try {
-    renderPlugins(await api("GET", "/api/plugins"), asked);
-    setStatus(`updated ${clock(new Date())}`, false);
+    // No retry after a 401: the next round asks again (never sooner than POLL_MS).
+    renderPlugins(await request("GET", "/api/plugins"), asked);
+    setStatus(false, `updated ${clock(new Date())}`);
   } catch (e) {
-    setStatus(`cannot read the plugins: ${e.message}`, true);
+    setStatus(true, "cannot read the plugins: ", bdi(e.message));
   }
 }
 
-function setStatus(text, bad) {
+function setStatus(bad, ...parts) {
   const status = $("#status");
-  status.textContent = text;
+  status.replaceChildren(...parts);
   status.classList.toggle("error", bad);
   status.classList.toggle("muted", !bad);
 }
@@ -341,12 +385,13 @@ async function loadBalances(refresh) {
   status.className = "muted";
   status.textContent = refresh ? "asking every station…" : "loading…";
   try {
-    const list = await api("GET", refresh ? "/api/balances?refresh=1" : "/api/balances");
+    const list = await request("GET", refresh ? "/api/balances?refresh=1" : "/api/balances", undefined,
+      () => loadBalances(refresh));
     renderBalances(list);
     status.textContent = `updated ${clock(new Date())}`;
   } catch (e) {
     status.className = "error";
-    status.textContent = e.message;
+    status.replaceChildren(bdi(e.message));
   } finally {
     button.disabled = false;
   }
@@ -365,11 +410,11 @@ function renderBalances(list) {
     const card = el("article", { class: `card status-${b.status === "success" ? "ok" : "bad"}`,
       dataset: { provider: b.provider } },
       el("div", { class: "card-head" },
-        el("h3", { text: b.providerName || b.provider }), badge(b.status)),
-      el("div", { class: "muted", text: b.provider }));
+        el("h3", {}, bdi(b.providerName || b.provider)), badge(b.status)),
+      el("div", { class: "muted" }, bdi(b.provider)));
     if (b.balance != null) {
       card.append(el("p", { class: "amount" }, el("span", { class: "balance", text: number(b.balance) }),
-        " ", el("span", { class: "currency", text: b.currency || "" })));
+        " ", el("span", { class: "currency" }, bdi(b.currency || ""))));
     }
     if (b.quota != null || b.usedQuota != null) {
       const quota = el("p", { class: "quota", text: `used ${number(b.usedQuota)} of ${number(b.quota)}` });
@@ -379,8 +424,8 @@ function renderBalances(list) {
       card.append(quota);
     }
     if (b.errorMessage) {
-      card.append(el("p", { class: "error",
-        text: b.errorType ? `${b.errorMessage} [${b.errorType}]` : b.errorMessage }));
+      card.append(el("p", { class: "error" }, bdi(b.errorMessage),
+        ...(b.errorType ? [" [", bdi(b.errorType), "]"] : [])));
     }
     card.append(el("p", { class: "muted small" }, "updated ", age, " ago", b.cached ? " (cached)" : ""),
       chart);
@@ -396,11 +441,12 @@ function renderBalanceAges() {
 
 async function loadHistory(provider, box) {
   try {
-    const points = await api("GET", `/api/balances/history?provider=${enc(provider)}`);
+    const points = await request("GET", `/api/balances/history?provider=${enc(provider)}`, undefined,
+      () => box.isConnected && loadHistory(provider, box));
     box.replaceChildren(points.length ? chart(points, provider)
       : el("p", { class: "muted", text: "No history yet." }));
   } catch (e) {
-    box.replaceChildren(el("p", { class: "error", text: `history: ${e.message}` }));
+    box.replaceChildren(el("p", { class: "error" }, "history: ", bdi(e.message)));
   }
 }
 
@@ -431,7 +477,8 @@ function chart(points, provider) {
   };
   const currency = points[points.length - 1].currency || "";
   const root = svg("svg", { viewBox: `0 0 ${W} ${H}`, class: "history", role: "img" });
-  root.append(svg("title", {}, `balance history of ${provider}${currency ? ` (${currency})` : ""}`));
+  root.append(svg("title", {},
+    `balance history of ${isolated(provider)}${currency ? ` (${isolated(currency)})` : ""}`));
   const axis = { class: "axis" };
   root.append(svg("line", { ...axis, x1: left, y1: top, x2: left, y2: H - bottom }));
   root.append(svg("line", { ...axis, x1: left, y1: H - bottom, x2: W - right, y2: H - bottom }));
@@ -472,6 +519,12 @@ function selectPlugin(id, scroll) {
 
 // ---- config form, generated from the plugin's configSchema
 
+// The field names are the plugin's, and a form's named controls become properties of the form
+// element ("replaceChildren", "onsubmit", ...): #config is a <div>; the <form> made in it for each
+// plugin gets its listener before its controls and is never touched after; the controls carry no
+// name, are found through form.inputs (no prototype); and every object keyed by field names is
+// read with Object.hasOwn and built with own properties only ("__proto__" is a field name too).
+
 let form = null;  // {id, schema, values, inputs: {key: {input, error}}, message, saved}
 
 async function loadConfig(id) {
@@ -484,30 +537,40 @@ async function loadConfig(id) {
   box.replaceChildren(el("p", { class: "muted", text: "loading…" }));
   try {
     const [schema, values] = await Promise.all([
-      api("GET", `/api/plugins/${enc(id)}/schema`), api("GET", `/api/plugins/${enc(id)}/config`)]);
+      request("GET", `/api/plugins/${enc(id)}/schema`, undefined, reloadConfig),
+      request("GET", `/api/plugins/${enc(id)}/config`, undefined, reloadConfig)]);
     if (selected === id) renderConfig(id, schema, values);
   } catch (e) {
-    if (selected === id) box.replaceChildren(el("p", { class: "error", text: e.message }));
+    if (selected === id) box.replaceChildren(el("p", { class: "error" }, bdi(e.message)));
   }
+}
+
+function reloadConfig() {
+  loadConfig(selected);
 }
 
 function shown(value) {
   return typeof value === "string" ? value : JSON.stringify(value);
 }
 
+/** The stored value of ``key`` is set (the config has it, not its prototype, and not as null). */
+function isStored(values, key) {
+  return Object.hasOwn(values, key) && values[key] != null;
+}
+
 function fieldInput(key, field, values) {
-  const has = Object.prototype.hasOwnProperty.call(values, key) && values[key] != null;
+  const has = isStored(values, key);
   const current = has ? values[key] : undefined;
-  const hasDefault = Object.prototype.hasOwnProperty.call(field, "default");
+  const hasDefault = Object.hasOwn(field, "default");
   const id = `cfg-${key}`;
   if (field.secret) {
     // Write-only: never prefilled; left empty, the stored secret is kept.
-    return el("input", { id, name: key, type: "password", autocomplete: "new-password",
+    return el("input", { id, type: "password", autocomplete: "new-password",
       placeholder: has ? "set — leave empty to keep" : "not set" });
   }
   if (Array.isArray(field.enum)) {
-    const select = el("select", { id, name: key });
-    const blank = hasDefault ? `— default (${shown(field.default)}) —` : "— choose —";
+    const select = el("select", { id });
+    const blank = hasDefault ? `— default (${isolated(shown(field.default))}) —` : "— choose —";
     select.append(el("option", { value: "", text: blank }));
     field.enum.forEach((choice, i) => select.append(el("option", { value: String(i), text: shown(choice) })));
     const index = has ? field.enum.findIndex((choice) => choice === current) : -1;
@@ -515,19 +578,19 @@ function fieldInput(key, field, values) {
     return select;
   }
   if (field.type === "boolean") {
-    return el("input", { id, name: key, type: "checkbox",
+    return el("input", { id, type: "checkbox",
       checked: has ? current === true : hasDefault && field.default === true });
   }
-  const placeholder = hasDefault ? `default: ${shown(field.default)}` : "";
+  const placeholder = hasDefault ? `default: ${isolated(shown(field.default))}` : "";
   if (field.type === "number" || field.type === "integer") {
-    return el("input", { id, name: key, type: "number", step: field.type === "integer" ? "1" : "any",
+    return el("input", { id, type: "number", step: field.type === "integer" ? "1" : "any",
       value: has ? String(current) : "", placeholder });
   }
   if (field.type === "object" || field.type === "array") {
-    return el("textarea", { id, name: key, rows: 3, spellcheck: false, placeholder: placeholder || "JSON",
+    return el("textarea", { id, rows: 3, spellcheck: false, placeholder: placeholder || "JSON",
       value: has ? JSON.stringify(current, null, 2) : "" });
   }
-  return el("input", { id, name: key, type: "text", value: has ? shown(current) : "", placeholder });
+  return el("input", { id, type: "text", value: has ? shown(current) : "", placeholder });
 }
 
 function renderConfig(id, schema, values, saved = null) {
@@ -550,27 +613,28 @@ function renderConfig(id, schema, values, saved = null) {
     const input = fieldInput(key, field, values);
     const error = el("span", { class: "field-error", role: "alert" });
     form.inputs[key] = { input, error };
-    const label = el("label", { htmlFor: input.id, text: field.title || key });
+    const label = el("label", { htmlFor: input.id }, bdi(field.title || key));
     if (field.required) label.append(el("span", { class: "required", text: " *", title: "required" }));
     const extra = [];
     if (field.secret) {
-      const isSet = values[key] != null;  // a stored secret comes back as the mask, "********"
+      const isSet = isStored(values, key);  // a stored secret comes back as the mask, "********"
       extra.push(el("span", { class: `secret-state ${isSet ? "is-set" : ""}`, text: isSet ? "set" : "not set" }));
     }
-    if (field.description) extra.push(el("div", { class: "muted small", text: field.description }));
+    if (field.description) extra.push(el("div", { class: "muted small" }, bdi(field.description)));
     fields.push(el("div", { class: "field", dataset: { field: key } },
       label, el("div", { class: "control" }, input, ...extra, error)));
   }
-  box.replaceChildren(...fields, el("div", { class: "form-foot" }, form.submit, form.message), form.saved);
-  box.onsubmit = (event) => {
+  // The listener is added before the controls go in, and nothing is read from the form after.
+  const formNode = el("form", { noValidate: true, autocomplete: "off", onsubmit: (event) => {
     event.preventDefault();
     submitConfig();
-  };
+  } }, ...fields, el("div", { class: "form-foot" }, form.submit, form.message), form.saved);
+  box.replaceChildren(formNode);
   if (saved) {
     form.message.className = "form-msg ok";
     form.message.textContent = "saved";
     for (const [key, value] of Object.entries(saved)) {
-      form.saved.append(el("dt", { text: key }), el("dd", { text: value == null ? "—" : shown(value) }));
+      form.saved.append(el("dt", {}, bdi(key)), el("dd", {}, value == null ? "—" : bdi(shown(value))));
     }
   }
 }
@@ -582,8 +646,8 @@ function collectConfig() {
   const errors = Object.create(null);
   for (const [key, field] of Object.entries(form.schema)) {
     const { input } = form.inputs[key];
-    const stored = form.values[key] != null;
-    const hasDefault = Object.prototype.hasOwnProperty.call(field, "default");
+    const stored = isStored(form.values, key);
+    const hasDefault = Object.hasOwn(field, "default");
     let value = null;
     try {
       value = readInput(input, field);
@@ -649,12 +713,12 @@ const article = (type) => (type === "integer" ? "an integer" : `a ${type}`);
 function showFormErrors(errors, message, bad = true) {
   for (const [key, { input, error }] of Object.entries(form.inputs)) {
     const message = Object.hasOwn(errors, key) ? errors[key] : "";
-    error.textContent = message;
+    error.replaceChildren(...(message ? [bdi(message)] : []));  // empty: hidden by :empty
     input.classList.toggle("invalid", Boolean(message));
     input.setAttribute("aria-invalid", message ? "true" : "false");
   }
   form.message.className = bad ? "form-msg error" : "form-msg";
-  form.message.textContent = message;
+  form.message.replaceChildren(bdi(message));
 }
 
 async function submitConfig() {
@@ -669,14 +733,14 @@ async function submitConfig() {
   showFormErrors({}, "saving…", false);
   current.submit.disabled = true;
   try {
-    const saved = await mutate("PUT", `/api/plugins/${enc(current.id)}/config`, body, submitConfig);
+    const saved = await request("PUT", `/api/plugins/${enc(current.id)}/config`, body, submitConfig);
     if (form === current) renderConfig(current.id, current.schema, saved, saved);
   } catch (e) {
     if (form !== current) return;
     current.submit.disabled = false;
     // "config.region: 'mars' is not one of [...]" (after the plugin's "id: ") names a field.
     const named = /(?:^|:\s)config\.([^:\s]+):\s*(.*)$/s.exec(e.message);
-    if (named && current.inputs[named[1]]) showFormErrors({ [named[1]]: named[2] }, "Not saved.");
+    if (named && current.inputs[named[1]]) showFormErrors(Object.fromEntries([named.slice(1)]), "Not saved.");
     else showFormErrors({}, e.message);
   }
 }
@@ -701,7 +765,7 @@ async function pollLog() {
   const { id, level, generation } = log;
   log.busy = true;
   try {
-    const data = await api("GET",
+    const data = await request("GET",  // after a 401, the next round asks again
       `/api/plugins/${enc(id)}/logs?level=${level}&after=${log.after}&limit=${LOG_LIMIT}`);
     if (generation !== log.generation) return;  // another plugin or level meanwhile
     appendLog(data.entries.filter((entry) => entry.seq > log.after));
@@ -709,7 +773,7 @@ async function pollLog() {
   } catch (e) {
     if (generation !== log.generation) return;
     $("#log-empty").hidden = false;
-    $("#log-empty").textContent = `cannot read the log: ${e.message}`;
+    $("#log-empty").replaceChildren("cannot read the log: ", bdi(e.message));
   } finally {
     if (generation === log.generation) log.busy = false;
   }
@@ -724,8 +788,8 @@ function appendLog(entries) {
     list.append(el("li", { class: `level-${level}`, dataset: { seq: String(entry.seq) } },
       el("span", { class: "time", text: `${clock(when)}.${pad(when.getMilliseconds(), 3)}` }),
       el("span", { class: "level", text: level }),
-      el("span", { class: "source", text: entry.worker || entry.plugin }),
-      el("span", { class: "message", text: entry.message })));
+      el("bdi", { class: "source", text: entry.worker || entry.plugin }),
+      el("bdi", { class: "message", text: entry.message })));
   }
   while (list.children.length > LOG_KEEP) list.firstElementChild.remove();
   const empty = $("#log-empty");

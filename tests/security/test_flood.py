@@ -8,7 +8,7 @@ import gc
 
 import anyio
 import pytest
-from conftest import PluginDir, wait_for
+from conftest import PluginDir
 
 from host import PayloadTooLarge, PluginError, PoolConfig, WorkerCrashed, WorkerLimits
 from host.worker import LIMIT_HOST_CALLS, LIMIT_WRITE_BUFFER, MAX_ERROR_NAME, MAX_ERROR_TEXT
@@ -115,7 +115,8 @@ async def test_unread_host_call_replies_kill_the_worker_and_host_memory_stays_fl
         }
         export function ok() { return "ok"; }
     """)
-    async with make_host(pool=PoolConfig(min_workers=1, max_workers=1)) as h:
+    # heartbeat_timeout: how long replies may wait unread before the worker is killed
+    async with make_host(pool=PoolConfig(min_workers=1, max_workers=1), limits=WorkerLimits(heartbeat_timeout=2)) as h:
         assert await h.call("amp", "ok") == "ok"
         peak = PeakRss()
         async with anyio.create_task_group() as tg:
@@ -189,7 +190,7 @@ async def test_raw_execute_logs_are_capped_by_the_host(flood_entry, make_host):
 
 async def test_a_raw_result_over_max_result_bytes_is_payload_too_large(flood_entry, make_host):
     async with make_host(runtime_entry=flood_entry, limits=WorkerLimits(max_result_bytes=MIB)) as h:
-        with pytest.raises(PayloadTooLarge, match="limits.max_result_bytes"):
+        with pytest.raises(PayloadTooLarge, match=r"limits\.max_result_bytes"):
             await h.call("flood", "bigResult", 2 * MIB)
         assert await h.call("flood", "bigResult", 1000) == "r" * 1000
 

@@ -443,14 +443,14 @@ def redirector() -> Iterator[Redirector]:
 async def test_redirect_to_an_internal_address_is_permission_denied(
     plugin_dir, make_host, redirector, local_server, target, refused
 ):
-    # The plugin may reach the redirector (a local fake of an allowed API, hence
-    # allowPrivateNetwork), whose 302 points at the internal server: Deno checks each hop.
+    # The plugin may reach the redirector (a local fake of an allowed API, hence the operator's
+    # allow_private_network), whose 302 points at the internal server: Deno checks each hop.
     other = local_server.port
     install(plugin_dir, fetch_redirected=declaring(
-        "fetch_redirected", f'{{ net: ["localhost:{redirector.port}"], allowPrivateNetwork: true }}', FETCH))
+        "fetch_redirected", f'{{ net: ["localhost:{redirector.port}"] }}', FETCH))
     target = target.format(other=other)
     url = f"http://localhost:{redirector.port}/?to={urllib.parse.quote(target, safe='')}"
-    async with make_host(pool=ONE) as h:
+    async with make_host(pool=ONE, plugins={"fetch_redirected": {"allow_private_network": True}}) as h:
         await assert_refused(h, "fetch_redirected", "get", url,
                              named=f'Requires net access to "{refused.format(other=other)}"')
     assert len(redirector.requests) == 1  # the first hop happened...

@@ -1,0 +1,124 @@
+"""The grants the operator approved for each plugin (``<state_dir>/approvals.json``, 0600).
+
+A plugin seen for the first time is approved as it declares itself (the operator installed it);
+from then on a version that declares more than was approved (a new host in ``net``, any new
+path, variable or kind) is not loaded until the operator approves it: a plugin that can write
+somewhere cannot widen its own grants, and neither can a change to its code that nobody looked
+at. Approvals are written under a lock, so the CLI and a running server can both record them;
+the server notices the file change at its next rescan."""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import logging
+import os
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import msgspec
+
+from .audit import AuditLog
+from .errors import InvalidConfig
+from .permissions import Permissions, beyond
+from .private_files import write_private
+
+log = logging.getLogger("host.approvals")
+
+FILE = "approvals.json"
+
+
+def declared(raw: Any) -> Permissions:
+    """The grants a manifest's ``permissions`` value declares, as approvals compare them:
+    ``{config.KEY}`` net entries kept as written (the operator's config decides their host),
+    ``allowPrivateNetwork`` left out (only the operator's host.toml grants it)."""
+    perms = Permissions.parse(raw)
+    return msgspec.structs.replace(perms, allow_private_network=False)
+
+
+class ApprovalStore:
+    """Approved grants by plugin id, kept in ``<state_dir>/approvals.json``."""
+
+    def __init__(self, state_dir: Path, audit: AuditLog | None = None) -> None:
+        self.path = Path(state_dir) / FILE
+        self._audit = audit or AuditLog(None)
+        self._approved: dict[str, dict[str, Any]] = {}
+        self._stamp: tuple[int, int] | None = None
+        self.refresh()
+
+    def refresh(self) -> bool:
+        """Read the file again if it changed since the last read; True when it did."""
+        stamp = self._file_stamp()
+        if stamp == self._stamp:
+            return False
+        self._approved = self._read()
+        self._stamp = stamp
+        return True
+
+    def beyond(self, plugin_id: str, asked: Permissions) -> list[str] | None:
+        """What ``asked`` adds to the plugin's approved grants (empty: nothing); None when the
+        plugin has never been approved (seen for the first time)."""
+        entry = self._approved.get(plugin_id)
+        if entry is None:
+            return None
+        return beyond(asked, Permissions.parse(entry.get("permissions")))
+
+    def approve(self, plugin_id: str, asked: Permissions, *, version: str | None, by: str) -> list[str]:
+        """Record ``asked`` (joined with what was approved before) as the plugin's approved
+        grants; audited. Returns what this approval added."""
+        with self._locked():
+            self._approved = self._read()
+            before = self._approved.get(plugin_id)
+            old = Permissions.parse(before.get("permissions")) if before else Permissions()
+            added = beyond(asked, old) if before else [f"{k}: {v}" for k, v in msgspec.to_builtins(asked).items()]
+            merged = Permissions.merge(old, asked) if before else asked
+            self._approved[plugin_id] = {"permissions": msgspec.to_builtins(merged), "version": version,
+                                         "approved_at": round(time.time(), 3), "by": by}
+            write_private(self.path, json.dumps(self._approved, indent=2, sort_keys=True).encode())
+            self._stamp = self._file_stamp()
+        self._audit.record("approve", plugin=plugin_id, version=version, by=by, added=added,
+                           permissions=msgspec.to_builtins(merged))
+        return added
+
+    def _read(self) -> dict[str, dict[str, Any]]:
+        try:
+            text = self.path.read_text()
+        except FileNotFoundError:
+            return {}
+        except OSError as exc:
+            raise InvalidConfig(f"{self.path}: cannot read the approved plugin grants: {exc.strerror or exc}") from None
+        try:
+            data = json.loads(text)
+            if not isinstance(data, dict) or not all(isinstance(v, dict) for v in data.values()):
+                raise ValueError("not an object of {plugin id: approval}")
+            for entry in data.values():
+                Permissions.parse(entry.get("permissions"))
+        except (ValueError, InvalidConfig) as exc:
+            raise InvalidConfig(f"{self.path}: the approved plugin grants are unreadable ({exc}); "
+                                f"restore it from a backup, or remove it to approve every plugin "
+                                f"as it is now at the next start") from None
+        return data
+
+    def _file_stamp(self) -> tuple[int, int] | None:
+        try:
+            st = os.stat(self.path)
+        except OSError:
+            return None
+        return (st.st_mtime_ns, st.st_size)
+
+    @contextmanager
+    def _locked(self) -> Iterator[None]:
+        """One writer at a time across processes (the CLI beside a running server)."""
+        self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        fd = os.open(f"{self.path}.lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            yield
+        finally:
+            os.close(fd)
+
+
+__all__ = ["ApprovalStore", "declared"]

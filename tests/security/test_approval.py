@@ -1,0 +1,127 @@
+"""A plugin version that asks for more than was approved does not run until the operator approves
+it: the running version keeps serving and the plugin shows what waits (issue 14, item 4)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from conftest import fresh_state, run_cli, serve_process, wait_for
+
+from host import InvalidConfig, PermissionDenied, PluginUnavailable, PoolConfig
+from host.audit import read_audit
+from host.config import ReloadConfig
+
+pytestmark = [pytest.mark.anyio, pytest.mark.timeout(60)]
+
+ONE = PoolConfig(min_workers=1, max_workers=1)
+
+
+def version(n: int, perms: str) -> str:
+    return f"""
+export const metadata = {{ id: "grower", name: "grower", version: "1.0.{n}", apiVersion: "1.0",
+  permissions: {perms} }};
+export function which() {{ return {n}; }}
+"""
+
+
+async def test_a_reload_asking_for_more_waits_for_approval_while_the_old_version_serves(
+        plugin_dir, make_host, state_dir):
+    path = plugin_dir.add("grower/mod.js", version(1, '{ net: ["api.example.com"] }'))
+    async with make_host(pool=ONE, state_dir=str(state_dir), reload=ReloadConfig(interval=0.1)) as h:
+        assert await h.call("grower", "which") == 1
+        path.write_text(version(2, '{ net: ["api.example.com", "exfil.example.net"], env: ["HOME"] }'))
+        await wait_for(lambda: h.plugin("grower").pending_approval, timeout=10)
+        info = h.plugin("grower")
+        assert info.state == "running" and info.version == "1.0.1"
+        assert info.pending_approval == ["net: exfil.example.net", "env: HOME"]
+        assert await h.call("grower", "which") == 1  # the approved version keeps serving
+        assert any("waits for approval" in e.message for e in h.logs("grower"))
+        assert await h.approve("grower", by="test") is True
+        assert await h.call("grower", "which") == 2
+        info = h.plugin("grower")
+        assert info.pending_approval == [] and info.version == "1.0.2"
+        assert info.permissions == {"net": ["api.example.com", "exfil.example.net"], "env": ["HOME"]}
+        with pytest.raises(InvalidConfig, match="nothing to approve"):
+            await h.approve("grower")
+        # Asking for less, or for what was approved before, needs no approval.
+        path.write_text(version(3, '{ net: ["api.example.com"] }'))
+        await wait_for(lambda: h.plugin("grower").version == "1.0.3", timeout=10)
+        assert await h.call("grower", "which") == 3
+    approvals = [e for e in read_audit(state_dir / "audit.jsonl") if e["event"] == "approve"]
+    assert [(e["by"], e["added"]) for e in approvals] == [
+        ("first load", ["net: ['api.example.com']"]), ("test", ["net: exfil.example.net", "env: HOME"])]
+    stored = json.loads((state_dir / "approvals.json").read_text())
+    assert stored["grower"]["permissions"]["net"] == ["api.example.com", "exfil.example.net"]
+    assert oct((state_dir / "approvals.json").stat().st_mode & 0o777) == "0o600"
+
+
+async def test_a_version_asking_for_more_at_start_waits_in_pending(plugin_dir, make_host, state_dir):
+    path = plugin_dir.add("grower/mod.js", version(1, "{}"))
+    async with make_host(pool=ONE, state_dir=str(state_dir)) as h:
+        assert await h.call("grower", "which") == 1
+    path.write_text(version(2, '{ read: ["cache"] }'))  # edited while the host was down
+    async with make_host(pool=ONE, state_dir=str(state_dir)) as h:
+        info = h.plugin("grower")
+        assert info.state == "pending" and info.pending_approval == ["read: cache"]
+        assert "approve grower" in info.error and info.workers == []
+        with pytest.raises(PluginUnavailable, match="pending"):
+            await h.call("grower", "which")
+        assert await h.approve("grower") is True
+        assert await h.call("grower", "which") == 2 and h.plugin("grower").state == "running"
+
+
+async def test_a_plugin_that_can_write_cannot_widen_its_own_grants(plugin_dir, make_host, state_dir):
+    # The attack: write: ["."] rewrote the plugin's own manifest to add the host's secret key.
+    plugin_dir.add("climber/mod.js", """
+        export const metadata = { id: "climber", name: "climber", version: "1.0.0", apiVersion: "1.0",
+          permissions: { write: ["."] } };
+        export async function climb(path) {
+          const text = await Deno.readTextFile(path);
+          await Deno.writeTextFile(path, text.replace('write: ["."]', 'write: ["."], env: ["HOME"]'));
+          return "climbed";
+        }
+    """)
+    mod = plugin_dir.root / "climber" / "mod.js"
+    before = mod.read_text()
+    async with make_host(pool=ONE, state_dir=str(state_dir), reload=ReloadConfig(interval=0.1)) as h:
+        with pytest.raises(PermissionDenied, match="Requires write access"):
+            await h.call("climber", "climb", str(mod))
+        assert mod.read_text() == before
+        assert h.plugin("climber").pending_approval == []
+
+
+def test_the_cli_and_the_http_api_approve_what_a_running_server_holds(plugin_dir, tmp_path, shared_state):
+    token = "adm-approve-7c1d"
+    path = plugin_dir.add("grower/mod.js", version(1, "{}"))
+    state = fresh_state(tmp_path, shared_state)
+    with serve_process(tmp_path, "--plugins", str(plugin_dir.root), "--state-dir", str(state),
+                       env={"PLUGIN_HOST_ADMIN_TOKEN": token}) as srv:
+        def which() -> int:
+            status, out = srv.request("POST", "/api/plugins/grower/call/which", {"args": []}, token=token)
+            assert status == 200, out
+            return out["result"]
+
+        def info() -> dict:
+            return srv.request("GET", "/api/plugins/grower", token=token)[1]
+
+        assert which() == 1
+        path.write_text(version(2, '{ net: ["a.example.com"] }'))
+        status, body = srv.request("POST", "/api/plugins/grower/reload", token=token)
+        assert status == 409 and body["error"]["type"] == "ApprovalPending"
+        assert "net: a.example.com" in body["error"]["message"]
+        assert info()["pending_approval"] == ["net: a.example.com"] and which() == 1
+        # the CLI, beside the running server: the server applies it at its next rescan
+        out = run_cli("--plugins", str(plugin_dir.root), "--state-dir", str(state), "approve", "grower",
+                      cwd=tmp_path)
+        assert out.returncode == 0 and "approved net: a.example.com" in out.stdout, out.stderr
+        srv.poll(lambda: True if info()["version"] == "1.0.2" else None, "the approved version serving")
+        assert which() == 2 and info()["pending_approval"] == []
+        # the HTTP API
+        path.write_text(version(3, '{ net: ["a.example.com", "b.example.com"] }'))
+        srv.poll(lambda: True if info()["pending_approval"] == ["net: b.example.com"] else None, "pending")
+        status, body = srv.request("POST", "/api/plugins/grower/approve", token=token)
+        assert status == 200 and body["version"] == "1.0.3" and body["pending_approval"] == []
+        assert srv.request("POST", "/api/plugins/grower/approve")[0] == 401  # the admin token is needed
+    approvals = [e for e in read_audit(state / "audit.jsonl") if e["event"] == "approve"]
+    assert [e["by"] for e in approvals] == ["first load", "cli", "http"]

@@ -1,0 +1,301 @@
+/**
+ * Isolation between the executions of ad-hoc code that share one warm worker (POST /execute).
+ *
+ * Each execution runs as a module in a V8 context of its own (node:vm), with its own globals and
+ * its own intrinsics: code that replaces `Promise.prototype.then` or `Array.prototype.map`
+ * changes its own copies. What it gets from the worker's main realm (fetch, TextEncoder, URL,
+ * Deno, ...) is frozen first, deeply, with the main realm's intrinsics and global bindings
+ * (`harden`), so code that climbs from such a function to the main realm (`fetch.constructor`)
+ * finds nothing it can change there either. Its timers, console, tools and channel handlers are
+ * its own and die with it: an execution that settled can neither observe nor change the next one.
+ * Measured on Deno 2.9 (2-core machine): a context with its module costs ~0.5 ms per execution;
+ * hardening ~20-30 ms once per worker.
+ */
+
+// deno-lint-ignore-file no-explicit-any
+
+/** What the worker's main realm lends every execution, frozen (bindings of the same name). */
+export const LENT = [
+  "fetch", "Request", "Response", "Headers", "FormData", "URL", "URLSearchParams", "URLPattern",
+  "TextEncoder", "TextDecoder", "TextEncoderStream", "TextDecoderStream", "atob", "btoa",
+  "structuredClone", "AbortController", "AbortSignal", "Blob", "File", "ReadableStream",
+  "WritableStream", "TransformStream", "ByteLengthQueuingStrategy", "CountQueuingStrategy",
+  "CompressionStream", "DecompressionStream", "Event", "EventTarget", "CustomEvent", "DOMException",
+  "MessageChannel", "MessagePort", "WebSocket", "performance", "navigator", "Deno", "PluginError",
+  "ErrorTypes",
+] as const;
+
+type Vm = typeof import("node:vm");
+let vm: Vm | undefined;
+
+/** Loads node:vm (only execute workers pay for it). */
+export async function loadVm(): Promise<void> {
+  vm ??= (await import("node:vm")).default as unknown as Vm;
+}
+
+/**
+ * Freeze what executions can reach of the main realm: every intrinsic and every object reachable
+ * from the lent globals (after loading what Deno loads lazily on first use, which would otherwise
+ * fail against frozen objects), and make every global binding read-only, so that code reaching
+ * the main realm can change nothing the runtime or the next execution relies on.
+ */
+export async function harden(): Promise<void> {
+  const g = globalThis as any;
+  // First use of these loads Deno's lazy modules, which define properties as they load.
+  try {
+    await (await g.fetch("data:text/plain,x")).text();
+  } catch {
+    // no network access needed: a data: URL
+  }
+  new g.Response(new g.ReadableStream()).body?.cancel();
+  new g.Request("http://warm.invalid/");
+  new g.Headers();
+  new g.FormData();
+  new g.Blob([]).stream();
+  new g.TextEncoderStream();
+  new g.TextDecoderStream();
+  new g.CompressionStream("gzip");
+  new g.DecompressionStream("gzip");
+  new g.MessageChannel().port1.close();
+  g.AbortSignal.timeout(1);
+  g.structuredClone({ warm: [1] });
+  g.performance.now();
+  void g.navigator.userAgent;
+  await g.crypto.subtle.digest("SHA-256", new Uint8Array(1));
+  clearTimeout(setTimeout(() => {}, 0));
+  tameOverrides();
+  const seen = new WeakSet<object>([globalThis]);
+  const stack: unknown[] = [];
+  for (const key of Reflect.ownKeys(globalThis)) {
+    const d = Reflect.getOwnPropertyDescriptor(globalThis, key)!;
+    if ("value" in d) stack.push(d.value);
+    else if (typeof key === "string" && (LENT as readonly string[]).includes(key)) stack.push(g[key]);
+    else stack.push(d.get, d.set); // lazy globals nobody lends stay unloaded; their accessors freeze
+  }
+  stack.push(Object.getPrototypeOf(globalThis));
+  while (stack.length) {
+    const o = stack.pop();
+    if (o === null || (typeof o !== "object" && typeof o !== "function") || seen.has(o as object)) continue;
+    seen.add(o as object);
+    Object.freeze(o);
+    stack.push(Object.getPrototypeOf(o));
+    for (const key of Reflect.ownKeys(o as object)) {
+      const d = Reflect.getOwnPropertyDescriptor(o as object, key);
+      if (!d) continue;
+      if ("value" in d) stack.push(d.value);
+      else stack.push(d.get, d.set);
+    }
+  }
+  // The global object itself must stay extensible (Deno adds to it at exit), but no binding on
+  // it may be replaced: the runtime looks its globals up by name.
+  for (const key of Reflect.ownKeys(globalThis)) {
+    const d = Reflect.getOwnPropertyDescriptor(globalThis, key)!;
+    if (!d.configurable) continue;
+    if ("value" in d) Object.defineProperty(globalThis, key, { writable: false, configurable: false });
+    else Object.defineProperty(globalThis, key, { configurable: false });
+  }
+}
+
+/**
+ * The "override mistake": once a prototype is frozen, `err.name = "X"` on an instance throws
+ * (the inherited property is read-only), and much code, Deno's and ours, names its errors that
+ * way. As SES does, the properties code commonly overrides become accessors whose setter makes
+ * an own property on the instance (and refuses a change to the prototype itself).
+ */
+function tameOverrides(): void {
+  const g = globalThis as any;
+  const errors = ["Error", "TypeError", "RangeError", "SyntaxError", "ReferenceError", "EvalError",
+    "URIError", "AggregateError"].map((n) => g[n]?.prototype).filter(Boolean);
+  const plan: Array<[object, string[]]> = [
+    [Object.prototype, ["constructor", "hasOwnProperty", "isPrototypeOf", "propertyIsEnumerable",
+      "toLocaleString", "toString", "valueOf"]],
+    [Function.prototype, ["constructor", "bind", "name", "toString", "apply", "call"]],
+    [Array.prototype, ["toString", "constructor"]],
+    [Promise.prototype, ["constructor"]],
+    ...errors.map((proto): [object, string[]] => [proto, ["constructor", "message", "name", "toString"]]),
+  ];
+  for (const [proto, keys] of plan) {
+    for (const key of keys) {
+      const d = Reflect.getOwnPropertyDescriptor(proto, key);
+      if (!d || !("value" in d) || !d.configurable) continue;
+      const value = d.value;
+      Object.defineProperty(proto, key, {
+        get() {
+          return value;
+        },
+        set(this: object, v: unknown) {
+          if (this === proto) throw new TypeError(`Cannot assign to read only property '${key}' of a frozen prototype`);
+          Object.defineProperty(this, key, { value: v, writable: true, enumerable: true, configurable: true });
+        },
+        enumerable: d.enumerable,
+        configurable: false,
+      });
+    }
+  }
+}
+
+const NO_RUN = "throw 0;"; // makes sure a probed module never runs a statement of its own
+
+/**
+ * "line:column" of a syntax error in `code` (V8's compile error in a context carries none): Deno's
+ * own parser reports it when the code is imported as a data: URL, behind a first statement that
+ * throws, so nothing of it runs even if it parses.
+ */
+async function syntaxErrorAt(code: string): Promise<string | undefined> {
+  const bytes = new TextEncoder().encode(NO_RUN + code);
+  let bin = "";
+  for (let i = 0; i < bytes.length; i += 0x8000) bin += String.fromCharCode(...bytes.subarray(i, i + 0x8000));
+  try {
+    await import(`data:application/javascript;base64,${btoa(bin)}`);
+  } catch (e) {
+    const m = /:(\d+):(\d+)\s*$/.exec(String((e as Error)?.message ?? ""));
+    if (m) {
+      const line = Number(m[1]);
+      const column = line === 1 ? Number(m[2]) - NO_RUN.length : Number(m[2]);
+      return `${line}:${column}`;
+    }
+  }
+  return undefined;
+}
+
+/** The constructors of one context, to build values that belong to it. */
+interface Realm {
+  Object: ObjectConstructor;
+  Array: ArrayConstructor;
+  Uint8Array: Uint8ArrayConstructor;
+  Date: DateConstructor;
+  Map: MapConstructor;
+  Set: SetConstructor;
+  Promise: PromiseConstructor;
+  Error: ErrorConstructor;
+}
+
+/** The promise prototypes of live contexts, to tell which execution a rejection belongs to. */
+const owners = new WeakMap<object, { settled: boolean }>();
+
+/** The execution (not yet collected) whose context made `promise`, if any. */
+export function ownerOf(promise: unknown): { settled: boolean } | undefined {
+  if (promise === null || typeof promise !== "object") return undefined;
+  return owners.get(Object.getPrototypeOf(promise));
+}
+
+/** One execution's context: its globals, its timers, and the module it runs. */
+export class Execution {
+  readonly context: object;
+  readonly realm: Realm;
+  #timers = new Set<number>();
+  #intervals = new Set<number>();
+  #disposed = false;
+
+  /**
+   * `owner` is the execution's call state (its `settled` flag is read when a rejection with no
+   * handler comes from this context); `globals` are its own bindings (console, tools, ...);
+   * `onUncaught` receives an error thrown by one of its timers while it has not settled.
+   */
+  constructor(owner: { settled: boolean }, globals: Record<string, unknown>, onUncaught: (e: unknown) => void) {
+    if (!vm) throw new Error("node:vm is not loaded (loadVm)");
+    const sandbox: Record<string, unknown> = Object.create(null);
+    for (const name of LENT) {
+      const value = (globalThis as any)[name];
+      if (value !== undefined) sandbox[name] = value;
+    }
+    const run = (fn: unknown, args: unknown[]): void => {
+      if (this.#disposed || typeof fn !== "function") return;
+      try {
+        fn(...args);
+      } catch (e) {
+        if (!owner.settled) onUncaught(e);
+      }
+    };
+    sandbox.setTimeout = (fn: unknown, ms?: number, ...args: unknown[]): number => {
+      if (this.#disposed) return 0;
+      const id = globalThis.setTimeout(() => {
+        this.#timers.delete(id);
+        run(fn, args);
+      }, ms) as unknown as number;
+      this.#timers.add(id);
+      return id;
+    };
+    sandbox.setInterval = (fn: unknown, ms?: number, ...args: unknown[]): number => {
+      if (this.#disposed) return 0;
+      const id = globalThis.setInterval(() => run(fn, args), ms) as unknown as number;
+      this.#intervals.add(id);
+      return id;
+    };
+    sandbox.clearTimeout = (id?: number): void => {
+      if (id !== undefined && this.#timers.delete(id)) clearTimeout(id);
+    };
+    sandbox.clearInterval = (id?: number): void => {
+      if (id !== undefined && this.#intervals.delete(id)) clearInterval(id);
+    };
+    sandbox.queueMicrotask = (fn: unknown): void => queueMicrotask(() => run(fn, []));
+    Object.assign(sandbox, globals);
+    this.context = vm.createContext(sandbox, { name: "execute" });
+    this.realm = vm.runInContext(
+      "({ Object, Array, Uint8Array, Date, Map, Set, Promise, Error })",
+      this.context,
+    ) as Realm;
+    owners.set(this.realm.Promise.prototype, owner);
+  }
+
+  /** Compile `code` as a module of this context, run its top level, return export `entry`. */
+  async load(code: string, entry: string): Promise<unknown> {
+    let mod;
+    try {
+      mod = new vm!.SourceTextModule(code, {
+        context: this.context,
+        identifier: "<execute>",
+        importModuleDynamically: ((specifier: string) => {
+          throw new TypeError(`execute code cannot import modules (${specifier}); use the tools it is given`);
+        }) as any,
+      });
+    } catch (e) {
+      if (e instanceof SyntaxError || (e as Error)?.name === "SyntaxError") {
+        const where = await syntaxErrorAt(code);
+        if (where) (e as Error).message += ` (at <execute>:${where})`;
+      }
+      throw e;
+    }
+    await mod.link((specifier: string) => {
+      throw new TypeError(`execute code cannot import modules (${specifier}); use the tools it is given`);
+    });
+    await mod.evaluate();
+    return (mod.namespace as Record<string, unknown>)[entry];
+  }
+
+  /** `value` (decoded in the main realm) rebuilt with this context's own constructors. */
+  adopt(value: unknown, depth = 0): unknown {
+    if (value === null || typeof value !== "object" || depth > 128) return value;
+    const r = this.realm;
+    if (Array.isArray(value)) {
+      const out = new r.Array(value.length);
+      for (let i = 0; i < value.length; i++) out[i] = this.adopt(value[i], depth + 1);
+      return out;
+    }
+    if (value instanceof Uint8Array) return new r.Uint8Array(value);
+    if (value instanceof Date) return new r.Date(value.getTime());
+    if (value instanceof Map) {
+      const out = new r.Map();
+      for (const [k, v] of value) out.set(this.adopt(k, depth + 1), this.adopt(v, depth + 1));
+      return out;
+    }
+    const out = new r.Object() as Record<string, unknown>;
+    for (const key of Object.keys(value)) {
+      Object.defineProperty(out, key, {
+        value: this.adopt((value as Record<string, unknown>)[key], depth + 1),
+        writable: true, enumerable: true, configurable: true,
+      });
+    }
+    return out;
+  }
+
+  /** The execution settled: its timers stop, and nothing it left behind runs any more. */
+  dispose(): void {
+    if (this.#disposed) return;
+    this.#disposed = true;
+    for (const id of this.#timers) clearTimeout(id);
+    for (const id of this.#intervals) clearInterval(id);
+    this.#timers.clear();
+    this.#intervals.clear();
+  }
+}
