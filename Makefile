@@ -42,6 +42,7 @@ bench: $(STAMP)
 	$(PY) bench/bench_core.py
 	$(PY) bench/bench_policy.py
 	$(PY) bench/bench_http.py
+	$(PY) bench/bench_isolation.py
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check host tests bench

@@ -55,6 +55,7 @@ min_workers = 2
 max_workers = 4
 """
 
+TOKEN = "bench-admin-token"  # /execute needs the admin token (issue 14): every request sends it
 STARTUP_TIMEOUT = 60.0   # a fresh state dir: the server's first start fills its Deno cache
 STOP_TIMEOUT = 20.0      # SIGTERM → exit (drain grace 10 s by default)
 REQUEST_TIMEOUT = 30.0
@@ -137,7 +138,8 @@ async def serve(tmp: Path, name: str, *, pooled: bool) -> AsyncIterator[Server]:
             "--port", str(port), "--enable-execute", "--config", str(conf)]
     url = f"http://127.0.0.1:{port}"
     with open(log_path, "wb") as log:
-        proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log, stderr=log, cwd=ROOT)
+        proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log, stderr=log, cwd=ROOT,
+                                env={**os.environ, "PLUGIN_HOST_ADMIN_TOKEN": TOKEN})
     try:
         async with aiohttp.ClientSession() as s:
             with anyio.fail_after(STARTUP_TIMEOUT):
@@ -173,7 +175,9 @@ async def load(server: Server, method: str, path: str, body: dict | None, expect
     None: /healthz, only the status)."""
     url = server.url + path
     data = json.dumps(body).encode() if body is not None else None
-    headers = {"Content-Type": "application/json"} if data is not None else {}
+    headers = {"Authorization": f"Bearer {TOKEN}"}
+    if data is not None:
+        headers["Content-Type"] = "application/json"
     out = Load()
     timeout = aiohttp.ClientTimeout(total=REQUEST_TIMEOUT)
     connector = aiohttp.TCPConnector(limit=clients)

@@ -124,6 +124,9 @@ class ExecutePools:
         self._pools: OrderedDict[tuple, Pool] = OrderedDict()
         self._lock = anyio.Lock()
         self._warned: set[tuple] = set()
+        self._sandbox = runtime.sandbox(runtime.data_dir(".execute"))
+        self._none = Permissions()  # what most requests ask for: nothing to judge
+        self._none_key = self._none.key()
 
     def admit(self, permissions: Any, tools: list[str], code: str) -> Permissions:
         """The permission set an execution asking for ``permissions`` and ``tools`` gets, or a
@@ -137,15 +140,19 @@ class ExecutePools:
             raise InvalidConfig(f"unknown tool {unknown[0]!r}; the tools are {', '.join(TOOLS)}")
         if "db" in tools and xc.database is None:
             raise InvalidConfig("the db tool needs a database: set [execute] database (a sqlite file)")
+        if permissions is None or permissions == "none" or permissions == {}:
+            return self._none
         perms = (Permissions.merge(*permissions, where="permissions") if isinstance(permissions, list)
                  else Permissions.parse(permissions))
+        if perms.empty and not perms.allow_private_network:
+            return self._none
         refusal = None
         if extra := beyond(perms, xc.allow):
             refusal = (f"execute permissions ask for {', '.join(extra)}, beyond what the operator allows "
                        f"([execute.allow] in host.toml)")
         else:
             try:
-                perms = self.runtime.sandbox(self.runtime.data_dir(".execute")).resolve(perms)
+                perms = self._sandbox.resolve(perms)
             except InvalidConfig as exc:
                 refusal = exc.message
         findings = [] if self.security.strict == "off" or perms.empty else perms.findings(
@@ -172,7 +179,7 @@ class ExecutePools:
 
     async def pool_for(self, perms: Permissions) -> Pool:
         """The pool of ``perms``, started when first asked for."""
-        key = perms.key()
+        key = self._none_key if perms is self._none else perms.key()
         pool = self._pools.get(key)
         if pool is None or pool.state in ("closing", "closed"):
             async with self._lock:

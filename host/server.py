@@ -117,12 +117,24 @@ class _Names:
     any loopback name on a Unix socket, and ``allowed_hosts`` as written (a reverse proxy's
     public name, with its port unless it is the default one)."""
 
+    _MEMO = 256  # verdicts remembered (clients send few distinct names; a flood of others is judged afresh)
+
     def __init__(self, allowed_hosts: Iterable[str]) -> None:
         self.extra = frozenset(h.lower() for h in allowed_hosts)
+        self._memo: dict[tuple[str, int, Any], bool] = {}
 
     def allow(self, netloc: str | None, default_port: int, local: Any) -> bool:
         if not netloc:
             return False
+        key = (netloc, default_port, local)
+        verdict = self._memo.get(key)
+        if verdict is None:
+            verdict = self._judge(netloc, default_port, local)
+            if len(self._memo) < self._MEMO:
+                self._memo[key] = verdict
+        return verdict
+
+    def _judge(self, netloc: str, default_port: int, local: Any) -> bool:
         if netloc.lower() in self.extra:
             return True
         found = _authority(netloc, default_port)

@@ -12,7 +12,7 @@
  */
 
 import { fetchJson } from "./http.ts";
-import { Execution, harden, loadVm, ownerOf } from "./isolate.ts";
+import { DYNAMIC_IMPORT, type Execution, harden, loadVm, nextExecution, NO_IMPORTS, ownerOf, prepareSpare } from "./isolate.ts";
 import { Decoder, Encoder, EncodingTooLarge } from "./msgpack.ts";
 
 const COOKIE = "PLUGIN_HOST_7f3a9c2e";
@@ -341,7 +341,8 @@ function errorInfo(e: unknown): ErrorInfo {
         const ctor = (e as { constructor?: { name?: unknown } }).constructor?.name;
         if (typeof ctor === "string" && ctor && ctor !== "Error") name = ctor;
       }
-      const { message, refused } = withCauses(e);
+      let { message, refused } = withCauses(e);
+      if (message === DYNAMIC_IMPORT) message = `${NO_IMPORTS} (import())`;
       // fetch reports a sandbox refusal at connect time as TypeError("fetch failed") whose
       // cause says "Requires net access to ...", and a refused import is a TypeError too
       // ("Requires read access to", "--no-remote is specified"): name them as Deno.connect's
@@ -605,12 +606,13 @@ function onExecute(msg: Msg): void {
   if (state.tools.has("db")) globals.db = makeDbTool(state);
   if (state.tools.has("channel")) globals.channel = context.channel;
   try {
-    state.execution = new Execution(state, globals, (e) => fail(state, e));
+    state.execution = nextExecution().claim(state, globals, (e) => fail(state, e));
   } catch (e) {
     fail(state, e);
     return;
   }
   const execution = state.execution;
+  if (limits.harden === 1) prepareSpare();  // the next execution's context, made while idle
   tracker.run(state, invoke, state, async () => {
     let fn;
     try {
