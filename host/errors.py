@@ -138,6 +138,11 @@ class PayloadTooLarge(HostError):
     """A frame, argument or result over the configured maximum size."""
 
 
+class InvalidArguments(HostError):
+    """A call's arguments cannot be sent to a worker (an integer beyond 64 bits, an object of a
+    type MessagePack has no form for, nesting too deep). Nothing was sent."""
+
+
 class InvalidConfig(HostError):
     """A host or plugin configuration value is invalid."""
 

@@ -553,7 +553,7 @@ class PluginHost:
         if cache.applies(fn):
             try:
                 key = cache_key(pid, pool.spec.cache_salt, fn, arglist)
-            except (TypeError, ValueError):
+            except (TypeError, ValueError, OverflowError, RecursionError):
                 key = None  # arguments msgpack cannot encode: the call itself will say why
             if key is not None:
                 return await self._cached(pool, policy, plugin, fn, arglist, key, cache, budget, deadline,

@@ -39,6 +39,7 @@ from .errors import (
     GrantRefused,
     HostClosed,
     HostError,
+    InvalidArguments,
     InvalidConfig,
     PayloadTooLarge,
     PluginNotFound,
@@ -52,7 +53,7 @@ from .plugin_host import PluginHost
 
 _STATUS = {
     PluginNotFound: 404, FunctionNotFound: 404, InvalidConfig: 400, PayloadTooLarge: 413,
-    CallTimeout: 504, PluginUnavailable: 503, HostClosed: 503, GrantRefused: 403,
+    CallTimeout: 504, PluginUnavailable: 503, HostClosed: 503, GrantRefused: 403, InvalidArguments: 400,
 }
 _encoder = msgspec.json.Encoder(enc_hook=json_default)
 log = logging.getLogger("host.server")

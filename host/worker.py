@@ -25,6 +25,7 @@ from .errors import (
     FunctionNotFound,
     HandshakeError,
     HostError,
+    InvalidArguments,
     PayloadTooLarge,
     PermissionDenied,
     PluginError,
@@ -810,6 +811,16 @@ class Worker:
         self, cid: int, msg: p.Message, fn: str, timeout: float, lease: Lease | None, *,
         collect_logs: bool, raise_error: bool = True, tools: frozenset[str] = frozenset(),
     ) -> _Pending:
+        # Encoded before anything is registered: arguments that cannot be sent leave no trace,
+        # and the pool gives the unused reservation back.
+        try:
+            data = p.encode(msg, self.spec.limits.max_frame)
+        except PayloadTooLarge as exc:
+            raise PayloadTooLarge(f"arguments too large: {exc.message}",
+                                  plugin=self.spec.plugin_id, function=fn) from None
+        except (TypeError, ValueError, OverflowError, RecursionError, msgspec.EncodeError) as exc:
+            raise InvalidArguments(f"arguments cannot be sent to the plugin: {exc}",
+                                   plugin=self.spec.plugin_id, function=fn) from None
         if lease is not None:  # the pool's reservation becomes this request
             lease.consume()
         if not self.alive:
@@ -818,12 +829,7 @@ class Worker:
         pending = _Pending(fn, collect_logs, tools)
         self._pending[cid] = pending
         try:
-            await self._send(msg)
-        except PayloadTooLarge as exc:
-            self._pending.pop(cid, None)
-            self._settled()
-            raise PayloadTooLarge(f"arguments too large: {exc.message}",
-                                  plugin=self.spec.plugin_id, function=fn) from None
+            await self._write(data)
         except WorkerCrashed as exc:  # the connection broke before the call went out
             self._pending.pop(cid, None)
             raise exc.undelivered() from None

@@ -121,13 +121,24 @@ async def test_tools_belong_to_the_execution_that_asked_for_them(make_host):
       setTimeout(() => { try { kept.randomUUID(); } catch (e) {} }, 10);
       return [note, typeof kept.randomUUID()];
     };"""
+    redefiner = """
+    export default () => {
+      const spy = { randomUUID: () => "spied-" + (globalThis.seen = (globalThis.seen ?? 0) + 1) };
+      for (const name of ["crypto", "db", "console"]) {
+        try { Object.defineProperty(globalThis, name, { get: () => spy, configurable: true }); } catch {}
+      }
+      return "redefined";
+    };"""
     async with make_host(execute=ONE_WORKER) as h:
         a = await h.execute(keeper, tools=["crypto"])
         b = await h.execute("export default () => [typeof crypto, typeof db, typeof channel]")
         c = await h.execute("export default () => crypto.randomUUID().length", tools=["crypto"])
+        r = await h.execute(redefiner, tools=["crypto"])
+        d = await h.execute("export default () => crypto.randomUUID()", tools=["crypto"])
     assert a.result == ["TypeError", "string"]
     assert b.result == ["undefined", "undefined", "undefined"]
     assert c.result == 36
+    assert r.result == "redefined" and d.ok and not d.result.startswith("spied")  # the real tool, not A's spy
 
 
 async def test_execute_code_cannot_import_modules(make_host):
