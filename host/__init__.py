@@ -23,6 +23,7 @@ from .config import (
 )
 from .config_file import load_config
 from .errors import (
+    ApprovalChanged,
     CallCancelled,
     CallTimeout,
     CircuitOpen,
@@ -57,6 +58,7 @@ from .sync import SyncPluginHost
 __version__ = "0.1.0"
 
 __all__ = [
+    "ApprovalChanged",
     "BalancePoint", "BalanceResult", "BalancesConfig", "BreakerConfig", "CacheConfig", "PolicyConfig", "PolicyStorageError",
     "SecurityConfig", "ServerConfig", "load_config", "RateLimitConfig", "RetryConfig",
     "CallCancelled", "CallTimeout", "EventsConfig", "HealthConfig", "CircuitOpen", "EventReply", "UsageScriptConfig", "CryptoToolConfig", "ExecuteConfig", "ExecuteResult",

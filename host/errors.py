@@ -138,6 +138,11 @@ class PayloadTooLarge(HostError):
     """A frame, argument or result over the configured maximum size."""
 
 
+class ApprovalChanged(HostError):
+    """An approval named grants other than the ones the plugin's waiting version asks for now
+    (its file changed again since the operator looked): nothing was approved; look again."""
+
+
 class InvalidArguments(HostError):
     """A call's arguments cannot be sent to a worker (an integer beyond 64 bits, an object of a
     type MessagePack has no form for, nesting too deep). Nothing was sent."""

@@ -32,6 +32,7 @@ from .db_tool import DbTool
 from .dependencies import resolve
 from .egress import EgressProxy
 from .errors import (
+    ApprovalChanged,
     CallTimeout,
     FunctionNotFound,
     HostClosed,
@@ -346,13 +347,18 @@ class PluginHost:
             record.set_state("pending", f"asks for {', '.join(added)} beyond its approved grants; "
                                         f"approve with `python -m host approve {record.id}`")
 
-    async def approve(self, name: str, *, by: str = "python") -> bool:
+    async def approve(self, name: str, *, by: str = "python", grants: list[str] | None = None) -> bool:
         """Approve the grants the plugin's pending version asks for (audited), then load it.
-        InvalidConfig when nothing waits for approval. True when the plugin serves afterwards."""
+        ``grants``: the ones the operator was shown; if what waits differs now, ApprovalChanged
+        and nothing is approved. InvalidConfig when nothing waits for approval. True when the
+        plugin serves afterwards."""
         record = self._record(name)
         if record.pending_manifest is None:
             raise InvalidConfig("nothing to approve: the plugin asks for no grant beyond its approved ones",
                                 plugin=record.id)
+        if grants is not None and sorted(grants) != sorted(record.pending):
+            raise ApprovalChanged(f"the waiting version now asks for {', '.join(record.pending)}, not "
+                                  f"{', '.join(grants) or 'nothing'}: look again before approving", plugin=record.id)
         assert self._approvals is not None
         manifest = record.pending_manifest
         self._approvals.approve(record.id, declared(manifest.permissions), version=manifest.version, by=by)

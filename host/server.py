@@ -34,6 +34,7 @@ from aiohttp import web
 
 from .dashboard import add_routes as add_dashboard_routes
 from .errors import (
+    ApprovalChanged,
     CallTimeout,
     FunctionNotFound,
     GrantRefused,
@@ -54,6 +55,7 @@ from .plugin_host import PluginHost
 _STATUS = {
     PluginNotFound: 404, FunctionNotFound: 404, InvalidConfig: 400, PayloadTooLarge: 413,
     CallTimeout: 504, PluginUnavailable: 503, HostClosed: 503, GrantRefused: 403, InvalidArguments: 400,
+    ApprovalChanged: 409,
 }
 _encoder = msgspec.json.Encoder(enc_hook=json_default)
 log = logging.getLogger("host.server")
@@ -309,7 +311,11 @@ def create_app(host: PluginHost, *, admin_token: str | None = None, read_token: 
                                   f"grants; the old version keeps serving until POST /api/plugins/{info.id}/approve")
                 return _error(409, "ReloadFailed", f"{info.reload_error or info.error}; the old version keeps serving")
         elif action == "approve":
-            await host.approve(pid, by="http")
+            body = await _body(request) if request.can_read_body else {}
+            grants = body.get("grants") if isinstance(body, dict) else None
+            if grants is not None and not (isinstance(grants, list) and all(isinstance(g, str) for g in grants)):
+                return _error(400, "BadRequest", 'body must be {"grants": ["kind: entry", ...]} or empty')
+            await host.approve(pid, by="http", grants=grants)
         elif action == "enable":
             await host.enable(pid)
         else:

@@ -1,7 +1,8 @@
 """The dashboard served by ``python -m host serve`` at ``/``, driven end to end in real headless
 Chromium (Debian's /usr/bin/chromium through Playwright, nothing downloaded): plugins and
-their controls, balances with their history chart, config forms generated from configSchema,
-the log view, and the admin token. Screenshots go to tests/artifacts/dashboard/."""
+their controls, approving a version that asks for more grants, balances with their history chart,
+config forms generated from configSchema, the log view, and the admin token. Screenshots go to
+tests/artifacts/dashboard/."""
 
 from __future__ import annotations
 
@@ -18,7 +19,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 import pytest
-from conftest import CALC, PluginDir, ServeProcess, descendants, serve_process
+from conftest import CALC, PluginDir, ServeProcess, descendants, run_cli, serve_process
 from playwright.sync_api import Browser, Locator, Page, Playwright, Request, expect, sync_playwright
 
 REPO = Path(__file__).resolve().parents[1]
@@ -31,6 +32,8 @@ TOKEN = "adm-dash-5e8c1f7a"
 READ_TOKEN = "read-dash-0c4d93b6"
 SECRET = "sk-live-dash-9b2e4d"
 DASHBOARD_FILES = ("index.html", "app.js", "style.css")
+BADGE_STATES = ("running", "degraded", "error", "disabled", "stopped", "discovered", "loaded", "closed", "open",
+                "half_open", "success", "timeout", "starting", "ready", "stopping", "crashed")  # app.js BADGES
 
 VAULT = """
 export const metadata = {
@@ -75,6 +78,15 @@ export function f() {{ return 1; }}
 """
 BROKEN = """
 throw new Error("<script>window.pwned=2</script> broke at load");
+"""
+
+
+def grower(n: int, *hosts: str) -> str:
+    """Version 1.0.``n`` of the "grower" plugin, asking for ``hosts``; ``which()`` answers ``n``."""
+    return f"""
+export const metadata = {{ id: "grower", name: "Grower", version: "1.0.{n}", apiVersion: "1.0",
+  permissions: {{ net: {list(hosts)!r} }} }};
+export function which() {{ return {n}; }}
 """
 
 
@@ -426,6 +438,97 @@ def test_with_a_read_token_a_restart_asks_for_the_admin_token_then_works(page, p
     expect(page.locator("#login-message")).to_contain_text("needs the admin token")
     expect(calc.locator(".action-msg")).to_have_text("admin token required")
     assert TOKEN not in srv.log() and READ_TOKEN not in srv.log()
+
+
+@pytest.mark.timeout(120)
+def test_a_version_asking_for_a_new_host_waits_while_the_old_serves_until_approve_applies_it(
+        page, plugin_dir, serve):
+    path = plugin_dir.add("grower.js", grower(1, "api.example.com"))
+    srv = serve(env={"PLUGIN_HOST_ADMIN_TOKEN": TOKEN, "PLUGIN_HOST_READ_TOKEN": READ_TOKEN})
+
+    def which() -> int:
+        status, out = srv.request("POST", "/api/plugins/grower/call/which", {"args": []}, token=TOKEN)
+        assert status == 200, out
+        return out["result"]
+
+    approvals: list[Request] = []
+    page.on("request", lambda r: approvals.append(r) if r.url.endswith("/approve") else None)
+    page.goto(srv.base + "/")
+    login = page.locator("#login")
+    page.fill("#token", READ_TOKEN)  # reading needs a token: the read token does
+    login.get_by_role("button", name="Use token", exact=True).click()
+    old = row(page, "grower@1.0.1")
+    state = old.locator("td").nth(1)
+    approve = old.get_by_role("button", name="approve", exact=True)
+    expect(state).to_have_text("running")
+    expect(approve).to_be_hidden()  # nothing waits
+    assert which() == 1
+
+    path.write_text(grower(2, "api.example.com", "exfil.example.net"))  # seen by the next rescan (1 s)
+    expect(old.locator(".grants li")).to_have_text(["net: exfil.example.net"])
+    expect(state.locator(".badge")).to_have_text(["running", "pending approval"])
+    expect(old.locator("td.version")).to_have_text("1.0.1")
+    assert which() == 1  # the approved version keeps serving
+    assert old.locator(".grants bdi").count() == 1  # the plugin's text, isolated
+    expect(approve).to_be_visible()
+    shot(page, "approval_pending")
+
+    approve.click()  # the read token may not approve: the admin token is asked for, then the click retried
+    expect(login).to_be_visible()
+    expect(page.locator("#login-message")).to_contain_text("needs the admin token")
+    expect(old.locator(".action-msg")).to_have_text("admin token required")
+    assert which() == 1
+    page.fill("#token", TOKEN)
+    login.get_by_role("button", name="Use token", exact=True).click()
+    expect(login).to_be_hidden()
+
+    new = row(page, "grower@1.0.2")  # the next poll shows the approved version in a row of its own
+    expect(new.locator("td.version")).to_have_text("1.0.2")
+    expect(new.locator("td").nth(1)).to_have_text("running")
+    expect(new.locator(".grants")).to_have_count(0)
+    expect(new.get_by_role("button", name="approve", exact=True)).to_be_hidden()
+    expect(page.locator('#plugins tr[data-plugin^="grower"]')).to_have_count(1)
+    assert which() == 2
+    status, info = srv.request("GET", "/api/plugins/grower", token=TOKEN)
+    assert status == 200 and info["version"] == "1.0.2" and info["pending_approval"] == []
+    assert [(r.method, r.header_value("authorization"), r.response().status) for r in approvals] == [
+        ("POST", f"Bearer {READ_TOKEN}", 401), ("POST", f"Bearer {TOKEN}", 200)]
+
+
+@pytest.mark.timeout(120)
+def test_a_plugin_widened_while_the_host_was_down_shows_pending_until_approved(
+        page, plugin_dir, serve, state_dir, tmp_path):
+    path = plugin_dir.add("grower.js", grower(1))
+    first = run_cli("--plugins", str(plugin_dir.root), "--state-dir", str(state_dir), "call", "grower", "which",
+                    cwd=tmp_path)  # loaded once: approved as it is
+    assert first.returncode == 0 and first.stdout.strip() == "1", first.stdout + first.stderr
+    path.write_text(grower(2, "exfil.example.net"))
+    srv = serve()
+    open_dashboard(page, srv)
+    waiting = row(page, "grower@1.0.2")
+    state = waiting.locator("td").nth(1)
+    expect(state.locator(".badge")).to_have_text(["pending"])  # the state says it: no second badge
+    expect(waiting.locator(".grants li")).to_have_text(["net: exfil.example.net"])
+    expect(waiting.locator(".error")).to_contain_text("beyond its approved grants")
+    expect(waiting.locator(".pid")).to_have_count(0)  # no worker runs it
+    # a colour of its own: not the plain badge's ("plain"), nor any other state's
+    colours = page.evaluate("""(states) => Object.fromEntries(states.map((state) => {
+      const b = document.body.appendChild(document.createElement("span"));
+      b.className = `badge is-${state}`;
+      const colour = getComputedStyle(b).backgroundColor;
+      b.remove();
+      return [state, colour];
+    }))""", ["pending", "plain", *BADGE_STATES])
+    assert list(colours.values()).count(colours["pending"]) == 1, colours
+    assert srv.request("POST", "/api/plugins/grower/call/which", {"args": []})[0] == 503
+    shot(page, "approval_pending_state")
+
+    waiting.get_by_role("button", name="approve", exact=True).click()
+    expect(waiting.locator(".action-msg")).to_have_text("approved")
+    expect(state).to_have_text("running")
+    expect(waiting.locator(".grants")).to_have_count(0)
+    expect(waiting.get_by_role("button", name="approve", exact=True)).to_be_hidden()
+    assert srv.request("POST", "/api/plugins/grower/call/which", {"args": []})[1]["result"] == 2
 
 
 @pytest.mark.timeout(60)

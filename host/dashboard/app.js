@@ -15,7 +15,7 @@ const LEVELS = ["debug", "info", "warning", "error"];
 const BADGES = new Set([        // states that have a colour; any other text gets a plain badge
   "running", "degraded", "error", "disabled", "stopped", "discovered", "loaded",
   "closed", "open", "half_open", "success", "timeout",
-  "starting", "ready", "stopping", "crashed",
+  "starting", "ready", "stopping", "crashed", "pending",
 ]);
 
 const $ = (selector) => document.querySelector(selector);
@@ -228,17 +228,41 @@ function setupAuth() {
 const rows = new Map();    // "id@version" -> the row's nodes and state
 let selected = null;       // the plugin id shown in the config and log panels
 
+// "approve" last: it appears only while a version waits, and must not shift the buttons that
+// are always there (a click meant for restart must never land on it).
 const ACTIONS = {
   restart: ["restarting…", "restarted"],
   reload: ["reloading…", "reloaded"],
   enable: ["enabling…", "enabled"],
   disable: ["disabling…", "disabled"],
+  approve: ["approving…", "approved"],
 };
 
-function actionAllowed(action, state) {
+/** The grants a newer version of the plugin asks for beyond its approved ones (none: []). */
+function waitingGrants(info) {
+  return Array.isArray(info.pending_approval) ? info.pending_approval : [];
+}
+
+function actionAllowed(action, info) {
+  const state = info.state;
   if (action === "enable") return state === "disabled" || state === "error" || state === "stopped";
   if (action === "disable") return state !== "disabled";
+  if (action === "approve") return waitingGrants(info).length !== 0;
   return true;
+}
+
+/** The state's badge and, while a version waits for approval, what it asks for: each grant is
+ * the plugin's text (a net host, an env name), so each is a bdi of its own. */
+function stateCell(info) {
+  const grants = waitingGrants(info);
+  const parts = [badge(info.state)];
+  if (!grants.length) return parts;
+  if (info.state !== "pending") {
+    parts.push(" ", el("span", { class: "badge is-pending", text: "pending approval" }));
+  }
+  parts.push(el("div", { class: "grants" }, el("span", { class: "muted", text: "asks for" }),
+    el("ul", {}, ...grants.map((grant) => el("li", {}, bdi(grant))))));
+  return parts;
 }
 
 function makeRow(key) {
@@ -259,6 +283,9 @@ function makeRow(key) {
   for (const action of Object.keys(ACTIONS)) {
     row.buttons[action] = el("button", { type: "button", text: action, dataset: { action },
       onclick: () => runAction(row, action) });
+    if (action === "approve") {
+      row.buttons[action].title = "grant what the waiting version asks for (listed under its state)";
+    }
     actions.append(row.buttons[action]);
   }
   row.tr = el("tr", { dataset: { plugin: key } },
@@ -291,7 +318,7 @@ function updateRow(row, info, target) {
   if (info.error) problem.push(bdi(info.error));
   if (info.reload_error) problem.push(problem.length ? " · reload failed: " : "reload failed: ", bdi(info.reload_error));
   row.error.replaceChildren(...problem);
-  row.state.replaceChildren(badge(info.state));
+  row.state.replaceChildren(...stateCell(info));
   row.version.replaceChildren(info.version == null ? "—" : bdi(info.version));
   row.workers.replaceChildren(workerList(info.workers || []));
   row.p50.textContent = info.latency_p50_ms == null ? "—" : `${info.latency_p50_ms.toFixed(1)} ms`;
@@ -300,8 +327,10 @@ function updateRow(row, info, target) {
   row.restarts.textContent = String(info.restarts);
   row.restarts.title = `${info.crashes} crashes, ${info.timeouts} timeouts`;
   for (const [action, button] of Object.entries(row.buttons)) {
-    button.disabled = row.busy || !actionAllowed(action, info.state);
+    button.disabled = row.busy || !actionAllowed(action, info);
   }
+  const grants = waitingGrants(info);
+  row.buttons.approve.hidden = !grants.length;  // there only while a version waits
 }
 
 /** The table from one GET /api/plugins; ``asked`` is when that request started: a row that an
@@ -342,7 +371,9 @@ async function runAction(row, action) {
   row.message.textContent = doing;
   updateRow(row, row.info, row.target);
   try {
-    const info = await request("POST", `/api/plugins/${enc(row.target)}/${action}`, undefined,
+    // approve names the grants the operator saw: the server refuses if what waits has changed since
+    const body = action === "approve" ? { grants: waitingGrants(row.info) } : undefined;
+    const info = await request("POST", `/api/plugins/${enc(row.target)}/${action}`, body,
       () => runAction(row, action));
     row.busy = false;
     row.answeredAt = performance.now();

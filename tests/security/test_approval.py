@@ -8,7 +8,7 @@ import json
 import pytest
 from conftest import fresh_state, run_cli, serve_process, wait_for
 
-from host import InvalidConfig, PermissionDenied, PluginUnavailable, PoolConfig
+from host import ApprovalChanged, InvalidConfig, PermissionDenied, PluginUnavailable, PoolConfig
 from host.audit import read_audit
 from host.config import ReloadConfig
 
@@ -125,3 +125,18 @@ def test_the_cli_and_the_http_api_approve_what_a_running_server_holds(plugin_dir
         assert srv.request("POST", "/api/plugins/grower/approve")[0] == 401  # the admin token is needed
     approvals = [e for e in read_audit(state / "audit.jsonl") if e["event"] == "approve"]
     assert [e["by"] for e in approvals] == ["first load", "cli", "http"]
+
+
+async def test_an_approval_naming_other_grants_than_what_waits_now_approves_nothing(
+        plugin_dir, make_host, state_dir):
+    path = plugin_dir.add("grower/mod.js", version(1, "{}"))
+    async with make_host(pool=ONE, state_dir=str(state_dir), reload=ReloadConfig(interval=0.1)) as h:
+        path.write_text(version(2, '{ net: ["a.example.com"] }'))
+        await wait_for(lambda: h.plugin("grower").pending_approval == ["net: a.example.com"], timeout=10)
+        path.write_text(version(3, '{ net: ["a.example.com", "b.example.com"] }'))  # after the operator looked
+        await wait_for(lambda: len(h.plugin("grower").pending_approval) == 2, timeout=10)
+        with pytest.raises(ApprovalChanged, match="now asks for net: a.example.com, net: b.example.com"):
+            await h.approve("grower", grants=["net: a.example.com"])
+        assert h.plugin("grower").version == "1.0.1" and await h.call("grower", "which") == 1
+        assert await h.approve("grower", grants=["net: b.example.com", "net: a.example.com"]) is True
+        assert await h.call("grower", "which") == 3
