@@ -143,6 +143,18 @@ class ApprovalChanged(HostError):
     (its file changed again since the operator looked): nothing was approved; look again."""
 
 
+MAX_TIMEOUT = 7 * 24 * 3600.0  # seconds: the longest deadline a call or an execution may ask for
+
+
+def check_timeout(timeout: object, *, what: str = "timeout") -> float:
+    """``timeout`` in seconds as a float: InvalidConfig unless a number above 0 and at most
+    MAX_TIMEOUT (an infinite or huge one would overflow the clocks it is added to)."""
+    if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not 0 < timeout <= MAX_TIMEOUT:
+        raise InvalidConfig(f"{what} must be a number of seconds above 0 and at most {MAX_TIMEOUT:g}, "
+                            f"got {timeout!r}")
+    return float(timeout)
+
+
 class InvalidArguments(HostError):
     """A call's arguments cannot be sent to a worker (an integer beyond 64 bits, an object of a
     type MessagePack has no form for, nesting too deep). Nothing was sent."""

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import math
 import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
@@ -15,7 +14,15 @@ import anyio
 import msgspec
 
 from .config import TOOLS, ExecuteConfig, PoolConfig, SecurityConfig, WorkerLimits
-from .errors import CallTimeout, GrantRefused, HostClosed, InvalidConfig, PayloadTooLarge, WorkerCrashed
+from .errors import (
+    CallTimeout,
+    GrantRefused,
+    HostClosed,
+    InvalidConfig,
+    PayloadTooLarge,
+    WorkerCrashed,
+    check_timeout,
+)
 from .permissions import Permissions, beyond
 from .pool import Pool
 from .runtime import Runtime
@@ -172,10 +179,7 @@ class ExecutePools:
 
     def budget(self, timeout: float | None) -> float:
         """The execution's timeout in seconds (InvalidConfig unless a positive finite number)."""
-        budget = self.config.timeout if timeout is None else timeout
-        if isinstance(budget, bool) or not isinstance(budget, (int, float)) or not 0 < budget < math.inf:
-            raise InvalidConfig(f"timeout must be a positive number of seconds, got {timeout!r}")
-        return float(budget)
+        return self.config.timeout if timeout is None else check_timeout(timeout)
 
     async def pool_for(self, perms: Permissions) -> Pool:
         """The pool of ``perms``, started when first asked for."""

@@ -42,6 +42,7 @@ from .errors import (
     PluginNotFound,
     PluginUnavailable,
     RateLimited,
+    check_timeout,
 )
 from .execute import EXECUTE_EGRESS, ExecutePools, ExecuteResult, run_with_deadline
 from .info import EventReply, PluginInfo, plugin_info
@@ -553,7 +554,7 @@ class PluginHost:
         pool = self._pool(plugin)
         pid = pool.plugin_id
         policy = self._policy(pid)
-        budget = pool.spec.limits.call_timeout if timeout is None else timeout
+        budget = pool.spec.limits.call_timeout if timeout is None else check_timeout(timeout)
         deadline = time.monotonic() + budget
         cache = self.config.cache_for(pid)
         if cache.applies(fn):

@@ -61,13 +61,17 @@ def retry_after_of(exc: BaseException) -> float | None:
 def is_service_failure(exc: BaseException) -> bool:
     """Whether a failed call counts against the plugin's breaker: a classified PluginError (one
     with an ``error_type``, AUTH_ERROR included: a bad key fails every call, and hammering an
-    upstream with it may lock the account), timeouts, crashes and garbled frames. Unclassified
-    throws (a TypeError, ``throw 404``) and sandbox refusals do not count: they are bugs or
-    bad input that one caller can trigger at will, not an outage. Neither do caller mistakes
-    (FunctionNotFound, InvalidConfig, PayloadTooLarge), refusals by the host or cancellation."""
+    upstream with it may lock the account), timeouts and garbled frames. Unclassified throws (a
+    TypeError, ``throw 404``) and sandbox refusals do not count: they are bugs or bad input
+    that one caller can trigger at will, not an outage. Neither do caller mistakes
+    (FunctionNotFound, InvalidConfig, PayloadTooLarge), refusals by the host or cancellation.
+    Nor does a worker that crashed: that is the pool's business (restarts with backoff, and
+    its crash-loop detector puts the plugin in `error`); counted here too, five crashes opened
+    the circuit within a second and it then refused every call for 30 s although the pool had
+    already recovered (tests/test_policy.py measures both)."""
     if isinstance(exc, PluginError):
         return exc.error_type is not None and not isinstance(exc, PermissionDenied)
-    return isinstance(exc, (CallTimeout, WorkerCrashed, ProtocolError))
+    return isinstance(exc, (CallTimeout, ProtocolError))
 
 
 # ---------------------------------------------------------------------- circuit breaker

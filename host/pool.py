@@ -253,7 +253,7 @@ class Pool:
         if self.state not in ("running", "starting") or self._tg is None:
             return
         cfg = self.config
-        active = sum(1 for w in self.workers if not w.retiring) + self._starting
+        active = sum(1 for w in self.workers if not w.retiring and not w.unresponsive) + self._starting
         need = cfg.min_workers - active
         waiting = len(self._waiters) - self._starting * cfg.max_inflight
         if waiting > 0:
@@ -291,7 +291,7 @@ class Pool:
         best: Worker | None = None
         limit = self.config.max_inflight
         for w in self.workers:
-            if w.retiring or w.state != "ready":
+            if w.retiring or w.state != "ready" or w.unresponsive:
                 continue
             load = w.load
             if load < limit and (best is None or load < best.load):
@@ -312,7 +312,7 @@ class Pool:
                 worker.exit_reason = worker.exit_reason or "retired"
                 self._tg.start_soon(worker.shutdown)
             return
-        while worker.state == "ready" and worker.load < self.config.max_inflight:
+        while worker.state == "ready" and not worker.unresponsive and worker.load < self.config.max_inflight:
             waiter = self._waiters.pop()
             if waiter is None:
                 break

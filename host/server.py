@@ -20,7 +20,6 @@ import hmac
 import ipaddress
 import json
 import logging
-import math
 import os
 import socket
 import stat
@@ -34,6 +33,7 @@ from aiohttp import web
 
 from .dashboard import add_routes as add_dashboard_routes
 from .errors import (
+    MAX_TIMEOUT,
     ApprovalChanged,
     CallTimeout,
     FunctionNotFound,
@@ -76,12 +76,13 @@ def _host_error(exc: HostError) -> web.Response:
 
 
 async def _body(request: web.Request) -> Any:
+    raw = await request.read()
     try:
-        raw = await request.read()
         return json.loads(raw) if raw else {}
-    except ValueError as exc:  # (HTTPRequestEntityTooLarge is no ValueError: it passes on)
+    except (ValueError, RecursionError) as exc:  # (HTTPRequestEntityTooLarge passes on)
+        why = f"nested deeper than Python's JSON decoder allows ({exc})" if isinstance(exc, RecursionError) else exc
         raise web.HTTPBadRequest(
-            text=json.dumps({"error": {"type": "BadRequest", "message": f"invalid JSON: {exc}"}}),
+            text=json.dumps({"error": {"type": "BadRequest", "message": f"invalid JSON: {why}"}}),
             content_type="application/json",
         ) from None
 
@@ -186,9 +187,10 @@ def _flag(request: web.Request, name: str) -> bool:
     return request.query.get(name, "") in ("1", "true")
 
 
-def _positive(x: Any) -> bool:
-    """A finite number above zero (a timeout of 0 or less would kill the worker it reached)."""
-    return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x) and x > 0
+def _positive(x: Any, scale: float = 1.0) -> bool:
+    """A number above zero and at most MAX_TIMEOUT once divided by ``scale`` (a timeout of 0 or
+    less would kill the worker it reached; 1e308 would overflow the clock it is added to)."""
+    return isinstance(x, (int, float)) and not isinstance(x, bool) and 0 < x / scale <= MAX_TIMEOUT
 
 
 def create_app(host: PluginHost, *, admin_token: str | None = None, read_token: str | None = None,
@@ -280,7 +282,7 @@ def create_app(host: PluginHost, *, admin_token: str | None = None, read_token: 
                 isinstance(tools, list) and all(isinstance(t, str) for t in tools)):
             return _error(400, "BadRequest", "entry must be a string and tools a list of strings")
         timeout_ms = body.get("timeout")
-        if timeout_ms is not None and not _positive(timeout_ms):
+        if timeout_ms is not None and not _positive(timeout_ms, 1000):
             return _error(400, "BadRequest", "timeout must be a positive number of milliseconds")
         try:
             out = await host.execute(

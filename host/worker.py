@@ -194,6 +194,7 @@ class Worker:
         self.exit_reason: str | None = None
         self.exit_error: HostError | None = None
         self.retiring = False
+        self.unresponsive = False    # busy and silent past heartbeat_timeout: gets no new call
         self._on_log = on_log
         self._on_slot_free = on_slot_free
         self._host_call = host_call
@@ -781,9 +782,19 @@ class Worker:
         seq = 0
         while True:
             await anyio.sleep(lim.heartbeat_interval)
-            if not self._pending and time.monotonic() - self.last_seen > lim.heartbeat_timeout:
+            silent = time.monotonic() - self.last_seen > lim.heartbeat_timeout
+            if silent and not self._pending:
                 self.kill("heartbeat")
                 return
+            # A busy worker may be computing (its calls' deadlines judge that) or stopped
+            # (SIGSTOP): either way it takes no new call until it answers again.
+            if silent != self.unresponsive:
+                self.unresponsive = silent
+                self._lifecycle(logging.WARNING if silent else logging.INFO,
+                                "no heartbeat answer while busy: no new calls until it answers" if silent
+                                else "answers again")
+                if not silent and self._on_slot_free is not None:
+                    self._on_slot_free(self)
             seq += 1
             await self._send_quietly(p.Ping(seq=seq))
 

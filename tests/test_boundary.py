@@ -31,3 +31,26 @@ async def test_over_http_an_unsendable_integer_is_400_and_the_plugin_keeps_servi
                 assert r.status == 400 and (await r.json())["error"]["type"] == "InvalidArguments"
         async with session.post("/api/plugins/calc/call/add", json={"args": [1, 2]}) as r:
             assert r.status == 200 and (await r.json())["result"] == 3
+
+
+@pytest.mark.parametrize("anyio_backend", ["asyncio"])  # aiohttp
+async def test_a_huge_timeout_or_json_nested_too_deep_is_400_json(calc, make_host):
+    async with make_host(pool=ONE, execute={"min_workers": 0}) as h, served(h, enable_execute=True) as (_, session):
+        for path, body in (("/api/plugins/calc/call/add", b'{"args": [1, 2], "timeout": 1e308}'),
+                           ("/execute", b'{"code": "export default () => 1", "timeout": 1e308}'),
+                           ("/api/plugins/calc/call/add", b'{"args": ' + b"[" * 5000 + b"]" * 5000 + b"}")):
+            async with session.post(path, data=body, headers={"Content-Type": "application/json"}) as r:
+                assert r.status == 400 and r.content_type == "application/json", await r.text()
+                assert (await r.json())["error"]["type"] == "BadRequest"
+        async with session.post("/api/plugins/calc/call/add", json={"args": [1, 2]}) as r:
+            assert (await r.json())["result"] == 3
+
+
+async def test_the_library_refuses_a_timeout_it_cannot_keep(calc, make_host):
+    from host import InvalidConfig
+
+    async with make_host(pool=ONE) as h:
+        for bad in (1e308, float("inf"), 0, -1, "3"):
+            with pytest.raises(InvalidConfig, match="timeout must be a number of seconds"):
+                await h.call("calc", "add", 1, 2, timeout=bad)
+        assert await h.call("calc", "add", 1, 2, timeout=5) == 3

@@ -399,7 +399,7 @@ def test_disabled_breaker_never_opens():
 
 def test_which_failures_count_and_retry_after_convention():
     assert is_service_failure(PluginError("x", error_type="AUTH_ERROR"))
-    assert is_service_failure(WorkerCrashed("gone"))
+    assert not is_service_failure(WorkerCrashed("gone"))  # the pool's crash-loop detector judges crashes
     assert not is_service_failure(PluginError("null.foo", name="TypeError"))  # unclassified
     assert not is_service_failure(FunctionNotFound("nope"))
     assert not is_service_failure(InvalidConfig("bad"))
@@ -415,3 +415,18 @@ def test_sync_host_sets_a_policy(flaky, shared_state):
         h.set_policy("flaky", retry=FAST_RETRY)
         assert h.call("flaky", "failTimes", 1, "NETWORK_ERROR") == 2
         assert next(i for i in h.plugins() if i.id == "flaky").retries == 1
+
+
+async def test_worker_crashes_leave_the_breaker_closed_and_the_recovered_pool_serves(plugin_dir, make_host):
+    # Measured before this change, with the default breaker: five worker crashes in a row opened
+    # the circuit in about a second, and it then refused every call for 30 s though the pool
+    # had already replaced the worker. Crashes are the crash-loop detector's to judge.
+    from host import WorkerCrashed
+
+    plugin_dir.add("dies.js", "export function die() { Deno.exit(3); }\nexport function ok() { return 'ok'; }\n")
+    async with make_host(pool=PoolConfig(min_workers=1, max_workers=1, crash_loop_threshold=50)) as h:
+        for _ in range(6):
+            with pytest.raises(WorkerCrashed):
+                await h.call("dies", "die")
+        assert h.plugin("dies").circuit == "closed"
+        assert await h.call("dies", "ok") == "ok"

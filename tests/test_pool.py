@@ -254,3 +254,26 @@ async def test_socket_directory_is_private_and_removed_on_close(calc, make_host)
         assert await h.call("calc", "add", 1, 2) == 3
         assert not [p for p in os.listdir(run_dir) if p.endswith(".sock")]  # unlinked after accept
     assert not os.path.exists(run_dir)
+
+
+async def test_a_stopped_worker_with_a_call_pending_gets_no_new_call(calc, make_host):
+    # SIGSTOP: it answers no ping. Its own call waits for its deadline; new calls go elsewhere.
+    import os
+    import signal
+
+    limits = WorkerLimits(heartbeat_interval=0.1, heartbeat_timeout=0.5)
+    async with make_host(pool=PoolConfig(min_workers=1, max_workers=2, max_inflight=4), limits=limits) as h:
+        stopped = await h.call("calc", "pid")
+        async with anyio.create_task_group() as tg:
+            async def stuck() -> None:  # its deadline, or (once continued) its own heartbeat watch
+                with pytest.raises((CallTimeout, WorkerCrashed)):
+                    await h.call("calc", "sleep", 60_000, timeout=4)
+            tg.start_soon(stuck)
+            await wait_for(lambda: h.pool("calc").workers[0].load == 1)
+            os.kill(stopped, signal.SIGSTOP)
+            try:
+                await wait_for(lambda: h.pool("calc").workers[0].unresponsive, timeout=5)
+                for _ in range(3):
+                    assert await h.call("calc", "pid", timeout=3) != stopped
+            finally:
+                os.kill(stopped, signal.SIGCONT)

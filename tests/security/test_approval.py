@@ -135,7 +135,7 @@ async def test_an_approval_naming_other_grants_than_what_waits_now_approves_noth
         await wait_for(lambda: h.plugin("grower").pending_approval == ["net: a.example.com"], timeout=10)
         path.write_text(version(3, '{ net: ["a.example.com", "b.example.com"] }'))  # after the operator looked
         await wait_for(lambda: len(h.plugin("grower").pending_approval) == 2, timeout=10)
-        with pytest.raises(ApprovalChanged, match="now asks for net: a.example.com, net: b.example.com"):
+        with pytest.raises(ApprovalChanged, match=r"now asks for net: a\.example\.com, net: b\.example\.com"):
             await h.approve("grower", grants=["net: a.example.com"])
         assert h.plugin("grower").version == "1.0.1" and await h.call("grower", "which") == 1
         assert await h.approve("grower", grants=["net: b.example.com", "net: a.example.com"]) is True
