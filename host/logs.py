@@ -33,6 +33,28 @@ def escape(text: str) -> str:
         m.group(), f"\\x{ord(m.group()):02x}" if ord(m.group()) < 0x100 else f"\\u{ord(m.group()):04x}"), text)
 
 
+class Throttle:
+    """One warning per ``key`` every ``every`` seconds at most; the ones held back are counted and
+    said with the next (a storage down answers every call with the same failure)."""
+
+    def __init__(self, logger: logging.Logger, every: float = 10.0) -> None:
+        self.logger, self.every = logger, every
+        self._seen: dict[str, tuple[float, int]] = {}
+
+    def warning(self, key: str, msg: str, *args: Any) -> None:
+        now = time.monotonic()
+        last, held = self._seen.get(key, (-self.every, 0))
+        if now - last < self.every:
+            self._seen[key] = (last, held + 1)
+            return
+        if len(self._seen) > 1000:  # keys are few; never let them grow without bound
+            self._seen.clear()
+        self._seen[key] = (now, 0)
+        if held:
+            msg += f" ({held} more like it in the last {now - last:.0f}s)"
+        self.logger.warning(msg, *args)
+
+
 def worker_extra(plugin_id: str, worker: str) -> dict[str, Any]:
     """``extra=`` for a log record about one worker (``worker`` as ``ID#N``)."""
     return {"plugin": plugin_id, "worker": worker, "label": worker}

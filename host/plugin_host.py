@@ -578,7 +578,7 @@ class PluginHost:
         pid = pool.plugin_id
         store, flights = self._cache, self._flights
         while not refresh:
-            entry = await store.get(pid, key) if store.shared else store.get_local(pid, key)
+            entry = await store.get(pid, key, deadline) if store.shared else store.get_local(pid, key)
             if entry is not None:
                 if entry.state(time.time()) == FRESH:
                     policy.cache_hits += 1
@@ -608,7 +608,7 @@ class PluginHost:
             if entry is None:  # larger than max_value_bytes
                 return value, time.time(), False
             if store.shared:
-                await store.put(pid, key, entry, cache)
+                await store.put(pid, key, entry, cache, deadline)
             else:
                 store.put_local(pid, key, entry, cache)
             return value, entry.stored_at, False

@@ -341,9 +341,15 @@ class RateLimiter:
         wait = max(max(lim.get_window_stats(q.item, *q.ids).reset_time for q in full) - now, 0.001)
         return wait, ", ".join(f"{q.item} ({q.ids[0]})" for q in full)
 
-    async def _take_shared(self, items: list[Quota], plugin: str) -> tuple[float, str] | None:
+    async def _take_shared(self, items: list[Quota], plugin: str, deadline: float) -> tuple[float, str] | None:
+        """``_take`` on the shared storage, in a worker thread given up at the call's ``deadline``
+        (the thread finishes within the client's socket timeout)."""
         try:
-            return await anyio.to_thread.run_sync(self._take, items)
+            with anyio.fail_after(max(deadline - time.monotonic(), 0.0)):
+                return await anyio.to_thread.run_sync(self._take, items, abandon_on_cancel=True)
+        except TimeoutError:
+            raise PolicyStorageError(f"rate-limit storage {redact_uri(self.uri)} did not answer before the "
+                                     "call's deadline", plugin=plugin) from None
         except Exception as exc:
             failure = storage_failure(self.uri, exc, modules=("redis", "limits"))
             if failure is None:
@@ -361,7 +367,7 @@ class RateLimiter:
         give_up = min(time.monotonic() + config.max_wait, deadline)
         waited = False
         while True:
-            full = await self._take_shared(items, plugin) if self.shared else self._take(items)
+            full = await self._take_shared(items, plugin, deadline) if self.shared else self._take(items)
             if full is None:
                 return waited
             wait, which = full

@@ -26,11 +26,13 @@ from typing import Any
 import anyio
 import msgspec
 
-from .config import CacheConfig, storage_failure
+from .config import CacheConfig, redact_uri, storage_failure
 from .errors import InvalidConfig
+from .logs import Throttle
 from .services import open_private_db
 
 log = logging.getLogger("host.cache")
+_warn = Throttle(log)  # a redis that is down fails every call alike: say it every 10 s
 
 FRESH, STALE = "fresh", "stale"
 _encoder = msgspec.msgpack.Encoder()
@@ -153,10 +155,11 @@ class ResultCache:
 
     # ------------------------------------------------------------------ operations
 
-    async def get(self, plugin: str, key: bytes) -> CacheEntry | None:
-        """The entry if it may still be served (fresh or stale), else None."""
+    async def get(self, plugin: str, key: bytes, deadline: float | None = None) -> CacheEntry | None:
+        """The entry if it may still be served (fresh or stale), else None; a shared storage
+        that has not answered by ``deadline`` (monotonic) is a miss."""
         if self._redis is not None:
-            return await self._redis_op(self._redis_get, plugin, key)
+            return await self._redis_op(self._redis_get, plugin, key, deadline=deadline)
         return self.get_local(plugin, key)
 
     def get_local(self, plugin: str, key: bytes) -> CacheEntry | None:
@@ -172,9 +175,10 @@ class ResultCache:
         entries.move_to_end(key)  # type: ignore[union-attr]
         return entry
 
-    async def put(self, plugin: str, key: bytes, entry: CacheEntry, config: CacheConfig) -> None:
+    async def put(self, plugin: str, key: bytes, entry: CacheEntry, config: CacheConfig,
+                  deadline: float | None = None) -> None:
         if self._redis is not None:
-            await self._redis_op(self._redis_put, plugin, key, entry, config.max_entries)
+            await self._redis_op(self._redis_put, plugin, key, entry, config.max_entries, deadline=deadline)
         else:
             self.put_local(plugin, key, entry, config)
 
@@ -224,14 +228,22 @@ class ResultCache:
 
     _PREFIX = "plugin-host:cache:"
 
-    async def _redis_op(self, fn: Any, *args: Any) -> Any:
+    async def _redis_op(self, fn: Any, *args: Any, deadline: float | None = None) -> Any:
+        """``fn(*args)`` in a worker thread, given up at ``deadline`` (the thread is left to
+        finish within the client's socket timeout): a miss, never a failure or a wait past the
+        call's own deadline."""
         try:
-            return await anyio.to_thread.run_sync(fn, *args)
+            with anyio.fail_after(None if deadline is None else max(deadline - time.monotonic(), 0.0)):
+                return await anyio.to_thread.run_sync(fn, *args, abandon_on_cancel=True)
+        except TimeoutError:
+            _warn.warning(self.uri, "result cache at %s did not answer before the call's deadline; "
+                          "served as a miss", redact_uri(self.uri))
+            return None
         except Exception as exc:  # redis down, or its answer unusable: a miss, never a failure
             failure = storage_failure(self.uri, exc, also=(msgspec.DecodeError,))
             if failure is None:
                 raise
-            log.warning("result cache at %s", failure)
+            _warn.warning(self.uri, "result cache at %s", failure)
             return None
 
     def _redis_get(self, plugin: str, key: bytes) -> CacheEntry | None:

@@ -419,12 +419,9 @@ def run_cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
                           timeout=60, cwd=cwd)
 
 
-@pytest.fixture(scope="session")
-def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """A real redis-server of our own on a free loopback port (``make test`` installs it from
-    Debian's packages); yields its URL."""
-    import shutil
-    import subprocess
+@contextmanager
+def running_redis(workdir: Path) -> Iterator[tuple[subprocess.Popen, str]]:
+    """A redis-server of its own on a free loopback port: its process and URL."""
     import time
 
     import redis
@@ -433,7 +430,6 @@ def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     if not os.path.exists(binary):
         pytest.fail("redis-server is not installed: `make test` installs it (apt-get install redis-server)")
     port = free_port()
-    workdir = tmp_path_factory.mktemp("redis")
     proc = subprocess.Popen(
         [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
          "--dir", str(workdir), "--protected-mode", "yes"],
@@ -452,10 +448,18 @@ def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
             time.sleep(0.02)
     client.close()
     try:
-        yield url
+        yield proc, url
     finally:
+        proc.send_signal(signal.SIGCONT)  # a test may have stopped it
         proc.terminate()
         proc.wait(10)
+
+
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """One redis-server for the session (tests empty it: ``redis_url``)."""
+    with running_redis(tmp_path_factory.mktemp("redis")) as (_, url):
+        yield url
 
 
 @pytest.fixture

@@ -13,7 +13,7 @@ import time
 import anyio
 import pytest
 import redis
-from conftest import free_port
+from conftest import CALC, free_port, running_redis
 
 from host import (
     CacheConfig,
@@ -166,3 +166,28 @@ async def test_the_cache_falls_back_to_calling_when_redis_is_down(counter, make_
         assert (await h.call("counter", "queryBalance", "x"))["n"] == 2
     assert "result cache at redis://***@127.0.0.1" in caplog.text
     assert "s3cret-pw" not in caplog.text
+
+
+async def test_a_hung_redis_never_holds_a_call_past_its_deadline(plugin_dir, make_host, tmp_path, caplog):
+    import logging
+    import signal
+
+    plugin_dir.add("calc.js", CALC)
+    with running_redis(tmp_path) as (redis_proc, url):
+        cached = {"calc": {"cache": {"enabled": True, "functions": ["add"]}}}
+        async with make_host(policy={"cache_storage": url}, plugins=cached) as h:
+            assert await h.call("calc", "add", 1, 2) == 3
+            redis_proc.send_signal(signal.SIGSTOP)
+            with caplog.at_level(logging.WARNING, logger="host.cache"):
+                t0 = time.monotonic()
+                for i in range(5):  # the cache is bypassed: the plugin answers, within the deadline
+                    assert await h.call("calc", "add", i, 1, timeout=1.0) == i + 1
+                assert time.monotonic() - t0 < 5 * 1.0 + 1
+            said = [r for r in caplog.records if "result cache" in r.getMessage()]
+            assert len(said) == 1  # said once, not once per call
+        limited = {"calc": {"rate_limit": {"limit": "100/second"}}}
+        async with make_host(policy={"storage": url}, plugins=limited) as h:
+            t0 = time.monotonic()
+            with pytest.raises(PolicyStorageError, match="did not answer before the call's deadline"):
+                await h.call("calc", "add", 1, 2, timeout=0.5)
+            assert time.monotonic() - t0 < 1.0
