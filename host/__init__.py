@@ -45,6 +45,7 @@ from .errors import (
     ResourceLimitExceeded,
     SecretsError,
     SpawnFailed,
+    StateError,
     WorkerCrashed,
 )
 from .execute import ExecuteResult, LogEntry
@@ -65,5 +66,5 @@ __all__ = [
     "FunctionNotFound", "GrantRefused", "HandshakeError", "HostClosed", "HostConfig", "HostError", "InvalidArguments", "InvalidConfig",
     "LogEntry", "PayloadTooLarge", "PermissionDenied", "Permissions", "PluginError", "PluginEvent", "PluginHost",
     "PluginInfo", "PluginNotFound", "PluginSettings", "PluginUnavailable", "PoolConfig",
-    "ProtocolError", "RateLimited", "ResourceLimitExceeded", "SchedulerStats", "SecretsError", "SpawnFailed", "SyncPluginHost", "WorkerCrashed", "WorkerInfo", "WorkerLimits",
+    "ProtocolError", "RateLimited", "ResourceLimitExceeded", "SchedulerStats", "SecretsError", "SpawnFailed", "StateError", "SyncPluginHost", "WorkerCrashed", "WorkerInfo", "WorkerLimits",
 ]

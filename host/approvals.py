@@ -9,13 +9,10 @@ the server notices the file change at its next rescan."""
 
 from __future__ import annotations
 
-import fcntl
 import json
 import logging
 import os
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +21,7 @@ import msgspec
 from .audit import AuditLog
 from .errors import InvalidConfig
 from .permissions import Permissions, beyond
-from .private_files import write_private
+from .private_files import locked, write_private
 
 log = logging.getLogger("host.approvals")
 
@@ -69,7 +66,7 @@ class ApprovalStore:
     def approve(self, plugin_id: str, asked: Permissions, *, version: str | None, by: str) -> list[str]:
         """Record ``asked`` (joined with what was approved before) as the plugin's approved
         grants; audited. Returns what this approval added."""
-        with self._locked():
+        with locked(self.path):
             self._approved = self._read()
             before = self._approved.get(plugin_id)
             old = Permissions.parse(before.get("permissions")) if before else Permissions()
@@ -108,17 +105,6 @@ class ApprovalStore:
         except OSError:
             return None
         return (st.st_mtime_ns, st.st_size)
-
-    @contextmanager
-    def _locked(self) -> Iterator[None]:
-        """One writer at a time across processes (the CLI beside a running server)."""
-        self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-        fd = os.open(f"{self.path}.lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX)
-            yield
-        finally:
-            os.close(fd)
 
 
 __all__ = ["ApprovalStore", "declared"]

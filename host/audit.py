@@ -1,12 +1,19 @@
 """The security audit log: one JSON object per line for each worker spawn (the Deno flags it was
-granted), each strict-mode finding and, when the egress proxy is on, each outbound request.
+granted), each strict-mode finding, approval and judged execution and, when the egress proxy is
+on, each outbound request.
 
 Callers pass only what is safe to keep: flags, host names, byte counts, reasons. Never a config
 value, a token or a header; ``record`` runs every string through the redaction it was given
-as a second line of defence."""
+as a second line of defence.
+
+The log rotates at ``max_bytes`` (``audit.jsonl`` → ``.1`` → ... → ``.keep``, the oldest
+dropped), under a lock shared by every process appending to it; a process whose file was rotated
+or removed by another opens the current one at its next line. A write that fails (a full disk,
+a file-size limit) is logged, rate-limited, and never raised into what is being audited."""
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import threading
@@ -17,6 +24,8 @@ from typing import Any
 
 import msgspec
 
+from .private_files import locked, os_failure
+
 _encoder = msgspec.json.Encoder()
 log = logging.getLogger("host.audit")
 
@@ -24,40 +33,87 @@ log = logging.getLogger("host.audit")
 class AuditLog:
     """Appends to ``path`` (created 0600). ``AuditLog(None)`` records nothing."""
 
-    def __init__(self, path: str | Path | None, *, redact: Callable[[str], str] | None = None) -> None:
+    def __init__(self, path: str | Path | None, *, redact: Callable[[str], str] | None = None,
+                 max_bytes: int = 10 * 1024 * 1024, keep: int = 5) -> None:
         self.path = Path(path) if path else None
         self._redact = redact
+        self.max_bytes, self.keep = max_bytes, keep
         self._lock = threading.Lock()
         self._fd: int | None = None
+        self._ino: int | None = None
+        self._closed = False
         self.failures = 0  # lines that could not be written
         if self.path is not None:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600)
+            try:
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+                self._open()
+            except OSError as exc:
+                raise os_failure(self.path, exc, "open the audit log") from None
+
+    def _open(self) -> None:
+        assert self.path is not None
+        self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        self._ino = os.fstat(self._fd).st_ino
 
     def record(self, event: str, **fields: Any) -> None:
         """One line ``{"ts": <unix seconds>, "event": event, **fields}``; one write(2) each,
         so lines from several threads or hosts appending to one file never interleave."""
-        if self._fd is None:
+        if self.path is None or self._closed:
             return
         entry = {"ts": round(time.time(), 3), "event": event, **fields}
         line = _encoder.encode(entry) + b"\n"
         if self._redact is not None:
             line = self._redact(line.decode()).encode()
         with self._lock:
-            if self._fd is not None:
-                try:
-                    os.write(self._fd, line)
-                except OSError as exc:  # a full or read-only disk must not stop what is audited
-                    self.failures += 1
-                    if self.failures == 1 or self.failures % 1000 == 0:
-                        log.warning("audit log %s: cannot write (%d lines lost so far): %s",
-                                    self.path, self.failures, exc.strerror or exc)
+            try:
+                self._current()
+                assert self._fd is not None
+                os.write(self._fd, line)
+                if os.fstat(self._fd).st_size >= self.max_bytes:
+                    self._rotate()
+            except OSError as exc:  # a full or read-only disk must not stop what is audited
+                self.failures += 1
+                if self.failures == 1 or self.failures % 1000 == 0:
+                    log.warning("audit log %s: cannot write (%d lines lost so far): %s",
+                                self.path, self.failures, exc.strerror or exc)
+
+    def _current(self) -> None:
+        """Open the file again if it was rotated or removed (by another process, say)."""
+        assert self.path is not None
+        try:
+            same = self._fd is not None and os.stat(self.path).st_ino == self._ino
+        except FileNotFoundError:
+            same = False
+        if not same:
+            self._close_fd()
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._open()
+
+    def _rotate(self) -> None:
+        assert self.path is not None
+        with locked(self.path):
+            try:
+                if os.stat(self.path).st_size < self.max_bytes:
+                    return  # another process rotated it meanwhile
+            except FileNotFoundError:
+                return
+            for n in range(self.keep - 1, 0, -1):
+                with contextlib.suppress(FileNotFoundError):
+                    os.replace(f"{self.path}.{n}", f"{self.path}.{n + 1}")
+            os.replace(self.path, f"{self.path}.1")
+        self._close_fd()
+        self._open()
+
+    def _close_fd(self) -> None:
+        if self._fd is not None:
+            with contextlib.suppress(OSError):
+                os.close(self._fd)
+            self._fd = None
 
     def close(self) -> None:
         with self._lock:
-            if self._fd is not None:
-                os.close(self._fd)
-                self._fd = None
+            self._closed = True
+            self._close_fd()
 
 
 def read_audit(path: str | Path) -> list[dict[str, Any]]:

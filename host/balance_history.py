@@ -4,7 +4,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
+import sqlite3
 import threading
 import time
 from pathlib import Path
@@ -12,7 +14,7 @@ from pathlib import Path
 import msgspec
 
 from .balances import BalanceResult
-from .services import open_private_db
+from .private_files import PrivateDb
 
 SCHEMA = ("CREATE TABLE IF NOT EXISTS points (provider TEXT NOT NULL, time REAL NOT NULL, balance REAL NOT NULL, "
           "currency TEXT, quota REAL, used_quota REAL, PRIMARY KEY (provider, time))")
@@ -35,14 +37,15 @@ class BalanceHistory:
     def __init__(self, state_dir: Path, *, keep_days: float = 365.0) -> None:
         self.path = Path(state_dir) / "balances.sqlite3"
         self.keep_days = keep_days
-        self._db = None
+        # a damaged file is set aside (kept) and a new history started; other failures are
+        # StateErrors naming the file
+        self._db = PrivateDb(self.path, SCHEMA, damaged_ok=True)
         self._lock = threading.Lock()
 
-    def _conn(self):  # type: ignore[no-untyped-def]
-        if self._db is None:
-            self._db = open_private_db(self.path, SCHEMA)
-            self._db.execute("CREATE INDEX IF NOT EXISTS points_by_time ON points (time)")
-        return self._db
+    def _conn(self) -> sqlite3.Connection:
+        db = self._db.conn()
+        db.execute("CREATE INDEX IF NOT EXISTS points_by_time ON points (time)")
+        return db
 
     def append(self, results: list[BalanceResult]) -> int:
         """Record the successful results that were asked of the station now (a cached answer
@@ -51,17 +54,21 @@ class BalanceHistory:
         rows = [(r.provider, r.last_updated.timestamp(), r.balance, r.currency, r.quota, r.used_quota)
                 for r in results if r.status == "success" and not r.cached and r.balance is not None]
         with self._lock:
-            db = self._conn()
-            db.execute("BEGIN")
             try:
-                db.executemany("INSERT OR IGNORE INTO points VALUES (?, ?, ?, ?, ?, ?)", rows)
-                added = db.execute("SELECT changes()").fetchone()[0] if rows else 0
-                if self.keep_days > 0:
-                    db.execute("DELETE FROM points WHERE time < ?", (time.time() - self.keep_days * 86400,))
-                db.execute("COMMIT")
-            except BaseException:
-                db.execute("ROLLBACK")
-                raise
+                db = self._conn()
+                db.execute("BEGIN")
+                try:
+                    db.executemany("INSERT OR IGNORE INTO points VALUES (?, ?, ?, ?, ?, ?)", rows)
+                    added = db.execute("SELECT changes()").fetchone()[0] if rows else 0
+                    if self.keep_days > 0:
+                        db.execute("DELETE FROM points WHERE time < ?", (time.time() - self.keep_days * 86400,))
+                    db.execute("COMMIT")
+                except BaseException:
+                    with contextlib.suppress(sqlite3.Error):
+                        db.execute("ROLLBACK")
+                    raise
+            except (sqlite3.Error, OSError) as exc:
+                raise self._db.failure(exc, "record balances in") from None
         return added
 
     def read(self, provider: str | None = None, *, since: dt.datetime | None = None,
@@ -81,11 +88,12 @@ class BalanceHistory:
         sql = ("SELECT provider, time, balance, currency, quota, used_quota FROM points"
                + (" WHERE " + " AND ".join(where) if where else "") + " ORDER BY time DESC LIMIT ?")
         with self._lock:
-            rows = self._conn().execute(sql, (*args, max(0, limit))).fetchall()
+            try:
+                rows = self._conn().execute(sql, (*args, max(0, limit))).fetchall()
+            except (sqlite3.Error, OSError) as exc:
+                raise self._db.failure(exc, "read balances from") from None
         return [BalancePoint(p, dt.datetime.fromtimestamp(t, dt.UTC), b, c, q, u) for p, t, b, c, q, u in reversed(rows)]
 
     def close(self) -> None:
         with self._lock:
-            if self._db is not None:
-                self._db.close()
-                self._db = None
+            self._db.close()

@@ -283,6 +283,8 @@ class SecurityConfig(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=T
     strict: str = "warn"
     max_net_hosts: int = 10
     audit_log: str = "audit.jsonl"   # JSON lines, relative to state_dir; "" turns it off
+    audit_max_bytes: int = 10 * 1024 * 1024  # then it is rotated: audit.jsonl.1, .2, ...
+    audit_keep: int = 5              # rotated files kept (the oldest goes)
     https_only: bool = False         # net grants without a port are narrowed to port 443
     egress_proxy: bool = False       # fetch traffic goes through a host-side counting proxy
     max_response_bytes: int = 10 * 1024 * 1024  # per proxied response (or CONNECT tunnel)
@@ -386,6 +388,8 @@ class HostConfig(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True)
         sec = self.security
         if sec.strict not in ("off", "warn", "refuse"):
             raise InvalidConfig(f'security.strict must be "off", "warn" or "refuse", got {sec.strict!r}')
+        if sec.audit_max_bytes < 4096 or sec.audit_keep < 1:
+            raise InvalidConfig("security: need audit_max_bytes >= 4096 and audit_keep >= 1")
         if sec.max_net_hosts < 1 or sec.max_response_bytes < 1:
             raise InvalidConfig("security: need max_net_hosts >= 1 and max_response_bytes >= 1")
         eg = sec.egress

@@ -164,6 +164,11 @@ class InvalidConfig(HostError):
     """A host or plugin configuration value is invalid."""
 
 
+class StateError(HostError):
+    """The state directory, or a file in it, cannot be used: missing, read-only, full, or not
+    what it should be. The message names the file and what to do; nothing else is lost."""
+
+
 class SecretsError(HostError):
     """A secret config value could not be decrypted: the key (or an export's passphrase) is
     not the one it was encrypted with. The message never contains the value or the key."""

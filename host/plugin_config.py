@@ -4,6 +4,7 @@ keeping ``secret`` values out of logs, errors and API output."""
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Collection, Mapping
 from pathlib import Path
 from typing import Any
@@ -12,8 +13,8 @@ import msgspec
 
 from .errors import InvalidConfig
 from .manifest import ConfigField
-from .private_files import write_private
-from .secrets import Cipher, to_seal
+from .private_files import locked, os_failure, write_private
+from .secrets import Cipher, is_sealed, to_seal
 
 MASK = "********"
 _TYPES: dict[str, tuple[type, ...]] = {
@@ -80,20 +81,34 @@ def secret_keys(schema: dict[str, ConfigField]) -> frozenset[str]:
 class ConfigStore:
     """Plugin configs persisted in ``<state_dir>/config.json`` (mode 0600, atomic writes).
     Secret fields are stored sealed (``enc:v1:...``, see host.secrets) with ``box``; ``get``
-    returns them sealed, so they are opened only where a plugin or a validation needs them."""
+    returns them sealed, so they are opened only where a plugin or a validation needs them.
+
+    Several processes may share the file (the CLI beside a running server): each write takes a
+    lock, reads the file afresh and changes only the plugins it was asked to (compare and swap
+    per plugin), so two processes changing different plugins never lose either change; ``refresh``
+    reads what another process wrote."""
 
     def __init__(self, state_dir: str | Path, box: Cipher | None = None) -> None:
         self.path = Path(state_dir) / "config.json"
         self._box = box
-        self._data: dict[str, dict[str, Any]] = {}
-        if self.path.exists():
-            try:
-                self._data = json.loads(self.path.read_text())
-            except ValueError as exc:
-                raise InvalidConfig(f"{self.path}: not valid JSON ({exc}); fix or remove it") from None
+        self._stamp: tuple[int, int, int] | None = None
+        self._data: dict[str, dict[str, Any]] = self._read()
 
     def get(self, plugin: str) -> dict[str, Any] | None:
         return self._data.get(plugin)
+
+    @property
+    def has_sealed(self) -> bool:
+        """Whether any stored value is sealed (then its key must not be replaced by a new one)."""
+        return any(is_sealed(v) for values in self._data.values() for v in values.values())
+
+    def refresh(self) -> set[str]:
+        """Read the file again if another process changed it; returns the plugins whose config
+        differs from before."""
+        if self._file_stamp() == self._stamp:
+            return set()
+        before, self._data = self._data, self._read()
+        return {p for p in set(before) | set(self._data) if before.get(p) != self._data.get(p)}
 
     def set(self, plugin: str, values: dict[str, Any], secret: Collection[str] = ()) -> None:
         """Store ``values`` with the fields named in ``secret`` sealed."""
@@ -101,14 +116,20 @@ class ConfigStore:
 
     def set_many(self, configs: Mapping[str, dict[str, Any]],
                  secret: Mapping[str, Collection[str]] | None = None) -> None:
-        """Store several plugins' configs in one atomic write: all of them or none."""
-        data = dict(self._data)
+        """Store several plugins' configs in one atomic write: all of them or none. The other
+        plugins' configs are kept as the file holds them now."""
+        sealed = {}
         for plugin, values in configs.items():
             keys = (secret or {}).get(plugin, ())
             if keys and self._box is None:
                 raise InvalidConfig("cannot store secrets: no secret key", plugin=plugin)
-            data[plugin] = self._box.seal_fields(values, keys) if self._box is not None else dict(values)
-        self._write(data)
+            sealed[plugin] = self._box.seal_fields(values, keys) if self._box is not None else dict(values)
+        try:
+            with locked(self.path):
+                data = {**self._read(), **sealed}
+                self._write(data)
+        except OSError as exc:
+            raise os_failure(self.path, exc, "write") from None
         self._data = data
 
     def verify(self) -> None:
@@ -127,6 +148,36 @@ class ConfigStore:
             self.set_many({p: self._data[p] for p in stale}, secret)
         return stale
 
+    def _read(self) -> dict[str, dict[str, Any]]:
+        """The file's configs (empty when there is none), checked: ``{plugin id: {key: value}}``."""
+        stamp = self._file_stamp()
+        try:
+            text = self.path.read_text()
+        except FileNotFoundError:
+            self._stamp = stamp
+            return {}
+        except OSError as exc:
+            raise os_failure(self.path, exc, "read") from None
+        try:
+            data = json.loads(text)
+        except ValueError as exc:
+            raise InvalidConfig(f"{self.path}: not valid JSON ({exc}); fix it, or move it aside to start "
+                                "with no stored configs") from None
+        if not isinstance(data, dict) or not all(isinstance(k, str) and isinstance(v, dict) for k, v in data.items()):
+            shape = type(data).__name__ if not isinstance(data, dict) else "an object whose values are not all objects"
+            raise InvalidConfig(f"{self.path}: must be an object of {{plugin id: {{key: value}}}}, "
+                                f"found {shape}; fix it, or move it aside to start with no stored configs")
+        self._stamp = stamp
+        return data
+
+    def _file_stamp(self) -> tuple[int, int, int] | None:
+        try:
+            st = os.stat(self.path)
+        except OSError:
+            return None
+        return (st.st_ino, st.st_mtime_ns, st.st_size)
+
     def _write(self, data: dict[str, dict[str, Any]]) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
         write_private(self.path, json.dumps(data, indent=2, sort_keys=True).encode())
+        self._stamp = self._file_stamp()

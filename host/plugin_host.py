@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-import sqlite3
 import time
 from collections.abc import Callable, Iterable
 from typing import Any
@@ -42,12 +41,14 @@ from .errors import (
     PluginNotFound,
     PluginUnavailable,
     RateLimited,
+    StateError,
     check_timeout,
 )
 from .execute import EXECUTE_EGRESS, ExecutePools, ExecuteResult, run_with_deadline
 from .info import EventReply, PluginInfo, plugin_info
 from .lifecycle import EventHub, Plugin, PluginEvent
 from .logbook import JournalEntry, LogBook
+from .logs import Throttle
 from .manifest import Manifest
 from .metrics import UNKNOWN, HostMetrics
 from .permissions import Permissions, reserved_entries
@@ -55,6 +56,7 @@ from .plugin_config import MASK, ConfigStore, apply_schema, mask, redact, secret
 from .plugins import PluginSource, load_manifest
 from .policy import PluginPolicy, RateLimiter, is_service_failure, with_retry
 from .pool import Pool
+from .private_files import check_state_dir
 from .reload import fingerprint
 from .result_cache import FRESH, ResultCache, cache_key, digest, make_entry
 from .runtime import Runtime
@@ -65,6 +67,7 @@ from .usage_scripts import discover_sources
 from .worker import Lease, Worker, WorkerSpec
 
 log = logging.getLogger("host")
+_warn = Throttle(log)
 plugin_log = logging.getLogger("host.plugin")
 
 _LEVELS = {
@@ -115,6 +118,7 @@ class PluginHost:
     # ------------------------------------------------------------------ lifecycle
 
     async def __aenter__(self) -> PluginHost:
+        check_state_dir(self.config.state_path)  # writable, with room: or a StateError saying why
         self._runtime = Runtime.create(self.config, redact=self._redact_secrets)
         self._runtime.reserved_addresses[:] = sorted(self._reserved)
         self._services = HostServices(self.config.state_path)
@@ -123,6 +127,8 @@ class PluginHost:
             assert path is not None  # HostConfig refuses a database that names no sqlite file
             self._services.db = DbTool(path, max_rows=self.config.execute.db_max_rows)
         self._store = ConfigStore(self.config.state_path, self._box)
+        store = self._store
+        self._box.sealed_exist = lambda: store.has_sealed
         self._approvals = ApprovalStore(self.config.state_path, self._runtime.audit)
         warmed = self._cache.warm_up()
         if warmed:
@@ -401,7 +407,11 @@ class PluginHost:
                 return
             known = {r.source.module for r in self._records}
             fresh = [s for s in self._discover() if s.module not in known]
-            assert self._approvals is not None
+            assert self._approvals is not None and self._store is not None
+            for pid in self._store.refresh():  # configs another process stored (the CLI)
+                for r in self._records:
+                    if r.id == pid and r.state in ("running", "degraded"):
+                        await self._reload(r)
             if self._approvals.refresh():  # approved from outside (the CLI): load what waited
                 for r in list(self._records):
                     if r.pending_manifest is not None:
@@ -703,8 +713,8 @@ class PluginHost:
         ordered = [results[pid] for pid in sorted(results)]
         try:
             await anyio.to_thread.run_sync(self._history.append, ordered)
-        except sqlite3.Error as exc:  # the answers still count; the history misses them
-            log.warning("balance history: cannot record: %s", exc)
+        except StateError as exc:  # the answers still count; the history misses them
+            _warn.warning("history", "balance history: %s", exc.message)
         return ordered
 
     async def balance_history(self, provider: str | None = None, *, since: dt.datetime | None = None,

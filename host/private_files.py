@@ -1,13 +1,27 @@
 """Files only the host's user may read: one atomic 0600 write for the config store, the secret
-key file and ``config export --out``; the names of each plugin's own files."""
+key file and ``config export --out``; the names of each plugin's own files; the sqlite files of
+the state directory (``PrivateDb``), and the check of the state directory at start. Every
+failure of the state directory is a StateError naming the file and what to do."""
 
 from __future__ import annotations
 
+import contextlib
+import errno
+import fcntl
 import hashlib
+import logging
 import os
 import re
+import sqlite3
 import tempfile
+import time
+from collections.abc import Iterator
 from pathlib import Path
+
+from .errors import StateError
+
+log = logging.getLogger("host.state")
+MIN_FREE_BYTES = 16 * 1024 * 1024  # less free space in the state directory refuses the start
 
 _SAFE_ID = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,99}")
 
@@ -47,3 +61,131 @@ def write_private(path: str | Path, data: bytes, *, exclusive: bool = False) -> 
         Path(tmp).unlink(missing_ok=True)
         raise
     Path(tmp).unlink(missing_ok=True)  # exclusive: the link is the file now
+
+
+def os_failure(path: str | Path, exc: OSError, doing: str) -> StateError:
+    """A StateError for ``exc`` met while ``doing`` something with ``path``, saying what to do."""
+    hint = {errno.ENOSPC: "free some space on its file system",
+            errno.EDQUOT: "raise the disk quota or free some space",
+            errno.EFBIG: "the file-size limit (ulimit -f) was reached: raise it",
+            errno.EROFS: "its file system is read-only: set state_dir (--state-dir) to a writable directory",
+            errno.EACCES: "the host's user may not write there: fix its permissions or set another state_dir",
+            errno.EPERM: "the host's user may not write there: fix its permissions or set another state_dir",
+            errno.ENOENT: "it was removed while the host runs: the host makes it again on the next write",
+            }.get(exc.errno or 0, "check the state directory")
+    return StateError(f"cannot {doing} {path}: {exc.strerror or exc} ({hint})")
+
+
+def check_state_dir(path: Path, *, min_free: int = MIN_FREE_BYTES) -> None:
+    """Make the state directory (0700) and prove it usable at start: writable (a file made and
+    removed) and with ``min_free`` bytes free, else StateError saying which and what to do."""
+    try:
+        path.mkdir(mode=0o700, parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(dir=path, prefix=".write-check-")
+        os.close(fd)
+        os.unlink(probe)
+        st = os.statvfs(path)
+    except OSError as exc:
+        raise os_failure(path, exc, "use the state directory") from None
+    free = st.f_bavail * st.f_frsize
+    if free < min_free:
+        raise StateError(f"the state directory {path} has {free // 1024} KiB free, less than the "
+                         f"{min_free // (1024 * 1024)} MiB the host needs: free some space or set state_dir "
+                         "(--state-dir) elsewhere")
+
+
+def set_aside(path: Path) -> Path:
+    """Move a damaged file (and its sqlite -wal/-shm) out of the way, kept for inspection;
+    returns where it went."""
+    aside = path.with_name(f"{path.name}.damaged-{time.strftime('%Y%m%dT%H%M%S')}")
+    for suffix in ("", "-wal", "-shm"):
+        with contextlib.suppress(FileNotFoundError):
+            os.replace(f"{path}{suffix}", f"{aside}{suffix}")
+    return aside
+
+
+def open_private_db(path: Path, schema: str, *, timeout: float = 5.0) -> sqlite3.Connection:
+    """A sqlite database only this user can read (the directory 0700, the file created 0600
+    before sqlite opens it; its -wal/-shm files get the same mode), in WAL mode, with
+    ``schema`` applied."""
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    os.close(os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o600))
+    db = sqlite3.connect(path, timeout=timeout, isolation_level=None, check_same_thread=False)
+    try:
+        db.execute("PRAGMA journal_mode=WAL")
+        db.execute("PRAGMA synchronous=NORMAL")
+        db.execute(schema)
+    except BaseException:
+        db.close()
+        raise
+    return db
+
+
+class PrivateDb:
+    """One sqlite file of the state directory, opened at first use, and opened again when the
+    file was removed or replaced underneath (the state directory deleted while the host runs):
+    a write never goes to a file nobody can read any more. ``damaged_ok``: a file that is not a
+    database is moved aside (``set_aside``, logged) and a new one started (a cache, a history);
+    otherwise it is a StateError. Every failure is a StateError naming the file."""
+
+    def __init__(self, path: Path, schema: str, *, timeout: float = 5.0, damaged_ok: bool = False) -> None:
+        self.path, self.schema, self.timeout, self.damaged_ok = path, schema, timeout, damaged_ok
+        self._db: sqlite3.Connection | None = None
+        self._ino: tuple[int, int] | None = None
+
+    def conn(self) -> sqlite3.Connection:
+        try:
+            st = os.stat(self.path)
+            same = self._ino == (st.st_dev, st.st_ino)
+        except FileNotFoundError:
+            same = False
+        if self._db is not None and same:
+            return self._db
+        self.close()
+        try:
+            self._db = self._open()
+        except sqlite3.DatabaseError as exc:
+            if not (self.damaged_ok and _damaged(exc)):
+                raise self.failure(exc, "open") from None
+            aside = set_aside(self.path)
+            log.warning("%s was not a usable database (%s): moved to %s, starting a new one", self.path, exc, aside)
+            self._db = self._open()
+        except OSError as exc:
+            raise os_failure(self.path, exc, "open") from None
+        st = os.stat(self.path)
+        self._ino = (st.st_dev, st.st_ino)
+        return self._db
+
+    def _open(self) -> sqlite3.Connection:
+        return open_private_db(self.path, self.schema, timeout=self.timeout)
+
+    def failure(self, exc: Exception, doing: str) -> StateError:
+        """``exc`` (sqlite or the OS) met while ``doing`` something with this file, as a StateError."""
+        if isinstance(exc, OSError):
+            return os_failure(self.path, exc, doing)
+        if _damaged(exc):
+            return StateError(f"cannot {doing} {self.path}: it is not a usable sqlite database ({exc}); "
+                              "move it aside (the host starts a new one)")
+        return StateError(f"cannot {doing} {self.path}: {exc}")
+
+    def close(self) -> None:
+        if self._db is not None:
+            with contextlib.suppress(sqlite3.Error):
+                self._db.close()
+        self._db, self._ino = None, None
+
+
+def _damaged(exc: Exception) -> bool:
+    return isinstance(exc, sqlite3.DatabaseError) and not isinstance(exc, sqlite3.OperationalError)
+
+
+@contextlib.contextmanager
+def locked(path: Path) -> Iterator[None]:
+    """Hold an exclusive lock (``<path>.lock``) across processes: the CLI beside a running server."""
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    fd = os.open(f"{path}.lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)

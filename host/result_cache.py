@@ -27,9 +27,9 @@ import anyio
 import msgspec
 
 from .config import CacheConfig, redact_uri, storage_failure
-from .errors import InvalidConfig
+from .errors import InvalidConfig, StateError
 from .logs import Throttle
-from .services import open_private_db
+from .private_files import PrivateDb
 
 log = logging.getLogger("host.cache")
 _warn = Throttle(log)  # a redis that is down fails every call alike: say it every 10 s
@@ -100,7 +100,7 @@ class ResultCache:
         self.uri = uri
         self._redis: Any = None
         self._memory: dict[str, OrderedDict[bytes, CacheEntry]] = {}
-        self._db: sqlite3.Connection | None = None
+        self._db: PrivateDb | None = None
         if uri.startswith(("redis://", "rediss://")):
             try:
                 import redis  # only needed for a shared cache
@@ -109,7 +109,11 @@ class ResultCache:
                                     "pip install 'plugin-host[redis]'") from None
             self._redis = redis.Redis.from_url(uri, socket_timeout=2.0, socket_connect_timeout=2.0)
         if state_dir is not None:
-            self._db_path = Path(state_dir) / "cache.sqlite3"
+            self._db_path: Path | None = Path(state_dir) / "cache.sqlite3"
+            # a damaged file is set aside and the cache starts empty: it is only a cache
+            self._db = PrivateDb(self._db_path, "CREATE TABLE IF NOT EXISTS entries (plugin TEXT, key BLOB, "
+                                 "value BLOB, stored_at REAL, expires REAL, stale_until REAL, "
+                                 "PRIMARY KEY (plugin, key))", damaged_ok=True)
         else:
             self._db_path = None
 
@@ -124,32 +128,30 @@ class ResultCache:
         ``memory://`` with a state directory (redis keeps its own)."""
         if self._db_path is None or not self._db_path.exists():
             return 0
-        db = self._open_db()
-        if db is None:
+        try:
+            db = self._open_db()
+            if db is None:
+                return 0
+            now = time.time()
+            db.execute("DELETE FROM entries WHERE stale_until <= ?", (now,))
+            rows = db.execute("SELECT plugin, key, value, stored_at, expires, stale_until FROM entries "
+                              "ORDER BY stored_at").fetchall()
+        except (sqlite3.Error, OSError, StateError) as exc:
+            _warn.warning("persist", "result cache: cannot load %s (%s): starting empty", self._db_path, exc)
             return 0
-        now = time.time()
-        db.execute("DELETE FROM entries WHERE stale_until <= ?", (now,))
-        db.commit()
-        rows = db.execute("SELECT plugin, key, value, stored_at, expires, stale_until FROM entries "
-                          "ORDER BY stored_at").fetchall()
         for plugin, key, value, stored_at, expires, stale_until in rows:
             self._memory.setdefault(plugin, OrderedDict())[bytes(key)] = CacheEntry(
                 bytes(value), stored_at, expires, stale_until)
         return len(rows)
 
     def _open_db(self) -> sqlite3.Connection | None:
-        if self._redis is not None or self._db_path is None:
+        if self._redis is not None or self._db is None:
             return None
-        if self._db is None:
-            self._db = open_private_db(
-                self._db_path, "CREATE TABLE IF NOT EXISTS entries (plugin TEXT, key BLOB, value BLOB, "
-                "stored_at REAL, expires REAL, stale_until REAL, PRIMARY KEY (plugin, key))")
-        return self._db
+        return self._db.conn()
 
     def close(self) -> None:
         if self._db is not None:
             self._db.close()
-            self._db = None
         if self._redis is not None:
             self._redis.close()
 
@@ -193,11 +195,14 @@ class ResultCache:
         evicted = []
         while len(entries) > config.max_entries:
             evicted.append(entries.popitem(last=False)[0])
-        if config.persist and (db := self._open_db()) is not None:
-            # without persist the file has none of the new entries; old rows expire
-            db.execute("INSERT OR REPLACE INTO entries VALUES (?, ?, ?, ?, ?, ?)",
-                       (plugin, key, entry.value, entry.stored_at, entry.expires, entry.stale_until))
-            self._db_delete(plugin, evicted)
+        if config.persist:
+            try:  # without persist the file has none of the new entries; old rows expire
+                if (db := self._open_db()) is not None:
+                    db.execute("INSERT OR REPLACE INTO entries VALUES (?, ?, ?, ?, ?, ?)",
+                               (plugin, key, entry.value, entry.stored_at, entry.expires, entry.stale_until))
+                    self._db_delete(plugin, evicted)
+            except (sqlite3.Error, OSError, StateError) as exc:  # the answer is served all the same
+                _warn.warning("persist", "result cache: cannot keep entries in %s: %s", self._db_path, exc)
 
     async def clear(self, plugin: str | None = None) -> int:
         """Drop the entries of ``plugin`` (every plugin's when None); returns how many."""
@@ -207,12 +212,15 @@ class ResultCache:
         n = 0
         for pid in plugins:
             n += len(self._memory.pop(pid, {}))
-        db = self._open_db() if self._db_path is not None and self._db_path.exists() else None
-        if db is not None:
-            if plugin is None:
-                db.execute("DELETE FROM entries")
-            else:
-                db.execute("DELETE FROM entries WHERE plugin = ?", (plugin,))
+        if self._db_path is not None and self._db_path.exists():
+            try:
+                if (db := self._open_db()) is not None:
+                    if plugin is None:
+                        db.execute("DELETE FROM entries")
+                    else:
+                        db.execute("DELETE FROM entries WHERE plugin = ?", (plugin,))
+            except (sqlite3.Error, OSError) as exc:
+                raise StateError(f"result cache: cannot clear {self._db_path}: {exc}") from None
         return n
 
     def size(self, plugin: str) -> int | None:
@@ -220,9 +228,14 @@ class ResultCache:
         return None if self._redis is not None else len(self._memory.get(plugin, ()))
 
     def _db_delete(self, plugin: str, keys: list[bytes]) -> None:
-        if keys and self._db is not None:
-            self._db.executemany("DELETE FROM entries WHERE plugin = ? AND key = ?",
-                                 [(plugin, k) for k in keys])
+        """Drop ``keys`` from the persisted entries, if there is such a file (never made here)."""
+        if not keys or self._db_path is None or not self._db_path.exists():
+            return
+        try:
+            if (db := self._open_db()) is not None:
+                db.executemany("DELETE FROM entries WHERE plugin = ? AND key = ?", [(plugin, k) for k in keys])
+        except (sqlite3.Error, OSError, StateError) as exc:
+            _warn.warning("persist", "result cache: cannot update %s: %s", self._db_path, exc)
 
     # ------------------------------------------------------------------ redis
 

@@ -132,7 +132,8 @@ class Runtime:
         run_dir = Path(tempfile.mkdtemp(prefix=f"{_RUN_PREFIX}{os.getpid()}-", dir=parent))
         os.chmod(run_dir, 0o700)
         sec = config.security
-        audit = AuditLog(state / sec.audit_log if sec.audit_log else None, redact=redact)
+        audit = AuditLog(state / sec.audit_log if sec.audit_log else None, redact=redact,
+                         max_bytes=sec.audit_max_bytes, keep=sec.audit_keep)
         protected = [(state, "the host's state directory"), (run_dir, "the host's worker socket directory"),
                      *((d, "a plugins directory") for d in config.plugin_dirs),
                      (key_file_path(config), "the host's secret key file"),

@@ -9,7 +9,7 @@ import binascii
 import json
 import os
 import stat
-from collections.abc import Collection, Mapping
+from collections.abc import Callable, Collection, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -63,8 +63,12 @@ def _create_key_file(path: Path) -> None:
     write_private(path, Fernet.generate_key() + b"\n", exclusive=True)
 
 
-def _read_key_file(path: Path) -> MultiFernet:
+def _read_key_file(path: Path, *, create: bool = True) -> MultiFernet:
     if not path.exists():
+        if not create:
+            raise SecretsError(f"the secret key file {path} is missing, and values stored in config.json are "
+                               "encrypted with it: restore it from a backup (or give the key in the variable "
+                               "security.secret_key_env names); a new key could not open them")
         _create_key_file(path)
     try:
         fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
@@ -124,6 +128,10 @@ class SecretBox(Cipher):
     def __init__(self, config: HostConfig, env: Mapping[str, str] | None = None) -> None:
         self._config = config
         self._env = os.environ if env is None else env
+        # Whether sealed values exist (the config store says): then a missing key file is an
+        # error, never a reason to make a new key.
+        self.sealed_exist: Callable[[], bool] = lambda: False
+        self._file: tuple[int, int] | None = None  # the key file read: (inode, mtime)
         super().__init__(None, f"the secret key ({self.source}) does not match the key it was encrypted "
                          "with; restore that key (or list it after the new one, comma-separated, to rotate)")
 
@@ -144,8 +152,27 @@ class SecretBox(Cipher):
             if var:
                 self._fernet = _fernets(self._env[var], source=f"${var}")
             else:
-                self._fernet = _read_key_file(key_file_path(self._config))
+                path = key_file_path(self._config)
+                self._fernet = _read_key_file(path, create=not self.sealed_exist())
+                st = os.stat(path)
+                self._file = (st.st_ino, st.st_mtime_ns)
         return self._fernet
+
+    def seal(self, value: Any) -> str:
+        """As Cipher.seal, after checking the key file is still the one the key came from: a
+        value sealed with a key that exists only in memory could never be opened again."""
+        key = self._key()
+        if self._file is not None:
+            path = key_file_path(self._config)
+            try:
+                st = os.stat(path)
+            except FileNotFoundError:
+                raise SecretsError(f"the secret key file {path} was removed while the host runs: restore it "
+                                   "(every stored secret needs it) before storing a new secret") from None
+            if (st.st_ino, st.st_mtime_ns) != self._file:
+                raise SecretsError(f"the secret key file {path} changed while the host runs: restart the host "
+                                   "with the key the stored secrets were encrypted with")
+        return PREFIX + key.encrypt(json.dumps(value).encode()).decode("ascii")
 
 
 def _passphrase_cipher(passphrase: str, salt: bytes, n: int, r: int, p: int) -> Cipher:

@@ -45,6 +45,7 @@ from .errors import (
     PayloadTooLarge,
     PluginNotFound,
     PluginUnavailable,
+    StateError,
 )
 from .info import json_default
 from .lifecycle import STARTING
@@ -55,7 +56,7 @@ from .plugin_host import PluginHost
 _STATUS = {
     PluginNotFound: 404, FunctionNotFound: 404, InvalidConfig: 400, PayloadTooLarge: 413,
     CallTimeout: 504, PluginUnavailable: 503, HostClosed: 503, GrantRefused: 403, InvalidArguments: 400,
-    ApprovalChanged: 409,
+    ApprovalChanged: 409, StateError: 503,
 }
 _encoder = msgspec.json.Encoder(enc_hook=json_default)
 log = logging.getLogger("host.server")

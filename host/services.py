@@ -21,32 +21,16 @@ from .errors import (
     HostCallError,
     InvalidHostCall,
     PayloadTooLarge,
+    StateError,
     StorageError,
     UnknownHostCall,
 )
-from .private_files import storage_name
+from .private_files import PrivateDb, storage_name
 from .worker import Worker
 
 T = TypeVar("T")
 Scope = tuple[str, str]  # ("plugin", id) for a plugin's workers; ("execute", "") for execute's
 _LOG_LEVELS = frozenset({"log", "info", "warn", "error", "debug"})  # as context.log in worker.ts
-
-
-def open_private_db(path: Path, schema: str, *, timeout: float = 5.0) -> sqlite3.Connection:
-    """A sqlite database only this user can read (the directory 0700, the file created 0600
-    before sqlite opens it; its -wal/-shm files get the same mode), in WAL mode, with
-    ``schema`` applied."""
-    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-    os.close(os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o600))
-    db = sqlite3.connect(path, timeout=timeout, isolation_level=None, check_same_thread=False)
-    try:
-        db.execute("PRAGMA journal_mode=WAL")
-        db.execute("PRAGMA synchronous=NORMAL")
-        db.execute(schema)
-    except BaseException:
-        db.close()
-        raise
-    return db
 
 
 class ServiceLimits(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True):
@@ -110,13 +94,14 @@ class _Cache:
 
 
 class _Store:
-    """One plugin's sqlite database. Every use goes through ``run``: one thread at a time."""
+    """One plugin's sqlite database (opened again if the file is removed underneath). Every use
+    goes through ``run``: one thread at a time."""
 
     def __init__(self, path: Path, timeout: float) -> None:
         self.path = path
-        self.timeout = timeout
         self.lock = anyio.Lock()
-        self._db: sqlite3.Connection | None = None
+        self._db = PrivateDb(path, "CREATE TABLE IF NOT EXISTS kv (key TEXT PRIMARY KEY, "
+                                   "value BLOB NOT NULL) WITHOUT ROWID", timeout=timeout)
 
     async def run(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         async with self.lock:
@@ -124,20 +109,14 @@ class _Store:
 
     def _call(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         try:
-            if self._db is None:
-                self._db = self._open()
-            return fn(self._db)
+            return fn(self._db.conn())
+        except StateError as exc:
+            raise StorageError(f"storage failed: {exc.message}") from None
         except (sqlite3.Error, OSError) as exc:  # messages name the failure, never the values
-            raise StorageError(f"storage failed: {exc}") from None
-
-    def _open(self) -> sqlite3.Connection:
-        return open_private_db(self.path, "CREATE TABLE IF NOT EXISTS kv (key TEXT PRIMARY KEY, "
-                               "value BLOB NOT NULL) WITHOUT ROWID", timeout=self.timeout)
+            raise StorageError(f"storage failed: {self._db.failure(exc, 'use').message}") from None
 
     def close(self) -> None:
-        if self._db is not None:
-            self._db.close()
-            self._db = None
+        self._db.close()
 
 
 _Op = Callable[[Worker, p.HostCall], Awaitable[Any]]

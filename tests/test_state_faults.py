@@ -1,0 +1,174 @@
+"""The state directory under faults: full, size-limited, read-only, deleted, damaged, shared with
+the CLI. Each is a typed error naming the file and what to do; nothing else is lost, the rest
+keeps serving, and the host stops on SIGTERM (issue 15)."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import sqlite3
+
+import pytest
+from conftest import CALC, PluginDir, fresh_state, run_cli, serve_process, vault_plugin
+
+from host import InvalidConfig, PoolConfig, SecretsError, StateError
+from host.audit import read_audit
+from host.private_files import check_state_dir
+
+pytestmark = pytest.mark.timeout(90)
+
+ONE = PoolConfig(min_workers=1, max_workers=1)
+
+
+def test_a_failing_audit_write_never_stops_the_host(tmp_path, shared_state):
+    # An audit log on a full device (/dev/full: every write fails with ENOSPC), as on a full
+    # disk. Before: the first worker restart killed every pool of the host.
+    plugins = PluginDir(tmp_path / "plugins")
+    plugins.add("calc.js", CALC)
+    state = fresh_state(tmp_path, shared_state)
+    (tmp_path / "host.toml").write_text('[security]\naudit_log = "/dev/full"\n')
+    with serve_process(tmp_path, "--plugins", str(plugins.root), "--state-dir", str(state),
+                       "--config", "host.toml") as srv:
+        def worker() -> int | None:
+            workers = srv.request("GET", "/api/plugins/calc")[1]["workers"]
+            return workers[0]["pid"] if workers else None
+
+        pid = srv.poll(worker, "a worker")
+        for _ in range(3):  # restarts write spawn lines: each fails, none stops anything
+            os.kill(pid, signal.SIGKILL)
+            pid = srv.poll(lambda old=pid: new if (new := worker()) not in (None, old) else None, "a new worker")
+            assert srv.request("POST", "/api/plugins/calc/call/add", {"args": [1, 2]}) == (
+                200, {"ok": True, "result": 3})
+        assert "audit log /dev/full: cannot write" in srv.log()
+
+
+@pytest.mark.anyio
+async def test_the_audit_log_rotates_and_keeps_what_it_was_told(plugin_dir, make_host, state_dir):
+    plugin_dir.add("calc.js", CALC)
+    security = {"audit_max_bytes": 4096, "audit_keep": 2}
+    async with make_host(pool=ONE, state_dir=str(state_dir), security=security) as h:
+        for _ in range(12):  # a spawn line each (~700 bytes)
+            await h.restart("calc")
+        assert await h.call("calc", "add", 1, 2) == 3
+    names = sorted(p.name for p in state_dir.iterdir() if p.name.startswith("audit.jsonl"))
+    assert names == ["audit.jsonl", "audit.jsonl.1", "audit.jsonl.2", "audit.jsonl.lock"]
+    for name in names[:3]:
+        assert (state_dir / name).stat().st_size < 4096 + 2048
+        assert all(e["event"] for e in read_audit(state_dir / name))
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("text", ["[1, 2, 3]", '"x"', '{"vault": "x"}', "{oops"])
+async def test_a_config_store_of_the_wrong_shape_is_a_typed_error_naming_it(plugin_dir, make_host, state_dir, text):
+    plugin_dir.add("calc.js", CALC)
+    (state_dir / "config.json").write_text(text)
+    with pytest.raises(InvalidConfig, match=r"config\.json: (must be an object|not valid JSON)"):
+        async with make_host(state_dir=str(state_dir)):
+            pass
+    assert (state_dir / "config.json").read_text() == text  # kept as it was
+
+
+@pytest.mark.anyio
+async def test_damaged_history_and_cache_files_are_set_aside_and_the_host_serves(plugin_dir, make_host, state_dir):
+    plugin_dir.add("station.js", """
+        export const metadata = { id: "station", name: "Station", version: "1.0.0", apiVersion: "1.0",
+          capabilities: ["balance"] };
+        export function queryBalance() { return { balance: 5, currency: "USD" }; }
+    """)
+    (state_dir / "balances.sqlite3").write_bytes(b"not a database " * 100)
+    (state_dir / "cache.sqlite3").write_bytes(b"not a database either " * 100)
+    cache = {"policy": {"cache": {"enabled": True, "persist": True}}}
+    async with make_host(state_dir=str(state_dir), **cache) as h:
+        [result] = await h.query_balances()
+        assert result.status == "success" and result.balance == 5
+        points = await h.balance_history("station")
+        assert [p.balance for p in points] == [5]
+    aside = sorted(p.name for p in state_dir.iterdir() if ".damaged-" in p.name)
+    assert any(n.startswith("balances.sqlite3.damaged-") for n in aside)
+    assert any(n.startswith("cache.sqlite3.damaged-") for n in aside)
+
+
+@pytest.mark.anyio
+async def test_a_history_that_cannot_be_read_is_a_state_error_and_balances_still_answer(
+        plugin_dir, make_host, state_dir):
+    plugin_dir.add("station.js", """
+        export const metadata = { id: "station", name: "Station", version: "1.0.0", apiVersion: "1.0",
+          capabilities: ["balance"] };
+        export function queryBalance() { return { balance: 7, currency: "USD" }; }
+    """)
+    async with make_host(state_dir=str(state_dir)) as h:
+        assert (await h.query_balances())[0].balance == 7
+        (state_dir / "balances.sqlite3").unlink()
+        (state_dir / "balances.sqlite3").mkdir()  # a directory where the file was: cannot be opened
+        assert (await h.query_balances())[0].balance == 7  # the answer, though not recorded
+        with pytest.raises(StateError, match=r"balances\.sqlite3"):
+            await h.balance_history("station")
+
+
+def test_a_state_directory_that_cannot_be_used_is_refused_at_start_saying_why(tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    with pytest.raises(StateError, match=r"cannot use the state directory .*file/state"):
+        check_state_dir(blocker / "state")
+    with pytest.raises(StateError, match=r"KiB free, less than"):
+        check_state_dir(tmp_path / "ok", min_free=2**62)
+    plugins = PluginDir(tmp_path / "plugins")
+    plugins.add("calc.js", CALC)
+    out = run_cli("--plugins", str(plugins.root), "--state-dir", str(blocker / "state"), "list", cwd=tmp_path)
+    assert out.returncode == 1 and "cannot use the state directory" in out.stderr and "Traceback" not in out.stderr
+
+
+@pytest.mark.anyio
+async def test_a_state_directory_deleted_while_running_loses_no_new_write(plugin_dir, make_host, state_dir):
+    plugin_dir.add("keeper.js", """
+        export async function put(k, v, ctx) { await ctx.storage.set(k, v); return await ctx.storage.get(k); }
+        export async function get(k, ctx) { return await ctx.storage.get(k); }
+    """)
+    async with make_host(state_dir=str(state_dir)) as h:
+        assert await h.call("keeper", "put", "a", 1) == 1
+        shutil.rmtree(state_dir / "storage")
+        assert await h.call("keeper", "put", "b", 2) == 2  # into a new file, not the deleted one
+        assert await h.call("keeper", "get", "b") == 2
+    db = sqlite3.connect(state_dir / "storage" / "keeper.sqlite3")
+    assert [k for (k,) in db.execute("SELECT key FROM kv")] == ["b"]
+    db.close()
+
+
+@pytest.mark.anyio
+async def test_a_secret_key_removed_while_running_is_never_replaced_silently(plugin_dir, make_host, state_dir):
+    plugin_dir.add("vault.js", vault_plugin("export function tail(ctx) { return ctx.config.apiKey.slice(-4); }"))
+    async with make_host(state_dir=str(state_dir)) as h:
+        await h.set_config("vault", {"apiKey": "sk-live-first-1111"})
+        (state_dir / "secret.key").unlink()
+        with pytest.raises(SecretsError, match=r"secret\.key was removed while the host runs"):
+            await h.set_config("vault", {"apiKey": "sk-live-second-2222"})
+        assert await h.call("vault", "tail") == "1111"  # the stored config is untouched
+    with pytest.raises(SecretsError, match=r"secret\.key is missing, and values stored in config\.json"):
+        async with make_host(state_dir=str(state_dir)):
+            pass
+    assert not (state_dir / "secret.key").exists()  # no new key made behind the operator's back
+
+
+def test_the_cli_and_a_running_server_never_lose_each_others_config(tmp_path, shared_state):
+    plugins = PluginDir(tmp_path / "plugins")
+    for pid in ("alpha", "beta"):
+        plugins.add(f"{pid}.js", f"""
+            export const metadata = {{ id: "{pid}", name: "{pid}", version: "1.0.0", apiVersion: "1.0",
+              configSchema: {{ currency: {{ type: "string", default: "EUR" }} }} }};
+            export function currency(ctx) {{ return ctx.config.currency; }}
+        """)
+    state = fresh_state(tmp_path, shared_state)
+    common = ("--plugins", str(plugins.root), "--state-dir", str(state))
+    with serve_process(tmp_path, *common) as srv:
+        out = run_cli(*common, "config", "set", "alpha", "currency=USD", cwd=tmp_path)
+        assert out.returncode == 0, out.stderr
+        srv.poll(lambda: True if srv.request("POST", "/api/plugins/alpha/call/currency", {"args": []})[1]
+                 .get("result") == "USD" else None, "the server serving the CLI's config")
+        assert srv.request("PUT", "/api/plugins/beta/config", {"currency": "JPY"})[0] == 200
+    stored = json.loads((state / "config.json").read_text())
+    assert stored == {"alpha": {"currency": "USD"}, "beta": {"currency": "JPY"}}
+    with serve_process(tmp_path, *common) as srv:  # both survive a restart
+        for pid, want in (("alpha", "USD"), ("beta", "JPY")):
+            assert srv.request("POST", f"/api/plugins/{pid}/call/currency", {"args": []})[1]["result"] == want
