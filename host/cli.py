@@ -12,6 +12,7 @@ import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
+from urllib.parse import quote
 
 import anyio
 import msgspec
@@ -21,6 +22,7 @@ from .balances import BALANCE_CAPABILITY
 from .cli_output import Progress, balances_table, first_line, inspector_targets, start_progress, table
 from .config import TOOLS, HostConfig, PluginSettings, ServerConfig, check_inspect
 from .config_file import load_config
+from .control import control_client, start_control_site
 from .errors import HostError, InvalidConfig
 from .info import json_default
 from .logs import FORMATS, LEVELS, setup_logging
@@ -80,9 +82,13 @@ async def _serve(args: argparse.Namespace, config: HostConfig) -> int:
                      allowed_hosts=srv.allowed_hosts)
     runner = Runner(app, header_timeout=srv.header_timeout, handle_signals=False,
                     shutdown_timeout=srv.shutdown_grace)
+    # The control socket: the CLI's changes go through this server (no token: the socket is 0600).
+    control = Runner(create_app(host, max_body=srv.max_body_bytes), header_timeout=srv.header_timeout,
+                     handle_signals=False, shutdown_timeout=srv.shutdown_grace)
     with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
         # HTTP first: /healthz/live answers while the plugins start, /healthz/ready says 503.
         await runner.setup()
+        await control.setup()
         try:
             site = (PrivateUnixSite(runner, srv.unix_socket) if srv.unix_socket is not None
                     else web.TCPSite(runner, srv.host, srv.port))
@@ -94,7 +100,8 @@ async def _serve(args: argparse.Namespace, config: HostConfig) -> int:
             for address in runner.addresses:  # the API itself: no plugin may reach it
                 if isinstance(address, tuple):
                     host.reserve_address(srv.host if srv.host in ("", "0.0.0.0", "::") else address[0], address[1])
-            async with _started(host, args):
+            async with _started(host, args):  # (it checks, or makes, the state directory)
+                await start_control_site(control, config.state_path)
                 if srv.enable_execute:
                     await host.warm_execute()
                 names = ", ".join(f"{i.id} ({i.state})" for i in host.plugins()) or "none"
@@ -104,8 +111,11 @@ async def _serve(args: argparse.Namespace, config: HostConfig) -> int:
                     log.info("received %s: draining and stopping", signal.Signals(sig).name)
                     break
                 app[DRAINING].set()
-                await runner.cleanup()  # stop accepting, let calls in flight finish (shutdown_grace)
+                # stop accepting, let calls in flight finish (shutdown_grace)
+                await control.cleanup()
+                await runner.cleanup()
         finally:
+            await control.cleanup()
             await runner.cleanup()
     return 0
 
@@ -141,8 +151,14 @@ async def _announce_inspector(args: argparse.Namespace, config: HostConfig) -> N
 
 
 async def _approve(args: argparse.Namespace, config: HostConfig) -> int:
-    """Approve what the plugin's newest version declares; it is read in a worker with no
-    permissions (no host is started), and a server on the same state directory picks it up."""
+    """Approve what the plugin's newest version declares: through the server running on this
+    state directory (it applies it at once), else read in a worker with no permissions (no
+    host is started) and recorded for the next start."""
+    async with control_client(config.state_path) as server:
+        if server is not None:
+            info = await server.request("POST", f"/api/plugins/{quote(args.id)}/approve")
+            print(f"{args.id}@{info['version']}: approved; the server runs it ({info['state']})")
+            return 0
     runtime = Runtime.create(config)
     try:
         sources = [s for s in discover_sources(config) if s.id == args.id]
@@ -304,9 +320,15 @@ def _assignments(args: argparse.Namespace, schema: dict[str, Any]) -> dict[str, 
 
 
 async def _config_set(args: argparse.Namespace, config: HostConfig) -> int:
-    async with _started(PluginHost(config), args) as host:
-        values = _assignments(args, host.config_schema(args.id))
-        stored = await host.set_config(args.id, values, replace=args.replace)
+    async with control_client(config.state_path) as server:
+        if server is not None:  # a server runs on this state directory: it stores and applies it
+            values = _assignments(args, await server.request("GET", f"/api/plugins/{quote(args.id)}/schema"))
+            stored = await server.request("PUT", f"/api/plugins/{quote(args.id)}/config"
+                                          + ("?replace=1" if args.replace else ""), values)
+        else:
+            async with _started(PluginHost(config), args) as host:
+                values = _assignments(args, host.config_schema(args.id))
+                stored = await host.set_config(args.id, values, replace=args.replace)
     _print_json(stored)  # secrets masked
     return 0
 
@@ -350,8 +372,13 @@ async def _config_import(args: argparse.Namespace, config: HostConfig) -> int:
                 document = json.load(f)
     except (OSError, ValueError) as exc:
         raise _UsageError(f"{args.file}: cannot read a JSON document ({exc})") from None
-    async with _started(PluginHost(config), args) as host:
-        stored = await host.import_config(document, passphrase=passphrase, replace=args.replace)
+    async with control_client(config.state_path) as server:
+        if server is not None:  # over the owner-only control socket: the passphrase stays local
+            stored = await server.request("POST", "/api/config/import", {
+                "document": document, "passphrase": passphrase, "replace": args.replace})
+        else:
+            async with _started(PluginHost(config), args) as host:
+                stored = await host.import_config(document, passphrase=passphrase, replace=args.replace)
     _print_json(stored)  # secrets masked
     return 0
 

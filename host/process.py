@@ -8,12 +8,14 @@ parent with prlimit(2) before the child has done any real work."""
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import os
 import resource
 import shutil
 import signal
 import subprocess
+import sys
 from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 
@@ -33,6 +35,63 @@ def _pdeathsig_preexec(parent_pid: int) -> Callable[[], None]:
     return preexec
 
 
+# The reaper: one small process per host that outlives it to kill what its workers started.
+# PR_SET_PDEATHSIG kills a worker with the host, but not the processes a plugin granted `run`
+# started (Deno does not pass SIGKILL on; they would be re-parented to PID 1). Each worker
+# leads a process group of its own, which its children join; the host tells the reaper each
+# group, and when its pipe from the host reaches end of file (the host is gone, however it
+# died) the reaper SIGKILLs every group it was told of and still holds.
+_REAPER = """
+import os, signal, sys
+groups = set()
+for line in sys.stdin:
+    op, _, pgid = line.strip().partition(" ")
+    if pgid.isdigit():
+        (groups.add if op == "+" else groups.discard)(int(pgid))
+for pgid in groups:
+    try:
+        os.killpg(pgid, signal.SIGKILL)
+    except OSError:
+        pass
+"""
+
+
+class Reaper:
+    """Kills the process groups of a host's workers (and whatever they started) when the host
+    is gone: see _REAPER. Started at the first ``add``; ``close`` ends it (normal shutdown)."""
+
+    def __init__(self) -> None:
+        self._proc: subprocess.Popen[bytes] | None = None
+
+    def add(self, pgid: int) -> None:
+        self._send(f"+ {pgid}\n")
+
+    def remove(self, pgid: int) -> None:
+        self._send(f"- {pgid}\n")
+
+    def _send(self, line: str) -> None:
+        if self._proc is None:
+            self._proc = subprocess.Popen([sys.executable, "-I", "-S", "-c", _REAPER], stdin=subprocess.PIPE,
+                                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                                          start_new_session=True, close_fds=True)
+        assert self._proc.stdin is not None
+        try:
+            self._proc.stdin.write(line.encode())
+            self._proc.stdin.flush()
+        except OSError:  # the reaper died: workers still die with the host (PR_SET_PDEATHSIG)
+            pass
+
+    def close(self) -> None:
+        """End of the host: the reaper kills what is left (nothing, normally) and exits."""
+        proc, self._proc = self._proc, None
+        if proc is not None:
+            with contextlib.suppress(OSError):
+                assert proc.stdin is not None
+                proc.stdin.close()
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                proc.wait(timeout=5)
+
+
 class ChildProcess:
     """A child in its own process group; the stdout+stderr pipe's tail is kept for errors."""
 
@@ -47,6 +106,7 @@ class ChildProcess:
         tail_bytes: int = 4096,
         on_output: Callable[[str], None] | None = None,
         stdin_data: bytes = b"",
+        reaper: Reaper | None = None,
     ) -> None:
         """``stdin_data``: written to the child's stdin, which is then closed (what it must know
         but no other code in it may read: Deno.args needs no permission)."""
@@ -68,6 +128,9 @@ class ChildProcess:
             preexec_fn=preexec,
         )
         self.pid = self._proc.pid
+        self._reaper = reaper
+        if reaper is not None:
+            reaper.add(self.pid)  # its own process group (start_new_session): pgid == pid
         if self._proc.stdin is not None:
             try:  # a few hundred bytes: the pipe buffer takes them at once
                 self._proc.stdin.write(stdin_data)
@@ -154,6 +217,8 @@ class ChildProcess:
             os.killpg(self.pid, signal.SIGKILL)
         except (ProcessLookupError, PermissionError):
             pass
+        if self._reaper is not None:
+            self._reaper.remove(self.pid)
 
     async def pump_output(self) -> None:
         """Read the child's output until EOF, keeping a tail and forwarding lines."""

@@ -20,6 +20,7 @@ from .config import HostConfig, SecurityConfig, WorkerLimits
 from .errors import HostError
 from .permissions import Permissions, Sandbox, reserved_env
 from .private_files import storage_name
+from .process import Reaper
 from .secrets import key_file_path
 
 _RUN_PREFIX = "plugin-host-"
@@ -116,6 +117,7 @@ class Runtime:
     # host:port addresses every worker is denied, private network allowed or not: the host's
     # own listening addresses (its HTTP API).
     reserved_addresses: list[str] = field(default_factory=list)
+    reaper: Reaper = field(default_factory=Reaper)  # kills what workers started if the host dies
     _seq: itertools.count = field(default_factory=itertools.count)
 
     @classmethod
@@ -155,6 +157,7 @@ class Runtime:
     def close(self) -> None:
         shutil.rmtree(self.run_dir, ignore_errors=True)
         self.audit.close()
+        self.reaper.close()
 
     def socket_path(self) -> str:
         """A fresh socket path in the private directory (made again if something removed it).

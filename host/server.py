@@ -349,6 +349,14 @@ def create_app(host: PluginHost, *, admin_token: str | None = None, read_token: 
             return _error(400, "BadRequest", "body must be the config object")
         return _json(await host.set_config(request.match_info["id"], body, replace=_flag(request, "replace")))
 
+    async def import_config(request: web.Request) -> web.Response:
+        body = await _body(request)
+        if not isinstance(body, dict) or not isinstance(body.get("document"), dict) or not (
+                body.get("passphrase") is None or isinstance(body.get("passphrase"), str)):
+            return _error(400, "BadRequest", 'body must be {"document": {...}, "passphrase": "..."?, "replace": bool?}')
+        return _json(await host.import_config(body["document"], passphrase=body.get("passphrase"),
+                                              replace=body.get("replace") is True))
+
     async def event(request: web.Request) -> web.Response:
         payload = await _body(request) if request.can_read_body else None
         replies = await host.emit(request.match_info["event"], payload, stop_at_first=_flag(request, "first"))
@@ -386,6 +394,7 @@ def create_app(host: PluginHost, *, admin_token: str | None = None, read_token: 
     app.router.add_get("/api/plugins/{id}/schema", schema)
     app.router.add_get("/api/plugins/{id}/logs", logs)
     app.router.add_put("/api/plugins/{id}/config", put_config)
+    app.router.add_post("/api/config/import", import_config)
     app.router.add_post("/api/events/{event}", event)
     app.router.add_get("/api/balances", balances)
     app.router.add_get("/api/balances/history", balance_history)

@@ -285,6 +285,7 @@ class Worker:
             self._proc = ChildProcess(
                 rt.command(flags),
                 stdin_data=rt.bootstrap(sock_path, token),
+                reaper=rt.reaper,
                 env=rt.env(spec.permissions, spec.egress_id or spec.plugin_id),
                 cwd=str(spec.base_dir),  # never the socket directory
                 data_limit_mb=limits.rlimit_data_mb,

@@ -157,6 +157,60 @@ def test_no_worker_survives_2s_after_the_host_is_sigkilled(
             {pid: proc_state(pid) for pid in hp.workers if not gone(pid)})
 
 
+SPAWNER_HOST = """
+import json, sys
+import anyio
+from host import HostConfig, PluginHost, PoolConfig
+
+async def main(plugins, state):
+    cfg = HostConfig(plugins_dir=plugins, state_dir=state, pool=PoolConfig(min_workers=1, max_workers=1))
+    async with PluginHost(cfg) as h:
+        child = await h.call("spawner", "start")
+        print(json.dumps({"child": child, "workers": [w.pid for w in h.plugin("spawner").workers]}), flush=True)
+        await anyio.sleep_forever()
+
+anyio.run(main, sys.argv[1], sys.argv[2])
+"""
+
+SPAWNER = """
+export const metadata = { id: "spawner", name: "spawner", version: "1.0.0", apiVersion: "1.0",
+  permissions: { run: ["sleep"] } };
+export function start() { return new Deno.Command("sleep", { args: ["300"] }).spawn().pid; }
+"""
+
+
+@pytest.mark.timeout(45)
+def test_what_a_plugin_started_dies_with_a_sigkilled_host(plugin_dir, tmp_path, runtime_parent, shared_state):
+    # Deno does not pass SIGKILL on to the processes it started: before, `sleep` was re-parented
+    # to PID 1 and lived on. The host's reaper kills the worker's whole process group.
+    plugin_dir.add("spawner.js", SPAWNER)
+    script = tmp_path / "spawner_host.py"
+    script.write_text(SPAWNER_HOST)
+    proc = subprocess.Popen([sys.executable, str(script), str(plugin_dir.root), str(shared_state)],
+                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, cwd=tmp_path,
+                            env={**os.environ, "XDG_RUNTIME_DIR": str(runtime_parent)})
+    child = None
+    try:
+        assert proc.stdout is not None
+        ready, _, _ = select.select([proc.stdout], [], [], 30)
+        if not ready:
+            pytest.fail("no report from the host")
+        report = json.loads(proc.stdout.readline())
+        child = report["child"]
+        with open(f"/proc/{child}/comm") as f:
+            assert f.read().strip() == "sleep"
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=5)
+        assert wait_until(lambda: gone(child), timeout=3), f"the plugin's child {child} outlived the host"
+        assert all(gone(pid) for pid in report["workers"])
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        if child is not None and not gone(child):
+            os.kill(child, signal.SIGKILL)
+
+
 @pytest.mark.timeout(45)
 @pytest.mark.anyio
 async def test_run_dir_of_a_sigkilled_host_is_swept_when_the_next_host_starts(

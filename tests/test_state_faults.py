@@ -172,3 +172,31 @@ def test_the_cli_and_a_running_server_never_lose_each_others_config(tmp_path, sh
     with serve_process(tmp_path, *common) as srv:  # both survive a restart
         for pid, want in (("alpha", "USD"), ("beta", "JPY")):
             assert srv.request("POST", f"/api/plugins/{pid}/call/currency", {"args": []})[1]["result"] == want
+
+
+def test_cli_changes_go_through_the_running_server_on_its_control_socket(tmp_path, shared_state):
+    plugins = PluginDir(tmp_path / "plugins")
+    plugins.add("alpha.js", """
+        export const metadata = { id: "alpha", name: "alpha", version: "1.0.0", apiVersion: "1.0",
+          configSchema: { currency: { type: "string", default: "EUR" } } };
+        export function currency(ctx) { return ctx.config.currency; }
+        export function validateConfig(config) {
+          return config.currency === "XXX" ? { valid: false, message: "XXX is not a currency" } : true;
+        }
+    """)
+    state = fresh_state(tmp_path, shared_state)
+    common = ("--plugins", str(plugins.root), "--state-dir", str(state))
+    with serve_process(tmp_path, *common, env={"PLUGIN_HOST_ADMIN_TOKEN": "adm-ctl-1"}) as srv:
+        sock = state / "control.sock"
+        assert sock.is_socket() and oct(sock.stat().st_mode & 0o777) == "0o600"
+        out = run_cli(*common, "config", "set", "alpha", "currency=USD", cwd=tmp_path)  # no token needed
+        assert out.returncode == 0 and json.loads(out.stdout) == {"currency": "USD"}, out.stderr
+        # applied at once by the server (no rescan wait), and validated by its running plugin
+        status, answer = srv.request("POST", "/api/plugins/alpha/call/currency", {"args": []}, token="adm-ctl-1")
+        assert answer["result"] == "USD"
+        refused = run_cli(*common, "config", "set", "alpha", "currency=XXX", cwd=tmp_path)
+        assert refused.returncode == 1 and "XXX is not a currency" in refused.stderr
+        assert "control socket" not in srv.log()
+    assert not (state / "control.sock").exists()  # removed at exit
+    out = run_cli(*common, "config", "set", "alpha", "currency=GBP", cwd=tmp_path)  # no server: local
+    assert out.returncode == 0 and json.loads((state / "config.json").read_text()) == {"alpha": {"currency": "GBP"}}

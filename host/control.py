@@ -1,0 +1,92 @@
+"""The control socket: ``serve`` announces itself in its state directory as a Unix socket
+(``<state_dir>/control.sock``, 0600 in a 0700 directory, so only the host's own user can
+connect) serving the HTTP API without tokens. A CLI command that changes state (``config set``,
+``config import``, ``approve``) sends it there when a server runs on the same state directory,
+so the server applies it at once and validates it with the running plugin; with no server it
+acts on the state directory itself, whose stores take a lock and compare and swap."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+from aiohttp import web
+
+from .errors import HostError
+
+log = logging.getLogger("host.control")
+
+SOCKET = "control.sock"
+CONNECT_TIMEOUT = 2.0   # seconds to reach a server that announced itself
+REQUEST_TIMEOUT = 120.0  # a config change restarts the plugin's workers: allow for it
+
+
+def socket_path(state_dir: Path) -> Path:
+    return state_dir / SOCKET
+
+
+class RemoteError(HostError):
+    """The running server refused the request; ``type`` is its error type."""
+
+    def __init__(self, message: str, *, type: str, status: int) -> None:
+        super().__init__(message)
+        self.type, self.status = type, status
+
+    def __str__(self) -> str:
+        return f"{self.type}: {self.message}"
+
+
+class ControlClient:
+    """Requests to the server behind a control socket."""
+
+    def __init__(self, session: aiohttp.ClientSession) -> None:
+        self._session = session
+
+    async def request(self, method: str, path: str, body: Any = None) -> Any:
+        """The decoded JSON answer; RemoteError for an error answer."""
+        async with self._session.request(method, f"http://localhost{path}", json=body) as r:
+            doc = await r.json(content_type=None)
+        if r.status >= 400:
+            err = doc.get("error", {}) if isinstance(doc, dict) else {}
+            raise RemoteError(str(err.get("message", doc)), type=str(err.get("type") or err.get("name")),
+                              status=r.status)
+        return doc
+
+
+@contextlib.asynccontextmanager
+async def control_client(state_dir: Path) -> AsyncIterator[ControlClient | None]:
+    """A client of the server that serves ``state_dir``, or None when none answers there."""
+    path = socket_path(state_dir)
+    if not path.is_socket():
+        yield None
+        return
+    timeout = aiohttp.ClientTimeout(total=REQUEST_TIMEOUT, connect=CONNECT_TIMEOUT)
+    async with aiohttp.ClientSession(connector=aiohttp.UnixConnector(path=str(path)), timeout=timeout) as session:
+        try:
+            async with session.get("http://localhost/healthz/live") as r:
+                alive = r.status == 200
+        except (aiohttp.ClientError, TimeoutError, OSError):
+            alive = False  # a socket left by a server that died
+        yield ControlClient(session) if alive else None
+
+
+async def start_control_site(runner: web.BaseRunner, state_dir: Path) -> web.BaseSite | None:
+    """Serve ``runner`` (an app without tokens) on the control socket; None, with a warning,
+    when another live server already serves this state directory there."""
+    from .server import PrivateUnixSite
+
+    site = PrivateUnixSite(runner, str(socket_path(state_dir)))
+    try:
+        await site.start()
+    except OSError as exc:
+        log.warning("control socket %s: not served (%s): is another server using this state directory?",
+                    socket_path(state_dir), exc.strerror or exc)
+        return None
+    return site
+
+
+__all__ = ["ControlClient", "RemoteError", "control_client", "socket_path", "start_control_site"]
