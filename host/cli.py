@@ -83,7 +83,7 @@ async def _serve(args: argparse.Namespace, config: HostConfig) -> int:
     runner = Runner(app, header_timeout=srv.header_timeout, handle_signals=False,
                     shutdown_timeout=srv.shutdown_grace)
     # The control socket: the CLI's changes go through this server (no token: the socket is 0600).
-    control = Runner(create_app(host, max_body=srv.max_body_bytes), header_timeout=srv.header_timeout,
+    control = Runner(create_app(host, max_body=srv.max_body_bytes, via="cli"), header_timeout=srv.header_timeout,
                      handle_signals=False, shutdown_timeout=srv.shutdown_grace)
     with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
         # HTTP first: /healthz/live answers while the plugins start, /healthz/ready says 503.
@@ -156,8 +156,12 @@ async def _approve(args: argparse.Namespace, config: HostConfig) -> int:
     host is started) and recorded for the next start."""
     async with control_client(config.state_path) as server:
         if server is not None:
-            info = await server.request("POST", f"/api/plugins/{quote(args.id)}/approve")
-            print(f"{args.id}@{info['version']}: approved; the server runs it ({info['state']})")
+            waiting = (await server.request("GET", f"/api/plugins/{quote(args.id)}"))["pending_approval"]
+            if not waiting:
+                print(f"{args.id}: nothing to approve (no version asks for a grant beyond the approved ones)")
+                return 0
+            info = await server.request("POST", f"/api/plugins/{quote(args.id)}/approve", {"grants": waiting})
+            print(f"{args.id}@{info['version']}: approved {', '.join(waiting)}; the server runs it ({info['state']})")
             return 0
     runtime = Runtime.create(config)
     try:

@@ -196,10 +196,11 @@ def _positive(x: Any, scale: float = 1.0) -> bool:
 
 def create_app(host: PluginHost, *, admin_token: str | None = None, read_token: str | None = None,
                enable_execute: bool = False, max_body: int = 2 * 1024 * 1024,
-               allowed_hosts: Iterable[str] = ()) -> web.Application:
+               allowed_hosts: Iterable[str] = (), via: str = "http") -> web.Application:
     """The API over ``host``. With ``admin_token`` or ``read_token`` set, every route but
     ``/healthz*`` and the dashboard's files needs a token: the admin one to change anything,
-    either to read. ``allowed_hosts``: Host names accepted besides the server's own addresses."""
+    either to read. ``allowed_hosts``: Host names accepted besides the server's own addresses.
+    ``via``: who approvals are recorded as made by ("cli" on the control socket)."""
     names = _Names(allowed_hosts)
     admin = (_digest(admin_token),) if admin_token else ()
     readers = admin + ((_digest(read_token),) if read_token else ())
@@ -318,7 +319,7 @@ def create_app(host: PluginHost, *, admin_token: str | None = None, read_token: 
             grants = body.get("grants") if isinstance(body, dict) else None
             if grants is not None and not (isinstance(grants, list) and all(isinstance(g, str) for g in grants)):
                 return _error(400, "BadRequest", 'body must be {"grants": ["kind: entry", ...]} or empty')
-            await host.approve(pid, by="http", grants=grants)
+            await host.approve(pid, by=via, grants=grants)
         elif action == "enable":
             await host.enable(pid)
         else:

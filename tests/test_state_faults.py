@@ -192,7 +192,7 @@ def test_cli_changes_go_through_the_running_server_on_its_control_socket(tmp_pat
         out = run_cli(*common, "config", "set", "alpha", "currency=USD", cwd=tmp_path)  # no token needed
         assert out.returncode == 0 and json.loads(out.stdout) == {"currency": "USD"}, out.stderr
         # applied at once by the server (no rescan wait), and validated by its running plugin
-        status, answer = srv.request("POST", "/api/plugins/alpha/call/currency", {"args": []}, token="adm-ctl-1")
+        _, answer = srv.request("POST", "/api/plugins/alpha/call/currency", {"args": []}, token="adm-ctl-1")
         assert answer["result"] == "USD"
         refused = run_cli(*common, "config", "set", "alpha", "currency=XXX", cwd=tmp_path)
         assert refused.returncode == 1 and "XXX is not a currency" in refused.stderr
