@@ -200,3 +200,20 @@ def test_cli_changes_go_through_the_running_server_on_its_control_socket(tmp_pat
     assert not (state / "control.sock").exists()  # removed at exit
     out = run_cli(*common, "config", "set", "alpha", "currency=GBP", cwd=tmp_path)  # no server: local
     assert out.returncode == 0 and json.loads((state / "config.json").read_text()) == {"alpha": {"currency": "GBP"}}
+
+
+@pytest.mark.anyio
+async def test_a_config_that_cannot_be_stored_is_a_state_error_and_the_plugin_keeps_its_config(
+        plugin_dir, make_host, state_dir):
+    plugin_dir.add("alpha.js", """
+        export const metadata = { id: "alpha", name: "alpha", version: "1.0.0", apiVersion: "1.0",
+          configSchema: { currency: { type: "string", default: "EUR" } } };
+        export function currency(ctx) { return ctx.config.currency; }
+    """)
+    async with make_host(state_dir=str(state_dir)) as h:
+        await h.set_config("alpha", {"currency": "USD"})
+        (state_dir / "config.json").unlink()
+        (state_dir / "config.json").mkdir()  # unwritable where the file was (as a read-only disk would be)
+        with pytest.raises(StateError, match=r"cannot (read|write) .*config\.json"):
+            await h.set_config("alpha", {"currency": "JPY"})
+        assert await h.call("alpha", "currency") == "USD"
