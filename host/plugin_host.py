@@ -79,6 +79,13 @@ _LEVELS = {
 LogListener = Callable[[str, Worker, p.Log], None]
 
 
+def _share(deadline: float) -> float:
+    """The part of a call's remaining time a shared result cache may take: half of it, so
+    a storage that does not answer costs the call a miss, never its deadline."""
+    now = time.monotonic()
+    return now + max(deadline - now, 0.0) / 2
+
+
 class PluginHost:
     """Run plugins in sandboxed Deno workers.
 
@@ -588,7 +595,7 @@ class PluginHost:
         pid = pool.plugin_id
         store, flights = self._cache, self._flights
         while not refresh:
-            entry = await store.get(pid, key, deadline) if store.shared else store.get_local(pid, key)
+            entry = await store.get(pid, key, _share(deadline)) if store.shared else store.get_local(pid, key)
             if entry is not None:
                 if entry.state(time.time()) == FRESH:
                     policy.cache_hits += 1
@@ -618,7 +625,7 @@ class PluginHost:
             if entry is None:  # larger than max_value_bytes
                 return value, time.time(), False
             if store.shared:
-                await store.put(pid, key, entry, cache, deadline)
+                await store.put(pid, key, entry, cache, _share(deadline))
             else:
                 store.put_local(pid, key, entry, cache)
             return value, entry.stored_at, False

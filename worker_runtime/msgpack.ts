@@ -119,7 +119,7 @@ export class Encoder {
     this.ensure(9);
     const b = this.buf;
     let p = this.pos;
-    if (Number.isSafeInteger(v)) {
+    if (Number.isSafeInteger(v) && !Object.is(v, -0)) { // -0 stays a float, as msgspec sends it
       if (v >= 0) {
         if (v < 0x80) {
           b[p++] = v;
