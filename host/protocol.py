@@ -177,12 +177,87 @@ def encode(msg: Message, max_frame: int = DEFAULT_MAX_FRAME) -> bytearray:
     return buf  # a bytearray: copying it into bytes would double a large frame's cost
 
 
+# Decoding multiplies memory: a one-byte empty array becomes a Python list of ~64 bytes, so a
+# 16 MiB frame of them took 1.2 GB of host memory and 6 s of its event loop. Bodies larger than
+# WALK_ABOVE are walked first (headers only; strings and binaries skipped by their length) to
+# estimate what their Python objects would take, and refused past MAX_DECODED_BYTES: a 16 MiB
+# string passes, 16 MiB of empty arrays is refused after ~2 million of them (~0.5 s of walking).
+WALK_ABOVE = 256 * 1024
+MAX_DECODED_BYTES = 128 * 1024 * 1024
+
+# Header byte -> (bytes after the header, estimated Python bytes) for fixed-size kinds.
+_FIXED = {0xC0: (0, 8), 0xC2: (0, 8), 0xC3: (0, 8), 0xCA: (4, 32), 0xCB: (8, 32), 0xCC: (1, 8), 0xCD: (2, 40),
+          0xCE: (4, 40), 0xCF: (8, 44), 0xD0: (1, 40), 0xD1: (2, 40), 0xD2: (4, 40), 0xD3: (8, 44),
+          0xD4: (2, 72), 0xD5: (3, 72), 0xD6: (5, 72), 0xD7: (9, 72), 0xD8: (17, 72)}
+# Header byte -> (size of its length field, extra bytes after it) for strings, binaries, extensions.
+_SIZED = {0xC4: (1, 0), 0xC5: (2, 0), 0xC6: (4, 0), 0xC7: (1, 1), 0xC8: (2, 1), 0xC9: (4, 1),
+          0xD9: (1, 0), 0xDA: (2, 0), 0xDB: (4, 0)}
+# Header byte -> (size of its count field, objects per counted element) for arrays and maps.
+_COUNTED = {0xDC: (2, 1), 0xDD: (4, 1), 0xDE: (2, 2), 0xDF: (4, 2)}
+_STR, _LIST, _DICT, _SLOT = 57, 64, 72, 8  # a str's fixed cost, an empty list's, dict's, a pointer
+
+
+def decoded_cost(body: bytes | memoryview, budget: int) -> int | None:
+    """Roughly the bytes of Python objects ``body`` (MessagePack) decodes into, or None as soon
+    as that passes ``budget``. Reads headers only; a truncated body ends the walk (the decoder
+    then says what is wrong with it)."""
+    data = body if isinstance(body, bytes) else bytes(body)
+    end = len(data)
+    pos = cost = 0
+    todo = 1
+    from_bytes = int.from_bytes
+    while todo and pos < end:
+        if cost > budget:
+            return None
+        todo -= 1
+        b = data[pos]
+        if b < 0x80 or b >= 0xE0:  # fixint
+            pos += 1
+            cost += _SLOT
+        elif b < 0xA0:  # fixmap, fixarray
+            n = b & 0x0F
+            if b < 0x90:
+                todo += 2 * n
+                cost += _DICT + 5 * _SLOT * n
+            else:
+                todo += n
+                cost += _LIST + _SLOT * n
+            pos += 1
+        elif b < 0xC0:  # fixstr
+            n = b & 0x1F
+            pos += 1 + n
+            cost += _STR + n
+        elif (fixed := _FIXED.get(b)) is not None:
+            pos += 1 + fixed[0]
+            cost += fixed[1]
+        elif (sized := _SIZED.get(b)) is not None:
+            width, extra = sized
+            n = from_bytes(data[pos + 1:pos + 1 + width], "big")
+            pos += 1 + width + extra + n
+            cost += _STR + n
+        elif (counted := _COUNTED.get(b)) is not None:
+            width, per = counted
+            n = from_bytes(data[pos + 1:pos + 1 + width], "big")
+            todo += per * n
+            cost += (_DICT + 5 * _SLOT * n) if per == 2 else (_LIST + _SLOT * n)
+            pos += 1 + width
+        else:  # 0xC1, never used: the decoder refuses it
+            break
+    return cost if cost <= budget else None
+
+
 def decode_body(body: bytes | memoryview) -> Message:
-    """Decode one frame body; any malformed or unknown message is a ProtocolError."""
+    """Decode one frame body; any malformed or unknown message is a ProtocolError, and so is a
+    body larger than WALK_ABOVE that would take more than MAX_DECODED_BYTES once decoded."""
+    if len(body) > WALK_ABOVE and decoded_cost(body, MAX_DECODED_BYTES) is None:
+        raise ProtocolError(f"frame of {len(body)} bytes would take more than {MAX_DECODED_BYTES >> 20} MiB "
+                            "of host memory to decode (too many small objects)")
     try:
         return _decoder.decode(body)
     except msgspec.DecodeError as exc:  # ValidationError is a subclass
         raise ProtocolError(f"bad frame: {exc}") from None
+    except RecursionError:
+        raise ProtocolError("bad frame: nested too deeply") from None
 
 
 class FrameBuffer:

@@ -216,6 +216,11 @@ def create_app(host: PluginHost, *, admin_token: str | None = None, read_token: 
         if origin is not None and not names.allow_origin(origin, local):  # a page elsewhere
             return _error(403, "Forbidden", f"cross-origin request from {origin[:200]!r} refused; "
                           "list the names this server is reached by in server.allowed_hosts")
+        # A browser says where a request comes from even when it sends no Origin (an <img> or
+        # <script> GET from another site): such a request could not read the answer, but it
+        # could make the host work (``/api/balances?refresh=1``), so none is served.
+        if request.headers.get("Sec-Fetch-Site", "").lower() in ("cross-site", "same-site"):
+            return _error(403, "Forbidden", "a request another site's page made is refused (Sec-Fetch-Site)")
         if request.method not in _READS:
             if admin and not _bearer(request, admin):
                 return _error(401, "Unauthorized", "admin token required")

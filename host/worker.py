@@ -751,10 +751,30 @@ class Worker:
         finally:
             self._host_calls -= 1
 
+    def _refused(self, msg: p.HostCall) -> p.ErrorInfo | None:
+        """Why execute code may not make this host call, if it may not. Executions of different
+        callers share a worker, so the host (never the runtime) decides: a host call must come
+        from an execution still running (code left behind by one that settled gets nothing),
+        the channel only for one that asked for the tool, and no cache or storage at all
+        (executions share nothing). Leaving a subscription is always allowed."""
+        if self.spec.role != "execute" or msg.op == "channel.off":
+            return None
+        if msg.call is None or msg.call not in self._pending:
+            why = "the execution that made it has ended"
+        elif msg.op.startswith("channel.") and "channel" not in self.tools_of(msg.call):
+            why = 'the channel serves executions that asked for it (tools: ["channel"])'
+        elif msg.op.startswith(("cache.", "storage.")):
+            why = "executions share nothing: cache and storage are for plugins"
+        else:
+            return None
+        return p.ErrorInfo(name="InvalidHostCall", message=f"host call {msg.op!r} refused: {why}")
+
     async def _answer_host_call(self, msg: p.HostCall) -> None:
         if self._host_call is None:
             reply = p.HostReply(id=msg.id, error=p.ErrorInfo(
                 name="UnknownHostCall", message=f"host call {msg.op!r} is not available"))
+        elif (refusal := self._refused(msg)) is not None:
+            reply = p.HostReply(id=msg.id, error=refusal)
         else:
             try:
                 reply = p.HostReply(id=msg.id, value=await self._host_call(self, msg))
@@ -812,8 +832,12 @@ class Worker:
         self, code: str, *, entry: str, input: Any, timeout: float, tools: list[str],
         lease: Lease | None = None,
     ) -> _Pending:
-        """Run ad-hoc module code; returns the settled request (value or error, plus logs)."""
-        cid = next(self._seq)
+        """Run ad-hoc module code; returns the settled request (value or error, plus logs).
+        Its call id is random, not the next in a sequence: code an earlier caller's execution
+        left behind cannot name the next one's call (to answer it in its place)."""
+        cid = secrets.randbelow(1 << 52) + (1 << 52)  # JavaScript's safe integers end at 2**53
+        while cid in self._pending:
+            cid = secrets.randbelow(1 << 52) + (1 << 52)
         msg = p.Execute(id=cid, code=code, entry=entry, input=input,  # UNSET: not sent
                         timeout_ms=int(timeout * 1000), tools=tools)
         return await self._request(cid, msg, entry, timeout, lease, collect_logs=True, raise_error=False,

@@ -114,3 +114,36 @@ def test_a_socket_at_its_end_leaves_the_event_loop_selector(ending):
             theirs.close()
 
     asyncio.run(main())
+
+
+def _result_body(value_bytes: bytes) -> bytes:
+    head = msgspec.msgpack.encode({"type": "result", "id": 1, "value": None})
+    return head[:-1] + value_bytes  # the value (nil, last) replaced by raw bytes
+
+
+def test_frames_that_would_decode_into_too_many_objects_are_refused_and_real_tables_pass():
+    groups = (4 * 1024 * 1024) // 16  # 4 MiB of nested empty arrays: ~4 million lists
+    body = _result_body(b"\xdd" + groups.to_bytes(4, "big") + (b"\x9f" + b"\x90" * 15) * groups)
+    with pytest.raises(ProtocolError, match="would take more than 128 MiB of host memory"):
+        p.decode_body(body)
+    declared = _result_body(b"\xdd" + (2**32 - 1).to_bytes(4, "big") + b"\x90" * (1 << 19))
+    with pytest.raises(ProtocolError, match="would take more than"):
+        p.decode_body(declared)
+    table = [{"id": i, "name": f"row {i}", "tags": [1.5, None, True]} for i in range(100_000)]
+    assert p.decode_body(msgspec.msgpack.encode(p.Result(id=1, value=table))).value == table
+    text = "x" * (15 * 1024 * 1024)
+    assert p.decode_body(msgspec.msgpack.encode(p.Result(id=1, value=text))).value == text
+
+
+def test_a_deeply_nested_frame_is_a_protocol_error_not_a_recursion_error():
+    body = _result_body(b"\x91" * 200_000 + b"\xc0")
+    with pytest.raises(ProtocolError, match="nested too deeply"):
+        p.decode_body(body)
+
+
+def test_the_decoded_cost_estimate_walks_every_kind():
+    value = [{"a": [1, {"b": b"zz"}], "s": "é" * 300, "f": 1.5, "n": -100000, "big": 2**63 - 1, "neg": -(2**63),
+              "t": "x" * 70000, "bytes": b"q" * 70000, "ext": msgspec.msgpack.Ext(1, b"abcd")}] * 3
+    cost = p.decoded_cost(msgspec.msgpack.encode(value), 1 << 30)
+    assert cost is not None and 3 * 140_000 < cost < 3 * 160_000
+    assert p.decoded_cost(msgspec.msgpack.encode(value), 1000) is None

@@ -26,9 +26,10 @@ export const LENT = [
   "structuredClone", "AbortController", "AbortSignal", "Blob", "File", "ReadableStream",
   "WritableStream", "TransformStream", "ByteLengthQueuingStrategy", "CountQueuingStrategy",
   "CompressionStream", "DecompressionStream", "Event", "EventTarget", "CustomEvent", "DOMException",
-  "MessageChannel", "MessagePort", "WebSocket", "performance", "navigator", "Deno", "PluginError",
-  "ErrorTypes",
+  "MessageChannel", "MessagePort", "WebSocket", "navigator", "PluginError", "ErrorTypes",
 ] as const;
+// Besides these, each execution gets `Deno` without what changes the process for the next one
+// (lentDeno) and a `performance` of its own (ownPerformance).
 
 type Vm = typeof import("node:vm");
 let vm: Vm | undefined;
@@ -68,6 +69,8 @@ export async function harden(): Promise<void> {
   void g.navigator.userAgent;
   await g.crypto.subtle.digest("SHA-256", new Uint8Array(1));
   clearTimeout(setTimeout(() => {}, 0));
+  lent = lentDeno();
+  tameFunctionConstructors();
   tameOverrides();
   const seen = new WeakSet<object>([globalThis]);
   const stack: unknown[] = [];
@@ -77,7 +80,7 @@ export async function harden(): Promise<void> {
     else if (typeof key === "string" && (LENT as readonly string[]).includes(key)) stack.push(g[key]);
     else stack.push(d.get, d.set); // lazy globals nobody lends stay unloaded; their accessors freeze
   }
-  stack.push(Object.getPrototypeOf(globalThis));
+  stack.push(Object.getPrototypeOf(globalThis), lent);
   while (stack.length) {
     const o = stack.pop();
     if (o === null || (typeof o !== "object" && typeof o !== "function") || seen.has(o as object)) continue;
@@ -102,6 +105,117 @@ export async function harden(): Promise<void> {
 }
 
 /**
+ * The main realm's function constructors, reached from any function it lends
+ * (`fetch.constructor("return this")()`), would give an execution the main realm's global
+ * object: its `process`, its timers and console (credited to whichever execution runs next),
+ * its socket. As SES's lockdown does, `constructor` on the four function prototypes becomes a
+ * constructor that throws (same name and prototype, so `instanceof` and name checks still work);
+ * the runtime and Deno keep the global bindings, which no execution can reach.
+ */
+function tameFunctionConstructors(): void {
+  const protos: Array<[object, string]> = [
+    [Function.prototype, "Function"],
+    [Object.getPrototypeOf(async function () {}), "AsyncFunction"],
+    [Object.getPrototypeOf(function* () {}), "GeneratorFunction"],
+    [Object.getPrototypeOf(async function* () {}), "AsyncGeneratorFunction"],
+  ];
+  for (const [proto, name] of protos) {
+    const tamed = {
+      [name]: function () {
+        throw new TypeError(`${name} constructor is not available to execute code`);
+      },
+    }[name];
+    Object.defineProperty(tamed, "prototype", { value: proto, writable: false, configurable: false });
+    Object.defineProperty(proto, "constructor", { value: tamed, writable: true, configurable: true });
+  }
+}
+
+/** The `Deno` executions get: the worker's, less what would change the process for the
+ * executions after it (revoking or requesting permissions, signal listeners, the working
+ * directory, the umask, environment writes, timer references). */
+function lentDeno(): object {
+  const D = (globalThis as any).Deno;
+  const refuse = (what: string) => () => {
+    throw new TypeError(`Deno.${what} is not available to execute code`);
+  };
+  const copy = Object.create(Object.getPrototypeOf(D));
+  Object.defineProperties(copy, Object.getOwnPropertyDescriptors(D));
+  const perms = D.permissions;
+  copy.permissions = {
+    query: (desc: unknown) => perms.query(desc),
+    querySync: (desc: unknown) => perms.querySync(desc),
+    request: refuse("permissions.request"),
+    requestSync: refuse("permissions.requestSync"),
+    revoke: refuse("permissions.revoke"),
+    revokeSync: refuse("permissions.revokeSync"),
+  };
+  const env = D.env;
+  copy.env = {
+    get: (key: string) => env.get(key),
+    has: (key: string) => env.has(key),
+    toObject: () => env.toObject(),
+    set: refuse("env.set"),
+    delete: refuse("env.delete"),
+  };
+  for (const what of ["addSignalListener", "removeSignalListener", "chdir", "umask", "refTimer", "unrefTimer"]) {
+    if (what in copy) copy[what] = refuse(what);
+  }
+  return copy;
+}
+
+let lent: object | undefined;
+
+/** A `performance` of one execution: the worker's clock, marks and measures of its own. */
+function ownPerformance(): object {
+  const main = (globalThis as any).performance;
+  const entries: Array<Record<string, unknown>> = [];
+  const at = (v: unknown, what: string): number => {
+    if (typeof v === "number") return v;
+    const mark = entries.findLast((e) => e.entryType === "mark" && e.name === String(v));
+    if (!mark) throw new DOMException(`The mark '${String(v)}' does not exist (${what})`, "SyntaxError");
+    return mark.startTime as number;
+  };
+  const drop = (type: string, name?: unknown): void => {
+    for (let i = entries.length - 1; i >= 0; i--) {
+      if (entries[i].entryType === type && (name === undefined || entries[i].name === String(name))) entries.splice(i, 1);
+    }
+  };
+  return {
+    timeOrigin: main.timeOrigin,
+    now: () => main.now(),
+    toJSON: () => ({ timeOrigin: main.timeOrigin }),
+    mark(name: unknown, options?: { startTime?: number; detail?: unknown }) {
+      const e = { name: String(name), entryType: "mark", startTime: options?.startTime ?? main.now(), duration: 0,
+        detail: options?.detail ?? null };
+      entries.push(e);
+      return e;
+    },
+    measure(name: unknown, start?: unknown, end?: unknown) {
+      let from: number, to: number, detail: unknown = null;
+      if (start !== null && typeof start === "object") {
+        const o = start as { start?: unknown; end?: unknown; duration?: number; detail?: unknown };
+        to = o.end !== undefined ? at(o.end, "end") : o.duration !== undefined && o.start !== undefined
+          ? at(o.start, "start") + o.duration : main.now();
+        from = o.start !== undefined ? at(o.start, "start") : o.duration !== undefined ? to - o.duration : 0;
+        detail = o.detail ?? null;
+      } else {
+        from = start === undefined ? 0 : at(start, "start");
+        to = end === undefined ? main.now() : at(end, "end");
+      }
+      const e = { name: String(name), entryType: "measure", startTime: from, duration: to - from, detail };
+      entries.push(e);
+      return e;
+    },
+    getEntries: () => entries.slice(),
+    getEntriesByName: (name: unknown, type?: string) =>
+      entries.filter((e) => e.name === String(name) && (type === undefined || e.entryType === type)),
+    getEntriesByType: (type: string) => entries.filter((e) => e.entryType === type),
+    clearMarks: (name?: unknown) => drop("mark", name),
+    clearMeasures: (name?: unknown) => drop("measure", name),
+  };
+}
+
+/**
  * The "override mistake": once a prototype is frozen, `err.name = "X"` on an instance throws
  * (the inherited property is read-only), and much code, Deno's and ours, names its errors that
  * way. As SES does, the properties code commonly overrides become accessors whose setter makes
@@ -117,6 +231,9 @@ function tameOverrides(): void {
     [Function.prototype, ["constructor", "bind", "name", "toString", "apply", "call"]],
     [Array.prototype, ["toString", "constructor"]],
     [Promise.prototype, ["constructor"]],
+    [Object.getPrototypeOf(async function () {}), ["constructor"]],
+    [Object.getPrototypeOf(function* () {}), ["constructor"]],
+    [Object.getPrototypeOf(async function* () {}), ["constructor"]],
     ...errors.map((proto): [object, string[]] => [proto, ["constructor", "message", "name", "toString"]]),
   ];
   for (const [proto, keys] of plan) {
@@ -175,13 +292,24 @@ interface Realm {
   Error: ErrorConstructor;
 }
 
-/** The promise prototypes of live contexts, to tell which execution a rejection belongs to. */
+/** The Promise and Object prototypes of live contexts, to tell which execution a rejected
+ * promise or a thrown value belongs to. */
 const owners = new WeakMap<object, { settled: boolean }>();
 
-/** The execution (not yet collected) whose context made `promise`, if any. */
-export function ownerOf(promise: unknown): { settled: boolean } | undefined {
-  if (promise === null || typeof promise !== "object") return undefined;
-  return owners.get(Object.getPrototypeOf(promise));
+/** The execution (not yet collected) whose context made `value` (a promise, an error, any
+ * object: found through its prototype chain), if any. */
+export function ownerOf(value: unknown): { settled: boolean } | undefined {
+  let o = value;
+  try {
+    for (let i = 0; i < 32 && o !== null && (typeof o === "object" || typeof o === "function"); i++) {
+      o = Object.getPrototypeOf(o); // a proxy's trap may throw or lie: it can only name its own realm
+      const owner = owners.get(o as object);
+      if (owner) return owner;
+    }
+  } catch {
+    // no owner found
+  }
+  return undefined;
 }
 
 /** One execution's context: its globals, its timers, and the module it runs. */
@@ -203,6 +331,8 @@ export class Execution {
       const value = (globalThis as any)[name];
       if (value !== undefined) sandbox[name] = value;
     }
+    sandbox.Deno = lent ?? (lent = lentDeno());
+    sandbox.performance = ownPerformance();
     const run = (fn: unknown, args: unknown[]): void => {
       if (this.#disposed || typeof fn !== "function") return;
       try {
@@ -252,6 +382,7 @@ export class Execution {
     this.#owner = owner;
     this.#onUncaught = onUncaught;
     owners.set(this.realm.Promise.prototype, owner);
+    owners.set(this.realm.Object.prototype, owner);
     return this;
   }
 

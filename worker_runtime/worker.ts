@@ -596,15 +596,18 @@ function onExecute(msg: Msg): void {
   const tools = optionalArray(msg.tools, "execute.tools");
   if (calls.has(id)) protocolError(`call id ${id} is already in flight`);
   const state = newCall(id);
-  // Code run by execute is gone when the call settles, and so are its channel handlers.
-  const context = makeContext(state, timeoutMs, state);
   state.tools = new Set(tools as string[]);
+  // Code run by execute is gone when the call settles, and so are its channel handlers. Its
+  // context has no cache or storage (executions share nothing), and a channel only with the
+  // tool; the host refuses these host calls from execute code all the same.
+  const { cache: _cache, storage: _storage, channel: _channel, ...context } = makeContext(state, timeoutMs, state);
+  if (state.tools.has("channel")) (context as Record<string, unknown>).channel = _channel;
   // Its own context: its own globals and intrinsics, console, timers and tools (isolate.ts).
   // crypto and db are bindings for every execution, undefined unless it asked for the tool.
   const globals: Record<string, unknown> = { console: makeConsole(state), crypto: undefined, db: undefined };
   if (state.tools.has("crypto")) globals.crypto = makeCryptoTool(cryptoSettings, state);
   if (state.tools.has("db")) globals.db = makeDbTool(state);
-  if (state.tools.has("channel")) globals.channel = context.channel;
+  if (state.tools.has("channel")) globals.channel = _channel;
   try {
     state.execution = nextExecution().claim(state, globals, (e) => fail(state, e));
   } catch (e) {
@@ -877,6 +880,7 @@ function makeChannel(call: Id, owner: CallState | undefined): Channel {
     on(event, fn) {
       if (typeof event !== "string") return channelArgsError("channel.on: the event name must be a string");
       if (typeof fn !== "function") return channelArgsError("channel.on: the handler must be a function");
+      if (owner?.settled) return channelArgsError("channel.on: the execution that owned this channel has ended");
       let subs = subscriptions.get(event);
       if (!subs) subscriptions.set(event, subs = []);
       if (!subs.some((s) => s.fn === fn && s.owner === owner)) subs.push({ fn, owner });
@@ -919,7 +923,7 @@ function onDeliver(msg: Msg): void {
   const event = requireString(msg.event, "deliver.event");
   const subs = subscriptions.get(event);
   if (!subs) return;
-  for (const sub of subs.slice()) runHandler(sub, msg.data);
+  for (const sub of subs.slice()) if (!sub.owner?.settled) runHandler(sub, msg.data);
 }
 
 function runHandler(sub: Subscription, data: unknown): void {
@@ -1090,14 +1094,17 @@ function captureConsole(): void {
  * from an execution's context is that execution's alone: it fails it while it runs, and is
  * dropped after (it must never reach the next execution). */
 function onEscaped(reason: unknown, promise?: unknown): void {
-  const owner = ownerOf(promise) as CallState | undefined;
+  const owner = (ownerOf(promise) ?? ownerOf(reason)) as CallState | undefined;
   if (owner) {
     if (!owner.settled) fail(owner, reason);
     return;
   }
   const info = errorInfo(reason);
   let only: CallState | undefined;
-  if (calls.size === 1) only = calls.values().next().value;
+  // A worker shared by callers never credits an error of unknown origin to the one execution
+  // running: code an earlier execution left behind (a listener on a lent AbortSignal, a lent
+  // fetch it never awaited) would fail the next caller's.
+  if (calls.size === 1 && limits.harden !== 1) only = calls.values().next().value;
   if (only) {
     failWith(only, info); // the call's error carries it: no separate log entry
   } else {

@@ -47,18 +47,21 @@ async def test_replaced_prototypes_and_globals_stay_with_the_execution_that_repl
     assert b.result == {"doubled": [2, 4, 6], "json": '{"a":1}', "tag": "[object Object]", "stolen": "undefined"}
 
 
-async def test_an_execution_that_reaches_the_main_realm_can_change_nothing_there(make_host):
-    escape = """
+async def test_what_the_worker_lends_can_be_changed_by_no_execution(make_host):
+    # The main realm itself is out of reach (test_execute_escape.py); what it lends is frozen,
+    # and so are the intrinsics those lent objects lead to.
+    changer = """
     export default () => {
-      const main = fetch.constructor("return this")();
+      const mainFunction = Object.getPrototypeOf(fetch);
+      const mainObject = Object.getPrototypeOf(mainFunction);
       const tries = {
-        then: () => { main.Promise.prototype.then = () => null; },
-        map: () => { main.Array.prototype.map = () => []; },
-        json: () => { main.JSON.stringify = () => "x"; },
-        Map: () => { main.Map = function () {}; },
-        exit: () => { main.Deno.exit = () => {}; },
-        encoder: () => { main.TextEncoder.prototype.encode = () => new Uint8Array(); },
-        listener: () => { main.addEventListener("unhandledrejection", (e) => { main.__spied = e.reason; }); return "added"; },
+        call: () => { mainFunction.call = () => null; },
+        toString: () => { mainObject.toString = () => "x"; },
+        proto: () => { mainObject.__spied = 1; },
+        exit: () => { Deno.exit = () => {}; },
+        encoder: () => { TextEncoder.prototype.encode = () => new Uint8Array(); },
+        json: () => { Response.json = () => null; },
+        headers: () => { Headers.prototype.get = () => "forged"; },
       };
       const out = {};
       for (const [k, f] of Object.entries(tries)) { try { out[k] = f() ?? "changed"; } catch (e) { out[k] = e.name; } }
@@ -68,18 +71,14 @@ async def test_an_execution_that_reaches_the_main_realm_can_change_nothing_there
     export default async () => {
       Promise.reject(new Error("victim's own rejection"));
       await new Promise((r) => setTimeout(r, 20));
-      return [new TextEncoder().encode("ab").length, JSON.stringify([1]), [1, 2].map((x) => x + 1)];
+      return [new TextEncoder().encode("ab").length, new Headers({ a: "1" }).get("a"),
+              typeof Deno.exit, Object.getPrototypeOf(Object.getPrototypeOf(fetch)).__spied];
     };"""
     async with make_host(execute=ONE_WORKER) as h:
-        a = await h.execute(escape)
+        a = await h.execute(changer)
         b = await h.execute(victim)
-        c = await h.execute("export default () => typeof fetch.constructor('return this')().__spied")
-    listener = a.result.pop("listener")
-    assert a.ok and a.result == {"then": "TypeError", "map": "TypeError", "json": "TypeError", "Map": "TypeError",
-                                 "exit": "TypeError", "encoder": "TypeError"}
-    assert listener in ("added", "TypeError")  # added or not, it must see nothing of the next one
+    assert a.ok and set(a.result.values()) == {"TypeError"}, a.result
     assert not b.ok and exceptions(b)[0].message == "victim's own rejection"  # its own, reported to it
-    assert c.result == "undefined"  # the listener added later never saw it
 
 
 async def test_timers_console_and_rejections_left_behind_never_reach_the_next_execution(make_host, tmp_path):

@@ -58,7 +58,7 @@ FLOOD = """
     const welcome = await readFrame();
     const id = welcome.plugin_id;
     await write(frame({ type: "ready", metadata: { id, name: id, version: "1.0.0", apiVersion: "1.0" },
-                        exports: ["logs", "loose", "bigResult", "bigError", "hostCalls", "pings", "ok"] }));
+                        exports: ["logs", "loose", "bigResult", "bigError", "hostCalls", "pings", "amplify", "ok"] }));
     const big = "x".repeat((1 << 20) - 64);
     for (;;) {
       const msg = await readFrame();
@@ -86,6 +86,17 @@ FLOOD = """
         await write(concat(...out));
         stayAlive();
         await new Promise(() => {});  // never reads again
+      } else if (msg.fn === "amplify") {
+        // {type: "result", id: <not pending>, value: [[[], ...15], ...]}: n bytes that decode into
+        // ~n Python lists (1.2 GB for 16 MiB before the host bounded what it decodes)
+        const groups = Math.floor(n / 16);
+        const head = concat(new Uint8Array([0x83]), encode("type"), encode("result"), encode("id"), encode(999999),
+                            encode("value"), new Uint8Array([0xdd, groups >>> 24, (groups >>> 16) & 255, (groups >>> 8) & 255, groups & 255]));
+        const fr = new Uint8Array(4 + head.length + groups * 16);
+        new DataView(fr.buffer).setUint32(0, head.length + groups * 16);
+        fr.set(head, 4);
+        for (let i = 0, at = 4 + head.length; i < groups; i++, at += 16) { fr[at] = 0x9f; fr.fill(0x90, at + 1, at + 16); }
+        out.push(fr, frame({ type: "result", id: msg.id, value: "survived" }));
       } else if (msg.fn === "pings") {
         for (let i = 0; i < n; i += 1000) {
           const batch = [];
@@ -154,6 +165,18 @@ async def test_raw_host_call_frames_past_the_cap_kill_the_worker_and_memory_stay
         assert crash.reason == LIMIT_HOST_CALLS
         assert growth < 20 * MIB, f"host RSS grew {growth / MIB:.1f} MiB"
         assert await h.call("flood", "ok") == "ok"
+
+
+async def test_a_frame_that_would_decode_into_millions_of_objects_is_refused_unread(flood_entry, make_host):
+    async with make_host(runtime_entry=flood_entry, pool=PoolConfig(min_workers=1, max_workers=1)) as h:
+        assert await h.call("flood", "ok") == "ok"
+        t0 = anyio.current_time()
+        crash, growth = await crash_and_growth(lambda: h.call("flood", "amplify", 16 * MIB - 64, timeout=20),
+                                               expected=HostError)
+        assert "would take more than 128 MiB of host memory to decode" in crash.message
+        assert growth < 100 * MIB, f"host RSS grew {growth / MIB:.1f} MiB"  # 1,172 MiB before
+        assert anyio.current_time() - t0 < 5
+        assert await h.call("flood", "ok") == "ok"  # a new worker serves
 
 
 async def test_raw_log_frames_are_capped_by_the_host_per_call(flood_entry, make_host):

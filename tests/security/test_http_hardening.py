@@ -410,3 +410,20 @@ def test_new_server_settings_come_from_flags_environment_and_file_and_are_valida
         bad = run_cli(*common, "serve", "--port", str(free_port()), *args, cwd=tmp_path)
         assert bad.returncode == 2 and named in bad.stderr, (args, bad.stderr)
         assert READER not in bad.stderr and ADMIN not in bad.stderr
+
+
+@ASYNCIO_ONLY
+async def test_a_request_another_sites_page_makes_without_origin_is_refused(calc, make_host):
+    # <img src="http://127.0.0.1:8787/api/balances?refresh=1"> on any page: no Origin, a good
+    # Host, and with no token set nothing else would stop it making the host call plugins.
+    async with make_host() as h, served(h) as (_, s):
+        add = CALL.format(id="calc", fn="add")
+        for site in ("cross-site", "same-site", "Cross-Site"):
+            status, answer = await ask(s, "GET", "/api/balances?refresh=1", Sec_Fetch_Site=site)
+            assert status == 403 and "Sec-Fetch-Site" in answer["error"]["message"], (site, answer)
+            assert (await ask(s, "POST", add, {"args": [1, 2]}, Sec_Fetch_Site=site))[0] == 403
+        assert h.plugin("calc").calls == 0
+        # the dashboard (same origin), a typed URL (none) and non-browser clients are served
+        for site in ("same-origin", "none"):
+            assert await ask(s, "POST", add, {"args": [1, 2]}, Sec_Fetch_Site=site) == (200, {"ok": True, "result": 3})
+        assert await ask(s, "POST", add, {"args": [1, 2]}) == (200, {"ok": True, "result": 3})

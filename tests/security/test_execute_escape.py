@@ -1,0 +1,197 @@
+"""Pooled /execute against code that climbs out of its context (attacker review after issue 14):
+the main realm's function constructors were the way to the worker's global object (its
+`process`, timers, console and socket), from which one execution forged the next caller's result
+and wrote into its logs; what the worker lends was shared state (performance marks, Deno's
+permissions, ctx.cache); and the host served host calls of executions that had ended. Each is
+closed here, on the host's side where the runtime cannot be trusted."""
+
+from __future__ import annotations
+
+import pytest
+from conftest import PluginDir
+
+from host import ExecuteConfig
+
+pytestmark = [pytest.mark.anyio, pytest.mark.timeout(60)]
+
+ONE_WORKER = ExecuteConfig(min_workers=1, max_workers=1)
+
+ROUTES = """
+export default () => {
+  const routes = {
+    fetchCtor: () => fetch.constructor("return this")(),
+    protoCtor: () => Object.getPrototypeOf(fetch).constructor("return this")(),
+    objectCtor: () => Deno.constructor.constructor("return this")(),
+    reflect: () => Reflect.construct(fetch.constructor, ["return this"])(),
+    asyncCtor: () => Object.getPrototypeOf(Deno.readTextFile).constructor("return this"),
+    ctxLog: (ctx) => ctx.log.constructor("return this")(),
+    ctxObject: (ctx) => ctx.constructor.constructor("return this")(),
+    encoder: () => new TextEncoder().encode.constructor("return this")(),
+    response: () => Response.json.constructor("return this")(),
+  };
+  return (ctx) => {
+    const out = {};
+    for (const [k, f] of Object.entries(routes)) {
+      try {
+        const g = f(ctx);
+        out[k] = g === globalThis ? "own realm" : typeof g?.process === "object" ? "MAIN REALM" : typeof g;
+      } catch (e) { out[k] = e.name; }
+    }
+    return out;
+  };
+};"""
+
+
+async def test_no_function_lent_to_an_execution_leads_to_the_workers_global_object(make_host):
+    code = ROUTES.replace("export default () => {", "const make = () => {") + \
+        "\nexport default (input, ctx) => make()(ctx);"
+    async with make_host(execute=ONE_WORKER) as h:
+        out = await h.execute(code)
+        again = await h.execute("export default () => [typeof fetch.constructor, fetch instanceof Function, "
+                                "(async () => 1).constructor('return 2')() instanceof Promise]")
+    assert out.ok, out.logs
+    assert set(out.result.values()) == {"TypeError"}, out.result
+    # the context's own constructors still work; a main-realm function is still a function
+    assert again.result == ["function", False, True]
+
+
+async def test_code_left_behind_writes_nothing_into_the_next_execution(make_host):
+    leaver = """
+    export default (input, ctx) => {
+      const late = () => {
+        console.log("INJECTED into the next execution's logs");
+        ctx.log("info", "INJECTED through ctx.log");
+        Promise.reject(new Error("forged failure planted by A"));
+        throw new Error("thrown by a handler left behind");
+      };
+      AbortSignal.timeout(30).addEventListener("abort", late);
+      new EventTarget().addEventListener("x", late);
+      return "left";
+    };"""
+    victim = """
+    export default async () => {
+      console.log("victim line");
+      await new Promise((r) => setTimeout(r, 250));
+      return { balance: 1234, note: "genuine" };
+    };"""
+    async with make_host(execute=ONE_WORKER) as h:
+        a = await h.execute(leaver)
+        b = await h.execute(victim)
+    assert a.ok and a.result == "left"
+    assert b.ok, b.logs
+    assert b.result == {"balance": 1234, "note": "genuine"}
+    assert [e.message for e in b.logs] == ["victim line"]
+
+
+async def test_performance_marks_and_measures_belong_to_one_execution(make_host):
+    async with make_host(execute=ONE_WORKER) as h:
+        await h.execute('export default () => { performance.mark("attacker-was-here"); }')
+        b = await h.execute("""
+        export default (secret) => {
+          performance.mark("victim-secret:" + secret);
+          performance.mark("end");
+          const m = performance.measure("span", "victim-secret:" + secret, "end");
+          return [performance.getEntriesByType("mark").map((e) => e.name), m.duration >= 0,
+                  typeof performance.now(), performance.timeOrigin > 0];
+        }""", "s3cr3t")
+        c = await h.execute('export default () => performance.getEntries().map((e) => e.name)')
+    assert b.result == [["victim-secret:s3cr3t", "end"], True, "number", True]
+    assert c.result == []
+
+
+async def test_an_execution_cannot_change_the_workers_permissions_or_process(make_host):
+    changer = """
+    export default () => {
+      const out = {};
+      const tries = {
+        revoke: () => Deno.permissions.revoke({ name: "net" }),
+        revokeSync: () => Deno.permissions.revokeSync({ name: "net" }),
+        request: () => Deno.permissions.request({ name: "read" }),
+        signal: () => Deno.addSignalListener("SIGTERM", () => {}),
+        chdir: () => Deno.chdir("/"),
+        umask: () => Deno.umask(0),
+        envSet: () => Deno.env.set("X", "1"),
+        replace: () => { Deno.permissions.query = () => ({ state: "granted" }); },
+      };
+      for (const [k, f] of Object.entries(tries)) { try { f(); out[k] = "changed"; } catch (e) { out[k] = e.name; } }
+      return out;
+    };"""
+    probe = """
+    export default async () => [(await Deno.permissions.query({ name: "net", host: "example.com" })).state,
+                                Deno.cwd() !== "/", typeof Deno.pid];"""
+    async with make_host(execute=ONE_WORKER) as h:
+        a = await h.execute(changer, permissions={"net": True})
+        b = await h.execute(probe, permissions={"net": True})
+    assert a.ok and set(a.result.values()) == {"TypeError"}, a.result
+    assert b.result == ["granted", True, "number"]
+
+
+async def test_execute_code_gets_no_cache_or_storage_and_the_channel_only_with_the_tool(make_host):
+    shape = "export default (input, ctx) => [typeof ctx.cache, typeof ctx.storage, typeof ctx.channel, typeof channel]"
+    async with make_host(execute=ONE_WORKER) as h:
+        bare = await h.execute(shape)
+        with_tool = await h.execute(shape, tools=["channel"])
+    assert bare.result == ["undefined", "undefined", "undefined", "undefined"]
+    assert with_tool.result == ["undefined", "undefined", "object", "object"]
+
+
+# An execute runtime written by the attacker (raw frames, as if code had reached the socket): it
+# sends host calls for an execution that has settled, and for a running one without its tools,
+# and reports what the host answered.
+RAW_EXECUTE = """
+    await connect();
+    await write(hello());
+    const welcome = await readFrame();
+    if (welcome?.type !== "welcome") Deno.exit(9);
+    await write(frame({ type: "ready", metadata: null, exports: [] }));
+    const answers = {};
+    let next = 1;
+    async function hostCall(op, args, call) {
+      const id = next++;
+      await write(frame({ type: "host_call", id, op, args, call }));
+      for (;;) {
+        const msg = await readFrame();
+        if (msg === null) Deno.exit(0);
+        if (msg.type === "ping") { await write(frame({ type: "pong", seq: msg.seq })); continue; }
+        if (msg.type === "host_reply" && msg.id === id) return msg.error ? msg.error.message : "served";
+      }
+    }
+    let settled;
+    for (;;) {
+      const msg = await readFrame();
+      if (msg === null || msg.type === "shutdown") Deno.exit(0);
+      if (msg.type === "ping") { await write(frame({ type: "pong", seq: msg.seq })); continue; }
+      if (msg.type !== "execute") continue;
+      const out = {};
+      if (msg.input === "settle") {
+        settled = msg.id;
+        await write(frame({ type: "result", id: msg.id, value: "settled" }));
+        continue;
+      }
+      out.lateSubscribe = await hostCall("channel.on", ["orders"], settled);
+      out.lateCache = await hostCall("log", ["info", "late line"], settled);
+      out.noCall = await hostCall("channel.emit", ["orders", 1], undefined);
+      out.emitWithoutTool = await hostCall("channel.emit", ["orders", 1], msg.id);
+      out.cache = await hostCall("cache.set", ["poison", 1], msg.id);
+      out.storage = await hostCall("storage.get", ["k"], msg.id);
+      out.unsubscribe = await hostCall("channel.off", ["orders"], settled);
+      await write(frame({ type: "result", id: msg.id, value: out }));
+    }
+"""
+
+
+async def test_the_host_refuses_host_calls_of_ended_executions_and_beyond_their_tools(
+        hostile, plugin_dir: PluginDir, make_host):
+    plugin_dir.add("noop.js", "export function ok() { return 1; }\n")
+    runtime = hostile(RAW_EXECUTE)
+    async with make_host(runtime_entry=str(runtime.entry), execute=ONE_WORKER) as h:
+        first = await h.execute("export default () => 0", "settle")
+        out = await h.execute("export default () => 0", "probe")
+    assert first.result == "settled"
+    r = out.result
+    assert "the execution that made it has ended" in r["lateSubscribe"]
+    assert "the execution that made it has ended" in r["lateCache"]
+    assert "the execution that made it has ended" in r["noCall"]
+    assert 'tools: ["channel"]' in r["emitWithoutTool"]
+    assert "executions share nothing" in r["cache"] and "executions share nothing" in r["storage"]
+    assert r["unsubscribe"] == "served"  # leaving is always allowed
