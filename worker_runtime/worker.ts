@@ -14,9 +14,15 @@
 import { fetchJson } from "./http.ts";
 import { DYNAMIC_IMPORT, type Execution, harden, loadVm, nextExecution, NO_IMPORTS, ownerOf, prepareSpare } from "./isolate.ts";
 import { Decoder, Encoder, EncodingTooLarge } from "./msgpack.ts";
-
-const COOKIE = "PLUGIN_HOST_7f3a9c2e";
-const PROTOCOL = 1;
+import {
+  type ErrorInfo,
+  type FromWorker,
+  type Id,
+  type Limits,
+  type Log,
+  MAGIC_COOKIE as COOKIE,
+  PROTOCOL_VERSION as PROTOCOL,
+} from "./protocol.ts";
 
 const EXIT_OK = 0;
 const EXIT_REJECTED = 3;
@@ -33,20 +39,6 @@ const MAX_ERROR_NAME = 256;
 const MAX_ERROR_MESSAGE = 64 * 1024;
 const MAX_ERROR_STACK = 64 * 1024;
 
-interface Limits {
-  heartbeat_interval_ms: number;
-  heartbeat_timeout_ms: number;
-  max_frame: number;
-  max_log_entries: number;
-  max_log_bytes: number;
-  max_inflight: number;
-  max_result_bytes: number;
-  max_web_workers: number;
-  egress_proxy: number; // 1: fetch goes through the host's egress proxy
-  max_host_calls: number;
-  harden: number; // 1: executions of several callers share this worker: freeze the main realm
-}
-
 const limits: Limits = {
   heartbeat_interval_ms: 1000,
   heartbeat_timeout_ms: 10000,
@@ -61,17 +53,8 @@ const limits: Limits = {
   harden: 0,
 };
 
-type Id = number | bigint;
+/** A message as it is read off the wire (checked field by field) or built to be sent. */
 type Msg = Record<string, unknown>;
-
-/** A thrown value, normalised (host/protocol.py ErrorInfo). */
-interface ErrorInfo {
-  name: string;
-  message: string;
-  stack?: string;
-  error_type?: string;
-  details?: unknown;
-}
 
 // ---------------------------------------------------------------------------------------------
 // Globals for plugins (defined before any plugin code is imported)
@@ -221,14 +204,14 @@ let writing = false;
 let flushQueued = false;
 let encoding = false;
 /** Frames sent by plugin code (a getter, a toJSON) while another frame was being encoded. */
-const reentrant: Msg[] = [];
+const reentrant: FromWorker[] = [];
 
 /**
  * Queues one frame. Returns its body size, or -1 if it would exceed `max` bytes (then nothing
  * is queued; the encoder stops at the limit). Throws what the encoder throws (TypeError for
  * unencodable values).
  */
-function send(msg: Msg, max: number = limits.max_frame): number {
+function send(msg: FromWorker, max: number = limits.max_frame): number {
   if (encoding) {
     reentrant.push(msg);
     return 0;
@@ -431,7 +414,7 @@ function sendErrorFrame(msg: Msg, info: ErrorInfo): void {
   for (const attempt of attempts) {
     try {
       msg.error = attempt();
-      if (send(msg) >= 0) return;
+      if (send(msg as unknown as FromWorker) >= 0) return; // msg.error was just set
     } catch {
       // try the next, smaller form
     }
@@ -1011,7 +994,7 @@ let loose = new LogBudget();
 let looseSince = 0;
 
 function emitLog(level: string, message: string, state: CallState | undefined, extra?: ErrorInfo): void {
-  const msg: Msg = { type: "log", level, message, id: state?.id, ts: Date.now() };
+  const msg: Log = { type: "log", level, message, id: state?.id, ts: Date.now() };
   if (!state) {
     if (message.length > limits.max_log_bytes) message = msg.message = cap(message, limits.max_log_bytes);
     if ((msg.ts as number) - looseSince >= 1000) [loose, looseSince] = [new LogBudget(), msg.ts as number];
@@ -1196,7 +1179,7 @@ function dispatch(m: unknown): void {
   const msg = m as Msg;
   switch (msg.type) {
     case "ping":
-      send({ type: "pong", seq: requireId(msg.seq, "ping.seq") });
+      send({ type: "pong", seq: Number(requireId(msg.seq, "ping.seq")) });
       return;
     case "call":
     case "execute":
