@@ -5,14 +5,16 @@ entries of each) for the dashboard's log view and ``GET /api/plugins/{id}/logs``
 from __future__ import annotations
 
 import itertools
+import logging
 import time
 from collections import deque
 
 import msgspec
 
-LEVELS = ("debug", "info", "warning", "error")
+from .logs import LEVELS, LOGGING_LEVEL
+
 MAX_MESSAGE = 4096  # characters of one entry kept: 1000 entries of a plugin stay a few MB at most
-_RANK = {"debug": 0, "log": 1, "info": 1, "warn": 2, "warning": 2, "error": 3}
+_RANK = {name: LEVELS.index(logging.getLevelName(level).lower()) for name, level in LOGGING_LEVEL.items()}
 
 
 class JournalEntry(msgspec.Struct):

@@ -13,7 +13,15 @@ import sys
 import time
 from typing import Any, TextIO
 
+# The levels, defined once: the host's own (``--log-level``, the plugin log's filter), and those
+# a worker's console and ``ctx.log`` use, with the logging level each is written at.
 LEVELS = ("debug", "info", "warning", "error")
+CONSOLE_LEVELS = frozenset({"log", "info", "warn", "error", "debug"})
+WORKER_LEVELS = CONSOLE_LEVELS | {"exception"}  # plus what the runtime reports of an uncaught error
+LOGGING_LEVEL = {
+    "debug": logging.DEBUG, "log": logging.INFO, "info": logging.INFO, "warn": logging.WARNING,
+    "warning": logging.WARNING, "error": logging.ERROR, "exception": logging.ERROR,
+}
 FORMATS = ("text", "json")
 _COLOURS = (36, 32, 35, 33, 34, 96, 92, 95)  # ANSI foreground colours for plugin prefixes
 _LEVEL_COLOURS = {logging.WARNING: 33, logging.ERROR: 31, logging.CRITICAL: 31}

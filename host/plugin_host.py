@@ -48,7 +48,7 @@ from .execute import EXECUTE_EGRESS, ExecutePools, ExecuteResult, run_with_deadl
 from .info import EventReply, PluginInfo, plugin_info
 from .lifecycle import EventHub, Plugin, PluginEvent
 from .logbook import JournalEntry, LogBook
-from .logs import Throttle
+from .logs import LOGGING_LEVEL, Throttle
 from .manifest import Manifest
 from .metrics import UNKNOWN, HostMetrics
 from .permissions import Permissions, reserved_entries
@@ -70,10 +70,6 @@ log = logging.getLogger("host")
 _warn = Throttle(log)
 plugin_log = logging.getLogger("host.plugin")
 
-_LEVELS = {
-    "debug": logging.DEBUG, "log": logging.INFO, "info": logging.INFO, "warn": logging.WARNING,
-    "error": logging.ERROR, "exception": logging.ERROR,
-}
 
 
 LogListener = Callable[[str, Worker, p.Log], None]
@@ -510,8 +506,8 @@ class PluginHost:
         if worker.spec.role != "execute":  # ad-hoc code's output belongs to its caller alone
             self.logbook.add(worker.spec.plugin_id, msg.level, msg.message, worker=worker.describe(),
                              kind="console")
-        if plugin_log.isEnabledFor(_LEVELS.get(msg.level, logging.INFO)):
-            plugin_log.log(_LEVELS.get(msg.level, logging.INFO), "[plugin:%s] %s",
+        if plugin_log.isEnabledFor(LOGGING_LEVEL.get(msg.level, logging.INFO)):
+            plugin_log.log(LOGGING_LEVEL.get(msg.level, logging.INFO), "[plugin:%s] %s",
                            worker.describe(), msg.message, extra=worker.log_extra)
         for fn in list(self._listeners):
             fn(worker.spec.plugin_id, worker, msg)

@@ -71,6 +71,7 @@ class Pool:
         self._consecutive_crashes = 0
         self._tg: TaskGroup | None = None
         self._closed = anyio.Event()
+        self._drained: anyio.Event | None = None  # made by aclose: set once no call is in flight
         self._stop = anyio.Event()
         self._owed_restarts = 0  # workers lost; the next spawns count as restarts
 
@@ -122,9 +123,10 @@ class Pool:
         if self.state != "closed":
             self._set_state("closing")
             self._fail_waiters(HostClosed("plugin is closing", plugin=self.plugin_id))
+            self._drained = anyio.Event()
+            self._check_drained()
             with anyio.move_on_after(self.config.drain_timeout, shield=True):
-                while any(w.load for w in self.workers):
-                    await anyio.sleep(0.01)
+                await self._drained.wait()
             with anyio.CancelScope(shield=True):
                 async with anyio.create_task_group() as tg:
                     for w in list(self.workers):
@@ -206,6 +208,7 @@ class Pool:
     def _on_worker_exit(self, worker: Worker) -> None:
         if worker in self.workers:
             self.workers.remove(worker)
+            self._check_drained()
         else:
             return  # never made it into the pool: _spawn_safely counted it
         reason = worker.exit_reason
@@ -300,9 +303,17 @@ class Pool:
                     break
         return best
 
+    def _check_drained(self) -> None:
+        """While closing: wake ``aclose`` once no worker has a call in flight or reserved."""
+        if self._drained is not None and not any(w.load for w in self.workers):
+            self._drained.set()
+
     def _offer(self, worker: Worker) -> None:
         """A slot freed up on ``worker``: give it to the first waiting caller (highest priority,
         then longest waiting), or retire it."""
+        if self._drained is not None:  # closing: nobody waits any more (they were failed)
+            self._check_drained()
+            return
         mc = self.config.max_calls_per_worker
         if mc and worker.calls >= mc and not worker.retiring:
             worker.retiring = True

@@ -35,7 +35,7 @@ from .errors import (
     SpawnFailed,
     WorkerCrashed,
 )
-from .logs import worker_extra
+from .logs import WORKER_LEVELS, worker_extra
 from .permissions import Permissions
 from .process import ChildProcess
 from .runtime import Runtime
@@ -53,7 +53,6 @@ LIMIT_WRITE_BUFFER = "resource limit: write buffer"
 MAX_ERROR_NAME = 256
 MAX_ERROR_TEXT = 64 * 1024    # message, stack
 MAX_ERROR_DETAILS = 64 * 1024  # details, as JSON
-LOG_LEVELS = frozenset({"log", "info", "warn", "error", "debug", "exception"})
 
 
 @dataclass
@@ -668,7 +667,7 @@ class Worker:
                 if pending is not None else
                 "log output truncated by the host (outside a call: more than the per-second budget)"))
         else:
-            msg = p.Log(level=msg.level if msg.level in LOG_LEVELS else "log", id=msg.id, ts=msg.ts,
+            msg = p.Log(level=msg.level if msg.level in WORKER_LEVELS else "log", id=msg.id, ts=msg.ts,
                         message=_cap(msg.message, lim.max_log_bytes), name=_cap(msg.name, MAX_ERROR_NAME),
                         stack=_cap(msg.stack, MAX_ERROR_TEXT))
         r = self.spec.redact
