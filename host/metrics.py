@@ -6,7 +6,7 @@ host's snapshots at scrape time, so the call path pays for two counter updates o
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
@@ -14,7 +14,9 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.registry import Collector
 
 if TYPE_CHECKING:
-    from .plugin_host import PluginHost
+    from .info import PluginInfo
+
+Snapshot = Callable[[], "list[PluginInfo]"]  # what the host reports of its plugins, read at each scrape
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 # Seconds; warm calls take ~0.1 ms, plugins doing network I/O up to their timeout.
@@ -25,14 +27,16 @@ _CIRCUIT_STATES = ("closed", "open", "half_open")
 
 
 class HostMetrics:
-    def __init__(self, host: PluginHost) -> None:
+    """Counters the call path feeds (``observe``), and at each scrape what ``snapshot`` reports."""
+
+    def __init__(self, snapshot: Snapshot) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
         self.calls = Counter("plugin_host_calls", "Calls by plugin, function and outcome (ok or the "
                              "error type)", ["plugin", "function", "outcome"], registry=self.registry)
         self.latency = Histogram("plugin_host_call_duration_seconds", "Call latency, queueing and "
                                  "retries included", ["plugin", "function"], buckets=BUCKETS,
                                  registry=self.registry)
-        self.registry.register(_Snapshot(host))
+        self.registry.register(_Snapshot(snapshot))
         self._children: dict[tuple[str, str, str], tuple[Any, Any]] = {}
         self._recent: dict[str, deque[tuple[float, bool]]] = {}  # plugin -> last RECENT (seconds, ok)
 
@@ -67,8 +71,8 @@ class HostMetrics:
 class _Snapshot(Collector):
     """Gauges and counters the host already keeps, read when Prometheus scrapes."""
 
-    def __init__(self, host: PluginHost) -> None:
-        self._host = host
+    def __init__(self, snapshot: Snapshot) -> None:
+        self._snapshot = snapshot
 
     def collect(self) -> Iterator[Metric]:
         label = ["plugin", "version"]
@@ -91,7 +95,7 @@ class _Snapshot(Collector):
         egress = CounterMetricFamily("plugin_host_egress_bytes", "Bytes through the egress proxy",
                                      labels=["plugin", "direction"])
         seen: set[str] = set()
-        for info in self._host.plugins():
+        for info in self._snapshot():
             v = [info.id, info.version or ""]
             alive.add_metric(v, len(info.workers))
             state.add_metric([*v, info.state], 1.0 if info.state in ("running", "degraded") else 0.0)

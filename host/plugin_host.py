@@ -113,7 +113,7 @@ class PluginHost:
                                     self.config.max_concurrent_for)
         self._tg: TaskGroup | None = None
         self._egress: EgressProxy | None = None  # security.egress_proxy
-        self.metrics = HostMetrics(self)  # Prometheus: GET /metrics, or metrics.render()
+        self.metrics = HostMetrics(self.plugins)  # Prometheus: GET /metrics, or metrics.render()
         self._running = False
         self._reserved: set[str] = set()  # host:port refused to every worker (reserve_address)
         self._approvals: ApprovalStore | None = None
