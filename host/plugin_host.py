@@ -40,11 +40,9 @@ from .errors import (
     PluginError,
     PluginNotFound,
     PluginUnavailable,
-    RateLimited,
     StateError,
-    check_timeout,
 )
-from .execute import EXECUTE_EGRESS, ExecutePools, ExecuteResult, run_with_deadline
+from .execute import EXECUTE_EGRESS, ExecutePools, ExecuteResult
 from .info import EventReply, PluginInfo, plugin_info
 from .lifecycle import EventHub, Plugin, PluginEvent
 from .logbook import JournalEntry, LogBook
@@ -52,19 +50,19 @@ from .logs import LOGGING_LEVEL, Throttle
 from .manifest import Manifest
 from .metrics import UNKNOWN, HostMetrics
 from .permissions import Permissions, reserved_entries
+from .pipeline import CallPipeline
 from .plugin_config import MASK, ConfigStore, apply_schema, mask, redact, secret_keys, secret_values
 from .plugins import PluginSource, load_manifest
-from .policy import PluginPolicy, RateLimiter, is_service_failure, with_retry
 from .pool import Pool
 from .private_files import check_state_dir
 from .reload import fingerprint
-from .result_cache import FRESH, ResultCache, cache_key, digest, make_entry
+from .result_cache import digest
 from .runtime import Runtime
-from .scheduler import Scheduler, SchedulerStats
+from .scheduler import SchedulerStats
 from .secrets import EXPORT_FORMAT, SecretBox, export_cipher, import_cipher
 from .services import HostServices
 from .usage_scripts import discover_sources
-from .worker import Lease, Worker, WorkerSpec
+from .worker import Worker, WorkerSpec
 
 log = logging.getLogger("host")
 _warn = Throttle(log)
@@ -73,13 +71,6 @@ plugin_log = logging.getLogger("host.plugin")
 
 
 LogListener = Callable[[str, Worker, p.Log], None]
-
-
-def _share(deadline: float) -> float:
-    """The part of a call's remaining time a shared result cache may take: half of it, so
-    a storage that does not answer costs the call a miss, never its deadline."""
-    now = time.monotonic()
-    return now + max(deadline - now, 0.0) / 2
 
 
 class PluginHost:
@@ -103,15 +94,11 @@ class PluginHost:
         self._store: ConfigStore | None = None
         self._secrets: dict[str, list[str]] = {}  # plugin id → secret values to redact
         self._box = SecretBox(self.config)  # the key that seals secret config values at rest
-        self._limiter = RateLimiter(self.config.policy.storage, self.config.policy.global_limit)
-        self._policies: dict[str, PluginPolicy] = {}  # by plugin id: survives restarts, reloads
-        self._cache = ResultCache(self.config.policy.cache_storage, self.config.state_path)
-        self._history = BalanceHistory(self.config.state_path, keep_days=self.config.balances.history_days)
-        self._flights: dict[bytes, anyio.Event | None] = {}  # cache keys being fetched: later callers wait
-        self._refreshing: set[bytes] = set()           # cache keys refreshed in the background
-        self._scheduler = Scheduler(self.config.policy.max_concurrent_calls,
-                                    self.config.max_concurrent_for)
         self._tg: TaskGroup | None = None
+        # the call path: cache, rate limits, concurrency caps, breaker, retries
+        self._pipeline = CallPipeline(self.config, self._pool,
+                                      lambda: self._tg if self._running else None)
+        self._history = BalanceHistory(self.config.state_path, keep_days=self.config.balances.history_days)
         self._egress: EgressProxy | None = None  # security.egress_proxy
         self.metrics = HostMetrics(self.plugins)  # Prometheus: GET /metrics, or metrics.render()
         self._running = False
@@ -133,7 +120,7 @@ class PluginHost:
         store = self._store
         self._box.sealed_exist = lambda: store.has_sealed
         self._approvals = ApprovalStore(self.config.state_path, self._runtime.audit)
-        warmed = self._cache.warm_up()
+        warmed = self._pipeline.cache.warm_up()
         if warmed:
             log.info("result cache: %d entries loaded from %s", warmed, self.config.state_path)
         self._cm = anyio.create_task_group()
@@ -172,9 +159,8 @@ class PluginHost:
                 self._runtime.close()
             if self._services is not None:  # every worker is gone: no host call uses them
                 self._services.close()
-            self._cache.close()
+            self._pipeline.close()
             self._history.close()
-            self._limiter.close()
 
     async def aclose(self) -> None:
         """Drain every pool (calls in flight finish), then stop all workers. Callable from
@@ -550,7 +536,7 @@ class PluginHost:
         started = time.perf_counter()
         outcome = "ok"
         try:
-            return (await self._call(plugin, fn, list(args), timeout, priority, refresh))[0]
+            return (await self._pipeline.run(plugin, fn, list(args), timeout, priority, refresh))[0]
         except BaseException as exc:
             outcome = type(exc).__name__ if isinstance(exc, HostError) else "Cancelled"
             if isinstance(exc, PluginNotFound):
@@ -561,120 +547,10 @@ class PluginHost:
         finally:
             self.metrics.observe(plugin, fn, outcome, time.perf_counter() - started)
 
-    async def _call(self, plugin: str, fn: str, arglist: list[Any], timeout: float | None,
-                    priority: int, refresh: bool) -> tuple[Any, float, bool]:
-        """``call``, returning (result, unix time the result was produced, from the cache)."""
-        pool = self._pool(plugin)
-        pid = pool.plugin_id
-        policy = self._policy(pid)
-        budget = pool.spec.limits.call_timeout if timeout is None else check_timeout(timeout)
-        deadline = time.monotonic() + budget
-        cache = self.config.cache_for(pid)
-        if cache.applies(fn):
-            try:
-                key = cache_key(pid, pool.spec.cache_salt, fn, arglist)
-            except (TypeError, ValueError, OverflowError, RecursionError):
-                key = None  # arguments msgpack cannot encode: the call itself will say why
-            if key is not None:
-                return await self._cached(pool, policy, plugin, fn, arglist, key, cache, budget, deadline,
-                                          priority, refresh)
-        result = await self._guarded(pool, policy, plugin, fn, arglist, budget, deadline, priority)
-        return result, time.time(), False
-
-    async def _cached(self, pool: Pool, policy: PluginPolicy, plugin: str, fn: str, arglist: list[Any], key: bytes,
-                      cache: CacheConfig, budget: float, deadline: float, priority: int,
-                      refresh: bool, background: bool = False) -> tuple[Any, float, bool]:
-        """A cached call: a fresh entry is returned; a stale one too, refreshed in the
-        background; a miss calls the plugin once however many callers ask for the same key
-        meanwhile (they wait for its result; the Event they wait on is made by the first of
-        them, as most calls have none). ``refresh`` calls without looking."""
-        pid = pool.plugin_id
-        store, flights = self._cache, self._flights
-        while not refresh:
-            entry = await store.get(pid, key, _share(deadline)) if store.shared else store.get_local(pid, key)
-            if entry is not None:
-                if entry.state(time.time()) == FRESH:
-                    policy.cache_hits += 1
-                else:
-                    policy.cache_stale += 1
-                    self._revalidate(pool, policy, plugin, fn, arglist, key, cache)
-                return entry.result(), entry.stored_at, True
-            if key not in flights:
-                break
-            flight = flights[key]
-            if flight is None:
-                flight = flights[key] = anyio.Event()
-            with anyio.move_on_after(max(deadline - time.monotonic(), 0.0)):
-                await flight.wait()
-            if time.monotonic() >= deadline:
-                raise CallTimeout(f"the call it waited for did not finish within {budget:g}s",
-                                  timeout=budget, plugin=pid, function=fn)
-            # that call settled: its result is cached now, or it failed and this caller calls
-        if not background:
-            policy.cache_misses += 1
-        leader = key not in flights
-        if leader:
-            flights[key] = None
-        try:
-            value = await self._guarded(pool, policy, plugin, fn, arglist, budget, deadline, priority)
-            entry = make_entry(value, cache)
-            if entry is None:  # larger than max_value_bytes
-                return value, time.time(), False
-            if store.shared:
-                await store.put(pid, key, entry, cache, _share(deadline))
-            else:
-                store.put_local(pid, key, entry, cache)
-            return value, entry.stored_at, False
-        finally:
-            if leader:
-                waiting = flights.pop(key, None)
-                if waiting is not None:
-                    waiting.set()
-
-    def _revalidate(self, pool: Pool, policy: PluginPolicy, plugin: str, fn: str, arglist: list[Any],
-                    key: bytes, cache: CacheConfig) -> None:
-        """Refresh a stale entry in the background, once per key at a time."""
-        if key in self._refreshing or key in self._flights or self._tg is None or not self._running:
-            return
-        self._refreshing.add(key)
-
-        async def refresh() -> None:
-            budget = pool.spec.limits.call_timeout
-            try:
-                await self._cached(pool, policy, plugin, fn, arglist, key, cache, budget,
-                                   time.monotonic() + budget, 0, refresh=True, background=True)
-                policy.cache_refreshes += 1
-            except HostError as exc:
-                log.warning("background refresh of %s.%s failed: %s", pool.plugin_id, fn, exc)
-            finally:
-                self._refreshing.discard(key)
-
-        self._tg.start_soon(refresh)
-
-    async def _guarded(self, pool: Pool, policy: PluginPolicy, plugin: str, fn: str, arglist: list[Any],
-                       budget: float, deadline: float, priority: int) -> Any:
-        """A call under the rate limits and the concurrency caps."""
-        pid = pool.plugin_id
-        try:
-            if await self._limiter.acquire(pid, self.config.rate_limit_for(pid), deadline):
-                policy.rate_delayed += 1
-        except RateLimited:
-            policy.rate_limited += 1
-            raise
-        try:
-            await self._scheduler.acquire(pid, priority, deadline)
-        except TimeoutError:
-            raise CallTimeout(f"no concurrency slot became free within {budget:g}s", timeout=budget,
-                              plugin=pid, function=fn) from None
-        try:
-            return await self._admitted(pool, policy, plugin, fn, arglist, deadline, priority)
-        finally:
-            self._scheduler.release(pid)
-
     async def clear_cache(self, name: str | None = None) -> int:
         """Drop the cached results of one plugin (every plugin's when None); returns how many
         entries went."""
-        return await self._cache.clear(None if name is None else self._record(name).id)
+        return await self._pipeline.cache.clear(None if name is None else self._record(name).id)
 
     async def query_balances(self, *, refresh: bool = False, timeout: float | None = None) -> list[BalanceResult]:
         """Ask every balance plugin (``"balance"`` in its capabilities) for its balance, all in
@@ -695,8 +571,8 @@ class PluginHost:
             with anyio.move_on_after(budget + 0.5):  # the call's own deadline should come first
                 try:
                     config = r.pool.spec.config if r.pool is not None else None
-                    value, stored_at, cached = await self._call(r.key, BALANCE_FUNCTION, [config], budget,
-                                                                0, refresh)
+                    value, stored_at, cached = await self._pipeline.run(r.key, BALANCE_FUNCTION, [config], budget,
+                                                                        0, refresh)
                     outcome = from_reply(r.id, name, value, stored_at=stored_at, cached=cached,
                                          duration=(time.perf_counter() - t0) * 1000)
                 except HostError as exc:
@@ -727,62 +603,6 @@ class PluginHost:
         return await anyio.to_thread.run_sync(
             lambda: self._history.read(provider, since=since, until=until, limit=limit))
 
-    async def _admitted(self, pool: Pool, policy: PluginPolicy, plugin: str, fn: str, arglist: list[Any],
-                        deadline: float, priority: int) -> Any:
-        """A call that holds its concurrency slot: breaker, retries, the pool."""
-        pid = pool.plugin_id
-        retry = self.config.retry_for(pid)
-        breaker = policy.breaker
-        breaker.config = self.config.breaker_for(pid)
-
-        async def attempt() -> Any:
-            nonlocal pool
-            breaker.check()
-            until = deadline if retry.attempt_timeout is None else min(
-                deadline, time.monotonic() + retry.attempt_timeout)
-            try:
-                result, pool = await self._call_pool(pool, plugin, fn, arglist, until, priority)
-            except BaseException as exc:
-                if is_service_failure(exc):
-                    breaker.record(False)
-                else:
-                    breaker.release()
-                raise
-            breaker.record(True)
-            return result
-
-        def retrying(failures: int, exc: BaseException, delay: float) -> None:
-            policy.retries += 1
-            log.info("retrying %s.%s in %.2fs after attempt %d failed: %s", pid, fn, delay, failures, exc)
-
-        return await with_retry(attempt, retry, deadline, on_retry=retrying)
-
-    async def _call_pool(self, pool: Pool, plugin: str, fn: str, arglist: list[Any],
-                         deadline: float, priority: int = 0) -> tuple[Any, Pool]:
-        """One attempt of a call, on ``pool`` or the pool that replaced it; returns the result
-        and the pool that served it."""
-        budget = max(deadline - time.monotonic(), 0.001)
-
-        async def op(lease: Lease) -> Any:
-            return await lease.worker.call(fn, arglist, max(deadline - time.monotonic(), 0.001), lease)
-
-        while True:
-            try:
-                return await run_with_deadline(pool, op, budget, deadline, plugin, fn, priority), pool
-            except HostClosed:
-                # The pool closed before the call reached a worker: a reload replaced it (or the
-                # plugin was stopped). Nothing ran, so the call may go to the new pool.
-                current = self._pool(plugin)
-                if current is pool:
-                    raise
-                pool = current
-
-    def _policy(self, plugin_id: str) -> PluginPolicy:
-        policy = self._policies.get(plugin_id)
-        if policy is None:
-            policy = self._policies[plugin_id] = PluginPolicy(plugin_id, self.config.breaker_for(plugin_id))
-        return policy
-
     def set_policy(self, name: str, *, rate_limit: RateLimitConfig | None = None,
                    retry: RetryConfig | None = None, breaker: BreakerConfig | None = None,
                    max_concurrent: int | None = None, cache: CacheConfig | None = None) -> None:
@@ -796,7 +616,7 @@ class PluginHost:
         settings = msgspec.structs.replace(current, **changes)
         check = HostConfig(plugins={pid: settings})  # validates the sections
         self.config.plugins = {**self.config.plugins, pid: check.plugins[pid]}
-        self._scheduler.wake()  # a raised cap lets waiting calls in
+        self._pipeline.scheduler.wake()  # a raised cap lets waiting calls in
 
     def set_max_concurrent_calls(self, limit: int | None) -> None:
         """Cap the calls admitted at once over all plugins (None: no cap), from now on; calls
@@ -804,11 +624,11 @@ class PluginHost:
         if limit is not None and limit < 1:
             raise InvalidConfig("max_concurrent_calls must be >= 1 (None: no cap)")
         self.config.policy.max_concurrent_calls = limit
-        self._scheduler.max_concurrent = limit
+        self._pipeline.scheduler.max_concurrent = limit
 
     def scheduler_stats(self) -> SchedulerStats:
         """Calls admitted and queued under the concurrency caps, in all and per plugin id."""
-        return self._scheduler.stats()
+        return self._pipeline.scheduler.stats()
 
     async def execute(
         self,
@@ -861,9 +681,9 @@ class PluginHost:
         return self._info(self._record(name))
 
     def _info(self, r: Plugin) -> PluginInfo:
-        sched = self._scheduler
-        info = plugin_info(r, self._policies.get(r.id), sched.queued(r.id), sched.running(r.id),
-                           self._cache.size(r.id))
+        sched = self._pipeline.scheduler
+        info = plugin_info(r, self._pipeline.policies.get(r.id), sched.queued(r.id), sched.running(r.id),
+                           self._pipeline.cache.size(r.id))
         info.latency_p50_ms, info.error_rate = self.metrics.recent_stats(r.id)
         if (grants := self._grants(r)) is not None:
             info.permissions = msgspec.to_builtins(grants)

@@ -1,0 +1,245 @@
+"""The call path: from a plugin name, a function and its arguments to the worker's answer, under the
+plugin's policies in their order — result cache (single flight per key, stale entries refreshed
+in the background), rate limit, concurrency caps, circuit breaker, retries, then a pool.
+
+Every stage reads one CallContext (what is called, for whom, until when) instead of passing a
+dozen parameters along; the deadline is fixed once, where the call enters, and every stage
+measures what is left of it."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import anyio
+from anyio.abc import TaskGroup
+
+from .config import CacheConfig, HostConfig
+from .errors import CallTimeout, HostClosed, HostError, RateLimited, check_timeout
+from .execute import run_with_deadline
+from .policy import PluginPolicy, RateLimiter, is_service_failure, with_retry
+from .pool import Pool
+from .result_cache import FRESH, ResultCache, cache_key, make_entry
+from .scheduler import Scheduler
+from .worker import Lease
+
+log = logging.getLogger("host")
+
+MIN_TIMEOUT = 0.001  # seconds a worker is given at least, when the deadline is all but spent
+
+
+@dataclass(slots=True)
+class CallContext:
+    """One call on its way through the pipeline."""
+
+    pool: Pool            # the plugin's pool (replaced in place when a reload swaps it)
+    policy: PluginPolicy  # the plugin's breaker and counters
+    plugin: str           # the name it was called by (``id`` or ``id@version``)
+    fn: str
+    args: list[Any]
+    budget: float         # seconds, as given (for messages)
+    deadline: float       # time.monotonic() by which it must have answered
+    priority: int = 0
+
+    @property
+    def pid(self) -> str:
+        return self.pool.plugin_id
+
+    def left(self) -> float:
+        return max(self.deadline - time.monotonic(), 0.0)
+
+    def timeout(self, what: str) -> CallTimeout:
+        return CallTimeout(f"{what} within {self.budget:g}s", timeout=self.budget, plugin=self.pid,
+                           function=self.fn)
+
+
+def cache_share(deadline: float) -> float:
+    """The part of a call's remaining time a shared result cache may take: half of it, so a
+    storage that does not answer costs the call a miss, never its deadline."""
+    now = time.monotonic()
+    return now + max(deadline - now, 0.0) / 2
+
+
+class CallPipeline:
+    """The policies between a caller and a plugin's pool. ``pool_of`` names the pool serving a
+    plugin now (or raises why there is none); ``tasks`` returns the task group background
+    refreshes run in (None once the host stops)."""
+
+    def __init__(self, config: HostConfig, pool_of: Callable[[str], Pool],
+                 tasks: Callable[[], TaskGroup | None]) -> None:
+        self.config = config
+        self._pool_of = pool_of
+        self._tasks = tasks
+        self.limiter = RateLimiter(config.policy.storage, config.policy.global_limit)
+        self.scheduler = Scheduler(config.policy.max_concurrent_calls, config.max_concurrent_for)
+        self.cache = ResultCache(config.policy.cache_storage, config.state_path)
+        self.policies: dict[str, PluginPolicy] = {}  # by plugin id: survives restarts, reloads
+        self._flights: dict[bytes, anyio.Event | None] = {}  # keys being fetched: later callers wait
+        self._refreshing: set[bytes] = set()  # keys refreshed in the background
+
+    def close(self) -> None:
+        self.cache.close()
+        self.limiter.close()
+
+    def policy(self, plugin_id: str) -> PluginPolicy:
+        policy = self.policies.get(plugin_id)
+        if policy is None:
+            policy = self.policies[plugin_id] = PluginPolicy(plugin_id, self.config.breaker_for(plugin_id))
+        return policy
+
+    async def run(self, plugin: str, fn: str, args: list[Any], timeout: float | None, priority: int = 0,
+                  refresh: bool = False) -> tuple[Any, float, bool]:
+        """The call: (result, unix time the result was produced, whether it came from the cache)."""
+        pool = self._pool_of(plugin)
+        budget = pool.spec.limits.call_timeout if timeout is None else check_timeout(timeout)
+        ctx = CallContext(pool, self.policy(pool.plugin_id), plugin, fn, args, budget,
+                          time.monotonic() + budget, priority)
+        cache = self.config.cache_for(ctx.pid)
+        if cache.applies(fn):
+            try:
+                key = cache_key(ctx.pid, pool.spec.cache_salt, fn, args)
+            except (TypeError, ValueError, OverflowError, RecursionError):
+                key = None  # arguments msgpack cannot encode: the call itself will say why
+            if key is not None:
+                return await self._cached(ctx, key, cache, refresh)
+        return await self._guarded(ctx), time.time(), False
+
+    # ------------------------------------------------------------------ result cache
+
+    async def _cached(self, ctx: CallContext, key: bytes, cache: CacheConfig, refresh: bool,
+                      background: bool = False) -> tuple[Any, float, bool]:
+        """A fresh entry is returned; a stale one too, refreshed in the background; a miss calls
+        the plugin once however many callers ask for the same key meanwhile (they wait for its
+        result; the Event they wait on is made by the first of them, as most calls have none).
+        ``refresh`` calls without looking."""
+        store, flights, pid = self.cache, self._flights, ctx.pid
+        while not refresh:
+            entry = await store.get(pid, key, cache_share(ctx.deadline)) if store.shared else store.get_local(pid, key)
+            if entry is not None:
+                if entry.state(time.time()) == FRESH:
+                    ctx.policy.cache_hits += 1
+                else:
+                    ctx.policy.cache_stale += 1
+                    self._revalidate(ctx, key, cache)
+                return entry.result(), entry.stored_at, True
+            if key not in flights:
+                break
+            flight = flights[key]
+            if flight is None:
+                flight = flights[key] = anyio.Event()
+            with anyio.move_on_after(ctx.left()):
+                await flight.wait()
+            if ctx.left() <= 0:
+                raise ctx.timeout("the call it waited for did not finish")
+            # that call settled: its result is cached now, or it failed and this caller calls
+        if not background:
+            ctx.policy.cache_misses += 1
+        leader = key not in flights
+        if leader:
+            flights[key] = None
+        try:
+            value = await self._guarded(ctx)
+            entry = make_entry(value, cache)
+            if entry is None:  # larger than max_value_bytes
+                return value, time.time(), False
+            if store.shared:
+                await store.put(pid, key, entry, cache, cache_share(ctx.deadline))
+            else:
+                store.put_local(pid, key, entry, cache)
+            return value, entry.stored_at, False
+        finally:
+            if leader:
+                waiting = flights.pop(key, None)
+                if waiting is not None:
+                    waiting.set()
+
+    def _revalidate(self, ctx: CallContext, key: bytes, cache: CacheConfig) -> None:
+        """Refresh a stale entry in the background, once per key at a time."""
+        tg = self._tasks()
+        if key in self._refreshing or key in self._flights or tg is None:
+            return
+        self._refreshing.add(key)
+        budget = ctx.pool.spec.limits.call_timeout
+        again = CallContext(ctx.pool, ctx.policy, ctx.plugin, ctx.fn, ctx.args, budget, 0.0)
+
+        async def refresh() -> None:
+            again.deadline = time.monotonic() + budget
+            try:
+                await self._cached(again, key, cache, refresh=True, background=True)
+                again.policy.cache_refreshes += 1
+            except HostError as exc:
+                log.warning("background refresh of %s.%s failed: %s", again.pid, again.fn, exc)
+            finally:
+                self._refreshing.discard(key)
+
+        tg.start_soon(refresh)
+
+    # ------------------------------------------------------------------ admission
+
+    async def _guarded(self, ctx: CallContext) -> Any:
+        """Under the rate limits and the concurrency caps."""
+        pid = ctx.pid
+        try:
+            if await self.limiter.acquire(pid, self.config.rate_limit_for(pid), ctx.deadline):
+                ctx.policy.rate_delayed += 1
+        except RateLimited:
+            ctx.policy.rate_limited += 1
+            raise
+        try:
+            await self.scheduler.acquire(pid, ctx.priority, ctx.deadline)
+        except TimeoutError:
+            raise ctx.timeout("no concurrency slot became free") from None
+        try:
+            return await self._admitted(ctx)
+        finally:
+            self.scheduler.release(pid)
+
+    async def _admitted(self, ctx: CallContext) -> Any:
+        """Holding its concurrency slot: breaker, retries, the pool."""
+        retry = self.config.retry_for(ctx.pid)
+        breaker = ctx.policy.breaker
+        breaker.config = self.config.breaker_for(ctx.pid)
+
+        async def attempt() -> Any:
+            breaker.check()
+            until = ctx.deadline if retry.attempt_timeout is None else min(
+                ctx.deadline, time.monotonic() + retry.attempt_timeout)
+            try:
+                result = await self._attempt(ctx, until)
+            except BaseException as exc:
+                if is_service_failure(exc):
+                    breaker.record(False)
+                else:
+                    breaker.release()
+                raise
+            breaker.record(True)
+            return result
+
+        def retrying(failures: int, exc: BaseException, delay: float) -> None:
+            ctx.policy.retries += 1
+            log.info("retrying %s.%s in %.2fs after attempt %d failed: %s", ctx.pid, ctx.fn, delay, failures, exc)
+
+        return await with_retry(attempt, retry, ctx.deadline, on_retry=retrying)
+
+    async def _attempt(self, ctx: CallContext, until: float) -> Any:
+        """One attempt, on the context's pool or the pool that replaced it (which it then keeps)."""
+
+        async def op(lease: Lease) -> Any:
+            return await lease.worker.call(ctx.fn, ctx.args, max(until - time.monotonic(), MIN_TIMEOUT), lease)
+
+        while True:
+            try:
+                return await run_with_deadline(ctx.pool, op, ctx.budget, until, ctx.plugin, ctx.fn, ctx.priority)
+            except HostClosed:
+                # The pool closed before the call reached a worker: a reload replaced it (or the
+                # plugin was stopped). Nothing ran, so the call may go to the new pool.
+                current = self._pool_of(ctx.plugin)
+                if current is ctx.pool:
+                    raise
+                ctx.pool = current
+
+
+__all__ = ["CallContext", "CallPipeline", "cache_share"]
