@@ -46,6 +46,8 @@ from .errors import (
     SecretsError,
     SpawnFailed,
     StateError,
+    StorageError,
+    StorageFull,
     WorkerCrashed,
 )
 from .execute import ExecuteResult, LogEntry
@@ -66,5 +68,5 @@ __all__ = [
     "FunctionNotFound", "GrantRefused", "HandshakeError", "HostClosed", "HostConfig", "HostError", "InvalidArguments", "InvalidConfig",
     "LogEntry", "PayloadTooLarge", "PermissionDenied", "Permissions", "PluginError", "PluginEvent", "PluginHost",
     "PluginInfo", "PluginNotFound", "PluginSettings", "PluginUnavailable", "PoolConfig",
-    "ProtocolError", "RateLimited", "ResourceLimitExceeded", "SchedulerStats", "SecretsError", "SpawnFailed", "StateError", "SyncPluginHost", "WorkerCrashed", "WorkerInfo", "WorkerLimits",
+    "ProtocolError", "RateLimited", "ResourceLimitExceeded", "SchedulerStats", "SecretsError", "SpawnFailed", "StateError", "StorageError", "StorageFull", "SyncPluginHost", "WorkerCrashed", "WorkerInfo", "WorkerLimits",
 ]

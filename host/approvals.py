@@ -1,8 +1,9 @@
 """The grants the operator approved for each plugin (``<state_dir>/approvals.json``, 0600).
 
 A plugin seen for the first time is approved as it declares itself (the operator installed it);
-from then on a version that declares more than was approved (a new host in ``net``, any new
-path, variable or kind) is not loaded until the operator approves it: a plugin that can write
+from then on a version that declares more than was approved (a new host in ``net``, also one a
+``{config.KEY}`` entry resolves to with a new configSchema default, any new path, variable or
+kind) is not loaded until the operator approves it: a plugin that can write
 somewhere cannot widen its own grants, and neither can a change to its code that nobody looked
 at. Approvals are written under a lock, so the CLI and a running server can both record them;
 the server notices the file change at its next rescan."""
@@ -20,19 +21,27 @@ import msgspec
 
 from .audit import AuditLog
 from .errors import InvalidConfig
+from .manifest import Manifest, defaults, resolve_net
 from .permissions import Permissions, beyond
-from .private_files import locked, write_private
+from .private_files import locked, os_failure, write_private
 
 log = logging.getLogger("host.approvals")
 
 FILE = "approvals.json"
 
 
-def declared(raw: Any) -> Permissions:
-    """The grants a manifest's ``permissions`` value declares, as approvals compare them:
-    ``{config.KEY}`` net entries kept as written (the operator's config decides their host),
-    ``allowPrivateNetwork`` left out (only the operator's host.toml grants it)."""
+def declared(manifest: Manifest) -> Permissions:
+    """The grants a manifest declares, as approvals compare them: what the plugin's author
+    controls. ``{config.KEY}`` net entries are kept as written (a value the operator sets is the
+    operator's choice) and joined by the hosts they resolve to with the configSchema's defaults
+    (a new default is a new grant, since the workers get it whenever the operator sets no
+    value); ``allowPrivateNetwork`` is left out (only the operator's host.toml grants it)."""
+    raw = manifest.permissions
     perms = Permissions.parse(raw)
+    net = raw.get("net") if isinstance(raw, dict) else None
+    if isinstance(net, list) and isinstance(perms.net, list):
+        perms = msgspec.structs.replace(perms, net=list(dict.fromkeys(
+            [*perms.net, *resolve_net(net, defaults(manifest.config_schema))])))
     return msgspec.structs.replace(perms, allow_private_network=False)
 
 
@@ -66,16 +75,19 @@ class ApprovalStore:
     def approve(self, plugin_id: str, asked: Permissions, *, version: str | None, by: str) -> list[str]:
         """Record ``asked`` (joined with what was approved before) as the plugin's approved
         grants; audited. Returns what this approval added."""
-        with locked(self.path):
-            self._approved = self._read()
-            before = self._approved.get(plugin_id)
-            old = Permissions.parse(before.get("permissions")) if before else Permissions()
-            added = beyond(asked, old) if before else [f"{k}: {v}" for k, v in msgspec.to_builtins(asked).items()]
-            merged = Permissions.merge(old, asked) if before else asked
-            self._approved[plugin_id] = {"permissions": msgspec.to_builtins(merged), "version": version,
-                                         "approved_at": round(time.time(), 3), "by": by}
-            write_private(self.path, json.dumps(self._approved, indent=2, sort_keys=True).encode())
-            self._stamp = self._file_stamp()
+        try:
+            with locked(self.path):
+                self._approved = self._read()
+                before = self._approved.get(plugin_id)
+                old = Permissions.parse(before.get("permissions")) if before else Permissions()
+                added = beyond(asked, old) if before else [f"{k}: {v}" for k, v in msgspec.to_builtins(asked).items()]
+                merged = Permissions.merge(old, asked) if before else asked
+                self._approved[plugin_id] = {"permissions": msgspec.to_builtins(merged), "version": version,
+                                             "approved_at": round(time.time(), 3), "by": by}
+                write_private(self.path, json.dumps(self._approved, indent=2, sort_keys=True).encode())
+                self._stamp = self._file_stamp()
+        except OSError as exc:  # full, read-only, removed: a StateError naming the file
+            raise os_failure(self.path, exc, "write") from None
         self._audit.record("approve", plugin=plugin_id, version=version, by=by, added=added,
                            permissions=msgspec.to_builtins(merged))
         return added

@@ -171,7 +171,7 @@ async def _approve(args: argparse.Namespace, config: HostConfig) -> int:
         loaded = [await load_manifest(s, runtime, config.limits_for(s.id)) for s in sources]
         manifest = max((m for m, _ in loaded), key=lambda m: m.semver)
         store = ApprovalStore(config.state_path, runtime.audit)
-        asked = declared(manifest.permissions)
+        asked = declared(manifest)
         added = store.beyond(args.id, asked)
         if added == []:
             print(f"{args.id}: nothing to approve (version {manifest.version} asks for no grant beyond "

@@ -38,7 +38,8 @@ WEB_WORKER_DATA_MB = 704
 
 
 class WorkerLimits(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True):
-    """Per-worker deadlines and resource caps."""
+    """Per-worker deadlines and resource caps, and the cap on the plugin's storage (given per
+    plugin with ``[plugins.<id>.limits]``, like the rest)."""
 
     call_timeout: float = 30.0
     handshake_timeout: float = 10.0
@@ -62,6 +63,9 @@ class WorkerLimits(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=Tru
     # reply to the worker's own requests: a worker that stops reading cannot make the host hold
     # more than this plus one frame, and one that reads none of it for heartbeat_timeout is killed.
     max_write_buffer_bytes: int = 4 * 1024 * 1024
+    # Everything the plugin keeps in its persistent storage (ctx.storage), keys and values as
+    # stored plus a little per entry: a storage.set past it fails with StorageFull.
+    storage_max_bytes: int = 64 * 1024 * 1024
 
     @property
     def rlimit_data_mb(self) -> int | None:
@@ -513,6 +517,8 @@ def _check_worker_limits(lim: WorkerLimits, where: str) -> None:
         raise InvalidConfig(f"{where}: need heap_mb >= 16, max_result_bytes >= 1, max_web_workers >= 0")
     if lim.max_host_calls < 1 or lim.max_write_buffer_bytes < 64 * 1024:
         raise InvalidConfig(f"{where}: need max_host_calls >= 1 and max_write_buffer_bytes >= 65536")
+    if lim.storage_max_bytes < 0:
+        raise InvalidConfig(f"{where}.storage_max_bytes must be >= 0 (0: no storage)")
     if lim.cpu_seconds is not None and lim.cpu_seconds < 1:
         raise InvalidConfig(f"{where}.cpu_seconds must be >= 1 (None: no cap)")
 

@@ -214,3 +214,9 @@ class InvalidHostCall(HostCallError):
 
 class StorageError(HostCallError):
     """The plugin's persistent storage could not be read or written."""
+
+
+class StorageFull(StorageError):
+    """A ``storage.set`` refused because it would take the plugin's storage past its cap
+    (``limits.storage_max_bytes``), or because the state directory's file system is nearly
+    full: nothing was written; deleting keys makes room."""

@@ -12,7 +12,7 @@ import msgspec
 import semantic_version as sv
 
 from .errors import InvalidConfig
-from .permissions import Permissions
+from .permissions import BIDI, CONTROL, Permissions
 
 HOST_API_VERSION = "1.0"
 ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
@@ -25,10 +25,6 @@ MAX_TEXT = {"name": 100, "description": 2000, "author": 200, "homepage": 500, "v
             "apiVersion": 16}
 MAX_SCHEMA_FIELDS = 100
 MAX_FIELD_TEXT = 500  # a config field's title, description, and each enum value shown
-# Characters that reorder or hide the text around them (Trojan Source): never in what the host
-# shows of a plugin.
-_BIDI = re.compile("[\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069]")
-_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f]")
 # Capabilities with a meaning of their own, and the export each one needs.
 KNOWN_CAPABILITIES = {"balance": "queryBalance"}
 
@@ -86,19 +82,11 @@ class Manifest(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True, r
         ``relay.example:8443``; with no value it grants nothing. ``allow_private_network`` is
         the operator's opt-in (``[plugins.<id>] allow_private_network``), the only one: the
         manifest's own ``allowPrivateNetwork`` is a request (``asks_private_network``)."""
-        raw = self.permissions
+        raw: Mapping[str, Any] = self.permissions
         net = raw.get("net") if isinstance(raw, dict) else None
         if isinstance(net, list) and any(_config_ref(e) for e in net):
-            values = config if config is not None else {
-                k: f.default for k, f in self.config_schema.items() if f.default is not msgspec.UNSET}
-            resolved = []
-            for entry in net:
-                key = _config_ref(entry)
-                if key is None:
-                    resolved.append(entry)
-                elif (host := url_host(values.get(key))) is not None:
-                    resolved.append(host)
-            raw = {**raw, "net": list(dict.fromkeys(resolved))}
+            values = config if config is not None else defaults(self.config_schema)
+            raw = {**raw, "net": resolve_net(net, values)}
         perms = Permissions.parse(raw)
         if perms.allow_private_network != allow_private_network:  # the manifest may only ask
             perms = msgspec.structs.replace(perms, allow_private_network=allow_private_network)
@@ -190,6 +178,24 @@ def parse_manifest(raw: Any, exports: list[str], *, path: str, expected_id: str,
 _CONFIG_REF = re.compile(r"^\{config\.([A-Za-z_][A-Za-z0-9_]*)\}$")
 
 
+def defaults(schema: Mapping[str, ConfigField]) -> dict[str, Any]:
+    """The configSchema's default values, by field."""
+    return {k: f.default for k, f in schema.items() if f.default is not msgspec.UNSET}
+
+
+def resolve_net(net: list[Any], values: Mapping[str, Any]) -> list[Any]:
+    """``net`` with each ``"{config.KEY}"`` entry replaced by the host of ``values[KEY]`` (left
+    out when that names no host), without duplicates."""
+    resolved = []
+    for entry in net:
+        key = _config_ref(entry)
+        if key is None:
+            resolved.append(entry)
+        elif (host := url_host(values.get(key))) is not None:
+            resolved.append(host)
+    return list(dict.fromkeys(resolved))
+
+
 def _config_ref(entry: Any) -> str | None:
     """``"{config.baseUrl}"`` -> ``"baseUrl"``; anything else -> None."""
     m = _CONFIG_REF.match(entry) if isinstance(entry, str) else None
@@ -202,10 +208,10 @@ def url_host(value: Any) -> str | None:
     if not isinstance(value, str) or not value.strip():
         return None
     text = value.strip()
-    parts = urlsplit(text if "://" in text else "//" + text)
     try:
+        parts = urlsplit(text if "://" in text else "//" + text)
         host, port = parts.hostname, parts.port
-    except ValueError:  # a port that is not a number
+    except ValueError:  # a port that is not a number, an unclosed "[", ...
         return None
     if not host:
         return None
@@ -240,7 +246,8 @@ def _semver(version: str) -> sv.Version:
 
 def _check_text(m: Manifest, *, path: str, plugin: str) -> None:
     """Refuse text the host would show that is too long, or that hides or reorders what is
-    around it (bidirectional controls; control characters outside descriptions' newlines)."""
+    around it (bidirectional controls, Trojan Source; control characters outside descriptions'
+    newlines). Grants are checked likewise by Permissions."""
     texts: list[tuple[str, str, int]] = [
         (f, getattr(m, attr), MAX_TEXT[f]) for f, attr in (
             ("name", "name"), ("description", "description"), ("author", "author"),
@@ -261,10 +268,10 @@ def _check_text(m: Manifest, *, path: str, plugin: str) -> None:
         if len(text) > limit:
             raise InvalidManifest(f"{len(text)} characters, more than {limit}", path=path, field=field,
                                   plugin=plugin)
-        if found := _BIDI.search(text):
+        if found := BIDI.search(text):
             raise InvalidManifest(f"contains the bidirectional control character U+{ord(found.group()):04X}, "
                                   "which can disguise the text around it", path=path, field=field, plugin=plugin)
         multiline = field == "description" or field.endswith(".description")
-        if (found := _CONTROL.search(text.replace("\n", "") if multiline else text)):
+        if (found := CONTROL.search(text.replace("\n", "") if multiline else text)):
             raise InvalidManifest(f"contains the control character U+{ord(found.group()):04X}", path=path,
                                   field=field, plugin=plugin)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import re
 import socket
 import time
 from collections.abc import Iterable
@@ -18,6 +19,11 @@ from .errors import InvalidConfig
 Grant = list[str] | bool
 KINDS = ("net", "read", "write", "env", "run", "ffi", "sys")
 _PATH_KINDS = ("read", "write", "ffi")
+# Never in a grant: control characters (a NUL ends a path in every system call; a newline or an
+# escape sequence forges what the log and the approval prompt show) and the bidirectional
+# controls that reorder or hide the text around them (Trojan Source). Manifests' text too.
+CONTROL = re.compile("[\x00-\x1f\x7f-\x9f]")
+BIDI = re.compile("[\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069]")
 
 # Denied to every worker with network access unless its permissions say allowPrivateNetwork:
 # Deno checks the deny list against the resolved address at connect time, so an allowed host
@@ -113,6 +119,10 @@ class Permissions(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True
             grant = getattr(self, kind)
             if isinstance(grant, list):
                 for entry in grant:
+                    if (found := CONTROL.search(entry) or BIDI.search(entry)) is not None:
+                        what = "bidirectional control" if BIDI.match(found.group()) else "control"
+                        raise InvalidConfig(f"permissions.{kind}: entry {entry!r} contains the {what} "
+                                            f"character U+{ord(found.group()):04X}")
                     if not entry or "," in entry or entry.strip() != entry:
                         raise InvalidConfig(f"permissions.{kind}: invalid entry {entry!r}")
                     if entry in ("inherit", "*"):
@@ -352,7 +362,11 @@ class Sandbox:
             if not _within(path, data):
                 raise InvalidConfig(f"{where}.{kind}: {entry!r} leads out of the plugin's data directory "
                                     f"({data}), where relative paths resolve")
-        for candidate in dict.fromkeys((path, os.path.realpath(path))):
+        try:
+            real = os.path.realpath(path)
+        except (OSError, ValueError) as exc:  # Permissions refuses a NUL; this is a second line
+            raise InvalidConfig(f"{where}.{kind}: {entry!r} cannot be resolved ({exc})") from None
+        for candidate in dict.fromkeys((path, real)):
             if _within(candidate, data):
                 continue
             if kind == "read" and self.own_root is not None and _within(candidate, str(self.own_root)):

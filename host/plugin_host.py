@@ -262,8 +262,8 @@ class PluginHost:
     async def _inspect(self, record: Plugin) -> None:
         try:
             record.manifest, record.exports = await self._read_manifest(record)
-        except HostError as exc:
-            record.set_state("error", str(exc))
+        except Exception as exc:  # whatever one plugin's load raises stays with that plugin
+            record.set_state("error", _failure(record, "load", exc))
             return
         record.set_state("loaded")
 
@@ -327,7 +327,7 @@ class PluginHost:
         """What ``manifest`` declares beyond the plugin's approved grants (empty: nothing, and
         a plugin seen for the first time is approved as it is)."""
         assert self._approvals is not None
-        asked = declared(manifest.permissions)
+        asked = declared(manifest)
         added = self._approvals.beyond(record.id, asked)
         if added is None:
             self._approvals.approve(record.id, asked, version=manifest.version, by="first load")
@@ -357,7 +357,7 @@ class PluginHost:
                                   f"{', '.join(grants) or 'nothing'}: look again before approving", plugin=record.id)
         assert self._approvals is not None
         manifest = record.pending_manifest
-        self._approvals.approve(record.id, declared(manifest.permissions), version=manifest.version, by=by)
+        self._approvals.approve(record.id, declared(manifest), version=manifest.version, by=by)
         log.warning("plugin %s: grants approved (%s): %s", record.id, by, ", ".join(record.pending))
         if record.state in ("running", "degraded"):
             return await self.reload(name)
@@ -375,6 +375,9 @@ class PluginHost:
             record.pool = await self._open_pool(record, record.manifest)
         except InvalidConfig as exc:
             record.set_state("error", f"invalid config: {exc.message}")
+            return
+        except Exception as exc:  # a state directory that fails, say: this plugin only
+            record.set_state("error", _failure(record, "start", exc))
             return
         if record.pool.state == "error":
             record.set_state("error", record.pool.error)
@@ -436,11 +439,12 @@ class PluginHost:
             if pool.state == "error":
                 await pool.stop()
                 raise PluginUnavailable(pool.error or "new version failed to start", plugin=record.id)
-        except HostError as exc:
+        except Exception as exc:
+            why = _failure(record, "reload", exc)
             if record.state in ("running", "degraded"):
-                record.reload_failed(str(exc))  # the old version keeps serving
+                record.reload_failed(why)  # the old version keeps serving
             else:
-                record.set_state("error", str(exc))
+                record.set_state("error", why)
             return False
         old, record.pool = record.pool, pool
         record.manifest, record.exports = manifest, exports
@@ -455,8 +459,9 @@ class PluginHost:
             await anyio.sleep(self.config.reload.interval)
             try:
                 await self.rescan()
-            except Exception:  # a watcher bug must not take the host down
-                log.exception("plugin rescan failed")
+            except Exception as exc:  # a watcher bug must not take the host down, nor flood the log
+                _warn.warning("rescan", "plugin rescan failed: %s: %s", type(exc).__name__, exc)
+                log.debug("plugin rescan failed", exc_info=exc)
 
     def _new_pool(self, spec: WorkerSpec, config: PoolConfig, **kw: Any) -> Pool:
         assert self._runtime is not None and self._services is not None
@@ -953,6 +958,15 @@ class PluginHost:
             await pool.stop()
         if state != record.state:
             record.set_state(state, reason)
+
+
+def _failure(record: Plugin, what: str, exc: Exception) -> str:
+    """What failed, for the plugin's error: a HostError says it itself; anything else is a bug
+    or an OS failure, logged with its traceback and contained to this plugin."""
+    if isinstance(exc, HostError):
+        return str(exc)
+    log.error("plugin %s: %s failed", record.id, what, exc_info=exc)
+    return f"{what} failed: {type(exc).__name__}: {exc}"
 
 
 def _loaded(record: Plugin) -> Manifest:

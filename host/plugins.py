@@ -4,6 +4,7 @@ module is loaded in a worker with no permissions, never in the host."""
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 from dataclasses import dataclass
@@ -13,7 +14,7 @@ from typing import Any
 import anyio
 
 from .config import WorkerLimits
-from .errors import HostError, InvalidConfig
+from .errors import HostError, InvalidConfig, PluginUnavailable
 from .manifest import Manifest, parse_manifest
 from .runtime import Runtime
 from .worker import Worker, WorkerSpec
@@ -21,6 +22,7 @@ from .worker import Worker, WorkerSpec
 ENTRY_NAMES = ("mod.ts", "mod.js", "index.ts", "index.js")
 SUFFIXES = (".ts", ".js", ".mjs")
 USAGE_SUFFIX = ".usage.js"  # a cc-switch usage script, not a module (see usage_scripts.py)
+log = logging.getLogger("host.plugins")
 _VERSIONED = re.compile(r"^(?P<id>[^@]+)@(?P<version>\d+\.\d+\.\d+(?:[-+][0-9A-Za-z.+-]+)?)$")
 
 
@@ -123,7 +125,24 @@ async def load_manifest(source: PluginSource, runtime: Runtime, limits: WorkerLi
     a worker with no permissions (``inspect``), checked (errors name the file and the field),
     its file and env grants refused where no plugin may reach (the host's state, sockets and
     plugin directories, its secrets), and its net grant narrowed to HTTPS when ``https_only``
-    (InvalidConfig if it cannot be)."""
+    (InvalidConfig if it cannot be).
+
+    Loading is where a plugin's own content meets the host, so whatever it raises is this
+    plugin's failure: any exception other than a HostError (a bug of ours a file found) is
+    logged with its traceback, once per attempt, and raised as PluginUnavailable naming the
+    file, so that one plugin never stops the host or the others from loading."""
+    try:
+        return await _load_manifest(source, runtime, limits, https_only=https_only)
+    except HostError:
+        raise
+    except Exception as exc:
+        log.error("plugin %s: loading %s failed unexpectedly", source.id, source.module, exc_info=True)
+        raise PluginUnavailable(f"{source.module}: cannot be loaded: {type(exc).__name__}: {exc} "
+                                "(the host's log has the traceback)", plugin=source.id) from exc
+
+
+async def _load_manifest(source: PluginSource, runtime: Runtime, limits: WorkerLimits, *,
+                         https_only: bool) -> tuple[Manifest, list[str]]:
     meta, exports = await inspect(source, runtime, limits)
     manifest = parse_manifest(meta, exports, path=str(source.module), expected_id=source.id,
                               expected_version=source.version_hint)

@@ -33,7 +33,7 @@ def storage_name(plugin_id: str) -> str:
     if _SAFE_ID.fullmatch(plugin_id):
         return plugin_id
     stem = re.sub(r"[^A-Za-z0-9_.-]", "_", plugin_id)[:64].lstrip(".")
-    return f"{stem}~{hashlib.sha256(plugin_id.encode()).hexdigest()[:16]}"
+    return f"{stem}~{hashlib.sha256(plugin_id.encode('utf-8', 'surrogateescape')).hexdigest()[:16]}"
 
 
 def write_private(path: str | Path, data: bytes, *, exclusive: bool = False) -> None:

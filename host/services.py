@@ -3,6 +3,7 @@ channel between workers and a log line. See docs/protocol.md, "Host calls"."""
 
 from __future__ import annotations
 
+import logging
 import math
 import os
 import sqlite3
@@ -23,18 +24,28 @@ from .errors import (
     PayloadTooLarge,
     StateError,
     StorageError,
+    StorageFull,
     UnknownHostCall,
 )
-from .private_files import PrivateDb, storage_name
+from .logs import Throttle
+from .private_files import MIN_FREE_BYTES, PrivateDb, storage_name
 from .worker import Worker
 
 T = TypeVar("T")
 Scope = tuple[str, str]  # ("plugin", id) for a plugin's workers; ("execute", "") for execute's
+log = logging.getLogger("host.services")
 _LOG_LEVELS = frozenset({"log", "info", "warn", "error", "debug"})  # as context.log in worker.ts
 
 
+# Each storage entry counts its key (UTF-8) and value (msgpack) as stored plus this much: what
+# sqlite spends on a row at least (measured: ~13 bytes a row for tiny entries), so that many tiny
+# entries cannot take far more disk than the cap says.
+ENTRY_OVERHEAD = 16
+
+
 class ServiceLimits(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True):
-    """Bounds on what one plugin may keep in the host."""
+    """Bounds on what one plugin may keep in the host. (The total of its persistent storage is
+    ``WorkerLimits.storage_max_bytes``, settable per plugin.)"""
 
     cache_max_entries: int = 10_000        # per plugin; the least recently used go first
     cache_max_bytes: int = 64 * 1024 * 1024  # per plugin, keys plus values as msgpack
@@ -95,13 +106,50 @@ class _Cache:
 
 class _Store:
     """One plugin's sqlite database (opened again if the file is removed underneath). Every use
-    goes through ``run``: one thread at a time."""
+    goes through ``run``: one thread at a time. Keeps the bytes it holds (``used``), counted
+    from the database whenever a connection opens, so that a cap holds across restarts."""
 
     def __init__(self, path: Path, timeout: float) -> None:
         self.path = path
         self.lock = anyio.Lock()
         self._db = PrivateDb(path, "CREATE TABLE IF NOT EXISTS kv (key TEXT PRIMARY KEY, "
                                    "value BLOB NOT NULL) WITHOUT ROWID", timeout=timeout)
+        self._used = 0
+        self._counted: sqlite3.Connection | None = None  # the connection ``_used`` was counted on
+
+    def used(self, db: sqlite3.Connection) -> int:
+        """Bytes the store holds, as the cap counts them."""
+        if db is not self._counted:
+            n, total = db.execute(f"SELECT COUNT(*), COALESCE(SUM({_SIZE}), 0) FROM kv").fetchone()
+            self._used, self._counted = total + n * ENTRY_OVERHEAD, db
+        return self._used
+
+    def size_of(self, db: sqlite3.Connection, key: str) -> int:
+        """What the entry ``key`` counts (0: there is none)."""
+        row = db.execute(f"SELECT {_SIZE} FROM kv WHERE key = ?", (key,)).fetchone()
+        return 0 if row is None else row[0] + ENTRY_OVERHEAD
+
+    def put(self, db: sqlite3.Connection, key: str, blob: bytes, cap: int, where: str) -> None:
+        """Store ``blob`` under ``key`` unless the store would then hold more than ``cap``
+        bytes (StorageFull; a write that takes no more room than the entry it replaces is
+        always allowed) or the file system would be left with less than MIN_FREE_BYTES."""
+        used, old = self.used(db), self.size_of(db, key)
+        new = entry_size(key, blob)
+        if new > old and used - old + new > cap:
+            raise StorageFull(
+                f"storage.set: {new} more bytes would take the plugin's storage past its cap of {cap} bytes "
+                f"({used} in use): delete keys it no longer needs, or have the operator raise "
+                f"limits.storage_max_bytes ({where})")
+        if new > old:
+            _check_room(self.path.parent, new - old)
+        db.execute("INSERT OR REPLACE INTO kv (key, value) VALUES (?, ?)", (key, blob))
+        self._used = used - old + new
+
+    def delete(self, db: sqlite3.Connection, key: str) -> bool:
+        used, old = self.used(db), self.size_of(db, key)
+        gone = db.execute("DELETE FROM kv WHERE key = ?", (key,)).rowcount > 0
+        self._used = used - old if gone else used
+        return gone
 
     async def run(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         async with self.lock:
@@ -110,6 +158,8 @@ class _Store:
     def _call(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         try:
             return fn(self._db.conn())
+        except StorageError:
+            raise
         except StateError as exc:
             raise StorageError(f"storage failed: {exc.message}") from None
         except (sqlite3.Error, OSError) as exc:  # messages name the failure, never the values
@@ -117,6 +167,32 @@ class _Store:
 
     def close(self) -> None:
         self._db.close()
+
+
+_SIZE = "LENGTH(CAST(key AS BLOB)) + LENGTH(value)"  # an entry's bytes as stored (key as UTF-8)
+_warn = Throttle(log)
+
+
+def entry_size(key: str, blob: bytes) -> int:
+    """What one storage entry counts against the cap."""
+    return len(key.encode("utf-8", "surrogatepass")) + len(blob) + ENTRY_OVERHEAD
+
+
+def _check_room(directory: Path, size: int) -> None:
+    """StorageFull when writing ``size`` more bytes would leave the state directory's file
+    system with less than MIN_FREE_BYTES free (the host's own state needs it); the operator
+    hears of it in the host's log, the plugin only that the host refused."""
+    try:
+        st = os.statvfs(directory)
+    except OSError:
+        return  # the write itself then fails, as a StorageError
+    free = st.f_bavail * st.f_frsize
+    if free - size < MIN_FREE_BYTES:
+        _warn.warning(f"room:{directory}", "plugin storage refused a write: %s has %d KiB free, "
+                      "less than the %d MiB the host keeps free; free some space",
+                      directory, free // 1024, MIN_FREE_BYTES // (1024 * 1024))
+        raise StorageFull(f"storage.set: refused, the host's state directory is nearly full (the host keeps "
+                          f"{MIN_FREE_BYTES // (1024 * 1024)} MiB free); the operator must free some space")
 
 
 _Op = Callable[[Worker, p.HostCall], Awaitable[Any]]
@@ -263,14 +339,16 @@ class HostServices:
         key, value = self._args(msg, 2, 2, "(key, value)")
         key = self._key(msg.op, key)
         blob = self._pack(msg.op, value)
-        await self._store(worker, msg.op).run(
-            lambda db: db.execute("INSERT OR REPLACE INTO kv (key, value) VALUES (?, ?)", (key, blob)))
+        store = self._store(worker, msg.op)
+        cap = worker.spec.limits.storage_max_bytes
+        where = f"[plugins.{worker.spec.plugin_id}.limits] in host.toml"
+        await store.run(lambda db: store.put(db, key, blob, cap, where))
 
     async def _storage_delete(self, worker: Worker, msg: p.HostCall) -> bool:
         (key,) = self._args(msg, 1, 1, "(key)")
         key = self._key(msg.op, key)
-        return await self._store(worker, msg.op).run(
-            lambda db: db.execute("DELETE FROM kv WHERE key = ?", (key,)).rowcount > 0)
+        store = self._store(worker, msg.op)
+        return await store.run(lambda db: store.delete(db, key))
 
     async def _storage_keys(self, worker: Worker, msg: p.HostCall) -> list[str]:
         self._args(msg, 0, 0, "no arguments")
@@ -349,4 +427,4 @@ def _js_type(v: Any) -> str:
     return type(v).__name__
 
 
-__all__ = ["HostServices", "ServiceLimits", "scope_of", "storage_name"]
+__all__ = ["ENTRY_OVERHEAD", "HostServices", "ServiceLimits", "StorageFull", "scope_of", "storage_name"]
