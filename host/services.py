@@ -27,14 +27,13 @@ from .errors import (
     StorageFull,
     UnknownHostCall,
 )
-from .logs import Throttle
+from .logs import CONSOLE_LEVELS, Throttle
 from .private_files import MIN_FREE_BYTES, PrivateDb, storage_name
 from .worker import Worker
 
 T = TypeVar("T")
 Scope = tuple[str, str]  # ("plugin", id) for a plugin's workers; ("execute", "") for execute's
 log = logging.getLogger("host.services")
-_LOG_LEVELS = frozenset({"log", "info", "warn", "error", "debug"})  # as context.log in worker.ts
 
 
 # Each storage entry counts its key (UTF-8) and value (msgpack) as stored plus this much: what
@@ -407,7 +406,7 @@ class HostServices:
         level, message = self._args(msg, 2, 2, "(level, message)")
         if not isinstance(level, str) or not isinstance(message, str):
             raise InvalidHostCall(f"{msg.op}: level and message must be strings")
-        worker.record_log(p.Log(level=level if level in _LOG_LEVELS else "log", message=message,
+        worker.record_log(p.Log(level=level if level in CONSOLE_LEVELS else "log", message=message,
                                 id=msg.call, ts=time.time() * 1000))
 
 
