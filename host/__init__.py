@@ -1,7 +1,7 @@
 """Plugin Host: run untrusted JavaScript/TypeScript plugins in sandboxed Deno workers."""
 
-from .balance_history import BalancePoint
-from .balances import BalanceResult
+from .balances.history import BalancePoint
+from .balances.result import BalanceResult
 from .config import (
     BalancesConfig,
     BreakerConfig,
@@ -52,10 +52,10 @@ from .errors import (
 )
 from .execute import ExecuteResult, LogEntry
 from .info import EventReply, PluginInfo, WorkerInfo
-from .lifecycle import PluginEvent
-from .permissions import Permissions
 from .plugin_host import PluginHost
-from .scheduler import SchedulerStats
+from .plugins.lifecycle import PluginEvent
+from .policy.scheduler import SchedulerStats
+from .security.permissions import Permissions
 from .sync import SyncPluginHost
 
 __version__ = "0.1.0"

@@ -17,8 +17,7 @@ from urllib.parse import quote
 import anyio
 import msgspec
 
-from .approvals import ApprovalStore, declared
-from .balances import BALANCE_CAPABILITY
+from .balances.result import BALANCE_CAPABILITY
 from .cli_output import Progress, balances_table, first_line, inspector_targets, start_progress, table
 from .config import TOOLS, HostConfig, PluginSettings, ServerConfig, check_inspect
 from .config_file import load_config
@@ -27,11 +26,12 @@ from .errors import HostError, InvalidConfig
 from .info import json_default
 from .logs import FORMATS, LEVELS, setup_logging
 from .plugin_host import PluginHost
-from .plugins import load_manifest
-from .private_files import write_private
+from .plugins.discovery import load_manifest
+from .plugins.scaffold import new_plugin, validate
+from .plugins.usage_scripts import discover_sources
 from .runtime import Runtime
-from .scaffold import new_plugin, validate
-from .usage_scripts import discover_sources
+from .security.approvals import ApprovalStore, declared
+from .security.private_files import write_private
 
 log = logging.getLogger("host.cli")
 

@@ -12,8 +12,8 @@ from typing import Any, TextIO
 
 import anyio
 
-from .balances import BalanceResult
-from .lifecycle import STARTING, PluginEvent
+from .balances.result import BalanceResult
+from .plugins.lifecycle import STARTING, PluginEvent
 
 
 def table(rows: Sequence[Sequence[str]], *, right: Sequence[int] = ()) -> str:

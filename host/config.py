@@ -11,8 +11,8 @@ import limits
 import msgspec
 
 from .errors import InvalidConfig
-from .permissions import Permissions
 from .protocol import DEFAULT_MAX_FRAME
+from .security.permissions import Permissions
 
 T = TypeVar("T")
 
@@ -267,7 +267,7 @@ class BalancesConfig(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=T
 
 
 class EgressConfig(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True):
-    """``[security.egress]``: how the egress proxy shares itself between plugins (host/egress.py)."""
+    """``[security.egress]``: how the egress proxy shares itself between plugins (host/security/egress.py)."""
 
     max_connections: int = 256              # connections whose request head is not read yet
     head_timeout: float = 10.0              # seconds a new connection has to send its head

@@ -23,9 +23,9 @@ from .errors import (
     WorkerCrashed,
     check_timeout,
 )
-from .permissions import Permissions, beyond
 from .pool import Pool
 from .runtime import Runtime
+from .security.permissions import Permissions, beyond
 from .worker import Lease, WorkerSpec
 
 log = logging.getLogger("host.execute")

@@ -7,8 +7,8 @@ from typing import Any
 
 import msgspec
 
-from .lifecycle import Plugin
-from .policy import PluginPolicy
+from .plugins.lifecycle import Plugin
+from .policy.rules import PluginPolicy
 
 
 def json_default(obj: Any) -> Any:

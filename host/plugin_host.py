@@ -14,9 +14,8 @@ import msgspec
 from anyio.abc import TaskGroup
 
 from . import protocol as p
-from .approvals import ApprovalStore, declared
-from .balance_history import BalanceHistory, BalancePoint
-from .balances import BALANCE_CAPABILITY, BALANCE_FUNCTION, BalanceResult, from_error, from_reply
+from .balances.history import BalanceHistory, BalancePoint
+from .balances.result import BALANCE_CAPABILITY, BALANCE_FUNCTION, BalanceResult, from_error, from_reply
 from .config import (
     BreakerConfig,
     CacheConfig,
@@ -28,8 +27,6 @@ from .config import (
     database_path,
 )
 from .db_tool import DbTool
-from .dependencies import resolve
-from .egress import EgressProxy
 from .errors import (
     ApprovalChanged,
     CallTimeout,
@@ -44,24 +41,27 @@ from .errors import (
 )
 from .execute import EXECUTE_EGRESS, ExecutePools, ExecuteResult
 from .info import EventReply, PluginInfo, plugin_info
-from .lifecycle import EventHub, Plugin, PluginEvent
 from .logbook import JournalEntry, LogBook
 from .logs import LOGGING_LEVEL, Throttle
-from .manifest import Manifest
 from .metrics import UNKNOWN, HostMetrics
-from .permissions import Permissions, reserved_entries
-from .pipeline import CallPipeline
-from .plugin_config import MASK, ConfigStore, apply_schema, mask, redact, secret_keys, secret_values
-from .plugins import PluginSource, load_manifest
+from .plugins.dependencies import resolve
+from .plugins.discovery import PluginSource, load_manifest
+from .plugins.lifecycle import EventHub, Plugin, PluginEvent
+from .plugins.manifest import Manifest
+from .plugins.reload import fingerprint
+from .plugins.settings import MASK, ConfigStore, apply_schema, mask, redact, secret_keys, secret_values
+from .plugins.usage_scripts import discover_sources
+from .policy.cache import digest
+from .policy.pipeline import CallPipeline
+from .policy.scheduler import SchedulerStats
 from .pool import Pool
-from .private_files import check_state_dir
-from .reload import fingerprint
-from .result_cache import digest
 from .runtime import Runtime
-from .scheduler import SchedulerStats
-from .secrets import EXPORT_FORMAT, SecretBox, export_cipher, import_cipher
+from .security.approvals import ApprovalStore, declared
+from .security.egress import EgressProxy
+from .security.permissions import Permissions, reserved_entries
+from .security.private_files import check_state_dir
+from .security.secrets import EXPORT_FORMAT, SecretBox, export_cipher, import_cipher
 from .services import HostServices
-from .usage_scripts import discover_sources
 from .worker import Worker, WorkerSpec
 
 log = logging.getLogger("host")

@@ -14,8 +14,8 @@ from anyio.abc import TaskGroup
 
 from .config import PoolConfig
 from .errors import HostClosed, HostError, PluginUnavailable, WorkerCrashed
+from .policy.scheduler import Waiter, WaitQueue
 from .runtime import Runtime
-from .scheduler import Waiter, WaitQueue
 from .worker import HostCallHandler, Lease, LogSink, Worker, WorkerSpec
 
 log = logging.getLogger("host.pool")

@@ -15,13 +15,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
-from .audit import AuditLog
 from .config import HostConfig, SecurityConfig, WorkerLimits
 from .errors import HostError
-from .permissions import Permissions, Sandbox, reserved_env
-from .private_files import storage_name
 from .process import Reaper
-from .secrets import key_file_path
+from .security.audit import AuditLog
+from .security.permissions import Permissions, Sandbox, reserved_env
+from .security.private_files import storage_name
+from .security.secrets import key_file_path
 
 _RUN_PREFIX = "plugin-host-"
 
@@ -93,7 +93,7 @@ def _pid_alive(pid: int) -> bool:
 
 
 class EgressRoute(Protocol):
-    """The host's egress proxy as workers see it (host/egress.py)."""
+    """The host's egress proxy as workers see it (host/security/egress.py)."""
 
     address: str  # the loopback address it listens on, kept out of the deny list
 

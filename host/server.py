@@ -48,10 +48,10 @@ from .errors import (
     StateError,
 )
 from .info import json_default
-from .lifecycle import STARTING
 from .logbook import LEVELS
 from .metrics import CONTENT_TYPE
 from .plugin_host import PluginHost
+from .plugins.lifecycle import STARTING
 
 _STATUS = {
     PluginNotFound: 404, FunctionNotFound: 404, InvalidConfig: 400, PayloadTooLarge: 413,

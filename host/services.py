@@ -28,7 +28,7 @@ from .errors import (
     UnknownHostCall,
 )
 from .logs import CONSOLE_LEVELS, Throttle
-from .private_files import MIN_FREE_BYTES, PrivateDb, storage_name
+from .security.private_files import MIN_FREE_BYTES, PrivateDb, storage_name
 from .worker import Worker
 
 T = TypeVar("T")

@@ -8,8 +8,8 @@ from typing import Any
 from anyio.from_thread import start_blocking_portal
 from msgspec import UNSET
 
-from .balance_history import BalancePoint
-from .balances import BalanceResult
+from .balances.history import BalancePoint
+from .balances.result import BalanceResult
 from .config import HostConfig
 from .errors import HostClosed
 from .execute import ExecuteResult

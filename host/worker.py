@@ -36,9 +36,9 @@ from .errors import (
     WorkerCrashed,
 )
 from .logs import WORKER_LEVELS, worker_extra
-from .permissions import Permissions
 from .process import ChildProcess
 from .runtime import Runtime
+from .security.permissions import Permissions
 from .transport import ConnectionLost, FrameSocket, UnixListener, WriteBufferFull
 
 log = logging.getLogger("host.worker")

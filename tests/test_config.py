@@ -7,7 +7,7 @@ import msgspec
 import pytest
 
 from host import InvalidConfig, PluginError, PluginSettings
-from host.plugin_config import MASK
+from host.plugins.settings import MASK
 
 pytestmark = pytest.mark.anyio
 

@@ -16,9 +16,9 @@ import pytest
 from conftest import free_port, wait_for
 
 from host import PermissionDenied, PluginError, PoolConfig, ResourceLimitExceeded
-from host.audit import AuditLog, read_audit
 from host.config import SecurityConfig
-from host.egress import EgressProxy, is_granted, is_internal
+from host.security.audit import AuditLog, read_audit
+from host.security.egress import EgressProxy, is_granted, is_internal
 
 pytestmark = pytest.mark.anyio
 

@@ -10,7 +10,7 @@ import pytest
 from aiohttp import web
 
 from host import BreakerConfig, CallTimeout, PluginError, PluginSettings, PoolConfig
-from host.manifest import url_host
+from host.plugins.manifest import url_host
 
 pytestmark = pytest.mark.anyio
 

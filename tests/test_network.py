@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from host import PermissionDenied, Permissions, PoolConfig
-from host.permissions import PRIVATE_NETWORKS, local_addresses
+from host.security.permissions import PRIVATE_NETWORKS, local_addresses
 
 pytestmark = pytest.mark.anyio
 

@@ -8,7 +8,7 @@ import logging
 import pytest
 
 from host import InvalidConfig, PermissionDenied, Permissions, PoolConfig, SecurityConfig
-from host.audit import AuditLog, read_audit
+from host.security.audit import AuditLog, read_audit
 
 pytestmark = pytest.mark.anyio
 
@@ -181,7 +181,7 @@ def test_security_config_is_validated():
 
 
 def test_deny_list_keeps_only_the_proxy_address_reachable():
-    from host.permissions import deny_list
+    from host.security.permissions import deny_list
 
     kept = deny_list(("127.31.7.9",))
     nets = [ipaddress.ip_network(n) for n in kept if not n.startswith("[")]

@@ -9,8 +9,8 @@ import msgspec
 import pytest
 
 from host import InvalidConfig
-from host.manifest import ConfigField
-from host.plugin_config import MASK, ConfigStore, apply_schema, mask, redact, secret_values
+from host.plugins.manifest import ConfigField
+from host.plugins.settings import MASK, ConfigStore, apply_schema, mask, redact, secret_values
 
 SCHEMA = {
     "apiKey": ConfigField(type="string", required=True, secret=True),
@@ -74,7 +74,7 @@ def test_corrupt_store_is_a_typed_error(tmp_path):
 
 
 def test_default_not_in_enum_is_rejected_at_manifest_time():
-    from host.manifest import InvalidManifest, parse_manifest
+    from host.plugins.manifest import InvalidManifest, parse_manifest
 
     with pytest.raises(InvalidManifest, match=r"configSchema\.mode\.default"):
         parse_manifest({"id": "p", "name": "p", "version": "1.0.0", "apiVersion": "1.0",

@@ -7,8 +7,8 @@ import pytest
 from conftest import process_gone
 
 from host import HostConfig, PluginHost, PluginNotFound, PluginUnavailable
-from host.dependencies import resolve
-from host.manifest import InvalidManifest, parse_manifest
+from host.plugins.dependencies import resolve
+from host.plugins.manifest import InvalidManifest, parse_manifest
 
 pytestmark = pytest.mark.anyio
 

@@ -25,7 +25,7 @@ from host import (
     SyncPluginHost,
     WorkerCrashed,
 )
-from host.policy import CircuitBreaker, is_service_failure, retry_after_of
+from host.policy.rules import CircuitBreaker, is_service_failure, retry_after_of
 
 pytestmark = pytest.mark.anyio
 

@@ -24,7 +24,7 @@ from aiohttp import web
 from conftest import FakeHttp, PluginDir
 
 from host import BreakerConfig, InvalidConfig, PluginError, PluginHost, PluginSettings, PoolConfig
-from host.balances import BalanceResult
+from host.balances.result import BalanceResult
 
 pytestmark = pytest.mark.anyio
 

@@ -11,7 +11,7 @@ import pytest
 from conftest import wait_for
 
 from host import CacheConfig, HostConfig, PluginError, PluginSettings, PoolConfig, RateLimitConfig
-from host.result_cache import CacheEntry, ResultCache, cache_key, digest, make_entry
+from host.policy.cache import CacheEntry, ResultCache, cache_key, digest, make_entry
 
 pytestmark = pytest.mark.anyio
 

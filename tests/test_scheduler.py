@@ -13,7 +13,7 @@ from anyio.abc import TaskGroup
 from conftest import wait_for
 
 from host import CallTimeout, InvalidConfig, PluginSettings, PolicyConfig, PoolConfig, WorkerLimits
-from host.scheduler import Scheduler
+from host.policy.scheduler import Scheduler
 
 pytestmark = pytest.mark.anyio
 

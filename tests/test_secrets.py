@@ -22,7 +22,7 @@ from host import (
     SecretsError,
     SyncPluginHost,
 )
-from host.plugin_config import MASK
+from host.plugins.settings import MASK
 
 SECRET = "sk-live-9c1e4b7a2d6f"
 ONE = PoolConfig(min_workers=1, max_workers=1)

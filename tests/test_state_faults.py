@@ -14,8 +14,8 @@ import pytest
 from conftest import CALC, PluginDir, fresh_state, run_cli, serve_process, vault_plugin
 
 from host import InvalidConfig, PoolConfig, SecretsError, StateError
-from host.audit import read_audit
-from host.private_files import check_state_dir
+from host.security.audit import read_audit
+from host.security.private_files import check_state_dir
 
 pytestmark = pytest.mark.timeout(90)
 

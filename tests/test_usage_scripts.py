@@ -10,7 +10,7 @@ import pytest
 from aiohttp import web
 
 from host import BreakerConfig, HostConfig, PluginSettings, PoolConfig, UsageScriptConfig
-from host.plugins import source_for
+from host.plugins.discovery import source_for
 
 pytestmark = pytest.mark.anyio
 

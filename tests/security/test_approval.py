@@ -9,8 +9,8 @@ import pytest
 from conftest import fresh_state, run_cli, serve_process, wait_for
 
 from host import ApprovalChanged, InvalidConfig, PermissionDenied, PluginUnavailable, PoolConfig
-from host.audit import read_audit
 from host.config import ReloadConfig
+from host.security.audit import read_audit
 
 pytestmark = [pytest.mark.anyio, pytest.mark.timeout(60)]
 

@@ -9,7 +9,7 @@ import os
 import pytest
 
 from host import InvalidConfig, PayloadTooLarge, PoolConfig, ResourceLimitExceeded, WorkerLimits
-from host.plugins import check_confined, source_for
+from host.plugins.discovery import check_confined, source_for
 
 pytestmark = pytest.mark.anyio
 

@@ -42,7 +42,7 @@ PROTOS = "\n".join([
 
 LONG = 5000
 WORD = "W" * 200  # one 200-character word
-NAME = "N" * 100  # the longest name a manifest may have, one word (host/manifest.py MAX_TEXT)
+NAME = "N" * 100  # the longest name a manifest may have, one word (host/plugins/manifest.py MAX_TEXT)
 # (the longest version, config field name and field description are 64, 64 and 500 characters)
 LONG_ID = "l" * 64  # the longest id a manifest may have
 WIDE = f"""

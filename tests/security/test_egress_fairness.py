@@ -19,10 +19,10 @@ from aiohttp import web
 from conftest import wait_for
 
 from host import PluginSettings, PoolConfig
-from host.audit import AuditLog, read_audit
 from host.config import SecurityConfig
-from host.egress import EgressProxy
-from host.permissions import Permissions
+from host.security.audit import AuditLog, read_audit
+from host.security.egress import EgressProxy
+from host.security.permissions import Permissions
 
 pytestmark = [pytest.mark.anyio, pytest.mark.timeout(120)]
 

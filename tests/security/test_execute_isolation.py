@@ -10,7 +10,7 @@ import pytest
 from conftest import PluginDir
 
 from host import ExecuteConfig, GrantRefused, InvalidConfig, PoolConfig
-from host.audit import read_audit
+from host.security.audit import read_audit
 
 pytestmark = [pytest.mark.anyio, pytest.mark.timeout(60)]
 

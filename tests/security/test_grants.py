@@ -15,7 +15,7 @@ import pytest
 from conftest import vault_plugin
 
 from host import InvalidConfig, PermissionDenied, Permissions, PoolConfig, SecurityConfig
-from host.permissions import local_addresses
+from host.security.permissions import local_addresses
 
 pytestmark = [pytest.mark.anyio, pytest.mark.timeout(60)]
 

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import msgspec
 
-from .balances import BalanceResult
-from .private_files import PrivateDb
+from ..security.private_files import PrivateDb
+from .result import BalanceResult
 
 SCHEMA = ("CREATE TABLE IF NOT EXISTS points (provider TEXT NOT NULL, time REAL NOT NULL, balance REAL NOT NULL, "
           "currency TEXT, quota REAL, used_quota REAL, PRIMARY KEY (provider, time))")

@@ -17,14 +17,14 @@ from typing import Any
 import anyio
 from anyio.abc import TaskGroup
 
-from .config import CacheConfig, HostConfig
-from .errors import CallTimeout, HostClosed, HostError, RateLimited, check_timeout
-from .execute import run_with_deadline
-from .policy import PluginPolicy, RateLimiter, is_service_failure, with_retry
-from .pool import Pool
-from .result_cache import FRESH, ResultCache, cache_key, make_entry
+from ..config import CacheConfig, HostConfig
+from ..errors import CallTimeout, HostClosed, HostError, RateLimited, check_timeout
+from ..execute import run_with_deadline
+from ..pool import Pool
+from ..worker import Lease
+from .cache import FRESH, ResultCache, cache_key, make_entry
+from .rules import PluginPolicy, RateLimiter, is_service_failure, with_retry
 from .scheduler import Scheduler
-from .worker import Lease
 
 log = logging.getLogger("host")
 

@@ -16,8 +16,8 @@ from typing import Any
 from cryptography.fernet import Fernet, InvalidToken, MultiFernet
 from cryptography.hazmat.primitives.kdf.scrypt import Scrypt
 
-from .config import HostConfig
-from .errors import InvalidConfig, SecretsError
+from ..config import HostConfig
+from ..errors import InvalidConfig, SecretsError
 from .private_files import write_private
 
 PREFIX = "enc:v1:"

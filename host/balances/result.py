@@ -12,7 +12,7 @@ from typing import Any, Literal
 
 import msgspec
 
-from .errors import CallTimeout, HostError, PluginError
+from ..errors import CallTimeout, HostError, PluginError
 
 BALANCE_CAPABILITY = "balance"
 BALANCE_FUNCTION = "queryBalance"

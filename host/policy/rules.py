@@ -15,8 +15,8 @@ import limits
 from limits.storage import MemoryStorage, storage_from_string
 from limits.strategies import MovingWindowRateLimiter
 
-from .config import BreakerConfig, RateLimitConfig, RetryConfig, check_storage, redact_uri, storage_failure
-from .errors import (
+from ..config import BreakerConfig, RateLimitConfig, RetryConfig, check_storage, redact_uri, storage_failure
+from ..errors import (
     CallTimeout,
     CircuitOpen,
     HostError,

@@ -11,10 +11,10 @@ from typing import Any
 
 import msgspec
 
-from .errors import InvalidConfig
+from ..errors import InvalidConfig
+from ..security.private_files import locked, os_failure, write_private
+from ..security.secrets import Cipher, is_sealed, to_seal
 from .manifest import ConfigField
-from .private_files import locked, os_failure, write_private
-from .secrets import Cipher, is_sealed, to_seal
 
 MASK = "********"
 _TYPES: dict[str, tuple[type, ...]] = {

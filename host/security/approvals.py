@@ -19,9 +19,9 @@ from typing import Any
 
 import msgspec
 
+from ..errors import InvalidConfig
+from ..plugins.manifest import Manifest, defaults, resolve_net
 from .audit import AuditLog
-from .errors import InvalidConfig
-from .manifest import Manifest, defaults, resolve_net
 from .permissions import Permissions, beyond
 from .private_files import locked, os_failure, write_private
 

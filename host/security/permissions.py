@@ -14,7 +14,7 @@ from typing import Any
 
 import msgspec
 
-from .errors import InvalidConfig
+from ..errors import InvalidConfig
 
 Grant = list[str] | bool
 KINDS = ("net", "read", "write", "env", "run", "ffi", "sys")

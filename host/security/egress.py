@@ -62,8 +62,8 @@ import h11
 import msgspec
 from anyio.abc import ByteStream, SocketAttribute, SocketListener, TaskStatus
 
+from ..errors import InvalidConfig
 from .audit import AuditLog
-from .errors import InvalidConfig
 from .permissions import IPAddress, Permissions, is_internal, split_host_port
 
 log = logging.getLogger("host.egress")

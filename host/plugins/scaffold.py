@@ -8,10 +8,10 @@ from pathlib import Path
 
 import msgspec
 
-from .config import HostConfig
-from .errors import HostError, InvalidConfig
-from .plugins import load_manifest, source_for
-from .runtime import Runtime
+from ..config import HostConfig
+from ..errors import HostError, InvalidConfig
+from ..runtime import Runtime
+from .discovery import load_manifest, source_for
 
 _NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
 

@@ -18,7 +18,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-from .errors import StateError
+from ..errors import StateError
 
 log = logging.getLogger("host.state")
 MIN_FREE_BYTES = 16 * 1024 * 1024  # less free space in the state directory refuses the start

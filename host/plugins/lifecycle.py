@@ -16,10 +16,10 @@ import anyio
 import msgspec
 from anyio.streams.memory import MemoryObjectSendStream
 
-from .logs import plugin_extra
+from ..logs import plugin_extra
+from ..pool import Pool
+from .discovery import PluginSource
 from .manifest import Manifest
-from .plugins import PluginSource
-from .pool import Pool
 
 log = logging.getLogger("host.lifecycle")
 

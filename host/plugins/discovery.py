@@ -13,11 +13,11 @@ from typing import Any
 
 import anyio
 
-from .config import WorkerLimits
-from .errors import HostError, InvalidConfig, PluginUnavailable
+from ..config import WorkerLimits
+from ..errors import HostError, InvalidConfig, PluginUnavailable
+from ..runtime import Runtime
+from ..worker import Worker, WorkerSpec
 from .manifest import Manifest, parse_manifest
-from .runtime import Runtime
-from .worker import Worker, WorkerSpec
 
 ENTRY_NAMES = ("mod.ts", "mod.js", "index.ts", "index.js")
 SUFFIXES = (".ts", ".js", ".mjs")

@@ -12,10 +12,10 @@ import logging
 import shutil
 from pathlib import Path
 
-from .config import HostConfig, UsageScriptConfig
+from ..config import HostConfig, UsageScriptConfig
+from ..runtime import find_runtime_entry
+from .discovery import USAGE_SUFFIX, PluginSource, discover
 from .manifest import ID_RE
-from .plugins import USAGE_SUFFIX, PluginSource, discover
-from .runtime import find_runtime_entry
 
 log = logging.getLogger("host.usage_scripts")
 

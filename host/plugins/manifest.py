@@ -11,8 +11,8 @@ from urllib.parse import urlsplit
 import msgspec
 import semantic_version as sv
 
-from .errors import InvalidConfig
-from .permissions import BIDI, CONTROL, Permissions
+from ..errors import InvalidConfig
+from ..security.permissions import BIDI, CONTROL, Permissions
 
 HOST_API_VERSION = "1.0"
 ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")

@@ -26,10 +26,10 @@ from typing import Any
 import anyio
 import msgspec
 
-from .config import CacheConfig, redact_uri, storage_failure
-from .errors import InvalidConfig, StateError
-from .logs import Throttle
-from .private_files import PrivateDb
+from ..config import CacheConfig, redact_uri, storage_failure
+from ..errors import InvalidConfig, StateError
+from ..logs import Throttle
+from ..security.private_files import PrivateDb
 
 log = logging.getLogger("host.cache")
 _warn = Throttle(log)  # a redis that is down fails every call alike: say it every 10 s
