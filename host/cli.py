@@ -27,6 +27,7 @@ from .info import json_default
 from .logs import FORMATS, LEVELS, setup_logging
 from .plugin_host import PluginHost
 from .plugins.discovery import load_manifest
+from .plugins.lifecycle import SERVING
 from .plugins.scaffold import new_plugin, validate
 from .plugins.usage_scripts import discover_sources
 from .runtime import Runtime
@@ -219,7 +220,7 @@ async def _info(args: argparse.Namespace, config: HostConfig) -> int:
     async with _started(PluginHost(config), args) as host:
         info = host.plugin(args.id)  # PluginNotFound: exit 1
     _print_json(info)
-    return 0 if info.state in ("running", "degraded") else 1
+    return 0 if info.state in SERVING else 1
 
 
 async def _call(args: argparse.Namespace, config: HostConfig) -> int:

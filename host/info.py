@@ -7,7 +7,7 @@ from typing import Any
 
 import msgspec
 
-from .plugins.lifecycle import Plugin
+from .plugins.lifecycle import SERVING, Plugin
 from .policy.rules import PluginPolicy
 
 
@@ -86,7 +86,7 @@ def plugin_info(r: Plugin, policy: PluginPolicy | None = None, queued: int = 0,
     and what its call policies did (``policy`` belongs to the plugin id: all its versions)."""
     now_wall, now_mono = time.time(), time.monotonic()
     pool, m = r.pool, r.manifest
-    workers = pool.workers if pool is not None and r.state in ("running", "degraded") else []
+    workers = pool.workers if pool is not None and r.state in SERVING else []
     info = PluginInfo(
         id=r.id, state=r.state, version=r.version, name=m.name if m else None,
         path=str(r.source.module), error=r.error if r.state in ("error", "degraded", "pending") else None,

@@ -8,10 +8,20 @@ import itertools
 import logging
 import time
 from collections import deque
+from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 import msgspec
 
 from .logs import LEVELS, LOGGING_LEVEL
+
+if TYPE_CHECKING:
+    from . import protocol as p
+    from .plugins.lifecycle import PluginEvent
+    from .worker import Worker
+
+plugin_log = logging.getLogger("host.plugin")
+LogListener = Callable[[str, "Worker", "p.Log"], None]
 
 MAX_MESSAGE = 4096  # characters of one entry kept: 1000 entries of a plugin stay a few MB at most
 _RANK = {name: LEVELS.index(logging.getLevelName(level).lower()) for name, level in LOGGING_LEVEL.items()}
@@ -53,3 +63,38 @@ class LogBook:
         least = _RANK[level_of(level)]
         picked = [e for e in self._entries.get(plugin, ()) if e.seq > after and _RANK[e.level] >= least]
         return picked[-limit:] if limit > 0 else []
+
+
+class LogRouter:
+    """Where a worker's log lines and a plugin's lifecycle go: the plugin's log book (the
+    dashboard, ``--debug``), the ``host.plugin`` logger, and every listener."""
+
+    def __init__(self, book: LogBook) -> None:
+        self.book = book
+        self._listeners: list[LogListener] = []
+
+    def add_listener(self, fn: LogListener) -> Callable[[], None]:
+        self._listeners.append(fn)
+        return lambda: self._listeners.remove(fn)
+
+    def event(self, event: PluginEvent) -> None:
+        """A plugin's state change, in its log."""
+        what = {"reloaded": "reloaded", "reload_failed": "reload failed, the old version keeps serving",
+                "approval_pending": f"version {event.version} waits for approval"}.get(
+            event.kind, event.state if event.previous is None else f"{event.previous} -> {event.state}")
+        level = "warning" if event.state == "error" or event.kind in ("reload_failed", "approval_pending") else "info"
+        self.book.add(event.plugin, level, what + (f" ({event.reason})" if event.reason else ""))
+
+    def worker_event(self, worker: Worker, level: str, text: str) -> None:
+        """A worker's lifecycle (started, exited and why), in its plugin's log."""
+        self.book.add(worker.spec.plugin_id, level, text, worker=worker.describe())
+
+    def line(self, worker: Worker, msg: p.Log) -> None:
+        """A worker's log line, its secrets already redacted by the worker (WorkerSpec.redact)."""
+        if worker.spec.role != "execute":  # ad-hoc code's output belongs to its caller alone
+            self.book.add(worker.spec.plugin_id, msg.level, msg.message, worker=worker.describe(), kind="console")
+        level = LOGGING_LEVEL.get(msg.level, logging.INFO)
+        if plugin_log.isEnabledFor(level):
+            plugin_log.log(level, "[plugin:%s] %s", worker.describe(), msg.message, extra=worker.log_extra)
+        for fn in list(self._listeners):
+            fn(worker.spec.plugin_id, worker, msg)

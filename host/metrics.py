@@ -13,6 +13,8 @@ from prometheus_client import CollectorRegistry, Counter, Histogram, generate_la
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from .plugins.lifecycle import SERVING
+
 if TYPE_CHECKING:
     from .info import PluginInfo
 
@@ -98,7 +100,7 @@ class _Snapshot(Collector):
         for info in self._snapshot():
             v = [info.id, info.version or ""]
             alive.add_metric(v, len(info.workers))
-            state.add_metric([*v, info.state], 1.0 if info.state in ("running", "degraded") else 0.0)
+            state.add_metric([*v, info.state], 1.0 if info.state in SERVING else 0.0)
             restarts.add_metric(v, info.restarts)
             timeouts.add_metric(v, info.timeouts)
             for reason, n in sorted(info.worker_exits.items()):

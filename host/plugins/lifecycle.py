@@ -11,6 +11,7 @@ import logging
 import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
+from enum import StrEnum
 
 import anyio
 import msgspec
@@ -23,9 +24,24 @@ from .manifest import Manifest
 
 log = logging.getLogger("host.lifecycle")
 
-# pending: a version that asks for grants beyond the approved ones waits for the operator.
-STATES = ("discovered", "loaded", "running", "degraded", "disabled", "stopped", "error", "pending")
-STARTING = ("discovered", "loaded")  # not settled yet: the host is not ready while any plugin is
+
+
+class State(StrEnum):
+    """A plugin version's state (a str: it compares, hashes and serialises as its value)."""
+
+    DISCOVERED = "discovered"
+    LOADED = "loaded"
+    RUNNING = "running"
+    DEGRADED = "degraded"    # serving, but its healthCheck failed
+    DISABLED = "disabled"
+    STOPPED = "stopped"
+    ERROR = "error"
+    PENDING = "pending"      # a version asking for grants beyond the approved ones waits for the operator
+
+
+STATES = tuple(State)
+SERVING = frozenset({State.RUNNING, State.DEGRADED})  # takes calls
+STARTING = frozenset({State.DISCOVERED, State.LOADED})  # not settled yet: the host is not ready while any plugin is
 
 
 class PluginEvent(msgspec.Struct, frozen=True):

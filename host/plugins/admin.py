@@ -1,0 +1,159 @@
+"""A plugin's configuration as the operator changes it: its schema, its masked values, a change
+checked against the configSchema and by the plugin's own ``validateConfig``, then stored (secret
+fields sealed) and the plugin restarted with it; export and import between machines."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import anyio
+import msgspec
+
+from ..errors import HostError, InvalidConfig, PluginError
+from ..security.secrets import EXPORT_FORMAT, SecretBox, export_cipher, import_cipher
+from ..worker import Worker
+from .lifecycle import SERVING, Plugin
+from .manifest import Manifest
+from .registry import Registry, loaded_manifest
+from .settings import MASK, apply_schema, mask, redact, secret_keys, secret_values
+
+Call = Callable[..., Awaitable[Any]]  # (plugin, fn, *args): a call through the host's pipeline
+
+
+class ConfigAdmin:
+    """Reads and changes plugins' config; ``call`` reaches a running plugin (its validateConfig)."""
+
+    def __init__(self, registry: Registry, box: SecretBox, call: Call) -> None:
+        self._reg = registry
+        self._box = box
+        self._call = call
+
+    def config_schema(self, name: str) -> dict[str, Any]:
+        """The plugin's configSchema as JSON-ready dicts: ``{field: {type, required, secret,
+        default?, enum?, description?, title?}}`` (what the dashboard builds its form from)."""
+        record = self._reg.record(name)
+        if record.manifest is None:
+            return {}
+        return {k: {"required": f.required, "secret": f.secret, **msgspec.to_builtins(f)}
+                for k, f in record.manifest.config_schema.items()}
+
+    def get_config(self, name: str) -> dict[str, Any]:
+        """The plugin's config as stored, with every ``secret`` field masked."""
+        record = self._reg.record(name)
+        raw = self._reg.raw_config(record.id)
+        return mask(record.manifest.config_schema, raw) if record.manifest else {}
+
+    async def set_config(self, name: str, values: dict[str, Any], *, replace: bool = False) -> dict[str, Any]:
+        """Validate ``values`` (merged into the stored config unless ``replace``; a secret sent
+        back masked keeps its stored value) against the configSchema, then with the plugin's
+        own ``validateConfig``; store it and restart the plugin's workers with it. Raises
+        InvalidConfig (never echoing a secret). Returns the masked config."""
+        record = self._reg.record(name)
+        manifest, raw = await self._checked_config(record, values, replace=replace)
+        assert self._reg.store is not None
+        self._reg.store.set(record.id, raw, secret_keys(manifest.config_schema))
+        async with self._reg.lock:
+            await self._reg.reload_record(record)
+        return mask(manifest.config_schema, raw)
+
+    async def _checked_config(self, record: Plugin, values: dict[str, Any], *,
+                              replace: bool) -> tuple[Manifest, dict[str, Any]]:
+        """What ``set_config`` would store for ``values``, checked against the configSchema
+        and by the plugin's ``validateConfig``; secrets in it are decrypted."""
+        manifest = loaded_manifest(record)
+        if not isinstance(values, dict):
+            raise InvalidConfig("config must be an object", plugin=record.id)
+        current, secret = self._reg.raw_config(record.id), secret_keys(manifest.config_schema)
+        incoming = {k: current.get(k) if v == MASK and k in secret else v for k, v in values.items()}
+        raw = self._box.reveal(incoming if replace else {**current, **incoming}, plugin=record.id)
+        secrets = secret_values(manifest.config_schema, raw)
+        checked = apply_schema(manifest.config_schema, raw, plugin=record.id)
+        if "validateConfig" in record.exports:
+            await self._plugin_validates(record, manifest, checked, secrets)
+        return manifest, raw
+
+    async def export_config(self, name: str | None = None, *,
+                            passphrase: str | None = None) -> dict[str, Any]:
+        """``{"format": "plugin-host-config/1", "encryption": {...}, "plugins": {id: config}}``
+        for one plugin or every plugin with a config. Secret fields are only ever in it
+        encrypted: with the host key, or with a key derived from ``passphrase`` (scrypt, its
+        salt in the document) so that the export can be imported on another machine."""
+        if name is not None:
+            records = [self._reg.record(name)]
+            loaded_manifest(records[0])
+        else:
+            records = [r for r in self._reg.newest().values() if r.manifest is not None]
+        cipher, header = await anyio.to_thread.run_sync(export_cipher, self._box, passphrase)
+        plugins: dict[str, dict[str, Any]] = {}
+        for r in records:
+            assert r.manifest is not None
+            values = self._box.reveal(self._reg.raw_config(r.id), plugin=r.id)
+            if values or name is not None:
+                plugins[r.id] = cipher.seal_fields(values, secret_keys(r.manifest.config_schema))
+        return {"format": EXPORT_FORMAT, "encryption": header, "plugins": plugins}
+
+    async def import_config(self, document: dict[str, Any], *, passphrase: str | None = None,
+                            replace: bool = False) -> dict[str, dict[str, Any]]:
+        """Import an ``export_config`` document: every plugin's values are decrypted and
+        checked as ``set_config`` checks them, then all are stored at once and the plugins
+        restarted. A wrong passphrase or key (SecretsError), an unknown format (InvalidConfig)
+        or plugin (PluginNotFound), or any invalid config changes nothing. Returns the masked
+        configs by plugin id."""
+        if not isinstance(document, dict) or document.get("format") != EXPORT_FORMAT:
+            raise InvalidConfig(f"not a config export: its format must be {EXPORT_FORMAT!r}")
+        plugins = document.get("plugins")
+        if not isinstance(plugins, dict) or not all(isinstance(v, dict) for v in plugins.values()):
+            raise InvalidConfig("a config export's plugins must be an object of {id: config object}")
+        records = {pid: self._reg.record(pid) for pid in plugins}
+        cipher = await anyio.to_thread.run_sync(import_cipher, self._box, document.get("encryption"), passphrase)
+        opened = {pid: cipher.reveal(values, plugin=records[pid].id) for pid, values in plugins.items()}
+        checked = {pid: await self._checked_config(records[pid], opened[pid], replace=replace) for pid in opened}
+        assert self._reg.store is not None
+        self._reg.store.set_many({records[pid].id: raw for pid, (_, raw) in checked.items()},
+                             {records[pid].id: secret_keys(m.config_schema) for pid, (m, _) in checked.items()})
+        async with self._reg.lock:
+            for pid in checked:
+                await self._reg.reload_record(records[pid])
+        return {records[pid].id: mask(m.config_schema, raw) for pid, (m, raw) in checked.items()}
+
+    async def _plugin_validates(self, record: Plugin, manifest: Manifest, config: dict[str, Any],
+                                secrets: list[str]) -> None:
+        """Ask the plugin's ``validateConfig(config)``: false, ``{valid: false, message}`` or a
+        throw rejects the config."""
+        try:
+            if record.state in SERVING:
+                verdict = await self._call(record.key, "validateConfig", config)
+            else:  # not running (e.g. its config was missing): ask a one-off worker
+                verdict = await self._call_once(record, manifest, "validateConfig", [config], config=config)
+        except PluginError as exc:
+            raise InvalidConfig(f"rejected by the plugin: {redact(exc.message, secrets)}",
+                                plugin=record.id) from None
+        if verdict is False or (isinstance(verdict, dict) and verdict.get("valid") is False):
+            why = verdict.get("message") or verdict.get("errors") if isinstance(verdict, dict) else None
+            raise InvalidConfig(f"rejected by the plugin: {redact(str(why or 'invalid'), secrets)}",
+                                plugin=record.id)
+
+    async def _call_once(self, record: Plugin, manifest: Manifest, fn: str, args: list[Any], *,
+                         config: dict[str, Any] | None = None) -> Any:
+        """``fn(*args)`` on a one-off worker of the plugin, started with ``config``."""
+        assert self._reg.runtime is not None
+        spec = self._reg.spec(record, manifest, config)
+        worker = Worker(spec, self._reg.runtime)
+        result: Any = None
+        error: HostError | None = None
+        async with anyio.create_task_group() as tg:  # errors are kept out of its exception group
+            try:
+                await tg.start(worker.run)
+                try:
+                    result = await worker.call(fn, args, spec.limits.call_timeout)
+                finally:
+                    await worker.shutdown()
+            except HostError as exc:
+                error = exc
+        if error is not None:
+            raise error
+        return result
+
+
+__all__ = ["ConfigAdmin"]

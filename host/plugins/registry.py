@@ -1,0 +1,449 @@
+"""The installed plugins: discovered, loaded (metadata read in a worker with no permissions,
+validated, strict mode and approvals applied), started in dependency order, hot-reloaded,
+enabled, disabled and stopped. One record per plugin version; ``record(name)`` resolves
+``id`` (its highest version) or ``id@version``.
+
+The registry imports nothing of the facade: what it needs of the host (a pool factory, the task
+group, the worker journal) it receives when the host starts."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterable
+from typing import Any
+
+import anyio
+from anyio.abc import TaskGroup
+
+from ..config import HostConfig
+from ..errors import (
+    ApprovalChanged,
+    HostClosed,
+    HostError,
+    InvalidConfig,
+    PluginNotFound,
+    PluginUnavailable,
+)
+from ..logs import Throttle
+from ..policy.cache import digest
+from ..pool import Pool
+from ..runtime import Runtime
+from ..security.approvals import ApprovalStore, declared
+from ..security.permissions import Permissions
+from ..security.secrets import SecretBox
+from ..worker import Worker, WorkerSpec
+from .dependencies import resolve
+from .discovery import PluginSource, load_manifest
+from .lifecycle import SERVING, EventHub, Plugin
+from .manifest import Manifest
+from .reload import fingerprint
+from .settings import ConfigStore, apply_schema, redact, secret_keys, secret_values
+from .usage_scripts import discover_sources
+
+log = logging.getLogger("host")
+_warn = Throttle(log)
+
+PoolFactory = Callable[..., Pool]  # (spec, pool config, **pool options) -> a Pool not yet serving
+Journal = Callable[[Worker, str, str], None]  # (worker, level, text): its lifecycle, for the plugin log
+
+
+class Registry:
+    """Every plugin version the host knows, and what starts, reloads and stops them."""
+
+    def __init__(self, config: HostConfig, hub: EventHub, box: SecretBox, new_pool: PoolFactory,
+                 journal: Journal) -> None:
+        self.config = config
+        self.records: list[Plugin] = []
+        self.lock = anyio.Lock()  # one rescan, reload or config change at a time
+        self.running = False
+        self.runtime: Runtime | None = None
+        self.store: ConfigStore | None = None
+        self.approvals: ApprovalStore | None = None
+        self._hub = hub
+        self._box = box
+        self._new_pool = new_pool
+        self._journal_worker = journal
+        self._secrets: dict[str, list[str]] = {}  # plugin id -> secret values to redact
+        self._tg: TaskGroup | None = None
+
+    def open(self, runtime: Runtime, tg: TaskGroup) -> None:
+        """The host started: its runtime, its task group, the config store and approvals."""
+        self.runtime, self._tg = runtime, tg
+        self.store = ConfigStore(self.config.state_path, self._box)
+        store = self.store
+        self._box.sealed_exist = lambda: store.has_sealed
+        self.approvals = ApprovalStore(self.config.state_path, runtime.audit)
+
+    def close(self) -> None:
+        self.running = False
+        self._tg = None
+
+    def newest(self, records: Iterable[Plugin] | None = None) -> dict[str, Plugin]:
+        """The highest version of each plugin id (among ``records``, by default every one)."""
+        return newest(self.records if records is None else records)
+
+    def _discover(self) -> list[PluginSource]:
+        """The plugins in the plugin directories, and the cc-switch usage scripts as plugins."""
+        return discover_sources(self.config)
+
+    async def load(self, sources: list[PluginSource]) -> None:
+        """Discovered → loaded (metadata read in a worker with no permissions, validated) →
+        dependencies resolved → running, level by level in dependency order."""
+        records = [Plugin(src, self._hub.emit) for src in sources]
+        self.records.extend(records)
+        async with anyio.create_task_group() as tg:
+            for r in records:
+                tg.start_soon(self._inspect, r)
+        seen: dict[str, Plugin] = {}
+        for r in records:
+            if r.state == "loaded":
+                if r.key in seen:
+                    r.set_state("error", f"duplicate of {seen[r.key].source.module}")
+                else:
+                    seen[r.key] = r
+        latest = newest(r for r in self.records if r.manifest is not None and r.state != "error")
+        levels, errors = resolve({pid: r.manifest for pid, r in latest.items()})
+        for r in records:
+            if r.state == "loaded" and r.id in errors:
+                r.set_state("error", errors[r.id])
+        for level in levels:
+            async with anyio.create_task_group() as tg:
+                for r in records:
+                    if r.id in level and r.state == "loaded":
+                        tg.start_soon(self._start, r)
+
+    async def _read_manifest(self, record: Plugin, fp: tuple | None = None) -> tuple[Manifest, list[str]]:
+        """Load the plugin's current code in a worker with no permissions and validate it.
+        ``fp``: its fingerprint, when the caller just took it."""
+        src = record.source
+        assert self.runtime is not None
+        record.fingerprint = fingerprint(src.root) if fp is None else fp  # before reading: a later edit is seen
+        manifest, exports = await load_manifest(src, self.runtime, self.config.limits_for(src.id),
+                                                https_only=self.config.security.https_only)
+        self._judge_permissions(src, manifest)
+        return manifest, exports
+
+    def _judge_permissions(self, src: PluginSource, manifest: Manifest) -> None:
+        """Strict mode: record (and log, or refuse with InvalidConfig) what is risky in the
+        plugin's grants. (Grants no plugin may have are refused in every mode by
+        ``load_manifest``.)"""
+        sec, runtime = self.config.security, self.runtime
+        assert runtime is not None
+        findings = [] if sec.strict == "off" else manifest.findings(max_net_hosts=sec.max_net_hosts)
+        if not findings:
+            return
+        refused = sec.strict == "refuse"
+        runtime.audit.record("strict", plugin=src.id, version=manifest.version, findings=findings,
+                             action="refused" if refused else "warned")
+        if refused:
+            raise InvalidConfig("refused by security.strict: " + "; ".join(findings), plugin=src.id)
+        log.warning("plugin %s@%s: risky permissions: %s", src.id, manifest.version, "; ".join(findings))
+
+    async def _inspect(self, record: Plugin) -> None:
+        try:
+            record.manifest, record.exports = await self._read_manifest(record)
+        except Exception as exc:  # whatever one plugin's load raises stays with that plugin
+            record.set_state("error", _failure(record, "load", exc))
+            return
+        record.set_state("loaded")
+
+    def raw_config(self, plugin_id: str) -> dict[str, Any]:
+        """HostConfig's ``plugins.<id>.config``, overlaid by what ``set_config`` stored."""
+        base = dict(self.config.plugins[plugin_id].config) if plugin_id in self.config.plugins else {}
+        assert self.store is not None
+        return {**base, **(self.store.get(plugin_id) or {})}
+
+    def redact_secrets(self, text: str) -> str:
+        """``text`` with the secret values of every plugin masked."""
+        return redact(text, sorted((s for values in self._secrets.values() for s in values),
+                                   key=len, reverse=True))
+
+    def seal_stored_secrets(self) -> None:
+        """Encrypt the secrets a config.json from before encryption at rest holds in plaintext
+        (host.toml's ``plugins.<id>.config`` is not rewritten)."""
+        assert self.store is not None
+        keys = {r.id: secret_keys(r.manifest.config_schema) for r in self.records if r.manifest is not None}
+        if sealed := self.store.migrate(keys):
+            log.info("config.json: encrypted the plaintext secrets of %s", ", ".join(sealed))
+
+    def _effective_config(self, plugin_id: str, manifest: Manifest) -> dict[str, Any]:
+        """The config the plugin's workers get: validated against its configSchema, defaults
+        filled in. Remembers its secret values so that they are redacted everywhere."""
+        values = self._box.reveal(self.raw_config(plugin_id), plugin=plugin_id)
+        self._secrets[plugin_id] = secret_values(manifest.config_schema, values)
+        return apply_schema(manifest.config_schema, values, plugin=plugin_id)
+
+    def spec(self, record: Plugin, manifest: Manifest, config: dict[str, Any] | None = None,
+              **extra: Any) -> WorkerSpec:
+        """What the plugin's workers run: its module, with ``config`` and the permissions
+        ``manifest`` declares (config references resolved with ``config``)."""
+        src = record.source
+        grants = manifest.grants_for(config, allow_private_network=self.config.allow_private_network_for(src.id))
+        assert self.runtime is not None
+        return WorkerSpec(plugin_id=src.id, module=src.module, base_dir=self.runtime.data_dir(src.id),
+                          read_paths=[str(src.root)], permissions=grants, config=config,
+                          limits=self.config.limits_for(src.id), inspect=self.config.inspect_for(src.id),
+                          journal=self._journal_worker, **extra)
+
+    def grants(self, record: Plugin) -> Permissions | None:
+        """What the plugin's workers may do: as its pool was started, else as declared."""
+        if record.pool is not None:
+            return record.pool.spec.permissions
+        return record.manifest.grants if record.manifest is not None else None
+
+    async def _open_pool(self, record: Plugin, manifest: Manifest) -> Pool:
+        """Start a pool for ``record`` with the permissions ``manifest`` declares and its
+        validated config (InvalidConfig if the config does not satisfy the schema)."""
+        assert self._tg is not None
+        src, cfg = record.source, self.config
+        spec = self.spec(record, manifest, config=self._effective_config(src.id, manifest),
+                          redact=lambda text, pid=src.id: redact(text, self._secrets.get(pid, [])))
+        spec.cache_salt = digest(manifest.version, spec.config)
+        pool = self._new_pool(spec, cfg.pool_for(src.id), on_state=record.sync_with_pool)
+        await self._tg.start(pool.serve)
+        return pool
+
+    def _needs_approval(self, record: Plugin, manifest: Manifest) -> list[str]:
+        """What ``manifest`` declares beyond the plugin's approved grants (empty: nothing, and
+        a plugin seen for the first time is approved as it is)."""
+        assert self.approvals is not None
+        asked = declared(manifest)
+        added = self.approvals.beyond(record.id, asked)
+        if added is None:
+            self.approvals.approve(record.id, asked, version=manifest.version, by="first load")
+            return []
+        return added
+
+    def _hold_for_approval(self, record: Plugin, manifest: Manifest, exports: list[str],
+                           added: list[str]) -> None:
+        """Keep ``manifest`` aside until the operator approves ``added``: a running version
+        keeps serving; otherwise the plugin waits in `pending`."""
+        record.hold(manifest, exports, added)
+        if record.state not in SERVING:
+            record.set_state("pending", f"asks for {', '.join(added)} beyond its approved grants; "
+                                        f"approve with `python -m host approve {record.id}`")
+
+    async def approve(self, name: str, *, by: str = "python", grants: list[str] | None = None) -> bool:
+        """Approve the grants the plugin's pending version asks for (audited), then load it.
+        ``grants``: the ones the operator was shown; if what waits differs now, ApprovalChanged
+        and nothing is approved. InvalidConfig when nothing waits for approval. True when the
+        plugin serves afterwards."""
+        record = self.record(name)
+        if record.pending_manifest is None:
+            raise InvalidConfig("nothing to approve: the plugin asks for no grant beyond its approved ones",
+                                plugin=record.id)
+        if grants is not None and sorted(grants) != sorted(record.pending):
+            raise ApprovalChanged(f"the waiting version now asks for {', '.join(record.pending)}, not "
+                                  f"{', '.join(grants) or 'nothing'}: look again before approving", plugin=record.id)
+        assert self.approvals is not None
+        manifest = record.pending_manifest
+        self.approvals.approve(record.id, declared(manifest), version=manifest.version, by=by)
+        log.warning("plugin %s: grants approved (%s): %s", record.id, by, ", ".join(record.pending))
+        if record.state in SERVING:
+            return await self.reload(name)
+        await self.enable(name)
+        return record.state in SERVING
+
+    async def _start(self, record: Plugin) -> None:
+        """Start the plugin's pool with the permissions its manifest declares (once approved)."""
+        assert record.manifest is not None
+        if added := self._needs_approval(record, record.manifest):
+            self._hold_for_approval(record, record.manifest, record.exports, added)
+            return
+        record.release()
+        try:
+            record.pool = await self._open_pool(record, record.manifest)
+        except InvalidConfig as exc:
+            record.set_state("error", f"invalid config: {exc.message}")
+            return
+        except Exception as exc:  # a state directory that fails, say: this plugin only
+            record.set_state("error", _failure(record, "start", exc))
+            return
+        if record.pool.state == "error":
+            record.set_state("error", record.pool.error)
+        else:
+            record.set_state("running")
+
+    async def rescan(self) -> None:
+        """Look at the plugin directories now: load new plugins, reload changed ones, stop
+        removed ones. The watcher calls this every ``reload.interval`` seconds."""
+        async with self.lock:
+            if not self.running:
+                return
+            known = {r.source.module for r in self.records}
+            fresh = [s for s in self._discover() if s.module not in known]
+            assert self.approvals is not None and self.store is not None
+            for pid in self.store.refresh():  # configs another process stored (the CLI)
+                for r in self.records:
+                    if r.id == pid and r.state in SERVING:
+                        await self.reload_record(r)
+            if self.approvals.refresh():  # approved from outside (the CLI): load what waited
+                for r in list(self.records):
+                    if r.pending_manifest is not None:
+                        await (self.reload_record(r) if r.state in SERVING else self.enable(r.key))
+            for r in list(self.records):
+                if not r.source.module.exists():
+                    await self.stop_record(r, "stopped", "removed from disk")
+                    self.records.remove(r)
+                elif r.state not in ("disabled", "stopped") and (fp := fingerprint(r.source.root)) != r.fingerprint:
+                    await self.reload_record(r, fp)
+            if fresh:
+                await self.load(fresh)
+
+    async def reload(self, name: str) -> bool:
+        """Load the plugin's code anew: a new pool starts, new calls go to it, the old pool
+        drains. If the new code fails to load, the old version keeps serving and the failure
+        is reported (``PluginInfo.reload_error``, a ``reload_failed`` event). True on success."""
+        async with self.lock:
+            if not self.running:
+                raise HostClosed("the host is not running")
+            return await self.reload_record(self.record(name))
+
+    async def reload_record(self, record: Plugin, fp: tuple | None = None) -> bool:
+        try:
+            manifest, exports = await self._read_manifest(record, fp)
+            if (why := self._dependency_error(record, manifest)) is not None:
+                raise InvalidConfig(why, plugin=record.id)
+            if added := self._needs_approval(record, manifest):
+                self._hold_for_approval(record, manifest, exports, added)
+                return False
+            record.release()
+            pool = await self._open_pool(record, manifest)
+            if pool.state == "error":
+                await pool.stop()
+                raise PluginUnavailable(pool.error or "new version failed to start", plugin=record.id)
+        except Exception as exc:
+            why = _failure(record, "reload", exc)
+            if record.state in SERVING:
+                record.reload_failed(why)  # the old version keeps serving
+            else:
+                record.set_state("error", why)
+            return False
+        old, record.pool = record.pool, pool
+        record.manifest, record.exports = manifest, exports
+        record.reloaded()
+        if old is not None:
+            assert self._tg is not None
+            self._tg.start_soon(old.stop)  # drains: calls in flight there finish
+        return True
+
+    async def watch_loop(self) -> None:
+        while True:
+            await anyio.sleep(self.config.reload.interval)
+            try:
+                await self.rescan()
+            except Exception as exc:  # a watcher bug must not take the host down, nor flood the log
+                _warn.warning("rescan", "plugin rescan failed: %s: %s", type(exc).__name__, exc)
+                log.debug("plugin rescan failed", exc_info=exc)
+
+    def record(self, name: str) -> Plugin:
+        """``id@version`` exactly, or the highest installed version of ``id``."""
+        pid, _, version = name.partition("@")
+        versions = [r for r in self.records if r.id == pid]
+        if len(versions) == 1 and not version:
+            return versions[0]
+        if version:
+            versions = [r for r in versions if r.version == version]
+        if not versions:
+            installed = sorted({r.key for r in self.records}) or ["none"]
+            raise PluginNotFound(f"no plugin {name!r} (installed: {', '.join(installed)})", plugin=pid)
+        return max(versions, key=lambda r: r.order)
+
+    def pool_of(self, plugin: str) -> Pool:
+        if not self.running:
+            raise HostClosed("the host is not running; use `async with PluginHost(...)`")
+        record = self.record(plugin)
+        if record.state not in SERVING or record.pool is None:
+            why = f": {record.error}" if record.error else ""
+            raise PluginUnavailable(f"plugin is {record.state}{why}", plugin=record.id)
+        return record.pool
+
+    def sorted_records(self) -> list[Plugin]:
+        return sorted(self.records, key=lambda r: (r.id, r.order))
+
+    def pool(self, name: str) -> Pool:
+        """The pool of one plugin, whatever its state (for operations such as ``reset()``)."""
+        record = self.record(name)
+        if record.pool is None:
+            raise PluginUnavailable(f"plugin is {record.state}", plugin=record.id)
+        return record.pool
+
+    async def disable(self, name: str) -> None:
+        """Stop the plugin's workers (calls in flight finish) and refuse calls until enabled."""
+        await self.stop_record(self.record(name), "disabled", "disabled by user")
+
+    async def unload(self, name: str) -> None:
+        """Release every worker of the plugin; it stays listed as `stopped` until enabled."""
+        await self.stop_record(self.record(name), "stopped", "unloaded")
+
+    async def enable(self, name: str) -> None:
+        """Start a disabled, stopped or failed plugin again (its metadata is read anew)."""
+        record = self.record(name)
+        if record.state in SERVING:
+            return
+        await self.stop_record(record, record.state, None)
+        await self._inspect(record)
+        if record.state != "loaded":
+            return
+        assert record.manifest is not None
+        if (why := self._dependency_error(record, record.manifest)) is not None:
+            record.set_state("error", why)
+            return
+        await self._start(record)
+
+    def _dependency_error(self, record: Plugin, manifest: Manifest) -> str | None:
+        """Why ``manifest``'s dependencies are not met by the plugins serving now, or None."""
+        others = {r.id: r.manifest for r in self.records
+                  if r.manifest is not None and r.state in SERVING and r.id != record.id}
+        _, errors = resolve({**others, record.id: manifest})
+        return errors.get(record.id)
+
+    async def restart(self, name: str) -> bool:
+        """Fresh workers for the plugin: a running one gets a new pool (its code and metadata
+        read anew; calls in flight finish on the old workers), a disabled, stopped or failed
+        one (a crash loop included) starts again. True when it serves afterwards."""
+        record = self.record(name)
+        if record.state in SERVING:
+            if not await self.reload(name):
+                raise PluginUnavailable(f"restart failed: {record.reload_error}", plugin=record.id)
+        else:
+            await self.enable(name)
+        return record.state in SERVING
+
+    def reset(self, name: str) -> None:
+        """Leave a crash loop: the pool starts workers again."""
+        self.pool(name).reset()
+
+    async def stop_record(self, record: Plugin, state: str, reason: str | None) -> None:
+        pool, record.pool = record.pool, None
+        if pool is not None:
+            await pool.stop()
+        if state != record.state:
+            record.set_state(state, reason)
+
+
+
+def _failure(record: Plugin, what: str, exc: Exception) -> str:
+    """What failed, for the plugin's error: a HostError says it itself; anything else is a bug
+    or an OS failure, logged with its traceback and contained to this plugin."""
+    if isinstance(exc, HostError):
+        return str(exc)
+    log.error("plugin %s: %s failed", record.id, what, exc_info=exc)
+    return f"{what} failed: {type(exc).__name__}: {exc}"
+
+
+def loaded_manifest(record: Plugin) -> Manifest:
+    """The plugin's manifest; PluginUnavailable when it never loaded (its config cannot be
+    checked or exported)."""
+    if record.manifest is None:
+        raise PluginUnavailable(f"plugin is {record.state}: {record.error}", plugin=record.id)
+    return record.manifest
+
+
+def newest(records: Iterable[Plugin]) -> dict[str, Plugin]:
+    """The highest version of each plugin id among ``records``."""
+    return {r.id: r for r in sorted(records, key=lambda r: r.order)}
+
+
+
+__all__ = ["Registry", "loaded_manifest", "newest"]
