@@ -18,12 +18,24 @@ import anyio
 import msgspec
 
 from .balances.result import BALANCE_CAPABILITY
-from .cli_output import Progress, balances_table, first_line, inspector_targets, start_progress, table
+from .cli_output import (
+    ListenError,
+    Progress,
+    UsageError,
+    assignments,
+    balances_table,
+    first_line,
+    inspector_targets,
+    json_text,
+    passphrase_of,
+    print_json,
+    start_progress,
+    table,
+)
 from .config import TOOLS, HostConfig, PluginSettings, ServerConfig, check_inspect
 from .config_file import load_config
 from .control import control_client, start_control_site
 from .errors import HostError, InvalidConfig
-from .info import json_default
 from .logs import FORMATS, LEVELS, setup_logging
 from .plugin_host import PluginHost
 from .plugins.discovery import load_manifest
@@ -48,22 +60,13 @@ def _config(args: argparse.Namespace) -> HostConfig:
     return load_config(args.config, **overrides)
 
 
-def _json_text(data: Any) -> str:
-    enc = msgspec.json.encode(data, enc_hook=json_default)
-    return json.dumps(json.loads(enc), indent=2, ensure_ascii=False) + "\n"
-
-
-def _print_json(data: Any) -> None:
-    sys.stdout.write(_json_text(data))
-
-
 def _check_execute_token(srv: ServerConfig) -> None:
     """/execute runs any code: refuse to serve it without an admin token, unless on a Unix
     socket (only its owner can connect) or the operator said ``--insecure-no-token``."""
     if not srv.enable_execute or srv.admin_token or srv.unix_socket is not None:
         return
     if not srv.insecure_no_token:
-        raise _UsageError("/execute is enabled without an admin token: set one (--admin-token, "
+        raise UsageError("/execute is enabled without an admin token: set one (--admin-token, "
                           "server.admin_token or $PLUGIN_HOST_ADMIN_TOKEN), serve on --unix PATH, or "
                           "pass --insecure-no-token to let anyone who reaches the port run code")
     log.warning("/execute is enabled without an admin token (--insecure-no-token): anyone who "
@@ -189,7 +192,7 @@ async def _list(args: argparse.Namespace, config: HostConfig) -> int:
     async with _started(PluginHost(config), args) as host:
         infos = host.plugins()
     if args.json:
-        _print_json(infos)
+        print_json(infos)
         return 0
     rows = [["ID", "STATE", "VERSION", "WORKERS", "EXPORTS", "ERROR"]]
     rows += [[i.id, i.state, i.version or "-", str(len(i.workers)), ",".join(i.exports) or "-",
@@ -208,7 +211,7 @@ async def _balances(args: argparse.Namespace, config: HostConfig) -> int:
         finally:
             progress.clear()
     if args.json:
-        _print_json(results)
+        print_json(results)
     elif results:
         sys.stdout.write(balances_table(results))
     else:
@@ -219,7 +222,7 @@ async def _balances(args: argparse.Namespace, config: HostConfig) -> int:
 async def _info(args: argparse.Namespace, config: HostConfig) -> int:
     async with _started(PluginHost(config), args) as host:
         info = host.plugin(args.id)  # PluginNotFound: exit 1
-    _print_json(info)
+    print_json(info)
     return 0 if info.state in SERVING else 1
 
 
@@ -227,11 +230,11 @@ async def _call(args: argparse.Namespace, config: HostConfig) -> int:
     try:
         call_args = [json.loads(a) for a in args.args]
     except ValueError as exc:
-        raise _UsageError(f"arguments must be JSON values: {exc}") from None
+        raise UsageError(f"arguments must be JSON values: {exc}") from None
     async with _started(PluginHost(config), args) as host:
         await _announce_inspector(args, config)
         result = await host.call(args.id, args.fn, *call_args, timeout=args.timeout)
-    _print_json(result)
+    print_json(result)
     return 0
 
 
@@ -243,23 +246,23 @@ async def _execute(args: argparse.Namespace, config: HostConfig) -> int:
             with open(args.file, encoding="utf-8") as f:
                 code = f.read()
     except (OSError, UnicodeDecodeError) as exc:
-        raise _UsageError(f"{args.file}: cannot read the code ({exc})") from None
+        raise UsageError(f"{args.file}: cannot read the code ({exc})") from None
     try:
         input_ = json.loads(args.input) if args.input is not None else msgspec.UNSET
         permissions = json.loads(args.permissions) if args.permissions is not None else None
     except ValueError as exc:
-        raise _UsageError(f"--input and --permissions must be JSON: {exc}") from None
+        raise UsageError(f"--input and --permissions must be JSON: {exc}") from None
     async with _started(PluginHost(config), args) as host:
         out = await host.execute(code, input_, entry=args.entry, timeout=args.timeout,
                                  permissions=permissions, tools=args.tool or [])
-    _print_json(out)
+    print_json(out)
     return 0 if out.ok else 1
 
 
 async def _validate(args: argparse.Namespace, config: HostConfig) -> int:
     report = await validate(args.path, config)
     if args.json:
-        _print_json(report)
+        print_json(report)
     elif report.valid:
         print(f"ok: {report.id}@{report.version} ({report.path})")
         print(f"  exports: {', '.join(report.exports) or '-'}")
@@ -276,7 +279,7 @@ async def _new(args: argparse.Namespace, config: HostConfig) -> int:
     try:
         made = new_plugin(args.name, plugins_dir)
     except InvalidConfig as exc:
-        raise _UsageError(exc.message) from None
+        raise UsageError(exc.message) from None
     for path in made:
         print(f"created {path}")
     print(f"next: python -m host validate {made[0].parent}")
@@ -287,88 +290,42 @@ async def _config_get(args: argparse.Namespace, config: HostConfig) -> int:
     async with _started(PluginHost(config), args) as host:
         values = host.get_config(args.id)  # secrets masked
     if args.key is None:
-        _print_json(values)
+        print_json(values)
     elif args.key in values:
-        _print_json(values[args.key])
+        print_json(values[args.key])
     else:
         print(f"error: {args.id} has no config value {args.key!r}", file=sys.stderr)
         return 1
     return 0
 
 
-def _assignments(args: argparse.Namespace, schema: dict[str, Any]) -> dict[str, Any]:
-    """``KEY=VALUE`` (for a string field of the plugin's schema the text as it is, else VALUE
-    read as JSON when it is JSON: ``retries=3``, ``verbose=true``) and ``--from-env KEY=VAR``
-    (the value from $VAR: secrets stay out of argv and shell history)."""
-    values: dict[str, Any] = {}
-    for item in args.values:
-        key, sep, raw = item.partition("=")
-        if not sep or not key:
-            raise _UsageError(f"expected KEY=VALUE, got {item!r}")
-        if schema.get(key, {}).get("type") == "string":
-            values[key] = raw  # userId=42 stays "42"
-            continue
-        try:
-            values[key] = json.loads(raw)
-        except ValueError:
-            values[key] = raw
-    for item in args.from_env or ():
-        key, sep, var = item.partition("=")
-        if not sep or not key or not var:
-            raise _UsageError(f"--from-env: expected KEY=VARIABLE, got {item!r}")
-        if var not in os.environ:
-            raise _UsageError(f"--from-env: ${var} is not set")
-        values[key] = os.environ[var]
-    if not values and not args.replace:
-        raise _UsageError("nothing to set: give KEY=VALUE or --from-env KEY=VAR")
-    return values
-
-
 async def _config_set(args: argparse.Namespace, config: HostConfig) -> int:
     async with control_client(config.state_path) as server:
         if server is not None:  # a server runs on this state directory: it stores and applies it
-            values = _assignments(args, await server.request("GET", f"/api/plugins/{quote(args.id)}/schema"))
+            values = assignments(args, await server.request("GET", f"/api/plugins/{quote(args.id)}/schema"))
             stored = await server.request("PUT", f"/api/plugins/{quote(args.id)}/config"
                                           + ("?replace=1" if args.replace else ""), values)
         else:
             async with _started(PluginHost(config), args) as host:
-                values = _assignments(args, host.config_schema(args.id))
+                values = assignments(args, host.config_schema(args.id))
                 stored = await host.set_config(args.id, values, replace=args.replace)
-    _print_json(stored)  # secrets masked
+    print_json(stored)  # secrets masked
     return 0
 
 
-def _passphrase(args: argparse.Namespace) -> str | None:
-    """The passphrase from the variable ``--passphrase-env`` names (never from argv)."""
-    if args.passphrase_env is None:
-        return None
-    value = os.environ.get(args.passphrase_env)
-    if not value:
-        raise _UsageError(f"--passphrase-env: ${args.passphrase_env} is not set or empty")
-    return value
-
-
-class _UsageError(Exception):
-    pass
-
-
-class ListenError(Exception):
-    """The server's address cannot be bound (in use, not ours): exit 1 with one line."""
-
-
 async def _config_export(args: argparse.Namespace, config: HostConfig) -> int:
-    passphrase = _passphrase(args)
+    passphrase = passphrase_of(args)
     async with _started(PluginHost(config), args) as host:
         document = await host.export_config(args.plugin, passphrase=passphrase)
     if args.out:
-        write_private(args.out, _json_text(document).encode())
+        write_private(args.out, json_text(document).encode())
     else:
-        _print_json(document)
+        print_json(document)
     return 0
 
 
 async def _config_import(args: argparse.Namespace, config: HostConfig) -> int:
-    passphrase = _passphrase(args)
+    passphrase = passphrase_of(args)
     try:
         if args.file == "-":
             document = json.loads(sys.stdin.read())
@@ -376,7 +333,7 @@ async def _config_import(args: argparse.Namespace, config: HostConfig) -> int:
             with open(args.file, encoding="utf-8") as f:
                 document = json.load(f)
     except (OSError, ValueError) as exc:
-        raise _UsageError(f"{args.file}: cannot read a JSON document ({exc})") from None
+        raise UsageError(f"{args.file}: cannot read a JSON document ({exc})") from None
     async with control_client(config.state_path) as server:
         if server is not None:  # over the owner-only control socket: the passphrase stays local
             stored = await server.request("POST", "/api/config/import", {
@@ -384,7 +341,7 @@ async def _config_import(args: argparse.Namespace, config: HostConfig) -> int:
         else:
             async with _started(PluginHost(config), args) as host:
                 stored = await host.import_config(document, passphrase=passphrase, replace=args.replace)
-    _print_json(stored)  # secrets masked
+    print_json(stored)  # secrets masked
     return 0
 
 
@@ -541,7 +498,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     try:
         return anyio.run(args.run, args, config)
-    except _UsageError as exc:
+    except UsageError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     except (HostError, ListenError) as exc:

@@ -3,16 +3,20 @@ and the Deno inspector's DevTools address."""
 
 from __future__ import annotations
 
+import argparse
 import datetime as dt
 import json
+import os
 import sys
 import urllib.request
 from collections.abc import Callable, Sequence
 from typing import Any, TextIO
 
 import anyio
+import msgspec
 
 from .balances.result import BalanceResult
+from .info import json_default
 from .plugins.lifecycle import STARTING, PluginEvent
 
 
@@ -103,3 +107,60 @@ async def inspector_targets(address: str, timeout: float = 5.0) -> list[dict[str
                 return await anyio.to_thread.run_sync(fetch)
             except OSError:
                 await anyio.sleep(0.1)
+
+
+# ---------------------------------------------------------------- command-line helpers
+
+def json_text(data: Any) -> str:
+    enc = msgspec.json.encode(data, enc_hook=json_default)
+    return json.dumps(json.loads(enc), indent=2, ensure_ascii=False) + "\n"
+
+
+def print_json(data: Any) -> None:
+    sys.stdout.write(json_text(data))
+
+
+def assignments(args: argparse.Namespace, schema: dict[str, Any]) -> dict[str, Any]:
+    """``KEY=VALUE`` (for a string field of the plugin's schema the text as it is, else VALUE
+    read as JSON when it is JSON: ``retries=3``, ``verbose=true``) and ``--from-env KEY=VAR``
+    (the value from $VAR: secrets stay out of argv and shell history)."""
+    values: dict[str, Any] = {}
+    for item in args.values:
+        key, sep, raw = item.partition("=")
+        if not sep or not key:
+            raise UsageError(f"expected KEY=VALUE, got {item!r}")
+        if schema.get(key, {}).get("type") == "string":
+            values[key] = raw  # userId=42 stays "42"
+            continue
+        try:
+            values[key] = json.loads(raw)
+        except ValueError:
+            values[key] = raw
+    for item in args.from_env or ():
+        key, sep, var = item.partition("=")
+        if not sep or not key or not var:
+            raise UsageError(f"--from-env: expected KEY=VARIABLE, got {item!r}")
+        if var not in os.environ:
+            raise UsageError(f"--from-env: ${var} is not set")
+        values[key] = os.environ[var]
+    if not values and not args.replace:
+        raise UsageError("nothing to set: give KEY=VALUE or --from-env KEY=VAR")
+    return values
+
+
+def passphrase_of(args: argparse.Namespace) -> str | None:
+    """The passphrase from the variable ``--passphrase-env`` names (never from argv)."""
+    if args.passphrase_env is None:
+        return None
+    value = os.environ.get(args.passphrase_env)
+    if not value:
+        raise UsageError(f"--passphrase-env: ${args.passphrase_env} is not set or empty")
+    return value
+
+
+class UsageError(Exception):
+    """A command used wrongly: exit 2 with its message."""
+
+
+class ListenError(Exception):
+    """The server's address cannot be bound (in use, not ours): exit 1 with one line."""

@@ -7,10 +7,25 @@ import os
 from pathlib import Path
 from typing import TypeVar
 
-import limits
 import msgspec
 
 from .errors import InvalidConfig
+from .policy.config import (
+    CACHE_ALL,
+    NEVER_CACHED,
+    RETRYABLE,
+    STORAGE_SCHEMES,
+    BreakerConfig,
+    CacheConfig,
+    PolicyConfig,
+    RateLimitConfig,
+    RetryConfig,
+    check_limit,
+    check_policy,
+    check_storage,
+    redact_uri,
+    storage_failure,
+)
 from .protocol import DEFAULT_MAX_FRAME
 from .security.permissions import Permissions
 
@@ -139,84 +154,6 @@ class EventsConfig(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=Tru
     """``emit``: how long each plugin's ``onEvent`` may take."""
 
     timeout: float = 5.0
-
-
-RETRYABLE = ["NETWORK_ERROR", "RATE_LIMIT", "TIMEOUT", "WORKER_CRASHED"]
-
-
-class RateLimitConfig(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True):
-    """Moving-window quotas on calls to one plugin. ``limit`` uses the ``limits`` notation, several
-    separated by ``;``: "10/second; 300/minute" allows bursts of 10 within 300 a minute."""
-
-    limit: str | None = None     # None: unlimited
-    strategy: str = "wait"       # "wait": queue up to max_wait; "reject": RateLimited at once
-    max_wait: float = 1.0        # seconds a call may wait for a slot (also bounded by its timeout)
-
-
-class RetryConfig(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True):
-    """Retries of a failed call. Off by default (``max_attempts=1``): retrying a function that is
-    not idempotent may do its work twice, so a plugin opts in."""
-
-    max_attempts: int = 1        # attempts in all, the first included
-    backoff: float = 0.1         # delay before the second attempt, times multiplier after each
-    multiplier: float = 2.0
-    backoff_max: float = 5.0
-    jitter: float = 0.5          # each delay is shortened by a random fraction up to this
-    attempt_timeout: float | None = None  # cap per attempt (the call's timeout bounds them all)
-    retry_on: list[str] = msgspec.field(default_factory=lambda: list(RETRYABLE))
-
-
-class BreakerConfig(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True):
-    """Circuit breaker: open after ``failure_threshold`` consecutive failures, or when at least
-    ``failure_rate`` of at least ``min_calls`` calls in the last ``window`` seconds failed; while
-    open calls fail at once with CircuitOpen; after ``cooldown`` one probe call goes through."""
-
-    enabled: bool = True
-    failure_threshold: int = 5   # 0: no consecutive-failure trigger
-    failure_rate: float = 0.5    # 0: no failure-rate trigger
-    min_calls: int = 20
-    window: float = 60.0
-    cooldown: float = 30.0
-
-
-CACHE_ALL = "*"
-NEVER_CACHED = frozenset({"healthCheck", "validateConfig", "onEvent"})  # host-driven: must run
-
-
-class CacheConfig(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True):
-    """Result cache of one plugin: successful results of the ``functions`` listed, keyed by
-    function, arguments, config and plugin version. Off by default; when on, only
-    ``queryBalance`` unless ``functions`` names others (``"*"``: every function except the
-    host-driven ``healthCheck``, ``validateConfig`` and ``onEvent``), since caching a function
-    with side effects would skip its work."""
-
-    enabled: bool = False
-    ttl: float = 60.0            # seconds a result is fresh
-    stale_ttl: float = 0.0       # then served stale this long while refreshed in the background; 0: no
-    max_entries: int = 1000      # per plugin; the least recently used go first
-    max_value_bytes: int = 1024 * 1024  # larger results (as msgpack) are not cached
-    persist: bool = False        # also keep entries in <state_dir>/cache.sqlite3, loaded at start
-    functions: list[str] = msgspec.field(default_factory=lambda: ["queryBalance"])
-
-    def applies(self, fn: str) -> bool:
-        """Whether calls of ``fn`` are cached."""
-        if not self.enabled:
-            return False
-        return fn in self.functions or (CACHE_ALL in self.functions and fn not in NEVER_CACHED)
-
-
-class PolicyConfig(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True):
-    """Call policies (``[policy]``): the defaults of every plugin, plus a host-wide quota."""
-
-    storage: str = "memory://"   # rate-limit counters: memory:// (per host) or redis://host:port/db
-    global_limit: str | None = None  # quota over the calls to all plugins together
-    max_concurrent_calls: int | None = None  # calls admitted at once over all plugins; None: no cap
-    max_concurrent: int = 0      # each plugin's default cap on calls admitted at once; 0: no cap
-    rate_limit: RateLimitConfig = msgspec.field(default_factory=RateLimitConfig)
-    retry: RetryConfig = msgspec.field(default_factory=RetryConfig)
-    breaker: BreakerConfig = msgspec.field(default_factory=BreakerConfig)
-    cache: CacheConfig = msgspec.field(default_factory=CacheConfig)
-    cache_storage: str = "memory://"  # result cache: memory:// (per host) or redis://host:port/db
 
 
 class PluginSettings(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True):
@@ -403,8 +340,8 @@ class HostConfig(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True)
         if not (0 < eg.head_timeout < math.inf and 0 < eg.queue_timeout < math.inf):
             raise InvalidConfig("security.egress: head_timeout and queue_timeout must be positive seconds")
         pol = self.policy
-        _check_policy(pol.rate_limit, pol.retry, pol.breaker, pol.max_concurrent, pol.cache, "policy")
-        _check_limit(pol.global_limit, "policy.global_limit")
+        check_policy(pol.rate_limit, pol.retry, pol.breaker, pol.max_concurrent, pol.cache, "policy")
+        check_limit(pol.global_limit, "policy.global_limit")
         if pol.max_concurrent_calls is not None and pol.max_concurrent_calls < 1:
             raise InvalidConfig("policy.max_concurrent_calls must be >= 1 (None: no cap)")
         check_storage(pol.storage, "policy.storage")
@@ -417,7 +354,7 @@ class HostConfig(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True)
                 _check_pool(s.pool, f"plugins.{pid}.pool")
             if s.limits:
                 _check_worker_limits(s.limits, f"plugins.{pid}.limits")
-            _check_policy(s.rate_limit, s.retry, s.breaker, s.max_concurrent, s.cache, f"plugins.{pid}")
+            check_policy(s.rate_limit, s.retry, s.breaker, s.max_concurrent, s.cache, f"plugins.{pid}")
             if s.inspect is not None:
                 check_inspect(s.inspect, f"plugins.{pid}.inspect")
 
@@ -523,82 +460,14 @@ def _check_worker_limits(lim: WorkerLimits, where: str) -> None:
         raise InvalidConfig(f"{where}.cpu_seconds must be >= 1 (None: no cap)")
 
 
-def _check_limit(limit: str | None, where: str) -> None:
-    if limit is None:
-        return
-    try:
-        if not limits.parse_many(limit):
-            raise ValueError("empty")
-    except ValueError:
-        raise InvalidConfig(f"{where}: {limit!r} is not a rate limit such as '10/second; 300/minute'") from None
-
-
-def _check_cache(c: CacheConfig, where: str) -> None:
-    if c.ttl <= 0 or c.stale_ttl < 0:
-        raise InvalidConfig(f"{where}: need ttl > 0 and stale_ttl >= 0")
-    if c.max_entries < 1 or c.max_value_bytes < 1:
-        raise InvalidConfig(f"{where}: max_entries and max_value_bytes must be >= 1")
-
-
-STORAGE_SCHEMES = ("memory", "redis", "rediss")
-
-
-def check_storage(uri: str, where: str) -> None:
-    """A storage URI for rate-limit counters or the result cache: ``memory://`` (this host
-    only) or ``redis://[:password@]host:port/db`` (shared by every host pointing at it)."""
-    scheme, sep, _ = uri.partition("://")
-    if not sep or scheme not in STORAGE_SCHEMES:
-        raise InvalidConfig(f"{where}: {redact_uri(uri)!r} is not a storage URI such as 'memory://' "
-                            "or 'redis://127.0.0.1:6379/0'")
-
-
-def redact_uri(uri: str) -> str:
-    """The URI with any password replaced by ``***`` (for errors and logs)."""
-    scheme, sep, rest = uri.partition("://")
-    netloc, slash, path = rest.partition("/")
-    if "@" in netloc:
-        netloc = "***@" + netloc.rsplit("@", 1)[1]
-    return f"{scheme}{sep}{netloc}{slash}{path}"
-
-
-def storage_failure(uri: str, exc: Exception, *, modules: tuple[str, ...] = ("redis",),
-                    also: tuple[type[Exception], ...] = ()) -> str | None:
-    """"<uri> failed: <error>: <its first line>" when ``exc`` is the storage at ``uri`` failing
-    (an error of its client's ``modules``, an OSError, or one of ``also``), else None. The URI
-    is given with its password redacted."""
-    if not (type(exc).__module__.startswith(modules) or isinstance(exc, (OSError, *also))):
-        return None
-    text = str(exc)
-    return f"{redact_uri(uri)} failed: {type(exc).__name__}: {text.splitlines()[0] if text else ''}"
-
-
-def _check_policy(rate: RateLimitConfig | None, retry: RetryConfig | None, breaker: BreakerConfig | None,
-                  max_concurrent: int | None, cache: CacheConfig | None, where: str) -> None:
-    """The policy sections of ``[policy]`` or of one plugin (None: not given there)."""
-    if max_concurrent is not None and max_concurrent < 0:
-        raise InvalidConfig(f"{where}.max_concurrent must be >= 0 (0: no cap)")
-    if cache is not None:
-        _check_cache(cache, f"{where}.cache")
-    if rate is not None:
-        _check_limit(rate.limit, f"{where}.rate_limit.limit")
-        if rate.strategy not in ("wait", "reject"):
-            raise InvalidConfig(f"{where}.rate_limit.strategy must be 'wait' or 'reject'")
-        if rate.max_wait < 0:
-            raise InvalidConfig(f"{where}.rate_limit.max_wait must be >= 0")
-    if retry is not None:
-        if retry.max_attempts < 1:
-            raise InvalidConfig(f"{where}.retry.max_attempts must be >= 1")
-        if retry.backoff < 0 or retry.multiplier < 1 or not 0 <= retry.jitter <= 1:
-            raise InvalidConfig(f"{where}.retry: need backoff >= 0, multiplier >= 1, 0 <= jitter <= 1")
-    if breaker is not None:
-        if breaker.failure_threshold < 0 or not 0 <= breaker.failure_rate <= 1 or breaker.min_calls < 1:
-            raise InvalidConfig(f"{where}.breaker: need failure_threshold >= 0, "
-                                "0 <= failure_rate <= 1, min_calls >= 1")
-        if breaker.cooldown < 0 or breaker.window <= 0:
-            raise InvalidConfig(f"{where}.breaker: need cooldown >= 0 and window > 0")
-
-
 __all__ = [
+    "CACHE_ALL",
+    "NEVER_CACHED",
+    "RETRYABLE",
+    "STORAGE_SCHEMES",
+    "check_storage",
+    "redact_uri",
+    "storage_failure",
     "BalancesConfig",
     "BreakerConfig",
     "CacheConfig",

@@ -12,20 +12,11 @@ deliver a request head within ``server.header_timeout``."""
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import datetime as dt
-import hashlib
-import hmac
-import ipaddress
 import json
 import logging
-import os
-import socket
-import stat
 from collections.abc import Iterable
 from typing import Any
-from urllib.parse import urlsplit
 
 import anyio
 import msgspec
@@ -47,11 +38,14 @@ from .errors import (
     PluginUnavailable,
     StateError,
 )
+from .http_guard import HostNames, PrivateUnixSite, Runner, bearer_ok, token_digest
 from .info import json_default
 from .logbook import LEVELS
 from .metrics import CONTENT_TYPE
 from .plugin_host import PluginHost
 from .plugins.lifecycle import STARTING
+
+__all__ = ["DRAINING", "PrivateUnixSite", "Runner", "create_app"]
 
 _STATUS = {
     PluginNotFound: 404, FunctionNotFound: 404, InvalidConfig: 400, PayloadTooLarge: 413,
@@ -88,90 +82,7 @@ async def _body(request: web.Request) -> Any:
         ) from None
 
 
-LOOPBACK_NAMES = frozenset({"localhost", "127.0.0.1", "::1"})
 _READS = ("GET", "HEAD", "OPTIONS")
-
-
-def _canonical(name: str) -> str:
-    """A host name lowercased; an IP literal in its canonical form (IPv4-mapped IPv6 as IPv4)."""
-    try:
-        ip = ipaddress.ip_address(name)
-    except ValueError:
-        return name.lower()
-    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-        ip = ip.ipv4_mapped
-    return str(ip)
-
-
-def _authority(netloc: str, default_port: int) -> tuple[str, int] | None:
-    """``host[:port]`` (an IPv6 literal in brackets) as a canonical (host, port); None when it
-    is not one (a path, user info, a bad port)."""
-    try:
-        parts = urlsplit(f"//{netloc}")
-        name, port = parts.hostname, parts.port
-    except ValueError:
-        return None
-    if not name or "@" in netloc or parts.path or parts.query or parts.fragment:
-        return None
-    return _canonical(name), default_port if port is None else port
-
-
-class _Names:
-    """The names a request may call this server by (against DNS rebinding): the address and
-    port its connection reached (an IP literal), loopback names when that address is loopback,
-    any loopback name on a Unix socket, and ``allowed_hosts`` as written (a reverse proxy's
-    public name, with its port unless it is the default one)."""
-
-    _MEMO = 256  # verdicts remembered (clients send few distinct names; a flood of others is judged afresh)
-
-    def __init__(self, allowed_hosts: Iterable[str]) -> None:
-        self.extra = frozenset(h.lower() for h in allowed_hosts)
-        self._memo: dict[tuple[str, int, Any], bool] = {}
-
-    def allow(self, netloc: str | None, default_port: int, local: Any) -> bool:
-        if not netloc:
-            return False
-        key = (netloc, default_port, local)
-        verdict = self._memo.get(key)
-        if verdict is None:
-            verdict = self._judge(netloc, default_port, local)
-            if len(self._memo) < self._MEMO:
-                self._memo[key] = verdict
-        return verdict
-
-    def _judge(self, netloc: str, default_port: int, local: Any) -> bool:
-        if netloc.lower() in self.extra:
-            return True
-        found = _authority(netloc, default_port)
-        if found is None:
-            return False
-        name, port = found
-        if isinstance(local, tuple):  # TCP: (address, port, ...) of this end of the connection
-            address = _canonical(str(local[0]))
-            return port == local[1] and (name == address or (
-                name in LOOPBACK_NAMES and ipaddress.ip_address(address).is_loopback))
-        return isinstance(local, str) and name in LOOPBACK_NAMES  # a Unix socket's path
-
-    def allow_origin(self, origin: str, local: Any) -> bool:
-        """An ``Origin`` (sent by browsers) of a page served by this server, by the same names."""
-        try:
-            parts = urlsplit(origin)
-        except ValueError:  # "http://[::1", say
-            return False
-        return parts.scheme in ("http", "https") and self.allow(
-            parts.netloc, 443 if parts.scheme == "https" else 80, local)
-
-
-def _digest(token: str) -> bytes:
-    # Compared as digests: equal lengths, so compare_digest's time tells nothing of the token's.
-    return hashlib.sha256(token.encode("utf-8", "surrogateescape")).digest()
-
-
-def _bearer(request: web.Request, tokens: tuple[bytes, ...]) -> bool:
-    """The request carries exactly ``Authorization: Bearer <one of tokens>``."""
-    value = request.headers.get("Authorization", "")
-    given = _digest(value[len("Bearer "):]) if value.startswith("Bearer ") else b""
-    return any([hmac.compare_digest(given, t) for t in tokens])  # a list: every token compared
 
 
 def _instant(text: str) -> dt.datetime:
@@ -201,9 +112,9 @@ def create_app(host: PluginHost, *, admin_token: str | None = None, read_token: 
     ``/healthz*`` and the dashboard's files needs a token: the admin one to change anything,
     either to read. ``allowed_hosts``: Host names accepted besides the server's own addresses.
     ``via``: who approvals are recorded as made by ("cli" on the control socket)."""
-    names = _Names(allowed_hosts)
-    admin = (_digest(admin_token),) if admin_token else ()
-    readers = admin + ((_digest(read_token),) if read_token else ())
+    names = HostNames(allowed_hosts)
+    admin = (token_digest(admin_token),) if admin_token else ()
+    readers = admin + ((token_digest(read_token),) if read_token else ())
 
     @web.middleware
     async def guard(request: web.Request, handler: Any) -> web.StreamResponse:
@@ -222,9 +133,9 @@ def create_app(host: PluginHost, *, admin_token: str | None = None, read_token: 
         if request.headers.get("Sec-Fetch-Site", "").lower() in ("cross-site", "same-site"):
             return _error(403, "Forbidden", "a request another site's page made is refused (Sec-Fetch-Site)")
         if request.method not in _READS:
-            if admin and not _bearer(request, admin):
+            if admin and not bearer_ok(request, admin):
                 return _error(401, "Unauthorized", "admin token required")
-        elif readers and request.match_info.route.resource not in public and not _bearer(request, readers):
+        elif readers and request.match_info.route.resource not in public and not bearer_ok(request, readers):
             return _error(401, "Unauthorized", "a read token or the admin token is required")
         try:
             return await handler(request)
@@ -408,129 +319,3 @@ def create_app(host: PluginHost, *, admin_token: str | None = None, read_token: 
     return app
 
 
-class _HeadDeadline(web.RequestHandler):
-    """aiohttp's connection handler with a deadline on each request head: counted from the
-    connection's start, and on a kept-alive connection from the first byte of the next request
-    (an idle one is left to keepalive_timeout), the head must be complete within
-    ``header_timeout`` seconds or the connection is closed. aiohttp itself reaps only idle
-    connections, after an hour: a client that sends half a head, or one byte at a time, would
-    hold its connection (and a file descriptor) that long.
-
-    Bytes that arrive while a request is being handled are not timed: the body of that request
-    cannot be told from a pipelined next head, which keepalive_timeout then bounds. (aiohttp has
-    no hook for this: it reads ``_request_count`` and ``_waiter``, which its own keep-alive check
-    uses; tests/security/test_http_hardening.py fails if an upgrade changes them.)"""
-
-    __slots__ = ("_head_timer", "_header_timeout")
-
-    def __init__(self, manager: web.Server, *, header_timeout: float, **kwargs: Any) -> None:
-        super().__init__(manager, **kwargs)
-        self._header_timeout = header_timeout
-        self._head_timer: asyncio.TimerHandle | None = None
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        super().connection_made(transport)
-        self._head_timer = self._loop.call_later(self._header_timeout, self._head_overdue)
-
-    def data_received(self, data: bytes) -> None:
-        heads = self._request_count
-        super().data_received(data)
-        if self._request_count != heads:  # a head is complete: its deadline is met
-            self._stop_head_timer()
-        elif data and self._head_timer is None and self._awaiting_head():
-            self._head_timer = self._loop.call_later(self._header_timeout, self._head_overdue)
-
-    def connection_lost(self, exc: BaseException | None) -> None:
-        self._stop_head_timer()
-        super().connection_lost(exc)
-
-    def _awaiting_head(self) -> bool:
-        """Waiting for the next request: no request is being handled (aiohttp's own notion of
-        an idle connection, as its keep-alive check uses)."""
-        return self._waiter is not None and not self._waiter.done()
-
-    def _stop_head_timer(self) -> None:
-        if self._head_timer is not None:
-            self._head_timer.cancel()
-            self._head_timer = None
-
-    def _head_overdue(self) -> None:
-        self._head_timer = None
-        if self._awaiting_head():
-            log.debug("closing a connection that sent no complete request head within %gs", self._header_timeout)
-            self.force_close()
-
-
-class _Server(web.Server):
-    """aiohttp's low-level server with ``_HeadDeadline`` connections."""
-
-    def __init__(self, *args: Any, header_timeout: float, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self._header_timeout = header_timeout
-
-    def __call__(self) -> web.RequestHandler:
-        return _HeadDeadline(self, loop=self._loop, header_timeout=self._header_timeout, **self._kwargs)
-
-
-class Runner(web.AppRunner):
-    """``web.AppRunner`` whose connections must deliver each request head within
-    ``header_timeout`` seconds (``server.header_timeout``)."""
-
-    __slots__ = ("_header_timeout",)
-
-    def __init__(self, app: web.Application, *, header_timeout: float, **kwargs: Any) -> None:
-        super().__init__(app, **kwargs)
-        self._header_timeout = header_timeout
-
-    async def _make_server(self) -> web.Server:
-        plain = await super()._make_server()  # runs the app's startup and freezes it
-        return _Server(plain.request_handler, request_factory=plain.request_factory,
-                       handler_cancellation=plain.handler_cancellation, loop=asyncio.get_running_loop(),
-                       header_timeout=self._header_timeout, **self._kwargs)
-
-
-class PrivateUnixSite(web.UnixSite):
-    """``web.UnixSite`` for a socket only its owner may connect to: created mode 0600 (under a
-    umask, so there is no moment when it is open to others), a stale socket file left by a
-    crash replaced, and the file removed when the site stops."""
-
-    __slots__ = ("_inode",)
-
-    def __init__(self, runner: web.BaseRunner, path: str, **kwargs: Any) -> None:
-        super().__init__(runner, path, **kwargs)
-        self._inode: int | None = None
-
-    async def start(self) -> None:
-        path = str(self._path)
-        _sweep_stale_socket(path)
-        old = os.umask(0o177)  # process-wide, but nothing else creates files while serve binds
-        try:
-            await super().start()
-        finally:
-            os.umask(old)
-        os.chmod(path, 0o600)
-        self._inode = os.stat(path).st_ino
-
-    async def stop(self) -> None:
-        await super().stop()
-        path = str(self._path)
-        with contextlib.suppress(OSError):
-            if self._inode is not None and os.stat(path).st_ino == self._inode:
-                os.unlink(path)  # ours still (another server may have replaced it since)
-
-
-def _sweep_stale_socket(path: str) -> None:
-    """Remove ``path`` if it is a socket nobody listens on; anything else is left for bind to
-    refuse (EADDRINUSE), a file that is not a socket never removed."""
-    try:
-        if not stat.S_ISSOCK(os.lstat(path).st_mode):
-            return
-    except FileNotFoundError:
-        return
-    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
-        try:
-            probe.connect(path)
-        except ConnectionRefusedError:
-            os.unlink(path)
-        except OSError:
-            pass

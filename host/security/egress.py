@@ -45,17 +45,15 @@ from __future__ import annotations
 import base64
 import binascii
 import hmac
-import ipaddress
 import logging
 import secrets
 import socket
 import time
-from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Iterable
 from contextlib import asynccontextmanager
 from functools import partial
 from http import HTTPStatus
-from urllib.parse import SplitResult, quote, urlsplit
+from urllib.parse import SplitResult, quote
 
 import anyio
 import h11
@@ -64,12 +62,25 @@ from anyio.abc import ByteStream, SocketAttribute, SocketListener, TaskStatus
 
 from ..errors import InvalidConfig
 from .audit import AuditLog
-from .permissions import IPAddress, Permissions, is_internal, split_host_port
+from .egress_parts import (
+    HOP_BY_HOP,
+    READ_SIZE,
+    VERDICT,
+    Abort,
+    EgressCounters,
+    Exchange,
+    FairSlots,
+    Peer,
+    Refusal,
+    absolute_http,
+    is_granted,
+    random_loopback,
+    resolve,
+)
+from .permissions import Permissions, is_internal, split_host_port
 
 log = logging.getLogger("host.egress")
 
-VERDICT = b"x-plugin-host-egress"  # the worker runtime's fetch turns these into typed errors
-REFUSED, TOO_LARGE = b"refused", b"too-large"  # too-large: any resource cap (ResourceLimitExceeded)
 
 CONNECT_TIMEOUT = 10.0   # seconds to resolve and connect to a target
 IDLE_TIMEOUT = 60.0      # seconds without a byte either way before a connection is closed
@@ -79,216 +90,7 @@ MAX_UPSTREAM = 256       # upstream connections and tunnels open at once, all pl
 MAX_CONNECTIONS_PER_PLUGIN = 32  # of those, one plugin's; its others wait in its own queue
 MAX_QUEUED_PER_PLUGIN = 256      # one plugin's connections waiting for a slot; more are refused
 QUEUE_TIMEOUT = 30.0     # seconds a connection may wait for a slot (the default call timeout)
-MAX_HEAD_BYTES = 16 * 1024
-READ_SIZE = 64 * 1024
 ACCEPT_BACKOFF = 0.1     # after accept() fails (e.g. out of file descriptors)
-
-_HOP_BY_HOP = frozenset({
-    b"connection", b"keep-alive", b"proxy-authenticate", b"proxy-authorization",
-    b"proxy-connection", b"te", b"trailer", b"transfer-encoding", b"upgrade", VERDICT,
-})
-
-def is_granted(grant: list[str] | bool, host: str, port: int) -> bool:
-    """Deno's --allow-net matching: ``host`` (any port) or ``host:port``, names compared as
-    written (``localhost`` is not ``127.0.0.1``), CIDR entries for IP literals."""
-    if grant is True:
-        return True
-    if not grant:
-        return False
-    name = host.lower().strip("[]")
-    try:
-        ip: IPAddress | None = ipaddress.ip_address(name)
-    except ValueError:
-        ip = None
-    for entry in grant:
-        allowed, allowed_port = split_host_port(entry)
-        if allowed_port is not None and int(allowed_port) != port:
-            continue
-        allowed = allowed.lower().strip("[]")
-        if allowed == name:
-            return True
-        try:  # an address (however written) or a CIDR range
-            if ip is not None and ip in ipaddress.ip_network(allowed, strict=False):
-                return True
-        except ValueError:
-            continue
-    return False
-
-
-class EgressCounters(msgspec.Struct):
-    """What one plugin id sent through the proxy (all its versions; since the host started)."""
-
-    requests: int = 0    # requests and CONNECT tunnels, refused ones included
-    bytes_in: int = 0    # read from targets
-    bytes_out: int = 0   # written to targets
-    refused: int = 0     # refused: bad host, private address (credential failures have no plugin)
-
-
-class _Refusal(Exception):
-    """A request the proxy answers itself, or, once the response has started, why the
-    connection is cut. ``verdict``: the header value when the outcome alone does not say it
-    (a connection limit is a refusal the runtime reports as a resource cap)."""
-
-    def __init__(self, status: int, outcome: str, reason: str, *, verdict: bytes | None = None) -> None:
-        super().__init__(reason)
-        self.status, self.outcome, self.reason = status, outcome, reason
-        self._verdict = verdict
-
-    @property
-    def verdict(self) -> bytes | None:
-        """The header value the worker runtime turns into a typed error (credential
-        failures have none: they are the proxy's business, not the plugin's)."""
-        if self._verdict is not None:
-            return self._verdict
-        if self.outcome == "too_large":
-            return TOO_LARGE
-        return REFUSED if self.outcome == "refused" and self.status != 407 else None
-
-
-class _Abort(Exception):
-    """The response had started: the only way left to say "failed" is to drop the connection."""
-
-
-class _Exchange:
-    """One request or tunnel, as audited."""
-
-    def __init__(self, method: bytes, plugin: str | None) -> None:
-        self.plugin = plugin
-        self.method = method.decode("ascii", "replace")
-        self.host: str | None = None
-        self.port: int | None = None
-        self.status: int | None = None
-        self.bytes_out = self.bytes_in = 0
-        self.outcome, self.reason = "error", "interrupted"
-        self.started = time.monotonic()
-
-    def answered(self, ref: _Refusal) -> _Refusal:
-        self.status, self.outcome, self.reason = ref.status, ref.outcome, ref.reason
-        return ref
-
-
-class _Waiter:
-    __slots__ = ("granted", "woken")
-
-    def __init__(self) -> None:
-        self.granted = False  # the slot was taken for this waiter by whoever set ``woken``
-        self.woken = anyio.Event()
-
-
-class _FairSlots:
-    """Upstream slots: at most ``total`` held at once, ``per_plugin`` of them by one plugin.
-    A plugin's waiters queue first in, first out, at most ``max_waiting`` and ``timeout``
-    seconds each; a freed slot goes to the waiting plugin holding the fewest (ties: the one
-    served longest ago), so a plugin that holds many never takes a slot another is waiting for."""
-
-    def __init__(self, total: int, per_plugin: int, max_waiting: int, timeout: float) -> None:
-        self.total, self.per_plugin, self.max_waiting, self.timeout = total, per_plugin, max_waiting, timeout
-        self._in_use = 0
-        self._held: dict[str, int] = {}
-        self._queues: dict[str, deque[_Waiter]] = {}  # plugins with waiters, longest unserved first
-
-    def held(self, plugin: str) -> int:
-        return self._held.get(plugin, 0)
-
-    def waiting(self, plugin: str) -> int:
-        return len(self._queues.get(plugin, ()))
-
-    @asynccontextmanager
-    async def slot(self, plugin: str) -> AsyncIterator[None]:
-        """Hold one slot for ``plugin`` (waiting for it if need be; refused when its queue is
-        full or the wait times out)."""
-        if plugin not in self._queues and self._in_use < self.total and self.held(plugin) < self.per_plugin:
-            self._take(plugin)  # no waiter can use this slot, or _grant would have given it
-        else:
-            await self._wait(plugin)
-        try:
-            yield
-        finally:
-            self._give_back(plugin)
-
-    async def _wait(self, plugin: str) -> None:
-        queue = self._queues.get(plugin, deque())
-        if len(queue) >= self.max_waiting:
-            raise _Refusal(503, "refused", f"over max_queued_per_plugin ({self.max_waiting}): this plugin "
-                           f"holds {self.held(plugin)} connections (max_connections_per_plugin "
-                           f"({self.per_plugin})) and {len(queue)} more wait", verdict=TOO_LARGE)
-        waiter = _Waiter()
-        queue.append(waiter)
-        self._queues[plugin] = queue
-        try:
-            with anyio.move_on_after(self.timeout):
-                await waiter.woken.wait()
-        except BaseException:  # cancelled, maybe just after the slot was granted
-            if waiter.granted:
-                self._give_back(plugin)
-            raise
-        finally:
-            if not waiter.granted:
-                queue.remove(waiter)
-                if not queue and self._queues.get(plugin) is queue:
-                    del self._queues[plugin]
-        if not waiter.granted:
-            raise _Refusal(503, "refused", f"no upstream slot within queue_timeout ({self.timeout}s): "
-                           f"this plugin holds {self.held(plugin)} (max_connections_per_plugin "
-                           f"({self.per_plugin})), all plugins {self._in_use} (max_upstream ({self.total}))",
-                           verdict=TOO_LARGE)
-
-    def _take(self, plugin: str) -> None:
-        self._in_use += 1
-        self._held[plugin] = self.held(plugin) + 1
-
-    def _give_back(self, plugin: str) -> None:
-        self._in_use -= 1
-        if left := self._held[plugin] - 1:
-            self._held[plugin] = left
-        else:
-            del self._held[plugin]
-        self._grant()
-
-    def _grant(self) -> None:
-        while self._in_use < self.total:
-            ready = [p for p in self._queues if self.held(p) < self.per_plugin]
-            if not ready:
-                return
-            plugin = min(ready, key=self.held)  # the first of equals: the longest unserved
-            queue = self._queues.pop(plugin)
-            waiter = queue.popleft()
-            if queue:
-                self._queues[plugin] = queue  # to the back of the line
-            self._take(plugin)
-            waiter.granted = True
-            waiter.woken.set()
-
-
-class _Peer:
-    """An h11 connection over a byte stream, counting the bytes each way. ``keep_alive``: the
-    answers we send leave it open for another request (else they say ``Connection: close``)."""
-
-    def __init__(self, stream: ByteStream, role: type[h11.CLIENT] | type[h11.SERVER], idle: float) -> None:
-        self.stream, self.idle = stream, idle
-        self.conn = h11.Connection(role, max_incomplete_event_size=MAX_HEAD_BYTES)
-        self.read = self.written = 0
-        self.keep_alive = False
-
-    async def next_event(self) -> object:
-        while True:
-            event = self.conn.next_event()
-            if event is not h11.NEED_DATA:
-                return event
-            with anyio.fail_after(self.idle):
-                try:
-                    data = await self.stream.receive(READ_SIZE)
-                except (anyio.EndOfStream, anyio.BrokenResourceError):
-                    data = b""
-            self.read += len(data)
-            self.conn.receive_data(data)
-
-    async def send(self, event: h11.Event) -> None:
-        data = self.conn.send(event)
-        if data:
-            with anyio.fail_after(self.idle):
-                await self.stream.send(data)
-            self.written += len(data)
 
 
 class EgressProxy:
@@ -313,7 +115,7 @@ class EgressProxy:
         self._reserved = reserved  # host:port of the host's own listeners: refused to every plugin
         self._slots = anyio.Semaphore(max_connections)  # connections not identified yet
         self._kept: dict[str, int] = {}  # plugin -> its connections kept open between requests
-        self._fair = _FairSlots(max_upstream, max_connections_per_plugin, max_queued_per_plugin,
+        self._fair = FairSlots(max_upstream, max_connections_per_plugin, max_queued_per_plugin,
                                 queue_timeout)
         self._tokens: dict[str, str] = {}
         self._counters: dict[str, EgressCounters] = {}
@@ -355,7 +157,7 @@ class EgressProxy:
     async def _listen(self) -> SocketListener:
         # A random 127.a.b.c: the deny list gets a hole for this one address only, and nothing
         # else listens there. 127.0.0.1 when the system has no route for the rest of 127/8.
-        candidates = [_random_loopback(), "127.0.0.1"]
+        candidates = [random_loopback(), "127.0.0.1"]
         for i, address in enumerate(candidates):
             try:
                 listener = await anyio.create_tcp_listener(local_host=address, local_port=0,
@@ -375,7 +177,7 @@ class EgressProxy:
         until its first head names its plugin; then that plugin's limits apply. It stays open
         between requests only in one of its plugin's ``max_connections_per_plugin`` keep-alive
         seats (else its answer says ``Connection: close``): no idle connection goes uncounted."""
-        client = _Peer(stream, h11.SERVER, self.idle_timeout)
+        client = Peer(stream, h11.SERVER, self.idle_timeout)
         seated, kept = True, None  # kept: the plugin whose keep-alive seat this connection holds
         try:
             async with stream:
@@ -399,7 +201,7 @@ class EgressProxy:
                         return
                     client.conn.start_next_cycle()
                     req = await client.next_event()
-        except (_Abort, h11.ProtocolError, OSError, TimeoutError, anyio.BrokenResourceError,
+        except (Abort, h11.ProtocolError, OSError, TimeoutError, anyio.BrokenResourceError,
                 anyio.ClosedResourceError, anyio.EndOfStream):
             pass
         finally:
@@ -426,39 +228,39 @@ class EgressProxy:
         return user if ok and sep and expected is not None else None
 
     @asynccontextmanager
-    async def _upstream(self, ex: _Exchange) -> AsyncIterator[ByteStream]:
+    async def _upstream(self, ex: Exchange) -> AsyncIterator[ByteStream]:
         """Check the credentials and the grant, wait for a slot, connect: the connection to
         the target, holding its plugin's slot until it is closed."""
         assert ex.host is not None and ex.port is not None
         if ex.plugin is None:
-            raise _Refusal(407, "refused", "missing or invalid proxy credentials")
+            raise Refusal(407, "refused", "missing or invalid proxy credentials")
         perms = self._permissions_for(ex.plugin)
         try:
             grant = perms.net_grant(https_only=self._https_only) if perms is not None else True
         except InvalidConfig:
             grant = False
         if not is_granted(grant, ex.host, ex.port):
-            raise _Refusal(403, "refused", f"{ex.host}:{ex.port} is not in the plugin's net grant")
+            raise Refusal(403, "refused", f"{ex.host}:{ex.port} is not in the plugin's net grant")
         async with self._fair.slot(ex.plugin):
             stream = await self._open(ex, perms)
             async with stream:
                 yield stream
 
-    async def _open(self, ex: _Exchange, perms: Permissions | None) -> ByteStream:
+    async def _open(self, ex: Exchange, perms: Permissions | None) -> ByteStream:
         """Resolve once, refuse internal addresses, connect to an address that was checked."""
         assert ex.host is not None and ex.port is not None
         try:
             with anyio.fail_after(CONNECT_TIMEOUT):
-                addresses = await _resolve(ex.host, ex.port)
+                addresses = await resolve(ex.host, ex.port)
                 if not (perms is not None and perms.allow_private_network):
                     internal = [str(a) for a in addresses if is_internal(a)]
                     if internal:
-                        raise _Refusal(403, "refused", f"{ex.host} resolves to a private or loopback "
+                        raise Refusal(403, "refused", f"{ex.host} resolves to a private or loopback "
                                        f"address ({internal[0]}); allowPrivateNetwork is not set")
                 reserved = self._reserved()
                 if own := [a for a in addresses if (f"[{a}]:{ex.port}" if a.version == 6 else f"{a}:{ex.port}")
                            in reserved]:
-                    raise _Refusal(403, "refused", f"{ex.host}:{ex.port} ({own[0]}) is the host's own "
+                    raise Refusal(403, "refused", f"{ex.host}:{ex.port} ({own[0]}) is the host's own "
                                    "listening address; no plugin may reach it")
                 for address in addresses:
                     try:
@@ -466,11 +268,11 @@ class EgressProxy:
                     except OSError:
                         continue
         except TimeoutError:
-            raise _Refusal(504, "error", f"no connection to {ex.host}:{ex.port} within "
+            raise Refusal(504, "error", f"no connection to {ex.host}:{ex.port} within "
                            f"{CONNECT_TIMEOUT}s") from None
-        raise _Refusal(502, "error", f"cannot connect to {ex.host}:{ex.port}")
+        raise Refusal(502, "error", f"cannot connect to {ex.host}:{ex.port}")
 
-    async def _refuse(self, client: _Peer, ref: _Refusal) -> None:
+    async def _refuse(self, client: Peer, ref: Refusal) -> None:
         body = (ref.reason + "\n").encode()
         headers = [(b"content-type", b"text/plain; charset=utf-8"), (b"content-length", b"%d" % len(body))]
         if ref.verdict is not None:
@@ -484,7 +286,7 @@ class EgressProxy:
         await client.send(h11.Data(data=body))
         await client.send(h11.EndOfMessage())
 
-    def _finish(self, ex: _Exchange) -> None:
+    def _finish(self, ex: Exchange) -> None:
         ms = round((time.monotonic() - ex.started) * 1000, 1)
         self._audit.record("egress", plugin=ex.plugin, method=ex.method, host=ex.host, port=ex.port,
                            status=ex.status, bytes_out=ex.bytes_out, bytes_in=ex.bytes_in, ms=ms,
@@ -499,33 +301,33 @@ class EgressProxy:
     # ------------------------------------------------------------------ plain HTTP
 
     @asynccontextmanager
-    async def _exchange(self, client: _Peer, req: h11.Request,
-                        plugin: str | None) -> AsyncIterator[_Exchange]:
+    async def _exchange(self, client: Peer, req: h11.Request,
+                        plugin: str | None) -> AsyncIterator[Exchange]:
         """One request or tunnel: a refusal raised in it is answered, and it is audited and
         counted when it ends, however it ends."""
-        ex = _Exchange(req.method, plugin)
+        ex = Exchange(req.method, plugin)
         try:
             yield ex
-        except _Refusal as ref:
+        except Refusal as ref:
             await self._refuse(client, ex.answered(ref))
         finally:
             self._finish(ex)
 
-    async def _forward(self, client: _Peer, req: h11.Request, plugin: str | None) -> None:
+    async def _forward(self, client: Peer, req: h11.Request, plugin: str | None) -> None:
         async with self._exchange(client, req, plugin) as ex:
-            url = _absolute_http(req.target)
+            url = absolute_http(req.target)
             ex.host, ex.port = url.hostname, url.port or 80
             async with self._upstream(ex) as upstream:
-                up = _Peer(upstream, h11.CLIENT, self.idle_timeout)
+                up = Peer(upstream, h11.CLIENT, self.idle_timeout)
                 try:
                     await self._relay(client, up, req, url, ex)  # answers its own refusals
                 finally:
                     ex.bytes_out, ex.bytes_in = up.written, up.read
 
-    async def _relay(self, client: _Peer, up: _Peer, req: h11.Request, url: SplitResult, ex: _Exchange) -> None:
+    async def _relay(self, client: Peer, up: Peer, req: h11.Request, url: SplitResult, ex: Exchange) -> None:
         """Request to the target, response back, the body streamed and capped."""
         target = (url.path or "/") + (f"?{url.query}" if url.query else "")
-        headers = [(k, v) for k, v in req.headers if k not in _HOP_BY_HOP and k != b"host"]
+        headers = [(k, v) for k, v in req.headers if k not in HOP_BY_HOP and k != b"host"]
         if any(k == b"transfer-encoding" for k, _ in req.headers):
             headers.append((b"transfer-encoding", b"chunked"))
         headers += [(b"host", url.netloc.rpartition("@")[2].encode()), (b"connection", b"close")]
@@ -533,17 +335,17 @@ class EgressProxy:
             await up.send(h11.Request(method=req.method, target=target.encode(), headers=headers))
             while not isinstance(event := await client.next_event(), h11.EndOfMessage):
                 if not isinstance(event, h11.Data):
-                    raise _Abort()  # the client went away mid-body
+                    raise Abort()  # the client went away mid-body
                 await up.send(event)
             await up.send(h11.EndOfMessage())
             while not isinstance(resp := await up.next_event(), h11.Response):
                 if not isinstance(resp, h11.InformationalResponse):
-                    raise _Refusal(502, "error", "the target closed without a response")
+                    raise Refusal(502, "error", "the target closed without a response")
             length = next((v for k, v in resp.headers if k == b"content-length"), None)
             if length is not None and int(length) > self.max_response_bytes:
-                raise _Refusal(502, "too_large", f"response of {int(length)} bytes exceeds "
+                raise Refusal(502, "too_large", f"response of {int(length)} bytes exceeds "
                                f"security.max_response_bytes ({self.max_response_bytes})")
-            out = [(k, v) for k, v in resp.headers if k not in _HOP_BY_HOP]
+            out = [(k, v) for k, v in resp.headers if k not in HOP_BY_HOP]
             if not client.keep_alive:
                 out.append((b"connection", b"close"))
             ex.status = resp.status_code  # from here on, the response has started
@@ -551,41 +353,41 @@ class EgressProxy:
             received = 0
             while not isinstance(event := await up.next_event(), h11.EndOfMessage):
                 if not isinstance(event, h11.Data):
-                    raise _Refusal(502, "error", "the target closed mid-response")
+                    raise Refusal(502, "error", "the target closed mid-response")
                 received += len(event.data)
                 if received > self.max_response_bytes:
-                    raise _Refusal(502, "too_large", "response body passed security.max_response_bytes "
+                    raise Refusal(502, "too_large", "response body passed security.max_response_bytes "
                                    f"({self.max_response_bytes}); connection cut")
                 await client.send(h11.Data(data=event.data))
             await client.send(h11.EndOfMessage())
             ex.outcome, ex.reason = "ok", None
-        except (_Refusal, TimeoutError, h11.ProtocolError, OSError, anyio.BrokenResourceError,
+        except (Refusal, TimeoutError, h11.ProtocolError, OSError, anyio.BrokenResourceError,
                 anyio.ClosedResourceError) as exc:
-            ref = exc if isinstance(exc, _Refusal) else _Refusal(
+            ref = exc if isinstance(exc, Refusal) else Refusal(
                 504 if isinstance(exc, TimeoutError) else 502, "error",
                 "the target went idle" if isinstance(exc, TimeoutError) else "bad response from the target")
             if ex.status is not None:  # the response has started: cut the connection
                 ex.outcome, ex.reason = ref.outcome, ref.reason
-                raise _Abort() from None
+                raise Abort() from None
             await self._refuse(client, ex.answered(ref))
 
     # ------------------------------------------------------------------ CONNECT tunnels
 
-    async def _tunnel(self, client: _Peer, req: h11.Request, plugin: str | None) -> None:
+    async def _tunnel(self, client: Peer, req: h11.Request, plugin: str | None) -> None:
         async with self._exchange(client, req, plugin) as ex:
             try:
                 host, port = split_host_port(req.target.decode("ascii"))
                 ex.host, ex.port = host.strip("[]"), int(port or "")
             except (UnicodeDecodeError, ValueError):
-                raise _Refusal(400, "error", "CONNECT needs host:port") from None
+                raise Refusal(400, "error", "CONNECT needs host:port") from None
             if not isinstance(await client.next_event(), h11.EndOfMessage):
-                raise _Abort()
+                raise Abort()
             async with self._upstream(ex) as upstream:
                 await client.send(h11.Response(status_code=200, headers=[], reason=b"Connection established"))
                 ex.status, ex.outcome, ex.reason = 200, "ok", None
                 await self._pipe(client.stream, upstream, client.conn.trailing_data[0], ex)
 
-    async def _pipe(self, client: ByteStream, upstream: ByteStream, early: bytes, ex: _Exchange) -> None:
+    async def _pipe(self, client: ByteStream, upstream: ByteStream, early: bytes, ex: Exchange) -> None:
         """Bytes both ways until the target closes, the cap is passed or both sides idle."""
         last = anyio.current_time()
         cap = self.max_response_bytes
@@ -640,38 +442,6 @@ class EgressProxy:
             tg.start_soon(partial(until_done, outbound, ends_tunnel=False))
             tg.start_soon(partial(until_done, inbound, ends_tunnel=True))
             tg.start_soon(partial(until_done, watchdog, ends_tunnel=True))
-
-
-def _absolute_http(target: bytes) -> SplitResult:
-    """The request target of a plain proxy request: an absolute http:// URL."""
-    try:
-        url = urlsplit(target.decode("ascii"))
-        if url.scheme == "http" and url.hostname and url.port != 0:  # .port: ValueError if bad
-            return url
-    except (UnicodeDecodeError, ValueError):
-        pass
-    raise _Refusal(400, "error", "not a proxy request (an absolute http:// URL)")
-
-
-async def _resolve(host: str, port: int) -> list[IPAddress]:
-    """Every address ``host`` resolves to (IP literals as they are), in resolver order."""
-    try:
-        infos = await anyio.getaddrinfo(host, port, type=socket.SOCK_STREAM)
-    except (OSError, UnicodeError):
-        raise _Refusal(502, "error", f"cannot resolve {host}") from None
-    out: list[IPAddress] = []
-    for *_, sockaddr in infos:
-        ip = ipaddress.ip_address(str(sockaddr[0]).partition("%")[0])
-        if ip not in out:
-            out.append(ip)
-    return out
-
-
-def _random_loopback() -> str:
-    while True:
-        a, b, c = secrets.randbelow(256), secrets.randbelow(256), 1 + secrets.randbelow(254)
-        if (a, b, c) != (0, 0, 1):
-            return f"127.{a}.{b}.{c}"
 
 
 __all__ = ["EgressCounters", "EgressProxy", "is_granted", "is_internal"]
