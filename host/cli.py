@@ -422,7 +422,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--timeout", type=float)
     s.set_defaults(run=_call)
 
-    s = add("execute", "run a module's default export (seed 001's /execute)")
+    s = add("execute", "run a module's default export (Isolate's /execute)")
     s.add_argument("file", help="a .js file, or - for stdin")
     s.add_argument("--input", help="the entry's argument, as JSON (default: undefined)")
     s.add_argument("--entry", default="default", help="the export to call (default: default)")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 import os
 from pathlib import Path
-from typing import TypeVar
+from typing import Literal, TypeVar
 
 import msgspec
 
@@ -30,6 +30,7 @@ from .protocol import DEFAULT_MAX_FRAME
 from .security.permissions import Permissions
 
 T = TypeVar("T")
+StrictMode = Literal["off", "warn", "refuse"]  # what strict mode does with risky grants
 
 
 class PoolConfig(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True):
@@ -96,7 +97,7 @@ CRYPTO_METHODS = ("getRandomValues", "randomUUID")
 
 
 class CryptoToolConfig(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True):
-    """The ``crypto`` tool of ``execute`` (seed 001): which methods code may use, and how much."""
+    """The ``crypto`` tool of ``execute`` (as in Isolate): which methods code may use, and how much."""
 
     subtle: bool = True            # crypto.subtle (digest, sign, ...) available
     methods: list[str] = msgspec.field(default_factory=lambda: list(CRYPTO_METHODS))  # allow-list
@@ -107,7 +108,7 @@ class CryptoToolConfig(msgspec.Struct, forbid_unknown_fields=True, omit_defaults
 
 
 class ExecuteConfig(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True):
-    """Ad-hoc code execution (seed 001's Isolate contract and its cluster: 2 to 8 warm
+    """Ad-hoc code execution (the Isolate engine's contract and its cluster: 2 to 8 warm
     workers, reaped after 120 s idle; ``pooled = false`` starts a fresh worker per call)."""
 
     pooled: bool = True            # warm pooled workers; False = a fresh worker per call
@@ -115,8 +116,8 @@ class ExecuteConfig(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=Tr
     max_workers: int = 8
     idle_timeout: float = 120.0
     max_calls_per_worker: int = 1000  # then a fresh worker (each execution's context is collected)
-    timeout: float = 3.0           # seconds, when a request gives none (seed 001: 3000 ms)
-    max_code_chars: int = 100_000  # seed 001's maxSize; longer code is PayloadTooLarge
+    timeout: float = 3.0           # seconds, when a request gives none (Isolate: 3000 ms)
+    max_code_chars: int = 100_000  # Isolate's maxSize; longer code is PayloadTooLarge
     crypto: CryptoToolConfig = msgspec.field(default_factory=CryptoToolConfig)
     # The db tool: a sqlite database (a path, or sqlite:///path) that code asking for "db" may
     # read; None: the tool is refused. $DATABASE_URL sets it when the file does not.
@@ -221,7 +222,7 @@ class SecurityConfig(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=T
     # "off", "warn" (log and record each finding, load anyway) or "refuse" (the plugin goes to
     # `error`): findings are whole-network or whole-filesystem grants, wildcards, more than
     # max_net_hosts hosts, and loopback or private hosts in the net allow list.
-    strict: str = "warn"
+    strict: StrictMode = "warn"
     max_net_hosts: int = 10
     audit_log: str = "audit.jsonl"   # JSON lines, relative to state_dir; "" turns it off
     audit_max_bytes: int = 10 * 1024 * 1024  # then it is rotated: audit.jsonl.1, .2, ...
@@ -442,7 +443,7 @@ def _check_execute(x: ExecuteConfig) -> None:
 
 
 # Deno 2.9 cannot reserve its code range under 512 MiB of RLIMIT_DATA and starts from 544 MiB
-# (DENO_FACTS.md, Q4); 600 leaves it a little room to work.
+# (measured with Deno 2.9); 600 leaves it a little room to work.
 MIN_DATA_LIMIT_MB = 600
 
 

@@ -1,4 +1,4 @@
-"""The ``db`` tool of ``execute`` (seed 001's examples 4 and 5: ``await db.users.select()
+"""The ``db`` tool of ``execute`` (the Isolate engine's db examples: ``await db.users.select()
 .limit(10)``, ``db.users.findMany({ where, limit })``): read-only queries of the one sqlite
 database the operator names (``[execute] database``, or ``DATABASE_URL=sqlite:///path``).
 

@@ -1,4 +1,4 @@
-"""Ad-hoc code execution with seed 001's Isolate semantics: the result, the logs, the
+"""Ad-hoc code execution with the Isolate engine's semantics: the result, the logs, the
 duration, and exceptions as ``exception`` log entries rather than raised errors."""
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ from .errors import (
 from .pool import Pool
 from .runtime import Runtime
 from .security.permissions import Permissions, beyond
-from .worker import Lease, WorkerSpec
+from .worker import MIN_TIMEOUT, Lease, WorkerSpec
 
 log = logging.getLogger("host.execute")
 
@@ -37,7 +37,7 @@ EXECUTE_EGRESS = "execute+"
 
 
 class LogEntry(msgspec.Struct, omit_defaults=True):
-    """A console line or an exception, as seed 001's ``logs`` entries."""
+    """A console line or an exception, as Isolate's ``logs`` entries."""
 
     level: str
     message: str
@@ -84,7 +84,7 @@ async def run_execute(pool: Pool, code: str, input: Any, *, entry: str, budget: 
 
     async def op(lease: Lease) -> Any:
         return await lease.worker.execute(code, entry=entry, input=input, tools=tools,
-                                          timeout=max(deadline - time.monotonic(), 0.001), lease=lease)
+                                          timeout=max(deadline - time.monotonic(), MIN_TIMEOUT), lease=lease)
 
     logs: list[LogEntry] = []
     try:

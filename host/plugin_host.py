@@ -320,10 +320,10 @@ class PluginHost:
         permissions: Any = None,
         tools: list[str] | None = None,
     ) -> ExecuteResult:
-        """Run module ``code`` and call its export ``entry`` with ``input`` (seed 001's Isolate
+        """Run module ``code`` and call its export ``entry`` with ``input`` (Isolate's Isolate
         contract): errors come back as ``exception`` log entries, never raised. ``input``
         left out reaches the code as ``undefined``; ``None`` as ``null``. ``permissions``: a
-        Permissions, a dict, ``"none"``, or a list of those merged by seed 001's rules
+        Permissions, a dict, ``"none"``, or a list of those merged by Isolate's merge rules
         (``Permissions.merge``, e.g. the user's grants and a tool's), within what the operator
         allows (``[execute] allow``; GrantRefused beyond it)."""
         return await self._executor().run(code, input, entry=entry, timeout=timeout, permissions=permissions,

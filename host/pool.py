@@ -25,6 +25,9 @@ log = logging.getLogger("host.pool")
 _RESENDS = 3
 
 
+REAP_INTERVAL_MAX = 5.0   # seconds between idle checks at most (a quarter of idle_timeout)
+REAP_INTERVAL_MIN = 0.05
+
 class _Waiter(Waiter):
     __slots__ = ("error", "lease")
 
@@ -275,7 +278,7 @@ class Pool:
 
     async def _reaper(self) -> None:
         """Stop workers idle for longer than idle_timeout, down to min_workers."""
-        interval = max(min(self.config.idle_timeout / 4, 5.0), 0.05)
+        interval = max(min(self.config.idle_timeout / 4, REAP_INTERVAL_MAX), REAP_INTERVAL_MIN)
         while True:
             await anyio.sleep(interval)
             now = time.monotonic()

@@ -53,7 +53,7 @@ def find_runtime_entry(override: str | None = None) -> Path:
 
 
 def _location(plugin_id: str) -> str:
-    """A per-plugin origin so localStorage, Cache API and KV are never shared (DENO_FACTS Q9)."""
+    """A per-plugin origin so localStorage, Cache API and KV are never shared (Deno 2.9 keys these by --location)."""
     slug = re.sub(r"[^a-z0-9-]+", "-", plugin_id.lower()).strip("-")[:40] or "plugin"
     digest = hashlib.sha256(plugin_id.encode()).hexdigest()[:8]
     return f"http://{slug}-{digest}.plugin.invalid/"

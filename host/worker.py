@@ -12,7 +12,7 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import anyio
 import msgspec
@@ -41,6 +41,10 @@ from .runtime import Runtime
 from .security.permissions import Permissions
 from .transport import ConnectionLost, FrameSocket, UnixListener, WriteBufferFull
 
+T = TypeVar("T")
+DRAIN_GRACE = 0.5  # seconds the reader may take to drain a dead worker's last frames
+EXIT_GRACE = 0.5   # seconds a worker that closed its socket has to exit before it is killed
+MIN_TIMEOUT = 0.001  # seconds a request is given at least, when its deadline is all but spent
 log = logging.getLogger("host.worker")
 
 LogSink = Callable[["Worker", p.Log], None]
@@ -412,7 +416,7 @@ class Worker:
             tg.cancel_scope.cancel()
             return
         # The socket reaches EOF at the same moment; let the reader drain what was sent.
-        with anyio.move_on_after(0.5):
+        with anyio.move_on_after(DRAIN_GRACE):
             await self._reader_done.wait()
         tg.cancel_scope.cancel()
 
@@ -443,7 +447,7 @@ class Worker:
             self.state = "stopping"  # the connection is gone: the pool sends it nothing more
         if self._proc and self._proc.returncode is None:
             # EOF without exit: give it a moment to exit by itself, then make sure.
-            with anyio.move_on_after(0.5):
+            with anyio.move_on_after(EXIT_GRACE):
                 await self.exited_process()
             if self._proc.returncode is None:
                 self.kill(self._kill_reason or "eof")
@@ -928,3 +932,23 @@ def _cap(text: str | None, limit: int) -> str | None:
     if text is None or len(text) <= limit:
         return text
     return f"{text[:limit]}... ({len(text) - limit} more characters)"
+
+
+async def one_off(spec: WorkerSpec, runtime: Runtime, use: Callable[[Worker], Awaitable[T]]) -> T:
+    """Start a worker of ``spec``, run ``use(worker)``, shut the worker down: for a plugin's
+    metadata (loading) or one call outside any pool (``validateConfig`` of a plugin not running).
+    A HostError is raised as itself, never wrapped in the task group's exception group."""
+    worker = Worker(spec, runtime)
+    error: HostError | None = None
+    async with anyio.create_task_group() as tg:
+        try:
+            await tg.start(worker.run)
+            try:
+                result = await use(worker)
+            finally:
+                await worker.shutdown()
+        except HostError as exc:
+            error = exc
+    if error is not None:
+        raise error
+    return result

@@ -1,6 +1,6 @@
 /**
  * `context.fetchJson(url, init?)`: one HTTP request whose failures arrive as typed PluginErrors,
- * the mapping every provider plugin needs (seed 000):
+ * the mapping every provider plugin needs:
  *
  *   401, 403            AUTH_ERROR       details { status }
  *   429                 RATE_LIMIT       details { status, retryAfter } (seconds, from Retry-After)

@@ -625,7 +625,7 @@ function onCancel(msg: Msg): void {
 }
 
 // ---------------------------------------------------------------------------------------------
-// The crypto tool (seed 001): in an execute worker, the global `crypto` is only there for code
+// The crypto tool (as in Isolate): in an execute worker, the global `crypto` is only there for code
 // that asked for the tool, and then only the allowed methods, a bounded number of times.
 
 interface CryptoToolSettings {
@@ -697,7 +697,7 @@ function makeCryptoTool(settings: CryptoToolSettings, state: CallState): unknown
 }
 
 // ---------------------------------------------------------------------------------------------
-// The db tool (seed 001's examples 4 and 5): `await db.users.select().limit(10)`,
+// The db tool (the Isolate engine's db examples): `await db.users.select().limit(10)`,
 // `await db.users.findMany({ where: { active: true }, limit: 10 })`. Read-only: the worker sends
 // the host a structured query and the host, which alone can open the database, builds the SQL.
 

@@ -1,4 +1,4 @@
-"""BalanceResult: what ``query_balances`` returns for each relay station (seed 000 §9.4).
+"""BalanceResult: what ``query_balances`` returns for each relay station.
 
 A balance plugin's ``queryBalance(config, context)`` returns ``{ balance, currency, quota?,
 usedQuota?, expiresAt?, rawData? }``; the host fills in the rest. Field names are camelCase

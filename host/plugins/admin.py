@@ -10,9 +10,9 @@ from typing import Any
 import anyio
 import msgspec
 
-from ..errors import HostError, InvalidConfig, PluginError
+from ..errors import InvalidConfig, PluginError
 from ..security.secrets import EXPORT_FORMAT, SecretBox, export_cipher, import_cipher
-from ..worker import Worker
+from ..worker import one_off
 from .lifecycle import SERVING, Plugin
 from .manifest import Manifest
 from .registry import Registry, loaded_manifest
@@ -139,21 +139,7 @@ class ConfigAdmin:
         """``fn(*args)`` on a one-off worker of the plugin, started with ``config``."""
         assert self._reg.runtime is not None
         spec = self._reg.spec(record, manifest, config)
-        worker = Worker(spec, self._reg.runtime)
-        result: Any = None
-        error: HostError | None = None
-        async with anyio.create_task_group() as tg:  # errors are kept out of its exception group
-            try:
-                await tg.start(worker.run)
-                try:
-                    result = await worker.call(fn, args, spec.limits.call_timeout)
-                finally:
-                    await worker.shutdown()
-            except HostError as exc:
-                error = exc
-        if error is not None:
-            raise error
-        return result
+        return await one_off(spec, self._reg.runtime, lambda w: w.call(fn, args, spec.limits.call_timeout))
 
 
 __all__ = ["ConfigAdmin"]

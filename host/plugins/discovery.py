@@ -11,12 +11,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import anyio
-
 from ..config import WorkerLimits
 from ..errors import HostError, InvalidConfig, PluginUnavailable
 from ..runtime import Runtime
-from ..worker import Worker, WorkerSpec
+from ..worker import Worker, WorkerSpec, one_off
 from .manifest import Manifest, parse_manifest
 
 ENTRY_NAMES = ("mod.ts", "mod.js", "index.ts", "index.js")
@@ -105,18 +103,10 @@ async def inspect(source: PluginSource, runtime: Runtime, limits: WorkerLimits) 
     check_confined(source)
     spec = WorkerSpec(plugin_id=source.id, module=source.module, base_dir=runtime.data_dir(source.id),
                       read_paths=[str(source.root)], limits=limits)
-    worker = Worker(spec, runtime)
-    error: HostError | None = None
-    async with anyio.create_task_group() as tg:
-        try:
-            await tg.start(worker.run)
-        except HostError as exc:
-            error = exc
-        else:
-            await worker.shutdown()
-    if error is not None:
-        raise error
-    return worker.metadata, list(worker.exports)
+    async def read(worker: Worker) -> tuple[Any, list[str]]:
+        return worker.metadata, list(worker.exports)
+
+    return await one_off(spec, runtime, read)
 
 
 async def load_manifest(source: PluginSource, runtime: Runtime, limits: WorkerLimits, *,

@@ -4,6 +4,8 @@ Redis), with the checks ``HostConfig`` runs on them."""
 
 from __future__ import annotations
 
+from typing import Literal
+
 import limits
 import msgspec
 
@@ -17,7 +19,7 @@ class RateLimitConfig(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=
     separated by ``;``: "10/second; 300/minute" allows bursts of 10 within 300 a minute."""
 
     limit: str | None = None     # None: unlimited
-    strategy: str = "wait"       # "wait": queue up to max_wait; "reject": RateLimited at once
+    strategy: Literal["wait", "reject"] = "wait"       # "wait": queue up to max_wait; "reject": RateLimited at once
     max_wait: float = 1.0        # seconds a call may wait for a slot (also bounded by its timeout)
 
 

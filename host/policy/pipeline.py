@@ -21,15 +21,12 @@ from ..config import CacheConfig, HostConfig
 from ..errors import CallTimeout, HostClosed, HostError, RateLimited, check_timeout
 from ..execute import run_with_deadline
 from ..pool import Pool
-from ..worker import Lease
+from ..worker import MIN_TIMEOUT, Lease
 from .cache import FRESH, ResultCache, cache_key, make_entry
 from .rules import PluginPolicy, RateLimiter, is_service_failure, with_retry
 from .scheduler import Scheduler
 
 log = logging.getLogger("host")
-
-MIN_TIMEOUT = 0.001  # seconds a worker is given at least, when the deadline is all but spent
-
 
 @dataclass(slots=True)
 class CallContext:

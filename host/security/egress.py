@@ -8,7 +8,7 @@ could not resolve, an IPv6 range its deny list cannot express (fc00::/7, fe80::/
 embedded in IPv6) and an answer that changed since Deno's lookup (DNS rebinding). So the proxy
 resolves the target once, refuses it if any address is internal (unless allowPrivateNetwork),
 re-checks the net grant, and connects to the address it checked. Raw ``Deno.connect`` and
-``node:http`` go direct (DENO_FACTS Q3): --allow-net stays the real control.
+``node:http`` go direct (Deno 2.9 sends only fetch through HTTP_PROXY): --allow-net stays the real control.
 
 Connections are limited so that no plugin can take the proxy from the others (one plugin's 300
 slow fetches once filled a single pool of 256 and another plugin's fetch timed out). Whose a

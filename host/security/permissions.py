@@ -27,7 +27,7 @@ BIDI = re.compile("[\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069]")
 
 # Denied to every worker with network access unless its permissions say allowPrivateNetwork:
 # Deno checks the deny list against the resolved address at connect time, so an allowed host
-# name that resolves (or redirects) to one of these is refused (DENO_FACTS.md, Q2).
+# name that resolves (or redirects) to one of these is refused (Deno 2.9 checks --deny-net against the resolved address).
 PRIVATE_NETWORKS = (
     "0.0.0.0/8",        # "this network": 0.0.0.0 reaches loopback on Linux
     "127.0.0.0/8",      # loopback
