@@ -55,7 +55,7 @@ def balances_table(results: list[BalanceResult]) -> str:
             "timeout" if b.status == "timeout" else (b.error_type or "error"))
         used = "-" if b.quota is None and b.used_quota is None else f"{_amount(b.used_quota)}/{_amount(b.quota)}"
         rows.append([b.provider_name if b.provider_name == b.provider else f"{b.provider_name} ({b.provider})",
-                     _amount(b.balance), b.currency or "-", used, status + (" (cached)" if b.cached else ""),
+                     "unlimited" if b.unlimited else _amount(b.balance), b.currency or "-", used, status + (" (cached)" if b.cached else ""),
                      age(b.last_updated), first_line(b.error_message or "", 80)])
     return table(rows, right=(1, 3))
 

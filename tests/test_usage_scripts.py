@@ -198,8 +198,8 @@ async def test_seven_scripts_of_different_shapes_become_balances(stations, make_
     assert b.raw_data["plans"][0]["extra"] == "resets 2026-12-01"
     b = results["minimax"]  # nested, a numeric string
     assert (b.status, b.balance, b.currency) == ("success", 123.45, "CNY")
-    b = results["plans"]  # the valid plans summed; the inactive one left out
-    assert (b.balance, b.quota, b.used_quota) == (17.5, 25.0, 7.5)
+    b = results["plans"]  # as cc-switch shows it: the first plan is the headline, every plan listed
+    assert (b.balance, b.quota, b.used_quota) == (12.5, 20.0, 7.5)
     assert [p["planName"] for p in b.raw_data["plans"]] == ["Pro", "Bonus", "Expired"]
     b = results["throws"]
     assert (b.status, b.error_type) == ("error", "PARSE_ERROR")

@@ -74,8 +74,11 @@ export interface PluginMetadata {
 
 /** What a balance plugin returns; the host adds provider, status and timestamps. */
 export interface BalanceResult {
-  balance: number;
-  currency: string;
+  /** null when the station reports only what was used, or sets no limit (`unlimited`). */
+  balance: number | null;
+  /** null: the station gives no unit. */
+  currency: string | null;
+  unlimited?: boolean;
   quota?: number;
   usedQuota?: number;
   /** ISO 8601 string, a Date, or epoch milliseconds. */

@@ -1,25 +1,206 @@
 // Plugin Host: runs a cc-switch usage script, unchanged, as a balance plugin.
 //
 // The host writes one module per script: four constants (SCRIPT_ID, SCRIPT_NAME, SCRIPT_SOURCE,
-// SCRIPT, each a JSON string literal) and then this file. The script is an expression,
-//   ({ request: { url, method, headers, body }, extractor: function (response) { ... } })
-// evaluated once, as it is. Its {{apiKey}}, {{baseUrl}}, {{accessToken}} and {{userId}}
-// placeholders are filled in the *values* it produced (the URL, each header, the body), never
-// spliced into its code as text: a key holding quotes or backslashes stays a string. The
-// network grant is the host of request.url (the configured baseUrl when the URL starts with
-// {{baseUrl}}), so the request, and anything the extractor might try, reaches that host only.
+// SCRIPT, each a JSON string literal) and then this file. The script is read as cc-switch reads
+// it: the whole program is evaluated (statements, comments and "use strict" included) and its
+// completion value is the object
+//   { request: { url, method, headers, body }, extractor: function (response) { ... } }
+// It is evaluated again for every query (a date it computes is today's), with its
+// {{apiKey}}, {{baseUrl}}, {{accessToken}} and {{userId}} placeholders filled in first, anywhere
+// in it, but only ever as string values: a placeholder inside a string literal becomes the value
+// escaped for that literal (and, inside JSON text in a literal, for JSON; after the path of a URL
+// literal, percent-encoded), and one outside any literal becomes a string literal. A key holding
+// quotes, backslashes or "${" stays one string; nothing of a value runs as code.
+// The network grant is the host of request.url: the configured baseUrl's when the URL is built
+// from it, else the fixed host the script names; a URL whose host would come from another value
+// is refused. The request, and anything the extractor might try, reaches that host only.
+//
+// Answers are read as cc-switch shows them: the first valid plan is the headline (its remaining
+// amount, used, total and unit; no unit when it gives none), the others are listed in rawData;
+// a remaining of -1 means unlimited. What cc-switch would refuse but is accepted here (no
+// method, an object body, amounts as numeric strings) is logged as a warning, so that a script
+// written here works there too.
 
-const PLACEHOLDER = /\{\{\s*(apiKey|baseUrl|accessToken|userId)\s*\}\}/g;
+const NAMES = ["apiKey", "baseUrl", "accessToken", "userId"];
+const PLACEHOLDER = /\{\{\s*(apiKey|baseUrl|accessToken|userId)\s*\}\}/y;
 const SECRET_FIELDS = ["apiKey", "accessToken"];
+const UNLIMITED = -1;
 
 function fail(errorType, message, details) {
   return new PluginError(errorType, `usage script ${SCRIPT_ID}: ${message}`, details);
 }
 
-function evaluate(source) {
-  const text = source.trim().replace(/;+\s*$/, "");
-  // Indirect eval: global scope, no access to this module's bindings.
-  const spec = (0, eval)(`(${text}\n)`);
+const warned = new Set();
+function warnOnce(message) {
+  if (warned.has(message)) return;
+  warned.add(message);
+  console.warn(`usage script ${SCRIPT_ID}: ${message} (cc-switch would refuse it)`);
+}
+
+// ------------------------------------------------------------------ placeholders
+
+const REGEX_AFTER = new Set(["(", ",", "=", ":", "[", "!", "&", "|", "?", "{", "}", ";", "+", "-", "*", "%", "<",
+  ">", "~", "^", ""]);
+const REGEX_KEYWORDS = new Set(["return", "typeof", "case", "do", "else", "in", "of", "new", "delete", "void", "throw",
+  "yield", "await", "instanceof"]);
+
+/** The value as it must be written where the placeholder stood. `literal`: the quote of the
+ * string literal it is in ('"', "'" or "`"), or null in code; `before`: that literal's text
+ * before it. */
+function written(name, value, literal, before) {
+  if (literal === null) return JSON.stringify(value); // a string value, never code
+  let text = value;
+  const head = before.trimStart();
+  const quotes = (before.match(/"/g) ?? []).length;
+  if ((head.startsWith("{") || head.startsWith("[")) && quotes % 2 === 1) {
+    text = JSON.stringify(text).slice(1, -1); // inside a JSON string in the literal
+  } else if (name !== "baseUrl" && /^(?:\{\{\s*baseUrl\s*\}\}|https?:\/\/)/i.test(head) && /[/?#=&]/.test(
+    head.replace(/^(?:\{\{\s*baseUrl\s*\}\}|https?:\/\/[^/?#]*)/i, ""),
+  )) {
+    text = encodeURIComponent(text); // in a URL's path or query: one value, not more parameters
+  }
+  const escaped = JSON.stringify(text).slice(1, -1);
+  if (literal === "'") return escaped.replace(/'/g, "\\'");
+  if (literal === "`") return escaped.replace(/`/g, "\\`").replace(/\$\{/g, "\\${");
+  return escaped;
+}
+
+/** `source` with every placeholder filled in as a string value (see `written`); comments and
+ * regular expressions are left as they are. A small scanner: strings, template literals (and the
+ * code in their `${}`), comments and regular expression literals. */
+function fillScript(source, v) {
+  let out = "";
+  let i = 0;
+  let last = ""; // the last significant character of code (regex or division?)
+  let word = ""; // the identifier being read, for keywords before a regex
+  const stack = []; // template literal nesting: brace depth of each `${`
+  let depth = 0;
+  let literal = null;
+  let litStart = 0;
+  const n = source.length;
+  while (i < n) {
+    const c = source[i];
+    if (literal !== null) {
+      PLACEHOLDER.lastIndex = i;
+      const m = c === "{" ? PLACEHOLDER.exec(source) : null;
+      if (m) {
+        out += written(m[1], v[m[1]], literal, source.slice(litStart, i));
+        i += m[0].length;
+        continue;
+      }
+      if (c === "\\") {
+        out += source.slice(i, i + 2);
+        i += 2;
+        continue;
+      }
+      if (literal === "`" && c === "$" && source[i + 1] === "{") {
+        stack.push(depth);
+        depth = 0;
+        literal = null;
+        out += "${";
+        i += 2;
+        last = "{";
+        continue;
+      }
+      out += c;
+      i++;
+      if (c === literal) {
+        literal = null;
+        last = c;
+      }
+      continue;
+    }
+    // code
+    PLACEHOLDER.lastIndex = i;
+    const m = c === "{" ? PLACEHOLDER.exec(source) : null;
+    if (m) {
+      out += written(m[1], v[m[1]], null, "");
+      i += m[0].length;
+      last = "a";
+      continue;
+    }
+    if (c === '"' || c === "'" || c === "`") {
+      literal = c;
+      litStart = i + 1;
+      out += c;
+      i++;
+      continue;
+    }
+    if (c === "/" && source[i + 1] === "/") {
+      const end = source.indexOf("\n", i);
+      const stop = end === -1 ? n : end;
+      out += source.slice(i, stop);
+      i = stop;
+      continue;
+    }
+    if (c === "/" && source[i + 1] === "*") {
+      const end = source.indexOf("*/", i + 2);
+      const stop = end === -1 ? n : end + 2;
+      out += source.slice(i, stop);
+      i = stop;
+      continue;
+    }
+    if (c === "/" && REGEX_AFTER.has(last)) {
+      let j = i + 1;
+      let cls = false;
+      while (j < n && source[j] !== "\n") {
+        const d = source[j];
+        if (d === "\\") j++;
+        else if (d === "[") cls = true;
+        else if (d === "]") cls = false;
+        else if (d === "/" && !cls) break;
+        j++;
+      }
+      j++;
+      while (j < n && /[a-z]/i.test(source[j])) j++;
+      out += source.slice(i, j);
+      i = j;
+      last = "a";
+      continue;
+    }
+    if (c === "{") depth++;
+    if (c === "}") {
+      if (depth === 0 && stack.length) { // the end of a template literal's `${}`
+        depth = stack.pop();
+        literal = "`";
+        litStart = i + 1;
+        out += c;
+        i++;
+        continue;
+      }
+      depth--;
+    }
+    out += c;
+    i++;
+    if (/[\w$]/.test(c)) {
+      word += c;
+      last = REGEX_KEYWORDS.has(word) ? "" : "a"; // after `return` a "/" starts a regex
+    } else {
+      word = "";
+      if (!/\s/.test(c)) last = c;
+    }
+  }
+  return out;
+}
+
+/** The script's completion value for the values `v`, checked for the shape cc-switch needs. */
+function evaluate(v) {
+  const filled = fillScript(SCRIPT, v);
+  let spec;
+  try {
+    // Indirect eval: global scope, no access to this module's bindings; a program, as cc-switch
+    // evaluates it, so its completion value is what it produced.
+    spec = (0, eval)(filled);
+  } catch (e) {
+    if (!(e instanceof SyntaxError)) throw e;
+    // An object literal written without parentheses is a block to a program: read it as the
+    // expression it was meant to be.
+    try {
+      spec = (0, eval)(`(${filled.trim().replace(/;+\s*$/, "")}\n)`);
+    } catch {
+      throw e;
+    }
+  }
   if (spec === null || typeof spec !== "object") throw new TypeError("the script must evaluate to an object");
   if (spec.request === null || typeof spec.request !== "object") throw new TypeError("request must be an object");
   if (typeof spec.request.url !== "string") throw new TypeError("request.url must be a string");
@@ -27,21 +208,38 @@ function evaluate(source) {
   return spec;
 }
 
-const spec = evaluate(SCRIPT);
-const urlTemplate = spec.request.url.trim();
-const viaBaseUrl = /^\{\{\s*baseUrl\s*\}\}/.test(urlTemplate);
+// ------------------------------------------------------------------ the grant
+
+/** Stand-ins evaluated at load: two sets, so that a host that follows a value shows. */
+const PROBES = [0, 1].map((k) => ({
+  apiKey: `api-key-${k}`, baseUrl: `https://base-url-${k}.invalid`, accessToken: `access-token-${k}`,
+  userId: `user-id-${k}`,
+}));
+
+function hostOf(url) {
+  try {
+    return new URL(url.trim()).host;
+  } catch {
+    return null;
+  }
+}
+
+const probed = PROBES.map((v) => evaluate(v));
+const [hostA, hostB] = probed.map((spec) => hostOf(spec.request.url));
+const viaBaseUrl = hostA === "base-url-0.invalid" && hostB === "base-url-1.invalid";
 const fixedHost = (() => {
   if (viaBaseUrl) return null;
-  let url;
-  try {
-    url = new URL(urlTemplate);
-  } catch {
-    throw new TypeError(`request.url must start with {{baseUrl}} or be an absolute URL, got ${urlTemplate.slice(0, 80)}`);
+  if (hostA === null) {
+    throw new TypeError(`request.url must be built from {{baseUrl}} or be an absolute URL, got ${
+      probed[0].request.url.slice(0, 80)}`);
   }
-  if (/%7B%7B|\{\{/i.test(url.host)) throw new TypeError("request.url: a placeholder may not name the host");
-  return url.host;
+  if (hostA !== hostB || /invalid$|api-key|access-token|user-id/.test(hostA)) {
+    throw new TypeError("request.url: a placeholder may not name the host (only {{baseUrl}} may)");
+  }
+  return hostA;
 })();
-const used = new Set([...JSON.stringify(spec.request).matchAll(PLACEHOLDER)].map((m) => m[1]));
+// The values the script uses anywhere (a missing one is "not configured", never sent empty).
+const used = new Set([...SCRIPT.matchAll(new RegExp(PLACEHOLDER.source, "g"))].map((m) => m[1]));
 
 export const metadata = {
   id: SCRIPT_ID,
@@ -61,7 +259,7 @@ export const metadata = {
 
 function values(config) {
   const v = {};
-  for (const name of ["apiKey", "baseUrl", "accessToken", "userId"]) {
+  for (const name of NAMES) {
     const value = config?.[name];
     v[name] = value == null ? "" : String(value);
   }
@@ -73,86 +271,77 @@ function missing(v) {
   return [...used].filter((name) => v[name] === "");
 }
 
-/** Each placeholder in `text` replaced by its value, passed through `encode`. */
-function fill(text, v, encode = (s) => s) {
-  return text.replace(PLACEHOLDER, (_, name) => encode(v[name]));
-}
-
-/** Placeholders filled inside every string of a JSON-like value, keys untouched. */
-function fillDeep(value, v) {
-  if (typeof value === "string") return fill(value, v);
-  if (Array.isArray(value)) return value.map((x) => fillDeep(x, v));
-  if (value !== null && typeof value === "object") {
-    return Object.fromEntries(Object.entries(value).map(([k, x]) => [k, fillDeep(x, v)]));
-  }
-  return value;
-}
-
-function buildRequest(v) {
+function buildRequest(spec) {
   const r = spec.request;
-  // The base URL goes in as given; any other value in a URL is percent-encoded, so that a key
-  // holding "&", "#" or "/" stays one value.
-  const url = viaBaseUrl
-    ? v.baseUrl + fill(urlTemplate.replace(/^\{\{\s*baseUrl\s*\}\}/, ""), v, encodeURIComponent)
-    : fill(urlTemplate, v, encodeURIComponent);
+  const method = r.method ?? (r.body == null ? "GET" : "POST");
+  if (r.method == null) warnOnce(`request.method is missing (${method} is used)`);
   const headers = {};
-  for (const [name, value] of Object.entries(r.headers ?? {})) headers[name] = fill(String(value), v);
+  for (const [name, value] of Object.entries(r.headers ?? {})) headers[name] = String(value);
   let body = r.body;
-  if (typeof body === "string") {
-    let parsed;
-    try {
-      parsed = JSON.parse(body);
-    } catch {
-      parsed = undefined;
-    }
-    body = parsed === undefined ? fill(body, v) : JSON.stringify(fillDeep(parsed, v));
-  } else if (body != null) {
-    body = JSON.stringify(fillDeep(body, v));
+  if (body != null && typeof body !== "string") {
+    warnOnce("request.body is not a string (sent as JSON)");
+    body = JSON.stringify(body);
   }
-  return { url, init: { method: String(r.method ?? "GET").toUpperCase(), headers, body: body ?? undefined } };
+  return {
+    url: r.url.trim(),
+    init: { method: String(method).toUpperCase(), headers, body: body ?? undefined },
+  };
 }
 
 function expectedHost(v) {
   if (!viaBaseUrl) return fixedHost;
-  try {
-    return new URL(v.baseUrl).host;
-  } catch {
-    throw fail("PROVIDER_ERROR", "baseUrl is not a URL");
-  }
+  const host = hostOf(v.baseUrl);
+  if (host === null) throw fail("PROVIDER_ERROR", "baseUrl is not a URL");
+  return host;
 }
 
 function number(value, field) {
-  if (value == null || value === "") return undefined;
-  const n = typeof value === "number" ? value : Number(String(value).replace(/[,\s]/g, ""));
+  if (value == null) return undefined;
+  if (typeof value === "number") {
+    if (!Number.isFinite(value)) throw fail("PARSE_ERROR", `${field} is not a finite number`);
+    return value;
+  }
+  const n = value === "" ? NaN : Number(String(value).replace(/[,\s]/g, ""));
   if (!Number.isFinite(n)) throw fail("PARSE_ERROR", `${field} is not a number: ${String(value).slice(0, 40)}`);
+  warnOnce(`${field} is a string, not a number`);
   return n;
 }
 
-/** The extractor's answer (one object, or a list of plans) as a balance result. */
+/** The extractor's answer (one object, or a list of plans) as a balance result: the first
+ * valid plan is the headline, every plan is in rawData.plans. */
 function normalise(out) {
-  const plans = (Array.isArray(out) ? out : [out]).filter((p) => p !== null && p !== undefined);
-  if (plans.length === 0) throw fail("PARSE_ERROR", "the extractor returned nothing");
-  for (const p of plans) {
-    if (typeof p !== "object") throw fail("PARSE_ERROR", `the extractor returned ${typeof p}, not an object`);
+  const plans = Array.isArray(out) ? out : [out];
+  if (plans.length === 0) throw fail("PARSE_ERROR", "the extractor returned an empty list");
+  for (const [i, p] of plans.entries()) {
+    if (p === null || typeof p !== "object") {
+      throw fail("PARSE_ERROR", `the extractor returned ${p === null ? "null" : typeof p}${
+        plans.length > 1 ? ` at [${i}]` : ""}, not an object`);
+    }
   }
-  const valid = plans.filter((p) => p.isValid !== false);
-  if (valid.length === 0) {
+  const first = plans.findIndex((p) => p.isValid !== false);
+  if (first === -1) {
     const why = plans.map((p) => p.invalidMessage).filter(Boolean).join("; ") || "the key is not valid";
     throw fail("AUTH_ERROR", String(why).slice(0, 300));
   }
-  const unit = valid.find((p) => p.unit)?.unit ?? "USD";
-  const same = valid.filter((p) => (p.unit ?? unit) === unit);
-  const sum = (field) => {
-    const xs = same.map((p, i) => number(p[field], `${field} of plan ${i + 1}`));
-    return xs.every((x) => x === undefined) ? undefined : xs.reduce((a, x) => a + (x ?? 0), 0);
+  const head = plans[first];
+  const at = plans.length > 1 ? ` of plan ${first + 1}` : "";
+  const remaining = number(head.remaining, `remaining${at}`);
+  const used = number(head.used, `used${at}`);
+  const total = number(head.total, `total${at}`);
+  if (remaining === undefined && used === undefined) {
+    throw fail("PARSE_ERROR", `the plan${at} has neither a remaining nor a used amount`);
+  }
+  const unlimited = remaining === UNLIMITED;
+  const result = {
+    balance: remaining === undefined || unlimited ? null : remaining,
+    currency: head.unit == null || head.unit === "" ? null : String(head.unit),
+    rawData: { plans, headline: first },
   };
-  const balance = sum("remaining");
-  if (balance === undefined) throw fail("PARSE_ERROR", "no plan has a remaining amount");
-  const result = { balance, currency: String(unit), rawData: { plans } };
-  const total = sum("total");
-  const usedAmount = sum("used");
-  if (total !== undefined) result.quota = total;
-  if (usedAmount !== undefined) result.usedQuota = usedAmount;
+  if (unlimited) result.unlimited = true;
+  if (total !== undefined && total !== UNLIMITED) result.quota = total;
+  if (used !== undefined) result.usedQuota = used;
+  if (head.planName != null) result.planName = String(head.planName);
+  if (head.extra != null) result.extra = String(head.extra);
   return result;
 }
 
@@ -163,13 +352,15 @@ export async function queryBalance(config, ctx) {
     const type = absent.some((n) => SECRET_FIELDS.includes(n)) ? "AUTH_ERROR" : "PROVIDER_ERROR";
     throw fail(type, `${absent.join(", ")} not configured`);
   }
-  const { url, init } = buildRequest(v);
-  let target;
+  let spec;
   try {
-    target = new URL(url).host;
-  } catch {
-    throw fail("PROVIDER_ERROR", "request.url is not a URL once filled in");
+    spec = evaluate(v);
+  } catch (e) {
+    throw fail("PARSE_ERROR", `the script failed: ${e instanceof Error ? `${e.name}: ${e.message}` : String(e)}`);
   }
+  const { url, init } = buildRequest(spec);
+  const target = hostOf(url);
+  if (target === null) throw fail("PROVIDER_ERROR", "request.url is not a URL once filled in");
   const host = expectedHost(v);
   if (target !== host) throw fail("PROVIDER_ERROR", `request.url leads to ${target}, not ${host}`);
   const response = await ctx.fetchJson(url, init);

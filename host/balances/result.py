@@ -32,6 +32,7 @@ class BalanceResult(msgspec.Struct, rename="camel", omit_defaults=False):
     error_message: str | None = None
     error_type: str | None = None       # the PluginError type (AUTH_ERROR, ...) or the host error's name
     raw_data: Any = None
+    unlimited: bool = False             # the station sets no limit (a usage script's remaining of -1)
     cached: bool = False                # served from the result cache
     duration: float = 0.0               # milliseconds this query took
 
@@ -42,6 +43,22 @@ def _number(value: Any, field: str) -> float | None:
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
         raise ValueError(f"{field} must be a finite number, got {type(value).__name__} {value!r:.40}")
     return float(value)
+
+
+def _instant(value: Any) -> str | None:
+    """``expiresAt`` as ISO 8601: a string as given, a Date (a datetime here) or epoch seconds
+    or milliseconds converted."""
+    if value is None or isinstance(value, str):
+        return value
+    if isinstance(value, dt.datetime):
+        return (value if value.tzinfo else value.replace(tzinfo=dt.UTC)).isoformat()
+    if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value):
+        seconds = value / 1000 if abs(value) >= 1e11 else value  # past 1973 in ms, past 5138 in s
+        try:
+            return dt.datetime.fromtimestamp(seconds, dt.UTC).isoformat()
+        except (OverflowError, OSError, ValueError):
+            pass
+    raise ValueError("expiresAt must be an ISO 8601 string, a Date or epoch milliseconds")
 
 
 def from_reply(provider: str, name: str, value: Any, *, stored_at: float, cached: bool,
@@ -55,19 +72,17 @@ def from_reply(provider: str, name: str, value: Any, *, stored_at: float, cached
         if not isinstance(value, dict):
             raise ValueError(f"queryBalance must return an object, got {type(value).__name__}")
         balance = _number(value.get("balance"), "balance")
-        if balance is None:
-            raise ValueError("balance is missing")
+        used = _number(value.get("usedQuota"), "usedQuota")
+        unlimited = value.get("unlimited") is True
+        if balance is None and not unlimited and used is None:
+            raise ValueError("balance is missing (give usedQuota, or unlimited: true, when there is none)")
         currency = value.get("currency")
-        if not isinstance(currency, str) or not currency:
-            raise ValueError("currency must be a non-empty string")
-        expires = value.get("expiresAt")
-        if expires is not None and not isinstance(expires, str):
-            raise ValueError("expiresAt must be a string (ISO 8601)")
+        if currency is not None and (not isinstance(currency, str) or not currency):
+            raise ValueError("currency must be a non-empty string, or null for no unit")
         return BalanceResult(
             **base, status="success", balance=balance, currency=currency,
-            quota=_number(value.get("quota"), "quota"),
-            used_quota=_number(value.get("usedQuota"), "usedQuota"),
-            expires_at=expires, raw_data=value.get("rawData"))
+            quota=_number(value.get("quota"), "quota"), used_quota=used,
+            expires_at=_instant(value.get("expiresAt")), raw_data=value.get("rawData"), unlimited=unlimited)
     except ValueError as exc:
         return BalanceResult(**base, status="error", error_type="PARSE_ERROR",
                              error_message=f"bad queryBalance result: {exc}")

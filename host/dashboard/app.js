@@ -443,8 +443,9 @@ function renderBalances(list) {
       el("div", { class: "card-head" },
         el("h3", {}, bdi(b.providerName || b.provider)), badge(b.status)),
       el("div", { class: "muted" }, bdi(b.provider)));
-    if (b.balance != null) {
-      card.append(el("p", { class: "amount" }, el("span", { class: "balance", text: number(b.balance) }),
+    if (b.balance != null || b.unlimited) {
+      card.append(el("p", { class: "amount" },
+        el("span", { class: "balance", text: b.unlimited ? "unlimited" : number(b.balance) }),
         " ", el("span", { class: "currency" }, bdi(b.currency || ""))));
     }
     if (b.quota != null || b.usedQuota != null) {

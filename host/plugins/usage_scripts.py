@@ -1,8 +1,9 @@
 """cc-switch usage scripts as balance plugins: each script (a ``NAME.usage.js`` file in a
 plugin directory, or ``[usage_scripts.NAME]`` in host.toml) becomes a generated module under
 ``<state_dir>/usage_scripts/NAME/mod.js``: the script as a JSON string literal, then the
-runtime's adapter (``worker_runtime/usage_adapter.js``), which evaluates it unchanged and fills
-its placeholders in the values it produced, never in its code."""
+runtime's adapter (``worker_runtime/usage_adapter.js``), which reads it as cc-switch does (the
+whole program, evaluated at every query, the first plan the headline) with its placeholders
+filled in only ever as string values, never as code."""
 
 from __future__ import annotations
 
