@@ -51,8 +51,8 @@ def _amount(x: float | None) -> str:
 def balances_table(results: list[BalanceResult]) -> str:
     rows = [["PROVIDER", "BALANCE", "CURRENCY", "USED/QUOTA", "STATUS", "AGE", "ERROR"]]
     for b in results:
-        status = "ok" if b.status == "success" else (
-            "timeout" if b.status == "timeout" else (b.error_type or "error"))
+        status = {"success": "ok", "timeout": "timeout", "not_configured": "not configured"}.get(
+            b.status, b.error_type or "error")
         used = "-" if b.quota is None and b.used_quota is None else f"{_amount(b.used_quota)}/{_amount(b.quota)}"
         rows.append([b.provider_name if b.provider_name == b.provider else f"{b.provider_name} ({b.provider})",
                      "unlimited" if b.unlimited else _amount(b.balance), b.currency or "-", used, status + (" (cached)" if b.cached else ""),

@@ -356,7 +356,7 @@ async def test_error_code_in_a_200_and_the_currency_option(p, failure, said, plu
         await check_times_out(h, fake_http, p)
 
 
-async def test_unconfigured_plugins_fail_with_auth_error_and_send_nothing(plugin_dir, make_host, fake_http):
+async def test_unconfigured_plugins_are_not_configured_and_send_nothing(plugin_dir, make_host, fake_http):
     """As `make run` serves them: no key. Each is pointed at the fake, so a request would show."""
     settings = {}
     for p in PROVIDERS:
@@ -366,7 +366,7 @@ async def test_unconfigured_plugins_fail_with_auth_error_and_send_nothing(plugin
     async with make_host(pool=ONE, plugins=settings) as h:
         results = await h.query_balances(refresh=True, timeout=10.0)
         assert [(r.provider, r.status, r.error_type) for r in results] == sorted(
-            (p.id, "error", "AUTH_ERROR") for p in PROVIDERS)
+            (p.id, "not_configured", "NOT_CONFIGURED") for p in PROVIDERS)
         for r, p in zip(results, sorted(PROVIDERS, key=lambda p: p.id), strict=True):
             assert r.error_message == f"{p.id}: {p.key} is not configured"
         assert set((await h.check_health()).values()) == {False}

@@ -255,8 +255,8 @@ async def test_missing_values_invalid_keys_and_provider_failures(stations, make_
         "AUTH_ERROR", True)
     assert results["deepseek"].error_type == "AUTH_ERROR"
     assert results["plans"].error_type == "RATE_LIMIT"
-    assert (results["litellm"].error_type, "apiKey not configured" in results["litellm"].error_message) == (
-        "AUTH_ERROR", True)
+    assert (results["litellm"].status, "apiKey not configured" in results["litellm"].error_message) == (
+        "not_configured", True)
     assert not any(path.startswith("/key/info") for _, path, _ in fake_http.requests)
     assert degraded["litellm@1.0.0"] is False and degraded["deepseek@1.0.0"] is True
 

@@ -20,6 +20,9 @@
 export type ErrorType =
   | "NETWORK_ERROR"
   | "AUTH_ERROR"
+  /** A setting the operator has not given yet (an API key, a URL): shown as "not configured",
+   * never counted against the plugin's circuit breaker. */
+  | "NOT_CONFIGURED"
   | "RATE_LIMIT"
   | "TIMEOUT"
   | "PARSE_ERROR"

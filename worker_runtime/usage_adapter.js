@@ -349,8 +349,7 @@ export async function queryBalance(config, ctx) {
   const v = values(config);
   const absent = missing(v);
   if (absent.length) {
-    const type = absent.some((n) => SECRET_FIELDS.includes(n)) ? "AUTH_ERROR" : "PROVIDER_ERROR";
-    throw fail(type, `${absent.join(", ")} not configured`);
+    throw fail("NOT_CONFIGURED", `${absent.join(", ")} not configured`);
   }
   let spec;
   try {

@@ -62,6 +62,7 @@ type Msg = Record<string, unknown>;
 const ErrorTypes = Object.freeze({
   NETWORK_ERROR: "NETWORK_ERROR",
   AUTH_ERROR: "AUTH_ERROR",
+  NOT_CONFIGURED: "NOT_CONFIGURED", // a key or URL the operator has not set yet: not a failure of the station
   RATE_LIMIT: "RATE_LIMIT",
   TIMEOUT: "TIMEOUT",
   PARSE_ERROR: "PARSE_ERROR",

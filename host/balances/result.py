@@ -16,7 +16,7 @@ from ..errors import CallTimeout, HostError, PluginError
 
 BALANCE_CAPABILITY = "balance"
 BALANCE_FUNCTION = "queryBalance"
-Status = Literal["success", "error", "timeout"]
+Status = Literal["success", "error", "timeout", "not_configured"]  # not_configured: add its key
 
 
 class BalanceResult(msgspec.Struct, rename="camel", omit_defaults=False):
@@ -89,11 +89,13 @@ def from_reply(provider: str, name: str, value: Any, *, stored_at: float, cached
 
 
 def from_error(provider: str, name: str, exc: HostError, *, duration: float) -> BalanceResult:
-    """The BalanceResult of a failed query: ``timeout`` for a CallTimeout, else ``error``."""
-    timed_out = isinstance(exc, CallTimeout)
+    """The BalanceResult of a failed query: ``timeout`` for a CallTimeout, ``not_configured``
+    when the plugin says a setting is missing (NOT_CONFIGURED: not a failure), else ``error``."""
     kind = exc.error_type if isinstance(exc, PluginError) and exc.error_type else type(exc).__name__
+    status: Status = ("timeout" if isinstance(exc, CallTimeout) else
+                      "not_configured" if kind == "NOT_CONFIGURED" else "error")
     return BalanceResult(
-        provider=provider, provider_name=name, status="timeout" if timed_out else "error",
+        provider=provider, provider_name=name, status=status,
         last_updated=dt.datetime.now(dt.UTC), error_message=exc.message,
         error_type=kind, duration=round(duration, 3))
 

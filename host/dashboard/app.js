@@ -438,7 +438,8 @@ function renderBalances(list) {
     const updated = Date.parse(b.lastUpdated) / 1000;
     if (!Number.isNaN(updated)) balanceAges.push([age, updated]);
     const chart = el("div", { class: "chart" }, el("p", { class: "muted", text: "loading history…" }));
-    const card = el("article", { class: `card status-${b.status === "success" ? "ok" : "bad"}`,
+    const tone = b.status === "success" ? "ok" : b.status === "not_configured" ? "idle" : "bad";
+    const card = el("article", { class: `card status-${tone}`,
       dataset: { provider: b.provider } },
       el("div", { class: "card-head" },
         el("h3", {}, bdi(b.providerName || b.provider)), badge(b.status)),
@@ -455,7 +456,9 @@ function renderBalances(list) {
       }
       card.append(quota);
     }
-    if (b.errorMessage) {
+    if (b.status === "not_configured") {
+      card.append(el("p", { class: "muted" }, "not configured: add an API key (Configure) — ", bdi(b.errorMessage || "")));
+    } else if (b.errorMessage) {
       card.append(el("p", { class: "error" }, bdi(b.errorMessage),
         ...(b.errorType ? [" [", bdi(b.errorType), "]"] : [])));
     }

@@ -53,6 +53,11 @@ class CallContext:
                            function=self.fn)
 
 
+# What the host itself calls to judge a plugin (health, a config change): the breaker neither
+# refuses nor counts them, so an open circuit never hides whether the plugin recovered.
+HOST_DRIVEN = frozenset({"healthCheck", "validateConfig"})
+
+
 def cache_share(deadline: float) -> float:
     """The part of a call's remaining time a shared result cache may take: half of it, so a
     storage that does not answer costs the call a miss, never its deadline."""
@@ -199,6 +204,8 @@ class CallPipeline:
         retry = self.config.retry_for(ctx.pid)
         breaker = ctx.policy.breaker
         breaker.config = self.config.breaker_for(ctx.pid)
+        if ctx.fn in HOST_DRIVEN:  # the host's own probes: never refused by the breaker, never counted
+            return await with_retry(lambda: self._attempt(ctx, ctx.deadline), retry, ctx.deadline)
 
         async def attempt() -> Any:
             breaker.check()

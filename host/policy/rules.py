@@ -58,6 +58,9 @@ def retry_after_of(exc: BaseException) -> float | None:
     return float(value)
 
 
+NOT_CONFIGURED = "NOT_CONFIGURED"  # the PluginError type of a setting the operator has not given
+
+
 def is_service_failure(exc: BaseException) -> bool:
     """Whether a failed call counts against the plugin's breaker: a classified PluginError (one
     with an ``error_type``, AUTH_ERROR included: a bad key fails every call, and hammering an
@@ -69,8 +72,8 @@ def is_service_failure(exc: BaseException) -> bool:
     its crash-loop detector puts the plugin in `error`); counted here too, five crashes opened
     the circuit within a second and it then refused every call for 30 s although the pool had
     already recovered (tests/test_policy.py measures both)."""
-    if isinstance(exc, PluginError):
-        return exc.error_type is not None and not isinstance(exc, PermissionDenied)
+    if isinstance(exc, PluginError):  # a setting not given yet is the operator's to fix, not an outage
+        return exc.error_type not in (None, NOT_CONFIGURED) and not isinstance(exc, PermissionDenied)
     return isinstance(exc, (CallTimeout, ProtocolError))
 
 

@@ -42,7 +42,7 @@ export const metadata: PluginMetadata = {
 };
 
 export async function queryBalance(config: Config, ctx: Context): Promise<BalanceResult> {
-  if (!config.apiKey) throw new PluginError(ErrorTypes.AUTH_ERROR, `${ID}: apiKey is not configured`);
+  if (!config.apiKey) throw new PluginError(ErrorTypes.NOT_CONFIGURED, `${ID}: apiKey is not configured`);
   const base = (config.baseUrl ?? DEFAULT_BASE_URL).replace(/\/+$/, "").replace(/\/v1$/, "");
   const body = object(await ctx.fetchJson(`${base}/v1/users/me/balance`, {
     headers: { Authorization: `Bearer ${config.apiKey}` },

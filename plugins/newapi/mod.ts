@@ -54,7 +54,7 @@ export const metadata: PluginMetadata = {
 
 export async function queryBalance(config: Config, ctx: Context): Promise<BalanceResult> {
   const missing = (["accessToken", "userId", "baseUrl"] as const).find((k) => !config[k]);
-  if (missing) throw new PluginError(ErrorTypes.AUTH_ERROR, `${ID}: ${missing} is not configured`);
+  if (missing) throw new PluginError(ErrorTypes.NOT_CONFIGURED, `${ID}: ${missing} is not configured`);
   const url = config.baseUrl!.replace(/\/+$/, "").replace(/\/v1$/, "") + "/api/user/self";
   const body = object(await ctx.fetchJson(url, {
     headers: { Authorization: `Bearer ${config.accessToken}`, "New-Api-User": config.userId! },
