@@ -9,6 +9,7 @@ from typing import Literal, TypeVar
 
 import msgspec
 
+from .config_errors import validation_message
 from .errors import InvalidConfig
 from .policy.config import (
     CACHE_ALL,
@@ -322,7 +323,8 @@ class HostConfig(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True)
                 try:
                     setattr(self, f.name, msgspec.convert(value, f.type))
                 except msgspec.ValidationError as exc:
-                    raise InvalidConfig(f"{f.name}: {exc}") from None
+                    raise InvalidConfig(validation_message(
+                        str(exc), f.type if isinstance(f.type, type) else HostConfig, f.name)) from None
         _check_pool(self.pool, "pool")
         _check_execute(self.execute)
         _check_worker_limits(self.limits, "limits")

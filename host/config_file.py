@@ -41,6 +41,7 @@ from typing import Any
 import msgspec
 
 from .config import HostConfig, PluginSettings, check_storage
+from .config_errors import validation_message
 from .errors import InvalidConfig
 
 SHORTCUTS = ("rate_limit", "retry", "breaker", "cache")  # top-level tables that mean [policy.X]
@@ -213,49 +214,10 @@ def _convert(data: dict[str, Any], shortcuts: set[str], *, source: str | None) -
             try:
                 msgspec.convert(settings, PluginSettings)
             except msgspec.ValidationError as own:
-                raise fail(_validation_error(str(own), PluginSettings, f"plugins.{pid}")) from None
-        raise fail(_validation_error(str(exc), HostConfig, "")) from None
+                raise fail(validation_message(str(own), PluginSettings, f"plugins.{pid}")) from None
+        raise fail(validation_message(str(exc), HostConfig, "", top_level=SHORTCUTS)) from None
     except InvalidConfig as exc:  # HostConfig's own checks, already naming section.field
         raise fail(str(exc)) from None
-
-
-_AT = re.compile(r"^(.*?)(?: - at `\$(.*)`)?$", re.S)
-_UNKNOWN = re.compile(r"^Object contains unknown field `(.*)`$", re.S)
-
-
-def _validation_error(message: str, root: type, prefix: str) -> str:
-    """msgspec's "Expected `int`, got `str` - at `$.pool.max_workers`" as
-    "pool.max_workers: Expected `int`, got `str`"."""
-    m = _AT.match(message)
-    assert m is not None  # the pattern matches any text
-    text, at = m[1], (m[2] or "").lstrip(".")
-    where = ".".join(p for p in (prefix, at) if p)
-    unknown = _UNKNOWN.match(text)
-    if unknown is None:
-        return f"{where}: {text}" if where else text
-    key = unknown[1]
-    known = _fields_at(root, at.split(".") if at else [])
-    if not where:  # the top level of host.toml
-        known = sorted({*known, *SHORTCUTS}) if root is HostConfig else known
-        return f"{key}: unknown section or key; known: {', '.join(known)}"
-    return f"{where}.{key}: unknown field; {where} has: {', '.join(known)}"
-
-
-def _fields_at(root: type, parts: list[str]) -> list[str]:
-    """The field names of the Struct at ``parts`` below ``root`` (for unknown-field errors)."""
-    t: Any = msgspec.inspect.type_info(root)
-    for part in [*parts, None]:
-        if isinstance(t, msgspec.inspect.UnionType):
-            t = next((u for u in t.types if isinstance(u, msgspec.inspect.StructType)), t)
-        if not isinstance(t, msgspec.inspect.StructType):
-            return []
-        if part is None:
-            return [f.name for f in t.fields]
-        field = next((f for f in t.fields if f.name == part), None)
-        if field is None:
-            return []
-        t = field.type
-    return []
 
 
 __all__ = ["load_config"]

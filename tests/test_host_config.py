@@ -24,8 +24,9 @@ def test_sections_may_be_plain_dicts():
 
 
 @pytest.mark.parametrize(("kw", "message"), [
-    ({"pool": {"max_wrkers": 8}}, "pool: Object contains unknown field `max_wrkers`"),
-    ({"pool": {"max_workers": "many"}}, "pool: Expected `int`, got `str`"),
+    ({"pool": {"max_wrkers": 8}}, "pool.max_wrkers: unknown field; pool has: min_workers, max_workers"),
+    ({"pool": {"max_workers": "many"}}, "pool.max_workers: Expected `int`, got `str`"),
+    ({"security": {"strict": "maybe"}}, "security.strict: 'maybe' is not one of 'off', 'refuse', 'warn'"),
     ({"pool": {"min_workers": 5, "max_workers": 2}}, "min_workers <= max_workers"),
 ])
 def test_bad_sections_are_typed_errors_naming_the_field(kw, message):

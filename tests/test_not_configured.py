@@ -55,3 +55,16 @@ async def test_health_checks_go_through_an_open_circuit(plugin_dir, make_host):
         assert await h.check_health() == {"station@1.0.0": True}  # asked, not refused
         assert h.plugin("station").state == "running"
         assert h.plugin("station").circuit == "open"  # and not closed by it either
+
+
+async def test_a_station_on_a_private_address_says_which_setting_allows_it(plugin_dir, make_host, fake_http):
+    (plugin_dir.root / "lan.usage.js").write_text(
+        '({ request: { url: "{{baseUrl}}/v1/usage", method: "GET", headers: { "x-key": "{{apiKey}}" } },'
+        ' extractor: function (r) { return { remaining: 1 }; } })')
+    fake_http.json("GET", "/v1/usage", {"left": 1})
+    lan = {"baseUrl": f"http://localhost:{fake_http.port}", "apiKey": "k"}  # a name that resolves to loopback
+    async with make_host(pool=ONE, plugins={"lan": PluginSettings(config=lan)}) as h:
+        (b,) = await h.query_balances(refresh=True)
+    assert (b.status, b.error_type) == ("error", "NETWORK_ERROR")
+    assert "allow_private_network = true" in b.error_message and "127.0.0.1" in b.error_message
+    assert fake_http.requests == []  # refused before it left

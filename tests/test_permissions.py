@@ -174,7 +174,7 @@ def test_https_only_grant_mapping():
 def test_security_config_is_validated():
     from host import HostConfig
 
-    with pytest.raises(InvalidConfig, match=r"security\.strict"):
+    with pytest.raises(InvalidConfig, match=r"security\.strict: 'maybe' is not one of 'off', 'refuse', 'warn'"):
         HostConfig(security={"strict": "maybe"})
     with pytest.raises(InvalidConfig, match="max_net_hosts"):
         HostConfig(security={"max_net_hosts": 0})

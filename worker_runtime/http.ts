@@ -59,6 +59,13 @@ export async function fetchJson(
     if (isSandboxRefusal(e)) throw e;
     if (aborted()) throw fail("TIMEOUT", `${where}: the request was cancelled (${String(signal.reason ?? "deadline")})`);
     const why = e instanceof Error ? e.message : String(e);
+    const cause = e instanceof Error && e.cause instanceof Error ? e.cause.message : "";
+    const refused = /Requires net access to "([^"]+)"/.exec(cause);
+    if (refused) { // the name resolved to an address the host denies every plugin by default
+      throw fail("NETWORK_ERROR", `${where} resolves to ${refused[1]}, a private, loopback or local address ` +
+        "that plugins may not reach; an operator allows it with allow_private_network = true under " +
+        "[plugins.<id>] in host.toml", { refusedAddress: refused[1], setting: "allow_private_network" });
+    }
     throw fail("NETWORK_ERROR", `${where}: ${snippet(why)}`);
   }
   const status = response.status;
