@@ -290,6 +290,42 @@ async def test_newapi_refusals_by_message_and_numeric_user_id(plugin_dir, make_h
         await check_times_out(h, fake_http, p)
 
 
+TOKEN_USAGE = {"code": True, "message": "ok", "data": {
+    "object": "token_usage", "name": "Default Token", "total_granted": 1000000, "total_used": 12345,
+    "total_available": 987655, "unlimited_quota": False, "model_limits": {}, "model_limits_enabled": False,
+    "expires_at": 1798761600}}
+NEWAPI_KEY = Provider(
+    "newapi", "/api/usage/token", {"/api/usage/token": TOKEN_USAGE},
+    {"balance": 1.97531, "currency": "USD", "quota": 2.0, "used_quota": 0.02469,
+     "expires_at": "2027-01-01T00:00:00+00:00"},
+    raw=TOKEN_USAGE["data"], missing={"code": True, "message": "ok", "data": {"total_used": 5}},
+    missing_field="data.total_available")
+
+
+async def test_newapi_reads_one_sk_key_by_its_own_path(plugin_dir, make_host, fake_http):
+    """The documented key path (/api/usage/token with an sk- key), for users who have no access
+    token: its own quota, an unlimited key shown as such, refusals typed."""
+    p = NEWAPI_KEY
+    async with provider_host(p, plugin_dir, make_host, fake_http) as h:
+        r = await query(h)
+        assert r.status == "success", r.error_message
+        assert (r.balance, r.quota, r.used_quota, r.currency, r.expires_at) == (
+            1.97531, 2.0, 0.02469, "USD", "2027-01-01T00:00:00+00:00")
+        (_, _path, headers), = [x for x in fake_http.requests if x[1].startswith("/api/usage/token")]
+        assert headers["Authorization"] == f"Bearer {KEY}" and "New-Api-User" not in headers
+        unlimited = {**TOKEN_USAGE, "data": {**TOKEN_USAGE["data"], "unlimited_quota": True, "total_available": 0}}
+        fake_http.json("GET", p.path, unlimited)
+        r = await query(h)
+        assert (r.status, r.unlimited, r.balance, r.quota) == ("success", True, None, None)
+        fake_http.json("GET", p.path, {"success": False, "message": "token not found"}, status=401)
+        assert (await query(h)).error_type == "AUTH_ERROR"
+        fake_http.json("GET", p.path, {"code": False, "message": "令牌已过期"})
+        r = await query(h)
+        assert (r.error_type, "令牌已过期" in r.error_message) == ("AUTH_ERROR", True)
+        with pytest.raises(InvalidConfig, match="apiKey must not contain whitespace"):
+            await h.set_config(p.id, {"apiKey": "sk- 1"})
+
+
 async def test_deepseek_picks_the_configured_currency(plugin_dir, make_host, fake_http):
     p = DEEPSEEK
     async with provider_host(p, plugin_dir, make_host, fake_http) as h:
