@@ -238,6 +238,23 @@ async def call_fails(h: PluginHost, pid: str, config: dict[str, Any]) -> PluginE
     return e.value
 
 
+async def test_openai_billing_reads_errors_answered_with_200(plugin_dir, make_host, fake_http):
+    """Relays that answer a failure as HTTP 200 with an OpenAI error object: typed, not PARSE_ERROR."""
+    p = OPENAI
+    async with provider_host(p, plugin_dir, make_host, fake_http) as h:
+        for error, expected in [
+            ({"message": "Incorrect API key provided: sk-***", "type": "invalid_request_error",
+              "code": "invalid_api_key"}, "AUTH_ERROR"),
+            ({"message": "Rate limit reached for requests", "type": "requests", "code": "rate_limit_exceeded"},
+             "RATE_LIMIT"),
+            ({"message": "当前分组上游负载已饱和", "type": "new_api_error"}, "PROVIDER_ERROR"),
+        ]:
+            fake_http.json("GET", SUBSCRIPTION, {"error": error})
+            r = await query(h)
+            assert (r.status, r.error_type) == ("error", expected), (error, r.error_message)
+            assert error["message"] in r.error_message
+
+
 async def test_openai_billing_usage_window_relay_prefix_and_legacy_credit_grants(plugin_dir, make_host, fake_http):
     p = OPENAI
     async with provider_host(p, plugin_dir, make_host, fake_http) as h:

@@ -65,7 +65,7 @@ export async function queryBalance(config: Config, ctx: Context): Promise<Balanc
   const base = (config.baseUrl ?? DEFAULT_BASE_URL).replace(/\/+$/, "").replace(/\/v1$/, "");
   let subscription: Record<string, unknown>;
   try {
-    subscription = object(await ctx.fetchJson(`${base}/v1/dashboard/billing/subscription`, init), "body");
+    subscription = answered(object(await ctx.fetchJson(`${base}/v1/dashboard/billing/subscription`, init), "body"));
   } catch (e) {
     if (!isNotFound(e)) throw e;
     return await creditGrants(base, init, ctx);
@@ -73,7 +73,7 @@ export async function queryBalance(config: Config, ctx: Context): Promise<Balanc
   const quota = number(subscription.hard_limit_usd, "hard_limit_usd");
   const tomorrow = Date.now() + DAY_MS;
   const window = `start_date=${day(tomorrow - USAGE_WINDOW_DAYS * DAY_MS)}&end_date=${day(tomorrow)}`;
-  const usage = object(await ctx.fetchJson(`${base}/v1/dashboard/billing/usage?${window}`, init), "body");
+  const usage = answered(object(await ctx.fetchJson(`${base}/v1/dashboard/billing/usage?${window}`, init), "body"));
   const used = number(usage.total_usage, "total_usage") / 100;
   const until = subscription.access_until;
   return {
@@ -87,7 +87,7 @@ export async function queryBalance(config: Config, ctx: Context): Promise<Balanc
 }
 
 async function creditGrants(base: string, init: RequestInit, ctx: Context): Promise<BalanceResult> {
-  const body = object(await ctx.fetchJson(`${base}/v1/dashboard/billing/credit_grants`, init), "body");
+  const body = answered(object(await ctx.fetchJson(`${base}/v1/dashboard/billing/credit_grants`, init), "body"));
   return {
     balance: number(body.total_available, "total_available"),
     currency: "USD",
@@ -117,6 +117,23 @@ function configProblem(config: Config): string | undefined {
   } catch {
     return "baseUrl is not a URL";
   }
+}
+
+/** OpenAI-compatible relays often answer a failure with HTTP 200 and an `error` object
+ * ({"error":{"message":"Incorrect API key provided","type":"invalid_request_error",
+ * "code":"invalid_api_key"}}): typed like the same failure with its HTTP status. */
+function answered(body: Record<string, unknown>): Record<string, unknown> {
+  const error = body.error;
+  if (error === null || error === undefined || error === false) return body;
+  const e = (typeof error === "object" ? error : { message: String(error) }) as Record<string, unknown>;
+  const message = String(e.message ?? e.code ?? "error").slice(0, 200);
+  const kind = `${e.code ?? ""} ${e.type ?? ""} ${message}`;
+  const type = /invalid_api_key|unauthori[sz]ed|authentication|permission|incorrect api key|令牌|无效/i.test(kind)
+    ? ErrorTypes.AUTH_ERROR
+    : /rate.?limit|too many requests/i.test(kind)
+    ? ErrorTypes.RATE_LIMIT
+    : ErrorTypes.PROVIDER_ERROR;
+  throw new PluginError(type, `${ID}: the relay answered with an error: ${message}`);
 }
 
 function isNotFound(e: unknown): boolean {
