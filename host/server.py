@@ -16,7 +16,7 @@ import datetime as dt
 import json
 import logging
 from collections.abc import Iterable
-from typing import Any
+from typing import Annotated, Any
 
 import anyio
 import msgspec
@@ -70,16 +70,53 @@ def _host_error(exc: HostError) -> web.Response:
     return _json({"error": exc.to_dict()}, status)
 
 
-async def _body(request: web.Request) -> Any:
-    raw = await request.read()
+# Request bodies, decoded and validated at the edge by msgspec: a wrong type or a value out of
+# range is a 400 naming the field, never a handler's isinstance chain.
+Seconds = Annotated[float, msgspec.Meta(gt=0, le=MAX_TIMEOUT)]  # > 0: 0 or less kills the worker
+Millis = Annotated[float, msgspec.Meta(gt=0, le=MAX_TIMEOUT * 1000)]
+
+
+class CallBody(msgspec.Struct):
+    args: list[Any] = []
+    timeout: Seconds | None = None
+
+
+class ExecuteBody(msgspec.Struct):  # the Isolate engine's request
+    code: str
+    input: Any = None
+    entry: str | None = None
+    timeout: Millis | None = None  # milliseconds
+    permissions: Any = None
+    tools: list[str] | None = None
+
+
+class ApproveBody(msgspec.Struct):
+    grants: list[str] | None = None  # what the operator was shown; None: whatever waits
+
+
+class ImportBody(msgspec.Struct):
+    document: dict[str, Any]
+    passphrase: str | None = None
+    replace: bool = False
+
+
+def _bad_request(message: str) -> web.HTTPBadRequest:
+    return web.HTTPBadRequest(text=json.dumps({"error": {"type": "BadRequest", "message": message}}),
+                              content_type="application/json")
+
+
+async def _body(request: web.Request, type_: Any = Any) -> Any:
+    """The JSON body (``{}`` when there is none) decoded as ``type_``; a 400 naming the field
+    that is wrong, or saying why the JSON is not."""
+    raw = await request.read()  # (HTTPRequestEntityTooLarge passes on)
     try:
-        return json.loads(raw) if raw else {}
-    except (ValueError, RecursionError) as exc:  # (HTTPRequestEntityTooLarge passes on)
-        why = f"nested deeper than Python's JSON decoder allows ({exc})" if isinstance(exc, RecursionError) else exc
-        raise web.HTTPBadRequest(
-            text=json.dumps({"error": {"type": "BadRequest", "message": f"invalid JSON: {why}"}}),
-            content_type="application/json",
-        ) from None
+        return msgspec.json.decode(raw or b"{}", type=type_)
+    except msgspec.ValidationError as exc:
+        text = str(exc)
+        where = text.rsplit(" - at `$", 1)
+        raise _bad_request(f"body{where[1].rstrip('`')}: {where[0]}" if len(where) == 2 else f"body: {text}") from None
+    except (msgspec.DecodeError, RecursionError) as exc:
+        raise _bad_request(f"invalid JSON: {exc}") from None
 
 
 _READS = ("GET", "HEAD", "OPTIONS")
@@ -97,12 +134,6 @@ def _instant(text: str) -> dt.datetime:
 def _flag(request: web.Request, name: str) -> bool:
     """A yes/no query parameter: ``?name=1`` or ``?name=true``."""
     return request.query.get(name, "") in ("1", "true")
-
-
-def _positive(x: Any, scale: float = 1.0) -> bool:
-    """A number above zero and at most MAX_TIMEOUT once divided by ``scale`` (a timeout of 0 or
-    less would kill the worker it reached; 1e308 would overflow the clock it is added to)."""
-    return isinstance(x, (int, float)) and not isinstance(x, bool) and 0 < x / scale <= MAX_TIMEOUT
 
 
 def create_app(host: PluginHost, *, admin_token: str | None = None, read_token: str | None = None,
@@ -177,36 +208,19 @@ def create_app(host: PluginHost, *, admin_token: str | None = None, read_token: 
         return _json(host.plugin(request.match_info["id"]))
 
     async def call(request: web.Request) -> web.Response:
-        body = await _body(request)
-        args = body.get("args", []) if isinstance(body, dict) else None
-        if not isinstance(args, list):
-            return _error(400, "BadRequest", 'body must be {"args": [...]}')
-        timeout = body.get("timeout")
-        if timeout is not None and not _positive(timeout):  # float() would raise, 1e400 overflow later
-            return _error(400, "BadRequest", "timeout must be a positive number of seconds")
-        result = await host.call(request.match_info["id"], request.match_info["fn"], *args,
-                                 timeout=float(timeout) if timeout is not None else None)
+        body: CallBody = await _body(request, CallBody)
+        result = await host.call(request.match_info["id"], request.match_info["fn"], *body.args, timeout=body.timeout)
         return _json({"ok": True, "result": result})
 
     async def execute(request: web.Request) -> web.Response:
         if not enable_execute:
             return _error(403, "Forbidden", "/execute is disabled; start the server with --enable-execute")
-        body = await _body(request)
-        if not isinstance(body, dict) or not isinstance(body.get("code"), str):
-            return _error(400, "BadRequest", 'body must be {"code": "...", ...}')
-        tools = body.get("tools") or []
-        # A non-string entry would reach the worker and kill it with a protocol error.
-        if not isinstance(body.get("entry") or "", str) or not (
-                isinstance(tools, list) and all(isinstance(t, str) for t in tools)):
-            return _error(400, "BadRequest", "entry must be a string and tools a list of strings")
-        timeout_ms = body.get("timeout")
-        if timeout_ms is not None and not _positive(timeout_ms, 1000):
-            return _error(400, "BadRequest", "timeout must be a positive number of milliseconds")
+        body: ExecuteBody = await _body(request, ExecuteBody)
         try:
             out = await host.execute(
-                body["code"], body.get("input"), entry=body.get("entry") or "default",
-                timeout=timeout_ms / 1000 if timeout_ms is not None else None,
-                permissions=body.get("permissions"), tools=tools,
+                body.code, body.input, entry=body.entry or "default",
+                timeout=body.timeout / 1000 if body.timeout is not None else None,
+                permissions=body.permissions, tools=body.tools or [],
             )
         except PayloadTooLarge as exc:
             return _json({"error": {"name": "PayloadTooLarge", "message": exc.message}}, 413)
@@ -231,11 +245,8 @@ def create_app(host: PluginHost, *, admin_token: str | None = None, read_token: 
                                   f"grants; the old version keeps serving until POST /api/plugins/{info.id}/approve")
                 return _error(409, "ReloadFailed", f"{info.reload_error or info.error}; the old version keeps serving")
         elif action == "approve":
-            body = await _body(request) if request.can_read_body else {}
-            grants = body.get("grants") if isinstance(body, dict) else None
-            if grants is not None and not (isinstance(grants, list) and all(isinstance(g, str) for g in grants)):
-                return _error(400, "BadRequest", 'body must be {"grants": ["kind: entry", ...]} or empty')
-            await host.approve(pid, by=via, grants=grants)
+            approval: ApproveBody = await _body(request, ApproveBody)
+            await host.approve(pid, by=via, grants=approval.grants)
         elif action == "enable":
             await host.enable(pid)
         else:
@@ -261,18 +272,12 @@ def create_app(host: PluginHost, *, admin_token: str | None = None, read_token: 
         return _json(host.get_config(request.match_info["id"]))  # secrets masked
 
     async def put_config(request: web.Request) -> web.Response:
-        body = await _body(request)
-        if not isinstance(body, dict):
-            return _error(400, "BadRequest", "body must be the config object")
-        return _json(await host.set_config(request.match_info["id"], body, replace=_flag(request, "replace")))
+        values: dict[str, Any] = await _body(request, dict[str, Any])
+        return _json(await host.set_config(request.match_info["id"], values, replace=_flag(request, "replace")))
 
     async def import_config(request: web.Request) -> web.Response:
-        body = await _body(request)
-        if not isinstance(body, dict) or not isinstance(body.get("document"), dict) or not (
-                body.get("passphrase") is None or isinstance(body.get("passphrase"), str)):
-            return _error(400, "BadRequest", 'body must be {"document": {...}, "passphrase": "..."?, "replace": bool?}')
-        return _json(await host.import_config(body["document"], passphrase=body.get("passphrase"),
-                                              replace=body.get("replace") is True))
+        body: ImportBody = await _body(request, ImportBody)
+        return _json(await host.import_config(body.document, passphrase=body.passphrase, replace=body.replace))
 
     async def event(request: web.Request) -> web.Response:
         payload = await _body(request) if request.can_read_body else None
