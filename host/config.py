@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import math
 import os
+import re
 from pathlib import Path
 from typing import Literal, TypeVar
 
 import msgspec
 
+from .balances.alerts import AlertsConfig
 from .config_errors import validation_message
 from .errors import InvalidConfig
 from .policy.config import (
@@ -172,6 +174,8 @@ class PluginSettings(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=T
     # Lift the deny list of loopback and private addresses for this plugin (a relay station on
     # the LAN, a local fake in tests): the operator's opt-in, whatever the plugin declares.
     allow_private_network: bool = False
+    # A balance below this raises a low_balance alert ([balances.alerts]); None: the default there.
+    low_balance: float | None = None
     # "127.0.0.1:9229": run this plugin as one worker under the Deno inspector (loopback only),
     # with no heartbeat deadline, so that it can sit at a breakpoint.
     inspect: str | None = None
@@ -203,6 +207,7 @@ class BalancesConfig(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=T
 
     timeout: float = 10.0
     history_days: float = 365.0
+    alerts: AlertsConfig = msgspec.field(default_factory=AlertsConfig)  # [balances.alerts]
 
 
 class EgressConfig(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True):
@@ -329,6 +334,7 @@ class HostConfig(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True)
         _check_execute(self.execute)
         _check_worker_limits(self.limits, "limits")
         _check_server(self.server)
+        _check_alerts(self.balances.alerts)
         sec = self.security
         if sec.strict not in ("off", "warn", "refuse"):
             raise InvalidConfig(f'security.strict must be "off", "warn" or "refuse", got {sec.strict!r}')
@@ -401,6 +407,11 @@ class HostConfig(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True)
     def retry_for(self, plugin_id: str) -> RetryConfig:
         return self._override(plugin_id, "retry", self.policy.retry)
 
+    def low_balance_for(self, plugin_id: str) -> float | None:
+        """The balance below which the plugin's station raises a low_balance alert."""
+        own = self.plugins[plugin_id].low_balance if plugin_id in self.plugins else None
+        return own if own is not None else self.balances.alerts.low_balance
+
     def max_concurrent_for(self, plugin_id: str) -> int:
         """The plugin's cap on calls admitted at once; 0: no cap."""
         return self._override(plugin_id, "max_concurrent", self.policy.max_concurrent)
@@ -410,6 +421,15 @@ class HostConfig(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True)
 
     def cache_for(self, plugin_id: str) -> CacheConfig:
         return self._override(plugin_id, "cache", self.policy.cache)
+
+
+def _check_alerts(a: AlertsConfig) -> None:
+    if a.webhook is not None and not re.match(r"^https?://[^/\s]+", a.webhook):
+        raise InvalidConfig(f"balances.alerts.webhook must be an http(s) URL, got {a.webhook[:80]!r}")
+    if a.command is not None and not (a.command and all(isinstance(x, str) and x for x in a.command)):
+        raise InvalidConfig("balances.alerts.command must be a non-empty list of strings (argv)")
+    if not 0 < a.timeout <= 600:
+        raise InvalidConfig("balances.alerts.timeout must be > 0 and <= 600 seconds")
 
 
 def _check_pool(p: PoolConfig, where: str) -> None:

@@ -21,6 +21,7 @@ import anyio
 import msgspec
 from anyio.abc import TaskGroup
 
+from .balances.alerts import Alert
 from .balances.history import BalanceHistory, BalancePoint
 from .balances.query import Balances
 from .balances.result import BalanceResult
@@ -85,7 +86,8 @@ class PluginHost:
         self.metrics = HostMetrics(self.plugins)  # Prometheus: GET /metrics, or metrics.render()
         self._history = BalanceHistory(self.config.state_path, keep_days=self.config.balances.history_days)
         self._balances = Balances(self.config.balances, self._registry, self._pipeline.run, self.metrics.observe,
-                                  self._history)
+                                  self._history, self.config.low_balance_for,
+                                  lambda: self._tg if self._running else None)
         self._admin = ConfigAdmin(self._registry, self._box, self.call)
         self._events = Events(self.config, self._registry, self.call)
 
@@ -385,6 +387,11 @@ class PluginHost:
                               until: dt.datetime | None = None, limit: int = 10_000) -> list[BalancePoint]:
         """The recorded balances, oldest first: of one provider or all, within [since, until]."""
         return await self._balances.balance_history(provider, since=since, until=until, limit=limit)
+
+    async def balance_alerts(self, provider: str | None = None, *, limit: int = 1000) -> list[Alert]:
+        """The balance alerts said so far (low_balance, balance_recovered, failing, recovered),
+        oldest first; ``[balances.alerts]`` says where each also went."""
+        return await self._balances.balance_alerts(provider, limit=limit)
 
     async def emit(self, event: str, payload: Any = None, *, timeout: float | None = None,
                    stop_at_first: bool = False) -> list[EventReply]:

@@ -287,6 +287,13 @@ def create_app(host: PluginHost, *, admin_token: str | None = None, read_token: 
     async def balances(request: web.Request) -> web.Response:
         return _json(await host.query_balances(refresh=_flag(request, "refresh")))
 
+    async def balance_alerts(request: web.Request) -> web.Response:
+        try:
+            limit = int(request.query.get("limit", "1000"))
+        except ValueError:
+            return _error(400, "BadRequest", "limit must be an integer")
+        return _json(await host.balance_alerts(request.query.get("provider"), limit=limit))
+
     async def balance_history(request: web.Request) -> web.Response:
         q = request.query
         try:
@@ -320,6 +327,7 @@ def create_app(host: PluginHost, *, admin_token: str | None = None, read_token: 
     app.router.add_post("/api/events/{event}", event)
     app.router.add_get("/api/balances", balances)
     app.router.add_get("/api/balances/history", balance_history)
+    app.router.add_get("/api/balances/alerts", balance_alerts)
     app.router.add_post("/execute", execute)
     return app
 

@@ -8,6 +8,7 @@ from typing import Any
 from anyio.from_thread import start_blocking_portal
 from msgspec import UNSET
 
+from .balances.alerts import Alert
 from .balances.history import BalancePoint
 from .balances.result import BalanceResult
 from .config import HostConfig
@@ -57,6 +58,9 @@ class SyncPluginHost:
 
     def balance_history(self, provider: str | None = None, **kw: Any) -> list[BalancePoint]:
         return self._run(lambda: self.host.balance_history(provider, **kw))
+
+    def balance_alerts(self, provider: str | None = None, **kw: Any) -> list[Alert]:
+        return self._run(lambda: self.host.balance_alerts(provider, **kw))
 
     def clear_cache(self, plugin: str | None = None) -> int:
         return self._run(self.host.clear_cache, plugin)

@@ -14,10 +14,13 @@ from pathlib import Path
 import msgspec
 
 from ..security.private_files import PrivateDb
+from .alerts import Alert
 from .result import BalanceResult
 
 SCHEMA = ("CREATE TABLE IF NOT EXISTS points (provider TEXT NOT NULL, time REAL NOT NULL, balance REAL NOT NULL, "
           "currency TEXT, quota REAL, used_quota REAL, PRIMARY KEY (provider, time))")
+ALERTS = ("CREATE TABLE IF NOT EXISTS alerts (provider TEXT NOT NULL, time REAL NOT NULL, kind TEXT NOT NULL, "
+          "body TEXT NOT NULL)")
 
 
 class BalancePoint(msgspec.Struct, rename="camel", omit_defaults=False):
@@ -45,6 +48,7 @@ class BalanceHistory:
     def _conn(self) -> sqlite3.Connection:
         db = self._db.conn()
         db.execute("CREATE INDEX IF NOT EXISTS points_by_time ON points (time)")
+        db.execute(ALERTS)
         return db
 
     def append(self, results: list[BalanceResult]) -> int:
@@ -93,6 +97,37 @@ class BalanceHistory:
             except (sqlite3.Error, OSError) as exc:
                 raise self._db.failure(exc, "read balances from") from None
         return [BalancePoint(p, dt.datetime.fromtimestamp(t, dt.UTC), b, c, q, u) for p, t, b, c, q, u in reversed(rows)]
+
+    def record_alerts(self, alerts: list[Alert]) -> None:
+        """Keep ``alerts`` (kept as long as the points)."""
+        rows = [(a.provider, a.time.timestamp(), a.kind, msgspec.json.encode(a).decode()) for a in alerts]
+        with self._lock:
+            try:
+                db = self._conn()
+                with db:
+                    db.executemany("INSERT INTO alerts VALUES (?, ?, ?, ?)", rows)
+                    if self.keep_days > 0:
+                        db.execute("DELETE FROM alerts WHERE time < ?", (time.time() - self.keep_days * 86400,))
+            except (sqlite3.Error, OSError) as exc:
+                raise self._db.failure(exc, "record alerts in") from None
+
+    def read_alerts(self, provider: str | None = None, *, limit: int = 1000) -> list[Alert]:
+        """Alerts oldest first: of one provider or all, at most the ``limit`` newest."""
+        sql = ("SELECT body FROM alerts" + (" WHERE provider = ?" if provider is not None else "")
+               + " ORDER BY time DESC, rowid DESC LIMIT ?")
+        args = ([provider] if provider is not None else []) + [max(0, limit)]
+        with self._lock:
+            try:
+                rows = self._conn().execute(sql, args).fetchall()
+            except (sqlite3.Error, OSError) as exc:
+                raise self._db.failure(exc, "read alerts from") from None
+        out = []
+        for (body,) in reversed(rows):
+            try:
+                out.append(msgspec.json.decode(body, type=Alert))
+            except msgspec.DecodeError:
+                continue  # a row of another version: skipped
+        return out
 
     def close(self) -> None:
         with self._lock:

@@ -10,12 +10,14 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 import anyio
+from anyio.abc import TaskGroup
 
 from ..config import BalancesConfig
 from ..errors import CallTimeout, HostError, StateError
 from ..logs import Throttle
 from ..plugins.lifecycle import Plugin
 from ..plugins.registry import Registry
+from .alerts import Alert, AlertState, deliver
 from .history import BalanceHistory, BalancePoint
 from .result import BALANCE_CAPABILITY, BALANCE_FUNCTION, BalanceResult, from_error, from_reply
 
@@ -30,12 +32,16 @@ class Balances:
     """``query_balances`` and ``balance_history`` of a host."""
 
     def __init__(self, config: BalancesConfig, registry: Registry, run: Run, observe: Observe,
-                 history: BalanceHistory) -> None:
+                 history: BalanceHistory, threshold: Callable[[str], float | None],
+                 tasks: Callable[[], TaskGroup | None]) -> None:
         self.config = config
         self._reg = registry
         self._run = run
         self._observe = observe
         self._history = history
+        self._threshold = threshold  # a station's low_balance
+        self._tasks = tasks          # where alerts are delivered, in the background
+        self._alerts: AlertState | None = None  # read back from the history at the first query
 
     async def query_balances(self, *, refresh: bool = False, timeout: float | None = None) -> list[BalanceResult]:
         """Ask every balance plugin (``"balance"`` in its capabilities) for its balance, all in
@@ -79,7 +85,30 @@ class Balances:
             await anyio.to_thread.run_sync(self._history.append, ordered)
         except StateError as exc:  # the answers still count; the history misses them
             _warn.warning("history", "balance history: %s", exc.message)
+        await self._alert(ordered)
         return ordered
+
+    async def _alert(self, results: list[BalanceResult]) -> None:
+        """Say what changed (alerts.py): recorded, then delivered in the background."""
+        try:
+            if self._alerts is None:
+                self._alerts = AlertState()
+                self._alerts.replay(await anyio.to_thread.run_sync(lambda: self._history.read_alerts(limit=100_000)))
+            alerts = self._alerts.judge(results, self._threshold, dt.datetime.now(dt.UTC))
+            if alerts:
+                await anyio.to_thread.run_sync(self._history.record_alerts, alerts)
+        except StateError as exc:  # the answers still count
+            _warn.warning("alerts", "balance alerts: %s", exc.message)
+            return
+        for a in alerts:
+            log.warning("balance alert: %s %s: %s", a.provider, a.kind, a.message)
+        tg = self._tasks()
+        if alerts and tg is not None:
+            tg.start_soon(deliver, alerts, self.config.alerts)
+
+    async def balance_alerts(self, provider: str | None = None, *, limit: int = 1000) -> list[Alert]:
+        """The alerts said so far (low balance, recovered, failing), oldest first."""
+        return await anyio.to_thread.run_sync(lambda: self._history.read_alerts(provider, limit=limit))
 
     async def balance_history(self, provider: str | None = None, *, since: dt.datetime | None = None,
                               until: dt.datetime | None = None, limit: int = 10_000) -> list[BalancePoint]:
