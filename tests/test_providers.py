@@ -409,6 +409,19 @@ async def test_error_code_in_a_200_and_the_currency_option(p, failure, said, plu
         await check_times_out(h, fake_http, p)
 
 
+async def test_siliconflow_says_the_china_balance_api_was_retired(plugin_dir, make_host, fake_http):
+    """The China /v1/user/info was retired on 2026-08-14: its 404 says so and what to set instead."""
+    p = SILICONFLOW
+    async with provider_host(p, plugin_dir, make_host, fake_http) as h:
+        config = await check_provider(h, fake_http, p)
+        for status in (404, 410):
+            fake_http.json("GET", p.path, {"code": 404, "message": "Not Found"}, status=status)
+            e = await call_fails(h, p.id, config)
+            assert (e.error_type, e.details) == ("PROVIDER_ERROR", {"status": status})
+            assert "retired the China balance API on 2026-08-14" in e.message
+            assert "baseUrl = https://api.siliconflow.com and currency = USD" in e.message
+
+
 async def test_unconfigured_plugins_are_not_configured_and_send_nothing(plugin_dir, make_host, fake_http):
     """As `make run` serves them: no key. Each is pointed at the fake, so a request would show."""
     settings = {}

@@ -13,6 +13,10 @@
  *   false is PROVIDER_ERROR with its message.
  *
  * `baseUrl` may be the OpenAI-style "https://api.siliconflow.cn/v1": it is not repeated.
+ *
+ * SiliconFlow retired the China (api.siliconflow.cn) balance API on 2026-08-14
+ * (https://docs.siliconflow.cn/docs/release-notes/overview); the international
+ * api.siliconflow.com keeps it. A 404 or 410 for it says so, and what to set instead.
  */
 import type { BalanceResult, Context, PluginMetadata } from "../../worker_runtime/plugin.d.ts";
 
@@ -29,7 +33,7 @@ const OK = 20000;
 export const metadata: PluginMetadata = {
   id: ID,
   name: "SiliconFlow",
-  version: "1.0.0",
+  version: "1.0.1",
   apiVersion: "1.0",
   description: "SiliconFlow account balance from /v1/user/info.",
   author: "Plugin Host",
@@ -46,9 +50,20 @@ export const metadata: PluginMetadata = {
 export async function queryBalance(config: Config, ctx: Context): Promise<BalanceResult> {
   if (!config.apiKey) throw new PluginError(ErrorTypes.NOT_CONFIGURED, `${ID}: apiKey is not configured`);
   const base = (config.baseUrl ?? DEFAULT_BASE_URL).replace(/\/+$/, "").replace(/\/v1$/, "");
-  const body = object(await ctx.fetchJson(`${base}/v1/user/info`, {
-    headers: { Authorization: `Bearer ${config.apiKey}` },
-  }), "body");
+  let answer: unknown;
+  try {
+    answer = await ctx.fetchJson(`${base}/v1/user/info`, { headers: { Authorization: `Bearer ${config.apiKey}` } });
+  } catch (e) {
+    const status = (e as { details?: { status?: number } })?.details?.status;
+    if (e instanceof PluginError && (status === 404 || status === 410)) {
+      throw new PluginError(ErrorTypes.PROVIDER_ERROR, `${ID}: ${base} no longer answers /v1/user/info (${status}): ` +
+        "SiliconFlow retired the China balance API on 2026-08-14, so a China (CNY) account's balance is only " +
+        "shown in the console at cloud.siliconflow.cn; an international account reads it with " +
+        "baseUrl = https://api.siliconflow.com and currency = USD", { status });
+    }
+    throw e;
+  }
+  const body = object(answer, "body");
   if (body.status === false || (body.code !== undefined && body.code !== OK)) {
     throw new PluginError(ErrorTypes.PROVIDER_ERROR, `${ID}: code ${body.code}: ${String(body.message ?? "").slice(0, 200)}`);
   }
