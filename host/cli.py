@@ -11,6 +11,7 @@ import signal
 import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
@@ -18,6 +19,8 @@ import anyio
 import msgspec
 
 from .balances.result import BALANCE_CAPABILITY
+from .cli_commands import approve as _approve
+from .cli_commands import import_plan, store_through_server
 from .cli_output import (
     ListenError,
     Progress,
@@ -38,12 +41,8 @@ from .control import control_client, start_control_site
 from .errors import HostError, InvalidConfig
 from .logs import FORMATS, LEVELS, setup_logging
 from .plugin_host import PluginHost
-from .plugins.discovery import load_manifest
 from .plugins.lifecycle import SERVING
 from .plugins.scaffold import new_plugin, validate
-from .plugins.usage_scripts import discover_sources
-from .runtime import Runtime
-from .security.approvals import ApprovalStore, declared
 from .security.private_files import write_private
 
 log = logging.getLogger("host.cli")
@@ -154,37 +153,18 @@ async def _announce_inspector(args: argparse.Namespace, config: HostConfig) -> N
               f"  websocket: {t.get('webSocketDebuggerUrl')}  (or open chrome://inspect)", file=sys.stderr)
 
 
-async def _approve(args: argparse.Namespace, config: HostConfig) -> int:
-    """Approve what the plugin's newest version declares: through the server running on this
-    state directory (it applies it at once), else read in a worker with no permissions (no
-    host is started) and recorded for the next start."""
+async def _import_cc_switch(args: argparse.Namespace, config: HostConfig) -> int:
+    todo = import_plan(args, config)  # prints the plan; writes the scripts unless --dry-run
     async with control_client(config.state_path) as server:
         if server is not None:
-            waiting = (await server.request("GET", f"/api/plugins/{quote(args.id)}"))["pending_approval"]
-            if not waiting:
-                print(f"{args.id}: nothing to approve (no version asks for a grant beyond the approved ones)")
-                return 0
-            info = await server.request("POST", f"/api/plugins/{quote(args.id)}/approve", {"grants": waiting})
-            print(f"{args.id}@{info['version']}: approved {', '.join(waiting)}; the server runs it ({info['state']})")
-            return 0
-    runtime = Runtime.create(config)
-    try:
-        sources = [s for s in discover_sources(config) if s.id == args.id]
-        if not sources:
-            raise HostError(f"no plugin {args.id!r} in {', '.join(str(d) for d in config.plugin_dirs)}")
-        loaded = [await load_manifest(s, runtime, config.limits_for(s.id)) for s in sources]
-        manifest = max((m for m, _ in loaded), key=lambda m: m.semver)
-        store = ApprovalStore(config.state_path, runtime.audit)
-        asked = declared(manifest)
-        added = store.beyond(args.id, asked)
-        if added == []:
-            print(f"{args.id}: nothing to approve (version {manifest.version} asks for no grant beyond "
-                  "the approved ones)")
-            return 0
-        added = store.approve(args.id, asked, version=manifest.version, by="cli")
-    finally:
-        runtime.close()
-    print(f"{args.id}@{manifest.version}: approved {', '.join(added) or 'its grants'}")
+            await store_through_server(server, todo)
+        elif todo:
+            async with _started(PluginHost(config), args) as host:
+                for f in todo:
+                    if f.values:
+                        await host.set_config(f.id, f.values)
+    if todo:
+        print(f"imported {len(todo)}: {', '.join(f.id for f in todo)}")
     return 0
 
 
@@ -414,6 +394,11 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--json", action="store_true")
     s.add_argument("--timeout", type=float, help="seconds per station (default: [balances] timeout)")
     s.set_defaults(run=_balances)
+
+    s = add("import-cc-switch", "turn the usage scripts of cc-switch's providers into balance plugins")
+    s.add_argument("--db", type=Path, help="cc-switch's database (default: ~/.cc-switch/cc-switch.db)")
+    s.add_argument("--dry-run", action="store_true", help="show what would be created; write nothing")
+    s.set_defaults(run=_import_cc_switch)
 
     s = add("call", "call a plugin function; prints the result as JSON")
     s.add_argument("id")

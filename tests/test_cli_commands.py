@@ -25,7 +25,7 @@ export function region(ctx) { return [ctx.config.region, ctx.config.retries, ctx
 export function user(ctx) { return ctx.config.userId; }
 """, fields='    retries: { type: "integer", default: 2 },\n    userId: { type: "string" },\n')
 SECRET = "sk-live-\"quoted\\-9f2c"
-COMMANDS = ["serve", "list", "info", "balances", "call", "execute", "validate", "new", "config get",
+COMMANDS = ["serve", "list", "info", "balances", "import-cc-switch", "call", "execute", "validate", "new", "config get",
             "config set", "config export", "config import"]
 
 
