@@ -239,3 +239,23 @@ def test_a_reply_may_give_expiry_as_a_date_or_epoch_and_no_unit_or_balance_when_
     assert reply(unlimited=True).unlimited is True
     b = reply(currency="USD")
     assert b.status == "error" and "balance is missing" in b.error_message
+
+
+SPACED = '''({
+  request: { url: "{{baseUrl}}/spaced", method: "GET", body: "{}",
+             headers: { "x-spaced": "{{ apiKey }}", "x-key": "{{apiKey}}" } },
+  extractor: function (r) { return { remaining: NaN, used: r.used, unit: "USD" }; }
+})'''
+
+
+async def test_what_cc_switch_does_with_spaces_a_get_body_and_nan(plugin_dir, make_host, fake_http):
+    (plugin_dir.root / "spaced.usage.js").write_text(SPACED)
+    fake_http.json("GET", "/spaced", {"used": 4.5})
+    async with make_host(pool=PoolConfig(min_workers=1, max_workers=1),
+                         plugins={"spaced": settings(fake_http, apiKey="k-1")}) as h:
+        (b,) = await h.query_balances(refresh=True)
+        said = " ".join(e.message for e in h.logs("spaced", level="warning"))
+    assert (b.status, b.balance, b.used_quota) == ("success", None, 4.5), b.error_message  # NaN: no amount
+    (_, _, headers), = [r for r in fake_http.requests if r[1] == "/spaced"]
+    assert headers["x-spaced"] == "{{ apiKey }}" and headers["x-key"] == "k-1"  # only the exact form is filled
+    assert "request.body on a GET request is not sent" in said and "remaining is NaN" in said

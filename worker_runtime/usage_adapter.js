@@ -17,12 +17,13 @@
 //
 // Answers are read as cc-switch shows them: the first valid plan is the headline (its remaining
 // amount, used, total and unit; no unit when it gives none), the others are listed in rawData;
-// a remaining of -1 means unlimited. What cc-switch would refuse but is accepted here (no
-// method, an object body, amounts as numeric strings) is logged as a warning, so that a script
-// written here works there too.
+// a remaining of -1, or a total of -1 with no remaining (cc-switch shows that total as "∞"),
+// means unlimited. What cc-switch would refuse but is accepted here (no method, an object body,
+// amounts as numeric strings) is logged as a warning, so that a script written here works there
+// too.
 
 const NAMES = ["apiKey", "baseUrl", "accessToken", "userId"];
-const PLACEHOLDER = /\{\{\s*(apiKey|baseUrl|accessToken|userId)\s*\}\}/y;
+const PLACEHOLDER = /\{\{(apiKey|baseUrl|accessToken|userId)\}\}/y; // exactly as cc-switch: no spaces
 const SECRET_FIELDS = ["apiKey", "accessToken"];
 const UNLIMITED = -1;
 
@@ -278,6 +279,10 @@ function buildRequest(spec) {
   const headers = {};
   for (const [name, value] of Object.entries(r.headers ?? {})) headers[name] = String(value);
   let body = r.body;
+  if (body != null && /^(GET|HEAD)$/i.test(String(method))) {
+    warnOnce(`request.body on a ${String(method).toUpperCase()} request is not sent`); // fetch cannot send one
+    body = undefined;
+  }
   if (body != null && typeof body !== "string") {
     warnOnce("request.body is not a string (sent as JSON)");
     body = JSON.stringify(body);
@@ -298,8 +303,9 @@ function expectedHost(v) {
 function number(value, field) {
   if (value == null) return undefined;
   if (typeof value === "number") {
-    if (!Number.isFinite(value)) throw fail("PARSE_ERROR", `${field} is not a finite number`);
-    return value;
+    if (Number.isFinite(value)) return value;
+    warnOnce(`${field} is ${value} (shown as no amount, as cc-switch's JSON makes it null)`);
+    return undefined;
   }
   const n = value === "" ? NaN : Number(String(value).replace(/[,\s]/g, ""));
   if (!Number.isFinite(n)) throw fail("PARSE_ERROR", `${field} is not a number: ${String(value).slice(0, 40)}`);
@@ -331,7 +337,9 @@ function normalise(out) {
   if (remaining === undefined && used === undefined) {
     throw fail("PARSE_ERROR", `the plan${at} has neither a remaining nor a used amount`);
   }
-  const unlimited = remaining === UNLIMITED;
+  // -1 is "no limit": as the remaining amount, or as the total of a plan that gives no remaining
+  // (cc-switch's first New API template reports an unlimited key as { total: -1, used }).
+  const unlimited = remaining === UNLIMITED || (remaining === undefined && total === UNLIMITED);
   const result = {
     balance: remaining === undefined || unlimited ? null : remaining,
     currency: head.unit == null || head.unit === "" ? null : String(head.unit),
