@@ -6,6 +6,7 @@ import heapq
 import itertools
 import logging
 import math
+import re
 import secrets
 import signal
 import time
@@ -147,16 +148,35 @@ _ERROR_CLASSES: dict[str, type[PluginError]] = {
 }
 
 
-def error_from_info(info: p.ErrorInfo, *, plugin: str, function: str) -> HostError:
-    """Translate a worker's normalised error into the host's exception type."""
+_REFUSED = re.compile(r'^Requires (net|read|write|env|run|sys|ffi) access to "([^"]*)"(?:, run again with the --allow-\w+ flag)?')
+
+
+def refusal_advice(message: str, module: str | None) -> str:
+    """Deno's "Requires net access to "x:443", run again with the --allow-net flag" as what the
+    operator or author of this host must change: the plugin's declared permissions (``module``:
+    its file), or for ad-hoc code (None) the request's permissions."""
+    m = _REFUSED.match(message)
+    if m is None:
+        return message
+    kind, target = m.groups()
+    entry = target.removesuffix(":443") if kind == "net" else target  # a host name's grant covers 443
+    where = (f"metadata.permissions.{kind} in {module} (a new grant waits for the operator's approval)"
+             if module else f"the request's permissions.{kind}, within what [execute.allow] allows")
+    return f'Requires {kind} access to "{target}": the sandbox refused it; add "{entry}" to {where}' + message[m.end():]
+
+
+def error_from_info(info: p.ErrorInfo, *, plugin: str, function: str, module: str | None = None) -> HostError:
+    """Translate a worker's normalised error into the host's exception type; a sandbox refusal
+    says which permission to add, and where (``module``: the plugin's file; None: ad-hoc code)."""
     kw: dict[str, Any] = dict(plugin=plugin, function=function)
     if info.name == "FunctionNotFound":
         return FunctionNotFound(info.message, **kw)
     if info.name == "PayloadTooLarge":
         return PayloadTooLarge(info.message, **kw)
     cls = _ERROR_CLASSES.get(info.name, PluginError)
+    message = refusal_advice(info.message, module) if cls is PermissionDenied else info.message
     return cls(
-        info.message, name=info.name, error_type=info.error_type, stack=info.stack,
+        message, name=info.name, error_type=info.error_type, stack=info.stack,
         details=info.details, **kw,
     )
 
@@ -888,7 +908,8 @@ class Worker:
             raise
         if pending.info is not None:  # the worker answered with an error
             if raise_error:
-                raise error_from_info(pending.info, plugin=self.spec.plugin_id, function=fn)
+                raise error_from_info(pending.info, plugin=self.spec.plugin_id, function=fn,
+                                      module=str(self.spec.module) if self.spec.module else None)
         elif pending.error is not None:
             raise pending.error
         return pending

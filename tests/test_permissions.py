@@ -218,3 +218,24 @@ async def test_execute_takes_permission_sets_to_merge(make_host, local_server):
     assert merged.ok and merged.result == 200
     assert not refused.ok and f'"localhost:{local_server.port}"' in refused.logs[-1].message
     assert local_server.requests == ["/merged"]
+
+
+@pytest.mark.anyio
+@pytest.mark.timeout(60)
+async def test_a_refusal_says_which_permission_to_add_and_where(plugin_dir, make_host):
+    # Deno's advice ("run again with the --allow-net flag") is no use to a plugin's author: the
+    # host names the entry and the file's declared permissions instead. Refused before any
+    # connection is attempted, so nothing leaves the machine.
+    path = plugin_dir.add("needy.js", """
+export async function net() { await fetch("https://api.example.com/v1/balance"); }
+export function env() { return Deno.env.get("RELAY_TOKEN"); }
+""")
+    async with make_host() as h:
+        with pytest.raises(PermissionDenied) as net:
+            await h.call("needy", "net")
+        with pytest.raises(PermissionDenied) as env:
+            await h.call("needy", "env")
+    assert net.value.message.startswith('Requires net access to "api.example.com:443"')
+    assert f'add "api.example.com" to metadata.permissions.net in {path}' in net.value.message
+    assert "--allow-net" not in net.value.message
+    assert f'add "RELAY_TOKEN" to metadata.permissions.env in {path}' in env.value.message
