@@ -94,3 +94,13 @@ async def test_execute_output_stays_out_of_the_plugin_logs(calc, make_host):
         assert out.ok and out.logs[0].message == "private to its caller"
         assert h.logbook.read("execute") == []
 
+
+
+def test_an_uncaught_error_ranks_as_an_error_so_the_error_filter_shows_it():
+    from host.logbook import LogBook, level_of
+
+    assert level_of("exception") == "error"  # it used to rank as info and hide from the filter
+    book = LogBook()
+    book.add("p", "exception", "TypeError: boom", kind="console")
+    book.add("p", "log", "chatter", kind="console")
+    assert [e.message for e in book.read("p", level="error")] == ["TypeError: boom"]
