@@ -487,7 +487,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     except (HostError, ListenError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        where = getattr(exc, "where", None)  # where a plugin threw: the line to look at
+        print(f"error: {exc}" + (f"\n  at {where}" if where else ""), file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         return 130

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 
@@ -22,6 +23,9 @@ class HostError(Exception):
 
     def to_dict(self) -> dict[str, Any]:
         return {"type": type(self).__name__, "message": str(self)}
+
+
+_FRAME = re.compile(r"(?:file://)?(/[^\s()]+:\d+:\d+)")  # a stack frame's file:line:column
 
 
 class PluginError(HostError):
@@ -49,9 +53,20 @@ class PluginError(HostError):
         tag = self.error_type or self.name
         return f"{base} [{tag}]"
 
+    @property
+    def where(self) -> str | None:
+        """Where the plugin threw: the first frame of its stack in a file that is not the
+        worker runtime's (``/path/to/mod.ts:46:9``), or None."""
+        for m in _FRAME.finditer(self.stack or ""):
+            if "/worker_runtime/" not in m.group(1) and not m.group(1).startswith("ext:"):
+                return m.group(1)
+        return None
+
     def to_dict(self) -> dict[str, Any]:
         d = super().to_dict()
         d.update(name=self.name, error_type=self.error_type)
+        if (where := self.where) is not None:
+            d["where"] = where
         return d
 
 

@@ -36,7 +36,7 @@ from .config import (
     database_path,
 )
 from .db_tool import DbTool
-from .errors import FunctionNotFound, HostClosed, HostError, InvalidConfig, PluginNotFound
+from .errors import FunctionNotFound, HostClosed, HostError, InvalidConfig, PluginError, PluginNotFound
 from .execute import EXECUTE_EGRESS, ExecutePools, ExecuteResult
 from .info import EventReply, PluginInfo, plugin_info
 from .logbook import JournalEntry, LogBook, LogListener, LogRouter
@@ -272,6 +272,9 @@ class PluginHost:
             return (await self._pipeline.run(plugin, fn, list(args), timeout, priority, refresh))[0]
         except BaseException as exc:
             outcome = type(exc).__name__ if isinstance(exc, HostError) else "Cancelled"
+            if isinstance(exc, PluginError):  # a failed call shows in the plugin's log, with where it threw
+                at = f" (at {exc.where})" if exc.where else ""
+                self.logbook.add(plugin.partition("@")[0], "error", f"{fn} failed: {exc}{at}")
             if isinstance(exc, PluginNotFound):
                 plugin = fn = UNKNOWN  # names nobody installed: keep the label sets bounded
             elif isinstance(exc, FunctionNotFound):

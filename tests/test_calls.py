@@ -169,3 +169,20 @@ async def test_cancelling_the_caller_aborts_the_signal_in_the_plugin(plugin_dir,
                 await anyio.sleep(0.01)
         assert await h.call("ab", "wasAborted") == "AbortError"
         assert h.plugin("ab").crashes == 0
+
+
+async def test_a_failed_call_says_where_it_threw_and_shows_in_the_plugins_log(plugin_dir, make_host):
+    path = plugin_dir.add("thrower.js", """
+export function boom() {
+  const x = null;
+  return x.field;
+}
+""")
+    async with make_host() as h:
+        with pytest.raises(PluginError) as e:
+            await h.call("thrower", "boom")
+        logged = [entry.message for entry in h.logs("thrower", level="error")]
+    line = next(i for i, text in enumerate(path.read_text().splitlines(), 1) if "x.field" in text)
+    assert e.value.where == f"{path}:{line}:12"  # the plugin's own line, not the runtime's
+    assert e.value.to_dict()["where"] == e.value.where
+    assert logged and logged[-1].startswith("boom failed: ") and logged[-1].endswith(f"(at {path}:{line}:12)")
