@@ -35,10 +35,11 @@ from .cli_output import (
     start_progress,
     table,
 )
-from .config import TOOLS, HostConfig, PluginSettings, ServerConfig, check_inspect
+from .config import HostConfig, PluginSettings, ServerConfig, check_inspect
 from .config_file import load_config
 from .control import control_client, start_control_site
 from .errors import HostError, InvalidConfig
+from .execute_config import TOOLS
 from .logs import FORMATS, LEVELS, setup_logging
 from .plugin_host import PluginHost
 from .plugins.lifecycle import SERVING

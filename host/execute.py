@@ -13,7 +13,7 @@ from typing import Any
 import anyio
 import msgspec
 
-from .config import TOOLS, ExecuteConfig, PoolConfig, SecurityConfig, WorkerLimits
+from .config import PoolConfig, SecurityConfig, WorkerLimits
 from .errors import (
     CallTimeout,
     GrantRefused,
@@ -23,6 +23,7 @@ from .errors import (
     WorkerCrashed,
     check_timeout,
 )
+from .execute_config import TOOLS, ExecuteConfig
 from .pool import Pool
 from .runtime import Runtime
 from .security.permissions import Permissions, beyond

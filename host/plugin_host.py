@@ -33,11 +33,11 @@ from .config import (
     PoolConfig,
     RateLimitConfig,
     RetryConfig,
-    database_path,
 )
 from .db_tool import DbTool
 from .errors import FunctionNotFound, HostClosed, HostError, InvalidConfig, PluginError, PluginNotFound
 from .execute import EXECUTE_EGRESS, ExecutePools, ExecuteResult
+from .execute_config import database_path
 from .info import EventReply, PluginInfo, plugin_info
 from .logbook import JournalEntry, LogBook, LogListener, LogRouter
 from .metrics import UNKNOWN, HostMetrics

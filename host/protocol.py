@@ -201,7 +201,7 @@ def decoded_cost(body: bytes | memoryview, budget: int) -> int | None:
     """Roughly the bytes of Python objects ``body`` (MessagePack) decodes into, or None as soon
     as that passes ``budget``. Reads headers only; a truncated body ends the walk (the decoder
     then says what is wrong with it)."""
-    data = body if isinstance(body, bytes) else bytes(body)
+    data = body  # a memoryview indexes and slices without copying the frame
     end = len(data)
     pos = cost = 0
     todo = 1

@@ -16,6 +16,7 @@ import logging
 from collections.abc import Callable
 from typing import Literal
 
+import aiohttp
 import anyio
 import msgspec
 
@@ -99,17 +100,18 @@ async def deliver(alerts: list[Alert], config: AlertsConfig) -> None:
     """Send each alert to the webhook and the command, if any; failures are logged, never raised."""
     if not alerts or (config.webhook is None and not config.command):
         return
-    for alert in alerts:
-        body = msgspec.json.encode(alert)
-        if config.webhook is not None:
-            await _post(config.webhook, body, config.timeout)
-        if config.command:
-            await _run(config.command, body, config.timeout)
+    try:  # runs in the host's task group: nothing may escape it
+        for alert in alerts:
+            body = msgspec.json.encode(alert)
+            if config.webhook is not None:
+                await _post(config.webhook, body, config.timeout)
+            if config.command:
+                await _run(config.command, body, config.timeout)
+    except Exception as exc:
+        log.error("balance alerts could not be delivered", exc_info=exc)
 
 
 async def _post(url: str, body: bytes, timeout: float) -> None:
-    import aiohttp
-
     try:
         with anyio.fail_after(timeout):
             async with aiohttp.ClientSession() as session, session.post(

@@ -1,0 +1,81 @@
+"""The ``[execute]`` section: ad-hoc code execution (the Isolate engine's contract), its tools
+and the ceiling of what a request may ask for, with the checks HostConfig runs on it."""
+
+from __future__ import annotations
+
+import msgspec
+
+from .errors import InvalidConfig
+from .security.permissions import Permissions
+
+TOOLS = ("crypto", "channel", "db")  # the tools ``execute`` knows
+CRYPTO_METHODS = ("getRandomValues", "randomUUID")
+
+
+class CryptoToolConfig(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True):
+    """The ``crypto`` tool of ``execute`` (as in Isolate): which methods code may use, and how much."""
+
+    subtle: bool = True            # crypto.subtle (digest, sign, ...) available
+    methods: list[str] = msgspec.field(default_factory=lambda: list(CRYPTO_METHODS))  # allow-list
+    max_bytes: int = 65536         # largest array getRandomValues fills
+    max_ops: int = 1000            # crypto operations per execution
+
+
+
+
+class ExecuteConfig(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True):
+    """Ad-hoc code execution (the Isolate engine's contract and its cluster: 2 to 8 warm
+    workers, reaped after 120 s idle; ``pooled = false`` starts a fresh worker per call)."""
+
+    pooled: bool = True            # warm pooled workers; False = a fresh worker per call
+    min_workers: int = 2           # kept warm once the first execute (or serve) starts the pool
+    max_workers: int = 8
+    idle_timeout: float = 120.0
+    max_calls_per_worker: int = 1000  # then a fresh worker (each execution's context is collected)
+    timeout: float = 3.0           # seconds, when a request gives none (Isolate: 3000 ms)
+    max_code_chars: int = 100_000  # Isolate's maxSize; longer code is PayloadTooLarge
+    crypto: CryptoToolConfig = msgspec.field(default_factory=CryptoToolConfig)
+    # The db tool: a sqlite database (a path, or sqlite:///path) that code asking for "db" may
+    # read; None: the tool is refused. $DATABASE_URL sets it when the file does not.
+    database: str | None = None
+    db_max_rows: int = 1000
+    # The most an execution may ask for ([execute.allow], same shape as a plugin's
+    # permissions): by default network access to public hosts only (private, loopback and this
+    # machine's own addresses stay denied); never files, environment, processes, native code or
+    # machine information unless the operator lists them. Beyond it a request is refused (403).
+    allow: Permissions = msgspec.field(default_factory=lambda: Permissions(net=True))
+    # Distinct permission sets with a pool of their own at once; the least recently used idle
+    # one is stopped to make room. Only the set with no permissions keeps min_workers warm.
+    max_permission_sets: int = 8
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.allow, Permissions):  # ExecuteConfig(allow={"net": [...]})
+            self.allow = Permissions.parse(self.allow, where="execute.allow")
+
+
+def database_path(database: str) -> str | None:
+    """The file of ``[execute] database``: a path, or ``sqlite:///path``; None for another
+    kind of database URL (the host reads sqlite only)."""
+    if database.startswith("sqlite:///"):
+        return database.removeprefix("sqlite://")
+    return None if "://" in database or not database.strip() else database
+
+
+def check_execute(x: ExecuteConfig) -> None:
+    if x.min_workers < 0 or x.max_workers < 1 or x.min_workers > x.max_workers:
+        raise InvalidConfig("execute: need 0 <= min_workers <= max_workers and max_workers >= 1")
+    if x.timeout <= 0 or x.max_code_chars < 1 or x.max_calls_per_worker < 1:
+        raise InvalidConfig("execute: need timeout > 0, max_code_chars >= 1 and max_calls_per_worker >= 1")
+    if x.database is not None and not database_path(x.database):
+        raise InvalidConfig(f"execute.database: only sqlite databases (a path or sqlite:///path), "
+                            f"got {x.database.split('://')[0]}://...")
+    if x.db_max_rows < 1 or x.max_permission_sets < 1:
+        raise InvalidConfig("execute: need db_max_rows >= 1 and max_permission_sets >= 1")
+    c = x.crypto
+    if unknown := sorted(set(c.methods) - set(CRYPTO_METHODS)):
+        raise InvalidConfig(f"execute.crypto.methods: unknown {unknown}; known: {list(CRYPTO_METHODS)}")
+    if not 1 <= c.max_bytes <= 65536 or c.max_ops < 1:
+        raise InvalidConfig("execute.crypto: need 1 <= max_bytes <= 65536 and max_ops >= 1")
+
+
+__all__ = ["CRYPTO_METHODS", "TOOLS", "CryptoToolConfig", "ExecuteConfig", "check_execute", "database_path"]
