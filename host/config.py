@@ -2,16 +2,16 @@
 
 from __future__ import annotations
 
-import math
 import os
 import re
 from pathlib import Path
-from typing import Literal, TypeVar
+from typing import Annotated, Literal, TypeVar
 
 import msgspec
+from msgspec import Meta
 
 from .balances.alerts import AlertsConfig
-from .config_errors import validation_message
+from .config_types import Amount, Count, Delay, Port, Seconds, checked
 from .errors import InvalidConfig
 from .execute_config import (
     CryptoToolConfig,
@@ -38,22 +38,23 @@ from .protocol import DEFAULT_MAX_FRAME
 from .security.permissions import Permissions
 
 T = TypeVar("T")
+MIN_MAX_FRAME = 64 * 1024  # frames must hold a handshake and a modest result
 StrictMode = Literal["off", "warn", "refuse"]  # what strict mode does with risky grants
 
 
 class PoolConfig(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True):
     """Workers of one plugin."""
 
-    min_workers: int = 1
-    max_workers: int = 4
-    max_inflight: int = 1          # calls in flight per worker
-    idle_timeout: float = 60.0     # seconds before a worker above min_workers is stopped
-    max_calls_per_worker: int = 0  # recycle a worker after this many calls; 0 = never
-    restart_backoff: float = 0.1   # first delay after consecutive crashes, doubled each time
-    restart_backoff_max: float = 5.0
-    crash_loop_threshold: int = 5  # crashes within crash_loop_window put the plugin in `error`
-    crash_loop_window: float = 60.0
-    drain_timeout: float = 10.0    # wait this long for calls in flight on close
+    min_workers: Amount = 1
+    max_workers: Count = 4
+    max_inflight: Count = 1         # calls in flight per worker
+    idle_timeout: Delay = 60.0     # seconds before a worker above min_workers is stopped
+    max_calls_per_worker: Amount = 0  # recycle a worker after this many calls; 0 = never
+    restart_backoff: Delay = 0.1   # first delay after consecutive crashes, doubled each time
+    restart_backoff_max: Delay = 5.0
+    crash_loop_threshold: Count = 5  # crashes within crash_loop_window put the plugin in `error`
+    crash_loop_window: Seconds = 60.0
+    drain_timeout: Delay = 10.0    # wait this long for calls in flight on close
 
 
 # RLIMIT_DATA a Web Worker needs to start and do some work: V8 reserves each isolate's code range
@@ -65,31 +66,31 @@ class WorkerLimits(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=Tru
     """Per-worker deadlines and resource caps, and the cap on the plugin's storage (given per
     plugin with ``[plugins.<id>.limits]``, like the rest)."""
 
-    call_timeout: float = 30.0
-    handshake_timeout: float = 10.0
-    heartbeat_interval: float = 1.0
-    heartbeat_timeout: float = 10.0
-    cancel_grace: float = 1.0      # a cancelled call must settle within this, or the worker dies
-    shutdown_grace: float = 2.0
-    heap_mb: int = 128             # V8 old-space cap
+    call_timeout: Seconds = 30.0
+    handshake_timeout: Seconds = 10.0
+    heartbeat_interval: Seconds = 1.0
+    heartbeat_timeout: Seconds = 10.0
+    cancel_grace: Delay = 1.0     # a cancelled call must settle within this, or the worker dies
+    shutdown_grace: Delay = 2.0
+    heap_mb: Annotated[int, Meta(ge=16)] = 128            # V8 old-space cap
     data_limit_mb: int | None = 1024  # RLIMIT_DATA: bounds ArrayBuffers, which the heap cap does not
-    cpu_seconds: int | None = None    # RLIMIT_CPU backstop
-    max_frame: int = DEFAULT_MAX_FRAME
-    max_log_entries: int = 1000
-    max_log_bytes: int = 1024 * 1024
-    max_result_bytes: int = 8 * 1024 * 1024  # a bigger result fails with PayloadTooLarge
-    max_web_workers: int = 2       # Workers (V8 isolates) a plugin may keep alive at once
-    stderr_tail_bytes: int = 4096
+    cpu_seconds: Count | None = None   # RLIMIT_CPU backstop
+    max_frame: Annotated[int, Meta(ge=MIN_MAX_FRAME)] = DEFAULT_MAX_FRAME
+    max_log_entries: Amount = 1000
+    max_log_bytes: Amount = 1024 * 1024
+    max_result_bytes: Count = 8 * 1024 * 1024  # a bigger result fails with PayloadTooLarge
+    max_web_workers: Amount = 2      # Workers (V8 isolates) a plugin may keep alive at once
+    stderr_tail_bytes: Amount = 4096
     # Host calls (cache, storage, channel, ...) a worker may have in flight: the runtime refuses
     # more with ResourceLimitExceeded; a worker that sends more anyway is killed.
-    max_host_calls: int = 64
+    max_host_calls: Count = 64
     # Bytes the host lets wait for a worker to read before it sends (and even encodes) another
     # reply to the worker's own requests: a worker that stops reading cannot make the host hold
     # more than this plus one frame, and one that reads none of it for heartbeat_timeout is killed.
-    max_write_buffer_bytes: int = 4 * 1024 * 1024
+    max_write_buffer_bytes: Annotated[int, Meta(ge=64 * 1024)] = 4 * 1024 * 1024
     # Everything the plugin keeps in its persistent storage (ctx.storage), keys and values as
     # stored plus a little per entry: a storage.set past it fails with StorageFull.
-    storage_max_bytes: int = 64 * 1024 * 1024
+    storage_max_bytes: Amount = 64 * 1024 * 1024
 
     @property
     def rlimit_data_mb(self) -> int | None:
@@ -103,21 +104,21 @@ class WorkerLimits(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=Tru
 class HealthConfig(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True):
     """Calls to each plugin's optional ``healthCheck`` export; a failure marks it `degraded`."""
 
-    interval: float = 30.0   # seconds between rounds; 0 disables
-    timeout: float = 5.0
+    interval: Delay = 30.0   # seconds between rounds; 0 disables
+    timeout: Seconds = 5.0
 
 
 class ReloadConfig(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True):
     """Hot reload: the plugin directories are polled for new, changed and removed plugins."""
 
     enabled: bool = True
-    interval: float = 1.0  # seconds between polls
+    interval: Seconds = 1.0  # seconds between polls
 
 
 class EventsConfig(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True):
     """``emit``: how long each plugin's ``onEvent`` may take."""
 
-    timeout: float = 5.0
+    timeout: Seconds = 5.0
 
 
 class PluginSettings(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True):
@@ -129,7 +130,7 @@ class PluginSettings(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=T
     rate_limit: RateLimitConfig | None = None
     retry: RetryConfig | None = None
     breaker: BreakerConfig | None = None
-    max_concurrent: int | None = None  # calls admitted at once; None: the policy's; 0: no cap
+    max_concurrent: Amount | None = None  # calls admitted at once; None: the policy's; 0: no cap
     cache: CacheConfig | None = None
     # Lift the deny list of loopback and private addresses for this plugin (a relay station on
     # the LAN, a local fake in tests): the operator's opt-in, whatever the plugin declares.
@@ -165,20 +166,20 @@ class BalancesConfig(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=T
     successful answers are kept ``history_days`` in ``<state_dir>/balances.sqlite3`` (0: kept
     for ever)."""
 
-    timeout: float = 10.0
-    history_days: float = 365.0
+    timeout: Seconds = 10.0
+    history_days: Delay = 365.0
     alerts: AlertsConfig = msgspec.field(default_factory=AlertsConfig)  # [balances.alerts]
 
 
 class EgressConfig(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True):
     """``[security.egress]``: how the egress proxy shares itself between plugins (host/security/egress.py)."""
 
-    max_connections: int = 256              # connections whose request head is not read yet
-    head_timeout: float = 10.0              # seconds a new connection has to send its head
-    max_upstream: int = 256                 # open upstream connections, all plugins together
-    max_connections_per_plugin: int = 32    # per plugin id; more wait in its queue
-    max_queued_per_plugin: int = 256        # waiting connections per plugin; more get 503 at once
-    queue_timeout: float = 30.0             # longest wait for a slot, then 503
+    max_connections: Count = 256             # connections whose request head is not read yet
+    head_timeout: Seconds = 10.0             # seconds a new connection has to send its head
+    max_upstream: Count = 256                # open upstream connections, all plugins together
+    max_connections_per_plugin: Count = 32   # per plugin id; more wait in its queue
+    max_queued_per_plugin: Amount = 256       # waiting connections per plugin; more get 503 at once
+    queue_timeout: Seconds = 30.0            # longest wait for a slot, then 503
 
 
 class SecurityConfig(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True):
@@ -189,13 +190,13 @@ class SecurityConfig(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=T
     # `error`): findings are whole-network or whole-filesystem grants, wildcards, more than
     # max_net_hosts hosts, and loopback or private hosts in the net allow list.
     strict: StrictMode = "warn"
-    max_net_hosts: int = 10
+    max_net_hosts: Count = 10
     audit_log: str = "audit.jsonl"   # JSON lines, relative to state_dir; "" turns it off
-    audit_max_bytes: int = 10 * 1024 * 1024  # then it is rotated: audit.jsonl.1, .2, ...
-    audit_keep: int = 5              # rotated files kept (the oldest goes)
+    audit_max_bytes: Annotated[int, Meta(ge=4096)] = 10 * 1024 * 1024  # then it is rotated: audit.jsonl.1, .2, ...
+    audit_keep: Count = 5             # rotated files kept (the oldest goes)
     https_only: bool = False         # net grants without a port are narrowed to port 443
     egress_proxy: bool = False       # fetch traffic goes through a host-side counting proxy
-    max_response_bytes: int = 10 * 1024 * 1024  # per proxied response (or CONNECT tunnel)
+    max_response_bytes: Count = 10 * 1024 * 1024  # per proxied response (or CONNECT tunnel)
     egress: EgressConfig = msgspec.field(default_factory=EgressConfig)
     secret_key_env: str = "PLUGIN_HOST_SECRET_KEY"  # a Fernet key; else secret_key_file
     secret_key_file: str = "secret.key"  # relative to state_dir; created 0600 on first use
@@ -205,11 +206,11 @@ class ServerConfig(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=Tru
     """``python -m host serve`` (``[server]``)."""
 
     host: str = "127.0.0.1"
-    port: int = 8787
+    port: Port = 8787
     admin_token: str | None = None   # when set, mutating endpoints and /execute need it
     enable_execute: bool = False     # POST /execute is off unless enabled
-    max_body_bytes: int = 2 * 1024 * 1024
-    shutdown_grace: float = 10.0     # on SIGTERM, in-flight calls get this long to finish
+    max_body_bytes: Count = 2 * 1024 * 1024
+    shutdown_grace: Delay = 10.0     # on SIGTERM, in-flight calls get this long to finish
     # Host headers accepted besides the addresses the server listens on (and localhost on its
     # port): names a reverse proxy or the operator's browser uses to reach it, e.g.
     # ["plugins.example.internal:8787"]. Anything else is refused (DNS rebinding).
@@ -221,18 +222,12 @@ class ServerConfig(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=Tru
     # /execute is refused at start without admin_token, unless serving on a Unix socket or this
     # is set (``--insecure-no-token``): anyone reaching the port could then run code.
     insecure_no_token: bool = False
-    header_timeout: float = 10.0     # seconds a connection may take to send a request's head
+    header_timeout: Seconds = 10.0    # seconds a connection may take to send a request's head
 
 
 def _check_server(srv: ServerConfig) -> None:
     from urllib.parse import urlsplit
 
-    if not 0 <= srv.port <= 65535:
-        raise InvalidConfig(f"server.port must be 0..65535, got {srv.port}")
-    if srv.max_body_bytes < 1 or srv.shutdown_grace < 0:
-        raise InvalidConfig("server: need max_body_bytes >= 1 and shutdown_grace >= 0")
-    if not 0 < srv.header_timeout < float("inf"):
-        raise InvalidConfig(f"server.header_timeout must be a number of seconds above 0, got {srv.header_timeout}")
     if srv.read_token and not srv.admin_token:
         raise InvalidConfig("server.read_token needs server.admin_token too: without it every "
                             "mutating route would be open while reads need a token")
@@ -278,41 +273,24 @@ class HostConfig(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True)
     usage_scripts: dict[str, UsageScriptConfig] = {}
 
     def __post_init__(self) -> None:
-        # Sections given as plain dicts (``HostConfig(pool={"max_workers": 8})``) are
-        # validated into their Structs here, with errors that name the section.
+        # Every section is validated here, given as a dict (``HostConfig(pool={"max_workers":
+        # 8})``) or as a Struct built in Python, which msgspec does not check on construction:
+        # the range constraints of its fields (config_types) hold however it was made.
         for f in msgspec.structs.fields(self):
             value = getattr(self, f.name)
-            keyed = f.name in ("plugins", "usage_scripts")  # {id: section}
-            if (isinstance(value, dict) and not keyed) or (
-                    keyed and any(isinstance(v, dict) for v in value.values())):
-                try:
-                    setattr(self, f.name, msgspec.convert(value, f.type))
-                except msgspec.ValidationError as exc:
-                    raise InvalidConfig(validation_message(
-                        str(exc), f.type if isinstance(f.type, type) else HostConfig, f.name)) from None
+            if f.name in ("plugins", "usage_scripts"):  # {id: section}
+                kind = PluginSettings if f.name == "plugins" else UsageScriptConfig
+                setattr(self, f.name, {k: checked(v, kind, f"{f.name}.{k}") for k, v in value.items()})
+            elif isinstance(value, (msgspec.Struct, dict)):
+                setattr(self, f.name, checked(value, f.type, f.name))
         _check_pool(self.pool, "pool")
         check_execute(self.execute)
         _check_worker_limits(self.limits, "limits")
         _check_server(self.server)
         _check_alerts(self.balances.alerts)
-        sec = self.security
-        if sec.strict not in ("off", "warn", "refuse"):
-            raise InvalidConfig(f'security.strict must be "off", "warn" or "refuse", got {sec.strict!r}')
-        if sec.audit_max_bytes < 4096 or sec.audit_keep < 1:
-            raise InvalidConfig("security: need audit_max_bytes >= 4096 and audit_keep >= 1")
-        if sec.max_net_hosts < 1 or sec.max_response_bytes < 1:
-            raise InvalidConfig("security: need max_net_hosts >= 1 and max_response_bytes >= 1")
-        eg = sec.egress
-        if min(eg.max_connections, eg.max_upstream, eg.max_connections_per_plugin) < 1 or eg.max_queued_per_plugin < 0:
-            raise InvalidConfig("security.egress: need max_connections, max_upstream and "
-                                "max_connections_per_plugin >= 1 and max_queued_per_plugin >= 0")
-        if not (0 < eg.head_timeout < math.inf and 0 < eg.queue_timeout < math.inf):
-            raise InvalidConfig("security.egress: head_timeout and queue_timeout must be positive seconds")
         pol = self.policy
-        check_policy(pol.rate_limit, pol.retry, pol.breaker, pol.max_concurrent, pol.cache, "policy")
+        check_policy(pol.rate_limit, "policy")
         check_limit(pol.global_limit, "policy.global_limit")
-        if pol.max_concurrent_calls is not None and pol.max_concurrent_calls < 1:
-            raise InvalidConfig("policy.max_concurrent_calls must be >= 1 (None: no cap)")
         check_storage(pol.storage, "policy.storage")
         check_storage(pol.cache_storage, "policy.cache_storage")
         for sid, u in self.usage_scripts.items():
@@ -323,7 +301,7 @@ class HostConfig(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True)
                 _check_pool(s.pool, f"plugins.{pid}.pool")
             if s.limits:
                 _check_worker_limits(s.limits, f"plugins.{pid}.limits")
-            check_policy(s.rate_limit, s.retry, s.breaker, s.max_concurrent, s.cache, f"plugins.{pid}")
+            check_policy(s.rate_limit, f"plugins.{pid}")
             if s.inspect is not None:
                 check_inspect(s.inspect, f"plugins.{pid}.inspect")
 
@@ -388,15 +366,11 @@ def _check_alerts(a: AlertsConfig) -> None:
         raise InvalidConfig(f"balances.alerts.webhook must be an http(s) URL, got {a.webhook[:80]!r}")
     if a.command is not None and not (a.command and all(isinstance(x, str) and x for x in a.command)):
         raise InvalidConfig("balances.alerts.command must be a non-empty list of strings (argv)")
-    if not 0 < a.timeout <= 600:
-        raise InvalidConfig("balances.alerts.timeout must be > 0 and <= 600 seconds")
 
 
 def _check_pool(p: PoolConfig, where: str) -> None:
-    if p.min_workers < 0 or p.max_workers < 1 or p.min_workers > p.max_workers:
-        raise InvalidConfig(f"{where}: need 0 <= min_workers <= max_workers and max_workers >= 1")
-    if p.max_inflight < 1:
-        raise InvalidConfig(f"{where}: max_inflight must be >= 1")
+    if p.min_workers > p.max_workers:
+        raise InvalidConfig(f"{where}: min_workers ({p.min_workers}) must not exceed max_workers ({p.max_workers})")
 
 
 # Deno 2.9 cannot reserve its code range under 512 MiB of RLIMIT_DATA and starts from 544 MiB
@@ -408,14 +382,6 @@ def _check_worker_limits(lim: WorkerLimits, where: str) -> None:
     if lim.data_limit_mb is not None and lim.data_limit_mb < MIN_DATA_LIMIT_MB:
         raise InvalidConfig(f"{where}.data_limit_mb: Deno cannot start under {MIN_DATA_LIMIT_MB} MiB "
                             f"(got {lim.data_limit_mb}); None lifts the cap")
-    if lim.heap_mb < 16 or lim.max_result_bytes < 1 or lim.max_web_workers < 0:
-        raise InvalidConfig(f"{where}: need heap_mb >= 16, max_result_bytes >= 1, max_web_workers >= 0")
-    if lim.max_host_calls < 1 or lim.max_write_buffer_bytes < 64 * 1024:
-        raise InvalidConfig(f"{where}: need max_host_calls >= 1 and max_write_buffer_bytes >= 65536")
-    if lim.storage_max_bytes < 0:
-        raise InvalidConfig(f"{where}.storage_max_bytes must be >= 0 (0: no storage)")
-    if lim.cpu_seconds is not None and lim.cpu_seconds < 1:
-        raise InvalidConfig(f"{where}.cpu_seconds must be >= 1 (None: no cap)")
 
 
 __all__ = [

@@ -3,8 +3,12 @@ and the ceiling of what a request may ask for, with the checks HostConfig runs o
 
 from __future__ import annotations
 
-import msgspec
+from typing import Annotated
 
+import msgspec
+from msgspec import Meta
+
+from .config_types import Amount, Count, Delay, Seconds
 from .errors import InvalidConfig
 from .security.permissions import Permissions
 
@@ -17,8 +21,8 @@ class CryptoToolConfig(msgspec.Struct, forbid_unknown_fields=True, omit_defaults
 
     subtle: bool = True            # crypto.subtle (digest, sign, ...) available
     methods: list[str] = msgspec.field(default_factory=lambda: list(CRYPTO_METHODS))  # allow-list
-    max_bytes: int = 65536         # largest array getRandomValues fills
-    max_ops: int = 1000            # crypto operations per execution
+    max_bytes: Annotated[int, Meta(ge=1, le=65536)] = 65536        # largest array getRandomValues fills
+    max_ops: Count = 1000           # crypto operations per execution
 
 
 
@@ -28,17 +32,17 @@ class ExecuteConfig(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=Tr
     workers, reaped after 120 s idle; ``pooled = false`` starts a fresh worker per call)."""
 
     pooled: bool = True            # warm pooled workers; False = a fresh worker per call
-    min_workers: int = 2           # kept warm once the first execute (or serve) starts the pool
-    max_workers: int = 8
-    idle_timeout: float = 120.0
-    max_calls_per_worker: int = 1000  # then a fresh worker (each execution's context is collected)
-    timeout: float = 3.0           # seconds, when a request gives none (Isolate: 3000 ms)
-    max_code_chars: int = 100_000  # Isolate's maxSize; longer code is PayloadTooLarge
+    min_workers: Amount = 2          # kept warm once the first execute (or serve) starts the pool
+    max_workers: Count = 8
+    idle_timeout: Delay = 120.0
+    max_calls_per_worker: Count = 1000  # then a fresh worker (each execution's context is collected)
+    timeout: Seconds = 3.0          # seconds, when a request gives none (Isolate: 3000 ms)
+    max_code_chars: Count = 100_000  # Isolate's maxSize; longer code is PayloadTooLarge
     crypto: CryptoToolConfig = msgspec.field(default_factory=CryptoToolConfig)
     # The db tool: a sqlite database (a path, or sqlite:///path) that code asking for "db" may
     # read; None: the tool is refused. $DATABASE_URL sets it when the file does not.
     database: str | None = None
-    db_max_rows: int = 1000
+    db_max_rows: Count = 1000
     # The most an execution may ask for ([execute.allow], same shape as a plugin's
     # permissions): by default network access to public hosts only (private, loopback and this
     # machine's own addresses stay denied); never files, environment, processes, native code or
@@ -46,7 +50,7 @@ class ExecuteConfig(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=Tr
     allow: Permissions = msgspec.field(default_factory=lambda: Permissions(net=True))
     # Distinct permission sets with a pool of their own at once; the least recently used idle
     # one is stopped to make room. Only the set with no permissions keeps min_workers warm.
-    max_permission_sets: int = 8
+    max_permission_sets: Count = 8
 
     def __post_init__(self) -> None:
         if not isinstance(self.allow, Permissions):  # ExecuteConfig(allow={"net": [...]})
@@ -62,20 +66,14 @@ def database_path(database: str) -> str | None:
 
 
 def check_execute(x: ExecuteConfig) -> None:
-    if x.min_workers < 0 or x.max_workers < 1 or x.min_workers > x.max_workers:
-        raise InvalidConfig("execute: need 0 <= min_workers <= max_workers and max_workers >= 1")
-    if x.timeout <= 0 or x.max_code_chars < 1 or x.max_calls_per_worker < 1:
-        raise InvalidConfig("execute: need timeout > 0, max_code_chars >= 1 and max_calls_per_worker >= 1")
+    if x.min_workers > x.max_workers:
+        raise InvalidConfig(f"execute: min_workers ({x.min_workers}) must not exceed max_workers ({x.max_workers})")
     if x.database is not None and not database_path(x.database):
         raise InvalidConfig(f"execute.database: only sqlite databases (a path or sqlite:///path), "
                             f"got {x.database.split('://')[0]}://...")
-    if x.db_max_rows < 1 or x.max_permission_sets < 1:
-        raise InvalidConfig("execute: need db_max_rows >= 1 and max_permission_sets >= 1")
     c = x.crypto
     if unknown := sorted(set(c.methods) - set(CRYPTO_METHODS)):
         raise InvalidConfig(f"execute.crypto.methods: unknown {unknown}; known: {list(CRYPTO_METHODS)}")
-    if not 1 <= c.max_bytes <= 65536 or c.max_ops < 1:
-        raise InvalidConfig("execute.crypto: need 1 <= max_bytes <= 65536 and max_ops >= 1")
 
 
 __all__ = ["CRYPTO_METHODS", "TOOLS", "CryptoToolConfig", "ExecuteConfig", "check_execute", "database_path"]

@@ -7,6 +7,7 @@ import re
 import pytest
 
 from host import HostConfig, InvalidConfig, PoolConfig
+from host.config import CacheConfig, PluginSettings, PolicyConfig, RetryConfig, WorkerLimits
 
 
 def test_defaults_need_no_arguments():
@@ -27,7 +28,15 @@ def test_sections_may_be_plain_dicts():
     ({"pool": {"max_wrkers": 8}}, "pool.max_wrkers: unknown field; pool has: min_workers, max_workers"),
     ({"pool": {"max_workers": "many"}}, "pool.max_workers: Expected `int`, got `str`"),
     ({"security": {"strict": "maybe"}}, "security.strict: 'maybe' is not one of 'off', 'refuse', 'warn'"),
-    ({"pool": {"min_workers": 5, "max_workers": 2}}, "min_workers <= max_workers"),
+    ({"pool": {"min_workers": 5, "max_workers": 2}}, "pool: min_workers (5) must not exceed max_workers (2)"),
+    ({"pool": {"max_workers": 0}}, "pool.max_workers: Expected `int` >= 1"),
+    ({"limits": {"call_timeout": float("inf")}}, "limits.call_timeout: Expected `float` <= 1000000000.0"),
+    ({"limits": {"heartbeat_timeout": float("nan")}}, "limits.heartbeat_timeout: Expected `float` > 0.0"),
+    ({"server": {"port": 70000}}, "server.port: Expected `int` <= 65535"),
+    ({"plugins": {"x": {"retry": {"jitter": 2}}}}, "plugins.x.retry.jitter: Expected `float` <= 1.0"),
+    ({"plugins": {"x": {"breaker": {"window": 0}}}}, "plugins.x.breaker.window: Expected `float` > 0.0"),
+    ({"policy": {"max_concurrent_calls": 0}}, "policy.max_concurrent_calls: Expected `int` >= 1"),
+    ({"security": {"egress": {"max_upstream": 0}}}, "security.egress.max_upstream: Expected `int` >= 1"),
 ])
 def test_bad_sections_are_typed_errors_naming_the_field(kw, message):
     with pytest.raises(InvalidConfig) as e:
@@ -35,11 +44,25 @@ def test_bad_sections_are_typed_errors_naming_the_field(kw, message):
     assert message in str(e.value)
 
 
+@pytest.mark.parametrize(("kw", "message"), [
+    ({"pool": PoolConfig(max_workers=0)}, "pool.max_workers: Expected `int` >= 1"),
+    ({"limits": WorkerLimits(heap_mb=8)}, "limits.heap_mb: Expected `int` >= 16"),
+    ({"plugins": {"x": PluginSettings(cache=CacheConfig(ttl=-1))}}, "plugins.x.cache.ttl: Expected `float` > 0.0"),
+    ({"policy": PolicyConfig(retry=RetryConfig(max_attempts=0))}, "policy.retry.max_attempts: Expected `int` >= 1"),
+])
+def test_sections_built_in_python_are_checked_like_a_file(kw, message):
+    """msgspec checks constraints when it decodes, not when a Struct is constructed: HostConfig
+    re-checks every section, so an embedding app's PoolConfig(max_workers=0) is refused too."""
+    with pytest.raises(InvalidConfig) as e:
+        HostConfig(**kw)
+    assert str(e.value) == message
+
+
 @pytest.mark.parametrize(("section", "named"), [
     ({"execute": {"crypto": {"methods": ["getRandomValues", "sign"]}}}, "execute.crypto.methods: unknown ['sign']"),
-    ({"execute": {"crypto": {"max_bytes": 70000}}}, "max_bytes <= 65536"),
-    ({"execute": {"min_workers": 9}}, "execute: need 0 <= min_workers <= max_workers"),
-    ({"execute": {"timeout": 0}}, "execute: need timeout > 0"),
+    ({"execute": {"crypto": {"max_bytes": 70000}}}, "execute.crypto.max_bytes: Expected `int` <= 65536"),
+    ({"execute": {"min_workers": 9}}, "execute: min_workers (9) must not exceed max_workers (8)"),
+    ({"execute": {"timeout": 0}}, "execute.timeout: Expected `float` > 0.0"),
     ({"plugins": {"calc": {"inspect": "0.0.0.0:9229"}}}, "plugins.calc.inspect: the inspector address must be 127.0.0.1"),
     ({"plugins": {"calc": {"inspect": "127.0.0.1"}}}, "loopback only"),
 ])

@@ -14,11 +14,12 @@ from __future__ import annotations
 import datetime as dt
 import logging
 from collections.abc import Callable
-from typing import Literal
+from typing import Annotated, Literal
 
 import aiohttp
 import anyio
 import msgspec
+from msgspec import Meta
 
 from ..logs import Throttle
 from .result import BalanceResult
@@ -47,7 +48,7 @@ class AlertsConfig(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=Tru
 
     webhook: str | None = None        # an http(s) URL the alert is POSTed to as JSON
     command: list[str] | None = None  # argv of a command given the alert as JSON on stdin
-    timeout: float = 10.0             # seconds a webhook or command may take
+    timeout: Annotated[float, Meta(gt=0, le=600)] = 10.0            # seconds a webhook or command may take
     low_balance: float | None = None  # the default threshold; None: no low-balance alerts
 
 

@@ -4,11 +4,13 @@ Redis), with the checks ``HostConfig`` runs on them."""
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
 import limits
 import msgspec
+from msgspec import Meta
 
+from ..config_types import Amount, Count, Delay, Fraction, Seconds
 from ..errors import InvalidConfig
 
 RETRYABLE = ["NETWORK_ERROR", "RATE_LIMIT", "TIMEOUT", "WORKER_CRASHED"]
@@ -20,19 +22,19 @@ class RateLimitConfig(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=
 
     limit: str | None = None     # None: unlimited
     strategy: Literal["wait", "reject"] = "wait"       # "wait": queue up to max_wait; "reject": RateLimited at once
-    max_wait: float = 1.0        # seconds a call may wait for a slot (also bounded by its timeout)
+    max_wait: Delay = 1.0        # seconds a call may wait for a slot (also bounded by its timeout)
 
 
 class RetryConfig(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True):
     """Retries of a failed call. Off by default (``max_attempts=1``): retrying a function that is
     not idempotent may do its work twice, so a plugin opts in."""
 
-    max_attempts: int = 1        # attempts in all, the first included
-    backoff: float = 0.1         # delay before the second attempt, times multiplier after each
-    multiplier: float = 2.0
-    backoff_max: float = 5.0
-    jitter: float = 0.5          # each delay is shortened by a random fraction up to this
-    attempt_timeout: float | None = None  # cap per attempt (the call's timeout bounds them all)
+    max_attempts: Count = 1       # attempts in all, the first included
+    backoff: Delay = 0.1         # delay before the second attempt, times multiplier after each
+    multiplier: Annotated[float, Meta(ge=1, le=1000)] = 2.0
+    backoff_max: Delay = 5.0
+    jitter: Fraction = 0.5         # each delay is shortened by a random fraction up to this
+    attempt_timeout: Seconds | None = None  # cap per attempt (the call's timeout bounds them all)
     retry_on: list[str] = msgspec.field(default_factory=lambda: list(RETRYABLE))
 
 
@@ -42,11 +44,11 @@ class BreakerConfig(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=Tr
     open calls fail at once with CircuitOpen; after ``cooldown`` one probe call goes through."""
 
     enabled: bool = True
-    failure_threshold: int = 5   # 0: no consecutive-failure trigger
-    failure_rate: float = 0.5    # 0: no failure-rate trigger
-    min_calls: int = 20
-    window: float = 60.0
-    cooldown: float = 30.0
+    failure_threshold: Amount = 5  # 0: no consecutive-failure trigger
+    failure_rate: Fraction = 0.5   # 0: no failure-rate trigger
+    min_calls: Count = 20
+    window: Seconds = 60.0
+    cooldown: Delay = 30.0
 
 
 CACHE_ALL = "*"
@@ -61,10 +63,10 @@ class CacheConfig(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True
     with side effects would skip its work."""
 
     enabled: bool = False
-    ttl: float = 60.0            # seconds a result is fresh
-    stale_ttl: float = 0.0       # then served stale this long while refreshed in the background; 0: no
-    max_entries: int = 1000      # per plugin; the least recently used go first
-    max_value_bytes: int = 1024 * 1024  # larger results (as msgpack) are not cached
+    ttl: Seconds = 60.0           # seconds a result is fresh
+    stale_ttl: Delay = 0.0       # then served stale this long while refreshed in the background; 0: no
+    max_entries: Count = 1000     # per plugin; the least recently used go first
+    max_value_bytes: Count = 1024 * 1024  # larger results (as msgpack) are not cached
     persist: bool = False        # also keep entries in <state_dir>/cache.sqlite3, loaded at start
     functions: list[str] = msgspec.field(default_factory=lambda: ["queryBalance"])
 
@@ -80,8 +82,8 @@ class PolicyConfig(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=Tru
 
     storage: str = "memory://"   # rate-limit counters: memory:// (per host) or redis://host:port/db
     global_limit: str | None = None  # quota over the calls to all plugins together
-    max_concurrent_calls: int | None = None  # calls admitted at once over all plugins; None: no cap
-    max_concurrent: int = 0      # each plugin's default cap on calls admitted at once; 0: no cap
+    max_concurrent_calls: Count | None = None  # calls admitted at once over all plugins; None: no cap
+    max_concurrent: Amount = 0     # each plugin's default cap on calls admitted at once; 0: no cap
     rate_limit: RateLimitConfig = msgspec.field(default_factory=RateLimitConfig)
     retry: RetryConfig = msgspec.field(default_factory=RetryConfig)
     breaker: BreakerConfig = msgspec.field(default_factory=BreakerConfig)
@@ -97,13 +99,6 @@ def check_limit(limit: str | None, where: str) -> None:
             raise ValueError("empty")
     except ValueError:
         raise InvalidConfig(f"{where}: {limit!r} is not a rate limit such as '10/second; 300/minute'") from None
-
-
-def check_cache(c: CacheConfig, where: str) -> None:
-    if c.ttl <= 0 or c.stale_ttl < 0:
-        raise InvalidConfig(f"{where}: need ttl > 0 and stale_ttl >= 0")
-    if c.max_entries < 1 or c.max_value_bytes < 1:
-        raise InvalidConfig(f"{where}: max_entries and max_value_bytes must be >= 1")
 
 
 STORAGE_SCHEMES = ("memory", "redis", "rediss")
@@ -138,30 +133,11 @@ def storage_failure(uri: str, exc: Exception, *, modules: tuple[str, ...] = ("re
     return f"{redact_uri(uri)} failed: {type(exc).__name__}: {text.splitlines()[0] if text else ''}"
 
 
-def check_policy(rate: RateLimitConfig | None, retry: RetryConfig | None, breaker: BreakerConfig | None,
-                  max_concurrent: int | None, cache: CacheConfig | None, where: str) -> None:
-    """The policy sections of ``[policy]`` or of one plugin (None: not given there)."""
-    if max_concurrent is not None and max_concurrent < 0:
-        raise InvalidConfig(f"{where}.max_concurrent must be >= 0 (0: no cap)")
-    if cache is not None:
-        check_cache(cache, f"{where}.cache")
+def check_policy(rate: RateLimitConfig | None, where: str) -> None:
+    """What the field types of ``[policy]`` or of one plugin's sections cannot say: the rate
+    limit's notation (None: not given there)."""
     if rate is not None:
         check_limit(rate.limit, f"{where}.rate_limit.limit")
-        if rate.strategy not in ("wait", "reject"):
-            raise InvalidConfig(f"{where}.rate_limit.strategy must be 'wait' or 'reject'")
-        if rate.max_wait < 0:
-            raise InvalidConfig(f"{where}.rate_limit.max_wait must be >= 0")
-    if retry is not None:
-        if retry.max_attempts < 1:
-            raise InvalidConfig(f"{where}.retry.max_attempts must be >= 1")
-        if retry.backoff < 0 or retry.multiplier < 1 or not 0 <= retry.jitter <= 1:
-            raise InvalidConfig(f"{where}.retry: need backoff >= 0, multiplier >= 1, 0 <= jitter <= 1")
-    if breaker is not None:
-        if breaker.failure_threshold < 0 or not 0 <= breaker.failure_rate <= 1 or breaker.min_calls < 1:
-            raise InvalidConfig(f"{where}.breaker: need failure_threshold >= 0, "
-                                "0 <= failure_rate <= 1, min_calls >= 1")
-        if breaker.cooldown < 0 or breaker.window <= 0:
-            raise InvalidConfig(f"{where}.breaker: need cooldown >= 0 and window > 0")
 
 
 __all__ = ["CACHE_ALL", "NEVER_CACHED", "RETRYABLE", "STORAGE_SCHEMES", "BreakerConfig", "CacheConfig", "PolicyConfig",

@@ -1,0 +1,42 @@
+"""The constrained field types of the configuration, checked by msgspec wherever a section is
+decoded (host.toml, a dict) and re-checked by ``checked`` for sections built in Python: a value
+out of range is an ``InvalidConfig`` that names the field, e.g. ``pool.max_workers: Expected
+`int` >= 1``. Checks that relate two fields stay with the section that has them."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, TypeVar
+
+import msgspec
+from msgspec import Meta
+
+from .config_errors import validation_message
+from .errors import InvalidConfig
+
+# Longest duration a setting may give (about 31 years): finite, so that ``inf`` and ``nan``
+# from TOML are refused rather than turned into deadlines that never come.
+MAX_SECONDS = 1e9
+
+Count = Annotated[int, Meta(ge=1)]                         # one or more
+Amount = Annotated[int, Meta(ge=0)]                        # zero or more (0 often: none, or no cap)
+Seconds = Annotated[float, Meta(gt=0, le=MAX_SECONDS)]     # a duration above zero
+Delay = Annotated[float, Meta(ge=0, le=MAX_SECONDS)]       # a duration, zero allowed
+Fraction = Annotated[float, Meta(ge=0, le=1)]
+Port = Annotated[int, Meta(ge=0, le=65535)]                # 0: any free port
+
+S = TypeVar("S")
+
+
+def checked(value: Any, kind: Any, where: str, root: type | None = None) -> Any:
+    """``value`` (a Struct, or the dict, list or mapping of Structs of a section) validated as
+    ``kind``: a dict becomes its Struct, and a Struct built in Python (which msgspec does not
+    check on construction) is checked like one read from a file. ``root``: the Struct type
+    error messages are resolved against (default ``kind``)."""
+    try:
+        return msgspec.convert(msgspec.to_builtins(value), kind)
+    except msgspec.ValidationError as exc:
+        base = root if root is not None else kind if isinstance(kind, type) else None
+        raise InvalidConfig(validation_message(str(exc), base or object, where)) from None
+
+
+__all__ = ["MAX_SECONDS", "Amount", "Count", "Delay", "Fraction", "Port", "Seconds", "checked"]
