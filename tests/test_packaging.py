@@ -13,7 +13,8 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
-RUNTIME_FILES = ("worker.ts", "msgpack.ts", "plugin.d.ts")
+RUNTIME_FILES = ("worker.ts", "wire.ts", "calls.ts", "context.ts", "console.ts", "errors.ts", "sandbox.ts", "tools.ts",
+                 "isolate.ts", "msgpack.ts", "protocol.ts", "http.ts", "plugin.d.ts")
 
 pytestmark = pytest.mark.timeout(120)
 

@@ -1,0 +1,243 @@
+/**
+ * Calls: each call or execution in flight, how it settles (exactly once, with a result or an
+ * error frame), which call is running now (for console output), and the errors that escape
+ * any call.
+ */
+
+import { makeContext, dropSubscriptions } from "./context.ts";
+import { errorInfo, ErrorTypes, importError, sendErrorFrame } from "./errors.ts";
+import { type Execution, nextExecution, ownerOf, prepareSpare } from "./isolate.ts";
+import { emitLog, LogBudget, makeConsole } from "./console.ts";
+import type { ErrorInfo, Id } from "./protocol.ts";
+import { cryptoSettings, makeCryptoTool, makeDbTool } from "./tools.ts";
+import { limits, type Msg, optionalArray, optionalNumber, protocolError, requireId, requireString, send } from "./wire.ts";
+
+/** The plugin this worker serves, once the welcome has named and loaded it. */
+export const session: {
+  pluginId: string;
+  config: unknown;
+  // deno-lint-ignore no-explicit-any
+  plugin: Record<string, any> | null;
+} = { pluginId: "", config: null, plugin: null };
+
+export interface CallState {
+  id: Id;
+  controller: AbortController;
+  settled: boolean;
+  logs: LogBudget;
+  cleanup?: () => void;
+  /** Events this (execute) call subscribed to; its handlers go when it settles. */
+  events?: Set<string>;
+  /** The tools this (execute) call asked for. */
+  tools?: Set<string>;
+  /** Crypto operations this (execute) call has made. */
+  cryptoOps?: number;
+  /** This execution's own context (globals, timers), disposed when it settles. */
+  execution?: Execution;
+}
+
+export const calls = new Map<Id, CallState>();
+
+/** Which call is running now, for tagging console output. With one call in flight at a time
+ * (the host's default) that call is the answer. Only when the host allows several does the
+ * worker load node:async_hooks (it costs ~4 MB and several ms of startup) to follow each
+ * call through its awaits. */
+interface CallTracker {
+  run<A extends unknown[], R>(state: CallState, fn: (...args: A) => R, ...args: A): R;
+  getStore(): CallState | undefined;
+}
+
+function onlyCall(): CallState | undefined {
+  return calls.size === 1 ? calls.values().next().value : undefined;
+}
+
+export let tracker: CallTracker = {
+  run: (_state, fn, ...args) => fn(...args),
+  getStore: onlyCall,
+};
+
+export async function trackConcurrentCalls(): Promise<void> {
+  const { AsyncLocalStorage } = await import("node:async_hooks");
+  const als = new AsyncLocalStorage<CallState>();
+  tracker = {
+    run: (state, fn, ...args) => als.run(state, fn, ...args),
+    getStore: () => als.getStore() ?? onlyCall(),
+  };
+}
+
+function newCall(id: Id): CallState {
+  const state: CallState = {
+    id,
+    controller: new AbortController(),
+    settled: false,
+    logs: new LogBudget(),
+  };
+  calls.set(id, state);
+  return state;
+}
+
+function settle(state: CallState): boolean {
+  if (state.settled) return false;
+  state.settled = true;
+  calls.delete(state.id);
+  state.execution?.dispose();
+  if (state.events) dropSubscriptions(state);
+  if (state.cleanup) {
+    try {
+      state.cleanup();
+    } catch {
+      // cleanup is ours and does not throw; be safe anyway
+    }
+  }
+  return true;
+}
+
+function succeed(state: CallState, value: unknown): void {
+  if (!settle(state)) return;
+  const max = Math.min(limits.max_result_bytes, limits.max_frame);
+  let size: number;
+  try {
+    size = send({ type: "result", id: state.id, value }, max);
+  } catch (e) {
+    sendErrorFrame({ type: "error", id: state.id }, errorInfo(e));
+    return;
+  }
+  if (size < 0) {
+    sendErrorFrame({ type: "error", id: state.id }, {
+      name: "PayloadTooLarge",
+      error_type: ErrorTypes.SANDBOX_LIMIT,
+      message: `result exceeds the ${max}-byte limit (limits.max_result_bytes)`,
+    });
+  }
+}
+
+function fail(state: CallState, e: unknown): void {
+  failWith(state, errorInfo(e));
+}
+
+function failWith(state: CallState, info: ErrorInfo): void {
+  if (!settle(state)) return;
+  sendErrorFrame({ type: "error", id: state.id }, info);
+}
+
+/** Runs `thunk` as the body of call `state` and answers with its (awaited) outcome. */
+function invoke(state: CallState, thunk: () => unknown): void {
+  let r: unknown;
+  try {
+    r = thunk();
+  } catch (e) {
+    fail(state, e);
+    return;
+  }
+  answerWith(state, r);
+}
+
+function answerWith(state: CallState, r: unknown): void {
+  let then: unknown;
+  if (r !== null && (typeof r === "object" || typeof r === "function")) {
+    try {
+      then = (r as { then?: unknown }).then;
+    } catch (e) {
+      fail(state, e);
+      return;
+    }
+  }
+  if (typeof then !== "function") {
+    succeed(state, r);
+    return;
+  }
+  new Promise((resolve, reject) => (then as (a: unknown, b: unknown) => void).call(r, resolve, reject))
+    .then((v) => succeed(state, v), (e) => fail(state, e));
+}
+
+export function onCall(msg: Msg): void {
+  const id = requireId(msg.id, "call.id");
+  const fnName = requireString(msg.fn, "call.fn");
+  const args = optionalArray(msg.args, "call.args");
+  const timeoutMs = optionalNumber(msg.timeout_ms, "call.timeout_ms");
+  if (calls.has(id)) protocolError(`call id ${id} is already in flight`);
+  const state = newCall(id);
+  const fn = session.plugin?.[fnName];
+  if (typeof fn !== "function") {
+    failWith(state, { name: "FunctionNotFound", message: `no exported function "${fnName}"` });
+    return;
+  }
+  const context = makeContext(state, timeoutMs, undefined);
+  args.push(context);
+  tracker.run(state, invoke, state, () => fn(...args));
+}
+
+export function onExecute(msg: Msg): void {
+  const id = requireId(msg.id, "execute.id");
+  const code = requireString(msg.code, "execute.code");
+  const entry = msg.entry == null ? "default" : requireString(msg.entry, "execute.entry");
+  const timeoutMs = optionalNumber(msg.timeout_ms, "execute.timeout_ms");
+  const tools = optionalArray(msg.tools, "execute.tools");
+  if (calls.has(id)) protocolError(`call id ${id} is already in flight`);
+  const state = newCall(id);
+  state.tools = new Set(tools as string[]);
+  // Code run by execute is gone when the call settles, and so are its channel handlers. Its
+  // context has no cache or storage (executions share nothing), and a channel only with the
+  // tool; the host refuses these host calls from execute code all the same.
+  const { cache: _cache, storage: _storage, channel: _channel, ...context } = makeContext(state, timeoutMs, state);
+  if (state.tools.has("channel")) (context as Record<string, unknown>).channel = _channel;
+  // Its own context: its own globals and intrinsics, console, timers and tools (isolate.ts).
+  // crypto and db are bindings for every execution, undefined unless it asked for the tool.
+  const globals: Record<string, unknown> = { console: makeConsole(state), crypto: undefined, db: undefined };
+  if (state.tools.has("crypto")) globals.crypto = makeCryptoTool(cryptoSettings, state);
+  if (state.tools.has("db")) globals.db = makeDbTool(state);
+  if (state.tools.has("channel")) globals.channel = _channel;
+  try {
+    state.execution = nextExecution().claim(state, globals, (e) => fail(state, e));
+  } catch (e) {
+    fail(state, e);
+    return;
+  }
+  const execution = state.execution;
+  if (limits.harden === 1) prepareSpare();  // the next execution's context, made while idle
+  tracker.run(state, invoke, state, async () => {
+    let fn;
+    try {
+      fn = await execution.load(code, entry);
+    } catch (e) {
+      throw importError(e);
+    }
+    if (typeof fn !== "function") {
+      const err = new Error(`Entry "${entry}" is not a function`);
+      err.name = "EntryError";
+      throw err;
+    }
+    return await fn(msg.input === undefined ? undefined : execution.adopt(msg.input), context);
+  });
+}
+
+export function onCancel(msg: Msg): void {
+  const id = requireId(msg.id, "cancel.id");
+  const reason = msg.reason == null ? "cancelled" : requireString(msg.reason, "cancel.reason");
+  const state = calls.get(id);
+  if (state && !state.controller.signal.aborted) {
+    state.controller.abort(new DOMException(reason, "AbortError"));
+  }
+}
+
+/** An unhandled rejection or uncaught error: log it and fail the call it must belong to. One
+ * from an execution's context is that execution's alone: it fails it while it runs, and is
+ * dropped after (it must never reach the next execution). */
+export function onEscaped(reason: unknown, promise?: unknown): void {
+  const owner = (ownerOf(promise) ?? ownerOf(reason)) as CallState | undefined;
+  if (owner) {
+    if (!owner.settled) fail(owner, reason);
+    return;
+  }
+  const info = errorInfo(reason);
+  let only: CallState | undefined;
+  // A worker shared by callers never credits an error of unknown origin to the one execution
+  // running: code an earlier execution left behind (a listener on a lent AbortSignal, a lent
+  // fetch it never awaited) would fail the next caller's.
+  if (calls.size === 1 && limits.harden !== 1) only = calls.values().next().value;
+  if (only) {
+    failWith(only, info); // the call's error carries it: no separate log entry
+  } else {
+    emitLog("exception", info.message, tracker.getStore(), info);
+  }
+}

@@ -1,0 +1,191 @@
+/**
+ * Errors: the classes plugins see (PluginError, ErrorTypes, ResourceLimitExceeded) and how any
+ * thrown value becomes the ErrorInfo of an error frame, scrubbed, capped and never throwing.
+ */
+
+import { DYNAMIC_IMPORT, NO_IMPORTS } from "./isolate.ts";
+import type { ErrorInfo, FromWorker } from "./protocol.ts";
+import { type Msg, send } from "./wire.ts";
+
+/** Caps on an error's name, message and stack, so that an error report always fits in a frame
+ * (the host enforces the same on what arrives: host/worker.py MAX_ERROR_*). */
+const MAX_ERROR_NAME = 256;
+const MAX_ERROR_MESSAGE = 64 * 1024;
+const MAX_ERROR_STACK = 64 * 1024;
+
+export const ErrorTypes = Object.freeze({
+  NETWORK_ERROR: "NETWORK_ERROR",
+  AUTH_ERROR: "AUTH_ERROR",
+  NOT_CONFIGURED: "NOT_CONFIGURED", // a key or URL the operator has not set yet: not a failure of the station
+  RATE_LIMIT: "RATE_LIMIT",
+  TIMEOUT: "TIMEOUT",
+  PARSE_ERROR: "PARSE_ERROR",
+  PROVIDER_ERROR: "PROVIDER_ERROR",
+  SANDBOX_LIMIT: "SANDBOX_LIMIT",
+  UNKNOWN: "UNKNOWN",
+});
+
+/** The error a plugin throws to report a classified failure (see plugin.d.ts). */
+export class PluginError extends Error {
+  errorType: string;
+  details: unknown;
+
+  constructor(errorType: string, message?: string, details?: unknown) {
+    // `new PluginError("message")` is a common slip: keep the message, type UNKNOWN.
+    if (message === undefined && !Object.hasOwn(ErrorTypes, errorType)) {
+      message = errorType;
+      errorType = ErrorTypes.UNKNOWN;
+    }
+    super(message ?? "");
+    this.name = "PluginError";
+    this.errorType = errorType ?? ErrorTypes.UNKNOWN;
+    this.details = details;
+  }
+}
+
+/** A sandbox cap reached (Workers, egress size); the host raises ResourceLimitExceeded. */
+export class ResourceLimitExceeded extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = "ResourceLimitExceeded";
+  }
+}
+
+const DATA_URL_PREFIX = "data:application/javascript;base64,";
+// V8 shortens long URLs in stack frames to "<head>......<tail>": take both halves.
+const DATA_URL_RE = /data:application\/javascript;base64,[A-Za-z0-9+/=]*(?:\.{2,}[A-Za-z0-9+/=]*)?/g;
+
+/** Replaces execute's data: URLs (the whole code, base64) in messages and stacks by `<execute>`. */
+export function scrub(s: string): string {
+  return s.includes(DATA_URL_PREFIX) ? s.replace(DATA_URL_RE, "<execute>") : s;
+}
+
+/**
+ * Deno's module loader reports a parse error as a TypeError whose message starts with
+ * "SyntaxError: "; report it as the SyntaxError it is.
+ */
+export function importError(e: unknown): unknown {
+  if (e instanceof Error && e.name === "TypeError" && e.message.startsWith("SyntaxError: ")) {
+    const err = new SyntaxError(e.message.slice("SyntaxError: ".length));
+    err.stack = `SyntaxError: ${err.message}`;
+    return err;
+  }
+  return e;
+}
+
+export function cap(s: string, max: number): string {
+  return s.length > max ? `${s.slice(0, max)}... (${s.length - max} more characters)` : s;
+}
+
+/** Describes any thrown value; never throws itself. */
+const IMPORT_REFUSAL = /^Requires \w+ access to |but --no-(remote|npm) is specified/;
+
+/** An Error of any realm (an execution's context has Error constructors of its own). */
+export function isError(e: unknown): e is Error {
+  return e instanceof Error || (e !== null && typeof e === "object" && Object.prototype.toString.call(e) === "[object Error]");
+}
+
+export function errorInfo(e: unknown): ErrorInfo {
+  try {
+    if (isError(e)) {
+      let name = typeof e.name === "string" && e.name ? e.name : "Error";
+      if (name === "Error") {
+        const ctor = (e as { constructor?: { name?: unknown } }).constructor?.name;
+        if (typeof ctor === "string" && ctor && ctor !== "Error") name = ctor;
+      }
+      let { message, refused } = withCauses(e);
+      if (message === DYNAMIC_IMPORT) message = `${NO_IMPORTS} (import())`;
+      // fetch reports a sandbox refusal at connect time as TypeError("fetch failed") whose
+      // cause says "Requires net access to ...", and a refused import is a TypeError too
+      // ("Requires read access to", "--no-remote is specified"): name them as Deno.connect's
+      // refusal is named.
+      if (refused || (name === "TypeError" && IMPORT_REFUSAL.test(message))) name = "NotCapable";
+      const info: ErrorInfo = { name: cap(name, MAX_ERROR_NAME), message: cap(scrub(message), MAX_ERROR_MESSAGE) };
+      if (typeof e.stack === "string") info.stack = cap(scrub(e.stack), MAX_ERROR_STACK);
+      const { errorType, details } = e as { errorType?: unknown; details?: unknown };
+      if (typeof errorType === "string") info.error_type = cap(errorType, MAX_ERROR_NAME);
+      if ((e instanceof PluginError || info.error_type) && details !== undefined) info.details = details;
+      return info;
+    }
+    let message: string;
+    if (typeof e === "string") {
+      message = e;
+    } else if (e !== null && typeof e === "object" && isPlain(e)) {
+      message = safeJson(e) ?? safeString(e);
+    } else {
+      message = safeString(e);
+    }
+    const info: ErrorInfo = { name: "Exception", message: cap(message, MAX_ERROR_MESSAGE) };
+    if (e !== undefined) info.details = e;
+    return info;
+  } catch {
+    return { name: "Error", message: "a thrown value that could not be described" };
+  }
+}
+
+/** The message, then its causes': fetch's "fetch failed" says why only in its cause (e.g. a
+ * connection to a denied address: "client error (Connect): Requires net access to ...").
+ * ``refused``: a cause is the sandbox refusing access. */
+function withCauses(e: Error): { message: string; refused: boolean } {
+  let message = String(e.message ?? "");
+  let refused = false;
+  let cause: unknown = e.cause;
+  for (let depth = 0; depth < 3 && cause !== undefined && cause !== null; depth++) {
+    const text = isError(cause) ? String(cause.message ?? "") : safeString(cause);
+    if (text && !message.includes(text)) message += `: ${text}`;
+    refused ||= cause instanceof Deno.errors.NotCapable || /\bRequires \w+ access to /.test(text);
+    cause = isError(cause) ? cause.cause : undefined;
+  }
+  return { message, refused };
+}
+
+/** A plain object of any realm. */
+function isPlain(o: object): boolean {
+  const proto = Object.getPrototypeOf(o);
+  return proto === Object.prototype || proto === null ||
+    (Object.getPrototypeOf(proto) === null && Object.prototype.toString.call(o) === "[object Object]");
+}
+
+export function safeJson(v: unknown): string | undefined {
+  try {
+    return JSON.stringify(v);
+  } catch {
+    return undefined;
+  }
+}
+
+export function safeString(v: unknown): string {
+  try {
+    return String(v);
+  } catch {
+    try {
+      return Object.prototype.toString.call(v);
+    } catch {
+      return "[unprintable]";
+    }
+  }
+}
+
+export function jsonClone(v: unknown): unknown {
+  const s = safeJson(v);
+  return s === undefined ? null : JSON.parse(s);
+}
+
+/** Sends a frame carrying `info` at `msg[key]`, dropping parts of it until it is encodable. */
+export function sendErrorFrame(msg: Msg, info: ErrorInfo): void {
+  const attempts: Array<() => ErrorInfo> = [
+    () => info,
+    () => ({ ...info, details: jsonClone(info.details) }),
+    () => ({ name: info.name, message: info.message, stack: info.stack, error_type: info.error_type }),
+    () => ({ name: info.name, message: cap(info.message, 1024), error_type: info.error_type }),
+    () => ({ name: cap(info.name, 64), message: cap(info.message, 1024) }),
+  ];
+  for (const attempt of attempts) {
+    try {
+      msg.error = attempt();
+      if (send(msg as unknown as FromWorker) >= 0) return; // msg.error was just set
+    } catch {
+      // try the next, smaller form
+    }
+  }
+}
