@@ -47,6 +47,7 @@ bench: $(STAMP)
 lint: $(STAMP)
 	$(VENV)/bin/ruff check host tests bench
 	$(VENV)/bin/deno check worker_runtime/worker.ts
+	$(VENV)/bin/deno check --import-map=worker_runtime/import_map.json plugins/*/mod.ts
 
 clean:
 	rm -rf $(VENV) build dist *.egg-info .pytest_cache .ruff_cache

@@ -41,6 +41,10 @@ def find_deno(override: str | None = None) -> str:
     return str(path)
 
 
+# Beside the runtime entry: maps the specifiers the runtime provides to plugins ("@plugin-host/kit").
+IMPORT_MAP = "import_map.json"
+
+
 def find_runtime_entry(override: str | None = None) -> Path:
     """worker_runtime/worker.ts: inside the installed wheel, or beside the source tree."""
     if override:
@@ -206,6 +210,9 @@ class Runtime:
                                     https_only=self.security.https_only, keep_reachable=keep,
                                     always_deny=self.reserved_addresses),
         ]
+        import_map = self.entry.parent / IMPORT_MAP
+        if import_map.is_file():  # "@plugin-host/kit" and the like (worker_runtime/kit.ts)
+            flags.append(f"--import-map={import_map}")
         if inspect:
             flags.append(f"--inspect={inspect}")
         return flags

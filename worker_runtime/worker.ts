@@ -29,6 +29,9 @@ import { captureConsole } from "./console.ts";
 import { onDeliver, onHostReply } from "./context.ts";
 import { errorInfo, ErrorTypes, importError, jsonClone, safeString, sendErrorFrame } from "./errors.ts";
 import { harden, loadVm } from "./isolate.ts";
+// Loaded with the runtime (a static import needs no read grant), so that a plugin may import it
+// as "@plugin-host/kit" (import_map.json) with none either.
+import "./kit.ts";
 import { type ErrorInfo, type Limits, MAGIC_COOKIE as COOKIE, PROTOCOL_VERSION as PROTOCOL } from "./protocol.ts";
 import { installGlobals, useEgressProxy } from "./sandbox.ts";
 import { readToolSettings } from "./tools.ts";

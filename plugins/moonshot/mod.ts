@@ -14,6 +14,7 @@
  * `baseUrl` may be the OpenAI-style "https://api.moonshot.cn/v1": it is not repeated.
  */
 import type { BalanceResult, Context, PluginMetadata } from "../../worker_runtime/plugin.d.ts";
+import { configChecks, parsers, type Problem, secretProblem, urlProblem } from "@plugin-host/kit";
 
 interface Config {
   apiKey?: string;
@@ -22,6 +23,7 @@ interface Config {
 }
 
 const ID = "moonshot";
+const { object, number } = parsers(ID);
 const DEFAULT_BASE_URL = "https://api.moonshot.cn";
 
 export const metadata: PluginMetadata = {
@@ -59,35 +61,10 @@ export async function queryBalance(config: Config, ctx: Context): Promise<Balanc
   };
 }
 
-/** Cheap and offline: the host runs it every health interval, and the balance query is the
- * real probe of the key. */
-export function healthCheck(config: Config): { healthy: boolean; message?: string } {
-  const problem = configProblem(config);
-  return problem ? { healthy: false, message: problem } : { healthy: true };
-}
+/** Cheap and offline: the host runs healthCheck every health interval, and the balance query
+ * is the real probe of the key. */
+export const { healthCheck, validateConfig } = configChecks(configProblem);
 
-export function validateConfig(config: Config): true | { valid: false; message: string } {
-  const problem = configProblem(config);
-  return problem ? { valid: false, message: problem } : true;
-}
-
-function configProblem(config: Config): string | undefined {
-  if (!config.apiKey) return "apiKey is not configured";
-  if (/\s/.test(config.apiKey)) return "apiKey must not contain whitespace";
-  try {
-    if (!/^https?:$/.test(new URL(config.baseUrl ?? DEFAULT_BASE_URL).protocol)) return "baseUrl must be an http(s) URL";
-  } catch {
-    return "baseUrl is not a URL";
-  }
-}
-
-function object(value: unknown, field: string): Record<string, unknown> {
-  if (value !== null && typeof value === "object" && !Array.isArray(value)) return value as Record<string, unknown>;
-  throw new PluginError(ErrorTypes.PARSE_ERROR, `${ID}: ${field} is not an object`);
-}
-
-function number(value: unknown, field: string): number {
-  const n = typeof value === "string" && value.trim() !== "" ? Number(value) : value;
-  if (typeof n === "number" && Number.isFinite(n)) return n;
-  throw new PluginError(ErrorTypes.PARSE_ERROR, `${ID}: ${field} is missing or not a number`);
+function configProblem(config: Config): Problem {
+  return secretProblem(config.apiKey, "apiKey") ?? urlProblem(config.baseUrl ?? DEFAULT_BASE_URL, "baseUrl");
 }

@@ -27,6 +27,7 @@
  * fails with NOT_CONFIGURED and sends nothing.
  */
 import type { BalanceResult, Context, PluginMetadata } from "../../worker_runtime/plugin.d.ts";
+import { configChecks, parsers, type Problem, secretProblem, urlProblem } from "@plugin-host/kit";
 
 interface Config {
   apiKey?: string;
@@ -36,6 +37,7 @@ interface Config {
 }
 
 const ID = "newapi";
+const { object, number } = parsers(ID);
 const QUOTA_PER_USD = 500_000;
 const AUTH_MESSAGE = /token|log ?in|logged|permission|unauthori[sz]ed|forbidden|New-Api-User|无权|未登录|权限|令牌/i;
 
@@ -126,41 +128,14 @@ function refusal(body: Record<string, unknown>): Record<string, unknown> {
 
 /** Cheap and offline: the host runs it every health interval, and the balance query is the
  * real probe of the token and the server. */
-export function healthCheck(config: Config): { healthy: boolean; message?: string } {
-  const problem = configProblem(config);
-  return problem ? { healthy: false, message: problem } : { healthy: true };
-}
+/** Cheap and offline: the host runs healthCheck every health interval, and the balance query
+ * is the real probe of the key. */
+export const { healthCheck, validateConfig } = configChecks(configProblem);
 
-export function validateConfig(config: Config): true | { valid: false; message: string } {
-  const problem = configProblem(config);
-  return problem ? { valid: false, message: problem } : true;
-}
-
-function configProblem(config: Config): string | undefined {
-  if (ACCOUNT(config)) {
-    if (!config.accessToken) return "accessToken is not configured";
-    if (/\s/.test(config.accessToken)) return "accessToken must not contain whitespace";
-    if (!config.userId) return "userId is not configured";
-    if (!/^\d+$/.test(config.userId)) return "userId must be the user's numeric id";
-  } else {
-    if (!config.apiKey) return "apiKey (an sk- key; or accessToken and userId) is not configured";
-    if (/\s/.test(config.apiKey)) return "apiKey must not contain whitespace";
-  }
-  if (!config.baseUrl) return "baseUrl is not configured";
-  try {
-    if (!/^https?:$/.test(new URL(config.baseUrl).protocol)) return "baseUrl must be an http(s) URL";
-  } catch {
-    return "baseUrl is not a URL";
-  }
-}
-
-function object(value: unknown, field: string): Record<string, unknown> {
-  if (value !== null && typeof value === "object" && !Array.isArray(value)) return value as Record<string, unknown>;
-  throw new PluginError(ErrorTypes.PARSE_ERROR, `${ID}: ${field} is not an object`);
-}
-
-function number(value: unknown, field: string): number {
-  const n = typeof value === "string" && value.trim() !== "" ? Number(value) : value;
-  if (typeof n === "number" && Number.isFinite(n)) return n;
-  throw new PluginError(ErrorTypes.PARSE_ERROR, `${ID}: ${field} is missing or not a number`);
+function configProblem(config: Config): Problem {
+  const who = ACCOUNT(config)
+    ? secretProblem(config.accessToken, "accessToken") ?? secretProblem(config.userId, "userId") ??
+      (/^\d+$/.test(config.userId!) ? undefined : "userId must be the user's numeric id")
+    : secretProblem(config.apiKey, "apiKey")?.replace("apiKey is", "apiKey (an sk- key; or accessToken and userId) is");
+  return who ?? urlProblem(config.baseUrl, "baseUrl");
 }

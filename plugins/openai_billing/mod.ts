@@ -28,6 +28,7 @@
  * "https://relay.example/openai/v1/dashboard/..."). http URLs are accepted (relays on a LAN).
  */
 import type { BalanceResult, Context, PluginMetadata } from "../../worker_runtime/plugin.d.ts";
+import { configChecks, parsers, type Problem, secretProblem, urlProblem } from "@plugin-host/kit";
 
 interface Config {
   apiKey?: string;
@@ -35,6 +36,7 @@ interface Config {
 }
 
 const ID = "openai_billing";
+const { object, number } = parsers(ID);
 const DEFAULT_BASE_URL = "https://api.openai.com";
 const DAY_MS = 86_400_000;
 const USAGE_WINDOW_DAYS = 100;
@@ -99,24 +101,12 @@ async function creditGrants(base: string, init: RequestInit, ctx: Context): Prom
 
 /** Cheap and offline: the host runs it every health interval, and the balance query is the
  * real probe of the key and the relay. */
-export function healthCheck(config: Config): { healthy: boolean; message?: string } {
-  const problem = configProblem(config);
-  return problem ? { healthy: false, message: problem } : { healthy: true };
-}
+/** Cheap and offline: the host runs healthCheck every health interval, and the balance query
+ * is the real probe of the key. */
+export const { healthCheck, validateConfig } = configChecks(configProblem);
 
-export function validateConfig(config: Config): true | { valid: false; message: string } {
-  const problem = configProblem(config);
-  return problem ? { valid: false, message: problem } : true;
-}
-
-function configProblem(config: Config): string | undefined {
-  if (!config.apiKey) return "apiKey is not configured";
-  if (/\s/.test(config.apiKey)) return "apiKey must not contain whitespace";
-  try {
-    if (!/^https?:$/.test(new URL(config.baseUrl ?? DEFAULT_BASE_URL).protocol)) return "baseUrl must be an http(s) URL";
-  } catch {
-    return "baseUrl is not a URL";
-  }
+function configProblem(config: Config): Problem {
+  return secretProblem(config.apiKey, "apiKey") ?? urlProblem(config.baseUrl ?? DEFAULT_BASE_URL, "baseUrl");
 }
 
 /** OpenAI-compatible relays often answer a failure with HTTP 200 and an `error` object
@@ -143,16 +133,4 @@ function isNotFound(e: unknown): boolean {
 
 function day(ms: number): string {
   return new Date(ms).toISOString().slice(0, 10);
-}
-
-function object(value: unknown, field: string): Record<string, unknown> {
-  if (value !== null && typeof value === "object" && !Array.isArray(value)) return value as Record<string, unknown>;
-  throw new PluginError(ErrorTypes.PARSE_ERROR, `${ID}: ${field} is not an object`);
-}
-
-/** A number, or a string holding one (as some relays send). */
-function number(value: unknown, field: string): number {
-  const n = typeof value === "string" && value.trim() !== "" ? Number(value) : value;
-  if (typeof n === "number" && Number.isFinite(n)) return n;
-  throw new PluginError(ErrorTypes.PARSE_ERROR, `${ID}: ${field} is missing or not a number`);
 }
