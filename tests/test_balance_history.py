@@ -8,7 +8,7 @@ import os
 import stat
 
 import pytest
-from conftest import served
+from support.servers import served
 
 from host import BalancePoint, CacheConfig, PluginSettings, PoolConfig
 

@@ -4,7 +4,7 @@ worker's slot (issue 15, item 2)."""
 from __future__ import annotations
 
 import pytest
-from conftest import served
+from support.servers import served
 
 from host import InvalidArguments, PoolConfig
 

@@ -10,7 +10,7 @@ import json
 import sqlite3
 
 import pytest
-from conftest import run_cli
+from support.servers import run_cli
 
 from host import PluginSettings
 

@@ -9,7 +9,7 @@ import textwrap
 from pathlib import Path
 
 import pytest
-from conftest import run_cli
+from support.servers import run_cli
 
 from host import HostConfig, InvalidConfig
 from host.config import PoolConfig, RateLimitConfig

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import anyio
 import pytest
-from conftest import free_port, wait_for
+from support.processes import free_port, wait_for
 
 from host import PermissionDenied, PluginError, PoolConfig, ResourceLimitExceeded
 from host.config import SecurityConfig

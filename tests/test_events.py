@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from conftest import wait_for
+from support.processes import wait_for
 
 from host import HealthConfig
 

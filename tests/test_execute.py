@@ -1,4 +1,4 @@
-"""PluginHost.execute: seed 001's Isolate contract. Errors in user code come back as
+"""PluginHost.execute: the Isolate engine's contract. Errors in user code come back as
 ``exception`` log entries of an ExecuteResult; only the host's own limits raise."""
 
 from __future__ import annotations
@@ -256,7 +256,7 @@ async def test_code_over_max_code_chars_raises_payload_too_large(make_host):
         small = await h.execute("export default () => 1")
         with pytest.raises(PayloadTooLarge):
             await h.execute("export default () => 1;\n" + "// padding\n" * 200)
-        # seed 001 counts characters: 900 two-byte characters are under the limit
+        # the Isolate engine counts characters: 900 two-byte characters are under the limit
         wide = await h.execute("export default () => '" + "é" * 900 + "'.length")
         after = await h.execute("export default () => 2")
     assert small.ok and small.result == 1
@@ -336,7 +336,7 @@ async def test_pooled_executes_reuse_the_warm_workers(make_host):
     async with make_host() as h:
         pids = [(await h.execute("export default () => Deno.pid")).result for _ in range(6)]
     assert all(isinstance(p, int) for p in pids), pids
-    assert len(set(pids)) <= 2, pids  # seed 001's cluster keeps two warm workers
+    assert len(set(pids)) <= 2, pids  # the Isolate engine's cluster keeps two warm workers
     async with make_host(execute=ExecuteConfig(min_workers=1, max_workers=1)) as h:
         one = {(await h.execute("export default () => Deno.pid")).result for _ in range(3)}
     assert len(one) == 1, one

@@ -96,7 +96,7 @@ async def test_the_grant_follows_the_configured_host_only(plugin_dir, make_host,
 
 
 async def test_network_failure_is_network_error(plugin_dir, make_host):
-    from conftest import free_port
+    from support.processes import free_port
 
     plugin_dir.add("probe.js", PROBE)
     closed = f"http://127.0.0.1:{free_port()}"

@@ -14,7 +14,8 @@ from pathlib import Path
 import anyio
 import msgspec
 import pytest
-from conftest import _frame, gone, hostile_spec, start_fails, wait_for
+from support.hostile import frame_of, hostile_spec, start_fails
+from support.processes import gone, wait_for
 
 from host import (
     HandshakeError,
@@ -188,7 +189,7 @@ async def test_rejected_hello_is_answered_with_reject_and_its_reason_then_closed
         hello = {"type": "hello", "cookie": p.MAGIC_COOKIE, "protocol": 1, "token": token, **fields}
         received = b""
         async with await anyio.connect_unix(sock_path) as stream:
-            await stream.send(_frame(msgspec.msgpack.encode(hello)))
+            await stream.send(frame_of(msgspec.msgpack.encode(hello)))
             with anyio.fail_after(5):
                 while True:
                     try:

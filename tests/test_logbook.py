@@ -4,7 +4,7 @@ over HTTP, with the per-plugin latency and error rate the dashboard shows."""
 from __future__ import annotations
 
 import pytest
-from conftest import served
+from support.servers import served
 
 from host import FunctionNotFound, PoolConfig
 

@@ -5,8 +5,9 @@ exits by reason, restarts, timeouts and circuit states."""
 from __future__ import annotations
 
 import pytest
-from conftest import served, wait_for
 from prometheus_client.parser import text_string_to_metric_families
+from support.processes import wait_for
+from support.servers import served
 
 from host import CallTimeout, FunctionNotFound, PluginError, PluginNotFound, PoolConfig
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import anyio
 import pytest
-from conftest import process_gone
+from support.processes import process_gone
 
 from host import HostConfig, PluginHost, PluginNotFound, PluginUnavailable
 from host.plugins.dependencies import resolve

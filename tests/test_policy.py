@@ -6,7 +6,7 @@ from __future__ import annotations
 import time
 
 import pytest
-from conftest import wait_for
+from support.processes import wait_for
 
 from host import (
     BreakerConfig,

@@ -9,7 +9,7 @@ import time
 
 import anyio
 import pytest
-from conftest import process_gone, wait_for
+from support.processes import process_gone, wait_for
 
 from host import CallTimeout, HostError, PluginUnavailable, PoolConfig, WorkerCrashed, WorkerLimits
 

@@ -21,7 +21,8 @@ from urllib.parse import parse_qs, urlsplit
 import msgspec
 import pytest
 from aiohttp import web
-from conftest import FakeHttp, PluginDir
+from support.plugins import PluginDir
+from support.servers import FakeHttp
 
 from host import BreakerConfig, InvalidConfig, PluginError, PluginHost, PluginSettings, PoolConfig
 from host.balances.result import BalanceResult

@@ -13,7 +13,9 @@ import time
 import anyio
 import pytest
 import redis
-from conftest import CALC, free_port, running_redis
+from support.plugins import CALC
+from support.processes import free_port
+from support.servers import running_redis
 
 from host import (
     CacheConfig,

@@ -7,7 +7,7 @@ import time
 
 import anyio
 import pytest
-from conftest import process_gone, wait_for
+from support.processes import process_gone, wait_for
 
 from host import HostError, PluginNotFound, PoolConfig
 from host.config import ReloadConfig

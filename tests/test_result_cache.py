@@ -8,7 +8,7 @@ from pathlib import Path
 
 import anyio
 import pytest
-from conftest import wait_for
+from support.processes import wait_for
 
 from host import CacheConfig, HostConfig, PluginError, PluginSettings, PoolConfig, RateLimitConfig
 from host.policy.cache import CacheEntry, ResultCache, cache_key, digest, make_entry

@@ -10,7 +10,7 @@ from contextlib import asynccontextmanager
 import anyio
 import pytest
 from anyio.abc import TaskGroup
-from conftest import wait_for
+from support.processes import wait_for
 
 from host import CallTimeout, InvalidConfig, PluginSettings, PolicyConfig, PoolConfig, WorkerLimits
 from host.policy.scheduler import Scheduler

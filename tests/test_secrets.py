@@ -10,8 +10,9 @@ import stat
 from pathlib import Path
 
 import pytest
-from conftest import run_cli, vault_plugin
 from cryptography.fernet import Fernet
+from support.plugins import vault_plugin
+from support.servers import run_cli
 
 from host import (
     HostConfig,

@@ -4,7 +4,9 @@ control, configs, events, balances, health, and JSON errors with fitting status 
 from __future__ import annotations
 
 import pytest
-from conftest import CALC, deno_children, serve_process, vault_plugin
+from support.plugins import CALC, vault_plugin
+from support.processes import deno_children
+from support.servers import serve_process
 
 TOKEN = "adm-4c1b9e0f7a2d"
 SECRET = "sk-live-7f3a9c2e5b1d"

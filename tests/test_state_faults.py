@@ -11,7 +11,8 @@ import signal
 import sqlite3
 
 import pytest
-from conftest import CALC, PluginDir, fresh_state, run_cli, serve_process, vault_plugin
+from support.plugins import CALC, PluginDir, fresh_state, vault_plugin
+from support.servers import run_cli, serve_process
 
 from host import InvalidConfig, PoolConfig, SecretsError, StateError
 from host.security.audit import read_audit

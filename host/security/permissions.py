@@ -146,7 +146,7 @@ class Permissions(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True
 
     @classmethod
     def merge(cls, *parts: Any, where: str = "permissions") -> Permissions:
-        """Seed 001's merge: each part parsed (``"none"`` and None add nothing, ``"inherit"``
+        """The Isolate engine's permission merge: each part parsed (``"none"`` and None add nothing, ``"inherit"``
         is refused), lists joined without duplicates in first-seen order, ``true`` (a whole
         kind) absorbing any list, and allowPrivateNetwork set if any part sets it."""
         merged: dict[str, Any] = {}

@@ -6,7 +6,9 @@ from __future__ import annotations
 import json
 
 import pytest
-from conftest import fresh_state, run_cli, serve_process, wait_for
+from support.plugins import fresh_state
+from support.processes import wait_for
+from support.servers import run_cli, serve_process
 
 from host import ApprovalChanged, InvalidConfig, PermissionDenied, PluginUnavailable, PoolConfig
 from host.config import ReloadConfig

@@ -16,7 +16,7 @@ from pathlib import Path
 import anyio
 import pytest
 from aiohttp import web
-from conftest import wait_for
+from support.processes import wait_for
 
 from host import PluginSettings, PoolConfig
 from host.config import SecurityConfig

@@ -8,7 +8,7 @@ closed here, on the host's side where the runtime cannot be trusted."""
 from __future__ import annotations
 
 import pytest
-from conftest import PluginDir
+from support.plugins import PluginDir
 
 from host import ExecuteConfig
 

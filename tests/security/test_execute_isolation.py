@@ -7,7 +7,7 @@ from __future__ import annotations
 import sqlite3
 
 import pytest
-from conftest import PluginDir
+from support.plugins import PluginDir
 
 from host import ExecuteConfig, GrantRefused, InvalidConfig, PoolConfig
 from host.security.audit import read_audit

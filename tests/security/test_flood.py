@@ -9,7 +9,7 @@ from collections.abc import Awaitable, Callable
 
 import anyio
 import pytest
-from conftest import PluginDir
+from support.plugins import PluginDir
 
 from host import CallTimeout, HostError, PayloadTooLarge, PluginError, PoolConfig, WorkerCrashed, WorkerLimits
 from host.worker import LIMIT_HOST_CALLS, LIMIT_WRITE_BUFFER, MAX_ERROR_NAME, MAX_ERROR_TEXT
@@ -49,7 +49,7 @@ async def crash_and_growth(flood: Callable[[], Awaitable[object]],
     return e.value, peak - base
 
 
-# A fake worker runtime (tests/conftest.py PRELUDE: the real codec and framing) that serves like
+# A fake worker runtime (tests/support/hostile.py PRELUDE: the real codec and framing) that serves like
 # the real one until a call asks it to flood: every frame here is one that plugin code writing
 # to its socket could send, so the host must cap each kind by itself.
 FLOOD = """

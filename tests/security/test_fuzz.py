@@ -10,9 +10,10 @@ import struct
 
 import msgspec
 import pytest
-from conftest import _frame, gone, hostile_spec, on_demand_runtime, process_gone, start_fails, wait_for
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from support.hostile import frame_of, hostile_spec, on_demand_runtime, start_fails
+from support.processes import gone, process_gone, wait_for
 
 from host import (
     CallTimeout,
@@ -76,8 +77,8 @@ _messages = st.builds(lambda t, f: {**f, "type": t}, st.sampled_from(_NAMES) | _
 
 _chunks = st.one_of(
     st.binary(max_size=48),                                           # raw bytes
-    st.binary(max_size=48).map(_frame),                               # framed garbage
-    _messages.map(lambda m: _frame(msgspec.msgpack.encode(m))),       # framed, plausible maps
+    st.binary(max_size=48).map(frame_of),                               # framed garbage
+    _messages.map(lambda m: frame_of(msgspec.msgpack.encode(m))),       # framed, plausible maps
     st.integers(0, 2**32 - 1).map(lambda n: struct.pack(">I", n)),    # a bare header
 )
 

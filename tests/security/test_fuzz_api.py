@@ -12,9 +12,9 @@ from collections.abc import Iterator
 import anyio
 import pytest
 from anyio.from_thread import BlockingPortal, start_blocking_portal
-from conftest import CALC, PluginDir, fresh_state
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from support.plugins import CALC, PluginDir, fresh_state
 
 from host import HostConfig, HostError, PluginHost, PoolConfig
 

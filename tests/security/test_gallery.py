@@ -20,7 +20,8 @@ from pathlib import Path
 
 import anyio
 import pytest
-from conftest import _runtime, gone, on_demand_runtime, process_gone, wait_for
+from support.hostile import on_demand_runtime, runtime_for
+from support.processes import gone, process_gone, wait_for
 
 from host import (
     BreakerConfig,
@@ -282,7 +283,7 @@ async def test_open_kv_does_not_exist_in_a_worker(plugin_dir, make_host):
 
 async def test_local_storage_and_cache_api_do_not_leak_between_plugins(plugin_dir, make_host):
     # Both plugins run the same worker_runtime/worker.ts, the key Deno would share storage by
-    # (DENO_FACTS Q9): only the host's per-plugin --location keeps them apart.
+    # (Deno 2.9 keys it by --location, else by the main module): only the host's per-plugin --location keeps them apart.
     install(plugin_dir, storage_a=STORAGE, storage_b=STORAGE)
     secret = f"secret-{os.getpid()}-{time.monotonic_ns()}"
     url = "https://gallery.invalid/secret"
@@ -477,7 +478,7 @@ async def test_import_of_a_file_outside_the_plugin_directory_is_refused(plugin_d
     outside.mkdir()
     (outside / "secret.js").write_text('export const secret = "outside";\n')
     install(plugin_dir, remote_import=REMOTE_IMPORT)
-    # Deno reports a refused module read as a TypeError (DENO_FACTS Q1); the runtime names it.
+    # Deno reports a refused module read as a TypeError (measured with Deno 2.9); the runtime names it.
     async with make_host(pool=ONE) as h:
         await assert_refused(h, "remote_import", "loadOutside", str(tmp_path),
                              named=f'Requires read access to "{outside / "secret.js"}"')
@@ -500,7 +501,7 @@ async def test_heap_bomb_crashes_its_worker_with_reason_memory_and_a_new_one_ser
 
 
 async def test_array_buffer_bomb_in_one_go_is_stopped_by_the_data_limit(plugin_dir, make_host):
-    # ArrayBuffers live outside the V8 heap, so heap_mb does not bound them (DENO_FACTS Q4);
+    # ArrayBuffers live outside the V8 heap, so heap_mb does not bound them (measured with Deno 2.9);
     # RLIMIT_DATA does. A loop that never yields, on a fresh worker, ends in one of two ways:
     # V8 itself cannot get memory any more (a fatal out-of-memory: the worker is replaced), or
     # the allocation of a backing store fails (a RangeError: the worker lives on, unless V8
@@ -668,7 +669,7 @@ async def test_protocol_violations_count_as_crashes_towards_the_crash_loop_state
 
 
 async def test_socket_is_unlinked_after_accept_so_the_token_cannot_be_replayed(calc, run_root, shared_state):
-    runtime = _runtime(find_runtime_entry(), run_root, shared_state)
+    runtime = runtime_for(find_runtime_entry(), run_root, shared_state)
     spec_ = WorkerSpec(plugin_id="calc", module=calc.root / "calc.js", base_dir=calc.root,
                        read_paths=[str(calc.root)])
     async with anyio.create_task_group() as tg:

@@ -12,7 +12,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
-from conftest import vault_plugin
+from support.plugins import vault_plugin
 
 from host import InvalidConfig, PermissionDenied, Permissions, PoolConfig, SecurityConfig
 from host.security.permissions import local_addresses

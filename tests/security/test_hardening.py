@@ -19,7 +19,8 @@ from typing import Any
 
 import aiohttp
 import pytest
-from conftest import deno_children, free_port, served, sigterm_and_reap
+from support.processes import deno_children, free_port, sigterm_and_reap
+from support.servers import served
 
 pytestmark = pytest.mark.anyio
 

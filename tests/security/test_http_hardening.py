@@ -21,7 +21,8 @@ from typing import Any
 
 import aiohttp
 import pytest
-from conftest import deno_children, free_port, run_cli, serve_process, served
+from support.processes import deno_children, free_port
+from support.servers import run_cli, serve_process, served
 
 from host import ExecuteConfig
 
@@ -32,7 +33,7 @@ ADMIN = "adm-5d2e8c1a-http-hardening"
 READER = "read-93b7f04e-http-hardening"
 REBOUND = "rebind.attacker.test"
 CALL = "/api/plugins/{id}/call/{fn}"
-# Seed 001's cluster, one warm worker: what a timeout could kill is then one known process.
+# The Isolate engine's cluster, one warm worker: what a timeout could kill is then one known process.
 ONE_EXECUTE_WORKER = ExecuteConfig(min_workers=1, max_workers=1)
 
 

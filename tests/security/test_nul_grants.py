@@ -10,7 +10,7 @@ import os
 
 import anyio
 import pytest
-from conftest import wait_for
+from support.processes import wait_for
 
 from host import PoolConfig
 from host.config import ReloadConfig

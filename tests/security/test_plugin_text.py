@@ -5,7 +5,8 @@ console lines are escaped in text logs (issue 14, item 13)."""
 from __future__ import annotations
 
 import pytest
-from conftest import PluginDir, run_cli
+from support.plugins import PluginDir
+from support.servers import run_cli
 
 pytestmark = pytest.mark.timeout(60)
 

@@ -10,7 +10,9 @@ import time
 
 import anyio
 import pytest
-from conftest import CALC, PluginDir, deno_children, serve_process, wait_for
+from support.plugins import CALC, PluginDir
+from support.processes import deno_children, wait_for
+from support.servers import serve_process
 
 from host import PoolConfig, SpawnFailed
 from host.runtime import Runtime

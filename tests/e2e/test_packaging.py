@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 RUNTIME_FILES = ("worker.ts", "wire.ts", "calls.ts", "context.ts", "console.ts", "errors.ts", "sandbox.ts", "tools.ts",
                  "isolate.ts", "msgpack.ts", "protocol.ts", "http.ts", "plugin.d.ts")
 

@@ -7,7 +7,7 @@ import json
 import os
 import subprocess
 
-from conftest import run_cli
+from support.servers import run_cli
 
 from host.runtime import find_deno
 

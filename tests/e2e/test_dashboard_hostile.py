@@ -1,5 +1,5 @@
 """The dashboard against hostile plugins, in real headless Chromium over a real ``python -m host
-serve`` (the fixtures of tests/test_dashboard.py): a plugin's manifest, config schema, errors and
+serve`` (the fixtures of tests/e2e/test_dashboard.py): a plugin's manifest, config schema, errors and
 log lines are attacker-controlled text. Config field names that shadow a form's methods or
 ``Object.prototype`` must be inert, very long unbroken text must not widen the page, and
 right-to-left overrides must not reorder the text around them."""

@@ -11,7 +11,8 @@ import time
 import urllib.request
 
 import pytest
-from conftest import deno_children, free_port, process_gone, run_cli, sigterm_and_reap
+from support.processes import deno_children, free_port, process_gone, sigterm_and_reap
+from support.servers import run_cli
 
 
 @pytest.mark.timeout(90)

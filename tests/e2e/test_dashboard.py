@@ -19,10 +19,12 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 import pytest
-from conftest import CALC, PluginDir, ServeProcess, descendants, run_cli, serve_process
 from playwright.sync_api import Browser, Locator, Page, Playwright, Request, expect, sync_playwright
+from support.plugins import CALC, PluginDir
+from support.processes import descendants
+from support.servers import ServeProcess, run_cli, serve_process
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 ARTIFACTS = REPO / "tests" / "artifacts" / "dashboard"
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",

@@ -13,7 +13,9 @@ import time
 import urllib.request
 
 import pytest
-from conftest import free_port, run_cli, serve_process, vault_plugin
+from support.plugins import vault_plugin
+from support.processes import free_port
+from support.servers import run_cli, serve_process
 
 STATION = """
 export const metadata = {{ id: "{pid}", name: "{name}", version: "1.0.0", apiVersion: "1.0",

@@ -1,4 +1,4 @@
-"""Seed 001's ``POST /execute`` contract against the real server (``python -m host serve``
+"""The Isolate engine's ``POST /execute`` contract against the real server (``python -m host serve``
 in a subprocess): every example of the seed, each error case, and the 413 for oversize code.
 The request bodies are the seed's own, verbatim, except example 6's URL, which points at a
 local fake of the GitHub API (tests never leave the machine); examples 4 and 5 read a sqlite
@@ -11,10 +11,10 @@ import sqlite3
 import time
 
 import pytest
-from conftest import serve_process
+from support.servers import serve_process
 
 UUID_RE = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$")
-EXECUTE = ("--enable-execute", "--insecure-no-token")  # seed 001 has no tokens
+EXECUTE = ("--enable-execute", "--insecure-no-token")  # the Isolate engine has no tokens
 
 
 def now_ms() -> int:
@@ -172,7 +172,7 @@ def test_seed_001_error_cases_over_http(tmp_path, shared_state):
         exc, _ = failure("export const a = 1", entry="solve")
         assert (exc["name"], exc["message"]) == ("EntryError", 'Entry "solve" is not a function')
 
-        # 413 for code over seed 001's 100,000 characters, in the seed's error shape
+        # 413 for code over the Isolate engine's 100,000 characters, in the seed's error shape
         status, out = srv.request("POST", "/execute", {"code": "export default () => 1;" + " " * 100_000})
         assert status == 413 and out["error"]["name"] == "PayloadTooLarge", out
         assert "100000" in out["error"]["message"]

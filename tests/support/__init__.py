@@ -1,0 +1,2 @@
+"""Helpers shared by many test files (conftest.py keeps the fixtures): processes, plugins,
+servers and fakes, hostile worker runtimes."""

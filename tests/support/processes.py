@@ -1,0 +1,87 @@
+"""Processes of a test: descendants of this one (deno workers, serve), waiting on events, free ports."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+from collections.abc import Callable
+
+import anyio
+
+
+def descendants(match: Callable[[str], bool], root: int | None = None) -> list[int]:
+    """Live processes descended from ``root`` (default: this test process) whose command name
+    ``match`` accepts (zombies are left out: a leak of their own, not a running process)."""
+    root = root or os.getpid()
+    parents: dict[int, int] = {}
+    names: dict[int, str] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                stat = f.read()
+        except OSError:
+            continue
+        rparen = stat.rindex(")")
+        fields = stat[rparen + 2 :].split()
+        parents[int(entry)] = int(fields[1])
+        if fields[0] != "Z":
+            names[int(entry)] = stat[stat.index("(") + 1 : rparen]
+    out = []
+    for pid, name in names.items():
+        if not match(name):
+            continue
+        p = pid
+        while p > 1:
+            p = parents.get(p, 0)
+            if p == root:
+                out.append(pid)
+                break
+    return out
+
+
+def deno_children(root: int | None = None) -> list[int]:
+    """Deno processes descended from ``root`` (default: this test process)."""
+    return descendants(lambda name: name == "deno", root)
+
+
+async def wait_for(pred: Callable[[], bool], timeout: float = 5.0, interval: float = 0.01) -> None:
+    """Poll ``pred`` until it holds; fail the test (TimeoutError) after ``timeout`` seconds."""
+
+    with anyio.fail_after(timeout):
+        while not pred():
+            await anyio.sleep(interval)
+
+
+def process_gone(pid: int) -> bool:
+    """True when ``pid`` has exited (a zombie awaiting its reaper counts as gone)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[-1].split()[0] == "Z"
+    except FileNotFoundError:
+        return True
+
+
+def gone(pid: int | None) -> bool:
+    """The process has exited and been reaped (the worker is our child, so no zombie either)."""
+    assert pid is not None
+    return not os.path.exists(f"/proc/{pid}")
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def sigterm_and_reap(proc: subprocess.Popen, *, expect_workers: bool = True) -> None:
+    """SIGTERM a ``python -m host serve`` subprocess: it exits 0 and takes its workers along."""
+    workers = deno_children(proc.pid)
+    assert workers or not expect_workers
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=20) == 0
+    assert all(process_gone(pid) for pid in workers)

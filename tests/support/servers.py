@@ -1,0 +1,211 @@
+"""Servers a test talks to: local aiohttp fakes of third-party services, redis-server, the
+host's own HTTP app in-process (``served``) and ``python -m host`` in a subprocess."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import asynccontextmanager, contextmanager
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+from aiohttp import web
+from multidict import CIMultiDict
+
+from host import PluginHost
+from host.server import create_app
+
+from .processes import free_port, sigterm_and_reap
+
+
+class LocalServer:
+    """An aiohttp server on 127.0.0.1 in a thread of its own (so it serves asyncio and trio tests
+    alike) that counts TCP connections and records HTTP requests."""
+
+    def __init__(self) -> None:
+        self.port = 0
+        self.connections = 0
+        self.requests: list[str] = []
+        self.responses: dict[str, Any] = {}  # path -> the JSON to answer it with
+
+
+Handler = Callable[[web.Request], Any]
+
+
+class FakeHttp:
+    """A third-party HTTP service faked on 127.0.0.1 by an aiohttp server in a thread of its
+    own: ``route(method, path, handler)`` with ``handler(request) -> web.Response`` (async or
+    not); unknown routes get a JSON 404. ``requests`` records (method, path_qs, headers), the
+    headers looked up case-insensitively."""
+
+    def __init__(self) -> None:
+        self.port = 0
+        self.routes: dict[tuple[str, str], Handler] = {}
+        self.requests: list[tuple[str, str, CIMultiDict[str]]] = []
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def route(self, method: str, path: str, handler: Handler) -> None:
+        self.routes[(method.upper(), path)] = handler
+
+    def json(self, method: str, path: str, body: Any, status: int = 200, headers: dict | None = None) -> None:
+        """A route that always answers ``body`` as JSON."""
+        self.route(method, path, lambda request: web.json_response(body, status=status, headers=headers))
+
+    async def _dispatch(self, request: web.Request) -> web.StreamResponse:
+        self.requests.append((request.method, request.path_qs, CIMultiDict(request.headers)))
+        handler = self.routes.get((request.method, request.path))
+        if handler is None:
+            return web.json_response({"error": {"message": "not found"}}, status=404)
+        out = handler(request)
+        return await out if asyncio.iscoroutine(out) else out
+
+
+@contextmanager
+def running_redis(workdir: Path) -> Iterator[tuple[subprocess.Popen, str]]:
+    """A redis-server of its own on a free loopback port: its process and URL."""
+    import time
+
+    import redis
+
+    binary = shutil.which("redis-server") or "/usr/sbin/redis-server"
+    if not os.path.exists(binary):
+        pytest.fail("redis-server is not installed: `make test` installs it (apt-get install redis-server)")
+    port = free_port()
+    proc = subprocess.Popen(
+        [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+         "--dir", str(workdir), "--protected-mode", "yes"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    url = f"redis://127.0.0.1:{port}/0"
+    client = redis.Redis.from_url(url)
+    deadline = time.monotonic() + 10
+    while True:
+        try:
+            client.ping()
+            break
+        except redis.ConnectionError:
+            if proc.poll() is not None or time.monotonic() > deadline:
+                proc.kill()
+                pytest.fail(f"redis-server did not start on port {port}")
+            time.sleep(0.02)
+    client.close()
+    try:
+        yield proc, url
+    finally:
+        proc.send_signal(signal.SIGCONT)  # a test may have stopped it
+        proc.terminate()
+        proc.wait(10)
+
+
+@asynccontextmanager
+async def served(host: PluginHost, **kw: Any) -> AsyncIterator[tuple[web.Application, aiohttp.ClientSession]]:
+    """``create_app(host, **kw)`` listening on a free 127.0.0.1 port, and a session for it."""
+    app = create_app(host, **kw)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    try:
+        await web.TCPSite(runner, "127.0.0.1", 0).start()
+        port = runner.addresses[0][1]
+        async with aiohttp.ClientSession(f"http://127.0.0.1:{port}") as session:
+            yield app, session
+    finally:
+        await runner.cleanup()
+
+
+class ServeProcess:
+    """A ``python -m host serve`` subprocess on a free loopback port; its stderr goes to
+    ``log_path`` (a pipe nobody reads could fill and block it)."""
+
+    def __init__(self, proc: subprocess.Popen, base: str, log_path: Path) -> None:
+        self.proc, self.base, self.log_path = proc, base, log_path
+
+    def log(self) -> str:
+        return self.log_path.read_text()
+
+    def request(self, method: str, path: str, body: Any = None, *, token: str | None = None,
+                data: bytes | None = None, timeout: float = 30) -> tuple[int, Any]:
+        """Status and decoded JSON body (text when not JSON) of one request."""
+        import urllib.error
+        import urllib.request
+
+        if data is None and body is not None:
+            data = json.dumps(body).encode()
+        headers = {"Content-Type": "application/json"}
+        if token:
+            headers["Authorization"] = f"Bearer {token}"
+        req = urllib.request.Request(self.base + path, data=data, method=method, headers=headers)
+        try:
+            with urllib.request.urlopen(req, timeout=timeout) as r:
+                status, raw = r.status, r.read()
+        except urllib.error.HTTPError as e:
+            status, raw = e.code, e.read()
+        try:
+            return status, json.loads(raw)
+        except ValueError:
+            return status, raw.decode()
+
+    def poll(self, answer: Callable[[], Any], what: str, timeout: float = 30) -> Any:
+        """``answer()`` until it returns something other than None (an OSError counts as
+        None: not listening yet), every 50 ms; fails if serve exits or ``timeout`` passes."""
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                if (found := answer()) is not None:
+                    return found
+            except OSError:
+                pass
+            assert self.proc.poll() is None, f"serve exited {self.proc.returncode}: {self.log()}"
+            assert time.monotonic() < deadline, f"{what} never happened: {self.log()}"
+            time.sleep(0.05)
+
+    def wait_ready(self, timeout: float = 30) -> dict:
+        """Poll ``/healthz`` until it answers 200."""
+        def ready() -> dict | None:
+            status, body = self.request("GET", "/healthz", timeout=2)
+            return body if status == 200 else None
+        return self.poll(ready, "ready", timeout)
+
+    def wait_logged(self, text: str, timeout: float = 20) -> None:
+        """Wait until serve's output holds ``text``."""
+        self.poll(lambda: True if text in self.log() else None, repr(text), timeout)
+
+
+@contextmanager
+def serve_process(cwd: Path, *args: str, env: dict[str, str] | None = None,
+                  ready: bool = True, preexec: Callable[[], None] | None = None) -> Iterator[ServeProcess]:
+    """``python -m host serve ARGS`` on a free 127.0.0.1 port; SIGTERM at the end, which must
+    exit 0 and leave no worker behind. ``preexec``: run in the child before it starts (limits)."""
+    port = free_port()
+    log_path = cwd / f"serve-{port}.log"
+    with open(log_path, "w") as log:
+        proc = subprocess.Popen([sys.executable, "-m", "host", "serve", "--host", "127.0.0.1",
+                                 "--port", str(port), *args], cwd=cwd, stdout=log, stderr=subprocess.STDOUT,
+                                env={**os.environ, **(env or {})}, preexec_fn=preexec)
+    srv = ServeProcess(proc, f"http://127.0.0.1:{port}", log_path)
+    try:
+        if ready:
+            srv.wait_ready()
+        yield srv
+        if proc.poll() is None:
+            sigterm_and_reap(proc, expect_workers=False)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
+def run_cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
+    """``python -m host`` with ``args`` in a subprocess, its output captured as text."""
+    return subprocess.run([sys.executable, "-m", "host", *args], capture_output=True, text=True,
+                          timeout=60, cwd=cwd)
