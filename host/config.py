@@ -11,6 +11,7 @@ import msgspec
 from msgspec import Meta
 
 from .balances.alerts import AlertsConfig
+from .balances.stations import StationConfig, check_station
 from .config_types import Amount, Count, Delay, Port, Seconds, checked
 from .errors import InvalidConfig
 from .execute_config import (
@@ -169,6 +170,10 @@ class BalancesConfig(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=T
     timeout: Seconds = 10.0
     history_days: Delay = 365.0
     alerts: AlertsConfig = msgspec.field(default_factory=AlertsConfig)  # [balances.alerts]
+    # Calls in flight per worker of a provider that serves stations ([stations.NAME]), unless
+    # [plugins.<id>.pool] says otherwise: a balance query mostly waits on the network, so one
+    # worker serves many stations at once.
+    station_inflight: Count = 32
 
 
 class EgressConfig(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True):
@@ -271,6 +276,7 @@ class HostConfig(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True)
     security: SecurityConfig = msgspec.field(default_factory=SecurityConfig)
     plugins: dict[str, PluginSettings] = {}
     usage_scripts: dict[str, UsageScriptConfig] = {}
+    stations: dict[str, StationConfig] = {}  # [stations.NAME]: relay stations (balances/stations.py)
 
     def __post_init__(self) -> None:
         # Every section is validated here, given as a dict (``HostConfig(pool={"max_workers":
@@ -278,8 +284,8 @@ class HostConfig(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True)
         # the range constraints of its fields (config_types) hold however it was made.
         for f in msgspec.structs.fields(self):
             value = getattr(self, f.name)
-            if f.name in ("plugins", "usage_scripts"):  # {id: section}
-                kind = PluginSettings if f.name == "plugins" else UsageScriptConfig
+            if f.name in KEYED:  # {id: section}
+                kind = KEYED[f.name]
                 setattr(self, f.name, {k: checked(v, kind, f"{f.name}.{k}") for k, v in value.items()})
             elif isinstance(value, (msgspec.Struct, dict)):
                 setattr(self, f.name, checked(value, f.type, f.name))
@@ -296,6 +302,10 @@ class HostConfig(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True)
         for sid, u in self.usage_scripts.items():
             if (u.script is None) == (u.file is None):
                 raise InvalidConfig(f"usage_scripts.{sid}: give exactly one of script and file")
+        for name, st in self.stations.items():
+            check_station(name, st, f"stations.{name}")
+            if name in self.usage_scripts:
+                raise InvalidConfig(f"stations.{name}: usage_scripts.{name} has that name already")
         for pid, s in self.plugins.items():
             if s.pool:
                 _check_pool(s.pool, f"plugins.{pid}.pool")
@@ -361,6 +371,9 @@ class HostConfig(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True)
         return self._override(plugin_id, "cache", self.policy.cache)
 
 
+KEYED: dict[str, type] = {"plugins": PluginSettings, "usage_scripts": UsageScriptConfig, "stations": StationConfig}
+
+
 def _check_alerts(a: AlertsConfig) -> None:
     if a.webhook is not None and not re.match(r"^https?://[^/\s]+", a.webhook):
         raise InvalidConfig(f"balances.alerts.webhook must be an http(s) URL, got {a.webhook[:80]!r}")
@@ -399,6 +412,7 @@ __all__ = [
     "CryptoToolConfig",
     "EgressConfig",
     "UsageScriptConfig",
+    "StationConfig",
     "ExecuteConfig",
     "HealthConfig",
     "ReloadConfig",

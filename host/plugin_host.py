@@ -25,6 +25,8 @@ from .balances.alerts import Alert
 from .balances.history import BalanceHistory, BalancePoint
 from .balances.query import Balances
 from .balances.result import BalanceResult
+from .balances.station_admin import StationAdmin
+from .balances.stations import STATIONS_FILE, Stations
 from .config import (
     BreakerConfig,
     CacheConfig,
@@ -45,6 +47,7 @@ from .plugins.admin import ConfigAdmin
 from .plugins.events import Events
 from .plugins.lifecycle import EventHub, Plugin, PluginEvent
 from .plugins.registry import Registry
+from .plugins.settings import ConfigStore
 from .policy.pipeline import CallPipeline
 from .policy.scheduler import SchedulerStats
 from .pool import Pool
@@ -85,10 +88,16 @@ class PluginHost:
         self._pipeline = CallPipeline(self.config, self._pool, lambda: self._tg if self._running else None)
         self.metrics = HostMetrics(self.plugins)  # Prometheus: GET /metrics, or metrics.render()
         self._history = BalanceHistory(self.config.state_path, keep_days=self.config.balances.history_days)
+        self._stations = stations = Stations(self.config.stations)
+        self._registry.stations_of = lambda pid: [s.name for s in stations.of_plugin(pid)]
+        self._registry.station_base = stations.configured_config
+        self._registry.station_scripts = stations.scripts
+        self._registry.stations_refresh = stations.refresh
         self._balances = Balances(self.config.balances, self._registry, self._pipeline.run, self.metrics.observe,
                                   self._history, self.config.low_balance_for,
-                                  lambda: self._tg if self._running else None)
+                                  lambda: self._tg if self._running else None, stations)
         self._admin = ConfigAdmin(self._registry, self._box, self.call)
+        self.stations = StationAdmin(self._registry, stations, self._admin, self._registry.rescan)
         self._events = Events(self.config, self._registry, self.call)
 
     # ------------------------------------------------------------------ lifecycle
@@ -107,6 +116,7 @@ class PluginHost:
         self._stack = AsyncExitStack()
         self._tg = tg = await self._stack.enter_async_context(anyio.create_task_group())
         self._registry.open(self._runtime, tg)
+        self._stations.open(ConfigStore(self.config.state_path, None, STATIONS_FILE))
         self._exec = ExecutePools(self.config.execute, self.config.security, self.config.limits, self._runtime,
                                   self._new_pool, lambda pool: tg.start(pool.serve),
                                   lambda pool: tg.start_soon(pool.stop))

@@ -955,11 +955,13 @@ def _cap(text: str | None, limit: int) -> str | None:
     return f"{text[:limit]}... ({len(text) - limit} more characters)"
 
 
-async def one_off(spec: WorkerSpec, runtime: Runtime, use: Callable[[Worker], Awaitable[T]]) -> T:
+async def one_off(spec: WorkerSpec, runtime: Runtime, use: Callable[[Worker], Awaitable[T]],
+                  on_log: LogSink | None = None) -> T:
     """Start a worker of ``spec``, run ``use(worker)``, shut the worker down: for a plugin's
-    metadata (loading) or one call outside any pool (``validateConfig`` of a plugin not running).
+    metadata (loading) or one call outside any pool (``validateConfig`` of a plugin not running,
+    a station's connection test, whose log lines go to ``on_log``).
     A HostError is raised as itself, never wrapped in the task group's exception group."""
-    worker = Worker(spec, runtime)
+    worker = Worker(spec, runtime, on_log=on_log)
     error: HostError | None = None
     async with anyio.create_task_group() as tg:
         try:

@@ -183,6 +183,7 @@ export function makeContext(state: CallState, timeoutMs: number | undefined, own
     },
     channel,
     fetchJson: (url: string | URL, init?: RequestInit) =>
-      fetchJson((t, m, d) => new PluginError(t, m, d), state.controller.signal, url, init),
+      fetchJson((t, m, d) => new PluginError(t, m, d), state.controller.signal, url, init,
+        (line) => emitLog("debug", line, state)),
   };
 }

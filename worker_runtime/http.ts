@@ -36,11 +36,24 @@ function isSandboxRefusal(e: unknown): boolean {
   return name === "NotCapable" || name === "PermissionDenied" || name === "ResourceLimitExceeded";
 }
 
+/** The URL as a debug line shows it: every query value masked (keys travel there too). */
+function shown(url: string | URL): string {
+  try {
+    const u = new URL(String(url));
+    for (const k of [...u.searchParams.keys()]) u.searchParams.set(k, "***");
+    u.username = u.password = "";
+    return u.href.replace(/%2A%2A%2A/g, "***");
+  } catch {
+    return snippet(String(url));
+  }
+}
+
 export async function fetchJson(
   fail: ErrorFactory,
   signal: AbortSignal,
   url: string | URL,
   init: RequestInit = {},
+  trace: (line: string) => void = () => {},
 ): Promise<unknown> {
   const where = (() => {
     try {
@@ -50,12 +63,16 @@ export async function fetchJson(
     }
   })();
   const aborted = () => signal.aborted || init.signal?.aborted;
+  const request = `${String(init.method ?? "GET").toUpperCase()} ${shown(url)}`;
+  const started = Date.now();
   let response: Response;
   let text: string;
   try {
     response = await fetch(url, { ...init, signal: init.signal ?? signal });
     text = await response.text();
+    trace(`fetchJson ${request} -> ${response.status}, ${text.length} characters, ${Date.now() - started} ms`);
   } catch (e) {
+    trace(`fetchJson ${request} -> failed after ${Date.now() - started} ms`);
     if (isSandboxRefusal(e)) throw e;
     if (aborted()) throw fail("TIMEOUT", `${where}: the request was cancelled (${String(signal.reason ?? "deadline")})`);
     const why = e instanceof Error ? e.message : String(e);

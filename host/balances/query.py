@@ -7,19 +7,21 @@ import datetime as dt
 import logging
 import time
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from typing import Any
 
 import anyio
 from anyio.abc import TaskGroup
 
 from ..config import BalancesConfig
-from ..errors import CallTimeout, HostError, StateError
+from ..errors import CallTimeout, HostError, InvalidConfig, PluginUnavailable, StateError
 from ..logs import Throttle
 from ..plugins.lifecycle import Plugin
 from ..plugins.registry import Registry
 from .alerts import Alert, AlertState, deliver
 from .history import BalanceHistory, BalancePoint
 from .result import BALANCE_CAPABILITY, BALANCE_FUNCTION, BalanceResult, from_error, from_reply
+from .stations import Stations
 
 log = logging.getLogger("host")
 _warn = Throttle(log)
@@ -28,18 +30,31 @@ Run = Callable[..., Awaitable[tuple[Any, float, bool]]]  # the pipeline: (result
 Observe = Callable[[str, str, str, float], None]  # metrics: (plugin, function, outcome, seconds)
 
 
+@dataclass(slots=True)
+class Target:
+    """One station to ask: its name and title, the plugin record answering for it (None: not
+    installed), and the config its call carries (None: the plugin's own)."""
+
+    name: str
+    title: str
+    plugin: str
+    record: Plugin | None
+    station: bool = False
+
+
 class Balances:
     """``query_balances`` and ``balance_history`` of a host."""
 
     def __init__(self, config: BalancesConfig, registry: Registry, run: Run, observe: Observe,
                  history: BalanceHistory, threshold: Callable[[str], float | None],
-                 tasks: Callable[[], TaskGroup | None]) -> None:
+                 tasks: Callable[[], TaskGroup | None], stations: Stations) -> None:
         self.config = config
+        self.stations = stations
         self._reg = registry
         self._run = run
         self._observe = observe
         self._history = history
-        self._threshold = threshold  # a station's low_balance
+        self._plugin_threshold = threshold  # a plugin's low_balance
         self._tasks = tasks          # where alerts are delivered, in the background
         self._alerts: AlertState | None = None  # read back from the history at the first query
 
@@ -50,36 +65,32 @@ class Balances:
         others. One BalanceResult per plugin id, status success, error or timeout; a plugin
         that is not running is an error result saying why. ``refresh`` bypasses the cache."""
         budget = self.config.timeout if timeout is None else timeout
-        newest = self._reg.newest(r for r in self._reg.records
-                         if r.manifest is not None and BALANCE_CAPABILITY in r.manifest.capabilities)
         results: dict[str, BalanceResult] = {}
 
-        async def one(r: Plugin) -> None:
-            assert r.manifest is not None
-            name = r.manifest.name or r.id
+        async def one(t: Target) -> None:
             t0 = time.perf_counter()
             outcome: BalanceResult | None = None
             with anyio.move_on_after(budget + 0.5):  # the call's own deadline should come first
                 try:
-                    config = r.pool.spec.config if r.pool is not None else None
-                    value, stored_at, cached = await self._run(r.key, BALANCE_FUNCTION, [config], budget,
-                                                                        0, refresh)
-                    outcome = from_reply(r.id, name, value, stored_at=stored_at, cached=cached,
-                                         duration=(time.perf_counter() - t0) * 1000)
+                    value, stored_at, cached = await self._ask(t, budget, refresh)
+                    outcome = from_reply(t.name, t.title, value, stored_at=stored_at, cached=cached,
+                                         duration=(time.perf_counter() - t0) * 1000, plugin=t.plugin)
                 except HostError as exc:
-                    outcome = from_error(r.id, name, exc, duration=(time.perf_counter() - t0) * 1000)
+                    outcome = from_error(t.name, t.title, exc, duration=(time.perf_counter() - t0) * 1000,
+                                         plugin=t.plugin)
             if outcome is None:
-                exc = CallTimeout(f"no answer within {budget:g}s", timeout=budget, plugin=r.id,
+                exc = CallTimeout(f"no answer within {budget:g}s", timeout=budget, plugin=t.plugin,
                                   function=BALANCE_FUNCTION)
-                outcome = from_error(r.id, name, exc, duration=(time.perf_counter() - t0) * 1000)
-            results[r.id] = outcome
-            # counted like any call (metrics, the latency and error rate in PluginInfo)
-            self._observe(r.id, BALANCE_FUNCTION, "ok" if outcome.status == "success" else
-                                 outcome.error_type or outcome.status, time.perf_counter() - t0)
+                outcome = from_error(t.name, t.title, exc, duration=(time.perf_counter() - t0) * 1000,
+                                     plugin=t.plugin)
+            results[t.name] = outcome
+            # counted like any call (metrics, the latency and error rate in PluginInfo), per station
+            self._observe(t.name, BALANCE_FUNCTION, "ok" if outcome.status == "success" else
+                          outcome.error_type or outcome.status, time.perf_counter() - t0)
 
         async with anyio.create_task_group() as tg:
-            for r in newest.values():
-                tg.start_soon(one, r)
+            for t in self.targets():
+                tg.start_soon(one, t)
         ordered = [results[pid] for pid in sorted(results)]
         try:
             await anyio.to_thread.run_sync(self._history.append, ordered)
@@ -87,6 +98,45 @@ class Balances:
             _warn.warning("history", "balance history: %s", exc.message)
         await self._alert(ordered)
         return ordered
+
+    def targets(self) -> list[Target]:
+        """Every station: each balance plugin's own (unless the plugin serves stations and has no
+        config of its own), then each station of a provider plugin. A usage-script station is a
+        plugin of its own, so it comes first."""
+        newest = self._reg.newest(r for r in self._reg.records
+                                  if r.manifest is not None and BALANCE_CAPABILITY in r.manifest.capabilities)
+        stations = self.stations.all()
+        served = {s.plugin for s in stations.values() if s.plugin}
+        out = [Target(pid, (r.manifest.name if r.manifest else None) or pid, pid, r)
+               for pid, r in newest.items() if pid not in served or self._reg.raw_config(pid)]
+        for s in stations.values():
+            if s.plugin is not None:
+                out.append(Target(s.name, s.title or s.name, s.plugin, newest.get(s.plugin), station=True))
+        return out
+
+    async def _ask(self, t: Target, budget: float, refresh: bool) -> tuple[Any, float, bool]:
+        """One station's queryBalance, with its own config and its own breaker."""
+        r = t.record
+        if r is None:
+            raise PluginUnavailable(f"station {t.name}: its provider plugin {t.plugin!r} is not installed "
+                                    "(or has no \"balance\" capability)", plugin=t.plugin)
+        if not t.station:
+            config = r.pool.spec.config if r.pool is not None else None
+            return await self._run(r.key, BALANCE_FUNCTION, [config], budget, 0, refresh)
+        if t.name in r.station_errors:
+            raise InvalidConfig(f"station {t.name}: {r.station_errors[t.name]}", plugin=t.plugin)
+        config = r.station_configs.get(t.name)
+        if config is None:  # added since the provider's pool started: it is being restarted
+            raise PluginUnavailable(f"station {t.name}: its provider {t.plugin} is restarting to serve it; "
+                                    "ask again in a moment", plugin=t.plugin)
+        return await self._run(r.key, BALANCE_FUNCTION, [config], budget, 0, refresh, scope=t.name)
+
+    def _threshold(self, name: str) -> float | None:
+        """A station's low_balance: its own, else its provider plugin's, else the default."""
+        station = self.stations.all().get(name)
+        if station is not None and station.low_balance is not None:
+            return station.low_balance
+        return self._plugin_threshold(station.provider if station is not None else name)
 
     async def _alert(self, results: list[BalanceResult]) -> None:
         """Say what changed (alerts.py): recorded, then delivered in the background."""

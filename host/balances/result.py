@@ -20,8 +20,8 @@ Status = Literal["success", "error", "timeout", "not_configured"]  # not_configu
 
 
 class BalanceResult(msgspec.Struct, rename="camel", omit_defaults=False):
-    provider: str                       # the plugin id
-    provider_name: str                  # its metadata name
+    provider: str                       # the station: a balance plugin's id, or a station's name
+    provider_name: str                  # its display name (the plugin's metadata name)
     status: Status
     last_updated: dt.datetime           # when the plugin answered (a cached answer keeps its time)
     balance: float | None = None        # None unless status is success
@@ -35,6 +35,7 @@ class BalanceResult(msgspec.Struct, rename="camel", omit_defaults=False):
     unlimited: bool = False             # the station sets no limit (a usage script's remaining of -1)
     cached: bool = False                # served from the result cache
     duration: float = 0.0               # milliseconds this query took
+    plugin: str | None = None           # the plugin that answered (a station's provider)
 
 
 def _number(value: Any, field: str) -> float | None:
@@ -62,12 +63,12 @@ def _instant(value: Any) -> str | None:
 
 
 def from_reply(provider: str, name: str, value: Any, *, stored_at: float, cached: bool,
-               duration: float) -> BalanceResult:
+               duration: float, plugin: str | None = None) -> BalanceResult:
     """The BalanceResult for a plugin's answer; an answer of the wrong shape is an error
     result (PARSE_ERROR) naming the field, never an exception."""
     when = dt.datetime.fromtimestamp(stored_at, dt.UTC)
     base = {"provider": provider, "provider_name": name, "last_updated": when, "cached": cached,
-            "duration": round(duration, 3)}
+            "duration": round(duration, 3), "plugin": plugin or provider}
     try:
         if not isinstance(value, dict):
             raise ValueError(f"queryBalance must return an object, got {type(value).__name__}")
@@ -88,7 +89,8 @@ def from_reply(provider: str, name: str, value: Any, *, stored_at: float, cached
                              error_message=f"bad queryBalance result: {exc}")
 
 
-def from_error(provider: str, name: str, exc: HostError, *, duration: float) -> BalanceResult:
+def from_error(provider: str, name: str, exc: HostError, *, duration: float,
+               plugin: str | None = None) -> BalanceResult:
     """The BalanceResult of a failed query: ``timeout`` for a CallTimeout, ``not_configured``
     when the plugin says a setting is missing (NOT_CONFIGURED: not a failure), else ``error``."""
     kind = exc.error_type if isinstance(exc, PluginError) and exc.error_type else type(exc).__name__
@@ -97,7 +99,7 @@ def from_error(provider: str, name: str, exc: HostError, *, duration: float) -> 
     return BalanceResult(
         provider=provider, provider_name=name, status=status,
         last_updated=dt.datetime.now(dt.UTC), error_message=exc.message,
-        error_type=kind, duration=round(duration, 3))
+        error_type=kind, duration=round(duration, 3), plugin=plugin or provider)
 
 
 __all__ = ["BALANCE_CAPABILITY", "BALANCE_FUNCTION", "BalanceResult", "from_error", "from_reply"]

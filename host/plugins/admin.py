@@ -50,21 +50,22 @@ class ConfigAdmin:
         own ``validateConfig``; store it and restart the plugin's workers with it. Raises
         InvalidConfig (never echoing a secret). Returns the masked config."""
         record = self._reg.record(name)
-        manifest, raw = await self._checked_config(record, values, replace=replace)
+        manifest, raw = await self.checked_config(record, values, replace=replace)
         assert self._reg.store is not None
         self._reg.store.set(record.id, raw, secret_keys(manifest.config_schema))
         async with self._reg.lock:
             await self._reg.reload_record(record)
         return mask(manifest.config_schema, raw)
 
-    async def _checked_config(self, record: Plugin, values: dict[str, Any], *,
-                              replace: bool) -> tuple[Manifest, dict[str, Any]]:
+    async def checked_config(self, record: Plugin, values: dict[str, Any], *, replace: bool,
+                             key: str | None = None) -> tuple[Manifest, dict[str, Any]]:
         """What ``set_config`` would store for ``values``, checked against the configSchema
-        and by the plugin's ``validateConfig``; secrets in it are decrypted."""
+        and by the plugin's ``validateConfig``; secrets in it are decrypted. ``key``: whose
+        stored config ``values`` change (a relay station's name; default the plugin's id)."""
         manifest = loaded_manifest(record)
         if not isinstance(values, dict):
             raise InvalidConfig("config must be an object", plugin=record.id)
-        current, secret = self._reg.raw_config(record.id), secret_keys(manifest.config_schema)
+        current, secret = self._reg.raw_config(key or record.id), secret_keys(manifest.config_schema)
         incoming = {k: current.get(k) if v == MASK and k in secret else v for k, v in values.items()}
         raw = self._box.reveal(incoming if replace else {**current, **incoming}, plugin=record.id)
         secrets = secret_values(manifest.config_schema, raw)
@@ -108,7 +109,7 @@ class ConfigAdmin:
         records = {pid: self._reg.record(pid) for pid in plugins}
         cipher = await anyio.to_thread.run_sync(import_cipher, self._box, document.get("encryption"), passphrase)
         opened = {pid: cipher.reveal(values, plugin=records[pid].id) for pid, values in plugins.items()}
-        checked = {pid: await self._checked_config(records[pid], opened[pid], replace=replace) for pid in opened}
+        checked = {pid: await self.checked_config(records[pid], opened[pid], replace=replace) for pid in opened}
         assert self._reg.store is not None
         self._reg.store.set_many({records[pid].id: raw for pid, (_, raw) in checked.items()},
                              {records[pid].id: secret_keys(m.config_schema) for pid, (m, _) in checked.items()})

@@ -12,6 +12,7 @@ import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from enum import StrEnum
+from typing import Any
 
 import anyio
 import msgspec
@@ -72,6 +73,10 @@ class Plugin:
         self.pending_manifest: Manifest | None = None  # a version waiting for approval
         self.pending_exports: list[str] = []
         self.pending: list[str] = []  # the grants it asks for beyond the approved ones
+        # A provider's relay stations (balances/stations.py), as its pool was started: each
+        # one's validated config, or why it has none.
+        self.station_configs: dict[str, dict[str, Any]] = {}
+        self.station_errors: dict[str, str] = {}
         self._emit = emit
         self._emit(PluginEvent(source.id, source.version_hint, "discovered", None, None, time.time()))
 

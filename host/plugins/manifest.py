@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import functools
 import re
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any, Literal
 from urllib.parse import urlsplit
 
@@ -75,18 +75,22 @@ class Manifest(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True, r
         """The permissions declared, config references resolved with the schema's defaults."""
         return self.grants_for(None)
 
-    def grants_for(self, config: Mapping[str, Any] | None, *, allow_private_network: bool = False) -> Permissions:
+    def grants_for(self, config: Mapping[str, Any] | None, *, allow_private_network: bool = False,
+                   also: Iterable[Mapping[str, Any]] = ()) -> Permissions:
         """The permissions a worker gets with ``config`` (None: the configSchema's defaults): a
         net entry ``"{config.KEY}"`` becomes the host (and port, if the value names one) of
         that config value, e.g. ``baseUrl = "https://relay.example:8443/v1"`` grants
         ``relay.example:8443``; with no value it grants nothing. ``allow_private_network`` is
         the operator's opt-in (``[plugins.<id>] allow_private_network``), the only one: the
-        manifest's own ``allowPrivateNetwork`` is a request (``asks_private_network``)."""
+        manifest's own ``allowPrivateNetwork`` is a request (``asks_private_network``).
+        ``also``: more configs the same worker serves (a provider's stations), whose hosts are
+        granted too."""
         raw: Mapping[str, Any] = self.permissions
         net = raw.get("net") if isinstance(raw, dict) else None
         if isinstance(net, list) and any(_config_ref(e) for e in net):
             values = config if config is not None else defaults(self.config_schema)
-            raw = {**raw, "net": resolve_net(net, values)}
+            hosts = [h for v in (values, *also) for h in resolve_net(net, v)]
+            raw = {**raw, "net": list(dict.fromkeys(hosts))}
         perms = Permissions.parse(raw)
         if perms.allow_private_network != allow_private_network:  # the manifest may only ask
             perms = msgspec.structs.replace(perms, allow_private_network=allow_private_network)

@@ -13,9 +13,10 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 import anyio
+import msgspec
 from anyio.abc import TaskGroup
 
-from ..config import HostConfig
+from ..config import HostConfig, UsageScriptConfig
 from ..errors import (
     ApprovalChanged,
     HostClosed,
@@ -65,6 +66,12 @@ class Registry:
         self._journal_worker = journal
         self._secrets: dict[str, list[str]] = {}  # plugin id -> secret values to redact
         self._tg: TaskGroup | None = None
+        # Relay stations (host/balances/stations.py sets these): the stations a provider plugin
+        # serves besides its own, host.toml's config of one, and the usage-script stations.
+        self.stations_of: Callable[[str], list[str]] = lambda plugin_id: []
+        self.station_base: Callable[[str], dict[str, Any]] = lambda name: {}
+        self.station_scripts: Callable[[], dict[str, Any]] = dict
+        self.stations_refresh: Callable[[], set[str]] = set  # stations another process changed
 
     def open(self, runtime: Runtime, tg: TaskGroup) -> None:
         """The host started: its runtime, its task group, the config store and approvals."""
@@ -84,7 +91,9 @@ class Registry:
 
     def _discover(self) -> list[PluginSource]:
         """The plugins in the plugin directories, and the cc-switch usage scripts as plugins."""
-        return discover_sources(self.config)
+        scripts = {name: UsageScriptConfig(script=s.script, file=s.file, name=s.name)
+                   for name, s in self.station_scripts().items()}
+        return discover_sources(self.config, scripts)
 
     async def load(self, sources: list[PluginSource]) -> None:
         """Discovered → loaded (metadata read in a worker with no permissions, validated) →
@@ -148,8 +157,10 @@ class Registry:
         record.set_state("loaded")
 
     def raw_config(self, plugin_id: str) -> dict[str, Any]:
-        """HostConfig's ``plugins.<id>.config``, overlaid by what ``set_config`` stored."""
-        base = dict(self.config.plugins[plugin_id].config) if plugin_id in self.config.plugins else {}
+        """HostConfig's ``plugins.<id>.config`` (a station's: ``stations.<name>.config``),
+        overlaid by what ``set_config`` stored."""
+        base = (dict(self.config.plugins[plugin_id].config) if plugin_id in self.config.plugins
+                else self.station_base(plugin_id))
         assert self.store is not None
         return {**base, **(self.store.get(plugin_id) or {})}
 
@@ -166,19 +177,25 @@ class Registry:
         if sealed := self.store.migrate(keys):
             log.info("config.json: encrypted the plaintext secrets of %s", ", ".join(sealed))
 
-    def _effective_config(self, plugin_id: str, manifest: Manifest) -> dict[str, Any]:
+    def effective_config(self, plugin_id: str, manifest: Manifest) -> dict[str, Any]:
         """The config the plugin's workers get: validated against its configSchema, defaults
         filled in. Remembers its secret values so that they are redacted everywhere."""
         values = self._box.reveal(self.raw_config(plugin_id), plugin=plugin_id)
         self._secrets[plugin_id] = secret_values(manifest.config_schema, values)
         return apply_schema(manifest.config_schema, values, plugin=plugin_id)
 
+    def secrets_of(self, name: str) -> list[str]:
+        """The secret values of a plugin's (or a station's) config, longest first, for redaction."""
+        return list(self._secrets.get(name, []))
+
     def spec(self, record: Plugin, manifest: Manifest, config: dict[str, Any] | None = None,
-              **extra: Any) -> WorkerSpec:
+             also: list[dict[str, Any]] | tuple = (), **extra: Any) -> WorkerSpec:
         """What the plugin's workers run: its module, with ``config`` and the permissions
-        ``manifest`` declares (config references resolved with ``config``)."""
+        ``manifest`` declares (config references resolved with ``config``, and with each of
+        ``also``: the configs of the stations it serves)."""
         src = record.source
-        grants = manifest.grants_for(config, allow_private_network=self.config.allow_private_network_for(src.id))
+        grants = manifest.grants_for(config, allow_private_network=self.config.allow_private_network_for(src.id),
+                                     also=also)
         assert self.runtime is not None
         return WorkerSpec(plugin_id=src.id, module=src.module, base_dir=self.runtime.data_dir(src.id),
                           read_paths=[str(src.root)], permissions=grants, config=config,
@@ -196,10 +213,23 @@ class Registry:
         validated config (InvalidConfig if the config does not satisfy the schema)."""
         assert self._tg is not None
         src, cfg = record.source, self.config
-        spec = self.spec(record, manifest, config=self._effective_config(src.id, manifest),
-                          redact=lambda text, pid=src.id: redact(text, self._secrets.get(pid, [])))
+        config = self.effective_config(src.id, manifest)
+        record.station_configs, record.station_errors = {}, {}
+        for name in self.stations_of(src.id):  # each station's own config, checked on its own
+            try:
+                record.station_configs[name] = self.effective_config(name, manifest)
+            except InvalidConfig as exc:
+                record.station_errors[name] = f"invalid config: {exc.message}"
+        secrets = [src.id, *record.station_configs]
+        spec = self.spec(record, manifest, config=config, also=list(record.station_configs.values()),
+                         redact=lambda text: redact(text, sorted(
+                             (v for k in secrets for v in self._secrets.get(k, [])), key=len, reverse=True)))
         spec.cache_salt = digest(manifest.version, spec.config)
-        pool = self._new_pool(spec, cfg.pool_for(src.id), on_state=record.sync_with_pool)
+        pool_config = cfg.pool_for(src.id)
+        if record.station_configs and (src.id not in cfg.plugins or cfg.plugins[src.id].pool is None):
+            pool_config = msgspec.structs.replace(
+                pool_config, max_inflight=max(pool_config.max_inflight, cfg.balances.station_inflight))
+        pool = self._new_pool(spec, pool_config, on_state=record.sync_with_pool)
         await self._tg.start(pool.serve)
         return pool
 
@@ -270,13 +300,16 @@ class Registry:
         async with self.lock:
             if not self.running:
                 return
+            assert self.approvals is not None and self.store is not None
+            # configs and stations another process stored (the CLI): a station's change restarts
+            # the provider serving it
+            changed = self.stations_refresh() | self.store.refresh()
             known = {r.source.module for r in self.records}
             fresh = [s for s in self._discover() if s.module not in known]
-            assert self.approvals is not None and self.store is not None
-            for pid in self.store.refresh():  # configs another process stored (the CLI)
-                for r in self.records:
-                    if r.id == pid and r.state in SERVING:
-                        await self.reload_record(r)
+            for r in list(self.records):
+                serves = {r.id, *self.stations_of(r.id), *r.station_configs, *r.station_errors}
+                if changed & serves and r.state in SERVING:
+                    await self.reload_record(r)
             if self.approvals.refresh():  # approved from outside (the CLI): load what waited
                 for r in list(self.records):
                     if r.pending_manifest is not None:

@@ -88,14 +88,28 @@ class ConfigStore:
     per plugin), so two processes changing different plugins never lose either change; ``refresh``
     reads what another process wrote."""
 
-    def __init__(self, state_dir: str | Path, box: Cipher | None = None) -> None:
-        self.path = Path(state_dir) / "config.json"
+    def __init__(self, state_dir: str | Path, box: Cipher | None = None, filename: str = "config.json") -> None:
+        self.path = Path(state_dir) / filename
         self._box = box
         self._stamp: tuple[int, int, int] | None = None
         self._data: dict[str, dict[str, Any]] = self._read()
 
     def get(self, plugin: str) -> dict[str, Any] | None:
         return self._data.get(plugin)
+
+    def names(self) -> list[str]:
+        return list(self._data)
+
+    def remove(self, plugin: str) -> None:
+        """Forget ``plugin``'s entry (the others kept as the file holds them now)."""
+        try:
+            with locked(self.path):
+                data = self._read()
+                if data.pop(plugin, None) is not None:
+                    self._write(data)
+        except OSError as exc:
+            raise os_failure(self.path, exc, "write") from None
+        self._data = data
 
     @property
     def has_sealed(self) -> bool:

@@ -89,8 +89,10 @@ def usage_sources(dirs: list[Path], configured: dict[str, UsageScriptConfig], ou
     return sources
 
 
-def discover_sources(config: HostConfig) -> list[PluginSource]:
+def discover_sources(config: HostConfig, stations: dict[str, UsageScriptConfig] | None = None) -> list[PluginSource]:
     """Every plugin a host with ``config`` loads: the plugin directories' modules and the
-    cc-switch usage scripts (files and ``[usage_scripts]``), sorted by id and version."""
-    scripts = usage_sources(config.plugin_dirs, config.usage_scripts, config.state_path / "usage_scripts")
+    cc-switch usage scripts (files, ``[usage_scripts]`` and the usage-script ``stations``),
+    sorted by id and version."""
+    scripts = usage_sources(config.plugin_dirs, {**(stations or {}), **config.usage_scripts},
+                            config.state_path / "usage_scripts")
     return sorted(discover(config.plugin_dirs) + scripts, key=lambda s: (s.id, s.version_hint or ""))

@@ -86,18 +86,22 @@ class CallPipeline:
         self.cache.close()
         self.limiter.close()
 
-    def policy(self, plugin_id: str) -> PluginPolicy:
-        policy = self.policies.get(plugin_id)
+    def policy(self, plugin_id: str, scope: str | None = None) -> PluginPolicy:
+        """The breaker and counters of ``plugin_id``, or of one ``scope`` of it (a relay station
+        its pool serves: one failing station never opens the circuit of the others)."""
+        key = scope or plugin_id
+        policy = self.policies.get(key)
         if policy is None:
-            policy = self.policies[plugin_id] = PluginPolicy(plugin_id, self.config.breaker_for(plugin_id))
+            policy = self.policies[key] = PluginPolicy(key, self.config.breaker_for(plugin_id))
         return policy
 
     async def run(self, plugin: str, fn: str, args: list[Any], timeout: float | None, priority: int = 0,
-                  refresh: bool = False) -> tuple[Any, float, bool]:
-        """The call: (result, unix time the result was produced, whether it came from the cache)."""
+                  refresh: bool = False, scope: str | None = None) -> tuple[Any, float, bool]:
+        """The call: (result, unix time the result was produced, whether it came from the cache).
+        ``scope``: whose breaker judges it, when not the plugin's own (a station's name)."""
         pool = self._pool_of(plugin)
         budget = pool.spec.limits.call_timeout if timeout is None else check_timeout(timeout)
-        ctx = CallContext(pool, self.policy(pool.plugin_id), plugin, fn, args, budget,
+        ctx = CallContext(pool, self.policy(pool.plugin_id, scope), plugin, fn, args, budget,
                           time.monotonic() + budget, priority)
         cache = self.config.cache_for(ctx.pid)
         if cache.applies(fn):

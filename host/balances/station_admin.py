@@ -1,0 +1,187 @@
+"""Relay stations as the operator changes them (CLI ``balances add|rm|test``, ``/api/stations``,
+the dashboard): add one from a provider plugin or a pasted usage script, change its config,
+remove it, and test its connection, which shows the request made and the shape of the answer
+with every secret masked."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import msgspec
+
+from ..errors import HostError, InvalidConfig
+from ..plugins.admin import ConfigAdmin
+from ..plugins.lifecycle import SERVING, Plugin
+from ..plugins.registry import Registry, loaded_manifest
+from ..plugins.settings import mask, redact, secret_keys
+from ..protocol import Log
+from ..worker import Worker, one_off
+from .result import BALANCE_CAPABILITY, BALANCE_FUNCTION, from_error, from_reply
+from .stations import Station, StationConfig, Stations
+
+MAX_SCRIPT_CHARS = 64 * 1024  # a usage script pasted into the dashboard or the API
+SHAPE_DEPTH = 6
+SHAPE_KEYS = 50
+
+
+def shape(value: Any, depth: int = 0) -> Any:
+    """The shape of a JSON answer, no value in it: ``{"data": {"quota": "number"}}``, a list
+    as its first element's shape, so that it can be shown with nothing secret or personal."""
+    if depth >= SHAPE_DEPTH:
+        return "..."
+    if isinstance(value, dict):
+        items = list(value.items())
+        out = {str(k): shape(v, depth + 1) for k, v in items[:SHAPE_KEYS]}
+        if len(items) > SHAPE_KEYS:
+            out["..."] = f"{len(items) - SHAPE_KEYS} more keys"
+        return out
+    if isinstance(value, list):
+        return [shape(value[0], depth + 1), f"{len(value)} items"] if value else []
+    if value is None:
+        return "null"
+    return {bool: "boolean", int: "number", float: "number", str: "string"}.get(type(value), type(value).__name__)
+
+
+class StationAdmin:
+    """Adds, changes, removes and tests stations; ``rescan`` loads what the plugin directories
+    and usage-script stations hold now."""
+
+    def __init__(self, registry: Registry, stations: Stations, configs: ConfigAdmin,
+                 rescan: Callable[[], Awaitable[None]]) -> None:
+        self._reg = registry
+        self._stations = stations
+        self._configs = configs
+        self._rescan = rescan
+
+    def list(self) -> list[dict[str, Any]]:
+        """Every station (host.toml's and added ones): kind, provider, title, alert threshold,
+        its config with secrets masked, and why it cannot be asked, if it cannot."""
+        out = []
+        for s in self._stations.all().values():
+            item = s.to_dict()
+            record = self._provider(s, required=False)
+            item["config"] = self._masked(s, record)
+            item["error"] = (record.station_errors.get(s.name) if record is not None else
+                             f"provider plugin {s.provider!r} is not installed")
+            out.append(item)
+        return out
+
+    def get_config(self, name: str) -> dict[str, Any]:
+        s = self._stations.get(name)
+        return self._masked(s, self._provider(s, required=False))
+
+    async def add(self, name: str, *, plugin: str | None = None, script: str | None = None,
+                  title: str | None = None, low_balance: float | None = None,
+                  config: dict[str, Any] | None = None) -> dict[str, Any]:
+        """A new station: ``plugin`` (a balance plugin's id) with its ``config``, or a cc-switch
+        usage ``script`` (its ``config``: baseUrl, apiKey, ...). Checked before anything is
+        stored (names, the provider, the config against its schema and its validateConfig)."""
+        definition = StationConfig(plugin=plugin, script=script, name=title, low_balance=low_balance)
+        if any(r.id == name for r in self._reg.records):
+            raise InvalidConfig(f"station {name!r}: a plugin has that id; pick another name")
+        if script is not None and not (script.strip() and len(script) <= MAX_SCRIPT_CHARS):
+            raise InvalidConfig(f"station {name}: the usage script must be 1 to {MAX_SCRIPT_CHARS} characters")
+        if plugin is None:
+            self._stations.add(name, definition)
+            await self._rescan()  # its usage-script plugin loads now
+            if config:
+                try:
+                    await self._configs.set_config(name, config)
+                except HostError:
+                    self._stations.remove(name)
+                    await self._rescan()
+                    raise
+            return self._item(name)
+        record = self._provider(Station(name=name, plugin=plugin), required=True)
+        assert record is not None
+        _, raw = await self._configs.checked_config(record, config or {}, replace=True, key=name)
+        self._stations.add(name, definition)
+        assert self._reg.store is not None
+        self._reg.store.set(name, raw, secret_keys(loaded_manifest(record).config_schema))
+        await self._restart(record)
+        return self._item(name)
+
+    async def set_config(self, name: str, values: dict[str, Any], *, replace: bool = False) -> dict[str, Any]:
+        """Change a station's config (merged unless ``replace``; a secret sent back masked keeps
+        its value), checked as ``add`` checks it. Returns it masked."""
+        s = self._stations.get(name)
+        if s.plugin is None:
+            return await self._configs.set_config(name, values, replace=replace)
+        record = self._provider(s, required=True)
+        assert record is not None and self._reg.store is not None
+        manifest, raw = await self._configs.checked_config(record, values, replace=replace, key=name)
+        self._reg.store.set(name, raw, secret_keys(manifest.config_schema))
+        await self._restart(record)
+        return mask(manifest.config_schema, raw)
+
+    async def remove(self, name: str) -> dict[str, Any]:
+        """Forget an added station and its config (its history stays)."""
+        s = self._stations.remove(name)
+        assert self._reg.store is not None
+        self._reg.store.remove(name)
+        if s.plugin is None:
+            await self._rescan()  # its usage-script plugin goes
+        elif (record := self._provider(s, required=False)) is not None:
+            await self._restart(record)
+        return s.to_dict()
+
+    async def test(self, name: str) -> dict[str, Any]:
+        """Ask the station once, on a worker of its own (nothing cached, nothing recorded): the
+        result, the requests it made and the shape of the answer, every secret masked."""
+        s = self._stations.get(name)
+        record = self._provider(s, required=True)
+        assert record is not None and self._reg.runtime is not None
+        manifest = loaded_manifest(record)
+        lines: list[str] = []
+
+        def hide(text: str) -> str:
+            return redact(text, self._reg.secrets_of(name))
+
+        def on_log(_worker: Worker, msg: Log) -> None:
+            if len(lines) < 100:
+                lines.append(hide(f"{msg.level}: {msg.message}"))
+
+        try:
+            config = self._reg.effective_config(name, manifest)  # InvalidConfig: the result says why
+            spec = self._reg.spec(record, manifest, config, also=[config], redact=hide)
+            value = await one_off(spec, self._reg.runtime,
+                                  lambda w: w.call(BALANCE_FUNCTION, [config], spec.limits.call_timeout), on_log)
+            result = from_reply(name, s.title or name, value, stored_at=time.time(),
+                                cached=False, duration=0.0, plugin=s.provider)
+        except HostError as exc:
+            result = from_error(name, s.title or name, exc, duration=0.0, plugin=s.provider)
+        answer = msgspec.to_builtins(result)
+        raw = answer.pop("rawData", None)
+        return {"station": name, "ok": result.status == "success", "result": answer,
+                "requests": [line for line in lines if "fetchJson " in line],
+                "log": lines, "shape": shape(raw)}
+
+    # ------------------------------------------------------------------ helpers
+
+    def _provider(self, s: Station, *, required: bool) -> Plugin | None:
+        """The plugin answering for ``s``: a loaded balance plugin (InvalidConfig if
+        ``required`` and there is none)."""
+        record = self._reg.newest().get(s.provider)
+        ok = record is not None and record.manifest is not None and BALANCE_CAPABILITY in record.manifest.capabilities
+        if not ok and required:
+            raise InvalidConfig(f"station {s.name}: {s.provider!r} is not a loaded balance plugin "
+                                "(`python -m host list` shows the plugins and their capabilities)")
+        return record if ok else None
+
+    def _masked(self, s: Station, record: Plugin | None) -> dict[str, Any]:
+        raw = self._reg.raw_config(s.name)
+        return mask(record.manifest.config_schema, raw) if record is not None and record.manifest else {}
+
+    def _item(self, name: str) -> dict[str, Any]:
+        return next(item for item in self.list() if item["name"] == name)
+
+    async def _restart(self, record: Plugin) -> None:
+        """The provider's pool anew, serving its stations as they are now (their hosts granted)."""
+        async with self._reg.lock:
+            if record.state in SERVING:
+                await self._reg.reload_record(record)
+
+
+__all__ = ["StationAdmin", "shape"]

@@ -1,0 +1,168 @@
+"""Relay stations: a station is a provider plugin (or a cc-switch usage script) with a config,
+secrets, a history and alerts of its own. Many stations share one provider: its worker pool
+serves them all, each call carrying its station's config, so fifty stations of three providers
+run on three pools, not fifty.
+
+Where stations come from:
+- ``[stations.NAME]`` in host.toml (``plugin = "newapi"`` and ``config``, or ``script`` /
+  ``file``), the operator's file: never rewritten;
+- added at run time (CLI ``balances add``, ``POST /api/stations``, the dashboard): their
+  definitions in ``<state_dir>/stations.json``, their config (secrets sealed) in the config
+  store beside the plugins', under the station's name.
+
+A station's name is its key everywhere (``GET /api/balances``, history, alerts, metrics), so it
+may not be a plugin's id. A usage-script station becomes a usage-script plugin of the same id
+(``plugins/usage_scripts.py``); a provider station is served by its provider's pool."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import msgspec
+
+from ..errors import InvalidConfig
+from ..plugins.manifest import ID_RE
+
+if TYPE_CHECKING:
+    from ..plugins.settings import ConfigStore
+
+STATIONS_FILE = "stations.json"
+
+
+class StationConfig(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True):
+    """``[stations.NAME]``: one relay station, given as a provider plugin and its ``config``,
+    or as a cc-switch usage script (``script`` text or ``file``) with its ``config``
+    (``baseUrl``, ``apiKey``, ...). ``name``: its display name; ``low_balance``: its alert
+    threshold (else the provider's, else ``[balances.alerts] low_balance``)."""
+
+    plugin: str | None = None
+    script: str | None = None
+    file: str | None = None
+    name: str | None = None
+    config: dict[str, object] = {}
+    low_balance: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Station:
+    """A station as the host serves it."""
+
+    name: str                 # its key: balances, history, alerts
+    plugin: str | None        # the provider plugin serving it; None: a usage script (plugin id = name)
+    title: str | None = None  # display name
+    low_balance: float | None = None
+    script: str | None = None
+    file: str | None = None
+    origin: str = "added"     # "host.toml" or "added" (stations.json)
+
+    @property
+    def provider(self) -> str:
+        """The plugin that answers for it."""
+        return self.plugin or self.name
+
+    def to_dict(self) -> dict[str, Any]:
+        kind = "plugin" if self.plugin else "script"
+        out: dict[str, Any] = {"name": self.name, "kind": kind, "plugin": self.provider, "title": self.title or self.name,
+                               "origin": self.origin, "lowBalance": self.low_balance}
+        if self.file:
+            out["file"] = self.file
+        return out
+
+
+def check_station(name: str, s: StationConfig, where: str) -> None:
+    """A station's definition as given in host.toml or added at run time."""
+    if not ID_RE.match(name):
+        raise InvalidConfig(f"{where}: {name!r} is not a valid station name (letters, digits, "
+                            "'_', '.' and '-', up to 64, starting with a letter or digit)")
+    given = [k for k in ("plugin", "script", "file") if getattr(s, k) is not None]
+    if len(given) != 1:
+        raise InvalidConfig(f"{where}: give exactly one of plugin, script and file"
+                            + (f" (got {', '.join(given)})" if given else ""))
+    if s.plugin is not None and not ID_RE.match(s.plugin):
+        raise InvalidConfig(f"{where}.plugin: {s.plugin!r} is not a plugin id")
+    if s.plugin == name:
+        raise InvalidConfig(f"{where}: a station may not be named after its own provider plugin "
+                            f"({name!r} is the plugin's own station already)")
+
+
+class Stations:
+    """Every station of a host: host.toml's, then those added at run time (``stations.json``,
+    shared with other processes on the same state directory, e.g. the CLI beside a server)."""
+
+    def __init__(self, configured: dict[str, StationConfig]) -> None:
+        self._configured = configured
+        self._store: ConfigStore | None = None  # stations.json, once the host opened its state
+
+    def open(self, store: ConfigStore) -> None:
+        self._store = store
+
+    @property
+    def store(self) -> ConfigStore:
+        if self._store is None:
+            raise InvalidConfig("stations can be added or removed only while the host runs")
+        return self._store
+
+    def refresh(self) -> set[str]:
+        """Read stations.json again if another process changed it: the stations that changed."""
+        return self._store.refresh() if self._store is not None else set()
+
+    def all(self) -> dict[str, Station]:
+        out = {name: _station(name, s, "host.toml") for name, s in self._configured.items()}
+        store = self._store
+        for name in sorted(store.names() if store is not None else ()):
+            if name not in out:
+                try:
+                    s = msgspec.convert(store.get(name), StationConfig)
+                    check_station(name, s, f"{store.path}: {name}")
+                except (msgspec.ValidationError, InvalidConfig):
+                    continue  # hand-edited into something else: skipped (``add`` writes valid ones)
+                out[name] = _station(name, s, "added")
+        return out
+
+    def get(self, name: str) -> Station:
+        station = self.all().get(name)
+        if station is None:
+            raise InvalidConfig(f"no station named {name!r}; `python -m host balances stations` lists them")
+        return station
+
+    def of_plugin(self, plugin_id: str) -> list[Station]:
+        """The stations a provider plugin serves (besides its own)."""
+        return [s for s in self.all().values() if s.plugin == plugin_id]
+
+    def scripts(self) -> dict[str, StationConfig]:
+        """The usage-script stations, as ``[usage_scripts]`` entries are given."""
+        out = {name: s for name, s in self._configured.items() if s.plugin is None}
+        for name, station in self.all().items():
+            if station.origin == "added" and station.plugin is None:
+                out[name] = StationConfig(script=station.script, file=station.file, name=station.title)
+        return out
+
+    def add(self, name: str, definition: StationConfig) -> Station:
+        """Persist a new station's definition (its config goes to the config store)."""
+        check_station(name, definition, f"station {name}")
+        if name in self.all():
+            where = "host.toml" if name in self._configured else str(self.store.path)
+            raise InvalidConfig(f"station {name!r} exists already (in {where}); remove it first or pick another name")
+        self.store.set(name, msgspec.to_builtins(msgspec.structs.replace(definition, config={})))
+        return self.get(name)
+
+    def remove(self, name: str) -> Station:
+        station = self.get(name)
+        if station.origin == "host.toml":
+            raise InvalidConfig(f"station {name!r} is defined in host.toml ([stations.{name}]): remove it there")
+        self.store.remove(name)
+        return station
+
+    def configured_config(self, name: str) -> dict[str, Any]:
+        """host.toml's ``[stations.NAME] config`` (empty for one added at run time)."""
+        s = self._configured.get(name)
+        return dict(s.config) if s is not None else {}
+
+
+def _station(name: str, s: StationConfig, origin: str) -> Station:
+    return Station(name=name, plugin=s.plugin, title=s.name, low_balance=s.low_balance, script=s.script,
+                   file=s.file, origin=origin)
+
+
+__all__ = ["STATIONS_FILE", "Station", "StationConfig", "Stations", "check_station"]

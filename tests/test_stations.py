@@ -1,0 +1,185 @@
+"""Relay stations (issue 17): many stations per provider plugin, each with its own config,
+secrets, breaker and history, served by the provider's one pool; added, changed, removed and
+tested at run time; usage-script stations beside them."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from aiohttp import web
+
+from host import BreakerConfig, HostConfig, InvalidConfig, PluginHost, PluginSettings, PoolConfig
+from host.balances.stations import StationConfig
+from support.plugins import fresh_state
+
+pytestmark = [pytest.mark.anyio, pytest.mark.timeout(60)]
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+RELAYCO = """
+export const metadata = { id: "relayco", name: "RelayCo", version: "1.0.0", apiVersion: "1.0", capabilities: ["balance"],
+  permissions: { net: ["{config.baseUrl}"] },
+  configSchema: { apiKey: { type: "string", secret: true }, baseUrl: { type: "string" } } };
+export async function queryBalance(config, ctx) {
+  if (!config.apiKey) throw new PluginError(ErrorTypes.NOT_CONFIGURED, "apiKey is not configured");
+  const body = await ctx.fetchJson(`${config.baseUrl}/balance?key=${config.apiKey}`,
+    { headers: { Authorization: `Bearer ${config.apiKey}` } });
+  return { balance: body.left, currency: "USD", rawData: body };
+}
+export function validateConfig(config) {
+  return config.apiKey && config.apiKey.startsWith("bad") ? { valid: false, message: "that key is revoked" } : true;
+}
+"""
+
+BALANCES = {"sk-alpha-0001": 11.5, "sk-beta-0002": 22.25, "sk-gamma-0003": 33.0}
+
+
+@pytest.fixture
+def relay(fake_http):
+    def balance(request: web.Request) -> web.Response:
+        key = request.headers.get("Authorization", "").removeprefix("Bearer ")
+        if key not in BALANCES:
+            return web.json_response({"error": "invalid key"}, status=401)
+        return web.json_response({"left": BALANCES[key], "owner": {"email": "someone@example.com"}})
+
+    fake_http.route("GET", "/balance", balance)
+    return fake_http
+
+
+def host_for(plugin_dir, tmp_path, shared_state, relay, **kw) -> PluginHost:
+    plugin_dir.add("relayco.js", RELAYCO)
+    settings = {"relayco": PluginSettings(allow_private_network=True, breaker=BreakerConfig(failure_threshold=2,
+                                                                                           failure_rate=0))}
+    cfg = HostConfig(plugins_dir=str(plugin_dir.root), state_dir=str(fresh_state(tmp_path, shared_state)),
+                     pool=PoolConfig(min_workers=1, max_workers=4), plugins=settings, **kw)
+    return PluginHost(cfg)
+
+
+def toml_stations(relay, *keys: str) -> dict[str, StationConfig]:
+    return {f"relay-{i}": StationConfig(plugin="relayco", name=f"Relay {i}",
+                                        config={"baseUrl": relay.url, "apiKey": key})
+            for i, key in enumerate(keys)}
+
+
+async def test_stations_of_one_provider_share_its_pool_each_with_its_own_config(plugin_dir, tmp_path, shared_state,
+                                                                                relay):
+    stations = toml_stations(relay, "sk-alpha-0001", "sk-beta-0002", "sk-gamma-0003")
+    async with host_for(plugin_dir, tmp_path, shared_state, relay, stations=stations) as h:
+        results = {b.provider: b for b in await h.query_balances(refresh=True)}
+        pool = h._registry.pool_of("relayco")
+        workers = len(pool.workers)
+        history = await h.balance_history("relay-1")
+    # the provider itself has no config of its own: only its stations are asked
+    assert sorted(results) == ["relay-0", "relay-1", "relay-2"]
+    assert {k: (b.status, b.balance, b.plugin, b.provider_name) for k, b in results.items()} == {
+        "relay-0": ("success", 11.5, "relayco", "Relay 0"),
+        "relay-1": ("success", 22.25, "relayco", "Relay 1"),
+        "relay-2": ("success", 33.0, "relayco", "Relay 2")}
+    assert workers == 1
+    assert [p.balance for p in history] == [22.25]
+
+
+async def test_a_failing_station_never_opens_the_circuit_of_the_others(plugin_dir, tmp_path, shared_state, relay):
+    stations = toml_stations(relay, "sk-alpha-0001", "sk-revoked-9999")
+    async with host_for(plugin_dir, tmp_path, shared_state, relay, stations=stations) as h:
+        for _ in range(4):
+            results = {b.provider: b for b in await h.query_balances(refresh=True)}
+    assert results["relay-0"].status == "success"
+    assert results["relay-1"].error_type == "CircuitOpen"
+
+
+async def test_a_station_added_at_run_time_is_persisted_with_its_secret_sealed(plugin_dir, tmp_path, shared_state,
+                                                                               relay):
+    async with host_for(plugin_dir, tmp_path, shared_state, relay) as h:
+        item = await h.stations.add("mine", plugin="relayco", title="Mine", low_balance=5,
+                                    config={"baseUrl": relay.url, "apiKey": "sk-beta-0002"})
+        results = {b.provider: b for b in await h.query_balances(refresh=True)}
+        state = h.config.state_path
+        listed = h.stations.list()
+        grants = h._registry.grants(h._registry.record("relayco"))
+    assert item["config"] == {"baseUrl": relay.url, "apiKey": "********"}
+    assert (item["plugin"], item["kind"], item["title"], item["lowBalance"]) == ("relayco", "plugin", "Mine", 5)
+    assert results["mine"].balance == 22.25
+    assert "relayco" not in results  # no config of its own: not a station
+    assert grants is not None and grants.net == [f"127.0.0.1:{relay.port}"]
+    stations_json, config_json = (state / "stations.json").read_text(), (state / "config.json").read_text()
+    assert "sk-beta-0002" not in stations_json + config_json + json.dumps(listed)
+    assert json.loads(stations_json)["mine"] == {"plugin": "relayco", "name": "Mine", "low_balance": 5.0}
+    assert json.loads(config_json)["mine"]["apiKey"].startswith("enc:v1:")
+
+    # a new host on the same state directory serves it too
+    async with host_for(plugin_dir, tmp_path, shared_state, relay) as h:
+        assert {b.provider: b.balance for b in await h.query_balances(refresh=True)} == {"mine": 22.25}
+        await h.stations.remove("mine")
+        # serving no station, the provider is a station of its own again (one waiting for a key)
+        assert [(b.provider, b.status) for b in await h.query_balances(refresh=True)] == [
+            ("relayco", "not_configured")]
+        assert "mine" not in json.loads((h.config.state_path / "config.json").read_text())
+
+
+async def test_a_station_is_checked_before_anything_is_stored(plugin_dir, tmp_path, shared_state, relay):
+    async with host_for(plugin_dir, tmp_path, shared_state, relay) as h:
+        with pytest.raises(InvalidConfig, match="that key is revoked"):
+            await h.stations.add("x", plugin="relayco", config={"baseUrl": relay.url, "apiKey": "bad-0001"})
+        with pytest.raises(InvalidConfig, match=r"config\.apiKey: the value is not of type string"):
+            await h.stations.add("x", plugin="relayco", config={"baseUrl": relay.url, "apiKey": 12345})
+        with pytest.raises(InvalidConfig, match="a plugin has that id"):
+            await h.stations.add("relayco", plugin="relayco", config={})
+        with pytest.raises(InvalidConfig, match="'nope' is not a loaded balance plugin"):
+            await h.stations.add("x", plugin="nope", config={})
+        with pytest.raises(InvalidConfig, match="not a valid station name"):
+            await h.stations.add("no spaces", plugin="relayco", config={})
+        assert h.stations.list() == []
+        assert not (h.config.state_path / "stations.json").exists()
+
+
+async def test_an_invalid_station_config_fails_that_station_alone(plugin_dir, tmp_path, shared_state, relay):
+    stations = toml_stations(relay, "sk-alpha-0001")
+    stations["broken"] = StationConfig(plugin="relayco", config={"baseUrl": relay.url, "apiKey": 7})
+    async with host_for(plugin_dir, tmp_path, shared_state, relay, stations=stations) as h:
+        results = {b.provider: b for b in await h.query_balances(refresh=True)}
+    assert results["relay-0"].balance == 11.5
+    assert (results["broken"].status, results["broken"].error_type) == ("error", "InvalidConfig")
+    assert "config.apiKey" in (results["broken"].error_message or "")
+
+
+async def test_testing_a_station_shows_the_request_and_the_answer_shape_with_secrets_masked(
+        plugin_dir, tmp_path, shared_state, relay):
+    stations = toml_stations(relay, "sk-alpha-0001", "sk-nobody-0000")
+    async with host_for(plugin_dir, tmp_path, shared_state, relay, stations=stations) as h:
+        good = await h.stations.test("relay-0")
+        bad = await h.stations.test("relay-1")
+        history = await h.balance_history()
+    assert good["ok"] is True and good["result"]["balance"] == 11.5
+    assert good["requests"] == [f"debug: fetchJson GET {relay.url}/balance?key=*** -> 200, "
+                                f"{good['requests'][0].split(', ')[1]}, {good['requests'][0].split(', ')[2]}"]
+    assert good["shape"] == {"left": "number", "owner": {"email": "string"}}
+    assert bad["ok"] is False and bad["result"]["errorType"] == "AUTH_ERROR"
+    assert "sk-alpha-0001" not in json.dumps(good) and "sk-nobody-0000" not in json.dumps(bad)
+    assert history == []  # a test is not recorded
+
+
+USAGE = """({
+  request: { url: "{{baseUrl}}/balance", method: "GET", headers: { "Authorization": "Bearer {{apiKey}}" } },
+  extractor: function (r) { return { remaining: r.left, unit: "USD" }; }
+})"""
+
+
+async def test_a_pasted_usage_script_becomes_a_station(plugin_dir, tmp_path, shared_state, relay):
+    async with host_for(plugin_dir, tmp_path, shared_state, relay) as h:
+        item = await h.stations.add("pasted", script=USAGE, title="Pasted",
+                                    config={"baseUrl": relay.url, "apiKey": "sk-gamma-0003"})
+        h.config.plugins["pasted"] = PluginSettings(allow_private_network=True)
+        await h.reload("pasted")
+        results = {b.provider: b for b in await h.query_balances(refresh=True)}
+        await h.stations.remove("pasted")
+        after = [b.provider for b in await h.query_balances(refresh=True)]
+    assert (item["kind"], item["plugin"], item["title"]) == ("script", "pasted", "Pasted")
+    assert item["config"]["apiKey"] == "********"
+    assert (results["pasted"].status, results["pasted"].balance) == ("success", 33.0)
+    assert after == ["relayco"]  # the provider, with no station left, is its own (unconfigured) one
