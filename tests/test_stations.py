@@ -8,10 +8,10 @@ import json
 
 import pytest
 from aiohttp import web
+from support.plugins import fresh_state
 
 from host import BreakerConfig, HostConfig, InvalidConfig, PluginHost, PluginSettings, PoolConfig
 from host.balances.stations import StationConfig
-from support.plugins import fresh_state
 
 pytestmark = [pytest.mark.anyio, pytest.mark.timeout(60)]
 
