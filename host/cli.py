@@ -35,6 +35,7 @@ from .cli_output import (
     start_progress,
     table,
 )
+from .cli_stations import register as register_stations
 from .config import HostConfig, PluginSettings, ServerConfig, check_inspect
 from .config_file import load_config
 from .control import control_client, start_control_site
@@ -390,11 +391,13 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("id", help="ID or ID@VERSION")
     s.set_defaults(run=_info)
 
-    s = add("balances", "every balance plugin's balance, as a table (exit 1 if any station failed)")
+    s = add("balances", "every station's balance, as a table (exit 1 if any failed); "
+                        "stations|add|set|rm|test manage the stations")
     s.add_argument("--refresh", action="store_true", help="ask every station now, bypassing the cache")
     s.add_argument("--json", action="store_true")
     s.add_argument("--timeout", type=float, help="seconds per station (default: [balances] timeout)")
     s.set_defaults(run=_balances)
+    register_stations(s, common, _started)
 
     s = add("import-cc-switch", "turn the usage scripts of cc-switch's providers into balance plugins")
     s.add_argument("--db", type=Path, help="cc-switch's database (default: ~/.cc-switch/cc-switch.db)")
@@ -465,7 +468,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     ap = build_parser()
-    args = ap.parse_args(argv)
+    args, extra = ap.parse_known_args(argv)
+    # KEY=VALUE after an option (`balances add x --plugin p baseUrl=...`): argparse leaves a
+    # nargs="*" positional behind once it has matched it empty; they are the command's values.
+    if extra and isinstance(getattr(args, "values", None), list) and all(
+            "=" in e and not e.startswith("-") for e in extra):
+        args.values += extra
+    elif extra:
+        ap.error(f"unrecognized arguments: {' '.join(extra)}")
     level = args.log_level or os.environ.get("PLUGIN_HOST_LOG_LEVEL") or (
         "info" if args.command == "serve" else "warning")
     fmt = args.log_format or os.environ.get("PLUGIN_HOST_LOG_FORMAT") or "text"

@@ -94,6 +94,17 @@ class ApproveBody(msgspec.Struct):
     grants: list[str] | None = None  # what the operator was shown; None: whatever waits
 
 
+class StationBody(msgspec.Struct, forbid_unknown_fields=True):
+    """``POST /api/stations``: a provider plugin and its config, or a pasted usage script."""
+
+    name: str
+    plugin: str | None = None
+    script: str | None = None
+    title: str | None = None
+    lowBalance: float | None = None
+    config: dict[str, Any] = {}
+
+
 class ImportBody(msgspec.Struct):
     document: dict[str, Any]
     passphrase: str | None = None
@@ -304,6 +315,27 @@ def create_app(host: PluginHost, *, admin_token: str | None = None, read_token: 
         points = await host.balance_history(q.get("provider"), since=since, until=until, limit=limit)
         return _json(points)
 
+    async def list_stations(request: web.Request) -> web.Response:
+        return _json(host.stations.list())
+
+    async def add_station(request: web.Request) -> web.Response:
+        b: StationBody = await _body(request, StationBody)
+        return _json(await host.stations.add(b.name, plugin=b.plugin, script=b.script, title=b.title,
+                                             low_balance=b.lowBalance, config=b.config), 201)
+
+    async def station_config(request: web.Request) -> web.Response:
+        name = request.match_info["name"]
+        if request.method == "GET":
+            return _json(host.stations.get_config(name))  # secrets masked
+        values: dict[str, Any] = await _body(request, dict[str, Any])
+        return _json(await host.stations.set_config(name, values, replace=_flag(request, "replace")))
+
+    async def remove_station(request: web.Request) -> web.Response:
+        return _json(await host.stations.remove(request.match_info["name"]))
+
+    async def test_station(request: web.Request) -> web.Response:
+        return _json(await host.stations.test(request.match_info["name"]))
+
     async def metrics(request: web.Request) -> web.Response:
         return web.Response(body=host.metrics.render(), headers={"Content-Type": CONTENT_TYPE})
 
@@ -328,6 +360,12 @@ def create_app(host: PluginHost, *, admin_token: str | None = None, read_token: 
     app.router.add_get("/api/balances", balances)
     app.router.add_get("/api/balances/history", balance_history)
     app.router.add_get("/api/balances/alerts", balance_alerts)
+    app.router.add_get("/api/stations", list_stations)
+    app.router.add_post("/api/stations", add_station)
+    app.router.add_route("GET", "/api/stations/{name}/config", station_config)
+    app.router.add_route("PUT", "/api/stations/{name}/config", station_config)
+    app.router.add_delete("/api/stations/{name}", remove_station)
+    app.router.add_post("/api/stations/{name}/test", test_station)
     app.router.add_post("/execute", execute)
     return app
 
