@@ -43,6 +43,7 @@ bench: $(STAMP)
 	$(PY) bench/bench_policy.py
 	$(PY) bench/bench_http.py
 	$(PY) bench/bench_isolation.py
+	$(PY) bench/bench_stations.py
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check host tests bench
