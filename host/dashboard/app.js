@@ -226,7 +226,18 @@ function setupAuth() {
 // ---------------------------------------------------------------------------------- plugins
 
 const rows = new Map();    // "id@version" -> the row's nodes and state
-let selected = null;       // the plugin id shown in the config and log panels
+let selected = null;       // the plugin id (or "station:NAME") shown in the config and log panels
+let pluginIds = [];        // as last polled
+let balancePlugins = [];   // the running plugins with the "balance" capability: station templates
+const STATION = "station:";
+const stationList = new Map();  // name -> the station as GET /api/stations gives it
+
+/** The plugin whose log and schema a selection shows: a station's provider, else itself. */
+function pluginOf(id) {
+  if (id == null || !id.startsWith(STATION)) return id;
+  const station = stationList.get(id.slice(STATION.length));
+  return station ? station.plugin : null;
+}
 
 // "approve" last: it appears only while a version waits, and must not shift the buttons that
 // are always there (a click meant for restart must never land on it).
@@ -361,7 +372,10 @@ function renderPlugins(list, asked) {
   }
   $("#plugins").hidden = list.length === 0;
   $("#plugins-empty").hidden = list.length !== 0;
-  renderPluginSelect([...counts.keys()]);
+  pluginIds = [...counts.keys()];
+  balancePlugins = list.filter((info) => (info.capabilities || []).includes("balance") &&
+    (info.state === "running" || info.state === "degraded")).map((info) => info.id);
+  renderPluginSelect(pluginIds);
 }
 
 async function runAction(row, action) {
@@ -418,7 +432,13 @@ async function loadBalances(refresh) {
   try {
     const list = await request("GET", refresh ? "/api/balances?refresh=1" : "/api/balances", undefined,
       () => loadBalances(refresh));
-    renderBalances(list);
+    // after the query: the alerts it raised are recorded by then
+    const [stations, alerts] = await Promise.all([request("GET", "/api/stations"),
+      request("GET", "/api/balances/alerts?limit=1000")]);
+    stationList.clear();
+    for (const station of stations) stationList.set(station.name, station);
+    renderPluginSelect(pluginIds);
+    renderBalances(list, latestAlerts(alerts));
     status.textContent = `updated ${clock(new Date())}`;
   } catch (e) {
     status.className = "error";
@@ -428,7 +448,17 @@ async function loadBalances(refresh) {
   }
 }
 
-function renderBalances(list) {
+/** The newest alert of each station, when it is still in force (low balance, failing). */
+function latestAlerts(alerts) {
+  const latest = new Map();
+  for (const alert of alerts) latest.set(alert.provider, alert);  // oldest first
+  for (const [provider, alert] of latest) {
+    if (alert.kind !== "low_balance" && alert.kind !== "failing") latest.delete(provider);
+  }
+  return latest;
+}
+
+function renderBalances(list, alerts = new Map()) {
   const box = $("#balances");
   balanceAges = [];
   box.replaceChildren();
@@ -462,12 +492,160 @@ function renderBalances(list) {
       card.append(el("p", { class: "error" }, bdi(b.errorMessage),
         ...(b.errorType ? [" [", bdi(b.errorType), "]"] : [])));
     }
+    const alert = alerts.get(b.provider);
+    if (alert) {
+      card.classList.add(`alert-${alert.kind}`);
+      card.append(el("p", { class: "alert", role: "alert" },
+        alert.kind === "low_balance" ? "low balance: " : "failing: ", bdi(alert.message),
+        el("span", { class: "muted small", text: ` (since ${clock(new Date(alert.time))})` })));
+    }
     card.append(el("p", { class: "muted small" }, "updated ", age, " ago", b.cached ? " (cached)" : ""),
-      chart);
+      cardActions(b), chart);
     box.append(card);
     loadHistory(b.provider, chart);
   }
   renderBalanceAges();
+}
+
+/** A card's buttons: Configure (the station's config, or its plugin's), and for a station
+ * Test connection and (one added here, not in host.toml) Remove. */
+function cardActions(b) {
+  const station = stationList.get(b.provider);
+  const result = el("div", { class: "test-result" });
+  const buttons = el("div", { class: "actions" },
+    el("button", { type: "button", text: "Configure", onclick: () =>
+      selectPlugin(station ? STATION + station.name : b.provider, true) }));
+  if (station) {
+    buttons.append(el("button", { type: "button", text: "Test connection",
+      onclick: (event) => testStation(station.name, event.target, result) }));
+    if (station.origin === "added") {
+      buttons.append(el("button", { type: "button", text: "Remove",
+        onclick: (event) => removeStation(station.name, event.target, result) }));
+    }
+  }
+  return el("div", { class: "card-actions" }, buttons, result);
+}
+
+async function testStation(name, button, box) {
+  button.disabled = true;
+  box.replaceChildren(el("p", { class: "muted", text: "asking the station…" }));
+  try {
+    const report = await request("POST", `/api/stations/${enc(name)}/test`, undefined,
+      () => testStation(name, button, box));
+    const r = report.result;
+    const verdict = report.ok ? el("p", { class: "ok" }, "connection works: ", bdi(`${number(r.balance)} ${r.currency || ""}`))
+      : el("p", { class: "error" }, bdi(`${r.errorType || r.status}: ${r.errorMessage || ""}`));
+    box.replaceChildren(verdict,
+      el("div", { class: "muted small", text: "requests made" }),
+      el("ul", { class: "requests" }, ...report.requests.map((line) => el("li", {}, bdi(line.replace(/^debug: fetchJson /, ""))))),
+      el("div", { class: "muted small", text: "shape of the answer" }),
+      el("pre", { class: "shape", text: JSON.stringify(report.shape, null, 2) }));
+  } catch (e) {
+    box.replaceChildren(el("p", { class: "error" }, bdi(e.message)));
+  } finally {
+    button.disabled = false;
+  }
+}
+
+async function removeStation(name, button, box) {
+  if (!window.confirm(`Remove station ${name}? Its history stays.`)) return;
+  button.disabled = true;
+  try {
+    await request("DELETE", `/api/stations/${enc(name)}`);
+    if (selected === STATION + name) selectPlugin(null, false);
+    await loadBalances(false);
+  } catch (e) {
+    button.disabled = false;
+    box.replaceChildren(el("p", { class: "error" }, bdi(e.message)));
+  }
+}
+
+// ---- adding a station: from a provider plugin (its configSchema as the form) or a pasted usage script
+
+const SCRIPT = "";  // the source select's value for a pasted usage script
+const SCRIPT_SCHEMA = {
+  baseUrl: { type: "string", description: "the station's address: {{baseUrl}} in the script" },
+  apiKey: { type: "string", secret: true, description: "{{apiKey}} in the script" },
+};
+let adding = null;  // {schema, inputs}
+
+function openAddStation() {
+  const box = $("#station-add");
+  box.hidden = !box.hidden;
+  if (box.hidden) return;
+  const source = $("#station-source");
+  source.replaceChildren(...balancePlugins.map((id) => el("option", { value: id, text: `provider: ${id}` })),
+    el("option", { value: SCRIPT, text: "usage script (paste it)" }));
+  $("#station-message").textContent = "";
+  renderStationFields();
+  $("#station-name").focus();
+}
+
+async function renderStationFields() {
+  const plugin = $("#station-source").value;
+  $("#station-script-field").hidden = plugin !== SCRIPT;
+  const fields = $("#station-fields");
+  fields.replaceChildren(el("p", { class: "muted", text: "loading…" }));
+  let schema = SCRIPT_SCHEMA;
+  try {
+    if (plugin !== SCRIPT) schema = await request("GET", `/api/plugins/${enc(plugin)}/schema`);
+  } catch (e) {
+    fields.replaceChildren(el("p", { class: "error" }, bdi(e.message)));
+    return;
+  }
+  if ($("#station-source").value !== plugin) return;  // changed meanwhile
+  adding = { schema, inputs: Object.create(null) };
+  const nodes = [];
+  for (const [key, field] of Object.entries(schema)) {
+    const input = fieldInput(key, field, {});
+    input.id = `station-cfg-${key}`;
+    const error = el("span", { class: "field-error", role: "alert" });
+    adding.inputs[key] = { input, error };
+    nodes.push(el("div", { class: "field", dataset: { field: key } },
+      el("label", { htmlFor: input.id }, bdi(field.title || key)),
+      el("div", { class: "control" }, input,
+        ...(field.description ? [el("div", { class: "muted small" }, bdi(field.description))] : []), error)));
+  }
+  fields.replaceChildren(...nodes);
+}
+
+async function submitStation(event) {
+  event.preventDefault();
+  if (!adding) return;
+  const message = $("#station-message");
+  const config = Object.create(null);
+  let bad = false;
+  for (const [key, field] of Object.entries(adding.schema)) {
+    const { input, error } = adding.inputs[key];
+    error.textContent = "";
+    try {
+      const value = readInput(input, field);
+      if (value !== null) config[key] = value;
+    } catch (e) {
+      error.textContent = e.message;
+      bad = true;
+    }
+  }
+  if (bad) return;
+  const plugin = $("#station-source").value;
+  const low = $("#station-low").value.trim();
+  const body = { name: $("#station-name").value.trim(), title: $("#station-title").value.trim() || null,
+    lowBalance: low === "" ? null : Number(low), config: { ...config } };
+  if (plugin === SCRIPT) body.script = $("#station-script").value;
+  else body.plugin = plugin;
+  message.className = "form-msg";
+  message.textContent = "adding…";
+  try {
+    const station = await request("POST", "/api/stations", body, () => submitStation(event));
+    message.className = "form-msg ok";
+    message.replaceChildren("added ", bdi(station.name));
+    $("#station-add").hidden = true;
+    $("#station-form").reset();
+    await loadBalances(true);
+  } catch (e) {
+    message.className = "form-msg error";
+    message.replaceChildren(bdi(e.message));
+  }
 }
 
 function renderBalanceAges() {
@@ -530,11 +708,13 @@ function chart(points, provider) {
 
 // ---------------------------------------------------------------------------------- plugin panels
 
-function renderPluginSelect(ids) {
+function renderPluginSelect(plugins) {
   const select = $("#plugin-select");
+  const ids = [...plugins, ...[...stationList.keys()].map((name) => STATION + name)];
   const current = [...select.options].map((o) => o.value);
   if (current.join("\n") !== ids.join("\n")) {
-    select.replaceChildren(...ids.map((id) => el("option", { value: id, text: id })));
+    select.replaceChildren(...ids.map((id) => el("option", { value: id,
+      text: id.startsWith(STATION) ? `station ${id.slice(STATION.length)}` : id })));
   }
   if (!ids.includes(selected)) selectPlugin(ids[0] ?? null, false);
   else select.value = selected;
@@ -570,11 +750,13 @@ async function loadConfig(id) {
     return;
   }
   box.replaceChildren(el("p", { class: "muted", text: "loading…" }));
+  const station = id.startsWith(STATION) ? id.slice(STATION.length) : null;
+  const path = station == null ? `/api/plugins/${enc(id)}/config` : `/api/stations/${enc(station)}/config`;
   try {
     const [schema, values] = await Promise.all([
-      request("GET", `/api/plugins/${enc(id)}/schema`, undefined, reloadConfig),
-      request("GET", `/api/plugins/${enc(id)}/config`, undefined, reloadConfig)]);
-    if (selected === id) renderConfig(id, schema, values);
+      request("GET", `/api/plugins/${enc(pluginOf(id))}/schema`, undefined, reloadConfig),
+      request("GET", path, undefined, reloadConfig)]);
+    if (selected === id) renderConfig(id, schema, values, null, path);
   } catch (e) {
     if (selected === id) box.replaceChildren(el("p", { class: "error" }, bdi(e.message)));
   }
@@ -628,7 +810,7 @@ function fieldInput(key, field, values) {
   return el("input", { id, type: "text", value: has ? shown(current) : "", placeholder });
 }
 
-function renderConfig(id, schema, values, saved = null) {
+function renderConfig(id, schema, values, saved = null, path = `/api/plugins/${enc(id)}/config`) {
   const box = $("#config");
   const entries = Object.entries(schema || {});
   if (!entries.length) {
@@ -637,7 +819,7 @@ function renderConfig(id, schema, values, saved = null) {
     return;
   }
   form = {
-    id, schema, values,
+    id, schema, values, path,
     inputs: Object.create(null),  // keyed by the plugin's field names: no prototype to collide with
     message: el("p", { class: "form-msg", role: "status" }),
     submit: el("button", { type: "submit", text: "Save" }),
@@ -768,8 +950,8 @@ async function submitConfig() {
   showFormErrors({}, "saving…", false);
   current.submit.disabled = true;
   try {
-    const saved = await request("PUT", `/api/plugins/${enc(current.id)}/config`, body, submitConfig);
-    if (form === current) renderConfig(current.id, current.schema, saved, saved);
+    const saved = await request("PUT", current.path, body, submitConfig);
+    if (form === current) renderConfig(current.id, current.schema, saved, saved, current.path);
   } catch (e) {
     if (form !== current) return;
     current.submit.disabled = false;
@@ -785,7 +967,7 @@ async function submitConfig() {
 const log = { id: null, level: "debug", after: 0, generation: 0, busy: false };
 
 function resetLog() {
-  log.id = selected;
+  log.id = pluginOf(selected);
   log.level = $("#log-level").value;
   log.after = 0;
   log.generation += 1;
@@ -846,6 +1028,10 @@ function start() {
   $("#plugin-select").addEventListener("change", (event) => selectPlugin(event.target.value, false));
   $("#log-level").addEventListener("change", resetLog);
   $("#balances-refresh").addEventListener("click", () => loadBalances(true));
+  $("#station-add-toggle").addEventListener("click", openAddStation);
+  $("#station-source").addEventListener("change", renderStationFields);
+  $("#station-form").addEventListener("submit", submitStation);
+  $("#station-cancel").addEventListener("click", () => { $("#station-add").hidden = true; });
   loadConfig(null);
   loadBalances(false);
   tick();
