@@ -22,6 +22,8 @@ import pytest
 from support.processes import deno_children, free_port, sigterm_and_reap
 from support.servers import served
 
+from host.balances.stations import StationConfig
+
 pytestmark = pytest.mark.anyio
 
 # aiohttp's server runs on asyncio only; the run-dir test needs no server and runs on both.
@@ -138,7 +140,7 @@ async def test_admin_token_guards_every_mutating_route_and_appears_in_no_respons
         mutating = sorted(r for r in routes if r[0] not in ("GET", "HEAD", "OPTIONS"))
         assert set(known) <= set(mutating)
         for method, path in mutating:  # any route added later is covered too
-            url = path.format(id="calc", fn="add", action="restart", event="ping")
+            url = path.format(id="calc", fn="add", action="restart", event="ping", name="st")
             body, expected = known.get((method, path), ({}, None))
             for token in (None, "", "Bearer", "Bearer wrong", f"Bearer {TOKEN[:-1]}", f"Bearer {TOKEN}x",
                           f"Basic {TOKEN}x"):
@@ -155,7 +157,7 @@ async def test_admin_token_guards_every_mutating_route_and_appears_in_no_respons
         for method, path in sorted(routes):
             if method != "GET":
                 continue
-            async with s.get(path.format(id="calc", fn="add", action="restart", event="ping"),
+            async with s.get(path.format(id="calc", fn="add", action="restart", event="ping", name="st"),
                              headers={"Authorization": f"Bearer {TOKEN}"}) as r:  # reading needs it too
                 texts.append(await r.text())
                 assert r.status == 200, (path, texts[-1])
