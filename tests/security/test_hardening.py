@@ -135,7 +135,8 @@ async def test_admin_token_guards_every_mutating_route_and_appears_in_no_respons
     texts: list[str] = []
     known = {("POST", CALL): ({"args": [40, 2]}, 42),
              ("POST", "/execute"): ({"code": "export default (x) => x + 1", "input": 1}, 2)}
-    async with make_host() as h, served(h, admin_token=TOKEN, enable_execute=True) as (app, s):
+    stations = {"st": StationConfig(plugin="calc")}  # a station, so that its routes have one to act on
+    async with make_host(stations=stations) as h, served(h, admin_token=TOKEN, enable_execute=True) as (app, s):
         routes = {(r.method, r.resource.canonical) for r in app.router.routes() if r.resource is not None}
         mutating = sorted(r for r in routes if r[0] not in ("GET", "HEAD", "OPTIONS"))
         assert set(known) <= set(mutating)
