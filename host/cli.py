@@ -27,14 +27,13 @@ from .cli_output import (
     UsageError,
     assignments,
     balances_table,
-    first_line,
     inspector_targets,
     json_text,
     passphrase_of,
     print_json,
     start_progress,
-    table,
 )
+from .cli_plugins import register as register_plugins
 from .cli_stations import register as register_stations
 from .config import HostConfig, PluginSettings, ServerConfig, check_inspect
 from .config_file import load_config
@@ -43,7 +42,6 @@ from .errors import HostError, InvalidConfig
 from .execute_config import TOOLS
 from .logs import FORMATS, LEVELS, setup_logging
 from .plugin_host import PluginHost
-from .plugins.lifecycle import SERVING
 from .plugins.scaffold import new_plugin, validate
 from .security.private_files import write_private
 
@@ -170,19 +168,6 @@ async def _import_cc_switch(args: argparse.Namespace, config: HostConfig) -> int
     return 0
 
 
-async def _list(args: argparse.Namespace, config: HostConfig) -> int:
-    async with _started(PluginHost(config), args) as host:
-        infos = host.plugins()
-    if args.json:
-        print_json(infos)
-        return 0
-    rows = [["ID", "STATE", "VERSION", "WORKERS", "EXPORTS", "ERROR"]]
-    rows += [[i.id, i.state, i.version or "-", str(len(i.workers)), ",".join(i.exports) or "-",
-              first_line(i.error or "")] for i in infos]
-    sys.stdout.write(table(rows, right=(3,)))
-    return 0
-
-
 async def _balances(args: argparse.Namespace, config: HostConfig) -> int:
     async with _started(PluginHost(config), args) as host:
         progress = Progress(enabled=not args.debug)
@@ -199,13 +184,6 @@ async def _balances(args: argparse.Namespace, config: HostConfig) -> int:
     else:
         print("no balance plugins (none declares the \"balance\" capability)", file=sys.stderr)
     return 0 if all(b.status == "success" for b in results) else 1
-
-
-async def _info(args: argparse.Namespace, config: HostConfig) -> int:
-    async with _started(PluginHost(config), args) as host:
-        info = host.plugin(args.id)  # PluginNotFound: exit 1
-    print_json(info)
-    return 0 if info.state in SERVING else 1
 
 
 async def _call(args: argparse.Namespace, config: HostConfig) -> int:
@@ -383,13 +361,6 @@ def build_parser() -> argparse.ArgumentParser:
                    help="allow --enable-execute without an admin token: anyone who reaches the port can run code")
     s.set_defaults(run=_serve)
 
-    s = add("list", "list plugins and their state")
-    s.add_argument("--json", action="store_true")
-    s.set_defaults(run=_list)
-
-    s = add("info", "one plugin as JSON: state, version, exports, permissions, workers, counters")
-    s.add_argument("id", help="ID or ID@VERSION")
-    s.set_defaults(run=_info)
 
     s = add("balances", "every station's balance, as a table (exit 1 if any failed); "
                         "stations|add|set|rm|test manage the stations")
@@ -397,7 +368,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--json", action="store_true")
     s.add_argument("--timeout", type=float, help="seconds per station (default: [balances] timeout)")
     s.set_defaults(run=_balances)
-    register_stations(s, common, _started)
+    register_stations(s, common, _started, PluginHost)
 
     s = add("import-cc-switch", "turn the usage scripts of cc-switch's providers into balance plugins")
     s.add_argument("--db", type=Path, help="cc-switch's database (default: ~/.cc-switch/cc-switch.db)")
@@ -463,6 +434,7 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--replace", action="store_true",
                    help="replace each plugin's config (default: merge into the stored one)")
     c.set_defaults(run=_config_import)
+    register_plugins(sub, config_sub, common, _started, PluginHost)
     return ap
 
 

@@ -10,7 +10,8 @@ import os
 import sys
 import urllib.request
 from collections.abc import Callable, Sequence
-from typing import Any, TextIO
+from contextlib import AbstractAsyncContextManager
+from typing import TYPE_CHECKING, Any, TextIO
 
 import anyio
 import msgspec
@@ -18,6 +19,15 @@ import msgspec
 from .balances.result import BalanceResult
 from .info import json_default
 from .plugins.lifecycle import STARTING, PluginEvent
+
+if TYPE_CHECKING:
+    from .config import HostConfig
+    from .plugin_host import PluginHost
+
+# What the CLI's command modules are given by cli.py (they import nothing of the facade): a
+# host started with a progress line, and the host class to start.
+Started = Callable[["PluginHost", argparse.Namespace], AbstractAsyncContextManager["PluginHost"]]
+MakeHost = Callable[["HostConfig"], "PluginHost"]
 
 
 def table(rows: Sequence[Sequence[str]], *, right: Sequence[int] = ()) -> str:

@@ -6,18 +6,20 @@ from __future__ import annotations
 
 import argparse
 import sys
-from collections.abc import AsyncIterator, Callable
-from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 from urllib.parse import quote
 
 from .cli_output import UsageError, assignments, first_line, json_text, print_json, table
 from .config import HostConfig
 from .control import control_client
-from .plugin_host import PluginHost
 
-Started = Callable[[PluginHost, argparse.Namespace], AbstractAsyncContextManager[PluginHost]]
+if TYPE_CHECKING:
+    from .cli_output import MakeHost, Started
+    from .plugin_host import PluginHost
+
 
 
 class Stations(Protocol):
@@ -80,7 +82,8 @@ class _Remote:
         return await self.server.request("POST", f"/api/stations/{quote(name)}/test")
 
 
-def register(balances: argparse.ArgumentParser, common: argparse.ArgumentParser, started: Started) -> None:
+def register(balances: argparse.ArgumentParser, common: argparse.ArgumentParser, started: Started,
+             make_host: MakeHost) -> None:
     """The station subcommands of ``balances`` (which alone still prints the balances table)."""
 
     @asynccontextmanager
@@ -89,7 +92,7 @@ def register(balances: argparse.ArgumentParser, common: argparse.ArgumentParser,
             if server is not None:
                 yield _Remote(server)
                 return
-            async with started(PluginHost(config), args) as host:
+            async with started(make_host(config), args) as host:
                 yield _Local(host)
 
     async def values_for(s: Stations, args: argparse.Namespace, plugin: str | None) -> dict[str, Any]:

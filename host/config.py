@@ -125,6 +125,8 @@ class EventsConfig(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=Tru
 class PluginSettings(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True):
     """Overrides for one plugin (``[plugins.<id>]``); a section given replaces the default one."""
 
+    # false: the plugin is loaded and listed but not started until enabled (plugins/switches.py)
+    enabled: bool | None = None
     pool: PoolConfig | None = None
     limits: WorkerLimits | None = None
     config: dict[str, object] = {}

@@ -88,10 +88,11 @@ async def run_execute(pool: Pool, code: str, input: Any, *, entry: str, budget: 
                                           timeout=max(deadline - time.monotonic(), MIN_TIMEOUT), lease=lease)
 
     logs: list[LogEntry] = []
+    least = 0.0  # a timed-out execution ran for its whole budget (the deadline's clock is not t0's)
     try:
         pending = await run_with_deadline(pool, op, budget, deadline, "execute", entry)
     except CallTimeout:
-        ok, result = False, None
+        ok, result, least = False, None, budget * 1000
         logs.append(_exception("TimeoutError", "Execution timeout",
                                f"TimeoutError: Execution timeout (limit {budget:g}s)"))
     except WorkerCrashed as exc:
@@ -108,7 +109,7 @@ async def run_execute(pool: Pool, code: str, input: Any, *, entry: str, budget: 
         if info is not None:
             logs.append(_exception(info.name, info.message, info.stack))
     return ExecuteResult(ok=ok, result=result if ok else None, logs=logs,
-                         duration=round((time.perf_counter() - t0) * 1000, 3))
+                         duration=round(max((time.perf_counter() - t0) * 1000, least), 3))
 
 
 def _exception(name: str, message: str, stack: str | None = None) -> LogEntry:

@@ -89,7 +89,7 @@ def plugin_info(r: Plugin, policy: PluginPolicy | None = None, queued: int = 0,
     workers = pool.workers if pool is not None and r.state in SERVING else []
     info = PluginInfo(
         id=r.id, state=r.state, version=r.version, name=m.name if m else None,
-        path=str(r.source.module), error=r.error if r.state in ("error", "degraded", "pending") else None,
+        path=str(r.source.module), error=r.error if r.state in ("error", "degraded", "pending", "disabled") else None,
         pending_approval=list(r.pending),
         exports=list(r.exports), capabilities=list(m.capabilities) if m else [],
         reload_error=r.reload_error, priority=m.priority if m else 0,

@@ -48,6 +48,7 @@ from .plugins.events import Events
 from .plugins.lifecycle import EventHub, Plugin, PluginEvent
 from .plugins.registry import Registry
 from .plugins.settings import ConfigStore
+from .plugins.switches import SWITCHES_FILE, Switches
 from .policy.pipeline import CallPipeline
 from .policy.scheduler import SchedulerStats
 from .pool import Pool
@@ -93,12 +94,21 @@ class PluginHost:
         self._registry.station_base = stations.configured_config
         self._registry.station_scripts = stations.scripts
         self._registry.stations_refresh = stations.refresh
+        self._registry.note = self._note
+        self._switches = Switches(self.config)
+        self._registry.disabled = self._switches.disabled
+        self._registry.switched = self._switches.refresh
         self._balances = Balances(self.config.balances, self._registry, self._pipeline.run, self.metrics.observe,
                                   self._history, self.config.low_balance_for,
                                   lambda: self._tg if self._running else None, stations)
         self._admin = ConfigAdmin(self._registry, self._box, self.call)
         self.stations = StationAdmin(self._registry, stations, self._admin, self._registry.rescan)
         self._events = Events(self.config, self._registry, self.call)
+
+    def _note(self, plugin: str, level: str, text: str) -> None:
+        """Something the operator should read about a plugin: its log, and the host's."""
+        self.logbook.add(plugin, level, text)
+        log.log(logging.WARNING if level == "warning" else logging.INFO, "plugin %s: %s", plugin, text)
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -117,6 +127,7 @@ class PluginHost:
         self._tg = tg = await self._stack.enter_async_context(anyio.create_task_group())
         self._registry.open(self._runtime, tg)
         self._stations.open(ConfigStore(self.config.state_path, None, STATIONS_FILE))
+        self._switches.open(ConfigStore(self.config.state_path, None, SWITCHES_FILE))
         self._exec = ExecutePools(self.config.execute, self.config.security, self.config.limits, self._runtime,
                                   self._new_pool, lambda pool: tg.start(pool.serve),
                                   lambda pool: tg.start_soon(pool.stop))
@@ -226,13 +237,25 @@ class PluginHost:
         ``Registry.approve``); ApprovalChanged if ``grants`` is not what waits now."""
         return await self._registry.approve(name, by=by, grants=grants)
 
-    async def enable(self, name: str) -> None:
-        """Start a disabled, stopped or failed plugin again (its metadata is read anew)."""
+    async def enable(self, name: str, *, by: str = "python") -> None:
+        """Start a disabled, stopped or failed plugin again (its metadata is read anew); kept
+        enabled across restarts, whatever host.toml's ``enabled`` says (audited)."""
+        pid = self._registry.record(name).id
+        self._switches.set(pid, True, by)
+        self._audit("enable", plugin=pid, by=by)
         await self._registry.enable(name)
 
-    async def disable(self, name: str) -> None:
-        """Stop the plugin's workers (calls in flight finish) and refuse calls until enabled."""
+    async def disable(self, name: str, *, by: str = "python") -> None:
+        """Stop the plugin's workers (calls in flight finish) and refuse calls until enabled;
+        kept disabled across restarts (audited)."""
+        pid = self._registry.record(name).id
+        self._switches.set(pid, False, by)
+        self._audit("disable", plugin=pid, by=by)
         await self._registry.disable(name)
+
+    def _audit(self, event: str, **fields: Any) -> None:
+        if self._runtime is not None:
+            self._runtime.audit.record(event, **fields)
 
     async def unload(self, name: str) -> None:
         """Release every worker of the plugin; it stays listed as `stopped` until enabled."""
@@ -430,6 +453,13 @@ class PluginHost:
         """Validate ``values`` (schema, then the plugin's ``validateConfig``), store them and
         restart the plugin with them; InvalidConfig never echoes a secret. Returns the masked config."""
         return await self._admin.set_config(name, values, replace=replace)
+
+    async def reset_config(self, name: str, *, by: str = "python") -> dict[str, Any]:
+        """Forget the plugin's stored config (host.toml's ``[plugins.ID] config`` stays) and
+        restart it with what is left (audited). Returns that config, masked."""
+        pid = self._registry.record(name).id
+        self._audit("config_reset", plugin=pid, by=by)
+        return await self._admin.reset_config(name)
 
     async def export_config(self, name: str | None = None, *, passphrase: str | None = None) -> dict[str, Any]:
         """One plugin's config or all, secret fields encrypted (host key, or ``passphrase``)."""

@@ -259,9 +259,9 @@ def create_app(host: PluginHost, *, admin_token: str | None = None, read_token: 
             approval: ApproveBody = await _body(request, ApproveBody)
             await host.approve(pid, by=via, grants=approval.grants)
         elif action == "enable":
-            await host.enable(pid)
+            await host.enable(pid, by=via)
         else:
-            await host.disable(pid)
+            await host.disable(pid, by=via)
         return _json(host.plugin(pid))
 
     async def logs(request: web.Request) -> web.Response:
@@ -281,6 +281,9 @@ def create_app(host: PluginHost, *, admin_token: str | None = None, read_token: 
 
     async def get_config(request: web.Request) -> web.Response:
         return _json(host.get_config(request.match_info["id"]))  # secrets masked
+
+    async def reset_config(request: web.Request) -> web.Response:
+        return _json(await host.reset_config(request.match_info["id"], by=via))
 
     async def put_config(request: web.Request) -> web.Response:
         values: dict[str, Any] = await _body(request, dict[str, Any])
@@ -355,6 +358,7 @@ def create_app(host: PluginHost, *, admin_token: str | None = None, read_token: 
     app.router.add_get("/api/plugins/{id}/schema", schema)
     app.router.add_get("/api/plugins/{id}/logs", logs)
     app.router.add_put("/api/plugins/{id}/config", put_config)
+    app.router.add_delete("/api/plugins/{id}/config", reset_config)
     app.router.add_post("/api/config/import", import_config)
     app.router.add_post("/api/events/{event}", event)
     app.router.add_get("/api/balances", balances)

@@ -53,7 +53,16 @@ export interface ConfigField {
   secret?: boolean;
   default?: unknown;
   description?: string;
+  title?: string;
   enum?: unknown[];
+  /** Numbers: the smallest and largest value accepted. */
+  minimum?: number;
+  maximum?: number;
+  /** Strings: length bounds, a regular expression the value must match, a format. */
+  minLength?: number;
+  maxLength?: number;
+  pattern?: string;
+  format?: "url" | "email";
 }
 
 /** The module's `metadata` export. */
@@ -69,8 +78,10 @@ export interface PluginMetadata {
   configSchema?: Record<string, ConfigField>;
   /** What the plugin provides, e.g. `"balance"`, or the events it handles, e.g. `"message.incoming"`. */
   capabilities?: string[];
-  /** Order among plugins handling the same event (lower runs first). */
+  /** Order among plugins: the highest runs first (events) and is asked first (balances). */
   priority?: number;
+  /** An icon's URL, shown by dashboards (accepted for the balance plugin system's plugins). */
+  icon?: string;
   /** Other plugins this one needs: id to semver range. */
   dependencies?: Record<string, string>;
 }

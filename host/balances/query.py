@@ -41,6 +41,11 @@ class Target:
     record: Plugin | None
     station: bool = False
 
+    @property
+    def priority(self) -> int:
+        """The serving plugin's ``priority``: the highest is asked (and listed) first."""
+        return self.record.manifest.priority if self.record is not None and self.record.manifest else 0
+
 
 class Balances:
     """``query_balances`` and ``balance_history`` of a host."""
@@ -88,10 +93,11 @@ class Balances:
             self._observe(t.name, BALANCE_FUNCTION, "ok" if outcome.status == "success" else
                           outcome.error_type or outcome.status, time.perf_counter() - t0)
 
+        targets = sorted(self.targets(), key=lambda t: (-t.priority, t.name))
         async with anyio.create_task_group() as tg:
-            for t in self.targets():
+            for t in targets:
                 tg.start_soon(one, t)
-        ordered = [results[pid] for pid in sorted(results)]
+        ordered = [results[t.name] for t in targets]
         try:
             await anyio.to_thread.run_sync(self._history.append, ordered)
         except StateError as exc:  # the answers still count; the history misses them
@@ -102,15 +108,17 @@ class Balances:
     def targets(self) -> list[Target]:
         """Every station: each balance plugin's own (unless the plugin serves stations and has no
         config of its own), then each station of a provider plugin. A usage-script station is a
-        plugin of its own, so it comes first."""
-        newest = self._reg.newest(r for r in self._reg.records
-                                  if r.manifest is not None and BALANCE_CAPABILITY in r.manifest.capabilities)
+        plugin of its own, so it comes first. A disabled plugin's stations are left out."""
+        newest = self._reg.newest(r for r in self._reg.records  # a plugin turned off is left out
+                                  if r.manifest is not None and BALANCE_CAPABILITY in r.manifest.capabilities
+                                  and r.state != "disabled")
         stations = self.stations.all()
         served = {s.plugin for s in stations.values() if s.plugin}
         out = [Target(pid, (r.manifest.name if r.manifest else None) or pid, pid, r)
                for pid, r in newest.items() if pid not in served or self._reg.raw_config(pid)]
+        off = {r.id for r in self._reg.records if r.state == "disabled"}
         for s in stations.values():
-            if s.plugin is not None:
+            if s.plugin is not None and s.plugin not in off:
                 out.append(Target(s.name, s.title or s.name, s.plugin, newest.get(s.plugin), station=True))
         return out
 

@@ -57,6 +57,16 @@ class ConfigAdmin:
             await self._reg.reload_record(record)
         return mask(manifest.config_schema, raw)
 
+    async def reset_config(self, name: str) -> dict[str, Any]:
+        """Forget what ``set_config`` stored for the plugin; restart it with what is left."""
+        record = self._reg.record(name)
+        assert self._reg.store is not None
+        self._reg.store.remove(record.id)
+        async with self._reg.lock:
+            if record.state in SERVING:
+                await self._reg.reload_record(record)
+        return self.get_config(name)
+
     async def checked_config(self, record: Plugin, values: dict[str, Any], *, replace: bool,
                              key: str | None = None) -> tuple[Manifest, dict[str, Any]]:
         """What ``set_config`` would store for ``values``, checked against the configSchema

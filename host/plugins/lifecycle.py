@@ -118,7 +118,7 @@ class Plugin:
 
     def set_state(self, state: str, reason: str | None = None) -> None:
         assert state in STATES, state
-        if state in ("error", "degraded", "pending"):
+        if state in ("error", "degraded", "pending", "disabled"):  # disabled: why, and how to undo it
             self.error = reason
         elif state in ("running", "loaded"):
             self.error = None

@@ -13,6 +13,7 @@ import semantic_version as sv
 
 from ..errors import InvalidConfig
 from ..security.permissions import BIDI, CONTROL, Permissions
+from .schema_rules import rule_problem, value_problem
 
 HOST_API_VERSION = "1.0"
 ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
@@ -21,12 +22,16 @@ RESERVED_IDS = frozenset({"execute", "host", "plugin-host"})
 _EVENT_RE = re.compile(r"^[A-Za-z0-9_-]+([.:][A-Za-z0-9_*-]+)+$")
 # Longest text a manifest may give for each field (characters): a name that pushes every control
 # off the dashboard, or a description of megabytes, is refused with the field named.
-MAX_TEXT = {"name": 100, "description": 2000, "author": 200, "homepage": 500, "version": 64,
+MAX_TEXT = {"name": 100, "description": 2000, "author": 200, "homepage": 500, "icon": 500, "version": 64,
             "apiVersion": 16}
 MAX_SCHEMA_FIELDS = 100
 MAX_FIELD_TEXT = 500  # a config field's title, description, and each enum value shown
 # Capabilities with a meaning of their own, and the export each one needs.
 KNOWN_CAPABILITIES = {"balance": "queryBalance"}
+BALANCE, BALANCE_EXPORT = "balance", "queryBalance"
+# JSON types of configSchema's types (bool is no number)
+_TYPES: dict[str, tuple[type, ...]] = {"string": (str,), "number": (int, float), "integer": (int,),
+                                       "boolean": (bool,), "object": (dict,), "array": (list,)}
 
 
 class InvalidManifest(InvalidConfig):
@@ -48,6 +53,13 @@ class ConfigField(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True
     enum: list[Any] | None = None
     description: str | None = None
     title: str | None = None
+    # constraints (schema_rules.py): numbers, then strings
+    minimum: float | None = None
+    maximum: float | None = None
+    min_length: int | None = msgspec.field(default=None, name="minLength")
+    max_length: int | None = msgspec.field(default=None, name="maxLength")
+    pattern: str | None = None
+    format: str | None = None
 
 
 class Manifest(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True, rename="camel"):
@@ -60,6 +72,7 @@ class Manifest(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True, r
     description: str = ""
     author: str = ""
     homepage: str = ""
+    icon: str = ""  # an icon's URL (the balance plugin system's manifests have one)
     permissions: dict[str, Any] = {}
     config_schema: dict[str, ConfigField] = {}
     capabilities: list[str] = []
@@ -170,6 +183,13 @@ def parse_manifest(raw: Any, exports: list[str], *, path: str, expected_id: str,
         if spec.enum is not None and spec.default is not msgspec.UNSET and spec.default not in spec.enum:
             raise InvalidManifest(f"default {spec.default!r} is not one of the enum values",
                                   path=path, field=f"configSchema.{key}.default", plugin=m.id)
+        if (why := rule_problem(spec)) is not None:
+            raise InvalidManifest(why, path=path, field=f"configSchema.{key}", plugin=m.id)
+        if spec.default is not msgspec.UNSET and spec.default is not None and isinstance(
+                spec.default, _TYPES[spec.type]) and (why := value_problem(spec, spec.default)) is not None:
+            raise InvalidManifest(f"default {spec.default!r} {why}", path=path,
+                                  field=f"configSchema.{key}.default", plugin=m.id)
+
     for cap in m.capabilities:
         needed = KNOWN_CAPABILITIES.get(cap) or ("onEvent" if _EVENT_RE.match(cap) else cap)
         if needed not in exports:
@@ -177,6 +197,14 @@ def parse_manifest(raw: Any, exports: list[str], *, path: str, expected_id: str,
             raise InvalidManifest(f"{cap!r} needs {what}, and the module has no such function",
                                   path=path, field="capabilities", plugin=m.id)
     return m
+
+
+def infer_capabilities(m: Manifest, exports: list[str]) -> list[str]:
+    """Capabilities the module's exports imply and its manifest does not declare, added to it:
+    a plugin of the balance plugin system exports ``queryBalance`` and declares nothing."""
+    added = [BALANCE] if BALANCE_EXPORT in exports and BALANCE not in m.capabilities else []
+    m.capabilities = [*m.capabilities, *added]
+    return added
 
 
 _CONFIG_REF = re.compile(r"^\{config\.([A-Za-z_][A-Za-z0-9_]*)\}$")
@@ -255,7 +283,7 @@ def _check_text(m: Manifest, *, path: str, plugin: str) -> None:
     texts: list[tuple[str, str, int]] = [
         (f, getattr(m, attr), MAX_TEXT[f]) for f, attr in (
             ("name", "name"), ("description", "description"), ("author", "author"),
-            ("homepage", "homepage"), ("version", "version"), ("apiVersion", "api_version"))]
+            ("homepage", "homepage"), ("icon", "icon"), ("version", "version"), ("apiVersion", "api_version"))]
     if len(m.config_schema) > MAX_SCHEMA_FIELDS:
         raise InvalidManifest(f"{len(m.config_schema)} fields, more than {MAX_SCHEMA_FIELDS}", path=path,
                               field="configSchema", plugin=plugin)

@@ -36,7 +36,7 @@ from ..worker import Worker, WorkerSpec
 from .dependencies import resolve
 from .discovery import PluginSource, load_manifest
 from .lifecycle import SERVING, EventHub, Plugin
-from .manifest import Manifest
+from .manifest import KNOWN_CAPABILITIES, Manifest, infer_capabilities
 from .reload import fingerprint
 from .settings import ConfigStore, apply_schema, redact, secret_keys, secret_values
 from .usage_scripts import discover_sources
@@ -72,6 +72,9 @@ class Registry:
         self.station_base: Callable[[str], dict[str, Any]] = lambda name: {}
         self.station_scripts: Callable[[], dict[str, Any]] = dict
         self.stations_refresh: Callable[[], set[str]] = set  # stations another process changed
+        self.note: Callable[[str, str, str], None] = lambda plugin, level, text: None  # the plugin's log
+        self.disabled: Callable[[str], str | None] = lambda plugin_id: None  # why it must not start
+        self.switched: Callable[[], set[str]] = set  # plugins another process enabled or disabled
 
     def open(self, runtime: Runtime, tg: TaskGroup) -> None:
         """The host started: its runtime, its task group, the config store and approvals."""
@@ -129,6 +132,9 @@ class Registry:
         record.fingerprint = fingerprint(src.root) if fp is None else fp  # before reading: a later edit is seen
         manifest, exports = await load_manifest(src, self.runtime, self.config.limits_for(src.id),
                                                 https_only=self.config.security.https_only)
+        for cap in infer_capabilities(manifest, exports):
+            self.note(src.id, "warning", f"exports {KNOWN_CAPABILITIES[cap]} without declaring it: treated as "
+                      f'capability "{cap}"; add "{cap}" to metadata.capabilities in {src.module}')
         self._judge_permissions(src, manifest)
         return manifest, exports
 
@@ -275,8 +281,12 @@ class Registry:
         return record.state in SERVING
 
     async def _start(self, record: Plugin) -> None:
-        """Start the plugin's pool with the permissions its manifest declares (once approved)."""
+        """Start the plugin's pool with the permissions its manifest declares (once approved),
+        unless the operator keeps it off."""
         assert record.manifest is not None
+        if (why := self.disabled(record.id)) is not None:
+            record.set_state("disabled", why)
+            return
         if added := self._needs_approval(record, record.manifest):
             self._hold_for_approval(record, record.manifest, record.exports, added)
             return
@@ -306,9 +316,14 @@ class Registry:
             changed = self.stations_refresh() | self.store.refresh()
             known = {r.source.module for r in self.records}
             fresh = [s for s in self._discover() if s.module not in known]
+            switched = self.switched()
             for r in list(self.records):
                 serves = {r.id, *self.stations_of(r.id), *r.station_configs, *r.station_errors}
-                if changed & serves and r.state in SERVING:
+                if r.id in switched and (why := self.disabled(r.id)) is not None:
+                    await self.stop_record(r, "disabled", why)
+                elif r.id in switched and r.state == "disabled":
+                    await self.enable(r.key)
+                elif changed & serves and r.state in SERVING:
                     await self.reload_record(r)
             if self.approvals.refresh():  # approved from outside (the CLI): load what waited
                 for r in list(self.records):
@@ -403,7 +418,7 @@ class Registry:
 
     async def disable(self, name: str) -> None:
         """Stop the plugin's workers (calls in flight finish) and refuse calls until enabled."""
-        await self.stop_record(self.record(name), "disabled", "disabled by user")
+        await self.stop_record(self.record(name), "disabled", f"disabled (`python -m host enable {self.record(name).id}` starts it)")
 
     async def unload(self, name: str) -> None:
         """Release every worker of the plugin; it stays listed as `stopped` until enabled."""

@@ -12,6 +12,7 @@ from ..config import HostConfig
 from ..errors import HostError, InvalidConfig
 from ..runtime import Runtime
 from .discovery import load_manifest, source_for
+from .manifest import KNOWN_CAPABILITIES, infer_capabilities
 
 _NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
 
@@ -47,11 +48,14 @@ async def validate(path: str | Path, config: HostConfig) -> Report:
         return Report(path=str(src.module), valid=False, id=src.id, error=str(exc))
     finally:
         runtime.close()
+    inferred = infer_capabilities(manifest, exports)
     return Report(
         path=str(src.module), valid=True, id=manifest.id, version=manifest.version,
         exports=sorted(exports), capabilities=list(manifest.capabilities),
         permissions=msgspec.to_builtins(manifest.grants),
-        findings=manifest.findings(max_net_hosts=config.security.max_net_hosts),
+        findings=manifest.findings(max_net_hosts=config.security.max_net_hosts) + [
+            f'exports {KNOWN_CAPABILITIES[c]} without declaring it: add "{c}" to metadata.capabilities'
+            for c in inferred],
     )
 
 

@@ -15,6 +15,7 @@ from ..errors import InvalidConfig
 from ..security.private_files import locked, os_failure, write_private
 from ..security.secrets import Cipher, is_sealed, to_seal
 from .manifest import ConfigField
+from .schema_rules import value_problem
 
 MASK = "********"
 _TYPES: dict[str, tuple[type, ...]] = {
@@ -48,6 +49,8 @@ def apply_schema(schema: dict[str, ConfigField], values: dict[str, Any], *, plug
             raise InvalidConfig(f"config.{key}: {shown} is not of type {field.type}", plugin=plugin)
         if field.enum is not None and value not in field.enum:
             raise InvalidConfig(f"config.{key}: {shown} is not one of {field.enum!r}", plugin=plugin)
+        if (why := value_problem(field, value)) is not None:
+            raise InvalidConfig(f"config.{key}: {shown} {why}", plugin=plugin)
         out[key] = value
     return out
 

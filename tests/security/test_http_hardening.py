@@ -25,6 +25,7 @@ from support.processes import deno_children, free_port
 from support.servers import run_cli, serve_process, served
 
 from host import ExecuteConfig
+from host.balances.stations import StationConfig
 
 pytestmark = pytest.mark.anyio
 ASYNCIO_ONLY = pytest.mark.parametrize("anyio_backend", ["asyncio"])  # aiohttp's server: asyncio only
@@ -66,7 +67,7 @@ async def port_of(session: aiohttp.ClientSession) -> int:
 def routes(app: Any) -> list[tuple[str, str]]:
     """(method, path) of every route, path parameters filled in for the calc plugin."""
     found = {(r.method, r.resource.canonical) for r in app.router.routes() if r.resource is not None}
-    return sorted((m, p.format(id="calc", fn="add", action="restart", event="ping")) for m, p in found
+    return sorted((m, p.format(id="calc", fn="add", action="restart", event="ping", name="st")) for m, p in found
                   if m != "HEAD")
 
 
@@ -213,7 +214,7 @@ def test_serve_refuses_execute_without_an_admin_token_unless_on_a_unix_socket_or
 async def test_with_a_token_set_reads_need_a_token_and_the_read_token_changes_nothing(calc, make_host):
     public = {"/", "/dashboard/app.js", "/dashboard/index.html", "/dashboard/style.css",
               "/healthz", "/healthz/live", "/healthz/ready"}
-    async with make_host() as h:
+    async with make_host(stations={"st": StationConfig(plugin="calc")}) as h:  # for the station routes
         async with served(h, admin_token=ADMIN) as (app, s):  # the admin token alone guards reads too
             reads = [p for m, p in routes(app) if m == "GET"]
             assert set(reads) >= public | {"/metrics", "/api/plugins", "/api/plugins/calc/logs", "/api/balances"}

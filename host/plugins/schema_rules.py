@@ -1,0 +1,85 @@
+"""The constraints a ``configSchema`` field may add to its type (the JSON Schema keywords plugin
+authors know): ``minimum``/``maximum`` for numbers, ``minLength``/``maxLength``, ``pattern`` and
+``format`` (``url``, ``email``) for strings. Checked once when the manifest loads (the rules
+themselves, and the default against them) and on every config the operator stores.
+
+``pattern`` is the plugin's text, run on the host: it is matched with the ``regex`` module under
+a time limit, so that a pattern built to backtrack for ever cannot hold the host's event loop."""
+
+from __future__ import annotations
+
+from typing import Any
+from urllib.parse import urlsplit
+
+import regex
+
+PATTERN_TIMEOUT = 0.05    # seconds one match may take
+MAX_PATTERN = 1000        # characters
+FORMATS = ("url", "email")
+_EMAIL = regex.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
+
+
+def rule_problem(field: Any) -> str | None:
+    """What is wrong with the rules of ``field`` (a ConfigField) itself, or None."""
+    numeric = field.type in ("number", "integer")
+    if (field.minimum is not None or field.maximum is not None) and not numeric:
+        return f"minimum and maximum apply to numbers, not to a {field.type}"
+    if field.type != "string" and (field.min_length is not None or field.max_length is not None
+                                   or field.pattern is not None or field.format is not None):
+        return f"minLength, maxLength, pattern and format apply to strings, not to a {field.type}"
+    if field.minimum is not None and field.maximum is not None and field.minimum > field.maximum:
+        return f"minimum {field.minimum:g} is above maximum {field.maximum:g}"
+    if field.min_length is not None and field.max_length is not None and field.min_length > field.max_length:
+        return f"minLength {field.min_length} is above maxLength {field.max_length}"
+    if any(n is not None and n < 0 for n in (field.min_length, field.max_length)):
+        return "minLength and maxLength must be 0 or more"
+    if field.format is not None and field.format not in FORMATS:
+        return f"format {field.format!r} is not one of {', '.join(FORMATS)}"
+    if field.pattern is not None:
+        if len(field.pattern) > MAX_PATTERN:
+            return f"pattern is longer than {MAX_PATTERN} characters"
+        try:
+            regex.compile(field.pattern)
+        except regex.error as exc:
+            return f"pattern {field.pattern[:80]!r} is not a regular expression ({exc})"
+    return None
+
+
+def value_problem(field: Any, value: Any) -> str | None:
+    """How ``value`` (already of the field's type) breaks the field's rules, naming the rule; or
+    None. Never includes the value itself (it may be a secret)."""
+    if field.type in ("number", "integer"):
+        if field.minimum is not None and value < field.minimum:
+            return f"is below the minimum {field.minimum:g}"
+        if field.maximum is not None and value > field.maximum:
+            return f"is above the maximum {field.maximum:g}"
+        return None
+    if field.type != "string":
+        return None
+    if field.min_length is not None and len(value) < field.min_length:
+        return f"is shorter than minLength {field.min_length}"
+    if field.max_length is not None and len(value) > field.max_length:
+        return f"is longer than maxLength {field.max_length}"
+    if field.pattern is not None:
+        try:
+            found = regex.search(field.pattern, value, timeout=PATTERN_TIMEOUT) is not None
+        except TimeoutError:
+            return f"could not be checked against pattern {field.pattern[:80]!r} in time"
+        if not found:
+            return f"does not match pattern {field.pattern[:80]!r}"
+    if field.format == "url" and not _is_url(value):
+        return "is not an http(s) URL (format: url)"
+    if field.format == "email" and not _EMAIL.match(value):
+        return "is not an email address (format: email)"
+    return None
+
+
+def _is_url(value: str) -> bool:
+    try:
+        parts = urlsplit(value)
+        return parts.scheme in ("http", "https") and bool(parts.hostname) and parts.port != 0
+    except ValueError:
+        return False
+
+
+__all__ = ["FORMATS", "rule_problem", "value_problem"]

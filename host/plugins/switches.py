@@ -1,0 +1,51 @@
+"""Which plugins the operator turned off, kept across restarts: ``[plugins.ID] enabled = false``
+in host.toml, and ``enable``/``disable`` as last used (CLI, HTTP, dashboard, Python), stored in
+``<state_dir>/plugin_switches.json`` (mode 0600, shared with other processes on the same state
+directory). The last ``enable``/``disable`` wins over host.toml; ``enable`` of a plugin host.toml
+keeps off is recorded like any other, so the file says why a plugin runs."""
+
+from __future__ import annotations
+
+import time
+from typing import TYPE_CHECKING
+
+from ..errors import InvalidConfig
+
+if TYPE_CHECKING:
+    from ..config import HostConfig
+    from .settings import ConfigStore
+
+SWITCHES_FILE = "plugin_switches.json"
+
+
+class Switches:
+    def __init__(self, config: HostConfig) -> None:
+        self._config = config
+        self._store: ConfigStore | None = None
+
+    def open(self, store: ConfigStore) -> None:
+        self._store = store
+
+    def disabled(self, plugin_id: str) -> str | None:
+        """Why the plugin must not start (None: it may)."""
+        entry = self._store.get(plugin_id) if self._store is not None else None
+        if isinstance(entry, dict) and isinstance(entry.get("enabled"), bool):
+            if entry["enabled"]:
+                return None
+            return f"disabled by {entry.get('by') or 'the operator'} (`python -m host enable {plugin_id}` starts it)"
+        settings = self._config.plugins.get(plugin_id)
+        if settings is not None and settings.enabled is False:
+            return f"disabled in host.toml ([plugins.{plugin_id}] enabled = false)"
+        return None
+
+    def set(self, plugin_id: str, enabled: bool, by: str) -> None:
+        if self._store is None:
+            raise InvalidConfig("plugins can be enabled or disabled only while the host runs")
+        self._store.set(plugin_id, {"enabled": enabled, "by": by, "at": round(time.time(), 3)})
+
+    def refresh(self) -> set[str]:
+        """The plugins another process switched since the last look."""
+        return self._store.refresh() if self._store is not None else set()
+
+
+__all__ = ["SWITCHES_FILE", "Switches"]
