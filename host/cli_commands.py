@@ -10,6 +10,7 @@ from urllib.parse import quote
 import anyio
 
 from .balances.ccswitch import DEFAULT_DB, Found, read
+from .balances.stations import station_names
 from .cli_output import table
 from .config import HostConfig
 from .control import control_client
@@ -61,6 +62,7 @@ def import_plan(args: argparse.Namespace, config: HostConfig) -> list[Found]:
     target = config.plugin_dirs[0]
     scripts = config.state_path / "usage_scripts"
     others = {s.id for s in discover_sources(config) if scripts not in s.module.parents}  # plugins, not scripts
+    others |= station_names(config)  # a station's name is taken too: its config is kept under it
     found = read(args.db or DEFAULT_DB, taken=others)
     rows, todo = [["PLUGIN", "CC-SWITCH PROVIDER", "APP", "TEMPLATE", "VALUES", "ACTION"]], []
     for f in found:

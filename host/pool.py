@@ -54,6 +54,9 @@ class Pool:
         host_call: HostCallHandler | None = None,
         on_state: Callable[[Pool], None] | None = None,
     ) -> None:
+        # The relay stations this pool serves (plugins/registry.py): each one's config, or why not.
+        self.station_configs: dict[str, dict[str, Any]] = {}
+        self.station_errors: dict[str, str] = {}
         self.spec = spec
         self.runtime = runtime
         self.config = config

@@ -110,7 +110,7 @@ async def test_a_station_added_at_run_time_is_persisted_with_its_secret_sealed(p
     stations_json, config_json = (state / "stations.json").read_text(), (state / "config.json").read_text()
     assert "sk-beta-0002" not in stations_json + config_json + json.dumps(listed)
     assert json.loads(stations_json)["mine"] == {"plugin": "relayco", "name": "Mine", "low_balance": 5.0}
-    assert json.loads(config_json)["mine"]["apiKey"].startswith("enc:v1:")
+    assert json.loads(config_json)["station:mine"]["apiKey"].startswith("enc:v1:")  # never a plugin id
 
     # a new host on the same state directory serves it too
     async with host_for(plugin_dir, tmp_path, shared_state, relay) as h:
@@ -119,7 +119,7 @@ async def test_a_station_added_at_run_time_is_persisted_with_its_secret_sealed(p
         # serving no station, the provider is a station of its own again (one waiting for a key)
         assert [(b.provider, b.status) for b in await h.query_balances(refresh=True)] == [
             ("relayco", "not_configured")]
-        assert "mine" not in json.loads((h.config.state_path / "config.json").read_text())
+        assert "station:mine" not in json.loads((h.config.state_path / "config.json").read_text())
 
 
 async def test_a_station_is_checked_before_anything_is_stored(plugin_dir, tmp_path, shared_state, relay):
@@ -183,3 +183,138 @@ async def test_a_pasted_usage_script_becomes_a_station(plugin_dir, tmp_path, sha
     assert item["config"]["apiKey"] == "********"
     assert (results["pasted"].status, results["pasted"].balance) == ("success", 33.0)
     assert after == ["relayco"]  # the provider, with no station left, is its own (unconfigured) one
+
+
+# ---------------------------------------------------------------- what an attacker review found
+
+
+async def test_a_plugin_taking_a_stations_name_never_gets_its_key(plugin_dir, tmp_path, shared_state, relay):
+    """Station configs are kept under station:NAME, which no plugin id can be: a usage script
+    dropped in later under the station's name gets nothing of it, and the clash is shown."""
+    async with host_for(plugin_dir, tmp_path, shared_state, relay) as h:
+        await h.stations.add("north", plugin="relayco", config={"baseUrl": relay.url, "apiKey": "sk-alpha-0001"})
+        (plugin_dir.root / "north.usage.js").write_text(
+            '({ request: { url: "{{baseUrl}}/balance", method: "GET", headers: { "Authorization": "Bearer {{apiKey}}" } },'
+            ' extractor: function (r) { return { remaining: r.left }; } })')
+        await h._registry.rescan()
+        assert h.get_config("north") == {}  # the new plugin's own (empty) config
+        listed = {s["name"]: s for s in h.stations.list()}
+        results = {b.provider: b for b in await h.query_balances(refresh=True)}
+    assert listed["north"]["error"] == "a plugin has the id 'north' too: rename the station"
+    assert results["north"].plugin == "north" and results["north"].status == "not_configured"
+    assert all("sk-alpha-0001" not in str(r) for _, _, r in relay.requests if r.get("Authorization") != "Bearer sk-alpha-0001")
+
+
+@pytest.mark.parametrize("base", ["https://*.com", "https://x.example, https://y.example", "https://a b.example",
+                                  "https://%2e.example", "https://" + "x" * 300 + ".example"])
+async def test_a_station_whose_url_names_no_single_host_is_refused_and_grants_nothing(
+        plugin_dir, tmp_path, shared_state, relay, base):
+    async with host_for(plugin_dir, tmp_path, shared_state, relay,
+                        stations=toml_stations(relay, "sk-alpha-0001")) as h:
+        with pytest.raises(InvalidConfig, match="names no valid host"):
+            await h.stations.add("bad", plugin="relayco", config={"baseUrl": base, "apiKey": "sk-beta-0002"})
+        grants = h._registry.grants(h._registry.record("relayco"))
+        results = {b.provider: b for b in await h.query_balances(refresh=True)}
+        names = [s["name"] for s in h.stations.list()]
+    assert grants is not None and grants.net == [f"127.0.0.1:{relay.port}"]
+    assert results["relay-0"].balance == 11.5 and names == ["relay-0"]
+
+
+async def test_a_bad_station_in_host_toml_fails_alone(plugin_dir, tmp_path, shared_state, relay):
+    stations = toml_stations(relay, "sk-alpha-0001")
+    stations["typo"] = StationConfig(plugin="relayco", config={"baseUrl": "https://*.com", "apiKey": "sk-typo-0009"})
+    async with host_for(plugin_dir, tmp_path, shared_state, relay, stations=stations) as h:
+        results = {b.provider: b for b in await h.query_balances(refresh=True)}
+        alerts = await h.balance_alerts()
+    assert results["relay-0"].balance == 11.5
+    assert results["typo"].error_type == "InvalidConfig"
+    assert "names no valid host" in (results["typo"].error_message or "")
+    assert "sk-typo-0009" not in str(results) + str(alerts)
+
+
+PATH_KEY = """
+export const metadata = { id: "pathkey", name: "PathKey", version: "1.0.0", apiVersion: "1.0", capabilities: ["balance"],
+  permissions: { net: ["{config.baseUrl}"] },
+  configSchema: { apiKey: { type: "string", secret: true }, baseUrl: { type: "string" } } };
+export async function queryBalance(config, ctx) {
+  const body = await ctx.fetchJson(`${config.baseUrl}/key/${encodeURIComponent(config.apiKey)}/balance`);
+  return { balance: 1, currency: "USD", rawData: { tokens: { [config.apiKey]: body } } };
+}
+"""
+
+
+async def test_a_key_in_a_request_path_or_an_answers_keys_is_masked_in_a_test(plugin_dir, tmp_path, shared_state,
+                                                                               relay):
+    secret = "sk-live/Ab+Cd=="
+    relay.route("GET", f"/key/{secret}/balance", lambda request: web.json_response({"left": 1}))
+    plugin_dir.add("pathkey.js", PATH_KEY)
+    async with host_for(plugin_dir, tmp_path, shared_state, relay) as h:
+        h.config.plugins["pathkey"] = PluginSettings(allow_private_network=True)
+        await h.reload("pathkey")
+        await h.stations.add("pk", plugin="pathkey", config={"baseUrl": relay.url, "apiKey": secret})
+        report = await h.stations.test("pk")
+        log = [e.message for e in h.logs("pathkey")]
+    text = json.dumps(report) + json.dumps(log)
+    assert secret not in text and "sk-live%2FAb%2BCd%3D%3D" not in text
+    assert report["requests"] == [f"debug: fetchJson GET {relay.url}/key/********/balance -> 200, "
+                                  + report["requests"][0].split(", ", 1)[1]]
+    assert report["shape"] == {"tokens": {"********": {"left": "number"}}}
+
+
+async def test_a_corrupt_stations_file_never_stops_the_rescan(plugin_dir, tmp_path, shared_state, relay):
+    async with host_for(plugin_dir, tmp_path, shared_state, relay) as h:
+        await h.stations.add("mine", plugin="relayco", config={"baseUrl": relay.url, "apiKey": "sk-beta-0002"})
+        (h.config.state_path / "stations.json").write_text("{ not json")
+        plugin_dir.add("later.js", "export function f() { return 7; }")
+        await h._registry.rescan()
+        assert await h.call("later", "f") == 7  # a plugin dropped in meanwhile still loads
+        assert [s["name"] for s in h.stations.list()] == ["mine"]  # as read before
+
+
+@pytest.mark.parametrize(("kw", "message"), [
+    ({"title": "north\x1b[2J"}, "without control or bidirectional-override characters"),
+    ({"title": "x" * 101}, "at most 100 characters"),
+    ({"name": "host"}, "reserved for the host's own use"),
+    ({"config": {"apiKey": "enc:v1:forged", "baseUrl": "https://r.example"}}, "a value may not start with enc:v1:"),
+])
+async def test_station_input_an_operator_would_regret_is_refused(plugin_dir, tmp_path, shared_state, relay, kw,
+                                                                 message):
+    args = {"name": "x", "title": None, "config": {"baseUrl": relay.url, "apiKey": "sk-alpha-0001"}, **kw}
+    async with host_for(plugin_dir, tmp_path, shared_state, relay) as h:
+        with pytest.raises(InvalidConfig, match=message):
+            await h.stations.add(args["name"], plugin="relayco", title=args["title"], config=args["config"])
+        assert h.stations.list() == []
+
+
+async def test_a_disabled_provider_is_neither_asked_nor_tested(plugin_dir, tmp_path, shared_state, relay):
+    async with host_for(plugin_dir, tmp_path, shared_state, relay,
+                        stations=toml_stations(relay, "sk-alpha-0001")) as h:
+        await h.disable("relayco")
+        with pytest.raises(InvalidConfig, match="is disabled"):
+            await h.stations.test("relay-0")
+        assert await h.query_balances(refresh=True) == []
+    assert relay.requests == []
+
+
+def test_two_processes_adding_one_name_never_overwrite_each_other(tmp_path):
+    from host.balances.stations import STATIONS_FILE, Stations
+    from host.plugins.settings import ConfigStore
+
+    first, second = Stations({}), Stations({})
+    first.open(ConfigStore(tmp_path, None, STATIONS_FILE))
+    second.open(ConfigStore(tmp_path, None, STATIONS_FILE))  # read before the first one's add
+    first.add("x", StationConfig(plugin="a"))
+    with pytest.raises(InvalidConfig, match="just added by another process"):
+        second.add("x", StationConfig(plugin="b"))
+    assert json.loads((tmp_path / STATIONS_FILE).read_text()) == {"x": {"plugin": "a"}}
+
+
+async def test_a_command_beside_the_host_keeps_the_script_stations_modules(plugin_dir, tmp_path, shared_state, relay):
+    from host.plugins.usage_scripts import discover_sources
+
+    async with host_for(plugin_dir, tmp_path, shared_state, relay) as h:
+        await h.stations.add("pasted", script=USAGE)
+        module = h.config.state_path / "usage_scripts" / "pasted" / "mod.js"
+        assert module.exists()
+        ids = {s.id for s in discover_sources(h.config)}  # as `approve` or `import-cc-switch` run it
+        assert "pasted" in ids and module.exists()

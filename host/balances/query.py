@@ -16,6 +16,7 @@ from anyio.abc import TaskGroup
 from ..config import BalancesConfig
 from ..errors import CallTimeout, HostError, InvalidConfig, PluginUnavailable, StateError
 from ..logs import Throttle
+from ..plugins.keys import station_key
 from ..plugins.lifecycle import Plugin
 from ..plugins.registry import Registry
 from .alerts import Alert, AlertState, deliver
@@ -118,7 +119,9 @@ class Balances:
                for pid, r in newest.items() if pid not in served or self._reg.raw_config(pid)]
         off = {r.id for r in self._reg.records if r.state == "disabled"}
         for s in stations.values():
-            if s.plugin is not None and s.plugin not in off:
+            if s.name in {r.id for r in self._reg.records}:  # the plugin's own station wins (stations lists why)
+                _warn.warning(f"clash:{s.name}", "station %s: a plugin has that id; rename the station", s.name)
+            elif s.plugin is not None and s.plugin not in off:
                 out.append(Target(s.name, s.title or s.name, s.plugin, newest.get(s.plugin), station=True))
         return out
 
@@ -137,14 +140,18 @@ class Balances:
         if config is None:  # added since the provider's pool started: it is being restarted
             raise PluginUnavailable(f"station {t.name}: its provider {t.plugin} is restarting to serve it; "
                                     "ask again in a moment", plugin=t.plugin)
-        return await self._run(r.key, BALANCE_FUNCTION, [config], budget, 0, refresh, scope=t.name)
+        return await self._run(r.key, BALANCE_FUNCTION, [config], budget, 0, refresh, scope=station_key(t.name))
 
-    def _threshold(self, name: str) -> float | None:
-        """A station's low_balance: its own, else its provider plugin's, else the default."""
-        station = self.stations.all().get(name)
-        if station is not None and station.low_balance is not None:
-            return station.low_balance
-        return self._plugin_threshold(station.provider if station is not None else name)
+    def _thresholds(self) -> Callable[[str], float | None]:
+        """Each station's low_balance: its own, else its provider plugin's, else the default."""
+        stations = self.stations.all()
+
+        def threshold(name: str) -> float | None:
+            station = stations.get(name)
+            if station is not None and station.low_balance is not None:
+                return station.low_balance
+            return self._plugin_threshold(station.provider if station is not None else name)
+        return threshold
 
     async def _alert(self, results: list[BalanceResult]) -> None:
         """Say what changed (alerts.py): recorded, then delivered in the background."""
@@ -152,7 +159,7 @@ class Balances:
             if self._alerts is None:
                 self._alerts = AlertState()
                 self._alerts.replay(await anyio.to_thread.run_sync(lambda: self._history.read_alerts(limit=100_000)))
-            alerts = self._alerts.judge(results, self._threshold, dt.datetime.now(dt.UTC))
+            alerts = self._alerts.judge(results, self._thresholds(), dt.datetime.now(dt.UTC))
             if alerts:
                 await anyio.to_thread.run_sync(self._history.record_alerts, alerts)
         except StateError as exc:  # the answers still count

@@ -11,8 +11,9 @@ from typing import Any
 
 import msgspec
 
-from ..errors import HostError, InvalidConfig
+from ..errors import HostError, InvalidConfig, PluginUnavailable
 from ..plugins.admin import ConfigAdmin
+from ..plugins.keys import station_key
 from ..plugins.lifecycle import SERVING, Plugin
 from ..plugins.registry import Registry, loaded_manifest
 from ..plugins.settings import mask, redact, secret_keys
@@ -26,19 +27,20 @@ SHAPE_DEPTH = 6
 SHAPE_KEYS = 50
 
 
-def shape(value: Any, depth: int = 0) -> Any:
+def shape(value: Any, depth: int = 0, hide: Any = str) -> Any:
     """The shape of a JSON answer, no value in it: ``{"data": {"quota": "number"}}``, a list
-    as its first element's shape, so that it can be shown with nothing secret or personal."""
+    as its first element's shape, so that it can be shown with nothing secret or personal
+    (``hide`` masks secrets in the keys, which an answer may be keyed by)."""
     if depth >= SHAPE_DEPTH:
         return "..."
     if isinstance(value, dict):
         items = list(value.items())
-        out = {str(k): shape(v, depth + 1) for k, v in items[:SHAPE_KEYS]}
+        out = {hide(str(k)): shape(v, depth + 1, hide) for k, v in items[:SHAPE_KEYS]}
         if len(items) > SHAPE_KEYS:
             out["..."] = f"{len(items) - SHAPE_KEYS} more keys"
         return out
     if isinstance(value, list):
-        return [shape(value[0], depth + 1), f"{len(value)} items"] if value else []
+        return [shape(value[0], depth + 1, hide), f"{len(value)} items"] if value else []
     if value is None:
         return "null"
     return {bool: "boolean", int: "number", float: "number", str: "string"}.get(type(value), type(value).__name__)
@@ -58,13 +60,14 @@ class StationAdmin:
     def list(self) -> list[dict[str, Any]]:
         """Every station (host.toml's and added ones): kind, provider, title, alert threshold,
         its config with secrets masked, and why it cannot be asked, if it cannot."""
-        out = []
+        out, ids = [], {r.id for r in self._reg.records}
         for s in self._stations.all().values():
             item = s.to_dict()
             record = self._provider(s, required=False)
             item["config"] = self._masked(s, record)
-            item["error"] = (record.station_errors.get(s.name) if record is not None else
-                             f"provider plugin {s.provider!r} is not installed")
+            item["error"] = (f"a plugin has the id {s.name!r} too: rename the station" if s.plugin and s.name in ids
+                             else record.station_errors.get(s.name) if record is not None
+                             else f"provider plugin {s.provider!r} is not installed")
             out.append(item)
         return out
 
@@ -86,21 +89,30 @@ class StationAdmin:
         if plugin is None:
             self._stations.add(name, definition)
             await self._rescan()  # its usage-script plugin loads now
-            if config:
-                try:
+            try:
+                loaded = self._provider(Station(name=name, plugin=None), required=False)
+                if loaded is None:
+                    why = next((r.error for r in self._reg.records if r.id == name), None) or "it did not load"
+                    raise InvalidConfig(f"station {name}: the usage script does not load: {why}")
+                if config:
                     await self._configs.set_config(name, config)
-                except HostError:
-                    self._stations.remove(name)
-                    await self._rescan()
-                    raise
+            except HostError:
+                self._stations.remove(name)
+                await self._rescan()
+                raise
             return self._item(name)
         record = self._provider(Station(name=name, plugin=plugin), required=True)
-        assert record is not None
-        _, raw = await self._configs.checked_config(record, config or {}, replace=True, key=name)
+        assert record is not None and self._reg.store is not None
+        _, raw = await self._configs.checked_config(record, config or {}, replace=True, key=station_key(name))
         self._stations.add(name, definition)
-        assert self._reg.store is not None
-        self._reg.store.set(name, raw, secret_keys(loaded_manifest(record).config_schema))
-        await self._restart(record)
+        self._reg.store.set(station_key(name), raw, secret_keys(loaded_manifest(record).config_schema))
+        try:
+            await self._restart(record, name)
+        except HostError:
+            self._stations.remove(name)
+            self._reg.store.remove(station_key(name))
+            await self._restart(record, None)
+            raise
         return self._item(name)
 
     async def set_config(self, name: str, values: dict[str, Any], *, replace: bool = False) -> dict[str, Any]:
@@ -111,20 +123,32 @@ class StationAdmin:
             return await self._configs.set_config(name, values, replace=replace)
         record = self._provider(s, required=True)
         assert record is not None and self._reg.store is not None
-        manifest, raw = await self._configs.checked_config(record, values, replace=replace, key=name)
-        self._reg.store.set(name, raw, secret_keys(manifest.config_schema))
-        await self._restart(record)
+        key = station_key(name)
+        manifest, raw = await self._configs.checked_config(record, values, replace=replace, key=key)
+        before, secret = self._reg.store.get(key), secret_keys(manifest.config_schema)
+        self._reg.store.set(key, raw, secret)
+        try:
+            await self._restart(record, name)
+        except HostError:
+            if before is None:
+                self._reg.store.remove(key)
+            else:
+                self._reg.store.set_many({key: before})  # as it was (already sealed)
+            await self._restart(record, None)
+            raise
         return mask(manifest.config_schema, raw)
 
     async def remove(self, name: str) -> dict[str, Any]:
         """Forget an added station and its config (its history stays)."""
         s = self._stations.remove(name)
         assert self._reg.store is not None
-        self._reg.store.remove(name)
         if s.plugin is None:
-            await self._rescan()  # its usage-script plugin goes
-        elif (record := self._provider(s, required=False)) is not None:
-            await self._restart(record)
+            self._reg.store.remove(name)  # the usage-script plugin's own config
+            await self._rescan()  # and the plugin goes
+        else:
+            self._reg.store.remove(station_key(name))
+            if (record := self._provider(s, required=False)) is not None:
+                await self._restart(record, None)
         return s.to_dict()
 
     async def test(self, name: str) -> dict[str, Any]:
@@ -134,17 +158,18 @@ class StationAdmin:
         record = self._provider(s, required=True)
         assert record is not None and self._reg.runtime is not None
         manifest = loaded_manifest(record)
+        key = station_key(name) if s.plugin else name
         lines: list[str] = []
 
         def hide(text: str) -> str:
-            return redact(text, self._reg.secrets_of(name))
+            return redact(text, self._reg.secrets_of(key))
 
         def on_log(_worker: Worker, msg: Log) -> None:
             if len(lines) < 100:
                 lines.append(hide(f"{msg.level}: {msg.message}"))
 
         try:
-            config = self._reg.effective_config(name, manifest)  # InvalidConfig: the result says why
+            config = self._reg.effective_config(key, manifest)  # InvalidConfig: the result says why
             spec = self._reg.spec(record, manifest, config, also=[config], redact=hide)
             value = await one_off(spec, self._reg.runtime,
                                   lambda w: w.call(BALANCE_FUNCTION, [config], spec.limits.call_timeout), on_log)
@@ -156,7 +181,7 @@ class StationAdmin:
         raw = answer.pop("rawData", None)
         return {"station": name, "ok": result.status == "success", "result": answer,
                 "requests": [line for line in lines if "fetchJson " in line],
-                "log": lines, "shape": shape(raw)}
+                "log": lines, "shape": shape(raw, hide=hide)}
 
     # ------------------------------------------------------------------ helpers
 
@@ -168,20 +193,27 @@ class StationAdmin:
         if not ok and required:
             raise InvalidConfig(f"station {s.name}: {s.provider!r} is not a loaded balance plugin "
                                 "(`python -m host list` shows the plugins and their capabilities)")
+        if ok and required and record is not None and record.state == "disabled":
+            raise InvalidConfig(f"station {s.name}: its provider {s.provider!r} is disabled "
+                                f"(`python -m host enable {s.provider}`)")
         return record if ok else None
 
     def _masked(self, s: Station, record: Plugin | None) -> dict[str, Any]:
-        raw = self._reg.raw_config(s.name)
+        raw = self._reg.raw_config(station_key(s.name) if s.plugin else s.name)
         return mask(record.manifest.config_schema, raw) if record is not None and record.manifest else {}
 
     def _item(self, name: str) -> dict[str, Any]:
         return next(item for item in self.list() if item["name"] == name)
 
-    async def _restart(self, record: Plugin) -> None:
-        """The provider's pool anew, serving its stations as they are now (their hosts granted)."""
+    async def _restart(self, record: Plugin, name: str | None) -> None:
+        """The provider's pool anew, serving its stations as they are now (their hosts granted);
+        PluginUnavailable if it does not start, InvalidConfig if station ``name`` is refused."""
         async with self._reg.lock:
-            if record.state in SERVING:
-                await self._reg.reload_record(record)
+            if record.state in SERVING and not await self._reg.reload_record(record):
+                raise PluginUnavailable(f"{record.id} did not start with the station: {record.reload_error}",
+                                        plugin=record.id)
+        if name is not None and (why := record.station_errors.get(name)) is not None:
+            raise InvalidConfig(f"station {name}: {why}", plugin=record.id)
 
 
 __all__ = ["StationAdmin", "shape"]

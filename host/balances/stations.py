@@ -16,18 +16,26 @@ may not be a plugin's id. A usage-script station becomes a usage-script plugin o
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import msgspec
 
 from ..errors import InvalidConfig
-from ..plugins.manifest import ID_RE
+from ..logs import Throttle
+from ..plugins.keys import STATION_PREFIX
+from ..plugins.manifest import ID_RE, RESERVED_IDS
+from ..security.permissions import BIDI, CONTROL
 
 if TYPE_CHECKING:
     from ..plugins.settings import ConfigStore
 
+log = logging.getLogger("host.balances")
+_warn = Throttle(log)
+
 STATIONS_FILE = "stations.json"
+MAX_TITLE = 100  # as a plugin's name
 
 
 class StationConfig(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True):
@@ -75,6 +83,11 @@ def check_station(name: str, s: StationConfig, where: str) -> None:
     if not ID_RE.match(name):
         raise InvalidConfig(f"{where}: {name!r} is not a valid station name (letters, digits, "
                             "'_', '.' and '-', up to 64, starting with a letter or digit)")
+    if name.lower() in RESERVED_IDS:
+        raise InvalidConfig(f"{where}: {name!r} is reserved for the host's own use; pick another name")
+    if s.name is not None and (len(s.name) > MAX_TITLE or CONTROL.search(s.name) or BIDI.search(s.name)):
+        raise InvalidConfig(f"{where}.name: at most {MAX_TITLE} characters, without control or "
+                            "bidirectional-override characters")
     given = [k for k in ("plugin", "script", "file") if getattr(s, k) is not None]
     if len(given) != 1:
         raise InvalidConfig(f"{where}: give exactly one of plugin, script and file"
@@ -93,6 +106,7 @@ class Stations:
     def __init__(self, configured: dict[str, StationConfig]) -> None:
         self._configured = configured
         self._store: ConfigStore | None = None  # stations.json, once the host opened its state
+        self._cache: tuple[tuple, dict[str, Station]] | None = None  # all(), by the file's stamp
 
     def open(self, store: ConfigStore) -> None:
         self._store = store
@@ -104,10 +118,28 @@ class Stations:
         return self._store
 
     def refresh(self) -> set[str]:
-        """Read stations.json again if another process changed it: the stations that changed."""
-        return self._store.refresh() if self._store is not None else set()
+        """Read stations.json again if another process changed it: the stations that changed.
+        A file that cannot be read now keeps the stations as they were (warned once)."""
+        if self._store is None:
+            return set()
+        try:
+            changed = self._store.refresh()
+        except InvalidConfig as exc:
+            _warn.warning("stations", "%s; the stations read before are kept until it is fixed", exc.message)
+            return set()
+        self._cache = None
+        return changed
 
     def all(self) -> dict[str, Station]:
+        store = self._store
+        stamp = (id(store), store.stamp if store is not None else None)
+        if self._cache is not None and self._cache[0] == stamp:
+            return dict(self._cache[1])
+        out = self._read()
+        self._cache = (stamp, out)
+        return dict(out)
+
+    def _read(self) -> dict[str, Station]:
         out = {name: _station(name, s, "host.toml") for name, s in self._configured.items()}
         store = self._store
         for name in sorted(store.names() if store is not None else ()):
@@ -144,7 +176,8 @@ class Stations:
         if name in self.all():
             where = "host.toml" if name in self._configured else str(self.store.path)
             raise InvalidConfig(f"station {name!r} exists already (in {where}); remove it first or pick another name")
-        self.store.set(name, msgspec.to_builtins(msgspec.structs.replace(definition, config={})))
+        if not self.store.insert(name, msgspec.to_builtins(msgspec.structs.replace(definition, config={}))):
+            raise InvalidConfig(f"station {name!r} was just added by another process; pick another name")
         return self.get(name)
 
     def remove(self, name: str) -> Station:
@@ -154,10 +187,31 @@ class Stations:
         self.store.remove(name)
         return station
 
-    def configured_config(self, name: str) -> dict[str, Any]:
-        """host.toml's ``[stations.NAME] config`` (empty for one added at run time)."""
-        s = self._configured.get(name)
+    def configured_config(self, key: str) -> dict[str, Any]:
+        """host.toml's ``[stations.NAME] config`` (empty for one added at run time), by the
+        station's name or its config store key."""
+        s = self._configured.get(key.removeprefix(STATION_PREFIX))
         return dict(s.config) if s is not None else {}
+
+
+def station_names(config: Any) -> set[str]:
+    """Every station's name a host on ``config`` (a HostConfig) has: host.toml's and the added ones."""
+    return set(_on_disk(config).all())
+
+
+def station_scripts(config: Any) -> dict[str, Any]:
+    """The usage-script stations of a host on ``config``, as ``[usage_scripts]`` entries."""
+    from ..config import UsageScriptConfig
+    return {name: UsageScriptConfig(script=s.script, file=s.file, name=s.name)
+            for name, s in _on_disk(config).scripts().items()}
+
+
+def _on_disk(config: Any) -> Stations:
+    from ..plugins.settings import ConfigStore
+    stations = Stations(config.stations)
+    if (config.state_path / STATIONS_FILE).exists():
+        stations.open(ConfigStore(config.state_path, None, STATIONS_FILE))
+    return stations
 
 
 def _station(name: str, s: StationConfig, origin: str) -> Station:

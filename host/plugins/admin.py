@@ -11,7 +11,7 @@ import anyio
 import msgspec
 
 from ..errors import InvalidConfig, PluginError
-from ..security.secrets import EXPORT_FORMAT, SecretBox, export_cipher, import_cipher
+from ..security.secrets import EXPORT_FORMAT, SecretBox, export_cipher, import_cipher, is_sealed
 from ..worker import one_off
 from .lifecycle import SERVING, Plugin
 from .manifest import Manifest
@@ -77,6 +77,11 @@ class ConfigAdmin:
             raise InvalidConfig("config must be an object", plugin=record.id)
         current, secret = self._reg.raw_config(key or record.id), secret_keys(manifest.config_schema)
         incoming = {k: current.get(k) if v == MASK and k in secret else v for k, v in values.items()}
+        for k, v in values.items():  # only the host seals values: one sent sealed is not taken for its own
+            if is_sealed(v) and incoming[k] != current.get(k):
+                raise InvalidConfig(f"config.{k}: a value may not start with {v.split(':', 2)[0]}:"
+                                    f"{v.split(':', 2)[1]}: (the host's mark for values it sealed)",
+                                    plugin=record.id)
         raw = self._box.reveal(incoming if replace else {**current, **incoming}, plugin=record.id)
         secrets = secret_values(manifest.config_schema, raw)
         checked = apply_schema(manifest.config_schema, raw, plugin=record.id)

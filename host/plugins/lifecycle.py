@@ -73,10 +73,6 @@ class Plugin:
         self.pending_manifest: Manifest | None = None  # a version waiting for approval
         self.pending_exports: list[str] = []
         self.pending: list[str] = []  # the grants it asks for beyond the approved ones
-        # A provider's relay stations (balances/stations.py), as its pool was started: each
-        # one's validated config, or why it has none.
-        self.station_configs: dict[str, dict[str, Any]] = {}
-        self.station_errors: dict[str, str] = {}
         self._emit = emit
         self._emit(PluginEvent(source.id, source.version_hint, "discovered", None, None, time.time()))
 
@@ -115,6 +111,16 @@ class Plugin:
     def release(self) -> None:
         """Nothing waits for approval any more."""
         self.pending_manifest, self.pending_exports, self.pending = None, [], []
+
+    @property
+    def station_configs(self) -> dict[str, dict[str, Any]]:
+        """The relay stations its serving pool serves, by name: each one's validated config."""
+        return self.pool.station_configs if self.pool is not None else {}
+
+    @property
+    def station_errors(self) -> dict[str, str]:
+        """Its stations that pool could not serve, and why."""
+        return self.pool.station_errors if self.pool is not None else {}
 
     def set_state(self, state: str, reason: str | None = None) -> None:
         assert state in STATES, state

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import ipaddress
 import re
 from collections.abc import Iterable, Mapping
 from typing import Any, Literal
@@ -245,10 +246,44 @@ def url_host(value: Any) -> str | None:
         host, port = parts.hostname, parts.port
     except ValueError:  # a port that is not a number, an unclosed "[", ...
         return None
-    if not host:
+    if not host or (host := _valid_host(host)) is None:
         return None
     host = f"[{host}]" if ":" in host else host
     return f"{host}:{port}" if port else host
+
+
+_LABEL = re.compile(r"^(?!-)[a-z0-9-]{1,63}(?<!-)$")
+
+
+def _valid_host(host: str) -> str | None:
+    """``host`` as a net grant may name it: an IP address, or a DNS name of letters, digits and
+    hyphens (an international name in its IDNA form); None for anything else ("*.com", spaces,
+    commas, percent signs): a config value must never widen a grant beyond one host."""
+    try:
+        return str(ipaddress.ip_address(host))
+    except ValueError:
+        pass
+    try:
+        name = host.encode("idna").decode("ascii").lower()
+    except UnicodeError:
+        return None
+    labels = name.rstrip(".").split(".")
+    if len(name) > 253 or not all(_LABEL.match(label) for label in labels):
+        return None
+    return name
+
+
+def unresolved(m: Manifest, config: Mapping[str, Any]) -> list[str]:
+    """The config fields a ``"{config.KEY}"`` net entry names whose value is set but names no
+    host a grant may name (``"https://*.com"``, a typo with a comma): "KEY: why"."""
+    net = m.permissions.get("net") if isinstance(m.permissions, dict) else None
+    out = []
+    for entry in net if isinstance(net, list) else ():
+        key = _config_ref(entry)
+        value = config.get(key) if key is not None else None
+        if isinstance(value, str) and value.strip() and url_host(value) is None:
+            out.append(f"config.{key}: {value[:80]!r} names no valid host")
+    return out
 
 
 def _api_compatible(api: str) -> bool:

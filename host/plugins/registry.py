@@ -35,8 +35,9 @@ from ..security.secrets import SecretBox
 from ..worker import Worker, WorkerSpec
 from .dependencies import resolve
 from .discovery import PluginSource, load_manifest
+from .keys import station_key
 from .lifecycle import SERVING, EventHub, Plugin
-from .manifest import KNOWN_CAPABILITIES, Manifest, infer_capabilities
+from .manifest import KNOWN_CAPABILITIES, Manifest, infer_capabilities, unresolved
 from .reload import fingerprint
 from .settings import ConfigStore, apply_schema, redact, secret_keys, secret_values
 from .usage_scripts import discover_sources
@@ -220,24 +221,36 @@ class Registry:
         assert self._tg is not None
         src, cfg = record.source, self.config
         config = self.effective_config(src.id, manifest)
-        record.station_configs, record.station_errors = {}, {}
-        for name in self.stations_of(src.id):  # each station's own config, checked on its own
-            try:
-                record.station_configs[name] = self.effective_config(name, manifest)
-            except InvalidConfig as exc:
-                record.station_errors[name] = f"invalid config: {exc.message}"
-        secrets = [src.id, *record.station_configs]
-        spec = self.spec(record, manifest, config=config, also=list(record.station_configs.values()),
+        stations, errors = self._station_configs(src.id, manifest)
+        keys = [src.id, *map(station_key, stations)]
+        spec = self.spec(record, manifest, config=config, also=list(stations.values()),
                          redact=lambda text: redact(text, sorted(
-                             (v for k in secrets for v in self._secrets.get(k, [])), key=len, reverse=True)))
+                             (v for k in keys for v in self._secrets.get(k, [])), key=len, reverse=True)))
         spec.cache_salt = digest(manifest.version, spec.config)
         pool_config = cfg.pool_for(src.id)
-        if record.station_configs and (src.id not in cfg.plugins or cfg.plugins[src.id].pool is None):
+        if stations and (src.id not in cfg.plugins or cfg.plugins[src.id].pool is None):
             pool_config = msgspec.structs.replace(
                 pool_config, max_inflight=max(pool_config.max_inflight, cfg.balances.station_inflight))
         pool = self._new_pool(spec, pool_config, on_state=record.sync_with_pool)
+        pool.station_configs, pool.station_errors = stations, errors  # the record sees them once it serves
         await self._tg.start(pool.serve)
         return pool
+
+    def _station_configs(self, plugin_id: str, manifest: Manifest) -> tuple[dict[str, Any], dict[str, str]]:
+        """Each station's own config, checked on its own (schema, hosts a grant can name, the
+        HTTPS-only narrowing): one that fails is left out of the pool, with why."""
+        configs, errors = {}, {}
+        for name in self.stations_of(plugin_id):
+            try:
+                c = self.effective_config(station_key(name), manifest)
+                if bad := unresolved(manifest, c):
+                    raise InvalidConfig("; ".join(bad))
+                manifest.grants_for(c).net_grant(https_only=self.config.security.https_only)
+            except InvalidConfig as exc:
+                errors[name] = f"invalid config: {exc.message}"
+            else:
+                configs[name] = c
+        return configs, errors
 
     def _needs_approval(self, record: Plugin, manifest: Manifest) -> list[str]:
         """What ``manifest`` declares beyond the plugin's approved grants (empty: nothing, and
@@ -318,7 +331,8 @@ class Registry:
             fresh = [s for s in self._discover() if s.module not in known]
             switched = self.switched()
             for r in list(self.records):
-                serves = {r.id, *self.stations_of(r.id), *r.station_configs, *r.station_errors}
+                names = {*self.stations_of(r.id), *r.station_configs, *r.station_errors}
+                serves = {r.id, *names, *map(station_key, names)}
                 if r.id in switched and (why := self.disabled(r.id)) is not None:
                     await self.stop_record(r, "disabled", why)
                 elif r.id in switched and r.state == "disabled":

@@ -3,11 +3,13 @@ keeping ``secret`` values out of logs, errors and API output."""
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 from collections.abc import Collection, Mapping
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote, quote_plus
 
 import msgspec
 
@@ -70,10 +72,20 @@ def mask(schema: dict[str, ConfigField], values: dict[str, Any]) -> dict[str, An
 
 
 def redact(text: str, secrets: list[str]) -> str:
+    """``text`` with each secret masked, as it is and as a URL carries it (percent-encoded as
+    encodeURIComponent, encodeURI or a form does: a key in a request's path or query)."""
     for s in secrets:
-        if s in text:
-            text = text.replace(s, MASK)
+        for form in _forms(s):
+            if form in text:
+                text = text.replace(form, MASK)
     return text
+
+
+@functools.lru_cache(maxsize=4096)
+def _forms(secret: str) -> tuple[str, ...]:
+    forms = [secret, quote(secret, safe=""), quote(secret, safe="-_.!~*'()"),
+             quote(secret, safe=";,/?:@&=+$-_.!~*'()#"), quote_plus(secret)]
+    return tuple(dict.fromkeys(f for f in forms if f))
 
 
 def secret_keys(schema: dict[str, ConfigField]) -> frozenset[str]:
@@ -102,6 +114,27 @@ class ConfigStore:
 
     def names(self) -> list[str]:
         return list(self._data)
+
+    @property
+    def stamp(self) -> tuple[int, int, int] | None:
+        """The file as last read or written (changes with every change to what ``get`` sees)."""
+        return self._stamp
+
+    def insert(self, key: str, values: dict[str, Any]) -> bool:
+        """Store ``values`` under a new ``key``: False (nothing written) if the file has it
+        already, whoever wrote it (the check and the write under one lock)."""
+        try:
+            with locked(self.path):
+                data = self._read()
+                if key in data:
+                    self._data = data
+                    return False
+                data[key] = dict(values)
+                self._write(data)
+        except OSError as exc:
+            raise os_failure(self.path, exc, "write") from None
+        self._data = data
+        return True
 
     def remove(self, plugin: str) -> None:
         """Forget ``plugin``'s entry (the others kept as the file holds them now)."""
@@ -179,11 +212,11 @@ class ConfigStore:
             data = json.loads(text)
         except ValueError as exc:
             raise InvalidConfig(f"{self.path}: not valid JSON ({exc}); fix it, or move it aside to start "
-                                "with no stored configs") from None
+                                "without what it holds") from None
         if not isinstance(data, dict) or not all(isinstance(k, str) and isinstance(v, dict) for k, v in data.items()):
             shape = type(data).__name__ if not isinstance(data, dict) else "an object whose values are not all objects"
-            raise InvalidConfig(f"{self.path}: must be an object of {{plugin id: {{key: value}}}}, "
-                                f"found {shape}; fix it, or move it aside to start with no stored configs")
+            raise InvalidConfig(f"{self.path}: must be an object of {{name: {{key: value}}}}, "
+                                f"found {shape}; fix it, or move it aside to start without what it holds")
         self._stamp = stamp
         return data
 

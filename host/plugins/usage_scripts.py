@@ -92,7 +92,12 @@ def usage_sources(dirs: list[Path], configured: dict[str, UsageScriptConfig], ou
 def discover_sources(config: HostConfig, stations: dict[str, UsageScriptConfig] | None = None) -> list[PluginSource]:
     """Every plugin a host with ``config`` loads: the plugin directories' modules and the
     cc-switch usage scripts (files, ``[usage_scripts]`` and the usage-script ``stations``),
-    sorted by id and version."""
-    scripts = usage_sources(config.plugin_dirs, {**(stations or {}), **config.usage_scripts},
+    sorted by id and version. ``stations``: the host's; by default read from host.toml and
+    ``<state_dir>/stations.json`` as the host would (a command run beside a server must not
+    take a station's module for a stale one)."""
+    if stations is None:
+        from ..balances.stations import station_scripts
+        stations = station_scripts(config)
+    scripts = usage_sources(config.plugin_dirs, {**stations, **config.usage_scripts},
                             config.state_path / "usage_scripts")
     return sorted(discover(config.plugin_dirs) + scripts, key=lambda s: (s.id, s.version_hint or ""))
