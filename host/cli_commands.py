@@ -10,7 +10,7 @@ from urllib.parse import quote
 import anyio
 
 from .balances.ccswitch import DEFAULT_DB, Found, read
-from .balances.stations import station_names
+from .balances.station_files import station_names
 from .cli_output import table
 from .config import HostConfig
 from .control import control_client

@@ -103,6 +103,7 @@ class PluginHost:
                                   lambda: self._tg if self._running else None, stations)
         self._admin = ConfigAdmin(self._registry, self._box, self.call)
         self.stations = StationAdmin(self._registry, stations, self._admin, self._registry.rescan)
+        self._admin.stations = lambda: {s.name: s.plugin for s in stations.all().values() if s.plugin}
         self._events = Events(self.config, self._registry, self.call)
 
     def _note(self, plugin: str, level: str, text: str) -> None:

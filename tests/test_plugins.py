@@ -144,7 +144,7 @@ async def test_lifecycle_events_disable_enable_unload(calc, make_host):
             await h.disable("calc")
             with anyio.fail_after(5):
                 ev = await stream.receive()
-            assert (ev.plugin, ev.state, ev.previous, ev.reason) == ("calc", "disabled", "running", "disabled by user")
+            assert (ev.plugin, ev.state, ev.previous, ev.reason) == ("calc", "disabled", "running", "disabled (`python -m host enable calc` starts it)")
         assert process_gone(pid)
         assert h.plugin("calc").workers == []
         with pytest.raises(PluginUnavailable, match="disabled"):

@@ -318,3 +318,18 @@ async def test_a_command_beside_the_host_keeps_the_script_stations_modules(plugi
         assert module.exists()
         ids = {s.id for s in discover_sources(h.config)}  # as `approve` or `import-cc-switch` run it
         assert "pasted" in ids and module.exists()
+
+
+async def test_a_config_export_carries_the_stations_keys_to_another_host(plugin_dir, tmp_path, shared_state, relay):
+    async with host_for(plugin_dir, tmp_path / "a", shared_state, relay) as h:
+        await h.stations.add("mine", plugin="relayco", config={"baseUrl": relay.url, "apiKey": "sk-beta-0002"})
+        document = await h.export_config(passphrase="correct horse")
+    assert "sk-beta-0002" not in json.dumps(document)
+    assert document["stations"]["mine"]["apiKey"].startswith("enc:")
+    async with host_for(plugin_dir, tmp_path / "b", shared_state, relay) as h:
+        with pytest.raises(InvalidConfig, match="stations this host does not: mine"):
+            await h.import_config(document, passphrase="correct horse")
+        await h.stations.add("mine", plugin="relayco", config={"baseUrl": relay.url})
+        imported = await h.import_config(document, passphrase="correct horse")
+        assert imported == {"station:mine": {"baseUrl": relay.url, "apiKey": "********"}}
+        assert {b.provider: b.balance for b in await h.query_balances(refresh=True)} == {"mine": 22.25}

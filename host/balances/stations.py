@@ -194,26 +194,6 @@ class Stations:
         return dict(s.config) if s is not None else {}
 
 
-def station_names(config: Any) -> set[str]:
-    """Every station's name a host on ``config`` (a HostConfig) has: host.toml's and the added ones."""
-    return set(_on_disk(config).all())
-
-
-def station_scripts(config: Any) -> dict[str, Any]:
-    """The usage-script stations of a host on ``config``, as ``[usage_scripts]`` entries."""
-    from ..config import UsageScriptConfig
-    return {name: UsageScriptConfig(script=s.script, file=s.file, name=s.name)
-            for name, s in _on_disk(config).scripts().items()}
-
-
-def _on_disk(config: Any) -> Stations:
-    from ..plugins.settings import ConfigStore
-    stations = Stations(config.stations)
-    if (config.state_path / STATIONS_FILE).exists():
-        stations.open(ConfigStore(config.state_path, None, STATIONS_FILE))
-    return stations
-
-
 def _station(name: str, s: StationConfig, origin: str) -> Station:
     return Station(name=name, plugin=s.plugin, title=s.name, low_balance=s.low_balance, script=s.script,
                    file=s.file, origin=origin)

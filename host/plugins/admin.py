@@ -13,6 +13,7 @@ import msgspec
 from ..errors import InvalidConfig, PluginError
 from ..security.secrets import EXPORT_FORMAT, SecretBox, export_cipher, import_cipher, is_sealed
 from ..worker import one_off
+from .keys import station_key
 from .lifecycle import SERVING, Plugin
 from .manifest import Manifest
 from .registry import Registry, loaded_manifest
@@ -28,6 +29,7 @@ class ConfigAdmin:
         self._reg = registry
         self._box = box
         self._call = call
+        self.stations: Callable[[], dict[str, str]] = dict  # relay stations: name -> provider plugin id
 
     def config_schema(self, name: str) -> dict[str, Any]:
         """The plugin's configSchema as JSON-ready dicts: ``{field: {type, required, secret,
@@ -107,7 +109,13 @@ class ConfigAdmin:
             values = self._box.reveal(self._reg.raw_config(r.id), plugin=r.id)
             if values or name is not None:
                 plugins[r.id] = cipher.seal_fields(values, secret_keys(r.manifest.config_schema))
-        return {"format": EXPORT_FORMAT, "encryption": header, "plugins": plugins}
+        stations: dict[str, dict[str, Any]] = {}
+        for station, provider in (self.stations().items() if name is None else ()):
+            record = self._reg.newest().get(provider)
+            values = self._box.reveal(self._reg.raw_config(station_key(station)), plugin=provider)
+            if values and record is not None and record.manifest is not None:
+                stations[station] = cipher.seal_fields(values, secret_keys(record.manifest.config_schema))
+        return {"format": EXPORT_FORMAT, "encryption": header, "plugins": plugins, "stations": stations}
 
     async def import_config(self, document: dict[str, Any], *, passphrase: str | None = None,
                             replace: bool = False) -> dict[str, dict[str, Any]]:
@@ -118,20 +126,31 @@ class ConfigAdmin:
         configs by plugin id."""
         if not isinstance(document, dict) or document.get("format") != EXPORT_FORMAT:
             raise InvalidConfig(f"not a config export: its format must be {EXPORT_FORMAT!r}")
-        plugins = document.get("plugins")
+        plugins, stations = document.get("plugins"), document.get("stations", {})
         if not isinstance(plugins, dict) or not all(isinstance(v, dict) for v in plugins.values()):
             raise InvalidConfig("a config export's plugins must be an object of {id: config object}")
+        if not isinstance(stations, dict) or not all(isinstance(v, dict) for v in stations.values()):
+            raise InvalidConfig("a config export's stations must be an object of {name: config object}")
+        here = self.stations()
+        if missing := sorted(set(stations) - set(here)):
+            raise InvalidConfig(f"the export has stations this host does not: {', '.join(missing)}; add them "
+                                "first (`python -m host balances add NAME --plugin ID`), then import")
         records = {pid: self._reg.record(pid) for pid in plugins}
+        records.update({station_key(s): self._reg.record(here[s]) for s in stations})
+        keys = {**{pid: pid for pid in plugins}, **{station_key(s): station_key(s) for s in stations}}
+        every = {**plugins, **{station_key(s): v for s, v in stations.items()}}
         cipher = await anyio.to_thread.run_sync(import_cipher, self._box, document.get("encryption"), passphrase)
-        opened = {pid: cipher.reveal(values, plugin=records[pid].id) for pid, values in plugins.items()}
-        checked = {pid: await self.checked_config(records[pid], opened[pid], replace=replace) for pid in opened}
+        opened = {k: cipher.reveal(values, plugin=records[k].id) for k, values in every.items()}
+        checked = {k: await self.checked_config(records[k], opened[k], replace=replace,
+                                                key=keys[k] if k.startswith("station:") else None) for k in opened}
         assert self._reg.store is not None
-        self._reg.store.set_many({records[pid].id: raw for pid, (_, raw) in checked.items()},
-                             {records[pid].id: secret_keys(m.config_schema) for pid, (m, _) in checked.items()})
+        store_key = {k: keys[k] if k.startswith("station:") else records[k].id for k in checked}
+        self._reg.store.set_many({store_key[k]: raw for k, (_, raw) in checked.items()},
+                                 {store_key[k]: secret_keys(m.config_schema) for k, (m, _) in checked.items()})
         async with self._reg.lock:
-            for pid in checked:
-                await self._reg.reload_record(records[pid])
-        return {records[pid].id: mask(m.config_schema, raw) for pid, (m, raw) in checked.items()}
+            for record in {id(r): r for r in (records[k] for k in checked)}.values():
+                await self._reg.reload_record(record)
+        return {store_key[k]: mask(m.config_schema, raw) for k, (m, raw) in checked.items()}
 
     async def _plugin_validates(self, record: Plugin, manifest: Manifest, config: dict[str, Any],
                                 secrets: list[str]) -> None:

@@ -96,7 +96,7 @@ def discover_sources(config: HostConfig, stations: dict[str, UsageScriptConfig] 
     ``<state_dir>/stations.json`` as the host would (a command run beside a server must not
     take a station's module for a stale one)."""
     if stations is None:
-        from ..balances.stations import station_scripts
+        from ..balances.station_files import station_scripts
         stations = station_scripts(config)
     scripts = usage_sources(config.plugin_dirs, {**stations, **config.usage_scripts},
                             config.state_path / "usage_scripts")

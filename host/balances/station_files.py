@@ -1,0 +1,29 @@
+"""The stations of a host as its files hold them, for commands that run beside it (the CLI's
+``approve`` and ``import-cc-switch``, plugin discovery) without starting one."""
+
+from __future__ import annotations
+
+from ..config import HostConfig
+from ..plugins.settings import ConfigStore
+from .stations import STATIONS_FILE, StationConfig, Stations
+
+
+def station_names(config: HostConfig) -> set[str]:
+    """Every station's name a host on ``config`` (a HostConfig) has: host.toml's and the added ones."""
+    return set(_on_disk(config).all())
+
+
+def station_scripts(config: HostConfig) -> dict[str, StationConfig]:
+    """The usage-script stations of a host on ``config`` (each with the ``script``, ``file``
+    and ``name`` a ``[usage_scripts]`` entry has)."""
+    return _on_disk(config).scripts()
+
+
+def _on_disk(config: HostConfig) -> Stations:
+    stations = Stations(config.stations)
+    if (config.state_path / STATIONS_FILE).exists():
+        stations.open(ConfigStore(config.state_path, None, STATIONS_FILE))
+    return stations
+
+
+__all__ = ["station_names", "station_scripts"]
