@@ -21,6 +21,8 @@ import msgspec
 from .balances.result import BALANCE_CAPABILITY
 from .cli_commands import approve as _approve
 from .cli_commands import import_plan, store_through_server
+from .cli_dev import register as register_dev
+from .cli_doctor import doctor
 from .cli_output import (
     ListenError,
     Progress,
@@ -331,8 +333,15 @@ def _common_options(ap: argparse.ArgumentParser, *, defaults: bool) -> None:
                     **({"default": 9229} if defaults else keep))
 
 
+def program_name() -> str:
+    """The name the CLI was invoked by: ``plugin-host`` (the installed script) or ``python -m host``."""
+    name = os.path.basename(sys.argv[0]) if sys.argv and sys.argv[0] else ""
+    return name if name and name not in ("__main__.py", "-c") and not name.endswith(".py") else "python -m host"
+
+
 def build_parser() -> argparse.ArgumentParser:
-    ap = argparse.ArgumentParser(prog="python -m host", description="Plugin Host: sandboxed Deno plugins.")
+    ap = argparse.ArgumentParser(prog=program_name(), description="Plugin Host: sandboxed Deno plugins.")
+    ap.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
     _common_options(ap, defaults=True)
     # The same options are accepted after the command too (`serve --plugins DIR`).
     common = argparse.ArgumentParser(add_help=False)
@@ -435,7 +444,24 @@ def build_parser() -> argparse.ArgumentParser:
                    help="replace each plugin's config (default: merge into the stored one)")
     c.set_defaults(run=_config_import)
     register_plugins(sub, config_sub, common, _started, PluginHost)
+    register_dev(sub, common)
+    s = add("doctor", "check what a host on this configuration needs: deno, the state directory, the secret "
+                      "key, plugin directories, redis, the port (exit 1 if something fails)")
+    s.add_argument("--json", action="store_true")
+    s.set_defaults(run=doctor)
     return ap
+
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("plugin-host")
+    except PackageNotFoundError:
+        return "(source tree)"
+
+
+READS_PLUGINS = ("list", "info", "call", "balances")  # commands whose answer comes from the plugins
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -461,6 +487,10 @@ def main(argv: list[str] | None = None) -> int:
             check_inspect(address := f"127.0.0.1:{args.inspect_port}", "--inspect-port")
             settings = config.plugins.get(args.inspect) or PluginSettings()
             config.plugins = {**config.plugins, args.inspect: msgspec.structs.replace(settings, inspect=address)}
+        missing = [str(d) for d in config.plugin_dirs if not d.is_dir()]
+        if args.command in READS_PLUGINS and missing:  # else an empty list, exit 0, would hide a typo
+            raise InvalidConfig(f"plugins directory {missing[0]} does not exist (--plugins, or plugins_dir in "
+                                "the config file)")
     except InvalidConfig as exc:  # a bad config file or variable is a usage error
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -19,10 +19,11 @@ from aiohttp import web
 from support.hostile import PRELUDE, Hostile, runtime_for
 from support.plugins import CALC, PluginDir, fresh_state
 from support.processes import deno_children
-from support.servers import FakeHttp, LocalServer, running_redis
+from support.servers import LocalServer, running_redis
 
 from host import HostConfig, PluginHost, PoolConfig, WorkerLimits
 from host.runtime import Runtime
+from host.testing import fake_http  # noqa: F401  (the fixture plugin authors get)
 
 
 @pytest.fixture(params=["asyncio", "trio"])
@@ -117,33 +118,6 @@ def local_server() -> Iterator[LocalServer]:
         yield srv
     finally:
         asyncio.run_coroutine_threadsafe(stop(), loop).result(10)
-        loop.call_soon_threadsafe(loop.stop)
-        thread.join(10)
-        loop.close()
-
-
-@pytest.fixture
-def fake_http() -> Iterator[FakeHttp]:
-    fake = FakeHttp()
-    loop = asyncio.new_event_loop()
-    thread = threading.Thread(target=loop.run_forever, name="fake-http", daemon=True)
-    thread.start()
-
-    async def start() -> web.AppRunner:
-        app = web.Application()
-        app.router.add_route("*", "/{tail:.*}", fake._dispatch)
-        runner = web.AppRunner(app, access_log=None, shutdown_timeout=0.5)
-        await runner.setup()
-        site = web.TCPSite(runner, "127.0.0.1", 0)
-        await site.start()
-        fake.port = runner.addresses[0][1]
-        return runner
-
-    runner = asyncio.run_coroutine_threadsafe(start(), loop).result(10)
-    try:
-        yield fake
-    finally:
-        asyncio.run_coroutine_threadsafe(runner.cleanup(), loop).result(10)
         loop.call_soon_threadsafe(loop.stop)
         thread.join(10)
         loop.close()

@@ -80,8 +80,8 @@ export function greet(name: string, context?: {{ config?: {{ greeting?: string }
 }}
 '''
 
-TEST_TS = '''// Run with the deno the host uses:
-//   $(python -c 'import deno; print(deno.find_deno_bin())') test {path}
+TEST_TS = '''// Run: python -m host test {name} --plugins {plugins}
+// (the deno the host uses, the runtime's import map; it fails when there is nothing to test)
 import {{ greet, metadata }} from "./mod.ts";
 
 Deno.test("greet uses the configured greeting", () => {{

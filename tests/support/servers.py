@@ -3,7 +3,6 @@ host's own HTTP app in-process (``served``) and ``python -m host`` in a subproce
 
 from __future__ import annotations
 
-import asyncio
 import json
 import os
 import shutil
@@ -19,7 +18,6 @@ from typing import Any
 import aiohttp
 import pytest
 from aiohttp import web
-from multidict import CIMultiDict
 
 from host import PluginHost
 from host.server import create_app
@@ -36,40 +34,6 @@ class LocalServer:
         self.connections = 0
         self.requests: list[str] = []
         self.responses: dict[str, Any] = {}  # path -> the JSON to answer it with
-
-
-Handler = Callable[[web.Request], Any]
-
-
-class FakeHttp:
-    """A third-party HTTP service faked on 127.0.0.1 by an aiohttp server in a thread of its
-    own: ``route(method, path, handler)`` with ``handler(request) -> web.Response`` (async or
-    not); unknown routes get a JSON 404. ``requests`` records (method, path_qs, headers), the
-    headers looked up case-insensitively."""
-
-    def __init__(self) -> None:
-        self.port = 0
-        self.routes: dict[tuple[str, str], Handler] = {}
-        self.requests: list[tuple[str, str, CIMultiDict[str]]] = []
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    def route(self, method: str, path: str, handler: Handler) -> None:
-        self.routes[(method.upper(), path)] = handler
-
-    def json(self, method: str, path: str, body: Any, status: int = 200, headers: dict | None = None) -> None:
-        """A route that always answers ``body`` as JSON."""
-        self.route(method, path, lambda request: web.json_response(body, status=status, headers=headers))
-
-    async def _dispatch(self, request: web.Request) -> web.StreamResponse:
-        self.requests.append((request.method, request.path_qs, CIMultiDict(request.headers)))
-        handler = self.routes.get((request.method, request.path))
-        if handler is None:
-            return web.json_response({"error": {"message": "not found"}}, status=404)
-        out = handler(request)
-        return await out if asyncio.iscoroutine(out) else out
 
 
 @contextmanager

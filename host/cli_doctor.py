@@ -1,0 +1,124 @@
+"""``python -m host doctor``: what a host on this configuration needs, checked one by one, with
+what to do about each problem. Nothing is started and nothing is changed (the state directory's
+write check makes and removes one file)."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import socket
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+from .cli_output import print_json, table
+from .config import HostConfig
+from .errors import HostError
+from .plugins.usage_scripts import discover_sources
+from .runtime import IMPORT_MAP, find_deno, find_runtime_entry
+from .security.private_files import check_state_dir
+
+Check = tuple[str, str, str]  # (what, "ok" | "warn" | "fail", detail)
+DENO_MAJOR = 2
+
+
+def checks(config: HostConfig) -> list[Check]:
+    out: list[Check] = []
+
+    def run(what: str, probe: Callable[[], Check | None]) -> None:
+        try:
+            found = probe()
+        except (HostError, OSError, ValueError) as exc:
+            found = (what, "fail", getattr(exc, "message", None) or str(exc))
+        if found is not None:
+            out.append(found)
+
+    def deno() -> Check:
+        path = find_deno(config.deno_path)
+        version = subprocess.run([path, "--version"], capture_output=True, text=True, timeout=20).stdout.split()
+        number = version[1] if len(version) > 1 else "?"
+        ok = number.split(".")[0] == str(DENO_MAJOR)
+        return ("deno", "ok" if ok else "fail", f"{path} {number}" + ("" if ok else f" (Deno {DENO_MAJOR}.x is needed)"))
+
+    def runtime() -> Check:
+        entry = find_runtime_entry(config.runtime_entry)
+        mapped = (entry.parent / IMPORT_MAP).is_file()
+        return ("worker runtime", "ok" if mapped else "warn",
+                f"{entry}" + ("" if mapped else f"; no {IMPORT_MAP} beside it: plugins cannot import @plugin-host/kit"))
+
+    def state() -> Check:
+        path = config.state_path
+        if not path.exists():
+            parent = next(p for p in path.parents if p.exists())
+            ok = os.access(parent, os.W_OK | os.X_OK)
+            return ("state directory", "ok" if ok else "fail",
+                    f"{path} does not exist yet: " + ("made at the first start" if ok else f"{parent} is not writable"))
+        check_state_dir(path)
+        return ("state directory", "ok", f"{path} (writable, with room)")
+
+    def secret_key() -> Check:
+        sec = config.security
+        if os.environ.get(sec.secret_key_env):
+            return ("secret key", "ok", f"from ${sec.secret_key_env}")
+        path = Path(sec.secret_key_file) if os.path.isabs(sec.secret_key_file) else config.state_path / sec.secret_key_file
+        if path.exists():
+            return ("secret key", "ok", f"{path}")
+        sealed = (config.state_path / "config.json").exists() and "enc:v1:" in (config.state_path / "config.json").read_text()
+        if sealed:
+            return ("secret key", "fail", f"config.json holds sealed secrets but {path} is gone and ${sec.secret_key_env} "
+                                          "is not set: restore the key, or the secrets cannot be opened")
+        return ("secret key", "ok", f"none yet: {path} is created when the first secret is stored")
+
+    def plugins() -> Check:
+        missing = [str(d) for d in config.plugin_dirs if not d.is_dir()]
+        if missing:
+            return ("plugin directories", "fail", f"missing: {', '.join(missing)} (--plugins, plugins_dir)")
+        found = discover_sources(config)
+        return ("plugin directories", "ok" if found else "warn",
+                f"{len(found)} plugin(s) in {', '.join(map(str, config.plugin_dirs))}")
+
+    def storage(uri: str, name: str) -> Check | None:
+        if not uri.startswith(("redis://", "rediss://")):
+            return None
+        import redis
+
+        client = redis.Redis.from_url(uri, socket_connect_timeout=2, socket_timeout=2)
+        try:
+            client.ping()
+        except redis.RedisError as exc:
+            return (name, "fail", f"{uri.split('@')[-1]} does not answer: {exc}")
+        finally:
+            client.close()
+        return (name, "ok", f"{uri.split('@')[-1]} answers")
+
+    def port() -> Check:
+        srv = config.server
+        if srv.unix_socket:
+            return ("listen address", "ok", f"unix socket {srv.unix_socket}")
+        with socket.socket() as s:
+            try:
+                s.bind((srv.host, srv.port))
+            except OSError as exc:
+                return ("listen address", "warn", f"{srv.host}:{srv.port} is taken ({exc.strerror}): a server runs "
+                                                  "there already, or choose --port")
+        return ("listen address", "ok", f"{srv.host}:{srv.port} is free")
+
+    for what, probe in (("deno", deno), ("worker runtime", runtime), ("state directory", state),
+                        ("secret key", secret_key), ("plugin directories", plugins), ("listen address", port)):
+        run(what, probe)
+    for uri, name in ((config.policy.storage, "policy.storage"), (config.policy.cache_storage, "policy.cache_storage")):
+        run(name, lambda uri=uri, name=name: storage(uri, name))
+    return out
+
+
+async def doctor(args: argparse.Namespace, config: HostConfig) -> int:
+    found = checks(config)
+    if args.json:
+        print_json([{"check": w, "status": s, "detail": d} for w, s, d in found])
+    else:
+        sys.stdout.write(table([["CHECK", "STATUS", "DETAIL"], *([w, s, d] for w, s, d in found)]))
+    return 1 if any(s == "fail" for _, s, _ in found) else 0
+
+
+__all__ = ["checks", "doctor"]

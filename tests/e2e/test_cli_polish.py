@@ -1,0 +1,74 @@
+"""CLI polish for plugin authors and operators (issue 19): `--version`, the program name as
+invoked, `doctor`, and a missing plugins directory as a usage error rather than an empty list."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from support.processes import free_port
+
+pytestmark = pytest.mark.timeout(90)
+
+SCRIPT = Path(sys.executable).parent / "plugin-host"
+
+
+def run(*argv: str, cwd: Path) -> subprocess.CompletedProcess:
+    return subprocess.run(list(argv), capture_output=True, text=True, timeout=60, cwd=cwd)
+
+
+def test_version_and_the_name_it_was_invoked_by(tmp_path):
+    module = run(sys.executable, "-m", "host", "--version", cwd=tmp_path)
+    assert module.returncode == 0 and module.stdout.startswith("python -m host ")
+    script = run(str(SCRIPT), "--version", cwd=tmp_path)
+    assert script.returncode == 0 and script.stdout.startswith("plugin-host ")
+    assert run(str(SCRIPT), "list", "--help", cwd=tmp_path).stdout.startswith("usage: plugin-host list")
+
+
+def test_a_missing_plugins_directory_is_a_usage_error(tmp_path):
+    out = run(sys.executable, "-m", "host", "list", "--plugins", str(tmp_path / "nope"),
+              "--state-dir", str(tmp_path / "state"), cwd=tmp_path)
+    assert out.returncode == 2
+    assert f"plugins directory {tmp_path / 'nope'} does not exist" in out.stderr
+
+
+def test_doctor_checks_what_a_host_needs_and_says_what_to_do(calc, tmp_path, shared_state):
+    state = tmp_path / "fresh-state"
+    base = [sys.executable, "-m", "host", "doctor", "--json", "--state-dir", str(state)]
+    bad = run(*base, "--plugins", str(tmp_path / "missing"), cwd=tmp_path)
+    assert bad.returncode == 1
+    rows = {r["check"]: r for r in json.loads(bad.stdout)}
+    assert rows["deno"]["status"] == "ok" and rows["deno"]["detail"].split()[-1].startswith("2.")
+    assert rows["state directory"]["status"] == "ok" and "made at the first start" in rows["state directory"]["detail"]
+    assert rows["plugin directories"] == {"check": "plugin directories", "status": "fail",
+                                          "detail": f"missing: {tmp_path / 'missing'} (--plugins, plugins_dir)"}
+    assert not state.exists()  # nothing made
+
+    toml = tmp_path / "host.toml"
+    toml.write_text(f'[policy]\nstorage = "redis://127.0.0.1:{free_port()}/0"\n')
+    down = run(*base, "--plugins", str(calc.root), "--config", str(toml), cwd=tmp_path)
+    rows = {r["check"]: r for r in json.loads(down.stdout)}
+    assert down.returncode == 1 and rows["policy.storage"]["status"] == "fail"
+    assert "does not answer" in rows["policy.storage"]["detail"]
+
+    good = run(sys.executable, "-m", "host", "doctor", "--state-dir", str(state), "--plugins", str(calc.root),
+               cwd=tmp_path)
+    assert good.returncode == 0, good.stdout + good.stderr
+    lines = good.stdout.splitlines()
+    assert lines[0].split() == ["CHECK", "STATUS", "DETAIL"]
+    assert any(line.startswith("plugin directories") and "1 plugin(s)" in line for line in lines)
+
+
+def test_a_plugins_own_tests_run_and_a_plugin_without_any_fails(calc, tmp_path):
+    common = ["--plugins", str(calc.root), "--state-dir", str(tmp_path / "state")]
+    made = run(sys.executable, "-m", "host", "new", "hello", *common, cwd=tmp_path)
+    assert made.returncode == 0, made.stderr
+    assert f"python -m host test hello --plugins {calc.root}" in (calc.root / "hello" / "mod_test.ts").read_text()
+    tested = run(sys.executable, "-m", "host", "test", "hello", *common, cwd=tmp_path)
+    assert tested.returncode == 0, tested.stdout + tested.stderr
+    assert "ok | 2 passed" in tested.stdout
+    none = run(sys.executable, "-m", "host", "test", "calc", *common, cwd=tmp_path)
+    assert none.returncode == 1 and "calc has no test files" in none.stderr
