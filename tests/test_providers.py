@@ -22,10 +22,10 @@ import msgspec
 import pytest
 from aiohttp import web
 from support.plugins import PluginDir
-from support.servers import FakeHttp
 
 from host import BreakerConfig, InvalidConfig, PluginError, PluginHost, PluginSettings, PoolConfig
 from host.balances.result import BalanceResult
+from host.testing import FakeHttp
 
 pytestmark = pytest.mark.anyio
 

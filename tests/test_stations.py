@@ -9,6 +9,7 @@ import json
 import pytest
 from aiohttp import web
 from support.plugins import fresh_state
+from support.relay import relayco, serve_relay
 
 from host import BreakerConfig, HostConfig, InvalidConfig, PluginHost, PluginSettings, PoolConfig
 from host.balances.stations import StationConfig
@@ -21,34 +22,14 @@ def anyio_backend() -> str:
     return "asyncio"
 
 
-RELAYCO = """
-export const metadata = { id: "relayco", name: "RelayCo", version: "1.0.0", apiVersion: "1.0", capabilities: ["balance"],
-  permissions: { net: ["{config.baseUrl}"] },
-  configSchema: { apiKey: { type: "string", secret: true }, baseUrl: { type: "string" } } };
-export async function queryBalance(config, ctx) {
-  if (!config.apiKey) throw new PluginError(ErrorTypes.NOT_CONFIGURED, "apiKey is not configured");
-  const body = await ctx.fetchJson(`${config.baseUrl}/balance?key=${config.apiKey}`,
-    { headers: { Authorization: `Bearer ${config.apiKey}` } });
-  return { balance: body.left, currency: "USD", rawData: body };
-}
-export function validateConfig(config) {
-  return config.apiKey && config.apiKey.startsWith("bad") ? { valid: false, message: "that key is revoked" } : true;
-}
-"""
+RELAYCO = relayco(key_in_query=True)
 
 BALANCES = {"sk-alpha-0001": 11.5, "sk-beta-0002": 22.25, "sk-gamma-0003": 33.0}
 
 
 @pytest.fixture
 def relay(fake_http):
-    def balance(request: web.Request) -> web.Response:
-        key = request.headers.get("Authorization", "").removeprefix("Bearer ")
-        if key not in BALANCES:
-            return web.json_response({"error": "invalid key"}, status=401)
-        return web.json_response({"left": BALANCES[key], "owner": {"email": "someone@example.com"}})
-
-    fake_http.route("GET", "/balance", balance)
-    return fake_http
+    return serve_relay(fake_http, BALANCES, {"owner": {"email": "someone@example.com"}})
 
 
 def host_for(plugin_dir, tmp_path, shared_state, relay, **kw) -> PluginHost:

@@ -52,6 +52,20 @@ export function parsers(id: string): Parsers {
   });
 }
 
+/** A finite number, or a string holding one; null for anything else (an optional field). */
+export function optionalNumber(value: unknown): number | null {
+  const n = typeof value === "string" && value.trim() !== "" ? Number(value) : value;
+  return typeof n === "number" && Number.isFinite(n) ? n : null;
+}
+
+/** Epoch milliseconds (a number or a numeric string; 0 or less: none) or an ISO string, as an
+ * ISO 8601 string; null for anything else. */
+export function instant(value: unknown): string | null {
+  const ms = optionalNumber(value);
+  if (ms !== null) return ms > 0 ? new Date(ms).toISOString() : null;
+  return typeof value === "string" && value ? value : null;
+}
+
 /** A key or token setting: "<name> is not configured" when empty, and no whitespace (a key
  * pasted with its line break fails every request with a confusing 401). */
 export function secretProblem(value: unknown, name: string): Problem {
@@ -85,6 +99,15 @@ export interface ConfigChecks<C> {
  *   export const { healthCheck, validateConfig } = configChecks((c: Config) =>
  *     secretProblem(c.apiKey, "apiKey") ?? urlProblem(c.baseUrl ?? DEFAULT_BASE_URL, "baseUrl"));
  */
+/** The checks of the usual provider config, an ``apiKey`` and a ``baseUrl`` (``defaultBaseUrl``
+ * when it is not set):
+ *
+ *   export const { healthCheck, validateConfig } = keyAndUrlChecks("https://api.example.com");
+ */
+export function keyAndUrlChecks(defaultBaseUrl?: string): ConfigChecks<{ apiKey?: string; baseUrl?: string }> {
+  return configChecks((c) => secretProblem(c.apiKey, "apiKey") ?? urlProblem(c.baseUrl ?? defaultBaseUrl, "baseUrl"));
+}
+
 export function configChecks<C>(problem: (config: C) => Problem): ConfigChecks<C> {
   return Object.freeze({
     healthCheck(config: C) {

@@ -29,7 +29,7 @@
  * a trailing "/v1" is dropped.
  */
 import type { BalanceResult, Context, PluginMetadata } from "../../worker_runtime/plugin.d.ts";
-import { configChecks, parsers, type Problem, secretProblem, urlProblem } from "@plugin-host/kit";
+import { keyAndUrlChecks, optionalNumber, parsers } from "@plugin-host/kit";
 
 interface Config {
   apiKey?: string;
@@ -140,15 +140,6 @@ function refusal(body: Record<string, unknown>): Record<string, unknown> {
   throw new PluginError(type, `${ID}: Kimi answered with an error: ${message}`);
 }
 
-function optionalNumber(value: unknown): number | null {
-  const n = typeof value === "string" && value.trim() !== "" ? Number(value) : value;
-  return typeof n === "number" && Number.isFinite(n) ? n : null;
-}
-
 /** Cheap and offline: the host runs healthCheck every health interval, and the balance query
  * is the real probe of the key. */
-export const { healthCheck, validateConfig } = configChecks(configProblem);
-
-function configProblem(config: Config): Problem {
-  return secretProblem(config.apiKey, "apiKey") ?? urlProblem(config.baseUrl ?? DEFAULT_BASE_URL, "baseUrl");
-}
+export const { healthCheck, validateConfig } = keyAndUrlChecks(DEFAULT_BASE_URL);

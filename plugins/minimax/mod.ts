@@ -39,7 +39,7 @@
  * dropped.
  */
 import type { BalanceResult, Context, PluginMetadata } from "../../worker_runtime/plugin.d.ts";
-import { configChecks, parsers, type Problem, secretProblem, urlProblem } from "@plugin-host/kit";
+import { instant, keyAndUrlChecks, optionalNumber, parsers } from "@plugin-host/kit";
 
 interface Config {
   apiKey?: string;
@@ -183,22 +183,6 @@ function refusal(body: Record<string, unknown>): Record<string, unknown> {
   throw new PluginError(type, `${ID}: status ${code}: ${message}`);
 }
 
-function optionalNumber(value: unknown): number | null {
-  const n = typeof value === "string" && value.trim() !== "" ? Number(value) : value;
-  return typeof n === "number" && Number.isFinite(n) ? n : null;
-}
-
-/** Epoch milliseconds (a number or a numeric string) or an ISO string, as ISO 8601. */
-function instant(value: unknown): string | null {
-  const ms = optionalNumber(value);
-  if (ms !== null) return ms > 0 ? new Date(ms).toISOString() : null;
-  return typeof value === "string" && value ? value : null;
-}
-
 /** Cheap and offline: the host runs healthCheck every health interval, and the balance query
  * is the real probe of the key. */
-export const { healthCheck, validateConfig } = configChecks(configProblem);
-
-function configProblem(config: Config): Problem {
-  return secretProblem(config.apiKey, "apiKey") ?? urlProblem(config.baseUrl ?? DEFAULT_BASE_URL, "baseUrl");
-}
+export const { healthCheck, validateConfig } = keyAndUrlChecks(DEFAULT_BASE_URL);

@@ -21,7 +21,7 @@
  * ".../v1"): that suffix is dropped.
  */
 import type { BalanceResult, Context, PluginMetadata } from "../../worker_runtime/plugin.d.ts";
-import { configChecks, parsers, type Problem, secretProblem, urlProblem } from "@plugin-host/kit";
+import { keyAndUrlChecks, parsers } from "@plugin-host/kit";
 
 interface Config {
   apiKey?: string;
@@ -92,8 +92,4 @@ function refusal(body: Record<string, unknown>): Record<string, unknown> {
 
 /** Cheap and offline: the host runs healthCheck every health interval, and the balance query
  * is the real probe of the key. */
-export const { healthCheck, validateConfig } = configChecks(configProblem);
-
-function configProblem(config: Config): Problem {
-  return secretProblem(config.apiKey, "apiKey") ?? urlProblem(config.baseUrl ?? DEFAULT_BASE_URL, "baseUrl");
-}
+export const { healthCheck, validateConfig } = keyAndUrlChecks(DEFAULT_BASE_URL);

@@ -28,7 +28,7 @@
  * "https://relay.example/openai/v1/dashboard/..."). http URLs are accepted (relays on a LAN).
  */
 import type { BalanceResult, Context, PluginMetadata } from "../../worker_runtime/plugin.d.ts";
-import { configChecks, parsers, type Problem, secretProblem, urlProblem } from "@plugin-host/kit";
+import { keyAndUrlChecks, parsers } from "@plugin-host/kit";
 
 interface Config {
   apiKey?: string;
@@ -103,11 +103,7 @@ async function creditGrants(base: string, init: RequestInit, ctx: Context): Prom
  * real probe of the key and the relay. */
 /** Cheap and offline: the host runs healthCheck every health interval, and the balance query
  * is the real probe of the key. */
-export const { healthCheck, validateConfig } = configChecks(configProblem);
-
-function configProblem(config: Config): Problem {
-  return secretProblem(config.apiKey, "apiKey") ?? urlProblem(config.baseUrl ?? DEFAULT_BASE_URL, "baseUrl");
-}
+export const { healthCheck, validateConfig } = keyAndUrlChecks(DEFAULT_BASE_URL);
 
 /** OpenAI-compatible relays often answer a failure with HTTP 200 and an `error` object
  * ({"error":{"message":"Incorrect API key provided","type":"invalid_request_error",

@@ -24,7 +24,7 @@
  * `baseUrl` may be the OpenAI-style "https://openrouter.ai/api/v1": it is not repeated.
  */
 import type { BalanceResult, Context, PluginMetadata } from "../../worker_runtime/plugin.d.ts";
-import { configChecks, parsers, type Problem, secretProblem, urlProblem } from "@plugin-host/kit";
+import { keyAndUrlChecks, parsers } from "@plugin-host/kit";
 
 interface Config {
   apiKey?: string;
@@ -83,11 +83,7 @@ export async function queryBalance(config: Config, ctx: Context): Promise<Balanc
 
 /** Cheap and offline: the host runs healthCheck every health interval, and the balance query
  * is the real probe of the key. */
-export const { healthCheck, validateConfig } = configChecks(configProblem);
-
-function configProblem(config: Config): Problem {
-  return secretProblem(config.apiKey, "apiKey") ?? urlProblem(config.baseUrl ?? DEFAULT_BASE_URL, "baseUrl");
-}
+export const { healthCheck, validateConfig } = keyAndUrlChecks(DEFAULT_BASE_URL);
 
 function isForbidden(e: unknown): boolean {
   return e instanceof PluginError && (e.details as { status?: number } | undefined)?.status === 403;

@@ -19,7 +19,7 @@
  * api.siliconflow.com keeps it. A 404 or 410 for it says so, and what to set instead.
  */
 import type { BalanceResult, Context, PluginMetadata } from "../../worker_runtime/plugin.d.ts";
-import { configChecks, parsers, type Problem, secretProblem, urlProblem } from "@plugin-host/kit";
+import { keyAndUrlChecks, parsers } from "@plugin-host/kit";
 
 interface Config {
   apiKey?: string;
@@ -79,8 +79,4 @@ export async function queryBalance(config: Config, ctx: Context): Promise<Balanc
 
 /** Cheap and offline: the host runs healthCheck every health interval, and the balance query
  * is the real probe of the key. */
-export const { healthCheck, validateConfig } = configChecks(configProblem);
-
-function configProblem(config: Config): Problem {
-  return secretProblem(config.apiKey, "apiKey") ?? urlProblem(config.baseUrl ?? DEFAULT_BASE_URL, "baseUrl");
-}
+export const { healthCheck, validateConfig } = keyAndUrlChecks(DEFAULT_BASE_URL);

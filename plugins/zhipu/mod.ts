@@ -35,7 +35,7 @@
  * the path from "/api" on is dropped.
  */
 import type { BalanceResult, Context, PluginMetadata } from "../../worker_runtime/plugin.d.ts";
-import { configChecks, parsers, type Problem, secretProblem, urlProblem } from "@plugin-host/kit";
+import { instant, keyAndUrlChecks, optionalNumber, parsers } from "@plugin-host/kit";
 
 interface Config {
   apiKey?: string;
@@ -159,22 +159,6 @@ function windowName(row: Record<string, unknown>): string | null {
   return unit && n !== null ? `${n} ${unit[0]}${n === 1 ? "" : "s"}` : null;
 }
 
-function optionalNumber(value: unknown): number | null {
-  const n = typeof value === "string" && value.trim() !== "" ? Number(value) : value;
-  return typeof n === "number" && Number.isFinite(n) ? n : null;
-}
-
-/** Epoch milliseconds (a number or a numeric string) or an ISO string, as ISO 8601. */
-function instant(value: unknown): string | null {
-  const ms = optionalNumber(value);
-  if (ms !== null) return ms > 0 ? new Date(ms).toISOString() : null;
-  return typeof value === "string" && value ? value : null;
-}
-
 /** Cheap and offline: the host runs healthCheck every health interval, and the balance query
  * is the real probe of the key. */
-export const { healthCheck, validateConfig } = configChecks(configProblem);
-
-function configProblem(config: Config): Problem {
-  return secretProblem(config.apiKey, "apiKey") ?? urlProblem(config.baseUrl ?? DEFAULT_BASE_URL, "baseUrl");
-}
+export const { healthCheck, validateConfig } = keyAndUrlChecks(DEFAULT_BASE_URL);

@@ -12,25 +12,15 @@ from pathlib import Path
 
 import pytest
 import test_dashboard
-from aiohttp import web
 from playwright.sync_api import Page, expect
+from support.relay import relayco, serve_relay
 from test_dashboard import open_dashboard, shot
 
 playwright, browser = test_dashboard.playwright, test_dashboard.browser
 serve, page = test_dashboard.serve, test_dashboard.page
 
 DOCS = Path(__file__).resolve().parents[2] / "docs" / "images"
-RELAYCO = """
-export const metadata = { id: "relayco", name: "RelayCo", version: "1.0.0", apiVersion: "1.0", capabilities: ["balance"],
-  permissions: { net: ["{config.baseUrl}"] },
-  configSchema: { baseUrl: { type: "string", description: "the relay's address" },
-                  apiKey: { type: "string", secret: true, description: "a relay key (sk-...)" } } };
-export async function queryBalance(config, ctx) {
-  if (!config.apiKey) throw new PluginError(ErrorTypes.NOT_CONFIGURED, "apiKey is not configured");
-  const body = await ctx.fetchJson(`${config.baseUrl}/balance`, { headers: { Authorization: `Bearer ${config.apiKey}` } });
-  return { balance: body.left, currency: "USD", rawData: body };
-}
-"""
+RELAYCO = relayco()
 USAGE = """({
   request: { url: "{{baseUrl}}/balance", method: "GET", headers: { "Authorization": "Bearer {{apiKey}}" } },
   extractor: function (r) { return { remaining: r.left, unit: "USD" }; }
@@ -40,14 +30,7 @@ KEYS = {"sk-dash-north-1": 22.25, "sk-dash-paste-2": 140.0}
 
 @pytest.fixture
 def relay(fake_http):
-    def balance(request: web.Request) -> web.Response:
-        key = request.headers.get("Authorization", "").removeprefix("Bearer ")
-        if key not in KEYS:
-            return web.json_response({"error": "invalid key"}, status=401)
-        return web.json_response({"left": KEYS[key], "account": {"plan": "pro", "email": "someone@example.com"}})
-
-    fake_http.route("GET", "/balance", balance)
-    return fake_http
+    return serve_relay(fake_http, KEYS, {"account": {"plan": "pro", "email": "someone@example.com"}})
 
 
 def docs_shot(page: Page, name: str) -> None:

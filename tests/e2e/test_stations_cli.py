@@ -10,37 +10,21 @@ import subprocess
 import sys
 
 import pytest
-from aiohttp import web
 from support.plugins import fresh_state
+from support.relay import relayco, serve_relay
 from support.servers import serve_process, served
 
 from host import HostConfig, PluginHost, PluginSettings, PoolConfig
 
 pytestmark = pytest.mark.timeout(90)
 
-RELAYCO = """
-export const metadata = { id: "relayco", name: "RelayCo", version: "1.0.0", apiVersion: "1.0", capabilities: ["balance"],
-  permissions: { net: ["{config.baseUrl}"] },
-  configSchema: { apiKey: { type: "string", secret: true }, baseUrl: { type: "string" } } };
-export async function queryBalance(config, ctx) {
-  if (!config.apiKey) throw new PluginError(ErrorTypes.NOT_CONFIGURED, "apiKey is not configured");
-  const body = await ctx.fetchJson(`${config.baseUrl}/balance`, { headers: { Authorization: `Bearer ${config.apiKey}` } });
-  return { balance: body.left, currency: "USD", rawData: body };
-}
-"""
+RELAYCO = relayco()
 KEYS = {"sk-cli-alpha-1": 5.5, "sk-cli-beta-2": 7.25}
 
 
 @pytest.fixture
 def relay(fake_http):
-    def balance(request: web.Request) -> web.Response:
-        key = request.headers.get("Authorization", "").removeprefix("Bearer ")
-        if key not in KEYS:
-            return web.json_response({"error": "invalid key"}, status=401)
-        return web.json_response({"left": KEYS[key], "plan": {"name": "pro"}})
-
-    fake_http.route("GET", "/balance", balance)
-    return fake_http
+    return serve_relay(fake_http, KEYS, {"plan": {"name": "pro"}})
 
 
 @pytest.fixture
