@@ -56,6 +56,9 @@ class PoolConfig(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True)
     crash_loop_threshold: Count = 5  # crashes within crash_loop_window put the plugin in `error`
     crash_loop_window: Seconds = 60.0
     drain_timeout: Delay = 10.0    # wait this long for calls in flight on close
+    # Hot spares: workers started and ready (plugin loaded) but not serving, beyond max_workers.
+    # A crash, a recycle or a scale-up takes one at once; a new one starts in the background.
+    spares: Amount = 0
 
 
 # RLIMIT_DATA a Web Worker needs to start and do some work: V8 reserves each isolate's code range

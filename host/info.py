@@ -66,6 +66,7 @@ class PluginInfo(msgspec.Struct):
     permission_findings: list[str] = []  # what strict mode objects to in them (security.strict)
     # grants a newer version asks for beyond the approved ones: it waits for `approve`
     pending_approval: list[str] = []
+    spares: list[int] = []  # pids of its hot spares (PoolConfig.spares): ready, not serving
 
 
 class EventReply(msgspec.Struct):
@@ -96,6 +97,7 @@ def plugin_info(r: Plugin, policy: PluginPolicy | None = None, queued: int = 0,
         calls=pool.calls if pool else 0, crashes=pool.crashes if pool else 0,
         restarts=pool.restarts if pool else 0, timeouts=pool.timeouts if pool else 0,
         worker_exits=dict(pool.exits) if pool else {},
+        spares=[w.pid for w in pool.spares if w.pid is not None] if pool and r.state in SERVING else [],
         queued=queued, running=running, cache_entries=cache_entries,
         workers=[
             WorkerInfo(index=w.index, pid=w.pid, state=w.state, calls=w.calls, inflight=w.load,

@@ -63,6 +63,7 @@ class Pool:
         self.state = "starting"
         self.error: str | None = None
         self.workers: list[Worker] = []
+        self.spares: list[Worker] = []  # ready, not serving (PoolConfig.spares): taken by _maintain
         self.restarts = 0
         self.crashes = 0
         self.timeouts = 0
@@ -72,6 +73,7 @@ class Pool:
         self._host_call = host_call
         self._on_state = on_state
         self._starting = 0
+        self._starting_spares = 0
         self._waiters: WaitQueue[_Waiter] = WaitQueue()  # callers waiting for a slot
         self._crash_times: deque[float] = deque()
         self._consecutive_crashes = 0
@@ -121,6 +123,7 @@ class Pool:
                 tg.start_soon(self._spawn_safely)
         if self.state == "starting":
             self._set_state("running")
+        self._maintain()  # the hot spares (PoolConfig.spares)
 
     async def aclose(self) -> None:
         """Drain: refuse new calls, let calls in flight finish (up to drain_timeout), stop workers."""
@@ -135,7 +138,7 @@ class Pool:
                 await self._drained.wait()
             with anyio.CancelScope(shield=True):
                 async with anyio.create_task_group() as tg:
-                    for w in list(self.workers):
+                    for w in [*self.workers, *self.spares]:
                         tg.start_soon(w.shutdown)
         self._tg.cancel_scope.cancel()
         cm, self._tg = self._cm, None
@@ -161,10 +164,10 @@ class Pool:
 
     # ------------------------------------------------------------------ workers
 
-    async def _spawn(self, delay: float = 0.0) -> Worker:
+    async def _spawn(self, delay: float = 0.0, spare: bool = False) -> Worker:
         """Start one worker in the pool's task group; raises what its startup raised.
-        The caller has counted it in ``_starting`` (synchronously, so that scaling decisions
-        made before this task runs see it)."""
+        The caller has counted it in ``_starting`` (``_starting_spares``), synchronously, so that
+        scaling decisions made before this task runs see it."""
         assert self._tg is not None
         try:
             if delay:
@@ -176,20 +179,27 @@ class Pool:
             )
             await self._tg.start(self._run_worker, worker)
         finally:
-            self._starting -= 1
+            if spare:
+                self._starting_spares -= 1
+            else:
+                self._starting -= 1
         return worker
 
     async def _run_worker(self, worker: Worker, *, task_status: Any) -> None:
         await worker.run(task_status=task_status)
 
-    async def _spawn_safely(self, delay: float = 0.0) -> None:
-        """Spawn and register a worker; failures count as crashes and are retried with backoff.
-        Nothing escapes: the pool's task group (and the host's) must outlive any spawn."""
+    async def _spawn_safely(self, delay: float = 0.0, spare: bool = False) -> None:
+        """Spawn and register a worker (as a hot spare when ``spare``); failures count as
+        crashes and are retried with backoff. Nothing escapes: the pool's task group (and the
+        host's) must outlive any spawn."""
         if self.state in ("closing", "closed", "error"):
-            self._starting -= 1
+            if spare:
+                self._starting_spares -= 1
+            else:
+                self._starting -= 1
             return
         try:
-            worker = await self._spawn(delay)
+            worker = await self._spawn(delay, spare)
             if worker.exited.is_set():
                 raise worker.exit_error or PluginUnavailable("worker died at start", plugin=self.plugin_id)
         except HostError as exc:
@@ -204,14 +214,29 @@ class Pool:
         if self.state in ("closing", "closed", "error"):
             await worker.shutdown()
             return
+        if spare:
+            self.spares.append(worker)
+        else:
+            self._serve_with(worker)
+        self._maintain()
+
+    def _serve_with(self, worker: Worker) -> None:
+        """A ready worker (new, or a spare taken) joins the serving ones."""
         if self._owed_restarts:
             self._owed_restarts -= 1
             self.restarts += 1
+        worker.idle_since = time.monotonic()
         self.workers.append(worker)
         self._offer(worker)
-        self._maintain()
 
     def _on_worker_exit(self, worker: Worker) -> None:
+        if worker in self.spares:  # a spare that died: it served nothing; another is started
+            self.spares.remove(worker)
+            if worker.exit_reason not in ("shutdown", "retired", None) and self.state not in ("closing", "closed"):
+                self.exits[worker.exit_reason] = self.exits.get(worker.exit_reason, 0) + 1
+                self._record_crash(str(worker.exit_error), fatal=False)
+                self._maintain()
+            return
         if worker in self.workers:
             self.workers.remove(worker)
             self._check_drained()
@@ -269,9 +294,18 @@ class Pool:
             need = max(need, -(-waiting // cfg.max_inflight))
         room = cfg.max_workers - len(self.workers) - self._starting
         delay = self._backoff()
-        for _ in range(max(0, min(need, room))):
+        n = max(0, min(need, room))
+        while n and self.spares:  # a spare serves at once: no spawn in the caller's path
+            spare = self.spares.pop(0)
+            if spare.state == "ready" and not spare.exited.is_set():
+                self._serve_with(spare)
+                n -= 1
+        for _ in range(n):
             self._starting += 1
             self._tg.start_soon(self._spawn_safely, delay)
+        for _ in range(max(0, cfg.spares - len(self.spares) - self._starting_spares)):
+            self._starting_spares += 1
+            self._tg.start_soon(self._spawn_safely, delay, True)
 
     def _retire(self, worker: Worker) -> None:
         worker.retiring = True

@@ -1,0 +1,52 @@
+"""Hot spares (issue 20): PoolConfig(spares=N) keeps N workers started and ready but not
+serving; a crash, a recycle or a scale-up takes one at once (no spawn in the caller's path) and
+a new spare starts in the background."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+
+import pytest
+from support.processes import process_gone, wait_for
+
+from host import PoolConfig
+
+pytestmark = [pytest.mark.anyio, pytest.mark.timeout(60)]
+
+
+async def test_a_crash_is_served_by_the_spare_at_once_and_a_new_spare_starts(calc, make_host):
+    async with make_host(pool=PoolConfig(min_workers=1, max_workers=1, spares=1)) as h:
+        pool = h.pool("calc")
+        await wait_for(lambda: len(pool.spares) == 1 and pool.spares[0].state == "ready")
+        serving, spare = pool.workers[0].pid, pool.spares[0].pid
+        assert h.plugin("calc").spares == [spare] and serving != spare
+        t0 = time.perf_counter()
+        os.kill(serving, signal.SIGKILL)
+        await wait_for(lambda: [w.pid for w in pool.workers] == [spare], timeout=5, interval=0.0005)
+        took = time.perf_counter() - t0
+        assert await h.call("calc", "add", 1, 2) == 3
+        await wait_for(lambda: len(pool.spares) == 1 and pool.spares[0].state == "ready")
+        assert pool.spares[0].pid not in (serving, spare)
+        assert pool.restarts == 1 and process_gone(serving)
+    assert took < 0.5  # the death noticed and a ready worker in place: no Deno started meanwhile
+
+
+async def test_a_recycled_worker_hands_over_to_the_spare(calc, make_host):
+    async with make_host(pool=PoolConfig(min_workers=1, max_workers=1, spares=1, max_calls_per_worker=2)) as h:
+        pool = h.pool("calc")
+        await wait_for(lambda: len(pool.spares) == 1 and pool.spares[0].state == "ready")
+        first, spare = pool.workers[0].pid, pool.spares[0].pid
+        assert [await h.call("calc", "pid") for _ in range(2)] == [first, first]
+        assert await h.call("calc", "pid") == spare  # the third call: on the spare, already warm
+
+
+async def test_spares_serve_nothing_until_taken_and_go_with_the_pool(calc, make_host):
+    async with make_host(pool=PoolConfig(min_workers=1, max_workers=1, spares=2)) as h:
+        pool = h.pool("calc")
+        await wait_for(lambda: len(pool.spares) == 2 and all(w.state == "ready" for w in pool.spares))
+        pids = {await h.call("calc", "pid") for _ in range(20)}
+        serving, spares = [w.pid for w in pool.workers], [w.pid for w in pool.spares]
+    assert pids == set(serving) and not pids & set(spares)
+    assert all(process_gone(pid) for pid in [*serving, *spares])
