@@ -98,6 +98,7 @@ class PluginHost:
         self._switches = Switches(self.config)
         self._registry.disabled = self._switches.disabled
         self._registry.switched = self._switches.refresh
+        self._registry.private_network = self._switches.private_network
         self._balances = Balances(self.config.balances, self._registry, self._pipeline.run, self.metrics.observe,
                                   self._history, self.config.low_balance_for,
                                   lambda: self._tg if self._running else None, stations)
@@ -253,6 +254,15 @@ class PluginHost:
         self._switches.set(pid, False, by)
         self._audit("disable", plugin=pid, by=by)
         await self._registry.disable(name)
+
+    async def allow_private_network(self, name: str, allow: bool = True, *, by: str = "python") -> bool:
+        """Let the plugin reach private and loopback addresses (a relay station on the LAN), or
+        not: the operator's opt-in, kept across restarts and audited; its workers restart with
+        it. True when it serves afterwards."""
+        pid = self._registry.record(name).id
+        self._switches.set_private_network(pid, allow, by)
+        self._audit("allow_private_network", plugin=pid, allow=allow, by=by)
+        return await self._registry.restart(name)
 
     def _audit(self, event: str, **fields: Any) -> None:
         if self._runtime is not None:

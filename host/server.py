@@ -105,6 +105,10 @@ class StationBody(msgspec.Struct, forbid_unknown_fields=True):
     config: dict[str, Any] = {}
 
 
+class PrivateNetworkBody(msgspec.Struct, forbid_unknown_fields=True):
+    allow: bool = True
+
+
 class ImportBody(msgspec.Struct):
     document: dict[str, Any]
     passphrase: str | None = None
@@ -282,6 +286,11 @@ def create_app(host: PluginHost, *, admin_token: str | None = None, read_token: 
     async def get_config(request: web.Request) -> web.Response:
         return _json(host.get_config(request.match_info["id"]))  # secrets masked
 
+    async def private_network(request: web.Request) -> web.Response:
+        body: PrivateNetworkBody = await _body(request, PrivateNetworkBody)
+        await host.allow_private_network(request.match_info["id"], body.allow, by=via)
+        return _json(host.plugin(request.match_info["id"]))
+
     async def reset_config(request: web.Request) -> web.Response:
         return _json(await host.reset_config(request.match_info["id"], by=via))
 
@@ -359,6 +368,7 @@ def create_app(host: PluginHost, *, admin_token: str | None = None, read_token: 
     app.router.add_get("/api/plugins/{id}/logs", logs)
     app.router.add_put("/api/plugins/{id}/config", put_config)
     app.router.add_delete("/api/plugins/{id}/config", reset_config)
+    app.router.add_post("/api/plugins/{id}/private-network", private_network)
     app.router.add_post("/api/config/import", import_config)
     app.router.add_post("/api/events/{event}", event)
     app.router.add_get("/api/balances", balances)

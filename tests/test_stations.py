@@ -314,3 +314,20 @@ async def test_a_config_export_carries_the_stations_keys_to_another_host(plugin_
         imported = await h.import_config(document, passphrase="correct horse")
         assert imported == {"station:mine": {"baseUrl": relay.url, "apiKey": "********"}}
         assert {b.provider: b.balance for b in await h.query_balances(refresh=True)} == {"mine": 22.25}
+
+
+async def test_allowing_a_private_network_is_kept_and_audited(plugin_dir, tmp_path, shared_state, relay):
+    plugin_dir.add("relayco.js", RELAYCO)
+    state = fresh_state(tmp_path, shared_state)
+    cfg = HostConfig(plugins_dir=str(plugin_dir.root), state_dir=str(state), pool=PoolConfig(min_workers=1, max_workers=1),
+                     stations=toml_stations(relay, "sk-alpha-0001"))
+    async with PluginHost(cfg) as h:
+        [refused] = await h.query_balances(refresh=True)
+        assert refused.error_type == "NETWORK_ERROR" and "allow_private_network" in (refused.error_message or "")
+        assert await h.allow_private_network("relayco", by="dashboard")
+        assert [b.balance for b in await h.query_balances(refresh=True)] == [11.5]
+    async with PluginHost(cfg) as h:  # kept across restarts
+        assert [b.balance for b in await h.query_balances(refresh=True)] == [11.5]
+    audit = [json.loads(line) for line in (state / "audit.jsonl").read_text().splitlines()]
+    assert [(e["plugin"], e["allow"], e["by"]) for e in audit if e["event"] == "allow_private_network"] == [
+        ("relayco", True, "dashboard")]

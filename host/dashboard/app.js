@@ -491,6 +491,7 @@ function renderBalances(list, alerts = new Map()) {
     } else if (b.errorMessage) {
       card.append(el("p", { class: "error" }, bdi(b.errorMessage),
         ...(b.errorType ? [" [", bdi(b.errorType), "]"] : [])));
+      if (b.errorMessage.includes("allow_private_network") && b.plugin) card.append(privateNetworkOffer(b.plugin));
     }
     const alert = alerts.get(b.provider);
     if (alert) {
@@ -524,6 +525,27 @@ function cardActions(b) {
     }
   }
   return el("div", { class: "card-actions" }, buttons, result);
+}
+
+/** A station on a private or loopback address: the admin may let its plugin reach it. */
+function privateNetworkOffer(plugin) {
+  const note = el("span", { class: "action-msg muted" });
+  const button = el("button", { type: "button", class: "private-network",
+    text: `Allow private network for ${plugin}`,
+    title: "let this plugin reach private and loopback addresses (admin; audited; kept across restarts)",
+    onclick: async () => {
+      button.disabled = true;
+      note.textContent = "allowing…";
+      try {
+        await request("POST", `/api/plugins/${enc(plugin)}/private-network`, { allow: true });
+        await loadBalances(true);
+      } catch (e) {
+        button.disabled = false;
+        note.className = "action-msg error";
+        note.replaceChildren(bdi(e.message));
+      }
+    } });
+  return el("div", { class: "card-actions" }, button, " ", note);
 }
 
 async function testStation(name, button, box) {

@@ -76,6 +76,7 @@ class Registry:
         self.note: Callable[[str, str, str], None] = lambda plugin, level, text: None  # the plugin's log
         self.disabled: Callable[[str], str | None] = lambda plugin_id: None  # why it must not start
         self.switched: Callable[[], set[str]] = set  # plugins another process enabled or disabled
+        self.private_network: Callable[[str], bool] = config.allow_private_network_for
 
     def open(self, runtime: Runtime, tg: TaskGroup) -> None:
         """The host started: its runtime, its task group, the config store and approvals."""
@@ -201,7 +202,7 @@ class Registry:
         ``manifest`` declares (config references resolved with ``config``, and with each of
         ``also``: the configs of the stations it serves)."""
         src = record.source
-        grants = manifest.grants_for(config, allow_private_network=self.config.allow_private_network_for(src.id),
+        grants = manifest.grants_for(config, allow_private_network=self.private_network(src.id),
                                      also=also)
         assert self.runtime is not None
         return WorkerSpec(plugin_id=src.id, module=src.module, base_dir=self.runtime.data_dir(src.id),

@@ -1,4 +1,4 @@
-"""Which plugins the operator turned off, kept across restarts: ``[plugins.ID] enabled = false``
+"""Which plugins the operator turned off (and which may reach private networks), kept across restarts: ``[plugins.ID] enabled = false``
 in host.toml, and ``enable``/``disable`` as last used (CLI, HTTP, dashboard, Python), stored in
 ``<state_dir>/plugin_switches.json`` (mode 0600, shared with other processes on the same state
 directory). The last ``enable``/``disable`` wins over host.toml; ``enable`` of a plugin host.toml
@@ -39,9 +39,24 @@ class Switches:
         return None
 
     def set(self, plugin_id: str, enabled: bool, by: str) -> None:
+        self._update(plugin_id, {"enabled": enabled, "by": by, "at": round(time.time(), 3)})
+
+    def private_network(self, plugin_id: str) -> bool:
+        """Whether the plugin may reach private and loopback addresses: the operator's last word
+        through the API or the dashboard, else host.toml's ``allow_private_network``."""
+        entry = self._store.get(plugin_id) if self._store is not None else None
+        if isinstance(entry, dict) and isinstance(entry.get("allow_private_network"), bool):
+            return entry["allow_private_network"]
+        return self._config.allow_private_network_for(plugin_id)
+
+    def set_private_network(self, plugin_id: str, allow: bool, by: str) -> None:
+        self._update(plugin_id, {"allow_private_network": allow, "private_network_by": by,
+                                 "private_network_at": round(time.time(), 3)})
+
+    def _update(self, plugin_id: str, fields: dict[str, object]) -> None:
         if self._store is None:
-            raise InvalidConfig("plugins can be enabled or disabled only while the host runs")
-        self._store.set(plugin_id, {"enabled": enabled, "by": by, "at": round(time.time(), 3)})
+            raise InvalidConfig("a plugin's switches can be changed only while the host runs")
+        self._store.set(plugin_id, {**(self._store.get(plugin_id) or {}), **fields})
 
     def refresh(self) -> set[str]:
         """The plugins another process switched since the last look."""

@@ -112,3 +112,21 @@ def test_add_test_configure_and_remove_stations_from_the_page(page, plugin_dir, 
     expect(pasted).to_have_count(1)
     status, stations = srv.request("GET", "/api/stations")
     assert status == 200 and [s["name"] for s in stations] == ["pasted"]
+
+
+@pytest.mark.timeout(90)
+def test_a_station_on_a_private_address_offers_the_admin_the_setting_that_allows_it(page, plugin_dir, serve, relay):
+    plugin_dir.add("relayco.js", RELAYCO)
+    srv = serve()
+    status, _ = srv.request("POST", "/api/stations", {"name": "lan", "plugin": "relayco",
+                                                      "config": {"baseUrl": relay.url, "apiKey": "sk-dash-north-1"}})
+    assert status == 201
+    open_dashboard(page, srv)
+    card = page.locator('#balances .card[data-provider="lan"]')
+    expect(card.locator(".error")).to_contain_text("allow_private_network")
+    offer = card.get_by_role("button", name="Allow private network for relayco")
+    docs_shot(page, "stations-private-network-offer")
+    offer.click()
+    expect(card.locator(".balance")).to_have_text("22.25")
+    status, info = srv.request("GET", "/api/plugins/relayco")
+    assert status == 200 and info["state"] == "running"
