@@ -195,6 +195,8 @@ async def _call(args: argparse.Namespace, config: HostConfig) -> int:
         raise UsageError(f"arguments must be JSON values: {exc}") from None
     async with _started(PluginHost(config), args) as host:
         await _announce_inspector(args, config)
+        if args.with_config:  # the config its workers got (secrets opened), never printed
+            call_args.insert(0, host.effective_config(args.id))
         result = await host.call(args.id, args.fn, *call_args, timeout=args.timeout)
     print_json(result)
     return 0
@@ -389,6 +391,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("fn")
     s.add_argument("args", nargs="*", help="arguments, each a JSON value")
     s.add_argument("--timeout", type=float)
+    s.add_argument("--with-config", action="store_true",
+                   help="pass the plugin's stored config (secrets included, never printed) as the first argument, "
+                        "as the host calls queryBalance: `call deepseek queryBalance --with-config`")
     s.set_defaults(run=_call)
 
     s = add("execute", "run a module's default export (Isolate's /execute)")
@@ -461,6 +466,7 @@ def _version() -> str:
         return "(source tree)"
 
 
+STACK_LINES = 8  # of a plugin's stack under --debug
 READS_PLUGINS = ("list", "info", "call", "balances")  # commands whose answer comes from the plugins
 
 
@@ -502,6 +508,9 @@ def main(argv: list[str] | None = None) -> int:
     except (HostError, ListenError) as exc:
         where = getattr(exc, "where", None)  # where a plugin threw: the line to look at
         print(f"error: {exc}" + (f"\n  at {where}" if where else ""), file=sys.stderr)
+        stack = getattr(exc, "stack", None)
+        if args.debug and stack:  # the first frames, as the plugin's runtime saw them
+            print("\n".join("  " + line.strip() for line in stack.splitlines()[1:STACK_LINES + 1]), file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         return 130

@@ -465,6 +465,11 @@ class PluginHost:
         restart the plugin with them; InvalidConfig never echoes a secret. Returns the masked config."""
         return await self._admin.set_config(name, values, replace=replace)
 
+    def effective_config(self, name: str) -> dict[str, Any]:
+        """The config the plugin's workers got: stored values over host.toml's, secrets opened,
+        defaults filled in (what ``queryBalance(config)`` is called with). Never log it."""
+        return dict(self._registry.pool_of(name).spec.config or {})
+
     async def reset_config(self, name: str, *, by: str = "python") -> dict[str, Any]:
         """Forget the plugin's stored config (host.toml's ``[plugins.ID] config`` stays) and
         restart it with what is left (audited). Returns that config, masked."""

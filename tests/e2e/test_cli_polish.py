@@ -4,6 +4,7 @@ invoked, `doctor`, and a missing plugins directory as a usage error rather than 
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -72,3 +73,34 @@ def test_a_plugins_own_tests_run_and_a_plugin_without_any_fails(calc, tmp_path):
     assert "ok | 2 passed" in tested.stdout
     none = run(sys.executable, "-m", "host", "test", "calc", *common, cwd=tmp_path)
     assert none.returncode == 1 and "calc has no test files" in none.stderr
+
+
+SHOW = """
+export const metadata = { id: "show", name: "Show", version: "1.0.0", apiVersion: "1.0",
+  configSchema: { apiKey: { type: "string", secret: true }, region: { type: "string", default: "eu" } } };
+export function tail(config) { return [config.apiKey.slice(-4), config.region]; }
+function deeper() { throw new TypeError("something went wrong"); }
+export function boom() { deeper(); }
+"""
+
+
+def test_call_with_the_stored_config_and_the_stack_under_debug(plugin_dir, tmp_path):
+    plugin_dir.add("show.js", SHOW)
+    common = ["--plugins", str(plugin_dir.root), "--state-dir", str(tmp_path / "state")]
+    env_key = "sk-stored-secret-7731"
+    set_ = subprocess.run([sys.executable, "-m", "host", "config", "set", "show", "--from-env", "apiKey=K", *common],
+                          capture_output=True, text=True, timeout=60, cwd=tmp_path,
+                          env={**os.environ, "K": env_key})
+    assert set_.returncode == 0, set_.stderr
+    out = run(sys.executable, "-m", "host", "call", "show", "tail", "--with-config", *common, cwd=tmp_path)
+    assert out.returncode == 0, out.stderr
+    assert json.loads(out.stdout) == ["7731", "eu"] and env_key not in out.stdout + out.stderr
+
+    plain = run(sys.executable, "-m", "host", "call", "show", "boom", *common, cwd=tmp_path)
+    debug = run(sys.executable, "-m", "host", "call", "show", "boom", "--debug", *common, cwd=tmp_path)
+    assert plain.returncode == debug.returncode == 1
+    where = f"{plugin_dir.root / 'show.js'}:5:"  # deeper's throw
+    assert f"at {where}" in plain.stderr and "at deeper" not in plain.stderr
+    frames = [line.strip() for line in debug.stderr.splitlines() if line.strip().startswith("at ")]
+    assert frames[0].startswith("at " + where)  # the summary line
+    assert any(f.startswith("at deeper") for f in frames) and any(f.startswith("at boom") for f in frames)
