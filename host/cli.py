@@ -45,6 +45,7 @@ from .execute_config import TOOLS
 from .logs import FORMATS, LEVELS, setup_logging
 from .plugin_host import PluginHost
 from .plugins.scaffold import new_plugin, validate
+from .plugins.templates import TEMPLATES
 from .security.private_files import write_private
 
 log = logging.getLogger("host.cli")
@@ -241,12 +242,13 @@ async def _validate(args: argparse.Namespace, config: HostConfig) -> int:
 async def _new(args: argparse.Namespace, config: HostConfig) -> int:
     plugins_dir = args.plugins or config.plugin_dirs[0]
     try:
-        made = new_plugin(args.name, plugins_dir)
+        made = new_plugin(args.name, plugins_dir, args.template)
     except InvalidConfig as exc:
         raise UsageError(exc.message) from None
     for path in made:
         print(f"created {path}")
-    print(f"next: python -m host validate {made[0].parent}")
+    test = f"python -m pytest {made[1]}" if made[1].suffix == ".py" else f"python -m host test {args.name}"
+    print(f"next: {test}" if args.template == "usage-script" else f"next: python -m host validate {made[0].parent}; {test}")
     return 0
 
 
@@ -418,6 +420,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     s = add("new", "scaffold a working plugin (mod.ts) and its test (mod_test.ts)")
     s.add_argument("name", help="the plugin id: lowercase letters, digits, - and _")
+    s.add_argument("--template", choices=TEMPLATES, default="basic",
+                   help="basic (a function), balance (a relay station's balance, tested with pytest against a "
+                        "fake), event (onEvent), usage-script (a cc-switch usage script, tested likewise)")
     s.set_defaults(run=_new)
 
     s = add("config", "plugin configs: get, set, export and import (secrets stay masked or encrypted)")

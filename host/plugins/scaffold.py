@@ -13,6 +13,7 @@ from ..errors import HostError, InvalidConfig
 from ..runtime import Runtime
 from .discovery import load_manifest, source_for
 from .manifest import KNOWN_CAPABILITIES, infer_capabilities
+from .templates import BALANCE_TEST, BALANCE_TS, EVENT_TEST, EVENT_TS, TEMPLATES, USAGE_JS, USAGE_TEST
 
 _NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
 
@@ -95,18 +96,34 @@ Deno.test("metadata names the plugin", () => {{
 '''
 
 
-def new_plugin(name: str, plugins_dir: str | Path) -> list[Path]:
-    """Write ``plugins_dir/name/mod.ts`` and its test ``mod_test.ts``; returns their paths.
-    InvalidConfig for a bad name or a plugin that already exists."""
+def new_plugin(name: str, plugins_dir: str | Path, template: str = "basic") -> list[Path]:
+    """Write a plugin from ``template`` (templates.TEMPLATES) and a test that passes as written;
+    returns their paths: ``plugins_dir/name/mod.ts`` and its test (``mod_test.ts`` for deno
+    test, ``test_NAME.py`` for pytest), or for a usage script ``NAME.usage.js`` and
+    ``test_NAME_usage.py``. InvalidConfig for a bad name or template, or a plugin that exists."""
     if not _NAME_RE.match(name):
         raise InvalidConfig(f"plugin name {name!r}: use lowercase letters, digits, - and _ "
                             "(at most 64, starting with a letter or digit)")
-    root = Path(plugins_dir) / name
-    if root.exists() or any(Path(plugins_dir).glob(f"{name}.*")):
+    if template not in TEMPLATES:
+        raise InvalidConfig(f"template {template!r}: one of {', '.join(TEMPLATES)}")
+    plugins = Path(plugins_dir)
+    root = plugins / name
+    if root.exists() or any(plugins.glob(f"{name}.*")):
         raise InvalidConfig(f"{root}: a plugin named {name!r} already exists")
+    fields = dict(name=name, path=root, plugins=plugins)
+    if template == "usage-script":
+        plugins.mkdir(parents=True, exist_ok=True)
+        script, test = plugins / f"{name}.usage.js", plugins / f"test_{name.replace('-', '_')}_usage.py"
+        script.write_text(USAGE_JS.format(**fields, test=test))
+        test.write_text(USAGE_TEST.format(**fields))
+        return [script, test]
     root.mkdir(parents=True)
-    fields = dict(name=name, path=root, plugins=Path(plugins_dir))
-    mod, test = root / "mod.ts", root / "mod_test.ts"
-    mod.write_text(MOD_TS.format(**fields))
-    test.write_text(TEST_TS.format(**fields))
+    mod_text, test_name, test_text = {
+        "basic": (MOD_TS, "mod_test.ts", TEST_TS),
+        "balance": (BALANCE_TS, f"test_{name.replace('-', '_')}.py", BALANCE_TEST),
+        "event": (EVENT_TS, "mod_test.ts", EVENT_TEST),
+    }[template]
+    mod, test = root / "mod.ts", root / test_name
+    mod.write_text(mod_text.format(**fields))
+    test.write_text(test_text.format(**fields))
     return [mod, test]
