@@ -44,8 +44,6 @@ from .errors import HostError, InvalidConfig
 from .execute_config import TOOLS
 from .logs import FORMATS, LEVELS, setup_logging
 from .plugin_host import PluginHost
-from .plugins.scaffold import new_plugin, validate
-from .plugins.templates import TEMPLATES
 from .security.private_files import write_private
 
 log = logging.getLogger("host.cli")
@@ -224,34 +222,6 @@ async def _execute(args: argparse.Namespace, config: HostConfig) -> int:
     return 0 if out.ok else 1
 
 
-async def _validate(args: argparse.Namespace, config: HostConfig) -> int:
-    report = await validate(args.path, config)
-    if args.json:
-        print_json(report)
-    elif report.valid:
-        print(f"ok: {report.id}@{report.version} ({report.path})")
-        print(f"  exports: {', '.join(report.exports) or '-'}")
-        print(f"  permissions: {json.dumps(report.permissions) if report.permissions else 'none'}")
-        for finding in report.findings:
-            print(f"  warning: {finding}")
-    else:
-        print(f"invalid: {report.path}: {report.error}", file=sys.stderr)
-    return 0 if report.valid else 1
-
-
-async def _new(args: argparse.Namespace, config: HostConfig) -> int:
-    plugins_dir = args.plugins or config.plugin_dirs[0]
-    try:
-        made = new_plugin(args.name, plugins_dir, args.template)
-    except InvalidConfig as exc:
-        raise UsageError(exc.message) from None
-    for path in made:
-        print(f"created {path}")
-    test = f"python -m pytest {made[1]}" if made[1].suffix == ".py" else f"python -m host test {args.name}"
-    print(f"next: {test}" if args.template == "usage-script" else f"next: python -m host validate {made[0].parent}; {test}")
-    return 0
-
-
 async def _config_get(args: argparse.Namespace, config: HostConfig) -> int:
     async with _started(PluginHost(config), args) as host:
         values = host.get_config(args.id)  # secrets masked
@@ -412,18 +382,6 @@ def build_parser() -> argparse.ArgumentParser:
                        "(a running server applies it at its next rescan)")
     s.add_argument("id", help="the plugin id")
     s.set_defaults(run=_approve)
-
-    s = add("validate", "check a plugin as the host would load it, without starting a host")
-    s.add_argument("path", help="the plugin's file or directory")
-    s.add_argument("--json", action="store_true")
-    s.set_defaults(run=_validate)
-
-    s = add("new", "scaffold a working plugin (mod.ts) and its test (mod_test.ts)")
-    s.add_argument("name", help="the plugin id: lowercase letters, digits, - and _")
-    s.add_argument("--template", choices=TEMPLATES, default="basic",
-                   help="basic (a function), balance (a relay station's balance, tested with pytest against a "
-                        "fake), event (onEvent), usage-script (a cc-switch usage script, tested likewise)")
-    s.set_defaults(run=_new)
 
     s = add("config", "plugin configs: get, set, export and import (secrets stay masked or encrypted)")
     config_sub = s.add_subparsers(dest="config_command", required=True)

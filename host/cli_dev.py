@@ -1,4 +1,7 @@
-"""``python -m host test ID``: a plugin's own ``deno test`` files, run by the Deno the host uses
+"""The plugin developer's commands: ``validate PATH``, ``new NAME [--template T]`` and
+``test ID``.
+
+``python -m host test ID``: a plugin's own ``deno test`` files, run by the Deno the host uses
 with read access to the plugin's directory only (more with flags after ``--``) and the runtime's
 import map, so that ``"@plugin-host/kit"`` resolves as in a worker. A plugin with no test file
 fails: a test command must never pass without testing anything."""
@@ -6,13 +9,17 @@ fails: a test command must never pass without testing anything."""
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import subprocess
 import sys
 
-from .cli_output import UsageError
+from .cli_output import UsageError, print_json
 from .config import HostConfig
+from .errors import InvalidConfig
 from .plugins.discovery import SUFFIXES
+from .plugins.scaffold import new_plugin, validate
+from .plugins.templates import TEMPLATES
 from .plugins.usage_scripts import discover_sources
 from .runtime import IMPORT_MAP, find_deno, find_runtime_entry
 
@@ -37,7 +44,50 @@ async def test_plugin(args: argparse.Namespace, config: HostConfig) -> int:
     return subprocess.run(argv, cwd=src.root, env=env, check=False).returncode
 
 
+async def validate_plugin(args: argparse.Namespace, config: HostConfig) -> int:
+    report = await validate(args.path, config)
+    if args.json:
+        print_json(report)
+    elif report.valid:
+        print(f"ok: {report.id}@{report.version} ({report.path})")
+        print(f"  exports: {', '.join(report.exports) or '-'}")
+        print(f"  permissions: {json.dumps(report.permissions) if report.permissions else 'none'}")
+        for finding in report.findings:
+            print(f"  warning: {finding}")
+    else:
+        print(f"invalid: {report.path}: {report.error}", file=sys.stderr)
+    return 0 if report.valid else 1
+
+
+async def new(args: argparse.Namespace, config: HostConfig) -> int:
+    plugins_dir = args.plugins or config.plugin_dirs[0]
+    try:
+        made = new_plugin(args.name, plugins_dir, args.template)
+    except InvalidConfig as exc:
+        raise UsageError(exc.message) from None
+    for path in made:
+        print(f"created {path}")
+    test = f"python -m pytest {made[1]}" if made[1].suffix == ".py" else f"python -m host test {args.name}"
+    print(f"next: {test}" if args.template == "usage-script" else f"next: python -m host validate {made[0].parent}; {test}")
+    return 0
+
+
 def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
+    def add(name: str, help: str) -> argparse.ArgumentParser:
+        return sub.add_parser(name, help=help, parents=[common])
+
+    s = add("validate", "check a plugin as the host would load it, without starting a host")
+    s.add_argument("path", help="the plugin's file or directory")
+    s.add_argument("--json", action="store_true")
+    s.set_defaults(run=validate_plugin)
+
+    s = add("new", "scaffold a working plugin (mod.ts) and its test (mod_test.ts)")
+    s.add_argument("name", help="the plugin id: lowercase letters, digits, - and _")
+    s.add_argument("--template", choices=TEMPLATES, default="basic",
+                   help="basic (a function), balance (a relay station's balance, tested with pytest against a "
+                        "fake), event (onEvent), usage-script (a cc-switch usage script, tested likewise)")
+    s.set_defaults(run=new)
+
     s = sub.add_parser("test", help="run a plugin's own deno test files (exit 1 if it has none)", parents=[common])
     s.add_argument("id")
     s.add_argument("deno_args", nargs="*", metavar="DENO_FLAG",
