@@ -21,6 +21,7 @@ import msgspec
 from .balances.result import BALANCE_CAPABILITY
 from .cli_commands import approve as _approve
 from .cli_commands import import_plan, store_through_server
+from .cli_dev import code_frame, dev_banner
 from .cli_dev import register as register_dev
 from .cli_doctor import doctor
 from .cli_output import (
@@ -80,7 +81,11 @@ async def _serve(args: argparse.Namespace, config: HostConfig) -> int:
 
     srv = config.server
     _check_execute_token(srv)
+    if args.dev:  # edit, save, see: a quick rescan, and a banner for each reload
+        config.reload = msgspec.structs.replace(config.reload, enabled=True, interval=DEV_RELOAD_INTERVAL)
     host = PluginHost(config)
+    if args.dev:
+        host.subscribe(dev_banner)
     app = create_app(host, admin_token=srv.admin_token, read_token=srv.read_token,
                      enable_execute=srv.enable_execute, max_body=srv.max_body_bytes,
                      allowed_hosts=srv.allowed_hosts)
@@ -340,6 +345,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--enable-execute", action=argparse.BooleanOptionalAction, default=None,
                    help="enable POST /execute (default: [server] enable_execute, else off); needs an admin "
                         "token unless on --unix or with --insecure-no-token")
+    s.add_argument("--dev", action="store_true",
+                   help="for plugin authors: --debug, the plugin directories rescanned every 0.25 s, a banner for "
+                        "each reload, and a failure shown with the code it points at")
     s.add_argument("--insecure-no-token", action="store_true", default=None,
                    help="allow --enable-execute without an admin token: anyone who reaches the port can run code")
     s.set_defaults(run=_serve)
@@ -430,6 +438,7 @@ def _version() -> str:
 
 
 STACK_LINES = 8  # of a plugin's stack under --debug
+DEV_RELOAD_INTERVAL = 0.25  # seconds between rescans under serve --dev
 READS_PLUGINS = ("list", "info", "call", "balances")  # commands whose answer comes from the plugins
 
 
@@ -449,6 +458,7 @@ def main(argv: list[str] | None = None) -> int:
     if level not in LEVELS or fmt not in FORMATS:
         print(f"error: log level must be one of {LEVELS} and format one of {FORMATS}", file=sys.stderr)
         return 2
+    args.debug = args.debug or getattr(args, "dev", False)
     setup_logging(level, fmt, debug=args.debug)
     try:
         config = _config(args)
@@ -472,8 +482,10 @@ def main(argv: list[str] | None = None) -> int:
         where = getattr(exc, "where", None)  # where a plugin threw: the line to look at
         print(f"error: {exc}" + (f"\n  at {where}" if where else ""), file=sys.stderr)
         stack = getattr(exc, "stack", None)
-        if args.debug and stack:  # the first frames, as the plugin's runtime saw them
+        if args.debug and stack:  # the first frames, as the plugin's runtime saw them, and the code
             print("\n".join("  " + line.strip() for line in stack.splitlines()[1:STACK_LINES + 1]), file=sys.stderr)
+            if frame := code_frame(where or ""):
+                print(frame, file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         return 130

@@ -11,13 +11,17 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import subprocess
 import sys
+from collections.abc import Callable
+from pathlib import Path
 
 from .cli_output import UsageError, print_json
 from .config import HostConfig
 from .errors import InvalidConfig
 from .plugins.discovery import SUFFIXES
+from .plugins.lifecycle import PluginEvent
 from .plugins.scaffold import new_plugin, validate
 from .plugins.templates import TEMPLATES
 from .plugins.usage_scripts import discover_sources
@@ -72,6 +76,41 @@ async def new(args: argparse.Namespace, config: HostConfig) -> int:
     return 0
 
 
+_WHERE = re.compile(r"(?:file://)?(/[^\s()'\"]+):(\d+):(\d+)")
+
+
+def code_frame(text: str, context: int = 1) -> str:
+    """The source around the first ``/file:line:column`` in ``text`` (a reason, a stack) that
+    names a readable file: the line with a caret under the column, and ``context`` lines either
+    side; empty when there is none."""
+    for m in _WHERE.finditer(text):
+        path, line, column = Path(m[1]), int(m[2]), int(m[3])
+        try:
+            lines = path.read_text(encoding="utf-8", errors="replace").splitlines()
+        except OSError:
+            continue
+        if not 0 < line <= len(lines):
+            continue
+        out = [f"  {path}:{line}:{column}"]
+        for n in range(max(1, line - context), min(len(lines), line + context) + 1):
+            out.append(f"  {'>' if n == line else ' '} {n:4} | {lines[n - 1]}")
+            if n == line:
+                out.append(f"         | {' ' * max(column - 1, 0)}^")
+        return "\n".join(out)
+    return ""
+
+
+def dev_banner(event: PluginEvent, write: Callable[[str], object] = sys.stderr.write) -> None:
+    """``serve --dev``: what changed, in one banner a reload; a failure with the code it points at."""
+    if event.kind == "reloaded":
+        write(f"\n==> {event.plugin} {event.version or ''} reloaded\n")
+    elif event.kind == "reload_failed" or event.state == "error":
+        reason = event.reason or "no reason given"
+        frame = "" if re.search(r"(?m)^\s*\d+ \|", reason) else code_frame(reason)  # Deno's own frame, if any
+        write(f"\n==> {event.plugin}: {'reload failed, the old version keeps serving' if event.kind == 'reload_failed' else 'error'}"
+              f"\n    {reason}\n" + (frame + "\n" if frame else ""))
+
+
 def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
     def add(name: str, help: str) -> argparse.ArgumentParser:
         return sub.add_parser(name, help=help, parents=[common])
@@ -95,4 +134,4 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
     s.set_defaults(run=test_plugin)
 
 
-__all__ = ["register", "test_plugin"]
+__all__ = ["code_frame", "dev_banner", "register", "test_plugin"]

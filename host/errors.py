@@ -28,6 +28,15 @@ class HostError(Exception):
 _FRAME = re.compile(r"(?:file://)?(/[^\s()]+:\d+:\d+)")  # a stack frame's file:line:column
 
 
+def where_in(stack: str | None) -> str | None:
+    """The first frame of ``stack`` in the plugin's own code (not the worker runtime's, not
+    Deno's internals): ``/path/to/mod.ts:46:9``, or None."""
+    for m in _FRAME.finditer(stack or ""):
+        if "/worker_runtime/" not in m.group(1) and not m.group(1).startswith("ext:"):
+            return m.group(1)
+    return None
+
+
 class PluginError(HostError):
     """The plugin threw. ``error_type`` is its PluginError type (NETWORK_ERROR, ...) or None."""
 
@@ -57,10 +66,7 @@ class PluginError(HostError):
     def where(self) -> str | None:
         """Where the plugin threw: the first frame of its stack in a file that is not the
         worker runtime's (``/path/to/mod.ts:46:9``), or None."""
-        for m in _FRAME.finditer(self.stack or ""):
-            if "/worker_runtime/" not in m.group(1) and not m.group(1).startswith("ext:"):
-                return m.group(1)
-        return None
+        return where_in(self.stack)
 
     def to_dict(self) -> dict[str, Any]:
         d = super().to_dict()

@@ -35,6 +35,7 @@ from .errors import (
     ResourceLimitExceeded,
     SpawnFailed,
     WorkerCrashed,
+    where_in,
 )
 from .logs import WORKER_LEVELS, worker_extra
 from .process import ChildProcess
@@ -406,9 +407,9 @@ class Worker:
         if msg.error is not None:
             self.kill("load")
             err = msg.error
-            raise PluginUnavailable(
-                f"failed to load: {err.name}: {err.message}", plugin=self.spec.plugin_id
-            )
+            where = where_in(err.stack)  # a throw at the module's top level: say which line
+            at = f" (at {where})" if where and where.rsplit(":", 2)[0] not in err.message else ""
+            raise PluginUnavailable(f"failed to load: {err.name}: {err.message}{at}", plugin=self.spec.plugin_id)
         self.metadata = msg.metadata
         self.exports = msg.exports
 
