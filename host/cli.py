@@ -404,6 +404,7 @@ def build_parser() -> argparse.ArgumentParser:
                    "else as a string: region=us retries=3 verbose=true")
     c.add_argument("--from-env", action="append", metavar="KEY=VAR",
                    help="take KEY's value from $VAR (for secrets: not on the command line); repeatable")
+    c.add_argument("--file", metavar="F", help="values from a JSON (or .toml) file, before KEY=VALUE and --from-env")
     c.add_argument("--replace", action="store_true", help="replace the stored config (default: merge)")
     c.set_defaults(run=_config_set)
     passphrase_help = ("encrypt the secrets with a passphrase read from this environment variable "

@@ -8,9 +8,11 @@ import datetime as dt
 import json
 import os
 import sys
+import tomllib
 import urllib.request
 from collections.abc import Callable, Sequence
 from contextlib import AbstractAsyncContextManager
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
 import anyio
@@ -130,6 +132,18 @@ def print_json(data: Any) -> None:
     sys.stdout.write(json_text(data))
 
 
+def values_file(path: Path) -> dict[str, Any]:
+    """``config set --file``: an object of values, from a .toml file or JSON (else)."""
+    try:
+        text = path.read_text(encoding="utf-8")
+        data = tomllib.loads(text) if path.suffix == ".toml" else json.loads(text)
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        raise UsageError(f"{path}: cannot read config values ({exc})") from None
+    if not isinstance(data, dict):
+        raise UsageError(f"{path}: must hold an object of config values, found {type(data).__name__}")
+    return data
+
+
 def assignments(args: argparse.Namespace, schema: dict[str, Any]) -> dict[str, Any]:
     """``KEY=VALUE`` (for a string field of the plugin's schema the text as it is, else VALUE
     read as JSON when it is JSON: ``retries=3``, ``verbose=true``) and ``--from-env KEY=VAR``
@@ -146,6 +160,8 @@ def assignments(args: argparse.Namespace, schema: dict[str, Any]) -> dict[str, A
             values[key] = json.loads(raw)
         except ValueError:
             values[key] = raw
+    if getattr(args, "file", None):  # a JSON or TOML file of values (its secrets out of argv and history)
+        values.update(values_file(Path(args.file)))
     for item in args.from_env or ():
         key, sep, var = item.partition("=")
         if not sep or not key or not var:
@@ -154,7 +170,7 @@ def assignments(args: argparse.Namespace, schema: dict[str, Any]) -> dict[str, A
             raise UsageError(f"--from-env: ${var} is not set")
         values[key] = os.environ[var]
     if not values and not args.replace:
-        raise UsageError("nothing to set: give KEY=VALUE or --from-env KEY=VAR")
+        raise UsageError("nothing to set: give KEY=VALUE, --from-env KEY=VAR or --file F")
     return values
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import re
 from pathlib import Path
-from typing import Annotated, Literal, TypeVar
+from typing import Annotated, Any, Literal, TypeVar
 
 import msgspec
 from msgspec import Meta
@@ -36,7 +36,7 @@ from .policy.config import (
     storage_failure,
 )
 from .protocol import DEFAULT_MAX_FRAME
-from .security.permissions import Permissions
+from .security.permissions import KINDS, Permissions
 
 T = TypeVar("T")
 MIN_MAX_FRAME = 64 * 1024  # frames must hold a handshake and a modest result
@@ -130,6 +130,9 @@ class PluginSettings(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=T
 
     # false: the plugin is loaded and listed but not started until enabled (plugins/switches.py)
     enabled: bool | None = None
+    # The operator narrowing what the plugin declares: {kind: true | false | [entries]}; a kind
+    # named keeps only what both allow, e.g. {net = ["api.example.com"], run = false}.
+    permissions: dict[str, bool | list[str] | None] | None = None
     pool: PoolConfig | None = None
     limits: WorkerLimits | None = None
     config: dict[str, object] = {}
@@ -146,6 +149,16 @@ class PluginSettings(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=T
     # "127.0.0.1:9229": run this plugin as one worker under the Deno inspector (loopback only),
     # with no heartbeat deadline, so that it can sit at a breakpoint.
     inspect: str | None = None
+
+
+def check_override(override: dict[str, Any], where: str) -> None:
+    """``[plugins.ID.permissions]``: known kinds, each true, false or a list of valid entries."""
+    if unknown := sorted(set(override) - set(KINDS)):
+        raise InvalidConfig(f"{where}.{unknown[0]}: not a permission kind; kinds: {', '.join(KINDS)}")
+    try:
+        Permissions.parse({k: v for k, v in override.items() if isinstance(v, list)}, where=where)
+    except InvalidConfig as exc:  # "permissions.net: ..." as the setting to change: "plugins.x.permissions.net: ..."
+        raise InvalidConfig(f"{where.removesuffix('.permissions')}.{exc.message}") from None
 
 
 INSPECT_HOSTS = ("127.0.0.1", "localhost", "[::1]")
@@ -319,6 +332,8 @@ class HostConfig(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True)
             check_policy(s.rate_limit, f"plugins.{pid}")
             if s.inspect is not None:
                 check_inspect(s.inspect, f"plugins.{pid}.inspect")
+            if s.permissions is not None:
+                check_override(s.permissions, f"plugins.{pid}.permissions")
 
     @property
     def state_path(self) -> Path:

@@ -73,6 +73,7 @@ class WorkerSpec:
     limits: WorkerLimits = field(default_factory=WorkerLimits)
     config: Any = None
     inspect: str | None = None
+    overridden: tuple[str, ...] = ()  # kinds [plugins.ID.permissions] narrows: its refusals name it
     redact: Callable[[str], str] | None = None  # scrubs secrets from the worker's raw output
     cache_salt: str = ""         # hash of the plugin's version and config: part of result-cache keys
     egress_id: str | None = None  # who the egress proxy sees (default: plugin_id)
@@ -152,7 +153,7 @@ _ERROR_CLASSES: dict[str, type[PluginError]] = {
 _REFUSED = re.compile(r'^Requires (net|read|write|env|run|sys|ffi) access to "([^"]*)"(?:, run again with the --allow-\w+ flag)?')
 
 
-def refusal_advice(message: str, module: str | None) -> str:
+def refusal_advice(message: str, module: str | None, overridden: tuple[str, ...] = (), plugin: str = "") -> str:
     """Deno's "Requires net access to "x:443", run again with the --allow-net flag" as what the
     operator or author of this host must change: the plugin's declared permissions (``module``:
     its file), or for ad-hoc code (None) the request's permissions."""
@@ -161,12 +162,16 @@ def refusal_advice(message: str, module: str | None) -> str:
         return message
     kind, target = m.groups()
     entry = target.removesuffix(":443") if kind == "net" else target  # a host name's grant covers 443
+    if kind in overridden:  # the operator narrowed it: that is what to change, if anything
+        return (f'Requires {kind} access to "{target}": refused by the operator\'s [plugins.{plugin}.permissions] '
+                f'{kind} in host.toml, which narrows what the plugin declares' + message[m.end():])
     where = (f"metadata.permissions.{kind} in {module} (a new grant waits for the operator's approval)"
              if module else f"the request's permissions.{kind}, within what [execute.allow] allows")
     return f'Requires {kind} access to "{target}": the sandbox refused it; add "{entry}" to {where}' + message[m.end():]
 
 
-def error_from_info(info: p.ErrorInfo, *, plugin: str, function: str, module: str | None = None) -> HostError:
+def error_from_info(info: p.ErrorInfo, *, plugin: str, function: str, module: str | None = None,
+                    overridden: tuple[str, ...] = ()) -> HostError:
     """Translate a worker's normalised error into the host's exception type; a sandbox refusal
     says which permission to add, and where (``module``: the plugin's file; None: ad-hoc code)."""
     kw: dict[str, Any] = dict(plugin=plugin, function=function)
@@ -175,7 +180,7 @@ def error_from_info(info: p.ErrorInfo, *, plugin: str, function: str, module: st
     if info.name == "PayloadTooLarge":
         return PayloadTooLarge(info.message, **kw)
     cls = _ERROR_CLASSES.get(info.name, PluginError)
-    message = refusal_advice(info.message, module) if cls is PermissionDenied else info.message
+    message = refusal_advice(info.message, module, overridden, plugin) if cls is PermissionDenied else info.message
     return cls(
         message, name=info.name, error_type=info.error_type, stack=info.stack,
         details=info.details, **kw,
@@ -910,7 +915,8 @@ class Worker:
         if pending.info is not None:  # the worker answered with an error
             if raise_error:
                 raise error_from_info(pending.info, plugin=self.spec.plugin_id, function=fn,
-                                      module=str(self.spec.module) if self.spec.module else None)
+                                      module=str(self.spec.module) if self.spec.module else None,
+                                      overridden=self.spec.overridden)
         elif pending.error is not None:
             raise pending.error
         return pending

@@ -204,6 +204,11 @@ class Registry:
         src = record.source
         grants = manifest.grants_for(config, allow_private_network=self.private_network(src.id),
                                      also=also)
+        settings = self.config.plugins.get(src.id)
+        override = settings.permissions if settings is not None else None
+        if override is not None:  # the operator's narrowing of what the manifest declares
+            grants = grants.narrowed(override)
+            extra.setdefault("overridden", tuple(k for k, v in override.items() if v is not True))
         assert self.runtime is not None
         return WorkerSpec(plugin_id=src.id, module=src.module, base_dir=self.runtime.data_dir(src.id),
                           read_paths=[str(src.root)], permissions=grants, config=config,

@@ -7,7 +7,7 @@ import os
 import re
 import socket
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -101,6 +101,19 @@ def is_internal(ip: IPAddress) -> bool:
     return any(ip in n for n in _BLOCKED) or ip in local_addresses()  # `in` is False across IP versions
 
 
+def _covers(kind: str, allowed: str, entry: str) -> bool:
+    """An override's entry ``allowed`` lets a declared ``entry`` through."""
+    if allowed == entry:
+        return True
+    if kind == "net":
+        host, _ = split_host_port(entry)
+        allowed_host, allowed_port = split_host_port(allowed)
+        return allowed_port is None and allowed_host == host
+    if kind in _PATH_KINDS:
+        return entry.startswith(allowed.rstrip("/") + "/")
+    return False
+
+
 class Permissions(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True, frozen=True):
     """``true`` grants the whole kind; a list grants those entries; the default grants nothing."""
 
@@ -161,6 +174,24 @@ class Permissions(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True
                 elif isinstance(grant, list):
                     merged[kind] = have + [e for e in grant if e not in have]
         return cls(**merged, allow_private_network=private)
+
+    def narrowed(self, override: Mapping[str, Any]) -> Permissions:
+        """What is left of these grants under the operator's override (``[plugins.ID.permissions]``,
+        ``{kind: true | false | [entries]}``): a kind it names keeps only what both allow (a net
+        entry without a port covers the host's every port; a path covers what is under it); a
+        kind it does not name is unchanged. The override never adds anything."""
+        out: dict[str, Any] = {}
+        for kind in KINDS:
+            mine, theirs = getattr(self, kind), override.get(kind, True)
+            if theirs is True:
+                out[kind] = mine
+            elif not theirs:  # false, [] or null: revoked
+                out[kind] = []
+            elif mine is True:
+                out[kind] = list(theirs)
+            else:
+                out[kind] = [e for e in mine if any(_covers(kind, t, e) for t in theirs)]
+        return msgspec.structs.replace(self, **out)
 
     @property
     def has_net(self) -> bool:

@@ -104,3 +104,17 @@ def test_call_with_the_stored_config_and_the_stack_under_debug(plugin_dir, tmp_p
     frames = [line.strip() for line in debug.stderr.splitlines() if line.strip().startswith("at ")]
     assert frames[0].startswith("at " + where)  # the summary line
     assert any(f.startswith("at deeper") for f in frames) and any(f.startswith("at boom") for f in frames)
+
+
+def test_config_set_reads_values_from_a_file(plugin_dir, tmp_path):
+    plugin_dir.add("show.js", SHOW)
+    common = ["--plugins", str(plugin_dir.root), "--state-dir", str(tmp_path / "state")]
+    (tmp_path / "values.toml").write_text('apiKey = "sk-from-file-4242"\nregion = "us"\n')
+    out = run(sys.executable, "-m", "host", "config", "set", "show", "--file", "values.toml", *common, cwd=tmp_path)
+    assert out.returncode == 0, out.stderr
+    assert json.loads(out.stdout) == {"apiKey": "********", "region": "us"}
+    called = run(sys.executable, "-m", "host", "call", "show", "tail", "--with-config", *common, cwd=tmp_path)
+    assert json.loads(called.stdout) == ["4242", "us"]
+    (tmp_path / "bad.json").write_text("[1, 2]")
+    bad = run(sys.executable, "-m", "host", "config", "set", "show", "--file", "bad.json", *common, cwd=tmp_path)
+    assert bad.returncode == 2 and "must hold an object of config values, found list" in bad.stderr
