@@ -6,6 +6,7 @@ alert, configure it, remove it. Screenshots of the flow go to docs/images/ too."
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
 from pathlib import Path
@@ -34,9 +35,12 @@ def relay(fake_http):
 
 
 def docs_shot(page: Page, name: str) -> None:
-    """A screenshot of the flow, kept beside docs/balances.md."""
-    DOCS.mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(shot(page, name), DOCS / f"{name}.png")
+    """A screenshot of the flow (tests/artifacts/dashboard/); with PLUGIN_HOST_DOCS_SHOTS=1 also
+    copied beside docs/balances.md, which shows them (so that a test run leaves docs/ alone)."""
+    path = shot(page, name)
+    if os.environ.get("PLUGIN_HOST_DOCS_SHOTS") == "1":
+        DOCS.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(path, DOCS / f"{name}.png")
 
 
 @pytest.mark.timeout(120)
