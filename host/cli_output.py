@@ -137,8 +137,8 @@ def values_file(path: Path) -> dict[str, Any]:
     try:
         text = path.read_text(encoding="utf-8")
         data = tomllib.loads(text) if path.suffix == ".toml" else json.loads(text)
-    except (OSError, UnicodeDecodeError, ValueError) as exc:
-        raise UsageError(f"{path}: cannot read config values ({exc})") from None
+    except (OSError, UnicodeDecodeError, ValueError, RecursionError) as exc:
+        raise UsageError(f"{path}: cannot read config values ({type(exc).__name__}: {str(exc)[:200]})") from None
     if not isinstance(data, dict):
         raise UsageError(f"{path}: must hold an object of config values, found {type(data).__name__}")
     return data

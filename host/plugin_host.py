@@ -470,6 +470,10 @@ class PluginHost:
         defaults filled in (what ``queryBalance(config)`` is called with). Never log it."""
         return dict(self._registry.pool_of(name).spec.config or {})
 
+    def masked(self, text: str) -> str:
+        """``text`` with every secret a plugin's config holds replaced by a mask."""
+        return self._registry.redact_secrets(text)
+
     async def reset_config(self, name: str, *, by: str = "python") -> dict[str, Any]:
         """Forget the plugin's stored config (host.toml's ``[plugins.ID] config`` stays) and
         restart it with what is left (audited). Returns that config, masked."""

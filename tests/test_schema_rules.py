@@ -104,3 +104,18 @@ async def test_a_balance_plugin_of_the_balance_plugin_system_drops_in(plugin_dir
     assert any('add "balance" to metadata.capabilities' in line for line in log), log
     # the highest priority first, as the balance plugin system orders its queries
     assert [(b.provider, b.balance) for b in results] == [("high", 2.0), ("mid", 3.0), ("low", 1.0)]
+
+
+@pytest.mark.parametrize(("field", "why"), [
+    ('{ type: "string", pattern: "(?:(?:a{300}){300}){100}" }', "pattern repeats too much"),
+    ('{ type: "number", minimum: NaN }', "must be finite numbers"),
+])
+async def test_rules_that_would_hold_the_host_are_refused(plugin_dir, make_host, field, why):
+    plugin_dir.add("bad.js", f"""
+export const metadata = {{ id: "bad", name: "Bad", version: "1.0.0", apiVersion: "1.0", configSchema: {{ x: {field} }} }};
+export function f() {{ return 1; }}
+""")
+    t0 = time.monotonic()
+    async with make_host(pool=ONE) as h:
+        info = h.plugin("bad")
+    assert info.state == "error" and why in (info.error or "") and time.monotonic() - t0 < 10

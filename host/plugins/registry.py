@@ -332,10 +332,10 @@ class Registry:
             assert self.approvals is not None and self.store is not None
             # configs and stations another process stored (the CLI): a station's change restarts
             # the provider serving it
+            switched = self.switched()  # first: one that raises must not swallow the others' changes
             changed = self.stations_refresh() | self.store.refresh()
             known = {r.source.module for r in self.records}
             fresh = [s for s in self._discover() if s.module not in known]
-            switched = self.switched()
             for r in list(self.records):
                 names = {*self.stations_of(r.id), *r.station_configs, *r.station_errors}
                 serves = {r.id, *names, *map(station_key, names)}

@@ -8,12 +8,15 @@ a time limit, so that a pattern built to backtrack for ever cannot hold the host
 
 from __future__ import annotations
 
+import math
 from typing import Any
 from urllib.parse import urlsplit
 
 import regex
 
 PATTERN_TIMEOUT = 0.05    # seconds one match may take
+MAX_REPEAT = 10_000       # product of a pattern's counted repeats ({n} and {n,m}: their upper bounds)
+_COUNTED = regex.compile(r"\{\s*(\d*)\s*(,?)\s*(\d*)\s*\}")
 MAX_PATTERN = 1000        # characters
 FORMATS = ("url", "email")
 _EMAIL = regex.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
@@ -27,6 +30,8 @@ def rule_problem(field: Any) -> str | None:
     if field.type != "string" and (field.min_length is not None or field.max_length is not None
                                    or field.pattern is not None or field.format is not None):
         return f"minLength, maxLength, pattern and format apply to strings, not to a {field.type}"
+    if any(b is not None and not math.isfinite(b) for b in (field.minimum, field.maximum)):
+        return "minimum and maximum must be finite numbers"
     if field.minimum is not None and field.maximum is not None and field.minimum > field.maximum:
         return f"minimum {field.minimum:g} is above maximum {field.maximum:g}"
     if field.min_length is not None and field.max_length is not None and field.min_length > field.max_length:
@@ -38,6 +43,9 @@ def rule_problem(field: Any) -> str | None:
     if field.pattern is not None:
         if len(field.pattern) > MAX_PATTERN:
             return f"pattern is longer than {MAX_PATTERN} characters"
+        repeats = [int(high or (MAX_REPEAT + 1 if comma else low or 1)) for low, comma, high in _COUNTED.findall(field.pattern)]
+        if math.prod(repeats) > MAX_REPEAT:  # compiling (a{300}){300}... alone would hold the host
+            return f"pattern repeats too much ({'×'.join(map(str, repeats))} over {MAX_REPEAT})"
         try:
             regex.compile(field.pattern)
         except regex.error as exc:

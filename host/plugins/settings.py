@@ -210,7 +210,7 @@ class ConfigStore:
             raise os_failure(self.path, exc, "read") from None
         try:
             data = json.loads(text)
-        except ValueError as exc:
+        except (ValueError, RecursionError) as exc:
             raise InvalidConfig(f"{self.path}: not valid JSON ({exc}); fix it, or move it aside to start "
                                 "without what it holds") from None
         if not isinstance(data, dict) or not all(isinstance(k, str) and isinstance(v, dict) for k, v in data.items()):

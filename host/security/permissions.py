@@ -109,8 +109,9 @@ def _covers(kind: str, allowed: str, entry: str) -> bool:
         host, _ = split_host_port(entry)
         allowed_host, allowed_port = split_host_port(allowed)
         return allowed_port is None and allowed_host == host
-    if kind in _PATH_KINDS:
-        return entry.startswith(allowed.rstrip("/") + "/")
+    if kind in _PATH_KINDS:  # as the sandbox will read them: "a/../secret" is not under "a"
+        allowed, entry = os.path.normpath(allowed), os.path.normpath(entry)
+        return entry == allowed or entry.startswith(allowed.rstrip("/") + "/")
     return False
 
 

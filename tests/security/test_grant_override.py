@@ -51,3 +51,14 @@ def test_narrowing_keeps_what_both_allow(declared, override, left):
     from host.security.permissions import Permissions
 
     assert Permissions(net=declared).narrowed({"net": override}).net == left
+
+
+@pytest.mark.parametrize(("declared", "override", "left"), [
+    (["/tmp/a/../secret.txt"], ["/tmp/a"], []),
+    (["/tmp/a/./../b"], ["/tmp/a"], []),
+    (["/tmp/a/b/../c"], ["/tmp/a"], ["/tmp/a/b/../c"]),
+])
+def test_narrowing_reads_paths_as_the_sandbox_does(declared, override, left):
+    from host.security.permissions import Permissions
+
+    assert Permissions(read=declared).narrowed({"read": override}).read == left
