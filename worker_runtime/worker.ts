@@ -20,8 +20,11 @@
  *   sandbox.ts  the globals changed before plugin code runs (Worker cap, egress fetch)
  *   tools.ts    execute's crypto and db tools
  *   isolate.ts  execute's per-execution contexts and the hardened main realm
- * Plugin code can import none of them without a read grant on this directory, and the host
- * enforces every cap on what arrives whatever a worker sends.
+ * They are loaded before plugin code, so a plugin can import them (a URL relative to
+ * import.meta.resolve("@plugin-host/kit") needs no read grant for a module already loaded). What
+ * it reaches there is its own process only: `limits` is frozen once the welcome has set it, the
+ * Worker counter and the native constructors are closures, and the host enforces every cap on
+ * what arrives (and RLIMIT_DATA on the process) whatever a worker sends.
  */
 
 import { calls, onCall, onCancel, onEscaped, onExecute, session, trackConcurrentCalls } from "./calls.ts";
@@ -206,6 +209,7 @@ async function onWelcome(msg: Msg): Promise<void> {
   const module = msg.module;
   if (module != null && typeof module !== "string") protocolError("welcome.module must be a string or nil");
   applyLimits(msg.limits);
+  Object.freeze(limits); // a plugin that imports wire.ts (see the header) must not lift a cap
   if (limits.max_inflight > 1) await trackConcurrentCalls();
   if (limits.egress_proxy === 1) useEgressProxy();
   session.config = msg.config ?? null;

@@ -165,3 +165,27 @@ async def test_a_kill_that_comes_after_the_process_died_does_not_rename_its_deat
         await worker.exited.wait()
     assert isinstance(worker.exit_error, WorkerCrashed)
     assert worker.exit_reason == "cpu" and "SIGXCPU" in str(worker.exit_error)
+
+
+INTERNALS = """
+// The runtime's own modules are already loaded: a relative URL from the kit's reaches them with no
+// read grant. What a plugin can change there must not lift a cap or forge what the host trusts.
+export async function reach(name) {
+  const mod = await import(new URL(`./${name}`, import.meta.resolve("@plugin-host/kit")).href);
+  return Object.keys(mod).sort();
+}
+export async function liftCapThenStartTen() {
+  const wire = await import(new URL("./wire.ts", import.meta.resolve("@plugin-host/kit")).href);
+  try { wire.limits.max_web_workers = 1000; } catch (e) { /* frozen: strict-mode modules throw */ }
+  return [wire.limits.max_web_workers, await tenWorkers()];
+}
+""" + WORKERS
+
+
+async def test_the_runtime_internals_a_plugin_can_import_lift_no_cap(plugin_dir, make_host):
+    plugin_dir.add("internals.js", INTERNALS)
+    async with make_host(pool=ONE, limits=WorkerLimits(max_web_workers=4)) as h:
+        assert "limits" in await h.call("internals", "reach", "wire.ts")  # reachable: the test is real
+        with pytest.raises(ResourceLimitExceeded, match=r"at most 4 Workers"):
+            await h.call("internals", "liftCapThenStartTen")
+        assert await h.call("internals", "alive") == 4
