@@ -132,10 +132,17 @@ def print_json(data: Any) -> None:
     sys.stdout.write(json_text(data))
 
 
+VALUES_FILE_MAX = 4 * 1024 * 1024  # bytes: a config is small; /dev/zero or a log file is not
+
+
 def values_file(path: Path) -> dict[str, Any]:
     """``config set --file``: an object of values, from a .toml file or JSON (else)."""
     try:
-        text = path.read_text(encoding="utf-8")
+        with path.open("rb") as f:
+            raw = f.read(VALUES_FILE_MAX + 1)
+        if len(raw) > VALUES_FILE_MAX:
+            raise UsageError(f"{path}: more than {VALUES_FILE_MAX} bytes; a file of config values is smaller")
+        text = raw.decode("utf-8")
         data = tomllib.loads(text) if path.suffix == ".toml" else json.loads(text)
     except (OSError, UnicodeDecodeError, ValueError, RecursionError) as exc:
         raise UsageError(f"{path}: cannot read config values ({type(exc).__name__}: {str(exc)[:200]})") from None

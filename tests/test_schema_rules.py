@@ -42,6 +42,7 @@ export function f() { return 1; }
     ({"site": "ftp://files.example"}, "config.site: 'ftp://files.example' is not an http(s) URL (format: url)"),
     ({"site": "not a url"}, "config.site: 'not a url' is not an http(s) URL (format: url)"),
     ({"contact": "nobody"}, "config.contact: 'nobody' is not an email address (format: email)"),
+    ({"label": "y" * 1_000_000}, "config.label: '" + "y" * 79 + "… (1000002 characters) is longer than maxLength 8"),
 ])
 async def test_a_config_breaking_a_rule_is_refused_naming_the_field_and_the_rule(plugin_dir, make_host, values,
                                                                                   message):

@@ -14,7 +14,7 @@ import semantic_version as sv
 
 from ..errors import InvalidConfig
 from ..security.permissions import BIDI, CONTROL, Permissions
-from .schema_rules import rule_problem, value_problem
+from .schema_rules import rule_problem, shown, value_problem
 
 HOST_API_VERSION = "1.0"
 ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
@@ -182,13 +182,13 @@ def parse_manifest(raw: Any, exports: list[str], *, path: str, expected_id: str,
                                   field=f"dependencies.{name}", plugin=m.id) from None
     for key, spec in m.config_schema.items():
         if spec.enum is not None and spec.default is not msgspec.UNSET and spec.default not in spec.enum:
-            raise InvalidManifest(f"default {spec.default!r} is not one of the enum values",
+            raise InvalidManifest(f"default {shown(spec.default)} is not one of the enum values",
                                   path=path, field=f"configSchema.{key}.default", plugin=m.id)
         if (why := rule_problem(spec)) is not None:
             raise InvalidManifest(why, path=path, field=f"configSchema.{key}", plugin=m.id)
         if spec.default is not msgspec.UNSET and spec.default is not None and isinstance(
                 spec.default, _TYPES[spec.type]) and (why := value_problem(spec, spec.default)) is not None:
-            raise InvalidManifest(f"default {spec.default!r} {why}", path=path,
+            raise InvalidManifest(f"default {shown(spec.default)} {why}", path=path,
                                   field=f"configSchema.{key}.default", plugin=m.id)
 
     for cap in m.capabilities:

@@ -82,6 +82,12 @@ def value_problem(field: Any, value: Any) -> str | None:
     return None
 
 
+def shown(value: Any, limit: int = 80) -> str:
+    """``repr(value)`` cut to ``limit`` characters, for an error about a value of any size."""
+    text = repr(value)
+    return text if len(text) <= limit else f"{text[:limit]}… ({len(text)} characters)"
+
+
 def _is_url(value: str) -> bool:
     try:
         parts = urlsplit(value)
@@ -90,4 +96,4 @@ def _is_url(value: str) -> bool:
         return False
 
 
-__all__ = ["FORMATS", "rule_problem", "value_problem"]
+__all__ = ["FORMATS", "rule_problem", "shown", "value_problem"]

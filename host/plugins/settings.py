@@ -17,7 +17,7 @@ from ..errors import InvalidConfig
 from ..security.private_files import locked, os_failure, write_private
 from ..security.secrets import Cipher, is_sealed, to_seal
 from .manifest import ConfigField
-from .schema_rules import value_problem
+from .schema_rules import shown, value_problem
 
 MASK = "********"
 _TYPES: dict[str, tuple[type, ...]] = {
@@ -44,15 +44,15 @@ def apply_schema(schema: dict[str, ConfigField], values: dict[str, Any], *, plug
             raise InvalidConfig(f"config.{key}: is required", plugin=plugin)
         else:
             continue
-        shown = "the value" if field.secret else repr(value)
+        what = "the value" if field.secret else shown(value)
         ok = isinstance(value, _TYPES[field.type]) and not (
             field.type in ("number", "integer") and isinstance(value, bool))
         if not ok:
-            raise InvalidConfig(f"config.{key}: {shown} is not of type {field.type}", plugin=plugin)
+            raise InvalidConfig(f"config.{key}: {what} is not of type {field.type}", plugin=plugin)
         if field.enum is not None and value not in field.enum:
-            raise InvalidConfig(f"config.{key}: {shown} is not one of {field.enum!r}", plugin=plugin)
+            raise InvalidConfig(f"config.{key}: {what} is not one of {shown(field.enum)}", plugin=plugin)
         if (why := value_problem(field, value)) is not None:
-            raise InvalidConfig(f"config.{key}: {shown} {why}", plugin=plugin)
+            raise InvalidConfig(f"config.{key}: {what} {why}", plugin=plugin)
         out[key] = value
     return out
 

@@ -29,9 +29,12 @@ class Switches:
     def disabled(self, plugin_id: str) -> str | None:
         """Why the plugin must not start (None: it may)."""
         entry = self._store.get(plugin_id) if self._store is not None else None
-        if isinstance(entry, dict) and isinstance(entry.get("enabled"), bool):
-            if entry["enabled"]:
+        if isinstance(entry, dict) and "enabled" in entry:
+            if entry["enabled"] is True:
                 return None
+            if entry["enabled"] is not False:  # a hand edit ("false", 0, ...): off until it is fixed
+                return (f"{SWITCHES_FILE} in the state directory: \"enabled\" for {plugin_id} must be true "
+                        f"or false (`python -m host enable {plugin_id}` or `disable` rewrites it)")
             return f"disabled by {entry.get('by') or 'the operator'} (`python -m host enable {plugin_id}` starts it)"
         settings = self._config.plugins.get(plugin_id)
         if settings is not None and settings.enabled is False:
@@ -45,8 +48,8 @@ class Switches:
         """Whether the plugin may reach private and loopback addresses: the operator's last word
         through the API or the dashboard, else host.toml's ``allow_private_network``."""
         entry = self._store.get(plugin_id) if self._store is not None else None
-        if isinstance(entry, dict) and isinstance(entry.get("allow_private_network"), bool):
-            return entry["allow_private_network"]
+        if isinstance(entry, dict) and "allow_private_network" in entry:
+            return entry["allow_private_network"] is True  # anything but true (a hand edit) denies
         return self._config.allow_private_network_for(plugin_id)
 
     def set_private_network(self, plugin_id: str, allow: bool, by: str) -> None:

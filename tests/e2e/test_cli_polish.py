@@ -122,3 +122,5 @@ def test_config_set_reads_values_from_a_file(plugin_dir, tmp_path):
     (tmp_path / "bad.json").write_text("[1, 2]")
     bad = run(sys.executable, "-m", "host", "config", "set", "show", "--file", "bad.json", *common, cwd=tmp_path)
     assert bad.returncode == 2 and "must hold an object of config values, found list" in bad.stderr
+    endless = run(sys.executable, "-m", "host", "config", "set", "show", "--file", "/dev/zero", *common, cwd=tmp_path)
+    assert endless.returncode == 2 and "/dev/zero: more than 4194304 bytes" in endless.stderr

@@ -74,6 +74,28 @@ def test_host_toml_keeps_a_plugin_off_until_it_is_enabled(plugin_dir, tmp_path, 
     anyio.run(run)
 
 
+def test_a_hand_edited_switch_that_is_not_a_boolean_keeps_the_plugin_off(plugin_dir, tmp_path, shared_state):
+    plugin_dir.add("calc.js", CALC)
+    state = fresh_state(tmp_path, shared_state)
+    cfg = HostConfig(plugins_dir=str(plugin_dir.root), state_dir=str(state), pool=ONE)
+
+    async def run() -> None:
+        async with PluginHost(cfg) as h:
+            await h.disable("calc")
+        switches = state / "plugin_switches.json"
+        text = switches.read_text()
+        assert '"enabled": false' in text
+        switches.write_text(text.replace('"enabled": false', '"enabled": "true"'))  # a string, not true
+        async with PluginHost(cfg) as h:
+            info = h.plugin("calc")
+            assert info.state == "disabled" and "plugin_switches.json" in (info.error or "")
+            assert '"enabled" for calc must be true or false' in (info.error or "")
+            await h.enable("calc")  # rewrites it
+            assert await h.call("calc", "add", 1, 1) == 2
+
+    anyio.run(run)
+
+
 def test_config_reset_forgets_the_stored_config(plugin_dir, tmp_path, shared_state):
     plugin_dir.add("vault.js", VAULT)
     state = fresh_state(tmp_path, shared_state)
