@@ -128,14 +128,14 @@ def survivors(server_pid: int) -> list[int]:
 
 
 @contextlib.asynccontextmanager
-async def serve(tmp: Path, name: str, *, pooled: bool) -> AsyncIterator[Server]:
+async def serve(tmp: Path, name: str, *, pooled: bool, extra: tuple[str, ...] = ()) -> AsyncIterator[Server]:
     """``python -m host serve`` with ``[execute] pooled``, yielded once /healthz answers 200; on exit SIGTERM, and the server must exit 0 leaving no worker behind."""
     conf = tmp / f"{name}.toml"
     conf.write_text(CONFIG.format(pooled=str(pooled).lower()))
     port = free_port()
     log_path = tmp / f"{name}.log"
     argv = [str(PY), "-m", "host", "serve", "--plugins", str(PLUGINS), "--state-dir", str(tmp / f"state-{name}"),
-            "--port", str(port), "--enable-execute", "--config", str(conf)]
+            "--port", str(port), "--enable-execute", "--config", str(conf), *extra]
     url = f"http://127.0.0.1:{port}"
     with open(log_path, "wb") as log:
         proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log, stderr=log, cwd=ROOT,

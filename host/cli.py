@@ -77,10 +77,13 @@ def _check_execute_token(srv: ServerConfig) -> None:
 async def _serve(args: argparse.Namespace, config: HostConfig) -> int:
     from aiohttp import web
 
+    from .multiproc import inherited_site, join_siblings, process_count, supervise
     from .server import DRAINING, PrivateUnixSite, Runner, create_app
 
     srv = config.server
     _check_execute_token(srv)
+    if args.listen_fd is None and (count := process_count(args.processes or srv.processes)) > 1:
+        return await supervise(args.argv, srv, count)  # N of these, on one socket
     if args.dev:  # edit, save, see: a quick rescan, and a banner for each reload
         config.reload = msgspec.structs.replace(config.reload, enabled=True, interval=DEV_RELOAD_INTERVAL)
     host = PluginHost(config)
@@ -94,12 +97,14 @@ async def _serve(args: argparse.Namespace, config: HostConfig) -> int:
     # The control socket: the CLI's changes go through this server (no token: the socket is 0600).
     control = Runner(create_app(host, max_body=srv.max_body_bytes, via="cli"), header_timeout=srv.header_timeout,
                      handle_signals=False, shutdown_timeout=srv.shutdown_grace)
+    peers = None
     with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
         # HTTP first: /healthz/live answers while the plugins start, /healthz/ready says 503.
         await runner.setup()
         await control.setup()
         try:
-            site = (PrivateUnixSite(runner, srv.unix_socket) if srv.unix_socket is not None
+            site = (inherited_site(runner, args.listen_fd) if args.listen_fd is not None
+                    else PrivateUnixSite(runner, srv.unix_socket) if srv.unix_socket is not None
                     else web.TCPSite(runner, srv.host, srv.port))
             try:
                 await site.start()
@@ -110,7 +115,10 @@ async def _serve(args: argparse.Namespace, config: HostConfig) -> int:
                 if isinstance(address, tuple):
                     host.reserve_address(srv.host if srv.host in ("", "0.0.0.0", "::") else address[0], address[1])
             async with _started(host, args):  # (it checks, or makes, the state directory)
-                await start_control_site(control, config.state_path)
+                if not args.process_index:  # one control socket per state directory
+                    await start_control_site(control, config.state_path)
+                if args.peers_dir:
+                    peers = await join_siblings(app, host.metrics.render, args.process_index, args.peers_dir)
                 if srv.enable_execute:
                     await host.warm_execute()
                 names = ", ".join(f"{i.id} ({i.state})" for i in host.plugins()) or "none"
@@ -126,6 +134,8 @@ async def _serve(args: argparse.Namespace, config: HostConfig) -> int:
         finally:
             await control.cleanup()
             await runner.cleanup()
+            if peers is not None:
+                await peers.cleanup()
     return 0
 
 
@@ -352,6 +362,10 @@ def build_parser() -> argparse.ArgumentParser:
                         "each reload, and a failure shown with the code it points at")
     s.add_argument("--insecure-no-token", action="store_true", default=None,
                    help="allow --enable-execute without an admin token: anyone who reaches the port can run code")
+    s.add_argument("--processes", metavar="N|auto", help="host processes sharing the address and the state "
+                   "directory, each with its own workers (default: [server] processes, else 1; auto: one per core)")
+    for option in ("--listen-fd", "--process-index", "--peers-dir"):  # set by --processes for its children
+        s.add_argument(option, type=int if option != "--peers-dir" else str, help=argparse.SUPPRESS)
     s.set_defaults(run=_serve)
 
 
@@ -448,6 +462,7 @@ READS_PLUGINS = ("list", "info", "call", "balances")  # commands whose answer co
 def main(argv: list[str] | None = None) -> int:
     ap = build_parser()
     args, extra = ap.parse_known_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)  # serve --processes: its children's
     # KEY=VALUE after an option (`balances add x --plugin p baseUrl=...`): argparse leaves a
     # nargs="*" positional behind once it has matched it empty; they are the command's values.
     if extra and isinstance(getattr(args, "values", None), list) and all(

@@ -246,6 +246,8 @@ class ServerConfig(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=Tru
     # is set (``--insecure-no-token``): anyone reaching the port could then run code.
     insecure_no_token: bool = False
     header_timeout: Seconds = 10.0    # seconds a connection may take to send a request's head
+    # host processes sharing the address and the state directory (serve --processes); "auto": one per core
+    processes: Annotated[int, Meta(ge=1, le=64)] | Literal["auto"] = 1
 
 
 def _check_server(srv: ServerConfig) -> None:

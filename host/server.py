@@ -15,7 +15,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import logging
-from collections.abc import Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from typing import Annotated, Any
 
 import anyio
@@ -45,7 +45,7 @@ from .metrics import CONTENT_TYPE
 from .plugin_host import PluginHost
 from .plugins.lifecycle import STARTING
 
-__all__ = ["DRAINING", "PrivateUnixSite", "Runner", "create_app"]
+__all__ = ["DRAINING", "METRICS_VIEW", "PrivateUnixSite", "Runner", "create_app"]
 
 _STATUS = {
     PluginNotFound: 404, FunctionNotFound: 404, InvalidConfig: 400, PayloadTooLarge: 413,
@@ -55,6 +55,8 @@ _STATUS = {
 _encoder = msgspec.json.Encoder(enc_hook=json_default)
 log = logging.getLogger("host.server")
 DRAINING = web.AppKey("draining", anyio.Event)  # set when shutdown begins: readiness turns 503
+# /metrics of several serve processes (serve --processes): this one's and its siblings'
+METRICS_VIEW = web.AppKey("metrics_view", Callable[[], Awaitable[bytes]])
 
 
 def _json(data: Any, status: int = 200) -> web.Response:
@@ -349,7 +351,9 @@ def create_app(host: PluginHost, *, admin_token: str | None = None, read_token: 
         return _json(await host.stations.test(request.match_info["name"]))
 
     async def metrics(request: web.Request) -> web.Response:
-        return web.Response(body=host.metrics.render(), headers={"Content-Type": CONTENT_TYPE})
+        view = request.app.get(METRICS_VIEW)
+        body = await view() if view is not None else host.metrics.render()
+        return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE})
 
     app[DRAINING] = anyio.Event()
     app.router.add_get("/healthz", healthz)

@@ -1,0 +1,301 @@
+"""``serve --processes N``: N host processes behind one listening socket.
+
+One Python process tops out at a few thousand calls a second whatever the number of workers (the
+host's own CPU per call is the limit), while separate host processes scale almost linearly. So a
+small parent binds the address once and starts N ordinary ``serve`` processes that inherit the
+socket (``--listen-fd``) and accept from its one queue: no SO_REUSEPORT, so no other program of
+the same user can bind the port beside them and take a share of the connections.
+
+Each child has its own worker pools and shares the state directory with the others, as the CLI
+beside a server already does (configs, stations, switches and approvals are written under a lock
+and picked up by every process's rescan; sqlite files are shared). Child 0 serves the control
+socket. ``/metrics`` answered by any child is the view of all: each child serves its own on a
+private Unix socket in a directory only the parent's user can enter, and the child that answers
+adds the others', each sample labelled ``process="K"``.
+
+The parent forwards SIGTERM/SIGINT (each child drains its calls as a single server does), restarts
+a child that dies (backoff; it gives up after RESTART_LIMIT exits in RESTART_WINDOW seconds), and
+its children get SIGTERM if it is killed (PR_SET_PDEATHSIG)."""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import logging
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import anyio
+from aiohttp import web
+from prometheus_client.parser import text_string_to_metric_families
+from prometheus_client.samples import Sample
+
+from .cli_output import ListenError, UsageError
+from .config import ServerConfig
+from .http_guard import sweep_stale_socket
+
+log = logging.getLogger("host.serve")
+
+MAX_PROCESSES = 64
+RESTART_LIMIT = 5        # exits of one child within RESTART_WINDOW before the parent gives up
+RESTART_WINDOW = 60.0    # seconds
+RESTART_BACKOFF = (0.5, 10.0)  # first and longest wait before a child is started again
+EXIT_USAGE = 2           # a child that exits 2 found a bad config: every child would, so stop
+STOP_MARGIN = 15.0       # seconds past shutdown_grace before a child that has not drained is killed
+PEER_TIMEOUT = 2.0       # seconds a sibling's /metrics may take before the view goes without it
+_PR_SET_PDEATHSIG = 1
+_libc = ctypes.CDLL(None, use_errno=True)
+
+
+def process_count(value: str | int) -> int:
+    """``--processes``/``[server] processes``: a number from 1 to MAX_PROCESSES, or ``auto`` (one per core)."""
+    if value == "auto":
+        return max(1, min(MAX_PROCESSES, os.cpu_count() or 1))
+    try:
+        n = int(value)
+    except (TypeError, ValueError):
+        n = 0
+    if not 1 <= n <= MAX_PROCESSES:
+        raise UsageError(f"--processes (or [server] processes) must be a number from 1 to {MAX_PROCESSES} "
+                         f"or auto, got {value!r}")
+    return n
+
+
+def child_argv(argv: Sequence[str]) -> list[str]:
+    """The serve command line without ``--processes``, for a child to run as a single server."""
+    out: list[str] = []
+    skip = False
+    for arg in argv:
+        if skip:
+            skip = False
+        elif arg == "--processes":
+            skip = True
+        elif not arg.startswith("--processes="):
+            out.append(arg)
+    return out
+
+
+def listening_socket(srv: ServerConfig) -> socket.socket:
+    """The address every child will accept on, bound once here (ListenError when it cannot be)."""
+    where = f"unix:{srv.unix_socket}" if srv.unix_socket is not None else f"{srv.host}:{srv.port}"
+    try:
+        if srv.unix_socket is not None:
+            sweep_stale_socket(srv.unix_socket)
+            sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            old = os.umask(0o177)
+            try:
+                sock.bind(srv.unix_socket)
+            finally:
+                os.umask(old)
+        else:
+            infos = socket.getaddrinfo(srv.host or None, srv.port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+            family, _, _, _, address = infos[0]
+            sock = socket.socket(family, socket.SOCK_STREAM)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            sock.bind(address)
+        sock.listen(1024)
+    except OSError as exc:
+        raise ListenError(f"cannot listen on {where}: {exc.strerror or exc}") from None
+    sock.set_inheritable(True)
+    return sock
+
+
+def _die_with_parent(parent: int) -> None:  # in the child, between fork and exec
+    _libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
+    if os.getppid() != parent:
+        os._exit(1)
+
+
+class _Child:
+    """One slot: the serve process in it now, and when it last exited."""
+
+    def __init__(self, index: int) -> None:
+        self.index = index
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.exits: list[float] = []
+
+    async def wait(self) -> int:
+        assert self.proc is not None
+        fd = os.pidfd_open(self.proc.pid)
+        try:
+            await anyio.wait_readable(fd)
+        finally:
+            os.close(fd)
+        return self.proc.wait()
+
+    def signal(self, sig: int) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                self.proc.send_signal(sig)
+
+
+async def supervise(argv: Sequence[str], srv: ServerConfig, count: int) -> int:
+    """Run ``count`` children serving ``argv`` on one socket until SIGTERM/SIGINT; their exit status."""
+    sock = listening_socket(srv)
+    peers = tempfile.mkdtemp(prefix="plugin-host-peers-")  # 0700: only this user reaches the metrics
+    children = [_Child(k) for k in range(count)]
+    stopping = anyio.Event()
+    outcome = 0
+    parent = os.getpid()
+
+    def start(child: _Child) -> None:
+        child.proc = subprocess.Popen(
+            [sys.executable, "-m", "host", *child_argv(argv), "--listen-fd", str(sock.fileno()),
+             "--process-index", str(child.index), "--peers-dir", peers],
+            pass_fds=(sock.fileno(),), preexec_fn=lambda: _die_with_parent(parent))
+        log.info("serve process %d started (pid %d)", child.index, child.proc.pid)
+
+    async def keep(child: _Child) -> None:
+        nonlocal outcome
+        while not stopping.is_set():
+            start(child)
+            code = await child.wait()
+            if stopping.is_set():
+                return
+            now = time.monotonic()
+            child.exits = [t for t in child.exits if now - t < RESTART_WINDOW] + [now]
+            if code == EXIT_USAGE or len(child.exits) >= RESTART_LIMIT:
+                why = "a usage or config error" if code == EXIT_USAGE else f"{len(child.exits)} exits in {RESTART_WINDOW:.0f} s"
+                log.error("serve process %d exited %s (%s): stopping all", child.index, code, why)
+                outcome = code or 1
+                stopping.set()
+                return
+            wait = min(RESTART_BACKOFF[1], RESTART_BACKOFF[0] * 2 ** (len(child.exits) - 1))
+            log.warning("serve process %d exited %s: starting it again in %.1f s", child.index, code, wait)
+            with anyio.move_on_after(wait):
+                await stopping.wait()
+
+    async def on_signals() -> None:
+        with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+            async for sig in signals:
+                log.info("received %s: draining and stopping %d serve processes", signal.Signals(sig).name, count)
+                stopping.set()
+                return
+
+    try:
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(on_signals)
+            for child in children:
+                tg.start_soon(keep, child)
+            log.info("serving with %d processes on one socket", count)
+            await stopping.wait()
+            for child in children:
+                child.signal(signal.SIGTERM)
+            with anyio.move_on_after(srv.shutdown_grace + STOP_MARGIN):
+                for child in children:
+                    if child.proc is not None and child.proc.poll() is None:
+                        await child.wait()
+            for child in children:
+                child.signal(signal.SIGKILL)
+            tg.cancel_scope.cancel()
+    finally:
+        for child in children:
+            if child.proc is not None:
+                child.signal(signal.SIGKILL)
+                child.proc.wait()
+        sock.close()
+        if srv.unix_socket is not None:
+            with contextlib.suppress(OSError):
+                os.unlink(srv.unix_socket)
+        shutil.rmtree(peers, ignore_errors=True)
+    return outcome
+
+
+def peer_socket(peers_dir: str, index: int) -> str:
+    return os.path.join(peers_dir, f"metrics-{index}.sock")
+
+
+async def merged_metrics(own: bytes, index: int, peers_dir: str) -> bytes:
+    """This process's metrics and every sibling's, each sample labelled with its process."""
+    texts = [(index, own.decode())]
+    for path in sorted(Path(peers_dir).glob("metrics-*.sock")):
+        k = int(path.stem.split("-")[1])
+        if k == index:
+            continue
+        try:
+            async with (aiohttp.ClientSession(connector=aiohttp.UnixConnector(path=str(path)),
+                                              timeout=aiohttp.ClientTimeout(total=PEER_TIMEOUT)) as s,
+                        s.get("http://peer/metrics") as r):
+                texts.append((k, await r.text()))
+        except (aiohttp.ClientError, TimeoutError, OSError):
+            continue  # restarting, or gone: the view is of the processes that answer
+    return _render(texts)
+
+
+def _render(texts: list[tuple[int, str]]) -> bytes:
+    """Families merged by name across processes, in the text exposition format."""
+    families: dict[str, tuple[str, str, list[Sample]]] = {}
+    for k, text in sorted(texts):
+        for fam in text_string_to_metric_families(text):
+            _, _, samples = families.setdefault(fam.name, (fam.type, fam.documentation, []))
+            samples.extend(s._replace(labels={**s.labels, "process": str(k)}) for s in fam.samples)
+    lines: list[str] = []
+    for name, (kind, doc, samples) in families.items():
+        lines.append(f"# HELP {name} {_escape(doc, help_=True)}")
+        lines.append(f"# TYPE {name} {kind}")
+        for s in samples:
+            labels = ",".join(f'{key}="{_escape(value)}"' for key, value in s.labels.items())
+            lines.append(f"{s.name}{{{labels}}} {_number(s.value)}")
+    return ("\n".join(lines) + "\n").encode()
+
+
+def _escape(text: str, *, help_: bool = False) -> str:
+    text = text.replace("\\", r"\\").replace("\n", r"\n")
+    return text if help_ else text.replace('"', r"\"")
+
+
+def _number(value: float) -> str:
+    if value != value:
+        return "NaN"
+    if value in (float("inf"), float("-inf")):
+        return "+Inf" if value > 0 else "-Inf"
+    return repr(float(value)) if not float(value).is_integer() else f"{value:.1f}"
+
+
+
+
+def inherited_site(runner: web.BaseRunner, fd: int) -> web.SockSite:
+    """A child's site: the socket its parent bound (``--listen-fd``)."""
+    return web.SockSite(runner, socket.socket(fileno=fd))
+
+
+async def join_siblings(app: web.Application, render: Callable[[], bytes], index: int,
+                        peers_dir: str) -> web.AppRunner:
+    """Serve this process's metrics to its siblings, make ``app``'s /metrics the view of all, and
+    start each log line with the process's number."""
+    from .server import METRICS_VIEW, PrivateUnixSite
+
+    make_record = logging.getLogRecordFactory()
+
+    def numbered(*args: Any, **kwargs: Any) -> logging.LogRecord:
+        record = make_record(*args, **kwargs)
+        if isinstance(record.msg, str):
+            record.msg = f"[process {index}] {record.msg}"
+        return record
+
+    logging.setLogRecordFactory(numbered)
+
+    async def own(request: web.Request) -> web.Response:
+        return web.Response(body=render(), content_type="text/plain")
+
+    peer_app = web.Application()
+    peer_app.router.add_get("/metrics", own)
+    runner = web.AppRunner(peer_app, handle_signals=False)
+    await runner.setup()
+    await PrivateUnixSite(runner, peer_socket(peers_dir, index)).start()
+    app[METRICS_VIEW] = lambda: merged_metrics(render(), index, peers_dir)
+    return runner
+
+
+__all__ = ["inherited_site", "merged_metrics", "peer_socket", "process_count",
+           "join_siblings", "supervise"]

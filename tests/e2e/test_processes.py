@@ -1,0 +1,90 @@
+"""``serve --processes N`` (issue 20): N host processes accept on one socket, share the state
+directory (a config set through the CLI is served by all), give one /metrics view, a child that
+dies is started again, and SIGTERM to the parent drains and stops them all, leaving no worker."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+
+import pytest
+from support.plugins import fresh_state
+from support.processes import deno_children, descendants, process_gone
+from support.servers import run_cli, serve_process
+
+pytestmark = pytest.mark.timeout(120)
+
+WHO = """
+export const metadata = { id: "who", name: "Who", version: "1.0.0", apiVersion: "1.0",
+  configSchema: { tag: { type: "string", default: "first" } } };
+export function who(ctx) { return [Deno.ppid, ctx.config.tag]; }
+"""
+
+
+def _serving_pids(srv, want: int, tag: str = "first") -> set[int]:
+    """Call until ``want`` distinct host processes have answered with ``tag`` (each request on a
+    connection of its own, so the kernel hands them to whichever process accepts first)."""
+    seen: set[int] = set()
+
+    def enough() -> set[int] | None:
+        status, body = srv.request("POST", "/api/plugins/who/call/who", {})
+        if status == 200 and body["result"][1] == tag:
+            seen.add(body["result"][0])
+        return seen if len(seen) >= want else None
+
+    return srv.poll(enough, f"{want} processes answering with tag {tag!r}", timeout=60)
+
+
+def _children(srv) -> dict[int, int]:
+    """Serve process index -> pid, as the parent logged them (the latest start of each)."""
+    return {int(k): int(pid) for k, pid in re.findall(r"serve process (\d+) started \(pid (\d+)\)", srv.log())}
+
+
+def test_two_processes_share_the_socket_the_state_and_one_metrics_view(plugin_dir, tmp_path, shared_state):
+    plugin_dir.add("who.js", WHO)
+    state = fresh_state(tmp_path, shared_state)
+    common = ["--plugins", str(plugin_dir.root), "--state-dir", str(state)]
+    with serve_process(tmp_path, *common, "--processes", "2") as srv:
+        children = _children(srv)
+        assert sorted(children) == [0, 1]
+        assert _serving_pids(srv, 2) == set(children.values())  # both accept from the one socket
+
+        status, text = srv.request("GET", "/metrics")
+        assert status == 200
+        for k in (0, 1):  # one view: each process's workers, labelled
+            assert re.search(rf'plugin_host_workers\{{plugin="who",version="1.0.0",process="{k}"\}} 1\.0', text)
+
+        # the CLI's change goes through the control socket (process 0) and into the shared
+        # state; the other process picks it up from there
+        out = run_cli("config", "set", "who", "tag=second", *common, cwd=tmp_path)
+        assert out.returncode == 0, out.stderr
+        assert _serving_pids(srv, 2, "second") == set(children.values())
+
+        # a child that dies is started again; the service goes on meanwhile
+        victim = children[1]
+        os.kill(victim, signal.SIGKILL)
+        srv.poll(lambda: True if _children(srv).get(1, victim) != victim else None, "process 1 restarted")
+        assert "serve process 1 exited -9: starting it again" in srv.log()
+        assert _serving_pids(srv, 2, "second") == set(_children(srv).values())
+
+        everything = descendants(lambda name: True, srv.proc.pid)
+        assert len(deno_children(srv.proc.pid)) >= 2
+    assert srv.proc.returncode == 0  # SIGTERM: every process drained and exited 0
+    assert all(process_gone(pid) for pid in everything)
+
+
+def test_a_bad_process_count_or_a_taken_port_is_a_one_line_error(plugin_dir, tmp_path, shared_state):
+    plugin_dir.add("who.js", WHO)
+    common = ["--plugins", str(plugin_dir.root), "--state-dir", str(fresh_state(tmp_path, shared_state))]
+    for bad in ("0", "many", "65"):
+        out = subprocess.run([sys.executable, "-m", "host", "serve", *common, "--processes", bad],
+                             capture_output=True, text=True, timeout=60, cwd=tmp_path)
+        assert out.returncode == 2 and "--processes (or [server] processes) must be a number from 1 to 64" in out.stderr
+    with serve_process(tmp_path, *common) as one:
+        port = one.base.rsplit(":", 1)[1]
+        out = subprocess.run([sys.executable, "-m", "host", "serve", *common, "--port", port, "--processes", "2"],
+                             capture_output=True, text=True, timeout=60, cwd=tmp_path)
+        assert out.returncode == 1 and f"cannot listen on 127.0.0.1:{port}" in out.stderr
