@@ -44,6 +44,7 @@ bench: $(STAMP)
 	$(PY) bench/bench_http.py
 	$(PY) bench/bench_isolation.py
 	$(PY) bench/bench_stations.py
+	$(PY) bench/bench_processes.py
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check host tests bench
