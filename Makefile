@@ -45,6 +45,7 @@ bench: $(STAMP)
 	$(PY) bench/bench_isolation.py
 	$(PY) bench/bench_stations.py
 	$(PY) bench/bench_processes.py
+	$(PY) bench/bench_density.py
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check host tests bench

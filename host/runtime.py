@@ -13,7 +13,7 @@ import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 from .config import HostConfig, SecurityConfig, WorkerLimits
 from .errors import HostError
@@ -122,6 +122,9 @@ class Runtime:
     # own listening addresses (its HTTP API).
     reserved_addresses: list[str] = field(default_factory=list)
     reaper: Reaper = field(default_factory=Reaper)  # kills what workers started if the host dies
+    # what loading found in each plugin (plugins/manifest_cache.py), and the slots for loading
+    manifests: Any = None
+    loading: Any = None
     _seq: itertools.count = field(default_factory=itertools.count)
 
     @classmethod
@@ -159,6 +162,8 @@ class Runtime:
                        protected=self.protected, secret_env=(self.security.secret_key_env,))
 
     def close(self) -> None:
+        if self.manifests is not None:
+            self.manifests.flush()
         shutil.rmtree(self.run_dir, ignore_errors=True)
         self.audit.close()
         self.reaper.close()

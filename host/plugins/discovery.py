@@ -4,6 +4,7 @@ module is loaded in a worker with no permissions, never in the host."""
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import re
@@ -11,11 +12,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import anyio
+
 from ..config import WorkerLimits
 from ..errors import HostError, InvalidConfig, PluginUnavailable
 from ..runtime import Runtime
 from ..worker import Worker, WorkerSpec, one_off
 from .manifest import Manifest, parse_manifest
+from .manifest_cache import CACHE_FILE, INSPECT_SLOTS, ManifestCache, content_digest, runtime_key
+from .reload import fingerprint
 
 ENTRY_NAMES = ("mod.ts", "mod.js", "index.ts", "index.js")
 SUFFIXES = (".ts", ".js", ".mjs")
@@ -97,16 +102,27 @@ def check_confined(source: PluginSource) -> None:
 
 
 async def inspect(source: PluginSource, runtime: Runtime, limits: WorkerLimits) -> tuple[Any, list[str]]:
-    """Load the module in a worker with no permissions; return its metadata and the names of
-    its exported functions. Raises what loading raised (e.g. PluginUnavailable for a
-    SyntaxError) as a HostError, or InvalidConfig for a symlink out of its directory."""
+    """Load the module in a worker with no permissions (unless the manifest cache holds these
+    very files); return its metadata and the names of its exported functions. Raises what
+    loading raised (e.g. PluginUnavailable for a SyntaxError) as a HostError, or InvalidConfig
+    for a symlink out of its directory."""
     check_confined(source)
+    if runtime.manifests is None and runtime.state_dir is not None:
+        runtime.manifests = ManifestCache(runtime.state_dir / CACHE_FILE, runtime_key(runtime.deno, runtime.entry))
+        runtime.loading = anyio.Semaphore(INSPECT_SLOTS)
+    digest = content_digest(fingerprint(source.root))  # before reading: a later edit is missed
+    if runtime.manifests is not None and (found := runtime.manifests.get(str(source.module), digest)):
+        return found
     spec = WorkerSpec(plugin_id=source.id, module=source.module, base_dir=runtime.data_dir(source.id),
                       read_paths=[str(source.root)], limits=limits)
     async def read(worker: Worker) -> tuple[Any, list[str]]:
         return worker.metadata, list(worker.exports)
 
-    return await one_off(spec, runtime, read)
+    async with runtime.loading or contextlib.nullcontext():
+        metadata, exports = await one_off(spec, runtime, read)
+    if runtime.manifests is not None:
+        runtime.manifests.put(str(source.module), digest, metadata, exports)
+    return metadata, exports
 
 
 async def load_manifest(source: PluginSource, runtime: Runtime, limits: WorkerLimits, *,

@@ -1,0 +1,114 @@
+"""What loading found in each plugin (its metadata and exported functions), kept in
+``<state_dir>/manifests.msgpack`` so that a host with 1,000 installed plugins starts without
+spawning 1,000 workers to read them again: loading a module takes a Deno process for ~25 ms of
+CPU; a cached entry takes a stat of the plugin's files.
+
+An entry counts only for the same files (a digest of the path and content of each file of the
+reload fingerprint: an mtime can miss an edit made within the same clock tick) under the same runtime (the Deno binary and the worker runtime's files); anything else, and the
+module is loaded in a worker again. Only successful loads are kept, and what they found is
+validated again each time (``parse_manifest``), so the cache can skip a spawn, never a check.
+The file lives in the state directory, which no plugin may be granted. Several processes on one
+state directory (``serve --processes``) may overwrite each other's additions: that costs a load.
+
+Loads that do spawn are bounded (INSPECT_SLOTS at once): 1,000 Deno processes started together
+missed their handshake deadline and every plugin ended in ``error``."""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+import msgspec
+
+from ..security.private_files import write_private
+
+log = logging.getLogger("host.plugins")
+
+CACHE_FILE = "manifests.msgpack"
+SAVE_INTERVAL = 1.0  # seconds: a start that loads many plugins writes the file about once a second
+INSPECT_SLOTS = max(4, 2 * (os.cpu_count() or 1))  # workers loading plugins at once
+
+
+class _Entry(msgspec.Struct, array_like=True):
+    digest: str
+    metadata: Any
+    exports: list[str]
+
+
+class _File(msgspec.Struct):
+    runtime: str
+    entries: dict[str, _Entry] = {}
+
+
+def content_digest(fingerprint: tuple) -> str | None:
+    """sha256 of the path and content of every file in ``fingerprint`` (None: one is unreadable)."""
+    h = hashlib.sha256()
+    try:
+        for path, *_ in fingerprint:
+            h.update(path.encode() + b"\0" + Path(path).read_bytes() + b"\0")
+    except OSError:
+        return None
+    return h.hexdigest()
+
+
+def runtime_key(deno: str, entry: Path) -> str:
+    """Identifies the code that reads metadata: the Deno binary and the worker runtime's files."""
+    h = hashlib.sha256()
+    st = os.stat(deno)
+    h.update(f"{os.path.realpath(deno)}\0{st.st_size}\0{st.st_mtime_ns}\0".encode())
+    for path in sorted(entry.parent.iterdir()):
+        if path.is_file():
+            h.update(path.name.encode() + b"\0" + path.read_bytes() + b"\0")
+    return h.hexdigest()
+
+
+class ManifestCache:
+    """Module path -> what loading it found, for one state directory and one runtime."""
+
+    def __init__(self, path: Path, runtime: str) -> None:
+        self.path = path
+        self._runtime = runtime
+        self._entries: dict[str, _Entry] = {}
+        self._dirty = False
+        self._saved = 0.0
+        try:
+            data = msgspec.msgpack.decode(path.read_bytes(), type=_File)
+        except FileNotFoundError:
+            return
+        except (OSError, msgspec.DecodeError) as exc:  # damaged or of another version: start anew
+            log.warning("%s: not used (%s); plugins are loaded again", path, exc)
+            return
+        if data.runtime == runtime:
+            self._entries = data.entries
+
+    def get(self, module: str, digest: str | None) -> tuple[Any, list[str]] | None:
+        entry = self._entries.get(module)
+        if entry is None or digest is None or entry.digest != digest:
+            return None
+        return entry.metadata, list(entry.exports)
+
+    def put(self, module: str, digest: str | None, metadata: Any, exports: list[str]) -> None:
+        if digest is None:
+            return
+        self._entries[module] = _Entry(digest, metadata, list(exports))
+        self._dirty = True
+        if time.monotonic() - self._saved >= SAVE_INTERVAL:
+            self.flush()
+
+    def flush(self) -> None:
+        """Write the entries out if anything changed (a failure is logged: it is only a cache)."""
+        if not self._dirty:
+            return
+        try:
+            write_private(self.path, msgspec.msgpack.encode(_File(self._runtime, self._entries)))
+        except (OSError, TypeError, ValueError) as exc:
+            log.warning("%s: cannot be written (%s)", self.path, exc)
+        self._dirty = False
+        self._saved = time.monotonic()
+
+
+__all__ = ["CACHE_FILE", "INSPECT_SLOTS", "ManifestCache", "content_digest", "runtime_key"]

@@ -1,0 +1,63 @@
+"""The manifest cache (issue 20, density): a host started again on the same state directory
+spawns no worker to read a plugin whose files are unchanged, reads again one whose content
+changed (even at the same size and within one clock tick), survives a damaged cache file, and
+bounds the workers loading plugins at once so that many plugins all load."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from host import PoolConfig
+
+pytestmark = [pytest.mark.anyio, pytest.mark.timeout(120)]
+
+LAZY = PoolConfig(min_workers=0, max_workers=1)
+
+
+def plugin(i: int, word: str = "hi") -> str:
+    return (f'export const metadata = {{ id: "p{i:03d}", name: "P", version: "1.0.0", apiVersion: "1.0" }};\n'
+            f'export function hello(name) {{ return "{word} " + name; }}\n')
+
+
+def spawns(state) -> list[str]:
+    path = state / "audit.jsonl"
+    return [e["plugin"] for e in map(json.loads, path.read_text().splitlines()) if e["event"] == "spawn"]
+
+
+async def test_an_unchanged_plugin_is_not_loaded_again_and_a_changed_one_is(plugin_dir, make_host, state_dir):
+    for i in range(3):
+        plugin_dir.add(f"p{i:03d}.js", plugin(i))
+    async with make_host(pool=LAZY, state_dir=str(state_dir)) as h:
+        assert sorted(spawns(state_dir)) == ["p000", "p001", "p002"]  # one load each
+        assert {p.state for p in h.plugins()} == {"running"}
+    assert (state_dir / "manifests.msgpack").stat().st_mode & 0o777 == 0o600
+
+    plugin_dir.add("p001.js", plugin(1, "yo"))  # same size, new content, maybe the same mtime tick
+    (plugin_dir.root / "p002.js").write_text(plugin(2).replace("hello", "howdy"))  # a new export
+    before = len(spawns(state_dir))
+    async with make_host(pool=LAZY, state_dir=str(state_dir)) as h:
+        assert sorted(spawns(state_dir)[before:]) == ["p001", "p002"]  # p000 came from the cache
+        assert h.plugin("p000").exports == ["hello"] and h.plugin("p002").exports == ["howdy"]
+        assert await h.call("p001", "hello", "x") == "yo x"
+        assert await h.call("p000", "hello", "x") == "hi x"
+
+
+async def test_a_damaged_cache_is_set_aside_and_the_plugins_load(plugin_dir, make_host, state_dir):
+    plugin_dir.add("p000.js", plugin(0))
+    (state_dir / "manifests.msgpack").write_bytes(b"\xc1 not msgpack")
+    async with make_host(pool=LAZY, state_dir=str(state_dir)) as h:
+        assert await h.call("p000", "hello", "x") == "hi x"
+    before = len(spawns(state_dir))
+    async with make_host(pool=LAZY, state_dir=str(state_dir)) as h:  # written anew, and used
+        assert h.plugin("p000").state == "running"
+        assert len(spawns(state_dir)) == before
+
+
+async def test_sixty_plugins_loading_at_once_all_load(plugin_dir, make_host, state_dir):
+    for i in range(60):
+        plugin_dir.add(f"p{i:03d}.js", plugin(i))
+    async with make_host(pool=LAZY, state_dir=str(state_dir)) as h:
+        assert {p.state for p in h.plugins()} == {"running"} and len(h.plugins()) == 60
+        assert await h.call("p059", "hello", "x") == "hi x"
