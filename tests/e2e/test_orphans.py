@@ -197,8 +197,11 @@ def test_what_a_plugin_started_dies_with_a_sigkilled_host(plugin_dir, tmp_path, 
             pytest.fail("no report from the host")
         report = json.loads(proc.stdout.readline())
         child = report["child"]
-        with open(f"/proc/{child}/comm") as f:
-            assert f.read().strip() == "sleep"
+        def comm() -> str:
+            with open(f"/proc/{child}/comm") as f:
+                return f.read().strip()
+        # under load the child may not have exec'd yet (its name is still deno's)
+        assert wait_until(lambda: comm() == "sleep", timeout=5), comm()
         os.kill(proc.pid, signal.SIGKILL)
         proc.wait(timeout=5)
         assert wait_until(lambda: gone(child), timeout=3), f"the plugin's child {child} outlived the host"
