@@ -76,6 +76,9 @@ class WorkerLimits(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=Tru
     heartbeat_timeout: Seconds = 10.0
     cancel_grace: Delay = 1.0     # a cancelled call must settle within this, or the worker dies
     shutdown_grace: Delay = 2.0
+    # onStop / onConfigChange may take this long; past it the worker is killed (and, for a
+    # config change, replaced by one started with the new config): nothing waits on a hook.
+    hook_timeout: Seconds = 5.0
     heap_mb: Annotated[int, Meta(ge=16)] = 128            # V8 old-space cap
     data_limit_mb: int | None = 1024  # RLIMIT_DATA: bounds ArrayBuffers, which the heap cap does not
     cpu_seconds: Count | None = None   # RLIMIT_CPU backstop

@@ -494,7 +494,7 @@ class Worker:
                 self.exit_reason = self._kill_reason or "crash"
         self.state = "stopped" if self.exit_reason == "shutdown" else "crashed"
         if proc is not None:
-            expected = self.exit_reason in ("shutdown", "retired", "load")  # load: the plugin's state says
+            expected = self.exit_reason in ("shutdown", "retired", "load", "hook")  # load: the plugin's state says
             if expected:
                 self._lifecycle(logging.DEBUG, f"exited ({self.exit_reason}): pid {self.pid}")
             else:
@@ -538,6 +538,7 @@ class Worker:
         how = f"exit code {rc}" if sig is None else f"signal {signal.Signals(sig).name}"
         text = {
             "timeout": "was killed: a call passed its deadline",
+            "hook": "was killed: onStop/onConfigChange passed limits.hook_timeout",
             "memory": "ran out of memory",
             "cpu": "exceeded its CPU time limit",
             "heartbeat": "was killed: heartbeats stopped",
@@ -570,10 +571,13 @@ class Worker:
         if self.state in ("ready", "starting"):
             self.state = "stopping"
 
-    async def shutdown(self) -> None:
-        """Ask the worker to exit; SIGKILL it if it has not within the grace period."""
+    async def shutdown(self, hook: bool = False) -> None:
+        """Ask the worker to exit; SIGKILL it if it has not within the grace period. ``hook``:
+        first run the plugin's ``onStop`` (if it exports one) within ``limits.hook_timeout``."""
         if self.exited.is_set():
             return
+        if hook and p.HOOKS["stop"] in self.exports and self.alive:
+            await self.run_hook("stop")
         self._shutdown_requested = True
         self.state = "stopping"
         try:
@@ -850,6 +854,22 @@ class Worker:
 
     # ------------------------------------------------------------------ calls
 
+    async def run_hook(self, name: str, config: Any = None) -> bool:
+        """Run lifecycle hook ``name`` (protocol.HOOKS) within ``limits.hook_timeout``: True
+        when the plugin's export ran and returned, False when it has none, or threw, or hung
+        (then the worker is killed, like a call past its deadline). Never raises a HostError:
+        a failure is logged and the caller stops or replaces the worker anyway."""
+        timeout = self.spec.limits.hook_timeout
+        cid = next(self._seq)
+        msg = p.Hook(id=cid, name=name, config=config, timeout_ms=int(timeout * 1000))
+        with anyio.CancelScope(shield=True):
+            try:
+                pending = await self._request(cid, msg, p.HOOKS[name], timeout, None, collect_logs=False)
+            except HostError as exc:
+                self._lifecycle(logging.WARNING, f"{p.HOOKS[name]} failed: {exc}")
+                return False
+        return pending.value is True
+
     async def call(self, fn: str, args: list[Any], timeout: float, lease: Lease | None = None) -> Any:
         """Call an exported function; the worker is killed if the deadline passes."""
         cid = next(self._seq)
@@ -942,7 +962,7 @@ class Worker:
 
     def _time_out(self, cid: int, pending: _Pending) -> None:
         del self._pending[cid]
-        self.kill("timeout")
+        self.kill("hook" if pending.fn in p.HOOKS.values() else "timeout")
         pending.error = CallTimeout(
             f"call did not finish within {pending.timeout:.3g}s; worker killed",
             timeout=pending.timeout, plugin=self.spec.plugin_id, function=pending.fn,

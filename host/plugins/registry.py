@@ -35,6 +35,7 @@ from ..security.secrets import SecretBox
 from ..worker import Worker, WorkerSpec
 from .dependencies import resolve
 from .discovery import PluginSource, load_manifest
+from .hooks import config_changed
 from .keys import station_key
 from .lifecycle import SERVING, EventHub, Plugin
 from .manifest import KNOWN_CAPABILITIES, Manifest, infer_capabilities, unresolved
@@ -344,7 +345,7 @@ class Registry:
                 elif r.id in switched and r.state == "disabled":
                     await self.enable(r.key)
                 elif changed & serves and r.state in SERVING:
-                    await self.reload_record(r)
+                    await config_changed(self, r)
             if self.approvals.refresh():  # approved from outside (the CLI): load what waited
                 for r in list(self.records):
                     if r.pending_manifest is not None:
