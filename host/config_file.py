@@ -9,7 +9,8 @@ and ``[cache]`` at the top level are shortcuts for the same tables under ``[poli
 paths in the file are resolved against the file's directory, not the working directory.
 
 Precedence, highest first: explicit overrides (the CLI's flags), then the environment, then
-the file, then the defaults. The environment variables (an empty one counts as unset):
+the file, then the defaults. The balance plugin document's ``[rate_limit]`` keys are read as
+today's settings, with a deprecation hint (config_legacy.py). The environment variables (an empty one counts as unset):
 
 - ``PLUGIN_HOST_CONFIG``: the file to read when no path is given (no path and no variable:
   defaults only; no file is searched for).
@@ -42,6 +43,7 @@ import msgspec
 
 from .config import HostConfig, PluginSettings, check_storage
 from .config_errors import validation_message
+from .config_legacy import translate_rate_limit
 from .errors import InvalidConfig
 
 SHORTCUTS = ("rate_limit", "retry", "breaker", "cache")  # top-level tables that mean [policy.X]
@@ -105,6 +107,7 @@ def _read(path: Path, name: str) -> tuple[dict[str, Any], set[str]]:
     except tomllib.TOMLDecodeError as exc:
         raise InvalidConfig(f"{name}: {_toml_error(str(exc))}") from None
 
+    translate_rate_limit(data, name)  # the balance document's [rate_limit] keys, with a hint
     shortcuts = {k for k in SHORTCUTS if k in data}
     if shortcuts:
         policy = data.setdefault("policy", {})
