@@ -41,6 +41,7 @@ from .logs import WORKER_LEVELS, worker_extra
 from .process import ChildProcess
 from .runtime import Runtime
 from .security.permissions import Permissions
+from .security.refusals import record_error, record_kill, record_refusal
 from .transport import ConnectionLost, FrameSocket, UnixListener, WriteBufferFull
 
 T = TypeVar("T")
@@ -494,6 +495,8 @@ class Worker:
                 self.exit_reason = self._kill_reason or "crash"
         self.state = "stopped" if self.exit_reason == "shutdown" else "crashed"
         if proc is not None:
+            detail = self.exit_error.message if isinstance(self.exit_error, ProtocolError) else ""
+            record_kill(self.runtime.audit, self.spec.plugin_id, self.pid, self.exit_reason, detail)
             expected = self.exit_reason in ("shutdown", "retired", "load", "hook")  # load: the plugin's state says
             if expected:
                 self._lifecycle(logging.DEBUG, f"exited ({self.exit_reason}): pid {self.pid}")
@@ -654,12 +657,16 @@ class Worker:
                         message=f"result of {size} bytes exceeds the {limit}-byte limit (limits.max_result_bytes)")
                 else:
                     pending.value = msg.value
+                if pending.info is not None:
+                    record_error(self.runtime.audit, self.spec.plugin_id, pending.fn, pending.info.name,
+                                 pending.info.message)
                 pending.event.set()
                 self._settled()
         elif isinstance(msg, p.Error):
             pending = self._pending.pop(msg.id, None)
             if pending is not None:
-                pending.info = self._checked_error(msg.error)
+                pending.info = info = self._checked_error(msg.error)
+                record_error(self.runtime.audit, self.spec.plugin_id, pending.fn, info.name, info.message)
                 pending.event.set()
                 self._settled()
         elif isinstance(msg, p.Log):
@@ -695,6 +702,9 @@ class Worker:
         verdict = budget.admit(len(msg.message), lim)
         if verdict is False:
             return
+        if verdict is None or (msg.level == "warn" and msg.message.startswith("log output truncated")):
+            record_refusal(self.runtime.audit, self.spec.plugin_id, "limit", "log flood: output truncated "
+                           "(limits.max_log_entries / max_log_bytes)", function=pending.fn if pending else None)
         if verdict is None:
             msg = p.Log(level="warn", id=msg.id, ts=msg.ts, message=(
                 "log output truncated by the host (limits.max_log_entries / max_log_bytes)"

@@ -264,7 +264,7 @@ class Registry:
         a plugin seen for the first time is approved as it is)."""
         assert self.approvals is not None
         asked = declared(manifest)
-        added = self.approvals.beyond(record.id, asked)
+        added = self.approvals.held(record.id, asked, manifest.version)
         if added is None:
             self.approvals.approve(record.id, asked, version=manifest.version, by="first load")
             return []

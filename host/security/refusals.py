@@ -1,0 +1,67 @@
+"""Every refusal and every resource-limit kill, in the audit log.
+
+Two events, each with the plugin id, a ``kind`` and ``what`` was refused (never a config value:
+Deno's refusal text names a host, a path or a variable, and the audit log's redaction runs over
+every line anyway):
+
+- ``refusal``: ``kind`` is ``permission`` (the sandbox refused an operation and the plugin let
+  the ``NotCapable`` error escape its call: a refusal the plugin catches itself is invisible to
+  the host), ``limit`` (a cap the worker runtime applied: a result over ``max_result_bytes``, a
+  Web Worker over ``max_web_workers``, a log flood past ``max_log_entries``/``max_log_bytes``) or
+  ``approval`` (a version asking for grants beyond its approved ones, held until approved).
+  Egress refusals have their own ``egress`` lines with ``outcome: "refused"`` (security/egress.py).
+- ``limit_kill``: a worker killed by a limit the host enforces, ``reason`` as in
+  ``WorkerCrashed.reason`` and ``what`` naming the setting: a call past its deadline, memory,
+  CPU time, heartbeats, a cancelled call that did not stop, a protocol violation (a frame over
+  ``max_frame``, say), too many host calls, an unread write buffer, a lifecycle hook past
+  ``hook_timeout``, a worker that did not exit within ``shutdown_grace``."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .audit import AuditLog
+
+# Kill reasons (worker.py) -> the limit, as the operator would change it.
+LIMIT_KILLS = {
+    "timeout": "a call passed its deadline (limits.call_timeout, or the call's own timeout)",
+    "memory": "ran out of memory (limits.heap_mb, limits.data_limit_mb)",
+    "cpu": "exceeded its CPU time (limits.cpu_seconds)",
+    "heartbeat": "stopped answering heartbeats (limits.heartbeat_timeout)",
+    "cancel": "a cancelled call did not stop in time (limits.cancel_grace)",
+    "hook": "onStop/onConfigChange passed limits.hook_timeout",
+    "shutdown-timeout": "did not exit when asked (limits.shutdown_grace)",
+    "resource limit: host calls": "too many host calls in flight (limits.max_host_calls)",
+    "resource limit: write buffer": "left replies unread (limits.max_write_buffer_bytes)",
+}
+# Error names a worker answers a call with when one of its runtime's caps refused something.
+LIMIT_ERRORS = ("ResourceLimitExceeded", "PayloadTooLarge")
+MAX_WHAT = 500
+
+
+def _short(text: str) -> str:
+    return text if len(text) <= MAX_WHAT else text[:MAX_WHAT] + "..."
+
+
+def record_refusal(audit: AuditLog, plugin: str, kind: str, what: str, **fields: Any) -> None:
+    audit.record("refusal", plugin=plugin, kind=kind, what=_short(what), **fields)
+
+
+def record_error(audit: AuditLog, plugin: str, function: str, name: str, message: str) -> None:
+    """A call's error, if it is a sandbox refusal or a runtime cap: recorded as a refusal."""
+    if name == "NotCapable":
+        record_refusal(audit, plugin, "permission", message, function=function)
+    elif name in LIMIT_ERRORS:
+        record_refusal(audit, plugin, "limit", f"{name}: {message}", function=function)
+
+
+def record_kill(audit: AuditLog, plugin: str, pid: int | None, reason: str | None, detail: str = "") -> None:
+    """A worker's end, if a limit killed it (``detail``: the protocol violation, for those)."""
+    if reason is None:
+        return
+    what = LIMIT_KILLS.get(reason) or (f"protocol violation: {detail}" if reason == "protocol" else None)
+    if what is not None:
+        audit.record("limit_kill", plugin=plugin, pid=pid, reason=reason, what=_short(what))
+
+
+__all__ = ["LIMIT_KILLS", "record_error", "record_kill", "record_refusal"]
