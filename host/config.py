@@ -19,6 +19,7 @@ from .execute_config import (
     ExecuteConfig,
     check_execute,
 )
+from .plugins.dev import dev_entries
 from .policy.config import (
     CACHE_ALL,
     NEVER_CACHED,
@@ -298,6 +299,7 @@ class HostConfig(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True)
     plugins: dict[str, PluginSettings] = {}
     usage_scripts: dict[str, UsageScriptConfig] = {}
     stations: dict[str, StationConfig] = {}  # [stations.NAME]: relay stations (balances/stations.py)
+    dev_plugins: list[str] = []  # ["name:path"]: plugins run from a source path (plugins/dev.py)
 
     def __post_init__(self) -> None:
         # Every section is validated here, given as a dict (``HostConfig(pool={"max_workers":
@@ -311,6 +313,7 @@ class HostConfig(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True)
             elif isinstance(value, (msgspec.Struct, dict)):
                 setattr(self, f.name, checked(value, f.type, f.name))
         _check_pool(self.pool, "pool")
+        dev_entries(self.dev_plugins)  # each "name:path" names a plugin that is there
         check_execute(self.execute)
         _check_worker_limits(self.limits, "limits")
         _check_server(self.server)

@@ -119,6 +119,7 @@ def _read(path: Path, name: str) -> tuple[dict[str, Any], set[str]]:
             policy[key] = data.pop(key)
 
     base = path.resolve().parent
+    _dev_plugins(data, name, base)
     for key in PATH_KEYS:
         value = data.get(key)
         if isinstance(value, str):
@@ -137,6 +138,20 @@ def _read(path: Path, name: str) -> tuple[dict[str, Any], set[str]]:
             if isinstance(entry, dict) and isinstance(entry.get("file"), str):
                 entry["file"] = _resolve(entry["file"], base)
     return data, shortcuts
+
+
+def _dev_plugins(data: dict[str, Any], name: str, base: Path) -> None:
+    """``dev_plugins`` paths resolved against the file; the seed's ``[plugins] dev_plugins``
+    read as the top-level setting (plugins/dev.py)."""
+    plugins = data.get("plugins")
+    if isinstance(plugins, dict) and isinstance(plugins.get("dev_plugins"), list):
+        if "dev_plugins" in data:
+            raise InvalidConfig(f"{name}: dev_plugins and plugins.dev_plugins are both given; keep one")
+        data["dev_plugins"] = plugins.pop("dev_plugins")
+    entries = data.get("dev_plugins")
+    if isinstance(entries, list):
+        data["dev_plugins"] = [f"{e.partition(':')[0]}:{os.path.normpath(_resolve(e.partition(':')[2], base))}"
+                               if isinstance(e, str) and e.partition(":")[2] else e for e in entries]
 
 
 def _resolve(value: str, base: Path) -> str:
