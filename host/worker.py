@@ -74,7 +74,9 @@ class WorkerSpec:
     limits: WorkerLimits = field(default_factory=WorkerLimits)
     config: Any = None
     inspect: str | None = None
-    overridden: tuple[str, ...] = ()  # kinds [plugins.ID.permissions] narrows: its refusals name it
+    # Kinds the operator narrows ([plugins.ID.permissions], the API's override) -> that setting:
+    # a refusal of that kind names it.
+    overridden: dict[str, str] = field(default_factory=dict)
     redact: Callable[[str], str] | None = None  # scrubs secrets from the worker's raw output
     cache_salt: str = ""         # hash of the plugin's version and config: part of result-cache keys
     egress_id: str | None = None  # who the egress proxy sees (default: plugin_id)
@@ -154,7 +156,8 @@ _ERROR_CLASSES: dict[str, type[PluginError]] = {
 _REFUSED = re.compile(r'^Requires (net|read|write|env|run|sys|ffi) access to "([^"]*)"(?:, run again with the --allow-\w+ flag)?')
 
 
-def refusal_advice(message: str, module: str | None, overridden: tuple[str, ...] = (), plugin: str = "") -> str:
+def refusal_advice(message: str, module: str | None, overridden: dict[str, str] | None = None,
+                   plugin: str = "") -> str:
     """Deno's "Requires net access to "x:443", run again with the --allow-net flag" as what the
     operator or author of this host must change: the plugin's declared permissions (``module``:
     its file), or for ad-hoc code (None) the request's permissions."""
@@ -163,16 +166,16 @@ def refusal_advice(message: str, module: str | None, overridden: tuple[str, ...]
         return message
     kind, target = m.groups()
     entry = target.removesuffix(":443") if kind == "net" else target  # a host name's grant covers 443
-    if kind in overridden:  # the operator narrowed it: that is what to change, if anything
-        return (f'Requires {kind} access to "{target}": refused by the operator\'s [plugins.{plugin}.permissions] '
-                f'{kind} in host.toml, which narrows what the plugin declares' + message[m.end():])
+    if overridden and kind in overridden:  # the operator narrowed it: that is what to change, if anything
+        return (f'Requires {kind} access to "{target}": refused by the operator\'s {overridden[kind]}, '
+                'which narrows what the plugin declares' + message[m.end():])
     where = (f"metadata.permissions.{kind} in {module} (a new grant waits for the operator's approval)"
              if module else f"the request's permissions.{kind}, within what [execute.allow] allows")
     return f'Requires {kind} access to "{target}": the sandbox refused it; add "{entry}" to {where}' + message[m.end():]
 
 
 def error_from_info(info: p.ErrorInfo, *, plugin: str, function: str, module: str | None = None,
-                    overridden: tuple[str, ...] = ()) -> HostError:
+                    overridden: dict[str, str] | None = None) -> HostError:
     """Translate a worker's normalised error into the host's exception type; a sandbox refusal
     says which permission to add, and where (``module``: the plugin's file; None: ad-hoc code)."""
     kw: dict[str, Any] = dict(plugin=plugin, function=function)

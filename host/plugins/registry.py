@@ -39,6 +39,7 @@ from .hooks import config_changed
 from .keys import station_key
 from .lifecycle import SERVING, EventHub, Plugin
 from .manifest import KNOWN_CAPABILITIES, Manifest, infer_capabilities, unresolved
+from .overrides import narrowed_grants
 from .reload import fingerprint
 from .settings import ConfigStore, apply_schema, redact, secret_keys, secret_values
 from .usage_scripts import discover_sources
@@ -78,6 +79,8 @@ class Registry:
         self.disabled: Callable[[str], str | None] = lambda plugin_id: None  # why it must not start
         self.switched: Callable[[], set[str]] = set  # plugins another process enabled or disabled
         self.private_network: Callable[[str], bool] = config.allow_private_network_for
+        self.narrow: Callable[[str, Permissions], tuple[Permissions, dict[str, str]]] = (
+            lambda pid, grants: narrowed_grants(config, None, pid, grants))  # GrantOverrides adds the API's
 
     def open(self, runtime: Runtime, tg: TaskGroup) -> None:
         """The host started: its runtime, its task group, the config store and approvals."""
@@ -205,11 +208,8 @@ class Registry:
         src = record.source
         grants = manifest.grants_for(config, allow_private_network=self.private_network(src.id),
                                      also=also)
-        settings = self.config.plugins.get(src.id)
-        override = settings.permissions if settings is not None else None
-        if override is not None:  # the operator's narrowing of what the manifest declares
-            grants = grants.narrowed(override)
-            extra.setdefault("overridden", tuple(k for k, v in override.items() if v is not True))
+        grants, overridden = self.narrow(src.id, grants)  # the operator's narrowing (plugins/overrides.py)
+        extra.setdefault("overridden", overridden)
         assert self.runtime is not None
         return WorkerSpec(plugin_id=src.id, module=src.module, base_dir=self.runtime.data_dir(src.id),
                           read_paths=[str(src.root)], permissions=grants, config=config,
