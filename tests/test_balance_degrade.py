@@ -6,7 +6,7 @@ from __future__ import annotations
 import msgspec
 import pytest
 
-from host import HostConfig, PluginHost, PluginSettings, RateLimited, RateLimitConfig
+from host import HostConfig, PluginHost, PluginSettings, RateLimitConfig, RateLimited
 
 pytestmark = [pytest.mark.anyio, pytest.mark.timeout(60)]
 
