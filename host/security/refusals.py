@@ -8,8 +8,9 @@ every line anyway):
   the ``NotCapable`` error escape its call: a refusal the plugin catches itself is invisible to
   the host), ``limit`` (a cap the worker runtime applied: a result over ``max_result_bytes``, a
   Web Worker over ``max_web_workers``, a log flood past ``max_log_entries``/``max_log_bytes``) or
-  ``approval`` (a version asking for grants beyond its approved ones, held until approved).
-  Egress refusals have their own ``egress`` lines with ``outcome: "refused"`` (security/egress.py).
+  ``approval`` (a version asking for grants beyond its approved ones, held until approved) or
+  ``egress`` (the egress proxy refused a request: beside its ``egress`` line, security/egress.py;
+  a response over its cap is a ``limit``).
 - ``limit_kill``: a worker killed by a limit the host enforces, ``reason`` as in
   ``WorkerCrashed.reason`` and ``what`` naming the setting: a call past its deadline, memory,
   CPU time, heartbeats, a cancelled call that did not stop, a protocol violation (a frame over
