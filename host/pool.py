@@ -218,6 +218,11 @@ class Pool:
         if self.state in ("closing", "closed", "error"):
             await worker.shutdown()
             return
+        if worker.welcomed_config is not self.spec.config and not await worker.run_hook(
+                "config_change", self.spec.config):  # changed during its handshake (plugins/hooks.py)
+            await worker.shutdown()
+            self._maintain()  # a new one starts with the new config
+            return
         if spare:
             self.spares.append(worker)
         else:

@@ -216,6 +216,7 @@ class Worker:
         self.state = "starting"
         self.pid: int | None = None
         self.metadata: Any = None
+        self.welcomed_config: Any = None
         self.exports: list[str] = []
         self.calls = 0
         self.reserved = 0            # slots promised by the pool, not yet sent
@@ -386,10 +387,11 @@ class Worker:
                 pass
             raise self._handshake_failed(reason)
         lim = self.spec.limits
+        self.welcomed_config = self.spec.config  # a config change after this is told by a hook
         await self._send(p.Welcome(
             plugin_id=self.spec.plugin_id,
             module=str(self.spec.module) if self.spec.module else None,
-            config=self.spec.config,
+            config=self.welcomed_config,
             tools=self.spec.tools,
             limits=p.Limits(
                 heartbeat_interval_ms=int(lim.heartbeat_interval * 1000),

@@ -7,10 +7,11 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
+import anyio
 import pytest
 from support.processes import gone, wait_for
 
-from host import WorkerLimits
+from host import PoolConfig, WorkerLimits
 from host.config import ReloadConfig
 
 pytestmark = [pytest.mark.anyio, pytest.mark.timeout(60)]
@@ -112,3 +113,36 @@ async def test_without_a_working_on_config_change_the_workers_restart_with_the_n
         assert after["pid"] != before["pid"]
         await wait_for(lambda: gone(before["pid"]))
         assert h.plugin("conf").state == "running"
+
+
+SLOW_START = """
+export const metadata = { id: "conf", name: "conf", version: "1.0.0", apiVersion: "1.0",
+  configSchema: { region: { type: "string", default: "eu" } } };
+console.log("importing");  // after the welcome, with the config of that moment
+await new Promise((r) => setTimeout(r, 1500));  // every worker takes this long to start
+let told = [];
+export function seen(ctx) { return { pid: Deno.pid, region: ctx.config.region, told }; }
+export async function hold(ms) { await new Promise((r) => setTimeout(r, ms)); return Deno.pid; }
+export function onConfigChange(c) { told.push(c.region); }
+"""
+
+
+async def test_a_worker_still_starting_when_the_config_changes_is_told_too(plugin_dir, make_host):
+    plugin_dir.add("conf.js", SLOW_START)
+    async with make_host(reload=NO_RELOAD, pool=PoolConfig(min_workers=1, max_workers=2)) as h:
+        first = h.plugin("conf").workers[0].pid
+        seen: list[dict] = []
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(h.call, "conf", "hold", 4000)  # the first worker is busy
+            await wait_for(lambda: h.pool("conf").workers[0].load == 1)
+
+            async def ask() -> None:
+                seen.append(await h.call("conf", "seen"))
+            imports = len([e for e in h.logs("conf") if e.message == "importing"])
+            tg.start_soon(ask)  # a second worker starts for it (1.5 s), welcomed with "eu"
+            await wait_for(lambda: len([e for e in h.logs("conf") if e.message == "importing"]) > imports)
+            await h.set_config("conf", {"region": "us"})  # told to the first; the second is starting
+            await wait_for(lambda: bool(seen), timeout=10)
+            assert seen[0]["pid"] != first
+            assert (seen[0]["region"], seen[0]["told"]) == ("us", ["us"])  # welcomed with "eu", then told
+            tg.cancel_scope.cancel()
