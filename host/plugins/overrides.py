@@ -19,7 +19,7 @@ from ..config import HostConfig, check_override
 from ..errors import InvalidConfig
 from ..security.permissions import Permissions
 from .lifecycle import SERVING
-from .switches import Switches
+from .switches import SWITCHES_FILE, Switches
 
 if TYPE_CHECKING:
     from .registry import Registry
@@ -47,6 +47,20 @@ def narrowed_grants(config: HostConfig, api: Override | None, plugin_id: str,
     return grants, where
 
 
+def checked(override: Any) -> Override:
+    """``override`` as ``[plugins.ID.permissions]`` would take it: InvalidConfig naming the
+    kind or entry at fault."""
+    try:
+        value = msgspec.convert(override, Override)
+    except msgspec.ValidationError as exc:
+        raise InvalidConfig(f"permissions: {{kind: true | false | [entries]}} expected: {exc}") from None
+    try:
+        check_override(value, "override.permissions")  # "override.permissions.net: ..."
+    except InvalidConfig as exc:
+        raise InvalidConfig(exc.message.removeprefix("override.")) from None
+    return value
+
+
 class GrantOverrides:
     """Reads and changes the API's grant override of each plugin; narrows grants for the
     registry (``Registry.narrow``)."""
@@ -57,8 +71,19 @@ class GrantOverrides:
         registry.narrow = self.narrow
 
     def _api(self, plugin_id: str) -> dict[str, Any]:
+        """The API's override as kept; one that is not a valid override (the file edited by
+        hand) fails closed: InvalidConfig, so the plugin does not start with more than it may."""
         entry = self._switches.entry(plugin_id)
-        return entry if isinstance(entry.get("permissions"), dict) else {}
+        override = entry.get("permissions")
+        if override is None:
+            return {}
+        try:
+            checked(override)
+        except InvalidConfig as exc:
+            raise InvalidConfig(f"{SWITCHES_FILE}: the grant override of {plugin_id} is unreadable ({exc.message}); "
+                                f"set it again or remove it (PUT or DELETE /api/plugins/{plugin_id}/permissions)",
+                                plugin=plugin_id) from None
+        return entry
 
     def narrow(self, plugin_id: str, grants: Permissions) -> tuple[Permissions, dict[str, str]]:
         return narrowed_grants(self._config, self._api(plugin_id).get("permissions"), plugin_id, grants)
@@ -80,9 +105,7 @@ class GrantOverrides:
         with the grants left. InvalidConfig names a bad kind or entry. Returns ``get(name)``."""
         record = self._reg.record(name)
         if override is not None:
-            if not isinstance(override, dict):
-                raise InvalidConfig("permissions: must be an object of {kind: true | false | [entries]}")
-            check_override(override, "permissions")
+            override = checked(override)
         self._switches.update(record.id, {"permissions": override, "permissions_by": by,
                                           "permissions_at": round(time.time(), 3)})
         self._audit("grant_override", plugin=record.id, override=override, by=by)

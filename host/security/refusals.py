@@ -15,10 +15,15 @@ every line anyway):
   ``WorkerCrashed.reason`` and ``what`` naming the setting: a call past its deadline, memory,
   CPU time, heartbeats, a cancelled call that did not stop, a protocol violation (a frame over
   ``max_frame``, say), too many host calls, an unread write buffer, a lifecycle hook past
-  ``hook_timeout``, a worker that did not exit within ``shutdown_grace``."""
+  ``hook_timeout``, a worker that did not exit within ``shutdown_grace``.
+
+A plugin can fail calls as fast as it likes: each plugin gets at most PER_SECOND lines of each
+event a second; the next line says how many were left out (``suppressed``)."""
 
 from __future__ import annotations
 
+import time
+import weakref
 from typing import Any
 
 from .audit import AuditLog
@@ -40,12 +45,56 @@ LIMIT_ERRORS = ("ResourceLimitExceeded", "PayloadTooLarge")
 MAX_WHAT = 500
 
 
+# Lines a plugin can make the host write as fast as it can fail calls: at most this many a
+# second per plugin and event, so that a plugin cannot rotate the audit log's history away.
+# The next line let through says how many were left out (``suppressed``).
+PER_SECOND = 20
+
+
+class _Budget:
+    __slots__ = ("count", "since", "suppressed")
+
+    def __init__(self) -> None:
+        self.since, self.count, self.suppressed = 0.0, 0, 0
+
+
+_budgets: weakref.WeakKeyDictionary[AuditLog, dict[tuple[str, str], _Budget]] = weakref.WeakKeyDictionary()
+
+
+def _admit(audit: AuditLog, plugin: str, event: str) -> int | None:
+    """None: leave this line out; else the number of lines left out before it."""
+    budgets = _budgets.setdefault(audit, {})
+    b = budgets.get((plugin, event))
+    if b is None:
+        if len(budgets) > 10_000:  # plugin ids are few; execute identities come and go
+            budgets.clear()
+        b = budgets[(plugin, event)] = _Budget()
+    now = time.monotonic()
+    if now - b.since >= 1.0:
+        b.since, b.count = now, 0
+    if b.count >= PER_SECOND:
+        b.suppressed += 1
+        return None
+    b.count += 1
+    left_out, b.suppressed = b.suppressed, 0
+    return left_out
+
+
+def _record(audit: AuditLog, event: str, plugin: str, **fields: Any) -> None:
+    left_out = _admit(audit, plugin, event)
+    if left_out is None:
+        return
+    if left_out:
+        fields["suppressed"] = left_out
+    audit.record(event, plugin=plugin, **fields)
+
+
 def _short(text: str) -> str:
     return text if len(text) <= MAX_WHAT else text[:MAX_WHAT] + "..."
 
 
 def record_refusal(audit: AuditLog, plugin: str, kind: str, what: str, **fields: Any) -> None:
-    audit.record("refusal", plugin=plugin, kind=kind, what=_short(what), **fields)
+    _record(audit, "refusal", plugin, kind=kind, what=_short(what), **fields)
 
 
 def record_error(audit: AuditLog, plugin: str, function: str, name: str, message: str) -> None:
@@ -62,7 +111,7 @@ def record_kill(audit: AuditLog, plugin: str, pid: int | None, reason: str | Non
         return
     what = LIMIT_KILLS.get(reason) or (f"protocol violation: {detail}" if reason == "protocol" else None)
     if what is not None:
-        audit.record("limit_kill", plugin=plugin, pid=pid, reason=reason, what=_short(what))
+        _record(audit, "limit_kill", plugin, pid=pid, reason=reason, what=_short(what))
 
 
 __all__ = ["LIMIT_KILLS", "record_error", "record_kill", "record_refusal"]

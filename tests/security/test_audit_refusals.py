@@ -4,12 +4,15 @@ deadline, a lifecycle hook past its deadline."""
 
 from __future__ import annotations
 
+import time
+
 import pytest
 from support.processes import wait_for
 
 from host import CallTimeout, PayloadTooLarge, PermissionDenied, WorkerLimits
 from host.config import ReloadConfig
-from host.security.audit import read_audit
+from host.security.audit import AuditLog, read_audit
+from host.security.refusals import PER_SECOND, record_refusal
 
 pytestmark = [pytest.mark.anyio, pytest.mark.timeout(60)]
 
@@ -79,3 +82,17 @@ async def test_a_hook_past_its_deadline_is_audited_as_a_limit_kill(plugin_dir, m
         pid = h.plugin("nosy").workers[0].pid
     kills = audit_of(h, "limit_kill")
     assert [(k["plugin"], k["pid"], k["reason"]) for k in kills] == [("nosy", pid, "hook")]
+
+
+def test_a_plugin_cannot_flood_the_audit_log_with_refusals(tmp_path):
+    audit = AuditLog(tmp_path / "audit.jsonl")
+    for i in range(50):
+        record_refusal(audit, "noisy", "permission", f"refusal {i}")
+    record_refusal(audit, "quiet", "permission", "one")
+    lines = read_audit(tmp_path / "audit.jsonl")
+    assert [e["plugin"] for e in lines].count("noisy") == PER_SECOND
+    assert [e["what"] for e in lines if e["plugin"] == "quiet"] == ["one"]  # others keep theirs
+    time.sleep(1.05)  # the budget is per second: the next second's first line says what was left out
+    record_refusal(audit, "noisy", "permission", "later")
+    last = read_audit(tmp_path / "audit.jsonl")[-1]
+    assert (last["what"], last["suppressed"]) == ("later", 50 - PER_SECOND)

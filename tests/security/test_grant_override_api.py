@@ -5,6 +5,8 @@ is refused with a message naming it."""
 
 from __future__ import annotations
 
+import json
+
 import pytest
 from support.servers import serve_process
 
@@ -106,3 +108,16 @@ def test_grant_overrides_over_http(envy, state_dir, tmp_path):
         assert (status, out["result"]) == (200, "beta")
     audited = [e["override"] for e in read_audit(state_dir / "audit.jsonl") if e["event"] == "grant_override"]
     assert audited == [{"env": ["PH_TEST_A"]}, None]
+
+
+@pytest.mark.anyio
+async def test_an_unreadable_stored_override_fails_closed(envy, state_dir):
+    config = HostConfig(plugins_dir=str(envy.root), state_dir=str(state_dir), pool=ONE)
+    (state_dir / "plugin_switches.json").write_text(json.dumps({"envy": {"permissions": {"env": 5}}}))
+    async with PluginHost(config) as h:
+        info = h.plugin("envy")
+        assert info.state == "error"
+        assert "plugin_switches.json: the grant override of envy is unreadable" in info.error
+        await h.grant_overrides.set("envy", None)  # removing it repairs it
+        await h.enable("envy")
+        assert await h.call("envy", "read", "PH_TEST_B") == "beta"
