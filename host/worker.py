@@ -134,9 +134,10 @@ class LogBudget:
 
 
 class _Pending:
-    __slots__ = ("error", "event", "fn", "info", "log_budget", "logs", "timeout", "tools", "value")
+    __slots__ = ("error", "event", "fn", "hook", "info", "log_budget", "logs", "timeout", "tools", "value")
 
-    def __init__(self, fn: str, collect_logs: bool, tools: frozenset[str] = frozenset()) -> None:
+    def __init__(self, fn: str, collect_logs: bool, tools: frozenset[str] = frozenset(), hook: bool = False) -> None:
+        self.hook = hook  # a lifecycle hook: past its deadline the kill says so
         self.tools = tools  # the tools an execution asked for (its host calls may use them)
         self.log_budget: LogBudget | None = None  # made at the call's first log line
         self.timeout = 0.0
@@ -879,7 +880,7 @@ class Worker:
         msg = p.Hook(id=cid, name=name, config=config, timeout_ms=int(timeout * 1000))
         with anyio.CancelScope(shield=True):
             try:
-                pending = await self._request(cid, msg, p.HOOKS[name], timeout, None, collect_logs=False)
+                pending = await self._request(cid, msg, p.HOOKS[name], timeout, None, collect_logs=False, hook=True)
             except HostError as exc:
                 self._lifecycle(logging.WARNING, f"{p.HOOKS[name]} failed: {exc}")
                 return False
@@ -909,7 +910,7 @@ class Worker:
 
     async def _request(
         self, cid: int, msg: p.Message, fn: str, timeout: float, lease: Lease | None, *,
-        collect_logs: bool, raise_error: bool = True, tools: frozenset[str] = frozenset(),
+        collect_logs: bool, raise_error: bool = True, tools: frozenset[str] = frozenset(), hook: bool = False,
     ) -> _Pending:
         # Encoded before anything is registered: arguments that cannot be sent leave no trace,
         # and the pool gives the unused reservation back.
@@ -926,7 +927,7 @@ class Worker:
         if not self.alive:
             gone = self.exit_error or WorkerCrashed(f"worker {self.describe()} is gone", plugin=self.spec.plugin_id)
             raise gone.undelivered() if isinstance(gone, WorkerCrashed) else gone
-        pending = _Pending(fn, collect_logs, tools)
+        pending = _Pending(fn, collect_logs, tools, hook)
         self._pending[cid] = pending
         try:
             await self._write(data)
@@ -977,7 +978,7 @@ class Worker:
 
     def _time_out(self, cid: int, pending: _Pending) -> None:
         del self._pending[cid]
-        self.kill("hook" if pending.fn in p.HOOKS.values() else "timeout")
+        self.kill("hook" if pending.hook else "timeout")
         pending.error = CallTimeout(
             f"call did not finish within {pending.timeout:.3g}s; worker killed",
             timeout=pending.timeout, plugin=self.spec.plugin_id, function=pending.fn,
