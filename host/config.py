@@ -19,6 +19,7 @@ from .execute_config import (
     ExecuteConfig,
     check_execute,
 )
+from .plugins.dev import dev_entries
 from .policy.config import (
     CACHE_ALL,
     NEVER_CACHED,
@@ -76,6 +77,9 @@ class WorkerLimits(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=Tru
     heartbeat_timeout: Seconds = 10.0
     cancel_grace: Delay = 1.0     # a cancelled call must settle within this, or the worker dies
     shutdown_grace: Delay = 2.0
+    # onStop / onConfigChange may take this long; past it the worker is killed (and, for a
+    # config change, replaced by one started with the new config): nothing waits on a hook.
+    hook_timeout: Seconds = 5.0
     heap_mb: Annotated[int, Meta(ge=16)] = 128            # V8 old-space cap
     data_limit_mb: int | None = 1024  # RLIMIT_DATA: bounds ArrayBuffers, which the heap cap does not
     cpu_seconds: Count | None = None   # RLIMIT_CPU backstop
@@ -297,6 +301,7 @@ class HostConfig(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True)
     plugins: dict[str, PluginSettings] = {}
     usage_scripts: dict[str, UsageScriptConfig] = {}
     stations: dict[str, StationConfig] = {}  # [stations.NAME]: relay stations (balances/stations.py)
+    dev_plugins: list[str] = []  # ["name:path"]: plugins run from a source path (plugins/dev.py)
 
     def __post_init__(self) -> None:
         # Every section is validated here, given as a dict (``HostConfig(pool={"max_workers":
@@ -310,6 +315,7 @@ class HostConfig(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True)
             elif isinstance(value, (msgspec.Struct, dict)):
                 setattr(self, f.name, checked(value, f.type, f.name))
         _check_pool(self.pool, "pool")
+        dev_entries(self.dev_plugins)  # each "name:path" names a plugin that is there
         check_execute(self.execute)
         _check_worker_limits(self.limits, "limits")
         _check_server(self.server)

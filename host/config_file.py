@@ -9,7 +9,8 @@ and ``[cache]`` at the top level are shortcuts for the same tables under ``[poli
 paths in the file are resolved against the file's directory, not the working directory.
 
 Precedence, highest first: explicit overrides (the CLI's flags), then the environment, then
-the file, then the defaults. The environment variables (an empty one counts as unset):
+the file, then the defaults. The balance plugin document's ``[rate_limit]`` keys are read as
+today's settings, with a deprecation hint (config_legacy.py). The environment variables (an empty one counts as unset):
 
 - ``PLUGIN_HOST_CONFIG``: the file to read when no path is given (no path and no variable:
   defaults only; no file is searched for).
@@ -42,6 +43,7 @@ import msgspec
 
 from .config import HostConfig, PluginSettings, check_storage
 from .config_errors import validation_message
+from .config_legacy import translate_rate_limit
 from .errors import InvalidConfig
 
 SHORTCUTS = ("rate_limit", "retry", "breaker", "cache")  # top-level tables that mean [policy.X]
@@ -105,6 +107,7 @@ def _read(path: Path, name: str) -> tuple[dict[str, Any], set[str]]:
     except tomllib.TOMLDecodeError as exc:
         raise InvalidConfig(f"{name}: {_toml_error(str(exc))}") from None
 
+    translate_rate_limit(data, name)  # the balance document's [rate_limit] keys, with a hint
     shortcuts = {k for k in SHORTCUTS if k in data}
     if shortcuts:
         policy = data.setdefault("policy", {})
@@ -116,6 +119,7 @@ def _read(path: Path, name: str) -> tuple[dict[str, Any], set[str]]:
             policy[key] = data.pop(key)
 
     base = path.resolve().parent
+    _dev_plugins(data, name, base)
     for key in PATH_KEYS:
         value = data.get(key)
         if isinstance(value, str):
@@ -134,6 +138,20 @@ def _read(path: Path, name: str) -> tuple[dict[str, Any], set[str]]:
             if isinstance(entry, dict) and isinstance(entry.get("file"), str):
                 entry["file"] = _resolve(entry["file"], base)
     return data, shortcuts
+
+
+def _dev_plugins(data: dict[str, Any], name: str, base: Path) -> None:
+    """``dev_plugins`` paths resolved against the file; the seed's ``[plugins] dev_plugins``
+    read as the top-level setting (plugins/dev.py)."""
+    plugins = data.get("plugins")
+    if isinstance(plugins, dict) and isinstance(plugins.get("dev_plugins"), list):
+        if "dev_plugins" in data:
+            raise InvalidConfig(f"{name}: dev_plugins and plugins.dev_plugins are both given; keep one")
+        data["dev_plugins"] = plugins.pop("dev_plugins")
+    entries = data.get("dev_plugins")
+    if isinstance(entries, list):
+        data["dev_plugins"] = [f"{e.partition(':')[0]}:{os.path.normpath(_resolve(e.partition(':')[2], base))}"
+                               if isinstance(e, str) and e.partition(":")[2] else e for e in entries]
 
 
 def _resolve(value: str, base: Path) -> str:

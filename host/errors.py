@@ -204,7 +204,10 @@ class _RetryAfter(HostError):
 
 
 class RateLimited(_RetryAfter):
-    """The call was refused by a rate limit; retry after ``retry_after`` seconds."""
+    """The call was refused by a rate limit; retry after ``retry_after`` seconds. ``strategy``:
+    the plugin's (``degrade``: a balance query answers its last balance instead, marked stale)."""
+
+    strategy = "reject"
 
 
 class CircuitOpen(_RetryAfter):

@@ -46,6 +46,7 @@ from .metrics import UNKNOWN, HostMetrics
 from .plugins.admin import ConfigAdmin
 from .plugins.events import Events
 from .plugins.lifecycle import EventHub, Plugin, PluginEvent
+from .plugins.overrides import GrantOverrides
 from .plugins.registry import Registry
 from .plugins.settings import ConfigStore
 from .plugins.switches import SWITCHES_FILE, Switches
@@ -99,6 +100,7 @@ class PluginHost:
         self._registry.disabled = self._switches.disabled
         self._registry.switched = self._switches.refresh
         self._registry.private_network = self._switches.private_network
+        self.grant_overrides = GrantOverrides(self.config, self._switches, self._registry, self._audit)  # get/set
         self._balances = Balances(self.config.balances, self._registry, self._pipeline.run, self.metrics.observe,
                                   self._history, self.config.low_balance_for,
                                   lambda: self._tg if self._running else None, stations)

@@ -21,6 +21,10 @@ from .worker import HostCallHandler, Lease, LogSink, Worker, WorkerSpec
 log = logging.getLogger("host.pool")
 
 
+# Exits that are no crash: asked for, or a lifecycle hook past its deadline (the worker was
+# going, or is replaced with a new config, anyway).
+QUIET_EXITS = ("shutdown", "retired", "hook", None)
+
 # A call whose worker died as it went out (so it never ran) is resent this often.
 _RESENDS = 3
 
@@ -138,8 +142,8 @@ class Pool:
                 await self._drained.wait()
             with anyio.CancelScope(shield=True):
                 async with anyio.create_task_group() as tg:
-                    for w in [*self.workers, *self.spares]:
-                        tg.start_soon(w.shutdown)
+                    for w in [*self.workers, *self.spares]:  # onStop of each, within its deadline
+                        tg.start_soon(w.shutdown, True)
         self._tg.cancel_scope.cancel()
         cm, self._tg = self._cm, None
         await cm.__aexit__(None, None, None)
@@ -214,6 +218,11 @@ class Pool:
         if self.state in ("closing", "closed", "error"):
             await worker.shutdown()
             return
+        if worker.welcomed_config is not self.spec.config and not await worker.run_hook(
+                "config_change", self.spec.config):  # changed during its handshake (plugins/hooks.py)
+            await worker.shutdown()
+            self._maintain()  # a new one starts with the new config
+            return
         if spare:
             self.spares.append(worker)
         else:
@@ -232,7 +241,7 @@ class Pool:
     def _on_worker_exit(self, worker: Worker) -> None:
         if worker in self.spares:  # a spare that died: it served nothing; another is started
             self.spares.remove(worker)
-            if worker.exit_reason not in ("shutdown", "retired", None) and self.state not in ("closing", "closed"):
+            if worker.exit_reason not in QUIET_EXITS and self.state not in ("closing", "closed"):
                 self.exits[worker.exit_reason] = self.exits.get(worker.exit_reason, 0) + 1
                 self._record_crash(str(worker.exit_error), fatal=False)
                 self._maintain()
@@ -243,7 +252,7 @@ class Pool:
         else:
             return  # never made it into the pool: _spawn_safely counted it
         reason = worker.exit_reason
-        lost = reason not in ("shutdown", "retired", None) and self.state not in ("closing", "closed")
+        lost = reason not in QUIET_EXITS and self.state not in ("closing", "closed")
         if lost:
             self.exits[reason] = self.exits.get(reason, 0) + 1
         if reason == "timeout":
@@ -311,7 +320,7 @@ class Pool:
         worker.retiring = True
         if worker.load == 0 and self._tg is not None:
             worker.exit_reason = worker.exit_reason or "retired"
-            self._tg.start_soon(worker.shutdown)
+            self._tg.start_soon(worker.shutdown, True)
 
     async def _reaper(self) -> None:
         """Stop workers idle for longer than idle_timeout, down to min_workers."""
@@ -361,7 +370,7 @@ class Pool:
         if worker.retiring:
             if worker.load == 0 and worker.state == "ready" and self._tg is not None:
                 worker.exit_reason = worker.exit_reason or "retired"
-                self._tg.start_soon(worker.shutdown)
+                self._tg.start_soon(worker.shutdown, True)
             return
         while worker.state == "ready" and not worker.unresponsive and worker.load < self.config.max_inflight:
             waiter = self._waiters.pop()

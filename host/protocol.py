@@ -17,6 +17,8 @@ MAGIC_COOKIE = "PLUGIN_HOST_7f3a9c2e"
 PROTOCOL_VERSION = 1
 DEFAULT_MAX_FRAME = 16 * 1024 * 1024
 HEADER = struct.Struct(">I")
+# Lifecycle hooks: the ``Hook`` message's name -> the export it runs.
+HOOKS = {"stop": "onStop", "config_change": "onConfigChange"}
 
 
 class _Msg(msgspec.Struct, tag_field="type", omit_defaults=True):
@@ -141,6 +143,18 @@ class Deliver(_Msg, tag="deliver"):
     data: Any = None
 
 
+class Hook(_Msg, tag="hook"):
+    """Run one of the plugin's lifecycle hooks, answered by ``result`` (value true: it ran;
+    false: the plugin does not export it) or ``error``, like a call. ``name`` is ``stop``
+    (``onStop(context)``) or ``config_change`` (the worker's config becomes ``config``, then
+    ``onConfigChange(config, context)``)."""
+
+    id: int
+    name: str
+    config: Any = None
+    timeout_ms: int | None = None
+
+
 class Shutdown(_Msg, tag="shutdown"):
     reason: str = "shutdown"
 
@@ -158,7 +172,7 @@ class Pong(_Msg, tag="pong"):
 
 Message = Union[
     Hello, Ready, Result, Error, Log, HostCall,
-    Welcome, Reject, Call, Execute, Cancel, HostReply, Deliver, Shutdown,
+    Welcome, Reject, Call, Execute, Cancel, HostReply, Deliver, Hook, Shutdown,
     Ping, Pong,
 ]
 

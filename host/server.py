@@ -293,6 +293,14 @@ def create_app(host: PluginHost, *, admin_token: str | None = None, read_token: 
         await host.allow_private_network(request.match_info["id"], body.allow, by=via)
         return _json(host.plugin(request.match_info["id"]))
 
+    async def grant_override(request: web.Request) -> web.Response:
+        """The operator's narrowing of the plugin's grants (plugins/overrides.py)."""
+        pid, overrides = request.match_info["id"], host.grant_overrides
+        if request.method == "GET":
+            return _json(overrides.get(pid))
+        body = None if request.method == "DELETE" else await _body(request, dict[str, Any])
+        return _json(await overrides.set(pid, body, by=via))
+
     async def reset_config(request: web.Request) -> web.Response:
         return _json(await host.reset_config(request.match_info["id"], by=via))
 
@@ -373,6 +381,8 @@ def create_app(host: PluginHost, *, admin_token: str | None = None, read_token: 
     app.router.add_put("/api/plugins/{id}/config", put_config)
     app.router.add_delete("/api/plugins/{id}/config", reset_config)
     app.router.add_post("/api/plugins/{id}/private-network", private_network)
+    for method in ("GET", "PUT", "DELETE"):
+        app.router.add_route(method, "/api/plugins/{id}/permissions", grant_override)
     app.router.add_post("/api/config/import", import_config)
     app.router.add_post("/api/events/{event}", event)
     app.router.add_get("/api/balances", balances)

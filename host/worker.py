@@ -41,6 +41,7 @@ from .logs import WORKER_LEVELS, worker_extra
 from .process import ChildProcess
 from .runtime import Runtime
 from .security.permissions import Permissions
+from .security.refusals import record_error, record_kill, record_refusal
 from .transport import ConnectionLost, FrameSocket, UnixListener, WriteBufferFull
 
 T = TypeVar("T")
@@ -73,7 +74,9 @@ class WorkerSpec:
     limits: WorkerLimits = field(default_factory=WorkerLimits)
     config: Any = None
     inspect: str | None = None
-    overridden: tuple[str, ...] = ()  # kinds [plugins.ID.permissions] narrows: its refusals name it
+    # Kinds the operator narrows ([plugins.ID.permissions], the API's override) -> that setting:
+    # a refusal of that kind names it.
+    overridden: dict[str, str] = field(default_factory=dict)
     redact: Callable[[str], str] | None = None  # scrubs secrets from the worker's raw output
     cache_salt: str = ""         # hash of the plugin's version and config: part of result-cache keys
     egress_id: str | None = None  # who the egress proxy sees (default: plugin_id)
@@ -131,9 +134,10 @@ class LogBudget:
 
 
 class _Pending:
-    __slots__ = ("error", "event", "fn", "info", "log_budget", "logs", "timeout", "tools", "value")
+    __slots__ = ("error", "event", "fn", "hook", "info", "log_budget", "logs", "timeout", "tools", "value")
 
-    def __init__(self, fn: str, collect_logs: bool, tools: frozenset[str] = frozenset()) -> None:
+    def __init__(self, fn: str, collect_logs: bool, tools: frozenset[str] = frozenset(), hook: bool = False) -> None:
+        self.hook = hook  # a lifecycle hook: past its deadline the kill says so
         self.tools = tools  # the tools an execution asked for (its host calls may use them)
         self.log_budget: LogBudget | None = None  # made at the call's first log line
         self.timeout = 0.0
@@ -153,7 +157,8 @@ _ERROR_CLASSES: dict[str, type[PluginError]] = {
 _REFUSED = re.compile(r'^Requires (net|read|write|env|run|sys|ffi) access to "([^"]*)"(?:, run again with the --allow-\w+ flag)?')
 
 
-def refusal_advice(message: str, module: str | None, overridden: tuple[str, ...] = (), plugin: str = "") -> str:
+def refusal_advice(message: str, module: str | None, overridden: dict[str, str] | None = None,
+                   plugin: str = "") -> str:
     """Deno's "Requires net access to "x:443", run again with the --allow-net flag" as what the
     operator or author of this host must change: the plugin's declared permissions (``module``:
     its file), or for ad-hoc code (None) the request's permissions."""
@@ -162,16 +167,16 @@ def refusal_advice(message: str, module: str | None, overridden: tuple[str, ...]
         return message
     kind, target = m.groups()
     entry = target.removesuffix(":443") if kind == "net" else target  # a host name's grant covers 443
-    if kind in overridden:  # the operator narrowed it: that is what to change, if anything
-        return (f'Requires {kind} access to "{target}": refused by the operator\'s [plugins.{plugin}.permissions] '
-                f'{kind} in host.toml, which narrows what the plugin declares' + message[m.end():])
+    if overridden and kind in overridden:  # the operator narrowed it: that is what to change, if anything
+        return (f'Requires {kind} access to "{target}": refused by the operator\'s {overridden[kind]}, '
+                'which narrows what the plugin declares' + message[m.end():])
     where = (f"metadata.permissions.{kind} in {module} (a new grant waits for the operator's approval)"
              if module else f"the request's permissions.{kind}, within what [execute.allow] allows")
     return f'Requires {kind} access to "{target}": the sandbox refused it; add "{entry}" to {where}' + message[m.end():]
 
 
 def error_from_info(info: p.ErrorInfo, *, plugin: str, function: str, module: str | None = None,
-                    overridden: tuple[str, ...] = ()) -> HostError:
+                    overridden: dict[str, str] | None = None) -> HostError:
     """Translate a worker's normalised error into the host's exception type; a sandbox refusal
     says which permission to add, and where (``module``: the plugin's file; None: ad-hoc code)."""
     kw: dict[str, Any] = dict(plugin=plugin, function=function)
@@ -212,6 +217,7 @@ class Worker:
         self.state = "starting"
         self.pid: int | None = None
         self.metadata: Any = None
+        self.welcomed_config: Any = None
         self.exports: list[str] = []
         self.calls = 0
         self.reserved = 0            # slots promised by the pool, not yet sent
@@ -382,10 +388,11 @@ class Worker:
                 pass
             raise self._handshake_failed(reason)
         lim = self.spec.limits
+        self.welcomed_config = self.spec.config  # a config change after this is told by a hook
         await self._send(p.Welcome(
             plugin_id=self.spec.plugin_id,
             module=str(self.spec.module) if self.spec.module else None,
-            config=self.spec.config,
+            config=self.welcomed_config,
             tools=self.spec.tools,
             limits=p.Limits(
                 heartbeat_interval_ms=int(lim.heartbeat_interval * 1000),
@@ -494,7 +501,9 @@ class Worker:
                 self.exit_reason = self._kill_reason or "crash"
         self.state = "stopped" if self.exit_reason == "shutdown" else "crashed"
         if proc is not None:
-            expected = self.exit_reason in ("shutdown", "retired", "load")  # load: the plugin's state says
+            detail = self.exit_error.message if isinstance(self.exit_error, ProtocolError) else ""
+            record_kill(self.runtime.audit, self.spec.plugin_id, self.pid, self.exit_reason, detail)
+            expected = self.exit_reason in ("shutdown", "retired", "load", "hook")  # load: the plugin's state says
             if expected:
                 self._lifecycle(logging.DEBUG, f"exited ({self.exit_reason}): pid {self.pid}")
             else:
@@ -538,6 +547,7 @@ class Worker:
         how = f"exit code {rc}" if sig is None else f"signal {signal.Signals(sig).name}"
         text = {
             "timeout": "was killed: a call passed its deadline",
+            "hook": "was killed: onStop/onConfigChange passed limits.hook_timeout",
             "memory": "ran out of memory",
             "cpu": "exceeded its CPU time limit",
             "heartbeat": "was killed: heartbeats stopped",
@@ -570,10 +580,13 @@ class Worker:
         if self.state in ("ready", "starting"):
             self.state = "stopping"
 
-    async def shutdown(self) -> None:
-        """Ask the worker to exit; SIGKILL it if it has not within the grace period."""
+    async def shutdown(self, hook: bool = False) -> None:
+        """Ask the worker to exit; SIGKILL it if it has not within the grace period. ``hook``:
+        first run the plugin's ``onStop`` (if it exports one) within ``limits.hook_timeout``."""
         if self.exited.is_set():
             return
+        if hook and p.HOOKS["stop"] in self.exports and self.alive:
+            await self.run_hook("stop")
         self._shutdown_requested = True
         self.state = "stopping"
         try:
@@ -650,12 +663,16 @@ class Worker:
                         message=f"result of {size} bytes exceeds the {limit}-byte limit (limits.max_result_bytes)")
                 else:
                     pending.value = msg.value
+                if pending.info is not None:
+                    record_error(self.runtime.audit, self.spec.plugin_id, pending.fn, pending.info.name,
+                                 pending.info.message)
                 pending.event.set()
                 self._settled()
         elif isinstance(msg, p.Error):
             pending = self._pending.pop(msg.id, None)
             if pending is not None:
-                pending.info = self._checked_error(msg.error)
+                pending.info = info = self._checked_error(msg.error)
+                record_error(self.runtime.audit, self.spec.plugin_id, pending.fn, info.name, info.message)
                 pending.event.set()
                 self._settled()
         elif isinstance(msg, p.Log):
@@ -691,6 +708,9 @@ class Worker:
         verdict = budget.admit(len(msg.message), lim)
         if verdict is False:
             return
+        if verdict is None or (msg.level == "warn" and msg.message.startswith("log output truncated")):
+            record_refusal(self.runtime.audit, self.spec.plugin_id, "limit", "log flood: output truncated "
+                           "(limits.max_log_entries / max_log_bytes)", function=pending.fn if pending else None)
         if verdict is None:
             msg = p.Log(level="warn", id=msg.id, ts=msg.ts, message=(
                 "log output truncated by the host (limits.max_log_entries / max_log_bytes)"
@@ -850,6 +870,22 @@ class Worker:
 
     # ------------------------------------------------------------------ calls
 
+    async def run_hook(self, name: str, config: Any = None) -> bool:
+        """Run lifecycle hook ``name`` (protocol.HOOKS) within ``limits.hook_timeout``: True
+        when the plugin's export ran and returned, False when it has none, or threw, or hung
+        (then the worker is killed, like a call past its deadline). Never raises a HostError:
+        a failure is logged and the caller stops or replaces the worker anyway."""
+        timeout = self.spec.limits.hook_timeout
+        cid = next(self._seq)
+        msg = p.Hook(id=cid, name=name, config=config, timeout_ms=int(timeout * 1000))
+        with anyio.CancelScope(shield=True):
+            try:
+                pending = await self._request(cid, msg, p.HOOKS[name], timeout, None, collect_logs=False, hook=True)
+            except HostError as exc:
+                self._lifecycle(logging.WARNING, f"{p.HOOKS[name]} failed: {exc}")
+                return False
+        return pending.value is True
+
     async def call(self, fn: str, args: list[Any], timeout: float, lease: Lease | None = None) -> Any:
         """Call an exported function; the worker is killed if the deadline passes."""
         cid = next(self._seq)
@@ -874,7 +910,7 @@ class Worker:
 
     async def _request(
         self, cid: int, msg: p.Message, fn: str, timeout: float, lease: Lease | None, *,
-        collect_logs: bool, raise_error: bool = True, tools: frozenset[str] = frozenset(),
+        collect_logs: bool, raise_error: bool = True, tools: frozenset[str] = frozenset(), hook: bool = False,
     ) -> _Pending:
         # Encoded before anything is registered: arguments that cannot be sent leave no trace,
         # and the pool gives the unused reservation back.
@@ -891,7 +927,7 @@ class Worker:
         if not self.alive:
             gone = self.exit_error or WorkerCrashed(f"worker {self.describe()} is gone", plugin=self.spec.plugin_id)
             raise gone.undelivered() if isinstance(gone, WorkerCrashed) else gone
-        pending = _Pending(fn, collect_logs, tools)
+        pending = _Pending(fn, collect_logs, tools, hook)
         self._pending[cid] = pending
         try:
             await self._write(data)
@@ -942,7 +978,7 @@ class Worker:
 
     def _time_out(self, cid: int, pending: _Pending) -> None:
         del self._pending[cid]
-        self.kill("timeout")
+        self.kill("hook" if pending.hook else "timeout")
         pending.error = CallTimeout(
             f"call did not finish within {pending.timeout:.3g}s; worker killed",
             timeout=pending.timeout, plugin=self.spec.plugin_id, function=pending.fn,

@@ -209,6 +209,12 @@ async def test_a_private_target_deno_cannot_judge_is_refused_by_the_proxy(
     assert (line["plugin"], line["outcome"], line["status"], line["bytes_out"]) == ("fetcher", "refused", 403, 0)
     assert (line["host"], "allowPrivateNetwork" in line["reason"]) == ("::7f00:1", True)
     assert (info.egress_requests, info.egress_refused) == (1, 1)
+    refusals = [(e["plugin"], e["kind"], e["what"]) for e in read_audit(tmp_path / "audit.jsonl")
+                if e["event"] == "refusal"]
+    # Deno's refusal; the proxy's, and the NotCapable the plugin got for it
+    assert [(p, k) for p, k, _ in refusals] == [("fetcher", "permission"), ("fetcher", "egress"),
+                                               ("fetcher", "permission")]
+    assert f'127.0.0.1:{port}' in refusals[0][2] and "::7f00:1" in refusals[1][2]
 
 
 async def test_a_response_over_the_cap_is_cut(plugin_dir, make_host, raw_server, tmp_path):

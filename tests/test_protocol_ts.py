@@ -24,7 +24,7 @@ PROTOCOL_TS = Path(__file__).resolve().parents[1] / "worker_runtime" / "protocol
 def typescript_side() -> dict:
     code = (f'import * as p from "{PROTOCOL_TS.as_uri()}";\n'
             "console.log(JSON.stringify({ messages: p.MESSAGES, structs: p.STRUCTS,"
-            " cookie: p.MAGIC_COOKIE, version: p.PROTOCOL_VERSION }));")
+            " cookie: p.MAGIC_COOKIE, version: p.PROTOCOL_VERSION, hooks: p.HOOKS }));")
     out = subprocess.run([find_deno(), "eval", "--no-config", "--quiet", code], capture_output=True,
                          text=True, timeout=50, check=True)
     return json.loads(out.stdout)
@@ -55,6 +55,7 @@ def test_protocol_ts_has_every_message_with_the_same_tag_and_fields():
         assert mirror["optional"] == optional, name
     assert ts["structs"] == structs
     assert (ts["cookie"], ts["version"]) == (p.MAGIC_COOKIE, p.PROTOCOL_VERSION)
+    assert ts["hooks"] == p.HOOKS  # the lifecycle hooks a `hook` message may name
 
 
 def test_the_schema_and_the_mirror_agree_on_what_a_frame_may_carry():

@@ -8,7 +8,7 @@ import { makeContext, dropSubscriptions } from "./context.ts";
 import { errorInfo, ErrorTypes, importError, sendErrorFrame } from "./errors.ts";
 import { type Execution, nextExecution, ownerOf, prepareSpare } from "./isolate.ts";
 import { emitLog, LogBudget, makeConsole } from "./console.ts";
-import type { ErrorInfo, Id } from "./protocol.ts";
+import { type ErrorInfo, HOOKS, type Id } from "./protocol.ts";
 import { cryptoSettings, makeCryptoTool, makeDbTool } from "./tools.ts";
 import { limits, type Msg, optionalArray, optionalNumber, protocolError, requireId, requireString, send } from "./wire.ts";
 
@@ -165,6 +165,34 @@ export function onCall(msg: Msg): void {
   const context = makeContext(state, timeoutMs, undefined);
   args.push(context);
   tracker.run(state, invoke, state, () => fn(...args));
+}
+
+/** A lifecycle hook (docs/protocol.md "Lifecycle hooks"): answered true once the plugin's
+ * export ran, false when it exports none. "config_change" sets the config first, so that
+ * `context.config` of later calls is the new one whether or not the plugin has the hook. */
+export function onHook(msg: Msg): void {
+  const id = requireId(msg.id, "hook.id");
+  const name = requireString(msg.name, "hook.name");
+  const timeoutMs = optionalNumber(msg.timeout_ms, "hook.timeout_ms");
+  if (calls.has(id)) protocolError(`call id ${id} is already in flight`);
+  const state = newCall(id);
+  const exportName = Object.hasOwn(HOOKS, name) ? HOOKS[name] : undefined;
+  if (exportName === undefined) {
+    failWith(state, { name: "FunctionNotFound", message: `no lifecycle hook "${name}"` });
+    return;
+  }
+  if (name === "config_change") session.config = msg.config ?? null;
+  const fn = session.plugin?.[exportName];
+  if (typeof fn !== "function") {
+    succeed(state, false);
+    return;
+  }
+  const context = makeContext(state, timeoutMs, undefined);
+  const args = name === "config_change" ? [session.config, context] : [context];
+  tracker.run(state, invoke, state, async () => {
+    await fn(...args);
+    return true;
+  });
 }
 
 export function onExecute(msg: Msg): void {

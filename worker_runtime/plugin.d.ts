@@ -161,6 +161,21 @@ export interface Context<Config = Record<string, unknown>> {
 // deno-lint-ignore no-explicit-any
 export type PluginFunction = (...args: any[]) => unknown;
 
+/**
+ * Lifecycle hooks, both optional. Each runs within the host's `limits.hook_timeout` (5 s by
+ * default); past it the worker is killed, and a throw is logged: either way the worker goes.
+ *
+ * `onStop(context)`: the worker is being stopped gracefully (disable, uninstall, a reload
+ * replacing it, an idle worker retired, the host shutting down); calls in flight have finished.
+ *
+ * `onConfigChange(config, context)`: the operator changed the config. The worker keeps running
+ * with `config` as `context.config` and as the config argument of later calls. Without this
+ * export, or when it throws or hangs, or when the change alters the plugin's grants, the host
+ * restarts the plugin's workers with the new config instead.
+ */
+export type OnStop = (context: Context) => unknown;
+export type OnConfigChange<Config = Record<string, unknown>> = (config: Config, context: Context<Config>) => unknown;
+
 declare global {
   /** The error types, each mapped to its own name: `ErrorTypes.AUTH_ERROR === "AUTH_ERROR"`. */
   const ErrorTypes: Readonly<{ [K in ErrorType]: K }>;

@@ -74,6 +74,9 @@ export interface Execute {
 export interface Cancel { type: "cancel"; id: Id; reason?: string }
 export interface HostReply { type: "host_reply"; id: Id; value?: unknown; error?: ErrorInfo }
 export interface Deliver { type: "deliver"; event: string; data?: unknown }
+/** A lifecycle hook: "stop" runs onStop(context); "config_change" sets the config, then runs
+ * onConfigChange(config, context). Answered by result (true: ran; false: not exported) or error. */
+export interface Hook { type: "hook"; id: Id; name: string; config?: unknown; timeout_ms?: number }
 export interface Shutdown { type: "shutdown"; reason?: string }
 
 // both ways
@@ -82,7 +85,7 @@ export interface Ping { type: "ping"; seq: number }
 export interface Pong { type: "pong"; seq: number }
 
 export type FromWorker = Hello | Ready | Result | ErrorMsg | Log | HostCall | Ping | Pong;
-export type FromHost = Welcome | Reject | Call | Execute | Cancel | HostReply | Deliver | Shutdown | Ping | Pong;
+export type FromHost = Welcome | Reject | Call | Execute | Cancel | HostReply | Deliver | Hook | Shutdown | Ping | Pong;
 
 /** Each message's tag, required fields and optional fields, by its name in protocol.py. */
 export const MESSAGES = {
@@ -99,6 +102,7 @@ export const MESSAGES = {
   Cancel: { tag: "cancel", required: ["id"], optional: ["reason"] },
   HostReply: { tag: "host_reply", required: ["id"], optional: ["value", "error"] },
   Deliver: { tag: "deliver", required: ["event"], optional: ["data"] },
+  Hook: { tag: "hook", required: ["id", "name"], optional: ["config", "timeout_ms"] },
   Shutdown: { tag: "shutdown", required: [], optional: ["reason"] },
   Ping: { tag: "ping", required: ["seq"], optional: [] },
   Pong: { tag: "pong", required: ["seq"], optional: [] },
@@ -116,3 +120,6 @@ export const STRUCTS = {
 /** The handshake constants (protocol.py MAGIC_COOKIE, PROTOCOL_VERSION). */
 export const MAGIC_COOKIE = "PLUGIN_HOST_7f3a9c2e";
 export const PROTOCOL_VERSION = 1;
+
+/** Lifecycle hooks (protocol.py HOOKS): a hook message's name -> the export it runs. */
+export const HOOKS: Record<string, string> = { stop: "onStop", config_change: "onConfigChange" };

@@ -7,7 +7,7 @@
  * permission, so plugin code could read them there.
  * It speaks the protocol of docs/protocol.md (message and field names as in host/protocol.py):
  * hello/welcome/ready, then call/execute answered by result/error, with log, host_call/host_reply,
- * deliver (channel events), ping/pong, cancel and shutdown. It needs no permission beyond the socket and the plugin's
+ * deliver (channel events), hook (onStop, onConfigChange), ping/pong, cancel and shutdown. It needs no permission beyond the socket and the plugin's
  * directory; everything the plugin may do is decided by the flags the host starts it with.
  *
  * This file is the entry point: handshake, dispatch of each frame, heartbeat and parent watch.
@@ -27,7 +27,7 @@
  * what arrives (and RLIMIT_DATA on the process) whatever a worker sends.
  */
 
-import { calls, onCall, onCancel, onEscaped, onExecute, session, trackConcurrentCalls } from "./calls.ts";
+import { calls, onCall, onCancel, onEscaped, onExecute, onHook, session, trackConcurrentCalls } from "./calls.ts";
 import { captureConsole } from "./console.ts";
 import { onDeliver, onHostReply } from "./context.ts";
 import { errorInfo, ErrorTypes, importError, jsonClone, safeString, sendErrorFrame } from "./errors.ts";
@@ -83,12 +83,14 @@ function dispatch(m: unknown): void {
       return;
     case "call":
     case "execute":
+    case "hook":
       if (phase === "hello") protocolError(`${msg.type} before welcome`);
       if (phase === "importing") {
         early.push(msg);
         return;
       }
       if (msg.type === "call") onCall(msg);
+      else if (msg.type === "hook") onHook(msg);
       else onExecute(msg);
       return;
     case "cancel":

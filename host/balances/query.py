@@ -20,6 +20,7 @@ from ..plugins.keys import station_key
 from ..plugins.lifecycle import Plugin
 from ..plugins.registry import Registry
 from .alerts import Alert, AlertState, deliver
+from .degrade import LastBalances, degradable
 from .history import BalanceHistory, BalancePoint
 from .result import BALANCE_CAPABILITY, BALANCE_FUNCTION, BalanceResult, from_error, from_reply
 from .stations import Stations
@@ -63,6 +64,7 @@ class Balances:
         self._plugin_threshold = threshold  # a plugin's low_balance
         self._tasks = tasks          # where alerts are delivered, in the background
         self._alerts: AlertState | None = None  # read back from the history at the first query
+        self._last = LastBalances(history)  # for the "degrade" rate-limit strategy
 
     async def query_balances(self, *, refresh: bool = False, timeout: float | None = None) -> list[BalanceResult]:
         """Ask every balance plugin (``"balance"`` in its capabilities) for its balance, all in
@@ -82,8 +84,10 @@ class Balances:
                     outcome = from_reply(t.name, t.title, value, stored_at=stored_at, cached=cached,
                                          duration=(time.perf_counter() - t0) * 1000, plugin=t.plugin)
                 except HostError as exc:
-                    outcome = from_error(t.name, t.title, exc, duration=(time.perf_counter() - t0) * 1000,
-                                         plugin=t.plugin)
+                    ms = (time.perf_counter() - t0) * 1000
+                    if degradable(exc):  # the last balance, marked stale, if there is one
+                        outcome = await self._last.stale(t.name, t.title, exc, ms)
+                    outcome = outcome or from_error(t.name, t.title, exc, duration=ms, plugin=t.plugin)
             if outcome is None:
                 exc = CallTimeout(f"no answer within {budget:g}s", timeout=budget, plugin=t.plugin,
                                   function=BALANCE_FUNCTION)
@@ -99,6 +103,7 @@ class Balances:
             for t in targets:
                 tg.start_soon(one, t)
         ordered = [results[t.name] for t in targets]
+        self._last.remember(ordered)
         try:
             await anyio.to_thread.run_sync(self._history.append, ordered)
         except StateError as exc:  # the answers still count; the history misses them

@@ -36,6 +36,10 @@ class BalanceResult(msgspec.Struct, rename="camel", omit_defaults=False):
     cached: bool = False                # served from the result cache
     duration: float = 0.0               # milliseconds this query took
     plugin: str | None = None           # the plugin that answered (a station's provider)
+    # The plugin's rate limit (strategy "degrade") refused the query: this is the station's last
+    # balance, ``age`` seconds old, not a fresh answer (balances/degrade.py).
+    stale: bool = False
+    age: float | None = None
 
 
 def _number(value: Any, field: str) -> float | None:

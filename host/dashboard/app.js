@@ -500,7 +500,7 @@ function renderBalances(list, alerts = new Map()) {
         alert.kind === "low_balance" ? "low balance: " : "failing: ", bdi(alert.message),
         el("span", { class: "muted small", text: ` (since ${clock(new Date(alert.time))})` })));
     }
-    card.append(el("p", { class: "muted small" }, "updated ", age, " ago", b.cached ? " (cached)" : ""),
+    card.append(el("p", { class: "muted small" }, "updated ", age, " ago", b.stale ? " (stale: rate limited)" : b.cached ? " (cached)" : ""),
       cardActions(b), chart);
     box.append(card);
     loadHistory(b.provider, chart);

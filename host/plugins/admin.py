@@ -13,6 +13,7 @@ import msgspec
 from ..errors import InvalidConfig, PluginError
 from ..security.secrets import EXPORT_FORMAT, SecretBox, export_cipher, import_cipher, is_sealed
 from ..worker import one_off
+from .hooks import config_changed
 from .keys import station_key
 from .lifecycle import SERVING, Plugin
 from .manifest import Manifest
@@ -49,14 +50,15 @@ class ConfigAdmin:
     async def set_config(self, name: str, values: dict[str, Any], *, replace: bool = False) -> dict[str, Any]:
         """Validate ``values`` (merged into the stored config unless ``replace``; a secret sent
         back masked keeps its stored value) against the configSchema, then with the plugin's
-        own ``validateConfig``; store it and restart the plugin's workers with it. Raises
+        own ``validateConfig``; store it and hand it to the plugin's workers (``onConfigChange``,
+        else a restart: plugins/hooks.py). Raises
         InvalidConfig (never echoing a secret). Returns the masked config."""
         record = self._reg.record(name)
         manifest, raw = await self.checked_config(record, values, replace=replace)
         assert self._reg.store is not None
         self._reg.store.set(record.id, raw, secret_keys(manifest.config_schema))
         async with self._reg.lock:
-            await self._reg.reload_record(record)
+            await config_changed(self._reg, record)
         return mask(manifest.config_schema, raw)
 
     async def reset_config(self, name: str) -> dict[str, Any]:
@@ -66,7 +68,7 @@ class ConfigAdmin:
         self._reg.store.remove(record.id)
         async with self._reg.lock:
             if record.state in SERVING:
-                await self._reg.reload_record(record)
+                await config_changed(self._reg, record)
         return self.get_config(name)
 
     async def checked_config(self, record: Plugin, values: dict[str, Any], *, replace: bool,
@@ -149,7 +151,7 @@ class ConfigAdmin:
                                  {store_key[k]: secret_keys(m.config_schema) for k, (m, _) in checked.items()})
         async with self._reg.lock:
             for record in {id(r): r for r in (records[k] for k in checked)}.values():
-                await self._reg.reload_record(record)
+                await config_changed(self._reg, record)
         return {store_key[k]: mask(m.config_schema, raw) for k, (m, raw) in checked.items()}
 
     async def _plugin_validates(self, record: Plugin, manifest: Manifest, config: dict[str, Any],

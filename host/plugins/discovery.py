@@ -18,12 +18,11 @@ from ..config import WorkerLimits
 from ..errors import HostError, InvalidConfig, PluginUnavailable
 from ..runtime import Runtime
 from ..worker import Worker, WorkerSpec, one_off
+from .dev import ENTRY_NAMES, SUFFIXES
 from .manifest import Manifest, parse_manifest
 from .manifest_cache import CACHE_FILE, INSPECT_SLOTS, ManifestCache, content_digest, runtime_key
 from .reload import fingerprint
 
-ENTRY_NAMES = ("mod.ts", "mod.js", "index.ts", "index.js")
-SUFFIXES = (".ts", ".js", ".mjs")
 USAGE_SUFFIX = ".usage.js"  # a cc-switch usage script, not a module (see usage_scripts.py)
 log = logging.getLogger("host.plugins")
 _VERSIONED = re.compile(r"^(?P<id>[^@]+)@(?P<version>\d+\.\d+\.\d+(?:[-+][0-9A-Za-z.+-]+)?)$")
@@ -38,6 +37,7 @@ class PluginSource:
     module: Path
     root: Path
     version_hint: str | None = None
+    dev: bool = False  # from host.toml's dev_plugins: its id is the name given there
 
     @property
     def base_dir(self) -> Path:
@@ -151,7 +151,8 @@ async def _load_manifest(source: PluginSource, runtime: Runtime, limits: WorkerL
                          https_only: bool) -> tuple[Manifest, list[str]]:
     meta, exports = await inspect(source, runtime, limits)
     manifest = parse_manifest(meta, exports, path=str(source.module), expected_id=source.id,
-                              expected_version=source.version_hint)
+                              expected_version=source.version_hint,
+                              id_from="its name in dev_plugins" if source.dev else "the file or directory name")
     runtime.sandbox(runtime.data_dir(source.id), source.root).resolve(
         manifest.grants, where=f"{source.module}: metadata.permissions")
     manifest.grants.net_grant(https_only=https_only)

@@ -130,7 +130,7 @@ class Manifest(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True, r
 
 
 def parse_manifest(raw: Any, exports: list[str], *, path: str, expected_id: str,
-                   expected_version: str | None = None) -> Manifest:
+                   expected_version: str | None = None, id_from: str = "the file or directory name") -> Manifest:
     """Validate ``metadata`` as the worker reported it (plus the module's function exports)."""
     if not isinstance(raw, dict):
         raise InvalidManifest("the module must export `metadata`, an object", path=path, field="*")
@@ -149,7 +149,7 @@ def parse_manifest(raw: Any, exports: list[str], *, path: str, expected_id: str,
         raise InvalidManifest(f"{m.id!r} is reserved for the host's own use; rename the plugin",
                               path=path, field="id", plugin=expected_id)
     if m.id != expected_id:
-        raise InvalidManifest(f"{m.id!r} does not match the file or directory name {expected_id!r}",
+        raise InvalidManifest(f"{m.id!r} does not match {id_from} {expected_id!r}",
                               path=path, field="id", plugin=expected_id)
     try:
         version = m.semver

@@ -35,9 +35,11 @@ from ..security.secrets import SecretBox
 from ..worker import Worker, WorkerSpec
 from .dependencies import resolve
 from .discovery import PluginSource, load_manifest
+from .hooks import config_changed
 from .keys import station_key
 from .lifecycle import SERVING, EventHub, Plugin
 from .manifest import KNOWN_CAPABILITIES, Manifest, infer_capabilities, unresolved
+from .overrides import narrowed_grants
 from .reload import fingerprint
 from .settings import ConfigStore, apply_schema, redact, secret_keys, secret_values
 from .usage_scripts import discover_sources
@@ -77,6 +79,8 @@ class Registry:
         self.disabled: Callable[[str], str | None] = lambda plugin_id: None  # why it must not start
         self.switched: Callable[[], set[str]] = set  # plugins another process enabled or disabled
         self.private_network: Callable[[str], bool] = config.allow_private_network_for
+        self.narrow: Callable[[str, Permissions], tuple[Permissions, dict[str, str]]] = (
+            lambda pid, grants: narrowed_grants(config, None, pid, grants))  # GrantOverrides adds the API's
 
     def open(self, runtime: Runtime, tg: TaskGroup) -> None:
         """The host started: its runtime, its task group, the config store and approvals."""
@@ -204,11 +208,8 @@ class Registry:
         src = record.source
         grants = manifest.grants_for(config, allow_private_network=self.private_network(src.id),
                                      also=also)
-        settings = self.config.plugins.get(src.id)
-        override = settings.permissions if settings is not None else None
-        if override is not None:  # the operator's narrowing of what the manifest declares
-            grants = grants.narrowed(override)
-            extra.setdefault("overridden", tuple(k for k, v in override.items() if v is not True))
+        grants, overridden = self.narrow(src.id, grants)  # the operator's narrowing (plugins/overrides.py)
+        extra.setdefault("overridden", overridden)
         assert self.runtime is not None
         return WorkerSpec(plugin_id=src.id, module=src.module, base_dir=self.runtime.data_dir(src.id),
                           read_paths=[str(src.root)], permissions=grants, config=config,
@@ -263,7 +264,7 @@ class Registry:
         a plugin seen for the first time is approved as it is)."""
         assert self.approvals is not None
         asked = declared(manifest)
-        added = self.approvals.beyond(record.id, asked)
+        added = self.approvals.held(record.id, asked, manifest.version)
         if added is None:
             self.approvals.approve(record.id, asked, version=manifest.version, by="first load")
             return []
@@ -344,7 +345,7 @@ class Registry:
                 elif r.id in switched and r.state == "disabled":
                     await self.enable(r.key)
                 elif changed & serves and r.state in SERVING:
-                    await self.reload_record(r)
+                    await config_changed(self, r)
             if self.approvals.refresh():  # approved from outside (the CLI): load what waited
                 for r in list(self.records):
                     if r.pending_manifest is not None:

@@ -42,7 +42,7 @@ class Switches:
         return None
 
     def set(self, plugin_id: str, enabled: bool, by: str) -> None:
-        self._update(plugin_id, {"enabled": enabled, "by": by, "at": round(time.time(), 3)})
+        self.update(plugin_id, {"enabled": enabled, "by": by, "at": round(time.time(), 3)})
 
     def private_network(self, plugin_id: str) -> bool:
         """Whether the plugin may reach private and loopback addresses: the operator's last word
@@ -53,10 +53,15 @@ class Switches:
         return self._config.allow_private_network_for(plugin_id)
 
     def set_private_network(self, plugin_id: str, allow: bool, by: str) -> None:
-        self._update(plugin_id, {"allow_private_network": allow, "private_network_by": by,
+        self.update(plugin_id, {"allow_private_network": allow, "private_network_by": by,
                                  "private_network_at": round(time.time(), 3)})
 
-    def _update(self, plugin_id: str, fields: dict[str, object]) -> None:
+    def entry(self, plugin_id: str) -> dict[str, object]:
+        """What is kept for the plugin (empty: nothing)."""
+        entry = self._store.get(plugin_id) if self._store is not None else None
+        return entry if isinstance(entry, dict) else {}
+
+    def update(self, plugin_id: str, fields: dict[str, object]) -> None:
         if self._store is None:
             raise InvalidConfig("a plugin's switches can be changed only while the host runs")
         self._store.set(plugin_id, {**(self._store.get(plugin_id) or {}), **fields})

@@ -14,7 +14,9 @@ import shutil
 from pathlib import Path
 
 from ..config import HostConfig, UsageScriptConfig
+from ..errors import InvalidConfig
 from ..runtime import find_runtime_entry
+from .dev import dev_entries
 from .discovery import USAGE_SUFFIX, PluginSource, discover
 from .manifest import ID_RE
 
@@ -100,4 +102,20 @@ def discover_sources(config: HostConfig, stations: dict[str, UsageScriptConfig] 
         stations = station_scripts(config)
     scripts = usage_sources(config.plugin_dirs, {**stations, **config.usage_scripts},
                             config.state_path / "usage_scripts")
-    return sorted(discover(config.plugin_dirs) + scripts, key=lambda s: (s.id, s.version_hint or ""))
+    dev = dev_sources(config)
+    found = [s for s in discover(config.plugin_dirs) if s.id not in {d.id for d in dev}]  # dev_plugins win
+    return sorted(found + scripts + dev, key=lambda s: (s.id, s.version_hint or ""))
+
+
+def dev_sources(config: HostConfig) -> list[PluginSource]:
+    """host.toml's ``dev_plugins`` (plugins/dev.py); one whose path went away since the config
+    was read is left out (and, if it was running, stopped as removed from disk)."""
+    out = []
+    for i, entry in enumerate(config.dev_plugins):
+        try:
+            ((name, module, root),) = dev_entries([entry], f"dev_plugins[{i}]")
+        except InvalidConfig as exc:
+            log.debug("dev plugin left out: %s", exc)
+            continue
+        out.append(PluginSource(id=name, module=module, root=root, dev=True))
+    return out

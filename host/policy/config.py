@@ -21,7 +21,9 @@ class RateLimitConfig(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=
     separated by ``;``: "10/second; 300/minute" allows bursts of 10 within 300 a minute."""
 
     limit: str | None = None     # None: unlimited
-    strategy: Literal["wait", "reject"] = "wait"       # "wait": queue up to max_wait; "reject": RateLimited at once
+    # "wait": queue up to max_wait; "reject": RateLimited at once; "degrade": as reject, but a
+    # balance query answers the station's last balance, marked stale with its age (balances/degrade.py)
+    strategy: Literal["wait", "reject", "degrade"] = "wait"
     max_wait: Delay = 1.0        # seconds a call may wait for a slot (also bounded by its timeout)
 
 

@@ -362,7 +362,8 @@ class RateLimiter:
     async def acquire(self, plugin: str, config: RateLimitConfig, deadline: float) -> bool:
         """Take one slot of every quota that applies to ``plugin``. With the ``wait`` strategy,
         sleep until a slot frees up (at most ``max_wait`` and never past ``deadline``); else, or
-        when that is too long, raise RateLimited with the seconds until a slot frees up.
+        when that is too long, raise RateLimited with the seconds until a slot frees up (and
+        the strategy: ``degrade`` lets a balance query answer its last balance instead).
         Returns whether the call had to wait."""
         items = self._items(plugin, config.limit)
         if not items:
@@ -374,9 +375,11 @@ class RateLimiter:
             if full is None:
                 return waited
             wait, which = full
-            if config.strategy == "reject" or time.monotonic() + wait > give_up:
-                raise RateLimited(f"rate limit {which} reached; retry in {wait:.2f}s",
+            if config.strategy != "wait" or time.monotonic() + wait > give_up:
+                exc = RateLimited(f"rate limit {which} reached; retry in {wait:.2f}s",
                                   retry_after=wait, plugin=plugin)
+                exc.strategy = config.strategy
+                raise exc
             waited = True
             await anyio.sleep(wait)
 

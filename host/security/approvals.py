@@ -72,6 +72,15 @@ class ApprovalStore:
             return None
         return beyond(asked, Permissions.parse(entry.get("permissions")))
 
+    def held(self, plugin_id: str, asked: Permissions, version: str | None) -> list[str] | None:
+        """``beyond``, for a version about to start: what it adds is refused until approved,
+        and that refusal is audited (security/refusals.py)."""
+        added = self.beyond(plugin_id, asked)
+        if added:
+            self._audit.record("refusal", plugin=plugin_id, kind="approval", version=version,
+                               what="grants beyond the approved ones, held until approved: " + "; ".join(added))
+        return added
+
     def approve(self, plugin_id: str, asked: Permissions, *, version: str | None, by: str) -> list[str]:
         """Record ``asked`` (joined with what was approved before) as the plugin's approved
         grants; audited. Returns what this approval added."""

@@ -78,6 +78,7 @@ from .egress_parts import (
     resolve,
 )
 from .permissions import Permissions, is_internal, split_host_port
+from .refusals import record_refusal
 
 log = logging.getLogger("host.egress")
 
@@ -291,6 +292,9 @@ class EgressProxy:
         self._audit.record("egress", plugin=ex.plugin, method=ex.method, host=ex.host, port=ex.port,
                            status=ex.status, bytes_out=ex.bytes_out, bytes_in=ex.bytes_in, ms=ms,
                            outcome=ex.outcome, reason=ex.reason)
+        if ex.plugin is not None and ex.outcome in ("refused", "too_large"):  # beside every other refusal
+            record_refusal(self._audit, ex.plugin, "egress" if ex.outcome == "refused" else "limit",
+                           f"egress {ex.method or 'request'} {ex.host}:{ex.port}: {ex.reason}")
         if ex.plugin is not None:
             c = self._counters.setdefault(ex.plugin, EgressCounters())
             c.requests += 1

@@ -1,0 +1,117 @@
+"""Every refusal and every resource-limit kill, in the audit log.
+
+Two events, each with the plugin id, a ``kind`` and ``what`` was refused (never a config value:
+Deno's refusal text names a host, a path or a variable, and the audit log's redaction runs over
+every line anyway):
+
+- ``refusal``: ``kind`` is ``permission`` (the sandbox refused an operation and the plugin let
+  the ``NotCapable`` error escape its call: a refusal the plugin catches itself is invisible to
+  the host), ``limit`` (a cap the worker runtime applied: a result over ``max_result_bytes``, a
+  Web Worker over ``max_web_workers``, a log flood past ``max_log_entries``/``max_log_bytes``) or
+  ``approval`` (a version asking for grants beyond its approved ones, held until approved) or
+  ``egress`` (the egress proxy refused a request: beside its ``egress`` line, security/egress.py;
+  a response over its cap is a ``limit``).
+- ``limit_kill``: a worker killed by a limit the host enforces, ``reason`` as in
+  ``WorkerCrashed.reason`` and ``what`` naming the setting: a call past its deadline, memory,
+  CPU time, heartbeats, a cancelled call that did not stop, a protocol violation (a frame over
+  ``max_frame``, say), too many host calls, an unread write buffer, a lifecycle hook past
+  ``hook_timeout``, a worker that did not exit within ``shutdown_grace``.
+
+A plugin can fail calls as fast as it likes: each plugin gets at most PER_SECOND lines of each
+event a second; the next line says how many were left out (``suppressed``)."""
+
+from __future__ import annotations
+
+import time
+import weakref
+from typing import Any
+
+from .audit import AuditLog
+
+# Kill reasons (worker.py) -> the limit, as the operator would change it.
+LIMIT_KILLS = {
+    "timeout": "a call passed its deadline (limits.call_timeout, or the call's own timeout)",
+    "memory": "ran out of memory (limits.heap_mb, limits.data_limit_mb)",
+    "cpu": "exceeded its CPU time (limits.cpu_seconds)",
+    "heartbeat": "stopped answering heartbeats (limits.heartbeat_timeout)",
+    "cancel": "a cancelled call did not stop in time (limits.cancel_grace)",
+    "hook": "onStop/onConfigChange passed limits.hook_timeout",
+    "shutdown-timeout": "did not exit when asked (limits.shutdown_grace)",
+    "resource limit: host calls": "too many host calls in flight (limits.max_host_calls)",
+    "resource limit: write buffer": "left replies unread (limits.max_write_buffer_bytes)",
+}
+# Error names a worker answers a call with when one of its runtime's caps refused something.
+LIMIT_ERRORS = ("ResourceLimitExceeded", "PayloadTooLarge")
+MAX_WHAT = 500
+
+
+# Lines a plugin can make the host write as fast as it can fail calls: at most this many a
+# second per plugin and event, so that a plugin cannot rotate the audit log's history away.
+# The next line let through says how many were left out (``suppressed``).
+PER_SECOND = 20
+
+
+class _Budget:
+    __slots__ = ("count", "since", "suppressed")
+
+    def __init__(self) -> None:
+        self.since, self.count, self.suppressed = 0.0, 0, 0
+
+
+_budgets: weakref.WeakKeyDictionary[AuditLog, dict[tuple[str, str], _Budget]] = weakref.WeakKeyDictionary()
+
+
+def _admit(audit: AuditLog, plugin: str, event: str) -> int | None:
+    """None: leave this line out; else the number of lines left out before it."""
+    budgets = _budgets.setdefault(audit, {})
+    b = budgets.get((plugin, event))
+    if b is None:
+        if len(budgets) > 10_000:  # plugin ids are few; execute identities come and go
+            budgets.clear()
+        b = budgets[(plugin, event)] = _Budget()
+    now = time.monotonic()
+    if now - b.since >= 1.0:
+        b.since, b.count = now, 0
+    if b.count >= PER_SECOND:
+        b.suppressed += 1
+        return None
+    b.count += 1
+    left_out, b.suppressed = b.suppressed, 0
+    return left_out
+
+
+def _record(audit: AuditLog, event: str, plugin: str, **fields: Any) -> None:
+    left_out = _admit(audit, plugin, event)
+    if left_out is None:
+        return
+    if left_out:
+        fields["suppressed"] = left_out
+    audit.record(event, plugin=plugin, **fields)
+
+
+def _short(text: str) -> str:
+    return text if len(text) <= MAX_WHAT else text[:MAX_WHAT] + "..."
+
+
+def record_refusal(audit: AuditLog, plugin: str, kind: str, what: str, **fields: Any) -> None:
+    _record(audit, "refusal", plugin, kind=kind, what=_short(what), **fields)
+
+
+def record_error(audit: AuditLog, plugin: str, function: str, name: str, message: str) -> None:
+    """A call's error, if it is a sandbox refusal or a runtime cap: recorded as a refusal."""
+    if name == "NotCapable":
+        record_refusal(audit, plugin, "permission", message, function=function)
+    elif name in LIMIT_ERRORS:
+        record_refusal(audit, plugin, "limit", f"{name}: {message}", function=function)
+
+
+def record_kill(audit: AuditLog, plugin: str, pid: int | None, reason: str | None, detail: str = "") -> None:
+    """A worker's end, if a limit killed it (``detail``: the protocol violation, for those)."""
+    if reason is None:
+        return
+    what = LIMIT_KILLS.get(reason) or (f"protocol violation: {detail}" if reason == "protocol" else None)
+    if what is not None:
+        _record(audit, "limit_kill", plugin, pid=pid, reason=reason, what=_short(what))
+
+
+__all__ = ["LIMIT_KILLS", "record_error", "record_kill", "record_refusal"]

@@ -1,0 +1,148 @@
+"""Lifecycle hooks: ``onStop(context)`` runs whenever a pool stops a worker gracefully (disable,
+reload, host shutdown), ``onConfigChange(config, context)`` takes a config change without a
+restart; a hook that throws or hangs is logged and the worker goes (or is replaced) anyway."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import anyio
+import pytest
+from support.processes import gone, wait_for
+
+from host import PoolConfig, WorkerLimits
+from host.config import ReloadConfig
+
+pytestmark = [pytest.mark.anyio, pytest.mark.timeout(60)]
+
+NO_RELOAD = ReloadConfig(enabled=False)
+
+
+def stopper(out: Path, body: str = "") -> str:
+    """A plugin whose onStop appends its pid to ``out`` (after ``body``)."""
+    return f"""
+export const metadata = {{ id: "stopper", name: "stopper", version: "1.0.0", apiVersion: "1.0",
+  permissions: {{ write: ["{out}"] }} }};
+export function pid() {{ return Deno.pid; }}
+export async function onStop(ctx) {{
+  {body}
+  await Deno.writeTextFile("{out}", `${{Deno.pid}} ${{typeof ctx.signal}}\\n`, {{ append: true }});
+}}
+"""
+
+
+def stopped_pids(out: Path) -> list[int]:
+    return [int(line.split()[0]) for line in out.read_text().splitlines()] if out.exists() else []
+
+
+async def test_on_stop_runs_on_disable_reload_and_host_shutdown(plugin_dir, make_host, tmp_path):
+    out = tmp_path / "stops.txt"
+    path = plugin_dir.add("stopper.js", stopper(out))
+    async with make_host(reload=NO_RELOAD) as h:
+        first = await h.call("stopper", "pid")
+        await h.disable("stopper")
+        assert stopped_pids(out) == [first]
+        assert out.read_text().split()[1] == "object"  # it got a context with a signal
+        await h.enable("stopper")
+        second = await h.call("stopper", "pid")
+        path.write_text(stopper(out, "/* v2 */"))
+        assert await h.reload("stopper") is True
+        await wait_for(lambda: second in stopped_pids(out))  # the old pool drains in the background
+        third = await h.call("stopper", "pid")
+    assert stopped_pids(out) == [first, second, third]  # the host's shutdown ran it too
+
+
+async def test_a_hanging_on_stop_is_killed_at_its_deadline_and_does_not_hold_the_shutdown(
+        plugin_dir, make_host, tmp_path):
+    out = tmp_path / "stops.txt"
+    plugin_dir.add("stopper.js", stopper(out, "await new Promise(() => {});"))
+    started = time.monotonic()
+    async with make_host(reload=NO_RELOAD, limits=WorkerLimits(hook_timeout=0.5)) as h:
+        pid = await h.call("stopper", "pid")
+        started = time.monotonic()
+    assert time.monotonic() - started < 4.0
+    assert gone(pid)
+    assert stopped_pids(out) == []
+    assert any("onStop failed" in e.message and "0.5s" in e.message for e in h.logs("stopper"))
+
+
+async def test_a_throwing_on_stop_is_logged_and_the_worker_stops_anyway(plugin_dir, make_host, tmp_path):
+    plugin_dir.add("stopper.js", stopper(tmp_path / "x.txt", 'throw new Error("no stop for you");'))
+    async with make_host(reload=NO_RELOAD) as h:
+        pid = await h.call("stopper", "pid")
+        await h.disable("stopper")
+        assert gone(pid)
+        assert any("onStop failed" in e.message and "no stop for you" in e.message for e in h.logs("stopper"))
+
+
+def configurable(hook: str) -> str:
+    return f"""
+export const metadata = {{ id: "conf", name: "conf", version: "1.0.0", apiVersion: "1.0",
+  configSchema: {{ region: {{ type: "string", default: "eu" }} }} }};
+let told = [];
+export function seen(ctx) {{ return {{ pid: Deno.pid, region: ctx.config.region, told }}; }}
+{hook}
+"""
+
+
+async def test_on_config_change_takes_the_new_config_without_a_restart(plugin_dir, make_host):
+    plugin_dir.add("conf.js", configurable("export function onConfigChange(c) { told.push(c.region); }"))
+    async with make_host(reload=NO_RELOAD) as h:
+        before = await h.call("conf", "seen")
+        assert before["region"] == "eu"
+        await h.set_config("conf", {"region": "us"})
+        after = await h.call("conf", "seen")
+        assert after == {"pid": before["pid"], "region": "us", "told": ["us"]}  # same worker, told once
+        assert h.effective_config("conf")["region"] == "us"
+
+
+@pytest.mark.parametrize("hook", [
+    "",  # no hook: restarted, as before
+    'export function onConfigChange() { throw new Error("cannot"); }',
+    "export function onConfigChange() { return new Promise(() => {}); }",  # hangs: killed at hook_timeout
+])
+async def test_without_a_working_on_config_change_the_workers_restart_with_the_new_config(
+        plugin_dir, make_host, hook):
+    plugin_dir.add("conf.js", configurable(hook))
+    async with make_host(reload=NO_RELOAD, limits=WorkerLimits(hook_timeout=0.5)) as h:
+        before = await h.call("conf", "seen")
+        await h.set_config("conf", {"region": "us"})
+        after = await h.call("conf", "seen")
+        assert after["region"] == "us"
+        assert after["pid"] != before["pid"]
+        await wait_for(lambda: gone(before["pid"]))
+        assert h.plugin("conf").state == "running"
+
+
+SLOW_START = """
+export const metadata = { id: "conf", name: "conf", version: "1.0.0", apiVersion: "1.0",
+  configSchema: { region: { type: "string", default: "eu" } } };
+console.log("importing");  // after the welcome, with the config of that moment
+await new Promise((r) => setTimeout(r, 1500));  // every worker takes this long to start
+let told = [];
+export function seen(ctx) { return { pid: Deno.pid, region: ctx.config.region, told }; }
+export async function hold(ms) { await new Promise((r) => setTimeout(r, ms)); return Deno.pid; }
+export function onConfigChange(c) { told.push(c.region); }
+"""
+
+
+async def test_a_worker_still_starting_when_the_config_changes_is_told_too(plugin_dir, make_host):
+    plugin_dir.add("conf.js", SLOW_START)
+    async with make_host(reload=NO_RELOAD, pool=PoolConfig(min_workers=1, max_workers=2)) as h:
+        first = h.plugin("conf").workers[0].pid
+        seen: list[dict] = []
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(h.call, "conf", "hold", 4000)  # the first worker is busy
+            await wait_for(lambda: h.pool("conf").workers[0].load == 1)
+
+            async def ask() -> None:
+                seen.append(await h.call("conf", "seen"))
+            imports = len([e for e in h.logs("conf") if e.message == "importing"])
+            tg.start_soon(ask)  # a second worker starts for it (1.5 s), welcomed with "eu"
+            await wait_for(lambda: len([e for e in h.logs("conf") if e.message == "importing"]) > imports)
+            await h.set_config("conf", {"region": "us"})  # told to the first; the second is starting
+            await wait_for(lambda: bool(seen), timeout=10)
+            assert seen[0]["pid"] != first
+            assert (seen[0]["region"], seen[0]["told"]) == ("us", ["us"])  # welcomed with "eu", then told
+            tg.cancel_scope.cancel()
