@@ -19,6 +19,7 @@ from .execute_config import (
     ExecuteConfig,
     check_execute,
 )
+from .plugins.package_archive import PackagesConfig
 from .policy.config import (
     CACHE_ALL,
     NEVER_CACHED,
@@ -295,6 +296,7 @@ class HostConfig(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True)
     plugins: dict[str, PluginSettings] = {}
     usage_scripts: dict[str, UsageScriptConfig] = {}
     stations: dict[str, StationConfig] = {}  # [stations.NAME]: relay stations (balances/stations.py)
+    packages: PackagesConfig = msgspec.field(default_factory=PackagesConfig)  # [packages]: install/update
 
     def __post_init__(self) -> None:
         # Every section is validated here, given as a dict (``HostConfig(pool={"max_workers":
@@ -440,6 +442,7 @@ __all__ = [
     "Permissions",
     "PluginSettings",
     "PolicyConfig",
+    "PackagesConfig",
     "PoolConfig",
     "RateLimitConfig",
     "RetryConfig",
