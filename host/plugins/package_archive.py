@@ -328,8 +328,8 @@ def _unzip(package: Package, into: Path, budget: _Budget) -> None:
             for info in infos:  # every name and type first: nothing written for a bad archive
                 budget.entry()
                 safe_name(info.filename, package.name)
-                mode = info.external_attr >> 16
-                if stat.S_ISLNK(mode) or (mode and not (stat.S_ISREG(mode) or stat.S_ISDIR(mode))):
+                kind = stat.S_IFMT(info.external_attr >> 16)  # 0: not said (a zip made elsewhere)
+                if kind and kind not in (stat.S_IFREG, stat.S_IFDIR):
                     raise PackageRefused(f"{package.name}: entry {info.filename[:200]!r} is a symlink or a "
                                          "special file: only regular files and directories are unpacked")
                 if info.flag_bits & 0x1:
