@@ -149,7 +149,11 @@ class PackageAdmin:
             unpacked = stage / "unpacked"
             unpacked.mkdir()
             unpack(package, unpacked, self.config.packages)
-            staged, manifest = await self._validate(unpacked, stage, package.name)
+            try:
+                staged, manifest = await self._validate(unpacked, stage, package.name)
+            except HostError as exc:  # named by the package, not the staging directory
+                text = exc.message.replace(f"{unpacked}/", f"{package.name}!/").replace(f"{stage}/", f"{package.name}!/")
+                raise PackageRefused(text, plugin=exc.plugin) from None
             yield staged, manifest, verdict
         except HostError as exc:  # every refusal, the checks' and the install's, is audited
             self._record_audit("package_refused", package=package.name, reason=str(exc)[:500], by=by)
