@@ -58,22 +58,22 @@ async def read_package(request: web.Request, cap: int) -> Package:
             raise PackageRefused("multipart upload: no `file` part (the package)")
         sha = fields.get("sha256", b"").decode(errors="replace").strip() or None
         return _package(name, fields["file"], sha, fields.get("signature") or None)
-    if ctype == "application/json":
-        raw = await _read_capped(request.content.read, cap * 4 // 3 + JSON_OVERHEAD, "the JSON body")
-        try:
-            doc = json.loads(raw)
-            content = base64.b64decode(doc["content"], validate=True)
-            signature = base64.b64decode(doc["signature"], validate=True) if doc.get("signature") else None
-            return _package(str(doc.get("filename") or ""), content, doc.get("sha256"), signature)
-        except (ValueError, KeyError, TypeError, binascii.Error) as exc:
-            raise PackageRefused(f"body: expected {{\"filename\", \"content\": base64, \"sha256\"?, "
-                                 f"\"signature\"?: base64}} ({type(exc).__name__}: {str(exc)[:200]})") from None
     q = request.query
-    if "filename" not in q:
+    if "filename" in q:  # the raw package as the body, whatever its content type says
+        data = await _read_capped(request.content.read, cap, q["filename"])
+        return _package(q["filename"], data, q.get("sha256"), q.get("signature", "").encode() or None)
+    if ctype != "application/json":
         raise PackageRefused("give the package as a multipart upload (a `file` part), as JSON, or as the body "
                              "with ?filename=NAME (and &sha256=HEX)")
-    data = await _read_capped(request.content.read, cap, q["filename"])
-    return _package(q["filename"], data, q.get("sha256"), q.get("signature", "").encode() or None)
+    raw = await _read_capped(request.content.read, cap * 4 // 3 + JSON_OVERHEAD, "the JSON body")
+    try:
+        doc = json.loads(raw)
+        content = base64.b64decode(doc["content"], validate=True)
+        signature = base64.b64decode(doc["signature"], validate=True) if doc.get("signature") else None
+        return _package(str(doc.get("filename") or ""), content, doc.get("sha256"), signature)
+    except (ValueError, KeyError, TypeError, binascii.Error) as exc:
+        raise PackageRefused(f"body: expected {{\"filename\", \"content\": base64, \"sha256\"?, "
+                             f"\"signature\"?: base64}} ({type(exc).__name__}: {str(exc)[:200]})") from None
 
 
 def add_package_routes(router: web.UrlDispatcher, packages: PackageAdmin, via: str) -> None:
