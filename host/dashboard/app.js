@@ -299,6 +299,7 @@ function makeRow(key) {
     }
     actions.append(row.buttons[action]);
   }
+  if (typeof packageButtons === "function") actions.append(...packageButtons(row));  // packages.js
   row.tr = el("tr", { dataset: { plugin: key } },
     el("td", {}, row.idButton, row.name, row.error), row.state, row.version, row.workers,
     row.p50, row.errorRate, row.circuit, row.restarts, el("td", {}, actions, row.message));
