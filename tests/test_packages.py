@@ -125,3 +125,16 @@ async def test_uninstall_stops_the_workers_and_purge_forgets_the_config(plugin_d
         assert await h.call("calc", "add", 1, 2) == 3
     assert [p.name for p in plugin_dir.root.iterdir()] == ["calc.js"]
     assert "hello" not in json.loads((state_dir / "config.json").read_text())
+
+
+async def test_a_package_claiming_another_plugins_id_never_runs_under_it(plugin_dir, make_host, state_dir):
+    plugin_dir.add("keeper.js", 'export function seen() { return localStorage.getItem("owned"); }\n')
+    claim = tar_gz({"keeper/mod.js": 'localStorage.setItem("owned", "yes");\n' + plugin_source("keeper", "9.0.0")})
+    async with make_host(pool=ONE, state_dir=str(state_dir), reload=ReloadConfig(enabled=False)) as h:
+        with pytest.raises(PackageRefused, match="installed already"):
+            await h.packages.install(package(claim), by="python")
+        assert await h.call("keeper", "seen") is None  # its storage origin untouched
+        with pytest.raises(PackageRefused, match="not installed with `install`"):
+            await h.packages.update("keeper", package(claim), by="python")
+    assert not (state_dir / "data").exists() or not any(
+        p.name.startswith("package-") for p in (state_dir / "data").iterdir())

@@ -20,10 +20,11 @@ import ctypes
 import json
 import logging
 import os
+import secrets
 import shutil
 import tempfile
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -78,15 +79,19 @@ class PackageAdmin:
         """Verify, unpack, validate and move the package into the first plugin directory; a
         running host loads it at once. An id that exists is refused unless ``replace`` (then
         this is ``update``)."""
-        async with self._staged(package, by) as (staged, manifest, verdict):
+        def may_take(pid: str) -> None:  # before the module runs under that id (its storage origin)
+            if replace and pid in self.installed():
+                return
+            if taken := [s for s in discover_sources(self.config) if s.id == pid]:
+                raise PackageRefused(f"{pid} is installed already ({taken[0].root}): use `update {pid} "
+                                     f"{package.name}` (or install --force)", plugin=pid, status=409)
+
+        async with self._staged(package, by, may_take) as (staged, manifest, verdict):
             pid = manifest["id"]
             if replace and pid in self.installed():
                 return await self._swap(pid, staged, manifest, verdict, by)
             with locked(self.path):
-                taken = [s for s in discover_sources(self.config) if s.id == pid]
-                if taken:
-                    raise PackageRefused(f"{pid} is installed already ({taken[0].root}): use `update {pid} "
-                                         f"{package.name}` (or install --force)", plugin=pid, status=409)
+                may_take(pid)  # again: another install may have come first
                 target = self.config.plugin_dirs[0] / staged.name
                 if staged.is_dir():
                     os.rename(staged, target)  # refuses a non-empty directory there
@@ -102,13 +107,18 @@ class PackageAdmin:
 
     async def update(self, plugin_id: str, package: Package, *, by: str) -> dict[str, Any]:
         """Replace an installed package with a new version of it (same checks as install)."""
-        entry = self.installed().get(plugin_id)
-        if entry is None:
-            self._not_installed(plugin_id)
-        async with self._staged(package, by) as (staged, manifest, verdict):
-            if manifest["id"] != plugin_id:
-                raise PackageRefused(f"{package.name} holds plugin {manifest['id']!r}, not {plugin_id!r}",
-                                     plugin=plugin_id)
+        if self.installed().get(plugin_id) is None:
+            try:
+                self._not_installed(plugin_id)
+            except HostError as exc:
+                self._record_audit("package_refused", package=package.name, reason=str(exc)[:500], by=by)
+                raise
+
+        def same(pid: str) -> None:
+            if pid != plugin_id:
+                raise PackageRefused(f"{package.name} holds plugin {pid!r}, not {plugin_id!r}", plugin=plugin_id)
+
+        async with self._staged(package, by, same) as (staged, manifest, verdict):
             return await self._swap(plugin_id, staged, manifest, verdict, by)
 
     async def uninstall(self, plugin_id: str, *, by: str, purge: bool = False) -> dict[str, Any]:
@@ -136,10 +146,12 @@ class PackageAdmin:
     # ------------------------------------------------------------------ steps
 
     @contextlib.asynccontextmanager
-    async def _staged(self, package: Package, by: str) -> AsyncIterator[tuple[Path, dict[str, Any], Verdict]]:
+    async def _staged(self, package: Package, by: str, check: Callable[[str], None]
+                      ) -> AsyncIterator[tuple[Path, dict[str, Any], Verdict]]:
         """The package verified, unpacked in a staging directory and its metadata read: (the
         plugin's staged file or directory, named by its id; its metadata; how it was verified).
-        The staging directory is removed whatever happens; a refusal is audited."""
+        ``check(id)`` refuses an id before the module runs under it. The staging directory is
+        removed whatever happens; a refusal is audited."""
         home = self.config.plugin_dirs[0]
         stage: Path | None = None
         try:
@@ -150,10 +162,10 @@ class PackageAdmin:
             unpacked.mkdir()
             unpack(package, unpacked, self.config.packages)
             try:
-                staged, manifest = await self._validate(unpacked, stage, package.name)
+                staged, manifest = await self._validate(unpacked, stage, package.name, check)
             except HostError as exc:  # named by the package, not the staging directory
                 text = exc.message.replace(f"{unpacked}/", f"{package.name}!/").replace(f"{stage}/", f"{package.name}!/")
-                raise PackageRefused(text, plugin=exc.plugin) from None
+                raise PackageRefused(text, plugin=exc.plugin, status=getattr(exc, "status", 400)) from None
             yield staged, manifest, verdict
         except HostError as exc:  # every refusal, the checks' and the install's, is audited
             self._record_audit("package_refused", package=package.name, reason=str(exc)[:500], by=by)
@@ -162,10 +174,13 @@ class PackageAdmin:
             if stage is not None:
                 shutil.rmtree(stage, ignore_errors=True)
 
-    async def _validate(self, unpacked: Path, stage: Path, name: str) -> tuple[Path, dict[str, Any]]:
+    async def _validate(self, unpacked: Path, stage: Path, name: str,
+                        check: Callable[[str], None]) -> tuple[Path, dict[str, Any]]:
         """Find the plugin in what was unpacked (one top directory, or the files themselves; a
         directory with an entry module, or a single module file), read its metadata as discovery
-        does, and name it by its id. Returns the staged plugin and its metadata."""
+        does, and name it by its id. Its id is read first under a throwaway one (its own data
+        directory and storage origin, removed after), so that a package claiming another
+        plugin's id never runs under it. Returns the staged plugin and its metadata."""
         entries = [p for p in unpacked.iterdir()]
         root = entries[0] if len(entries) == 1 and entries[0].is_dir() else unpacked
         modules = [p for p in root.iterdir() if p.is_file() and p.suffix in FILE_SUFFIXES]
@@ -178,12 +193,16 @@ class PackageAdmin:
         single = entry.parent == unpacked and len(entries) == 1 and entry.name not in ENTRY_NAMES
         runtime, own = self._runtime()
         try:
-            probe = PluginSource(id="package", module=entry, root=entry if single else root)
-            meta, _ = await inspect(probe, runtime, self.config.limits)
+            probe = PluginSource(id=f"package-{secrets.token_hex(6)}", module=entry, root=entry if single else root)
+            try:
+                meta, _ = await inspect(probe, runtime, self.config.limits)
+            finally:
+                shutil.rmtree(runtime.data_dir(probe.id), ignore_errors=True)
             pid = meta.get("id") if isinstance(meta, dict) else None
             if not isinstance(pid, str) or not ID_RE.match(pid):
                 raise PackageRefused(f"{name}: {entry.name}: metadata.id must be a plugin id (letters, digits, "
                                      f"_ and -), got {pid!r}")
+            check(pid)
             staged = stage / (f"{pid}{entry.suffix}" if single else pid)
             os.rename(entry if single else root, staged)
             module = staged if single else staged / entry.name
