@@ -109,7 +109,9 @@ class ApiError extends Error {
 async function api(method, path, body) {
   const headers = {};
   const init = { method, headers, cache: "no-store" };
-  if (body !== undefined) {
+  if (body instanceof FormData) {
+    init.body = body;  // a file upload (packages.js): the browser sets its multipart type
+  } else if (body !== undefined) {
     headers["Content-Type"] = "application/json";
     init.body = JSON.stringify(body);
   }

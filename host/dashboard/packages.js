@@ -1,40 +1,8 @@
 "use strict";
 // Plugin packages on the dashboard: install one (a package file and its sha256, sent as a
 // multipart upload to POST /api/plugins/install) and uninstall one (DELETE /api/plugins/ID).
-// Loaded after app.js, whose helpers it uses (el, bdi, request, tokenRefused, ApiError). The
+// Loaded after app.js, whose helpers it uses (el, bdi, request, updateRow). The
 // server's text (a refusal, a plugin id) only ever reaches the page as text.
-
-/** POST a FormData with the stored token; the decoded JSON, or an ApiError (a 401 opens the
- * login form, as app.js's request does). */
-async function upload(path, form) {
-  const headers = {};
-  const token = sessionStorage.getItem(TOKEN_KEY);
-  if (token) headers.Authorization = `Bearer ${token}`;
-  let response;
-  try {
-    response = await fetch(path, { method: "POST", body: form, headers, cache: "no-store" });
-  } catch {
-    throw new ApiError(0, "NetworkError", "the server did not answer", token);
-  }
-  const text = await response.text();
-  let data = null;
-  try {
-    data = text ? JSON.parse(text) : null;
-  } catch {
-    // not JSON: the status says what happened
-  }
-  if (!response.ok) {
-    const err = (data && typeof data.error === "object" && data.error) || {};
-    const error = new ApiError(response.status, String(err.type || "HTTPError"),
-      String(err.message || `${response.status} ${response.statusText}`), token);
-    if (error.status === 401) {
-      tokenRefused(error, false, null);
-      error.message = "admin token required";
-    }
-    throw error;
-  }
-  return data;
-}
 
 async function submitPackage(event) {
   event.preventDefault();
@@ -54,7 +22,7 @@ async function submitPackage(event) {
   message.className = "form-msg muted";
   message.textContent = "installing…";
   try {
-    const report = await upload("/api/plugins/install", form);
+    const report = await request("POST", "/api/plugins/install", form);
     message.className = "form-msg";
     message.replaceChildren("installed ", bdi(report.id), "@", bdi(report.version || "?"),
       ` (${report.state || "stored"})`);
