@@ -382,7 +382,7 @@ def create_app(host: PluginHost, *, admin_token: str | None = None, read_token: 
     app.router.add_delete("/api/stations/{name}", remove_station)
     app.router.add_post("/api/stations/{name}/test", test_station)
     app.router.add_post("/execute", execute)
-    add_package_routes(app.router, host.packages, via)  # install, update, uninstall
+    add_package_routes(app.router, host.packages, via, guarded=bool(admin))  # install, update, uninstall
     return app
 
 

@@ -16,7 +16,7 @@ import json
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from aiohttp import web
+from aiohttp import BodyPartReader, web
 
 from .plugins.package_archive import Package, PackageRefused, parse_sha256, parse_signature
 from .plugins.packages import PackageAdmin
@@ -50,6 +50,8 @@ async def read_package(request: web.Request, cap: int) -> Package:
         fields: dict[str, bytes] = {}
         name = None
         while (part := await reader.next()) is not None:
+            if not isinstance(part, BodyPartReader):
+                raise PackageRefused("multipart upload: a nested multipart part is not a package")
             if part.name == "file":
                 name = part.filename or "package"
             fields[str(part.name)] = await _read_capped(part.read_chunk, cap if part.name == "file" else JSON_OVERHEAD,
@@ -68,6 +70,8 @@ async def read_package(request: web.Request, cap: int) -> Package:
     raw = await _read_capped(request.content.read, cap * 4 // 3 + JSON_OVERHEAD, "the JSON body")
     try:
         doc = json.loads(raw)
+        if not isinstance(doc, dict) or not isinstance(doc.get("sha256") or "", str):
+            raise ValueError("an object whose sha256 is a string")
         content = base64.b64decode(doc["content"], validate=True)
         signature = base64.b64decode(doc["signature"], validate=True) if doc.get("signature") else None
         return _package(str(doc.get("filename") or ""), content, doc.get("sha256"), signature)
@@ -76,8 +80,14 @@ async def read_package(request: web.Request, cap: int) -> Package:
                              f"\"signature\"?: base64}} ({type(exc).__name__}: {str(exc)[:200]})") from None
 
 
-def add_package_routes(router: web.UrlDispatcher, packages: PackageAdmin, via: str) -> None:
+def add_package_routes(router: web.UrlDispatcher, packages: PackageAdmin, via: str, *, guarded: bool) -> None:
+    """``guarded``: the API needs an admin token to change anything. A package is code that
+    runs with the grants it declares (approved as they are at its first install), so, as for
+    ``/execute``, installing over HTTP with no token is refused unless on the control socket
+    (``via="cli"``) or a Unix socket, or the operator said ``--insecure-no-token``."""
     cap = packages.config.packages.max_archive_bytes
+    srv = packages.config.server
+    open_to_installs = guarded or via == "cli" or srv.unix_socket is not None or srv.insecure_no_token
 
     def answer(doc: dict[str, Any], status: int = 200) -> web.Response:
         return web.json_response(doc, status=status)
@@ -85,7 +95,17 @@ def add_package_routes(router: web.UrlDispatcher, packages: PackageAdmin, via: s
     def refused(exc: PackageRefused) -> web.Response:
         return answer({"error": exc.to_dict()}, exc.status)
 
+    def unguarded() -> web.Response | None:
+        if open_to_installs:
+            return None
+        return answer({"error": {"type": "Forbidden", "message": (
+            "installing plugins over HTTP needs an admin token: set one (server.admin_token, "
+            "$PLUGIN_HOST_ADMIN_TOKEN or --admin-token), serve on --unix PATH, use `python -m host install` on "
+            "this machine, or pass --insecure-no-token to let anyone who reaches the port install code")}}, 403)
+
     async def install(request: web.Request) -> web.Response:
+        if (refusal := unguarded()) is not None:
+            return refusal
         try:
             package = await read_package(request, cap)
             force = request.query.get("force", "") in ("1", "true")
@@ -94,6 +114,8 @@ def add_package_routes(router: web.UrlDispatcher, packages: PackageAdmin, via: s
             return refused(exc)
 
     async def update(request: web.Request) -> web.Response:
+        if (refusal := unguarded()) is not None:
+            return refusal
         try:
             package = await read_package(request, cap)
             return answer(await packages.update(request.match_info["id"], package, by=via))

@@ -9,7 +9,7 @@ import json
 
 import anyio
 import pytest
-from support.packages import plugin_source, plugin_tar, sha256, tar_gz
+from support.packages import plugin_source, plugin_tar, sha256, tar_gz, zip_of
 from support.processes import process_gone, wait_for
 
 from host import PluginNotFound, PoolConfig
@@ -103,6 +103,7 @@ async def test_an_update_asking_for_more_waits_for_approval_and_a_failing_one_is
             await h.packages.update("hello", package(failing), by="python")
         assert await h.call("hello", "version") == "1.1.0"
         assert '"1.1.0"' in (plugin_dir.root / "hello" / "mod.js").read_text()  # its files are back
+        assert h.packages.installed()["hello"]["version"] == "1.1.0"  # and its record
 
 
 async def test_uninstall_stops_the_workers_and_purge_forgets_the_config(plugin_dir, make_host, state_dir, calc):
@@ -138,3 +139,20 @@ async def test_a_package_claiming_another_plugins_id_never_runs_under_it(plugin_
             await h.packages.update("keeper", package(claim), by="python")
     assert not (state_dir / "data").exists() or not any(
         p.name.startswith("package-") for p in (state_dir / "data").iterdir())
+
+
+async def test_a_single_module_and_a_flat_zip_install_and_update_in_place(plugin_dir, make_host, state_dir):
+    async with make_host(pool=ONE, state_dir=str(state_dir), reload=ReloadConfig(enabled=False)) as h:
+        v1 = plugin_source("solo", "1.0.0").encode()
+        report = await h.packages.install(package(v1, "solo-1.0.0.js"), by="python")
+        assert report["kind"] == "file" and (plugin_dir.root / "solo.js").is_file()
+        flat = zip_of({"mod.js": plugin_source("flat", "1.0.0"), "lib/util.js": "export const x = 1;"})
+        assert (await h.packages.install(package(flat, "flat.zip"), by="python"))["kind"] == "directory"
+        assert await h.call("flat", "version") == "1.0.0"
+        as_dir = zip_of({"solo/mod.js": plugin_source("solo", "2.0.0")})
+        with pytest.raises(PackageRefused, match="installed as a single file"):
+            await h.packages.update("solo", package(as_dir, "solo.zip"), by="python")
+        v2 = plugin_source("solo", "2.0.0").encode()
+        assert (await h.packages.update("solo", package(v2, "solo-2.0.0.js"), by="python"))["action"] == "updated"
+        assert await h.call("solo", "version") == "2.0.0"
+    assert sorted(p.name for p in plugin_dir.root.iterdir()) == ["flat", "solo.js"]

@@ -232,15 +232,18 @@ class PackageAdmin:
                 os.link(target, old)
                 os.replace(staged, target)
                 os.replace(old, staged)
-            records[pid] = self._entry(target, manifest, verdict, by)
+            previous, records[pid] = records[pid], self._entry(target, manifest, verdict, by)
             self._save(records)
         action, detail = "updated", None
         if self._reg is not None and self._reg.running:
-            action, detail = await self._reload(pid, staged, target)
+            action, detail = await self._reload(pid, staged, target, previous)
         self._audit("package_update", pid, manifest, verdict, by, outcome=action)
         return self._report(pid, action, detail)
 
-    async def _reload(self, pid: str, old: Path, target: Path) -> tuple[str, str | None]:
+    async def _reload(self, pid: str, old: Path, target: Path, previous: dict[str, Any]) -> tuple[str, str | None]:
+        """Reload the updated plugin (under the registry's lock, as a rescan would): "updated",
+        or "pending_approval" with what it waits for; a new version that fails to start has the
+        old files (at ``old``) and record (``previous``) put back, and is refused."""
         assert self._reg is not None
         reg = self._reg
         async with reg.lock:
@@ -256,11 +259,14 @@ class PackageAdmin:
                 return "pending_approval", (f"the new version asks for {', '.join(record.pending)}; the old "
                                             f"version keeps serving until `python -m host approve {pid}`")
             why = record.reload_error or "the new version failed to start"
-            _exchange(old, target) if target.is_dir() else os.replace(old, target)  # the old files back
-            record.fingerprint = fingerprint(target)
+            if target.is_dir():  # the old files back
+                _exchange(old, target)
+            else:
+                os.replace(old, target)
+            record.fingerprint = fingerprint(target)  # what serves is what is on disk: nothing to reload
         with locked(self.path):
             records = self.installed()
-            records[pid]["rolled_back"] = True
+            records[pid] = previous
             self._save(records)
         raise PackageRefused(f"{pid}: the new version failed to start ({why}); the old version keeps serving "
                              "and its files are back", plugin=pid, status=409)

@@ -1,7 +1,7 @@
 """Plugin packages on the dashboard (issue 18), in real headless Chromium over a real ``python -m
 host serve`` (the fixtures of tests/e2e/test_dashboard.py): install a package from a file and its
 sha256 (a wrong one refused with nothing installed), disable and enable it, uninstall it, and see
-a plugin placed by hand refused."""
+a plugin placed by hand refused. The server has an admin token: installing over HTTP needs one."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from playwright.sync_api import expect
 from support.packages import plugin_tar, sha256
 from support.plugins import CALC
 from support.processes import process_gone
-from test_dashboard import open_dashboard, row
+from test_dashboard import TOKEN, row
 
 playwright, browser = test_dashboard.playwright, test_dashboard.browser
 serve, page = test_dashboard.serve, test_dashboard.page
@@ -24,8 +24,11 @@ def test_install_disable_enable_and_uninstall_a_package_from_the_page(page, plug
     plugin_dir.add("calc.js", CALC)
     archive = tmp_path / "hello-1.0.0.tar.gz"
     archive.write_bytes(plugin_tar("hello", "1.0.0"))
-    srv = serve()
-    open_dashboard(page, srv)
+    srv = serve(env={"PLUGIN_HOST_ADMIN_TOKEN": TOKEN})  # installing over HTTP needs one
+    page.goto(srv.base + "/")
+    page.fill("#token", TOKEN)
+    page.locator("#login").get_by_role("button", name="Use token", exact=True).click()
+    expect(page.locator("#status")).to_have_text(re.compile(r"^updated "))
     page.on("dialog", lambda dialog: dialog.accept())
 
     # a wrong sha256: refused, saying so, and nothing installed
@@ -41,7 +44,7 @@ def test_install_disable_enable_and_uninstall_a_package_from_the_page(page, plug
     expect(page.locator("#package-message")).to_have_text("installed hello@1.0.0 (running)")
     hello = row(page, "hello@1.0.0")
     expect(hello.locator("td").nth(1)).to_have_text("running")
-    status, body = srv.request("POST", "/api/plugins/hello/call/version", {})
+    status, body = srv.request("POST", "/api/plugins/hello/call/version", {}, token=TOKEN)
     assert status == 200 and body["result"] == "1.0.0"
 
     hello.get_by_role("button", name="disable", exact=True).click()

@@ -134,3 +134,16 @@ def test_a_server_installs_updates_and_uninstalls_over_the_cli_and_http(plugin_d
     assert events == [("package_install", "hello", "cli"), ("package_refused", None, "http"),
                       ("package_install", "other", "http"), ("package_update", "hello", "http"),
                       ("package_uninstall", "other", "http"), ("package_uninstall", "hello", "cli")]
+
+
+def test_without_an_admin_token_only_the_cli_may_install(plugin_dir, tmp_path, shared_state):
+    state = fresh_state(tmp_path, shared_state)
+    common = ["--plugins", str(plugin_dir.root), "--state-dir", str(state)]
+    data = plugin_tar("hello", "1.0.0")
+    archive = publish(tmp_path / "hello.tar.gz", data)
+    with serve_process(tmp_path, *common) as srv:
+        status, body = srv.request("POST", f"/api/plugins/install?filename=hello.tar.gz&sha256={sha256(data)}", data=data)
+        assert status == 403 and "needs an admin token" in body["error"]["message"]
+        assert not (plugin_dir.root / "hello").exists()
+        out = run_cli("install", str(archive), *common, cwd=tmp_path)  # the owner-only control socket
+        assert out.returncode == 0 and json.loads(out.stdout)["state"] == "running", out.stderr
