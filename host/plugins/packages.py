@@ -46,6 +46,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("host.packages")
 PACKAGES_FILE = "packages.json"
 STAGING_PREFIX = ".install-"
+STALE_STAGING = 3600.0  # seconds after which a staging directory left by a crash is removed
 
 
 class PackageAdmin:
@@ -157,8 +158,9 @@ class PackageAdmin:
         try:
             verdict = verify(package, self.config.packages)
             home.mkdir(parents=True, exist_ok=True)
+            _sweep_stale(home)
             stage = Path(tempfile.mkdtemp(prefix=STAGING_PREFIX, dir=home))
-            unpacked = stage / "unpacked"
+            unpacked = stage / ".unpacked"  # no plugin id starts with a dot: never the staged name
             unpacked.mkdir()
             unpack(package, unpacked, self.config.packages)
             try:
@@ -333,6 +335,14 @@ class PackageAdmin:
             audit = AuditLog(self.config.state_path / sec.audit_log, max_bytes=sec.audit_max_bytes, keep=sec.audit_keep)
             audit.record(event, **fields)
             audit.close()
+
+
+def _sweep_stale(home: Path) -> None:
+    """Remove the staging directories a crashed install left (older than STALE_STAGING)."""
+    for old in home.glob(STAGING_PREFIX + "*"):
+        with contextlib.suppress(OSError):
+            if time.time() - old.lstat().st_mtime > STALE_STAGING:
+                shutil.rmtree(old, ignore_errors=True)
 
 
 _RENAME_EXCHANGE = 2

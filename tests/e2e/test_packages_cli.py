@@ -10,7 +10,7 @@ import urllib.request
 import uuid
 
 import pytest
-from support.packages import new_key, plugin_tar, publish, sha256, tar_gz, zip_of
+from support.packages import new_key, plugin_source, plugin_tar, publish, sha256, tar_gz, zip_of
 from support.plugins import CALC, fresh_state
 from support.processes import process_gone
 from support.servers import run_cli, serve_process
@@ -147,3 +147,24 @@ def test_without_an_admin_token_only_the_cli_may_install(plugin_dir, tmp_path, s
         assert not (plugin_dir.root / "hello").exists()
         out = run_cli("install", str(archive), *common, cwd=tmp_path)  # the owner-only control socket
         assert out.returncode == 0 and json.loads(out.stdout)["state"] == "running", out.stderr
+
+
+def test_a_directory_needs_allow_unverified_and_update_works_without_a_server(plugin_dir, tmp_path, shared_state):
+    state = fresh_state(tmp_path, shared_state)
+    src = tmp_path / "src" / "hello"
+    src.mkdir(parents=True)
+    (src / "mod.js").write_text(plugin_source("hello", "1.0.0"))
+    common = ["--plugins", str(plugin_dir.root), "--state-dir", str(state)]
+    out = run_cli("install", str(src), *common, cwd=tmp_path)
+    assert out.returncode == 1 and "a plugin directory has no checksum" in out.stderr
+    assert "[packages] allow_unverified = true" in out.stderr
+    toml = tmp_path / "host.toml"
+    toml.write_text("[packages]\nallow_unverified = true\n")
+    out = run_cli("install", str(src), *common, "--config", str(toml), cwd=tmp_path)
+    assert out.returncode == 0 and json.loads(out.stdout)["verified_by"] == "unverified", out.stderr
+    v2 = publish(tmp_path / "hello-2.tar.gz", plugin_tar("hello", "2.0.0"))
+    out = run_cli("update", "hello", str(v2), *common, cwd=tmp_path)
+    assert out.returncode == 0 and json.loads(out.stdout)["version"] == "2.0.0", out.stderr
+    assert '"2.0.0"' in (plugin_dir.root / "hello" / "mod.js").read_text()
+    out = run_cli("call", "hello", "version", *common, cwd=tmp_path)
+    assert out.returncode == 0 and json.loads(out.stdout) == "2.0.0", out.stderr
