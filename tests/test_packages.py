@@ -156,3 +156,14 @@ async def test_a_single_module_and_a_flat_zip_install_and_update_in_place(plugin
         assert (await h.packages.update("solo", package(v2, "solo-2.0.0.js"), by="python"))["action"] == "updated"
         assert await h.call("solo", "version") == "2.0.0"
     assert sorted(p.name for p in plugin_dir.root.iterdir()) == ["flat", "solo.js"]
+
+
+async def test_strict_refuse_refuses_a_package_with_risky_grants(plugin_dir, make_host, state_dir):
+    from host.config import SecurityConfig
+
+    risky = plugin_tar("wide", "1.0.0", net=[f"h{i}.example.com" for i in range(12)])  # over max_net_hosts
+    async with make_host(state_dir=str(state_dir), security=SecurityConfig(strict="refuse"),
+                         reload=ReloadConfig(enabled=False)) as h:
+        with pytest.raises(PackageRefused, match=r'security\.strict = "refuse"'):
+            await h.packages.install(package(risky), by="python")
+    assert list(plugin_dir.root.iterdir()) == []

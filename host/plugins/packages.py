@@ -211,6 +211,10 @@ class PackageAdmin:
             source = PluginSource(id=pid, module=module, root=staged)
             manifest, _ = await load_manifest(source, runtime, self.config.limits_for(pid),
                                               https_only=self.config.security.https_only)
+            sec = self.config.security
+            if sec.strict == "refuse" and (findings := manifest.findings(max_net_hosts=sec.max_net_hosts)):
+                raise PackageRefused(f"{name}: refused by security.strict = \"refuse\": {'; '.join(findings)}",
+                                     plugin=pid)
         finally:
             if own:
                 runtime.close()
