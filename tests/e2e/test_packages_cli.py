@@ -5,6 +5,7 @@ served host guarded by the admin token; every refusal leaves the plugin director
 from __future__ import annotations
 
 import json
+import os
 import urllib.error
 import urllib.request
 import uuid
@@ -46,7 +47,8 @@ def test_the_cli_installs_verified_packages_and_refuses_bad_ones(plugin_dir, tmp
     state = fresh_state(tmp_path, shared_state)
     key, public = new_key()
     toml = tmp_path / "host.toml"
-    toml.write_text(f'[packages]\ntrusted_keys = ["{public}"]\n')
+    toml.write_text(f'[packages]\ntrusted_keys = ["{public}"]\nmax_archive_bytes = 1048576\n'
+                    "max_unpacked_bytes = 1048576\n")
     common = ["--plugins", str(plugin_dir.root), "--state-dir", str(state), "--config", str(toml)]
     dist = tmp_path / "dist"
     dist.mkdir()
@@ -68,6 +70,10 @@ def test_the_cli_installs_verified_packages_and_refuses_bad_ones(plugin_dir, tmp
                        ("link.tar.gz", tar_gz({"hello/mod.js": "x"}, links={"hello/k": "/etc/passwd"}))):
         out = run_cli("install", str(publish(dist / name, data)), *common, cwd=tmp_path)
         assert out.returncode == 1 and "refused" not in out.stdout and out.stderr.startswith("error: "), out.stderr
+    for name, data, why in (("bomb.tar.gz", tar_gz({"hello/zeros.bin": bytes(8 * 1024 * 1024)}), "zip bomb"),
+                            ("big.tar.gz", tar_gz({"hello/noise.bin": os.urandom(1_200_000)}), "max_archive_bytes")):
+        out = run_cli("install", str(publish(dist / name, data)), *common, cwd=tmp_path)
+        assert out.returncode == 1 and why in out.stderr, out.stderr
     assert not plugin_dir.root.exists() or list(plugin_dir.root.iterdir()) == []
 
     signed = publish(dist / "hello-1.0.0.tar.gz", good, key=key)
@@ -80,7 +86,7 @@ def test_the_cli_installs_verified_packages_and_refuses_bad_ones(plugin_dir, tmp
     out = run_cli("uninstall", "hello", *common, cwd=tmp_path)
     assert out.returncode == 0 and not (plugin_dir.root / "hello").exists(), out.stderr
     refused = [e for e in audit(state) if e["event"] == "package_refused"]
-    assert len(refused) == 6 and {e["by"] for e in refused} == {"cli"}
+    assert len(refused) == 8 and {e["by"] for e in refused} == {"cli"}
 
 
 def test_a_server_installs_updates_and_uninstalls_over_the_cli_and_http(plugin_dir, tmp_path, shared_state):
