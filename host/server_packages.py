@@ -17,6 +17,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from aiohttp import BodyPartReader, web
+from aiohttp.http_exceptions import HttpProcessingError
 
 from .plugins.package_archive import Package, PackageRefused, parse_sha256, parse_signature
 from .plugins.packages import PackageAdmin
@@ -46,16 +47,19 @@ async def read_package(request: web.Request, cap: int) -> Package:
     """The package a request carries, in any of the three forms above."""
     ctype = request.content_type
     if ctype == "multipart/form-data":
-        reader = await request.multipart()
         fields: dict[str, bytes] = {}
         name = None
-        while (part := await reader.next()) is not None:
-            if not isinstance(part, BodyPartReader):
-                raise PackageRefused("multipart upload: a nested multipart part is not a package")
-            if part.name == "file":
-                name = part.filename or "package"
-            fields[str(part.name)] = await _read_capped(part.read_chunk, cap if part.name == "file" else JSON_OVERHEAD,
-                                                         part.name or "a part")
+        try:
+            reader = await request.multipart()
+            while (part := await reader.next()) is not None:
+                if not isinstance(part, BodyPartReader):
+                    raise PackageRefused("multipart upload: a nested multipart part is not a package")
+                if part.name == "file":
+                    name = part.filename or "package"
+                fields[str(part.name)] = await _read_capped(
+                    part.read_chunk, cap if part.name == "file" else JSON_OVERHEAD, part.name or "a part")
+        except (ValueError, HttpProcessingError) as exc:  # a body that is no multipart
+            raise PackageRefused(f"multipart upload: unreadable ({type(exc).__name__}: {str(exc)[:200]})") from None
         if name is None:
             raise PackageRefused("multipart upload: no `file` part (the package)")
         sha = fields.get("sha256", b"").decode(errors="replace").strip() or None

@@ -146,6 +146,7 @@ def verify(package: Package, cfg: PackagesConfig) -> Verdict:
     """Check the package's bytes against its sha256 and signature before anything is unpacked.
     A mismatch or a bad signature is refused; with neither a sha256 nor a trusted signature only
     ``[packages] allow_unverified`` lets it in."""
+    kind = package.kind  # (refuses what is no package at all before anything else)
     data = package.data
     if data is not None and len(data) > cfg.max_archive_bytes:
         raise PackageRefused(f"{package.name}: {len(data)} bytes, over [packages] max_archive_bytes "
@@ -167,7 +168,7 @@ def verify(package: Package, cfg: PackagesConfig) -> Verdict:
     if cfg.allow_unverified:
         return Verdict(actual, "unverified", signer)
     what = ("a plugin directory has no checksum: pack it (tar czf) and publish its .sha256"
-            if package.directory is not None else
+            if kind == "directory" else
             f"no sha256 for {package.name}: pass --sha256 HEX (or the sha256 field) or publish "
             f"{os.path.basename(package.name)}.sha256 beside it")
     raise PackageRefused(f"{what}; or set [packages] allow_unverified = true in host.toml to install "

@@ -109,6 +109,12 @@ def test_a_server_installs_updates_and_uninstalls_over_the_cli_and_http(plugin_d
         assert multipart(srv.base + "/api/plugins/install", fields, None)[0] == 401
         status, body = multipart(srv.base + "/api/plugins/install", {**fields, "sha256": (None, b"0" * 64)}, TOKEN)
         assert status == 400 and "sha256 mismatch" in body["error"]["message"]
+        garbled = urllib.request.Request(srv.base + "/api/plugins/install", data=b"--x\r\ngarbage", method="POST",
+                                         headers={"Content-Type": "multipart/form-data; boundary=x",
+                                                  "Authorization": f"Bearer {TOKEN}"})
+        with pytest.raises(urllib.error.HTTPError) as bad:
+            urllib.request.urlopen(garbled, timeout=30)
+        assert bad.value.code == 400 and "multipart upload: unreadable" in json.loads(bad.value.read())["error"]["message"]
         status, body = multipart(srv.base + "/api/plugins/install", fields, TOKEN)
         assert status == 201 and body["state"] == "running", body
         status, body = srv.request("POST", "/api/plugins/other/call/version", {}, token=TOKEN)
