@@ -225,51 +225,52 @@ class PackageAdmin:
         """Put ``staged`` where the installed package is, as one rename; a running plugin is
         reloaded (the old pool serves until the new one runs) and swapped back if the new
         version fails to start."""
-        with locked(self.path):
-            records = self.installed()
-            target = Path(records[pid]["path"])
-            if staged.is_dir() != target.is_dir():
-                raise PackageRefused(f"{pid} is installed as a {'directory' if target.is_dir() else 'single file'}"
-                                     f" and the new package is not: uninstall {pid}, then install it", plugin=pid)
-            if staged.is_dir():
-                _exchange(staged, target)  # the old version is now at ``staged``
-            else:
-                old = staged.with_name(staged.name + ".old")
-                os.link(target, old)
-                os.replace(staged, target)
-                os.replace(old, staged)
-            previous, records[pid] = records[pid], self._entry(target, manifest, verdict, by)
-            self._save(records)
-        action, detail = "updated", None
-        if self._reg is not None and self._reg.running:
-            action, detail = await self._reload(pid, staged, target, previous)
+        reg = self._reg if self._reg is not None and self._reg.running else None
+        # Under the registry's lock: no rescan sees the new files before this reload does.
+        async with reg.lock if reg is not None else contextlib.nullcontext():
+            with locked(self.path):
+                records = self.installed()
+                target = Path(records[pid]["path"])
+                if staged.is_dir() != target.is_dir():
+                    raise PackageRefused(f"{pid} is installed as a {'directory' if target.is_dir() else 'single file'}"
+                                         f" and the new package is not: uninstall {pid}, then install it", plugin=pid)
+                if staged.is_dir():
+                    _exchange(staged, target)  # the old version is now at ``staged``
+                else:
+                    old = staged.with_name(staged.name + ".old")
+                    os.link(target, old)
+                    os.replace(staged, target)
+                    os.replace(old, staged)
+                previous, records[pid] = records[pid], self._entry(target, manifest, verdict, by)
+                self._save(records)
+            action, detail = "updated", None
+            if reg is not None:
+                action, detail = await self._reload(reg, pid, staged, target, previous)
         self._audit("package_update", pid, manifest, verdict, by, outcome=action)
         return self._report(pid, action, detail)
 
-    async def _reload(self, pid: str, old: Path, target: Path, previous: dict[str, Any]) -> tuple[str, str | None]:
-        """Reload the updated plugin (under the registry's lock, as a rescan would): "updated",
-        or "pending_approval" with what it waits for; a new version that fails to start has the
-        old files (at ``old``) and record (``previous``) put back, and is refused."""
-        assert self._reg is not None
-        reg = self._reg
-        async with reg.lock:
-            try:
-                record = reg.record(pid)
-            except PluginNotFound:
-                record = None
-            if record is None or record.state not in SERVING:
-                return "updated", None  # not serving: the next rescan (or enable) reads it
-            if await reg.reload_record(record):
-                return "updated", None
-            if record.pending:
-                return "pending_approval", (f"the new version asks for {', '.join(record.pending)}; the old "
-                                            f"version keeps serving until `python -m host approve {pid}`")
-            why = record.reload_error or "the new version failed to start"
-            if target.is_dir():  # the old files back
-                _exchange(old, target)
-            else:
-                os.replace(old, target)
-            record.fingerprint = fingerprint(target)  # what serves is what is on disk: nothing to reload
+    async def _reload(self, reg: Registry, pid: str, old: Path, target: Path,
+                      previous: dict[str, Any]) -> tuple[str, str | None]:
+        """Reload the updated plugin (the caller holds the registry's lock): "updated", or
+        "pending_approval" with what it waits for; a new version that fails to start has the old
+        files (at ``old``) and record (``previous``) put back, and is refused."""
+        try:
+            record = reg.record(pid)
+        except PluginNotFound:
+            record = None
+        if record is None or record.state not in SERVING:
+            return "updated", None  # not serving: the next rescan (or enable) reads it
+        if await reg.reload_record(record):
+            return "updated", None
+        if record.pending:
+            return "pending_approval", (f"the new version asks for {', '.join(record.pending)}; the old "
+                                        f"version keeps serving until `python -m host approve {pid}`")
+        why = record.reload_error or "the new version failed to start"
+        if target.is_dir():  # the old files back
+            _exchange(old, target)
+        else:
+            os.replace(old, target)
+        record.fingerprint = fingerprint(target)  # what serves is what is on disk: nothing to reload
         with locked(self.path):
             records = self.installed()
             records[pid] = previous
