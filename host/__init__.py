@@ -54,6 +54,7 @@ from .execute import ExecuteResult, LogEntry
 from .info import EventReply, PluginInfo, WorkerInfo
 from .plugin_host import PluginHost
 from .plugins.lifecycle import PluginEvent
+from .plugins.package_archive import Package, PackageRefused, PackagesConfig
 from .policy.scheduler import SchedulerStats
 from .security.permissions import Permissions
 from .sync import SyncPluginHost
@@ -66,7 +67,7 @@ __all__ = [
     "SecurityConfig", "ServerConfig", "load_config", "RateLimitConfig", "RetryConfig",
     "CallCancelled", "CallTimeout", "EventsConfig", "HealthConfig", "CircuitOpen", "EventReply", "UsageScriptConfig", "CryptoToolConfig", "ExecuteConfig", "ExecuteResult",
     "FunctionNotFound", "GrantRefused", "HandshakeError", "HostClosed", "HostConfig", "HostError", "InvalidArguments", "InvalidConfig",
-    "LogEntry", "PayloadTooLarge", "PermissionDenied", "Permissions", "PluginError", "PluginEvent", "PluginHost",
+    "LogEntry", "Package", "PackageRefused", "PackagesConfig", "PayloadTooLarge", "PermissionDenied", "Permissions", "PluginError", "PluginEvent", "PluginHost",
     "PluginInfo", "PluginNotFound", "PluginSettings", "PluginUnavailable", "PoolConfig",
     "ProtocolError", "RateLimited", "ResourceLimitExceeded", "SchedulerStats", "SecretsError", "SpawnFailed", "StateError", "StorageError", "StorageFull", "SyncPluginHost", "WorkerCrashed", "WorkerInfo", "WorkerLimits",
 ]

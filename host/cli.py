@@ -36,6 +36,7 @@ from .cli_output import (
     print_json,
     start_progress,
 )
+from .cli_packages import register as register_packages
 from .cli_plugins import register as register_plugins
 from .cli_stations import register as register_stations
 from .config import HostConfig, PluginSettings, ServerConfig, check_inspect
@@ -438,6 +439,7 @@ def build_parser() -> argparse.ArgumentParser:
     c.set_defaults(run=_config_import)
     register_plugins(sub, config_sub, common, _started, PluginHost)
     register_dev(sub, common)
+    register_packages(sub, common)
     s = add("doctor", "check what a host on this configuration needs: deno, the state directory, the secret "
                       "key, plugin directories, redis, the port (exit 1 if something fails)")
     s.add_argument("--json", action="store_true")

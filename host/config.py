@@ -20,6 +20,7 @@ from .execute_config import (
     check_execute,
 )
 from .plugins.dev import dev_entries
+from .plugins.package_archive import PackagesConfig
 from .policy.config import (
     CACHE_ALL,
     NEVER_CACHED,
@@ -302,6 +303,7 @@ class HostConfig(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True)
     usage_scripts: dict[str, UsageScriptConfig] = {}
     stations: dict[str, StationConfig] = {}  # [stations.NAME]: relay stations (balances/stations.py)
     dev_plugins: list[str] = []  # ["name:path"]: plugins run from a source path (plugins/dev.py)
+    packages: PackagesConfig = msgspec.field(default_factory=PackagesConfig)  # [packages]: install/update
 
     def __post_init__(self) -> None:
         # Every section is validated here, given as a dict (``HostConfig(pool={"max_workers":
@@ -448,6 +450,7 @@ __all__ = [
     "Permissions",
     "PluginSettings",
     "PolicyConfig",
+    "PackagesConfig",
     "PoolConfig",
     "RateLimitConfig",
     "RetryConfig",

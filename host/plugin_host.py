@@ -47,6 +47,7 @@ from .plugins.admin import ConfigAdmin
 from .plugins.events import Events
 from .plugins.lifecycle import EventHub, Plugin, PluginEvent
 from .plugins.overrides import GrantOverrides
+from .plugins.packages import PackageAdmin
 from .plugins.registry import Registry
 from .plugins.settings import ConfigStore
 from .plugins.switches import SWITCHES_FILE, Switches
@@ -108,6 +109,7 @@ class PluginHost:
         self.stations = StationAdmin(self._registry, stations, self._admin, self._registry.rescan)
         self._admin.stations = lambda: {s.name: s.plugin for s in stations.all().values() if s.plugin}
         self._events = Events(self.config, self._registry, self.call)
+        self.packages = PackageAdmin(self.config, self._registry)  # install, update, uninstall (audited)
 
     def _note(self, plugin: str, level: str, text: str) -> None:
         """Something the operator should read about a plugin: its log, and the host's."""

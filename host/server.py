@@ -44,6 +44,7 @@ from .logbook import LEVELS
 from .metrics import CONTENT_TYPE
 from .plugin_host import PluginHost
 from .plugins.lifecycle import STARTING
+from .server_packages import add_package_routes
 
 __all__ = ["DRAINING", "METRICS_VIEW", "PrivateUnixSite", "Runner", "create_app"]
 
@@ -395,6 +396,7 @@ def create_app(host: PluginHost, *, admin_token: str | None = None, read_token: 
     app.router.add_delete("/api/stations/{name}", remove_station)
     app.router.add_post("/api/stations/{name}/test", test_station)
     app.router.add_post("/execute", execute)
+    add_package_routes(app.router, host.packages, via, guarded=bool(admin))  # install, update, uninstall
     return app
 
 

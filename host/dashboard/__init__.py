@@ -12,6 +12,7 @@ HERE = Path(__file__).resolve().parent
 FILES = {
     "index.html": "text/html; charset=utf-8",
     "app.js": "text/javascript; charset=utf-8",
+    "packages.js": "text/javascript; charset=utf-8",
     "style.css": "text/css; charset=utf-8",
 }
 # The page runs only its own script and talks only to its own server; with no inline script

@@ -109,7 +109,9 @@ class ApiError extends Error {
 async function api(method, path, body) {
   const headers = {};
   const init = { method, headers, cache: "no-store" };
-  if (body !== undefined) {
+  if (body instanceof FormData) {
+    init.body = body;  // a file upload (packages.js): the browser sets its multipart type
+  } else if (body !== undefined) {
     headers["Content-Type"] = "application/json";
     init.body = JSON.stringify(body);
   }
@@ -299,6 +301,7 @@ function makeRow(key) {
     }
     actions.append(row.buttons[action]);
   }
+  if (typeof packageButtons === "function") actions.append(...packageButtons(row));  // packages.js
   row.tr = el("tr", { dataset: { plugin: key } },
     el("td", {}, row.idButton, row.name, row.error), row.state, row.version, row.workers,
     row.p50, row.errorRate, row.circuit, row.restarts, el("td", {}, actions, row.message));

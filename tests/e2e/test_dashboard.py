@@ -33,7 +33,7 @@ WAIT_MS = 20_000  # a page state the test waits for (a restart, a poll round of 
 TOKEN = "adm-dash-5e8c1f7a"
 READ_TOKEN = "read-dash-0c4d93b6"
 SECRET = "sk-live-dash-9b2e4d"
-DASHBOARD_FILES = ("index.html", "app.js", "style.css")
+DASHBOARD_FILES = ("index.html", "app.js", "packages.js", "style.css")
 BADGE_STATES = ("running", "degraded", "error", "disabled", "stopped", "discovered", "loaded", "closed", "open",
                 "half_open", "success", "timeout", "starting", "ready", "stopping", "crashed")  # app.js BADGES
 

@@ -212,7 +212,7 @@ def test_serve_refuses_execute_without_an_admin_token_unless_on_a_unix_socket_or
 @ASYNCIO_ONLY
 @pytest.mark.timeout(60)
 async def test_with_a_token_set_reads_need_a_token_and_the_read_token_changes_nothing(calc, make_host):
-    public = {"/", "/dashboard/app.js", "/dashboard/index.html", "/dashboard/style.css",
+    public = {"/", "/dashboard/app.js", "/dashboard/index.html", "/dashboard/packages.js", "/dashboard/style.css",
               "/healthz", "/healthz/live", "/healthz/ready"}
     async with make_host(stations={"st": StationConfig(plugin="calc")}) as h:  # for the station routes
         async with served(h, admin_token=ADMIN) as (app, s):  # the admin token alone guards reads too
