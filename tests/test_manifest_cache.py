@@ -61,3 +61,18 @@ async def test_sixty_plugins_loading_at_once_all_load(plugin_dir, make_host, sta
     async with make_host(pool=LAZY, state_dir=str(state_dir)) as h:
         assert {p.state for p in h.plugins()} == {"running"} and len(h.plugins()) == 60
         assert await h.call("p059", "hello", "x") == "hi x"
+
+
+async def test_a_removed_plugin_leaves_the_cache_at_the_next_write(plugin_dir, make_host, state_dir):
+    import msgspec
+
+    plugin_dir.add("p000.js", plugin(0))
+    plugin_dir.add("p001.js", plugin(1))
+    async with make_host(pool=LAZY, state_dir=str(state_dir)):
+        pass
+    (plugin_dir.root / "p001.js").unlink()
+    plugin_dir.add("p002.js", plugin(2))  # a load, so the file is written again
+    async with make_host(pool=LAZY, state_dir=str(state_dir)):
+        pass
+    entries = msgspec.msgpack.decode((state_dir / "manifests.msgpack").read_bytes())["entries"]
+    assert sorted(p.rsplit("/", 1)[1] for p in entries) == ["p000.js", "p002.js"]

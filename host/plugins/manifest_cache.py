@@ -103,6 +103,8 @@ class ManifestCache:
         """Write the entries out if anything changed (a failure is logged: it is only a cache)."""
         if not self._dirty:
             return
+        # plugins removed since, and the staging directories of installs, go with the next write
+        self._entries = {module: e for module, e in self._entries.items() if os.path.exists(module)}
         try:
             write_private(self.path, msgspec.msgpack.encode(_File(self._runtime, self._entries)))
         except (OSError, TypeError, ValueError) as exc:
