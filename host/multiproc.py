@@ -236,7 +236,12 @@ def _render(texts: list[tuple[int, str]]) -> bytes:
     """Families merged by name across processes, in the text exposition format."""
     families: dict[str, tuple[str, str, list[Sample]]] = {}
     for k, text in sorted(texts):
-        for fam in text_string_to_metric_families(text):
+        try:
+            parsed = list(text_string_to_metric_families(text))
+        except ValueError as exc:  # a sibling's answer cut short: the view goes without it
+            log.warning("metrics of serve process %d not read: %s", k, exc)
+            continue
+        for fam in parsed:
             _, _, samples = families.setdefault(fam.name, (fam.type, fam.documentation, []))
             samples.extend(s._replace(labels={**s.labels, "process": str(k)}) for s in fam.samples)
     lines: list[str] = []
