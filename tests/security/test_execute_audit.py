@@ -68,7 +68,7 @@ async def test_strict_refuse_judges_execute_grants_and_writes_outside_its_own_di
     async with make_host(state_dir=str(state), execute=xc, security={"strict": "refuse"}) as h:
         for perms, named in (({"run": ["true"]}, "run:"), ({"ffi": ["libc.so.6"]}, "ffi:"),
                              ({"write": [str(outside)]}, f"write: '{outside}' is outside execute's own data")):
-            with pytest.raises(GrantRefused, match="refused by security.strict") as e:
+            with pytest.raises(GrantRefused, match=r"refused by security\.strict") as e:
                 await h.execute(write_out, permissions=perms)
             assert named in e.value.message
         own = await h.execute(write_own, permissions={"write": ["."]})
