@@ -4,10 +4,12 @@ API and over a real HTTP server on 127.0.0.1 (issue 18, item 6)."""
 
 from __future__ import annotations
 
+import msgspec
 import pytest
 from support.servers import served
 
 from host import ExecuteConfig, InvalidCode, InvalidConfig
+from host import protocol as p
 
 pytestmark = [pytest.mark.anyio, pytest.mark.timeout(60)]
 
@@ -30,6 +32,15 @@ export default (input: Input): number => {
 };
 """
 TS_BROKEN = "const a: number = 1;\nconst b: = 2;\nexport default () => b;\n"
+
+
+def test_on_the_wire_an_omitted_input_and_the_default_language_are_absent_and_null_is_nil():
+    def fields(msg: p.Execute) -> dict:
+        return msgspec.msgpack.decode(bytes(p.encode(msg))[4:])
+
+    assert fields(p.Execute(id=1, code="x")) == {"type": "execute", "id": 1, "code": "x"}
+    assert fields(p.Execute(id=1, code="x", input=None))["input"] is None
+    assert fields(p.Execute(id=1, code="x", language="typescript"))["language"] == "typescript"
 
 
 async def test_an_omitted_input_is_undefined_and_an_explicit_null_stays_null(make_host):
