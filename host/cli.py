@@ -234,8 +234,9 @@ async def _execute(args: argparse.Namespace, config: HostConfig) -> int:
     except ValueError as exc:
         raise UsageError(f"--input and --permissions must be JSON: {exc}") from None
     async with _started(PluginHost(config), args) as host:
-        out = await host.execute(code, input_, entry=args.entry, timeout=args.timeout,
-                                 permissions=permissions, tools=args.tool or [])
+        out = await host.execute(code, input_, entry=args.entry, timeout=args.timeout, permissions=permissions,
+                                 tools=args.tool or [], by="cli",  # a .ts file is TypeScript
+                                 language="typescript" if args.file.endswith((".ts", ".mts")) else "javascript")
     print_json(out)
     return 0 if out.ok else 1
 
@@ -394,7 +395,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.set_defaults(run=_call)
 
     s = add("execute", "run a module's default export (Isolate's /execute)")
-    s.add_argument("file", help="a .js file, or - for stdin")
+    s.add_argument("file", help="a .js file, a .ts file (TypeScript), or - for stdin (JavaScript)")
     s.add_argument("--input", help="the entry's argument, as JSON (default: undefined)")
     s.add_argument("--entry", default="default", help="the export to call (default: default)")
     s.add_argument("--timeout", type=float, help="seconds (default: [execute] timeout, 3)")

@@ -181,6 +181,11 @@ class InvalidArguments(HostError):
     type MessagePack has no form for, nesting too deep). Nothing was sent."""
 
 
+class InvalidCode(InvalidArguments):
+    """Code given to ``execute`` that cannot run as written: TypeScript that does not parse.
+    The message names the line and column. Nothing of it ran."""
+
+
 class InvalidConfig(HostError):
     """A host or plugin configuration value is invalid."""
 

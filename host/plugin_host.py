@@ -38,8 +38,9 @@ from .config import (
 )
 from .db_tool import DbTool
 from .errors import FunctionNotFound, HostClosed, HostError, InvalidConfig, PluginError, PluginNotFound
-from .execute import EXECUTE_EGRESS, ExecutePools, ExecuteResult
+from .execute import EXECUTE_EGRESS, ExecuteResult
 from .execute_config import database_path
+from .execute_pools import ExecutePools
 from .info import EventReply, PluginInfo, plugin_info
 from .logbook import JournalEntry, LogBook, LogListener, LogRouter
 from .metrics import UNKNOWN, HostMetrics
@@ -135,8 +136,7 @@ class PluginHost:
         self._stations.open(ConfigStore(self.config.state_path, None, STATIONS_FILE))
         self._switches.open(ConfigStore(self.config.state_path, None, SWITCHES_FILE))
         self._exec = ExecutePools(self.config.execute, self.config.security, self.config.limits, self._runtime,
-                                  self._new_pool, lambda pool: tg.start(pool.serve),
-                                  lambda pool: tg.start_soon(pool.stop))
+                                  self._new_pool, lambda pool: tg.start(pool.serve), tg.start_soon)
         self._running = self._registry.running = True
         try:
             assert self._registry.store is not None
@@ -372,15 +372,17 @@ class PluginHost:
         timeout: float | None = None,
         permissions: Any = None,
         tools: list[str] | None = None,
+        language: str = "javascript", by: str = "python",
     ) -> ExecuteResult:
         """Run module ``code`` and call its export ``entry`` with ``input`` (Isolate's Isolate
         contract): errors come back as ``exception`` log entries, never raised. ``input``
         left out reaches the code as ``undefined``; ``None`` as ``null``. ``permissions``: a
         Permissions, a dict, ``"none"``, or a list of those merged by Isolate's merge rules
         (``Permissions.merge``, e.g. the user's grants and a tool's), within what the operator
-        allows (``[execute] allow``; GrantRefused beyond it)."""
+        allows (``[execute] allow``; GrantRefused beyond it). ``language="typescript"``: types
+        stripped, not checked (InvalidCode if it does not parse). ``by``: who asked (audit)."""
         return await self._executor().run(code, input, entry=entry, timeout=timeout, permissions=permissions,
-                                          tools=tools, running=self._running)
+                                          tools=tools, running=self._running, language=language, by=by)
 
     async def warm_execute(self) -> None:
         """Start the pool for code without permissions now (``execute.min_workers`` warm), so

@@ -123,6 +123,7 @@ class Execute(_Msg, tag="execute"):
     input: Any = msgspec.UNSET  # absent → `undefined` in JS; None → `null`
     timeout_ms: int | None = None
     tools: list[str] = []
+    language: str = "javascript"  # or "typescript": its types are stripped in the worker first
 
 
 class Cancel(_Msg, tag="cancel"):

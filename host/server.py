@@ -16,7 +16,7 @@ import datetime as dt
 import json
 import logging
 from collections.abc import Awaitable, Callable, Iterable
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import anyio
 import msgspec
@@ -86,7 +86,8 @@ class CallBody(msgspec.Struct):
 
 class ExecuteBody(msgspec.Struct):  # the Isolate engine's request
     code: str
-    input: Any = None
+    input: Any = msgspec.UNSET  # left out: the entry gets `undefined`; null: `null`
+    language: Literal["javascript", "typescript"] = "javascript"
     entry: str | None = None
     timeout: Millis | None = None  # milliseconds
     permissions: Any = None
@@ -238,7 +239,7 @@ def create_app(host: PluginHost, *, admin_token: str | None = None, read_token: 
             out = await host.execute(
                 body.code, body.input, entry=body.entry or "default",
                 timeout=body.timeout / 1000 if body.timeout is not None else None,
-                permissions=body.permissions, tools=body.tools or [],
+                permissions=body.permissions, tools=body.tools or [], language=body.language, by=via,
             )
         except PayloadTooLarge as exc:
             return _json({"error": {"name": "PayloadTooLarge", "message": exc.message}}, 413)

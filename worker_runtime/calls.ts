@@ -10,6 +10,7 @@ import { type Execution, nextExecution, ownerOf, prepareSpare } from "./isolate.
 import { emitLog, LogBudget, makeConsole } from "./console.ts";
 import { type ErrorInfo, HOOKS, type Id } from "./protocol.ts";
 import { cryptoSettings, makeCryptoTool, makeDbTool } from "./tools.ts";
+import { toJavaScript } from "./typescript.ts";
 import { limits, type Msg, optionalArray, optionalNumber, protocolError, requireId, requireString, send } from "./wire.ts";
 
 /** The plugin this worker serves, once the welcome has named and loaded it. */
@@ -201,8 +202,19 @@ export function onExecute(msg: Msg): void {
   const entry = msg.entry == null ? "default" : requireString(msg.entry, "execute.entry");
   const timeoutMs = optionalNumber(msg.timeout_ms, "execute.timeout_ms");
   const tools = optionalArray(msg.tools, "execute.tools");
+  const language = msg.language == null ? "javascript" : requireString(msg.language, "execute.language");
+  if (language !== "javascript" && language !== "typescript") protocolError(`unknown execute.language ${language}`);
   if (calls.has(id)) protocolError(`call id ${id} is already in flight`);
   const state = newCall(id);
+  let source = code;
+  if (language === "typescript") {
+    try {
+      source = toJavaScript(code);
+    } catch (e) {
+      fail(state, e);
+      return;
+    }
+  }
   state.tools = new Set(tools as string[]);
   // Code run by execute is gone when the call settles, and so are its channel handlers. Its
   // context has no cache or storage (executions share nothing), and a channel only with the
@@ -226,7 +238,7 @@ export function onExecute(msg: Msg): void {
   tracker.run(state, invoke, state, async () => {
     let fn;
     try {
-      fn = await execution.load(code, entry);
+      fn = await execution.load(source, entry);
     } catch (e) {
       throw importError(e);
     }

@@ -70,6 +70,7 @@ export interface Execute {
   input?: unknown;
   timeout_ms?: number;
   tools?: string[];
+  language?: "javascript" | "typescript";
 }
 export interface Cancel { type: "cancel"; id: Id; reason?: string }
 export interface HostReply { type: "host_reply"; id: Id; value?: unknown; error?: ErrorInfo }
@@ -98,7 +99,7 @@ export const MESSAGES = {
   Welcome: { tag: "welcome", required: ["plugin_id"], optional: ["module", "config", "limits", "tools"] },
   Reject: { tag: "reject", required: ["reason"], optional: [] },
   Call: { tag: "call", required: ["id", "fn"], optional: ["args", "timeout_ms"] },
-  Execute: { tag: "execute", required: ["id", "code"], optional: ["entry", "input", "timeout_ms", "tools"] },
+  Execute: { tag: "execute", required: ["id", "code"], optional: ["entry", "input", "timeout_ms", "tools", "language"] },
   Cancel: { tag: "cancel", required: ["id"], optional: ["reason"] },
   HostReply: { tag: "host_reply", required: ["id"], optional: ["value", "error"] },
   Deliver: { tag: "deliver", required: ["event"], optional: ["data"] },

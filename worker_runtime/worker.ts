@@ -32,6 +32,7 @@ import { captureConsole } from "./console.ts";
 import { onDeliver, onHostReply } from "./context.ts";
 import { errorInfo, ErrorTypes, importError, jsonClone, safeString, sendErrorFrame } from "./errors.ts";
 import { harden, loadVm } from "./isolate.ts";
+import { loadTypeScript } from "./typescript.ts";
 // Loaded with the runtime (a static import needs no read grant), so that a plugin may import it
 // as "@plugin-host/kit" (import_map.json) with none either.
 import "./kit.ts";
@@ -218,6 +219,7 @@ async function onWelcome(msg: Msg): Promise<void> {
   if (module == null) {  // an execute worker: each execution gets a context of its own
     if (msg.tools != null) readToolSettings(msg.tools as Record<string, unknown>);
     await loadVm();
+    await loadTypeScript();
     if (limits.harden === 1) await harden();
   }
   startHeartbeatWatch();
