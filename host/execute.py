@@ -51,14 +51,18 @@ async def run_with_deadline(pool: Pool, op: Any, budget: float, deadline: float,
                           plugin=plugin, function=fn) from None
 
 
+FRESH_SPARES = 2  # ExecuteConfig.spares by default with pooled = false
+
+
 def execute_pool_config(xc: ExecuteConfig, *, warm: bool = True) -> PoolConfig:
     """Warm pooled workers (``warm``: min_workers of them), or (``pooled=False``) a fresh
-    worker for every execution."""
+    worker for every execution, taken from the spares started ahead (``warm`` pools only)."""
     return PoolConfig(
         min_workers=xc.min_workers if xc.pooled and warm else 0, max_workers=xc.max_workers,
         idle_timeout=xc.idle_timeout,
         max_calls_per_worker=xc.max_calls_per_worker if xc.pooled else 1,
         crash_loop_threshold=1_000_000,  # user code crashing is not a plugin fault
+        spares=(xc.spares if xc.spares is not None else 0 if xc.pooled else FRESH_SPARES) if warm else 0,
     )
 
 

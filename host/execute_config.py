@@ -36,6 +36,10 @@ class ExecuteConfig(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=Tr
     max_workers: Count = 8
     idle_timeout: Delay = 120.0
     max_calls_per_worker: Count = 1000  # then a fresh worker (each execution's context is collected)
+    # Workers the pool for executions asking no permissions keeps started and ready beside those
+    # serving (PoolConfig.spares). None: 2 with pooled = false, so that an execution takes a ready
+    # worker instead of waiting for a spawn, and 0 with pooled workers.
+    spares: Amount | None = None
     timeout: Seconds = 3.0          # seconds, when a request gives none (Isolate: 3000 ms)
     max_code_chars: Count = 100_000  # Isolate's maxSize; longer code is PayloadTooLarge
     crypto: CryptoToolConfig = msgspec.field(default_factory=CryptoToolConfig)

@@ -351,6 +351,26 @@ async def test_unpooled_executes_get_a_fresh_worker_each(make_host):
     assert len({a.result, b.result, c.result}) == 3
 
 
+async def test_unpooled_executes_take_a_worker_started_ahead(make_host):
+    from support.processes import wait_for
+
+    async with make_host(execute=ExecuteConfig(pooled=False)) as h:
+        await h.warm_execute()
+        (pool,) = h._exec.pools()
+
+        def ready() -> set[int]:
+            return {w.pid for w in pool.spares if w.state == "ready"}
+
+        await wait_for(lambda: len(ready()) == 2, timeout=20)  # the spares (FRESH_SPARES)
+        before = ready()
+        first = await h.execute("export default () => Deno.pid")
+        assert first.ok and first.result in before  # a spare served it: no spawn in its path
+        # it served once and goes; another spare is started in its place
+        await wait_for(lambda: len(ready()) == 2 and first.result not in ready(), timeout=20)
+        second = await h.execute("export default () => Deno.pid")
+        assert second.ok and second.result != first.result
+
+
 # ---------------------------------------------------------------------------------------------
 # Permissions
 
