@@ -147,8 +147,12 @@ class ExecutePools:
                                   "([execute] max_code_chars)")
         if unknown := [t for t in tools if t not in TOOLS]:
             raise InvalidConfig(f"unknown tool {unknown[0]!r}; the tools are {', '.join(TOOLS)}")
-        if "db" in tools and xc.database is None:
-            raise InvalidConfig("the db tool needs a database: set [execute] database (a sqlite file)")
+        if {"db", "db:write"} & set(tools) and xc.database is None:
+            raise InvalidConfig("the db tool needs a database: set [execute] database "
+                                "(a sqlite file or a postgresql:// URL)")
+        if "db:write" in tools and not xc.db_writes:
+            raise GrantRefused('tools ["db:write"]: database writes are off; the operator turns them on '
+                               "with [execute] db_writes = true in host.toml", plugin=EXECUTE_ID)
         if permissions is None or permissions == "none" or permissions == {}:
             return self._none
         perms = (Permissions.merge(*permissions, where="permissions") if isinstance(permissions, list)
@@ -224,6 +228,8 @@ class ExecutePools:
                   tools: list[str] | None, running: bool) -> ExecuteResult:
         """Admit the execution, then run it on its permission set's pool."""
         tools = list(tools or [])
+        if "db:write" in tools and "db" not in tools:
+            tools.append("db")  # writing implies the tool itself
         perms = self.admit(permissions, tools, code)
         budget = self.budget(timeout)
         if not running:

@@ -19,7 +19,6 @@ import msgspec
 from . import protocol as p
 from .db_tool import DbTool
 from .errors import (
-    HostCallError,
     InvalidHostCall,
     PayloadTooLarge,
     StateError,
@@ -218,7 +217,8 @@ class HostServices:
             "channel.emit": self._channel_emit, "channel.on": self._channel_on,
             "channel.off": self._channel_off,
             "log": self._log,
-            "db.select": self._db_select,
+            "db.select": self._db, "db.query": self._db, "db.begin": self._db,
+            "db.commit": self._db, "db.rollback": self._db,
         }
         self.db: DbTool | None = None  # the execute db tool, when [execute] database is set
 
@@ -231,15 +231,21 @@ class HostServices:
                 plugin=worker.spec.plugin_id)
         return await op(worker, msg)
 
-    async def _db_select(self, worker: Worker, msg: p.HostCall) -> Any:
-        (query,) = self._args(msg, 1, 1, "a query")
-        if self.db is None or worker.spec.role != "execute" or "db" not in worker.tools_of(msg.call):
+    async def _db(self, worker: Worker, msg: p.HostCall) -> Any:
+        """The execute db tool: ``db.query`` (``db.select``, its old name) takes a query,
+        ``db.begin`` nothing, ``db.commit`` / ``db.rollback`` a transaction id."""
+        tools = worker.tools_of(msg.call)
+        if self.db is None or worker.spec.role != "execute" or not tools & {"db", "db:write"}:
             raise InvalidHostCall("db: the db tool serves execute code that asked for it (tools: [\"db\"]), "
                                   "and only when [execute] database is set")
-        try:
-            return await anyio.to_thread.run_sync(self.db.select, query)
-        except sqlite3.Error as exc:
-            raise HostCallError(f"db: {exc}") from None
+        owner, deadline = (worker, msg.call), worker.deadline_of(msg.call)
+        if msg.op == "db.begin":
+            self._args(msg, 0, 0, "no arguments")
+            return await self.db.begin(tools=tools, owner=owner, deadline=deadline)
+        (arg,) = self._args(msg, 1, 1, "a transaction id" if msg.op in ("db.commit", "db.rollback") else "a query")
+        if msg.op in ("db.commit", "db.rollback"):
+            return await self.db.end(arg, commit=msg.op == "db.commit", owner=owner, deadline=deadline)
+        return await self.db.query(arg, tools=tools, owner=owner, deadline=deadline)
 
     def forget(self, worker: Worker) -> None:
         """Drop a worker that exited from every channel subscription."""
@@ -258,6 +264,8 @@ class HostServices:
         for store in self._stores.values():
             store.close()
         self._stores.clear()
+        if self.db is not None:
+            self.db.close()
 
     # ------------------------------------------------------------------ arguments
 
