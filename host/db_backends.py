@@ -76,13 +76,13 @@ class SqliteBackend:
             if cur.description:
                 cur.fetchall()  # a RETURNING statement finishes only when read to the end
             return rows, cur.rowcount
+        except sqlite3.OperationalError as exc:
+            if "interrupted" in str(exc) or "locked" in str(exc):  # past the deadline, or busy past it
+                raise DbUnavailable(f"db: {self.where}: {exc} (past the deadline: [execute] db_timeout, "
+                                    "or the execution's timeout)") from None
+            raise DbError(f"db: {exc}") from None
         except (sqlite3.Error, OverflowError) as exc:
-            raise DbError(f"db: {self._message(exc)}") from None
-
-    def _message(self, exc: BaseException) -> str:
-        if isinstance(exc, sqlite3.OperationalError) and "interrupted" in str(exc):
-            return "the statement was interrupted (past its deadline)"
-        return str(exc)
+            raise DbError(f"db: {exc}") from None
 
     def begin(self, conn: sqlite3.Connection, *, write: bool) -> None:
         self.run(conn, "BEGIN IMMEDIATE" if write else "BEGIN", [], 0)
