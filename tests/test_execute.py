@@ -470,7 +470,7 @@ async def test_db_tool_refuses_malformed_queries(make_host, users_db):
 def test_database_must_be_sqlite_or_postgresql():
     from host import HostConfig
 
-    with pytest.raises(InvalidConfig, match="a sqlite file .* or a postgresql:// URL") as e:
+    with pytest.raises(InvalidConfig, match=r"a sqlite file .* or a postgresql:// URL") as e:
         HostConfig(execute={"database": "mysql://user:pw@db.example:3306/app"})
     assert "pw" not in str(e.value)
     assert HostConfig(execute={"database": "postgresql://user:pw@db.example:5432/app"}).execute.database
