@@ -94,6 +94,11 @@ class SqliteBackend:
         if conn.in_transaction:
             self.run(conn, "ROLLBACK", [], 0)
 
+    def time_left(self, conn: sqlite3.Connection, seconds: float) -> None:
+        """How long the next statement may wait for another writer's lock (interrupt() does not
+        stop that wait)."""
+        self.run(conn, f"PRAGMA busy_timeout = {max(1, int(seconds * 1000))}", [], 0)
+
     def interrupt(self, conn: sqlite3.Connection) -> None:
         conn.interrupt()
 
@@ -174,6 +179,10 @@ class PostgresBackend:
 
     def rollback(self, conn: Any) -> None:
         self.run(conn, "ROLLBACK", [], 0)
+
+    def time_left(self, conn: Any, seconds: float) -> None:
+        """Nothing per statement: statement_timeout is set per connection, and interrupt() wakes
+        a thread that waits longer."""
 
     def interrupt(self, conn: Any) -> None:
         """Shut the connection's socket down: a thread blocked reading it wakes with an error

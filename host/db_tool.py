@@ -225,6 +225,8 @@ class DbTool:
 
         def guarded() -> Any:
             try:
+                if conn is not None:
+                    self.backend.time_left(conn, until - time.monotonic())
                 return fn()
             finally:
                 if gave_up:  # nobody waits for this thread any more: close what it holds
