@@ -174,8 +174,9 @@ class DbTool:
         log.info("db: a transaction left open past its execution's deadline was rolled back")
         if tx.lock.locked() and tx.conn is not None:
             self.backend.interrupt(tx.conn)  # a statement hangs in it: wake its thread
-        async with tx.lock:
-            await self._abort(tx, "the execution's deadline passed with the transaction open")
+        with anyio.CancelScope(shield=True):  # the host closing must not leave the connection open
+            async with tx.lock:
+                await self._abort(tx, "the execution's deadline passed with the transaction open")
 
     # ------------------------------------------------------------------ connections and deadlines
 
@@ -235,6 +236,8 @@ class DbTool:
         with anyio.move_on_after(max(until - time.monotonic(), 0)):
             return await anyio.to_thread.run_sync(guarded, abandon_on_cancel=True)
         gave_up = True
+        for c in late or []:  # connected just as the deadline passed: nobody will use it
+            self._close_quietly(c)
         if conn is not None:
             self.backend.interrupt(conn)
         raise DbUnavailable(f"db: no answer from {self.backend.where} within the deadline "
