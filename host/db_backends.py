@@ -14,10 +14,14 @@ import math
 import os
 import socket
 import sqlite3
+import time
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urlsplit
+
+import anyio
 
 from .errors import DbError, DbUnavailable, InvalidConfig
 from .policy.config import redact_uri
@@ -203,6 +207,39 @@ class PostgresBackend:
         return not conn.closed and not conn.broken and conn.info.transaction_status == TransactionStatus.IDLE
 
 
+def close_quietly(backend: SqliteBackend | PostgresBackend, conn: Any) -> None:
+    try:
+        backend.close(conn)
+    except Exception:  # already broken or closed: nothing more to give back
+        pass
+
+
+async def in_thread(backend: SqliteBackend | PostgresBackend, fn: Callable[[], Any], conn: Any, until: float, *,
+                    late: list | None = None, setting: str) -> Any:
+    """``fn()`` (using ``conn``, or connecting into ``late``) in a thread, within ``until``
+    (monotonic): past it the statement is interrupted, its thread closes the connection when it
+    wakes, and DbUnavailable names ``setting``, the deadline's knob."""
+    gave_up = False
+
+    def guarded() -> Any:
+        try:
+            if conn is not None:
+                backend.time_left(conn, until - time.monotonic())
+            return fn()
+        finally:
+            if gave_up:  # nobody waits for this thread any more: close what it holds
+                for c in ([conn] if conn is not None else []) + (late or []):
+                    close_quietly(backend, c)
+    with anyio.move_on_after(max(until - time.monotonic(), 0)):
+        return await anyio.to_thread.run_sync(guarded, abandon_on_cancel=True)
+    gave_up = True
+    for c in late or []:  # connected just as the deadline passed: nobody will use it
+        close_quietly(backend, c)
+    if conn is not None:
+        backend.interrupt(conn)
+    raise DbUnavailable(f"no answer from {backend.where} within the deadline ({setting})")
+
+
 def backend_for(database: str, *, statement_timeout: float) -> SqliteBackend | PostgresBackend:
     """The backend of ``[execute] database``: ``postgresql://...`` (or ``postgres://``), or a
     sqlite file (a path or ``sqlite:///path``)."""
@@ -216,4 +253,5 @@ def backend_for(database: str, *, statement_timeout: float) -> SqliteBackend | P
     return SqliteBackend(database)
 
 
-__all__ = ["POSTGRES_SCHEMES", "PostgresBackend", "SqliteBackend", "backend_for", "plain"]
+__all__ = ["POSTGRES_SCHEMES", "PostgresBackend", "SqliteBackend", "backend_for", "close_quietly", "in_thread",
+           "plain"]

@@ -23,7 +23,7 @@ from typing import Any
 import anyio
 from anyio.abc import TaskGroup
 
-from .db_backends import PostgresBackend, SqliteBackend, backend_for
+from .db_backends import PostgresBackend, SqliteBackend, backend_for, close_quietly, in_thread
 from .db_query import WRITES, DbQuery, build, decode
 from .errors import DbError, DbUnavailable, GrantRefused, HostClosed, InvalidHostCall
 
@@ -214,34 +214,11 @@ class DbTool:
             await anyio.to_thread.run_sync(self._close_quietly, conn, abandon_on_cancel=True)
 
     def _close_quietly(self, conn: Any) -> None:
-        try:
-            self.backend.close(conn)
-        except Exception:
-            pass
+        close_quietly(self.backend, conn)
 
     async def _in_thread(self, fn: Callable[[], Any], conn: Any, until: float, *, late: list | None = None) -> Any:
-        """``fn()`` in a thread, within ``until``: past it the statement is interrupted (its thread
-        closes the connection when it wakes) and DbUnavailable raised."""
-        gave_up = False
-
-        def guarded() -> Any:
-            try:
-                if conn is not None:
-                    self.backend.time_left(conn, until - time.monotonic())
-                return fn()
-            finally:
-                if gave_up:  # nobody waits for this thread any more: close what it holds
-                    for c in ([conn] if conn is not None else []) + (late or []):
-                        self._close_quietly(c)
-        with anyio.move_on_after(max(until - time.monotonic(), 0)):
-            return await anyio.to_thread.run_sync(guarded, abandon_on_cancel=True)
-        gave_up = True
-        for c in late or []:  # connected just as the deadline passed: nobody will use it
-            self._close_quietly(c)
-        if conn is not None:
-            self.backend.interrupt(conn)
-        raise DbUnavailable(f"db: no answer from {self.backend.where} within the deadline "
-                            "([execute] db_timeout, or the execution's timeout)")
+        return await in_thread(self.backend, fn, conn, until, late=late,
+                               setting="[execute] db_timeout, or the execution's timeout")
 
     def close(self) -> None:
         """Roll back what is open and close every idle connection (after the workers are gone)."""
