@@ -37,6 +37,7 @@ from .policy.config import (
 )
 from .protocol import DEFAULT_MAX_FRAME
 from .security.permissions import KINDS, Permissions
+from .state_config import StateConfig, check_state
 
 T = TypeVar("T")
 MIN_MAX_FRAME = 64 * 1024  # frames must hold a handshake and a modest result
@@ -295,6 +296,7 @@ class HostConfig(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True)
     plugins: dict[str, PluginSettings] = {}
     usage_scripts: dict[str, UsageScriptConfig] = {}
     stations: dict[str, StationConfig] = {}  # [stations.NAME]: relay stations (balances/stations.py)
+    state: StateConfig = msgspec.field(default_factory=StateConfig)  # [state]: shared state (PostgreSQL)
 
     def __post_init__(self) -> None:
         # Every section is validated here, given as a dict (``HostConfig(pool={"max_workers":
@@ -309,6 +311,7 @@ class HostConfig(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True)
                 setattr(self, f.name, checked(value, f.type, f.name))
         _check_pool(self.pool, "pool")
         check_execute(self.execute)
+        check_state(self.state)
         _check_worker_limits(self.limits, "limits")
         _check_server(self.server)
         _check_alerts(self.balances.alerts)

@@ -117,7 +117,7 @@ class PluginHost:
         check_state_dir(self.config.state_path)  # writable, with room: or a StateError saying why
         self._runtime = Runtime.create(self.config, redact=self._registry.redact_secrets)
         self._runtime.reserved_addresses[:] = sorted(self._reserved)
-        self._services = HostServices(self.config.state_path)
+        self._services = HostServices(self.config.state_path, database=self.config.state.database)
         if (xc := self.config.execute).database is not None:
             self._services.db = DbTool(xc.database, max_rows=xc.db_max_rows, timeout=xc.db_timeout,
                                        writes=xc.db_writes, max_connections=xc.db_max_connections)

@@ -26,6 +26,7 @@ from .errors import (
 )
 from .logs import CONSOLE_LEVELS
 from .plugin_storage import ENTRY_OVERHEAD, PluginStorage, SqliteStorage
+from .plugin_storage_pg import PostgresStorage
 from .security.private_files import storage_name
 from .worker import Worker
 
@@ -105,11 +106,13 @@ class HostServices:
     ``<state_dir>/storage``, or ``storage`` (a shared PostgreSQL table). The worker sends a HostError's class name and message to the
     plugin; any other exception (a bug of ours) it logs and reports as HostCallError."""
 
-    def __init__(self, state_dir: str | os.PathLike[str], limits: ServiceLimits | None = None,
-                 storage: PluginStorage | None = None) -> None:
+    def __init__(self, state_dir: str | os.PathLike[str], limits: ServiceLimits | None = None, *,
+                 database: str | None = None) -> None:
         self.limits = limits or ServiceLimits()
         self.storage_dir = Path(state_dir) / "storage"
-        self.storage = storage or SqliteStorage(self.storage_dir, self.limits.storage_timeout)
+        # [state] database: plugin storage shared by every host naming it; else a file per plugin
+        self.storage: PluginStorage = (PostgresStorage(database, self.limits.storage_timeout) if database
+                                       else SqliteStorage(self.storage_dir, self.limits.storage_timeout))
         self._caches: dict[Scope, _Cache] = {}
         self._subs: dict[Scope, dict[str, set[Worker]]] = {}
         self._watched: set[Worker] = set()  # workers whose exit unsubscribes them
