@@ -8,7 +8,7 @@ PORT ?= 8787
 
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: run test bench lint clean venv redis-server chromium
+.PHONY: run test bench lint clean venv redis-server postgresql chromium
 
 venv: $(STAMP)
 
@@ -21,7 +21,7 @@ $(STAMP): pyproject.toml
 run: $(STAMP)
 	$(PY) -m host serve --plugins plugins --host $(HOST) --port $(PORT)
 
-test: $(STAMP) redis-server chromium
+test: $(STAMP) redis-server postgresql chromium
 	$(PY) -m pytest -q
 
 # The redis tests start their own redis-server on a free loopback port; Debian's package
@@ -30,6 +30,13 @@ redis-server:
 	@command -v redis-server >/dev/null 2>&1 || test -x /usr/sbin/redis-server || \
 	  { echo "installing redis-server (Debian package)"; \
 	    $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq redis-server >/dev/null; }
+
+# The PostgreSQL tests run their own server: initdb into a temp dir, postgres on a free loopback
+# port (as the package's `postgres` user when we are root). Debian's package provides both.
+postgresql:
+	@ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || \
+	  { echo "installing postgresql (Debian package)"; \
+	    $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq postgresql >/dev/null; }
 
 # The dashboard tests drive Debian's headless Chromium through Playwright (never
 # `playwright install`: no browser is downloaded).

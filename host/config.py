@@ -39,6 +39,7 @@ from .policy.config import (
 )
 from .protocol import DEFAULT_MAX_FRAME
 from .security.permissions import KINDS, Permissions
+from .state_config import StateConfig, check_state
 
 T = TypeVar("T")
 MIN_MAX_FRAME = 64 * 1024  # frames must hold a handshake and a modest result
@@ -304,6 +305,7 @@ class HostConfig(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True)
     stations: dict[str, StationConfig] = {}  # [stations.NAME]: relay stations (balances/stations.py)
     dev_plugins: list[str] = []  # ["name:path"]: plugins run from a source path (plugins/dev.py)
     packages: PackagesConfig = msgspec.field(default_factory=PackagesConfig)  # [packages]: install/update
+    state: StateConfig = msgspec.field(default_factory=StateConfig)  # [state]: shared state (PostgreSQL)
 
     def __post_init__(self) -> None:
         # Every section is validated here, given as a dict (``HostConfig(pool={"max_workers":
@@ -319,6 +321,7 @@ class HostConfig(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True)
         _check_pool(self.pool, "pool")
         dev_entries(self.dev_plugins)  # each "name:path" names a plugin that is there
         check_execute(self.execute)
+        check_state(self.state)
         _check_worker_limits(self.limits, "limits")
         _check_server(self.server)
         _check_alerts(self.balances.alerts)

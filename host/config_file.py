@@ -20,8 +20,8 @@ today's settings, with a deprecation hint (config_legacy.py). The environment va
 - ``PLUGIN_HOST_STORAGE``: ``policy.storage`` and ``policy.cache_storage`` together, e.g.
   ``redis://:password@127.0.0.1:6379/0`` for hosts that share rate limits and the cache.
 - ``PLUGIN_HOST_STATE_DIR``: ``state_dir``.
-- ``DATABASE_URL`` (Isolate's): ``execute.database`` when it is ``sqlite:///...`` and the
-  file names no database (a URL of another kind is left to whoever set it).
+- ``DATABASE_URL`` (Isolate's): ``execute.database`` when it is ``sqlite:///...`` or
+  ``postgresql://...`` and the file names no database (another kind is left to whoever set it).
 
 (``PLUGIN_HOST_DENO``, the deno binary, is read where the binary is looked for, so it also
 applies to hosts built without this module.)
@@ -57,7 +57,8 @@ ENV_ADMIN_TOKEN = "PLUGIN_HOST_ADMIN_TOKEN"
 ENV_READ_TOKEN = "PLUGIN_HOST_READ_TOKEN"
 ENV_STORAGE = "PLUGIN_HOST_STORAGE"
 ENV_STATE_DIR = "PLUGIN_HOST_STATE_DIR"
-ENV_DATABASE_URL = "DATABASE_URL"  # sqlite:///path: the execute db tool's database, unless the file names one
+ENV_DATABASE_URL = "DATABASE_URL"  # the execute db tool's database, unless the file names one
+DATABASE_SCHEMES = ("sqlite:///", "postgresql://", "postgres://")
 
 
 def load_config(path: str | os.PathLike[str] | None = None, *, env: Mapping[str, str] | None = None,
@@ -82,7 +83,7 @@ def load_config(path: str | os.PathLike[str] | None = None, *, env: Mapping[str,
 
     from_env = _from_env(env)
     url = env.get(ENV_DATABASE_URL, "")
-    if url.startswith("sqlite:///") and not (data.get("execute") or {}).get("database"):
+    if url.startswith(DATABASE_SCHEMES) and not (data.get("execute") or {}).get("database"):
         from_env["execute"] = {"database": url}  # Isolate's variable; another kind is not ours
     extra = _merge(from_env, {k: v for k, v in overrides.items() if v is not None})
     if not extra:

@@ -249,3 +249,13 @@ class StorageFull(StorageError):
     """A ``storage.set`` refused because it would take the plugin's storage past its cap
     (``limits.storage_max_bytes``), or because the state directory's file system is nearly
     full: nothing was written; deleting keys makes room."""
+
+
+class DbError(HostCallError):
+    """The execute ``db`` tool's database refused a statement (a constraint, a type), or a
+    transaction was rolled back. The message never carries the database URL's password."""
+
+
+class DbUnavailable(DbError):
+    """The execute ``db`` tool's database could not be reached, or did not answer within
+    ``[execute] db_timeout`` (or the execution's own deadline)."""

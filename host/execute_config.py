@@ -12,7 +12,7 @@ from .config_types import Amount, Count, Delay, Seconds
 from .errors import InvalidConfig
 from .security.permissions import Permissions
 
-TOOLS = ("crypto", "channel", "db")  # the tools ``execute`` knows
+TOOLS = ("crypto", "channel", "db", "db:write")  # the tools ``execute`` knows (db:write: db, and writes)
 CRYPTO_METHODS = ("getRandomValues", "randomUUID")
 
 
@@ -43,10 +43,14 @@ class ExecuteConfig(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=Tr
     timeout: Seconds = 3.0          # seconds, when a request gives none (Isolate: 3000 ms)
     max_code_chars: Count = 100_000  # Isolate's maxSize; longer code is PayloadTooLarge
     crypto: CryptoToolConfig = msgspec.field(default_factory=CryptoToolConfig)
-    # The db tool: a sqlite database (a path, or sqlite:///path) that code asking for "db" may
-    # read; None: the tool is refused. $DATABASE_URL sets it when the file does not.
+    # The db tool: a sqlite database (a path, or sqlite:///path) or a postgresql:// URL that code
+    # asking for "db" may query; None: the tool is refused. $DATABASE_URL sets it when the file
+    # does not. Writes (insert, update, delete) need db_writes AND a request asking for "db:write".
     database: str | None = None
-    db_max_rows: Count = 1000
+    db_max_rows: Count = 1000       # rows a query returns (or an insert takes) at most
+    db_writes: bool = False
+    db_timeout: Seconds = 5.0       # a statement (or connecting) past this is interrupted: DbUnavailable
+    db_max_connections: Count = 8   # connections in use at once (each open transaction holds one)
     # The most an execution may ask for ([execute.allow], same shape as a plugin's
     # permissions): by default network access to public hosts only (private, loopback and this
     # machine's own addresses stay denied); never files, environment, processes, native code or
@@ -61,23 +65,16 @@ class ExecuteConfig(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=Tr
             self.allow = Permissions.parse(self.allow, where="execute.allow")
 
 
-def database_path(database: str) -> str | None:
-    """The file of ``[execute] database``: a path, or ``sqlite:///path``; None for another
-    kind of database URL (the host reads sqlite only)."""
-    if database.startswith("sqlite:///"):
-        return database.removeprefix("sqlite://")
-    return None if "://" in database or not database.strip() else database
-
-
 def check_execute(x: ExecuteConfig) -> None:
     if x.min_workers > x.max_workers:
         raise InvalidConfig(f"execute: min_workers ({x.min_workers}) must not exceed max_workers ({x.max_workers})")
-    if x.database is not None and not database_path(x.database):
-        raise InvalidConfig(f"execute.database: only sqlite databases (a path or sqlite:///path), "
-                            f"got {x.database.split('://')[0]}://...")
+    if x.database is not None:
+        from .db_backends import backend_for  # refuses what is neither sqlite nor postgresql
+
+        backend_for(x.database, statement_timeout=x.db_timeout)
     c = x.crypto
     if unknown := sorted(set(c.methods) - set(CRYPTO_METHODS)):
         raise InvalidConfig(f"execute.crypto.methods: unknown {unknown}; known: {list(CRYPTO_METHODS)}")
 
 
-__all__ = ["CRYPTO_METHODS", "TOOLS", "CryptoToolConfig", "ExecuteConfig", "check_execute", "database_path"]
+__all__ = ["CRYPTO_METHODS", "TOOLS", "CryptoToolConfig", "ExecuteConfig", "check_execute"]

@@ -96,8 +96,12 @@ class ExecutePools:
             raise InvalidConfig(f"language: {language!r} is not one of {', '.join(LANGUAGES)}")
         if unknown := [t for t in tools if t not in TOOLS]:
             raise InvalidConfig(f"unknown tool {unknown[0]!r}; the tools are {', '.join(TOOLS)}")
-        if "db" in tools and xc.database is None:
-            raise InvalidConfig("the db tool needs a database: set [execute] database (a sqlite file)")
+        if {"db", "db:write"} & set(tools) and xc.database is None:
+            raise InvalidConfig("the db tool needs a database: set [execute] database "
+                                "(a sqlite file or a postgresql:// URL)")
+        if "db:write" in tools and not xc.db_writes:
+            raise GrantRefused('tools ["db:write"]: database writes are off; the operator turns them on '
+                               "with [execute] db_writes = true in host.toml", plugin=EXECUTE_ID)
         if permissions is None or permissions == "none" or permissions == {}:
             return self._none
         perms = (Permissions.merge(*permissions, where="permissions") if isinstance(permissions, list)
@@ -232,6 +236,8 @@ class ExecutePools:
         whatever the outcome, saying who asked (``by``), for which set and tools, what came
         of it and how long it took; of the code only its sha256 and size, of the input nothing."""
         tools = list(tools or [])
+        if "db:write" in tools and "db" not in tools:
+            tools.append("db")  # writing implies the tool itself
         line: dict[str, Any] = {
             "by": by, "language": language, "entry": entry[:100], "tools": tools,
             "code_sha256": hashlib.sha256(code.encode("utf-8", "surrogatepass")).hexdigest(),

@@ -39,7 +39,6 @@ from .config import (
 from .db_tool import DbTool
 from .errors import FunctionNotFound, HostClosed, HostError, InvalidConfig, PluginError, PluginNotFound
 from .execute import EXECUTE_EGRESS, ExecuteResult
-from .execute_config import database_path
 from .execute_pools import ExecutePools
 from .info import EventReply, PluginInfo, plugin_info
 from .logbook import JournalEntry, LogBook, LogListener, LogRouter
@@ -123,16 +122,17 @@ class PluginHost:
         check_state_dir(self.config.state_path)  # writable, with room: or a StateError saying why
         self._runtime = Runtime.create(self.config, redact=self._registry.redact_secrets)
         self._runtime.reserved_addresses[:] = sorted(self._reserved)
-        self._services = HostServices(self.config.state_path)
-        if (database := self.config.execute.database) is not None:
-            path = database_path(database)
-            assert path is not None  # HostConfig refuses a database that names no sqlite file
-            self._services.db = DbTool(path, max_rows=self.config.execute.db_max_rows)
+        self._services = HostServices(self.config.state_path, database=self.config.state.database)
+        if (xc := self.config.execute).database is not None:
+            self._services.db = DbTool(xc.database, max_rows=xc.db_max_rows, timeout=xc.db_timeout,
+                                       writes=xc.db_writes, max_connections=xc.db_max_connections)
         if warmed := self._pipeline.cache.warm_up():
             log.info("result cache: %d entries loaded from %s", warmed, self.config.state_path)
         self._stack = AsyncExitStack()
         self._tg = tg = await self._stack.enter_async_context(anyio.create_task_group())
         self._registry.open(self._runtime, tg)
+        if self._services.db is not None:
+            self._services.db.open(tg)
         self._stations.open(ConfigStore(self.config.state_path, None, STATIONS_FILE))
         self._switches.open(ConfigStore(self.config.state_path, None, SWITCHES_FILE))
         self._exec = ExecutePools(self.config.execute, self.config.security, self.config.limits, self._runtime,

@@ -6,12 +6,11 @@ from __future__ import annotations
 import logging
 import math
 import os
-import sqlite3
 import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import anyio
 import msgspec
@@ -19,27 +18,22 @@ import msgspec
 from . import protocol as p
 from .db_tool import DbTool
 from .errors import (
-    HostCallError,
     InvalidHostCall,
     PayloadTooLarge,
-    StateError,
     StorageError,
     StorageFull,
     UnknownHostCall,
 )
-from .logs import CONSOLE_LEVELS, Throttle
-from .security.private_files import MIN_FREE_BYTES, PrivateDb, storage_name
+from .logs import CONSOLE_LEVELS
+from .plugin_storage import ENTRY_OVERHEAD, PluginStorage, SqliteStorage
+from .plugin_storage_pg import PostgresStorage
+from .security.private_files import storage_name
 from .worker import Worker
 
-T = TypeVar("T")
 Scope = tuple[str, str]  # ("plugin", id) for a plugin's workers; ("execute", "") for execute's
 log = logging.getLogger("host.services")
 
 
-# Each storage entry counts its key (UTF-8) and value (msgpack) as stored plus this much: what
-# sqlite spends on a row at least (measured: ~13 bytes a row for tiny entries), so that many tiny
-# entries cannot take far more disk than the cap says.
-ENTRY_OVERHEAD = 16
 
 
 class ServiceLimits(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True):
@@ -103,111 +97,23 @@ class _Cache:
             self.bytes -= item[1]
 
 
-class _Store:
-    """One plugin's sqlite database (opened again if the file is removed underneath). Every use
-    goes through ``run``: one thread at a time. Keeps the bytes it holds (``used``), counted
-    from the database whenever a connection opens, so that a cap holds across restarts."""
-
-    def __init__(self, path: Path, timeout: float) -> None:
-        self.path = path
-        self.lock = anyio.Lock()
-        self._db = PrivateDb(path, "CREATE TABLE IF NOT EXISTS kv (key TEXT PRIMARY KEY, "
-                                   "value BLOB NOT NULL) WITHOUT ROWID", timeout=timeout)
-        self._used = 0
-        self._counted: sqlite3.Connection | None = None  # the connection ``_used`` was counted on
-
-    def used(self, db: sqlite3.Connection) -> int:
-        """Bytes the store holds, as the cap counts them."""
-        if db is not self._counted:
-            n, total = db.execute(f"SELECT COUNT(*), COALESCE(SUM({_SIZE}), 0) FROM kv").fetchone()
-            self._used, self._counted = total + n * ENTRY_OVERHEAD, db
-        return self._used
-
-    def size_of(self, db: sqlite3.Connection, key: str) -> int:
-        """What the entry ``key`` counts (0: there is none)."""
-        row = db.execute(f"SELECT {_SIZE} FROM kv WHERE key = ?", (key,)).fetchone()
-        return 0 if row is None else row[0] + ENTRY_OVERHEAD
-
-    def put(self, db: sqlite3.Connection, key: str, blob: bytes, cap: int, where: str) -> None:
-        """Store ``blob`` under ``key`` unless the store would then hold more than ``cap``
-        bytes (StorageFull; a write that takes no more room than the entry it replaces is
-        always allowed) or the file system would be left with less than MIN_FREE_BYTES."""
-        used, old = self.used(db), self.size_of(db, key)
-        new = entry_size(key, blob)
-        if new > old and used - old + new > cap:
-            raise StorageFull(
-                f"storage.set: {new} more bytes would take the plugin's storage past its cap of {cap} bytes "
-                f"({used} in use): delete keys it no longer needs, or have the operator raise "
-                f"limits.storage_max_bytes ({where})")
-        if new > old:
-            _check_room(self.path.parent, new - old)
-        db.execute("INSERT OR REPLACE INTO kv (key, value) VALUES (?, ?)", (key, blob))
-        self._used = used - old + new
-
-    def delete(self, db: sqlite3.Connection, key: str) -> bool:
-        used, old = self.used(db), self.size_of(db, key)
-        gone = db.execute("DELETE FROM kv WHERE key = ?", (key,)).rowcount > 0
-        self._used = used - old if gone else used
-        return gone
-
-    async def run(self, fn: Callable[[sqlite3.Connection], T]) -> T:
-        async with self.lock:
-            return await anyio.to_thread.run_sync(self._call, fn)
-
-    def _call(self, fn: Callable[[sqlite3.Connection], T]) -> T:
-        try:
-            return fn(self._db.conn())
-        except StorageError:
-            raise
-        except StateError as exc:
-            raise StorageError(f"storage failed: {exc.message}") from None
-        except (sqlite3.Error, OSError) as exc:  # messages name the failure, never the values
-            raise StorageError(f"storage failed: {self._db.failure(exc, 'use').message}") from None
-
-    def close(self) -> None:
-        self._db.close()
-
-
-_SIZE = "LENGTH(CAST(key AS BLOB)) + LENGTH(value)"  # an entry's bytes as stored (key as UTF-8)
-_warn = Throttle(log)
-
-
-def entry_size(key: str, blob: bytes) -> int:
-    """What one storage entry counts against the cap."""
-    return len(key.encode("utf-8", "surrogatepass")) + len(blob) + ENTRY_OVERHEAD
-
-
-def _check_room(directory: Path, size: int) -> None:
-    """StorageFull when writing ``size`` more bytes would leave the state directory's file
-    system with less than MIN_FREE_BYTES free (the host's own state needs it); the operator
-    hears of it in the host's log, the plugin only that the host refused."""
-    try:
-        st = os.statvfs(directory)
-    except OSError:
-        return  # the write itself then fails, as a StorageError
-    free = st.f_bavail * st.f_frsize
-    if free - size < MIN_FREE_BYTES:
-        _warn.warning(f"room:{directory}", "plugin storage refused a write: %s has %d KiB free, "
-                      "less than the %d MiB the host keeps free; free some space",
-                      directory, free // 1024, MIN_FREE_BYTES // (1024 * 1024))
-        raise StorageFull(f"storage.set: refused, the host's state directory is nearly full (the host keeps "
-                          f"{MIN_FREE_BYTES // (1024 * 1024)} MiB free); the operator must free some space")
-
-
 _Op = Callable[[Worker, p.HostCall], Awaitable[Any]]
 
 
 class HostServices:
     """Answers workers' host calls. Cache and channel live in memory, per plugin (all execute
     workers share one scope); storage is one sqlite file per plugin under
-    ``<state_dir>/storage``. The worker sends a HostError's class name and message to the
+    ``<state_dir>/storage``, or ``storage`` (a shared PostgreSQL table). The worker sends a HostError's class name and message to the
     plugin; any other exception (a bug of ours) it logs and reports as HostCallError."""
 
-    def __init__(self, state_dir: str | os.PathLike[str], limits: ServiceLimits | None = None) -> None:
+    def __init__(self, state_dir: str | os.PathLike[str], limits: ServiceLimits | None = None, *,
+                 database: str | None = None) -> None:
         self.limits = limits or ServiceLimits()
         self.storage_dir = Path(state_dir) / "storage"
+        # [state] database: plugin storage shared by every host naming it; else a file per plugin
+        self.storage: PluginStorage = (PostgresStorage(database, self.limits.storage_timeout) if database
+                                       else SqliteStorage(self.storage_dir, self.limits.storage_timeout))
         self._caches: dict[Scope, _Cache] = {}
-        self._stores: dict[str, _Store] = {}
         self._subs: dict[Scope, dict[str, set[Worker]]] = {}
         self._watched: set[Worker] = set()  # workers whose exit unsubscribes them
         self._ops: dict[str, _Op] = {
@@ -218,7 +124,8 @@ class HostServices:
             "channel.emit": self._channel_emit, "channel.on": self._channel_on,
             "channel.off": self._channel_off,
             "log": self._log,
-            "db.select": self._db_select,
+            "db.select": self._db, "db.query": self._db, "db.begin": self._db,
+            "db.commit": self._db, "db.rollback": self._db,
         }
         self.db: DbTool | None = None  # the execute db tool, when [execute] database is set
 
@@ -231,15 +138,21 @@ class HostServices:
                 plugin=worker.spec.plugin_id)
         return await op(worker, msg)
 
-    async def _db_select(self, worker: Worker, msg: p.HostCall) -> Any:
-        (query,) = self._args(msg, 1, 1, "a query")
-        if self.db is None or worker.spec.role != "execute" or "db" not in worker.tools_of(msg.call):
+    async def _db(self, worker: Worker, msg: p.HostCall) -> Any:
+        """The execute db tool: ``db.query`` (``db.select``, its old name) takes a query,
+        ``db.begin`` nothing, ``db.commit`` / ``db.rollback`` a transaction id."""
+        tools = worker.tools_of(msg.call)
+        if self.db is None or worker.spec.role != "execute" or not tools & {"db", "db:write"}:
             raise InvalidHostCall("db: the db tool serves execute code that asked for it (tools: [\"db\"]), "
                                   "and only when [execute] database is set")
-        try:
-            return await anyio.to_thread.run_sync(self.db.select, query)
-        except sqlite3.Error as exc:
-            raise HostCallError(f"db: {exc}") from None
+        owner, deadline = (worker, msg.call), worker.deadline_of(msg.call)
+        if msg.op == "db.begin":
+            self._args(msg, 0, 0, "no arguments")
+            return await self.db.begin(tools=tools, owner=owner, deadline=deadline)
+        (arg,) = self._args(msg, 1, 1, "a transaction id" if msg.op in ("db.commit", "db.rollback") else "a query")
+        if msg.op in ("db.commit", "db.rollback"):
+            return await self.db.end(arg, commit=msg.op == "db.commit", owner=owner, deadline=deadline)
+        return await self.db.query(arg, tools=tools, owner=owner, deadline=deadline)
 
     def forget(self, worker: Worker) -> None:
         """Drop a worker that exited from every channel subscription."""
@@ -255,9 +168,9 @@ class HostServices:
 
     def close(self) -> None:
         """Close every storage database (after the workers are gone)."""
-        for store in self._stores.values():
-            store.close()
-        self._stores.clear()
+        self.storage.close()
+        if self.db is not None:
+            self.db.close()
 
     # ------------------------------------------------------------------ arguments
 
@@ -313,46 +226,32 @@ class HostServices:
 
     # ------------------------------------------------------------------ storage
 
-    def _store(self, worker: Worker, op: str) -> _Store:
+    def _plugin(self, worker: Worker, op: str) -> str:
         kind, plugin_id = scope_of(worker)
         if kind != "plugin":
             raise StorageError(f"{op}: storage belongs to installed plugins; execute code has none")
-        store = self._stores.get(plugin_id)
-        if store is None:
-            path = self.storage_dir / f"{storage_name(plugin_id)}.sqlite3"
-            store = self._stores[plugin_id] = _Store(path, self.limits.storage_timeout)
-        return store
+        return plugin_id
 
     async def _storage_get(self, worker: Worker, msg: p.HostCall) -> Any:
         (key,) = self._args(msg, 1, 1, "(key)")
-        key = self._key(msg.op, key)
-
-        def get(db: sqlite3.Connection) -> bytes | None:
-            row = db.execute("SELECT value FROM kv WHERE key = ?", (key,)).fetchone()
-            return None if row is None else row[0]
-
-        blob = await self._store(worker, msg.op).run(get)
+        blob = await self.storage.get(self._plugin(worker, msg.op), self._key(msg.op, key))
         return None if blob is None else msgspec.Raw(blob)
 
     async def _storage_set(self, worker: Worker, msg: p.HostCall) -> None:
         key, value = self._args(msg, 2, 2, "(key, value)")
         key = self._key(msg.op, key)
         blob = self._pack(msg.op, value)
-        store = self._store(worker, msg.op)
-        cap = worker.spec.limits.storage_max_bytes
+        plugin = self._plugin(worker, msg.op)
         where = f"[plugins.{worker.spec.plugin_id}.limits] in host.toml"
-        await store.run(lambda db: store.put(db, key, blob, cap, where))
+        await self.storage.put(plugin, key, blob, worker.spec.limits.storage_max_bytes, where)
 
     async def _storage_delete(self, worker: Worker, msg: p.HostCall) -> bool:
         (key,) = self._args(msg, 1, 1, "(key)")
-        key = self._key(msg.op, key)
-        store = self._store(worker, msg.op)
-        return await store.run(lambda db: store.delete(db, key))
+        return await self.storage.delete(self._plugin(worker, msg.op), self._key(msg.op, key))
 
     async def _storage_keys(self, worker: Worker, msg: p.HostCall) -> list[str]:
         self._args(msg, 0, 0, "no arguments")
-        return await self._store(worker, msg.op).run(
-            lambda db: [k for (k,) in db.execute("SELECT key FROM kv ORDER BY key")])
+        return await self.storage.keys(self._plugin(worker, msg.op))
 
     # ------------------------------------------------------------------ channel
 

@@ -134,13 +134,14 @@ class LogBudget:
 
 
 class _Pending:
-    __slots__ = ("error", "event", "fn", "hook", "info", "log_budget", "logs", "timeout", "tools", "value")
+    __slots__ = ("deadline", "error", "event", "fn", "hook", "info", "log_budget", "logs", "timeout", "tools", "value")
 
     def __init__(self, fn: str, collect_logs: bool, tools: frozenset[str] = frozenset(), hook: bool = False) -> None:
         self.hook = hook  # a lifecycle hook: past its deadline the kill says so
         self.tools = tools  # the tools an execution asked for (its host calls may use them)
         self.log_budget: LogBudget | None = None  # made at the call's first log line
         self.timeout = 0.0
+        self.deadline = math.inf  # time.monotonic() past which the call is killed
         self.info: p.ErrorInfo | None = None  # set when the worker answered with an error
         self.event = anyio.Event()
         self.value: Any = None
@@ -733,6 +734,11 @@ class Worker:
         pending = self._pending.get(call) if call is not None else None
         return pending.tools if pending is not None else frozenset()
 
+    def deadline_of(self, call: int | None) -> float | None:
+        """When the call ``call`` (still running on this worker) is past its deadline (monotonic)."""
+        pending = self._pending.get(call) if call is not None else None
+        return pending.deadline if pending is not None else None
+
     def _loose_budget(self) -> LogBudget:
         now = time.monotonic()
         if now - self._loose_logs.since >= 1.0:
@@ -936,7 +942,7 @@ class Worker:
             raise exc.undelivered() from None
         deadline = time.monotonic() + timeout
         heapq.heappush(self._deadlines, (deadline, cid))
-        pending.timeout = timeout
+        pending.timeout, pending.deadline = timeout, deadline
         if deadline < self._deadline_target:
             self._deadline_wake.set()
         try:

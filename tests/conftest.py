@@ -18,6 +18,7 @@ import pytest
 from aiohttp import web
 from support.hostile import PRELUDE, Hostile, runtime_for
 from support.plugins import CALC, PluginDir, fresh_state
+from support.postgres import Postgres, fresh_database, running_postgres
 from support.processes import deno_children
 from support.servers import LocalServer, running_redis
 
@@ -141,6 +142,20 @@ def redis_url(redis_server: str) -> Iterator[str]:
         yield redis_server
     finally:
         client.close()
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[Postgres]:
+    """One real postgres for the session (tests get a database of their own: ``postgres_url``)."""
+    with running_postgres() as server:
+        yield server
+
+
+@pytest.fixture
+def postgres_url(postgres_server: Postgres) -> Iterator[str]:
+    """A fresh, empty database in the session's postgres, dropped after the test."""
+    with fresh_database(postgres_server) as url:
+        yield url
 
 
 @pytest.fixture

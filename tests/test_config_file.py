@@ -328,11 +328,13 @@ def test_cli_reads_plugins_dir_and_plugin_settings_from_the_config(calc, shared_
     assert out.returncode == 2 and "bad.toml: pool.max_workers: Expected `int`" in out.stderr
 
 
-def test_database_url_names_the_db_tools_sqlite_file_unless_the_file_does(tmp_path):
+def test_database_url_names_the_db_tools_database_unless_the_file_does(tmp_path):
     url = f"sqlite:///{tmp_path / 'app.sqlite'}"
     assert load_config(env={"DATABASE_URL": url}).execute.database == url
+    pg = "postgresql://u:p@db:5432/x"
+    assert load_config(env={"DATABASE_URL": pg}).execute.database == pg
     # another kind of database is somebody else's: ignored, not an error
-    assert load_config(env={"DATABASE_URL": "postgresql://u:p@db:5432/x"}).execute.database is None
+    assert load_config(env={"DATABASE_URL": "mysql://u:p@db:3306/x"}).execute.database is None
     (tmp_path / "host.toml").write_text('[execute]\ndatabase = "data/own.sqlite"\n')
     own = load_config(tmp_path / "host.toml", env={"DATABASE_URL": url}).execute.database
     assert own == str(tmp_path / "data" / "own.sqlite")  # the file wins, relative to it

@@ -225,7 +225,7 @@ export function onExecute(msg: Msg): void {
   // crypto and db are bindings for every execution, undefined unless it asked for the tool.
   const globals: Record<string, unknown> = { console: makeConsole(state), crypto: undefined, db: undefined };
   if (state.tools.has("crypto")) globals.crypto = makeCryptoTool(cryptoSettings, state);
-  if (state.tools.has("db")) globals.db = makeDbTool(state);
+  if (state.tools.has("db") || state.tools.has("db:write")) globals.db = makeDbTool(state);
   if (state.tools.has("channel")) globals.channel = _channel;
   try {
     state.execution = nextExecution().claim(state, globals, (e) => fail(state, e));

@@ -1,6 +1,6 @@
 /**
  * The tools of an execution (as in Isolate): crypto, with only the allowed methods a bounded
- * number of times, and db, read-only queries the host runs.
+ * number of times, and db, queries (and, when allowed, writes) the host runs.
  */
 
 import type { CallState } from "./calls.ts";
@@ -78,80 +78,171 @@ export function makeCryptoTool(settings: CryptoToolSettings, state: CallState): 
   return Object.freeze(tool);
 }
 
-// The db tool (the Isolate engine's db examples): `await db.users.select().limit(10)`,
-// `await db.users.findMany({ where: { active: true }, limit: 10 })`. Read-only: the worker sends
-// the host a structured query and the host, which alone can open the database, builds the SQL.
+// The db tool (the Isolate engine's db): `await db.users.select().where(eq(db.users.id, 1)).limit(10)`,
+// `db.users.insert({...}).returning()`, `db.users.update({...}).where(...)`, `db.users.delete()
+// .where(...)`, `db.transaction(async (tx) => ...)`, `db.users.findMany({ where, limit })`. The worker
+// sends the host a structured query; the host, which alone can open the database, checks every
+// name against the schema, binds every value and decides whether a write is allowed.
 
+type Cond = unknown[];
 type DbQuery = {
   table: string;
+  op?: "select" | "insert" | "update" | "delete";
   columns?: string[];
-  where?: Record<string, unknown>;
+  where?: Cond;
   order_by?: [string, string][];
   limit?: number;
   offset?: number;
+  values?: unknown;
+  returning?: string[] | boolean;
+  tx?: number;
 };
 
-function runDbQuery(state: CallState, query: DbQuery): Promise<unknown> {
-  if (state.settled) return Promise.reject(new TypeError(`db.${query.table}: the execution that owned this tool has ended`));
-  return hostCall("db.select", [query], state.id);
+const COLUMN = Symbol("db.column");
+type ColumnRef = { readonly [COLUMN]: string };
+
+function columnName(c: unknown): unknown {
+  return c !== null && typeof c === "object" && COLUMN in c ? (c as ColumnRef)[COLUMN] : c;
+}
+function dbValue(v: unknown): unknown {
+  return v instanceof Date ? v.toISOString() : v;
+}
+function fromObject(where: Record<string, unknown>): Cond {
+  return ["and", ...Object.entries(where).map(([k, v]) => ["eq", k, dbValue(v)])];
+}
+function condition(c: unknown): Cond {
+  if (Array.isArray(c)) return c;
+  if (c !== null && typeof c === "object") return fromObject(c as Record<string, unknown>);
+  throw new TypeError("db: where() takes a condition (db.operators) or an object of column values");
 }
 
-/** A query being built; awaiting it runs it. */
-class DbSelect implements PromiseLike<unknown> {
+const compare = (op: string) => (column: unknown, value: unknown): Cond => [op, columnName(column), dbValue(value)];
+/** The conditions `where()` takes: each is a plain array the host checks and binds. */
+const OPERATORS = Object.freeze({
+  eq: compare("eq"), ne: compare("ne"), lt: compare("lt"), lte: compare("lte"), gt: compare("gt"),
+  gte: compare("gte"), like: compare("like"),
+  inArray: (column: unknown, values: unknown[]): Cond => ["in", columnName(column), [...values].map(dbValue)],
+  notInArray: (column: unknown, values: unknown[]): Cond => ["notIn", columnName(column), [...values].map(dbValue)],
+  isNull: (column: unknown): Cond => ["isNull", columnName(column)],
+  isNotNull: (column: unknown): Cond => ["isNotNull", columnName(column)],
+  and: (...conds: unknown[]): Cond => ["and", ...conds.filter((c) => c !== undefined).map(condition)],
+  or: (...conds: unknown[]): Cond => ["or", ...conds.filter((c) => c !== undefined).map(condition)],
+  not: (cond: unknown): Cond => ["not", condition(cond)],
+});
+
+function runDb(state: CallState, op: string, args: unknown[]): Promise<unknown> {
+  if (state.settled) return Promise.reject(new TypeError(`db: the execution that owned this tool has ended`));
+  return hostCall(op, args, state.id);
+}
+
+/** A statement being built; awaiting it runs it (once per await, as a query builder does). */
+class DbStatement implements PromiseLike<unknown> {
   #query: DbQuery;
   #state: CallState;
   constructor(state: CallState, query: DbQuery) {
     this.#state = state;
     this.#query = query;
   }
-  where(conditions: Record<string, unknown>): DbSelect {
-    return new DbSelect(this.#state, { ...this.#query, where: { ...this.#query.where, ...conditions } });
+  #with(extra: Partial<DbQuery>): DbStatement {
+    return new DbStatement(this.#state, { ...this.#query, ...extra });
   }
-  orderBy(column: string, direction: "asc" | "desc" = "asc"): DbSelect {
-    return new DbSelect(this.#state, { ...this.#query, order_by: [...(this.#query.order_by ?? []), [column, direction]] });
+  where(cond: unknown): DbStatement {
+    const c = condition(cond);
+    return this.#with({ where: this.#query.where ? ["and", this.#query.where, c] : c });
   }
-  limit(n: number): DbSelect {
-    return new DbSelect(this.#state, { ...this.#query, limit: n });
+  orderBy(column: unknown, direction: "asc" | "desc" = "asc"): DbStatement {
+    return this.#with({ order_by: [...(this.#query.order_by ?? []), [columnName(column) as string, direction]] });
   }
-  offset(n: number): DbSelect {
-    return new DbSelect(this.#state, { ...this.#query, offset: n });
+  limit(n: number): DbStatement {
+    return this.#with({ limit: n });
+  }
+  offset(n: number): DbStatement {
+    return this.#with({ offset: n });
+  }
+  returning(...columns: unknown[]): DbStatement {
+    return this.#with({ returning: columns.length ? columns.flat().map(columnName) as string[] : true });
   }
   then<A = unknown, B = never>(
     onFulfilled?: ((value: unknown) => A | PromiseLike<A>) | null,
     onRejected?: ((reason: unknown) => B | PromiseLike<B>) | null,
   ): Promise<A | B> {
-    return runDbQuery(this.#state, this.#query).then(onFulfilled, onRejected);
+    return runDb(this.#state, "db.query", [this.#query]).then(onFulfilled, onRejected);
   }
 }
 
 interface FindOptions {
-  where?: Record<string, unknown>;
+  where?: unknown;
   columns?: string[];
   orderBy?: Record<string, "asc" | "desc">;
   limit?: number;
   offset?: number;
 }
 
-function tableApi(state: CallState, table: string) {
+const TABLE_METHODS = new Set(["select", "insert", "update", "delete", "findMany", "findFirst", "findUnique"]);
+
+function tableApi(state: CallState, table: string, tx: number | undefined) {
+  const base: DbQuery = tx === undefined ? { table } : { table, tx };
   const find = (o: FindOptions = {}): DbQuery => ({
-    table,
+    ...base,
     columns: o.columns,
-    where: o.where,
+    where: o.where === undefined ? undefined : condition(o.where),
     order_by: o.orderBy ? Object.entries(o.orderBy) : undefined,
     limit: o.limit,
     offset: o.offset,
   });
-  return Object.freeze({
-    select: (...columns: (string | string[])[]) =>
-      new DbSelect(state, { table, columns: columns.length ? columns.flat() : undefined }),
-    findMany: (o?: FindOptions) => runDbQuery(state, find(o)),
-    findFirst: async (o?: FindOptions) => ((await runDbQuery(state, { ...find(o), limit: 1 })) as unknown[])[0],
+  const first = async (o?: FindOptions) => ((await runDb(state, "db.query", [{ ...find(o), limit: 1 }])) as unknown[])[0];
+  const api: Record<string, unknown> = {
+    select: (...columns: unknown[]) =>
+      new DbStatement(state, { ...base, columns: columns.length ? columns.flat().map(columnName) as string[] : undefined }),
+    insert: (values: unknown) =>
+      new DbStatement(state, { ...base, op: "insert", values: Array.isArray(values) ? values : [values] }),
+    update: (values: unknown) => new DbStatement(state, { ...base, op: "update", values }),
+    delete: () => new DbStatement(state, { ...base, op: "delete" }),
+    findMany: (o?: FindOptions) => runDb(state, "db.query", [find(o)]),
+    findFirst: first,
+    findUnique: first,
+  };
+  // Any other name is a column of the table: `eq(db.users.id, 1)`.
+  return new Proxy(Object.freeze(api), {
+    get: (target, key) =>
+      typeof key !== "string" || key === "then" ? undefined
+      : TABLE_METHODS.has(key) ? target[key] : Object.freeze({ [COLUMN]: key }),
+  });
+}
+
+class TransactionRollbackError extends Error {
+  override name = "TransactionRollbackError";
+}
+
+function makeDb(state: CallState, tx: number | undefined): unknown {
+  const transaction = async (fn: (tx: unknown) => unknown): Promise<unknown> => {
+    if (tx !== undefined) throw new TypeError("db.transaction: transactions do not nest");
+    if (typeof fn !== "function") throw new TypeError("db.transaction takes an async function (tx) => ...");
+    const id = (await runDb(state, "db.begin", [])) as number;
+    let out: unknown;
+    try {
+      out = await fn(makeDb(state, id));
+    } catch (e) {
+      await runDb(state, "db.rollback", [id]).catch(() => {});
+      throw e;
+    }
+    await runDb(state, "db.commit", [id]);
+    return out;
+  };
+  const rollback = () => {
+    throw new TransactionRollbackError("db.transaction: rolled back");
+  };
+  const own: Record<string, unknown> = { operators: OPERATORS };
+  if (tx === undefined) own.transaction = transaction;
+  else own.rollback = rollback;
+  return new Proxy(Object.freeze(own), {
+    get: (target, key) =>
+      typeof key !== "string" || key === "then" ? undefined
+      : key in target ? target[key] : tableApi(state, key, tx),
   });
 }
 
 /** The db tool of one execution. */
 export function makeDbTool(state: CallState): unknown {
-  return new Proxy(Object.freeze({}), {
-    get: (_target, key) => (typeof key === "string" && key !== "then" ? tableApi(state, key) : undefined),
-  });
+  return makeDb(state, undefined);
 }

@@ -1,0 +1,175 @@
+"""Plugins' persistent storage (``ctx.storage``) behind one small interface, so that where it
+lives is configuration: by default one sqlite file per plugin under ``<state_dir>/storage``;
+with ``[state] database = "postgresql://..."`` one table that every host sharing the database
+reads and writes (plugin_storage_pg.py). Values arrive as msgpack bytes; every backend counts
+an entry as its key (UTF-8) plus its value plus ENTRY_OVERHEAD against the plugin's cap."""
+
+from __future__ import annotations
+
+import logging
+import os
+import sqlite3
+from collections.abc import Callable
+from pathlib import Path
+from typing import Protocol, TypeVar
+
+import anyio
+
+from .errors import StateError, StorageError, StorageFull
+from .logs import Throttle
+from .security.private_files import MIN_FREE_BYTES, PrivateDb, storage_name
+
+T = TypeVar("T")
+log = logging.getLogger("host.services")
+
+# Each storage entry counts its key (UTF-8) and value (msgpack) as stored plus this much: what
+# sqlite spends on a row at least (measured: ~13 bytes a row for tiny entries), so that many tiny
+# entries cannot take far more disk than the cap says.
+ENTRY_OVERHEAD = 16
+
+
+class PluginStorage(Protocol):
+    """Where plugins' ``ctx.storage`` lives. Failures are StorageError (StorageFull past ``cap``)."""
+
+    async def get(self, plugin: str, key: str) -> bytes | None: ...
+    async def put(self, plugin: str, key: str, blob: bytes, cap: int, where: str) -> None: ...
+    async def delete(self, plugin: str, key: str) -> bool: ...
+    async def keys(self, plugin: str) -> list[str]: ...
+    def close(self) -> None: ...
+
+
+def check_cap(used: int, old: int, new: int, cap: int, where: str) -> None:
+    """StorageFull when replacing an entry of ``old`` bytes (0: none) by one of ``new`` takes a
+    storage holding ``used`` past ``cap`` (a write that takes no more room is always allowed)."""
+    if new > old and used - old + new > cap:
+        raise StorageFull(
+            f"storage.set: {new} more bytes would take the plugin's storage past its cap of {cap} bytes "
+            f"({used} in use): delete keys it no longer needs, or have the operator raise "
+            f"limits.storage_max_bytes ({where})")
+
+
+class _Store:
+    """One plugin's sqlite database (opened again if the file is removed underneath). Every use
+    goes through ``run``: one thread at a time. Keeps the bytes it holds (``used``), counted
+    from the database whenever a connection opens, so that a cap holds across restarts."""
+
+    def __init__(self, path: Path, timeout: float) -> None:
+        self.path = path
+        self.lock = anyio.Lock()
+        self._db = PrivateDb(path, "CREATE TABLE IF NOT EXISTS kv (key TEXT PRIMARY KEY, "
+                                   "value BLOB NOT NULL) WITHOUT ROWID", timeout=timeout)
+        self._used = 0
+        self._counted: sqlite3.Connection | None = None  # the connection ``_used`` was counted on
+
+    def used(self, db: sqlite3.Connection) -> int:
+        """Bytes the store holds, as the cap counts them."""
+        if db is not self._counted:
+            n, total = db.execute(f"SELECT COUNT(*), COALESCE(SUM({_SIZE}), 0) FROM kv").fetchone()
+            self._used, self._counted = total + n * ENTRY_OVERHEAD, db
+        return self._used
+
+    def size_of(self, db: sqlite3.Connection, key: str) -> int:
+        """What the entry ``key`` counts (0: there is none)."""
+        row = db.execute(f"SELECT {_SIZE} FROM kv WHERE key = ?", (key,)).fetchone()
+        return 0 if row is None else row[0] + ENTRY_OVERHEAD
+
+    def put(self, db: sqlite3.Connection, key: str, blob: bytes, cap: int, where: str) -> None:
+        """Store ``blob`` under ``key`` unless the store would then hold more than ``cap``
+        bytes (StorageFull; a write that takes no more room than the entry it replaces is
+        always allowed) or the file system would be left with less than MIN_FREE_BYTES."""
+        used, old = self.used(db), self.size_of(db, key)
+        new = entry_size(key, blob)
+        check_cap(used, old, new, cap, where)
+        if new > old:
+            _check_room(self.path.parent, new - old)
+        db.execute("INSERT OR REPLACE INTO kv (key, value) VALUES (?, ?)", (key, blob))
+        self._used = used - old + new
+
+    def delete(self, db: sqlite3.Connection, key: str) -> bool:
+        used, old = self.used(db), self.size_of(db, key)
+        gone = db.execute("DELETE FROM kv WHERE key = ?", (key,)).rowcount > 0
+        self._used = used - old if gone else used
+        return gone
+
+    async def run(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        async with self.lock:
+            return await anyio.to_thread.run_sync(self._call, fn)
+
+    def _call(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        try:
+            return fn(self._db.conn())
+        except StorageError:
+            raise
+        except StateError as exc:
+            raise StorageError(f"storage failed: {exc.message}") from None
+        except (sqlite3.Error, OSError) as exc:  # messages name the failure, never the values
+            raise StorageError(f"storage failed: {self._db.failure(exc, 'use').message}") from None
+
+    def close(self) -> None:
+        self._db.close()
+
+
+_SIZE = "LENGTH(CAST(key AS BLOB)) + LENGTH(value)"  # an entry's bytes as stored (key as UTF-8)
+_warn = Throttle(log)
+
+
+def entry_size(key: str, blob: bytes) -> int:
+    """What one storage entry counts against the cap."""
+    return len(key.encode("utf-8", "surrogatepass")) + len(blob) + ENTRY_OVERHEAD
+
+
+def _check_room(directory: Path, size: int) -> None:
+    """StorageFull when writing ``size`` more bytes would leave the state directory's file
+    system with less than MIN_FREE_BYTES free (the host's own state needs it); the operator
+    hears of it in the host's log, the plugin only that the host refused."""
+    try:
+        st = os.statvfs(directory)
+    except OSError:
+        return  # the write itself then fails, as a StorageError
+    free = st.f_bavail * st.f_frsize
+    if free - size < MIN_FREE_BYTES:
+        _warn.warning(f"room:{directory}", "plugin storage refused a write: %s has %d KiB free, "
+                      "less than the %d MiB the host keeps free; free some space",
+                      directory, free // 1024, MIN_FREE_BYTES // (1024 * 1024))
+        raise StorageFull(f"storage.set: refused, the host's state directory is nearly full (the host keeps "
+                          f"{MIN_FREE_BYTES // (1024 * 1024)} MiB free); the operator must free some space")
+
+
+class SqliteStorage:
+    """The default: one sqlite file per plugin under ``storage_dir``."""
+
+    def __init__(self, storage_dir: Path, timeout: float) -> None:
+        self.storage_dir, self.timeout = storage_dir, timeout
+        self._stores: dict[str, _Store] = {}
+
+    def _store(self, plugin: str) -> _Store:
+        store = self._stores.get(plugin)
+        if store is None:
+            path = self.storage_dir / f"{storage_name(plugin)}.sqlite3"
+            store = self._stores[plugin] = _Store(path, self.timeout)
+        return store
+
+    async def get(self, plugin: str, key: str) -> bytes | None:
+        def get(db: sqlite3.Connection) -> bytes | None:
+            row = db.execute("SELECT value FROM kv WHERE key = ?", (key,)).fetchone()
+            return None if row is None else row[0]
+        return await self._store(plugin).run(get)
+
+    async def put(self, plugin: str, key: str, blob: bytes, cap: int, where: str) -> None:
+        store = self._store(plugin)
+        await store.run(lambda db: store.put(db, key, blob, cap, where))
+
+    async def delete(self, plugin: str, key: str) -> bool:
+        store = self._store(plugin)
+        return await store.run(lambda db: store.delete(db, key))
+
+    async def keys(self, plugin: str) -> list[str]:
+        return await self._store(plugin).run(lambda db: [k for (k,) in db.execute("SELECT key FROM kv ORDER BY key")])
+
+    def close(self) -> None:
+        for store in self._stores.values():
+            store.close()
+        self._stores.clear()
+
+
+__all__ = ["ENTRY_OVERHEAD", "PluginStorage", "SqliteStorage", "check_cap", "entry_size"]

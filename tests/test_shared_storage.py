@@ -1,0 +1,119 @@
+"""Plugin storage in PostgreSQL (``[state] database``) shared by two hosts, each with its own
+state directory and its own workers, on the real postgres of tests/support/postgres.py: what a
+worker of one host stores, a worker of the other reads; the storage cap counts both hosts'
+writes; the data outlives both hosts; a database that is gone is a StorageError without the
+password. Also two ``serve`` processes sharing it over HTTP."""
+
+from __future__ import annotations
+
+import logging
+import socket
+
+import psycopg
+import pytest
+from support.plugins import fresh_state
+from support.servers import serve_process
+
+from host import PluginError, PoolConfig, WorkerLimits
+from host.state_config import StateConfig
+
+pytestmark = pytest.mark.anyio
+
+KEEPER = """
+export async function bump(ctx) {
+  const n = ((await ctx.storage.get("n")) ?? 0) + 1;
+  await ctx.storage.set("n", n);
+  return n;
+}
+export async function put(key, value, ctx) { await ctx.storage.set(key, value); return true; }
+export async function get(key, ctx) { return (await ctx.storage.get(key)) ?? null; }
+export async function del(key, ctx) { return await ctx.storage.delete(key); }
+export async function keys(ctx) { return await ctx.storage.keys(); }
+export async function attempt(key, value, ctx) {
+  try { await ctx.storage.set(key, value); return "stored"; } catch (e) { return e.name; }
+}
+"""
+ONE = PoolConfig(min_workers=1, max_workers=1)
+
+
+@pytest.fixture
+def keeper(plugin_dir):
+    plugin_dir.add("keeper.js", KEEPER)
+    return plugin_dir
+
+
+@pytest.fixture
+def two_states(tmp_path, shared_state):
+    return str(fresh_state(tmp_path / "a", shared_state)), str(fresh_state(tmp_path / "b", shared_state))
+
+
+async def test_two_hosts_share_plugin_storage(make_host, keeper, two_states, postgres_url):
+    state = StateConfig(database=postgres_url)
+    a_dir, b_dir = two_states
+    async with make_host(state_dir=a_dir, state=state, pool=ONE) as a, \
+            make_host(state_dir=b_dir, state=state, pool=ONE) as b:
+        assert await a.call("keeper", "bump") == 1
+        assert await b.call("keeper", "bump") == 2  # b's worker read what a's stored
+        assert await a.call("keeper", "get", "n") == 2
+        assert await b.call("keeper", "put", "profile", {"name": "Ann", "tags": ["x", "y"], "n": 1.5})
+        assert await a.call("keeper", "get", "profile") == {"name": "Ann", "tags": ["x", "y"], "n": 1.5}
+        assert await a.call("keeper", "keys") == ["n", "profile"]
+        assert await a.call("keeper", "del", "profile") is True
+        assert await b.call("keeper", "get", "profile") is None
+        assert await b.call("keeper", "del", "profile") is False
+    # nothing under either state directory: the data is in the database, and outlives both hosts
+    with psycopg.connect(postgres_url) as db:
+        assert db.execute("SELECT plugin, key FROM plugin_storage").fetchall() == [("keeper", "n")]
+    async with make_host(state_dir=a_dir, state=state, pool=ONE) as again:
+        assert await again.call("keeper", "get", "n") == 2
+
+
+async def test_the_storage_cap_counts_every_hosts_writes(make_host, keeper, two_states, postgres_url):
+    state = StateConfig(database=postgres_url)
+    limits = WorkerLimits(storage_max_bytes=3000)
+    a_dir, b_dir = two_states
+    async with make_host(state_dir=a_dir, state=state, pool=ONE, limits=limits) as a, \
+            make_host(state_dir=b_dir, state=state, pool=ONE, limits=limits) as b:
+        assert await a.call("keeper", "attempt", "one", "x" * 1400) == "stored"
+        assert await b.call("keeper", "attempt", "two", "x" * 1400) == "stored"
+        assert await a.call("keeper", "attempt", "three", "x" * 1400) == "StorageFull"
+        assert await b.call("keeper", "attempt", "one", "y" * 1400) == "stored"  # a replacement takes no more
+        assert await b.call("keeper", "keys") == ["one", "two"]
+
+
+async def test_an_unreachable_state_database_is_a_storage_error_without_the_password(
+        make_host, keeper, caplog):
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    caplog.set_level(logging.DEBUG)
+    state = StateConfig(database=f"postgresql://app:t0psecret@127.0.0.1:{port}/app")
+    async with make_host(state=state, pool=ONE) as h:
+        with pytest.raises(PluginError) as e:
+            await h.call("keeper", "bump")
+    assert e.value.name == "StorageError"
+    assert f"127.0.0.1:{port}" in e.value.message and "t0psecret" not in e.value.message
+    assert "t0psecret" not in caplog.text
+
+
+@pytest.mark.timeout(120)
+def test_two_serve_processes_share_plugin_storage(tmp_path, shared_state, postgres_url, postgres_server, keeper):
+    (tmp_path / "host.toml").write_text(f'[state]\ndatabase = "{postgres_url}"\n')
+    common = ("--plugins", str(keeper.root), "--config", "host.toml", "--insecure-no-token")
+    with serve_process(tmp_path, *common, "--state-dir", str(fresh_state(tmp_path / "a", shared_state))) as one, \
+            serve_process(tmp_path, *common, "--state-dir", str(fresh_state(tmp_path / "b", shared_state))) as two:
+        status, out = one.request("POST", "/api/plugins/keeper/call/put", {"args": ["k", "from one"]})
+        assert status == 200, (out, one.log()[-3000:])
+        status, out = two.request("POST", "/api/plugins/keeper/call/get", {"args": ["k"]})
+        assert (status, out["result"]) == (200, "from one")
+        logs = one.log() + two.log()
+    assert postgres_server.password not in logs
+
+
+def test_state_database_must_be_postgresql(tmp_path):
+    from host import InvalidConfig, load_config
+
+    (tmp_path / "host.toml").write_text('[state]\ndatabase = "mysql://app:t0psecret@db:3306/app"\n')
+    with pytest.raises(InvalidConfig, match=r"state\.database: a postgresql:// URL") as e:
+        load_config(tmp_path / "host.toml")
+    assert "t0psecret" not in str(e.value)
