@@ -525,13 +525,15 @@ class Worker:
             tail = self.spec.redact(tail)
         rc, sig = proc.exit_code, proc.exit_signal
         reason = self._kill_reason
-        if reason is None:
+        if self._shutdown_requested and rc == 0 and sig is None:
+            # It exited by itself as asked; a write that found the socket closed before the
+            # exit was seen (a heartbeat ping) noted a kill reason that is not why it ended.
+            reason = "shutdown"
+        elif reason is None:
             if sig == signal.SIGTRAP or "out of memory" in tail:
                 reason = "memory"
             elif sig == signal.SIGXCPU:
                 reason = "cpu"
-            elif self._shutdown_requested and rc == 0:
-                reason = "shutdown"
             else:
                 reason = "crash"
         self.exit_reason = reason
