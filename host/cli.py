@@ -21,6 +21,7 @@ import msgspec
 from .balances.result import BALANCE_CAPABILITY
 from .cli_commands import approve as _approve
 from .cli_commands import import_plan, store_through_server
+from .cli_completion import finish_parser
 from .cli_dev import code_frame, dev_banner
 from .cli_dev import register as register_dev
 from .cli_doctor import doctor
@@ -41,7 +42,7 @@ from .cli_stations import register as register_stations
 from .config import HostConfig, PluginSettings, ServerConfig, check_inspect
 from .config_file import load_config
 from .control import control_client, start_control_site
-from .errors import HostError, InvalidConfig
+from .errors import HostError, InvalidArguments, InvalidConfig
 from .execute_config import TOOLS
 from .logs import FORMATS, LEVELS, setup_logging
 from .plugin_host import PluginHost
@@ -428,6 +429,7 @@ def build_parser() -> argparse.ArgumentParser:
                       "key, plugin directories, redis, the port (exit 1 if something fails)")
     s.add_argument("--json", action="store_true")
     s.set_defaults(run=doctor)
+    finish_parser(ap, common)  # `completion`, and the examples under every command's help
     return ap
 
 
@@ -489,6 +491,6 @@ def main(argv: list[str] | None = None) -> int:
             print("\n".join("  " + line.strip() for line in stack.splitlines()[1:STACK_LINES + 1]), file=sys.stderr)
             if frame := code_frame(where or ""):
                 print(frame, file=sys.stderr)
-        return 1
+        return 2 if isinstance(exc, InvalidArguments) else 1  # a wrong call is a usage error
     except KeyboardInterrupt:
         return 130

@@ -20,6 +20,7 @@ import msgspec
 from anyio.abc import TaskGroup, TaskStatus
 
 from . import protocol as p
+from .arity import check_arguments
 from .config import WorkerLimits
 from .errors import (
     CallTimeout,
@@ -213,6 +214,7 @@ class Worker:
         self.pid: int | None = None
         self.metadata: Any = None
         self.exports: list[str] = []
+        self.signatures: dict[str, p.Signature] = {}
         self.calls = 0
         self.reserved = 0            # slots promised by the pool, not yet sent
         self.started_at = time.monotonic()
@@ -417,6 +419,7 @@ class Worker:
             raise PluginUnavailable(f"failed to load: {err.name}: {err.message}{at}", plugin=self.spec.plugin_id)
         self.metadata = msg.metadata
         self.exports = msg.exports
+        self.signatures = msg.signatures
 
     def _handshake_failed(self, reason: str) -> HandshakeError:
         self.kill("handshake")
@@ -853,9 +856,12 @@ class Worker:
     # ------------------------------------------------------------------ calls
 
     async def call(self, fn: str, args: list[Any], timeout: float, lease: Lease | None = None) -> Any:
-        """Call an exported function; the worker is killed if the deadline passes."""
+        """Call an exported function; the worker is killed if the deadline passes. Too few or
+        too many arguments for what it declares raise InvalidArguments (arity.py)."""
+        context_at = check_arguments(self.spec.plugin_id, fn, args, self.signatures.get(fn), self.metadata,
+                                     self.spec.module)
         cid = next(self._seq)
-        msg = p.Call(id=cid, fn=fn, args=args, timeout_ms=int(timeout * 1000))
+        msg = p.Call(id=cid, fn=fn, args=args, timeout_ms=int(timeout * 1000), context_at=context_at)
         pending = await self._request(cid, msg, fn, timeout, lease, collect_logs=False)
         return pending.value
 
