@@ -6,8 +6,11 @@ from __future__ import annotations
 import json
 import shlex
 import subprocess
+import urllib.request
+from pathlib import Path
 
 import pytest
+from support.processes import deno_children, free_port
 from support.servers import run_cli, serve_process
 
 
@@ -81,3 +84,20 @@ def test_bash_completion_completes_commands_subcommands_options_and_choices(tmp_
         other = run_cli("completion", shell, cwd=tmp_path)
         assert other.returncode == 0 and marker in other.stdout
     assert run_cli("completion", "tcsh", cwd=tmp_path).returncode == 2
+
+
+@pytest.mark.timeout(90)
+def test_inspect_brk_waits_for_the_debugger_on_loopback_and_stops_cleanly(calc, shared_state, tmp_path):
+    port = free_port()
+    with serve_process(tmp_path, *common(calc, shared_state), "--inspect-brk", "calc", "--inspect-port", str(port),
+                       ready=False) as srv:
+        srv.wait_logged("calc's worker waits for the debugger")
+        assert f"ws://127.0.0.1:{port}/" in srv.log()
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/json/version", timeout=5) as r:
+            assert "Deno" in json.loads(r.read())["Browser"]  # the worker's inspector, on 127.0.0.1
+        args = [a for pid in deno_children(srv.proc.pid) for a in Path(f"/proc/{pid}/cmdline").read_text().split("\0")]
+        assert f"--inspect-brk=127.0.0.1:{port}" in args
+        status, health = srv.request("GET", "/healthz")
+        assert status == 503 and health["plugins"] == {"calc": "loaded"}  # paused: no call deadline runs
+    # serve_process's SIGTERM ended the wait: exit 0, no worker left behind
+    assert srv.proc.returncode == 0 and "stopped while calc waited for the debugger" in srv.log()
