@@ -6,9 +6,9 @@ from __future__ import annotations
 import logging
 
 import pytest
+from support.processes import wait_for
 
 from host import PluginError
-from support.processes import wait_for
 
 pytestmark = [pytest.mark.anyio, pytest.mark.timeout(60)]
 
