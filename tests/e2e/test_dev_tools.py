@@ -101,3 +101,13 @@ def test_inspect_brk_waits_for_the_debugger_on_loopback_and_stops_cleanly(calc, 
         assert status == 503 and health["plugins"] == {"calc": "loaded"}  # paused: no call deadline runs
     # serve_process's SIGTERM ended the wait: exit 0, no worker left behind
     assert srv.proc.returncode == 0 and "stopped while calc waited for the debugger" in srv.log()
+
+
+@pytest.mark.timeout(90)
+def test_a_rate_limited_call_answers_429_not_502(calc, shared_state, tmp_path):
+    conf = tmp_path / "host.toml"
+    conf.write_text('[plugins.calc.rate_limit]\nlimit = "1/minute"\nstrategy = "reject"\n')
+    with serve_process(tmp_path, *common(calc, shared_state), "--config", str(conf)) as srv:
+        assert srv.request("POST", "/api/plugins/calc/call/add", {"args": [1, 2]})[0] == 200
+        status, body = srv.request("POST", "/api/plugins/calc/call/add", {"args": [1, 2]})
+        assert status == 429 and body["error"]["type"] == "RateLimited"
