@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import heapq
+import ipaddress
 import itertools
 import logging
 import math
@@ -168,7 +169,19 @@ def refusal_advice(message: str, module: str | None, overridden: tuple[str, ...]
                 f'{kind} in host.toml, which narrows what the plugin declares' + message[m.end():])
     where = (f"metadata.permissions.{kind} in {module} (a new grant waits for the operator's approval)"
              if module else f"the request's permissions.{kind}, within what [execute.allow] allows")
+    if kind == "net" and module and _private(entry):  # denied whatever is declared, unless the operator opts in
+        where += f"; a private or loopback address also needs [plugins.{plugin}] allow_private_network = true in host.toml"
     return f'Requires {kind} access to "{target}": the sandbox refused it; add "{entry}" to {where}' + message[m.end():]
+
+
+def _private(entry: str) -> bool:
+    """Whether a net entry (``host[:port]``) names a loopback, private or link-local address."""
+    host = entry.rsplit(":", 1)[0] if entry.count(":") == 1 else entry.strip("[]")
+    try:
+        address = ipaddress.ip_address(host.strip("[]"))
+    except ValueError:
+        return host == "localhost"
+    return address.is_private or address.is_loopback or address.is_link_local
 
 
 def error_from_info(info: p.ErrorInfo, *, plugin: str, function: str, module: str | None = None,
