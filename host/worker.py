@@ -369,6 +369,10 @@ class Worker:
                 if started:
                     tg.start_soon(self._deadline_watch)
                     await self._read_loop()
+        except anyio.get_cancelled_exc_class():
+            if self._proc is not None and self._proc.returncode is None:  # its owner stopped it: no crash
+                self.kill(self._kill_reason or "shutdown")
+            raise
         finally:
             if self._proc is not None and self._proc.returncode is None:
                 self.kill(self._kill_reason or "error")

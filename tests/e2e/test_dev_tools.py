@@ -101,6 +101,7 @@ def test_inspect_brk_waits_for_the_debugger_on_loopback_and_stops_cleanly(calc, 
         assert status == 503 and health["plugins"] == {"calc": "loaded"}  # paused: no call deadline runs
     # serve_process's SIGTERM ended the wait: exit 0, no worker left behind
     assert srv.proc.returncode == 0 and "stopped while calc waited for the debugger" in srv.log()
+    assert "crashed" not in srv.log()  # the worker stopped on purpose
 
 
 @pytest.mark.timeout(90)
