@@ -21,7 +21,8 @@ import msgspec
 from .balances.result import BALANCE_CAPABILITY
 from .cli_commands import approve as _approve
 from .cli_commands import import_plan, store_through_server
-from .cli_dev import code_frame, dev_banner
+from .cli_completion import finish_parser
+from .cli_dev import announce_inspector, code_frame, debugger_wait, dev_banner
 from .cli_dev import register as register_dev
 from .cli_doctor import doctor
 from .cli_output import (
@@ -30,7 +31,6 @@ from .cli_output import (
     UsageError,
     assignments,
     balances_table,
-    inspector_targets,
     json_text,
     passphrase_of,
     print_json,
@@ -42,7 +42,7 @@ from .cli_stations import register as register_stations
 from .config import HostConfig, PluginSettings, ServerConfig, check_inspect
 from .config_file import load_config
 from .control import control_client, start_control_site
-from .errors import HostError, InvalidConfig
+from .errors import HostError, InvalidArguments, InvalidConfig
 from .execute_config import TOOLS
 from .logs import FORMATS, LEVELS, setup_logging
 from .plugin_host import PluginHost
@@ -115,7 +115,8 @@ async def _serve(args: argparse.Namespace, config: HostConfig) -> int:
             for address in runner.addresses:  # the API itself: no plugin may reach it
                 if isinstance(address, tuple):
                     host.reserve_address(srv.host if srv.host in ("", "0.0.0.0", "::") else address[0], address[1])
-            async with _started(host, args):  # (it checks, or makes, the state directory)
+            async with debugger_wait(args, config, signals) as started, _started(host, args):  # (makes the state dir)
+                started()
                 if not args.process_index:  # one control socket per state directory
                     await start_control_site(control, config.state_path)
                 if args.peers_dir:
@@ -124,7 +125,8 @@ async def _serve(args: argparse.Namespace, config: HostConfig) -> int:
                     await host.warm_execute()
                 names = ", ".join(f"{i.id} ({i.state})" for i in host.plugins()) or "none"
                 log.info("serving on %s  plugins: %s", site.name, names)
-                await _announce_inspector(args, config)
+                if args.inspect:
+                    await announce_inspector(args.inspect, config.inspect_for(args.inspect) or "")
                 async for sig in signals:
                     log.info("received %s: draining and stopping", signal.Signals(sig).name)
                     break
@@ -152,22 +154,6 @@ async def _started(host: PluginHost, args: argparse.Namespace) -> AsyncIterator[
             yield host
     finally:
         progress.clear()
-
-
-async def _announce_inspector(args: argparse.Namespace, config: HostConfig) -> None:
-    """Print where DevTools attach to the plugin started under ``--inspect``."""
-    if not args.inspect:
-        return
-    address = config.inspect_for(args.inspect)
-    assert address is not None
-    try:
-        targets = await inspector_targets(address)
-    except TimeoutError:
-        print(f"inspector: nothing listens on {address} (is {args.inspect} running?)", file=sys.stderr)
-        return
-    for t in targets:
-        print(f"inspector for {args.inspect}: {t.get('devtoolsFrontendUrl')}\n"
-              f"  websocket: {t.get('webSocketDebuggerUrl')}  (or open chrome://inspect)", file=sys.stderr)
 
 
 async def _import_cc_switch(args: argparse.Namespace, config: HostConfig) -> int:
@@ -208,8 +194,10 @@ async def _call(args: argparse.Namespace, config: HostConfig) -> int:
         call_args = [json.loads(a) for a in args.args]
     except ValueError as exc:
         raise UsageError(f"arguments must be JSON values: {exc}") from None
-    async with _started(PluginHost(config), args) as host:
-        await _announce_inspector(args, config)
+    async with debugger_wait(args, config) as started, _started(PluginHost(config), args) as host:
+        started()
+        if args.inspect:
+            await announce_inspector(args.inspect, config.inspect_for(args.inspect) or "")
         if args.with_config:  # the config its workers got (secrets opened), never printed
             call_args.insert(0, host.effective_config(args.id))
         result = await host.call(args.id, args.fn, *call_args, timeout=args.timeout)
@@ -322,6 +310,8 @@ def _common_options(ap: argparse.ArgumentParser, *, defaults: bool) -> None:
     ap.add_argument("--inspect", metavar="ID",
                     help="run plugin ID as one worker under the Deno inspector on 127.0.0.1 and print "
                          "the DevTools URL", **({"default": None} if defaults else keep))
+    ap.add_argument("--inspect-brk", metavar="ID", help="like --inspect, but the worker waits for the debugger "
+                    "before running any code", **({"default": None} if defaults else keep))
     ap.add_argument("--inspect-port", type=int, metavar="PORT", help="the inspector's port (default: 9229)",
                     **({"default": 9229} if defaults else keep))
 
@@ -445,6 +435,7 @@ def build_parser() -> argparse.ArgumentParser:
                       "key, plugin directories, redis, the port (exit 1 if something fails)")
     s.add_argument("--json", action="store_true")
     s.set_defaults(run=doctor)
+    finish_parser(ap, common)  # `completion`, and the examples under every command's help
     return ap
 
 
@@ -483,10 +474,11 @@ def main(argv: list[str] | None = None) -> int:
     setup_logging(level, fmt, debug=args.debug)
     try:
         config = _config(args)
-        if args.inspect:
+        if inspected := args.inspect or args.inspect_brk:
             check_inspect(address := f"127.0.0.1:{args.inspect_port}", "--inspect-port")
-            settings = config.plugins.get(args.inspect) or PluginSettings()
-            config.plugins = {**config.plugins, args.inspect: msgspec.structs.replace(settings, inspect=address)}
+            settings = msgspec.structs.replace(config.plugins.get(inspected) or PluginSettings(), inspect=address,
+                                               inspect_brk=bool(args.inspect_brk))
+            config.plugins = {**config.plugins, inspected: settings}
         missing = [str(d) for d in config.plugin_dirs if not d.is_dir()]
         if args.command in READS_PLUGINS and missing:  # else an empty list, exit 0, would hide a typo
             raise InvalidConfig(f"plugins directory {missing[0]} does not exist (--plugins, or plugins_dir in "
@@ -507,6 +499,6 @@ def main(argv: list[str] | None = None) -> int:
             print("\n".join("  " + line.strip() for line in stack.splitlines()[1:STACK_LINES + 1]), file=sys.stderr)
             if frame := code_frame(where or ""):
                 print(frame, file=sys.stderr)
-        return 1
+        return 2 if isinstance(exc, InvalidArguments) else 1  # a wrong call is a usage error
     except KeyboardInterrupt:
         return 130

@@ -14,10 +14,14 @@ import os
 import re
 import subprocess
 import sys
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from pathlib import Path
+from typing import Any
 
-from .cli_output import UsageError, print_json
+import anyio
+
+from .cli_output import UsageError, inspector_targets, print_json
 from .config import HostConfig
 from .errors import InvalidConfig
 from .plugins.discovery import SUFFIXES
@@ -111,6 +115,57 @@ def dev_banner(event: PluginEvent, write: Callable[[str], object] = sys.stderr.w
               f"\n    {reason}\n" + (frame + "\n" if frame else ""))
 
 
+async def announce_inspector(plugin: str, address: str, *, paused: bool = False, timeout: float = 5.0) -> None:
+    """Print where DevTools attach to ``plugin``'s worker under the inspector at ``address``."""
+    try:
+        targets = await inspector_targets(address, timeout)
+    except TimeoutError:
+        print(f"inspector: nothing listens on {address} (is {plugin} running?)", file=sys.stderr)
+        return
+    for t in targets:
+        print(f"inspector for {plugin}: {t.get('devtoolsFrontendUrl')}\n"
+              f"  websocket: {t.get('webSocketDebuggerUrl')}  (or open chrome://inspect)", file=sys.stderr)
+    if paused:
+        print(f"  {plugin}'s worker waits for the debugger: attach, set breakpoints, resume (F8)", file=sys.stderr)
+
+
+@asynccontextmanager
+async def debugger_wait(args: argparse.Namespace, config: HostConfig,
+                        signals: AsyncIterator[Any] | None = None) -> AsyncIterator[Callable[[], None]]:
+    """``--inspect-brk ID``: the worker runs no code, the handshake included, until a debugger
+    attaches and resumes it, so the host's start waits for it. Meanwhile print the DevTools URL
+    as soon as the inspector answers, and let a signal end the wait (the body is then skipped:
+    the exception leaving it is absorbed here). The body calls what this yields once started."""
+    helpers = anyio.CancelScope()
+    if not getattr(args, "inspect_brk", None):
+        yield helpers.cancel
+        return
+    address = config.inspect_for(args.inspect_brk)
+    assert address is not None
+
+    async def stop_on_signal(startup: anyio.CancelScope) -> None:
+        assert signals is not None
+        async for _ in signals:
+            print(f"stopped while {args.inspect_brk} waited for the debugger", file=sys.stderr)
+            startup.cancel()
+            return
+
+    async def help_while_waiting(startup: anyio.CancelScope) -> None:
+        with helpers:  # cancelled once the host has started
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(lambda: announce_inspector(args.inspect_brk, address, paused=True, timeout=float("inf")))
+                if signals is not None:
+                    tg.start_soon(stop_on_signal, startup)
+
+    async with anyio.create_task_group() as tg:
+        with anyio.CancelScope() as startup:
+            tg.start_soon(help_while_waiting, startup)
+            try:
+                yield helpers.cancel
+            finally:
+                helpers.cancel()
+
+
 def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
     def add(name: str, help: str) -> argparse.ArgumentParser:
         return sub.add_parser(name, help=help, parents=[common])
@@ -134,4 +189,4 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
     s.set_defaults(run=test_plugin)
 
 
-__all__ = ["code_frame", "dev_banner", "register", "test_plugin"]
+__all__ = ["announce_inspector", "code_frame", "debugger_wait", "dev_banner", "register", "test_plugin"]

@@ -153,8 +153,11 @@ class PluginSettings(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=T
     # A balance below this raises a low_balance alert ([balances.alerts]); None: the default there.
     low_balance: float | None = None
     # "127.0.0.1:9229": run this plugin as one worker under the Deno inspector (loopback only),
-    # with no heartbeat deadline, so that it can sit at a breakpoint.
+    # with no heartbeat deadline and an hour per call, so that it can sit at a breakpoint.
     inspect: str | None = None
+    # true: --inspect-brk, the worker runs nothing (the handshake included) until a debugger
+    # attaches and resumes; it may wait a day for that.
+    inspect_brk: bool = False
 
 
 def check_override(override: dict[str, Any], where: str) -> None:
@@ -168,6 +171,8 @@ def check_override(override: dict[str, Any], where: str) -> None:
 
 
 INSPECT_HOSTS = ("127.0.0.1", "localhost", "[::1]")
+INSPECT_WAIT = 24 * 3600.0  # seconds a worker under the inspector may sit at a breakpoint unheard
+INSPECT_CALL_TIMEOUT = 3600.0  # a call's default deadline under the inspector (a stepped call is slow)
 
 
 def check_inspect(address: str, where: str) -> None:
@@ -370,6 +375,13 @@ class HostConfig(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True)
     def inspect_for(self, plugin_id: str) -> str | None:
         return self._override(plugin_id, "inspect", None)
 
+    def inspect_flag(self, plugin_id: str) -> str | None:
+        """The Deno flag that puts the plugin's worker under the inspector, or None."""
+        address = self.inspect_for(plugin_id)
+        if address is None:
+            return None
+        return f"--inspect-brk={address}" if self._override(plugin_id, "inspect_brk", False) else f"--inspect={address}"
+
     def pool_for(self, plugin_id: str) -> PoolConfig:
         pool = self._override(plugin_id, "pool", self.pool)
         if self.inspect_for(plugin_id):  # one inspector port: one worker
@@ -379,7 +391,9 @@ class HostConfig(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True)
     def limits_for(self, plugin_id: str) -> WorkerLimits:
         limits = self._override(plugin_id, "limits", self.limits)
         if self.inspect_for(plugin_id):  # paused at a breakpoint, it answers no heartbeat
-            limits = msgspec.structs.replace(limits, heartbeat_timeout=24 * 3600.0)
+            brk = self._override(plugin_id, "inspect_brk", False)  # no hello before a debugger resumes it
+            limits = msgspec.structs.replace(limits, heartbeat_timeout=INSPECT_WAIT, call_timeout=INSPECT_CALL_TIMEOUT,
+                                             handshake_timeout=INSPECT_WAIT if brk else limits.handshake_timeout)
         return limits
 
     def rate_limit_for(self, plugin_id: str) -> RateLimitConfig:

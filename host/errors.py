@@ -25,7 +25,8 @@ class HostError(Exception):
         return {"type": type(self).__name__, "message": str(self)}
 
 
-_FRAME = re.compile(r"(?:file://)?(/[^\s()]+:\d+:\d+)")  # a stack frame's file:line:column
+# A stack frame's file:line:column: an absolute path (not one inside "ext:deno_fetch/26_fetch.js").
+_FRAME = re.compile(r"(?:^|[\s(@])(?:file://)?(/[^\s()]+:\d+:\d+)", re.MULTILINE)
 
 
 def where_in(stack: str | None) -> str | None:

@@ -13,7 +13,8 @@ from typing import TYPE_CHECKING
 
 import msgspec
 
-from .logs import LEVELS, LOGGING_LEVEL
+from .errors import PluginError, where_in
+from .logs import LEVELS, LOGGING_LEVEL, escape, plugin_extra
 
 if TYPE_CHECKING:
     from . import protocol as p
@@ -85,12 +86,22 @@ class LogRouter:
         level = "warning" if event.state == "error" or event.kind in ("reload_failed", "approval_pending") else "info"
         self.book.add(event.plugin, level, what + (f" ({event.reason})" if event.reason else ""))
 
+    def call_failed(self, plugin: str, fn: str, exc: PluginError) -> None:
+        """A call the plugin failed, with where it threw: in its log (the dashboard) at error,
+        and in the host's log (serve's output) at warning."""
+        message = f"{fn} failed: {exc}" + (f" (at {exc.where})" if exc.where else "")
+        self.book.add(plugin, "error", message)
+        plugin_log.warning("[plugin:%s] %s", plugin, escape(message), extra=plugin_extra(plugin, plugin))
+
     def worker_event(self, worker: Worker, level: str, text: str) -> None:
         """A worker's lifecycle (started, exited and why), in its plugin's log."""
         self.book.add(worker.spec.plugin_id, level, text, worker=worker.describe())
 
     def line(self, worker: Worker, msg: p.Log) -> None:
-        """A worker's log line, its secrets already redacted by the worker (WorkerSpec.redact)."""
+        """A worker's log line, its secrets already redacted by the worker (WorkerSpec.redact);
+        an uncaught error says where it was thrown."""
+        if msg.level == "exception" and (where := where_in(msg.stack)) and where not in msg.message:
+            msg = msgspec.structs.replace(msg, message=f"{msg.message} (at {where})")
         if worker.spec.role != "execute":  # ad-hoc code's output belongs to its caller alone
             self.book.add(worker.spec.plugin_id, msg.level, msg.message, worker=worker.describe(), kind="console")
         level = LOGGING_LEVEL.get(msg.level, logging.INFO)

@@ -321,8 +321,7 @@ class PluginHost:
         except BaseException as exc:
             outcome = type(exc).__name__ if isinstance(exc, HostError) else "Cancelled"
             if isinstance(exc, PluginError):  # a failed call shows in the plugin's log, with where it threw
-                at = f" (at {exc.where})" if exc.where else ""
-                self.logbook.add(plugin.partition("@")[0], "error", f"{fn} failed: {exc}{at}")
+                self._logs.call_failed(plugin.partition("@")[0], fn, exc)
             if isinstance(exc, PluginNotFound):
                 plugin = fn = UNKNOWN  # names nobody installed: keep the label sets bounded
             elif isinstance(exc, FunctionNotFound):

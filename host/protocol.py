@@ -62,9 +62,20 @@ class Hello(_Msg, tag="hello"):
     runtime: str = ""
 
 
+class Signature(msgspec.Struct, omit_defaults=True):
+    """What an exported function declares it takes: JavaScript's ``length`` (parameters before
+    the first default or rest one), its parameter names as read from its source (None when
+    unread), and whether the last is a rest parameter. The host judges calls by it (arity.py)."""
+
+    length: int = 0
+    params: list[str] | None = None
+    rest: bool = False
+
+
 class Ready(_Msg, tag="ready"):
     metadata: Any = None
     exports: list[str] = []
+    signatures: dict[str, Signature] = {}
     error: ErrorInfo | None = None
 
 
@@ -114,6 +125,7 @@ class Call(_Msg, tag="call"):
     fn: str
     args: list[Any] = []
     timeout_ms: int | None = None
+    context_at: int | None = None  # the context's index: args padded with undefined up to it
 
 
 class Execute(_Msg, tag="execute"):

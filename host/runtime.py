@@ -218,8 +218,8 @@ class Runtime:
         import_map = self.entry.parent / IMPORT_MAP
         if import_map.is_file():  # "@plugin-host/kit" and the like (worker_runtime/kit.ts)
             flags.append(f"--import-map={import_map}")
-        if inspect:
-            flags.append(f"--inspect={inspect}")
+        if inspect:  # "--inspect-brk=ADDRESS" (HostConfig.inspect_flag), or an address
+            flags.append(inspect if inspect.startswith("--inspect") else f"--inspect={inspect}")
         return flags
 
     def proxied(self, permissions: Permissions) -> bool:

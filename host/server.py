@@ -27,6 +27,7 @@ from .errors import (
     MAX_TIMEOUT,
     ApprovalChanged,
     CallTimeout,
+    CircuitOpen,
     FunctionNotFound,
     GrantRefused,
     HostClosed,
@@ -36,6 +37,7 @@ from .errors import (
     PayloadTooLarge,
     PluginNotFound,
     PluginUnavailable,
+    RateLimited,
     StateError,
 )
 from .http_guard import HostNames, PrivateUnixSite, Runner, bearer_ok, token_digest
@@ -51,7 +53,7 @@ __all__ = ["DRAINING", "METRICS_VIEW", "PrivateUnixSite", "Runner", "create_app"
 _STATUS = {
     PluginNotFound: 404, FunctionNotFound: 404, InvalidConfig: 400, PayloadTooLarge: 413,
     CallTimeout: 504, PluginUnavailable: 503, HostClosed: 503, GrantRefused: 403, InvalidArguments: 400,
-    ApprovalChanged: 409, StateError: 503,
+    ApprovalChanged: 409, StateError: 503, RateLimited: 429, CircuitOpen: 503,
 }
 _encoder = msgspec.json.Encoder(enc_hook=json_default)
 log = logging.getLogger("host.server")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import heapq
+import ipaddress
 import itertools
 import logging
 import math
@@ -20,6 +21,7 @@ import msgspec
 from anyio.abc import TaskGroup, TaskStatus
 
 from . import protocol as p
+from .arity import check_arguments
 from .config import WorkerLimits
 from .errors import (
     CallTimeout,
@@ -173,7 +175,19 @@ def refusal_advice(message: str, module: str | None, overridden: dict[str, str] 
                 'which narrows what the plugin declares' + message[m.end():])
     where = (f"metadata.permissions.{kind} in {module} (a new grant waits for the operator's approval)"
              if module else f"the request's permissions.{kind}, within what [execute.allow] allows")
+    if kind == "net" and module and _private(entry):  # denied whatever is declared, unless the operator opts in
+        where += f"; a private or loopback address also needs [plugins.{plugin}] allow_private_network = true in host.toml"
     return f'Requires {kind} access to "{target}": the sandbox refused it; add "{entry}" to {where}' + message[m.end():]
+
+
+def _private(entry: str) -> bool:
+    """Whether a net entry (``host[:port]``) names a loopback, private or link-local address."""
+    host = entry.rsplit(":", 1)[0] if entry.count(":") == 1 else entry.strip("[]")
+    try:
+        address = ipaddress.ip_address(host.strip("[]"))
+    except ValueError:
+        return host == "localhost"
+    return address.is_private or address.is_loopback or address.is_link_local
 
 
 def error_from_info(info: p.ErrorInfo, *, plugin: str, function: str, module: str | None = None,
@@ -220,6 +234,7 @@ class Worker:
         self.metadata: Any = None
         self.welcomed_config: Any = None
         self.exports: list[str] = []
+        self.signatures: dict[str, p.Signature] = {}
         self.calls = 0
         self.reserved = 0            # slots promised by the pool, not yet sent
         self.started_at = time.monotonic()
@@ -361,6 +376,10 @@ class Worker:
                 if started:
                     tg.start_soon(self._deadline_watch)
                     await self._read_loop()
+        except anyio.get_cancelled_exc_class():
+            if self._proc is not None and self._proc.returncode is None:  # its owner stopped it: no crash
+                self.kill(self._kill_reason or "shutdown")
+            raise
         finally:
             if self._proc is not None and self._proc.returncode is None:
                 self.kill(self._kill_reason or "error")
@@ -425,6 +444,7 @@ class Worker:
             raise PluginUnavailable(f"failed to load: {err.name}: {err.message}{at}", plugin=self.spec.plugin_id)
         self.metadata = msg.metadata
         self.exports = msg.exports
+        self.signatures = msg.signatures
 
     def _handshake_failed(self, reason: str) -> HandshakeError:
         self.kill("handshake")
@@ -535,13 +555,15 @@ class Worker:
             tail = self.spec.redact(tail)
         rc, sig = proc.exit_code, proc.exit_signal
         reason = self._kill_reason
-        if reason is None:
+        if self._shutdown_requested and rc == 0 and sig is None:
+            # It exited by itself as asked; a write that found the socket closed before the
+            # exit was seen (a heartbeat ping) noted a kill reason that is not why it ended.
+            reason = "shutdown"
+        elif reason is None:
             if sig == signal.SIGTRAP or "out of memory" in tail:
                 reason = "memory"
             elif sig == signal.SIGXCPU:
                 reason = "cpu"
-            elif self._shutdown_requested and rc == 0:
-                reason = "shutdown"
             else:
                 reason = "crash"
         self.exit_reason = reason
@@ -893,9 +915,12 @@ class Worker:
         return pending.value is True
 
     async def call(self, fn: str, args: list[Any], timeout: float, lease: Lease | None = None) -> Any:
-        """Call an exported function; the worker is killed if the deadline passes."""
+        """Call an exported function; the worker is killed if the deadline passes. Too few or
+        too many arguments for what it declares raise InvalidArguments (arity.py)."""
+        context_at = check_arguments(self.spec.plugin_id, fn, args, self.signatures.get(fn), self.metadata,
+                                     self.spec.module)
         cid = next(self._seq)
-        msg = p.Call(id=cid, fn=fn, args=args, timeout_ms=int(timeout * 1000))
+        msg = p.Call(id=cid, fn=fn, args=args, timeout_ms=int(timeout * 1000), context_at=context_at)
         pending = await self._request(cid, msg, fn, timeout, lease, collect_logs=False)
         return pending.value
 

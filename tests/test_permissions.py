@@ -229,12 +229,19 @@ async def test_a_refusal_says_which_permission_to_add_and_where(plugin_dir, make
     path = plugin_dir.add("needy.js", """
 export async function net() { await fetch("https://api.example.com/v1/balance"); }
 export function env() { return Deno.env.get("RELAY_TOKEN"); }
+export async function lan() { await fetch("http://127.0.0.1:8080/"); }
 """)
     async with make_host() as h:
         with pytest.raises(PermissionDenied) as net:
             await h.call("needy", "net")
         with pytest.raises(PermissionDenied) as env:
             await h.call("needy", "env")
+        with pytest.raises(PermissionDenied) as lan:
+            await h.call("needy", "lan")
+    # a loopback address is denied whatever the plugin declares: the operator's switch is named too
+    assert net.value.where == f"{path}:3:37"  # the plugin's own line, not Deno's ext:deno_fetch/26_fetch.js
+    assert f'add "127.0.0.1:8080" to metadata.permissions.net in {path}' in lan.value.message
+    assert "[plugins.needy] allow_private_network = true in host.toml" in lan.value.message
     assert net.value.message.startswith('Requires net access to "api.example.com:443"')
     assert f'add "api.example.com" to metadata.permissions.net in {path}' in net.value.message
     assert "--allow-net" not in net.value.message

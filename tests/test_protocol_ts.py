@@ -40,7 +40,7 @@ def python_side() -> tuple[dict, dict]:
         optional = [f.name for f in info.fields if not f.required]
         messages[cls.__name__] = (info.tag, required, optional)
     structs = {cls.__name__: [f.name for f in msgspec.inspect.type_info(cls).fields]
-               for cls in (p.ErrorInfo, p.Limits)}
+               for cls in (p.ErrorInfo, p.Signature, p.Limits)}
     return messages, structs
 
 

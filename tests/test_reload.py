@@ -17,7 +17,7 @@ pytestmark = pytest.mark.anyio
 
 def version(n: int, extra: str = "") -> str:
     return (f'export const metadata = {{ id: "svc", name: "svc", version: "1.0.{n}", apiVersion: "1.0" }};\n'
-            f"export async function which(ms) {{ if (ms) await new Promise((r) => setTimeout(r, ms)); return {n}; }}\n"
+            f"export async function which(ms = 0) {{ if (ms) await new Promise((r) => setTimeout(r, ms)); return {n}; }}\n"
             + extra)
 
 

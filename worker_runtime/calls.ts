@@ -156,6 +156,7 @@ export function onCall(msg: Msg): void {
   const fnName = requireString(msg.fn, "call.fn");
   const args = optionalArray(msg.args, "call.args");
   const timeoutMs = optionalNumber(msg.timeout_ms, "call.timeout_ms");
+  const contextAt = optionalNumber(msg.context_at, "call.context_at");
   if (calls.has(id)) protocolError(`call id ${id} is already in flight`);
   const state = newCall(id);
   const fn = session.plugin?.[fnName];
@@ -164,6 +165,9 @@ export function onCall(msg: Msg): void {
     return;
   }
   const context = makeContext(state, timeoutMs, undefined);
+  // An optional parameter the caller left out stays undefined (its default applies): the
+  // context goes where the host says the declared parameters end (host/arity.py).
+  while (contextAt !== undefined && args.length < contextAt && args.length < 1024) args.push(undefined);
   args.push(context);
   tracker.run(state, invoke, state, () => fn(...args));
 }

@@ -84,6 +84,10 @@ export interface PluginMetadata {
   icon?: string;
   /** Other plugins this one needs: id to semver range. */
   dependencies?: Record<string, string>;
+  /** The arguments a caller gives each function (the context comes after them), when its
+   * parameters do not say it: names, `"x?"` optional, `"...rest"` any number more. The host
+   * refuses a call with too few or too many. */
+  functions?: Record<string, { params: string[] }>;
 }
 
 /** What a balance plugin returns; the host adds provider, status and timestamps. */

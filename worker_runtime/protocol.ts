@@ -36,7 +36,15 @@ export interface Limits {
 // worker -> host
 
 export interface Hello { type: "hello"; cookie: string; protocol: number; token: string; pid?: number; runtime?: string }
-export interface Ready { type: "ready"; metadata?: unknown; exports?: string[]; error?: ErrorInfo }
+/** What an exported function declares it takes (protocol.py Signature; signature.ts). */
+export interface Signature { length: number; params?: string[]; rest?: boolean }
+export interface Ready {
+  type: "ready";
+  metadata?: unknown;
+  exports?: string[];
+  signatures?: Record<string, Signature>;
+  error?: ErrorInfo;
+}
 export interface Result { type: "result"; id: Id; value?: unknown }
 export interface ErrorMsg { type: "error"; id: Id; error: ErrorInfo }
 export interface Log {
@@ -61,7 +69,14 @@ export interface Welcome {
   tools?: Record<string, unknown>;
 }
 export interface Reject { type: "reject"; reason: string }
-export interface Call { type: "call"; id: Id; fn: string; args?: unknown[]; timeout_ms?: number }
+export interface Call {
+  type: "call";
+  id: Id;
+  fn: string;
+  args?: unknown[];
+  timeout_ms?: number;
+  context_at?: number; // the context's index: args padded with undefined up to it
+}
 export interface Execute {
   type: "execute";
   id: Id;
@@ -91,14 +106,14 @@ export type FromHost = Welcome | Reject | Call | Execute | Cancel | HostReply | 
 /** Each message's tag, required fields and optional fields, by its name in protocol.py. */
 export const MESSAGES = {
   Hello: { tag: "hello", required: ["cookie", "protocol", "token"], optional: ["pid", "runtime"] },
-  Ready: { tag: "ready", required: [], optional: ["metadata", "exports", "error"] },
+  Ready: { tag: "ready", required: [], optional: ["metadata", "exports", "signatures", "error"] },
   Result: { tag: "result", required: ["id"], optional: ["value"] },
   Error: { tag: "error", required: ["id", "error"], optional: [] },
   Log: { tag: "log", required: ["level", "message"], optional: ["id", "ts", "name", "stack"] },
   HostCall: { tag: "host_call", required: ["id", "op"], optional: ["args", "call"] },
   Welcome: { tag: "welcome", required: ["plugin_id"], optional: ["module", "config", "limits", "tools"] },
   Reject: { tag: "reject", required: ["reason"], optional: [] },
-  Call: { tag: "call", required: ["id", "fn"], optional: ["args", "timeout_ms"] },
+  Call: { tag: "call", required: ["id", "fn"], optional: ["args", "timeout_ms", "context_at"] },
   Execute: { tag: "execute", required: ["id", "code"], optional: ["entry", "input", "timeout_ms", "tools", "language"] },
   Cancel: { tag: "cancel", required: ["id"], optional: ["reason"] },
   HostReply: { tag: "host_reply", required: ["id"], optional: ["value", "error"] },
@@ -112,6 +127,7 @@ export const MESSAGES = {
 /** The fields of the structs messages carry (protocol.py ErrorInfo and Limits). */
 export const STRUCTS = {
   ErrorInfo: ["name", "message", "stack", "error_type", "details"],
+  Signature: ["length", "params", "rest"],
   Limits: [
     "heartbeat_interval_ms", "heartbeat_timeout_ms", "max_frame", "max_log_entries", "max_log_bytes",
     "max_inflight", "max_result_bytes", "max_web_workers", "egress_proxy", "max_host_calls", "harden",

@@ -36,8 +36,9 @@ import { loadTypeScript } from "./typescript.ts";
 // Loaded with the runtime (a static import needs no read grant), so that a plugin may import it
 // as "@plugin-host/kit" (import_map.json) with none either.
 import "./kit.ts";
-import { type ErrorInfo, type Limits, MAGIC_COOKIE as COOKIE, PROTOCOL_VERSION as PROTOCOL } from "./protocol.ts";
+import { type ErrorInfo, type Limits, type Signature, MAGIC_COOKIE as COOKIE, PROTOCOL_VERSION as PROTOCOL } from "./protocol.ts";
 import { installGlobals, useEgressProxy } from "./sandbox.ts";
+import { signatureOf } from "./signature.ts";
 import { readToolSettings } from "./tools.ts";
 import {
   connect,
@@ -195,16 +196,18 @@ function toFileUrl(path: string): string {
   return "file://" + encodeURI(abs).replace(/[?#]/g, (c) => (c === "?" ? "%3F" : "%23"));
 }
 
-function exportNames(mod: Record<string, unknown>): string[] {
-  const names: string[] = [];
+/** The module's exported functions, each with what it declares it takes. */
+function exportedFunctions(mod: Record<string, unknown>): Record<string, Signature> {
+  const found: Record<string, Signature> = {};
   for (const k of Object.keys(mod)) {
     try {
-      if (typeof mod[k] === "function") names.push(k);
+      const value = mod[k];
+      if (typeof value === "function") found[k] = signatureOf(value as (...args: unknown[]) => unknown);
     } catch {
       // an export still in its temporal dead zone
     }
   }
-  return names;
+  return found;
 }
 
 async function onWelcome(msg: Msg): Promise<void> {
@@ -227,12 +230,14 @@ async function onWelcome(msg: Msg): Promise<void> {
 
   let metadata: unknown = null;
   let exports: string[] = [];
+  let signatures: Record<string, Signature> = {};
   let error: ErrorInfo | undefined;
   if (typeof module === "string") {
     try {
       const plugin = await import(toFileUrl(module));
       session.plugin = plugin;
-      exports = exportNames(plugin);
+      signatures = exportedFunctions(plugin);
+      exports = Object.keys(signatures);
       metadata = plugin.metadata ?? null;
     } catch (e) {
       session.plugin = null;
@@ -242,19 +247,19 @@ async function onWelcome(msg: Msg): Promise<void> {
   if (error) {
     sendErrorFrame({ type: "ready", metadata: null, exports: [] }, error);
   } else {
-    sendReady(metadata, exports);
+    sendReady(metadata, exports, signatures);
   }
   phase = "ready";
   for (const m of early.splice(0)) handle(m);
   warmTimers();
 }
 
-function sendReady(metadata: unknown, exports: string[]): void {
+function sendReady(metadata: unknown, exports: string[], signatures: Record<string, Signature>): void {
   let size: number;
   try {
-    size = send({ type: "ready", metadata, exports });
+    size = send({ type: "ready", metadata, exports, signatures });
   } catch {
-    size = send({ type: "ready", metadata: jsonClone(metadata), exports });
+    size = send({ type: "ready", metadata: jsonClone(metadata), exports, signatures });
   }
   if (size < 0) {
     sendErrorFrame({ type: "ready", metadata: null, exports: [] }, {

@@ -63,6 +63,13 @@ class ConfigField(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True
     format: str | None = None
 
 
+class FunctionSpec(msgspec.Struct, forbid_unknown_fields=True):
+    """``metadata.functions.NAME``: the arguments a caller gives (the context comes after
+    them): names, ``"x?"`` optional, ``"...rest"`` any number more (host/arity.py)."""
+
+    params: list[str]
+
+
 class Manifest(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True, rename="camel"):
     """The validated metadata of one plugin version."""
 
@@ -79,6 +86,7 @@ class Manifest(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True, r
     capabilities: list[str] = []
     priority: int = 0
     dependencies: dict[str, str] = {}
+    functions: dict[str, FunctionSpec] = {}
 
     @property
     def semver(self) -> sv.Version:
@@ -191,6 +199,10 @@ def parse_manifest(raw: Any, exports: list[str], *, path: str, expected_id: str,
             raise InvalidManifest(f"default {shown(spec.default)} {why}", path=path,
                                   field=f"configSchema.{key}.default", plugin=m.id)
 
+    for fn in m.functions:
+        if fn not in exports:
+            raise InvalidManifest(f"{fn!r} is not an exported function of the module", path=path,
+                                  field=f"functions.{fn}", plugin=m.id)
     for cap in m.capabilities:
         needed = KNOWN_CAPABILITIES.get(cap) or ("onEvent" if _EVENT_RE.match(cap) else cap)
         if needed not in exports:

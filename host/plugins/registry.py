@@ -213,7 +213,7 @@ class Registry:
         assert self.runtime is not None
         return WorkerSpec(plugin_id=src.id, module=src.module, base_dir=self.runtime.data_dir(src.id),
                           read_paths=[str(src.root)], permissions=grants, config=config,
-                          limits=self.config.limits_for(src.id), inspect=self.config.inspect_for(src.id),
+                          limits=self.config.limits_for(src.id), inspect=self.config.inspect_flag(src.id),
                           journal=self._journal_worker, **extra)
 
     def grants(self, record: Plugin) -> Permissions | None:

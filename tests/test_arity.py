@@ -1,0 +1,59 @@
+"""A call with too few or too many arguments for what the function declares is refused by the
+host before it goes out (host/arity.py), instead of the context landing in a parameter."""
+
+from __future__ import annotations
+
+import pytest
+
+from host import InvalidArguments, PluginUnavailable
+
+pytestmark = [pytest.mark.anyio, pytest.mark.timeout(60)]
+
+SHAPES = """
+export const metadata = { id: "shapes", name: "Shapes", version: "1.0.0", apiVersion: "1.0",
+  functions: { total: { params: ["...numbers"] }, greet: { params: ["name", "greeting?"] } } };
+export function add(a, b) { return a + b; }
+export function withContext(a, context) { return typeof context.signal; }
+export function total(...numbers) { return numbers.length - 1; }  // the context is last
+export function greet(name, greeting = "hi") { return `${greeting} ${name}`; }
+export function fixed() { return "ok"; }
+export const arrow = (x, { signal }) => typeof signal;
+"""
+
+
+async def test_too_few_or_too_many_arguments_are_refused_naming_the_function(make_host, plugin_dir):
+    plugin_dir.add("shapes.js", SHAPES)
+    async with make_host() as host:
+        with pytest.raises(InvalidArguments) as missing:
+            await host.call("shapes", "add")
+        assert str(missing.value).startswith("shapes.add: takes 2 arguments (a, b), 0 given")
+        assert "metadata.functions.add.params" in str(missing.value) and "shapes.js" in str(missing.value)
+        with pytest.raises(InvalidArguments, match=r"takes 2 arguments \(a, b\), 1 given"):
+            await host.call("shapes", "add", 1)
+        with pytest.raises(InvalidArguments, match="3 given"):
+            await host.call("shapes", "add", 1, 2, 3)
+        with pytest.raises(InvalidArguments, match=r"takes 0 arguments, 1 given"):
+            await host.call("shapes", "fixed", 1)
+        assert await host.call("shapes", "add", 1, 2) == 3
+        assert await host.call("shapes", "fixed") == "ok"
+        # a last parameter named context (or a pattern) is the context's place, not an argument
+        assert await host.call("shapes", "withContext", 1) == "object"
+        assert await host.call("shapes", "arrow", 1) == "object"
+        with pytest.raises(InvalidArguments, match=r"takes 1 argument \(x\), 0 given"):
+            await host.call("shapes", "arrow")
+        # the manifest's declared signature wins over the source
+        assert await host.call("shapes", "total") == 0 and await host.call("shapes", "total", 1, 2, 3) == 3
+        assert await host.call("shapes", "greet", "ann") == "hi ann"
+        with pytest.raises(InvalidArguments, match=r"takes 1 to 2 arguments \(name, greeting\?\), 0 given"):
+            await host.call("shapes", "greet")
+        # a refused call never reached the worker: it still serves, nothing was counted as failing
+        info = host.plugin("shapes")
+        assert info.state == "running" and info.crashes == 0
+
+
+async def test_a_declared_signature_must_name_an_export(make_host, plugin_dir):
+    plugin_dir.add("odd.js", 'export const metadata = { id: "odd", name: "Odd", version: "1.0.0", apiVersion: "1.0",'
+                             ' functions: { gone: { params: [] } } };\nexport function here() { return 1; }\n')
+    async with make_host() as host:
+        with pytest.raises(PluginUnavailable, match=r"metadata\.functions\.gone: 'gone' is not an exported function"):
+            await host.call("odd", "here")
