@@ -299,6 +299,9 @@ class Pool:
         if self.state not in ("running", "starting") or self._tg is None:
             return
         cfg = self.config
+        if (len(self.workers) + self._starting >= cfg.max_workers
+                and len(self.spares) + self._starting_spares >= cfg.spares):
+            return  # no room to start one and the spares are there: the common case under load
         active = sum(1 for w in self.workers if not w.retiring and not w.unresponsive) + self._starting
         need = cfg.min_workers - active
         waiting = len(self._waiters) - self._starting * cfg.max_inflight
