@@ -116,7 +116,7 @@ def main() -> None:
     if not args.no_write:
         from host.runtime import find_deno
 
-        write_results("callcost", "Host CPU per call (issue 20): bench/bench_callcost.py --base MAIN", table,
+        write_results("callcost", "Host CPU per call (issue 20): bench/bench_callcost.py --base OTHER_CHECKOUT", table,
                       find_deno())
 
 
