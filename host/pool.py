@@ -3,7 +3,10 @@ recycling, idle reaping and graceful drain."""
 
 from __future__ import annotations
 
+import heapq
+import itertools
 import logging
+import math
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable
@@ -33,12 +36,13 @@ REAP_INTERVAL_MAX = 5.0   # seconds between idle checks at most (a quarter of id
 REAP_INTERVAL_MIN = 0.05
 
 class _Waiter(Waiter):
-    __slots__ = ("error", "lease")
+    __slots__ = ("error", "lease", "timed_out")
 
     def __init__(self) -> None:
         super().__init__()
         self.lease: Lease | None = None
         self.error: HostError | None = None
+        self.timed_out = False  # its deadline passed in the queue (_expire_waiters)
 
 
 class Pool:
@@ -79,6 +83,13 @@ class Pool:
         self._starting = 0
         self._starting_spares = 0
         self._waiters: WaitQueue[_Waiter] = WaitQueue()  # callers waiting for a slot
+        # One timer for the deadlines of all waiting callers instead of a cancel scope with a
+        # deadline per waiter (a timer handle each, and anyio's scope bookkeeping): a heap of
+        # (deadline, order, waiter) that _expire_waiters sleeps on.
+        self._deadlines: list[tuple[float, int, _Waiter]] = []
+        self._deadline_order = itertools.count()
+        self._deadline_target = math.inf
+        self._deadline_wake = anyio.Event()
         self._crash_times: deque[float] = deque()
         self._consecutive_crashes = 0
         self._tg: TaskGroup | None = None
@@ -102,6 +113,7 @@ class Pool:
             await self.aclose()
             raise
         self._tg.start_soon(self._reaper)
+        self._tg.start_soon(self._expire_waiters)
         return self
 
     async def __aexit__(self, *exc: object) -> None:
@@ -296,6 +308,9 @@ class Pool:
         if self.state not in ("running", "starting") or self._tg is None:
             return
         cfg = self.config
+        if (len(self.workers) + self._starting >= cfg.max_workers
+                and len(self.spares) + self._starting_spares >= cfg.spares):
+            return  # no room to start one and the spares are there: the common case under load
         active = sum(1 for w in self.workers if not w.retiring and not w.unresponsive) + self._starting
         need = cfg.min_workers - active
         waiting = len(self._waiters) - self._starting * cfg.max_inflight
@@ -399,23 +414,47 @@ class Pool:
         waiter = _Waiter()
         self._waiters.push(waiter, priority)
         self._maintain()
-        try:
-            with anyio.fail_after(None if deadline is None else max(deadline - time.monotonic(), 0)):
-                await waiter.event.wait()
-        except TimeoutError:
-            if waiter.lease is None and waiter.error is None:  # else it was served just in time
+        if deadline is not None and not waiter.event.is_set():
+            if deadline <= time.monotonic():
                 self._waiters.drop(waiter)
-                raise
+                raise TimeoutError
+            heapq.heappush(self._deadlines, (deadline, next(self._deadline_order), waiter))
+            if deadline < self._deadline_target:
+                self._deadline_wake.set()
+        try:
+            await waiter.event.wait()
         except BaseException:
-            if waiter.lease is None and waiter.error is None:
+            if not (waiter.event.is_set() or waiter.gone):
                 self._waiters.drop(waiter)
             elif waiter.lease is not None:
                 self.release(waiter.lease)
             raise
+        if waiter.timed_out:
+            raise TimeoutError
         if waiter.error is not None:
             raise waiter.error
         assert waiter.lease is not None
         return waiter.lease
+
+    async def _expire_waiters(self) -> None:
+        """Sleep until the earliest deadline of a waiting caller; one still waiting then leaves
+        the queue and its ``acquire`` raises TimeoutError."""
+        heap = self._deadlines
+        while True:
+            now = time.monotonic()
+            while heap and (heap[0][2].event.is_set() or heap[0][2].gone or heap[0][0] <= now):
+                waiter = heapq.heappop(heap)[2]
+                if not (waiter.event.is_set() or waiter.gone):  # still queued: its deadline passed
+                    self._waiters.drop(waiter)
+                    waiter.timed_out = True
+                    waiter.event.set()
+            if len(heap) > 2 * len(self._waiters) + 64:  # drop the entries of served waiters
+                heap[:] = [e for e in heap if not (e[2].event.is_set() or e[2].gone)]
+                heapq.heapify(heap)
+            self._deadline_target = heap[0][0] if heap else math.inf
+            self._deadline_wake = anyio.Event()
+            with anyio.move_on_after(self._deadline_target - now):
+                await self._deadline_wake.wait()
 
     def release(self, lease: Lease) -> None:
         """Give back a reservation that no request used."""

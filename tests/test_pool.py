@@ -144,6 +144,32 @@ async def test_calls_queue_when_all_workers_are_busy(calc, make_host):
         assert len(h.plugin("calc").workers) == 1
 
 
+async def test_queued_call_past_its_deadline_times_out_and_leaves_the_worker_alone(calc, make_host):
+    # The pool's one timer for queued callers: the one with the short deadline gives up at it
+    # (CallTimeout, nothing killed), the one with a longer deadline is still served after.
+    async with make_host(pool=PoolConfig(min_workers=1, max_workers=1)) as h:
+        pid = h.plugin("calc").workers[0].pid
+        out: dict = {}
+
+        async def patient():
+            out["patient"] = await h.call("calc", "add", 2, 3, timeout=10)
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(h.call, "calc", "sleep", 600)
+            await wait_for(lambda: h.plugin("calc").workers[0].inflight == 1)
+            tg.start_soon(patient)
+            t0 = time.monotonic()
+            with pytest.raises(CallTimeout, match="no worker became free"):
+                await h.call("calc", "add", 1, 1, timeout=0.2)
+            waited = time.monotonic() - t0
+            assert h.pool("calc").waiting == 1  # the patient one is still in line
+        assert 0.15 <= waited < 0.5
+        assert out["patient"] == 5
+        assert h.pool("calc").waiting == 0
+        info = h.plugin("calc")
+        assert info.workers[0].pid == pid and info.timeouts == 0 and info.crashes == 0
+
+
 async def test_close_drains_calls_in_flight(calc, make_host):
     results: list[int] = []
     async with make_host() as h:

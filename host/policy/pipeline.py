@@ -226,6 +226,9 @@ class CallPipeline:
             breaker.record(True)
             return result
 
+        if retry.max_attempts <= 1:  # the default: with_retry would only re-raise (one coroutine less)
+            return await attempt()
+
         def retrying(failures: int, exc: BaseException, delay: float) -> None:
             ctx.policy.retries += 1
             log.info("retrying %s.%s in %.2fs after attempt %d failed: %s", ctx.pid, ctx.fn, delay, failures, exc)
