@@ -38,6 +38,9 @@ EXAMPLES: dict[str, list[str]] = {
     "new": ["new myplug", "new mybalance --template balance"],
     "test": ["test myplug", "test myplug -- --allow-net=api.example.com"],
     "doctor": ["doctor", "doctor --json"],
+    "install": ["install myplug-1.0.0.tar.gz", "install myplug-1.0.0.tar.gz --sha256 HEX"],
+    "update": ["update myplug myplug-1.1.0.tar.gz"],
+    "uninstall": ["uninstall myplug", "uninstall myplug --purge"],
     "completion": ["completion bash > ~/.local/share/bash-completion/completions/plugin-host",
                    "completion zsh >> ~/.zshrc", "completion fish > ~/.config/fish/completions/plugin-host.fish"],
 }
