@@ -140,11 +140,11 @@ class PluginHost:
         self._running = self._registry.running = True
         try:
             assert self._registry.store is not None
-            self._registry.store.verify()  # a wrong secret key fails the start, before any worker
+            await self._registry.store.verify()  # a wrong secret key fails the start, before any worker
             if self.config.security.egress_proxy:  # before any spawn: workers get its URL
                 await self._start_egress()
             await self._registry.load(self._registry._discover())
-            self._registry.seal_stored_secrets()
+            await self._registry.seal_stored_secrets()
             if self.config.health.interval > 0:
                 tg.start_soon(self._events.health_loop)
             if self.config.reload.enabled:

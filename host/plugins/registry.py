@@ -33,6 +33,7 @@ from ..security.approvals import ApprovalStore, declared
 from ..security.permissions import Permissions
 from ..security.secrets import SecretBox
 from ..worker import Worker, WorkerSpec
+from .config_store import Configs, open_configs
 from .dependencies import resolve
 from .discovery import PluginSource, load_manifest
 from .hooks import config_changed
@@ -41,7 +42,7 @@ from .lifecycle import SERVING, EventHub, Plugin
 from .manifest import KNOWN_CAPABILITIES, Manifest, infer_capabilities, unresolved
 from .overrides import narrowed_grants
 from .reload import fingerprint
-from .settings import ConfigStore, apply_schema, redact, secret_keys, secret_values
+from .settings import apply_schema, redact, secret_keys, secret_values
 from .usage_scripts import discover_sources
 
 log = logging.getLogger("host")
@@ -61,7 +62,7 @@ class Registry:
         self.lock = anyio.Lock()  # one rescan, reload or config change at a time
         self.running = False
         self.runtime: Runtime | None = None
-        self.store: ConfigStore | None = None
+        self.store: Configs | None = None
         self.approvals: ApprovalStore | None = None
         self._hub = hub
         self._box = box
@@ -85,14 +86,14 @@ class Registry:
     def open(self, runtime: Runtime, tg: TaskGroup) -> None:
         """The host started: its runtime, its task group, the config store and approvals."""
         self.runtime, self._tg = runtime, tg
-        self.store = ConfigStore(self.config.state_path, self._box)
-        store = self.store
+        self.store = store = open_configs(self.config.state_path, self.config.state.database, self._box)
         self._box.sealed_exist = lambda: store.has_sealed
         self.approvals = ApprovalStore(self.config.state_path, runtime.audit)
 
     def close(self) -> None:
-        self.running = False
-        self._tg = None
+        self.running, self._tg = False, None
+        if self.store is not None:
+            self.store.close()
 
     def newest(self, records: Iterable[Plugin] | None = None) -> dict[str, Plugin]:
         """The highest version of each plugin id (among ``records``, by default every one)."""
@@ -181,12 +182,12 @@ class Registry:
         return redact(text, sorted((s for values in self._secrets.values() for s in values),
                                    key=len, reverse=True))
 
-    def seal_stored_secrets(self) -> None:
+    async def seal_stored_secrets(self) -> None:
         """Encrypt the secrets a config.json from before encryption at rest holds in plaintext
         (host.toml's ``plugins.<id>.config`` is not rewritten)."""
         assert self.store is not None
         keys = {r.id: secret_keys(r.manifest.config_schema) for r in self.records if r.manifest is not None}
-        if sealed := self.store.migrate(keys):
+        if sealed := await self.store.migrate(keys):
             log.info("config.json: encrypted the plaintext secrets of %s", ", ".join(sealed))
 
     def effective_config(self, plugin_id: str, manifest: Manifest) -> dict[str, Any]:
@@ -334,7 +335,7 @@ class Registry:
             # configs and stations another process stored (the CLI): a station's change restarts
             # the provider serving it
             switched = self.switched()  # first: one that raises must not swallow the others' changes
-            changed = self.stations_refresh() | self.store.refresh()
+            changed = self.stations_refresh() | await self.store.refresh()
             known = {r.source.module for r in self.records}
             fresh = [s for s in self._discover() if s.module not in known]
             for r in list(self.records):

@@ -1,0 +1,200 @@
+"""Where the plugin config and secret store lives: ``<state_dir>/config.json`` by default
+(settings.ConfigStore), or with ``[state] database = "postgresql://..."`` a table that every host
+sharing the database reads and writes, so a config set through one host is served by all.
+
+Both behind one small async interface (the registry, the config API and the station API use
+it). Reads (``get``, ``names``) answer from memory; writes and ``refresh`` go to the store.
+Secret fields are sealed with the host's key before they are stored, in the file as in the
+table: every host sharing a database must hold the same key (``security.secret_key_env``, or
+the same ``secret_key_file`` copied to each host), or its ``verify`` fails at start."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Collection, Mapping
+from pathlib import Path
+from typing import Any, Protocol
+
+from ..errors import StateError
+from ..pg_session import PgSession
+from ..security.secrets import Cipher, is_sealed
+from .settings import ConfigStore, seal_configs, unsealed
+
+STATE_TIMEOUT = 10.0  # seconds a statement on the state database may take
+TABLE = "plugin_config"
+SCHEMA = (f"CREATE SEQUENCE IF NOT EXISTS {TABLE}_version",
+          f"CREATE TABLE IF NOT EXISTS {TABLE} (key TEXT PRIMARY KEY, value TEXT NOT NULL, version BIGINT NOT NULL)")
+UPSERT = (f"INSERT INTO {TABLE} (key, value, version) VALUES (%s, %s, nextval('{TABLE}_version')) "
+          "ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value, version = EXCLUDED.version RETURNING version")
+
+
+class Configs(Protocol):
+    """The config store: ``{key (plugin id or station:name): {field: value}}``, secrets sealed."""
+
+    def get(self, plugin: str) -> dict[str, Any] | None: ...
+    def names(self) -> list[str]: ...
+    @property
+    def has_sealed(self) -> bool: ...
+    async def verify(self) -> None: ...
+    async def refresh(self) -> set[str]: ...
+    async def set(self, plugin: str, values: dict[str, Any], secret: Collection[str] = ()) -> None: ...
+    async def set_many(self, configs: Mapping[str, dict[str, Any]],
+                       secret: Mapping[str, Collection[str]] | None = None) -> None: ...
+    async def remove(self, plugin: str) -> None: ...
+    async def migrate(self, secret: Mapping[str, Collection[str]]) -> list[str]: ...
+    def close(self) -> None: ...
+
+
+def open_configs(state_dir: str | Path, database: str | None, box: Cipher | None) -> Configs:
+    """The config store ``[state]`` names: the table in ``database``, else config.json."""
+    return PostgresConfigs(database, box) if database else FileConfigs(ConfigStore(state_dir, box))
+
+
+class FileConfigs:
+    """config.json (settings.ConfigStore) behind the async interface: small local file writes."""
+
+    def __init__(self, store: ConfigStore) -> None:
+        self.file = store
+
+    def get(self, plugin: str) -> dict[str, Any] | None:
+        return self.file.get(plugin)
+
+    def names(self) -> list[str]:
+        return self.file.names()
+
+    @property
+    def has_sealed(self) -> bool:
+        return self.file.has_sealed
+
+    async def verify(self) -> None:
+        self.file.verify()
+
+    async def refresh(self) -> set[str]:
+        return self.file.refresh()
+
+    async def set(self, plugin: str, values: dict[str, Any], secret: Collection[str] = ()) -> None:
+        self.file.set(plugin, values, secret)
+
+    async def set_many(self, configs: Mapping[str, dict[str, Any]],
+                       secret: Mapping[str, Collection[str]] | None = None) -> None:
+        self.file.set_many(configs, secret)
+
+    async def remove(self, plugin: str) -> None:
+        self.file.remove(plugin)
+
+    async def migrate(self, secret: Mapping[str, Collection[str]]) -> list[str]:
+        return self.file.migrate(secret)
+
+    def close(self) -> None:
+        pass
+
+
+class PostgresConfigs:
+    """The config store in one table, ``plugin_config (key, value, version)``: a row per key, its
+    value the JSON of the fields (secrets sealed), its version taken from one sequence at every
+    write. ``refresh`` polls the highest version and the row count, which change with every
+    insert, update and delete by any host, and reads the table again only when they did.
+    Sealing the plaintext secrets of an old store (``migrate``) is a compare and swap on the
+    row's version, so it never overwrites a config another host stored meanwhile."""
+
+    def __init__(self, url: str, box: Cipher | None, timeout: float = STATE_TIMEOUT) -> None:
+        self.db = PgSession(url, timeout, SCHEMA, what="the config store ([state] database)",
+                            setting="[state] database", error=StateError)
+        self._box = box
+        self._data: dict[str, dict[str, Any]] = {}
+        self._versions: dict[str, int] = {}
+        self._mark: tuple[int, int] | None = None  # (highest version, rows) when last read
+
+    def get(self, plugin: str) -> dict[str, Any] | None:
+        return self._data.get(plugin)
+
+    def names(self) -> list[str]:
+        return list(self._data)
+
+    @property
+    def has_sealed(self) -> bool:
+        return any(is_sealed(v) for values in self._data.values() for v in values.values())
+
+    async def verify(self) -> None:
+        """Read the table, and open every sealed value once: a host holding another key than
+        the one the table's secrets were sealed with fails its start (SecretsError)."""
+        await self._read()
+        if self._box is not None:
+            for plugin, values in self._data.items():
+                self._box.reveal(values, plugin=plugin)
+
+    async def refresh(self) -> set[str]:
+        """The keys whose config another host changed since the last read (read again)."""
+        mark = await self.db.run(self._mark_of)
+        if mark == self._mark:
+            return set()
+        before = self._data
+        await self._read()
+        return {p for p in set(before) | set(self._data) if before.get(p) != self._data.get(p)}
+
+    async def set(self, plugin: str, values: dict[str, Any], secret: Collection[str] = ()) -> None:
+        await self.set_many({plugin: values}, {plugin: secret})
+
+    async def set_many(self, configs: Mapping[str, dict[str, Any]],
+                       secret: Mapping[str, Collection[str]] | None = None) -> None:
+        """Store several configs in one transaction: all of them or none (the others kept)."""
+        sealed = seal_configs(self._box, configs, secret)
+        text = {k: json.dumps(v, sort_keys=True) for k, v in sealed.items()}
+
+        def write(conn: Any) -> dict[str, int]:
+            return self.db.tx(conn, lambda: {k: int(self.db.rows(conn, UPSERT, [k, t])[0]["version"])
+                                             for k, t in text.items()})
+        versions = await self.db.run(write)
+        for k, t in text.items():
+            self._data[k], self._versions[k] = json.loads(t), versions[k]
+
+    async def remove(self, plugin: str) -> None:
+        await self.db.run(lambda c: self.db.backend.run(c, f"DELETE FROM {TABLE} WHERE key = %s", [plugin], 0))
+        self._data.pop(plugin, None)
+        self._versions.pop(plugin, None)
+
+    async def migrate(self, secret: Mapping[str, Collection[str]]) -> list[str]:
+        stale = unsealed(self._data, secret)
+        if not stale:
+            return []
+        sealed = seal_configs(self._box, {p: self._data[p] for p in stale}, secret)
+        swap = (f"UPDATE {TABLE} SET value = %s, version = nextval('{TABLE}_version') "
+                "WHERE key = %s AND version = %s RETURNING version")
+
+        def write(conn: Any) -> dict[str, int]:
+            out = {}
+            for p, values in sealed.items():
+                rows = self.db.rows(conn, swap, [json.dumps(values, sort_keys=True), p, self._versions[p]])
+                if rows:
+                    out[p] = int(rows[0]["version"])
+            return out
+        done = await self.db.run(write)
+        for p, version in done.items():
+            self._data[p], self._versions[p] = sealed[p], version
+        return sorted(done)
+
+    async def _read(self) -> None:
+        rows = await self.db.run(lambda c: self.db.rows(c, f"SELECT key, value, version FROM {TABLE}", []))
+        data, versions = {}, {}
+        for row in rows:
+            try:
+                value = json.loads(row["value"])
+            except ValueError:
+                value = None
+            if not isinstance(value, dict):
+                raise StateError(f"the config store ([state] database, table {TABLE}): the row for "
+                                 f"{row['key']!r} is not a JSON object; fix or delete that row")
+            data[row["key"]], versions[row["key"]] = value, int(row["version"])
+        self._data, self._versions = data, versions
+        self._mark = (max(versions.values(), default=0), len(versions))
+
+    def _mark_of(self, conn: Any) -> tuple[int, int]:
+        row = self.db.one(conn, f"SELECT COALESCE(MAX(version), 0) AS top, COUNT(*) AS n FROM {TABLE}", [])
+        assert row is not None
+        return int(row["top"]), int(row["n"])
+
+    def close(self) -> None:
+        self.db.close()
+
+
+__all__ = ["Configs", "FileConfigs", "PostgresConfigs", "open_configs"]
