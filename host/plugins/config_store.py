@@ -93,7 +93,8 @@ class PostgresConfigs:
     """The config store in one table, ``plugin_config (key, value, version)``: a row per key, its
     value the JSON of the fields (secrets sealed), its version taken from one sequence at every
     write. ``refresh`` polls the highest version and the row count, which change with every
-    insert, update and delete by any host, and reads the table again only when they did.
+    insert, update and delete by any host, and reads the table again only when they did (or
+    when this host wrote since: its own keys are up to date, others' changes are reported).
     Sealing the plaintext secrets of an old store (``migrate``) is a compare and swap on the
     row's version, so it never overwrites a config another host stored meanwhile."""
 
@@ -147,11 +148,13 @@ class PostgresConfigs:
         versions = await self.db.run(write)
         for k, t in text.items():
             self._data[k], self._versions[k] = json.loads(t), versions[k]
+        self._mark = None  # the next refresh reads the table (this write moved the mark)
 
     async def remove(self, plugin: str) -> None:
         await self.db.run(lambda c: self.db.backend.run(c, f"DELETE FROM {TABLE} WHERE key = %s", [plugin], 0))
         self._data.pop(plugin, None)
         self._versions.pop(plugin, None)
+        self._mark = None
 
     async def migrate(self, secret: Mapping[str, Collection[str]]) -> list[str]:
         stale = unsealed(self._data, secret)
@@ -171,6 +174,7 @@ class PostgresConfigs:
         done = await self.db.run(write)
         for p, version in done.items():
             self._data[p], self._versions[p] = sealed[p], version
+        self._mark = None
         return sorted(done)
 
     async def _read(self) -> None:
