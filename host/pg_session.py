@@ -6,6 +6,7 @@ failure is the ``error`` class given (a HostError) naming the database with its 
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
@@ -27,6 +28,7 @@ class PgSession:
         self.timeout = timeout
         self._schema, self._what, self._setting, self._error = schema, what, setting, error
         self._lock = anyio.Lock()
+        self._thread_lock = threading.Lock()  # run_blocking's (a session is used one way or the other)
         self._conn: Any = None
         self._ready = False
 
@@ -48,6 +50,22 @@ class PgSession:
                     self._ready = True
                 return await in_thread(self.backend, lambda: fn(conn), conn, until, setting=self._setting)
             except DbError as exc:  # the connection may be mid-transaction or broken: start afresh
+                self._drop()
+                raise self._error(f"{self._what} failed ({self.backend.where}): {exc.message}") from None
+
+    def run_blocking(self, fn: Callable[[Any], T]) -> T:
+        """``fn(connection)`` in the calling thread, for callers already off the event loop (the
+        balance history's run in worker threads), one at a time; ``statement_timeout`` bounds
+        each statement and ``connect_timeout`` the connection."""
+        with self._thread_lock:
+            try:
+                if self._conn is None:
+                    self._conn = self.backend.connect(write=True, timeout=self.timeout)
+                if not self._ready:
+                    self._create(self._conn)
+                    self._ready = True
+                return fn(self._conn)
+            except DbError as exc:
                 self._drop()
                 raise self._error(f"{self._what} failed ({self.backend.where}): {exc.message}") from None
 
