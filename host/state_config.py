@@ -1,7 +1,9 @@
 """The ``[state]`` section: where state that several hosts must agree on lives. Left out, every
 piece stays in files under ``state_dir``; ``database = "postgresql://..."`` moves plugin storage
-(``ctx.storage``) into that database, shared by every host that names it. (Balance history, the
-config and secret store, approvals and the audit log are still per host: issue 20 item 4.)"""
+(``ctx.storage``, plugin_storage_pg.py), the plugin config and secret store
+(plugins/config_store.py) and balance history (balances/history_pg.py) into that database,
+shared by every host that names it. (Approvals, stations, switches and the audit log are still
+per host: issue 20 item 4.)"""
 
 from __future__ import annotations
 
