@@ -16,16 +16,13 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from ..errors import StateError
+from ..pg_documents import PgDocuments
 from ..pg_session import PgSession
 from ..security.secrets import Cipher, is_sealed
 from .settings import ConfigStore, seal_configs, unsealed
 
 STATE_TIMEOUT = 10.0  # seconds a statement on the state database may take
 TABLE = "plugin_config"
-SCHEMA = (f"CREATE SEQUENCE IF NOT EXISTS {TABLE}_version",
-          f"CREATE TABLE IF NOT EXISTS {TABLE} (key TEXT PRIMARY KEY, value TEXT NOT NULL, version BIGINT NOT NULL)")
-UPSERT = (f"INSERT INTO {TABLE} (key, value, version) VALUES (%s, %s, nextval('{TABLE}_version')) "
-          "ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value, version = EXCLUDED.version RETURNING version")
 
 
 class Configs(Protocol):
@@ -90,17 +87,17 @@ class FileConfigs:
 
 
 class PostgresConfigs:
-    """The config store in one table, ``plugin_config (key, value, version)``: a row per key, its
-    value the JSON of the fields (secrets sealed), its version taken from one sequence at every
-    write. ``refresh`` polls the highest version and the row count, which change with every
-    insert, update and delete by any host, and reads the table again only when they did (or
-    when this host wrote since: its own keys are up to date, others' changes are reported).
-    Sealing the plaintext secrets of an old store (``migrate``) is a compare and swap on the
-    row's version, so it never overwrites a config another host stored meanwhile."""
+    """The config store in one table, ``plugin_config (key, value, version)`` (pg_documents.py):
+    a row per key, its value the JSON of the fields (secrets sealed). ``refresh`` polls the
+    table's mark and reads it again only when it moved (or when this host wrote since: its own
+    keys are up to date, others' changes are reported). Sealing the plaintext secrets of an old
+    store (``migrate``) is a compare and swap on the row's version, so it never overwrites a
+    config another host stored meanwhile."""
 
     def __init__(self, url: str, box: Cipher | None, timeout: float = STATE_TIMEOUT) -> None:
-        self.db = PgSession(url, timeout, SCHEMA, what="the config store ([state] database)",
+        self.db = PgSession(url, timeout, PgDocuments.schema(TABLE), what="the config store ([state] database)",
                             setting="[state] database", error=StateError)
+        self.docs = PgDocuments(self.db, TABLE)
         self._box = box
         self._data: dict[str, dict[str, Any]] = {}
         self._versions: dict[str, int] = {}
@@ -119,18 +116,17 @@ class PostgresConfigs:
     async def verify(self) -> None:
         """Read the table, and open every sealed value once: a host holding another key than
         the one the table's secrets were sealed with fails its start (SecretsError)."""
-        await self._read()
+        self._data, self._versions, self._mark = await self.db.run(self.docs.read)
         if self._box is not None:
             for plugin, values in self._data.items():
                 self._box.reveal(values, plugin=plugin)
 
     async def refresh(self) -> set[str]:
         """The keys whose config another host changed since the last read (read again)."""
-        mark = await self.db.run(self._mark_of)
-        if mark == self._mark:
+        if await self.db.run(self.docs.mark) == self._mark:
             return set()
         before = self._data
-        await self._read()
+        self._data, self._versions, self._mark = await self.db.run(self.docs.read)
         return {p for p in set(before) | set(self._data) if before.get(p) != self._data.get(p)}
 
     async def set(self, plugin: str, values: dict[str, Any], secret: Collection[str] = ()) -> None:
@@ -139,19 +135,15 @@ class PostgresConfigs:
     async def set_many(self, configs: Mapping[str, dict[str, Any]],
                        secret: Mapping[str, Collection[str]] | None = None) -> None:
         """Store several configs in one transaction: all of them or none (the others kept)."""
-        sealed = seal_configs(self._box, configs, secret)
-        text = {k: json.dumps(v, sort_keys=True) for k, v in sealed.items()}
-
-        def write(conn: Any) -> dict[str, int]:
-            return self.db.tx(conn, lambda: {k: int(self.db.rows(conn, UPSERT, [k, t])[0]["version"])
-                                             for k, t in text.items()})
-        versions = await self.db.run(write)
-        for k, t in text.items():
-            self._data[k], self._versions[k] = json.loads(t), versions[k]
+        sealed = {k: json.loads(json.dumps(v)) for k, v in seal_configs(self._box, configs, secret).items()}
+        versions = await self.db.run(lambda c: self.db.tx(c, lambda: {k: self.docs.put(c, k, v)
+                                                                      for k, v in sealed.items()}))
+        self._data.update(sealed)
+        self._versions.update(versions)
         self._mark = None  # the next refresh reads the table (this write moved the mark)
 
     async def remove(self, plugin: str) -> None:
-        await self.db.run(lambda c: self.db.backend.run(c, f"DELETE FROM {TABLE} WHERE key = %s", [plugin], 0))
+        await self.db.run(lambda c: self.docs.delete(c, plugin))
         self._data.pop(plugin, None)
         self._versions.pop(plugin, None)
         self._mark = None
@@ -161,41 +153,15 @@ class PostgresConfigs:
         if not stale:
             return []
         sealed = seal_configs(self._box, {p: self._data[p] for p in stale}, secret)
-        swap = (f"UPDATE {TABLE} SET value = %s, version = nextval('{TABLE}_version') "
-                "WHERE key = %s AND version = %s RETURNING version")
 
         def write(conn: Any) -> dict[str, int]:
-            out = {}
-            for p, values in sealed.items():
-                rows = self.db.rows(conn, swap, [json.dumps(values, sort_keys=True), p, self._versions[p]])
-                if rows:
-                    out[p] = int(rows[0]["version"])
-            return out
+            swapped = {p: self.docs.swap(conn, p, v, self._versions[p]) for p, v in sealed.items()}
+            return {p: v for p, v in swapped.items() if v is not None}
         done = await self.db.run(write)
         for p, version in done.items():
             self._data[p], self._versions[p] = sealed[p], version
         self._mark = None
         return sorted(done)
-
-    async def _read(self) -> None:
-        rows = await self.db.run(lambda c: self.db.rows(c, f"SELECT key, value, version FROM {TABLE}", []))
-        data, versions = {}, {}
-        for row in rows:
-            try:
-                value = json.loads(row["value"])
-            except ValueError:
-                value = None
-            if not isinstance(value, dict):
-                raise StateError(f"the config store ([state] database, table {TABLE}): the row for "
-                                 f"{row['key']!r} is not a JSON object; fix or delete that row")
-            data[row["key"]], versions[row["key"]] = value, int(row["version"])
-        self._data, self._versions = data, versions
-        self._mark = (max(versions.values(), default=0), len(versions))
-
-    def _mark_of(self, conn: Any) -> tuple[int, int]:
-        row = self.db.one(conn, f"SELECT COALESCE(MAX(version), 0) AS top, COUNT(*) AS n FROM {TABLE}", [])
-        assert row is not None
-        return int(row["top"]), int(row["n"])
 
     def close(self) -> None:
         self.db.close()
