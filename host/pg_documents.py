@@ -1,16 +1,21 @@
 """A table of JSON documents by key in the ``[state] database``, each row with a version taken
 from one sequence at every write, shared by the config store and the approvals: a host polls
 the highest version and the row count (``mark``), which change with every insert, update and
-delete by any host, and reads the rows again only when they did. Blocking calls on a connection
-a PgSession hands out (``session.run(lambda conn: docs.read(conn))``)."""
+delete by any host, and reads the rows again only when they did. Every write holds the table's
+lock until it commits (``write``), so versions are committed in the order they are taken: a write
+that took a lower version cannot commit after a poll saw a higher one. Blocking calls on a
+connection a PgSession hands out (``session.run(docs.read)``)."""
 
 from __future__ import annotations
 
 import json
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 from .errors import StateError
 from .pg_session import PgSession
+
+T = TypeVar("T")
 
 
 class PgDocuments:
@@ -46,9 +51,16 @@ class PgDocuments:
         row = self.db.one(conn, f"SELECT value FROM {self.table} WHERE key = %s", [key])
         return None if row is None else json.loads(row["value"])
 
-    def lock(self, conn: Any, key: str) -> None:
-        """Hold ``key`` until the transaction ends (its row may not exist yet)."""
-        self.db.backend.run(conn, "SELECT pg_advisory_xact_lock(hashtext(%s))", [f"{self.table}:{key}"], 1)
+    def write(self, conn: Any, body: Callable[[], T]) -> tuple[T, tuple[int, int], tuple[int, int]]:
+        """``body()`` (puts, swaps, deletes) in one transaction holding the table's lock; returns
+        what it returned, and the mark before and after it (when the one before is the mark this
+        host last read, the one after is exactly what it holds now)."""
+        def locked() -> tuple[T, tuple[int, int], tuple[int, int]]:
+            self.db.backend.run(conn, "SELECT pg_advisory_xact_lock(hashtext(%s))", [self.table], 1)
+            before = self.mark(conn)
+            out = body()
+            return out, before, self.mark(conn)
+        return self.db.tx(conn, locked)
 
     def put(self, conn: Any, key: str, value: dict[str, Any]) -> int:
         """Store ``value`` under ``key``; its new version."""

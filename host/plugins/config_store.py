@@ -89,8 +89,7 @@ class FileConfigs:
 class PostgresConfigs:
     """The config store in one table, ``plugin_config (key, value, version)`` (pg_documents.py):
     a row per key, its value the JSON of the fields (secrets sealed). ``refresh`` polls the
-    table's mark and reads it again only when it moved (or when this host wrote since: its own
-    keys are up to date, others' changes are reported). Sealing the plaintext secrets of an old
+    table's mark and reads it again only when another host moved it. Sealing the plaintext secrets of an old
     store (``migrate``) is a compare and swap on the row's version, so it never overwrites a
     config another host stored meanwhile."""
 
@@ -136,17 +135,17 @@ class PostgresConfigs:
                        secret: Mapping[str, Collection[str]] | None = None) -> None:
         """Store several configs in one transaction: all of them or none (the others kept)."""
         sealed = {k: json.loads(json.dumps(v)) for k, v in seal_configs(self._box, configs, secret).items()}
-        versions = await self.db.run(lambda c: self.db.tx(c, lambda: {k: self.docs.put(c, k, v)
-                                                                      for k, v in sealed.items()}))
+        versions, before, after = await self.db.run(
+            lambda c: self.docs.write(c, lambda: {k: self.docs.put(c, k, v) for k, v in sealed.items()}))
         self._data.update(sealed)
         self._versions.update(versions)
-        self._mark = None  # the next refresh reads the table (this write moved the mark)
+        self._wrote(before, after)
 
     async def remove(self, plugin: str) -> None:
-        await self.db.run(lambda c: self.docs.delete(c, plugin))
+        _, before, after = await self.db.run(lambda c: self.docs.write(c, lambda: self.docs.delete(c, plugin)))
         self._data.pop(plugin, None)
         self._versions.pop(plugin, None)
-        self._mark = None
+        self._wrote(before, after)
 
     async def migrate(self, secret: Mapping[str, Collection[str]]) -> list[str]:
         stale = unsealed(self._data, secret)
@@ -154,14 +153,18 @@ class PostgresConfigs:
             return []
         sealed = seal_configs(self._box, {p: self._data[p] for p in stale}, secret)
 
-        def write(conn: Any) -> dict[str, int]:
-            swapped = {p: self.docs.swap(conn, p, v, self._versions[p]) for p, v in sealed.items()}
-            return {p: v for p, v in swapped.items() if v is not None}
-        done = await self.db.run(write)
-        for p, version in done.items():
-            self._data[p], self._versions[p] = sealed[p], version
-        self._mark = None
-        return sorted(done)
+        swapped, before, after = await self.db.run(lambda c: self.docs.write(
+            c, lambda: {p: self.docs.swap(c, p, v, self._versions[p]) for p, v in sealed.items()}))
+        done = sorted(p for p, v in swapped.items() if v is not None)
+        for p in done:
+            self._data[p], self._versions[p] = sealed[p], swapped[p]
+        self._wrote(before, after)
+        return done
+
+    def _wrote(self, before: tuple[int, int], after: tuple[int, int]) -> None:
+        """After a write: the mark it left, if no other host wrote since the last read (else the
+        next refresh reads the table, and reports their changes)."""
+        self._mark = after if before == self._mark else None
 
     def close(self) -> None:
         self.db.close()

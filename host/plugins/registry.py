@@ -29,7 +29,7 @@ from ..logs import Throttle
 from ..policy.cache import digest
 from ..pool import Pool
 from ..runtime import Runtime
-from ..security.approvals import ApprovalStore, declared
+from ..security.approvals import Approvals, declared, open_approvals
 from ..security.permissions import Permissions
 from ..security.secrets import SecretBox
 from ..worker import Worker, WorkerSpec
@@ -63,7 +63,7 @@ class Registry:
         self.running = False
         self.runtime: Runtime | None = None
         self.store: Configs | None = None
-        self.approvals: ApprovalStore | None = None
+        self.approvals: Approvals | None = None
         self._hub = hub
         self._box = box
         self._new_pool = new_pool
@@ -88,12 +88,12 @@ class Registry:
         self.runtime, self._tg = runtime, tg
         self.store = store = open_configs(self.config.state_path, self.config.state.database, self._box)
         self._box.sealed_exist = lambda: store.has_sealed
-        self.approvals = ApprovalStore(self.config.state_path, runtime.audit)
+        self.approvals = open_approvals(self.config.state_path, self.config.state.database, runtime.audit)
 
     def close(self) -> None:
         self.running, self._tg = False, None
-        if self.store is not None:
-            self.store.close()
+        for store in filter(None, (self.store, self.approvals)):
+            store.close()
 
     def newest(self, records: Iterable[Plugin] | None = None) -> dict[str, Plugin]:
         """The highest version of each plugin id (among ``records``, by default every one)."""
@@ -260,14 +260,14 @@ class Registry:
                 configs[name] = c
         return configs, errors
 
-    def _needs_approval(self, record: Plugin, manifest: Manifest) -> list[str]:
+    async def _needs_approval(self, record: Plugin, manifest: Manifest) -> list[str]:
         """What ``manifest`` declares beyond the plugin's approved grants (empty: nothing, and
         a plugin seen for the first time is approved as it is)."""
         assert self.approvals is not None
         asked = declared(manifest)
-        added = self.approvals.held(record.id, asked, manifest.version)
+        added = await self.approvals.held(record.id, asked, manifest.version)
         if added is None:
-            self.approvals.approve(record.id, asked, version=manifest.version, by="first load")
+            await self.approvals.approve(record.id, asked, version=manifest.version, by="first load")
             return []
         return added
 
@@ -294,7 +294,7 @@ class Registry:
                                   f"{', '.join(grants) or 'nothing'}: look again before approving", plugin=record.id)
         assert self.approvals is not None
         manifest = record.pending_manifest
-        self.approvals.approve(record.id, declared(manifest), version=manifest.version, by=by)
+        await self.approvals.approve(record.id, declared(manifest), version=manifest.version, by=by)
         log.warning("plugin %s: grants approved (%s): %s", record.id, by, ", ".join(record.pending))
         if record.state in SERVING:
             return await self.reload(name)
@@ -308,7 +308,7 @@ class Registry:
         if (why := self.disabled(record.id)) is not None:
             record.set_state("disabled", why)
             return
-        if added := self._needs_approval(record, record.manifest):
+        if added := await self._needs_approval(record, record.manifest):
             self._hold_for_approval(record, record.manifest, record.exports, added)
             return
         record.release()
@@ -347,7 +347,7 @@ class Registry:
                     await self.enable(r.key)
                 elif changed & serves and r.state in SERVING:
                     await config_changed(self, r)
-            if self.approvals.refresh():  # approved from outside (the CLI): load what waited
+            if await self.approvals.refresh():  # approved from outside (the CLI): load what waited
                 for r in list(self.records):
                     if r.pending_manifest is not None:
                         await (self.reload_record(r) if r.state in SERVING else self.enable(r.key))
@@ -374,7 +374,7 @@ class Registry:
             manifest, exports = await self._read_manifest(record, fp)
             if (why := self._dependency_error(record, manifest)) is not None:
                 raise InvalidConfig(why, plugin=record.id)
-            if added := self._needs_approval(record, manifest):
+            if added := await self._needs_approval(record, manifest):
                 self._hold_for_approval(record, manifest, exports, added)
                 return False
             record.release()
