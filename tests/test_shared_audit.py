@@ -8,11 +8,11 @@ from __future__ import annotations
 import json
 import logging
 import os
-import socket
 
 import psycopg
 import pytest
 from support.plugins import fresh_state
+from support.processes import free_port
 
 from host import PoolConfig
 from host.security.audit import AuditLog, read_audit
@@ -56,9 +56,7 @@ async def test_a_host_on_the_state_database_copies_its_audit_lines(make_host, pl
 
 
 def test_a_database_that_is_down_loses_no_line_from_the_file(tmp_path, caplog):
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()  # nothing listens there
     caplog.set_level(logging.WARNING)
     audit = AuditLog(tmp_path / "audit.jsonl",
                      table=AuditTable(f"postgresql://app:t0psecret@127.0.0.1:{port}/app", timeout=2.0))

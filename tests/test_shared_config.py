@@ -8,13 +8,13 @@ start with a StateError without the password. Also two ``serve`` processes over 
 from __future__ import annotations
 
 import json
-import socket
 import time
 
 import psycopg
 import pytest
 from cryptography.fernet import Fernet
 from support.plugins import fresh_state
+from support.processes import free_port
 from support.servers import serve_process
 
 from host import PoolConfig, SecretsError, StateError
@@ -99,9 +99,7 @@ async def test_plaintext_secrets_in_the_table_are_sealed_at_start(make_host, tun
 
 
 async def test_an_unreachable_state_database_fails_the_start_with_a_state_error(make_host, tuned, caplog):
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()  # nothing listens there
     state = StateConfig(database=f"postgresql://app:t0psecret@127.0.0.1:{port}/app")
     with pytest.raises(StateError) as e:
         async with make_host(state=state, pool=ONE):

@@ -6,10 +6,10 @@ password. On the real postgres of tests/support/postgres.py."""
 from __future__ import annotations
 
 import datetime as dt
-import socket
 
 import pytest
 from support.plugins import fresh_state
+from support.processes import free_port
 
 from host import PoolConfig, StateError
 from host.balances.alerts import Alert
@@ -61,9 +61,7 @@ def test_alerts_written_by_one_host_are_read_by_another(postgres_url):
 
 
 def test_an_unreachable_history_database_is_a_state_error_without_the_password():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()  # nothing listens there
     history = PostgresHistory(f"postgresql://app:t0psecret@127.0.0.1:{port}/app", timeout=2.0)
     with pytest.raises(StateError) as e:
         history.read()
