@@ -1,7 +1,7 @@
 """Approvals in PostgreSQL (``[state] database``), shared by two hosts with their own state
 directories over one plugin directory: a plugin seen for the first time is approved once for
 both; a version asking for more waits on both; approved through one host, it starts on the
-other at that host's next rescan. On the real postgres of tests/support/postgres.py."""
+other at that host's next rescan; the CLI approves in the database too. On the real postgres of tests/support/postgres.py."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ import json
 import psycopg
 import pytest
 from support.plugins import fresh_state
+from support.servers import run_cli
 
 from host import PoolConfig
 from host.config import ReloadConfig
@@ -60,3 +61,10 @@ async def test_an_approval_through_one_host_starts_the_version_on_the_other(
     assert stored["grower"]["by"] == "test"
     assert stored["grower"]["permissions"]["net"] == ["api.example.com", "exfil.example.net"]
     assert not (a_dir / "approvals.json").exists() and not (b_dir / "approvals.json").exists()
+    # the CLI with no server running approves in the database too
+    path.write_text(version(3, ["api.example.com", "exfil.example.net", "third.example.org"]))
+    (tmp_path / "host.toml").write_text(f'[state]\ndatabase = "{postgres_url}"\n')
+    out = run_cli("--plugins", str(plugin_dir.root), "--state-dir", str(b_dir), "--config", "host.toml",
+                  "approve", "grower", cwd=tmp_path)
+    assert out.returncode == 0 and "approved net: third.example.org" in out.stdout, out.stderr
+    assert approvals(postgres_url)["grower"]["by"] == "cli" and not (b_dir / "approvals.json").exists()
