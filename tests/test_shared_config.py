@@ -142,3 +142,18 @@ def test_two_serve_processes_share_the_config_store(tmp_path, shared_state, post
         assert served(one, "level", until=1)[1]["result"] == 1
         logs = one.log() + two.log()
     assert postgres_server.password not in logs and SECRET not in logs
+
+
+async def test_a_config_set_with_the_database_gone_is_a_state_error_and_the_plugin_serves_on(
+        make_host, tuned, postgres_url, postgres_server, shared_key, caplog):
+    state = StateConfig(database=postgres_url)
+    async with make_host(state=state, pool=ONE) as h:
+        with postgres_server.admin() as admin:
+            admin.execute(f"DROP DATABASE {postgres_url.rsplit('/', 1)[1]} WITH (FORCE)")
+        with pytest.raises(StateError) as e:
+            await h.set_config("tuned", {"level": 2, "apiKey": SECRET})
+        with pytest.raises(StateError):
+            await h.rescan()  # said to whoever asked (the watcher logs it and polls again later)
+        assert await h.call("tuned", "level") == 1  # the plugin keeps serving what it had
+    assert f"127.0.0.1:{postgres_server.port}" in e.value.message
+    assert postgres_server.password not in e.value.message + caplog.text and SECRET not in caplog.text
