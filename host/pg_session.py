@@ -14,16 +14,17 @@ from typing import Any, TypeVar
 import anyio
 
 from .db_backends import PostgresBackend, close_quietly, in_thread
-from .errors import DbError, HostError
+from .errors import DbError, HostError, StateError
 
 T = TypeVar("T")
 
 SCHEMA_LOCK = 7_305_561_042  # pg_advisory_xact_lock key: hosts starting at once create the tables once
+STATE_TIMEOUT = 10.0  # seconds a statement on the state database may take (but plugin storage's)
 
 
 class PgSession:
-    def __init__(self, url: str, timeout: float, schema: Sequence[str], *, what: str, setting: str,
-                 error: type[HostError]) -> None:
+    def __init__(self, url: str, timeout: float, schema: Sequence[str], *, what: str,
+                 setting: str = "[state] database", error: type[HostError] = StateError) -> None:
         self.backend = PostgresBackend(url, statement_timeout=timeout)
         self.timeout = timeout
         self._schema, self._what, self._setting, self._error = schema, what, setting, error
@@ -105,4 +106,4 @@ class PgSession:
         self._drop()
 
 
-__all__ = ["PgSession"]
+__all__ = ["STATE_TIMEOUT", "PgSession"]

@@ -10,8 +10,7 @@ import datetime as dt
 import time
 from typing import TYPE_CHECKING, Any
 
-from ..errors import StateError
-from ..pg_session import PgSession
+from ..pg_session import STATE_TIMEOUT, PgSession
 from .alerts import Alert
 from .history import (
     BalanceHistory,
@@ -28,7 +27,6 @@ from .result import BalanceResult
 if TYPE_CHECKING:
     from ..config import HostConfig
 
-STATE_TIMEOUT = 10.0  # seconds a statement on the state database may take
 SCHEMA = (
     "CREATE TABLE IF NOT EXISTS balance_points (provider TEXT NOT NULL, time DOUBLE PRECISION NOT NULL, "
     "balance DOUBLE PRECISION NOT NULL, currency TEXT, quota DOUBLE PRECISION, used_quota DOUBLE PRECISION, "
@@ -48,8 +46,7 @@ def open_history(config: HostConfig) -> History:
 
 class PostgresHistory:
     def __init__(self, url: str, *, keep_days: float = 365.0, timeout: float = STATE_TIMEOUT) -> None:
-        self.db = PgSession(url, timeout, SCHEMA, what="balance history ([state] database)",
-                            setting="[state] database", error=StateError)
+        self.db = PgSession(url, timeout, SCHEMA, what="balance history ([state] database)")
         self.keep_days = keep_days
 
     def _prune(self, conn: Any, table: str) -> None:

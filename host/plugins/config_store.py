@@ -15,13 +15,11 @@ from collections.abc import Collection, Mapping
 from pathlib import Path
 from typing import Any, Protocol
 
-from ..errors import StateError
 from ..pg_documents import PgDocuments
-from ..pg_session import PgSession
+from ..pg_session import STATE_TIMEOUT, PgSession
 from ..security.secrets import Cipher, is_sealed
 from .settings import ConfigStore, seal_configs, unsealed
 
-STATE_TIMEOUT = 10.0  # seconds a statement on the state database may take
 TABLE = "plugin_config"
 
 
@@ -94,8 +92,7 @@ class PostgresConfigs:
     config another host stored meanwhile."""
 
     def __init__(self, url: str, box: Cipher | None, timeout: float = STATE_TIMEOUT) -> None:
-        self.db = PgSession(url, timeout, PgDocuments.schema(TABLE), what="the config store ([state] database)",
-                            setting="[state] database", error=StateError)
+        self.db = PgSession(url, timeout, PgDocuments.schema(TABLE), what="the config store ([state] database)")
         self.docs = PgDocuments(self.db, TABLE)
         self._box = box
         self._data: dict[str, dict[str, Any]] = {}

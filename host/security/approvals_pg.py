@@ -8,22 +8,19 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..errors import StateError
 from ..pg_documents import PgDocuments
-from ..pg_session import PgSession
+from ..pg_session import STATE_TIMEOUT, PgSession
 from .approvals_core import Approvals, merge_approval
 from .audit import AuditLog
 from .permissions import Permissions
 
-STATE_TIMEOUT = 10.0  # seconds a statement on the state database may take
 TABLE = "plugin_approvals"
 
 
 class PostgresApprovals(Approvals):
     def __init__(self, url: str, audit: AuditLog | None = None, timeout: float = STATE_TIMEOUT) -> None:
         super().__init__(audit)
-        self.db = PgSession(url, timeout, PgDocuments.schema(TABLE), what="the approvals ([state] database)",
-                            setting="[state] database", error=StateError)
+        self.db = PgSession(url, timeout, PgDocuments.schema(TABLE), what="the approvals ([state] database)")
         self.docs = PgDocuments(self.db, TABLE)
         self._mark: tuple[int, int] | None = None  # as last read; None: not read yet
 

@@ -20,11 +20,10 @@ from collections import deque
 from typing import Any
 
 from ..errors import StateError
-from ..pg_session import PgSession
+from ..pg_session import STATE_TIMEOUT, PgSession
 
 log = logging.getLogger("host.audit")
 
-STATE_TIMEOUT = 10.0  # seconds a statement on the state database may take
 SCHEMA = ("CREATE TABLE IF NOT EXISTS audit_log (id BIGSERIAL PRIMARY KEY, ts DOUBLE PRECISION NOT NULL, "
           "host TEXT NOT NULL, event TEXT NOT NULL, entry TEXT NOT NULL)",
           "CREATE INDEX IF NOT EXISTS audit_log_by_ts ON audit_log (ts)")
@@ -33,8 +32,7 @@ BATCH = 500
 
 class AuditTable:
     def __init__(self, url: str, *, timeout: float = STATE_TIMEOUT, max_queue: int = 100_000) -> None:
-        self.db = PgSession(url, timeout, SCHEMA, what="the audit log ([state] database)",
-                            setting="[state] database", error=StateError)
+        self.db = PgSession(url, timeout, SCHEMA, what="the audit log ([state] database)")
         self.host = f"{socket.gethostname()}:{os.getpid()}"
         self.max_queue = max_queue
         self.failures = 0  # lines the table did not take (still in the file)
@@ -95,15 +93,17 @@ class AuditTable:
             log.warning("audit log table: %d lines not written so far (each is in the audit file): %s",
                         self.failures, why)
 
-    def close(self) -> None:
-        """Write what is queued (within the statement deadline), then stop."""
+    def close(self, wait: float = 2.0) -> None:
+        """Write what is queued, waiting at most ``wait`` seconds (the host is stopping: a
+        database that does not answer must not hold it), then stop."""
         with self._cond:
             self._closed = True
             self._cond.notify_all()
             thread = self._thread
         if thread is not None:
-            thread.join(self.db.timeout + 2)
-        self.db.close()
+            thread.join(wait)
+        if thread is None or not thread.is_alive():
+            self.db.close()  # else the thread still uses it: it ends with the process
 
 
 __all__ = ["AuditTable"]
