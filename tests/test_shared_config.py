@@ -35,16 +35,12 @@ ONE = PoolConfig(min_workers=1, max_workers=1)
 
 
 @pytest.fixture
-def tuned(plugin_dir):
+def tuned(plugin_dir, monkeypatch):
+    """The plugin directory with ``tuned`` (its config has a secret), and one secret key for
+    every host the test starts ($PLUGIN_HOST_SECRET_KEY)."""
     plugin_dir.add("tuned.js", TUNED)
+    monkeypatch.setenv("PLUGIN_HOST_SECRET_KEY", Fernet.generate_key().decode())
     return plugin_dir
-
-
-@pytest.fixture
-def shared_key(monkeypatch):
-    key = Fernet.generate_key().decode()
-    monkeypatch.setenv("PLUGIN_HOST_SECRET_KEY", key)
-    return key
 
 
 def stored(url: str, key: str) -> tuple[str, dict]:
@@ -54,7 +50,7 @@ def stored(url: str, key: str) -> tuple[str, dict]:
 
 
 async def test_a_config_stored_through_one_host_is_served_by_the_other(
-        make_host, tuned, tmp_path, shared_state, postgres_url, shared_key):
+        make_host, tuned, tmp_path, shared_state, postgres_url):
     state = StateConfig(database=postgres_url)
     a_dir, b_dir = (str(fresh_state(tmp_path / n, shared_state)) for n in "ab")
     async with make_host(state_dir=a_dir, state=state, pool=ONE) as a, \
@@ -75,7 +71,7 @@ async def test_a_config_stored_through_one_host_is_served_by_the_other(
     assert not (tmp_path / "a" / "state" / "config.json").exists()
 
 
-async def test_a_host_with_another_key_does_not_start(make_host, tuned, postgres_url, shared_key, monkeypatch):
+async def test_a_host_with_another_key_does_not_start(make_host, tuned, postgres_url, monkeypatch):
     state = StateConfig(database=postgres_url)
     async with make_host(state=state, pool=ONE) as a:
         await a.set_config("tuned", {"apiKey": SECRET})
@@ -85,7 +81,7 @@ async def test_a_host_with_another_key_does_not_start(make_host, tuned, postgres
             pass
 
 
-async def test_plaintext_secrets_in_the_table_are_sealed_at_start(make_host, tuned, postgres_url, shared_key):
+async def test_plaintext_secrets_in_the_table_are_sealed_at_start(make_host, tuned, postgres_url):
     state = StateConfig(database=postgres_url)
     async with make_host(state=state, pool=ONE):
         pass  # creates the table
@@ -145,7 +141,7 @@ def test_two_serve_processes_share_the_config_store(tmp_path, shared_state, post
 
 
 async def test_a_config_set_with_the_database_gone_is_a_state_error_and_the_plugin_serves_on(
-        make_host, tuned, postgres_url, postgres_server, shared_key, caplog):
+        make_host, tuned, postgres_url, postgres_server, caplog):
     state = StateConfig(database=postgres_url)
     async with make_host(state=state, pool=ONE) as h:
         with postgres_server.admin() as admin:
