@@ -68,3 +68,15 @@ async def test_an_approval_through_one_host_starts_the_version_on_the_other(
                   "approve", "grower", cwd=tmp_path)
     assert out.returncode == 0 and "approved net: third.example.org" in out.stdout, out.stderr
     assert approvals(postgres_url)["grower"]["by"] == "cli" and not (b_dir / "approvals.json").exists()
+
+
+async def test_an_unreadable_approval_row_is_a_state_error_naming_it(make_host, plugin_dir, postgres_url):
+    plugin_dir.add("grower/mod.js", version(1, ["api.example.com"]))
+    state = StateConfig(database=postgres_url)
+    async with make_host(state=state, pool=ONE, reload=STILL):
+        pass  # approved at first load: the table and its row exist
+    with psycopg.connect(postgres_url) as db:
+        db.execute("UPDATE plugin_approvals SET value = %s", [json.dumps({"permissions": {"net": 7}})])
+    async with make_host(state=state, pool=ONE, reload=STILL) as h:
+        info = h.plugin("grower")
+    assert info.state == "error" and "plugin_approvals" in (info.error or "") and "'grower'" in (info.error or "")

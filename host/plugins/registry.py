@@ -308,11 +308,11 @@ class Registry:
         if (why := self.disabled(record.id)) is not None:
             record.set_state("disabled", why)
             return
-        if added := await self._needs_approval(record, record.manifest):
-            self._hold_for_approval(record, record.manifest, record.exports, added)
-            return
-        record.release()
         try:
+            if added := await self._needs_approval(record, record.manifest):
+                self._hold_for_approval(record, record.manifest, record.exports, added)
+                return
+            record.release()
             record.pool = await self._open_pool(record, record.manifest)
         except InvalidConfig as exc:
             record.set_state("error", f"invalid config: {exc.message}")

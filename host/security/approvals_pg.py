@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from ..errors import InvalidConfig, StateError
 from ..pg_documents import PgDocuments
 from ..pg_session import STATE_TIMEOUT, PgSession
 from .approvals_core import Approvals, merge_approval
@@ -22,16 +23,24 @@ class PostgresApprovals(Approvals):
         super().__init__(audit)
         self.db = PgSession(url, timeout, PgDocuments.schema(TABLE), what="the approvals ([state] database)")
         self.docs = PgDocuments(self.db, TABLE)
-        self._mark: tuple[int, int] | None = None  # as last read; None: not read yet
+        self._mark: tuple[int, int] | None = None  # as last read; None: read at the next refresh
+        self._loaded = False
 
     async def _load(self) -> None:
-        if self._mark is None:
+        if not self._loaded:  # once: later, only ``refresh`` (the rescan) reads the table
             await self.refresh()
 
     async def refresh(self) -> bool:
         if self._mark is not None and await self.db.run(self.docs.mark) == self._mark:
             return False
-        self._approved, _, self._mark = await self.db.run(self.docs.read)
+        approved, _, mark = await self.db.run(self.docs.read)
+        for plugin_id, entry in approved.items():
+            try:
+                Permissions.parse(entry.get("permissions"))
+            except InvalidConfig as exc:
+                raise StateError(f"[state] database, table {TABLE}: the approval of {plugin_id!r} is unreadable "
+                                 f"({exc.message}); delete that row to approve the plugin as it is now") from None
+        self._approved, self._mark, self._loaded = approved, mark, True
         return True
 
     async def _store(self, plugin_id: str, asked: Permissions, version: str | None, by: str) -> list[str]:
