@@ -45,6 +45,8 @@ def open_history(config: HostConfig) -> History:
 
 
 class PostgresHistory:
+    """``balance_points`` and ``balance_alerts``: as BalanceHistory's tables, for every host."""
+
     def __init__(self, url: str, *, keep_days: float = 365.0, timeout: float = STATE_TIMEOUT) -> None:
         self.db = PgSession(url, timeout, SCHEMA, what="balance history ([state] database)")
         self.keep_days = keep_days

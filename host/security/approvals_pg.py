@@ -19,6 +19,9 @@ TABLE = "plugin_approvals"
 
 
 class PostgresApprovals(Approvals):
+    """Approved grants by plugin id in ``plugin_approvals``, read at the first use and then by
+    each rescan (``refresh``: only when another host wrote)."""
+
     def __init__(self, url: str, audit: AuditLog | None = None, timeout: float = STATE_TIMEOUT) -> None:
         super().__init__(audit)
         self.db = PgSession(url, timeout, PgDocuments.schema(TABLE), what="the approvals ([state] database)")
