@@ -81,6 +81,19 @@ async def test_a_host_with_another_key_does_not_start(make_host, tuned, postgres
             pass
 
 
+async def test_a_host_without_the_key_does_not_start_nor_make_a_new_one(
+        make_host, tuned, tmp_path, shared_state, postgres_url, monkeypatch):
+    state = StateConfig(database=postgres_url)
+    async with make_host(state=state, pool=ONE) as a:
+        await a.set_config("tuned", {"apiKey": SECRET})
+    monkeypatch.delenv("PLUGIN_HOST_SECRET_KEY")
+    b_dir = fresh_state(tmp_path / "b", shared_state)
+    with pytest.raises(SecretsError, match=r"secret key file .* is missing.*copy it from a host sharing"):
+        async with make_host(state_dir=str(b_dir), state=state, pool=ONE):
+            pass
+    assert not (b_dir / "secret.key").exists()
+
+
 async def test_plaintext_secrets_in_the_table_are_sealed_at_start(make_host, tuned, postgres_url):
     state = StateConfig(database=postgres_url)
     async with make_host(state=state, pool=ONE):
