@@ -1,15 +1,17 @@
 """The plugin config and secret store in PostgreSQL (``[state] database``), shared by hosts with
 their own state directories and one secret key, on the real postgres of tests/support/postgres.py:
 a config stored through one host is what the other's workers get after its rescan, a reset
-likewise; secrets are sealed in the table, never plain; a host with another key does not start;
-plaintext secrets already in the table are sealed at start; a database that is gone fails the
-start with a StateError without the password. Also two ``serve`` processes over HTTP."""
+likewise; two hosts writing at once keep both; secrets are sealed in the table, never plain; a
+host with another key, or none, does not start; plaintext secrets already in the table are
+sealed at start; a database that is gone fails the start, or a config set, with a StateError
+without the password. Also two ``serve`` processes over HTTP."""
 
 from __future__ import annotations
 
 import json
 import time
 
+import anyio
 import psycopg
 import pytest
 from cryptography.fernet import Fernet
@@ -69,6 +71,25 @@ async def test_a_config_stored_through_one_host_is_served_by_the_other(
         await a.rescan()
         assert await a.call("tuned", "level") == 1
     assert not (tmp_path / "a" / "state" / "config.json").exists()
+
+
+async def test_two_hosts_setting_configs_at_once_keep_both(make_host, tuned, tmp_path, shared_state, postgres_url):
+    tuned.add("other.js", TUNED.replace('id: "tuned", name: "Tuned"', 'id: "other", name: "Other"'))
+    state = StateConfig(database=postgres_url)
+    a_dir, b_dir = (str(fresh_state(tmp_path / n, shared_state)) for n in "ab")
+    async with make_host(state_dir=a_dir, state=state, pool=ONE) as a, \
+            make_host(state_dir=b_dir, state=state, pool=ONE) as b:
+        async with anyio.create_task_group() as tg:
+            for n in range(2, 6):  # interleaved writes of two plugins' configs through two hosts
+                tg.start_soon(a.set_config, "tuned", {"level": n})
+                tg.start_soon(b.set_config, "other", {"level": 10 * n})
+        rows = {k: stored(postgres_url, k)[1] for k in ("tuned", "other")}
+        await a.rescan()
+        await b.rescan()
+        for h in (a, b):  # each host serves what the table holds, for both plugins
+            assert (await h.call("tuned", "level"), await h.call("other", "level")) == (
+                rows["tuned"]["level"], rows["other"]["level"])
+    assert rows["tuned"]["level"] in range(2, 6) and rows["other"]["level"] in range(20, 60, 10)
 
 
 async def test_a_host_with_another_key_does_not_start(make_host, tuned, postgres_url, monkeypatch):
