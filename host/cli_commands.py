@@ -18,7 +18,7 @@ from .errors import HostError
 from .plugins.discovery import USAGE_SUFFIX, load_manifest
 from .plugins.usage_scripts import discover_sources
 from .runtime import Runtime
-from .security.approvals import ApprovalStore, declared
+from .security.approvals import declared, open_approvals
 
 
 async def approve(args: argparse.Namespace, config: HostConfig) -> int:
@@ -41,14 +41,17 @@ async def approve(args: argparse.Namespace, config: HostConfig) -> int:
             raise HostError(f"no plugin {args.id!r} in {', '.join(str(d) for d in config.plugin_dirs)}")
         loaded = [await load_manifest(s, runtime, config.limits_for(s.id)) for s in sources]
         manifest = max((m for m, _ in loaded), key=lambda m: m.semver)
-        store = ApprovalStore(config.state_path, runtime.audit)
-        asked = declared(manifest)
-        added = store.beyond(args.id, asked)
-        if added == []:
-            print(f"{args.id}: nothing to approve (version {manifest.version} asks for no grant beyond "
-                  "the approved ones)")
-            return 0
-        added = store.approve(args.id, asked, version=manifest.version, by="cli")
+        store = open_approvals(config.state_path, config.state.database, runtime.audit)
+        try:
+            asked = declared(manifest)
+            added = await store.beyond(args.id, asked)
+            if added == []:
+                print(f"{args.id}: nothing to approve (version {manifest.version} asks for no grant beyond "
+                      "the approved ones)")
+                return 0
+            added = await store.approve(args.id, asked, version=manifest.version, by="cli")
+        finally:
+            store.close()
     finally:
         runtime.close()
     print(f"{args.id}@{manifest.version}: approved {', '.join(added) or 'its grants'}")

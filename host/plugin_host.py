@@ -22,7 +22,8 @@ import msgspec
 from anyio.abc import TaskGroup
 
 from .balances.alerts import Alert
-from .balances.history import BalanceHistory, BalancePoint
+from .balances.history import BalancePoint
+from .balances.history_pg import open_history
 from .balances.query import Balances
 from .balances.result import BalanceResult
 from .balances.station_admin import StationAdmin
@@ -90,7 +91,7 @@ class PluginHost:
         self._registry = Registry(self.config, self._hub, self._box, self._new_pool, self._logs.worker_event)
         self._pipeline = CallPipeline(self.config, self._pool, lambda: self._tg if self._running else None)
         self.metrics = HostMetrics(self.plugins)  # Prometheus: GET /metrics, or metrics.render()
-        self._history = BalanceHistory(self.config.state_path, keep_days=self.config.balances.history_days)
+        self._history = open_history(self.config)
         self._stations = stations = Stations(self.config.stations)
         self._registry.stations_of = lambda pid: [s.name for s in stations.of_plugin(pid)]
         self._registry.station_base = stations.configured_config
@@ -140,11 +141,11 @@ class PluginHost:
         self._running = self._registry.running = True
         try:
             assert self._registry.store is not None
-            self._registry.store.verify()  # a wrong secret key fails the start, before any worker
+            await self._registry.store.verify()  # a wrong secret key fails the start, before any worker
             if self.config.security.egress_proxy:  # before any spawn: workers get its URL
                 await self._start_egress()
             await self._registry.load(self._registry._discover())
-            self._registry.seal_stored_secrets()
+            await self._registry.seal_stored_secrets()
             if self.config.health.interval > 0:
                 tg.start_soon(self._events.health_loop)
             if self.config.reload.enabled:

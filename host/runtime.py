@@ -19,6 +19,7 @@ from .config import HostConfig, SecurityConfig, WorkerLimits
 from .errors import HostError
 from .process import Reaper
 from .security.audit import AuditLog
+from .security.audit_pg import AuditTable
 from .security.permissions import Permissions, Sandbox, reserved_env
 from .security.private_files import storage_name
 from .security.secrets import key_file_path
@@ -141,8 +142,9 @@ class Runtime:
         run_dir = Path(tempfile.mkdtemp(prefix=f"{_RUN_PREFIX}{os.getpid()}-", dir=parent))
         os.chmod(run_dir, 0o700)
         sec = config.security
+        table = AuditTable(config.state.database) if config.state.database and sec.audit_log else None
         audit = AuditLog(state / sec.audit_log if sec.audit_log else None, redact=redact,
-                         max_bytes=sec.audit_max_bytes, keep=sec.audit_keep)
+                         max_bytes=sec.audit_max_bytes, keep=sec.audit_keep, table=table)
         protected = [(state, "the host's state directory"), (run_dir, "the host's worker socket directory"),
                      *((d, "a plugins directory") for d in config.plugin_dirs),
                      (key_file_path(config), "the host's secret key file"),

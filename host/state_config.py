@@ -1,7 +1,10 @@
 """The ``[state]`` section: where state that several hosts must agree on lives. Left out, every
 piece stays in files under ``state_dir``; ``database = "postgresql://..."`` moves plugin storage
-(``ctx.storage``) into that database, shared by every host that names it. (Balance history, the
-config and secret store, approvals and the audit log are still per host: issue 20 item 4.)"""
+(``ctx.storage``, plugin_storage_pg.py), the plugin config and secret store
+(plugins/config_store.py), balance history (balances/history_pg.py) and approvals
+(security/approvals_pg.py) into that database, shared by every host that names it, and copies
+the audit log there (security/audit_pg.py). (Stations added at run time and enable/disable
+switches are still per host.)"""
 
 from __future__ import annotations
 

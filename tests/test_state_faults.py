@@ -146,7 +146,7 @@ async def test_a_secret_key_removed_while_running_is_never_replaced_silently(plu
         with pytest.raises(SecretsError, match=r"secret\.key was removed while the host runs"):
             await h.set_config("vault", {"apiKey": "sk-live-second-2222"})
         assert await h.call("vault", "tail") == "1111"  # the stored config is untouched
-    with pytest.raises(SecretsError, match=r"secret\.key is missing, and values stored in config\.json"):
+    with pytest.raises(SecretsError, match=r"secret\.key is missing, and values stored in the config store \(config\.json"):
         async with make_host(state_dir=str(state_dir)):
             pass
     assert not (state_dir / "secret.key").exists()  # no new key made behind the operator's back

@@ -15,7 +15,7 @@ import anyio
 import msgspec
 
 from ..errors import HostError, RateLimited, StateError
-from .history import BalanceHistory
+from .history import History
 from .result import BalanceResult
 
 
@@ -27,7 +27,7 @@ def degradable(exc: HostError) -> bool:
 class LastBalances:
     """The last successful answer of each station."""
 
-    def __init__(self, history: BalanceHistory) -> None:
+    def __init__(self, history: History) -> None:
         self._history = history
         self._last: dict[str, BalanceResult] = {}
 

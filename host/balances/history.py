@@ -9,7 +9,9 @@ import datetime as dt
 import sqlite3
 import threading
 import time
+from collections.abc import Iterable, Sequence
 from pathlib import Path
+from typing import Protocol
 
 import msgspec
 
@@ -34,6 +36,64 @@ class BalancePoint(msgspec.Struct, rename="camel", omit_defaults=False):
     used_quota: float | None = None
 
 
+class History(Protocol):
+    """Where balance history lives: ``<state_dir>/balances.sqlite3`` (BalanceHistory), or the
+    ``[state] database`` every host shares (history_pg.py). Blocking: called in worker threads.
+    Failures are StateError."""
+
+    def append(self, results: list[BalanceResult]) -> int: ...
+    def read(self, provider: str | None = None, *, since: dt.datetime | None = None,
+             until: dt.datetime | None = None, limit: int = 10_000) -> list[BalancePoint]: ...
+    def record_alerts(self, alerts: list[Alert]) -> None: ...
+    def read_alerts(self, provider: str | None = None, *, limit: int = 1000) -> list[Alert]: ...
+    def close(self) -> None: ...
+
+
+def recorded(results: list[BalanceResult]) -> list[tuple]:
+    """The rows ``append`` adds: the successful results asked of the station now."""
+    return [(r.provider, r.last_updated.timestamp(), r.balance, r.currency, r.quota, r.used_quota)
+            for r in results if r.status == "success" and not r.cached and r.balance is not None]
+
+
+def points_query(table: str, mark: str, provider: str | None, since: dt.datetime | None,
+                 until: dt.datetime | None) -> tuple[str, list]:
+    """``read``'s statement (newest first, its LIMIT the last argument to add) and arguments."""
+    where, args = [], []
+    if provider is not None:
+        where.append(f"provider = {mark}")
+        args.append(provider)
+    if since is not None:
+        where.append(f"time >= {mark}")
+        args.append(since.timestamp())
+    if until is not None:
+        where.append(f"time <= {mark}")
+        args.append(until.timestamp())
+    return (f"SELECT provider, time, balance, currency, quota, used_quota FROM {table}"
+            + (" WHERE " + " AND ".join(where) if where else "") + f" ORDER BY time DESC LIMIT {mark}"), args
+
+
+def to_points(rows: Iterable[Sequence]) -> list[BalancePoint]:
+    """Rows newest first as points oldest first."""
+    return [BalancePoint(p, dt.datetime.fromtimestamp(t, dt.UTC), b, c, q, u)
+            for p, t, b, c, q, u in reversed(list(rows))]
+
+
+def alert_rows(alerts: list[Alert]) -> list[tuple]:
+    """The rows ``record_alerts`` adds: (provider, time, kind, the alert as JSON)."""
+    return [(a.provider, a.time.timestamp(), a.kind, msgspec.json.encode(a).decode()) for a in alerts]
+
+
+def to_alerts(bodies: Iterable[str]) -> list[Alert]:
+    """Stored alert bodies newest first as alerts oldest first (a row of another version skipped)."""
+    out = []
+    for body in reversed(list(bodies)):
+        try:
+            out.append(msgspec.json.decode(body, type=Alert))
+        except msgspec.DecodeError:
+            continue
+    return out
+
+
 class BalanceHistory:
     """The history store. Blocking (sqlite): call it from a worker thread in async code."""
 
@@ -55,8 +115,7 @@ class BalanceHistory:
         """Record the successful results that were asked of the station now (a cached answer
         was recorded when it was fresh); returns how many were added. Older points than
         ``keep_days`` are dropped."""
-        rows = [(r.provider, r.last_updated.timestamp(), r.balance, r.currency, r.quota, r.used_quota)
-                for r in results if r.status == "success" and not r.cached and r.balance is not None]
+        rows = recorded(results)
         with self._lock:
             try:
                 db = self._conn()
@@ -79,28 +138,17 @@ class BalanceHistory:
              until: dt.datetime | None = None, limit: int = 10_000) -> list[BalancePoint]:
         """Points oldest first: of one provider or all, within [since, until], at most the
         ``limit`` newest."""
-        where, args = [], []
-        if provider is not None:
-            where.append("provider = ?")
-            args.append(provider)
-        if since is not None:
-            where.append("time >= ?")
-            args.append(since.timestamp())
-        if until is not None:
-            where.append("time <= ?")
-            args.append(until.timestamp())
-        sql = ("SELECT provider, time, balance, currency, quota, used_quota FROM points"
-               + (" WHERE " + " AND ".join(where) if where else "") + " ORDER BY time DESC LIMIT ?")
+        sql, args = points_query("points", "?", provider, since, until)
         with self._lock:
             try:
                 rows = self._conn().execute(sql, (*args, max(0, limit))).fetchall()
             except (sqlite3.Error, OSError) as exc:
                 raise self._db.failure(exc, "read balances from") from None
-        return [BalancePoint(p, dt.datetime.fromtimestamp(t, dt.UTC), b, c, q, u) for p, t, b, c, q, u in reversed(rows)]
+        return to_points(rows)
 
     def record_alerts(self, alerts: list[Alert]) -> None:
         """Keep ``alerts`` (kept as long as the points)."""
-        rows = [(a.provider, a.time.timestamp(), a.kind, msgspec.json.encode(a).decode()) for a in alerts]
+        rows = alert_rows(alerts)
         with self._lock:
             try:
                 db = self._conn()
@@ -121,13 +169,7 @@ class BalanceHistory:
                 rows = self._conn().execute(sql, args).fetchall()
             except (sqlite3.Error, OSError) as exc:
                 raise self._db.failure(exc, "read alerts from") from None
-        out = []
-        for (body,) in reversed(rows):
-            try:
-                out.append(msgspec.json.decode(body, type=Alert))
-            except msgspec.DecodeError:
-                continue  # a row of another version: skipped
-        return out
+        return to_alerts(body for (body,) in rows)
 
     def close(self) -> None:
         with self._lock:

@@ -21,7 +21,7 @@ from ..plugins.lifecycle import Plugin
 from ..plugins.registry import Registry
 from .alerts import Alert, AlertState, deliver
 from .degrade import LastBalances, degradable
-from .history import BalanceHistory, BalancePoint
+from .history import BalancePoint, History
 from .result import BALANCE_CAPABILITY, BALANCE_FUNCTION, BalanceResult, from_error, from_reply
 from .stations import Stations
 
@@ -53,7 +53,7 @@ class Balances:
     """``query_balances`` and ``balance_history`` of a host."""
 
     def __init__(self, config: BalancesConfig, registry: Registry, run: Run, observe: Observe,
-                 history: BalanceHistory, threshold: Callable[[str], float | None],
+                 history: History, threshold: Callable[[str], float | None],
                  tasks: Callable[[], TaskGroup | None], stations: Stations) -> None:
         self.config = config
         self.stations = stations

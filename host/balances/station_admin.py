@@ -105,12 +105,12 @@ class StationAdmin:
         assert record is not None and self._reg.store is not None
         _, raw = await self._configs.checked_config(record, config or {}, replace=True, key=station_key(name))
         self._stations.add(name, definition)
-        self._reg.store.set(station_key(name), raw, secret_keys(loaded_manifest(record).config_schema))
+        await self._reg.store.set(station_key(name), raw, secret_keys(loaded_manifest(record).config_schema))
         try:
             await self._restart(record, name)
         except HostError:
             self._stations.remove(name)
-            self._reg.store.remove(station_key(name))
+            await self._reg.store.remove(station_key(name))
             await self._restart(record, None)
             raise
         return self._item(name)
@@ -126,14 +126,14 @@ class StationAdmin:
         key = station_key(name)
         manifest, raw = await self._configs.checked_config(record, values, replace=replace, key=key)
         before, secret = self._reg.store.get(key), secret_keys(manifest.config_schema)
-        self._reg.store.set(key, raw, secret)
+        await self._reg.store.set(key, raw, secret)
         try:
             await self._restart(record, name)
         except HostError:
             if before is None:
-                self._reg.store.remove(key)
+                await self._reg.store.remove(key)
             else:
-                self._reg.store.set_many({key: before})  # as it was (already sealed)
+                await self._reg.store.set_many({key: before})  # as it was (already sealed)
             await self._restart(record, None)
             raise
         return mask(manifest.config_schema, raw)
@@ -143,10 +143,10 @@ class StationAdmin:
         s = self._stations.remove(name)
         assert self._reg.store is not None
         if s.plugin is None:
-            self._reg.store.remove(name)  # the usage-script plugin's own config
+            await self._reg.store.remove(name)  # the usage-script plugin's own config
             await self._rescan()  # and the plugin goes
         else:
-            self._reg.store.remove(station_key(name))
+            await self._reg.store.remove(station_key(name))
             if (record := self._provider(s, required=False)) is not None:
                 await self._restart(record, None)
         return s.to_dict()

@@ -56,7 +56,7 @@ class ConfigAdmin:
         record = self._reg.record(name)
         manifest, raw = await self.checked_config(record, values, replace=replace)
         assert self._reg.store is not None
-        self._reg.store.set(record.id, raw, secret_keys(manifest.config_schema))
+        await self._reg.store.set(record.id, raw, secret_keys(manifest.config_schema))
         async with self._reg.lock:
             await config_changed(self._reg, record)
         return mask(manifest.config_schema, raw)
@@ -65,7 +65,7 @@ class ConfigAdmin:
         """Forget what ``set_config`` stored for the plugin; restart it with what is left."""
         record = self._reg.record(name)
         assert self._reg.store is not None
-        self._reg.store.remove(record.id)
+        await self._reg.store.remove(record.id)
         async with self._reg.lock:
             if record.state in SERVING:
                 await config_changed(self._reg, record)
@@ -147,7 +147,7 @@ class ConfigAdmin:
                                                 key=keys[k] if k.startswith("station:") else None) for k in opened}
         assert self._reg.store is not None
         store_key = {k: keys[k] if k.startswith("station:") else records[k].id for k in checked}
-        self._reg.store.set_many({store_key[k]: raw for k, (_, raw) in checked.items()},
+        await self._reg.store.set_many({store_key[k]: raw for k, (_, raw) in checked.items()},
                                  {store_key[k]: secret_keys(m.config_schema) for k, (m, _) in checked.items()})
         async with self._reg.lock:
             for record in {id(r): r for r in (records[k] for k in checked)}.values():

@@ -140,7 +140,7 @@ class PackageAdmin:
         if self._reg is not None and self._reg.running:
             await self._reg.rescan()  # "removed from disk": its workers stop, calls in flight finish
         if purge:
-            self._purge(plugin_id)
+            await self._purge(plugin_id)
         self._record_audit("package_uninstall", plugin=plugin_id, version=entry.get("version"), by=by, purge=purge)
         return {"id": plugin_id, "action": "uninstalled", "version": entry.get("version"), "purged": purge}
 
@@ -278,13 +278,18 @@ class PackageAdmin:
         raise PackageRefused(f"{pid}: the new version failed to start ({why}); the old version keeps serving "
                              "and its files are back", plugin=pid, status=409)
 
-    def _purge(self, pid: str) -> None:
+    async def _purge(self, pid: str) -> None:
         """Forget the plugin's stored config and switches, and remove its storage."""
+        from .config_store import open_configs
         from .settings import ConfigStore
 
-        store = self._reg.store if self._reg is not None and self._reg.store is not None else \
-            ConfigStore(self.config.state_path, None)
-        store.remove(pid)
+        own = self._reg is None or self._reg.store is None
+        store = open_configs(self.config.state_path, self.config.state.database, None) if own else self._reg.store
+        try:
+            await store.remove(pid)
+        finally:
+            if own:
+                store.close()
         ConfigStore(self.config.state_path, None, SWITCHES_FILE).remove(pid)
         runtime, own = self._runtime()
         try:

@@ -29,10 +29,11 @@ from ..logs import Throttle
 from ..policy.cache import digest
 from ..pool import Pool
 from ..runtime import Runtime
-from ..security.approvals import ApprovalStore, declared
+from ..security.approvals import Approvals, declared, open_approvals
 from ..security.permissions import Permissions
 from ..security.secrets import SecretBox
 from ..worker import Worker, WorkerSpec
+from .config_store import Configs, open_configs
 from .dependencies import resolve
 from .discovery import PluginSource, load_manifest
 from .hooks import config_changed
@@ -41,7 +42,7 @@ from .lifecycle import SERVING, EventHub, Plugin
 from .manifest import KNOWN_CAPABILITIES, Manifest, infer_capabilities, unresolved
 from .overrides import narrowed_grants
 from .reload import fingerprint
-from .settings import ConfigStore, apply_schema, redact, secret_keys, secret_values
+from .settings import apply_schema, redact, secret_keys, secret_values
 from .usage_scripts import discover_sources
 
 log = logging.getLogger("host")
@@ -61,8 +62,8 @@ class Registry:
         self.lock = anyio.Lock()  # one rescan, reload or config change at a time
         self.running = False
         self.runtime: Runtime | None = None
-        self.store: ConfigStore | None = None
-        self.approvals: ApprovalStore | None = None
+        self.store: Configs | None = None
+        self.approvals: Approvals | None = None
         self._hub = hub
         self._box = box
         self._new_pool = new_pool
@@ -85,14 +86,14 @@ class Registry:
     def open(self, runtime: Runtime, tg: TaskGroup) -> None:
         """The host started: its runtime, its task group, the config store and approvals."""
         self.runtime, self._tg = runtime, tg
-        self.store = ConfigStore(self.config.state_path, self._box)
-        store = self.store
+        self.store = store = open_configs(self.config.state_path, self.config.state.database, self._box)
         self._box.sealed_exist = lambda: store.has_sealed
-        self.approvals = ApprovalStore(self.config.state_path, runtime.audit)
+        self.approvals = open_approvals(self.config.state_path, self.config.state.database, runtime.audit)
 
     def close(self) -> None:
-        self.running = False
-        self._tg = None
+        self.running, self._tg = False, None
+        for store in filter(None, (self.store, self.approvals)):
+            store.close()
 
     def newest(self, records: Iterable[Plugin] | None = None) -> dict[str, Plugin]:
         """The highest version of each plugin id (among ``records``, by default every one)."""
@@ -181,12 +182,12 @@ class Registry:
         return redact(text, sorted((s for values in self._secrets.values() for s in values),
                                    key=len, reverse=True))
 
-    def seal_stored_secrets(self) -> None:
+    async def seal_stored_secrets(self) -> None:
         """Encrypt the secrets a config.json from before encryption at rest holds in plaintext
         (host.toml's ``plugins.<id>.config`` is not rewritten)."""
         assert self.store is not None
         keys = {r.id: secret_keys(r.manifest.config_schema) for r in self.records if r.manifest is not None}
-        if sealed := self.store.migrate(keys):
+        if sealed := await self.store.migrate(keys):
             log.info("config.json: encrypted the plaintext secrets of %s", ", ".join(sealed))
 
     def effective_config(self, plugin_id: str, manifest: Manifest) -> dict[str, Any]:
@@ -259,14 +260,14 @@ class Registry:
                 configs[name] = c
         return configs, errors
 
-    def _needs_approval(self, record: Plugin, manifest: Manifest) -> list[str]:
+    async def _needs_approval(self, record: Plugin, manifest: Manifest) -> list[str]:
         """What ``manifest`` declares beyond the plugin's approved grants (empty: nothing, and
         a plugin seen for the first time is approved as it is)."""
         assert self.approvals is not None
         asked = declared(manifest)
-        added = self.approvals.held(record.id, asked, manifest.version)
+        added = await self.approvals.held(record.id, asked, manifest.version)
         if added is None:
-            self.approvals.approve(record.id, asked, version=manifest.version, by="first load")
+            await self.approvals.approve(record.id, asked, version=manifest.version, by="first load")
             return []
         return added
 
@@ -293,7 +294,7 @@ class Registry:
                                   f"{', '.join(grants) or 'nothing'}: look again before approving", plugin=record.id)
         assert self.approvals is not None
         manifest = record.pending_manifest
-        self.approvals.approve(record.id, declared(manifest), version=manifest.version, by=by)
+        await self.approvals.approve(record.id, declared(manifest), version=manifest.version, by=by)
         log.warning("plugin %s: grants approved (%s): %s", record.id, by, ", ".join(record.pending))
         if record.state in SERVING:
             return await self.reload(name)
@@ -307,11 +308,11 @@ class Registry:
         if (why := self.disabled(record.id)) is not None:
             record.set_state("disabled", why)
             return
-        if added := self._needs_approval(record, record.manifest):
-            self._hold_for_approval(record, record.manifest, record.exports, added)
-            return
-        record.release()
         try:
+            if added := await self._needs_approval(record, record.manifest):
+                self._hold_for_approval(record, record.manifest, record.exports, added)
+                return
+            record.release()
             record.pool = await self._open_pool(record, record.manifest)
         except InvalidConfig as exc:
             record.set_state("error", f"invalid config: {exc.message}")
@@ -334,7 +335,7 @@ class Registry:
             # configs and stations another process stored (the CLI): a station's change restarts
             # the provider serving it
             switched = self.switched()  # first: one that raises must not swallow the others' changes
-            changed = self.stations_refresh() | self.store.refresh()
+            changed = self.stations_refresh() | await self.store.refresh()
             known = {r.source.module for r in self.records}
             fresh = [s for s in self._discover() if s.module not in known]
             for r in list(self.records):
@@ -346,7 +347,7 @@ class Registry:
                     await self.enable(r.key)
                 elif changed & serves and r.state in SERVING:
                     await config_changed(self, r)
-            if self.approvals.refresh():  # approved from outside (the CLI): load what waited
+            if await self.approvals.refresh():  # approved from outside (the CLI): load what waited
                 for r in list(self.records):
                     if r.pending_manifest is not None:
                         await (self.reload_record(r) if r.state in SERVING else self.enable(r.key))
@@ -373,7 +374,7 @@ class Registry:
             manifest, exports = await self._read_manifest(record, fp)
             if (why := self._dependency_error(record, manifest)) is not None:
                 raise InvalidConfig(why, plugin=record.id)
-            if added := self._needs_approval(record, manifest):
+            if added := await self._needs_approval(record, manifest):
                 self._hold_for_approval(record, manifest, exports, added)
                 return False
             record.release()

@@ -93,6 +93,23 @@ def secret_keys(schema: dict[str, ConfigField]) -> frozenset[str]:
     return frozenset(k for k, f in schema.items() if f.secret)
 
 
+def seal_configs(box: Cipher | None, configs: Mapping[str, dict[str, Any]],
+                 secret: Mapping[str, Collection[str]] | None) -> dict[str, dict[str, Any]]:
+    """``configs`` as stored: the fields ``secret`` names sealed with ``box``."""
+    sealed = {}
+    for plugin, values in configs.items():
+        keys = (secret or {}).get(plugin, ())
+        if keys and box is None:
+            raise InvalidConfig("cannot store secrets: no secret key", plugin=plugin)
+        sealed[plugin] = box.seal_fields(values, keys) if box is not None else dict(values)
+    return sealed
+
+
+def unsealed(data: Mapping[str, dict[str, Any]], secret: Mapping[str, Collection[str]]) -> list[str]:
+    """The plugins whose stored config still holds a secret field in plaintext."""
+    return [p for p, keys in secret.items() if p in data and any(to_seal(k, v, keys) for k, v in data[p].items())]
+
+
 class ConfigStore:
     """Plugin configs persisted in ``<state_dir>/config.json`` (mode 0600, atomic writes).
     Secret fields are stored sealed (``enc:v1:...``, see host.secrets) with ``box``; ``get``
@@ -168,12 +185,7 @@ class ConfigStore:
                  secret: Mapping[str, Collection[str]] | None = None) -> None:
         """Store several plugins' configs in one atomic write: all of them or none. The other
         plugins' configs are kept as the file holds them now."""
-        sealed = {}
-        for plugin, values in configs.items():
-            keys = (secret or {}).get(plugin, ())
-            if keys and self._box is None:
-                raise InvalidConfig("cannot store secrets: no secret key", plugin=plugin)
-            sealed[plugin] = self._box.seal_fields(values, keys) if self._box is not None else dict(values)
+        sealed = seal_configs(self._box, configs, secret)
         try:
             with locked(self.path):
                 data = {**self._read(), **sealed}
@@ -192,9 +204,7 @@ class ConfigStore:
     def migrate(self, secret: Mapping[str, Collection[str]]) -> list[str]:
         """Seal the secret fields still stored in plaintext (a config.json from before secrets
         were encrypted); returns the plugins rewritten."""
-        stale = [p for p, keys in secret.items() if p in self._data
-                 and any(to_seal(k, v, keys) for k, v in self._data[p].items())]
-        if stale:
+        if stale := unsealed(self._data, secret):
             self.set_many({p: self._data[p] for p in stale}, secret)
         return stale
 

@@ -6,14 +6,14 @@ from then on a version that declares more than was approved (a new host in ``net
 kind) is not loaded until the operator approves it: a plugin that can write
 somewhere cannot widen its own grants, and neither can a change to its code that nobody looked
 at. Approvals are written under a lock, so the CLI and a running server can both record them;
-the server notices the file change at its next rescan."""
+the server notices the file change at its next rescan. With ``[state] database`` they are kept in
+the database instead (approvals_pg.py), shared by every host."""
 
 from __future__ import annotations
 
 import json
 import logging
 import os
-import time
 from pathlib import Path
 from typing import Any
 
@@ -21,8 +21,10 @@ import msgspec
 
 from ..errors import InvalidConfig
 from ..plugins.manifest import Manifest, defaults, resolve_net
+from .approvals_core import Approvals, merge_approval
+from .approvals_pg import PostgresApprovals
 from .audit import AuditLog
-from .permissions import Permissions, beyond
+from .permissions import Permissions
 from .private_files import locked, os_failure, write_private
 
 log = logging.getLogger("host.approvals")
@@ -45,18 +47,24 @@ def declared(manifest: Manifest) -> Permissions:
     return msgspec.structs.replace(perms, allow_private_network=False)
 
 
-class ApprovalStore:
+def open_approvals(state_dir: Path, database: str | None, audit: AuditLog | None) -> Approvals:
+    """The approvals ``[state]`` names: the table in ``database`` (approvals_pg.py), else approvals.json."""
+    return PostgresApprovals(database, audit) if database else ApprovalStore(state_dir, audit)
+
+
+class ApprovalStore(Approvals):
     """Approved grants by plugin id, kept in ``<state_dir>/approvals.json``."""
 
     def __init__(self, state_dir: Path, audit: AuditLog | None = None) -> None:
+        super().__init__(audit)
         self.path = Path(state_dir) / FILE
-        self._audit = audit or AuditLog(None)
-        self._approved: dict[str, dict[str, Any]] = {}
         self._stamp: tuple[int, int] | None = None
-        self.refresh()
+        self._reread()
 
-    def refresh(self) -> bool:
-        """Read the file again if it changed since the last read; True when it did."""
+    async def refresh(self) -> bool:
+        return self._reread()
+
+    def _reread(self) -> bool:
         stamp = self._file_stamp()
         if stamp == self._stamp:
             return False
@@ -64,41 +72,16 @@ class ApprovalStore:
         self._stamp = stamp
         return True
 
-    def beyond(self, plugin_id: str, asked: Permissions) -> list[str] | None:
-        """What ``asked`` adds to the plugin's approved grants (empty: nothing); None when the
-        plugin has never been approved (seen for the first time)."""
-        entry = self._approved.get(plugin_id)
-        if entry is None:
-            return None
-        return beyond(asked, Permissions.parse(entry.get("permissions")))
-
-    def held(self, plugin_id: str, asked: Permissions, version: str | None) -> list[str] | None:
-        """``beyond``, for a version about to start: what it adds is refused until approved,
-        and that refusal is audited (security/refusals.py)."""
-        added = self.beyond(plugin_id, asked)
-        if added:
-            self._audit.record("refusal", plugin=plugin_id, kind="approval", version=version,
-                               what="grants beyond the approved ones, held until approved: " + "; ".join(added))
-        return added
-
-    def approve(self, plugin_id: str, asked: Permissions, *, version: str | None, by: str) -> list[str]:
-        """Record ``asked`` (joined with what was approved before) as the plugin's approved
-        grants; audited. Returns what this approval added."""
+    async def _store(self, plugin_id: str, asked: Permissions, version: str | None, by: str) -> list[str]:
         try:
             with locked(self.path):
                 self._approved = self._read()
-                before = self._approved.get(plugin_id)
-                old = Permissions.parse(before.get("permissions")) if before else Permissions()
-                added = beyond(asked, old) if before else [f"{k}: {v}" for k, v in msgspec.to_builtins(asked).items()]
-                merged = Permissions.merge(old, asked) if before else asked
-                self._approved[plugin_id] = {"permissions": msgspec.to_builtins(merged), "version": version,
-                                             "approved_at": round(time.time(), 3), "by": by}
+                self._approved[plugin_id], added = merge_approval(self._approved.get(plugin_id), asked,
+                                                                  version=version, by=by)
                 write_private(self.path, json.dumps(self._approved, indent=2, sort_keys=True).encode())
                 self._stamp = self._file_stamp()
         except OSError as exc:  # full, read-only, removed: a StateError naming the file
             raise os_failure(self.path, exc, "write") from None
-        self._audit.record("approve", plugin=plugin_id, version=version, by=by, added=added,
-                           permissions=msgspec.to_builtins(merged))
         return added
 
     def _read(self) -> dict[str, dict[str, Any]]:
@@ -128,4 +111,4 @@ class ApprovalStore:
         return (st.st_mtime_ns, st.st_size)
 
 
-__all__ = ["ApprovalStore", "declared"]
+__all__ = ["ApprovalStore", "Approvals", "declared", "open_approvals"]

@@ -20,11 +20,14 @@ import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import msgspec
 
 from .private_files import locked, os_failure
+
+if TYPE_CHECKING:
+    from .audit_pg import AuditTable
 
 _encoder = msgspec.json.Encoder()
 log = logging.getLogger("host.audit")
@@ -34,8 +37,9 @@ class AuditLog:
     """Appends to ``path`` (created 0600). ``AuditLog(None)`` records nothing."""
 
     def __init__(self, path: str | Path | None, *, redact: Callable[[str], str] | None = None,
-                 max_bytes: int = 10 * 1024 * 1024, keep: int = 5) -> None:
+                 max_bytes: int = 10 * 1024 * 1024, keep: int = 5, table: AuditTable | None = None) -> None:
         self.path = Path(path) if path else None
+        self.table = table  # the [state] database's copy (audit_pg.py), or None
         self._redact = redact
         self.max_bytes, self.keep = max_bytes, keep
         self._lock = threading.Lock()
@@ -64,6 +68,8 @@ class AuditLog:
         line = _encoder.encode(entry) + b"\n"
         if self._redact is not None:
             line = self._redact(line.decode()).encode()
+        if self.table is not None:
+            self.table.put(entry["ts"], event, line.decode().rstrip("\n"))
         with self._lock:
             try:
                 self._current()
@@ -114,6 +120,8 @@ class AuditLog:
         with self._lock:
             self._closed = True
             self._close_fd()
+        if self.table is not None:
+            self.table.close()
 
 
 def read_audit(path: str | Path) -> list[dict[str, Any]]:

@@ -66,9 +66,10 @@ def _create_key_file(path: Path) -> None:
 def _read_key_file(path: Path, *, create: bool = True) -> MultiFernet:
     if not path.exists():
         if not create:
-            raise SecretsError(f"the secret key file {path} is missing, and values stored in config.json are "
-                               "encrypted with it: restore it from a backup (or give the key in the variable "
-                               "security.secret_key_env names); a new key could not open them")
+            raise SecretsError(f"the secret key file {path} is missing, and values stored in the config store "
+                               "(config.json, or the [state] database) are encrypted with it: restore it from a "
+                               "backup or copy it from a host sharing the database (or give the key in the "
+                               "variable security.secret_key_env names); a new key could not open them")
         _create_key_file(path)
     try:
         fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)

@@ -140,6 +140,13 @@ class ServeProcess:
             return body if status == 200 else None
         return self.poll(ready, "ready", timeout)
 
+    def wait_running(self, plugin: str, timeout: float = 30) -> None:
+        """Poll ``/healthz`` until ``plugin`` is running (serve listens before plugins load)."""
+        def running() -> bool | None:
+            _, body = self.request("GET", "/healthz", timeout=2)
+            return True if (body.get("plugins") or {}).get(plugin) == "running" else None
+        self.poll(running, f"{plugin} running", timeout)
+
     def wait_logged(self, text: str, timeout: float = 20) -> None:
         """Wait until serve's output holds ``text``."""
         self.poll(lambda: True if text in self.log() else None, repr(text), timeout)

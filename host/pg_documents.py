@@ -1,0 +1,85 @@
+"""A table of JSON documents by key in the ``[state] database``, each row with a version taken
+from one sequence at every write, shared by the config store and the approvals: a host polls
+the highest version and the row count (``mark``), which change with every insert, update and
+delete by any host, and reads the rows again only when they did. Every write holds the table's
+lock until it commits (``write``), so versions are committed in the order they are taken: a write
+that took a lower version cannot commit after a poll saw a higher one. Blocking calls on a
+connection a PgSession hands out (``session.run(docs.read)``)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+from .errors import StateError
+from .pg_session import PgSession
+
+T = TypeVar("T")
+
+
+class PgDocuments:
+    def __init__(self, session: PgSession, table: str) -> None:
+        self.db, self.table = session, table
+
+    @staticmethod
+    def schema(table: str) -> tuple[str, ...]:
+        return (f"CREATE SEQUENCE IF NOT EXISTS {table}_version",
+                f"CREATE TABLE IF NOT EXISTS {table} (key TEXT PRIMARY KEY, value TEXT NOT NULL, "
+                "version BIGINT NOT NULL)")
+
+    def read(self, conn: Any) -> tuple[dict[str, dict[str, Any]], dict[str, int], tuple[int, int]]:
+        """Every document, its version, and the mark they make."""
+        data, versions = {}, {}
+        for row in self.db.rows(conn, f"SELECT key, value, version FROM {self.table}", []):
+            try:
+                value = json.loads(row["value"])
+            except ValueError:
+                value = None
+            if not isinstance(value, dict):
+                raise StateError(f"[state] database, table {self.table}: the row for {row['key']!r} is not "
+                                 "a JSON object; fix or delete that row")
+            data[row["key"]], versions[row["key"]] = value, int(row["version"])
+        return data, versions, (max(versions.values(), default=0), len(versions))
+
+    def mark(self, conn: Any) -> tuple[int, int]:
+        row = self.db.one(conn, f"SELECT COALESCE(MAX(version), 0) AS top, COUNT(*) AS n FROM {self.table}", [])
+        assert row is not None
+        return int(row["top"]), int(row["n"])
+
+    def get(self, conn: Any, key: str) -> dict[str, Any] | None:
+        row = self.db.one(conn, f"SELECT value FROM {self.table} WHERE key = %s", [key])
+        return None if row is None else json.loads(row["value"])
+
+    def write(self, conn: Any, body: Callable[[], T]) -> tuple[T, tuple[int, int], tuple[int, int]]:
+        """``body()`` (puts, swaps, deletes) in one transaction holding the table's lock; returns
+        what it returned, and the mark before and after it (when the one before is the mark this
+        host last read, the one after is exactly what it holds now)."""
+        def locked() -> tuple[T, tuple[int, int], tuple[int, int]]:
+            self.db.backend.run(conn, "SELECT pg_advisory_xact_lock(hashtext(%s))", [self.table], 1)
+            before = self.mark(conn)
+            out = body()
+            return out, before, self.mark(conn)
+        return self.db.tx(conn, locked)
+
+    def put(self, conn: Any, key: str, value: dict[str, Any]) -> int:
+        """Store ``value`` under ``key``; its new version."""
+        rows = self.db.rows(conn, f"INSERT INTO {self.table} (key, value, version) VALUES "
+                                  f"(%s, %s, nextval('{self.table}_version')) ON CONFLICT (key) DO UPDATE "
+                                  "SET value = EXCLUDED.value, version = EXCLUDED.version RETURNING version",
+                            [key, json.dumps(value, sort_keys=True)])
+        return int(rows[0]["version"])
+
+    def swap(self, conn: Any, key: str, value: dict[str, Any], version: int) -> int | None:
+        """Store ``value`` under ``key`` if its row is still at ``version``; the new version, or
+        None (another host changed it meanwhile: nothing written)."""
+        rows = self.db.rows(conn, f"UPDATE {self.table} SET value = %s, version = nextval('{self.table}_version') "
+                                  "WHERE key = %s AND version = %s RETURNING version",
+                            [json.dumps(value, sort_keys=True), key, version])
+        return int(rows[0]["version"]) if rows else None
+
+    def delete(self, conn: Any, key: str) -> None:
+        self.db.backend.run(conn, f"DELETE FROM {self.table} WHERE key = %s", [key], 0)
+
+
+__all__ = ["PgDocuments"]

@@ -1,0 +1,109 @@
+"""One host's connection to the ``[state] database`` for one kind of state (plugin storage, the
+config store, balance history): psycopg's blocking calls in a thread, one statement at a time,
+each within a deadline; the tables created once (under an advisory lock, so that hosts starting
+at once do not race); a broken connection dropped and opened again at the next use. Every
+failure is the ``error`` class given (a HostError) naming the database with its password hidden."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Sequence
+from typing import Any, TypeVar
+
+import anyio
+
+from .db_backends import PostgresBackend, close_quietly, in_thread
+from .errors import DbError, HostError, StateError
+
+T = TypeVar("T")
+
+SCHEMA_LOCK = 7_305_561_042  # pg_advisory_xact_lock key: hosts starting at once create the tables once
+STATE_TIMEOUT = 10.0  # seconds a statement on the state database may take (but plugin storage's)
+
+
+class PgSession:
+    def __init__(self, url: str, timeout: float, schema: Sequence[str], *, what: str,
+                 setting: str = "[state] database", error: type[HostError] = StateError) -> None:
+        self.backend = PostgresBackend(url, statement_timeout=timeout)
+        self.timeout = timeout
+        self._schema, self._what, self._setting, self._error = schema, what, setting, error
+        self._lock = anyio.Lock()
+        self._thread_lock = threading.Lock()  # run_blocking's (a session is used one way or the other)
+        self._conn: Any = None
+        self._ready = False
+
+    async def run(self, fn: Callable[[Any], T]) -> T:
+        """``fn(connection)`` in a thread, one at a time, within the deadline."""
+        async with self._lock:
+            until = time.monotonic() + self.timeout
+            try:
+                if self._conn is None:
+                    opened: list[Any] = []
+
+                    def connect() -> None:
+                        opened.append(self.backend.connect(write=True, timeout=self.timeout))
+                    await in_thread(self.backend, connect, None, until, late=opened, setting=self._setting)
+                    self._conn = opened[0]
+                conn = self._conn
+                if not self._ready:
+                    await in_thread(self.backend, lambda: self._create(conn), conn, until, setting=self._setting)
+                    self._ready = True
+                return await in_thread(self.backend, lambda: fn(conn), conn, until, setting=self._setting)
+            except DbError as exc:  # the connection may be mid-transaction or broken: start afresh
+                self._drop()
+                raise self._error(f"{self._what} failed ({self.backend.where}): {exc.message}") from None
+
+    def run_blocking(self, fn: Callable[[Any], T]) -> T:
+        """``fn(connection)`` in the calling thread, for callers already off the event loop (the
+        balance history's run in worker threads), one at a time; ``statement_timeout`` bounds
+        each statement and ``connect_timeout`` the connection."""
+        with self._thread_lock:
+            try:
+                if self._conn is None:
+                    self._conn = self.backend.connect(write=True, timeout=self.timeout)
+                if not self._ready:
+                    self._create(self._conn)
+                    self._ready = True
+                return fn(self._conn)
+            except DbError as exc:
+                self._drop()
+                raise self._error(f"{self._what} failed ({self.backend.where}): {exc.message}") from None
+
+    def _create(self, conn: Any) -> None:
+        def body() -> None:
+            self.backend.run(conn, "SELECT pg_advisory_xact_lock(%s)", [SCHEMA_LOCK], 1)
+            for statement in self._schema:
+                self.backend.run(conn, statement, [], 0)
+        self.tx(conn, body)
+
+    def tx(self, conn: Any, body: Callable[[], T]) -> T:
+        """``body()`` in one transaction (rolled back if it raises)."""
+        b = self.backend
+        b.run(conn, "BEGIN", [], 0)
+        try:
+            out = body()
+        except BaseException:
+            b.rollback(conn)
+            raise
+        b.run(conn, "COMMIT", [], 0)
+        return out
+
+    def one(self, conn: Any, sql: str, args: list[Any]) -> dict | None:
+        """The first row ``sql`` returns (None: no row)."""
+        rows = self.backend.run(conn, sql, args, 1)[0]
+        return rows[0] if rows else None
+
+    def rows(self, conn: Any, sql: str, args: list[Any]) -> list[dict]:
+        return self.backend.run(conn, sql, args, 10_000_000)[0]
+
+    def _drop(self) -> None:
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            close_quietly(self.backend, conn)
+
+    def close(self) -> None:
+        self._drop()
+
+
+__all__ = ["STATE_TIMEOUT", "PgSession"]

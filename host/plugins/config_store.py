@@ -1,0 +1,170 @@
+"""Where the plugin config and secret store lives: ``<state_dir>/config.json`` by default
+(settings.ConfigStore), or with ``[state] database = "postgresql://..."`` a table that every host
+sharing the database reads and writes, so a config set through one host is served by all.
+
+Both behind one small async interface (the registry, the config API and the station API use
+it). Reads (``get``, ``names``) answer from memory; writes and ``refresh`` go to the store.
+Secret fields are sealed with the host's key before they are stored, in the file as in the
+table: every host sharing a database must hold the same key (``security.secret_key_env``, or
+the same ``secret_key_file`` copied to each host), or its ``verify`` fails at start."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Collection, Mapping
+from pathlib import Path
+from typing import Any, Protocol
+
+from ..pg_documents import PgDocuments
+from ..pg_session import STATE_TIMEOUT, PgSession
+from ..security.secrets import Cipher, is_sealed
+from .settings import ConfigStore, seal_configs, unsealed
+
+TABLE = "plugin_config"
+
+
+class Configs(Protocol):
+    """The config store: ``{key (plugin id or station:name): {field: value}}``, secrets sealed."""
+
+    def get(self, plugin: str) -> dict[str, Any] | None: ...
+    def names(self) -> list[str]: ...
+    @property
+    def has_sealed(self) -> bool: ...
+    async def verify(self) -> None: ...
+    async def refresh(self) -> set[str]: ...
+    async def set(self, plugin: str, values: dict[str, Any], secret: Collection[str] = ()) -> None: ...
+    async def set_many(self, configs: Mapping[str, dict[str, Any]],
+                       secret: Mapping[str, Collection[str]] | None = None) -> None: ...
+    async def remove(self, plugin: str) -> None: ...
+    async def migrate(self, secret: Mapping[str, Collection[str]]) -> list[str]: ...
+    def close(self) -> None: ...
+
+
+def open_configs(state_dir: str | Path, database: str | None, box: Cipher | None) -> Configs:
+    """The config store ``[state]`` names: the table in ``database``, else config.json."""
+    return PostgresConfigs(database, box) if database else FileConfigs(ConfigStore(state_dir, box))
+
+
+class FileConfigs:
+    """config.json (settings.ConfigStore) behind the async interface: small local file writes."""
+
+    def __init__(self, store: ConfigStore) -> None:
+        self.file = store
+
+    def get(self, plugin: str) -> dict[str, Any] | None:
+        return self.file.get(plugin)
+
+    def names(self) -> list[str]:
+        return self.file.names()
+
+    @property
+    def has_sealed(self) -> bool:
+        return self.file.has_sealed
+
+    async def verify(self) -> None:
+        self.file.verify()
+
+    async def refresh(self) -> set[str]:
+        return self.file.refresh()
+
+    async def set(self, plugin: str, values: dict[str, Any], secret: Collection[str] = ()) -> None:
+        self.file.set(plugin, values, secret)
+
+    async def set_many(self, configs: Mapping[str, dict[str, Any]],
+                       secret: Mapping[str, Collection[str]] | None = None) -> None:
+        self.file.set_many(configs, secret)
+
+    async def remove(self, plugin: str) -> None:
+        self.file.remove(plugin)
+
+    async def migrate(self, secret: Mapping[str, Collection[str]]) -> list[str]:
+        return self.file.migrate(secret)
+
+    def close(self) -> None:
+        pass
+
+
+class PostgresConfigs:
+    """The config store in one table, ``plugin_config (key, value, version)`` (pg_documents.py):
+    a row per key, its value the JSON of the fields (secrets sealed). ``refresh`` polls the
+    table's mark and reads it again only when another host moved it. Sealing the plaintext secrets of an old
+    store (``migrate``) is a compare and swap on the row's version, so it never overwrites a
+    config another host stored meanwhile."""
+
+    def __init__(self, url: str, box: Cipher | None, timeout: float = STATE_TIMEOUT) -> None:
+        self.db = PgSession(url, timeout, PgDocuments.schema(TABLE), what="the config store ([state] database)")
+        self.docs = PgDocuments(self.db, TABLE)
+        self._box = box
+        self._data: dict[str, dict[str, Any]] = {}
+        self._versions: dict[str, int] = {}
+        self._mark: tuple[int, int] | None = None  # (highest version, rows) when last read
+
+    def get(self, plugin: str) -> dict[str, Any] | None:
+        return self._data.get(plugin)
+
+    def names(self) -> list[str]:
+        return list(self._data)
+
+    @property
+    def has_sealed(self) -> bool:
+        return any(is_sealed(v) for values in self._data.values() for v in values.values())
+
+    async def verify(self) -> None:
+        """Read the table, and open every sealed value once: a host holding another key than
+        the one the table's secrets were sealed with fails its start (SecretsError)."""
+        self._data, self._versions, self._mark = await self.db.run(self.docs.read)
+        if self._box is not None:
+            for plugin, values in self._data.items():
+                self._box.reveal(values, plugin=plugin)
+
+    async def refresh(self) -> set[str]:
+        """The keys whose config another host changed since the last read (read again)."""
+        if await self.db.run(self.docs.mark) == self._mark:
+            return set()
+        before = self._data
+        self._data, self._versions, self._mark = await self.db.run(self.docs.read)
+        return {p for p in set(before) | set(self._data) if before.get(p) != self._data.get(p)}
+
+    async def set(self, plugin: str, values: dict[str, Any], secret: Collection[str] = ()) -> None:
+        await self.set_many({plugin: values}, {plugin: secret})
+
+    async def set_many(self, configs: Mapping[str, dict[str, Any]],
+                       secret: Mapping[str, Collection[str]] | None = None) -> None:
+        """Store several configs in one transaction: all of them or none (the others kept)."""
+        sealed = {k: json.loads(json.dumps(v)) for k, v in seal_configs(self._box, configs, secret).items()}
+        versions, before, after = await self.db.run(
+            lambda c: self.docs.write(c, lambda: {k: self.docs.put(c, k, v) for k, v in sealed.items()}))
+        self._data.update(sealed)
+        self._versions.update(versions)
+        self._wrote(before, after)
+
+    async def remove(self, plugin: str) -> None:
+        _, before, after = await self.db.run(lambda c: self.docs.write(c, lambda: self.docs.delete(c, plugin)))
+        self._data.pop(plugin, None)
+        self._versions.pop(plugin, None)
+        self._wrote(before, after)
+
+    async def migrate(self, secret: Mapping[str, Collection[str]]) -> list[str]:
+        stale = unsealed(self._data, secret)
+        if not stale:
+            return []
+        sealed = seal_configs(self._box, {p: self._data[p] for p in stale}, secret)
+
+        swapped, before, after = await self.db.run(lambda c: self.docs.write(
+            c, lambda: {p: self.docs.swap(c, p, v, self._versions[p]) for p, v in sealed.items()}))
+        done = sorted(p for p, v in swapped.items() if v is not None)
+        for p in done:
+            self._data[p], self._versions[p] = sealed[p], swapped[p]
+        self._wrote(before, after)
+        return done
+
+    def _wrote(self, before: tuple[int, int], after: tuple[int, int]) -> None:
+        """After a write: the mark it left, if no other host wrote since the last read (else the
+        next refresh reads the table, and reports their changes)."""
+        self._mark = after if before == self._mark else None
+
+    def close(self) -> None:
+        self.db.close()
+
+
+__all__ = ["Configs", "FileConfigs", "PostgresConfigs", "open_configs"]

@@ -1,0 +1,66 @@
+"""The approved plugin grants in the ``[state] database``: one row per plugin in
+``plugin_approvals`` (pg_documents.py), so a version approved through one host (its API, or the
+CLI beside it) starts on every host sharing the database at its next rescan, and a plugin seen
+for the first time is approved once for all of them. An approval merges with what the row holds
+under the table's lock in the database, so two hosts approving at once lose neither."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ..errors import InvalidConfig, StateError
+from ..pg_documents import PgDocuments
+from ..pg_session import STATE_TIMEOUT, PgSession
+from .approvals_core import Approvals, merge_approval
+from .audit import AuditLog
+from .permissions import Permissions
+
+TABLE = "plugin_approvals"
+
+
+class PostgresApprovals(Approvals):
+    """Approved grants by plugin id in ``plugin_approvals``, read at the first use and then by
+    each rescan (``refresh``: only when another host wrote)."""
+
+    def __init__(self, url: str, audit: AuditLog | None = None, timeout: float = STATE_TIMEOUT) -> None:
+        super().__init__(audit)
+        self.db = PgSession(url, timeout, PgDocuments.schema(TABLE), what="the approvals ([state] database)")
+        self.docs = PgDocuments(self.db, TABLE)
+        self._mark: tuple[int, int] | None = None  # as last read; None: read at the next refresh
+        self._loaded = False
+
+    async def _load(self) -> None:
+        if not self._loaded:  # once: later, only ``refresh`` (the rescan) reads the table
+            await self.refresh()
+
+    async def refresh(self) -> bool:
+        if self._mark is not None and await self.db.run(self.docs.mark) == self._mark:
+            return False
+        approved, _, mark = await self.db.run(self.docs.read)
+        for plugin_id, entry in approved.items():
+            try:
+                Permissions.parse(entry.get("permissions"))
+            except InvalidConfig as exc:
+                raise StateError(f"[state] database, table {TABLE}: the approval of {plugin_id!r} is unreadable "
+                                 f"({exc.message}); delete that row to approve the plugin as it is now") from None
+        self._approved, self._mark, self._loaded = approved, mark, True
+        return True
+
+    async def _store(self, plugin_id: str, asked: Permissions, version: str | None, by: str) -> list[str]:
+        await self._load()
+
+        def merge(conn: Any) -> tuple[dict[str, Any], list[str]]:
+            entry, added = merge_approval(self.docs.get(conn, plugin_id), asked, version=version, by=by)
+            self.docs.put(conn, plugin_id, entry)
+            return entry, added
+        (entry, added), before, after = await self.db.run(lambda c: self.docs.write(c, lambda: merge(c)))
+        self._approved[plugin_id] = entry
+        # this host's own write is no change "from outside", unless another host's came before it
+        self._mark = after if before == self._mark else None
+        return added
+
+    def close(self) -> None:
+        self.db.close()
+
+
+__all__ = ["PostgresApprovals"]

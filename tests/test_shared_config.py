@@ -1,0 +1,189 @@
+"""The plugin config and secret store in PostgreSQL (``[state] database``), shared by hosts with
+their own state directories and one secret key, on the real postgres of tests/support/postgres.py:
+a config stored through one host is what the other's workers get after its rescan, a reset
+likewise; two hosts writing at once keep both; secrets are sealed in the table, never plain; a
+host with another key, or none, does not start; plaintext secrets already in the table are
+sealed at start; a database that is gone fails the start, or a config set, with a StateError
+without the password. Also two ``serve`` processes over HTTP."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import anyio
+import psycopg
+import pytest
+from cryptography.fernet import Fernet
+from support.plugins import fresh_state
+from support.processes import free_port
+from support.servers import serve_process
+
+from host import PoolConfig, SecretsError, StateError
+from host.state_config import StateConfig
+
+pytestmark = pytest.mark.anyio
+
+SECRET = "sk-shared-9f8e7d6c5b4a"
+TUNED = """
+export const metadata = {
+  id: "tuned", name: "Tuned", version: "1.0.0", apiVersion: "1.0",
+  configSchema: { apiKey: { type: "string", secret: true }, level: { type: "integer", default: 1 } },
+};
+export function level(ctx) { return ctx.config.level; }
+export function keyIs(value, ctx) { return ctx.config.apiKey === value; }
+"""
+ONE = PoolConfig(min_workers=1, max_workers=1)
+
+
+@pytest.fixture
+def tuned(plugin_dir, monkeypatch):
+    """The plugin directory with ``tuned`` (its config has a secret), and one secret key for
+    every host the test starts ($PLUGIN_HOST_SECRET_KEY)."""
+    plugin_dir.add("tuned.js", TUNED)
+    monkeypatch.setenv("PLUGIN_HOST_SECRET_KEY", Fernet.generate_key().decode())
+    return plugin_dir
+
+
+def stored(url: str, key: str) -> tuple[str, dict]:
+    with psycopg.connect(url) as db:
+        (text,) = db.execute("SELECT value FROM plugin_config WHERE key = %s", [key]).fetchone()
+    return text, json.loads(text)
+
+
+async def test_a_config_stored_through_one_host_is_served_by_the_other(
+        make_host, tuned, tmp_path, shared_state, postgres_url):
+    state = StateConfig(database=postgres_url)
+    a_dir, b_dir = (str(fresh_state(tmp_path / n, shared_state)) for n in "ab")
+    async with make_host(state_dir=a_dir, state=state, pool=ONE) as a, \
+            make_host(state_dir=b_dir, state=state, pool=ONE) as b:
+        assert await b.call("tuned", "level") == 1
+        masked = await a.set_config("tuned", {"level": 4, "apiKey": SECRET})
+        assert masked == {"level": 4, "apiKey": "********"}
+        await b.rescan()  # the watcher's poll: b sees a's row changed and restarts the plugin
+        assert await b.call("tuned", "level") == 4
+        assert await b.call("tuned", "keyIs", SECRET) is True
+        text, row = stored(postgres_url, "tuned")
+        assert row["level"] == 4 and row["apiKey"].startswith("enc:v1:") and SECRET not in text
+        await b.rescan()  # nothing changed since: the plugin keeps serving the same config
+        assert await b.call("tuned", "level") == 4
+        await b.reset_config("tuned")
+        await a.rescan()
+        assert await a.call("tuned", "level") == 1
+    assert not (tmp_path / "a" / "state" / "config.json").exists()
+
+
+async def test_two_hosts_setting_configs_at_once_keep_both(make_host, tuned, tmp_path, shared_state, postgres_url):
+    tuned.add("other.js", TUNED.replace('id: "tuned", name: "Tuned"', 'id: "other", name: "Other"'))
+    state = StateConfig(database=postgres_url)
+    a_dir, b_dir = (str(fresh_state(tmp_path / n, shared_state)) for n in "ab")
+    async with make_host(state_dir=a_dir, state=state, pool=ONE) as a, \
+            make_host(state_dir=b_dir, state=state, pool=ONE) as b:
+        async with anyio.create_task_group() as tg:
+            for n in range(2, 6):  # interleaved writes of two plugins' configs through two hosts
+                tg.start_soon(a.set_config, "tuned", {"level": n})
+                tg.start_soon(b.set_config, "other", {"level": 10 * n})
+        rows = {k: stored(postgres_url, k)[1] for k in ("tuned", "other")}
+        await a.rescan()
+        await b.rescan()
+        for h in (a, b):  # each host serves what the table holds, for both plugins
+            assert (await h.call("tuned", "level"), await h.call("other", "level")) == (
+                rows["tuned"]["level"], rows["other"]["level"])
+    assert rows["tuned"]["level"] in range(2, 6) and rows["other"]["level"] in range(20, 60, 10)
+
+
+async def test_a_host_with_another_key_does_not_start(make_host, tuned, postgres_url, monkeypatch):
+    state = StateConfig(database=postgres_url)
+    async with make_host(state=state, pool=ONE) as a:
+        await a.set_config("tuned", {"apiKey": SECRET})
+    monkeypatch.setenv("PLUGIN_HOST_SECRET_KEY", Fernet.generate_key().decode())
+    with pytest.raises(SecretsError):
+        async with make_host(state=state, pool=ONE):
+            pass
+
+
+async def test_a_host_without_the_key_does_not_start_nor_make_a_new_one(
+        make_host, tuned, tmp_path, shared_state, postgres_url, monkeypatch):
+    state = StateConfig(database=postgres_url)
+    async with make_host(state=state, pool=ONE) as a:
+        await a.set_config("tuned", {"apiKey": SECRET})
+    monkeypatch.delenv("PLUGIN_HOST_SECRET_KEY")
+    b_dir = fresh_state(tmp_path / "b", shared_state)
+    with pytest.raises(SecretsError, match=r"secret key file .* is missing.*copy it from a host sharing"):
+        async with make_host(state_dir=str(b_dir), state=state, pool=ONE):
+            pass
+    assert not (b_dir / "secret.key").exists()
+
+
+async def test_plaintext_secrets_in_the_table_are_sealed_at_start(make_host, tuned, postgres_url):
+    state = StateConfig(database=postgres_url)
+    async with make_host(state=state, pool=ONE):
+        pass  # creates the table
+    with psycopg.connect(postgres_url) as db:
+        db.execute("INSERT INTO plugin_config (key, value, version) VALUES "
+                   "('tuned', %s, nextval('plugin_config_version'))", [json.dumps({"apiKey": SECRET})])
+    async with make_host(state=state, pool=ONE) as h:
+        assert await h.call("tuned", "keyIs", SECRET) is True
+    text, row = stored(postgres_url, "tuned")
+    assert row["apiKey"].startswith("enc:v1:") and SECRET not in text
+
+
+async def test_an_unreachable_state_database_fails_the_start_with_a_state_error(make_host, tuned, caplog):
+    port = free_port()  # nothing listens there
+    state = StateConfig(database=f"postgresql://app:t0psecret@127.0.0.1:{port}/app")
+    with pytest.raises(StateError) as e:
+        async with make_host(state=state, pool=ONE):
+            pass
+    assert f"127.0.0.1:{port}" in e.value.message and "t0psecret" not in e.value.message
+    assert "t0psecret" not in caplog.text
+
+
+def served(srv, function: str, *args, until, deadline: float = 30.0):
+    """What ``function`` returns on ``srv`` once it is ``until`` (polled: the other host's
+    watcher picks the change up within its ``reload.interval``)."""
+    end = time.monotonic() + deadline
+    while True:
+        status, out = srv.request("POST", f"/api/plugins/tuned/call/{function}", {"args": list(args)})
+        if (status == 200 and out["result"] == until) or time.monotonic() > end:
+            return status, out
+        time.sleep(0.1)
+
+
+@pytest.mark.timeout(120)
+def test_two_serve_processes_share_the_config_store(tmp_path, shared_state, postgres_url, postgres_server, tuned):
+    (tmp_path / "host.toml").write_text(f'[state]\ndatabase = "{postgres_url}"\n[reload]\ninterval = 0.2\n')
+    env = {"PLUGIN_HOST_SECRET_KEY": Fernet.generate_key().decode()}
+    common = ("--plugins", str(tuned.root), "--config", "host.toml", "--insecure-no-token")
+    with serve_process(tmp_path, *common, "--state-dir", str(fresh_state(tmp_path / "a", shared_state)),
+                       env=env) as one, \
+            serve_process(tmp_path, *common, "--state-dir", str(fresh_state(tmp_path / "b", shared_state)),
+                          env=env) as two:
+        one.wait_running("tuned")
+        two.wait_running("tuned")
+        status, out = one.request("PUT", "/api/plugins/tuned/config", {"level": 7, "apiKey": SECRET})
+        assert status == 200, (out, one.log()[-3000:])
+        status, out = served(two, "level", until=7)
+        assert (status, out.get("result")) == (200, 7), (out, two.log()[-3000:])
+        assert two.request("POST", "/api/plugins/tuned/call/keyIs", {"args": [SECRET]})[1]["result"] is True
+        text, row = stored(postgres_url, "tuned")
+        assert row["apiKey"].startswith("enc:v1:") and SECRET not in text
+        status, _ = two.request("DELETE", "/api/plugins/tuned/config")
+        assert status == 200
+        assert served(one, "level", until=1)[1]["result"] == 1
+        logs = one.log() + two.log()
+    assert postgres_server.password not in logs and SECRET not in logs
+
+
+async def test_a_config_set_with_the_database_gone_is_a_state_error_and_the_plugin_serves_on(
+        make_host, tuned, postgres_url, postgres_server, caplog):
+    state = StateConfig(database=postgres_url)
+    async with make_host(state=state, pool=ONE) as h:
+        with postgres_server.admin() as admin:
+            admin.execute(f"DROP DATABASE {postgres_url.rsplit('/', 1)[1]} WITH (FORCE)")
+        with pytest.raises(StateError) as e:
+            await h.set_config("tuned", {"level": 2, "apiKey": SECRET})
+        with pytest.raises(StateError):
+            await h.rescan()  # said to whoever asked (the watcher logs it and polls again later)
+        assert await h.call("tuned", "level") == 1  # the plugin keeps serving what it had
+    assert f"127.0.0.1:{postgres_server.port}" in e.value.message
+    assert postgres_server.password not in e.value.message + caplog.text and SECRET not in caplog.text

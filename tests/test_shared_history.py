@@ -1,0 +1,68 @@
+"""Balance history in PostgreSQL (``[state] database``): two hosts with their own state
+directories and their own workers append to one history, and either reads all of it; alerts
+likewise; nothing goes to the sqlite file; a database that is gone is a StateError without the
+password. On the real postgres of tests/support/postgres.py."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import pytest
+from support.plugins import fresh_state
+from support.processes import free_port
+
+from host import PoolConfig, StateError
+from host.balances.alerts import Alert
+from host.balances.history_pg import PostgresHistory
+from host.state_config import StateConfig
+
+pytestmark = pytest.mark.anyio
+
+STATION = """
+export const metadata = { id: "alpha", name: "alpha", version: "1.0.0", apiVersion: "1.0", capabilities: ["balance"] };
+let n = 0;
+export async function queryBalance() { n++; return { balance: 100 - n, currency: "USD", quota: 100, usedQuota: n }; }
+"""
+ONE = PoolConfig(min_workers=1, max_workers=1)
+
+
+async def test_two_hosts_append_to_one_history(make_host, plugin_dir, tmp_path, shared_state, postgres_url):
+    plugin_dir.add("alpha.js", STATION)
+    state = StateConfig(database=postgres_url)
+    a_dir, b_dir = (fresh_state(tmp_path / n, shared_state) for n in "ab")
+    async with make_host(state_dir=str(a_dir), state=state, pool=ONE) as a, \
+            make_host(state_dir=str(b_dir), state=state, pool=ONE) as b:
+        await a.query_balances(refresh=True)
+        await b.query_balances(refresh=True)
+        await a.query_balances(refresh=True)
+        seen_a, seen_b = await a.balance_history("alpha"), await b.balance_history()
+        latest = await b.balance_history(limit=1)
+    assert seen_a == seen_b
+    assert [(p.balance, p.used_quota) for p in seen_a] == [(99.0, 1.0), (99.0, 1.0), (98.0, 2.0)]  # a, b, a
+    assert [p.time for p in seen_a] == sorted(p.time for p in seen_a)
+    assert latest == seen_a[-1:]
+    assert not (a_dir / "balances.sqlite3").exists() and not (b_dir / "balances.sqlite3").exists()
+    async with make_host(state_dir=str(a_dir), state=state, pool=ONE) as again:  # it outlives both hosts
+        assert await again.balance_history() == seen_a
+
+
+def test_alerts_written_by_one_host_are_read_by_another(postgres_url):
+    one, two = PostgresHistory(postgres_url), PostgresHistory(postgres_url)
+    t = dt.datetime.now(dt.UTC)
+    try:
+        one.record_alerts([Alert("alpha", "Alpha", "low_balance", t, 3.0, "USD", 5.0, "low")])
+        two.record_alerts([Alert("beta", "Beta", "low_balance", t + dt.timedelta(seconds=1), 1.0, "USD", 2.0, "low")])
+        assert [a.provider for a in one.read_alerts()] == ["alpha", "beta"]
+        assert [(a.provider, a.balance, a.threshold) for a in two.read_alerts("alpha")] == [("alpha", 3.0, 5.0)]
+        assert [a.provider for a in two.read_alerts(limit=1)] == ["beta"]
+    finally:
+        one.close()
+        two.close()
+
+
+def test_an_unreachable_history_database_is_a_state_error_without_the_password():
+    port = free_port()  # nothing listens there
+    history = PostgresHistory(f"postgresql://app:t0psecret@127.0.0.1:{port}/app", timeout=2.0)
+    with pytest.raises(StateError) as e:
+        history.read()
+    assert f"127.0.0.1:{port}" in e.value.message and "t0psecret" not in e.value.message
