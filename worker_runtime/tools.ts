@@ -1,6 +1,7 @@
 /**
  * The tools of an execution (as in Isolate): crypto, with only the allowed methods a bounded
- * number of times, and db, queries (and, when allowed, writes) the host runs.
+ * number of times, db, queries (and, when allowed, writes) the host runs, and the operator's
+ * host-function tools, functions the host runs.
  */
 
 import type { CallState } from "./calls.ts";
@@ -19,6 +20,8 @@ interface CryptoToolSettings {
 
 const realCrypto = globalThis.crypto;
 export let cryptoSettings: CryptoToolSettings = { subtle: true, methods: [], max_bytes: 65536, max_ops: 1000 };
+/** The operator's host-function tools ([execute.tools.NAME]), from the welcome. */
+export let hostToolNames: Set<string> = new Set();
 
 /** An execute worker's tool settings, from the welcome. */
 export function readToolSettings(tools: Record<string, unknown>): void {
@@ -29,6 +32,16 @@ export function readToolSettings(tools: Record<string, unknown>): void {
     max_bytes: typeof s.max_bytes === "number" ? s.max_bytes : 65536,
     max_ops: typeof s.max_ops === "number" ? s.max_ops : 1000,
   };
+  hostToolNames = new Set(Array.isArray(tools.host) ? tools.host.filter((n) => typeof n === "string") : []);
+}
+
+/** An operator's tool for one execution: a function whose calls the host runs (the host call
+ * `tool.call`, checked there against what the execution asked for); dead once it settled. */
+export function makeHostTool(name: string, state: CallState): unknown {
+  return Object.freeze((...args: unknown[]): Promise<unknown> => {
+    if (state.settled) return Promise.reject(new TypeError(`${name}: the execution that owned this tool has ended`));
+    return hostCall("tool.call", [name, args], state.id);
+  });
 }
 
 /** The crypto tool of one execution: only the allowed methods, each use counted against it;
