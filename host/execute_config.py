@@ -3,7 +3,7 @@ and the ceiling of what a request may ask for, with the checks HostConfig runs o
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 import msgspec
 from msgspec import Meta
@@ -27,11 +27,16 @@ class CryptoToolConfig(msgspec.Struct, forbid_unknown_fields=True, omit_defaults
 
 class ToolConfig(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True):
     """``[execute.tools.NAME]``: an operator's tool (host/execute_tools.py). ``kind = "host"``:
-    ``function`` names a Python callable (``package.module:func``) the host runs for the code."""
+    ``function`` names a Python callable (``package.module:func``) the host runs for the code.
+    ``kind = "module"``: ``module`` is a .js/.ts file whose ``setup(ctx)`` returns what code
+    sees, run in the execution's context with ``permissions`` added to its set."""
 
-    kind: Literal["host"] = "host"
+    kind: Literal["host", "module"] = "host"
     function: str = ""
     timeout: Seconds | None = None  # seconds a call may take at most; None: the execution's deadline
+    module: str = ""               # kind = "module": the file (relative to host.toml)
+    permissions: Permissions | None = None  # kind = "module": what it needs, within [execute.allow]
+    config: dict[str, Any] = {}    # kind = "module": ctx.config of its setup(ctx)
 
 
 class HooksConfig(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True):

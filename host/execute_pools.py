@@ -83,7 +83,7 @@ class ExecutePools:
         # Every tool, built-in or the operator's, and the operator's hooks: imported now, so a
         # wrong setting fails the host's start (InvalidConfig naming it), not an execution.
         self.tools = ToolRegistry(config.tools, database=config.database, db_writes=config.db_writes,
-                                  audit=runtime.audit.record)
+                                  allow=config.allow, audit=runtime.audit.record)
         self.hooks = ExecuteHooks(config.hooks)
 
     # ------------------------------------------------------------------ admission
@@ -102,9 +102,11 @@ class ExecutePools:
         if language not in LANGUAGES:
             raise InvalidConfig(f"language: {language!r} is not one of {', '.join(LANGUAGES)}")
         self.tools.admit(tools)
-        if permissions is None or permissions == "none" or permissions == {}:
+        needs = self.tools.permissions(tools)  # module tools' permissions join the set
+        if (permissions is None or permissions == "none" or permissions == {}) and not needs:
             return self._none
-        perms = (Permissions.merge(*permissions, where="permissions") if isinstance(permissions, list)
+        asked = [] if permissions is None else permissions if isinstance(permissions, list) else [permissions]
+        perms = (Permissions.merge(*asked, *needs, where="permissions") if isinstance(permissions, list) or needs
                  else Permissions.parse(permissions))
         if perms.empty and not perms.allow_private_network:
             return self._none
@@ -185,7 +187,7 @@ class ExecutePools:
                           limits=self.limits,
                           egress_id=EXECUTE_EGRESS + hashlib.sha256(repr(key).encode()).hexdigest()[:16],
                           tools={"crypto": msgspec.to_builtins(self.config.crypto),
-                                 "host": self.tools.host_tools},
+                                 "host": self.tools.host_tools, "modules": self.tools.module_tools},
                           reused=self.config.pooled)
         pool = self._new_pool(spec, execute_pool_config(self.config, warm=perms.empty))
         await self._start(pool)

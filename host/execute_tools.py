@@ -8,7 +8,14 @@ global ``NAME(...args)``; the worker forwards the call as the host call ``tool.c
 host checks that the execution asked for the tool, runs the callable within the execution's
 deadline (and the tool's own ``timeout``), and records one audit line per call. Arguments and
 results cross as MessagePack; a callable that raises, times out or returns what MessagePack
-cannot carry becomes a ToolFailed the code can catch (a HostError it raises passes as is)."""
+cannot carry becomes a ToolFailed the code can catch (a HostError it raises passes as is).
+
+A module tool (``kind = "module"``, ``module = "path/to/tool.js"``) is JavaScript/TypeScript the
+host reads (it may live outside the plugins directory) and sends to every execute worker; an
+execution asking for it runs the module in its own context, before its code, and gets what
+``setup(ctx)`` returns (``ctx``: ``{name, config}``) as the global ``NAME``. Its
+``permissions`` join the execution's set, so they must lie within ``[execute.allow]``
+(checked at start) and are the code's too: the worker runtime only helps, Deno enforces."""
 
 from __future__ import annotations
 
@@ -27,6 +34,7 @@ from . import protocol as p
 from .errors import GrantRefused, HostError, InvalidConfig, InvalidHostCall, ToolFailed
 from .execute_config import TOOLS as BUILTIN_TOOLS
 from .execute_config import ToolConfig
+from .security.permissions import Permissions, beyond
 
 # Names an operator's tool may not take: it becomes a global of the execution's context.
 _RESERVED = frozenset({
@@ -34,6 +42,7 @@ _RESERVED = frozenset({
     "Promise", "JSON", "Math", "Date", "Error", "Symbol", "Reflect", "Proxy", "setTimeout", "setInterval",
     "clearTimeout", "clearInterval", "queueMicrotask", "structuredClone", "undefined", "eval", "tools",
 })
+MAX_MODULE_BYTES = 256 * 1024  # a module tool's source, sent in every execute worker's welcome
 _NAME = re.compile(r"^[A-Za-z_$][A-Za-z0-9_$]{0,63}$")  # a JavaScript identifier
 
 
@@ -83,22 +92,63 @@ class ToolRegistry:
     ``audit``: records one line per operator tool call (the host's audit log)."""
 
     def __init__(self, tools: dict[str, ToolConfig], *, database: str | None, db_writes: bool,
-                 audit: Callable[..., None] | None = None) -> None:
+                 allow: Permissions | None = None, audit: Callable[..., None] | None = None) -> None:
         self._database, self._db_writes, self._audit = database, db_writes, audit
         self._host: dict[str, _HostTool] = {}
+        self._modules: dict[str, dict[str, Any]] = {}  # name -> what the worker gets (source, config)
+        self._perms: dict[str, Permissions] = {}
         for name, tc in tools.items():
             where = f"[execute.tools.{name}]"
             if not _NAME.match(name) or name in _RESERVED:
                 raise InvalidConfig(f"{where}: the name must be a JavaScript identifier and not one of the "
                                     f"built-in tools or globals ({', '.join(sorted(_RESERVED))})")
+            if tc.kind == "module":
+                self._add_module(name, tc, where, allow or Permissions())
+                continue
+            if tc.module or tc.permissions is not None or tc.config:
+                raise InvalidConfig(f'{where}: module, permissions and config belong to kind = "module"')
             if not tc.function:
                 raise InvalidConfig(f'{where} function: required with kind = "host" ("package.module:function")')
             self._host[name] = _HostTool(name, resolve_callable(tc.function, f"{where} function"), tc.function,
                                          tc.timeout)
 
+    def _add_module(self, name: str, tc: ToolConfig, where: str, allow: Permissions) -> None:
+        if not tc.module.endswith((".js", ".ts", ".mjs")):
+            raise InvalidConfig(f"{where} module: a .js or .ts file is required (got {tc.module!r})")
+        if tc.function:
+            raise InvalidConfig(f'{where} function: belongs to kind = "host"; a module tool has a setup(ctx)')
+        try:
+            with open(tc.module, "rb") as f:
+                raw = f.read(MAX_MODULE_BYTES + 1)
+        except OSError as exc:
+            raise InvalidConfig(f"{where} module = {tc.module!r}: cannot read it ({exc.strerror})") from None
+        if len(raw) > MAX_MODULE_BYTES:
+            raise InvalidConfig(f"{where} module = {tc.module!r}: larger than {MAX_MODULE_BYTES} bytes")
+        try:
+            source = raw.decode("utf-8")
+        except UnicodeDecodeError:
+            raise InvalidConfig(f"{where} module = {tc.module!r}: not UTF-8 text") from None
+        perms = Permissions.parse(tc.permissions, where=f"{where} permissions")
+        if extra := beyond(perms, allow):
+            raise InvalidConfig(f"{where} permissions ask for {', '.join(extra)}, beyond [execute.allow]; "
+                                "widen [execute.allow] or narrow the tool's permissions")
+        if not perms.empty or perms.allow_private_network:
+            self._perms[name] = perms
+        self._modules[name] = {"source": source, "config": tc.config,
+                               "language": "typescript" if tc.module.endswith(".ts") else "javascript"}
+
     @property
     def names(self) -> tuple[str, ...]:
-        return BUILTIN_TOOLS + tuple(self._host)
+        return BUILTIN_TOOLS + tuple(self._host) + tuple(self._modules)
+
+    @property
+    def module_tools(self) -> dict[str, dict[str, Any]]:
+        """The operator's module tools as execute workers get them (in the welcome)."""
+        return self._modules
+
+    def permissions(self, tools: list[str]) -> list[Permissions]:
+        """What the module tools among ``tools`` need (joined to the execution's set)."""
+        return [self._perms[t] for t in tools if t in self._perms]
 
     @property
     def host_tools(self) -> list[str]:

@@ -7,6 +7,8 @@
 import type { CallState } from "./calls.ts";
 import { hostCall } from "./context.ts";
 import { ResourceLimitExceeded } from "./errors.ts";
+import type { Execution } from "./isolate.ts";
+import { toJavaScript } from "./typescript.ts";
 
 // The crypto tool (as in Isolate): in an execute worker, the global `crypto` is only there for code
 // that asked for the tool, and then only the allowed methods, a bounded number of times.
@@ -33,6 +35,38 @@ export function readToolSettings(tools: Record<string, unknown>): void {
     max_ops: typeof s.max_ops === "number" ? s.max_ops : 1000,
   };
   hostToolNames = new Set(Array.isArray(tools.host) ? tools.host.filter((n) => typeof n === "string") : []);
+  moduleTools = new Map();
+  const modules = tools.modules;
+  if (modules !== null && typeof modules === "object") {
+    for (const [name, t] of Object.entries(modules as Record<string, Record<string, unknown>>)) {
+      if (typeof t?.source !== "string") continue;
+      moduleTools.set(name, { source: t.source, config: t.config ?? {}, typescript: t.language === "typescript" });
+    }
+  }
+}
+
+interface ModuleTool {
+  source: string;
+  config: unknown;
+  typescript: boolean;
+}
+/** The operator's module tools ([execute.tools.NAME] kind = "module"), from the welcome. */
+export let moduleTools: Map<string, ModuleTool> = new Map();
+
+/** Run module tool `name` in the execution's context and bind what its `setup(ctx)` returns
+ * as the global `name`, before the execution's code runs. */
+export async function setupModuleTool(execution: Execution, name: string, tool: ModuleTool): Promise<void> {
+  if (tool.typescript) {
+    tool.source = toJavaScript(tool.source);  // once per worker
+    tool.typescript = false;
+  }
+  const setup = await execution.load(tool.source, "setup", `<tool:${name}>`);
+  if (typeof setup !== "function") {
+    throw new TypeError(`tool ${name}: its module exports no setup(ctx) function ([execute.tools.${name}] module)`);
+  }
+  const api = await setup(execution.adopt({ name, config: tool.config }));
+  if (api === undefined) throw new TypeError(`tool ${name}: setup(ctx) returned nothing; it returns what code sees`);
+  execution.bind(name, api);
 }
 
 /** An operator's tool for one execution: a function whose calls the host runs (the host call
