@@ -243,8 +243,91 @@ async def test_tools_and_hooks_over_http(make_host, operator):
 @pytest.mark.parametrize("anyio_backend", ["asyncio"])  # aiohttp
 async def test_a_failing_format_hook_is_a_typed_answer_not_a_500(make_host, operator):
     xc = ExecuteConfig(**ONE, hooks=hooks(operator, format="broken"))
-    async with make_host(execute=xc) as h, served(h, enable_execute=True) as (_, http):
-        async with http.post("/execute", json={"code": "export default () => 1"}) as r:
-            status, out = r.status, await r.json()
+    async with make_host(execute=xc) as h, served(h, enable_execute=True) as (_, http), \
+            http.post("/execute", json={"code": "export default () => 1"}) as r:
+        status, out = r.status, await r.json()
     assert status == 502 and out["error"]["type"] == "HookFailed", out
     assert "[execute.hooks] format" in out["error"]["message"] and "hook bug" in out["error"]["message"]
+
+
+# ---------------------------------------------------------------------------------------------
+# module tools
+
+FILES_TOOL = """
+export function setup(ctx: { name: string; config: { path: string; greeting: string } }) {
+  return Object.freeze({
+    greet: (n: string): string => `${ctx.config.greeting}, ${n} (from ${ctx.name})`,
+    note: (): string => Deno.readTextFileSync(ctx.config.path).trim(),
+  });
+}
+"""
+
+
+def files_tool(tmp_path, **over) -> tuple[dict, str]:
+    """A module tool outside the plugins directory that reads one file, and that file's directory."""
+    data = tmp_path / "data"
+    data.mkdir(exist_ok=True)
+    (data / "note.txt").write_text("a note\n")
+    (tmp_path / "files_tool.ts").write_text(FILES_TOOL)
+    tool = {"kind": "module", "module": str(tmp_path / "files_tool.ts"), "permissions": {"read": [str(data)]},
+            "config": {"path": str(data / "note.txt"), "greeting": "Hi"}}
+    return tool | over, str(data)
+
+
+async def test_a_module_tool_gets_its_permissions_and_code_sees_what_setup_returns(make_host, tmp_path):
+    state = tmp_path / "state"
+    tool, data = files_tool(tmp_path)
+    xc = ExecuteConfig(**ONE, allow={"net": True, "read": [data]}, tools={"files": tool})
+    read = f"export default () => Deno.readTextFileSync({str(data + '/note.txt')!r})"
+    async with make_host(state_dir=str(state), execute=xc) as h:
+        out = await h.execute("export default () => [files.greet('Ann'), files.note()]", tools=["files"])
+        assert out.ok and out.result == ["Hi, Ann (from files)", "a note"], out.logs
+        # Without the tool: neither the global nor its read grant.
+        bare = await h.execute(read)
+        assert not bare.ok and bare.logs[-1].name == "NotCapable", bare.logs
+        assert (await h.execute("export default () => typeof files")).result == "undefined"
+    lines = audit(state, "execute")
+    assert lines[0]["tools"] == ["files"] and lines[0]["permissions"]["read"] == [data], lines[0]
+
+
+async def test_a_module_tool_without_setup_fails_the_execution_that_asks_for_it(make_host, tmp_path):
+    (tmp_path / "bad_tool.js").write_text("export const nothing = 1;\n")
+    xc = ExecuteConfig(**ONE, tools={"bad": {"kind": "module", "module": str(tmp_path / "bad_tool.js")}})
+    async with make_host(execute=xc) as h:
+        out = await h.execute("export default () => 1", tools=["bad"])
+        assert not out.ok and "tool bad: its module exports no setup(ctx) function" in out.logs[-1].message
+        assert (await h.execute("export default () => 2")).result == 2  # others are unaffected
+
+
+async def test_module_tool_settings_are_checked_at_start_naming_the_setting(make_host, tmp_path):
+    tool, _ = files_tool(tmp_path)
+    for tools, match in [
+        ({"files": tool}, r"\[execute.tools.files\] permissions ask for read: .*beyond \[execute.allow\]"),
+        ({"files": tool | {"module": str(tmp_path / "missing.js")}},
+         r"\[execute.tools.files\] module = .*missing.js': cannot read it"),
+        ({"files": tool | {"module": str(tmp_path / "tool.py")}}, r"\[execute.tools.files\] module: a .js or .ts"),
+        ({"files": {"function": "x:y", "config": {"a": 1}}},
+         r'\[execute.tools.files\]: module, permissions and config belong to kind = "module"'),
+    ]:
+        with pytest.raises(InvalidConfig, match=match):
+            async with make_host(execute=ExecuteConfig(**ONE, tools=tools)):
+                pass
+
+
+def test_host_toml_reads_tools_and_hooks_with_module_paths_relative_to_the_file(tmp_path):
+    from host import load_config
+
+    (tmp_path / "host.toml").write_text(
+        '[execute.tools.weather]\nfunction = "ops.tools:weather"\ntimeout = 2\n'
+        '[execute.tools.files]\nkind = "module"\nmodule = "tools/files.js"\npermissions = { net = ["api.example.com"] }\n'
+        'config = { greeting = "Hi" }\n'
+        '[execute.hooks]\nvalidate = "ops.hooks:validate"\ntimeout = 1.5\n')
+    xc = load_config(tmp_path / "host.toml").execute
+    assert xc.tools["weather"].function == "ops.tools:weather" and xc.tools["weather"].timeout == 2
+    files = xc.tools["files"]
+    assert files.module == str(tmp_path / "tools" / "files.js") and files.permissions.net == ["api.example.com"]
+    assert files.config == {"greeting": "Hi"}
+    assert (xc.hooks.validate, xc.hooks.timeout) == ("ops.hooks:validate", 1.5)
+    (tmp_path / "host.toml").write_text('[execute.hooks]\nvalidated = "a:b"\n')
+    with pytest.raises(InvalidConfig, match="validated"):
+        load_config(tmp_path / "host.toml")
