@@ -7,8 +7,8 @@
   returning another ExecuteRequest; admission then judges what it returns, so a hook cannot
   take code past ``[execute.allow]``.
 - ``after_execute(request, result)``: sees the ExecuteResult; may return another.
-- ``format(answer, result)``: the HTTP answer (a dict) of ``POST /execute``; may return another
-  JSON value to send instead.
+- ``format(answer, result)``: the HTTP answer of ``POST /execute`` (a dict of JSON values); may
+  return another JSON value to send instead.
 
 Each may be sync (run in a thread) or async and runs within ``[execute.hooks] timeout``. A hook
 that raises, times out or returns the wrong type is a HookFailed naming it (a HostError it
@@ -96,6 +96,7 @@ class ExecuteHooks:
         """The HTTP answer to send for ``result``: ``answer`` unless a format hook reshapes it."""
         if "format" not in self._fns:
             return answer
+        answer = msgspec.to_builtins(answer)  # plain JSON values: the logs as dicts
         out = await self._run("format", answer, result)
         if out is None:
             return answer

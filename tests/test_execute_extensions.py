@@ -11,8 +11,7 @@ import textwrap
 import pytest
 from support.servers import served
 
-from host import ExecuteConfig, GrantRefused, InvalidConfig, PluginHost
-from host.errors import ExecuteRefused, HookFailed
+from host import ExecuteConfig, ExecuteRefused, GrantRefused, HookFailed, InvalidConfig, PluginHost
 from host.security.audit import read_audit
 
 pytestmark = [pytest.mark.anyio, pytest.mark.timeout(60)]
@@ -63,7 +62,8 @@ async def after(request, result):
     return None
 
 def fmt(answer, result):
-    return {"success": answer["ok"], "value": answer.get("result"), "logs": len(result.logs)}
+    return {"success": answer["ok"], "value": answer.get("result"), "logs": len(result.logs),
+            "levels": [e["level"] for e in answer.get("logs", [])]}
 
 def broken(*args):
     raise RuntimeError("hook bug")
@@ -230,9 +230,9 @@ async def test_tools_and_hooks_over_http(make_host, operator):
             async with http.post("/execute", json=body) as r:
                 return r.status, await r.json()
 
-        status, out = await execute({"code": "export default async (c) => (await weather(c)).temp",
-                                     "input": "Oslo", "tools": ["weather"]})
-        assert (status, out) == (200, {"success": True, "value": 21, "logs": 0})  # shaped by format
+        status, out = await execute({"code": "export default async (c) => { console.info(c); "
+                                             "return (await weather(c)).temp }", "input": "Oslo", "tools": ["weather"]})
+        assert (status, out) == (200, {"success": True, "value": 21, "logs": 1, "levels": ["info"]})  # by format
         status, out = await execute({"code": "export default () => 1", "tools": ["radar"]})
         assert status == 400 and "[execute.tools.NAME]" in out["error"]["message"], out
         status, out = await execute({"code": "export default () => 'forbidden'"})
