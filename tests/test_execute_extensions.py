@@ -6,12 +6,15 @@ callables live in a module the test writes to tmp_path and puts on sys.path."""
 from __future__ import annotations
 
 import itertools
+import sys
 import textwrap
 
 import pytest
 from support.servers import served
 
 from host import ExecuteConfig, ExecuteRefused, GrantRefused, HookFailed, InvalidConfig, PluginHost
+from host import protocol as p
+from host.errors import InvalidHostCall
 from host.security.audit import read_audit
 
 pytestmark = [pytest.mark.anyio, pytest.mark.timeout(60)]
@@ -164,6 +167,22 @@ async def test_unknown_tools_and_bad_tool_settings_are_refused_naming_the_settin
         with pytest.raises(InvalidConfig, match=match):
             async with make_host(execute=ExecuteConfig(**ONE, tools=tools)):
                 pass
+
+
+async def test_the_host_refuses_tool_calls_from_a_plugin_or_an_execution_that_did_not_ask(
+        make_host, calc, operator):
+    """The worker runtime only helps: whatever a worker sends, the host runs an operator's tool
+    only for an execution in flight that asked for it."""
+    async with make_host(execute=ExecuteConfig(**ONE, tools=tools_of(operator))) as h:
+        await h.warm_execute()
+        plugin_worker = h.pool("calc").workers[0]
+        (pool,) = h._exec.pools()
+        execute_worker = pool.workers[0]
+        for worker, args in [(plugin_worker, ["weather", ["x"]]), (execute_worker, ["weather", ["x"]]),
+                             (execute_worker, ["weather", "x"]), (execute_worker, ["nope", []])]:
+            with pytest.raises(InvalidHostCall):
+                await h._services.handle(worker, p.HostCall(id=1, op="tool.call", args=args, call=1))
+    assert sys.modules[operator].calls == []  # never ran
 
 
 # ---------------------------------------------------------------------------------------------
