@@ -29,9 +29,11 @@ from .errors import (
     CircuitOpen,
     DbError,
     DbUnavailable,
+    ExecuteRefused,
     FunctionNotFound,
     GrantRefused,
     HandshakeError,
+    HookFailed,
     HostClosed,
     HostError,
     InvalidArguments,
@@ -51,9 +53,12 @@ from .errors import (
     StateError,
     StorageError,
     StorageFull,
+    ToolFailed,
     WorkerCrashed,
 )
 from .execute import ExecuteResult, LogEntry
+from .execute_config import HooksConfig, ToolConfig
+from .execute_hooks import ExecuteRequest
 from .info import EventReply, PluginInfo, WorkerInfo
 from .plugin_host import PluginHost
 from .plugins.lifecycle import PluginEvent
@@ -65,7 +70,7 @@ from .sync import SyncPluginHost
 __version__ = "0.1.0"
 
 __all__ = [
-    "ApprovalChanged",
+    "ApprovalChanged", "ExecuteRefused", "ExecuteRequest", "HookFailed", "HooksConfig", "ToolConfig", "ToolFailed",
     "BalancePoint", "BalanceResult", "BalancesConfig", "BreakerConfig", "CacheConfig", "PolicyConfig", "PolicyStorageError",
     "SecurityConfig", "ServerConfig", "load_config", "RateLimitConfig", "RetryConfig",
     "CallCancelled", "CallTimeout", "EventsConfig", "HealthConfig", "CircuitOpen", "EventReply", "UsageScriptConfig", "CryptoToolConfig", "ExecuteConfig", "ExecuteResult",

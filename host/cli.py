@@ -43,7 +43,6 @@ from .config import HostConfig, PluginSettings, ServerConfig, check_inspect
 from .config_file import load_config
 from .control import control_client, start_control_site
 from .errors import HostError, InvalidArguments, InvalidConfig
-from .execute_config import TOOLS
 from .logs import FORMATS, LEVELS, setup_logging
 from .plugin_host import PluginHost
 from .security.private_files import write_private
@@ -222,9 +221,12 @@ async def _execute(args: argparse.Namespace, config: HostConfig) -> int:
     except ValueError as exc:
         raise UsageError(f"--input and --permissions must be JSON: {exc}") from None
     async with _started(PluginHost(config), args) as host:
-        out = await host.execute(code, input_, entry=args.entry, timeout=args.timeout, permissions=permissions,
-                                 tools=args.tool or [], by="cli",  # a .ts file is TypeScript
-                                 language="typescript" if args.file.endswith((".ts", ".mts")) else "javascript")
+        try:
+            out = await host.execute(code, input_, entry=args.entry, timeout=args.timeout, permissions=permissions,
+                                     tools=args.tool or [], by="cli",  # a .ts file is TypeScript
+                                     language="typescript" if args.file.endswith((".ts", ".mts")) else "javascript")
+        except InvalidConfig as exc:  # an unknown tool, a malformed --permissions: a usage error
+            raise UsageError(exc.message) from None
     print_json(out)
     return 0 if out.ok else 1
 
@@ -389,7 +391,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--input", help="the entry's argument, as JSON (default: undefined)")
     s.add_argument("--entry", default="default", help="the export to call (default: default)")
     s.add_argument("--timeout", type=float, help="seconds (default: [execute] timeout, 3)")
-    s.add_argument("--tool", action="append", choices=TOOLS, help="a tool the code may use; repeatable")
+    s.add_argument("--tool", action="append", metavar="NAME", help="a tool the code may use ([execute.tools] too)")
     s.add_argument("--permissions", metavar="JSON",
                    help='what the code may do, e.g. \'{"net": ["api.example.com"]}\' (default: nothing)')
     s.set_defaults(run=_execute)

@@ -133,6 +133,10 @@ def _read(path: Path, name: str) -> tuple[dict[str, Any], set[str]]:
     execute = data.get("execute")
     if isinstance(execute, dict) and isinstance(execute.get("database"), str) and "://" not in execute["database"]:
         execute["database"] = _resolve(execute["database"], base)
+    tools = execute.get("tools") if isinstance(execute, dict) else None
+    for tool in tools.values() if isinstance(tools, dict) else ():
+        if isinstance(tool, dict) and isinstance(tool.get("module"), str):  # [execute.tools.NAME] module
+            tool["module"] = _resolve(tool["module"], base)
     scripts = data.get("usage_scripts")
     if isinstance(scripts, dict):
         for entry in scripts.values():

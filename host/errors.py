@@ -260,3 +260,19 @@ class DbError(HostCallError):
 class DbUnavailable(DbError):
     """The execute ``db`` tool's database could not be reached, or did not answer within
     ``[execute] db_timeout`` (or the execution's own deadline)."""
+
+
+class ToolFailed(HostCallError):
+    """An operator's ``execute`` tool (``[execute.tools.NAME]``) raised, did not answer within
+    the execution's deadline, or returned what MessagePack cannot carry. The code sees it as an
+    error named ToolFailed."""
+
+
+class ExecuteRefused(HostError):
+    """An ``[execute.hooks] validate`` hook refused the request (HTTP 400); the message names
+    the hook and says why."""
+
+
+class HookFailed(HostError):
+    """An ``[execute.hooks]`` hook raised, returned the wrong type, or did not finish within
+    ``[execute.hooks] timeout``; the message names the hook."""

@@ -3,7 +3,7 @@ and the ceiling of what a request may ask for, with the checks HostConfig runs o
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any, Literal
 
 import msgspec
 from msgspec import Meta
@@ -12,7 +12,7 @@ from .config_types import Amount, Count, Delay, Seconds
 from .errors import InvalidConfig
 from .security.permissions import Permissions
 
-TOOLS = ("crypto", "channel", "db", "db:write")  # the tools ``execute`` knows (db:write: db, and writes)
+TOOLS = ("crypto", "channel", "db", "db:write")  # the built-in tools of ``execute`` (db:write: db, and writes)
 CRYPTO_METHODS = ("getRandomValues", "randomUUID")
 
 
@@ -25,6 +25,28 @@ class CryptoToolConfig(msgspec.Struct, forbid_unknown_fields=True, omit_defaults
     max_ops: Count = 1000           # crypto operations per execution
 
 
+class ToolConfig(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True):
+    """``[execute.tools.NAME]``: an operator's tool (host/execute_tools.py). ``kind = "host"``:
+    ``function`` names a Python callable (``package.module:func``) the host runs for the code.
+    ``kind = "module"``: ``module`` is a .js/.ts file whose ``setup(ctx)`` returns what code
+    sees, run in the execution's context with ``permissions`` added to its set."""
+
+    kind: Literal["host", "module"] = "host"
+    function: str = ""
+    timeout: Seconds | None = None  # seconds a call may take at most; None: the execution's deadline
+    module: str = ""               # kind = "module": the file (relative to host.toml)
+    permissions: Permissions | None = None  # kind = "module": what it needs, within [execute.allow]
+    config: dict[str, Any] = {}    # kind = "module": ctx.config of its setup(ctx)
+
+
+class HooksConfig(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True):
+    """``[execute.hooks]``: each a ``package.module:function`` (host/execute_hooks.py)."""
+
+    validate: str | None = None
+    before_execute: str | None = None
+    after_execute: str | None = None
+    format: str | None = None
+    timeout: Seconds = 5.0  # seconds each hook may take
 
 
 class ExecuteConfig(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True):
@@ -59,10 +81,17 @@ class ExecuteConfig(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=Tr
     # Distinct permission sets with a pool of their own at once; the least recently used idle
     # one is stopped to make room. Only the set with no permissions keeps min_workers warm.
     max_permission_sets: Count = 8
+    tools: dict[str, ToolConfig] = {}  # [execute.tools.NAME]: the operator's tools
+    hooks: HooksConfig = msgspec.field(default_factory=HooksConfig)  # [execute.hooks]
 
     def __post_init__(self) -> None:
         if not isinstance(self.allow, Permissions):  # ExecuteConfig(allow={"net": [...]})
             self.allow = Permissions.parse(self.allow, where="execute.allow")
+        try:  # ExecuteConfig(tools={"weather": {"function": ...}}, hooks={...}) from Python
+            self.tools = {k: msgspec.convert(v, ToolConfig, from_attributes=True) for k, v in self.tools.items()}
+            self.hooks = msgspec.convert(self.hooks, HooksConfig, from_attributes=True)
+        except msgspec.ValidationError as exc:
+            raise InvalidConfig(f"execute.tools / execute.hooks: {exc}") from None
 
 
 def check_execute(x: ExecuteConfig) -> None:
@@ -77,4 +106,4 @@ def check_execute(x: ExecuteConfig) -> None:
         raise InvalidConfig(f"execute.crypto.methods: unknown {unknown}; known: {list(CRYPTO_METHODS)}")
 
 
-__all__ = ["CRYPTO_METHODS", "TOOLS", "CryptoToolConfig", "ExecuteConfig", "check_execute"]
+__all__ = ["CRYPTO_METHODS", "TOOLS", "CryptoToolConfig", "ExecuteConfig", "HooksConfig", "ToolConfig", "check_execute"]

@@ -34,7 +34,9 @@ from .errors import (
     check_timeout,
 )
 from .execute import EXECUTE_EGRESS, EXECUTE_ID, LANGUAGES, ExecuteResult, execute_pool_config, run_execute
-from .execute_config import TOOLS, ExecuteConfig
+from .execute_config import ExecuteConfig
+from .execute_hooks import ExecuteHooks, ExecuteRequest
+from .execute_tools import ToolRegistry
 from .pool import REAP_INTERVAL_MAX, REAP_INTERVAL_MIN, Pool
 from .runtime import Runtime
 from .security.permissions import Permissions, beyond
@@ -78,6 +80,11 @@ class ExecutePools:
         self._sandbox = runtime.sandbox(self._data_dir)
         self._none = Permissions()  # what most requests ask for: nothing to judge
         self._none_key = self._none.key()
+        # Every tool, built-in or the operator's, and the operator's hooks: imported now, so a
+        # wrong setting fails the host's start (InvalidConfig naming it), not an execution.
+        self.tools = ToolRegistry(config.tools, database=config.database, db_writes=config.db_writes,
+                                  allow=config.allow, audit=runtime.audit.record)
+        self.hooks = ExecuteHooks(config.hooks)
 
     # ------------------------------------------------------------------ admission
 
@@ -94,17 +101,12 @@ class ExecutePools:
                                   "([execute] max_code_chars)")
         if language not in LANGUAGES:
             raise InvalidConfig(f"language: {language!r} is not one of {', '.join(LANGUAGES)}")
-        if unknown := [t for t in tools if t not in TOOLS]:
-            raise InvalidConfig(f"unknown tool {unknown[0]!r}; the tools are {', '.join(TOOLS)}")
-        if {"db", "db:write"} & set(tools) and xc.database is None:
-            raise InvalidConfig("the db tool needs a database: set [execute] database "
-                                "(a sqlite file or a postgresql:// URL)")
-        if "db:write" in tools and not xc.db_writes:
-            raise GrantRefused('tools ["db:write"]: database writes are off; the operator turns them on '
-                               "with [execute] db_writes = true in host.toml", plugin=EXECUTE_ID)
-        if permissions is None or permissions == "none" or permissions == {}:
+        self.tools.admit(tools)
+        needs = self.tools.permissions(tools)  # module tools' permissions join the set
+        if (permissions is None or permissions == "none" or permissions == {}) and not needs:
             return self._none
-        perms = (Permissions.merge(*permissions, where="permissions") if isinstance(permissions, list)
+        asked = [] if permissions is None else permissions if isinstance(permissions, list) else [permissions]
+        perms = (Permissions.merge(*asked, *needs, where="permissions") if isinstance(permissions, list) or needs
                  else Permissions.parse(permissions))
         if perms.empty and not perms.allow_private_network:
             return self._none
@@ -184,7 +186,8 @@ class ExecutePools:
                           base_dir=self.runtime.data_dir(".execute"), read_paths=[], permissions=perms,
                           limits=self.limits,
                           egress_id=EXECUTE_EGRESS + hashlib.sha256(repr(key).encode()).hexdigest()[:16],
-                          tools={"crypto": msgspec.to_builtins(self.config.crypto)},
+                          tools={"crypto": msgspec.to_builtins(self.config.crypto),
+                                 "host": self.tools.host_tools, "modules": self.tools.module_tools},
                           reused=self.config.pooled)
         pool = self._new_pool(spec, execute_pool_config(self.config, warm=perms.empty))
         await self._start(pool)
@@ -235,18 +238,16 @@ class ExecutePools:
         """Admit the execution, run it on its permission set's pool, and audit it: one line
         whatever the outcome, saying who asked (``by``), for which set and tools, what came
         of it and how long it took; of the code only its sha256 and size, of the input nothing."""
-        tools = list(tools or [])
-        if "db:write" in tools and "db" not in tools:
-            tools.append("db")  # writing implies the tool itself
-        line: dict[str, Any] = {
-            "by": by, "language": language, "entry": entry[:100], "tools": tools,
-            "code_sha256": hashlib.sha256(code.encode("utf-8", "surrogatepass")).hexdigest(),
-            "code_chars": len(code),
-        }
+        req = ExecuteRequest(code=code, input=input, entry=entry, timeout=timeout, permissions=permissions,
+                             tools=list(tools or []), language=language, by=by)
+        line = self._line(req)
         t0 = time.perf_counter()
         try:
-            perms = self.admit(permissions, tools, code, language, line)
-            budget = self.budget(timeout)
+            if self.hooks:  # validate, before_execute: admission judges what they let through
+                req = await self.hooks.before(req)
+                line = self._line(req)
+            perms = self.admit(req.permissions, req.tools, req.code, req.language, line)
+            budget = self.budget(req.timeout)
             if not running:
                 raise HostClosed("the host is not running")
             claimed = await self._claim(perms)
@@ -254,8 +255,8 @@ class ExecutePools:
             self._audit(line, t0, action="refused", error=type(exc).__name__, reason=exc.message)
             raise
         try:
-            out, outcome = await run_execute(claimed.pool, code, input, entry=entry, budget=budget, tools=tools,
-                                             language=language)
+            out, outcome = await run_execute(claimed.pool, req.code, req.input, entry=req.entry, budget=budget,
+                                             tools=req.tools, language=req.language)
         except HostError as exc:
             # The code was admitted but never ran: TypeScript that does not parse (its message
             # quotes the code, so only the place goes in the log), an input that cannot be sent.
@@ -266,8 +267,24 @@ class ExecutePools:
             self._release(claimed)
         name = next((e.name for e in reversed(out.logs) if e.level == "exception"), None)
         error = (name if name in _ERROR_NAMES else "other") if outcome == "exception" else None
+        try:
+            out = await self.hooks.after(req, out)
+        except HostError as exc:
+            self._audit(line, t0, action="allowed", outcome=outcome, error=type(exc).__name__, reason=exc.message)
+            raise
         self._audit(line, t0, action="allowed", outcome=outcome, error=error)
         return out
+
+    @staticmethod
+    def _line(req: ExecuteRequest) -> dict[str, Any]:
+        """The audit line's fields for ``req`` (whose tools get "db" when they name "db:write")."""
+        if "db:write" in req.tools and "db" not in req.tools:
+            req.tools.append("db")  # writing implies the tool itself
+        return {
+            "by": req.by, "language": req.language, "entry": req.entry[:100], "tools": req.tools,
+            "code_sha256": hashlib.sha256(req.code.encode("utf-8", "surrogatepass")).hexdigest(),
+            "code_chars": len(req.code),
+        }
 
     def _audit(self, line: dict[str, Any], t0: float, **fields: Any) -> None:
         line.update((k, v) for k, v in fields.items() if v is not None)

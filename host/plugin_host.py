@@ -138,6 +138,7 @@ class PluginHost:
         self._switches.open(ConfigStore(self.config.state_path, None, SWITCHES_FILE))
         self._exec = ExecutePools(self.config.execute, self.config.security, self.config.limits, self._runtime,
                                   self._new_pool, lambda pool: tg.start(pool.serve), tg.start_soon)
+        self._services.tools = self._exec.tools
         self._running = self._registry.running = True
         try:
             assert self._registry.store is not None
@@ -383,6 +384,10 @@ class PluginHost:
         stripped, not checked (InvalidCode if it does not parse). ``by``: who asked (audit)."""
         return await self._executor().run(code, input, entry=entry, timeout=timeout, permissions=permissions,
                                           tools=tools, running=self._running, language=language, by=by)
+
+    async def format_execute(self, answer: dict[str, Any], out: ExecuteResult) -> Any:
+        """The HTTP answer of an execution, as the ``[execute.hooks] format`` hook reshapes it."""
+        return await self._executor().hooks.format(answer, out)
 
     async def warm_execute(self) -> None:
         """Start the pool for code without permissions now (``execute.min_workers`` warm), so

@@ -28,6 +28,7 @@ from .errors import (
     ApprovalChanged,
     CallTimeout,
     CircuitOpen,
+    ExecuteRefused,
     FunctionNotFound,
     GrantRefused,
     HostClosed,
@@ -53,7 +54,7 @@ __all__ = ["DRAINING", "METRICS_VIEW", "PrivateUnixSite", "Runner", "create_app"
 _STATUS = {
     PluginNotFound: 404, FunctionNotFound: 404, InvalidConfig: 400, PayloadTooLarge: 413,
     CallTimeout: 504, PluginUnavailable: 503, HostClosed: 503, GrantRefused: 403, InvalidArguments: 400,
-    ApprovalChanged: 409, StateError: 503, RateLimited: 429, CircuitOpen: 503,
+    ApprovalChanged: 409, StateError: 503, RateLimited: 429, CircuitOpen: 503, ExecuteRefused: 400,
 }
 _encoder = msgspec.json.Encoder(enc_hook=json_default)
 log = logging.getLogger("host.server")
@@ -251,7 +252,7 @@ def create_app(host: PluginHost, *, admin_token: str | None = None, read_token: 
         if out.logs:
             resp["logs"] = out.logs
         resp["duration"] = out.duration
-        return _json(resp)
+        return _json(await host.format_execute(resp, out))
 
     async def control(request: web.Request) -> web.Response:
         pid, action = request.match_info["id"], request.match_info["action"]

@@ -24,6 +24,7 @@ from .errors import (
     StorageFull,
     UnknownHostCall,
 )
+from .execute_tools import ToolRegistry
 from .logs import CONSOLE_LEVELS
 from .plugin_storage import ENTRY_OVERHEAD, PluginStorage, SqliteStorage
 from .plugin_storage_pg import PostgresStorage
@@ -126,8 +127,10 @@ class HostServices:
             "log": self._log,
             "db.select": self._db, "db.query": self._db, "db.begin": self._db,
             "db.commit": self._db, "db.rollback": self._db,
+            "tool.call": self._tool,
         }
         self.db: DbTool | None = None  # the execute db tool, when [execute] database is set
+        self.tools: ToolRegistry | None = None  # execute's tools, the operator's among them
 
     async def handle(self, worker: Worker, msg: p.HostCall) -> Any:
         """Serve one host call (Worker's ``host_call`` hook)."""
@@ -153,6 +156,12 @@ class HostServices:
         if msg.op in ("db.commit", "db.rollback"):
             return await self.db.end(arg, commit=msg.op == "db.commit", owner=owner, deadline=deadline)
         return await self.db.query(arg, tools=tools, owner=owner, deadline=deadline)
+
+    async def _tool(self, worker: Worker, msg: p.HostCall) -> Any:
+        """An operator's execute tool (``[execute.tools.NAME]``): see host/execute_tools.py."""
+        if self.tools is None:
+            raise InvalidHostCall("tool.call: no execute tools are registered ([execute.tools] in host.toml)")
+        return await self.tools.call(worker, msg)
 
     def forget(self, worker: Worker) -> None:
         """Drop a worker that exited from every channel subscription."""

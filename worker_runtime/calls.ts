@@ -9,7 +9,15 @@ import { errorInfo, ErrorTypes, importError, sendErrorFrame } from "./errors.ts"
 import { type Execution, nextExecution, ownerOf, prepareSpare } from "./isolate.ts";
 import { emitLog, LogBudget, makeConsole } from "./console.ts";
 import { type ErrorInfo, HOOKS, type Id } from "./protocol.ts";
-import { cryptoSettings, makeCryptoTool, makeDbTool } from "./tools.ts";
+import {
+  cryptoSettings,
+  hostToolNames,
+  makeCryptoTool,
+  makeDbTool,
+  makeHostTool,
+  moduleTools,
+  setupModuleTool,
+} from "./tools.ts";
 import { toJavaScript } from "./typescript.ts";
 import { limits, type Msg, optionalArray, optionalNumber, protocolError, requireId, requireString, send } from "./wire.ts";
 
@@ -231,6 +239,7 @@ export function onExecute(msg: Msg): void {
   if (state.tools.has("crypto")) globals.crypto = makeCryptoTool(cryptoSettings, state);
   if (state.tools.has("db") || state.tools.has("db:write")) globals.db = makeDbTool(state);
   if (state.tools.has("channel")) globals.channel = _channel;
+  for (const name of state.tools) if (hostToolNames.has(name)) globals[name] = makeHostTool(name, state);
   try {
     state.execution = nextExecution().claim(state, globals, (e) => fail(state, e));
   } catch (e) {
@@ -240,6 +249,10 @@ export function onExecute(msg: Msg): void {
   const execution = state.execution;
   if (limits.harden === 1) prepareSpare();  // the next execution's context, made while idle
   tracker.run(state, invoke, state, async () => {
+    for (const name of state.tools!) {
+      const tool = moduleTools.get(name);
+      if (tool) await setupModuleTool(execution, name, tool);
+    }
     let fn;
     try {
       fn = await execution.load(source, entry);

@@ -386,17 +386,22 @@ export class Execution {
     return this;
   }
 
+  /** Another global of this context (an operator's module tool, set up before the code runs). */
+  bind(name: string, value: unknown): void {
+    this.#sandbox[name] = value;
+  }
+
   /** Compile `code` as a module of this context, run its top level, return export `entry`. */
-  async load(code: string, entry: string): Promise<unknown> {
+  async load(code: string, entry: string, identifier = "<execute>"): Promise<unknown> {
     let mod;
     try {
       // No importModuleDynamically: Deno 2.9 keeps every module given one alive (measured:
       // +190 KB per execution); without it, import() fails with a TypeError of its own.
-      mod = new vm!.SourceTextModule(code, { context: this.context, identifier: "<execute>" });
+      mod = new vm!.SourceTextModule(code, { context: this.context, identifier });
     } catch (e) {
       if (e instanceof SyntaxError || (e as Error)?.name === "SyntaxError") {
         const where = await syntaxErrorAt(code);
-        if (where) (e as Error).message += ` (at <execute>:${where})`;
+        if (where) (e as Error).message += ` (at ${identifier}:${where})`;
       }
       throw e;
     }

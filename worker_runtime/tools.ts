@@ -1,11 +1,14 @@
 /**
  * The tools of an execution (as in Isolate): crypto, with only the allowed methods a bounded
- * number of times, and db, queries (and, when allowed, writes) the host runs.
+ * number of times, db, queries (and, when allowed, writes) the host runs, and the operator's
+ * host-function tools, functions the host runs.
  */
 
 import type { CallState } from "./calls.ts";
 import { hostCall } from "./context.ts";
 import { ResourceLimitExceeded } from "./errors.ts";
+import type { Execution } from "./isolate.ts";
+import { toJavaScript } from "./typescript.ts";
 
 // The crypto tool (as in Isolate): in an execute worker, the global `crypto` is only there for code
 // that asked for the tool, and then only the allowed methods, a bounded number of times.
@@ -19,6 +22,8 @@ interface CryptoToolSettings {
 
 const realCrypto = globalThis.crypto;
 export let cryptoSettings: CryptoToolSettings = { subtle: true, methods: [], max_bytes: 65536, max_ops: 1000 };
+/** The operator's host-function tools ([execute.tools.NAME]), from the welcome. */
+export let hostToolNames: Set<string> = new Set();
 
 /** An execute worker's tool settings, from the welcome. */
 export function readToolSettings(tools: Record<string, unknown>): void {
@@ -29,6 +34,48 @@ export function readToolSettings(tools: Record<string, unknown>): void {
     max_bytes: typeof s.max_bytes === "number" ? s.max_bytes : 65536,
     max_ops: typeof s.max_ops === "number" ? s.max_ops : 1000,
   };
+  hostToolNames = new Set(Array.isArray(tools.host) ? tools.host.filter((n) => typeof n === "string") : []);
+  moduleTools = new Map();
+  const modules = tools.modules;
+  if (modules !== null && typeof modules === "object") {
+    for (const [name, t] of Object.entries(modules as Record<string, Record<string, unknown>>)) {
+      if (typeof t?.source !== "string") continue;
+      moduleTools.set(name, { source: t.source, config: t.config ?? {}, typescript: t.language === "typescript" });
+    }
+  }
+}
+
+interface ModuleTool {
+  source: string;
+  config: unknown;
+  typescript: boolean;
+}
+/** The operator's module tools ([execute.tools.NAME] kind = "module"), from the welcome. */
+export let moduleTools: Map<string, ModuleTool> = new Map();
+
+/** Run module tool `name` in the execution's context and bind what its `setup(ctx)` returns
+ * as the global `name`, before the execution's code runs. */
+export async function setupModuleTool(execution: Execution, name: string, tool: ModuleTool): Promise<void> {
+  if (tool.typescript) {
+    tool.source = toJavaScript(tool.source);  // once per worker
+    tool.typescript = false;
+  }
+  const setup = await execution.load(tool.source, "setup", `<tool:${name}>`);
+  if (typeof setup !== "function") {
+    throw new TypeError(`tool ${name}: its module exports no setup(ctx) function ([execute.tools.${name}] module)`);
+  }
+  const api = await setup(execution.adopt({ name, config: tool.config }));
+  if (api === undefined) throw new TypeError(`tool ${name}: setup(ctx) returned nothing; it returns what code sees`);
+  execution.bind(name, api);
+}
+
+/** An operator's tool for one execution: a function whose calls the host runs (the host call
+ * `tool.call`, checked there against what the execution asked for); dead once it settled. */
+export function makeHostTool(name: string, state: CallState): unknown {
+  return Object.freeze((...args: unknown[]): Promise<unknown> => {
+    if (state.settled) return Promise.reject(new TypeError(`${name}: the execution that owned this tool has ended`));
+    return hostCall("tool.call", [name, args], state.id);
+  });
 }
 
 /** The crypto tool of one execution: only the allowed methods, each use counted against it;

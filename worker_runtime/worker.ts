@@ -18,7 +18,7 @@
  *   console.ts  log budgets and console capture
  *   errors.ts   PluginError, ErrorTypes, and any thrown value as an error frame
  *   sandbox.ts  the globals changed before plugin code runs (Worker cap, egress fetch)
- *   tools.ts    execute's crypto and db tools
+ *   tools.ts    execute's crypto, db and operator (host-function) tools
  *   isolate.ts  execute's per-execution contexts and the hardened main realm
  * They are loaded before plugin code, so a plugin can import them (a URL relative to
  * import.meta.resolve("@plugin-host/kit") needs no read grant for a module already loaded). What

@@ -1,0 +1,214 @@
+"""The tools of ``execute``: one registry holding the built-in ones (crypto, channel, db,
+db:write) and those the operator adds in host.toml, so that every tool a request names goes
+through the same lookup and the same admission checks.
+
+An operator's tool (``[execute.tools.NAME] kind = "host", function = "package.module:func"``)
+is a Python callable of the host, sync (run in a thread) or async, that code calls as the
+global ``NAME(...args)``; the worker forwards the call as the host call ``tool.call``. The
+host checks that the execution asked for the tool, runs the callable within the execution's
+deadline (and the tool's own ``timeout``), and records one audit line per call. Arguments and
+results cross as MessagePack; a callable that raises, times out or returns what MessagePack
+cannot carry becomes a ToolFailed the code can catch (a HostError it raises passes as is).
+
+A module tool (``kind = "module"``, ``module = "path/to/tool.js"``) is JavaScript/TypeScript the
+host reads (it may live outside the plugins directory) and sends to every execute worker; an
+execution asking for it runs the module in its own context, before its code, and gets what
+``setup(ctx)`` returns (``ctx``: ``{name, config}``) as the global ``NAME``. Its
+``permissions`` join the execution's set, so they must lie within ``[execute.allow]``
+(checked at start) and are the code's too: the worker runtime only helps, Deno enforces."""
+
+from __future__ import annotations
+
+import functools
+import importlib
+import inspect
+import re
+import time
+from collections.abc import Callable
+from typing import Any
+
+import anyio
+import msgspec
+
+from . import protocol as p
+from .errors import GrantRefused, HostError, InvalidConfig, InvalidHostCall, ToolFailed
+from .execute_config import TOOLS as BUILTIN_TOOLS
+from .execute_config import ToolConfig
+from .security.permissions import Permissions, beyond
+
+# Names an operator's tool may not take: it becomes a global of the execution's context.
+_RESERVED = frozenset({
+    *BUILTIN_TOOLS, "console", "globalThis", "self", "window", "fetch", "Deno", "Object", "Array", "Function",
+    "Promise", "JSON", "Math", "Date", "Error", "Symbol", "Reflect", "Proxy", "setTimeout", "setInterval",
+    "clearTimeout", "clearInterval", "queueMicrotask", "structuredClone", "undefined", "eval", "tools",
+})
+MAX_MODULE_BYTES = 256 * 1024  # a module tool's source, sent in every execute worker's welcome
+_NAME = re.compile(r"^[A-Za-z_$][A-Za-z0-9_$]{0,63}$")  # a JavaScript identifier
+
+
+def resolve_callable(spec: str, setting: str) -> Callable[..., Any]:
+    """The callable ``spec`` (``package.module:attr.attr``) names, or InvalidConfig naming
+    ``setting``."""
+    mod_name, sep, attr = spec.partition(":")
+    if not sep or not mod_name or not attr:
+        raise InvalidConfig(f"{setting} = {spec!r}: write it as \"package.module:function\"")
+    try:
+        obj: Any = importlib.import_module(mod_name)
+    except Exception as exc:  # an operator's module failing to import: any error it raises
+        raise InvalidConfig(f"{setting} = {spec!r}: cannot import {mod_name!r} ({type(exc).__name__}: {exc})") from None
+    for part in attr.split("."):
+        obj = getattr(obj, part, None)
+        if obj is None:
+            raise InvalidConfig(f"{setting} = {spec!r}: {mod_name!r} has no {attr!r}")
+    if not callable(obj):
+        raise InvalidConfig(f"{setting} = {spec!r}: {attr!r} is not callable")
+    return obj
+
+
+async def call_with_deadline(fn: Callable[..., Any], args: tuple[Any, ...], budget: float) -> tuple[bool, Any]:
+    """``fn(*args)`` within ``budget`` seconds: awaited if a coroutine function, else in a
+    worker thread (abandoned, not waited for, past the budget). ``(False, None)``: timed out."""
+    with anyio.move_on_after(max(budget, 0)) as scope:
+        if inspect.iscoroutinefunction(fn):
+            value = await fn(*args)
+        else:
+            value = await anyio.to_thread.run_sync(functools.partial(fn, *args), abandon_on_cancel=True)
+            if inspect.isawaitable(value):
+                value = await value
+        return True, value
+    assert scope.cancelled_caught
+    return False, None
+
+
+class _HostTool:
+    __slots__ = ("fn", "name", "spec", "timeout")
+
+    def __init__(self, name: str, fn: Callable[..., Any], spec: str, timeout: float | None) -> None:
+        self.name, self.fn, self.spec, self.timeout = name, fn, spec, timeout
+
+
+class ToolRegistry:
+    """Every tool ``execute`` knows, built-in and the operator's; see the module docstring.
+    ``audit``: records one line per operator tool call (the host's audit log)."""
+
+    def __init__(self, tools: dict[str, ToolConfig], *, database: str | None, db_writes: bool,
+                 allow: Permissions | None = None, audit: Callable[..., None] | None = None) -> None:
+        self._database, self._db_writes, self._audit = database, db_writes, audit
+        self._host: dict[str, _HostTool] = {}
+        self._modules: dict[str, dict[str, Any]] = {}  # name -> what the worker gets (source, config)
+        self._perms: dict[str, Permissions] = {}
+        for name, tc in tools.items():
+            where = f"[execute.tools.{name}]"
+            if not _NAME.match(name) or name in _RESERVED:
+                raise InvalidConfig(f"{where}: the name must be a JavaScript identifier and not one of the "
+                                    f"built-in tools or globals ({', '.join(sorted(_RESERVED))})")
+            if tc.kind == "module":
+                self._add_module(name, tc, where, allow or Permissions())
+                continue
+            if tc.module or tc.permissions is not None or tc.config:
+                raise InvalidConfig(f'{where}: module, permissions and config belong to kind = "module"')
+            if not tc.function:
+                raise InvalidConfig(f'{where} function: required with kind = "host" ("package.module:function")')
+            self._host[name] = _HostTool(name, resolve_callable(tc.function, f"{where} function"), tc.function,
+                                         tc.timeout)
+
+    def _add_module(self, name: str, tc: ToolConfig, where: str, allow: Permissions) -> None:
+        if not tc.module.endswith((".js", ".ts", ".mjs")):
+            raise InvalidConfig(f"{where} module: a .js or .ts file is required (got {tc.module!r})")
+        if tc.function:
+            raise InvalidConfig(f'{where} function: belongs to kind = "host"; a module tool has a setup(ctx)')
+        try:
+            with open(tc.module, "rb") as f:
+                raw = f.read(MAX_MODULE_BYTES + 1)
+        except OSError as exc:
+            raise InvalidConfig(f"{where} module = {tc.module!r}: cannot read it ({exc.strerror})") from None
+        if len(raw) > MAX_MODULE_BYTES:
+            raise InvalidConfig(f"{where} module = {tc.module!r}: larger than {MAX_MODULE_BYTES} bytes")
+        try:
+            source = raw.decode("utf-8")
+        except UnicodeDecodeError:
+            raise InvalidConfig(f"{where} module = {tc.module!r}: not UTF-8 text") from None
+        perms = Permissions.parse(tc.permissions, where=f"{where} permissions")
+        if extra := beyond(perms, allow):
+            raise InvalidConfig(f"{where} permissions ask for {', '.join(extra)}, beyond [execute.allow]; "
+                                "widen [execute.allow] or narrow the tool's permissions")
+        if not perms.empty or perms.allow_private_network:
+            self._perms[name] = perms
+        self._modules[name] = {"source": source, "config": tc.config,
+                               "language": "typescript" if tc.module.endswith(".ts") else "javascript"}
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        return BUILTIN_TOOLS + tuple(self._host) + tuple(self._modules)
+
+    @property
+    def module_tools(self) -> dict[str, dict[str, Any]]:
+        """The operator's module tools as execute workers get them (in the welcome)."""
+        return self._modules
+
+    def permissions(self, tools: list[str]) -> list[Permissions]:
+        """What the module tools among ``tools`` need (joined to the execution's set)."""
+        return [self._perms[t] for t in tools if t in self._perms]
+
+    @property
+    def host_tools(self) -> list[str]:
+        """The operator's host-function tools (the worker makes a global function of each)."""
+        return list(self._host)
+
+    def admit(self, tools: list[str]) -> None:
+        """Refuse a request naming a tool nobody registered (InvalidConfig), or one whose
+        setting is off: db without ``[execute] database``, db:write without ``db_writes``."""
+        if unknown := [t for t in tools if t not in self.names]:
+            raise InvalidConfig(f"unknown tool {unknown[0]!r}; the tools are {', '.join(self.names)} "
+                                "(the operator adds tools with [execute.tools.NAME] in host.toml)")
+        if {"db", "db:write"} & set(tools) and self._database is None:
+            raise InvalidConfig("the db tool needs a database: set [execute] database "
+                                "(a sqlite file or a postgresql:// URL)")
+        if "db:write" in tools and not self._db_writes:
+            raise GrantRefused('tools ["db:write"]: database writes are off; the operator turns them on '
+                               "with [execute] db_writes = true in host.toml", plugin="execute")
+
+    async def call(self, worker: Any, msg: p.HostCall) -> Any:
+        """Serve the host call ``tool.call`` (args: the tool's name and its arguments) for the
+        execution ``msg.call`` of ``worker``."""
+        if len(msg.args) != 2 or not isinstance(msg.args[0], str) or not isinstance(msg.args[1], list):
+            raise InvalidHostCall("tool.call takes (name, [arguments])")
+        name, args = msg.args
+        tool = self._host.get(name)
+        if tool is None or worker.spec.role != "execute" or name not in worker.tools_of(msg.call):
+            raise InvalidHostCall(f"tool {name[:64]!r} serves execute code that asked for it "
+                                  f"(tools: [{name[:64]!r}]) and that the operator registered ([execute.tools])")
+        deadline = worker.deadline_of(msg.call)
+        budget = (deadline - time.monotonic()) if deadline is not None else tool.timeout or 0
+        if tool.timeout is not None:
+            budget = min(budget, tool.timeout)
+        t0 = time.perf_counter()
+        outcome, error = "ok", None
+        try:
+            try:
+                done, value = await call_with_deadline(tool.fn, tuple(args), budget)
+            except HostError:
+                raise
+            except Exception as exc:  # the operator's callable failing: whatever it raises
+                raise ToolFailed(f"tool {name}: {type(exc).__name__}: {str(exc)[:300]}", plugin="execute",
+                                 function=name) from None
+            if not done:
+                raise ToolFailed(f"tool {name}: no answer within {max(budget, 0):.3g}s (the execution's deadline"
+                                 f"{f', [execute.tools.{name}] timeout' if tool.timeout else ''})",
+                                 plugin="execute", function=name)
+            try:
+                return msgspec.Raw(msgspec.msgpack.encode(value))
+            except (TypeError, OverflowError, ValueError) as exc:
+                raise ToolFailed(f"tool {name}: returned a value MessagePack cannot carry ({exc})",
+                                 plugin="execute", function=name) from None
+        except HostError as exc:
+            outcome, error = "error", type(exc).__name__
+            raise
+        finally:
+            if self._audit is not None:
+                fields = {"tool": name, "function": tool.spec, "outcome": outcome,
+                          "duration_ms": round((time.perf_counter() - t0) * 1000, 3)}
+                self._audit("execute.tool", **fields, **({"error": error} if error else {}))
+
+
+__all__ = ["ToolRegistry", "call_with_deadline", "resolve_callable"]
