@@ -19,12 +19,11 @@ import uuid
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
-from urllib.parse import unquote, urlsplit
 
 import anyio
 
 from .errors import DbError, DbUnavailable, InvalidConfig
-from .policy.config import redact_uri
+from .policy.config import redact_uri, uri_secrets
 
 POSTGRES_SCHEMES = ("postgresql://", "postgres://")
 
@@ -128,14 +127,13 @@ class PostgresBackend:
                                 "pip install 'plugin-host[postgres]'") from None
         self.url = url
         self.where = redact_uri(url)
-        try:
-            self._secret = unquote(urlsplit(url).password or "")
-        except ValueError:  # a malformed port: psycopg will say so, without the password
-            self._secret = ""
+        self._secrets = uri_secrets(url)  # in the user-info or the query (?password=...)
         self.statement_timeout = statement_timeout
 
     def scrub(self, text: str) -> str:
-        return text.replace(self._secret, "***") if self._secret else text
+        for secret in self._secrets:
+            text = text.replace(secret, "***")
+        return text
 
     def quote(self, name: str) -> str:
         return '"' + name.replace('"', '""').replace("%", "%%") + '"'  # %: psycopg's placeholder mark

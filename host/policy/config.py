@@ -4,6 +4,7 @@ Redis), with the checks ``HostConfig`` runs on them."""
 
 from __future__ import annotations
 
+import re
 from typing import Annotated, Literal
 
 import limits
@@ -116,12 +117,34 @@ def check_storage(uri: str, where: str) -> None:
 
 
 def redact_uri(uri: str) -> str:
-    """The URI with any password replaced by ``***`` (for errors and logs)."""
+    """The URI with its credentials replaced by ``***`` and its query and fragment left out (a
+    password may be given as ``?password=...``; libpq and redis accept it there), for errors and
+    logs."""
     scheme, sep, rest = uri.partition("://")
+    rest = re.split(r"[?#]", rest, maxsplit=1)[0]
     netloc, slash, path = rest.partition("/")
     if "@" in netloc:
         netloc = "***@" + netloc.rsplit("@", 1)[1]
-    return f"{scheme}{sep}{netloc}{slash}{path}"
+    hidden = "?***" if re.search(r"[?#]", uri.partition("://")[2]) else ""
+    return f"{scheme}{sep}{netloc}{slash}{path}{hidden}"
+
+
+def uri_secrets(uri: str) -> list[str]:
+    """The password in ``uri``, in its user-info or its query (``password``, ``sslpassword``),
+    as given and decoded: what must be scrubbed from a driver's error text."""
+    from urllib.parse import parse_qsl, quote_plus, unquote, urlsplit
+
+    found: list[str] = []
+    try:
+        parts = urlsplit(uri)
+        if parts.password:
+            found += [parts.password, unquote(parts.password)]
+        for key, value in parse_qsl(parts.query, keep_blank_values=False):
+            if key.lower() in ("password", "sslpassword", "passfile") and value:
+                found += [value, quote_plus(value)]
+    except ValueError:
+        pass
+    return sorted({s for s in found if s}, key=len, reverse=True)
 
 
 def storage_failure(uri: str, exc: Exception, *, modules: tuple[str, ...] = ("redis",),
