@@ -117,3 +117,21 @@ def test_the_cli_lists_a_dev_plugin_and_refuses_a_missing_path(tmp_path, shared_
     out = run_cli("list", "--config", str(bad), cwd=tmp_path)
     assert out.returncode == 2
     assert f"host.toml: dev_plugins[0]: example: {tmp_path / 'src' / 'gone'}: no such file or directory" in out.stderr
+
+
+@pytest.mark.anyio
+async def test_a_dev_plugin_whose_directory_holds_the_state_directory_is_refused(tmp_path, shared_state):
+    # dev_plugins = ["leak:/X"] with the state in /X/state: its workers could read secret.key
+    top = tmp_path / "X"
+    (top / "state").mkdir(parents=True)
+    (top / "mod.ts").write_text('export const metadata = { id: "leak", name: "Leak", version: "1.0.0", apiVersion: "1.0" };\n'
+                                "export function read(): string { return Deno.readTextFileSync('state/secret.key'); }\n")
+    config = load_config(toml(tmp_path, f"""
+        plugins_dir = "../plugins"
+        state_dir = {json.dumps(str(top / "state"))}
+        dev_plugins = ["leak:{top}"]
+    """), env={})
+    async with PluginHost(config) as h:
+        info = h.plugin("leak")
+        assert info.state == "error"
+        assert "would let the plugin read the host's state directory" in (info.error or "")

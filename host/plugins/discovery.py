@@ -101,12 +101,27 @@ def check_confined(source: PluginSource) -> None:
                                     plugin=source.id)
 
 
+def check_apart(source: PluginSource, protected: tuple[tuple[Path, str], ...]) -> None:
+    """Refuse a plugin whose directory (which its workers may read) holds, or lies in, a place
+    no plugin may reach: the state directory (its secret key, stored configs), the worker socket
+    directory, /proc. It may lie in a plugins directory (every plugin does) but not hold one."""
+    root = os.path.realpath(source.root)
+    for path, what in protected:
+        real = os.path.realpath(path)
+        inside = os.path.commonpath([root, real]) == real
+        holds = os.path.commonpath([root, real]) == root
+        if (holds and root != real) if what == "a plugins directory" else (inside or holds):
+            raise InvalidConfig(f"{source.module}: its directory {root} would let the plugin read {what} "
+                                f"({real}); move the plugin or the state directory apart", plugin=source.id)
+
+
 async def inspect(source: PluginSource, runtime: Runtime, limits: WorkerLimits) -> tuple[Any, list[str]]:
     """Load the module in a worker with no permissions (unless the manifest cache holds these
     very files); return its metadata and the names of its exported functions. Raises what
     loading raised (e.g. PluginUnavailable for a SyntaxError) as a HostError, or InvalidConfig
     for a symlink out of its directory."""
     check_confined(source)
+    check_apart(source, runtime.protected)
     if runtime.manifests is None and runtime.state_dir is not None:
         runtime.manifests = ManifestCache(runtime.state_dir / CACHE_FILE, runtime_key(runtime.deno, runtime.entry))
         runtime.loading = anyio.Semaphore(INSPECT_SLOTS)
