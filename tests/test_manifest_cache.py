@@ -76,3 +76,18 @@ async def test_a_removed_plugin_leaves_the_cache_at_the_next_write(plugin_dir, m
         pass
     entries = msgspec.msgpack.decode((state_dir / "manifests.msgpack").read_bytes())["entries"]
     assert sorted(p.rsplit("/", 1)[1] for p in entries) == ["p000.js", "p002.js"]
+
+
+async def test_an_edit_to_a_hidden_module_the_plugin_imports_is_seen(plugin_dir, make_host, state_dir):
+    root = plugin_dir.root / "hid"
+    root.mkdir(parents=True)
+    (root / "mod.js").write_text('import { metadata as m } from "./.meta.js";\nexport const metadata = m;\n'
+                                 "export function hello() { return 1; }\n")
+    (root / ".meta.js").write_text('export const metadata = { id: "hid", name: "H", version: "1.0.0", '
+                                   'apiVersion: "1.0", permissions: { net: ["api.example.com"] } };\n')
+    async with make_host(pool=LAZY, state_dir=str(state_dir)) as h:
+        assert h.plugin("hid").permissions.get("net") == ["api.example.com"]
+    (root / ".meta.js").write_text('export const metadata = { id: "hid", name: "H", version: "1.0.0", '
+                                   'apiVersion: "1.0" };\n')  # the grant removed, in a hidden file
+    async with make_host(pool=LAZY, state_dir=str(state_dir)) as h:
+        assert not h.plugin("hid").permissions.get("net")

@@ -21,7 +21,6 @@ from ..worker import Worker, WorkerSpec, one_off
 from .dev import ENTRY_NAMES, SUFFIXES
 from .manifest import Manifest, parse_manifest
 from .manifest_cache import CACHE_FILE, INSPECT_SLOTS, ManifestCache, content_digest, runtime_key
-from .reload import fingerprint
 
 USAGE_SUFFIX = ".usage.js"  # a cc-switch usage script, not a module (see usage_scripts.py)
 log = logging.getLogger("host.plugins")
@@ -125,7 +124,7 @@ async def inspect(source: PluginSource, runtime: Runtime, limits: WorkerLimits) 
     if runtime.manifests is None and runtime.state_dir is not None:
         runtime.manifests = ManifestCache(runtime.state_dir / CACHE_FILE, runtime_key(runtime.deno, runtime.entry))
         runtime.loading = anyio.Semaphore(INSPECT_SLOTS)
-    digest = content_digest(fingerprint(source.root))  # before reading: a later edit is missed
+    digest = content_digest(source.root)
     if runtime.manifests is not None and (found := runtime.manifests.get(str(source.module), digest)):
         return found
     spec = WorkerSpec(plugin_id=source.id, module=source.module, base_dir=runtime.data_dir(source.id),
@@ -135,7 +134,7 @@ async def inspect(source: PluginSource, runtime: Runtime, limits: WorkerLimits) 
 
     async with runtime.loading or contextlib.nullcontext():
         metadata, exports = await one_off(spec, runtime, read)
-    if runtime.manifests is not None:
+    if runtime.manifests is not None and content_digest(source.root) == digest:  # not edited meanwhile
         runtime.manifests.put(str(source.module), digest, metadata, exports)
     return metadata, exports
 

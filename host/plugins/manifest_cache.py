@@ -3,8 +3,9 @@
 spawning 1,000 workers to read them again: loading a module takes a Deno process for ~25 ms of
 CPU; a cached entry takes a stat of the plugin's files.
 
-An entry counts only for the same files (a digest of the path and content of each file of the
-reload fingerprint: an mtime can miss an edit made within the same clock tick) under the same runtime (the Deno binary and the worker runtime's files); anything else, and the
+An entry counts only for the same files (a digest of the path and content of every file under the
+plugin's root, hidden and vendored ones included: an mtime can miss an edit made within the same
+clock tick) under the same runtime (the Deno binary and the worker runtime's files); anything else, and the
 module is loaded in a worker again. Only successful loads are kept, and what they found is
 validated again each time (``parse_manifest``), so the cache can skip a spawn, never a check.
 The file lives in the state directory, which no plugin may be granted. Several processes on one
@@ -44,12 +45,21 @@ class _File(msgspec.Struct):
     entries: dict[str, _Entry] = {}
 
 
-def content_digest(fingerprint: tuple) -> str | None:
-    """sha256 of the path and content of every file in ``fingerprint`` (None: one is unreadable)."""
+def content_digest(root: Path) -> str | None:
+    """sha256 of the path and content of every regular file under ``root`` (or of the file):
+    hidden files and vendored folders too, since the module may import them (None: unreadable)."""
     h = hashlib.sha256()
     try:
-        for path, *_ in fingerprint:
-            h.update(path.encode() + b"\0" + Path(path).read_bytes() + b"\0")
+        if root.is_file():
+            files = [str(root)]
+        else:
+            files = []
+            for dirpath, dirnames, filenames in os.walk(root):
+                dirnames.sort()
+                files += [os.path.join(dirpath, name) for name in sorted(filenames)]
+        for path in files:
+            if os.path.isfile(path):
+                h.update(path.encode() + b"\0" + Path(path).read_bytes() + b"\0")
     except OSError:
         return None
     return h.hexdigest()
