@@ -789,7 +789,8 @@ class Worker:
             return info
         if text is not None and r(text) != text:
             details = msgspec.json.decode(r(text))
-        return msgspec.structs.replace(info, message=r(info.message),
+        return msgspec.structs.replace(info, name=r(info.name), message=r(info.message),
+                                       error_type=r(info.error_type) if info.error_type else info.error_type,
                                        stack=r(info.stack) if info.stack else info.stack, details=details)
 
     async def deliver(self, frame: bytes) -> bool:

@@ -221,3 +221,21 @@ def test_cli_exports_to_a_private_file_and_imports_it_elsewhere(plugin_dir, tmp_
     assert SECRET.encode() not in on_disk(b)
     with SyncPluginHost(HostConfig(plugins_dir=str(plugin_dir.root), state_dir=b, pool=ONE)) as h:
         assert h.call("vault", "whoami") == OK
+
+
+@pytest.mark.anyio
+async def test_a_secret_put_in_an_errors_name_or_type_is_masked(plugin_dir, make_host, caplog):
+    from host import PluginError
+
+    plugin_dir.add("vault.js", vault_plugin("""
+export function leak(ctx) {
+  const e = new Error("no"); e.name = "N" + ctx.config.apiKey; e.code = "T" + ctx.config.apiKey; throw e;
+}
+"""))
+    async with make_host(pool=ONE) as h:
+        await h.set_config("vault", {"apiKey": SECRET})
+        with pytest.raises(PluginError) as e:
+            await h.call("vault", "leak")
+    shown = f"{e.value} {e.value.name} {e.value.error_type} {e.value.to_dict()}"
+    assert SECRET not in shown and "N" in e.value.name
+    assert SECRET not in caplog.text
