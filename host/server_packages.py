@@ -127,8 +127,10 @@ def add_package_routes(router: web.UrlDispatcher, packages: PackageAdmin, via: s
             return refused(exc)
 
     async def uninstall(request: web.Request) -> web.Response:
+        purge = request.query.get("purge", "") in ("1", "true")
+        if purge and (refusal := unguarded()) is not None:  # it deletes stored configs and storage
+            return refusal
         try:
-            purge = request.query.get("purge", "") in ("1", "true")
             return answer(await packages.uninstall(request.match_info["id"], by=via, purge=purge))
         except PackageRefused as exc:
             return refused(exc)

@@ -159,6 +159,9 @@ def test_without_an_admin_token_only_the_cli_may_install(plugin_dir, tmp_path, s
         assert not (plugin_dir.root / "hello").exists()
         out = run_cli("install", str(archive), *common, cwd=tmp_path)  # the owner-only control socket
         assert out.returncode == 0 and json.loads(out.stdout)["state"] == "running", out.stderr
+        status, body = srv.request("DELETE", "/api/plugins/hello?purge=1")  # deletes configs and storage
+        assert status == 403 and "needs an admin token" in body["error"]["message"]
+        assert (plugin_dir.root / "hello").exists()
 
 
 def test_a_directory_needs_allow_unverified_and_update_works_without_a_server(plugin_dir, tmp_path, shared_state):
