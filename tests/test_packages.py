@@ -167,3 +167,28 @@ async def test_strict_refuse_refuses_a_package_with_risky_grants(plugin_dir, mak
         with pytest.raises(PackageRefused, match=r'security\.strict = "refuse"'):
             await h.packages.install(package(risky), by="python")
     assert list(plugin_dir.root.iterdir()) == []
+
+
+async def test_a_record_that_cannot_be_written_leaves_the_install_and_update_undone(
+        plugin_dir, make_host, state_dir, monkeypatch):
+    import errno
+
+    import host.plugins.packages as packages_module
+
+    real = packages_module.write_private
+
+    def full_disk(path, data, **kw):  # the state file system full: what ENOSPC does to a write
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    async with make_host(pool=ONE, state_dir=str(state_dir), reload=ReloadConfig(enabled=False)) as h:
+        monkeypatch.setattr(packages_module, "write_private", full_disk)
+        with pytest.raises(PackageRefused, match="could not be recorded in packages.json") as e:
+            await h.packages.install(package(plugin_tar("hello", "1.0.0")), by="python")
+        assert e.value.status == 503 and not (plugin_dir.root / "hello").exists()
+        monkeypatch.setattr(packages_module, "write_private", real)
+        await h.packages.install(package(plugin_tar("hello", "1.0.0")), by="python")  # not stranded
+        monkeypatch.setattr(packages_module, "write_private", full_disk)
+        with pytest.raises(PackageRefused, match="could not be recorded"):
+            await h.packages.update("hello", package(plugin_tar("hello", "2.0.0")), by="python")
+        assert '"1.0.0"' in (plugin_dir.root / "hello" / "mod.js").read_text()  # the old files, in place
+        assert await h.call("hello", "version") == "1.0.0"

@@ -100,7 +100,14 @@ class PackageAdmin:
                     os.link(staged, target)  # refuses any file there
                 records = self.installed()
                 records[pid] = self._entry(target, manifest, verdict, by)
-                self._save(records)
+                try:
+                    self._save(records)
+                except OSError as exc:  # a full disk: take the files back out, or the id is stranded
+                    if target.is_dir():
+                        os.rename(target, staged)
+                    else:
+                        os.unlink(target)
+                    raise _unrecorded(pid, exc) from None
         self._audit("package_install", pid, manifest, verdict, by)
         if self._reg is not None and self._reg.running:
             await self._reg.rescan()
@@ -242,7 +249,14 @@ class PackageAdmin:
                     os.replace(staged, target)
                     os.replace(old, staged)
                 previous, records[pid] = records[pid], self._entry(target, manifest, verdict, by)
-                self._save(records)
+                try:
+                    self._save(records)
+                except OSError as exc:  # the old version goes back in place: files and record agree
+                    if staged.is_dir():
+                        _exchange(staged, target)
+                    else:
+                        os.replace(staged, target)
+                    raise _unrecorded(pid, exc) from None
             action, detail = "updated", None
             if reg is not None:
                 action, detail = await self._reload(reg, pid, staged, target, previous)
@@ -357,6 +371,11 @@ def _sweep_stale(home: Path) -> None:
 
 _RENAME_EXCHANGE = 2
 _AT_FDCWD = -100
+
+
+def _unrecorded(pid: str, exc: OSError) -> PackageRefused:
+    return PackageRefused(f"{pid}: the package could not be recorded in packages.json in the state directory "
+                          f"({exc.strerror or exc}); nothing was changed", plugin=pid, status=503)
 
 
 def _exchange(a: Path, b: Path) -> None:
