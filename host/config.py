@@ -261,6 +261,27 @@ class ServerConfig(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=Tru
     processes: Annotated[int, Meta(ge=1, le=64)] | Literal["auto"] = 1
 
 
+def _check_apart(config: HostConfig) -> None:
+    """The /execute db tool's database must not be where the host keeps its own state: code
+    with ``tools: ["db"]`` would read every plugin's storage and stored (sealed) configs."""
+    from urllib.parse import urlsplit
+
+    db = config.execute.database
+    if db is None:
+        return
+    if config.state.database is not None:
+        a, b = urlsplit(db), urlsplit(config.state.database)
+        if (a.hostname, a.port or 5432, a.path.strip("/")) == (b.hostname, b.port or 5432, b.path.strip("/")):
+            raise InvalidConfig("execute.database (or $DATABASE_URL) names the same database as state.database: "
+                                "/execute code would read the host's own tables; give /execute a database of its own")
+    path = None if "://" in db and not db.startswith("sqlite:///") else db.removeprefix("sqlite://")
+    if path:
+        real, state = os.path.realpath(path), os.path.realpath(config.state_path)
+        if os.path.commonpath([real, state]) == state:
+            raise InvalidConfig(f"execute.database ({path}) lies in the state directory: /execute code would read "
+                                "the host's own files; give it a database outside state_dir")
+
+
 def _check_server(srv: ServerConfig) -> None:
     from urllib.parse import urlsplit
 
@@ -327,6 +348,7 @@ class HostConfig(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True)
         dev_entries(self.dev_plugins)  # each "name:path" names a plugin that is there
         check_execute(self.execute)
         check_state(self.state)
+        _check_apart(self)
         _check_worker_limits(self.limits, "limits")
         _check_server(self.server)
         _check_alerts(self.balances.alerts)

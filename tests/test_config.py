@@ -6,7 +6,7 @@ from __future__ import annotations
 import msgspec
 import pytest
 
-from host import InvalidConfig, PluginError, PluginSettings
+from host import HostConfig, InvalidConfig, PluginError, PluginSettings
 from host.plugins.settings import MASK
 
 pytestmark = pytest.mark.anyio
@@ -100,3 +100,15 @@ export function crash(ctx) {
             await h.call("vault", "crash")
         assert "panic with key" in e.value.stderr_tail and MASK in e.value.stderr_tail
         assert SECRET not in e.value.stderr_tail and SECRET not in str(e.value)
+
+
+@pytest.mark.parametrize(("execute_db", "state_db", "why"), [
+    ("{state}/mine.db", None, "lies in the state directory"),
+    ("sqlite:///{state}/x/y.db", None, "lies in the state directory"),
+    ("postgresql://app:pw@127.0.0.1:5432/app", "postgresql://host@127.0.0.1/app", "names the same database"),
+])
+def test_the_execute_database_may_not_be_the_hosts_own(tmp_path, execute_db, state_db, why):
+    state = tmp_path / "state"
+    with pytest.raises(InvalidConfig, match=why):
+        HostConfig(state_dir=str(state), execute={"database": execute_db.format(state=state)},
+                   state={"database": state_db} if state_db else {})
