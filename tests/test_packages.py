@@ -182,7 +182,7 @@ async def test_a_record_that_cannot_be_written_leaves_the_install_and_update_und
 
     async with make_host(pool=ONE, state_dir=str(state_dir), reload=ReloadConfig(enabled=False)) as h:
         monkeypatch.setattr(packages_module, "write_private", full_disk)
-        with pytest.raises(PackageRefused, match="could not be recorded in packages.json") as e:
+        with pytest.raises(PackageRefused, match=r"could not be recorded in packages\.json") as e:
             await h.packages.install(package(plugin_tar("hello", "1.0.0")), by="python")
         assert e.value.status == 503 and not (plugin_dir.root / "hello").exists()
         monkeypatch.setattr(packages_module, "write_private", real)
