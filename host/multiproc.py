@@ -13,7 +13,7 @@ socket. ``/metrics`` answered by any child is the view of all: each child serves
 private Unix socket in a directory only the parent's user can enter, and the child that answers
 adds the others', each sample labelled ``process="K"``.
 
-The parent forwards SIGTERM/SIGINT (each child drains its calls as a single server does), restarts
+The parent forwards SIGTERM/SIGINT/SIGHUP as a stop (each child drains its calls as a single server does), restarts
 a child that dies (backoff; it gives up after RESTART_LIMIT exits in RESTART_WINDOW seconds), and
 its children get SIGTERM if it is killed (PR_SET_PDEATHSIG)."""
 
@@ -43,6 +43,7 @@ from prometheus_client.samples import Sample
 from .cli_output import ListenError, UsageError
 from .config import ServerConfig
 from .http_guard import sweep_stale_socket
+from .runtime import sweep_stale_run_dirs
 
 log = logging.getLogger("host.serve")
 
@@ -142,7 +143,10 @@ class _Child:
 async def supervise(argv: Sequence[str], srv: ServerConfig, count: int) -> int:
     """Run ``count`` children serving ``argv`` on one socket until SIGTERM/SIGINT; their exit status."""
     sock = listening_socket(srv)
-    peers = tempfile.mkdtemp(prefix="plugin-host-peers-")  # 0700: only this user reaches the metrics
+    parent_dir = os.environ.get("XDG_RUNTIME_DIR") or tempfile.gettempdir()
+    sweep_stale_run_dirs(parent_dir)  # those of a parent that was SIGKILLed (named by its pid)
+    # 0700: only this user reaches the metrics
+    peers = tempfile.mkdtemp(prefix=f"plugin-host-{os.getpid()}-peers-", dir=parent_dir)
     children = [_Child(k) for k in range(count)]
     stopping = anyio.Event()
     outcome = 0
@@ -176,7 +180,7 @@ async def supervise(argv: Sequence[str], srv: ServerConfig, count: int) -> int:
                 await stopping.wait()
 
     async def on_signals() -> None:
-        with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+        with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT, signal.SIGHUP) as signals:
             async for sig in signals:
                 log.info("received %s: draining and stopping %d serve processes", signal.Signals(sig).name, count)
                 stopping.set()

@@ -88,3 +88,24 @@ def test_a_bad_process_count_or_a_taken_port_is_a_one_line_error(plugin_dir, tmp
         out = subprocess.run([sys.executable, "-m", "host", "serve", *common, "--port", port, "--processes", "2"],
                              capture_output=True, text=True, timeout=60, cwd=tmp_path)
         assert out.returncode == 1 and f"cannot listen on 127.0.0.1:{port}" in out.stderr
+
+
+def test_sighup_stops_them_all_and_a_killed_parents_leftovers_are_swept(plugin_dir, tmp_path, shared_state):
+    import glob
+    import tempfile
+
+    plugin_dir.add("who.js", WHO)
+    common = ["--plugins", str(plugin_dir.root), "--state-dir", str(fresh_state(tmp_path, shared_state))]
+    where = os.environ.get("XDG_RUNTIME_DIR") or tempfile.gettempdir()
+    with serve_process(tmp_path, *common, "--processes", "2") as srv:
+        peers = glob.glob(os.path.join(where, f"plugin-host-{srv.proc.pid}-peers-*"))
+        assert len(peers) == 1
+        everything = descendants(lambda name: True, srv.proc.pid)
+        srv.proc.send_signal(signal.SIGHUP)  # as a terminal closing would: a drain, not a crash
+        assert srv.proc.wait(timeout=60) == 0
+    assert all(process_gone(pid) for pid in everything) and not os.path.exists(peers[0])
+
+    stale = os.path.join(where, "plugin-host-999999999-peers-x")  # a parent that was SIGKILLed
+    os.makedirs(stale, exist_ok=True)
+    with serve_process(tmp_path, *common, "--processes", "2"):
+        assert not os.path.exists(stale)
