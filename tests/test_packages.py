@@ -192,3 +192,14 @@ async def test_a_record_that_cannot_be_written_leaves_the_install_and_update_und
             await h.packages.update("hello", package(plugin_tar("hello", "2.0.0")), by="python")
         assert '"1.0.0"' in (plugin_dir.root / "hello" / "mod.js").read_text()  # the old files, in place
         assert await h.call("hello", "version") == "1.0.0"
+
+
+@pytest.mark.parametrize("pid", ["calc.usage", "load_test", "widget.test"])
+async def test_an_id_discovery_would_read_back_as_another_is_refused(plugin_dir, make_host, state_dir, pid):
+    # as one module, "calc.usage.js" is read as a cc-switch usage script with id calc, and
+    # "load_test.js" is skipped as a test file: neither would be the plugin installed
+    data = plugin_source(pid, "1.0.0").encode()
+    async with make_host(pool=ONE, state_dir=str(state_dir), reload=ReloadConfig(enabled=False)) as h:
+        with pytest.raises(PackageRefused, match="would be read back as"):
+            await h.packages.install(Package(f"{pid}.js", data, sha256=sha256(data)), by="python")
+    assert list(plugin_dir.root.iterdir()) == [] and "package_install" not in (state_dir / "audit.jsonl").read_text()

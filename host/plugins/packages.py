@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING, Any
 from ..errors import HostError, PluginNotFound
 from ..runtime import Runtime
 from ..security.private_files import locked, write_private
-from .discovery import ENTRY_NAMES, PluginSource, inspect, load_manifest
+from .discovery import ENTRY_NAMES, PluginSource, inspect, load_manifest, source_for
 from .lifecycle import SERVING
 from .manifest import ID_RE
 from .package_archive import FILE_SUFFIXES, Package, PackageRefused, Verdict, unpack, verify
@@ -214,6 +214,11 @@ class PackageAdmin:
             check(pid)
             staged = stage / (f"{pid}{entry.suffix}" if single else pid)
             os.rename(entry if single else root, staged)
+            found = source_for(staged)  # read back as discovery will read it in the plugins directory
+            if found is None or found.id != pid or found.version_hint is not None:
+                raise PackageRefused(f"{name}: a plugin named {staged.name!r} would be read back as "
+                                     f"{found.id if found else 'no plugin'!r}, not {pid!r}: choose another "
+                                     "metadata.id", plugin=pid)
             module = staged if single else staged / entry.name
             source = PluginSource(id=pid, module=module, root=staged)
             manifest, _ = await load_manifest(source, runtime, self.config.limits_for(pid),
