@@ -83,3 +83,37 @@ def test_a_plugin_authors_own_pytest_run_uses_the_shipped_fixtures(tmp_path):
                          cwd=tmp_path, capture_output=True, text=True, timeout=110)
     assert out.returncode == 0, out.stdout + out.stderr
     assert "4 passed" in out.stdout
+
+
+def test_from_new_to_a_passing_test_and_a_balances_row_in_under_two_minutes(tmp_path, local_server):
+    """The path docs/plugin-authoring.md walks, timed: new --template balance, its pytest, then a
+    station of it against a local relay and `balances` printing its row."""
+    import json
+    import os
+    import time
+
+    t0 = time.monotonic()
+    env = {**os.environ, "NORTH_KEY": "sk-north-123"}
+
+    def cli(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-m", "host", *args, "--plugins", "plugins", "--state-dir", "state",
+                               "--config", "host.toml"], cwd=tmp_path, capture_output=True, text=True,
+                              timeout=110, env=env)
+
+    (tmp_path / "host.toml").write_text("[plugins.myrelay]\nallow_private_network = true  # the relay is local\n")
+    new = cli("new", "myrelay", "--template", "balance")
+    assert new.returncode == 0, new.stderr
+    tested = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
+                             "plugins/myrelay/test_myrelay.py"], cwd=tmp_path, capture_output=True, text=True,
+                            timeout=110)
+    assert tested.returncode == 0 and " passed" in tested.stdout, tested.stdout + tested.stderr
+    local_server.responses["/api/balance"] = {"remaining": 42.5}
+    added = cli("balances", "add", "north", "--plugin", "myrelay",
+                f"baseUrl=http://127.0.0.1:{local_server.port}", "--from-env", "apiKey=NORTH_KEY")
+    assert added.returncode == 0, added.stderr
+    rows = cli("balances", "--json")
+    assert rows.returncode == 0, rows.stdout + rows.stderr
+    [row] = json.loads(rows.stdout)
+    assert (row["status"], row["balance"], row["currency"]) == ("success", 42.5, "USD")
+    assert "sk-north-123" not in rows.stdout + rows.stderr
+    assert time.monotonic() - t0 < 120
