@@ -42,7 +42,7 @@ from .cli_stations import register as register_stations
 from .config import HostConfig, PluginSettings, ServerConfig, check_inspect
 from .config_file import load_config
 from .control import control_client, start_control_site
-from .errors import HostError, InvalidArguments, InvalidConfig
+from .errors import HostError, InvalidArguments, InvalidCode, InvalidConfig
 from .logs import FORMATS, LEVELS, setup_logging
 from .plugin_host import PluginHost
 from .security.private_files import write_private
@@ -501,6 +501,6 @@ def main(argv: list[str] | None = None) -> int:
             print("\n".join("  " + line.strip() for line in stack.splitlines()[1:STACK_LINES + 1]), file=sys.stderr)
             if frame := code_frame(where or ""):
                 print(frame, file=sys.stderr)
-        return 2 if isinstance(exc, InvalidArguments) else 1  # a wrong call is a usage error
+        return 2 if isinstance(exc, InvalidArguments) and not isinstance(exc, InvalidCode) else 1  # a wrong call
     except KeyboardInterrupt:
         return 130

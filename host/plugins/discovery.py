@@ -101,15 +101,18 @@ def check_confined(source: PluginSource) -> None:
 
 
 def check_apart(source: PluginSource, protected: tuple[tuple[Path, str], ...]) -> None:
-    """Refuse a plugin whose directory (which its workers may read) holds, or lies in, a place
-    no plugin may reach: the state directory (its secret key, stored configs), the worker socket
-    directory, /proc. It may lie in a plugins directory (every plugin does) but not hold one."""
+    """Refuse a plugin whose directory (which its workers may read) holds a place no plugin may
+    reach: the state directory (its secret key, stored configs), the worker socket directory, a
+    plugins directory (other plugins' code); or lies in /proc or /sys."""
     root = os.path.realpath(source.root)
     for path, what in protected:
         real = os.path.realpath(path)
         inside = os.path.commonpath([root, real]) == real
         holds = os.path.commonpath([root, real]) == root
-        if (holds and root != real) if what == "a plugins directory" else (inside or holds):
+        # Inside the state directory is where the host keeps usage scripts it generates: such a
+        # root grants its own files only. Inside /proc or /sys it would grant what they show.
+        if (holds and root != real) if what == "a plugins directory" else (
+                holds or (inside and real in ("/proc", "/sys"))):
             raise InvalidConfig(f"{source.module}: its directory {root} would let the plugin read {what} "
                                 f"({real}); move the plugin or the state directory apart", plugin=source.id)
 
