@@ -39,7 +39,7 @@ from .config import (
 )
 from .db_tool import DbTool
 from .errors import FunctionNotFound, HostClosed, HostError, InvalidConfig, PluginError, PluginNotFound
-from .execute import EXECUTE_EGRESS, ExecuteResult
+from .execute import ExecuteResult
 from .execute_pools import ExecutePools
 from .info import EventReply, PluginInfo, plugin_info
 from .logbook import JournalEntry, LogBook, LogListener, LogRouter
@@ -57,6 +57,7 @@ from .policy.scheduler import SchedulerStats
 from .pool import Pool
 from .runtime import Runtime
 from .security.egress import EgressProxy
+from .security.egress_start import egress_grants, start_proxy
 from .security.permissions import Permissions, reserved_entries
 from .security.private_files import check_state_dir
 from .security.secrets import SecretBox
@@ -144,7 +145,8 @@ class PluginHost:
             assert self._registry.store is not None
             await self._registry.store.verify()  # a wrong secret key fails the start, before any worker
             if self.config.security.egress_proxy:  # before any spawn: workers get its URL
-                await self._start_egress()
+                self._egress = await start_proxy(tg, self._runtime, self.config.security,
+                                                 lambda pid: egress_grants(pid, self._exec, self._registry))
             await self._registry.load(self._registry._discover())
             await self._registry.seal_stored_secrets()
             if self.config.health.interval > 0:
@@ -198,26 +200,6 @@ class PluginHost:
     def running(self) -> bool:
         """Between the start of ``async with`` and the start of its close."""
         return self._running
-
-    async def _start_egress(self) -> None:
-        assert self._tg is not None and self._runtime is not None
-        sec = self.config.security
-        runtime = self._runtime
-        self._egress = EgressProxy(audit=runtime.audit, permissions_for=self._egress_grants,
-                                   max_response_bytes=sec.max_response_bytes, https_only=sec.https_only,
-                                   reserved=lambda: runtime.reserved_addresses,
-                                   **msgspec.structs.asdict(sec.egress))
-        await self._tg.start(self._egress.serve)
-        self._runtime.egress = self._egress
-
-    def _egress_grants(self, plugin_id: str) -> Permissions | None:
-        """What the egress proxy enforces for ``plugin_id``: its newest manifest's grants, or
-        for ad-hoc ``execute`` code (``execute+<digest>``, a name no plugin id can take) the
-        permissions of that execute pool. None: unknown, so private addresses are refused."""
-        if plugin_id.startswith(EXECUTE_EGRESS):
-            return self._exec.permissions_of(plugin_id) if self._exec is not None else None
-        newest = self._registry.newest(r for r in self._registry.records if r.id == plugin_id and r.manifest is not None)
-        return self._registry.grants(newest[plugin_id]) if plugin_id in newest else None
 
     def _new_pool(self, spec: WorkerSpec, config: PoolConfig, **kw: Any) -> Pool:
         assert self._runtime is not None and self._services is not None

@@ -15,7 +15,7 @@ HOST = Path(__file__).resolve().parents[1] / "host"
 MAX_LINES = 520
 LONGER_ALLOWED = {"host.worker"}
 FACADE = "host.plugin_host"
-FACADE_USERS = {"host", "host.sync", "host.server", "host.cli", "host.__main__", "host.testing"}  # entry points
+FACADE_USERS = {"host", "host.sync", "host.server", "host.cli", "host.cli_serve", "host.__main__", "host.testing"}  # entry points
 
 
 def modules() -> dict[str, Path]:

@@ -33,6 +33,7 @@ from ..security.approvals import Approvals, declared, open_approvals
 from ..security.permissions import Permissions
 from ..security.secrets import SecretBox
 from ..worker import Worker, WorkerSpec
+from .approval_gate import held_for_approval
 from .config_store import Configs, open_configs
 from .dependencies import resolve
 from .discovery import PluginSource, load_manifest
@@ -260,26 +261,6 @@ class Registry:
                 configs[name] = c
         return configs, errors
 
-    async def _needs_approval(self, record: Plugin, manifest: Manifest) -> list[str]:
-        """What ``manifest`` declares beyond the plugin's approved grants (empty: nothing, and
-        a plugin seen for the first time is approved as it is)."""
-        assert self.approvals is not None
-        asked = declared(manifest)
-        added = await self.approvals.held(record.id, asked, manifest.version)
-        if added is None:
-            await self.approvals.approve(record.id, asked, version=manifest.version, by="first load")
-            return []
-        return added
-
-    def _hold_for_approval(self, record: Plugin, manifest: Manifest, exports: list[str],
-                           added: list[str]) -> None:
-        """Keep ``manifest`` aside until the operator approves ``added``: a running version
-        keeps serving; otherwise the plugin waits in `pending`."""
-        record.hold(manifest, exports, added)
-        if record.state not in SERVING:
-            record.set_state("pending", f"asks for {', '.join(added)} beyond its approved grants; "
-                                        f"approve with `python -m host approve {record.id}`")
-
     async def approve(self, name: str, *, by: str = "python", grants: list[str] | None = None) -> bool:
         """Approve the grants the plugin's pending version asks for (audited), then load it.
         ``grants``: the ones the operator was shown; if what waits differs now, ApprovalChanged
@@ -309,8 +290,8 @@ class Registry:
             record.set_state("disabled", why)
             return
         try:
-            if added := await self._needs_approval(record, record.manifest):
-                self._hold_for_approval(record, record.manifest, record.exports, added)
+            assert self.approvals is not None
+            if await held_for_approval(self.approvals, record, record.manifest, record.exports):
                 return
             record.release()
             record.pool = await self._open_pool(record, record.manifest)
@@ -374,8 +355,8 @@ class Registry:
             manifest, exports = await self._read_manifest(record, fp)
             if (why := self._dependency_error(record, manifest)) is not None:
                 raise InvalidConfig(why, plugin=record.id)
-            if added := await self._needs_approval(record, manifest):
-                self._hold_for_approval(record, manifest, exports, added)
+            assert self.approvals is not None
+            if await held_for_approval(self.approvals, record, manifest, exports):
                 return False
             record.release()
             pool = await self._open_pool(record, manifest)

@@ -1,0 +1,121 @@
+"""``python -m host serve``: the HTTP API over one PluginHost (or, with ``--processes N``, the
+parent of N of them), its control socket, draining on SIGTERM; and ``started``, the host of a
+CLI command with a progress line while its plugins start."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import anyio
+import msgspec
+
+from .cli_dev import announce_inspector, debugger_wait, dev_banner
+from .cli_output import ListenError, Progress, UsageError, start_progress
+from .config import HostConfig, ServerConfig
+from .control import start_control_site
+from .plugin_host import PluginHost
+
+log = logging.getLogger("host.cli")
+
+DEV_RELOAD_INTERVAL = 0.25  # seconds between rescans under serve --dev
+
+
+def _check_execute_token(srv: ServerConfig) -> None:
+    """/execute runs any code: refuse to serve it without an admin token, unless on a Unix
+    socket (only its owner can connect) or the operator said ``--insecure-no-token``."""
+    if not srv.enable_execute or srv.admin_token or srv.unix_socket is not None:
+        return
+    if not srv.insecure_no_token:
+        raise UsageError("/execute is enabled without an admin token: set one (--admin-token, "
+                          "server.admin_token or $PLUGIN_HOST_ADMIN_TOKEN), serve on --unix PATH, or "
+                          "pass --insecure-no-token to let anyone who reaches the port run code")
+    log.warning("/execute is enabled without an admin token (--insecure-no-token): anyone who "
+                "reaches %s:%s can run code", srv.host, srv.port)
+
+
+async def serve(args: argparse.Namespace, config: HostConfig) -> int:
+    from aiohttp import web
+
+    from .multiproc import inherited_site, join_siblings, process_count, supervise
+    from .server import DRAINING, PrivateUnixSite, Runner, create_app
+
+    srv = config.server
+    _check_execute_token(srv)
+    if args.listen_fd is None and (count := process_count(args.processes or srv.processes)) > 1:
+        return await supervise(args.argv, srv, count)  # N of these, on one socket
+    if args.dev:  # edit, save, see: a quick rescan, and a banner for each reload
+        config.reload = msgspec.structs.replace(config.reload, enabled=True, interval=DEV_RELOAD_INTERVAL)
+    host = PluginHost(config)
+    if args.dev:
+        host.subscribe(dev_banner)
+    app = create_app(host, admin_token=srv.admin_token, read_token=srv.read_token,
+                     enable_execute=srv.enable_execute, max_body=srv.max_body_bytes,
+                     allowed_hosts=srv.allowed_hosts)
+    runner = Runner(app, header_timeout=srv.header_timeout, handle_signals=False,
+                    shutdown_timeout=srv.shutdown_grace)
+    # The control socket: the CLI's changes go through this server (no token: the socket is 0600).
+    control = Runner(create_app(host, max_body=srv.max_body_bytes, via="cli"), header_timeout=srv.header_timeout,
+                     handle_signals=False, shutdown_timeout=srv.shutdown_grace)
+    peers = None
+    with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+        # HTTP first: /healthz/live answers while the plugins start, /healthz/ready says 503.
+        await runner.setup()
+        await control.setup()
+        try:
+            site = (inherited_site(runner, args.listen_fd) if args.listen_fd is not None
+                    else PrivateUnixSite(runner, srv.unix_socket) if srv.unix_socket is not None
+                    else web.TCPSite(runner, srv.host, srv.port))
+            try:
+                await site.start()
+            except OSError as exc:
+                where = f"unix:{srv.unix_socket}" if srv.unix_socket is not None else f"{srv.host}:{srv.port}"
+                raise ListenError(f"cannot listen on {where}: {exc.strerror or exc}") from None
+            for address in runner.addresses:  # the API itself: no plugin may reach it
+                if isinstance(address, tuple):
+                    host.reserve_address(srv.host if srv.host in ("", "0.0.0.0", "::") else address[0], address[1])
+            async with debugger_wait(args, config, signals) as attached, started(host, args):  # makes the state dir
+                attached()
+                if not args.process_index:  # one control socket per state directory
+                    await start_control_site(control, config.state_path)
+                if args.peers_dir:
+                    peers = await join_siblings(app, host.metrics.render, args.process_index, args.peers_dir)
+                if srv.enable_execute:
+                    await host.warm_execute()
+                names = ", ".join(f"{i.id} ({i.state})" for i in host.plugins()) or "none"
+                log.info("serving on %s  plugins: %s", site.name, names)
+                if args.inspect:
+                    await announce_inspector(args.inspect, config.inspect_for(args.inspect) or "")
+                async for sig in signals:
+                    log.info("received %s: draining and stopping", signal.Signals(sig).name)
+                    break
+                app[DRAINING].set()
+                # stop accepting, let calls in flight finish (shutdown_grace)
+                await control.cleanup()
+                await runner.cleanup()
+        finally:
+            await control.cleanup()
+            await runner.cleanup()
+            if peers is not None:
+                await peers.cleanup()
+    return 0
+
+
+@asynccontextmanager
+async def started(host: PluginHost, args: argparse.Namespace) -> AsyncIterator[PluginHost]:
+    """``async with host``, with a progress line on a tty while the plugins start."""
+    progress = Progress(enabled=not args.debug)
+    unsubscribe = host.subscribe(start_progress(progress, host.plugins))
+    try:
+        async with host:
+            unsubscribe()
+            progress.clear()
+            yield host
+    finally:
+        progress.clear()
+
+
+__all__ = ["DEV_RELOAD_INTERVAL", "serve", "started"]
