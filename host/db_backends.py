@@ -66,11 +66,12 @@ class SqliteBackend:
         return db
 
     def columns(self, conn: sqlite3.Connection, table: str) -> list[str] | None:
-        found = conn.execute("SELECT 1 FROM sqlite_master WHERE type IN ('table', 'view') AND name = ?",
-                             (table,)).fetchone()
-        if found is None:
+        # through run(), as PostgreSQL's: a locked or failing schema read is a typed error too
+        found, _ = self.run(conn, "SELECT 1 AS found FROM sqlite_master WHERE type IN ('table', 'view') "
+                                  "AND name = ?", [table], 1)
+        if not found:
             return None
-        return [row[1] for row in conn.execute(f"PRAGMA table_info({self.quote(table)})")]
+        return [r["name"] for r in self.run(conn, f"PRAGMA table_info({self.quote(table)})", [], 10_000)[0]]
 
     def run(self, conn: sqlite3.Connection, sql: str, args: list[Any], max_rows: int) -> tuple[list[dict], int]:
         try:
