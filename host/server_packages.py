@@ -23,6 +23,7 @@ from .plugins.package_archive import Package, PackageRefused, parse_sha256, pars
 from .plugins.packages import PackageAdmin
 
 JSON_OVERHEAD = 64 * 1024  # a JSON body's fields besides the base64 content
+MULTIPART_FIELDS = ("file", "sha256", "signature")
 
 
 async def _read_capped(read: Callable[[int], Awaitable[bytes]], cap: int, what: str) -> bytes:
@@ -49,15 +50,23 @@ async def read_package(request: web.Request, cap: int) -> Package:
     if ctype == "multipart/form-data":
         fields: dict[str, bytes] = {}
         name = None
+        left = cap + JSON_OVERHEAD  # for all the parts together: many small ones must not add up
         try:
             reader = await request.multipart()
             while (part := await reader.next()) is not None:
                 if not isinstance(part, BodyPartReader):
                     raise PackageRefused("multipart upload: a nested multipart part is not a package")
+                if part.name not in MULTIPART_FIELDS:
+                    raise PackageRefused(f"multipart upload: unknown part {str(part.name)[:40]!r} "
+                                         f"(expected {', '.join(MULTIPART_FIELDS)})")
+                if part.name in fields:
+                    raise PackageRefused(f"multipart upload: the `{part.name}` part is given twice")
                 if part.name == "file":
                     name = part.filename or "package"
-                fields[str(part.name)] = await _read_capped(
-                    part.read_chunk, cap if part.name == "file" else JSON_OVERHEAD, part.name or "a part")
+                data = await _read_capped(
+                    part.read_chunk, min(left, cap if part.name == "file" else JSON_OVERHEAD), part.name)
+                left -= len(data)
+                fields[part.name] = data
         except (ValueError, HttpProcessingError) as exc:  # a body that is no multipart
             raise PackageRefused(f"multipart upload: unreadable ({type(exc).__name__}: {str(exc)[:200]})") from None
         if name is None:

@@ -71,7 +71,11 @@ def test_published_checksums_and_signatures_are_parsed_strictly():
     (tar_gz({"hello/mod.js": "x"}, hardlinks={"hello/key": "/etc/passwd"}), "is a hardlink"),
     (tar_gz({"hello/mod.js": "x"}, fifo="hello/pipe"), "device or fifo"),
     (tar_gz({"hello\\..\\evil.js": "x"}), "backslash"),
-], ids=["dotdot", "nested-dotdot", "absolute", "symlink", "hardlink", "fifo", "backslash"])
+    (tar_gz({"hello/mod.js\n[plugin:other] approved": "x"}), "control character"),
+    (tar_gz({"hello/\x1b[2Jmod.js": "x"}), "control character"),
+    (tar_gz({"hello/mod\u202esj.txt": "x"}), "bidi override"),
+], ids=["dotdot", "nested-dotdot", "absolute", "symlink", "hardlink", "fifo", "backslash", "newline", "escape",
+        "bidi"])
 def test_hostile_tar_entries_are_refused_and_nothing_leaves_the_stage(tmp_path, archive, why):
     stage = tmp_path / "stage" / "unpacked"
     stage.mkdir(parents=True)
@@ -84,8 +88,9 @@ def test_hostile_tar_entries_are_refused_and_nothing_leaves_the_stage(tmp_path, 
 @pytest.mark.parametrize(("archive", "why"), [
     (zip_of({"../evil.js": "x"}), "'..' is not allowed"),
     (zip_of({"/abs.js": "x"}), "absolute path"),
+    (zip_of({"hello/a\rb.js": "x"}), "control character"),
     (zip_of({"hello/mod.js": "x"}, symlink=("hello/key", "/etc/passwd")), "symlink"),
-], ids=["dotdot", "absolute", "symlink"])
+], ids=["dotdot", "absolute", "carriage-return", "symlink"])
 def test_hostile_zip_entries_are_refused_before_anything_is_written(tmp_path, archive, why):
     with pytest.raises(PackageRefused, match=why):
         unpack(Package("bad.zip", archive), tmp_path, PackagesConfig())

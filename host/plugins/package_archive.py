@@ -35,6 +35,8 @@ from ..errors import InvalidConfig
 ARCHIVE_SUFFIXES = (".tar.gz", ".tgz", ".zip")
 FILE_SUFFIXES = (".js", ".ts", ".mjs")
 MAX_DEPTH = 32  # path components in one entry
+# C0/C1 controls (NUL, newline, ESC, ...) and the bidi/zero-width marks a name can hide behind
+UNSAFE_NAME = re.compile("[\x00-\x1f\x7f-\x9f\u061c\u200b-\u200f\u202a-\u202e\u2066-\u2069\u2028\u2029\ufeff]")
 _HEX = re.compile(r"^[0-9a-fA-F]{64}$")
 
 
@@ -247,10 +249,14 @@ class _Counted(io.RawIOBase):
 
 def safe_name(name: str, archive: str) -> str:
     """An entry's relative path, or PackageRefused for an absolute path, ``..``, a backslash
-    or drive letter, a NUL or an over-deep path."""
+    or drive letter, a control or bidi character (a name that shows as another in a listing,
+    a log or a terminal) or an over-deep path."""
     where = f"{archive}: entry {name[:200]!r}"
-    if "\x00" in name or "\\" in name or re.match(r"^[A-Za-z]:", name):
-        raise PackageRefused(f"{where}: a NUL, backslash or drive letter is not allowed in a path")
+    if "\\" in name or re.match(r"^[A-Za-z]:", name):
+        raise PackageRefused(f"{where}: a backslash or drive letter is not allowed in a path")
+    if UNSAFE_NAME.search(name):
+        raise PackageRefused(f"{where}: a control character (NUL, newline, escape, ...) or a bidi "
+                             "override is not allowed in a path")
     if name.startswith("/"):
         raise PackageRefused(f"{where}: an absolute path is not allowed")
     parts = [p for p in name.split("/") if p not in ("", ".")]

@@ -115,6 +115,17 @@ def test_a_server_installs_updates_and_uninstalls_over_the_cli_and_http(plugin_d
         with pytest.raises(urllib.error.HTTPError) as bad:
             urllib.request.urlopen(garbled, timeout=30)
         assert bad.value.code == 400 and "multipart upload: unreadable" in json.loads(bad.value.read())["error"]["message"]
+        # parts the route does not know, or one given twice, are refused: many small parts can't add up
+        status, body = multipart(srv.base + "/api/plugins/install", {**fields, "padding": (None, b"x" * 1000)}, TOKEN)
+        assert status == 400 and "unknown part 'padding'" in body["error"]["message"], body
+        twice = ("--b\r\nContent-Disposition: form-data; name=\"sha256\"\r\n\r\nab\r\n" * 2).encode() + b"--b--\r\n"
+        with pytest.raises(urllib.error.HTTPError) as bad:
+            urllib.request.urlopen(urllib.request.Request(
+                srv.base + "/api/plugins/install", data=twice, method="POST",
+                headers={"Content-Type": "multipart/form-data; boundary=b", "Authorization": f"Bearer {TOKEN}"}),
+                timeout=30)
+        assert bad.value.code == 400
+        assert "the `sha256` part is given twice" in json.loads(bad.value.read())["error"]["message"]
         status, body = multipart(srv.base + "/api/plugins/install", fields, TOKEN)
         assert status == 201 and body["state"] == "running", body
         status, body = srv.request("POST", "/api/plugins/other/call/version", {}, token=TOKEN)
