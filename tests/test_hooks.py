@@ -146,3 +146,25 @@ async def test_a_worker_still_starting_when_the_config_changes_is_told_too(plugi
             assert seen[0]["pid"] != first
             assert (seen[0]["region"], seen[0]["told"]) == ("us", ["us"])  # welcomed with "eu", then told
             tg.cancel_scope.cancel()
+
+
+ROTATING = """
+export const metadata = { id: "rot", name: "rot", version: "1.0.0", apiVersion: "1.0",
+  configSchema: { apiKey: { type: "string", secret: true } } };
+let kept = null;
+export function remember(ctx) { kept = ctx.config.apiKey; return Deno.pid; }
+export function leak(ctx) { console.log(`old ${kept} new ${ctx.config.apiKey}`); return Deno.pid; }
+export function onConfigChange() {}
+"""
+
+
+async def test_a_rotated_secret_stays_masked_in_a_worker_kept_across_the_change(plugin_dir, make_host):
+    plugin_dir.add("rot.js", ROTATING)
+    async with make_host(reload=NO_RELOAD) as h:
+        await h.set_config("rot", {"apiKey": "sk-old-5b1e7d90"})
+        pid = await h.call("rot", "remember")
+        await h.set_config("rot", {"apiKey": "sk-new-0c44a1f3"})
+        assert await h.call("rot", "leak") == pid  # the same worker: it still holds the old key
+        line = [e.message for e in h.logs("rot") if e.message.startswith("old ")][-1]
+        assert "sk-old-5b1e7d90" not in line and "sk-new-0c44a1f3" not in line, line
+        assert line == "old ******** new ********", line

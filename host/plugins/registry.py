@@ -47,6 +47,7 @@ from .settings import apply_schema, redact, secret_keys, secret_values
 from .usage_scripts import discover_sources
 
 log = logging.getLogger("host")
+RETIRED_SECRETS = 32  # replaced secret values of one plugin still masked (the newest first)
 _warn = Throttle(log)
 
 PoolFactory = Callable[..., Pool]  # (spec, pool config, **pool options) -> a Pool not yet serving
@@ -193,9 +194,11 @@ class Registry:
 
     def effective_config(self, plugin_id: str, manifest: Manifest) -> dict[str, Any]:
         """The config the plugin's workers get: validated against its configSchema, defaults
-        filled in. Remembers its secret values so that they are redacted everywhere."""
+        filled in. Its secret values are redacted everywhere, and so are the RETIRED_SECRETS last
+        ones a rotation replaced (a worker kept across onConfigChange still holds them)."""
         values = self._box.reveal(self.raw_config(plugin_id), plugin=plugin_id)
-        self._secrets[plugin_id] = secret_values(manifest.config_schema, values)
+        now = secret_values(manifest.config_schema, values)
+        self._secrets[plugin_id] = now + [s for s in self._secrets.get(plugin_id, []) if s not in now][:RETIRED_SECRETS]
         return apply_schema(manifest.config_schema, values, plugin=plugin_id)
 
     def secrets_of(self, name: str) -> list[str]:
