@@ -10,7 +10,8 @@ Writes need both the request (``tools: ["db:write"]``) and the operator (``[exec
 everything else runs on connections the database itself keeps read-only. Every statement has a
 deadline (``db_timeout``, and the execution's own): past it the statement is interrupted and the
 code gets DbUnavailable. A transaction belongs to one execution; one left open is rolled back
-when that execution's deadline passes. The worker gets neither the file, the URL nor a grant."""
+when that execution's deadline passes or after ``db_tx_timeout``, whichever comes first (it holds
+sqlite's write lock meanwhile). The worker gets neither the file, the URL nor a grant."""
 
 from __future__ import annotations
 
@@ -48,13 +49,14 @@ class DbTool:
     (read-only and read-write apart), at most ``max_connections`` in use at once."""
 
     def __init__(self, database: str, *, max_rows: int = 1000, timeout: float = 5.0, writes: bool = False,
-                 max_connections: int = 8) -> None:
+                 max_connections: int = 8, tx_timeout: float = 5.0) -> None:
         self.backend: SqliteBackend | PostgresBackend = backend_for(database, statement_timeout=timeout)
-        self.max_rows, self.timeout, self.writes = max_rows, timeout, writes
+        self.max_rows, self.timeout, self.writes, self.tx_timeout = max_rows, timeout, writes, tx_timeout
         self.max_connections = max_connections
         self._slots = anyio.Semaphore(max_connections)
         self._idle: dict[bool, list[Any]] = {False: [], True: []}
         self._txs: dict[int, _Tx] = {}
+        self._expired: dict[int, _Tx] = {}  # rolled back at their deadline, for the error
         self._tg: TaskGroup | None = None
         self._closed = False
 
@@ -125,7 +127,8 @@ class DbTool:
         except DbError:
             await self._release(write, conn, reuse=False)
             raise
-        tx = _Tx(owner, conn, write, deadline if deadline is not None else time.monotonic() + self.timeout)
+        ends = time.monotonic() + self.tx_timeout  # a lock held no longer than this, whatever the execution's timeout
+        tx = _Tx(owner, conn, write, ends if deadline is None else min(deadline, ends))
         self._txs[tx.id] = tx
         self._tg.start_soon(self._expire, tx)
         return tx.id
@@ -154,6 +157,8 @@ class DbTool:
 
     def _tx(self, tx_id: int, owner: Any) -> _Tx:
         tx = self._txs.get(tx_id)
+        if tx is None and (gone := self._expired.get(tx_id)) is not None and gone.owner == owner:
+            raise DbError(f"db.transaction: rolled back: {gone.failed}")
         if tx is None or tx.owner != owner:
             raise InvalidHostCall("db.transaction: no such transaction (it has ended, or is another execution's)")
         return tx
@@ -171,12 +176,16 @@ class DbTool:
             return
         if self._txs.pop(tx.id, None) is None:
             return
-        log.info("db: a transaction left open past its execution's deadline was rolled back")
+        tx.failed = why = "it was still open at the execution's deadline or after [execute] db_tx_timeout"
+        self._expired[tx.id] = tx  # its statements and commit hear why (the last few only)
+        while len(self._expired) > 64:
+            self._expired.pop(next(iter(self._expired)))
+        log.info("db: a transaction left open past its deadline was rolled back")
         if tx.lock.locked() and tx.conn is not None:
             self.backend.interrupt(tx.conn)  # a statement hangs in it: wake its thread
         with anyio.CancelScope(shield=True):  # the host closing must not leave the connection open
             async with tx.lock:
-                await self._abort(tx, "the execution's deadline passed with the transaction open")
+                await self._abort(tx, why)
 
     # ------------------------------------------------------------------ connections and deadlines
 

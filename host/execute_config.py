@@ -73,6 +73,7 @@ class ExecuteConfig(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=Tr
     db_writes: bool = False
     db_timeout: Seconds = 5.0       # a statement (or connecting) past this is interrupted: DbUnavailable
     db_max_connections: Count = 8   # connections in use at once (each open transaction holds one)
+    db_tx_timeout: Seconds = 5.0    # a transaction still open after this is rolled back (it holds a lock)
     # The most an execution may ask for ([execute.allow], same shape as a plugin's
     # permissions): by default network access to public hosts only (private, loopback and this
     # machine's own addresses stay denied); never files, environment, processes, native code or

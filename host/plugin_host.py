@@ -127,7 +127,8 @@ class PluginHost:
         self._services = HostServices(self.config.state_path, database=self.config.state.database)
         if (xc := self.config.execute).database is not None:
             self._services.db = DbTool(xc.database, max_rows=xc.db_max_rows, timeout=xc.db_timeout,
-                                       writes=xc.db_writes, max_connections=xc.db_max_connections)
+                                       writes=xc.db_writes, max_connections=xc.db_max_connections,
+                                       tx_timeout=xc.db_tx_timeout)
         if warmed := self._pipeline.cache.warm_up():
             log.info("result cache: %d entries loaded from %s", warmed, self.config.state_path)
         self._stack = AsyncExitStack()

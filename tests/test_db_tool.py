@@ -14,6 +14,7 @@ import time
 from collections.abc import Iterator
 from typing import Any
 
+import anyio
 import pytest
 
 from host import ExecuteConfig, ExecuteResult, GrantRefused, LogEntry
@@ -243,6 +244,38 @@ async def test_a_transaction_left_open_is_rolled_back_when_its_execution_ends(ma
     assert later.result == {"rowCount": 1}
     assert waited < 6.0
     assert database.rows("SELECT note FROM users WHERE id = 1") == [("next",)]
+
+
+async def test_a_transaction_holds_its_lock_no_longer_than_db_tx_timeout(make_host, database):
+    """An execution with a long timeout that keeps a transaction open: it is rolled back after
+    ``[execute] db_tx_timeout``, long before that execution ends, so the next writer goes on;
+    the holder's later statements hear that it was rolled back, and why."""
+    cfg = ExecuteConfig(database=database.url, db_writes=True, db_timeout=5, db_tx_timeout=0.5)
+    async with make_host(execute=cfg) as h, anyio.create_task_group() as tg:
+        holder: list[ExecuteResult] = []
+
+        async def hold() -> None:
+            holder.append(await h.execute("""export default async () => {
+                  const { eq } = db.operators;
+                  try {
+                    await db.transaction(async (tx) => {
+                      await tx.users.update({ note: 'held' }).where(eq('id', 1));
+                      await new Promise((r) => setTimeout(r, 1500));
+                      await tx.users.update({ note: 'too late' }).where(eq('id', 2));
+                    });
+                  } catch (e) { return e.message; }
+                  return 'committed';
+                }""", tools=["db:write"], timeout=10.0))
+        tg.start_soon(hold)
+        await anyio.sleep(0.2)  # the holder has begun (its first statement takes a few ms)
+        t0 = time.monotonic()
+        later = await run(h, "return await db.users.update({ note: 'next' }).where(eq('id', 1));", ["db:write"],
+                          timeout=8.0)
+        waited = time.monotonic() - t0
+    assert later.ok and later.result == {"rowCount": 1}, later.logs
+    assert waited < 3.0  # not the holder's 10 s
+    assert holder[0].ok and "db_tx_timeout" in holder[0].result, holder[0]
+    assert database.rows("SELECT id, note FROM users WHERE id IN (1, 2) ORDER BY id") == [(1, "next"), (2, "x")]
 
 
 async def test_an_unreachable_postgres_is_a_typed_error_without_the_password(make_host, caplog):
