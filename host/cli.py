@@ -22,6 +22,7 @@ from .cli_completion import finish_parser
 from .cli_dev import announce_inspector, code_frame, debugger_wait
 from .cli_dev import register as register_dev
 from .cli_doctor import doctor
+from .cli_grants import register as register_grants
 from .cli_output import (
     ListenError,
     Progress,
@@ -335,6 +336,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="replace each plugin's config (default: merge into the stored one)")
     c.set_defaults(run=_config_import)
     register_plugins(sub, config_sub, common, _started, PluginHost)
+    register_grants(sub, common, _started, PluginHost)
     register_dev(sub, common)
     register_packages(sub, common)
     s = add("doctor", "check what a host on this configuration needs: deno, the state directory, the secret "

@@ -34,6 +34,8 @@ EXAMPLES: dict[str, list[str]] = {
     "status": ["status", "status --json"],
     "enable": ["enable calc"],
     "disable": ["disable calc"],
+    "grants": ["grants deepseek", "grants deepseek --narrow net=api.deepseek.com --narrow env=false",
+               "grants deepseek --reset"],
     "validate": ["validate plugins/myplug", "validate plugins/calc.js --json"],
     "new": ["new myplug", "new mybalance --template balance"],
     "test": ["test myplug", "test myplug -- --allow-net=api.example.com"],

@@ -42,7 +42,7 @@ def narrowed_grants(config: HostConfig, api: Override | None, plugin_id: str,
         grants = grants.narrowed(api)
         for k, v in api.items():
             if v is not True:
-                mine = f"{API} ({k}; GET, PUT or DELETE /api/plugins/{plugin_id}/permissions)"
+                mine = f"{API} ({k}; python -m host grants {plugin_id}, or /api/plugins/{plugin_id}/permissions)"
                 where[k] = f"{where[k]} and its {mine}" if k in where else mine
     return grants, where
 
@@ -81,7 +81,7 @@ class GrantOverrides:
             checked(override)
         except InvalidConfig as exc:
             raise InvalidConfig(f"{SWITCHES_FILE}: the grant override of {plugin_id} is unreadable ({exc.message}); "
-                                f"set it again or remove it (PUT or DELETE /api/plugins/{plugin_id}/permissions)",
+                                f"set it again or remove it (python -m host grants {plugin_id} --reset)",
                                 plugin=plugin_id) from None
         return entry
 

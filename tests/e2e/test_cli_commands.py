@@ -28,7 +28,7 @@ export function user(ctx) { return ctx.config.userId; }
 """, fields='    retries: { type: "integer", default: 2 },\n    userId: { type: "string" },\n')
 SECRET = "sk-live-\"quoted\\-9f2c"
 COMMANDS = ["serve", "list", "info", "balances", "import-cc-switch", "call", "execute", "validate", "new", "config get",
-            "config set", "config export", "config import", "config reset", "status", "enable", "disable", "doctor",
+            "config set", "config export", "config import", "config reset", "status", "enable", "disable", "grants", "doctor",
             "test", "balances stations", "balances add", "balances set", "balances rm", "balances test"]
 
 

@@ -147,3 +147,44 @@ def test_the_cli_switches_plugins_with_and_without_a_server(plugin_dir, tmp_path
         assert status == 200 and balances == []
     assert [(e["event"], e["plugin"], e["by"]) for e in audit(state) if e["event"] in ("enable", "disable")] == [
         ("enable", "calc", "cli"), ("disable", "station", "cli")]
+
+
+NETTER = """
+export const metadata = { id: "netter", name: "netter", version: "1.0.0", apiVersion: "1.0",
+  permissions: { net: ["api.one.example", "api.two.example"], env: ["NETTER_REGION"] } };
+export async function can(host) {
+  return (await Deno.permissions.query({ name: "net", host })).state;
+}
+"""
+
+
+def test_the_cli_narrows_a_plugins_grants_with_and_without_a_server(plugin_dir, tmp_path, shared_state):
+    plugin_dir.add("netter.js", NETTER)
+    state = fresh_state(tmp_path, shared_state)
+    common = ["--plugins", str(plugin_dir.root), "--state-dir", str(state)]
+
+    bad = cli("grants", "netter", "--narrow", "disk=/", *common, cwd=tmp_path)
+    assert bad.returncode == 2 and "KIND one of net, read" in bad.stderr, bad.stderr
+    # an override never widens: a host the manifest does not name is not granted
+    wider = cli("grants", "netter", "--narrow", "net=evil.example", *common, cwd=tmp_path)
+    assert wider.returncode == 0, wider.stderr
+    assert json.loads(wider.stdout)["permissions"].get("net", []) == []
+    # no server: a host started for the command keeps it; it applies at every start after
+    out = cli("grants", "netter", "--narrow", "net=api.one.example", "--narrow", "env=false", *common, cwd=tmp_path)
+    assert out.returncode == 0, out.stderr
+    shown = json.loads(out.stdout)
+    assert shown["api"] == {"net": ["api.one.example"], "env": False}
+    assert shown["permissions"]["net"] == ["api.one.example"] and "env" not in shown["permissions"]
+
+    with serve_process(tmp_path, *common) as srv:
+        assert srv.request("POST", "/api/plugins/netter/call/can", {"args": ["api.one.example"]})[1]["result"] == "granted"
+        assert srv.request("POST", "/api/plugins/netter/call/can", {"args": ["api.two.example"]})[1]["result"] != "granted"
+        # through the server: its workers restart with the grants left
+        out = cli("grants", "netter", "--reset", *common, cwd=tmp_path)
+        assert out.returncode == 0 and json.loads(out.stdout)["api"] is None, out.stderr
+        assert srv.request("POST", "/api/plugins/netter/call/can", {"args": ["api.two.example"]})[1]["result"] == "granted"
+        listed = json.loads(cli("grants", "netter", *common, cwd=tmp_path).stdout)
+        assert listed["permissions"]["net"] == ["api.one.example", "api.two.example"]
+    events = [(e["plugin"], e["override"], e["by"]) for e in audit(state) if e["event"] == "grant_override"]
+    assert events == [("netter", {"net": ["evil.example"]}, "cli"),
+                      ("netter", {"net": ["api.one.example"], "env": False}, "cli"), ("netter", None, "cli")]

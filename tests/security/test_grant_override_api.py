@@ -22,7 +22,7 @@ export const metadata = { id: "envy", name: "Envy", version: "1.0.0", apiVersion
   permissions: { env: ["PH_TEST_A", "PH_TEST_B"] } };
 export function read(name) { return Deno.env.get(name) ?? null; }
 """
-NAMED = "grant override set through the API (env; GET, PUT or DELETE /api/plugins/envy/permissions)"
+NAMED = "grant override set through the API (env; python -m host grants envy, or /api/plugins/envy/permissions)"
 
 
 @pytest.fixture
