@@ -6,6 +6,7 @@ failure is the ``error`` class given (a HostError) naming the database with its 
 
 from __future__ import annotations
 
+import re
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -19,6 +20,12 @@ from .errors import DbError, HostError, StateError
 T = TypeVar("T")
 
 SCHEMA_LOCK = 7_305_561_042  # pg_advisory_xact_lock key: hosts starting at once create the tables once
+OWNED = re.compile(r"CREATE (?:TABLE|SEQUENCE) IF NOT EXISTS (\w+)", re.I)
+OWNER_SQL = ("SELECT n.nspname AS schema, o.rolname AS owner, current_user AS me, "
+             "(c.relowner = u.oid OR EXISTS (SELECT 1 FROM pg_auth_members m "
+             "WHERE m.roleid = c.relowner AND m.member = u.oid)) AS mine "
+             "FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace JOIN pg_roles o ON o.oid = c.relowner "
+             "JOIN pg_roles u ON u.rolname = current_user WHERE c.oid = to_regclass(%s)")
 STATE_TIMEOUT = 10.0  # seconds a statement on the state database may take (but plugin storage's)
 
 
@@ -75,7 +82,23 @@ class PgSession:
             self.backend.run(conn, "SELECT pg_advisory_xact_lock(%s)", [SCHEMA_LOCK], 1)
             for statement in self._schema:
                 self.backend.run(conn, statement, [], 0)
+            self._check_owners(conn)
         self.tx(conn, body)
+
+    def _check_owners(self, conn: Any) -> None:
+        """Every table and sequence the host uses, as its search_path finds it, belongs to the
+        host's own role (or one it is a member of): one another role created first under the
+        same name (PostgreSQL before 15 let every role create in ``public``) would let that role
+        read and change the host's state, approvals included. StateError names it."""
+        names = [m.group(1) for statement in self._schema if (m := OWNED.match(statement))]
+        for name in names:
+            row = self.one(conn, OWNER_SQL, [name])
+            if row is not None and not row["mine"]:
+                raise self._error(
+                    f"{self._what}: the table {row['schema']}.{name} ({self.backend.where}) belongs to the role "
+                    f"{row['owner']!r}, not to this host's {row['me']!r}: that role could read and change the "
+                    f"host's state. Drop it, or give the host a database or schema only its role can create in "
+                    f"({self._setting})")
 
     def tx(self, conn: Any, body: Callable[[], T]) -> T:
         """``body()`` in one transaction (rolled back if it raises)."""

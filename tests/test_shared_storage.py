@@ -118,3 +118,32 @@ def test_state_database_must_be_postgresql(tmp_path):
     with pytest.raises(InvalidConfig, match=r"state\.database: a postgresql:// URL") as e:
         load_config(tmp_path / "host.toml")
     assert "t0psecret" not in str(e.value)
+
+
+async def test_a_table_another_role_created_first_is_refused(make_host, keeper, tmp_path, shared_state,
+                                                            postgres_url, postgres_server):
+    """Before PostgreSQL 15 every role could create tables in ``public``: one that creates
+    ``plugin_storage`` before the host does would read and change every plugin's storage. The
+    host refuses a table it does not own, naming it and its owner, and never writes into it."""
+    intruder = "intruder_" + postgres_url.rsplit("/", 1)[1]
+    database = postgres_url.rsplit("/", 1)[1]
+    with postgres_server.admin(database) as db:
+        db.execute(f"CREATE ROLE {intruder}")
+        db.execute(f"GRANT CREATE ON SCHEMA public TO {intruder}")
+        db.execute(f"SET ROLE {intruder}")
+        db.execute("CREATE TABLE plugin_storage (plugin TEXT, key TEXT, value BYTEA, size BIGINT)")
+        db.execute("RESET ROLE")
+    try:
+        state = StateConfig(database=postgres_url)
+        async with make_host(state_dir=str(fresh_state(tmp_path, shared_state)), state=state, pool=ONE) as h:
+            with pytest.raises(PluginError) as e:
+                await h.call("keeper", "put", "k", "secret value")
+        assert e.value.name == "StorageError"
+        assert "public.plugin_storage" in e.value.message and repr(intruder) in e.value.message
+        assert postgres_server.password not in e.value.message
+        with postgres_server.admin(database) as db:
+            assert db.execute("SELECT count(*) FROM plugin_storage").fetchone()[0] == 0
+    finally:
+        with postgres_server.admin(database) as db:
+            db.execute(f"DROP OWNED BY {intruder}")
+            db.execute(f"DROP ROLE {intruder}")
