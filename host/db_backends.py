@@ -213,6 +213,9 @@ def close_quietly(backend: SqliteBackend | PostgresBackend, conn: Any) -> None:
         pass
 
 
+DEADLINE_MARGIN = 0.05  # seconds before a call's deadline a database operation gives up, so the code hears why
+
+
 async def in_thread(backend: SqliteBackend | PostgresBackend, fn: Callable[[], Any], conn: Any, until: float, *,
                     late: list | None = None, setting: str) -> Any:
     """``fn()`` (using ``conn``, or connecting into ``late``) in a thread, within ``until``
@@ -252,5 +255,5 @@ def backend_for(database: str, *, statement_timeout: float) -> SqliteBackend | P
     return SqliteBackend(database)
 
 
-__all__ = ["POSTGRES_SCHEMES", "PostgresBackend", "SqliteBackend", "backend_for", "close_quietly", "in_thread",
+__all__ = ["DEADLINE_MARGIN", "POSTGRES_SCHEMES", "PostgresBackend", "SqliteBackend", "backend_for", "close_quietly", "in_thread",
            "plain"]

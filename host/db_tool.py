@@ -24,13 +24,20 @@ from typing import Any
 import anyio
 from anyio.abc import TaskGroup
 
-from .db_backends import PostgresBackend, SqliteBackend, backend_for, close_quietly, in_thread
+from .db_backends import (
+    DEADLINE_MARGIN,
+    PostgresBackend,
+    SqliteBackend,
+    backend_for,
+    close_quietly,
+    in_thread,
+)
 from .db_query import WRITES, DbQuery, build, decode
 from .errors import DbError, DbUnavailable, GrantRefused, HostClosed, InvalidHostCall
 
 log = logging.getLogger("host.db")
 
-MARGIN = 0.05  # seconds before the execution's deadline a statement gives up, so the code hears why
+MARGIN = DEADLINE_MARGIN  # seconds before the execution's deadline a statement gives up, so the code hears why
 
 
 class _Tx:

@@ -14,7 +14,7 @@ from typing import Any, TypeVar
 
 import anyio
 
-from .db_backends import PostgresBackend, close_quietly, in_thread
+from .db_backends import DEADLINE_MARGIN, PostgresBackend, close_quietly, in_thread
 from .errors import DbError, HostError, StateError
 
 T = TypeVar("T")
@@ -40,10 +40,23 @@ class PgSession:
         self._conn: Any = None
         self._ready = False
 
-    async def run(self, fn: Callable[[Any], T]) -> T:
-        """``fn(connection)`` in a thread, one at a time, within the deadline."""
-        async with self._lock:
-            until = time.monotonic() + self.timeout
+    async def run(self, fn: Callable[[Any], T], deadline: float | None = None) -> T:
+        """``fn(connection)`` in a thread, one at a time, within the session's timeout and just
+        before ``deadline`` (monotonic: a plugin call's), waiting for the earlier ones included."""
+        until = time.monotonic() + self.timeout
+        if deadline is not None:
+            until = min(until, deadline - DEADLINE_MARGIN)
+        with anyio.move_on_after(max(until - time.monotonic(), 0)) as waited:
+            await self._lock.acquire()
+        if waited.cancelled_caught:
+            raise self._error(f"{self._what}: {self.backend.where} was still busy with an earlier statement "
+                              f"just before the deadline ({self._setting})")
+        try:
+            return await self._run(fn, until)
+        finally:
+            self._lock.release()
+
+    async def _run(self, fn: Callable[[Any], T], until: float) -> T:
             try:
                 if self._conn is None:
                     opened: list[Any] = []

@@ -9,12 +9,14 @@ from __future__ import annotations
 import logging
 import os
 import sqlite3
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Protocol, TypeVar
 
 import anyio
 
+from .db_backends import DEADLINE_MARGIN
 from .errors import StateError, StorageError, StorageFull
 from .logs import Throttle
 from .security.private_files import MIN_FREE_BYTES, PrivateDb, storage_name
@@ -31,10 +33,13 @@ ENTRY_OVERHEAD = 16
 class PluginStorage(Protocol):
     """Where plugins' ``ctx.storage`` lives. Failures are StorageError (StorageFull past ``cap``)."""
 
-    async def get(self, plugin: str, key: str) -> bytes | None: ...
-    async def put(self, plugin: str, key: str, blob: bytes, cap: int, where: str) -> None: ...
-    async def delete(self, plugin: str, key: str) -> bool: ...
-    async def keys(self, plugin: str) -> list[str]: ...
+    # ``deadline`` (monotonic): the calling plugin call's; the operation gives up (StorageError)
+    # just before it, so that a busy or hung database fails the operation, not the worker.
+    async def get(self, plugin: str, key: str, *, deadline: float | None = None) -> bytes | None: ...
+    async def put(self, plugin: str, key: str, blob: bytes, cap: int, where: str, *,
+                  deadline: float | None = None) -> None: ...
+    async def delete(self, plugin: str, key: str, *, deadline: float | None = None) -> bool: ...
+    async def keys(self, plugin: str, *, deadline: float | None = None) -> list[str]: ...
     def close(self) -> None: ...
 
 
@@ -54,7 +59,7 @@ class _Store:
     from the database whenever a connection opens, so that a cap holds across restarts."""
 
     def __init__(self, path: Path, timeout: float) -> None:
-        self.path = path
+        self.path, self.timeout = path, timeout
         self.lock = anyio.Lock()
         self._db = PrivateDb(path, "CREATE TABLE IF NOT EXISTS kv (key TEXT PRIMARY KEY, "
                                    "value BLOB NOT NULL) WITHOUT ROWID", timeout=timeout)
@@ -91,13 +96,24 @@ class _Store:
         self._used = used - old if gone else used
         return gone
 
-    async def run(self, fn: Callable[[sqlite3.Connection], T]) -> T:
-        async with self.lock:
-            return await anyio.to_thread.run_sync(self._call, fn)
+    async def run(self, fn: Callable[[sqlite3.Connection], T], deadline: float | None = None) -> T:
+        until = time.monotonic() + self.timeout if deadline is None else \
+            min(time.monotonic() + self.timeout, deadline - DEADLINE_MARGIN)
+        with anyio.move_on_after(max(until - time.monotonic(), 0)) as waited:
+            await self.lock.acquire()
+        if waited.cancelled_caught:
+            raise StorageError("storage: busy with this plugin's earlier operations until just before the call's "
+                               "deadline")
+        try:  # sqlite's busy timeout bounds the wait for another process's lock (a statement is short)
+            return await anyio.to_thread.run_sync(self._call, fn, until)
+        finally:
+            self.lock.release()
 
-    def _call(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+    def _call(self, fn: Callable[[sqlite3.Connection], T], until: float) -> T:
         try:
-            return fn(self._db.conn())
+            db = self._db.conn()
+            db.execute(f"PRAGMA busy_timeout = {max(int((until - time.monotonic()) * 1000), 0)}")
+            return fn(db)
         except StorageError:
             raise
         except StateError as exc:
@@ -149,22 +165,24 @@ class SqliteStorage:
             store = self._stores[plugin] = _Store(path, self.timeout)
         return store
 
-    async def get(self, plugin: str, key: str) -> bytes | None:
+    async def get(self, plugin: str, key: str, *, deadline: float | None = None) -> bytes | None:
         def get(db: sqlite3.Connection) -> bytes | None:
             row = db.execute("SELECT value FROM kv WHERE key = ?", (key,)).fetchone()
             return None if row is None else row[0]
-        return await self._store(plugin).run(get)
+        return await self._store(plugin).run(get, deadline)
 
-    async def put(self, plugin: str, key: str, blob: bytes, cap: int, where: str) -> None:
+    async def put(self, plugin: str, key: str, blob: bytes, cap: int, where: str, *,
+                  deadline: float | None = None) -> None:
         store = self._store(plugin)
-        await store.run(lambda db: store.put(db, key, blob, cap, where))
+        await store.run(lambda db: store.put(db, key, blob, cap, where), deadline)
 
-    async def delete(self, plugin: str, key: str) -> bool:
+    async def delete(self, plugin: str, key: str, *, deadline: float | None = None) -> bool:
         store = self._store(plugin)
-        return await store.run(lambda db: store.delete(db, key))
+        return await store.run(lambda db: store.delete(db, key), deadline)
 
-    async def keys(self, plugin: str) -> list[str]:
-        return await self._store(plugin).run(lambda db: [k for (k,) in db.execute("SELECT key FROM kv ORDER BY key")])
+    async def keys(self, plugin: str, *, deadline: float | None = None) -> list[str]:
+        return await self._store(plugin).run(
+            lambda db: [k for (k,) in db.execute("SELECT key FROM kv ORDER BY key")], deadline)
 
     def close(self) -> None:
         for store in self._stores.values():

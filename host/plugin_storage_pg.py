@@ -26,12 +26,13 @@ class PostgresStorage:
     def __init__(self, url: str, timeout: float) -> None:
         self.db = PgSession(url, timeout, [SCHEMA], what="storage", setting="storage_timeout", error=StorageError)
 
-    async def get(self, plugin: str, key: str) -> bytes | None:
+    async def get(self, plugin: str, key: str, *, deadline: float | None = None) -> bytes | None:
         row = await self.db.run(lambda c: self.db.one(
-            c, "SELECT value FROM plugin_storage WHERE plugin = %s AND key = %s", [plugin, key]))
+            c, "SELECT value FROM plugin_storage WHERE plugin = %s AND key = %s", [plugin, key]), deadline)
         return None if row is None else bytes(row["value"])
 
-    async def put(self, plugin: str, key: str, blob: bytes, cap: int, where: str) -> None:
+    async def put(self, plugin: str, key: str, blob: bytes, cap: int, where: str, *,
+                  deadline: float | None = None) -> None:
         def put(conn: Any) -> None:
             def body() -> None:
                 self.db.backend.run(conn, "SELECT pg_advisory_xact_lock(hashtext(%s))", ["plugin_storage:" + plugin], 1)
@@ -47,15 +48,16 @@ class PostgresStorage:
                                        "ON CONFLICT (plugin, key) DO UPDATE SET value = EXCLUDED.value",
                                  [plugin, key, blob], 0)
             self.db.tx(conn, body)
-        await self.db.run(put)
+        await self.db.run(put, deadline)
 
-    async def delete(self, plugin: str, key: str) -> bool:
+    async def delete(self, plugin: str, key: str, *, deadline: float | None = None) -> bool:
         return await self.db.run(lambda c: self.db.backend.run(
-            c, "DELETE FROM plugin_storage WHERE plugin = %s AND key = %s", [plugin, key], 0)[1] > 0)
+            c, "DELETE FROM plugin_storage WHERE plugin = %s AND key = %s", [plugin, key], 0)[1] > 0, deadline)
 
-    async def keys(self, plugin: str) -> list[str]:
+    async def keys(self, plugin: str, *, deadline: float | None = None) -> list[str]:
         rows = await self.db.run(lambda c: self.db.backend.run(
-            c, "SELECT key FROM plugin_storage WHERE plugin = %s ORDER BY key COLLATE \"C\"", [plugin], 1_000_000)[0])
+            c, "SELECT key FROM plugin_storage WHERE plugin = %s ORDER BY key COLLATE \"C\"", [plugin], 1_000_000)[0],
+            deadline)
         return [r["key"] for r in rows]
 
     def close(self) -> None:

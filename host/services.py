@@ -243,7 +243,8 @@ class HostServices:
 
     async def _storage_get(self, worker: Worker, msg: p.HostCall) -> Any:
         (key,) = self._args(msg, 1, 1, "(key)")
-        blob = await self.storage.get(self._plugin(worker, msg.op), self._key(msg.op, key))
+        blob = await self.storage.get(self._plugin(worker, msg.op), self._key(msg.op, key),
+                                      deadline=worker.deadline_of(msg.call))
         return None if blob is None else msgspec.Raw(blob)
 
     async def _storage_set(self, worker: Worker, msg: p.HostCall) -> None:
@@ -252,15 +253,17 @@ class HostServices:
         blob = self._pack(msg.op, value)
         plugin = self._plugin(worker, msg.op)
         where = f"[plugins.{worker.spec.plugin_id}.limits] in host.toml"
-        await self.storage.put(plugin, key, blob, worker.spec.limits.storage_max_bytes, where)
+        await self.storage.put(plugin, key, blob, worker.spec.limits.storage_max_bytes, where,
+                               deadline=worker.deadline_of(msg.call))
 
     async def _storage_delete(self, worker: Worker, msg: p.HostCall) -> bool:
         (key,) = self._args(msg, 1, 1, "(key)")
-        return await self.storage.delete(self._plugin(worker, msg.op), self._key(msg.op, key))
+        return await self.storage.delete(self._plugin(worker, msg.op), self._key(msg.op, key),
+                                         deadline=worker.deadline_of(msg.call))
 
     async def _storage_keys(self, worker: Worker, msg: p.HostCall) -> list[str]:
         self._args(msg, 0, 0, "no arguments")
-        return await self.storage.keys(self._plugin(worker, msg.op))
+        return await self.storage.keys(self._plugin(worker, msg.op), deadline=worker.deadline_of(msg.call))
 
     # ------------------------------------------------------------------ channel
 

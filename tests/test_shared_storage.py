@@ -8,7 +8,11 @@ password (one unreachable at start fails the start: tests/test_shared_config.py)
 from __future__ import annotations
 
 import logging
+import os
+import signal
+import time
 
+import anyio
 import psycopg
 import pytest
 from support.plugins import fresh_state
@@ -147,3 +151,38 @@ async def test_a_table_another_role_created_first_is_refused(make_host, keeper, 
         with postgres_server.admin(database) as db:
             db.execute(f"DROP OWNED BY {intruder}")
             db.execute(f"DROP ROLE {intruder}")
+
+
+async def test_a_hung_state_database_fails_the_storage_call_not_the_worker(make_host, keeper, postgres_url,
+                                                                          postgres_server):
+    """The database's server processes stop answering (SIGSTOP): each storage call, the ones
+    queued behind the hung one too, is a StorageError just before its call's deadline, never a
+    call timeout that kills the worker; once the database answers again, storage works."""
+    database = postgres_url.rsplit("/", 1)[1]
+    async with make_host(state=StateConfig(database=postgres_url), pool=ONE) as h:
+        assert await h.call("keeper", "put", "a", 1)
+        pid = h.plugin("keeper").workers[0].pid
+        with postgres_server.admin() as admin:
+            backends = [r[0] for r in admin.execute("SELECT pid FROM pg_stat_activity WHERE datname = %s",
+                                                    [database]).fetchall()]
+        for b in backends:
+            os.kill(b, signal.SIGSTOP)
+        try:
+            failures: list[tuple[float, PluginError]] = []
+
+            async def attempt() -> None:
+                t0 = time.monotonic()
+                with pytest.raises(PluginError) as e:
+                    await h.call("keeper", "get", "a", timeout=2)
+                failures.append((time.monotonic() - t0, e.value))
+            async with anyio.create_task_group() as tg:
+                for _ in range(3):
+                    tg.start_soon(attempt)
+        finally:
+            for b in backends:
+                os.kill(b, signal.SIGCONT)
+        assert [e.name for _, e in failures] == ["StorageError"] * 3, failures
+        assert all(took < 2.0 for took, _ in failures), failures
+        assert all(postgres_server.password not in e.message for _, e in failures)
+        assert [w.pid for w in h.plugin("keeper").workers] == [pid]  # not killed for a late call
+        assert await h.call("keeper", "put", "b", 2) and await h.call("keeper", "get", "b") == 2

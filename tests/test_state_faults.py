@@ -138,6 +138,34 @@ async def test_a_state_directory_deleted_while_running_loses_no_new_write(plugin
 
 
 @pytest.mark.anyio
+async def test_a_storage_file_another_process_locks_fails_the_storage_call_not_the_worker(
+        plugin_dir, make_host, state_dir):
+    """Another program holds the plugin's storage file locked (a backup, sqlite3 in a shell):
+    ``storage.set`` waits for it only until just before its call's deadline, then is a
+    StorageError the plugin can catch; the worker is not killed, and storage works once the
+    lock goes."""
+    plugin_dir.add("keeper.js", """
+        export async function put(k, v, ctx) { await ctx.storage.set(k, v); return await ctx.storage.get(k); }
+        export async function tryPut(k, v, ctx) {
+          try { await ctx.storage.set(k, v); return "stored"; } catch (e) { return `${e.name}: ${e.message}`; }
+        }
+    """)
+    async with make_host(state_dir=str(state_dir), pool=ONE) as h:
+        assert await h.call("keeper", "put", "a", 1) == 1
+        pid = h.plugin("keeper").workers[0].pid
+        holder = sqlite3.connect(state_dir / "storage" / "keeper.sqlite3", isolation_level=None)
+        holder.execute("BEGIN EXCLUSIVE")
+        try:
+            out = await h.call("keeper", "tryPut", "b", 2, timeout=1.5)
+        finally:
+            holder.execute("ROLLBACK")
+            holder.close()
+        assert out.startswith("StorageError: storage failed") and "locked" in out, out
+        assert [w.pid for w in h.plugin("keeper").workers] == [pid]
+        assert await h.call("keeper", "put", "b", 3) == 3
+
+
+@pytest.mark.anyio
 async def test_a_secret_key_removed_while_running_is_never_replaced_silently(plugin_dir, make_host, state_dir):
     plugin_dir.add("vault.js", vault_plugin("export function tail(ctx) { return ctx.config.apiKey.slice(-4); }"))
     async with make_host(state_dir=str(state_dir)) as h:
