@@ -1,5 +1,5 @@
 """The plugin developer's commands: ``validate PATH``, ``new NAME [--template T]`` and
-``test ID``.
+``test [ID]``.
 
 ``python -m host test ID``: a plugin's own ``deno test`` files, run by the Deno the host uses
 with read access to the plugin's directory only (more with flags after ``--``) and the runtime's
@@ -35,21 +35,46 @@ NO_TESTS = 1
 TEST_SUFFIXES = tuple(f"{sep}test{ext}" for sep in ("_", ".") for ext in SUFFIXES)
 
 
+def _test_files(src: Any) -> list[Path]:
+    """A directory plugin's own test files (a single-file plugin has none of its own)."""
+    if not src.root.is_dir() or src.module.parent == src.root.parent:
+        return []
+    return sorted(p for p in src.root.rglob("*") if p.name.endswith(TEST_SUFFIXES))
+
+
 async def test_plugin(args: argparse.Namespace, config: HostConfig) -> int:
+    """``test ID``: that plugin's tests; ``test``: every plugin's that has some, one ``deno test``
+    each (with only its own directory readable), exit 1 if any fails or none has tests."""
     sources = {s.id: s for s in discover_sources(config)}
-    src = sources.get(args.id)
-    if src is None:
+    if args.id is not None and args.id.startswith("-"):  # `test -- --flag`: no ID, flags for deno
+        args.deno_args, args.id = [args.id, *args.deno_args], None
+    if args.id is not None and args.id not in sources:
         raise UsageError(f"no plugin {args.id!r} in {', '.join(map(str, config.plugin_dirs))}")
-    files = sorted(p for p in src.root.rglob("*") if p.name.endswith(TEST_SUFFIXES)) if src.root.is_dir() else []
-    if src.module.parent == src.root.parent or not files:  # a single-file plugin has no test files of its own
-        print(f"error: {args.id} has no test files (*_test.ts, *.test.ts, ...) in {src.root}; "
-              f"`python -m host new NAME` writes one", file=sys.stderr)
+    chosen = [sources[args.id]] if args.id is not None else [sources[k] for k in sorted(sources)]
+    tested = {src.id: files for src in chosen if (files := _test_files(src))}
+    if not tested:
+        where = (f"{args.id} has no test files" if args.id is not None else "no plugin has test files") + \
+            " (*_test.ts, *.test.ts, ...) in " + \
+            (str(sources[args.id].root) if args.id is not None else ", ".join(map(str, config.plugin_dirs)))
+        print(f"error: {where}; `python -m host new NAME` writes one", file=sys.stderr)
         return NO_TESTS
     entry = find_runtime_entry(config.runtime_entry)
-    argv = [find_deno(config.deno_path), "test", "--no-prompt", "--no-remote", "--no-npm", "--no-config", "--no-lock",
-            f"--import-map={entry.parent / IMPORT_MAP}", f"--allow-read={src.root}", *args.deno_args, *map(str, files)]
     env = {**os.environ, **({} if sys.stdout.isatty() else {"NO_COLOR": "1"})}  # no escapes in a pipe or a log
-    return subprocess.run(argv, cwd=src.root, env=env, check=False).returncode
+    failed = []
+    for pid, files in tested.items():
+        src = sources[pid]
+        if len(chosen) > 1:
+            print(f"== {pid} ({len(files)} test file(s))", flush=True)
+        argv = [find_deno(config.deno_path), "test", "--no-prompt", "--no-remote", "--no-npm", "--no-config",
+                "--no-lock", f"--import-map={entry.parent / IMPORT_MAP}", f"--allow-read={src.root}",
+                *args.deno_args, *map(str, files)]
+        if subprocess.run(argv, cwd=src.root, env=env, check=False).returncode != 0:
+            failed.append(pid)
+    if len(chosen) > 1:
+        untested = sorted(s.id for s in chosen if s.id not in tested)
+        print(f"tested {len(tested)} plugin(s), {len(failed)} failed{': ' + ', '.join(failed) if failed else ''}"
+              f"{'; no test files: ' + ', '.join(untested) if untested else ''}")
+    return 1 if failed else 0
 
 
 async def validate_plugin(args: argparse.Namespace, config: HostConfig) -> int:
@@ -182,8 +207,9 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
                         "fake), event (onEvent), usage-script (a cc-switch usage script, tested likewise)")
     s.set_defaults(run=new)
 
-    s = sub.add_parser("test", help="run a plugin's own deno test files (exit 1 if it has none)", parents=[common])
-    s.add_argument("id")
+    s = sub.add_parser("test", help="run a plugin's own deno test files, or every plugin's that has some "
+                       "(exit 1 if one fails or there are none)", parents=[common])
+    s.add_argument("id", nargs="?", help="the plugin (default: every plugin with test files)")
     s.add_argument("deno_args", nargs="*", metavar="DENO_FLAG",
                    help="more flags for deno test after --, e.g. -- --allow-net=api.example.com")
     s.set_defaults(run=test_plugin)

@@ -38,7 +38,7 @@ EXAMPLES: dict[str, list[str]] = {
                "grants deepseek --reset"],
     "validate": ["validate plugins/myplug", "validate plugins/calc.js --json"],
     "new": ["new myplug", "new mybalance --template balance"],
-    "test": ["test myplug", "test myplug -- --allow-net=api.example.com"],
+    "test": ["test myplug", "test", "test myplug -- --allow-net=api.example.com"],
     "doctor": ["doctor", "doctor --json"],
     "install": ["install myplug-1.0.0.tar.gz", "install myplug-1.0.0.tar.gz --sha256 HEX"],
     "update": ["update myplug myplug-1.1.0.tar.gz"],

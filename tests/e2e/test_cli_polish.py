@@ -74,6 +74,20 @@ def test_a_plugins_own_tests_run_and_a_plugin_without_any_fails(calc, tmp_path):
     none = run(sys.executable, "-m", "host", "test", "calc", *common, cwd=tmp_path)
     assert none.returncode == 1 and "calc has no test files" in none.stderr
 
+    # no ID: every plugin that has tests, each on its own; one failing fails the command
+    every = run(sys.executable, "-m", "host", "test", *common, cwd=tmp_path)
+    assert every.returncode == 0, every.stdout + every.stderr
+    assert "== hello (1 test file(s))" in every.stdout
+    assert "tested 1 plugin(s), 0 failed; no test files: calc" in every.stdout
+    (calc.root / "hello" / "broken_test.ts").write_text('Deno.test("fails", () => { throw new Error("no"); });\n')
+    failing = run(sys.executable, "-m", "host", "test", *common, cwd=tmp_path)
+    assert failing.returncode == 1 and "tested 1 plugin(s), 1 failed: hello" in failing.stdout, failing.stdout
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    nothing = run(sys.executable, "-m", "host", "test", "--plugins", str(empty), "--state-dir", str(tmp_path / "s2"),
+                  cwd=tmp_path)
+    assert nothing.returncode == 1 and f"no plugin has test files (*_test.ts, *.test.ts, ...) in {empty}" in nothing.stderr
+
 
 SHOW = """
 export const metadata = { id: "show", name: "Show", version: "1.0.0", apiVersion: "1.0",
