@@ -9,7 +9,7 @@ group, the worker journal) it receives when the host starts."""
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 
 import anyio
@@ -34,7 +34,7 @@ from ..security.permissions import Permissions
 from ..security.secrets import SecretBox
 from ..worker import Worker, WorkerSpec
 from .approval_gate import held_for_approval
-from .config_store import Configs, open_configs
+from .config_store import Configs, open_configs, unchanged
 from .dependencies import resolve
 from .discovery import PluginSource, load_manifest
 from .hooks import config_changed
@@ -76,10 +76,10 @@ class Registry:
         self.stations_of: Callable[[str], list[str]] = lambda plugin_id: []
         self.station_base: Callable[[str], dict[str, Any]] = lambda name: {}
         self.station_scripts: Callable[[], dict[str, Any]] = dict
-        self.stations_refresh: Callable[[], set[str]] = set  # stations another process changed
+        self.stations_refresh: Callable[[], Awaitable[set[str]]] = unchanged  # stations another process changed
         self.note: Callable[[str, str, str], None] = lambda plugin, level, text: None  # the plugin's log
         self.disabled: Callable[[str], str | None] = lambda plugin_id: None  # why it must not start
-        self.switched: Callable[[], set[str]] = set  # plugins another process enabled or disabled
+        self.switched: Callable[[], Awaitable[set[str]]] = unchanged  # plugins another host switched
         self.private_network: Callable[[str], bool] = config.allow_private_network_for
         self.narrow: Callable[[str, Permissions], tuple[Permissions, dict[str, str]]] = (
             lambda pid, grants: narrowed_grants(config, None, pid, grants))  # GrantOverrides adds the API's
@@ -315,8 +315,8 @@ class Registry:
             assert self.approvals is not None and self.store is not None
             # configs and stations another process stored (the CLI): a station's change restarts
             # the provider serving it
-            switched = self.switched()  # first: one that raises must not swallow the others' changes
-            changed = self.stations_refresh() | await self.store.refresh()
+            switched = await self.switched()  # first: one that raises must not swallow the others' changes
+            changed = await self.stations_refresh() | await self.store.refresh()
             known = {r.source.module for r in self.records}
             fresh = [s for s in self._discover() if s.module not in known]
             for r in list(self.records):
