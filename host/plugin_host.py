@@ -124,7 +124,8 @@ class PluginHost:
         check_state_dir(self.config.state_path)  # writable, with room: or a StateError saying why
         self._runtime = Runtime.create(self.config, redact=self._registry.redact_secrets)
         self._runtime.reserved_addresses[:] = sorted(self._reserved)
-        self._services = HostServices(self.config.state_path, database=self.config.state.database)
+        self._services = HostServices(self.config.state_path, database=self.config.state.database,
+                                      channel=self.config.state.channel_storage)
         if (xc := self.config.execute).database is not None:
             self._services.db = DbTool(xc.database, max_rows=xc.db_max_rows, timeout=xc.db_timeout,
                                        writes=xc.db_writes, max_connections=xc.db_max_connections)
@@ -133,8 +134,7 @@ class PluginHost:
         self._stack = stack = AsyncExitStack()
         self._tg = tg = await stack.enter_async_context(anyio.create_task_group())
         self._registry.open(self._runtime, tg)
-        if self._services.db is not None:
-            self._services.db.open(tg)
+        self._services.open(tg)
         self._exec = ExecutePools(self.config.execute, self.config.security, self.config.limits, self._runtime,
                                   self._new_pool, lambda pool: tg.start(pool.serve), tg.start_soon)
         self._services.tools = self._exec.tools
