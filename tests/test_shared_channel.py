@@ -146,3 +146,10 @@ def test_two_serve_processes_deliver_channel_events_to_each_other(tmp_path, shar
             _, out = two.request("POST", "/api/plugins/chat/call/heard", {"args": []})
             return out["result"] or None
         assert two.poll(arrived, "the event on the other host", timeout=10) == ["over HTTP"]
+
+
+def test_a_channel_storage_that_is_not_a_storage_uri_names_the_setting():
+    from host import HostConfig, InvalidConfig
+
+    with pytest.raises(InvalidConfig, match=r"state.channel_storage: 'http://\*\*\*@x/0' is not a storage URI"):
+        HostConfig(state=StateConfig(channel_storage="http://u:pw@x/0"))
