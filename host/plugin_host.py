@@ -150,7 +150,7 @@ class PluginHost:
             await self._registry.seal_stored_secrets()
             if self.config.health.interval > 0:
                 tg.start_soon(self._events.health_loop)
-            if self.config.reload.enabled:
+            if self.config.reload.enabled or self.config.state.database:
                 tg.start_soon(self._registry.watch_loop)
         except BaseException:
             await self.__aexit__(None, None, None)

@@ -4,7 +4,7 @@ of tests/support/postgres.py: a station added through one host is served by the 
 rescan, and one removed there is gone here; a plugin disabled through one host stops being
 served by the other at its rescan, and enabled again likewise; nothing of it lands in the
 state directories' files. Also two ``serve`` processes over HTTP, where the bound is the other
-host's ``[reload] interval``."""
+host's ``[reload] interval`` (hot reload on or off)."""
 
 from __future__ import annotations
 
@@ -103,10 +103,11 @@ def wait_for(what: str, answer, deadline: float = 20.0):
 
 
 @pytest.mark.timeout(120)
+@pytest.mark.parametrize("hot_reload", ["true", "false"])  # off: the watcher still polls the database
 def test_two_serve_processes_share_stations_and_switches(
-        tmp_path, shared_state, postgres_url, postgres_server, plugins, relay):
+        tmp_path, shared_state, postgres_url, postgres_server, plugins, relay, hot_reload):
     (tmp_path / "host.toml").write_text(
-        f'[state]\ndatabase = "{postgres_url}"\n[reload]\ninterval = 0.2\n'
+        f'[state]\ndatabase = "{postgres_url}"\n[reload]\nenabled = {hot_reload}\ninterval = 0.2\n'
         '[plugins.relayco]\nallow_private_network = true\n')
     env = {"PLUGIN_HOST_SECRET_KEY": Fernet.generate_key().decode()}
     common = ("--plugins", str(plugins.root), "--config", "host.toml", "--insecure-no-token")

@@ -2,7 +2,8 @@
 (enable/disable, private network, grant overrides): ``<state_dir>/stations.json`` and
 ``plugin_switches.json``, or with ``[state] database`` the tables ``plugin_stations`` and
 ``plugin_switches`` (pg_documents.py), shared by every host naming the database. A host learns
-of another's change at its next rescan (``[reload] interval``), which polls each table's mark."""
+of another's change at its next rescan (``[reload] interval``, hot reload on or off), which
+polls each table's mark."""
 
 from __future__ import annotations
 

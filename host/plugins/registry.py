@@ -306,9 +306,9 @@ class Registry:
         else:
             record.set_state("running")
 
-    async def rescan(self) -> None:
-        """Look at the plugin directories now: load new plugins, reload changed ones, stop
-        removed ones. The watcher calls this every ``reload.interval`` seconds."""
+    async def rescan(self, files: bool = True) -> None:
+        """Look at the plugin directories (unless not ``files``) and the shared state now: load
+        new plugins, reload changed ones, stop removed ones. The watcher: every ``reload.interval``."""
         async with self.lock:
             if not self.running:
                 return
@@ -318,7 +318,7 @@ class Registry:
             switched = await self.switched()  # first: one that raises must not swallow the others' changes
             changed = await self.stations_refresh() | await self.store.refresh()
             known = {r.source.module for r in self.records}
-            fresh = [s for s in self._discover() if s.module not in known]
+            fresh = [s for s in self._discover() if s.module not in known and (files or s.id in self.station_scripts())]
             for r in list(self.records):
                 names = {*self.stations_of(r.id), *r.station_configs, *r.station_errors}
                 serves = {r.id, *names, *map(station_key, names)}
@@ -332,7 +332,7 @@ class Registry:
                 for r in list(self.records):
                     if r.pending_manifest is not None:
                         await (self.reload_record(r) if r.state in SERVING else self.enable(r.key))
-            for r in list(self.records):
+            for r in list(self.records) if files else ():
                 if not r.source.module.exists():
                     await self.stop_record(r, "stopped", "removed from disk")
                     self.records.remove(r)
@@ -381,8 +381,8 @@ class Registry:
     async def watch_loop(self) -> None:
         while True:
             await anyio.sleep(self.config.reload.interval)
-            try:
-                await self.rescan()
+            try:  # hot reload off: only what other hosts changed in the [state] database
+                await self.rescan(self.config.reload.enabled)
             except Exception as exc:  # a watcher bug must not take the host down, nor flood the log
                 _warn.warning("rescan", "plugin rescan failed: %s: %s", type(exc).__name__, exc)
                 log.debug("plugin rescan failed", exc_info=exc)
