@@ -142,3 +142,21 @@ def test_two_serve_processes_share_stations_and_switches(
             "POST", "/api/plugins/calc/call/add", {"args": [1, 2]})[0] == 200 else None)
         logs = one.log() + two.log()
     assert postgres_server.password not in logs and "sk-alpha-0001" not in logs
+
+
+async def test_with_the_database_gone_a_disable_or_an_add_is_a_state_error_and_calls_go_on(
+        plugins, relay, tmp_path, shared_state, postgres_url, postgres_server, caplog):
+    from host import StateError
+
+    async with host_on(plugins, tmp_path / "a", shared_state, postgres_url) as a:
+        with postgres_server.admin() as admin:
+            admin.execute(f"DROP DATABASE {postgres_url.rsplit('/', 1)[1]} WITH (FORCE)")
+        with pytest.raises(StateError) as e:
+            await a.disable("calc")
+        with pytest.raises(StateError):
+            await a.stations.add("mine", plugin="relayco", config={"baseUrl": relay.url, "apiKey": "sk-beta-0002"})
+        with pytest.raises(StateError):
+            await a.rescan()  # the watcher logs it and polls again at the next interval
+        assert await a.call("calc", "add", 1, 2) == 3  # still enabled, still served
+    assert "the plugin switches ([state] database) failed" in e.value.message
+    assert postgres_server.password not in e.value.message + caplog.text
