@@ -12,9 +12,8 @@ import time
 
 import anyio
 import pytest
-from support.plugins import fresh_state
 from support.processes import free_port
-from support.servers import serve_process
+from support.servers import two_hosts, two_serve_processes
 
 from host import PoolConfig
 from host.state_config import StateConfig
@@ -64,10 +63,8 @@ async def heard(h, plugin: str, until: list, deadline: float = 10.0) -> list:
 
 async def test_an_emit_on_one_host_reaches_the_same_plugin_on_the_other(
         make_host, chats, tmp_path, shared_state, redis_url):
-    state = StateConfig(channel_storage=redis_url)
-    a_dir, b_dir = (str(fresh_state(tmp_path / n, shared_state)) for n in "ab")
-    async with make_host(state_dir=a_dir, state=state, pool=ONE) as a, \
-            make_host(state_dir=b_dir, state=state, pool=ONE) as b:
+    async with two_hosts(make_host, tmp_path, shared_state, state=StateConfig(channel_storage=redis_url),
+                         pool=ONE) as (a, b):
         for h in (a, b):
             with anyio.fail_after(10):
                 await h._services.relay.subscribed.wait()
@@ -132,11 +129,8 @@ async def test_with_redis_down_or_hanging_local_delivery_goes_on_and_emits_never
 @pytest.mark.timeout(120)
 def test_two_serve_processes_deliver_channel_events_to_each_other(tmp_path, shared_state, redis_url, chats):
     (tmp_path / "host.toml").write_text(f'[state]\nchannel_storage = "{redis_url}"\n')
-    common = ("--plugins", str(chats.root), "--config", "host.toml", "--insecure-no-token")
-    with serve_process(tmp_path, *common, "--state-dir", str(fresh_state(tmp_path / "a", shared_state))) as one, \
-            serve_process(tmp_path, *common, "--state-dir", str(fresh_state(tmp_path / "b", shared_state))) as two:
+    with two_serve_processes(tmp_path, shared_state, chats.root, running="chat") as (one, two):
         for srv in (one, two):
-            srv.wait_running("chat")
             srv.wait_logged("channel delivery between hosts: subscribed")
         assert two.request("POST", "/api/plugins/chat/call/listen", {"args": []})[0] == 200
         status, out = one.request("POST", "/api/plugins/chat/call/say", {"args": ["over HTTP"]})

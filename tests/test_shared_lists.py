@@ -16,7 +16,7 @@ import pytest
 from cryptography.fernet import Fernet
 from support.plugins import CALC, fresh_state
 from support.relay import relayco, serve_relay
-from support.servers import serve_process
+from support.servers import two_serve_processes
 
 from host import HostConfig, PluginHost, PluginSettings, PluginUnavailable, PoolConfig
 from host.state_config import StateConfig
@@ -110,13 +110,7 @@ def test_two_serve_processes_share_stations_and_switches(
         f'[state]\ndatabase = "{postgres_url}"\n[reload]\nenabled = {hot_reload}\ninterval = 0.2\n'
         '[plugins.relayco]\nallow_private_network = true\n')
     env = {"PLUGIN_HOST_SECRET_KEY": Fernet.generate_key().decode()}
-    common = ("--plugins", str(plugins.root), "--config", "host.toml", "--insecure-no-token")
-    with serve_process(tmp_path, *common, "--state-dir", str(fresh_state(tmp_path / "a", shared_state)),
-                       env=env) as one, \
-            serve_process(tmp_path, *common, "--state-dir", str(fresh_state(tmp_path / "b", shared_state)),
-                          env=env) as two:
-        one.wait_running("calc")
-        two.wait_running("calc")
+    with two_serve_processes(tmp_path, shared_state, plugins.root, running="calc", env=env) as (one, two):
         status, out = one.request("POST", "/api/stations", {"name": "mine", "plugin": "relayco",
                                                             "config": {"baseUrl": relay.url, "apiKey": "sk-alpha-0001"}})
         assert status == 201, (out, one.log()[-3000:])

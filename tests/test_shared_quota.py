@@ -5,8 +5,8 @@ both; each host alone would have let it through."""
 from __future__ import annotations
 
 import pytest
-from support.plugins import CALC, fresh_state
-from support.servers import serve_process
+from support.plugins import CALC
+from support.servers import two_serve_processes
 
 QUOTA = 5
 
@@ -17,11 +17,7 @@ def test_two_serve_processes_share_one_quota(tmp_path, shared_state, redis_url, 
     (tmp_path / "host.toml").write_text(
         f'[policy]\nstorage = "{redis_url}"\n'
         f'[plugins.calc.rate_limit]\nlimit = "{QUOTA}/hour"\nstrategy = "reject"\n')
-    common = ("--plugins", str(plugin_dir.root), "--config", "host.toml", "--insecure-no-token")
-    with serve_process(tmp_path, *common, "--state-dir", str(fresh_state(tmp_path / "a", shared_state))) as one, \
-            serve_process(tmp_path, *common, "--state-dir", str(fresh_state(tmp_path / "b", shared_state))) as two:
-        one.wait_running("calc")
-        two.wait_running("calc")
+    with two_serve_processes(tmp_path, shared_state, plugin_dir.root, running="calc") as (one, two):
         assert one.base != two.base
         statuses = []
         for n in range(QUOTA):  # alternately, so that neither host alone reaches the quota
