@@ -18,7 +18,7 @@ from support.plugins import CALC, fresh_state
 from support.relay import relayco, serve_relay
 from support.servers import two_serve_processes
 
-from host import HostConfig, PluginHost, PluginSettings, PluginUnavailable, PoolConfig
+from host import HostConfig, InvalidConfig, PluginHost, PluginSettings, PluginUnavailable, PoolConfig
 from host.state_config import StateConfig
 
 pytestmark = pytest.mark.anyio
@@ -69,6 +69,12 @@ async def test_a_station_added_through_one_host_is_served_by_the_other(
         await b.stations.remove("mine")
         await a.rescan()
         assert "mine" not in {s["name"] for s in a.stations.list()}
+        await a.stations.add("twice", plugin="relayco", config={"baseUrl": relay.url, "apiKey": "sk-alpha-0001"})
+        with pytest.raises(InvalidConfig, match="just added by another process"):  # b has not polled yet
+            await b.stations.add("twice", plugin="relayco", config={"baseUrl": relay.url, "apiKey": "sk-beta-0002"})
+        await b.rescan()
+        results = {r.provider: r for r in await b.query_balances(refresh=True)}
+        assert results["twice"].balance == 11.5  # a's station, with a's key
     assert row(postgres_url, "plugin_stations", "mine") is None
     assert not any((tmp_path / n / "state" / "stations.json").exists() for n in "ab")
 
