@@ -160,3 +160,17 @@ async def test_with_the_database_gone_a_disable_or_an_add_is_a_state_error_and_c
         assert await a.call("calc", "add", 1, 2) == 3  # still enabled, still served
     assert "the plugin switches ([state] database) failed" in e.value.message
     assert postgres_server.password not in e.value.message + caplog.text
+
+
+async def test_two_hosts_switching_one_plugin_at_once_keep_both_switches(
+        plugins, tmp_path, shared_state, postgres_url):
+    async with host_on(plugins, tmp_path / "a", shared_state, postgres_url) as a, \
+            host_on(plugins, tmp_path / "b", shared_state, postgres_url) as b:
+        await b.disable("calc", by="bob")
+        await a.allow_private_network("calc", True, by="alice")  # before a polled b's disable
+        assert row(postgres_url, "plugin_switches", "calc") | {"at": 0, "private_network_at": 0} == {
+            "enabled": False, "by": "bob", "at": 0,
+            "allow_private_network": True, "private_network_by": "alice", "private_network_at": 0}
+        await a.rescan()  # and a still learns of b's disable
+        with pytest.raises(PluginUnavailable, match="disabled by bob"):
+            await a.call("calc", "add", 1, 2)

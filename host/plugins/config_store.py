@@ -33,6 +33,7 @@ class Configs(Protocol):
     @property
     def where(self) -> str: ...
     async def insert(self, key: str, values: dict[str, Any]) -> bool: ...
+    async def merge(self, key: str, fields: dict[str, Any]) -> None: ...
     @property
     def has_sealed(self) -> bool: ...
     async def verify(self) -> None: ...
@@ -84,6 +85,10 @@ class FileConfigs:
     async def insert(self, key: str, values: dict[str, Any]) -> bool:
         """Store ``values`` under a new ``key``; False (nothing written) if any process has it."""
         return self.file.insert(key, values)
+
+    async def merge(self, key: str, fields: dict[str, Any]) -> None:
+        """Set ``fields`` of ``key``'s entry, its others kept (as last read)."""
+        self.file.set(key, {**(self.file.get(key) or {}), **fields})
 
     @property
     def has_sealed(self) -> bool:
@@ -158,6 +163,18 @@ class PostgresConfigs:
             self._changes += 1
         self._wrote(before, after)
         return version is not None
+
+    async def merge(self, key: str, fields: dict[str, Any]) -> None:
+        """Set ``fields`` of ``key``'s row, its others as the table holds them now (read and
+        written under the table's lock: another host's fields set meanwhile are kept). Held here:
+        the row as last read with ``fields`` set, so that the next ``refresh`` still reports
+        what another host changed in it."""
+        fields = json.loads(json.dumps(fields))
+        version, before, after = await self.db.run(lambda c: self.docs.write(
+            c, lambda: self.docs.put(c, key, {**(self.docs.get(c, key) or {}), **fields})))
+        self._data[key], self._versions[key] = {**(self._data.get(key) or {}), **fields}, version
+        self._changes += 1
+        self._wrote(before, after)
 
     async def verify(self) -> None:
         """Read the table, and open every sealed value once: a host holding another key than

@@ -66,7 +66,7 @@ class Switches:
     async def update(self, plugin_id: str, fields: dict[str, object]) -> None:
         if self._store is None:
             raise InvalidConfig("a plugin's switches can be changed only while the host runs")
-        await self._store.set(plugin_id, {**(self._store.get(plugin_id) or {}), **fields})
+        await self._store.merge(plugin_id, fields)
 
     async def refresh(self) -> set[str]:
         """The plugins another process (or host) switched since the last look."""
