@@ -107,7 +107,8 @@ def checks(config: HostConfig) -> list[Check]:
     for what, probe in (("deno", deno), ("worker runtime", runtime), ("state directory", state),
                         ("secret key", secret_key), ("plugin directories", plugins), ("listen address", port)):
         run(what, probe)
-    for uri, name in ((config.policy.storage, "policy.storage"), (config.policy.cache_storage, "policy.cache_storage")):
+    for uri, name in ((config.policy.storage, "policy.storage"), (config.policy.cache_storage, "policy.cache_storage"),
+                      (config.state.channel_storage, "state.channel_storage")):
         run(name, lambda uri=uri, name=name: storage(uri, name))
     return out
 

@@ -13,9 +13,9 @@ from urllib.parse import quote
 from .cli_output import UsageError, first_line, print_json, table
 from .config import HostConfig
 from .control import control_client
+from .plugins.host_lists import switch_store
 from .plugins.lifecycle import SERVING
-from .plugins.settings import ConfigStore
-from .plugins.switches import SWITCHES_FILE, Switches
+from .plugins.switches import Switches
 from .plugins.usage_scripts import discover_sources
 
 if TYPE_CHECKING:
@@ -71,9 +71,13 @@ def register(sub: argparse._SubParsersAction, config_sub: argparse._SubParsersAc
                     return 0
             if args.id not in {s.id for s in discover_sources(config)}:
                 raise UsageError(f"no plugin {args.id!r} in {', '.join(map(str, config.plugin_dirs))}")
-            switches = Switches(config)
-            switches.open(ConfigStore(config.state_path, None, SWITCHES_FILE))
-            switches.set(args.id, enabled, "cli")
+            switches, store = Switches(config), switch_store(config)
+            try:  # the file, or the [state] database's table (read first: the entry is merged)
+                await store.verify()
+                switches.open(store)
+                await switches.set(args.id, enabled, "cli")
+            finally:
+                store.close()
             print(f"{args.id}: {action}d (no server runs on {config.state_path}: it applies at the next start)")
             return 0
         return run

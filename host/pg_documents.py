@@ -70,6 +70,13 @@ class PgDocuments:
                             [key, json.dumps(value, sort_keys=True)])
         return int(rows[0]["version"])
 
+    def insert(self, conn: Any, key: str, value: dict[str, Any]) -> int | None:
+        """Store ``value`` under ``key`` if no row has it; its version, or None (nothing written)."""
+        rows = self.db.rows(conn, f"INSERT INTO {self.table} (key, value, version) VALUES "
+                                  f"(%s, %s, nextval('{self.table}_version')) ON CONFLICT (key) DO NOTHING "
+                                  "RETURNING version", [key, json.dumps(value, sort_keys=True)])
+        return int(rows[0]["version"]) if rows else None
+
     def swap(self, conn: Any, key: str, value: dict[str, Any], version: int) -> int | None:
         """Store ``value`` under ``key`` if its row is still at ``version``; the new version, or
         None (another host changed it meanwhile: nothing written)."""

@@ -27,7 +27,7 @@ from .balances.history_pg import open_history
 from .balances.query import Balances
 from .balances.result import BalanceResult
 from .balances.station_admin import StationAdmin
-from .balances.stations import STATIONS_FILE, Stations
+from .balances.stations import Stations
 from .config import (
     BreakerConfig,
     CacheConfig,
@@ -46,12 +46,12 @@ from .logbook import JournalEntry, LogBook, LogListener, LogRouter
 from .metrics import UNKNOWN, HostMetrics
 from .plugins.admin import ConfigAdmin
 from .plugins.events import Events
+from .plugins.host_lists import open_stores
 from .plugins.lifecycle import EventHub, Plugin, PluginEvent
 from .plugins.overrides import GrantOverrides
 from .plugins.packages import PackageAdmin
 from .plugins.registry import Registry
-from .plugins.settings import ConfigStore
-from .plugins.switches import SWITCHES_FILE, Switches
+from .plugins.switches import Switches
 from .policy.pipeline import CallPipeline
 from .policy.scheduler import SchedulerStats
 from .pool import Pool
@@ -124,20 +124,18 @@ class PluginHost:
         check_state_dir(self.config.state_path)  # writable, with room: or a StateError saying why
         self._runtime = Runtime.create(self.config, redact=self._registry.redact_secrets)
         self._runtime.reserved_addresses[:] = sorted(self._reserved)
-        self._services = HostServices(self.config.state_path, database=self.config.state.database)
+        self._services = HostServices(self.config.state_path, database=self.config.state.database,
+                                      channel=self.config.state.channel_storage)
         if (xc := self.config.execute).database is not None:
             self._services.db = DbTool(xc.database, max_rows=xc.db_max_rows, timeout=xc.db_timeout,
                                        writes=xc.db_writes, max_connections=xc.db_max_connections,
                                        tx_timeout=xc.db_tx_timeout)
         if warmed := self._pipeline.cache.warm_up():
             log.info("result cache: %d entries loaded from %s", warmed, self.config.state_path)
-        self._stack = AsyncExitStack()
-        self._tg = tg = await self._stack.enter_async_context(anyio.create_task_group())
+        self._stack = stack = AsyncExitStack()
+        self._tg = tg = await stack.enter_async_context(anyio.create_task_group())
         self._registry.open(self._runtime, tg)
-        if self._services.db is not None:
-            self._services.db.open(tg)
-        self._stations.open(ConfigStore(self.config.state_path, None, STATIONS_FILE))
-        self._switches.open(ConfigStore(self.config.state_path, None, SWITCHES_FILE))
+        self._services.open(tg)
         self._exec = ExecutePools(self.config.execute, self.config.security, self.config.limits, self._runtime,
                                   self._new_pool, lambda pool: tg.start(pool.serve), tg.start_soon)
         self._services.tools = self._exec.tools
@@ -145,6 +143,7 @@ class PluginHost:
         try:
             assert self._registry.store is not None
             await self._registry.store.verify()  # a wrong secret key fails the start, before any worker
+            await open_stores(self.config, stack, self._stations, self._switches)
             if self.config.security.egress_proxy:  # before any spawn: workers get its URL
                 self._egress = await start_proxy(tg, self._runtime, self.config.security,
                                                  lambda pid: egress_grants(pid, self._exec, self._registry))
@@ -152,7 +151,7 @@ class PluginHost:
             await self._registry.seal_stored_secrets()
             if self.config.health.interval > 0:
                 tg.start_soon(self._events.health_loop)
-            if self.config.reload.enabled:
+            if self.config.reload.enabled or self.config.state.database:
                 tg.start_soon(self._registry.watch_loop)
         except BaseException:
             await self.__aexit__(None, None, None)
@@ -232,7 +231,7 @@ class PluginHost:
         """Start a disabled, stopped or failed plugin again (its metadata is read anew); kept
         enabled across restarts, whatever host.toml's ``enabled`` says (audited)."""
         pid = self._registry.record(name).id
-        self._switches.set(pid, True, by)
+        await self._switches.set(pid, True, by)
         self._audit("enable", plugin=pid, by=by)
         await self._registry.enable(name)
 
@@ -240,7 +239,7 @@ class PluginHost:
         """Stop the plugin's workers (calls in flight finish) and refuse calls until enabled;
         kept disabled across restarts (audited)."""
         pid = self._registry.record(name).id
-        self._switches.set(pid, False, by)
+        await self._switches.set(pid, False, by)
         self._audit("disable", plugin=pid, by=by)
         await self._registry.disable(name)
 
@@ -249,7 +248,7 @@ class PluginHost:
         not: the operator's opt-in, kept across restarts and audited; its workers restart with
         it. True when it serves afterwards."""
         pid = self._registry.record(name).id
-        self._switches.set_private_network(pid, allow, by)
+        await self._switches.set_private_network(pid, allow, by)
         self._audit("allow_private_network", plugin=pid, allow=allow, by=by)
         return await self._registry.restart(name)
 

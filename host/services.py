@@ -14,8 +14,10 @@ from typing import Any
 
 import anyio
 import msgspec
+from anyio.abc import TaskGroup
 
 from . import protocol as p
+from .channel_relay import ChannelRelay
 from .db_tool import DbTool
 from .errors import (
     InvalidHostCall,
@@ -104,11 +106,13 @@ _Op = Callable[[Worker, p.HostCall], Awaitable[Any]]
 class HostServices:
     """Answers workers' host calls. Cache and channel live in memory, per plugin (all execute
     workers share one scope); storage is one sqlite file per plugin under
-    ``<state_dir>/storage``, or ``storage`` (a shared PostgreSQL table). The worker sends a HostError's class name and message to the
+    ``<state_dir>/storage``, or ``storage`` (a shared PostgreSQL table). With ``channel`` a
+    ``redis://`` URI, a plugin's channel events also go to and come from other hosts
+    (channel_relay.py). The worker sends a HostError's class name and message to the
     plugin; any other exception (a bug of ours) it logs and reports as HostCallError."""
 
     def __init__(self, state_dir: str | os.PathLike[str], limits: ServiceLimits | None = None, *,
-                 database: str | None = None) -> None:
+                 database: str | None = None, channel: str | None = None) -> None:
         self.limits = limits or ServiceLimits()
         self.storage_dir = Path(state_dir) / "storage"
         # [state] database: plugin storage shared by every host naming it; else a file per plugin
@@ -131,6 +135,15 @@ class HostServices:
         }
         self.db: DbTool | None = None  # the execute db tool, when [execute] database is set
         self.tools: ToolRegistry | None = None  # execute's tools, the operator's among them
+        self.relay = (ChannelRelay(channel, self._from_other_host)
+                      if channel and channel.startswith(("redis://", "rediss://")) else None)
+
+    def open(self, tg: TaskGroup) -> None:
+        """Start what runs beside the calls: the execute db tool, the channel relay."""
+        if self.db is not None:
+            self.db.open(tg)
+        if self.relay is not None:
+            self.relay.open(tg)
 
     async def handle(self, worker: Worker, msg: p.HostCall) -> Any:
         """Serve one host call (Worker's ``host_call`` hook)."""
@@ -180,6 +193,8 @@ class HostServices:
         self.storage.close()
         if self.db is not None:
             self.db.close()
+        if self.relay is not None:
+            self.relay.close()
 
     # ------------------------------------------------------------------ arguments
 
@@ -288,11 +303,24 @@ class HostServices:
                 del events[event]
 
     async def _channel_emit(self, worker: Worker, msg: p.HostCall) -> int:
-        """Deliver to every other subscribed worker of the scope (star topology); returns how
-        many it reached."""
+        """Deliver to every other subscribed worker of the scope (star topology), and a
+        plugin's to the other hosts (never waited for); returns how many of this host's
+        workers it reached."""
         event, data = self._args(msg, 1, 2, "(event, data?)")
         event = self._key(msg.op, event, "event name")
-        targets = [w for w in self._subs.get(scope_of(worker), {}).get(event, ()) if w is not worker]
+        scope = scope_of(worker)
+        if self.relay is not None and scope[0] == "plugin":
+            self.relay.publish(scope[1], event, data, worker.spec.limits.max_frame)
+        return await self._fanout(scope, event, data, worker)
+
+    async def _from_other_host(self, plugin: str, event: str, data: Any) -> int:
+        """An event another host's worker of ``plugin`` emitted (channel_relay.py)."""
+        if len(event.encode("utf-8", "surrogatepass")) > self.limits.max_key_bytes:
+            return 0
+        return await self._fanout(("plugin", plugin), event, data, None)
+
+    async def _fanout(self, scope: Scope, event: str, data: Any, sender: Worker | None) -> int:
+        targets = [w for w in self._subs.get(scope, {}).get(event, ()) if w is not sender]
         if not targets:
             return 0
         try:  # encoded once; each target checks the frame against its own limit

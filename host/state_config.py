@@ -3,8 +3,9 @@ piece stays in files under ``state_dir``; ``database = "postgresql://..."`` move
 (``ctx.storage``, plugin_storage_pg.py), the plugin config and secret store
 (plugins/config_store.py), balance history (balances/history_pg.py) and approvals
 (security/approvals_pg.py) into that database, shared by every host that names it, and copies
-the audit log there (security/audit_pg.py). (Stations added at run time and enable/disable
-switches are still per host.)"""
+the audit log there (security/audit_pg.py), and keeps the stations added at run time and the
+plugin switches there (plugins/host_lists.py). ``channel_storage = "redis://..."`` carries each
+plugin's channel events to the other hosts (channel_relay.py)."""
 
 from __future__ import annotations
 
@@ -12,14 +13,16 @@ import msgspec
 
 from .db_backends import POSTGRES_SCHEMES, PostgresBackend
 from .errors import InvalidConfig
-from .policy.config import redact_uri
+from .policy.config import check_storage, redact_uri
 
 
 class StateConfig(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True):
     database: str | None = None  # postgresql://user:password@host:5432/db; None: files under state_dir
+    channel_storage: str = "memory://"  # memory:// (this host only) or redis://host:port/db (all hosts on it)
 
 
 def check_state(s: StateConfig) -> None:
+    check_storage(s.channel_storage, "state.channel_storage")
     if s.database is None:
         return
     if not s.database.startswith(POSTGRES_SCHEMES):

@@ -17,7 +17,7 @@ import pytest
 from cryptography.fernet import Fernet
 from support.plugins import fresh_state
 from support.processes import free_port
-from support.servers import serve_process
+from support.servers import two_hosts, two_serve_processes
 
 from host import PoolConfig, SecretsError, StateError
 from host.state_config import StateConfig
@@ -53,10 +53,8 @@ def stored(url: str, key: str) -> tuple[str, dict]:
 
 async def test_a_config_stored_through_one_host_is_served_by_the_other(
         make_host, tuned, tmp_path, shared_state, postgres_url):
-    state = StateConfig(database=postgres_url)
-    a_dir, b_dir = (str(fresh_state(tmp_path / n, shared_state)) for n in "ab")
-    async with make_host(state_dir=a_dir, state=state, pool=ONE) as a, \
-            make_host(state_dir=b_dir, state=state, pool=ONE) as b:
+    async with two_hosts(make_host, tmp_path, shared_state, state=StateConfig(database=postgres_url),
+                         pool=ONE) as (a, b):
         assert await b.call("tuned", "level") == 1
         masked = await a.set_config("tuned", {"level": 4, "apiKey": SECRET})
         assert masked == {"level": 4, "apiKey": "********"}
@@ -75,10 +73,8 @@ async def test_a_config_stored_through_one_host_is_served_by_the_other(
 
 async def test_two_hosts_setting_configs_at_once_keep_both(make_host, tuned, tmp_path, shared_state, postgres_url):
     tuned.add("other.js", TUNED.replace('id: "tuned", name: "Tuned"', 'id: "other", name: "Other"'))
-    state = StateConfig(database=postgres_url)
-    a_dir, b_dir = (str(fresh_state(tmp_path / n, shared_state)) for n in "ab")
-    async with make_host(state_dir=a_dir, state=state, pool=ONE) as a, \
-            make_host(state_dir=b_dir, state=state, pool=ONE) as b:
+    async with two_hosts(make_host, tmp_path, shared_state, state=StateConfig(database=postgres_url),
+                         pool=ONE) as (a, b):
         async with anyio.create_task_group() as tg:
             for n in range(2, 6):  # interleaved writes of two plugins' configs through two hosts
                 tg.start_soon(a.set_config, "tuned", {"level": n})
@@ -153,13 +149,7 @@ def served(srv, function: str, *args, until, deadline: float = 30.0):
 def test_two_serve_processes_share_the_config_store(tmp_path, shared_state, postgres_url, postgres_server, tuned):
     (tmp_path / "host.toml").write_text(f'[state]\ndatabase = "{postgres_url}"\n[reload]\ninterval = 0.2\n')
     env = {"PLUGIN_HOST_SECRET_KEY": Fernet.generate_key().decode()}
-    common = ("--plugins", str(tuned.root), "--config", "host.toml", "--insecure-no-token")
-    with serve_process(tmp_path, *common, "--state-dir", str(fresh_state(tmp_path / "a", shared_state)),
-                       env=env) as one, \
-            serve_process(tmp_path, *common, "--state-dir", str(fresh_state(tmp_path / "b", shared_state)),
-                          env=env) as two:
-        one.wait_running("tuned")
-        two.wait_running("tuned")
+    with two_serve_processes(tmp_path, shared_state, tuned.root, running="tuned", env=env) as (one, two):
         status, out = one.request("PUT", "/api/plugins/tuned/config", {"level": 7, "apiKey": SECRET})
         assert status == 200, (out, one.log()[-3000:])
         status, out = served(two, "level", until=7)

@@ -277,16 +277,17 @@ async def test_a_disabled_provider_is_neither_asked_nor_tested(plugin_dir, tmp_p
     assert relay.requests == []
 
 
-def test_two_processes_adding_one_name_never_overwrite_each_other(tmp_path):
+async def test_two_processes_adding_one_name_never_overwrite_each_other(tmp_path):
     from host.balances.stations import STATIONS_FILE, Stations
+    from host.plugins.config_store import FileConfigs
     from host.plugins.settings import ConfigStore
 
     first, second = Stations({}), Stations({})
-    first.open(ConfigStore(tmp_path, None, STATIONS_FILE))
-    second.open(ConfigStore(tmp_path, None, STATIONS_FILE))  # read before the first one's add
-    first.add("x", StationConfig(plugin="a"))
+    first.open(FileConfigs(ConfigStore(tmp_path, None, STATIONS_FILE)))
+    second.open(FileConfigs(ConfigStore(tmp_path, None, STATIONS_FILE)))  # read before the first one's add
+    await first.add("x", StationConfig(plugin="a"))
     with pytest.raises(InvalidConfig, match="just added by another process"):
-        second.add("x", StationConfig(plugin="b"))
+        await second.add("x", StationConfig(plugin="b"))
     assert json.loads((tmp_path / STATIONS_FILE).read_text()) == {"x": {"plugin": "a"}}
 
 

@@ -87,7 +87,7 @@ class StationAdmin:
         if script is not None and not (script.strip() and len(script) <= MAX_SCRIPT_CHARS):
             raise InvalidConfig(f"station {name}: the usage script must be 1 to {MAX_SCRIPT_CHARS} characters")
         if plugin is None:
-            self._stations.add(name, definition)
+            await self._stations.add(name, definition)
             await self._rescan()  # its usage-script plugin loads now
             try:
                 loaded = self._provider(Station(name=name, plugin=None), required=False)
@@ -97,19 +97,19 @@ class StationAdmin:
                 if config:
                     await self._configs.set_config(name, config)
             except HostError:
-                self._stations.remove(name)
+                await self._stations.remove(name)
                 await self._rescan()
                 raise
             return self._item(name)
         record = self._provider(Station(name=name, plugin=plugin), required=True)
         assert record is not None and self._reg.store is not None
         _, raw = await self._configs.checked_config(record, config or {}, replace=True, key=station_key(name))
-        self._stations.add(name, definition)
+        await self._stations.add(name, definition)
         await self._reg.store.set(station_key(name), raw, secret_keys(loaded_manifest(record).config_schema))
         try:
             await self._restart(record, name)
         except HostError:
-            self._stations.remove(name)
+            await self._stations.remove(name)
             await self._reg.store.remove(station_key(name))
             await self._restart(record, None)
             raise
@@ -140,7 +140,7 @@ class StationAdmin:
 
     async def remove(self, name: str) -> dict[str, Any]:
         """Forget an added station and its config (its history stays)."""
-        s = self._stations.remove(name)
+        s = await self._stations.remove(name)
         assert self._reg.store is not None
         if s.plugin is None:
             await self._reg.store.remove(name)  # the usage-script plugin's own config

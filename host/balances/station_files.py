@@ -1,9 +1,11 @@
 """The stations of a host as its files hold them, for commands that run beside it (the CLI's
-``approve`` and ``import-cc-switch``, plugin discovery) without starting one."""
+``approve`` and ``import-cc-switch``, plugin discovery) without starting one. (With ``[state] database`` these read only this machine's
+stations.json: the stations added through a host live in the database.)"""
 
 from __future__ import annotations
 
 from ..config import HostConfig
+from ..plugins.config_store import FileConfigs
 from ..plugins.settings import ConfigStore
 from .stations import STATIONS_FILE, StationConfig, Stations
 
@@ -22,7 +24,7 @@ def station_scripts(config: HostConfig) -> dict[str, StationConfig]:
 def _on_disk(config: HostConfig) -> Stations:
     stations = Stations(config.stations)
     if (config.state_path / STATIONS_FILE).exists():
-        stations.open(ConfigStore(config.state_path, None, STATIONS_FILE))
+        stations.open(FileConfigs(ConfigStore(config.state_path, None, STATIONS_FILE)))
     return stations
 
 

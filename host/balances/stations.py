@@ -7,8 +7,9 @@ Where stations come from:
 - ``[stations.NAME]`` in host.toml (``plugin = "newapi"`` and ``config``, or ``script`` /
   ``file``), the operator's file: never rewritten;
 - added at run time (CLI ``balances add``, ``POST /api/stations``, the dashboard): their
-  definitions in ``<state_dir>/stations.json``, their config (secrets sealed) in the config
-  store beside the plugins', under the station's name.
+  definitions in ``<state_dir>/stations.json`` (with ``[state] database``: its table
+  ``plugin_stations``, shared by every host naming it and polled at each rescan), their config
+  (secrets sealed) in the config store beside the plugins', under the station's name.
 
 A station's name is its key everywhere (``GET /api/balances``, history, alerts, metrics), so it
 may not be a plugin's id. A usage-script station becomes a usage-script plugin of the same id
@@ -29,7 +30,7 @@ from ..plugins.manifest import ID_RE, RESERVED_IDS
 from ..security.permissions import BIDI, CONTROL
 
 if TYPE_CHECKING:
-    from ..plugins.settings import ConfigStore
+    from ..plugins.config_store import Configs
 
 log = logging.getLogger("host.balances")
 _warn = Throttle(log)
@@ -105,25 +106,26 @@ class Stations:
 
     def __init__(self, configured: dict[str, StationConfig]) -> None:
         self._configured = configured
-        self._store: ConfigStore | None = None  # stations.json, once the host opened its state
-        self._cache: tuple[tuple, dict[str, Station]] | None = None  # all(), by the file's stamp
+        self._store: Configs | None = None  # stations.json or its table, once the host opened its state
+        self._cache: tuple[tuple, dict[str, Station]] | None = None  # all(), by the store's stamp
 
-    def open(self, store: ConfigStore) -> None:
+    def open(self, store: Configs) -> None:
         self._store = store
 
     @property
-    def store(self) -> ConfigStore:
+    def store(self) -> Configs:
         if self._store is None:
             raise InvalidConfig("stations can be added or removed only while the host runs")
         return self._store
 
-    def refresh(self) -> set[str]:
-        """Read stations.json again if another process changed it: the stations that changed.
-        A file that cannot be read now keeps the stations as they were (warned once)."""
+    async def refresh(self) -> set[str]:
+        """Read stations.json (or its table) again if another process changed it: the stations
+        that changed. A file that cannot be read now keeps the stations as they were (warned
+        once); a database that fails raises StateError (the rescan logs it)."""
         if self._store is None:
             return set()
         try:
-            changed = self._store.refresh()
+            changed = await self._store.refresh()
         except InvalidConfig as exc:
             _warn.warning("stations", "%s; the stations read before are kept until it is fixed", exc.message)
             return set()
@@ -146,7 +148,7 @@ class Stations:
             if name not in out:
                 try:
                     s = msgspec.convert(store.get(name), StationConfig)
-                    check_station(name, s, f"{store.path}: {name}")
+                    check_station(name, s, f"{store.where}: {name}")
                 except (msgspec.ValidationError, InvalidConfig):
                     continue  # hand-edited into something else: skipped (``add`` writes valid ones)
                 out[name] = _station(name, s, "added")
@@ -170,21 +172,21 @@ class Stations:
                 out[name] = StationConfig(script=station.script, file=station.file, name=station.title)
         return out
 
-    def add(self, name: str, definition: StationConfig) -> Station:
+    async def add(self, name: str, definition: StationConfig) -> Station:
         """Persist a new station's definition (its config goes to the config store)."""
         check_station(name, definition, f"station {name}")
         if name in self.all():
-            where = "host.toml" if name in self._configured else str(self.store.path)
+            where = "host.toml" if name in self._configured else self.store.where
             raise InvalidConfig(f"station {name!r} exists already (in {where}); remove it first or pick another name")
-        if not self.store.insert(name, msgspec.to_builtins(msgspec.structs.replace(definition, config={}))):
+        if not await self.store.insert(name, msgspec.to_builtins(msgspec.structs.replace(definition, config={}))):
             raise InvalidConfig(f"station {name!r} was just added by another process; pick another name")
         return self.get(name)
 
-    def remove(self, name: str) -> Station:
+    async def remove(self, name: str) -> Station:
         station = self.get(name)
         if station.origin == "host.toml":
             raise InvalidConfig(f"station {name!r} is defined in host.toml ([stations.{name}]): remove it there")
-        self.store.remove(name)
+        await self.store.remove(name)
         return station
 
     def configured_config(self, key: str) -> dict[str, Any]:

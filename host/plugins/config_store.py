@@ -29,6 +29,12 @@ class Configs(Protocol):
     def get(self, plugin: str) -> dict[str, Any] | None: ...
     def names(self) -> list[str]: ...
     @property
+    def stamp(self) -> object: ...
+    @property
+    def where(self) -> str: ...
+    async def insert(self, key: str, values: dict[str, Any]) -> bool: ...
+    async def merge(self, key: str, fields: dict[str, Any]) -> None: ...
+    @property
     def has_sealed(self) -> bool: ...
     async def verify(self) -> None: ...
     async def refresh(self) -> set[str]: ...
@@ -40,9 +46,19 @@ class Configs(Protocol):
     def close(self) -> None: ...
 
 
-def open_configs(state_dir: str | Path, database: str | None, box: Cipher | None) -> Configs:
-    """The config store ``[state]`` names: the table in ``database``, else config.json."""
-    return PostgresConfigs(database, box) if database else FileConfigs(ConfigStore(state_dir, box))
+def open_configs(state_dir: str | Path, database: str | None, box: Cipher | None, *,
+                 filename: str = "config.json", table: str = TABLE, what: str = "the config store") -> Configs:
+    """The config store ``[state]`` names: the table in ``database``, else config.json. The
+    same two kinds hold the added stations and the plugin switches (``filename`` / ``table``;
+    no secrets, ``box`` None)."""
+    if database:
+        return PostgresConfigs(database, box, table=table, what=what)
+    return FileConfigs(ConfigStore(state_dir, box, filename))
+
+
+async def unchanged() -> set[str]:
+    """A store that nothing else writes: its ``refresh``."""
+    return set()
 
 
 class FileConfigs:
@@ -56,6 +72,23 @@ class FileConfigs:
 
     def names(self) -> list[str]:
         return self.file.names()
+
+    @property
+    def stamp(self) -> object:
+        """Changes with every change to what ``get`` sees."""
+        return self.file.stamp
+
+    @property
+    def where(self) -> str:
+        return str(self.file.path)
+
+    async def insert(self, key: str, values: dict[str, Any]) -> bool:
+        """Store ``values`` under a new ``key``; False (nothing written) if any process has it."""
+        return self.file.insert(key, values)
+
+    async def merge(self, key: str, fields: dict[str, Any]) -> None:
+        """Set ``fields`` of ``key``'s entry, its others kept (as last read)."""
+        self.file.set(key, {**(self.file.get(key) or {}), **fields})
 
     @property
     def has_sealed(self) -> bool:
@@ -91,10 +124,12 @@ class PostgresConfigs:
     store (``migrate``) is a compare and swap on the row's version, so it never overwrites a
     config another host stored meanwhile."""
 
-    def __init__(self, url: str, box: Cipher | None, timeout: float = STATE_TIMEOUT) -> None:
-        self.db = PgSession(url, timeout, PgDocuments.schema(TABLE), what="the config store ([state] database)")
-        self.docs = PgDocuments(self.db, TABLE)
+    def __init__(self, url: str, box: Cipher | None, timeout: float = STATE_TIMEOUT, *, table: str = TABLE,
+                 what: str = "the config store") -> None:
+        self.db = PgSession(url, timeout, PgDocuments.schema(table), what=f"{what} ([state] database)")
+        self.docs = PgDocuments(self.db, table)
         self._box = box
+        self._changes = 0  # stamp: counts the changes to _data
         self._data: dict[str, dict[str, Any]] = {}
         self._versions: dict[str, int] = {}
         self._mark: tuple[int, int] | None = None  # (highest version, rows) when last read
@@ -106,13 +141,46 @@ class PostgresConfigs:
         return list(self._data)
 
     @property
+    def stamp(self) -> object:
+        return self._changes
+
+    @property
+    def where(self) -> str:
+        return f"[state] database, table {self.docs.table}"
+
+    @property
     def has_sealed(self) -> bool:
         return any(is_sealed(v) for values in self._data.values() for v in values.values())
+
+    async def insert(self, key: str, values: dict[str, Any]) -> bool:
+        """Store ``values`` under a new ``key``: False (nothing written) if the table has it,
+        whichever host wrote it (the row's primary key decides)."""
+        value = json.loads(json.dumps(values))
+        version, before, after = await self.db.run(
+            lambda c: self.docs.write(c, lambda: self.docs.insert(c, key, value)))
+        if version is not None:
+            self._data[key], self._versions[key] = value, version
+            self._changes += 1
+        self._wrote(before, after)
+        return version is not None
+
+    async def merge(self, key: str, fields: dict[str, Any]) -> None:
+        """Set ``fields`` of ``key``'s row, its others as the table holds them now (read and
+        written under the table's lock: another host's fields set meanwhile are kept). Held here:
+        the row as last read with ``fields`` set, so that the next ``refresh`` still reports
+        what another host changed in it."""
+        fields = json.loads(json.dumps(fields))
+        version, before, after = await self.db.run(lambda c: self.docs.write(
+            c, lambda: self.docs.put(c, key, {**(self.docs.get(c, key) or {}), **fields})))
+        self._data[key], self._versions[key] = {**(self._data.get(key) or {}), **fields}, version
+        self._changes += 1
+        self._wrote(before, after)
 
     async def verify(self) -> None:
         """Read the table, and open every sealed value once: a host holding another key than
         the one the table's secrets were sealed with fails its start (SecretsError)."""
         self._data, self._versions, self._mark = await self.db.run(self.docs.read)
+        self._changes += 1
         if self._box is not None:
             for plugin, values in self._data.items():
                 self._box.reveal(values, plugin=plugin)
@@ -123,6 +191,7 @@ class PostgresConfigs:
             return set()
         before = self._data
         self._data, self._versions, self._mark = await self.db.run(self.docs.read)
+        self._changes += 1
         return {p for p in set(before) | set(self._data) if before.get(p) != self._data.get(p)}
 
     async def set(self, plugin: str, values: dict[str, Any], secret: Collection[str] = ()) -> None:
@@ -136,12 +205,14 @@ class PostgresConfigs:
             lambda c: self.docs.write(c, lambda: {k: self.docs.put(c, k, v) for k, v in sealed.items()}))
         self._data.update(sealed)
         self._versions.update(versions)
+        self._changes += 1
         self._wrote(before, after)
 
     async def remove(self, plugin: str) -> None:
         _, before, after = await self.db.run(lambda c: self.docs.write(c, lambda: self.docs.delete(c, plugin)))
         self._data.pop(plugin, None)
         self._versions.pop(plugin, None)
+        self._changes += 1
         self._wrote(before, after)
 
     async def migrate(self, secret: Mapping[str, Collection[str]]) -> list[str]:
@@ -155,6 +226,7 @@ class PostgresConfigs:
         done = sorted(p for p, v in swapped.items() if v is not None)
         for p in done:
             self._data[p], self._versions[p] = sealed[p], swapped[p]
+        self._changes += 1
         self._wrote(before, after)
         return done
 
@@ -167,4 +239,4 @@ class PostgresConfigs:
         self.db.close()
 
 
-__all__ = ["Configs", "FileConfigs", "PostgresConfigs", "open_configs"]
+__all__ = ["Configs", "FileConfigs", "PostgresConfigs", "open_configs", "unchanged"]

@@ -106,8 +106,8 @@ class GrantOverrides:
         record = self._reg.record(name)
         if override is not None:
             override = checked(override)
-        self._switches.update(record.id, {"permissions": override, "permissions_by": by,
-                                          "permissions_at": round(time.time(), 3)})
+        await self._switches.update(record.id, {"permissions": override, "permissions_by": by,
+                                                "permissions_at": round(time.time(), 3)})
         self._audit("grant_override", plugin=record.id, override=override, by=by)
         if record.state in SERVING:  # a disabled or stopped plugin gets them when it starts
             await self._reg.restart(record.key)

@@ -9,7 +9,7 @@ group, the worker journal) it receives when the host starts."""
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 
 import anyio
@@ -34,7 +34,7 @@ from ..security.permissions import Permissions
 from ..security.secrets import SecretBox
 from ..worker import Worker, WorkerSpec
 from .approval_gate import held_for_approval
-from .config_store import Configs, open_configs
+from .config_store import Configs, open_configs, unchanged
 from .dependencies import resolve
 from .discovery import PluginSource, load_manifest
 from .hooks import config_changed
@@ -77,10 +77,10 @@ class Registry:
         self.stations_of: Callable[[str], list[str]] = lambda plugin_id: []
         self.station_base: Callable[[str], dict[str, Any]] = lambda name: {}
         self.station_scripts: Callable[[], dict[str, Any]] = dict
-        self.stations_refresh: Callable[[], set[str]] = set  # stations another process changed
+        self.stations_refresh: Callable[[], Awaitable[set[str]]] = unchanged  # stations another process changed
         self.note: Callable[[str, str, str], None] = lambda plugin, level, text: None  # the plugin's log
         self.disabled: Callable[[str], str | None] = lambda plugin_id: None  # why it must not start
-        self.switched: Callable[[], set[str]] = set  # plugins another process enabled or disabled
+        self.switched: Callable[[], Awaitable[set[str]]] = unchanged  # plugins another host switched
         self.private_network: Callable[[str], bool] = config.allow_private_network_for
         self.narrow: Callable[[str, Permissions], tuple[Permissions, dict[str, str]]] = (
             lambda pid, grants: narrowed_grants(config, None, pid, grants))  # GrantOverrides adds the API's
@@ -309,19 +309,19 @@ class Registry:
         else:
             record.set_state("running")
 
-    async def rescan(self) -> None:
-        """Look at the plugin directories now: load new plugins, reload changed ones, stop
-        removed ones. The watcher calls this every ``reload.interval`` seconds."""
+    async def rescan(self, files: bool = True) -> None:
+        """Look at the plugin directories (unless not ``files``) and the shared state now: load
+        new plugins, reload changed ones, stop removed ones. The watcher: every ``reload.interval``."""
         async with self.lock:
             if not self.running:
                 return
             assert self.approvals is not None and self.store is not None
             # configs and stations another process stored (the CLI): a station's change restarts
             # the provider serving it
-            switched = self.switched()  # first: one that raises must not swallow the others' changes
-            changed = self.stations_refresh() | await self.store.refresh()
+            switched = await self.switched()  # first: one that raises must not swallow the others' changes
+            changed = await self.stations_refresh() | await self.store.refresh()
             known = {r.source.module for r in self.records}
-            fresh = [s for s in self._discover() if s.module not in known]
+            fresh = [s for s in self._discover() if s.module not in known and (files or s.id in self.station_scripts())]
             for r in list(self.records):
                 names = {*self.stations_of(r.id), *r.station_configs, *r.station_errors}
                 serves = {r.id, *names, *map(station_key, names)}
@@ -335,7 +335,7 @@ class Registry:
                 for r in list(self.records):
                     if r.pending_manifest is not None:
                         await (self.reload_record(r) if r.state in SERVING else self.enable(r.key))
-            for r in list(self.records):
+            for r in list(self.records) if files else ():
                 if not r.source.module.exists():
                     await self.stop_record(r, "stopped", "removed from disk")
                     self.records.remove(r)
@@ -384,8 +384,8 @@ class Registry:
     async def watch_loop(self) -> None:
         while True:
             await anyio.sleep(self.config.reload.interval)
-            try:
-                await self.rescan()
+            try:  # hot reload off: only what other hosts changed in the [state] database
+                await self.rescan(self.config.reload.enabled)
             except Exception as exc:  # a watcher bug must not take the host down, nor flood the log
                 _warn.warning("rescan", "plugin rescan failed: %s: %s", type(exc).__name__, exc)
                 log.debug("plugin rescan failed", exc_info=exc)

@@ -1,8 +1,10 @@
 """Which plugins the operator turned off (and which may reach private networks), kept across restarts: ``[plugins.ID] enabled = false``
 in host.toml, and ``enable``/``disable`` as last used (CLI, HTTP, dashboard, Python), stored in
 ``<state_dir>/plugin_switches.json`` (mode 0600, shared with other processes on the same state
-directory). The last ``enable``/``disable`` wins over host.toml; ``enable`` of a plugin host.toml
-keeps off is recorded like any other, so the file says why a plugin runs."""
+directory), or with ``[state] database`` in its table ``plugin_switches``, shared by every host
+naming it: each host's rescan (``[reload] interval``) polls it and stops or starts the plugins
+another host switched. The last ``enable``/``disable`` wins over host.toml; ``enable`` of a
+plugin host.toml keeps off is recorded like any other, so the store says why a plugin runs."""
 
 from __future__ import annotations
 
@@ -13,7 +15,7 @@ from ..errors import InvalidConfig
 
 if TYPE_CHECKING:
     from ..config import HostConfig
-    from .settings import ConfigStore
+    from .config_store import Configs
 
 SWITCHES_FILE = "plugin_switches.json"
 
@@ -21,9 +23,9 @@ SWITCHES_FILE = "plugin_switches.json"
 class Switches:
     def __init__(self, config: HostConfig) -> None:
         self._config = config
-        self._store: ConfigStore | None = None
+        self._store: Configs | None = None
 
-    def open(self, store: ConfigStore) -> None:
+    def open(self, store: Configs) -> None:
         self._store = store
 
     def disabled(self, plugin_id: str) -> str | None:
@@ -41,8 +43,8 @@ class Switches:
             return f"disabled in host.toml ([plugins.{plugin_id}] enabled = false)"
         return None
 
-    def set(self, plugin_id: str, enabled: bool, by: str) -> None:
-        self.update(plugin_id, {"enabled": enabled, "by": by, "at": round(time.time(), 3)})
+    async def set(self, plugin_id: str, enabled: bool, by: str) -> None:
+        await self.update(plugin_id, {"enabled": enabled, "by": by, "at": round(time.time(), 3)})
 
     def private_network(self, plugin_id: str) -> bool:
         """Whether the plugin may reach private and loopback addresses: the operator's last word
@@ -52,8 +54,8 @@ class Switches:
             return entry["allow_private_network"] is True  # anything but true (a hand edit) denies
         return self._config.allow_private_network_for(plugin_id)
 
-    def set_private_network(self, plugin_id: str, allow: bool, by: str) -> None:
-        self.update(plugin_id, {"allow_private_network": allow, "private_network_by": by,
+    async def set_private_network(self, plugin_id: str, allow: bool, by: str) -> None:
+        await self.update(plugin_id, {"allow_private_network": allow, "private_network_by": by,
                                  "private_network_at": round(time.time(), 3)})
 
     def entry(self, plugin_id: str) -> dict[str, object]:
@@ -61,14 +63,14 @@ class Switches:
         entry = self._store.get(plugin_id) if self._store is not None else None
         return entry if isinstance(entry, dict) else {}
 
-    def update(self, plugin_id: str, fields: dict[str, object]) -> None:
+    async def update(self, plugin_id: str, fields: dict[str, object]) -> None:
         if self._store is None:
             raise InvalidConfig("a plugin's switches can be changed only while the host runs")
-        self._store.set(plugin_id, {**(self._store.get(plugin_id) or {}), **fields})
+        await self._store.merge(plugin_id, fields)
 
-    def refresh(self) -> set[str]:
-        """The plugins another process switched since the last look."""
-        return self._store.refresh() if self._store is not None else set()
+    async def refresh(self) -> set[str]:
+        """The plugins another process (or host) switched since the last look."""
+        return await self._store.refresh() if self._store is not None else set()
 
 
 __all__ = ["SWITCHES_FILE", "Switches"]

@@ -49,11 +49,13 @@ def test_doctor_checks_what_a_host_needs_and_says_what_to_do(calc, tmp_path, sha
     assert not state.exists()  # nothing made
 
     toml = tmp_path / "host.toml"
-    toml.write_text(f'[policy]\nstorage = "redis://127.0.0.1:{free_port()}/0"\n')
+    toml.write_text(f'[policy]\nstorage = "redis://127.0.0.1:{free_port()}/0"\n'
+                    f'[state]\nchannel_storage = "redis://127.0.0.1:{free_port()}/0"\n')
     down = run(*base, "--plugins", str(calc.root), "--config", str(toml), cwd=tmp_path)
     rows = {r["check"]: r for r in json.loads(down.stdout)}
     assert down.returncode == 1 and rows["policy.storage"]["status"] == "fail"
     assert "does not answer" in rows["policy.storage"]["detail"]
+    assert rows["state.channel_storage"]["status"] == "fail"
 
     good = run(sys.executable, "-m", "host", "doctor", "--state-dir", str(state), "--plugins", str(calc.root),
                cwd=tmp_path)

@@ -22,6 +22,7 @@ from aiohttp import web
 from host import PluginHost
 from host.server import create_app
 
+from .plugins import fresh_state
 from .processes import free_port, sigterm_and_reap
 
 
@@ -174,6 +175,30 @@ def serve_process(cwd: Path, *args: str, env: dict[str, str] | None = None,
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+@contextmanager
+def two_serve_processes(cwd: Path, shared_state: Path, plugins: Path, *, running: str,
+                        env: dict[str, str] | None = None) -> Iterator[tuple[ServeProcess, ServeProcess]]:
+    """Two hosts as two machines would run them: ``serve`` on two ports, each with a state
+    directory of its own (``cwd/a``, ``cwd/b``), both on ``cwd/host.toml`` and ``plugins``,
+    each serving ``running``."""
+    common = ("--plugins", str(plugins), "--config", "host.toml", "--insecure-no-token")
+    with serve_process(cwd, *common, "--state-dir", str(fresh_state(cwd / "a", shared_state)), env=env) as one, \
+            serve_process(cwd, *common, "--state-dir", str(fresh_state(cwd / "b", shared_state)), env=env) as two:
+        one.wait_running(running)
+        two.wait_running(running)
+        yield one, two
+
+
+@asynccontextmanager
+async def two_hosts(make_host: Callable[..., Any], root: Path, shared_state: Path,
+                    **config: Any) -> AsyncIterator[tuple[PluginHost, PluginHost]]:
+    """Two PluginHosts of one process with ``config`` (``make_host``'s), each with a state
+    directory of its own (``root/a``, ``root/b``): two machines sharing what ``config`` shares."""
+    async with make_host(state_dir=str(fresh_state(root / "a", shared_state)), **config) as a, \
+            make_host(state_dir=str(fresh_state(root / "b", shared_state)), **config) as b:
+        yield a, b
 
 
 def run_cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:

@@ -1,0 +1,146 @@
+"""Channel delivery between hosts: with ``[state] channel_storage = "redis://..."`` a plugin's
+``ctx.channel.emit`` also reaches the ``ctx.channel.on`` subscribers of the same plugin on every
+other host (or ``serve --processes`` sibling) pointing at that Redis.
+
+Each emit is published on the Redis channel ``plugin-host:channel:<plugin id>`` (so plugins stay
+apart) as msgpack ``[origin, event, data]``; each host holds one pattern subscription
+(``plugin-host:channel:*``), skips what it published itself (its own workers had it already) and
+delivers the rest to its subscribed workers of that plugin. Execute code's channel stays on its
+host (its workers' scope is theirs).
+
+Redis is never waited for by a call: the emit hands the message to a bounded outbox that one
+task publishes from (in order, in a worker thread: the redis client is synchronous, so this
+works under asyncio and trio alike) and returns what the local delivery reached. Redis down or
+hanging: local delivery goes on, messages for other hosts are dropped (the outbox full, or a
+publish failing), a warning is logged every 10 s at most, and the subscription is made again
+with a backoff up to 10 s. Delivery between hosts is at most once, and only to hosts subscribed
+when the message is published. Whoever can publish on that Redis can send events to plugins:
+give it the trust the rate limits' Redis has."""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import anyio
+import msgspec
+from anyio.abc import TaskGroup
+
+from .errors import InvalidConfig
+from .logs import Throttle
+from .policy.config import redact_uri, storage_failure
+
+log = logging.getLogger("host.channel")
+
+PREFIX = "plugin-host:channel:"
+OUTBOX = 1000          # messages waiting to be published; past it an emit's remote copy is dropped
+SOCKET_TIMEOUT = 2.0   # seconds one redis command may take
+POLL = 1.0             # seconds the subscription waits for a message before looking again
+MAX_BACKOFF = 10.0
+
+Deliver = Callable[[str, str, Any], Awaitable[int]]  # (plugin, event, data) -> workers reached
+
+
+class ChannelRelay:
+    def __init__(self, uri: str, deliver: Deliver) -> None:
+        try:
+            import redis  # only needed for channels shared between hosts
+        except ImportError:
+            raise InvalidConfig("state.channel_storage: redis:// needs the redis client: "
+                                "pip install 'plugin-host[redis]'") from None
+        self.uri, self.where = uri, redact_uri(uri)
+        self.origin = os.urandom(8)  # this host: what it published comes back, and is skipped
+        self._client = redis.Redis.from_url(uri, socket_timeout=SOCKET_TIMEOUT, socket_connect_timeout=SOCKET_TIMEOUT)
+        self._deliver = deliver
+        self._send, self._outbox = anyio.create_memory_object_stream[tuple[str, bytes]](OUTBOX)
+        self.subscribed = anyio.Event()  # set once the subscription is in place (tests wait on it)
+        self.received = 0  # messages from other hosts delivered here
+        self._warn = Throttle(log)  # a redis down fails every emit alike: said every 10 s
+
+    def open(self, tg: TaskGroup) -> None:
+        tg.start_soon(self._publisher)
+        tg.start_soon(self._listener)
+
+    def publish(self, plugin: str, event: str, data: Any, max_bytes: int) -> None:
+        """Queue ``event`` for the other hosts; never waits. Dropped, with a warning, when it
+        does not fit in ``max_bytes`` (the emitter's frame limit) or the outbox is full."""
+        try:
+            blob = msgspec.msgpack.encode([self.origin, event, data])
+        except (TypeError, msgspec.EncodeError) as exc:
+            self._warn.warning(f"encode:{plugin}", "channel %r of %s: not sent to other hosts: %s", event, plugin, exc)
+            return
+        if len(blob) > max_bytes:
+            self._warn.warning(f"size:{plugin}", "channel %r of %s: %d bytes, over the %d-byte frame limit: "
+                          "not sent to other hosts", event, plugin, len(blob), max_bytes)
+            return
+        try:
+            self._send.send_nowait((PREFIX + plugin, blob))
+        except anyio.WouldBlock:
+            self._warn.warning("outbox", "channel delivery to other hosts through %s is behind (%d messages "
+                          "waiting): dropped an event of %s", self.where, OUTBOX, plugin)
+
+    async def _publisher(self) -> None:
+        async with self._outbox:
+            async for channel, blob in self._outbox:
+                try:
+                    await anyio.to_thread.run_sync(self._client.publish, channel, blob, abandon_on_cancel=True)
+                except Exception as exc:
+                    self._failed("publish", exc, "an event for other hosts was dropped")
+
+    async def _listener(self) -> None:
+        delay = 0.5
+        while True:
+            pubsub = self._client.pubsub(ignore_subscribe_messages=True)
+            try:
+                await anyio.to_thread.run_sync(pubsub.psubscribe, PREFIX + "*", abandon_on_cancel=True)
+                log.info("channel delivery between hosts: subscribed at %s", self.where)
+                self.subscribed.set()
+                delay = 0.5
+                while True:
+                    msg = await anyio.to_thread.run_sync(pubsub.get_message, True, POLL, abandon_on_cancel=True)
+                    if msg is not None:
+                        await self._receive(msg)
+            except Exception as exc:
+                self._failed("subscribe", exc, f"events from other hosts are missed; subscribing again in {delay:g} s")
+            finally:
+                _close(pubsub)
+            await anyio.sleep(delay)
+            delay = min(delay * 2, MAX_BACKOFF)
+
+    async def _receive(self, msg: dict[str, Any]) -> None:
+        channel = msg.get("channel")
+        plugin = channel.decode(errors="replace").removeprefix(PREFIX) if isinstance(channel, bytes) else ""
+        try:
+            origin, event, data = msgspec.msgpack.decode(msg.get("data") or b"")
+            if not isinstance(event, str) or not plugin:
+                raise ValueError("not [origin, event, data]")
+        except (ValueError, TypeError, msgspec.DecodeError) as exc:
+            self._warn.warning("malformed", "channel message on %s at %s ignored: %s", channel, self.where, exc)
+            return
+        if origin == self.origin:
+            return
+        await self._deliver(plugin, event, data)
+        self.received += 1
+
+    def _failed(self, what: str, exc: Exception, then: str) -> None:
+        failure = storage_failure(self.uri, exc)
+        if failure is None:  # a bug of ours: said with its traceback, the loop goes on
+            log.error("channel delivery between hosts (%s) failed", what, exc_info=exc)
+        else:
+            self._warn.warning(what, "channel delivery between hosts: %s; %s", failure, then)
+
+    def close(self) -> None:
+        self._send.close()
+        _close(self._client)
+
+
+def _close(thing: Any) -> None:
+    try:
+        thing.close()
+    except Exception:  # closing a connection that failed: nothing left to do
+        pass
+
+
+__all__ = ["PREFIX", "ChannelRelay"]
