@@ -45,6 +45,7 @@ from .runtime import Runtime
 from .security.permissions import Permissions
 from .security.refusals import record_error, record_kill, record_refusal
 from .transport import ConnectionLost, FrameSocket, UnixListener, WriteBufferFull
+from .wake import Wake
 
 T = TypeVar("T")
 DRAIN_GRACE = 0.5  # seconds the reader may take to drain a dead worker's last frames
@@ -145,7 +146,7 @@ class _Pending:
         self.timeout = 0.0
         self.deadline = math.inf  # time.monotonic() past which the call is killed
         self.info: p.ErrorInfo | None = None  # set when the worker answered with an error
-        self.event = anyio.Event()
+        self.event = Wake()
         self.value: Any = None
         self.error: BaseException | None = None  # set when the host failed it (timeout, exit)
         self.logs: list[p.Log] | None = [] if collect_logs else None
@@ -482,19 +483,19 @@ class Worker:
             for msg in self._backlog:
                 dispatch(msg)
             self._backlog.clear()
-            while True:
-                try:
-                    msgs = await conn.receive()
-                except ConnectionLost:
-                    break
-                except ProtocolError as exc:
-                    self.exit_error = ProtocolError(exc.message, plugin=self.spec.plugin_id)
-                    self.kill("protocol")
-                    break
+
+            def consume(msgs: list[p.Message], sizes: list[int]) -> None:
                 self.last_seen = time.monotonic()
-                sizes = conn.frames.sizes
                 for i, msg in enumerate(msgs):
                     dispatch(msg, sizes[i])
+
+            try:
+                await conn.serve(consume)
+            except ConnectionLost:
+                pass
+            except ProtocolError as exc:
+                self.exit_error = ProtocolError(exc.message, plugin=self.spec.plugin_id)
+                self.kill("protocol")
         finally:
             self._reader_done.set()
         if self.state in ("ready", "starting"):
