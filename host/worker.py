@@ -236,6 +236,7 @@ class Worker:
         self.welcomed_config: Any = None
         self.exports: list[str] = []
         self.signatures: dict[str, p.Signature] = {}
+        self._arity: dict[tuple[str, int], int | None] = {}  # (function, argument count) -> check_arguments
         self.calls = 0
         self.reserved = 0            # slots promised by the pool, not yet sent
         self.started_at = time.monotonic()
@@ -919,8 +920,14 @@ class Worker:
     async def call(self, fn: str, args: list[Any], timeout: float, lease: Lease | None = None) -> Any:
         """Call an exported function; the worker is killed if the deadline passes. Too few or
         too many arguments for what it declares raise InvalidArguments (arity.py)."""
-        context_at = check_arguments(self.spec.plugin_id, fn, args, self.signatures.get(fn), self.metadata,
-                                     self.spec.module)
+        key = (fn, len(args))  # the verdict depends on the count only: judged once per count
+        try:
+            context_at = self._arity[key]
+        except KeyError:
+            context_at = check_arguments(self.spec.plugin_id, fn, args, self.signatures.get(fn), self.metadata,
+                                         self.spec.module)
+            if len(self._arity) < 256:  # callers name functions and counts: keep it bounded
+                self._arity[key] = context_at
         cid = next(self._seq)
         msg = p.Call(id=cid, fn=fn, args=args, timeout_ms=int(timeout * 1000), context_at=context_at)
         pending = await self._request(cid, msg, fn, timeout, lease, collect_logs=False)
