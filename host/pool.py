@@ -467,7 +467,9 @@ class Pool:
         TimeoutError if no slot became free before ``deadline``. A call that never reached its
         worker (it died as the call went out) is sent to another one, a few times at most."""
         for attempt in range(_RESENDS + 1):
-            lease = await self.acquire(deadline, priority)
+            # A free slot now: taken without awaiting ``acquire`` (which checks the same first).
+            worker = self._pick() if self.state == "running" else None
+            lease = Lease(worker) if worker is not None else await self.acquire(deadline, priority)
             try:
                 result = await op(lease)
             except WorkerCrashed as exc:

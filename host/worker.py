@@ -45,6 +45,7 @@ from .runtime import Runtime
 from .security.permissions import Permissions
 from .security.refusals import record_error, record_kill, record_refusal
 from .transport import ConnectionLost, FrameSocket, UnixListener, WriteBufferFull
+from .wake import Wake
 
 T = TypeVar("T")
 DRAIN_GRACE = 0.5  # seconds the reader may take to drain a dead worker's last frames
@@ -145,7 +146,7 @@ class _Pending:
         self.timeout = 0.0
         self.deadline = math.inf  # time.monotonic() past which the call is killed
         self.info: p.ErrorInfo | None = None  # set when the worker answered with an error
-        self.event = anyio.Event()
+        self.event = Wake()
         self.value: Any = None
         self.error: BaseException | None = None  # set when the host failed it (timeout, exit)
         self.logs: list[p.Log] | None = [] if collect_logs else None
@@ -235,6 +236,7 @@ class Worker:
         self.welcomed_config: Any = None
         self.exports: list[str] = []
         self.signatures: dict[str, p.Signature] = {}
+        self._arity: dict[tuple[str, int], int | None] = {}  # (function, argument count) -> check_arguments
         self.calls = 0
         self.reserved = 0            # slots promised by the pool, not yet sent
         self.started_at = time.monotonic()
@@ -482,19 +484,19 @@ class Worker:
             for msg in self._backlog:
                 dispatch(msg)
             self._backlog.clear()
-            while True:
-                try:
-                    msgs = await conn.receive()
-                except ConnectionLost:
-                    break
-                except ProtocolError as exc:
-                    self.exit_error = ProtocolError(exc.message, plugin=self.spec.plugin_id)
-                    self.kill("protocol")
-                    break
+
+            def consume(msgs: list[p.Message], sizes: list[int]) -> None:
                 self.last_seen = time.monotonic()
-                sizes = conn.frames.sizes
                 for i, msg in enumerate(msgs):
                     dispatch(msg, sizes[i])
+
+            try:
+                await conn.serve(consume)
+            except ConnectionLost:
+                pass
+            except ProtocolError as exc:
+                self.exit_error = ProtocolError(exc.message, plugin=self.spec.plugin_id)
+                self.kill("protocol")
         finally:
             self._reader_done.set()
         if self.state in ("ready", "starting"):
@@ -918,8 +920,14 @@ class Worker:
     async def call(self, fn: str, args: list[Any], timeout: float, lease: Lease | None = None) -> Any:
         """Call an exported function; the worker is killed if the deadline passes. Too few or
         too many arguments for what it declares raise InvalidArguments (arity.py)."""
-        context_at = check_arguments(self.spec.plugin_id, fn, args, self.signatures.get(fn), self.metadata,
-                                     self.spec.module)
+        key = (fn, len(args))  # the verdict depends on the count only: judged once per count
+        try:
+            context_at = self._arity[key]
+        except KeyError:
+            context_at = check_arguments(self.spec.plugin_id, fn, args, self.signatures.get(fn), self.metadata,
+                                         self.spec.module)
+            if len(self._arity) < 256:  # callers name functions and counts: keep it bounded
+                self._arity[key] = context_at
         cid = next(self._seq)
         msg = p.Call(id=cid, fn=fn, args=args, timeout_ms=int(timeout * 1000), context_at=context_at)
         pending = await self._request(cid, msg, fn, timeout, lease, collect_logs=False)

@@ -10,16 +10,15 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
 import anyio
 from anyio.abc import TaskGroup
 
-from ..config import CacheConfig, HostConfig
+from ..config import CacheConfig, HostConfig, RetryConfig
 from ..errors import CallTimeout, HostClosed, HostError, RateLimited, check_timeout
-from ..execute import run_with_deadline
 from ..pool import Pool
 from ..worker import MIN_TIMEOUT, Lease
 from .cache import FRESH, ResultCache, cache_key, make_entry
@@ -186,64 +185,75 @@ class CallPipeline:
     # ------------------------------------------------------------------ admission
 
     async def _guarded(self, ctx: CallContext) -> Any:
-        """Under the rate limits and the concurrency caps."""
+        """Under the rate limits and the concurrency caps. A plugin without quotas, with room
+        under its caps, is admitted without awaiting either (no coroutine of theirs is made)."""
         pid = ctx.pid
-        try:
-            if await self.limiter.acquire(pid, self.config.rate_limit_for(pid), ctx.deadline):
-                ctx.policy.rate_delayed += 1
-        except RateLimited:
-            ctx.policy.rate_limited += 1
-            raise
-        try:
-            await self.scheduler.acquire(pid, ctx.priority, ctx.deadline)
-        except TimeoutError:
-            raise ctx.timeout("no concurrency slot became free") from None
+        rate = self.config.rate_limit_for(pid)
+        if self.limiter.applies(pid, rate):
+            try:
+                if await self.limiter.acquire(pid, rate, ctx.deadline):
+                    ctx.policy.rate_delayed += 1
+            except RateLimited:
+                ctx.policy.rate_limited += 1
+                raise
+        if not self.scheduler.try_take(pid):
+            try:
+                await self.scheduler.acquire(pid, ctx.priority, ctx.deadline)
+            except TimeoutError:
+                raise ctx.timeout("no concurrency slot became free") from None
         try:
             return await self._admitted(ctx)
         finally:
             self.scheduler.release(pid)
 
-    async def _admitted(self, ctx: CallContext) -> Any:
-        """Holding its concurrency slot: breaker, retries, the pool."""
+    def _admitted(self, ctx: CallContext) -> Awaitable[Any]:
+        """Holding its concurrency slot: breaker, retries, the pool. Without retries (the
+        default) the attempt itself is what the caller awaits: no layer in between."""
         retry = self.config.retry_for(ctx.pid)
         breaker = ctx.policy.breaker
         breaker.config = self.config.breaker_for(ctx.pid)
         if ctx.fn in HOST_DRIVEN:  # the host's own probes: never refused by the breaker, never counted
-            return await with_retry(lambda: self._attempt(ctx, ctx.deadline), retry, ctx.deadline)
-
-        async def attempt() -> Any:
-            breaker.check()
-            until = ctx.deadline if retry.attempt_timeout is None else min(
-                ctx.deadline, time.monotonic() + retry.attempt_timeout)
-            try:
-                result = await self._attempt(ctx, until)
-            except BaseException as exc:
-                if is_service_failure(exc):
-                    breaker.record(False)
-                else:
-                    breaker.release()
-                raise
-            breaker.record(True)
-            return result
-
-        if retry.max_attempts <= 1:  # the default: with_retry would only re-raise (one coroutine less)
-            return await attempt()
+            return with_retry(lambda: self._attempt(ctx, ctx.deadline), retry, ctx.deadline)
+        if retry.max_attempts <= 1:  # the default: with_retry would only re-raise
+            return self._judged(ctx, retry)
 
         def retrying(failures: int, exc: BaseException, delay: float) -> None:
             ctx.policy.retries += 1
             log.info("retrying %s.%s in %.2fs after attempt %d failed: %s", ctx.pid, ctx.fn, delay, failures, exc)
 
-        return await with_retry(attempt, retry, ctx.deadline, on_retry=retrying)
+        return with_retry(lambda: self._judged(ctx, retry), retry, ctx.deadline, on_retry=retrying)
+
+    async def _judged(self, ctx: CallContext, retry: RetryConfig) -> Any:
+        """One attempt the breaker admits and records."""
+        breaker = ctx.policy.breaker
+        breaker.check()
+        until = ctx.deadline if retry.attempt_timeout is None else min(
+            ctx.deadline, time.monotonic() + retry.attempt_timeout)
+        try:
+            result = await self._attempt(ctx, until)
+        except BaseException as exc:
+            if is_service_failure(exc):
+                breaker.record(False)
+            else:
+                breaker.release()
+            raise
+        breaker.record(True)
+        return result
 
     async def _attempt(self, ctx: CallContext, until: float) -> Any:
-        """One attempt, on the context's pool or the pool that replaced it (which it then keeps)."""
+        """One attempt, on the context's pool or the pool that replaced it (which it then keeps).
+        Queueing counts against the deadline; the worker enforces the rest."""
+        fn, args = ctx.fn, ctx.args
 
-        async def op(lease: Lease) -> Any:
-            return await lease.worker.call(ctx.fn, ctx.args, max(until - time.monotonic(), MIN_TIMEOUT), lease)
+        def op(lease: Lease) -> Awaitable[Any]:  # the worker's coroutine itself: no frame around it
+            return lease.worker.call(fn, args, max(until - time.monotonic(), MIN_TIMEOUT), lease)
 
         while True:
             try:
-                return await run_with_deadline(ctx.pool, op, ctx.budget, until, ctx.plugin, ctx.fn, ctx.priority)
+                return await ctx.pool.run(op, until, ctx.priority)
+            except TimeoutError:  # timed out in the queue, before any worker took it
+                raise CallTimeout(f"no worker became free within {ctx.budget:g}s", timeout=ctx.budget,
+                                  plugin=ctx.plugin, function=fn) from None
             except HostClosed:
                 # The pool closed before the call reached a worker: a reload replaced it (or the
                 # plugin was stopped). Nothing ran, so the call may go to the new pool.

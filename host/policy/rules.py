@@ -359,6 +359,10 @@ class RateLimiter:
                 raise
             raise PolicyStorageError(f"rate-limit storage {failure}", plugin=plugin) from None
 
+    def applies(self, plugin: str, config: RateLimitConfig) -> bool:
+        """Whether any quota limits calls to ``plugin`` (else ``acquire`` need not be awaited)."""
+        return bool(self._items(plugin, config.limit))
+
     async def acquire(self, plugin: str, config: RateLimitConfig, deadline: float) -> bool:
         """Take one slot of every quota that applies to ``plugin``. With the ``wait`` strategy,
         sleep until a slot frees up (at most ``max_wait`` and never past ``deadline``); else, or

@@ -13,6 +13,8 @@ from typing import Generic, TypeVar
 import anyio
 import msgspec
 
+from ..wake import Wake
+
 
 class SchedulerStats(msgspec.Struct):
     """What the scheduler holds now: calls admitted (``running``: on a worker or waiting for
@@ -31,7 +33,7 @@ class Waiter:
     __slots__ = ("event", "gone")
 
     def __init__(self) -> None:
-        self.event = anyio.Event()
+        self.event = Wake()
         self.gone = False  # gave up (cancelled, timed out): dropped lazily from its queue
 
 
@@ -132,10 +134,7 @@ class Scheduler:
     async def acquire(self, plugin: str, priority: int = 0, deadline: float | None = None) -> None:
         """Take a slot for a call to ``plugin``; waiting past ``deadline`` (time.monotonic())
         raises TimeoutError. Cancellation while waiting gives up the place in line."""
-        if not self.queued(plugin) and self._room(plugin):
-            # After every release the waiters that fit were let in, so a caller that fits
-            # now jumps no one.
-            self._take(plugin)
+        if self.try_take(plugin):
             return
         waiter = Waiter()
         queue = self._queues.setdefault(plugin, WaitQueue())
@@ -153,8 +152,17 @@ class Scheduler:
                 queue.drop(waiter)  # still waiting, so wake() kept its queue
             raise
 
+    def try_take(self, plugin: str) -> bool:
+        """Take a slot for a call to ``plugin`` if one is free now and nobody waits for it."""
+        if not self.queued(plugin) and self._room(plugin):
+            # After every release the waiters that fit were let in, so a caller that fits
+            # now jumps no one.
+            self._take(plugin)
+            return True
+        return False
+
     def release(self, plugin: str) -> None:
-        """Give back a slot taken by ``acquire``."""
+        """Give back a slot taken by ``acquire`` or ``try_take``."""
         self._total -= 1
         self._running[plugin] -= 1
         self.wake()

@@ -1,0 +1,53 @@
+"""A one-shot signal for one waiting task: what a call's caller waits on until its answer (or
+its failure) arrives. On asyncio it is a bare future of the running loop (anyio.Event builds an
+asyncio.Event, which makes a future per wait besides, and looks up the backend each time it
+is made); elsewhere (trio) an anyio.Event."""
+
+from __future__ import annotations
+
+import asyncio
+
+import anyio
+
+
+class Wake:
+    """``set()`` once (more calls do nothing), ``await wait()`` until then; ``is_set()`` says
+    whether it was set, even when the waiter was cancelled before it woke (its future then
+    is cancelled, but whoever set it must still be told it was handed over)."""
+
+    __slots__ = ("_event", "_fut", "done")
+
+    def __init__(self) -> None:
+        loop = asyncio._get_running_loop()  # None on trio (and outside any loop)
+        self.done = False
+        if loop is not None:
+            self._fut: asyncio.Future[None] | None = loop.create_future()
+            self._event: anyio.Event | None = None
+        else:
+            self._fut = None
+            self._event = anyio.Event()
+
+    def set(self) -> None:
+        if self.done:
+            return
+        self.done = True
+        fut = self._fut
+        if fut is None:
+            assert self._event is not None
+            self._event.set()
+        elif not fut.done():  # cancelled: its waiter is gone already
+            fut.set_result(None)
+
+    def is_set(self) -> bool:
+        return self.done
+
+    async def wait(self) -> None:
+        fut = self._fut
+        if fut is None:
+            assert self._event is not None
+            await self._event.wait()
+        else:
+            await fut
+
+
+__all__ = ["Wake"]
