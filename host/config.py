@@ -328,7 +328,7 @@ class HostConfig(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True)
     dev_plugins: list[str] = []  # ["name:path"]: plugins run from a source path (plugins/dev.py)
     packages: PackagesConfig = msgspec.field(default_factory=PackagesConfig)  # [packages]: install/update
     state: StateConfig = msgspec.field(default_factory=StateConfig)  # [state]: shared state (PostgreSQL)
-    load: Literal["wait", "background"] = "wait"  # "background": start before uncached plugins are read
+    load: Literal["auto", "wait", "background"] = "auto"  # plugins/loading.py; auto: serve's background
 
     def __post_init__(self) -> None:
         # Every section is validated here, given as a dict (``HostConfig(pool={"max_workers":
@@ -341,8 +341,8 @@ class HostConfig(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True)
                 setattr(self, f.name, {k: checked(v, kind, f"{f.name}.{k}") for k, v in value.items()})
             elif isinstance(value, (msgspec.Struct, dict)):
                 setattr(self, f.name, checked(value, f.type, f.name))
-        if self.load not in ("wait", "background"):
-            raise InvalidConfig(f'load: expected "wait" or "background", got {self.load!r}')
+        if self.load not in ("auto", "wait", "background"):
+            raise InvalidConfig(f'load: expected "auto", "wait" or "background", got {self.load!r}')
         _check_pool(self.pool, "pool")
         dev_entries(self.dev_plugins)  # each "name:path" names a plugin that is there
         check_execute(self.execute)

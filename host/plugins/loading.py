@@ -1,9 +1,11 @@
 """Loading plugins when the host starts: each one's metadata read in a worker with no
 permissions, validated, then its pool started, level by level in dependency order.
 
-``HostConfig.load = "wait"`` (the default) does it all before ``async with PluginHost(...)``
-returns, so that every plugin has settled (running, pending, disabled or error) once the host
-runs. ``"background"`` settles before returning only the plugins the manifest cache knows (a
+``HostConfig.load = "wait"`` does it all before ``async with PluginHost(...)`` returns, so that
+every plugin has settled (running, pending, disabled or error) once the host runs: the contract
+embedding code and the tests rely on, and what ``"auto"`` (the default) means there; ``serve``
+takes ``"auto"`` as ``"background"``, since it listens before its plugins load and its
+``/healthz/ready`` answers 503 while any plugin is still starting. ``"background"`` settles before returning only the plugins the manifest cache knows (a
 stat and a digest each); the others are `loading` while they are read after the host started,
 INSPECT_SLOTS at a time, each in its own zero-permission worker as before, so isolation is
 unchanged. Loading takes ~25 ms of Deno CPU per plugin: a cold start of 1,000 plugins took
