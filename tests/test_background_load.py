@@ -116,6 +116,19 @@ async def test_disabling_a_plugin_while_it_loads_keeps_it_disabled(plugin_dir, m
         assert await h.call("slow", "add", 1, 2) == 3
 
 
+async def test_events_and_balances_wait_for_the_plugins_still_loading(plugin_dir, make_host):
+    plugin_dir.add("listener.js", gated("listener", 500, 'export function onEvent(e, p) { return "saw " + p; }')
+                   .replace('apiVersion: "1.0",', 'apiVersion: "1.0", capabilities: ["message.incoming"],'))
+    plugin_dir.add("station.js", gated("station", 500, 'export function queryBalance() { return { balance: 7, currency: "USD" }; }')
+                   .replace('apiVersion: "1.0",', 'apiVersion: "1.0", capabilities: ["balance"],'))
+    async with make_host(load="background") as h:
+        assert h.states() == {"listener": "loading", "station": "loading"}
+        replies = await h.emit("message.incoming", "hi")
+        assert [(r.plugin, r.value) for r in replies] == [("listener", "saw hi")]
+        [balance] = await h.query_balances()
+        assert (balance.provider, balance.status, balance.balance) == ("station", "success", 7)
+
+
 @pytest.mark.timeout(90)
 def test_serve_loads_in_the_background_and_http_and_status_show_loading(plugin_dir, state_dir, tmp_path):
     plugin_dir.add("calc.js", CALC)

@@ -204,6 +204,14 @@ class Loader:
         raise CallTimeout(f"plugin still loading after {timeout:g}s", timeout=timeout, plugin=pid)
 
 
+    async def wait_all(self, timeout: float) -> None:
+        """Wait (up to ``timeout`` seconds, then go on) until no plugin loads in the background:
+        for what asks every plugin of a capability, known only once loaded (events, balances)."""
+        with anyio.move_on_after(timeout):
+            while self._done and self._reg.running:
+                await next(iter(self._done.values())).wait()
+
+
 def failure(record: Plugin, what: str, exc: Exception) -> str:
     """What failed, for the plugin's error: a HostError says it itself; anything else is a bug
     or an OS failure, logged with its traceback and contained to this plugin."""
