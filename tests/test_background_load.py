@@ -116,6 +116,16 @@ async def test_disabling_a_plugin_while_it_loads_keeps_it_disabled(plugin_dir, m
         assert await h.call("slow", "add", 1, 2) == 3
 
 
+async def test_a_plugin_depending_on_one_still_loading_starts_after_it(plugin_dir, make_host):
+    plugin_dir.add("base.js", gated("base", 400))
+    plugin_dir.add("top.js", gated("top", 0).replace('apiVersion: "1.0",', 'apiVersion: "1.0", dependencies: { base: "^1.0.0" },'))
+    plugin_dir.add("orphan.js", gated("orphan", 0).replace('apiVersion: "1.0",', 'apiVersion: "1.0", dependencies: { nothere: "^1.0.0" },'))
+    async with make_host(load="background") as h:
+        assert await h.call("top", "add", 1, 1) == 2  # waited for the whole batch, base first
+        assert h.states() == {"base": "running", "top": "running", "orphan": "error"}
+        assert "nothere" in (h.plugin("orphan").error or "")
+
+
 async def test_events_and_balances_wait_for_the_plugins_still_loading(plugin_dir, make_host):
     plugin_dir.add("listener.js", gated("listener", 500, 'export function onEvent(e, p) { return "saw " + p; }')
                    .replace('apiVersion: "1.0",', 'apiVersion: "1.0", capabilities: ["message.incoming"],'))

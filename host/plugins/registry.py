@@ -257,6 +257,7 @@ class Registry:
         ``grants``: the ones the operator was shown; if what waits differs now, ApprovalChanged
         and nothing is approved. InvalidConfig when nothing waits for approval. True when the
         plugin serves afterwards."""
+        await self.settle(name)
         record = self.record(name)
         if record.pending_manifest is None:
             raise InvalidConfig("nothing to approve: the plugin asks for no grant beyond its approved ones",
