@@ -1,5 +1,6 @@
 """Density (issue 20): 1,000 installed plugins with ``min_workers = 0``: host start and host RSS
-with an empty manifest cache and with a warm one, the first call of a cold plugin against
+with an empty manifest cache (``load = "background"``: the start does not wait for the plugins
+the cache does not know; when all of them loaded is reported too) and with a warm one, the first call of a cold plugin against
 spawn → ready measured in the same run, and idle workers given back after ``idle_timeout``.
 
     .venv/bin/python bench/bench_density.py [--quick] [--no-write]
@@ -31,23 +32,31 @@ from host.runtime import Runtime, find_deno  # noqa: E402
 ONE_START = """
 import json, os, sys, time, anyio
 from host import HostConfig, PluginHost, PoolConfig
+from host.plugins.lifecycle import STARTING
+
+def rss():
+    return int(open(f"/proc/{os.getpid()}/status").read().split("VmRSS:")[1].split()[0]) / 1024
 
 async def main():
-    cfg = HostConfig(plugins_dir=sys.argv[1], state_dir=sys.argv[2],
+    cfg = HostConfig(plugins_dir=sys.argv[1], state_dir=sys.argv[2], load="background",
                      pool=PoolConfig(min_workers=0, max_workers=1, idle_timeout=1.0))
-    t = time.perf_counter()
+    t0 = time.perf_counter()
     async with PluginHost(cfg) as h:
-        start = time.perf_counter() - t
-        rss = int(open(f"/proc/{os.getpid()}/status").read().split("VmRSS:")[1].split()[0]) / 1024
-        running = sum(p.state == "running" for p in h.plugins())
+        start, start_rss = time.perf_counter() - t0, rss()
+        loading = sum(s == "loading" for s in h.states().values())
         t = time.perf_counter(); await h.call(sys.argv[3], "add", 1, 2); first = time.perf_counter() - t
         t = time.perf_counter(); await h.call(sys.argv[3], "add", 1, 2); warm = time.perf_counter() - t
+        while any(s in STARTING for s in h.states().values()):
+            await anyio.sleep(0.02)
+        settled = time.perf_counter() - t0
+        running = sum(s == "running" for s in h.states().values())
         t = time.perf_counter()
         while h.plugin(sys.argv[3]).workers and time.perf_counter() - t < 30:
             await anyio.sleep(0.05)
         given_back = time.perf_counter() - t if not h.plugin(sys.argv[3]).workers else None
-    print(json.dumps({"start": start, "rss": rss, "running": running, "first": first, "warm": warm,
-                      "given_back": given_back}))
+        settled_rss = rss()
+    print(json.dumps({"start": start, "rss": start_rss, "loading": loading, "first": first, "warm": warm,
+                      "settled": settled, "settled_rss": settled_rss, "running": running, "given_back": given_back}))
 
 anyio.run(main)
 """
@@ -79,11 +88,17 @@ async def main(args: argparse.Namespace) -> list[tuple[str, str, str]]:
     for run in (cold, *warm):
         if run["running"] != n or run["given_back"] is None:
             raise SystemExit(f"not every plugin ran, or a worker was never given back: {run}")
+    if any(r["loading"] for r in warm):
+        raise SystemExit(f"a warm start left plugins loading: {warm}")
     med = {k: statistics.median(r[k] for r in warm) for k in ("start", "rss", "first", "warm", "given_back")}
     spawn = statistics.median(sp)
     return [
-        (f"host start, {n:,} plugins, min_workers = 0, empty manifest cache (one load each)",
-         f"{cold['start']:.2f} s; host RSS {cold['rss']:.0f} MB", "(once)"),
+        (f"host start, {n:,} plugins, min_workers = 0, empty manifest cache (load = \"background\")",
+         f"{cold['start']:.2f} s; host RSS {cold['rss']:.0f} MB; {cold['loading']:,} loading", "≤ 2 s; ≤ 150 MB"),
+        ("  every plugin loaded in the background (from the start)",
+         f"{cold['settled']:.1f} s; host RSS {cold['settled_rss']:.0f} MB", "(once)"),
+        ("  first call of a plugin still loading (its load moved to the front)",
+         f"{cold['first'] * 1e3:.0f} ms", "(once)"),
         (f"host start, same plugins, manifest cache warm (median of {len(warm)})",
          f"{med['start']:.2f} s; host RSS {med['rss']:.0f} MB", "≤ 2 s; ≤ 150 MB"),
         ("first call of a cold plugin (spawn, load, call), median", f"{med['first'] * 1e3:.1f} ms", "≤ 2× spawn → ready"),

@@ -49,7 +49,7 @@ def register(sub: argparse._SubParsersAction, config_sub: argparse._SubParsersAc
 
     async def status(args: argparse.Namespace, config: HostConfig) -> int:
         async with control_client(config.state_path) as server:
-            health = await server.request("GET", "/healthz") if server is not None else None
+            health = await server.request("GET", "/healthz", accept=(503,)) if server is not None else None
         if health is None:
             print(f"no server is serving {config.state_path} (start one: python -m host serve)", file=sys.stderr)
             return NO_SERVER

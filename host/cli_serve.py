@@ -49,6 +49,8 @@ async def serve(args: argparse.Namespace, config: HostConfig) -> int:
         return await supervise(args.argv, srv, count)  # N of these, on one socket
     if args.dev:  # edit, save, see: a quick rescan, and a banner for each reload
         config.reload = msgspec.structs.replace(config.reload, enabled=True, interval=DEV_RELOAD_INTERVAL)
+    if config.load == "auto":  # listening first, /healthz/ready says 503 until every plugin settled
+        config.load = "background"
     host = PluginHost(config)
     if args.dev:
         host.subscribe(dev_banner)

@@ -14,11 +14,7 @@ from .balances.alerts import AlertsConfig
 from .balances.stations import StationConfig, check_station
 from .config_types import Amount, Count, Delay, Port, Seconds, checked
 from .errors import InvalidConfig
-from .execute_config import (
-    CryptoToolConfig,
-    ExecuteConfig,
-    check_execute,
-)
+from .execute_config import CryptoToolConfig, ExecuteConfig, check_execute
 from .plugins.dev import dev_entries
 from .plugins.package_archive import PackagesConfig
 from .policy.config import (
@@ -332,6 +328,7 @@ class HostConfig(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True)
     dev_plugins: list[str] = []  # ["name:path"]: plugins run from a source path (plugins/dev.py)
     packages: PackagesConfig = msgspec.field(default_factory=PackagesConfig)  # [packages]: install/update
     state: StateConfig = msgspec.field(default_factory=StateConfig)  # [state]: shared state (PostgreSQL)
+    load: Literal["auto", "wait", "background"] = "auto"  # plugins/loading.py; auto: serve's background
 
     def __post_init__(self) -> None:
         # Every section is validated here, given as a dict (``HostConfig(pool={"max_workers":
@@ -344,6 +341,8 @@ class HostConfig(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True)
                 setattr(self, f.name, {k: checked(v, kind, f"{f.name}.{k}") for k, v in value.items()})
             elif isinstance(value, (msgspec.Struct, dict)):
                 setattr(self, f.name, checked(value, f.type, f.name))
+        if self.load not in ("auto", "wait", "background"):
+            raise InvalidConfig(f'load: expected "auto", "wait" or "background", got {self.load!r}')
         _check_pool(self.pool, "pool")
         dev_entries(self.dev_plugins)  # each "name:path" names a plugin that is there
         check_execute(self.execute)

@@ -1,7 +1,7 @@
 """``host.toml``: the host's configuration file, read into a validated ``HostConfig``.
 
 Every ``HostConfig`` field can be set in the file: top-level ``plugins_dir``, ``state_dir``,
-``deno_path``, ``runtime_entry``, and the sections ``[pool]``, ``[limits]``, ``[execute]``,
+``deno_path``, ``runtime_entry``, ``load``, and the sections ``[pool]``, ``[limits]``, ``[execute]``,
 ``[health]``, ``[reload]``, ``[events]``, ``[policy]``, ``[balances]``, ``[server]``, ``[security]`` and
 ``[plugins.<id>]`` (with its own ``.pool``, ``.limits``, ``.rate_limit``, ``.retry``,
 ``.breaker``, ``.cache`` and ``.config`` tables). ``[rate_limit]``, ``[retry]``, ``[breaker]``

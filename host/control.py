@@ -46,11 +46,12 @@ class ControlClient:
     def __init__(self, session: aiohttp.ClientSession) -> None:
         self._session = session
 
-    async def request(self, method: str, path: str, body: Any = None) -> Any:
-        """The decoded JSON answer; RemoteError for an error answer."""
+    async def request(self, method: str, path: str, body: Any = None, *, accept: tuple[int, ...] = ()) -> Any:
+        """The decoded JSON answer; RemoteError for an error answer (unless its status is in
+        ``accept``: /healthz says 503 with the plugins' states while they start)."""
         async with self._session.request(method, f"http://localhost{path}", json=body) as r:
             doc = await r.json(content_type=None)
-        if r.status >= 400:
+        if r.status >= 400 and r.status not in accept:
             err = doc.get("error", {}) if isinstance(doc, dict) else {}
             raise RemoteError(str(err.get("message", doc)), type=str(err.get("type") or err.get("name")),
                               status=r.status)

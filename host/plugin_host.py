@@ -91,6 +91,7 @@ class PluginHost:
         self._box = SecretBox(self.config)  # the key that seals secret config values at rest
         self._registry = Registry(self.config, self._hub, self._box, self._new_pool, self._logs.worker_event)
         self._pipeline = CallPipeline(self.config, self._pool, lambda: self._tg if self._running else None)
+        self._pipeline.loading, self._pipeline.settle = self._registry.loader.busy, self._registry.settle
         self.metrics = HostMetrics(self.plugins)  # Prometheus: GET /metrics, or metrics.render()
         self._history = open_history(self.config)
         self._stations = stations = Stations(self.config.stations)
@@ -147,7 +148,7 @@ class PluginHost:
             if self.config.security.egress_proxy:  # before any spawn: workers get its URL
                 self._egress = await start_proxy(tg, self._runtime, self.config.security,
                                                  lambda pid: egress_grants(pid, self._exec, self._registry))
-            await self._registry.load(self._registry._discover())
+            await self._registry.load(self._registry._discover(), background=self.config.load == "background")
             await self._registry.seal_stored_secrets()
             if self.config.health.interval > 0:
                 tg.start_soon(self._events.health_loop)

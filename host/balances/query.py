@@ -98,6 +98,7 @@ class Balances:
             self._observe(t.name, BALANCE_FUNCTION, "ok" if outcome.status == "success" else
                           outcome.error_type or outcome.status, time.perf_counter() - t0)
 
+        await self._reg.loader.wait_all(budget)  # the balance plugins still loading (load = "background")
         targets = sorted(self.targets(), key=lambda t: (-t.priority, t.name))
         async with anyio.create_task_group() as tg:
             for t in targets:

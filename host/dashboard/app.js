@@ -13,7 +13,7 @@ const LOG_KEEP = 1000;          // entries kept on the page
 const TOKEN_KEY = "plugin-host.admin-token";
 const LEVELS = ["debug", "info", "warning", "error"];
 const BADGES = new Set([        // states that have a colour; any other text gets a plain badge
-  "running", "degraded", "error", "disabled", "stopped", "discovered", "loaded",
+  "running", "degraded", "error", "disabled", "stopped", "discovered", "loading", "loaded",
   "closed", "open", "half_open", "success", "timeout",
   "starting", "ready", "stopping", "crashed", "pending",
 ]);

@@ -12,15 +12,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import anyio
-
 from ..config import WorkerLimits
 from ..errors import HostError, InvalidConfig, PluginUnavailable
 from ..runtime import Runtime
 from ..worker import Worker, WorkerSpec, one_off
 from .dev import ENTRY_NAMES, SUFFIXES
 from .manifest import Manifest, parse_manifest
-from .manifest_cache import CACHE_FILE, INSPECT_SLOTS, ManifestCache, content_digest, runtime_key
+from .manifest_cache import CACHE_FILE, LoadSlots, ManifestCache, content_digest, runtime_key
 
 USAGE_SUFFIX = ".usage.js"  # a cc-switch usage script, not a module (see usage_scripts.py)
 log = logging.getLogger("host.plugins")
@@ -117,6 +115,19 @@ def check_apart(source: PluginSource, protected: tuple[tuple[Path, str], ...]) -
                                 f"({real}); move the plugin or the state directory apart", plugin=source.id)
 
 
+def _open_cache(runtime: Runtime) -> None:
+    if runtime.manifests is None and runtime.state_dir is not None:
+        runtime.manifests = ManifestCache(runtime.state_dir / CACHE_FILE, runtime_key(runtime.deno, runtime.entry))
+        runtime.loading = LoadSlots()
+
+
+def cached(source: PluginSource, runtime: Runtime) -> bool:
+    """Whether loading ``source`` takes no worker: the manifest cache holds these very files."""
+    _open_cache(runtime)
+    return (runtime.manifests is not None
+            and runtime.manifests.get(str(source.module), content_digest(source.root)) is not None)
+
+
 async def inspect(source: PluginSource, runtime: Runtime, limits: WorkerLimits) -> tuple[Any, list[str]]:
     """Load the module in a worker with no permissions (unless the manifest cache holds these
     very files); return its metadata and the names of its exported functions. Raises what
@@ -124,9 +135,7 @@ async def inspect(source: PluginSource, runtime: Runtime, limits: WorkerLimits) 
     for a symlink out of its directory."""
     check_confined(source)
     check_apart(source, runtime.protected)
-    if runtime.manifests is None and runtime.state_dir is not None:
-        runtime.manifests = ManifestCache(runtime.state_dir / CACHE_FILE, runtime_key(runtime.deno, runtime.entry))
-        runtime.loading = anyio.Semaphore(INSPECT_SLOTS)
+    _open_cache(runtime)
     digest = content_digest(source.root)
     if runtime.manifests is not None and (found := runtime.manifests.get(str(source.module), digest)):
         return found
@@ -135,7 +144,7 @@ async def inspect(source: PluginSource, runtime: Runtime, limits: WorkerLimits) 
     async def read(worker: Worker) -> tuple[Any, list[str]]:
         return worker.metadata, list(worker.exports)
 
-    async with runtime.loading or contextlib.nullcontext():
+    async with runtime.loading.take() if runtime.loading is not None else contextlib.nullcontext():
         metadata, exports = await one_off(spec, runtime, read)
     if runtime.manifests is not None and content_digest(source.root) == digest:  # not edited meanwhile
         runtime.manifests.put(str(source.module), digest, metadata, exports)

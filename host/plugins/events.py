@@ -32,6 +32,7 @@ class Events:
         its own timeout. With ``stop_at_first``, stop after the first plugin that returns a
         value other than null/undefined."""
         budget = self.config.events.timeout if timeout is None else timeout
+        await self._reg.loader.wait_all(budget)  # who handles it is known once loaded (load = "background")
         targets = [r for r in self._reg.records
                    if r.state in SERVING and r.manifest is not None
                    and event in r.manifest.capabilities]

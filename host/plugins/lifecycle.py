@@ -3,6 +3,9 @@ Python app can subscribe to.
 
     discovered → loaded → running ⇄ degraded
                        ↘ error      running → disabled / stopped (unloaded)
+
+With ``HostConfig.load = "background"``, a plugin the manifest cache does not know is `loading`
+(between discovered and loaded) while a worker reads it after the host started (loading.py).
 """
 
 from __future__ import annotations
@@ -38,11 +41,12 @@ class State(StrEnum):
     STOPPED = "stopped"
     ERROR = "error"
     PENDING = "pending"      # a version asking for grants beyond the approved ones waits for the operator
+    LOADING = "loading"      # read in the background after the host started (HostConfig.load)
 
 
 STATES = tuple(State)
 SERVING = frozenset({State.RUNNING, State.DEGRADED})  # takes calls
-STARTING = frozenset({State.DISCOVERED, State.LOADED})  # not settled yet: the host is not ready while any plugin is
+STARTING = frozenset({State.DISCOVERED, State.LOADING, State.LOADED})  # not settled yet: the host is not ready while any plugin is
 
 
 class PluginEvent(msgspec.Struct, frozen=True):

@@ -12,7 +12,9 @@ The file lives in the state directory, which no plugin may be granted. Several p
 state directory (``serve --processes``) may overwrite each other's additions: that costs a load.
 
 Loads that do spawn are bounded (INSPECT_SLOTS at once): 1,000 Deno processes started together
-missed their handshake deadline and every plugin ended in ``error``."""
+missed their handshake deadline and every plugin ended in ``error``. A load a call waits for
+(``HostConfig.load = "background"``, loading.py) takes an urgent slot instead, so that it never
+queues behind the background loads: at most INSPECT_SLOTS more."""
 
 from __future__ import annotations
 
@@ -20,9 +22,11 @@ import hashlib
 import logging
 import os
 import time
+from contextvars import ContextVar
 from pathlib import Path
 from typing import Any
 
+import anyio
 import msgspec
 
 from ..security.private_files import write_private
@@ -32,6 +36,18 @@ log = logging.getLogger("host.plugins")
 CACHE_FILE = "manifests.msgpack"
 SAVE_INTERVAL = 1.0  # seconds: a start that loads many plugins writes the file about once a second
 INSPECT_SLOTS = max(4, 2 * (os.cpu_count() or 1))  # workers loading plugins at once
+URGENT: ContextVar[bool] = ContextVar("urgent_load", default=False)  # this task's load is waited for
+
+
+class LoadSlots:
+    """The slots of loads that spawn a worker: INSPECT_SLOTS, and as many for urgent loads."""
+
+    def __init__(self) -> None:
+        self.normal = anyio.Semaphore(INSPECT_SLOTS)
+        self.urgent = anyio.Semaphore(INSPECT_SLOTS)
+
+    def take(self) -> anyio.Semaphore:
+        return self.urgent if URGENT.get() else self.normal
 
 
 class _Entry(msgspec.Struct, array_like=True):
@@ -123,4 +139,4 @@ class ManifestCache:
         self._saved = time.monotonic()
 
 
-__all__ = ["CACHE_FILE", "INSPECT_SLOTS", "ManifestCache", "content_digest", "runtime_key"]
+__all__ = ["CACHE_FILE", "INSPECT_SLOTS", "URGENT", "LoadSlots", "ManifestCache", "content_digest", "runtime_key"]

@@ -20,7 +20,6 @@ from ..config import HostConfig, UsageScriptConfig
 from ..errors import (
     ApprovalChanged,
     HostClosed,
-    HostError,
     InvalidConfig,
     PluginNotFound,
     PluginUnavailable,
@@ -39,7 +38,8 @@ from .dependencies import resolve
 from .discovery import PluginSource, load_manifest
 from .hooks import config_changed
 from .keys import station_key
-from .lifecycle import SERVING, EventHub, Plugin
+from .lifecycle import SERVING, STARTING, EventHub, Plugin
+from .loading import Loader, failure
 from .manifest import KNOWN_CAPABILITIES, Manifest, infer_capabilities, unresolved
 from .overrides import narrowed_grants
 from .reload import fingerprint
@@ -72,6 +72,7 @@ class Registry:
         self._journal_worker = journal
         self._secrets: dict[str, list[str]] = {}  # plugin id -> secret values to redact
         self._tg: TaskGroup | None = None
+        self.loader = Loader(self)  # loading.py: at start, and in the background
         # Relay stations (host/balances/stations.py sets these): the stations a provider plugin
         # serves besides its own, host.toml's config of one, and the usage-script stations.
         self.stations_of: Callable[[str], list[str]] = lambda plugin_id: []
@@ -107,31 +108,21 @@ class Registry:
                    for name, s in self.station_scripts().items()}
         return discover_sources(self.config, scripts)
 
-    async def load(self, sources: list[PluginSource]) -> None:
+    async def load(self, sources: list[PluginSource], *, background: bool = False) -> None:
         """Discovered → loaded (metadata read in a worker with no permissions, validated) →
-        dependencies resolved → running, level by level in dependency order."""
+        dependencies resolved → running, level by level in dependency order; ``background``:
+        the plugins the manifest cache does not know are `loading` meanwhile (loading.py)."""
         records = [Plugin(src, self._hub.emit) for src in sources]
         self.records.extend(records)
-        async with anyio.create_task_group() as tg:
-            for r in records:
-                tg.start_soon(self._inspect, r)
-        seen: dict[str, Plugin] = {}
-        for r in records:
-            if r.state == "loaded":
-                if r.key in seen:
-                    r.set_state("error", f"duplicate of {seen[r.key].source.module}")
-                else:
-                    seen[r.key] = r
-        latest = newest(r for r in self.records if r.manifest is not None and r.state != "error")
-        levels, errors = resolve({pid: r.manifest for pid, r in latest.items()})
-        for r in records:
-            if r.state == "loaded" and r.id in errors:
-                r.set_state("error", errors[r.id])
-        for level in levels:
-            async with anyio.create_task_group() as tg:
-                for r in records:
-                    if r.id in level and r.state == "loaded":
-                        tg.start_soon(self._start, r)
+        await self.loader.load(records, background)
+
+    async def settle(self, name: str, timeout: float | None = None) -> None:
+        """Wait while plugin ``name`` loads in the background (a call's ``timeout``, by default
+        its call_timeout; CallTimeout past it), its load moved to the front."""
+        if not self.running:
+            return  # the caller's next step says the host is closed
+        pid = name.partition("@")[0]
+        await self.loader.wait(name, self.config.limits_for(pid).call_timeout if timeout is None else timeout)
 
     async def _read_manifest(self, record: Plugin, fp: tuple | None = None) -> tuple[Manifest, list[str]]:
         """Load the plugin's current code in a worker with no permissions and validate it.
@@ -167,7 +158,7 @@ class Registry:
         try:
             record.manifest, record.exports = await self._read_manifest(record)
         except Exception as exc:  # whatever one plugin's load raises stays with that plugin
-            record.set_state("error", _failure(record, "load", exc))
+            record.set_state("error", failure(record, "load", exc))
             return
         record.set_state("loaded")
 
@@ -269,6 +260,7 @@ class Registry:
         ``grants``: the ones the operator was shown; if what waits differs now, ApprovalChanged
         and nothing is approved. InvalidConfig when nothing waits for approval. True when the
         plugin serves afterwards."""
+        await self.settle(name)
         record = self.record(name)
         if record.pending_manifest is None:
             raise InvalidConfig("nothing to approve: the plugin asks for no grant beyond its approved ones",
@@ -302,7 +294,7 @@ class Registry:
             record.set_state("error", f"invalid config: {exc.message}")
             return
         except Exception as exc:  # a state directory that fails, say: this plugin only
-            record.set_state("error", _failure(record, "start", exc))
+            record.set_state("error", failure(record, "start", exc))
             return
         if record.pool.state == "error":
             record.set_state("error", record.pool.error)
@@ -339,7 +331,8 @@ class Registry:
                 if not r.source.module.exists():
                     await self.stop_record(r, "stopped", "removed from disk")
                     self.records.remove(r)
-                elif r.state not in ("disabled", "stopped") and (fp := fingerprint(r.source.root)) != r.fingerprint:
+                elif (r.state not in ("disabled", "stopped", *STARTING)  # loading: a later rescan
+                      and (fp := fingerprint(r.source.root)) != r.fingerprint):
                     await self.reload_record(r, fp)
             if fresh:
                 await self.load(fresh)
@@ -351,6 +344,7 @@ class Registry:
         async with self.lock:
             if not self.running:
                 raise HostClosed("the host is not running")
+            await self.settle(name)
             return await self.reload_record(self.record(name))
 
     async def reload_record(self, record: Plugin, fp: tuple | None = None) -> bool:
@@ -367,7 +361,7 @@ class Registry:
                 await pool.stop()
                 raise PluginUnavailable(pool.error or "new version failed to start", plugin=record.id)
         except Exception as exc:
-            why = _failure(record, "reload", exc)
+            why = failure(record, "reload", exc)
             if record.state in SERVING:
                 record.reload_failed(why)  # the old version keeps serving
             else:
@@ -432,6 +426,7 @@ class Registry:
 
     async def enable(self, name: str) -> None:
         """Start a disabled, stopped or failed plugin again (its metadata is read anew)."""
+        await self.settle(name)
         record = self.record(name)
         if record.state in SERVING:
             return
@@ -475,15 +470,6 @@ class Registry:
         if state != record.state:
             record.set_state(state, reason)
 
-
-
-def _failure(record: Plugin, what: str, exc: Exception) -> str:
-    """What failed, for the plugin's error: a HostError says it itself; anything else is a bug
-    or an OS failure, logged with its traceback and contained to this plugin."""
-    if isinstance(exc, HostError):
-        return str(exc)
-    log.error("plugin %s: %s failed", record.id, what, exc_info=exc)
-    return f"{what} failed: {type(exc).__name__}: {exc}"
 
 
 def loaded_manifest(record: Plugin) -> Manifest:

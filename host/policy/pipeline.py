@@ -80,6 +80,9 @@ class CallPipeline:
         self.policies: dict[str, PluginPolicy] = {}  # by plugin id: survives restarts, reloads
         self._flights: dict[bytes, anyio.Event | None] = {}  # keys being fetched: later callers wait
         self._refreshing: set[bytes] = set()  # keys refreshed in the background
+        # plugins loading in the background (HostConfig.load): a call to one waits for its load
+        self.loading: Callable[[], bool] = lambda: False
+        self.settle: Callable[[str, float | None], Awaitable[None]] | None = None
 
     def close(self) -> None:
         self.cache.close()
@@ -98,10 +101,13 @@ class CallPipeline:
                   refresh: bool = False, scope: str | None = None) -> tuple[Any, float, bool]:
         """The call: (result, unix time the result was produced, whether it came from the cache).
         ``scope``: whose breaker judges it, when not the plugin's own (a station's name)."""
+        entered = time.monotonic()
+        if self.loading() and self.settle is not None:  # within the call's own deadline
+            await self.settle(plugin, None if timeout is None else check_timeout(timeout))
         pool = self._pool_of(plugin)
         budget = pool.spec.limits.call_timeout if timeout is None else check_timeout(timeout)
         ctx = CallContext(pool, self.policy(pool.plugin_id, scope), plugin, fn, args, budget,
-                          time.monotonic() + budget, priority)
+                          entered + budget, priority)
         cache = self.config.cache_for(ctx.pid)
         if cache.applies(fn):
             try:

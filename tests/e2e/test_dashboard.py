@@ -34,7 +34,7 @@ TOKEN = "adm-dash-5e8c1f7a"
 READ_TOKEN = "read-dash-0c4d93b6"
 SECRET = "sk-live-dash-9b2e4d"
 DASHBOARD_FILES = ("index.html", "app.js", "packages.js", "style.css")
-BADGE_STATES = ("running", "degraded", "error", "disabled", "stopped", "discovered", "loaded", "closed", "open",
+BADGE_STATES = ("running", "degraded", "error", "disabled", "stopped", "discovered", "loading", "loaded", "closed", "open",
                 "half_open", "success", "timeout", "starting", "ready", "stopping", "crashed")  # app.js BADGES
 
 VAULT = """
