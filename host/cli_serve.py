@@ -50,7 +50,7 @@ async def serve(args: argparse.Namespace, config: HostConfig) -> int:
     if args.dev:  # edit, save, see: a quick rescan, and a banner for each reload
         config.reload = msgspec.structs.replace(config.reload, enabled=True, interval=DEV_RELOAD_INTERVAL)
     if config.load == "auto":  # listening first, /healthz/ready says 503 until every plugin settled
-        config.load = "background"
+        config.load = "wait" if args.inspect_brk else "background"  # --inspect-brk: the start waits for the debugger
     host = PluginHost(config)
     if args.dev:
         host.subscribe(dev_banner)
