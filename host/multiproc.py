@@ -23,6 +23,7 @@ import contextlib
 import ctypes
 import logging
 import os
+import re
 import shutil
 import signal
 import socket
@@ -53,7 +54,8 @@ RESTART_WINDOW = 60.0    # seconds
 RESTART_BACKOFF = (0.5, 10.0)  # first and longest wait before a child is started again
 EXIT_USAGE = 2           # a child that exits 2 found a bad config: every child would, so stop
 STOP_MARGIN = 15.0       # seconds past shutdown_grace before a child that has not drained is killed
-PEER_TIMEOUT = 2.0       # seconds a sibling's /metrics may take before the view goes without it
+PEER_TIMEOUT = 2.0       # seconds the siblings' /metrics may take before the view goes without them
+_PEER_NAME = re.compile(r"metrics-(\d+)\.sock")
 _PR_SET_PDEATHSIG = 1
 _libc = ctypes.CDLL(None, use_errno=True)
 
@@ -220,19 +222,25 @@ def peer_socket(peers_dir: str, index: int) -> str:
 
 
 async def merged_metrics(own: bytes, index: int, peers_dir: str) -> bytes:
-    """This process's metrics and every sibling's, each sample labelled with its process."""
+    """This process's metrics and every sibling's, each sample labelled with its process. The
+    siblings are asked all at once under one PEER_TIMEOUT, so hung ones cost that, not that
+    each; a file in ``peers_dir`` not named ``metrics-<number>.sock`` is no sibling."""
     texts = [(index, own.decode())]
-    for path in sorted(Path(peers_dir).glob("metrics-*.sock")):
-        k = int(path.stem.split("-")[1])
-        if k == index:
-            continue
+    peers = [(int(m[1]), path) for path in sorted(Path(peers_dir).glob("metrics-*"))
+             if (m := _PEER_NAME.fullmatch(path.name)) and int(m[1]) != index]
+
+    async def ask(k: int, path: Path) -> None:
         try:
-            async with (aiohttp.ClientSession(connector=aiohttp.UnixConnector(path=str(path)),
-                                              timeout=aiohttp.ClientTimeout(total=PEER_TIMEOUT)) as s,
+            async with (aiohttp.ClientSession(connector=aiohttp.UnixConnector(path=str(path))) as s,
                         s.get("http://peer/metrics") as r):
                 texts.append((k, await r.text()))
-        except (aiohttp.ClientError, TimeoutError, OSError):
-            continue  # restarting, or gone: the view is of the processes that answer
+        except (aiohttp.ClientError, OSError):
+            pass  # restarting, or gone: the view is of the processes that answer
+
+    with anyio.move_on_after(PEER_TIMEOUT):  # the ones that have not answered are left out
+        async with anyio.create_task_group() as tg:
+            for k, path in peers:
+                tg.start_soon(ask, k, path)
     return _render(texts)
 
 
