@@ -246,3 +246,32 @@ async def test_a_config_that_cannot_be_stored_is_a_state_error_and_the_plugin_ke
         with pytest.raises(StateError, match=r"cannot (read|write) .*config\.json"):
             await h.set_config("alpha", {"currency": "JPY"})
         assert await h.call("alpha", "currency") == "USD"
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("mode", [0o777, 0o1777, 0o720], ids=oct)
+async def test_a_state_directory_other_users_may_write_is_refused_at_start(plugin_dir, make_host, state_dir, mode):
+    # Another local user could plant plugin_switches.json, stations, sqlite files or a key there.
+    plugin_dir.add("calc.js", CALC)
+    state_dir.chmod(mode)
+    with pytest.raises(StateError, match=rf"state directory {state_dir} is writable by group or others "
+                                         rf"\(mode {mode:04o}\): `chmod 700 {state_dir}`"):
+        async with make_host(state_dir=str(state_dir)):
+            pass
+    state_dir.chmod(0o755)  # others may read, as a plain mkdir makes it: served
+    async with make_host(state_dir=str(state_dir)) as h:
+        assert await h.call("calc", "add", 1, 2) == 3
+
+
+@pytest.mark.skipif(os.getuid() != 0, reason="giving a directory to another user needs root")
+def test_a_state_directory_of_another_user_is_refused_at_start(tmp_path):
+    state = tmp_path / "state"
+    state.mkdir(mode=0o700)
+    os.chown(state, 65534, 65534)
+    with pytest.raises(StateError, match=rf"{state} is not owned by the user running the host \(owner uid 65534"):
+        check_state_dir(state)
+    plugins = PluginDir(tmp_path / "plugins")
+    plugins.add("calc.js", CALC)
+    out = run_cli("--plugins", str(plugins.root), "--state-dir", str(state), "list", cwd=tmp_path)
+    assert out.returncode == 1 and "not owned by the user running the host" in out.stderr
+    assert "Traceback" not in out.stderr

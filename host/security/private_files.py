@@ -13,6 +13,7 @@ import logging
 import os
 import re
 import sqlite3
+import stat
 import tempfile
 import time
 from collections.abc import Iterator
@@ -76,11 +77,29 @@ def os_failure(path: str | Path, exc: OSError, doing: str) -> StateError:
     return StateError(f"cannot {doing} {path}: {exc.strerror or exc} ({hint})")
 
 
+def not_private(st: os.stat_result, *, deny: int, fix: str) -> str | None:
+    """Why a file or directory the host trusts (its ``st``) is open to other local users, with
+    ``fix`` (say ``chmod 700 <path>``) when it is the mode; None when it is the host user's
+    alone: owned by this user, no mode bit of ``deny``. Such a user could read it or plant files."""
+    if st.st_uid != os.getuid():
+        return (f"not owned by the user running the host (owner uid {st.st_uid}, host uid {os.getuid()}): "
+                "`chown` it to that user")
+    if bad := st.st_mode & deny:
+        how = " and ".join(word for bits, word in ((0o044, "readable"), (0o022, "writable")) if bad & bits)
+        return f"{how or 'open'} by group or others (mode {stat.S_IMODE(st.st_mode):04o}): `{fix}`"
+    return None
+
+
 def check_state_dir(path: Path, *, min_free: int = MIN_FREE_BYTES) -> None:
-    """Make the state directory (0700) and prove it usable at start: writable (a file made and
-    removed) and with ``min_free`` bytes free, else StateError saying which and what to do."""
+    """Make the state directory (0700) and prove it usable at start: the host user's alone (no
+    other user may plant a file the host trusts: switches, stations, databases, keys), writable
+    (a file made and removed) and with ``min_free`` bytes free, else StateError saying which and
+    what to do."""
     try:
         path.mkdir(mode=0o700, parents=True, exist_ok=True)
+        if why := not_private(os.stat(path), deny=0o022, fix=f"chmod 700 {path}"):
+            raise StateError(f"the state directory {path} is {why}, or set state_dir (--state-dir) to a directory "
+                             "of your own; as it is, another local user could plant files the host trusts")
         fd, probe = tempfile.mkstemp(dir=path, prefix=".write-check-")
         os.close(fd)
         os.unlink(probe)

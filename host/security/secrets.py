@@ -18,7 +18,7 @@ from cryptography.hazmat.primitives.kdf.scrypt import Scrypt
 
 from ..config import HostConfig
 from ..errors import InvalidConfig, SecretsError
-from .private_files import write_private
+from .private_files import not_private, write_private
 
 PREFIX = "enc:v1:"
 EXPORT_FORMAT = "plugin-host-config/1"
@@ -79,11 +79,8 @@ def _read_key_file(path: Path, *, create: bool = True) -> MultiFernet:
         st = os.fstat(f.fileno())
         if not stat.S_ISREG(st.st_mode):
             raise InvalidConfig(f"secret key file {path}: not a regular file")
-        if st.st_uid != os.getuid():
-            raise InvalidConfig(f"secret key file {path}: not owned by the user running the host")
-        if st.st_mode & 0o077:
-            raise InvalidConfig(f"secret key file {path}: readable by group or others "
-                                f"(mode {stat.S_IMODE(st.st_mode):04o}); `chmod 600` it")
+        if why := not_private(st, deny=0o077, fix=f"chmod 600 {path}"):
+            raise InvalidConfig(f"secret key file {path}: {why}")
         text = f.read().decode("ascii", errors="replace")
     return _fernets(text, source=f"secret key file {path}")
 
