@@ -260,16 +260,18 @@ class ServerConfig(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=Tru
 def _check_apart(config: HostConfig) -> None:
     """The /execute db tool's database must not be where the host keeps its own state: code
     with ``tools: ["db"]`` would read every plugin's storage and stored (sealed) configs."""
-    from urllib.parse import urlsplit
+    from .db_backends import POSTGRES_SCHEMES
+    from .db_identity import may_be_same_database
 
     db = config.execute.database
     if db is None:
         return
-    if config.state.database is not None:
-        a, b = urlsplit(db), urlsplit(config.state.database)
-        if (a.hostname, a.port or 5432, a.path.strip("/")) == (b.hostname, b.port or 5432, b.path.strip("/")):
-            raise InvalidConfig("execute.database (or $DATABASE_URL) names the same database as state.database: "
-                                "/execute code would read the host's own tables; give /execute a database of its own")
+    state_db = config.state.database
+    if state_db is not None and db.startswith(POSTGRES_SCHEMES) and may_be_same_database(
+            db, state_db, settings=("execute.database", "state.database")):
+        raise InvalidConfig("execute.database (or $DATABASE_URL) names the same database as state.database, "
+                            "or may (libpq's reading; every name of this machine is one host): /execute code "
+                            "would read the host's own tables; give /execute a database of its own")
     path = None if "://" in db and not db.startswith("sqlite:///") else db.removeprefix("sqlite://")
     if path:
         real, state = os.path.realpath(path), os.path.realpath(config.state_path)

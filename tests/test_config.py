@@ -112,3 +112,42 @@ def test_the_execute_database_may_not_be_the_hosts_own(tmp_path, execute_db, sta
     with pytest.raises(InvalidConfig, match=why):
         HostConfig(state_dir=str(state), execute={"database": execute_db.format(state=state)},
                    state={"database": state_db} if state_db else {})
+
+
+STATE_DB = "postgresql://host:pw@127.0.0.1:5432/app"
+
+
+@pytest.mark.parametrize("execute_db", [
+    "postgresql://app@localhost/app",  # another name of this machine, the port left out
+    "postgresql://app@[::1]:5432/app",
+    "postgresql://app@[::ffff:127.0.0.1]/app",
+    "postgresql://app@127.0.0.2/app",  # all of 127/8 is this machine
+    "postgres://app@LOCALHOST./app",
+    "postgresql:///app?host=/run/postgresql&port=5432",  # the Unix socket of this machine's server
+    "postgresql:///app",  # no host: the default socket
+    "postgresql://localhost/?dbname=app",  # the name as a query parameter
+    "postgresql://h.example/app?hostaddr=127.0.0.1",  # libpq connects to hostaddr
+    "postgresql://db.example:6000,localhost:5432/app",  # one of several hosts
+    "postgresql://app@localhost/",  # no database name: libpq opens the user's, app
+    "postgresql://localhost/app?service=elsewhere",  # a service file could say anything else
+])
+def test_every_spelling_of_the_state_database_is_refused_for_execute(tmp_path, execute_db, monkeypatch):
+    for var in ("PGHOST", "PGHOSTADDR", "PGPORT", "PGDATABASE", "PGUSER", "PGSERVICE"):
+        monkeypatch.delenv(var, raising=False)
+    with pytest.raises(InvalidConfig, match=r"names the same database as state\.database, or may"):
+        HostConfig(state_dir=str(tmp_path / "state"), execute={"database": execute_db},
+                   state={"database": STATE_DB})
+
+
+@pytest.mark.parametrize("execute_db", [
+    "postgresql://app@127.0.0.1/other",  # another database of the same server
+    "postgresql://app@127.0.0.1:5433/app",  # another server on this machine
+    "postgresql://app@db.example/app",  # another machine
+    "postgresql://other@localhost/",  # no name: the user's database, other
+])
+def test_another_database_is_accepted_for_execute(tmp_path, execute_db, monkeypatch):
+    for var in ("PGHOST", "PGHOSTADDR", "PGPORT", "PGDATABASE", "PGUSER", "PGSERVICE"):
+        monkeypatch.delenv(var, raising=False)
+    config = HostConfig(state_dir=str(tmp_path / "state"), execute={"database": execute_db},
+                        state={"database": STATE_DB})
+    assert config.execute.database == execute_db
