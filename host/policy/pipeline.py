@@ -22,7 +22,7 @@ from ..errors import CallTimeout, HostClosed, HostError, RateLimited, check_time
 from ..pool import Pool
 from ..worker import MIN_TIMEOUT, Lease
 from .cache import FRESH, ResultCache, cache_key, make_entry
-from .rules import PluginPolicy, RateLimiter, is_service_failure, with_retry
+from .rules import CircuitBreaker, PluginPolicy, RateLimiter, is_service_failure, with_retry
 from .scheduler import Scheduler
 
 log = logging.getLogger("host")
@@ -39,10 +39,10 @@ class CallContext:
     budget: float         # seconds, as given (for messages)
     deadline: float       # time.monotonic() by which it must have answered
     priority: int = 0
+    pid: str = ""         # the plugin's id (the pool's; a pool replacing it serves the same id)
 
-    @property
-    def pid(self) -> str:
-        return self.pool.plugin_id
+    def __post_init__(self) -> None:
+        self.pid = self.pool.plugin_id
 
     def left(self) -> float:
         return max(self.deadline - time.monotonic(), 0.0)
@@ -108,7 +108,7 @@ class CallPipeline:
         budget = pool.spec.limits.call_timeout if timeout is None else check_timeout(timeout)
         ctx = CallContext(pool, self.policy(pool.plugin_id, scope), plugin, fn, args, budget,
                           entered + budget, priority)
-        cache = self.config.cache_for(ctx.pid)
+        cache = self.config.cache_for(ctx.pid) if ctx.pid in self.config.plugins else self.config.policy.cache
         if cache.applies(fn):
             try:
                 key = cache_key(ctx.pid, pool.spec.cache_salt, fn, args)
@@ -194,7 +194,8 @@ class CallPipeline:
         """Under the rate limits and the concurrency caps. A plugin without quotas, with room
         under its caps, is admitted without awaiting either (no coroutine of theirs is made)."""
         pid = ctx.pid
-        rate = self.config.rate_limit_for(pid)
+        config = self.config
+        rate = config.rate_limit_for(pid) if pid in config.plugins else config.policy.rate_limit
         if self.limiter.applies(pid, rate):
             try:
                 if await self.limiter.acquire(pid, rate, ctx.deadline):
@@ -215,9 +216,12 @@ class CallPipeline:
     def _admitted(self, ctx: CallContext) -> Awaitable[Any]:
         """Holding its concurrency slot: breaker, retries, the pool. Without retries (the
         default) the attempt itself is what the caller awaits: no layer in between."""
-        retry = self.config.retry_for(ctx.pid)
-        breaker = ctx.policy.breaker
-        breaker.config = self.config.breaker_for(ctx.pid)
+        config, pid = self.config, ctx.pid
+        if pid in config.plugins:  # its own sections, where it has them
+            retry, breaker_config = config.retry_for(pid), config.breaker_for(pid)
+        else:
+            retry, breaker_config = config.policy.retry, config.policy.breaker
+        ctx.policy.breaker.config = breaker_config
         if ctx.fn in HOST_DRIVEN:  # the host's own probes: never refused by the breaker, never counted
             return with_retry(lambda: self._attempt(ctx, ctx.deadline), retry, ctx.deadline)
         if retry.max_attempts <= 1:  # the default: with_retry would only re-raise
@@ -229,44 +233,48 @@ class CallPipeline:
 
         return with_retry(lambda: self._judged(ctx, retry), retry, ctx.deadline, on_retry=retrying)
 
-    async def _judged(self, ctx: CallContext, retry: RetryConfig) -> Any:
+    def _judged(self, ctx: CallContext, retry: RetryConfig) -> Awaitable[Any]:
         """One attempt the breaker admits and records."""
         breaker = ctx.policy.breaker
         breaker.check()
         until = ctx.deadline if retry.attempt_timeout is None else min(
             ctx.deadline, time.monotonic() + retry.attempt_timeout)
-        try:
-            result = await self._attempt(ctx, until)
-        except BaseException as exc:
-            if is_service_failure(exc):
-                breaker.record(False)
-            else:
-                breaker.release()
-            raise
-        breaker.record(True)
-        return result
+        return self._attempt(ctx, until, breaker)
 
-    async def _attempt(self, ctx: CallContext, until: float) -> Any:
+    async def _attempt(self, ctx: CallContext, until: float, breaker: CircuitBreaker | None = None) -> Any:
         """One attempt, on the context's pool or the pool that replaced it (which it then keeps).
-        Queueing counts against the deadline; the worker enforces the rest."""
+        Queueing counts against the deadline; the worker enforces the rest. With ``breaker``
+        (whose ``check`` admitted it), its outcome is recorded there."""
         fn, args = ctx.fn, ctx.args
 
         def op(lease: Lease) -> Awaitable[Any]:  # the worker's coroutine itself: no frame around it
             return lease.worker.call(fn, args, max(until - time.monotonic(), MIN_TIMEOUT), lease)
 
-        while True:
-            try:
-                return await ctx.pool.run(op, until, ctx.priority)
-            except TimeoutError:  # timed out in the queue, before any worker took it
-                raise CallTimeout(f"no worker became free within {ctx.budget:g}s", timeout=ctx.budget,
-                                  plugin=ctx.plugin, function=fn) from None
-            except HostClosed:
-                # The pool closed before the call reached a worker: a reload replaced it (or the
-                # plugin was stopped). Nothing ran, so the call may go to the new pool.
-                current = self._pool_of(ctx.plugin)
-                if current is ctx.pool:
-                    raise
-                ctx.pool = current
+        try:
+            while True:
+                try:
+                    result = await ctx.pool.run(op, until, ctx.priority)
+                    break
+                except TimeoutError:  # timed out in the queue, before any worker took it
+                    raise CallTimeout(f"no worker became free within {ctx.budget:g}s", timeout=ctx.budget,
+                                      plugin=ctx.plugin, function=fn) from None
+                except HostClosed:
+                    # The pool closed before the call reached a worker: a reload replaced it (or the
+                    # plugin was stopped). Nothing ran, so the call may go to the new pool.
+                    current = self._pool_of(ctx.plugin)
+                    if current is ctx.pool:
+                        raise
+                    ctx.pool = current
+        except BaseException as exc:
+            if breaker is not None:
+                if is_service_failure(exc):
+                    breaker.record(False)
+                else:
+                    breaker.release()
+            raise
+        if breaker is not None:
+            breaker.record(True)
+        return result
 
 
 __all__ = ["CallContext", "CallPipeline", "cache_share"]

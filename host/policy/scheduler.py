@@ -154,7 +154,8 @@ class Scheduler:
 
     def try_take(self, plugin: str) -> bool:
         """Take a slot for a call to ``plugin`` if one is free now and nobody waits for it."""
-        if not self.queued(plugin) and self._room(plugin):
+        queue = self._queues.get(plugin)
+        if not queue and self._room(plugin):
             # After every release the waiters that fit were let in, so a caller that fits
             # now jumps no one.
             self._take(plugin)
@@ -165,7 +166,8 @@ class Scheduler:
         """Give back a slot taken by ``acquire`` or ``try_take``."""
         self._total -= 1
         self._running[plugin] -= 1
-        self.wake()
+        if self._queues:  # nobody waits: nothing to wake
+            self.wake()
 
     @asynccontextmanager
     async def slot(self, plugin: str, priority: int = 0, deadline: float | None = None) -> AsyncIterator[None]:
