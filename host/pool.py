@@ -477,7 +477,8 @@ class Pool:
                     raise
                 continue
             finally:
-                self.release(lease)  # no-op once the request consumed it
+                if not lease.used:  # the request consumed it, unless it never went out
+                    self.release(lease)
             break
         self.calls += 1
         self._consecutive_crashes = 0

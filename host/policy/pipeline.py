@@ -39,10 +39,7 @@ class CallContext:
     budget: float         # seconds, as given (for messages)
     deadline: float       # time.monotonic() by which it must have answered
     priority: int = 0
-    pid: str = ""         # the plugin's id (the pool's; a pool replacing it serves the same id)
-
-    def __post_init__(self) -> None:
-        self.pid = self.pool.plugin_id
+    pid: str = ""         # the plugin's id (its pool's; a pool replacing it serves the same id)
 
     def left(self) -> float:
         return max(self.deadline - time.monotonic(), 0.0)
@@ -75,7 +72,8 @@ class CallPipeline:
         self._pool_of = pool_of
         self._tasks = tasks
         self.limiter = RateLimiter(config.policy.storage, config.policy.global_limit)
-        self.scheduler = Scheduler(config.policy.max_concurrent_calls, config.max_concurrent_for)
+        self.scheduler = Scheduler(config.policy.max_concurrent_calls, lambda pid: config.max_concurrent_for(pid)
+                                   if pid in config.plugins else config.policy.max_concurrent)
         self.cache = ResultCache(config.policy.cache_storage, config.state_path)
         self.policies: dict[str, PluginPolicy] = {}  # by plugin id: survives restarts, reloads
         self._flights: dict[bytes, anyio.Event | None] = {}  # keys being fetched: later callers wait
@@ -106,8 +104,8 @@ class CallPipeline:
             await self.settle(plugin, None if timeout is None else check_timeout(timeout))
         pool = self._pool_of(plugin)
         budget = pool.spec.limits.call_timeout if timeout is None else check_timeout(timeout)
-        ctx = CallContext(pool, self.policy(pool.plugin_id, scope), plugin, fn, args, budget,
-                          entered + budget, priority)
+        pid = pool.spec.plugin_id
+        ctx = CallContext(pool, self.policy(pid, scope), plugin, fn, args, budget, entered + budget, priority, pid)
         cache = self.config.cache_for(ctx.pid) if ctx.pid in self.config.plugins else self.config.policy.cache
         if cache.applies(fn):
             try:
@@ -174,7 +172,7 @@ class CallPipeline:
             return
         self._refreshing.add(key)
         budget = ctx.pool.spec.limits.call_timeout
-        again = CallContext(ctx.pool, ctx.policy, ctx.plugin, ctx.fn, ctx.args, budget, 0.0)
+        again = CallContext(ctx.pool, ctx.policy, ctx.plugin, ctx.fn, ctx.args, budget, 0.0, 0, ctx.pid)
 
         async def refresh() -> None:
             again.deadline = time.monotonic() + budget
