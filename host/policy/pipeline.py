@@ -102,19 +102,39 @@ class CallPipeline:
         entered = time.monotonic()
         if self.loading() and self.settle is not None:  # within the call's own deadline
             await self.settle(plugin, None if timeout is None else check_timeout(timeout))
+        ctx, cache, key = self._context(plugin, fn, args, timeout, priority, scope, entered)
+        if key is not None:
+            return await self._cached(ctx, key, cache, refresh)
+        return await self._guarded(ctx), time.time(), False
+
+    def value(self, plugin: str, fn: str, args: list[Any], timeout: float | None, priority: int = 0,
+              refresh: bool = False) -> Awaitable[Any]:
+        """``run``'s result alone (what ``PluginHost.call`` answers): for a call that no cached
+        result applies to, with no plugin loading, the admission coroutine itself, no frame
+        around it."""
+        if self.loading() and self.settle is not None:
+            return _first(self.run(plugin, fn, args, timeout, priority, refresh))
+        ctx, cache, key = self._context(plugin, fn, args, timeout, priority, None, time.monotonic())
+        if key is not None:
+            return _first(self._cached(ctx, key, cache, refresh))
+        return self._guarded(ctx)
+
+    def _context(self, plugin: str, fn: str, args: list[Any], timeout: float | None, priority: int,
+                 scope: str | None, entered: float) -> tuple[CallContext, CacheConfig, bytes | None]:
+        """The call's context, its plugin's cache settings, and its cache key (None: no cached
+        result applies)."""
         pool = self._pool_of(plugin)
         budget = pool.spec.limits.call_timeout if timeout is None else check_timeout(timeout)
         pid = pool.spec.plugin_id
         ctx = CallContext(pool, self.policy(pid, scope), plugin, fn, args, budget, entered + budget, priority, pid)
-        cache = self.config.cache_for(ctx.pid) if ctx.pid in self.config.plugins else self.config.policy.cache
+        cache = self.config.cache_for(pid) if pid in self.config.plugins else self.config.policy.cache
+        key = None
         if cache.applies(fn):
             try:
-                key = cache_key(ctx.pid, pool.spec.cache_salt, fn, args)
+                key = cache_key(pid, pool.spec.cache_salt, fn, args)
             except (TypeError, ValueError, OverflowError, RecursionError):
-                key = None  # arguments msgpack cannot encode: the call itself will say why
-            if key is not None:
-                return await self._cached(ctx, key, cache, refresh)
-        return await self._guarded(ctx), time.time(), False
+                pass  # arguments msgpack cannot encode: the call itself will say why
+        return ctx, cache, key
 
     # ------------------------------------------------------------------ result cache
 
@@ -273,6 +293,10 @@ class CallPipeline:
         if breaker is not None:
             breaker.record(True)
         return result
+
+
+async def _first(call: Awaitable[tuple[Any, float, bool]]) -> Any:
+    return (await call)[0]
 
 
 __all__ = ["CallContext", "CallPipeline", "cache_share"]
