@@ -387,7 +387,8 @@ class Pool:
                 worker.exit_reason = worker.exit_reason or "retired"
                 self._tg.start_soon(worker.shutdown, True)
             return
-        while worker.state == "ready" and not worker.unresponsive and worker.load < self.config.max_inflight:
+        while self._waiters and worker.state == "ready" and not worker.unresponsive \
+                and worker.load < self.config.max_inflight:
             waiter = self._waiters.pop()
             if waiter is None:
                 break
