@@ -302,7 +302,7 @@ class PluginHost:
         started = time.perf_counter()
         outcome = "ok"
         try:
-            return (await self._pipeline.run(plugin, fn, list(args), timeout, priority, refresh))[0]
+            return await self._pipeline.value(plugin, fn, list(args), timeout, priority, refresh)
         except BaseException as exc:
             outcome = type(exc).__name__ if isinstance(exc, HostError) else "Cancelled"
             if isinstance(exc, PluginError):  # a failed call shows in the plugin's log, with where it threw

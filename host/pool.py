@@ -387,7 +387,8 @@ class Pool:
                 worker.exit_reason = worker.exit_reason or "retired"
                 self._tg.start_soon(worker.shutdown, True)
             return
-        while worker.state == "ready" and not worker.unresponsive and worker.load < self.config.max_inflight:
+        while self._waiters and worker.state == "ready" and not worker.unresponsive \
+                and worker.load < self.config.max_inflight:
             waiter = self._waiters.pop()
             if waiter is None:
                 break
@@ -477,7 +478,8 @@ class Pool:
                     raise
                 continue
             finally:
-                self.release(lease)  # no-op once the request consumed it
+                if not lease.used:  # the request consumed it, unless it never went out
+                    self.release(lease)
             break
         self.calls += 1
         self._consecutive_crashes = 0

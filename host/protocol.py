@@ -312,6 +312,17 @@ class FrameBuffer:
     def feed(self, data: bytes) -> list[Message]:
         self.check()
         buf = self._buf
+        if not buf and len(data) > 4:  # the common case: exactly one whole frame, decoded in place
+            (size,) = HEADER.unpack_from(data)
+            if size == len(data) - 4 and size <= self.max_frame:
+                try:
+                    with memoryview(data) as view, view[4:] as body:
+                        msg = decode_body(body)
+                except ProtocolError as exc:
+                    self._error = exc
+                    raise
+                self.sizes = [size]
+                return [msg]
         buf += data
         out: list[Message] = []
         sizes = self.sizes = []

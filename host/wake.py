@@ -1,11 +1,14 @@
 """A one-shot signal for one waiting task: what a call's caller waits on until its answer (or
 its failure) arrives. On asyncio it is a bare future of the running loop (anyio.Event builds an
 asyncio.Event, which makes a future per wait besides, and looks up the backend each time it
-is made); elsewhere (trio) an anyio.Event."""
+is made); elsewhere (trio) an anyio.Event. Whoever makes many of them passes the loop it
+knows (asyncio's ``_get_running_loop`` costs a ``getpid`` system call on Python 3.11)."""
 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Generator
+from typing import Any
 
 import anyio
 
@@ -17,11 +20,12 @@ class Wake:
 
     __slots__ = ("_event", "_fut", "done")
 
-    def __init__(self) -> None:
-        loop = asyncio._get_running_loop()  # None on trio (and outside any loop)
+    def __init__(self, loop: asyncio.AbstractEventLoop | bool | None = True) -> None:
+        if loop is True:  # not given: the running one (None on trio, and outside any loop)
+            loop = asyncio._get_running_loop()
         self.done = False
         if loop is not None:
-            self._fut: asyncio.Future[None] | None = loop.create_future()
+            self._fut: asyncio.Future[None] | None = loop.create_future()  # type: ignore[union-attr]
             self._event: anyio.Event | None = None
         else:
             self._fut = None
@@ -48,6 +52,14 @@ class Wake:
             await self._event.wait()
         else:
             await fut
+
+    def __await__(self) -> Generator[Any, None, None]:
+        """``await wake``: as ``wait()``, one coroutine frame less on asyncio."""
+        fut = self._fut
+        if fut is None:
+            assert self._event is not None
+            return self._event.wait().__await__()
+        return fut.__await__()
 
 
 __all__ = ["Wake"]

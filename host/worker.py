@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import heapq
 import ipaddress
 import itertools
@@ -139,14 +140,15 @@ class LogBudget:
 class _Pending:
     __slots__ = ("deadline", "error", "event", "fn", "hook", "info", "log_budget", "logs", "timeout", "tools", "value")
 
-    def __init__(self, fn: str, collect_logs: bool, tools: frozenset[str] = frozenset(), hook: bool = False) -> None:
+    def __init__(self, fn: str, collect_logs: bool, tools: frozenset[str] = frozenset(), hook: bool = False,
+                 loop: asyncio.AbstractEventLoop | bool | None = True) -> None:
         self.hook = hook  # a lifecycle hook: past its deadline the kill says so
         self.tools = tools  # the tools an execution asked for (its host calls may use them)
         self.log_budget: LogBudget | None = None  # made at the call's first log line
         self.timeout = 0.0
         self.deadline = math.inf  # time.monotonic() past which the call is killed
         self.info: p.ErrorInfo | None = None  # set when the worker answered with an error
-        self.event = Wake()
+        self.event = Wake(loop)  # the connection's loop: not looked up per call
         self.value: Any = None
         self.error: BaseException | None = None  # set when the host failed it (timeout, exit)
         self.logs: list[p.Log] | None = [] if collect_logs else None
@@ -631,16 +633,32 @@ class Worker:
 
     async def _write(self, data: bytes) -> None:
         """Send one encoded frame; a connection that breaks kills the worker."""
+        written = self._push(data)
+        if written is not None:
+            await written
+
+    def _push(self, data: bytes) -> Awaitable[None] | None:
+        """``_write`` without a coroutine when the socket takes the frame at once (None);
+        else what to await until it is written."""
         conn = self._conn
         if conn is None:
             raise WorkerCrashed("worker is not connected", plugin=self.spec.plugin_id)
         try:
-            await conn.send(data)
+            written = conn.push(data)
         except ConnectionLost:
-            self.kill(self._kill_reason or "connection lost")  # a cut stream cannot be resumed
-            raise self.exit_error or WorkerCrashed(
-                f"worker {self.describe()} connection lost", plugin=self.spec.plugin_id
-            ) from None
+            raise self._lost() from None
+        return None if written is None else self._written(written)
+
+    async def _written(self, written: Awaitable[None]) -> None:
+        try:
+            await written
+        except ConnectionLost:
+            raise self._lost() from None
+
+    def _lost(self) -> HostError:
+        self.kill(self._kill_reason or "connection lost")  # a cut stream cannot be resumed
+        return self.exit_error or WorkerCrashed(f"worker {self.describe()} connection lost",
+                                                plugin=self.spec.plugin_id)
 
     async def _write_when_read(self, msg: p.Message | bytes) -> None:
         """Send a frame the worker's own requests make the host send (a host call's reply, a
@@ -917,9 +935,10 @@ class Worker:
                 return False
         return pending.value is True
 
-    async def call(self, fn: str, args: list[Any], timeout: float, lease: Lease | None = None) -> Any:
-        """Call an exported function; the worker is killed if the deadline passes. Too few or
-        too many arguments for what it declares raise InvalidArguments (arity.py)."""
+    def call(self, fn: str, args: list[Any], timeout: float, lease: Lease | None = None) -> Awaitable[Any]:
+        """Call an exported function (await what this returns: the request itself, no frame
+        around it); the worker is killed if the deadline passes. Too few or too many arguments
+        for what it declares raise InvalidArguments (arity.py)."""
         key = (fn, len(args))  # the verdict depends on the count only: judged once per count
         try:
             context_at = self._arity[key]
@@ -930,8 +949,7 @@ class Worker:
                 self._arity[key] = context_at
         cid = next(self._seq)
         msg = p.Call(id=cid, fn=fn, args=args, timeout_ms=int(timeout * 1000), context_at=context_at)
-        pending = await self._request(cid, msg, fn, timeout, lease, collect_logs=False)
-        return pending.value
+        return self._request(cid, msg, fn, timeout, lease, collect_logs=False, value=True)
 
     async def execute(
         self, code: str, *, entry: str, input: Any, timeout: float, tools: list[str],
@@ -951,7 +969,10 @@ class Worker:
     async def _request(
         self, cid: int, msg: p.Message, fn: str, timeout: float, lease: Lease | None, *,
         collect_logs: bool, raise_error: bool = True, tools: frozenset[str] = frozenset(), hook: bool = False,
-    ) -> _Pending:
+        value: bool = False,
+    ) -> Any:
+        """Send ``msg`` and wait for its answer: the settled request, or with ``value`` the
+        value it answered."""
         # Encoded before anything is registered: arguments that cannot be sent leave no trace,
         # and the pool gives the unused reservation back.
         try:
@@ -967,10 +988,13 @@ class Worker:
         if not self.alive:
             gone = self.exit_error or WorkerCrashed(f"worker {self.describe()} is gone", plugin=self.spec.plugin_id)
             raise gone.undelivered() if isinstance(gone, WorkerCrashed) else gone
-        pending = _Pending(fn, collect_logs, tools, hook)
+        conn = self._conn
+        pending = _Pending(fn, collect_logs, tools, hook, True if conn is None else conn.loop)
         self._pending[cid] = pending
         try:
-            await self._write(data)
+            written = self._push(data)
+            if written is not None:
+                await written
         except WorkerCrashed as exc:  # the connection broke before the call went out
             self._pending.pop(cid, None)
             raise exc.undelivered() from None
@@ -980,7 +1004,7 @@ class Worker:
         if deadline < self._deadline_target:
             self._deadline_wake.set()
         try:
-            await pending.event.wait()
+            await pending.event
         except anyio.get_cancelled_exc_class():
             if cid in self._pending:
                 with anyio.CancelScope(shield=True):
@@ -995,7 +1019,7 @@ class Worker:
                                       overridden=self.spec.overridden)
         elif pending.error is not None:
             raise pending.error
-        return pending
+        return pending.value if value else pending
 
     async def _deadline_watch(self) -> None:
         """One timer per worker instead of one per call: sleeps until the earliest deadline

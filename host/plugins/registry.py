@@ -61,6 +61,7 @@ class Registry:
                  journal: Journal) -> None:
         self.config = config
         self.records: list[Plugin] = []
+        self._only: dict[str, Plugin] = {}  # id -> its one installed version (cleared when records change)
         self.lock = anyio.Lock()  # one rescan, reload or config change at a time
         self.running = False
         self.runtime: Runtime | None = None
@@ -114,6 +115,7 @@ class Registry:
         the plugins the manifest cache does not know are `loading` meanwhile (loading.py)."""
         records = [Plugin(src, self._hub.emit) for src in sources]
         self.records.extend(records)
+        self._only.clear()
         await self.loader.load(records, background)
 
     async def settle(self, name: str, timeout: float | None = None) -> None:
@@ -331,6 +333,7 @@ class Registry:
                 if not r.source.module.exists():
                     await self.stop_record(r, "stopped", "removed from disk")
                     self.records.remove(r)
+                    self._only.clear()
                 elif (r.state not in ("disabled", "stopped", *STARTING)  # loading: a later rescan
                       and (fp := fingerprint(r.source.root)) != r.fingerprint):
                     await self.reload_record(r, fp)
@@ -386,9 +389,13 @@ class Registry:
 
     def record(self, name: str) -> Plugin:
         """``id@version`` exactly, or the highest installed version of ``id``."""
+        only = self._only.get(name)  # a bare id with one version: what every plain call names
+        if only is not None:
+            return only
         pid, _, version = name.partition("@")
         versions = [r for r in self.records if r.id == pid]
         if len(versions) == 1 and not version:
+            self._only[pid] = versions[0]
             return versions[0]
         if version:
             versions = [r for r in versions if r.version == version]

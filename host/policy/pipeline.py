@@ -22,7 +22,7 @@ from ..errors import CallTimeout, HostClosed, HostError, RateLimited, check_time
 from ..pool import Pool
 from ..worker import MIN_TIMEOUT, Lease
 from .cache import FRESH, ResultCache, cache_key, make_entry
-from .rules import PluginPolicy, RateLimiter, is_service_failure, with_retry
+from .rules import CircuitBreaker, PluginPolicy, RateLimiter, is_service_failure, with_retry
 from .scheduler import Scheduler
 
 log = logging.getLogger("host")
@@ -39,10 +39,7 @@ class CallContext:
     budget: float         # seconds, as given (for messages)
     deadline: float       # time.monotonic() by which it must have answered
     priority: int = 0
-
-    @property
-    def pid(self) -> str:
-        return self.pool.plugin_id
+    pid: str = ""         # the plugin's id (its pool's; a pool replacing it serves the same id)
 
     def left(self) -> float:
         return max(self.deadline - time.monotonic(), 0.0)
@@ -75,7 +72,8 @@ class CallPipeline:
         self._pool_of = pool_of
         self._tasks = tasks
         self.limiter = RateLimiter(config.policy.storage, config.policy.global_limit)
-        self.scheduler = Scheduler(config.policy.max_concurrent_calls, config.max_concurrent_for)
+        self.scheduler = Scheduler(config.policy.max_concurrent_calls, lambda pid: config.max_concurrent_for(pid)
+                                   if pid in config.plugins else config.policy.max_concurrent)
         self.cache = ResultCache(config.policy.cache_storage, config.state_path)
         self.policies: dict[str, PluginPolicy] = {}  # by plugin id: survives restarts, reloads
         self._flights: dict[bytes, anyio.Event | None] = {}  # keys being fetched: later callers wait
@@ -104,19 +102,39 @@ class CallPipeline:
         entered = time.monotonic()
         if self.loading() and self.settle is not None:  # within the call's own deadline
             await self.settle(plugin, None if timeout is None else check_timeout(timeout))
+        ctx, cache, key = self._context(plugin, fn, args, timeout, priority, scope, entered)
+        if key is not None:
+            return await self._cached(ctx, key, cache, refresh)
+        return await self._guarded(ctx), time.time(), False
+
+    def value(self, plugin: str, fn: str, args: list[Any], timeout: float | None, priority: int = 0,
+              refresh: bool = False) -> Awaitable[Any]:
+        """``run``'s result alone (what ``PluginHost.call`` answers): for a call that no cached
+        result applies to, with no plugin loading, the admission coroutine itself, no frame
+        around it."""
+        if self.loading() and self.settle is not None:
+            return _first(self.run(plugin, fn, args, timeout, priority, refresh))
+        ctx, cache, key = self._context(plugin, fn, args, timeout, priority, None, time.monotonic())
+        if key is not None:
+            return _first(self._cached(ctx, key, cache, refresh))
+        return self._guarded(ctx)
+
+    def _context(self, plugin: str, fn: str, args: list[Any], timeout: float | None, priority: int,
+                 scope: str | None, entered: float) -> tuple[CallContext, CacheConfig, bytes | None]:
+        """The call's context, its plugin's cache settings, and its cache key (None: no cached
+        result applies)."""
         pool = self._pool_of(plugin)
         budget = pool.spec.limits.call_timeout if timeout is None else check_timeout(timeout)
-        ctx = CallContext(pool, self.policy(pool.plugin_id, scope), plugin, fn, args, budget,
-                          entered + budget, priority)
-        cache = self.config.cache_for(ctx.pid)
+        pid = pool.spec.plugin_id
+        ctx = CallContext(pool, self.policy(pid, scope), plugin, fn, args, budget, entered + budget, priority, pid)
+        cache = self.config.cache_for(pid) if pid in self.config.plugins else self.config.policy.cache
+        key = None
         if cache.applies(fn):
             try:
-                key = cache_key(ctx.pid, pool.spec.cache_salt, fn, args)
+                key = cache_key(pid, pool.spec.cache_salt, fn, args)
             except (TypeError, ValueError, OverflowError, RecursionError):
-                key = None  # arguments msgpack cannot encode: the call itself will say why
-            if key is not None:
-                return await self._cached(ctx, key, cache, refresh)
-        return await self._guarded(ctx), time.time(), False
+                pass  # arguments msgpack cannot encode: the call itself will say why
+        return ctx, cache, key
 
     # ------------------------------------------------------------------ result cache
 
@@ -174,7 +192,7 @@ class CallPipeline:
             return
         self._refreshing.add(key)
         budget = ctx.pool.spec.limits.call_timeout
-        again = CallContext(ctx.pool, ctx.policy, ctx.plugin, ctx.fn, ctx.args, budget, 0.0)
+        again = CallContext(ctx.pool, ctx.policy, ctx.plugin, ctx.fn, ctx.args, budget, 0.0, 0, ctx.pid)
 
         async def refresh() -> None:
             again.deadline = time.monotonic() + budget
@@ -194,7 +212,8 @@ class CallPipeline:
         """Under the rate limits and the concurrency caps. A plugin without quotas, with room
         under its caps, is admitted without awaiting either (no coroutine of theirs is made)."""
         pid = ctx.pid
-        rate = self.config.rate_limit_for(pid)
+        config = self.config
+        rate = config.rate_limit_for(pid) if pid in config.plugins else config.policy.rate_limit
         if self.limiter.applies(pid, rate):
             try:
                 if await self.limiter.acquire(pid, rate, ctx.deadline):
@@ -215,9 +234,12 @@ class CallPipeline:
     def _admitted(self, ctx: CallContext) -> Awaitable[Any]:
         """Holding its concurrency slot: breaker, retries, the pool. Without retries (the
         default) the attempt itself is what the caller awaits: no layer in between."""
-        retry = self.config.retry_for(ctx.pid)
-        breaker = ctx.policy.breaker
-        breaker.config = self.config.breaker_for(ctx.pid)
+        config, pid = self.config, ctx.pid
+        if pid in config.plugins:  # its own sections, where it has them
+            retry, breaker_config = config.retry_for(pid), config.breaker_for(pid)
+        else:
+            retry, breaker_config = config.policy.retry, config.policy.breaker
+        ctx.policy.breaker.config = breaker_config
         if ctx.fn in HOST_DRIVEN:  # the host's own probes: never refused by the breaker, never counted
             return with_retry(lambda: self._attempt(ctx, ctx.deadline), retry, ctx.deadline)
         if retry.max_attempts <= 1:  # the default: with_retry would only re-raise
@@ -229,44 +251,52 @@ class CallPipeline:
 
         return with_retry(lambda: self._judged(ctx, retry), retry, ctx.deadline, on_retry=retrying)
 
-    async def _judged(self, ctx: CallContext, retry: RetryConfig) -> Any:
+    def _judged(self, ctx: CallContext, retry: RetryConfig) -> Awaitable[Any]:
         """One attempt the breaker admits and records."""
         breaker = ctx.policy.breaker
         breaker.check()
         until = ctx.deadline if retry.attempt_timeout is None else min(
             ctx.deadline, time.monotonic() + retry.attempt_timeout)
-        try:
-            result = await self._attempt(ctx, until)
-        except BaseException as exc:
-            if is_service_failure(exc):
-                breaker.record(False)
-            else:
-                breaker.release()
-            raise
-        breaker.record(True)
-        return result
+        return self._attempt(ctx, until, breaker)
 
-    async def _attempt(self, ctx: CallContext, until: float) -> Any:
+    async def _attempt(self, ctx: CallContext, until: float, breaker: CircuitBreaker | None = None) -> Any:
         """One attempt, on the context's pool or the pool that replaced it (which it then keeps).
-        Queueing counts against the deadline; the worker enforces the rest."""
+        Queueing counts against the deadline; the worker enforces the rest. With ``breaker``
+        (whose ``check`` admitted it), its outcome is recorded there."""
         fn, args = ctx.fn, ctx.args
 
         def op(lease: Lease) -> Awaitable[Any]:  # the worker's coroutine itself: no frame around it
             return lease.worker.call(fn, args, max(until - time.monotonic(), MIN_TIMEOUT), lease)
 
-        while True:
-            try:
-                return await ctx.pool.run(op, until, ctx.priority)
-            except TimeoutError:  # timed out in the queue, before any worker took it
-                raise CallTimeout(f"no worker became free within {ctx.budget:g}s", timeout=ctx.budget,
-                                  plugin=ctx.plugin, function=fn) from None
-            except HostClosed:
-                # The pool closed before the call reached a worker: a reload replaced it (or the
-                # plugin was stopped). Nothing ran, so the call may go to the new pool.
-                current = self._pool_of(ctx.plugin)
-                if current is ctx.pool:
-                    raise
-                ctx.pool = current
+        try:
+            while True:
+                try:
+                    result = await ctx.pool.run(op, until, ctx.priority)
+                    break
+                except TimeoutError:  # timed out in the queue, before any worker took it
+                    raise CallTimeout(f"no worker became free within {ctx.budget:g}s", timeout=ctx.budget,
+                                      plugin=ctx.plugin, function=fn) from None
+                except HostClosed:
+                    # The pool closed before the call reached a worker: a reload replaced it (or the
+                    # plugin was stopped). Nothing ran, so the call may go to the new pool.
+                    current = self._pool_of(ctx.plugin)
+                    if current is ctx.pool:
+                        raise
+                    ctx.pool = current
+        except BaseException as exc:
+            if breaker is not None:
+                if is_service_failure(exc):
+                    breaker.record(False)
+                else:
+                    breaker.release()
+            raise
+        if breaker is not None:
+            breaker.record(True)
+        return result
+
+
+async def _first(call: Awaitable[tuple[Any, float, bool]]) -> Any:
+    return (await call)[0]
 
 
 __all__ = ["CallContext", "CallPipeline", "cache_share"]

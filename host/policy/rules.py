@@ -113,7 +113,7 @@ class CircuitBreaker:
     def check(self) -> None:
         """Admit a call, or raise CircuitOpen. In half_open only one probe is admitted at a time;
         the caller must then ``record`` its outcome or ``release`` it."""
-        if not self.config.enabled:
+        if self._state == CLOSED or not self.config.enabled:  # closed stays closed until a record
             return
         state = self.state
         if state == CLOSED:

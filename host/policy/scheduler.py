@@ -154,18 +154,26 @@ class Scheduler:
 
     def try_take(self, plugin: str) -> bool:
         """Take a slot for a call to ``plugin`` if one is free now and nobody waits for it."""
-        if not self.queued(plugin) and self._room(plugin):
-            # After every release the waiters that fit were let in, so a caller that fits
-            # now jumps no one.
-            self._take(plugin)
-            return True
-        return False
+        if self._queues.get(plugin):
+            return False
+        # After every release the waiters that fit were let in, so a caller that fits now
+        # jumps no one. (``_room`` and ``_take``, inline: this runs on every call.)
+        if self._max is not None and self._total >= self._max:
+            return False
+        running = self._running.get(plugin, 0)
+        cap = self._cap_for(plugin)
+        if cap and running >= cap:
+            return False
+        self._total += 1
+        self._running[plugin] = running + 1
+        return True
 
     def release(self, plugin: str) -> None:
         """Give back a slot taken by ``acquire`` or ``try_take``."""
         self._total -= 1
         self._running[plugin] -= 1
-        self.wake()
+        if self._queues:  # nobody waits: nothing to wake
+            self.wake()
 
     @asynccontextmanager
     async def slot(self, plugin: str, priority: int = 0, deadline: float | None = None) -> AsyncIterator[None]:
