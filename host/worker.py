@@ -790,7 +790,10 @@ class Worker:
         if r is None:
             return info
         if text is not None and r(text) != text:
-            details = msgspec.json.decode(r(text))
+            try:  # a masked number (a numeric secret) is not JSON: the details are dropped
+                details = msgspec.json.decode(r(text))
+            except msgspec.DecodeError:
+                details = None
         return msgspec.structs.replace(info, name=r(info.name), message=r(info.message),
                                        error_type=r(info.error_type) if info.error_type else info.error_type,
                                        stack=r(info.stack) if info.stack else info.stack, details=details)
