@@ -1,0 +1,43 @@
+"""Probes of background loading (issue 20): a plugin whose load never finishes must not hold up
+the others, the host's close, or a caller past its deadline."""
+
+from __future__ import annotations
+
+import time
+
+import anyio
+import pytest
+from support.plugins import CALC
+
+from host import CallTimeout, HostError, WorkerLimits
+
+pytestmark = [pytest.mark.anyio, pytest.mark.timeout(60)]
+
+HANG = """
+export const metadata = { id: "hang", name: "hang", version: "1.0.0", apiVersion: "1.0" };
+await new Promise(() => {});  // a top-level await that never resolves
+export function add(a, b) { return a + b; }
+"""
+
+
+async def test_a_load_that_never_finishes_holds_up_neither_the_others_nor_close(plugin_dir, make_host):
+    plugin_dir.add("calc.js", CALC)
+    plugin_dir.add("hang.js", HANG, auto_metadata=False)
+    t0 = time.monotonic()
+    async with make_host(load="background", limits=WorkerLimits(handshake_timeout=30)) as h:
+        assert time.monotonic() - t0 < 10
+        assert await h.call("calc", "add", 1, 2) == 3
+        with pytest.raises(CallTimeout):
+            await h.call("hang", "add", 1, 2, timeout=0.5)
+        assert h.plugin("hang").state == "loading"
+        t1 = time.monotonic()
+    assert time.monotonic() - t1 < 5  # close does not wait out the hung load's 30 s
+
+
+async def test_a_load_that_never_finishes_ends_in_error_after_the_handshake_timeout(plugin_dir, make_host):
+    plugin_dir.add("hang.js", HANG, auto_metadata=False)
+    async with make_host(load="background", limits=WorkerLimits(handshake_timeout=1)) as h:
+        with anyio.fail_after(15):
+            with pytest.raises(HostError):
+                await h.call("hang", "add", 1, 2, timeout=10)
+        assert h.plugin("hang").state == "error"
