@@ -30,3 +30,19 @@ export function ok() { return 1; }
                 await h.call("vault", "fail", timeout=5)
         assert PIN not in str(e.value.to_dict())
         assert await h.call("vault", "ok") == 1
+
+
+async def test_a_log_listener_that_raises_does_not_take_the_worker_down(plugin_dir, make_host):
+    # Log listeners run where the worker's frames are read (on asyncio, the loop's readable
+    # callback): an embedder's bug there must not end the worker or the call that logged.
+    plugin_dir.add("talk.js", 'export function talk() { console.log("hello"); return 7; }')
+    async with make_host(pool=ONE) as h:
+        pid = h.plugin("talk").workers[0].pid
+
+        def broken(plugin, worker, msg):
+            raise RuntimeError("listener bug")
+
+        h.add_log_listener(broken)
+        with anyio.fail_after(10):
+            assert await h.call("talk", "talk") == 7
+        assert [w.pid for w in h.plugin("talk").workers] == [pid]
