@@ -41,3 +41,32 @@ async def test_a_load_that_never_finishes_ends_in_error_after_the_handshake_time
             with pytest.raises(HostError):
                 await h.call("hang", "add", 1, 2, timeout=10)
         assert h.plugin("hang").state == "error"
+
+
+def slow_start(pid: str, ms: int) -> str:
+    """A plugin read at once (in the zero-permission worker) whose own workers take ``ms`` to
+    load (they hold the env grant it declares): its pool takes that long to start."""
+    return f"""
+export const metadata = {{ id: "{pid}", name: "{pid}", version: "1.0.0", apiVersion: "1.0",
+  permissions: {{ env: ["SLOW_GATE"] }} }};
+if (Deno.permissions.querySync({{ name: "env", variable: "SLOW_GATE" }}).state === "granted") {{
+  await new Promise((r) => setTimeout(r, {ms}));
+}}
+export function add(a, b) {{ return a + b; }}
+"""
+
+
+async def test_disabling_a_plugin_while_its_pool_starts_in_the_background_keeps_it_disabled(
+        plugin_dir, make_host):
+    from support.processes import wait_for
+
+    plugin_dir.add("slow.js", slow_start("slow", 1500), auto_metadata=False)
+    async with make_host(load="background") as h:
+        loader = h._registry.loader
+        # read (a few ms), then its pool starts: its first worker takes 1.5 s to load
+        await wait_for(lambda: h.plugin("slow").state != "loading", timeout=10)
+        assert loader.busy()  # still starting its pool
+        await h.disable("slow")
+        assert h.plugin("slow").state == "disabled"
+        await wait_for(lambda: not loader.busy(), timeout=10)
+        assert h.plugin("slow").state == "disabled" and h.plugin("slow").workers == []
