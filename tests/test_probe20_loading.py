@@ -70,3 +70,33 @@ async def test_disabling_a_plugin_while_its_pool_starts_in_the_background_keeps_
         assert h.plugin("slow").state == "disabled"
         await wait_for(lambda: not loader.busy(), timeout=10)
         assert h.plugin("slow").state == "disabled" and h.plugin("slow").workers == []
+
+
+HOSTILE = {
+    "quits": "Deno.exit(0);",
+    "spins": "for (;;) {}",
+    "floods": 'for (let i = 0; i < 200000; i++) console.log("x".repeat(100));',
+}
+
+
+async def test_hostile_loads_in_the_background_end_in_error_and_the_others_serve(plugin_dir, make_host):
+    plugin_dir.add("calc.js", CALC)
+    for pid, top in HOSTILE.items():
+        plugin_dir.add(f"{pid}.js", f"""
+export const metadata = {{ id: "{pid}", name: "{pid}", version: "1.0.0", apiVersion: "1.0" }};
+{top}
+export function add(a, b) {{ return a + b; }}
+""", auto_metadata=False)
+    async with make_host(load="background", limits=WorkerLimits(handshake_timeout=2)) as h:
+        assert await h.call("calc", "add", 1, 2) == 3
+        for pid in HOSTILE:
+            with anyio.fail_after(20):
+                try:
+                    got = await h.call(pid, "add", 1, 2, timeout=15)
+                except HostError:
+                    got = None
+            # floods may load (its output is capped); quits and spins never do
+            assert (pid, got, h.plugin(pid).state) in {
+                ("quits", None, "error"), ("spins", None, "error"), ("floods", 3, "running"),
+                ("floods", None, "error")}, (pid, got, h.plugin(pid).state, h.plugin(pid).error)
+        assert await h.call("calc", "add", 2, 2) == 4
