@@ -100,3 +100,28 @@ export function add(a, b) {{ return a + b; }}
                 ("quits", None, "error"), ("spins", None, "error"), ("floods", 3, "running"),
                 ("floods", None, "error")}, (pid, got, h.plugin(pid).state, h.plugin(pid).error)
         assert await h.call("calc", "add", 2, 2) == 4
+
+
+def test_sigterm_while_a_load_hangs_exits_at_once(plugin_dir, state_dir, tmp_path):
+    import signal
+
+    from support.processes import deno_children, process_gone
+    from support.servers import serve_process
+
+    plugin_dir.add("calc.js", CALC)
+    plugin_dir.add("hang.js", HANG, auto_metadata=False)
+    (tmp_path / "host.toml").write_text("[limits]\nhandshake_timeout = 60\n")
+    common = ["--plugins", str(plugin_dir.root), "--state-dir", str(state_dir), "--config", "host.toml"]
+    with serve_process(tmp_path, *common, ready=False) as srv:
+        def hanging() -> dict | None:
+            _, body = srv.request("GET", "/healthz", timeout=2)
+            plugins = body.get("plugins") or {}
+            return body if plugins.get("hang") == "loading" and plugins.get("calc") == "running" else None
+        assert srv.poll(hanging, "hang loading, calc running", 20)["ready"] is False
+        workers = deno_children(srv.proc.pid)  # calc's worker and the one reading hang
+        assert len(workers) >= 2
+        t0 = time.monotonic()
+        srv.proc.send_signal(signal.SIGTERM)
+        assert srv.proc.wait(timeout=20) == 0
+        assert time.monotonic() - t0 < 5
+        assert all(process_gone(pid) for pid in workers)
