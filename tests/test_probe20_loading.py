@@ -125,3 +125,16 @@ def test_sigterm_while_a_load_hangs_exits_at_once(plugin_dir, state_dir, tmp_pat
         assert srv.proc.wait(timeout=20) == 0
         assert time.monotonic() - t0 < 5
         assert all(process_gone(pid) for pid in workers)
+
+
+async def test_a_plugin_whose_dependency_runs_is_not_held_up_by_an_unrelated_hung_load(plugin_dir, make_host):
+    plugin_dir.add("calc.js", CALC)
+    plugin_dir.add("hang.js", HANG, auto_metadata=False)
+    plugin_dir.add("top.js", """
+export const metadata = { id: "top", name: "top", version: "1.0.0", apiVersion: "1.0",
+  dependencies: { calc: "^1.0.0" } };
+export function add(a, b) { return a + b; }
+""", auto_metadata=False)
+    async with make_host(load="background", limits=WorkerLimits(handshake_timeout=30)) as h:
+        assert await h.call("calc", "add", 1, 2) == 3  # its dependency runs
+        assert await h.call("top", "add", 1, 2, timeout=5) == 3

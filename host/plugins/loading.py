@@ -146,14 +146,31 @@ class Loader:
                 return
             record.manifest, record.exports = manifest, exports
             record.set_state("loaded")
-            if manifest.dependencies:
-                self._deferred.append(record)
+            if manifest.dependencies and reg._dependency_error(record, manifest) is not None:
+                self._deferred.append(record)  # met only once others load: at the batch's end
             elif (dup := self._duplicate(record)) is not None:
                 record.set_state("error", f"duplicate of {dup.source.module}")
             else:
                 await reg._start(record)
+                await self._start_met()
         finally:
             if record not in self._deferred:
+                self._settled(record)
+
+    async def _start_met(self) -> None:
+        """Start the deferred plugins whose dependencies all serve now (one just started): they
+        need not wait for the batch's end, nor for an unrelated load that hangs."""
+        reg = self._reg
+        while met := [r for r in self._deferred if r.state == "loaded" and r.manifest is not None
+                      and reg._dependency_error(r, r.manifest) is None]:
+            record = met[0]
+            self._deferred.remove(record)
+            try:
+                if (dup := self._duplicate(record)) is not None:
+                    record.set_state("error", f"duplicate of {dup.source.module}")
+                elif reg.running:
+                    await reg._start(record)
+            finally:
                 self._settled(record)
 
     def _duplicate(self, record: Plugin) -> Plugin | None:
