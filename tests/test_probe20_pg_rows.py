@@ -26,6 +26,6 @@ async def test_a_switch_row_that_is_not_an_object_is_a_state_error_naming_it(
         pass
     with psycopg.connect(postgres_url) as db:
         db.execute("INSERT INTO plugin_switches (key, value, version) VALUES (%s, %s, 99)", ["calc", value])
-    with pytest.raises(StateError, match="plugin_switches.*'calc'"):
+    with pytest.raises(StateError, match=r"plugin_switches.*'calc'"):
         async with PluginHost(config):
             pass
