@@ -46,3 +46,30 @@ async def test_a_log_listener_that_raises_does_not_take_the_worker_down(plugin_d
         with anyio.fail_after(10):
             assert await h.call("talk", "talk") == 7
         assert [w.pid for w in h.plugin("talk").workers] == [pid]
+
+
+async def test_callers_cancelled_as_their_answers_arrive_leave_no_slot_taken(plugin_dir, make_host):
+    # Each caller gives up at about the moment its answer comes back: whichever wins, nothing
+    # may stay reserved (a worker's load, a scheduler slot) and no caller may hang.
+    import random
+
+    plugin_dir.add("nap.js", "export async function nap(ms) { await new Promise((r) => setTimeout(r, ms)); return ms; }")
+    rng = random.Random(20)
+    outcomes = {"answered": 0, "cancelled": 0}
+    async with make_host(pool=PoolConfig(min_workers=2, max_workers=2, max_inflight=8)) as h:
+        async def caller(ms: int, patience: float) -> None:
+            with anyio.move_on_after(patience) as scope:
+                assert await h.call("nap", "nap", ms, timeout=10) == ms
+            outcomes["cancelled" if scope.cancelled_caught else "answered"] += 1
+
+        with anyio.fail_after(30):
+            for _ in range(5):
+                async with anyio.create_task_group() as tg:
+                    for _ in range(40):
+                        ms = rng.randint(2, 12)
+                        tg.start_soon(caller, ms, ms / 1000 + rng.uniform(-0.003, 0.003))
+        assert outcomes["answered"] and outcomes["cancelled"], outcomes
+        from support.processes import wait_for
+        await wait_for(lambda: all(w.load == 0 for w in h._registry.pool("nap").workers), timeout=10)
+        assert h.scheduler_stats().running == 0
+        assert await h.call("nap", "nap", 1) == 1
