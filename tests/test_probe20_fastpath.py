@@ -73,3 +73,19 @@ async def test_callers_cancelled_as_their_answers_arrive_leave_no_slot_taken(plu
         await wait_for(lambda: all(w.load == 0 for w in h._registry.pool("nap").workers), timeout=10)
         assert h.scheduler_stats().running == 0
         assert await h.call("nap", "nap", 1) == 1
+
+
+async def test_a_reload_with_another_arity_is_judged_by_the_new_code(plugin_dir, make_host):
+    from host import InvalidArguments
+
+    plugin_dir.add("ar.js", "export function f(a, b) { return [a, b]; }")
+    async with make_host(pool=PoolConfig(min_workers=1, max_workers=1, max_inflight=4), reload={"enabled": False}) as h:
+        for _ in range(2):
+            with pytest.raises(InvalidArguments, match="takes 2 arguments"):
+                await h.call("ar", "f", 1, 2, 3)
+            assert await h.call("ar", "f", 1, 2) == [1, 2]
+        plugin_dir.add("ar.js", "export function f(a, b, c) { return [a, b, c]; }")
+        assert await h.reload("ar")
+        assert await h.call("ar", "f", 1, 2, 3) == [1, 2, 3]
+        with pytest.raises(InvalidArguments, match="takes 3 arguments"):
+            await h.call("ar", "f", 1, 2)
