@@ -678,26 +678,30 @@ class Worker:
     def _dispatch(self, msg: p.Message, size: int = 0) -> None:
         """One message from the worker, checked against every cap the host enforces (the
         runtime applies the same caps, but plugin code may write frames itself)."""
+        # A call leaves _pending only once its answer is complete: if anything here raises, the
+        # worker ends and _finish fails the call, which never hangs.
         if isinstance(msg, p.Result):
-            pending = self._pending.pop(msg.id, None)
+            pending = self._pending.get(msg.id)
             if pending is not None:
                 limit = min(self.spec.limits.max_result_bytes, self.spec.limits.max_frame)
                 if size > limit:
                     pending.info = p.ErrorInfo(
                         name="PayloadTooLarge", error_type="SANDBOX_LIMIT",
                         message=f"result of {size} bytes exceeds the {limit}-byte limit (limits.max_result_bytes)")
-                else:
-                    pending.value = msg.value
-                if pending.info is not None:
                     record_error(self.runtime.audit, self.spec.plugin_id, pending.fn, pending.info.name,
                                  pending.info.message)
+                else:
+                    pending.value = msg.value
+                del self._pending[msg.id]
                 pending.event.set()
                 self._settled()
         elif isinstance(msg, p.Error):
-            pending = self._pending.pop(msg.id, None)
+            pending = self._pending.get(msg.id)
             if pending is not None:
-                pending.info = info = self._checked_error(msg.error)
+                info = self._checked_error(msg.error)
                 record_error(self.runtime.audit, self.spec.plugin_id, pending.fn, info.name, info.message)
+                pending.info = info
+                del self._pending[msg.id]
                 pending.event.set()
                 self._settled()
         elif isinstance(msg, p.Log):
