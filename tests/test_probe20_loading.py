@@ -50,6 +50,7 @@ def slow_start(pid: str, ms: int) -> str:
 export const metadata = {{ id: "{pid}", name: "{pid}", version: "1.0.0", apiVersion: "1.0",
   permissions: {{ env: ["SLOW_GATE"] }} }};
 if (Deno.permissions.querySync({{ name: "env", variable: "SLOW_GATE" }}).state === "granted") {{
+  console.log("own worker loading");
   await new Promise((r) => setTimeout(r, {ms}));
 }}
 export function add(a, b) {{ return a + b; }}
@@ -138,3 +139,20 @@ export function add(a, b) { return a + b; }
     async with make_host(load="background", limits=WorkerLimits(handshake_timeout=30)) as h:
         assert await h.call("calc", "add", 1, 2) == 3  # its dependency runs
         assert await h.call("top", "add", 1, 2, timeout=5) == 3
+
+
+async def test_a_plugin_removed_while_its_pool_starts_in_the_background_leaves_no_worker(plugin_dir, make_host):
+    from support.processes import deno_children, wait_for
+
+    path = plugin_dir.add("slow.js", slow_start("slow", 1500), auto_metadata=False)
+    async with make_host(load="background", reload={"enabled": False}) as h:
+        loader = h._registry.loader
+        seen: list[str] = []
+        h.add_log_listener(lambda plugin, worker, msg: seen.append(msg.message))
+        await wait_for(lambda: "own worker loading" in seen, timeout=10)  # its module is read
+        assert loader.busy()  # its pool is starting
+        path.unlink()
+        await h.rescan()  # "removed from disk"
+        assert "slow" not in h.states()
+        await wait_for(lambda: not loader.busy(), timeout=10)
+        await wait_for(lambda: not deno_children(), timeout=5)  # the pool that started meanwhile was stopped
