@@ -976,16 +976,20 @@ class Worker:
             raise gone.undelivered() if isinstance(gone, WorkerCrashed) else gone
         pending = _Pending(fn, collect_logs, tools, hook)
         self._pending[cid] = pending
-        try:
-            await self._write(data)
-        except WorkerCrashed as exc:  # the connection broke before the call went out
-            self._pending.pop(cid, None)
-            raise exc.undelivered() from None
+        # The deadline runs from now: arguments that wait to be written (a worker that reads
+        # nothing meanwhile) count against it too.
         deadline = time.monotonic() + timeout
         heapq.heappush(self._deadlines, (deadline, cid))
         pending.timeout, pending.deadline = timeout, deadline
         if deadline < self._deadline_target:
             self._deadline_wake.set()
+        try:
+            await self._write(data)
+        except WorkerCrashed as exc:  # the connection broke before the call went out
+            self._pending.pop(cid, None)
+            if pending.error is not None:  # its deadline passed first (and killed the worker)
+                raise pending.error from None
+            raise exc.undelivered() from None
         try:
             await pending.event.wait()
         except anyio.get_cancelled_exc_class():

@@ -89,3 +89,28 @@ async def test_a_reload_with_another_arity_is_judged_by_the_new_code(plugin_dir,
         assert await h.call("ar", "f", 1, 2, 3) == [1, 2, 3]
         with pytest.raises(InvalidArguments, match="takes 3 arguments"):
             await h.call("ar", "f", 1, 2)
+
+
+async def test_a_call_whose_arguments_wait_to_be_written_still_ends_at_its_deadline(plugin_dir, make_host):
+    # One worker, two calls in flight: the first keeps it busy (reading nothing), the second's
+    # large arguments fill the socket. The second call's deadline must hold all the same.
+    from host import CallTimeout
+
+    plugin_dir.add("busy.js", """
+export function spin(ms) { const end = Date.now() + ms; while (Date.now() < end) {} return ms; }
+export function size(s) { return s.length; }
+""")
+    async with make_host(pool=PoolConfig(min_workers=1, max_workers=1, max_inflight=2)) as h:
+        async def spin() -> None:
+            with pytest.raises(HostError):  # a call past its deadline kills the worker, and its calls
+                await h.call("busy", "spin", 3000, timeout=10)
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(spin)
+            await anyio.sleep(0.2)  # the worker is spinning
+            t0 = anyio.current_time()
+            with pytest.raises(CallTimeout):
+                await h.call("busy", "size", "x" * (8 << 20), timeout=0.5)
+            took = anyio.current_time() - t0
+        assert took < 1.5, f"a 0.5 s call took {took:.1f}s"
+        assert await h.call("busy", "size", "abc") == 3
