@@ -156,3 +156,23 @@ async def test_a_plugin_removed_while_its_pool_starts_in_the_background_leaves_n
         assert "slow" not in h.states()
         await wait_for(lambda: not loader.busy(), timeout=10)
         await wait_for(lambda: not deno_children(), timeout=5)  # the pool that started meanwhile was stopped
+
+
+async def test_closing_while_a_dependency_loads_starts_nothing_after(plugin_dir, make_host):
+    from support.processes import deno_children, wait_for
+
+    plugin_dir.add("base.js", """
+export const metadata = { id: "base", name: "base", version: "1.0.0", apiVersion: "1.0" };
+await new Promise((r) => setTimeout(r, 1500));
+export function add(a, b) { return a + b; }
+""", auto_metadata=False)
+    plugin_dir.add("top.js", """
+export const metadata = { id: "top", name: "top", version: "1.0.0", apiVersion: "1.0",
+  dependencies: { base: "^1.0.0" } };
+export function add(a, b) { return a + b; }
+""", auto_metadata=False)
+    async with make_host(load="background") as h:
+        await wait_for(lambda: h.plugin("top").state != "loading", timeout=10)  # read, deferred
+        assert h.plugin("base").state == "loading"
+    assert h.states().get("top") != "running"
+    await wait_for(lambda: not deno_children(), timeout=5)
