@@ -116,7 +116,7 @@ class ChannelRelay:
             origin, event, data = msgspec.msgpack.decode(msg.get("data") or b"")
             if not isinstance(event, str) or not plugin:
                 raise ValueError("not [origin, event, data]")
-        except (ValueError, TypeError, msgspec.DecodeError) as exc:
+        except (ValueError, TypeError, RecursionError, msgspec.DecodeError) as exc:
             self._warn.warning("malformed", "channel message on %s at %s ignored: %s", channel, self.where, exc)
             return
         if origin == self.origin:

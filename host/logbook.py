@@ -108,4 +108,7 @@ class LogRouter:
         if plugin_log.isEnabledFor(level):
             plugin_log.log(level, "[plugin:%s] %s", worker.describe(), msg.message, extra=worker.log_extra)
         for fn in list(self._listeners):
-            fn(worker.spec.plugin_id, worker, msg)
+            try:  # an embedder's bug: said, and the worker whose frames are being read goes on
+                fn(worker.spec.plugin_id, worker, msg)
+            except Exception:
+                logging.getLogger("host").exception("log listener %r failed", fn)

@@ -32,14 +32,7 @@ class PgDocuments:
         """Every document, its version, and the mark they make."""
         data, versions = {}, {}
         for row in self.db.rows(conn, f"SELECT key, value, version FROM {self.table}", []):
-            try:
-                value = json.loads(row["value"])
-            except ValueError:
-                value = None
-            if not isinstance(value, dict):
-                raise StateError(f"[state] database, table {self.table}: the row for {row['key']!r} is not "
-                                 "a JSON object; fix or delete that row")
-            data[row["key"]], versions[row["key"]] = value, int(row["version"])
+            data[row["key"]], versions[row["key"]] = self._document(row["key"], row["value"]), int(row["version"])
         return data, versions, (max(versions.values(), default=0), len(versions))
 
     def mark(self, conn: Any) -> tuple[int, int]:
@@ -49,7 +42,19 @@ class PgDocuments:
 
     def get(self, conn: Any, key: str) -> dict[str, Any] | None:
         row = self.db.one(conn, f"SELECT value FROM {self.table} WHERE key = %s", [key])
-        return None if row is None else json.loads(row["value"])
+        return None if row is None else self._document(key, row["value"])
+
+    def _document(self, key: str, text: str) -> dict[str, Any]:
+        """A row's value: a JSON object, else (a hand edit, JSON nested past the stack) a
+        StateError naming the table and the row."""
+        try:
+            value = json.loads(text)
+        except (ValueError, RecursionError):
+            value = None
+        if not isinstance(value, dict):
+            raise StateError(f"[state] database, table {self.table}: the row for {key!r} is not "
+                             "a JSON object; fix or delete that row")
+        return value
 
     def write(self, conn: Any, body: Callable[[], T]) -> tuple[T, tuple[int, int], tuple[int, int]]:
         """``body()`` (puts, swaps, deletes) in one transaction holding the table's lock; returns

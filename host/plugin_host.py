@@ -61,6 +61,7 @@ from .security.egress_start import egress_grants, start_proxy
 from .security.permissions import Permissions, reserved_entries
 from .security.private_files import check_state_dir
 from .security.secrets import SecretBox
+from .security.state_addresses import state_addresses
 from .services import HostServices
 from .worker import WorkerSpec
 
@@ -125,6 +126,8 @@ class PluginHost:
         check_state_dir(self.config.state_path)  # writable, with room: or a StateError saying why
         self._runtime = Runtime.create(self.config, redact=self._registry.redact_secrets)
         self._runtime.reserved_addresses[:] = sorted(self._reserved)
+        for host, port in state_addresses(self.config):  # its Redis and PostgreSQL: no worker's
+            self.reserve_address(host, port)
         self._services = HostServices(self.config.state_path, database=self.config.state.database,
                                       channel=self.config.state.channel_storage)
         if (xc := self.config.execute).database is not None:

@@ -696,26 +696,30 @@ class Worker:
     def _dispatch(self, msg: p.Message, size: int = 0) -> None:
         """One message from the worker, checked against every cap the host enforces (the
         runtime applies the same caps, but plugin code may write frames itself)."""
+        # A call leaves _pending only once its answer is complete: if anything here raises, the
+        # worker ends and _finish fails the call, which never hangs.
         if isinstance(msg, p.Result):
-            pending = self._pending.pop(msg.id, None)
+            pending = self._pending.get(msg.id)
             if pending is not None:
                 limit = min(self.spec.limits.max_result_bytes, self.spec.limits.max_frame)
                 if size > limit:
                     pending.info = p.ErrorInfo(
                         name="PayloadTooLarge", error_type="SANDBOX_LIMIT",
                         message=f"result of {size} bytes exceeds the {limit}-byte limit (limits.max_result_bytes)")
-                else:
-                    pending.value = msg.value
-                if pending.info is not None:
                     record_error(self.runtime.audit, self.spec.plugin_id, pending.fn, pending.info.name,
                                  pending.info.message)
+                else:
+                    pending.value = msg.value
+                del self._pending[msg.id]
                 pending.event.set()
                 self._settled()
         elif isinstance(msg, p.Error):
-            pending = self._pending.pop(msg.id, None)
+            pending = self._pending.get(msg.id)
             if pending is not None:
-                pending.info = info = self._checked_error(msg.error)
+                info = self._checked_error(msg.error)
                 record_error(self.runtime.audit, self.spec.plugin_id, pending.fn, info.name, info.message)
+                pending.info = info
+                del self._pending[msg.id]
                 pending.event.set()
                 self._settled()
         elif isinstance(msg, p.Log):
@@ -808,7 +812,10 @@ class Worker:
         if r is None:
             return info
         if text is not None and r(text) != text:
-            details = msgspec.json.decode(r(text))
+            try:  # a masked number (a numeric secret) is not JSON: the details are dropped
+                details = msgspec.json.decode(r(text))
+            except msgspec.DecodeError:
+                details = None
         return msgspec.structs.replace(info, name=r(info.name), message=r(info.message),
                                        error_type=r(info.error_type) if info.error_type else info.error_type,
                                        stack=r(info.stack) if info.stack else info.stack, details=details)
@@ -991,18 +998,22 @@ class Worker:
         conn = self._conn
         pending = _Pending(fn, collect_logs, tools, hook, True if conn is None else conn.loop)
         self._pending[cid] = pending
+        # The deadline runs from now: arguments that wait to be written (a worker that reads
+        # nothing meanwhile) count against it too.
+        deadline = time.monotonic() + timeout
+        heapq.heappush(self._deadlines, (deadline, cid))
+        pending.timeout, pending.deadline = timeout, deadline
+        if deadline < self._deadline_target:
+            self._deadline_wake.set()
         try:
             written = self._push(data)
             if written is not None:
                 await written
         except WorkerCrashed as exc:  # the connection broke before the call went out
             self._pending.pop(cid, None)
+            if pending.error is not None:  # its deadline passed first (and killed the worker)
+                raise pending.error from None
             raise exc.undelivered() from None
-        deadline = time.monotonic() + timeout
-        heapq.heappush(self._deadlines, (deadline, cid))
-        pending.timeout, pending.deadline = timeout, deadline
-        if deadline < self._deadline_target:
-            self._deadline_wake.set()
         try:
             await pending.event
         except anyio.get_cancelled_exc_class():

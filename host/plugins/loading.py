@@ -11,8 +11,9 @@ INSPECT_SLOTS at a time, each in its own zero-permission worker as before, so is
 unchanged. Loading takes ~25 ms of Deno CPU per plugin: a cold start of 1,000 plugins took
 ~20 s waiting, well under 2 s in the background. A call to a plugin still loading waits for its
 load within the call's own deadline, and moves it to the front: its load starts at once in an
-urgent slot (manifest_cache.LoadSlots). A plugin whose manifest has dependencies (or that depends
-on one still loading) starts once the whole batch is read, in dependency order as at start."""
+urgent slot (manifest_cache.LoadSlots). A plugin whose dependencies are still loading starts as
+soon as they all serve; what they never meet is judged once the whole batch is read, in
+dependency order as at start."""
 
 from __future__ import annotations
 
@@ -40,7 +41,7 @@ class Loader:
     def __init__(self, registry: Registry) -> None:
         self._reg = registry
         self._queue: list[Plugin] = []  # waiting for a slot, front first
-        self._deferred: list[Plugin] = []  # read; they start at the batch's end (dependencies)
+        self._deferred: list[Plugin] = []  # read; they wait for their dependencies to serve
         self._done: dict[Plugin, anyio.Event] = {}  # loading in the background -> set once settled
         self._active = 0  # tasks started to load (slot runners and urgent loads), not yet ended
 
@@ -146,14 +147,31 @@ class Loader:
                 return
             record.manifest, record.exports = manifest, exports
             record.set_state("loaded")
-            if manifest.dependencies:
-                self._deferred.append(record)
+            if manifest.dependencies and reg._dependency_error(record, manifest) is not None:
+                self._deferred.append(record)  # met only once others load: at the batch's end
             elif (dup := self._duplicate(record)) is not None:
                 record.set_state("error", f"duplicate of {dup.source.module}")
             else:
                 await reg._start(record)
+                await self._start_met()
         finally:
             if record not in self._deferred:
+                self._settled(record)
+
+    async def _start_met(self) -> None:
+        """Start the deferred plugins whose dependencies all serve now (one just started): they
+        need not wait for the batch's end, nor for an unrelated load that hangs."""
+        reg = self._reg
+        while met := [r for r in self._deferred if r.state == "loaded" and r.manifest is not None
+                      and reg._dependency_error(r, r.manifest) is None]:
+            record = met[0]
+            self._deferred.remove(record)
+            try:
+                if (dup := self._duplicate(record)) is not None:
+                    record.set_state("error", f"duplicate of {dup.source.module}")
+                elif reg.running:
+                    await reg._start(record)
+            finally:
                 self._settled(record)
 
     def _duplicate(self, record: Plugin) -> Plugin | None:

@@ -291,7 +291,11 @@ class Registry:
             if await held_for_approval(self.approvals, record, record.manifest, record.exports):
                 return
             record.release()
-            record.pool = await self._open_pool(record, record.manifest)
+            before, pool = record.state, await self._open_pool(record, record.manifest)
+            if record.state != before or record not in self.records:  # disabled or removed meanwhile
+                await pool.stop()
+                return
+            record.pool = pool
         except InvalidConfig as exc:
             record.set_state("error", f"invalid config: {exc.message}")
             return

@@ -15,13 +15,14 @@ from dataclasses import dataclass
 from typing import Any
 
 import anyio
+import msgspec
 from anyio.abc import TaskGroup
 
 from ..config import CacheConfig, HostConfig, RetryConfig
 from ..errors import CallTimeout, HostClosed, HostError, RateLimited, check_timeout
 from ..pool import Pool
 from ..worker import MIN_TIMEOUT, Lease
-from .cache import FRESH, ResultCache, cache_key, make_entry
+from .cache import FRESH, CacheEntry, ResultCache, cache_key, make_entry
 from .rules import CircuitBreaker, PluginPolicy, RateLimiter, is_service_failure, with_retry
 from .scheduler import Scheduler
 
@@ -59,6 +60,18 @@ def cache_share(deadline: float) -> float:
     storage that does not answer costs the call a miss, never its deadline."""
     now = time.monotonic()
     return now + max(deadline - now, 0.0) / 2
+
+
+_UNREADABLE = object()
+
+
+def cached_value(entry: CacheEntry) -> Any:
+    """The entry's value, or _UNREADABLE when it does not decode (an entry no host wrote: a
+    shared Redis or the cache file edited by another hand): then it is a miss."""
+    try:
+        return entry.result()
+    except (msgspec.DecodeError, RecursionError):
+        return _UNREADABLE
 
 
 class CallPipeline:
@@ -147,13 +160,13 @@ class CallPipeline:
         store, flights, pid = self.cache, self._flights, ctx.pid
         while not refresh:
             entry = await store.get(pid, key, cache_share(ctx.deadline)) if store.shared else store.get_local(pid, key)
-            if entry is not None:
+            if entry is not None and (value := cached_value(entry)) is not _UNREADABLE:
                 if entry.state(time.time()) == FRESH:
                     ctx.policy.cache_hits += 1
                 else:
                     ctx.policy.cache_stale += 1
                     self._revalidate(ctx, key, cache)
-                return entry.result(), entry.stored_at, True
+                return value, entry.stored_at, True
             if key not in flights:
                 break
             flight = flights[key]

@@ -1,0 +1,178 @@
+"""Probes of background loading (issue 20): a plugin whose load never finishes must not hold up
+the others, the host's close, or a caller past its deadline."""
+
+from __future__ import annotations
+
+import time
+
+import anyio
+import pytest
+from support.plugins import CALC
+
+from host import CallTimeout, HostError, WorkerLimits
+
+pytestmark = [pytest.mark.anyio, pytest.mark.timeout(60)]
+
+HANG = """
+export const metadata = { id: "hang", name: "hang", version: "1.0.0", apiVersion: "1.0" };
+await new Promise(() => {});  // a top-level await that never resolves
+export function add(a, b) { return a + b; }
+"""
+
+
+async def test_a_load_that_never_finishes_holds_up_neither_the_others_nor_close(plugin_dir, make_host):
+    plugin_dir.add("calc.js", CALC)
+    plugin_dir.add("hang.js", HANG, auto_metadata=False)
+    t0 = time.monotonic()
+    async with make_host(load="background", limits=WorkerLimits(handshake_timeout=30)) as h:
+        assert time.monotonic() - t0 < 10
+        assert await h.call("calc", "add", 1, 2) == 3
+        with pytest.raises(CallTimeout):
+            await h.call("hang", "add", 1, 2, timeout=0.5)
+        assert h.plugin("hang").state == "loading"
+        t1 = time.monotonic()
+    assert time.monotonic() - t1 < 5  # close does not wait out the hung load's 30 s
+
+
+async def test_a_load_that_never_finishes_ends_in_error_after_the_handshake_timeout(plugin_dir, make_host):
+    plugin_dir.add("hang.js", HANG, auto_metadata=False)
+    async with make_host(load="background", limits=WorkerLimits(handshake_timeout=1)) as h:
+        with anyio.fail_after(15):
+            with pytest.raises(HostError):
+                await h.call("hang", "add", 1, 2, timeout=10)
+        assert h.plugin("hang").state == "error"
+
+
+def slow_start(pid: str, ms: int) -> str:
+    """A plugin read at once (in the zero-permission worker) whose own workers take ``ms`` to
+    load (they hold the env grant it declares): its pool takes that long to start."""
+    return f"""
+export const metadata = {{ id: "{pid}", name: "{pid}", version: "1.0.0", apiVersion: "1.0",
+  permissions: {{ env: ["SLOW_GATE"] }} }};
+if (Deno.permissions.querySync({{ name: "env", variable: "SLOW_GATE" }}).state === "granted") {{
+  console.log("own worker loading");
+  await new Promise((r) => setTimeout(r, {ms}));
+}}
+export function add(a, b) {{ return a + b; }}
+"""
+
+
+async def test_disabling_a_plugin_while_its_pool_starts_in_the_background_keeps_it_disabled(
+        plugin_dir, make_host):
+    from support.processes import wait_for
+
+    plugin_dir.add("slow.js", slow_start("slow", 1500), auto_metadata=False)
+    async with make_host(load="background") as h:
+        loader = h._registry.loader
+        # read (a few ms), then its pool starts: its first worker takes 1.5 s to load
+        await wait_for(lambda: h.plugin("slow").state != "loading", timeout=10)
+        assert loader.busy()  # still starting its pool
+        await h.disable("slow")
+        assert h.plugin("slow").state == "disabled"
+        await wait_for(lambda: not loader.busy(), timeout=10)
+        assert h.plugin("slow").state == "disabled" and h.plugin("slow").workers == []
+
+
+HOSTILE = {
+    "quits": "Deno.exit(0);",
+    "spins": "for (;;) {}",
+    "floods": 'for (let i = 0; i < 200000; i++) console.log("x".repeat(100));',
+}
+
+
+async def test_hostile_loads_in_the_background_end_in_error_and_the_others_serve(plugin_dir, make_host):
+    plugin_dir.add("calc.js", CALC)
+    for pid, top in HOSTILE.items():
+        plugin_dir.add(f"{pid}.js", f"""
+export const metadata = {{ id: "{pid}", name: "{pid}", version: "1.0.0", apiVersion: "1.0" }};
+{top}
+export function add(a, b) {{ return a + b; }}
+""", auto_metadata=False)
+    async with make_host(load="background", limits=WorkerLimits(handshake_timeout=2)) as h:
+        assert await h.call("calc", "add", 1, 2) == 3
+        for pid in HOSTILE:
+            with anyio.fail_after(20):
+                try:
+                    got = await h.call(pid, "add", 1, 2, timeout=15)
+                except HostError:
+                    got = None
+            # floods may load (its output is capped); quits and spins never do
+            assert (pid, got, h.plugin(pid).state) in {
+                ("quits", None, "error"), ("spins", None, "error"), ("floods", 3, "running"),
+                ("floods", None, "error")}, (pid, got, h.plugin(pid).state, h.plugin(pid).error)
+        assert await h.call("calc", "add", 2, 2) == 4
+
+
+def test_sigterm_while_a_load_hangs_exits_at_once(plugin_dir, state_dir, tmp_path):
+    import signal
+
+    from support.processes import deno_children, process_gone
+    from support.servers import serve_process
+
+    plugin_dir.add("calc.js", CALC)
+    plugin_dir.add("hang.js", HANG, auto_metadata=False)
+    (tmp_path / "host.toml").write_text("[limits]\nhandshake_timeout = 60\n")
+    common = ["--plugins", str(plugin_dir.root), "--state-dir", str(state_dir), "--config", "host.toml"]
+    with serve_process(tmp_path, *common, ready=False) as srv:
+        def hanging() -> dict | None:
+            _, body = srv.request("GET", "/healthz", timeout=2)
+            plugins = body.get("plugins") or {}
+            return body if plugins.get("hang") == "loading" and plugins.get("calc") == "running" else None
+        assert srv.poll(hanging, "hang loading, calc running", 20)["ready"] is False
+        workers = deno_children(srv.proc.pid)  # calc's worker and the one reading hang
+        assert len(workers) >= 2
+        t0 = time.monotonic()
+        srv.proc.send_signal(signal.SIGTERM)
+        assert srv.proc.wait(timeout=20) == 0
+        assert time.monotonic() - t0 < 5
+        assert all(process_gone(pid) for pid in workers)
+
+
+async def test_a_plugin_whose_dependency_runs_is_not_held_up_by_an_unrelated_hung_load(plugin_dir, make_host):
+    plugin_dir.add("calc.js", CALC)
+    plugin_dir.add("hang.js", HANG, auto_metadata=False)
+    plugin_dir.add("top.js", """
+export const metadata = { id: "top", name: "top", version: "1.0.0", apiVersion: "1.0",
+  dependencies: { calc: "^1.0.0" } };
+export function add(a, b) { return a + b; }
+""", auto_metadata=False)
+    async with make_host(load="background", limits=WorkerLimits(handshake_timeout=30)) as h:
+        assert await h.call("calc", "add", 1, 2) == 3  # its dependency runs
+        assert await h.call("top", "add", 1, 2, timeout=5) == 3
+
+
+async def test_a_plugin_removed_while_its_pool_starts_in_the_background_leaves_no_worker(plugin_dir, make_host):
+    from support.processes import deno_children, wait_for
+
+    path = plugin_dir.add("slow.js", slow_start("slow", 1500), auto_metadata=False)
+    async with make_host(load="background", reload={"enabled": False}) as h:
+        loader = h._registry.loader
+        seen: list[str] = []
+        h.add_log_listener(lambda plugin, worker, msg: seen.append(msg.message))
+        await wait_for(lambda: "own worker loading" in seen, timeout=10)  # its module is read
+        assert loader.busy()  # its pool is starting
+        path.unlink()
+        await h.rescan()  # "removed from disk"
+        assert "slow" not in h.states()
+        await wait_for(lambda: not loader.busy(), timeout=10)
+        await wait_for(lambda: not deno_children(), timeout=5)  # the pool that started meanwhile was stopped
+
+
+async def test_closing_while_a_dependency_loads_starts_nothing_after(plugin_dir, make_host):
+    from support.processes import deno_children, wait_for
+
+    plugin_dir.add("base.js", """
+export const metadata = { id: "base", name: "base", version: "1.0.0", apiVersion: "1.0" };
+await new Promise((r) => setTimeout(r, 1500));
+export function add(a, b) { return a + b; }
+""", auto_metadata=False)
+    plugin_dir.add("top.js", """
+export const metadata = { id: "top", name: "top", version: "1.0.0", apiVersion: "1.0",
+  dependencies: { base: "^1.0.0" } };
+export function add(a, b) { return a + b; }
+""", auto_metadata=False)
+    async with make_host(load="background") as h:
+        await wait_for(lambda: h.plugin("top").state != "loading", timeout=10)  # read, deferred
+        assert h.plugin("base").state == "loading"
+    assert h.states().get("top") != "running"
+    await wait_for(lambda: not deno_children(), timeout=5)
