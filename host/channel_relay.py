@@ -13,7 +13,10 @@ task publishes from (in order, in a worker thread: the redis client is synchrono
 works under asyncio and trio alike) and returns what the local delivery reached. Redis down or
 hanging: local delivery goes on, messages for other hosts are dropped (the outbox full, or a
 publish failing), a warning is logged every 10 s at most, and the subscription is made again
-with a backoff up to 10 s. Delivery between hosts is at most once, and only to hosts subscribed
+with a backoff up to 10 s. What arrives is queued per plugin (``INBOX`` messages, in order) and
+delivered by that plugin's own task, so a plugin whose worker reads nothing holds up only its own
+events; past ``INBOX`` waiting, its new ones are dropped (warned). Only plugins with a subscriber
+on this host get a queue. Delivery between hosts is at most once, and only to hosts subscribed
 when the message is published. Whoever can publish on that Redis can send events to plugins:
 give it the trust the rate limits' Redis has."""
 
@@ -26,7 +29,7 @@ from typing import Any
 
 import anyio
 import msgspec
-from anyio.abc import TaskGroup
+from anyio.abc import ObjectReceiveStream, ObjectSendStream, TaskGroup
 
 from .errors import InvalidConfig
 from .logs import Throttle
@@ -36,6 +39,7 @@ log = logging.getLogger("host.channel")
 
 PREFIX = "plugin-host:channel:"
 OUTBOX = 1000          # messages waiting to be published; past it an emit's remote copy is dropped
+INBOX = 1000           # messages from other hosts waiting for one plugin's workers; past it dropped
 SOCKET_TIMEOUT = 2.0   # seconds one redis command may take
 POLL = 1.0             # seconds the subscription waits for a message before looking again
 MAX_BACKOFF = 10.0
@@ -44,7 +48,7 @@ Deliver = Callable[[str, str, Any], Awaitable[int]]  # (plugin, event, data) -> 
 
 
 class ChannelRelay:
-    def __init__(self, uri: str, deliver: Deliver) -> None:
+    def __init__(self, uri: str, deliver: Deliver, wants: Callable[[str], bool]) -> None:
         try:
             import redis  # only needed for channels shared between hosts
         except ImportError:
@@ -53,13 +57,16 @@ class ChannelRelay:
         self.uri, self.where = uri, redact_uri(uri)
         self.origin = os.urandom(8)  # this host: what it published comes back, and is skipped
         self._client = redis.Redis.from_url(uri, socket_timeout=SOCKET_TIMEOUT, socket_connect_timeout=SOCKET_TIMEOUT)
-        self._deliver = deliver
+        self._deliver, self._wants = deliver, wants  # wants(plugin): a worker here subscribes
+        self._inboxes: dict[str, ObjectSendStream[tuple[str, Any]]] = {}
+        self._tg: TaskGroup | None = None
         self._send, self._outbox = anyio.create_memory_object_stream[tuple[str, bytes]](OUTBOX)
         self.subscribed = anyio.Event()  # set once the subscription is in place (tests wait on it)
         self.received = 0  # messages from other hosts delivered here
         self._warn = Throttle(log)  # a redis down fails every emit alike: said every 10 s
 
     def open(self, tg: TaskGroup) -> None:
+        self._tg = tg
         tg.start_soon(self._publisher)
         tg.start_soon(self._listener)
 
@@ -121,8 +128,25 @@ class ChannelRelay:
             return
         if origin == self.origin:
             return
-        await self._deliver(plugin, event, data)
-        self.received += 1
+        inbox = self._inboxes.get(plugin)
+        if inbox is None:
+            if self._tg is None or not self._wants(plugin):
+                return
+            inbox, outlet = anyio.create_memory_object_stream[tuple[str, Any]](INBOX)
+            self._inboxes[plugin] = inbox
+            self._tg.start_soon(self._deliverer, plugin, outlet)
+        try:
+            inbox.send_nowait((event, data))
+        except anyio.WouldBlock:
+            self._warn.warning(f"inbox:{plugin}", "channel events of %s from other hosts are behind (%d waiting: "
+                               "its workers read nothing): dropped one", plugin, INBOX)
+
+    async def _deliverer(self, plugin: str, outlet: ObjectReceiveStream[tuple[str, Any]]) -> None:
+        """One plugin's events from other hosts, in order, to its workers here."""
+        async with outlet:
+            async for event, data in outlet:
+                await self._deliver(plugin, event, data)
+                self.received += 1
 
     def _failed(self, what: str, exc: Exception, then: str) -> None:
         failure = storage_failure(self.uri, exc)
@@ -133,6 +157,8 @@ class ChannelRelay:
 
     def close(self) -> None:
         self._send.close()
+        for inbox in self._inboxes.values():
+            inbox.close()
         _close(self._client)
 
 

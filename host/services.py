@@ -135,7 +135,8 @@ class HostServices:
         }
         self.db: DbTool | None = None  # the execute db tool, when [execute] database is set
         self.tools: ToolRegistry | None = None  # execute's tools, the operator's among them
-        self.relay = (ChannelRelay(channel, self._from_other_host)
+        self.relay = (ChannelRelay(channel, self._from_other_host,
+                                   lambda plugin: bool(self._subs.get(("plugin", plugin))))
                       if channel and channel.startswith(("redis://", "rediss://")) else None)
 
     def open(self, tg: TaskGroup) -> None:

@@ -54,9 +54,6 @@ export function busy(ms) { const end = Date.now() + ms; while (Date.now() < end)
 """
 
 
-@pytest.mark.xfail(strict=True, reason="issue 20 probe: the relay listener delivers one message at a "
-                                       "time and waits (up to heartbeat_timeout) for a subscriber that reads "
-                                       "nothing: one plugin's busy worker holds up every plugin's events")
 async def test_a_busy_subscriber_of_one_plugin_does_not_hold_up_another_plugins_events(
         plugin_dir, make_host, redis_url):
     import redis
