@@ -92,4 +92,20 @@ def may_be_same_database(a: str, b: str, *, settings: tuple[str, str],
     return near and (da == db or None in (da, db))
 
 
-__all__ = ["may_be_same_database"]
+def tcp_endpoints(conninfo: str, setting: str) -> list[tuple[str, int]]:
+    """The (host, port) pairs libpq would reach over TCP for ``conninfo`` (``hostaddr`` before
+    ``host``, ``?host=``/``?port=`` query parameters and lists included); Unix sockets left out."""
+    params = _parse(conninfo, setting)
+    hosts = (params.get("hostaddr") or params.get("host") or "").split(",")
+    ports = (params.get("port") or "").split(",")
+    if len(ports) == 1:
+        ports *= len(hosts)
+    out = []
+    for host, port in zip(hosts, ports, strict=False):
+        host = host.strip().strip("[]")
+        if host and not host.startswith(("/", "@")):
+            out.append((host, int(port) if port.strip().isdigit() else DEFAULT_PORT))
+    return out
+
+
+__all__ = ["may_be_same_database", "tcp_endpoints"]

@@ -29,3 +29,17 @@ async def test_a_plugin_allowed_private_networks_cannot_reach_the_hosts_redis(pl
                          state=StateConfig(channel_storage=redis_url)) as h:
         with pytest.raises(PermissionDenied):
             await h.call("prober", "connect", port)
+
+
+async def test_a_plugin_cannot_reach_the_hosts_postgres_however_its_url_spells_the_address(
+        plugin_dir, make_host, postgres_url):
+    from urllib.parse import urlsplit
+
+    url = urlsplit(postgres_url)
+    libpq_style = f"postgresql://{url.username}:{url.password}@/{url.path.strip('/')}?host=127.0.0.1&port={url.port}"
+    plugin_dir.add("prober.js", PROBE, auto_metadata=False)
+    async with make_host(pool=PoolConfig(min_workers=1, max_workers=1),
+                         plugins={"prober": {"allow_private_network": True}},
+                         state=StateConfig(database=libpq_style)) as h:
+        with pytest.raises(PermissionDenied):
+            await h.call("prober", "connect", url.port)

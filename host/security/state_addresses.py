@@ -9,26 +9,30 @@ from __future__ import annotations
 from urllib.parse import urlsplit
 
 from ..config import HostConfig
+from ..db_identity import tcp_endpoints
+from ..errors import InvalidConfig
 
-DEFAULT_PORTS = {"redis": 6379, "rediss": 6379, "postgresql": 5432, "postgres": 5432}
+REDIS_PORT = 6379
 
 
 def state_addresses(config: HostConfig) -> list[tuple[str, int]]:
     """``(host, port)`` of each network state service ``config`` names (none for memory://,
     sqlite or a PostgreSQL reached over a Unix socket)."""
-    uris = [config.policy.storage, config.policy.cache_storage, config.state.channel_storage,
-            config.state.database, config.execute.database]
     out: list[tuple[str, int]] = []
-    for uri in uris:
-        if not uri:
-            continue
+    for uri in (config.policy.storage, config.policy.cache_storage, config.state.channel_storage):
         try:
-            parts = urlsplit(uri)
-            port = parts.port or DEFAULT_PORTS.get(parts.scheme)
+            parts = urlsplit(uri or "")
+            if parts.scheme in ("redis", "rediss") and parts.hostname:
+                out.append((parts.hostname, parts.port or REDIS_PORT))
         except ValueError:  # checked when the config was read: nothing reachable to deny
             continue
-        if parts.scheme in DEFAULT_PORTS and parts.hostname and not parts.hostname.startswith("/") and port:
-            out.append((parts.hostname, port))
+    for setting, db in (("state.database", config.state.database), ("execute.database", config.execute.database)):
+        if db and (db.startswith(("postgresql://", "postgres://")) or ("://" not in db and "=" in db)):
+            # read as libpq reads it: ?host=/?port=, key=value, host lists
+            try:
+                out += tcp_endpoints(db, setting)
+            except InvalidConfig:
+                continue
     return list(dict.fromkeys(out))
 
 
