@@ -37,7 +37,6 @@ from .config import (
     RateLimitConfig,
     RetryConfig,
 )
-from .db_tool import DbTool
 from .errors import FunctionNotFound, HostClosed, HostError, InvalidConfig, PluginError, PluginNotFound
 from .execute import ExecuteResult
 from .execute_pools import ExecutePools
@@ -125,15 +124,11 @@ class PluginHost:
     async def __aenter__(self) -> PluginHost:
         check_state_dir(self.config.state_path)  # writable, with room: or a StateError saying why
         self._runtime = Runtime.create(self.config, redact=self._registry.redact_secrets)
-        self._runtime.reserved_addresses[:] = sorted(self._reserved)
         for host, port in state_addresses(self.config):  # its Redis and PostgreSQL: no worker's
             self.reserve_address(host, port)
+        self._runtime.reserved_addresses[:] = sorted(self._reserved)
         self._services = HostServices(self.config.state_path, database=self.config.state.database,
-                                      channel=self.config.state.channel_storage)
-        if (xc := self.config.execute).database is not None:
-            self._services.db = DbTool(xc.database, max_rows=xc.db_max_rows, timeout=xc.db_timeout,
-                                       writes=xc.db_writes, max_connections=xc.db_max_connections,
-                                       tx_timeout=xc.db_tx_timeout)
+                                      channel=self.config.state.channel_storage, execute=self.config.execute)
         if warmed := self._pipeline.cache.warm_up():
             log.info("result cache: %d entries loaded from %s", warmed, self.config.state_path)
         self._stack = stack = AsyncExitStack()

@@ -26,6 +26,7 @@ from .errors import (
     StorageFull,
     UnknownHostCall,
 )
+from .execute_config import ExecuteConfig
 from .execute_tools import ToolRegistry
 from .logs import CONSOLE_LEVELS
 from .plugin_storage import ENTRY_OVERHEAD, PluginStorage, SqliteStorage
@@ -112,7 +113,8 @@ class HostServices:
     plugin; any other exception (a bug of ours) it logs and reports as HostCallError."""
 
     def __init__(self, state_dir: str | os.PathLike[str], limits: ServiceLimits | None = None, *,
-                 database: str | None = None, channel: str | None = None) -> None:
+                 database: str | None = None, channel: str | None = None,
+                 execute: ExecuteConfig | None = None) -> None:
         self.limits = limits or ServiceLimits()
         self.storage_dir = Path(state_dir) / "storage"
         # [state] database: plugin storage shared by every host naming it; else a file per plugin
@@ -133,7 +135,10 @@ class HostServices:
             "db.commit": self._db, "db.rollback": self._db,
             "tool.call": self._tool,
         }
-        self.db: DbTool | None = None  # the execute db tool, when [execute] database is set
+        xc = execute
+        self.db: DbTool | None = (None if xc is None or xc.database is None else  # [execute] database
+            DbTool(xc.database, max_rows=xc.db_max_rows, timeout=xc.db_timeout, writes=xc.db_writes,
+                   max_connections=xc.db_max_connections, tx_timeout=xc.db_tx_timeout))
         self.tools: ToolRegistry | None = None  # execute's tools, the operator's among them
         self.relay = (ChannelRelay(channel, self._from_other_host,
                                    lambda plugin: bool(self._subs.get(("plugin", plugin))))
