@@ -6,6 +6,7 @@ from __future__ import annotations
 import anyio
 import pytest
 from support.plugins import vault_plugin
+from support.processes import wait_for
 
 from host import HostError, PoolConfig
 from host.config import PluginSettings
@@ -69,7 +70,6 @@ async def test_callers_cancelled_as_their_answers_arrive_leave_no_slot_taken(plu
                         ms = rng.randint(2, 12)
                         tg.start_soon(caller, ms, ms / 1000 + rng.uniform(-0.003, 0.003))
         assert outcomes["answered"] and outcomes["cancelled"], outcomes
-        from support.processes import wait_for
         await wait_for(lambda: all(w.load == 0 for w in h._registry.pool("nap").workers), timeout=10)
         assert h.scheduler_stats().running == 0
         assert await h.call("nap", "nap", 1) == 1
@@ -107,7 +107,7 @@ export function size(s) { return s.length; }
 
         async with anyio.create_task_group() as tg:
             tg.start_soon(spin)
-            await anyio.sleep(0.2)  # the worker is spinning
+            await wait_for(lambda: h.pool("busy").workers[0].load == 1, timeout=10)  # the worker spins
             t0 = anyio.current_time()
             with pytest.raises(CallTimeout):
                 await h.call("busy", "size", "x" * (8 << 20), timeout=0.5)

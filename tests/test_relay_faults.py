@@ -6,6 +6,7 @@ from __future__ import annotations
 import anyio
 import msgspec
 import pytest
+from support.processes import wait_for
 
 from host import PoolConfig
 from host.channel_relay import PREFIX
@@ -73,7 +74,7 @@ async def test_a_busy_subscriber_of_one_plugin_does_not_hold_up_another_plugins_
         client = redis.Redis.from_url(redis_url)
         async with anyio.create_task_group() as tg:
             tg.start_soon(lambda: h.call("hog", "busy", 3000, timeout=10))
-            await anyio.sleep(0.3)  # hog's only worker is busy: it reads nothing meanwhile
+            await wait_for(lambda: h.pool("hog").workers[0].load == 1, timeout=10)  # busy: reads nothing
             try:
                 for _ in range(20):  # more than its socket and write buffer hold
                     client.publish(PREFIX + "hog", msgspec.msgpack.encode([b"elsewhere", "msg", "x" * 200_000]))
