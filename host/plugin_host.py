@@ -90,7 +90,7 @@ class PluginHost:
         self._hub.subscribe(self._logs.event)
         self._box = SecretBox(self.config)  # the key that seals secret config values at rest
         self._registry = Registry(self.config, self._hub, self._box, self._new_pool, self._logs.worker_event)
-        self._pipeline = CallPipeline(self.config, self._pool, lambda: self._tg if self._running else None)
+        self._pipeline = CallPipeline(self.config, self._registry.pool_of, lambda: self._tg if self._running else None)
         self._pipeline.loading, self._pipeline.settle = self._registry.loader.busy, self._registry.settle
         self.metrics = HostMetrics(self.plugins)  # Prometheus: GET /metrics, or metrics.render()
         self._history = open_history(self.config)
@@ -203,11 +203,6 @@ class PluginHost:
     def _new_pool(self, spec: WorkerSpec, config: PoolConfig, **kw: Any) -> Pool:
         assert self._runtime is not None and self._services is not None
         return Pool(spec, self._runtime, config, on_log=self._logs.line, host_call=self._services.handle, **kw)
-
-    def _pool(self, plugin: str) -> Pool:
-        if not self._running:
-            raise HostClosed("the host is not running; use `async with PluginHost(...)`")
-        return self._registry.pool_of(plugin)
 
     # ------------------------------------------------------------------ plugins (plugins/registry.py)
 

@@ -296,21 +296,22 @@ class FrameBuffer:
     ``sizes`` holds the body size of each message the last ``feed`` returned, in order: the
     host caps what a worker may send by kind (a result, say) below the frame maximum."""
 
-    __slots__ = ("_buf", "_error", "max_frame", "sizes")
+    __slots__ = ("_buf", "error", "max_frame", "sizes")
 
     def __init__(self, max_frame: int = DEFAULT_MAX_FRAME) -> None:
         self._buf = bytearray()
-        self._error: ProtocolError | None = None
+        self.error: ProtocolError | None = None  # the bad frame met (read it, or have check() raise it)
         self.max_frame = max_frame
         self.sizes: list[int] = []
 
     def check(self) -> None:
         """Raise the ProtocolError a previous ``feed`` met, if any."""
-        if self._error is not None:
-            raise self._error
+        if self.error is not None:
+            raise self.error
 
     def feed(self, data: bytes) -> list[Message]:
-        self.check()
+        if self.error is not None:  # check(), inline: every answer passes here
+            raise self.error
         buf = self._buf
         if not buf and len(data) > 4:  # the common case: exactly one whole frame, decoded in place
             (size,) = HEADER.unpack_from(data)
@@ -319,7 +320,7 @@ class FrameBuffer:
                     with memoryview(data) as view, view[4:] as body:
                         msg = decode_body(body)
                 except ProtocolError as exc:
-                    self._error = exc
+                    self.error = exc
                     raise
                 self.sizes = [size]
                 return [msg]
@@ -343,7 +344,7 @@ class FrameBuffer:
                 sizes.append(size)
                 pos += 4 + size
         except ProtocolError as exc:
-            self._error = exc
+            self.error = exc
             buf.clear()
             if not out:
                 raise

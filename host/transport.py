@@ -85,23 +85,18 @@ class FrameSocket:
         self._readable: asyncio.Future[None] | None = None
         # On asyncio the socket stays registered with the selector for its whole life instead
         # of being added and removed around every wait (two epoll_ctl calls per read saved).
-        self._loop: asyncio.AbstractEventLoop | None
+        self.loop: asyncio.AbstractEventLoop | None  # the asyncio loop it is registered with (None on trio)
         try:
-            self._loop = asyncio.get_running_loop()
+            self.loop = asyncio.get_running_loop()
         except RuntimeError:  # trio: anyio.wait_readable is already cheap there
-            self._loop = None
+            self.loop = None
         else:
-            self._loop.add_reader(sock.fileno(), self._on_readable)
+            self.loop.add_reader(sock.fileno(), self._on_readable)
         self._drained = False  # the last read emptied the socket
         # ``serve`` on asyncio: the frames' consumer, called from ``_on_readable``, and the
         # future its caller waits on until the stream ends.
         self._consumer: Callable[[list[p.Message], list[int]], None] | None = None
         self._served: asyncio.Future[None] | None = None
-
-    @property
-    def loop(self) -> asyncio.AbstractEventLoop | None:
-        """The asyncio loop the socket is registered with (None on trio)."""
-        return self._loop
 
     def _on_readable(self) -> None:
         if self._consumer is not None:
@@ -118,7 +113,7 @@ class FrameSocket:
         the socket is read in the event loop's readable callback and ``consumer`` runs there:
         an answer reaches its caller without a reader task being woken in between (one loop
         turn, one task step less per call). Elsewhere, a loop over ``receive``."""
-        if self._loop is None:
+        if self.loop is None:
             while True:
                 msgs = await self.receive()
                 consumer(msgs, self.frames.sizes)
@@ -129,7 +124,7 @@ class FrameSocket:
             raise
         if self._sock.fileno() < 0:
             raise ConnectionLost("socket closed")
-        self._served = served = self._loop.create_future()
+        self._served = served = self.loop.create_future()
         self._consumer = consumer
         self._on_readable()  # what arrived while nobody read: the selector reports it too, later
         try:
@@ -156,7 +151,8 @@ class FrameSocket:
             if msgs:
                 assert self._consumer is not None
                 self._consumer(msgs, frames.sizes)
-            frames.check()  # a bad frame after good ones: they went first, now the stream ends
+            if frames.error is not None:  # a bad frame after good ones: they went first, now the stream ends
+                raise frames.error
         except Exception as exc:
             self._end_serving(exc)
 
@@ -168,10 +164,10 @@ class FrameSocket:
             served.set_exception(exc)
 
     async def _wait_readable(self) -> None:
-        if self._loop is None:
+        if self.loop is None:
             await anyio.wait_readable(self._sock)
             return
-        self._readable = self._loop.create_future()
+        self._readable = self.loop.create_future()
         try:
             await self._readable
         finally:
@@ -302,14 +298,14 @@ class FrameSocket:
         would call ``_on_readable`` on every turn of the loop until ``close``. A later
         ``receive`` reads again and meets the same end."""
         self._drained = False
-        if self._loop is not None and self._sock.fileno() >= 0:
-            self._loop.remove_reader(self._sock.fileno())
+        if self.loop is not None and self._sock.fileno() >= 0:
+            self.loop.remove_reader(self._sock.fileno())
 
     def close(self) -> None:
         self.closed = True
         self._wake_space()
         if self._sock.fileno() >= 0:
-            if self._loop is not None:
+            if self.loop is not None:
                 self._stop_reading()
                 self._on_readable_closed()
             else:

@@ -271,6 +271,8 @@ class Worker:
         self._pong_pending = False    # a pong is being sent: pings meanwhile get none
         self._loose_logs = LogBudget()  # log lines outside any call, per second
         self.exited = anyio.Event()
+        self._result_limit = min(spec.limits.max_result_bytes, spec.limits.max_frame)  # a result's most bytes
+        self._ended = False  # exited.is_set(), read on every call without a call
         self.log_extra = worker_extra(spec.plugin_id, self.describe())  # ``extra=`` of its log records
 
     # ------------------------------------------------------------------ state
@@ -281,7 +283,7 @@ class Worker:
 
     @property
     def alive(self) -> bool:
-        return self.state in ("ready", "starting") and not self.exited.is_set()
+        return self.state in ("ready", "starting") and not self._ended
 
     def describe(self) -> str:
         return f"{self.spec.plugin_id}#{self.index}"
@@ -549,6 +551,7 @@ class Worker:
         self._pending.clear()
         if self._conn is not None:
             self._conn.close()
+        self._ended = True
         self.exited.set()
 
     def _exit_error(self) -> HostError:
@@ -701,8 +704,7 @@ class Worker:
         if isinstance(msg, p.Result):
             pending = self._pending.get(msg.id)
             if pending is not None:
-                limit = min(self.spec.limits.max_result_bytes, self.spec.limits.max_frame)
-                if size > limit:
+                if size > (limit := self._result_limit):
                     pending.info = p.ErrorInfo(
                         name="PayloadTooLarge", error_type="SANDBOX_LIMIT",
                         message=f"result of {size} bytes exceeds the {limit}-byte limit (limits.max_result_bytes)")

@@ -411,7 +411,7 @@ class Registry:
     def pool_of(self, plugin: str) -> Pool:
         if not self.running:
             raise HostClosed("the host is not running; use `async with PluginHost(...)`")
-        record = self.record(plugin)
+        record = self._only.get(plugin) or self.record(plugin)  # record()'s shortcut, inline: every call
         if record.state not in SERVING or record.pool is None:
             why = f": {record.error}" if record.error else ""
             raise PluginUnavailable(f"plugin is {record.state}{why}", plugin=record.id)

@@ -139,7 +139,8 @@ class CallPipeline:
         pool = self._pool_of(plugin)
         budget = pool.spec.limits.call_timeout if timeout is None else check_timeout(timeout)
         pid = pool.spec.plugin_id
-        ctx = CallContext(pool, self.policy(pid, scope), plugin, fn, args, budget, entered + budget, priority, pid)
+        policy = self.policies.get(scope or pid) or self.policy(pid, scope)
+        ctx = CallContext(pool, policy, plugin, fn, args, budget, entered + budget, priority, pid)
         cache = self.config.cache_for(pid) if pid in self.config.plugins else self.config.policy.cache
         key = None
         if cache.applies(fn):
@@ -227,7 +228,7 @@ class CallPipeline:
         pid = ctx.pid
         config = self.config
         rate = config.rate_limit_for(pid) if pid in config.plugins else config.policy.rate_limit
-        if self.limiter.applies(pid, rate):
+        if (rate.limit or self.limiter.global_limit) and self.limiter.applies(pid, rate):
             try:
                 if await self.limiter.acquire(pid, rate, ctx.deadline):
                     ctx.policy.rate_delayed += 1

@@ -310,6 +310,7 @@ class RateLimiter:
         self._limiter = MovingWindowRateLimiter(store)
         self._memory = store if isinstance(store, WindowMemoryStorage) else None
         self._global = limits.parse_many(global_limit) if global_limit else []
+        self.global_limit = bool(self._global)  # a host-wide quota: every call takes a slot of it
         self._quotas: dict[tuple[str, str | None], list[Quota]] = {}
 
     def _items(self, plugin: str, limit: str | None) -> list[Quota]:
