@@ -88,8 +88,11 @@ class FrameSocket:
         self.loop: asyncio.AbstractEventLoop | None  # the asyncio loop it is registered with (None on trio)
         try:
             self.loop = asyncio.get_running_loop()
-        except RuntimeError:  # trio: anyio.wait_readable is already cheap there
+        except RuntimeError:  # trio (anyio's other backend): its own wait, without anyio's lookup
+            import trio
+
             self.loop = None
+            self._trio_readable = trio.lowlevel.wait_readable
         else:
             self.loop.add_reader(sock.fileno(), self._on_readable)
         self._drained = False  # the last read emptied the socket
@@ -165,7 +168,7 @@ class FrameSocket:
 
     async def _wait_readable(self) -> None:
         if self.loop is None:
-            await anyio.wait_readable(self._sock)
+            await self._trio_readable(self._sock)
             return
         self._readable = self.loop.create_future()
         try:

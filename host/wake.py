@@ -1,16 +1,18 @@
 """A one-shot signal for one waiting task: what a call's caller waits on until its answer (or
 its failure) arrives. On asyncio it is a bare future of the running loop (anyio.Event builds an
 asyncio.Event, which makes a future per wait besides, and looks up the backend each time it
-is made); elsewhere (trio) an anyio.Event. Whoever makes many of them passes the loop it
-knows (asyncio's ``_get_running_loop`` costs a ``getpid`` system call on Python 3.11)."""
+is made); elsewhere a trio.Event itself (anyio's wraps one, and looks up the backend each time
+one is made). Whoever makes many of them passes the loop it knows (asyncio's
+``_get_running_loop`` costs a ``getpid`` system call on Python 3.11)."""
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import Generator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import anyio
+if TYPE_CHECKING:
+    import trio
 
 
 class Wake:
@@ -26,10 +28,12 @@ class Wake:
         self.done = False
         if loop is not None:
             self._fut: asyncio.Future[None] | None = loop.create_future()  # type: ignore[union-attr]
-            self._event: anyio.Event | None = None
-        else:
+            self._event: trio.Event | None = None
+        else:  # anyio runs on asyncio or trio: no loop is trio (imported by then)
+            import trio
+
             self._fut = None
-            self._event = anyio.Event()
+            self._event = trio.Event()
 
     def set(self) -> None:
         if self.done:
