@@ -419,6 +419,7 @@ class Pool:
             if deadline <= time.monotonic():
                 self._waiters.drop(waiter)
                 raise TimeoutError
+            self._prune_deadlines()
             heapq.heappush(self._deadlines, (deadline, next(self._deadline_order), waiter))
             if deadline < self._deadline_target:
                 self._deadline_wake.set()
@@ -449,13 +450,19 @@ class Pool:
                     self._waiters.drop(waiter)
                     waiter.timed_out = True
                     waiter.event.set()
-            if len(heap) > 2 * len(self._waiters) + 64:  # drop the entries of served waiters
-                heap[:] = [e for e in heap if not (e[2].event.is_set() or e[2].gone)]
-                heapq.heapify(heap)
+            self._prune_deadlines()
             self._deadline_target = heap[0][0] if heap else math.inf
             self._deadline_wake = anyio.Event()
             with anyio.move_on_after(self._deadline_target - now):
                 await self._deadline_wake.wait()
+
+    def _prune_deadlines(self) -> None:
+        """Drop the entries of served waiters once they outnumber those still waiting (the
+        expiry task sleeps until the earliest deadline; every waiter adds one meanwhile)."""
+        heap = self._deadlines
+        if len(heap) > 2 * len(self._waiters) + 64:
+            heap[:] = [e for e in heap if not (e[2].event.is_set() or e[2].gone)]
+            heapq.heapify(heap)
 
     def release(self, lease: Lease) -> None:
         """Give back a reservation that no request used."""

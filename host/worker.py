@@ -1003,6 +1003,8 @@ class Worker:
         # The deadline runs from now: arguments that wait to be written (a worker that reads
         # nothing meanwhile) count against it too.
         deadline = time.monotonic() + timeout
+        if len(self._deadlines) > 2 * len(self._pending) + 64:
+            self._prune_deadlines()
         heapq.heappush(self._deadlines, (deadline, cid))
         pending.timeout, pending.deadline = timeout, deadline
         if deadline < self._deadline_target:
@@ -1045,13 +1047,20 @@ class Worker:
                 pending = self._pending.get(cid)
                 if pending is not None and deadline <= now:
                     self._time_out(cid, pending)
-            if len(heap) > 2 * len(self._pending) + 64:  # drop settled entries
-                heap[:] = [(d, c) for d, c in heap if c in self._pending]
-                heapq.heapify(heap)
+            self._prune_deadlines()
             self._deadline_target = heap[0][0] if heap else math.inf
             self._deadline_wake = anyio.Event()
             with anyio.move_on_after(self._deadline_target - now):
                 await self._deadline_wake.wait()
+
+    def _prune_deadlines(self) -> None:
+        """Drop the entries of settled calls once they outnumber the calls in flight: the
+        watcher sleeps until the earliest deadline (30 s by default), and meanwhile every call
+        adds one (20,000 calls a second would hold 600,000 of them)."""
+        heap = self._deadlines
+        if len(heap) > 2 * len(self._pending) + 64:
+            heap[:] = [(d, c) for d, c in heap if c in self._pending]
+            heapq.heapify(heap)
 
     def _time_out(self, cid: int, pending: _Pending) -> None:
         del self._pending[cid]

@@ -74,3 +74,22 @@ async def test_a_wake_set_after_its_waiter_was_cancelled_still_says_it_was_set()
         await anyio.sleep(0)
         woken.set()
     assert woken.is_set()
+
+
+async def test_the_deadline_heaps_hold_the_calls_in_flight_not_every_call_made(plugin_dir, make_host):
+    """Each call and each waiting caller pushes its deadline on a heap that a timer task pops
+    only when the earliest deadline comes (30 s by default): settled entries are dropped as
+    they pile up, or 20,000 calls a second would hold 600,000 of them (~75 MB)."""
+    plugin_dir.add("fast.js", PLUGIN)
+    async with make_host(pool=PoolConfig(min_workers=1, max_workers=1)) as h:
+        pool = h.pool("fast")
+        worker = pool.workers[0]
+        for _ in range(1000):
+            await h.call("fast", "add", 1, 2)
+        for _ in range(100):  # one runs, three wait for the only slot, with a deadline
+            async with anyio.create_task_group() as tg:
+                for _ in range(4):
+                    tg.start_soon(lambda: h.call("fast", "add", 1, 2, timeout=30))
+        assert pool.workers == [worker] and worker.calls >= 1400
+        assert len(worker._deadlines) <= 64 + 1
+        assert len(pool._deadlines) <= 64 + 1
