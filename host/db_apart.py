@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import logging
 import os
+import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -90,20 +91,24 @@ class Apart:
                  state: PgSession | None) -> None:
         self.backend, self.state_dir, self.state = backend, state_dir, state
         self._apart = isinstance(backend, PostgresBackend) and state is None  # state in files only
-        self._refused: DbRefused | None = None
+        self._refused: str | None = None  # why, once found (a fresh error each time: no traceback grows)
         self._lock = anyio.Lock()
 
     def refused(self) -> None:
         """Raise the refusal already found (before anything is opened)."""
         if self._refused is not None:
-            raise self._refused
+            raise DbRefused(self._refused)
 
     async def check(self, conn: Any, run: Run, until: float) -> None:
         """Decide once, on ``conn`` (a new connection of the tool; ``run`` runs blocking work
         on it within the deadline); DbRefused when it is the host's own state."""
         if self._apart:
             return
-        async with self._lock:
+        with anyio.move_on_after(max(until - time.monotonic(), 0)) as waited:
+            await self._lock.acquire()  # another connection is asking already
+        if waited.cancelled_caught:
+            raise DbUnavailable(f"db: still asking whether {EXECUTE} is apart from {STATE} at the deadline")
+        try:
             self.refused()
             if self._apart:
                 return
@@ -111,9 +116,11 @@ class Apart:
             if why is None:
                 self._apart = True
                 return
-            self._refused = DbRefused(why)
+            self._refused = why
             log.error("db: %s", why)
-            raise self._refused
+            raise DbRefused(why)
+        finally:
+            self._lock.release()
 
     async def _sqlite(self, run: Run) -> str | None:
         assert isinstance(self.backend, SqliteBackend)
