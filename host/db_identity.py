@@ -5,8 +5,9 @@ left out and ``:5432``, ``?dbname=``) does not make it two. Conservative: every 
 machine (loopback addresses, ``localhost``, its host name, a Unix socket directory, no host)
 is one host, and what a connection string leaves to libpq's defaults (``PGHOST``, ``PGPORT``,
 ``PGDATABASE``, the user name) is filled in the way libpq would, or matches anything when
-only a ``service`` file knows it. A check on the strings, not on the servers: another name
-that reaches this machine through DNS or an interface address is not recognised."""
+only a ``service`` file knows it. A check on the strings, not on the servers: another port, or
+a name reaching this machine through DNS or an interface address, is left to db_apart.py, which
+asks the servers themselves when the db tool first connects."""
 
 from __future__ import annotations
 

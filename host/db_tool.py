@@ -19,11 +19,13 @@ import logging
 import secrets
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import anyio
 from anyio.abc import TaskGroup
 
+from .db_apart import Apart
 from .db_backends import (
     DEADLINE_MARGIN,
     PostgresBackend,
@@ -34,6 +36,7 @@ from .db_backends import (
 )
 from .db_query import WRITES, DbQuery, build, decode
 from .errors import DbError, DbUnavailable, GrantRefused, HostClosed, InvalidHostCall
+from .pg_session import PgSession
 
 log = logging.getLogger("host.db")
 
@@ -53,11 +56,15 @@ class _Tx:
 
 class DbTool:
     """One database for every execution that asks for the tool: a few idle connections kept
-    (read-only and read-write apart), at most ``max_connections`` in use at once."""
+    (read-only and read-write apart), at most ``max_connections`` in use at once. Its first
+    connection asks whether the database is the host's own state (``state_dir``, ``state``: a
+    session on ``[state] database``); if so the tool refuses it for good (db_apart.py)."""
 
     def __init__(self, database: str, *, max_rows: int = 1000, timeout: float = 5.0, writes: bool = False,
-                 max_connections: int = 8, tx_timeout: float = 5.0) -> None:
+                 max_connections: int = 8, tx_timeout: float = 5.0, state_dir: Path | None = None,
+                 state: PgSession | None = None) -> None:
         self.backend: SqliteBackend | PostgresBackend = backend_for(database, statement_timeout=timeout)
+        self.apart = Apart(self.backend, state_dir=state_dir, state=state)
         self.max_rows, self.timeout, self.writes, self.tx_timeout = max_rows, timeout, writes, tx_timeout
         self.max_connections = max_connections
         self._slots = anyio.Semaphore(max_connections)
@@ -203,6 +210,7 @@ class DbTool:
     async def _acquire(self, write: bool, until: float) -> Any:
         if self._closed:
             raise HostClosed("db: the host is not running")
+        self.apart.refused()
         with anyio.move_on_after(max(until - time.monotonic(), 0)) as waited:
             await self._slots.acquire()
         if waited.cancelled_caught:
@@ -217,10 +225,17 @@ class DbTool:
             opened.append(self.backend.connect(write=write, timeout=max(until - time.monotonic(), 0.1)))
         try:
             await self._in_thread(connect, None, until, late=opened)
+            conn = opened[0]
         except BaseException:
             self._slots.release()
             raise
-        return opened[0]
+        try:
+            await self.apart.check(conn, lambda fn: self._in_thread(fn, conn, until), until)
+        except BaseException:  # refused, or undecided: this connection is not used
+            self._slots.release()
+            self._close_quietly(conn)
+            raise
+        return conn
 
     async def _release(self, write: bool, conn: Any, *, reuse: bool = True) -> None:
         self._slots.release()

@@ -262,6 +262,13 @@ class DbUnavailable(DbError):
     ``[execute] db_timeout`` (or the execution's own deadline)."""
 
 
+class DbRefused(DbError):
+    """The execute ``db`` tool refuses its database: ``[execute] database`` is the host's own
+    state (``[state] database`` reached another way, or a file of ``state_dir``), as the servers
+    or the file system say when the tool first connects. Kept for the host's life; the operator
+    gives /execute a database of its own."""
+
+
 class ToolFailed(HostCallError):
     """An operator's ``execute`` tool (``[execute.tools.NAME]``) raised, did not answer within
     the execution's deadline, or returned what MessagePack cannot carry. The code sees it as an

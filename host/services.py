@@ -138,7 +138,8 @@ class HostServices:
         xc = execute
         self.db: DbTool | None = (None if xc is None or xc.database is None else  # [execute] database
             DbTool(xc.database, max_rows=xc.db_max_rows, timeout=xc.db_timeout, writes=xc.db_writes,
-                   max_connections=xc.db_max_connections, tx_timeout=xc.db_tx_timeout))
+                   max_connections=xc.db_max_connections, tx_timeout=xc.db_tx_timeout, state_dir=Path(state_dir),
+                   state=self.storage.db if isinstance(self.storage, PostgresStorage) else None))
         self.tools: ToolRegistry | None = None  # execute's tools, the operator's among them
         self.relay = (ChannelRelay(channel, self._from_other_host,
                                    lambda plugin: bool(self._subs.get(("plugin", plugin))))
