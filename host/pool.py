@@ -3,6 +3,7 @@ recycling, idle reaping and graceful drain."""
 
 from __future__ import annotations
 
+import asyncio
 import heapq
 import itertools
 import logging
@@ -38,8 +39,8 @@ REAP_INTERVAL_MIN = 0.05
 class _Waiter(Waiter):
     __slots__ = ("error", "lease", "timed_out")
 
-    def __init__(self) -> None:
-        super().__init__()
+    def __init__(self, loop: Any) -> None:
+        super().__init__(loop)
         self.lease: Lease | None = None
         self.error: HostError | None = None
         self.timed_out = False  # its deadline passed in the queue (_expire_waiters)
@@ -72,17 +73,13 @@ class Pool:
         self.error: str | None = None
         self.workers: list[Worker] = []
         self.spares: list[Worker] = []  # ready, not serving (PoolConfig.spares): taken by _maintain
-        self.restarts = 0
-        self.crashes = 0
-        self.timeouts = 0
+        self.restarts = self.crashes = self.timeouts = 0
         self.exits: dict[str, int] = {}  # workers lost (not stopped or retired), by exit reason
         self.calls = 0
-        self._on_log = on_log
-        self._host_call = host_call
-        self._on_state = on_state
-        self._starting = 0
-        self._starting_spares = 0
+        self._on_log, self._host_call, self._on_state = on_log, host_call, on_state
+        self._starting = self._starting_spares = 0  # workers (spares) being started
         self._waiters: WaitQueue[_Waiter] = WaitQueue()  # callers waiting for a slot
+        self._loop: Any = True  # the event loop, once running (True: look it up)
         # One timer for the deadlines of all waiting callers instead of a cancel scope with a
         # deadline per waiter (a timer handle each, and anyio's scope bookkeeping): a heap of
         # (deadline, order, waiter) that _expire_waiters sleeps on.
@@ -107,6 +104,7 @@ class Pool:
     async def __aenter__(self) -> Pool:
         self._cm = anyio.create_task_group()
         self._tg = await self._cm.__aenter__()
+        self._loop = asyncio._get_running_loop()  # None on trio; a lookup costs a getpid (wake.py)
         try:
             await self._prestart()
         except BaseException:
@@ -412,14 +410,15 @@ class Pool:
         worker = self._pick()
         if worker is not None:
             return Lease(worker)
-        waiter = _Waiter()
+        waiter = _Waiter(self._loop)
         self._waiters.push(waiter, priority)
         self._maintain()
         if deadline is not None and not waiter.event.is_set():
             if deadline <= time.monotonic():
                 self._waiters.drop(waiter)
                 raise TimeoutError
-            self._prune_deadlines()
+            if len(self._deadlines) > 2 * len(self._waiters) + 64:
+                self._prune_deadlines()
             heapq.heappush(self._deadlines, (deadline, next(self._deadline_order), waiter))
             if deadline < self._deadline_target:
                 self._deadline_wake.set()

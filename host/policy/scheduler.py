@@ -8,7 +8,7 @@ import itertools
 import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
 import anyio
 import msgspec
@@ -32,8 +32,8 @@ class Waiter:
 
     __slots__ = ("event", "gone")
 
-    def __init__(self) -> None:
-        self.event = Wake()
+    def __init__(self, loop: Any = True) -> None:  # the running asyncio loop when known (wake.py)
+        self.event = Wake(loop)
         self.gone = False  # gave up (cancelled, timed out): dropped lazily from its queue
 
 
