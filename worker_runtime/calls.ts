@@ -5,20 +5,10 @@
  */
 
 import { makeContext, dropSubscriptions } from "./context.ts";
-import { errorInfo, ErrorTypes, importError, sendErrorFrame } from "./errors.ts";
-import { type Execution, nextExecution, ownerOf, prepareSpare } from "./isolate.ts";
-import { emitLog, LogBudget, makeConsole } from "./console.ts";
+import { errorInfo, ErrorTypes, sendErrorFrame } from "./errors.ts";
+import type { Execution } from "./isolate.ts";
+import { emitLog, LogBudget } from "./console.ts";
 import { type ErrorInfo, HOOKS, type Id } from "./protocol.ts";
-import {
-  cryptoSettings,
-  hostToolNames,
-  makeCryptoTool,
-  makeDbTool,
-  makeHostTool,
-  moduleTools,
-  setupModuleTool,
-} from "./tools.ts";
-import { toJavaScript } from "./typescript.ts";
 import { limits, type Msg, optionalArray, optionalNumber, protocolError, requireId, requireString, send } from "./wire.ts";
 
 /** The plugin this worker serves, once the welcome has named and loaded it. */
@@ -74,7 +64,7 @@ export async function trackConcurrentCalls(): Promise<void> {
   };
 }
 
-function newCall(id: Id): CallState {
+export function newCall(id: Id): CallState {
   const state: CallState = {
     id,
     controller: new AbortController(),
@@ -120,7 +110,7 @@ function succeed(state: CallState, value: unknown): void {
   }
 }
 
-function fail(state: CallState, e: unknown): void {
+export function fail(state: CallState, e: unknown): void {
   failWith(state, errorInfo(e));
 }
 
@@ -130,7 +120,7 @@ function failWith(state: CallState, info: ErrorInfo): void {
 }
 
 /** Runs `thunk` as the body of call `state` and answers with its (awaited) outcome. */
-function invoke(state: CallState, thunk: () => unknown): void {
+export function invoke(state: CallState, thunk: () => unknown): void {
   let r: unknown;
   try {
     r = thunk();
@@ -208,65 +198,21 @@ export function onHook(msg: Msg): void {
   });
 }
 
-export function onExecute(msg: Msg): void {
-  const id = requireId(msg.id, "execute.id");
-  const code = requireString(msg.code, "execute.code");
-  const entry = msg.entry == null ? "default" : requireString(msg.entry, "execute.entry");
-  const timeoutMs = optionalNumber(msg.timeout_ms, "execute.timeout_ms");
-  const tools = optionalArray(msg.tools, "execute.tools");
-  const language = msg.language == null ? "javascript" : requireString(msg.language, "execute.language");
-  if (language !== "javascript" && language !== "typescript") protocolError(`unknown execute.language ${language}`);
-  if (calls.has(id)) protocolError(`call id ${id} is already in flight`);
-  const state = newCall(id);
-  let source = code;
-  if (language === "typescript") {
-    try {
-      source = toJavaScript(code);
-    } catch (e) {
-      fail(state, e);
-      return;
-    }
-  }
-  state.tools = new Set(tools as string[]);
-  // Code run by execute is gone when the call settles, and so are its channel handlers. Its
-  // context has no cache or storage (executions share nothing), and a channel only with the
-  // tool; the host refuses these host calls from execute code all the same.
-  const { cache: _cache, storage: _storage, channel: _channel, ...context } = makeContext(state, timeoutMs, state);
-  if (state.tools.has("channel")) (context as Record<string, unknown>).channel = _channel;
-  // Its own context: its own globals and intrinsics, console, timers and tools (isolate.ts).
-  // crypto and db are bindings for every execution, undefined unless it asked for the tool.
-  const globals: Record<string, unknown> = { console: makeConsole(state), crypto: undefined, db: undefined };
-  if (state.tools.has("crypto")) globals.crypto = makeCryptoTool(cryptoSettings, state);
-  if (state.tools.has("db") || state.tools.has("db:write")) globals.db = makeDbTool(state);
-  if (state.tools.has("channel")) globals.channel = _channel;
-  for (const name of state.tools) if (hostToolNames.has(name)) globals[name] = makeHostTool(name, state);
-  try {
-    state.execution = nextExecution().claim(state, globals, (e) => fail(state, e));
-  } catch (e) {
-    fail(state, e);
-    return;
-  }
-  const execution = state.execution;
-  if (limits.harden === 1) prepareSpare();  // the next execution's context, made while idle
-  tracker.run(state, invoke, state, async () => {
-    for (const name of state.tools!) {
-      const tool = moduleTools.get(name);
-      if (tool) await setupModuleTool(execution, name, tool);
-    }
-    let fn;
-    try {
-      fn = await execution.load(source, entry);
-    } catch (e) {
-      throw importError(e);
-    }
-    if (typeof fn !== "function") {
-      const err = new Error(`Entry "${entry}" is not a function`);
-      err.name = "EntryError";
-      throw err;
-    }
-    return await fn(msg.input === undefined ? undefined : execution.adopt(msg.input), context);
-  });
-}
+/** An execute frame: execute.ts's handler once an execute worker has loaded it (worker.ts, at
+ * a welcome with no module). A plugin's worker never loads it (nor isolate.ts, tools.ts and
+ * typescript.ts, ~0.3 MB of its idle memory): it answers with an error, as it always has (it
+ * has no node:vm to run the code in). */
+export const executor = {
+  onExecute(msg: Msg): void {
+    const id = requireId(msg.id, "execute.id");
+    if (calls.has(id)) protocolError(`call id ${id} is already in flight`);
+    failWith(newCall(id), { name: "ExecuteUnavailable", message: "this worker serves a plugin, not ad-hoc code" });
+  },
+  /** The execution (isolate.ts ownerOf) whose context made a value; none without execute.ts. */
+  ownerOf(_value: unknown): { settled: boolean } | undefined {
+    return undefined;
+  },
+};
 
 export function onCancel(msg: Msg): void {
   const id = requireId(msg.id, "cancel.id");
@@ -281,7 +227,7 @@ export function onCancel(msg: Msg): void {
  * from an execution's context is that execution's alone: it fails it while it runs, and is
  * dropped after (it must never reach the next execution). */
 export function onEscaped(reason: unknown, promise?: unknown): void {
-  const owner = (ownerOf(promise) ?? ownerOf(reason)) as CallState | undefined;
+  const owner = (executor.ownerOf(promise) ?? executor.ownerOf(reason)) as CallState | undefined;
   if (owner) {
     if (!owner.settled) fail(owner, reason);
     return;

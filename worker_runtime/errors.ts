@@ -3,7 +3,6 @@
  * thrown value becomes the ErrorInfo of an error frame, scrubbed, capped and never throwing.
  */
 
-import { DYNAMIC_IMPORT, NO_IMPORTS } from "./isolate.ts";
 import type { ErrorInfo, FromWorker } from "./protocol.ts";
 import { type Msg, send } from "./wire.ts";
 
@@ -12,6 +11,11 @@ import { type Msg, send } from "./wire.ts";
 const MAX_ERROR_NAME = 256;
 const MAX_ERROR_MESSAGE = 64 * 1024;
 const MAX_ERROR_STACK = 64 * 1024;
+
+/** What import() inside an execution's context throws (Deno's own message) and what it means
+ * (isolate.ts). Here, not there: a plugin's worker never loads isolate.ts. */
+export const DYNAMIC_IMPORT = "A dynamic import callback was not specified.";
+export const NO_IMPORTS = "execute code cannot import modules; use the tools it is given";
 
 export const ErrorTypes = Object.freeze({
   NETWORK_ERROR: "NETWORK_ERROR",

@@ -16,10 +16,6 @@
 // deno-lint-ignore-file no-explicit-any
 
 /** What the worker's main realm lends every execution, frozen (bindings of the same name). */
-/** What import() inside an execution's context throws (Deno's own message) and what it means. */
-export const DYNAMIC_IMPORT = "A dynamic import callback was not specified.";
-export const NO_IMPORTS = "execute code cannot import modules; use the tools it is given";
-
 export const LENT = [
   "fetch", "Request", "Response", "Headers", "FormData", "URL", "URLSearchParams", "URLPattern",
   "TextEncoder", "TextDecoder", "TextEncoderStream", "TextDecoderStream", "atob", "btoa",

@@ -14,32 +14,31 @@
  * The rest, by concern:
  *   wire.ts     the socket, frames out and in, limits, field checks, exit codes
  *   calls.ts    calls and executions in flight, how each settles, errors that escape them
+ *   execute.ts  the execute frame (ad-hoc code); loaded only by an execute worker, at its welcome
  *   context.ts  the context argument: host calls (cache, storage, channel), channel handlers
  *   console.ts  log budgets and console capture
  *   errors.ts   PluginError, ErrorTypes, and any thrown value as an error frame
  *   sandbox.ts  the globals changed before plugin code runs (Worker cap, egress fetch)
  *   tools.ts    execute's crypto, db and operator (host-function) tools
  *   isolate.ts  execute's per-execution contexts and the hardened main realm
- * They are loaded before plugin code, so a plugin can import them (a URL relative to
+ * They are loaded before plugin code (execute.ts, tools.ts, isolate.ts and typescript.ts only
+ * in an execute worker: a plugin's worker stays smaller without them), so a plugin can import them (a URL relative to
  * import.meta.resolve("@plugin-host/kit") needs no read grant for a module already loaded). What
  * it reaches there is its own process only: `limits` is frozen once the welcome has set it, the
  * Worker counter and the native constructors are closures, and the host enforces every cap on
  * what arrives (and RLIMIT_DATA on the process) whatever a worker sends.
  */
 
-import { onCall, onCancel, onEscaped, onExecute, onHook, session, trackConcurrentCalls } from "./calls.ts";
+import { executor, onCall, onCancel, onEscaped, onHook, session, trackConcurrentCalls } from "./calls.ts";
 import { captureConsole } from "./console.ts";
 import { onDeliver, onHostReply } from "./context.ts";
 import { errorInfo, ErrorTypes, importError, jsonClone, safeString, sendErrorFrame } from "./errors.ts";
-import { harden, loadVm } from "./isolate.ts";
-import { loadTypeScript } from "./typescript.ts";
 // Loaded with the runtime (a static import needs no read grant), so that a plugin may import it
 // as "@plugin-host/kit" (import_map.json) with none either.
 import "./kit.ts";
 import { type ErrorInfo, type Limits, type Signature, MAGIC_COOKIE as COOKIE, PROTOCOL_VERSION as PROTOCOL } from "./protocol.ts";
 import { installGlobals, useEgressProxy } from "./sandbox.ts";
 import { signatureOf } from "./signature.ts";
-import { readToolSettings } from "./tools.ts";
 import {
   connect,
   EXIT_HEARTBEAT,
@@ -93,7 +92,7 @@ function dispatch(m: unknown): void {
       }
       if (msg.type === "call") onCall(msg);
       else if (msg.type === "hook") onHook(msg);
-      else onExecute(msg);
+      else executor.onExecute(msg);
       return;
     case "cancel":
       if (phase === "importing") {
@@ -188,7 +187,9 @@ function applyLimits(v: unknown): void {
 
 function toFileUrl(path: string): string {
   const abs = path.startsWith("/") ? path : `${Deno.cwd()}/${path}`;
-  return "file://" + encodeURI(abs).replace(/[?#]/g, (c) => (c === "?" ? "%3F" : "%23"));
+  // No regular expression on the start path: the first one maps V8's regexp compiler into
+  // every idle worker (~0.5 MB of RSS; signature.ts says more).
+  return "file://" + encodeURI(abs).replaceAll("?", "%3F").replaceAll("#", "%23");
 }
 
 /** The module's exported functions, each with what it declares it takes. */
@@ -215,10 +216,7 @@ async function onWelcome(msg: Msg): Promise<void> {
   if (limits.egress_proxy === 1) useEgressProxy();
   session.config = msg.config ?? null;
   if (module == null) {  // an execute worker: each execution gets a context of its own
-    if (msg.tools != null) readToolSettings(msg.tools as Record<string, unknown>);
-    await loadVm();
-    await loadTypeScript();
-    if (limits.harden === 1) await harden();
+    await (await import("./execute.ts")).startExecuting(msg.tools);
   }
   startHeartbeatWatch();
   phase = "importing";
