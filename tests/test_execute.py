@@ -494,3 +494,13 @@ def test_database_must_be_sqlite_or_postgresql():
         HostConfig(execute={"database": "mysql://user:pw@db.example:3306/app"})
     assert "pw" not in str(e.value)
     assert HostConfig(execute={"database": "postgresql://user:pw@db.example:5432/app"}).execute.database
+
+
+async def test_a_plugin_worker_answers_an_execute_frame_with_an_error_and_keeps_serving(calc, make_host):
+    # execute.ts (and node:vm, isolate.ts, tools.ts) load only in execute workers: a plugin's
+    # worker answers ad-hoc code with an error, and serves its plugin's next call
+    async with make_host() as h:
+        worker = h.pool("calc").workers[0]
+        done = await worker.execute("export default () => 1", entry="default", input=None, timeout=5, tools=[])
+        assert done.info is not None and done.info.name == "ExecuteUnavailable"
+        assert await h.call("calc", "add", 1, 2) == 3
