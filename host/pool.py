@@ -398,16 +398,16 @@ class Pool:
             waiter.error = error
             waiter.event.set()
 
-    async def acquire(self, deadline: float | None = None, priority: int = 0) -> Lease:
+    async def acquire(self, deadline: float | None = None, priority: int = 0, looked: bool = False) -> Lease:
         """A slot on a worker, reserved for the caller until its request consumes it.
         Waiting past ``deadline`` (time.monotonic()) raises TimeoutError (``run_with_deadline``
         turns it into CallTimeout); when every slot is taken, higher ``priority`` callers are
-        served first."""
+        served first. ``looked``: the caller found no free slot just now (not looked for again)."""
         if self.state == "error":
             raise PluginUnavailable(self.error or "plugin is in error state", plugin=self.plugin_id)
         if self.state in ("closing", "closed"):
             raise HostClosed("plugin is closing", plugin=self.plugin_id)
-        worker = self._pick()
+        worker = None if looked else self._pick()
         if worker is not None:
             return Lease(worker)
         waiter = _Waiter(self._loop)
@@ -475,8 +475,9 @@ class Pool:
         worker (it died as the call went out) is sent to another one, a few times at most."""
         for attempt in range(_RESENDS + 1):
             # A free slot now: taken without awaiting ``acquire`` (which checks the same first).
-            worker = self._pick() if self.state == "running" else None
-            lease = Lease(worker) if worker is not None else await self.acquire(deadline, priority)
+            looked = self.state == "running"
+            worker = self._pick() if looked else None
+            lease = Lease(worker) if worker is not None else await self.acquire(deadline, priority, looked)
             try:
                 result = await op(lease)
             except WorkerCrashed as exc:
