@@ -228,7 +228,7 @@ class CallPipeline:
         pid = ctx.pid
         config = self.config
         rate = config.rate_limit_for(pid) if pid in config.plugins else config.policy.rate_limit
-        if (rate.limit or self.limiter.global_limit) and self.limiter.applies(pid, rate):
+        if (rate.limit or self.limiter.global_limit) and not self.limiter.took(pid, rate):
             try:
                 if await self.limiter.acquire(pid, rate, ctx.deadline):
                     ctx.policy.rate_delayed += 1

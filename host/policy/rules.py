@@ -360,9 +360,12 @@ class RateLimiter:
                 raise
             raise PolicyStorageError(f"rate-limit storage {failure}", plugin=plugin) from None
 
-    def applies(self, plugin: str, config: RateLimitConfig) -> bool:
-        """Whether any quota limits calls to ``plugin`` (else ``acquire`` need not be awaited)."""
-        return bool(self._items(plugin, config.limit))
+    def took(self, plugin: str, config: RateLimitConfig) -> bool:
+        """Whether a call to ``plugin`` is within its quotas with no wait: none apply, or a slot
+        of each was free in memory and is taken now. False: ``acquire`` decides (it waits,
+        refuses, or asks the shared storage)."""
+        items = self._items(plugin, config.limit)
+        return not items or (self._memory is not None and self._memory.take(items) is None)
 
     async def acquire(self, plugin: str, config: RateLimitConfig, deadline: float) -> bool:
         """Take one slot of every quota that applies to ``plugin``. With the ``wait`` strategy,
