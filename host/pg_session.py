@@ -29,6 +29,31 @@ OWNER_SQL = ("SELECT n.nspname AS schema, o.rolname AS owner, current_user AS me
 STATE_TIMEOUT = 10.0  # seconds a statement on the state database may take (but plugin storage's)
 
 
+class _Watchdog:
+    """Shuts ``conn``'s socket down at ``until`` (monotonic) unless stopped first, so that a
+    thread blocked reading it wakes with an error."""
+
+    def __init__(self, backend: PostgresBackend, conn: Any, until: float) -> None:
+        self._lock = threading.Lock()
+        self._fired = self._stopped = False
+        self._timer = threading.Timer(max(until - time.monotonic(), 0), self._fire, [backend, conn])
+        self._timer.daemon = True
+        self._timer.start()
+
+    def _fire(self, backend: PostgresBackend, conn: Any) -> None:
+        with self._lock:
+            if not self._stopped:
+                self._fired = True
+                backend.interrupt(conn)
+
+    def stop(self) -> bool:
+        """Whether it fired."""
+        self._timer.cancel()
+        with self._lock:
+            self._stopped = True
+            return self._fired
+
+
 class PgSession:
     def __init__(self, url: str, timeout: float, schema: Sequence[str], *, what: str,
                  setting: str = "[state] database", error: type[HostError] = StateError) -> None:
@@ -76,19 +101,32 @@ class PgSession:
 
     def run_blocking(self, fn: Callable[[Any], T]) -> T:
         """``fn(connection)`` in the calling thread, for callers already off the event loop (the
-        balance history's run in worker threads), one at a time; ``statement_timeout`` bounds
-        each statement and ``connect_timeout`` the connection."""
-        with self._thread_lock:
+        balance history's run in worker threads), one at a time, all within the session's timeout:
+        ``statement_timeout`` is the server's, so a server that stops answering (SIGSTOP, a
+        partition) is bounded here, by shutting the connection's socket down when it passes."""
+        until = time.monotonic() + self.timeout
+        if not self._thread_lock.acquire(timeout=self.timeout):
+            raise self._error(f"{self._what}: {self.backend.where} was still busy with an earlier statement "
+                              f"for {self.timeout:g} s ({self._setting})")
+        fired = False
+        try:
+            if self._conn is None:
+                self._conn = self.backend.connect(write=True, timeout=max(until - time.monotonic(), 0))
+            watchdog = _Watchdog(self.backend, self._conn, until)
             try:
-                if self._conn is None:
-                    self._conn = self.backend.connect(write=True, timeout=self.timeout)
                 if not self._ready:
                     self._create(self._conn)
                     self._ready = True
                 return fn(self._conn)
-            except DbError as exc:
-                self._drop()
-                raise self._error(f"{self._what} failed ({self.backend.where}): {exc.message}") from None
+            finally:
+                if fired := watchdog.stop():  # its socket is shut down: of no more use
+                    self._drop()
+        except DbError as exc:
+            self._drop()
+            why = f"no answer from {self.backend.where} within the deadline ({self._setting})" if fired else exc.message
+            raise self._error(f"{self._what} failed ({self.backend.where}): {why}") from None
+        finally:
+            self._thread_lock.release()
 
     def _create(self, conn: Any) -> None:
         def body() -> None:

@@ -1,0 +1,82 @@
+"""What the operator meets at 3 a.m. with issue 20's shared state and processes: a state
+database that stops answering, Redis that hangs, a sibling process that is stuck. Each is a
+bounded, typed failure, and the host serves again once the service is back. Real postgres,
+real redis-server, real ``serve`` subprocesses."""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import signal
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import pytest
+from support.postgres import Postgres
+
+from host import StateError
+from host.balances.history_pg import PostgresHistory
+from host.balances.result import BalanceResult
+
+pytestmark = pytest.mark.timeout(90)
+
+
+@contextmanager
+def frozen_backends(server: Postgres, url: str) -> Iterator[None]:
+    """The server processes of ``url``'s database stop answering (SIGSTOP) as on a network
+    partition: connections stay open, nothing comes back; SIGCONT at the end."""
+    database = url.rsplit("/", 1)[1]
+    with server.admin() as admin:
+        backends = [r[0] for r in admin.execute("SELECT pid FROM pg_stat_activity WHERE datname = %s",
+                                                [database]).fetchall()]
+    assert backends
+    for pid in backends:
+        os.kill(pid, signal.SIGSTOP)
+    try:
+        yield
+    finally:
+        for pid in backends:
+            os.kill(pid, signal.SIGCONT)
+
+
+def point(balance: float) -> BalanceResult:
+    return BalanceResult(provider="alpha", provider_name="Alpha", status="success", balance=balance,
+                         currency="USD", last_updated=dt.datetime.now(dt.UTC))
+
+
+def test_a_hung_state_database_fails_balance_history_within_its_timeout(postgres_server, postgres_url):
+    # Before: history calls (GET /api/balances, its history, the alerts) waited on the
+    # server forever, and every later one queued behind them on the session's lock.
+    history = PostgresHistory(postgres_url, timeout=1.5)
+    try:
+        history.append([point(5.0)])
+        outcomes: list[tuple[float, BaseException | None]] = []
+
+        def attempt(call) -> None:
+            t0 = time.monotonic()
+            try:
+                call()
+                outcomes.append((time.monotonic() - t0, None))
+            except BaseException as exc:
+                outcomes.append((time.monotonic() - t0, exc))
+
+        with frozen_backends(postgres_server, postgres_url):
+            threads = [threading.Thread(target=attempt, args=(call,), daemon=True)
+                       for call in (history.read, lambda: history.append([point(4.0)]))]
+            for t in threads:
+                t.start()
+                time.sleep(0.1)  # the second waits behind the first
+            for t in threads:
+                t.join(10)
+            assert not any(t.is_alive() for t in threads), "a history call is still waiting on the database"
+        first = outcomes[0][1]
+        assert isinstance(first, StateError), outcomes
+        assert "within the deadline" in first.message and postgres_server.password not in first.message
+        assert all(took < 1.5 * 2 for took, _ in outcomes), outcomes
+        assert all(exc is None or isinstance(exc, StateError) for _, exc in outcomes), outcomes
+        history.append([point(3.0)])  # the database answers again: so does the history
+        assert [p.balance for p in history.read()][-1] == 3.0
+    finally:
+        history.close()
