@@ -182,11 +182,17 @@ async def supervise(argv: Sequence[str], srv: ServerConfig, count: int) -> int:
                 await stopping.wait()
 
     async def on_signals() -> None:
+        # Held until the end: a second Ctrl-C or SIGTERM during the drain is taken here too, as a
+        # single server takes it, not by the default handler (which would kill this parent alone,
+        # or, for SIGINT, every child mid-call).
         with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT, signal.SIGHUP) as signals:
             async for sig in signals:
-                log.info("received %s: draining and stopping %d serve processes", signal.Signals(sig).name, count)
+                name = signal.Signals(sig).name
+                if stopping.is_set():
+                    log.info("received %s: still draining the serve processes", name)
+                    continue
+                log.info("received %s: draining and stopping %d serve processes", name, count)
                 stopping.set()
-                return
 
     try:
         async with anyio.create_task_group() as tg:

@@ -14,7 +14,10 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 import pytest
+from support.plugins import PluginDir, fresh_state
 from support.postgres import Postgres
+from support.processes import descendants
+from support.servers import serve_process
 
 from host import StateError
 from host.balances.history_pg import PostgresHistory
@@ -80,3 +83,38 @@ def test_a_hung_state_database_fails_balance_history_within_its_timeout(postgres
         assert [p.balance for p in history.read()][-1] == 3.0
     finally:
         history.close()
+
+
+SLOW = """
+export async function slow(ms) {
+  console.log("slow call started");
+  await new Promise((r) => setTimeout(r, ms));
+  return ms;
+}
+"""
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_a_second_stop_signal_to_serve_processes_still_drains_the_calls_in_flight(tmp_path, shared_state, sig):
+    # Ctrl-C twice, or a second SIGTERM, during the drain. Before: the parent's signal handler was
+    # gone after the first, so the second SIGINT killed every child mid-call (the client got no
+    # answer, exit 130) and a second SIGTERM killed the parent alone (-15), its children orphaned.
+    plugins = PluginDir(tmp_path / "plugins")
+    plugins.add("slowpoke.js", SLOW)
+    state = fresh_state(tmp_path, shared_state)
+    with serve_process(tmp_path, "--plugins", str(plugins.root), "--state-dir", str(state), "--processes", "2",
+                       "--debug") as srv:
+        srv.wait_running("slowpoke")
+        answers: list[tuple[int, object]] = []
+        caller = threading.Thread(target=lambda: answers.append(
+            srv.request("POST", "/api/plugins/slowpoke/call/slow", {"args": [1500]})), daemon=True)
+        caller.start()
+        srv.wait_logged("slow call started")
+        family = descendants(lambda name: True, srv.proc.pid)
+        srv.proc.send_signal(sig)
+        srv.wait_logged("draining and stopping 2 serve processes")
+        srv.proc.send_signal(sig)
+        caller.join(30)
+        assert answers == [(200, {"ok": True, "result": 1500})], srv.log()
+        assert srv.proc.wait(30) == 0, srv.log()
+        assert not [pid for pid in family if os.path.exists(f"/proc/{pid}")], srv.log()
