@@ -63,7 +63,8 @@ async def serve(args: argparse.Namespace, config: HostConfig) -> int:
     control = Runner(create_app(host, max_body=srv.max_body_bytes, via="cli"), header_timeout=srv.header_timeout,
                      handle_signals=False, shutdown_timeout=srv.shutdown_grace)
     peers = None
-    with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+    # SIGHUP too: the terminal that started serve closing must drain it, not end it mid-call.
+    with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT, signal.SIGHUP) as signals:
         # HTTP first: /healthz/live answers while the plugins start, /healthz/ready says 503.
         await runner.setup()
         await control.setup()

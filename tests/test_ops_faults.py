@@ -118,3 +118,27 @@ def test_a_second_stop_signal_to_serve_processes_still_drains_the_calls_in_fligh
         assert answers == [(200, {"ok": True, "result": 1500})], srv.log()
         assert srv.proc.wait(30) == 0, srv.log()
         assert not [pid for pid in family if os.path.exists(f"/proc/{pid}")], srv.log()
+
+
+@pytest.mark.parametrize("processes", [[], ["--processes", "2"]])
+def test_a_hangup_drains_the_calls_in_flight(tmp_path, shared_state, processes):
+    # The terminal that started serve closes: SIGHUP to its whole process group. Before: each
+    # serve process died at once (the default action), the call in flight lost.
+    plugins = PluginDir(tmp_path / "plugins")
+    plugins.add("slowpoke.js", SLOW)
+    state = fresh_state(tmp_path, shared_state)
+    with serve_process(tmp_path, "--plugins", str(plugins.root), "--state-dir", str(state), *processes,
+                       "--debug", preexec=os.setpgrp) as srv:
+        srv.wait_running("slowpoke")
+        answers: list[tuple[int, object]] = []
+        caller = threading.Thread(target=lambda: answers.append(
+            srv.request("POST", "/api/plugins/slowpoke/call/slow", {"args": [1000]})), daemon=True)
+        caller.start()
+        srv.wait_logged("slow call started")
+        family = descendants(lambda name: True, srv.proc.pid)
+        os.killpg(srv.proc.pid, signal.SIGHUP)
+        caller.join(30)
+        assert answers == [(200, {"ok": True, "result": 1000})], srv.log()
+        assert srv.proc.wait(30) == 0, srv.log()
+        assert "received SIGHUP: draining" in srv.log()
+        assert not [pid for pid in family if os.path.exists(f"/proc/{pid}")], srv.log()
