@@ -46,6 +46,9 @@ async def serve(args: argparse.Namespace, config: HostConfig) -> int:
     srv = config.server
     _check_execute_token(srv)
     if args.listen_fd is None and (count := process_count(args.processes or srv.processes)) > 1:
+        if inspected := ("--inspect" if args.inspect else "--inspect-brk" if args.inspect_brk else None):
+            raise UsageError(f"{inspected} runs one worker on one inspector port: serve it with "
+                             f"--processes 1, not {count}")
         return await supervise(args.argv, srv, count)  # N of these, on one socket
     if args.dev:  # edit, save, see: a quick rescan, and a banner for each reload
         config.reload = msgspec.structs.replace(config.reload, enabled=True, interval=DEV_RELOAD_INTERVAL)

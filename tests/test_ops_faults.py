@@ -17,7 +17,7 @@ import pytest
 from support.plugins import PluginDir, fresh_state
 from support.postgres import Postgres
 from support.processes import descendants
-from support.servers import serve_process
+from support.servers import run_cli, serve_process
 
 from host import StateError
 from host.balances.history_pg import PostgresHistory
@@ -142,3 +142,16 @@ def test_a_hangup_drains_the_calls_in_flight(tmp_path, shared_state, processes):
         assert srv.proc.wait(30) == 0, srv.log()
         assert "received SIGHUP: draining" in srv.log()
         assert not [pid for pid in family if os.path.exists(f"/proc/{pid}")], srv.log()
+
+
+@pytest.mark.parametrize("inspect", ["--inspect", "--inspect-brk"])
+def test_the_inspector_with_several_serve_processes_is_a_usage_error(tmp_path, shared_state, inspect):
+    # Before: every process started the plugin's worker on the one inspector port, so all but
+    # one crashed in a loop on "Address already in use" until the plugin was in error.
+    plugins = PluginDir(tmp_path / "plugins")
+    plugins.add("slowpoke.js", SLOW)
+    state = fresh_state(tmp_path, shared_state)
+    done = run_cli("serve", "--plugins", str(plugins.root), "--state-dir", str(state), "--port", "0",
+                   "--processes", "2", inspect, "slowpoke", cwd=tmp_path)
+    assert done.returncode == 2, done.stderr
+    assert len(done.stderr.strip().splitlines()) == 1 and "--processes" in done.stderr and inspect in done.stderr
