@@ -40,7 +40,7 @@ def _check_execute_token(srv: ServerConfig) -> None:
 async def serve(args: argparse.Namespace, config: HostConfig) -> int:
     from aiohttp import web
 
-    from .multiproc import inherited_site, join_siblings, process_count, supervise
+    from .multiproc import inherited_site, join_siblings, number_log_lines, process_count, supervise
     from .server import DRAINING, PrivateUnixSite, Runner, create_app
 
     srv = config.server
@@ -50,6 +50,8 @@ async def serve(args: argparse.Namespace, config: HostConfig) -> int:
             raise UsageError(f"{inspected} runs one worker on one inspector port: serve it with "
                              f"--processes 1, not {count}")
         return await supervise(args.argv, srv, count)  # N of these, on one socket
+    if args.peers_dir:  # one of those N
+        number_log_lines(args.process_index)
     if args.dev:  # edit, save, see: a quick rescan, and a banner for each reload
         config.reload = msgspec.structs.replace(config.reload, enabled=True, interval=DEV_RELOAD_INTERVAL)
     if config.load == "auto":  # listening first, /healthz/ready says 503 until every plugin settled

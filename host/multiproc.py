@@ -292,12 +292,8 @@ def inherited_site(runner: web.BaseRunner, fd: int) -> web.SockSite:
     return web.SockSite(runner, socket.socket(fileno=fd))
 
 
-async def join_siblings(app: web.Application, render: Callable[[], bytes], index: int,
-                        peers_dir: str) -> web.AppRunner:
-    """Serve this process's metrics to its siblings, make ``app``'s /metrics the view of all, and
-    start each log line with the process's number."""
-    from .server import METRICS_VIEW, PrivateUnixSite
-
+def number_log_lines(index: int) -> None:
+    """Start each log line of this serve process with its number, from its first line on."""
     make_record = logging.getLogRecordFactory()
 
     def numbered(*args: Any, **kwargs: Any) -> logging.LogRecord:
@@ -307,6 +303,12 @@ async def join_siblings(app: web.Application, render: Callable[[], bytes], index
         return record
 
     logging.setLogRecordFactory(numbered)
+
+
+async def join_siblings(app: web.Application, render: Callable[[], bytes], index: int,
+                        peers_dir: str) -> web.AppRunner:
+    """Serve this process's metrics to its siblings and make ``app``'s /metrics the view of all."""
+    from .server import METRICS_VIEW, PrivateUnixSite
 
     async def own(request: web.Request) -> web.Response:
         return web.Response(body=render(), content_type="text/plain")
@@ -320,5 +322,5 @@ async def join_siblings(app: web.Application, render: Callable[[], bytes], index
     return runner
 
 
-__all__ = ["inherited_site", "merged_metrics", "peer_socket", "process_count",
-           "join_siblings", "supervise"]
+__all__ = ["inherited_site", "join_siblings", "merged_metrics", "number_log_lines", "peer_socket",
+           "process_count", "supervise"]

@@ -155,3 +155,18 @@ def test_the_inspector_with_several_serve_processes_is_a_usage_error(tmp_path, s
                    "--processes", "2", inspect, "slowpoke", cwd=tmp_path)
     assert done.returncode == 2, done.stderr
     assert len(done.stderr.strip().splitlines()) == 1 and "--processes" in done.stderr and inspect in done.stderr
+
+
+def test_every_line_of_a_serve_process_says_which_process_wrote_it(tmp_path, shared_state):
+    # Before: the lines written while the plugins started (before the process joined its
+    # siblings) had no [process K], so two processes' starts read as one plugin started twice.
+    plugins = PluginDir(tmp_path / "plugins")
+    plugins.add("slowpoke.js", SLOW)
+    state = fresh_state(tmp_path, shared_state)
+    with serve_process(tmp_path, "--plugins", str(plugins.root), "--state-dir", str(state),
+                       "--processes", "2") as srv:
+        srv.wait_running("slowpoke")
+        srv.wait_logged("[process 0] serving on")
+        srv.wait_logged("[process 1] serving on")
+        lines = [line for line in srv.log().splitlines() if "[plugin:slowpoke" in line]
+    assert len(lines) >= 4 and all("[process " in line for line in lines), lines
