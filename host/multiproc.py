@@ -55,6 +55,7 @@ RESTART_BACKOFF = (0.5, 10.0)  # first and longest wait before a child is starte
 EXIT_USAGE = 2           # a child that exits 2 found a bad config: every child would, so stop
 STOP_MARGIN = 15.0       # seconds past shutdown_grace before a child that has not drained is killed
 PEER_TIMEOUT = 2.0       # seconds the siblings' /metrics may take before the view goes without them
+EXIT_POLL = 1.0          # seconds between looks at a child whose exit cannot be waited on (no pidfd)
 _PEER_NAME = re.compile(r"metrics-(\d+)\.sock")
 _PR_SET_PDEATHSIG = 1
 _libc = ctypes.CDLL(None, use_errno=True)
@@ -129,7 +130,12 @@ class _Child:
 
     async def wait(self) -> int:
         assert self.proc is not None
-        fd = os.pidfd_open(self.proc.pid)
+        try:
+            fd = os.pidfd_open(self.proc.pid)
+        except OSError:  # out of descriptors: ask now and then instead
+            while self.proc.poll() is None:
+                await anyio.sleep(EXIT_POLL)
+            return self.proc.returncode
         try:
             await anyio.wait_readable(fd)
         finally:
@@ -164,20 +170,25 @@ async def supervise(argv: Sequence[str], srv: ServerConfig, count: int) -> int:
     async def keep(child: _Child) -> None:
         nonlocal outcome
         while not stopping.is_set():
-            start(child)
-            code = await child.wait()
+            try:
+                start(child)
+            except OSError as exc:  # the fork refused (a pid or memory limit), the interpreter gone
+                code, what = None, f"could not be started ({exc.strerror or exc})"
+            else:
+                code = await child.wait()
+                what = f"exited {code}"
             if stopping.is_set():
                 return
             now = time.monotonic()
             child.exits = [t for t in child.exits if now - t < RESTART_WINDOW] + [now]
             if code == EXIT_USAGE or len(child.exits) >= RESTART_LIMIT:
                 why = "a usage or config error" if code == EXIT_USAGE else f"{len(child.exits)} exits in {RESTART_WINDOW:.0f} s"
-                log.error("serve process %d exited %s (%s): stopping all", child.index, code, why)
+                log.error("serve process %d %s (%s): stopping all", child.index, what, why)
                 outcome = code or 1
                 stopping.set()
                 return
             wait = min(RESTART_BACKOFF[1], RESTART_BACKOFF[0] * 2 ** (len(child.exits) - 1))
-            log.warning("serve process %d exited %s: starting it again in %.1f s", child.index, code, wait)
+            log.warning("serve process %d %s: starting it again in %.1f s", child.index, what, wait)
             with anyio.move_on_after(wait):
                 await stopping.wait()
 

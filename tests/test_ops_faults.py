@@ -8,20 +8,24 @@ from __future__ import annotations
 import datetime as dt
 import os
 import signal
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 
 import pytest
 from support.plugins import PluginDir, fresh_state
 from support.postgres import Postgres
-from support.processes import descendants
-from support.servers import run_cli, serve_process
+from support.processes import descendants, free_port
+from support.servers import ServeProcess, run_cli, serve_process
 
 from host import StateError
 from host.balances.history_pg import PostgresHistory
 from host.balances.result import BalanceResult
+from host.runtime import find_deno
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -170,3 +174,43 @@ def test_every_line_of_a_serve_process_says_which_process_wrote_it(tmp_path, sha
         srv.wait_logged("[process 1] serving on")
         lines = [line for line in srv.log().splitlines() if "[plugin:slowpoke" in line]
     assert len(lines) >= 4 and all("[process " in line for line in lines), lines
+
+
+def test_a_serve_process_that_cannot_be_started_again_leaves_the_others_serving(tmp_path, shared_state):
+    # A child dies and the new one cannot be started (here the interpreter is gone, as after a
+    # deploy replaced it; also a pid or memory limit refusing the fork). Before: the parent
+    # raised a traceback and killed the healthy child with it: the port went dark.
+    venv = tmp_path / "venv"  # the parent runs from an interpreter path the test can take away
+    (venv / "bin").mkdir(parents=True)
+    (venv / "pyvenv.cfg").write_bytes((Path(sys.prefix) / "pyvenv.cfg").read_bytes())
+    (venv / "lib").symlink_to(Path(sys.prefix) / "lib")
+    python = venv / "bin" / "python"
+    python.symlink_to(os.path.realpath(sys.executable))
+    plugins = PluginDir(tmp_path / "plugins")
+    plugins.add("slowpoke.js", SLOW)
+    state, port = fresh_state(tmp_path, shared_state), free_port()
+    env = {**os.environ, "PLUGIN_HOST_DENO": find_deno()}
+    with open(tmp_path / "serve.log", "w") as out:
+        proc = subprocess.Popen([str(python), "-m", "host", "serve", "--port", str(port), "--plugins",
+                                 str(plugins.root), "--state-dir", str(state), "--processes", "2"],
+                                cwd=tmp_path, stdout=out, stderr=subprocess.STDOUT, env=env)
+    srv = ServeProcess(proc, f"http://127.0.0.1:{port}", tmp_path / "serve.log")
+    try:
+        srv.wait_logged("[process 0] serving on")
+        srv.wait_logged("[process 1] serving on")
+        children = [int(pid) for pid in Path(f"/proc/{proc.pid}/task/{proc.pid}/children").read_text().split()]
+        assert len(children) == 2
+        python.unlink()
+        os.kill(children[0], signal.SIGKILL)
+        srv.wait_logged("could not be started")
+        for _ in range(4):  # the other one serves every call
+            assert srv.request("GET", "/healthz/live", timeout=5)[0] == 200
+        assert proc.poll() is None and os.path.exists(f"/proc/{children[1]}")
+        assert "Traceback" not in srv.log()
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(30) == 0, srv.log()
+        assert not os.path.exists(f"/proc/{children[1]}")  # reaped by the parent before it exits
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
