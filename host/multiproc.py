@@ -14,7 +14,8 @@ private Unix socket in a directory only the parent's user can enter, and the chi
 adds the others', each sample labelled ``process="K"``.
 
 The parent forwards SIGTERM/SIGINT/SIGHUP as a stop (each child drains its calls as a single server does), restarts
-a child that dies (backoff; it gives up after RESTART_LIMIT exits in RESTART_WINDOW seconds), and
+a child that dies (backoff; it gives up after RESTART_LIMIT exits in RESTART_WINDOW seconds), kills
+one that stops answering (multiproc_watch.py), and
 its children get SIGTERM if it is killed (PR_SET_PDEATHSIG)."""
 
 from __future__ import annotations
@@ -44,6 +45,7 @@ from prometheus_client.samples import Sample
 from .cli_output import ListenError, UsageError
 from .config import ServerConfig
 from .http_guard import sweep_stale_socket
+from .multiproc_watch import watch
 from .runtime import sweep_stale_run_dirs
 
 log = logging.getLogger("host.serve")
@@ -210,6 +212,8 @@ async def supervise(argv: Sequence[str], srv: ServerConfig, count: int) -> int:
             tg.start_soon(on_signals)
             for child in children:
                 tg.start_soon(keep, child)
+                tg.start_soon(watch, child.index, lambda c=child: None if stopping.is_set() else c.proc,
+                              peer_socket(peers, child.index), srv.process_timeout)
             log.info("serving with %d processes on one socket", count)
             await stopping.wait()
             for child in children:
@@ -324,8 +328,12 @@ async def join_siblings(app: web.Application, render: Callable[[], bytes], index
     async def own(request: web.Request) -> web.Response:
         return web.Response(body=render(), content_type="text/plain")
 
+    async def live(request: web.Request) -> web.Response:  # the parent's watch (multiproc_watch.py)
+        return web.Response(text="ok")
+
     peer_app = web.Application()
     peer_app.router.add_get("/metrics", own)
+    peer_app.router.add_get("/live", live)
     runner = web.AppRunner(peer_app, handle_signals=False)
     await runner.setup()
     await PrivateUnixSite(runner, peer_socket(peers_dir, index)).start()

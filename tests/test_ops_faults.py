@@ -214,3 +214,22 @@ def test_a_serve_process_that_cannot_be_started_again_leaves_the_others_serving(
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+def test_a_stuck_serve_process_is_killed_and_started_again(tmp_path, shared_state):
+    # A child whose event loop stopped (here SIGSTOP; a loop that never yields, a deadlock) holds
+    # its connections and their requests forever. Before: the parent never noticed.
+    plugins = PluginDir(tmp_path / "plugins")
+    plugins.add("slowpoke.js", SLOW)
+    state = fresh_state(tmp_path, shared_state)
+    (tmp_path / "host.toml").write_text("[server]\nprocess_timeout = 2\n")
+    with serve_process(tmp_path, "--plugins", str(plugins.root), "--state-dir", str(state),
+                       "--config", "host.toml", "--processes", "2") as srv:
+        children = [int(pid) for pid in Path(f"/proc/{srv.proc.pid}/task/{srv.proc.pid}/children").read_text().split()]
+        stuck = max(children)
+        srv.wait_logged(f"(pid {stuck}) is up: watched from now on")
+        os.kill(stuck, signal.SIGSTOP)
+        srv.wait_logged(f"(pid {stuck}) has not answered for 2 s: killing it")
+        srv.poll(lambda: srv.log().count("serving on http") >= 3 or None, "the stuck process started again")
+        assert not os.path.exists(f"/proc/{stuck}")
+        assert srv.request("GET", "/healthz/live", timeout=5)[0] == 200
