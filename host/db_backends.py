@@ -120,7 +120,9 @@ class PostgresBackend:
     kind = "postgresql"
     placeholder = "%s"
 
-    def __init__(self, url: str, *, statement_timeout: float) -> None:
+    def __init__(self, url: str, *, statement_timeout: float, quiet_tx_timeout: float | None = None) -> None:
+        """``quiet_tx_timeout``: the server ends a transaction whose client sent nothing for that
+        long (``idle_in_transaction_session_timeout``; None: never)."""
         try:
             import psycopg  # noqa: F401
         except ImportError:
@@ -130,6 +132,7 @@ class PostgresBackend:
         self.where = redact_uri(url)
         self._secrets = uri_secrets(url)  # in the user-info or the query (?password=...)
         self.statement_timeout = statement_timeout
+        self.quiet_tx_timeout = quiet_tx_timeout
 
     def scrub(self, text: str) -> str:
         for secret in self._secrets:
@@ -144,6 +147,8 @@ class PostgresBackend:
         from psycopg.rows import dict_row
 
         options = f"-c statement_timeout={max(1, int(self.statement_timeout * 1000))}"
+        if self.quiet_tx_timeout is not None:
+            options += f" -c idle_in_transaction_session_timeout={max(1, int(self.quiet_tx_timeout * 1000))}"
         if not write:
             options += " -c default_transaction_read_only=on"  # the server refuses every write
         try:

@@ -57,7 +57,11 @@ class _Watchdog:
 class PgSession:
     def __init__(self, url: str, timeout: float, schema: Sequence[str], *, what: str,
                  setting: str = "[state] database", error: type[HostError] = StateError) -> None:
-        self.backend = PostgresBackend(url, statement_timeout=timeout)
+        # A transaction of the host's quiet for as long as a statement may take is one whose host
+        # stopped mid-way (frozen, paused, cut off; it sends a transaction's statements back to
+        # back): the server ends it, and the table locks it held go to the other hosts at once
+        # rather than when TCP keepalive notices, hours later.
+        self.backend = PostgresBackend(url, statement_timeout=timeout, quiet_tx_timeout=timeout)
         self.timeout = timeout
         self._schema, self._what, self._setting, self._error = schema, what, setting, error
         self._lock = anyio.Lock()

@@ -22,10 +22,11 @@ from support.postgres import Postgres
 from support.processes import descendants, free_port
 from support.servers import ServeProcess, run_cli, serve_process
 
-from host import StateError
+from host import PoolConfig, StateError
 from host.balances.history_pg import PostgresHistory
 from host.balances.result import BalanceResult
 from host.runtime import find_deno
+from host.state_config import StateConfig
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -233,3 +234,41 @@ def test_a_stuck_serve_process_is_killed_and_started_again(tmp_path, shared_stat
         srv.poll(lambda: srv.log().count("serving on http") >= 3 or None, "the stuck process started again")
         assert not os.path.exists(f"/proc/{stuck}")
         assert srv.request("GET", "/healthz/live", timeout=5)[0] == 200
+
+
+QUIET_HOST = """
+import sys
+from host.pg_session import PgSession
+
+session = PgSession(sys.argv[1], 1.0, [], what="storage")  # a host's connection, as it opens them
+conn = session.backend.connect(write=True, timeout=5)
+session.backend.run(conn, "BEGIN", [], 0)
+session.backend.run(conn, "SELECT pg_advisory_xact_lock(hashtext(%s))", ["plugin_storage:keeper"], 1)  # as put does
+print("locked", flush=True)
+sys.stdin.readline()  # frozen mid-transaction (SIGSTOP, a VM paused, a partition): no more statements
+"""
+KEEPER = """
+export async function put(key, value, ctx) { await ctx.storage.set(key, value); return true; }
+"""
+
+
+@pytest.mark.anyio
+async def test_a_host_gone_quiet_mid_transaction_does_not_hold_the_others_writes(make_host, plugin_dir,
+                                                                                 postgres_url):
+    # A host stops between two statements of a storage write, holding the plugin's lock. Before:
+    # the server kept its transaction open until TCP keepalive noticed (hours), and every other
+    # host's writes for that plugin failed (StorageError) meanwhile. Now each host's connection
+    # says idle_in_transaction_session_timeout, so the server ends such a transaction.
+    plugin_dir.add("keeper.js", KEEPER)
+    async with make_host(state=StateConfig(database=postgres_url), pool=PoolConfig(min_workers=1, max_workers=1)) as h:
+        assert await h.call("keeper", "put", "a", 1)
+        quiet = subprocess.Popen([sys.executable, "-c", QUIET_HOST, postgres_url], stdin=subprocess.PIPE,
+                                 stdout=subprocess.PIPE, text=True)
+        try:
+            assert quiet.stdout.readline() == "locked\n"
+            t0 = time.monotonic()
+            assert await h.call("keeper", "put", "b", 2, timeout=8)
+            assert time.monotonic() - t0 < 4.0
+        finally:
+            quiet.kill()
+            quiet.wait()
