@@ -16,11 +16,12 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+import anyio
 import pytest
 from support.plugins import PluginDir, fresh_state
 from support.postgres import Postgres
 from support.processes import descendants, free_port
-from support.servers import ServeProcess, run_cli, serve_process
+from support.servers import ServeProcess, run_cli, running_redis, serve_process
 
 from host import PoolConfig, StateError
 from host.balances.history_pg import PostgresHistory
@@ -272,3 +273,42 @@ async def test_a_host_gone_quiet_mid_transaction_does_not_hold_the_others_writes
         finally:
             quiet.kill()
             quiet.wait()
+
+
+COUNTED = """
+let n = 0;
+export function add(a, b) { n++; return a + b; }
+export function count() { return n; }
+"""
+
+
+@pytest.mark.anyio
+async def test_a_hung_result_cache_costs_one_wait_then_calls_go_straight_to_the_plugin(plugin_dir, make_host,
+                                                                                       tmp_path):
+    # Redis stops answering. Before: every cached call waited for it twice (the lookup, then the
+    # store: ~4 s each with one call in flight, ~16 s each with 200) although "the cache only
+    # ever saves work". Now one failure makes the next calls skip it for a while.
+    plugin_dir.add("counted.js", COUNTED)
+    cached = {"counted": {"cache": {"enabled": True, "functions": ["add"]}}}
+    with running_redis(tmp_path) as (redis_proc, url):
+        async with make_host(policy={"cache_storage": url}, plugins=cached,
+                             pool=PoolConfig(min_workers=1, max_workers=1)) as h:
+            assert await h.call("counted", "add", 1, 2) == 3
+            redis_proc.send_signal(signal.SIGSTOP)
+            try:
+                assert await h.call("counted", "add", 2, 2, timeout=10) == 4  # finds it hung
+                t0 = time.monotonic()
+                for i in range(5):
+                    assert await h.call("counted", "add", i, 10, timeout=10) == i + 10
+                assert time.monotonic() - t0 < 1.0
+            finally:
+                redis_proc.send_signal(signal.SIGCONT)
+            before = await h.call("counted", "count")
+            with anyio.fail_after(30):  # asked again after a while: cached results again
+                while True:
+                    await h.call("counted", "add", 7, 7)
+                    await h.call("counted", "add", 7, 7)
+                    if await h.call("counted", "count") - before < 2:
+                        break
+                    before = await h.call("counted", "count")
+                    await anyio.sleep(0.5)
