@@ -23,7 +23,7 @@ from support.postgres import Postgres
 from support.processes import descendants, free_port
 from support.servers import ServeProcess, run_cli, running_redis, serve_process
 
-from host import PoolConfig, StateError
+from host import PolicyStorageError, PoolConfig, StateError
 from host.balances.history_pg import PostgresHistory
 from host.balances.result import BalanceResult
 from host.runtime import find_deno
@@ -312,3 +312,45 @@ async def test_a_hung_result_cache_costs_one_wait_then_calls_go_straight_to_the_
                         break
                     before = await h.call("counted", "count")
                     await anyio.sleep(0.5)
+
+
+STORED = """
+export async function put(key, value, ctx) { await ctx.storage.set(key, value); return true; }
+"""
+
+
+@pytest.mark.anyio
+async def test_a_hung_rate_limit_redis_refuses_at_once_and_holds_no_other_plugins_storage(plugin_dir, make_host,
+                                                                                         tmp_path):
+    # Before: each rate-limited call waited for the hung redis (2 s, its socket timeout) in a
+    # worker thread before its PolicyStorageError; under load they took every worker thread, so
+    # another plugin's storage (sqlite, in those threads) waited too: 9.6 s for one put with
+    # 200 such calls in flight. Now, after the first, they are refused at once (still closed).
+    plugin_dir.add("counted.js", COUNTED)
+    plugin_dir.add("stored.js", STORED)
+    limited = {"counted": {"rate_limit": {"limit": "100000/second"}}}
+    with running_redis(tmp_path) as (redis_proc, url):
+        async with make_host(policy={"storage": url}, plugins=limited) as h:
+            assert await h.call("counted", "add", 1, 2) == 3
+            redis_proc.send_signal(signal.SIGSTOP)
+            try:
+                with pytest.raises(PolicyStorageError):
+                    await h.call("counted", "add", 1, 2, timeout=10)  # finds it hung
+                refused: list[float] = []
+
+                async def limited_call() -> None:
+                    t0 = time.monotonic()
+                    with pytest.raises(PolicyStorageError, match="did not answer a moment ago"):
+                        await h.call("counted", "add", 1, 2, timeout=10)
+                    refused.append(time.monotonic() - t0)
+
+                async with anyio.create_task_group() as tg:
+                    for _ in range(100):
+                        tg.start_soon(limited_call)
+                    t0 = time.monotonic()
+                    assert await h.call("stored", "put", "k", 1, timeout=10)
+                    stored_in = time.monotonic() - t0
+            finally:
+                redis_proc.send_signal(signal.SIGCONT)
+            assert len(refused) == 100 and max(refused) < 1.0, max(refused)
+            assert stored_in < 1.0

@@ -30,12 +30,12 @@ from ..config import CacheConfig, redact_uri, storage_failure
 from ..errors import InvalidConfig, StateError
 from ..logs import Throttle
 from ..security.private_files import PrivateDb
+from .outage import Outage
 
 log = logging.getLogger("host.cache")
 _warn = Throttle(log)  # a redis that is down fails every call alike: say it every 10 s
 
 FRESH, STALE = "fresh", "stale"
-REDIS_PAUSE = 10.0  # seconds a shared cache that did not answer is skipped (misses) before it is asked again
 _encoder = msgspec.msgpack.Encoder()
 _key_encoder = msgspec.msgpack.Encoder(order="sorted")  # dicts hash the same in any key order
 _decoder = msgspec.msgpack.Decoder()
@@ -102,7 +102,7 @@ class ResultCache:
         self._redis: Any = None
         self._memory: dict[str, OrderedDict[bytes, CacheEntry]] = {}
         self._db: PrivateDb | None = None
-        self._down_until: float | None = None  # redis did not answer: skipped until then (monotonic)
+        self._outage = Outage()  # redis did not answer: misses without asking it for a while
         if uri.startswith(("redis://", "rediss://")):
             try:
                 import redis  # only needed for a shared cache
@@ -246,16 +246,14 @@ class ResultCache:
     async def _redis_op(self, fn: Any, *args: Any, deadline: float | None = None) -> Any:
         """``fn(*args)`` in a worker thread, given up at ``deadline`` (the thread is left to
         finish within the client's socket timeout): a miss, never a failure or a wait past the
-        call's own deadline. Once redis has not answered (down, hung), the operations of the next
-        REDIS_PAUSE seconds are misses without asking it, then one asks again: a cache that is
-        gone costs one wait, not one (or two) in every call."""
-        if self._skip_redis():
+        call's own deadline; for a while after redis did not answer, a miss without asking it
+        (outage.py)."""
+        if self._outage.skip():
             return None
         try:
             with anyio.fail_after(None if deadline is None else max(deadline - time.monotonic(), 0.0)):
-                out = await anyio.to_thread.run_sync(fn, *args, abandon_on_cancel=True)
+                return await anyio.to_thread.run_sync(self._outage.watched(fn), *args, abandon_on_cancel=True)
         except TimeoutError:
-            self._down_until = time.monotonic() + REDIS_PAUSE
             _warn.warning(self.uri, "result cache at %s did not answer before the call's deadline; "
                           "served as a miss", redact_uri(self.uri))
             return None
@@ -263,23 +261,8 @@ class ResultCache:
             failure = storage_failure(self.uri, exc, also=(msgspec.DecodeError,))
             if failure is None:
                 raise
-            if not isinstance(exc, msgspec.DecodeError):  # no answer, not a bad one
-                self._down_until = time.monotonic() + REDIS_PAUSE
             _warn.warning(self.uri, "result cache at %s", failure)
             return None
-        self._down_until = None
-        return out
-
-    def _skip_redis(self) -> bool:
-        """Whether redis failed less than REDIS_PAUSE ago; past it, this operation asks it again
-        and the others go on skipping it until that one has its answer."""
-        if self._down_until is None:
-            return False
-        now = time.monotonic()
-        if now < self._down_until:
-            return True
-        self._down_until = now + REDIS_PAUSE
-        return False
 
     def _redis_get(self, plugin: str, key: bytes) -> CacheEntry | None:
         member = _hex(key)
