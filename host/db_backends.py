@@ -155,7 +155,8 @@ class PostgresBackend:
             return psycopg.connect(self.url, autocommit=True, row_factory=dict_row, options=options,
                                    connect_timeout=max(2, math.ceil(timeout)), application_name="plugin-host-db")
         except psycopg.Error as exc:
-            raise DbUnavailable(f"db: cannot connect to {self.where}: {self.scrub(str(exc)).strip()}") from None
+            why = " ".join(line.strip() for line in self.scrub(str(exc)).splitlines() if line.strip())  # libpq adds hints
+            raise DbUnavailable(f"db: cannot connect to {self.where}: {why}") from None
 
     def columns(self, conn: Any, table: str) -> list[str] | None:
         rows = self.run(conn, "SELECT column_name FROM information_schema.columns WHERE table_schema = "

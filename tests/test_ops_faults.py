@@ -354,3 +354,15 @@ async def test_a_hung_rate_limit_redis_refuses_at_once_and_holds_no_other_plugin
                 redis_proc.send_signal(signal.SIGCONT)
             assert len(refused) == 100 and max(refused) < 1.0, max(refused)
             assert stored_in < 1.0
+
+
+def test_a_state_database_that_refuses_fails_the_start_in_one_line_without_the_password(tmp_path, shared_state):
+    # Before: libpq's hint ("\tIs the server running on that host ...") made it two lines.
+    port = free_port()  # nothing listens there
+    (tmp_path / "host.toml").write_text(f'[state]\ndatabase = "postgresql://app:t0psecret@127.0.0.1:{port}/app"\n')
+    done = run_cli("serve", "--port", "0", "--plugins", str(tmp_path), "--state-dir",
+                   str(fresh_state(tmp_path, shared_state)), "--config", "host.toml", cwd=tmp_path)
+    assert done.returncode == 1
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and "[state] database" in lines[0] and f"127.0.0.1:{port}" in lines[0], lines
+    assert "Connection refused" in lines[0] and "t0psecret" not in done.stderr
