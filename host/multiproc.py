@@ -30,7 +30,6 @@ import signal
 import socket
 import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -46,7 +45,7 @@ from .cli_output import ListenError, UsageError
 from .config import ServerConfig
 from .http_guard import sweep_stale_socket
 from .multiproc_watch import watch
-from .runtime import sweep_stale_run_dirs
+from .runtime import private_run_dir
 
 log = logging.getLogger("host.serve")
 
@@ -152,11 +151,13 @@ class _Child:
 
 async def supervise(argv: Sequence[str], srv: ServerConfig, count: int) -> int:
     """Run ``count`` children serving ``argv`` on one socket until SIGTERM/SIGINT; their exit status."""
-    sock = listening_socket(srv)
-    parent_dir = os.environ.get("XDG_RUNTIME_DIR") or tempfile.gettempdir()
-    sweep_stale_run_dirs(parent_dir)  # those of a parent that was SIGKILLed (named by its pid)
-    # 0700: only this user reaches the metrics
-    peers = tempfile.mkdtemp(prefix=f"plugin-host-{os.getpid()}-peers-", dir=parent_dir)
+    # 0700: only this user reaches the metrics; those of a parent SIGKILLed (named by its pid) swept
+    peers = private_run_dir("peers-")
+    try:
+        sock = listening_socket(srv)
+    except ListenError:
+        shutil.rmtree(peers, ignore_errors=True)
+        raise
     children = [_Child(k) for k in range(count)]
     stopping = anyio.Event()
     outcome = 0

@@ -366,3 +366,17 @@ def test_a_state_database_that_refuses_fails_the_start_in_one_line_without_the_p
     lines = done.stderr.strip().splitlines()
     assert len(lines) == 1 and "[state] database" in lines[0] and f"127.0.0.1:{port}" in lines[0], lines
     assert "Connection refused" in lines[0] and "t0psecret" not in done.stderr
+
+
+@pytest.mark.parametrize("processes", [[], ["--processes", "2"]])
+def test_a_runtime_dir_that_is_not_there_falls_back_to_the_temp_dir(tmp_path, shared_state, processes):
+    # XDG_RUNTIME_DIR left from another user (sudo, su) or a unit without RuntimeDirectory.
+    # Before: serve died with a FileNotFoundError traceback.
+    plugins = PluginDir(tmp_path / "plugins")
+    plugins.add("slowpoke.js", SLOW)
+    gone = tmp_path / "run-user-1000"
+    with serve_process(tmp_path, "--plugins", str(plugins.root), "--state-dir", str(fresh_state(tmp_path, shared_state)),
+                       *processes, env={"XDG_RUNTIME_DIR": str(gone)}) as srv:
+        srv.wait_running("slowpoke")
+        assert srv.request("POST", "/api/plugins/slowpoke/call/slow", {"args": [1]}) == (200, {"ok": True, "result": 1})
+    assert not gone.exists() and "Traceback" not in srv.log()
