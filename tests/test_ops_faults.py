@@ -20,7 +20,7 @@ import anyio
 import pytest
 from support.plugins import PluginDir, fresh_state
 from support.postgres import Postgres
-from support.processes import descendants, free_port
+from support.processes import descendants, free_port, process_gone
 from support.servers import ServeProcess, run_cli, running_redis, serve_process
 
 from host import PolicyStorageError, PoolConfig, StateError
@@ -100,64 +100,66 @@ export async function slow(ms) {
 """
 
 
+def slowpoke(tmp_path: Path, shared_state: Path) -> tuple[str, str]:
+    """A plugin directory with the slowpoke plugin, and a state directory: serve's --plugins and --state-dir."""
+    plugins = PluginDir(tmp_path / "plugins")
+    plugins.add("slowpoke.js", SLOW)
+    return str(plugins.root), str(fresh_state(tmp_path, shared_state))
+
+
+@contextmanager
+def slow_call_in_flight(srv: ServeProcess, ms: int) -> Iterator[None]:
+    """A call of slowpoke.slow(ms) in flight in ``srv`` while the block runs (it stops serve);
+    then the call was answered, serve exited 0, and none of its processes is left."""
+    srv.wait_running("slowpoke")
+    answers: list[tuple[int, object]] = []
+    caller = threading.Thread(target=lambda: answers.append(
+        srv.request("POST", "/api/plugins/slowpoke/call/slow", {"args": [ms]})), daemon=True)
+    caller.start()
+    srv.wait_logged("slow call started")
+    family = descendants(lambda name: True, srv.proc.pid)
+    yield
+    caller.join(30)
+    assert answers == [(200, {"ok": True, "result": ms})], srv.log()
+    assert srv.proc.wait(30) == 0, srv.log()
+    # each child's reaper (process.py) ends when it reads its host's end, a moment later
+    left, deadline = family, time.monotonic() + 10
+    while (left := [pid for pid in left if not process_gone(pid)]) and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert not left, srv.log()
+
+
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
 def test_a_second_stop_signal_to_serve_processes_still_drains_the_calls_in_flight(tmp_path, shared_state, sig):
     # Ctrl-C twice, or a second SIGTERM, during the drain. Before: the parent's signal handler was
     # gone after the first, so the second SIGINT killed every child mid-call (the client got no
     # answer, exit 130) and a second SIGTERM killed the parent alone (-15), its children orphaned.
-    plugins = PluginDir(tmp_path / "plugins")
-    plugins.add("slowpoke.js", SLOW)
-    state = fresh_state(tmp_path, shared_state)
-    with serve_process(tmp_path, "--plugins", str(plugins.root), "--state-dir", str(state), "--processes", "2",
-                       "--debug") as srv:
-        srv.wait_running("slowpoke")
-        answers: list[tuple[int, object]] = []
-        caller = threading.Thread(target=lambda: answers.append(
-            srv.request("POST", "/api/plugins/slowpoke/call/slow", {"args": [1500]})), daemon=True)
-        caller.start()
-        srv.wait_logged("slow call started")
-        family = descendants(lambda name: True, srv.proc.pid)
+    plugins, state = slowpoke(tmp_path, shared_state)
+    with serve_process(tmp_path, "--plugins", plugins, "--state-dir", state, "--processes", "2",
+                       "--debug") as srv, slow_call_in_flight(srv, 1500):
         srv.proc.send_signal(sig)
         srv.wait_logged("draining and stopping 2 serve processes")
         srv.proc.send_signal(sig)
-        caller.join(30)
-        assert answers == [(200, {"ok": True, "result": 1500})], srv.log()
-        assert srv.proc.wait(30) == 0, srv.log()
-        assert not [pid for pid in family if os.path.exists(f"/proc/{pid}")], srv.log()
 
 
 @pytest.mark.parametrize("processes", [[], ["--processes", "2"]])
 def test_a_hangup_drains_the_calls_in_flight(tmp_path, shared_state, processes):
     # The terminal that started serve closes: SIGHUP to its whole process group. Before: each
     # serve process died at once (the default action), the call in flight lost.
-    plugins = PluginDir(tmp_path / "plugins")
-    plugins.add("slowpoke.js", SLOW)
-    state = fresh_state(tmp_path, shared_state)
-    with serve_process(tmp_path, "--plugins", str(plugins.root), "--state-dir", str(state), *processes,
+    plugins, state = slowpoke(tmp_path, shared_state)
+    with serve_process(tmp_path, "--plugins", plugins, "--state-dir", state, *processes,
                        "--debug", preexec=os.setpgrp) as srv:
-        srv.wait_running("slowpoke")
-        answers: list[tuple[int, object]] = []
-        caller = threading.Thread(target=lambda: answers.append(
-            srv.request("POST", "/api/plugins/slowpoke/call/slow", {"args": [1000]})), daemon=True)
-        caller.start()
-        srv.wait_logged("slow call started")
-        family = descendants(lambda name: True, srv.proc.pid)
-        os.killpg(srv.proc.pid, signal.SIGHUP)
-        caller.join(30)
-        assert answers == [(200, {"ok": True, "result": 1000})], srv.log()
-        assert srv.proc.wait(30) == 0, srv.log()
+        with slow_call_in_flight(srv, 1000):
+            os.killpg(srv.proc.pid, signal.SIGHUP)
         assert "received SIGHUP: draining" in srv.log()
-        assert not [pid for pid in family if os.path.exists(f"/proc/{pid}")], srv.log()
 
 
 @pytest.mark.parametrize("inspect", ["--inspect", "--inspect-brk"])
 def test_the_inspector_with_several_serve_processes_is_a_usage_error(tmp_path, shared_state, inspect):
     # Before: every process started the plugin's worker on the one inspector port, so all but
     # one crashed in a loop on "Address already in use" until the plugin was in error.
-    plugins = PluginDir(tmp_path / "plugins")
-    plugins.add("slowpoke.js", SLOW)
-    state = fresh_state(tmp_path, shared_state)
-    done = run_cli("serve", "--plugins", str(plugins.root), "--state-dir", str(state), "--port", "0",
+    plugins, state = slowpoke(tmp_path, shared_state)
+    done = run_cli("serve", "--plugins", plugins, "--state-dir", state, "--port", "0",
                    "--processes", "2", inspect, "slowpoke", cwd=tmp_path)
     assert done.returncode == 2, done.stderr
     assert len(done.stderr.strip().splitlines()) == 1 and "--processes" in done.stderr and inspect in done.stderr
@@ -166,10 +168,8 @@ def test_the_inspector_with_several_serve_processes_is_a_usage_error(tmp_path, s
 def test_every_line_of_a_serve_process_says_which_process_wrote_it(tmp_path, shared_state):
     # Before: the lines written while the plugins started (before the process joined its
     # siblings) had no [process K], so two processes' starts read as one plugin started twice.
-    plugins = PluginDir(tmp_path / "plugins")
-    plugins.add("slowpoke.js", SLOW)
-    state = fresh_state(tmp_path, shared_state)
-    with serve_process(tmp_path, "--plugins", str(plugins.root), "--state-dir", str(state),
+    plugins, state = slowpoke(tmp_path, shared_state)
+    with serve_process(tmp_path, "--plugins", plugins, "--state-dir", state,
                        "--processes", "2") as srv:
         srv.wait_running("slowpoke")
         srv.wait_logged("[process 0] serving on")
@@ -188,13 +188,11 @@ def test_a_serve_process_that_cannot_be_started_again_leaves_the_others_serving(
     (venv / "lib").symlink_to(Path(sys.prefix) / "lib")
     python = venv / "bin" / "python"
     python.symlink_to(os.path.realpath(sys.executable))
-    plugins = PluginDir(tmp_path / "plugins")
-    plugins.add("slowpoke.js", SLOW)
-    state, port = fresh_state(tmp_path, shared_state), free_port()
+    (plugins, state), port = slowpoke(tmp_path, shared_state), free_port()
     env = {**os.environ, "PLUGIN_HOST_DENO": find_deno()}
     with open(tmp_path / "serve.log", "w") as out:
         proc = subprocess.Popen([str(python), "-m", "host", "serve", "--port", str(port), "--plugins",
-                                 str(plugins.root), "--state-dir", str(state), "--processes", "2"],
+                                 plugins, "--state-dir", state, "--processes", "2"],
                                 cwd=tmp_path, stdout=out, stderr=subprocess.STDOUT, env=env)
     srv = ServeProcess(proc, f"http://127.0.0.1:{port}", tmp_path / "serve.log")
     try:
@@ -221,11 +219,9 @@ def test_a_serve_process_that_cannot_be_started_again_leaves_the_others_serving(
 def test_a_stuck_serve_process_is_killed_and_started_again(tmp_path, shared_state):
     # A child whose event loop stopped (here SIGSTOP; a loop that never yields, a deadlock) holds
     # its connections and their requests forever. Before: the parent never noticed.
-    plugins = PluginDir(tmp_path / "plugins")
-    plugins.add("slowpoke.js", SLOW)
-    state = fresh_state(tmp_path, shared_state)
+    plugins, state = slowpoke(tmp_path, shared_state)
     (tmp_path / "host.toml").write_text("[server]\nprocess_timeout = 2\n")
-    with serve_process(tmp_path, "--plugins", str(plugins.root), "--state-dir", str(state),
+    with serve_process(tmp_path, "--plugins", plugins, "--state-dir", state,
                        "--config", "host.toml", "--processes", "2") as srv:
         children = [int(pid) for pid in Path(f"/proc/{srv.proc.pid}/task/{srv.proc.pid}/children").read_text().split()]
         stuck = max(children)
@@ -248,7 +244,7 @@ session.backend.run(conn, "SELECT pg_advisory_xact_lock(hashtext(%s))", ["plugin
 print("locked", flush=True)
 sys.stdin.readline()  # frozen mid-transaction (SIGSTOP, a VM paused, a partition): no more statements
 """
-KEEPER = """
+STORED = """
 export async function put(key, value, ctx) { await ctx.storage.set(key, value); return true; }
 """
 
@@ -260,7 +256,7 @@ async def test_a_host_gone_quiet_mid_transaction_does_not_hold_the_others_writes
     # the server kept its transaction open until TCP keepalive noticed (hours), and every other
     # host's writes for that plugin failed (StorageError) meanwhile. Now each host's connection
     # says idle_in_transaction_session_timeout, so the server ends such a transaction.
-    plugin_dir.add("keeper.js", KEEPER)
+    plugin_dir.add("keeper.js", STORED)
     async with make_host(state=StateConfig(database=postgres_url), pool=PoolConfig(min_workers=1, max_workers=1)) as h:
         assert await h.call("keeper", "put", "a", 1)
         quiet = subprocess.Popen([sys.executable, "-c", QUIET_HOST, postgres_url], stdin=subprocess.PIPE,
@@ -312,11 +308,6 @@ async def test_a_hung_result_cache_costs_one_wait_then_calls_go_straight_to_the_
                         break
                     before = await h.call("counted", "count")
                     await anyio.sleep(0.5)
-
-
-STORED = """
-export async function put(key, value, ctx) { await ctx.storage.set(key, value); return true; }
-"""
 
 
 @pytest.mark.anyio
@@ -372,10 +363,9 @@ def test_a_state_database_that_refuses_fails_the_start_in_one_line_without_the_p
 def test_a_runtime_dir_that_is_not_there_falls_back_to_the_temp_dir(tmp_path, shared_state, processes):
     # XDG_RUNTIME_DIR left from another user (sudo, su) or a unit without RuntimeDirectory.
     # Before: serve died with a FileNotFoundError traceback.
-    plugins = PluginDir(tmp_path / "plugins")
-    plugins.add("slowpoke.js", SLOW)
+    plugins, state = slowpoke(tmp_path, shared_state)
     gone = tmp_path / "run-user-1000"
-    with serve_process(tmp_path, "--plugins", str(plugins.root), "--state-dir", str(fresh_state(tmp_path, shared_state)),
+    with serve_process(tmp_path, "--plugins", plugins, "--state-dir", state,
                        *processes, env={"XDG_RUNTIME_DIR": str(gone)}) as srv:
         srv.wait_running("slowpoke")
         assert srv.request("POST", "/api/plugins/slowpoke/call/slow", {"args": [1]}) == (200, {"ok": True, "result": 1})
