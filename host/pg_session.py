@@ -16,6 +16,7 @@ import anyio
 
 from .db_backends import DEADLINE_MARGIN, PostgresBackend, close_quietly, in_thread
 from .errors import DbError, HostError, StateError
+from .outage import Outage
 
 T = TypeVar("T")
 
@@ -68,11 +69,13 @@ class PgSession:
         self._thread_lock = threading.Lock()  # run_blocking's (a session is used one way or the other)
         self._conn: Any = None
         self._ready = False
+        self._outage = Outage()  # the server did not answer: failed at once for a while (outage.py)
 
     async def run(self, fn: Callable[[Any], T], deadline: float | None = None) -> T:
         """``fn(connection)`` in a thread, one at a time, within the session's timeout and just
         before ``deadline`` (monotonic: a plugin call's), waiting for the earlier ones included."""
-        until = time.monotonic() + self.timeout
+        self._skip()
+        until = own = time.monotonic() + self.timeout
         if deadline is not None:
             until = min(until, deadline - DEADLINE_MARGIN)
         with anyio.move_on_after(max(until - time.monotonic(), 0)) as waited:
@@ -81,9 +84,21 @@ class PgSession:
             raise self._error(f"{self._what}: {self.backend.where} was still busy with an earlier statement "
                               f"just before the deadline ({self._setting})")
         try:
-            return await self._run(fn, until)
+            out = await self._run(fn, until)
+        except HostError:
+            if until == own and time.monotonic() >= until:  # its own timeout passed, not a call's deadline
+                self._outage.failed()
+            raise
         finally:
             self._lock.release()
+        self._outage.answered()
+        return out
+
+    def _skip(self) -> None:
+        """The server did not answer a moment ago: fail at once (host/outage.py)."""
+        if self._outage.skip():
+            raise self._error(f"{self._what}: {self.backend.where} did not answer a moment ago (asked again "
+                              f"within {self._outage.pause:g} s; {self._setting})")
 
     async def _run(self, fn: Callable[[Any], T], until: float) -> T:
             try:
@@ -108,6 +123,7 @@ class PgSession:
         balance history's run in worker threads), one at a time, all within the session's timeout:
         ``statement_timeout`` is the server's, so a server that stops answering (SIGSTOP, a
         partition) is bounded here, by shutting the connection's socket down when it passes."""
+        self._skip()
         until = time.monotonic() + self.timeout
         if not self._thread_lock.acquire(timeout=self.timeout):
             raise self._error(f"{self._what}: {self.backend.where} was still busy with an earlier statement "
@@ -121,10 +137,13 @@ class PgSession:
                 if not self._ready:
                     self._create(self._conn)
                     self._ready = True
-                return fn(self._conn)
+                out = fn(self._conn)
             finally:
                 if fired := watchdog.stop():  # its socket is shut down: of no more use
                     self._drop()
+                    self._outage.failed()
+            self._outage.answered()
+            return out
         except DbError as exc:
             self._drop()
             why = f"no answer from {self.backend.where} within the deadline ({self._setting})" if fired else exc.message

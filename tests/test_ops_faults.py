@@ -33,14 +33,16 @@ pytestmark = pytest.mark.timeout(90)
 
 
 @contextmanager
-def frozen_backends(server: Postgres, url: str) -> Iterator[None]:
+def frozen_backends(server: Postgres, url: str, *, whole: bool = False) -> Iterator[None]:
     """The server processes of ``url``'s database stop answering (SIGSTOP) as on a network
-    partition: connections stay open, nothing comes back; SIGCONT at the end."""
+    partition: connections stay open, nothing comes back; ``whole``: new connections too (the
+    postmaster as well); SIGCONT at the end."""
     database = url.rsplit("/", 1)[1]
     with server.admin() as admin:
         backends = [r[0] for r in admin.execute("SELECT pid FROM pg_stat_activity WHERE datname = %s",
                                                 [database]).fetchall()]
     assert backends
+    backends += [server.proc.pid] if whole else []
     for pid in backends:
         os.kill(pid, signal.SIGSTOP)
     try:
@@ -88,6 +90,43 @@ def test_a_hung_state_database_fails_balance_history_within_its_timeout(postgres
         history.append([point(3.0)])  # the database answers again: so does the history
         assert [p.balance for p in history.read()][-1] == 3.0
     finally:
+        history.close()
+
+
+@pytest.mark.anyio
+async def test_a_hung_state_database_costs_one_wait_then_fails_at_once_until_it_answers(postgres_server,
+                                                                                       postgres_url):
+    # Before: every storage call and every history read or write waited the whole timeout
+    # (a balance refresh 10 s each) for as long as the database hung, each in a worker thread.
+    from host import StorageError
+    from host.plugin_storage_pg import PostgresStorage
+
+    storage, history = PostgresStorage(postgres_url, 1.5), PostgresHistory(postgres_url, timeout=1.5)
+    try:
+        await storage.put("p", "k", b"v", 1 << 20, "storage")
+        await anyio.to_thread.run_sync(history.append, [point(5.0)])
+        with frozen_backends(postgres_server, postgres_url, whole=True):
+            with pytest.raises(StorageError, match="within the deadline"):
+                await storage.get("p", "k")
+            with pytest.raises(StateError, match="within the deadline"):
+                await anyio.to_thread.run_sync(history.read)
+            t0 = time.monotonic()
+            for _ in range(3):
+                with pytest.raises(StorageError, match="did not answer a moment ago"):
+                    await storage.get("p", "k")
+                with pytest.raises(StateError, match="did not answer a moment ago"):
+                    await anyio.to_thread.run_sync(history.read)
+            assert time.monotonic() - t0 < 1.0
+        with anyio.fail_after(30):  # asked again after a while: it answers
+            while True:
+                try:
+                    assert await storage.get("p", "k") == b"v"
+                    assert [p.balance for p in await anyio.to_thread.run_sync(history.read)] == [5.0]
+                    break
+                except (StorageError, StateError):
+                    await anyio.sleep(0.5)
+    finally:
+        storage.close()
         history.close()
 
 

@@ -29,8 +29,8 @@ import msgspec
 from ..config import CacheConfig, redact_uri, storage_failure
 from ..errors import InvalidConfig, StateError
 from ..logs import Throttle
+from ..outage import Outage
 from ..security.private_files import PrivateDb
-from .outage import Outage
 
 log = logging.getLogger("host.cache")
 _warn = Throttle(log)  # a redis that is down fails every call alike: say it every 10 s
@@ -247,7 +247,7 @@ class ResultCache:
         """``fn(*args)`` in a worker thread, given up at ``deadline`` (the thread is left to
         finish within the client's socket timeout): a miss, never a failure or a wait past the
         call's own deadline; for a while after redis did not answer, a miss without asking it
-        (outage.py)."""
+        (host/outage.py)."""
         if self._outage.skip():
             return None
         try:

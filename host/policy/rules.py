@@ -28,7 +28,7 @@ from ..errors import (
     RateLimited,
     WorkerCrashed,
 )
-from .outage import Outage
+from ..outage import Outage
 
 T = TypeVar("T")
 
@@ -313,7 +313,7 @@ class RateLimiter:
         self._global = limits.parse_many(global_limit) if global_limit else []
         self.global_limit = bool(self._global)  # a host-wide quota: every call takes a slot of it
         self._quotas: dict[tuple[str, str | None], list[Quota]] = {}
-        self._outage = Outage()  # redis did not answer: calls refused at once for a while (outage.py)
+        self._outage = Outage()  # redis did not answer: calls refused at once for a while (host/outage.py)
 
     def _items(self, plugin: str, limit: str | None) -> list[Quota]:
         """The quotas a call to ``plugin`` takes a slot of: its own, then the host-wide one."""

@@ -1,11 +1,10 @@
-"""A shared storage (Redis) that did not answer, remembered for a while: the rate limits and the
-result cache ask it from worker threads, each waiting up to the client's socket timeout, so a
-hung Redis would cost every call that wait and hold a worker thread for it, and the threads are
-the ones every other blocking operation of the host shares (sqlite plugin storage, the state
-database, history). So once it has not answered, the operations of the next ``pause`` seconds do
-without it (a miss for the cache, PolicyStorageError at once for the rate limits: still closed),
-then one operation asks it again while the others go on doing without until that one has its
-answer."""
+"""A shared service (Redis, the state database) that did not answer, remembered for a while: the
+host asks them from worker threads, each waiting up to a timeout, so a hung one would cost every
+call that wait and hold a worker thread for it, and the threads are the ones every other blocking
+operation of the host shares. So once it has not answered, the operations of the next ``pause``
+seconds do without it (a miss for the result cache; for the rate limits PolicyStorageError at
+once, still closed; for the state database its StateError or StorageError at once), then one
+operation asks it again while the others go on doing without until that one has its answer."""
 
 from __future__ import annotations
 
@@ -15,11 +14,11 @@ from typing import Any, TypeVar
 
 T = TypeVar("T")
 
-PAUSE = 10.0  # seconds a storage that did not answer is done without before it is asked again
+PAUSE = 10.0  # seconds a service that did not answer is done without before it is asked again
 
 
 def no_answer(exc: BaseException) -> bool:
-    """Whether ``exc`` says the storage did not answer (down, hung, cut off), not that it
+    """Whether ``exc`` says the Redis did not answer (down, hung, cut off), not that it
     answered something unusable."""
     try:
         import redis
@@ -34,7 +33,7 @@ class Outage:
         self._until: float | None = None  # monotonic; None: it answered last time
 
     def skip(self) -> bool:
-        """Whether to do without the storage now. Past the pause this operation asks it again,
+        """Whether to do without the service now. Past the pause this operation asks it again,
         and the others go on doing without until that one has its answer."""
         if self._until is None:
             return False
@@ -44,17 +43,23 @@ class Outage:
         self._until = now + self.pause
         return False
 
+    def failed(self) -> None:
+        self._until = time.monotonic() + self.pause
+
+    def answered(self) -> None:
+        self._until = None
+
     def watched(self, fn: Callable[..., T]) -> Callable[..., T]:
-        """``fn``, recording whether the storage answered, even when the caller has stopped
+        """``fn``, recording whether the Redis answered, even when the caller has stopped
         waiting for it (the thread it runs in finishes within the client's socket timeout)."""
         def run(*args: Any) -> T:
             try:
                 out = fn(*args)
             except BaseException as exc:
                 if no_answer(exc):
-                    self._until = time.monotonic() + self.pause
+                    self.failed()
                 raise
-            self._until = None
+            self.answered()
             return out
         return run
 
