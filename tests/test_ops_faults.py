@@ -409,3 +409,27 @@ def test_a_runtime_dir_that_is_not_there_falls_back_to_the_temp_dir(tmp_path, sh
         srv.wait_running("slowpoke")
         assert srv.request("POST", "/api/plugins/slowpoke/call/slow", {"args": [1]}) == (200, {"ok": True, "result": 1})
     assert not gone.exists() and "Traceback" not in srv.log()
+
+
+@pytest.mark.anyio
+async def test_a_call_while_a_disabled_plugin_drains_is_told_it_is_disabled(plugin_dir, make_host):
+    # Disabled (here, or by another host through the state database) while a call is in flight:
+    # the pool drains that call. Before: calls meanwhile got 503 "calc: plugin is running".
+    from host import PluginUnavailable
+
+    plugin_dir.add("slowpoke.js", SLOW)
+    async with make_host(pool=PoolConfig(min_workers=1, max_workers=1)) as h, anyio.create_task_group() as tg:
+        tg.start_soon(h.call, "slowpoke", "slow", 1000)
+        with anyio.fail_after(10):
+            while not any(w.inflight for w in h.plugin("slowpoke").workers):
+                await anyio.sleep(0.01)
+        tg.start_soon(h.disable, "slowpoke")
+        with anyio.fail_after(10):
+            while True:
+                try:
+                    await h.call("slowpoke", "slow", 1)
+                except PluginUnavailable as exc:
+                    refused = exc
+                    break
+                await anyio.sleep(0.01)
+        assert "disabled" in refused.message, refused.message
