@@ -87,8 +87,7 @@ def test_a_hung_state_database_fails_balance_history_within_its_timeout(postgres
         assert "within the deadline" in first.message and postgres_server.password not in first.message
         assert all(took < 1.5 * 2 for took, _ in outcomes), outcomes
         assert all(exc is None or isinstance(exc, StateError) for _, exc in outcomes), outcomes
-        history.append([point(3.0)])  # the database answers again: so does the history
-        assert [p.balance for p in history.read()][-1] == 3.0
+        # answering again: the next test
     finally:
         history.close()
 
