@@ -40,13 +40,18 @@ def _check_execute_token(srv: ServerConfig) -> None:
 async def serve(args: argparse.Namespace, config: HostConfig) -> int:
     from aiohttp import web
 
-    from .multiproc import inherited_site, join_siblings, process_count, supervise
+    from .multiproc import inherited_site, join_siblings, number_log_lines, process_count, supervise
     from .server import DRAINING, PrivateUnixSite, Runner, create_app
 
     srv = config.server
     _check_execute_token(srv)
     if args.listen_fd is None and (count := process_count(args.processes or srv.processes)) > 1:
+        if inspected := ("--inspect" if args.inspect else "--inspect-brk" if args.inspect_brk else None):
+            raise UsageError(f"{inspected} runs one worker on one inspector port: serve it with "
+                             f"--processes 1, not {count}")
         return await supervise(args.argv, srv, count)  # N of these, on one socket
+    if args.peers_dir:  # one of those N
+        number_log_lines(args.process_index)
     if args.dev:  # edit, save, see: a quick rescan, and a banner for each reload
         config.reload = msgspec.structs.replace(config.reload, enabled=True, interval=DEV_RELOAD_INTERVAL)
     if config.load == "auto":  # listening first, /healthz/ready says 503 until every plugin settled
@@ -63,7 +68,8 @@ async def serve(args: argparse.Namespace, config: HostConfig) -> int:
     control = Runner(create_app(host, max_body=srv.max_body_bytes, via="cli"), header_timeout=srv.header_timeout,
                      handle_signals=False, shutdown_timeout=srv.shutdown_grace)
     peers = None
-    with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+    # SIGHUP too: the terminal that started serve closing must drain it, not end it mid-call.
+    with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT, signal.SIGHUP) as signals:
         # HTTP first: /healthz/live answers while the plugins start, /healthz/ready says 503.
         await runner.setup()
         await control.setup()

@@ -255,6 +255,7 @@ class ServerConfig(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=Tru
     header_timeout: Seconds = 10.0    # seconds a connection may take to send a request's head
     # host processes sharing the address and the state directory (serve --processes); "auto": one per core
     processes: Annotated[int, Meta(ge=1, le=64)] | Literal["auto"] = 1
+    process_timeout: Delay = 30.0  # serve --processes: one answering no liveness probe this long is killed (0: never)
 
 
 def _check_apart(config: HostConfig) -> None:

@@ -120,7 +120,9 @@ class PostgresBackend:
     kind = "postgresql"
     placeholder = "%s"
 
-    def __init__(self, url: str, *, statement_timeout: float) -> None:
+    def __init__(self, url: str, *, statement_timeout: float, quiet_tx_timeout: float | None = None) -> None:
+        """``quiet_tx_timeout``: the server ends a transaction whose client sent nothing for that
+        long (``idle_in_transaction_session_timeout``; None: never)."""
         try:
             import psycopg  # noqa: F401
         except ImportError:
@@ -130,6 +132,7 @@ class PostgresBackend:
         self.where = redact_uri(url)
         self._secrets = uri_secrets(url)  # in the user-info or the query (?password=...)
         self.statement_timeout = statement_timeout
+        self.quiet_tx_timeout = quiet_tx_timeout
 
     def scrub(self, text: str) -> str:
         for secret in self._secrets:
@@ -144,13 +147,16 @@ class PostgresBackend:
         from psycopg.rows import dict_row
 
         options = f"-c statement_timeout={max(1, int(self.statement_timeout * 1000))}"
+        if self.quiet_tx_timeout is not None:
+            options += f" -c idle_in_transaction_session_timeout={max(1, int(self.quiet_tx_timeout * 1000))}"
         if not write:
             options += " -c default_transaction_read_only=on"  # the server refuses every write
         try:
             return psycopg.connect(self.url, autocommit=True, row_factory=dict_row, options=options,
                                    connect_timeout=max(2, math.ceil(timeout)), application_name="plugin-host-db")
         except psycopg.Error as exc:
-            raise DbUnavailable(f"db: cannot connect to {self.where}: {self.scrub(str(exc)).strip()}") from None
+            why = " ".join(line.strip() for line in self.scrub(str(exc)).splitlines() if line.strip())  # libpq adds hints
+            raise DbUnavailable(f"db: cannot connect to {self.where}: {why}") from None
 
     def columns(self, conn: Any, table: str) -> list[str] | None:
         rows = self.run(conn, "SELECT column_name FROM information_schema.columns WHERE table_schema = "

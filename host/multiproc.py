@@ -14,7 +14,8 @@ private Unix socket in a directory only the parent's user can enter, and the chi
 adds the others', each sample labelled ``process="K"``.
 
 The parent forwards SIGTERM/SIGINT/SIGHUP as a stop (each child drains its calls as a single server does), restarts
-a child that dies (backoff; it gives up after RESTART_LIMIT exits in RESTART_WINDOW seconds), and
+a child that dies (backoff; it gives up after RESTART_LIMIT exits in RESTART_WINDOW seconds), kills
+one that stops answering (multiproc_watch.py), and
 its children get SIGTERM if it is killed (PR_SET_PDEATHSIG)."""
 
 from __future__ import annotations
@@ -29,7 +30,6 @@ import signal
 import socket
 import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -44,7 +44,8 @@ from prometheus_client.samples import Sample
 from .cli_output import ListenError, UsageError
 from .config import ServerConfig
 from .http_guard import sweep_stale_socket
-from .runtime import sweep_stale_run_dirs
+from .multiproc_watch import watch
+from .runtime import private_run_dir
 
 log = logging.getLogger("host.serve")
 
@@ -55,6 +56,7 @@ RESTART_BACKOFF = (0.5, 10.0)  # first and longest wait before a child is starte
 EXIT_USAGE = 2           # a child that exits 2 found a bad config: every child would, so stop
 STOP_MARGIN = 15.0       # seconds past shutdown_grace before a child that has not drained is killed
 PEER_TIMEOUT = 2.0       # seconds the siblings' /metrics may take before the view goes without them
+EXIT_POLL = 1.0          # seconds between looks at a child whose exit cannot be waited on (no pidfd)
 _PEER_NAME = re.compile(r"metrics-(\d+)\.sock")
 _PR_SET_PDEATHSIG = 1
 _libc = ctypes.CDLL(None, use_errno=True)
@@ -129,7 +131,12 @@ class _Child:
 
     async def wait(self) -> int:
         assert self.proc is not None
-        fd = os.pidfd_open(self.proc.pid)
+        try:
+            fd = os.pidfd_open(self.proc.pid)
+        except OSError:  # out of descriptors: ask now and then instead
+            while self.proc.poll() is None:
+                await anyio.sleep(EXIT_POLL)
+            return self.proc.returncode
         try:
             await anyio.wait_readable(fd)
         finally:
@@ -144,11 +151,13 @@ class _Child:
 
 async def supervise(argv: Sequence[str], srv: ServerConfig, count: int) -> int:
     """Run ``count`` children serving ``argv`` on one socket until SIGTERM/SIGINT; their exit status."""
-    sock = listening_socket(srv)
-    parent_dir = os.environ.get("XDG_RUNTIME_DIR") or tempfile.gettempdir()
-    sweep_stale_run_dirs(parent_dir)  # those of a parent that was SIGKILLed (named by its pid)
-    # 0700: only this user reaches the metrics
-    peers = tempfile.mkdtemp(prefix=f"plugin-host-{os.getpid()}-peers-", dir=parent_dir)
+    # 0700: only this user reaches the metrics; those of a parent SIGKILLed (named by its pid) swept
+    peers = private_run_dir("peers-")
+    try:
+        sock = listening_socket(srv)
+    except ListenError:
+        shutil.rmtree(peers, ignore_errors=True)
+        raise
     children = [_Child(k) for k in range(count)]
     stopping = anyio.Event()
     outcome = 0
@@ -164,35 +173,48 @@ async def supervise(argv: Sequence[str], srv: ServerConfig, count: int) -> int:
     async def keep(child: _Child) -> None:
         nonlocal outcome
         while not stopping.is_set():
-            start(child)
-            code = await child.wait()
+            try:
+                start(child)
+            except OSError as exc:  # the fork refused (a pid or memory limit), the interpreter gone
+                code, what = None, f"could not be started ({exc.strerror or exc})"
+            else:
+                code = await child.wait()
+                what = f"exited {code}"
             if stopping.is_set():
                 return
             now = time.monotonic()
             child.exits = [t for t in child.exits if now - t < RESTART_WINDOW] + [now]
             if code == EXIT_USAGE or len(child.exits) >= RESTART_LIMIT:
                 why = "a usage or config error" if code == EXIT_USAGE else f"{len(child.exits)} exits in {RESTART_WINDOW:.0f} s"
-                log.error("serve process %d exited %s (%s): stopping all", child.index, code, why)
+                log.error("serve process %d %s (%s): stopping all", child.index, what, why)
                 outcome = code or 1
                 stopping.set()
                 return
             wait = min(RESTART_BACKOFF[1], RESTART_BACKOFF[0] * 2 ** (len(child.exits) - 1))
-            log.warning("serve process %d exited %s: starting it again in %.1f s", child.index, code, wait)
+            log.warning("serve process %d %s: starting it again in %.1f s", child.index, what, wait)
             with anyio.move_on_after(wait):
                 await stopping.wait()
 
     async def on_signals() -> None:
+        # Held until the end: a second Ctrl-C or SIGTERM during the drain is taken here too, as a
+        # single server takes it, not by the default handler (which would kill this parent alone,
+        # or, for SIGINT, every child mid-call).
         with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT, signal.SIGHUP) as signals:
             async for sig in signals:
-                log.info("received %s: draining and stopping %d serve processes", signal.Signals(sig).name, count)
+                name = signal.Signals(sig).name
+                if stopping.is_set():
+                    log.info("received %s: still draining the serve processes", name)
+                    continue
+                log.info("received %s: draining and stopping %d serve processes", name, count)
                 stopping.set()
-                return
 
     try:
         async with anyio.create_task_group() as tg:
             tg.start_soon(on_signals)
             for child in children:
                 tg.start_soon(keep, child)
+                tg.start_soon(watch, child.index, lambda c=child: None if stopping.is_set() else c.proc,
+                              peer_socket(peers, child.index), srv.process_timeout)
             log.info("serving with %d processes on one socket", count)
             await stopping.wait()
             for child in children:
@@ -286,12 +308,8 @@ def inherited_site(runner: web.BaseRunner, fd: int) -> web.SockSite:
     return web.SockSite(runner, socket.socket(fileno=fd))
 
 
-async def join_siblings(app: web.Application, render: Callable[[], bytes], index: int,
-                        peers_dir: str) -> web.AppRunner:
-    """Serve this process's metrics to its siblings, make ``app``'s /metrics the view of all, and
-    start each log line with the process's number."""
-    from .server import METRICS_VIEW, PrivateUnixSite
-
+def number_log_lines(index: int) -> None:
+    """Start each log line of this serve process with its number, from its first line on."""
     make_record = logging.getLogRecordFactory()
 
     def numbered(*args: Any, **kwargs: Any) -> logging.LogRecord:
@@ -302,11 +320,21 @@ async def join_siblings(app: web.Application, render: Callable[[], bytes], index
 
     logging.setLogRecordFactory(numbered)
 
+
+async def join_siblings(app: web.Application, render: Callable[[], bytes], index: int,
+                        peers_dir: str) -> web.AppRunner:
+    """Serve this process's metrics to its siblings and make ``app``'s /metrics the view of all."""
+    from .server import METRICS_VIEW, PrivateUnixSite
+
     async def own(request: web.Request) -> web.Response:
         return web.Response(body=render(), content_type="text/plain")
 
+    async def live(request: web.Request) -> web.Response:  # the parent's watch (multiproc_watch.py)
+        return web.Response(text="ok")
+
     peer_app = web.Application()
     peer_app.router.add_get("/metrics", own)
+    peer_app.router.add_get("/live", live)
     runner = web.AppRunner(peer_app, handle_signals=False)
     await runner.setup()
     await PrivateUnixSite(runner, peer_socket(peers_dir, index)).start()
@@ -314,5 +342,5 @@ async def join_siblings(app: web.Application, render: Callable[[], bytes], index
     return runner
 
 
-__all__ = ["inherited_site", "merged_metrics", "peer_socket", "process_count",
-           "join_siblings", "supervise"]
+__all__ = ["inherited_site", "join_siblings", "merged_metrics", "number_log_lines", "peer_socket",
+           "process_count", "supervise"]

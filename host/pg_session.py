@@ -16,6 +16,7 @@ import anyio
 
 from .db_backends import DEADLINE_MARGIN, PostgresBackend, close_quietly, in_thread
 from .errors import DbError, HostError, StateError
+from .outage import Outage
 
 T = TypeVar("T")
 
@@ -29,21 +30,52 @@ OWNER_SQL = ("SELECT n.nspname AS schema, o.rolname AS owner, current_user AS me
 STATE_TIMEOUT = 10.0  # seconds a statement on the state database may take (but plugin storage's)
 
 
+class _Watchdog:
+    """Shuts ``conn``'s socket down at ``until`` (monotonic) unless stopped first, so that a
+    thread blocked reading it wakes with an error."""
+
+    def __init__(self, backend: PostgresBackend, conn: Any, until: float) -> None:
+        self._lock = threading.Lock()
+        self._fired = self._stopped = False
+        self._timer = threading.Timer(max(until - time.monotonic(), 0), self._fire, [backend, conn])
+        self._timer.daemon = True
+        self._timer.start()
+
+    def _fire(self, backend: PostgresBackend, conn: Any) -> None:
+        with self._lock:
+            if not self._stopped:
+                self._fired = True
+                backend.interrupt(conn)
+
+    def stop(self) -> bool:
+        """Whether it fired."""
+        self._timer.cancel()
+        with self._lock:
+            self._stopped = True
+            return self._fired
+
+
 class PgSession:
     def __init__(self, url: str, timeout: float, schema: Sequence[str], *, what: str,
                  setting: str = "[state] database", error: type[HostError] = StateError) -> None:
-        self.backend = PostgresBackend(url, statement_timeout=timeout)
+        # A transaction of the host's quiet for as long as a statement may take is one whose host
+        # stopped mid-way (frozen, paused, cut off; it sends a transaction's statements back to
+        # back): the server ends it, and the table locks it held go to the other hosts at once
+        # rather than when TCP keepalive notices, hours later.
+        self.backend = PostgresBackend(url, statement_timeout=timeout, quiet_tx_timeout=timeout)
         self.timeout = timeout
         self._schema, self._what, self._setting, self._error = schema, what, setting, error
         self._lock = anyio.Lock()
         self._thread_lock = threading.Lock()  # run_blocking's (a session is used one way or the other)
         self._conn: Any = None
         self._ready = False
+        self._outage = Outage()  # the server did not answer: failed at once for a while (outage.py)
 
     async def run(self, fn: Callable[[Any], T], deadline: float | None = None) -> T:
         """``fn(connection)`` in a thread, one at a time, within the session's timeout and just
         before ``deadline`` (monotonic: a plugin call's), waiting for the earlier ones included."""
-        until = time.monotonic() + self.timeout
+        self._skip()
+        until = own = time.monotonic() + self.timeout
         if deadline is not None:
             until = min(until, deadline - DEADLINE_MARGIN)
         with anyio.move_on_after(max(until - time.monotonic(), 0)) as waited:
@@ -52,9 +84,21 @@ class PgSession:
             raise self._error(f"{self._what}: {self.backend.where} was still busy with an earlier statement "
                               f"just before the deadline ({self._setting})")
         try:
-            return await self._run(fn, until)
+            out = await self._run(fn, until)
+        except HostError:
+            if until == own and time.monotonic() >= until:  # its own timeout passed, not a call's deadline
+                self._outage.failed()
+            raise
         finally:
             self._lock.release()
+        self._outage.answered()
+        return out
+
+    def _skip(self) -> None:
+        """The server did not answer a moment ago: fail at once (host/outage.py)."""
+        if self._outage.skip():
+            raise self._error(f"{self._what}: {self.backend.where} did not answer a moment ago (asked again "
+                              f"within {self._outage.pause:g} s; {self._setting})")
 
     async def _run(self, fn: Callable[[Any], T], until: float) -> T:
             try:
@@ -76,19 +120,36 @@ class PgSession:
 
     def run_blocking(self, fn: Callable[[Any], T]) -> T:
         """``fn(connection)`` in the calling thread, for callers already off the event loop (the
-        balance history's run in worker threads), one at a time; ``statement_timeout`` bounds
-        each statement and ``connect_timeout`` the connection."""
-        with self._thread_lock:
+        balance history's run in worker threads), one at a time, all within the session's timeout:
+        ``statement_timeout`` is the server's, so a server that stops answering (SIGSTOP, a
+        partition) is bounded here, by shutting the connection's socket down when it passes."""
+        self._skip()
+        until = time.monotonic() + self.timeout
+        if not self._thread_lock.acquire(timeout=self.timeout):
+            raise self._error(f"{self._what}: {self.backend.where} was still busy with an earlier statement "
+                              f"for {self.timeout:g} s ({self._setting})")
+        fired = False
+        try:
+            if self._conn is None:
+                self._conn = self.backend.connect(write=True, timeout=max(until - time.monotonic(), 0))
+            watchdog = _Watchdog(self.backend, self._conn, until)
             try:
-                if self._conn is None:
-                    self._conn = self.backend.connect(write=True, timeout=self.timeout)
                 if not self._ready:
                     self._create(self._conn)
                     self._ready = True
-                return fn(self._conn)
-            except DbError as exc:
-                self._drop()
-                raise self._error(f"{self._what} failed ({self.backend.where}): {exc.message}") from None
+                out = fn(self._conn)
+            finally:
+                if fired := watchdog.stop():  # its socket is shut down: of no more use
+                    self._drop()
+                    self._outage.failed()
+            self._outage.answered()
+            return out
+        except DbError as exc:
+            self._drop()
+            why = f"no answer from {self.backend.where} within the deadline ({self._setting})" if fired else exc.message
+            raise self._error(f"{self._what} failed ({self.backend.where}): {why}") from None
+        finally:
+            self._thread_lock.release()
 
     def _create(self, conn: Any) -> None:
         def body() -> None:

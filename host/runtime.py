@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from .config import HostConfig, SecurityConfig, WorkerLimits
-from .errors import HostError
+from .errors import HostError, StateError
 from .process import Reaper
 from .security.audit import AuditLog
 from .security.audit_pg import AuditTable
@@ -25,6 +25,23 @@ from .security.private_files import storage_name
 from .security.secrets import key_file_path
 
 _RUN_PREFIX = "plugin-host-"
+
+
+def private_run_dir(kind: str) -> str:
+    """A new 0700 directory named for this process (``plugin-host-<pid>-<kind>...``) under
+    $XDG_RUNTIME_DIR, or the temp directory when that is not one this user can write in (left
+    from another user by sudo or su, or never made), after sweeping those of dead hosts there.
+    StateError when none can be made."""
+    xdg = os.environ.get("XDG_RUNTIME_DIR")
+    parent = xdg if xdg and os.path.isdir(xdg) and os.access(xdg, os.W_OK | os.X_OK) else tempfile.gettempdir()
+    sweep_stale_run_dirs(parent)
+    try:
+        path = tempfile.mkdtemp(prefix=f"{_RUN_PREFIX}{os.getpid()}-{kind}", dir=parent)
+        os.chmod(path, 0o700)
+    except OSError as exc:
+        raise StateError(f"cannot make the host's private socket directory in {parent}: {exc.strerror or exc} "
+                         "(set XDG_RUNTIME_DIR or TMPDIR to a directory this user can write in)") from None
+    return path
 
 
 def find_deno(override: str | None = None) -> str:
@@ -143,10 +160,7 @@ class Runtime:
         state = config.state_path
         deno_dir = state / "deno"
         deno_dir.mkdir(parents=True, exist_ok=True)
-        parent = os.environ.get("XDG_RUNTIME_DIR") or tempfile.gettempdir()
-        sweep_stale_run_dirs(parent)
-        run_dir = Path(tempfile.mkdtemp(prefix=f"{_RUN_PREFIX}{os.getpid()}-", dir=parent))
-        os.chmod(run_dir, 0o700)
+        run_dir = Path(private_run_dir(""))
         sec = config.security
         table = AuditTable(config.state.database) if config.state.database and sec.audit_log else None
         audit = AuditLog(state / sec.audit_log if sec.audit_log else None, redact=redact,

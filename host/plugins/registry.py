@@ -476,10 +476,10 @@ class Registry:
 
     async def stop_record(self, record: Plugin, state: str, reason: str | None) -> None:
         pool, record.pool = record.pool, None
+        if state != record.state:  # first: a call while the pool drains is told why it is refused
+            record.set_state(state, reason)
         if pool is not None:
             await pool.stop()
-        if state != record.state:
-            record.set_state(state, reason)
 
 
 

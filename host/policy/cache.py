@@ -29,6 +29,7 @@ import msgspec
 from ..config import CacheConfig, redact_uri, storage_failure
 from ..errors import InvalidConfig, StateError
 from ..logs import Throttle
+from ..outage import Outage
 from ..security.private_files import PrivateDb
 
 log = logging.getLogger("host.cache")
@@ -101,6 +102,7 @@ class ResultCache:
         self._redis: Any = None
         self._memory: dict[str, OrderedDict[bytes, CacheEntry]] = {}
         self._db: PrivateDb | None = None
+        self._outage = Outage()  # redis did not answer: misses without asking it for a while
         if uri.startswith(("redis://", "rediss://")):
             try:
                 import redis  # only needed for a shared cache
@@ -244,10 +246,13 @@ class ResultCache:
     async def _redis_op(self, fn: Any, *args: Any, deadline: float | None = None) -> Any:
         """``fn(*args)`` in a worker thread, given up at ``deadline`` (the thread is left to
         finish within the client's socket timeout): a miss, never a failure or a wait past the
-        call's own deadline."""
+        call's own deadline; for a while after redis did not answer, a miss without asking it
+        (host/outage.py)."""
+        if self._outage.skip():
+            return None
         try:
             with anyio.fail_after(None if deadline is None else max(deadline - time.monotonic(), 0.0)):
-                return await anyio.to_thread.run_sync(fn, *args, abandon_on_cancel=True)
+                return await anyio.to_thread.run_sync(self._outage.watched(fn), *args, abandon_on_cancel=True)
         except TimeoutError:
             _warn.warning(self.uri, "result cache at %s did not answer before the call's deadline; "
                           "served as a miss", redact_uri(self.uri))

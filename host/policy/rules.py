@@ -28,6 +28,7 @@ from ..errors import (
     RateLimited,
     WorkerCrashed,
 )
+from ..outage import Outage
 
 T = TypeVar("T")
 
@@ -312,6 +313,7 @@ class RateLimiter:
         self._global = limits.parse_many(global_limit) if global_limit else []
         self.global_limit = bool(self._global)  # a host-wide quota: every call takes a slot of it
         self._quotas: dict[tuple[str, str | None], list[Quota]] = {}
+        self._outage = Outage()  # redis did not answer: calls refused at once for a while (host/outage.py)
 
     def _items(self, plugin: str, limit: str | None) -> list[Quota]:
         """The quotas a call to ``plugin`` takes a slot of: its own, then the host-wide one."""
@@ -348,9 +350,13 @@ class RateLimiter:
     async def _take_shared(self, items: list[Quota], plugin: str, deadline: float) -> tuple[float, str] | None:
         """``_take`` on the shared storage, in a worker thread given up at the call's ``deadline``
         (the thread finishes within the client's socket timeout)."""
+        if self._outage.skip():  # it did not answer a moment ago: still closed, without the wait
+            raise PolicyStorageError(f"rate-limit storage {redact_uri(self.uri)} did not answer a moment ago "
+                                     f"(asked again within {self._outage.pause:g} s)", plugin=plugin)
         try:
             with anyio.fail_after(max(deadline - time.monotonic(), 0.0)):
-                return await anyio.to_thread.run_sync(self._take, items, abandon_on_cancel=True)
+                return await anyio.to_thread.run_sync(self._outage.watched(self._take), items,
+                                                      abandon_on_cancel=True)
         except TimeoutError:
             raise PolicyStorageError(f"rate-limit storage {redact_uri(self.uri)} did not answer before the "
                                      "call's deadline", plugin=plugin) from None

@@ -1,0 +1,62 @@
+"""The parent of ``serve --processes`` watching its children: a child whose event loop stopped
+(a loop that never yields, a deadlock, SIGSTOP) accepts nothing new, since its siblings take the
+connections from the shared queue, but holds the connections it has, and their requests, forever.
+So the parent asks each child's private socket ``/live`` (answered by its event loop, like its
+``/metrics``) and kills one that has not answered for ``[server] process_timeout`` seconds, as
+gunicorn's worker timeout does; the supervisor then starts another. A child is watched from its
+first answer on, so a slow start is no miss."""
+
+from __future__ import annotations
+
+import logging
+import subprocess
+import time
+from collections.abc import Callable
+
+import aiohttp
+import anyio
+
+log = logging.getLogger("host.serve")
+
+PROBES_PER_TIMEOUT = 4  # probes within one process_timeout: a late answer or two is no verdict
+
+
+async def answers(path: str, within: float) -> bool:
+    """Whether the child serving ``path`` answers ``/live`` within ``within`` seconds."""
+    with anyio.move_on_after(within):
+        try:
+            async with (aiohttp.ClientSession(connector=aiohttp.UnixConnector(path=path)) as s,
+                        s.get("http://peer/live") as r):
+                return r.status == 200
+        except (aiohttp.ClientError, OSError):
+            return False
+    return False
+
+
+async def watch(index: int, current: Callable[[], subprocess.Popen[bytes] | None], path: str,
+                timeout: float) -> None:
+    """Kill child ``index`` (its process now: ``current()``) once it has answered and then not
+    for ``timeout`` seconds; runs until cancelled. ``timeout`` 0: never."""
+    if timeout <= 0:
+        return
+    interval = timeout / PROBES_PER_TIMEOUT
+    watched: subprocess.Popen[bytes] | None = None
+    last = None  # when the process watched last answered; None: not yet
+    while True:
+        await anyio.sleep(interval)
+        proc = current()
+        if proc is not watched:  # started again: watched from its first answer
+            watched, last = proc, None
+        if proc is None or proc.poll() is not None:
+            continue
+        if await answers(path, interval):
+            if last is None:
+                log.info("serve process %d (pid %d) is up: watched from now on", index, proc.pid)
+            last = time.monotonic()
+        elif last is not None and time.monotonic() - last >= timeout and proc.poll() is None:
+            log.error("serve process %d (pid %d) has not answered for %g s: killing it", index, proc.pid, timeout)
+            proc.kill()
+            last = None
+
+
+__all__ = ["answers", "watch"]

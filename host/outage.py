@@ -1,0 +1,67 @@
+"""A shared service (Redis, the state database) that did not answer, remembered for a while: the
+host asks them from worker threads, each waiting up to a timeout, so a hung one would cost every
+call that wait and hold a worker thread for it, and the threads are the ones every other blocking
+operation of the host shares. So once it has not answered, the operations of the next ``pause``
+seconds do without it (a miss for the result cache; for the rate limits PolicyStorageError at
+once, still closed; for the state database its StateError or StorageError at once), then one
+operation asks it again while the others go on doing without until that one has its answer."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+T = TypeVar("T")
+
+PAUSE = 10.0  # seconds a service that did not answer is done without before it is asked again
+
+
+def no_answer(exc: BaseException) -> bool:
+    """Whether ``exc`` says the Redis did not answer (down, hung, cut off), not that it
+    answered something unusable."""
+    try:
+        import redis
+    except ImportError:  # pragma: no cover - only redis storages get here
+        return isinstance(exc, OSError)
+    return isinstance(exc, (redis.ConnectionError, redis.TimeoutError, OSError))
+
+
+class Outage:
+    def __init__(self, pause: float = PAUSE) -> None:
+        self.pause = pause
+        self._until: float | None = None  # monotonic; None: it answered last time
+
+    def skip(self) -> bool:
+        """Whether to do without the service now. Past the pause this operation asks it again,
+        and the others go on doing without until that one has its answer."""
+        if self._until is None:
+            return False
+        now = time.monotonic()
+        if now < self._until:
+            return True
+        self._until = now + self.pause
+        return False
+
+    def failed(self) -> None:
+        self._until = time.monotonic() + self.pause
+
+    def answered(self) -> None:
+        self._until = None
+
+    def watched(self, fn: Callable[..., T]) -> Callable[..., T]:
+        """``fn``, recording whether the Redis answered, even when the caller has stopped
+        waiting for it (the thread it runs in finishes within the client's socket timeout)."""
+        def run(*args: Any) -> T:
+            try:
+                out = fn(*args)
+            except BaseException as exc:
+                if no_answer(exc):
+                    self.failed()
+                raise
+            self.answered()
+            return out
+        return run
+
+
+__all__ = ["PAUSE", "Outage", "no_answer"]
