@@ -83,16 +83,24 @@ class PgSession:
         if waited.cancelled_caught:
             raise self._error(f"{self._what}: {self.backend.where} was still busy with an earlier statement "
                               f"just before the deadline ({self._setting})")
+        got = time.monotonic()
         try:
             out = await self._run(fn, until)
         except HostError:
-            if until == own and time.monotonic() >= until:  # its own timeout passed, not a call's deadline
+            # its own timeout passed (not a call's deadline), with time enough on the connection
+            if until == own and time.monotonic() >= until and self._had_time(got, until):
                 self._outage.failed()
             raise
         finally:
             self._lock.release()
         self._outage.answered()
         return out
+
+    def _had_time(self, got: float, until: float) -> bool:
+        """Whether a statement that got the connection at ``got`` and no answer by ``until`` says
+        the server stopped answering: it had half the session's timeout or more. One that queued
+        behind the others for most of it and got the rest says nothing (a healthy server, busy)."""
+        return until - got >= self.timeout / 2
 
     def _skip(self) -> None:
         """The server did not answer a moment ago: fail at once (host/outage.py)."""
@@ -128,7 +136,7 @@ class PgSession:
         if not self._thread_lock.acquire(timeout=self.timeout):
             raise self._error(f"{self._what}: {self.backend.where} was still busy with an earlier statement "
                               f"for {self.timeout:g} s ({self._setting})")
-        fired = False
+        got, fired = time.monotonic(), False
         try:
             if self._conn is None:
                 self._conn = self.backend.connect(write=True, timeout=max(until - time.monotonic(), 0))
@@ -141,7 +149,8 @@ class PgSession:
             finally:
                 if fired := watchdog.stop():  # its socket is shut down: of no more use
                     self._drop()
-                    self._outage.failed()
+                    if self._had_time(got, until):
+                        self._outage.failed()
             self._outage.answered()
             return out
         except DbError as exc:
