@@ -63,22 +63,24 @@ def test_a_hung_state_database_fails_balance_history_within_its_timeout(postgres
     history = PostgresHistory(postgres_url, timeout=1.5)
     try:
         history.append([point(5.0)])
-        outcomes: list[tuple[float, BaseException | None]] = []
+        outcomes: list[tuple[float, BaseException | None]] = [(0.0, None), (0.0, None)]  # by call, in start order
 
-        def attempt(call) -> None:
+        def attempt(k: int, call) -> None:
             t0 = time.monotonic()
             try:
                 call()
-                outcomes.append((time.monotonic() - t0, None))
+                outcomes[k] = (time.monotonic() - t0, None)
             except BaseException as exc:
-                outcomes.append((time.monotonic() - t0, exc))
+                outcomes[k] = (time.monotonic() - t0, exc)
 
         with frozen_backends(postgres_server, postgres_url):
-            threads = [threading.Thread(target=attempt, args=(call,), daemon=True)
-                       for call in (history.read, lambda: history.append([point(4.0)]))]
-            for t in threads:
-                t.start()
-                time.sleep(0.1)  # the second waits behind the first
+            threads = [threading.Thread(target=attempt, args=(k, call), daemon=True)
+                       for k, call in enumerate((history.read, lambda: history.append([point(4.0)])))]
+            threads[0].start()
+            until = time.monotonic() + 5
+            while not history.db._thread_lock.locked() and time.monotonic() < until:
+                time.sleep(0.005)  # polled: the first holds the session's connection
+            threads[1].start()  # so the second waits behind it
             for t in threads:
                 t.join(10)
             assert not any(t.is_alive() for t in threads), "a history call is still waiting on the database"
