@@ -35,7 +35,6 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-import aiohttp
 import anyio
 from aiohttp import web
 from prometheus_client.parser import text_string_to_metric_families
@@ -44,7 +43,7 @@ from prometheus_client.samples import Sample
 from .cli_output import ListenError, UsageError
 from .config import ServerConfig
 from .http_guard import sweep_stale_socket
-from .multiproc_watch import watch
+from .multiproc_watch import peer_get, watch
 from .runtime import private_run_dir
 
 log = logging.getLogger("host.serve")
@@ -252,12 +251,8 @@ async def merged_metrics(own: bytes, index: int, peers_dir: str) -> bytes:
              if (m := _PEER_NAME.fullmatch(path.name)) and int(m[1]) != index]
 
     async def ask(k: int, path: Path) -> None:
-        try:
-            async with (aiohttp.ClientSession(connector=aiohttp.UnixConnector(path=str(path))) as s,
-                        s.get("http://peer/metrics") as r):
-                texts.append((k, await r.text()))
-        except (aiohttp.ClientError, OSError):
-            pass  # restarting, or gone: the view is of the processes that answer
+        if (got := await peer_get(str(path), "/metrics")) is not None:  # restarting, gone: left out
+            texts.append((k, got[1]))
 
     with anyio.move_on_after(PEER_TIMEOUT):  # the ones that have not answered are left out
         async with anyio.create_task_group() as tg:

@@ -21,15 +21,22 @@ log = logging.getLogger("host.serve")
 PROBES_PER_TIMEOUT = 4  # probes within one process_timeout: a late answer or two is no verdict
 
 
+async def peer_get(path: str, route: str) -> tuple[int, str] | None:
+    """GET ``route`` from the serve process on the private Unix socket ``path``: (status, body),
+    or None when nothing answers there (restarting, gone)."""
+    try:
+        async with (aiohttp.ClientSession(connector=aiohttp.UnixConnector(path=path)) as s,
+                    s.get(f"http://peer{route}") as r):
+            return r.status, await r.text()
+    except (aiohttp.ClientError, OSError):
+        return None
+
+
 async def answers(path: str, within: float) -> bool:
     """Whether the child serving ``path`` answers ``/live`` within ``within`` seconds."""
     with anyio.move_on_after(within):
-        try:
-            async with (aiohttp.ClientSession(connector=aiohttp.UnixConnector(path=path)) as s,
-                        s.get("http://peer/live") as r):
-                return r.status == 200
-        except (aiohttp.ClientError, OSError):
-            return False
+        got = await peer_get(path, "/live")
+        return got is not None and got[0] == 200
     return False
 
 
@@ -59,4 +66,4 @@ async def watch(index: int, current: Callable[[], subprocess.Popen[bytes] | None
             last = None
 
 
-__all__ = ["answers", "watch"]
+__all__ = ["answers", "peer_get", "watch"]
