@@ -256,6 +256,9 @@ class ServerConfig(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=Tru
     # host processes sharing the address and the state directory (serve --processes); "auto": one per core
     processes: Annotated[int, Meta(ge=1, le=64)] | Literal["auto"] = 1
     process_timeout: Delay = 30.0  # serve --processes: one answering no liveness probe this long is killed (0: never)
+    # serve --processes: one that has not answered its first probe this long after it started is
+    # killed too (a start stuck on a lock, a stopped process; 0: never)
+    process_start_timeout: Delay = 120.0
 
 
 def _check_apart(config: HostConfig) -> None:

@@ -213,7 +213,8 @@ async def supervise(argv: Sequence[str], srv: ServerConfig, count: int) -> int:
             for child in children:
                 tg.start_soon(keep, child)
                 tg.start_soon(watch, child.index, lambda c=child: None if stopping.is_set() else c.proc,
-                              peer_socket(peers, child.index), srv.process_timeout)
+                              peer_socket(peers, child.index), srv.process_timeout,
+                              srv.process_start_timeout)
             log.info("serving with %d processes on one socket", count)
             await stopping.wait()
             for child in children:

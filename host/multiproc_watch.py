@@ -3,8 +3,10 @@
 connections from the shared queue, but holds the connections it has, and their requests, forever.
 So the parent asks each child's private socket ``/live`` (answered by its event loop, like its
 ``/metrics``) and kills one that has not answered for ``[server] process_timeout`` seconds, as
-gunicorn's worker timeout does; the supervisor then starts another. A child is watched from its
-first answer on, so a slow start is no miss."""
+gunicorn's worker timeout does; the supervisor then starts another. A child is held to that from
+its first answer on, so a slow start is no miss; before it, it has ``[server] process_start_timeout``
+seconds to answer at all (a start stuck on a lock or a stopped process would otherwise hold its
+slot forever, serving nothing)."""
 
 from __future__ import annotations
 
@@ -41,27 +43,37 @@ async def answers(path: str, within: float) -> bool:
 
 
 async def watch(index: int, current: Callable[[], subprocess.Popen[bytes] | None], path: str,
-                timeout: float) -> None:
+                timeout: float, start_timeout: float = 0.0) -> None:
     """Kill child ``index`` (its process now: ``current()``) once it has answered and then not
-    for ``timeout`` seconds; runs until cancelled. ``timeout`` 0: never."""
-    if timeout <= 0:
+    for ``timeout`` seconds, or has not answered at all ``start_timeout`` seconds after it was
+    first seen; runs until cancelled. Either 0: never."""
+    limits = [t for t in (timeout, start_timeout) if t > 0]
+    if not limits:
         return
-    interval = timeout / PROBES_PER_TIMEOUT
+    interval = min(limits) / PROBES_PER_TIMEOUT
     watched: subprocess.Popen[bytes] | None = None
     last = None  # when the process watched last answered; None: not yet
+    seen = 0.0  # when it was first seen
     while True:
         await anyio.sleep(interval)
         proc = current()
         if proc is not watched:  # started again: watched from its first answer
-            watched, last = proc, None
+            watched, last, seen = proc, None, time.monotonic()
         if proc is None or proc.poll() is not None:
             continue
         if await answers(path, interval):
             if last is None:
                 log.info("serve process %d (pid %d) is up: watched from now on", index, proc.pid)
             last = time.monotonic()
-        elif last is not None and time.monotonic() - last >= timeout and proc.poll() is None:
-            log.error("serve process %d (pid %d) has not answered for %g s: killing it", index, proc.pid, timeout)
+            continue
+        now = time.monotonic()
+        if last is None:
+            why = f"has not answered in the {start_timeout:g} s since it started" \
+                if start_timeout > 0 and now - seen >= start_timeout else None
+        else:
+            why = f"has not answered for {timeout:g} s" if timeout > 0 and now - last >= timeout else None
+        if why is not None and proc.poll() is None:
+            log.error("serve process %d (pid %d) %s: killing it", index, proc.pid, why)
             proc.kill()
             last = None
 

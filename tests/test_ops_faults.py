@@ -273,6 +273,26 @@ def test_a_stuck_serve_process_is_killed_and_started_again(tmp_path, shared_stat
         assert srv.request("GET", "/healthz/live", timeout=5)[0] == 200
 
 
+def test_a_serve_process_stuck_before_it_ever_answered_is_killed_and_started_again(tmp_path, shared_state):
+    # A child stopped (or stuck on a lock) during its start never answers a probe. Before: the
+    # parent watched a child from its first answer only, so this one held its slot forever.
+    plugins, state = slowpoke(tmp_path, shared_state)
+    (tmp_path / "host.toml").write_text("[server]\nprocess_start_timeout = 3\n")
+    with serve_process(tmp_path, "--plugins", plugins, "--state-dir", state, "--config", "host.toml",
+                       "--processes", "2", ready=False) as srv:
+        listing = Path(f"/proc/{srv.proc.pid}/task/{srv.proc.pid}/children")
+        children = srv.poll(lambda: pids if len(pids := listing.read_text().split()) == 2 else None,
+                            "both serve processes started")
+        stuck = max(int(pid) for pid in children)
+        os.kill(stuck, signal.SIGSTOP)  # long before its first answer: python is still importing
+        srv.wait_logged(f"(pid {stuck}) has not answered in the 3 s since it started: killing it")
+        srv.poll(lambda: srv.log().count("serving on http") >= 2 or None, "the stuck process started again")
+        assert not os.path.exists(f"/proc/{stuck}")
+        srv.wait_ready()
+        assert srv.request("GET", "/healthz/live", timeout=5)[0] == 200
+        assert srv.log().count("killing it") == 1  # the one that answered was left alone
+
+
 QUIET_HOST = """
 import sys
 from host.pg_session import PgSession
