@@ -29,7 +29,7 @@ import msgspec
 from ..config import CacheConfig, redact_uri, storage_failure
 from ..errors import InvalidConfig, StateError
 from ..logs import Throttle
-from ..outage import Outage
+from ..outage import Outage, Skipped
 from ..security.private_files import PrivateDb
 
 log = logging.getLogger("host.cache")
@@ -248,11 +248,11 @@ class ResultCache:
         finish within the client's socket timeout): a miss, never a failure or a wait past the
         call's own deadline; for a while after redis did not answer, a miss without asking it
         (host/outage.py)."""
-        if self._outage.skip():
-            return None
         try:
             with anyio.fail_after(None if deadline is None else max(deadline - time.monotonic(), 0.0)):
-                return await anyio.to_thread.run_sync(self._outage.watched(fn), *args, abandon_on_cancel=True)
+                return await self._outage.run(fn, *args)
+        except Skipped:
+            return None
         except TimeoutError:
             _warn.warning(self.uri, "result cache at %s did not answer before the call's deadline; "
                           "served as a miss", redact_uri(self.uri))

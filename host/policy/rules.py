@@ -28,7 +28,7 @@ from ..errors import (
     RateLimited,
     WorkerCrashed,
 )
-from ..outage import Outage
+from ..outage import Outage, Skipped
 
 T = TypeVar("T")
 
@@ -350,13 +350,12 @@ class RateLimiter:
     async def _take_shared(self, items: list[Quota], plugin: str, deadline: float) -> tuple[float, str] | None:
         """``_take`` on the shared storage, in a worker thread given up at the call's ``deadline``
         (the thread finishes within the client's socket timeout)."""
-        if self._outage.skip():  # it did not answer a moment ago: still closed, without the wait
-            raise PolicyStorageError(f"rate-limit storage {redact_uri(self.uri)} did not answer a moment ago "
-                                     f"(asked again within {self._outage.pause:g} s)", plugin=plugin)
         try:
             with anyio.fail_after(max(deadline - time.monotonic(), 0.0)):
-                return await anyio.to_thread.run_sync(self._outage.watched(self._take), items,
-                                                      abandon_on_cancel=True)
+                return await self._outage.run(self._take, items)
+        except Skipped:  # it did not answer a moment ago: still closed, without the wait
+            raise PolicyStorageError(f"rate-limit storage {redact_uri(self.uri)} did not answer a moment ago "
+                                     f"(asked again within {self._outage.pause:g} s)", plugin=plugin) from None
         except TimeoutError:
             raise PolicyStorageError(f"rate-limit storage {redact_uri(self.uri)} did not answer before the "
                                      "call's deadline", plugin=plugin) from None
