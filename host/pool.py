@@ -256,11 +256,10 @@ class Pool:
                 self._record_crash(str(worker.exit_error), fatal=False)
                 self._maintain()
             return
-        if worker in self.workers:
-            self.workers.remove(worker)
-            self._check_drained()
-        else:
+        if worker not in self.workers:
             return  # never made it into the pool: _spawn_safely counted it
+        self.workers.remove(worker)
+        self._check_drained()
         reason = worker.exit_reason
         lost = reason not in QUIET_EXITS and self.state not in ("closing", "closed")
         if lost:
@@ -269,16 +268,17 @@ class Pool:
             self.timeouts += 1
             self._owed_restarts += 1
         elif lost:
-            self._record_crash(str(worker.exit_error), fatal=False)
+            charged = self.spec.role == "execute" and worker.load  # ad-hoc code crashed it: no backoff
+            self._record_crash(str(worker.exit_error), fatal=False, backoff=not charged)
             self._owed_restarts += 1
         if self.state not in ("closing", "closed"):
             self._maintain()
 
-    def _record_crash(self, message: str, *, fatal: bool) -> None:
+    def _record_crash(self, message: str, *, fatal: bool, backoff: bool = True) -> None:
         """Count a crash; too many within the window (or a load failure) → state `error`."""
         now = time.monotonic()
         self.crashes += 1
-        self._consecutive_crashes += 1
+        self._consecutive_crashes = self._consecutive_crashes + 1 if backoff else 0
         self._crash_times.append(now)
         while self._crash_times and now - self._crash_times[0] > self.config.crash_loop_window:
             self._crash_times.popleft()

@@ -11,7 +11,7 @@ import time
 import pytest
 from support.processes import process_gone, wait_for
 
-from host import PoolConfig
+from host import ExecuteConfig, PoolConfig
 
 pytestmark = [pytest.mark.anyio, pytest.mark.timeout(60)]
 
@@ -50,3 +50,19 @@ async def test_spares_serve_nothing_until_taken_and_go_with_the_pool(calc, make_
         serving, spares = [w.pid for w in pool.workers], [w.pid for w in pool.spares]
     assert pids == set(serving) and not pids & set(spares)
     assert all(process_gone(pid) for pid in [*serving, *spares])
+
+
+@pytest.mark.parametrize("pooled", [False, True])
+async def test_code_that_crashes_its_worker_does_not_slow_the_next_callers_workers(make_host, pooled):
+    """Executions that crash their worker (``Deno.exit``) are the code's doing, not a broken
+    runtime: the workers started in their place (and the spares) start at once, with no restart
+    backoff for the next callers to wait through (before: ten crashes delayed every spawn 5 s)."""
+    async with make_host(execute=ExecuteConfig(pooled=pooled, min_workers=1, max_workers=2)) as h:
+        for _ in range(10):
+            out = await h.execute("export default () => Deno.exit(3)", timeout=5)
+            assert not out.ok and out.logs[-1].name == "WorkerCrashed"
+        for _ in range(3):  # each on a worker started since (pooled = false: a fresh one each)
+            t0 = time.perf_counter()
+            out = await h.execute("export default () => 7", timeout=5)
+            assert out.ok and out.result == 7, out
+            assert time.perf_counter() - t0 < 1.5
