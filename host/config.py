@@ -411,8 +411,8 @@ class HostConfig(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True)
 
     def pool_for(self, plugin_id: str) -> PoolConfig:
         pool = self._override(plugin_id, "pool", self.pool)
-        if self.inspect_for(plugin_id):  # one inspector port: one worker
-            pool = msgspec.structs.replace(pool, min_workers=1, max_workers=1)
+        if self.inspect_for(plugin_id):  # one inspector port: one worker (and no spare)
+            pool = msgspec.structs.replace(pool, min_workers=1, max_workers=1, spares=0)
         return pool
 
     def limits_for(self, plugin_id: str) -> WorkerLimits:

@@ -9,9 +9,9 @@ import signal
 import time
 
 import pytest
-from support.processes import process_gone, wait_for
+from support.processes import deno_children, free_port, process_gone, wait_for
 
-from host import ExecuteConfig, PoolConfig
+from host import ExecuteConfig, PluginSettings, PoolConfig
 
 pytestmark = [pytest.mark.anyio, pytest.mark.timeout(60)]
 
@@ -66,3 +66,14 @@ async def test_code_that_crashes_its_worker_does_not_slow_the_next_callers_worke
             out = await h.execute("export default () => 7", timeout=5)
             assert out.ok and out.result == 7, out
             assert time.perf_counter() - t0 < 1.5
+
+
+async def test_a_plugin_under_the_inspector_gets_no_spare_to_fight_for_its_port(calc, make_host):
+    """``inspect`` runs the plugin as one worker on one inspector port: a spare would start on
+    the same port, fail ("Address already in use") and crash-loop the plugin into `error`."""
+    port = free_port()
+    async with make_host(pool=PoolConfig(spares=1), plugins={"calc": PluginSettings(inspect=f"127.0.0.1:{port}")}) as h:
+        pool = h.pool("calc")
+        assert pool.config.spares == 0 and pool.config.max_workers == 1
+        assert [await h.call("calc", "add", i, 1) for i in range(3)] == [1, 2, 3]
+        assert pool.crashes == 0 and h.plugin("calc").state == "running" and len(deno_children()) == 1
