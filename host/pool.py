@@ -290,9 +290,9 @@ class Pool:
             )
             self._set_state("error", why)
             self._fail_waiters(PluginUnavailable(why, plugin=self.plugin_id))
-            for w in self.workers:
-                if w.load == 0:
-                    self._retire(w)
+            spares, self.spares = self.spares, []  # they would serve nothing now
+            for w in [w for w in (*self.workers, *spares) if w.load == 0]:
+                self._retire(w)
 
     def _backoff(self) -> float:
         n = self._consecutive_crashes

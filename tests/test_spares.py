@@ -11,7 +11,7 @@ import time
 import pytest
 from support.processes import deno_children, free_port, process_gone, wait_for
 
-from host import ExecuteConfig, PluginSettings, PoolConfig
+from host import ExecuteConfig, PluginSettings, PoolConfig, WorkerCrashed
 
 pytestmark = [pytest.mark.anyio, pytest.mark.timeout(60)]
 
@@ -77,3 +77,23 @@ async def test_a_plugin_under_the_inspector_gets_no_spare_to_fight_for_its_port(
         assert pool.config.spares == 0 and pool.config.max_workers == 1
         assert [await h.call("calc", "add", i, 1) for i in range(3)] == [1, 2, 3]
         assert pool.crashes == 0 and h.plugin("calc").state == "running" and len(deno_children()) == 1
+
+
+async def test_a_plugin_put_in_error_by_a_crash_loop_keeps_no_spare_and_reset_starts_new_ones(plugin_dir, make_host):
+    """A plugin in `error` serves nothing: its spares stop with its idle workers (before: they
+    stayed, unlisted, until the host stopped, and ``reset()`` put those old workers back)."""
+    plugin_dir.add("dies.js", "export function die() { Deno.exit(4); }\nexport const pid = () => Deno.pid;\n")
+    async with make_host(pool=PoolConfig(min_workers=1, max_workers=1, spares=4, crash_loop_threshold=2)) as h:
+        pool = h.pool("dies")
+        await wait_for(lambda: len(pool.spares) == 4 and all(w.state == "ready" for w in pool.spares), timeout=20)
+        before = [w.pid for w in [*pool.workers, *pool.spares]]
+        for _ in range(2):
+            with pytest.raises(WorkerCrashed):
+                await h.call("dies", "die")
+        assert pool.state == "error"
+        await wait_for(lambda: all(process_gone(pid) for pid in before) and not deno_children(), timeout=10)
+        assert pool.spares == []
+        h.reset("dies")
+        assert await h.call("dies", "pid") not in before
+        await wait_for(lambda: len(pool.spares) == 4, timeout=20)
+        assert not {w.pid for w in pool.spares} & set(before)
