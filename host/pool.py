@@ -130,9 +130,8 @@ class Pool:
 
     async def _prestart(self) -> None:
         """Start ``min_workers`` at once."""
-        n = max(self.config.min_workers, 0)
         async with anyio.create_task_group() as tg:
-            for _ in range(n):
+            for _ in range(max(self.config.min_workers, 0)):
                 self._starting += 1
                 tg.start_soon(self._spawn_safely)
         if self.state == "starting":
@@ -191,16 +190,13 @@ class Pool:
                 host_call=self._host_call, on_exit=self._on_worker_exit,
                 max_inflight=self.config.max_inflight,
             )
-            await self._tg.start(self._run_worker, worker)
+            await self._tg.start(worker.run)
         finally:
             if spare:
                 self._starting_spares -= 1
             else:
                 self._starting -= 1
         return worker
-
-    async def _run_worker(self, worker: Worker, *, task_status: Any) -> None:
-        await worker.run(task_status=task_status)
 
     async def _spawn_safely(self, delay: float = 0.0, spare: bool = False) -> None:
         """Spawn and register a worker (as a hot spare when ``spare``); failures count as
@@ -225,13 +221,15 @@ class Pool:
             self._record_crash(f"spawning a worker failed: {type(exc).__name__}: {exc}", fatal=False)
             self._maintain()
             return
+        told = worker.welcomed_config
+        while told is not self.spec.config and self.state not in ("closing", "closed", "error"):
+            told = self.spec.config  # changed during its handshake or its last hook (plugins/hooks.py)
+            if not await worker.run_hook("config_change", told):
+                await worker.shutdown()
+                self._maintain()  # a new one starts with the new config
+                return
         if self.state in ("closing", "closed", "error"):
             await worker.shutdown()
-            return
-        if worker.welcomed_config is not self.spec.config and not await worker.run_hook(
-                "config_change", self.spec.config):  # changed during its handshake (plugins/hooks.py)
-            await worker.shutdown()
-            self._maintain()  # a new one starts with the new config
             return
         if spare:
             self.spares.append(worker)

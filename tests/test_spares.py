@@ -12,6 +12,7 @@ import pytest
 from support.processes import deno_children, free_port, process_gone, wait_for
 
 from host import ExecuteConfig, PluginSettings, PoolConfig, WorkerCrashed
+from host.config import ReloadConfig
 
 pytestmark = [pytest.mark.anyio, pytest.mark.timeout(60)]
 
@@ -97,3 +98,41 @@ async def test_a_plugin_put_in_error_by_a_crash_loop_keeps_no_spare_and_reset_st
         assert await h.call("dies", "pid") not in before
         await wait_for(lambda: len(pool.spares) == 4, timeout=20)
         assert not {w.pid for w in pool.spares} & set(before)
+
+
+SLOW_CONF = """
+export const metadata = { id: "conf", name: "conf", version: "1.0.0", apiVersion: "1.0",
+  configSchema: { region: { type: "string", default: "eu" } } };
+console.log("importing");  // after its welcome, with the config of that moment
+await new Promise((r) => setTimeout(r, 1000));
+let told = [];
+export function seen(ctx) { return { pid: Deno.pid, region: ctx.config.region, told }; }
+export async function onConfigChange(c) {
+  console.log(`told ${c.region}`);
+  await new Promise((r) => setTimeout(r, 600));
+  told.push(c.region);
+}
+"""
+
+
+async def test_a_spare_told_a_config_that_changed_again_meanwhile_is_told_the_latest(plugin_dir, make_host):
+    """A spare welcomed with config A is told B when it is ready; C set while it runs that hook
+    (it is in no list yet, so plugins/hooks.py cannot tell it) is told next, before it may serve
+    (before: it stayed a spare with B, a rotated-out secret, and served with it once taken)."""
+    plugin_dir.add("conf.js", SLOW_CONF)
+    async with make_host(reload=ReloadConfig(enabled=False),
+                         pool=PoolConfig(min_workers=1, max_workers=1, spares=1)) as h:
+        pool = h.pool("conf")
+
+        def logged(text: str) -> int:
+            return sum(e.message == text for e in h.logs("conf"))
+
+        await wait_for(lambda: logged("importing") == 2, timeout=10)  # the spare, welcomed with "eu"
+        await h.set_config("conf", {"region": "us"})  # told to the serving worker
+        await wait_for(lambda: logged("told us") == 2, timeout=10)  # and now to the spare, ready
+        await h.set_config("conf", {"region": "ap"})
+        await wait_for(lambda: len(pool.spares) == 1, timeout=10)
+        spare = pool.spares[0].pid
+        os.kill(pool.workers[0].pid, signal.SIGKILL)
+        await wait_for(lambda: [w.pid for w in pool.workers] == [spare], timeout=10)
+        assert await h.call("conf", "seen") == {"pid": spare, "region": "ap", "told": ["us", "ap"]}
