@@ -615,6 +615,10 @@ class Worker:
         first run the plugin's ``onStop`` (if it exports one) within ``limits.hook_timeout``."""
         if self.exited.is_set():
             return
+        if not self.spec.reused:  # a fresh worker keeps nothing worth a graceful stop; code it
+            self.kill("shutdown")  # ran may have left it spinning, holding a slot for the grace
+            await self.exited.wait()
+            return
         if hook and p.HOOKS["stop"] in self.exports and self.alive:
             await self.run_hook("stop")
         self._shutdown_requested = True

@@ -11,7 +11,7 @@ import time
 import pytest
 from support.processes import deno_children, free_port, process_gone, wait_for
 
-from host import ExecuteConfig, PluginSettings, PoolConfig, WorkerCrashed
+from host import ExecuteConfig, PluginSettings, PoolConfig, WorkerCrashed, WorkerLimits
 from host.config import ReloadConfig
 
 pytestmark = [pytest.mark.anyio, pytest.mark.timeout(60)]
@@ -136,3 +136,21 @@ async def test_a_spare_told_a_config_that_changed_again_meanwhile_is_told_the_la
         os.kill(pool.workers[0].pid, signal.SIGKILL)
         await wait_for(lambda: [w.pid for w in pool.workers] == [spare], timeout=10)
         assert await h.call("conf", "seen") == {"pid": spare, "region": "ap", "told": ["us", "ap"]}
+
+
+LEAVES_A_SPIN = ('export default () => { AbortSignal.timeout(1).addEventListener("abort", () => { while (true) {} });'
+                 " return Deno.pid; }")
+
+
+async def test_a_fresh_worker_that_served_its_execution_is_killed_not_left_to_spin_in_a_slot(make_host):
+    """pooled = false: the worker of an execution is done with once it answered. Code that left
+    it spinning (a listener on a lent AbortSignal.timeout) cannot make it hold one of the
+    max_workers slots for shutdown_grace (before: two such executions a few seconds apart kept
+    every other caller waiting, here 5 s)."""
+    xc = ExecuteConfig(pooled=False, max_workers=2)
+    async with make_host(execute=xc, limits=WorkerLimits(shutdown_grace=5.0)) as h:
+        pids = [(await h.execute(LEAVES_A_SPIN, timeout=10)).result for _ in range(2)]
+        t0 = time.perf_counter()
+        out = await h.execute("export default () => Deno.pid", timeout=10)
+        assert out.ok and out.result not in pids and time.perf_counter() - t0 < 1.5
+        await wait_for(lambda: all(process_gone(pid) for pid in pids), timeout=1.5)
