@@ -147,11 +147,13 @@ class Pool:
             self._fail_waiters(HostClosed("plugin is closing", plugin=self.plugin_id))
             self._drained = anyio.Event()
             self._check_drained()
-            with anyio.move_on_after(self.config.drain_timeout, shield=True):
-                await self._drained.wait()
             with anyio.CancelScope(shield=True):
-                async with anyio.create_task_group() as tg:
-                    for w in [*self.workers, *self.spares]:  # onStop of each, within its deadline
+                async with anyio.create_task_group() as tg:  # onStop of each, within its deadline
+                    for w in list(self.spares):  # they serve nothing now: stopped at once
+                        tg.start_soon(w.shutdown, True)
+                    with anyio.move_on_after(self.config.drain_timeout):
+                        await self._drained.wait()
+                    for w in self.workers:
                         tg.start_soon(w.shutdown, True)
         self._tg.cancel_scope.cancel()
         cm, self._tg = self._cm, None

@@ -8,6 +8,7 @@ import os
 import signal
 import time
 
+import anyio
 import pytest
 from support.processes import deno_children, free_port, process_gone, wait_for
 
@@ -154,3 +155,25 @@ async def test_a_fresh_worker_that_served_its_execution_is_killed_not_left_to_sp
         out = await h.execute("export default () => Deno.pid", timeout=10)
         assert out.ok and out.result not in pids and time.perf_counter() - t0 < 1.5
         await wait_for(lambda: all(process_gone(pid) for pid in pids), timeout=1.5)
+
+
+async def test_a_reloaded_plugins_old_spares_stop_at_once_while_its_calls_drain(calc, make_host):
+    """A pool that closes serves nothing new: its spares stop at once, not after the calls in
+    flight drained (before: every reload, or config change without onConfigChange, during a
+    long call left the old pool's spares running up to drain_timeout beside the new pool's)."""
+    async with make_host(pool=PoolConfig(min_workers=1, max_workers=1, spares=2)) as h, \
+            anyio.create_task_group() as tg:
+        old = h.pool("calc")
+        await wait_for(lambda: len(old.spares) == 2 and all(w.state == "ready" for w in old.spares), timeout=20)
+        spares = [w.pid for w in old.spares]
+        slow: list = []
+
+        async def sleep() -> None:
+            slow.append(await h.call("calc", "sleep", 4000))
+
+        tg.start_soon(sleep)
+        await wait_for(lambda: old.workers[0].load == 1)
+        assert await h.reload("calc")
+        await wait_for(lambda: all(process_gone(pid) for pid in spares), timeout=2)
+        assert not slow and old.state == "closing"  # the call still runs on the old worker
+        await wait_for(lambda: slow == [4000], timeout=10)
