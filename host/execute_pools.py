@@ -189,7 +189,7 @@ class ExecutePools:
                           tools={"crypto": msgspec.to_builtins(self.config.crypto),
                                  "host": self.tools.host_tools, "modules": self.tools.module_tools},
                           reused=self.config.pooled)
-        pool = self._new_pool(spec, execute_pool_config(self.config, warm=perms.empty))
+        pool = self._new_pool(spec, execute_pool_config(self.config, warm=key == self._none_key))
         await self._start(pool)
         entry = self._sets[key] = _SetPool(pool)
         return entry

@@ -9,7 +9,7 @@ import pytest
 from support.processes import deno_children, wait_for
 from support.servers import served
 
-from host import ExecuteConfig, PluginUnavailable
+from host import ExecuteConfig, Permissions, PluginUnavailable
 
 pytestmark = [pytest.mark.anyio, pytest.mark.timeout(90)]
 
@@ -99,3 +99,15 @@ async def test_over_http_the_cap_holds_busy_is_503_and_idle_pools_go(make_host):
             assert "max_permission_sets = 2" in out["error"]["message"]
         assert [a[0] for a in answers] == [200, 200] and all(a[1]["result"] == "slow done" for a in answers)
         await wait_for(lambda: not h._exec.pools() and not deno_children(), timeout=15)
+
+
+async def test_a_set_asking_only_for_private_networks_gets_no_warm_workers_or_spares(make_host):
+    """Only the set with no permissions is kept warm (min_workers, spares): one asking for
+    ``allowPrivateNetwork`` alone is a set with permissions like any other (before: it was
+    taken for the empty one and started 2 spares, or min_workers, of its own)."""
+    xc = ExecuteConfig(pooled=False, allow=Permissions(net=True, allow_private_network=True))
+    async with make_host(execute=xc) as h:
+        assert (await h.execute(QUICK, permissions={"allowPrivateNetwork": True})).ok
+        [pool] = h._exec.pools()
+        assert pool.spec.permissions.allow_private_network and (pool.config.min_workers, pool.config.spares) == (0, 0)
+        await wait_for(lambda: not deno_children(), timeout=5)
