@@ -11,6 +11,7 @@ import time
 import anyio
 import pytest
 from support.processes import deno_children, free_port, process_gone, wait_for
+from support.servers import served
 
 from host import ExecuteConfig, PluginSettings, PoolConfig, WorkerCrashed, WorkerLimits
 from host.config import ReloadConfig
@@ -177,3 +178,24 @@ async def test_a_reloaded_plugins_old_spares_stop_at_once_while_its_calls_drain(
         await wait_for(lambda: all(process_gone(pid) for pid in spares), timeout=2)
         assert not slow and old.state == "closing"  # the call still runs on the old worker
         await wait_for(lambda: slow == [4000], timeout=10)
+
+
+@pytest.mark.parametrize("anyio_backend", ["asyncio"])  # aiohttp
+async def test_over_http_one_clients_crashing_and_spinning_code_does_not_hold_up_anothers(make_host):
+    """pooled = false over a real server: a client whose code exits its worker or leaves it
+    spinning leaves the next client's /execute answered on a ready worker within a second."""
+    xc = ExecuteConfig(pooled=False, max_workers=2)
+    async with make_host(execute=xc, limits=WorkerLimits(shutdown_grace=5.0)) as h, \
+            served(h, enable_execute=True) as (_, http):
+        async def execute(code: str) -> dict:
+            async with http.post("/execute", json={"code": code, "timeout": 10_000}) as r:
+                assert r.status == 200
+                return await r.json()
+
+        for _ in range(6):
+            assert not (await execute("export default () => Deno.exit(3)"))["ok"]
+        for _ in range(2):
+            assert (await execute(LEAVES_A_SPIN))["ok"]
+        t0 = time.perf_counter()
+        assert await execute("export default () => 7") == {"ok": True, "result": 7, "duration": pytest.approx(0, abs=1000)}
+        assert time.perf_counter() - t0 < 1.0
