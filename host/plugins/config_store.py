@@ -34,6 +34,8 @@ class Configs(Protocol):
     def where(self) -> str: ...
     async def insert(self, key: str, values: dict[str, Any]) -> bool: ...
     async def merge(self, key: str, fields: dict[str, Any]) -> None: ...
+    async def swap(self, key: str, values: dict[str, Any], secret: Collection[str],
+                   base: dict[str, Any] | None) -> tuple[bool, dict[str, Any] | None]: ...
     @property
     def has_sealed(self) -> bool: ...
     async def verify(self) -> None: ...
@@ -89,6 +91,10 @@ class FileConfigs:
     async def merge(self, key: str, fields: dict[str, Any]) -> None:
         """Set ``fields`` of ``key``'s entry, its others kept (as last read)."""
         self.file.set(key, {**(self.file.get(key) or {}), **fields})
+
+    async def swap(self, key: str, values: dict[str, Any], secret: Collection[str],
+                   base: dict[str, Any] | None) -> tuple[bool, dict[str, Any] | None]:
+        return self.file.swap(key, values, secret, base)
 
     @property
     def has_sealed(self) -> bool:
@@ -175,6 +181,24 @@ class PostgresConfigs:
         self._data[key], self._versions[key] = {**(self._data.get(key) or {}), **fields}, version
         self._changes += 1
         self._wrote(before, after)
+
+    async def swap(self, key: str, values: dict[str, Any], secret: Collection[str],
+                   base: dict[str, Any] | None) -> tuple[bool, dict[str, Any] | None]:
+        """Store ``values`` (``secret`` fields sealed) under ``key`` if its row still holds
+        ``base`` (None: no row), checked and written under the table's lock, so that a config
+        merged into a copy another host changed meanwhile never replaces that host's fields:
+        (True, what was stored); else nothing is written and (False, what the row holds now)."""
+        value = json.loads(json.dumps(seal_configs(self._box, {key: values}, {key: secret})[key]))
+
+        def body(c: Any) -> tuple[int | None, dict[str, Any] | None]:
+            now = self.docs.get(c, key)
+            return (None, now) if (now or {}) != (base or {}) else (self.docs.put(c, key, value), value)
+        (version, now), before, after = await self.db.run(lambda c: self.docs.write(c, lambda: body(c)))
+        if version is not None:
+            self._data[key], self._versions[key] = value, version
+            self._changes += 1
+        self._wrote(before, after)
+        return version is not None, now
 
     async def verify(self) -> None:
         """Read the table, and open every sealed value once: a host holding another key than
