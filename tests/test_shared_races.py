@@ -10,9 +10,10 @@ import json
 import psycopg
 import pytest
 from cryptography.fernet import Fernet
+from support.plugins import fresh_state
 from support.servers import two_hosts
 
-from host import PoolConfig
+from host import PoolConfig, SecretsError
 from host.state_config import StateConfig
 
 pytestmark = pytest.mark.anyio
@@ -72,3 +73,36 @@ async def test_two_processes_on_one_state_dir_keep_each_others_fields(make_host,
         await b.rescan()
         assert b.get_config("tuned") == {"level": 4, "mode": "fast", "apiKey": "********"}
         assert await b.call("tuned", "mode") == "fast" and await b.call("tuned", "keyIs", SECRET) is True
+
+
+async def test_hosts_with_different_keys_never_seal_secrets_with_both(
+        make_host, tuned, tmp_path, shared_state, postgres_url, monkeypatch):
+    """Two machines that each made a key file of their own, on a table that held no secret when
+    they started: the first secret stored decides the key; the other host's secret is refused
+    (SecretsError naming its key file) and nothing of it is written, so the table never holds
+    secrets that only one of them can open; that host does not start again, nor does one
+    without a key file make one, even once no secret is left in the table."""
+    monkeypatch.delenv("PLUGIN_HOST_SECRET_KEY")
+    tuned.add("other.js", TUNED.replace('id: "tuned", name: "Tuned"', 'id: "other", name: "Other"'))
+    state = StateConfig(database=postgres_url)
+    async with two_hosts(make_host, tmp_path, shared_state, state=state, pool=ONE) as (a, b):
+        await a.set_config("tuned", {"apiKey": SECRET})
+        with pytest.raises(SecretsError, match=r"plugin_secret_check.*secret key \(.*/b/state/secret\.key\) "
+                                               r"does not match") as e:
+            await b.set_config("other", {"apiKey": "sk-b-5e6f7a8b", "level": 3})
+        assert "sk-b-5e6f7a8b" not in e.value.message
+        with psycopg.connect(postgres_url) as db:
+            assert db.execute("SELECT key FROM plugin_config").fetchall() == [("tuned",)]
+        assert await b.call("other", "level") == 1  # b serves on, as before
+        await b.set_config("other", {"level": 3})  # and stores what is not secret
+        assert await a.call("tuned", "keyIs", SECRET) is True
+    with pytest.raises(SecretsError, match=r"secret key \(.*/b/state/secret\.key\) does not match"):
+        async with make_host(state_dir=str(tmp_path / "b" / "state"), state=state, pool=ONE):
+            pass
+    with psycopg.connect(postgres_url) as db:
+        db.execute("DELETE FROM plugin_config")
+    c_dir = fresh_state(tmp_path / "c", shared_state)
+    with pytest.raises(SecretsError, match=r"secret key file .* is missing"):
+        async with make_host(state_dir=str(c_dir), state=state, pool=ONE):
+            pass
+    assert not (c_dir / "secret.key").exists()
