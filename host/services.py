@@ -265,9 +265,16 @@ class HostServices:
 
     async def _storage_get(self, worker: Worker, msg: p.HostCall) -> Any:
         (key,) = self._args(msg, 1, 1, "(key)")
-        blob = await self.storage.get(self._plugin(worker, msg.op), self._key(msg.op, key),
-                                      deadline=worker.deadline_of(msg.call))
-        return None if blob is None else msgspec.Raw(blob)
+        key = self._key(msg.op, key)
+        blob = await self.storage.get(self._plugin(worker, msg.op), key, deadline=worker.deadline_of(msg.call))
+        if blob is None:
+            return None
+        try:  # spliced into the reply as it is: one whole value, else the worker cannot read its frame
+            msgspec.msgpack.decode(blob)
+        except (msgspec.DecodeError, RecursionError):
+            raise StorageError(f"{msg.op}: the value stored under {key!r} is not one MessagePack value (written "
+                               "by hand into the storage?); ctx.storage.set or delete replaces it") from None
+        return msgspec.Raw(blob)
 
     async def _storage_set(self, worker: Worker, msg: p.HostCall) -> None:
         key, value = self._args(msg, 2, 2, "(key, value)")

@@ -55,10 +55,15 @@ def recorded(results: list[BalanceResult]) -> list[tuple]:
             for r in results if r.status == "success" and not r.cached and r.balance is not None]
 
 
+MAX_TIME = 253_402_300_800  # 10000-01-01 UTC: past the last time a datetime holds
+
+
 def points_query(table: str, mark: str, provider: str | None, since: dt.datetime | None,
                  until: dt.datetime | None) -> tuple[str, list]:
-    """``read``'s statement (newest first, its LIMIT the last argument to add) and arguments."""
-    where, args = [], []
+    """``read``'s statement (newest first, its LIMIT the last argument to add) and arguments.
+    Only times a datetime holds: a row written by hand with another (NaN, Infinity, 1e300, which
+    would sort first) is not a point, and neither fails the read nor takes a place in the LIMIT."""
+    where, args = [f"time >= 0 AND time < {MAX_TIME}"], []
     if provider is not None:
         where.append(f"provider = {mark}")
         args.append(provider)
@@ -69,7 +74,7 @@ def points_query(table: str, mark: str, provider: str | None, since: dt.datetime
         where.append(f"time <= {mark}")
         args.append(until.timestamp())
     return (f"SELECT provider, time, balance, currency, quota, used_quota FROM {table}"
-            + (" WHERE " + " AND ".join(where) if where else "") + f" ORDER BY time DESC LIMIT {mark}"), args
+            + " WHERE " + " AND ".join(where) + f" ORDER BY time DESC LIMIT {mark}"), args
 
 
 def to_points(rows: Iterable[Sequence]) -> list[BalancePoint]:

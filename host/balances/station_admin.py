@@ -124,9 +124,7 @@ class StationAdmin:
         record = self._provider(s, required=True)
         assert record is not None and self._reg.store is not None
         key = station_key(name)
-        manifest, raw = await self._configs.checked_config(record, values, replace=replace, key=key)
-        before, secret = self._reg.store.get(key), secret_keys(manifest.config_schema)
-        await self._reg.store.set(key, raw, secret)
+        manifest, raw, before = await self._configs.store_checked(record, values, replace=replace, key=key)
         try:
             await self._restart(record, name)
         except HostError:

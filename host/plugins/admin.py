@@ -10,7 +10,7 @@ from typing import Any
 import anyio
 import msgspec
 
-from ..errors import InvalidConfig, PluginError
+from ..errors import InvalidConfig, PluginError, StateError
 from ..security.secrets import EXPORT_FORMAT, SecretBox, export_cipher, import_cipher, is_sealed
 from ..worker import one_off
 from .hooks import config_changed
@@ -20,6 +20,7 @@ from .manifest import Manifest
 from .registry import Registry, loaded_manifest
 from .settings import MASK, apply_schema, mask, redact, secret_keys, secret_values
 
+SWAP_ATTEMPTS = 5  # a config change merged again into what another host stored meanwhile, at most
 Call = Callable[..., Awaitable[Any]]  # (plugin, fn, *args): a call through the host's pipeline
 
 
@@ -54,9 +55,7 @@ class ConfigAdmin:
         else a restart: plugins/hooks.py). Raises
         InvalidConfig (never echoing a secret). Returns the masked config."""
         record = self._reg.record(name)
-        manifest, raw = await self.checked_config(record, values, replace=replace)
-        assert self._reg.store is not None
-        await self._reg.store.set(record.id, raw, secret_keys(manifest.config_schema))
+        manifest, raw, _ = await self.store_checked(record, values, replace=replace)
         async with self._reg.lock:
             await config_changed(self._reg, record)
         return mask(manifest.config_schema, raw)
@@ -71,15 +70,35 @@ class ConfigAdmin:
                 await config_changed(self._reg, record)
         return self.get_config(name)
 
+    async def store_checked(self, record: Plugin, values: dict[str, Any], *, replace: bool,
+                            key: str | None = None) -> tuple[Manifest, dict[str, Any], dict[str, Any] | None]:
+        """Check ``values`` (``checked_config``) and store the result under ``key`` (default the
+        plugin's id) if the store still holds the config it was merged into; if another host or
+        process changed it meanwhile, merge into that and check again (a field it set is kept).
+        Returns the manifest, the config stored (secrets plain) and the entry it replaced."""
+        store, key = self._reg.store, key or record.id
+        assert store is not None
+        base = store.get(key)
+        for _ in range(SWAP_ATTEMPTS):
+            manifest, raw = await self.checked_config(record, values, replace=replace, key=key, stored=base or {})
+            done, now = await store.swap(key, raw, secret_keys(manifest.config_schema), base)
+            if done:
+                return manifest, raw, base
+            base = now
+        raise StateError(f"the config of {key!r} was changed elsewhere (another host or process) "
+                         f"{SWAP_ATTEMPTS} times while this change was checked; send it again", plugin=record.id)
+
     async def checked_config(self, record: Plugin, values: dict[str, Any], *, replace: bool,
-                             key: str | None = None) -> tuple[Manifest, dict[str, Any]]:
+                             key: str | None = None,
+                             stored: dict[str, Any] | None = None) -> tuple[Manifest, dict[str, Any]]:
         """What ``set_config`` would store for ``values``, checked against the configSchema
         and by the plugin's ``validateConfig``; secrets in it are decrypted. ``key``: whose
-        stored config ``values`` change (a relay station's name; default the plugin's id)."""
+        stored config ``values`` change (a relay station's name; default the plugin's id);
+        ``stored``: its entry as the store holds it (default: this host's copy)."""
         manifest = loaded_manifest(record)
         if not isinstance(values, dict):
             raise InvalidConfig("config must be an object", plugin=record.id)
-        current, secret = self._reg.raw_config(key or record.id), secret_keys(manifest.config_schema)
+        current, secret = self._reg.raw_config(key or record.id, stored), secret_keys(manifest.config_schema)
         incoming = {k: current.get(k) if v == MASK and k in secret else v for k, v in values.items()}
         for k, v in values.items():  # only the host seals values: one sent sealed is not taken for its own
             if is_sealed(v) and incoming[k] != current.get(k):

@@ -11,16 +11,23 @@ the same ``secret_key_file`` copied to each host), or its ``verify`` fails at st
 from __future__ import annotations
 
 import json
-from collections.abc import Collection, Mapping
+from collections.abc import Callable, Collection, Mapping
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
+from ..errors import SecretsError
 from ..pg_documents import PgDocuments
 from ..pg_session import STATE_TIMEOUT, PgSession
 from ..security.secrets import Cipher, is_sealed
 from .settings import ConfigStore, seal_configs, unsealed
 
+T = TypeVar("T")
 TABLE = "plugin_config"
+# One value sealed with the key of the first host that stored a secret in the database: another
+# host must open it before it stores one (and at its start), so all secrets there share one key.
+CHECK_TABLE = "plugin_secret_check"
+CHECK_SCHEMA = f"CREATE TABLE IF NOT EXISTS {CHECK_TABLE} (id INT PRIMARY KEY CHECK (id = 1), value TEXT NOT NULL)"
+CHECK = "plugin-host secret key check/1"
 
 
 class Configs(Protocol):
@@ -34,6 +41,8 @@ class Configs(Protocol):
     def where(self) -> str: ...
     async def insert(self, key: str, values: dict[str, Any]) -> bool: ...
     async def merge(self, key: str, fields: dict[str, Any]) -> None: ...
+    async def swap(self, key: str, values: dict[str, Any], secret: Collection[str],
+                   base: dict[str, Any] | None) -> tuple[bool, dict[str, Any] | None]: ...
     @property
     def has_sealed(self) -> bool: ...
     async def verify(self) -> None: ...
@@ -90,6 +99,10 @@ class FileConfigs:
         """Set ``fields`` of ``key``'s entry, its others kept (as last read)."""
         self.file.set(key, {**(self.file.get(key) or {}), **fields})
 
+    async def swap(self, key: str, values: dict[str, Any], secret: Collection[str],
+                   base: dict[str, Any] | None) -> tuple[bool, dict[str, Any] | None]:
+        return self.file.swap(key, values, secret, base)
+
     @property
     def has_sealed(self) -> bool:
         return self.file.has_sealed
@@ -126,9 +139,12 @@ class PostgresConfigs:
 
     def __init__(self, url: str, box: Cipher | None, timeout: float = STATE_TIMEOUT, *, table: str = TABLE,
                  what: str = "the config store") -> None:
-        self.db = PgSession(url, timeout, PgDocuments.schema(table), what=f"{what} ([state] database)")
+        schema = PgDocuments.schema(table) + ((CHECK_SCHEMA,) if box is not None else ())
+        self.db = PgSession(url, timeout, schema, what=f"{what} ([state] database)")
         self.docs = PgDocuments(self.db, table)
         self._box = box
+        self._checked = False  # the key check has its row: a missing key file is an error, not a new key
+        self._key_ok = False  # this host opened the key check, or stored it
         self._changes = 0  # stamp: counts the changes to _data
         self._data: dict[str, dict[str, Any]] = {}
         self._versions: dict[str, int] = {}
@@ -150,7 +166,7 @@ class PostgresConfigs:
 
     @property
     def has_sealed(self) -> bool:
-        return any(is_sealed(v) for values in self._data.values() for v in values.values())
+        return self._checked or any(is_sealed(v) for values in self._data.values() for v in values.values())
 
     async def insert(self, key: str, values: dict[str, Any]) -> bool:
         """Store ``values`` under a new ``key``: False (nothing written) if the table has it,
@@ -176,14 +192,73 @@ class PostgresConfigs:
         self._changes += 1
         self._wrote(before, after)
 
+    async def swap(self, key: str, values: dict[str, Any], secret: Collection[str],
+                   base: dict[str, Any] | None) -> tuple[bool, dict[str, Any] | None]:
+        """Store ``values`` (``secret`` fields sealed) under ``key`` if its row still holds
+        ``base`` (None: no row), checked and written under the table's lock, so that a config
+        merged into a copy another host changed meanwhile never replaces that host's fields:
+        (True, what was stored); else nothing is written and (False, what the row holds now)."""
+        value = json.loads(json.dumps(seal_configs(self._box, {key: values}, {key: secret})[key]))
+
+        def body(c: Any) -> tuple[int | None, dict[str, Any] | None]:
+            now = self.docs.get(c, key)
+            return (None, now) if (now or {}) != (base or {}) else (self.docs.put(c, key, value), value)
+        (version, now), before, after = await self.db.run(lambda c: self._checked_write(c, lambda: body(c), [value]))
+        self._key_checked([value])
+        if version is not None:
+            self._data[key], self._versions[key] = value, version
+            self._changes += 1
+        self._wrote(before, after)
+        return version is not None, now
+
     async def verify(self) -> None:
         """Read the table, and open every sealed value once: a host holding another key than
         the one the table's secrets were sealed with fails its start (SecretsError)."""
         self._data, self._versions, self._mark = await self.db.run(self.docs.read)
         self._changes += 1
         if self._box is not None:
+            row = await self.db.run(lambda c: self.db.one(c, f"SELECT value FROM {CHECK_TABLE} WHERE id = 1", []))
+            if row is not None:
+                self._checked = True  # a host without the key file must not make a new one
+                self._open_check(row["value"])
+                self._key_ok = True
             for plugin, values in self._data.items():
                 self._box.reveal(values, plugin=plugin)
+            if row is None and self.has_sealed:  # sealed before the key check existed, with this key
+                await self.db.run(lambda c: self.db.tx(c, lambda: self._key_check(c)))
+                self._key_ok = self._checked = True
+
+    def _key_check(self, conn: Any) -> None:
+        """In a write that stores sealed values, under the table's lock: open the key check, or
+        store it sealed with this host's key if no host did. So every secret in the table is
+        sealed with one key: a host holding another key than the first one's that stored a
+        secret fails (SecretsError naming its key's setting) and writes nothing."""
+        if self._box is None or self._key_ok:
+            return
+        row = self.db.one(conn, f"SELECT value FROM {CHECK_TABLE} WHERE id = 1", [])
+        if row is None:
+            self.db.backend.run(conn, f"INSERT INTO {CHECK_TABLE} (id, value) VALUES (1, %s)",
+                                [self._box.seal(CHECK)], 0)
+        else:
+            self._open_check(row["value"])
+
+    def _open_check(self, value: Any) -> None:
+        assert self._box is not None
+        what = f"[state] database, table {CHECK_TABLE} (sealed with the key every host sharing it must hold)"
+        if not is_sealed(value) or self._box.open(value, what=what) != CHECK:
+            raise SecretsError(f"{what}: its row is not a key check a host wrote; delete it to store a new one")
+
+    def _checked_write(self, conn: Any, body: Callable[[], T],
+                       values: Collection[dict[str, Any]]) -> tuple[T, tuple[int, int], tuple[int, int]]:
+        """``docs.write`` of ``body``, after the key check if ``values`` (what it stores) hold a
+        sealed value."""
+        sealed = any(is_sealed(v) for fields in values for v in fields.values())
+        return self.docs.write(conn, lambda: (self._key_check(conn) if sealed else None, body())[1])
+
+    def _key_checked(self, values: Collection[dict[str, Any]]) -> None:
+        """A write of ``values`` committed: if it held a sealed value, it passed the key check."""
+        if self._box is not None and any(is_sealed(v) for fields in values for v in fields.values()):
+            self._key_ok = self._checked = True
 
     async def refresh(self) -> set[str]:
         """The keys whose config another host changed since the last read (read again)."""
@@ -202,7 +277,9 @@ class PostgresConfigs:
         """Store several configs in one transaction: all of them or none (the others kept)."""
         sealed = {k: json.loads(json.dumps(v)) for k, v in seal_configs(self._box, configs, secret).items()}
         versions, before, after = await self.db.run(
-            lambda c: self.docs.write(c, lambda: {k: self.docs.put(c, k, v) for k, v in sealed.items()}))
+            lambda c: self._checked_write(c, lambda: {k: self.docs.put(c, k, v) for k, v in sealed.items()},
+                                          sealed.values()))
+        self._key_checked(sealed.values())
         self._data.update(sealed)
         self._versions.update(versions)
         self._changes += 1
@@ -221,8 +298,9 @@ class PostgresConfigs:
             return []
         sealed = seal_configs(self._box, {p: self._data[p] for p in stale}, secret)
 
-        swapped, before, after = await self.db.run(lambda c: self.docs.write(
-            c, lambda: {p: self.docs.swap(c, p, v, self._versions[p]) for p, v in sealed.items()}))
+        swapped, before, after = await self.db.run(lambda c: self._checked_write(
+            c, lambda: {p: self.docs.swap(c, p, v, self._versions[p]) for p, v in sealed.items()}, sealed.values()))
+        self._key_checked(sealed.values())
         done = sorted(p for p, v in swapped.items() if v is not None)
         for p in done:
             self._data[p], self._versions[p] = sealed[p], swapped[p]

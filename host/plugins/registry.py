@@ -164,13 +164,13 @@ class Registry:
             return
         record.set_state("loaded")
 
-    def raw_config(self, plugin_id: str) -> dict[str, Any]:
+    def raw_config(self, plugin_id: str, stored: dict[str, Any] | None = None) -> dict[str, Any]:
         """HostConfig's ``plugins.<id>.config`` (a station's: ``stations.<name>.config``),
-        overlaid by what ``set_config`` stored."""
+        overlaid by what ``set_config`` stored (or ``stored``: that as the store holds it now)."""
         base = (dict(self.config.plugins[plugin_id].config) if plugin_id in self.config.plugins
                 else self.station_base(plugin_id))
         assert self.store is not None
-        return {**base, **(self.store.get(plugin_id) or {})}
+        return {**base, **((self.store.get(plugin_id) if stored is None else stored) or {})}
 
     def redact_secrets(self, text: str) -> str:
         """``text`` with the secret values of every plugin masked."""

@@ -194,6 +194,25 @@ class ConfigStore:
             raise os_failure(self.path, exc, "write") from None
         self._data = data
 
+    def swap(self, key: str, values: dict[str, Any], secret: Collection[str],
+             base: dict[str, Any] | None) -> tuple[bool, dict[str, Any] | None]:
+        """Store ``values`` (``secret`` fields sealed) under ``key`` if the file still holds
+        ``base`` there (None: no entry), checked and written under one lock: (True, what was
+        stored); else nothing is written, nothing here changes, and (False, what the file holds)."""
+        sealed = seal_configs(self._box, {key: values}, {key: secret})
+        try:
+            with locked(self.path):
+                stamp, data = self._stamp, self._read()
+                if (data.get(key) or {}) != (base or {}):
+                    self._stamp = stamp  # not read here: the next refresh reports the other changes
+                    return False, data.get(key)
+                data.update(sealed)
+                self._write(data)
+        except OSError as exc:
+            raise os_failure(self.path, exc, "write") from None
+        self._data = data
+        return True, sealed[key]
+
     def verify(self) -> None:
         """Open every sealed value once, so that a wrong key is a SecretsError now (at host
         start) rather than at some plugin's first use (no key is loaded if nothing is sealed)."""

@@ -121,12 +121,14 @@ def redact_uri(uri: str) -> str:
     password may be given as ``?password=...``; libpq and redis accept it there), for errors and
     logs."""
     scheme, sep, rest = uri.partition("://")
-    rest = re.split(r"[?#]", rest, maxsplit=1)[0]
-    netloc, slash, path = rest.partition("/")
-    if "@" in netloc:
-        netloc = "***@" + netloc.rsplit("@", 1)[1]
-    hidden = "?***" if re.search(r"[?#]", uri.partition("://")[2]) else ""
-    return f"{scheme}{sep}{netloc}{slash}{path}{hidden}"
+    # Parsers disagree on where the user-info ends (libpq: at the "@", even past a "/", "?" or
+    # "#" in the password), so all before the last "@" is hidden; an "@" past the first "?" or
+    # "#" may be in a password or in the query: then nothing but the scheme is shown.
+    query = re.search(r"[?#]", rest)
+    end = query.start() if query else len(rest)
+    at = rest.rfind("@")
+    shown = rest[:end] if at < 0 else "***@" + rest[at + 1:end] if at < end else "***"
+    return f"{scheme}{sep}{shown}{'?***' if query else ''}"
 
 
 def uri_secrets(uri: str) -> list[str]:
