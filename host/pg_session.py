@@ -110,6 +110,7 @@ class PgSession:
 
     async def _run(self, fn: Callable[[Any], T], until: float) -> T:
             try:
+                self._drop_ended()
                 if self._conn is None:
                     opened: list[Any] = []
 
@@ -138,6 +139,7 @@ class PgSession:
                               f"for {self.timeout:g} s ({self._setting})")
         got, fired = time.monotonic(), False
         try:
+            self._drop_ended()
             if self._conn is None:
                 self._conn = self.backend.connect(write=True, timeout=max(until - time.monotonic(), 0))
             watchdog = _Watchdog(self.backend, self._conn, until)
@@ -202,6 +204,12 @@ class PgSession:
 
     def rows(self, conn: Any, sql: str, args: list[Any]) -> list[dict]:
         return self.backend.run(conn, sql, args, 10_000_000)[0]
+
+    def _drop_ended(self) -> None:
+        """A connection the server ended while it was idle (a restart, a failover) is opened
+        again before the statement, rather than failing the first one of each kind of state."""
+        if self._conn is not None and self.backend.ended(self._conn):
+            self._drop()
 
     def _drop(self) -> None:
         conn, self._conn = self._conn, None

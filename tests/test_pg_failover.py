@@ -1,0 +1,108 @@
+"""The ``[state] database`` restarted, stopped or turned read-only (a failover to a standby)
+under a running host: calls meanwhile get typed errors at once, and every kind of state answers
+again by itself, from its first call. A real postgres of this module's own, since restarting it
+would end the other tests' sessions."""
+
+from __future__ import annotations
+
+import datetime as dt
+import time
+from collections.abc import Iterator
+
+import anyio
+import pytest
+from support.postgres import Postgres, fresh_database, running_postgres
+
+from host import StateError, StorageError
+from host.balances.history_pg import PostgresHistory
+from host.balances.result import BalanceResult
+from host.plugin_storage_pg import PostgresStorage
+from host.plugins.config_store import PostgresConfigs
+from host.security.approvals_pg import PostgresApprovals
+from host.security.audit_pg import AuditTable
+
+pytestmark = [pytest.mark.timeout(120), pytest.mark.anyio]
+
+
+@pytest.fixture(scope="module")
+def own_postgres() -> Iterator[Postgres]:
+    with running_postgres() as server:
+        yield server
+
+
+@pytest.fixture
+def url(own_postgres: Postgres) -> Iterator[str]:
+    with fresh_database(own_postgres) as url:
+        yield url
+
+
+def point(balance: float) -> BalanceResult:
+    return BalanceResult(provider="alpha", provider_name="Alpha", status="success", balance=balance,
+                         currency="USD", last_updated=dt.datetime.now(dt.UTC))
+
+
+class States:
+    """One host's sessions on ``url``, one per kind of state, each used once already."""
+
+    def __init__(self, url: str) -> None:
+        self.storage, self.history = PostgresStorage(url, 3.0), PostgresHistory(url, timeout=3.0)
+        self.configs, self.approvals = PostgresConfigs(url, None, 3.0), PostgresApprovals(url, timeout=3.0)
+        self.audit = AuditTable(url, timeout=3.0)
+
+    async def write(self) -> None:
+        await self.storage.put("p", "k", b"v", 1 << 20, "storage")
+        await anyio.to_thread.run_sync(self.history.append, [point(5.0)])
+        assert await self.configs.insert("p", {"region": "eu"})
+        self.audit.put(time.time(), "test", '{"n": 1}')
+        assert self.audit.flush(10)
+
+    async def read(self) -> None:
+        """Each kind of state's first call: it raises if one fails."""
+        assert await self.storage.get("p", "k") == b"v"
+        assert [p.balance for p in await anyio.to_thread.run_sync(self.history.read)] == [5.0]
+        await self.configs.refresh()
+        assert self.configs.get("p") == {"region": "eu"}
+        await self.approvals.refresh()
+
+    def close(self) -> None:
+        for s in (self.storage, self.history, self.configs, self.approvals):
+            s.close()
+        self.audit.close()
+
+
+async def test_after_a_database_restart_every_kind_of_state_answers_its_first_call(own_postgres, url, anyio_backend):
+    # Before: the server had ended each session's idle connection, and the first statement of
+    # each kind of state after the restart failed on it ("terminating connection due to
+    # administrator command"): up to seven failed calls per host process, an audit line lost.
+    states = States(url)
+    try:
+        await states.write()
+        own_postgres.restart()
+        await states.read()
+        states.audit.put(time.time(), "test", '{"n": 2}')
+        assert states.audit.flush(10)
+        assert states.audit.failures == 0
+    finally:
+        states.close()
+
+
+async def test_calls_while_the_database_is_stopped_fail_at_once_then_it_serves_again(own_postgres, url, anyio_backend):
+    states = States(url)
+    try:
+        await states.write()
+        own_postgres.stop()
+        try:
+            t0 = time.monotonic()
+            with pytest.raises(StorageError, match="cannot connect") as storage_error:
+                await states.storage.get("p", "k")
+            with pytest.raises(StateError, match="cannot connect"):
+                await anyio.to_thread.run_sync(states.history.read)
+            with pytest.raises(StateError, match="cannot connect"):
+                await states.configs.insert("q", {"region": "us"})
+            assert time.monotonic() - t0 < 3.0  # refused, not waited for
+            assert own_postgres.password not in storage_error.value.message
+        finally:
+            own_postgres.start()
+        await states.read()
+    finally:
+        states.close()
