@@ -163,20 +163,40 @@ class PgSession:
             self._thread_lock.release()
 
     def _create(self, conn: Any) -> None:
+        """Create the tables (once per session), unless the database takes no writes (a standby
+        after a failover, ``default_transaction_read_only``): then the tables some host created
+        before are read as they are, and only writes fail, with the server's reason."""
         def body() -> None:
             self.backend.run(conn, "SELECT pg_advisory_xact_lock(%s)", [SCHEMA_LOCK], 1)
-            for statement in self._schema:
-                self.backend.run(conn, statement, [], 0)
+            if not self._read_only(conn):
+                for statement in self._schema:
+                    self.backend.run(conn, statement, [], 0)
             self._check_owners(conn)
         self.tx(conn, body)
+
+    def _read_only(self, conn: Any) -> bool:
+        """Whether the database takes no writes; with a table missing that is a StateError, as
+        nothing can be read either."""
+        row = self.one(conn, "SELECT current_setting('transaction_read_only') = 'on' AS ro", [])
+        if row is None or not row["ro"]:
+            return False
+        missing = [n for n in self._owned() if self.one(conn, "SELECT to_regclass(%s) IS NULL AS gone", [n])["gone"]]  # type: ignore[index]
+        if missing:
+            raise self._error(f"{self._what}: {self.backend.where} is read-only and has no table "
+                              f"{', '.join(missing)} yet: point the host at the primary once to create "
+                              f"them ({self._setting})")
+        return True
+
+    def _owned(self) -> list[str]:
+        """The tables and sequences the schema creates."""
+        return [m.group(1) for statement in self._schema if (m := OWNED.match(statement))]
 
     def _check_owners(self, conn: Any) -> None:
         """Every table and sequence the host uses, as its search_path finds it, belongs to the
         host's own role (or one it is a member of): one another role created first under the
         same name (PostgreSQL before 15 let every role create in ``public``) would let that role
         read and change the host's state, approvals included. StateError names it."""
-        names = [m.group(1) for statement in self._schema if (m := OWNED.match(statement))]
-        for name in names:
+        for name in self._owned():
             row = self.one(conn, OWNER_SQL, [name])
             if row is not None and not row["mine"]:
                 raise self._error(

@@ -53,6 +53,7 @@ class States:
         await self.storage.put("p", "k", b"v", 1 << 20, "storage")
         await anyio.to_thread.run_sync(self.history.append, [point(5.0)])
         assert await self.configs.insert("p", {"region": "eu"})
+        await self.approvals.refresh()  # creates its table, as a host's start does
         self.audit.put(time.time(), "test", '{"n": 1}')
         assert self.audit.flush(10)
 
@@ -106,3 +107,51 @@ async def test_calls_while_the_database_is_stopped_fail_at_once_then_it_serves_a
         await states.read()
     finally:
         states.close()
+
+
+def set_read_only(server: Postgres, url: str, on: bool) -> None:
+    """The database takes no writes (or takes them again) in new sessions, and its current
+    sessions are ended: as a failover to a standby (or its promotion) looks to the host."""
+    database = url.rsplit("/", 1)[1]
+    with server.admin() as admin:
+        admin.execute(f"ALTER DATABASE {database} SET default_transaction_read_only = {'on' if on else 'off'}")
+        admin.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s", [database])
+
+
+async def test_a_read_only_database_fails_writes_naming_it_and_reads_go_on_in_new_hosts_too(own_postgres, url,
+                                                                                             anyio_backend):
+    # Before: a host (re)started while the database was read-only failed every read too, as
+    # creating its tables ("CREATE TABLE IF NOT EXISTS") came first and the server refused it;
+    # a serve process the parent restarted then failed its start.
+    states = States(url)
+    await states.write()
+    states.close()
+    set_read_only(own_postgres, url, True)
+    running, restarted = States(url), States(url)  # one that had its connections, one new
+    try:
+        await running.read()
+        await restarted.read()
+        with pytest.raises(StorageError, match="read-only transaction") as refused:
+            await restarted.storage.put("p", "k", b"w", 1 << 20, "storage")
+        assert own_postgres.password not in refused.value.message
+        with pytest.raises(StateError, match="read-only transaction"):
+            await running.configs.insert("q", {"region": "us"})
+        with pytest.raises(StateError, match="read-only transaction"):
+            await anyio.to_thread.run_sync(restarted.history.append, [point(4.0)])
+        set_read_only(own_postgres, url, False)  # promoted: writes go through again
+        await restarted.storage.put("p", "k", b"w", 1 << 20, "storage")
+        assert await running.storage.get("p", "k") == b"w"
+    finally:
+        running.close()
+        restarted.close()
+
+
+async def test_a_read_only_database_without_the_tables_is_a_state_error_saying_so(own_postgres, url, anyio_backend):
+    set_read_only(own_postgres, url, True)
+    history = PostgresHistory(url, timeout=3.0)
+    try:
+        with pytest.raises(StateError, match="is read-only and has no table balance_points") as refused:
+            await anyio.to_thread.run_sync(history.read)
+        assert own_postgres.password not in refused.value.message
+    finally:
+        history.close()

@@ -1,0 +1,69 @@
+"""``serve`` with ``[state] database`` on a PostgreSQL that fails over to a read-only standby, or
+restarts: real postgres (one of this module's own: restarting it would end other tests' sessions),
+real ``serve`` subprocesses."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+from support.plugins import fresh_state
+from support.postgres import Postgres, fresh_database, running_postgres
+from support.servers import serve_process
+
+pytestmark = pytest.mark.timeout(180)
+
+KEEPER = """
+export async function put(key, value, ctx) { await ctx.storage.set(key, value); return true; }
+export async function get(key, ctx) { return (await ctx.storage.get(key)) ?? null; }
+export const metadata = { id: "keeper", name: "Keeper", version: "1.0.0", apiVersion: "1.0", configSchema: { region: { type: "string" } } };
+"""
+
+
+@pytest.fixture(scope="module")
+def own_postgres() -> Iterator[Postgres]:
+    with running_postgres() as server:
+        yield server
+
+
+@pytest.fixture
+def url(own_postgres: Postgres) -> Iterator[str]:
+    with fresh_database(own_postgres) as url:
+        yield url
+
+
+def set_read_only(server: Postgres, url: str, on: bool) -> None:
+    """New sessions take no writes (or take them again) and the current ones are ended: a
+    failover to a standby (or its promotion) as the host sees it."""
+    database = url.rsplit("/", 1)[1]
+    with server.admin() as admin:
+        admin.execute(f"ALTER DATABASE {database} SET default_transaction_read_only = {'on' if on else 'off'}")
+        admin.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s", [database])
+
+
+def test_serve_started_on_a_read_only_database_serves_reads_and_refuses_writes_saying_why(
+        tmp_path, shared_state, plugin_dir, own_postgres, url):
+    # Before: serve (or a serve process its parent started again) could not start while the
+    # database was read-only: creating the tables came first, and the server refused it.
+    plugin_dir.add("keeper.js", KEEPER)
+    (tmp_path / "host.toml").write_text(f'[state]\ndatabase = "{url}"\n')
+    common = ("--plugins", str(plugin_dir.root), "--config", "host.toml", "--insecure-no-token",
+              "--state-dir", str(fresh_state(tmp_path / "s", shared_state)))
+    with serve_process(tmp_path, *common) as primary:
+        primary.wait_running("keeper")
+        status, out = primary.request("POST", "/api/plugins/keeper/call/put", {"args": ["k", "v1"]})
+        assert status == 200, (out, primary.log()[-3000:])
+    set_read_only(own_postgres, url, True)
+    with serve_process(tmp_path, *common) as standby:
+        standby.wait_running("keeper")
+        status, out = standby.request("POST", "/api/plugins/keeper/call/get", {"args": ["k"]})
+        assert (status, out.get("result")) == (200, "v1"), (out, standby.log()[-3000:])
+        status, out = standby.request("POST", "/api/plugins/keeper/call/put", {"args": ["k", "v2"]})
+        assert status >= 400 and "read-only" in str(out), out
+        status, out = standby.request("PUT", "/api/plugins/keeper/config", {"region": "eu"})
+        assert status == 503 and "read-only" in str(out), out
+        set_read_only(own_postgres, url, False)  # promoted: writes go through again, no restart
+        status, out = standby.request("POST", "/api/plugins/keeper/call/put", {"args": ["k", "v2"]})
+        assert status == 200, (out, standby.log()[-3000:])
+        logs = standby.log()
+    assert own_postgres.password not in logs and "Traceback" not in logs
