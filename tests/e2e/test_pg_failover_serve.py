@@ -67,3 +67,25 @@ def test_serve_started_on_a_read_only_database_serves_reads_and_refuses_writes_s
         assert status == 200, (out, standby.log()[-3000:])
         logs = standby.log()
     assert own_postgres.password not in logs and "Traceback" not in logs
+
+
+def test_serve_processes_answer_every_call_after_a_database_restart(tmp_path, shared_state, plugin_dir,
+                                                                     own_postgres, url):
+    # Before: the first statement of each kind of state in each serve process after the restart
+    # failed on the connection the server had ended (503s and failed storage calls on a
+    # database that was up again).
+    plugin_dir.add("keeper.js", KEEPER)
+    (tmp_path / "host.toml").write_text(f'[state]\ndatabase = "{url}"\n')
+    with serve_process(tmp_path, "--plugins", str(plugin_dir.root), "--config", "host.toml", "--insecure-no-token",
+                       "--state-dir", str(fresh_state(tmp_path / "s", shared_state)), "--processes", "2") as srv:
+        srv.wait_running("keeper")
+        for n in range(6):  # each process has used its connections
+            status, out = srv.request("POST", "/api/plugins/keeper/call/put", {"args": ["k", f"v{n}"]})
+            assert status == 200, (out, srv.log()[-3000:])
+        own_postgres.restart()
+        answers = [srv.request("POST", "/api/plugins/keeper/call/get", {"args": ["k"]}) for _ in range(8)]
+        assert all(a == (200, {"ok": True, "result": "v5"}) for a in answers), (answers, srv.log()[-3000:])
+        status, out = srv.request("PUT", "/api/plugins/keeper/config", {"region": "eu"})
+        assert status == 200, out
+        logs = srv.log()
+    assert own_postgres.password not in logs and "Traceback" not in logs
