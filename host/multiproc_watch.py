@@ -19,6 +19,7 @@ import anyio
 log = logging.getLogger("host.serve")
 
 PROBES_PER_TIMEOUT = 4  # probes within one process_timeout: a late answer or two is no verdict
+UP_PROBE = 2.0          # seconds between probes with process_timeout 0 (only whether it is up)
 
 
 async def peer_get(path: str, route: str) -> tuple[int, str] | None:
@@ -41,12 +42,11 @@ async def answers(path: str, within: float) -> bool:
 
 
 async def watch(index: int, current: Callable[[], subprocess.Popen[bytes] | None], path: str,
-                timeout: float) -> None:
+                timeout: float, up: Callable[[subprocess.Popen[bytes]], None] = lambda proc: None) -> None:
     """Kill child ``index`` (its process now: ``current()``) once it has answered and then not
-    for ``timeout`` seconds; runs until cancelled. ``timeout`` 0: never."""
-    if timeout <= 0:
-        return
-    interval = timeout / PROBES_PER_TIMEOUT
+    for ``timeout`` seconds (0: never); ``up(proc)`` at its first answer, once it serves. Runs
+    until cancelled."""
+    interval = timeout / PROBES_PER_TIMEOUT if timeout > 0 else UP_PROBE
     watched: subprocess.Popen[bytes] | None = None
     last = None  # when the process watched last answered; None: not yet
     while True:
@@ -58,9 +58,11 @@ async def watch(index: int, current: Callable[[], subprocess.Popen[bytes] | None
             continue
         if await answers(path, interval):
             if last is None:
-                log.info("serve process %d (pid %d) is up: watched from now on", index, proc.pid)
+                log.info("serve process %d (pid %d) is up%s", index, proc.pid,
+                         ": watched from now on" if timeout > 0 else "")
+                up(proc)
             last = time.monotonic()
-        elif last is not None and time.monotonic() - last >= timeout and proc.poll() is None:
+        elif timeout > 0 and last is not None and time.monotonic() - last >= timeout and proc.poll() is None:
             log.error("serve process %d (pid %d) has not answered for %g s: killing it", index, proc.pid, timeout)
             proc.kill()
             last = None

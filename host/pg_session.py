@@ -15,7 +15,7 @@ from typing import Any, TypeVar
 import anyio
 
 from .db_backends import DEADLINE_MARGIN, PostgresBackend, close_quietly, in_thread
-from .errors import DbError, HostError, StateError
+from .errors import DbError, DbUnavailable, HostError, StateError, StateUnavailable
 from .outage import Outage
 
 T = TypeVar("T")
@@ -70,6 +70,9 @@ class PgSession:
         self._conn: Any = None
         self._ready = False
         self._outage = Outage()  # the server did not answer: failed at once for a while (outage.py)
+        # the server down, refusing or not answering: worth asking again later (a serve process
+        # that cannot start for it is started again by its parent, multiproc.py)
+        self._gone: type[HostError] = StateUnavailable if error is StateError else error
 
     async def run(self, fn: Callable[[Any], T], deadline: float | None = None) -> T:
         """``fn(connection)`` in a thread, one at a time, within the session's timeout and just
@@ -105,7 +108,7 @@ class PgSession:
     def _skip(self) -> None:
         """The server did not answer a moment ago: fail at once (host/outage.py)."""
         if self._outage.skip():
-            raise self._error(f"{self._what}: {self.backend.where} did not answer a moment ago (asked again "
+            raise self._gone(f"{self._what}: {self.backend.where} did not answer a moment ago (asked again "
                               f"within {self._outage.pause:g} s; {self._setting})")
 
     async def _run(self, fn: Callable[[Any], T], until: float) -> T:
@@ -125,7 +128,8 @@ class PgSession:
                 return await in_thread(self.backend, lambda: fn(conn), conn, until, setting=self._setting)
             except DbError as exc:  # the connection may be mid-transaction or broken: start afresh
                 self._drop()
-                raise self._error(f"{self._what} failed ({self.backend.where}): {exc.message}") from None
+                error = self._gone if isinstance(exc, DbUnavailable) else self._error
+                raise error(f"{self._what} failed ({self.backend.where}): {exc.message}") from None
 
     def run_blocking(self, fn: Callable[[Any], T]) -> T:
         """``fn(connection)`` in the calling thread, for callers already off the event loop (the
@@ -158,7 +162,8 @@ class PgSession:
         except DbError as exc:
             self._drop()
             why = f"no answer from {self.backend.where} within the deadline ({self._setting})" if fired else exc.message
-            raise self._error(f"{self._what} failed ({self.backend.where}): {why}") from None
+            error = self._gone if fired or isinstance(exc, DbUnavailable) else self._error
+            raise error(f"{self._what} failed ({self.backend.where}): {why}") from None
         finally:
             self._thread_lock.release()
 

@@ -4,6 +4,9 @@ real ``serve`` subprocesses."""
 
 from __future__ import annotations
 
+import os
+import re
+import signal
 from collections.abc import Iterator
 
 import pytest
@@ -89,3 +92,35 @@ def test_serve_processes_answer_every_call_after_a_database_restart(tmp_path, sh
         assert status == 200, out
         logs = srv.log()
     assert own_postgres.password not in logs and "Traceback" not in logs
+
+
+def test_a_serve_process_that_cannot_start_while_the_database_is_down_never_stops_its_siblings(
+        tmp_path, shared_state, plugin_dir, own_postgres, url):
+    # Before: a serve process killed (the OOM killer) while the database was down failed each
+    # start on it, and after 5 such exits within 60 s the parent stopped every process, the
+    # one still serving too: the whole service down until someone restarted it by hand.
+    plugin_dir.add("keeper.js", KEEPER)
+    (tmp_path / "host.toml").write_text(f'[state]\ndatabase = "{url}"\n[server]\nprocess_timeout = 2\n')
+    with serve_process(tmp_path, "--plugins", str(plugin_dir.root), "--config", "host.toml", "--insecure-no-token",
+                       "--state-dir", str(fresh_state(tmp_path / "s", shared_state)), "--processes", "2") as srv:
+        srv.poll(lambda: True if len(re.findall(r"serve process \d \(pid \d+\) is up", srv.log())) == 2 else None,
+                 "both serve processes up")
+        status, out = srv.request("POST", "/api/plugins/keeper/call/put", {"args": ["k", "v"]})
+        assert status == 200, out
+        victim = int(re.findall(r"serve process 1 started \(pid (\d+)\)", srv.log())[-1])
+        own_postgres.stop()
+        try:
+            os.kill(victim, signal.SIGKILL)
+            srv.poll(lambda: True if len(re.findall(r"serve process 1 exited 75", srv.log())) >= 5 else None,
+                     "five failed starts of process 1", timeout=90)
+            status, out = srv.request("GET", "/healthz/live")
+            assert status == 200, out  # process 0 serves on
+            status, out = srv.request("POST", "/api/plugins/keeper/call/get", {"args": ["k"]})
+            assert status >= 500 and "cannot connect" in str(out), out  # typed, at once
+        finally:
+            own_postgres.start()
+        srv.poll(lambda: True if len(re.findall(r"serve process 1 \(pid \d+\) is up", srv.log())) == 2 else None,
+                 "process 1 serving again", timeout=60)
+        answers = [srv.request("POST", "/api/plugins/keeper/call/get", {"args": ["k"]}) for _ in range(6)]
+        assert all(a == (200, {"ok": True, "result": "v"}) for a in answers), answers
+        assert "stopping all" not in srv.log()
