@@ -155,3 +155,43 @@ async def test_a_read_only_database_without_the_tables_is_a_state_error_saying_s
         assert own_postgres.password not in refused.value.message
     finally:
         history.close()
+
+
+async def test_a_server_made_read_only_by_a_reload_refuses_writes_and_takes_them_again(own_postgres, url,
+                                                                                       anyio_backend):
+    # ALTER SYSTEM + reload: the sessions stay open and become read-only under the host.
+    states = States(url)
+    try:
+        await states.write()
+        with own_postgres.admin() as admin:
+            admin.execute("ALTER SYSTEM SET default_transaction_read_only = on")
+            admin.execute("SELECT pg_reload_conf()")
+        try:
+            fresh = States(url)  # a host started now
+            try:
+                await fresh.read()
+            finally:
+                fresh.close()
+            with anyio.fail_after(10):  # the reload reaches each session at its next statement
+                while True:
+                    try:
+                        await states.storage.put("p", "k", b"w", 1 << 20, "storage")
+                    except StorageError as exc:
+                        assert "read-only transaction" in exc.message
+                        break
+                    await anyio.sleep(0.05)
+            await states.read()
+        finally:
+            with own_postgres.admin() as admin:
+                admin.execute("ALTER SYSTEM RESET default_transaction_read_only")
+                admin.execute("SELECT pg_reload_conf()")
+        with anyio.fail_after(10):
+            while True:
+                try:
+                    await states.storage.put("p", "k", b"w", 1 << 20, "storage")
+                    break
+                except StorageError:
+                    await anyio.sleep(0.05)
+        assert await states.storage.get("p", "k") == b"w"
+    finally:
+        states.close()
