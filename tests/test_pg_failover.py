@@ -7,11 +7,10 @@ from __future__ import annotations
 
 import datetime as dt
 import time
-from collections.abc import Iterator
 
 import anyio
 import pytest
-from support.postgres import Postgres, fresh_database, running_postgres
+from support.postgres import set_read_only
 
 from host import StateError, StorageError
 from host.balances.history_pg import PostgresHistory
@@ -24,16 +23,9 @@ from host.security.audit_pg import AuditTable
 pytestmark = [pytest.mark.timeout(120), pytest.mark.anyio]
 
 
-@pytest.fixture(scope="module")
-def own_postgres() -> Iterator[Postgres]:
-    with running_postgres() as server:
-        yield server
-
-
 @pytest.fixture
-def url(own_postgres: Postgres) -> Iterator[str]:
-    with fresh_database(own_postgres) as url:
-        yield url
+def url(own_postgres_url: str) -> str:
+    return own_postgres_url
 
 
 def point(balance: float) -> BalanceResult:
@@ -107,15 +99,6 @@ async def test_calls_while_the_database_is_stopped_fail_at_once_then_it_serves_a
         await states.read()
     finally:
         states.close()
-
-
-def set_read_only(server: Postgres, url: str, on: bool) -> None:
-    """The database takes no writes (or takes them again) in new sessions, and its current
-    sessions are ended: as a failover to a standby (or its promotion) looks to the host."""
-    database = url.rsplit("/", 1)[1]
-    with server.admin() as admin:
-        admin.execute(f"ALTER DATABASE {database} SET default_transaction_read_only = {'on' if on else 'off'}")
-        admin.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s", [database])
 
 
 async def test_a_read_only_database_fails_writes_naming_it_and_reads_go_on_in_new_hosts_too(own_postgres, url,

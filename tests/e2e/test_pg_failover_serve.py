@@ -7,11 +7,10 @@ from __future__ import annotations
 import os
 import re
 import signal
-from collections.abc import Iterator
 
 import pytest
 from support.plugins import fresh_state
-from support.postgres import Postgres, fresh_database, running_postgres
+from support.postgres import set_read_only
 from support.servers import serve_process
 
 pytestmark = pytest.mark.timeout(180)
@@ -23,25 +22,9 @@ export const metadata = { id: "keeper", name: "Keeper", version: "1.0.0", apiVer
 """
 
 
-@pytest.fixture(scope="module")
-def own_postgres() -> Iterator[Postgres]:
-    with running_postgres() as server:
-        yield server
-
-
 @pytest.fixture
-def url(own_postgres: Postgres) -> Iterator[str]:
-    with fresh_database(own_postgres) as url:
-        yield url
-
-
-def set_read_only(server: Postgres, url: str, on: bool) -> None:
-    """New sessions take no writes (or take them again) and the current ones are ended: a
-    failover to a standby (or its promotion) as the host sees it."""
-    database = url.rsplit("/", 1)[1]
-    with server.admin() as admin:
-        admin.execute(f"ALTER DATABASE {database} SET default_transaction_read_only = {'on' if on else 'off'}")
-        admin.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s", [database])
+def url(own_postgres_url: str) -> str:
+    return own_postgres_url
 
 
 def test_serve_started_on_a_read_only_database_serves_reads_and_refuses_writes_saying_why(

@@ -149,3 +149,12 @@ def fresh_database(server: Postgres) -> Iterator[str]:
     finally:
         with server.admin() as conn:
             conn.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+
+
+def set_read_only(server: Postgres, url: str, on: bool) -> None:
+    """New sessions of ``url``'s database take no writes (or take them again) and its current
+    ones are ended: a failover to a read-only standby (or its promotion) as a host sees it."""
+    database = url.rsplit("/", 1)[1]
+    with server.admin() as admin:
+        admin.execute(f"ALTER DATABASE {database} SET default_transaction_read_only = {'on' if on else 'off'}")
+        admin.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s", [database])
