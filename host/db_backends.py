@@ -113,6 +113,10 @@ class SqliteBackend:
     def usable(self, conn: sqlite3.Connection) -> bool:
         return not conn.in_transaction
 
+    def ended(self, conn: sqlite3.Connection) -> bool:
+        """A file's connection is never ended by a server."""
+        return False
+
 
 class PostgresBackend:
     """PostgreSQL via psycopg 3 (sync, in a thread). A connection that was interrupted, or whose

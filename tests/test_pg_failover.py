@@ -178,3 +178,22 @@ async def test_a_server_made_read_only_by_a_reload_refuses_writes_and_takes_them
         assert await states.storage.get("p", "k") == b"w"
     finally:
         states.close()
+
+
+async def test_the_execute_db_tool_answers_its_first_query_after_a_database_restart(own_postgres, url, make_host,
+                                                                                   anyio_backend):
+    # Before: the tool's idle pooled connection, ended by the restart, failed the first query
+    # of the next execution ("terminating connection due to administrator command").
+    import psycopg
+
+    from host import ExecuteConfig
+
+    with psycopg.connect(url, autocommit=True) as db:
+        db.execute("CREATE TABLE users (id INTEGER PRIMARY KEY, name TEXT NOT NULL)")
+        db.execute("INSERT INTO users VALUES (1, 'Alice')")
+    code = "export default async () => (await db.users.select())[0].name;"
+    async with make_host(execute=ExecuteConfig(database=url)) as h:
+        assert (await h.execute(code, tools=["db"])).result == "Alice"  # its connection kept idle
+        own_postgres.restart()
+        again = await h.execute(code, tools=["db"])
+        assert (again.ok, again.result) == (True, "Alice"), again.logs
