@@ -52,6 +52,7 @@ from .errors import (
     SecretsError,
     SpawnFailed,
     StateError,
+    StateUnavailable,
     StorageError,
     StorageFull,
     ToolFailed,
@@ -78,5 +79,5 @@ __all__ = [
     "DbError", "DbRefused", "DbUnavailable", "FunctionNotFound", "GrantRefused", "HandshakeError", "HostClosed", "HostConfig", "HostError", "InvalidArguments", "InvalidCode", "InvalidConfig",
     "LogEntry", "Package", "PackageRefused", "PackagesConfig", "PayloadTooLarge", "PermissionDenied", "Permissions", "PluginError", "PluginEvent", "PluginHost",
     "PluginInfo", "PluginNotFound", "PluginSettings", "PluginUnavailable", "PoolConfig",
-    "ProtocolError", "RateLimited", "ResourceLimitExceeded", "SchedulerStats", "SecretsError", "SpawnFailed", "StateError", "StorageError", "StorageFull", "SyncPluginHost", "WorkerCrashed", "WorkerInfo", "WorkerLimits",
+    "ProtocolError", "RateLimited", "ResourceLimitExceeded", "SchedulerStats", "SecretsError", "SpawnFailed", "StateError", "StateUnavailable", "StorageError", "StorageFull", "SyncPluginHost", "WorkerCrashed", "WorkerInfo", "WorkerLimits",
 ]

@@ -7,6 +7,7 @@ from __future__ import annotations
 import argparse
 import logging
 import signal
+import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -17,6 +18,7 @@ from .cli_dev import announce_inspector, debugger_wait, dev_banner
 from .cli_output import ListenError, Progress, UsageError, start_progress
 from .config import HostConfig, ServerConfig
 from .control import start_control_site
+from .errors import StateUnavailable
 from .plugin_host import PluginHost
 
 log = logging.getLogger("host.cli")
@@ -38,10 +40,7 @@ def _check_execute_token(srv: ServerConfig) -> None:
 
 
 async def serve(args: argparse.Namespace, config: HostConfig) -> int:
-    from aiohttp import web
-
-    from .multiproc import inherited_site, join_siblings, number_log_lines, process_count, supervise
-    from .server import DRAINING, PrivateUnixSite, Runner, create_app
+    from .multiproc import EXIT_UNAVAILABLE, number_log_lines, process_count, supervise
 
     srv = config.server
     _check_execute_token(srv)
@@ -50,8 +49,24 @@ async def serve(args: argparse.Namespace, config: HostConfig) -> int:
             raise UsageError(f"{inspected} runs one worker on one inspector port: serve it with "
                              f"--processes 1, not {count}")
         return await supervise(args.argv, srv, count)  # N of these, on one socket
-    if args.peers_dir:  # one of those N
-        number_log_lines(args.process_index)
+    if not args.peers_dir:
+        return await _serve(args, config)
+    number_log_lines(args.process_index)  # one of those N
+    try:
+        return await _serve(args, config)
+    except StateUnavailable as exc:  # the parent starts it again, and waits while a sibling serves
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_UNAVAILABLE
+
+
+async def _serve(args: argparse.Namespace, config: HostConfig) -> int:
+    """One server: the HTTP API on its socket, the control socket, until a stop signal."""
+    from aiohttp import web
+
+    from .multiproc import inherited_site, join_siblings
+    from .server import DRAINING, PrivateUnixSite, Runner, create_app
+
+    srv = config.server
     if args.dev:  # edit, save, see: a quick rescan, and a banner for each reload
         config.reload = msgspec.structs.replace(config.reload, enabled=True, interval=DEV_RELOAD_INTERVAL)
     if config.load == "auto":  # listening first, /healthz/ready says 503 until every plugin settled

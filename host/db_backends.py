@@ -12,6 +12,7 @@ import datetime
 import decimal
 import math
 import os
+import select
 import socket
 import sqlite3
 import time
@@ -112,6 +113,10 @@ class SqliteBackend:
     def usable(self, conn: sqlite3.Connection) -> bool:
         return not conn.in_transaction
 
+    def ended(self, conn: sqlite3.Connection) -> bool:
+        """A file's connection is never ended by a server."""
+        return False
+
 
 class PostgresBackend:
     """PostgreSQL via psycopg 3 (sync, in a thread). A connection that was interrupted, or whose
@@ -210,6 +215,20 @@ class PostgresBackend:
         from psycopg.pq import TransactionStatus
 
         return not conn.closed and not conn.broken and conn.info.transaction_status == TransactionStatus.IDLE
+
+    def ended(self, conn: Any) -> bool:
+        """Whether the server has ended this idle connection (restarted, failed over, the
+        session terminated): it said so (an error then EOF), so its socket is readable while the
+        host sent nothing. One poll, no round trip; a statement sent on it would surely fail, and
+        one never sent is safe to send on a new connection instead."""
+        if conn.closed or conn.broken:
+            return True
+        try:
+            poller = select.poll()  # not select(): a host with many workers has descriptors past 1024
+            poller.register(conn.pgconn.socket, select.POLLIN)
+            return bool(poller.poll(0))
+        except Exception:  # no socket any more
+            return True
 
 
 def close_quietly(backend: SqliteBackend | PostgresBackend, conn: Any) -> None:

@@ -217,8 +217,11 @@ class DbTool:
             raise DbUnavailable(f"db: all {self.max_connections} database connections stayed busy "
                                 "([execute] db_max_connections)")
         idle = self._idle[write]
-        if idle:
-            return idle.pop()
+        while idle:  # one the server ended while idle (a restart, a failover) is not handed out
+            conn = idle.pop()
+            if not self.backend.ended(conn):
+                return conn
+            await anyio.to_thread.run_sync(self._close_quietly, conn, abandon_on_cancel=True)
         opened: list[Any] = []
 
         def connect() -> None:

@@ -196,6 +196,12 @@ class StateError(HostError):
     what it should be. The message names the file and what to do; nothing else is lost."""
 
 
+class StateUnavailable(StateError):
+    """The ``[state] database`` could not be reached or did not answer (down, restarting,
+    refusing connections, hung): the same operation may succeed once it is back, unlike a
+    StateError about what the state is."""
+
+
 class SecretsError(HostError):
     """A secret config value could not be decrypted: the key (or an export's passphrase) is
     not the one it was encrypted with. The message never contains the value or the key."""

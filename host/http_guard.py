@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import hashlib
 import hmac
 import ipaddress
@@ -189,7 +190,8 @@ class Runner(web.AppRunner):
 class PrivateUnixSite(web.UnixSite):
     """``web.UnixSite`` for a socket only its owner may connect to: created mode 0600 (under a
     umask, so there is no moment when it is open to others), a stale socket file left by a
-    crash replaced, and the file removed when the site stops."""
+    crash replaced, one a live server listens on refused (EADDRINUSE: asyncio alone would
+    replace it too, taking that server's path), and the file removed when the site stops."""
 
     __slots__ = ("_inode",)
 
@@ -200,6 +202,8 @@ class PrivateUnixSite(web.UnixSite):
     async def start(self) -> None:
         path = str(self._path)
         sweep_stale_socket(path)
+        if os.path.lexists(path):  # a live server's: asyncio would replace it and take its path
+            raise OSError(errno.EADDRINUSE, os.strerror(errno.EADDRINUSE), path)
         old = os.umask(0o177)  # process-wide, but nothing else creates files while serve binds
         try:
             await super().start()

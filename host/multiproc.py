@@ -53,6 +53,7 @@ RESTART_LIMIT = 5        # exits of one child within RESTART_WINDOW before the p
 RESTART_WINDOW = 60.0    # seconds
 RESTART_BACKOFF = (0.5, 10.0)  # first and longest wait before a child is started again
 EXIT_USAGE = 2           # a child that exits 2 found a bad config: every child would, so stop
+EXIT_UNAVAILABLE = 75    # a child that could not start for the state database (EX_TEMPFAIL): see keep()
 STOP_MARGIN = 15.0       # seconds past shutdown_grace before a child that has not drained is killed
 PEER_TIMEOUT = 2.0       # seconds the siblings' /metrics may take before the view goes without them
 EXIT_POLL = 1.0          # seconds between looks at a child whose exit cannot be waited on (no pidfd)
@@ -127,6 +128,14 @@ class _Child:
         self.index = index
         self.proc: subprocess.Popen[bytes] | None = None
         self.exits: list[float] = []
+        self.up: subprocess.Popen[bytes] | None = None  # the process that answered /live (it serves)
+        self.waits = 0  # starts failed for the state database since it last served
+
+    def serving(self) -> bool:
+        return self.proc is not None and self.up is self.proc and self.proc.poll() is None
+
+    def served(self, proc: subprocess.Popen[bytes]) -> None:
+        self.up, self.waits = proc, 0
 
     async def wait(self) -> int:
         assert self.proc is not None
@@ -182,14 +191,22 @@ async def supervise(argv: Sequence[str], srv: ServerConfig, count: int) -> int:
             if stopping.is_set():
                 return
             now = time.monotonic()
-            child.exits = [t for t in child.exits if now - t < RESTART_WINDOW] + [now]
-            if code == EXIT_USAGE or len(child.exits) >= RESTART_LIMIT:
-                why = "a usage or config error" if code == EXIT_USAGE else f"{len(child.exits)} exits in {RESTART_WINDOW:.0f} s"
-                log.error("serve process %d %s (%s): stopping all", child.index, what, why)
-                outcome = code or 1
-                stopping.set()
-                return
-            wait = min(RESTART_BACKOFF[1], RESTART_BACKOFF[0] * 2 ** (len(child.exits) - 1))
+            if code == EXIT_UNAVAILABLE and any(c.serving() for c in children if c is not child):
+                # the state database is down, not this process: giving up would stop the others,
+                # which serve on meanwhile (their calls on it fail typed); it starts once it is back
+                child.waits += 1
+                what += " (the state database cannot be reached; the others serve on)"
+            else:
+                child.exits = [t for t in child.exits if now - t < RESTART_WINDOW] + [now]
+                if code == EXIT_USAGE or len(child.exits) >= RESTART_LIMIT:
+                    why = ("a usage or config error" if code == EXIT_USAGE
+                           else f"{len(child.exits)} exits in {RESTART_WINDOW:.0f} s")
+                    log.error("serve process %d %s (%s): stopping all", child.index, what, why)
+                    outcome = 1 if code in (None, 0, EXIT_UNAVAILABLE) else code
+                    stopping.set()
+                    return
+            tries = min(len(child.exits) + child.waits, 16)  # a long outage: no overflow
+            wait = min(RESTART_BACKOFF[1], RESTART_BACKOFF[0] * 2 ** (tries - 1))
             log.warning("serve process %d %s: starting it again in %.1f s", child.index, what, wait)
             with anyio.move_on_after(wait):
                 await stopping.wait()
@@ -214,7 +231,7 @@ async def supervise(argv: Sequence[str], srv: ServerConfig, count: int) -> int:
                 tg.start_soon(keep, child)
                 tg.start_soon(watch, child.index, lambda c=child: None if stopping.is_set() else c.proc,
                               peer_socket(peers, child.index), srv.process_timeout,
-                              srv.process_start_timeout)
+                              srv.process_start_timeout, child.served)
             log.info("serving with %d processes on one socket", count)
             await stopping.wait()
             for child in children:

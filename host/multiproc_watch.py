@@ -21,6 +21,7 @@ import anyio
 log = logging.getLogger("host.serve")
 
 PROBES_PER_TIMEOUT = 4  # probes within one process_timeout: a late answer or two is no verdict
+UP_PROBE = 2.0          # seconds between probes with process_timeout 0 (only whether it is up)
 
 
 async def peer_get(path: str, route: str) -> tuple[int, str] | None:
@@ -43,14 +44,14 @@ async def answers(path: str, within: float) -> bool:
 
 
 async def watch(index: int, current: Callable[[], subprocess.Popen[bytes] | None], path: str,
-                timeout: float, start_timeout: float = 0.0) -> None:
+                timeout: float, start_timeout: float = 0.0,
+                up: Callable[[subprocess.Popen[bytes]], None] = lambda proc: None) -> None:
     """Kill child ``index`` (its process now: ``current()``) once it has answered and then not
     for ``timeout`` seconds, or has not answered at all ``start_timeout`` seconds after it was
-    first seen; runs until cancelled. Either 0: never."""
+    first seen (either 0: never); ``up(proc)`` at its first answer, once it serves. Runs until
+    cancelled."""
     limits = [t for t in (timeout, start_timeout) if t > 0]
-    if not limits:
-        return
-    interval = min(limits) / PROBES_PER_TIMEOUT
+    interval = min(limits) / PROBES_PER_TIMEOUT if limits else UP_PROBE
     watched: subprocess.Popen[bytes] | None = None
     last = None  # when the process watched last answered; None: not yet
     seen = 0.0  # when it was first seen
@@ -63,7 +64,9 @@ async def watch(index: int, current: Callable[[], subprocess.Popen[bytes] | None
             continue
         if await answers(path, interval):
             if last is None:
-                log.info("serve process %d (pid %d) is up: watched from now on", index, proc.pid)
+                log.info("serve process %d (pid %d) is up%s", index, proc.pid,
+                         ": watched from now on" if timeout > 0 else "")
+                up(proc)
             last = time.monotonic()
             continue
         now = time.monotonic()

@@ -15,7 +15,7 @@ from typing import Any, TypeVar
 import anyio
 
 from .db_backends import DEADLINE_MARGIN, PostgresBackend, close_quietly, in_thread
-from .errors import DbError, HostError, StateError
+from .errors import DbError, DbUnavailable, HostError, StateError, StateUnavailable
 from .outage import Outage
 
 T = TypeVar("T")
@@ -70,6 +70,9 @@ class PgSession:
         self._conn: Any = None
         self._ready = False
         self._outage = Outage()  # the server did not answer: failed at once for a while (outage.py)
+        # the server down, refusing or not answering: worth asking again later (a serve process
+        # that cannot start for it is started again by its parent, multiproc.py)
+        self._gone: type[HostError] = StateUnavailable if error is StateError else error
 
     async def run(self, fn: Callable[[Any], T], deadline: float | None = None) -> T:
         """``fn(connection)`` in a thread, one at a time, within the session's timeout and just
@@ -105,11 +108,12 @@ class PgSession:
     def _skip(self) -> None:
         """The server did not answer a moment ago: fail at once (host/outage.py)."""
         if self._outage.skip():
-            raise self._error(f"{self._what}: {self.backend.where} did not answer a moment ago (asked again "
+            raise self._gone(f"{self._what}: {self.backend.where} did not answer a moment ago (asked again "
                               f"within {self._outage.pause:g} s; {self._setting})")
 
     async def _run(self, fn: Callable[[Any], T], until: float) -> T:
             try:
+                self._drop_ended()
                 if self._conn is None:
                     opened: list[Any] = []
 
@@ -124,7 +128,8 @@ class PgSession:
                 return await in_thread(self.backend, lambda: fn(conn), conn, until, setting=self._setting)
             except DbError as exc:  # the connection may be mid-transaction or broken: start afresh
                 self._drop()
-                raise self._error(f"{self._what} failed ({self.backend.where}): {exc.message}") from None
+                error = self._gone if isinstance(exc, DbUnavailable) else self._error
+                raise error(f"{self._what} failed ({self.backend.where}): {exc.message}") from None
 
     def run_blocking(self, fn: Callable[[Any], T]) -> T:
         """``fn(connection)`` in the calling thread, for callers already off the event loop (the
@@ -138,6 +143,7 @@ class PgSession:
                               f"for {self.timeout:g} s ({self._setting})")
         got, fired = time.monotonic(), False
         try:
+            self._drop_ended()
             if self._conn is None:
                 self._conn = self.backend.connect(write=True, timeout=max(until - time.monotonic(), 0))
             watchdog = _Watchdog(self.backend, self._conn, until)
@@ -156,25 +162,46 @@ class PgSession:
         except DbError as exc:
             self._drop()
             why = f"no answer from {self.backend.where} within the deadline ({self._setting})" if fired else exc.message
-            raise self._error(f"{self._what} failed ({self.backend.where}): {why}") from None
+            error = self._gone if fired or isinstance(exc, DbUnavailable) else self._error
+            raise error(f"{self._what} failed ({self.backend.where}): {why}") from None
         finally:
             self._thread_lock.release()
 
     def _create(self, conn: Any) -> None:
+        """Create the tables (once per session), unless the database takes no writes (a standby
+        after a failover, ``default_transaction_read_only``): then the tables some host created
+        before are read as they are, and only writes fail, with the server's reason."""
         def body() -> None:
             self.backend.run(conn, "SELECT pg_advisory_xact_lock(%s)", [SCHEMA_LOCK], 1)
-            for statement in self._schema:
-                self.backend.run(conn, statement, [], 0)
+            if not self._read_only(conn):
+                for statement in self._schema:
+                    self.backend.run(conn, statement, [], 0)
             self._check_owners(conn)
         self.tx(conn, body)
+
+    def _read_only(self, conn: Any) -> bool:
+        """Whether the database takes no writes; with a table missing that is a StateError, as
+        nothing can be read either."""
+        row = self.one(conn, "SELECT current_setting('transaction_read_only') = 'on' AS ro", [])
+        if row is None or not row["ro"]:
+            return False
+        missing = [n for n in self._owned() if self.one(conn, "SELECT to_regclass(%s) IS NULL AS gone", [n])["gone"]]  # type: ignore[index]
+        if missing:
+            raise self._error(f"{self._what}: {self.backend.where} is read-only and has no table "
+                              f"{', '.join(missing)} yet: point the host at the primary once to create "
+                              f"them ({self._setting})")
+        return True
+
+    def _owned(self) -> list[str]:
+        """The tables and sequences the schema creates."""
+        return [m.group(1) for statement in self._schema if (m := OWNED.match(statement))]
 
     def _check_owners(self, conn: Any) -> None:
         """Every table and sequence the host uses, as its search_path finds it, belongs to the
         host's own role (or one it is a member of): one another role created first under the
         same name (PostgreSQL before 15 let every role create in ``public``) would let that role
         read and change the host's state, approvals included. StateError names it."""
-        names = [m.group(1) for statement in self._schema if (m := OWNED.match(statement))]
-        for name in names:
+        for name in self._owned():
             row = self.one(conn, OWNER_SQL, [name])
             if row is not None and not row["mine"]:
                 raise self._error(
@@ -202,6 +229,12 @@ class PgSession:
 
     def rows(self, conn: Any, sql: str, args: list[Any]) -> list[dict]:
         return self.backend.run(conn, sql, args, 10_000_000)[0]
+
+    def _drop_ended(self) -> None:
+        """A connection the server ended while it was idle (a restart, a failover) is opened
+        again before the statement, rather than failing the first one of each kind of state."""
+        if self._conn is not None and self.backend.ended(self._conn):
+            self._drop()
 
     def _drop(self) -> None:
         conn, self._conn = self._conn, None

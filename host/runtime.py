@@ -111,13 +111,19 @@ def sweep_stale_run_dirs(parent: str) -> int:
 
 
 def _pid_alive(pid: int) -> bool:
+    """Whether ``pid`` runs: a zombie (dead, not reaped yet by a parent, or by a container's PID 1
+    that reaps nothing) holds none of its directories any more."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
     except PermissionError:
         return True
-    return True
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"  # after the name, which may hold ")"
+    except (OSError, IndexError):  # no /proc: as kill() said
+        return True
 
 
 class EgressRoute(Protocol):

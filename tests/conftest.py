@@ -158,6 +158,21 @@ def postgres_url(postgres_server: Postgres) -> Iterator[str]:
         yield url
 
 
+@pytest.fixture(scope="module")
+def own_postgres() -> Iterator[Postgres]:
+    """A postgres of the module's own, for tests that restart it or change it as a whole
+    (that would end or disturb the other tests' sessions on the session's)."""
+    with running_postgres() as server:
+        yield server
+
+
+@pytest.fixture
+def own_postgres_url(own_postgres: Postgres) -> Iterator[str]:
+    """A fresh, empty database in the module's own postgres."""
+    with fresh_database(own_postgres) as url:
+        yield url
+
+
 @pytest.fixture
 def run_root() -> Iterator[Path]:
     # Short, so that socket paths stay far below the ~108-byte sun_path limit.

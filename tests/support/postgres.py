@@ -15,7 +15,7 @@ import signal
 import subprocess
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -42,10 +42,32 @@ def _die_with_parent() -> None:
 
 
 class Postgres:
-    """A running server: ``url(db)`` for a database in it, ``admin()`` a connection to create some."""
+    """A running server: ``url(db)`` for a database in it, ``admin()`` a connection to create some,
+    ``restart()`` to stop it (fast shutdown: sessions are ended) and start it again on its port."""
 
-    def __init__(self, proc: subprocess.Popen, port: int, password: str, root: Path) -> None:
+    def __init__(self, proc: subprocess.Popen, port: int, password: str, root: Path,
+                 start: Callable[[], subprocess.Popen]) -> None:
         self.proc, self.port, self.password, self.root = proc, port, password, root
+        self._start = start
+
+    def stop(self) -> None:
+        """Fast shutdown (SIGINT), as ``pg_ctl stop -m fast``: open sessions are ended."""
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGINT)
+            try:
+                self.proc.wait(20)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(10)
+
+    def start(self) -> None:
+        self.proc = self._start()
+        _wait_ready(self, self.root / "postgres.log")
+
+    def restart(self) -> None:
+        """As ``pg_ctl restart -m fast``: every open connection is ended, then it serves again."""
+        self.stop()
+        self.start()
 
     def url(self, database: str = "postgres") -> str:
         return f"postgresql://postgres:{self.password}@127.0.0.1:{self.port}/{database}"
@@ -83,24 +105,20 @@ def running_postgres() -> Iterator[Postgres]:
         pytest.fail(f"initdb failed: {init.stderr[-2000:]}")
     port = free_port()
     log = root / "postgres.log"
-    with log.open("wb") as out:
-        proc = subprocess.Popen(
-            [str(bin_dir / "postgres"), "-D", str(data), "-p", str(port), "-c", "listen_addresses=127.0.0.1",
-             "-c", f"unix_socket_directories={root}", "-c", "fsync=off", "-c", "full_page_writes=off",
-             "-c", "synchronous_commit=off", "-c", "max_connections=50", "-c", "shared_buffers=16MB"],
-            stdout=out, stderr=subprocess.STDOUT, env=env, preexec_fn=_die_with_parent, **as_user)
-    server = Postgres(proc, port, password, root)
+
+    def start() -> subprocess.Popen:
+        with log.open("ab") as out:
+            return subprocess.Popen(
+                [str(bin_dir / "postgres"), "-D", str(data), "-p", str(port), "-c", "listen_addresses=127.0.0.1",
+                 "-c", f"unix_socket_directories={root}", "-c", "fsync=off", "-c", "full_page_writes=off",
+                 "-c", "synchronous_commit=off", "-c", "max_connections=50", "-c", "shared_buffers=16MB"],
+                stdout=out, stderr=subprocess.STDOUT, env=env, preexec_fn=_die_with_parent, **as_user)
+    server = Postgres(start(), port, password, root, start)
     try:
         _wait_ready(server, log)
         yield server
     finally:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGINT)  # fast shutdown: open sessions are ended
-            try:
-                proc.wait(20)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(10)
+        server.stop()
         shutil.rmtree(root, ignore_errors=True)
 
 
@@ -131,3 +149,12 @@ def fresh_database(server: Postgres) -> Iterator[str]:
     finally:
         with server.admin() as conn:
             conn.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+
+
+def set_read_only(server: Postgres, url: str, on: bool) -> None:
+    """New sessions of ``url``'s database take no writes (or take them again) and its current
+    ones are ended: a failover to a read-only standby (or its promotion) as a host sees it."""
+    database = url.rsplit("/", 1)[1]
+    with server.admin() as admin:
+        admin.execute(f"ALTER DATABASE {database} SET default_transaction_read_only = {'on' if on else 'off'}")
+        admin.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s", [database])

@@ -1,0 +1,72 @@
+"""A second ``serve`` started by mistake beside a running one: on the same Unix socket it is a
+one-line error and the first keeps its socket; on the same state directory (another port) it
+serves, but the control socket stays the first one's, also after the second stops. Real
+``serve`` subprocesses."""
+
+from __future__ import annotations
+
+import os
+import socket
+
+import pytest
+from support.plugins import fresh_state
+from support.servers import run_cli, serve_process
+
+pytestmark = pytest.mark.timeout(120)
+
+WHO = """
+export const metadata = { id: "who", name: "Who", version: "1.0.0", apiVersion: "1.0",
+  configSchema: { tag: { type: "string", default: "first" } } };
+export function who(ctx) { return [Deno.pid, ctx.config.tag]; }
+"""
+
+
+def live(path: str) -> bool:
+    """Whether a server answers ``GET /healthz/live`` on the Unix socket ``path``."""
+    try:
+        with socket.socket(socket.AF_UNIX) as s:
+            s.settimeout(5)
+            s.connect(path)
+            s.sendall(b"GET /healthz/live HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+            return s.recv(64).startswith(b"HTTP/1.1 200")
+    except OSError:
+        return False
+
+
+def test_a_second_serve_on_a_unix_socket_in_use_is_a_one_line_error_and_takes_nothing(
+        tmp_path, shared_state, plugin_dir, run_root):
+    # Before: the second serve removed the live socket file (asyncio replaces any socket there)
+    # and served on its own; once it stopped, the first was running with no socket at all.
+    plugin_dir.add("who.js", WHO)
+    path = str(run_root / "serve.sock")
+    common = ("--plugins", str(plugin_dir.root), "--state-dir", str(fresh_state(tmp_path / "a", shared_state)))
+    with serve_process(tmp_path, *common, "--unix", path, ready=False) as first:
+        first.poll(lambda: live(path) or None, "the first serving on its socket")
+        inode = os.stat(path).st_ino
+        second = run_cli("serve", "--plugins", str(plugin_dir.root), "--unix", path,
+                         "--state-dir", str(fresh_state(tmp_path / "b", shared_state)), cwd=tmp_path)
+        lines = second.stderr.strip().splitlines()
+        assert second.returncode == 1 and len(lines) == 1, second.stderr
+        assert lines[0] == f"error: cannot listen on unix:{path}: Address already in use", lines
+        assert os.stat(path).st_ino == inode and live(path)
+
+
+def test_a_second_serve_on_the_same_state_directory_leaves_the_first_its_control_socket(
+        tmp_path, shared_state, plugin_dir):
+    # Before: the second took over <state_dir>/control.sock and removed it when it stopped, so
+    # the CLI no longer reached the first server (still running) through it.
+    plugin_dir.add("who.js", WHO)
+    common = ("--plugins", str(plugin_dir.root), "--state-dir", str(fresh_state(tmp_path, shared_state)))
+    control = os.path.join(common[-1], "control.sock")
+    with serve_process(tmp_path, *common) as first:
+        first.wait_running("who")
+        inode = os.stat(control).st_ino
+        with serve_process(tmp_path, *common) as second:
+            second.wait_running("who")
+            assert "control socket" in second.log() and "another server" in second.log()
+            assert os.stat(control).st_ino == inode
+        assert os.stat(control).st_ino == inode and live(control)
+        out = run_cli("config", "set", "who", "tag=second", *common, cwd=tmp_path)
+        assert out.returncode == 0, out.stderr
+        status, body = first.request("POST", "/api/plugins/who/call/who", {"args": []})
+        assert status == 200 and body["result"][1] == "second", body  # applied by the server at once
