@@ -31,9 +31,9 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import anyio
 from aiohttp import web
@@ -45,6 +45,9 @@ from .config import ServerConfig
 from .http_guard import sweep_stale_socket
 from .multiproc_watch import peer_get, watch
 from .runtime import private_run_dir
+
+if TYPE_CHECKING:
+    from .plugin_host import PluginHost
 
 log = logging.getLogger("host.serve")
 
@@ -242,23 +245,29 @@ def peer_socket(peers_dir: str, index: int) -> str:
     return os.path.join(peers_dir, f"metrics-{index}.sock")
 
 
-async def merged_metrics(own: bytes, index: int, peers_dir: str) -> bytes:
-    """This process's metrics and every sibling's, each sample labelled with its process. The
-    siblings are asked all at once under one PEER_TIMEOUT, so hung ones cost that, not that
-    each; a file in ``peers_dir`` not named ``metrics-<number>.sock`` is no sibling."""
-    texts = [(index, own.decode())]
+async def ask_siblings(index: int, peers_dir: str, route: str) -> list[tuple[int, str]]:
+    """GET ``route`` of every sibling of process ``index``: (its number, its body) of those that
+    answered 200. They are asked all at once under one PEER_TIMEOUT, so hung ones cost that, not
+    that each; a file in ``peers_dir`` not named ``metrics-<number>.sock`` is no sibling."""
+    texts: list[tuple[int, str]] = []
     peers = [(int(m[1]), path) for path in sorted(Path(peers_dir).glob("metrics-*"))
              if (m := _PEER_NAME.fullmatch(path.name)) and int(m[1]) != index]
 
     async def ask(k: int, path: Path) -> None:
-        if (got := await peer_get(str(path), "/metrics")) is not None:  # restarting, gone: left out
+        got = await peer_get(str(path), route)
+        if got is not None and got[0] == 200:  # restarting, gone, not serving it: left out
             texts.append((k, got[1]))
 
     with anyio.move_on_after(PEER_TIMEOUT):  # the ones that have not answered are left out
         async with anyio.create_task_group() as tg:
             for k, path in peers:
                 tg.start_soon(ask, k, path)
-    return _render(texts)
+    return sorted(texts)
+
+
+async def merged_metrics(own: bytes, index: int, peers_dir: str) -> bytes:
+    """This process's metrics and every sibling's, each sample labelled with its process."""
+    return _render([(index, own.decode()), *await ask_siblings(index, peers_dir, "/metrics")])
 
 
 def _render(texts: list[tuple[int, str]]) -> bytes:
@@ -316,10 +325,13 @@ def number_log_lines(index: int) -> None:
     logging.setLogRecordFactory(numbered)
 
 
-async def join_siblings(app: web.Application, render: Callable[[], bytes], index: int,
-                        peers_dir: str) -> web.AppRunner:
-    """Serve this process's metrics to its siblings and make ``app``'s /metrics the view of all."""
-    from .server import METRICS_VIEW, PrivateUnixSite
+async def join_siblings(app: web.Application, host: PluginHost, index: int, peers_dir: str) -> web.AppRunner:
+    """Serve this process's own part to its siblings and make ``app``'s /metrics and plugin
+    logs the view of all (multiproc_views.py)."""
+    from .multiproc_views import logs_view, own_routes
+    from .server import LOGS_VIEW, METRICS_VIEW, PrivateUnixSite
+
+    render = host.metrics.render
 
     async def own(request: web.Request) -> web.Response:
         return web.Response(body=render(), content_type="text/plain")
@@ -327,15 +339,20 @@ async def join_siblings(app: web.Application, render: Callable[[], bytes], index
     async def live(request: web.Request) -> web.Response:  # the parent's watch (multiproc_watch.py)
         return web.Response(text="ok")
 
+    async def siblings(route: str) -> list[tuple[int, str]]:
+        return await ask_siblings(index, peers_dir, route)
+
     peer_app = web.Application()
     peer_app.router.add_get("/metrics", own)
     peer_app.router.add_get("/live", live)
+    own_routes(peer_app, host)
     runner = web.AppRunner(peer_app, handle_signals=False)
     await runner.setup()
     await PrivateUnixSite(runner, peer_socket(peers_dir, index)).start()
     app[METRICS_VIEW] = lambda: merged_metrics(render(), index, peers_dir)
+    app[LOGS_VIEW] = logs_view(host, index, siblings)
     return runner
 
 
-__all__ = ["inherited_site", "join_siblings", "merged_metrics", "number_log_lines", "peer_socket",
+__all__ = ["ask_siblings", "inherited_site", "join_siblings", "merged_metrics", "number_log_lines", "peer_socket",
            "process_count", "supervise"]

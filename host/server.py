@@ -49,7 +49,7 @@ from .plugin_host import PluginHost
 from .plugins.lifecycle import STARTING
 from .server_packages import add_package_routes
 
-__all__ = ["DRAINING", "METRICS_VIEW", "PrivateUnixSite", "Runner", "create_app"]
+__all__ = ["DRAINING", "LOGS_VIEW", "METRICS_VIEW", "PrivateUnixSite", "Runner", "create_app"]
 
 _STATUS = {
     PluginNotFound: 404, FunctionNotFound: 404, InvalidConfig: 400, PayloadTooLarge: 413,
@@ -61,6 +61,8 @@ log = logging.getLogger("host.server")
 DRAINING = web.AppKey("draining", anyio.Event)  # set when shutdown begins: readiness turns 503
 # /metrics of several serve processes (serve --processes): this one's and its siblings'
 METRICS_VIEW = web.AppKey("metrics_view", Callable[[], Awaitable[bytes]])
+# a plugin's log over every serve process (multiproc_views.py): (id, level, after, limit) -> (entries, last)
+LOGS_VIEW = web.AppKey("logs_view", Callable[[str, str, int, int], Awaitable[tuple[list[Any], int]]])
 
 
 def _json(data: Any, status: int = 200) -> web.Response:
@@ -284,8 +286,12 @@ def create_app(host: PluginHost, *, admin_token: str | None = None, read_token: 
             after, limit = int(q.get("after", "0")), min(int(q.get("limit", "200")), 1000)
         except ValueError:
             return _error(400, "BadRequest", "after and limit must be integers")
-        entries = host.logs(request.match_info["id"], level=level, after=after, limit=limit)
-        return _json({"entries": entries, "last": entries[-1].seq if entries else after})
+        if (view := request.app.get(LOGS_VIEW)) is not None:  # serve --processes: all of them
+            entries, last = await view(request.match_info["id"], level, after, limit)
+        else:
+            entries = host.logs(request.match_info["id"], level=level, after=after, limit=limit)
+            last = entries[-1].seq if entries else after
+        return _json({"entries": entries, "last": last})
 
     async def schema(request: web.Request) -> web.Response:
         return _json(host.config_schema(request.match_info["id"]))

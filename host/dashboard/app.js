@@ -1030,7 +1030,8 @@ function appendLog(entries) {
     list.append(el("li", { class: `level-${level}`, dataset: { seq: String(entry.seq) } },
       el("span", { class: "time", text: `${clock(when)}.${pad(when.getMilliseconds(), 3)}` }),
       el("span", { class: "level", text: level }),
-      el("bdi", { class: "source", text: entry.worker || entry.plugin }),
+      // serve --processes: each process numbers its workers from 1, so say whose it is
+      el("bdi", { class: "source", text: (entry.process == null ? "" : `p${entry.process} `) + (entry.worker || entry.plugin) }),
       el("bdi", { class: "message", text: entry.message })));
   }
   while (list.children.length > LOG_KEEP) list.firstElementChild.remove();
