@@ -326,10 +326,10 @@ def number_log_lines(index: int) -> None:
 
 
 async def join_siblings(app: web.Application, host: PluginHost, index: int, peers_dir: str) -> web.AppRunner:
-    """Serve this process's own part to its siblings and make ``app``'s /metrics and plugin
-    logs the view of all (multiproc_views.py)."""
-    from .multiproc_views import logs_view, own_routes
-    from .server import LOGS_VIEW, METRICS_VIEW, PrivateUnixSite
+    """Serve this process's own part to its siblings and make ``app``'s /metrics, plugin
+    statuses and logs the view of all (multiproc_views.py)."""
+    from .multiproc_views import logs_view, own_routes, plugins_view
+    from .server import LOGS_VIEW, METRICS_VIEW, PLUGINS_VIEW, PrivateUnixSite
 
     render = host.metrics.render
 
@@ -351,6 +351,7 @@ async def join_siblings(app: web.Application, host: PluginHost, index: int, peer
     await PrivateUnixSite(runner, peer_socket(peers_dir, index)).start()
     app[METRICS_VIEW] = lambda: merged_metrics(render(), index, peers_dir)
     app[LOGS_VIEW] = logs_view(host, index, siblings)
+    app[PLUGINS_VIEW] = plugins_view(host, index, siblings)
     return runner
 
 

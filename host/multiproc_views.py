@@ -2,6 +2,12 @@
 accepted its connection. Each process keeps its own plugins' log rings; the one that answers a
 read asks its siblings over their private sockets (as for ``/metrics``, multiproc.py) and merges.
 
+A plugin's status (``/api/plugins``, ``/api/plugins/{id}``): its workers from every process,
+each with its ``process``; the counters summed; latency p50 and error rate over the recent calls
+of all; the circuit ``open`` when it is open in any; ``processes`` lists each process's part
+(state, circuit, calls, workers, latency, error rate). State, version and error are those of the
+process that answered (``processes`` says where another differs, as during a reload's rescan).
+
 The log: every process numbers its entries in microseconds of the one wall clock (logbook.py),
 so one cursor serves them all. Each process says, beside its entries, its watermark: a seq none
 of its later entries will be at or below. The merged answer holds the entries up to the lowest
@@ -12,18 +18,33 @@ process adds meanwhile and reads none twice. A sibling that does not answer with
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING
 from urllib.parse import quote, urlencode
 
 import msgspec
 from aiohttp import web
 
 from .errors import HostError
-from .info import json_default
+from .info import PluginInfo, ProcessPart, json_default
 from .logbook import JournalEntry
-from .plugin_host import PluginHost
+from .metrics import window_stats
 
+if TYPE_CHECKING:
+    from .plugin_host import PluginHost
+
+_SUMMED = ("calls", "crashes", "restarts", "timeouts", "circuit_opens", "circuit_rejected", "rate_limited",
+           "rate_delayed", "retries", "queued", "running", "cache_hits", "cache_stale", "cache_misses",
+           "cache_refreshes", "egress_requests", "egress_bytes_in", "egress_bytes_out", "egress_refused")
+_CIRCUIT = ("closed", "half_open", "open")  # the worst of the processes' shows
+Recent = list[tuple[float, bool]]
+PluginsView = Callable[[str | None], Awaitable[list[PluginInfo]]]
 LogsView = Callable[[str, str, int, int], Awaitable[tuple[list[JournalEntry], int]]]
 _encoder = msgspec.json.Encoder(enc_hook=json_default)
+
+
+class _Plugins(msgspec.Struct):
+    plugins: list[PluginInfo]
+    recent: dict[str, Recent]
 
 
 class _Logs(msgspec.Struct):
@@ -44,7 +65,64 @@ def own_routes(peer_app: web.Application, host: PluginHost) -> None:
         return web.Response(body=_encoder.encode(_Logs(entries, host.logbook.watermark())),
                             content_type="application/json")
 
+    async def plugins(request: web.Request) -> web.Response:
+        name = request.query.get("id")
+        try:
+            infos = host.plugins() if name is None else [host.plugin(name)]
+        except HostError:  # not here (yet): no part of it here
+            return web.Response(status=404)
+        recent = {i.id: host.metrics.recent(i.id) for i in infos}
+        return web.Response(body=_encoder.encode(_Plugins(infos, recent)), content_type="application/json")
+
     peer_app.router.add_get("/logs/{id}", logs)
+    peer_app.router.add_get("/plugins", plugins)
+
+
+def plugins_view(host: PluginHost, index: int,
+                 siblings: Callable[[str], Awaitable[list[tuple[int, str]]]]) -> PluginsView:
+    """``GET /api/plugins`` (name None) and ``/api/plugins/{name}`` over every process."""
+
+    async def view(name: str | None) -> list[PluginInfo]:
+        own = host.plugins() if name is None else [host.plugin(name)]  # unknown here: 404 as for one
+        parts: dict[tuple[str, str | None], list[tuple[int, PluginInfo, Recent]]] = {}
+        for info in own:
+            parts[(info.id, info.version)] = [(index, info, host.metrics.recent(info.id))]
+        for k, text in await siblings("/plugins" + ("" if name is None else f"?{urlencode({'id': name})}")):
+            try:
+                got = msgspec.json.decode(text, type=_Plugins)
+            except (msgspec.DecodeError, msgspec.ValidationError):  # cut short: left out
+                continue
+            for info in got.plugins:
+                key = (info.id, info.version)
+                if name is None or key in parts:  # one plugin: the version this process serves
+                    parts.setdefault(key, []).append((k, info, got.recent.get(info.id, [])))
+        return [merge(p) for p in parts.values()]
+
+    return view
+
+
+def merge(parts: list[tuple[int, PluginInfo, Recent]]) -> PluginInfo:
+    """One plugin version's status over the processes that have it, the first one's as the base."""
+    base = parts[0][1]
+    out = msgspec.structs.replace(base, workers=[], spares=[], worker_exits={}, processes=[])
+    for field in _SUMMED:
+        setattr(out, field, sum(getattr(info, field) for _, info, _ in parts))
+    entries = [info.cache_entries for _, info, _ in parts]
+    out.cache_entries = None if None in entries else sum(e or 0 for e in entries)
+    pooled: Recent = []
+    for k, info, recent in parts:
+        out.workers += [msgspec.structs.replace(w, process=k) for w in info.workers]
+        out.spares += info.spares
+        for reason, n in info.worker_exits.items():
+            out.worker_exits[reason] = out.worker_exits.get(reason, 0) + n
+        if _CIRCUIT.index(info.circuit if info.circuit in _CIRCUIT else "open") > _CIRCUIT.index(out.circuit):
+            out.circuit = info.circuit
+        pooled += recent
+        out.processes.append(ProcessPart(k, info.state, info.error, info.circuit, info.calls, len(info.workers),
+                                         info.latency_p50_ms, info.error_rate))
+    out.latency_p50_ms, out.error_rate = window_stats(pooled)
+    out.processes.sort(key=lambda p: p.process)
+    return out
 
 
 def logs_view(host: PluginHost, index: int,
@@ -70,4 +148,4 @@ def logs_view(host: PluginHost, index: int,
     return view
 
 
-__all__ = ["LogsView", "logs_view", "own_routes"]
+__all__ = ["LogsView", "PluginsView", "logs_view", "merge", "own_routes", "plugins_view"]

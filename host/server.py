@@ -49,7 +49,7 @@ from .plugin_host import PluginHost
 from .plugins.lifecycle import STARTING
 from .server_packages import add_package_routes
 
-__all__ = ["DRAINING", "LOGS_VIEW", "METRICS_VIEW", "PrivateUnixSite", "Runner", "create_app"]
+__all__ = ["DRAINING", "LOGS_VIEW", "METRICS_VIEW", "PLUGINS_VIEW", "PrivateUnixSite", "Runner", "create_app"]
 
 _STATUS = {
     PluginNotFound: 404, FunctionNotFound: 404, InvalidConfig: 400, PayloadTooLarge: 413,
@@ -63,6 +63,8 @@ DRAINING = web.AppKey("draining", anyio.Event)  # set when shutdown begins: read
 METRICS_VIEW = web.AppKey("metrics_view", Callable[[], Awaitable[bytes]])
 # a plugin's log over every serve process (multiproc_views.py): (id, level, after, limit) -> (entries, last)
 LOGS_VIEW = web.AppKey("logs_view", Callable[[str, str, int, int], Awaitable[tuple[list[Any], int]]])
+# /api/plugins (None) and /api/plugins/{id} over every serve process (multiproc_views.py)
+PLUGINS_VIEW = web.AppKey("plugins_view", Callable[[str | None], Awaitable[list[Any]]])
 
 
 def _json(data: Any, status: int = 200) -> web.Response:
@@ -226,9 +228,12 @@ def create_app(host: PluginHost, *, admin_token: str | None = None, read_token: 
         return _json({"ready": ok, "draining": app[DRAINING].is_set()}, 200 if ok else 503)
 
     async def list_plugins(request: web.Request) -> web.Response:
-        return _json(host.plugins())
+        view = request.app.get(PLUGINS_VIEW)  # serve --processes: all of them
+        return _json(host.plugins() if view is None else await view(None))
 
     async def get_plugin(request: web.Request) -> web.Response:
+        if (view := request.app.get(PLUGINS_VIEW)) is not None:
+            return _json((await view(request.match_info["id"]))[0])
         return _json(host.plugin(request.match_info["id"]))
 
     async def call(request: web.Request) -> web.Response:

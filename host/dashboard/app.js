@@ -313,8 +313,9 @@ function workerList(workers) {
   const list = el("ul", { class: "workers" });
   for (const w of workers) {
     const beat = w.last_heartbeat == null ? "no heartbeat yet" : `♥ ${ageText(w.last_heartbeat)} ago`;
-    list.append(el("li", { dataset: { worker: String(w.index) } },
-      el("span", { class: "pid", text: w.pid == null ? "—" : String(w.pid) }), " ",
+    const whose = w.process == null ? "" : `p${w.process} `;  // serve --processes: each numbers from 1
+    list.append(el("li", { dataset: { worker: whose ? `${w.process}.${w.index}` : String(w.index) } },
+      el("span", { class: "pid", text: whose + (w.pid == null ? "—" : String(w.pid)) }), " ",
       badge(w.state), " ",
       el("span", { class: "heartbeat muted", text: beat }), " ",
       el("span", { class: "calls muted", text: `${w.calls} call${w.calls === 1 ? "" : "s"}` })));
