@@ -24,7 +24,6 @@ import contextlib
 import ctypes
 import logging
 import os
-import re
 import shutil
 import signal
 import socket
@@ -32,7 +31,6 @@ import subprocess
 import sys
 import time
 from collections.abc import Sequence
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import anyio
@@ -43,7 +41,7 @@ from prometheus_client.samples import Sample
 from .cli_output import ListenError, UsageError
 from .config import ServerConfig
 from .http_guard import sweep_stale_socket
-from .multiproc_watch import peer_get, watch
+from .multiproc_watch import PEER_TIMEOUT, ask_siblings, watch
 from .runtime import private_run_dir
 
 if TYPE_CHECKING:
@@ -57,9 +55,7 @@ RESTART_WINDOW = 60.0    # seconds
 RESTART_BACKOFF = (0.5, 10.0)  # first and longest wait before a child is started again
 EXIT_USAGE = 2           # a child that exits 2 found a bad config: every child would, so stop
 STOP_MARGIN = 15.0       # seconds past shutdown_grace before a child that has not drained is killed
-PEER_TIMEOUT = 2.0       # seconds the siblings' /metrics may take before the view goes without them
 EXIT_POLL = 1.0          # seconds between looks at a child whose exit cannot be waited on (no pidfd)
-_PEER_NAME = re.compile(r"metrics-(\d+)\.sock")
 _PR_SET_PDEATHSIG = 1
 _libc = ctypes.CDLL(None, use_errno=True)
 
@@ -245,26 +241,6 @@ def peer_socket(peers_dir: str, index: int) -> str:
     return os.path.join(peers_dir, f"metrics-{index}.sock")
 
 
-async def ask_siblings(index: int, peers_dir: str, route: str) -> list[tuple[int, str]]:
-    """GET ``route`` of every sibling of process ``index``: (its number, its body) of those that
-    answered 200. They are asked all at once under one PEER_TIMEOUT, so hung ones cost that, not
-    that each; a file in ``peers_dir`` not named ``metrics-<number>.sock`` is no sibling."""
-    texts: list[tuple[int, str]] = []
-    peers = [(int(m[1]), path) for path in sorted(Path(peers_dir).glob("metrics-*"))
-             if (m := _PEER_NAME.fullmatch(path.name)) and int(m[1]) != index]
-
-    async def ask(k: int, path: Path) -> None:
-        got = await peer_get(str(path), route)
-        if got is not None and got[0] == 200:  # restarting, gone, not serving it: left out
-            texts.append((k, got[1]))
-
-    with anyio.move_on_after(PEER_TIMEOUT):  # the ones that have not answered are left out
-        async with anyio.create_task_group() as tg:
-            for k, path in peers:
-                tg.start_soon(ask, k, path)
-    return sorted(texts)
-
-
 async def merged_metrics(own: bytes, index: int, peers_dir: str) -> bytes:
     """This process's metrics and every sibling's, each sample labelled with its process."""
     return _render([(index, own.decode()), *await ask_siblings(index, peers_dir, "/metrics")])
@@ -325,11 +301,13 @@ def number_log_lines(index: int) -> None:
     logging.setLogRecordFactory(numbered)
 
 
-async def join_siblings(app: web.Application, host: PluginHost, index: int, peers_dir: str) -> web.AppRunner:
-    """Serve this process's own part to its siblings and make ``app``'s /metrics, plugin
-    statuses and logs the view of all (multiproc_views.py)."""
-    from .multiproc_views import logs_view, own_routes, plugins_view
-    from .server import LOGS_VIEW, METRICS_VIEW, PLUGINS_VIEW, PrivateUnixSite
+async def join_siblings(app: web.Application, host: PluginHost, index: int, peers_dir: str,
+                        control: web.Application) -> web.AppRunner:
+    """Serve this process's own part to its siblings, make ``app``'s /metrics, plugin statuses
+    and logs the view of all, and have the siblings follow a change made through ``app`` or
+    ``control`` (multiproc_views.py)."""
+    from .multiproc_views import follow_hook, logs_view, own_routes, plugins_view
+    from .server import FOLLOW, LOGS_VIEW, METRICS_VIEW, PLUGINS_VIEW, PrivateUnixSite
 
     render = host.metrics.render
 
@@ -339,9 +317,6 @@ async def join_siblings(app: web.Application, host: PluginHost, index: int, peer
     async def live(request: web.Request) -> web.Response:  # the parent's watch (multiproc_watch.py)
         return web.Response(text="ok")
 
-    async def siblings(route: str) -> list[tuple[int, str]]:
-        return await ask_siblings(index, peers_dir, route)
-
     peer_app = web.Application()
     peer_app.router.add_get("/metrics", own)
     peer_app.router.add_get("/live", live)
@@ -350,10 +325,11 @@ async def join_siblings(app: web.Application, host: PluginHost, index: int, peer
     await runner.setup()
     await PrivateUnixSite(runner, peer_socket(peers_dir, index)).start()
     app[METRICS_VIEW] = lambda: merged_metrics(render(), index, peers_dir)
-    app[LOGS_VIEW] = logs_view(host, index, siblings)
-    app[PLUGINS_VIEW] = plugins_view(host, index, siblings)
+    app[LOGS_VIEW] = logs_view(host, index, peers_dir)
+    app[PLUGINS_VIEW] = plugins_view(host, index, peers_dir)
+    app[FOLLOW] = control[FOLLOW] = follow_hook(index, peers_dir)
     return runner
 
 
-__all__ = ["ask_siblings", "inherited_site", "join_siblings", "merged_metrics", "number_log_lines", "peer_socket",
+__all__ = ["PEER_TIMEOUT", "inherited_site", "join_siblings", "merged_metrics", "number_log_lines", "peer_socket",
            "process_count", "supervise"]

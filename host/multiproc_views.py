@@ -17,6 +17,7 @@ process adds meanwhile and reads none twice. A sibling that does not answer with
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING
 from urllib.parse import quote, urlencode
@@ -28,10 +29,17 @@ from .errors import HostError
 from .info import PluginInfo, ProcessPart, json_default
 from .logbook import JournalEntry
 from .metrics import window_stats
+from .multiproc_watch import ask_siblings
 
 if TYPE_CHECKING:
     from .plugin_host import PluginHost
 
+log = logging.getLogger("host.serve")
+FOLLOW_TIMEOUT = 30.0  # seconds a change's answer waits for the siblings to have followed it
+# POSTs that change no shared state (calls, events, code, a station's test): nothing to follow
+_NO_CHANGE = frozenset({"/api/plugins/{id}/call/{fn}", "/api/events/{event}", "/execute", "/api/stations/{name}/test"})
+# packages change the plugin directories: followed by a rescan of the files, hot reload on or off
+_FILES = frozenset({"/api/plugins/install", "/api/plugins/{id}/update", "/api/plugins/{id}"})
 _SUMMED = ("calls", "crashes", "restarts", "timeouts", "circuit_opens", "circuit_rejected", "rate_limited",
            "rate_delayed", "retries", "queued", "running", "cache_hits", "cache_stale", "cache_misses",
            "cache_refreshes", "egress_requests", "egress_bytes_in", "egress_bytes_out", "egress_refused")
@@ -74,12 +82,48 @@ def own_routes(peer_app: web.Application, host: PluginHost) -> None:
         recent = {i.id: host.metrics.recent(i.id) for i in infos}
         return web.Response(body=_encoder.encode(_Plugins(infos, recent)), content_type="application/json")
 
+    async def follow(request: web.Request) -> web.Response:
+        """A sibling's change: do the same here (restart, reload) or read the shared state now."""
+        what, plugin = request.query.get("do", "rescan"), request.query.get("plugin", "")
+        try:
+            if what == "restart":
+                await host.restart(plugin)
+            elif what == "reload":
+                await host.reload(plugin)
+            else:
+                await host.rescan(files=what == "rescan-files")
+        except HostError as exc:  # not here, or it failed here: said, as this process's own state
+            log.warning("following a sibling's %s of %r: %s", what, plugin, exc)
+            return web.Response(status=409)
+        return web.Response(text="ok")
+
     peer_app.router.add_get("/logs/{id}", logs)
+    peer_app.router.add_post("/follow", follow)
     peer_app.router.add_get("/plugins", plugins)
 
 
-def plugins_view(host: PluginHost, index: int,
-                 siblings: Callable[[str], Awaitable[list[tuple[int, str]]]]) -> PluginsView:
+def follow_hook(index: int, peers_dir: str) -> Callable[[web.Request], Awaitable[None]]:
+    """What a successful change through this process has the siblings do before its answer goes
+    out, so the client's next request, whichever process takes it, finds the change served: a
+    restart or reload of a plugin is done by each too; any other change (a config, a switch, an
+    approval, a station, a package) makes each read the shared state now, not at its next rescan
+    (there is none with hot reload off). A sibling that has not followed within FOLLOW_TIMEOUT
+    (wedged, restarting: it reads the state when it starts) does not hold the answer longer."""
+
+    async def follow(request: web.Request) -> None:
+        info = request.match_info.route.resource
+        route = info.canonical if info is not None else ""
+        if route in _NO_CHANGE:
+            return
+        action = request.match_info.get("action")
+        what = action if action in ("restart", "reload") else "rescan-files" if route in _FILES else "rescan"
+        query = urlencode({"do": what, "plugin": request.match_info.get("id", "")})
+        await ask_siblings(index, peers_dir, f"/follow?{query}", method="POST", timeout=FOLLOW_TIMEOUT)
+
+    return follow
+
+
+def plugins_view(host: PluginHost, index: int, peers_dir: str) -> PluginsView:
     """``GET /api/plugins`` (name None) and ``/api/plugins/{name}`` over every process."""
 
     async def view(name: str | None) -> list[PluginInfo]:
@@ -87,7 +131,7 @@ def plugins_view(host: PluginHost, index: int,
         parts: dict[tuple[str, str | None], list[tuple[int, PluginInfo, Recent]]] = {}
         for info in own:
             parts[(info.id, info.version)] = [(index, info, host.metrics.recent(info.id))]
-        for k, text in await siblings("/plugins" + ("" if name is None else f"?{urlencode({'id': name})}")):
+        for k, text in await ask_siblings(index, peers_dir, "/plugins" + ("" if name is None else f"?{urlencode({'id': name})}")):
             try:
                 got = msgspec.json.decode(text, type=_Plugins)
             except (msgspec.DecodeError, msgspec.ValidationError):  # cut short: left out
@@ -125,8 +169,7 @@ def merge(parts: list[tuple[int, PluginInfo, Recent]]) -> PluginInfo:
     return out
 
 
-def logs_view(host: PluginHost, index: int,
-              siblings: Callable[[str], Awaitable[list[tuple[int, str]]]]) -> LogsView:
+def logs_view(host: PluginHost, index: int, peers_dir: str) -> LogsView:
     """``GET /api/plugins/{id}/logs`` over every process: (entries, last)."""
 
     async def view(name: str, level: str, after: int, limit: int) -> tuple[list[JournalEntry], int]:
@@ -134,7 +177,7 @@ def logs_view(host: PluginHost, index: int,
         marks = [host.logbook.watermark()]
         entries = [msgspec.structs.replace(e, process=index) for e in own]
         query = urlencode({"level": level, "after": after, "limit": limit})
-        for k, text in await siblings(f"/logs/{quote(name, safe='')}?{query}"):
+        for k, text in await ask_siblings(index, peers_dir, f"/logs/{quote(name, safe='')}?{query}"):
             try:
                 got = msgspec.json.decode(text, type=_Logs)
             except msgspec.DecodeError:  # cut short: left out, as a sibling that did not answer
@@ -148,4 +191,4 @@ def logs_view(host: PluginHost, index: int,
     return view
 
 
-__all__ = ["LogsView", "PluginsView", "logs_view", "merge", "own_routes", "plugins_view"]
+__all__ = ["FOLLOW_TIMEOUT", "LogsView", "PluginsView", "follow_hook", "logs_view", "merge", "own_routes", "plugins_view"]

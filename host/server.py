@@ -49,7 +49,7 @@ from .plugin_host import PluginHost
 from .plugins.lifecycle import STARTING
 from .server_packages import add_package_routes
 
-__all__ = ["DRAINING", "LOGS_VIEW", "METRICS_VIEW", "PLUGINS_VIEW", "PrivateUnixSite", "Runner", "create_app"]
+__all__ = ["DRAINING", "FOLLOW", "LOGS_VIEW", "METRICS_VIEW", "PLUGINS_VIEW", "PrivateUnixSite", "Runner", "create_app"]
 
 _STATUS = {
     PluginNotFound: 404, FunctionNotFound: 404, InvalidConfig: 400, PayloadTooLarge: 413,
@@ -65,6 +65,8 @@ METRICS_VIEW = web.AppKey("metrics_view", Callable[[], Awaitable[bytes]])
 LOGS_VIEW = web.AppKey("logs_view", Callable[[str, str, int, int], Awaitable[tuple[list[Any], int]]])
 # /api/plugins (None) and /api/plugins/{id} over every serve process (multiproc_views.py)
 PLUGINS_VIEW = web.AppKey("plugins_view", Callable[[str | None], Awaitable[list[Any]]])
+# a change made through this serve process, followed by its siblings (multiproc_views.py)
+FOLLOW = web.AppKey("follow", Callable[[web.Request], Awaitable[None]])
 
 
 def _json(data: Any, status: int = 200) -> web.Response:
@@ -195,7 +197,10 @@ def create_app(host: PluginHost, *, admin_token: str | None = None, read_token: 
         elif readers and request.match_info.route.resource not in public and not bearer_ok(request, readers):
             return _error(401, "Unauthorized", "a read token or the admin token is required")
         try:
-            return await handler(request)
+            response = await handler(request)
+            if request.method not in _READS and response.status < 400 and (follow := request.app.get(FOLLOW)):
+                await follow(request)  # serve --processes: the siblings have it before the client hears
+            return response
         except web.HTTPRequestEntityTooLarge:
             return _json({"error": {"name": "PayloadTooLarge", "type": "PayloadTooLarge",
                                     "message": f"request body over {max_body} bytes"}}, 413)
