@@ -35,7 +35,7 @@ if TYPE_CHECKING:
     from .plugin_host import PluginHost
 
 log = logging.getLogger("host.serve")
-FOLLOW_TIMEOUT = 30.0  # seconds a change's answer waits for the siblings to have followed it
+FOLLOW_TIMEOUT = 10.0  # seconds a change's answer waits at most for the siblings to have followed it
 # POSTs that change no shared state (calls, events, code, a station's test): nothing to follow
 _NO_CHANGE = frozenset({"/api/plugins/{id}/call/{fn}", "/api/events/{event}", "/execute", "/api/stations/{name}/test"})
 # packages change the plugin directories: followed by a rescan of the files, hot reload on or off
