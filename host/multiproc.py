@@ -260,6 +260,8 @@ def _render(texts: list[tuple[int, str]]) -> bytes:
             samples.extend(s._replace(labels={**s.labels, "process": str(k)}) for s in fam.samples)
     lines: list[str] = []
     for name, (kind, doc, samples) in families.items():
+        if kind == "counter":  # the parser names it without _total; the text format names it as its samples
+            name += "_total"
         lines.append(f"# HELP {name} {_escape(doc, help_=True)}")
         lines.append(f"# TYPE {name} {kind}")
         for s in samples:
