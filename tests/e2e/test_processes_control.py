@@ -9,9 +9,10 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 import aiohttp
+import anyio
 import pytest
 from support.plugins import fresh_state
-from support.servers import serve_process
+from support.servers import run_cli, serve_process
 
 pytestmark = [pytest.mark.anyio, pytest.mark.timeout(120), pytest.mark.parametrize("anyio_backend", ["asyncio"])]
 
@@ -24,9 +25,9 @@ ROUNDS = 16  # calls on connections of their own: both processes take some (chec
 
 
 @asynccontextmanager
-async def two_processes(plugin_dir, tmp_path, shared_state) -> AsyncIterator[aiohttp.ClientSession]:
-    """``serve --processes 2`` with hot reload off, both processes serving ``tagged``, and a
-    client opening a connection per request."""
+async def two_processes(plugin_dir, tmp_path, shared_state) -> AsyncIterator[tuple[aiohttp.ClientSession, list[str]]]:
+    """``serve --processes 2`` with hot reload off, both processes serving ``tagged``: a client
+    opening a connection per request, and the options that name the server to the CLI."""
     plugin_dir.add("tagged.js", TAGGED)
     (tmp_path / "host.toml").write_text("[reload]\nenabled = false\n")
     common = ["--plugins", str(plugin_dir.root), "--state-dir", str(fresh_state(tmp_path, shared_state)),
@@ -38,7 +39,7 @@ async def two_processes(plugin_dir, tmp_path, shared_state) -> AsyncIterator[aio
                 async with s.post("/api/plugins/tagged/call/tag", json={}) as r:
                     if r.status == 200:
                         pids.add((await r.json())["result"][0])
-            yield s
+            yield s, common
 
 
 async def _answers(s: aiohttp.ClientSession) -> tuple[set[int], list[object]]:
@@ -60,7 +61,7 @@ async def test_a_change_through_one_process_is_served_by_every_one_when_it_answe
         plugin_dir, tmp_path, shared_state, anyio_backend):
     # Before: with hot reload off no process rescanned the shared state, so the other process
     # served the old config (and a disabled plugin) until it was restarted.
-    async with two_processes(plugin_dir, tmp_path, shared_state) as s:
+    async with two_processes(plugin_dir, tmp_path, shared_state) as (s, common):
         async with s.put("/api/plugins/tagged/config", json={"tag": "second"}) as r:
             assert r.status == 200, await r.text()
         pids, tags = await _answers(s)
@@ -76,11 +77,18 @@ async def test_a_change_through_one_process_is_served_by_every_one_when_it_answe
         pids, tags = await _answers(s)
         assert len(pids) == 2 and tags == ["second"] * ROUNDS
 
+        # the CLI's change goes through the control socket (process 0), which has the other follow
+        out = await anyio.to_thread.run_sync(lambda: run_cli("config", "set", "tagged", "tag=third", *common,
+                                                             cwd=tmp_path))
+        assert out.returncode == 0, out.stderr
+        pids, tags = await _answers(s)
+        assert len(pids) == 2 and tags == ["third"] * ROUNDS
+
 
 async def test_a_restart_through_one_process_restarts_the_workers_of_every_one(
         plugin_dir, tmp_path, shared_state, anyio_backend):
     # Before: only the accepting process's workers were replaced.
-    async with two_processes(plugin_dir, tmp_path, shared_state) as s:
+    async with two_processes(plugin_dir, tmp_path, shared_state) as (s, _):
         async with s.get("/api/plugins/tagged") as r:
             old = {w["pid"] for w in (await r.json())["workers"]}
         assert len(old) == 2  # one worker in each process
