@@ -105,7 +105,7 @@ async def _serve(args: argparse.Namespace, config: HostConfig) -> int:
                 if not args.process_index:  # one control socket per state directory
                     await start_control_site(control, config.state_path)
                 if args.peers_dir:
-                    peers = await join_siblings(app, host.metrics.render, args.process_index, args.peers_dir)
+                    peers = await join_siblings(app, host, args.process_index, args.peers_dir, control.app)
                 if srv.enable_execute:
                     await host.warm_execute()
                 names = ", ".join(f"{i.id} ({i.state})" for i in host.plugins()) or "none"

@@ -24,6 +24,20 @@ class WorkerInfo(msgspec.Struct):
     inflight: int
     last_heartbeat: float | None  # unix time of the last pong
     started_at: float              # unix time
+    process: int | None = None     # the ``serve --processes`` process it belongs to (None: one process)
+
+
+class ProcessPart(msgspec.Struct):
+    """One ``serve --processes`` process's part of a plugin (multiproc_views.py)."""
+
+    process: int
+    state: str
+    error: str | None
+    circuit: str
+    calls: int
+    workers: int
+    latency_p50_ms: float | None
+    error_rate: float | None
 
 
 class PluginInfo(msgspec.Struct):
@@ -67,6 +81,7 @@ class PluginInfo(msgspec.Struct):
     # grants a newer version asks for beyond the approved ones: it waits for `approve`
     pending_approval: list[str] = []
     spares: list[int] = []  # pids of its hot spares (PoolConfig.spares): ready, not serving
+    processes: list[ProcessPart] = []  # serve --processes: each process's part (the rest sums them)
 
 
 class EventReply(msgspec.Struct):

@@ -4,7 +4,6 @@ entries of each) for the dashboard's log view and ``GET /api/plugins/{id}/logs``
 
 from __future__ import annotations
 
-import itertools
 import logging
 import time
 from collections import deque
@@ -29,13 +28,17 @@ _RANK = {name: LEVELS.index(logging.getLevelName(level).lower()) for name, level
 
 
 class JournalEntry(msgspec.Struct):
-    seq: int             # increasing over the host: ``after=seq`` reads what came since
+    # increasing over the host: ``after=seq`` reads what came since. Microseconds of the wall
+    # clock (never less than the last one + 1), so the logs of the ``serve --processes`` siblings
+    # are on one scale and one cursor reads them all (multiproc_views.py)
+    seq: int
     time: float          # unix time
     level: str           # debug, info, warning or error
     plugin: str
     worker: str | None   # "ID#N", or None for the plugin itself
     kind: str            # "console" or "lifecycle"
     message: str
+    process: int | None = None  # the ``serve --processes`` process whose log it is (None: one process)
 
 
 def level_of(name: str) -> str:
@@ -47,7 +50,7 @@ class LogBook:
     def __init__(self, per_plugin: int = 1000) -> None:
         self.per_plugin = per_plugin
         self._entries: dict[str, deque[JournalEntry]] = {}
-        self._seq = itertools.count(1)
+        self._last = 0  # the newest entry's seq
 
     def add(self, plugin: str, level: str, message: str, *, worker: str | None = None,
             kind: str = "lifecycle") -> None:
@@ -56,7 +59,13 @@ class LogBook:
             book = self._entries[plugin] = deque(maxlen=self.per_plugin)
         if len(message) > MAX_MESSAGE:
             message = f"{message[:MAX_MESSAGE]}… [{len(message) - MAX_MESSAGE} more characters]"
-        book.append(JournalEntry(next(self._seq), time.time(), level_of(level), plugin, worker, kind, message))
+        now = time.time()
+        self._last = max(self._last + 1, int(now * 1_000_000))
+        book.append(JournalEntry(self._last, now, level_of(level), plugin, worker, kind, message))
+
+    def watermark(self) -> int:
+        """A seq no later entry will be at or below: the newest one's, or now's if later."""
+        return max(self._last, int(time.time() * 1_000_000))
 
     def read(self, plugin: str, *, level: str = "debug", after: int = 0, limit: int = 200) -> list[JournalEntry]:
         """The newest ``limit`` entries of ``plugin`` at ``level`` or above, after ``after``,

@@ -10,7 +10,7 @@ from __future__ import annotations
 import time
 from bisect import bisect_left
 from collections import deque
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Collection, Iterator
 from typing import TYPE_CHECKING, Any
 
 from prometheus_client import CollectorRegistry, generate_latest
@@ -31,6 +31,15 @@ BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2
 RECENT = 200  # calls per plugin behind PluginInfo.latency_p50_ms and error_rate
 UNKNOWN = "(unknown)"  # the label of names that are not installed (bounded label sets)
 _CIRCUIT_STATES = ("closed", "open", "half_open")
+
+
+def window_stats(recent: Collection[tuple[float, bool]]) -> tuple[float | None, float | None]:
+    """(p50 latency in ms, share of failed calls) of (seconds, ok) calls; (None, None) of none."""
+    if not recent:
+        return None, None
+    times = sorted(t for t, _ in recent)
+    failed = sum(1 for _, ok in recent if not ok)
+    return round(times[len(times) // 2] * 1000, 3), round(failed / len(recent), 4)
 
 
 class HostMetrics:
@@ -60,12 +69,11 @@ class HostMetrics:
     def recent_stats(self, plugin: str) -> tuple[float | None, float | None]:
         """(p50 latency in ms, share of failed calls) over the plugin's last RECENT calls;
         (None, None) before its first."""
-        recent = self._recent.get(plugin)
-        if not recent:
-            return None, None
-        times = sorted(t for t, _ in recent)
-        failed = sum(1 for _, ok in recent if not ok)
-        return round(times[len(times) // 2] * 1000, 3), round(failed / len(recent), 4)
+        return window_stats(self._recent.get(plugin, ()))
+
+    def recent(self, plugin: str) -> list[tuple[float, bool]]:
+        """The plugin's last RECENT calls: (seconds, ok) each."""
+        return list(self._recent.get(plugin, ()))
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

@@ -24,16 +24,14 @@ import contextlib
 import ctypes
 import logging
 import os
-import re
 import shutil
 import signal
 import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Sequence
-from pathlib import Path
-from typing import Any
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
 
 import anyio
 from aiohttp import web
@@ -43,8 +41,11 @@ from prometheus_client.samples import Sample
 from .cli_output import ListenError, UsageError
 from .config import ServerConfig
 from .http_guard import sweep_stale_socket
-from .multiproc_watch import peer_get, watch
+from .multiproc_watch import PEER_TIMEOUT, ask_siblings, watch
 from .runtime import private_run_dir
+
+if TYPE_CHECKING:
+    from .plugin_host import PluginHost
 
 log = logging.getLogger("host.serve")
 
@@ -55,9 +56,7 @@ RESTART_BACKOFF = (0.5, 10.0)  # first and longest wait before a child is starte
 EXIT_USAGE = 2           # a child that exits 2 found a bad config: every child would, so stop
 EXIT_UNAVAILABLE = 75    # a child that could not start for the state database (EX_TEMPFAIL): see keep()
 STOP_MARGIN = 15.0       # seconds past shutdown_grace before a child that has not drained is killed
-PEER_TIMEOUT = 2.0       # seconds the siblings' /metrics may take before the view goes without them
 EXIT_POLL = 1.0          # seconds between looks at a child whose exit cannot be waited on (no pidfd)
-_PEER_NAME = re.compile(r"metrics-(\d+)\.sock")
 _PR_SET_PDEATHSIG = 1
 _libc = ctypes.CDLL(None, use_errno=True)
 
@@ -261,22 +260,8 @@ def peer_socket(peers_dir: str, index: int) -> str:
 
 
 async def merged_metrics(own: bytes, index: int, peers_dir: str) -> bytes:
-    """This process's metrics and every sibling's, each sample labelled with its process. The
-    siblings are asked all at once under one PEER_TIMEOUT, so hung ones cost that, not that
-    each; a file in ``peers_dir`` not named ``metrics-<number>.sock`` is no sibling."""
-    texts = [(index, own.decode())]
-    peers = [(int(m[1]), path) for path in sorted(Path(peers_dir).glob("metrics-*"))
-             if (m := _PEER_NAME.fullmatch(path.name)) and int(m[1]) != index]
-
-    async def ask(k: int, path: Path) -> None:
-        if (got := await peer_get(str(path), "/metrics")) is not None:  # restarting, gone: left out
-            texts.append((k, got[1]))
-
-    with anyio.move_on_after(PEER_TIMEOUT):  # the ones that have not answered are left out
-        async with anyio.create_task_group() as tg:
-            for k, path in peers:
-                tg.start_soon(ask, k, path)
-    return _render(texts)
+    """This process's metrics and every sibling's, each sample labelled with its process."""
+    return _render([(index, own.decode()), *await ask_siblings(index, peers_dir, "/metrics")])
 
 
 def _render(texts: list[tuple[int, str]]) -> bytes:
@@ -293,6 +278,8 @@ def _render(texts: list[tuple[int, str]]) -> bytes:
             samples.extend(s._replace(labels={**s.labels, "process": str(k)}) for s in fam.samples)
     lines: list[str] = []
     for name, (kind, doc, samples) in families.items():
+        if kind == "counter":  # the parser names it without _total; the text format names it as its samples
+            name += "_total"
         lines.append(f"# HELP {name} {_escape(doc, help_=True)}")
         lines.append(f"# TYPE {name} {kind}")
         for s in samples:
@@ -334,10 +321,15 @@ def number_log_lines(index: int) -> None:
     logging.setLogRecordFactory(numbered)
 
 
-async def join_siblings(app: web.Application, render: Callable[[], bytes], index: int,
-                        peers_dir: str) -> web.AppRunner:
-    """Serve this process's metrics to its siblings and make ``app``'s /metrics the view of all."""
-    from .server import METRICS_VIEW, PrivateUnixSite
+async def join_siblings(app: web.Application, host: PluginHost, index: int, peers_dir: str,
+                        control: web.Application) -> web.AppRunner:
+    """Serve this process's own part to its siblings, make ``app``'s /metrics, plugin statuses
+    and logs the view of all, and have the siblings follow a change made through ``app`` or
+    ``control`` (multiproc_views.py)."""
+    from .multiproc_views import follow_hook, logs_view, own_routes, plugins_view
+    from .server import FOLLOW, LOGS_VIEW, METRICS_VIEW, PLUGINS_VIEW, PrivateUnixSite
+
+    render = host.metrics.render
 
     async def own(request: web.Request) -> web.Response:
         return web.Response(body=render(), content_type="text/plain")
@@ -348,12 +340,16 @@ async def join_siblings(app: web.Application, render: Callable[[], bytes], index
     peer_app = web.Application()
     peer_app.router.add_get("/metrics", own)
     peer_app.router.add_get("/live", live)
+    own_routes(peer_app, host)
     runner = web.AppRunner(peer_app, handle_signals=False)
     await runner.setup()
     await PrivateUnixSite(runner, peer_socket(peers_dir, index)).start()
     app[METRICS_VIEW] = lambda: merged_metrics(render(), index, peers_dir)
+    app[LOGS_VIEW] = logs_view(host, index, peers_dir)
+    app[PLUGINS_VIEW] = plugins_view(host, index, peers_dir)
+    app[FOLLOW] = control[FOLLOW] = follow_hook(index, peers_dir)
     return runner
 
 
-__all__ = ["inherited_site", "join_siblings", "merged_metrics", "number_log_lines", "peer_socket",
+__all__ = ["PEER_TIMEOUT", "inherited_site", "join_siblings", "merged_metrics", "number_log_lines", "peer_socket",
            "process_count", "supervise"]

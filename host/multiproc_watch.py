@@ -6,33 +6,62 @@ So the parent asks each child's private socket ``/live`` (answered by its event 
 gunicorn's worker timeout does; the supervisor then starts another. A child is held to that from
 its first answer on, so a slow start is no miss; before it, it has ``[server] process_start_timeout``
 seconds to answer at all (a start stuck on a lock or a stopped process would otherwise hold its
-slot forever, serving nothing)."""
+slot forever, serving nothing).
+
+The same private sockets serve what the siblings ask of each other (``ask_siblings``): their
+metrics, plugin statuses and logs, and a change to follow (multiproc_views.py)."""
 
 from __future__ import annotations
 
 import logging
+import re
 import subprocess
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 import aiohttp
 import anyio
 
 log = logging.getLogger("host.serve")
 
+PEER_TIMEOUT = 2.0  # seconds the siblings' /metrics (a status, a log) may take before the view goes without them
+_PEER_NAME = re.compile(r"metrics-(\d+)\.sock")
 PROBES_PER_TIMEOUT = 4  # probes within one process_timeout: a late answer or two is no verdict
 UP_PROBE = 2.0          # seconds between probes with process_timeout 0 (only whether it is up)
 
 
-async def peer_get(path: str, route: str) -> tuple[int, str] | None:
-    """GET ``route`` from the serve process on the private Unix socket ``path``: (status, body),
-    or None when nothing answers there (restarting, gone)."""
+async def peer_get(path: str, route: str, method: str = "GET") -> tuple[int, str] | None:
+    """GET (or ``method``) ``route`` from the serve process on the private Unix socket ``path``:
+    (status, body), or None when nothing answers there (restarting, gone)."""
     try:
         async with (aiohttp.ClientSession(connector=aiohttp.UnixConnector(path=path)) as s,
-                    s.get(f"http://peer{route}") as r):
+                    s.request(method, f"http://peer{route}") as r):
             return r.status, await r.text()
     except (aiohttp.ClientError, OSError):
         return None
+
+
+async def ask_siblings(index: int, peers_dir: str, route: str, method: str = "GET",
+                       timeout: float = PEER_TIMEOUT) -> list[tuple[int, str]]:
+    """GET (or ``method``) ``route`` of every sibling of process ``index``: (its number, its body)
+    of those that answered 200. They are asked all at once under one ``timeout``, so hung ones
+    cost that, not that each; a file in ``peers_dir`` not named ``metrics-<number>.sock`` is no
+    sibling."""
+    texts: list[tuple[int, str]] = []
+    peers = [(int(m[1]), path) for path in sorted(Path(peers_dir).glob("metrics-*"))
+             if (m := _PEER_NAME.fullmatch(path.name)) and int(m[1]) != index]
+
+    async def ask(k: int, path: Path) -> None:
+        got = await peer_get(str(path), route, method)
+        if got is not None and got[0] == 200:  # restarting, gone, not serving it: left out
+            texts.append((k, got[1]))
+
+    with anyio.move_on_after(timeout):  # the ones that have not answered are left out
+        async with anyio.create_task_group() as tg:
+            for k, path in peers:
+                tg.start_soon(ask, k, path)
+    return sorted(texts)
 
 
 async def answers(path: str, within: float) -> bool:
@@ -81,4 +110,4 @@ async def watch(index: int, current: Callable[[], subprocess.Popen[bytes] | None
             last = None
 
 
-__all__ = ["answers", "peer_get", "watch"]
+__all__ = ["PEER_TIMEOUT", "answers", "ask_siblings", "peer_get", "watch"]

@@ -206,10 +206,10 @@ class PluginHost:
 
     # ------------------------------------------------------------------ plugins (plugins/registry.py)
 
-    async def rescan(self) -> None:
-        """Look at the plugin directories now: load new plugins, reload changed ones, stop
-        removed ones (the watcher does this every ``reload.interval`` seconds)."""
-        await self._registry.rescan()
+    async def rescan(self, files: bool = True) -> None:
+        """Look at the plugin directories (unless not ``files``) and the shared state now: load new
+        plugins, reload changed ones, stop removed ones (the watcher: every ``reload.interval``)."""
+        await self._registry.rescan(files)
 
     async def reload(self, name: str) -> bool:
         """Load the plugin's code anew (a new pool; the old one drains). On failure the old

@@ -49,7 +49,7 @@ from .plugin_host import PluginHost
 from .plugins.lifecycle import STARTING
 from .server_packages import add_package_routes
 
-__all__ = ["DRAINING", "METRICS_VIEW", "PrivateUnixSite", "Runner", "create_app"]
+__all__ = ["DRAINING", "FOLLOW", "LOGS_VIEW", "METRICS_VIEW", "PLUGINS_VIEW", "PrivateUnixSite", "Runner", "create_app"]
 
 _STATUS = {
     PluginNotFound: 404, FunctionNotFound: 404, InvalidConfig: 400, PayloadTooLarge: 413,
@@ -61,6 +61,12 @@ log = logging.getLogger("host.server")
 DRAINING = web.AppKey("draining", anyio.Event)  # set when shutdown begins: readiness turns 503
 # /metrics of several serve processes (serve --processes): this one's and its siblings'
 METRICS_VIEW = web.AppKey("metrics_view", Callable[[], Awaitable[bytes]])
+# a plugin's log over every serve process (multiproc_views.py): (id, level, after, limit) -> (entries, last)
+LOGS_VIEW = web.AppKey("logs_view", Callable[[str, str, int, int], Awaitable[tuple[list[Any], int]]])
+# /api/plugins (None) and /api/plugins/{id} over every serve process (multiproc_views.py)
+PLUGINS_VIEW = web.AppKey("plugins_view", Callable[[str | None], Awaitable[list[Any]]])
+# a change made through this serve process, followed by its siblings (multiproc_views.py)
+FOLLOW = web.AppKey("follow", Callable[[web.Request], Awaitable[None]])
 
 
 def _json(data: Any, status: int = 200) -> web.Response:
@@ -191,7 +197,10 @@ def create_app(host: PluginHost, *, admin_token: str | None = None, read_token: 
         elif readers and request.match_info.route.resource not in public and not bearer_ok(request, readers):
             return _error(401, "Unauthorized", "a read token or the admin token is required")
         try:
-            return await handler(request)
+            response = await handler(request)
+            if request.method not in _READS and response.status < 400 and (follow := request.app.get(FOLLOW)):
+                await follow(request)  # serve --processes: the siblings have it before the client hears
+            return response
         except web.HTTPRequestEntityTooLarge:
             return _json({"error": {"name": "PayloadTooLarge", "type": "PayloadTooLarge",
                                     "message": f"request body over {max_body} bytes"}}, 413)
@@ -224,9 +233,12 @@ def create_app(host: PluginHost, *, admin_token: str | None = None, read_token: 
         return _json({"ready": ok, "draining": app[DRAINING].is_set()}, 200 if ok else 503)
 
     async def list_plugins(request: web.Request) -> web.Response:
-        return _json(host.plugins())
+        view = request.app.get(PLUGINS_VIEW)  # serve --processes: all of them
+        return _json(host.plugins() if view is None else await view(None))
 
     async def get_plugin(request: web.Request) -> web.Response:
+        if (view := request.app.get(PLUGINS_VIEW)) is not None:
+            return _json((await view(request.match_info["id"]))[0])
         return _json(host.plugin(request.match_info["id"]))
 
     async def call(request: web.Request) -> web.Response:
@@ -284,8 +296,12 @@ def create_app(host: PluginHost, *, admin_token: str | None = None, read_token: 
             after, limit = int(q.get("after", "0")), min(int(q.get("limit", "200")), 1000)
         except ValueError:
             return _error(400, "BadRequest", "after and limit must be integers")
-        entries = host.logs(request.match_info["id"], level=level, after=after, limit=limit)
-        return _json({"entries": entries, "last": entries[-1].seq if entries else after})
+        if (view := request.app.get(LOGS_VIEW)) is not None:  # serve --processes: all of them
+            entries, last = await view(request.match_info["id"], level, after, limit)
+        else:
+            entries = host.logs(request.match_info["id"], level=level, after=after, limit=limit)
+            last = entries[-1].seq if entries else after
+        return _json({"entries": entries, "last": last})
 
     async def schema(request: web.Request) -> web.Response:
         return _json(host.config_schema(request.match_info["id"]))

@@ -69,3 +69,22 @@ async def test_hung_siblings_cost_one_peer_timeout_together(tmp_path, anyio_back
     assert 'calls_total{process="1"} 5.0' in text and 'calls_total{process="0"} 3.0' in text
     assert 'process="2"' not in text and 'process="3"' not in text
     assert PEER_TIMEOUT * 0.9 <= elapsed < 2 * PEER_TIMEOUT, elapsed
+
+
+async def test_the_merged_view_keeps_each_family_s_type(tmp_path, anyio_backend):
+    # Before: a counter's TYPE line named it without `_total` (as the parser names the family),
+    # so its samples parsed as an untyped family of their own: Prometheus lost the counter type.
+    from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+    from prometheus_client.parser import text_string_to_metric_families
+
+    registry = CollectorRegistry()
+    Counter("plugin_host_calls", "Calls.", ["plugin"], registry=registry).labels("a").inc(3)
+    Histogram("latency_seconds", "Latency.", registry=registry, buckets=(0.1, 1.0)).observe(0.5)
+    own = generate_latest(registry)
+
+    def families(text: str) -> list[tuple[str, str, int]]:
+        return sorted((f.name, f.type, len(f.samples)) for f in text_string_to_metric_families(text))
+
+    merged = (await merged_metrics(own, 0, str(tmp_path))).decode()
+    assert families(merged) == families(own.decode())
+    assert '# TYPE plugin_host_calls_total counter\nplugin_host_calls_total{plugin="a",process="0"} 3.0' in merged

@@ -313,8 +313,9 @@ function workerList(workers) {
   const list = el("ul", { class: "workers" });
   for (const w of workers) {
     const beat = w.last_heartbeat == null ? "no heartbeat yet" : `♥ ${ageText(w.last_heartbeat)} ago`;
-    list.append(el("li", { dataset: { worker: String(w.index) } },
-      el("span", { class: "pid", text: w.pid == null ? "—" : String(w.pid) }), " ",
+    const whose = w.process == null ? "" : `p${w.process} `;  // serve --processes: each numbers from 1
+    list.append(el("li", { dataset: { worker: whose ? `${w.process}.${w.index}` : String(w.index) } },
+      el("span", { class: "pid", text: whose + (w.pid == null ? "—" : String(w.pid)) }), " ",
       badge(w.state), " ",
       el("span", { class: "heartbeat muted", text: beat }), " ",
       el("span", { class: "calls muted", text: `${w.calls} call${w.calls === 1 ? "" : "s"}` })));
@@ -1030,7 +1031,8 @@ function appendLog(entries) {
     list.append(el("li", { class: `level-${level}`, dataset: { seq: String(entry.seq) } },
       el("span", { class: "time", text: `${clock(when)}.${pad(when.getMilliseconds(), 3)}` }),
       el("span", { class: "level", text: level }),
-      el("bdi", { class: "source", text: entry.worker || entry.plugin }),
+      // serve --processes: each process numbers its workers from 1, so say whose it is
+      el("bdi", { class: "source", text: (entry.process == null ? "" : `p${entry.process} `) + (entry.worker || entry.plugin) }),
       el("bdi", { class: "message", text: entry.message })));
   }
   while (list.children.length > LOG_KEEP) list.firstElementChild.remove();
