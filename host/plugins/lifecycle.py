@@ -77,6 +77,7 @@ class Plugin:
         self.pending_manifest: Manifest | None = None  # a version waiting for approval
         self.pending_exports: list[str] = []
         self.pending: list[str] = []  # the grants it asks for beyond the approved ones
+        self.state_retry: tuple[float, float] | None = None  # failed for the state dir: (when, backoff)
         self._emit = emit
         self._emit(PluginEvent(source.id, source.version_hint, "discovered", None, None, time.time()))
 

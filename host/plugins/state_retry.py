@@ -1,0 +1,43 @@
+"""Plugins that failed because the host's own state did (``approvals.json`` or another file of
+the state directory could not be written: a full disk, a read-only remount): each is tried
+again at the registry's rescans, with a backoff (RETRY_FIRST doubling up to RETRY_MAX seconds),
+so it loads by itself once the operator frees space, without a restart. Other failures (bad
+code, bad config) wait for a change of the plugin's file or config, as before."""
+
+from __future__ import annotations
+
+import time
+from typing import TYPE_CHECKING
+
+from ..errors import StateError
+
+if TYPE_CHECKING:
+    from .lifecycle import Plugin
+    from .registry import Registry
+
+RETRY_FIRST = 1.0  # seconds after the first failure; the registry rescans every reload.interval
+RETRY_MAX = 60.0  # at most this long between attempts while the state directory stays unusable
+
+
+def note_failure(record: Plugin, exc: Exception) -> None:
+    """Remember when to try ``record`` again if ``exc`` is a failure of the state directory."""
+    if not isinstance(exc, StateError):
+        record.state_retry = None
+        return
+    delay = min(RETRY_MAX, 2 * record.state_retry[1]) if record.state_retry else RETRY_FIRST
+    record.state_retry = (time.monotonic() + delay, delay)
+
+
+async def retry_state_failures(registry: Registry) -> None:
+    """Start again every plugin in ``error`` for its state directory whose backoff has passed
+    (the caller holds the registry's lock, as a rescan does)."""
+    now = time.monotonic()
+    for record in list(registry.records):
+        if record.state != "error" or record.state_retry is None or record.state_retry[0] > now:
+            continue
+        await registry.enable(record.key)
+        if record.state != "error":
+            record.state_retry = None
+
+
+__all__ = ["RETRY_FIRST", "RETRY_MAX", "note_failure", "retry_state_failures"]

@@ -1,0 +1,66 @@
+"""A file system that fills up: a tmpfs of a few MiB mounted over a directory of one serve
+process only (a mount namespace of its own, ``unshare -rm``: as root or as a user with user
+namespaces, and nothing is left mounted when the process ends). The test reaches the file
+system through ``/proc/<pid>/root`` to fill it to the last bytes and to free it again."""
+
+from __future__ import annotations
+
+import errno
+import functools
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+_MOUNT = ('mount -t tmpfs -o "size=$1,mode=700" tmpfs "$2" && mkdir -m 700 "$2/state" '
+          '&& { [ -z "$3" ] || ln -s "$3" "$2/state/deno"; } && shift 3 && exec "$@"')
+
+
+@functools.cache
+def _unshare_works() -> bool:
+    if not shutil.which("unshare"):
+        return False
+    out = subprocess.run(["unshare", "-rm", "sh", "-c", "mount -t tmpfs tmpfs /mnt"], capture_output=True)
+    return out.returncode == 0
+
+
+class SmallDisk:
+    """A tmpfs of ``size`` (``"24m"``) at ``mount`` for the process started with ``wrap``, with
+    a state directory ``state`` in it; ``deno``: a DENO_DIR to link in (a warm cache), or
+    None to keep Deno's cache on the small file system too."""
+
+    def __init__(self, mount: Path, size: str, *, deno: Path | None = None) -> None:
+        if not _unshare_works():
+            pytest.skip("no mount namespaces here (unshare -rm failed)")
+        mount.mkdir(parents=True, exist_ok=True)
+        if deno is not None:
+            deno.mkdir(parents=True, exist_ok=True)
+        self.mount, self.state = mount, mount / "state"
+        self.wrap = ("unshare", "-rm", "sh", "-c", _MOUNT, "small-disk", size, str(mount), str(deno or ""))
+        self.pid: int | None = None  # the process that mounted it (serve): set by the test
+
+    def path(self, rel: str = "") -> Path:
+        """``rel`` on the small file system, as the test process reaches it."""
+        assert self.pid is not None, "set .pid to the serve process first"
+        return Path(f"/proc/{self.pid}/root{self.mount}") / rel
+
+    def fill(self, leave: int = 0) -> None:
+        """Fill the file system with a file of its own until a write fails with ENOSPC, then give
+        back ``leave`` bytes (rounded to pages): the next bigger write fails."""
+        filler = self.path(".filler")
+        with open(filler, "ab", buffering=0) as f:
+            for size in (1 << 20, 1 << 16, 1 << 12):
+                try:
+                    while True:
+                        f.write(b"\0" * size)
+                except OSError as exc:
+                    assert exc.errno == errno.ENOSPC, exc
+            if leave:
+                f.truncate(max(0, f.tell() - leave))
+        assert os.statvfs(self.path()).f_bavail * os.statvfs(self.path()).f_frsize <= leave + 4096
+
+    def free(self) -> None:
+        """Give all the filler's room back."""
+        self.path(".filler").unlink(missing_ok=True)
