@@ -38,3 +38,40 @@ def test_a_plugin_that_could_not_be_recorded_on_a_full_disk_loads_once_there_is_
         srv.poll(lambda: _state(srv, "late", "running"), "late loading once there is room", timeout=15)
         assert srv.request("POST", "/api/plugins/late/call/mul", {"args": [3, 4]}) == (200, {"ok": True, "result": 12})
         assert "Traceback" not in srv.log()
+
+
+SCRIPT = """({
+  request: { url: "{{baseUrl}}/balance", method: "GET", headers: { "Authorization": "Bearer {{apiKey}}" } },
+  extractor: function (response) { return { remaining: response.left, unit: "USD" }; }
+})"""
+
+
+def test_a_usage_script_edited_on_a_full_disk_keeps_its_module_whole(tmp_path, shared_state):
+    """The module generated from a NAME.usage.js (``<state_dir>/usage_scripts/NAME/mod.js``) is
+    replaced in one step: on a full disk the old one stays whole (a worker started meanwhile
+    loads it), the failure is logged naming the file, other plugins' changes are still seen,
+    and the new module is written once there is room. Before: the file was truncated in place,
+    and the whole rescan failed with it."""
+    plugins = PluginDir(tmp_path / "plugins")
+    plugins.add("calc.js", CALC)
+    script = plugins.root / "relay.usage.js"
+    script.write_text(SCRIPT)
+    disk = SmallDisk(tmp_path / "disk", "20m", deno=shared_state / "deno")
+    with serve_process(tmp_path, "--plugins", str(plugins.root), "--state-dir", str(disk.state),
+                       "--insecure-no-token", wrap=disk.wrap) as srv:
+        disk.pid = srv.proc.pid
+        srv.wait_running("relay")
+        module = disk.path("state/usage_scripts/relay/mod.js")
+        before = module.read_text()
+        disk.fill()
+        script.write_text(SCRIPT + "\n// " + "x" * 200_000 + "\n")
+        srv.wait_logged(f"cannot write {disk.mount}/state/usage_scripts/relay/mod.js: No space left on device "
+                        "(free some space")
+        assert module.read_text() == before
+        plugins.add("late.js", "export function ping() { return 'pong'; }")  # the rescan goes on
+        srv.poll(lambda: _state(srv, "late", "running") or _state(srv, "late", "error"), "late seen")
+        status, info = srv.request("POST", "/api/plugins/relay/restart")  # its code read anew
+        assert status == 200 and info["state"] == "running" and info["reload_error"] is None, info
+        disk.free()
+        srv.poll(lambda: True if "x" * 1000 in module.read_text() else None, "the new module written")
+        assert "Traceback" not in srv.log()
