@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import pytest
 from support.full_disk import SmallDisk
-from support.plugins import CALC, PluginDir
+from support.plugins import CALC, PluginDir, vault_plugin
 from support.servers import ServeProcess, serve_process
 
 pytestmark = pytest.mark.timeout(90)
@@ -75,3 +75,28 @@ def test_a_usage_script_edited_on_a_full_disk_keeps_its_module_whole(tmp_path, s
         disk.free()
         srv.poll(lambda: True if "x" * 1000 in module.read_text() else None, "the new module written")
         assert "Traceback" not in srv.log()
+
+
+def test_the_first_secret_stored_on_a_full_disk_is_a_state_error_and_leaves_no_key_file(tmp_path, shared_state):
+    """The secret key file is made when the first secret is stored: on a full disk that is a 503
+    StateError naming the key file, no key file is left (a half-written key would lock every
+    later secret out), and the same request succeeds once there is room. Before: a raw OSError,
+    500 and a traceback."""
+    plugins = PluginDir(tmp_path / "plugins")
+    plugins.add("vault.js", vault_plugin("export function tail(ctx) { return ctx.config.apiKey.slice(-4); }"))
+    disk = SmallDisk(tmp_path / "disk", "20m", deno=shared_state / "deno")
+    with serve_process(tmp_path, "--plugins", str(plugins.root), "--state-dir", str(disk.state),
+                       "--insecure-no-token", wrap=disk.wrap) as srv:
+        disk.pid = srv.proc.pid
+        srv.poll(lambda: _state(srv, "vault", "error"), "vault waiting for its config")
+        disk.fill()
+        status, body = srv.request("PUT", "/api/plugins/vault/config", {"apiKey": "sk-live-first-1111"})
+        assert status == 503 and body["error"]["type"] == "StateError", body
+        assert body["error"]["message"] == (f"cannot create the secret key file {disk.mount}/state/secret.key: No "
+                                            "space left on device (free some space on its file system)")
+        assert not disk.path("state/secret.key").exists()
+        disk.free()
+        assert srv.request("PUT", "/api/plugins/vault/config", {"apiKey": "sk-live-first-1111"}) == (
+            200, {"apiKey": "********"})
+        assert srv.request("POST", "/api/plugins/vault/call/tail", {"args": []}) == (200, {"ok": True, "result": "1111"})
+        assert "Traceback" not in srv.log() and "sk-live" not in srv.log()
