@@ -5,8 +5,11 @@ host recovers by itself once there is room."""
 
 from __future__ import annotations
 
+import os
+
 import pytest
 from support.full_disk import SmallDisk
+from support.packages import plugin_source, tar_gz
 from support.plugins import CALC, PluginDir, vault_plugin
 from support.servers import ServeProcess, serve_process
 
@@ -100,3 +103,27 @@ def test_the_first_secret_stored_on_a_full_disk_is_a_state_error_and_leaves_no_k
             200, {"apiKey": "********"})
         assert srv.request("POST", "/api/plugins/vault/call/tail", {"args": []}) == (200, {"ok": True, "result": "1111"})
         assert "Traceback" not in srv.log() and "sk-live" not in srv.log()
+
+
+def test_a_package_installed_onto_a_full_plugin_directory_is_refused_whole_and_installs_once_there_is_room(
+        tmp_path, shared_state):
+    """Unpacking a package into a plugin directory whose file system fills up is a 503 naming the
+    directory and the full disk, nothing of it is left there, and the same upload installs once
+    there is room. Before: a raw OSError (a 500, a traceback)."""
+    disk = SmallDisk(tmp_path / "disk", "24m", deno=shared_state / "deno")
+    (tmp_path / "host.toml").write_text("[packages]\nallow_unverified = true\n")
+    home = disk.mount / "plugins"
+    archive = tar_gz({"big/mod.js": plugin_source("big", "1.0.0"), "big/blob.bin": os.urandom(2 << 20)})
+    with serve_process(tmp_path, "--plugins", str(home), "--state-dir", str(disk.state), "--config", "host.toml",
+                       "--insecure-no-token", wrap=disk.wrap) as srv:
+        disk.pid = srv.proc.pid
+        disk.fill(leave=256 << 10)
+        status, body = srv.request("POST", "/api/plugins/install?filename=big.tar.gz", data=archive)
+        assert status == 503 and body["error"]["type"] == "PackageRefused", body
+        assert body["error"]["message"] == (f"big.tar.gz: cannot unpack into the plugin directory {home}: No space "
+                                            "left on device (free some space on its file system); nothing was installed")
+        assert os.listdir(disk.path("plugins")) == []  # no staging directory left behind
+        disk.free()
+        status, body = srv.request("POST", "/api/plugins/install?filename=big.tar.gz", data=archive)
+        assert status == 201 and body["state"] == "running", body
+        assert "Traceback" not in srv.log()
