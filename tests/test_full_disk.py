@@ -6,11 +6,13 @@ host recovers by itself once there is room."""
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 
 import pytest
 from support.full_disk import SmallDisk
 from support.packages import plugin_source, tar_gz
-from support.plugins import CALC, PluginDir, vault_plugin
+from support.plugins import CALC, PluginDir, fresh_state, vault_plugin
 from support.servers import ServeProcess, serve_process
 
 pytestmark = pytest.mark.timeout(90)
@@ -127,3 +129,17 @@ def test_a_package_installed_onto_a_full_plugin_directory_is_refused_whole_and_i
         status, body = srv.request("POST", "/api/plugins/install?filename=big.tar.gz", data=archive)
         assert status == 201 and body["state"] == "running", body
         assert "Traceback" not in srv.log()
+
+
+@pytest.mark.parametrize("command", [("list",), ("config", "export"), ("list", "--json")])
+def test_a_command_whose_output_goes_to_a_full_disk_says_so_in_one_line(tmp_path, shared_state, command):
+    """``python -m host list > out.txt`` on a full disk (/dev/full: every write fails with
+    ENOSPC): exit 1 and one line saying the output could not be written. Before: a traceback,
+    or exit 120 and "Exception ignored" from the interpreter's last flush."""
+    plugins = PluginDir(tmp_path / "plugins")
+    plugins.add("calc.js", CALC)
+    state = fresh_state(tmp_path, shared_state)
+    with open("/dev/full", "w") as full:
+        out = subprocess.run([sys.executable, "-m", "host", "--plugins", str(plugins.root), "--state-dir", str(state),
+                              *command], stdout=full, stderr=subprocess.PIPE, text=True, timeout=60, cwd=tmp_path)
+    assert (out.returncode, out.stderr) == (1, "error: cannot write the output: No space left on device\n")
