@@ -8,11 +8,13 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 from support.full_disk import SmallDisk
 from support.packages import plugin_source, tar_gz
 from support.plugins import CALC, PluginDir, fresh_state, vault_plugin
+from support.processes import free_port, sigterm_and_reap
 from support.servers import ServeProcess, serve_process
 
 pytestmark = pytest.mark.timeout(90)
@@ -143,3 +145,28 @@ def test_a_command_whose_output_goes_to_a_full_disk_says_so_in_one_line(tmp_path
         out = subprocess.run([sys.executable, "-m", "host", "--plugins", str(plugins.root), "--state-dir", str(state),
                               *command], stdout=full, stderr=subprocess.PIPE, text=True, timeout=60, cwd=tmp_path)
     assert (out.returncode, out.stderr) == (1, "error: cannot write the output: No space left on device\n")
+
+
+def test_a_host_whose_log_cannot_be_written_keeps_serving(tmp_path, shared_state):
+    """``serve --debug 2>log`` with the log on a full disk (/dev/full): every log line fails to
+    be written; calls (whose workers' console lines are logged) and restarts go on, and
+    SIGTERM still exits 0 with no worker left."""
+    plugins = PluginDir(tmp_path / "plugins")
+    plugins.add("calc.js", CALC)
+    state = fresh_state(tmp_path, shared_state)
+    port = free_port()
+    with open("/dev/full", "w") as full:
+        proc = subprocess.Popen([sys.executable, "-m", "host", "serve", "--host", "127.0.0.1", "--port", str(port),
+                                 "--plugins", str(plugins.root), "--state-dir", str(state), "--insecure-no-token",
+                                 "--debug"], cwd=tmp_path, stdout=full, stderr=full)
+    srv = ServeProcess(proc, f"http://127.0.0.1:{port}", Path(os.devnull))
+    try:
+        srv.wait_running("calc")
+        for _ in range(3):
+            assert srv.request("POST", "/api/plugins/calc/call/say", {"args": ["hi"]}) == (200, {"ok": True, "result": "hi"})
+            assert srv.request("POST", "/api/plugins/calc/restart")[1]["state"] == "running"
+        sigterm_and_reap(proc)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()

@@ -42,7 +42,8 @@ class SmallDisk:
         self.pid: int | None = None  # the process that mounted it (serve): set by the test
 
     def path(self, rel: str = "") -> Path:
-        """``rel`` on the small file system, as the test process reaches it."""
+        """``rel`` on the small file system, as the test process reaches it (open files there with
+        ``open``; sqlite resolves the /proc link and would write under the mount instead)."""
         assert self.pid is not None, "set .pid to the serve process first"
         return Path(f"/proc/{self.pid}/root{self.mount}") / rel
 
