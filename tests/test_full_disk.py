@@ -16,6 +16,7 @@ from support.packages import plugin_source, tar_gz
 from support.plugins import CALC, PluginDir, fresh_state, vault_plugin
 from support.processes import free_port, sigterm_and_reap
 from support.servers import ServeProcess, serve_process
+from test_ccswitch_import import cc_switch_db
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -170,3 +171,26 @@ def test_a_host_whose_log_cannot_be_written_keeps_serving(tmp_path, shared_state
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+def test_a_cc_switch_import_onto_a_full_plugin_directory_leaves_no_broken_script(tmp_path):
+    """``import-cc-switch`` writing its NAME.usage.js files into a full plugin directory: exit 1
+    with one line naming the file and the full disk, and no empty or cut script left behind
+    (the next import would keep it as "a different script", and the host would load it); the
+    same import works once there is room. Before: a traceback and empty scripts kept for good."""
+    cc_switch_db(tmp_path / "cc.db", "https://relay.example")
+    disk = SmallDisk(tmp_path / "disk", "20m")
+    home = disk.mount / "plugins"
+    common = ("--plugins", str(home), "--state-dir", str(tmp_path / "state"))
+    with disk.held():
+        disk.path("plugins").mkdir()
+        disk.fill()
+        out = disk.run("import-cc-switch", "--db", str(tmp_path / "cc.db"), *common, cwd=tmp_path)
+        assert out.returncode == 1 and "Traceback" not in out.stderr, out.stderr
+        assert out.stderr.startswith(f"error: cannot write {home}/") and out.stderr.endswith(
+            ".usage.js: No space left on device (free some space on its file system)\n"), out.stderr
+        assert os.listdir(disk.path("plugins")) == []
+        disk.free()
+        out = disk.run("import-cc-switch", "--db", str(tmp_path / "cc.db"), *common, cwd=tmp_path)
+        assert out.returncode == 0, out.stderr
+        assert sorted(os.listdir(disk.path("plugins"))) == ["my-relay.usage.js", "newapi-station.usage.js"]

@@ -10,6 +10,10 @@ import functools
 import os
 import shutil
 import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -65,3 +69,25 @@ class SmallDisk:
     def free(self) -> None:
         """Give all the filler's room back."""
         self.path(".filler").unlink(missing_ok=True)
+
+    @contextmanager
+    def held(self) -> Iterator[SmallDisk]:
+        """The file system mounted for a process of its own (``sleep``) while the block runs, for
+        commands started in it with ``run`` (each a CLI invocation, say)."""
+        proc = subprocess.Popen([*self.wrap, "sleep", "300"])
+        self.pid = proc.pid
+        try:
+            deadline = time.monotonic() + 10
+            while not self.path("state").is_dir():
+                assert proc.poll() is None and time.monotonic() < deadline, "the small disk was not mounted"
+                time.sleep(0.01)
+            yield self
+        finally:
+            proc.kill()
+            proc.wait()
+
+    def run(self, *args: str, cwd: Path) -> subprocess.CompletedProcess:
+        """``python -m host ARGS`` inside the mount namespace of ``held``, its output captured."""
+        return subprocess.run(["nsenter", "-t", str(self.pid), "-U", "-m", "--preserve-credentials",
+                               sys.executable, "-m", "host", *args], capture_output=True, text=True, timeout=60, cwd=cwd)
+
