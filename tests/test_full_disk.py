@@ -194,3 +194,38 @@ def test_a_cc_switch_import_onto_a_full_plugin_directory_leaves_no_broken_script
         out = disk.run("import-cc-switch", "--db", str(tmp_path / "cc.db"), *common, cwd=tmp_path)
         assert out.returncode == 0, out.stderr
         assert sorted(os.listdir(disk.path("plugins"))) == ["my-relay.usage.js", "newapi-station.usage.js"]
+
+
+COUNTER = """
+export const metadata = { id: "station", name: "Station", version: "1.0.0", apiVersion: "1.0",
+  capabilities: ["balance"] };
+let n = 0;
+export function queryBalance() { n += 1; return { balance: n, currency: "USD" }; }
+"""
+
+
+def test_balances_answered_while_the_disk_is_full_reach_the_history_once_there_is_room(tmp_path, shared_state):
+    """Balance queries answer on a full disk, and the points the history could not take are kept
+    in memory and written with the next ones once there is room: the history has no gap.
+    Before: those points were dropped (logged only)."""
+    plugins = PluginDir(tmp_path / "plugins")
+    plugins.add("station.js", COUNTER)
+    disk = SmallDisk(tmp_path / "disk", "20m", deno=shared_state / "deno")
+    with serve_process(tmp_path, "--plugins", str(plugins.root), "--state-dir", str(disk.state),
+                       "--insecure-no-token", wrap=disk.wrap) as srv:
+        disk.pid = srv.proc.pid
+        srv.wait_running("station")
+
+        def balance() -> float:
+            status, body = srv.request("GET", "/api/balances?refresh=1")
+            assert status == 200 and body[0]["status"] == "success", body
+            return body[0]["balance"]
+
+        assert balance() == 1
+        disk.fill()
+        assert [balance(), balance()] == [2, 3]  # answered, though not recorded
+        srv.wait_logged("balance history: cannot record balances in")
+        disk.free()
+        assert balance() == 4
+        status, points = srv.request("GET", "/api/balances/history?provider=station")
+        assert status == 200 and [p["balance"] for p in points] == [1, 2, 3, 4], points
