@@ -6,17 +6,22 @@ host recovers by itself once there is room."""
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
+from msgspec import msgpack
 from support.full_disk import SmallDisk
 from support.packages import plugin_source, tar_gz
 from support.plugins import CALC, PluginDir, fresh_state, vault_plugin
 from support.processes import free_port, sigterm_and_reap
 from support.servers import ServeProcess, serve_process
 from test_ccswitch_import import cc_switch_db
+
+from host.plugins.manifest_cache import SAVE_INTERVAL
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -229,3 +234,27 @@ def test_balances_answered_while_the_disk_is_full_reach_the_history_once_there_i
         assert balance() == 4
         status, points = srv.request("GET", "/api/balances/history?provider=station")
         assert status == 200 and [p["balance"] for p in points] == [1, 2, 3, 4], points
+
+
+def test_what_loading_found_on_a_full_disk_is_saved_once_there_is_room(tmp_path, shared_state):
+    """The manifest cache (``manifests.msgpack``: what loading each plugin found) that could not
+    be written on a full disk keeps its entries to write: once there is room they are saved (at
+    the latest when the host stops), so the next start need not load the plugin again. Before:
+    the failed write marked them saved, and they were lost."""
+    plugins = PluginDir(tmp_path / "plugins")
+    plugins.add("calc.js", CALC)
+    disk = SmallDisk(tmp_path / "disk", "20m", deno=shared_state / "deno")
+    with disk.held(), serve_process(tmp_path, "--plugins", str(plugins.root), "--state-dir", str(disk.state),
+                                    "--insecure-no-token", wrap=disk.inside) as srv:
+        srv.wait_running("calc")
+        time.sleep(SAVE_INTERVAL)  # the cache is written at most this often: the next load writes it
+        disk.fill()
+        plugins.add("calc.js", CALC + "export function twice(x) { return 2 * x; }\n")
+        srv.wait_logged("manifests.msgpack: cannot be written")
+        srv.poll(lambda: True if "twice" in srv.request("GET", "/api/plugins/calc")[1]["exports"] else None,
+                 "the new version serving")
+        disk.free()
+        srv.proc.send_signal(signal.SIGTERM)
+        assert srv.proc.wait(timeout=20) == 0
+        saved = msgpack.decode(disk.path("state/manifests.msgpack").read_bytes())
+        assert "twice" in saved["entries"][str(plugins.root / "calc.js")][2]

@@ -86,8 +86,14 @@ class SmallDisk:
             proc.kill()
             proc.wait()
 
+    @property
+    def inside(self) -> tuple[str, ...]:
+        """The ``wrap`` of a command run in the namespace of ``held`` (serve_process's too): the
+        file system outlives it, for the test to look at what it left."""
+        return ("nsenter", "-t", str(self.pid), "-U", "-m", "--preserve-credentials")
+
     def run(self, *args: str, cwd: Path) -> subprocess.CompletedProcess:
         """``python -m host ARGS`` inside the mount namespace of ``held``, its output captured."""
-        return subprocess.run(["nsenter", "-t", str(self.pid), "-U", "-m", "--preserve-credentials",
-                               sys.executable, "-m", "host", *args], capture_output=True, text=True, timeout=60, cwd=cwd)
+        return subprocess.run([*self.inside, sys.executable, "-m", "host", *args], capture_output=True, text=True,
+                              timeout=60, cwd=cwd)
 
