@@ -22,6 +22,7 @@ from support.servers import ServeProcess, serve_process
 from test_ccswitch_import import cc_switch_db
 
 from host.plugins.manifest_cache import SAVE_INTERVAL
+from host.security.audit import read_audit
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -258,3 +259,34 @@ def test_what_loading_found_on_a_full_disk_is_saved_once_there_is_room(tmp_path,
         assert srv.proc.wait(timeout=20) == 0
         saved = msgpack.decode(disk.path("state/manifests.msgpack").read_bytes())
         assert "twice" in saved["entries"][str(plugins.root / "calc.js")][2]
+
+
+def test_the_audit_log_on_a_full_disk_keeps_whole_lines_and_writes_the_waiting_ones_later(tmp_path, shared_state):
+    """A spawn line that only partly fits on the full disk (a short write) leaves no cut line in
+    audit.jsonl, and the lines that could not be written wait in memory and are written, in
+    order, once there is room: the log reads as JSON lines throughout and misses no spawn.
+    Before: the cut line stayed, glued to the next one, and the waiting lines were lost."""
+    plugins = PluginDir(tmp_path / "plugins")
+    plugins.add("calc.js", CALC)
+    disk = SmallDisk(tmp_path / "disk", "20m", deno=shared_state / "deno")
+    with serve_process(tmp_path, "--plugins", str(plugins.root), "--state-dir", str(disk.state),
+                       "--insecure-no-token", wrap=disk.wrap) as srv:
+        disk.pid = srv.proc.pid
+        srv.wait_running("calc")
+        audit = disk.path("state/audit.jsonl")
+        disk.fill()
+        room = -audit.stat().st_size % 4096  # what the file's last page still takes
+        if room < 120:
+            room += 4096  # a page of its own (the filler gives one back)
+            disk.path(".filler").open("r+b").truncate(disk.path(".filler").stat().st_size - 4096)
+        with audit.open("ab") as f:  # a line of our own, so that the next spawn line fits only in part
+            f.write(b'{"ts": 0, "event": "pad", "pad": "' + b"p" * (room - 100 - 37) + b'"}\n')
+        pids = []
+        for _ in range(3):
+            pids.append(srv.request("POST", "/api/plugins/calc/restart")[1]["workers"][0]["pid"])
+        srv.wait_logged("audit log")
+        disk.free()
+        pids.append(srv.request("POST", "/api/plugins/calc/restart")[1]["workers"][0]["pid"])
+        entries = read_audit(audit)  # every line whole JSON
+        spawned = [e["pid"] for e in entries if e["event"] == "spawn" and e.get("plugin") == "calc"]
+        assert spawned[-4:] == pids, (spawned, pids)
