@@ -10,6 +10,8 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -32,17 +34,28 @@ def _state(srv: ServeProcess, pid: str, want: str) -> dict | None:
     return body if status == 200 and body["state"] == want else None
 
 
+@contextmanager
+def small_disk_serve(tmp_path: Path, shared_state: Path, plugins: Path, *args: str, running: str | None = None,
+                     size: str = "20m", held: SmallDisk | None = None) -> Iterator[tuple[ServeProcess, SmallDisk]]:
+    """``serve --plugins PLUGINS ARGS`` with its state directory on a tmpfs of ``size`` (Deno's
+    cache linked from the suite's: warm), until ``running`` serves; ``held``: a disk held
+    mounted to run in instead (what serve leaves stays there after it exits)."""
+    disk = held or SmallDisk(tmp_path / "disk", size, deno=shared_state / "deno")
+    with serve_process(tmp_path, "--plugins", str(plugins), "--state-dir", str(disk.state), "--insecure-no-token",
+                       *args, wrap=disk.inside if held else disk.wrap) as srv:
+        disk.pid = disk.pid if held else srv.proc.pid
+        if running:
+            srv.wait_running(running)
+        yield srv, disk
+
+
 def test_a_plugin_that_could_not_be_recorded_on_a_full_disk_loads_once_there_is_room(tmp_path, shared_state):
     """A plugin first seen while the disk is full cannot have its grants recorded (approvals.json):
     it waits in ``error`` saying so, and loads by itself once space is freed, without a restart.
     Before: it stayed in ``error`` until its file changed or the host restarted."""
     plugins = PluginDir(tmp_path / "plugins")
     plugins.add("calc.js", CALC)
-    disk = SmallDisk(tmp_path / "disk", "20m", deno=shared_state / "deno")
-    with serve_process(tmp_path, "--plugins", str(plugins.root), "--state-dir", str(disk.state),
-                       "--insecure-no-token", wrap=disk.wrap) as srv:
-        disk.pid = srv.proc.pid
-        srv.wait_running("calc")
+    with small_disk_serve(tmp_path, shared_state, plugins.root, running="calc") as (srv, disk):
         disk.fill()
         plugins.add("late.js", "export function mul(a, b) { return a * b; }")
         failed = srv.poll(lambda: _state(srv, "late", "error"), "late failing on the full disk")
@@ -70,11 +83,7 @@ def test_a_usage_script_edited_on_a_full_disk_keeps_its_module_whole(tmp_path, s
     plugins.add("calc.js", CALC)
     script = plugins.root / "relay.usage.js"
     script.write_text(SCRIPT)
-    disk = SmallDisk(tmp_path / "disk", "20m", deno=shared_state / "deno")
-    with serve_process(tmp_path, "--plugins", str(plugins.root), "--state-dir", str(disk.state),
-                       "--insecure-no-token", wrap=disk.wrap) as srv:
-        disk.pid = srv.proc.pid
-        srv.wait_running("relay")
+    with small_disk_serve(tmp_path, shared_state, plugins.root, running="relay") as (srv, disk):
         module = disk.path("state/usage_scripts/relay/mod.js")
         before = module.read_text()
         disk.fill()
@@ -98,10 +107,7 @@ def test_the_first_secret_stored_on_a_full_disk_is_a_state_error_and_leaves_no_k
     500 and a traceback."""
     plugins = PluginDir(tmp_path / "plugins")
     plugins.add("vault.js", vault_plugin("export function tail(ctx) { return ctx.config.apiKey.slice(-4); }"))
-    disk = SmallDisk(tmp_path / "disk", "20m", deno=shared_state / "deno")
-    with serve_process(tmp_path, "--plugins", str(plugins.root), "--state-dir", str(disk.state),
-                       "--insecure-no-token", wrap=disk.wrap) as srv:
-        disk.pid = srv.proc.pid
+    with small_disk_serve(tmp_path, shared_state, plugins.root) as (srv, disk):
         srv.poll(lambda: _state(srv, "vault", "error"), "vault waiting for its config")
         disk.fill()
         status, body = srv.request("PUT", "/api/plugins/vault/config", {"apiKey": "sk-live-first-1111"})
@@ -121,13 +127,10 @@ def test_a_package_installed_onto_a_full_plugin_directory_is_refused_whole_and_i
     """Unpacking a package into a plugin directory whose file system fills up is a 503 naming the
     directory and the full disk, nothing of it is left there, and the same upload installs once
     there is room. Before: a raw OSError (a 500, a traceback)."""
-    disk = SmallDisk(tmp_path / "disk", "24m", deno=shared_state / "deno")
     (tmp_path / "host.toml").write_text("[packages]\nallow_unverified = true\n")
-    home = disk.mount / "plugins"
+    home = tmp_path / "disk" / "plugins"
     archive = tar_gz({"big/mod.js": plugin_source("big", "1.0.0"), "big/blob.bin": os.urandom(2 << 20)})
-    with serve_process(tmp_path, "--plugins", str(home), "--state-dir", str(disk.state), "--config", "host.toml",
-                       "--insecure-no-token", wrap=disk.wrap) as srv:
-        disk.pid = srv.proc.pid
+    with small_disk_serve(tmp_path, shared_state, home, "--config", "host.toml", size="24m") as (srv, disk):
         disk.fill(leave=256 << 10)
         status, body = srv.request("POST", "/api/plugins/install?filename=big.tar.gz", data=archive)
         assert status == 503 and body["error"]["type"] == "PackageRefused", body
@@ -216,11 +219,7 @@ def test_balances_answered_while_the_disk_is_full_reach_the_history_once_there_i
     Before: those points were dropped (logged only)."""
     plugins = PluginDir(tmp_path / "plugins")
     plugins.add("station.js", COUNTER)
-    disk = SmallDisk(tmp_path / "disk", "20m", deno=shared_state / "deno")
-    with serve_process(tmp_path, "--plugins", str(plugins.root), "--state-dir", str(disk.state),
-                       "--insecure-no-token", wrap=disk.wrap) as srv:
-        disk.pid = srv.proc.pid
-        srv.wait_running("station")
+    with small_disk_serve(tmp_path, shared_state, plugins.root, running="station") as (srv, disk):
 
         def balance() -> float:
             status, body = srv.request("GET", "/api/balances?refresh=1")
@@ -245,9 +244,7 @@ def test_what_loading_found_on_a_full_disk_is_saved_once_there_is_room(tmp_path,
     plugins = PluginDir(tmp_path / "plugins")
     plugins.add("calc.js", CALC)
     disk = SmallDisk(tmp_path / "disk", "20m", deno=shared_state / "deno")
-    with disk.held(), serve_process(tmp_path, "--plugins", str(plugins.root), "--state-dir", str(disk.state),
-                                    "--insecure-no-token", wrap=disk.inside) as srv:
-        srv.wait_running("calc")
+    with disk.held(), small_disk_serve(tmp_path, shared_state, plugins.root, running="calc", held=disk) as (srv, _):
         time.sleep(SAVE_INTERVAL)  # the cache is written at most this often: the next load writes it
         disk.fill()
         plugins.add("calc.js", CALC + "export function twice(x) { return 2 * x; }\n")
@@ -268,11 +265,7 @@ def test_the_audit_log_on_a_full_disk_keeps_whole_lines_and_writes_the_waiting_o
     Before: the cut line stayed, glued to the next one, and the waiting lines were lost."""
     plugins = PluginDir(tmp_path / "plugins")
     plugins.add("calc.js", CALC)
-    disk = SmallDisk(tmp_path / "disk", "20m", deno=shared_state / "deno")
-    with serve_process(tmp_path, "--plugins", str(plugins.root), "--state-dir", str(disk.state),
-                       "--insecure-no-token", wrap=disk.wrap) as srv:
-        disk.pid = srv.proc.pid
-        srv.wait_running("calc")
+    with small_disk_serve(tmp_path, shared_state, plugins.root, running="calc") as (srv, disk):
         audit = disk.path("state/audit.jsonl")
         disk.fill()
         room = -audit.stat().st_size % 4096  # what the file's last page still takes
