@@ -6,9 +6,11 @@ host recovers by itself once there is room."""
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -283,3 +285,38 @@ def test_the_audit_log_on_a_full_disk_keeps_whole_lines_and_writes_the_waiting_o
         entries = read_audit(audit)  # every line whole JSON
         spawned = [e["pid"] for e in entries if e["event"] == "spawn" and e.get("plugin") == "calc"]
         assert spawned[-4:] == pids, (spawned, pids)
+
+
+@pytest.fixture
+def short_dir() -> Iterator[Path]:
+    """An empty directory with a short path (a socket path has at most 107 bytes), removed after."""
+    path = Path(tempfile.mkdtemp(prefix="fd", dir="/tmp"))
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
+def test_a_worker_whose_socket_cannot_be_made_is_a_state_error_and_its_plugin_loads_once_there_is_room(
+        tmp_path, shared_state, short_dir):
+    """The host's private socket directory (under $XDG_RUNTIME_DIR or $TMPDIR) on a file system
+    out of inodes: a new plugin's worker cannot bind its socket. That is a StateError naming the
+    directory and what to do (no traceback), and the plugin loads by itself once there is room.
+    Before: "could not start: OSError: [Errno 28]" with a traceback, in ``error`` for good."""
+    plugins = PluginDir(tmp_path / "plugins")
+    plugins.add("calc.js", CALC)
+    state = fresh_state(tmp_path, shared_state)
+    disk = SmallDisk(short_dir, "2m,nr_inodes=64")
+    with serve_process(tmp_path, "--plugins", str(plugins.root), "--state-dir", str(state), "--insecure-no-token",
+                       wrap=disk.wrap, env={"TMPDIR": str(disk.mount), "XDG_RUNTIME_DIR": ""}) as srv:
+        disk.pid = srv.proc.pid
+        srv.wait_running("calc")
+        [run_dir] = [n for n in os.listdir(disk.path()) if n.startswith("plugin-host-")]
+        disk.fill_inodes()
+        plugins.add("late.js", "export function mul(a, b) { return a * b; }")
+        failed = srv.poll(lambda: _state(srv, "late", "error"), "late failing without a socket")
+        assert failed["error"] == (f"cannot make a worker socket in {disk.mount}/{run_dir}: No space left on device "
+                                   "(free some space or inodes on its file system, or set XDG_RUNTIME_DIR or TMPDIR "
+                                   "to another directory)")
+        disk.free()
+        srv.poll(lambda: _state(srv, "late", "running"), "late loading once there is room", timeout=15)
+        assert srv.request("POST", "/api/plugins/late/call/mul", {"args": [3, 4]}) == (200, {"ok": True, "result": 12})
+        assert "Traceback" not in srv.log()

@@ -5,6 +5,7 @@ system through ``/proc/<pid>/root`` to fill it to the last bytes and to free it 
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import functools
 import os
@@ -31,7 +32,7 @@ def _unshare_works() -> bool:
 
 
 class SmallDisk:
-    """A tmpfs of ``size`` (``"24m"``) at ``mount`` for the process started with ``wrap``, with
+    """A tmpfs of ``size`` (``"24m"``, ``"2m,nr_inodes=64"``) at ``mount`` for the process started with ``wrap``, with
     a state directory ``state`` in it; ``deno``: a DENO_DIR to link in (a warm cache), or
     None to keep Deno's cache on the small file system too."""
 
@@ -66,9 +67,23 @@ class SmallDisk:
                 f.truncate(max(0, f.tell() - leave))
         assert os.statvfs(self.path()).f_bavail * os.statvfs(self.path()).f_frsize <= leave + 4096
 
+    def fill_inodes(self) -> None:
+        """Use up the file system's inodes (``nr_inodes`` in ``size``) with empty files: making a
+        file, directory or socket then fails with ENOSPC though bytes are free."""
+        many = self.path(".inodes")
+        many.mkdir()
+        with contextlib.suppress(FileExistsError):
+            for n in range(1 << 20):
+                try:
+                    (many / str(n)).touch()
+                except OSError as exc:
+                    assert exc.errno == errno.ENOSPC, exc
+                    return
+
     def free(self) -> None:
-        """Give all the filler's room back."""
+        """Give all the filler's room (and inodes) back."""
         self.path(".filler").unlink(missing_ok=True)
+        shutil.rmtree(self.path(".inodes"), ignore_errors=True)
 
     @contextmanager
     def held(self) -> Iterator[SmallDisk]:
