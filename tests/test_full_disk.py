@@ -31,6 +31,13 @@ from host.security.audit import read_audit
 pytestmark = pytest.mark.timeout(90)
 
 
+TYPED = """
+export const metadata: { id: string; name: string; version: string; apiVersion: string } =
+  { id: "typed", name: "typed", version: "1.0.%d", apiVersion: "1.0" };
+export function version(): number { return Number(metadata.version.split(".")[2]); }
+"""
+
+
 def _state(srv: ServeProcess, pid: str, want: str) -> dict | None:
     status, body = srv.request("GET", f"/api/plugins/{pid}")
     return body if status == 200 and body["state"] == want else None
@@ -319,4 +326,38 @@ def test_a_worker_whose_socket_cannot_be_made_is_a_state_error_and_its_plugin_lo
         disk.free()
         srv.poll(lambda: _state(srv, "late", "running"), "late loading once there is room", timeout=15)
         assert srv.request("POST", "/api/plugins/late/call/mul", {"args": [3, 4]}) == (200, {"ok": True, "result": 12})
+        assert "Traceback" not in srv.log()
+
+
+def test_workers_start_and_typescript_loads_with_deno_dir_on_a_full_disk(tmp_path, shared_state):
+    """DENO_DIR (Deno's transpile and V8 code caches, localStorage) on the full state disk: a
+    changed TypeScript plugin still loads (Deno runs without writing its caches), workers
+    restart without crashing, and a plugin's localStorage.setItem fails inside the plugin while
+    what it held stays. Held on main; kept as a regression test."""
+    plugins = PluginDir(tmp_path / "plugins")
+    plugins.add("keeper.js", """
+        export function put(k, v) {
+          try { localStorage.setItem(k, v); return "stored"; } catch (e) { return `${e.name}: ${e.message}`; }
+        }
+        export function size(k) { return localStorage.getItem(k)?.length ?? null; }
+    """)
+    (plugins.root / "typed.ts").write_text(TYPED % 1)
+    disk = SmallDisk(tmp_path / "disk", "24m")  # Deno's cache on it, cold
+    with serve_process(tmp_path, "--plugins", str(plugins.root), "--state-dir", str(disk.state),
+                       "--insecure-no-token", wrap=disk.wrap) as srv:
+        disk.pid = srv.proc.pid
+        srv.wait_running("typed")
+        srv.wait_running("keeper")
+        assert srv.request("POST", "/api/plugins/keeper/call/put", {"args": ["a", "x" * 1000]})[1]["result"] == "stored"
+        disk.fill()
+        (plugins.root / "typed.ts").write_text(TYPED % 2)
+        srv.poll(lambda: True if srv.request("POST", "/api/plugins/typed/call/version", {"args": []})[1].get("result")
+                 == 2 else None, "the changed TypeScript serving")
+        assert srv.request("POST", "/api/plugins/typed/restart")[1]["state"] == "running"
+        assert srv.request("POST", "/api/plugins/typed/call/version", {"args": []})[1]["result"] == 2
+        assert srv.request("POST", "/api/plugins/keeper/call/put", {"args": ["b", "y" * 200_000]})[1]["result"] == (
+            "Error: database or disk is full")
+        assert srv.request("POST", "/api/plugins/keeper/call/size", {"args": ["a"]})[1]["result"] == 1000
+        info = srv.request("GET", "/api/plugins/typed")[1]
+        assert info["crashes"] == 0 and info["state"] == "running"
         assert "Traceback" not in srv.log()
