@@ -361,3 +361,24 @@ def test_workers_start_and_typescript_loads_with_deno_dir_on_a_full_disk(tmp_pat
         info = srv.request("GET", "/api/plugins/typed")[1]
         assert info["crashes"] == 0 and info["state"] == "running"
         assert "Traceback" not in srv.log()
+
+
+@pytest.mark.parametrize("template", ["basic", "usage-script"])
+def test_new_on_a_full_disk_leaves_no_half_made_plugin(tmp_path, template):
+    """``new NAME`` writing into a full plugin directory: exit 1 with one line naming the file,
+    nothing of the plugin left (an empty module would load as a broken plugin, and ``new`` would
+    then refuse the name as taken); the same command works once there is room."""
+    disk = SmallDisk(tmp_path / "disk", "2m")
+    home = disk.mount / "plugins"
+    common = ("--plugins", str(home), "--state-dir", str(tmp_path / "state"))
+    with disk.held():
+        disk.path("plugins").mkdir()
+        disk.fill()
+        out = disk.run("new", "hello", "--template", template, *common, cwd=tmp_path)
+        assert out.returncode == 1 and out.stderr.startswith(f"error: cannot write {home}/hello"), out.stderr
+        assert out.stderr.endswith(": No space left on device (free some space on its file system)\n"), out.stderr
+        assert os.listdir(disk.path("plugins")) == []
+        disk.free()
+        out = disk.run("new", "hello", "--template", template, *common, cwd=tmp_path)
+        assert out.returncode == 0, out.stderr
+        assert any(n.startswith("hello") for n in os.listdir(disk.path("plugins")))
