@@ -382,3 +382,35 @@ def test_new_on_a_full_disk_leaves_no_half_made_plugin(tmp_path, template):
         out = disk.run("new", "hello", "--template", template, *common, cwd=tmp_path)
         assert out.returncode == 0, out.stderr
         assert any(n.startswith("hello") for n in os.listdir(disk.path("plugins")))
+
+
+def test_a_plugin_whose_workers_cannot_respawn_on_a_full_disk_serves_again_once_there_is_room(
+        tmp_path, shared_state, short_dir):
+    """A running plugin's worker dies while the socket directory's file system is out of inodes:
+    every respawn a call asks for fails (a StateError; the call a 503) until the crash-loop
+    breaker puts it in ``error``; once there is room it serves again by itself, no restart.
+    Before: it stayed in ``error`` until the operator restarted it."""
+    plugins = PluginDir(tmp_path / "plugins")
+    plugins.add("calc.js", CALC)
+    state = fresh_state(tmp_path, shared_state)
+    disk = SmallDisk(short_dir, "2m,nr_inodes=64")
+    (tmp_path / "host.toml").write_text("[pool]\nmin_workers = 0\n")
+    with serve_process(tmp_path, "--plugins", str(plugins.root), "--state-dir", str(state), "--insecure-no-token",
+                       "--config", "host.toml", wrap=disk.wrap,
+                       env={"TMPDIR": str(disk.mount), "XDG_RUNTIME_DIR": ""}) as srv:
+        disk.pid = srv.proc.pid
+        srv.wait_running("calc")
+        assert srv.request("POST", "/api/plugins/calc/call/pid", {"args": []})[0] == 200  # a worker, on demand
+        worker = srv.request("GET", "/api/plugins/calc")[1]["workers"][0]["pid"]
+        os.kill(worker, signal.SIGKILL)
+        srv.wait_logged("exited (crash)")  # none replaces it (min_workers = 0) until a call asks
+        disk.fill_inodes()
+        answers = []
+        while (failed := _state(srv, "calc", "error")) is None:  # calls need a worker: each try fails
+            answers.append(srv.request("POST", "/api/plugins/calc/call/add", {"args": [1, 2]}))
+            assert len(answers) < 20, answers
+        assert all(status == 503 for status, _ in answers), answers
+        assert "crash loop" in failed["error"] and "cannot make a worker socket in" in failed["error"], failed
+        disk.free()
+        srv.poll(lambda: _state(srv, "calc", "running"), "calc serving once there is room", timeout=15)
+        assert srv.request("POST", "/api/plugins/calc/call/add", {"args": [1, 2]}) == (200, {"ok": True, "result": 3})

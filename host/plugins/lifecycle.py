@@ -21,10 +21,12 @@ import anyio
 import msgspec
 from anyio.streams.memory import MemoryObjectSendStream
 
+from ..errors import StateError
 from ..logs import plugin_extra
 from ..pool import Pool
 from .discovery import PluginSource
 from .manifest import Manifest
+from .state_retry import note_failure
 
 log = logging.getLogger("host.lifecycle")
 
@@ -163,6 +165,7 @@ class Plugin:
             return
         if pool.state == "error":
             self.set_state("error", pool.error)
+            note_failure(self, StateError(pool.error or "") if pool.state_failure else None)  # retried if state
         elif pool.state == "running" and self.state in ("error", "loaded"):
             self.set_state("running")
 

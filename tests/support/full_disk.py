@@ -69,16 +69,17 @@ class SmallDisk:
 
     def fill_inodes(self) -> None:
         """Use up the file system's inodes (``nr_inodes`` in ``size``) with empty files: making a
-        file, directory or socket then fails with ENOSPC though bytes are free."""
+        file, directory or socket then fails with ENOSPC though bytes are free. Again: the ones
+        freed since."""
         many = self.path(".inodes")
-        many.mkdir()
         with contextlib.suppress(FileExistsError):
-            for n in range(1 << 20):
-                try:
-                    (many / str(n)).touch()
-                except OSError as exc:
-                    assert exc.errno == errno.ENOSPC, exc
-                    return
+            many.mkdir()
+        for n in range(len(os.listdir(many)), 1 << 20):  # again: what was freed since
+            try:
+                (many / str(n)).touch(exist_ok=False)
+            except OSError as exc:
+                assert exc.errno == errno.ENOSPC, exc
+                return
 
     def free(self) -> None:
         """Give all the filler's room (and inodes) back."""
