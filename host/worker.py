@@ -301,8 +301,10 @@ class Worker:
     async def run(self, *, task_status: TaskStatus[Worker] = anyio.TASK_STATUS_IGNORED) -> None:
         """Spawn and handshake (then report ready), serve until the process ends, clean up.
         A worker that fails to start raises a HostError (HandshakeError, WorkerCrashed,
-        SpawnFailed, ...); nothing else leaves it: an OS refusal (a bind, a spawn) or a bug of
-        ours becomes SpawnFailed before ready, and is logged and ends the worker after."""
+        SpawnFailed, ...); nothing else leaves it: a socket or data directory that cannot be
+        made is a StateError (a full disk: the registry tries again, plugins/state_retry.py),
+        another OS refusal or a bug of ours becomes SpawnFailed before ready, and is logged and
+        ends the worker after."""
         ready = False
 
         def report(worker: Worker) -> None:

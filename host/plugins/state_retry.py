@@ -8,15 +8,17 @@ change of the plugin's file or config, or the operator, as before."""
 
 from __future__ import annotations
 
+import logging
 import time
 from typing import TYPE_CHECKING
 
-from ..errors import StateError
+from ..errors import HostError, StateError
 
 if TYPE_CHECKING:
     from .lifecycle import Plugin
     from .registry import Registry
 
+log = logging.getLogger("host")
 RETRY_FIRST = 1.0  # seconds after the first failure; the registry rescans every reload.interval
 RETRY_MAX = 60.0  # at most this long between attempts while the state directory stays unusable
 
@@ -40,8 +42,11 @@ async def retry_state_failures(registry: Registry) -> None:
             continue
         if record.pool is not None and record.pool.state == "error":
             record.pool.reset()  # its workers could not start (a crash loop): start them again
-        else:
+            continue
+        try:
             await registry.enable(record.key)
+        except HostError as exc:  # the others are tried all the same
+            log.debug("plugin %s: trying again failed: %s", record.id, exc)
 
 
 __all__ = ["RETRY_FIRST", "RETRY_MAX", "note_failure", "retry_state_failures"]

@@ -1,7 +1,8 @@
 """A file system that fills up: a tmpfs of a few MiB mounted over a directory of one serve
 process only (a mount namespace of its own, ``unshare -rm``: as root or as a user with user
-namespaces, and nothing is left mounted when the process ends). The test reaches the file
-system through ``/proc/<pid>/root`` to fill it to the last bytes and to free it again."""
+namespaces, and nothing is left mounted when the process ends; ``held`` keeps it for several
+commands). The test reaches the file system through ``/proc/<pid>/root`` to fill it to the last
+bytes or inodes and to free it again. Where mount namespaces are not allowed, the test skips."""
 
 from __future__ import annotations
 
@@ -32,9 +33,9 @@ def _unshare_works() -> bool:
 
 
 class SmallDisk:
-    """A tmpfs of ``size`` (``"24m"``, ``"2m,nr_inodes=64"``) at ``mount`` for the process started with ``wrap``, with
-    a state directory ``state`` in it; ``deno``: a DENO_DIR to link in (a warm cache), or
-    None to keep Deno's cache on the small file system too."""
+    """A tmpfs of ``size`` (``"24m"``, ``"2m,nr_inodes=64"``) at ``mount`` for the process
+    started with ``wrap``, with a state directory ``state`` in it; ``deno``: a DENO_DIR to link
+    in (a warm cache), or None to keep Deno's cache on the small file system too."""
 
     def __init__(self, mount: Path, size: str, *, deno: Path | None = None) -> None:
         if not _unshare_works():
