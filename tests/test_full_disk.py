@@ -58,6 +58,18 @@ def small_disk_serve(tmp_path: Path, shared_state: Path, plugins: Path, *args: s
         yield srv, disk
 
 
+@contextmanager
+def full_plugin_dir(tmp_path: Path) -> Iterator[tuple[SmallDisk, Path, tuple[str, ...]]]:
+    """A plugin directory on a small disk held mounted and filled up (the state directory on
+    the ordinary one): the disk for ``run``, the directory, and the options naming both."""
+    disk = SmallDisk(tmp_path / "disk", "2m")
+    home = disk.mount / "plugins"
+    with disk.held():
+        disk.path("plugins").mkdir()
+        disk.fill()
+        yield disk, home, ("--plugins", str(home), "--state-dir", str(tmp_path / "state"))
+
+
 def test_a_plugin_that_could_not_be_recorded_on_a_full_disk_loads_once_there_is_room(tmp_path, shared_state):
     """A plugin first seen while the disk is full cannot have its grants recorded (approvals.json):
     it waits in ``error`` saying so, and loads by itself once space is freed, without a restart.
@@ -197,12 +209,7 @@ def test_a_cc_switch_import_onto_a_full_plugin_directory_leaves_no_broken_script
     (the next import would keep it as "a different script", and the host would load it); the
     same import works once there is room. Before: a traceback and empty scripts kept for good."""
     cc_switch_db(tmp_path / "cc.db", "https://relay.example")
-    disk = SmallDisk(tmp_path / "disk", "20m")
-    home = disk.mount / "plugins"
-    common = ("--plugins", str(home), "--state-dir", str(tmp_path / "state"))
-    with disk.held():
-        disk.path("plugins").mkdir()
-        disk.fill()
+    with full_plugin_dir(tmp_path) as (disk, home, common):
         out = disk.run("import-cc-switch", "--db", str(tmp_path / "cc.db"), *common, cwd=tmp_path)
         assert out.returncode == 1 and "Traceback" not in out.stderr, out.stderr
         assert out.stderr.startswith(f"error: cannot write {home}/") and out.stderr.endswith(
@@ -368,12 +375,7 @@ def test_new_on_a_full_disk_leaves_no_half_made_plugin(tmp_path, template):
     """``new NAME`` writing into a full plugin directory: exit 1 with one line naming the file,
     nothing of the plugin left (an empty module would load as a broken plugin, and ``new`` would
     then refuse the name as taken); the same command works once there is room."""
-    disk = SmallDisk(tmp_path / "disk", "2m")
-    home = disk.mount / "plugins"
-    common = ("--plugins", str(home), "--state-dir", str(tmp_path / "state"))
-    with disk.held():
-        disk.path("plugins").mkdir()
-        disk.fill()
+    with full_plugin_dir(tmp_path) as (disk, home, common):
         out = disk.run("new", "hello", "--template", template, *common, cwd=tmp_path)
         assert out.returncode == 1 and out.stderr.startswith(f"error: cannot write {home}/hello"), out.stderr
         assert out.stderr.endswith(": No space left on device (free some space on its file system)\n"), out.stderr
