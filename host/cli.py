@@ -24,6 +24,7 @@ from .cli_dev import register as register_dev
 from .cli_doctor import doctor
 from .cli_grants import register as register_grants
 from .cli_output import (
+    GuardedOutput,
     ListenError,
     Progress,
     UsageError,
@@ -393,8 +394,11 @@ def main(argv: list[str] | None = None) -> int:
     except InvalidConfig as exc:  # a bad config file or variable is a usage error
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    stdout, sys.stdout = sys.stdout, GuardedOutput(sys.stdout)  # a full disk under `> file`: one line
     try:
-        return anyio.run(args.run, args, config)
+        code = anyio.run(args.run, args, config)
+        sys.stdout.flush()  # here, where a failure is still an answer
+        return code
     except UsageError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -409,3 +413,5 @@ def main(argv: list[str] | None = None) -> int:
         return 2 if isinstance(exc, InvalidArguments) and not isinstance(exc, InvalidCode) else 1  # a wrong call
     except KeyboardInterrupt:
         return 130
+    finally:
+        sys.stdout = stdout

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 from urllib.parse import quote
 
 import anyio
@@ -19,6 +20,7 @@ from .plugins.discovery import USAGE_SUFFIX, load_manifest
 from .plugins.usage_scripts import discover_sources
 from .runtime import Runtime
 from .security.approvals import declared, open_approvals
+from .security.private_files import os_failure, write_private
 
 
 async def approve(args: argparse.Namespace, config: HostConfig) -> int:
@@ -83,9 +85,18 @@ def import_plan(args: argparse.Namespace, config: HostConfig) -> list[Found]:
     if args.dry_run:
         print(f"dry run: nothing written ({len(todo)} to create in {target})")
         return []
-    target.mkdir(parents=True, exist_ok=True)
-    for f in todo:
-        (target / f"{f.id}{USAGE_SUFFIX}").write_text(f.script, encoding="utf-8")
+    written: list[Path] = []
+    path = target
+    try:  # all or none, each whole: a script cut short by a full disk would be kept as "a different script"
+        target.mkdir(parents=True, exist_ok=True)
+        for f in todo:
+            path = target / f"{f.id}{USAGE_SUFFIX}"
+            write_private(path, f.script.encode("utf-8"), exclusive=True)
+            written.append(path)
+    except OSError as exc:
+        for done in written:
+            done.unlink(missing_ok=True)
+        raise os_failure(path, exc, "write") from None
     return todo
 
 

@@ -4,6 +4,7 @@ and the Deno inspector's DevTools address."""
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime as dt
 import json
 import os
@@ -19,6 +20,7 @@ import anyio
 import msgspec
 
 from .balances.result import BalanceResult
+from .errors import HostError
 from .info import json_default
 from .plugins.lifecycle import STARTING, PluginEvent
 
@@ -197,3 +199,38 @@ class UsageError(Exception):
 
 class ListenError(Exception):
     """The server's address cannot be bound (in use, not ours): exit 1 with one line."""
+
+
+class OutputFailed(HostError):
+    """Standard output could not be written (``> file`` on a full disk): said in one line, exit 1."""
+
+
+class GuardedOutput:
+    """``sys.stdout`` for the CLI: a write or flush that fails is OutputFailed, and standard output
+    then goes to /dev/null, so that the interpreter's own flush at exit does not fail again."""
+
+    def __init__(self, stream: TextIO) -> None:
+        self._stream = stream
+
+    def _failed(self, exc: OSError) -> OutputFailed:
+        with contextlib.suppress(OSError, ValueError):
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, self._stream.fileno())
+            os.close(devnull)
+        return OutputFailed(f"cannot write the output: {exc.strerror or exc}")
+
+    def write(self, text: str) -> int:
+        try:
+            return self._stream.write(text)
+        except OSError as exc:
+            raise self._failed(exc) from None
+
+    def flush(self) -> None:
+        try:
+            self._stream.flush()
+        except OSError as exc:
+            raise self._failed(exc) from None
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._stream, name)
+

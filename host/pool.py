@@ -17,7 +17,7 @@ import anyio
 from anyio.abc import TaskGroup
 
 from .config import PoolConfig
-from .errors import HostClosed, HostError, PluginUnavailable, WorkerCrashed
+from .errors import HostClosed, HostError, PluginUnavailable, StateError, WorkerCrashed
 from .policy.scheduler import Waiter, WaitQueue
 from .runtime import Runtime
 from .worker import HostCallHandler, Lease, LogSink, Worker, WorkerSpec
@@ -89,6 +89,7 @@ class Pool:
         self._deadline_wake = anyio.Event()
         self._crash_times: deque[float] = deque()
         self._consecutive_crashes = 0
+        self.state_failure = False  # the last crash was a StateError: the registry tries again (state_retry.py)
         self._tg: TaskGroup | None = None
         self._closed = anyio.Event()
         self._drained: anyio.Event | None = None  # made by aclose: set once no call is in flight
@@ -215,6 +216,7 @@ class Pool:
             if worker.exited.is_set():
                 raise worker.exit_error or PluginUnavailable("worker died at start", plugin=self.plugin_id)
         except HostError as exc:
+            self.state_failure = isinstance(exc, StateError)  # no socket on a full disk, say
             self._record_crash(str(exc), fatal=isinstance(exc, PluginUnavailable))
             self._maintain()
             return
@@ -268,6 +270,7 @@ class Pool:
             self.timeouts += 1
             self._owed_restarts += 1
         elif lost:
+            self.state_failure = False
             charged = self.spec.role == "execute" and worker.load  # ad-hoc code crashed it: no backoff
             self._record_crash(str(worker.exit_error), fatal=False, backoff=not charged)
             self._owed_restarts += 1

@@ -44,6 +44,13 @@ def private_run_dir(kind: str) -> str:
     return path
 
 
+def socket_failure(path: str, exc: OSError) -> StateError:
+    """A worker's socket ``path`` could not be made (its file system full, out of inodes or
+    read-only): a StateError naming the directory and what to do."""
+    return StateError(f"cannot make a worker socket in {os.path.dirname(path)}: {exc.strerror or exc} (free some "
+                      "space or inodes on its file system, or set XDG_RUNTIME_DIR or TMPDIR to another directory)")
+
+
 def find_deno(override: str | None = None) -> str:
     """The deno binary: an explicit path, $PLUGIN_HOST_DENO, or the `deno` wheel's binary."""
     path = override or os.environ.get("PLUGIN_HOST_DENO")

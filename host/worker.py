@@ -42,8 +42,9 @@ from .errors import (
 )
 from .logs import WORKER_LEVELS, worker_extra
 from .process import ChildProcess
-from .runtime import Runtime
+from .runtime import Runtime, socket_failure
 from .security.permissions import Permissions
+from .security.private_files import os_failure
 from .security.refusals import record_error, record_kill, record_refusal
 from .transport import ConnectionLost, FrameSocket, UnixListener, WriteBufferFull
 from .wake import Wake
@@ -300,8 +301,10 @@ class Worker:
     async def run(self, *, task_status: TaskStatus[Worker] = anyio.TASK_STATUS_IGNORED) -> None:
         """Spawn and handshake (then report ready), serve until the process ends, clean up.
         A worker that fails to start raises a HostError (HandshakeError, WorkerCrashed,
-        SpawnFailed, ...); nothing else leaves it: an OS refusal (a bind, a spawn) or a bug of
-        ours becomes SpawnFailed before ready, and is logged and ends the worker after."""
+        SpawnFailed, ...); nothing else leaves it: a socket or data directory that cannot be
+        made is a StateError (a full disk: the registry tries again, plugins/state_retry.py),
+        another OS refusal or a bug of ours becomes SpawnFailed before ready, and is logged and
+        ends the worker after."""
         ready = False
 
         def report(worker: Worker) -> None:
@@ -330,14 +333,20 @@ class Worker:
         limits = self.spec.limits
         sock_path = self.runtime.socket_path()
         token = secrets.token_urlsafe(24)
-        listener = UnixListener(sock_path)
+        try:
+            listener = UnixListener(sock_path)
+        except OSError as exc:  # a full or read-only temp directory: the host's state, retried
+            raise socket_failure(sock_path, exc) from None
         started = False
         try:
             rt, spec = self.runtime, self.spec
             flags = rt.flags(plugin_id=spec.plugin_id, permissions=spec.permissions,
                              base_dir=spec.base_dir, read_paths=spec.read_paths, limits=limits,
                              socket_path=sock_path, inspect=spec.inspect)
-            spec.base_dir.mkdir(mode=0o700, parents=True, exist_ok=True)  # its data dir, its cwd
+            try:
+                spec.base_dir.mkdir(mode=0o700, parents=True, exist_ok=True)  # its data dir, its cwd
+            except OSError as exc:  # the state directory out of inodes, say: retried as state
+                raise os_failure(spec.base_dir, exc, "make the plugin's data directory") from None
             t_spawn = time.monotonic()
             self._proc = ChildProcess(
                 rt.command(flags),

@@ -4,6 +4,7 @@
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import datetime as dt
 import sqlite3
@@ -15,6 +16,7 @@ from typing import Protocol
 
 import msgspec
 
+from ..errors import StateError
 from ..security.private_files import PrivateDb
 from .alerts import Alert
 from .result import BalanceResult
@@ -56,6 +58,30 @@ def recorded(results: list[BalanceResult]) -> list[tuple]:
 
 
 MAX_TIME = 253_402_300_800  # 10000-01-01 UTC: past the last time a datetime holds
+MAX_UNRECORDED = 10_000  # points kept in memory while the history cannot be written
+
+
+class Unrecorded:
+    """Points the history could not take (a full disk, its database down): kept in memory, the
+    newest MAX_UNRECORDED of them (without their rawData), and written with the next points
+    once the history takes them again, so that an outage leaves no gap in it."""
+
+    def __init__(self) -> None:
+        self._held: collections.deque[BalanceResult] = collections.deque(maxlen=MAX_UNRECORDED)
+        self._lock = threading.Lock()
+
+    def append(self, history: History, results: list[BalanceResult]) -> int:
+        """``history.append`` of what is held and ``results``; on a StateError ``results`` are
+        held too (and it is raised)."""
+        fresh = [msgspec.structs.replace(r, raw_data=None) for r in results if recorded([r])]
+        with self._lock:
+            try:
+                added = history.append([*self._held, *fresh])
+            except StateError:
+                self._held.extend(fresh)
+                raise
+            self._held.clear()
+        return added
 
 
 def points_query(table: str, mark: str, provider: str | None, since: dt.datetime | None,

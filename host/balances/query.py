@@ -21,7 +21,7 @@ from ..plugins.lifecycle import Plugin
 from ..plugins.registry import Registry
 from .alerts import Alert, AlertState, deliver
 from .degrade import LastBalances, degradable
-from .history import BalancePoint, History
+from .history import BalancePoint, History, Unrecorded
 from .result import BALANCE_CAPABILITY, BALANCE_FUNCTION, BalanceResult, from_error, from_reply
 from .stations import Stations
 
@@ -65,6 +65,7 @@ class Balances:
         self._tasks = tasks          # where alerts are delivered, in the background
         self._alerts: AlertState | None = None  # read back from the history at the first query
         self._last = LastBalances(history)  # for the "degrade" rate-limit strategy
+        self._unrecorded = Unrecorded()  # points a full disk kept out of the history, written later
 
     async def query_balances(self, *, refresh: bool = False, timeout: float | None = None) -> list[BalanceResult]:
         """Ask every balance plugin (``"balance"`` in its capabilities) for its balance, all in
@@ -106,7 +107,7 @@ class Balances:
         ordered = [results[t.name] for t in targets]
         self._last.remember(ordered)
         try:
-            await anyio.to_thread.run_sync(self._history.append, ordered)
+            await anyio.to_thread.run_sync(self._unrecorded.append, self._history, ordered)
         except StateError as exc:  # the answers still count; the history misses them
             _warn.warning("history", "balance history: %s", exc.message)
         await self._alert(ordered)

@@ -21,10 +21,12 @@ import anyio
 import msgspec
 from anyio.streams.memory import MemoryObjectSendStream
 
+from ..errors import StateError
 from ..logs import plugin_extra
 from ..pool import Pool
 from .discovery import PluginSource
 from .manifest import Manifest
+from .state_retry import note_failure
 
 log = logging.getLogger("host.lifecycle")
 
@@ -77,6 +79,7 @@ class Plugin:
         self.pending_manifest: Manifest | None = None  # a version waiting for approval
         self.pending_exports: list[str] = []
         self.pending: list[str] = []  # the grants it asks for beyond the approved ones
+        self.state_retry: tuple[float, float] | None = None  # failed for the state dir: (when, backoff)
         self._emit = emit
         self._emit(PluginEvent(source.id, source.version_hint, "discovered", None, None, time.time()))
 
@@ -162,6 +165,7 @@ class Plugin:
             return
         if pool.state == "error":
             self.set_state("error", pool.error)
+            note_failure(self, StateError(pool.error or "") if pool.state_failure else None)  # retried if state
         elif pool.state == "running" and self.state in ("error", "loaded"):
             self.set_state("running")
 

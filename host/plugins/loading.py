@@ -28,6 +28,7 @@ from .dependencies import resolve
 from .discovery import cached
 from .lifecycle import Plugin
 from .manifest_cache import INSPECT_SLOTS, URGENT
+from .state_retry import note_failure
 
 if TYPE_CHECKING:
     from .registry import Registry
@@ -233,6 +234,7 @@ class Loader:
 def failure(record: Plugin, what: str, exc: Exception) -> str:
     """What failed, for the plugin's error: a HostError says it itself; anything else is a bug
     or an OS failure, logged with its traceback and contained to this plugin."""
+    note_failure(record, exc)  # the state directory failing: tried again once it may work
     if isinstance(exc, HostError):
         return str(exc)
     log.error("plugin %s: %s failed", record.id, what, exc_info=exc)

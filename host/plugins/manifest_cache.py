@@ -131,12 +131,15 @@ class ManifestCache:
             return
         # plugins removed since, and the staging directories of installs, go with the next write
         self._entries = {module: e for module, e in self._entries.items() if os.path.exists(module)}
+        self._saved = time.monotonic()
         try:
             write_private(self.path, msgspec.msgpack.encode(_File(self._runtime, self._entries)))
-        except (OSError, TypeError, ValueError) as exc:
+        except OSError as exc:  # a full disk: still to write, at the next load or at close
+            log.warning("%s: cannot be written (%s)", self.path, exc)
+            return
+        except (TypeError, ValueError) as exc:  # not encodable: writing again would not help
             log.warning("%s: cannot be written (%s)", self.path, exc)
         self._dirty = False
-        self._saved = time.monotonic()
 
 
 __all__ = ["CACHE_FILE", "INSPECT_SLOTS", "URGENT", "LoadSlots", "ManifestCache", "content_digest", "runtime_key"]

@@ -267,17 +267,40 @@ def safe_name(name: str, archive: str) -> str:
     return "/".join(parts)
 
 
+class UnpackFailed(PackageRefused):
+    """Writing what was unpacked failed (a full disk): the package is not at fault, the place
+    it goes is. The message is the OS's; the installer names the directory (503)."""
+
+    def __init__(self, exc: OSError) -> None:
+        super().__init__(exc.strerror or str(exc), status=503)
+        self.errno = exc.errno
+
+
+def _mkdir(path: Path) -> None:
+    try:
+        path.mkdir(mode=0o755, parents=True, exist_ok=True)
+    except OSError as exc:
+        raise UnpackFailed(exc) from None
+
+
 def _write(root: Path, rel: str, chunks: Any, budget: _Budget) -> None:
     target = root / rel
-    target.parent.mkdir(mode=0o755, parents=True, exist_ok=True)
+    _mkdir(target.parent)
     try:
         fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
     except FileExistsError:
         raise PackageRefused(f"{budget.name}: entry {rel!r} appears twice") from None
-    with os.fdopen(fd, "wb") as f:
-        for chunk in chunks:
+    except OSError as exc:
+        raise UnpackFailed(exc) from None
+    with os.fdopen(fd, "wb", buffering=0) as f:  # unbuffered: no write left for close() to fail
+        for chunk in chunks:  # reading the archive raises its own errors: only the writes are ours
             budget.take(len(chunk))
-            f.write(chunk)
+            view = memoryview(chunk)
+            try:
+                while view:
+                    view = view[f.write(view):]
+            except OSError as exc:
+                raise UnpackFailed(exc) from None
 
 
 def _chunks(stream: Any, size: int = 64 * 1024) -> Any:
@@ -311,7 +334,7 @@ def _untar(package: Package, into: Path, budget: _Budget) -> None:
                 budget.entry()
                 rel = safe_name(member.name, package.name)
                 if member.isdir():
-                    (into / rel).mkdir(mode=0o755, parents=True, exist_ok=True)
+                    _mkdir(into / rel)
                 elif member.isreg():
                     if member.size > budget.cfg.max_unpacked_bytes:
                         budget.take(member.size)
@@ -346,7 +369,7 @@ def _unzip(package: Package, into: Path, budget: _Budget) -> None:
             for info in infos:
                 rel = safe_name(info.filename, package.name)
                 if info.is_dir():
-                    (into / rel).mkdir(mode=0o755, parents=True, exist_ok=True)
+                    _mkdir(into / rel)
                     continue
                 with zf.open(info) as source:
                     _write(into, rel, _chunks(source), budget)
@@ -365,7 +388,7 @@ def _copy_directory(source: Path, into: Path, budget: _Budget) -> None:
             budget.entry()
             st = os.lstat(path)
             if stat.S_ISDIR(st.st_mode):
-                (into / rel).mkdir(mode=0o755, parents=True, exist_ok=True)
+                _mkdir(into / rel)
             elif stat.S_ISREG(st.st_mode):
                 with open(path, "rb") as f:
                     _write(into, rel, _chunks(f), budget)
@@ -374,5 +397,5 @@ def _copy_directory(source: Path, into: Path, budget: _Budget) -> None:
                                      "and directories are installed")
 
 
-__all__ = ["ARCHIVE_SUFFIXES", "Package", "PackageRefused", "PackagesConfig", "Verdict", "parse_sha256",
-           "parse_signature", "unpack", "verify"]
+__all__ = ["ARCHIVE_SUFFIXES", "Package", "PackageRefused", "PackagesConfig", "UnpackFailed", "Verdict",
+           "parse_sha256", "parse_signature", "unpack", "verify"]

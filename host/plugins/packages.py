@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import errno
 import json
 import logging
 import os
@@ -34,7 +35,7 @@ from ..security.private_files import locked, write_private
 from .discovery import ENTRY_NAMES, PluginSource, inspect, load_manifest, source_for
 from .lifecycle import SERVING
 from .manifest import ID_RE
-from .package_archive import FILE_SUFFIXES, Package, PackageRefused, Verdict, unpack, verify
+from .package_archive import FILE_SUFFIXES, Package, PackageRefused, UnpackFailed, Verdict, unpack, verify
 from .reload import fingerprint
 from .switches import SWITCHES_FILE
 from .usage_scripts import discover_sources
@@ -164,12 +165,15 @@ class PackageAdmin:
         stage: Path | None = None
         try:
             verdict = verify(package, self.config.packages)
-            home.mkdir(parents=True, exist_ok=True)
-            _sweep_stale(home)
-            stage = Path(tempfile.mkdtemp(prefix=STAGING_PREFIX, dir=home))
-            unpacked = stage / ".unpacked"  # no plugin id starts with a dot: never the staged name
-            unpacked.mkdir()
-            unpack(package, unpacked, self.config.packages)
+            try:
+                home.mkdir(parents=True, exist_ok=True)
+                _sweep_stale(home)
+                stage = Path(tempfile.mkdtemp(prefix=STAGING_PREFIX, dir=home))
+                unpacked = stage / ".unpacked"  # no plugin id starts with a dot: never the staged name
+                unpacked.mkdir()
+                unpack(package, unpacked, self.config.packages)
+            except (OSError, UnpackFailed) as exc:  # a full disk: the place is at fault, not the package
+                raise _cannot_unpack(package.name, home, exc) from None
             try:
                 staged, manifest = await self._validate(unpacked, stage, package.name, check)
             except HostError as exc:  # named by the package, not the staging directory
@@ -376,6 +380,13 @@ def _sweep_stale(home: Path) -> None:
 
 _RENAME_EXCHANGE = 2
 _AT_FDCWD = -100
+
+
+def _cannot_unpack(name: str, home: Path, exc: OSError | UnpackFailed) -> PackageRefused:
+    why = exc.message if isinstance(exc, UnpackFailed) else exc.strerror or str(exc)
+    hint = " (free some space on its file system)" if exc.errno in (errno.ENOSPC, errno.EDQUOT) else ""
+    return PackageRefused(f"{name}: cannot unpack into the plugin directory {home}: {why}{hint}; nothing was "
+                          "installed", status=503)
 
 
 def _unrecorded(pid: str, exc: OSError) -> PackageRefused:

@@ -44,6 +44,7 @@ from .manifest import KNOWN_CAPABILITIES, Manifest, infer_capabilities, unresolv
 from .overrides import narrowed_grants
 from .reload import fingerprint
 from .settings import apply_schema, redact, secret_keys, secret_values
+from .state_retry import retry_state_failures
 from .usage_scripts import discover_sources
 
 log = logging.getLogger("host")
@@ -343,6 +344,7 @@ class Registry:
                     await self.reload_record(r, fp)
             if fresh:
                 await self.load(fresh)
+            await retry_state_failures(self)  # a full disk freed, say: no restart needed
 
     async def reload(self, name: str) -> bool:
         """Load the plugin's code anew: a new pool starts, new calls go to it, the old pool

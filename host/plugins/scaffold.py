@@ -4,6 +4,7 @@ without starting a host) and ``new NAME`` (a working plugin with a test that pas
 from __future__ import annotations
 
 import re
+import shutil
 from pathlib import Path
 
 import msgspec
@@ -11,6 +12,7 @@ import msgspec
 from ..config import HostConfig
 from ..errors import HostError, InvalidConfig
 from ..runtime import Runtime
+from ..security.private_files import os_failure
 from .discovery import load_manifest, source_for
 from .manifest import KNOWN_CAPABILITIES, infer_capabilities
 from .templates import BALANCE_TEST, BALANCE_TS, EVENT_TEST, EVENT_TS, TEMPLATES, USAGE_JS, USAGE_TEST
@@ -112,18 +114,41 @@ def new_plugin(name: str, plugins_dir: str | Path, template: str = "basic") -> l
         raise InvalidConfig(f"{root}: a plugin named {name!r} already exists")
     fields = dict(name=name, path=root, plugins=plugins)
     if template == "usage-script":
-        plugins.mkdir(parents=True, exist_ok=True)
         script, test = plugins / f"{name}.usage.js", plugins / f"test_{name.replace('-', '_')}_usage.py"
-        script.write_text(USAGE_JS.format(**fields, test=test))
-        test.write_text(USAGE_TEST.format(**fields))
-        return [script, test]
-    root.mkdir(parents=True)
+        return _write_all(plugins, None, [(script, USAGE_JS.format(**fields, test=test)),
+                                          (test, USAGE_TEST.format(**fields))])
     mod_text, test_name, test_text = {
         "basic": (MOD_TS, "mod_test.ts", TEST_TS),
         "balance": (BALANCE_TS, f"test_{name.replace('-', '_')}.py", BALANCE_TEST),
         "event": (EVENT_TS, "mod_test.ts", EVENT_TEST),
     }[template]
-    mod, test = root / "mod.ts", root / test_name
-    mod.write_text(mod_text.format(**fields))
-    test.write_text(test_text.format(**fields))
-    return [mod, test]
+    return _write_all(plugins, root, [(root / "mod.ts", mod_text.format(**fields)),
+                                      (root / test_name, test_text.format(**fields))])
+
+
+def _write_all(plugins: Path, root: Path | None, files: list[tuple[Path, str]]) -> list[Path]:
+    """Make ``root`` (a new directory) if given and write ``files``: all of them, or (a full
+    disk) none, a StateError naming the file; a half-made plugin would load broken and keep
+    its name taken."""
+    path, made, written, whole = root or plugins, None, [], False
+    try:
+        plugins.mkdir(parents=True, exist_ok=True)
+        if root is not None:
+            root.mkdir()
+            made = root
+        for path, text in files:
+            with open(path, "x", encoding="utf-8") as f:  # never over a file that is there
+                written.append(path)
+                f.write(text)
+        whole = True
+    except FileExistsError:
+        raise InvalidConfig(f"{path}: exists already; remove it or choose another name") from None
+    except OSError as exc:
+        raise os_failure(path, exc, "write") from None
+    finally:
+        if not whole:
+            for done in written:
+                done.unlink(missing_ok=True)
+            if made is not None:
+                shutil.rmtree(made, ignore_errors=True)
+    return written

@@ -9,11 +9,15 @@ as a second line of defence.
 The log rotates at ``max_bytes`` (``audit.jsonl`` → ``.1`` → ... → ``.keep``, the oldest
 dropped), under a lock shared by every process appending to it; a process whose file was rotated
 or removed by another opens the current one at its next line. A write that fails (a full disk,
-a file-size limit) is logged, rate-limited, and never raised into what is being audited."""
+a file-size limit) is logged, rate-limited, and never raised into what is being audited; the
+line waits in memory (the newest WAITING of them) and is written, in order, before the next one
+once the disk has room. A line that fits only in part is cut off again: no half lines."""
 
 from __future__ import annotations
 
+import collections
 import contextlib
+import errno
 import logging
 import os
 import threading
@@ -30,6 +34,7 @@ if TYPE_CHECKING:
     from .audit_pg import AuditTable
 
 _encoder = msgspec.json.Encoder()
+WAITING = 10_000  # lines kept in memory while the log cannot be written (a full disk), then written
 log = logging.getLogger("host.audit")
 
 
@@ -46,7 +51,9 @@ class AuditLog:
         self._fd: int | None = None
         self._ino: int | None = None
         self._closed = False
-        self.failures = 0  # lines that could not be written
+        self.failures = 0  # writes that failed (a line that waits is counted at each attempt)
+        self.lost = 0  # lines dropped: more than WAITING waited at once
+        self._waiting: collections.deque[bytes] = collections.deque(maxlen=WAITING)
         if self.path is not None:
             try:
                 self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -71,17 +78,37 @@ class AuditLog:
         if self.table is not None:
             self.table.put(entry["ts"], event, line.decode().rstrip("\n"))
         with self._lock:
+            if len(self._waiting) == self._waiting.maxlen:
+                self.lost += 1  # the oldest waiting line goes
+            self._waiting.append(line)
             try:
                 self._current()
+                while self._waiting:  # in order: what waited first
+                    self._write_whole(self._waiting[0])
+                    self._waiting.popleft()
                 assert self._fd is not None
-                os.write(self._fd, line)
                 if os.fstat(self._fd).st_size >= self.max_bytes:
                     self._rotate()
             except OSError as exc:  # a full or read-only disk must not stop what is audited
                 self.failures += 1
                 if self.failures == 1 or self.failures % 1000 == 0:
-                    log.warning("audit log %s: cannot write (%d lines lost so far): %s",
-                                self.path, self.failures, exc.strerror or exc)
+                    log.warning("audit log %s: cannot write (%d lines wait to be written, %d lost): %s",
+                                self.path, len(self._waiting), self.lost, exc.strerror or exc)
+
+    def _write_whole(self, line: bytes) -> None:
+        """Append ``line`` whole, or raise: a line that fits only in part (a short write on a
+        full disk) is cut off the file again, so no reader meets half a line glued to the next."""
+        assert self._fd is not None
+        written = os.write(self._fd, line)
+        if written == len(line):
+            return
+        assert self.path is not None
+        with contextlib.suppress(OSError), open(self.path, "rb") as f:
+            size = os.fstat(self._fd).st_size
+            f.seek(max(0, size - written))
+            if f.read() == line[:written]:  # only if it is still the end (another host may append)
+                os.ftruncate(self._fd, size - written)
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
 
     def _current(self) -> None:
         """Open the file again if it was rotated or removed (by another process, say)."""
@@ -119,6 +146,10 @@ class AuditLog:
     def close(self) -> None:
         with self._lock:
             self._closed = True
+            with contextlib.suppress(OSError):  # a last chance for the lines that wait
+                while self._waiting and self._fd is not None:
+                    self._write_whole(self._waiting[0])
+                    self._waiting.popleft()
             self._close_fd()
         if self.table is not None:
             self.table.close()

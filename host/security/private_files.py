@@ -38,19 +38,20 @@ def storage_name(plugin_id: str) -> str:
 
 
 def write_private(path: str | Path, data: bytes, *, exclusive: bool = False) -> None:
-    """Write ``data`` to ``path``, mode 0600, atomically: a temp file in the same directory
-    moved into place, so nobody reads a half-written file. ``exclusive``: only if ``path`` does
-    not exist yet (synced, then linked into place, like O_CREAT|O_EXCL; when another process
+    """Write ``data`` to ``path``, mode 0600, atomically: a temp file in the same directory,
+    synced, then moved into place, so nobody reads a half-written file and a full disk (which
+    some file systems report only at fsync) leaves the old file whole. ``exclusive``: only if
+    ``path`` does not exist yet (linked into place, like O_CREAT|O_EXCL; when another process
     made it first, theirs is kept)."""
     path = Path(path)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}-")
     try:
         os.fchmod(fd, 0o600)
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            if exclusive:
-                f.flush()
-                os.fsync(f.fileno())
+        with os.fdopen(fd, "wb", buffering=0) as f:  # unbuffered: no write left for close() to fail
+            view = memoryview(data)
+            while view:
+                view = view[f.write(view):]
+            os.fsync(f.fileno())
         if not exclusive:
             os.replace(tmp, path)
             return

@@ -18,7 +18,7 @@ from cryptography.hazmat.primitives.kdf.scrypt import Scrypt
 
 from ..config import HostConfig
 from ..errors import InvalidConfig, SecretsError
-from .private_files import not_private, write_private
+from .private_files import not_private, os_failure, write_private
 
 PREFIX = "enc:v1:"
 EXPORT_FORMAT = "plugin-host-config/1"
@@ -58,9 +58,13 @@ def key_file_path(config: HostConfig) -> Path:
 
 def _create_key_file(path: Path) -> None:
     """Write a fresh key to ``path`` unless it exists; two hosts starting at once agree on one
-    key (the second keeps the first one's)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    write_private(path, Fernet.generate_key() + b"\n", exclusive=True)
+    key (the second keeps the first one's). A failure (a full disk) leaves no key file and is a
+    StateError naming it."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        write_private(path, Fernet.generate_key() + b"\n", exclusive=True)
+    except OSError as exc:
+        raise os_failure(path, exc, "create the secret key file") from None
 
 
 def _read_key_file(path: Path, *, create: bool = True) -> MultiFernet:

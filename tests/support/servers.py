@@ -155,13 +155,15 @@ class ServeProcess:
 
 @contextmanager
 def serve_process(cwd: Path, *args: str, env: dict[str, str] | None = None,
-                  ready: bool = True, preexec: Callable[[], None] | None = None) -> Iterator[ServeProcess]:
+                  ready: bool = True, preexec: Callable[[], None] | None = None,
+                  wrap: tuple[str, ...] = ()) -> Iterator[ServeProcess]:
     """``python -m host serve ARGS`` on a free 127.0.0.1 port; SIGTERM at the end, which must
-    exit 0 and leave no worker behind. ``preexec``: run in the child before it starts (limits)."""
+    exit 0 and leave no worker behind. ``preexec``: run in the child before it starts (limits);
+    ``wrap``: a command that execs the rest (``unshare ...``: a file system of its own)."""
     port = free_port()
     log_path = cwd / f"serve-{port}.log"
     with open(log_path, "w") as log:
-        proc = subprocess.Popen([sys.executable, "-m", "host", "serve", "--host", "127.0.0.1",
+        proc = subprocess.Popen([*wrap, sys.executable, "-m", "host", "serve", "--host", "127.0.0.1",
                                  "--port", str(port), *args], cwd=cwd, stdout=log, stderr=subprocess.STDOUT,
                                 env={**os.environ, **(env or {})}, preexec_fn=preexec)
     srv = ServeProcess(proc, f"http://127.0.0.1:{port}", log_path)
