@@ -3,6 +3,7 @@ directory and the shared DENO_DIR, and the command line each worker is started w
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import itertools
 import os
@@ -16,7 +17,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from .config import HostConfig, SecurityConfig, WorkerLimits
-from .errors import HostError, StateError
+from .errors import HostError, SpawnFailed, StateError
 from .process import Reaper
 from .security.audit import AuditLog
 from .security.audit_pg import AuditTable
@@ -44,11 +45,30 @@ def private_run_dir(kind: str) -> str:
     return path
 
 
-def socket_failure(path: str, exc: OSError) -> StateError:
-    """A worker's socket ``path`` could not be made (its file system full, out of inodes or
-    read-only): a StateError naming the directory and what to do."""
-    return StateError(f"cannot make a worker socket in {os.path.dirname(path)}: {exc.strerror or exc} (free some "
-                      "space or inodes on its file system, or set XDG_RUNTIME_DIR or TMPDIR to another directory)")
+# The errors of a full, out-of-inodes or read-only file system: the host's state, retried when
+# freed (plugins/state_retry.py). Anything else (a path over the AF_UNIX limit, a directory
+# that is a file) is this spawn failing: SpawnFailed, counted and backed off by the pool.
+_DISK_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS})
+
+
+def socket_failure(path: str, exc: OSError, plugin: str | None = None) -> HostError:
+    """A worker's socket ``path`` could not be made: a StateError for a full or read-only file
+    system, SpawnFailed for any other refusal; each names the directory and what to do."""
+    where = os.path.dirname(path)
+    reason = exc.strerror or str(exc)
+    if exc.errno in _DISK_ERRNOS:
+        return StateError(f"cannot make a worker socket in {where}: {reason} (free some space or inodes on its "
+                          "file system, or set XDG_RUNTIME_DIR or TMPDIR to another directory)")
+    if len(os.fsencode(path)) >= _SUN_PATH_MAX:
+        hint = f"its path is {len(os.fsencode(path))} bytes, over the {_SUN_PATH_MAX - 1}-byte AF_UNIX limit: " \
+               "set XDG_RUNTIME_DIR or TMPDIR to a shorter directory"
+    else:
+        hint = "set XDG_RUNTIME_DIR or TMPDIR to a directory this user can write in"
+    return SpawnFailed(f"worker could not start: cannot make its socket in {where}: {reason} ({hint})",
+                       plugin=plugin)
+
+
+_SUN_PATH_MAX = 108  # sockaddr_un.sun_path on Linux, its NUL included
 
 
 def find_deno(override: str | None = None) -> str:

@@ -336,7 +336,7 @@ class Worker:
         try:
             listener = UnixListener(sock_path)
         except OSError as exc:  # a full or read-only temp directory: the host's state, retried
-            raise socket_failure(sock_path, exc) from None
+            raise socket_failure(sock_path, exc, self.spec.plugin_id) from None
         started = False
         try:
             rt, spec = self.runtime, self.spec

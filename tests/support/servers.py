@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -92,8 +93,8 @@ class ServeProcess:
     """A ``python -m host serve`` subprocess on a free loopback port; its stderr goes to
     ``log_path`` (a pipe nobody reads could fill and block it)."""
 
-    def __init__(self, proc: subprocess.Popen, base: str, log_path: Path) -> None:
-        self.proc, self.base, self.log_path = proc, base, log_path
+    def __init__(self, proc: subprocess.Popen, base: str, log_path: Path, processes: int = 1) -> None:
+        self.proc, self.base, self.log_path, self.processes = proc, base, log_path, processes
 
     def log(self) -> str:
         return self.log_path.read_text()
@@ -142,11 +143,18 @@ class ServeProcess:
         return self.poll(ready, "ready", timeout)
 
     def wait_running(self, plugin: str, timeout: float = 30) -> None:
-        """Poll ``/healthz`` until ``plugin`` is running (serve listens before plugins load)."""
+        """Poll ``/healthz`` until ``plugin`` is running (serve listens before plugins load);
+        with ``--processes N``, until each of the N processes has logged it running (/healthz
+        answers for whichever process takes the request, and the others may be loading yet)."""
         def running() -> bool | None:
             _, body = self.request("GET", "/healthz", timeout=2)
             return True if (body.get("plugins") or {}).get(plugin) == "running" else None
-        self.poll(running, f"{plugin} running", timeout)
+
+        def each_running() -> bool | None:
+            log = self.log()
+            return True if all(re.search(rf"\[process {k}\] \[plugin:{re.escape(plugin)}(@[^\]]*)?\] \S+ -> running",
+                                         log) for k in range(self.processes)) else None
+        self.poll(running if self.processes == 1 else each_running, f"{plugin} running", timeout)
 
     def wait_logged(self, text: str, timeout: float = 20) -> None:
         """Wait until serve's output holds ``text``."""
@@ -166,7 +174,8 @@ def serve_process(cwd: Path, *args: str, env: dict[str, str] | None = None,
         proc = subprocess.Popen([*wrap, sys.executable, "-m", "host", "serve", "--host", "127.0.0.1",
                                  "--port", str(port), *args], cwd=cwd, stdout=log, stderr=subprocess.STDOUT,
                                 env={**os.environ, **(env or {})}, preexec_fn=preexec)
-    srv = ServeProcess(proc, f"http://127.0.0.1:{port}", log_path)
+    count = args[args.index("--processes") + 1] if "--processes" in args else "1"
+    srv = ServeProcess(proc, f"http://127.0.0.1:{port}", log_path, (os.cpu_count() or 1) if count == "auto" else int(count))
     try:
         if ready:
             srv.wait_ready()
