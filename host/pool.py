@@ -95,6 +95,9 @@ class Pool:
         self._drained: anyio.Event | None = None  # made by aclose: set once no call is in flight
         self._stop = anyio.Event()
         self._owed_restarts = 0  # workers lost; the next spawns count as restarts
+        # min_workers = 0 and nothing called for idle_timeout: the spares were stopped too, and
+        # are started again with the next call's worker (an idle plugin keeps no process).
+        self._spares_parked = False
 
     @property
     def plugin_id(self) -> str:
@@ -309,8 +312,9 @@ class Pool:
         if self.state not in ("running", "starting") or self._tg is None:
             return
         cfg = self.config
+        spares = 0 if self._spares_parked else cfg.spares
         if (len(self.workers) + self._starting >= cfg.max_workers
-                and len(self.spares) + self._starting_spares >= cfg.spares):
+                and len(self.spares) + self._starting_spares >= spares):
             return  # no room to start one and the spares are there: the common case under load
         active = sum(1 for w in self.workers if not w.retiring and not w.unresponsive) + self._starting
         need = cfg.min_workers - active
@@ -328,7 +332,9 @@ class Pool:
         for _ in range(n):
             self._starting += 1
             self._tg.start_soon(self._spawn_safely, delay)
-        for _ in range(max(0, cfg.spares - len(self.spares) - self._starting_spares)):
+        if self._spares_parked and (n or self.workers):  # called again: the spares come back
+            self._spares_parked, spares = False, cfg.spares
+        for _ in range(max(0, spares - len(self.spares) - self._starting_spares)):
             self._starting_spares += 1
             self._tg.start_soon(self._spawn_safely, delay, True)
 
@@ -339,19 +345,27 @@ class Pool:
             self._tg.start_soon(worker.shutdown, True)
 
     async def _reaper(self) -> None:
-        """Stop workers idle for longer than idle_timeout, down to min_workers."""
-        interval = max(min(self.config.idle_timeout / 4, REAP_INTERVAL_MAX), REAP_INTERVAL_MIN)
+        """Stop workers idle for longer than idle_timeout, down to min_workers; with
+        min_workers = 0, the spares too once nothing serves (see _spares_parked)."""
+        cfg = self.config
+        interval = max(min(cfg.idle_timeout / 4, REAP_INTERVAL_MAX), REAP_INTERVAL_MIN)
         while True:
             await anyio.sleep(interval)
             now = time.monotonic()
             active = [w for w in self.workers if not w.retiring]
-            surplus = len(active) - self.config.min_workers
+            surplus = len(active) - cfg.min_workers
             for w in active:
                 if surplus <= 0:
                     break
-                if w.load == 0 and now - w.idle_since > self.config.idle_timeout:
+                if w.load == 0 and now - w.idle_since > cfg.idle_timeout:
                     self._retire(w)
                     surplus -= 1
+            if (cfg.min_workers == 0 and self.spares and surplus <= 0 and not self._starting
+                    and not self._starting_spares and not self._waiters and all(now - w.idle_since > cfg.idle_timeout for w in self.spares)):
+                self._spares_parked = True
+                spares, self.spares = self.spares, []
+                for w in spares:
+                    self._retire(w)
 
     # ------------------------------------------------------------------ dispatch
 

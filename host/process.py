@@ -58,27 +58,40 @@ for pgid in groups:
 
 class Reaper:
     """Kills the process groups of a host's workers (and whatever they started) when the host
-    is gone: see _REAPER. Started at the first ``add``; ``close`` ends it (normal shutdown)."""
+    is gone: see _REAPER. ``start`` runs it (the host does at its start, while its interpreter is
+    surely there; a spawn does again if it died, telling the new one every group still held);
+    ``close`` ends it (normal shutdown)."""
 
     def __init__(self) -> None:
         self._proc: subprocess.Popen[bytes] | None = None
+        self._groups: set[int] = set()
+
+    def start(self) -> None:
+        """Run the reaper if it is not running. Raises OSError when the system refuses (the
+        interpreter gone, a process limit): a worker must not start without it."""
+        if self._proc is not None and self._proc.poll() is None:
+            return
+        self._proc = subprocess.Popen([sys.executable, "-I", "-S", "-c", _REAPER], stdin=subprocess.PIPE,
+                                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                                      start_new_session=True, close_fds=True)
+        for pgid in self._groups:
+            self._send(f"+ {pgid}\n")
 
     def add(self, pgid: int) -> None:
+        self._groups.add(pgid)
         self._send(f"+ {pgid}\n")
 
     def remove(self, pgid: int) -> None:
+        self._groups.discard(pgid)
         self._send(f"- {pgid}\n")
 
     def _send(self, line: str) -> None:
-        if self._proc is None:
-            self._proc = subprocess.Popen([sys.executable, "-I", "-S", "-c", _REAPER], stdin=subprocess.PIPE,
-                                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                                          start_new_session=True, close_fds=True)
-        assert self._proc.stdin is not None
+        if self._proc is None or self._proc.stdin is None:
+            return
         try:
             self._proc.stdin.write(line.encode())
             self._proc.stdin.flush()
-        except OSError:  # the reaper died: workers still die with the host (PR_SET_PDEATHSIG)
+        except OSError:  # it died: the next spawn starts another; workers die with the host anyway
             pass
 
     def close(self) -> None:
@@ -111,6 +124,8 @@ class ChildProcess:
         """``stdin_data``: written to the child's stdin, which is then closed (what it must know
         but no other code in it may read: Deno.args needs no permission)."""
         argv = list(argv)
+        if reaper is not None:
+            reaper.start()  # before the child: nothing to clean up if it cannot run
         preexec = None
         if _SETPRIV:
             argv = [_SETPRIV, "--pdeathsig", "KILL", "--", *argv]
@@ -145,7 +160,11 @@ class ChildProcess:
                 resource.prlimit(self.pid, resource.RLIMIT_CPU, (cpu_seconds, cpu_seconds + 1))
         except OSError:  # the child is already gone; its exit is reported as usual
             pass
-        self._pidfd = os.pidfd_open(self.pid)
+        try:
+            self._pidfd = os.pidfd_open(self.pid)  # out of file descriptors, say
+        except OSError:
+            self._abandon()
+            raise
         assert self._proc.stdout is not None
         self._out_fd = self._proc.stdout.fileno()
         os.set_blocking(self._out_fd, False)
@@ -156,6 +175,16 @@ class ChildProcess:
         self._partial = b""
         self.returncode: int | None = None
         self._exit_event: anyio.Event | None = None
+
+    def _abandon(self) -> None:
+        """A child this object cannot watch: killed with its group and reaped at once."""
+        with contextlib.suppress(OSError):
+            os.killpg(self.pid, signal.SIGKILL)
+        self._proc.wait()
+        if self._reaper is not None:
+            self._reaper.remove(self.pid)
+        if self._proc.stdout is not None:
+            self._proc.stdout.close()
 
     @property
     def exit_signal(self) -> int | None:

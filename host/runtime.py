@@ -3,6 +3,7 @@ directory and the shared DENO_DIR, and the command line each worker is started w
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import hashlib
 import itertools
@@ -69,6 +70,24 @@ def socket_failure(path: str, exc: OSError, plugin: str | None = None) -> HostEr
 
 
 _SUN_PATH_MAX = 108  # sockaddr_un.sun_path on Linux, its NUL included
+
+_PROCESS_HINTS = {
+    errno.EAGAIN: "the user's process limit is reached (ulimit -u, systemd TasksMax)",
+    errno.ENOMEM: "the machine is out of memory",
+    errno.EMFILE: "the host is out of file descriptors (ulimit -n, systemd LimitNOFILE)",
+    errno.ENFILE: "the system is out of file descriptors",
+    errno.ENOENT: "the file is gone: a deploy replaced the interpreter or Deno; restart the host",
+    errno.EACCES: "the file is not executable by this user",
+}
+
+
+def process_failure(exc: OSError, worker: str, plugin: str) -> SpawnFailed:
+    """The system refused to start a worker's process (or the reaper before it), as a
+    SpawnFailed that says which file and what to do; the pool retries with backoff."""
+    what = f" {exc.filename}" if exc.filename else ""
+    hint = _PROCESS_HINTS.get(exc.errno or 0, "")
+    return SpawnFailed(f"worker {worker} could not start: the system refused to run{what}: "
+                       f"{exc.strerror or exc}{f' ({hint})' if hint else ''}", plugin=plugin)
 
 
 def find_deno(override: str | None = None) -> str:
@@ -203,8 +222,11 @@ class Runtime:
                      (key_file_path(config), "the host's secret key file"),
                      (Path("/proc"), "/proc (every process's memory and environment)"),
                      (Path("/sys"), "/sys")]
-        return cls(deno=deno, entry=entry, deno_dir=deno_dir, run_dir=run_dir, security=sec, audit=audit,
-                   state_dir=state, protected=tuple(protected))
+        runtime = cls(deno=deno, entry=entry, deno_dir=deno_dir, run_dir=run_dir, security=sec, audit=audit,
+                      state_dir=state, protected=tuple(protected))
+        with contextlib.suppress(OSError):  # now, while the interpreter surely exists; else at a spawn
+            runtime.reaper.start()
+        return runtime
 
     def data_dir(self, name: str) -> Path:
         """The directory of one plugin's own files (``name``: its id) under the state directory:

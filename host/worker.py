@@ -42,7 +42,7 @@ from .errors import (
 )
 from .logs import WORKER_LEVELS, worker_extra
 from .process import ChildProcess
-from .runtime import Runtime, socket_failure
+from .runtime import Runtime, process_failure, socket_failure
 from .security.permissions import Permissions
 from .security.private_files import os_failure
 from .security.refusals import record_error, record_kill, record_refusal
@@ -348,17 +348,20 @@ class Worker:
             except OSError as exc:  # the state directory out of inodes, say: retried as state
                 raise os_failure(spec.base_dir, exc, "make the plugin's data directory") from None
             t_spawn = time.monotonic()
-            self._proc = ChildProcess(
-                rt.command(flags),
-                stdin_data=rt.bootstrap(sock_path, token),
-                reaper=rt.reaper,
-                env=rt.env(spec.permissions, spec.egress_id or spec.plugin_id),
-                cwd=str(spec.base_dir),  # never the socket directory
-                data_limit_mb=limits.rlimit_data_mb,
-                cpu_seconds=limits.cpu_seconds,
-                tail_bytes=limits.stderr_tail_bytes,
-                on_output=self._on_output,
-            )
+            try:
+                self._proc = ChildProcess(
+                    rt.command(flags),
+                    stdin_data=rt.bootstrap(sock_path, token),
+                    reaper=rt.reaper,
+                    env=rt.env(spec.permissions, spec.egress_id or spec.plugin_id),
+                    cwd=str(spec.base_dir),  # never the socket directory
+                    data_limit_mb=limits.rlimit_data_mb,
+                    cpu_seconds=limits.cpu_seconds,
+                    tail_bytes=limits.stderr_tail_bytes,
+                    on_output=self._on_output,
+                )
+            except OSError as exc:  # the interpreter or Deno gone, a process or memory limit
+                raise process_failure(exc, self.describe(), spec.plugin_id) from None
             self.pid = self._proc.pid
             self._lifecycle(logging.DEBUG, f"spawned: pid {self.pid}")
             rt.audit.record("spawn", plugin=spec.plugin_id, pid=self.pid, flags=flags,

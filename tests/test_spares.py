@@ -180,6 +180,36 @@ async def test_a_reloaded_plugins_old_spares_stop_at_once_while_its_calls_drain(
         await wait_for(lambda: slow == [4000], timeout=10)
 
 
+async def test_an_idle_plugin_with_no_minimum_gives_its_spares_back_and_gets_them_with_the_next_call(calc, make_host):
+    """min_workers = 0 means an idle plugin keeps no process: once nothing has called it for
+    idle_timeout its spares stop with its workers, and the next call brings them back (before:
+    the spare ran for the life of the host, one Deno per idle plugin)."""
+    async with make_host(pool=PoolConfig(min_workers=0, max_workers=1, spares=1, idle_timeout=0.3)) as h:
+        pool = h.pool("calc")
+        assert await h.call("calc", "add", 1, 2) == 3
+        await wait_for(lambda: len(pool.spares) == 1 and pool.spares[0].state == "ready")
+        pids = [pool.workers[0].pid, pool.spares[0].pid]
+        await wait_for(lambda: not pool.workers and not pool.spares, timeout=5)
+        await wait_for(lambda: all(process_gone(pid) for pid in pids), timeout=5)
+        assert not deno_children() and h.plugin("calc").spares == []
+        assert await h.call("calc", "add", 2, 3) == 5  # a cold start, and the spare again
+        await wait_for(lambda: len(pool.spares) == 1 and pool.spares[0].state == "ready")
+        assert pool.spares[0].pid not in pids and pool.workers[0].pid not in pids
+        spare = pool.spares[0].pid
+        os.kill(pool.workers[0].pid, signal.SIGKILL)
+        await wait_for(lambda: not pool.workers)
+        assert await h.call("calc", "pid") == spare  # the spare serves the next call, as before
+
+
+async def test_spares_of_a_plugin_with_a_minimum_stay_however_long_it_idles(calc, make_host):
+    async with make_host(pool=PoolConfig(min_workers=1, max_workers=2, spares=1, idle_timeout=0.2)) as h:
+        pool = h.pool("calc")
+        await wait_for(lambda: len(pool.spares) == 1 and pool.spares[0].state == "ready")
+        spare = pool.spares[0].pid
+        await anyio.sleep(0.8)  # four idle timeouts: the reaper ran many times and kept it
+        assert [w.pid for w in pool.spares] == [spare] and len(pool.workers) == 1
+
+
 @pytest.mark.parametrize("anyio_backend", ["asyncio"])  # aiohttp
 async def test_over_http_one_clients_crashing_and_spinning_code_does_not_hold_up_anothers(make_host):
     """pooled = false over a real server: a client whose code exits its worker or leaves it

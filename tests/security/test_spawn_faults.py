@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import shutil
 import signal
+import sys
 import time
 
 import anyio
@@ -97,3 +98,29 @@ async def test_spawn_failures_back_off_and_a_bystander_keeps_serving(plugin_dir,
                 except Exception:
                     await anyio.sleep(0.1)
         assert await h.call("other", "hi") == "hi"
+
+
+@pytest.mark.anyio
+async def test_a_reaper_that_cannot_start_again_refuses_the_spawn_typed_and_leaks_no_worker(calc, make_host, tmp_path,
+                                                                                           monkeypatch, caplog):
+    """The reaper runs from the host's interpreter, started with the host. If it died and the
+    interpreter is gone by the time a spawn needs it again (a deploy replaced the venv), the
+    spawn is a SpawnFailed naming the file, and no Deno is left running unwatched (before: a
+    FileNotFoundError traceback, raised after the worker's process had started)."""
+    async with make_host(pool=PoolConfig(min_workers=1, max_workers=1, crash_loop_threshold=2)) as h:
+        reaper, pool = h._runtime.reaper, h.pool("calc")
+        first = await h.call("calc", "pid")
+        gone = str(tmp_path / "venv" / "bin" / "python")
+        monkeypatch.setattr(sys, "executable", gone)
+        reaper._proc.kill()
+        await wait_for(lambda: reaper._proc.poll() is not None)
+        os.kill(first, signal.SIGKILL)
+        await wait_for(lambda: pool.state == "error", timeout=20)
+        assert f"the system refused to run {gone}: No such file or directory" in pool.error, pool.error
+        assert "deploy replaced the interpreter" in pool.error
+        assert not deno_children()
+        assert not [r for r in caplog.records if r.exc_info]  # typed, not a bug's traceback
+        monkeypatch.undo()  # the interpreter is back: reset starts the reaper and a worker
+        pool.reset()
+        second = await h.call("calc", "pid", timeout=10)
+        assert reaper._proc.poll() is None and reaper._groups == {second}
