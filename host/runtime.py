@@ -23,7 +23,7 @@ from .process import Reaper
 from .security.audit import AuditLog
 from .security.audit_pg import AuditTable
 from .security.permissions import Permissions, Sandbox, reserved_env
-from .security.private_files import storage_name
+from .security.private_files import os_failure, storage_name
 from .security.secrets import key_file_path
 
 _RUN_PREFIX = "plugin-host-"
@@ -211,7 +211,10 @@ class Runtime:
         entry = find_runtime_entry(config.runtime_entry)
         state = config.state_path
         deno_dir = state / "deno"
-        deno_dir.mkdir(parents=True, exist_ok=True)
+        try:
+            deno_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise os_failure(deno_dir, exc, "make Deno's module cache directory") from None
         run_dir = Path(private_run_dir(""))
         sec = config.security
         table = AuditTable(config.state.database) if config.state.database and sec.audit_log else None

@@ -121,6 +121,24 @@ def test_a_state_directory_that_cannot_be_used_is_refused_at_start_saying_why(tm
     assert out.returncode == 1 and "cannot use the state directory" in out.stderr and "Traceback" not in out.stderr
 
 
+@pytest.mark.parametrize("blocker", ["symlink to nowhere", "file"])
+def test_something_in_the_way_of_denos_cache_directory_is_refused_naming_it(tmp_path, blocker):
+    """<state>/deno a dangling symlink (a cache directory moved away) or a file: before, a
+    FileExistsError traceback at every start of every command."""
+    state = tmp_path / "state"
+    state.mkdir(mode=0o700)
+    if blocker == "file":
+        (state / "deno").write_text("x")
+    else:
+        (state / "deno").symlink_to(tmp_path / "moved-away")
+    plugins = PluginDir(tmp_path / "plugins")
+    plugins.add("calc.js", CALC)
+    out = run_cli("--plugins", str(plugins.root), "--state-dir", str(state), "list", cwd=tmp_path)
+    assert out.returncode == 1 and "Traceback" not in out.stderr, out.stderr
+    assert f"cannot make Deno's module cache directory {state / 'deno'}" in out.stderr
+    assert "something that is not a directory is in the way" in out.stderr
+
+
 @pytest.mark.anyio
 async def test_a_state_directory_deleted_while_running_loses_no_new_write(plugin_dir, make_host, state_dir):
     plugin_dir.add("keeper.js", """

@@ -74,6 +74,10 @@ def os_failure(path: str | Path, exc: OSError, doing: str) -> StateError:
             errno.EACCES: "the host's user may not write there: fix its permissions or set another state_dir",
             errno.EPERM: "the host's user may not write there: fix its permissions or set another state_dir",
             errno.ENOENT: "it was removed while the host runs: the host makes it again on the next write",
+            errno.EEXIST: "something that is not a directory is in the way (a file, or a symlink to nowhere): "
+                          "remove it or point it at a directory",
+            errno.ENOTDIR: "a part of the path is a file, not a directory: remove it or set another state_dir",
+            errno.ELOOP: "a symlink loop is in the way: remove it",
             }.get(exc.errno or 0, "check the state directory")
     return StateError(f"cannot {doing} {path}: {exc.strerror or exc} ({hint})")
 
