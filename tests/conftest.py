@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import os
 import shutil
 import tempfile
 import textwrap
@@ -30,6 +31,22 @@ from host.testing import fake_http  # noqa: F401  (the fixture plugin authors ge
 @pytest.fixture(params=["asyncio", "trio"])
 def anyio_backend(request: pytest.FixtureRequest) -> str:
     return request.param
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Tests marked ``one_backend`` check what plugin code can do inside Deno (grants, escapes,
+    schema rules, the execute tools): the event loop plays no part, so their trio twins are left
+    out of ``make test`` (a minute and a half of CI). PLUGIN_HOST_TEST_ALL_BACKENDS=1 runs them."""
+    if os.environ.get("PLUGIN_HOST_TEST_ALL_BACKENDS") == "1":
+        return
+    keep, drop = [], []
+    for item in items:
+        params = getattr(getattr(item, "callspec", None), "params", {})
+        twin = params.get("anyio_backend") == "trio" and item.get_closest_marker("one_backend")
+        (drop if twin else keep).append(item)
+    if drop:
+        config.hook.pytest_deselected(items=drop)
+        items[:] = keep
 
 
 @pytest.fixture(autouse=True)

@@ -19,7 +19,7 @@ import pytest
 
 from host import ExecuteConfig, ExecuteResult, GrantRefused, LogEntry
 
-pytestmark = pytest.mark.anyio
+pytestmark = [pytest.mark.anyio, pytest.mark.one_backend]
 
 SQLITE_SCHEMA = ("CREATE TABLE users (id INTEGER PRIMARY KEY, name TEXT NOT NULL, email TEXT UNIQUE, "
                  "active INTEGER, note TEXT)")

@@ -11,7 +11,7 @@ import pytest
 
 from host import CryptoToolConfig, ExecuteConfig, ExecuteResult, InvalidConfig, LogEntry, PayloadTooLarge
 
-pytestmark = pytest.mark.anyio
+pytestmark = [pytest.mark.anyio, pytest.mark.one_backend]
 
 UUID_RE = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$")
 

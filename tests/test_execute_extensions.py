@@ -17,7 +17,7 @@ from host import protocol as p
 from host.errors import InvalidHostCall
 from host.security.audit import read_audit
 
-pytestmark = [pytest.mark.anyio, pytest.mark.timeout(60)]
+pytestmark = [pytest.mark.anyio, pytest.mark.timeout(60), pytest.mark.one_backend]
 
 ONE = {"min_workers": 1, "max_workers": 1}
 OPERATOR = '''

@@ -95,6 +95,7 @@ def test_a_hung_state_database_fails_balance_history_within_its_timeout(postgres
 
 
 @pytest.mark.anyio
+@pytest.mark.one_backend  # most of its 12 s is the window before the store is asked again
 async def test_a_hung_state_database_costs_one_wait_then_fails_at_once_until_it_answers(postgres_server,
                                                                                        postgres_url):
     # Before: every storage call and every history read or write waited the whole timeout
@@ -339,6 +340,7 @@ export function count() { return n; }
 
 
 @pytest.mark.anyio
+@pytest.mark.one_backend  # most of its 12 s is the window before the store is asked again
 async def test_a_hung_result_cache_costs_one_wait_then_calls_go_straight_to_the_plugin(plugin_dir, make_host,
                                                                                        tmp_path):
     # Redis stops answering. Before: every cached call waited for it twice (the lookup, then the

@@ -16,7 +16,7 @@ from host import PluginNotFound, PoolConfig
 from host.config import ReloadConfig
 from host.plugins.package_archive import Package, PackageRefused
 
-pytestmark = [pytest.mark.anyio, pytest.mark.timeout(60)]
+pytestmark = [pytest.mark.anyio, pytest.mark.timeout(60), pytest.mark.one_backend]
 ONE = PoolConfig(min_workers=1, max_workers=1)
 SLOW = 'export async function slow(ms) { console.log("slow started"); await new Promise((r) => setTimeout(r, ms)); return "slow done"; }\n'
 

@@ -10,7 +10,7 @@ import pytest
 from host import InvalidConfig, PermissionDenied, Permissions, PoolConfig, SecurityConfig
 from host.security.audit import AuditLog, read_audit
 
-pytestmark = pytest.mark.anyio
+pytestmark = [pytest.mark.anyio, pytest.mark.one_backend]
 
 ONE = PoolConfig(min_workers=1, max_workers=1)
 

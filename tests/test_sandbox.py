@@ -9,7 +9,7 @@ import pytest
 
 from host import PermissionDenied, PluginError, PluginUnavailable
 
-pytestmark = pytest.mark.anyio
+pytestmark = [pytest.mark.anyio, pytest.mark.one_backend]
 
 
 NOCAPS = """

@@ -11,7 +11,7 @@ import pytest
 
 from host import InvalidConfig, PoolConfig
 
-pytestmark = [pytest.mark.anyio, pytest.mark.timeout(60)]
+pytestmark = [pytest.mark.anyio, pytest.mark.timeout(60), pytest.mark.one_backend]
 
 ONE = PoolConfig(min_workers=1, max_workers=1)
 

@@ -12,7 +12,7 @@ from support.plugins import PluginDir
 from host import ExecuteConfig, GrantRefused, InvalidConfig, PoolConfig
 from host.security.audit import read_audit
 
-pytestmark = [pytest.mark.anyio, pytest.mark.timeout(60)]
+pytestmark = [pytest.mark.anyio, pytest.mark.timeout(60), pytest.mark.one_backend]
 
 ONE_WORKER = ExecuteConfig(min_workers=1, max_workers=1)
 

@@ -39,7 +39,7 @@ from host import protocol as p
 from host.runtime import find_runtime_entry
 from host.worker import Worker, WorkerSpec
 
-pytestmark = [pytest.mark.anyio, pytest.mark.timeout(30)]
+pytestmark = [pytest.mark.anyio, pytest.mark.timeout(30), pytest.mark.one_backend]
 
 ONE = PoolConfig(min_workers=1, max_workers=1)
 

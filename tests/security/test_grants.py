@@ -17,7 +17,7 @@ from support.plugins import vault_plugin
 from host import InvalidConfig, PermissionDenied, Permissions, PoolConfig, SecurityConfig
 from host.security.permissions import local_addresses
 
-pytestmark = [pytest.mark.anyio, pytest.mark.timeout(60)]
+pytestmark = [pytest.mark.anyio, pytest.mark.timeout(60), pytest.mark.one_backend]
 
 ONE = PoolConfig(min_workers=1, max_workers=1)
 

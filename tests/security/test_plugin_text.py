@@ -8,7 +8,7 @@ import pytest
 from support.plugins import PluginDir
 from support.servers import run_cli
 
-pytestmark = pytest.mark.timeout(60)
+pytestmark = [pytest.mark.timeout(60), pytest.mark.one_backend]
 
 
 def manifest(**fields: str) -> str:
