@@ -28,12 +28,17 @@ class PgDocuments:
                 f"CREATE TABLE IF NOT EXISTS {table} (key TEXT PRIMARY KEY, value TEXT NOT NULL, "
                 "version BIGINT NOT NULL)")
 
-    def read(self, conn: Any) -> tuple[dict[str, dict[str, Any]], dict[str, int], tuple[int, int]]:
-        """Every document, its version, and the mark they make."""
-        data, versions = {}, {}
+    def read(self, conn: Any) -> tuple[dict[str, dict[str, Any]], dict[str, int], tuple[int, int], dict[str, str]]:
+        """Every document, its version, the mark they make, and why each damaged row (not a
+        JSON object: a hand edit) is unusable: one row never makes the others unreadable."""
+        data, versions, damaged = {}, {}, {}
         for row in self.db.rows(conn, f"SELECT key, value, version FROM {self.table}", []):
-            data[row["key"]], versions[row["key"]] = self._document(row["key"], row["value"]), int(row["version"])
-        return data, versions, (max(versions.values(), default=0), len(versions))
+            key, versions[row["key"]] = row["key"], int(row["version"])
+            try:
+                data[key] = self._document(key, row["value"])
+            except StateError as exc:
+                damaged[key] = exc.message
+        return data, versions, (max(versions.values(), default=0), len(versions)), damaged
 
     def mark(self, conn: Any) -> tuple[int, int]:
         row = self.db.one(conn, f"SELECT COALESCE(MAX(version), 0) AS top, COUNT(*) AS n FROM {self.table}", [])

@@ -80,3 +80,29 @@ async def test_an_unreadable_approval_row_is_a_state_error_naming_it(make_host, 
     async with make_host(state=state, pool=ONE, reload=STILL) as h:
         info = h.plugin("grower")
     assert info.state == "error" and "plugin_approvals" in (info.error or "") and "'grower'" in (info.error or "")
+
+
+@pytest.mark.parametrize("damage", ["not json", json.dumps({"permissions": {"net": 7}})])
+async def test_a_damaged_approval_row_stays_with_its_plugin_until_approved(make_host, plugin_dir, postgres_url,
+                                                                           damage):
+    """Before: one unreadable row failed the approvals of every plugin on every host sharing
+    them. It is never taken for a plugin seen for the first time (which would approve whatever
+    it asks now)."""
+    plugin_dir.add("grower/mod.js", version(1, ["api.example.com"]))
+    plugin_dir.add("calm/mod.js", version(1, ["calm.example.com"]).replace('"grower"', '"calm"'))
+    state = StateConfig(database=postgres_url)
+    async with make_host(state=state, pool=ONE, reload=STILL):
+        pass  # both approved at first load
+    with psycopg.connect(postgres_url) as db:
+        db.execute("UPDATE plugin_approvals SET value = %s WHERE key = 'grower'", [damage])
+    async with make_host(state=state, pool=ONE, reload=STILL) as h:
+        assert h.plugin("calm").state == "running"
+        info = h.plugin("grower")
+        assert info.state == "error" and "table plugin_approvals" in info.error and "'grower'" in info.error
+        assert "delete that row" in info.error
+        with psycopg.connect(postgres_url) as db:
+            db.execute("DELETE FROM plugin_approvals WHERE key = 'grower'")
+        await h.rescan()
+        await h.enable("grower")  # what the error says: seen anew, approved as it is now
+        assert h.plugin("grower").state == "running"
+    assert approvals(postgres_url)["grower"]["permissions"]["net"] == ["api.example.com"]

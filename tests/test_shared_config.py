@@ -16,10 +16,10 @@ import psycopg
 import pytest
 from cryptography.fernet import Fernet
 from support.plugins import fresh_state
-from support.processes import free_port
+from support.processes import free_port, wait_for
 from support.servers import two_hosts, two_serve_processes
 
-from host import PoolConfig, SecretsError, StateError
+from host import PluginUnavailable, PoolConfig, SecretsError, StateError
 from host.state_config import StateConfig
 
 pytestmark = pytest.mark.anyio
@@ -177,3 +177,35 @@ async def test_a_config_set_with_the_database_gone_is_a_state_error_and_the_plug
         assert await h.call("tuned", "level") == 1  # the plugin keeps serving what it had
     assert f"127.0.0.1:{postgres_server.port}" in e.value.message
     assert postgres_server.password not in e.value.message + caplog.text and SECRET not in caplog.text
+
+
+def put_row(url: str, key: str, text: str) -> None:
+    """A row written by another hand than a host's (psql, a migration gone wrong)."""
+    with psycopg.connect(url) as db:
+        db.execute("INSERT INTO plugin_config (key, value, version) VALUES (%s, %s, nextval('plugin_config_version')) "
+                   "ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value, version = EXCLUDED.version", [key, text])
+
+
+@pytest.mark.parametrize("text", ["{not json", "[1, 2]", "[" * 100_000 + "]" * 100_000])
+async def test_a_damaged_row_stays_with_its_plugin_and_the_others_serve(make_host, tuned, tmp_path, shared_state,
+                                                                        postgres_url, text):
+    """One row of plugin_config that is not a JSON object (a hand edit). Before: every host
+    sharing the table failed its start, and a running one every rescan, for one plugin's row."""
+    tuned.add("other.js", TUNED.replace('id: "tuned", name: "Tuned"', 'id: "other", name: "Other"'))
+    state = StateConfig(database=postgres_url)
+    async with make_host(state=state, pool=ONE, state_dir=str(fresh_state(tmp_path / "a", shared_state))) as a:
+        await a.set_config("other", {"level": 3})
+        put_row(postgres_url, "tuned", text)
+        await a.rescan()  # a running host: the others serve on, tuned with the config it had
+        assert await a.call("other", "level") == 3
+        assert await a.call("tuned", "level") == 1
+    async with make_host(state=state, pool=ONE, state_dir=str(fresh_state(tmp_path / "b", shared_state))) as b:
+        assert await b.call("other", "level") == 3  # a host starting: likewise
+        info = b.plugin("tuned")
+        assert info.state == "error"
+        assert "table plugin_config: the row for 'tuned' is not a JSON object; fix or delete that row" in info.error
+        with pytest.raises(PluginUnavailable):
+            await b.call("tuned", "level")
+        await b.reset_config("tuned")  # what the error says, without psql: the row goes
+        await wait_for(lambda: b.plugin("tuned").state == "running", timeout=10)
+        assert await b.call("tuned", "level") == 1

@@ -15,7 +15,7 @@ from collections.abc import Callable, Collection, Mapping
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
-from ..errors import SecretsError
+from ..errors import SecretsError, StateError
 from ..pg_documents import PgDocuments
 from ..pg_session import STATE_TIMEOUT, PgSession
 from ..security.secrets import Cipher, is_sealed
@@ -147,10 +147,15 @@ class PostgresConfigs:
         self._key_ok = False  # this host opened the key check, or stored it
         self._changes = 0  # stamp: counts the changes to _data
         self._data: dict[str, dict[str, Any]] = {}
+        self._damaged: dict[str, str] = {}  # rows that are no JSON object: why, by key (get raises it)
         self._versions: dict[str, int] = {}
         self._mark: tuple[int, int] | None = None  # (highest version, rows) when last read
 
     def get(self, plugin: str) -> dict[str, Any] | None:
+        """``plugin``'s stored config; a StateError naming its row if that row is damaged (the
+        plugin alone is in error: the others' rows serve, and a reset deletes the row)."""
+        if plugin in self._damaged:
+            raise StateError(self._damaged[plugin])
         return self._data.get(plugin)
 
     def names(self) -> list[str]:
@@ -176,6 +181,7 @@ class PostgresConfigs:
             lambda c: self.docs.write(c, lambda: self.docs.insert(c, key, value)))
         if version is not None:
             self._data[key], self._versions[key] = value, version
+            self._damaged.pop(key, None)
             self._changes += 1
         self._wrote(before, after)
         return version is not None
@@ -189,6 +195,7 @@ class PostgresConfigs:
         version, before, after = await self.db.run(lambda c: self.docs.write(
             c, lambda: self.docs.put(c, key, {**(self.docs.get(c, key) or {}), **fields})))
         self._data[key], self._versions[key] = {**(self._data.get(key) or {}), **fields}, version
+        self._damaged.pop(key, None)
         self._changes += 1
         self._wrote(before, after)
 
@@ -207,6 +214,7 @@ class PostgresConfigs:
         self._key_checked([value])
         if version is not None:
             self._data[key], self._versions[key] = value, version
+            self._damaged.pop(key, None)
             self._changes += 1
         self._wrote(before, after)
         return version is not None, now
@@ -214,7 +222,7 @@ class PostgresConfigs:
     async def verify(self) -> None:
         """Read the table, and open every sealed value once: a host holding another key than
         the one the table's secrets were sealed with fails its start (SecretsError)."""
-        self._data, self._versions, self._mark = await self.db.run(self.docs.read)
+        self._data, self._versions, self._mark, self._damaged = await self.db.run(self.docs.read)
         self._changes += 1
         if self._box is not None:
             row = await self.db.run(lambda c: self.db.one(c, f"SELECT value FROM {CHECK_TABLE} WHERE id = 1", []))
@@ -264,10 +272,11 @@ class PostgresConfigs:
         """The keys whose config another host changed since the last read (read again)."""
         if await self.db.run(self.docs.mark) == self._mark:
             return set()
-        before = self._data
-        self._data, self._versions, self._mark = await self.db.run(self.docs.read)
+        before, damaged = self._data, self._damaged
+        self._data, self._versions, self._mark, self._damaged = await self.db.run(self.docs.read)
         self._changes += 1
-        return {p for p in set(before) | set(self._data) if before.get(p) != self._data.get(p)}
+        return {p for p in {*before, *self._data, *damaged, *self._damaged}
+                if (before.get(p), damaged.get(p)) != (self._data.get(p), self._damaged.get(p))}
 
     async def set(self, plugin: str, values: dict[str, Any], secret: Collection[str] = ()) -> None:
         await self.set_many({plugin: values}, {plugin: secret})
@@ -282,12 +291,15 @@ class PostgresConfigs:
         self._key_checked(sealed.values())
         self._data.update(sealed)
         self._versions.update(versions)
+        for key in sealed:
+            self._damaged.pop(key, None)
         self._changes += 1
         self._wrote(before, after)
 
     async def remove(self, plugin: str) -> None:
         _, before, after = await self.db.run(lambda c: self.docs.write(c, lambda: self.docs.delete(c, plugin)))
         self._data.pop(plugin, None)
+        self._damaged.pop(plugin, None)
         self._versions.pop(plugin, None)
         self._changes += 1
         self._wrote(before, after)

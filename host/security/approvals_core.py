@@ -9,6 +9,7 @@ from typing import Any
 
 import msgspec
 
+from ..errors import StateError
 from .audit import AuditLog
 from .permissions import Permissions, beyond
 
@@ -31,6 +32,9 @@ class Approvals:
     def __init__(self, audit: AuditLog | None) -> None:
         self._audit = audit or AuditLog(None)
         self._approved: dict[str, dict[str, Any]] = {}
+        # unreadable rows, why by plugin: that plugin is in error (never taken for one seen for the
+        # first time, which would approve what it asks now); an approval replaces the row
+        self._damaged: dict[str, str] = {}
 
     async def refresh(self) -> bool:
         """Read the approvals again if another process changed them; True when it did."""
@@ -47,6 +51,8 @@ class Approvals:
         """What ``asked`` adds to the plugin's approved grants (empty: nothing); None when the
         plugin has never been approved (seen for the first time)."""
         await self._load()
+        if plugin_id in self._damaged:
+            raise StateError(self._damaged[plugin_id])
         entry = self._approved.get(plugin_id)
         if entry is None:
             return None
@@ -65,6 +71,7 @@ class Approvals:
         """Record ``asked`` (joined with what was approved before) as the plugin's approved
         grants; audited. Returns what this approval added."""
         added = await self._store(plugin_id, asked, version, by)
+        self._damaged.pop(plugin_id, None)
         self._audit.record("approve", plugin=plugin_id, version=version, by=by, added=added,
                            permissions=self._approved[plugin_id]["permissions"])
         return added

@@ -36,21 +36,26 @@ class PostgresApprovals(Approvals):
     async def refresh(self) -> bool:
         if self._mark is not None and await self.db.run(self.docs.mark) == self._mark:
             return False
-        approved, _, mark = await self.db.run(self.docs.read)
-        for plugin_id, entry in approved.items():
+        approved, _, mark, damaged = await self.db.run(self.docs.read)
+        for plugin_id, entry in list(approved.items()):
             try:
                 Permissions.parse(entry.get("permissions"))
             except InvalidConfig as exc:
-                raise StateError(f"[state] database, table {TABLE}: the approval of {plugin_id!r} is unreadable "
-                                 f"({exc.message}); delete that row to approve the plugin as it is now") from None
-        self._approved, self._mark, self._loaded = approved, mark, True
+                damaged[plugin_id] = (f"[state] database, table {TABLE}: the approval of {plugin_id!r} is unreadable "
+                                      f"({exc.message}); delete that row to approve the plugin as it is now")
+                del approved[plugin_id]
+        self._approved, self._damaged, self._mark, self._loaded = approved, damaged, mark, True
         return True
 
     async def _store(self, plugin_id: str, asked: Permissions, version: str | None, by: str) -> list[str]:
         await self._load()
 
         def merge(conn: Any) -> tuple[dict[str, Any], list[str]]:
-            entry, added = merge_approval(self.docs.get(conn, plugin_id), asked, version=version, by=by)
+            try:  # a damaged row (refresh said so, or now): this approval replaces it
+                held = None if plugin_id in self._damaged else self.docs.get(conn, plugin_id)
+            except StateError:
+                held = None
+            entry, added = merge_approval(held, asked, version=version, by=by)
             self.docs.put(conn, plugin_id, entry)
             return entry, added
         (entry, added), before, after = await self.db.run(lambda c: self.docs.write(c, lambda: merge(c)))
