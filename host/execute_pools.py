@@ -189,7 +189,8 @@ class ExecutePools:
                           tools={"crypto": msgspec.to_builtins(self.config.crypto),
                                  "host": self.tools.host_tools, "modules": self.tools.module_tools},
                           reused=self.config.pooled)
-        pool = self._new_pool(spec, execute_pool_config(self.config, warm=key == self._none_key))
+        warm = key == self._none_key  # apart and warm: its spares stay however long it idles
+        pool = self._new_pool(spec, execute_pool_config(self.config, warm=warm), keep_spares=warm)
         await self._start(pool)
         entry = self._sets[key] = _SetPool(pool)
         return entry

@@ -10,6 +10,7 @@ See docs/architecture.md for how a call flows through them."""
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import logging
 import time
@@ -124,22 +125,24 @@ class PluginHost:
     async def __aenter__(self) -> PluginHost:
         check_state_dir(self.config.state_path)  # writable, with room: or a StateError saying why
         self._runtime = Runtime.create(self.config, redact=self._registry.redact_secrets)
-        for host, port in state_addresses(self.config):  # its Redis and PostgreSQL: no worker's
-            self.reserve_address(host, port)
-        self._runtime.reserved_addresses[:] = sorted(self._reserved)
-        self._services = HostServices(self.config.state_path, database=self.config.state.database,
-                                      channel=self.config.state.channel_storage, execute=self.config.execute)
-        if warmed := self._pipeline.cache.warm_up():
-            log.info("result cache: %d entries loaded from %s", warmed, self.config.state_path)
-        self._stack = stack = AsyncExitStack()
-        self._tg = tg = await stack.enter_async_context(anyio.create_task_group())
-        self._registry.open(self._runtime, tg)
-        self._services.open(tg)
-        self._exec = ExecutePools(self.config.execute, self.config.security, self.config.limits, self._runtime,
-                                  self._new_pool, lambda pool: tg.start(pool.serve), tg.start_soon)
-        self._services.tools = self._exec.tools
-        self._running = self._registry.running = True
         try:
+            with contextlib.suppress(OSError):  # now, while the interpreter surely exists; else at a spawn
+                self._runtime.reaper.start()
+            for host, port in state_addresses(self.config):  # its Redis and PostgreSQL: no worker's
+                self.reserve_address(host, port)
+            self._runtime.reserved_addresses[:] = sorted(self._reserved)
+            self._services = HostServices(self.config.state_path, database=self.config.state.database,
+                                          channel=self.config.state.channel_storage, execute=self.config.execute)
+            if warmed := self._pipeline.cache.warm_up():
+                log.info("result cache: %d entries loaded from %s", warmed, self.config.state_path)
+            self._stack = stack = AsyncExitStack()
+            self._tg = tg = await stack.enter_async_context(anyio.create_task_group())
+            self._registry.open(self._runtime, tg)
+            self._services.open(tg)
+            self._exec = ExecutePools(self.config.execute, self.config.security, self.config.limits, self._runtime,
+                                      self._new_pool, lambda pool: tg.start(pool.serve), tg.start_soon)
+            self._services.tools = self._exec.tools
+            self._running = self._registry.running = True
             assert self._registry.store is not None
             await self._registry.store.verify()  # a wrong secret key fails the start, before any worker
             await open_stores(self.config, stack, self._stations, self._switches)

@@ -62,7 +62,10 @@ class Pool:
         on_log: LogSink | None = None,
         host_call: HostCallHandler | None = None,
         on_state: Callable[[Pool], None] | None = None,
+        keep_spares: bool = False,
     ) -> None:
+        """``keep_spares``: spares stay however long the pool idles, even with min_workers = 0
+        (the execute pool without permissions, which must stay warm)."""
         # The relay stations this pool serves (plugins/registry.py): each one's config, or why not.
         self.station_configs: dict[str, dict[str, Any]] = {}
         self.station_errors: dict[str, str] = {}
@@ -98,6 +101,7 @@ class Pool:
         # min_workers = 0 and nothing called for idle_timeout: the spares were stopped too, and
         # are started again with the next call's worker (an idle plugin keeps no process).
         self._spares_parked = False
+        self._keep_spares = keep_spares
 
     @property
     def plugin_id(self) -> str:
@@ -238,6 +242,9 @@ class Pool:
         if self.state in ("closing", "closed", "error"):
             await worker.shutdown()
             return
+        if spare and self._spares_parked:  # parked while it started (its config hook, say)
+            await worker.shutdown()
+            return
         if spare:
             self.spares.append(worker)
         else:
@@ -323,7 +330,7 @@ class Pool:
             need = max(need, -(-waiting // cfg.max_inflight))
         room = cfg.max_workers - len(self.workers) - self._starting
         delay = self._backoff()
-        n = max(0, min(need, room))
+        n = wanted = max(0, min(need, room))
         while n and self.spares:  # a spare serves at once: no spawn in the caller's path
             spare = self.spares.pop(0)
             if spare.state == "ready" and not spare.exited.is_set():
@@ -332,7 +339,7 @@ class Pool:
         for _ in range(n):
             self._starting += 1
             self._tg.start_soon(self._spawn_safely, delay)
-        if self._spares_parked and (n or self.workers):  # called again: the spares come back
+        if self._spares_parked and wanted:  # called again: the spares come back
             self._spares_parked, spares = False, cfg.spares
         for _ in range(max(0, spares - len(self.spares) - self._starting_spares)):
             self._starting_spares += 1
@@ -360,7 +367,7 @@ class Pool:
                 if w.load == 0 and now - w.idle_since > cfg.idle_timeout:
                     self._retire(w)
                     surplus -= 1
-            if (cfg.min_workers == 0 and self.spares and surplus <= 0 and not self._starting
+            if (cfg.min_workers == 0 and self.spares and surplus <= 0 and not self._keep_spares and not self._starting
                     and not self._starting_spares and not self._waiters and all(now - w.idle_since > cfg.idle_timeout for w in self.spares)):
                 self._spares_parked = True
                 spares, self.spares = self.spares, []

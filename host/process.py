@@ -71,6 +71,9 @@ class Reaper:
         interpreter gone, a process limit): a worker must not start without it."""
         if self._proc is not None and self._proc.poll() is None:
             return
+        if self._proc is not None and self._proc.stdin is not None:  # the one that died
+            with contextlib.suppress(OSError):
+                self._proc.stdin.close()
         self._proc = subprocess.Popen([sys.executable, "-I", "-S", "-c", _REAPER], stdin=subprocess.PIPE,
                                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                                       start_new_session=True, close_fds=True)
@@ -144,30 +147,11 @@ class ChildProcess:
         )
         self.pid = self._proc.pid
         self._reaper = reaper
-        if reaper is not None:
-            reaper.add(self.pid)  # its own process group (start_new_session): pgid == pid
-        if self._proc.stdin is not None:
-            try:  # a few hundred bytes: the pipe buffer takes them at once
-                self._proc.stdin.write(stdin_data)
-                self._proc.stdin.close()
-            except OSError:  # the child is already gone; its exit is reported as usual
-                pass
         try:
-            if data_limit_mb:
-                size = data_limit_mb * 1024 * 1024
-                resource.prlimit(self.pid, resource.RLIMIT_DATA, (size, size))
-            if cpu_seconds:
-                resource.prlimit(self.pid, resource.RLIMIT_CPU, (cpu_seconds, cpu_seconds + 1))
-        except OSError:  # the child is already gone; its exit is reported as usual
-            pass
-        try:
-            self._pidfd = os.pidfd_open(self.pid)  # out of file descriptors, say
-        except OSError:
+            self._watch(stdin_data, data_limit_mb, cpu_seconds)
+        except BaseException:  # out of file descriptors, say: never a child left running unwatched
             self._abandon()
             raise
-        assert self._proc.stdout is not None
-        self._out_fd = self._proc.stdout.fileno()
-        os.set_blocking(self._out_fd, False)
         self._tail: deque[bytes] = deque()
         self._tail_len = 0
         self._tail_max = tail_bytes
@@ -176,6 +160,31 @@ class ChildProcess:
         self.returncode: int | None = None
         self._exit_event: anyio.Event | None = None
 
+    def _watch(self, stdin_data: bytes, data_limit_mb: int | None, cpu_seconds: int | None) -> None:
+        """The steps after the fork: the reaper told, stdin written, limits set, a pidfd."""
+        if self._reaper is not None:
+            self._reaper.add(self.pid)  # its own process group (start_new_session): pgid == pid
+        if self._proc.stdin is not None:
+            try:  # a few hundred bytes: the pipe buffer takes them at once
+                self._proc.stdin.write(stdin_data)
+            except OSError:  # the child is already gone; its exit is reported as usual
+                pass
+            finally:
+                with contextlib.suppress(OSError):
+                    self._proc.stdin.close()
+        try:
+            if data_limit_mb:
+                size = data_limit_mb * 1024 * 1024
+                resource.prlimit(self.pid, resource.RLIMIT_DATA, (size, size))
+            if cpu_seconds:
+                resource.prlimit(self.pid, resource.RLIMIT_CPU, (cpu_seconds, cpu_seconds + 1))
+        except OSError:  # the child is already gone; its exit is reported as usual
+            pass
+        self._pidfd = os.pidfd_open(self.pid)
+        assert self._proc.stdout is not None
+        self._out_fd = self._proc.stdout.fileno()
+        os.set_blocking(self._out_fd, False)
+
     def _abandon(self) -> None:
         """A child this object cannot watch: killed with its group and reaped at once."""
         with contextlib.suppress(OSError):
@@ -183,8 +192,12 @@ class ChildProcess:
         self._proc.wait()
         if self._reaper is not None:
             self._reaper.remove(self.pid)
-        if self._proc.stdout is not None:
-            self._proc.stdout.close()
+        for pipe in (self._proc.stdin, self._proc.stdout):
+            if pipe is not None:
+                with contextlib.suppress(OSError):
+                    pipe.close()
+        with contextlib.suppress(AttributeError, OSError):
+            os.close(self._pidfd)
 
     @property
     def exit_signal(self) -> int | None:
@@ -296,6 +309,8 @@ class ChildProcess:
                 self._reap()
             except ChildProcessError:
                 pass
+        if self._reaper is not None:  # reaped elsewhere too: the reaper must not keep its number
+            self._reaper.remove(self.pid)
         for fd in (self._pidfd,):
             try:
                 os.close(fd)

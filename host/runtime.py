@@ -3,7 +3,6 @@ directory and the shared DENO_DIR, and the command line each worker is started w
 
 from __future__ import annotations
 
-import contextlib
 import errno
 import hashlib
 import itertools
@@ -60,7 +59,9 @@ def socket_failure(path: str, exc: OSError, plugin: str | None = None) -> HostEr
     if exc.errno in _DISK_ERRNOS:
         return StateError(f"cannot make a worker socket in {where}: {reason} (free some space or inodes on its "
                           "file system, or set XDG_RUNTIME_DIR or TMPDIR to another directory)")
-    if len(os.fsencode(path)) >= _SUN_PATH_MAX:
+    if exc.errno in (errno.EMFILE, errno.ENFILE, errno.ENOMEM):  # socket() itself refused
+        hint = _PROCESS_HINTS[exc.errno]
+    elif len(os.fsencode(path)) >= _SUN_PATH_MAX:
         hint = f"its path is {len(os.fsencode(path))} bytes, over the {_SUN_PATH_MAX - 1}-byte AF_UNIX limit: " \
                "set XDG_RUNTIME_DIR or TMPDIR to a shorter directory"
     else:
@@ -214,7 +215,7 @@ class Runtime:
         try:
             deno_dir.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
-            raise os_failure(deno_dir, exc, "make Deno's module cache directory") from None
+            raise os_failure(exc.filename or deno_dir, exc, "make Deno's module cache directory") from None
         run_dir = Path(private_run_dir(""))
         sec = config.security
         table = AuditTable(config.state.database) if config.state.database and sec.audit_log else None
@@ -225,11 +226,8 @@ class Runtime:
                      (key_file_path(config), "the host's secret key file"),
                      (Path("/proc"), "/proc (every process's memory and environment)"),
                      (Path("/sys"), "/sys")]
-        runtime = cls(deno=deno, entry=entry, deno_dir=deno_dir, run_dir=run_dir, security=sec, audit=audit,
-                      state_dir=state, protected=tuple(protected))
-        with contextlib.suppress(OSError):  # now, while the interpreter surely exists; else at a spawn
-            runtime.reaper.start()
-        return runtime
+        return cls(deno=deno, entry=entry, deno_dir=deno_dir, run_dir=run_dir, security=sec, audit=audit,
+                   state_dir=state, protected=tuple(protected))
 
     def data_dir(self, name: str) -> Path:
         """The directory of one plugin's own files (``name``: its id) under the state directory:

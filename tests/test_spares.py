@@ -184,11 +184,11 @@ async def test_an_idle_plugin_with_no_minimum_gives_its_spares_back_and_gets_the
     """min_workers = 0 means an idle plugin keeps no process: once nothing has called it for
     idle_timeout its spares stop with its workers, and the next call brings them back (before:
     the spare ran for the life of the host, one Deno per idle plugin)."""
-    async with make_host(pool=PoolConfig(min_workers=0, max_workers=1, spares=1, idle_timeout=0.3)) as h:
+    async with make_host(pool=PoolConfig(min_workers=0, max_workers=1, spares=1, idle_timeout=1.5)) as h:
         pool = h.pool("calc")
-        assert await h.call("calc", "add", 1, 2) == 3
+        serving = await h.call("calc", "pid")
         await wait_for(lambda: len(pool.spares) == 1 and pool.spares[0].state == "ready")
-        pids = [pool.workers[0].pid, pool.spares[0].pid]
+        pids = [serving, pool.spares[0].pid]
         await wait_for(lambda: not pool.workers and not pool.spares, timeout=5)
         await wait_for(lambda: all(process_gone(pid) for pid in pids), timeout=5)
         assert not deno_children() and h.plugin("calc").spares == []
@@ -199,6 +199,33 @@ async def test_an_idle_plugin_with_no_minimum_gives_its_spares_back_and_gets_the
         os.kill(pool.workers[0].pid, signal.SIGKILL)
         await wait_for(lambda: not pool.workers)
         assert await h.call("calc", "pid") == spare  # the spare serves the next call, as before
+
+
+async def test_parked_spares_stay_parked_while_several_idle_workers_stop(calc, make_host):
+    """Two idle workers retired at once: the first one's exit is no call, and must not bring
+    the spare back while the second is still stopping."""
+    async with make_host(pool=PoolConfig(min_workers=0, max_workers=2, spares=1, idle_timeout=0.5)) as h:
+        pool = h.pool("calc")
+        async with anyio.create_task_group() as tg:
+            for _ in range(3):
+                tg.start_soon(h.call, "calc", "sleep", 300)
+        await wait_for(lambda: not pool.workers and not pool.spares and not deno_children(), timeout=10)
+        await anyio.sleep(1.0)  # a window for a spare to come back uncalled: it must not
+        assert not deno_children() and pool._spares_parked
+
+
+async def test_the_warm_execute_pool_keeps_its_spares_however_long_it_idles(make_host):
+    """pooled = false: each execution takes a spare; the pool without permissions stays warm
+    (min_workers = 0 there means no worker serves between executions, not an idle pool to park)."""
+    async with make_host(execute=ExecuteConfig(pooled=False, idle_timeout=0.3)) as h:
+        assert (await h.execute("export default () => 1", timeout=10)).result == 1
+        await wait_for(lambda: len(deno_children()) == 2, timeout=10)
+        spares = sorted(deno_children())
+        await anyio.sleep(1.5)  # five idle timeouts
+        assert sorted(deno_children()) == spares
+        t0 = time.perf_counter()
+        assert (await h.execute("export default () => Deno.pid", timeout=10)).result in spares
+        assert time.perf_counter() - t0 < 1.0
 
 
 async def test_spares_of_a_plugin_with_a_minimum_stay_however_long_it_idles(calc, make_host):

@@ -3,6 +3,7 @@ end of the host, which keeps serving its other plugins and stops on SIGTERM (iss
 
 from __future__ import annotations
 
+import errno
 import os
 import shutil
 import signal
@@ -12,7 +13,7 @@ import time
 import anyio
 import pytest
 from support.plugins import CALC, PluginDir
-from support.processes import deno_children, wait_for
+from support.processes import deno_children, process_gone, wait_for
 from support.servers import serve_process
 
 from host import PoolConfig, SpawnFailed
@@ -124,3 +125,27 @@ async def test_a_reaper_that_cannot_start_again_refuses_the_spawn_typed_and_leak
         pool.reset()
         second = await h.call("calc", "pid", timeout=10)
         assert reaper._proc.poll() is None and reaper._groups == {second}
+
+
+@pytest.mark.anyio
+async def test_a_worker_the_host_cannot_watch_is_killed_at_once_and_the_spawn_is_typed(calc, make_host, monkeypatch):
+    """The fork worked but the step after it did not (no file descriptor left for its pidfd):
+    the child is killed and reaped there, never left running unwatched, and the spawn is a
+    SpawnFailed saying what ran out."""
+    async with make_host(pool=PoolConfig(min_workers=1, max_workers=1, crash_loop_threshold=2)) as h:
+        pool, first = h.pool("calc"), await h.call("calc", "pid")
+        started: list[int] = []
+
+        def no_fd_left(pid: int, *args: object) -> int:
+            started.append(pid)
+            raise OSError(errno.EMFILE, os.strerror(errno.EMFILE))
+
+        monkeypatch.setattr(os, "pidfd_open", no_fd_left)
+        os.kill(first, signal.SIGKILL)
+        await wait_for(lambda: pool.state == "error", timeout=20)
+        assert started and all(process_gone(pid) for pid in started)
+        assert not deno_children() and not h._runtime.reaper._groups
+        assert "out of file descriptors" in pool.error, pool.error
+        monkeypatch.undo()
+        pool.reset()
+        assert await h.call("calc", "add", 1, 2, timeout=10) == 3

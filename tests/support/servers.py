@@ -11,7 +11,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
 from typing import Any
@@ -174,8 +174,7 @@ def serve_process(cwd: Path, *args: str, env: dict[str, str] | None = None,
         proc = subprocess.Popen([*wrap, sys.executable, "-m", "host", "serve", "--host", "127.0.0.1",
                                  "--port", str(port), *args], cwd=cwd, stdout=log, stderr=subprocess.STDOUT,
                                 env={**os.environ, **(env or {})}, preexec_fn=preexec)
-    count = args[args.index("--processes") + 1] if "--processes" in args else "1"
-    srv = ServeProcess(proc, f"http://127.0.0.1:{port}", log_path, (os.cpu_count() or 1) if count == "auto" else int(count))
+    srv = ServeProcess(proc, f"http://127.0.0.1:{port}", log_path, process_count(args))
     try:
         if ready:
             srv.wait_ready()
@@ -189,6 +188,20 @@ def serve_process(cwd: Path, *args: str, env: dict[str, str] | None = None,
 
 
 @contextmanager
+def process_count(args: Sequence[str]) -> int:
+    """How many serve processes ``args`` start (``--processes N``, ``--processes=N``, ``auto``),
+    counted as serve counts them. A count set in a config file is not seen here: 1."""
+    from host.multiproc import process_count as count_of
+
+    value = "1"
+    for i, arg in enumerate(args):
+        if arg == "--processes" and i + 1 < len(args):
+            value = args[i + 1]
+        elif arg.startswith("--processes="):
+            value = arg.split("=", 1)[1]
+    return count_of(value)
+
+
 def two_serve_processes(cwd: Path, shared_state: Path, plugins: Path, *, running: str,
                         env: dict[str, str] | None = None) -> Iterator[tuple[ServeProcess, ServeProcess]]:
     """Two hosts as two machines would run them: ``serve`` on two ports, each with a state
