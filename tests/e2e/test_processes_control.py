@@ -22,6 +22,7 @@ export const metadata = { id: "tagged", name: "Tagged", version: "1.0.0", apiVer
 export function tag(ctx) { return [Deno.ppid, ctx.config.tag]; }
 """
 ROUNDS = 16  # calls on connections of their own: both processes take some (checked)
+MAX_ROUNDS = 2000
 
 
 @asynccontextmanager
@@ -42,11 +43,13 @@ async def two_processes(plugin_dir, tmp_path, shared_state) -> AsyncIterator[tup
             yield s, common
 
 
-async def _answers(s: aiohttp.ClientSession) -> tuple[set[int], list[object]]:
-    """ROUNDS calls: the processes that answered 200, and each answer (the tag, or the status)."""
+async def _answers(s: aiohttp.ClientSession, *, both: bool = True) -> tuple[set[int], list[object]]:
+    """ROUNDS calls, and with ``both`` more until each process answered one (the kernel hands
+    a new connection to whichever process accepts first, the same one many times in a row when
+    the machine is busy): the processes that answered 200, and each answer (the tag, or the status)."""
     pids: set[int] = set()
     out: list[object] = []
-    for _ in range(ROUNDS):
+    while len(out) < ROUNDS or (both and len(pids) < 2 and len(out) < MAX_ROUNDS):
         async with s.post("/api/plugins/tagged/call/tag", json={}) as r:
             if r.status == 200:
                 pid, tag = (await r.json())["result"]
@@ -65,24 +68,24 @@ async def test_a_change_through_one_process_is_served_by_every_one_when_it_answe
         async with s.put("/api/plugins/tagged/config", json={"tag": "second"}) as r:
             assert r.status == 200, await r.text()
         pids, tags = await _answers(s)
-        assert len(pids) == 2 and tags == ["second"] * ROUNDS
+        assert len(pids) == 2 and tags == ["second"] * len(tags)
 
         async with s.post("/api/plugins/tagged/disable") as r:
             assert r.status == 200, await r.text()
-        _, refused = await _answers(s)
+        _, refused = await _answers(s, both=False)
         assert refused == [503] * ROUNDS
 
         async with s.post("/api/plugins/tagged/enable") as r:
             assert r.status == 200, await r.text()
         pids, tags = await _answers(s)
-        assert len(pids) == 2 and tags == ["second"] * ROUNDS
+        assert len(pids) == 2 and tags == ["second"] * len(tags)
 
         # the CLI's change goes through the control socket (process 0), which has the other follow
         out = await anyio.to_thread.run_sync(lambda: run_cli("config", "set", "tagged", "tag=third", *common,
                                                              cwd=tmp_path))
         assert out.returncode == 0, out.stderr
         pids, tags = await _answers(s)
-        assert len(pids) == 2 and tags == ["third"] * ROUNDS
+        assert len(pids) == 2 and tags == ["third"] * len(tags)
 
 
 async def test_a_restart_through_one_process_restarts_the_workers_of_every_one(
