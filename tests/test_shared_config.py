@@ -206,6 +206,22 @@ async def test_a_damaged_row_stays_with_its_plugin_and_the_others_serve(make_hos
         assert "table plugin_config: the row for 'tuned' is not a JSON object; fix or delete that row" in info.error
         with pytest.raises(PluginUnavailable):
             await b.call("tuned", "level")
+        assert "config reset tuned" in info.error
+        exported = await b.export_config()  # a backup of the others: the damaged row has nothing to keep
+        assert set(exported["plugins"]) == {"other"}
         await b.reset_config("tuned")  # what the error says, without psql: the row goes
         await wait_for(lambda: b.plugin("tuned").state == "running", timeout=10)
         assert await b.call("tuned", "level") == 1
+
+
+async def test_a_damaged_switches_row_fails_the_start_typed_naming_its_table(make_host, tuned, postgres_url):
+    """The switches and the added stations are read whole (a switch decides whether a plugin may
+    run at all): a damaged row there is a StateError at start, as before, never a traceback."""
+    state = StateConfig(database=postgres_url)
+    async with make_host(state=state, pool=ONE) as h:
+        await h.disable("tuned")
+    with psycopg.connect(postgres_url) as db:
+        db.execute("UPDATE plugin_switches SET value = '{not json' WHERE key = 'tuned'")
+    with pytest.raises(StateError, match=r"table plugin_switches: the row for 'tuned' is not a JSON object"):
+        async with make_host(state=state, pool=ONE):
+            pass

@@ -123,7 +123,7 @@ class Balances:
         stations = self.stations.all()
         served = {s.plugin for s in stations.values() if s.plugin}
         out = [Target(pid, (r.manifest.name if r.manifest else None) or pid, pid, r)
-               for pid, r in newest.items() if pid not in served or self._reg.raw_config(pid)]
+               for pid, r in newest.items() if pid not in served or self._configured(pid)]
         off = {r.id for r in self._reg.records if r.state == "disabled"}
         for s in stations.values():
             if s.name in {r.id for r in self._reg.records}:  # the plugin's own station wins (stations lists why)
@@ -131,6 +131,13 @@ class Balances:
             elif s.plugin is not None and s.plugin not in off:
                 out.append(Target(s.name, s.title or s.name, s.plugin, newest.get(s.plugin), station=True))
         return out
+
+    def _configured(self, pid: str) -> bool:
+        """The plugin has a config of its own (a damaged stored one counts: asked, it says why)."""
+        try:
+            return bool(self._reg.raw_config(pid))
+        except StateError:
+            return True
 
     async def _ask(self, t: Target, budget: float, refresh: bool) -> tuple[Any, float, bool]:
         """One station's queryBalance, with its own config and its own breaker."""

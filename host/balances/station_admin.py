@@ -11,7 +11,7 @@ from typing import Any
 
 import msgspec
 
-from ..errors import HostError, InvalidConfig, PluginUnavailable
+from ..errors import HostError, InvalidConfig, PluginUnavailable, StateError
 from ..plugins.admin import ConfigAdmin
 from ..plugins.keys import station_key
 from ..plugins.lifecycle import SERVING, Plugin
@@ -64,10 +64,13 @@ class StationAdmin:
         for s in self._stations.all().values():
             item = s.to_dict()
             record = self._provider(s, required=False)
-            item["config"] = self._masked(s, record)
+            try:
+                item["config"], damaged = self._masked(s, record), None
+            except StateError as exc:  # its stored config's row damaged: this station only
+                item["config"], damaged = {}, exc.message
             item["error"] = (f"a plugin has the id {s.name!r} too: rename the station" if s.plugin and s.name in ids
-                             else record.station_errors.get(s.name) if record is not None
-                             else f"provider plugin {s.provider!r} is not installed")
+                             else damaged or (record.station_errors.get(s.name) if record is not None
+                                              else f"provider plugin {s.provider!r} is not installed"))
             out.append(item)
         return out
 

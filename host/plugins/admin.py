@@ -4,6 +4,7 @@ fields sealed) and the plugin restarted with it; export and import between machi
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -22,6 +23,8 @@ from .settings import MASK, apply_schema, mask, redact, secret_keys, secret_valu
 
 SWAP_ATTEMPTS = 5  # a config change merged again into what another host stored meanwhile, at most
 Call = Callable[..., Awaitable[Any]]  # (plugin, fn, *args): a call through the host's pipeline
+
+log = logging.getLogger("host")
 
 
 class ConfigAdmin:
@@ -127,13 +130,23 @@ class ConfigAdmin:
         plugins: dict[str, dict[str, Any]] = {}
         for r in records:
             assert r.manifest is not None
-            values = self._box.reveal(self._reg.raw_config(r.id), plugin=r.id)
+            try:
+                values = self._box.reveal(self._reg.raw_config(r.id), plugin=r.id)
+            except StateError as exc:
+                if name is not None:
+                    raise
+                log.warning("export: %s left out: %s", r.id, exc.message)  # nothing in it to keep
+                continue
             if values or name is not None:
                 plugins[r.id] = cipher.seal_fields(values, secret_keys(r.manifest.config_schema))
         stations: dict[str, dict[str, Any]] = {}
         for station, provider in (self.stations().items() if name is None else ()):
             record = self._reg.newest().get(provider)
-            values = self._box.reveal(self._reg.raw_config(station_key(station)), plugin=provider)
+            try:
+                values = self._box.reveal(self._reg.raw_config(station_key(station)), plugin=provider)
+            except StateError as exc:
+                log.warning("export: station %s left out: %s", station, exc.message)
+                continue
             if values and record is not None and record.manifest is not None:
                 stations[station] = cipher.seal_fields(values, secret_keys(record.manifest.config_schema))
         return {"format": EXPORT_FORMAT, "encryption": header, "plugins": plugins, "stations": stations}

@@ -59,9 +59,10 @@ def open_configs(state_dir: str | Path, database: str | None, box: Cipher | None
                  filename: str = "config.json", table: str = TABLE, what: str = "the config store") -> Configs:
     """The config store ``[state]`` names: the table in ``database``, else config.json. The
     same two kinds hold the added stations and the plugin switches (``filename`` / ``table``;
-    no secrets, ``box`` None)."""
+    no secrets, ``box`` None). In the plugins' config table a damaged row stays with its key
+    (``get`` raises for it alone); in the others it fails the read, as a damaged file does."""
     if database:
-        return PostgresConfigs(database, box, table=table, what=what)
+        return PostgresConfigs(database, box, table=table, what=what, per_key=table == TABLE)
     return FileConfigs(ConfigStore(state_dir, box, filename))
 
 
@@ -138,7 +139,7 @@ class PostgresConfigs:
     config another host stored meanwhile."""
 
     def __init__(self, url: str, box: Cipher | None, timeout: float = STATE_TIMEOUT, *, table: str = TABLE,
-                 what: str = "the config store") -> None:
+                 what: str = "the config store", per_key: bool = False) -> None:
         schema = PgDocuments.schema(table) + ((CHECK_SCHEMA,) if box is not None else ())
         self.db = PgSession(url, timeout, schema, what=f"{what} ([state] database)")
         self.docs = PgDocuments(self.db, table)
@@ -148,6 +149,7 @@ class PostgresConfigs:
         self._changes = 0  # stamp: counts the changes to _data
         self._data: dict[str, dict[str, Any]] = {}
         self._damaged: dict[str, str] = {}  # rows that are no JSON object: why, by key (get raises it)
+        self._per_key = per_key  # else a damaged row fails the whole read
         self._versions: dict[str, int] = {}
         self._mark: tuple[int, int] | None = None  # (highest version, rows) when last read
 
@@ -155,7 +157,7 @@ class PostgresConfigs:
         """``plugin``'s stored config; a StateError naming its row if that row is damaged (the
         plugin alone is in error: the others' rows serve, and a reset deletes the row)."""
         if plugin in self._damaged:
-            raise StateError(self._damaged[plugin])
+            raise StateError(f"{self._damaged[plugin]} (`python -m host config reset {plugin}` deletes it)")
         return self._data.get(plugin)
 
     def names(self) -> list[str]:
@@ -222,7 +224,7 @@ class PostgresConfigs:
     async def verify(self) -> None:
         """Read the table, and open every sealed value once: a host holding another key than
         the one the table's secrets were sealed with fails its start (SecretsError)."""
-        self._data, self._versions, self._mark, self._damaged = await self.db.run(self.docs.read)
+        self._data, self._versions, self._mark, self._damaged = self._whole(await self.db.run(self.docs.read))
         self._changes += 1
         if self._box is not None:
             row = await self.db.run(lambda c: self.db.one(c, f"SELECT value FROM {CHECK_TABLE} WHERE id = 1", []))
@@ -235,6 +237,12 @@ class PostgresConfigs:
             if row is None and self.has_sealed:  # sealed before the key check existed, with this key
                 await self.db.run(lambda c: self.db.tx(c, lambda: self._key_check(c)))
                 self._key_ok = self._checked = True
+
+    def _whole(self, read: tuple[Any, Any, Any, dict[str, str]]) -> tuple[Any, Any, Any, dict[str, str]]:
+        """``docs.read``'s answer, unless it found a damaged row where none may be (not per key)."""
+        if read[3] and not self._per_key:
+            raise StateError(next(iter(read[3].values())))
+        return read
 
     def _key_check(self, conn: Any) -> None:
         """In a write that stores sealed values, under the table's lock: open the key check, or
@@ -273,7 +281,7 @@ class PostgresConfigs:
         if await self.db.run(self.docs.mark) == self._mark:
             return set()
         before, damaged = self._data, self._damaged
-        self._data, self._versions, self._mark, self._damaged = await self.db.run(self.docs.read)
+        self._data, self._versions, self._mark, self._damaged = self._whole(await self.db.run(self.docs.read))
         self._changes += 1
         return {p for p in {*before, *self._data, *damaged, *self._damaged}
                 if (before.get(p), damaged.get(p)) != (self._data.get(p), self._damaged.get(p))}

@@ -23,6 +23,7 @@ from ..errors import (
     InvalidConfig,
     PluginNotFound,
     PluginUnavailable,
+    StateError,
 )
 from ..logs import Throttle
 from ..policy.cache import digest
@@ -254,6 +255,8 @@ class Registry:
                 manifest.grants_for(c).net_grant(https_only=self.config.security.https_only)
             except InvalidConfig as exc:
                 errors[name] = f"invalid config: {exc.message}"
+            except StateError as exc:  # its row in the [state] database damaged: this station only
+                errors[name] = exc.message
             else:
                 configs[name] = c
         return configs, errors

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..errors import InvalidConfig, StateError
+from ..errors import InvalidConfig
 from ..pg_documents import PgDocuments
 from ..pg_session import STATE_TIMEOUT, PgSession
 from .approvals_core import Approvals, merge_approval
@@ -51,10 +51,9 @@ class PostgresApprovals(Approvals):
         await self._load()
 
         def merge(conn: Any) -> tuple[dict[str, Any], list[str]]:
-            try:  # a damaged row (refresh said so, or now): this approval replaces it
-                held = None if plugin_id in self._damaged else self.docs.get(conn, plugin_id)
-            except StateError:
-                held = None
+            # a damaged row this host knows of: the operator's approval replaces it; one damaged
+            # since the last read raises (never taken for a plugin seen for the first time)
+            held = None if plugin_id in self._damaged else self.docs.get(conn, plugin_id)
             entry, added = merge_approval(held, asked, version=version, by=by)
             self.docs.put(conn, plugin_id, entry)
             return entry, added

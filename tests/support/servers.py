@@ -187,7 +187,6 @@ def serve_process(cwd: Path, *args: str, env: dict[str, str] | None = None,
             proc.wait()
 
 
-@contextmanager
 def process_count(args: Sequence[str]) -> int:
     """How many serve processes ``args`` start (``--processes N``, ``--processes=N``, ``auto``),
     counted as serve counts them. A count set in a config file is not seen here: 1."""
@@ -202,6 +201,7 @@ def process_count(args: Sequence[str]) -> int:
     return count_of(value)
 
 
+@contextmanager
 def two_serve_processes(cwd: Path, shared_state: Path, plugins: Path, *, running: str,
                         env: dict[str, str] | None = None) -> Iterator[tuple[ServeProcess, ServeProcess]]:
     """Two hosts as two machines would run them: ``serve`` on two ports, each with a state
