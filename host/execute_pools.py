@@ -22,7 +22,7 @@ from typing import Any
 import anyio
 import msgspec
 
-from .config import PoolConfig, SecurityConfig, WorkerLimits
+from .config import SecurityConfig, WorkerLimits
 from .errors import (
     GrantRefused,
     HostClosed,
@@ -68,7 +68,7 @@ class ExecutePools:
     background task in the host's task group (closing a pool, the idle sweep)."""
 
     def __init__(self, config: ExecuteConfig, security: SecurityConfig, limits: WorkerLimits,
-                 runtime: Runtime, new_pool: Callable[[WorkerSpec, PoolConfig], Pool],
+                 runtime: Runtime, new_pool: Callable[..., Pool],
                  start: Callable[[Pool], Awaitable[Any]], spawn: Callable[..., Any]) -> None:
         self.config, self.security, self.limits, self.runtime = config, security, limits, runtime
         self._new_pool, self._start, self._spawn = new_pool, start, spawn
