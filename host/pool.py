@@ -62,10 +62,8 @@ class Pool:
         on_log: LogSink | None = None,
         host_call: HostCallHandler | None = None,
         on_state: Callable[[Pool], None] | None = None,
-        keep_spares: bool = False,
+        keep_spares: bool = False,  # spares stay however long it idles (the warm execute pool)
     ) -> None:
-        """``keep_spares``: spares stay however long the pool idles, even with min_workers = 0
-        (the execute pool without permissions, which must stay warm)."""
         # The relay stations this pool serves (plugins/registry.py): each one's config, or why not.
         self.station_configs: dict[str, dict[str, Any]] = {}
         self.station_errors: dict[str, str] = {}
@@ -98,10 +96,9 @@ class Pool:
         self._drained: anyio.Event | None = None  # made by aclose: set once no call is in flight
         self._stop = anyio.Event()
         self._owed_restarts = 0  # workers lost; the next spawns count as restarts
-        # min_workers = 0 and nothing called for idle_timeout: the spares were stopped too, and
-        # are started again with the next call's worker (an idle plugin keeps no process).
-        self._spares_parked = False
-        self._keep_spares = keep_spares
+        # min_workers = 0 and nothing called for idle_timeout: the spares stopped too (an idle
+        # plugin keeps no process), to start again with the next call's worker
+        self._spares_parked, self._keep_spares = False, keep_spares
 
     @property
     def plugin_id(self) -> str:
@@ -352,8 +349,7 @@ class Pool:
             self._tg.start_soon(worker.shutdown, True)
 
     async def _reaper(self) -> None:
-        """Stop workers idle for longer than idle_timeout, down to min_workers; with
-        min_workers = 0, the spares too once nothing serves (see _spares_parked)."""
+        """Stop workers idle for longer than idle_timeout, down to min_workers (_spares_parked)."""
         cfg = self.config
         interval = max(min(cfg.idle_timeout / 4, REAP_INTERVAL_MAX), REAP_INTERVAL_MIN)
         while True:
@@ -369,8 +365,7 @@ class Pool:
                     surplus -= 1
             if (cfg.min_workers == 0 and self.spares and surplus <= 0 and not self._keep_spares and not self._starting
                     and not self._starting_spares and not self._waiters and all(now - w.idle_since > cfg.idle_timeout for w in self.spares)):
-                self._spares_parked = True
-                spares, self.spares = self.spares, []
+                self._spares_parked, spares, self.spares = True, self.spares, []
                 for w in spares:
                     self._retire(w)
 

@@ -48,6 +48,9 @@ async def _get(s: aiohttp.ClientSession, path: str) -> Any:
 
 
 async def _hits(s: aiohttp.ClientSession, tags: list[str], pids: set[int]) -> None:
+    """A call per tag, each on a connection of its own; ``pids``: the processes that answered.
+    The kernel hands a new connection to whichever process accepts first, on a busy machine the
+    same one many times in a row: tests call on until both answered."""
     for tag in tags:
         async with s.post("/api/plugins/echo/call/hit", json={"args": [tag]}) as r:
             assert r.status == 200, await r.text()
@@ -64,7 +67,9 @@ async def test_the_log_tail_reads_every_process_s_lines_once(plugin_dir, tmp_pat
         seen: list[str] = []
         processes: set[int] = set()
         after = 0
-        for round_ in range(5):
+        round_ = 0
+        while round_ < 5 or (len(pids) < 2 and round_ < 250):  # till both took some (see _hits)
+            round_ += 1
             batch = [f"{round_}-{i}" for i in range(8)]
             await _hits(s, batch, pids)
             tags += batch
@@ -87,16 +92,19 @@ async def test_a_plugin_s_status_counts_every_process_s_workers_and_calls(plugin
     async with two_processes(plugin_dir, tmp_path, shared_state) as (_, s):
         before = (await _get(s, "/api/plugins/echo"))["calls"]  # the warm-up's
         pids: set[int] = set()
-        await _hits(s, [str(i) for i in range(16)], pids)
-        for _ in range(16):
+        n = 0
+        while n < 16 or (len(pids) < 2 and n < 2000):  # till both took some (see _hits)
+            await _hits(s, [str(n)], pids)
+            n += 1
+        for _ in range(n):
             async with s.post("/api/plugins/echo/call/fail", json={}) as r:
                 assert r.status >= 400
         assert len(pids) == 2
         for _ in range(6):  # whichever process answers
             for info in (await _get(s, "/api/plugins/echo"), (await _get(s, "/api/plugins"))[0]):
                 assert {w["process"] for w in info["workers"]} == {0, 1}, info["workers"]
-                assert info["calls"] == before + 16  # the successful ones
-                assert info["error_rate"] == round(16 / (32 + before), 4) and info["latency_p50_ms"] > 0
+                assert info["calls"] == before + n  # the successful ones
+                assert info["error_rate"] == round(n / (2 * n + before), 4) and info["latency_p50_ms"] > 0
                 assert sorted(p["process"] for p in info["processes"]) == [0, 1]
                 assert sum(p["calls"] for p in info["processes"]) == before + 16
                 assert {p["state"] for p in info["processes"]} == {"running"}
