@@ -266,6 +266,7 @@ def build_parser() -> argparse.ArgumentParser:
                    "directory, each with its own workers (default: [server] processes, else 1; auto: one per core)")
     for option in ("--listen-fd", "--process-index", "--peers-dir"):  # set by --processes for its children
         s.add_argument(option, type=int if option != "--peers-dir" else str, help=argparse.SUPPRESS)
+    s.add_argument("--join-late", action="store_true", help=argparse.SUPPRESS)  # a child started again
     s.set_defaults(run=serve)
 
 

@@ -63,7 +63,7 @@ async def _serve(args: argparse.Namespace, config: HostConfig) -> int:
     """One server: the HTTP API on its socket, the control socket, until a stop signal."""
     from aiohttp import web
 
-    from .multiproc import inherited_site, join_siblings
+    from .multiproc import inherited_address, inherited_site, join_siblings
     from .server import DRAINING, PrivateUnixSite, Runner, create_app
 
     srv = config.server
@@ -92,14 +92,20 @@ async def _serve(args: argparse.Namespace, config: HostConfig) -> int:
             site = (inherited_site(runner, args.listen_fd) if args.listen_fd is not None
                     else PrivateUnixSite(runner, srv.unix_socket) if srv.unix_socket is not None
                     else web.TCPSite(runner, srv.host, srv.port))
-            try:
-                await site.start()
-            except OSError as exc:
-                where = f"unix:{srv.unix_socket}" if srv.unix_socket is not None else f"{srv.host}:{srv.port}"
-                raise ListenError(f"cannot listen on {where}: {exc.strerror or exc}") from None
-            for address in runner.addresses:  # the API itself: no plugin may reach it
-                if isinstance(address, tuple):
-                    host.reserve_address(srv.host if srv.host in ("", "0.0.0.0", "::") else address[0], address[1])
+            # a serve process started again beside one that serves: it accepts once its plugins
+            # settled, so no call it takes meanwhile is answered 503 "loading" (the sibling's to take)
+            late = args.listen_fd is not None and args.join_late
+            if late:
+                addresses = [a for a in [inherited_address(args.listen_fd)] if a is not None]
+            else:
+                try:
+                    await site.start()
+                except OSError as exc:
+                    where = f"unix:{srv.unix_socket}" if srv.unix_socket is not None else f"{srv.host}:{srv.port}"
+                    raise ListenError(f"cannot listen on {where}: {exc.strerror or exc}") from None
+                addresses = [a for a in runner.addresses if isinstance(a, tuple)]
+            for address in addresses:  # the API itself: no plugin may reach it
+                host.reserve_address(srv.host if srv.host in ("", "0.0.0.0", "::") else address[0], address[1])
             async with debugger_wait(args, config, signals) as attached, started(host, args):  # makes the state dir
                 attached()
                 if not args.process_index:  # one control socket per state directory
@@ -108,13 +114,19 @@ async def _serve(args: argparse.Namespace, config: HostConfig) -> int:
                     peers = await join_siblings(app, host, args.process_index, args.peers_dir, control.app)
                 if srv.enable_execute:
                     await host.warm_execute()
-                names = ", ".join(f"{i.id} ({i.state})" for i in host.plugins()) or "none"
-                log.info("serving on %s  plugins: %s", site.name, names)
-                if args.inspect:
-                    await announce_inspector(args.inspect, config.inspect_for(args.inspect) or "")
-                async for sig in signals:
-                    log.info("received %s: draining and stopping", signal.Signals(sig).name)
-                    break
+                # its siblings' parent sees it live meanwhile (the peer socket answers)
+                stopped = await _settled_or_signal(host, srv.process_start_timeout / 2, signals) if late else None
+                if stopped is None:
+                    if late:
+                        await site.start()
+                    names = ", ".join(f"{i.id} ({i.state})" for i in host.plugins()) or "none"
+                    log.info("serving on %s  plugins: %s", site.name, names)
+                    if args.inspect:
+                        await announce_inspector(args.inspect, config.inspect_for(args.inspect) or "")
+                    async for sig in signals:
+                        stopped = sig
+                        break
+                log.info("received %s: draining and stopping", signal.Signals(stopped).name)
                 app[DRAINING].set()
                 # stop accepting, let calls in flight finish (shutdown_grace)
                 await control.cleanup()
@@ -125,6 +137,23 @@ async def _serve(args: argparse.Namespace, config: HostConfig) -> int:
             if peers is not None:
                 await peers.cleanup()
     return 0
+
+
+async def _settled_or_signal(host: PluginHost, timeout: float, signals: AsyncIterator[int]) -> int | None:
+    """Wait until the host's plugins settled (at most ``timeout``); the stop signal that came
+    first, if one did."""
+    stopped: int | None = None
+    async with anyio.create_task_group() as tg:
+        async def on_signal() -> None:
+            nonlocal stopped
+            async for sig in signals:
+                stopped = sig
+                tg.cancel_scope.cancel()
+
+        tg.start_soon(on_signal)
+        await host.settled(timeout)
+        tg.cancel_scope.cancel()
+    return stopped
 
 
 @asynccontextmanager

@@ -171,9 +171,14 @@ async def supervise(argv: Sequence[str], srv: ServerConfig, count: int) -> int:
     parent = os.getpid()
 
     def start(child: _Child) -> None:
+        # started again while a sibling serves: it takes connections once its plugins settled
+        # (before: the calls it accepted meanwhile got 503 "plugin is loading", a sibling idle)
+        again = child.proc is not None and any(c.proc is not None and c.proc.poll() is None
+                                               for c in children if c is not child)
+        late = ["--join-late"] if again else []
         child.proc = subprocess.Popen(
             [sys.executable, "-m", "host", *child_argv(argv), "--listen-fd", str(sock.fileno()),
-             "--process-index", str(child.index), "--peers-dir", peers],
+             "--process-index", str(child.index), "--peers-dir", peers, *late],
             pass_fds=(sock.fileno(),), preexec_fn=lambda: _die_with_parent(parent))
         log.info("serve process %d started (pid %d)", child.index, child.proc.pid)
 
@@ -306,6 +311,13 @@ def _number(value: float) -> str:
 def inherited_site(runner: web.BaseRunner, fd: int) -> web.SockSite:
     """A child's site: the socket its parent bound (``--listen-fd``)."""
     return web.SockSite(runner, socket.socket(fileno=fd))
+
+
+def inherited_address(fd: int) -> tuple[str, int] | None:
+    """The (host, port) of the socket the parent bound, before this child accepts on it."""
+    with socket.socket(fileno=os.dup(fd)) as sock:
+        address = sock.getsockname()
+    return (address[0], address[1]) if isinstance(address, tuple) else None
 
 
 def number_log_lines(index: int) -> None:

@@ -47,7 +47,7 @@ from .metrics import UNKNOWN, HostMetrics
 from .plugins.admin import ConfigAdmin
 from .plugins.events import Events
 from .plugins.host_lists import open_stores
-from .plugins.lifecycle import EventHub, Plugin, PluginEvent
+from .plugins.lifecycle import STARTING, EventHub, Plugin, PluginEvent
 from .plugins.overrides import GrantOverrides
 from .plugins.packages import PackageAdmin
 from .plugins.registry import Registry
@@ -481,6 +481,23 @@ class PluginHost:
         return await self._admin.import_config(document, passphrase=passphrase, replace=replace)
 
     # ------------------------------------------------------------------ plugin events
+
+    async def settled(self, timeout: float) -> bool:
+        """Wait, at most ``timeout`` seconds, until no plugin is still loading or starting
+        (what /healthz/ready waits for); True when none is."""
+        def starting() -> bool:
+            return any(state in STARTING for state in self.states().values())
+
+        changed = anyio.Event()
+        unsubscribe = self.subscribe(lambda _: changed.set())
+        try:
+            with anyio.move_on_after(timeout):
+                while starting():
+                    await changed.wait()
+                    changed = anyio.Event()
+        finally:
+            unsubscribe()
+        return not starting()
 
     def subscribe(self, fn: Callable[[PluginEvent], None]) -> Callable[[], None]:
         """Call ``fn(event)`` on every plugin state change; returns an unsubscribe function."""

@@ -9,6 +9,7 @@ import re
 import signal
 import subprocess
 import sys
+import time
 
 import pytest
 from support.plugins import fresh_state
@@ -109,3 +110,59 @@ def test_sighup_stops_them_all_and_a_killed_parents_leftovers_are_swept(plugin_d
     os.makedirs(stale, exist_ok=True)
     with serve_process(tmp_path, *common, "--processes", "2"):
         assert not os.path.exists(stale)
+
+
+LAZY = """
+await new Promise((resolve) => setTimeout(resolve, 1500));  // a module slow to load: 1.5 s per worker
+export const metadata = { id: "lazy", name: "Lazy", version: "1.0.0", apiVersion: "1.0" };
+export function who() { return Deno.ppid; }
+"""
+
+
+def test_a_serve_process_started_again_takes_no_call_before_its_plugins_run(tmp_path, shared_state, plugin_dir):
+    # Before: a child started again (killed by the OOM killer, say) accepted at once on the shared
+    # socket, and every call it took while its plugin loaded was a 503 "plugin is loaded",
+    # although its sibling was serving and idle.
+    plugin_dir.add("lazy.js", LAZY)
+    with serve_process(tmp_path, "--plugins", str(plugin_dir.root), "--state-dir",
+                       str(fresh_state(tmp_path, shared_state)), "--processes", "2") as srv:
+        srv.wait_running("lazy")
+        victim = int(re.findall(r"serve process 1 started \(pid (\d+)\)", srv.log())[-1])
+        os.kill(victim, signal.SIGKILL)
+        srv.wait_logged("serve process 1 exited")
+        answers: list[tuple[int, object]] = []
+
+        def restarted() -> bool | None:
+            status, body = srv.request("POST", "/api/plugins/lazy/call/who", {})
+            answers.append((status, body["result"] if status == 200 else body))
+            return True if len(re.findall(r"\[process 1\] serving on", srv.log())) == 2 else None
+
+        srv.poll(restarted, "process 1 serving again", timeout=60)
+        assert answers and all(a[0] == 200 for a in answers), [a for a in answers if a[0] != 200]  # no 503 "loaded"
+        assert victim not in {a[1] for a in answers}
+        new = int(re.findall(r"serve process 1 started \(pid (\d+)\)", srv.log())[-1])
+        seen: set[int] = set()
+        srv.poll(lambda: seen.add(srv.request("POST", "/api/plugins/lazy/call/who", {})[1]["result"])
+                 or (True if new in seen else None), "the new process answering", timeout=60)
+
+
+def test_a_stop_while_a_serve_process_started_again_waits_for_its_plugins_is_prompt(tmp_path, shared_state,
+                                                                                     plugin_dir):
+    # The process that joins late still hears SIGTERM while it waits for its plugins: serve
+    # stops in the time the plugins take to stop, not after [server] shutdown_grace + 15 s.
+    plugin_dir.add("lazy.js", LAZY.replace("1500", "20000"))  # 20 s per worker: the wait outlasts the stop
+    with serve_process(tmp_path, "--plugins", str(plugin_dir.root), "--state-dir",
+                       str(fresh_state(tmp_path, shared_state)), "--processes", "2", ready=False) as srv:
+        srv.wait_logged("[process 1] serving on")
+        victim = int(re.findall(r"serve process 1 started \(pid (\d+)\)", srv.log())[-1])
+        os.kill(victim, signal.SIGKILL)
+        srv.poll(lambda: True if len(re.findall(r"serve process 1 started", srv.log())) == 2 else None,
+                 "process 1 started again")
+        srv.poll(lambda: True if srv.log().count("[process 1] [plugin:lazy") >= 2 else None,
+                 "the new process 1 running its host")  # it waits for the plugin now
+        t0 = time.monotonic()
+        srv.proc.send_signal(signal.SIGTERM)
+        assert srv.proc.wait(30) == 0, srv.log()
+        assert time.monotonic() - t0 < 10, srv.log()
+        assert srv.log().count("[process 1] received SIGTERM") == 1
+    assert not deno_children()
