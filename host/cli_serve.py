@@ -24,6 +24,7 @@ from .plugin_host import PluginHost
 log = logging.getLogger("host.cli")
 
 DEV_RELOAD_INTERVAL = 0.25  # seconds between rescans under serve --dev
+LATE_JOIN_WAIT = 60.0  # seconds a process started again waits for its plugins when process_start_timeout is 0
 
 
 def _check_execute_token(srv: ServerConfig) -> None:
@@ -111,14 +112,20 @@ async def _serve(args: argparse.Namespace, config: HostConfig) -> int:
                 if not args.process_index:  # one control socket per state directory
                     await start_control_site(control, config.state_path)
                 if args.peers_dir:
-                    peers = await join_siblings(app, host, args.process_index, args.peers_dir, control.app)
+                    peers = await join_siblings(app, host, args.process_index, args.peers_dir, control.app,
+                                                accepting=lambda: not late)
                 if srv.enable_execute:
                     await host.warm_execute()
                 # its siblings' parent sees it live meanwhile (the peer socket answers)
-                stopped = await _settled_or_signal(host, srv.process_start_timeout / 2, signals) if late else None
+                wait = srv.process_start_timeout / 2 or LATE_JOIN_WAIT
+                stopped = await _settled_or_signal(host, wait, signals) if late else None
                 if stopped is None:
                     if late:
-                        await site.start()
+                        try:
+                            await site.start()
+                        except OSError as exc:  # the inherited socket closed under it, say
+                            raise ListenError(f"cannot accept on the inherited socket: {exc.strerror or exc}") from None
+                        late = False  # /live says it accepts: a sibling started again may join late
                     names = ", ".join(f"{i.id} ({i.state})" for i in host.plugins()) or "none"
                     log.info("serving on %s  plugins: %s", site.name, names)
                     if args.inspect:

@@ -30,7 +30,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 import anyio
@@ -41,7 +41,7 @@ from prometheus_client.samples import Sample
 from .cli_output import ListenError, UsageError
 from .config import ServerConfig
 from .http_guard import sweep_stale_socket
-from .multiproc_watch import PEER_TIMEOUT, ask_siblings, watch
+from .multiproc_watch import JOINING, PEER_TIMEOUT, ask_siblings, watch
 from .runtime import private_run_dir
 
 if TYPE_CHECKING:
@@ -173,8 +173,7 @@ async def supervise(argv: Sequence[str], srv: ServerConfig, count: int) -> int:
     def start(child: _Child) -> None:
         # started again while a sibling serves: it takes connections once its plugins settled
         # (before: the calls it accepted meanwhile got 503 "plugin is loading", a sibling idle)
-        again = child.proc is not None and any(c.proc is not None and c.proc.poll() is None
-                                               for c in children if c is not child)
+        again = child.proc is not None and any(c.serving() for c in children if c is not child)
         late = ["--join-late"] if again else []
         child.proc = subprocess.Popen(
             [sys.executable, "-m", "host", *child_argv(argv), "--listen-fd", str(sock.fileno()),
@@ -334,7 +333,7 @@ def number_log_lines(index: int) -> None:
 
 
 async def join_siblings(app: web.Application, host: PluginHost, index: int, peers_dir: str,
-                        control: web.Application) -> web.AppRunner:
+                        control: web.Application, accepting: Callable[[], bool] = lambda: True) -> web.AppRunner:
     """Serve this process's own part to its siblings, make ``app``'s /metrics, plugin statuses
     and logs the view of all, and have the siblings follow a change made through ``app`` or
     ``control`` (multiproc_views.py)."""
@@ -347,7 +346,7 @@ async def join_siblings(app: web.Application, host: PluginHost, index: int, peer
         return web.Response(body=render(), content_type="text/plain")
 
     async def live(request: web.Request) -> web.Response:  # the parent's watch (multiproc_watch.py)
-        return web.Response(text="ok")
+        return web.Response(text="ok" if accepting() else JOINING)  # joining: alive, not accepting yet
 
     peer_app = web.Application()
     peer_app.router.add_get("/metrics", own)

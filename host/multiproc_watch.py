@@ -25,10 +25,12 @@ import anyio
 
 log = logging.getLogger("host.serve")
 
+JOINING = "joining"  # /live of a process started again that does not accept yet (cli_serve.py)
 PEER_TIMEOUT = 2.0  # seconds the siblings' /metrics (a status, a log) may take before the view goes without them
 _PEER_NAME = re.compile(r"metrics-(\d+)\.sock")
 PROBES_PER_TIMEOUT = 4  # probes within one process_timeout: a late answer or two is no verdict
-UP_PROBE = 2.0          # seconds between probes with process_timeout 0 (only whether it is up)
+UP_PROBE = 2.0
+FIRST_PROBES = 0.5      # seconds between probes until a process accepts          # seconds between probes with process_timeout 0 (only whether it is up)
 
 
 async def peer_get(path: str, route: str, method: str = "GET") -> tuple[int, str] | None:
@@ -64,12 +66,13 @@ async def ask_siblings(index: int, peers_dir: str, route: str, method: str = "GE
     return sorted(texts)
 
 
-async def answers(path: str, within: float) -> bool:
-    """Whether the child serving ``path`` answers ``/live`` within ``within`` seconds."""
+async def answers(path: str, within: float) -> str | None:
+    """What the child serving ``path`` answers ``/live`` within ``within`` seconds: "ok" (it
+    accepts), JOINING (alive, not accepting yet), or None."""
     with anyio.move_on_after(within):
         got = await peer_get(path, "/live")
-        return got is not None and got[0] == 200
-    return False
+        return got[1] if got is not None and got[0] == 200 else None
+    return None
 
 
 async def watch(index: int, current: Callable[[], subprocess.Popen[bytes] | None], path: str,
@@ -77,24 +80,28 @@ async def watch(index: int, current: Callable[[], subprocess.Popen[bytes] | None
                 up: Callable[[subprocess.Popen[bytes]], None] = lambda proc: None) -> None:
     """Kill child ``index`` (its process now: ``current()``) once it has answered and then not
     for ``timeout`` seconds, or has not answered at all ``start_timeout`` seconds after it was
-    first seen (either 0: never); ``up(proc)`` at its first answer, once it serves. Runs until
-    cancelled."""
+    first seen (either 0: never); ``up(proc)`` once it answers that it accepts (it serves). Probed
+    every half second until then, so that a sibling started again soon after knows it serves.
+    Runs until cancelled."""
     limits = [t for t in (timeout, start_timeout) if t > 0]
     interval = min(limits) / PROBES_PER_TIMEOUT if limits else UP_PROBE
     watched: subprocess.Popen[bytes] | None = None
     last = None  # when the process watched last answered; None: not yet
     seen = 0.0  # when it was first seen
+    accepts = False  # the process watched said it accepts
     while True:
-        await anyio.sleep(interval)
+        await anyio.sleep(interval if accepts else min(interval, FIRST_PROBES))
         proc = current()
         if proc is not watched:  # started again: watched from its first answer
-            watched, last, seen = proc, None, time.monotonic()
+            watched, last, seen, accepts = proc, None, time.monotonic(), False
         if proc is None or proc.poll() is not None:
             continue
-        if await answers(path, interval):
+        if (said := await answers(path, interval)) is not None:
             if last is None:
                 log.info("serve process %d (pid %d) is up%s", index, proc.pid,
                          ": watched from now on" if timeout > 0 else "")
+            if not accepts and said != JOINING:
+                accepts = True
                 up(proc)
             last = time.monotonic()
             continue

@@ -127,6 +127,8 @@ def test_a_serve_process_started_again_takes_no_call_before_its_plugins_run(tmp_
     with serve_process(tmp_path, "--plugins", str(plugin_dir.root), "--state-dir",
                        str(fresh_state(tmp_path, shared_state)), "--processes", "2") as srv:
         srv.wait_running("lazy")
+        srv.poll(lambda: True if re.search(r"serve process 0 \(pid \d+\) is up", srv.log()) else None,
+                 "the parent seeing process 0 up")  # what tells it a sibling serves
         victim = int(re.findall(r"serve process 1 started \(pid (\d+)\)", srv.log())[-1])
         os.kill(victim, signal.SIGKILL)
         srv.wait_logged("serve process 1 exited")
@@ -154,6 +156,8 @@ def test_a_stop_while_a_serve_process_started_again_waits_for_its_plugins_is_pro
     with serve_process(tmp_path, "--plugins", str(plugin_dir.root), "--state-dir",
                        str(fresh_state(tmp_path, shared_state)), "--processes", "2", ready=False) as srv:
         srv.wait_logged("[process 1] serving on")
+        srv.poll(lambda: True if re.search(r"serve process 0 \(pid \d+\) is up", srv.log()) else None,
+                 "the parent seeing process 0 up")
         victim = int(re.findall(r"serve process 1 started \(pid (\d+)\)", srv.log())[-1])
         os.kill(victim, signal.SIGKILL)
         srv.poll(lambda: True if len(re.findall(r"serve process 1 started", srv.log())) == 2 else None,
@@ -166,3 +170,18 @@ def test_a_stop_while_a_serve_process_started_again_waits_for_its_plugins_is_pro
         assert time.monotonic() - t0 < 10, srv.log()
         assert srv.log().count("[process 1] received SIGTERM") == 1
     assert not deno_children()
+
+
+def test_serve_processes_that_died_together_both_accept_again_at_once(tmp_path, shared_state, plugin_dir):
+    # Neither waits for the other to serve: a process joins late only beside one that accepts.
+    plugin_dir.add("lazy.js", LAZY)
+    with serve_process(tmp_path, "--plugins", str(plugin_dir.root), "--state-dir",
+                       str(fresh_state(tmp_path, shared_state)), "--processes", "2") as srv:
+        srv.wait_running("lazy")
+        pids = [int(p) for p in re.findall(r"serve process \d started \(pid (\d+)\)", srv.log())]
+        for pid in pids:
+            os.kill(pid, signal.SIGKILL)
+        srv.poll(lambda: True if srv.log().count("serving on") == 4 else None, "both serving again", timeout=20)
+        assert srv.log().count(" exited -9") == 2
+        status, body = srv.request("POST", "/api/plugins/lazy/call/who", {})
+        assert status == 200 and body["result"] not in pids
