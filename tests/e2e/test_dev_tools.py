@@ -42,13 +42,18 @@ def command_paths() -> list[str]:
 
 
 @pytest.mark.timeout(120)
-def test_every_subcommand_help_ends_with_real_examples(tmp_path):
-    paths = command_paths()
-    assert {"serve", "call", "config set", "balances add", "completion"} <= set(paths)
-    for path in paths:
-        out = run_cli(*path.split(), "--help", cwd=tmp_path)
-        assert out.returncode == 0, out.stderr
-        examples = out.stdout.split("\nexamples:\n", 1)
+def test_every_subcommand_help_ends_with_real_examples(tmp_path, monkeypatch):
+    from host.cli import build_parser
+    from host.cli_help import commands
+
+    monkeypatch.setattr("sys.argv", ["-c"])  # as `python -m host` names itself
+    helps = {" ".join(path): sub.format_help() for path, sub in commands(build_parser())}
+    assert {"serve", "call", "config set", "balances add", "completion"} <= set(helps)
+    out = run_cli("config", "set", "--help", cwd=tmp_path)  # the parser the command line gets: the same
+    assert out.returncode == 0 and out.stdout.split("\nexamples:\n", 1)[1] == \
+        helps["config set"].split("\nexamples:\n", 1)[1], out.stderr
+    for path, text in helps.items():
+        examples = text.split("\nexamples:\n", 1)
         assert len(examples) == 2, f"`{path} --help` has no examples section"
         lines = examples[1].strip().splitlines()
         assert 1 <= len(lines) <= 3 and all(line.strip().startswith(f"python -m host {path} ") or
