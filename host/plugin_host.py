@@ -78,6 +78,7 @@ class PluginHost:
     def __init__(self, config: HostConfig | None = None) -> None:
         self.config = config or HostConfig()
         self._running = False
+        self._found = False  # the first scan of the plugin directories is done (readiness needs it)
         self._tg: TaskGroup | None = None
         self._stack: AsyncExitStack | None = None
         self._runtime: Runtime | None = None
@@ -150,6 +151,7 @@ class PluginHost:
                 self._egress = await start_proxy(tg, self._runtime, self.config.security,
                                                  lambda pid: egress_grants(pid, self._exec, self._registry))
             await self._registry.load(self._registry._discover(), background=self.config.load == "background")
+            self._found = True
             await self._registry.seal_stored_secrets()
             if self.config.health.interval > 0:
                 tg.start_soon(self._events.health_loop)
@@ -166,22 +168,24 @@ class PluginHost:
         finally:
             if self._runtime is not None:
                 self._runtime.egress = None  # the proxy stops with the task group
-            if self._tg is not None and self._stack is not None:
-                self._tg.cancel_scope.cancel()
-                stack, self._tg, self._stack = self._stack, None, None
-                await stack.aclose()
-            self._registry.close()
-            if self._runtime is not None:
-                self._runtime.close()
-            if self._services is not None:  # every worker is gone: no host call uses them
-                self._services.close()
-            self._pipeline.close()
-            self._history.close()
+            try:  # a cancelled caller (trio raises at every await): what follows still runs
+                if self._tg is not None and self._stack is not None:
+                    self._tg.cancel_scope.cancel()
+                    stack, self._tg, self._stack = self._stack, None, None
+                    await stack.aclose()
+            finally:
+                self._registry.close()
+                if self._runtime is not None:
+                    self._runtime.close()
+                if self._services is not None:  # every worker is gone: no host call uses them
+                    self._services.close()
+                self._pipeline.close()
+                self._history.close()
 
     async def aclose(self) -> None:
         """Drain every pool (calls in flight finish), then stop all workers. Callable from
         any task; leaving ``async with`` does it too."""
-        self._running = self._registry.running = False
+        self._running = self._registry.running = self._found = False
         with anyio.CancelScope(shield=True):
             async with anyio.create_task_group() as tg:
                 for r in self._registry.records:
@@ -202,6 +206,11 @@ class PluginHost:
     def running(self) -> bool:
         """Between the start of ``async with`` and the start of its close."""
         return self._running
+
+    @property
+    def ready(self) -> bool:
+        """Running, its plugins found, none still loading or starting: what /healthz/ready says."""
+        return self._running and self._found and not any(s in STARTING for s in self.states().values())
 
     def _new_pool(self, spec: WorkerSpec, config: PoolConfig, **kw: Any) -> Pool:
         assert self._runtime is not None and self._services is not None

@@ -162,9 +162,11 @@ class Pool:
                         tg.start_soon(w.shutdown, True)
         self._tg.cancel_scope.cancel()
         cm, self._tg = self._cm, None
-        await cm.__aexit__(None, None, None)
-        self._set_state("closed")
-        self._closed.set()
+        try:  # under a cancelled caller (trio raises at every await) it still ends, and says so
+            await cm.__aexit__(None, None, None)
+        finally:
+            self._set_state("closed")
+            self._closed.set()
 
     def reset(self) -> None:
         """Leave the `error` state (after a crash loop or a fixed plugin) and start again."""

@@ -46,7 +46,6 @@ from .info import json_default
 from .logbook import LEVELS
 from .metrics import CONTENT_TYPE
 from .plugin_host import PluginHost
-from .plugins.lifecycle import STARTING
 from .server_packages import add_package_routes
 
 __all__ = ["DRAINING", "FOLLOW", "LOGS_VIEW", "METRICS_VIEW", "PLUGINS_VIEW", "PrivateUnixSite", "Runner", "create_app"]
@@ -216,9 +215,7 @@ def create_app(host: PluginHost, *, admin_token: str | None = None, read_token: 
     def readiness() -> tuple[bool, dict[str, str]]:
         """Ready: serving, and no plugin still starting (one that failed or was disabled is
         settled; it shows in the plugin states, not as a host that is not ready)."""
-        states = host.states()
-        starting = any(state in STARTING for state in states.values())
-        return not app[DRAINING].is_set() and host.running and not starting, states
+        return not app[DRAINING].is_set() and host.ready, host.states()
 
     async def healthz(request: web.Request) -> web.Response:
         ready, states = readiness()

@@ -225,3 +225,29 @@ async def test_a_damaged_switches_row_fails_the_start_typed_naming_its_table(mak
     with pytest.raises(StateError, match=r"table plugin_switches: the row for 'tuned' is not a JSON object"):
         async with make_host(state=state, pool=ONE):
             pass
+
+
+async def test_a_host_is_never_ready_before_it_has_found_its_plugins(tuned, state_dir, postgres_url):
+    """With the state in a database the start reads it before the plugin directories: in that
+    moment the host ran with no plugin at all, and /healthz/ready said 200 (a load balancer sent
+    calls that got 404 PluginNotFound). Ready now needs the first scan done."""
+    from host import HostConfig, PluginHost
+
+    config = HostConfig(plugins_dir=str(tuned.root), state_dir=str(state_dir), pool=ONE,
+                        state=StateConfig(database=postgres_url), load="background")
+    host = PluginHost(config)
+    readiness: list[tuple[bool, dict]] = []
+
+    async def watch() -> None:
+        while True:
+            readiness.append((host.ready, dict(host.states())))
+            await anyio.sleep(0.001)
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(watch)
+        async with host:
+            assert await host.settled(20) and host.ready
+            readiness.append((host.ready, dict(host.states())))
+        tg.cancel_scope.cancel()
+    assert any(ready for ready, _ in readiness)
+    assert all(states == {"tuned": "running"} for ready, states in readiness if ready), readiness[:5]
