@@ -48,10 +48,7 @@ class _Waiter(Waiter):
 
 class Pool:
     """Runs inside ``async with``; every worker and background task lives in its task group.
-
-    States: starting → running; error (load failure or crash loop, until ``reset()``);
-    closing → closed.
-    """
+    States: starting → running; error (load failure or crash loop, until ``reset()``); closing → closed."""
 
     def __init__(
         self,
@@ -99,6 +96,7 @@ class Pool:
         # min_workers = 0 and nothing called for idle_timeout: the spares stopped too (an idle
         # plugin keeps no process), to start again with the next call's worker
         self._spares_parked, self._keep_spares = False, keep_spares
+        self._parting: list[Worker] = []  # parked spares still stopping (onStop): they count as spares
 
     @property
     def plugin_id(self) -> str:
@@ -187,9 +185,8 @@ class Pool:
     # ------------------------------------------------------------------ workers
 
     async def _spawn(self, delay: float = 0.0, spare: bool = False) -> Worker:
-        """Start one worker in the pool's task group; raises what its startup raised.
-        The caller has counted it in ``_starting`` (``_starting_spares``), synchronously, so that
-        scaling decisions made before this task runs see it."""
+        """Start one worker in the pool's task group; raises what its startup raised. The caller has counted
+        it in ``_starting`` (``_starting_spares``), synchronously, so scaling decisions made before see it."""
         assert self._tg is not None
         try:
             if delay:
@@ -260,6 +257,9 @@ class Pool:
         self._offer(worker)
 
     def _on_worker_exit(self, worker: Worker) -> None:
+        if worker in self._parting:  # a parked spare gone: room for one again
+            self._parting.remove(worker)
+            return self._maintain()
         if worker in self.spares:  # a spare that died: it served nothing; another is started
             self.spares.remove(worker)
             if worker.exit_reason not in QUIET_EXITS and self.state not in ("closing", "closed"):
@@ -313,14 +313,13 @@ class Pool:
         return min(self.config.restart_backoff * 2 ** (n - 2), self.config.restart_backoff_max)
 
     def _maintain(self) -> None:
-        """Start workers until min_workers are up, plus enough for the callers waiting,
-        never more than max_workers alive at once."""
+        """Start workers up to min_workers and for the callers waiting (at most max_workers), and the spares."""
         if self.state not in ("running", "starting") or self._tg is None:
             return
         cfg = self.config
         spares = 0 if self._spares_parked else cfg.spares
         if (len(self.workers) + self._starting >= cfg.max_workers
-                and len(self.spares) + self._starting_spares >= spares):
+                and len(self.spares) + self._starting_spares + len(self._parting) >= spares):
             return  # no room to start one and the spares are there: the common case under load
         active = sum(1 for w in self.workers if not w.retiring and not w.unresponsive) + self._starting
         need = cfg.min_workers - active
@@ -340,7 +339,7 @@ class Pool:
             self._tg.start_soon(self._spawn_safely, delay)
         if self._spares_parked and wanted:  # called again: the spares come back
             self._spares_parked, spares = False, cfg.spares
-        for _ in range(max(0, spares - len(self.spares) - self._starting_spares)):
+        for _ in range(max(0, spares - len(self.spares) - self._starting_spares - len(self._parting))):
             self._starting_spares += 1
             self._tg.start_soon(self._spawn_safely, delay, True)
 
@@ -367,7 +366,7 @@ class Pool:
                     surplus -= 1
             if (cfg.min_workers == 0 and self.spares and surplus <= 0 and not self._keep_spares and not self._starting
                     and not self._starting_spares and not self._waiters and all(now - w.idle_since > cfg.idle_timeout for w in self.spares)):
-                self._spares_parked, spares, self.spares = True, self.spares, []
+                self._spares_parked, self._parting, spares, self.spares = True, self._parting + self.spares, self.spares, []
                 for w in spares:
                     self._retire(w)
 

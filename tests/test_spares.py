@@ -214,6 +214,36 @@ async def test_parked_spares_stay_parked_while_several_idle_workers_stop(calc, m
         assert not deno_children() and pool._spares_parked
 
 
+SLOW_STOP = """
+export const metadata = { id: "slowstop", name: "Slow stop", version: "1.0.0", apiVersion: "1.0" };
+export function pid() { return Deno.pid; }
+export async function onStop() { await new Promise((r) => setTimeout(r, 2500)); }
+"""
+
+
+async def test_parked_spares_still_stopping_count_against_the_spares_a_call_brings_back(plugin_dir, make_host):
+    """Parked spares run their onStop (here 2.5 s): a call meanwhile starts its worker, and new
+    spares only as the old ones go (before: 2 new spares beside 2 stopping, over max + spares)."""
+    plugin_dir.add("slowstop.js", SLOW_STOP)
+    async with make_host(pool=PoolConfig(min_workers=0, max_workers=1, spares=2, idle_timeout=0.3)) as h, \
+            anyio.create_task_group() as tg:
+        pool = h.pool("slowstop")
+        await wait_for(lambda: len(pool.spares) == 2 and all(w.state == "ready" for w in pool.spares))
+        await wait_for(lambda: pool._spares_parked and len(pool._parting) == 2, timeout=10)
+        peak: list[int] = []
+
+        async def count() -> None:
+            while True:
+                peak.append(len(deno_children()))
+                await anyio.sleep(0.02)
+
+        tg.start_soon(count)
+        assert await h.call("slowstop", "pid") > 0  # a spare still stopping: this call starts a worker
+        await wait_for(lambda: not pool._parting and len(pool.spares) == 2, timeout=15)
+        tg.cancel_scope.cancel()
+    assert max(peak) <= 1 + 2, peak
+
+
 async def test_the_warm_execute_pool_keeps_its_spares_however_long_it_idles(make_host):
     """pooled = false: each execution takes a spare; the pool without permissions stays warm
     (min_workers = 0 there means no worker serves between executions, not an idle pool to park)."""
