@@ -215,8 +215,8 @@ async def test_a_damaged_row_stays_with_its_plugin_and_the_others_serve(make_hos
 
 
 async def test_a_damaged_switches_row_fails_the_start_typed_naming_its_table(make_host, tuned, postgres_url):
-    """The switches and the added stations are read whole (a switch decides whether a plugin may
-    run at all): a damaged row there is a StateError at start, as before, never a traceback."""
+    """The switches are read whole (a switch decides whether a plugin may run at all): a damaged
+    row there is a StateError at start, as before, never a traceback."""
     state = StateConfig(database=postgres_url)
     async with make_host(state=state, pool=ONE) as h:
         await h.disable("tuned")

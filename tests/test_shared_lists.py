@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import time
+import uuid
 
 import psycopg
 import pytest
@@ -174,3 +175,21 @@ async def test_two_hosts_switching_one_plugin_at_once_keep_both_switches(
         await a.rescan()  # and a still learns of b's disable
         with pytest.raises(PluginUnavailable, match="disabled by bob"):
             await a.call("calc", "add", 1, 2)
+
+
+@pytest.mark.parametrize("damage", ["{not json", "[1]"])
+async def test_a_damaged_station_row_leaves_that_station_out_and_every_host_starts(
+        plugins, relay, tmp_path, shared_state, postgres_url, caplog, damage):
+    """Before: one hand-edited row of plugin_stations stopped every host sharing the database at
+    its next start (and `config export`), calc and the other stations with it."""
+    hurt = f"hurt{uuid.uuid4().hex[:6]}"  # warnings are said once a while per station: a name of its own
+    async with host_on(plugins, tmp_path / "a", shared_state, postgres_url) as a:
+        await a.stations.add("good", plugin="relayco", config={"baseUrl": relay.url, "apiKey": "sk-alpha-0001"})
+        await a.stations.add(hurt, plugin="relayco", config={"baseUrl": relay.url, "apiKey": "sk-beta-0002"})
+    with psycopg.connect(postgres_url) as db:
+        db.execute("UPDATE plugin_stations SET value = %s WHERE key = %s", [damage, hurt])
+    async with host_on(plugins, tmp_path / "b", shared_state, postgres_url) as b:
+        assert await b.call("calc", "add", 1, 2) == 3
+        assert [s["name"] for s in b.stations.list()] == ["good"]
+        assert (await b.export_config())["stations"].keys() == {"good"}
+    assert f"station {hurt} left out: [state] database, table plugin_stations: the row for '{hurt}'" in caplog.text

@@ -149,9 +149,12 @@ class Stations:
                 try:
                     s = msgspec.convert(store.get(name), StationConfig)
                     check_station(name, s, f"{store.where}: {name}")
-                except (msgspec.ValidationError, InvalidConfig):
-                    continue  # hand-edited into something else: skipped (``add`` writes valid ones)
+                except (msgspec.ValidationError, InvalidConfig) as exc:  # hand-edited: ``add`` writes valid ones
+                    _warn.warning(f"bad:{name}", "station %s left out: %s", name, exc)
+                    continue
                 out[name] = _station(name, s, "added")
+        for name, why in (store.damaged() if store is not None else {}).items():  # the others serve on
+            _warn.warning(f"bad:{name}", "station %s left out: %s", name, why)
         return out
 
     def get(self, name: str) -> Station:

@@ -35,6 +35,7 @@ class Configs(Protocol):
 
     def get(self, plugin: str) -> dict[str, Any] | None: ...
     def names(self) -> list[str]: ...
+    def damaged(self) -> dict[str, str]: ...
     @property
     def stamp(self) -> object: ...
     @property
@@ -56,13 +57,16 @@ class Configs(Protocol):
 
 
 def open_configs(state_dir: str | Path, database: str | None, box: Cipher | None, *,
-                 filename: str = "config.json", table: str = TABLE, what: str = "the config store") -> Configs:
+                 filename: str = "config.json", table: str = TABLE, what: str = "the config store",
+                 per_key: bool | None = None) -> Configs:
     """The config store ``[state]`` names: the table in ``database``, else config.json. The
     same two kinds hold the added stations and the plugin switches (``filename`` / ``table``;
-    no secrets, ``box`` None). In the plugins' config table a damaged row stays with its key
-    (``get`` raises for it alone); in the others it fails the read, as a damaged file does."""
+    no secrets, ``box`` None). ``per_key`` (the plugins' config table, the added stations'): a
+    damaged row stays with its key (``get`` raises for it, ``damaged`` says why); else it fails
+    the read, as a damaged file does (the switches: whether a plugin may run at all)."""
     if database:
-        return PostgresConfigs(database, box, table=table, what=what, per_key=table == TABLE)
+        return PostgresConfigs(database, box, table=table, what=what,
+                               per_key=table == TABLE if per_key is None else per_key)
     return FileConfigs(ConfigStore(state_dir, box, filename))
 
 
@@ -82,6 +86,9 @@ class FileConfigs:
 
     def names(self) -> list[str]:
         return self.file.names()
+
+    def damaged(self) -> dict[str, str]:
+        return {}  # a damaged file fails its read whole
 
     @property
     def stamp(self) -> object:
@@ -162,6 +169,10 @@ class PostgresConfigs:
 
     def names(self) -> list[str]:
         return list(self._data)
+
+    def damaged(self) -> dict[str, str]:
+        """The keys whose rows are damaged, with why (``names`` leaves them out)."""
+        return dict(self._damaged)
 
     @property
     def stamp(self) -> object:

@@ -21,7 +21,7 @@ SWITCHES_TABLE = "plugin_switches"
 def station_store(config: HostConfig) -> Configs:
     """The added stations' store (read by ``verify``)."""
     return open_configs(config.state_path, config.state.database, None, filename=STATIONS_FILE,
-                        table=STATIONS_TABLE, what="the added stations")
+                        table=STATIONS_TABLE, what="the added stations", per_key=True)
 
 
 def switch_store(config: HostConfig) -> Configs:
