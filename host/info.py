@@ -128,3 +128,18 @@ def plugin_info(r: Plugin, policy: PluginPolicy | None = None, queued: int = 0,
         info.cache_hits, info.cache_stale = policy.cache_hits, policy.cache_stale
         info.cache_misses, info.cache_refreshes = policy.cache_misses, policy.cache_refreshes
     return info
+
+
+def add_grants(info: PluginInfo, r: Plugin, grants: Any, max_net_hosts: int) -> None:
+    """The grants the plugin's workers get (None: not started) and what strict mode finds in them."""
+    if grants is None:
+        return
+    info.permissions = msgspec.to_builtins(grants)
+    info.permission_findings = (r.manifest.findings(max_net_hosts=max_net_hosts, grants=grants)
+                                if r.manifest is not None else grants.findings(max_net_hosts=max_net_hosts))
+
+
+def add_egress(info: PluginInfo, c: Any) -> None:
+    """The egress proxy's counters of the plugin."""
+    info.egress_requests, info.egress_refused = c.requests, c.refused
+    info.egress_bytes_in, info.egress_bytes_out = c.bytes_in, c.bytes_out

@@ -63,6 +63,12 @@ class LogBook:
         self._last = max(self._last + 1, int(now * 1_000_000))
         book.append(JournalEntry(self._last, now, level_of(level), plugin, worker, kind, message))
 
+    def note(self, plugin: str, level: str, text: str) -> None:
+        """Something the operator should read about a plugin: its log, and the host's."""
+        self.add(plugin, level, text)
+        logging.getLogger("host").log(logging.WARNING if level == "warning" else logging.INFO,
+                                      "plugin %s: %s", plugin, text)
+
     def watermark(self) -> int:
         """A seq no later entry will be at or below: the newest one's, or now's if later."""
         return max(self._last, int(time.time() * 1_000_000))

@@ -41,7 +41,7 @@ from .config import (
 from .errors import FunctionNotFound, HostClosed, HostError, InvalidConfig, PluginError, PluginNotFound
 from .execute import ExecuteResult
 from .execute_pools import ExecutePools
-from .info import EventReply, PluginInfo, plugin_info
+from .info import EventReply, PluginInfo, add_egress, add_grants, plugin_info
 from .logbook import JournalEntry, LogBook, LogListener, LogRouter
 from .metrics import UNKNOWN, HostMetrics
 from .plugins.admin import ConfigAdmin
@@ -101,7 +101,7 @@ class PluginHost:
         self._registry.station_base = stations.configured_config
         self._registry.station_scripts = stations.scripts
         self._registry.stations_refresh = stations.refresh
-        self._registry.note = self._note
+        self._registry.note = self.logbook.note
         self._switches = Switches(self.config)
         self._registry.disabled = self._switches.disabled
         self._registry.switched = self._switches.refresh
@@ -115,11 +115,6 @@ class PluginHost:
         self._admin.stations = lambda: {s.name: s.plugin for s in stations.all().values() if s.plugin}
         self._events = Events(self.config, self._registry, self.call)
         self.packages = PackageAdmin(self.config, self._registry)  # install, update, uninstall (audited)
-
-    def _note(self, plugin: str, level: str, text: str) -> None:
-        """Something the operator should read about a plugin: its log, and the host's."""
-        self.logbook.add(plugin, level, text)
-        log.log(logging.WARNING if level == "warning" else logging.INFO, "plugin %s: %s", plugin, text)
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -210,7 +205,10 @@ class PluginHost:
     @property
     def ready(self) -> bool:
         """Running, its plugins found, none still loading or starting: what /healthz/ready says."""
-        return self._running and self._found and not any(s in STARTING for s in self.states().values())
+        return self._running and self._found and not self._starting()
+
+    def _starting(self) -> bool:
+        return any(state in STARTING for state in self.states().values())
 
     def _new_pool(self, spec: WorkerSpec, config: PoolConfig, **kw: Any) -> Pool:
         assert self._runtime is not None and self._services is not None
@@ -236,18 +234,18 @@ class PluginHost:
     async def enable(self, name: str, *, by: str = "python") -> None:
         """Start a disabled, stopped or failed plugin again (its metadata is read anew); kept
         enabled across restarts, whatever host.toml's ``enabled`` says (audited)."""
-        pid = self._registry.record(name).id
-        await self._switches.set(pid, True, by)
-        self._audit("enable", plugin=pid, by=by)
-        await self._registry.enable(name)
+        await self._switch(name, True, by)
 
     async def disable(self, name: str, *, by: str = "python") -> None:
         """Stop the plugin's workers (calls in flight finish) and refuse calls until enabled;
         kept disabled across restarts (audited)."""
+        await self._switch(name, False, by)
+
+    async def _switch(self, name: str, on: bool, by: str) -> None:
         pid = self._registry.record(name).id
-        await self._switches.set(pid, False, by)
-        self._audit("disable", plugin=pid, by=by)
-        await self._registry.disable(name)
+        await self._switches.set(pid, on, by)
+        self._audit("enable" if on else "disable", plugin=pid, by=by)
+        await (self._registry.enable if on else self._registry.disable)(name)
 
     async def allow_private_network(self, name: str, allow: bool = True, *, by: str = "python") -> bool:
         """Let the plugin reach private and loopback addresses (a relay station on the LAN), or
@@ -410,15 +408,9 @@ class PluginHost:
         info = plugin_info(r, self._pipeline.policies.get(r.id), sched.queued(r.id), sched.running(r.id),
                            self._pipeline.cache.size(r.id))
         info.latency_p50_ms, info.error_rate = self.metrics.recent_stats(r.id)
-        if (grants := self._registry.grants(r)) is not None:
-            info.permissions = msgspec.to_builtins(grants)
-            info.permission_findings = (
-                r.manifest.findings(max_net_hosts=self.config.security.max_net_hosts, grants=grants)
-                if r.manifest is not None else grants.findings(max_net_hosts=self.config.security.max_net_hosts))
+        add_grants(info, r, self._registry.grants(r), self.config.security.max_net_hosts)
         if self._egress is not None:
-            c = self._egress.counters(r.id)
-            info.egress_requests, info.egress_refused = c.requests, c.refused
-            info.egress_bytes_in, info.egress_bytes_out = c.bytes_in, c.bytes_out
+            add_egress(info, self._egress.counters(r.id))
         return info
 
     # ------------------------------------------------------------------ balances, events, config
@@ -494,19 +486,7 @@ class PluginHost:
     async def settled(self, timeout: float) -> bool:
         """Wait, at most ``timeout`` seconds, until no plugin is still loading or starting
         (what /healthz/ready waits for); True when none is."""
-        def starting() -> bool:
-            return any(state in STARTING for state in self.states().values())
-
-        changed = anyio.Event()
-        unsubscribe = self.subscribe(lambda _: changed.set())
-        try:
-            with anyio.move_on_after(timeout):
-                while starting():
-                    await changed.wait()
-                    changed = anyio.Event()
-        finally:
-            unsubscribe()
-        return not starting()
+        return await self._hub.wait_until(lambda: not self._starting(), timeout)
 
     def subscribe(self, fn: Callable[[PluginEvent], None]) -> Callable[[], None]:
         """Call ``fn(event)`` on every plugin state change; returns an unsubscribe function."""

@@ -4,10 +4,7 @@ recycling, idle reaping and graceful drain."""
 from __future__ import annotations
 
 import asyncio
-import heapq
-import itertools
 import logging
-import math
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable
@@ -18,7 +15,8 @@ from anyio.abc import TaskGroup
 
 from .config import PoolConfig
 from .errors import HostClosed, HostError, PluginUnavailable, StateError, WorkerCrashed
-from .policy.scheduler import Waiter, WaitQueue
+from .policy.scheduler import WaitQueue
+from .pool_waiters import PoolWaiter, WaiterDeadlines
 from .runtime import Runtime
 from .worker import HostCallHandler, Lease, LogSink, Worker, WorkerSpec
 
@@ -35,15 +33,6 @@ _RESENDS = 3
 
 REAP_INTERVAL_MAX = 5.0   # seconds between idle checks at most (a quarter of idle_timeout)
 REAP_INTERVAL_MIN = 0.05
-
-class _Waiter(Waiter):
-    __slots__ = ("error", "lease", "timed_out")
-
-    def __init__(self, loop: Any) -> None:
-        super().__init__(loop)
-        self.lease: Lease | None = None
-        self.error: HostError | None = None
-        self.timed_out = False  # its deadline passed in the queue (_expire_waiters)
 
 
 class Pool:
@@ -76,15 +65,9 @@ class Pool:
         self.calls = 0
         self._on_log, self._host_call, self._on_state = on_log, host_call, on_state
         self._starting = self._starting_spares = 0  # workers (spares) being started
-        self._waiters: WaitQueue[_Waiter] = WaitQueue()  # callers waiting for a slot
+        self._waiters: WaitQueue[PoolWaiter] = WaitQueue()  # callers waiting for a slot
+        self._deadlines = WaiterDeadlines(self._waiters)  # theirs: one timer for all (pool_waiters.py)
         self._loop: Any = True  # the event loop, once running (True: look it up)
-        # One timer for the deadlines of all waiting callers instead of a cancel scope with a
-        # deadline per waiter (a timer handle each, and anyio's scope bookkeeping): a heap of
-        # (deadline, order, waiter) that _expire_waiters sleeps on.
-        self._deadlines: list[tuple[float, int, _Waiter]] = []
-        self._deadline_order = itertools.count()
-        self._deadline_target = math.inf
-        self._deadline_wake = anyio.Event()
         self._crash_times: deque[float] = deque()
         self._consecutive_crashes = 0
         self.state_failure = False  # the last crash was a StateError: the registry tries again (state_retry.py)
@@ -114,7 +97,7 @@ class Pool:
             await self.aclose()
             raise
         self._tg.start_soon(self._reaper)
-        self._tg.start_soon(self._expire_waiters)
+        self._tg.start_soon(self._deadlines.expire)
         return self
 
     async def __aexit__(self, *exc: object) -> None:
@@ -430,18 +413,14 @@ class Pool:
         worker = None if looked else self._pick()
         if worker is not None:
             return Lease(worker)
-        waiter = _Waiter(self._loop)
+        waiter = PoolWaiter(self._loop)
         self._waiters.push(waiter, priority)
         self._maintain()
         if deadline is not None and not waiter.event.is_set():
             if deadline <= time.monotonic():
                 self._waiters.drop(waiter)
                 raise TimeoutError
-            if len(self._deadlines) > 2 * len(self._waiters) + 64:
-                self._prune_deadlines()
-            heapq.heappush(self._deadlines, (deadline, next(self._deadline_order), waiter))
-            if deadline < self._deadline_target:
-                self._deadline_wake.set()
+            self._deadlines.add(deadline, waiter)
         try:
             await waiter.event.wait()
         except BaseException:
@@ -456,32 +435,6 @@ class Pool:
             raise waiter.error
         assert waiter.lease is not None
         return waiter.lease
-
-    async def _expire_waiters(self) -> None:
-        """Sleep until the earliest deadline of a waiting caller; one still waiting then leaves
-        the queue and its ``acquire`` raises TimeoutError."""
-        heap = self._deadlines
-        while True:
-            now = time.monotonic()
-            while heap and (heap[0][2].event.is_set() or heap[0][2].gone or heap[0][0] <= now):
-                waiter = heapq.heappop(heap)[2]
-                if not (waiter.event.is_set() or waiter.gone):  # still queued: its deadline passed
-                    self._waiters.drop(waiter)
-                    waiter.timed_out = True
-                    waiter.event.set()
-            self._prune_deadlines()
-            self._deadline_target = heap[0][0] if heap else math.inf
-            self._deadline_wake = anyio.Event()
-            with anyio.move_on_after(self._deadline_target - now):
-                await self._deadline_wake.wait()
-
-    def _prune_deadlines(self) -> None:
-        """Drop the entries of served waiters once they outnumber those still waiting (the
-        expiry task sleeps until the earliest deadline; every waiter adds one meanwhile)."""
-        heap = self._deadlines
-        if len(heap) > 2 * len(self._waiters) + 64:
-            heap[:] = [e for e in heap if not (e[2].event.is_set() or e[2].gone)]
-            heapq.heapify(heap)
 
     def release(self, lease: Lease) -> None:
         """Give back a reservation that no request used."""

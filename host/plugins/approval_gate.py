@@ -5,9 +5,14 @@ approved as it declares itself (the operator installed it)."""
 
 from __future__ import annotations
 
+import logging
+
+from ..errors import ApprovalChanged, InvalidConfig
 from ..security.approvals import Approvals, declared
 from .lifecycle import SERVING, Plugin
 from .manifest import Manifest
+
+log = logging.getLogger("host")
 
 
 async def held_for_approval(approvals: Approvals, record: Plugin, manifest: Manifest, exports: list[str]) -> bool:
@@ -27,4 +32,19 @@ async def held_for_approval(approvals: Approvals, record: Plugin, manifest: Mani
     return True
 
 
-__all__ = ["held_for_approval"]
+async def approve_pending(approvals: Approvals, record: Plugin, grants: list[str] | None, by: str) -> None:
+    """Approve the grants ``record``'s pending version asks for (audited). ``grants``: the ones
+    the operator was shown; if what waits differs now, ApprovalChanged and nothing is approved.
+    InvalidConfig when nothing waits for approval."""
+    if record.pending_manifest is None:
+        raise InvalidConfig("nothing to approve: the plugin asks for no grant beyond its approved ones",
+                            plugin=record.id)
+    if grants is not None and sorted(grants) != sorted(record.pending):
+        raise ApprovalChanged(f"the waiting version now asks for {', '.join(record.pending)}, not "
+                              f"{', '.join(grants) or 'nothing'}: look again before approving", plugin=record.id)
+    manifest = record.pending_manifest
+    await approvals.approve(record.id, declared(manifest), version=manifest.version, by=by)
+    log.warning("plugin %s: grants approved (%s): %s", record.id, by, ", ".join(record.pending))
+
+
+__all__ = ["approve_pending", "held_for_approval"]

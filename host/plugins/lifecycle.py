@@ -196,6 +196,19 @@ class EventHub:
         self._callbacks.append(fn)
         return lambda: self._callbacks.remove(fn)
 
+    async def wait_until(self, done: Callable[[], bool], timeout: float) -> bool:
+        """Wait, at most ``timeout`` seconds, until ``done()`` (asked again at each event)."""
+        changed = anyio.Event()
+        unsubscribe = self.subscribe(lambda _: changed.set())
+        try:
+            with anyio.move_on_after(timeout):
+                while not done():
+                    await changed.wait()
+                    changed = anyio.Event()
+        finally:
+            unsubscribe()
+        return done()
+
     @asynccontextmanager
     async def stream(self, buffer: int = 1000) -> AsyncIterator[AsyncIterator[PluginEvent]]:
         send, receive = anyio.create_memory_object_stream[PluginEvent](buffer)

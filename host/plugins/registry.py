@@ -18,7 +18,6 @@ from anyio.abc import TaskGroup
 
 from ..config import HostConfig, UsageScriptConfig
 from ..errors import (
-    ApprovalChanged,
     HostClosed,
     InvalidConfig,
     PluginNotFound,
@@ -29,11 +28,11 @@ from ..logs import Throttle
 from ..policy.cache import digest
 from ..pool import Pool
 from ..runtime import Runtime
-from ..security.approvals import Approvals, declared, open_approvals
+from ..security.approvals import Approvals, open_approvals
 from ..security.permissions import Permissions
 from ..security.secrets import SecretBox
 from ..worker import Worker, WorkerSpec
-from .approval_gate import held_for_approval
+from .approval_gate import approve_pending, held_for_approval
 from .config_store import Configs, open_configs, unchanged
 from .dependencies import resolve
 from .discovery import PluginSource, load_manifest
@@ -268,16 +267,8 @@ class Registry:
         plugin serves afterwards."""
         await self.settle(name)
         record = self.record(name)
-        if record.pending_manifest is None:
-            raise InvalidConfig("nothing to approve: the plugin asks for no grant beyond its approved ones",
-                                plugin=record.id)
-        if grants is not None and sorted(grants) != sorted(record.pending):
-            raise ApprovalChanged(f"the waiting version now asks for {', '.join(record.pending)}, not "
-                                  f"{', '.join(grants) or 'nothing'}: look again before approving", plugin=record.id)
         assert self.approvals is not None
-        manifest = record.pending_manifest
-        await self.approvals.approve(record.id, declared(manifest), version=manifest.version, by=by)
-        log.warning("plugin %s: grants approved (%s): %s", record.id, by, ", ".join(record.pending))
+        await approve_pending(self.approvals, record, grants, by)
         if record.state in SERVING:
             return await self.reload(name)
         await self.enable(name)
