@@ -242,7 +242,8 @@ class Pool:
     def _on_worker_exit(self, worker: Worker) -> None:
         if worker in self._parting:  # a parked spare gone: room for one again
             self._parting.remove(worker)
-            return self._maintain()
+            self._maintain()
+            return
         if worker in self.spares:  # a spare that died: it served nothing; another is started
             self.spares.remove(worker)
             if worker.exit_reason not in QUIET_EXITS and self.state not in ("closing", "closed"):
@@ -347,11 +348,17 @@ class Pool:
                 if w.load == 0 and now - w.idle_since > cfg.idle_timeout:
                     self._retire(w)
                     surplus -= 1
-            if (cfg.min_workers == 0 and self.spares and surplus <= 0 and not self._keep_spares and not self._starting
-                    and not self._starting_spares and not self._waiters and all(now - w.idle_since > cfg.idle_timeout for w in self.spares)):
+            if surplus <= 0 and self._idle_spares(now):  # nothing serves: the spares go too
                 self._spares_parked, self._parting, spares, self.spares = True, self._parting + self.spares, self.spares, []
                 for w in spares:
                     self._retire(w)
+
+    def _idle_spares(self, now: float) -> bool:
+        """min_workers = 0, nothing starting or waiting, and spares idle for idle_timeout."""
+        cfg = self.config
+        return (cfg.min_workers == 0 and bool(self.spares) and not self._keep_spares and not self._starting
+                and not self._starting_spares and not self._waiters
+                and all(now - w.idle_since > cfg.idle_timeout for w in self.spares))
 
     # ------------------------------------------------------------------ dispatch
 

@@ -307,10 +307,9 @@ class ChildProcess:
             self.kill()
             try:  # SIGKILL cannot be ignored: this returns within milliseconds
                 self._reap()
-            except ChildProcessError:
-                pass
-        if self._reaper is not None:  # reaped elsewhere too: the reaper must not keep its number
-            self._reaper.remove(self.pid)
+            except ChildProcessError:  # reaped elsewhere: the reaper must not keep its number
+                if self._reaper is not None:
+                    self._reaper.remove(self.pid)
         for fd in (self._pidfd,):
             try:
                 os.close(fd)
