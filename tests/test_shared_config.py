@@ -251,3 +251,25 @@ async def test_a_host_is_never_ready_before_it_has_found_its_plugins(tuned, stat
         tg.cancel_scope.cancel()
     assert any(ready for ready, _ in readiness)
     assert all(states == {"tuned": "running"} for ready, states in readiness if ready), readiness[:5]
+
+
+NEEDS_KEY = TUNED.replace('apiKey: { type: "string", secret: true }', 'apiKey: { type: "string", secret: true, required: true }')
+
+
+async def test_a_plugin_waiting_for_its_config_starts_on_every_host_once_one_stores_it(
+        make_host, plugin_dir, tmp_path, shared_state, postgres_url, monkeypatch):
+    """A required field missing puts the plugin in error on both hosts; the config stored
+    through one starts it there at once and on the other at its next poll (before: the other
+    host left it in error until its own restart, though it had read the new row)."""
+    monkeypatch.setenv("PLUGIN_HOST_SECRET_KEY", Fernet.generate_key().decode())
+    plugin_dir.add("tuned.js", NEEDS_KEY)
+    async with two_hosts(make_host, tmp_path, shared_state, state=StateConfig(database=postgres_url),
+                         pool=ONE) as (a, b):
+        assert (a.plugin("tuned").state, b.plugin("tuned").state) == ("error", "error")
+        assert "apiKey" in (b.plugin("tuned").error or "")
+        await a.set_config("tuned", {"apiKey": SECRET, "level": 3})
+        assert await a.call("tuned", "level") == 3
+        await b.rescan()
+        assert b.plugin("tuned").state == "running"
+        assert await b.call("tuned", "keyIs", SECRET) is True
+        assert await b.call("tuned", "level") == 3

@@ -322,8 +322,8 @@ class Registry:
                     await self.stop_record(r, "disabled", why)
                 elif r.id in switched and r.state == "disabled":
                     await self.enable(r.key)
-                elif changed & serves and r.state in SERVING:
-                    await config_changed(self, r)
+                elif changed & serves and (r.state in SERVING or r.state == "error"):
+                    await config_changed(self, r)  # in error (a required field missing, say): as set_config here
             if await self.approvals.refresh():  # approved from outside (the CLI): load what waited
                 for r in list(self.records):
                     if r.pending_manifest is not None:
