@@ -273,3 +273,36 @@ async def test_a_plugin_waiting_for_its_config_starts_on_every_host_once_one_sto
         assert b.plugin("tuned").state == "running"
         assert await b.call("tuned", "keyIs", SECRET) is True
         assert await b.call("tuned", "level") == 3
+
+
+async def test_an_import_merges_into_what_the_table_holds_not_a_stale_copy(
+        make_host, tuned, tmp_path, shared_state, postgres_url):
+    """An import (not ``replace``) through a host that has not polled since another host set
+    a field keeps that field (before: the import merged into the stale copy and wrote over it)."""
+    tuned.add("other.js", TUNED.replace('id: "tuned", name: "Tuned"', 'id: "other", name: "Other"'))
+    async with two_hosts(make_host, tmp_path, shared_state, state=StateConfig(database=postgres_url),
+                         pool=ONE) as (a, b):
+        await a.set_config("tuned", {"apiKey": SECRET})
+        await a.set_config("other", {"level": 2})
+        doc = await a.export_config(passphrase="correct horse")
+        await b.rescan()
+        await b.set_config("tuned", {"level": 7})  # a has not polled since
+        await b.set_config("other", {"level": 9})
+        doc["plugins"]["other"] = {"apiKey": doc["plugins"]["tuned"]["apiKey"]}
+        doc["plugins"]["tuned"].pop("level", None)
+        await a.import_config(doc, passphrase="correct horse")
+        assert stored(postgres_url, "tuned")[1]["level"] == 7
+        assert stored(postgres_url, "other")[1]["level"] == 9
+        assert await a.call("tuned", "level") == 7 and await a.call("other", "keyIs", SECRET) is True
+        await b.rescan()
+        assert await b.call("other", "level") == 9 and await b.call("other", "keyIs", SECRET) is True
+
+
+async def test_an_import_merges_into_what_the_config_file_holds(make_host, tuned, state_dir):
+    """As above, two hosts on one state directory (``serve --processes``): the file's entry."""
+    async with make_host(state_dir=str(state_dir), pool=ONE) as a, make_host(state_dir=str(state_dir), pool=ONE) as b:
+        await a.set_config("tuned", {"apiKey": SECRET})
+        doc = await a.export_config(passphrase="correct horse")
+        await b.set_config("tuned", {"level": 7})  # a has not read the file since
+        await a.import_config(doc, passphrase="correct horse")
+        assert await a.call("tuned", "level") == 7 and await a.call("tuned", "keyIs", SECRET) is True

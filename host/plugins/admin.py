@@ -27,6 +27,11 @@ Call = Callable[..., Awaitable[Any]]  # (plugin, fn, *args): a call through the 
 log = logging.getLogger("host")
 
 
+def changed_elsewhere(what: str, plugin: str | None) -> StateError:
+    return StateError(f"{what} changed elsewhere (another host or process) {SWAP_ATTEMPTS} times while "
+                      "this change was checked; send it again", plugin=plugin)
+
+
 class ConfigAdmin:
     """Reads and changes plugins' config; ``call`` reaches a running plugin (its validateConfig)."""
 
@@ -88,8 +93,7 @@ class ConfigAdmin:
             if done:
                 return manifest, raw, base
             base = now
-        raise StateError(f"the config of {key!r} was changed elsewhere (another host or process) "
-                         f"{SWAP_ATTEMPTS} times while this change was checked; send it again", plugin=record.id)
+        raise changed_elsewhere(f"the config of {key!r}", record.id)
 
     async def checked_config(self, record: Plugin, values: dict[str, Any], *, replace: bool,
                              key: str | None = None,
@@ -175,12 +179,20 @@ class ConfigAdmin:
         every = {**plugins, **{station_key(s): v for s, v in stations.items()}}
         cipher = await anyio.to_thread.run_sync(import_cipher, self._box, document.get("encryption"), passphrase)
         opened = {k: cipher.reveal(values, plugin=records[k].id) for k, values in every.items()}
-        checked = {k: await self.checked_config(records[k], opened[k], replace=replace,
-                                                key=keys[k] if k.startswith("station:") else None) for k in opened}
-        assert self._reg.store is not None
-        store_key = {k: keys[k] if k.startswith("station:") else records[k].id for k in checked}
-        await self._reg.store.set_many({store_key[k]: raw for k, (_, raw) in checked.items()},
-                                 {store_key[k]: secret_keys(m.config_schema) for k, (m, _) in checked.items()})
+        store = self._reg.store
+        assert store is not None
+        store_key = {k: keys[k] if k.startswith("station:") else records[k].id for k in opened}
+        bases = {store_key[k]: store.get(store_key[k]) for k in opened}
+        for _ in range(SWAP_ATTEMPTS):  # merged into what the store holds, as store_checked does
+            checked = {k: await self.checked_config(records[k], opened[k], replace=replace, key=store_key[k],
+                                                    stored=bases[store_key[k]] or {}) for k in opened}
+            done, bases = await store.swap_many(
+                {store_key[k]: raw for k, (_, raw) in checked.items()},
+                {store_key[k]: secret_keys(m.config_schema) for k, (m, _) in checked.items()}, bases)
+            if done:
+                break
+        else:
+            raise changed_elsewhere("the imported configs", None)
         async with self._reg.lock:
             for record in {id(r): r for r in (records[k] for k in checked)}.values():
                 await config_changed(self._reg, record)

@@ -44,6 +44,8 @@ class Configs(Protocol):
     async def merge(self, key: str, fields: dict[str, Any]) -> None: ...
     async def swap(self, key: str, values: dict[str, Any], secret: Collection[str],
                    base: dict[str, Any] | None) -> tuple[bool, dict[str, Any] | None]: ...
+    async def swap_many(self, configs: Mapping[str, dict[str, Any]], secret: Mapping[str, Collection[str]],
+                        bases: Mapping[str, dict[str, Any] | None]) -> tuple[bool, dict[str, dict[str, Any] | None]]: ...
     @property
     def has_sealed(self) -> bool: ...
     async def verify(self) -> None: ...
@@ -110,6 +112,10 @@ class FileConfigs:
     async def swap(self, key: str, values: dict[str, Any], secret: Collection[str],
                    base: dict[str, Any] | None) -> tuple[bool, dict[str, Any] | None]:
         return self.file.swap(key, values, secret, base)
+
+    async def swap_many(self, configs: Mapping[str, dict[str, Any]], secret: Mapping[str, Collection[str]],
+                        bases: Mapping[str, dict[str, Any] | None]) -> tuple[bool, dict[str, dict[str, Any] | None]]:
+        return self.file.swap_many(configs, secret, bases)
 
     @property
     def has_sealed(self) -> bool:
@@ -214,23 +220,35 @@ class PostgresConfigs:
 
     async def swap(self, key: str, values: dict[str, Any], secret: Collection[str],
                    base: dict[str, Any] | None) -> tuple[bool, dict[str, Any] | None]:
-        """Store ``values`` (``secret`` fields sealed) under ``key`` if its row still holds
-        ``base`` (None: no row), checked and written under the table's lock, so that a config
-        merged into a copy another host changed meanwhile never replaces that host's fields:
-        (True, what was stored); else nothing is written and (False, what the row holds now)."""
-        value = json.loads(json.dumps(seal_configs(self._box, {key: values}, {key: secret})[key]))
+        """``swap_many`` of one row."""
+        done, now = await self.swap_many({key: values}, {key: secret}, {key: base})
+        return done, now[key]
 
-        def body(c: Any) -> tuple[int | None, dict[str, Any] | None]:
-            now = self.docs.get(c, key)
-            return (None, now) if (now or {}) != (base or {}) else (self.docs.put(c, key, value), value)
-        (version, now), before, after = await self.db.run(lambda c: self._checked_write(c, lambda: body(c), [value]))
-        self._key_checked([value])
-        if version is not None:
-            self._data[key], self._versions[key] = value, version
-            self._damaged.pop(key, None)
+    async def swap_many(self, configs: Mapping[str, dict[str, Any]], secret: Mapping[str, Collection[str]],
+                        bases: Mapping[str, dict[str, Any] | None]) -> tuple[bool, dict[str, dict[str, Any] | None]]:
+        """Store ``configs`` (their ``secret`` fields sealed) if every row still holds its
+        ``bases[key]`` (None: no row), checked and written in one transaction under the table's
+        lock, so that a config merged into a copy another host changed meanwhile never replaces
+        that host's fields: (True, what was stored); else nothing is written and (False, what
+        the rows hold now)."""
+        sealed = {k: json.loads(json.dumps(v)) for k, v in seal_configs(self._box, configs, secret).items()}
+
+        def body(c: Any) -> tuple[dict[str, int] | None, dict[str, dict[str, Any] | None]]:
+            now = {k: self.docs.get(c, k) for k in sealed}
+            if any((now[k] or {}) != (bases.get(k) or {}) for k in sealed):
+                return None, now
+            return {k: self.docs.put(c, k, v) for k, v in sealed.items()}, dict(sealed)
+        (versions, now), before, after = await self.db.run(
+            lambda c: self._checked_write(c, lambda: body(c), sealed.values()))
+        self._key_checked(sealed.values())
+        if versions is not None:
+            self._data.update(sealed)
+            self._versions.update(versions)
+            for key in sealed:
+                self._damaged.pop(key, None)
             self._changes += 1
         self._wrote(before, after)
-        return version is not None, now
+        return versions is not None, now
 
     async def verify(self) -> None:
         """Read the table, and open every sealed value once: a host holding another key than

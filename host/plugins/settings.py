@@ -196,22 +196,29 @@ class ConfigStore:
 
     def swap(self, key: str, values: dict[str, Any], secret: Collection[str],
              base: dict[str, Any] | None) -> tuple[bool, dict[str, Any] | None]:
-        """Store ``values`` (``secret`` fields sealed) under ``key`` if the file still holds
-        ``base`` there (None: no entry), checked and written under one lock: (True, what was
-        stored); else nothing is written, nothing here changes, and (False, what the file holds)."""
-        sealed = seal_configs(self._box, {key: values}, {key: secret})
+        """``swap_many`` of one entry."""
+        done, now = self.swap_many({key: values}, {key: secret}, {key: base})
+        return done, now[key]
+
+    def swap_many(self, configs: Mapping[str, dict[str, Any]], secret: Mapping[str, Collection[str]],
+                  bases: Mapping[str, dict[str, Any] | None]) -> tuple[bool, dict[str, dict[str, Any] | None]]:
+        """Store ``configs`` (their ``secret`` fields sealed) if the file still holds
+        ``bases[key]`` under every key (None: no entry), checked and written under one lock,
+        all or none: (True, what was stored); else nothing is written, nothing here changes,
+        and (False, what the file holds under those keys)."""
+        sealed = seal_configs(self._box, configs, secret)
         try:
             with locked(self.path):
                 stamp, data = self._stamp, self._read()
-                if (data.get(key) or {}) != (base or {}):
+                if any((data.get(k) or {}) != (bases.get(k) or {}) for k in sealed):
                     self._stamp = stamp  # not read here: the next refresh reports the other changes
-                    return False, data.get(key)
+                    return False, {k: data.get(k) for k in sealed}
                 data.update(sealed)
                 self._write(data)
         except OSError as exc:
             raise os_failure(self.path, exc, "write") from None
         self._data = data
-        return True, sealed[key]
+        return True, dict(sealed)
 
     def verify(self) -> None:
         """Open every sealed value once, so that a wrong key is a SecretsError now (at host
