@@ -64,6 +64,7 @@ async def _serve(args: argparse.Namespace, config: HostConfig) -> int:
     """One server: the HTTP API on its socket, the control socket, until a stop signal."""
     from aiohttp import web
 
+    from .http_guard import connection_cap
     from .multiproc import inherited_address, inherited_site, join_siblings
     from .server import DRAINING, PrivateUnixSite, Runner, create_app
 
@@ -77,12 +78,13 @@ async def _serve(args: argparse.Namespace, config: HostConfig) -> int:
         host.subscribe(dev_banner)
     app = create_app(host, admin_token=srv.admin_token, read_token=srv.read_token,
                      enable_execute=srv.enable_execute, max_body=srv.max_body_bytes,
-                     allowed_hosts=srv.allowed_hosts)
-    runner = Runner(app, header_timeout=srv.header_timeout, handle_signals=False,
-                    shutdown_timeout=srv.shutdown_grace)
+                     allowed_hosts=srv.allowed_hosts, body_timeout=srv.body_timeout)
+    limits = {"header_timeout": srv.header_timeout, "keepalive_timeout": srv.keepalive_timeout,
+              "max_connections": connection_cap(srv.max_connections), "handle_signals": False, "shutdown_timeout": srv.shutdown_grace}
+    runner = Runner(app, **limits)
     # The control socket: the CLI's changes go through this server (no token: the socket is 0600).
-    control = Runner(create_app(host, max_body=srv.max_body_bytes, via="cli"), header_timeout=srv.header_timeout,
-                     handle_signals=False, shutdown_timeout=srv.shutdown_grace)
+    control = Runner(create_app(host, max_body=srv.max_body_bytes, via="cli", body_timeout=srv.body_timeout),
+                     **limits)
     peers = None
     # SIGHUP too: the terminal that started serve closing must drain it, not end it mid-call.
     with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT, signal.SIGHUP) as signals:

@@ -1,6 +1,7 @@
 """The server's transport guard (server.py): which Host and Origin names are this server's
-(DNS rebinding), bearer tokens compared in constant time, a deadline on request heads, and the
-owner-only Unix socket site."""
+(DNS rebinding), bearer tokens compared in constant time, deadlines on request heads and
+bodies, a cap on open connections, request bodies taken only as sent (never inflated), errors
+of clients answered in JSON and logged in one line, and the owner-only Unix socket site."""
 
 from __future__ import annotations
 
@@ -21,6 +22,7 @@ from urllib.parse import urlsplit
 from aiohttp import web
 
 log = logging.getLogger("host.server")
+IDENTITY = ("", "identity")  # the only Content-Encoding a request body may have
 LOOPBACK_NAMES = frozenset({"localhost", "127.0.0.1", "::1"})
 
 
@@ -106,6 +108,53 @@ def bearer_ok(request: web.Request, tokens: tuple[bytes, ...]) -> bool:
     return any([hmac.compare_digest(given, t) for t in tokens])  # a list: every token compared
 
 
+def body_refusal(request: web.BaseRequest, cap: int) -> tuple[int, str, str] | None:
+    """(status, type, message) for a request body refused before a byte of it is read: one
+    compressed (``Content-Encoding``: the server never inflates a body, so a small one cannot
+    cost it a gigabyte), or announced larger than ``cap``."""
+    encoding = request.headers.get("Content-Encoding", "").strip().lower()
+    if encoding not in IDENTITY and request.body_exists:
+        return 415, "UnsupportedMediaType", (f"request bodies are taken as sent, not {encoding[:40]!r}: "
+                                             "send it without Content-Encoding")
+    if (size := request.content_length) is not None and size > cap:
+        return 413, "PayloadTooLarge", f"request body over {cap} bytes"
+    return None
+
+
+def body_deadline(request: web.BaseRequest, seconds: float) -> asyncio.TimerHandle | None:
+    """Close the connection unless the request's whole body has arrived within ``seconds``
+    (cancel the handle once answered): a client that announces a body and sends it slowly, or
+    not at all, must not hold a connection and its handler for long."""
+    if not request.body_exists or request.content.is_eof():
+        return None
+
+    def overdue() -> None:
+        if not request.content.is_eof() and (handler := request.protocol) is not None:
+            log.debug("closing a connection whose request body did not arrive within %gs", seconds)
+            handler.force_close()
+    return asyncio.get_running_loop().call_later(seconds, overdue)
+
+
+def connection_cap(configured: int) -> int:
+    """``server.max_connections``, within what the process may open: the soft limit on open
+    files raised to the hard one first (systemd's default soft limit is 1024), then at most
+    half of it, the rest left to the workers' sockets and pipes, the state files and logs."""
+    import resource
+
+    try:
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        if soft != resource.RLIM_INFINITY and (hard == resource.RLIM_INFINITY or soft < hard):
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+            soft = hard
+    except (OSError, ValueError):
+        return configured
+    if soft == resource.RLIM_INFINITY or configured <= soft // 2:
+        return configured
+    log.warning("server.max_connections = %d, but the process may open %d files: at most %d connections "
+                "at once (raise the limit, e.g. LimitNOFILE= in the systemd unit)", configured, soft, soft // 2)
+    return max(1, soft // 2)
+
+
 class HeadDeadline(web.RequestHandler):
     """aiohttp's connection handler with a deadline on each request head: counted from the
     connection's start, and on a kept-alive connection from the first byte of the next request
@@ -114,21 +163,38 @@ class HeadDeadline(web.RequestHandler):
     connections, after an hour: a client that sends half a head, or one byte at a time, would
     hold its connection (and a file descriptor) that long.
 
+    Past ``max_connections`` open at once, a new connection closes the longest idle kept-alive
+    one (a client opens another when it needs one), or itself when none is idle: idle or slow
+    clients cannot take every file descriptor the host has (its workers need some too).
+
+    A request aiohttp cannot parse is answered in JSON like every other error and logged in
+    one debug line (not a traceback at ERROR for each: a client could fill the log).
+
     Bytes that arrive while a request is being handled are not timed: the body of that request
-    cannot be told from a pipelined next head, which keepalive_timeout then bounds. (aiohttp has
-    no hook for this: it reads ``_request_count`` and ``_waiter``, which its own keep-alive check
-    uses; tests/security/test_http_hardening.py fails if an upgrade changes them.)"""
+    cannot be told from a pipelined next head, which keepalive_timeout then bounds; the body's
+    own deadline is ``body_deadline``. (aiohttp has no hook for this: it reads
+    ``_request_count`` and ``_waiter``, which its own keep-alive check uses;
+    tests/security/test_http_hardening.py fails if an upgrade changes them.)"""
 
-    __slots__ = ("_head_timer", "_header_timeout")
+    __slots__ = ("_head_timer", "_header_timeout", "_max_connections")
 
-    def __init__(self, manager: web.Server, *, header_timeout: float, **kwargs: Any) -> None:
+    def __init__(self, manager: web.Server, *, header_timeout: float, max_connections: int, **kwargs: Any) -> None:
         super().__init__(manager, **kwargs)
         self._header_timeout = header_timeout
+        self._max_connections = max_connections
         self._head_timer: asyncio.TimerHandle | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         super().connection_made(transport)
         self._head_timer = self._loop.call_later(self._header_timeout, self._head_overdue)
+        open_now = self._manager._connections  # in the order they were made
+        if len(open_now) > self._max_connections:
+            idle = [h for h in open_now if h is not self and isinstance(h, HeadDeadline)
+                    and h._awaiting_head() and h._head_timer is None]
+            victim = idle[0] if idle else self  # the oldest idle one: connections are kept in order
+            log.debug("%d connections open (server.max_connections): closing %s", len(open_now),
+                      "the longest idle one" if idle else "the new one")
+            victim.force_close()
 
     def data_received(self, data: bytes) -> None:
         heads = self._request_count
@@ -141,6 +207,19 @@ class HeadDeadline(web.RequestHandler):
     def connection_lost(self, exc: BaseException | None) -> None:
         self._stop_head_timer()
         super().connection_lost(exc)
+
+    def handle_error(self, request: web.BaseRequest, status: int = 500, exc: BaseException | None = None,
+                     message: str | None = None) -> web.StreamResponse:
+        if status >= 500:
+            return super().handle_error(request, status, exc, message)
+        why = str(message or exc or "")[:300]
+        log.debug("bad HTTP request from %s: %s", request.remote, why)
+        if request.writer.output_size > 0:
+            raise ConnectionError("an answer was sent already")
+        resp = web.json_response({"error": {"type": "BadRequest", "message": f"bad HTTP request: {why}"}},
+                                 status=status)
+        resp.force_close()
+        return resp
 
     def _awaiting_head(self) -> bool:
         """Waiting for the next request: no request is being handled (aiohttp's own notion of
@@ -162,29 +241,35 @@ class HeadDeadline(web.RequestHandler):
 class DeadlineServer(web.Server):
     """aiohttp's low-level server with ``HeadDeadline`` connections."""
 
-    def __init__(self, *args: Any, header_timeout: float, **kwargs: Any) -> None:
+    def __init__(self, *args: Any, header_timeout: float, max_connections: int, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._header_timeout = header_timeout
+        self._max_connections = max_connections
 
     def __call__(self) -> web.RequestHandler:
-        return HeadDeadline(self, loop=self._loop, header_timeout=self._header_timeout, **self._kwargs)
+        return HeadDeadline(self, loop=self._loop, header_timeout=self._header_timeout,
+                            max_connections=self._max_connections, **self._kwargs)
 
 
 class Runner(web.AppRunner):
     """``web.AppRunner`` whose connections must deliver each request head within
-    ``header_timeout`` seconds (``server.header_timeout``)."""
+    ``header_timeout`` seconds (``server.header_timeout``), at most ``max_connections`` of
+    them open at once, idle ones kept ``keepalive_timeout`` seconds, bodies never inflated."""
 
-    __slots__ = ("_header_timeout",)
+    __slots__ = ("_header_timeout", "_max_connections")
 
-    def __init__(self, app: web.Application, *, header_timeout: float, **kwargs: Any) -> None:
-        super().__init__(app, **kwargs)
+    def __init__(self, app: web.Application, *, header_timeout: float, max_connections: int = 1024,
+                 keepalive_timeout: float = 30.0, **kwargs: Any) -> None:
+        super().__init__(app, keepalive_timeout=keepalive_timeout, auto_decompress=False, **kwargs)
         self._header_timeout = header_timeout
+        self._max_connections = max_connections
 
     async def _make_server(self) -> web.Server:
         plain = await super()._make_server()  # runs the app's startup and freezes it
         return DeadlineServer(plain.request_handler, request_factory=plain.request_factory,
                        handler_cancellation=plain.handler_cancellation, loop=asyncio.get_running_loop(),
-                       header_timeout=self._header_timeout, **self._kwargs)
+                       header_timeout=self._header_timeout, max_connections=self._max_connections,
+                       **self._kwargs)
 
 
 class PrivateUnixSite(web.UnixSite):
@@ -237,4 +322,5 @@ def sweep_stale_socket(path: str) -> None:
             pass
 
 
-__all__ = ["HostNames", "PrivateUnixSite", "Runner", "bearer_ok", "token_digest"]
+__all__ = ["HostNames", "PrivateUnixSite", "Runner", "bearer_ok", "body_deadline", "body_refusal", "connection_cap",
+           "token_digest"]

@@ -41,7 +41,15 @@ from .errors import (
     RateLimited,
     StateError,
 )
-from .http_guard import HostNames, PrivateUnixSite, Runner, bearer_ok, token_digest
+from .http_guard import (
+    HostNames,
+    PrivateUnixSite,
+    Runner,
+    bearer_ok,
+    body_deadline,
+    body_refusal,
+    token_digest,
+)
 from .info import json_default
 from .logbook import LEVELS
 from .metrics import CONTENT_TYPE
@@ -118,7 +126,7 @@ class StationBody(msgspec.Struct, forbid_unknown_fields=True):
 
 
 class PrivateNetworkBody(msgspec.Struct, forbid_unknown_fields=True):
-    allow: bool = True
+    allow: bool  # said, never assumed: an empty POST must not open the private network
 
 
 class ImportBody(msgspec.Struct):
@@ -152,10 +160,14 @@ _READS = ("GET", "HEAD", "OPTIONS")
 def _instant(text: str) -> dt.datetime:
     """``2026-11-23T10:00:00Z`` (no zone: UTC) or unix seconds."""
     try:
-        return dt.datetime.fromtimestamp(float(text), dt.UTC)
+        seconds = float(text)
     except ValueError:
         t = dt.datetime.fromisoformat(text)
         return t if t.tzinfo else t.replace(tzinfo=dt.UTC)
+    try:
+        return dt.datetime.fromtimestamp(seconds, dt.UTC)
+    except (OverflowError, OSError, ValueError):  # inf, nan, 1e300: no instant
+        raise ValueError(f"{text[:40]!r} is no time a date can hold") from None
 
 
 def _flag(request: web.Request, name: str) -> bool:
@@ -165,17 +177,36 @@ def _flag(request: web.Request, name: str) -> bool:
 
 def create_app(host: PluginHost, *, admin_token: str | None = None, read_token: str | None = None,
                enable_execute: bool = False, max_body: int = 2 * 1024 * 1024,
-               allowed_hosts: Iterable[str] = (), via: str = "http") -> web.Application:
+               allowed_hosts: Iterable[str] = (), via: str = "http", body_timeout: float = 30.0) -> web.Application:
     """The API over ``host``. With ``admin_token`` or ``read_token`` set, every route but
     ``/healthz*`` and the dashboard's files needs a token: the admin one to change anything,
     either to read. ``allowed_hosts``: Host names accepted besides the server's own addresses.
-    ``via``: who approvals are recorded as made by ("cli" on the control socket)."""
+    ``via``: who approvals are recorded as made by ("cli" on the control socket).
+    ``body_timeout``: seconds a request's body may take to arrive (then the connection closes)."""
     names = HostNames(allowed_hosts)
+    caps: dict[Any, int] = {}  # routes taking bodies larger than max_body (packages): their cap
     admin = (token_digest(admin_token),) if admin_token else ()
     readers = admin + ((token_digest(read_token),) if read_token else ())
 
     @web.middleware
     async def guard(request: web.Request, handler: Any) -> web.StreamResponse:
+        if (refusal := body_refusal(request, caps.get(request.match_info.route.resource, max_body))) is not None:
+            response = _error(*refusal)
+            response.force_close()  # the body is not read: nothing more on this connection
+            return response
+        overdue = body_deadline(request, body_timeout)
+        try:
+            return await checked(request, handler)
+        except web.HTTPException:  # aiohttp's own answers that are not errors (checked passed them on)
+            raise
+        except Exception:  # a bug of ours: one JSON answer, the traceback in the log (never to the client)
+            log.exception("%s %s failed", request.method, request.path[:200])
+            return _error(500, "InternalError", "the server failed on this request; its log says why")
+        finally:
+            if overdue is not None:
+                overdue.cancel()
+
+    async def checked(request: web.Request, handler: Any) -> web.StreamResponse:
         local = request.transport.get_extra_info("sockname") if request.transport else None
         netloc = request.headers.get("Host")
         if not names.allow(netloc, 80, local):  # a DNS name rebound to this machine, say
@@ -413,7 +444,7 @@ def create_app(host: PluginHost, *, admin_token: str | None = None, read_token: 
     app.router.add_delete("/api/stations/{name}", remove_station)
     app.router.add_post("/api/stations/{name}/test", test_station)
     app.router.add_post("/execute", execute)
-    add_package_routes(app.router, host.packages, via, guarded=bool(admin))  # install, update, uninstall
+    caps.update(add_package_routes(app.router, host.packages, via, guarded=bool(admin)))  # install, update, uninstall
     return app
 
 

@@ -34,6 +34,10 @@ class ServerConfig(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=Tru
     # is set (``--insecure-no-token``): anyone reaching the port could then run code.
     insecure_no_token: bool = False
     header_timeout: Seconds = 10.0    # seconds a connection may take to send a request's head
+    body_timeout: Seconds = 30.0      # seconds a request's whole body may take to arrive after its head
+    keepalive_timeout: Seconds = 30.0  # seconds an idle kept-alive connection stays open
+    # connections open at once; past it a new one closes the longest idle one (or itself)
+    max_connections: Annotated[int, Meta(ge=1, le=1_000_000)] = 1024
     # host processes sharing the address and the state directory (serve --processes); "auto": one per core
     processes: Annotated[int, Meta(ge=1, le=64)] | Literal["auto"] = 1
     process_timeout: Delay = 30.0  # serve --processes: one answering no liveness probe this long is killed (0: never)

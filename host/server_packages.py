@@ -88,12 +88,13 @@ async def read_package(request: web.Request, cap: int) -> Package:
         content = base64.b64decode(doc["content"], validate=True)
         signature = base64.b64decode(doc["signature"], validate=True) if doc.get("signature") else None
         return _package(str(doc.get("filename") or ""), content, doc.get("sha256"), signature)
-    except (ValueError, KeyError, TypeError, binascii.Error) as exc:
+    except (ValueError, KeyError, TypeError, RecursionError, binascii.Error) as exc:
         raise PackageRefused(f"body: expected {{\"filename\", \"content\": base64, \"sha256\"?, "
                              f"\"signature\"?: base64}} ({type(exc).__name__}: {str(exc)[:200]})") from None
 
 
-def add_package_routes(router: web.UrlDispatcher, packages: PackageAdmin, via: str, *, guarded: bool) -> None:
+def add_package_routes(router: web.UrlDispatcher, packages: PackageAdmin, via: str, *,
+                       guarded: bool) -> dict[web.AbstractResource, int]:
     """``guarded``: the API needs an admin token to change anything. A package is code that
     runs with the grants it declares (approved as they are at its first install), so, as for
     ``/execute``, installing over HTTP with no token is refused unless on the control socket
@@ -147,10 +148,12 @@ def add_package_routes(router: web.UrlDispatcher, packages: PackageAdmin, via: s
     async def listing(request: web.Request) -> web.Response:
         return answer(packages.installed())
 
-    router.add_post("/api/plugins/install", install)
-    router.add_post("/api/plugins/{id}/update", update)
+    big = cap * 4 // 3 + JSON_OVERHEAD * 2  # a package in base64 JSON, or multipart with its parts
+    caps = {router.add_post("/api/plugins/install", install).resource: big,
+            router.add_post("/api/plugins/{id}/update", update).resource: big}
     router.add_delete("/api/plugins/{id}", uninstall)
     router.add_get("/api/packages", listing)
+    return caps
 
 
 __all__ = ["add_package_routes", "read_package"]

@@ -100,14 +100,15 @@ class ServeProcess:
         return self.log_path.read_text()
 
     def request(self, method: str, path: str, body: Any = None, *, token: str | None = None,
-                data: bytes | None = None, timeout: float = 30) -> tuple[int, Any]:
+                data: bytes | None = None, timeout: float = 30,
+                headers: dict[str, str] | None = None) -> tuple[int, Any]:
         """Status and decoded JSON body (text when not JSON) of one request."""
         import urllib.error
         import urllib.request
 
         if data is None and body is not None:
             data = json.dumps(body).encode()
-        headers = {"Content-Type": "application/json"}
+        headers = {"Content-Type": "application/json", **(headers or {})}
         if token:
             headers["Authorization"] = f"Bearer {token}"
         req = urllib.request.Request(self.base + path, data=data, method=method, headers=headers)

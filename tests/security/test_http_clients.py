@@ -1,0 +1,193 @@
+"""Careless and hostile HTTP clients against a real ``python -m host serve`` (an attacker
+review's findings): a compressed body is refused unread (a 1 MB gzip that inflates to a
+gigabyte used to stall the event loop, so long that every worker was killed for missing the
+host's heartbeats), a body announced too large is refused at once and one that never arrives
+closes its connection, idle connections cannot take every file descriptor, a request aiohttp
+cannot parse is a JSON 400 logged in one line, and a query or body that used to raise is a 400."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import os
+import socket
+import time
+import zlib
+
+import pytest
+from support.servers import serve_process, served
+
+pytestmark = pytest.mark.timeout(120)
+
+ADMIN = "adm-0c2d8e5b-http-clients"
+
+
+def clean_env() -> dict[str, str]:
+    return {k: v for k, v in os.environ.items() if not k.startswith("PLUGIN_HOST_")}
+
+
+def connect(port: int) -> socket.socket:
+    s = socket.create_connection(("127.0.0.1", port), timeout=10)
+    return s
+
+
+def answer(s: socket.socket) -> tuple[int, dict]:
+    """Status and JSON body of one answer (Content-Length framed) on ``s``."""
+    data = b""
+    while b"\r\n\r\n" not in data:
+        chunk = s.recv(65536)
+        assert chunk, f"closed without an answer: {data!r}"
+        data += chunk
+    head, _, body = data.partition(b"\r\n\r\n")
+    length = int(head.lower().partition(b"content-length:")[2].split(b"\r\n")[0])
+    while len(body) < length:
+        chunk = s.recv(65536)
+        assert chunk, "closed mid-answer"
+        body += chunk
+    assert b"application/json" in head.lower(), head
+    return int(head.split(b" ", 2)[1]), json.loads(body[:length])
+
+
+def closed_within(s: socket.socket, seconds: float) -> float:
+    """Seconds until the server closes ``s`` (fails past ``seconds``)."""
+    start = time.monotonic()
+    s.settimeout(seconds)
+    try:
+        while s.recv(65536):
+            pass
+    except ConnectionResetError:
+        pass
+    return time.monotonic() - start
+
+
+def bomb() -> bytes:
+    """~1 MB of gzip that inflates to 1 GiB."""
+    out = zlib.compressobj(9, zlib.DEFLATED, 31)
+    block = bytes(1 << 20)
+    return b"".join([*(out.compress(block) for _ in range(1024)), out.flush()])
+
+
+def test_compressed_bodies_are_refused_unread_with_or_without_a_token(calc, shared_state, tmp_path):
+    with serve_process(tmp_path, "--plugins", str(calc.root), "--state-dir", str(shared_state),
+                       "--admin-token", ADMIN, env=clean_env()) as srv:
+        port = int(srv.base.rsplit(":", 1)[1])
+        pids = {w["pid"] for w in srv.request("GET", "/api/plugins/calc", token=ADMIN)[1]["workers"]}
+        payload = bomb()
+        for token in (None, ADMIN):
+            for _ in range(3):
+                s = connect(port)
+                auth = f"Authorization: Bearer {token}\r\n" if token else ""
+                started = time.monotonic()
+                s.sendall(f"POST /api/plugins/calc/call/add HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n{auth}"
+                          f"Content-Type: application/json\r\nContent-Encoding: gzip\r\n"
+                          f"Content-Length: {len(payload)}\r\n\r\n".encode() + payload)
+                status, body = answer(s)
+                s.close()
+                assert time.monotonic() - started < 2
+                assert status == 415, body  # before the token is even looked at: nothing read
+        # a small honest gzip body with the token: refused, naming what to do
+        status, body = srv.request("POST", "/api/plugins/calc/call/add", token=ADMIN,
+                                   data=gzip.compress(b'{"args": [1, 2]}'), headers={"Content-Encoding": "gzip"})
+        assert status == 415 and "Content-Encoding" in body["error"]["message"]
+        started = time.monotonic()
+        assert srv.request("GET", "/healthz/live")[0] == 200
+        assert time.monotonic() - started < 1
+        assert srv.request("POST", "/api/plugins/calc/call/add", {"args": [40, 2]}, token=ADMIN) == (
+            200, {"ok": True, "result": 42})
+        assert {w["pid"] for w in srv.request("GET", "/api/plugins/calc", token=ADMIN)[1]["workers"]} == pids
+
+
+def test_a_body_too_large_is_refused_at_once_and_one_that_never_comes_closes_the_connection(
+        calc, shared_state, tmp_path):
+    (tmp_path / "host.toml").write_text("[server]\nbody_timeout = 1.0\nmax_body_bytes = 4096\n")
+    with serve_process(tmp_path, "--plugins", str(calc.root), "--state-dir", str(shared_state),
+                       "--config", "host.toml", "--insecure-no-token", env=clean_env()) as srv:
+        port = int(srv.base.rsplit(":", 1)[1])
+        big = connect(port)
+        started = time.monotonic()
+        big.sendall(f"POST /api/plugins/calc/call/add HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n"
+                    "Content-Type: application/json\r\nContent-Length: 10000000000\r\n\r\n".encode())
+        status, body = answer(big)
+        assert (status, body["error"]["type"]) == (413, "PayloadTooLarge") and time.monotonic() - started < 2
+        assert closed_within(big, 15) < 12  # read no longer than aiohttp lingers (10 s), then closed
+        slow = []
+        for _ in range(20):  # bodies announced and never sent, or sent a byte at a time
+            s = connect(port)
+            s.sendall(f"POST /api/plugins/calc/call/add HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n"
+                      "Content-Type: application/json\r\nContent-Length: 2000\r\n\r\n{".encode())
+            slow.append(s)
+        waited = [closed_within(s, 10) for s in slow]
+        assert max(waited) < 6, waited
+        assert srv.request("POST", "/api/plugins/calc/call/add", {"args": [1, 2]}) == (200, {"ok": True, "result": 3})
+        for s in [big, *slow]:
+            s.close()
+
+
+def test_idle_connections_cannot_take_every_descriptor(calc, shared_state, tmp_path):
+    (tmp_path / "host.toml").write_text("[server]\nmax_connections = 20\n")
+    with serve_process(tmp_path, "--plugins", str(calc.root), "--state-dir", str(shared_state),
+                       "--config", "host.toml", "--insecure-no-token", env=clean_env()) as srv:
+        port = int(srv.base.rsplit(":", 1)[1])
+        kept = []
+        for _ in range(60):  # one request each, then idle and kept alive
+            s = connect(port)
+            s.sendall(f"GET /healthz/live HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n\r\n".encode())
+            assert answer(s)[0] == 200
+            kept.append(s)
+        open_fds = len(os.listdir(f"/proc/{srv.proc.pid}/fd"))
+        # the server closed the longest idle ones as new ones came: still answering, under its cap
+        assert srv.request("POST", "/api/plugins/calc/call/add", {"args": [2, 3]}) == (200, {"ok": True, "result": 5})
+        alive = 0
+        for s in kept:
+            s.setblocking(False)
+            try:
+                alive += s.recv(1) != b""
+            except BlockingIOError:
+                alive += 1
+            except ConnectionResetError:
+                pass
+            s.close()
+        assert alive <= 20, alive
+        assert alive >= 15  # the newest stay: only as many as needed went
+        assert open_fds < 200
+
+
+def test_bad_requests_are_json_answers_logged_in_one_line(calc, shared_state, tmp_path):
+    with serve_process(tmp_path, "--plugins", str(calc.root), "--state-dir", str(shared_state),
+                       "--insecure-no-token", env=clean_env()) as srv:
+        port = int(srv.base.rsplit(":", 1)[1])
+        host = f"Host: 127.0.0.1:{port}\r\n"
+        for raw in (b"G@T / HTTP/1.1\r\n" + host.encode() + b"\r\n",
+                    b"GET / HTTP/1.1\r\n" + host.encode() + b"X-Long: " + b"a" * 10000 + b"\r\n\r\n",
+                    b"POST /execute HTTP/1.1\r\n" + host.encode()
+                    + b"Content-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+                    b"GET / HTTP/1.1\r\n" + host.encode() + b"X-Nul: a\x00b\r\n\r\n"):
+            s = connect(port)
+            s.sendall(raw)
+            status, body = answer(s)
+            s.close()
+            assert status == 400 and body["error"]["type"] == "BadRequest", (raw[:40], body)
+        for path in ("/api/balances/history?since=1e300", "/api/balances/history?since=inf",
+                     "/api/balances/history?until=nan"):
+            status, body = srv.request("GET", path)
+            assert status == 400 and "since/until" in body["error"]["message"], (path, body)
+        status, body = srv.request("POST", "/api/plugins/install", data=b"[" * 1000 + b"]" * 1000)
+        assert status == 400, body
+        assert srv.request("GET", "/healthz/live")[0] == 200
+    log = srv.log()
+    assert "Traceback" not in log and "Error handling request" not in log, log[-3000:]
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("anyio_backend", ["asyncio"])
+async def test_an_empty_private_network_request_changes_nothing(calc, make_host):
+    """``allow`` must be said: an empty POST (a careless client, a form) used to grant it."""
+    async with make_host() as h, served(h) as (_, session):
+        for data in (b"", b"{}"):
+            async with session.post("/api/plugins/calc/private-network", data=data,
+                                    headers={"Content-Type": "application/json"}) as r:
+                assert r.status == 400 and "allow" in (await r.json())["error"]["message"]
+        assert h._switches.private_network("calc") is False
+        async with session.post("/api/plugins/calc/private-network", json={"allow": True}) as r:
+            assert r.status == 200
+        assert h._switches.private_network("calc") is True
