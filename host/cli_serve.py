@@ -66,7 +66,7 @@ async def _serve(args: argparse.Namespace, config: HostConfig) -> int:
 
     from .http_guard import connection_cap
     from .multiproc import inherited_address, inherited_site, join_siblings
-    from .server import DRAINING, PrivateUnixSite, Runner, create_app
+    from .server import DRAINING, PrivateUnixSite, Runner, create_app, drain
 
     srv = config.server
     if args.dev:  # edit, save, see: a quick rescan, and a banner for each reload
@@ -137,8 +137,9 @@ async def _serve(args: argparse.Namespace, config: HostConfig) -> int:
                         break
                 log.info("received %s: draining and stopping", signal.Signals(stopped).name)
                 app[DRAINING].set()
-                # stop accepting, let calls in flight finish (shutdown_grace)
+                # stop accepting, let calls in flight finish (shutdown_grace), answer the others 503
                 await control.cleanup()
+                await drain(runner, srv.shutdown_grace)
                 await runner.cleanup()
         finally:
             await control.cleanup()

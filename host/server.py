@@ -12,6 +12,7 @@ deliver a request head within ``server.header_timeout``."""
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import json
 import logging
@@ -56,7 +57,7 @@ from .metrics import CONTENT_TYPE
 from .plugin_host import PluginHost
 from .server_packages import add_package_routes
 
-__all__ = ["DRAINING", "FOLLOW", "LOGS_VIEW", "METRICS_VIEW", "PLUGINS_VIEW", "PrivateUnixSite", "Runner", "create_app"]
+__all__ = ["DRAINING", "FOLLOW", "HANDLING", "LOGS_VIEW", "METRICS_VIEW", "PLUGINS_VIEW", "PrivateUnixSite", "Runner", "create_app", "drain"]
 
 _STATUS = {
     PluginNotFound: 404, FunctionNotFound: 404, InvalidConfig: 400, PayloadTooLarge: 413,
@@ -66,6 +67,8 @@ _STATUS = {
 _encoder = msgspec.json.Encoder(enc_hook=json_default)
 log = logging.getLogger("host.server")
 DRAINING = web.AppKey("draining", anyio.Event)  # set when shutdown begins: readiness turns 503
+# the tasks handling a request now (``drain`` cancels those past the grace: each answers 503)
+HANDLING = web.AppKey("handling", set)
 # /metrics of several serve processes (serve --processes): this one's and its siblings'
 METRICS_VIEW = web.AppKey("metrics_view", Callable[[], Awaitable[bytes]])
 # a plugin's log over every serve process (multiproc_views.py): (id, level, after, limit) -> (entries, last)
@@ -175,6 +178,24 @@ def _flag(request: web.Request, name: str) -> bool:
     return request.query.get(name, "") in ("1", "true")
 
 
+async def drain(runner: web.AppRunner, grace: float) -> None:
+    """Stop accepting, give the requests being handled ``grace`` seconds to finish, then
+    cancel those still running: each answers 503 (the guard) before its connection closes.
+    (aiohttp's own shutdown would close their connections with no answer at all.)"""
+    runner.app[DRAINING].set()
+    for site in list(runner.sites):
+        await site.stop()
+    handling: set[asyncio.Task[Any]] = runner.app[HANDLING]
+    with anyio.move_on_after(grace):
+        while handling:
+            await anyio.sleep(0.05)
+    for task in list(handling):
+        task.cancel()
+    with anyio.move_on_after(1.0):  # their answers written
+        while handling:
+            await anyio.sleep(0.01)
+
+
 def create_app(host: PluginHost, *, admin_token: str | None = None, read_token: str | None = None,
                enable_execute: bool = False, max_body: int = 2 * 1024 * 1024,
                allowed_hosts: Iterable[str] = (), via: str = "http", body_timeout: float = 30.0) -> web.Application:
@@ -195,14 +216,24 @@ def create_app(host: PluginHost, *, admin_token: str | None = None, read_token: 
             response.force_close()  # the body is not read: nothing more on this connection
             return response
         overdue = body_deadline(request, body_timeout)
+        task = asyncio.current_task()
+        handling = request.app[HANDLING]
+        handling.add(task)
         try:
             return await checked(request, handler)
         except web.HTTPException:  # aiohttp's own answers that are not errors (checked passed them on)
             raise
+        except asyncio.CancelledError:  # drain: a request past shutdown_grace still gets an answer
+            if not request.app[DRAINING].is_set() or task is None:
+                raise
+            task.uncancel()
+            return _error(503, "HostClosed", "the server stopped before this request finished "
+                          "(within [server] shutdown_grace); send it again")
         except Exception:  # a bug of ours: one JSON answer, the traceback in the log (never to the client)
             log.exception("%s %s failed", request.method, request.path[:200])
             return _error(500, "InternalError", "the server failed on this request; its log says why")
         finally:
+            handling.discard(task)
             if overdue is not None:
                 overdue.cancel()
 
@@ -413,6 +444,7 @@ def create_app(host: PluginHost, *, admin_token: str | None = None, read_token: 
         return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE})
 
     app[DRAINING] = anyio.Event()
+    app[HANDLING] = set()
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/healthz/live", live)
     app.router.add_get("/healthz/ready", ready)

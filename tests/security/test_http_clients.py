@@ -10,6 +10,7 @@ from __future__ import annotations
 import gzip
 import json
 import os
+import signal
 import socket
 import time
 import zlib
@@ -191,3 +192,28 @@ async def test_an_empty_private_network_request_changes_nothing(calc, make_host)
         async with session.post("/api/plugins/calc/private-network", json={"allow": True}) as r:
             assert r.status == 200
         assert h._switches.private_network("calc") is True
+
+
+def test_a_call_still_running_past_the_shutdown_grace_is_answered_503(plugin_dir, shared_state, tmp_path):
+    """SIGTERM: a call that outlives ``shutdown_grace`` gets a JSON 503 before the connection
+    closes (before: the connection was dropped with no answer)."""
+    plugin_dir.add("slow.js", 'export const metadata = { id: "slow", name: "Slow", version: "1.0.0", apiVersion: "1.0" };\n'
+                   "export async function nap() { await new Promise(r => setTimeout(r, 60000)); return 1; }\n"
+                   "export function ping() { return 1; }\n")
+    (tmp_path / "host.toml").write_text("[server]\nshutdown_grace = 1.0\n")
+    with serve_process(tmp_path, "--plugins", str(plugin_dir.root), "--state-dir", str(shared_state),
+                       "--config", "host.toml", "--insecure-no-token", env=clean_env()) as srv:
+        port = int(srv.base.rsplit(":", 1)[1])
+        s = connect(port)
+        s.sendall(f"POST /api/plugins/slow/call/nap HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n"
+                  "Content-Type: application/json\r\nContent-Length: 2\r\n\r\n{}".encode())
+        srv.poll(lambda: any(w["inflight"] for w in srv.request("GET", "/api/plugins/slow")[1]["workers"]) or None,
+                 "the call in flight")
+        started = time.monotonic()
+        srv.proc.send_signal(signal.SIGTERM)
+        s.settimeout(30)
+        status, body = answer(s)
+        assert (status, body["error"]["type"]) == (503, "HostClosed"), body
+        assert time.monotonic() - started < 10
+        assert srv.proc.wait(30) == 0
+        s.close()
