@@ -8,17 +8,19 @@ never printed; the imported stations answer against a local fake."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import shutil
 import sqlite3
 from pathlib import Path
 
 import pytest
+from aiohttp import web
 from support.ccswitch import cc_switch_db as write_db
 from support.ccswitch import config_json, dump_sql, usage
 from support.servers import run_cli
 
-from host import PluginSettings
+from host import BalancesConfig, PluginSettings
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -259,3 +261,24 @@ def test_builtin_queries_become_stations_of_the_shipped_plugins(plugin_dir, tmp_
     again = run_cli("import-cc-switch", "--db", str(db), *common, cwd=tmp_path)
     assert again.returncode == 0 and again.stdout.count("already imported") == 3, again.stdout
     assert "imported" not in again.stdout.replace("already imported", "").replace("not imported", "")
+def test_a_scripts_own_timeout_is_its_call_timeout(plugin_dir, tmp_path, fake_http):
+    """cc-switch waits a script's ``timeout`` (clamped to 2-30 s) for its station; here too: kept
+    as the plugin's call timeout, which its balance query waits instead of [balances] timeout."""
+    async def slow(request):
+        await asyncio.sleep(2.5)
+        return web.json_response({"left": 3.0})
+
+    fake_http.route("GET", "/slow/v1/usage", slow)
+    db = tmp_path / "cc-switch.db"
+    env = {"env": {"ANTHROPIC_AUTH_TOKEN": "k", "ANTHROPIC_BASE_URL": f"{fake_http.url}/slow"}}
+    write_db(db, [("a", "claude", "Slow", env, usage(GENERIC, timeout=6)),
+                  ("b", "claude", "Long", env, usage(GENERIC, timeout=600)),
+                  ("c", "claude", "Short", env, usage(GENERIC, timeout=0))])
+    common = ["--plugins", str(plugin_dir.root), "--state-dir", str(tmp_path / "state")]
+    done = run_cli("import-cc-switch", "--db", str(db), *common, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert "usage script, 6 s" in done.stdout and "usage script, 30 s" in done.stdout and \
+        "usage script, 2 s" in done.stdout, done.stdout
+    results = _query(plugin_dir, tmp_path / "state", ["slow", "long", "short"], balances=BalancesConfig(timeout=1.5))
+    assert (results["slow"].status, results["slow"].balance) == ("success", 3.0), results["slow"]
+    assert results["short"].status == "timeout"  # 2 s: cc-switch's floor, shorter than the answer
