@@ -80,7 +80,7 @@ async def _balances(args: argparse.Namespace, config: HostConfig) -> int:
         sys.stdout.write(balances_table(results))
     else:
         print("no balance plugins (none declares the \"balance\" capability)", file=sys.stderr)
-    return 0 if all(b.status == "success" for b in results) else 1
+    return 0 if all(b.usable for b in results) else 1
 
 
 async def _call(args: argparse.Namespace, config: HostConfig) -> int:
@@ -259,7 +259,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.set_defaults(run=serve)
 
 
-    s = add("balances", "every station's balance, as a table (exit 1 if any failed); "
+    s = add("balances", "every station's balance, as a table (exit 1 if any failed or says its key is invalid); "
                         "stations|add|set|rm|test manage the stations")
     s.add_argument("--refresh", action="store_true", help="ask every station now, bypassing the cache")
     s.add_argument("--json", action="store_true")

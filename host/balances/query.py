@@ -98,7 +98,7 @@ class Balances:
                                      plugin=t.plugin)
             results[t.name] = outcome
             # counted like any call (metrics, the latency and error rate in PluginInfo), per station
-            self._observe(t.name, BALANCE_FUNCTION, "ok" if outcome.status == "success" else
+            self._observe(t.name, BALANCE_FUNCTION, "ok" if outcome.usable else "invalid" if outcome.invalid else
                           outcome.error_type or outcome.status, time.perf_counter() - t0)
 
         await self._reg.loader.wait_all(self.config.timeout if timeout is None else timeout)  # loading in the background
