@@ -45,7 +45,7 @@ from .overrides import narrowed_grants
 from .reload import fingerprint
 from .settings import apply_schema, redact, secret_keys, secret_values
 from .state_retry import retry_state_failures
-from .usage_scripts import discover_sources
+from .usage_scripts import discover_sources, refusal_advice
 
 log = logging.getLogger("host")
 RETIRED_SECRETS = 32  # replaced secret values of one plugin still masked (the newest first)
@@ -211,6 +211,7 @@ class Registry:
                                      also=also)
         grants, overridden = self.narrow(src.id, grants)  # the operator's narrowing (plugins/overrides.py)
         extra.setdefault("overridden", overridden)
+        extra.setdefault("advice", refusal_advice(src, manifest) if src.usage_script else {})  # not its module
         assert self.runtime is not None
         return WorkerSpec(plugin_id=src.id, module=src.module, base_dir=self.runtime.data_dir(src.id),
                           read_paths=[str(src.root)], permissions=grants, config=config,
