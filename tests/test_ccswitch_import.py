@@ -18,7 +18,7 @@ import pytest
 from aiohttp import web
 from support.ccswitch import cc_switch_db as write_db
 from support.ccswitch import config_json, dump_sql, usage
-from support.servers import run_cli
+from support.servers import run_cli, serve_process
 
 from host import BalancesConfig, PluginSettings
 
@@ -124,6 +124,8 @@ def test_a_missing_or_foreign_database_is_a_clear_error(tmp_path):
 # ------------------------------------------------------------------ cc-switch's other files
 
 REPO = Path(__file__).resolve().parent.parent
+# The shipped provider plugins ask their providers' public hosts: kept off the network by the sandbox
+NO_NETWORK = "[plugins.{pid}.permissions]\nnet = false\n"
 
 
 def _plan_rows(stdout: str) -> list[str]:
@@ -239,7 +241,8 @@ def test_builtin_queries_become_stations_of_the_shipped_plugins(plugin_dir, tmp_
          usage("", templateType="token_plan", codingPlanProvider="zenmux")),
         ("cp", "claude", "Copilot", claude("", ""), usage("", templateType="github_copilot")),
     ])
-    common = ["--plugins", str(plugin_dir.root), "--state-dir", str(tmp_path / "state")]
+    (tmp_path / "host.toml").write_text("".join(NO_NETWORK.format(pid=p) for p in ("deepseek", "kimi", "zhipu")))
+    common = ["--plugins", str(plugin_dir.root), "--state-dir", str(tmp_path / "state"), "--config", str(tmp_path / "host.toml")]
     done = run_cli("import-cc-switch", "--db", str(db), *common, cwd=tmp_path)
     assert done.returncode == 0, done.stderr
     out = done.stdout
@@ -282,3 +285,37 @@ def test_a_scripts_own_timeout_is_its_call_timeout(plugin_dir, tmp_path, fake_ht
     results = _query(plugin_dir, tmp_path / "state", ["slow", "long", "short"], balances=BalancesConfig(timeout=1.5))
     assert (results["slow"].status, results["slow"].balance) == ("success", 3.0), results["slow"]
     assert results["short"].status == "timeout"  # 2 s: cc-switch's floor, shorter than the answer
+
+
+def test_with_a_server_running_the_import_goes_through_it(plugin_dir, tmp_path, fake_http):
+    """A server on the state directory loads the new script with its kept timeout, stores its
+    values and adds the built-in query's station, at once."""
+    async def slow(request):
+        await asyncio.sleep(2.0)
+        return web.json_response({"left": 4.0})
+
+    fake_http.route("GET", "/slow/v1/usage", slow)
+    shutil.copytree(REPO / "plugins" / "deepseek", plugin_dir.root / "deepseek")
+    db = tmp_path / "cc-switch.db"
+    write_db(db, [
+        ("s", "claude", "Patient", {"env": {"ANTHROPIC_AUTH_TOKEN": "sk-p", "ANTHROPIC_BASE_URL": f"{fake_http.url}/slow"}},
+         usage(GENERIC, timeout=8)),
+        ("d", "claude", "DS", {"env": {"ANTHROPIC_AUTH_TOKEN": "sk-ds", "ANTHROPIC_BASE_URL": "https://api.deepseek.com"}},
+         usage("", templateType="balance")),
+    ])
+    (tmp_path / "host.toml").write_text('[balances]\ntimeout = 1\n[plugins.patient]\nallow_private_network = true\n'
+                                        + NO_NETWORK.format(pid="deepseek"))
+    common = ["--plugins", str(plugin_dir.root), "--state-dir", str(tmp_path / "state")]
+    with serve_process(tmp_path, *common, "--config", str(tmp_path / "host.toml"), "--insecure-no-token") as srv:
+        srv.wait_running("deepseek")
+        done = run_cli("import-cc-switch", "--db", str(db), *common, "--config", str(tmp_path / "host.toml"), cwd=tmp_path)
+        assert done.returncode == 0 and "imported 2: patient, ds" in done.stdout, done.stdout + done.stderr
+        _, stations = srv.request("GET", "/api/stations")
+        assert [(s["name"], s["plugin"], s["config"]) for s in stations] == [
+            ("ds", "deepseek", {"apiKey": "********", "baseUrl": "https://api.deepseek.com"})]
+        _, config = srv.request("GET", "/api/plugins/patient/config")
+        assert config == {"apiKey": "********", "baseUrl": f"{fake_http.url}/slow"}
+        _, balances = srv.request("GET", "/api/balances?refresh=1")
+    by = {b["provider"]: b for b in balances}
+    assert (by["patient"]["status"], by["patient"]["balance"]) == ("success", 4.0), by  # waited its 8 s, not 1 s
+    assert by["ds"]["errorType"] == "PermissionDenied"  # asked, but kept off the network by host.toml
