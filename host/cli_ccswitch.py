@@ -18,6 +18,7 @@ import anyio
 
 from .balances.ccswitch import DEFAULT_DB, Found, Skipped, read, safe_id
 from .balances.station_files import station_plugins
+from .balances.stations import MAX_TITLE
 from .cli_output import table
 from .config import HostConfig
 from .control import control_client
@@ -25,6 +26,7 @@ from .errors import HostError
 from .plugins.discovery import USAGE_SUFFIX
 from .plugins.host_lists import switch_store
 from .plugins.usage_scripts import discover_sources
+from .security.permissions import BIDI, CONTROL
 from .security.private_files import os_failure, write_private
 
 if TYPE_CHECKING:
@@ -110,6 +112,12 @@ def import_plan(args: argparse.Namespace, config: HostConfig) -> Plan:
     return plan
 
 
+def _title(name: str) -> str:
+    """The provider's name as a station's display name (at most MAX_TITLE characters, no control
+    or bidi characters, which a station's name refuses)."""
+    return BIDI.sub("", CONTROL.sub(" ", name)).strip()[:MAX_TITLE] or "cc-switch provider"
+
+
 async def _keep_timeouts(config: HostConfig, scripts: list[Found]) -> None:
     """Each script's own timeout as its plugin's call timeout, kept beside the plugin switches
     (before the script is written: its first load already has it)."""
@@ -157,7 +165,7 @@ async def _through_server(server, plan: Plan, wait: float = 15.0) -> None:
         if f.values:
             await server.request("PUT", f"/api/plugins/{quote(f.id)}/config", f.values)
     for f in plan.stations:
-        await server.request("POST", "/api/stations", {"name": f.id, "plugin": f.plugin, "title": f.name,
+        await server.request("POST", "/api/stations", {"name": f.id, "plugin": f.plugin, "title": _title(f.name),
                                                        "config": f.values})
 
 
@@ -181,7 +189,7 @@ async def import_cc_switch(args: argparse.Namespace, config: HostConfig, started
                     if f.values:
                         await host.set_config(f.id, f.values)
                 for f in plan.stations:
-                    await host.stations.add(f.id, plugin=f.plugin, title=f.name, config=f.values)
+                    await host.stations.add(f.id, plugin=f.plugin, title=_title(f.name), config=f.values)
     print(f"imported {len(plan.todo)}: {', '.join(f.id for f in plan.todo)}")
     return 0
 

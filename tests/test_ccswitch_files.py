@@ -248,13 +248,16 @@ BUILTIN_ROWS = [
     ("https://relay.example", "github_copilot", {}, "GitHub Copilot"),
     ("https://relay.example", "official_subscription", {}, "official subscription"),
     ("https://relay.example", "general", {}, "its usage script is empty"),
+    # the template decides, as in cc-switch: a built-in query with code left beside it
+    ("https://api.deepseek.com", "balance", {"code": GENERAL}, ("deepseek", "https://api.deepseek.com")),
     ("", "balance", {}, "no base URL"),
 ]
 
 
 def test_builtin_queries_map_to_the_shipped_plugins_as_cc_switch_picks_them(tmp_path):
     rows = [(f"b{i}", "claude", f"P{i}", {"env": {"ANTHROPIC_AUTH_TOKEN": f"sk-{i}", "ANTHROPIC_BASE_URL": base}},
-             usage("", templateType=template, timeout=10, **fields))
+             usage(fields.get("code", ""), templateType=template, timeout=10,
+                   **{k: v for k, v in fields.items() if k != "code"}))
             for i, (base, template, fields, _) in enumerate(BUILTIN_ROWS)]
     scan = read(cc_switch_db(tmp_path / "c.db", rows))
     found = {f.name: (f.plugin, f.values.get("baseUrl"), f.values.get("apiKey"), f.script) for f in scan.found}

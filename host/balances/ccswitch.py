@@ -125,12 +125,14 @@ def _one(row: Row) -> Found | Skipped | None:
     template = _str(usage.get("templateType")) or None
     if row.settings is None:
         return Skipped(row.name, app, template, row.damaged)
-    code = usage.get("code")
-    if isinstance(code, str) and code.strip():
-        return _script(row, usage, app, template)
+    # cc-switch looks at the template first: a built-in query runs whatever code is left beside it
+    # (commands/provider.rs query_provider_usage_inner)
     if template in OTHER_BUILTINS:
         return Skipped(row.name, app, template, OTHER_BUILTINS[template])
     if template not in (BALANCE, TOKEN_PLAN):
+        code = usage.get("code")
+        if isinstance(code, str) and code.strip():
+            return _script(row, usage, app, template)
         return Skipped(row.name, app, template, "its usage script is empty")
     own = provider_credentials(app, row.settings)
     base_url, api_key = own.base_url, own.api_key
