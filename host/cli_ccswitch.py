@@ -23,6 +23,7 @@ from .cli_output import table
 from .config import HostConfig
 from .control import control_client
 from .errors import HostError
+from .logs import escape
 from .plugins.discovery import USAGE_SUFFIX
 from .plugins.host_lists import switch_store
 from .plugins.usage_scripts import discover_sources
@@ -76,6 +77,7 @@ def import_plan(args: argparse.Namespace, config: HostConfig) -> Plan:
     stations = station_plugins(config)  # a station's name is taken too: its config is kept under it
     scan = read(args.db or DEFAULT_DB)
     plan, used = Plan(target, skipped=list(scan.skipped)), set[str]()
+    # names escaped: an export may come from anywhere, and a name may hold a terminal escape sequence
     rows = [["NAME", "CC-SWITCH PROVIDER", "APP", "TEMPLATE", "IMPORTED AS", "VALUES", "ACTION"]]
     notes: list[str] = []
     for f in scan.found:
@@ -100,14 +102,16 @@ def import_plan(args: argparse.Namespace, config: HostConfig) -> Plan:
                 action = "already imported"
             else:
                 action = "keep (a different script has this name)"
-        rows.append([f.id, f.name, f.app, f.template or "-", kind, ", ".join(sorted(f.values)) or "none", action])
+        rows.append([f.id, escape(f.name), escape(f.app), escape(f.template or "-"), kind,
+                     ", ".join(sorted(f.values)) or "none", action])
         if f.note:
             notes.append(f"{f.id}: {f.note.replace('ID', f.id)}")
     out = table(rows) if len(rows) > 1 else "no cc-switch provider has a usage query to import\n"
     out += "".join(f"note: {n}\n" for n in notes)
     if plan.skipped:
         out += f"not imported ({len(plan.skipped)}):\n" + "".join(
-            f"  {s.name} ({s.app}, {s.template or 'script'}): {s.reason}\n" for s in plan.skipped)
+            f"  {escape(s.name)} ({escape(s.app)}, {escape(s.template or 'script')}): {escape(s.reason)}\n"
+            for s in plan.skipped)
     sys.stdout.write(f"{scan.kind}: {args.db or DEFAULT_DB}\n{out}")
     return plan
 

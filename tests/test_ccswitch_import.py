@@ -174,6 +174,15 @@ def test_a_hostile_export_is_a_typed_error_naming_file_and_line(tmp_path):
     assert f"{tmp_path / 'evil.sql'}: line 7: ATTACH" in out.stderr and not attached.exists()
 
 
+def test_the_plan_shows_names_with_their_control_characters_written_out(tmp_path):
+    db = tmp_path / "c.db"
+    write_db(db, [("e", "claude", "evil\x1b[2J\u202ename", {"env": {}}, usage(GENERIC)),
+                  ("f", "claude", "gone\x1b]0;x\x07", {"env": {}}, usage("", templateType="github_copilot"))])
+    out = run_cli("import-cc-switch", "--db", str(db), "--dry-run", "--state-dir", str(tmp_path / "s"), cwd=tmp_path)
+    assert out.returncode == 0 and "\x1b" not in out.stdout and "\u202e" not in out.stdout, out.stdout
+    assert "evil\\x1b[2J\\u202ename" in out.stdout and "gone\\x1b]0;x\\x07 (claude" in out.stdout
+
+
 def _query(plugin_dir, state, ids, **host) -> dict:
     """Every station's balance, asked by a host over the imported plugins (each may reach the fake)."""
     import anyio

@@ -40,7 +40,7 @@ class Found:
     """One cc-switch provider's enabled usage query, as what it becomes here: a usage script
     (``script``) or a station of the provider plugin ``plugin``."""
 
-    id: str                      # the plugin id (a script) or station name (a built-in query)
+    id: str                      # read(): the provider's cc-switch id; the import names it (plugin id / station name)
     name: str                    # the provider's name in cc-switch
     app: str                     # its app_type (claude, codex, gemini, ...)
     script: str | None = None    # None: a built-in query, served by ``plugin``
