@@ -16,8 +16,8 @@ import anyio
 import msgspec
 
 from .balances.result import BALANCE_CAPABILITY
+from .cli_ccswitch import import_cc_switch
 from .cli_commands import approve as _approve
-from .cli_commands import import_plan, store_through_server
 from .cli_completion import finish_parser
 from .cli_dev import announce_inspector, code_frame, debugger_wait
 from .cli_dev import register as register_dev
@@ -62,18 +62,7 @@ def _config(args: argparse.Namespace) -> HostConfig:
 
 
 async def _import_cc_switch(args: argparse.Namespace, config: HostConfig) -> int:
-    todo = import_plan(args, config)  # prints the plan; writes the scripts unless --dry-run
-    async with control_client(config.state_path) as server:
-        if server is not None:
-            await store_through_server(server, todo)
-        elif todo:
-            async with _started(PluginHost(config), args) as host:
-                for f in todo:
-                    if f.values:
-                        await host.set_config(f.id, f.values)
-    if todo:
-        print(f"imported {len(todo)}: {', '.join(f.id for f in todo)}")
-    return 0
+    return await import_cc_switch(args, config, _started, PluginHost)
 
 
 async def _balances(args: argparse.Namespace, config: HostConfig) -> int:
@@ -91,7 +80,7 @@ async def _balances(args: argparse.Namespace, config: HostConfig) -> int:
         sys.stdout.write(balances_table(results))
     else:
         print("no balance plugins (none declares the \"balance\" capability)", file=sys.stderr)
-    return 0 if all(b.status == "success" for b in results) else 1
+    return 0 if all(b.usable for b in results) else 1
 
 
 async def _call(args: argparse.Namespace, config: HostConfig) -> int:
@@ -270,7 +259,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.set_defaults(run=serve)
 
 
-    s = add("balances", "every station's balance, as a table (exit 1 if any failed); "
+    s = add("balances", "every station's balance, as a table (exit 1 if any failed or says its key is invalid); "
                         "stations|add|set|rm|test manage the stations")
     s.add_argument("--refresh", action="store_true", help="ask every station now, bypassing the cache")
     s.add_argument("--json", action="store_true")
@@ -278,8 +267,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.set_defaults(run=_balances)
     register_stations(s, common, _started, PluginHost)
 
-    s = add("import-cc-switch", "turn the usage scripts of cc-switch's providers into balance plugins")
-    s.add_argument("--db", type=Path, help="cc-switch's database (default: ~/.cc-switch/cc-switch.db)")
+    s = add("import-cc-switch", "turn the usage queries of cc-switch's providers into balance plugins and stations")
+    s.add_argument("--db", type=Path, help="cc-switch's database, its SQL export or a 3.6-3.7 config.json "
+                                          "(default: ~/.cc-switch/cc-switch.db)")
     s.add_argument("--dry-run", action="store_true", help="show what would be created; write nothing")
     s.set_defaults(run=_import_cc_switch)
 

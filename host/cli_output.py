@@ -65,7 +65,7 @@ def _amount(x: float | None) -> str:
 def balances_table(results: list[BalanceResult]) -> str:
     rows = [["PROVIDER", "BALANCE", "CURRENCY", "USED/QUOTA", "STATUS", "AGE", "ERROR"]]
     for b in results:
-        status = {"success": "ok", "timeout": "timeout", "not_configured": "not configured"}.get(
+        status = "invalid" if b.invalid else {"success": "ok", "timeout": "timeout", "not_configured": "not configured"}.get(
             b.status, b.error_type or "error")
         used = "-" if b.quota is None and b.used_quota is None else f"{_amount(b.used_quota)}/{_amount(b.quota)}"
         rows.append([b.provider_name if b.provider_name == b.provider else f"{b.provider_name} ({b.provider})",

@@ -153,7 +153,8 @@ def register(balances: argparse.ArgumentParser, common: argparse.ArgumentParser,
             print_json(report)
         else:
             r = report["result"]
-            state = "ok" if report["ok"] else f"{r.get('errorType') or r['status']}: {r.get('errorMessage')}"
+            kind = r.get("errorType") or ("invalid" if r.get("invalid") else r["status"])
+            state = "ok" if report["ok"] else f"{kind}: {r.get('errorMessage')}"
             amount = "" if r.get("balance") is None else f" {r['balance']:g} {r.get('currency') or ''}".rstrip()
             out = [f"station {report['station']}: {state}{amount}"]
             out += [f"  request  {line.split('fetchJson ', 1)[-1]}" for line in report["requests"]]

@@ -82,6 +82,9 @@ class WorkerSpec:
     # Kinds the operator narrows ([plugins.ID.permissions], the API's override) -> that setting:
     # a refusal of that kind names it.
     overridden: dict[str, str] = field(default_factory=dict)
+    # Kinds whose grant is not the module's metadata.permissions to edit -> what a refusal should
+    # say to change instead ("{entry}": what was refused); a usage script's baseUrl, say.
+    advice: dict[str, str] = field(default_factory=dict)
     redact: Callable[[str], str] | None = None  # scrubs secrets from the worker's raw output
     cache_salt: str = ""         # hash of the plugin's version and config: part of result-cache keys
     egress_id: str | None = None  # who the egress proxy sees (default: plugin_id)
@@ -165,10 +168,11 @@ _REFUSED = re.compile(r'^Requires (net|read|write|env|run|sys|ffi) access to "([
 
 
 def refusal_advice(message: str, module: str | None, overridden: dict[str, str] | None = None,
-                   plugin: str = "") -> str:
+                   plugin: str = "", advice: dict[str, str] | None = None) -> str:
     """Deno's "Requires net access to "x:443", run again with the --allow-net flag" as what the
     operator or author of this host must change: the plugin's declared permissions (``module``:
-    its file), or for ad-hoc code (None) the request's permissions."""
+    its file), what ``advice`` says for that kind (a generated module's source), or for ad-hoc
+    code (None) the request's permissions."""
     m = _REFUSED.match(message)
     if m is None:
         return message
@@ -177,11 +181,13 @@ def refusal_advice(message: str, module: str | None, overridden: dict[str, str] 
     if overridden and kind in overridden:  # the operator narrowed it: that is what to change, if anything
         return (f'Requires {kind} access to "{target}": refused by the operator\'s {overridden[kind]}, '
                 'which narrows what the plugin declares' + message[m.end():])
-    where = (f"metadata.permissions.{kind} in {module} (a new grant waits for the operator's approval)"
-             if module else f"the request's permissions.{kind}, within what [execute.allow] allows")
+    where = (f'add "{entry}" to metadata.permissions.{kind} in {module} (a new grant waits for the operator\'s '
+             "approval)" if module else f'add "{entry}" to the request\'s permissions.{kind}, within what [execute.allow] allows')
+    if advice and kind in advice:
+        where = advice[kind].replace("{entry}", f'"{entry}"')
     if kind == "net" and module and _private(entry):  # denied whatever is declared, unless the operator opts in
         where += f"; a private or loopback address also needs [plugins.{plugin}] allow_private_network = true in host.toml"
-    return f'Requires {kind} access to "{target}": the sandbox refused it; add "{entry}" to {where}' + message[m.end():]
+    return f'Requires {kind} access to "{target}": the sandbox refused it; {where}' + message[m.end():]
 
 
 def _private(entry: str) -> bool:
@@ -195,7 +201,7 @@ def _private(entry: str) -> bool:
 
 
 def error_from_info(info: p.ErrorInfo, *, plugin: str, function: str, module: str | None = None,
-                    overridden: dict[str, str] | None = None) -> HostError:
+                    overridden: dict[str, str] | None = None, advice: dict[str, str] | None = None) -> HostError:
     """Translate a worker's normalised error into the host's exception type; a sandbox refusal
     says which permission to add, and where (``module``: the plugin's file; None: ad-hoc code)."""
     kw: dict[str, Any] = dict(plugin=plugin, function=function)
@@ -204,7 +210,7 @@ def error_from_info(info: p.ErrorInfo, *, plugin: str, function: str, module: st
     if info.name == "PayloadTooLarge":
         return PayloadTooLarge(info.message, **kw)
     cls = _ERROR_CLASSES.get(info.name, PluginError)
-    message = refusal_advice(info.message, module, overridden, plugin) if cls is PermissionDenied else info.message
+    message = refusal_advice(info.message, module, overridden, plugin, advice) if cls is PermissionDenied else info.message
     return cls(
         message, name=info.name, error_type=info.error_type, stack=info.stack,
         details=info.details, **kw,
@@ -1047,7 +1053,7 @@ class Worker:
             if raise_error:
                 raise error_from_info(pending.info, plugin=self.spec.plugin_id, function=fn,
                                       module=str(self.spec.module) if self.spec.module else None,
-                                      overridden=self.spec.overridden)
+                                      overridden=self.spec.overridden, advice=self.spec.advice)
         elif pending.error is not None:
             raise pending.error
         return pending.value if value else pending

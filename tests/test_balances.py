@@ -8,7 +8,15 @@ import time
 import msgspec
 import pytest
 
-from host import BalanceResult, CacheConfig, PluginSettings, PoolConfig, RetryConfig
+from host import (
+    BalanceResult,
+    BalancesConfig,
+    CacheConfig,
+    PluginSettings,
+    PoolConfig,
+    RetryConfig,
+    WorkerLimits,
+)
 
 pytestmark = pytest.mark.anyio
 
@@ -108,3 +116,19 @@ async def test_no_balance_plugins_gives_an_empty_list(plugin_dir, make_host):
     plugin_dir.add("calc.js", "export function add(a, b) { return a + b; }")
     async with make_host(pool=ONE) as h:
         assert await h.query_balances() == []
+
+
+async def test_a_plugin_with_its_own_call_timeout_is_waited_that_long(plugin_dir, make_host):
+    """[plugins.ID.limits] call_timeout other than [limits]': that plugin's balance query waits it,
+    not [balances] timeout; a plugin with limits of its own but the host's call timeout does not."""
+    late = "export async function queryBalance() { await new Promise((r) => setTimeout(r, 1500)); return { balance: 7 }; }"
+    plugin_dir.add("patient.js", balance_plugin("patient", late))
+    plugin_dir.add("hasty.js", balance_plugin("hasty", late))
+    plugins = {"patient": PluginSettings(limits=WorkerLimits(call_timeout=4)),
+               "hasty": PluginSettings(limits=WorkerLimits(heap_mb=96))}
+    async with make_host(pool=ONE, plugins=plugins, balances=BalancesConfig(timeout=0.8)) as h:
+        by = {r.provider: r for r in await h.query_balances()}
+        assert (by["patient"].status, by["patient"].balance) == ("success", 7)
+        assert by["hasty"].status == "timeout"
+        assert {r.provider: r.status for r in await h.query_balances(timeout=0.8, refresh=True)} == {
+            "patient": "timeout", "hasty": "timeout"}  # a timeout given for the query is every station's

@@ -1,18 +1,26 @@
-"""Import the usage scripts a user has in cc-switch (issue 17): a cc-switch database as cc-switch
-writes it (its `providers` table, `meta.usage_script`), read-only; a dry run that shows what would
-be created and writes nothing; then the scripts as usage plugins with the values cc-switch would
-use (the script's own, else the provider's key and base URL, per app), secrets stored sealed and
-never printed; the imported station answers against a local fake."""
+"""Import the usage queries a user has in cc-switch (issue 17): a cc-switch database as cc-switch
+writes it (its `providers` table, `meta.usage_script`), read-only, or its SQL export or v3.6-3.7
+config.json (tests/support/ccswitch.py writes them as cc-switch does); a dry run that shows what
+would be created and writes nothing; then the scripts as usage plugins with the values cc-switch
+would use (the script's own, else the provider's key and base URL, per app) and its own timeout,
+and the built-in queries as stations of the shipped provider plugins, secrets stored sealed and
+never printed; the imported stations answer against a local fake."""
 
 from __future__ import annotations
 
+import asyncio
 import json
+import shutil
 import sqlite3
+from pathlib import Path
 
 import pytest
-from support.servers import run_cli
+from aiohttp import web
+from support.ccswitch import cc_switch_db as write_db
+from support.ccswitch import config_json, dump_sql, usage
+from support.servers import run_cli, serve_process
 
-from host import PluginSettings
+from host import BalancesConfig, PluginSettings
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -111,3 +119,212 @@ def test_a_missing_or_foreign_database_is_a_clear_error(tmp_path):
     (tmp_path / "other.db").write_bytes(b"not sqlite at all" * 10)
     out = run_cli("import-cc-switch", "--db", str(tmp_path / "other.db"), "--dry-run", cwd=tmp_path)
     assert out.returncode == 1 and "not a cc-switch database" in out.stderr
+
+
+# ------------------------------------------------------------------ cc-switch's other files
+
+REPO = Path(__file__).resolve().parent.parent
+# The shipped provider plugins ask their providers' public hosts: kept off the network by the sandbox
+NO_NETWORK = "[plugins.{pid}.permissions]\nnet = false\n"
+
+
+def _plan_rows(stdout: str) -> list[str]:
+    """The plan's table and notes, without its first line (which names the file and its kind)."""
+    return stdout.splitlines()[1:]
+
+
+def test_the_sql_export_and_the_37_config_json_import_as_the_database_does(plugin_dir, tmp_path, fake_http):
+    """cc-switch's "Export" (SQL since 3.8) and the config.json of 3.6-3.7 (config.json.migrated
+    since 3.8) give the same plan as its database, and the export's scripts answer."""
+    fake_http.json("GET", "/v1/usage", {"left": 12.5})
+    fake_http.json("GET", "/api/user/self", {"success": True, "data": {"quota": 5_000_000, "group": "vip"}})
+    db = tmp_path / "cc-switch.db"
+    cc_switch_db(db, fake_http.url)
+    (tmp_path / "cc-switch-export.sql").write_text(dump_sql(db), encoding="utf-8")
+    conn = sqlite3.connect(db)
+    rows = [(i, a, n, json.loads(s), json.loads(m)) for i, a, n, s, m in
+            conn.execute("SELECT id, app_type, name, settings_config, meta FROM providers ORDER BY rowid")]
+    conn.close()
+    (tmp_path / "config.json.migrated").write_text(config_json(rows), encoding="utf-8")
+    common = ["--plugins", str(plugin_dir.root), "--state-dir", str(tmp_path / "state")]
+
+    plans = {}
+    for name in ("cc-switch.db", "cc-switch-export.sql", "config.json.migrated"):
+        out = run_cli("import-cc-switch", "--db", str(tmp_path / name), "--dry-run", *common, cwd=tmp_path)
+        assert out.returncode == 0, out.stderr
+        plans[name] = _plan_rows(out.stdout)
+    assert plans["cc-switch-export.sql"] == plans["cc-switch.db"] == plans["config.json.migrated"]
+    assert "cc-switch SQL export" in run_cli("import-cc-switch", "--db", str(tmp_path / "cc-switch-export.sql"),
+                                             "--dry-run", *common, cwd=tmp_path).stdout
+
+    done = run_cli("import-cc-switch", "--db", str(tmp_path / "cc-switch-export.sql"), *common, cwd=tmp_path)
+    assert done.returncode == 0 and "imported 2" in done.stdout, done.stdout + done.stderr
+    results = _query(plugin_dir, tmp_path / "state", ["my-relay", "newapi-station"])
+    assert results["my-relay"].balance == 12.5 and results["newapi-station"].balance == 10.0
+
+
+def test_a_hostile_export_is_a_typed_error_naming_file_and_line(tmp_path):
+    db = tmp_path / "cc-switch.db"
+    cc_switch_db(db, "https://relay.example")
+    attached = tmp_path / "written-by-the-export.db"
+    (tmp_path / "evil.sql").write_text(dump_sql(db).replace(
+        "BEGIN TRANSACTION;\n", f"BEGIN TRANSACTION;\nATTACH DATABASE '{attached}' AS x;\n"), encoding="utf-8")
+    out = run_cli("import-cc-switch", "--db", str(tmp_path / "evil.sql"), "--dry-run", cwd=tmp_path)
+    assert out.returncode == 1 and "Traceback" not in out.stderr, out.stderr
+    assert f"{tmp_path / 'evil.sql'}: line 7: ATTACH" in out.stderr and not attached.exists()
+
+
+def test_the_plan_shows_names_with_their_control_characters_written_out(tmp_path):
+    db = tmp_path / "c.db"
+    write_db(db, [("e", "claude", "evil\x1b[2J\u202ename", {"env": {}}, usage(GENERIC)),
+                  ("f", "claude", "gone\x1b]0;x\x07", {"env": {}}, usage("", templateType="github_copilot"))])
+    out = run_cli("import-cc-switch", "--db", str(db), "--dry-run", "--state-dir", str(tmp_path / "s"), cwd=tmp_path)
+    assert out.returncode == 0 and "\x1b" not in out.stdout and "\u202e" not in out.stdout, out.stdout
+    assert "evil\\x1b[2J\\u202ename" in out.stdout and "gone\\x1b]0;x\\x07 (claude" in out.stdout
+
+
+def _query(plugin_dir, state, ids, **host) -> dict:
+    """Every station's balance, asked by a host over the imported plugins (each may reach the fake)."""
+    import anyio
+
+    from host import HostConfig, PluginHost
+
+    async def query():
+        cfg = HostConfig(plugins_dir=str(plugin_dir.root), state_dir=str(state),
+                         plugins={i: PluginSettings(allow_private_network=True) for i in ids}, **host)
+        async with PluginHost(cfg) as h:
+            return {b.provider: b for b in await h.query_balances(refresh=True)}
+
+    return anyio.run(query)
+
+
+def test_each_app_gives_the_key_and_url_cc_switch_gives_it(plugin_dir, tmp_path, fake_http):
+    """Claude Desktop's env map, Codex's ACTIVE model provider and its bearer token, Pi's first
+    model's URL and Grok Build's default model section: what the script is sent."""
+    for prefix in ("desktop", "new", "bearer", "pi-model", "grok"):
+        fake_http.json("GET", f"/{prefix}/v1/usage", {"left": 1.0})
+    base = fake_http.url
+    db = tmp_path / "apps.db"
+    grok = (f'models.default = "relay"\n[model.relay]\nmodel = "grok-4"\nname = "Relay"\nbase_url = "{base}/grok"\n'
+            'api_key = "sk-grok"\napi_backend = "openai"\ncontext_window = 256000\n')
+    write_db(db, [
+        ("d", "claude-desktop", "Desktop", {"env": {"ANTHROPIC_AUTH_TOKEN": "sk-desktop", "ANTHROPIC_BASE_URL": f"{base}/desktop"}},
+         usage(GENERIC)),
+        ("c1", "codex", "Codex sections", {"auth": {"OPENAI_API_KEY": "sk-codex"}, "config":
+            f'model_provider = "new"\n[model_providers.old]\nbase_url = "{base}/old"\n[model_providers.new]\nbase_url = "{base}/new"\n'},
+         usage(GENERIC)),
+        ("c2", "codex", "Codex bearer", {"auth": {}, "config":
+            f'model_provider = "br"\n[model_providers.br]\nbase_url = "{base}/bearer"\nexperimental_bearer_token = "sk-bearer"\n'},
+         usage(GENERIC)),
+        ("p", "pi", "Pi", {"apiKey": "sk-pi", "models": [{"id": "m", "baseUrl": f"{base}/pi-model"}]}, usage(GENERIC)),
+        ("g", "grokbuild", "Grok", {"config": grok}, usage(GENERIC)),
+    ])
+    common = ["--plugins", str(plugin_dir.root), "--state-dir", str(tmp_path / "state")]
+    done = run_cli("import-cc-switch", "--db", str(db), *common, cwd=tmp_path)
+    assert done.returncode == 0 and "imported 5" in done.stdout, done.stdout + done.stderr
+    results = _query(plugin_dir, tmp_path / "state", ["desktop", "codex-sections", "codex-bearer", "pi", "grok"])
+    assert {k: (b.status, b.balance) for k, b in results.items()} == {
+        k: ("success", 1.0) for k in ("desktop", "codex-sections", "codex-bearer", "pi", "grok")}
+    sent = {path: headers["Authorization"] for _, path, headers in fake_http.requests}
+    assert sent == {"/desktop/v1/usage": "Bearer sk-desktop", "/new/v1/usage": "Bearer sk-codex",
+                    "/bearer/v1/usage": "Bearer sk-bearer", "/pi-model/v1/usage": "Bearer sk-pi",
+                    "/grok/v1/usage": "Bearer sk-grok"}
+
+
+def test_builtin_queries_become_stations_of_the_shipped_plugins(plugin_dir, tmp_path):
+    """cc-switch's built-in balance and coding-plan queries (templateType balance / token_plan,
+    no code): a station of the shipped plugin cc-switch's choice maps to, with the provider's
+    key; what cannot be mapped is listed with the reason, none skipped silently."""
+    for pid in ("deepseek", "kimi", "zhipu"):
+        shutil.copytree(REPO / "plugins" / pid, plugin_dir.root / pid)
+    db = tmp_path / "cc-switch.db"
+    claude = lambda url, key: {"env": {"ANTHROPIC_AUTH_TOKEN": key, "ANTHROPIC_BASE_URL": url}}  # noqa: E731
+    write_db(db, [
+        ("ds", "claude", "DeepSeek 官方", claude("https://api.deepseek.com/anthropic", "sk-ds-secret"),
+         usage("", templateType="balance", timeout=10)),
+        ("km", "claude", "Kimi For Coding", claude("https://api.kimi.com/coding/", "sk-kimi-secret"),
+         usage("", templateType="token_plan", codingPlanProvider="kimi")),
+        ("zp", "claude", "GLM", claude("https://api.z.ai/api/anthropic", "zp-secret"), usage("", templateType="token_plan")),
+        ("mm", "claude", "MiniMax", claude("https://api.minimax.io/anthropic", "mm"), usage("", templateType="token_plan")),
+        ("zm", "claude", "ZenMux", claude("https://zenmux.ai/api/anthropic", "zm"),
+         usage("", templateType="token_plan", codingPlanProvider="zenmux")),
+        ("cp", "claude", "Copilot", claude("", ""), usage("", templateType="github_copilot")),
+    ])
+    (tmp_path / "host.toml").write_text("".join(NO_NETWORK.format(pid=p) for p in ("deepseek", "kimi", "zhipu")))
+    common = ["--plugins", str(plugin_dir.root), "--state-dir", str(tmp_path / "state"), "--config", str(tmp_path / "host.toml")]
+    done = run_cli("import-cc-switch", "--db", str(db), *common, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    out = done.stdout
+    assert "station of deepseek" in out and "station of kimi" in out and "station of zhipu" in out, out
+    assert "not imported (3)" in out and "the minimax plugin is not installed" in out, out
+    assert "ZenMux (claude, token_plan): ZenMux's coding plan: no ZenMux plugin here" in out
+    assert "Copilot (claude, github_copilot): cc-switch's GitHub Copilot query" in out
+    assert "imported 3" in out and "secret" not in out + done.stderr
+
+    listed = run_cli("balances", "stations", "--json", *common, cwd=tmp_path)
+    stations = {s["name"]: (s["plugin"], s["title"], s["config"]) for s in json.loads(listed.stdout)}
+    assert stations == {
+        "deepseek-2": ("deepseek", "DeepSeek 官方", {"apiKey": "********", "baseUrl": "https://api.deepseek.com"}),
+        "kimi-for-coding": ("kimi", "Kimi For Coding", {"apiKey": "********", "baseUrl": "https://api.kimi.com/coding"}),
+        "glm": ("zhipu", "GLM", {"apiKey": "********", "baseUrl": "https://api.z.ai"}),
+    }, listed.stdout + listed.stderr
+    assert "sk-ds-secret" not in (tmp_path / "state" / "config.json").read_text()  # sealed
+
+    again = run_cli("import-cc-switch", "--db", str(db), *common, cwd=tmp_path)
+    assert again.returncode == 0 and again.stdout.count("already imported") == 3, again.stdout
+    assert "imported" not in again.stdout.replace("already imported", "").replace("not imported", "")
+def test_a_scripts_own_timeout_is_its_call_timeout(plugin_dir, tmp_path, fake_http):
+    """cc-switch waits a script's ``timeout`` (clamped to 2-30 s) for its station; here too: kept
+    as the plugin's call timeout, which its balance query waits instead of [balances] timeout."""
+    async def slow(request):
+        await asyncio.sleep(2.5)
+        return web.json_response({"left": 3.0})
+
+    fake_http.route("GET", "/slow/v1/usage", slow)
+    db = tmp_path / "cc-switch.db"
+    env = {"env": {"ANTHROPIC_AUTH_TOKEN": "k", "ANTHROPIC_BASE_URL": f"{fake_http.url}/slow"}}
+    write_db(db, [("a", "claude", "Slow", env, usage(GENERIC, timeout=6)),
+                  ("b", "claude", "Long", env, usage(GENERIC, timeout=600)),
+                  ("c", "claude", "Short", env, usage(GENERIC, timeout=0))])
+    common = ["--plugins", str(plugin_dir.root), "--state-dir", str(tmp_path / "state")]
+    done = run_cli("import-cc-switch", "--db", str(db), *common, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert "usage script, 6 s" in done.stdout and "usage script, 30 s" in done.stdout and \
+        "usage script, 2 s" in done.stdout, done.stdout
+    results = _query(plugin_dir, tmp_path / "state", ["slow", "long", "short"], balances=BalancesConfig(timeout=1.5))
+    assert (results["slow"].status, results["slow"].balance) == ("success", 3.0), results["slow"]
+    assert results["short"].status == "timeout"  # 2 s: cc-switch's floor, shorter than the answer
+
+
+def test_with_a_server_running_the_import_goes_through_it(plugin_dir, tmp_path, fake_http):
+    """A server on the state directory loads the new script with its kept timeout, stores its
+    values and adds the built-in query's station, at once."""
+    async def slow(request):
+        await asyncio.sleep(2.0)
+        return web.json_response({"left": 4.0})
+
+    fake_http.route("GET", "/slow/v1/usage", slow)
+    shutil.copytree(REPO / "plugins" / "deepseek", plugin_dir.root / "deepseek")
+    db = tmp_path / "cc-switch.db"
+    write_db(db, [
+        ("s", "claude", "Patient", {"env": {"ANTHROPIC_AUTH_TOKEN": "sk-p", "ANTHROPIC_BASE_URL": f"{fake_http.url}/slow"}},
+         usage(GENERIC, timeout=8)),
+        ("d", "claude", "DS", {"env": {"ANTHROPIC_AUTH_TOKEN": "sk-ds", "ANTHROPIC_BASE_URL": "https://api.deepseek.com"}},
+         usage("", templateType="balance")),
+    ])
+    (tmp_path / "host.toml").write_text('[balances]\ntimeout = 1\n[plugins.patient]\nallow_private_network = true\n'
+                                        + NO_NETWORK.format(pid="deepseek"))
+    common = ["--plugins", str(plugin_dir.root), "--state-dir", str(tmp_path / "state")]
+    with serve_process(tmp_path, *common, "--config", str(tmp_path / "host.toml"), "--insecure-no-token") as srv:
+        srv.wait_running("deepseek")
+        done = run_cli("import-cc-switch", "--db", str(db), *common, "--config", str(tmp_path / "host.toml"), cwd=tmp_path)
+        assert done.returncode == 0 and "imported 2: patient, ds" in done.stdout, done.stdout + done.stderr
+        _, stations = srv.request("GET", "/api/stations")
+        assert [(s["name"], s["plugin"], s["config"]) for s in stations] == [
+            ("ds", "deepseek", {"apiKey": "********", "baseUrl": "https://api.deepseek.com"})]
+        _, config = srv.request("GET", "/api/plugins/patient/config")
+        assert config == {"apiKey": "********", "baseUrl": f"{fake_http.url}/slow"}
+        _, balances = srv.request("GET", "/api/balances?refresh=1")
+    by = {b["provider"]: b for b in balances}
+    assert (by["patient"]["status"], by["patient"]["balance"]) == ("success", 4.0), by  # waited its 8 s, not 1 s
+    assert by["ds"]["errorType"] == "PermissionDenied"  # asked, but kept off the network by host.toml

@@ -259,3 +259,58 @@ async def test_what_cc_switch_does_with_spaces_a_get_body_and_nan(plugin_dir, ma
     (_, _, headers), = [r for r in fake_http.requests if r[1] == "/spaced"]
     assert headers["x-spaced"] == "{{ apiKey }}" and headers["x-key"] == "k-1"  # only the exact form is filled
     assert "request.body on a GET request is not sent" in said and "remaining is NaN" in said
+
+
+# cc-switch's card shows usageDataList[0], valid or not (UsageFooter.tsx): an expired first plan
+# is the headline, its remaining amount in red; a script whose isValid defaults to false (a
+# relay-pool template people publish) still shows the amount.
+FIRST_EXPIRED = '''({
+  request: { url: "{{baseUrl}}/plans", method: "GET", headers: { "Authorization": "Bearer {{apiKey}}" } },
+  extractor: function (r) {
+    return r.plans.map(function (p) {
+      return { planName: p.name, isValid: p.active, invalidMessage: p.active ? null : "expired",
+               remaining: p.remaining, total: p.limit, unit: "USD" };
+    });
+  }
+})'''
+DEFAULTS_INVALID = '''({
+  request: { url: "{{baseUrl}}/v1/usage", method: "GET", headers: { "Authorization": "Bearer {{apiKey}}" } },
+  extractor: function (response) {
+    return { isValid: response?.is_active ?? response?.isValid ?? false,
+             remaining: response?.remaining ?? response?.balance, unit: response?.unit ?? "USD" };
+  }
+})'''
+NO_AMOUNT = '''({
+  request: { url: "{{baseUrl}}/self", method: "GET" },
+  extractor: function (r) { return { isValid: false, invalidMessage: r.message }; }
+})'''
+
+
+async def test_an_invalid_headline_keeps_its_amount_as_cc_switch_shows_it(plugin_dir, make_host, fake_http):
+    from host.cli_output import balances_table
+
+    for name, text in (("firstexpired", FIRST_EXPIRED), ("defaultsinvalid", DEFAULTS_INVALID), ("noamount", NO_AMOUNT)):
+        (plugin_dir.root / f"{name}.usage.js").write_text(text)
+    fake_http.json("GET", "/plans", {"plans": [{"name": "trial", "active": False, "remaining": 0.5, "limit": 5},
+                                               {"name": "monthly", "active": True, "remaining": 42, "limit": 100}]})
+    fake_http.json("GET", "/v1/usage", {"remaining": 9.9, "unit": "USD"})
+    fake_http.json("GET", "/self", {"success": False, "message": "access token invalid"})
+    plugins = {n: settings(fake_http, apiKey="k") for n in ("firstexpired", "defaultsinvalid", "noamount")}
+    async with make_host(pool=PoolConfig(min_workers=1, max_workers=1), plugins=plugins) as h:
+        by = {b.provider: b for b in await h.query_balances(refresh=True)}
+        history = await h.balance_history()
+        alerts = await h.balance_alerts()
+
+    b = by["firstexpired"]  # the first plan, not the first valid one
+    assert (b.status, b.invalid, b.balance, b.quota, b.currency) == ("success", True, 0.5, 5.0, "USD"), b
+    assert b.error_message == "expired" and b.raw_data["headline"] == 0 and len(b.raw_data["plans"]) == 2
+    b = by["defaultsinvalid"]
+    assert (b.status, b.invalid, b.balance, b.error_message) == ("success", True, 9.9, "the key is not valid")
+    b = by["noamount"]  # nothing to show: the key is refused
+    assert (b.status, b.error_type, b.error_message) == ("error", "AUTH_ERROR", "usage script noamount: access token invalid")
+    assert not any(r.usable for r in by.values())
+    assert history == []  # an invalid answer is no balance to go by
+    assert sorted((a.provider, a.kind) for a in alerts) == [
+        ("defaultsinvalid", "failing"), ("firstexpired", "failing"), ("noamount", "failing")]
+    table = balances_table([by["firstexpired"]])
+    assert "invalid" in table and "0.50" in table and "expired" in table

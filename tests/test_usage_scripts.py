@@ -283,3 +283,31 @@ async def test_the_generated_module_embeds_the_script_as_data(stations, make_hos
         assert h.plugin("quoting").path == str(module)
     assert f"const SCRIPT = {json.dumps(QUOTING)};" in text  # a JSON string literal: data, not code
     assert HOSTILE_KEY not in text  # values are never written into the module
+
+
+async def test_a_redirect_to_another_host_names_what_to_change_in_the_script(plugin_dir, make_host, fake_http):
+    """A station answering 301 to another host: refused (the grant is the host of request.url),
+    and the refusal names the script's baseUrl, or the file its URL is written in: not the
+    generated module, which is written again from the script."""
+    def moved(request: web.Request) -> web.Response:
+        return web.Response(status=301, headers={"Location": f"http://localhost:{fake_http.port}/final"})
+
+    fake_http.route("GET", "/rd/user/balance", moved)
+    via_base = '({ request: { url: "{{baseUrl}}/user/balance", method: "GET" }, extractor: function (r) { return { remaining: 1 }; } })'
+    fixed = via_base.replace("{{baseUrl}}", f"{fake_http.url}/rd")
+    (plugin_dir.root / "moved.usage.js").write_text(via_base)
+    (plugin_dir.root / "pinned.usage.js").write_text(fixed)
+    plugins = {"moved": PluginSettings(config={"baseUrl": f"{fake_http.url}/rd"}, allow_private_network=True,
+                                       breaker=BreakerConfig(enabled=False)),
+               "pinned": PluginSettings(allow_private_network=True, breaker=BreakerConfig(enabled=False))}
+    async with make_host(pool=PoolConfig(min_workers=1, max_workers=1), plugins=plugins) as h:
+        by = {b.provider: b for b in await h.query_balances(refresh=True)}
+    entry = f'"localhost:{fake_http.port}"'
+    b = by["moved"]
+    assert (b.status, b.error_type) == ("error", "PermissionDenied"), b
+    assert f"if the station answers at {entry} now" in b.error_message and \
+        "python -m host config set moved baseUrl=URL" in b.error_message, b.error_message
+    b = by["pinned"]
+    assert b.error_type == "PermissionDenied" and f"change the URL in {plugin_dir.root / 'pinned.usage.js'}" in \
+        b.error_message, b.error_message
+    assert not any("mod.js" in r.error_message or "metadata.permissions" in r.error_message for r in by.values())

@@ -97,6 +97,10 @@ export interface BalanceResult {
   /** null: the station gives no unit. */
   currency: string | null;
   unlimited?: boolean;
+  /** The station answered with this amount but says the key or plan is not valid (shown, in
+   * red; never taken as a balance to go by); `invalidMessage` says why. */
+  invalid?: boolean;
+  invalidMessage?: string;
   quota?: number;
   usedQuota?: number;
   /** ISO 8601 string, a Date, or epoch milliseconds. */

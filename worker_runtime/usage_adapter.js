@@ -15,8 +15,9 @@
 // from it, else the fixed host the script names; a URL whose host would come from another value
 // is refused. The request, and anything the extractor might try, reaches that host only.
 //
-// Answers are read as cc-switch shows them: the first valid plan is the headline (its remaining
-// amount, used, total and unit; no unit when it gives none), the others are listed in rawData;
+// Answers are read as cc-switch shows them: the first plan is the headline (its remaining amount,
+// used, total and unit; no unit when it gives none; `invalid` when its isValid is false), every
+// plan is listed in rawData;
 // a remaining of -1, or a total of -1 with no remaining (cc-switch shows that total as "∞"),
 // means unlimited. What cc-switch would refuse but is accepted here (no method, an object body,
 // amounts as numeric strings) is logged as a warning, so that a script written here works there
@@ -313,8 +314,10 @@ function number(value, field) {
   return n;
 }
 
-/** The extractor's answer (one object, or a list of plans) as a balance result: the first
- * valid plan is the headline, every plan is in rawData.plans. */
+/** The extractor's answer (one object, or a list of plans) as a balance result: the first plan
+ * is the headline, as cc-switch's card shows `usageDataList[0]` (UsageFooter.tsx), valid or not;
+ * every plan is in rawData.plans. A headline with `isValid: false` and an amount is still an
+ * answer, marked `invalid` (cc-switch shows its amount in red); with no amount it is AUTH_ERROR. */
 function normalise(out) {
   const plans = Array.isArray(out) ? out : [out];
   if (plans.length === 0) throw fail("PARSE_ERROR", "the extractor returned an empty list");
@@ -324,17 +327,15 @@ function normalise(out) {
         plans.length > 1 ? ` at [${i}]` : ""}, not an object`);
     }
   }
-  const first = plans.findIndex((p) => p.isValid !== false);
-  if (first === -1) {
-    const why = plans.map((p) => p.invalidMessage).filter(Boolean).join("; ") || "the key is not valid";
-    throw fail("AUTH_ERROR", String(why).slice(0, 300));
-  }
-  const head = plans[first];
-  const at = plans.length > 1 ? ` of plan ${first + 1}` : "";
+  const head = plans[0];
+  const invalid = head.isValid === false;
+  const why = () => String(head.invalidMessage || "the key is not valid").slice(0, 300);
+  const at = plans.length > 1 ? " of plan 1" : "";
   const remaining = number(head.remaining, `remaining${at}`);
   const used = number(head.used, `used${at}`);
   const total = number(head.total, `total${at}`);
   if (remaining === undefined && used === undefined) {
+    if (invalid) throw fail("AUTH_ERROR", why());
     throw fail("PARSE_ERROR", `the plan${at} has neither a remaining nor a used amount`);
   }
   // -1 is "no limit": as the remaining amount, or as the total of a plan that gives no remaining
@@ -343,9 +344,13 @@ function normalise(out) {
   const result = {
     balance: remaining === undefined || unlimited ? null : remaining,
     currency: head.unit == null || head.unit === "" ? null : String(head.unit),
-    rawData: { plans, headline: first },
+    rawData: { plans, headline: 0 },
   };
   if (unlimited) result.unlimited = true;
+  if (invalid) {
+    result.invalid = true;
+    result.invalidMessage = why();
+  }
   if (total !== undefined && total !== UNLIMITED) result.quota = total;
   if (used !== undefined) result.usedQuota = used;
   if (head.planName != null) result.planName = String(head.planName);

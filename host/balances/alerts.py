@@ -77,9 +77,10 @@ class AlertState:
                 continue
             limit = threshold(r.provider)
             said: list[tuple[Kind, str]] = []
-            if r.status != "success":
+            if not r.usable:  # an error, or an answer the station calls invalid
                 if r.provider not in self.failing:
-                    said.append(("failing", f"{r.error_type or r.status}: {r.error_message or ''}"))
+                    said.append(("failing", f"{r.error_type or ('invalid' if r.invalid else r.status)}: "
+                                            f"{r.error_message or ''}"))
             else:
                 if r.provider in self.failing:
                     said.append(("recovered", "answers again"))

@@ -1,105 +1,97 @@
-"""Import the usage scripts a user already has in cc-switch (``~/.cc-switch/cc-switch.db``).
+"""Import the usage queries a user already has in cc-switch: from its database
+(``~/.cc-switch/cc-switch.db``), its SQL export, or the ``config.json`` of v3.6-3.7
+(ccswitch_sources.py tells them apart by content).
 
-cc-switch keeps its providers in a SQLite table ``providers`` (``id``, ``app_type``, ``name``,
-``settings_config`` JSON, ``meta`` JSON); a provider's ``meta.usage_script`` holds its script
-(``enabled``, ``code``, and optionally ``apiKey``, ``baseUrl``, ``accessToken``, ``userId``,
-``templateType``). Where the script gives no key or base URL, cc-switch uses the provider's own,
-read from its settings the way it reads them for each app (Claude's ``env``:
-``ANTHROPIC_AUTH_TOKEN`` / ``ANTHROPIC_API_KEY`` / ``OPENROUTER_API_KEY`` / ``GOOGLE_API_KEY``
-and ``ANTHROPIC_BASE_URL``; Codex's ``auth.OPENAI_API_KEY`` and the ``base_url`` of its TOML
-``config``; Gemini's ``GEMINI_API_KEY`` / ``GOOGLE_API_KEY`` and ``GOOGLE_GEMINI_BASE_URL``; the
-flat ``apiKey`` / ``baseUrl`` / ``api_key`` / ``base_url`` of the others). Each enabled script
-becomes a usage-script plugin (``<id>.usage.js``) with those values as its config.
+A provider's ``meta.usage_script`` holds its query (``enabled``, ``code``, ``templateType``,
+``timeout`` and optionally ``apiKey``, ``baseUrl``, ``accessToken``, ``userId``). Each enabled one
+becomes, as cc-switch would run it:
 
-The database is opened read-only; nothing of cc-switch is changed. Values are never printed:
-a plan shows which are set, and secrets are stored sealed like any plugin config."""
+- a script (``code``): a usage-script plugin (``<id>.usage.js``) with the script's own key and
+  base URL, else the provider's (ccswitch_apps.py), and its ``timeout`` clamped to 2-30 s as
+  cc-switch clamps it (usage_script.rs ``send_http_request``) as the plugin's call timeout;
+- a built-in query (``templateType`` ``balance`` / ``token_plan``, no code): a station of the
+  provider plugin shipped here that cc-switch's choice maps to (ccswitch_builtin.py), with the
+  provider's key;
+- anything else (an empty script, a query with no plugin here, a provider whose JSON is damaged):
+  listed as not imported, with the reason. Nothing is skipped silently.
+
+The file is only read; nothing of cc-switch is changed. Values are never printed: a plan shows
+which are set, and secrets are stored sealed like any plugin config."""
 
 from __future__ import annotations
 
-import json
 import re
-import sqlite3
-import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..errors import HostError
+from .ccswitch_apps import app_name, provider_credentials
+from .ccswitch_builtin import BALANCE, OTHER_BUILTINS, TOKEN_PLAN, builtin, coding_plan_credentials
+from .ccswitch_sources import CcSwitchUnreadable, Row, read_rows
 
 DEFAULT_DB = Path.home() / ".cc-switch" / "cc-switch.db"
 VALUES = ("apiKey", "baseUrl", "accessToken", "userId")
-
-
-class CcSwitchUnreadable(HostError):
-    """The cc-switch database cannot be read (missing, not a database, another schema)."""
+DEFAULT_TIMEOUT = 10  # cc-switch's when a script gives none (services/provider/usage.rs)
+MIN_TIMEOUT, MAX_TIMEOUT = 2, 30  # cc-switch's clamp of a script's timeout (usage_script.rs)
 
 
 @dataclass
 class Found:
-    """One cc-switch provider with an enabled usage script, as the plugin it becomes."""
+    """One cc-switch provider's enabled usage query, as what it becomes here: a usage script
+    (``script``) or a station of the provider plugin ``plugin``."""
 
-    id: str                      # the plugin id
+    id: str                      # read(): the provider's cc-switch id; the import names it (plugin id / station name)
     name: str                    # the provider's name in cc-switch
     app: str                     # its app_type (claude, codex, gemini, ...)
-    script: str
+    script: str | None = None    # None: a built-in query, served by ``plugin``
     template: str | None = None
     values: dict[str, str] = field(default_factory=dict)  # non-empty ones only
+    plugin: str | None = None    # the shipped provider plugin of a built-in query
+    timeout: float | None = None  # the script's own timeout, clamped as cc-switch clamps it
+    note: str = ""               # what the operator still has to give (a key cc-switch reads from the environment)
 
 
-def _first(env: Any, *keys: str) -> str:
-    """The first present, non-empty string among ``keys`` (cc-switch's ``a || b || c``)."""
-    if not isinstance(env, dict):
-        return ""
-    for key in keys:
-        value = env.get(key)
-        if isinstance(value, str) and value:
-            return value
-    return ""
+@dataclass
+class Skipped:
+    """An enabled usage query that is not imported, and why."""
+
+    name: str
+    app: str
+    template: str | None
+    reason: str
 
 
-def _codex_base_url(text: Any) -> str:
-    if not isinstance(text, str):
-        return ""
-    try:
-        doc = tomllib.loads(text)
-    except tomllib.TOMLDecodeError:
-        m = re.search(r'^\s*base_url\s*=\s*"([^"]*)"', text, re.M)
-        return m.group(1) if m else ""
-    stack: list[Any] = [doc]
-    while stack:
-        node = stack.pop(0)
-        if isinstance(node, dict):
-            if isinstance(node.get("base_url"), str) and node["base_url"]:
-                return node["base_url"]
-            stack.extend(node.values())
-    return ""
+@dataclass
+class Scan:
+    """What a cc-switch file holds: its kind, what can be imported, and what cannot."""
+
+    kind: str
+    found: list[Found] = field(default_factory=list)
+    skipped: list[Skipped] = field(default_factory=list)
 
 
-def provider_credentials(app: str, settings: Any) -> tuple[str, str]:
-    """(base URL, API key) of a provider, as cc-switch resolves them for its usage script."""
-    s = settings if isinstance(settings, dict) else {}
-    if app == "codex":
-        return _codex_base_url(s.get("config")), _first(s.get("auth"), "OPENAI_API_KEY")
-    if app == "gemini":
-        env = s.get("env")
-        return _first(env, "GOOGLE_GEMINI_BASE_URL"), _first(env, "GEMINI_API_KEY", "GOOGLE_API_KEY")
-    if app in ("claude", "claude_desktop", "claudedesktop"):
-        env = s.get("env")
-        return (_first(env, "ANTHROPIC_BASE_URL"),
-                _first(env, "ANTHROPIC_AUTH_TOKEN", "ANTHROPIC_API_KEY", "OPENROUTER_API_KEY", "GOOGLE_API_KEY"))
-    if app == "opencode":
-        options = s.get("options")
-        return _first(options, "baseURL"), _first(options, "apiKey")
-    return _first(s, "baseUrl", "base_url"), _first(s, "apiKey", "api_key")
+def _str(value: Any) -> str:
+    return value if isinstance(value, str) else ""
 
 
-def plugin_id(name: str, provider_id: str, taken: set[str]) -> str:
-    """A plugin id for a provider: its name made safe (else its cc-switch id), unique among ``taken``."""
+def clamped_timeout(value: Any) -> float | None:
+    """A script's ``timeout`` (seconds) as cc-switch uses it: clamped to 2-30; None if it gives none."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or value != value:
+        return None
+    return float(min(max(value, MIN_TIMEOUT), MAX_TIMEOUT))
+
+
+def safe_id(name: str, provider_id: str) -> str:
+    """A plugin id (or station name) for a provider: its name made safe, else its cc-switch id."""
     base = re.sub(r"[^A-Za-z0-9_.-]+", "-", name).strip("-._").lower()[:48]
     if not base:
         base = re.sub(r"[^A-Za-z0-9_.-]+", "-", provider_id).strip("-._").lower()[:48] or "station"
-    if not base[0].isalnum():
-        base = "s" + base
+    return base if base[0].isalnum() else "s" + base
+
+
+def plugin_id(name: str, provider_id: str, taken: set[str]) -> str:
+    """``safe_id``, made unique among ``taken`` (and added to it)."""
+    base = safe_id(name, provider_id)
     candidate, n = base, 2
     while candidate in taken:
         candidate, n = f"{base}-{n}", n + 1
@@ -107,41 +99,65 @@ def plugin_id(name: str, provider_id: str, taken: set[str]) -> str:
     return candidate
 
 
-def read(db: Path, taken: set[str] | None = None) -> list[Found]:
-    """Every provider of the database with an enabled usage script."""
-    if not db.is_file():
-        raise CcSwitchUnreadable(f"{db}: no cc-switch database there (give its path with --db)")
-    try:
-        conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
-        try:
-            rows = conn.execute("SELECT id, app_type, name, settings_config, meta FROM providers "
-                                "ORDER BY app_type, COALESCE(sort_index, 0), name").fetchall()
-        finally:
-            conn.close()
-    except sqlite3.Error as exc:
-        raise CcSwitchUnreadable(f"{db}: not a cc-switch database this host can read ({exc})") from None
-    taken = set() if taken is None else taken
-    found: list[Found] = []
-    for provider_id, app, name, settings_text, meta_text in rows:
-        try:
-            meta = json.loads(meta_text or "{}")
-            settings = json.loads(settings_text or "{}")
-        except ValueError:
-            continue
-        usage = meta.get("usage_script") if isinstance(meta, dict) else None
-        if not isinstance(usage, dict) or usage.get("enabled") is not True:
-            continue
+def _script(row: Row, usage: dict[str, Any], app: str, template: str | None) -> Found:
+    own = provider_credentials(app, row.settings)
+    # explicit non-empty script values win, trimmed (services/provider/usage.rs resolve_script_credentials)
+    api_key = _str(usage.get("apiKey")).strip() or own.api_key
+    base_url = _str(usage.get("baseUrl")).strip().rstrip("/") or own.base_url
+    values = {"apiKey": api_key, "baseUrl": base_url,
+              "accessToken": _str(usage.get("accessToken")), "userId": _str(usage.get("userId"))}
+    note = ""
+    if not api_key and own.env_key:
+        note = f"cc-switch reads its key from ${own.env_key}: `config set ID --from-env apiKey={own.env_key}`"
+    return Found(row.provider_id, row.name, app, usage["code"], template, {k: v for k, v in values.items() if v},
+                 timeout=clamped_timeout(usage.get("timeout")), note=note)
+
+
+def _one(row: Row) -> Found | Skipped | None:
+    """What one provider becomes (None: it has no enabled usage query)."""
+    app = app_name(row.app)
+    meta = row.meta if isinstance(row.meta, dict) else {}
+    usage = meta.get("usage_script")
+    if row.meta is None:  # damaged: whether it has a query cannot be told, so say so
+        return Skipped(row.name, app, None, row.damaged)
+    if not isinstance(usage, dict) or usage.get("enabled") is not True:
+        return None
+    template = _str(usage.get("templateType")) or None
+    if row.settings is None:
+        return Skipped(row.name, app, template, row.damaged)
+    # cc-switch looks at the template first: a built-in query runs whatever code is left beside it
+    # (commands/provider.rs query_provider_usage_inner)
+    if template in OTHER_BUILTINS:
+        return Skipped(row.name, app, template, OTHER_BUILTINS[template])
+    if template not in (BALANCE, TOKEN_PLAN):
         code = usage.get("code")
-        if not isinstance(code, str) or not code.strip() or usage.get("language", "javascript") != "javascript":
-            continue
-        base_url, api_key = provider_credentials(str(app), settings)
-        values = {"apiKey": _first(usage, "apiKey") or api_key, "baseUrl": (_first(usage, "baseUrl") or base_url),
-                  "accessToken": _first(usage, "accessToken"), "userId": _first(usage, "userId")}
-        values["baseUrl"] = values["baseUrl"].rstrip("/")
-        found.append(Found(plugin_id(str(name), str(provider_id), taken), str(name), str(app), code,
-                           usage.get("templateType") if isinstance(usage.get("templateType"), str) else None,
-                           {k: v for k, v in values.items() if v}))
-    return found
+        if isinstance(code, str) and code.strip():
+            return _script(row, usage, app, template)
+        return Skipped(row.name, app, template, "its usage script is empty")
+    own = provider_credentials(app, row.settings)
+    base_url, api_key = own.base_url, own.api_key
+    if template == TOKEN_PLAN:
+        base_url, api_key = coding_plan_credentials(usage, (base_url, api_key))
+    b = builtin(template, usage, base_url, api_key)
+    if b.plugin is None:
+        return Skipped(row.name, app, template, b.reason)
+    return Found(row.provider_id, row.name, app, None, template, b.config, plugin=b.plugin)
 
 
-__all__ = ["DEFAULT_DB", "Found", "provider_credentials", "read"]
+def read(path: Path) -> Scan:
+    """Every provider of the cc-switch file at ``path`` with an enabled usage query: what it
+    becomes, or why it is not imported. ``Found.id`` is the provider's cc-switch id here; the
+    import names it (``plugin_id``)."""
+    kind, rows = read_rows(path)
+    scan = Scan(kind)
+    for row in rows:
+        got = _one(row)
+        if isinstance(got, Found):
+            scan.found.append(got)
+        elif got is not None:
+            scan.skipped.append(got)
+    return scan
+
+
+__all__ = ["DEFAULT_DB", "CcSwitchUnreadable", "Found", "Scan", "Skipped", "clamped_timeout", "plugin_id",
+           "provider_credentials", "read", "safe_id"]

@@ -33,7 +33,7 @@ class LastBalances:
 
     def remember(self, results: list[BalanceResult]) -> None:
         for r in results:
-            if r.status == "success" and not r.stale:
+            if r.usable and not r.stale:
                 self._last[r.provider] = r
 
     async def stale(self, name: str, title: str, exc: HostError, duration: float) -> BalanceResult | None:

@@ -52,9 +52,9 @@ class History(Protocol):
 
 
 def recorded(results: list[BalanceResult]) -> list[tuple]:
-    """The rows ``append`` adds: the successful results asked of the station now."""
+    """The rows ``append`` adds: the usable results asked of the station now (not an invalid one)."""
     return [(r.provider, r.last_updated.timestamp(), r.balance, r.currency, r.quota, r.used_quota)
-            for r in results if r.status == "success" and not r.cached and r.balance is not None]
+            for r in results if r.usable and not r.cached and r.balance is not None]
 
 
 MAX_TIME = 253_402_300_800  # 10000-01-01 UTC: past the last time a datetime holds

@@ -70,15 +70,17 @@ class Balances:
     async def query_balances(self, *, refresh: bool = False, timeout: float | None = None) -> list[BalanceResult]:
         """Ask every balance plugin (``"balance"`` in its capabilities) for its balance, all in
         parallel, each under its own policies (cache, rate limit, retry, breaker) and
-        ``timeout`` (default ``balances.timeout``): a slow or broken station never delays the
-        others. One BalanceResult per plugin id, status success, error or timeout; a plugin
-        that is not running is an error result saying why. ``refresh`` bypasses the cache."""
-        budget = self.config.timeout if timeout is None else timeout
+        ``timeout`` (default: the plugin's own call timeout if it has one, an imported
+        cc-switch script's say, else ``balances.timeout``): a slow or broken station never
+        delays the others. One BalanceResult per plugin id, status success, error or timeout; a
+        plugin that is not running is an error result saying why. ``refresh`` bypasses the cache."""
         results: dict[str, BalanceResult] = {}
 
         async def one(t: Target) -> None:
             t0 = time.perf_counter()
             outcome: BalanceResult | None = None
+            own = self._reg.own_timeout(t.plugin) if timeout is None else None
+            budget = timeout if timeout is not None else own if own is not None else self.config.timeout
             with anyio.move_on_after(budget + 0.5):  # the call's own deadline should come first
                 try:
                     value, stored_at, cached = await self._ask(t, budget, refresh)
@@ -96,10 +98,10 @@ class Balances:
                                      plugin=t.plugin)
             results[t.name] = outcome
             # counted like any call (metrics, the latency and error rate in PluginInfo), per station
-            self._observe(t.name, BALANCE_FUNCTION, "ok" if outcome.status == "success" else
+            self._observe(t.name, BALANCE_FUNCTION, "ok" if outcome.usable else "invalid" if outcome.invalid else
                           outcome.error_type or outcome.status, time.perf_counter() - t0)
 
-        await self._reg.loader.wait_all(budget)  # the balance plugins still loading (load = "background")
+        await self._reg.loader.wait_all(self.config.timeout if timeout is None else timeout)  # loading in the background
         targets = sorted(self.targets(), key=lambda t: (-t.priority, t.name))
         async with anyio.create_task_group() as tg:
             for t in targets:

@@ -1,8 +1,14 @@
 """BalanceResult: what ``query_balances`` returns for each relay station.
 
 A balance plugin's ``queryBalance(config, context)`` returns ``{ balance, currency, quota?,
-usedQuota?, expiresAt?, rawData? }``; the host fills in the rest. Field names are camelCase
-on the wire (JSON, msgpack), snake_case in Python."""
+usedQuota?, expiresAt?, rawData?, unlimited?, invalid?, invalidMessage? }``; the host fills in
+the rest. Field names are camelCase on the wire (JSON, msgpack), snake_case in Python.
+
+``invalid``: the station answered with an amount but says the key or plan is not valid (a
+cc-switch script's ``isValid: false``, which cc-switch shows in red, amount and all): status
+``success`` with the amount, ``invalid: true`` and ``errorMessage`` saying why. It is not a
+usable balance (``usable``): it raises a ``failing`` alert, is not recorded in the history and
+makes ``balances`` exit 1."""
 
 from __future__ import annotations
 
@@ -40,6 +46,12 @@ class BalanceResult(msgspec.Struct, rename="camel", omit_defaults=False):
     # balance, ``age`` seconds old, not a fresh answer (balances/degrade.py).
     stale: bool = False
     age: float | None = None
+    invalid: bool = False               # answered, but the key or plan is not valid (errorMessage: why)
+
+    @property
+    def usable(self) -> bool:
+        """A balance to go by: a success the station does not itself call invalid."""
+        return self.status == "success" and not self.invalid
 
 
 def _number(value: Any, field: str) -> float | None:
@@ -84,10 +96,13 @@ def from_reply(provider: str, name: str, value: Any, *, stored_at: float, cached
         currency = value.get("currency")
         if currency is not None and (not isinstance(currency, str) or not currency):
             raise ValueError("currency must be a non-empty string, or null for no unit")
+        invalid = value.get("invalid") is True
+        why = value.get("invalidMessage")
         return BalanceResult(
             **base, status="success", balance=balance, currency=currency,
             quota=_number(value.get("quota"), "quota"), used_quota=used,
-            expires_at=_instant(value.get("expiresAt")), raw_data=value.get("rawData"), unlimited=unlimited)
+            expires_at=_instant(value.get("expiresAt")), raw_data=value.get("rawData"), unlimited=unlimited,
+            invalid=invalid, error_message=(str(why)[:300] if why else "the key or plan is not valid") if invalid else None)
     except ValueError as exc:
         return BalanceResult(**base, status="error", error_type="PARSE_ERROR",
                              error_message=f"bad queryBalance result: {exc}")

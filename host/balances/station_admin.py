@@ -180,7 +180,7 @@ class StationAdmin:
             result = from_error(name, s.title or name, exc, duration=0.0, plugin=s.provider)
         answer = msgspec.to_builtins(result)
         raw = answer.pop("rawData", None)
-        return {"station": name, "ok": result.status == "success", "result": answer,
+        return {"station": name, "ok": result.usable, "result": answer,
                 "requests": [line for line in lines if "fetchJson " in line],
                 "log": lines, "shape": shape(raw, hide=hide)}
 

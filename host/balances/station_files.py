@@ -15,6 +15,11 @@ def station_names(config: HostConfig) -> set[str]:
     return set(_on_disk(config).all())
 
 
+def station_plugins(config: HostConfig) -> dict[str, str | None]:
+    """Every station's name a host on ``config`` has, and the provider plugin serving it (None: a usage script)."""
+    return {name: s.plugin for name, s in _on_disk(config).all().items()}
+
+
 def station_scripts(config: HostConfig) -> dict[str, StationConfig]:
     """The usage-script stations of a host on ``config`` (each with the ``script``, ``file``
     and ``name`` a ``[usage_scripts]`` entry has)."""
@@ -28,4 +33,4 @@ def _on_disk(config: HostConfig) -> Stations:
     return stations
 
 
-__all__ = ["station_names", "station_scripts"]
+__all__ = ["station_names", "station_plugins", "station_scripts"]

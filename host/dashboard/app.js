@@ -14,7 +14,7 @@ const TOKEN_KEY = "plugin-host.admin-token";
 const LEVELS = ["debug", "info", "warning", "error"];
 const BADGES = new Set([        // states that have a colour; any other text gets a plain badge
   "running", "degraded", "error", "disabled", "stopped", "discovered", "loading", "loaded",
-  "closed", "open", "half_open", "success", "timeout",
+  "closed", "open", "half_open", "success", "timeout", "invalid",
   "starting", "ready", "stopping", "crashed", "pending",
 ]);
 
@@ -472,14 +472,15 @@ function renderBalances(list, alerts = new Map()) {
     const updated = Date.parse(b.lastUpdated) / 1000;
     if (!Number.isNaN(updated)) balanceAges.push([age, updated]);
     const chart = el("div", { class: "chart" }, el("p", { class: "muted", text: "loading history…" }));
-    const tone = b.status === "success" ? "ok" : b.status === "not_configured" ? "idle" : "bad";
+    // invalid: the station answered with an amount but calls its key or plan invalid (shown, in red)
+    const tone = b.invalid ? "bad" : b.status === "success" ? "ok" : b.status === "not_configured" ? "idle" : "bad";
     const card = el("article", { class: `card status-${tone}`,
       dataset: { provider: b.provider } },
       el("div", { class: "card-head" },
-        el("h3", {}, bdi(b.providerName || b.provider)), badge(b.status)),
+        el("h3", {}, bdi(b.providerName || b.provider)), badge(b.invalid ? "invalid" : b.status)),
       el("div", { class: "muted" }, bdi(b.provider)));
     if (b.balance != null || b.unlimited) {
-      card.append(el("p", { class: "amount" },
+      card.append(el("p", { class: b.invalid ? "amount invalid" : "amount" },
         el("span", { class: "balance", text: b.unlimited ? "unlimited" : number(b.balance) }),
         " ", el("span", { class: "currency" }, bdi(b.currency || ""))));
     }
@@ -560,7 +561,8 @@ async function testStation(name, button, box) {
       () => testStation(name, button, box));
     const r = report.result;
     const verdict = report.ok ? el("p", { class: "ok" }, "connection works: ", bdi(`${number(r.balance)} ${r.currency || ""}`))
-      : el("p", { class: "error" }, bdi(`${r.errorType || r.status}: ${r.errorMessage || ""}`));
+      : el("p", { class: "error" }, bdi(`${r.errorType || (r.invalid ? "invalid" : r.status)}: ${r.errorMessage || ""}`),
+        ...(r.invalid ? [" (it answered ", bdi(`${number(r.balance)} ${r.currency || ""}`), ")"] : []));
     box.replaceChildren(verdict,
       el("div", { class: "muted small", text: "requests made" }),
       el("ul", { class: "requests" }, ...report.requests.map((line) => el("li", {}, bdi(line.replace(/^debug: fetchJson /, ""))))),

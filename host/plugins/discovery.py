@@ -35,6 +35,7 @@ class PluginSource:
     root: Path
     version_hint: str | None = None
     dev: bool = False  # from host.toml's dev_plugins: its id is the name given there
+    usage_script: str | None = None  # a cc-switch usage script's module: where the script is (file or host.toml)
 
     @property
     def base_dir(self) -> Path:

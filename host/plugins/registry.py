@@ -16,7 +16,7 @@ import anyio
 import msgspec
 from anyio.abc import TaskGroup
 
-from ..config import HostConfig, UsageScriptConfig
+from ..config import HostConfig, UsageScriptConfig, WorkerLimits
 from ..errors import (
     HostClosed,
     InvalidConfig,
@@ -45,7 +45,7 @@ from .overrides import narrowed_grants
 from .reload import fingerprint
 from .settings import apply_schema, redact, secret_keys, secret_values
 from .state_retry import retry_state_failures
-from .usage_scripts import discover_sources
+from .usage_scripts import discover_sources, refusal_advice
 
 log = logging.getLogger("host")
 RETIRED_SECRETS = 32  # replaced secret values of one plugin still masked (the newest first)
@@ -85,6 +85,8 @@ class Registry:
         self.disabled: Callable[[str], str | None] = lambda plugin_id: None  # why it must not start
         self.switched: Callable[[], Awaitable[set[str]]] = unchanged  # plugins another host switched
         self.private_network: Callable[[str], bool] = config.allow_private_network_for
+        self.limits_for: Callable[[str], WorkerLimits] = config.limits_for  # with a call timeout kept for it
+        self.own_timeout: Callable[[str], float | None] = lambda plugin_id: None  # its own call timeout, if any
         self.narrow: Callable[[str, Permissions], tuple[Permissions, dict[str, str]]] = (
             lambda pid, grants: narrowed_grants(config, None, pid, grants))  # GrantOverrides adds the API's
 
@@ -125,7 +127,7 @@ class Registry:
         if not self.running:
             return  # the caller's next step says the host is closed
         pid = name.partition("@")[0]
-        await self.loader.wait(name, self.config.limits_for(pid).call_timeout if timeout is None else timeout)
+        await self.loader.wait(name, self.limits_for(pid).call_timeout if timeout is None else timeout)
 
     async def _read_manifest(self, record: Plugin, fp: tuple | None = None) -> tuple[Manifest, list[str]]:
         """Load the plugin's current code in a worker with no permissions and validate it.
@@ -209,10 +211,11 @@ class Registry:
                                      also=also)
         grants, overridden = self.narrow(src.id, grants)  # the operator's narrowing (plugins/overrides.py)
         extra.setdefault("overridden", overridden)
+        extra.setdefault("advice", refusal_advice(src, manifest) if src.usage_script else {})  # not its module
         assert self.runtime is not None
         return WorkerSpec(plugin_id=src.id, module=src.module, base_dir=self.runtime.data_dir(src.id),
                           read_paths=[str(src.root)], permissions=grants, config=config,
-                          limits=self.config.limits_for(src.id), inspect=self.config.inspect_flag(src.id),
+                          limits=self.limits_for(src.id), inspect=self.config.inspect_flag(src.id),
                           journal=self._journal_worker, **extra)
 
     def grants(self, record: Plugin) -> Permissions | None:

@@ -1,4 +1,5 @@
-"""Which plugins the operator turned off (and which may reach private networks), kept across restarts: ``[plugins.ID] enabled = false``
+"""Which plugins the operator turned off (and which may reach private networks, and with which call
+timeout, when one was kept for them: ``import-cc-switch`` keeps a usage script's own), kept across restarts: ``[plugins.ID] enabled = false``
 in host.toml, and ``enable``/``disable`` as last used (CLI, HTTP, dashboard, Python), stored in
 ``<state_dir>/plugin_switches.json`` (mode 0600, shared with other processes on the same state
 directory), or with ``[state] database`` in its table ``plugin_switches``, shared by every host
@@ -8,13 +9,16 @@ plugin host.toml keeps off is recorded like any other, so the store says why a p
 
 from __future__ import annotations
 
+import math
 import time
 from typing import TYPE_CHECKING
+
+import msgspec
 
 from ..errors import InvalidConfig
 
 if TYPE_CHECKING:
-    from ..config import HostConfig
+    from ..config import HostConfig, WorkerLimits
     from .config_store import Configs
 
 SWITCHES_FILE = "plugin_switches.json"
@@ -57,6 +61,35 @@ class Switches:
     async def set_private_network(self, plugin_id: str, allow: bool, by: str) -> None:
         await self.update(plugin_id, {"allow_private_network": allow, "private_network_by": by,
                                  "private_network_at": round(time.time(), 3)})
+
+    def kept_timeout(self, plugin_id: str) -> float | None:
+        """The call timeout kept for the plugin (``call_timeout`` in the store), if any."""
+        kept = self.entry(plugin_id).get("call_timeout")
+        if isinstance(kept, (int, float)) and not isinstance(kept, bool) and math.isfinite(kept) and kept > 0:
+            return float(kept)
+        return None
+
+    def call_timeout(self, plugin_id: str) -> float | None:
+        """The plugin's own call timeout, if it has one: the one kept for it (an imported cc-switch
+        script's), else host.toml's ``[plugins.ID.limits] call_timeout`` when it is not
+        ``[limits]``'s. A balance query of the plugin waits this long, not ``[balances] timeout``."""
+        kept = self.kept_timeout(plugin_id)
+        if kept is not None:
+            return kept
+        settings = self._config.plugins.get(plugin_id)
+        if settings is not None and settings.limits is not None and \
+                settings.limits.call_timeout != self._config.limits.call_timeout:
+            return settings.limits.call_timeout
+        return None
+
+    def limits(self, plugin_id: str) -> WorkerLimits:
+        """The plugin's limits (``HostConfig.limits_for``), with the call timeout kept for it in
+        place of host.toml's (not under the inspector, which waits an hour)."""
+        limits = self._config.limits_for(plugin_id)
+        kept = self.kept_timeout(plugin_id)
+        if kept is None or self._config.inspect_for(plugin_id):
+            return limits
+        return msgspec.structs.replace(limits, call_timeout=kept)
 
     def entry(self, plugin_id: str) -> dict[str, object]:
         """What is kept for the plugin (empty: nothing)."""

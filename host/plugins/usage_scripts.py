@@ -20,7 +20,7 @@ from ..runtime import find_runtime_entry
 from ..security.private_files import os_failure, write_private
 from .dev import dev_entries
 from .discovery import USAGE_SUFFIX, PluginSource, discover
-from .manifest import ID_RE
+from .manifest import ID_RE, Manifest
 
 log = logging.getLogger("host.usage_scripts")
 
@@ -84,13 +84,30 @@ def usage_sources(dirs: list[Path], configured: dict[str, UsageScriptConfig], ou
         module = out_dir / sid / "mod.js"
         if not _written(module, text):
             continue  # not written yet (a full disk): a later rescan writes it and loads it
-        sources.append(PluginSource(id=sid, module=module, root=module.parent))
+        sources.append(PluginSource(id=sid, module=module, root=module.parent, usage_script=origin))
     keep = {s.id for s in sources}
     if out_dir.is_dir():
         for stale in out_dir.iterdir():
             if stale.is_dir() and stale.name not in keep:
                 shutil.rmtree(stale, ignore_errors=True)
     return sources
+
+
+def refusal_advice(source: PluginSource, manifest: Manifest) -> dict[str, str]:
+    """What a usage script's user changes when its worker is refused a host (a redirect, or a
+    fetch of the extractor's): not the generated module, which is written again from the script,
+    but the one host the script may reach, the host of its ``request.url``: its ``baseUrl``
+    (config), or the URL the script names (``source.usage_script``). ``{entry}``: the refused host."""
+    net = manifest.permissions.get("net") if isinstance(manifest.permissions, dict) else None
+    if isinstance(net, list) and "{config.baseUrl}" in net:
+        where = (f"usage script {source.id} may reach only the host of its baseUrl, which its request.url is "
+                 f"built from: if the station answers at {{entry}} now (a redirect there is refused too), set "
+                 f"baseUrl to it (`python -m host config set {source.id} baseUrl=URL`, or `python -m host "
+                 f"balances set {source.id} baseUrl=URL` for a station)")
+    else:
+        where = (f"usage script {source.id} may reach only the host its request.url names: if the station "
+                 f"answers at {{entry}} now (a redirect there is refused too), change the URL in {source.usage_script}")
+    return {"net": where}
 
 
 def _written(module: Path, text: str) -> bool:
