@@ -39,7 +39,10 @@ from .errors import (
     PayloadTooLarge,
     PluginNotFound,
     PluginUnavailable,
+    PolicyStorageError,
     RateLimited,
+    SecretsError,
+    SpawnFailed,
     StateError,
 )
 from .http_guard import (
@@ -63,6 +66,8 @@ _STATUS = {
     PluginNotFound: 404, FunctionNotFound: 404, InvalidConfig: 400, PayloadTooLarge: 413,
     CallTimeout: 504, PluginUnavailable: 503, HostClosed: 503, GrantRefused: 403, InvalidArguments: 400,
     ApprovalChanged: 409, StateError: 503, RateLimited: 429, CircuitOpen: 503, ExecuteRefused: 400,
+    # the host's own storage or keys failing is no error of the plugin's (502): unavailable, try later
+    SecretsError: 503, PolicyStorageError: 503, SpawnFailed: 503,
 }
 _encoder = msgspec.json.Encoder(enc_hook=json_default)
 log = logging.getLogger("host.server")

@@ -127,7 +127,7 @@ def test_rate_limits_cache_and_channels_between_hosts_come_back_after_a_redis_re
             shared_quota_and_cache()
             redis_server.stop()
             status, out = through(one, "add", 1, 1, plugin="counter")
-            assert (status, out["error"]["type"]) == (502, "PolicyStorageError"), out  # refused, typed, at once
+            assert (status, out["error"]["type"]) == (503, "PolicyStorageError"), out  # refused, typed, at once
             redis_server.start()  # empty: the counts and the cached results went with it
             exchange("after")  # the other host subscribed again by itself
             for srv in (one, two):  # refused at once for a while after the failure (host/outage.py)

@@ -217,3 +217,15 @@ def test_a_call_still_running_past_the_shutdown_grace_is_answered_503(plugin_dir
         assert time.monotonic() - started < 10
         assert srv.proc.wait(30) == 0
         s.close()
+
+
+def test_the_hosts_own_failures_are_503_not_the_plugins_502():
+    """A key file gone (SecretsError), the rate limits' Redis down (PolicyStorageError), a worker
+    the OS will not start (SpawnFailed): the service is unavailable, the plugin did nothing wrong
+    (before: 502, "the plugin's own error")."""
+    from host.errors import PluginError, PolicyStorageError, SecretsError, SpawnFailed
+    from host.server import _host_error
+
+    for exc in (SecretsError("key"), PolicyStorageError("redis"), SpawnFailed("fork")):
+        assert _host_error(exc).status == 503, exc
+    assert _host_error(PluginError("boom")).status == 502
