@@ -176,3 +176,20 @@ export function add(a, b) { return a + b; }
         assert h.plugin("base").state == "loading"
     assert h.states().get("top") != "running"
     await wait_for(lambda: not deno_children(), timeout=5)
+
+
+async def test_a_symlink_loop_in_the_plugins_directory_is_left_out_and_the_others_load(
+        plugin_dir, make_host, caplog):
+    """``loop.js -> loop2.js -> loop.js``: before, the host's start failed with a traceback
+    (``Path.resolve``'s RuntimeError) and a running host's rescans stopped finding changes."""
+    plugin_dir.add("calc.js", CALC)
+    (plugin_dir.root / "loop.js").symlink_to(plugin_dir.root / "loop2.js")
+    (plugin_dir.root / "loop2.js").symlink_to(plugin_dir.root / "loop.js")
+    async with make_host() as h:
+        assert await h.call("calc", "add", 1, 2) == 3
+        plugin_dir.add("more.js", CALC.replace('id: "calc"', 'id: "more"').replace('name: "Calc"', 'name: "More"'))
+        await h.rescan()
+        await h.rescan()
+        assert await h.call("more", "add", 2, 2) == 4
+    said = [r.getMessage() for r in caplog.records if "loop" in r.getMessage() and "cannot be read" in r.getMessage()]
+    assert len(said) == 2, said  # once for each entry, not at every rescan

@@ -70,13 +70,32 @@ def discover(dirs: list[Path]) -> list[PluginSource]:
     """Every plugin in ``dirs``, sorted by id; the first directory wins on a duplicate name."""
     found: dict[tuple[str, str | None], PluginSource] = {}
     for d in dirs:
-        if not d.is_dir():
+        try:
+            children = sorted(d.iterdir()) if d.is_dir() else []
+        except OSError as exc:  # unreadable: its plugins are not found (as for a directory gone)
+            _unreadable(d, exc)
             continue
-        for child in sorted(d.iterdir()):
-            src = source_for(child)
+        for child in children:
+            try:
+                src = source_for(child)
+            except (OSError, RuntimeError, ValueError) as exc:  # a symlink loop, say: that entry alone
+                _unreadable(child, exc)
+                continue
             if src is not None and (src.id, src.version_hint) not in found:
                 found[(src.id, src.version_hint)] = src
     return sorted(found.values(), key=lambda s: (s.id, s.version_hint or ""))
+
+
+_said: set[str] = set()  # entries already warned about (every rescan meets them again)
+
+
+def _unreadable(path: Path, exc: BaseException) -> None:
+    """Warn once that ``path`` in a plugins directory cannot be read (and is left out)."""
+    if str(path) in _said or len(_said) > 1000:
+        return
+    _said.add(str(path))
+    log.warning("%s: left out of the plugins, it cannot be read (%s: %s); fix or remove it",
+                path, type(exc).__name__, str(exc)[:200])
 
 
 def check_confined(source: PluginSource) -> None:
