@@ -382,6 +382,13 @@ def main(argv: list[str] | None = None) -> int:
         if args.command in READS_PLUGINS and missing:  # else an empty list, exit 0, would hide a typo
             raise InvalidConfig(f"plugins directory {missing[0]} does not exist (--plugins, or plugins_dir in "
                                 "the config file)")
+        for d in config.plugin_dirs if args.command == "serve" else ():  # serve: one made later is watched
+            if d.exists() and not d.is_dir():
+                raise InvalidConfig(f"plugins directory {d} is not a directory (--plugins, or plugins_dir in "
+                                    "the config file)")
+            if not d.exists():
+                logging.getLogger("host").warning("plugins directory %s does not exist: no plugin is served from "
+                                                  "it until it is made (--plugins, or plugins_dir)", d)
     except InvalidConfig as exc:  # a bad config file or variable is a usage error
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -193,3 +193,33 @@ async def test_a_symlink_loop_in_the_plugins_directory_is_left_out_and_the_other
         assert await h.call("more", "add", 2, 2) == 4
     said = [r.getMessage() for r in caplog.records if "loop" in r.getMessage() and "cannot be read" in r.getMessage()]
     assert len(said) == 2, said  # once for each entry, not at every rescan
+
+
+async def test_a_plugins_directory_gone_as_a_whole_keeps_its_plugins_serving(plugin_dir, make_host, caplog):
+    """A deploy that swaps the directory by renames, a lost mount: before, every plugin in it
+    stopped ("removed from disk") at the next rescan. A plugin removed from a directory that is
+    there still stops."""
+    plugin_dir.add("calc.js", CALC)
+    plugin_dir.add("more.js", CALC.replace('id: "calc"', 'id: "more"'))
+    async with make_host() as h:
+        away = plugin_dir.root.with_name(plugin_dir.root.name + ".old")
+        plugin_dir.root.rename(away)
+        await h.rescan()
+        await h.rescan()
+        assert await h.call("calc", "add", 1, 2) == 3 and h.plugin("more").state == "running"
+        away.rename(plugin_dir.root)
+        (plugin_dir.root / "more.js").unlink()
+        await h.rescan()
+        assert [i.id for i in h.plugins()] == ["calc"] and await h.call("calc", "add", 2, 2) == 4
+    gone = [r for r in caplog.records if "is gone" in r.getMessage()]
+    assert len(gone) == 1 and r"plugins_dir" in gone[0].getMessage()
+
+
+def test_serve_refuses_a_plugins_directory_that_is_a_file(tmp_path, state_dir):
+    """``list`` did, ``serve`` started with no plugin and said nothing."""
+    from support.servers import run_cli
+
+    (tmp_path / "plugins").write_text("not a directory")
+    out = run_cli("serve", "--plugins", str(tmp_path / "plugins"), "--state-dir", str(state_dir), "--port", "0",
+                  cwd=tmp_path)
+    assert out.returncode == 2 and "is not a directory" in out.stderr and "plugins_dir" in out.stderr, out

@@ -35,7 +35,7 @@ from ..worker import Worker, WorkerSpec
 from .approval_gate import approve_pending, held_for_approval
 from .config_store import Configs, open_configs, unchanged
 from .dependencies import resolve
-from .discovery import PluginSource, load_manifest
+from .discovery import PluginSource, in_vanished_dir, load_manifest
 from .hooks import config_changed
 from .keys import station_key
 from .lifecycle import SERVING, STARTING, EventHub, Plugin
@@ -333,9 +333,10 @@ class Registry:
                         await (self.reload_record(r) if r.state in SERVING else self.enable(r.key))
             for r in list(self.records) if files else ():
                 if not r.source.module.exists():
-                    await self.stop_record(r, "stopped", "removed from disk")
-                    self.records.remove(r)
-                    self._only.clear()
+                    if not in_vanished_dir(r.source, self.config.plugin_dirs):  # its whole directory: kept
+                        await self.stop_record(r, "stopped", "removed from disk")
+                        self.records.remove(r)
+                        self._only.clear()
                 elif (r.state not in ("disabled", "stopped", *STARTING)  # loading: a later rescan
                       and (fp := fingerprint(r.source.root)) != r.fingerprint):
                     await self.reload_record(r, fp)
