@@ -402,7 +402,8 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     except (HostError, ListenError) as exc:
         where = getattr(exc, "where", None)  # where a plugin threw: the line to look at
-        print(f"error: {exc}" + (f"\n  at {where}" if where else ""), file=sys.stderr)
+        one = f"[process {args.process_index}] " if getattr(args, "process_index", None) is not None else ""
+        print(f"{one}error: {exc}" + (f"\n  at {where}" if where else ""), file=sys.stderr)
         stack = getattr(exc, "stack", None)
         if args.debug and stack:  # the first frames, as the plugin's runtime saw them, and the code
             print("\n".join("  " + line.strip() for line in stack.splitlines()[1:STACK_LINES + 1]), file=sys.stderr)

@@ -194,11 +194,13 @@ async def supervise(argv: Sequence[str], srv: ServerConfig, count: int) -> int:
             if stopping.is_set():
                 return
             now = time.monotonic()
-            if code == EXIT_UNAVAILABLE and any(c.serving() for c in children if c is not child):
-                # the state database is down, not this process: giving up would stop the others,
-                # which serve on meanwhile (their calls on it fail typed); it starts once it is back
+            if code != EXIT_USAGE and any(c.serving() for c in children if c is not child):
+                # it cannot serve now (the state database down, a full disk, the key file replaced),
+                # its siblings do: giving up would stop them too (their calls on what failed fail
+                # typed); it is started again with the backoff, and serves once the fault is gone
                 child.waits += 1
-                what += " (the state database cannot be reached; the others serve on)"
+                what += (" (the state database cannot be reached; the others serve on)" if code == EXIT_UNAVAILABLE
+                         else " (the others serve on)")
             else:
                 child.exits = [t for t in child.exits if now - t < RESTART_WINDOW] + [now]
                 if code == EXIT_USAGE or len(child.exits) >= RESTART_LIMIT:
@@ -239,6 +241,10 @@ async def supervise(argv: Sequence[str], srv: ServerConfig, count: int) -> int:
             await stopping.wait()
             for child in children:
                 child.signal(signal.SIGTERM)
+            # the children stop accepting as they drain: with this copy closed too, a new
+            # connection is refused at once (before: queued on a socket nobody accepted from any
+            # more, then reset once the drain ended)
+            sock.close()
             with anyio.move_on_after(srv.shutdown_grace + STOP_MARGIN):
                 for child in children:
                     if child.proc is not None and child.proc.poll() is None:

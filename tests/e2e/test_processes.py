@@ -185,3 +185,62 @@ def test_serve_processes_that_died_together_both_accept_again_at_once(tmp_path, 
         assert srv.log().count(" exited -9") == 2
         status, body = srv.request("POST", "/api/plugins/lazy/call/who", {})
         assert status == 200 and body["result"] not in pids
+
+
+SECRETIVE = """
+export const metadata = { id: "cfg", name: "Cfg", version: "1.0.0", apiVersion: "1.0",
+  configSchema: { apiKey: { type: "string", secret: true }, n: { type: "integer", default: 1 } } };
+export function n(ctx) { return ctx.config.n; }
+"""
+
+
+def test_a_serve_process_that_cannot_start_again_leaves_its_sibling_serving(tmp_path, shared_state, plugin_dir):
+    """A lasting fault (here the secret key file replaced by another key) that fails every start
+    of a process killed meanwhile: before, 5 failed starts in 60 s stopped them all, the sibling
+    that served throughout with them. Now it is started again with the backoff, uncounted."""
+    from cryptography.fernet import Fernet
+
+    plugin_dir.add("cfg.js", SECRETIVE)
+    state = fresh_state(tmp_path, shared_state)
+    with serve_process(tmp_path, "--plugins", str(plugin_dir.root), "--state-dir", str(state),
+                       "--processes", "2") as srv:
+        srv.wait_running("cfg")
+        assert srv.request("PUT", "/api/plugins/cfg/config", {"apiKey": "sk-sealed-1", "n": 2})[0] == 200
+        (state / "secret.key").write_bytes(Fernet.generate_key())  # every new start now fails
+        os.kill(_children(srv)[1], signal.SIGKILL)
+        srv.poll(lambda: True if srv.log().count("the others serve on") >= 6 else None,
+                 "six failed starts of process 1", timeout=60)
+        assert "stopping all" not in srv.log() and srv.proc.poll() is None
+        assert "[process 1] error:" in srv.log()  # its one line says which process it is
+        assert srv.request("POST", "/api/plugins/cfg/call/n", {}) == (200, {"ok": True, "result": 2})
+
+
+def test_a_new_connection_while_serve_processes_drain_is_refused_at_once(tmp_path, shared_state, plugin_dir):
+    """Before: it queued on the parent's copy of the socket, which nobody accepted from any
+    more, and was reset when the drain ended (9 s here)."""
+    plugin_dir.add("slow.js", 'export const metadata = { id: "slow", name: "Slow", version: "1.0.0", apiVersion: "1.0" };\n'
+                   "export async function nap() { await new Promise(r => setTimeout(r, 4000)); return 1; }\n")
+    (tmp_path / "host.toml").write_text("[server]\nshutdown_grace = 10.0\n")
+    with serve_process(tmp_path, "--plugins", str(plugin_dir.root), "--state-dir",
+                       str(fresh_state(tmp_path, shared_state)), "--processes", "2", "--config", "host.toml") as srv:
+        srv.wait_running("slow")
+        port = int(srv.base.rsplit(":", 1)[1])
+        import socket
+        import threading
+
+        answers: list = []
+        calls = [threading.Thread(target=lambda: answers.append(srv.request("POST", "/api/plugins/slow/call/nap", {})))
+                 for _ in range(2)]
+        for t in calls:
+            t.start()
+        time.sleep(1.0)  # both calls in flight (4 s each)
+        srv.proc.send_signal(signal.SIGTERM)
+        srv.poll(lambda: True if srv.log().count("draining") >= 3 else None, "both processes draining")
+        started = time.monotonic()
+        with pytest.raises(ConnectionRefusedError):
+            socket.create_connection(("127.0.0.1", port), timeout=10).close()
+        assert time.monotonic() - started < 1
+        for t in calls:
+            t.join(30)
+        assert answers == [(200, {"ok": True, "result": 1})] * 2  # the calls in flight finished
+        assert srv.proc.wait(30) == 0
