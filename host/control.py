@@ -22,6 +22,7 @@ log = logging.getLogger("host.control")
 
 SOCKET = "control.sock"
 CONNECT_TIMEOUT = 2.0   # seconds to reach a server that announced itself
+PROBE_TIMEOUT = 5.0     # seconds for its /healthz/live: a live event loop answers at once
 REQUEST_TIMEOUT = 120.0  # a config change restarts the plugin's workers: allow for it
 
 
@@ -38,6 +39,12 @@ class RemoteError(HostError):
 
     def __str__(self) -> str:
         return f"{self.type}: {self.message}"
+
+
+class ServerUnresponsive(HostError):
+    """A server announced itself on the state directory's control socket, took the connection,
+    and did not answer: stopped (SIGSTOP), wedged or overloaded. Not "no server": starting
+    another on the same state directory, or acting on its files behind it, would be wrong."""
 
 
 class ControlClient:
@@ -68,9 +75,15 @@ async def control_client(state_dir: Path) -> AsyncIterator[ControlClient | None]
     timeout = aiohttp.ClientTimeout(total=REQUEST_TIMEOUT, connect=CONNECT_TIMEOUT)
     async with aiohttp.ClientSession(connector=aiohttp.UnixConnector(path=str(path)), timeout=timeout) as session:
         try:
-            async with session.get("http://localhost/healthz/live") as r:
+            async with session.get("http://localhost/healthz/live",
+                                   timeout=aiohttp.ClientTimeout(total=PROBE_TIMEOUT, connect=CONNECT_TIMEOUT)) as r:
                 alive = r.status == 200
-        except (aiohttp.ClientError, TimeoutError, OSError):
+        except TimeoutError:  # aiohttp's timeouts too: connected, and no answer
+            raise ServerUnresponsive(
+                f"a server serves {state_dir} (its control socket {path} took the connection) but did not answer "
+                f"within {PROBE_TIMEOUT:g} s: it may be stopped (SIGSTOP), wedged or overloaded; look at that process "
+                "(its log, `kill -CONT`, a restart) rather than start another on this state directory") from None
+        except (aiohttp.ClientError, OSError):
             alive = False  # a socket left by a server that died
         yield ControlClient(session) if alive else None
 
@@ -90,4 +103,4 @@ async def start_control_site(runner: web.BaseRunner, state_dir: Path) -> web.Bas
     return site
 
 
-__all__ = ["ControlClient", "RemoteError", "control_client", "socket_path", "start_control_site"]
+__all__ = ["ControlClient", "RemoteError", "ServerUnresponsive", "control_client", "socket_path", "start_control_site"]

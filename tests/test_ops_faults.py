@@ -456,3 +456,22 @@ async def test_a_call_while_a_disabled_plugin_drains_is_told_it_is_disabled(plug
                     break
                 await anyio.sleep(0.01)
         assert "disabled" in refused.message, refused.message
+
+
+def test_a_cli_command_against_a_stopped_server_says_so_within_seconds(calc, tmp_path, shared_state):
+    """``kill -STOP`` of serve: before, ``status``, ``config set`` and ``disable`` each hung ~122 s
+    (the control probe had the 120 s request timeout), then ``status`` said no server runs and
+    ``config set`` wrote the config file behind the server's back."""
+    state = fresh_state(tmp_path, shared_state)
+    with serve_process(tmp_path, "--plugins", str(calc.root), "--state-dir", str(state)) as srv:
+        srv.proc.send_signal(signal.SIGSTOP)
+        try:
+            for args in (("status",), ("config", "set", "calc", "x=1")):
+                started = time.monotonic()
+                out = run_cli(*args, "--plugins", str(calc.root), "--state-dir", str(state), cwd=tmp_path)
+                assert time.monotonic() - started < 15, args
+                assert out.returncode == 1 and "did not answer" in out.stderr and "SIGSTOP" in out.stderr, out
+        finally:
+            srv.proc.send_signal(signal.SIGCONT)
+        assert run_cli("status", "--plugins", str(calc.root), "--state-dir", str(state), cwd=tmp_path).returncode == 0
+    assert not (state / "config.json").exists() or "x" not in (state / "config.json").read_text()
