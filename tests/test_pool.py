@@ -113,8 +113,8 @@ async def kill_until_crash_loop(h, plugin: str) -> int:
         pid = h.plugin(plugin).workers[0].pid
         os.kill(pid, signal.SIGKILL)
         killed += 1
-        await wait_for(lambda: h.plugin(plugin).state == "error" or any(
-            w.state == "ready" and w.pid != pid for w in h.plugin(plugin).workers), 10)
+        await wait_for(lambda gone=pid: h.plugin(plugin).state == "error" or any(
+            w.state == "ready" and w.pid != gone for w in h.plugin(plugin).workers), 10)
     return killed
 
 
