@@ -199,6 +199,7 @@ class BalancesConfig(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=T
 
     timeout: Seconds = 10.0
     history_days: Delay = 365.0
+    history_flush: Delay = 10.0  # at close, the answers not yet in the history get this long to be written
     alerts: AlertsConfig = msgspec.field(default_factory=AlertsConfig)  # [balances.alerts]
     # Calls in flight per worker of a provider that serves stations ([stations.NAME]), unless
     # [plugins.<id>.pool] says otherwise: a balance query mostly waits on the network, so one
