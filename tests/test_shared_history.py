@@ -35,6 +35,7 @@ async def test_two_hosts_append_to_one_history(make_host, plugin_dir, tmp_path, 
             make_host(state_dir=str(b_dir), state=state, pool=ONE) as b:
         await a.query_balances(refresh=True)
         await b.query_balances(refresh=True)
+        await b.balance_history()  # written in the background: a read on b waits for b's write
         await a.query_balances(refresh=True)
         seen_a, seen_b = await a.balance_history("alpha"), await b.balance_history()
         latest = await b.balance_history(limit=1)
