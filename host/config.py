@@ -55,6 +55,10 @@ class PoolConfig(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True)
     restart_backoff_max: Delay = 5.0
     crash_loop_threshold: Count = 5  # crashes within crash_loop_window put the plugin in `error`
     crash_loop_window: Seconds = 60.0
+    # a crash loop is tried again after this (doubled by each crash loop in a row, up to the max);
+    # 0: it stays in `error` until restarted (pool_cooldown.py)
+    crash_loop_cooldown: Delay = 30.0
+    crash_loop_cooldown_max: Delay = 300.0
     drain_timeout: Delay = 10.0    # wait this long for calls in flight on close
     # Hot spares: workers started and ready (plugin loaded) but not serving, beyond max_workers.
     # A crash, a recycle or a scale-up takes one at once; a new one starts in the background.
@@ -195,6 +199,7 @@ class BalancesConfig(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=T
 
     timeout: Seconds = 10.0
     history_days: Delay = 365.0
+    history_flush: Delay = 10.0  # at close, the answers not yet in the history get this long to be written
     alerts: AlertsConfig = msgspec.field(default_factory=AlertsConfig)  # [balances.alerts]
     # Calls in flight per worker of a provider that serves stations ([stations.NAME]), unless
     # [plugins.<id>.pool] says otherwise: a balance query mostly waits on the network, so one

@@ -29,6 +29,11 @@ from .policy.config import redact_uri, uri_secrets
 POSTGRES_SCHEMES = ("postgresql://", "postgres://")
 
 
+class MissingTable(DbError):
+    """A statement named a table the database does not have (SQLSTATE 42P01): one the host's
+    state sessions use dropped under them makes them create their tables again (pg_session.py)."""
+
+
 def plain(value: Any) -> Any:
     """A column value as the worker can take it (JSON-like): exact numbers as strings, as
     PostgreSQL drivers for JavaScript give them; dates as ISO text."""
@@ -179,6 +184,8 @@ class PostgresBackend:
             if conn.broken or conn.closed:
                 raise DbUnavailable(f"db: lost the connection to {self.where}: {self._message(exc)}") from None
             raise DbError(f"db: {self._message(exc)}") from None
+        except psycopg.errors.UndefinedTable as exc:
+            raise MissingTable(f"db: {self._message(exc)}") from None
         except (psycopg.Error, OverflowError) as exc:
             raise DbError(f"db: {self._message(exc)}") from None
 

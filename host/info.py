@@ -81,6 +81,9 @@ class PluginInfo(msgspec.Struct):
     # grants a newer version asks for beyond the approved ones: it waits for `approve`
     pending_approval: list[str] = []
     spares: list[int] = []  # pids of its hot spares (PoolConfig.spares): ready, not serving
+    # in crash-loop `error`: the unix time it is tried again by itself ([pool] crash_loop_cooldown)
+    next_retry: float | None = None
+    crash_loop_retries: int = 0  # times it was tried again after a crash loop
     processes: list[ProcessPart] = []  # serve --processes: each process's part (the rest sums them)
 
 
@@ -113,6 +116,8 @@ def plugin_info(r: Plugin, policy: PluginPolicy | None = None, queued: int = 0,
         restarts=pool.restarts if pool else 0, timeouts=pool.timeouts if pool else 0,
         worker_exits=dict(pool.exits) if pool else {},
         spares=[w.pid for w in pool.spares if w.pid is not None] if pool and r.state in SERVING else [],
+        next_retry=pool.cooldown.next_retry if pool and r.state == "error" else None,
+        crash_loop_retries=pool.cooldown.retries if pool else 0,
         queued=queued, running=running, cache_entries=cache_entries,
         workers=[
             WorkerInfo(index=w.index, pid=w.pid, state=w.state, calls=w.calls, inflight=w.load,

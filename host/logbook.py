@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 import msgspec
 
 from .errors import PluginError, where_in
-from .logs import LEVELS, LOGGING_LEVEL, escape, plugin_extra
+from .logs import LEVELS, LOGGING_LEVEL, Throttle, escape, plugin_extra
 
 if TYPE_CHECKING:
     from . import protocol as p
@@ -88,6 +88,7 @@ class LogRouter:
     def __init__(self, book: LogBook) -> None:
         self.book = book
         self._listeners: list[LogListener] = []
+        self._warn = Throttle(plugin_log)  # failed calls, in the host's log (call_failed)
 
     def add_listener(self, fn: LogListener) -> Callable[[], None]:
         self._listeners.append(fn)
@@ -103,10 +104,13 @@ class LogRouter:
 
     def call_failed(self, plugin: str, fn: str, exc: PluginError) -> None:
         """A call the plugin failed, with where it threw: in its log (the dashboard) at error,
-        and in the host's log (serve's output) at warning."""
+        every one, and in the host's log (serve's output) at warning, once every 10 s for each
+        plugin, function and kind of error with a count of the others (a full disk or a dropped
+        table fails every call alike: over a thousand identical lines in 10 s)."""
         message = f"{fn} failed: {exc}" + (f" (at {exc.where})" if exc.where else "")
         self.book.add(plugin, "error", message)
-        plugin_log.warning("[plugin:%s] %s", plugin, escape(message), extra=plugin_extra(plugin, plugin))
+        self._warn.warning(f"{plugin}\0{fn}\0{exc.error_type or exc.name}", "[plugin:%s] %s", plugin, escape(message),
+                           extra=plugin_extra(plugin, plugin))
 
     def worker_event(self, worker: Worker, level: str, text: str) -> None:
         """A worker's lifecycle (started, exited and why), in its plugin's log."""

@@ -49,7 +49,7 @@ class Throttle:
         self.logger, self.every = logger, every
         self._seen: dict[str, tuple[float, int]] = {}
 
-    def warning(self, key: str, msg: str, *args: Any) -> None:
+    def warning(self, key: str, msg: str, *args: Any, extra: dict[str, Any] | None = None) -> None:
         now = time.monotonic()
         last, held = self._seen.get(key, (-self.every, 0))
         if now - last < self.every:
@@ -60,7 +60,7 @@ class Throttle:
         self._seen[key] = (now, 0)
         if held:
             msg += f" ({held} more like it in the last {now - last:.0f}s)"
-        self.logger.warning(msg, *args)
+        self.logger.warning(msg, *args, extra=extra)
 
 
 def worker_extra(plugin_id: str, worker: str) -> dict[str, Any]:

@@ -6,6 +6,7 @@ failure is the ``error`` class given (a HostError) naming the database with its 
 
 from __future__ import annotations
 
+import logging
 import re
 import threading
 import time
@@ -14,11 +15,12 @@ from typing import Any, TypeVar
 
 import anyio
 
-from .db_backends import DEADLINE_MARGIN, PostgresBackend, close_quietly, in_thread
+from .db_backends import DEADLINE_MARGIN, MissingTable, PostgresBackend, close_quietly, in_thread
 from .errors import DbError, DbUnavailable, HostError, StateError, StateUnavailable
 from .outage import Outage
 
 T = TypeVar("T")
+log = logging.getLogger("host.state")
 
 SCHEMA_LOCK = 7_305_561_042  # pg_advisory_xact_lock key: hosts starting at once create the tables once
 OWNED = re.compile(r"CREATE (?:TABLE|SEQUENCE) IF NOT EXISTS (\w+)", re.I)
@@ -112,24 +114,43 @@ class PgSession:
                               f"within {self._outage.pause:g} s; {self._setting})")
 
     async def _run(self, fn: Callable[[Any], T], until: float) -> T:
-            try:
-                self._drop_ended()
-                if self._conn is None:
-                    opened: list[Any] = []
+        try:
+            return await self._attempt(fn, until)
+        except DbError as exc:  # the connection may be mid-transaction or broken: start afresh
+            self._drop()
+            if self._recreate(exc):
+                try:
+                    return await self._attempt(fn, until)
+                except DbError as again:
+                    self._drop()
+                    exc = again
+            error = self._gone if isinstance(exc, DbUnavailable) else self._error
+            raise error(f"{self._what} failed ({self.backend.where}): {exc.message}") from None
 
-                    def connect() -> None:
-                        opened.append(self.backend.connect(write=True, timeout=self.timeout))
-                    await in_thread(self.backend, connect, None, until, late=opened, setting=self._setting)
-                    self._conn = opened[0]
-                conn = self._conn
-                if not self._ready:
-                    await in_thread(self.backend, lambda: self._create(conn), conn, until, setting=self._setting)
-                    self._ready = True
-                return await in_thread(self.backend, lambda: fn(conn), conn, until, setting=self._setting)
-            except DbError as exc:  # the connection may be mid-transaction or broken: start afresh
-                self._drop()
-                error = self._gone if isinstance(exc, DbUnavailable) else self._error
-                raise error(f"{self._what} failed ({self.backend.where}): {exc.message}") from None
+    async def _attempt(self, fn: Callable[[Any], T], until: float) -> T:
+        self._drop_ended()
+        if self._conn is None:
+            opened: list[Any] = []
+
+            def connect() -> None:
+                opened.append(self.backend.connect(write=True, timeout=self.timeout))
+            await in_thread(self.backend, connect, None, until, late=opened, setting=self._setting)
+            self._conn = opened[0]
+        conn = self._conn
+        if not self._ready:
+            await in_thread(self.backend, lambda: self._create(conn), conn, until, setting=self._setting)
+            self._ready = True
+        return await in_thread(self.backend, lambda: fn(conn), conn, until, setting=self._setting)
+
+    def _recreate(self, exc: DbError) -> bool:
+        """A table of ours is gone though it was made (dropped by hand, a restore of an older
+        dump): made again, and the statement tried once more, rather than failing every use of
+        that state until a restart."""
+        if not isinstance(exc, MissingTable) or not self._ready:
+            return False
+        self._ready = False
+        log.warning("%s: %s (%s); creating the tables again", self._what, exc.message, self.backend.where)
+        return True
 
     def run_blocking(self, fn: Callable[[Any], T]) -> T:
         """``fn(connection)`` in the calling thread, for callers already off the event loop (the
@@ -141,6 +162,22 @@ class PgSession:
         if not self._thread_lock.acquire(timeout=self.timeout):
             raise self._error(f"{self._what}: {self.backend.where} was still busy with an earlier statement "
                               f"for {self.timeout:g} s ({self._setting})")
+        try:
+            return self._blocking(fn, until)
+        finally:
+            self._thread_lock.release()
+
+    def _blocking(self, fn: Callable[[Any], T], until: float) -> T:
+        again = True
+        while True:
+            try:
+                return self._blocking_once(fn, until)
+            except MissingTable as exc:
+                if not (again and self._recreate(exc)):
+                    raise self._error(f"{self._what} failed ({self.backend.where}): {exc.message}") from None
+                again = False
+
+    def _blocking_once(self, fn: Callable[[Any], T], until: float) -> T:
         got, fired = time.monotonic(), False
         try:
             self._drop_ended()
@@ -161,11 +198,11 @@ class PgSession:
             return out
         except DbError as exc:
             self._drop()
+            if isinstance(exc, MissingTable) and not fired:
+                raise
             why = f"no answer from {self.backend.where} within the deadline ({self._setting})" if fired else exc.message
             error = self._gone if fired or isinstance(exc, DbUnavailable) else self._error
             raise error(f"{self._what} failed ({self.backend.where}): {why}") from None
-        finally:
-            self._thread_lock.release()
 
     def _create(self, conn: Any) -> None:
         """Create the tables (once per session), unless the database takes no writes (a standby

@@ -178,8 +178,7 @@ class PluginHost:
                 self._history.close()
 
     async def aclose(self) -> None:
-        """Drain every pool (calls in flight finish), then stop all workers. Callable from
-        any task; leaving ``async with`` does it too."""
+        """Drain every pool (calls in flight finish), then stop all workers. Callable from any task; leaving ``async with`` does it too."""
         self._running = self._registry.running = self._found = False
         with anyio.CancelScope(shield=True):
             async with anyio.create_task_group() as tg:
@@ -188,6 +187,7 @@ class PluginHost:
                         tg.start_soon(r.pool.stop)
                 for pool in self._exec.pools() if self._exec is not None else ():
                     tg.start_soon(pool.stop)
+            await self._balances.flush()  # the history's last points (written in the background)
 
     def reserve_address(self, host: str, port: int) -> None:
         """Refuse ``host:port`` to every worker spawned from now on, private network allowed or

@@ -16,6 +16,7 @@ from anyio.abc import TaskGroup
 from .config import PoolConfig
 from .errors import HostClosed, HostError, PluginUnavailable, StateError, WorkerCrashed
 from .policy.scheduler import WaitQueue
+from .pool_cooldown import Cooldown
 from .pool_waiters import PoolWaiter, WaiterDeadlines
 from .runtime import Runtime
 from .worker import HostCallHandler, Lease, LogSink, Worker, WorkerSpec
@@ -71,6 +72,7 @@ class Pool:
         self._crash_times: deque[float] = deque()
         self._consecutive_crashes = 0
         self.state_failure = False  # the last crash was a StateError: the registry tries again (state_retry.py)
+        self.cooldown = Cooldown()  # a crash loop is tried again by itself (pool_cooldown.py)
         self._tg: TaskGroup | None = None
         self._closed = anyio.Event()
         self._drained: anyio.Event | None = None  # made by aclose: set once no call is in flight
@@ -154,6 +156,7 @@ class Pool:
         self._crash_times.clear()
         self._consecutive_crashes = 0
         self.error = None
+        self.cooldown.reset()
         self._set_state("running")
         self._maintain()
 
@@ -237,6 +240,7 @@ class Pool:
             self.restarts += 1
         worker.idle_since = time.monotonic()
         self.workers.append(worker)
+        self.cooldown.served(self)
         self._offer(worker)
 
     def _on_worker_exit(self, worker: Worker) -> None:
@@ -284,6 +288,9 @@ class Pool:
                 f"crash loop: {len(self._crash_times)} crashes within "
                 f"{self.config.crash_loop_window:g}s; last: {message}"
             )
+            # outside causes (an OOM killer) too: tried again after a cooldown; a state failure by state_retry.py
+            if not (fatal or self.state_failure):
+                why += self.cooldown.note if self.state == "error" else self.cooldown.tripped(self)
             self._set_state("error", why)
             self._fail_waiters(PluginUnavailable(why, plugin=self.plugin_id))
             spares, self.spares = self.spares, []  # they would serve nothing now

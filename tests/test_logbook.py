@@ -3,10 +3,14 @@ over HTTP, with the per-plugin latency and error rate the dashboard shows."""
 
 from __future__ import annotations
 
+import logging
+import time
+
 import pytest
 from support.servers import served
 
-from host import FunctionNotFound, PoolConfig
+from host import BreakerConfig, FunctionNotFound, PluginError, PluginSettings, PoolConfig
+from host.logs import Throttle
 
 pytestmark = pytest.mark.anyio
 
@@ -104,3 +108,35 @@ def test_an_uncaught_error_ranks_as_an_error_so_the_error_filter_shows_it():
     book.add("p", "exception", "TypeError: boom", kind="console")
     book.add("p", "log", "chatter", kind="console")
     assert [e.message for e in book.read("p", level="error")] == ["TypeError: boom"]
+
+
+FAILING = """
+export function full() { throw new PluginError("PROVIDER_ERROR", "the disk is full"); }
+export function auth() { throw new PluginError("AUTH_ERROR", "bad key"); }
+"""
+
+
+async def test_a_failure_repeated_on_every_call_is_one_host_log_line_and_every_entry_in_its_log(
+        plugin_dir, make_host, caplog):
+    plugin_dir.add("failing.js", FAILING)
+    plugins = {"failing": PluginSettings(breaker=BreakerConfig(enabled=False))}
+    async with make_host(pool=PoolConfig(min_workers=1, max_workers=1), plugins=plugins) as h:
+        with caplog.at_level(logging.WARNING, "host.plugin"):
+            for fn in ["full"] * 50 + ["auth"] * 3:
+                with pytest.raises(PluginError):
+                    await h.call("failing", fn)
+        lines = [r.getMessage() for r in caplog.records if r.name == "host.plugin" and " failed: " in r.getMessage()]
+        assert len(lines) == 2, lines  # one for each kind (before: one per call, 53)
+        assert "full failed" in lines[0] and "auth failed" in lines[1]
+        assert len([e for e in h.logs("failing", level="error") if "failed" in e.message]) == 53
+
+
+def test_held_back_warnings_are_counted_in_the_next_one(caplog):
+    throttle = Throttle(logging.getLogger("host.test"), every=0.05)
+    with caplog.at_level(logging.WARNING, "host.test"):
+        for _ in range(5):
+            throttle.warning("k", "same %s", "thing")
+        time.sleep(0.06)
+        throttle.warning("k", "same %s", "thing")
+    assert caplog.records[0].getMessage() == "same thing"
+    assert caplog.records[1].getMessage().startswith("same thing (4 more like it in the last")

@@ -105,6 +105,56 @@ async def test_crash_loop_puts_plugin_in_error_until_reset(plugin_dir, make_host
         assert h.plugin("die").state == "running"
 
 
+async def kill_until_crash_loop(h, plugin: str) -> int:
+    """SIGKILL the plugin's worker from outside (as an OOM killer would), each new one as it
+    serves, until the pool calls it a crash loop; returns how many were killed."""
+    killed = 0
+    while h.plugin(plugin).state != "error":
+        pid = h.plugin(plugin).workers[0].pid
+        os.kill(pid, signal.SIGKILL)
+        killed += 1
+        await wait_for(lambda gone=pid: h.plugin(plugin).state == "error" or any(
+            w.state == "ready" and w.pid != gone for w in h.plugin(plugin).workers), 10)
+    return killed
+
+
+async def test_a_crash_loop_from_outside_kills_is_tried_again_after_a_cooldown_with_backoff(calc, make_host):
+    pool = PoolConfig(crash_loop_threshold=3, crash_loop_window=60, restart_backoff=0.01,
+                      crash_loop_cooldown=0.5, crash_loop_cooldown_max=5)
+    async with make_host(pool=pool) as h:
+        states: list[str] = []
+        h.subscribe(lambda e: states.append(e.state) if e.plugin == "calc" and e.kind == "state" else None)
+        assert await kill_until_crash_loop(h, "calc") == 3
+        info = h.plugin("calc")
+        assert info.state == "error" and "crash loop" in info.error and "tried again automatically in 0.5s" in info.error
+        assert info.next_retry is not None and 0 < info.next_retry - time.time() <= 0.5
+        with pytest.raises(PluginUnavailable, match="crash loop"):
+            await h.call("calc", "add", 1, 1)
+        came_back = anyio.Event()
+        h.subscribe(lambda e: came_back.set() if e.plugin == "calc" and e.state == "running" else None)
+        with anyio.fail_after(10):
+            await came_back.wait()
+        assert await h.call("calc", "add", 2, 3) == 5  # nobody restarted it
+        info = h.plugin("calc")
+        assert info.state == "running" and info.next_retry is None and info.crash_loop_retries == 1
+
+        await kill_until_crash_loop(h, "calc")  # again: the wait doubles
+        info = h.plugin("calc")
+        assert "tried again automatically in 1s" in info.error and 0.5 < info.next_retry - time.time() <= 1
+        h.pool("calc").reset()  # the operator was quicker: the scheduled retry does nothing
+        assert h.plugin("calc").next_retry is None
+        assert await h.call("calc", "add", 1, 1) == 2
+        assert states.count("error") == 2
+
+
+async def test_a_crash_loop_stays_in_error_with_the_cooldown_off(calc, make_host):
+    pool = PoolConfig(crash_loop_threshold=2, restart_backoff=0.01, crash_loop_cooldown=0)
+    async with make_host(pool=pool) as h:
+        await kill_until_crash_loop(h, "calc")
+        info = h.plugin("calc")
+        assert info.state == "error" and info.next_retry is None and "automatically" not in info.error
+
+
 async def test_plugin_that_fails_to_load_is_error_and_others_keep_serving(calc, make_host):
     calc.add("broken.js", "export function f( {")
     async with make_host() as h:

@@ -239,3 +239,67 @@ export function leak(ctx) {
     shown = f"{e.value} {e.value.name} {e.value.error_type} {e.value.to_dict()}"
     assert SECRET not in shown and "N" in e.value.name
     assert SECRET not in caplog.text
+
+
+@pytest.mark.anyio
+async def test_a_key_file_that_is_a_directory_is_a_secrets_error_naming_the_setting(
+        plugin_dir, make_host, tmp_path, shared_state):
+    plugins(plugin_dir)
+    state = state_dir(tmp_path, shared_state, "state")
+    (Path(state) / "secret.key").mkdir(mode=0o700)
+    with pytest.raises(SecretsError) as e:  # before: IsADirectoryError, a traceback
+        async with make_host(pool=ONE, state_dir=state) as h:
+            await h.set_config("vault", {"apiKey": SECRET, "region": "us"})
+    assert "security.secret_key_file" in str(e.value) and "not a regular file" in str(e.value)
+
+
+@pytest.mark.anyio
+async def test_a_key_file_mounted_as_a_kubernetes_secret_is_followed_through_its_links(
+        plugin_dir, make_host, tmp_path, shared_state):
+    plugins(plugin_dir)
+    state = state_dir(tmp_path, shared_state, "state")
+    mount = tmp_path / "secret-volume"  # as the kubelet writes one: key -> ..data/key, ..data -> ..2024_...
+    (mount / "..2024_01_01_00_00_00.1").mkdir(parents=True, mode=0o755)
+    real = mount / "..2024_01_01_00_00_00.1" / "key"
+    real.write_bytes(Fernet.generate_key() + b"\n")
+    (mount / "..data").symlink_to("..2024_01_01_00_00_00.1")
+    (mount / "key").symlink_to("..data/key")
+    security = {"secret_key_file": str(mount / "key")}
+    real.chmod(0o644)  # the volume's defaultMode: every local user could read it
+    with pytest.raises(InvalidConfig) as e:
+        async with make_host(pool=ONE, state_dir=state, security=security) as h:
+            await h.set_config("vault", {"apiKey": SECRET, "region": "us"})
+    assert "readable by group or others" in str(e.value) and "defaultMode" in str(e.value)
+    real.chmod(0o400)
+    async with make_host(pool=ONE, state_dir=state, security=security) as h:  # before: "Too many levels of symbolic links"
+        await h.set_config("vault", {"apiKey": SECRET, "region": "us"})
+        assert await h.call("vault", "whoami") == OK
+    mount.chmod(0o777)  # another user could point the links elsewhere: not followed
+    with pytest.raises(SecretsError, match="on the way to the key"):
+        async with make_host(pool=ONE, state_dir=state, security=security) as h:
+            await h.call("vault", "whoami")
+    mount.chmod(0o755)
+
+
+@pytest.mark.anyio
+async def test_the_same_key_put_back_is_read_again_and_another_key_is_still_refused(
+        plugin_dir, make_host, tmp_path, shared_state):
+    plugins(plugin_dir)
+    state = state_dir(tmp_path, shared_state, "state")
+    key_file = Path(state) / "secret.key"
+    async with make_host(pool=ONE, state_dir=state) as h:
+        await h.set_config("vault", {"apiKey": SECRET, "region": "us"})
+        key = key_file.read_bytes()
+        key_file.unlink()
+        with pytest.raises(SecretsError, match="removed while the host runs"):
+            await h.set_config("vault", {"apiKey": SECRET + "2"})
+        key_file.write_bytes(key)  # put back from the backup: a new inode
+        key_file.chmod(0o600)
+        await h.set_config("vault", {"apiKey": SECRET})  # before: refused until a restart
+        assert await h.call("vault", "whoami") == OK
+        key_file.write_bytes(Fernet.generate_key() + b"\n")  # another key: the stored secrets' is gone
+        with pytest.raises(SecretsError, match="no longer holds the key"):
+            await h.set_config("vault", {"apiKey": SECRET + "3"})
+        key_file.write_bytes(Fernet.generate_key() + b"," + key)  # a rotation listing the old key after the new
+        await h.set_config("vault", {"apiKey": SECRET})
+        assert await h.call("vault", "whoami") == OK

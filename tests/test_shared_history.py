@@ -6,6 +6,7 @@ password. On the real postgres of tests/support/postgres.py."""
 from __future__ import annotations
 
 import datetime as dt
+import time
 
 import pytest
 from support.plugins import fresh_state
@@ -34,6 +35,7 @@ async def test_two_hosts_append_to_one_history(make_host, plugin_dir, tmp_path, 
             make_host(state_dir=str(b_dir), state=state, pool=ONE) as b:
         await a.query_balances(refresh=True)
         await b.query_balances(refresh=True)
+        await b.balance_history()  # written in the background: a read on b waits for b's write
         await a.query_balances(refresh=True)
         seen_a, seen_b = await a.balance_history("alpha"), await b.balance_history()
         latest = await b.balance_history(limit=1)
@@ -66,3 +68,26 @@ def test_an_unreachable_history_database_is_a_state_error_without_the_password()
     with pytest.raises(StateError) as e:
         history.read()
     assert f"127.0.0.1:{port}" in e.value.message and "t0psecret" not in e.value.message
+
+
+async def test_a_balance_answer_does_not_wait_for_a_history_write_the_database_holds(
+        make_host, plugin_dir, tmp_path, shared_state, postgres_server, postgres_url):
+    plugin_dir.add("alpha.js", STATION)
+    async with make_host(state_dir=str(fresh_state(tmp_path / "a", shared_state)),
+                         state=StateConfig(database=postgres_url), pool=ONE) as h:
+        await h.query_balances(refresh=True)
+        assert len(await h.balance_history("alpha")) == 1
+        with postgres_server.admin(postgres_url.rsplit("/", 1)[1]) as blocker:
+            blocker.execute("BEGIN")  # a session holding the table (a migration, a stuck job): writes wait
+            blocker.execute("LOCK TABLE balance_points IN ACCESS EXCLUSIVE MODE")
+            t0 = time.monotonic()
+            [answer] = await h.query_balances(refresh=True)
+            took = time.monotonic() - t0
+            blocker.execute("ROLLBACK")
+        assert answer.status == "success" and answer.balance == 98.0
+        assert took < 3, f"the answer waited {took:.1f}s for the history write"
+        assert [p.balance for p in await h.balance_history("alpha")] == [99.0, 98.0]  # written once it could be
+        await h.query_balances(refresh=True)
+    async with make_host(state_dir=str(fresh_state(tmp_path / "b", shared_state)),
+                         state=StateConfig(database=postgres_url), pool=ONE) as again:  # flushed at close
+        assert [p.balance for p in await again.balance_history("alpha")] == [99.0, 98.0, 97.0]

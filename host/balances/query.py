@@ -21,7 +21,8 @@ from ..plugins.lifecycle import Plugin
 from ..plugins.registry import Registry
 from .alerts import Alert, AlertState, deliver
 from .degrade import LastBalances, degradable
-from .history import BalancePoint, History, Unrecorded
+from .history import BalancePoint, History
+from .history_writer import HistoryWriter
 from .result import BALANCE_CAPABILITY, BALANCE_FUNCTION, BalanceResult, from_error, from_reply
 from .stations import Stations
 
@@ -65,7 +66,7 @@ class Balances:
         self._tasks = tasks          # where alerts are delivered, in the background
         self._alerts: AlertState | None = None  # read back from the history at the first query
         self._last = LastBalances(history)  # for the "degrade" rate-limit strategy
-        self._unrecorded = Unrecorded()  # points a full disk kept out of the history, written later
+        self._writer = HistoryWriter(history)  # in the background: no answer waits for the history
 
     async def query_balances(self, *, refresh: bool = False, timeout: float | None = None) -> list[BalanceResult]:
         """Ask every balance plugin (``"balance"`` in its capabilities) for its balance, all in
@@ -108,10 +109,7 @@ class Balances:
                 tg.start_soon(one, t)
         ordered = [results[t.name] for t in targets]
         self._last.remember(ordered)
-        try:
-            await anyio.to_thread.run_sync(self._unrecorded.append, self._history, ordered)
-        except StateError as exc:  # the answers still count; the history misses them
-            _warn.warning("history", "balance history: %s", exc.message)
+        self._writer.add(ordered, self._tasks())
         await self._alert(ordered)
         return ordered
 
@@ -187,6 +185,10 @@ class Balances:
         if alerts and tg is not None:
             tg.start_soon(deliver, alerts, self.config.alerts)
 
+    async def flush(self) -> None:
+        """At close: the answers not yet in the history are written (within [balances] history_flush)."""
+        await self._writer.flush(self.config.history_flush)
+
     async def balance_alerts(self, provider: str | None = None, *, limit: int = 1000) -> list[Alert]:
         """The alerts said so far (low balance, recovered, failing), oldest first."""
         return await anyio.to_thread.run_sync(lambda: self._history.read_alerts(provider, limit=limit))
@@ -195,6 +197,7 @@ class Balances:
                               until: dt.datetime | None = None, limit: int = 10_000) -> list[BalancePoint]:
         """The recorded balances (successful, freshly asked queries), oldest first: of one
         provider (plugin id) or all, within [since, until], at most ``limit`` newest points."""
+        await self._writer.settled(self.config.history_flush)  # the points of the queries before it
         return await anyio.to_thread.run_sync(
             lambda: self._history.read(provider, since=since, until=until, limit=limit))
 

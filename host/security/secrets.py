@@ -67,6 +67,39 @@ def _create_key_file(path: Path) -> None:
         raise os_failure(path, exc, "create the secret key file") from None
 
 
+SETTING = "security.secret_key_file"
+_TRUSTED = (0,)  # owners besides the host's user whose links and directories may lead to the key (root)
+
+
+def _trusted(st: os.stat_result) -> bool:
+    """A link or directory on the way to the key only root or the host's user can change: theirs,
+    and (a directory) not writable by group or others unless sticky (others cannot replace what
+    they do not own there). A link's own mode means nothing (always 0777)."""
+    if st.st_uid not in (*_TRUSTED, os.getuid()):
+        return False
+    return stat.S_ISLNK(st.st_mode) or not st.st_mode & 0o022 or bool(st.st_mode & stat.S_ISVTX)
+
+
+def _follow(path: Path) -> Path:
+    """``path`` with its symlinks followed (a Kubernetes secret volume: ``key -> ..data/key``,
+    ``..data -> ..2024_01_01...``) when each link, and the directory each one is in, is root's or
+    the host's user's and not writable by others; else SecretsError naming the one that is not."""
+    for _ in range(40):
+        try:
+            st = os.lstat(path)
+        except FileNotFoundError:
+            return path
+        if not stat.S_ISLNK(st.st_mode):
+            return path
+        for what, where in (("symlink", path), ("directory", path.parent)):
+            if not _trusted(os.lstat(where) if what == "symlink" else os.stat(where)):
+                raise SecretsError(f"{SETTING} {path}: the {what} {where} on the way to the key may be changed by "
+                                   "a user other than root and the host's: a link to the key is followed only "
+                                   "through links and directories of theirs that others cannot write")
+        path = path.parent / os.readlink(path)
+    raise SecretsError(f"{SETTING} {path}: too many levels of symbolic links")
+
+
 def _read_key_file(path: Path, *, create: bool = True) -> MultiFernet:
     if not path.exists():
         if not create:
@@ -76,16 +109,22 @@ def _read_key_file(path: Path, *, create: bool = True) -> MultiFernet:
                                "variable security.secret_key_env names); a new key could not open them")
         _create_key_file(path)
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+        fd = os.open(_follow(path), os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
     except OSError as exc:
-        raise InvalidConfig(f"secret key file {path}: cannot be read ({exc.strerror})") from None
-    with os.fdopen(fd, "rb") as f:
-        st = os.fstat(f.fileno())
-        if not stat.S_ISREG(st.st_mode):
-            raise InvalidConfig(f"secret key file {path}: not a regular file")
-        if why := not_private(st, deny=0o077, fix=f"chmod 600 {path}"):
-            raise InvalidConfig(f"secret key file {path}: {why}")
-        text = f.read().decode("ascii", errors="replace")
+        raise InvalidConfig(f"secret key file {path}: cannot be read ({exc.strerror}; {SETTING})") from None
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):  # checked before reading: a directory, a fifo
+            raise SecretsError(f"{SETTING} {path}: not a regular file: point it at the key file")
+        # root's and readable by the host's group only is fine too (a secret volume with fsGroup and mode 0440)
+        group_read = st.st_uid == 0 != os.getuid() and not st.st_mode & 0o026
+        if not group_read and (why := not_private(st, deny=0o077, fix=f"chmod 600 {path}")):
+            mounted = " (a Kubernetes secret volume: set its defaultMode to 0400, or 0440 with fsGroup)" \
+                if path.is_symlink() else ""
+            raise InvalidConfig(f"secret key file {path}: {why}{mounted}")
+        text = os.read(fd, 64 * 1024).decode("ascii", errors="replace")
+    finally:
+        os.close(fd)
     return _fernets(text, source=f"secret key file {path}")
 
 
@@ -160,6 +199,21 @@ class SecretBox(Cipher):
                 self._file = (st.st_ino, st.st_mtime_ns)
         return self._fernet
 
+    def _reread(self, path: Path, key: Fernet | MultiFernet) -> Fernet | MultiFernet:
+        """The key file changed (put back from a backup, a secret volume updated): read again, and
+        used from now on when it still holds every key in use (the same key, or a rotation listing
+        the old one after the new), else SecretsError."""
+        st = os.stat(path)
+        new = _read_key_file(path, create=False)
+        try:  # what the key in use sealed, the new file opens
+            new.decrypt(key.encrypt(b"check"))
+        except InvalidToken:
+            raise SecretsError(f"the secret key file {path} changed while the host runs and no longer holds the "
+                               "key the stored secrets were encrypted with: put that key back (or list it after "
+                               "the new one, comma-separated, to rotate), or restart the host with it")
+        self._fernet, self._file = new, (st.st_ino, st.st_mtime_ns)
+        return new
+
     def seal(self, value: Any) -> str:
         """As Cipher.seal, after checking the key file is still the one the key came from: a
         value sealed with a key that exists only in memory could never be opened again."""
@@ -172,8 +226,7 @@ class SecretBox(Cipher):
                 raise SecretsError(f"the secret key file {path} was removed while the host runs: restore it "
                                    "(every stored secret needs it) before storing a new secret") from None
             if (st.st_ino, st.st_mtime_ns) != self._file:
-                raise SecretsError(f"the secret key file {path} changed while the host runs: restart the host "
-                                   "with the key the stored secrets were encrypted with")
+                key = self._reread(path, key)
         return PREFIX + key.encrypt(json.dumps(value).encode()).decode("ascii")
 
 

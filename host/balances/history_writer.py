@@ -1,0 +1,98 @@
+"""Balance history written in the background: a balance query answers as soon as its stations
+did, never after the history write (a ``[state] database`` that hangs held every
+``GET /api/balances?refresh=1`` for its statement timeout, 10 s). Answers wait in a bounded
+queue (the oldest batch is skipped when it is full, and said); a write that fails is logged
+(throttled) and its points are kept in memory to go with the next write (history.Unrecorded);
+at close what is queued is written within ``[balances] history_flush`` seconds."""
+
+from __future__ import annotations
+
+import logging
+from collections import deque
+
+import anyio
+from anyio.abc import TaskGroup
+
+from ..errors import StateError
+from ..logs import Throttle
+from .history import History, Unrecorded, recorded
+from .result import BalanceResult
+
+log = logging.getLogger("host")
+_warn = Throttle(log)
+QUEUE = 256  # batches (one per query) waiting to be written; more skip the oldest
+
+
+class HistoryWriter:
+    """Takes each query's answers at once (``add``) and writes them in a task of the host's
+    task group, one write at a time; ``flush`` at close."""
+
+    def __init__(self, history: History) -> None:
+        self._history = history
+        self._unrecorded = Unrecorded()  # points a write could not take: written with the next ones
+        self._queue: deque[list[BalanceResult]] = deque()
+        self._wake: anyio.Event | None = None
+        self._done: anyio.Event | None = None  # set whenever the queue is empty and nothing is written
+        self._running = False
+        self.skipped = 0  # batches dropped because the queue was full
+
+    def add(self, results: list[BalanceResult], tg: TaskGroup | None) -> None:
+        """Queue ``results`` for the history (only those it records); the writer runs in ``tg``
+        (None: the host is closing, they wait for ``flush``)."""
+        if not recorded(results):
+            return
+        if len(self._queue) >= QUEUE:
+            self._queue.popleft()
+            self.skipped += 1
+            _warn.warning("history-queue", "balance history: %d queries waiting to be written; the oldest "
+                          "is skipped (is the [state] database slow?)", QUEUE)
+        self._queue.append(results)
+        if self._done is None or self._done.is_set():
+            self._done = anyio.Event()
+        if not self._running and tg is not None:
+            self._running = True
+            tg.start_soon(self._run)
+        if self._wake is not None:
+            self._wake.set()
+
+    async def _write_queued(self) -> None:
+        batch = [r for results in self._queue for r in results]
+        self._queue.clear()
+        try:
+            await anyio.to_thread.run_sync(self._unrecorded.append, self._history, batch)
+        except StateError as exc:  # the answers still counted; the points wait for the next write
+            _warn.warning("history", "balance history: %s", exc.message)
+
+    async def _run(self) -> None:
+        try:
+            while True:
+                while self._queue:
+                    await self._write_queued()
+                if self._done is not None:
+                    self._done.set()
+                self._wake = anyio.Event()
+                await self._wake.wait()
+        finally:
+            self._running = False
+
+    async def settled(self, timeout: float) -> None:
+        """Wait (at most ``timeout`` seconds) until what was queued is written: a read of the
+        history after a query finds its points."""
+        if self._running and self._done is not None:
+            with anyio.move_on_after(timeout):
+                await self._done.wait()
+
+    async def flush(self, timeout: float) -> None:
+        """Wait (at most ``timeout`` seconds) until what was queued is written, or write it here
+        when the writer task is not running."""
+        with anyio.move_on_after(timeout) as scope:
+            if self._running and self._done is not None:
+                await self._done.wait()
+            while self._queue:
+                await self._write_queued()
+        if scope.cancelled_caught and self._queue:
+            log.warning("balance history: %d queries not written within [balances] history_flush (%gs) at close",
+                        len(self._queue), timeout)
+
+
+__all__ = ["HistoryWriter"]
