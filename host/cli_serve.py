@@ -5,6 +5,7 @@ CLI command with a progress line while its plugins start."""
 from __future__ import annotations
 
 import argparse
+import asyncio
 import logging
 import signal
 import sys
@@ -17,7 +18,7 @@ import msgspec
 from .cli_dev import announce_inspector, debugger_wait, dev_banner
 from .cli_output import ListenError, Progress, UsageError, start_progress
 from .config import HostConfig, ServerConfig
-from .control import start_control_site
+from .control import control_site
 from .errors import StateUnavailable
 from .plugin_host import PluginHost
 
@@ -86,6 +87,7 @@ async def _serve(args: argparse.Namespace, config: HostConfig) -> int:
     control = Runner(create_app(host, max_body=srv.max_body_bytes, via="cli", body_timeout=srv.body_timeout),
                      **limits)
     peers = None
+    taking: asyncio.Future[None] | None = None
     # SIGHUP too: the terminal that started serve closing must drain it, not end it mid-call.
     with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT, signal.SIGHUP) as signals:
         # HTTP first: /healthz/live answers while the plugins start, /healthz/ready says 503.
@@ -111,8 +113,9 @@ async def _serve(args: argparse.Namespace, config: HostConfig) -> int:
                 host.reserve_address(srv.host if srv.host in ("", "0.0.0.0", "::") else address[0], address[1])
             async with debugger_wait(args, config, signals) as attached, started(host, args):  # makes the state dir
                 attached()
-                if not args.process_index:  # one control socket per state directory
-                    await start_control_site(control, config.state_path)
+                if not args.process_index:  # one control socket per state directory (or once it is free)
+                    taking = asyncio.ensure_future(control_site(control, config.state_path))
+                    await asyncio.sleep(0)
                 if args.peers_dir:
                     peers = await join_siblings(app, host, args.process_index, args.peers_dir, control.app,
                                                 accepting=lambda: not late)
@@ -138,10 +141,14 @@ async def _serve(args: argparse.Namespace, config: HostConfig) -> int:
                 log.info("received %s: draining and stopping", signal.Signals(stopped).name)
                 app[DRAINING].set()
                 # stop accepting, let calls in flight finish (shutdown_grace), answer the others 503
+                if taking is not None:
+                    taking.cancel()
                 await control.cleanup()
                 await drain(runner, srv.shutdown_grace)
                 await runner.cleanup()
         finally:
+            if taking is not None:
+                taking.cancel()
             await control.cleanup()
             await runner.cleanup()
             if peers is not None:

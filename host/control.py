@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+import anyio
 from aiohttp import web
 
 from .errors import HostError
@@ -88,19 +89,34 @@ async def control_client(state_dir: Path) -> AsyncIterator[ControlClient | None]
         yield ControlClient(session) if alive else None
 
 
-async def start_control_site(runner: web.BaseRunner, state_dir: Path) -> web.BaseSite | None:
-    """Serve ``runner`` (an app without tokens) on the control socket; None, with a warning,
-    when another live server already serves this state directory there."""
+async def start_control_site(runner: web.BaseRunner, state_dir: Path, *, quiet: bool = False) -> web.BaseSite | None:
+    """Serve ``runner`` (an app without tokens) on the control socket; None, with a warning
+    (unless ``quiet``), when another live server already serves this state directory there."""
     from .server import PrivateUnixSite
 
     site = PrivateUnixSite(runner, str(socket_path(state_dir)))
     try:
         await site.start()
     except OSError as exc:
-        log.warning("control socket %s: not served (%s): is another server using this state directory?",
-                    socket_path(state_dir), exc.strerror or exc)
+        if not quiet:
+            log.warning("control socket %s: not served (%s): is another server using this state directory? "
+                        "This one takes it over once that one stops", socket_path(state_dir), exc.strerror or exc)
         return None
     return site
 
 
-__all__ = ["ControlClient", "RemoteError", "ServerUnresponsive", "control_client", "socket_path", "start_control_site"]
+async def control_site(runner: web.BaseRunner, state_dir: Path, every: float = 5.0) -> None:
+    """Serve the control socket: at once, or once the server holding it is gone (two serves on
+    one state directory: before, the second never took it over when the first stopped, so the
+    CLI said no server was serving while it served). Runs until cancelled."""
+    if await start_control_site(runner, state_dir) is not None:
+        return
+    while True:
+        await anyio.sleep(every)
+        if await start_control_site(runner, state_dir, quiet=True) is not None:
+            log.info("control socket %s: served by this server now", socket_path(state_dir))
+            return
+
+
+__all__ = ["ControlClient", "RemoteError", "ServerUnresponsive", "control_client", "control_site", "socket_path",
+           "start_control_site"]

@@ -1,10 +1,11 @@
 """A second ``serve`` started by mistake beside a running one: on the same Unix socket it is a
 one-line error and the first keeps its socket; on the same state directory (another port) it
-serves, but the control socket stays the first one's, also after the second stops. Real
-``serve`` subprocesses."""
+serves, but the control socket stays the first one's, also after the second stops, and the
+second takes it over once the first stops. Real ``serve`` subprocesses."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 
@@ -70,3 +71,23 @@ def test_a_second_serve_on_the_same_state_directory_leaves_the_first_its_control
         assert out.returncode == 0, out.stderr
         status, body = first.request("POST", "/api/plugins/who/call/who", {"args": []})
         assert status == 200 and body["result"][1] == "second", body  # applied by the server at once
+
+
+def test_a_second_serve_takes_the_control_socket_over_once_the_first_stops(tmp_path, shared_state, plugin_dir):
+    """Before: the second kept serving with no control socket after the first stopped, so
+    ``status`` said no server was serving and ``config set`` wrote the file behind it."""
+    plugin_dir.add("who.js", WHO)
+    common = ("--plugins", str(plugin_dir.root), "--state-dir", str(fresh_state(tmp_path, shared_state)))
+    control = os.path.join(common[-1], "control.sock")
+    with contextlib.ExitStack() as outlives_the_first:
+        with serve_process(tmp_path, *common) as first:
+            first.wait_running("who")
+            srv = outlives_the_first.enter_context(serve_process(tmp_path, *common))
+            srv.wait_running("who")
+        # the first stopped: the second takes the socket within its retry interval (5 s)
+        srv.poll(lambda: live(control) or None, "the second serving the control socket", timeout=20)
+        out = run_cli("config", "set", "who", "tag=taken", *common, cwd=tmp_path)
+        assert out.returncode == 0, out
+        status, body = srv.request("POST", "/api/plugins/who/call/who", {"args": []})
+        assert status == 200 and body["result"][1] == "taken", body  # applied by the server at once
+        assert "served by this server now" in srv.log()
