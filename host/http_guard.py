@@ -23,6 +23,7 @@ from aiohttp import web
 
 log = logging.getLogger("host.server")
 IDENTITY = ("", "identity")  # the only Content-Encoding a request body may have
+SLOW_HEAD = 1.0  # seconds a connection may take over its head before it may give its slot up
 LOOPBACK_NAMES = frozenset({"localhost", "127.0.0.1", "::1"})
 
 
@@ -163,9 +164,10 @@ class HeadDeadline(web.RequestHandler):
     connections, after an hour: a client that sends half a head, or one byte at a time, would
     hold its connection (and a file descriptor) that long.
 
-    Past ``max_connections`` open at once, a new connection closes the longest idle kept-alive
-    one (a client opens another when it needs one), or itself when none is idle: idle or slow
-    clients cannot take every file descriptor the host has (its workers need some too).
+    Past ``max_connections`` open at once, a new connection closes the oldest one not being
+    answered (idle kept-alive, or still sending its head after ``SLOW_HEAD``: a client opens
+    another when it needs one), or itself when there is none: idle or slow clients cannot take every file descriptor
+    the host has (its workers need some too), nor every slot.
 
     A request aiohttp cannot parse is answered in JSON like every other error and logged in
     one debug line (not a traceback at ERROR for each: a client could fill the log).
@@ -176,7 +178,7 @@ class HeadDeadline(web.RequestHandler):
     ``_request_count`` and ``_waiter``, which its own keep-alive check uses;
     tests/security/test_http_hardening.py fails if an upgrade changes them.)"""
 
-    __slots__ = ("_head_timer", "_header_timeout", "_max_connections")
+    __slots__ = ("_born", "_head_timer", "_header_timeout", "_max_connections")
 
     def __init__(self, manager: web.Server, *, header_timeout: float, max_connections: int, **kwargs: Any) -> None:
         super().__init__(manager, **kwargs)
@@ -186,12 +188,17 @@ class HeadDeadline(web.RequestHandler):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         super().connection_made(transport)
+        self._born = self._loop.time()
         self._head_timer = self._loop.call_later(self._header_timeout, self._head_overdue)
         open_now = self._manager._connections  # in the order they were made
         if len(open_now) > self._max_connections:
-            idle = [h for h in open_now if h is not self and isinstance(h, HeadDeadline)
-                    and h._awaiting_head() and h._head_timer is None]
-            victim = idle[0] if idle else self  # the oldest idle one: connections are kept in order
+            # idle kept-alive, or still sending a head after SLOW_HEAD seconds: none is being answered
+            # (a slow head must not keep a slot a client about to send a whole request could use;
+            # one just accepted has not had time to send its head, it is not slow yet)
+            old = self._loop.time() - SLOW_HEAD
+            idle = [h for h in open_now if h is not self and isinstance(h, HeadDeadline) and h._awaiting_head()
+                    and (h._head_timer is None or h._born < old)]
+            victim = idle[0] if idle else self  # the oldest: connections are kept in order
             log.debug("%d connections open (server.max_connections): closing %s", len(open_now),
                       "the longest idle one" if idle else "the new one")
             victim.force_close()

@@ -228,6 +228,9 @@ def create_app(host: PluginHost, *, admin_token: str | None = None, read_token: 
             return await checked(request, handler)
         except web.HTTPException:  # aiohttp's own answers that are not errors (checked passed them on)
             raise
+        except ConnectionResetError:  # the client went, or its body was overdue (body_deadline closed it)
+            log.debug("%s %s: the connection closed before the request was read", request.method, request.path[:200])
+            return _error(408, "RequestTimeout", "the request's body did not arrive")  # to nobody: it is closed
         except asyncio.CancelledError:  # drain: a request past shutdown_grace still gets an answer
             if not request.app[DRAINING].is_set() or task is None:
                 raise

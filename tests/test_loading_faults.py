@@ -3,6 +3,8 @@ the others, the host's close, or a caller past its deadline."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import time
 
 import anyio
@@ -223,3 +225,41 @@ def test_serve_refuses_a_plugins_directory_that_is_a_file(tmp_path, state_dir):
     out = run_cli("serve", "--plugins", str(tmp_path / "plugins"), "--state-dir", str(state_dir), "--port", "0",
                   cwd=tmp_path)
     assert out.returncode == 2 and "is not a directory" in out.stderr and "plugins_dir" in out.stderr, out
+
+
+LOST_MOUNT = """
+import subprocess, sys, anyio
+from pathlib import Path
+from host import HostConfig, PluginHost
+
+plugins, state, source = Path(sys.argv[1]), sys.argv[2], sys.argv[3]
+subprocess.run(["mount", "-t", "tmpfs", "tmpfs", str(plugins)], check=True)
+(plugins / "calc.js").write_text(source)
+
+async def main():
+    async with PluginHost(HostConfig(plugins_dir=str(plugins), state_dir=state)) as h:
+        assert await h.call("calc", "add", 1, 2) == 3
+        subprocess.run(["umount", "-l", str(plugins)], check=True)  # what is left: an empty directory
+        await h.rescan()
+        await h.rescan()
+        print("after", [i.id for i in h.plugins()], await h.call("calc", "add", 2, 2))
+
+anyio.run(main)
+"""
+
+
+def test_a_lost_mount_of_the_plugins_directory_keeps_its_plugins_serving(tmp_path, state_dir):
+    """A lost mount leaves an empty directory of another file system in its place: before,
+    every plugin was unloaded (calls 404) with no warning."""
+    from support.full_disk import _unshare_works
+
+    if not _unshare_works():
+        pytest.skip("no mount namespaces here (unshare -rm failed)")
+    (tmp_path / "plugins").mkdir()
+    script = tmp_path / "lost_mount.py"
+    script.write_text(LOST_MOUNT)
+    out = subprocess.run(["unshare", "-rm", sys.executable, str(script), str(tmp_path / "plugins"), str(state_dir),
+                          CALC], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert "after ['calc'] 4" in out.stdout, out.stdout
+    assert out.stderr.count("is gone (or its file system unmounted)") == 1, out.stderr[-2000:]

@@ -77,6 +77,8 @@ def discover(dirs: list[Path]) -> list[PluginSource]:
             continue
         if children:  # there (again): its going is warned about anew
             _vanished.discard(str(d))
+            with contextlib.suppress(OSError):
+                _devices[str(d)] = d.stat().st_dev  # (remounted elsewhere with plugins: that one now)
         for child in children:
             try:
                 src = source_for(child)
@@ -90,24 +92,33 @@ def discover(dirs: list[Path]) -> list[PluginSource]:
 
 _said: set[str] = set()  # entries already warned about (every rescan meets them again)
 _vanished: set[str] = set()  # plugin directories found gone (warned once until they are back)
+_devices: dict[str, int] = {}  # the file system each plugins directory was found on, with plugins
+
+
+def _device(d: Path) -> int | None:
+    try:
+        return d.stat().st_dev
+    except OSError:
+        return None
 
 
 def in_vanished_dir(source: PluginSource, dirs: list[Path]) -> bool:
     """``source`` lies in one of ``dirs`` that is gone as a whole (a deploy swapping the
-    directory by renames, a lost mount): its plugins keep serving the code they loaded, rather
+    directory by renames; a lost mount, which leaves an empty directory of another file system
+    in its place): its plugins keep serving the code they loaded, rather
     than every plugin stopping at once, and the operator is warned once. A plugin removed from
     a directory that is there still stops."""
     for d in dirs:
         where = {os.path.abspath(d), os.path.realpath(d)}
         if not any(str(source.module).startswith(w.rstrip("/") + "/") for w in where):
             continue
-        if d.is_dir():
-            _vanished.discard(str(d))
+        if d.is_dir() and _devices.get(str(d), _device(d)) == _device(d):
             return False
         if str(d) not in _vanished:
             _vanished.add(str(d))
-            log.warning("plugins directory %s is gone: its plugins keep serving what they loaded until it is "
-                        "back (check the mount or the deploy that moved it; plugins_dir / --plugins)", d)
+            log.warning("plugins directory %s is gone (or its file system unmounted): its plugins keep serving what "
+                        "they loaded until it is back (check the mount or the deploy that moved it; plugins_dir / "
+                        "--plugins)", d)
         return True
     return False
 

@@ -122,6 +122,7 @@ def test_a_body_too_large_is_refused_at_once_and_one_that_never_comes_closes_the
         assert srv.request("POST", "/api/plugins/calc/call/add", {"args": [1, 2]}) == (200, {"ok": True, "result": 3})
         for s in [big, *slow]:
             s.close()
+    assert "Traceback" not in srv.log() and "ERROR" not in srv.log(), srv.log()[-3000:]  # one debug line each
 
 
 def test_idle_connections_cannot_take_every_descriptor(calc, shared_state, tmp_path):
@@ -151,6 +152,17 @@ def test_idle_connections_cannot_take_every_descriptor(calc, shared_state, tmp_p
         assert alive <= 20, alive
         assert alive >= 15  # the newest stay: only as many as needed went
         assert open_fds < 200
+        # connections still sending their head (a byte at a time) hold no slot a whole request needs
+        slow = [connect(port) for _ in range(40)]
+        for s in slow:
+            s.sendall(b"G")
+        # a burst beyond the cap closes itself; past a second, a slow head gives its slot up
+        srv.poll(lambda: srv.request("GET", "/healthz/live")[0] == 200 or None, "a slot for a whole request")
+        for n in range(10):
+            assert srv.request("POST", "/api/plugins/calc/call/add", {"args": [n, 1]}) == (
+                200, {"ok": True, "result": n + 1})
+        for s in slow:
+            s.close()
 
 
 def test_bad_requests_are_json_answers_logged_in_one_line(calc, shared_state, tmp_path):
