@@ -239,7 +239,8 @@ def test_unknown_section_and_unknown_field_are_named_with_what_is_known(tmp_path
     msg = load_error(tmp_path, "[pool]\nmax_worker = 2\n")
     assert msg.endswith("pool.max_worker: unknown field; pool has: min_workers, max_workers, "
                         "max_inflight, idle_timeout, max_calls_per_worker, restart_backoff, "
-                        "restart_backoff_max, crash_loop_threshold, crash_loop_window, drain_timeout, spares")
+                        "restart_backoff_max, crash_loop_threshold, crash_loop_window, crash_loop_cooldown, "
+                        "crash_loop_cooldown_max, drain_timeout, spares")
     msg = load_error(tmp_path, "[plugins.calc.retry]\nattempts = 2\n")
     assert "plugins.calc.retry.attempts: unknown field" in msg and "max_attempts" in msg
 
