@@ -142,14 +142,17 @@ class LogBudget:
 
 
 class _Pending:
-    __slots__ = ("deadline", "error", "event", "fn", "hook", "info", "log_budget", "logs", "timeout", "tools", "value")
+    __slots__ = ("answer_by", "deadline", "error", "event", "fn", "hook", "info", "limit", "log_budget", "logs",
+                 "timeout", "tools", "value")
 
     def __init__(self, fn: str, collect_logs: bool, tools: frozenset[str] = frozenset(), hook: bool = False,
                  loop: asyncio.AbstractEventLoop | bool | None = True) -> None:
         self.hook = hook  # a lifecycle hook: past its deadline the kill says so
         self.tools = tools  # the tools an execution asked for (its host calls may use them)
         self.log_budget: LogBudget | None = None  # made at the call's first log line
-        self.timeout = 0.0
+        self.timeout = 0.0  # seconds its caller waits (for messages)
+        self.limit = 0.0    # seconds it may run before the worker is killed: timeout, or the plugin's longer own
+        self.answer_by = math.inf  # time.monotonic() past which its caller stops waiting
         self.deadline = math.inf  # time.monotonic() past which the call is killed
         self.info: p.ErrorInfo | None = None  # set when the worker answered with an error
         self.event = Wake(loop)  # the connection's loop: not looked up per call
@@ -966,10 +969,14 @@ class Worker:
                 return False
         return pending.value is True
 
-    def call(self, fn: str, args: list[Any], timeout: float, lease: Lease | None = None) -> Awaitable[Any]:
+    def call(self, fn: str, args: list[Any], timeout: float, lease: Lease | None = None,
+             limit: float | None = None) -> Awaitable[Any]:
         """Call an exported function (await what this returns: the request itself, no frame
-        around it); the worker is killed if the deadline passes. Too few or too many arguments
-        for what it declares raise InvalidArguments (arity.py)."""
+        around it); the worker is killed if the deadline passes. With a ``limit`` longer than
+        ``timeout`` (the caller chose a shorter deadline than the plugin's own), the caller gets
+        CallTimeout after ``timeout`` and the call is cancelled, and the worker is killed only if
+        the call still runs after ``limit``. Too few or too many arguments for what it declares
+        raise InvalidArguments (arity.py)."""
         key = (fn, len(args))  # the verdict depends on the count only: judged once per count
         try:
             context_at = self._arity[key]
@@ -980,7 +987,7 @@ class Worker:
                 self._arity[key] = context_at
         cid = next(self._seq)
         msg = p.Call(id=cid, fn=fn, args=args, timeout_ms=int(timeout * 1000), context_at=context_at)
-        return self._request(cid, msg, fn, timeout, lease, collect_logs=False, value=True)
+        return self._request(cid, msg, fn, timeout, lease, collect_logs=False, value=True, limit=limit)
 
     async def execute(
         self, code: str, *, entry: str, input: Any, timeout: float, tools: list[str],
@@ -1000,7 +1007,7 @@ class Worker:
     async def _request(
         self, cid: int, msg: p.Message, fn: str, timeout: float, lease: Lease | None, *,
         collect_logs: bool, raise_error: bool = True, tools: frozenset[str] = frozenset(), hook: bool = False,
-        value: bool = False,
+        value: bool = False, limit: float | None = None,
     ) -> Any:
         """Send ``msg`` and wait for its answer: the settled request, or with ``value`` the
         value it answered."""
@@ -1024,17 +1031,23 @@ class Worker:
         self._pending[cid] = pending
         # The deadline runs from now: arguments that wait to be written (a worker that reads
         # nothing meanwhile) count against it too.
-        deadline = time.monotonic() + timeout
+        now = time.monotonic()
+        answer_by = now + timeout
+        if limit is None or limit <= timeout:
+            limit = timeout
         if len(self._deadlines) > 2 * len(self._pending) + 64:
             self._prune_deadlines()
-        heapq.heappush(self._deadlines, (deadline, cid))
-        pending.timeout, pending.deadline = timeout, deadline
-        if deadline < self._deadline_target:
+        heapq.heappush(self._deadlines, (answer_by, cid))  # then (deadline, cid) if the caller gives up first
+        pending.timeout, pending.limit, pending.answer_by, pending.deadline = timeout, limit, answer_by, now + limit
+        if answer_by < self._deadline_target:
             self._deadline_wake.set()
         try:
             written = self._push(data)
             if written is not None:
-                await written
+                if limit > timeout and self._tg is not None:  # its caller may stop waiting before it is out
+                    self._tg.start_soon(self._write_call, cid, pending, written)
+                else:
+                    await written
         except WorkerCrashed as exc:  # the connection broke before the call went out
             self._pending.pop(cid, None)
             if pending.error is not None:  # its deadline passed first (and killed the worker)
@@ -1049,7 +1062,7 @@ class Worker:
                 if self._tg is not None:
                     self._tg.start_soon(self._cancel_watchdog, cid)
             raise
-        if pending.info is not None:  # the worker answered with an error
+        if pending.info is not None and pending.error is None:  # the worker answered with an error
             if raise_error:
                 raise error_from_info(pending.info, plugin=self.spec.plugin_id, function=fn,
                                       module=str(self.spec.module) if self.spec.module else None,
@@ -1058,9 +1071,22 @@ class Worker:
             raise pending.error
         return pending.value if value else pending
 
+    async def _write_call(self, cid: int, pending: _Pending, written: Awaitable[None]) -> None:
+        """Write a call's frame in the worker's task group, for a caller who may give up first
+        (``_give_up``): the first frame that waits drives the writes queued behind it, and
+        abandoned half-way it would cut the stream."""
+        try:
+            await written
+        except WorkerCrashed as exc:  # the connection broke before the call went out
+            if self._pending.pop(cid, None) is not None and pending.error is None:
+                pending.error = exc.undelivered()
+                pending.event.set()
+
     async def _deadline_watch(self) -> None:
         """One timer per worker instead of one per call: sleeps until the earliest deadline
-        of a call in flight; a call past it is failed with CallTimeout and the worker killed."""
+        of a call in flight; a call past it is failed with CallTimeout and the worker killed.
+        A call whose caller chose a shorter deadline than the plugin's own is given up at the
+        caller's (``_give_up``) and watched on until its own."""
         heap = self._deadlines
         while True:
             now = time.monotonic()
@@ -1068,7 +1094,10 @@ class Worker:
                 deadline, cid = heapq.heappop(heap)
                 pending = self._pending.get(cid)
                 if pending is not None and deadline <= now:
-                    self._time_out(cid, pending)
+                    if pending.deadline > now:
+                        self._give_up(cid, pending)
+                    else:
+                        self._time_out(cid, pending)
             self._prune_deadlines()
             self._deadline_target = heap[0][0] if heap else math.inf
             self._deadline_wake = anyio.Event()
@@ -1088,10 +1117,25 @@ class Worker:
         del self._pending[cid]
         self.kill("hook" if pending.hook else "timeout")
         pending.error = CallTimeout(
-            f"call did not finish within {pending.timeout:.3g}s; worker killed",
-            timeout=pending.timeout, plugin=self.spec.plugin_id, function=pending.fn,
+            f"call did not finish within {pending.limit:.3g}s; worker killed",
+            timeout=pending.limit, plugin=self.spec.plugin_id, function=pending.fn,
         )
         pending.event.set()
+
+    def _give_up(self, cid: int, pending: _Pending) -> None:
+        """The caller's own deadline passed, the plugin's has not: the caller gets CallTimeout
+        now and the call a Cancel (its ``context.signal`` aborts). The worker is not killed for
+        a deadline one caller chose (it may be serving others); the call keeps its slot until it
+        settles, and if it still runs at the plugin's own deadline the worker is killed then."""
+        pending.error = CallTimeout(
+            f"no answer within the caller's timeout of {pending.timeout:.3g}s; the call was cancelled "
+            f"(the plugin's own limit is {pending.limit:.3g}s)",
+            timeout=pending.timeout, plugin=self.spec.plugin_id, function=pending.fn, caller=True,
+        )
+        pending.event.set()
+        heapq.heappush(self._deadlines, (pending.deadline, cid))
+        if self._tg is not None:
+            self._tg.start_soon(self._send_quietly, p.Cancel(id=cid, reason="the caller's deadline passed"))
 
     async def _cancel_watchdog(self, cid: int) -> None:
         await anyio.sleep(self.spec.limits.cancel_grace)

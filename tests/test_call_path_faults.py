@@ -8,7 +8,7 @@ import pytest
 from support.plugins import vault_plugin
 from support.processes import wait_for
 
-from host import HostError, PoolConfig
+from host import HostError, PoolConfig, WorkerLimits
 from host.config import PluginSettings
 
 pytestmark = [pytest.mark.anyio, pytest.mark.timeout(60)]
@@ -91,16 +91,21 @@ async def test_a_reload_with_another_arity_is_judged_by_the_new_code(plugin_dir,
             await h.call("ar", "f", 1, 2)
 
 
-async def test_a_call_whose_arguments_wait_to_be_written_still_ends_at_its_deadline(plugin_dir, make_host):
-    # One worker, two calls in flight: the first keeps it busy (reading nothing), the second's
-    # large arguments fill the socket. The second call's deadline must hold all the same.
-    from host import CallTimeout
-
-    plugin_dir.add("busy.js", """
+BUSY = """
 export function spin(ms) { const end = Date.now() + ms; while (Date.now() < end) {} return ms; }
 export function size(s) { return s.length; }
-""")
-    async with make_host(pool=PoolConfig(min_workers=1, max_workers=1, max_inflight=2)) as h:
+"""
+
+
+async def test_a_call_whose_arguments_wait_to_be_written_still_ends_at_its_deadline(plugin_dir, make_host):
+    # One worker, two calls in flight: the first keeps it busy (reading nothing), the second's
+    # large arguments fill the socket. The second call's deadline (the plugin's own: 0.5 s)
+    # must hold all the same.
+    from host import CallTimeout
+
+    plugin_dir.add("busy.js", BUSY)
+    async with make_host(pool=PoolConfig(min_workers=1, max_workers=1, max_inflight=2),
+                         limits=WorkerLimits(call_timeout=0.5)) as h:
         async def spin() -> None:
             with pytest.raises(HostError):  # a call past its deadline kills the worker, and its calls
                 await h.call("busy", "spin", 3000, timeout=10)
@@ -110,7 +115,34 @@ export function size(s) { return s.length; }
             await wait_for(lambda: h.pool("busy").workers[0].load == 1, timeout=10)  # the worker spins
             t0 = anyio.current_time()
             with pytest.raises(CallTimeout):
-                await h.call("busy", "size", "x" * (8 << 20), timeout=0.5)
+                await h.call("busy", "size", "x" * (8 << 20))
             took = anyio.current_time() - t0
         assert took < 1.5, f"a 0.5 s call took {took:.1f}s"
         assert await h.call("busy", "size", "abc") == 3
+
+
+async def test_a_caller_gives_up_at_its_own_deadline_while_its_arguments_wait_to_be_written(plugin_dir, make_host):
+    # As above, but the 0.5 s is the caller's (the plugin's own limit is 30 s): the caller hears
+    # at 0.5 s, the worker is not killed, the arguments go out once it reads again, and the
+    # spinning call answers.
+    from host import CallTimeout
+
+    plugin_dir.add("busy.js", BUSY)
+    async with make_host(pool=PoolConfig(min_workers=1, max_workers=1, max_inflight=2)) as h:
+        pid = h.plugin("busy").workers[0].pid
+        spun: list[int] = []
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(lambda: _append(spun, h.call("busy", "spin", 2000)))
+            await wait_for(lambda: h.pool("busy").workers[0].load == 1, timeout=10)  # the worker spins
+            t0 = anyio.current_time()
+            with pytest.raises(CallTimeout) as e:
+                await h.call("busy", "size", "x" * (8 << 20), timeout=0.5)
+            took = anyio.current_time() - t0
+        assert took < 1.5, f"a 0.5 s call took {took:.1f}s"
+        assert e.value.caller and spun == [2000]
+        assert await h.call("busy", "size", "abc") == 3
+        assert [w.pid for w in h.plugin("busy").workers] == [pid] and h.plugin("busy").timeouts == 0
+
+
+async def _append(out: list, call) -> None:
+    out.append(await call)

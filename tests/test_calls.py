@@ -7,7 +7,7 @@ import time
 import anyio
 import pytest
 
-from host import CallTimeout, FunctionNotFound, PluginError, PluginNotFound, PoolConfig
+from host import CallTimeout, FunctionNotFound, PluginError, PluginNotFound, PoolConfig, WorkerLimits
 
 pytestmark = pytest.mark.anyio
 
@@ -130,11 +130,11 @@ export async function talk(name) {
 
 
 async def test_infinite_loop_times_out_in_time_and_next_call_gets_a_fresh_worker(calc, make_host):
-    async with make_host() as h:
+    async with make_host(limits=WorkerLimits(call_timeout=0.5)) as h:
         old = await h.call("calc", "pid")
         t0 = time.monotonic()
         with pytest.raises(CallTimeout):
-            await h.call("calc", "spin", timeout=0.5)
+            await h.call("calc", "spin")
         assert time.monotonic() - t0 < 0.7
         assert await h.call("calc", "add", 2, 2) == 4
         assert await h.call("calc", "pid") != old

@@ -9,7 +9,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from support.processes import wait_for
 from support.servers import served
 
-from host import CallTimeout, FunctionNotFound, PluginError, PluginNotFound, PoolConfig
+from host import CallTimeout, FunctionNotFound, PluginError, PluginNotFound, PoolConfig, WorkerLimits
 
 pytestmark = [pytest.mark.anyio, pytest.mark.parametrize("anyio_backend", ["asyncio"])]
 
@@ -30,13 +30,14 @@ def samples(text: str) -> dict[tuple, float]:
 
 async def test_metrics_count_calls_outcomes_latency_and_worker_exits(calc, make_host):
     calc.add("flaky.js", FLAKY)
-    async with make_host(pool=PoolConfig(min_workers=1, max_workers=1)) as h, served(h) as (_, http):
+    async with make_host(pool=PoolConfig(min_workers=1, max_workers=1), limits=WorkerLimits(call_timeout=0.5)) as h, \
+            served(h) as (_, http):
         for i in range(3):
             assert await h.call("calc", "add", i, 1) == i + 1
         with pytest.raises(PluginError):
             await h.call("flaky", "fail")
         with pytest.raises(CallTimeout):
-            await h.call("flaky", "spin", timeout=0.5)
+            await h.call("flaky", "spin")
         await wait_for(lambda: h.plugin("flaky").timeouts == 1)  # the killed worker is reaped
         with pytest.raises(FunctionNotFound):
             await h.call("calc", "no-such-function-4711")

@@ -268,11 +268,11 @@ async def test_timeout_kills_the_whole_process_group(plugin_dir, make_host):
         }
         export function spin() { while (true) {} }
     """)
-    async with make_host() as h:
+    async with make_host(limits=WorkerLimits(call_timeout=0.3)) as h:
         child = await h.call("spawner", "start")
         assert os.path.exists(f"/proc/{child}")
         with pytest.raises(CallTimeout):
-            await h.call("spawner", "spin", timeout=0.3)
+            await h.call("spawner", "spin")
         await wait_for(lambda: process_gone(child), timeout=3)
 
 

@@ -4,7 +4,10 @@ in the background), rate limit, concurrency caps, circuit breaker, retries, then
 
 Every stage reads one CallContext (what is called, for whom, until when) instead of passing a
 dozen parameters along; the deadline is fixed once, where the call enters, and every stage
-measures what is left of it."""
+measures what is left of it. A caller's deadline shorter than the plugin's own (``own_limit``)
+ends the caller's wait, not the plugin's call: past it the call is cancelled, the breaker does
+not count it, and its worker is killed only if it still runs at the plugin's own deadline
+(README.md, "Deadlines")."""
 
 from __future__ import annotations
 
@@ -18,6 +21,7 @@ import anyio
 import msgspec
 from anyio.abc import TaskGroup
 
+from ..balances.result import BALANCE_FUNCTION
 from ..config import CacheConfig, HostConfig, RetryConfig
 from ..errors import CallTimeout, HostClosed, HostError, RateLimited, check_timeout
 from ..pool import Pool
@@ -41,18 +45,20 @@ class CallContext:
     deadline: float       # time.monotonic() by which it must have answered
     priority: int = 0
     pid: str = ""         # the plugin's id (its pool's; a pool replacing it serves the same id)
+    limit: float = 0.0    # time.monotonic() past which the plugin's own limit kills it (>= deadline)
 
     def left(self) -> float:
         return max(self.deadline - time.monotonic(), 0.0)
 
     def timeout(self, what: str) -> CallTimeout:
         return CallTimeout(f"{what} within {self.budget:g}s", timeout=self.budget, plugin=self.pid,
-                           function=self.fn)
+                           function=self.fn, caller=self.deadline < self.limit)
 
 
 # What the host itself calls to judge a plugin (health, a config change): the breaker neither
 # refuses nor counts them, so an open circuit never hides whether the plugin recovered.
 HOST_DRIVEN = frozenset({"healthCheck", "validateConfig"})
+EVENT_FUNCTION = "onEvent"  # runs for events.timeout (plugins/events.py)
 
 
 def cache_share(deadline: float) -> float:
@@ -140,7 +146,8 @@ class CallPipeline:
         budget = pool.spec.limits.call_timeout if timeout is None else check_timeout(timeout)
         pid = pool.spec.plugin_id
         policy = self.policies.get(scope or pid) or self.policy(pid, scope)
-        ctx = CallContext(pool, policy, plugin, fn, args, budget, entered + budget, priority, pid)
+        limit = entered + max(budget, self.own_limit(pool, fn))
+        ctx = CallContext(pool, policy, plugin, fn, args, budget, entered + budget, priority, pid, limit)
         cache = self.config.cache_for(pid) if pid in self.config.plugins else self.config.policy.cache
         key = None
         if cache.applies(fn):
@@ -149,6 +156,16 @@ class CallPipeline:
             except (TypeError, ValueError, OverflowError, RecursionError):
                 pass  # arguments msgpack cannot encode: the call itself will say why
         return ctx, cache, key
+
+    def own_limit(self, pool: Pool, fn: str) -> float:
+        """Seconds the host's settings let the plugin's ``fn`` run: ``balances.timeout`` for a
+        balance query, ``events.timeout`` for an event, else ``limits.call_timeout``. A caller's
+        shorter timeout is the caller's own: it cancels the call, it never judges the plugin."""
+        if fn == BALANCE_FUNCTION:
+            return self.config.balances.timeout
+        if fn == EVENT_FUNCTION:
+            return self.config.events.timeout
+        return pool.spec.limits.call_timeout
 
     # ------------------------------------------------------------------ result cache
 
@@ -209,7 +226,7 @@ class CallPipeline:
         again = CallContext(ctx.pool, ctx.policy, ctx.plugin, ctx.fn, ctx.args, budget, 0.0, 0, ctx.pid)
 
         async def refresh() -> None:
-            again.deadline = time.monotonic() + budget
+            again.deadline = again.limit = time.monotonic() + budget
             try:
                 await self._cached(again, key, cache, refresh=True, background=True)
                 again.policy.cache_refreshes += 1
@@ -255,7 +272,7 @@ class CallPipeline:
             retry, breaker_config = config.policy.retry, config.policy.breaker
         ctx.policy.breaker.config = breaker_config
         if ctx.fn in HOST_DRIVEN:  # the host's own probes: never refused by the breaker, never counted
-            return with_retry(lambda: self._attempt(ctx, ctx.deadline), retry, ctx.deadline)
+            return with_retry(lambda: self._attempt(ctx, ctx.deadline, ctx.limit), retry, ctx.deadline)
         if retry.max_attempts <= 1:  # the default: with_retry would only re-raise
             return self._judged(ctx, retry)
 
@@ -269,18 +286,27 @@ class CallPipeline:
         """One attempt the breaker admits and records."""
         breaker = ctx.policy.breaker
         breaker.check()
-        until = ctx.deadline if retry.attempt_timeout is None else min(
-            ctx.deadline, time.monotonic() + retry.attempt_timeout)
-        return self._attempt(ctx, until, breaker)
+        until, stop = ctx.deadline, ctx.limit
+        if retry.attempt_timeout is not None:  # the plugin's own limit on each attempt
+            stop = min(stop, time.monotonic() + retry.attempt_timeout)
+            until = min(until, stop)
+        return self._attempt(ctx, until, stop, breaker)
 
-    async def _attempt(self, ctx: CallContext, until: float, breaker: CircuitBreaker | None = None) -> Any:
+    async def _attempt(self, ctx: CallContext, until: float, stop: float,
+                       breaker: CircuitBreaker | None = None) -> Any:
         """One attempt, on the context's pool or the pool that replaced it (which it then keeps).
-        Queueing counts against the deadline; the worker enforces the rest. With ``breaker``
-        (whose ``check`` admitted it), its outcome is recorded there."""
+        Queueing counts against the deadline; the worker enforces the rest: its caller waits
+        until ``until``, the plugin may run until ``stop`` (later when the caller chose a shorter
+        deadline than the plugin's own). With ``breaker`` (whose ``check`` admitted it), its
+        outcome is recorded there."""
         fn, args = ctx.fn, ctx.args
-
-        def op(lease: Lease) -> Awaitable[Any]:  # the worker's coroutine itself: no frame around it
-            return lease.worker.call(fn, args, max(until - time.monotonic(), MIN_TIMEOUT), lease)
+        if stop <= until:
+            def op(lease: Lease) -> Awaitable[Any]:  # the worker's coroutine itself: no frame around it
+                return lease.worker.call(fn, args, max(until - time.monotonic(), MIN_TIMEOUT), lease)
+        else:
+            def op(lease: Lease) -> Awaitable[Any]:
+                now = time.monotonic()
+                return lease.worker.call(fn, args, max(until - now, MIN_TIMEOUT), lease, stop - now)
 
         try:
             while True:
@@ -289,7 +315,7 @@ class CallPipeline:
                     break
                 except TimeoutError:  # timed out in the queue, before any worker took it
                     raise CallTimeout(f"no worker became free within {ctx.budget:g}s", timeout=ctx.budget,
-                                      plugin=ctx.plugin, function=fn) from None
+                                      plugin=ctx.plugin, function=fn, caller=until < stop) from None
                 except HostClosed:
                     # The pool closed before the call reached a worker: a reload replaced it (or the
                     # plugin was stopped). Nothing ran, so the call may go to the new pool.

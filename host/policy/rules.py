@@ -72,10 +72,14 @@ def is_service_failure(exc: BaseException) -> bool:
     Nor does a worker that crashed: that is the pool's business (restarts with backoff, and
     its crash-loop detector puts the plugin in `error`); counted here too, five crashes opened
     the circuit within a second and it then refused every call for 30 s although the pool had
-    already recovered (tests/test_policy.py measures both)."""
+    already recovered (tests/test_policy.py measures both). Nor a timeout the caller chose
+    shorter than the plugin's own: five calls with ``timeout: 0.001`` opened the circuit for
+    every caller for 30 s."""
     if isinstance(exc, PluginError):  # a setting not given yet is the operator's to fix, not an outage
         return exc.error_type not in (None, NOT_CONFIGURED) and not isinstance(exc, PermissionDenied)
-    return isinstance(exc, (CallTimeout, ProtocolError))
+    if isinstance(exc, CallTimeout):
+        return not exc.caller
+    return isinstance(exc, ProtocolError)
 
 
 # ---------------------------------------------------------------------- circuit breaker

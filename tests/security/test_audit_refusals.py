@@ -41,10 +41,10 @@ async def test_a_sandbox_refusal_is_audited_as_a_permission_refusal(plugin_dir, 
 
 async def test_a_call_past_its_deadline_is_audited_as_a_limit_kill(plugin_dir, make_host):
     plugin_dir.add("nosy.js", PLUGIN)
-    async with make_host() as h:
+    async with make_host(limits=WorkerLimits(call_timeout=0.3)) as h:
         pid = h.plugin("nosy").workers[0].pid
         with pytest.raises(CallTimeout):
-            await h.call("nosy", "spin", timeout=0.3)
+            await h.call("nosy", "spin")
         await wait_for(lambda: audit_of(h, "limit_kill"))  # the caller hears before the process is reaped
         kills = audit_of(h, "limit_kill")
     assert [(k["plugin"], k["pid"], k["reason"]) for k in kills] == [("nosy", pid, "timeout")]

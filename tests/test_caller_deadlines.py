@@ -1,0 +1,110 @@
+"""A deadline the caller chose, shorter than the plugin's own (``limits.call_timeout``), is the
+caller's: past it the caller gets CallTimeout and the call a Cancel, the worker is kept, the
+circuit breaker does not count it; a plugin that ignores the cancel is still killed, at its own
+deadline. A deadline the plugin's own limit sets still kills the worker and counts."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+from support.processes import process_gone, wait_for
+from support.servers import served
+
+from host import BreakerConfig, CallTimeout, CircuitOpen, PluginSettings, PoolConfig, WorkerLimits
+
+pytestmark = pytest.mark.anyio
+
+# calc.sum of /tmp/probeA (the review's repro), plus a call that waits for its cancel.
+SLOW = """
+export const metadata = { id: "slow", name: "Slow", version: "1.0.0", apiVersion: "1.0" };
+let aborted = 0;
+export function add(a, b) { return a + b; }
+export function pid() { return Deno.pid; }
+export function sum(values, ctx) {
+  let total = 0;
+  for (const v of values) {
+    if (ctx.signal.aborted) throw new PluginError(ErrorTypes.TIMEOUT, "cancelled");
+    total += v;
+  }
+  return total;
+}
+export function waitForCancel(ctx) {
+  return new Promise((resolve) => ctx.signal.addEventListener("abort", () => { aborted++; resolve("stopped"); }));
+}
+export function abortedCalls() { return aborted; }
+export function spin() { while (true) {} }
+"""
+ONE = PoolConfig(min_workers=1, max_workers=1, max_inflight=8)
+
+
+@pytest.fixture
+def slow(plugin_dir):
+    plugin_dir.add("slow.js", SLOW)
+    return plugin_dir
+
+
+async def test_a_callers_tiny_timeouts_never_open_the_circuit_nor_kill_the_worker(slow, make_host):
+    # Before: five calls with timeout 0.001 each killed the worker (its deadline passed) and
+    # opened the circuit; every call after, by anyone, was CircuitOpen for 30 s.
+    async with make_host(pool=ONE) as h:
+        pid = await h.call("slow", "pid")
+        for _ in range(8):
+            with pytest.raises(CallTimeout) as e:
+                await h.call("slow", "sum", list(range(100_000)), timeout=0.001)
+        assert await h.call("slow", "add", 1, 2) == 3
+        assert e.value.caller and "caller's timeout" in e.value.message
+        info = h.plugin("slow")
+        assert (info.circuit, info.timeouts, info.crashes) == ("closed", 0, 0)
+        assert await h.call("slow", "pid") == pid  # the same worker served them all
+
+
+async def test_the_cancelled_call_has_its_signal_aborted_and_the_worker_serves_on(slow, make_host):
+    async with make_host(pool=ONE) as h:
+        pid = await h.call("slow", "pid")
+        t0 = time.monotonic()
+        with pytest.raises(CallTimeout):
+            await h.call("slow", "waitForCancel", timeout=0.2)
+        assert time.monotonic() - t0 < 0.6
+        await wait_for(lambda: h.pool("slow").workers[0].load == 0)  # it settled once cancelled
+        assert await h.call("slow", "abortedCalls") == 1
+        assert await h.call("slow", "pid") == pid
+
+
+async def test_a_plugin_that_ignores_the_cancel_is_killed_at_its_own_call_timeout(slow, make_host):
+    async with make_host(pool=ONE, limits=WorkerLimits(call_timeout=1.5)) as h:
+        pid = await h.call("slow", "pid")
+        t0 = time.monotonic()
+        with pytest.raises(CallTimeout) as e:
+            await h.call("slow", "spin", timeout=0.1)
+        assert e.value.caller and time.monotonic() - t0 < 0.5
+        assert not process_gone(pid)  # spinning still, within its own limit
+        await wait_for(lambda: process_gone(pid), timeout=5)
+        assert time.monotonic() - t0 >= 1.4  # killed at the plugin's deadline, not the caller's
+        await wait_for(lambda: h.plugin("slow").timeouts == 1)
+        assert h.plugin("slow").circuit == "closed"
+        assert await h.call("slow", "add", 2, 2) == 4
+
+
+async def test_the_plugins_own_deadline_still_kills_the_worker_and_counts_against_the_breaker(slow, make_host):
+    breaker = {"slow": PluginSettings(breaker=BreakerConfig(failure_threshold=2))}
+    async with make_host(pool=ONE, limits=WorkerLimits(call_timeout=0.3), plugins=breaker) as h:
+        for timeout in (None, 0.3):  # none given, or the plugin's own
+            with pytest.raises(CallTimeout) as e:
+                await h.call("slow", "spin", timeout=timeout)
+            assert not e.value.caller
+        with pytest.raises(CircuitOpen):
+            await h.call("slow", "add", 1, 1)
+        await wait_for(lambda: h.plugin("slow").timeouts == 2)
+
+
+@pytest.mark.parametrize("anyio_backend", ["asyncio"])
+async def test_over_http_tiny_timeouts_answer_504_and_leave_the_plugin_serving(slow, make_host, anyio_backend):
+    async with make_host(pool=ONE) as h, served(h) as (_, http):
+        for _ in range(6):
+            async with http.post("/api/plugins/slow/call/sum",
+                                 json={"args": [list(range(100_000))], "timeout": 0.001}) as r:
+                assert r.status == 504 and (await r.json())["error"]["type"] == "CallTimeout"
+        async with http.post("/api/plugins/slow/call/add", json={"args": [1, 2]}) as r:
+            assert (r.status, await r.json()) == (200, {"ok": True, "result": 3})
+        assert h.plugin("slow").circuit == "closed"
