@@ -808,9 +808,11 @@ class Worker:
         return pending.tools if pending is not None else frozenset()
 
     def deadline_of(self, call: int | None) -> float | None:
-        """When the call ``call`` (still running on this worker) is past its deadline (monotonic)."""
+        """When the call ``call`` (still running on this worker) is past its deadline (monotonic):
+        its caller's, which may be shorter than the plugin's own (a host call it makes after
+        its caller gave up has no time left)."""
         pending = self._pending.get(call) if call is not None else None
-        return pending.deadline if pending is not None else None
+        return pending.answer_by if pending is not None else None
 
     def _loose_budget(self) -> LogBudget:
         now = time.monotonic()
