@@ -193,13 +193,16 @@ class UsageScriptConfig(msgspec.Struct, forbid_unknown_fields=True, omit_default
 
 
 class BalancesConfig(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True):
-    """``query_balances``: each balance plugin's ``queryBalance`` runs with this timeout; the
-    successful answers are kept ``history_days`` in ``<state_dir>/balances.sqlite3`` (0: kept
-    for ever)."""
+    """``query_balances``: each balance plugin's ``queryBalance`` runs with this timeout, each
+    station asked at most once per ``min_interval``; the successful answers are kept
+    ``history_days`` in ``<state_dir>/balances.sqlite3`` (0: kept for ever)."""
 
     timeout: Seconds = 10.0
     history_days: Delay = 365.0
     history_flush: Delay = 10.0  # at close, the answers not yet in the history get this long to be written
+    # Seconds within which a station is not asked again: a query (a refresh too) gets its last
+    # answer, and concurrent queries share one call (balances/flights.py). 0: every query asks.
+    min_interval: Delay = 10.0
     alerts: AlertsConfig = msgspec.field(default_factory=AlertsConfig)  # [balances.alerts]
     # Calls in flight per worker of a provider that serves stations ([stations.NAME]), unless
     # [plugins.<id>.pool] says otherwise: a balance query mostly waits on the network, so one

@@ -59,7 +59,7 @@ async def test_each_change_is_said_once_recorded_posted_and_run(plugin_dir, make
     plugins = {"relay": PluginSettings(config={"baseUrl": fake_http.url, "apiKey": "k"}, allow_private_network=True,
                                        breaker=BreakerConfig(enabled=False), low_balance=5)}
     config = dict(state_dir=str(state_dir), pool=PoolConfig(min_workers=1, max_workers=1), plugins=plugins,
-                  balances=BalancesConfig(alerts=alerts))
+                  balances=BalancesConfig(alerts=alerts, min_interval=0))  # every step asks the station
     steps = [(10.0, []), (3.0, ["low_balance"]), (2.5, []), (None, ["failing"]), (None, []),
              (2.0, ["recovered"]), (8.0, ["balance_recovered"]), (9.0, [])]
     async with make_host(**config) as h:

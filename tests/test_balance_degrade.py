@@ -6,7 +6,7 @@ from __future__ import annotations
 import msgspec
 import pytest
 
-from host import HostConfig, PluginHost, PluginSettings, RateLimitConfig, RateLimited
+from host import BalancesConfig, HostConfig, PluginHost, PluginSettings, RateLimitConfig, RateLimited
 
 pytestmark = [pytest.mark.anyio, pytest.mark.timeout(60)]
 
@@ -22,9 +22,12 @@ def settings(strategy: str) -> dict[str, PluginSettings]:
     return {"relay": PluginSettings(rate_limit=RateLimitConfig(limit="1/minute", strategy=strategy))}
 
 
+EVERY_QUERY = BalancesConfig(min_interval=0)  # each query asks the station: its rate limit decides
+
+
 async def test_a_rate_limited_query_answers_the_last_balance_marked_stale(plugin_dir, make_host):
     plugin_dir.add("relay.js", COUNTING)
-    async with make_host(plugins=settings("degrade")) as h:
+    async with make_host(plugins=settings("degrade"), balances=EVERY_QUERY) as h:
         (fresh,) = await h.query_balances()
         assert (fresh.status, fresh.balance, fresh.stale, fresh.age) == ("success", 99, False, None)
         (again,) = await h.query_balances()  # the quota of 1 a minute is spent
@@ -62,7 +65,7 @@ async def test_after_a_restart_the_last_balance_comes_from_the_history(plugin_di
 
 async def test_reject_still_rejects_a_balance_query(plugin_dir, make_host):
     plugin_dir.add("relay.js", COUNTING)
-    async with make_host(plugins=settings("reject")) as h:
+    async with make_host(plugins=settings("reject"), balances=EVERY_QUERY) as h:
         await h.query_balances()
         (r,) = await h.query_balances()
         assert (r.status, r.error_type, r.stale) == ("error", "RateLimited", False)

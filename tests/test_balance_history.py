@@ -10,7 +10,7 @@ import stat
 import pytest
 from support.servers import served
 
-from host import BalancePoint, CacheConfig, PluginSettings, PoolConfig
+from host import BalancePoint, BalancesConfig, CacheConfig, PluginSettings, PoolConfig
 
 pytestmark = pytest.mark.anyio
 
@@ -19,6 +19,9 @@ export const metadata = {{ id: "{pid}", name: "{pid}", version: "1.0.0", apiVers
 let n = 0;
 export async function queryBalance() {{ n++; {body} }}
 """
+
+
+EVERY_QUERY = BalancesConfig(min_interval=0)  # each query asks the stations (the cache still answers)
 
 
 @pytest.fixture
@@ -32,7 +35,8 @@ def stations(plugin_dir):
 async def test_successful_fresh_queries_are_recorded_and_read_back(stations, make_host, tmp_path):
     state = tmp_path / "state"
     cached = {"alpha": PluginSettings(cache=CacheConfig(enabled=True, ttl=600))}
-    async with make_host(pool=PoolConfig(min_workers=1, max_workers=1), state_dir=str(state), plugins=cached) as h:
+    async with make_host(pool=PoolConfig(min_workers=1, max_workers=1), state_dir=str(state), plugins=cached,
+                         balances=EVERY_QUERY) as h:
         t0 = dt.datetime.now(dt.UTC)
         await h.query_balances(refresh=True)
         await h.query_balances(refresh=True)
@@ -62,8 +66,8 @@ async def test_successful_fresh_queries_are_recorded_and_read_back(stations, mak
 
 @pytest.mark.parametrize("anyio_backend", ["asyncio"])
 async def test_history_over_http_for_plotting(stations, make_host, tmp_path, anyio_backend):
-    async with make_host(pool=PoolConfig(min_workers=1, max_workers=1), state_dir=str(tmp_path / "s")) as h, \
-            served(h) as (_, session):
+    async with make_host(pool=PoolConfig(min_workers=1, max_workers=1), state_dir=str(tmp_path / "s"),
+                         balances=EVERY_QUERY) as h, served(h) as (_, session):
         for _ in range(3):
             async with session.get("/api/balances?refresh=1") as r:
                 assert r.status == 200

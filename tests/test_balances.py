@@ -93,7 +93,7 @@ async def test_every_station_answers_within_its_own_timeout(stations, make_host)
 
 async def test_results_come_from_the_cache_until_refreshed(stations, make_host):
     plugins = {"good": PluginSettings(cache=CacheConfig(enabled=True, ttl=60))}
-    async with make_host(pool=ONE, plugins=plugins) as h:
+    async with make_host(pool=ONE, plugins=plugins, balances=BalancesConfig(min_interval=0)) as h:
         first = {r.provider: r for r in await h.query_balances(timeout=0.5)}["good"]
         second = {r.provider: r for r in await h.query_balances(timeout=0.5)}["good"]
         assert second.cached and second.raw_data["calls"] == 1

@@ -235,7 +235,9 @@ def test_balances_answered_while_the_disk_is_full_reach_the_history_once_there_i
     Before: those points were dropped (logged only)."""
     plugins = PluginDir(tmp_path / "plugins")
     plugins.add("station.js", COUNTER)
-    with small_disk_serve(tmp_path, shared_state, plugins.root, running="station") as (srv, disk):
+    (tmp_path / "host.toml").write_text("[balances]\nmin_interval = 0\n")  # each refresh asks the station
+    with small_disk_serve(tmp_path, shared_state, plugins.root, "--config", str(tmp_path / "host.toml"),
+                          running="station") as (srv, disk):
 
         def balance() -> float:
             status, body = srv.request("GET", "/api/balances?refresh=1")

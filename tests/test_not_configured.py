@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import pytest
 
-from host import BreakerConfig, CircuitOpen, HealthConfig, PluginSettings, PoolConfig
+from host import BalancesConfig, BreakerConfig, CircuitOpen, HealthConfig, PluginSettings, PoolConfig
 
 pytestmark = [pytest.mark.anyio, pytest.mark.timeout(60)]
 
@@ -46,8 +46,9 @@ async def test_an_unconfigured_station_is_not_an_error_and_never_opens_the_circu
 async def test_health_checks_go_through_an_open_circuit(plugin_dir, make_host):
     plugin_dir.add("station.js", STATION)
     plugins = {"station": PluginSettings(breaker=TRIP, config={"apiKey": "k"})}
-    async with make_host(pool=ONE, plugins=plugins, health=HealthConfig(interval=0)) as h:
-        for _ in range(2):  # two upstream failures open it
+    async with make_host(pool=ONE, plugins=plugins, health=HealthConfig(interval=0),
+                         balances=BalancesConfig(min_interval=0)) as h:
+        for _ in range(2):  # two upstream failures open it (each refresh asks)
             assert (await h.query_balances(refresh=True))[0].error_type == "PROVIDER_ERROR"
         assert h.plugin("station").circuit == "open"
         with pytest.raises(CircuitOpen):

@@ -23,7 +23,15 @@ import pytest
 from aiohttp import web
 from support.plugins import PluginDir
 
-from host import BreakerConfig, InvalidConfig, PluginError, PluginHost, PluginSettings, PoolConfig
+from host import (
+    BalancesConfig,
+    BreakerConfig,
+    InvalidConfig,
+    PluginError,
+    PluginHost,
+    PluginSettings,
+    PoolConfig,
+)
 from host.balances.result import BalanceResult
 from host.testing import FakeHttp
 
@@ -145,12 +153,13 @@ def serve(fake: FakeHttp, routes: dict[str, Any]) -> None:
 @asynccontextmanager
 async def provider_host(p: Provider, plugin_dir: PluginDir, make_host: Callable[..., Any],
                         fake: FakeHttp, **config: Any) -> AsyncIterator[PluginHost]:
-    """A host running the shipped plugin ``p`` configured for ``fake``."""
+    """A host running the shipped plugin ``p`` configured for ``fake``, asking it at every query
+    (no balances.min_interval: the tests switch the fake's answers between queries)."""
     shutil.copytree(PLUGINS / p.id, plugin_dir.root / p.id)
     serve(fake, p.routes)
     settings = PluginSettings(config={p.key: KEY, "baseUrl": fake.url, **p.config, **config},
                               allow_private_network=True, breaker=BreakerConfig(enabled=False))
-    async with make_host(pool=ONE, plugins={p.id: settings}) as h:
+    async with make_host(pool=ONE, plugins={p.id: settings}, balances=BalancesConfig(min_interval=0)) as h:
         assert h.plugin(p.id).state == "running", h.plugin(p.id).error
         yield h
 

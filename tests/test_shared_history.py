@@ -12,7 +12,7 @@ import pytest
 from support.plugins import fresh_state
 from support.processes import free_port
 
-from host import PoolConfig, StateError
+from host import BalancesConfig, PoolConfig, StateError
 from host.balances.alerts import Alert
 from host.balances.history_pg import PostgresHistory
 from host.state_config import StateConfig
@@ -31,8 +31,9 @@ async def test_two_hosts_append_to_one_history(make_host, plugin_dir, tmp_path, 
     plugin_dir.add("alpha.js", STATION)
     state = StateConfig(database=postgres_url)
     a_dir, b_dir = (fresh_state(tmp_path / n, shared_state) for n in "ab")
-    async with make_host(state_dir=str(a_dir), state=state, pool=ONE) as a, \
-            make_host(state_dir=str(b_dir), state=state, pool=ONE) as b:
+    every = BalancesConfig(min_interval=0)  # each refresh asks the station
+    async with make_host(state_dir=str(a_dir), state=state, pool=ONE, balances=every) as a, \
+            make_host(state_dir=str(b_dir), state=state, pool=ONE, balances=every) as b:
         await a.query_balances(refresh=True)
         await b.query_balances(refresh=True)
         await b.balance_history()  # written in the background: a read on b waits for b's write

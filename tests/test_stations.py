@@ -11,7 +11,15 @@ from aiohttp import web
 from support.plugins import fresh_state
 from support.relay import relayco, serve_relay
 
-from host import BreakerConfig, HostConfig, InvalidConfig, PluginHost, PluginSettings, PoolConfig
+from host import (
+    BalancesConfig,
+    BreakerConfig,
+    HostConfig,
+    InvalidConfig,
+    PluginHost,
+    PluginSettings,
+    PoolConfig,
+)
 from host.balances.stations import StationConfig
 
 pytestmark = [pytest.mark.anyio, pytest.mark.timeout(60)]
@@ -36,9 +44,13 @@ def host_for(plugin_dir, tmp_path, shared_state, relay, **kw) -> PluginHost:
     plugin_dir.add("relayco.js", RELAYCO)
     settings = {"relayco": PluginSettings(allow_private_network=True, breaker=BreakerConfig(failure_threshold=2,
                                                                                            failure_rate=0))}
+    kw.setdefault("balances", EVERY_QUERY)
     cfg = HostConfig(plugins_dir=str(plugin_dir.root), state_dir=str(fresh_state(tmp_path, shared_state)),
                      pool=PoolConfig(min_workers=1, max_workers=4), plugins=settings, **kw)
     return PluginHost(cfg)
+
+
+EVERY_QUERY = BalancesConfig(min_interval=0)  # each query asks the stations (the tests change them between)
 
 
 def toml_stations(relay, *keys: str) -> dict[str, StationConfig]:
@@ -321,7 +333,7 @@ async def test_allowing_a_private_network_is_kept_and_audited(plugin_dir, tmp_pa
     plugin_dir.add("relayco.js", RELAYCO)
     state = fresh_state(tmp_path, shared_state)
     cfg = HostConfig(plugins_dir=str(plugin_dir.root), state_dir=str(state), pool=PoolConfig(min_workers=1, max_workers=1),
-                     stations=toml_stations(relay, "sk-alpha-0001"))
+                     stations=toml_stations(relay, "sk-alpha-0001"), balances=EVERY_QUERY)
     async with PluginHost(cfg) as h:
         [refused] = await h.query_balances(refresh=True)
         assert refused.error_type == "NETWORK_ERROR" and "allow_private_network" in (refused.error_message or "")

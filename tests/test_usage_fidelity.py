@@ -11,7 +11,7 @@ import json
 import pytest
 from aiohttp import web
 
-from host import BreakerConfig, PluginSettings, PoolConfig
+from host import BalancesConfig, BreakerConfig, PluginSettings, PoolConfig
 
 pytestmark = [pytest.mark.anyio, pytest.mark.timeout(60)]
 
@@ -161,7 +161,8 @@ def plugins_for(fake) -> dict:
 
 
 async def test_scripts_are_read_as_cc_switch_reads_them(scripts, make_host, fake_http):
-    async with make_host(pool=PoolConfig(min_workers=1, max_workers=1), plugins=plugins_for(fake_http)) as h:
+    async with make_host(pool=PoolConfig(min_workers=1, max_workers=1), plugins=plugins_for(fake_http),
+                         balances=BalancesConfig(min_interval=0)) as h:  # each refresh asks the stations
         states = {i.id: (i.state, i.error) for i in h.plugins()}
         first = {b.provider: b for b in await h.query_balances(refresh=True)}
         second = {b.provider: b for b in await h.query_balances(refresh=True)}

@@ -21,6 +21,7 @@ from ..plugins.lifecycle import Plugin
 from ..plugins.registry import Registry
 from .alerts import Alert, AlertState, deliver
 from .degrade import LastBalances, degradable
+from .flights import StationFlights
 from .history import BalancePoint, History
 from .history_writer import HistoryWriter
 from .result import BALANCE_CAPABILITY, BALANCE_FUNCTION, BalanceResult, from_error, from_reply
@@ -67,6 +68,7 @@ class Balances:
         self._alerts: AlertState | None = None  # read back from the history at the first query
         self._last = LastBalances(history)  # for the "degrade" rate-limit strategy
         self._writer = HistoryWriter(history)  # in the background: no answer waits for the history
+        self._flights = StationFlights(config.min_interval)  # one call per station at a time, and per interval
 
     async def query_balances(self, *, refresh: bool = False, timeout: float | None = None) -> list[BalanceResult]:
         """Ask every balance plugin (``"balance"`` in its capabilities) for its balance, all in
@@ -74,7 +76,9 @@ class Balances:
         ``timeout`` (default: the plugin's own call timeout if it has one, an imported
         cc-switch script's say, else ``balances.timeout``): a slow or broken station never
         delays the others. One BalanceResult per plugin id, status success, error or timeout; a
-        plugin that is not running is an error result saying why. ``refresh`` bypasses the cache."""
+        plugin that is not running is an error result saying why. ``refresh`` bypasses the cache. A
+        station is asked once at a time and at most once per ``balances.min_interval``: the
+        queries meanwhile share that answer, marked ``cached`` (flights.py)."""
         results: dict[str, BalanceResult] = {}
 
         async def one(t: Target) -> None:
@@ -104,6 +108,7 @@ class Balances:
 
         await self._reg.loader.wait_all(self.config.timeout if timeout is None else timeout)  # loading in the background
         targets = sorted(self.targets(), key=lambda t: (-t.priority, t.name))
+        self._flights.forget({t.name for t in targets})
         async with anyio.create_task_group() as tg:
             for t in targets:
                 tg.start_soon(one, t)
@@ -147,14 +152,16 @@ class Balances:
                                     "(or has no \"balance\" capability)", plugin=t.plugin)
         if not t.station:
             config = r.pool.spec.config if r.pool is not None else None
-            return await self._run(r.key, BALANCE_FUNCTION, [config], budget, 0, refresh)
+            return await self._flights.ask(t.name, config, lambda: self._run(
+                r.key, BALANCE_FUNCTION, [config], budget, 0, refresh))
         if t.name in r.station_errors:
             raise InvalidConfig(f"station {t.name}: {r.station_errors[t.name]}", plugin=t.plugin)
         config = r.station_configs.get(t.name)
         if config is None:  # added since the provider's pool started: it is being restarted
             raise PluginUnavailable(f"station {t.name}: its provider {t.plugin} is restarting to serve it; "
                                     "ask again in a moment", plugin=t.plugin)
-        return await self._run(r.key, BALANCE_FUNCTION, [config], budget, 0, refresh, scope=station_key(t.name))
+        return await self._flights.ask(t.name, config, lambda: self._run(
+            r.key, BALANCE_FUNCTION, [config], budget, 0, refresh, scope=station_key(t.name)))
 
     def _thresholds(self) -> Callable[[str], float | None]:
         """Each station's low_balance: its own, else its provider plugin's, else the default."""
