@@ -45,6 +45,7 @@ from .control import control_client
 from .errors import HostError, InvalidArguments, InvalidCode, InvalidConfig
 from .logs import FORMATS, LEVELS, setup_logging
 from .plugin_host import PluginHost
+from .plugins.settings import redacted
 from .security.private_files import write_private
 
 log = logging.getLogger("host.cli")
@@ -96,7 +97,7 @@ async def _call(args: argparse.Namespace, config: HostConfig) -> int:
             call_args.insert(0, host.effective_config(args.id))
         result = await host.call(args.id, args.fn, *call_args, timeout=args.timeout)
         if args.with_config:  # what the plugin answers may echo the config: its secrets stay masked
-            result = json.loads(host.masked(json_text(result)))
+            result = redacted(result, host.masked)
     print_json(result)
     return 0
 

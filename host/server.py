@@ -58,6 +58,7 @@ from .info import json_default
 from .logbook import LEVELS
 from .metrics import CONTENT_TYPE
 from .plugin_host import PluginHost
+from .plugins.settings import redacted
 from .server_packages import add_package_routes
 
 __all__ = ["DRAINING", "FOLLOW", "HANDLING", "LOGS_VIEW", "METRICS_VIEW", "PLUGINS_VIEW", "PrivateUnixSite", "Runner", "create_app", "drain"]
@@ -331,7 +332,7 @@ def create_app(host: PluginHost, *, admin_token: str | None = None, read_token: 
     async def call(request: web.Request) -> web.Response:
         body: CallBody = await _body(request, CallBody)
         result = await host.call(request.match_info["id"], request.match_info["fn"], *body.args, timeout=body.timeout)
-        return _json({"ok": True, "result": result})
+        return _json({"ok": True, "result": redacted(result, host.masked)})  # it may echo ctx.config: secrets masked
 
     async def execute(request: web.Request) -> web.Response:
         if not enable_execute:
@@ -424,6 +425,8 @@ def create_app(host: PluginHost, *, admin_token: str | None = None, read_token: 
     async def event(request: web.Request) -> web.Response:
         payload = await _body(request) if request.can_read_body else None
         replies = await host.emit(request.match_info["event"], payload, stop_at_first=_flag(request, "first"))
+        for r in replies:  # as a call's answer: secrets masked
+            r.value = redacted(r.value, host.masked)
         return _json({"event": request.match_info["event"], "replies": replies})
 
     async def balances(request: web.Request) -> web.Response:

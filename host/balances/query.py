@@ -19,6 +19,7 @@ from ..logs import Throttle
 from ..plugins.keys import station_key
 from ..plugins.lifecycle import Plugin
 from ..plugins.registry import Registry
+from ..plugins.settings import redacted
 from .alerts import Alert, AlertState, deliver
 from .degrade import LastBalances, degradable
 from .flights import StationFlights
@@ -91,6 +92,8 @@ class Balances:
                     value, stored_at, cached = await self._ask(t, budget, refresh)
                     outcome = from_reply(t.name, t.title, value, stored_at=stored_at, cached=cached,
                                          duration=(time.perf_counter() - t0) * 1000, plugin=t.plugin)
+                    if outcome.raw_data is not None:  # read-token output: an echo of the config masked
+                        outcome.raw_data = redacted(outcome.raw_data, self._reg.redact_secrets)
                 except HostError as exc:
                     ms = (time.perf_counter() - t0) * 1000
                     if degradable(exc):  # the last balance, marked stale, if there is one

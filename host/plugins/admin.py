@@ -19,7 +19,7 @@ from .keys import station_key
 from .lifecycle import SERVING, Plugin
 from .manifest import Manifest
 from .registry import Registry, loaded_manifest
-from .settings import MASK, apply_schema, mask, redact, secret_keys, secret_values
+from .settings import apply_schema, mask, redact, secret_keys, secret_values, unmasked
 
 SWAP_ATTEMPTS = 5  # a config change merged again into what another host stored meanwhile, at most
 Call = Callable[..., Awaitable[Any]]  # (plugin, fn, *args): a call through the host's pipeline
@@ -106,7 +106,7 @@ class ConfigAdmin:
         if not isinstance(values, dict):
             raise InvalidConfig("config must be an object", plugin=record.id)
         current, secret = self._reg.raw_config(key or record.id, stored), secret_keys(manifest.config_schema)
-        incoming = {k: current.get(k) if v == MASK and k in secret else v for k, v in values.items()}
+        incoming = {k: unmasked(k, v, current, secret) for k, v in values.items()}
         for k, v in values.items():  # only the host seals values: one sent sealed is not taken for its own
             if is_sealed(v) and incoming[k] != current.get(k):
                 raise InvalidConfig(f"config.{k}: a value may not start with {v.split(':', 2)[0]}:"

@@ -6,10 +6,11 @@ from __future__ import annotations
 import functools
 import json
 import os
-from collections.abc import Collection, Mapping
+import re
+from collections.abc import Callable, Collection, Mapping
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote, quote_plus
+from urllib.parse import quote, quote_plus, unquote
 
 import msgspec
 
@@ -58,17 +59,73 @@ def apply_schema(schema: dict[str, ConfigField], values: dict[str, Any], *, plug
 
 
 def secret_values(schema: dict[str, ConfigField], values: dict[str, Any]) -> list[str]:
-    """The secret strings in ``values`` worth redacting (long enough not to hit by accident)."""
-    return sorted((str(v) for k, v in values.items()
-                   if k in schema and schema[k].secret and v is not None and len(str(v)) >= 4),
-                  key=len, reverse=True)
+    """The secret strings in ``values`` worth redacting (long enough not to hit by accident):
+    the secret fields, and the passwords in URLs of the other fields."""
+    found = [str(v) for k, v in values.items() if k in schema and schema[k].secret and v is not None]
+    found += [pw for k, v in values.items() if not (k in schema and schema[k].secret) for pw in url_passwords(v)]
+    return sorted({s for s in found if len(s) >= 4}, key=len, reverse=True)
 
 
 def mask(schema: dict[str, ConfigField], values: dict[str, Any]) -> dict[str, Any]:
-    """``values`` with every secret field replaced by a mask when set (a stored null or ""
-    stays as it is: the secret is not set)."""
-    return {k: (MASK if k in schema and schema[k].secret and v not in (None, "") else v)
+    """``values`` as shown: every secret field replaced by a mask when set (a stored null or ""
+    stays as it is: the secret is not set), and in the others the password of every URL."""
+    return {k: (MASK if k in schema and schema[k].secret and v not in (None, "") else masked_urls(v))
             for k, v in values.items()}
+
+
+# A URL's user-info: everything before its last "@" ahead of the query, as redact_uri (policy/config.py)
+# reads it (libpq ends it at the last "@" even past a "/" in the password), and its password fields.
+_SCHEME = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://")
+_USERINFO = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*://)([^?#]*)@")
+_QUERY_PASSWORD = re.compile(r"([?&](?:ssl)?password=)([^&#]*)", re.IGNORECASE)
+
+
+def masked_url(text: str) -> str:
+    """``text`` with the password of the URL it starts with masked, in its user-info
+    (``https://user:********@host``) and its query (``?password=``): the rest stays readable
+    (and a value sent back as shown keeps the stored one: ``unmasked``)."""
+    if not _SCHEME.match(text):
+        return text
+    m = _USERINFO.match(text)
+    if m is not None:
+        user, _, password = m.group(2).partition(":")
+        if password:
+            text = f"{m.group(1)}{user}:{MASK}@{text[m.end():]}"
+    return _QUERY_PASSWORD.sub(lambda q: q.group(1) + (MASK if q.group(2) else ""), text)
+
+
+def masked_urls(value: Any) -> Any:
+    """``value`` with ``masked_url`` applied to every string in it (objects and arrays too)."""
+    if isinstance(value, str):
+        return masked_url(value) if "://" in value else value
+    if isinstance(value, dict):
+        return {k: masked_urls(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [masked_urls(v) for v in value]
+    return value
+
+
+def url_passwords(value: Any) -> list[str]:
+    """The passwords of the URLs in ``value`` (strings, objects and arrays), as written and
+    decoded: what must be redacted wherever the plugin's output goes."""
+    if isinstance(value, dict):
+        return [pw for v in value.values() for pw in url_passwords(v)]
+    if isinstance(value, list):
+        return [pw for v in value for pw in url_passwords(v)]
+    if not isinstance(value, str) or not _SCHEME.match(value):
+        return []
+    m = _USERINFO.match(value)
+    found = [m.group(2).partition(":")[2] if m else "", *(q.group(2) for q in _QUERY_PASSWORD.finditer(value))]
+    return [form for pw in found if pw for form in dict.fromkeys((pw, unquote(pw)))]
+
+
+def unmasked(key: str, value: Any, stored: dict[str, Any], secret: Collection[str]) -> Any:
+    """What a config value sent back as ``mask`` showed it stands for: the stored secret for a
+    MASK, the stored URL for one shown with its password masked; anything else as sent."""
+    if key in secret:
+        return stored.get(key) if value == MASK else value
+    old = stored.get(key)
+    return old if old is not None and value != old and value == masked_urls(old) else value
 
 
 def redact(text: str, secrets: list[str]) -> str:
@@ -79,6 +136,32 @@ def redact(text: str, secrets: list[str]) -> str:
             if form in text:
                 text = text.replace(form, MASK)
     return text
+
+
+def redacted(value: Any, redact: Callable[[str], str]) -> Any:
+    """``value`` with ``redact`` applied to every string in it (object keys too), and a number
+    whose text is a secret masked: what a plugin answers may echo its config. Looked for in the
+    answer's JSON first: with no escape in it every string and number is there as it is, so an
+    answer with no secret in that text is returned unwalked (a large one costs one search)."""
+    try:
+        text = msgspec.json.encode(value, enc_hook=str).decode()
+    except (TypeError, ValueError, OverflowError, RecursionError):
+        text = "\\"
+    if "\\" not in text and redact(text) == text:
+        return value
+    return _redacted(value, redact)
+
+
+def _redacted(value: Any, redact: Callable[[str], str]) -> Any:
+    if isinstance(value, str):
+        return redact(value)
+    if isinstance(value, dict):
+        return {_redacted(k, redact): _redacted(v, redact) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_redacted(v, redact) for v in value]
+    if isinstance(value, (int, float)) and not isinstance(value, bool) and redact(str(value)) == MASK:
+        return MASK
+    return value
 
 
 @functools.lru_cache(maxsize=4096)
