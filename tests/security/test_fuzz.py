@@ -115,11 +115,11 @@ async def test_random_frames_after_a_good_handshake_never_take_the_host_down(
     # Two plugins served by the hostile runtime; "target" answers one call with the garbage
     # (followed by a valid result, then maybe the end of its stream), "bystander" never does.
     entry = on_demand_runtime(hostile, plugin_dir, "target", "bystander")
-    async with make_host(runtime_entry=entry, pool=ONE) as h:
+    async with make_host(runtime_entry=entry, pool=ONE, limits=WorkerLimits(call_timeout=1)) as h:
         pid = await h.call("target", "pid")
         bystander = await h.call("bystander", "pid")
         try:
-            outcome: object = await h.call("target", "f", data.hex(), end, timeout=1)
+            outcome: object = await h.call("target", "f", data.hex(), end)
         except HostError as exc:
             outcome = exc
             # Typed, whatever the bytes were: a violation, a lost worker, a frame that never

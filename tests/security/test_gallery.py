@@ -555,12 +555,12 @@ async def test_array_buffer_bomb_that_yields_gets_a_range_error_and_its_worker_s
 
 async def test_sigterm_immune_busy_loop_times_out_and_its_worker_is_killed(plugin_dir, make_host):
     install(plugin_dir, sigterm_immune_spin=SIGTERM_IMMUNE_SPIN)
-    async with make_host(pool=ONE) as h:
+    async with make_host(pool=ONE, limits=WorkerLimits(call_timeout=1)) as h:
         pid = await h.call("sigterm_immune_spin", "alive")
         bystander = await h.call("bystander", "pid")
         t0 = time.monotonic()
         with pytest.raises(CallTimeout) as e:
-            await h.call("sigterm_immune_spin", "spin", timeout=1)
+            await h.call("sigterm_immune_spin", "spin")
         assert time.monotonic() - t0 < 2.0
         assert 0.9 < e.value.timeout <= 1 and "did not finish within" in e.value.message
         assert e.value.message.endswith("s; worker killed")
