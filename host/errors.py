@@ -149,7 +149,13 @@ class WorkerCrashed(HostError):
 
 class SpawnFailed(HostError):
     """A worker could not be started: the operating system refused a step (its socket, the
-    process) or the host failed at it. The pool counts it as a crash and retries with backoff."""
+    process) or the host failed at it. The pool counts it as a crash and retries with backoff,
+    unless it is ``permanent`` (the same spawn would fail again: a command line too long for
+    the system): then the pool is in `error` at once and its waiting callers get this error."""
+
+    def __init__(self, message: str, *, permanent: bool = False, **kw: Any):
+        super().__init__(message, **kw)
+        self.permanent = permanent
 
 
 class ProtocolError(HostError):

@@ -14,7 +14,7 @@ import anyio
 from anyio.abc import TaskGroup
 
 from .config import PoolConfig
-from .errors import HostClosed, HostError, PluginUnavailable, StateError, WorkerCrashed
+from .errors import HostClosed, HostError, PluginUnavailable, SpawnFailed, StateError, WorkerCrashed
 from .policy.scheduler import WaitQueue
 from .pool_cooldown import Cooldown
 from .pool_waiters import PoolWaiter, WaiterDeadlines
@@ -206,7 +206,9 @@ class Pool:
                 raise worker.exit_error or PluginUnavailable("worker died at start", plugin=self.plugin_id)
         except HostError as exc:
             self.state_failure = isinstance(exc, StateError)  # no socket on a full disk, say
-            self._record_crash(str(exc), fatal=isinstance(exc, PluginUnavailable))
+            permanent = isinstance(exc, SpawnFailed) and exc.permanent  # the same spawn would fail again
+            self._record_crash(str(exc), fatal=isinstance(exc, PluginUnavailable) or permanent,
+                               error=exc if permanent else None)
             self._maintain()
             return
         except Exception as exc:  # Worker.run raises only HostErrors: this is a bug of ours
@@ -274,8 +276,10 @@ class Pool:
         if self.state not in ("closing", "closed"):
             self._maintain()
 
-    def _record_crash(self, message: str, *, fatal: bool, backoff: bool = True) -> None:
-        """Count a crash; too many within the window (or a load failure) → state `error`."""
+    def _record_crash(self, message: str, *, fatal: bool, backoff: bool = True,
+                      error: HostError | None = None) -> None:
+        """Count a crash; too many within the window (or a load failure) → state `error`, its
+        waiting callers failed with ``error`` (default: PluginUnavailable saying why)."""
         now = time.monotonic()
         self.crashes += 1
         self._consecutive_crashes = self._consecutive_crashes + 1 if backoff else 0
@@ -292,7 +296,7 @@ class Pool:
             if not (fatal or self.state_failure):
                 why += self.cooldown.note if self.state == "error" else self.cooldown.tripped(self)
             self._set_state("error", why)
-            self._fail_waiters(PluginUnavailable(why, plugin=self.plugin_id))
+            self._fail_waiters(error or PluginUnavailable(why, plugin=self.plugin_id))
             spares, self.spares = self.spares, []  # they would serve nothing now
             for w in [w for w in (*self.workers, *spares) if w.load == 0]:
                 self._retire(w)

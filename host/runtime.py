@@ -82,13 +82,27 @@ _PROCESS_HINTS = {
 }
 
 
-def process_failure(exc: OSError, worker: str, plugin: str) -> SpawnFailed:
+def process_failure(exc: OSError, worker: str, plugin: str, argv: list[str] | None = None,
+                    env: dict[str, str] | None = None) -> SpawnFailed:
     """The system refused to start a worker's process (or the reaper before it), as a
-    SpawnFailed that says which file and what to do; the pool retries with backoff."""
+    SpawnFailed that says which file and what to do; the pool retries with backoff. A command
+    line (``argv`` and ``env``) too long for the system (E2BIG) would be refused again: that one
+    is permanent, and says how long it was."""
     what = f" {exc.filename}" if exc.filename else ""
     hint = _PROCESS_HINTS.get(exc.errno or 0, "")
+    if exc.errno == errno.E2BIG:
+        args = [*(argv or ()), *(f"{k}={v}" for k, v in (env or {}).items())]
+        longest = max(args, key=len, default="")
+        hint = (f"its command line and environment come to {sum(len(os.fsencode(a)) + 1 for a in args)} bytes, "
+                f"the longest argument {len(os.fsencode(longest))} ({longest[:40]!r}...); Linux takes "
+                f"{_MAX_ARG_BYTES} bytes an argument and about a quarter of the stack limit in all: narrow the "
+                f"plugin's permissions or the environment variables it is granted")
     return SpawnFailed(f"worker {worker} could not start: the system refused to run{what}: "
-                       f"{exc.strerror or exc}{f' ({hint})' if hint else ''}", plugin=plugin)
+                       f"{exc.strerror or exc}{f' ({hint})' if hint else ''}", plugin=plugin,
+                       permanent=exc.errno == errno.E2BIG)
+
+
+_MAX_ARG_BYTES = 128 * 1024  # MAX_ARG_STRLEN: one argument (or environment entry), its NUL included
 
 
 def find_deno(override: str | None = None) -> str:

@@ -370,7 +370,8 @@ class Worker:
                     on_output=self._on_output,
                 )
             except OSError as exc:  # the interpreter or Deno gone, a process or memory limit
-                raise process_failure(exc, self.describe(), spec.plugin_id) from None
+                raise process_failure(exc, self.describe(), spec.plugin_id, rt.command(flags),
+                                      rt.env(spec.permissions, spec.egress_id or spec.plugin_id)) from None
             self.pid = self._proc.pid
             self._lifecycle(logging.DEBUG, f"spawned: pid {self.pid}")
             rt.audit.record("spawn", plugin=spec.plugin_id, pid=self.pid, flags=flags,

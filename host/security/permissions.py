@@ -41,6 +41,13 @@ PRIVATE_NETWORKS = (
 # the machine's own addresses in them are denied one by one (local_addresses), other machines'
 # only by the egress proxy.
 
+# What grants may list, for manifests and /execute alike: they become one command-line argument
+# per kind, which Linux caps at 128 KiB (and all of them with the environment at ARG_MAX, 2 MiB
+# here); past it the spawn failed with E2BIG, retried until the call's deadline. One entry is a
+# path (PATH_MAX) or a host name (253 characters, 63 a label, or Deno refuses to start).
+MAX_ENTRY_CHARS, MAX_HOST_CHARS, MAX_LABEL_CHARS = 4096, 253, 63
+MAX_GRANT_ENTRIES, MAX_GRANT_BYTES = 512, 64 * 1024  # every kind together
+
 # Environment variables a worker never gets, whatever its grant: the host's own settings and
 # secrets (PLUGIN_HOST_SECRET_KEY, PLUGIN_HOST_ADMIN_TOKEN, ...) and Deno's (DENO_DIR is set by
 # the host; DENO_PERMISSION_BROKER_PATH would make Deno ignore every permission flag).
@@ -129,20 +136,34 @@ class Permissions(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True
     allow_private_network: bool = msgspec.field(default=False, name="allowPrivateNetwork")
 
     def __post_init__(self) -> None:
-        for kind in KINDS:
-            grant = getattr(self, kind)
-            if isinstance(grant, list):
-                for entry in grant:
-                    if (found := CONTROL.search(entry) or BIDI.search(entry)) is not None:
-                        what = "bidirectional control" if BIDI.match(found.group()) else "control"
-                        raise InvalidConfig(f"permissions.{kind}: entry {entry!r} contains the {what} "
-                                            f"character U+{ord(found.group()):04X}")
-                    if not entry or "," in entry or entry.strip() != entry:
-                        raise InvalidConfig(f"permissions.{kind}: invalid entry {entry!r}")
-                    if entry in ("inherit", "*"):
-                        raise InvalidConfig(
-                            f"permissions.{kind}: {entry!r} is not allowed; list what is needed"
-                        )
+        lists = [(kind, g) for kind in KINDS if isinstance(g := getattr(self, kind), list)]
+        if (n := sum(len(g) for _, g in lists)) > MAX_GRANT_ENTRIES:
+            raise InvalidConfig(f"permissions.{max(lists, key=lambda kg: len(kg[1]))[0]}: {n} entries in all, "
+                                f"more than the {MAX_GRANT_ENTRIES} the grants may list")
+        self._check_entries(lists)
+        if (size := sum(len(e.encode("utf-8", "surrogatepass")) + 1 for _, g in lists for e in g)) > MAX_GRANT_BYTES:
+            raise InvalidConfig(f"permissions: the entries come to {size} bytes, more than the {MAX_GRANT_BYTES} "
+                                "the grants may hold (a worker's command line carries them)")
+
+    @staticmethod
+    def _check_entries(lists: list[tuple[str, list[str]]]) -> None:
+        for kind, grant in lists:
+            for entry in grant:
+                if len(entry) > MAX_ENTRY_CHARS or (kind == "net" and _long_host(entry)):
+                    cap = f"{MAX_HOST_CHARS} characters (a label {MAX_LABEL_CHARS})" if kind == "net" \
+                        else f"{MAX_ENTRY_CHARS} characters"
+                    raise InvalidConfig(f"permissions.{kind}: entry {entry[:40]!r}{'...' * (len(entry) > 40)} "
+                                        f"({len(entry)} characters) is longer than an entry may be: {cap}")
+                if (found := CONTROL.search(entry) or BIDI.search(entry)) is not None:
+                    what = "bidirectional control" if BIDI.match(found.group()) else "control"
+                    raise InvalidConfig(f"permissions.{kind}: entry {entry!r} contains the {what} "
+                                        f"character U+{ord(found.group()):04X}")
+                if not entry or "," in entry or entry.strip() != entry:
+                    raise InvalidConfig(f"permissions.{kind}: invalid entry {entry!r}")
+                if entry in ("inherit", "*"):
+                    raise InvalidConfig(
+                        f"permissions.{kind}: {entry!r} is not allowed; list what is needed"
+                    )
 
     @classmethod
     def parse(cls, raw: Any, *, where: str = "permissions") -> Permissions:
@@ -289,6 +310,13 @@ class Permissions(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True
 
 _WHAT = {"net": "host", "read": "file", "write": "file", "env": "environment variable",
          "sys": "system information API", "run": "the processes it starts", "ffi": "native libraries"}
+
+
+def _long_host(entry: str) -> bool:
+    """A net entry whose host name is longer than a DNS name (or one of its labels) may be."""
+    host = split_host_port(entry)[0]
+    return not host.startswith("[") and (len(host) > MAX_HOST_CHARS or any(
+        len(label) > MAX_LABEL_CHARS for label in host.split(".")))
 
 
 def split_host_port(entry: str) -> tuple[str, str | None]:
