@@ -59,6 +59,7 @@ class CallContext:
 # refuses nor counts them, so an open circuit never hides whether the plugin recovered.
 HOST_DRIVEN = frozenset({"healthCheck", "validateConfig"})
 EVENT_FUNCTION = "onEvent"  # runs for events.timeout (plugins/events.py)
+HEALTH_FUNCTION = "healthCheck"  # runs for health.timeout
 
 
 def cache_share(deadline: float) -> float:
@@ -159,12 +160,15 @@ class CallPipeline:
 
     def own_limit(self, pool: Pool, fn: str) -> float:
         """Seconds the host's settings let the plugin's ``fn`` run: ``balances.timeout`` for a
-        balance query, ``events.timeout`` for an event, else ``limits.call_timeout``. A caller's
-        shorter timeout is the caller's own: it cancels the call, it never judges the plugin."""
+        balance query, ``events.timeout`` for an event, ``health.timeout`` for a health check,
+        else ``limits.call_timeout``. A caller's shorter timeout is the caller's own: it cancels
+        the call, it never judges the plugin."""
         if fn == BALANCE_FUNCTION:
             return self.config.balances.timeout
         if fn == EVENT_FUNCTION:
             return self.config.events.timeout
+        if fn == HEALTH_FUNCTION:
+            return self.config.health.timeout
         return pool.spec.limits.call_timeout
 
     # ------------------------------------------------------------------ result cache
