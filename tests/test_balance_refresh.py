@@ -93,6 +93,15 @@ async def test_a_changed_config_asks_again_within_the_interval(relay, provider, 
         assert provider.hits[0] == 2 and provider.requests[-1][1] == "/v2/balance"
 
 
+async def test_a_restarted_plugin_is_asked_again_within_the_interval(relay, provider, make_host):
+    # a restart, a reload or private networks allowed give the plugin a new pool: its last
+    # answer (an error that setting fixed, say) is not served again
+    async with make_host(pool=ONE, plugins=relay) as h:
+        await h.query_balances()
+        assert await h.restart("relay")
+        assert not (await h.query_balances())[0].cached and provider.hits[0] == 2
+
+
 async def test_min_interval_zero_asks_every_time_but_still_once_at_a_time(relay, provider, make_host):
     async with make_host(pool=ONE, plugins=relay, balances=BalancesConfig(min_interval=0)) as h:
         async with anyio.create_task_group() as tg:

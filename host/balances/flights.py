@@ -5,7 +5,8 @@ seconds of an answer a query gets that answer (success or error) instead of aski
 Without it the read token could make the host work and write at will: 50 concurrent
 ``GET /api/balances?refresh=1`` asked the provider 50 times and stored 50 history rows. Now
 they ask it once and store one row: the answers a query shares are marked ``cached`` (the
-history records only what was asked of the station then). A changed config asks again at once.
+history records only what was asked of the station then). A changed config, or a new pool of
+the plugin (a restart, a reload, private networks allowed), asks again at once.
 Per serve process: ``serve --processes N`` asks a station at most N times per interval."""
 
 from __future__ import annotations
@@ -24,10 +25,10 @@ Answer = tuple[Any, float, bool]  # (value, unix time it was produced, cached): 
 class _Flight:
     """One call to a station's plugin: its waiters, and once it settled its answer or error."""
 
-    __slots__ = ("answer", "at", "config", "done", "error")
+    __slots__ = ("answer", "at", "done", "error", "key")
 
-    def __init__(self, config: Any) -> None:
-        self.config = config
+    def __init__(self, key: Any) -> None:
+        self.key = key
         self.done = anyio.Event()
         self.answer: Answer | None = None
         self.error: HostError | None = None
@@ -55,22 +56,22 @@ class StationFlights:
         self._flying: dict[str, _Flight] = {}
         self._last: dict[str, _Flight] = {}
 
-    async def ask(self, station: str, config: Any, call: Callable[[], Awaitable[Answer]]) -> Answer:
-        """``call()``'s answer for ``station`` asked with ``config``: the last one if it
-        settled less than ``min_interval`` ago with the same config, the one in flight if
-        there is one, else a new flight's. A flight cancelled before it settled (its query's
-        caller went away) hands the call to one of its waiters."""
+    async def ask(self, station: str, key: Any, call: Callable[[], Awaitable[Answer]]) -> Answer:
+        """``call()``'s answer for ``station`` asked as ``key`` says (the pool and the config it
+        goes to): the last one if it settled less than ``min_interval`` ago with the same key,
+        the one in flight if there is one, else a new flight's. A flight cancelled before it
+        settled (its query's caller went away) hands the call to one of its waiters."""
         while True:
             last = self._last.get(station)
-            if last is not None and time.monotonic() - last.at < self.min_interval and last.config == config:
+            if last is not None and time.monotonic() - last.at < self.min_interval and last.key == key:
                 return last.shared()
             flight = self._flying.get(station)
             if flight is None:
                 break
             await flight.done.wait()  # within the query's own deadline (its cancel scope)
-            if flight.settled and flight.config == config:
+            if flight.settled and flight.key == key:
                 return flight.shared()
-        flight = self._flying[station] = _Flight(config)
+        flight = self._flying[station] = _Flight(key)
         try:
             flight.answer = await call()
             return flight.answer

@@ -155,7 +155,7 @@ class Balances:
                                     "(or has no \"balance\" capability)", plugin=t.plugin)
         if not t.station:
             config = r.pool.spec.config if r.pool is not None else None
-            return await self._flights.ask(t.name, config, lambda: self._run(
+            return await self._flights.ask(t.name, (r.pool, config), lambda: self._run(
                 r.key, BALANCE_FUNCTION, [config], budget, 0, refresh))
         if t.name in r.station_errors:
             raise InvalidConfig(f"station {t.name}: {r.station_errors[t.name]}", plugin=t.plugin)
@@ -163,7 +163,7 @@ class Balances:
         if config is None:  # added since the provider's pool started: it is being restarted
             raise PluginUnavailable(f"station {t.name}: its provider {t.plugin} is restarting to serve it; "
                                     "ask again in a moment", plugin=t.plugin)
-        return await self._flights.ask(t.name, config, lambda: self._run(
+        return await self._flights.ask(t.name, (r.pool, config), lambda: self._run(
             r.key, BALANCE_FUNCTION, [config], budget, 0, refresh, scope=station_key(t.name)))
 
     def _thresholds(self) -> Callable[[str], float | None]:

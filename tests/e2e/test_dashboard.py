@@ -303,10 +303,12 @@ def test_config_form_validates_shows_errors_by_field_and_saves_with_secrets_mask
 
 
 @pytest.mark.timeout(90)
-def test_balances_show_a_card_per_provider_and_a_history_chart(page, plugin_dir, serve):
+def test_balances_show_a_card_per_provider_and_a_history_chart(page, plugin_dir, serve, tmp_path):
     plugin_dir.add("station.js", STATION)
     plugin_dir.add("down.js", DOWN)
-    srv = serve()
+    toml = tmp_path / "dash.toml"
+    toml.write_text("[balances]\nmin_interval = 0\n")  # the refresh asks again at once
+    srv = serve(env={"PLUGIN_HOST_CONFIG": str(toml)})
     open_dashboard(page, srv)
     card = page.locator('#balances .card[data-provider="station"]')
     expect(card.locator(".badge")).to_have_text("success")
