@@ -60,6 +60,7 @@ from .metrics import CONTENT_TYPE
 from .plugin_host import PluginHost
 from .plugins.settings import redacted
 from .server_packages import add_package_routes
+from .server_params import MAX_ALERTS, MAX_HISTORY_POINTS, MAX_LOG_ENTRIES, limit_param
 
 __all__ = ["DRAINING", "FOLLOW", "HANDLING", "LOGS_VIEW", "METRICS_VIEW", "PLUGINS_VIEW", "PrivateUnixSite", "Runner", "create_app", "drain"]
 
@@ -177,26 +178,6 @@ def _instant(text: str) -> dt.datetime:
         return dt.datetime.fromtimestamp(seconds, dt.UTC)
     except (OverflowError, OSError, ValueError):  # inf, nan, 1e300: no instant
         raise ValueError(f"{text[:40]!r} is no time a date can hold") from None
-
-
-# The most entries one read answers (a larger ``limit`` is cut to it): a plugin's log, the balance
-# history (also its default), the balance alerts.
-MAX_LOG_ENTRIES, MAX_HISTORY_POINTS, MAX_ALERTS = 1000, 10_000, 1000
-
-
-def _limit(request: web.Request, default: int, cap: int) -> int:
-    """The ``limit`` query parameter: ``default`` when not given, at most ``cap``; a 400 naming
-    it when it is not a whole number of 0 or more (the databases read a negative LIMIT as none)."""
-    text = request.query.get("limit")
-    if text is None:
-        return default
-    try:
-        limit = int(text)
-    except ValueError:
-        raise _bad_request(f"limit must be a whole number from 0 to {cap}, got {text[:40]!r}") from None
-    if limit < 0:
-        raise _bad_request(f"limit must be a whole number from 0 to {cap}, got {limit}")
-    return min(limit, cap)
 
 
 def _flag(request: web.Request, name: str) -> bool:
@@ -381,10 +362,9 @@ def create_app(host: PluginHost, *, admin_token: str | None = None, read_token: 
         if level not in LEVELS:
             return _error(400, "BadRequest", f"level must be one of {', '.join(LEVELS)}")
         try:
-            after = int(q.get("after", "0"))
+            after, limit = int(q.get("after", "0")), limit_param(request, 200, MAX_LOG_ENTRIES)
         except ValueError:
-            return _error(400, "BadRequest", "after must be an integer")
-        limit = _limit(request, 200, MAX_LOG_ENTRIES)
+            return _error(400, "BadRequest", "after and limit must be integers")
         if (view := request.app.get(LOGS_VIEW)) is not None:  # serve --processes: all of them
             entries, last = await view(request.match_info["id"], level, after, limit)
         else:
@@ -433,16 +413,16 @@ def create_app(host: PluginHost, *, admin_token: str | None = None, read_token: 
         return _json(await host.query_balances(refresh=_flag(request, "refresh")))
 
     async def balance_alerts(request: web.Request) -> web.Response:
-        limit = _limit(request, MAX_ALERTS, MAX_ALERTS)
+        limit = limit_param(request, MAX_ALERTS, MAX_ALERTS)
         return _json(await host.balance_alerts(request.query.get("provider"), limit=limit))
 
     async def balance_history(request: web.Request) -> web.Response:
         q = request.query
         try:
             since, until = (_instant(q[k]) if k in q else None for k in ("since", "until"))
+            limit = limit_param(request, MAX_HISTORY_POINTS, MAX_HISTORY_POINTS)
         except ValueError as exc:
-            return _error(400, "BadRequest", f"since/until must be ISO 8601 or unix seconds: {exc}")
-        limit = _limit(request, MAX_HISTORY_POINTS, MAX_HISTORY_POINTS)
+            return _error(400, "BadRequest", f"since/until must be ISO 8601 or unix seconds, limit an integer: {exc}")
         points = await host.balance_history(q.get("provider"), since=since, until=until, limit=limit)
         return _json(points)
 
