@@ -159,12 +159,14 @@ class CallPipeline:
         return ctx, cache, key
 
     def own_limit(self, pool: Pool, fn: str) -> float:
-        """Seconds the host's settings let the plugin's ``fn`` run: ``balances.timeout`` for a
-        balance query, ``events.timeout`` for an event, ``health.timeout`` for a health check,
-        else ``limits.call_timeout``. A caller's shorter timeout is the caller's own: it cancels
-        the call, it never judges the plugin."""
+        """Seconds the host's settings let the plugin's ``fn`` run: for a balance query the
+        plugin's own call timeout if it has one (an imported cc-switch script's), else
+        ``balances.timeout``, as ``query_balances`` waits; ``events.timeout`` for an event,
+        ``health.timeout`` for a health check, else ``limits.call_timeout``. A caller's shorter
+        timeout is the caller's own: it cancels the call, it never judges the plugin."""
         if fn == BALANCE_FUNCTION:
-            return self.config.balances.timeout
+            own = pool.spec.limits.call_timeout  # the plugin's own when it is not [limits]'s (switches.py)
+            return own if own != self.config.limits.call_timeout else self.config.balances.timeout
         if fn == EVENT_FUNCTION:
             return self.config.events.timeout
         if fn == HEALTH_FUNCTION:
