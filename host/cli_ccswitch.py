@@ -160,12 +160,14 @@ async def _through_server(server, plan: Plan, wait: float = 15.0) -> None:
     add the stations."""
     for f in plan.scripts:
         with anyio.fail_after(wait):
-            while True:
+            while True:  # found, and read (its configSchema checks the values): not still starting
                 try:
-                    await server.request("GET", f"/api/plugins/{quote(f.id)}")
-                    break
+                    info = await server.request("GET", f"/api/plugins/{quote(f.id)}")
+                    if not isinstance(info, dict) or info.get("state") not in ("discovered", "loading", "loaded"):
+                        break
                 except HostError:
-                    await anyio.sleep(0.2)
+                    pass
+                await anyio.sleep(0.2)
         if f.values:
             await server.request("PUT", f"/api/plugins/{quote(f.id)}/config", f.values)
     for f in plan.stations:
