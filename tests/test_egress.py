@@ -167,6 +167,9 @@ async def test_fetch_goes_through_the_proxy_counted_and_audited_without_secrets(
         result = await h.call("fetcher", "get", url, {"x-api-key": "HSECRET-5678"})
         posted = await h.call("fetcher", "post", f"http://localhost:{srv.port}/small", "B" * 3000)
         proxy_url = h._egress.url_for("fetcher")
+        # counted once the proxy has finished the exchange, which may be just after the plugin
+        # read the answer
+        await wait_for(lambda: h.plugin("fetcher").egress_requests == 2)
         info = h.plugin("fetcher")
     # The target's verdict header was stripped (else the runtime would have raised).
     assert result == [200, 5, "hello"] and posted == [200, "hello"]
