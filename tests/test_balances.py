@@ -126,7 +126,8 @@ async def test_a_plugin_with_its_own_call_timeout_is_waited_that_long(plugin_dir
     plugin_dir.add("hasty.js", balance_plugin("hasty", late))
     plugins = {"patient": PluginSettings(limits=WorkerLimits(call_timeout=4)),
                "hasty": PluginSettings(limits=WorkerLimits(heap_mb=96))}
-    async with make_host(pool=ONE, plugins=plugins, balances=BalancesConfig(timeout=0.8, min_interval=0)) as h:
+    every = BalancesConfig(timeout=0.8, min_interval=0)  # the second query asks again
+    async with make_host(pool=ONE, plugins=plugins, balances=every) as h:
         by = {r.provider: r for r in await h.query_balances()}
         assert (by["patient"].status, by["patient"].balance) == ("success", 7)
         assert by["hasty"].status == "timeout"

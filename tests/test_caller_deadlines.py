@@ -21,7 +21,8 @@ export const metadata = { id: "slow", name: "Slow", version: "1.0.0", apiVersion
 let aborted = 0;
 export function add(a, b) { return a + b; }
 export function pid() { return Deno.pid; }
-export function sum(values, ctx) {
+export async function sum(values, ctx) {
+  await new Promise((r) => setTimeout(r, 20));  // at least 20 ms: past any caller's 0.001 s
   let total = 0;
   for (const v of values) {
     if (ctx.signal.aborted) throw new PluginError(ErrorTypes.TIMEOUT, "cancelled");

@@ -75,7 +75,8 @@ async def test_a_balance_answer_does_not_wait_for_a_history_write_the_database_h
         make_host, plugin_dir, tmp_path, shared_state, postgres_server, postgres_url):
     plugin_dir.add("alpha.js", STATION)
     async with make_host(state_dir=str(fresh_state(tmp_path / "a", shared_state)),
-                         state=StateConfig(database=postgres_url), pool=ONE, balances=BalancesConfig(min_interval=0)) as h:
+                         state=StateConfig(database=postgres_url), pool=ONE,
+                         balances=BalancesConfig(min_interval=0)) as h:  # each refresh asks the station
         await h.query_balances(refresh=True)
         assert len(await h.balance_history("alpha")) == 1
         with postgres_server.admin(postgres_url.rsplit("/", 1)[1]) as blocker:
