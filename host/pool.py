@@ -387,8 +387,9 @@ class Pool:
         return best
 
     def _check_drained(self) -> None:
-        """While closing: wake ``aclose`` once no worker has a call in flight or reserved."""
-        if self._drained is not None and not any(w.load for w in self.workers):
+        """While closing: wake ``aclose`` once no worker has a call in flight that a caller
+        still waits for, or reserved (one its caller gave up on ends with the worker)."""
+        if self._drained is not None and not any(w.awaited for w in self.workers):
             self._drained.set()
 
     def _offer(self, worker: Worker) -> None:

@@ -292,6 +292,11 @@ class Worker:
         return self.reserved + len(self._pending)
 
     @property
+    def awaited(self) -> int:
+        """``load`` less the calls whose caller gave up (``_give_up``): what a drain waits for."""
+        return self.reserved + sum(1 for pending in self._pending.values() if not pending.event.is_set())
+
+    @property
     def alive(self) -> bool:
         return self.state in ("ready", "starting") and not self._ended
 

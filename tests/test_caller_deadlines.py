@@ -109,3 +109,14 @@ async def test_over_http_tiny_timeouts_answer_504_and_leave_the_plugin_serving(s
         async with http.post("/api/plugins/slow/call/add", json={"args": [1, 2]}) as r:
             assert (r.status, await r.json()) == (200, {"ok": True, "result": 3})
         assert h.plugin("slow").circuit == "closed"
+
+
+async def test_closing_does_not_wait_for_a_call_its_caller_gave_up_on(plugin_dir, make_host):
+    """The call a caller abandoned runs on until the plugin's own deadline (30 s here); a close
+    meanwhile drains only the calls someone still waits for (before: it waited those 30 s)."""
+    plugin_dir.add("slow.js", SLOW, auto_metadata=False)
+    async with make_host(pool=ONE) as h:
+        with pytest.raises(CallTimeout):
+            await h.call("slow", "spin", timeout=0.2)
+        t0 = time.monotonic()
+    assert time.monotonic() - t0 < 5

@@ -23,10 +23,11 @@ export function big(n) { return "x".repeat(n); }
 
 async def test_a_call_past_its_deadline_kills_the_worker_and_the_next_call_is_served(plugin_dir, make_host):
     plugin_dir.add("fast.js", PLUGIN)
-    async with make_host(pool=PoolConfig(min_workers=1, max_workers=1)) as h:
+    # the plugin's own deadline (a caller's shorter one only cancels: test_caller_deadlines.py)
+    async with make_host(pool=PoolConfig(min_workers=1, max_workers=1), limits=WorkerLimits(call_timeout=0.3)) as h:
         pid = h.plugin("fast").workers[0].pid
         with pytest.raises(CallTimeout):
-            await h.call("fast", "hang", timeout=0.3)
+            await h.call("fast", "hang")
         assert await h.call("fast", "add", 1, 2) == 3
         assert h.plugin("fast").workers[0].pid != pid  # the hung worker was killed and replaced
 
