@@ -18,7 +18,7 @@ import msgspec
 from .cli_dev import announce_inspector, debugger_wait, dev_banner
 from .cli_output import ListenError, Progress, UsageError, start_progress
 from .config import HostConfig, ServerConfig
-from .control import control_site
+from .control import start_control_site, take_over_control_site
 from .errors import StateUnavailable
 from .plugin_host import PluginHost
 
@@ -113,9 +113,9 @@ async def _serve(args: argparse.Namespace, config: HostConfig) -> int:
                 host.reserve_address(srv.host if srv.host in ("", "0.0.0.0", "::") else address[0], address[1])
             async with debugger_wait(args, config, signals) as attached, started(host, args):  # makes the state dir
                 attached()
-                if not args.process_index:  # one control socket per state directory (or once it is free)
-                    taking = asyncio.ensure_future(control_site(control, config.state_path))
-                    await asyncio.sleep(0)
+                if not args.process_index and await start_control_site(control, config.state_path) is None:
+                    # one control socket per state directory: another server's, until it stops
+                    taking = asyncio.ensure_future(take_over_control_site(control, config.state_path))
                 if args.peers_dir:
                     peers = await join_siblings(app, host, args.process_index, args.peers_dir, control.app,
                                                 accepting=lambda: not late)

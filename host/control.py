@@ -105,12 +105,10 @@ async def start_control_site(runner: web.BaseRunner, state_dir: Path, *, quiet: 
     return site
 
 
-async def control_site(runner: web.BaseRunner, state_dir: Path, every: float = 5.0) -> None:
-    """Serve the control socket: at once, or once the server holding it is gone (two serves on
-    one state directory: before, the second never took it over when the first stopped, so the
-    CLI said no server was serving while it served). Runs until cancelled."""
-    if await start_control_site(runner, state_dir) is not None:
-        return
+async def take_over_control_site(runner: web.BaseRunner, state_dir: Path, every: float = 5.0) -> None:
+    """Serve the control socket once the server holding it is gone, trying every ``every``
+    seconds (two serves on one state directory: before, the second never took it over when the
+    first stopped, so the CLI said no server was serving while it served). Until cancelled."""
     while True:
         await anyio.sleep(every)
         if await start_control_site(runner, state_dir, quiet=True) is not None:
@@ -118,5 +116,5 @@ async def control_site(runner: web.BaseRunner, state_dir: Path, every: float = 5
             return
 
 
-__all__ = ["ControlClient", "RemoteError", "ServerUnresponsive", "control_client", "control_site", "socket_path",
-           "start_control_site"]
+__all__ = ["ControlClient", "RemoteError", "ServerUnresponsive", "control_client", "socket_path", "start_control_site",
+           "take_over_control_site"]

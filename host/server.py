@@ -90,6 +90,17 @@ def _json(data: Any, status: int = 200) -> web.Response:
     return web.Response(body=_encoder.encode(data), status=status, content_type="application/json")
 
 
+def _shown(data: Any, masked: Callable[[str], str]) -> web.Response:
+    """``data`` as JSON, with the secrets of plugins' configs masked (a plugin's answer may echo
+    its config): encoded once, and its values walked (``redacted``) only when that text holds a
+    secret or an escape, which could hide one."""
+    body = _encoder.encode(data)
+    text = body.decode()
+    if "\\" in text or masked(text) != text:
+        body = _encoder.encode(redacted(msgspec.json.decode(body), masked))  # what is sent, as plain values
+    return web.Response(body=body, content_type="application/json")
+
+
 def _error(status: int, type_: str, message: str) -> web.Response:
     return _json({"error": {"type": type_, "message": message}}, status)
 
@@ -313,7 +324,7 @@ def create_app(host: PluginHost, *, admin_token: str | None = None, read_token: 
     async def call(request: web.Request) -> web.Response:
         body: CallBody = await _body(request, CallBody)
         result = await host.call(request.match_info["id"], request.match_info["fn"], *body.args, timeout=body.timeout)
-        return _json({"ok": True, "result": redacted(result, host.masked)})  # it may echo ctx.config: secrets masked
+        return _shown({"ok": True, "result": result}, host.masked)  # it may echo ctx.config
 
     async def execute(request: web.Request) -> web.Response:
         if not enable_execute:
@@ -405,9 +416,7 @@ def create_app(host: PluginHost, *, admin_token: str | None = None, read_token: 
     async def event(request: web.Request) -> web.Response:
         payload = await _body(request) if request.can_read_body else None
         replies = await host.emit(request.match_info["event"], payload, stop_at_first=_flag(request, "first"))
-        for r in replies:  # as a call's answer: secrets masked
-            r.value = redacted(r.value, host.masked)
-        return _json({"event": request.match_info["event"], "replies": replies})
+        return _shown({"event": request.match_info["event"], "replies": replies}, host.masked)  # as a call's answer
 
     async def balances(request: web.Request) -> web.Response:
         return _json(await host.query_balances(refresh=_flag(request, "refresh")))

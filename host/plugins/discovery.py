@@ -112,7 +112,8 @@ def in_vanished_dir(source: PluginSource, dirs: list[Path]) -> bool:
         where = {os.path.abspath(d), os.path.realpath(d)}
         if not any(str(source.module).startswith(w.rstrip("/") + "/") for w in where):
             continue
-        if d.is_dir() and _devices.get(str(d), _device(d)) == _device(d):
+        dev = _device(d) if d.is_dir() else None
+        if dev is not None and _devices.get(str(d), dev) == dev:  # there, on the file system it was on
             return False
         if str(d) not in _vanished:
             _vanished.add(str(d))

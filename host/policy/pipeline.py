@@ -306,13 +306,9 @@ class CallPipeline:
         deadline than the plugin's own). With ``breaker`` (whose ``check`` admitted it), its
         outcome is recorded there."""
         fn, args = ctx.fn, ctx.args
-        if stop <= until:
-            def op(lease: Lease) -> Awaitable[Any]:  # the worker's coroutine itself: no frame around it
-                return lease.worker.call(fn, args, max(until - time.monotonic(), MIN_TIMEOUT), lease)
-        else:
-            def op(lease: Lease) -> Awaitable[Any]:
-                now = time.monotonic()
-                return lease.worker.call(fn, args, max(until - now, MIN_TIMEOUT), lease, stop - now)
+        def op(lease: Lease) -> Awaitable[Any]:  # the worker's coroutine itself: no frame around it
+            now = time.monotonic()  # a limit not past the caller's deadline is the deadline (worker.call)
+            return lease.worker.call(fn, args, max(until - now, MIN_TIMEOUT), lease, stop - now)
 
         try:
             while True:

@@ -233,7 +233,8 @@ def test_a_new_connection_while_serve_processes_drain_is_refused_at_once(tmp_pat
                  for _ in range(2)]
         for t in calls:
             t.start()
-        time.sleep(1.0)  # both calls in flight (4 s each)
+        srv.poll(lambda: sum(w["inflight"] for w in srv.request("GET", "/api/plugins/slow")[1]["workers"]) == 2
+                 or None, "both calls in flight (4 s each)")
         srv.proc.send_signal(signal.SIGTERM)
         srv.poll(lambda: True if srv.log().count("draining") >= 3 else None, "both processes draining")
         started = time.monotonic()
