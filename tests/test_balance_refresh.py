@@ -85,6 +85,16 @@ async def test_within_min_interval_a_refresh_gets_the_last_answer_and_after_it_a
         assert [p.balance for p in await h.balance_history("relay")] == [99.0, 98.0]
 
 
+
+async def test_a_callers_own_short_timeout_is_not_the_stations_answer(relay, provider, make_host):
+    """A query with its own 0.1 s timeout times out (the provider takes 0.3 s): that is the
+    caller's, not the station's answer, so the next query within min_interval asks again
+    (before: it got the first caller's timeout for min_interval)."""
+    async with make_host(pool=ONE, plugins=relay) as h:
+        assert (await h.query_balances(timeout=0.1))[0].status == "timeout"
+        again = (await h.query_balances())[0]
+    assert (again.status, again.cached) == ("success", False)
+
 async def test_a_changed_config_asks_again_within_the_interval(relay, provider, make_host):
     async with make_host(pool=ONE, plugins=relay) as h:
         await h.query_balances()

@@ -279,3 +279,43 @@ def test_zenmux_takes_the_scripts_own_key_and_url(tmp_path):
     scan = read(cc_switch_db(tmp_path / "c.db", rows))
     assert [s.name for s in scan.skipped] == ["Z"]  # the script's zenmux URL: no plugin
     assert [(f.name, f.plugin, f.values["apiKey"]) for f in scan.found] == [("K", "kimi", "native")]  # falls back
+
+
+@pytest.mark.parametrize(("value", "what"), [("X'abc'", "odd hex"), ("CAST(X'abc' AS TEXT)", "odd hex as text"),
+                                             ("1" * 5000, "5,000 digits")])
+def test_a_literal_python_cannot_hold_is_refused_naming_the_file(tmp_path, value, what):
+    """Before: a plain ValueError (``bytes.fromhex``, ``int``'s digit limit) out of the reader."""
+    db = cc_switch_db(tmp_path / "c.db", providers())
+    dump = tmp_path / "odd.sql"
+    dump.write_text(dump_sql(db).replace("VALUES ('p1'", f"VALUES ({value}", 1), encoding="utf-8")
+    with pytest.raises(CcSwitchUnreadable) as err:
+        read(dump)
+    assert str(dump) in err.value.message, (what, err.value.message)
+
+
+def test_a_trigger_with_a_nul_or_many_semicolons_is_read_past(tmp_path):
+    """A trigger is schema, left aside: one holding a NUL made ``sqlite3.complete_statement``
+    raise a plain ValueError, and every ";" inside one re-read the statement so far (40,000 of
+    them: 8.8 s; now it is asked only at an ``END``)."""
+    db = cc_switch_db(tmp_path / "c.db", providers())
+    head, sep, rest = dump_sql(db).partition("INSERT INTO")
+    for body in ("SELECT 1;\0 END;\n", "SELECT 1; " * 40_000 + "END;\n"):
+        (tmp_path / "t.sql").write_text(head + "CREATE TRIGGER t AFTER INSERT ON providers BEGIN " + body + sep + rest,
+                                        encoding="utf-8")
+        assert [f.name for f in read(tmp_path / "t.sql").found] == [providers()[0][2], "Codex"]
+
+
+def test_a_lone_surrogate_in_a_config_json_is_refused_naming_the_file(tmp_path):
+    """``"\\udc00"`` in a config.json: json.loads took it, and writing the script or printing the
+    plan failed with UnicodeEncodeError."""
+    text = config_json(providers()).replace('"OPENAI_API_KEY": "k2"', '"OPENAI_API_KEY": "\\udc00"', 1)
+    (tmp_path / "config.json").write_text(text, encoding="utf-8")
+    with pytest.raises(CcSwitchUnreadable, match=r"config.json: not valid JSON.*surrogate"):
+        read(tmp_path / "config.json")
+
+
+def test_a_toml_number_python_cannot_hold_gives_no_credentials_not_a_crash():
+    """tomllib raises a plain ValueError past 4,300 digits (not TOMLDecodeError): cc-switch reads
+    no value from a TOML it cannot parse, and neither does this host."""
+    c = provider_credentials("codex", {"auth": {}, "config": "n = " + "1" * 5000 + '\nbase_url = "https://x"\n'})
+    assert (c.base_url, c.api_key) == ("", "")

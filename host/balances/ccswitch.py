@@ -25,13 +25,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .ccswitch_apps import app_name, provider_credentials
+from .ccswitch_apps import app_name, provider_credentials, str_at
 from .ccswitch_builtin import BALANCE, OTHER_BUILTINS, TOKEN_PLAN, builtin, coding_plan_credentials
 from .ccswitch_sources import CcSwitchUnreadable, Row, read_rows
 
 DEFAULT_DB = Path.home() / ".cc-switch" / "cc-switch.db"
-VALUES = ("apiKey", "baseUrl", "accessToken", "userId")
-DEFAULT_TIMEOUT = 10  # cc-switch's when a script gives none (services/provider/usage.rs)
 MIN_TIMEOUT, MAX_TIMEOUT = 2, 30  # cc-switch's clamp of a script's timeout (usage_script.rs)
 
 
@@ -70,10 +68,6 @@ class Scan:
     skipped: list[Skipped] = field(default_factory=list)
 
 
-def _str(value: Any) -> str:
-    return value if isinstance(value, str) else ""
-
-
 def clamped_timeout(value: Any) -> float | None:
     """A script's ``timeout`` (seconds) as cc-switch uses it: clamped to 2-30; None if it gives none."""
     if isinstance(value, bool) or not isinstance(value, (int, float)) or value != value:
@@ -89,23 +83,13 @@ def safe_id(name: str, provider_id: str) -> str:
     return base if base[0].isalnum() else "s" + base
 
 
-def plugin_id(name: str, provider_id: str, taken: set[str]) -> str:
-    """``safe_id``, made unique among ``taken`` (and added to it)."""
-    base = safe_id(name, provider_id)
-    candidate, n = base, 2
-    while candidate in taken:
-        candidate, n = f"{base}-{n}", n + 1
-    taken.add(candidate)
-    return candidate
-
-
 def _script(row: Row, usage: dict[str, Any], app: str, template: str | None) -> Found:
     own = provider_credentials(app, row.settings)
     # explicit non-empty script values win, trimmed (services/provider/usage.rs resolve_script_credentials)
-    api_key = _str(usage.get("apiKey")).strip() or own.api_key
-    base_url = _str(usage.get("baseUrl")).strip().rstrip("/") or own.base_url
+    api_key = str_at(usage.get("apiKey")).strip() or own.api_key
+    base_url = str_at(usage.get("baseUrl")).strip().rstrip("/") or own.base_url
     values = {"apiKey": api_key, "baseUrl": base_url,
-              "accessToken": _str(usage.get("accessToken")), "userId": _str(usage.get("userId"))}
+              "accessToken": str_at(usage.get("accessToken")), "userId": str_at(usage.get("userId"))}
     note = ""
     if not api_key and own.env_key:
         note = f"cc-switch reads its key from ${own.env_key}: `config set ID --from-env apiKey={own.env_key}`"
@@ -122,7 +106,7 @@ def _one(row: Row) -> Found | Skipped | None:
         return Skipped(row.name, app, None, row.damaged)
     if not isinstance(usage, dict) or usage.get("enabled") is not True:
         return None
-    template = _str(usage.get("templateType")) or None
+    template = str_at(usage.get("templateType")) or None
     if row.settings is None:
         return Skipped(row.name, app, template, row.damaged)
     # cc-switch looks at the template first: a built-in query runs whatever code is left beside it
@@ -147,8 +131,12 @@ def _one(row: Row) -> Found | Skipped | None:
 def read(path: Path) -> Scan:
     """Every provider of the cc-switch file at ``path`` with an enabled usage query: what it
     becomes, or why it is not imported. ``Found.id`` is the provider's cc-switch id here; the
-    import names it (``plugin_id``)."""
-    kind, rows = read_rows(path)
+    import names it."""
+    try:
+        kind, rows = read_rows(path)
+    except (ValueError, RecursionError) as exc:  # a literal no export writes (odd hex, 5,000 digits), say
+        raise CcSwitchUnreadable(f"{path}: not a cc-switch file this host can read "
+                                 f"({type(exc).__name__}: {str(exc)[:200]})") from None
     scan = Scan(kind)
     for row in rows:
         got = _one(row)
@@ -159,5 +147,5 @@ def read(path: Path) -> Scan:
     return scan
 
 
-__all__ = ["DEFAULT_DB", "CcSwitchUnreadable", "Found", "Scan", "Skipped", "clamped_timeout", "plugin_id",
+__all__ = ["DEFAULT_DB", "CcSwitchUnreadable", "Found", "Scan", "Skipped", "clamped_timeout",
            "provider_credentials", "read", "safe_id"]

@@ -36,7 +36,7 @@ def app_name(app: str) -> str:
     return _APPS.get(norm, norm)
 
 
-def _str(value: Any) -> str:
+def str_at(value: Any) -> str:
     """cc-switch's ``str_at``: the string, else empty."""
     return value if isinstance(value, str) else ""
 
@@ -57,7 +57,7 @@ def _toml(text: Any) -> dict[str, Any] | None:
         return None
     try:
         return tomllib.loads(text)
-    except (tomllib.TOMLDecodeError, RecursionError):  # cc-switch: no value at all (parse().ok()?)
+    except (ValueError, RecursionError):  # TOMLDecodeError, 5,000 digits: cc-switch gets no value (parse().ok()?)
         return None
 
 
@@ -72,9 +72,9 @@ def codex(settings: dict[str, Any]) -> Credentials:
     providers = doc.get("model_providers") if isinstance(doc.get("model_providers"), dict) else {}
     section = providers.get(active) if isinstance(active, str) else None
     section = section if isinstance(section, dict) else {}
-    base = section.get("base_url") if isinstance(section.get("base_url"), str) else _str(doc.get("base_url"))
+    base = section.get("base_url") if isinstance(section.get("base_url"), str) else str_at(doc.get("base_url"))
     auth = settings.get("auth")
-    key = _str(auth.get("OPENAI_API_KEY")).strip() if isinstance(auth, dict) else ""
+    key = str_at(auth.get("OPENAI_API_KEY")).strip() if isinstance(auth, dict) else ""
     if not key:
         token: Any = doc.get("experimental_bearer_token")
         active_id = active.strip() if isinstance(active, str) else ""
@@ -82,7 +82,7 @@ def codex(settings: dict[str, Any]) -> Credentials:
             own = providers.get(active_id)
             if isinstance(own, dict) and isinstance(own.get("experimental_bearer_token"), str):
                 token = own["experimental_bearer_token"]
-        key = _str(token).strip()
+        key = str_at(token).strip()
     return Credentials(base, key)
 
 
@@ -101,7 +101,7 @@ def grokbuild(settings: dict[str, Any]) -> Credentials:
         return Credentials()
     if not isinstance(chosen.get("context_window"), int) or isinstance(chosen.get("context_window"), bool):
         return Credentials()
-    key, env = _str(chosen.get("api_key")).strip(), _str(chosen.get("env_key")).strip()
+    key, env = str_at(chosen.get("api_key")).strip(), str_at(chosen.get("env_key")).strip()
     return Credentials(chosen["base_url"], key, "" if key else env)
 
 
@@ -111,7 +111,7 @@ def pi(settings: dict[str, Any]) -> Credentials:
     if not base and isinstance(settings.get("models"), list):
         base = next((m["baseUrl"] for m in settings["models"]
                      if isinstance(m, dict) and isinstance(m.get("baseUrl"), str) and m["baseUrl"]), "")
-    return Credentials(base, _str(settings.get("apiKey")))
+    return Credentials(base, str_at(settings.get("apiKey")))
 
 
 def provider_credentials(app: str, settings: Any) -> Credentials:
@@ -122,24 +122,24 @@ def provider_credentials(app: str, settings: Any) -> Credentials:
         case "codex":
             found = codex(s)
         case "gemini":
-            found = Credentials(_str(env and env.get("GOOGLE_GEMINI_BASE_URL")), _first(env, "GEMINI_API_KEY", "GOOGLE_API_KEY"))
+            found = Credentials(str_at(env and env.get("GOOGLE_GEMINI_BASE_URL")), _first(env, "GEMINI_API_KEY", "GOOGLE_API_KEY"))
         case "grokbuild":
             found = grokbuild(s)
         case "hermes":
-            found = Credentials(_str(s.get("base_url")), _str(s.get("api_key")))
+            found = Credentials(str_at(s.get("base_url")), str_at(s.get("api_key")))
         case "openclaw":
-            found = Credentials(_str(s.get("baseUrl")), _str(s.get("apiKey")))
+            found = Credentials(str_at(s.get("baseUrl")), str_at(s.get("apiKey")))
         case "pi":
             found = pi(s)
         case "opencode":
             options = s.get("options") if isinstance(s.get("options"), dict) else {}
-            found = Credentials(_str(options.get("baseURL")), _str(options.get("apiKey")))
+            found = Credentials(str_at(options.get("baseURL")), str_at(options.get("apiKey")))
         case "claude" | "claude-desktop":
-            found = Credentials(_str(env and env.get("ANTHROPIC_BASE_URL")),
+            found = Credentials(str_at(env and env.get("ANTHROPIC_BASE_URL")),
                                 _first(env, "ANTHROPIC_AUTH_TOKEN", "ANTHROPIC_API_KEY", "OPENROUTER_API_KEY", "GOOGLE_API_KEY"))
         case _:  # an app this cc-switch release does not know: the flat fields the others use
             found = Credentials(_first(s, "baseUrl", "base_url"), _first(s, "apiKey", "api_key"))
     return Credentials(found.base_url.rstrip("/"), found.api_key, found.env_key)
 
 
-__all__ = ["Credentials", "app_name", "provider_credentials"]
+__all__ = ["Credentials", "app_name", "provider_credentials", "str_at"]

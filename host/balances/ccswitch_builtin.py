@@ -22,6 +22,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from .ccswitch_apps import str_at
+
 BALANCE = "balance"
 TOKEN_PLAN = "token_plan"
 
@@ -62,16 +64,12 @@ class Builtin:
     reason: str = ""
 
 
-def _str(value: Any) -> str:
-    return value if isinstance(value, str) else ""
-
-
 def coding_plan_credentials(usage: dict[str, Any], native: tuple[str, str]) -> tuple[str, str]:
     """(base URL, key) of a token_plan query: the provider's, except ZenMux's, which takes the
     script's when both are set (``resolve_coding_plan_credentials``)."""
-    if _str(usage.get("codingPlanProvider")).lower() != "zenmux":
+    if str_at(usage.get("codingPlanProvider")).lower() != "zenmux":
         return native
-    script = (_str(usage.get("baseUrl")).rstrip("/"), _str(usage.get("apiKey")))
+    script = (str_at(usage.get("baseUrl")).rstrip("/"), str_at(usage.get("apiKey")))
     if all(script):
         return script
     return native if all(native) else script
@@ -80,7 +78,7 @@ def coding_plan_credentials(usage: dict[str, Any], native: tuple[str, str]) -> t
 def builtin(template: str, usage: dict[str, Any], base_url: str, api_key: str) -> Builtin:
     """What cc-switch would run for a ``template`` query of a provider whose (native, or for
     ZenMux the script's) credentials are ``base_url`` and ``api_key``."""
-    if template == TOKEN_PLAN and _str(usage.get("codingPlanProvider")).lower() == "zhipu_team":
+    if template == TOKEN_PLAN and str_at(usage.get("codingPlanProvider")).lower() == "zhipu_team":
         return Builtin(None, {}, "Zhipu's team plan (organization and project IDs): the zhipu plugin reads "
                                  "the personal plan only")
     table = _BALANCE if template == BALANCE else _TOKEN_PLAN

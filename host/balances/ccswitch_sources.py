@@ -14,12 +14,13 @@ Each provider comes out as a Row, in cc-switch's order (app, sort index, name)."
 
 from __future__ import annotations
 
-import json
 import sqlite3
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+import msgspec
 
 from .ccswitch_sql import MAX_DUMP_BYTES, TABLE, CcSwitchUnreadable, dump_rows
 
@@ -45,12 +46,14 @@ class Row:
 def _json(value: Any, field: str) -> tuple[Any, str]:
     if value is None or value == "":
         return {}, ""
+    if isinstance(value, (dict, list)):  # a config.json's, decoded already
+        return value, ""
     if isinstance(value, bytes):
         value = value.decode("utf-8", errors="replace")
     if not isinstance(value, str):
         return None, f"its {field} is not JSON text"
-    try:
-        return json.loads(value), ""
+    try:  # msgspec: a lone surrogate (\ud800) is refused, not passed on to fail a write or a print later
+        return msgspec.json.decode(value), ""
     except (ValueError, RecursionError):
         return None, f"its {field} is not valid JSON"
 
@@ -96,7 +99,7 @@ def database_rows(path: Path) -> list[dict[str, Any]]:
 def config_rows(path: Path, text: str) -> list[dict[str, Any]]:
     """The providers of a v3.6-3.7 ``config.json`` (MultiAppConfig v2), as database rows."""
     try:
-        doc = json.loads(text)
+        doc = msgspec.json.decode(text)
     except (ValueError, RecursionError) as exc:
         raise CcSwitchUnreadable(f"{path}: not valid JSON, so not a cc-switch config.json ({str(exc)[:80]})") from None
     if not isinstance(doc, dict):
@@ -113,8 +116,8 @@ def config_rows(path: Path, text: str) -> list[dict[str, Any]]:
             if not isinstance(p, dict):
                 continue
             rows.append({"id": p.get("id") or key, "app_type": app, "name": p.get("name") or key,
-                         "settings_config": json.dumps(p.get("settingsConfig") or {}),
-                         "meta": json.dumps(p.get("meta") or {}), "sort_index": p.get("sortIndex")})
+                         "settings_config": p.get("settingsConfig") or {},
+                         "meta": p.get("meta") or {}, "sort_index": p.get("sortIndex")})
     if not rows and not any(isinstance(v, dict) and "providers" in v for v in doc.values()):
         raise CcSwitchUnreadable(f"{path}: JSON without any app's providers: not a cc-switch config.json")
     return rows

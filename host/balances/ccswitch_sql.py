@@ -38,6 +38,7 @@ _SPACE = re.compile(r"(?:\s+|--[^\n]*(?:\n|$)|/\*.*?(?:\*/|$))*", re.S)
 _NUMBER = re.compile(r"[+-]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)?")
 _TEXT = re.compile(r"'(?:[^']|'')*'")
 _BLOB = re.compile(r"[xX]'([0-9A-Fa-f]*)'")
+_END = re.compile(r"\bEND\s*\Z", re.I)
 _CAST = re.compile(r"CAST\s*\(\s*[xX]'([0-9A-Fa-f]*)'\s+AS\s+TEXT\s*\)", re.I)
 
 
@@ -91,8 +92,9 @@ class _Text:
             else:  # ";": a statement ends, unless it is inside a trigger's BEGIN ... END
                 first = _SPACE.match(text, start).end()  # type: ignore[union-attr]
                 i = at + 1
-                if self._trigger(first) and not sqlite3.complete_statement(text[first:i]):
-                    continue
+                if self._trigger(first) and not (_END.search(text, max(first, at - 64), at)  # a trigger ends in END
+                                                 and sqlite3.complete_statement(text[first:i].replace("\0", " "))):
+                    continue  # (only then asked: a ";" inside it costs no re-read of the statement so far)
                 if first < at:
                     yield first, at
                 start = i

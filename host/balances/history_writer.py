@@ -34,7 +34,6 @@ class HistoryWriter:
         self._wake: anyio.Event | None = None
         self._done: anyio.Event | None = None  # set whenever the queue is empty and nothing is written
         self._running = False
-        self.skipped = 0  # batches dropped because the queue was full
 
     def add(self, results: list[BalanceResult], tg: TaskGroup | None) -> None:
         """Queue ``results`` for the history (only those it records); the writer runs in ``tg``
@@ -43,7 +42,6 @@ class HistoryWriter:
             return
         if len(self._queue) >= QUEUE:
             self._queue.popleft()
-            self.skipped += 1
             _warn.warning("history-queue", "balance history: %d queries waiting to be written; the oldest "
                           "is skipped (is the [state] database slow?)", QUEUE)
         self._queue.append(results)
@@ -75,19 +73,22 @@ class HistoryWriter:
         finally:
             self._running = False
 
+    async def _written(self) -> None:
+        """Until what was queued is written (the writer task running)."""
+        if self._running and self._done is not None:
+            await self._done.wait()
+
     async def settled(self, timeout: float) -> None:
         """Wait (at most ``timeout`` seconds) until what was queued is written: a read of the
         history after a query finds its points."""
-        if self._running and self._done is not None:
-            with anyio.move_on_after(timeout):
-                await self._done.wait()
+        with anyio.move_on_after(timeout):
+            await self._written()
 
     async def flush(self, timeout: float) -> None:
         """Wait (at most ``timeout`` seconds) until what was queued is written, or write it here
         when the writer task is not running."""
         with anyio.move_on_after(timeout) as scope:
-            if self._running and self._done is not None:
-                await self._done.wait()
+            await self._written()
             while self._queue:
                 await self._write_queued()
         if scope.cancelled_caught and self._queue:

@@ -10,11 +10,6 @@ from ..plugins.settings import ConfigStore
 from .stations import STATIONS_FILE, StationConfig, Stations
 
 
-def station_names(config: HostConfig) -> set[str]:
-    """Every station's name a host on ``config`` (a HostConfig) has: host.toml's and the added ones."""
-    return set(_on_disk(config).all())
-
-
 def station_plugins(config: HostConfig) -> dict[str, str | None]:
     """Every station's name a host on ``config`` has, and the provider plugin serving it (None: a usage script)."""
     return {name: s.plugin for name, s in _on_disk(config).all().items()}
@@ -33,4 +28,4 @@ def _on_disk(config: HostConfig) -> Stations:
     return stations
 
 
-__all__ = ["station_names", "station_plugins", "station_scripts"]
+__all__ = ["station_plugins", "station_scripts"]
