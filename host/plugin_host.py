@@ -105,7 +105,6 @@ class PluginHost:
         self._switches = Switches(self.config)
         self._registry.disabled, self._registry.switched = self._switches.disabled, self._switches.refresh
         self._registry.private_network, self._registry.limits_for = self._switches.private_network, self._switches.limits
-        self._registry.own_timeout = self._switches.call_timeout  # a plugin's own: its balance query's deadline
         self.grant_overrides = GrantOverrides(self.config, self._switches, self._registry, self._audit)  # get/set
         self._balances = Balances(self.config.balances, self._registry, self._pipeline.run, self.metrics.observe,
                                   self._history, self.config.low_balance_for,

@@ -25,7 +25,7 @@ from .degrade import LastBalances, degradable
 from .flights import StationFlights
 from .history import BalancePoint, History
 from .history_writer import HistoryWriter
-from .result import BALANCE_CAPABILITY, BALANCE_FUNCTION, BalanceResult, from_error, from_reply
+from .result import BALANCE_CAPABILITY, BALANCE_FUNCTION, BalanceResult, balance_limit, from_error, from_reply
 from .stations import Stations
 
 log = logging.getLogger("host")
@@ -85,8 +85,7 @@ class Balances:
         async def one(t: Target) -> None:
             t0 = time.perf_counter()
             outcome: BalanceResult | None = None
-            own = self._reg.own_timeout(t.plugin) if timeout is None else None
-            budget = timeout if timeout is not None else own if own is not None else self.config.timeout
+            budget = timeout if timeout is not None else balance_limit(self._reg.config, self._reg.limits_for(t.plugin))
             with anyio.move_on_after(budget + 0.5):  # the call's own deadline should come first
                 try:
                     value, stored_at, cached = await self._ask(t, budget, refresh)

@@ -14,13 +14,16 @@ from __future__ import annotations
 
 import datetime as dt
 import math
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import msgspec
 
 from ..errors import CallTimeout, HostError, PluginError
 
 BALANCE_CAPABILITY = "balance"
+if TYPE_CHECKING:
+    from ..config import HostConfig, WorkerLimits
+
 BALANCE_FUNCTION = "queryBalance"
 Status = Literal["success", "error", "timeout", "not_configured"]  # not_configured: add its key
 
@@ -121,4 +124,12 @@ def from_error(provider: str, name: str, exc: HostError, *, duration: float,
         error_type=kind, duration=round(duration, 3), plugin=plugin or provider)
 
 
-__all__ = ["BALANCE_CAPABILITY", "BALANCE_FUNCTION", "BalanceResult", "from_error", "from_reply"]
+def balance_limit(config: HostConfig, limits: WorkerLimits) -> float:
+    """Seconds a station's balance query runs: its plugin's own call timeout when it has one
+    (``limits``, the plugin's: an imported cc-switch script's kept one, or ``[plugins.ID.limits]``
+    when not ``[limits]``'s), else ``balances.timeout``."""
+    own = limits.call_timeout
+    return own if own != config.limits.call_timeout else config.balances.timeout
+
+
+__all__ = ["balance_limit", "BALANCE_CAPABILITY", "BALANCE_FUNCTION", "BalanceResult", "from_error", "from_reply"]

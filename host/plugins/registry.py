@@ -86,7 +86,6 @@ class Registry:
         self.switched: Callable[[], Awaitable[set[str]]] = unchanged  # plugins another host switched
         self.private_network: Callable[[str], bool] = config.allow_private_network_for
         self.limits_for: Callable[[str], WorkerLimits] = config.limits_for  # with a call timeout kept for it
-        self.own_timeout: Callable[[str], float | None] = lambda plugin_id: None  # its own call timeout, if any
         self.narrow: Callable[[str, Permissions], tuple[Permissions, dict[str, str]]] = (
             lambda pid, grants: narrowed_grants(config, None, pid, grants))  # GrantOverrides adds the API's
 

@@ -69,19 +69,6 @@ class Switches:
             return float(kept)
         return None
 
-    def call_timeout(self, plugin_id: str) -> float | None:
-        """The plugin's own call timeout, if it has one: the one kept for it (an imported cc-switch
-        script's), else host.toml's ``[plugins.ID.limits] call_timeout`` when it is not
-        ``[limits]``'s. A balance query of the plugin waits this long, not ``[balances] timeout``."""
-        kept = self.kept_timeout(plugin_id)
-        if kept is not None:
-            return kept
-        settings = self._config.plugins.get(plugin_id)
-        if settings is not None and settings.limits is not None and \
-                settings.limits.call_timeout != self._config.limits.call_timeout:
-            return settings.limits.call_timeout
-        return None
-
     def limits(self, plugin_id: str) -> WorkerLimits:
         """The plugin's limits (``HostConfig.limits_for``), with the call timeout kept for it in
         place of host.toml's (not under the inspector, which waits an hour)."""

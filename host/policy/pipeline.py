@@ -21,7 +21,7 @@ import anyio
 import msgspec
 from anyio.abc import TaskGroup
 
-from ..balances.result import BALANCE_FUNCTION
+from ..balances.result import BALANCE_FUNCTION, balance_limit
 from ..config import CacheConfig, HostConfig, RetryConfig
 from ..errors import CallTimeout, HostClosed, HostError, RateLimited, check_timeout
 from ..pool import Pool
@@ -165,8 +165,7 @@ class CallPipeline:
         ``health.timeout`` for a health check, else ``limits.call_timeout``. A caller's shorter
         timeout is the caller's own: it cancels the call, it never judges the plugin."""
         if fn == BALANCE_FUNCTION:
-            own = pool.spec.limits.call_timeout  # the plugin's own when it is not [limits]'s (switches.py)
-            return own if own != self.config.limits.call_timeout else self.config.balances.timeout
+            return balance_limit(self.config, pool.spec.limits)
         if fn == EVENT_FUNCTION:
             return self.config.events.timeout
         if fn == HEALTH_FUNCTION:
