@@ -15,6 +15,7 @@ import os
 import select
 import socket
 import sqlite3
+import threading
 import time
 import uuid
 from collections.abc import Callable
@@ -143,6 +144,7 @@ class PostgresBackend:
         self._secrets = uri_secrets(url)  # in the user-info or the query (?password=...)
         self.statement_timeout = statement_timeout
         self.quiet_tx_timeout = quiet_tx_timeout
+        self._fd_lock = threading.Lock()  # interrupt() never shuts down a descriptor close() just gave back
 
     def scrub(self, text: str) -> str:
         for secret in self._secrets:
@@ -208,15 +210,31 @@ class PostgresBackend:
     def interrupt(self, conn: Any) -> None:
         """Shut the connection's socket down: a thread blocked reading it wakes with an error
         (closing the descriptor would not wake it)."""
-        try:
-            fd = conn.pgconn.socket
-            with socket.socket(fileno=os.dup(fd)) as s:
-                s.shutdown(socket.SHUT_RDWR)
-        except Exception:  # already closed: nothing is blocked on it
-            pass
+        with self._fd_lock:
+            try:
+                fd = conn.pgconn.socket
+                with socket.socket(fileno=os.dup(fd)) as s:
+                    s.shutdown(socket.SHUT_RDWR)
+            except Exception:  # already closed: nothing is blocked on it
+                pass
 
     def close(self, conn: Any) -> None:
-        conn.close()
+        """Close ``conn``. libpq frees a connection as it closes it: one a thread is still inside
+        (a statement given up past its deadline, blocked reading or just starting) is woken and
+        closed when that thread lets go of it, never freed under it (that crashed the process)."""
+        if conn.lock.acquire(blocking=False):  # psycopg holds it for each statement
+            try:
+                with self._fd_lock:
+                    conn.close()
+            finally:
+                conn.lock.release()
+            return
+        self.interrupt(conn)
+        threading.Thread(target=self._close_when_free, args=(conn,), name="pg-close", daemon=True).start()
+
+    def _close_when_free(self, conn: Any) -> None:
+        with conn.lock, self._fd_lock:
+            conn.close()
 
     def usable(self, conn: Any) -> bool:
         from psycopg.pq import TransactionStatus

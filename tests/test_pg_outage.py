@@ -4,12 +4,16 @@ connection is no sign the server stopped answering. Real postgres."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import threading
+import time
 
 import anyio
 import pytest
 
 from host import StateError
+from host.db_backends import PostgresBackend, close_quietly
 from host.pg_session import PgSession
 
 pytestmark = pytest.mark.timeout(60)
@@ -75,3 +79,53 @@ def test_a_blocking_statement_that_queued_behind_others_past_its_timeout_is_not_
         assert db.run_blocking(lambda c: db.one(c, "SELECT 1 AS one", []))["one"] == 1
     finally:
         db.close()
+
+
+ABANDON = r'''
+import sys, anyio
+from host import HostError
+from host.db_backends import PostgresBackend, close_quietly
+from host.pg_session import PgSession
+
+async def main(url):
+    db = PgSession(url, 0.3, [], what="storage")
+    for _ in range(3):  # each: a statement past the deadline, its thread abandoned mid-read
+        try:
+            await db.run(lambda c: db.backend.run(c, "SELECT pg_sleep(1)", [], 1))
+        except HostError as exc:
+            print("refused:", exc.message, flush=True)
+    await anyio.sleep(1.5)  # the abandoned threads wake and let go of their connections
+    db.close()
+    print("survived", flush=True)
+
+anyio.run(main, sys.argv[1])
+'''
+
+
+def test_a_connection_whose_statement_was_abandoned_is_not_freed_under_its_thread(postgres_url, tmp_path):
+    # CI crashed with a segfault in psycopg here: past the deadline the session dropped the
+    # connection (conn.close(), libpq frees it) while the abandoned thread was still inside a
+    # statement on it, and that thread woke into freed memory. Own process: a crash is a failure.
+    script = tmp_path / "abandon.py"
+    script.write_text(ABANDON)
+    done = subprocess.run([sys.executable, str(script), postgres_url], capture_output=True, text=True, timeout=30)
+    assert done.returncode == 0, (done.returncode, done.stdout, done.stderr[-2000:])
+    assert done.stdout.count("refused:") == 3 and "within the deadline" in done.stdout, done.stdout
+    assert "survived" in done.stdout
+
+
+def test_a_connection_a_thread_is_inside_is_closed_when_it_lets_go(postgres_url):
+    # The mechanism under the crash above: psycopg holds conn.lock through each statement, and
+    # close() took no lock, so libpq freed the connection under the statement's thread.
+    backend = PostgresBackend(postgres_url, statement_timeout=5)
+    conn = backend.connect(write=True, timeout=5)
+    with conn.lock:  # as a thread inside a statement does
+        close_quietly(backend, conn)
+        assert not conn.closed  # not freed under the holder
+    deadline = time.monotonic() + 10
+    while not conn.closed and time.monotonic() < deadline:
+        time.sleep(0.01)  # closed by its own thread once the holder let go (no event to wait on)
+    assert conn.closed
+    idle = backend.connect(write=True, timeout=5)
+    close_quietly(backend, idle)  # one nobody is inside: closed at once
+    assert idle.closed
