@@ -131,9 +131,11 @@ class WorkerCrashed(HostError):
         reason: str = "crash",
         stderr_tail: str = "",
         delivered: bool = True,
+        summary: str = "",
         **kw: Any,
     ):
         super().__init__(message, **kw)
+        self.summary = summary  # what happened, without the pid, the worker's name or its output
         self.exit_code = exit_code
         self.signal = signal
         self.reason = reason
@@ -144,7 +146,7 @@ class WorkerCrashed(HostError):
         """This error, for a call that never reached the worker."""
         return WorkerCrashed(self.message, exit_code=self.exit_code, signal=self.signal,
                              reason=self.reason, stderr_tail=self.stderr_tail, delivered=False,
-                             plugin=self.plugin, function=self.function)
+                             summary=self.summary, plugin=self.plugin, function=self.function)
 
 
 class SpawnFailed(HostError):

@@ -3,6 +3,7 @@ duration, and exceptions as ``exception`` log entries rather than raised errors.
 
 from __future__ import annotations
 
+import logging
 import time
 from typing import Any
 
@@ -13,6 +14,8 @@ from .errors import CallTimeout, InvalidCode, WorkerCrashed
 from .execute_config import ExecuteConfig
 from .pool import Pool
 from .worker import MIN_TIMEOUT, Lease
+
+log = logging.getLogger("host.execute")
 
 EXECUTE_ID = "execute"  # the plugin id shown for the workers of ad-hoc code (reserved: no plugin has it)
 # Ad-hoc code is named to the egress proxy by this prefix and a digest of its permission set;
@@ -88,7 +91,10 @@ async def run_execute(pool: Pool, code: str, input: Any, *, entry: str, budget: 
                                f"TimeoutError: Execution timeout (limit {budget:g}s)"))
     except WorkerCrashed as exc:
         ok, result, outcome = False, None, "crashed"
-        logs.append(_exception("WorkerCrashed", exc.message, f"WorkerCrashed: {exc.message}"))
+        # the caller hears what happened, not the worker's pid, name or output (the host's log has them)
+        told = f"the worker {exc.summary or 'crashed'}"
+        log.info("execute: %s", exc.message)
+        logs.append(_exception("WorkerCrashed", told, f"WorkerCrashed: {told}"))
     else:
         result = pending.value
         logs.extend(

@@ -612,12 +612,13 @@ class Worker:
             "protocol": "was killed: protocol violation",
             "shutdown": "shut down",
         }.get(reason, f"was killed: {reason}" if reason.startswith("resource limit") else "crashed")
-        msg = f"worker {self.describe()} (pid {proc.pid}) {text} ({how})"
+        summary = f"{text} ({how})"
+        msg = f"worker {self.describe()} (pid {proc.pid}) {summary}"
         if tail.strip() and reason not in ("shutdown",):
             msg += f"; output: {tail.strip()[-500:]}"
         return WorkerCrashed(
-            msg, exit_code=rc, signal=sig, reason=reason, stderr_tail=tail, plugin=self.spec.plugin_id
-        )
+            msg, exit_code=rc, signal=sig, reason=reason, stderr_tail=tail, summary=summary,
+            plugin=self.spec.plugin_id)
 
     def add_exit_hook(self, fn: Callable[[Worker], None]) -> None:
         """Call ``fn(worker)`` once the process is gone (at once if it already is)."""
