@@ -10,7 +10,7 @@ import stat
 import pytest
 from support.servers import served
 
-from host import BalancePoint, BalancesConfig, CacheConfig, PluginSettings, PoolConfig
+from host import BalancePoint, BalancesConfig, CacheConfig, InvalidArguments, PluginSettings, PoolConfig
 
 pytestmark = pytest.mark.anyio
 
@@ -62,6 +62,13 @@ async def test_successful_fresh_queries_are_recorded_and_read_back(stations, mak
     # a new host on the same state directory reads the same history
     async with make_host(pool=PoolConfig(min_workers=1, max_workers=1), state_dir=str(state)) as h:
         assert len(await h.balance_history()) == len(points)
+        # what HTTP refuses with a 400, Python refuses too: a negative limit read everything
+        for bad in ({"limit": -5}, {"limit": 2.5}, {"limit": True}, {"since": "yesterday"}):
+            with pytest.raises(InvalidArguments):
+                await h.balance_history(**bad)
+        with pytest.raises(InvalidArguments):
+            await h.balance_alerts(limit=-1)
+        assert len(await h.balance_history(limit=1)) == 1
 
 
 @pytest.mark.parametrize("anyio_backend", ["asyncio"])
