@@ -1,6 +1,8 @@
 """``python -m host list|info|status|enable|disable`` and ``config reset``: the plugins as an
 operator runs them. A change goes through a server running on the same state directory when
-there is one (it applies it at once); otherwise it is stored where that server will read it."""
+there is one (it applies it at once); otherwise it is stored where that server will read it.
+``list`` and ``info`` show the plugins as that server has them; with none, as a host started for
+the command does (said on stderr)."""
 
 from __future__ import annotations
 
@@ -10,9 +12,12 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING
 from urllib.parse import quote
 
+import msgspec
+
 from .cli_output import UsageError, first_line, print_json, table
 from .config import HostConfig
 from .control import control_client
+from .info import PluginInfo
 from .plugins.host_lists import switch_store
 from .plugins.lifecycle import SERVING
 from .plugins.switches import Switches
@@ -27,9 +32,21 @@ NO_SERVER = 3  # `status` when no server serves the state directory
 def register(sub: argparse._SubParsersAction, config_sub: argparse._SubParsersAction,
              common: argparse.ArgumentParser, started: Started, make_host: MakeHost) -> None:
 
-    async def list_(args: argparse.Namespace, config: HostConfig) -> int:
+    async def shown(args: argparse.Namespace, config: HostConfig, one: str | None = None) -> list[PluginInfo]:
+        """The plugins (or ``one``) as the server serving the state directory has them: a host
+        started here would show its own workers and states, not the server's (a plugin in error
+        there, running here)."""
+        async with control_client(config.state_path) as server:
+            if server is not None:
+                doc = await server.request("GET", "/api/plugins" if one is None else f"/api/plugins/{quote(one)}")
+                return msgspec.convert(doc if one is None else [doc], list[PluginInfo], strict=False)
+        print(f"(no server serves {config.state_path}: these are the states of a host started for this command)",
+              file=sys.stderr)
         async with started(make_host(config), args) as host:
-            infos = host.plugins()
+            return host.plugins() if one is None else [host.plugin(one)]  # PluginNotFound: exit 1
+
+    async def list_(args: argparse.Namespace, config: HostConfig) -> int:
+        infos = await shown(args, config)
         infos = [i for i in infos if (not args.state or i.state in args.state)
                  and (not args.capability or args.capability in i.capabilities)]
         if args.json:
@@ -42,8 +59,7 @@ def register(sub: argparse._SubParsersAction, config_sub: argparse._SubParsersAc
         return 0
 
     async def info(args: argparse.Namespace, config: HostConfig) -> int:
-        async with started(make_host(config), args) as host:
-            found = host.plugin(args.id)  # PluginNotFound: exit 1
+        [found] = await shown(args, config, args.id)
         print_json(found)
         return 0 if found.state in SERVING else 1
 

@@ -149,6 +149,31 @@ def test_the_cli_switches_plugins_with_and_without_a_server(plugin_dir, tmp_path
         ("enable", "calc", "cli"), ("disable", "station", "cli")]
 
 
+def test_list_and_info_show_the_servers_plugins_when_one_runs(plugin_dir, tmp_path, shared_state):
+    # Before: both started a host of their own beside the server and showed its states and
+    # workers (a plugin in error on the server was "running" there, its calls 0).
+    plugin_dir.add("calc.js", CALC)
+    state = fresh_state(tmp_path, shared_state)
+    common = ["--plugins", str(plugin_dir.root), "--state-dir", str(state)]
+    alone = cli("list", "--json", *common, cwd=tmp_path)
+    assert alone.returncode == 0 and "no server serves" in alone.stderr, alone.stderr
+    assert [(p["id"], p["calls"]) for p in json.loads(alone.stdout)] == [("calc", 0)]
+    with serve_process(tmp_path, *common) as srv:
+        for _ in range(3):
+            assert srv.request("POST", "/api/plugins/calc/call/add", {"args": [1, 2]})[0] == 200
+        pid = srv.request("GET", "/api/plugins/calc")[1]["workers"][0]["pid"]
+        listed = cli("list", "--json", *common, cwd=tmp_path)
+        assert listed.returncode == 0 and "no server serves" not in listed.stderr, listed.stderr
+        [calc] = json.loads(listed.stdout)
+        assert calc["calls"] == 3 and [w["pid"] for w in calc["workers"]] == [pid]
+        info = cli("info", "calc", *common, cwd=tmp_path)
+        assert info.returncode == 0 and json.loads(info.stdout)["calls"] == 3, info.stderr
+        missing = cli("info", "nope", *common, cwd=tmp_path)
+        assert missing.returncode == 1 and "nope" in missing.stderr
+        table = cli("list", *common, cwd=tmp_path)
+        assert table.stdout.split("\n")[1].split()[:2] == ["calc", "running"], table.stdout
+
+
 NETTER = """
 export const metadata = { id: "netter", name: "netter", version: "1.0.0", apiVersion: "1.0",
   permissions: { net: ["api.one.example", "api.two.example"], env: ["NETTER_REGION"] } };
