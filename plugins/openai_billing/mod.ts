@@ -15,6 +15,11 @@
  *   non-zero, currency USD. The usage window is the 100 days up to tomorrow (UTC), the widest
  *   OpenAI allowed: relays compute usage from it, and "tomorrow" includes all of today.
  *
+ *   A key with unlimited quota is answered with hard_limit_usd = 100000000 by one-api and
+ *   new-api alike (controller/billing.go, GetSubscription: `if token.UnlimitedQuota { amount =
+ *   100000000 }`): not a hundred million dollars but no limit, so `unlimited`, no balance and no
+ *   quota, usedQuota still what was spent.
+ *
  * When the subscription endpoint answers 404, the older endpoint:
  *
  *   GET /v1/dashboard/billing/credit_grants
@@ -40,11 +45,13 @@ const { object, number } = parsers(ID);
 const DEFAULT_BASE_URL = "https://api.openai.com";
 const DAY_MS = 86_400_000;
 const USAGE_WINDOW_DAYS = 100;
+/** What one-api and new-api answer as hard_limit_usd for a key with unlimited quota. */
+const UNLIMITED_USD = 100_000_000;
 
 export const metadata: PluginMetadata = {
   id: ID,
   name: "OpenAI-compatible billing",
-  version: "1.0.0",
+  version: "1.1.0",
   apiVersion: "1.0",
   description: "Balance of an OpenAI-compatible relay from its /v1/dashboard/billing endpoints.",
   author: "Plugin Host",
@@ -78,14 +85,11 @@ export async function queryBalance(config: Config, ctx: Context): Promise<Balanc
   const usage = answered(object(await ctx.fetchJson(`${base}/v1/dashboard/billing/usage?${window}`, init), "body"));
   const used = number(usage.total_usage, "total_usage") / 100;
   const until = subscription.access_until;
-  return {
-    balance: quota - used,
-    currency: "USD",
-    quota,
-    usedQuota: used,
-    expiresAt: typeof until === "number" && until > 0 ? new Date(until * 1000).toISOString() : null,
-    rawData: { subscription, usage },
-  };
+  const expiresAt = typeof until === "number" && until > 0 ? new Date(until * 1000).toISOString() : null;
+  if (quota >= UNLIMITED_USD) {
+    return { balance: null, unlimited: true, currency: "USD", usedQuota: used, expiresAt, rawData: { subscription, usage } };
+  }
+  return { balance: quota - used, currency: "USD", quota, usedQuota: used, expiresAt, rawData: { subscription, usage } };
 }
 
 async function creditGrants(base: string, init: RequestInit, ctx: Context): Promise<BalanceResult> {
