@@ -10,7 +10,22 @@ import shutil
 from typing import Any
 
 import pytest
-from test_providers import CREDITS, KEY, KEY_INFO, ONE, OPENAI, OPENROUTER, PLUGINS, SUB, SUBSCRIPTION, USAGE, provider_host, query
+from test_providers import (
+    CREDITS,
+    CREDITS_BODY,
+    KEY,
+    KEY_BODY,
+    KEY_INFO,
+    ONE,
+    OPENAI,
+    OPENROUTER,
+    PLUGINS,
+    SUB,
+    SUBSCRIPTION,
+    USAGE,
+    provider_host,
+    query,
+)
 
 from host import PluginSettings
 
@@ -36,3 +51,36 @@ async def test_openai_billing_reads_the_unlimited_sentinel_as_unlimited(plugin_d
         assert (r.unlimited, r.balance, r.quota, r.used_quota, r.currency, r.expires_at) == (
             True, None, None, 2.5, "USD", None)
         assert r.raw_data == {"subscription": unlimited, "usage": {"object": "list", "total_usage": 250.0}}
+
+
+@pytest.mark.parametrize(("key", "expected"), [
+    # a monthly limit: usage (25.75 since the key was made) is not what counts against it
+    ({"limit": 50.0, "limit_remaining": 30.0, "limit_reset": "monthly", "expires_at": "2027-12-31T23:59:59Z"},
+     (30.0, 50.0, 20.0, "2027-12-31T23:59:59Z")),
+    # no limit_remaining given: this period's usage (usage_weekly), BYOK included as the key says
+    ({"limit": 10.0, "limit_reset": "weekly", "include_byok_in_limit": True, "byok_usage_weekly": 1.5},
+     (2.0, 10.0, 8.0, None)),
+    # a limit that never resets: usage since the key was made is what counts
+    ({"limit": 40.0, "limit_remaining": 14.25}, (14.25, 40.0, 25.75, None)),
+], ids=["monthly", "weekly-without-remaining", "no-reset"])
+async def test_openrouter_key_limit_counts_this_periods_spend(key: dict[str, Any], expected, plugin_dir, make_host,
+                                                               fake_http):
+    """An inference key gets 403 from /credits (it needs a management key), so the key's own
+    limit is the balance: usedQuota is what counts against that limit now, and expiresAt the
+    key's expires_at (https://openrouter.ai/docs/api/api-reference/api-keys/get-current-key)."""
+    async with provider_host(OPENROUTER, plugin_dir, make_host, fake_http) as h:
+        fake_http.json("GET", CREDITS, {"error": {"message": "Forbidden", "code": 403}}, status=403)
+        data = {**KEY_BODY["data"], **key}
+        fake_http.json("GET", KEY_INFO, {"data": data})
+        r = await query(h)
+        assert r.status == "success", r.error_message
+        assert (r.balance, r.quota, r.used_quota, r.expires_at) == pytest.approx(expected)
+        assert (r.currency, r.raw_data) == ("USD", {"credits": None, "key": data})
+
+
+async def test_openrouter_credits_carry_the_keys_expiry(plugin_dir, make_host, fake_http):
+    async with provider_host(OPENROUTER, plugin_dir, make_host, fake_http) as h:
+        fake_http.json("GET", KEY_INFO, {"data": {**KEY_BODY["data"], "expires_at": "2027-01-31T00:00:00Z"}})
+        r = await query(h)
+        assert (r.status, r.balance, r.expires_at) == ("success", pytest.approx(74.75), "2027-01-31T00:00:00Z")
+        assert r.raw_data["credits"] == CREDITS_BODY["data"]
