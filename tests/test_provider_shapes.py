@@ -13,7 +13,6 @@ import pytest
 from test_providers import (
     CREDITS,
     CREDITS_BODY,
-    KEY,
     KEY_BODY,
     KEY_INFO,
     ONE,
@@ -84,3 +83,53 @@ async def test_openrouter_credits_carry_the_keys_expiry(plugin_dir, make_host, f
         r = await query(h)
         assert (r.status, r.balance, r.expires_at) == ("success", pytest.approx(74.75), "2027-01-31T00:00:00Z")
         assert r.raw_data["credits"] == CREDITS_BODY["data"]
+
+
+PROBE = """
+import * as target from "./target.ts";
+export const metadata = { id: "probe", name: "probe", version: "1.0.0", apiVersion: "1.0" };
+/** The target plugin's queryBalance given ``body`` for whatever it asks: no request is sent. */
+export async function run(config, body) {
+  const urls = [];
+  const ctx = { timeout: 5000, signal: new AbortController().signal, log() {},
+                fetchJson: async (url) => { urls.push(String(url)); return body; } };
+  const r = await target.queryBalance({ apiKey: "sk-probe", ...config }, ctx);
+  return { balance: r.balance, currency: r.currency, urls };
+}
+"""
+MOONSHOT_ANSWER = {"code": 0, "data": {"available_balance": 49.58894, "voucher_balance": 46.58893,
+                                       "cash_balance": 3.00001}, "scode": "0x0", "status": True}
+SILICONFLOW_ANSWER = {"code": 20000, "message": "OK", "status": True, "data": {
+    "id": "userid", "name": "username", "email": "a@b.c", "balance": "0.88", "chargeBalance": "88.00",
+    "totalBalance": "88.88", "status": "normal"}}
+STEPFUN_ANSWER = {"object": "account", "type": "prepaid", "balance": 0.00, "total_cash_balance": 0.00,
+                  "total_voucher_balance": 26.00}
+
+
+@pytest.mark.parametrize(("pid", "answer", "config", "expected"), [
+    ("moonshot", MOONSHOT_ANSWER, {"baseUrl": "https://api.moonshot.ai/v1"},
+     ("USD", "https://api.moonshot.ai/v1/users/me/balance")),
+    ("moonshot", MOONSHOT_ANSWER, {}, ("CNY", "https://api.moonshot.cn/v1/users/me/balance")),
+    ("moonshot", MOONSHOT_ANSWER, {"baseUrl": "https://api.moonshot.ai", "currency": "CNY"},
+     ("CNY", "https://api.moonshot.ai/v1/users/me/balance")),
+    ("siliconflow", SILICONFLOW_ANSWER, {"baseUrl": "https://api.siliconflow.com/v1"},
+     ("USD", "https://api.siliconflow.com/v1/user/info")),
+    ("siliconflow", SILICONFLOW_ANSWER, {}, ("CNY", "https://api.siliconflow.cn/v1/user/info")),
+    ("stepfun", STEPFUN_ANSWER, {"baseUrl": "https://api.stepfun.ai/v1"}, ("USD", "https://api.stepfun.ai/v1/accounts")),
+    ("stepfun", STEPFUN_ANSWER, {}, ("CNY", "https://api.stepfun.com/v1/accounts")),
+], ids=["moonshot-ai", "moonshot-cn", "moonshot-configured", "siliconflow-com", "siliconflow-cn", "stepfun-ai",
+        "stepfun-com"])
+async def test_the_currency_follows_the_providers_region(pid, answer, config, expected, plugin_dir, make_host):
+    """These answers name no currency: it is the region's, told only by the real host name
+    (Moonshot documents available_balance in USD on api.moonshot.ai and in CNY on
+    api.moonshot.cn; SiliconFlow's api.siliconflow.com and StepFun's api.stepfun.ai are their
+    international, USD, sites). A fake on 127.0.0.1 cannot carry such a name and no test may
+    ask the real one, so a probe plugin runs the shipped module with the documented answer in
+    place of the request: the URL it would ask is checked, and nothing leaves the machine."""
+    plugin_dir.add("probe/mod.ts", PROBE)
+    shutil.copy(PLUGINS / pid / "mod.ts", plugin_dir.root / "probe" / "target.ts")
+    async with make_host(pool=ONE, plugins={"probe": PluginSettings(config={})}) as h:
+        assert h.plugin("probe").permissions.get("net", []) == []
+        got = await h.call("probe", "run", config, answer)
+        currency, url = expected
+        assert (got["currency"], got["urls"]) == (currency, [url])
