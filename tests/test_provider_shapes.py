@@ -13,6 +13,7 @@ import pytest
 from test_providers import (
     CREDITS,
     CREDITS_BODY,
+    DEEPSEEK,
     KEY_BODY,
     KEY_INFO,
     ONE,
@@ -133,3 +134,27 @@ async def test_the_currency_follows_the_providers_region(pid, answer, config, ex
         got = await h.call("probe", "run", config, answer)
         currency, url = expected
         assert (got["currency"], got["urls"]) == (currency, [url])
+
+
+def deepseek_entry(currency: str, total: str) -> dict[str, str]:
+    return {"currency": currency, "total_balance": total, "granted_balance": "0.00", "topped_up_balance": total}
+
+
+@pytest.mark.parametrize(("infos", "expected"), [
+    ([deepseek_entry("USD", "0.00"), deepseek_entry("CNY", "71.46")], (71.46, "CNY")),
+    ([deepseek_entry("CNY", "71.46"), deepseek_entry("USD", "0.00")], (71.46, "CNY")),
+    ([deepseek_entry("CNY", "0.00"), deepseek_entry("USD", "5.00")], (5.0, "USD")),
+    ([deepseek_entry("USD", "5.50"), deepseek_entry("CNY", "110.00")], (110.0, "CNY")),
+    ([deepseek_entry("USD", "0.00"), deepseek_entry("CNY", "0.00")], (0.0, "CNY")),
+], ids=["usd-empty-first", "cny-first", "only-usd-funded", "both-funded", "both-empty"])
+async def test_deepseek_shows_the_same_funded_currency_whatever_the_order(infos, expected, plugin_dir, make_host,
+                                                                          fake_http):
+    """DeepSeek answers one balance_infos entry per currency and does not keep their order (a
+    CNY 81.69 and USD 0.00 account came back USD first every other time:
+    https://github.com/wssfk12138/dsh-damage-pulse/issues/2, steipete/CodexBar#873): without a
+    configured currency the funded entry is shown, CNY before USD when both are."""
+    async with provider_host(DEEPSEEK, plugin_dir, make_host, fake_http) as h:
+        answer = {"is_available": True, "balance_infos": infos}
+        fake_http.json("GET", "/user/balance", answer)
+        r = await query(h)
+        assert (r.status, r.balance, r.currency, r.raw_data) == ("success", *expected, answer), r.error_message
