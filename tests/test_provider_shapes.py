@@ -1,8 +1,9 @@
 """The shipped balance plugins against what their providers really send, where it differs from
 the plain success test_providers.py and test_providers_more.py play: the sentinel one-api and
-new-api answer for an unlimited key, OpenRouter's key limit that resets every period, and the
-currency of a region that the answer does not name. Each case cites the provider's documentation
-or the code that answers it."""
+new-api answer for an unlimited key, OpenRouter's key limit that resets every period, the
+currency of a region that the answer does not name, and DeepSeek's currency entries in no fixed
+order. Each case cites the provider's documentation, the code that answers it or a report of
+the answer seen."""
 
 from __future__ import annotations
 
