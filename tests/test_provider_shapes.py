@@ -159,3 +159,12 @@ async def test_deepseek_shows_the_same_funded_currency_whatever_the_order(infos,
         fake_http.json("GET", "/user/balance", answer)
         r = await query(h)
         assert (r.status, r.balance, r.currency, r.raw_data) == ("success", *expected, answer), r.error_message
+
+
+async def test_openai_billing_names_the_relays_display_currency(plugin_dir, make_host, fake_http):
+    """new-api answers the *_usd fields in its quota display unit (controller/billing.go:
+    `case QuotaDisplayTypeCNY: amount = amount / QuotaPerUnit * USDExchangeRate`), which the
+    answer does not name: a site that shows CNY is read in CNY when the station says so."""
+    async with provider_host(OPENAI, plugin_dir, make_host, fake_http, currency="CNY") as h:
+        r = await query(h)
+        assert (r.status, r.balance, r.currency) == ("success", pytest.approx(107.655), "CNY"), r.error_message
