@@ -98,8 +98,15 @@ DEEPSEEK = Provider(
 
 CREDITS, KEY_INFO = "/api/v1/credits", "/api/v1/key"
 CREDITS_BODY = {"data": {"total_credits": 100.5, "total_usage": 25.75}}
-KEY_BODY = {"data": {"label": "sk-or-v1-abc...", "limit": None, "usage": 25.75, "limit_remaining": None,
-                     "is_free_tier": False, "rate_limit": {"requests": 10, "interval": "10s"}}}
+# GET /api/v1/key as documented (https://openrouter.ai/docs/api/api-reference/api-keys/get-current-key):
+# a key without a limit; usage is its spend since it was made, usage_* that of the current UTC period
+KEY_BODY = {"data": {
+    "label": "sk-or-v1-au7...890", "limit": None, "limit_remaining": None, "limit_reset": None,
+    "include_byok_in_limit": False, "usage": 25.75, "usage_daily": 1.25, "usage_weekly": 6.5, "usage_monthly": 20.0,
+    "byok_usage": 0, "byok_usage_daily": 0, "byok_usage_weekly": 0, "byok_usage_monthly": 0,
+    "is_free_tier": False, "is_management_key": False, "is_provisioning_key": False, "expires_at": None,
+    "creator_user_id": "user_2dHFtVWx2n56w6HkM0000000000",
+    "rate_limit": {"requests": 1000, "interval": "1h", "note": "This field is deprecated and safe to ignore."}}}
 OPENROUTER = Provider(
     "openrouter", CREDITS, {CREDITS: CREDITS_BODY, KEY_INFO: KEY_BODY},
     {"balance": 74.75, "currency": "USD", "quota": 100.5, "used_quota": 25.75, "expires_at": None},

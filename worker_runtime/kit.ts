@@ -66,6 +66,16 @@ export function instant(value: unknown): string | null {
   return typeof value === "string" && value ? value : null;
 }
 
+/** The host name of a URL, lower case; "" when it is not a URL. What a provider's region (and
+ * with it the currency its answer does not name) is read from. */
+export function hostOf(url: string): string {
+  try {
+    return new URL(url).hostname.toLowerCase();
+  } catch {
+    return "";
+  }
+}
+
 /** A key or token setting: "<name> is not configured" when empty, and no whitespace (a key
  * pasted with its line break fails every request with a confusing 401). */
 export function secretProblem(value: unknown, name: string): Problem {

@@ -6,16 +6,20 @@
  *     {"is_available":true,"balance_infos":[{"currency":"CNY","total_balance":"110.00",
  *      "granted_balance":"10.00","topped_up_balance":"100.00"}]}
  *
- *   The amounts are strings. An account may hold several currencies: the entry named by the
- *   optional `currency` config field, else the first. balance = its total_balance, currency =
- *   its currency; rawData is the whole answer (every currency, granted and topped-up parts,
- *   is_available). No quota: DeepSeek is prepaid.
+ *   The amounts are strings. An account may hold several currencies, one entry each, and
+ *   DeepSeek does not keep their order: the same account answers [CNY 81.69, USD 0.00] and
+ *   then [USD 0.00, CNY 81.69] (https://github.com/wssfk12138/dsh-damage-pulse/issues/2,
+ *   https://github.com/steipete/CodexBar/issues/873, cc-switch issue #6642). Which entry: the
+ *   one named by the optional `currency` config field; else a funded one (total_balance > 0)
+ *   before an empty one, CNY before USD before any other: the same entry whatever the order.
+ *   balance = its total_balance, currency = its currency; rawData is the whole answer (every
+ *   currency, granted and topped-up parts, is_available). No quota: DeepSeek is prepaid.
  *
  * `baseUrl` may be the OpenAI-style "https://api.deepseek.com/v1": the balance endpoint is at
  * the root, so a trailing "/v1" is dropped.
  */
 import type { BalanceResult, Context, PluginMetadata } from "../../worker_runtime/plugin.d.ts";
-import { keyAndUrlChecks, parsers } from "@plugin-host/kit";
+import { keyAndUrlChecks, optionalNumber, parsers } from "@plugin-host/kit";
 
 interface Config {
   apiKey?: string;
@@ -26,11 +30,13 @@ interface Config {
 const ID = "deepseek";
 const { object, number } = parsers(ID);
 const DEFAULT_BASE_URL = "https://api.deepseek.com";
+/** The currencies DeepSeek bills in, in the order one is shown when several are funded. */
+const HOME = ["CNY", "USD"];
 
 export const metadata: PluginMetadata = {
   id: ID,
   name: "DeepSeek",
-  version: "1.0.0",
+  version: "1.1.0",
   apiVersion: "1.0",
   description: "DeepSeek account balance from /user/balance.",
   author: "Plugin Host",
@@ -40,7 +46,7 @@ export const metadata: PluginMetadata = {
   configSchema: {
     apiKey: { type: "string", secret: true, description: "A DeepSeek API key (sk-...)." },
     baseUrl: { type: "string", default: DEFAULT_BASE_URL },
-    currency: { type: "string", description: "Which balance to report (CNY, USD); default the first." },
+    currency: { type: "string", description: "Which balance to report (CNY, USD); default a funded one, CNY first." },
   },
 };
 
@@ -56,7 +62,7 @@ export async function queryBalance(config: Config, ctx: Context): Promise<Balanc
   }
   const entries = infos.map((info, i) => object(info, `balance_infos[${i}]`));
   const wanted = config.currency?.trim().toUpperCase();
-  const index = wanted ? entries.findIndex((e) => String(e.currency).toUpperCase() === wanted) : 0;
+  const index = wanted ? entries.findIndex((e) => String(e.currency).toUpperCase() === wanted) : preferred(entries);
   if (index < 0) {
     const held = entries.map((e) => String(e.currency)).join(", ");
     throw new PluginError(ErrorTypes.PROVIDER_ERROR, `${ID}: no balance in ${wanted} (the account holds ${held})`);
@@ -70,6 +76,21 @@ export async function queryBalance(config: Config, ctx: Context): Promise<Balanc
     currency: entry.currency,
     rawData: body,
   };
+}
+
+/** The index of the entry to show when no currency is configured: funded first, then CNY, USD,
+ * any other by name, so that the answer's order (which DeepSeek does not keep) changes nothing. */
+function preferred(entries: Record<string, unknown>[]): number {
+  const rank = (e: Record<string, unknown>): [number, number, string] => {
+    const currency = String(e.currency ?? "").toUpperCase();
+    return [(optionalNumber(e.total_balance) ?? 0) > 0 ? 0 : 1, HOME.indexOf(currency) + 1 || HOME.length + 1, currency];
+  };
+  let best = 0;
+  for (let i = 1; i < entries.length; i++) {
+    const [a, b] = [rank(entries[i]), rank(entries[best])];
+    if (a[0] < b[0] || (a[0] === b[0] && (a[1] < b[1] || (a[1] === b[1] && a[2] < b[2])))) best = i;
+  }
+  return best;
 }
 
 /** Cheap and offline: the host runs healthCheck every health interval, and the balance query

@@ -7,14 +7,18 @@
  *      "cash_balance":3.00001},"scode":"0x0","status":true}
  *
  *   balance = data.available_balance (vouchers plus cash; it may be negative when cash is
- *   owed), currency CNY, or the `currency` config field (USD for the international
- *   api.moonshot.ai); rawData is `data`. An answer with a code other than 0 or status false
- *   is PROVIDER_ERROR.
+ *   owed); rawData is `data`. An answer with a code other than 0 or status false is
+ *   PROVIDER_ERROR.
+ *
+ *   The answer names no currency: it is the site's. The international api.moonshot.ai counts
+ *   in USD (https://platform.moonshot.ai/docs/api/balance: "available_balance ... float USD"),
+ *   the China api.moonshot.cn in CNY (https://platform.kimi.com/docs/api/balance.md: "单位：人民币元").
+ *   currency = the `currency` config field, else USD when baseUrl is on moonshot.ai, else CNY.
  *
  * `baseUrl` may be the OpenAI-style "https://api.moonshot.cn/v1": it is not repeated.
  */
 import type { BalanceResult, Context, PluginMetadata } from "../../worker_runtime/plugin.d.ts";
-import { keyAndUrlChecks, parsers } from "@plugin-host/kit";
+import { hostOf, keyAndUrlChecks, parsers } from "@plugin-host/kit";
 
 interface Config {
   apiKey?: string;
@@ -29,7 +33,7 @@ const DEFAULT_BASE_URL = "https://api.moonshot.cn";
 export const metadata: PluginMetadata = {
   id: ID,
   name: "Moonshot (Kimi)",
-  version: "1.0.0",
+  version: "1.1.0",
   apiVersion: "1.0",
   description: "Moonshot / Kimi account balance from /v1/users/me/balance.",
   author: "Plugin Host",
@@ -39,7 +43,10 @@ export const metadata: PluginMetadata = {
   configSchema: {
     apiKey: { type: "string", secret: true, description: "A Moonshot API key (sk-...)." },
     baseUrl: { type: "string", default: DEFAULT_BASE_URL, description: "https://api.moonshot.ai internationally." },
-    currency: { type: "string", default: "CNY", description: "USD for the international api.moonshot.ai." },
+    currency: {
+      type: "string",
+      description: "The balance's currency; default USD for api.moonshot.ai, CNY for api.moonshot.cn (and any other).",
+    },
   },
 };
 
@@ -56,7 +63,7 @@ export async function queryBalance(config: Config, ctx: Context): Promise<Balanc
   const data = object(body.data, "data");
   return {
     balance: number(data.available_balance, "data.available_balance"),
-    currency: config.currency || "CNY",
+    currency: config.currency || (hostOf(base).endsWith("moonshot.ai") ? "USD" : "CNY"),
     rawData: data,
   };
 }

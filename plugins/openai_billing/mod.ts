@@ -15,6 +15,15 @@
  *   non-zero, currency USD. The usage window is the 100 days up to tomorrow (UTC), the widest
  *   OpenAI allowed: relays compute usage from it, and "tomorrow" includes all of today.
  *
+ *   The *_usd fields are in the site's display unit: new-api converts them with its quota
+ *   display type (controller/billing.go: USD, CNY at the site's exchange rate, or raw TOKENS),
+ *   which the answer does not name. currency = the `currency` config field, else USD.
+ *
+ *   A key with unlimited quota is answered with hard_limit_usd = 100000000 by one-api and
+ *   new-api alike (controller/billing.go, GetSubscription: `if token.UnlimitedQuota { amount =
+ *   100000000 }`): not a hundred million dollars but no limit, so `unlimited`, no balance and no
+ *   quota, usedQuota still what was spent.
+ *
  * When the subscription endpoint answers 404, the older endpoint:
  *
  *   GET /v1/dashboard/billing/credit_grants
@@ -33,6 +42,7 @@ import { keyAndUrlChecks, parsers } from "@plugin-host/kit";
 interface Config {
   apiKey?: string;
   baseUrl?: string;
+  currency?: string;
 }
 
 const ID = "openai_billing";
@@ -40,11 +50,13 @@ const { object, number } = parsers(ID);
 const DEFAULT_BASE_URL = "https://api.openai.com";
 const DAY_MS = 86_400_000;
 const USAGE_WINDOW_DAYS = 100;
+/** What one-api and new-api answer as hard_limit_usd for a key with unlimited quota. */
+const UNLIMITED_USD = 100_000_000;
 
 export const metadata: PluginMetadata = {
   id: ID,
   name: "OpenAI-compatible billing",
-  version: "1.0.0",
+  version: "1.1.0",
   apiVersion: "1.0",
   description: "Balance of an OpenAI-compatible relay from its /v1/dashboard/billing endpoints.",
   author: "Plugin Host",
@@ -53,6 +65,10 @@ export const metadata: PluginMetadata = {
   permissions: { net: ["{config.baseUrl}"] },
   configSchema: {
     apiKey: { type: "string", secret: true, description: "The relay's API key (sk-...)." },
+    currency: {
+      type: "string",
+      description: "The relay's display unit when it is not USD: CNY (or TOKENS) for a new-api site that shows quota so.",
+    },
     baseUrl: {
       type: "string",
       default: DEFAULT_BASE_URL,
@@ -70,7 +86,7 @@ export async function queryBalance(config: Config, ctx: Context): Promise<Balanc
     subscription = answered(object(await ctx.fetchJson(`${base}/v1/dashboard/billing/subscription`, init), "body"));
   } catch (e) {
     if (!isNotFound(e)) throw e;
-    return await creditGrants(base, init, ctx);
+    return await creditGrants(base, init, ctx, config.currency || "USD");
   }
   const quota = number(subscription.hard_limit_usd, "hard_limit_usd");
   const tomorrow = Date.now() + DAY_MS;
@@ -78,21 +94,18 @@ export async function queryBalance(config: Config, ctx: Context): Promise<Balanc
   const usage = answered(object(await ctx.fetchJson(`${base}/v1/dashboard/billing/usage?${window}`, init), "body"));
   const used = number(usage.total_usage, "total_usage") / 100;
   const until = subscription.access_until;
-  return {
-    balance: quota - used,
-    currency: "USD",
-    quota,
-    usedQuota: used,
-    expiresAt: typeof until === "number" && until > 0 ? new Date(until * 1000).toISOString() : null,
-    rawData: { subscription, usage },
-  };
+  const expiresAt = typeof until === "number" && until > 0 ? new Date(until * 1000).toISOString() : null;
+  if (quota >= UNLIMITED_USD) {
+    return { balance: null, unlimited: true, currency: config.currency || "USD", usedQuota: used, expiresAt, rawData: { subscription, usage } };
+  }
+  return { balance: quota - used, currency: config.currency || "USD", quota, usedQuota: used, expiresAt, rawData: { subscription, usage } };
 }
 
-async function creditGrants(base: string, init: RequestInit, ctx: Context): Promise<BalanceResult> {
+async function creditGrants(base: string, init: RequestInit, ctx: Context, currency: string): Promise<BalanceResult> {
   const body = answered(object(await ctx.fetchJson(`${base}/v1/dashboard/billing/credit_grants`, init), "body"));
   return {
     balance: number(body.total_available, "total_available"),
-    currency: "USD",
+    currency,
     quota: number(body.total_granted, "total_granted"),
     usedQuota: number(body.total_used, "total_used"),
     rawData: { creditGrants: body },

@@ -8,8 +8,11 @@
  *      "status":"normal"}}
  *
  *   The amounts are strings: balance = data.totalBalance (the granted balance plus the
- *   charged one), currency CNY, or the `currency` config field (USD for the international
- *   api.siliconflow.com); rawData is `data`. An answer with a code other than 20000 or status
+ *   charged one); rawData is `data`. The answer names no currency: an international account
+ *   (api.siliconflow.com) is billed in USD, a China one (api.siliconflow.cn) in CNY, as
+ *   cc-switch (src-tauri/src/services/balance.rs, query_siliconflow) and CodexBar
+ *   (docs/siliconflow.md) read them. currency = the `currency` config field, else USD when
+ *   baseUrl is on siliconflow.com, else CNY. An answer with a code other than 20000 or status
  *   false is PROVIDER_ERROR with its message.
  *
  * `baseUrl` may be the OpenAI-style "https://api.siliconflow.cn/v1": it is not repeated.
@@ -19,7 +22,7 @@
  * api.siliconflow.com keeps it. A 404 or 410 for it says so, and what to set instead.
  */
 import type { BalanceResult, Context, PluginMetadata } from "../../worker_runtime/plugin.d.ts";
-import { keyAndUrlChecks, parsers } from "@plugin-host/kit";
+import { hostOf, keyAndUrlChecks, parsers } from "@plugin-host/kit";
 
 interface Config {
   apiKey?: string;
@@ -35,7 +38,7 @@ const OK = 20000;
 export const metadata: PluginMetadata = {
   id: ID,
   name: "SiliconFlow",
-  version: "1.0.1",
+  version: "1.1.0",
   apiVersion: "1.0",
   description: "SiliconFlow account balance from /v1/user/info.",
   author: "Plugin Host",
@@ -45,7 +48,10 @@ export const metadata: PluginMetadata = {
   configSchema: {
     apiKey: { type: "string", secret: true, description: "A SiliconFlow API key (sk-...)." },
     baseUrl: { type: "string", default: DEFAULT_BASE_URL },
-    currency: { type: "string", default: "CNY", description: "USD for the international api.siliconflow.com." },
+    currency: {
+      type: "string",
+      description: "The balance's currency; default USD for api.siliconflow.com, CNY for api.siliconflow.cn (and any other).",
+    },
   },
 };
 
@@ -72,7 +78,7 @@ export async function queryBalance(config: Config, ctx: Context): Promise<Balanc
   const data = object(body.data, "data");
   return {
     balance: number(data.totalBalance, "data.totalBalance"),
-    currency: config.currency || "CNY",
+    currency: config.currency || (hostOf(base).endsWith("siliconflow.com") ? "USD" : "CNY"),
     rawData: data,
   };
 }

@@ -6,9 +6,10 @@
  *     {"object":"account","type":"prepaid","balance":128.0,"total_cash_balance":100.0,
  *      "total_voucher_balance":28.0}
  *
- *   balance = balance (what is available now; a postpaid account may show 0 or less),
- *   currency CNY, or the `currency` config field (the international api.stepfun.ai bills in
- *   USD, StepFun does not say so in the answer). No quota: total_cash_balance (topped up) and
+ *   balance = balance (what is available now; a postpaid account may show 0 or less). The
+ *   answer names no currency: the international api.stepfun.ai bills in USD, the China
+ *   api.stepfun.com in CNY. currency = the `currency` config field, else USD when baseUrl is
+ *   on stepfun.ai, else CNY. No quota: total_cash_balance (topped up) and
  *   total_voucher_balance (granted) are totals, not a limit, and kept in rawData, the answer.
  *
  * Refusals: 401 {"error":{"message":"Incorrect API key provided","type":"invalid_api_key"}}
@@ -19,7 +20,7 @@
  * (international); keys work on their own site only. The OpenAI-style ".../v1" is not repeated.
  */
 import type { BalanceResult, Context, PluginMetadata } from "../../worker_runtime/plugin.d.ts";
-import { keyAndUrlChecks, parsers } from "@plugin-host/kit";
+import { hostOf, keyAndUrlChecks, parsers } from "@plugin-host/kit";
 
 interface Config {
   apiKey?: string;
@@ -35,7 +36,7 @@ const AUTH = /invalid_api_key|api key|authenticat|unauthori[sz]ed|permission/i;
 export const metadata: PluginMetadata = {
   id: ID,
   name: "StepFun",
-  version: "1.0.0",
+  version: "1.1.0",
   apiVersion: "1.0",
   description: "StepFun account balance from /v1/accounts.",
   author: "Plugin Host",
@@ -49,7 +50,10 @@ export const metadata: PluginMetadata = {
       default: DEFAULT_BASE_URL,
       description: "https://api.stepfun.com (China) or https://api.stepfun.ai (international).",
     },
-    currency: { type: "string", default: "CNY", description: "USD for the international api.stepfun.ai." },
+    currency: {
+      type: "string",
+      description: "The balance's currency; default USD for api.stepfun.ai, CNY for api.stepfun.com (and any other).",
+    },
   },
 };
 
@@ -61,7 +65,7 @@ export async function queryBalance(config: Config, ctx: Context): Promise<Balanc
   }), "body"));
   return {
     balance: number(body.balance, "balance"),
-    currency: config.currency || "CNY",
+    currency: config.currency || (hostOf(base).endsWith("stepfun.ai") ? "USD" : "CNY"),
     rawData: body,
   };
 }
