@@ -16,7 +16,8 @@ adds the others', each sample labelled ``process="K"``.
 The parent forwards SIGTERM/SIGINT/SIGHUP as a stop (each child drains its calls as a single server does), restarts
 a child that dies (backoff; it gives up after RESTART_LIMIT exits in RESTART_WINDOW seconds), kills
 one that stops answering (multiproc_watch.py), and
-its children get SIGTERM if it is killed (PR_SET_PDEATHSIG)."""
+its children get SIGTERM if it is killed (PR_SET_PDEATHSIG); one that cannot act on it (stopped, wedged) is
+woken and, past the drain's time, killed by a guard process (multiproc_guard.py)."""
 
 from __future__ import annotations
 
@@ -41,6 +42,7 @@ from prometheus_client.samples import Sample
 from .cli_output import ListenError, UsageError
 from .config import ServerConfig
 from .http_guard import sweep_stale_socket
+from .multiproc_guard import Guard
 from .multiproc_watch import JOINING, PEER_TIMEOUT, ask_siblings, watch
 from .runtime import private_run_dir
 
@@ -165,6 +167,12 @@ async def supervise(argv: Sequence[str], srv: ServerConfig, count: int) -> int:
     except ListenError:
         shutil.rmtree(peers, ignore_errors=True)
         raise
+    try:  # kills a child that cannot act on the SIGTERM of this parent's death (multiproc_guard.py)
+        guard = Guard(srv.shutdown_grace + STOP_MARGIN)
+    except OSError as exc:
+        sock.close()
+        shutil.rmtree(peers, ignore_errors=True)
+        raise ListenError(f"cannot start the serve processes' guard: {exc.strerror or exc}") from None
     children = [_Child(k) for k in range(count)]
     stopping = anyio.Event()
     outcome = 0
@@ -179,6 +187,7 @@ async def supervise(argv: Sequence[str], srv: ServerConfig, count: int) -> int:
             [sys.executable, "-m", "host", *child_argv(argv), "--listen-fd", str(sock.fileno()),
              "--process-index", str(child.index), "--peers-dir", peers, *late],
             pass_fds=(sock.fileno(),), preexec_fn=lambda: _die_with_parent(parent))
+        guard.watch(child.proc.pid)
         log.info("serve process %d started (pid %d)", child.index, child.proc.pid)
 
     async def keep(child: _Child) -> None:
@@ -262,6 +271,7 @@ async def supervise(argv: Sequence[str], srv: ServerConfig, count: int) -> int:
             with contextlib.suppress(OSError):
                 os.unlink(srv.unix_socket)
         shutil.rmtree(peers, ignore_errors=True)
+        guard.close()
     return outcome
 
 

@@ -21,6 +21,8 @@ from collections.abc import Callable, Mapping, Sequence
 
 import anyio
 
+from .process_cgroup import Cgroups
+
 _PR_SET_PDEATHSIG = 1
 _libc = ctypes.CDLL(None, use_errno=True)
 _SETPRIV = shutil.which("setpriv", path="/usr/bin:/bin:/usr/sbin:/sbin")
@@ -40,19 +42,60 @@ def _pdeathsig_preexec(parent_pid: int) -> Callable[[], None]:
 # started (Deno does not pass SIGKILL on; they would be re-parented to PID 1). Each worker
 # leads a process group of its own, which its children join; the host tells the reaper each
 # group, and when its pipe from the host reaches end of file (the host is gone, however it
-# died) the reaper SIGKILLs every group it was told of and still holds.
+# died) the reaper SIGKILLs every group it was told of and still holds. A process that left
+# its group (setsid) is still in its worker's cgroup (process_cgroup.py) when the host has a
+# cgroup subtree: the reaper is told its directory ("c DIR") and kills all in it too.
 _REAPER = """
-import os, signal, sys
-groups = set()
+import os, signal, sys, time
+groups, base = set(), None
 for line in sys.stdin:
-    op, _, pgid = line.strip().partition(" ")
-    if pgid.isdigit():
-        (groups.add if op == "+" else groups.discard)(int(pgid))
+    op, _, arg = line.strip().partition(" ")
+    if op == "c":
+        base = arg
+    elif arg.isdigit():
+        (groups.add if op == "+" else groups.discard)(int(arg))
 for pgid in groups:
     try:
         os.killpg(pgid, signal.SIGKILL)
     except OSError:
         pass
+def procs(d):
+    try:
+        with open(os.path.join(d, "cgroup.procs")) as f:
+            return [int(x) for x in f.read().split()]
+    except (OSError, ValueError):
+        return []
+if base:
+    subs = []
+    try:
+        subs = [os.path.join(base, n) for n in os.listdir(base) if os.path.isdir(os.path.join(base, n))]
+    except OSError:
+        pass
+    try:
+        with open(os.path.join(base, "cgroup.kill"), "w") as f:
+            f.write("1")
+    except OSError:
+        for _ in range(100):
+            pids = [p for d in subs + [base] for p in procs(d)]
+            if not pids:
+                break
+            for pid in pids:
+                try:
+                    os.kill(pid, signal.SIGKILL)
+                except OSError:
+                    pass
+    deadline = time.monotonic() + 2
+    for d in subs + [base]:
+        while True:
+            try:
+                os.rmdir(d)
+                break
+            except FileNotFoundError:
+                break
+            except OSError:
+                if time.monotonic() > deadline:
+                    break
+                time.sleep(0.005)
 """
 
 
@@ -65,28 +108,46 @@ class Reaper:
     def __init__(self) -> None:
         self._proc: subprocess.Popen[bytes] | None = None
         self._groups: set[int] = set()
+        self._cgroups: Cgroups | None = None
+        self._cgroups_tried = False
 
     def start(self) -> None:
         """Run the reaper if it is not running. Raises OSError when the system refuses (the
         interpreter gone, a process limit): a worker must not start without it."""
         if self._proc is not None and self._proc.poll() is None:
             return
+        if not self._cgroups_tried:  # once: a host without a cgroup hierarchy it may write in goes without
+            self._cgroups_tried = True
+            self._cgroups = Cgroups.create()
         if self._proc is not None and self._proc.stdin is not None:  # the one that died
             with contextlib.suppress(OSError):
                 self._proc.stdin.close()
         self._proc = subprocess.Popen([sys.executable, "-I", "-S", "-c", _REAPER], stdin=subprocess.PIPE,
                                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                                       start_new_session=True, close_fds=True)
+        if self._cgroups is not None:
+            self._send(f"c {self._cgroups.base}\n")
         for pgid in self._groups:
             self._send(f"+ {pgid}\n")
 
+    @property
+    def contains(self) -> bool:
+        """Whether workers are held in cgroups (what leaves their process group dies too)."""
+        return self._cgroups is not None
+
     def add(self, pgid: int) -> None:
+        """A worker just started (before any plugin code runs): its group, and its cgroup."""
         self._groups.add(pgid)
         self._send(f"+ {pgid}\n")
+        if self._cgroups is not None:
+            self._cgroups.enter(pgid)
 
     def remove(self, pgid: int) -> None:
+        """A worker is gone: what is left in its cgroup is killed."""
         self._groups.discard(pgid)
         self._send(f"- {pgid}\n")
+        if self._cgroups is not None:
+            self._cgroups.remove(pgid)
 
     def _send(self, line: str) -> None:
         if self._proc is None or self._proc.stdin is None:
@@ -106,6 +167,9 @@ class Reaper:
                 proc.stdin.close()
             with contextlib.suppress(subprocess.TimeoutExpired):
                 proc.wait(timeout=5)
+        if self._cgroups is not None:  # the reaper did, unless it was gone
+            self._cgroups.close()
+            self._cgroups, self._cgroups_tried = None, False
 
 
 class ChildProcess:
