@@ -18,22 +18,13 @@ import anyio
 import pytest
 
 from host import CallTimeout, WorkerLimits
+from host.process_cgroup import own_cgroup_dir
 
 
 def cgroup_v2_writable() -> bool:
     """A cgroup v2 hierarchy with this process's cgroup in it writable (root, or delegated)."""
-    try:
-        with open("/proc/self/mountinfo") as f:
-            mounts = [line.split() for line in f]
-        with open("/proc/self/cgroup") as f:
-            own = next(line.strip()[3:] for line in f if line.startswith("0::"))
-    except (OSError, StopIteration):
-        return False
-    for fields in mounts:
-        if fields[fields.index("-") + 1] == "cgroup2" and own.startswith(fields[3]):
-            where = os.path.join(fields[4], own[len(fields[3]):].lstrip("/"))
-            return os.access(where, os.W_OK) and os.access(os.path.join(where, "cgroup.procs"), os.W_OK)
-    return False
+    own = own_cgroup_dir()
+    return own is not None and os.access(own, os.W_OK) and os.access(os.path.join(own, "cgroup.procs"), os.W_OK)
 
 
 pytestmark = pytest.mark.skipif(not cgroup_v2_writable(), reason="no cgroup v2 hierarchy this user may write in")
