@@ -257,6 +257,14 @@ class HostServices:
 
     # ------------------------------------------------------------------ storage
 
+    def _storage_key(self, op: str, key: Any) -> str:
+        """A storage key, one rule whatever the state database: no NUL, which PostgreSQL's text
+        cannot hold (sqlite's can: a plugin would work on one and fail on the other)."""
+        key = self._key(op, key)
+        if "\x00" in key:
+            raise InvalidHostCall(f"{op}: a storage key cannot hold NUL (U+0000)")
+        return key
+
     def _plugin(self, worker: Worker, op: str) -> str:
         kind, plugin_id = scope_of(worker)
         if kind != "plugin":
@@ -265,7 +273,7 @@ class HostServices:
 
     async def _storage_get(self, worker: Worker, msg: p.HostCall) -> Any:
         (key,) = self._args(msg, 1, 1, "(key)")
-        key = self._key(msg.op, key)
+        key = self._storage_key(msg.op, key)
         blob = await self.storage.get(self._plugin(worker, msg.op), key, deadline=worker.deadline_of(msg.call))
         if blob is None:
             return None
@@ -278,7 +286,7 @@ class HostServices:
 
     async def _storage_set(self, worker: Worker, msg: p.HostCall) -> None:
         key, value = self._args(msg, 2, 2, "(key, value)")
-        key = self._key(msg.op, key)
+        key = self._storage_key(msg.op, key)
         blob = self._pack(msg.op, value)
         plugin = self._plugin(worker, msg.op)
         where = f"[plugins.{worker.spec.plugin_id}.limits] in host.toml"
@@ -287,7 +295,7 @@ class HostServices:
 
     async def _storage_delete(self, worker: Worker, msg: p.HostCall) -> bool:
         (key,) = self._args(msg, 1, 1, "(key)")
-        return await self.storage.delete(self._plugin(worker, msg.op), self._key(msg.op, key),
+        return await self.storage.delete(self._plugin(worker, msg.op), self._storage_key(msg.op, key),
                                          deadline=worker.deadline_of(msg.call))
 
     async def _storage_keys(self, worker: Worker, msg: p.HostCall) -> list[str]:

@@ -186,3 +186,19 @@ async def test_a_hung_state_database_fails_the_storage_call_not_the_worker(make_
         assert all(postgres_server.password not in e.message for _, e in failures)
         assert [w.pid for w in h.plugin("keeper").workers] == [pid]  # not killed for a late call
         assert await h.call("keeper", "put", "b", 2) and await h.call("keeper", "get", "b") == 2
+
+
+@pytest.mark.parametrize("anyio_backend", ["asyncio"])
+@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
+async def test_a_storage_key_holding_nul_is_refused_the_same_on_both_backends(
+        make_host, keeper, tmp_path, shared_state, postgres_url, backend):
+    # Before: sqlite stored it, PostgreSQL (TEXT holds no NUL) failed it as a database failure,
+    # so a plugin that worked on one state backend broke on the other.
+    state = StateConfig(database=postgres_url) if backend == "postgresql" else StateConfig()
+    async with make_host(state_dir=str(fresh_state(tmp_path, shared_state)), state=state, pool=ONE) as h:
+        with pytest.raises(PluginError) as e:
+            await h.call("keeper", "put", "a\u0000b", 1)
+        assert "NUL" in e.value.message and "failed" not in e.value.message, e.value.message
+        assert await h.call("keeper", "put", "ab", "v\u0000w")  # in a value it is data like any other
+        assert await h.call("keeper", "get", "ab") == "v\u0000w"
+        assert await h.call("keeper", "keys") == ["ab"]
