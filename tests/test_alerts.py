@@ -113,3 +113,36 @@ def test_bad_alert_settings_are_refused_naming_the_setting(alerts, named):
 
     with pytest.raises(InvalidConfig, match=named.replace(".", r"\.")):
         HostConfig(balances={"alerts": alerts})
+
+
+async def test_alerts_reach_the_webhook_in_the_order_they_were_said(plugin_dir, make_host, fake_http):
+    # Before: each query's alerts went in a task of their own, so a slow delivery of "low_balance"
+    # let the next query's "failing" (or "recovered") arrive first.
+    (plugin_dir.root / "relay.usage.js").write_text(STATION)
+    posted: list[str] = []
+    left: dict = {"value": 3.0}
+
+    async def hook(request: web.Request) -> web.Response:
+        kind = (await request.json())["kind"]
+        if kind == "low_balance":
+            await anyio.sleep(0.5)  # a slow receiver
+        posted.append(kind)
+        return web.json_response({"ok": True})
+
+    def balance(request: web.Request) -> web.Response:
+        if left["value"] is None:
+            return web.json_response({"error": "down"}, status=503)
+        return web.json_response({"left": left["value"]})
+
+    fake_http.route("POST", "/hook", hook)
+    fake_http.route("GET", "/balance", balance)
+    plugins = {"relay": PluginSettings(config={"baseUrl": fake_http.url, "apiKey": "k"}, allow_private_network=True,
+                                       breaker=BreakerConfig(enabled=False), low_balance=5)}
+    async with make_host(pool=PoolConfig(min_workers=1, max_workers=1), plugins=plugins,
+                         balances=BalancesConfig(alerts=AlertsConfig(webhook=fake_http.url + "/hook"),
+                                                 min_interval=0)) as h:
+        await h.query_balances(refresh=True)  # low_balance, delivered slowly
+        left["value"] = None
+        await h.query_balances(refresh=True)  # failing, said while the first is on its way
+        await wait_for(lambda: len(posted) == 2)
+    assert posted == ["low_balance", "failing"]

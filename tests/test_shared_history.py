@@ -13,7 +13,7 @@ from support.plugins import fresh_state
 from support.processes import free_port
 
 from host import BalancesConfig, PoolConfig, StateError
-from host.balances.alerts import Alert
+from host.balances.alerts import Alert, AlertsConfig
 from host.balances.history_pg import PostgresHistory
 from host.state_config import StateConfig
 
@@ -93,3 +93,26 @@ async def test_a_balance_answer_does_not_wait_for_a_history_write_the_database_h
     async with make_host(state_dir=str(fresh_state(tmp_path / "b", shared_state)),
                          state=StateConfig(database=postgres_url), pool=ONE) as again:  # flushed at close
         assert [p.balance for p in await again.balance_history("alpha")] == [99.0, 98.0, 97.0]
+
+
+async def test_a_balance_answer_does_not_wait_for_an_alert_write_the_database_holds(
+        make_host, plugin_dir, tmp_path, shared_state, postgres_server, postgres_url):
+    # Before: the alert a query raised was written before the answer, so a held table (or a
+    # hung database) held the answer for the statement timeout; and an alert that could not be
+    # written was neither logged nor delivered.
+    plugin_dir.add("alpha.js", STATION)
+    balances = BalancesConfig(min_interval=0, alerts=AlertsConfig(low_balance=98.5))
+    async with make_host(state_dir=str(fresh_state(tmp_path / "a", shared_state)), balances=balances,
+                         state=StateConfig(database=postgres_url), pool=ONE) as h:
+        await h.query_balances(refresh=True)  # 99: above the threshold, no alert
+        assert await h.balance_alerts() == []
+        with postgres_server.admin(postgres_url.rsplit("/", 1)[1]) as blocker:
+            blocker.execute("BEGIN")
+            blocker.execute("LOCK TABLE balance_alerts IN ACCESS EXCLUSIVE MODE")
+            t0 = time.monotonic()
+            [answer] = await h.query_balances(refresh=True)  # 98: low
+            took = time.monotonic() - t0
+            blocker.execute("ROLLBACK")
+        assert answer.status == "success" and answer.balance == 98.0
+        assert took < 3, f"the answer waited {took:.1f}s for the alert write"
+        assert [a.kind for a in await h.balance_alerts("alpha")] == ["low_balance"]  # written once it could be

@@ -13,12 +13,14 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+from collections import deque
 from collections.abc import Callable
 from typing import Annotated, Literal
 
 import aiohttp
 import anyio
 import msgspec
+from anyio.abc import TaskGroup
 from msgspec import Meta
 
 from ..logs import Throttle
@@ -113,6 +115,53 @@ async def deliver(alerts: list[Alert], config: AlertsConfig) -> None:
         log.error("balance alerts could not be delivered", exc_info=exc)
 
 
+MAX_UNDELIVERED = 1000  # alerts waiting behind a slow webhook or command; more drop the oldest
+
+
+class Deliveries:
+    """Alerts delivered one at a time in the order they were said, in a task of the host's:
+    each query's alerts went in a task of their own, so a webhook or command could hear
+    "recovered" before the "failing" it ends. At most MAX_UNDELIVERED wait behind a slow one."""
+
+    def __init__(self, config: AlertsConfig) -> None:
+        self._config = config
+        self._waiting: deque[Alert] = deque()
+        self._running = False
+        self._idle: anyio.Event | None = None  # set once the last waiting alert is delivered
+
+    def add(self, alerts: list[Alert], tg: TaskGroup) -> None:
+        if not alerts or (self._config.webhook is None and not self._config.command):
+            return
+        for alert in alerts:
+            if len(self._waiting) >= MAX_UNDELIVERED:
+                dropped = self._waiting.popleft()
+                _warn.warning("alerts-queue", "balance alerts: %d wait behind a slow webhook or command; the "
+                              "oldest (%s %s) is not delivered", MAX_UNDELIVERED, dropped.provider, dropped.kind)
+            self._waiting.append(alert)
+        if not self._running:
+            self._running, self._idle = True, anyio.Event()
+            tg.start_soon(self._run)
+
+    async def _run(self) -> None:
+        try:
+            while self._waiting:
+                await deliver([self._waiting.popleft()], self._config)
+        finally:
+            self._running = False
+            if self._idle is not None:
+                self._idle.set()
+
+    async def flush(self, timeout: float) -> None:
+        """At close: wait (at most ``timeout`` seconds) for the alerts still waiting; past it
+        they are not delivered, and said."""
+        with anyio.move_on_after(timeout):
+            if self._running and self._idle is not None:
+                await self._idle.wait()
+        if self._waiting:
+            log.warning("balance alerts: %d not delivered within [balances] history_flush (%gs) at close",
+                        len(self._waiting), timeout)
+
+
 async def _post(url: str, body: bytes, timeout: float) -> None:
     try:
         with anyio.fail_after(timeout):
@@ -137,4 +186,4 @@ async def _run(command: list[str], body: bytes, timeout: float) -> None:
         _warn.warning(key, "balance alert command %s failed: %s: %s", command[0], type(exc).__name__, exc)
 
 
-__all__ = ["Alert", "AlertState", "AlertsConfig", "deliver"]
+__all__ = ["Alert", "AlertState", "AlertsConfig", "Deliveries", "deliver"]

@@ -3,7 +3,9 @@ did, never after the history write (a ``[state] database`` that hangs held every
 ``GET /api/balances?refresh=1`` for its statement timeout, 10 s). Answers wait in a bounded
 queue (the oldest batch is skipped when it is full, and said); a write that fails is logged
 (throttled) and its points are kept in memory to go with the next write (history.Unrecorded);
-at close what is queued is written within ``[balances] history_flush`` seconds."""
+at close what is queued is written within ``[balances] history_flush`` seconds. The alerts a
+query raised are written the same way, after its points (kept for the next write when one fails,
+at most MAX_ALERTS)."""
 
 from __future__ import annotations
 
@@ -15,12 +17,14 @@ from anyio.abc import TaskGroup
 
 from ..errors import StateError
 from ..logs import Throttle
+from .alerts import Alert
 from .history import History, Unrecorded, recorded
 from .result import BalanceResult
 
 log = logging.getLogger("host")
 _warn = Throttle(log)
 QUEUE = 256  # batches (one per query) waiting to be written; more skip the oldest
+MAX_ALERTS = 1000  # alerts kept while they cannot be written; more drop the oldest
 
 
 class HistoryWriter:
@@ -31,20 +35,22 @@ class HistoryWriter:
         self._history = history
         self._unrecorded = Unrecorded()  # points a write could not take: written with the next ones
         self._queue: deque[list[BalanceResult]] = deque()
+        self._alerts: deque[Alert] = deque(maxlen=MAX_ALERTS)
         self._wake: anyio.Event | None = None
         self._done: anyio.Event | None = None  # set whenever the queue is empty and nothing is written
         self._running = False
 
-    def add(self, results: list[BalanceResult], tg: TaskGroup | None) -> None:
-        """Queue ``results`` for the history (only those it records); the writer runs in ``tg``
-        (None: the host is closing, they wait for ``flush``)."""
-        if not recorded(results):
+    def add(self, results: list[BalanceResult], alerts: list[Alert], tg: TaskGroup | None) -> None:
+        """Queue ``results`` for the history (only those it records) and the ``alerts`` they
+        raised; the writer runs in ``tg`` (None: the host is closing, they wait for ``flush``)."""
+        if not recorded(results) and not alerts:
             return
         if len(self._queue) >= QUEUE:
             self._queue.popleft()
             _warn.warning("history-queue", "balance history: %d queries waiting to be written; the oldest "
                           "is skipped (is the [state] database slow?)", QUEUE)
         self._queue.append(results)
+        self._alerts.extend(alerts)
         if self._done is None or self._done.is_set():
             self._done = anyio.Event()
         if not self._running and tg is not None:
@@ -60,6 +66,15 @@ class HistoryWriter:
             await anyio.to_thread.run_sync(self._unrecorded.append, self._history, batch)
         except StateError as exc:  # the answers still counted; the points wait for the next write
             _warn.warning("history", "balance history: %s", exc.message)
+        alerts = list(self._alerts)
+        self._alerts.clear()
+        if not alerts:
+            return
+        try:
+            await anyio.to_thread.run_sync(self._history.record_alerts, alerts)
+        except StateError as exc:  # said and delivered already; recorded with the next write
+            self._alerts.extendleft(reversed(alerts))
+            _warn.warning("alerts", "balance alerts: %s", exc.message)
 
     async def _run(self) -> None:
         try:

@@ -20,7 +20,7 @@ from ..plugins.keys import station_key
 from ..plugins.lifecycle import Plugin
 from ..plugins.registry import Registry
 from ..plugins.settings import redacted
-from .alerts import Alert, AlertState, deliver
+from .alerts import Alert, AlertState, Deliveries
 from .degrade import LastBalances, degradable
 from .flights import StationFlights
 from .history import BalancePoint, History
@@ -67,6 +67,7 @@ class Balances:
         self._plugin_threshold = threshold  # a plugin's low_balance
         self._tasks = tasks          # where alerts are delivered, in the background
         self._alerts: AlertState | None = None  # read back from the history at the first query
+        self._deliveries = Deliveries(config.alerts)  # in order, in the background
         self._last = LastBalances(history)  # for the "degrade" rate-limit strategy
         self._writer = HistoryWriter(history)  # in the background: no answer waits for the history
         self._flights = StationFlights(config.min_interval)  # one call per station at a time, and per interval
@@ -116,8 +117,7 @@ class Balances:
                 tg.start_soon(one, t)
         ordered = [results[t.name] for t in targets]
         self._last.remember(ordered)
-        self._writer.add(ordered, self._tasks())
-        await self._alert(ordered)
+        self._writer.add(ordered, await self._alert(ordered), self._tasks())
         return ordered
 
     def targets(self) -> list[Target]:
@@ -176,31 +176,34 @@ class Balances:
             return self._plugin_threshold(station.provider if station is not None else name)
         return threshold
 
-    async def _alert(self, results: list[BalanceResult]) -> None:
-        """Say what changed (alerts.py): recorded, then delivered in the background."""
+    async def _alert(self, results: list[BalanceResult]) -> list[Alert]:
+        """Say what changed (alerts.py): logged and delivered at once, in the background; the
+        alerts returned are recorded by the history writer (a hung database holds no answer)."""
         try:
-            if self._alerts is None:
+            if self._alerts is None:  # the first query: what was said before (bounded by the timeout)
                 self._alerts = AlertState()
                 self._alerts.replay(await anyio.to_thread.run_sync(lambda: self._history.read_alerts(limit=100_000)))
-            alerts = self._alerts.judge(results, self._thresholds(), dt.datetime.now(dt.UTC))
-            if alerts:
-                await anyio.to_thread.run_sync(self._history.record_alerts, alerts)
         except StateError as exc:  # the answers still count
             _warn.warning("alerts", "balance alerts: %s", exc.message)
-            return
+            return []
+        alerts = self._alerts.judge(results, self._thresholds(), dt.datetime.now(dt.UTC))
         for a in alerts:
             log.warning("balance alert: %s %s: %s", a.provider, a.kind, a.message)
-        tg = self._tasks()
-        if alerts and tg is not None:
-            tg.start_soon(deliver, alerts, self.config.alerts)
+        if (tg := self._tasks()) is not None:
+            self._deliveries.add(alerts, tg)
+        return alerts
 
     async def flush(self) -> None:
-        """At close: the answers not yet in the history are written (within [balances] history_flush)."""
-        await self._writer.flush(self.config.history_flush)
+        """At close: the answers and alerts not yet in the history are written, and the alerts
+        not yet delivered are, both within [balances] history_flush."""
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(self._writer.flush, self.config.history_flush)
+            tg.start_soon(self._deliveries.flush, self.config.history_flush)
 
     async def balance_alerts(self, provider: str | None = None, *, limit: int = 1000) -> list[Alert]:
         """The alerts said so far (low balance, recovered, failing), oldest first."""
         _check_read("balance_alerts", limit)
+        await self._writer.settled(self.config.history_flush)  # the alerts of the queries before it
         return await anyio.to_thread.run_sync(lambda: self._history.read_alerts(provider, limit=limit))
 
     async def balance_history(self, provider: str | None = None, *, since: dt.datetime | None = None,
