@@ -56,6 +56,7 @@ from .plugins.switches import Switches
 from .policy.pipeline import CallPipeline
 from .policy.scheduler import SchedulerStats
 from .pool import Pool
+from .run_once import RunOnce
 from .runtime import Runtime
 from .security.egress import EgressProxy
 from .security.egress_start import egress_grants, start_proxy
@@ -79,7 +80,7 @@ class PluginHost:
 
     def __init__(self, config: HostConfig | None = None) -> None:
         self.config = config or HostConfig()
-        self._running = False
+        self._running, self._once = False, RunOnce()
         self._found = False  # the first scan of the plugin directories is done (readiness needs it)
         self._tg: TaskGroup | None = None
         self._stack: AsyncExitStack | None = None
@@ -118,6 +119,7 @@ class PluginHost:
     # ------------------------------------------------------------------ lifecycle
 
     async def __aenter__(self) -> PluginHost:
+        self._once.enter()  # before the try: a refused entry must not close the running host
         check_state_dir(self.config.state_path)  # writable, with room: or a StateError saying why
         self._runtime = Runtime.create(self.config, redact=self._registry.redact_secrets)
         try:
@@ -157,6 +159,7 @@ class PluginHost:
         return self
 
     async def __aexit__(self, *exc: object) -> None:
+        self._once.exit()
         try:
             await self.aclose()
         finally:
