@@ -298,12 +298,16 @@ class HostConfig(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True)
         # Every section is validated here, given as a dict (``HostConfig(pool={"max_workers":
         # 8})``) or as a Struct built in Python, which msgspec does not check on construction:
         # the range constraints of its fields (config_types) hold however it was made.
+        # The other fields too: a section given as a str or None, a path as an int, were taken as
+        # they came and failed later with an AttributeError (a pathlib.Path is a path: taken as str).
         for f in msgspec.structs.fields(self):
-            value = getattr(self, f.name)
-            if f.name in KEYED:  # {id: section}
+            value = _fspath(getattr(self, f.name))
+            if f.name in KEYED and isinstance(value, dict):  # {id: section}
                 kind = KEYED[f.name]
+                if odd := [k for k in value if not isinstance(k, str)]:
+                    raise InvalidConfig(f"{f.name}: its keys are names, strings; got {odd[0]!r}")
                 setattr(self, f.name, {k: checked(v, kind, f"{f.name}.{k}") for k, v in value.items()})
-            elif isinstance(value, (msgspec.Struct, dict)):
+            else:
                 setattr(self, f.name, checked(value, f.type, f.name))
         if self.load not in ("auto", "wait", "background"):
             raise InvalidConfig(f'load: expected "auto", "wait" or "background", got {self.load!r}')
@@ -411,6 +415,15 @@ def _check_alerts(a: AlertsConfig) -> None:
         raise InvalidConfig(f"balances.alerts.webhook must be an http(s) URL, got {a.webhook[:80]!r}")
     if a.command is not None and not (a.command and all(isinstance(x, str) and x for x in a.command)):
         raise InvalidConfig("balances.alerts.command must be a non-empty list of strings (argv)")
+
+
+def _fspath(value: Any) -> Any:
+    """A path object (or a list of them) as the str the field holds."""
+    if isinstance(value, os.PathLike):
+        return os.fspath(value)
+    if isinstance(value, list):
+        return [os.fspath(v) if isinstance(v, os.PathLike) else v for v in value]
+    return value
 
 
 def _check_pool(p: PoolConfig, where: str) -> None:

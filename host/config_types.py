@@ -37,6 +37,8 @@ def checked(value: Any, kind: Any, where: str, root: type | None = None) -> Any:
     except msgspec.ValidationError as exc:
         base = root if root is not None else kind if isinstance(kind, type) else None
         raise InvalidConfig(validation_message(str(exc), base or object, where)) from None
+    except (TypeError, ValueError, OverflowError, RecursionError) as exc:  # an object msgspec has no form for
+        raise InvalidConfig(f"{where}: {exc}") from None
 
 
 __all__ = ["MAX_SECONDS", "Amount", "Count", "Delay", "Fraction", "Port", "Seconds", "checked"]

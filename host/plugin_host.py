@@ -22,6 +22,7 @@ import anyio
 import msgspec
 from anyio.abc import TaskGroup
 
+from .api_args import Limit, Port, Timeout, Wait, checked_api
 from .balances.alerts import Alert
 from .balances.history import BalancePoint
 from .balances.history_pg import open_history
@@ -55,6 +56,7 @@ from .plugins.switches import Switches
 from .policy.pipeline import CallPipeline
 from .policy.scheduler import SchedulerStats
 from .pool import Pool
+from .run_once import RunOnce
 from .runtime import Runtime
 from .security.egress import EgressProxy
 from .security.egress_start import egress_grants, start_proxy
@@ -68,6 +70,7 @@ from .worker import WorkerSpec
 log = logging.getLogger("host")
 
 
+@checked_api
 class PluginHost:
     """Run plugins in sandboxed Deno workers.
 
@@ -77,7 +80,7 @@ class PluginHost:
 
     def __init__(self, config: HostConfig | None = None) -> None:
         self.config = config or HostConfig()
-        self._running = False
+        self._running, self._once = False, RunOnce()
         self._found = False  # the first scan of the plugin directories is done (readiness needs it)
         self._tg: TaskGroup | None = None
         self._stack: AsyncExitStack | None = None
@@ -98,10 +101,8 @@ class PluginHost:
         self._history = open_history(self.config)
         self._stations = stations = Stations(self.config.stations)
         self._registry.stations_of = lambda pid: [s.name for s in stations.of_plugin(pid)]
-        self._registry.station_base = stations.configured_config
-        self._registry.station_scripts = stations.scripts
-        self._registry.stations_refresh = stations.refresh
-        self._registry.note = self.logbook.note
+        self._registry.station_base, self._registry.station_scripts = stations.configured_config, stations.scripts
+        self._registry.stations_refresh, self._registry.note = stations.refresh, self.logbook.note
         self._switches = Switches(self.config)
         self._registry.disabled, self._registry.switched = self._switches.disabled, self._switches.refresh
         self._registry.private_network, self._registry.limits_for = self._switches.private_network, self._switches.limits
@@ -118,6 +119,7 @@ class PluginHost:
     # ------------------------------------------------------------------ lifecycle
 
     async def __aenter__(self) -> PluginHost:
+        self._once.enter()  # before the try: a refused entry must not close the running host
         check_state_dir(self.config.state_path)  # writable, with room: or a StateError saying why
         self._runtime = Runtime.create(self.config, redact=self._registry.redact_secrets)
         try:
@@ -157,6 +159,7 @@ class PluginHost:
         return self
 
     async def __aexit__(self, *exc: object) -> None:
+        self._once.exit()
         try:
             await self.aclose()
         finally:
@@ -181,14 +184,13 @@ class PluginHost:
         self._running = self._registry.running = self._found = False
         with anyio.CancelScope(shield=True):
             async with anyio.create_task_group() as tg:
-                for r in self._registry.records:
-                    if r.pool is not None:
-                        tg.start_soon(r.pool.stop)
+                for pool in [r.pool for r in self._registry.records if r.pool is not None]:
+                    tg.start_soon(pool.stop)
                 for pool in self._exec.pools() if self._exec is not None else ():
                     tg.start_soon(pool.stop)
             await self._balances.flush()  # the history's last points (written in the background)
 
-    def reserve_address(self, host: str, port: int) -> None:
+    def reserve_address(self, host: str, port: Port) -> None:
         """Refuse ``host:port`` to every worker spawned from now on, private network allowed or
         not (``serve`` reserves the address its HTTP API listens on): a wildcard host stands for
         every address of the machine; a name, for the addresses it resolves to."""
@@ -282,7 +284,7 @@ class PluginHost:
         """Receive every worker log line as ``fn(plugin_id, worker, log)``; returns a remover."""
         return self._logs.add_listener(fn)
 
-    def logs(self, name: str, *, level: str = "debug", after: int = 0, limit: int = 200) -> list[JournalEntry]:
+    def logs(self, name: str, *, level: str = "debug", after: Limit = 0, limit: Limit = 200) -> list[JournalEntry]:
         """The plugin's recent log, what ``--debug`` shows: its workers' console lines and the
         lifecycle of the plugin and its workers, oldest first; ``level`` and above, entries
         after sequence number ``after``, at most ``limit``."""
@@ -290,15 +292,14 @@ class PluginHost:
 
     # ------------------------------------------------------------------ calls (policy/pipeline.py)
 
-    async def call(self, plugin: str, fn: str, *args: Any, timeout: float | None = None,
+    async def call(self, plugin: str, fn: str, *args: Any, timeout: Timeout | None = None,
                    priority: int = 0, refresh: bool = False) -> Any:
-        """Call ``fn(*args)`` exported by ``plugin``; ``timeout`` (seconds) covers rate-limit
-        waits, queueing, running and retries; past it the worker is killed and CallTimeout
-        raised. The plugin's policies apply in order: result cache (a cached result returns at
-        once, with no quota used), rate limit (RateLimited), concurrency caps (a slot held
-        until the call ends), circuit breaker (CircuitOpen), then the call, retried per its
-        RetryConfig. ``refresh`` skips the cached result and caches the new one. Where calls
-        queue (for a slot under the caps, for a free worker), higher ``priority`` goes first.
+        """Call ``fn(*args)`` exported by ``plugin``; ``timeout`` (seconds) covers rate-limit waits, queueing,
+        running and retries; past it the worker is killed and CallTimeout raised. The plugin's policies apply
+        in order: result cache (a cached result returns at once, with no quota used), rate limit
+        (RateLimited), concurrency caps (a slot held until the call ends), circuit breaker (CircuitOpen), then
+        the call, retried per its RetryConfig. ``refresh`` skips the cached result and caches the new one.
+        Where calls queue (for a slot under the caps, for a free worker), higher ``priority`` goes first.
         Cancelling the caller cancels the call: a queued one never runs, a running one has its
         ``context.signal`` aborted."""
         started = time.perf_counter()
@@ -355,7 +356,7 @@ class PluginHost:
         input: Any = msgspec.UNSET,
         *,
         entry: str = "default",
-        timeout: float | None = None,
+        timeout: Timeout | None = None,
         permissions: Any = None,
         tools: list[str] | None = None,
         language: str = "javascript", by: str = "python",
@@ -414,23 +415,23 @@ class PluginHost:
 
     # ------------------------------------------------------------------ balances, events, config
 
-    async def query_balances(self, *, refresh: bool = False, timeout: float | None = None) -> list[BalanceResult]:
+    async def query_balances(self, *, refresh: bool = False, timeout: Timeout | None = None) -> list[BalanceResult]:
         """Every balance plugin asked in parallel, each under its own policies and ``timeout``
         (default ``balances.timeout``); one BalanceResult per plugin id. ``refresh`` bypasses
         the cache."""
         return await self._balances.query_balances(refresh=refresh, timeout=timeout)
 
     async def balance_history(self, provider: str | None = None, *, since: dt.datetime | None = None,
-                              until: dt.datetime | None = None, limit: int = 10_000) -> list[BalancePoint]:
+                              until: dt.datetime | None = None, limit: Limit = 10_000) -> list[BalancePoint]:
         """The recorded balances, oldest first: of one provider or all, within [since, until]."""
         return await self._balances.balance_history(provider, since=since, until=until, limit=limit)
 
-    async def balance_alerts(self, provider: str | None = None, *, limit: int = 1000) -> list[Alert]:
+    async def balance_alerts(self, provider: str | None = None, *, limit: Limit = 1000) -> list[Alert]:
         """The balance alerts said so far (low_balance, balance_recovered, failing, recovered),
         oldest first; ``[balances.alerts]`` says where each also went."""
         return await self._balances.balance_alerts(provider, limit=limit)
 
-    async def emit(self, event: str, payload: Any = None, *, timeout: float | None = None,
+    async def emit(self, event: str, payload: Any = None, *, timeout: Timeout | None = None,
                    stop_at_first: bool = False) -> list[EventReply]:
         """Deliver ``event`` to every running plugin whose capabilities list it, highest
         ``priority`` first, each ``onEvent(event, payload, context)`` with its own timeout;
@@ -482,7 +483,7 @@ class PluginHost:
 
     # ------------------------------------------------------------------ plugin events
 
-    async def settled(self, timeout: float) -> bool:
+    async def settled(self, timeout: Wait) -> bool:
         """Wait, at most ``timeout`` seconds, until no plugin is still loading or starting
         (what /healthz/ready waits for); True when none is."""
         return await self._hub.wait_until(lambda: not self._starting(), timeout)
@@ -491,7 +492,7 @@ class PluginHost:
         """Call ``fn(event)`` on every plugin state change; returns an unsubscribe function."""
         return self._hub.subscribe(fn)
 
-    def events(self, buffer: int = 1000) -> Any:
+    def events(self, buffer: Limit = 1000) -> Any:
         """``async with h.events() as stream: async for event in stream: ...``"""
         return self._hub.stream(buffer)
 

@@ -29,18 +29,24 @@ class SyncPluginHost:
         self._portal: Any = None
 
     def __enter__(self) -> SyncPluginHost:
-        self._portal_cm = start_blocking_portal(self._backend)
-        self._portal = self._portal_cm.__enter__()
+        if self._portal_cm is not None:  # its event loop thread and the host it runs are one
+            raise HostClosed("this SyncPluginHost is running already or has closed: a host runs once; "
+                             "make another SyncPluginHost")
+        self._portal_cm = portal_cm = start_blocking_portal(self._backend)
+        portal = portal_cm.__enter__()
         try:
             # One task enters and exits the host, as its task group requires.
-            self._host_cm = self._portal.wrap_async_context_manager(self.host)
+            self._host_cm = portal.wrap_async_context_manager(self.host)
             self._host_cm.__enter__()
         except BaseException:
-            self._portal_cm.__exit__(None, None, None)
+            portal_cm.__exit__(None, None, None)
             raise
+        self._portal = portal
         return self
 
     def __exit__(self, *exc: Any) -> None:
+        if self._portal is None:  # not entered, or closed already
+            return
         self._portal = None
         try:
             self._host_cm.__exit__(None, None, None)

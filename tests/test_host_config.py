@@ -77,3 +77,20 @@ def test_an_inspected_plugin_runs_one_worker_without_a_heartbeat_deadline():
     assert (c.pool_for("calc").min_workers, c.pool_for("calc").max_workers) == (1, 1)
     assert c.pool_for("other").max_workers == 6
     assert c.limits_for("calc").heartbeat_timeout >= 3600 and c.limits_for("other").heartbeat_timeout == 10.0
+
+
+@pytest.mark.parametrize("given", [
+    {"pool": "x"}, {"pool": None}, {"pool": object()}, {"limits": 5}, {"plugins_dir": 5}, {"state_dir": 5},
+    {"plugins": None}, {"plugins": {5: {}}}, {"load": 3}, {"dev_plugins": "x"},
+], ids=lambda g: f"{next(iter(g))}-{type(next(iter(g.values()))).__name__}")
+def test_a_field_of_the_wrong_type_is_invalid_config_naming_it(given):
+    """A section given as a str or None, a path as an int, were taken as they came and failed
+    later (AttributeError at the start, or in a worker spawn)."""
+    name = next(iter(given))
+    with pytest.raises(InvalidConfig, match=f"^{name}"):
+        HostConfig(**given)
+
+
+def test_a_pathlib_path_is_taken_as_a_path(tmp_path):
+    cfg = HostConfig(plugins_dir=[tmp_path / "p", "q"], state_dir=tmp_path / "s")
+    assert (cfg.plugins_dir, cfg.state_path) == ([str(tmp_path / "p"), "q"], tmp_path / "s")

@@ -14,7 +14,15 @@ import anyio
 from anyio.abc import TaskGroup
 
 from ..config import BalancesConfig
-from ..errors import CallTimeout, HostError, InvalidArguments, InvalidConfig, PluginUnavailable, StateError
+from ..errors import (
+    CallTimeout,
+    HostClosed,
+    HostError,
+    InvalidArguments,
+    InvalidConfig,
+    PluginUnavailable,
+    StateError,
+)
 from ..logs import Throttle
 from ..plugins.keys import station_key
 from ..plugins.lifecycle import Plugin
@@ -81,6 +89,8 @@ class Balances:
         plugin that is not running is an error result saying why. ``refresh`` bypasses the cache. A
         station is asked once at a time and at most once per ``balances.min_interval``: the
         queries meanwhile share that answer, marked ``cached`` (flights.py)."""
+        if not self._reg.running:  # not an empty list: it would read as "no balance plugins"
+            raise HostClosed("the host is not running; use `async with PluginHost(...)`")
         results: dict[str, BalanceResult] = {}
 
         async def one(t: Target) -> None:

@@ -11,7 +11,7 @@ from typing import Any
 import anyio
 
 from ..config import HostConfig
-from ..errors import HostError
+from ..errors import HostClosed, HostError
 from ..info import EventReply
 from .lifecycle import SERVING, Plugin
 from .registry import Registry
@@ -31,6 +31,8 @@ class Events:
         ``priority`` first (ties by id), each call ``onEvent(event, payload, context)`` with
         its own timeout. With ``stop_at_first``, stop after the first plugin that returns a
         value other than null/undefined."""
+        if not self._reg.running:  # not an empty list: nobody would hear of the event
+            raise HostClosed("the host is not running; use `async with PluginHost(...)`")
         budget = self.config.events.timeout if timeout is None else timeout
         await self._reg.loader.wait_all(budget)  # who handles it is known once loaded (load = "background")
         targets = [r for r in self._reg.records

@@ -1,0 +1,95 @@
+"""A careless app's lifecycle: one PluginHost entered twice (nested, from two tasks, after its
+close), and the methods that ask every plugin called on a host that is not running
+(host/run_once.py)."""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+
+import anyio
+import pytest
+from support.plugins import PluginDir, fresh_state
+from support.processes import deno_children
+
+from host import HostClosed, HostConfig, PluginHost, PoolConfig, SyncPluginHost
+
+pytestmark = pytest.mark.timeout(60)
+
+ONE = PoolConfig(min_workers=1, max_workers=1)
+
+
+def config(plugin_dir: PluginDir, tmp_path: Path, shared_state: Path) -> HostConfig:
+    return HostConfig(plugins_dir=str(plugin_dir.root), state_dir=str(fresh_state(tmp_path, shared_state)), pool=ONE)
+
+
+@pytest.mark.anyio
+async def test_entering_a_running_host_again_is_host_closed_and_it_serves_on(calc, tmp_path, shared_state):
+    h = PluginHost(config(calc, tmp_path, shared_state))
+    async with h:
+        pid = await h.call("calc", "pid", timeout=10)
+        with pytest.raises(HostClosed, match="running already"):
+            async with h:
+                pass
+        assert h.running and await h.call("calc", "pid", timeout=10) == pid
+    assert not deno_children()
+
+
+@pytest.mark.anyio
+async def test_two_tasks_entering_one_host_at_once_one_is_refused(calc, tmp_path, shared_state):
+    h = PluginHost(config(calc, tmp_path, shared_state))
+    outcomes: list[object] = []
+
+    async def use() -> None:
+        try:
+            async with h:
+                outcomes.append(await h.call("calc", "add", 1, 2, timeout=10))
+                await anyio.sleep(0.3)
+        except HostClosed as exc:
+            outcomes.append(type(exc))
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(use)
+        tg.start_soon(use)
+    assert sorted(map(str, outcomes)) == sorted(["3", str(HostClosed)])
+
+
+@pytest.mark.anyio
+async def test_a_closed_host_entered_again_says_it_runs_once(calc, tmp_path, shared_state):
+    h = PluginHost(config(calc, tmp_path, shared_state))
+    async with h:
+        assert await h.call("calc", "add", 1, 2, timeout=10) == 3
+    with pytest.raises(HostClosed, match="runs once"):
+        async with h:
+            pass
+    assert not deno_children()
+
+
+@pytest.mark.anyio
+async def test_emit_and_balances_on_a_host_not_running_are_host_closed_not_empty(calc, tmp_path, shared_state):
+    """They answered [] before the start and, after the close, one HostClosed reply per plugin:
+    an app could not tell "nobody handles it" from "you forgot ``async with``"."""
+    h = PluginHost(config(calc, tmp_path, shared_state))
+    for _ in range(2):
+        with pytest.raises(HostClosed):
+            await h.emit("message.incoming", {"content": "hi"})
+        with pytest.raises(HostClosed):
+            await h.query_balances()
+        async with h:
+            assert await h.emit("message.incoming", {"content": "hi"}) == []
+        h = PluginHost(config(calc, tmp_path / "again", shared_state))
+
+
+def test_a_sync_host_entered_twice_is_refused_and_still_closes_cleanly(calc, tmp_path, shared_state):
+    threads = threading.active_count()
+    s = SyncPluginHost(config(calc, tmp_path, shared_state))
+    with s:
+        with pytest.raises(HostClosed, match="running already"):
+            s.__enter__()
+        assert s.call("calc", "add", 1, 2, timeout=10) == 3
+    assert not deno_children()
+    with pytest.raises(HostClosed):
+        s.__enter__()
+    with pytest.raises(HostClosed):
+        s.call("calc", "add", 1, 2)
+    assert threading.active_count() <= threads  # no event loop thread left behind
