@@ -18,7 +18,6 @@ from ..errors import (
     CallTimeout,
     HostClosed,
     HostError,
-    InvalidArguments,
     InvalidConfig,
     PluginUnavailable,
     StateError,
@@ -212,7 +211,6 @@ class Balances:
 
     async def balance_alerts(self, provider: str | None = None, *, limit: int = 1000) -> list[Alert]:
         """The alerts said so far (low balance, recovered, failing), oldest first."""
-        _check_read("balance_alerts", limit)
         await self._writer.settled(self.config.history_flush)  # the alerts of the queries before it
         return await anyio.to_thread.run_sync(lambda: self._history.read_alerts(provider, limit=limit))
 
@@ -220,20 +218,9 @@ class Balances:
                               until: dt.datetime | None = None, limit: int = 10_000) -> list[BalancePoint]:
         """The recorded balances (successful, freshly asked queries), oldest first: of one
         provider (plugin id) or all, within [since, until], at most ``limit`` newest points."""
-        _check_read("balance_history", limit, since=since, until=until)
         await self._writer.settled(self.config.history_flush)  # the points of the queries before it
         return await anyio.to_thread.run_sync(
             lambda: self._history.read(provider, since=since, until=until, limit=limit))
-
-
-def _check_read(what: str, limit: Any, **bounds: Any) -> None:
-    """A history read's arguments, refused before anything is read: the databases take a
-    negative LIMIT as none (everything), and a bound that is no datetime fails deep inside."""
-    if isinstance(limit, bool) or not isinstance(limit, int) or limit < 0:
-        raise InvalidArguments(f"{what}: limit must be a whole number of 0 or more, got {limit!r}"[:200])
-    for name, value in bounds.items():
-        if value is not None and not isinstance(value, dt.datetime):
-            raise InvalidArguments(f"{what}: {name} must be a datetime or None, got {type(value).__name__}")
 
 
 __all__ = ["Balances"]
