@@ -103,6 +103,14 @@ class WorkerLimits(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=Tru
     # stored plus a little per entry: a storage.set past it fails with StorageFull.
     storage_max_bytes: Amount = 64 * 1024 * 1024
 
+    def __post_init__(self) -> None:
+        # the host looks every heartbeat_interval for an answer within heartbeat_timeout: one not
+        # longer than the interval finds every idle worker silent and kills it at each look
+        if self.heartbeat_timeout <= self.heartbeat_interval:
+            raise InvalidConfig(f"limits.heartbeat_timeout ({self.heartbeat_timeout:g} s) must be longer than "
+                                f"limits.heartbeat_interval ({self.heartbeat_interval:g} s), or every idle worker "
+                                "is taken for dead and killed; make it at least twice the interval")
+
     @property
     def rlimit_data_mb(self) -> int | None:
         """The RLIMIT_DATA a worker gets: ``data_limit_mb`` plus WEB_WORKER_DATA_MB for each

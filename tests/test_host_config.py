@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 
+import msgspec
 import pytest
 
 from host import HostConfig, InvalidConfig, PoolConfig
@@ -94,3 +95,14 @@ def test_a_field_of_the_wrong_type_is_invalid_config_naming_it(given):
 def test_a_pathlib_path_is_taken_as_a_path(tmp_path):
     cfg = HostConfig(plugins_dir=[tmp_path / "p", "q"], state_dir=tmp_path / "s")
     assert (cfg.plugins_dir, cfg.state_path) == ([str(tmp_path / "p"), "q"], tmp_path / "s")
+
+
+def test_a_heartbeat_timeout_not_longer_than_its_interval_is_refused():
+    # Before: accepted, and every idle worker was found silent at each look and killed: a crash loop.
+    for interval, timeout in ((20, 1), (5, 5)):
+        with pytest.raises(InvalidConfig) as e:
+            WorkerLimits(heartbeat_interval=interval, heartbeat_timeout=timeout)
+        assert "limits.heartbeat_timeout" in e.value.message and "heartbeat_interval" in e.value.message
+        with pytest.raises(InvalidConfig):
+            msgspec.convert({"limits": {"heartbeat_interval": interval, "heartbeat_timeout": timeout}}, HostConfig)
+    assert WorkerLimits(heartbeat_interval=1, heartbeat_timeout=2).heartbeat_timeout == 2
