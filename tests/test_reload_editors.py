@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 
+import anyio
 import pytest
 
 from host.config import ReloadConfig
@@ -31,3 +32,68 @@ async def test_a_new_version_with_the_old_size_and_mtime_is_reloaded(plugin_dir,
         assert path.stat().st_size == seen.st_size
         await h.rescan()
         assert await h.call("svc", "which") == 2 and h.plugin("svc").version == "1.0.2"
+
+
+async def _editor_save(path, text: str, gap: float, *, backup: bool = True) -> None:
+    """vim's write with ``backup``: the old file renamed to ``name~``, then the new one written
+    ``gap`` seconds later (the editor's own time between its two steps)."""
+    if backup:
+        path.rename(path.with_name(path.name + "~"))
+    else:
+        path.unlink()
+    await anyio.sleep(gap)
+    path.write_text(text)
+
+
+@pytest.mark.parametrize("new", ["broken", "good"])
+async def test_a_save_that_renames_the_file_away_first_never_stops_the_plugin(plugin_dir, make_host, new):
+    """A rescan between vim's rename of ``mod.ts`` to ``mod.ts~`` and its write of the new
+    ``mod.ts``: before, the plugin was stopped as removed from disk and loaded again as new, so a
+    broken save left nothing serving (no reload_error, the old version gone) and a good one
+    restarted it from nothing."""
+    path = plugin_dir.add("svc/mod.ts", version(1))
+    text = version(2, "export function broken( {\n") if new == "broken" else version(2)
+    async with make_host(reload=ReloadConfig(enabled=False, settle=0.3)) as h:
+        events = []
+        h.subscribe(events.append)
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(h.rescan)
+            await _editor_save(path, text, gap=0.02)
+        info = h.plugin("svc")
+        assert [e.state for e in events if e.kind == "state"] == []  # never stopped, never loaded anew
+        if new == "broken":
+            assert info.state == "running" and info.version == "1.0.1" and "SyntaxError" in info.reload_error
+            assert await h.call("svc", "which") == 1  # the last good version serves
+            path.write_text(version(3))  # fixed: recovers at the next rescan, no restart
+            await h.rescan()
+            assert await h.call("svc", "which") == 3 and h.plugin("svc").reload_error is None
+        else:
+            assert [e.kind for e in events] == ["reloaded"] and await h.call("svc", "which") == 2
+
+
+async def test_a_file_deleted_for_good_still_stops_its_plugin(plugin_dir, make_host):
+    path = plugin_dir.add("svc.js", version(1))
+    async with make_host(reload=ReloadConfig(enabled=False, settle=0.05)) as h:
+        path.unlink()
+        await h.rescan()
+        assert "svc" not in h.states()
+
+
+async def test_a_copy_still_writing_is_read_once_it_is_complete(plugin_dir, make_host):
+    """``cp`` over a plugin: the file truncated, its first part written, the rest a moment later.
+    Before, a rescan in between read the truncated module: a reload that failed (SyntaxError), the
+    new version served only at a later rescan."""
+    path = plugin_dir.add("svc.js", version(1))
+    full = version(2, "export function more() { return 'more'; }\n")
+    async with make_host(reload=ReloadConfig(enabled=False, settle=0.4)) as h:
+        events = []
+        h.subscribe(events.append)
+        async with anyio.create_task_group() as tg:
+            with path.open("w") as f:
+                f.write(full[:-20])
+                f.flush()
+                tg.start_soon(h.rescan)
+                await anyio.sleep(0.15)  # the copy's own pace
+                f.write(full[-20:])
+        assert [e.kind for e in events] == ["reloaded"]
+        assert await h.call("svc", "more") == "more" and h.plugin("svc").reload_error is None
