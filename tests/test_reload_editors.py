@@ -97,3 +97,27 @@ async def test_a_copy_still_writing_is_read_once_it_is_complete(plugin_dir, make
                 f.write(full[-20:])
         assert [e.kind for e in events] == ["reloaded"]
         assert await h.call("svc", "more") == "more" and h.plugin("svc").reload_error is None
+
+
+def dependent(pid: str, ver: str, deps: str = "{}") -> str:
+    return (f'export const metadata = {{ id: "{pid}", name: "{pid}", version: "{ver}", apiVersion: "1.0", '
+            f"dependencies: {deps} }};\nexport function v() {{ return \"{ver}\"; }}\n")
+
+
+async def test_a_checkout_that_moves_a_plugin_and_its_dependency_together_reloads_both(plugin_dir, make_host):
+    """``git checkout`` of a branch where ``app`` 2.0.0 needs ``base ^2.0.0`` and ``base`` is 2.0.0,
+    and where ``app`` also needs a new plugin ``extra``: before, ``app`` (reloaded first, by id)
+    was refused while ``base`` was still 1.x and ``extra`` not there, and stayed on 1.0.0 (with a
+    reload_error) until its own file changed again."""
+    app = plugin_dir.add("app.js", dependent("app", "1.0.0", '{ base: "^1.0.0" }'), auto_metadata=False)
+    base = plugin_dir.add("base.js", dependent("base", "1.0.0"), auto_metadata=False)
+    async with make_host(reload=NO_WATCH) as h:
+        app.write_text(dependent("app", "2.0.0", '{ base: "^2.0.0", extra: "^1.0.0" }'))
+        base.write_text(dependent("base", "2.0.0"))
+        plugin_dir.add("extra.js", dependent("extra", "1.0.0"), auto_metadata=False)
+        await h.rescan()
+        assert [await h.call(p, "v") for p in ("app", "base", "extra")] == ["2.0.0", "2.0.0", "1.0.0"]
+        assert h.plugin("app").reload_error is None
+        app.write_text(dependent("app", "3.0.0", '{ base: "^3.0.0" }'))  # unmet for good: the old one serves
+        await h.rescan()
+        assert await h.call("app", "v") == "2.0.0" and "needs ^3.0.0" in h.plugin("app").reload_error

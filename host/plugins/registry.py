@@ -347,9 +347,11 @@ class Registry:
             return await self.reload_record(self.record(name))
 
     async def reload_record(self, record: Plugin, fp: tuple | None = None) -> bool:
+        record.unmet = False
         try:
             manifest, exports = await self._read_manifest(record, fp)
             if (why := self._dependency_error(record, manifest)) is not None:
+                record.unmet = True
                 raise InvalidConfig(why, plugin=record.id)
             assert self.approvals is not None
             if await held_for_approval(self.approvals, record, manifest, exports):

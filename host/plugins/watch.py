@@ -44,6 +44,7 @@ async def scan_files(reg: Registry, files: bool) -> None:
         await quiet([r.source.root for r in changed] + [s.root for s in fresh],
                     reg.config.reload.settle, reg.config.reload.interval)
         fresh = new()
+    progress = bool(fresh)
     for r in changed:
         if r not in reg.records:
             continue
@@ -52,9 +53,25 @@ async def scan_files(reg: Registry, files: bool) -> None:
                 await reg.stop_record(r, "stopped", "removed from disk")
                 reg.forget(r)
         elif r.state not in IDLE and (fp := fingerprint(r.source.root)) != r.fingerprint:
-            await reg.reload_record(r, fp)  # back, or changed: a broken version leaves the old one serving
+            progress |= await reg.reload_record(r, fp)  # back, or changed: a broken version leaves the old one serving
     if fresh:
         await reg.load(fresh)
+    await _unmet_again(reg, changed, progress)
+
+
+async def _unmet_again(reg: Registry, changed: list[Plugin], progress: bool) -> None:
+    """Reload again the changed plugins refused for their dependencies, while another plugin of
+    the same change now serves anew: a ``git checkout`` that moves ``app`` to ``base ^2.0.0`` and
+    ``base`` to 2.0.0 reloads ``app`` first (sorted by id), refused while ``base`` is 1.x; before,
+    it stayed on its old version until its own file changed again."""
+    waiting = [r for r in changed if r.unmet]
+    while waiting and progress:
+        progress = False
+        for r in list(waiting):
+            if r in reg.records and r.state not in IDLE and r.unmet:
+                progress |= await reg.reload_record(r, fingerprint(r.source.root))
+            if not r.unmet:
+                waiting.remove(r)
 
 
 __all__ = ["scan_files"]
