@@ -57,3 +57,16 @@ async def test_failing_health_check_marks_plugin_degraded_and_recovery_restores_
         assert await h.call("flaky", "setHealthy", True) is True  # degraded still serves calls
         assert (await h.check_health()) == {"flaky@1.0.0": True}
         assert h.plugin("flaky").state == "running"
+
+
+@pytest.mark.timeout(60)
+async def test_a_wildcard_capability_takes_the_events_it_names(plugin_dir, make_host):
+    """``capabilities: ["message.*"]`` is accepted as an event capability (it needs onEvent), but
+    before, emit compared names exactly and such a plugin never got an event, with nothing said."""
+    plugin_dir.add("any.js", handler("any", 1, "return event;", caps='["message.*"]'))
+    plugin_dir.add("exact.js", handler("exact", 5, "return event;"))
+    async with make_host() as h:
+        replies = await h.emit("message.incoming")
+        assert [(r.plugin, r.value) for r in replies] == [("exact", "message.incoming"), ("any", "message.incoming")]
+        assert [r.plugin for r in await h.emit("message.edited")] == ["any"]
+        assert await h.emit("message.a.b") == [] and await h.emit("messages.x") == []  # one segment, not a prefix

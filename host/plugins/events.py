@@ -27,7 +27,8 @@ class Events:
 
     async def emit(self, event: str, payload: Any = None, *, timeout: float | None = None,
                    stop_at_first: bool = False) -> list[EventReply]:
-        """Deliver ``event`` to every running plugin whose capabilities list it, highest
+        """Deliver ``event`` to every running plugin whose capabilities list it (or a pattern of
+        it, ``message.*``: ``Manifest.handles``), highest
         ``priority`` first (ties by id), each call ``onEvent(event, payload, context)`` with
         its own timeout. With ``stop_at_first``, stop after the first plugin that returns a
         value other than null/undefined."""
@@ -35,7 +36,7 @@ class Events:
         await self._reg.loader.wait_all(budget)  # who handles it is known once loaded (load = "background")
         targets = [r for r in self._reg.records
                    if r.state in SERVING and r.manifest is not None
-                   and event in r.manifest.capabilities]
+                   and r.manifest.handles(event)]
         ordered = sorted(self._reg.newest(targets).values(), key=lambda r: (-r.manifest.priority, r.id))  # type: ignore[union-attr]
         replies: list[EventReply] = []
         for r in ordered:
