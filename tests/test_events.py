@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import anyio
 import pytest
 from support.processes import wait_for
 
@@ -70,3 +71,36 @@ async def test_a_wildcard_capability_takes_the_events_it_names(plugin_dir, make_
         assert [(r.plugin, r.value) for r in replies] == [("exact", "message.incoming"), ("any", "message.incoming")]
         assert [r.plugin for r in await h.emit("message.edited")] == ["any"]
         assert await h.emit("message.a.b") == [] and await h.emit("messages.x") == []  # one segment, not a prefix
+
+
+@pytest.mark.timeout(60)
+async def test_a_plugin_reloaded_mid_emit_into_a_version_without_the_event_is_not_called(
+        plugin_dir, make_host, tmp_path):
+    """The chain's first handler is still running when the second plugin is reloaded into a
+    version that no longer takes the event (no onEvent): before, emit called it anyway and the
+    reply was a FunctionNotFound error."""
+    go = tmp_path / "go"
+    plugin_dir.add("first.js", f'''
+export const metadata = {{ id: "first", name: "first", version: "1.0.0", apiVersion: "1.0",
+  capabilities: ["message.incoming"], priority: 10, permissions: {{ read: ["{go}"] }} }};
+export async function onEvent(event, payload, ctx) {{
+  console.log("first runs");
+  for (;;) {{ try {{ await Deno.stat("{go}"); return "first"; }} catch {{ await new Promise((r) => setTimeout(r, 10)); }} }}
+}}''', auto_metadata=False)
+    second = plugin_dir.add("second.js", handler("second", 1, 'return "second";'))
+    async with make_host(reload={"enabled": False}) as h:
+        seen: list[str] = []
+        h.add_log_listener(lambda plugin, worker, msg: seen.append(msg.message))
+        replies = []
+
+        async def emit() -> None:
+            replies.extend(await h.emit("message.incoming", timeout=20))
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(emit)
+            await wait_for(lambda: "first runs" in seen, timeout=10)
+            second.write_text('export const metadata = { id: "second", name: "second", version: "2.0.0", '
+                              'apiVersion: "1.0" };\nexport function other() { return 1; }\n')
+            assert await h.reload("second") is True
+            go.write_text("")
+        assert [(r.plugin, r.ok, r.value) for r in replies] == [("first", True, "first")]

@@ -31,7 +31,8 @@ class Events:
         it, ``message.*``: ``Manifest.handles``), highest
         ``priority`` first (ties by id), each call ``onEvent(event, payload, context)`` with
         its own timeout. With ``stop_at_first``, stop after the first plugin that returns a
-        value other than null/undefined."""
+        value other than null/undefined (0, "" and false are answers). A plugin reloaded
+        during the emit gets the event in its new version, if that version still takes it."""
         budget = self.config.events.timeout if timeout is None else timeout
         await self._reg.loader.wait_all(budget)  # who handles it is known once loaded (load = "background")
         targets = [r for r in self._reg.records
@@ -40,6 +41,8 @@ class Events:
         ordered = sorted(self._reg.newest(targets).values(), key=lambda r: (-r.manifest.priority, r.id))  # type: ignore[union-attr]
         replies: list[EventReply] = []
         for r in ordered:
+            if r.state not in SERVING or r.manifest is None or not r.manifest.handles(event):
+                continue  # reloaded meanwhile into a version that does not take it, stopped, removed
             t0 = time.perf_counter()
             try:
                 value = await self._call(r.key, "onEvent", event, payload, timeout=budget)
