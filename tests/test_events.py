@@ -104,3 +104,31 @@ export async function onEvent(event, payload, ctx) {{
             assert await h.reload("second") is True
             go.write_text("")
         assert [(r.plugin, r.ok, r.value) for r in replies] == [("first", True, "first")]
+
+
+@pytest.mark.timeout(60)
+async def test_a_health_answer_from_a_version_reloaded_meanwhile_is_not_held_against_the_new_one(
+        plugin_dir, make_host, tmp_path):
+    """v1's healthCheck is still running (unhealthy) when v2, healthy, replaces it: before, v1's
+    late answer marked v2 `degraded` until the next round (30 s by default)."""
+    go = tmp_path / "go"
+    path = plugin_dir.add("svc.js", f'''
+export const metadata = {{ id: "svc", name: "svc", version: "1.0.0", apiVersion: "1.0", permissions: {{ read: ["{go}"] }} }};
+export async function healthCheck() {{
+  console.log("v1 checks");
+  for (;;) {{ try {{ await Deno.stat("{go}"); return {{ healthy: false, message: "v1 is sick" }}; }}
+              catch {{ await new Promise((r) => setTimeout(r, 10)); }} }}
+}}''', auto_metadata=False)
+    async with make_host(reload={"enabled": False}, health=HealthConfig(interval=0, timeout=20)) as h:
+        seen: list[str] = []
+        h.add_log_listener(lambda plugin, worker, msg: seen.append(msg.message))
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(h.check_health)
+            await wait_for(lambda: "v1 checks" in seen, timeout=10)
+            path.write_text('export const metadata = { id: "svc", name: "svc", version: "2.0.0", apiVersion: "1.0" };\n'
+                            "export function healthCheck() { return { healthy: true }; }\n")
+            assert await h.reload("svc") is True
+            go.write_text("")
+        info = h.plugin("svc")
+        assert (info.version, info.state, info.error) == ("2.0.0", "running", None)
+        assert await h.check_health() == {"svc@2.0.0": True}

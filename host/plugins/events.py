@@ -63,17 +63,17 @@ class Events:
         out: dict[str, bool] = {}
 
         async def one(r: Plugin) -> None:
-            reason = None
+            reason, pool = None, r.pool  # the version asked
             try:
-                config = r.pool.spec.config if r.pool is not None else None
+                config = pool.spec.config if pool is not None else None
                 value = await self._call(r.key, "healthCheck", config, timeout=self.config.health.timeout)
                 if value is False or (isinstance(value, dict) and value.get("healthy") is False):
                     reason = "healthCheck: " + str(value.get("message", "unhealthy") if isinstance(value, dict)
                                                    else "returned false")
             except HostError as exc:
                 reason = f"healthCheck failed: {exc}"
-            if r.state not in SERVING:
-                return  # changed meanwhile (disabled, crashed)
+            if r.state not in SERVING or r.pool is not pool:
+                return  # changed meanwhile (disabled, crashed, reloaded: the answer is another version's)
             out[r.key] = reason is None
             r.set_state("running" if reason is None else "degraded", reason)
 
