@@ -132,6 +132,9 @@ class ReloadConfig(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=Tru
 
     enabled: bool = True
     interval: Seconds = 1.0  # seconds between polls
+    # A plugin found changed, gone or new is acted on once its files have not changed for this
+    # long (an editor's save or a copy still writing), at most ``interval`` later (watch.py).
+    settle: Delay = 0.1
 
 
 class EventsConfig(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True):

@@ -18,6 +18,7 @@ from .errors import HostClosed, HostError, PluginUnavailable, SpawnFailed, State
 from .policy.scheduler import WaitQueue
 from .pool_cooldown import Cooldown
 from .pool_waiters import PoolWaiter, WaiterDeadlines
+from .protocol import HOOKS
 from .runtime import Runtime
 from .worker import HostCallHandler, Lease, LogSink, Worker, WorkerSpec
 
@@ -214,6 +215,12 @@ class Pool:
         except Exception as exc:  # Worker.run raises only HostErrors: this is a bug of ours
             log.error("%s: spawning a worker failed", self.plugin_id, exc_info=exc)
             self._record_crash(f"spawning a worker failed: {type(exc).__name__}: {exc}", fatal=False)
+            self._maintain()
+            return
+        if HOOKS["start"] in worker.exports and not await worker.run_hook("start"):  # threw or hung
+            await worker.shutdown()  # while the pool starts: the version fails to (a reload keeps the old one)
+            self._record_crash(f"{self.plugin_id}: {HOOKS['start']} failed in a new worker (its log says why)",
+                               fatal=self.state == "starting")
             self._maintain()
             return
         told = worker.welcomed_config

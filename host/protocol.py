@@ -18,7 +18,7 @@ PROTOCOL_VERSION = 1
 DEFAULT_MAX_FRAME = 16 * 1024 * 1024
 HEADER = struct.Struct(">I")
 # Lifecycle hooks: the ``Hook`` message's name -> the export it runs.
-HOOKS = {"stop": "onStop", "config_change": "onConfigChange"}
+HOOKS = {"start": "onStart", "stop": "onStop", "config_change": "onConfigChange"}
 
 
 class _Msg(msgspec.Struct, tag_field="type", omit_defaults=True):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import anyio
 import pytest
 from support.processes import wait_for
 
@@ -57,3 +58,77 @@ async def test_failing_health_check_marks_plugin_degraded_and_recovery_restores_
         assert await h.call("flaky", "setHealthy", True) is True  # degraded still serves calls
         assert (await h.check_health()) == {"flaky@1.0.0": True}
         assert h.plugin("flaky").state == "running"
+
+
+@pytest.mark.timeout(60)
+async def test_a_wildcard_capability_takes_the_events_it_names(plugin_dir, make_host):
+    """``capabilities: ["message.*"]`` is accepted as an event capability (it needs onEvent), but
+    before, emit compared names exactly and such a plugin never got an event, with nothing said."""
+    plugin_dir.add("any.js", handler("any", 1, "return event;", caps='["message.*"]'))
+    plugin_dir.add("exact.js", handler("exact", 5, "return event;"))
+    async with make_host() as h:
+        replies = await h.emit("message.incoming")
+        assert [(r.plugin, r.value) for r in replies] == [("exact", "message.incoming"), ("any", "message.incoming")]
+        assert [r.plugin for r in await h.emit("message.edited")] == ["any"]
+        assert await h.emit("message.a.b") == [] and await h.emit("messages.x") == []  # one segment, not a prefix
+
+
+@pytest.mark.timeout(60)
+async def test_a_plugin_reloaded_mid_emit_into_a_version_without_the_event_is_not_called(
+        plugin_dir, make_host, tmp_path):
+    """The chain's first handler is still running when the second plugin is reloaded into a
+    version that no longer takes the event (no onEvent): before, emit called it anyway and the
+    reply was a FunctionNotFound error."""
+    go = tmp_path / "go"
+    plugin_dir.add("first.js", f'''
+export const metadata = {{ id: "first", name: "first", version: "1.0.0", apiVersion: "1.0",
+  capabilities: ["message.incoming"], priority: 10, permissions: {{ read: ["{go}"] }} }};
+export async function onEvent(event, payload, ctx) {{
+  console.log("first runs");
+  for (;;) {{ try {{ await Deno.stat("{go}"); return "first"; }} catch {{ await new Promise((r) => setTimeout(r, 10)); }} }}
+}}''', auto_metadata=False)
+    second = plugin_dir.add("second.js", handler("second", 1, 'return "second";'))
+    async with make_host(reload={"enabled": False}) as h:
+        seen: list[str] = []
+        h.add_log_listener(lambda plugin, worker, msg: seen.append(msg.message))
+        replies = []
+
+        async def emit() -> None:
+            replies.extend(await h.emit("message.incoming", timeout=20))
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(emit)
+            await wait_for(lambda: "first runs" in seen, timeout=10)
+            second.write_text('export const metadata = { id: "second", name: "second", version: "2.0.0", '
+                              'apiVersion: "1.0" };\nexport function other() { return 1; }\n')
+            assert await h.reload("second") is True
+            go.write_text("")
+        assert [(r.plugin, r.ok, r.value) for r in replies] == [("first", True, "first")]
+
+
+@pytest.mark.timeout(60)
+async def test_a_health_answer_from_a_version_reloaded_meanwhile_is_not_held_against_the_new_one(
+        plugin_dir, make_host, tmp_path):
+    """v1's healthCheck is still running (unhealthy) when v2, healthy, replaces it: before, v1's
+    late answer marked v2 `degraded` until the next round (30 s by default)."""
+    go = tmp_path / "go"
+    path = plugin_dir.add("svc.js", f'''
+export const metadata = {{ id: "svc", name: "svc", version: "1.0.0", apiVersion: "1.0", permissions: {{ read: ["{go}"] }} }};
+export async function healthCheck() {{
+  console.log("v1 checks");
+  for (;;) {{ try {{ await Deno.stat("{go}"); return {{ healthy: false, message: "v1 is sick" }}; }}
+              catch {{ await new Promise((r) => setTimeout(r, 10)); }} }}
+}}''', auto_metadata=False)
+    async with make_host(reload={"enabled": False}, health=HealthConfig(interval=0, timeout=20)) as h:
+        seen: list[str] = []
+        h.add_log_listener(lambda plugin, worker, msg: seen.append(msg.message))
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(h.check_health)
+            await wait_for(lambda: "v1 checks" in seen, timeout=10)
+            path.write_text('export const metadata = { id: "svc", name: "svc", version: "2.0.0", apiVersion: "1.0" };\n'
+                            "export function healthCheck() { return { healthy: true }; }\n")
+            assert await h.reload("svc") is True
+            go.write_text("")
+        info = h.plugin("svc")
+        assert (info.version, info.state, info.error) == ("2.0.0", "running", None)
+        assert await h.check_health() == {"svc@2.0.0": True}

@@ -168,3 +168,43 @@ async def test_a_rotated_secret_stays_masked_in_a_worker_kept_across_the_change(
         line = [e.message for e in h.logs("rot") if e.message.startswith("old ")][-1]
         assert "sk-old-5b1e7d90" not in line and "sk-new-0c44a1f3" not in line, line
         assert line == "old ******** new ********", line
+
+
+def starter(out: Path, body: str = "", version: str = "1.0.0") -> str:
+    return f"""
+export const metadata = {{ id: "starter", name: "starter", version: "{version}", apiVersion: "1.0",
+  permissions: {{ write: ["{out}"] }} }};
+export function pid() {{ return Deno.pid; }}
+export function version() {{ return "{version}"; }}
+export async function onStart(ctx) {{
+  {body}
+  await Deno.writeTextFile("{out}", `${{Deno.pid}} ${{JSON.stringify(ctx.config)}}\\n`, {{ append: true }});
+}}
+"""
+
+
+async def test_on_start_runs_in_each_worker_before_it_takes_a_call(plugin_dir, make_host, tmp_path):
+    """``onStart(ctx)``: before, the host had no such hook and the export was never run."""
+    out = tmp_path / "starts.txt"
+    plugin_dir.add("starter.js", starter(out))
+    async with make_host(reload=NO_RELOAD, pool=PoolConfig(min_workers=2, max_workers=2)) as h:
+        pids = {await h.call("starter", "pid") for _ in range(4)}
+        started = stopped_pids(out)
+        assert pids <= set(started) and len(started) == 2  # once per worker, before its first call
+        assert out.read_text().split()[1] == "{}"  # its context carries the config
+
+
+async def test_a_throwing_or_hanging_on_start_fails_the_reload_and_the_old_version_keeps_serving(
+        plugin_dir, make_host, tmp_path):
+    out = tmp_path / "starts.txt"
+    path = plugin_dir.add("starter.js", starter(out))
+    limits = WorkerLimits(hook_timeout=1)
+    async with make_host(reload=NO_RELOAD, limits=limits) as h:
+        for body in ('throw new Error("no database");', "await new Promise(() => {});"):
+            path.write_text(starter(out, body, version="2.0.0"))
+            assert await h.reload("starter") is False
+            info = h.plugin("starter")
+            assert info.version == "1.0.0" and "onStart" in info.reload_error
+            assert await h.call("starter", "version") == "1.0.0"
+        path.write_text(starter(out, version="3.0.0"))
+        assert await h.reload("starter") is True and await h.call("starter", "version") == "3.0.0"

@@ -180,7 +180,13 @@ export type PluginFunction = (...args: any[]) => unknown;
  * with `config` as `context.config` and as the config argument of later calls. Without this
  * export, or when it throws or hangs, or when the change alters the plugin's grants, the host
  * restarts the plugin's workers with the new config instead.
+ *
+ * `onStart(context)`: a worker loaded the module and is about to take its first call (every
+ * worker: at start, a reload, a scale-up, a replacement). When it throws or hangs in a worker
+ * the version starts with, that version fails to start (a reload keeps the old one serving, with
+ * the reason in `reload_error`); in a later worker it counts as a crash.
  */
+export type OnStart = (context: Context) => unknown;
 export type OnStop = (context: Context) => unknown;
 export type OnConfigChange<Config = Record<string, unknown>> = (config: Config, context: Context<Config>) => unknown;
 

@@ -139,4 +139,4 @@ export const MAGIC_COOKIE = "PLUGIN_HOST_7f3a9c2e";
 export const PROTOCOL_VERSION = 1;
 
 /** Lifecycle hooks (protocol.py HOOKS): a hook message's name -> the export it runs. */
-export const HOOKS: Record<string, string> = { stop: "onStop", config_change: "onConfigChange" };
+export const HOOKS: Record<string, string> = { start: "onStart", stop: "onStop", config_change: "onConfigChange" };

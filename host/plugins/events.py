@@ -27,20 +27,24 @@ class Events:
 
     async def emit(self, event: str, payload: Any = None, *, timeout: float | None = None,
                    stop_at_first: bool = False) -> list[EventReply]:
-        """Deliver ``event`` to every running plugin whose capabilities list it, highest
+        """Deliver ``event`` to every running plugin whose capabilities list it (or a pattern of
+        it, ``message.*``: ``Manifest.handles``), highest
         ``priority`` first (ties by id), each call ``onEvent(event, payload, context)`` with
         its own timeout. With ``stop_at_first``, stop after the first plugin that returns a
-        value other than null/undefined."""
+        value other than null/undefined (0, "" and false are answers). A plugin reloaded
+        during the emit gets the event in its new version, if that version still takes it."""
         if not self._reg.running:  # not an empty list: nobody would hear of the event
             raise HostClosed("the host is not running; use `async with PluginHost(...)`")
         budget = self.config.events.timeout if timeout is None else timeout
         await self._reg.loader.wait_all(budget)  # who handles it is known once loaded (load = "background")
         targets = [r for r in self._reg.records
                    if r.state in SERVING and r.manifest is not None
-                   and event in r.manifest.capabilities]
+                   and r.manifest.handles(event)]
         ordered = sorted(self._reg.newest(targets).values(), key=lambda r: (-r.manifest.priority, r.id))  # type: ignore[union-attr]
         replies: list[EventReply] = []
         for r in ordered:
+            if r.state not in SERVING or r.manifest is None or not r.manifest.handles(event):
+                continue  # reloaded meanwhile into a version that does not take it, stopped, removed
             t0 = time.perf_counter()
             try:
                 value = await self._call(r.key, "onEvent", event, payload, timeout=budget)
@@ -61,17 +65,17 @@ class Events:
         out: dict[str, bool] = {}
 
         async def one(r: Plugin) -> None:
-            reason = None
+            reason, pool = None, r.pool  # the version asked
             try:
-                config = r.pool.spec.config if r.pool is not None else None
+                config = pool.spec.config if pool is not None else None
                 value = await self._call(r.key, "healthCheck", config, timeout=self.config.health.timeout)
                 if value is False or (isinstance(value, dict) and value.get("healthy") is False):
                     reason = "healthCheck: " + str(value.get("message", "unhealthy") if isinstance(value, dict)
                                                    else "returned false")
             except HostError as exc:
                 reason = f"healthCheck failed: {exc}"
-            if r.state not in SERVING:
-                return  # changed meanwhile (disabled, crashed)
+            if r.state not in SERVING or r.pool is not pool:
+                return  # changed meanwhile (disabled, crashed, reloaded: the answer is another version's)
             out[r.key] = reason is None
             r.set_state("running" if reason is None else "degraded", reason)
 

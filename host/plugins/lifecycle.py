@@ -76,6 +76,7 @@ class Plugin:
         self.pool: Pool | None = None
         self.fingerprint: tuple = ()
         self.reload_error: str | None = None
+        self.unmet = False  # its last reload was refused for its dependencies (watch.py tries it again)
         self.pending_manifest: Manifest | None = None  # a version waiting for approval
         self.pending_exports: list[str] = []
         self.pending: list[str] = []  # the grants it asks for beyond the approved ones

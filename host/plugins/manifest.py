@@ -136,6 +136,13 @@ class Manifest(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True, r
     def events(self) -> list[str]:
         return [c for c in self.capabilities if _EVENT_RE.match(c)]
 
+    def handles(self, event: str) -> bool:
+        """Whether ``emit(event)`` reaches this plugin: an event capability naming it, where a
+        ``*`` segment stands for any one segment (``message.*`` takes ``message.incoming``, not
+        ``message.a.b``)."""
+        return any(c == event or ("*" in c and _EVENT_RE.match(c) and re.fullmatch(
+            re.escape(c).replace(r"\*", r"[^.:]+"), event)) for c in self.capabilities)
+
 
 def parse_manifest(raw: Any, exports: list[str], *, path: str, expected_id: str,
                    expected_version: str | None = None, id_from: str = "the file or directory name") -> Manifest:

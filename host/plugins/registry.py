@@ -35,10 +35,10 @@ from ..worker import Worker, WorkerSpec
 from .approval_gate import approve_pending, held_for_approval
 from .config_store import Configs, open_configs, unchanged
 from .dependencies import resolve
-from .discovery import PluginSource, in_vanished_dir, load_manifest
+from .discovery import PluginSource, load_manifest
 from .hooks import config_changed
 from .keys import station_key
-from .lifecycle import SERVING, STARTING, EventHub, Plugin
+from .lifecycle import SERVING, EventHub, Plugin
 from .loading import Loader, failure
 from .manifest import KNOWN_CAPABILITIES, Manifest, infer_capabilities, unresolved
 from .overrides import narrowed_grants
@@ -46,6 +46,7 @@ from .reload import fingerprint
 from .settings import apply_schema, redact, secret_keys, secret_values
 from .state_retry import retry_state_failures
 from .usage_scripts import discover_sources, refusal_advice
+from .watch import scan_files
 
 log = logging.getLogger("host")
 RETIRED_SECRETS = 32  # replaced secret values of one plugin still masked (the newest first)
@@ -96,6 +97,10 @@ class Registry:
         self._box.sealed_exist = lambda: store.has_sealed
         self.approvals = open_approvals(self.config.state_path, self.config.state.database, runtime.audit)
 
+    def forget(self, record: Plugin) -> None:
+        self.records.remove(record)
+        self._only.clear()
+
     def close(self) -> None:
         self.running, self._tg = False, None
         for store in filter(None, (self.store, self.approvals)):
@@ -105,7 +110,7 @@ class Registry:
         """The highest version of each plugin id (among ``records``, by default every one)."""
         return newest(self.records if records is None else records)
 
-    def _discover(self) -> list[PluginSource]:
+    def discover(self) -> list[PluginSource]:
         """The plugins in the plugin directories, and the cc-switch usage scripts as plugins."""
         scripts = {name: UsageScriptConfig(script=s.script, file=s.file, name=s.name)
                    for name, s in self.station_scripts().items()}
@@ -315,8 +320,6 @@ class Registry:
             # the provider serving it
             switched = await self.switched()  # first: one that raises must not swallow the others' changes
             changed = await self.stations_refresh() | await self.store.refresh()
-            known = {r.source.module for r in self.records}
-            fresh = [s for s in self._discover() if s.module not in known and (files or s.id in self.station_scripts())]
             for r in list(self.records):
                 names = {*self.stations_of(r.id), *r.station_configs, *r.station_errors}
                 serves = {r.id, *names, *map(station_key, names)}
@@ -330,17 +333,7 @@ class Registry:
                 for r in list(self.records):
                     if r.pending_manifest is not None:
                         await (self.reload_record(r) if r.state in SERVING else self.enable(r.key))
-            for r in list(self.records) if files else ():
-                if not r.source.module.exists():
-                    if not in_vanished_dir(r.source, self.config.plugin_dirs):  # its whole directory: kept
-                        await self.stop_record(r, "stopped", "removed from disk")
-                        self.records.remove(r)
-                        self._only.clear()
-                elif (r.state not in ("disabled", "stopped", *STARTING)  # loading: a later rescan
-                      and (fp := fingerprint(r.source.root)) != r.fingerprint):
-                    await self.reload_record(r, fp)
-            if fresh:
-                await self.load(fresh)
+            await scan_files(self, files)  # watch.py: once the files involved are quiet
             await retry_state_failures(self)  # a full disk freed, say: no restart needed
 
     async def reload(self, name: str) -> bool:
@@ -354,9 +347,11 @@ class Registry:
             return await self.reload_record(self.record(name))
 
     async def reload_record(self, record: Plugin, fp: tuple | None = None) -> bool:
+        record.unmet = False
         try:
             manifest, exports = await self._read_manifest(record, fp)
             if (why := self._dependency_error(record, manifest)) is not None:
+                record.unmet = True
                 raise InvalidConfig(why, plugin=record.id)
             assert self.approvals is not None
             if await held_for_approval(self.approvals, record, manifest, exports):

@@ -1,21 +1,29 @@
-"""Change detection for hot reload: a cheap fingerprint of a plugin's files (polling)."""
+"""Change detection for hot reload: a cheap fingerprint of a plugin's files (polling).
+
+Size and mtime alone miss a change that keeps both: ``tar x``, ``cp -p`` and ``rsync -a`` set
+the mtime a file had elsewhere (a version bump "1.0.1" -> "1.0.2" keeps the size), and a
+restore from a backup may set it back to the very value seen before. Every write, rename
+into place or utime also sets the inode's ctime, which no tool can set, and a rename into
+place brings another inode: both are in the fingerprint, at no extra cost (the same stat)."""
 
 from __future__ import annotations
 
 import os
 from pathlib import Path
 
+import anyio
+
 _SKIP_DIRS = {"node_modules", ".git", "__pycache__"}
 
 
 def fingerprint(root: Path) -> tuple:
-    """(path, size, mtime_ns) of every file that makes up the plugin: the file itself, or
+    """(path, size, mtime_ns, ctime_ns, inode) of every file that makes up the plugin: the file itself, or
     everything under its directory except hidden files and vendored folders."""
     entries = []
     try:
         if root.is_file():
             st = root.stat()
-            return ((str(root), st.st_size, st.st_mtime_ns),)
+            return (_stamp(str(root), st),)
         for dirpath, dirnames, filenames in os.walk(root):
             dirnames[:] = sorted(d for d in dirnames if d not in _SKIP_DIRS and not d.startswith("."))
             for name in sorted(filenames):
@@ -26,7 +34,26 @@ def fingerprint(root: Path) -> tuple:
                     st = os.stat(path)
                 except FileNotFoundError:
                     continue
-                entries.append((path, st.st_size, st.st_mtime_ns))
+                entries.append(_stamp(path, st))
     except FileNotFoundError:
         return ()
     return tuple(entries)
+
+
+def _stamp(path: str, st: os.stat_result) -> tuple:
+    return (path, st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino)
+
+
+async def quiet(roots: list[Path], settle: float, limit: float) -> None:
+    """Return once the files under ``roots`` have not changed for ``settle`` seconds (at once
+    when ``settle`` is 0), or after ``limit`` seconds of changes: they are then taken as they are."""
+    if settle <= 0:
+        return
+    before = [fingerprint(r) for r in roots]
+    with anyio.move_on_after(limit):
+        while True:
+            await anyio.sleep(settle)
+            now = [fingerprint(r) for r in roots]
+            if now == before:
+                return
+            before = now

@@ -1,0 +1,77 @@
+"""What a rescan does with the plugin files: new plugins loaded, changed ones reloaded, removed
+ones stopped, once their files have been quiet for ``[reload] settle`` seconds.
+
+Editors and deploy tools do not write a plugin in one step: vim renames the old file away
+(``mod.ts~``) before it writes the new one, ``cp`` truncates a file and then writes it, a
+``git checkout`` or a copy of a directory writes its files one after the other. A rescan that
+looked in between read a truncated or half-copied module (swapped in as a broken or partial
+version), or found no entry module and stopped the plugin as "removed from disk": its workers
+stopped, and the version that came next, if broken, had no working one to fall back on. So a
+rescan that finds a plugin changed, gone or new looks again until those files stop changing
+(``settle`` seconds without a change, at most ``interval`` seconds in all: a file written without
+end is then taken as it is). A rescan that finds nothing changed costs what it did: a stat per file."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from .discovery import PluginSource, in_vanished_dir
+from .lifecycle import STARTING, Plugin
+from .reload import fingerprint, quiet
+
+if TYPE_CHECKING:
+    from .registry import Registry
+
+IDLE = frozenset({"disabled", "stopped", *STARTING})  # not reloaded: off, or still loading (a later rescan)
+
+
+def _changed(record: Plugin) -> bool:
+    return not record.source.module.exists() or (
+        record.state not in IDLE and fingerprint(record.source.root) != record.fingerprint)
+
+
+async def scan_files(reg: Registry, files: bool) -> None:
+    """Load the new plugins, reload the changed ones and stop the removed ones, as their files
+    are once quiet; ``files`` false: only the usage-script stations new in the shared state."""
+    known = {r.source.module for r in reg.records}
+
+    def new() -> list[PluginSource]:
+        return [s for s in reg.discover() if s.module not in known and (files or s.id in reg.station_scripts())]
+
+    fresh = new()
+    changed = [r for r in reg.records if _changed(r)] if files else []
+    if changed or (files and fresh):
+        await quiet([r.source.root for r in changed] + [s.root for s in fresh],
+                    reg.config.reload.settle, reg.config.reload.interval)
+        fresh = new()
+    progress = bool(fresh)
+    for r in changed:
+        if r not in reg.records:
+            continue
+        if not r.source.module.exists():
+            if not in_vanished_dir(r.source, reg.config.plugin_dirs):  # its whole directory: kept
+                await reg.stop_record(r, "stopped", "removed from disk")
+                reg.forget(r)
+        elif r.state not in IDLE and (fp := fingerprint(r.source.root)) != r.fingerprint:
+            progress |= await reg.reload_record(r, fp)  # back, or changed: a broken version leaves the old one serving
+    if fresh:
+        await reg.load(fresh)
+    await _unmet_again(reg, changed, progress)
+
+
+async def _unmet_again(reg: Registry, changed: list[Plugin], progress: bool) -> None:
+    """Reload again the changed plugins refused for their dependencies, while another plugin of
+    the same change now serves anew: a ``git checkout`` that moves ``app`` to ``base ^2.0.0`` and
+    ``base`` to 2.0.0 reloads ``app`` first (sorted by id), refused while ``base`` is 1.x; before,
+    it stayed on its old version until its own file changed again."""
+    waiting = [r for r in changed if r.unmet]
+    while waiting and progress:
+        progress = False
+        for r in list(waiting):
+            if r in reg.records and r.state not in IDLE and r.unmet:
+                progress |= await reg.reload_record(r, fingerprint(r.source.root))
+            if not r.unmet:
+                waiting.remove(r)
+
+
+__all__ = ["scan_files"]
