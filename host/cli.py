@@ -45,6 +45,7 @@ from .control import control_client
 from .errors import HostError, InvalidArguments, InvalidCode, InvalidConfig
 from .logs import FORMATS, LEVELS, setup_logging
 from .plugin_host import PluginHost
+from .plugins.discovery import check_plugin_dirs
 from .plugins.settings import redacted
 from .security.private_files import write_private
 
@@ -383,13 +384,8 @@ def main(argv: list[str] | None = None) -> int:
         if args.command in READS_PLUGINS and missing:  # else an empty list, exit 0, would hide a typo
             raise InvalidConfig(f"plugins directory {missing[0]} does not exist (--plugins, or plugins_dir in "
                                 "the config file)")
-        for d in config.plugin_dirs if args.command == "serve" else ():  # serve: one made later is watched
-            if d.exists() and not d.is_dir():
-                raise InvalidConfig(f"plugins directory {d} is not a directory (--plugins, or plugins_dir in "
-                                    "the config file)")
-            if not d.exists():
-                logging.getLogger("host").warning("plugins directory %s does not exist: no plugin is served from "
-                                                  "it until it is made (--plugins, or plugins_dir)", d)
+        if args.command == "serve":  # serve: one made later is watched
+            check_plugin_dirs(config.plugin_dirs)
     except InvalidConfig as exc:  # a bad config file or variable is a usage error
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -146,7 +146,7 @@ class PluginHost:
             if self.config.security.egress_proxy:  # before any spawn: workers get its URL
                 self._egress = await start_proxy(tg, self._runtime, self.config.security,
                                                  lambda pid: egress_grants(pid, self._exec, self._registry))
-            await self._registry.load(self._registry.discover(), background=self.config.load == "background")
+            await self._registry.load(self._registry.discover(first=True), background=self.config.load == "background")
             self._found = True
             await self._registry.seal_stored_secrets()
             if self.config.health.interval > 0:

@@ -12,7 +12,7 @@ import pytest
 from support.plugins import PluginDir, fresh_state
 from support.processes import deno_children
 
-from host import HostClosed, HostConfig, PluginHost, PoolConfig, SyncPluginHost
+from host import HostClosed, HostConfig, InvalidConfig, PluginHost, PoolConfig, SyncPluginHost
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -93,3 +93,18 @@ def test_a_sync_host_entered_twice_is_refused_and_still_closes_cleanly(calc, tmp
     with pytest.raises(HostClosed):
         s.call("calc", "add", 1, 2)
     assert threading.active_count() <= threads  # no event loop thread left behind
+
+
+@pytest.mark.anyio
+async def test_a_plugins_dir_that_is_a_file_fails_the_start_and_a_missing_one_is_said(tmp_path, shared_state, caplog):
+    # Before: an embedding app got a host with no plugins and no word why (serve alone checked).
+    state = str(fresh_state(tmp_path / "s", shared_state))
+    (tmp_path / "plugins.txt").write_text("")
+    with pytest.raises(InvalidConfig) as e:
+        async with PluginHost(HostConfig(plugins_dir=str(tmp_path / "plugins.txt"), state_dir=state)):
+            pass
+    assert "plugins.txt is not a directory" in e.value.message and "plugins_dir" in e.value.message
+    async with PluginHost(HostConfig(plugins_dir=str(tmp_path / "later"), state_dir=state)) as h:
+        assert h.plugins() == []
+    assert any("later does not exist" in r.getMessage() for r in caplog.records)
+    assert not deno_children()

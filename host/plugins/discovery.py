@@ -66,6 +66,18 @@ def source_for(path: Path) -> PluginSource | None:
     return None
 
 
+def check_plugin_dirs(dirs: list[Path]) -> None:
+    """At start: a plugins directory that is a file is an InvalidConfig (nothing would ever be
+    found there); one that does not exist yet is warned about (a plugin put there once it is
+    made is loaded at the next rescan)."""
+    for d in dirs:
+        if d.exists() and not d.is_dir():
+            raise InvalidConfig(f"plugins directory {d} is not a directory (plugins_dir, or --plugins)")
+        if not d.exists():
+            log.warning("plugins directory %s does not exist: no plugin is served from it until it is made "
+                        "(plugins_dir, or --plugins)", d)
+
+
 def discover(dirs: list[Path]) -> list[PluginSource]:
     """Every plugin in ``dirs``, sorted by id; the first directory wins on a duplicate name."""
     found: dict[tuple[str, str | None], PluginSource] = {}

@@ -35,7 +35,7 @@ from ..worker import Worker, WorkerSpec
 from .approval_gate import approve_pending, held_for_approval
 from .config_store import Configs, open_configs, unchanged
 from .dependencies import resolve
-from .discovery import PluginSource, load_manifest
+from .discovery import PluginSource, check_plugin_dirs, load_manifest
 from .hooks import config_changed
 from .keys import station_key
 from .lifecycle import SERVING, EventHub, Plugin
@@ -110,8 +110,11 @@ class Registry:
         """The highest version of each plugin id (among ``records``, by default every one)."""
         return newest(self.records if records is None else records)
 
-    def discover(self) -> list[PluginSource]:
-        """The plugins in the plugin directories, and the cc-switch usage scripts as plugins."""
+    def discover(self, *, first: bool = False) -> list[PluginSource]:
+        """The plugins in the plugin directories, and the cc-switch usage scripts as plugins;
+        ``first`` (the host's start): a plugins directory that is a file fails it."""
+        if first:
+            check_plugin_dirs(self.config.plugin_dirs)
         scripts = {name: UsageScriptConfig(script=s.script, file=s.file, name=s.name)
                    for name, s in self.station_scripts().items()}
         return discover_sources(self.config, scripts)
