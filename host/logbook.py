@@ -4,15 +4,16 @@ entries of each) for the dashboard's log view and ``GET /api/plugins/{id}/logs``
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 from collections import deque
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import msgspec
 
-from .errors import PluginError, where_in
+from .errors import InvalidArguments, PluginError, where_in
 from .logs import LEVELS, LOGGING_LEVEL, Throttle, escape, plugin_extra
 
 if TYPE_CHECKING:
@@ -25,6 +26,19 @@ LogListener = Callable[[str, "Worker", "p.Log"], None]
 
 MAX_MESSAGE = 4096  # characters of one entry kept: 1000 entries of a plugin stay a few MB at most
 _RANK = {name: LEVELS.index(logging.getLevelName(level).lower()) for name, level in LOGGING_LEVEL.items()}
+
+
+def listen(listeners: list, fn: Any, what: str) -> Callable[[], None]:
+    """Add ``fn`` to ``listeners``; the remover it returns may be called more than once. A ``fn``
+    that is not callable is refused now (InvalidArguments), not at each event to come."""
+    if not callable(fn):
+        raise InvalidArguments(f"{what}: expected a callable, got {type(fn).__name__}")
+    listeners.append(fn)
+
+    def remove() -> None:
+        with contextlib.suppress(ValueError):
+            listeners.remove(fn)
+    return remove
 
 
 class JournalEntry(msgspec.Struct):
@@ -91,8 +105,7 @@ class LogRouter:
         self._warn = Throttle(plugin_log)  # failed calls, in the host's log (call_failed)
 
     def add_listener(self, fn: LogListener) -> Callable[[], None]:
-        self._listeners.append(fn)
-        return lambda: self._listeners.remove(fn)
+        return listen(self._listeners, fn, "add_log_listener")
 
     def event(self, event: PluginEvent) -> None:
         """A plugin's state change, in its log."""

@@ -12,7 +12,15 @@ import pytest
 from support.plugins import PluginDir, fresh_state
 from support.processes import deno_children
 
-from host import HostClosed, HostConfig, InvalidConfig, PluginHost, PoolConfig, SyncPluginHost
+from host import (
+    HostClosed,
+    HostConfig,
+    InvalidArguments,
+    InvalidConfig,
+    PluginHost,
+    PoolConfig,
+    SyncPluginHost,
+)
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -108,3 +116,22 @@ async def test_a_plugins_dir_that_is_a_file_fails_the_start_and_a_missing_one_is
         assert h.plugins() == []
     assert any("later does not exist" in r.getMessage() for r in caplog.records)
     assert not deno_children()
+
+
+@pytest.mark.anyio
+async def test_a_listener_that_is_not_callable_is_refused_and_removing_twice_is_harmless(calc, tmp_path, shared_state):
+    # Before: subscribe(5) was taken, and failed with a logged traceback at every event to come;
+    # calling the remover a second time raised ValueError.
+    async with PluginHost(config(calc, tmp_path, shared_state)) as h:
+        for add in (h.subscribe, h.add_log_listener):
+            with pytest.raises(InvalidArguments):
+                add(5)
+        seen: list = []
+        remove = h.subscribe(seen.append)
+        remove()
+        remove()
+        unlisten = h.add_log_listener(lambda *a: None)
+        unlisten()
+        unlisten()
+        await h.restart("calc")
+        assert seen == []

@@ -22,6 +22,7 @@ import msgspec
 from anyio.streams.memory import MemoryObjectSendStream
 
 from ..errors import StateError
+from ..logbook import listen
 from ..logs import plugin_extra
 from ..pool import Pool
 from .discovery import PluginSource
@@ -194,8 +195,7 @@ class EventHub:
                 self._streams.remove(stream)
 
     def subscribe(self, fn: Callable[[PluginEvent], None]) -> Callable[[], None]:
-        self._callbacks.append(fn)
-        return lambda: self._callbacks.remove(fn)
+        return listen(self._callbacks, fn, "subscribe")
 
     async def wait_until(self, done: Callable[[], bool], timeout: float) -> bool:
         """Wait, at most ``timeout`` seconds, until ``done()`` (asked again at each event)."""
