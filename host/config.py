@@ -305,6 +305,12 @@ class HostConfig(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True)
     state: StateConfig = msgspec.field(default_factory=StateConfig)  # [state]: shared state (PostgreSQL)
     load: Literal["auto", "wait", "background"] = "auto"  # plugins/loading.py; auto: serve's background
 
+    def revalidated(self) -> HostConfig:
+        """This config checked again as it is now (a host starts on it): a Struct's fields can be
+        set after it was made (``cfg.pool.min_workers = 9`` with max_workers 1), unchecked."""
+        self.__post_init__()
+        return self
+
     def __post_init__(self) -> None:
         # Every section is validated here, given as a dict (``HostConfig(pool={"max_workers":
         # 8})``) or as a Struct built in Python, which msgspec does not check on construction:

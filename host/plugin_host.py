@@ -79,7 +79,7 @@ class PluginHost:
     """
 
     def __init__(self, config: HostConfig | None = None) -> None:
-        self.config = config or HostConfig()
+        self.config = (config or HostConfig()).revalidated()  # fields set since it was made, too
         self._running, self._once = False, RunOnce()
         self._found = False  # the first scan of the plugin directories is done (readiness needs it)
         self._tg: TaskGroup | None = None

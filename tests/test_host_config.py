@@ -106,3 +106,23 @@ def test_a_heartbeat_timeout_not_longer_than_its_interval_is_refused():
         with pytest.raises(InvalidConfig):
             msgspec.convert({"limits": {"heartbeat_interval": interval, "heartbeat_timeout": timeout}}, HostConfig)
     assert WorkerLimits(heartbeat_interval=1, heartbeat_timeout=2).heartbeat_timeout == 2
+
+
+def test_a_config_changed_after_it_was_made_is_checked_again_when_a_host_takes_it(tmp_path):
+    # Before: cfg.pool.min_workers = 9 with max_workers 1 started 9 workers; cfg.pool = "x"
+    # failed the pool's start with an AttributeError.
+    from host import PluginHost
+
+    cfg = HostConfig(plugins_dir=str(tmp_path), state_dir=str(tmp_path / "s"), pool=PoolConfig(max_workers=1))
+    cfg.pool.min_workers = 9
+    with pytest.raises(InvalidConfig) as e:
+        PluginHost(cfg)
+    assert "min_workers" in e.value.message
+    cfg.pool = "x"  # type: ignore[assignment]
+    with pytest.raises(InvalidConfig):
+        PluginHost(cfg)
+    cfg.pool = PoolConfig(max_workers=1)
+    cfg.limits = WorkerLimits()
+    cfg.limits.heartbeat_interval = 30
+    with pytest.raises(InvalidConfig):
+        PluginHost(cfg)
