@@ -2,7 +2,7 @@
 operator runs them. A change goes through a server running on the same state directory when
 there is one (it applies it at once); otherwise it is stored where that server will read it.
 ``list`` and ``info`` show the plugins as that server has them; with none, as a host started for
-the command does (said on stderr)."""
+the command does (said on a terminal's stderr)."""
 
 from __future__ import annotations
 
@@ -40,8 +40,9 @@ def register(sub: argparse._SubParsersAction, config_sub: argparse._SubParsersAc
             if server is not None:
                 doc = await server.request("GET", "/api/plugins" if one is None else f"/api/plugins/{quote(one)}")
                 return msgspec.convert(doc if one is None else [doc], list[PluginInfo], strict=False)
-        print(f"(no server serves {config.state_path}: these are the states of a host started for this command)",
-              file=sys.stderr)
+        if sys.stderr.isatty():  # said to the operator at a terminal, not to a script reading stderr
+            print(f"(no server serves {config.state_path}: these are the states of a host started for this "
+                  "command)", file=sys.stderr)
         async with started(make_host(config), args) as host:
             return host.plugins() if one is None else [host.plugin(one)]  # PluginNotFound: exit 1
 

@@ -21,7 +21,7 @@ import pytest
 from support.plugins import PluginDir, fresh_state
 from support.postgres import Postgres
 from support.processes import descendants, free_port, process_gone
-from support.servers import ServeProcess, run_cli, running_redis, serve_process
+from support.servers import ServeProcess, run_cli, running_redis, serve_children, serve_process
 
 from host import PolicyStorageError, PoolConfig, StateError
 from host.balances.history_pg import PostgresHistory
@@ -239,7 +239,7 @@ def test_a_serve_process_that_cannot_be_started_again_leaves_the_others_serving(
     try:
         srv.wait_logged("[process 0] serving on")
         srv.wait_logged("[process 1] serving on")
-        children = [int(pid) for pid in Path(f"/proc/{proc.pid}/task/{proc.pid}/children").read_text().split()]
+        children = serve_children(proc.pid)
         assert len(children) == 2
         python.unlink()
         os.kill(children[0], signal.SIGKILL)
@@ -264,8 +264,7 @@ def test_a_stuck_serve_process_is_killed_and_started_again(tmp_path, shared_stat
     (tmp_path / "host.toml").write_text("[server]\nprocess_timeout = 2\n")
     with serve_process(tmp_path, "--plugins", plugins, "--state-dir", state,
                        "--config", "host.toml", "--processes", "2") as srv:
-        children = [int(pid) for pid in Path(f"/proc/{srv.proc.pid}/task/{srv.proc.pid}/children").read_text().split()]
-        stuck = max(children)
+        stuck = max(serve_children(srv.proc.pid))
         srv.wait_logged(f"(pid {stuck}) is up: watched from now on")
         os.kill(stuck, signal.SIGSTOP)
         srv.wait_logged(f"(pid {stuck}) has not answered for 2 s: killing it")
@@ -281,10 +280,9 @@ def test_a_serve_process_stuck_before_it_ever_answered_is_killed_and_started_aga
     (tmp_path / "host.toml").write_text("[server]\nprocess_start_timeout = 3\n")
     with serve_process(tmp_path, "--plugins", plugins, "--state-dir", state, "--config", "host.toml",
                        "--processes", "2", ready=False) as srv:
-        listing = Path(f"/proc/{srv.proc.pid}/task/{srv.proc.pid}/children")
-        children = srv.poll(lambda: pids if len(pids := listing.read_text().split()) == 2 else None,
+        children = srv.poll(lambda: pids if len(pids := serve_children(srv.proc.pid)) == 2 else None,
                             "both serve processes started")
-        stuck = max(int(pid) for pid in children)
+        stuck = max(children)
         os.kill(stuck, signal.SIGSTOP)  # long before its first answer: python is still importing
         srv.wait_logged(f"(pid {stuck}) has not answered in the 3 s since it started: killing it")
         srv.poll(lambda: srv.log().count("serving on http") >= 2 or None, "the stuck process started again")

@@ -156,14 +156,14 @@ def test_list_and_info_show_the_servers_plugins_when_one_runs(plugin_dir, tmp_pa
     state = fresh_state(tmp_path, shared_state)
     common = ["--plugins", str(plugin_dir.root), "--state-dir", str(state)]
     alone = cli("list", "--json", *common, cwd=tmp_path)
-    assert alone.returncode == 0 and "no server serves" in alone.stderr, alone.stderr
+    assert alone.returncode == 0 and alone.stderr == "", alone.stderr  # (the note is for a terminal)
     assert [(p["id"], p["calls"]) for p in json.loads(alone.stdout)] == [("calc", 0)]
     with serve_process(tmp_path, *common) as srv:
         for _ in range(3):
             assert srv.request("POST", "/api/plugins/calc/call/add", {"args": [1, 2]})[0] == 200
         pid = srv.request("GET", "/api/plugins/calc")[1]["workers"][0]["pid"]
         listed = cli("list", "--json", *common, cwd=tmp_path)
-        assert listed.returncode == 0 and "no server serves" not in listed.stderr, listed.stderr
+        assert listed.returncode == 0, listed.stderr
         [calc] = json.loads(listed.stdout)
         assert calc["calls"] == 3 and [w["pid"] for w in calc["workers"]] == [pid]
         info = cli("info", "calc", *common, cwd=tmp_path)

@@ -38,6 +38,20 @@ class LocalServer:
         self.responses: dict[str, Any] = {}  # path -> the JSON to answer it with
 
 
+def serve_children(parent: int) -> list[int]:
+    """The pids of ``serve --processes``' serve processes (the parent's children started with
+    ``--process-index``; not its guard, multiproc_guard.py), lowest first."""
+    out = []
+    for pid in Path(f"/proc/{parent}/task/{parent}/children").read_text().split():
+        try:
+            argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+        except OSError:  # gone meanwhile
+            continue
+        if b"--process-index" in argv:
+            out.append(int(pid))
+    return sorted(out)
+
+
 @contextmanager
 def running_redis(workdir: Path) -> Iterator[tuple[subprocess.Popen, str]]:
     """A redis-server of its own on a free loopback port: its process and URL."""
