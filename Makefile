@@ -21,8 +21,13 @@ $(STAMP): pyproject.toml
 run: $(STAMP)
 	$(PY) -m host serve --plugins plugins --host $(HOST) --port $(PORT)
 
+# Two test processes (pytest-xdist), each file in one of them: the suite spends most of its time
+# waiting on real processes (Deno workers, serve, postgres), so two halve it on two cores.
+# PYTEST_WORKERS=0 runs it in this process alone.
+PYTEST_WORKERS ?= 2
+
 test: $(STAMP) redis-server postgresql chromium
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q $(if $(filter 0,$(PYTEST_WORKERS)),,-n $(PYTEST_WORKERS) --dist loadfile)
 
 # The redis tests start their own redis-server on a free loopback port; Debian's package
 # provides the binary when the machine lacks it.
