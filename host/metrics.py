@@ -18,6 +18,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Histo
 from prometheus_client.registry import Collector
 from prometheus_client.utils import floatToGoString
 
+from .errors import CallTimeout, HostError
 from .plugins.lifecycle import SERVING
 
 if TYPE_CHECKING:
@@ -31,6 +32,19 @@ BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2
 RECENT = 200  # calls per plugin behind PluginInfo.latency_p50_ms and error_rate
 UNKNOWN = "(unknown)"  # the label of names that are not installed (bounded label sets)
 _CIRCUIT_STATES = ("closed", "open", "half_open")
+
+
+# Outcomes that say how long the caller would wait, not how the plugin did: counted, but left out
+# of the plugin's latency and error rate (a client with a 1 ms timeout is no plugin failing).
+CALLERS_OWN = frozenset({"Cancelled", "CallerTimeout"})
+
+
+def outcome_of(exc: BaseException) -> str:
+    """A failed call's ``outcome`` label: its error type; ``CallerTimeout`` for a deadline the
+    caller chose shorter than the plugin's own, ``Cancelled`` for a caller that went away."""
+    if not isinstance(exc, HostError):
+        return "Cancelled"
+    return "CallerTimeout" if isinstance(exc, CallTimeout) and exc.caller else type(exc).__name__
 
 
 def window_stats(recent: Collection[tuple[float, bool]]) -> tuple[float | None, float | None]:
@@ -61,6 +75,8 @@ class HostMetrics:
         hist = series[1]
         hist[bisect_left(BUCKETS, seconds)] += 1  # the first bucket whose bound is >= seconds
         hist[-1] += seconds
+        if outcome in CALLERS_OWN:
+            return
         recent = self._recent.get(plugin)
         if recent is None:
             recent = self._recent[plugin] = deque(maxlen=RECENT)
@@ -97,8 +113,8 @@ class _Calls(Collector):
         return series
 
     def collect(self) -> Iterator[Metric]:
-        calls = CounterMetricFamily("plugin_host_calls", "Calls by plugin, function and outcome (ok or the "
-                                    "error type)", labels=["plugin", "function", "outcome"])
+        calls = CounterMetricFamily("plugin_host_calls", "Calls by plugin, function and outcome (ok, the "
+                                    "error type, CallerTimeout: the caller's own shorter deadline, Cancelled)", labels=["plugin", "function", "outcome"])
         for key, (count, _, created) in list(self.series.items()):
             calls.add_metric(list(key), count, created=created)
         hist = HistogramMetricFamily("plugin_host_call_duration_seconds", "Call latency, queueing and "

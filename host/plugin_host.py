@@ -39,12 +39,12 @@ from .config import (
     RateLimitConfig,
     RetryConfig,
 )
-from .errors import FunctionNotFound, HostClosed, HostError, InvalidConfig, PluginError, PluginNotFound
+from .errors import FunctionNotFound, HostClosed, InvalidConfig, PluginError, PluginNotFound
 from .execute import ExecuteResult
 from .execute_pools import ExecutePools
 from .info import EventReply, PluginInfo, add_egress, add_grants, plugin_info
 from .logbook import JournalEntry, LogBook, LogListener, LogRouter
-from .metrics import UNKNOWN, HostMetrics
+from .metrics import UNKNOWN, HostMetrics, outcome_of
 from .plugins.admin import ConfigAdmin
 from .plugins.events import Events
 from .plugins.host_lists import open_stores
@@ -307,7 +307,7 @@ class PluginHost:
         try:
             return await self._pipeline.value(plugin, fn, list(args), timeout, priority, refresh)
         except BaseException as exc:
-            outcome = type(exc).__name__ if isinstance(exc, HostError) else "Cancelled"
+            outcome = outcome_of(exc)
             if isinstance(exc, PluginError):  # a failed call shows in the plugin's log, with where it threw
                 self._logs.call_failed(plugin.partition("@")[0], fn, exc)
             if isinstance(exc, PluginNotFound):

@@ -57,6 +57,10 @@ async def test_a_callers_tiny_timeouts_never_open_the_circuit_nor_kill_the_worke
         assert e.value.caller and "caller's timeout" in e.value.message
         info = h.plugin("slow")
         assert (info.circuit, info.timeouts, info.crashes) == ("closed", 0, 0)
+        # nor do they make the plugin look failing: its error rate is of the calls it answered
+        # (before: 8 of 10 failed), and the metrics tell them apart as CallerTimeout
+        assert info.error_rate == 0.0, info.error_rate
+        assert b'outcome="CallerTimeout",plugin="slow"} 8.0' in h.metrics.render()
         assert await h.call("slow", "pid") == pid  # the same worker served them all
 
 
