@@ -303,3 +303,28 @@ async def test_the_same_key_put_back_is_read_again_and_another_key_is_still_refu
         key_file.write_bytes(Fernet.generate_key() + b"," + key)  # a rotation listing the old key after the new
         await h.set_config("vault", {"apiKey": SECRET})
         assert await h.call("vault", "whoami") == OK
+
+
+@pytest.mark.anyio
+async def test_a_key_file_in_a_directory_others_may_change_is_refused(plugin_dir, make_host, tmp_path, shared_state):
+    # Before: only the links on the way were checked, so a key under a directory everyone may
+    # write in (not sticky) was used: another user could swap the directory for one holding a key
+    # of theirs, and the host would seal new secrets with it.
+    plugins(plugin_dir)
+    state = state_dir(tmp_path, shared_state, "state")
+    shared = tmp_path / "shared"
+    (shared / "keys").mkdir(parents=True, mode=0o700)
+    shared.chmod(0o777)
+    security = {"secret_key_file": str(shared / "keys" / "secret.key")}
+    try:
+        with pytest.raises(SecretsError) as e:
+            async with make_host(pool=ONE, state_dir=state, security=security) as h:
+                await h.set_config("vault", {"apiKey": SECRET, "region": "us"})
+        assert f"the directory {shared} on the way to the key" in e.value.message, e.value.message
+        assert not (shared / "keys" / "secret.key").exists()  # none was made there either
+        shared.chmod(0o1777)  # sticky, as /tmp: others cannot rename what is not theirs
+        async with make_host(pool=ONE, state_dir=state, security=security) as h:
+            await h.set_config("vault", {"apiKey": SECRET, "region": "us"})
+            assert await h.call("vault", "whoami") == OK
+    finally:
+        shared.chmod(0o755)

@@ -71,13 +71,15 @@ SETTING = "security.secret_key_file"
 _TRUSTED = (0,)  # owners besides the host's user whose links and directories may lead to the key (root)
 
 
-def _trusted(st: os.stat_result) -> bool:
+def _trusted(st: os.stat_result, *, own_group: bool = False) -> bool:
     """A link or directory on the way to the key only root or the host's user can change: theirs,
     and (a directory) not writable by group or others unless sticky (others cannot replace what
-    they do not own there). A link's own mode means nothing (always 0777)."""
+    they do not own there). A link's own mode means nothing (always 0777). ``own_group``: a
+    directory of the host's user and group may be group-writable (a home 0775 of its own group)."""
     if st.st_uid not in (*_TRUSTED, os.getuid()):
         return False
-    return stat.S_ISLNK(st.st_mode) or not st.st_mode & 0o022 or bool(st.st_mode & stat.S_ISVTX)
+    writable = 0o002 if own_group and (st.st_uid, st.st_gid) == (os.getuid(), os.getgid()) else 0o022
+    return stat.S_ISLNK(st.st_mode) or not st.st_mode & writable or bool(st.st_mode & stat.S_ISVTX)
 
 
 def _follow(path: Path) -> Path:
@@ -100,7 +102,24 @@ def _follow(path: Path) -> Path:
     raise SecretsError(f"{SETTING} {path}: too many levels of symbolic links")
 
 
+def _check_directories(path: Path) -> None:
+    """Every directory above the key file (its links followed) is root's or the host's user's
+    and not writable by others unless sticky: else another user could rename the key's directory
+    away and put one holding a key of theirs in its place, and the host would seal new secrets
+    with it (SecretsError naming the directory)."""
+    for where in Path(os.path.abspath(path)).parents:
+        try:
+            st = os.stat(where)
+        except OSError:  # not there (yet): nothing of it to trust or distrust
+            continue
+        if not _trusted(st, own_group=True):
+            raise SecretsError(f"{SETTING} {path}: the directory {where} on the way to the key may be changed by a "
+                               "user other than root and the host's (it is theirs, or others may write in it and it "
+                               f"is not sticky): keep the key where only they can change the path (chmod o-w {where})")
+
+
 def _read_key_file(path: Path, *, create: bool = True) -> MultiFernet:
+    _check_directories(_follow(path))
     if not path.exists():
         if not create:
             raise SecretsError(f"the secret key file {path} is missing, and values stored in the config store "
