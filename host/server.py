@@ -16,6 +16,7 @@ import asyncio
 import datetime as dt
 import json
 import logging
+import re
 from collections.abc import Awaitable, Callable, Iterable
 from typing import Annotated, Any, Literal
 
@@ -172,8 +173,13 @@ async def _body(request: web.Request, type_: Any = Any) -> Any:
         where = text.rsplit(" - at `$", 1)
         raise _bad_request(f"body{where[1].rstrip('`')}: {where[0]}" if len(where) == 2 else f"body: {text}") from None
     except (msgspec.DecodeError, RecursionError) as exc:
-        raise _bad_request(f"invalid JSON: {exc}") from None
+        why = str(exc)
+        if why.endswith("truncated") and _LONE_SURROGATE.search(raw):  # msgspec's word for a lone \ud800
+            why = "a \\u escape of half a UTF-16 surrogate pair with no other half (text holds none)"
+        raise _bad_request(f"invalid JSON: {why}") from None
 
+
+_LONE_SURROGATE = re.compile(rb"\\u[dD][89a-fA-F][0-9a-fA-F]{2}(?!\\u[dD][c-fC-F])")
 
 _READS = ("GET", "HEAD", "OPTIONS")
 

@@ -431,3 +431,19 @@ async def test_a_request_another_sites_page_makes_without_origin_is_refused(calc
         for site in ("same-origin", "none"):
             assert await ask(s, "POST", add, {"args": [1, 2]}, Sec_Fetch_Site=site) == (200, {"ok": True, "result": 3})
         assert await ask(s, "POST", add, {"args": [1, 2]}) == (200, {"ok": True, "result": 3})
+
+
+@ASYNCIO_ONLY
+@pytest.mark.timeout(60)
+async def test_a_lone_surrogate_escape_is_named_not_called_a_truncated_body(calc, make_host):
+    # Before: msgspec said "Input data was truncated" of a whole body holding "\ud800", so the
+    # client looked for a cut connection; a real pair is text like any other.
+    async with make_host() as h, served(h) as (_, s):
+        for body in (b'{"args": ["\\ud800", 1]}', b'{"args": ["a\\udfff"]}'):
+            status, answer = await ask(s, "POST", CALL.format(id="calc", fn="echo"), data=body)
+            assert status == 400 and "surrogate" in answer["error"]["message"], answer
+            assert "truncated" not in answer["error"]["message"]
+        status, answer = await ask(s, "POST", CALL.format(id="calc", fn="echo"), data=b'{"args": ["\\ud83d\\ude00"]}')
+        assert (status, answer["result"]) == (200, "\U0001F600"), answer
+        status, answer = await ask(s, "POST", CALL.format(id="calc", fn="echo"), data=b'{"args": ["cut')
+        assert status == 400 and "truncated" in answer["error"]["message"]  # a body really cut short
