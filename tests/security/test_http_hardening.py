@@ -439,7 +439,7 @@ async def test_a_lone_surrogate_escape_is_named_not_called_a_truncated_body(calc
     # Before: msgspec said "Input data was truncated" of a whole body holding "\ud800", so the
     # client looked for a cut connection; a real pair is text like any other.
     async with make_host() as h, served(h) as (_, s):
-        for body in (b'{"args": ["\\ud800", 1]}', b'{"args": ["a\\udfff"]}'):
+        for body in (b'{"args":["\\ud800"]}', b'{"args": ["x\\ud800"]}', b'{"args": ["\\ud800", 1]}'):
             status, answer = await ask(s, "POST", CALL.format(id="calc", fn="echo"), data=body)
             assert status == 400 and "surrogate" in answer["error"]["message"], answer
             assert "truncated" not in answer["error"]["message"]
