@@ -272,8 +272,8 @@ class Pool:
         lost = reason not in QUIET_EXITS and self.state not in ("closing", "closed")
         if lost:
             self.exits[reason] = self.exits.get(reason, 0) + 1
-        if reason == "timeout":
-            self.timeouts += 1
+        if reason in ("timeout", "cancel"):  # past a deadline, or a caller's cancel it ignored: no crash
+            self.timeouts += reason == "timeout"
             self._owed_restarts += 1
         elif lost:
             self.state_failure = False

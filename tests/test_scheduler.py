@@ -160,10 +160,28 @@ async def test_cancelled_running_call_aborts_signal_and_stubborn_worker_is_repla
             tg.start_soon(call_in, scope, h, "sched", "stubborn")
             await wait_for(lambda: h.plugin("sched").workers[0].inflight == 1)
             scope.cancel()
-        await wait_for(lambda: h.plugin("sched").crashes == 1)  # killed after cancel_grace
+        await wait_for(lambda: h.plugin("sched").restarts == 1)  # killed after cancel_grace, replaced
         assert await h.call("sched", "pid", timeout=10) != pid
         info = h.plugin("sched")
-        assert info.restarts == 1 and info.timeouts == 0 and info.running == 0
+        # the caller's cancel, not the plugin's crash: it counts toward no crash loop
+        assert info.crashes == 0 and info.timeouts == 0 and info.running == 0
+
+
+async def test_cancels_a_plugin_ignores_never_put_it_in_a_crash_loop(sched, make_host):
+    # Before: each worker killed after cancel_grace counted as a crash, so an app cancelling a
+    # few calls (move_on_after) to a plugin that does not watch its signal put it in `error`.
+    async with make_host(pool=PoolConfig(min_workers=1, max_workers=1, crash_loop_threshold=2),
+                         limits=WorkerLimits(cancel_grace=0.2)) as h:
+        for n in range(1, 4):
+            scope = anyio.CancelScope()
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(call_in, scope, h, "sched", "stubborn")
+                await wait_for(lambda: h.plugin("sched").workers and h.plugin("sched").workers[0].inflight == 1)
+                scope.cancel()
+            await wait_for(lambda n=n: h.plugin("sched").restarts == n)
+        info = h.plugin("sched")
+        assert (info.state, info.crashes) == ("running", 0), (info.state, info.error)
+        assert await h.call("sched", "pid", timeout=10) > 0
 
 
 async def peak_inflight(h, plugins: list[str], calls: list[tuple[str, int]]) -> dict[str, int]:
