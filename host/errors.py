@@ -113,6 +113,7 @@ class CallTimeout(HostError):
         super().__init__(message, **kw)
         self.timeout = timeout
         self.caller = caller
+        self.settled: Any = None  # with caller: an anyio.Event set once the call ends on its worker
 
 
 class CallCancelled(HostError):

@@ -142,8 +142,8 @@ class LogBudget:
 
 
 class _Pending:
-    __slots__ = ("answer_by", "deadline", "error", "event", "fn", "hook", "info", "limit", "log_budget", "logs",
-                 "timeout", "tools", "value")
+    __slots__ = ("answer_by", "deadline", "error", "event", "fn", "gone", "hook", "info", "limit", "log_budget",
+                 "logs", "timeout", "tools", "value")
 
     def __init__(self, fn: str, collect_logs: bool, tools: frozenset[str] = frozenset(), hook: bool = False,
                  loop: asyncio.AbstractEventLoop | bool | None = True) -> None:
@@ -160,6 +160,13 @@ class _Pending:
         self.error: BaseException | None = None  # set when the host failed it (timeout, exit)
         self.logs: list[p.Log] | None = [] if collect_logs else None
         self.fn = fn
+        self.gone: anyio.Event | None = None  # a call its caller gave up on: set once it ends here
+
+
+def _gone(pending: _Pending) -> None:
+    """``pending`` left the worker's calls in flight: whoever waits for its end is told."""
+    if pending.gone is not None:
+        pending.gone.set()
 
 
 _ERROR_CLASSES: dict[str, type[PluginError]] = {
@@ -575,6 +582,7 @@ class Worker:
             if pending.error is None and not pending.event.is_set():
                 pending.error = err
                 pending.event.set()
+            _gone(pending)
         self._pending.clear()
         if self._conn is not None:
             self._conn.close()
@@ -746,6 +754,7 @@ class Worker:
                     pending.value = msg.value
                 del self._pending[msg.id]
                 pending.event.set()
+                _gone(pending)
                 self._settled()
         elif isinstance(msg, p.Error):
             pending = self._pending.get(msg.id)
@@ -755,6 +764,7 @@ class Worker:
                 pending.info = info
                 del self._pending[msg.id]
                 pending.event.set()
+                _gone(pending)
                 self._settled()
         elif isinstance(msg, p.Log):
             self.record_log(msg)
@@ -1087,6 +1097,7 @@ class Worker:
         try:
             await written
         except WorkerCrashed as exc:  # the connection broke before the call went out
+            _gone(pending)
             if self._pending.pop(cid, None) is not None and pending.error is None:
                 pending.error = exc.undelivered()
                 pending.event.set()
@@ -1124,6 +1135,7 @@ class Worker:
 
     def _time_out(self, cid: int, pending: _Pending) -> None:
         del self._pending[cid]
+        _gone(pending)
         self.kill("hook" if pending.hook else "timeout")
         pending.error = CallTimeout(
             f"call did not finish within {pending.limit:.3g}s; worker killed",
@@ -1141,6 +1153,7 @@ class Worker:
             f"(the plugin's own limit is {pending.limit:.3g}s)",
             timeout=pending.timeout, plugin=self.spec.plugin_id, function=pending.fn, caller=True,
         )
+        pending.error.settled = pending.gone = anyio.Event()  # its concurrency slot is freed then
         pending.event.set()
         heapq.heappush(self._deadlines, (pending.deadline, cid))
         if self._tg is not None:

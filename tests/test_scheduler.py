@@ -343,3 +343,19 @@ async def test_limiter_raised_cap_admits_waiters():
         hold.set()
     s.release("a")
     assert s.stats().running == 0
+
+
+async def test_a_call_its_caller_gave_up_on_keeps_its_concurrency_slot_until_it_ends(sched, make_host):
+    # "A slot is held for the whole call": before, the caller's own shorter timeout released it
+    # while the call ran on, so max_concurrent = 1 let a second call run beside it (an upstream
+    # API the cap protects saw two requests at once).
+    cfg = {"sched": PluginSettings(max_concurrent=1)}
+    async with make_host(pool=THREE, plugins=cfg, limits=WorkerLimits(call_timeout=5)) as h:
+        t0 = time.monotonic()
+        with pytest.raises(CallTimeout) as e:
+            await h.call("sched", "sleep", 1500, timeout=0.1)  # ignores its signal: runs 1.5 s
+        assert e.value.caller
+        assert await h.call("sched", "count", timeout=5) == 1
+        assert time.monotonic() - t0 >= 1.4, "ran beside the call its caller gave up on"
+        await wait_for(lambda: h.plugin("sched").running == 0)
+        assert await h.call("sched", "count", timeout=1) == 2  # and the slot is free again

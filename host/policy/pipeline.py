@@ -57,6 +57,9 @@ class CallContext:
 
 # What the host itself calls to judge a plugin (health, a config change): the breaker neither
 # refuses nor counts them, so an open circuit never hides whether the plugin recovered.
+# Seconds past a call's own deadline its caller gave up on that its concurrency slot stays held at
+# most (the worker kills it at that deadline; its end is normally seen at once).
+HOLD_MARGIN = 5.0
 HOST_DRIVEN = frozenset({"healthCheck", "validateConfig"})
 EVENT_FUNCTION = "onEvent"  # runs for events.timeout (plugins/events.py)
 HEALTH_FUNCTION = "healthCheck"  # runs for health.timeout
@@ -262,10 +265,32 @@ class CallPipeline:
                 await self.scheduler.acquire(pid, ctx.priority, ctx.deadline)
             except TimeoutError:
                 raise ctx.timeout("no concurrency slot became free") from None
+        held = False
         try:
             return await self._admitted(ctx)
+        except CallTimeout as exc:
+            held = self._hold_slot(pid, exc, ctx.limit)
+            raise
         finally:
-            self.scheduler.release(pid)
+            if not held:
+                self.scheduler.release(pid)
+
+    def _hold_slot(self, pid: str, exc: CallTimeout, limit: float) -> bool:
+        """A call its caller gave up on keeps its concurrency slot until it ends on its worker
+        (by the plugin's own deadline ``limit`` at the latest, plus a margin): the cap bounds what
+        runs, not what is awaited. Whether the slot is now the task's to free."""
+        settled, tg = exc.settled, self._tasks()
+        if not exc.caller or settled is None or settled.is_set() or tg is None:
+            return False
+
+        async def release() -> None:
+            try:
+                with anyio.move_on_after(limit + HOLD_MARGIN - time.monotonic()):  # (trio's clock is not monotonic()'s)
+                    await settled.wait()
+            finally:
+                self.scheduler.release(pid)
+        tg.start_soon(release)
+        return True
 
     def _admitted(self, ctx: CallContext) -> Awaitable[Any]:
         """Holding its concurrency slot: breaker, retries, the pool. Without retries (the
