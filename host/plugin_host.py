@@ -120,9 +120,9 @@ class PluginHost:
 
     async def __aenter__(self) -> PluginHost:
         self._once.enter()  # before the try: a refused entry must not close the running host
-        check_state_dir(self.config.state_path)  # writable, with room: or a StateError saying why
-        self._runtime = Runtime.create(self.config, redact=self._registry.redact_secrets)
-        try:
+        try:  # a start that fails, from its first step on, closes what __init__ opened (the host has run)
+            check_state_dir(self.config.state_path)  # writable, with room: or a StateError saying why
+            self._runtime = Runtime.create(self.config, redact=self._registry.redact_secrets)
             with contextlib.suppress(OSError):  # now, while the interpreter surely exists; else at a spawn
                 self._runtime.reaper.start()
             for host, port in state_addresses(self.config):  # its Redis and PostgreSQL: no worker's

@@ -171,38 +171,39 @@ class Pool:
 
     # ------------------------------------------------------------------ workers
 
-    async def _spawn(self, delay: float = 0.0, spare: bool = False) -> Worker:
+    async def _spawn(self, delay: float = 0.0) -> Worker:
         """Start one worker in the pool's task group; raises what its startup raised. The caller has counted
         it in ``_starting`` (``_starting_spares``), synchronously, so scaling decisions made before see it."""
         assert self._tg is not None
-        try:
-            if delay:
-                await anyio.sleep(delay)
-            worker = Worker(
-                self.spec, self.runtime, on_log=self._on_log, on_slot_free=self._offer,
-                host_call=self._host_call, on_exit=self._on_worker_exit,
-                max_inflight=self.config.max_inflight,
-            )
-            await self._tg.start(worker.run)
-        finally:
-            if spare:
-                self._starting_spares -= 1
-            else:
-                self._starting -= 1
+        if delay:
+            await anyio.sleep(delay)
+        worker = Worker(self.spec, self.runtime, on_log=self._on_log, on_slot_free=self._offer,
+                        host_call=self._host_call, on_exit=self._on_worker_exit, max_inflight=self.config.max_inflight)
+        await self._tg.start(worker.run)
         return worker
 
     async def _spawn_safely(self, delay: float = 0.0, spare: bool = False) -> None:
         """Spawn and register a worker (as a hot spare when ``spare``); failures count as
         crashes and are retried with backoff. Nothing escapes: the pool's task group (and the
-        host's) must outlive any spawn."""
-        if self.state in ("closing", "closed", "error"):
+        host's) must outlive any spawn. It counts as starting until it serves or is gone, its
+        onStart included (counted nowhere meanwhile, _maintain started one more: past max_workers)."""
+        try:
+            worker = None if self.state in ("closing", "closed", "error") else await self._ready(delay, spare)
+        finally:
             if spare:
                 self._starting_spares -= 1
             else:
                 self._starting -= 1
-            return
+        if worker is not None and spare:
+            self.spares.append(worker)
+        elif worker is not None:
+            self._serve_with(worker)
+        self._maintain()
+
+    async def _ready(self, delay: float, spare: bool) -> Worker | None:
+        """A new worker past its handshake and hooks, ready to serve; None when it failed or is not wanted."""
         try:
-            worker = await self._spawn(delay, spare)
+            worker = await self._spawn(delay)
             if worker.exited.is_set():
                 raise worker.exit_error or PluginUnavailable("worker died at start", plugin=self.plugin_id)
         except HostError as exc:
@@ -210,37 +211,26 @@ class Pool:
             permanent = isinstance(exc, SpawnFailed) and exc.permanent  # the same spawn would fail again
             self._record_crash(str(exc), fatal=isinstance(exc, PluginUnavailable) or permanent,
                                error=exc if permanent else None)
-            self._maintain()
-            return
+            return None
         except Exception as exc:  # Worker.run raises only HostErrors: this is a bug of ours
             log.error("%s: spawning a worker failed", self.plugin_id, exc_info=exc)
             self._record_crash(f"spawning a worker failed: {type(exc).__name__}: {exc}", fatal=False)
-            self._maintain()
-            return
+            return None
         if HOOKS["start"] in worker.exports and not await worker.run_hook("start"):  # threw or hung
             await worker.shutdown()  # while the pool starts: the version fails to (a reload keeps the old one)
             self._record_crash(f"{self.plugin_id}: {HOOKS['start']} failed in a new worker (its log says why)",
                                fatal=self.state == "starting")
-            self._maintain()
-            return
+            return None
         told = worker.welcomed_config
         while told is not self.spec.config and self.state not in ("closing", "closed", "error"):
             told = self.spec.config  # changed during its handshake or its last hook (plugins/hooks.py)
             if not await worker.run_hook("config_change", told):
-                await worker.shutdown()
-                self._maintain()  # a new one starts with the new config
-                return
-        if self.state in ("closing", "closed", "error"):
+                await worker.shutdown()  # a new one starts with the new config
+                return None
+        if self.state in ("closing", "closed", "error") or (spare and self._spares_parked):  # parked: its hook, say
             await worker.shutdown()
-            return
-        if spare and self._spares_parked:  # parked while it started (its config hook, say)
-            await worker.shutdown()
-            return
-        if spare:
-            self.spares.append(worker)
-        else:
-            self._serve_with(worker)
-        self._maintain()
+            return None
+        return worker
 
     def _serve_with(self, worker: Worker) -> None:
         """A ready worker (new, or a spare taken) joins the serving ones."""

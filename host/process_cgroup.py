@@ -124,6 +124,7 @@ class Cgroups:
             os.mkdir(path)
         except FileExistsError:  # a pid used again: what is left of the old one goes
             kill_cgroup(path)
+            self._pending.discard(path)  # the new worker's now: a later remove() of another must not kill it
         except OSError:
             return False
         try:

@@ -208,3 +208,14 @@ async def test_a_throwing_or_hanging_on_start_fails_the_reload_and_the_old_versi
             assert await h.call("starter", "version") == "1.0.0"
         path.write_text(starter(out, version="3.0.0"))
         assert await h.reload("starter") is True and await h.call("starter", "version") == "3.0.0"
+
+
+async def test_a_slow_on_start_never_takes_the_pool_past_max_workers(plugin_dir, make_host, tmp_path):
+    """A worker running its onStart counts as one starting: before, it was counted nowhere, so the
+    pool started another each time one finished (3 or more processes for max_workers=2)."""
+    out = tmp_path / "starts.txt"
+    plugin_dir.add("starter.js", starter(out, "await new Promise((r) => setTimeout(r, 400));"))
+    async with make_host(reload=NO_RELOAD, pool=PoolConfig(min_workers=2, max_workers=2)) as h:
+        await anyio.sleep(1.5)  # what a third worker (and its onStart) would take
+        assert len(h.plugin("starter").workers) == 2
+        assert len(stopped_pids(out)) == 2, out.read_text()

@@ -19,6 +19,7 @@ from host import (
     InvalidConfig,
     PluginHost,
     PoolConfig,
+    StateError,
     SyncPluginHost,
 )
 
@@ -135,3 +136,18 @@ async def test_a_listener_that_is_not_callable_is_refused_and_removing_twice_is_
         unlisten()
         await h.restart("calc")
         assert seen == []
+
+
+@pytest.mark.anyio
+async def test_a_host_whose_start_failed_at_its_state_directory_says_it_has_closed(calc, tmp_path):
+    # Before: the state directory check ran before the start's cleanup was armed, so the host
+    # stayed "running" and entering it again said so ("running already") of a host never started.
+    (tmp_path / "file").write_text("")
+    h = PluginHost(HostConfig(plugins_dir=str(calc.root), state_dir=str(tmp_path / "file" / "state"), pool=ONE))
+    with pytest.raises(StateError):
+        async with h:
+            pass
+    with pytest.raises(HostClosed, match="has closed"):
+        async with h:
+            pass
+    assert not deno_children()

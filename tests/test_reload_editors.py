@@ -121,3 +121,36 @@ async def test_a_checkout_that_moves_a_plugin_and_its_dependency_together_reload
         app.write_text(dependent("app", "3.0.0", '{ base: "^3.0.0" }'))  # unmet for good: the old one serves
         await h.rescan()
         assert await h.call("app", "v") == "2.0.0" and "needs ^3.0.0" in h.plugin("app").reload_error
+
+
+async def test_a_plugin_whose_files_keep_changing_never_holds_a_reload_of_another(plugin_dir, make_host):
+    """The watcher waits for a changing plugin's files to be quiet (at most ``interval``) before it
+    takes the registry's lock. Before, it waited holding the lock: ``reload``, a station change
+    and the next rescan of every other plugin waited the whole ``interval`` behind a file that a
+    tool kept writing (here 2 s; 30 s for a host polling every 30 s)."""
+    plugin_dir.add("svc.js", version(1))
+    busy = plugin_dir.root / "busy"
+    busy.mkdir()
+    (busy / "mod.js").write_text('export const metadata = { id: "busy", name: "busy", version: "1.0.0", '
+                                 'apiVersion: "1.0" };\nexport function hi() { return 1; }\n')
+    async with make_host(reload=ReloadConfig(interval=2.0, settle=0.1)) as h:
+        assert await h.call("svc", "which") == 1
+        waits: list[float] = []
+
+        async def write_on() -> None:  # a download into the plugin's directory, say
+            n = 0
+            while True:
+                n += 1
+                (busy / "notes.txt").write_text("x" * n)
+                await anyio.sleep(0.03)
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(write_on)
+            for _ in range(14):
+                t0 = anyio.current_time()
+                assert await h.reload("svc") is True
+                waits.append(anyio.current_time() - t0)
+                await anyio.sleep(0.3)
+            tg.cancel_scope.cancel()
+        assert max(waits) < 1.0, waits
+        assert await h.call("busy", "hi") == 1

@@ -46,7 +46,7 @@ from .reload import fingerprint
 from .settings import apply_schema, redact, secret_keys, secret_values
 from .state_retry import retry_state_failures
 from .usage_scripts import discover_sources, refusal_advice
-from .watch import scan_files
+from .watch import scan_files, settle_files
 
 log = logging.getLogger("host")
 RETIRED_SECRETS = 32  # replaced secret values of one plugin still masked (the newest first)
@@ -315,6 +315,7 @@ class Registry:
     async def rescan(self, files: bool = True) -> None:
         """Look at the plugin directories (unless not ``files``) and the shared state now: load
         new plugins, reload changed ones, stop removed ones. The watcher: every ``reload.interval``."""
+        settled = await settle_files(self, files)  # watch.py: the files involved quiet, before the lock
         async with self.lock:
             if not self.running:
                 return
@@ -336,7 +337,7 @@ class Registry:
                 for r in list(self.records):
                     if r.pending_manifest is not None:
                         await (self.reload_record(r) if r.state in SERVING else self.enable(r.key))
-            await scan_files(self, files)  # watch.py: once the files involved are quiet
+            await scan_files(self, files, settled)  # watch.py: what settle found quiet
             await retry_state_failures(self)  # a full disk freed, say: no restart needed
 
     async def reload(self, name: str) -> bool:

@@ -44,16 +44,17 @@ def _stamp(path: str, st: os.stat_result) -> tuple:
     return (path, st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino)
 
 
-async def quiet(roots: list[Path], settle: float, limit: float) -> None:
-    """Return once the files under ``roots`` have not changed for ``settle`` seconds (at once
-    when ``settle`` is 0), or after ``limit`` seconds of changes: they are then taken as they are."""
+async def quiet(roots: list[Path], settle: float, limit: float) -> bool:
+    """Return True once the files under ``roots`` have not changed for ``settle`` seconds (at once
+    when ``settle`` is 0), False after ``limit`` seconds of changes: they are then taken as they are."""
     if settle <= 0:
-        return
+        return True
     before = [fingerprint(r) for r in roots]
     with anyio.move_on_after(limit):
         while True:
             await anyio.sleep(settle)
             now = [fingerprint(r) for r in roots]
             if now == before:
-                return
+                return True
             before = now
+    return False

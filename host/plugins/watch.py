@@ -13,6 +13,7 @@ end is then taken as it is). A rescan that finds nothing changed costs what it d
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from .discovery import PluginSource, in_vanished_dir
@@ -30,9 +31,26 @@ def _changed(record: Plugin) -> bool:
         record.state not in IDLE and fingerprint(record.source.root) != record.fingerprint)
 
 
-async def scan_files(reg: Registry, files: bool) -> None:
-    """Load the new plugins, reload the changed ones and stop the removed ones, as their files
-    are once quiet; ``files`` false: only the usage-script stations new in the shared state."""
+async def settle_files(reg: Registry, files: bool) -> dict[Path, tuple | None]:
+    """Before the registry's lock (a reload or a config change never waits behind a copy in
+    progress): wait until the plugins found changed, gone or new are quiet; their roots, each
+    with its quiet fingerprint (None: still changing past ``interval``, taken as it is)."""
+    if not files:
+        return {}
+    known = {r.source.module for r in reg.records}
+    roots = [r.source.root for r in reg.records if _changed(r)]
+    roots += [s.root for s in reg.discover() if s.module not in known]
+    if not roots:
+        return {}
+    calm = await quiet(roots, reg.config.reload.settle, reg.config.reload.interval)
+    return {root: fingerprint(root) if calm else None for root in roots}
+
+
+async def scan_files(reg: Registry, files: bool, settled: dict[Path, tuple | None]) -> None:
+    """Load the new plugins, reload the changed ones and stop the removed ones, as ``settle_files``
+    found them quiet; those changed since it looked (the shared state's own files, written under the
+    lock, or a copy begun meanwhile) are waited for here; ``files`` false: only the usage-script
+    stations new in the shared state."""
     known = {r.source.module for r in reg.records}
 
     def new() -> list[PluginSource]:
@@ -40,9 +58,10 @@ async def scan_files(reg: Registry, files: bool) -> None:
 
     fresh = new()
     changed = [r for r in reg.records if _changed(r)] if files else []
-    if changed or (files and fresh):
-        await quiet([r.source.root for r in changed] + [s.root for s in fresh],
-                    reg.config.reload.settle, reg.config.reload.interval)
+    roots = {r.source.root for r in changed} | ({s.root for s in fresh} if files else set())
+    late = [root for root in roots if root not in settled or settled[root] not in (None, fingerprint(root))]
+    if late:
+        await quiet(late, reg.config.reload.settle, reg.config.reload.interval)
         fresh = new()
     progress = bool(fresh)
     for r in changed:
@@ -74,4 +93,4 @@ async def _unmet_again(reg: Registry, changed: list[Plugin], progress: bool) -> 
                 waiting.remove(r)
 
 
-__all__ = ["scan_files"]
+__all__ = ["scan_files", "settle_files"]

@@ -161,3 +161,65 @@ def test_a_process_in_a_session_of_its_own_dies_with_a_sigkilled_host(plugin_dir
             proc.kill()
             proc.wait()
         kill_tagged(tag)
+
+
+def spawn_with_pid(pid: int, argv: list[str], tries: int = 50) -> subprocess.Popen | None:
+    """A process with number ``pid`` (free now), as the kernel gives a number used before again:
+    the next one it hands out is set (root; another process forking meanwhile takes it: tried again)."""
+    for _ in range(tries):
+        with open("/proc/sys/kernel/ns_last_pid", "w") as f:
+            f.write(str(pid - 1))
+        proc = subprocess.Popen(argv)
+        if proc.pid == pid:
+            return proc
+        proc.kill()
+        proc.wait()
+    return None
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.skipif(os.geteuid() != 0 or not os.access("/proc/sys/kernel/ns_last_pid", os.W_OK),
+                    reason="choosing a pid needs root")
+def test_a_worker_given_the_pid_of_one_whose_cgroup_was_not_removed_yet_is_not_killed_later():
+    # Before: the old worker's cgroup, waiting to be removed (a killed child not yet out of it),
+    # stayed on the list of those retried at each worker's end after a new worker with the same
+    # pid had taken it over, and the next worker's end killed the new one.
+    from host.process_cgroup import Cgroups
+
+    cg = Cgroups.create()
+    assert cg is not None
+    procs: list[subprocess.Popen] = []
+    try:
+        for _ in range(20):  # until a removal finds its killed processes still in the cgroup
+            old = subprocess.Popen(["sleep", "60"])
+            child = subprocess.Popen(["sleep", "60"])  # what the worker started, in its cgroup
+            procs += [old, child]
+            assert cg.enter(old.pid)
+            with open(os.path.join(cg.path(old.pid), "cgroup.procs"), "w") as f:
+                f.write(str(child.pid))
+            old.kill()
+            old.wait()
+            cg.remove(old.pid)
+            child.wait()
+            if os.path.isdir(cg.path(old.pid)):
+                break
+        else:
+            pytest.skip("every killed process left its cgroup at once")
+        new = spawn_with_pid(old.pid, ["sleep", "60"])
+        assert new is not None, "pid not handed out again"
+        procs.append(new)
+        assert cg.enter(new.pid)
+        other = subprocess.Popen(["sleep", "60"])
+        procs.append(other)
+        assert cg.enter(other.pid)
+        other.kill()
+        other.wait()
+        cg.remove(other.pid)  # another worker's end
+        time.sleep(0.2)
+        assert new.poll() is None, "the new worker was killed with the old one's cgroup"
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+        cg.close()
