@@ -16,7 +16,7 @@ import msgspec
 
 from .cli_output import UsageError, first_line, print_json, table
 from .config import HostConfig
-from .control import control_client
+from .control import RemoteError, control_client
 from .info import PluginInfo
 from .plugins.host_lists import switch_store
 from .plugins.lifecycle import SERVING
@@ -39,7 +39,11 @@ def register(sub: argparse._SubParsersAction, config_sub: argparse._SubParsersAc
         async with control_client(config.state_path) as server:
             if server is not None:
                 doc = await server.request("GET", "/api/plugins" if one is None else f"/api/plugins/{quote(one)}")
-                return msgspec.convert(doc if one is None else [doc], list[PluginInfo], strict=False)
+                try:
+                    return msgspec.convert(doc if one is None else [doc], list[PluginInfo], strict=False)
+                except msgspec.ValidationError as exc:
+                    raise RemoteError(f"the server's plugin list could not be read ({exc}): is it of another "
+                                      "version?", type="ControlError", status=0) from None
         if sys.stderr.isatty():  # said to the operator at a terminal, not to a script reading stderr
             print(f"(no server serves {config.state_path}: these are the states of a host started for this "
                   "command)", file=sys.stderr)

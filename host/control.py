@@ -57,8 +57,16 @@ class ControlClient:
     async def request(self, method: str, path: str, body: Any = None, *, accept: tuple[int, ...] = ()) -> Any:
         """The decoded JSON answer; RemoteError for an error answer (unless its status is in
         ``accept``: /healthz says 503 with the plugins' states while they start)."""
-        async with self._session.request(method, f"http://localhost{path}", json=body) as r:
-            doc = await r.json(content_type=None)
+        try:
+            async with self._session.request(method, f"http://localhost{path}", json=body) as r:
+                doc = await r.json(content_type=None)
+        except TimeoutError:  # aiohttp's too
+            raise ServerUnresponsive(f"the server on the control socket did not answer {method} {path} within "
+                                     f"{REQUEST_TIMEOUT:g} s (look at its log)") from None
+        except (aiohttp.ClientError, ValueError) as exc:  # cut mid-answer; an answer that is no JSON
+            raise RemoteError(f"the server on the control socket gave no answer to {method} {path} that could be "
+                              f"read ({type(exc).__name__}: {str(exc)[:200]}); is it stopping, or of another "
+                              "version?", type="ControlError", status=0) from None
         if r.status >= 400 and r.status not in accept:
             err = doc.get("error", {}) if isinstance(doc, dict) else {}
             raise RemoteError(str(err.get("message", doc)), type=str(err.get("type") or err.get("name")),

@@ -473,3 +473,48 @@ def test_a_cli_command_against_a_stopped_server_says_so_within_seconds(calc, tmp
             srv.proc.send_signal(signal.SIGCONT)
         assert run_cli("status", "--plugins", str(calc.root), "--state-dir", str(state), cwd=tmp_path).returncode == 0
     assert not (state / "config.json").exists() or "x" not in (state / "config.json").read_text()
+
+
+BROKEN_PEER = r'''
+import asyncio, sys
+from aiohttp import web
+
+async def live(request):
+    return web.json_response({"live": True})
+
+async def cut(request):  # a server dying mid-answer, or one of another version answering no JSON
+    if request.method == "POST":
+        request.transport.close()
+        await asyncio.sleep(1)
+    return web.Response(text="<html>not json</html>", content_type="text/html")
+
+async def main(path):
+    app = web.Application()
+    app.router.add_get("/healthz/live", live)
+    app.router.add_route("*", "/{tail:.*}", cut)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    await web.UnixSite(runner, path).start()
+    print("up", flush=True)
+    await asyncio.sleep(60)
+
+asyncio.run(main(sys.argv[1]))
+'''
+
+
+def test_a_server_that_cuts_its_answer_or_answers_no_json_is_a_one_line_cli_error(calc, tmp_path, shared_state):
+    # Before: aiohttp's ClientError or the JSON decoder's ValueError left the CLI as a traceback.
+    from host.control import socket_path
+
+    state = fresh_state(tmp_path, shared_state)
+    peer = subprocess.Popen([sys.executable, "-c", BROKEN_PEER, str(socket_path(state))], stdout=subprocess.PIPE,
+                            text=True)
+    try:
+        assert peer.stdout is not None and peer.stdout.readline().strip() == "up"
+        for args in (("status",), ("list",), ("disable", "calc")):
+            out = run_cli(*args, "--plugins", str(calc.root), "--state-dir", str(state), cwd=tmp_path)
+            assert out.returncode == 1 and "Traceback" not in out.stderr, out
+            assert out.stderr.startswith("error: ") and "control" in out.stderr, out.stderr
+    finally:
+        peer.kill()
+        peer.wait()

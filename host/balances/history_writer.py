@@ -73,7 +73,7 @@ class HistoryWriter:
         try:
             await anyio.to_thread.run_sync(self._history.record_alerts, alerts)
         except StateError as exc:  # said and delivered already; recorded with the next write
-            self._alerts.extendleft(reversed(alerts))
+            self._alerts = deque([*alerts, *self._alerts], maxlen=MAX_ALERTS)  # past the cap the oldest go
             _warn.warning("alerts", "balance alerts: %s", exc.message)
 
     async def _run(self) -> None:
