@@ -95,6 +95,7 @@ class WorkerSpec:
     # never by comparing a plugin id with a name.
     role: str = "plugin"
     reused: bool = True  # one worker serves many calls (False: a fresh worker for each)
+    start_hook: bool = False  # the module exports onStart: a new pool proves it in one worker, min_workers 0 too
 
 
 class Lease:

@@ -208,3 +208,22 @@ async def test_a_throwing_or_hanging_on_start_fails_the_reload_and_the_old_versi
             assert await h.call("starter", "version") == "1.0.0"
         path.write_text(starter(out, version="3.0.0"))
         assert await h.reload("starter") is True and await h.call("starter", "version") == "3.0.0"
+
+
+async def test_a_reload_proves_on_start_even_when_the_pool_keeps_no_worker(plugin_dir, make_host, tmp_path):
+    """With ``min_workers = 0`` a new pool started no worker, so its onStart ran only at the first
+    call: a version whose onStart throws was reported reloaded (True), the working version was
+    stopped, and every call after failed until the plugin was in a crash loop. Now a pool of a
+    module exporting onStart starts one worker to run it, which the idle reaper stops later."""
+    out = tmp_path / "starts.txt"
+    path = plugin_dir.add("starter.js", starter(out))
+    async with make_host(reload=NO_RELOAD, pool=PoolConfig(min_workers=0, max_workers=1, idle_timeout=0.3)) as h:
+        assert await h.call("starter", "version") == "1.0.0"
+        path.write_text(starter(out, 'throw new Error("no database");', version="2.0.0"))
+        assert await h.reload("starter") is False
+        info = h.plugin("starter")
+        assert info.version == "1.0.0" and "onStart" in (info.reload_error or "")
+        assert await h.call("starter", "version") == "1.0.0"
+        path.write_text(starter(out, version="3.0.0"))
+        assert await h.reload("starter") is True and await h.call("starter", "version") == "3.0.0"
+        await wait_for(lambda: not h.plugin("starter").workers, timeout=10)  # min_workers 0 still holds
