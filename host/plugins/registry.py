@@ -142,7 +142,7 @@ class Registry:
         ``fp``: its fingerprint, when the caller just took it."""
         src = record.source
         assert self.runtime is not None
-        record.fingerprint = fingerprint(src.root) if fp is None else fp  # before reading: a later edit is seen
+        record.fingerprint = await anyio.to_thread.run_sync(fingerprint, src.root) if fp is None else fp  # before reading
         manifest, exports = await load_manifest(src, self.runtime, self.config.limits_for(src.id),
                                                 https_only=self.config.security.https_only)
         for cap in infer_capabilities(manifest, exports):
