@@ -120,7 +120,7 @@ class Pool:
     async def _prestart(self) -> None:
         """Start ``min_workers`` at once."""
         async with anyio.create_task_group() as tg:
-            for _ in range(max(self.config.min_workers, 0)):
+            for _ in range(max(self.config.min_workers, int(self.spec.start_hook))):  # idle-reaped later
                 self._starting += 1
                 tg.start_soon(self._spawn_safely)
         if self.state == "starting":

@@ -3,7 +3,7 @@ with the host even when it leaves the worker's process group: ``setsid``, a daem
 A process group is the plugin's to leave; a cgroup is not (moving a process out needs write access
 to the cgroup files, which no grant reaches: ``/sys`` is refused to every plugin).
 
-The host makes ``plugin-host-<pid>-<random>`` under its own cgroup, where its user may write
+The host makes ``plugin-host-<pid>-ns<pid namespace>-<random>`` under its own cgroup, where its user may write
 (root, or a systemd unit with ``Delegate=yes``), and one ``w<pid>`` in it for each worker, moved
 there by the host right after the spawn: no plugin code runs before the handshake, so nothing
 it starts can be outside. Killing one is ``cgroup.kill`` (Linux 5.14), else SIGKILL to each
@@ -23,6 +23,22 @@ import time
 _PREFIX = "plugin-host-"
 KILL_ROUNDS = 100      # SIGKILL passes over a cgroup without cgroup.kill (a fork racing the kill)
 RMDIR_WAIT = 2.0       # seconds for the killed processes to leave a cgroup before it is removed
+
+
+def pid_namespace() -> str:
+    """``ns<inode>`` of this process's PID namespace: a pid in a leftover's name means that process
+    only there (a host in a namespace of its own sees none of the others' pids in its /proc)."""
+    try:
+        return f"ns{os.stat('/proc/self/ns/pid').st_ino}"
+    except OSError:
+        return "ns0"
+
+
+def made_elsewhere(rest: str) -> bool:
+    """Whether ``plugin-host-<rest>`` (``<pid>-ns<inode>-...``) was named in another PID namespace, where
+    its pid is not ours to judge. A name without the tag (an older host's) is judged by its pid."""
+    tag = rest.split("-")[1] if rest.count("-") else ""
+    return tag.startswith("ns") and tag[2:].isdigit() and tag != pid_namespace()
 
 
 def own_cgroup_dir() -> str | None:
@@ -106,7 +122,7 @@ class Cgroups:
         if own is None or not os.access(os.path.join(own, "cgroup.procs"), os.W_OK):
             return None
         sweep_stale(own)
-        base = os.path.join(own, f"{_PREFIX}{os.getpid()}-{secrets.token_hex(4)}")
+        base = os.path.join(own, f"{_PREFIX}{os.getpid()}-{pid_namespace()}-{secrets.token_hex(4)}")
         try:
             os.mkdir(base)
         except OSError:
@@ -166,8 +182,11 @@ def sweep_stale(own: str) -> None:
             if not name.startswith(_PREFIX):
                 continue
             pid = name[len(_PREFIX):].partition("-")[0]
+            if made_elsewhere(name[len(_PREFIX):]):
+                continue
             if pid.isdigit() and int(pid) != os.getpid() and not os.path.exists(f"/proc/{pid}"):
                 close_tree(os.path.join(own, name))
 
 
-__all__ = ["Cgroups", "close_tree", "kill_cgroup", "own_cgroup_dir", "remove_cgroup"]
+__all__ = ["Cgroups", "close_tree", "kill_cgroup", "made_elsewhere", "own_cgroup_dir", "pid_namespace",
+           "remove_cgroup"]

@@ -19,6 +19,7 @@ from typing import Any, Protocol
 from .config import HostConfig, SecurityConfig, WorkerLimits
 from .errors import HostError, SpawnFailed, StateError
 from .process import Reaper
+from .process_cgroup import made_elsewhere, pid_namespace
 from .security.audit import AuditLog
 from .security.audit_pg import AuditTable
 from .security.permissions import Permissions, Sandbox, reserved_env
@@ -37,7 +38,7 @@ def private_run_dir(kind: str) -> str:
     parent = xdg if xdg and os.path.isdir(xdg) and os.access(xdg, os.W_OK | os.X_OK) else tempfile.gettempdir()
     sweep_stale_run_dirs(parent)
     try:
-        path = tempfile.mkdtemp(prefix=f"{_RUN_PREFIX}{os.getpid()}-{kind}", dir=parent)
+        path = tempfile.mkdtemp(prefix=f"{_RUN_PREFIX}{os.getpid()}-{pid_namespace()}-{kind}", dir=parent)
         os.chmod(path, 0o700)
     except OSError as exc:
         raise StateError(f"cannot make the host's private socket directory in {parent}: {exc.strerror or exc} "
@@ -159,7 +160,7 @@ def sweep_stale_run_dirs(parent: str) -> int:
         if not name.startswith(_RUN_PREFIX):
             continue
         pid_part = name[len(_RUN_PREFIX) :].split("-", 1)[0]
-        if not pid_part.isdigit() or _pid_alive(int(pid_part)):
+        if not pid_part.isdigit() or made_elsewhere(name[len(_RUN_PREFIX) :]) or _pid_alive(int(pid_part)):
             continue
         path = os.path.join(parent, name)
         try:

@@ -54,6 +54,7 @@ DRAIN_GRACE = 0.5  # seconds the reader may take to drain a dead worker's last f
 EXIT_GRACE = 0.5   # seconds a worker that closed its socket has to exit before it is killed
 MIN_TIMEOUT = 0.001  # seconds a request is given at least, when its deadline is all but spent
 log = logging.getLogger("host.worker")
+_HOOK_EXPORTS = frozenset(p.HOOKS.values())  # onStart, onStop, onConfigChange: never a caller's call
 
 LogSink = Callable[["Worker", p.Log], None]
 HostCallHandler = Callable[["Worker", p.HostCall], Awaitable[Any]]
@@ -95,6 +96,7 @@ class WorkerSpec:
     # never by comparing a plugin id with a name.
     role: str = "plugin"
     reused: bool = True  # one worker serves many calls (False: a fresh worker for each)
+    start_hook: bool = False  # the module exports onStart: a new pool proves it in one worker, min_workers 0 too
 
 
 class Lease:
@@ -996,6 +998,10 @@ class Worker:
         CallTimeout after ``timeout`` and the call is cancelled, and the worker is killed only if
         the call still runs after ``limit``. Too few or too many arguments for what it declares
         raise InvalidArguments (arity.py)."""
+        if fn in _HOOK_EXPORTS:  # the host runs these itself (run_hook), at their moments only
+            raise FunctionNotFound(f"{self.spec.plugin_id}.{fn}: a lifecycle hook, run by the host itself "
+                                   "(onStart as a worker starts, onStop as it stops, onConfigChange on a config change)",
+                                   plugin=self.spec.plugin_id)
         key = (fn, len(args))  # the verdict depends on the count only: judged once per count
         try:
             context_at = self._arity[key]

@@ -183,3 +183,22 @@ async def test_odd_names_and_ranges_name_the_argument(calc, make_host):
             await h.set_config("calc", {1: "x"})
         assert await h.call("calc", "add", 1, 2, timeout=5) == 3
         assert await h.call("calc", "add", 1, 2, timeout=5.0) == 3  # an int or a float, as before
+
+
+@pytest.mark.anyio
+async def test_a_config_the_wire_cannot_carry_is_refused_before_it_is_stored(plugin_dir, make_host):
+    """``set_config`` checked that a config encodes as JSON (how the store keeps it), but workers
+    get it as MessagePack, which holds no integer beyond 64 bits: ``{"n": 2**70}`` (or that number in
+    ``PUT /api/plugins/ID/config``'s JSON body) was stored and answered as set, the running worker
+    kept its old config, and every restart and reload failed with a raw OverflowError (a host started
+    again on that state could not start the plugin). Now it is an InvalidConfig and nothing is stored."""
+    plugin_dir.add("num.js", '''export const metadata = { id: "num", name: "num", version: "1.0.0", apiVersion: "1.0",
+  configSchema: { n: { type: "number" }, o: { type: "object" } } };
+export function get(ctx) { return ctx.config; }''')
+    async with make_host(pool=ONE) as h:
+        await h.set_config("num", {"n": 1})
+        for bad in ({"n": 2**70}, {"o": {"k": -(2**64)}}):
+            with pytest.raises(InvalidConfig, match="config must be"):
+                await h.set_config("num", bad)
+        assert h.get_config("num") == {"n": 1}
+        assert await h.restart("num") is True and await h.call("num", "get") == {"n": 1}

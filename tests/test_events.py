@@ -132,3 +132,33 @@ export async function healthCheck() {{
         info = h.plugin("svc")
         assert (info.version, info.state, info.error) == ("2.0.0", "running", None)
         assert await h.check_health() == {"svc@2.0.0": True}
+
+
+def test_a_wildcard_capability_cannot_make_matching_an_event_slow():
+    """A ``*`` inside a segment (``a.****...``) was turned into a regular expression of ``[^.:]+``
+    runs, which backtracks exponentially on a long event that does not match: a plugin declaring
+    ``a.`` + 18 stars made ``emit("a." + "b" * 30 + ".c")`` (also ``POST /api/events/...``) block the
+    host's event loop for 13 s, longer with each star. Now only a whole ``*`` segment is a wildcard,
+    compared segment by segment."""
+    import time
+
+    from host.plugins.manifest import Manifest
+
+    m = Manifest(id="x", name="x", version="1.0.0", api_version="1.0",
+                 capabilities=["a." + "*" * 16, "b.*.*", "c:*"])
+    t0 = time.perf_counter()
+    assert not m.handles("a." + "b" * 28 + ".c")  # about 3 s before
+    assert not m.handles("a." + "b" * 60)  # a partial wildcard is no wildcard
+    assert time.perf_counter() - t0 < 0.5
+    assert m.handles("b.x.y") and m.handles("c:x") and not m.handles("b.x") and not m.handles("b.x.y.z")
+    assert not m.handles("c.x") and not m.handles("b.x:y") and not m.handles("b..y")
+
+
+@pytest.mark.timeout(60)
+async def test_a_star_inside_a_segment_is_refused_at_load(plugin_dir, make_host):
+    plugin_dir.add("greedy.js", handler("greedy", 1, "return event;", caps='["message.a*"]'))
+    plugin_dir.add("fair.js", handler("fair", 1, "return event;", caps='["message.*"]'))
+    async with make_host() as h:
+        info = h.plugin("greedy")
+        assert info.state == "error" and "capabilities" in info.error and "whole segment" in info.error
+        assert [r.plugin for r in await h.emit("message.abc")] == ["fair"]

@@ -11,7 +11,7 @@ import anyio
 import pytest
 from support.processes import gone, wait_for
 
-from host import PoolConfig, WorkerLimits
+from host import FunctionNotFound, PoolConfig, WorkerLimits
 from host.config import ReloadConfig
 
 pytestmark = [pytest.mark.anyio, pytest.mark.timeout(60)]
@@ -219,3 +219,40 @@ async def test_a_slow_on_start_never_takes_the_pool_past_max_workers(plugin_dir,
         await anyio.sleep(1.5)  # what a third worker (and its onStart) would take
         assert len(h.plugin("starter").workers) == 2
         assert len(stopped_pids(out)) == 2, out.read_text()
+
+
+async def test_a_reload_proves_on_start_even_when_the_pool_keeps_no_worker(plugin_dir, make_host, tmp_path):
+    """With ``min_workers = 0`` a new pool started no worker, so its onStart ran only at the first
+    call: a version whose onStart throws was reported reloaded (True), the working version was
+    stopped, and every call after failed until the plugin was in a crash loop. Now a pool of a
+    module exporting onStart starts one worker to run it, which the idle reaper stops later."""
+    out = tmp_path / "starts.txt"
+    path = plugin_dir.add("starter.js", starter(out))
+    async with make_host(reload=NO_RELOAD, pool=PoolConfig(min_workers=0, max_workers=1, idle_timeout=0.3)) as h:
+        assert await h.call("starter", "version") == "1.0.0"
+        path.write_text(starter(out, 'throw new Error("no database");', version="2.0.0"))
+        assert await h.reload("starter") is False
+        info = h.plugin("starter")
+        assert info.version == "1.0.0" and "onStart" in (info.reload_error or "")
+        assert await h.call("starter", "version") == "1.0.0"
+        path.write_text(starter(out, version="3.0.0"))
+        assert await h.reload("starter") is True and await h.call("starter", "version") == "3.0.0"
+        await wait_for(lambda: not h.plugin("starter").workers, timeout=10)  # min_workers 0 still holds
+
+
+async def test_a_caller_cannot_run_a_lifecycle_hook_as_a_function(plugin_dir, make_host):
+    """``call("p", "onStop")`` (``POST /api/plugins/p/call/onStop``) ran the hook in a worker that
+    goes on serving (a plugin closing its connections there then served broken), and ``onStart``
+    ran twice in one worker. The host runs them itself, at their moments only."""
+    plugin_dir.add("hooked.js", """
+        let started = 0, stopped = 0;
+        export async function onStart(ctx) { started++; }
+        export async function onStop(ctx) { stopped++; }
+        export async function onConfigChange(config, ctx) {}
+        export function counts() { return [started, stopped]; }
+    """)
+    async with make_host(reload=NO_RELOAD, pool=PoolConfig(min_workers=1, max_workers=1)) as h:
+        for hook in ("onStart", "onStop", "onConfigChange"):
+            with pytest.raises(FunctionNotFound, match="lifecycle hook"):
+                await h.call("hooked", hook)
+        assert await h.call("hooked", "counts") == [1, 0]

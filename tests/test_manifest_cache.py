@@ -6,6 +6,7 @@ bounds the workers loading plugins at once so that many plugins all load."""
 from __future__ import annotations
 
 import json
+import os
 
 import pytest
 
@@ -91,3 +92,36 @@ async def test_an_edit_to_a_hidden_module_the_plugin_imports_is_seen(plugin_dir,
                                    'apiVersion: "1.0" };\n')  # the grant removed, in a hidden file
     async with make_host(pool=LAZY, state_dir=str(state_dir)) as h:
         assert not h.plugin("hid").permissions.get("net")
+
+
+def test_a_huge_file_in_a_plugin_directory_is_not_read_into_memory(tmp_path):
+    """The digest read every file whole (``read_bytes``, then a copy joined with its path): a
+    1 GiB file (sparse: ``truncate -s 1G``) in a plugin's directory took 2.1 GB of the host's
+    memory and 6.5 s of its event loop, twice per load; a larger one than the machine's memory
+    ended the host. Now files are read in chunks, a large one is known by its stat (a write
+    changes its ctime), and loads take the digest in a thread."""
+    import tracemalloc
+
+    from host.plugins.manifest_cache import content_digest
+
+    root = tmp_path / "big"
+    root.mkdir()
+    (root / "mod.js").write_text("export const x = 1;\n")
+    blob = root / "blob.bin"
+    with open(blob, "wb") as f:
+        f.truncate(256 * 1024 * 1024)
+    tracemalloc.start()
+    try:
+        first = content_digest(root)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert first is not None and peak < 16 * 1024 * 1024, peak
+    with open(blob, "r+b") as f:  # same size, same mtime: still seen
+        st = os.stat(blob)
+        f.seek(1000)
+        f.write(b"x")
+    os.utime(blob, ns=(st.st_atime_ns, st.st_mtime_ns))
+    assert content_digest(root) != first
+    (root / "mod.js").write_text("export const x = 2;\n")  # a small file still by its content
+    assert content_digest(root) not in (None, first)

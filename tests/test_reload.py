@@ -114,3 +114,40 @@ async def test_watcher_loads_new_reloads_changed_and_stops_removed_plugins(plugi
         await wait_for(lambda: all(i.id != "svc" for i in h.plugins()))
         with pytest.raises(PluginNotFound):
             await h.call("svc", "which")
+
+
+@pytest.mark.timeout(60)
+async def test_looking_at_the_plugin_files_does_not_hold_the_event_loop(plugin_dir, make_host, monkeypatch):
+    """Each rescan stats every file of every plugin, and a changed plugin's files again every
+    ``settle`` until quiet, on the event loop: a plugin directory of 100,000 files took 0.5 s a look,
+    so the host stalled half of every second, and every 0.1 s look of the settle wait (a million
+    files: 5 s, past the heartbeats). Now they are looked at in a thread."""
+    import host.plugins.reload as reload_mod
+
+    real = reload_mod.fingerprint
+
+    def slow(root):
+        time.sleep(0.3)  # what a large plugin directory costs
+        return real(root)
+
+    for mod in ("host.plugins.reload", "host.plugins.watch", "host.plugins.registry"):
+        monkeypatch.setattr(f"{mod}.fingerprint", slow)
+    path = plugin_dir.add("svc.js", version(1))
+    async with make_host(reload=ReloadConfig(enabled=False, settle=0.1)) as h:
+        gaps: list[float] = []
+
+        async def tick() -> None:
+            last = time.monotonic()
+            while True:
+                await anyio.sleep(0.01)
+                now = time.monotonic()
+                gaps.append(now - last)
+                last = now
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(tick)
+            path.write_text(version(2))
+            await h.rescan()
+            tg.cancel_scope.cancel()
+        assert await h.call("svc", "which") == 2
+        assert max(gaps) < 0.25, max(gaps)

@@ -105,10 +105,11 @@ class ConfigAdmin:
         manifest = loaded_manifest(record)
         if not isinstance(values, dict):
             raise InvalidConfig("config must be an object", plugin=record.id)
-        try:  # what the store and the workers get is JSON: a value it has no form for is refused here
+        try:  # the store keeps JSON, workers get MessagePack (no int past 64 bits): what either cannot hold is refused
             msgspec.json.encode(values)
+            msgspec.msgpack.encode(values)
         except (TypeError, ValueError, OverflowError, RecursionError, msgspec.EncodeError) as exc:
-            raise InvalidConfig(f"config must be JSON: {exc}", plugin=record.id) from None
+            raise InvalidConfig(f"config must be JSON that a worker can be sent: {exc}", plugin=record.id) from None
         current, secret = self._reg.raw_config(key or record.id, stored), secret_keys(manifest.config_schema)
         incoming = {k: unmasked(k, v, current, secret) for k, v in values.items()}
         for k, v in values.items():  # only the host seals values: one sent sealed is not taken for its own

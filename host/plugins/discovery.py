@@ -12,6 +12,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import anyio
+
 from ..config import WorkerLimits
 from ..errors import HostError, InvalidConfig, PluginUnavailable
 from ..runtime import Runtime
@@ -203,7 +205,7 @@ async def inspect(source: PluginSource, runtime: Runtime, limits: WorkerLimits) 
     check_confined(source)
     check_apart(source, runtime.protected)
     _open_cache(runtime)
-    digest = content_digest(source.root)
+    digest = await anyio.to_thread.run_sync(content_digest, source.root)  # many files: off the event loop
     if runtime.manifests is not None and (found := runtime.manifests.get(str(source.module), digest)):
         return found
     spec = WorkerSpec(plugin_id=source.id, module=source.module, base_dir=runtime.data_dir(source.id),
@@ -213,7 +215,7 @@ async def inspect(source: PluginSource, runtime: Runtime, limits: WorkerLimits) 
 
     async with runtime.loading.take() if runtime.loading is not None else contextlib.nullcontext():
         metadata, exports = await one_off(spec, runtime, read)
-    if runtime.manifests is not None and content_digest(source.root) == digest:  # not edited meanwhile
+    if runtime.manifests is not None and await anyio.to_thread.run_sync(content_digest, source.root) == digest:
         runtime.manifests.put(str(source.module), digest, metadata, exports)
     return metadata, exports
 

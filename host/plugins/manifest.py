@@ -21,6 +21,7 @@ ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 # Ids the host itself uses for its own workers and views: no plugin may take them.
 RESERVED_IDS = frozenset({"execute", "host", "plugin-host"})
 _EVENT_RE = re.compile(r"^[A-Za-z0-9_-]+([.:][A-Za-z0-9_*-]+)+$")
+_SEPARATED = re.compile(r"([.:])")  # split keeping the separators (odd places)
 # Longest text a manifest may give for each field (characters): a name that pushes every control
 # off the dashboard, or a description of megabytes, is refused with the field named.
 MAX_TEXT = {"name": 100, "description": 2000, "author": 200, "homepage": 500, "icon": 500, "version": 64,
@@ -140,8 +141,17 @@ class Manifest(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True, r
         """Whether ``emit(event)`` reaches this plugin: an event capability naming it, where a
         ``*`` segment stands for any one segment (``message.*`` takes ``message.incoming``, not
         ``message.a.b``)."""
-        return any(c == event or ("*" in c and _EVENT_RE.match(c) and re.fullmatch(
-            re.escape(c).replace(r"\*", r"[^.:]+"), event)) for c in self.capabilities)
+        return any(c == event or ("*" in c and _wildcard(c, event)) for c in self.capabilities)
+
+
+def _wildcard(pattern: str, event: str) -> bool:
+    """Segment by segment, separators alike, a ``*`` segment taking any one non-empty segment:
+    linear (a regular expression of ``[^.:]+`` runs backtracked exponentially on ``a.****...``)."""
+    if not _EVENT_RE.match(pattern):
+        return False
+    want, got = _SEPARATED.split(pattern), _SEPARATED.split(event)
+    return len(want) == len(got) and all(w == g or (w == "*" and g != "" and i % 2 == 0)
+                                         for i, (w, g) in enumerate(zip(want, got, strict=True)))
 
 
 def parse_manifest(raw: Any, exports: list[str], *, path: str, expected_id: str,
@@ -211,6 +221,9 @@ def parse_manifest(raw: Any, exports: list[str], *, path: str, expected_id: str,
             raise InvalidManifest(f"{fn!r} is not an exported function of the module", path=path,
                                   field=f"functions.{fn}", plugin=m.id)
     for cap in m.capabilities:
+        if _EVENT_RE.match(cap) and any("*" in seg and seg != "*" for seg in _SEPARATED.split(cap)):
+            raise InvalidManifest(f"{cap!r}: a * stands for a whole segment (message.*), not part of one",
+                                  path=path, field="capabilities", plugin=m.id)
         needed = KNOWN_CAPABILITIES.get(cap) or ("onEvent" if _EVENT_RE.match(cap) else cap)
         if needed not in exports:
             what = "an exported function" if needed == cap else f"the export {needed!r}"

@@ -21,6 +21,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+import stat
 import time
 from contextvars import ContextVar
 from pathlib import Path
@@ -34,6 +35,8 @@ from ..security.private_files import write_private
 log = logging.getLogger("host.plugins")
 
 CACHE_FILE = "manifests.msgpack"
+BIG_FILE = 8 * 1024 * 1024  # bytes: a file larger is known by its stat, not read
+CHUNK = 1024 * 1024
 SAVE_INTERVAL = 1.0  # seconds: a start that loads many plugins writes the file about once a second
 INSPECT_SLOTS = max(4, 2 * (os.cpu_count() or 1))  # workers loading plugins at once
 URGENT: ContextVar[bool] = ContextVar("urgent_load", default=False)  # this task's load is waited for
@@ -63,7 +66,9 @@ class _File(msgspec.Struct):
 
 def content_digest(root: Path) -> str | None:
     """sha256 of the path and content of every regular file under ``root`` (or of the file):
-    hidden files and vendored folders too, since the module may import them (None: unreadable)."""
+    hidden files and vendored folders too, since the module may import them (None: unreadable).
+    Read in chunks; a file over BIG_FILE bytes counts by its stat instead (size, mtime, ctime,
+    inode: a write changes its ctime), so a huge one (a 1 GiB blob took 2 GB and 6.5 s) costs a stat."""
     h = hashlib.sha256()
     try:
         if root.is_file():
@@ -74,8 +79,17 @@ def content_digest(root: Path) -> str | None:
                 dirnames.sort()
                 files += [os.path.join(dirpath, name) for name in sorted(filenames)]
         for path in files:
-            if os.path.isfile(path):
-                h.update(path.encode() + b"\0" + Path(path).read_bytes() + b"\0")
+            st = os.stat(path)
+            if not stat.S_ISREG(st.st_mode):
+                continue
+            h.update(path.encode() + b"\0")
+            if st.st_size > BIG_FILE:
+                h.update(f"stat {st.st_size} {st.st_mtime_ns} {st.st_ctime_ns} {st.st_dev} {st.st_ino}".encode())
+            else:
+                with open(path, "rb") as f:
+                    while chunk := f.read(CHUNK):
+                        h.update(chunk)
+            h.update(b"\0")
     except OSError:
         return None
     return h.hexdigest()

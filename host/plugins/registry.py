@@ -27,6 +27,7 @@ from ..errors import (
 from ..logs import Throttle
 from ..policy.cache import digest
 from ..pool import Pool
+from ..protocol import HOOKS
 from ..runtime import Runtime
 from ..security.approvals import Approvals, open_approvals
 from ..security.permissions import Permissions
@@ -141,7 +142,7 @@ class Registry:
         ``fp``: its fingerprint, when the caller just took it."""
         src = record.source
         assert self.runtime is not None
-        record.fingerprint = fingerprint(src.root) if fp is None else fp  # before reading: a later edit is seen
+        record.fingerprint = await anyio.to_thread.run_sync(fingerprint, src.root) if fp is None else fp  # before reading
         manifest, exports = await load_manifest(src, self.runtime, self.config.limits_for(src.id),
                                                 https_only=self.config.security.https_only)
         for cap in infer_capabilities(manifest, exports):
@@ -231,7 +232,7 @@ class Registry:
             return record.pool.spec.permissions
         return record.manifest.grants if record.manifest is not None else None
 
-    async def _open_pool(self, record: Plugin, manifest: Manifest) -> Pool:
+    async def _open_pool(self, record: Plugin, manifest: Manifest, exports: list[str]) -> Pool:
         """Start a pool for ``record`` with the permissions ``manifest`` declares and its
         validated config (InvalidConfig if the config does not satisfy the schema)."""
         assert self._tg is not None
@@ -241,7 +242,8 @@ class Registry:
         keys = [src.id, *map(station_key, stations)]
         spec = self.spec(record, manifest, config=config, also=list(stations.values()),
                          redact=lambda text: redact(text, sorted(
-                             (v for k in keys for v in self._secrets.get(k, [])), key=len, reverse=True)))
+                             (v for k in keys for v in self._secrets.get(k, [])), key=len, reverse=True)),
+                         start_hook=HOOKS["start"] in exports)
         spec.cache_salt = digest(manifest.version, spec.config)
         pool_config = cfg.pool_for(src.id)
         if stations and (src.id not in cfg.plugins or cfg.plugins[src.id].pool is None):
@@ -296,7 +298,7 @@ class Registry:
             if await held_for_approval(self.approvals, record, record.manifest, record.exports):
                 return
             record.release()
-            before, pool = record.state, await self._open_pool(record, record.manifest)
+            before, pool = record.state, await self._open_pool(record, record.manifest, record.exports)
             if record.state != before or record not in self.records:  # disabled or removed meanwhile
                 await pool.stop()
                 return
@@ -361,7 +363,7 @@ class Registry:
             if await held_for_approval(self.approvals, record, manifest, exports):
                 return False
             record.release()
-            pool = await self._open_pool(record, manifest)
+            pool = await self._open_pool(record, manifest, exports)
             if pool.state == "error":
                 await pool.stop()
                 raise PluginUnavailable(pool.error or "new version failed to start", plugin=record.id)

@@ -49,11 +49,15 @@ async def quiet(roots: list[Path], settle: float, limit: float) -> bool:
     when ``settle`` is 0), False after ``limit`` seconds of changes: they are then taken as they are."""
     if settle <= 0:
         return True
-    before = [fingerprint(r) for r in roots]
+
+    def look() -> list[tuple]:  # in a thread: a large directory takes a while to stat
+        return [fingerprint(r) for r in roots]
+
+    before = await anyio.to_thread.run_sync(look)
     with anyio.move_on_after(limit):
         while True:
             await anyio.sleep(settle)
-            now = [fingerprint(r) for r in roots]
+            now = await anyio.to_thread.run_sync(look)
             if now == before:
                 return True
             before = now

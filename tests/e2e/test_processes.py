@@ -99,7 +99,7 @@ def test_sighup_stops_them_all_and_a_killed_parents_leftovers_are_swept(plugin_d
     common = ["--plugins", str(plugin_dir.root), "--state-dir", str(fresh_state(tmp_path, shared_state))]
     where = os.environ.get("XDG_RUNTIME_DIR") or tempfile.gettempdir()
     with serve_process(tmp_path, *common, "--processes", "2") as srv:
-        peers = glob.glob(os.path.join(where, f"plugin-host-{srv.proc.pid}-peers-*"))
+        peers = glob.glob(os.path.join(where, f"plugin-host-{srv.proc.pid}-*-peers-*"))
         assert len(peers) == 1
         everything = descendants(lambda name: True, srv.proc.pid)
         srv.proc.send_signal(signal.SIGHUP)  # as a terminal closing would: a drain, not a crash

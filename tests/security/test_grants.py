@@ -38,6 +38,9 @@ export function env() {{ return Deno.env.toObject(); }}
     ('{ read: true }', "permissions.read: true would cover the host's state directory"),
     ('{ write: true }', "permissions.write: true would cover"),
     ('{ write: ["/tmp"] }', "permissions.write: '/tmp' "),  # covers the sockets (and here the rest)
+    # a worker's cgroup (process_cgroup.py): its files would let it move out or kill other workers
+    ('{ write: ["/sys/fs/cgroup"] }', "permissions.write: '/sys/fs/cgroup' lies inside /sys"),
+    ('{ read: ["/sys/fs/cgroup/unified/cgroup.procs"] }', "permissions.read: '/sys/fs/cgroup/unified/cgroup.procs' lies inside /sys"),
     ('{ env: ["PLUGIN_HOST_SECRET_KEY"] }', "permissions.env: 'PLUGIN_HOST_SECRET_KEY' is one of the host's own settings"),
     ('{ env: ["PLUGIN_HOST_ADMIN_TOKEN"] }', "permissions.env: 'PLUGIN_HOST_ADMIN_TOKEN' is one of the host's own settings"),
     ('{ env: ["DENO_PERMISSION_BROKER_PATH"] }', "permissions.env: 'DENO_PERMISSION_BROKER_PATH' is one of the host's own settings"),
