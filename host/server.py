@@ -14,9 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
-import json
 import logging
-import re
 from collections.abc import Awaitable, Callable, Iterable
 from typing import Annotated, Any, Literal
 
@@ -61,7 +59,7 @@ from .metrics import CONTENT_TYPE
 from .plugin_host import PluginHost
 from .plugins.settings import redacted
 from .server_packages import add_package_routes
-from .server_params import MAX_ALERTS, MAX_HISTORY_POINTS, MAX_LOG_ENTRIES, limit_param
+from .server_params import MAX_ALERTS, MAX_HISTORY_POINTS, MAX_LOG_ENTRIES, body_of, limit_param
 
 __all__ = ["DRAINING", "FOLLOW", "HANDLING", "LOGS_VIEW", "METRICS_VIEW", "PLUGINS_VIEW", "PrivateUnixSite", "Runner", "create_app", "drain"]
 
@@ -156,30 +154,6 @@ class ImportBody(msgspec.Struct):
     passphrase: str | None = None
     replace: bool = False
 
-
-def _bad_request(message: str) -> web.HTTPBadRequest:
-    return web.HTTPBadRequest(text=json.dumps({"error": {"type": "BadRequest", "message": message}}),
-                              content_type="application/json")
-
-
-async def _body(request: web.Request, type_: Any = Any) -> Any:
-    """The JSON body (``{}`` when there is none) decoded as ``type_``; a 400 naming the field
-    that is wrong, or saying why the JSON is not."""
-    raw = await request.read()  # (HTTPRequestEntityTooLarge passes on)
-    try:
-        return msgspec.json.decode(raw or b"{}", type=type_)
-    except msgspec.ValidationError as exc:
-        text = str(exc)
-        where = text.rsplit(" - at `$", 1)
-        raise _bad_request(f"body{where[1].rstrip('`')}: {where[0]}" if len(where) == 2 else f"body: {text}") from None
-    except (msgspec.DecodeError, RecursionError) as exc:
-        why = str(exc)
-        if why.endswith("truncated") and _LONE_SURROGATE.search(raw):  # msgspec's word for a lone \ud800
-            why = "a \\u escape of half a UTF-16 surrogate pair with no other half (text holds none)"
-        raise _bad_request(f"invalid JSON: {why}") from None
-
-
-_LONE_SURROGATE = re.compile(rb"\\u[dD][89a-fA-F][0-9a-fA-F]{2}(?!\\u[dD][c-fC-F])")
 
 _READS = ("GET", "HEAD", "OPTIONS")
 
@@ -328,14 +302,14 @@ def create_app(host: PluginHost, *, admin_token: str | None = None, read_token: 
         return _json(host.plugin(request.match_info["id"]))
 
     async def call(request: web.Request) -> web.Response:
-        body: CallBody = await _body(request, CallBody)
+        body: CallBody = await body_of(request, CallBody)
         result = await host.call(request.match_info["id"], request.match_info["fn"], *body.args, timeout=body.timeout)
         return _shown({"ok": True, "result": result}, host.masked)  # it may echo ctx.config
 
     async def execute(request: web.Request) -> web.Response:
         if not enable_execute:
             return _error(403, "Forbidden", "/execute is disabled; start the server with --enable-execute")
-        body: ExecuteBody = await _body(request, ExecuteBody)
+        body: ExecuteBody = await body_of(request, ExecuteBody)
         try:
             out = await host.execute(
                 body.code, body.input, entry=body.entry or "default",
@@ -365,7 +339,7 @@ def create_app(host: PluginHost, *, admin_token: str | None = None, read_token: 
                                   f"grants; the old version keeps serving until POST /api/plugins/{info.id}/approve")
                 return _error(409, "ReloadFailed", f"{info.reload_error or info.error}; the old version keeps serving")
         elif action == "approve":
-            approval: ApproveBody = await _body(request, ApproveBody)
+            approval: ApproveBody = await body_of(request, ApproveBody)
             await host.approve(pid, by=via, grants=approval.grants)
         elif action == "enable":
             await host.enable(pid, by=via)
@@ -396,7 +370,7 @@ def create_app(host: PluginHost, *, admin_token: str | None = None, read_token: 
         return _json(host.get_config(request.match_info["id"]))  # secrets masked
 
     async def private_network(request: web.Request) -> web.Response:
-        body: PrivateNetworkBody = await _body(request, PrivateNetworkBody)
+        body: PrivateNetworkBody = await body_of(request, PrivateNetworkBody)
         await host.allow_private_network(request.match_info["id"], body.allow, by=via)
         return _json(host.plugin(request.match_info["id"]))
 
@@ -405,22 +379,22 @@ def create_app(host: PluginHost, *, admin_token: str | None = None, read_token: 
         pid, overrides = request.match_info["id"], host.grant_overrides
         if request.method == "GET":
             return _json(overrides.get(pid))
-        body = None if request.method == "DELETE" else await _body(request, dict[str, Any])
+        body = None if request.method == "DELETE" else await body_of(request, dict[str, Any])
         return _json(await overrides.set(pid, body, by=via))
 
     async def reset_config(request: web.Request) -> web.Response:
         return _json(await host.reset_config(request.match_info["id"], by=via))
 
     async def put_config(request: web.Request) -> web.Response:
-        values: dict[str, Any] = await _body(request, dict[str, Any])
+        values: dict[str, Any] = await body_of(request, dict[str, Any])
         return _json(await host.set_config(request.match_info["id"], values, replace=_flag(request, "replace")))
 
     async def import_config(request: web.Request) -> web.Response:
-        body: ImportBody = await _body(request, ImportBody)
+        body: ImportBody = await body_of(request, ImportBody)
         return _json(await host.import_config(body.document, passphrase=body.passphrase, replace=body.replace))
 
     async def event(request: web.Request) -> web.Response:
-        payload = await _body(request) if request.can_read_body else None
+        payload = await body_of(request) if request.can_read_body else None
         replies = await host.emit(request.match_info["event"], payload, stop_at_first=_flag(request, "first"))
         return _shown({"event": request.match_info["event"], "replies": replies}, host.masked)  # as a call's answer
 
@@ -445,7 +419,7 @@ def create_app(host: PluginHost, *, admin_token: str | None = None, read_token: 
         return _json(host.stations.list())
 
     async def add_station(request: web.Request) -> web.Response:
-        b: StationBody = await _body(request, StationBody)
+        b: StationBody = await body_of(request, StationBody)
         return _json(await host.stations.add(b.name, plugin=b.plugin, script=b.script, title=b.title,
                                              low_balance=b.lowBalance, config=b.config), 201)
 
@@ -453,7 +427,7 @@ def create_app(host: PluginHost, *, admin_token: str | None = None, read_token: 
         name = request.match_info["name"]
         if request.method == "GET":
             return _json(host.stations.get_config(name))  # secrets masked
-        values: dict[str, Any] = await _body(request, dict[str, Any])
+        values: dict[str, Any] = await body_of(request, dict[str, Any])
         return _json(await host.stations.set_config(name, values, replace=_flag(request, "replace")))
 
     async def remove_station(request: web.Request) -> web.Response:

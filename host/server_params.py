@@ -1,16 +1,45 @@
-"""Query parameters of the HTTP API that bound how much one request reads (host/server.py): a
-read token may ask for the logs, the balance history and the alerts, never for all of them at
-once."""
+"""What a request of the HTTP API brings (host/server.py): its JSON body, decoded as the route's
+type with a 400 naming what is wrong, and the query parameters that bound how much one request
+reads (a read token may ask for the logs, the balance history and the alerts, never for all of
+them at once)."""
 
 from __future__ import annotations
 
 import json
+import re
+from typing import Any
 
+import msgspec
 from aiohttp import web
 
 # The most entries one read answers (a larger ``limit`` is cut to it): a plugin's log, the balance
 # history (also its default), the balance alerts.
 MAX_LOG_ENTRIES, MAX_HISTORY_POINTS, MAX_ALERTS = 1000, 10_000, 1000
+
+# msgspec says "Input data was truncated" of a whole body whose last string ends in "\ud800"
+_LONE_SURROGATE = re.compile(rb"\\u[dD][89a-fA-F][0-9a-fA-F]{2}(?!\\u[dD][c-fC-F])")
+
+
+def bad_request(message: str) -> web.HTTPBadRequest:
+    return web.HTTPBadRequest(text=json.dumps({"error": {"type": "BadRequest", "message": message}}),
+                              content_type="application/json")
+
+
+async def body_of(request: web.Request, type_: Any = Any) -> Any:
+    """The JSON body (``{}`` when there is none) decoded as ``type_``; a 400 naming the field
+    that is wrong, or saying why the JSON is not."""
+    raw = await request.read()  # (HTTPRequestEntityTooLarge passes on)
+    try:
+        return msgspec.json.decode(raw or b"{}", type=type_)
+    except msgspec.ValidationError as exc:
+        text = str(exc)
+        where = text.rsplit(" - at `$", 1)
+        raise bad_request(f"body{where[1].rstrip('`')}: {where[0]}" if len(where) == 2 else f"body: {text}") from None
+    except (msgspec.DecodeError, RecursionError) as exc:
+        why = str(exc)
+        if why.endswith("truncated") and _LONE_SURROGATE.search(raw):
+            why = "a \\u escape of half a UTF-16 surrogate pair with no other half (text holds none)"
+        raise bad_request(f"invalid JSON: {why}") from None
 
 
 def limit_param(request: web.Request, default: int, cap: int) -> int:
@@ -20,10 +49,8 @@ def limit_param(request: web.Request, default: int, cap: int) -> int:
     if text is None:
         return default
     if not (text.isascii() and text.strip().isdigit()):
-        message = f"limit must be a whole number from 0 to {cap}, got {text[:40]!r}"
-        raise web.HTTPBadRequest(text=json.dumps({"error": {"type": "BadRequest", "message": message}}),
-                                 content_type="application/json")
+        raise bad_request(f"limit must be a whole number from 0 to {cap}, got {text[:40]!r}")
     return min(int(text), cap)
 
 
-__all__ = ["MAX_ALERTS", "MAX_HISTORY_POINTS", "MAX_LOG_ENTRIES", "limit_param"]
+__all__ = ["MAX_ALERTS", "MAX_HISTORY_POINTS", "MAX_LOG_ENTRIES", "bad_request", "body_of", "limit_param"]
