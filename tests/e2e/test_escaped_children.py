@@ -16,6 +16,7 @@ import time
 
 import anyio
 import pytest
+from support.processes import live_processes
 
 from host import CallTimeout, WorkerLimits
 from host.process_cgroup import own_cgroup_dir
@@ -45,20 +46,7 @@ export async function startAndSpin(tag) {  // its worker is killed at the call's
 
 def tagged(tag: str) -> list[int]:
     """Live processes running ``sleep TAG`` (a zombie is gone)."""
-    out = []
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/cmdline", "rb") as f:
-                cmd = f.read()
-            with open(f"/proc/{entry}/stat") as f:
-                state = f.read().rsplit(")", 1)[1].split()[0]
-        except OSError:
-            continue
-        if cmd == f"sleep\0{tag}\0".encode() and state != "Z":
-            out.append(int(entry))
-    return out
+    return live_processes(lambda argv: argv == [b"sleep", tag.encode()])
 
 
 def wait_gone(tag: str, timeout: float) -> list[int]:

@@ -21,7 +21,7 @@ from pathlib import Path
 import anyio
 import pytest
 from support.hostile import on_demand_runtime, runtime_for
-from support.processes import gone, process_gone, wait_for
+from support.processes import gone, live_processes, process_gone, wait_for
 
 from host import (
     BreakerConfig,
@@ -348,19 +348,8 @@ anyio.run(main)
 
 def deno_processes_mentioning(text: str) -> list[int]:
     """Live deno processes (anywhere on the machine) whose command line contains ``text``."""
-    found = []
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/cmdline", "rb") as f:
-                argv = f.read().split(b"\0")
-        except OSError:
-            continue
-        is_deno = bool(argv) and os.path.basename(argv[0]) == b"deno"
-        if is_deno and text.encode() in b" ".join(argv) and not process_gone(int(entry)):
-            found.append(int(entry))
-    return found
+    return live_processes(lambda argv: bool(argv) and os.path.basename(argv[0]) == b"deno"
+                          and text.encode() in b" ".join(argv))
 
 
 @pytest.mark.timeout(90)

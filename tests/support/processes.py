@@ -64,6 +64,22 @@ def process_gone(pid: int) -> bool:
         return True
 
 
+def live_processes(match: Callable[[list[bytes]], bool]) -> list[int]:
+    """Live processes anywhere on the machine (a zombie is gone) whose argv ``match`` accepts."""
+    found = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/cmdline", "rb") as f:
+                argv = f.read().split(b"\0")[:-1]
+        except OSError:
+            continue
+        if match(argv) and not process_gone(int(entry)):
+            found.append(int(entry))
+    return found
+
+
 def gone(pid: int | None) -> bool:
     """The process has exited and been reaped (the worker is our child, so no zombie either)."""
     assert pid is not None
