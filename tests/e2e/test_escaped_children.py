@@ -194,7 +194,8 @@ def test_a_worker_given_the_pid_of_one_whose_cgroup_was_not_removed_yet_is_not_k
         else:
             pytest.skip("every killed process left its cgroup at once")
         new = spawn_with_pid(old.pid, ["sleep", "60"])
-        assert new is not None, "pid not handed out again"
+        if new is None:  # another process (the other test process, say) took the number each time
+            pytest.skip("the pid could not be handed out again")
         procs.append(new)
         assert cg.enter(new.pid)
         other = subprocess.Popen(["sleep", "60"])
