@@ -116,3 +116,39 @@ async def test_a_balance_answer_does_not_wait_for_an_alert_write_the_database_ho
         assert answer.status == "success" and answer.balance == 98.0
         assert took < 3, f"the answer waited {took:.1f}s for the alert write"
         assert [a.kind for a in await h.balance_alerts("alpha")] == ["low_balance"]  # written once it could be
+
+
+async def test_an_alert_already_said_is_not_said_again_after_a_start_that_could_not_read_them(
+        make_host, plugin_dir, tmp_path, shared_state, postgres_server, postgres_url):
+    # Before: the first query after a start set an empty alert state, then read back what was said
+    # before; when that read failed (the table held, the database hung) the empty state stayed,
+    # and the next query said low_balance again though it had been said and nothing changed.
+    plugin_dir.add("alpha.js", STATION)  # 99, 98, 97... below the threshold from the start
+    balances = BalancesConfig(min_interval=0, alerts=AlertsConfig(low_balance=200))
+    config = dict(balances=balances, state=StateConfig(database=postgres_url), pool=ONE)
+    async with make_host(state_dir=str(fresh_state(tmp_path / "a", shared_state)), **config) as h:
+        await h.query_balances(refresh=True)
+        assert [a.kind for a in await h.balance_alerts()] == ["low_balance"]
+    async with make_host(state_dir=str(fresh_state(tmp_path / "b", shared_state)), **config) as h:
+        with postgres_server.admin(postgres_url.rsplit("/", 1)[1]) as blocker:
+            blocker.execute("BEGIN")
+            blocker.execute("LOCK TABLE balance_alerts IN ACCESS EXCLUSIVE MODE")
+            [answer] = await h.query_balances(refresh=True)  # the read back fails: nothing judged
+            blocker.execute("ROLLBACK")
+        assert answer.status == "success"
+        said = await answered_again(h)  # the failed read is taken for an outage: asked again within 10 s
+        assert [a.kind for a in said] == ["low_balance"]
+        await h.query_balances(refresh=True)  # still low: nothing new to say
+        assert [a.kind for a in await h.balance_alerts()] == ["low_balance"]
+
+
+async def answered_again(h) -> list:
+    """``balance_alerts()`` once the state database is asked again (host/outage.py's pause)."""
+    import anyio
+
+    with anyio.fail_after(30):
+        while True:
+            try:
+                return await h.balance_alerts()
+            except StateError:
+                await anyio.sleep(0.5)

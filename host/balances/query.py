@@ -74,6 +74,7 @@ class Balances:
         self._plugin_threshold = threshold  # a plugin's low_balance
         self._tasks = tasks          # where alerts are delivered, in the background
         self._alerts: AlertState | None = None  # read back from the history at the first query
+        self._replay = anyio.Lock()
         self._deliveries = Deliveries(config.alerts)  # in order, in the background
         self._last = LastBalances(history)  # for the "degrade" rate-limit strategy
         self._writer = HistoryWriter(history)  # in the background: no answer waits for the history
@@ -188,13 +189,15 @@ class Balances:
     async def _alert(self, results: list[BalanceResult]) -> list[Alert]:
         """Say what changed (alerts.py): logged and delivered at once, in the background; the
         alerts returned are recorded by the history writer (a hung database holds no answer)."""
-        try:
-            if self._alerts is None:  # the first query: what was said before (bounded by the timeout)
+        async with self._replay:  # one read back; a query meanwhile waits for it, never judges against none
+            if self._alerts is None:  # what was said before this start (bounded by the timeout)
+                try:
+                    said = await anyio.to_thread.run_sync(lambda: self._history.read_alerts(limit=100_000))
+                except StateError as exc:  # the answers still count; judged once it can be read
+                    _warn.warning("alerts", "balance alerts: %s", exc.message)
+                    return []
                 self._alerts = AlertState()
-                self._alerts.replay(await anyio.to_thread.run_sync(lambda: self._history.read_alerts(limit=100_000)))
-        except StateError as exc:  # the answers still count
-            _warn.warning("alerts", "balance alerts: %s", exc.message)
-            return []
+                self._alerts.replay(said)
         alerts = self._alerts.judge(results, self._thresholds(), dt.datetime.now(dt.UTC))
         for a in alerts:
             log.warning("balance alert: %s %s: %s", a.provider, a.kind, a.message)
