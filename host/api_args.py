@@ -32,19 +32,38 @@ Wait = Annotated[float, Meta(ge=0, le=MAX_TIMEOUT)]  # how long to wait; 0: look
 Limit = Annotated[int, Meta(ge=0, le=2**63 - 1)]      # a count a query stops at, or an offset
 
 
+class _Range(typing.NamedTuple):
+    """A constrained number (``Timeout``, ``Limit``): checked here, without msgspec, when it holds."""
+    types: frozenset[type]
+    meta: Meta
+
+    def holds(self, v: Any) -> bool:  # NaN compares false: left to msgspec, which says why
+        m = self.meta
+        return (type(v) in self.types and (m.gt is None or v > m.gt) and (m.ge is None or v >= m.ge)
+                and (m.lt is None or v < m.lt) and (m.le is None or v <= m.le))
+
+
 class _Param(typing.NamedTuple):
     name: str
     hint: Any
     fast: frozenset[type]  # types that pass as they are, with no range to check
     box: type[msgspec.Struct] | None  # a Struct of one field of that hint: msgspec caches how to check it
+    range: _Range | None = None  # a number in range passes too
+
+    def passes(self, value: Any) -> bool:
+        """Whether ``value`` passes without asking msgspec (the call path's case)."""
+        return self.box is None or type(value) in self.fast or (self.range is not None and self.range.holds(value))
+
+
+def _members(hint: Any) -> tuple[Any, ...]:
+    return typing.get_args(hint) if typing.get_origin(hint) in (typing.Union, types.UnionType) else (hint,)
 
 
 def _fast_types(hint: Any) -> frozenset[type]:
     """The exact types that pass ``hint`` as they are: those of its plain members (a constrained
     one, ``Annotated``, has none: its range is checked every time)."""
-    members = typing.get_args(hint) if typing.get_origin(hint) in (typing.Union, types.UnionType) else (hint,)
     out: set[type] = set()
-    for a in members:
+    for a in _members(hint):
         if a is None or a is type(None):
             out.add(type(None))
         elif a in (str, bool, int) or (isinstance(a, type) and issubclass(a, msgspec.Struct)):
@@ -52,6 +71,16 @@ def _fast_types(hint: Any) -> frozenset[type]:
         elif a is float:
             out |= {float, int}  # an int is a float here, as for msgspec
     return frozenset(out)
+
+
+def _range(hint: Any) -> _Range | None:
+    """The range of ``hint``'s constrained number member (``Timeout | None``: Timeout's), if any."""
+    for a in _members(hint):
+        if typing.get_origin(a) is Annotated:
+            base, *metas = typing.get_args(a)
+            if base in (int, float) and len(metas) == 1 and isinstance(metas[0], Meta):
+                return _Range(frozenset({int, float} if base is float else {int}), metas[0])
+    return None
 
 
 def _params(fn: Callable[..., Any]) -> tuple[list[_Param], dict[str, _Param]]:
@@ -71,8 +100,8 @@ def _params(fn: Callable[..., Any]) -> tuple[list[_Param], dict[str, _Param]]:
         except (TypeError, ValueError):
             info = None
         checked = info is not None and not isinstance(info, (msgspec.inspect.AnyType, msgspec.inspect.CustomType))
-        param = (_Param(p.name, hint, _fast_types(hint), msgspec.defstruct(p.name, [(p.name, hint)])) if checked
-                 else _Param(p.name, None, frozenset(), None))
+        param = (_Param(p.name, hint, _fast_types(hint), msgspec.defstruct(p.name, [(p.name, hint)]), _range(hint))
+                 if checked else _Param(p.name, None, frozenset(), None))
         if open_positions and p.kind is p.POSITIONAL_OR_KEYWORD:
             positional.append(param)
         by_name[p.name] = param
@@ -90,11 +119,11 @@ def _resolved(hint: Any, fn: Callable[..., Any]) -> Any:
         return Any
 
 
-def _check(where: str, param: _Param, value: Any) -> Any:
-    if param.box is None or type(value) in param.fast:
-        return value
+def _check(where: str, param: _Param, value: Any) -> None:
+    """Raise the error ``value`` earns for ``param`` (InvalidArguments naming them), if any."""
+    assert param.box is not None
     try:
-        return getattr(msgspec.convert({param.name: value}, param.box, strict=True), param.name)
+        msgspec.convert({param.name: value}, param.box, strict=True)
     except (msgspec.ValidationError, TypeError, ValueError, RecursionError) as exc:
         if Timeout in typing.get_args(param.hint) or param.hint is Timeout:
             check_timeout(value, what=param.name)  # raises InvalidConfig, the message callers know
@@ -121,26 +150,26 @@ def checking(fn: Callable[..., Any]) -> Callable[..., Any]:
         return fn
     where = fn.__qualname__
 
-    def checked(args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[tuple[Any, ...], dict[str, Any]]:
-        if len(args) > 1:
-            head = [_check(where, p, v) for p, v in zip(positional, args[1:], strict=False)]
-            args = (args[0], *head, *args[1 + len(head):])
+    def check(args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+        """Raise for the first argument its hint refuses; those that pass go on as given."""
+        for p, v in zip(positional, args[1:], strict=False):
+            if not p.passes(v):
+                _check(where, p, v)
         for name, value in kwargs.items():
             param = by_name.get(name)
-            if param is not None and param.box is not None and type(value) not in param.fast:
-                kwargs[name] = _check(where, param, value)
-        return args, kwargs
+            if param is not None and not param.passes(value):
+                _check(where, param, value)
 
     if inspect.iscoroutinefunction(fn):
         @functools.wraps(fn)
         async def wrapper_async(*args: Any, **kwargs: Any) -> Any:
-            args, kwargs = checked(args, kwargs)
+            check(args, kwargs)
             return await fn(*args, **kwargs)
         return wrapper_async
 
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
-        args, kwargs = checked(args, kwargs)
+        check(args, kwargs)
         return fn(*args, **kwargs)
     return wrapper
 
