@@ -18,6 +18,7 @@ import subprocess
 import sys
 from collections import deque
 from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
 
 import anyio
 
@@ -44,9 +45,11 @@ def _pdeathsig_preexec(parent_pid: int) -> Callable[[], None]:
 # group, and when its pipe from the host reaches end of file (the host is gone, however it
 # died) the reaper SIGKILLs every group it was told of and still holds. A process that left
 # its group (setsid) is still in its worker's cgroup (process_cgroup.py) when the host has a
-# cgroup subtree: the reaper is told its directory ("c DIR") and kills all in it too.
-_REAPER = """
-import os, signal, sys, time
+# cgroup subtree: the reaper is told its directory ("c DIR") and kills all in it too, with
+# process_cgroup.close_tree (its source runs in the reaper, which imports nothing of the host).
+_REAPER = (Path(__file__).with_name("process_cgroup.py").read_text()  # close_tree: stdlib only
+           + """
+import sys
 groups, base = set(), None
 for line in sys.stdin:
     op, _, arg = line.strip().partition(" ")
@@ -59,44 +62,9 @@ for pgid in groups:
         os.killpg(pgid, signal.SIGKILL)
     except OSError:
         pass
-def procs(d):
-    try:
-        with open(os.path.join(d, "cgroup.procs")) as f:
-            return [int(x) for x in f.read().split()]
-    except (OSError, ValueError):
-        return []
 if base:
-    subs = []
-    try:
-        subs = [os.path.join(base, n) for n in os.listdir(base) if os.path.isdir(os.path.join(base, n))]
-    except OSError:
-        pass
-    try:
-        with open(os.path.join(base, "cgroup.kill"), "w") as f:
-            f.write("1")
-    except OSError:
-        for _ in range(100):
-            pids = [p for d in subs + [base] for p in procs(d)]
-            if not pids:
-                break
-            for pid in pids:
-                try:
-                    os.kill(pid, signal.SIGKILL)
-                except OSError:
-                    pass
-    deadline = time.monotonic() + 2
-    for d in subs + [base]:
-        while True:
-            try:
-                os.rmdir(d)
-                break
-            except FileNotFoundError:
-                break
-            except OSError:
-                if time.monotonic() > deadline:
-                    break
-                time.sleep(0.005)
-"""
+    close_tree(base)
+""")
 
 
 class Reaper:
