@@ -100,17 +100,14 @@ class AlertState:
         return out
 
 
-async def deliver(alerts: list[Alert], config: AlertsConfig) -> None:
-    """Send each alert to the webhook and the command, if any; failures are logged, never raised."""
-    if not alerts or (config.webhook is None and not config.command):
-        return
+async def deliver(alert: Alert, config: AlertsConfig) -> None:
+    """Send ``alert`` to the webhook and the command, if any; failures are logged, never raised."""
     try:  # runs in the host's task group: nothing may escape it
-        for alert in alerts:
-            body = msgspec.json.encode(alert)
-            if config.webhook is not None:
-                await _post(config.webhook, body, config.timeout)
-            if config.command:
-                await _run(config.command, body, config.timeout)
+        body = msgspec.json.encode(alert)
+        if config.webhook is not None:
+            await _post(config.webhook, body, config.timeout)
+        if config.command:
+            await _run(config.command, body, config.timeout)
     except Exception as exc:
         log.error("balance alerts could not be delivered", exc_info=exc)
 
@@ -145,7 +142,7 @@ class Deliveries:
     async def _run(self) -> None:
         try:
             while self._waiting:
-                await deliver([self._waiting.popleft()], self._config)
+                await deliver(self._waiting.popleft(), self._config)
         finally:
             self._running = False
             if self._idle is not None:
