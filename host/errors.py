@@ -116,6 +116,12 @@ class CallTimeout(HostError):
         self.settled: Any = None  # with caller: an anyio.Event set once the call ends on its worker
 
 
+def callers_own(exc: BaseException) -> bool:
+    """A CallTimeout at a deadline its caller chose shorter than the plugin's own: it says how long
+    that caller would wait, nothing of the plugin (no breaker, no error rate, no shared answer)."""
+    return isinstance(exc, CallTimeout) and exc.caller
+
+
 class CallCancelled(HostError):
     """The call was cancelled before it settled."""
 

@@ -18,7 +18,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Histo
 from prometheus_client.registry import Collector
 from prometheus_client.utils import floatToGoString
 
-from .errors import CallTimeout, HostError
+from .errors import HostError, callers_own
 from .plugins.lifecycle import SERVING
 
 if TYPE_CHECKING:
@@ -44,7 +44,7 @@ def outcome_of(exc: BaseException) -> str:
     caller chose shorter than the plugin's own, ``Cancelled`` for a caller that went away."""
     if not isinstance(exc, HostError):
         return "Cancelled"
-    return "CallerTimeout" if isinstance(exc, CallTimeout) and exc.caller else type(exc).__name__
+    return "CallerTimeout" if callers_own(exc) else type(exc).__name__
 
 
 def window_stats(recent: Collection[tuple[float, bool]]) -> tuple[float | None, float | None]:

@@ -17,7 +17,7 @@ from typing import Any
 
 import anyio
 
-from ..errors import CallTimeout, HostError
+from ..errors import HostError, callers_own
 
 Answer = tuple[Any, float, bool]  # (value, unix time it was produced, cached): the pipeline's
 
@@ -76,7 +76,7 @@ class StationFlights:
             flight.answer = await call()
             return flight.answer
         except HostError as exc:
-            if not (isinstance(exc, CallTimeout) and exc.caller):  # a caller's own short deadline is
+            if not callers_own(exc):  # a caller's own short deadline is
                 flight.error = exc  # no answer of the station's: not shared, nor kept (as a cancel)
             raise
         finally:
