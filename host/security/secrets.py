@@ -119,7 +119,8 @@ def _check_directories(path: Path) -> None:
 
 
 def _read_key_file(path: Path, *, create: bool = True) -> MultiFernet:
-    _check_directories(_follow(path))
+    real = _follow(path)  # the links on the way checked, then every directory above the key
+    _check_directories(real)
     if not path.exists():
         if not create:
             raise SecretsError(f"the secret key file {path} is missing, and values stored in the config store "
@@ -128,7 +129,7 @@ def _read_key_file(path: Path, *, create: bool = True) -> MultiFernet:
                                "variable security.secret_key_env names); a new key could not open them")
         _create_key_file(path)
     try:
-        fd = os.open(_follow(path), os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+        fd = os.open(real, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
     except OSError as exc:
         raise InvalidConfig(f"secret key file {path}: cannot be read ({exc.strerror}; {SETTING})") from None
     try:
