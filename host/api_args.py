@@ -182,4 +182,4 @@ def checked_api(cls: type) -> type:
     return cls
 
 
-__all__ = ["Limit", "Port", "Timeout", "Wait", "checked_api", "checking"]
+__all__ = ["Limit", "Port", "Timeout", "Wait", "checked_api"]

@@ -98,11 +98,6 @@ class Reaper:
         for pgid in self._groups:
             self._send(f"+ {pgid}\n")
 
-    @property
-    def contains(self) -> bool:
-        """Whether workers are held in cgroups (what leaves their process group dies too)."""
-        return self._cgroups is not None
-
     def add(self, pgid: int) -> None:
         """A worker just started (before any plugin code runs): its group, and its cgroup."""
         self._groups.add(pgid)
