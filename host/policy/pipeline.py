@@ -280,7 +280,7 @@ class CallPipeline:
         (by the plugin's own deadline ``limit`` at the latest, plus a margin): the cap bounds what
         runs, not what is awaited. Whether the slot is now the task's to free."""
         settled, tg = exc.settled, self._tasks()
-        if not exc.caller or settled is None or settled.is_set() or tg is None:
+        if settled is None or settled.is_set() or tg is None:  # (settled: only a caller's own timeout has one)
             return False
 
         async def release() -> None:
