@@ -59,7 +59,7 @@ from .metrics import CONTENT_TYPE
 from .plugin_host import PluginHost
 from .plugins.settings import redacted
 from .server_packages import add_package_routes
-from .server_params import MAX_ALERTS, MAX_HISTORY_POINTS, MAX_LOG_ENTRIES, body_of, limit_param
+from .server_params import MAX_ALERTS, MAX_HISTORY_POINTS, MAX_LOG_ENTRIES, body_of, flag_param, limit_param
 
 __all__ = ["DRAINING", "FOLLOW", "HANDLING", "LOGS_VIEW", "METRICS_VIEW", "PLUGINS_VIEW", "PrivateUnixSite", "Runner", "create_app", "drain"]
 
@@ -169,11 +169,6 @@ def _instant(text: str) -> dt.datetime:
         return dt.datetime.fromtimestamp(seconds, dt.UTC)
     except (OverflowError, OSError, ValueError):  # inf, nan, 1e300: no instant
         raise ValueError(f"{text[:40]!r} is no time a date can hold") from None
-
-
-def _flag(request: web.Request, name: str) -> bool:
-    """A yes/no query parameter: ``?name=1`` or ``?name=true``."""
-    return request.query.get(name, "") in ("1", "true")
 
 
 async def drain(runner: web.AppRunner, grace: float) -> None:
@@ -387,7 +382,7 @@ def create_app(host: PluginHost, *, admin_token: str | None = None, read_token: 
 
     async def put_config(request: web.Request) -> web.Response:
         values: dict[str, Any] = await body_of(request, dict[str, Any])
-        return _json(await host.set_config(request.match_info["id"], values, replace=_flag(request, "replace")))
+        return _json(await host.set_config(request.match_info["id"], values, replace=flag_param(request, "replace")))
 
     async def import_config(request: web.Request) -> web.Response:
         body: ImportBody = await body_of(request, ImportBody)
@@ -395,11 +390,11 @@ def create_app(host: PluginHost, *, admin_token: str | None = None, read_token: 
 
     async def event(request: web.Request) -> web.Response:
         payload = await body_of(request) if request.can_read_body else None
-        replies = await host.emit(request.match_info["event"], payload, stop_at_first=_flag(request, "first"))
+        replies = await host.emit(request.match_info["event"], payload, stop_at_first=flag_param(request, "first"))
         return _shown({"event": request.match_info["event"], "replies": replies}, host.masked)  # as a call's answer
 
     async def balances(request: web.Request) -> web.Response:
-        return _json(await host.query_balances(refresh=_flag(request, "refresh")))
+        return _json(await host.query_balances(refresh=flag_param(request, "refresh")))
 
     async def balance_alerts(request: web.Request) -> web.Response:
         limit = limit_param(request, MAX_ALERTS, MAX_ALERTS)
@@ -428,7 +423,7 @@ def create_app(host: PluginHost, *, admin_token: str | None = None, read_token: 
         if request.method == "GET":
             return _json(host.stations.get_config(name))  # secrets masked
         values: dict[str, Any] = await body_of(request, dict[str, Any])
-        return _json(await host.stations.set_config(name, values, replace=_flag(request, "replace")))
+        return _json(await host.stations.set_config(name, values, replace=flag_param(request, "replace")))
 
     async def remove_station(request: web.Request) -> web.Response:
         return _json(await host.stations.remove(request.match_info["name"]))

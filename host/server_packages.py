@@ -21,6 +21,7 @@ from aiohttp.http_exceptions import HttpProcessingError
 
 from .plugins.package_archive import Package, PackageRefused, parse_sha256, parse_signature
 from .plugins.packages import PackageAdmin
+from .server_params import flag_param
 
 JSON_OVERHEAD = 64 * 1024  # a JSON body's fields besides the base64 content
 MULTIPART_FIELDS = ("file", "sha256", "signature")
@@ -120,9 +121,9 @@ def add_package_routes(router: web.UrlDispatcher, packages: PackageAdmin, via: s
     async def install(request: web.Request) -> web.Response:
         if (refusal := unguarded()) is not None:
             return refusal
+        force = flag_param(request, "force")
         try:
             package = await read_package(request, cap)
-            force = request.query.get("force", "") in ("1", "true")
             return answer(await packages.install(package, by=via, replace=force), 201)
         except PackageRefused as exc:
             return refused(exc)
@@ -137,7 +138,7 @@ def add_package_routes(router: web.UrlDispatcher, packages: PackageAdmin, via: s
             return refused(exc)
 
     async def uninstall(request: web.Request) -> web.Response:
-        purge = request.query.get("purge", "") in ("1", "true")
+        purge = flag_param(request, "purge")
         if purge and (refusal := unguarded()) is not None:  # it deletes stored configs and storage
             return refusal
         try:

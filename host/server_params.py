@@ -42,6 +42,21 @@ async def body_of(request: web.Request, type_: Any = Any) -> Any:
         raise bad_request(f"invalid JSON: {why}") from None
 
 
+_YES, _NO = frozenset({"1", "true", "yes", "on"}), frozenset({"0", "false", "no", "off", ""})
+
+
+def flag_param(request: web.Request, name: str) -> bool:
+    """A yes/no query parameter (``?refresh=1``): 1/true/yes/on or 0/false/no/off in any case, no
+    when not given. Anything else, or values that disagree (``?replace=1&replace=0``), is a 400
+    naming it: read as no, ``?replace=True`` merged a config its client meant to replace."""
+    said = {v.strip().lower() for v in request.query.getall(name, [])}
+    if not said <= _YES | _NO:
+        raise bad_request(f"{name} must be 1/true/yes/on or 0/false/no/off, got {sorted(said - _YES - _NO)[0][:40]!r}")
+    if said & _YES and said & _NO:
+        raise bad_request(f"{name} is given more than once, with values that disagree")
+    return bool(said & _YES)
+
+
 def limit_param(request: web.Request, default: int, cap: int) -> int:
     """The ``limit`` query parameter: ``default`` when not given, at most ``cap``; a 400 naming
     it when it is not a whole number of 0 or more (the databases read a negative LIMIT as none)."""
@@ -53,4 +68,4 @@ def limit_param(request: web.Request, default: int, cap: int) -> int:
     return min(int(text), cap)
 
 
-__all__ = ["MAX_ALERTS", "MAX_HISTORY_POINTS", "MAX_LOG_ENTRIES", "bad_request", "body_of", "limit_param"]
+__all__ = ["MAX_ALERTS", "MAX_HISTORY_POINTS", "MAX_LOG_ENTRIES", "bad_request", "body_of", "flag_param", "limit_param"]

@@ -16,6 +16,7 @@ import time
 import zlib
 
 import pytest
+from support.plugins import vault_plugin
 from support.servers import serve_process, served
 
 pytestmark = pytest.mark.timeout(120)
@@ -241,3 +242,32 @@ def test_the_hosts_own_failures_are_503_not_the_plugins_502():
     for exc in (SecretsError("key"), PolicyStorageError("redis"), SpawnFailed("fork")):
         assert _host_error(exc).status == 503, exc
     assert _host_error(PluginError("boom")).status == 502
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("anyio_backend", ["asyncio"])
+async def test_a_yes_no_parameter_it_cannot_read_is_a_400_naming_it(plugin_dir, make_host):
+    """``?replace=True`` (what ``requests`` sends for ``params={"replace": True}``) was read as no:
+    the PUT merged and the old secret stayed. Every yes/no parameter takes 1/true/yes/on and
+    0/false/no/off in any case; anything else, or two values that disagree, is a 400 naming it."""
+    plugin_dir.add("vault.js", vault_plugin(""))
+    async with make_host() as h, served(h) as (_, session):
+        async with session.put("/api/plugins/vault/config", json={"apiKey": "sk-old-1", "region": "us"}) as r:
+            assert r.status == 200, await r.text()
+        async with session.put("/api/plugins/vault/config?replace=True", json={"apiKey": "sk-new-2"}) as r:
+            assert r.status == 200, await r.text()
+        assert h.get_config("vault").get("region") != "us"  # replaced, not merged
+        for path in ("/api/plugins/vault/config?replace=maybe", "/api/plugins/vault/config?replace=1&replace=0"):
+            async with session.put(path, json={"apiKey": "sk-new-3"}) as r:
+                body = await r.json()
+                assert r.status == 400 and "replace" in body["error"]["message"], (path, body)
+        async with session.get("/api/balances?refresh=sometimes") as r:
+            body = await r.json()
+            assert r.status == 400 and "refresh" in body["error"]["message"], body
+        async with session.get("/api/balances?refresh=YES&refresh=on") as r:
+            assert r.status == 200, await r.text()
+        async with session.post("/api/events/x.y?first=2", json={}) as r:
+            assert r.status == 400 and "first" in (await r.json())["error"]["message"]
+        async with session.delete("/api/plugins/vault?purge=please") as r:
+            assert r.status == 400 and "purge" in (await r.json())["error"]["message"]
+    assert "sk-old-1" not in str(h.get_config("vault"))
