@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import re
 import shutil
+import tempfile
 from pathlib import Path
 
 import msgspec
@@ -13,9 +14,10 @@ from ..config import HostConfig
 from ..errors import HostError, InvalidConfig
 from ..runtime import Runtime
 from ..security.private_files import os_failure
-from .discovery import load_manifest, source_for
+from .discovery import USAGE_SUFFIX, PluginSource, load_manifest, source_for
 from .manifest import KNOWN_CAPABILITIES, infer_capabilities
 from .templates import BALANCE_TEST, BALANCE_TS, EVENT_TEST, EVENT_TS, TEMPLATES, USAGE_JS, USAGE_TEST
+from .usage_scripts import script_source
 
 _NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
 
@@ -38,22 +40,34 @@ async def validate(path: str | Path, config: HostConfig) -> Report:
     """Load the plugin at ``path`` in a worker with no permissions, as the host does, and check
     its manifest, its directory (no symlink out of it) and its permissions."""
     where = Path(path)
+    if where.is_file() and where.name.endswith(USAGE_SUFFIX):  # checked as the module the host makes of it
+        with tempfile.TemporaryDirectory(prefix="validate-") as out:
+            try:
+                src = script_source(where.resolve(), Path(out))
+            except InvalidConfig as exc:
+                return Report(path=str(where), valid=False, error=exc.message)
+            return await _checked(src, config, shown=str(where.resolve()))
     src = source_for(where) if where.exists() else None
     if src is None:
         return Report(path=str(where), valid=False,
                       error="not a plugin: a .js/.ts file, or a directory with mod.ts, mod.js, "
-                            "index.ts or index.js")
+                            f"index.ts or index.js (or a cc-switch usage script, NAME{USAGE_SUFFIX})")
+    return await _checked(src, config, shown=str(src.module))
+
+
+async def _checked(src: PluginSource, config: HostConfig, *, shown: str) -> Report:
+    """The report on ``src`` loaded in a worker as the host loads it; ``shown``: the file named."""
     runtime = Runtime.create(config)
     try:
         manifest, exports = await load_manifest(src, runtime, config.limits_for(src.id),
                                                 https_only=config.security.https_only)
     except HostError as exc:
-        return Report(path=str(src.module), valid=False, id=src.id, error=str(exc))
+        return Report(path=shown, valid=False, id=src.id, error=str(exc))
     finally:
         runtime.close()
     inferred = infer_capabilities(manifest, exports)
     return Report(
-        path=str(src.module), valid=True, id=manifest.id, version=manifest.version,
+        path=shown, valid=True, id=manifest.id, version=manifest.version,
         exports=sorted(exports), capabilities=list(manifest.capabilities),
         permissions=msgspec.to_builtins(manifest.grants),
         findings=manifest.findings(max_net_hosts=config.security.max_net_hosts) + [

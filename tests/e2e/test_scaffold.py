@@ -76,3 +76,38 @@ def test_validate_reports_what_is_wrong_and_what_is_risky(tmp_path):
 
     missing = run_cli("--state-dir", state, "validate", str(tmp_path / "nothing-here"), cwd=tmp_path)
     assert missing.returncode == 1 and "not a plugin" in missing.stderr
+
+
+RELAY_SCRIPT = """({
+  request: {
+    url: "{{baseUrl}}/api/user/self",
+    method: "GET",
+    headers: { "Authorization": "Bearer {{accessToken}}", "New-Api-User": "{{userId}}" }
+  },
+  extractor: function (response) {
+    return { planName: response.data.group, remaining: response.data.quota / 500000, unit: "USD" };
+  }
+})
+"""
+
+
+def test_validate_checks_a_usage_script_as_the_host_loads_it(tmp_path):
+    """A cc-switch usage script (``NAME.usage.js``, docs/balances.md's example) was "not a plugin:
+    a .js/.ts file, ..." to ``validate``, though the host serves it: it is checked as the module
+    the host generates from it, and a broken one is reported with what is wrong."""
+    plugins = tmp_path / "plugins"
+    plugins.mkdir()
+    (plugins / "relay.usage.js").write_text(RELAY_SCRIPT)
+    (plugins / "nox.usage.js").write_text('({ request: { url: "{{baseUrl}}/x", method: "GET" }, extractor: 1 })')
+    state = str(tmp_path / "state")
+
+    good = run_cli("--state-dir", state, "validate", "--json", str(plugins / "relay.usage.js"), cwd=tmp_path)
+    assert good.returncode == 0, good.stderr
+    report = json.loads(good.stdout)
+    assert (report["valid"], report["id"], report["path"]) == (True, "relay", str(plugins / "relay.usage.js"))
+    assert "queryBalance" in report["exports"] and report["capabilities"] == ["balance"]
+
+    bad = run_cli("--state-dir", state, "validate", str(plugins / "nox.usage.js"), cwd=tmp_path)
+    assert bad.returncode == 1 and "extractor must be a function" in bad.stderr, bad.stderr
+    assert "not a plugin" not in bad.stderr
+    assert not (tmp_path / "state" / "usage_scripts").exists() or not any((tmp_path / "state" / "usage_scripts").iterdir())
