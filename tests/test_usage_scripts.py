@@ -272,6 +272,33 @@ async def test_a_script_that_is_not_one_leaves_its_plugin_in_error(plugin_dir, m
     assert infos["hosty"].state == "error" and "may not name the host" in infos["hosty"].error
 
 
+@pytest.mark.timeout(60)
+async def test_a_syntax_error_names_the_line_and_column_of_the_script_not_the_generated_module(plugin_dir, make_host):
+    """V8's eval says what is wrong but not where: a script with a missing comma (line 5) or a
+    curly quote pasted from a web page (line 3) was refused "at .../usage_scripts/ID/mod.js:201:21",
+    a line of the generated module its user never wrote. The script's own file, line and column
+    are named, and a character JavaScript cannot read there is named with its code point."""
+    comma = ('({\r\n  request: {\r\n    url: "{{baseUrl}}/user/balance",\r\n    method: "GET"\r\n'
+             '    headers: { "Authorization": "Bearer {{apiKey}}" }\r\n  },\r\n'
+             '  extractor: function (r) { return { remaining: r.balance, unit: "USD" }; }\r\n})\r\n')
+    quote = ('// pasted from a blog post\n({\n  request: { url: "{{baseUrl}}/b", method: "GET",\n'
+             '    headers: { \u201cAuthorization\u201d: "Bearer {{apiKey}}" } },\n'
+             '  extractor: function (r) { return { remaining: r.balance }; }\n})\n')
+    (plugin_dir.root / "comma.usage.js").write_text(comma, newline="")
+    (plugin_dir.root / "quote.usage.js").write_text(quote)
+    configured = UsageScriptConfig(script="\n\n({ request: { url: 'https://relay.example/x' method: 'GET' }, "
+                                          "extractor: function (r) { return r; } })")
+    async with make_host(usage_scripts={"inline": configured}) as h:
+        infos = {i.id: i for i in h.plugins()}
+    assert all(infos[k].state == "error" for k in ("comma", "quote", "inline")), infos
+    assert f"{plugin_dir.root / 'comma.usage.js'}:5:5" in infos["comma"].error, infos["comma"].error
+    assert "headers" in infos["comma"].error
+    assert f"{plugin_dir.root / 'quote.usage.js'}:4:16" in infos["quote"].error, infos["quote"].error
+    assert "U+201C" in infos["quote"].error
+    assert "line 3, column 46 of host.toml usage_scripts.inline" in infos["inline"].error, infos["inline"].error
+    assert not any("mod.js" in infos[k].error for k in ("comma", "quote", "inline"))
+
+
 def test_usage_files_are_not_loaded_as_modules(tmp_path):
     (tmp_path / "relay.usage.js").write_text(NEW_API)
     assert source_for(tmp_path / "relay.usage.js") is None

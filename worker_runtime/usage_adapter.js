@@ -210,6 +210,39 @@ function evaluate(v) {
   return spec;
 }
 
+/** A SyntaxError of the script, located: V8's eval says what is wrong but not where (and the stack
+ * names a line of this generated module), Deno's module parser says where. The script, filled in
+ * as `filled`, is parsed as the body of a function a data: module declares and never calls, so
+ * nothing of it runs. The error names the script's own file (SCRIPT_SOURCE), line and column, and
+ * a character JavaScript cannot read there (a curly quote or a fullwidth comma pasted from a page)
+ * by its code point. `e` itself when the parser finds nothing to say. */
+async function located(e, filled) {
+  const head = "function usageScript() {"; // on the script's first line: line numbers stay as they are
+  let said;
+  try {
+    await import(`data:text/javascript,${encodeURIComponent(`${head}${filled}\n}`)}`);
+    return e;
+  } catch (parsed) {
+    said = String(parsed?.message ?? parsed);
+  }
+  const at = said.split("\n").find((l) => l.trim().startsWith("at data:"));
+  const m = at === undefined ? null : /:(\d+):(\d+)\s*$/.exec(at);
+  if (m === null) return e;
+  const line = Number(m[1]);
+  const column = Number(m[2]) - (line === 1 ? head.length : 0);
+  const char = [...(filled.split("\n")[line - 1] ?? "").slice(column - 1)][0] ?? "";
+  const what = /[^\x00-\x7f]/.test(char)
+    ? `'${char}' (U+${char.codePointAt(0).toString(16).toUpperCase().padStart(4, "0")}) cannot stand there outside a ` +
+      "string: write the ASCII character it stands for (pasted from a page or a chat?)"
+    : said.split("\n")[0].replace(/^(?:TypeError: )?SyntaxError: /, "");
+  const where = SCRIPT_SOURCE.startsWith("/")
+    ? `${SCRIPT_SOURCE}:${line}:${column}`
+    : `line ${line}, column ${column} of ${SCRIPT_SOURCE}`;
+  const out = new SyntaxError(`${e.message} at ${where}: ${what}`);
+  out.stack = `SyntaxError: ${out.message}`; // no frame of this module: it is not where the mistake is
+  return out;
+}
+
 // ------------------------------------------------------------------ the grant
 
 /** Stand-ins evaluated at load: two sets, so that a host that follows a value shows. */
@@ -226,7 +259,14 @@ function hostOf(url) {
   }
 }
 
-const probed = PROBES.map((v) => evaluate(v));
+const probed = [];
+for (const v of PROBES) {
+  try {
+    probed.push(evaluate(v));
+  } catch (e) {
+    throw e instanceof SyntaxError ? await located(e, fillScript(SCRIPT, v)) : e;
+  }
+}
 const [hostA, hostB] = probed.map((spec) => hostOf(spec.request.url));
 const viaBaseUrl = hostA === "base-url-0.invalid" && hostB === "base-url-1.invalid";
 const fixedHost = (() => {
