@@ -15,6 +15,7 @@ from urllib.parse import quote
 import anyio
 import msgspec
 
+from .balances.ccswitch_link import is_link
 from .balances.result import BALANCE_CAPABILITY
 from .cli_ccswitch import import_cc_switch
 from .cli_commands import approve as _approve
@@ -270,8 +271,9 @@ def build_parser() -> argparse.ArgumentParser:
     register_stations(s, common, _started, PluginHost)
 
     s = add("import-cc-switch", "turn the usage queries of cc-switch's providers into balance plugins and stations")
-    s.add_argument("--db", type=Path, help="cc-switch's database, its SQL export or a 3.6-3.7 config.json "
-                                          "(default: ~/.cc-switch/cc-switch.db)")
+    s.add_argument("--db", type=lambda text: text if is_link(text) else Path(text),
+                   help="cc-switch's database, its SQL export, a 3.6-3.7 config.json or a provider's "
+                        "ccswitch://v1/import deep link (default: ~/.cc-switch/cc-switch.db)")
     s.add_argument("--dry-run", action="store_true", help="show what would be created; write nothing")
     s.set_defaults(run=_import_cc_switch)
 

@@ -17,6 +17,7 @@ from urllib.parse import quote
 import anyio
 
 from .balances.ccswitch import DEFAULT_DB, Found, Skipped, read, safe_id
+from .balances.ccswitch_link import shown
 from .balances.station_files import station_plugins
 from .balances.stations import MAX_TITLE
 from .cli_output import table
@@ -112,7 +113,8 @@ def import_plan(args: argparse.Namespace, config: HostConfig) -> Plan:
         out += f"not imported ({len(plan.skipped)}):\n" + "".join(
             f"  {escape(s.name)} ({escape(s.app)}, {escape(s.template or 'script')}): {escape(s.reason)}\n"
             for s in plan.skipped)
-    sys.stdout.write(f"{scan.kind}: {args.db or DEFAULT_DB}\n{out}")
+    source = args.db or DEFAULT_DB
+    sys.stdout.write(f"{scan.kind}: {escape(shown(source)) if isinstance(source, str) else source}\n{out}")
     return plan
 
 

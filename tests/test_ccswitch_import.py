@@ -328,3 +328,57 @@ def test_with_a_server_running_the_import_goes_through_it(plugin_dir, tmp_path, 
     by = {b["provider"]: b for b in balances}
     assert (by["patient"]["status"], by["patient"]["balance"]) == ("success", 4.0), by  # waited its 8 s, not 1 s
     assert by["ds"]["errorType"] == "PermissionDenied"  # asked, but kept off the network by host.toml
+
+
+def test_a_deep_link_imports_its_usage_script_as_cc_switch_would(plugin_dir, tmp_path, fake_http):
+    """A provider's ``ccswitch://v1/import`` link (cc-switch docs/user-manual 5.3-deeplink.md: the
+    script base64 in ``usageScript``, on only with ``usageEnabled=true``; what relays hand out, e.g.
+    an OrangeAPI link) was "no cc-switch database there", and that error repeated the link's apiKey.
+    It is read as cc-switch reads it (deeplink/parser.rs, provider.rs): the script with the link's
+    usage key and base URL, else its apiKey and first endpoint; the key is never printed."""
+    import base64
+    from urllib.parse import urlencode
+
+    fake_http.json("GET", "/v1/usage", {"left": 12.5})
+    params = {"resource": "provider", "app": "claude", "name": "OrangeAPI 酸橘子",
+              "endpoint": f"{fake_http.url}/, https://backup.example", "apiKey": SECRET,
+              "usageEnabled": "true", "usageAutoInterval": "30",
+              "usageScript": base64.b64encode(GENERIC.encode()).decode().rstrip("=")}  # padding left off
+    link = "ccswitch://v1/import?" + urlencode(params)
+    state = tmp_path / "state"
+    common = ["--plugins", str(plugin_dir.root), "--state-dir", str(state)]
+
+    dry = run_cli("import-cc-switch", "--db", link, "--dry-run", *common, cwd=tmp_path)
+    assert dry.returncode == 0, dry.stderr
+    assert "orangeapi" in dry.stdout and "apiKey, baseUrl" in dry.stdout, dry.stdout
+    assert SECRET not in dry.stdout + dry.stderr
+
+    done = run_cli("import-cc-switch", "--db", link, *common, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert (plugin_dir.root / "orangeapi.usage.js").read_text() == GENERIC
+    assert SECRET not in done.stdout + done.stderr
+
+    import anyio
+
+    from host import HostConfig, PluginHost
+
+    async def query():
+        cfg = HostConfig(plugins_dir=str(plugin_dir.root), state_dir=str(state),
+                         plugins={"orangeapi": PluginSettings(allow_private_network=True)})
+        async with PluginHost(cfg) as h:
+            return (await h.query_balances(refresh=True))[0]
+
+    b = anyio.run(query)
+    assert (b.provider, b.status, b.balance) == ("orangeapi", "success", 12.5), b.error_message
+    assert [h["Authorization"] for _, p, h in fake_http.requests if p == "/v1/usage"] == [f"Bearer {SECRET}"]
+
+    off = "ccswitch://v1/import?" + urlencode({**params, "name": "off", "usageEnabled": "1"})
+    out = run_cli("import-cc-switch", "--db", off, "--dry-run", *common, cwd=tmp_path)
+    assert out.returncode == 0 and "usageEnabled=true" in out.stdout, out.stdout + out.stderr
+    for bad, said in (({"resource": "mcp"}, "resource=provider"), ({"usageScript": "%%%"}, "usageScript"),
+                      ({"app": None}, "app")):
+        query = {k: v for k, v in {**params, **bad}.items() if v is not None}
+        out = run_cli("import-cc-switch", "--db", "ccswitch://v1/import?" + urlencode(query), "--dry-run", *common,
+                      cwd=tmp_path)
+        assert out.returncode == 1 and said in out.stderr, (bad, out.stdout + out.stderr)
+        assert SECRET not in out.stdout + out.stderr

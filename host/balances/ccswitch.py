@@ -27,6 +27,7 @@ from typing import Any
 
 from .ccswitch_apps import app_name, provider_credentials, str_at
 from .ccswitch_builtin import BALANCE, OTHER_BUILTINS, TOKEN_PLAN, builtin, coding_plan_credentials
+from .ccswitch_link import NOT_ENABLED, is_link, link_row
 from .ccswitch_sources import CcSwitchUnreadable, Row, read_rows
 
 DEFAULT_DB = Path.home() / ".cc-switch" / "cc-switch.db"
@@ -128,10 +129,17 @@ def _one(row: Row) -> Found | Skipped | None:
     return Found(row.provider_id, row.name, app, None, template, b.config, plugin=b.plugin)
 
 
-def read(path: Path) -> Scan:
-    """Every provider of the cc-switch file at ``path`` with an enabled usage query: what it
-    becomes, or why it is not imported. ``Found.id`` is the provider's cc-switch id here; the
-    import names it."""
+def read(path: Path | str) -> Scan:
+    """Every provider of the cc-switch file at ``path`` (or of a ``ccswitch://`` deep link) with an
+    enabled usage query: what it becomes, or why it is not imported. ``Found.id`` is the
+    provider's cc-switch id here; the import names it."""
+    if isinstance(path, str) and is_link(path):
+        row, enabled = link_row(path)
+        scan = Scan("cc-switch deep link")
+        got = _one(row) if enabled else Skipped(row.name, app_name(row.app), None, NOT_ENABLED)
+        (scan.found if isinstance(got, Found) else scan.skipped).append(got)  # type: ignore[arg-type]
+        return scan
+    path = Path(path)
     try:
         kind, rows = read_rows(path)
     except (ValueError, RecursionError) as exc:  # a literal no export writes (odd hex, 5,000 digits), say
