@@ -57,6 +57,7 @@ from .errors import (
     StorageFull,
     ToolFailed,
     WorkerCrashed,
+    WrongThread,
 )
 from .execute import ExecuteResult, LogEntry
 from .execute_config import HooksConfig, ToolConfig
@@ -79,5 +80,5 @@ __all__ = [
     "DbError", "DbRefused", "DbUnavailable", "FunctionNotFound", "GrantRefused", "HandshakeError", "HostClosed", "HostConfig", "HostError", "InvalidArguments", "InvalidCode", "InvalidConfig",
     "LogEntry", "Package", "PackageRefused", "PackagesConfig", "PayloadTooLarge", "PermissionDenied", "Permissions", "PluginError", "PluginEvent", "PluginHost",
     "PluginInfo", "PluginNotFound", "PluginSettings", "PluginUnavailable", "PoolConfig",
-    "ProtocolError", "RateLimited", "ResourceLimitExceeded", "SchedulerStats", "SecretsError", "SpawnFailed", "StateError", "StateUnavailable", "StorageError", "StorageFull", "SyncPluginHost", "WorkerCrashed", "WorkerInfo", "WorkerLimits",
+    "ProtocolError", "RateLimited", "ResourceLimitExceeded", "SchedulerStats", "SecretsError", "SpawnFailed", "StateError", "StateUnavailable", "StorageError", "StorageFull", "SyncPluginHost", "WorkerCrashed", "WorkerInfo", "WorkerLimits", "WrongThread",
 ]

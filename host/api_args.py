@@ -25,6 +25,7 @@ from msgspec import Meta
 
 from .config_types import Port
 from .errors import MAX_TIMEOUT, InvalidArguments, check_timeout
+from .run_once import caller_check
 
 # A caller's deadline in seconds (InvalidConfig past its range, as ``check_timeout`` says).
 Timeout = Annotated[float, Meta(gt=0, le=MAX_TIMEOUT)]
@@ -144,11 +145,14 @@ def _shown(value: Any) -> str:
 
 
 def checking(fn: Callable[..., Any]) -> Callable[..., Any]:
-    """``fn`` (a method) with its arguments checked against its hints first."""
+    """``fn`` (a method) with its arguments checked against its hints first; a coroutine method
+    also with its caller's thread (run_once.caller_check)."""
     positional, by_name = _params(fn)
-    if all(p.box is None for p in by_name.values()):
-        return fn
     where = fn.__qualname__
+    if all(p.box is None for p in by_name.values()):
+        if not inspect.iscoroutinefunction(fn):
+            return fn
+        positional, by_name = [], {}
 
     def check(args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
         """Raise for the first argument its hint refuses; those that pass go on as given."""
@@ -163,6 +167,7 @@ def checking(fn: Callable[..., Any]) -> Callable[..., Any]:
     if inspect.iscoroutinefunction(fn):
         @functools.wraps(fn)
         async def wrapper_async(*args: Any, **kwargs: Any) -> Any:
+            caller_check(args[0], where)
             check(args, kwargs)
             return await fn(*args, **kwargs)
         return wrapper_async

@@ -255,6 +255,10 @@ class HostClosed(HostError):
     """The host is not running (not started yet, or closing)."""
 
 
+class WrongThread(HostError):
+    """A running host's coroutine method was called on another thread's event loop (run_once.py)."""
+
+
 class HostCallError(HostError):
     """A plugin's request to a host service (cache, storage, channel, log) was refused."""
 

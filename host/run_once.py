@@ -2,11 +2,18 @@
 with``. Entering it again while it runs (nested, or from two tasks at once) used to replace its
 task group under the running one (anyio's RuntimeError, and a close of the running host), and
 entering it after its close failed deep inside ("plugin is closing"): both are a HostClosed now,
-said before anything is touched."""
+said before anything is touched.
+
+It also runs on one event loop: the one of the thread that entered it. A coroutine method called
+on another thread's loop (``asyncio.run(h.execute(...))`` in a worker thread) ran the host's code
+there: pools started from that loop, a worker killed, the host's task group cancelled under its
+owner. The facade's boundary (api_args.checked_api) asks ``caller_check`` first: a WrongThread."""
 
 from __future__ import annotations
 
-from .errors import HostClosed
+import threading
+
+from .errors import HostClosed, WrongThread
 
 
 class RunOnce:
@@ -14,6 +21,7 @@ class RunOnce:
 
     def __init__(self) -> None:
         self.state = "new"
+        self.thread = 0  # threading.get_ident() of the thread that entered it
 
     def enter(self) -> None:
         """The start of ``__aenter__``: HostClosed unless this is the first entry."""
@@ -23,9 +31,25 @@ class RunOnce:
         if self.state == "closed":
             raise HostClosed("this PluginHost has closed: a PluginHost runs once; make a new one")
         self.state = "running"
+        self.thread = threading.get_ident()
 
     def exit(self) -> None:
         self.state = "closed"
 
+    def check_caller(self, where: str) -> None:
+        """WrongThread if the host runs and this is not the thread (so not the loop) it runs on."""
+        if self.state == "running" and threading.get_ident() != self.thread:
+            raise WrongThread(f"{where}: this PluginHost runs on the event loop of the thread that entered it, and "
+                              "was called from another thread's loop, where its code would run beside its own: "
+                              "from another thread use SyncPluginHost, or hand the call to the host's loop "
+                              "(anyio.from_thread with a portal, asyncio.run_coroutine_threadsafe)")
 
-__all__ = ["RunOnce"]
+
+def caller_check(obj: object, where: str) -> None:
+    """``obj``'s RunOnce (its ``_once``, as PluginHost keeps it) checks the calling thread."""
+    once = getattr(obj, "_once", None)
+    if isinstance(once, RunOnce):
+        once.check_caller(where)
+
+
+__all__ = ["RunOnce", "caller_check"]

@@ -15,6 +15,7 @@ from support.processes import deno_children
 from host import (
     HostClosed,
     HostConfig,
+    HostError,
     InvalidArguments,
     InvalidConfig,
     PluginHost,
@@ -150,4 +151,33 @@ async def test_a_host_whose_start_failed_at_its_state_directory_says_it_has_clos
     with pytest.raises(HostClosed, match="has closed"):
         async with h:
             pass
+    assert not deno_children()
+
+
+@pytest.mark.anyio
+async def test_a_host_used_from_another_threads_event_loop_refuses_and_serves_on(calc, tmp_path, shared_state):
+    """``asyncio.run(h.execute(...))`` in a thread of its own (a web framework's worker, a
+    thread pool) ran the host's code on a second loop: its pools were started from there and the
+    host's own task group was cancelled ("Cancelled via cancel scope") under the caller that owned
+    it. Every coroutine method of the facade now refuses a caller on another thread's loop with a
+    HostError naming what to use instead; the host goes on serving its own loop."""
+    import asyncio
+
+    h = PluginHost(config(calc, tmp_path, shared_state))
+    async with h:
+        assert await h.call("calc", "add", 1, 2, timeout=10) == 3
+        seen: dict[str, BaseException | object] = {}
+
+        def elsewhere() -> None:
+            for name, make in (("execute", lambda: h.execute("export default (x) => x * 2", input=21)),
+                               ("call", lambda: h.call("calc", "add", 2, 3)), ("balances", h.query_balances)):
+                try:
+                    seen[name] = asyncio.run(asyncio.wait_for(make(), 10))
+                except BaseException as exc:  # what the caller gets is the test
+                    seen[name] = exc
+
+        await anyio.to_thread.run_sync(elsewhere)
+        assert all(isinstance(e, HostError) and "SyncPluginHost" in str(e) for e in seen.values()), seen
+        assert await h.call("calc", "add", 1, 2, timeout=10) == 3
+        assert (await h.execute("export default (x) => x * 2", input=21)).result == 42
     assert not deno_children()
