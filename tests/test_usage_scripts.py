@@ -299,6 +299,30 @@ async def test_a_syntax_error_names_the_line_and_column_of_the_script_not_the_ge
     assert not any("mod.js" in infos[k].error for k in ("comma", "quote", "inline"))
 
 
+@pytest.mark.timeout(60)
+async def test_a_script_saved_as_utf16_runs_and_one_in_another_encoding_is_a_plugin_in_error(
+        plugin_dir, make_host, fake_http):
+    """A script saved by a Windows editor: UTF-16 with its BOM (Notepad's "Unicode") or GBK (a
+    Chinese system's "ANSI"). Both were left out without a word but a log line: not in `list`,
+    "no balance plugins" from `balances`, exit 0. UTF-16 (and UTF-8 with a BOM) is read; a script
+    that is no such text is a plugin in error that names its file and says to save it as UTF-8."""
+    text = ('// \u4f59\u989d\u67e5\u8be2\r\n({ request: { url: "{{baseUrl}}/b", method: "GET" },\r\n'
+            '  extractor: function (r) { return { remaining: r.balance, unit: "\u5143" }; } })\r\n')
+    (plugin_dir.root / "wide.usage.js").write_bytes(text.encode("utf-16"))
+    (plugin_dir.root / "bom.usage.js").write_bytes(text.encode("utf-8-sig"))
+    (plugin_dir.root / "ansi.usage.js").write_bytes(text.encode("gbk"))
+    fake_http.json("GET", "/b", {"balance": 8.5})
+    async with make_host(plugins={k: settings(fake_http) for k in ("wide", "bom", "ansi")}) as h:
+        infos = {i.id: i for i in h.plugins()}
+        got = {b.provider: b for b in await h.query_balances(refresh=True)}
+    assert (infos["wide"].state, infos["bom"].state) == ("running", "running"), infos
+    assert (got["wide"].balance, got["wide"].currency, got["bom"].balance) == (8.5, "\u5143", 8.5)
+    assert infos["ansi"].state == "error", infos["ansi"]
+    said = infos["ansi"].error
+    assert str(plugin_dir.root / "ansi.usage.js") in said and "save it as UTF-8" in said, said
+    assert got["ansi"].status == "error"
+
+
 def test_usage_files_are_not_loaded_as_modules(tmp_path):
     (tmp_path / "relay.usage.js").write_text(NEW_API)
     assert source_for(tmp_path / "relay.usage.js") is None

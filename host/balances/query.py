@@ -133,9 +133,11 @@ class Balances:
     def targets(self) -> list[Target]:
         """Every station: each balance plugin's own (unless the plugin serves stations and has no
         config of its own), then each station of a provider plugin. A usage-script station is a
-        plugin of its own, so it comes first. A disabled plugin's stations are left out."""
+        plugin of its own, so it comes first. A disabled plugin's stations are left out. A usage
+        script is a balance plugin before it loads, or when it fails to: listed, with its error."""
         newest = self._reg.newest(r for r in self._reg.records  # a plugin turned off is left out
-                                  if r.manifest is not None and BALANCE_CAPABILITY in r.manifest.capabilities
+                                  if (BALANCE_CAPABILITY in r.manifest.capabilities if r.manifest is not None
+                                      else r.source.usage_script is not None)
                                   and r.state != "disabled")
         stations = self.stations.all()
         served = {s.plugin for s in stations.values() if s.plugin}
