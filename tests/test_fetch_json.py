@@ -82,6 +82,26 @@ async def test_fetch_json_maps_http_failures_to_typed_errors(plugin_dir, make_ho
     assert info.permissions["allowPrivateNetwork"] is True
 
 
+async def test_a_body_is_decoded_with_the_charset_its_answer_declares(plugin_dir, make_host, fake_http):
+    """A provider answering ``application/json; charset=gbk`` (or UTF-16 with its BOM): cc-switch
+    reads the body with reqwest's ``text()``, which decodes by the Content-Type's charset and a
+    BOM, so a usage script saw the plan name; fetchJson's ``Response.text()`` always assumes UTF-8,
+    so the name came out as U+FFFD and a UTF-16 body was "not JSON", its error quoting NUL bytes."""
+    plugin_dir.add("probe.js", PROBE)
+    doc = '{"balance": 5.5, "plan": "\u4f59\u989d\u5957\u9910"}'
+    fake_http.route("GET", "/gbk", lambda r: web.Response(body=doc.encode("gbk"), content_type="application/json",
+                                                          charset="gbk"))
+    fake_http.route("GET", "/wide", lambda r: web.Response(body=doc.encode("utf-16"), content_type="application/json"))
+    fake_http.route("GET", "/binary", lambda r: web.Response(body=b"\x00\x01bad\x00", content_type="text/plain"))
+    settings = PluginSettings(config={"baseUrl": fake_http.url}, allow_private_network=True)
+    async with make_host(pool=ONE, plugins={"probe": settings}) as h:
+        assert await h.call("probe", "get", "/gbk") == {"balance": 5.5, "plan": "\u4f59\u989d\u5957\u9910"}
+        assert await h.call("probe", "get", "/wide") == {"balance": 5.5, "plan": "\u4f59\u989d\u5957\u9910"}
+        with pytest.raises(PluginError) as e:
+            await h.call("probe", "get", "/binary")
+    assert e.value.error_type == "PARSE_ERROR" and "bad" in e.value.message and "\x00" not in e.value.message
+
+
 async def test_the_grant_follows_the_configured_host_only(plugin_dir, make_host, fake_http, local_server):
     plugin_dir.add("probe.js", PROBE)
     fake_http.json("GET", "/ok", {"fine": True})

@@ -18,8 +18,29 @@ type ErrorFactory = (errorType: string, message: string, details?: unknown) => E
 const SNIPPET = 200;
 
 function snippet(text: string): string {
-  const flat = text.replace(/\s+/g, " ").trim();
+  // deno-lint-ignore no-control-regex
+  const flat = text.replace(/[\x00-\x08\x0e-\x1f\x7f]/g, "\ufffd").replace(/\s+/g, " ").trim(); // no NUL in a message
   return flat.length > SNIPPET ? flat.slice(0, SNIPPET) + "…" : flat;
+}
+
+/** The body as text, decoded as reqwest's `text()` decodes it (cc-switch reads usage answers so): a
+ * BOM's encoding, else the Content-Type's charset, else UTF-8. `Response.text()` assumes UTF-8
+ * always: a `charset=gbk` answer lost its Chinese to U+FFFD and a UTF-16 one was "not JSON". */
+async function bodyText(response: Response): Promise<string> {
+  const bytes = new Uint8Array(await response.arrayBuffer());
+  const bom = bytes[0] === 0xef && bytes[1] === 0xbb && bytes[2] === 0xbf ? "utf-8"
+    : bytes[0] === 0xff && bytes[1] === 0xfe ? "utf-16le" : bytes[0] === 0xfe && bytes[1] === 0xff ? "utf-16be"
+    : undefined;
+  const charset = /;\s*charset\s*=\s*"?([^";\s]+)/i.exec(response.headers.get("content-type") ?? "")?.[1];
+  for (const label of [bom, charset, "utf-8"]) {
+    if (label === undefined) continue;
+    try {
+      return new TextDecoder(label).decode(bytes); // a label no decoder knows: the next one
+    } catch {
+      continue;
+    }
+  }
+  return new TextDecoder().decode(bytes);
 }
 
 /** Seconds to wait from a Retry-After header: delta-seconds or an HTTP date; undefined if absent. */
@@ -69,7 +90,7 @@ export async function fetchJson(
   let text: string;
   try {
     response = await fetch(url, { ...init, signal: init.signal ?? signal });
-    text = await response.text();
+    text = await bodyText(response);
     trace(`fetchJson ${request} -> ${response.status}, ${text.length} characters, ${Date.now() - started} ms`);
   } catch (e) {
     trace(`fetchJson ${request} -> failed after ${Date.now() - started} ms`);
