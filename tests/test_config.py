@@ -3,6 +3,7 @@ secrets that never appear in logs, errors, snapshots or API output."""
 
 from __future__ import annotations
 
+import anyio
 import msgspec
 import pytest
 
@@ -63,6 +64,27 @@ async def test_invalid_config_is_refused_by_schema_and_by_the_plugin(plugin_dir,
             await h.set_config("vault", {"apiKey": "bad-key-123456"})
         assert "revoked" in str(e.value) and "bad-key-123456" not in str(e.value)
         assert await h.call("vault", "whoami") == {"keyLength": len(SECRET), "region": "eu", "same": True}
+
+
+@pytest.mark.timeout(60)
+async def test_concurrent_changes_of_one_config_on_one_host_all_apply_in_turn(plugin_dir, make_host):
+    """Thirty clients PUT one plugin's config at once (a dashboard double-click, a script in a
+    loop): 24 were answered 503 "changed elsewhere (another host or process) 5 times", though
+    no other host or process existed: this host's own changes raced each other's check and swap.
+    On one host they now take turns; only another host's change can make one check again."""
+    plugin_dir.add("vault.js", PLUGIN)
+    async with make_host(plugins={"vault": PluginSettings(config={"apiKey": SECRET})}) as h:
+        done: list[int] = []
+
+        async def change(n: int) -> None:
+            await h.set_config("vault", {"retries": n})
+            done.append(n)
+
+        async with anyio.create_task_group() as tg:
+            for n in range(30):
+                tg.start_soon(change, n)
+        assert sorted(done) == list(range(30))
+        assert h.get_config("vault")["retries"] == done[-1]  # the last change applied is the one kept
 
 
 async def test_saved_config_restarts_workers_and_survives_a_host_restart(plugin_dir, make_host, tmp_path):

@@ -40,6 +40,7 @@ class ConfigAdmin:
         self._box = box
         self._call = call
         self.stations: Callable[[], dict[str, str]] = dict  # relay stations: name -> provider plugin id
+        self._turns: dict[str, anyio.Lock] = {}  # a config key -> this host's changes of it take turns
 
     def config_schema(self, name: str) -> dict[str, Any]:
         """The plugin's configSchema as JSON-ready dicts: ``{field: {type, required, secret,
@@ -83,16 +84,19 @@ class ConfigAdmin:
         """Check ``values`` (``checked_config``) and store the result under ``key`` (default the
         plugin's id) if the store still holds the config it was merged into; if another host or
         process changed it meanwhile, merge into that and check again (a field it set is kept).
-        Returns the manifest, the config stored (secrets plain) and the entry it replaced."""
+        Returns the manifest, the config stored (secrets plain) and the entry it replaced. This
+        host's own changes of one key take turns: racing each other's check and swap, 24 of 30
+        at once were refused as changed "elsewhere"; only another host's change meets the swap."""
         store, key = self._reg.store, key or record.id
         assert store is not None
-        base = store.get(key)
-        for _ in range(SWAP_ATTEMPTS):
-            manifest, raw = await self.checked_config(record, values, replace=replace, key=key, stored=base or {})
-            done, now = await store.swap(key, raw, secret_keys(manifest.config_schema), base)
-            if done:
-                return manifest, raw, base
-            base = now
+        async with self._turns.setdefault(key, anyio.Lock()):
+            base = store.get(key)
+            for _ in range(SWAP_ATTEMPTS):
+                manifest, raw = await self.checked_config(record, values, replace=replace, key=key, stored=base or {})
+                done, now = await store.swap(key, raw, secret_keys(manifest.config_schema), base)
+                if done:
+                    return manifest, raw, base
+                base = now
         raise changed_elsewhere(f"the config of {key!r}", record.id)
 
     async def checked_config(self, record: Plugin, values: dict[str, Any], *, replace: bool,
