@@ -4,7 +4,6 @@ Exit codes: 0 ok, 1 plugin or call failure, 2 usage error."""
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import os
 import sys
@@ -32,6 +31,7 @@ from .cli_output import (
     assignments,
     balances_table,
     json_text,
+    json_value,
     passphrase_of,
     print_json,
 )
@@ -87,10 +87,12 @@ async def _balances(args: argparse.Namespace, config: HostConfig) -> int:
 
 
 async def _call(args: argparse.Namespace, config: HostConfig) -> int:
-    try:
-        call_args = [json.loads(a) for a in args.args]
-    except ValueError as exc:
-        raise UsageError(f"arguments must be JSON values: {exc}") from None
+    call_args = []
+    for i, a in enumerate(args.args, 1):
+        try:
+            call_args.append(json_value(a))
+        except ValueError as exc:
+            raise UsageError(f"argument {i} ({a[:40]!r}) must be a JSON value: {exc}") from None
     async with debugger_wait(args, config) as started, _started(PluginHost(config), args) as host:
         started()
         if args.inspect:
@@ -114,10 +116,13 @@ async def _execute(args: argparse.Namespace, config: HostConfig) -> int:
     except (OSError, UnicodeDecodeError) as exc:
         raise UsageError(f"{args.file}: cannot read the code ({exc})") from None
     try:
-        input_ = json.loads(args.input) if args.input is not None else msgspec.UNSET
-        permissions = json.loads(args.permissions) if args.permissions is not None else None
+        input_ = json_value(args.input) if args.input is not None else msgspec.UNSET
     except ValueError as exc:
-        raise UsageError(f"--input and --permissions must be JSON: {exc}") from None
+        raise UsageError(f"--input must be a JSON value: {exc}") from None
+    try:
+        permissions = json_value(args.permissions) if args.permissions is not None else None
+    except ValueError as exc:
+        raise UsageError(f"--permissions must be JSON: {exc}") from None
     async with _started(PluginHost(config), args) as host:
         try:
             out = await host.execute(code, input_, entry=args.entry, timeout=args.timeout, permissions=permissions,
@@ -171,10 +176,10 @@ async def _config_import(args: argparse.Namespace, config: HostConfig) -> int:
     passphrase = passphrase_of(args)
     try:
         if args.file == "-":
-            document = json.loads(sys.stdin.read())
+            document = json_value(sys.stdin.read())
         else:
             with open(args.file, encoding="utf-8") as f:
-                document = json.load(f)
+                document = json_value(f.read())
     except (OSError, ValueError) as exc:
         raise UsageError(f"{args.file}: cannot read a JSON document ({exc})") from None
     async with control_client(config.state_path) as server:

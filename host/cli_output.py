@@ -137,6 +137,18 @@ def print_json(data: Any) -> None:
 VALUES_FILE_MAX = 4 * 1024 * 1024  # bytes: a config is small; /dev/zero or a log file is not
 
 
+def json_value(text: str) -> Any:
+    """A JSON value given on the command line, read as strictly as the HTTP API reads a body:
+    Python's json.loads takes NaN, Infinity and 1e400 (as inf), which a call then turned into
+    null. ValueError saying why."""
+    try:
+        return msgspec.json.decode(text.encode("utf-8"))
+    except UnicodeEncodeError:
+        raise ValueError("it is not UTF-8 text") from None
+    except (msgspec.DecodeError, RecursionError) as exc:
+        raise ValueError(str(exc) if not isinstance(exc, RecursionError) else "nested too deep") from None
+
+
 def values_file(path: Path) -> dict[str, Any]:
     """``config set --file``: an object of values, from a .toml file or JSON (else)."""
     try:
@@ -166,7 +178,7 @@ def assignments(args: argparse.Namespace, schema: dict[str, Any]) -> dict[str, A
             values[key] = raw  # userId=42 stays "42"
             continue
         try:
-            values[key] = json.loads(raw)
+            values[key] = json_value(raw)
         except ValueError:
             values[key] = raw
     if getattr(args, "file", None):  # a JSON or TOML file of values (its secrets out of argv and history)

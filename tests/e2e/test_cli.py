@@ -37,6 +37,21 @@ def test_call_prints_json_and_exit_codes_follow_the_contract(calc, shared_state,
 
 
 @pytest.mark.timeout(90)
+def test_json_arguments_the_wire_cannot_carry_are_usage_errors_naming_them(calc, shared_state, tmp_path):
+    """Python's json.loads takes NaN, Infinity and 1e400 (as inf): `call calc add 1e400 2` printed
+    `null` and exited 0, where POST .../call/add answers 400 "Number out of range". The CLI reads
+    JSON as strictly as the HTTP API: a usage error naming the argument, exit 2, nothing called."""
+    common = ["--plugins", str(calc.root), "--state-dir", str(shared_state)]
+    for args, named in ((["1e400", "2"], "argument 1"), (["1", "NaN"], "argument 2"), (["Infinity", "1"], "argument 1")):
+        out = run_cli("call", "calc", "add", *args, *common, cwd=tmp_path)
+        assert out.returncode == 2 and named in out.stderr and out.stdout == "", (args, out.stdout, out.stderr)
+    code = tmp_path / "double.js"
+    code.write_text("export default (x) => x * 2")
+    out = run_cli("execute", str(code), "--input", "-Infinity", *common, cwd=tmp_path)
+    assert out.returncode == 2 and "--input" in out.stderr, (out.stdout, out.stderr)
+
+
+@pytest.mark.timeout(90)
 def test_serve_answers_http_and_stops_cleanly_on_sigterm(calc, shared_state, tmp_path):
     port = free_port()
     proc = subprocess.Popen(
