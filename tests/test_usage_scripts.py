@@ -9,7 +9,7 @@ import json
 import pytest
 from aiohttp import web
 
-from host import BreakerConfig, HostConfig, PluginSettings, PoolConfig, UsageScriptConfig
+from host import BreakerConfig, HostConfig, InvalidConfig, PluginSettings, PoolConfig, UsageScriptConfig
 from host.plugins.discovery import source_for
 
 pytestmark = pytest.mark.anyio
@@ -321,6 +321,33 @@ async def test_a_script_saved_as_utf16_runs_and_one_in_another_encoding_is_a_plu
     said = infos["ansi"].error
     assert str(plugin_dir.root / "ansi.usage.js") in said and "save it as UTF-8" in said, said
     assert got["ansi"].status == "error"
+
+
+@pytest.mark.timeout(60)
+async def test_a_value_a_header_cannot_carry_is_refused_naming_it_not_called_a_network_error(
+        plugin_dir, make_host, fake_http):
+    """cc-switch's New API template sends {{userId}} in a header. A user id typed with a Chinese
+    IME's fullwidth digits ("\uff11\uff12\uff13"), or a token pasted with a line break, cannot be
+    sent in one: the station failed as NETWORK_ERROR "Failed to construct 'Request': 'headers' ...
+    is not a valid ByteString", naming neither the header nor the value. config set refuses it
+    naming the field; a config given otherwise fails the query saying which value to retype."""
+    (plugin_dir.root / "relay.usage.js").write_text(NEW_API)
+    fake_http.json("GET", "/api/user/self", {"success": True, "data": {"quota": 500000, "used_quota": 0}})
+    wide = PluginSettings(config={"baseUrl": fake_http.url, "accessToken": "tok", "userId": "\uff11\uff12\uff13"},
+                          allow_private_network=True, breaker=BreakerConfig(enabled=False))
+    async with make_host(plugins={"relay": wide}) as h:
+        (b,) = await h.query_balances(refresh=True)
+        with pytest.raises(InvalidConfig) as refused:
+            await h.set_config("relay", {"userId": "\uff14\uff15", "accessToken": "tok"})
+        with pytest.raises(InvalidConfig) as secret:
+            await h.set_config("relay", {"userId": "7", "accessToken": "tok-\u4e2d\u6587"})
+        await h.set_config("relay", {"userId": "7", "accessToken": "tok"})
+        (good,) = await h.query_balances(refresh=True)
+    assert b.status != "success" and b.error_type != "NETWORK_ERROR", (b.status, b.error_type, b.error_message)
+    assert "userId" in b.error_message and "New-Api-User" in b.error_message, b.error_message
+    assert "userId" in str(refused.value) and "U+FF14" in str(refused.value), str(refused.value)
+    assert "accessToken" in str(secret.value) and "\u4e2d" not in str(secret.value), str(secret.value)
+    assert (good.status, good.balance) == ("success", 1.0), good.error_message
 
 
 def test_usage_files_are_not_loaded_as_modules(tmp_path):

@@ -334,6 +334,26 @@ function buildRequest(spec) {
   };
 }
 
+const HEADER_TEXT = /^[\t\x20-\x7e]*$/; // what cc-switch's reqwest sends in a header (fetch takes Latin-1)
+
+/** Why the request's headers cannot be sent, naming the header and the config value that holds
+ * what it cannot carry (a user id in a Chinese IME's fullwidth digits, a token with a line
+ * break), or null. A secret's character is never shown. */
+function headerProblem(headers, v) {
+  for (const [name, value] of Object.entries(headers)) {
+    if (HEADER_TEXT.test(value)) continue;
+    const bad = [...value].find((c) => !HEADER_TEXT.test(c));
+    const field = NAMES.find((n) => v[n] !== "" && value.includes(v[n]) && !HEADER_TEXT.test(v[n]));
+    const secret = field !== undefined && SECRET_FIELDS.includes(field);
+    const what = `${secret ? "a character" : `'${bad.trim() ? bad : " "}'`} (U+${
+      bad.codePointAt(0).toString(16).toUpperCase().padStart(4, "0")})`;
+    return field === undefined
+      ? `request.headers["${name}"] holds ${what}, which an HTTP header cannot carry: change the script`
+      : `${field} holds ${what}, which the ${name} header cannot carry: type it again in ASCII`;
+  }
+  return null;
+}
+
 function expectedHost(v) {
   if (!viaBaseUrl) return fixedHost;
   const host = hostOf(v.baseUrl);
@@ -411,6 +431,8 @@ export async function queryBalance(config, ctx) {
     throw fail("PARSE_ERROR", `the script failed: ${e instanceof Error ? `${e.name}: ${e.message}` : String(e)}`);
   }
   const { url, init } = buildRequest(spec);
+  const unsendable = headerProblem(init.headers, v);
+  if (unsendable !== null) throw fail("NOT_CONFIGURED", unsendable);
   const target = hostOf(url);
   if (target === null) throw fail("PROVIDER_ERROR", "request.url is not a URL once filled in");
   const host = expectedHost(v);
@@ -441,7 +463,14 @@ export function validateConfig(config) {
   for (const name of SECRET_FIELDS) {
     if (/\s/.test(v[name])) return { valid: false, message: `${name} contains whitespace` };
   }
-  return true;
+  let request;
+  try {
+    request = buildRequest(evaluate(v)); // the headers these values make (a script that fails says so at query)
+  } catch {
+    return true;
+  }
+  const unsendable = headerProblem(request.init.headers, v);
+  return unsendable === null ? true : { valid: false, message: unsendable };
 }
 
 export function healthCheck(config) {
