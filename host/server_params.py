@@ -5,6 +5,7 @@ them at once)."""
 
 from __future__ import annotations
 
+import codecs
 import json
 import re
 from typing import Any
@@ -25,10 +26,29 @@ def bad_request(message: str) -> web.HTTPBadRequest:
                               content_type="application/json")
 
 
+def _utf8(raw: bytes, charset: str | None) -> bytes:
+    """The body as UTF-8, as its client wrote it: a BOM first is dropped (RFC 8259 lets a parser
+    ignore it; PowerShell 5 writes one), a ``charset`` other than UTF-8 (or a UTF-16 BOM) decoded.
+    A 400 naming the charset when the body cannot be read so."""
+    if raw.startswith(codecs.BOM_UTF8):
+        raw = raw[len(codecs.BOM_UTF8):]
+    elif raw.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
+        charset = "utf-16"
+    if charset is None or charset.lower().replace("_", "-") in ("utf-8", "utf8", "us-ascii", "ascii"):
+        return raw
+    try:
+        return raw.decode(charset).encode("utf-8", "surrogatepass")
+    except LookupError:
+        raise bad_request(f"the body's charset {charset[:40]!r} is not one this server knows: send UTF-8") from None
+    except UnicodeDecodeError as exc:
+        raise bad_request(f"the body is not {charset[:40]} text as its Content-Type says (byte {exc.start}): "
+                          "send UTF-8") from None
+
+
 async def body_of(request: web.Request, type_: Any = Any) -> Any:
     """The JSON body (``{}`` when there is none) decoded as ``type_``; a 400 naming the field
     that is wrong, or saying why the JSON is not."""
-    raw = await request.read()  # (HTTPRequestEntityTooLarge passes on)
+    raw = _utf8(await request.read(), request.charset)  # (HTTPRequestEntityTooLarge passes on)
     try:
         return msgspec.json.decode(raw or b"{}", type=type_)
     except msgspec.ValidationError as exc:
@@ -39,6 +59,8 @@ async def body_of(request: web.Request, type_: Any = Any) -> Any:
         why = str(exc)
         if why.endswith("truncated") and _LONE_SURROGATE.search(raw):
             why = "a \\u escape of half a UTF-16 surrogate pair with no other half (text holds none)"
+        elif why.startswith("Invalid UTF-8"):
+            why = f"{why}: send UTF-8, or name the charset in Content-Type"
         raise bad_request(f"invalid JSON: {why}") from None
 
 

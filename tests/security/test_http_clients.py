@@ -271,3 +271,24 @@ async def test_a_yes_no_parameter_it_cannot_read_is_a_400_naming_it(plugin_dir, 
         async with session.delete("/api/plugins/vault?purge=please") as r:
             assert r.status == 400 and "purge" in (await r.json())["error"]["message"]
     assert "sk-old-1" not in str(h.get_config("vault"))
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("anyio_backend", ["asyncio"])
+async def test_a_body_with_a_bom_or_a_declared_charset_is_read_as_its_client_wrote_it(calc, make_host):
+    """A JSON body a Windows tool wrote (PowerShell 5's ``Out-File -Encoding utf8`` puts a BOM
+    first; a .NET client may send UTF-16 and say so) was "JSON is malformed: invalid character
+    (byte 0)", naming neither. RFC 8259 lets a parser ignore the BOM, and the Content-Type's
+    charset says how to read the rest; one that cannot be read so is a 400 naming the charset."""
+    body = '{"args": ["\u4f59\u989d"]}'
+    async with make_host() as h, served(h) as (_, session):
+        for data, ctype in ((b"\xef\xbb\xbf" + body.encode(), "application/json"),
+                            (body.encode("utf-16"), "application/json; charset=utf-16"),
+                            (body.encode("gbk"), "application/json; charset=GBK")):
+            async with session.post("/api/plugins/calc/call/echo", data=data, headers={"Content-Type": ctype}) as r:
+                assert (r.status, await r.json()) == (200, {"ok": True, "result": "\u4f59\u989d"}), ctype
+        for data, ctype, said in ((body.encode(), "application/json; charset=klingon", "klingon"),
+                                  (b"\xff\xfe\x00", "application/json; charset=utf-8", "UTF-8")):
+            async with session.post("/api/plugins/calc/call/echo", data=data, headers={"Content-Type": ctype}) as r:
+                answer = await r.json()
+                assert r.status == 400 and said in answer["error"]["message"], (ctype, answer)
