@@ -350,6 +350,29 @@ async def test_a_value_a_header_cannot_carry_is_refused_naming_it_not_called_a_n
     assert (good.status, good.balance) == ("success", 1.0), good.error_message
 
 
+@pytest.mark.timeout(60)
+async def test_a_placeholder_spelt_another_way_is_named_with_the_spelling_to_write(plugin_dir, make_host, fake_http):
+    """cc-switch fills in exactly {{apiKey}}, {{baseUrl}}, {{accessToken}} and {{userId}}: a script
+    written with {{ apiKey }} or {{api_key}} (as other tools spell theirs) sends the braces as they
+    are, and the station fails with the provider's 401, or with "request.url must be built from
+    {{baseUrl}} ..., got {{ baseUrl }}/...". Both now say which spelling to write."""
+    (plugin_dir.root / "spaced.usage.js").write_text(
+        '({ request: { url: "{{baseUrl}}/b", method: "GET", headers: { "Authorization": "Bearer {{ apiKey }}" } },\n'
+        '  extractor: function (r) { return { remaining: r.balance }; } })')
+    (plugin_dir.root / "snake.usage.js").write_text(
+        '({ request: { url: "{{base_url}}/b", method: "GET" }, extractor: function (r) { return { remaining: 1 }; } })')
+
+    def unauthorised(request: web.Request) -> web.Response:
+        return web.json_response({"error": "invalid token"}, status=401)
+
+    fake_http.route("GET", "/b", unauthorised)
+    async with make_host(plugins={"spaced": settings(fake_http, apiKey="sk-1")}) as h:
+        infos = {i.id: i for i in h.plugins()}
+        (b,) = [b for b in await h.query_balances(refresh=True) if b.provider == "spaced"]
+    assert b.error_type == "AUTH_ERROR" and "write {{apiKey}}" in b.error_message, b.error_message
+    assert infos["snake"].state == "error" and "write {{baseUrl}}" in infos["snake"].error, infos["snake"].error
+
+
 def test_usage_files_are_not_loaded_as_modules(tmp_path):
     (tmp_path / "relay.usage.js").write_text(NEW_API)
     assert source_for(tmp_path / "relay.usage.js") is None

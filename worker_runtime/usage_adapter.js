@@ -32,6 +32,18 @@ function fail(errorType, message, details) {
   return new PluginError(errorType, `usage script ${SCRIPT_ID}: ${message}`, details);
 }
 
+/** What to write instead of a placeholder spelt another way ({{ apiKey }}, {{api_key}}, {{APIKEY}}),
+ * which cc-switch sends as it is: "" when the script spells them all as cc-switch fills them in. */
+const spelling = (() => {
+  for (const m of SCRIPT.matchAll(/\{\{\s*([A-Za-z_]+)\s*\}\}/g)) {
+    const name = NAMES.find((n) => n.toLowerCase() === m[1].replace(/_/g, "").toLowerCase());
+    if (name !== undefined && m[0] !== `{{${name}}}`) {
+      return ` (the script writes ${m[0]}: write {{${name}}}, the one spelling cc-switch fills in)`;
+    }
+  }
+  return "";
+})();
+
 const warned = new Set();
 function warnOnce(message) {
   if (warned.has(message)) return;
@@ -273,7 +285,7 @@ const fixedHost = (() => {
   if (viaBaseUrl) return null;
   if (hostA === null) {
     throw new TypeError(`request.url must be built from {{baseUrl}} or be an absolute URL, got ${
-      probed[0].request.url.slice(0, 80)}`);
+      probed[0].request.url.slice(0, 80)}${spelling}`);
   }
   if (hostA !== hostB || /invalid$|api-key|access-token|user-id/.test(hostA)) {
     throw new TypeError("request.url: a placeholder may not name the host (only {{baseUrl}} may)");
@@ -437,7 +449,13 @@ export async function queryBalance(config, ctx) {
   if (target === null) throw fail("PROVIDER_ERROR", "request.url is not a URL once filled in");
   const host = expectedHost(v);
   if (target !== host) throw fail("PROVIDER_ERROR", `request.url leads to ${target}, not ${host}`);
-  const response = await ctx.fetchJson(url, init);
+  let response;
+  try {
+    response = await ctx.fetchJson(url, init);
+  } catch (e) {
+    if (spelling && e instanceof PluginError) throw fail(e.errorType, `${e.message}${spelling}`, e.details);
+    throw e;
+  }
   let out;
   try {
     out = await spec.extractor(response);
