@@ -178,6 +178,22 @@ async def test_a_pasted_usage_script_becomes_a_station(plugin_dir, tmp_path, sha
     assert after == ["relayco"]  # the provider, with no station left, is its own (unconfigured) one
 
 
+async def test_a_station_scripts_errors_name_the_station_not_a_host_toml_entry(plugin_dir, tmp_path, shared_state,
+                                                                               relay):
+    """A script added with `balances add NAME --script FILE` (or [stations.NAME] script) that does
+    not parse was refused "at line 2, column 3 of host.toml usage_scripts.NAME", and a fixed host
+    it may not leave was to be changed "in host.toml usage_scripts.NAME": a section the user never
+    wrote. Its errors name the station."""
+    broken = '({ request: { url: "{{baseUrl}}/x" method: "GET" }, extractor: function (r) { return r; } })'
+    toml = {"listed": StationConfig(script=broken)}
+    async with host_for(plugin_dir, tmp_path, shared_state, relay, stations=toml) as h:
+        with pytest.raises(InvalidConfig) as added:
+            await h.stations.add("pasted", script=broken)
+        infos = {i.id: i for i in h.plugins()}
+    assert "station pasted" in str(added.value) and "host.toml" not in str(added.value), str(added.value)
+    assert "host.toml stations.listed" in infos["listed"].error, infos["listed"].error
+
+
 # ---------------------------------------------------------------- what an attacker review found
 
 

@@ -63,13 +63,15 @@ def read_script(path: Path) -> str:
                          "'ANSI' code page)") from None
 
 
-def _scripts(dirs: list[Path], configured: dict[str, UsageScriptConfig]) -> dict[str, tuple[str, str, str | Unreadable]]:
+def _scripts(dirs: list[Path], configured: dict[str, UsageScriptConfig],
+             labels: dict[str, str]) -> dict[str, tuple[str, str, str | Unreadable]]:
     """id -> (display name, where it came from, script text or why it cannot be read); host.toml
-    first, then files."""
+    first, then files. ``labels``: where a configured script given as text came from, when not
+    ``[usage_scripts.ID]`` (a station's)."""
     found: dict[str, tuple[str, str, str | Unreadable]] = {}
     for sid, c in configured.items():
         if c.script is not None:
-            found[sid] = (c.name or sid, f"host.toml usage_scripts.{sid}", c.script)
+            found[sid] = (c.name or sid, labels.get(sid, f"host.toml usage_scripts.{sid}"), c.script)
             continue
         assert c.file is not None
         found[sid] = (c.name or sid, c.file, _text(Path(c.file)))
@@ -90,11 +92,12 @@ def _text(path: Path) -> str | Unreadable:
         return exc
 
 
-def usage_sources(dirs: list[Path], configured: dict[str, UsageScriptConfig], out_dir: Path) -> list[PluginSource]:
+def usage_sources(dirs: list[Path], configured: dict[str, UsageScriptConfig], out_dir: Path,
+                  labels: dict[str, str] | None = None) -> list[PluginSource]:
     """Write (or refresh) the module of every usage script, remove those of scripts that are
     gone, and return them as plugin sources. A module is rewritten only when its text changes,
     so that hot reload sees an edited script and nothing else."""
-    scripts = _scripts(dirs, configured)
+    scripts = _scripts(dirs, configured, labels or {})
     sources: list[PluginSource] = []
     for sid, (name, origin, script) in sorted(scripts.items()):
         if not ID_RE.match(sid):
@@ -191,8 +194,10 @@ def discover_sources(config: HostConfig, stations: dict[str, UsageScriptConfig] 
     if stations is None:
         from ..balances.station_files import station_scripts
         stations = station_scripts(config)
+    labels = {sid: f"host.toml stations.{sid}" if sid in config.stations else
+              f"station {sid}'s script (added with `balances add`)" for sid in stations if sid not in config.usage_scripts}
     scripts = usage_sources(config.plugin_dirs, {**stations, **config.usage_scripts},
-                            config.state_path / "usage_scripts")
+                            config.state_path / "usage_scripts", labels)
     dev = dev_sources(config)
     found = [s for s in discover(config.plugin_dirs) if s.id not in {d.id for d in dev}]  # dev_plugins win
     return sorted(found + scripts + dev, key=lambda s: (s.id, s.version_hint or ""))
