@@ -15,6 +15,7 @@ from urllib.parse import quote
 from .cli_output import UsageError, assignments, first_line, json_text, print_json, table
 from .config import HostConfig
 from .control import control_client
+from .plugins.usage_scripts import Unreadable, read_script
 
 if TYPE_CHECKING:
     from .cli_output import MakeHost, Started
@@ -120,10 +121,10 @@ def register(balances: argparse.ArgumentParser, common: argparse.ArgumentParser,
     async def add(args: argparse.Namespace, config: HostConfig) -> int:
         script = None
         if args.script is not None:
-            try:
-                script = sys.stdin.read() if args.script == "-" else Path(args.script).read_text(encoding="utf-8")
-            except (OSError, UnicodeDecodeError) as exc:
-                raise UsageError(f"{args.script}: cannot read the usage script ({exc})") from None
+            try:  # as a plugin directory's script is read: UTF-8, or UTF-16 with its BOM
+                script = read_script(Path("/dev/stdin" if args.script == "-" else args.script))
+            except Unreadable as exc:
+                raise UsageError(f"the usage script: {exc}") from None
         async with stations(args, config) as s:
             body = {"name": args.name, "plugin": args.plugin, "script": script, "title": args.title,
                     "lowBalance": args.low_balance, "config": await values_for(s, args, args.plugin)}

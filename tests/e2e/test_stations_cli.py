@@ -71,6 +71,22 @@ def test_stations_from_the_shell_with_a_host_of_its_own(setup, relay, tmp_path):
     assert "sk-cli-alpha-1" not in everything + out.stdout + tested.stdout
 
 
+def test_a_script_file_saved_as_utf16_is_added_and_one_in_gbk_is_refused_saying_how_to_save_it(setup, tmp_path):
+    """`balances add NAME --script FILE` read the file as UTF-8 alone: one Notepad saved as
+    "Unicode" (UTF-16 with its BOM) was refused with Python's "'utf-8' codec can't decode byte
+    0xff", which a plugin directory's script now reads (usage_scripts.read_script); a GBK one is
+    refused naming the file and asking for UTF-8."""
+    toml, _ = setup
+    script = ('// \u4f59\u989d\r\n({ request: { url: "{{baseUrl}}/b", method: "GET" },\r\n'
+              '  extractor: function (r) { return { remaining: r.balance }; } })\r\n')
+    (tmp_path / "wide.js").write_bytes(script.encode("utf-16"))
+    (tmp_path / "ansi.js").write_bytes(script.encode("gbk"))
+    out = cli(toml, "balances", "add", "wide", "--script", str(tmp_path / "wide.js"), cwd=tmp_path)
+    assert out.returncode == 0 and json.loads(out.stdout)["kind"] == "script", out.stderr
+    out = cli(toml, "balances", "add", "ansi", "--script", str(tmp_path / "ansi.js"), cwd=tmp_path)
+    assert out.returncode == 2 and "save it as UTF-8" in out.stderr and "codec" not in out.stderr, out.stderr
+
+
 def test_a_station_added_while_a_server_runs_is_served_at_once(setup, relay, tmp_path):
     toml, _ = setup
     with serve_process(tmp_path, "--config", str(toml)) as srv:
