@@ -23,7 +23,7 @@ import asyncio
 import shutil
 import threading
 from collections.abc import AsyncIterator, Callable, Iterator
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -71,6 +71,7 @@ class FakeHttp:
         return await out if asyncio.iscoroutine(out) else out
 
     @classmethod
+    @contextmanager
     def running(cls) -> Iterator[FakeHttp]:
         """A server for the duration of the ``with`` (or the fixture)."""
         fake = cls()
@@ -99,7 +100,8 @@ class FakeHttp:
 
 @pytest.fixture
 def fake_http() -> Iterator[FakeHttp]:
-    yield from FakeHttp.running()
+    with FakeHttp.running() as fake:
+        yield fake
 
 
 @pytest.fixture

@@ -78,3 +78,20 @@ def test_shipped_providers_use_the_kit_instead_of_copies(provider):
     assert 'from "@plugin-host/kit"' in source
     copied = re.findall(r"^(?:export )?function (object|number|healthCheck|validateConfig)\b", source, re.M)
     assert copied == []
+
+
+@pytest.mark.timeout(30)
+def test_fake_http_running_is_the_with_block_its_docstring_says():
+    """``FakeHttp.running()`` ("a server for the duration of the ``with``") was a bare generator:
+    ``with FakeHttp.running() as fake`` raised TypeError for a plugin author outside the fixture."""
+    import urllib.error
+    import urllib.request
+
+    from host.testing import FakeHttp
+
+    with FakeHttp.running() as fake:
+        fake.json("GET", "/balance", {"balance": 1.5})
+        with urllib.request.urlopen(fake.url + "/balance", timeout=5) as r:
+            assert json.loads(r.read()) == {"balance": 1.5}
+    with pytest.raises(urllib.error.URLError):
+        urllib.request.urlopen(fake.url + "/balance", timeout=5)
