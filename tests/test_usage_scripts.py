@@ -373,6 +373,30 @@ async def test_a_placeholder_spelt_another_way_is_named_with_the_spelling_to_wri
     assert infos["snake"].state == "error" and "write {{baseUrl}}" in infos["snake"].error, infos["snake"].error
 
 
+@pytest.mark.timeout(60)
+async def test_a_script_written_as_a_module_is_told_the_shape_cc_switch_evaluates(plugin_dir, make_host):
+    """What someone used to Node or Deno writes: `export default {...}`, `module.exports = {...}`,
+    `return {...}`, `const config = {...};`. cc-switch refuses each too, but here each error named
+    a line of the generated module ("(at .../usage_scripts/ID/mod.js:213:21)") and none said what
+    shape is wanted. Each now names the script's file (and line, when the script threw) and says
+    to write the one expression cc-switch evaluates."""
+    body = '{\n  request: { url: "{{baseUrl}}/b", method: "GET" },\n  extractor(r) { return { remaining: r.balance }; }\n}'
+    shapes = {"exp": f"export default {body};\n", "cjs": f"// node style\nmodule.exports = {body};\n",
+              "ret": f"return {body};\n", "decl": f"const config = {body};\n"}
+    for name, text in shapes.items():
+        (plugin_dir.root / f"{name}.usage.js").write_text(text)
+    async with make_host() as h:
+        infos = {i.id: i for i in h.plugins()}
+    for name in shapes:
+        said = infos[name].error or ""
+        assert infos[name].state == "error" and "mod.js" not in said, (name, said)
+        assert str(plugin_dir.root / f"{name}.usage.js") in said, (name, said)
+    for name in ("exp", "cjs", "ret"):
+        assert "not a module" in infos[name].error, infos[name].error
+    assert f"{plugin_dir.root / 'cjs.usage.js'}:2:1" in infos["cjs"].error  # where it threw, in the script
+    assert "completion value" in infos["decl"].error, infos["decl"].error
+
+
 def test_usage_files_are_not_loaded_as_modules(tmp_path):
     (tmp_path / "relay.usage.js").write_text(NEW_API)
     assert source_for(tmp_path / "relay.usage.js") is None

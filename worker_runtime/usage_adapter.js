@@ -222,24 +222,23 @@ function evaluate(v) {
   return spec;
 }
 
-/** A SyntaxError of the script, located: V8's eval says what is wrong but not where (and the stack
- * names a line of this generated module), Deno's module parser says where. The script, filled in
- * as `filled`, is parsed as the body of a function a data: module declares and never calls, so
- * nothing of it runs. The error names the script's own file (SCRIPT_SOURCE), line and column, and
- * a character JavaScript cannot read there (a curly quote or a fullwidth comma pasted from a page)
- * by its code point. `e` itself when the parser finds nothing to say. */
-async function located(e, filled) {
+/** Where a SyntaxError of the script is: V8's eval says what is wrong but not where, Deno's module
+ * parser says where. The script, filled in as `filled`, is parsed as the body of a function a
+ * data: module declares and never calls, so nothing of it runs. `{ line, column, what }` (what the
+ * parser expected, or the code point of a character JavaScript cannot read there: a curly quote
+ * or a fullwidth comma pasted from a page), or null when the parser finds nothing to say. */
+async function syntaxPlace(filled) {
   const head = "function usageScript() {"; // on the script's first line: line numbers stay as they are
   let said;
   try {
     await import(`data:text/javascript,${encodeURIComponent(`${head}${filled}\n}`)}`);
-    return e;
+    return null;
   } catch (parsed) {
     said = String(parsed?.message ?? parsed);
   }
   const at = said.split("\n").find((l) => l.trim().startsWith("at data:"));
   const m = at === undefined ? null : /:(\d+):(\d+)\s*$/.exec(at);
-  if (m === null) return e;
+  if (m === null) return null;
   const line = Number(m[1]);
   const column = Number(m[2]) - (line === 1 ? head.length : 0);
   const char = [...(filled.split("\n")[line - 1] ?? "").slice(column - 1)][0] ?? "";
@@ -247,11 +246,42 @@ async function located(e, filled) {
     ? `'${char}' (U+${char.codePointAt(0).toString(16).toUpperCase().padStart(4, "0")}) cannot stand there outside a ` +
       "string: write the ASCII character it stands for (pasted from a page or a chat?)"
     : said.split("\n")[0].replace(/^(?:TypeError: )?SyntaxError: /, "");
-  const where = SCRIPT_SOURCE.startsWith("/")
-    ? `${SCRIPT_SOURCE}:${line}:${column}`
+  return { line, column, what };
+}
+
+/** A place in the script: its file:line:column when it is a file, else "line L, column C of ORIGIN". */
+function place(line, column) {
+  return SCRIPT_SOURCE.startsWith("/") ? `${SCRIPT_SOURCE}:${line}:${column}`
     : `line ${line}, column ${column} of ${SCRIPT_SOURCE}`;
-  const out = new SyntaxError(`${e.message} at ${where}: ${what}`);
-  out.stack = `SyntaxError: ${out.message}`; // no frame of this module: it is not where the mistake is
+}
+
+const NOT_A_MODULE = /\b(?:module|exports|require) is not defined|Illegal return statement|'(?:import|export)'/;
+const SHAPE = "a usage script is not a module: cc-switch evaluates it as one expression, ({ request: { ... }, " +
+  "extractor: function (response) { ... } }), with no export, module.exports or return";
+const DECLARED = "end it with the object itself, its completion value (({ ... }), or the name of the variable " +
+  "that holds it), as cc-switch reads it";
+
+/** An error of the script at load, as its user can act on it: where in the script (the parser's
+ * place for a SyntaxError, the eval's frame for a throw), never a line of this generated module;
+ * and the shape cc-switch evaluates when the script was written as a module or ends in a
+ * declaration (`export default`, `module.exports =`, `return`, `const config = {...};`). */
+async function explained(e, filled) {
+  if (!(e instanceof Error)) return e;
+  let where = null;
+  let said = "";
+  if (e instanceof SyntaxError) {
+    const found = await syntaxPlace(filled);
+    if (found !== null) [where, said] = [place(found.line, found.column), found.what];
+  } else {
+    const m = /<anonymous>:(\d+):(\d+)/.exec(e.stack ?? ""); // a throw in the script: its own line
+    if (m !== null) where = place(Number(m[1]), Number(m[2]));
+  }
+  const hint = NOT_A_MODULE.test(e.message) ? SHAPE
+    : e.message === "the script must evaluate to an object" ? DECLARED : "";
+  const out = new Error(`${e.message}${where === null ? ` (in ${SCRIPT_SOURCE})` : ` at ${where}`}${
+    said ? `: ${said}` : ""}${hint ? `; ${hint}` : ""}`);
+  out.name = e.name;
+  out.stack = `${out.name}: ${out.message}`; // no frame of this module: it is not where the mistake is
   return out;
 }
 
@@ -271,26 +301,27 @@ function hostOf(url) {
   }
 }
 
-const probed = [];
-for (const v of PROBES) {
-  try {
-    probed.push(evaluate(v));
-  } catch (e) {
-    throw e instanceof SyntaxError ? await located(e, fillScript(SCRIPT, v)) : e;
-  }
-}
-const [hostA, hostB] = probed.map((spec) => hostOf(spec.request.url));
-const viaBaseUrl = hostA === "base-url-0.invalid" && hostB === "base-url-1.invalid";
-const fixedHost = (() => {
-  if (viaBaseUrl) return null;
+/** The script's grant, from its request.url under two sets of stand-in values: the configured
+ * baseUrl's host, or the one fixed host it names. */
+function grantOf() {
+  const [hostA, hostB] = PROBES.map((v) => hostOf(evaluate(v).request.url));
+  if (hostA === "base-url-0.invalid" && hostB === "base-url-1.invalid") return { viaBaseUrl: true, fixedHost: null };
   if (hostA === null) {
     throw new TypeError(`request.url must be built from {{baseUrl}} or be an absolute URL, got ${
-      probed[0].request.url.slice(0, 80)}${spelling}`);
+      evaluate(PROBES[0]).request.url.slice(0, 80)}${spelling}`);
   }
   if (hostA !== hostB || /invalid$|api-key|access-token|user-id/.test(hostA)) {
     throw new TypeError("request.url: a placeholder may not name the host (only {{baseUrl}} may)");
   }
-  return hostA;
+  return { viaBaseUrl: false, fixedHost: hostA };
+}
+
+const { viaBaseUrl, fixedHost } = await (async () => {
+  try {
+    return grantOf();
+  } catch (e) {
+    throw await explained(e, fillScript(SCRIPT, PROBES[0]));
+  }
 })();
 // The values the script uses anywhere (a missing one is "not configured", never sent empty).
 const used = new Set([...SCRIPT.matchAll(new RegExp(PLACEHOLDER.source, "g"))].map((m) => m[1]));
