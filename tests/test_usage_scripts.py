@@ -9,7 +9,15 @@ import json
 import pytest
 from aiohttp import web
 
-from host import BreakerConfig, HostConfig, InvalidConfig, PluginSettings, PoolConfig, UsageScriptConfig
+from host import (
+    BreakerConfig,
+    HostConfig,
+    InvalidConfig,
+    PluginError,
+    PluginSettings,
+    PoolConfig,
+    UsageScriptConfig,
+)
 from host.plugins.discovery import source_for
 
 pytestmark = pytest.mark.anyio
@@ -395,6 +403,24 @@ async def test_a_script_written_as_a_module_is_told_the_shape_cc_switch_evaluate
         assert "not a module" in infos[name].error, infos[name].error
     assert f"{plugin_dir.root / 'cjs.usage.js'}:2:1" in infos["cjs"].error  # where it threw, in the script
     assert "completion value" in infos["decl"].error, infos["decl"].error
+
+
+@pytest.mark.timeout(60)
+async def test_an_extractor_that_throws_names_its_line_in_the_script(plugin_dir, make_host, fake_http):
+    """A provider changed its answer and the extractor reads a field that is gone: the station
+    failed "the extractor threw: TypeError: Cannot read properties of undefined (reading
+    'quota')", and its ``where`` was a line of the generated module. Both name the script's line."""
+    (plugin_dir.root / "relay.usage.js").write_text(
+        '({\n  request: { url: "{{baseUrl}}/b", method: "GET" },\n  extractor: function (r) {\n'
+        '    return { remaining: r.data.quota / 500000 };\n  }\n})\n')
+    fake_http.json("GET", "/b", {"balance": 1})
+    async with make_host(plugins={"relay": settings(fake_http)}) as h:
+        (b,) = await h.query_balances(refresh=True)
+        with pytest.raises(PluginError) as e:
+            await h.call("relay", "queryBalance", {"baseUrl": fake_http.url})
+    at = f"{plugin_dir.root / 'relay.usage.js'}:4:"
+    assert b.error_type == "PARSE_ERROR" and at in b.error_message, b.error_message
+    assert e.value.where is not None and e.value.where.startswith(at), (e.value.where, e.value.stack)
 
 
 def test_usage_files_are_not_loaded_as_modules(tmp_path):

@@ -255,6 +255,17 @@ function place(line, column) {
     : `line ${line}, column ${column} of ${SCRIPT_SOURCE}`;
 }
 
+/** `err` (what the host reports) placed where the script's own code threw `thrown`, when it did:
+ * its message and its stack (the host's `where`) name the script's line, not this module's. */
+function inScript(err, thrown) {
+  const m = /<anonymous>:(\d+):(\d+)/.exec(thrown instanceof Error ? thrown.stack ?? "" : "");
+  if (m === null) return err;
+  const where = place(Number(m[1]), Number(m[2]));
+  err.message = `${err.message} at ${where}`;
+  err.stack = `${err.name}: ${err.message}${SCRIPT_SOURCE.startsWith("/") ? `\n    at ${where}` : ""}`;
+  return err;
+}
+
 const NOT_A_MODULE = /\b(?:module|exports|require) is not defined|Illegal return statement|'(?:import|export)'/;
 const SHAPE = "a usage script is not a module: cc-switch evaluates it as one expression, ({ request: { ... }, " +
   "extractor: function (response) { ... } }), with no export, module.exports or return";
@@ -471,7 +482,7 @@ export async function queryBalance(config, ctx) {
   try {
     spec = evaluate(v);
   } catch (e) {
-    throw fail("PARSE_ERROR", `the script failed: ${e instanceof Error ? `${e.name}: ${e.message}` : String(e)}`);
+    throw inScript(fail("PARSE_ERROR", `the script failed: ${e instanceof Error ? `${e.name}: ${e.message}` : String(e)}`), e);
   }
   const { url, init } = buildRequest(spec);
   const unsendable = headerProblem(init.headers, v);
@@ -491,7 +502,7 @@ export async function queryBalance(config, ctx) {
   try {
     out = await spec.extractor(response);
   } catch (e) {
-    throw fail("PARSE_ERROR", `the extractor threw: ${e instanceof Error ? `${e.name}: ${e.message}` : String(e)}`);
+    throw inScript(fail("PARSE_ERROR", `the extractor threw: ${e instanceof Error ? `${e.name}: ${e.message}` : String(e)}`), e);
   }
   return normalise(out);
 }
