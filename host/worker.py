@@ -255,6 +255,7 @@ class Worker:
         self.pid: int | None = None
         self.metadata: Any = None
         self.welcomed_config: Any = None
+        self._welcomed = False  # the handshake is done and the module is loading (until ready)
         self.exports: list[str] = []
         self.signatures: dict[str, p.Signature] = {}
         self._arity: dict[tuple[str, int], int | None] = {}  # (function, argument count) -> check_arguments
@@ -398,7 +399,7 @@ class Worker:
                     with anyio.fail_after(limits.handshake_timeout):
                         await self._handshake(listener, token)
                 except TimeoutError:
-                    self.exit_error = self._handshake_failed(
+                    self.exit_error = self._load_timed_out() if self._welcomed else self._handshake_failed(
                         f"no handshake within {limits.handshake_timeout:g}s")
                     self._reader_done.set()  # no read loop will run
                 except HostError as exc:
@@ -470,6 +471,7 @@ class Worker:
                 harden=int(self.spec.role == "execute" and self.spec.reused),
             ),
         ))
+        self._welcomed = True
         while True:
             msg = await self._next_message()
             if isinstance(msg, p.Log):
@@ -487,6 +489,15 @@ class Worker:
         self.metadata = msg.metadata
         self.exports = msg.exports
         self.signatures = msg.signatures
+
+    def _load_timed_out(self) -> HandshakeError:
+        """The worker shook hands but its module did not finish loading in time: the cause is the
+        module's own top level, not the wire ("no handshake" sent users looking at the wrong end).
+        Still a HandshakeError: a start that may succeed later (an await on a slow service)."""
+        self.kill("handshake")
+        return HandshakeError(f"the module did not finish loading within {self.spec.limits.handshake_timeout:g}s: "
+                              "code at its top level ran that long (a loop, or an await that never settles?); "
+                              "[limits] handshake_timeout is the time allowed", plugin=self.spec.plugin_id)
 
     def _handshake_failed(self, reason: str) -> HandshakeError:
         self.kill("handshake")

@@ -87,7 +87,7 @@ async def assert_deadline(runtime: Runtime, tmp_path: Path, *, socket_gone: bool
     """The worker fails at its 0.5 s handshake deadline (not before, not long after) and is
     reaped; with ``socket_gone``, its socket directory is checked empty as well."""
     err, worker, elapsed = await start_fails(runtime, hostile_spec(tmp_path, WorkerLimits(handshake_timeout=0.5)))
-    assert isinstance(err, HandshakeError) and "no handshake within 0.5s" in err.message
+    assert isinstance(err, HandshakeError) and "within 0.5s" in err.message  # no handshake, or no ready after it
     assert 0.5 <= elapsed < 1.5
     assert gone(worker.pid)
     if socket_gone:

@@ -43,6 +43,10 @@ async def test_a_load_that_never_finishes_ends_in_error_after_the_handshake_time
             with pytest.raises(HostError):
                 await h.call("hang", "add", 1, 2, timeout=10)
         assert h.plugin("hang").state == "error"
+        said = h.plugin("hang").error or ""
+    # the worker shook hands; its module never finished: "no handshake within 1s" sent the user to
+    # the wire, where the cause is the module's own top level
+    assert "did not finish loading within 1s" in said and "top level" in said, said
 
 
 def slow_start(pid: str, ms: int) -> str:
