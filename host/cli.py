@@ -107,13 +107,15 @@ async def _call(args: argparse.Namespace, config: HostConfig) -> int:
 
 
 async def _execute(args: argparse.Namespace, config: HostConfig) -> int:
-    try:
+    try:  # UTF-8, a BOM or not: stdin's locale decoding let bytes that are not through as surrogates
         if args.file == "-":
-            code = sys.stdin.read()
+            code = sys.stdin.buffer.read().decode("utf-8-sig")
         else:
-            with open(args.file, encoding="utf-8") as f:
+            with open(args.file, encoding="utf-8-sig") as f:
                 code = f.read()
-    except (OSError, UnicodeDecodeError) as exc:
+    except UnicodeDecodeError as exc:
+        raise UsageError(f"{args.file}: the code is not UTF-8 text (byte {exc.start}): save it as UTF-8") from None
+    except OSError as exc:
         raise UsageError(f"{args.file}: cannot read the code ({exc})") from None
     try:
         input_ = json_value(args.input) if args.input is not None else msgspec.UNSET

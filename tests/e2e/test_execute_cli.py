@@ -29,3 +29,23 @@ def test_execute_runs_a_typescript_file_and_refuses_one_that_does_not_parse(shar
     lines = [x for x in read_audit(state / "audit.jsonl") if x["event"] == "execute"]
     assert [(x["by"], x["language"], x["outcome"]) for x in lines] == [
         ("cli", "typescript", "ok"), ("cli", "typescript", "ok"), ("cli", "typescript", "invalid")]
+
+
+@pytest.mark.timeout(60)
+def test_code_on_stdin_is_read_as_utf8_and_bytes_that_are_not_are_named_as_the_code(shared_state, tmp_path):
+    """`execute -` read stdin in the locale's encoding with surrogate escapes: bytes that are not
+    UTF-8 became "execute.default: arguments cannot be sent to the plugin: 'utf-8' codec can't
+    encode characters ... surrogates not allowed", blaming arguments nobody gave. The code is read
+    as UTF-8 (a BOM or not, as a file is), and bytes that are not are a usage error about the code."""
+    import os
+    import subprocess
+    import sys
+
+    state = fresh_state(tmp_path, shared_state)
+    args = [sys.executable, "-m", "host", "execute", "-", "--state-dir", str(state), "--plugins", str(tmp_path / "none")]
+    ok = subprocess.run(args, input="\ufeffexport default () => '\u4f59\u989d';\n".encode(), capture_output=True,
+                        timeout=60, cwd=tmp_path, env={**os.environ, "LANG": "C", "LC_ALL": "C"})
+    assert ok.returncode == 0 and json.loads(ok.stdout)["result"] == "\u4f59\u989d", ok.stderr
+    bad = subprocess.run(args, input=b"export default () => '\xff\xfe';\n", capture_output=True, timeout=60, cwd=tmp_path)
+    said = bad.stderr.decode()
+    assert bad.returncode == 2 and "UTF-8" in said and "arguments" not in said, said
