@@ -13,7 +13,7 @@ from .config import PoolConfig
 from .errors import CallTimeout, InvalidCode, WorkerCrashed
 from .execute_config import ExecuteConfig
 from .pool import Pool
-from .worker import MIN_TIMEOUT, Lease
+from .worker import MIN_TIMEOUT, Lease, refusal_advice
 
 log = logging.getLogger("host.execute")
 
@@ -107,7 +107,9 @@ async def run_execute(pool: Pool, code: str, input: Any, *, entry: str, budget: 
         if info is not None:
             if language == "typescript" and info.error_type == INVALID_CODE:
                 raise InvalidCode(info.message, plugin=EXECUTE_ID, function=entry)
-            logs.append(_exception(info.name, info.message, info.stack))
+            # a sandbox refusal names the request's permission that allows it, not Deno's --allow flag
+            told = refusal_advice(info.message, None) if info.name == "NotCapable" else info.message
+            logs.append(_exception(info.name, told, info.stack))
     return ExecuteResult(ok=ok, result=result if ok else None, logs=logs,
                          duration=round(max((time.perf_counter() - t0) * 1000, least), 3)), outcome
 

@@ -506,3 +506,18 @@ async def test_a_plugin_worker_answers_an_execute_frame_with_an_error_and_keeps_
         done = await worker.execute("export default () => 1", entry="default", input=None, timeout=5, tools=[])
         assert done.info is not None and done.info.name == "ExecuteUnavailable"
         assert await h.call("calc", "add", 1, 2) == 3
+
+
+async def test_a_sandbox_refusal_says_which_request_permission_allows_it(make_host):
+    """Code reading an env variable or a file it was not given: the exception entry said Deno's
+    "Requires env access to "HOME", run again with the --allow-env flag", a flag no caller of
+    /execute can pass. It names the request's permission to add (as a plugin's refusal names
+    its manifest field)."""
+    async with make_host() as h:
+        env = await h.execute('export default () => Deno.env.get("HOME")')
+        read = await h.execute('export default () => Deno.readTextFileSync("/etc/hostname")')
+    for out, wanted in ((env, 'add "HOME" to the request\'s permissions.env'),
+                        (read, 'add "/etc/hostname" to the request\'s permissions.read')):
+        (exc,) = [e for e in out.logs if e.level == "exception"]
+        assert not out.ok and exc.name == "NotCapable" and wanted in exc.message, exc.message
+        assert "--allow-" not in exc.message
