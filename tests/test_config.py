@@ -87,6 +87,23 @@ async def test_concurrent_changes_of_one_config_on_one_host_all_apply_in_turn(pl
         assert h.get_config("vault")["retries"] == done[-1]  # the last change applied is the one kept
 
 
+@pytest.mark.timeout(60)
+async def test_imports_and_changes_of_one_config_on_one_host_take_turns(plugin_dir, make_host):
+    """An import (`config import`, POST /api/config/import) racing this host's own config changes
+    of the same plugin was refused "the imported configs changed elsewhere (another host or
+    process)": it swaps under the same per-key turns as set_config now."""
+    plugin_dir.add("vault.js", PLUGIN)
+    async with make_host(plugins={"vault": PluginSettings(config={"apiKey": SECRET})}) as h:
+        await h.set_config("vault", {"apiKey": SECRET, "retries": 1})
+        document = await h.export_config("vault", passphrase="correct horse")
+
+        async with anyio.create_task_group() as tg:
+            for n in range(10):
+                tg.start_soon(h.set_config, "vault", {"retries": n})
+                tg.start_soon(lambda: h.import_config(document, passphrase="correct horse"))
+        assert h.get_config("vault")["apiKey"] == MASK
+
+
 async def test_saved_config_restarts_workers_and_survives_a_host_restart(plugin_dir, make_host, tmp_path):
     plugin_dir.add("vault.js", PLUGIN)
     state = str(tmp_path / "state")

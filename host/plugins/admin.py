@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable
+from contextlib import AsyncExitStack
 from typing import Any
 
 import anyio
@@ -191,17 +192,20 @@ class ConfigAdmin:
         store = self._reg.store
         assert store is not None
         store_key = {k: keys[k] if k.startswith("station:") else records[k].id for k in opened}
-        bases = {store_key[k]: store.get(store_key[k]) for k in opened}
-        for _ in range(SWAP_ATTEMPTS):  # merged into what the store holds, as store_checked does
-            checked = {k: await self.checked_config(records[k], opened[k], replace=replace, key=store_key[k],
-                                                    stored=bases[store_key[k]] or {}) for k in opened}
-            done, bases = await store.swap_many(
-                {store_key[k]: raw for k, (_, raw) in checked.items()},
-                {store_key[k]: secret_keys(m.config_schema) for k, (m, _) in checked.items()}, bases)
-            if done:
-                break
-        else:
-            raise changed_elsewhere("the imported configs", None)
+        async with AsyncExitStack() as turns:  # this host's changes of these keys wait (in one order: no deadlock)
+            for key in sorted(set(store_key.values())):
+                await turns.enter_async_context(self._turns.setdefault(key, anyio.Lock()))
+            bases = {store_key[k]: store.get(store_key[k]) for k in opened}
+            for _ in range(SWAP_ATTEMPTS):  # merged into what the store holds, as store_checked does
+                checked = {k: await self.checked_config(records[k], opened[k], replace=replace, key=store_key[k],
+                                                        stored=bases[store_key[k]] or {}) for k in opened}
+                done, bases = await store.swap_many(
+                    {store_key[k]: raw for k, (_, raw) in checked.items()},
+                    {store_key[k]: secret_keys(m.config_schema) for k, (m, _) in checked.items()}, bases)
+                if done:
+                    break
+            else:
+                raise changed_elsewhere("the imported configs", None)
         async with self._reg.lock:
             for record in {id(r): r for r in (records[k] for k in checked)}.values():
                 await config_changed(self._reg, record)
