@@ -65,13 +65,30 @@ class _Store:
                                    "value BLOB NOT NULL) WITHOUT ROWID", timeout=timeout)
         self._used = 0
         self._counted: sqlite3.Connection | None = None  # the connection ``_used`` was counted on
+        self._version = 0  # its ``data_version`` then
 
     def used(self, db: sqlite3.Connection) -> int:
-        """Bytes the store holds, as the cap counts them."""
-        if db is not self._counted:
+        """Bytes the store holds, as the cap counts them: counted again whenever another
+        connection (a sibling ``serve`` process, a second host on this state directory) has
+        written since (``data_version``), so that what it stored counts here too."""
+        (version,) = db.execute("PRAGMA data_version").fetchone()
+        if db is not self._counted or version != self._version:
             n, total = db.execute(f"SELECT COUNT(*), COALESCE(SUM({_SIZE}), 0) FROM kv").fetchone()
-            self._used, self._counted = total + n * ENTRY_OVERHEAD, db
+            self._used, self._counted, self._version = total + n * ENTRY_OVERHEAD, db, version
         return self._used
+
+    def write(self, db: sqlite3.Connection, fn: Callable[[], T]) -> T:
+        """``fn`` in one transaction that holds the file's write lock from before it counts to
+        after it writes, so that two processes cannot both find room for the last bytes."""
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            out = fn()
+        except BaseException:
+            if db.in_transaction:  # sqlite rolls some failures (SQLITE_FULL) back itself
+                db.execute("ROLLBACK")
+            raise
+        db.execute("COMMIT")
+        return out
 
     def size_of(self, db: sqlite3.Connection, key: str) -> int:
         """What the entry ``key`` counts (0: there is none)."""
@@ -82,19 +99,23 @@ class _Store:
         """Store ``blob`` under ``key`` unless the store would then hold more than ``cap``
         bytes (StorageFull; a write that takes no more room than the entry it replaces is
         always allowed) or the file system would be left with less than MIN_FREE_BYTES."""
-        used, old = self.used(db), self.size_of(db, key)
-        new = entry_size(key, blob)
-        check_cap(used, old, new, cap, where)
-        if new > old:
-            _check_room(self.path.parent, new - old)
-        db.execute("INSERT OR REPLACE INTO kv (key, value) VALUES (?, ?)", (key, blob))
-        self._used = used - old + new
+        def put() -> None:
+            used, old = self.used(db), self.size_of(db, key)
+            new = entry_size(key, blob)
+            check_cap(used, old, new, cap, where)
+            if new > old:
+                _check_room(self.path.parent, new - old)
+            db.execute("INSERT OR REPLACE INTO kv (key, value) VALUES (?, ?)", (key, blob))
+            self._used = used - old + new
+        self.write(db, put)
 
     def delete(self, db: sqlite3.Connection, key: str) -> bool:
-        used, old = self.used(db), self.size_of(db, key)
-        gone = db.execute("DELETE FROM kv WHERE key = ?", (key,)).rowcount > 0
-        self._used = used - old if gone else used
-        return gone
+        def delete() -> bool:
+            used, old = self.used(db), self.size_of(db, key)
+            gone = db.execute("DELETE FROM kv WHERE key = ?", (key,)).rowcount > 0
+            self._used = used - old if gone else used
+            return gone
+        return self.write(db, delete)
 
     async def run(self, fn: Callable[[sqlite3.Connection], T], deadline: float | None = None) -> T:
         until = time.monotonic() + self.timeout if deadline is None else \
