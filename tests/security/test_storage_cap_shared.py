@@ -6,9 +6,11 @@ from __future__ import annotations
 import anyio
 import msgspec
 import pytest
+from support.plugins import fresh_state
 
 from host import PoolConfig, WorkerLimits
 from host.services import ENTRY_OVERHEAD
+from host.state_config import StateConfig
 
 pytestmark = [pytest.mark.anyio, pytest.mark.timeout(120)]
 
@@ -42,11 +44,18 @@ async def test_two_hosts_on_one_state_directory_share_one_storage_cap(plugin_dir
         assert await a.call("hog", "count") == first["stored"] + 1
 
 
-async def test_hosts_filling_one_storage_at_once_stay_under_its_cap(plugin_dir, make_host, state_dir):
+@pytest.mark.parametrize("shared", ["state_dir", "database"])
+async def test_hosts_filling_one_storage_at_once_stay_under_its_cap(
+        plugin_dir, make_host, state_dir, tmp_path, shared_state, shared, request):
     plugin_dir.add("hog.js", FILL)
-    limits = WorkerLimits(storage_max_bytes=CAP)
-    async with make_host(pool=ONE, limits=limits, state_dir=str(state_dir)) as a, \
-            make_host(pool=ONE, limits=limits, state_dir=str(state_dir)) as b:
+    limits, pool = WorkerLimits(storage_max_bytes=CAP), PoolConfig(min_workers=2, max_workers=2)
+    if shared == "database":  # two machines: a state directory each, one database
+        state = StateConfig(database=request.getfixturevalue("postgres_url"))
+        dirs = [str(fresh_state(tmp_path / n, shared_state)) for n in "ab"]
+    else:
+        state, dirs = StateConfig(), [str(state_dir)] * 2
+    async with make_host(pool=pool, limits=limits, state_dir=dirs[0], state=state) as a, \
+            make_host(pool=pool, limits=limits, state_dir=dirs[1], state=state) as b:
         assert await a.call("hog", "one") == 1 and await b.call("hog", "one") == 1
         stored = []
 
@@ -54,8 +63,8 @@ async def test_hosts_filling_one_storage_at_once_stay_under_its_cap(plugin_dir, 
             stored.append((await h.call("hog", "fill", prefix))["stored"])
 
         async with anyio.create_task_group() as tg:
-            for h, prefix in ((a, "a"), (b, "b"), (a, "c"), (b, "d")):
+            for h, prefix in ((a, "a"), (b, "b"), (a, "c"), (b, "d"), (a, "e"), (b, "f")):
                 tg.start_soon(fill, h, prefix)
         entry = len("a0") + len(msgspec.msgpack.encode("x" * 10000)) + ENTRY_OVERHEAD
-        assert (sum(stored) - 2) * entry <= CAP  # keys of 3 and 4 characters: a margin of 2 entries
+        assert (sum(stored) - 2) * entry <= CAP  # keys of up to 4 characters: a margin of 2 entries
         assert await a.call("hog", "count") == sum(stored) + 1
