@@ -8,6 +8,7 @@ import asyncio
 import itertools
 import os
 import socket
+import time
 from collections import deque
 from collections.abc import Awaitable, Callable
 
@@ -19,6 +20,16 @@ from .errors import ProtocolError
 _RECV_SIZE = 256 * 1024
 _GATHER = 64  # frames handed to one sendmsg
 _YIELD_EVERY = 16  # reads in a row without waiting before the reader lets others run
+# A worker's frames are decoded in the host's event loop, and MessagePack of many small objects
+# costs far more to decode than to send: a 1.5 MiB frame of empty arrays (within the per-frame
+# bound, protocol.MAX_DECODED_BYTES) took ~1 s of the loop on a busy 2-core machine, and a worker
+# writing such frames back to back (a result for no call: nothing fails) held the loop 90% of the
+# time. Each connection's reading earns DECODE_SHARE of the loop's time, with DECODE_BURST saved up
+# at most; a read that overspends stops the reading of that socket for what it overspent (at most
+# PAUSE_MAX at once), so a flooding worker waits on its own writes, not the host on its frames.
+DECODE_SHARE = 0.25
+DECODE_BURST = 0.25  # seconds: a large answer now and then is never held back
+PAUSE_MAX = 4.0  # seconds: under heartbeat_timeout (10 s), so that a worker paused once is not taken for silent
 
 
 class ConnectionLost(Exception):
@@ -100,6 +111,16 @@ class FrameSocket:
         # future its caller waits on until the stream ends.
         self._consumer: Callable[[list[p.Message], list[int]], None] | None = None
         self._served: asyncio.Future[None] | None = None
+        self._credit, self._credit_at = DECODE_BURST, time.perf_counter()  # decoding time (DECODE_SHARE)
+        self._paused: asyncio.TimerHandle | None = None  # serve mode: reading resumes then
+
+    def _charge(self, t0: float) -> float:
+        """Charge a read that started at ``t0`` (its decoding) to this connection's share of the
+        loop: the seconds its socket must now go unread (0: none)."""
+        now = time.perf_counter()
+        credit = min(DECODE_BURST, self._credit + (t0 - self._credit_at) * DECODE_SHARE) - (now - t0)
+        self._credit, self._credit_at = credit, now
+        return 0.0 if credit >= 0 else min(-credit / DECODE_SHARE, PAUSE_MAX)
 
     def _on_readable(self) -> None:
         if self._consumer is not None:
@@ -134,10 +155,16 @@ class FrameSocket:
             await served
         finally:
             self._consumer = self._served = None
+            if self._paused is not None:  # left while paused: registered again, as ``receive`` expects
+                self._paused.cancel()
+                self._paused = None
+                if not self.closed and self._sock.fileno() >= 0:
+                    self.loop.add_reader(self._sock.fileno(), self._on_readable)
 
     def _consume(self) -> None:
         """One read in the readable callback (serve mode): at most _RECV_SIZE bytes, so that a
         worker that floods the socket shares the loop with everything else."""
+        t0 = time.perf_counter()
         try:
             data = self._sock.recv(_RECV_SIZE)
         except BlockingIOError:
@@ -151,6 +178,7 @@ class FrameSocket:
         frames = self.frames
         try:
             msgs = frames.feed(data)
+            pause = self._charge(t0)
             if msgs:
                 assert self._consumer is not None
                 self._consumer(msgs, frames.sizes)
@@ -158,6 +186,16 @@ class FrameSocket:
                 raise frames.error
         except Exception as exc:
             self._end_serving(exc)
+            return
+        if pause and self._consumer is not None and self.loop is not None:
+            self.loop.remove_reader(self._sock.fileno())
+            self._paused = self.loop.call_later(pause, self._resume)
+
+    def _resume(self) -> None:
+        """Serve mode: read again after a pause (DECODE_SHARE), unless the stream ended meanwhile."""
+        self._paused = None
+        if self._consumer is not None and self.loop is not None and not self.closed and self._sock.fileno() >= 0:
+            self.loop.add_reader(self._sock.fileno(), self._on_readable)
 
     def _end_serving(self, exc: BaseException) -> None:
         self._stop_reading()
@@ -205,13 +243,29 @@ class FrameSocket:
                 self._reads = 0
                 await anyio.lowlevel.checkpoint()
             self._drained = len(data) < _RECV_SIZE
+            t0 = time.perf_counter()
             try:
                 msgs = self.frames.feed(data)
             except ProtocolError:
                 self._stop_reading()
                 raise
+            if pause := self._charge(t0):
+                await self._sleep_unread(pause)
             if msgs:
                 return msgs
+
+    async def _sleep_unread(self, pause: float) -> None:
+        """``receive``'s pause (DECODE_SHARE): out of the selector meanwhile on asyncio, where the
+        socket stays registered and a readable one would wake the loop on every turn."""
+        if self.loop is not None and self._sock.fileno() >= 0:
+            self.loop.remove_reader(self._sock.fileno())
+            try:
+                await anyio.sleep(pause)
+            finally:
+                if not self.closed and self._sock.fileno() >= 0:
+                    self.loop.add_reader(self._sock.fileno(), self._on_readable)
+        else:
+            await anyio.sleep(pause)
 
     async def send(self, data: bytes | bytearray) -> None:
         """Write one encoded frame, in order with every other send."""
@@ -307,6 +361,9 @@ class FrameSocket:
     def close(self) -> None:
         self.closed = True
         self._wake_space()
+        if self._paused is not None:
+            self._paused.cancel()
+            self._paused = None
         if self._sock.fileno() >= 0:
             if self.loop is not None:
                 self._stop_reading()
