@@ -301,9 +301,19 @@ class HostServices:
         return await self.storage.delete(self._plugin(worker, msg.op), self._storage_key(msg.op, key),
                                          deadline=worker.deadline_of(msg.call))
 
-    async def _storage_keys(self, worker: Worker, msg: p.HostCall) -> list[str]:
+    async def _storage_keys(self, worker: Worker, msg: p.HostCall) -> msgspec.Raw:
+        """Every key, as one answer of at most ``max_value_bytes`` (a value's bound: a worker
+        may leave ``max_host_calls`` answers unread, each held until it reads), refused before
+        the keys are read past it; held encoded, not as a list of Python strings."""
         self._args(msg, 0, 0, "no arguments")
-        return await self.storage.keys(self._plugin(worker, msg.op), deadline=worker.deadline_of(msg.call))
+        limit = self.limits.max_value_bytes
+        keys = await self.storage.keys(self._plugin(worker, msg.op), deadline=worker.deadline_of(msg.call),
+                                       max_bytes=limit)
+        blob = msgspec.msgpack.encode(keys)
+        if len(blob) > limit:  # keys added since they were counted (another process)
+            raise PayloadTooLarge(f"{msg.op}: the plugin's keys take {len(blob)} bytes, more than the {limit} one "
+                                  "answer may carry; keep the keys it needs to list under one key of its own")
+        return msgspec.Raw(blob)
 
     # ------------------------------------------------------------------ channel
 

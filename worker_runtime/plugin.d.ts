@@ -127,7 +127,8 @@ export interface PluginStorage {
   set(key: string, value: unknown): Promise<void>;
   /** Whether the key was there. */
   delete(key: string): Promise<boolean>;
-  /** Every key, sorted. */
+  /** Every key, sorted. PayloadTooLarge when they would take more than 1 MiB as one answer
+   * (about 100,000 short keys): keep the keys to list under one key of your own. */
   keys(): Promise<string[]>;
 }
 
