@@ -134,7 +134,8 @@ export interface PluginStorage {
 
 /** Events between the plugin's workers, routed by the host: `emit` reaches the handlers that
  * the plugin's other workers registered with `on` (never the sender's own) and resolves to
- * how many workers it reached. A handler that throws is logged as an `exception`. */
+ * how many workers it reached. A handler that throws is logged as an `exception`. `data` may
+ * take 1 MiB as MessagePack (PayloadTooLarge past it); a worker listens to 1,000 events at most. */
 export interface Channel {
   emit(event: string, data?: unknown): Promise<number>;
   on(event: string, handler: (data: unknown) => unknown): Promise<unknown>;
