@@ -60,7 +60,7 @@ async def test_events_for_other_hosts_queue_no_more_bytes_than_the_outbox_allows
 
             async with anyio.create_task_group() as tg:
                 tg.start_soon(watch)
-                assert await h.call("loud", "shout", 100, 4 * MIB, timeout=60) == 100  # 400 MiB of events
+                assert await h.call("loud", "shout", 400, MIB - 64, timeout=60) == 400  # 400 MiB of events
                 await anyio.sleep(0.2)
                 tg.cancel_scope.cancel()
             assert peak - base < 160 * MIB, f"host RSS grew {(peak - base) / MIB:.0f} MiB"
@@ -89,7 +89,7 @@ async def test_events_from_other_hosts_queue_no_more_bytes_than_the_inbox_allows
             tg.start_soon(watch)
             tg.start_soon(b.call, "loud", "deaf", 6000)  # b's worker listens, then reads nothing
             await anyio.sleep(0.5)
-            assert await a.call("loud", "shout", 100, 4 * MIB, timeout=60) == 100  # 400 MiB of events
+            assert await a.call("loud", "shout", 400, MIB - 64, timeout=60) == 400  # 400 MiB of events
             await anyio.sleep(1)
             tg.cancel_scope.cancel()
         assert peak - base < 250 * MIB, f"hosts' RSS grew {(peak - base) / MIB:.0f} MiB"
