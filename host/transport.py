@@ -29,7 +29,7 @@ _YIELD_EVERY = 16  # reads in a row without waiting before the reader lets other
 # PAUSE_MAX at once), so a flooding worker waits on its own writes, not the host on its frames.
 DECODE_SHARE = 0.25
 DECODE_BURST = 0.25  # seconds: a large answer now and then is never held back
-PAUSE_MAX = 4.0  # seconds: under heartbeat_timeout (10 s), so that a worker paused once is not taken for silent
+PAUSE_MAX = 4.0  # seconds; a worker's connection: at most half its heartbeat_timeout, never taken for silent
 
 
 class ConnectionLost(Exception):
@@ -55,8 +55,9 @@ class UnixListener:
             self._sock.close()
             raise
 
-    async def accept(self, max_frame: int) -> FrameSocket:
-        """The worker's connection, framed with ``max_frame``."""
+    async def accept(self, max_frame: int, pause_max: float = PAUSE_MAX) -> FrameSocket:
+        """The worker's connection, framed with ``max_frame``; unread for at most ``pause_max``
+        seconds at once when its frames cost more than their share to decode (DECODE_SHARE)."""
         while True:
             try:
                 conn, _ = self._sock.accept()
@@ -64,7 +65,7 @@ class UnixListener:
                 await anyio.wait_readable(self._sock)
                 continue
             conn.setblocking(False)
-            return FrameSocket(conn, max_frame)
+            return FrameSocket(conn, max_frame, pause_max)
 
     def close(self) -> None:
         """Stop listening and unlink the path so nobody else can connect."""
@@ -84,8 +85,9 @@ class FrameSocket:
     requests) wait until the queue is under a bound before it even encodes its frame, so a
     peer that stops reading cannot make the host hold more than that bound plus one frame."""
 
-    def __init__(self, sock: socket.socket, max_frame: int = p.DEFAULT_MAX_FRAME) -> None:
+    def __init__(self, sock: socket.socket, max_frame: int = p.DEFAULT_MAX_FRAME, pause_max: float = PAUSE_MAX) -> None:
         self._sock = sock
+        self.pause_max = pause_max
         self.frames = p.FrameBuffer(max_frame)
         self._wqueue: deque[memoryview] = deque()
         self.queued = 0  # bytes sent but not yet written to the socket
@@ -113,6 +115,7 @@ class FrameSocket:
         self._served: asyncio.Future[None] | None = None
         self._credit, self._credit_at = DECODE_BURST, time.perf_counter()  # decoding time (DECODE_SHARE)
         self._paused: asyncio.TimerHandle | None = None  # serve mode: reading resumes then
+        self._owed = 0.0  # ``receive``: seconds to leave the socket unread before the next read
 
     def _charge(self, t0: float) -> float:
         """Charge a read that started at ``t0`` (its decoding) to this connection's share of the
@@ -120,7 +123,7 @@ class FrameSocket:
         now = time.perf_counter()
         credit = min(DECODE_BURST, self._credit + (t0 - self._credit_at) * DECODE_SHARE) - (now - t0)
         self._credit, self._credit_at = credit, now
-        return 0.0 if credit >= 0 else min(-credit / DECODE_SHARE, PAUSE_MAX)
+        return 0.0 if credit >= 0 else min(-credit / DECODE_SHARE, self.pause_max)
 
     def _on_readable(self) -> None:
         if self._consumer is not None:
@@ -222,6 +225,8 @@ class FrameSocket:
         except ProtocolError:
             self._stop_reading()
             raise
+        if self._owed:
+            await self._sleep_unread()
         while True:
             if self._drained:  # nothing can be there yet: skip a read that would fail
                 self._drained = False
@@ -249,14 +254,16 @@ class FrameSocket:
             except ProtocolError:
                 self._stop_reading()
                 raise
-            if pause := self._charge(t0):
-                await self._sleep_unread(pause)
-            if msgs:
+            self._owed += self._charge(t0)
+            if msgs:  # handed over first: the pause holds back what comes next, not these
                 return msgs
+            if self._owed:
+                await self._sleep_unread()
 
-    async def _sleep_unread(self, pause: float) -> None:
+    async def _sleep_unread(self) -> None:
         """``receive``'s pause (DECODE_SHARE): out of the selector meanwhile on asyncio, where the
         socket stays registered and a readable one would wake the loop on every turn."""
+        pause, self._owed = min(self._owed, self.pause_max), 0.0
         if self.loop is not None and self._sock.fileno() >= 0:
             self.loop.remove_reader(self._sock.fileno())
             try:
