@@ -34,12 +34,18 @@ from anyio.abc import ObjectReceiveStream, ObjectSendStream, TaskGroup
 from .errors import InvalidConfig
 from .logs import Throttle
 from .policy.config import redact_uri, storage_failure
+from .protocol import MAX_DECODED_BYTES, decoded_cost
 
 log = logging.getLogger("host.channel")
 
 PREFIX = "plugin-host:channel:"
 OUTBOX = 1000          # messages waiting to be published; past it an emit's remote copy is dropped
 INBOX = 1000           # messages from other hosts waiting for one plugin's workers; past it dropped
+# ... and their bytes: an event may be as large as a frame (16 MiB), so a count alone let a plugin
+# with no permission queue 16 GB in the host while Redis was slow, or in every other host while its
+# own workers there read nothing. Events waiting for other plugins' workers are kept encoded.
+OUTBOX_BYTES = 64 * 1024 * 1024
+INBOX_BYTES = 64 * 1024 * 1024  # per plugin
 SOCKET_TIMEOUT = 2.0   # seconds one redis command may take
 POLL = 1.0             # seconds the subscription waits for a message before looking again
 MAX_BACKOFF = 10.0
@@ -58,9 +64,11 @@ class ChannelRelay:
         self.origin = os.urandom(8)  # this host: what it published comes back, and is skipped
         self._client = redis.Redis.from_url(uri, socket_timeout=SOCKET_TIMEOUT, socket_connect_timeout=SOCKET_TIMEOUT)
         self._deliver, self._wants = deliver, wants  # wants(plugin): a worker here subscribes
-        self._inboxes: dict[str, ObjectSendStream[tuple[str, Any]]] = {}
+        self._inboxes: dict[str, ObjectSendStream[tuple[str, bytes]]] = {}
         self._tg: TaskGroup | None = None
         self._send, self._outbox = anyio.create_memory_object_stream[tuple[str, bytes]](OUTBOX)
+        self._outbox_bytes = 0
+        self._inbox_bytes: dict[str, int] = {}
         self.subscribed = anyio.Event()  # set once the subscription is in place (tests wait on it)
         self.received = 0  # messages from other hosts delivered here
         self._warn = Throttle(log)  # a redis down fails every emit alike: said every 10 s
@@ -82,15 +90,25 @@ class ChannelRelay:
             self._warn.warning(f"size:{plugin}", "channel %r of %s: %d bytes, over the %d-byte frame limit: "
                           "not sent to other hosts", event, plugin, len(blob), max_bytes)
             return
+        if self._outbox_bytes + len(blob) > OUTBOX_BYTES:
+            self._behind(plugin)
+            return
         try:
             self._send.send_nowait((PREFIX + plugin, blob))
         except anyio.WouldBlock:
-            self._warn.warning("outbox", "channel delivery to other hosts through %s is behind (%d messages "
-                          "waiting): dropped an event of %s", self.where, OUTBOX, plugin)
+            self._behind(plugin)
+            return
+        self._outbox_bytes += len(blob)
+
+    def _behind(self, plugin: str) -> None:
+        self._warn.warning("outbox", "channel delivery to other hosts through %s is behind (%d messages, %d bytes "
+                           "waiting): dropped an event of %s", self.where, self._outbox.statistics().current_buffer_used,
+                           self._outbox_bytes, plugin)
 
     async def _publisher(self) -> None:
         async with self._outbox:
             async for channel, blob in self._outbox:
+                self._outbox_bytes -= len(blob)
                 try:
                     await anyio.to_thread.run_sync(self._client.publish, channel, blob, abandon_on_cancel=True)
                 except Exception as exc:
@@ -119,32 +137,50 @@ class ChannelRelay:
     async def _receive(self, msg: dict[str, Any]) -> None:
         channel = msg.get("channel")
         plugin = channel.decode(errors="replace").removeprefix(PREFIX) if isinstance(channel, bytes) else ""
-        try:
-            origin, event, data = msgspec.msgpack.decode(msg.get("data") or b"")
-            if not isinstance(event, str) or not plugin:
-                raise ValueError("not [origin, event, data]")
+        try:  # the data stays encoded until its turn to be delivered
+            origin, event, raw = _envelope.decode(msg.get("data") or b"")
+            if not plugin:
+                raise ValueError("no plugin")
         except (ValueError, TypeError, RecursionError, msgspec.DecodeError) as exc:
             self._warn.warning("malformed", "channel message on %s at %s ignored: %s", channel, self.where, exc)
             return
         if origin == self.origin:
             return
+        data = bytes(raw)
         inbox = self._inboxes.get(plugin)
         if inbox is None:
             if self._tg is None or not self._wants(plugin):
                 return
-            inbox, outlet = anyio.create_memory_object_stream[tuple[str, Any]](INBOX)
+            inbox, outlet = anyio.create_memory_object_stream[tuple[str, bytes]](INBOX)
             self._inboxes[plugin] = inbox
             self._tg.start_soon(self._deliverer, plugin, outlet)
+        held = self._inbox_bytes.get(plugin, 0)
         try:
+            if held + len(data) > INBOX_BYTES:
+                raise anyio.WouldBlock
             inbox.send_nowait((event, data))
         except anyio.WouldBlock:
-            self._warn.warning(f"inbox:{plugin}", "channel events of %s from other hosts are behind (%d waiting: "
-                               "its workers read nothing): dropped one", plugin, INBOX)
+            self._warn.warning(f"inbox:{plugin}", "channel events of %s from other hosts are behind (%d bytes "
+                               "waiting: its workers read nothing): dropped one", plugin, held)
+            return
+        self._inbox_bytes[plugin] = held + len(data)
 
-    async def _deliverer(self, plugin: str, outlet: ObjectReceiveStream[tuple[str, Any]]) -> None:
-        """One plugin's events from other hosts, in order, to its workers here."""
+    async def _deliverer(self, plugin: str, outlet: ObjectReceiveStream[tuple[str, bytes]]) -> None:
+        """One plugin's events from other hosts, in order, to its workers here (each decoded
+        only then: one at a time, and no more objects than a worker's frame may make)."""
         async with outlet:
-            async for event, data in outlet:
+            async for event, blob in outlet:
+                self._inbox_bytes[plugin] -= len(blob)
+                if decoded_cost(blob, MAX_DECODED_BYTES) is None:
+                    self._warn.warning("malformed", "channel event %r of %s at %s ignored: it would take more than "
+                                       "%d MiB to decode", event, plugin, self.where, MAX_DECODED_BYTES >> 20)
+                    continue
+                try:
+                    data = msgspec.msgpack.decode(blob)
+                except (RecursionError, msgspec.DecodeError) as exc:
+                    self._warn.warning("malformed", "channel event %r of %s at %s ignored: %s", event, plugin,
+                                       self.where, exc)
+                    continue
                 await self._deliver(plugin, event, data)
                 self.received += 1
 
@@ -160,6 +196,10 @@ class ChannelRelay:
         for inbox in self._inboxes.values():
             inbox.close()
         _close(self._client)
+
+
+# [origin, event, data] as published; the data left encoded (msgspec.Raw)
+_envelope = msgspec.msgpack.Decoder(tuple[bytes, str, msgspec.Raw])
 
 
 def _close(thing: Any) -> None:

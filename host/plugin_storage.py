@@ -17,7 +17,7 @@ from typing import Protocol, TypeVar
 import anyio
 
 from .db_backends import DEADLINE_MARGIN
-from .errors import StateError, StorageError, StorageFull
+from .errors import PayloadTooLarge, StateError, StorageError, StorageFull
 from .logs import Throttle
 from .security.private_files import MIN_FREE_BYTES, PrivateDb, storage_name
 
@@ -39,8 +39,28 @@ class PluginStorage(Protocol):
     async def put(self, plugin: str, key: str, blob: bytes, cap: int, where: str, *,
                   deadline: float | None = None) -> None: ...
     async def delete(self, plugin: str, key: str, *, deadline: float | None = None) -> bool: ...
-    async def keys(self, plugin: str, *, deadline: float | None = None) -> list[str]: ...
+    # ``max_bytes``: PayloadTooLarge, before they are read, when the keys would take more than
+    # that as a MessagePack list (``keys_size``): the host holds an answer until its worker reads it
+    async def keys(self, plugin: str, *, deadline: float | None = None, max_bytes: int | None = None) -> list[str]: ...
     def close(self) -> None: ...
+
+
+def check_keys(count: int, size: int, max_bytes: int | None) -> int | None:
+    """PayloadTooLarge when ``count`` keys that take ``size`` bytes as MessagePack strings
+    (KEY_SIZE) would take more than ``max_bytes`` as one list; else the most rows a listing
+    may then read."""
+    if max_bytes is None:
+        return None
+    if 5 + size > max_bytes:
+        raise PayloadTooLarge(
+            f"storage.keys: the plugin's {count} keys take {5 + size} bytes, more than the {max_bytes} one "
+            "answer may carry; keep the keys it needs to list under one key of its own")
+    return max_bytes  # a key takes a byte at least: no more rows than that, whatever was added since
+
+
+def key_size(length: str) -> str:
+    """SQL: what a key of ``length`` bytes (UTF-8, at most 64 KiB) takes as a MessagePack string."""
+    return f"{length} + CASE WHEN {length} < 32 THEN 1 WHEN {length} < 256 THEN 2 ELSE 3 END"
 
 
 def check_cap(used: int, old: int, new: int, cap: int, where: str) -> None:
@@ -65,13 +85,30 @@ class _Store:
                                    "value BLOB NOT NULL) WITHOUT ROWID", timeout=timeout)
         self._used = 0
         self._counted: sqlite3.Connection | None = None  # the connection ``_used`` was counted on
+        self._version = 0  # its ``data_version`` then
 
     def used(self, db: sqlite3.Connection) -> int:
-        """Bytes the store holds, as the cap counts them."""
-        if db is not self._counted:
+        """Bytes the store holds, as the cap counts them: counted again whenever another
+        connection (a sibling ``serve`` process, a second host on this state directory) has
+        written since (``data_version``), so that what it stored counts here too."""
+        (version,) = db.execute("PRAGMA data_version").fetchone()
+        if db is not self._counted or version != self._version:
             n, total = db.execute(f"SELECT COUNT(*), COALESCE(SUM({_SIZE}), 0) FROM kv").fetchone()
-            self._used, self._counted = total + n * ENTRY_OVERHEAD, db
+            self._used, self._counted, self._version = total + n * ENTRY_OVERHEAD, db, version
         return self._used
+
+    def write(self, db: sqlite3.Connection, fn: Callable[[], T]) -> T:
+        """``fn`` in one transaction that holds the file's write lock from before it counts to
+        after it writes, so that two processes cannot both find room for the last bytes."""
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            out = fn()
+        except BaseException:
+            if db.in_transaction:  # sqlite rolls some failures (SQLITE_FULL) back itself
+                db.execute("ROLLBACK")
+            raise
+        db.execute("COMMIT")
+        return out
 
     def size_of(self, db: sqlite3.Connection, key: str) -> int:
         """What the entry ``key`` counts (0: there is none)."""
@@ -82,19 +119,23 @@ class _Store:
         """Store ``blob`` under ``key`` unless the store would then hold more than ``cap``
         bytes (StorageFull; a write that takes no more room than the entry it replaces is
         always allowed) or the file system would be left with less than MIN_FREE_BYTES."""
-        used, old = self.used(db), self.size_of(db, key)
-        new = entry_size(key, blob)
-        check_cap(used, old, new, cap, where)
-        if new > old:
-            _check_room(self.path.parent, new - old)
-        db.execute("INSERT OR REPLACE INTO kv (key, value) VALUES (?, ?)", (key, blob))
-        self._used = used - old + new
+        def put() -> None:
+            used, old = self.used(db), self.size_of(db, key)
+            new = entry_size(key, blob)
+            check_cap(used, old, new, cap, where)
+            if new > old:
+                _check_room(self.path.parent, new - old)
+            db.execute("INSERT OR REPLACE INTO kv (key, value) VALUES (?, ?)", (key, blob))
+            self._used = used - old + new
+        self.write(db, put)
 
     def delete(self, db: sqlite3.Connection, key: str) -> bool:
-        used, old = self.used(db), self.size_of(db, key)
-        gone = db.execute("DELETE FROM kv WHERE key = ?", (key,)).rowcount > 0
-        self._used = used - old if gone else used
-        return gone
+        def delete() -> bool:
+            used, old = self.used(db), self.size_of(db, key)
+            gone = db.execute("DELETE FROM kv WHERE key = ?", (key,)).rowcount > 0
+            self._used = used - old if gone else used
+            return gone
+        return self.write(db, delete)
 
     async def run(self, fn: Callable[[sqlite3.Connection], T], deadline: float | None = None) -> T:
         until = time.monotonic() + self.timeout if deadline is None else \
@@ -180,9 +221,13 @@ class SqliteStorage:
         store = self._store(plugin)
         return await store.run(lambda db: store.delete(db, key), deadline)
 
-    async def keys(self, plugin: str, *, deadline: float | None = None) -> list[str]:
-        return await self._store(plugin).run(
-            lambda db: [k for (k,) in db.execute("SELECT key FROM kv ORDER BY key")], deadline)
+    async def keys(self, plugin: str, *, deadline: float | None = None, max_bytes: int | None = None) -> list[str]:
+        def keys(db: sqlite3.Connection) -> list[str]:
+            count, size = db.execute(
+                f"SELECT COUNT(*), COALESCE(SUM({key_size('LENGTH(CAST(key AS BLOB))')}), 0) FROM kv").fetchone()
+            rows = check_keys(count, size, max_bytes)
+            return [k for (k,) in db.execute("SELECT key FROM kv ORDER BY key LIMIT ?", (-1 if rows is None else rows,))]
+        return await self._store(plugin).run(keys, deadline)
 
     def close(self) -> None:
         for store in self._stores.values():
@@ -190,4 +235,4 @@ class SqliteStorage:
         self._stores.clear()
 
 
-__all__ = ["ENTRY_OVERHEAD", "PluginStorage", "SqliteStorage", "check_cap", "entry_size"]
+__all__ = ["ENTRY_OVERHEAD", "PluginStorage", "SqliteStorage", "check_cap", "check_keys", "entry_size", "key_size"]

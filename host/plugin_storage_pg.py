@@ -15,7 +15,7 @@ from typing import Any
 
 from .errors import StorageError
 from .pg_session import PgSession
-from .plugin_storage import ENTRY_OVERHEAD, check_cap, entry_size
+from .plugin_storage import ENTRY_OVERHEAD, check_cap, check_keys, entry_size, key_size
 
 SCHEMA = ("CREATE TABLE IF NOT EXISTS plugin_storage (plugin TEXT NOT NULL, key TEXT NOT NULL, "
           "value BYTEA NOT NULL, PRIMARY KEY (plugin, key))")
@@ -54,11 +54,15 @@ class PostgresStorage:
         return await self.db.run(lambda c: self.db.backend.run(
             c, "DELETE FROM plugin_storage WHERE plugin = %s AND key = %s", [plugin, key], 0)[1] > 0, deadline)
 
-    async def keys(self, plugin: str, *, deadline: float | None = None) -> list[str]:
-        rows = await self.db.run(lambda c: self.db.backend.run(
-            c, "SELECT key FROM plugin_storage WHERE plugin = %s ORDER BY key COLLATE \"C\"", [plugin], 1_000_000)[0],
-            deadline)
-        return [r["key"] for r in rows]
+    async def keys(self, plugin: str, *, deadline: float | None = None, max_bytes: int | None = None) -> list[str]:
+        def keys(conn: Any) -> list[Any]:
+            total = self.db.one(conn, f"SELECT COUNT(*) AS n, COALESCE(SUM({key_size('octet_length(key)')}), 0) "
+                                      "AS bytes FROM plugin_storage WHERE plugin = %s", [plugin])
+            assert total is not None
+            rows = check_keys(int(total["n"]), int(total["bytes"]), max_bytes) or 1_000_000
+            return self.db.backend.run(conn, "SELECT key FROM plugin_storage WHERE plugin = %s ORDER BY key "
+                                             "COLLATE \"C\" LIMIT %s", [plugin, rows], rows)[0]
+        return [r["key"] for r in await self.db.run(keys, deadline)]
 
     def close(self) -> None:
         self.db.close()

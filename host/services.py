@@ -22,6 +22,7 @@ from .db_tool import DbTool
 from .errors import (
     InvalidHostCall,
     PayloadTooLarge,
+    ResourceLimitExceeded,
     StorageError,
     StorageFull,
     UnknownHostCall,
@@ -48,8 +49,9 @@ class ServiceLimits(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=Tr
     cache_max_bytes: int = 64 * 1024 * 1024  # per plugin, keys plus values as msgpack
     cache_default_ttl: float | None = None   # seconds, when cache.set gives none; None: no expiry
     max_key_bytes: int = 1024              # cache and storage keys, channel event names (UTF-8)
-    max_value_bytes: int = 1024 * 1024     # one cache or storage value, as msgpack
+    max_value_bytes: int = 1024 * 1024     # one cache or storage value, a channel event's data, as msgpack
     storage_timeout: float = 5.0           # seconds sqlite waits for a database locked elsewhere
+    max_subscriptions: int = 1000          # event names one worker listens to (channel.on)
 
 
 def scope_of(worker: Worker) -> Scope:
@@ -122,7 +124,7 @@ class HostServices:
                                        else SqliteStorage(self.storage_dir, self.limits.storage_timeout))
         self._caches: dict[Scope, _Cache] = {}
         self._subs: dict[Scope, dict[str, set[Worker]]] = {}
-        self._watched: set[Worker] = set()  # workers whose exit unsubscribes them
+        self._listening: dict[Worker, set[str]] = {}  # the events each worker listens to; its exit unsubscribes it
         self._ops: dict[str, _Op] = {
             "cache.get": self._cache_get, "cache.set": self._cache_set,
             "cache.delete": self._cache_delete,
@@ -185,15 +187,16 @@ class HostServices:
 
     def forget(self, worker: Worker) -> None:
         """Drop a worker that exited from every channel subscription."""
-        self._watched.discard(worker)
-        events = self._subs.get(scope_of(worker))
-        if not events:
-            return
-        for name in [e for e, subs in events.items() if worker in subs]:
-            subs = events[name]
+        for event in self._listening.pop(worker, ()):
+            self._unsubscribe(worker, event)
+
+    def _unsubscribe(self, worker: Worker, event: str) -> None:
+        events = self._subs.get(scope_of(worker), {})
+        subs = events.get(event)
+        if subs is not None:
             subs.discard(worker)
             if not subs:
-                del events[name]
+                del events[event]
 
     def close(self) -> None:
         """Close every storage database (after the workers are gone)."""
@@ -298,9 +301,19 @@ class HostServices:
         return await self.storage.delete(self._plugin(worker, msg.op), self._storage_key(msg.op, key),
                                          deadline=worker.deadline_of(msg.call))
 
-    async def _storage_keys(self, worker: Worker, msg: p.HostCall) -> list[str]:
+    async def _storage_keys(self, worker: Worker, msg: p.HostCall) -> msgspec.Raw:
+        """Every key, as one answer of at most ``max_value_bytes`` (a value's bound: a worker
+        may leave ``max_host_calls`` answers unread, each held until it reads), refused before
+        the keys are read past it; held encoded, not as a list of Python strings."""
         self._args(msg, 0, 0, "no arguments")
-        return await self.storage.keys(self._plugin(worker, msg.op), deadline=worker.deadline_of(msg.call))
+        limit = self.limits.max_value_bytes
+        keys = await self.storage.keys(self._plugin(worker, msg.op), deadline=worker.deadline_of(msg.call),
+                                       max_bytes=limit)
+        blob = msgspec.msgpack.encode(keys)
+        if len(blob) > limit:  # keys added since they were counted (another process)
+            raise PayloadTooLarge(f"{msg.op}: the plugin's keys take {len(blob)} bytes, more than the {limit} one "
+                                  "answer may carry; keep the keys it needs to list under one key of its own")
+        return msgspec.Raw(blob)
 
     # ------------------------------------------------------------------ channel
 
@@ -309,20 +322,25 @@ class HostServices:
         event = self._key(msg.op, event, "event name")
         if not worker.alive:
             return
-        if worker not in self._watched:
-            self._watched.add(worker)
+        listening = self._listening.get(worker)
+        if listening is None:
+            listening = self._listening[worker] = set()
             worker.add_exit_hook(self.forget)
+        if event not in listening and len(listening) >= self.limits.max_subscriptions:
+            # each one is host memory (a plugin's runtime keeps no count if its code writes the
+            # host calls itself): what it listens to is capped here
+            raise ResourceLimitExceeded(
+                f"{msg.op}: this worker listens to {len(listening)} events already, the most the host allows "
+                "(channel.off one it no longer needs)", name="ResourceLimitExceeded", error_type="SANDBOX_LIMIT",
+                plugin=worker.spec.plugin_id)
+        listening.add(event)
         self._subs.setdefault(scope_of(worker), {}).setdefault(event, set()).add(worker)
 
     async def _channel_off(self, worker: Worker, msg: p.HostCall) -> None:
         (event,) = self._args(msg, 1, 1, "(event)")
         event = self._key(msg.op, event, "event name")
-        events = self._subs.get(scope_of(worker), {})
-        subs = events.get(event)
-        if subs is not None:
-            subs.discard(worker)
-            if not subs:
-                del events[event]
+        self._listening.get(worker, set()).discard(event)
+        self._unsubscribe(worker, event)
 
     async def _channel_emit(self, worker: Worker, msg: p.HostCall) -> int:
         """Deliver to every other subscribed worker of the scope (star topology), and a
@@ -330,6 +348,9 @@ class HostServices:
         workers it reached."""
         event, data = self._args(msg, 1, 2, "(event, data?)")
         event = self._key(msg.op, event, "event name")
+        # a value's bound: each target holds the event until it reads it, and the emitter may
+        # have max_host_calls emits waiting on targets that read nothing (60 of 15 MiB: 919 MiB)
+        data = msgspec.Raw(self._pack(msg.op, data))
         scope = scope_of(worker)
         if self.relay is not None and scope[0] == "plugin":
             self.relay.publish(scope[1], event, data, worker.spec.limits.max_frame)

@@ -8,6 +8,7 @@ import asyncio
 import itertools
 import os
 import socket
+import time
 from collections import deque
 from collections.abc import Awaitable, Callable
 
@@ -19,6 +20,16 @@ from .errors import ProtocolError
 _RECV_SIZE = 256 * 1024
 _GATHER = 64  # frames handed to one sendmsg
 _YIELD_EVERY = 16  # reads in a row without waiting before the reader lets others run
+# A worker's frames are decoded in the host's event loop, and MessagePack of many small objects
+# costs far more to decode than to send: a 1.5 MiB frame of empty arrays (within the per-frame
+# bound, protocol.MAX_DECODED_BYTES) took ~1 s of the loop on a busy 2-core machine, and a worker
+# writing such frames back to back (a result for no call: nothing fails) held the loop 90% of the
+# time. Each connection's reading earns DECODE_SHARE of the loop's time, with DECODE_BURST saved up
+# at most; a read that overspends stops the reading of that socket for what it overspent (at most
+# PAUSE_MAX at once), so a flooding worker waits on its own writes, not the host on its frames.
+DECODE_SHARE = 0.25
+DECODE_BURST = 0.25  # seconds: a large answer now and then is never held back
+PAUSE_MAX = 4.0  # seconds; a worker's connection: at most half its heartbeat_timeout, never taken for silent
 
 
 class ConnectionLost(Exception):
@@ -44,8 +55,9 @@ class UnixListener:
             self._sock.close()
             raise
 
-    async def accept(self, max_frame: int) -> FrameSocket:
-        """The worker's connection, framed with ``max_frame``."""
+    async def accept(self, max_frame: int, pause_max: float = PAUSE_MAX) -> FrameSocket:
+        """The worker's connection, framed with ``max_frame``; unread for at most ``pause_max``
+        seconds at once when its frames cost more than their share to decode (DECODE_SHARE)."""
         while True:
             try:
                 conn, _ = self._sock.accept()
@@ -53,7 +65,7 @@ class UnixListener:
                 await anyio.wait_readable(self._sock)
                 continue
             conn.setblocking(False)
-            return FrameSocket(conn, max_frame)
+            return FrameSocket(conn, max_frame, pause_max)
 
     def close(self) -> None:
         """Stop listening and unlink the path so nobody else can connect."""
@@ -73,8 +85,9 @@ class FrameSocket:
     requests) wait until the queue is under a bound before it even encodes its frame, so a
     peer that stops reading cannot make the host hold more than that bound plus one frame."""
 
-    def __init__(self, sock: socket.socket, max_frame: int = p.DEFAULT_MAX_FRAME) -> None:
+    def __init__(self, sock: socket.socket, max_frame: int = p.DEFAULT_MAX_FRAME, pause_max: float = PAUSE_MAX) -> None:
         self._sock = sock
+        self.pause_max = pause_max
         self.frames = p.FrameBuffer(max_frame)
         self._wqueue: deque[memoryview] = deque()
         self.queued = 0  # bytes sent but not yet written to the socket
@@ -100,6 +113,17 @@ class FrameSocket:
         # future its caller waits on until the stream ends.
         self._consumer: Callable[[list[p.Message], list[int]], None] | None = None
         self._served: asyncio.Future[None] | None = None
+        self._credit, self._credit_at = DECODE_BURST, time.perf_counter()  # decoding time (DECODE_SHARE)
+        self._paused: asyncio.TimerHandle | None = None  # serve mode: reading resumes then
+        self._owed = 0.0  # ``receive``: seconds to leave the socket unread before the next read
+
+    def _charge(self, t0: float) -> float:
+        """Charge a read that started at ``t0`` (its decoding) to this connection's share of the
+        loop: the seconds its socket must now go unread (0: none)."""
+        now = time.perf_counter()
+        credit = min(DECODE_BURST, self._credit + (t0 - self._credit_at) * DECODE_SHARE) - (now - t0)
+        self._credit, self._credit_at = credit, now
+        return 0.0 if credit >= 0 else min(-credit / DECODE_SHARE, self.pause_max)
 
     def _on_readable(self) -> None:
         if self._consumer is not None:
@@ -134,10 +158,16 @@ class FrameSocket:
             await served
         finally:
             self._consumer = self._served = None
+            if self._paused is not None:  # left while paused: registered again, as ``receive`` expects
+                self._paused.cancel()
+                self._paused = None
+                if not self.closed and self._sock.fileno() >= 0:
+                    self.loop.add_reader(self._sock.fileno(), self._on_readable)
 
     def _consume(self) -> None:
         """One read in the readable callback (serve mode): at most _RECV_SIZE bytes, so that a
         worker that floods the socket shares the loop with everything else."""
+        t0 = time.perf_counter()
         try:
             data = self._sock.recv(_RECV_SIZE)
         except BlockingIOError:
@@ -151,6 +181,7 @@ class FrameSocket:
         frames = self.frames
         try:
             msgs = frames.feed(data)
+            pause = self._charge(t0)
             if msgs:
                 assert self._consumer is not None
                 self._consumer(msgs, frames.sizes)
@@ -158,6 +189,16 @@ class FrameSocket:
                 raise frames.error
         except Exception as exc:
             self._end_serving(exc)
+            return
+        if pause and self._consumer is not None and self.loop is not None:
+            self.loop.remove_reader(self._sock.fileno())
+            self._paused = self.loop.call_later(pause, self._resume)
+
+    def _resume(self) -> None:
+        """Serve mode: read again after a pause (DECODE_SHARE), unless the stream ended meanwhile."""
+        self._paused = None
+        if self._consumer is not None and self.loop is not None and not self.closed and self._sock.fileno() >= 0:
+            self.loop.add_reader(self._sock.fileno(), self._on_readable)
 
     def _end_serving(self, exc: BaseException) -> None:
         self._stop_reading()
@@ -184,6 +225,8 @@ class FrameSocket:
         except ProtocolError:
             self._stop_reading()
             raise
+        if self._owed:
+            await self._sleep_unread()
         while True:
             if self._drained:  # nothing can be there yet: skip a read that would fail
                 self._drained = False
@@ -205,13 +248,31 @@ class FrameSocket:
                 self._reads = 0
                 await anyio.lowlevel.checkpoint()
             self._drained = len(data) < _RECV_SIZE
+            t0 = time.perf_counter()
             try:
                 msgs = self.frames.feed(data)
             except ProtocolError:
                 self._stop_reading()
                 raise
-            if msgs:
+            self._owed += self._charge(t0)
+            if msgs:  # handed over first: the pause holds back what comes next, not these
                 return msgs
+            if self._owed:
+                await self._sleep_unread()
+
+    async def _sleep_unread(self) -> None:
+        """``receive``'s pause (DECODE_SHARE): out of the selector meanwhile on asyncio, where the
+        socket stays registered and a readable one would wake the loop on every turn."""
+        pause, self._owed = min(self._owed, self.pause_max), 0.0
+        if self.loop is not None and self._sock.fileno() >= 0:
+            self.loop.remove_reader(self._sock.fileno())
+            try:
+                await anyio.sleep(pause)
+            finally:
+                if not self.closed and self._sock.fileno() >= 0:
+                    self.loop.add_reader(self._sock.fileno(), self._on_readable)
+        else:
+            await anyio.sleep(pause)
 
     async def send(self, data: bytes | bytearray) -> None:
         """Write one encoded frame, in order with every other send."""
@@ -307,6 +368,9 @@ class FrameSocket:
     def close(self) -> None:
         self.closed = True
         self._wake_space()
+        if self._paused is not None:
+            self._paused.cancel()
+            self._paused = None
         if self._sock.fileno() >= 0:
             if self.loop is not None:
                 self._stop_reading()

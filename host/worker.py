@@ -46,7 +46,7 @@ from .runtime import Runtime, process_failure, socket_failure
 from .security.permissions import Permissions
 from .security.private_files import os_failure
 from .security.refusals import record_error, record_kill, record_refusal
-from .transport import ConnectionLost, FrameSocket, UnixListener, WriteBufferFull
+from .transport import PAUSE_MAX, ConnectionLost, FrameSocket, UnixListener, WriteBufferFull
 from .wake import Wake
 
 T = TypeVar("T")
@@ -433,7 +433,8 @@ class Worker:
             raise self.exit_error or WorkerCrashed("worker exited during startup", plugin=self.spec.plugin_id)
 
     async def _handshake(self, listener: UnixListener, token: str) -> None:
-        self._conn = await listener.accept(self.spec.limits.max_frame)
+        lim = self.spec.limits
+        self._conn = await listener.accept(lim.max_frame, min(PAUSE_MAX, lim.heartbeat_timeout / 2))
         hello = await self._next_message()
         if not isinstance(hello, p.Hello):
             raise self._handshake_failed(f"expected hello, got {type(hello).__name__}")
@@ -450,7 +451,6 @@ class Worker:
             except HostError:
                 pass
             raise self._handshake_failed(reason)
-        lim = self.spec.limits
         self.welcomed_config = self.spec.config  # a config change after this is told by a hook
         await self._send(p.Welcome(
             plugin_id=self.spec.plugin_id,

@@ -127,13 +127,15 @@ export interface PluginStorage {
   set(key: string, value: unknown): Promise<void>;
   /** Whether the key was there. */
   delete(key: string): Promise<boolean>;
-  /** Every key, sorted. */
+  /** Every key, sorted. PayloadTooLarge when they would take more than 1 MiB as one answer
+   * (about 100,000 short keys): keep the keys to list under one key of your own. */
   keys(): Promise<string[]>;
 }
 
 /** Events between the plugin's workers, routed by the host: `emit` reaches the handlers that
  * the plugin's other workers registered with `on` (never the sender's own) and resolves to
- * how many workers it reached. A handler that throws is logged as an `exception`. */
+ * how many workers it reached. A handler that throws is logged as an `exception`. `data` may
+ * take 1 MiB as MessagePack (PayloadTooLarge past it); a worker listens to 1,000 events at most. */
 export interface Channel {
   emit(event: string, data?: unknown): Promise<number>;
   on(event: string, handler: (data: unknown) => unknown): Promise<unknown>;

@@ -20,9 +20,8 @@ async def held_for_approval(approvals: Approvals, record: Plugin, manifest: Mani
     ``record`` (``record.pending`` says what) until the operator approves."""
     asked = declared(manifest)
     added = await approvals.held(record.id, asked, manifest.version)
-    if added is None:
-        await approvals.approve(record.id, asked, version=manifest.version, by="first load")
-        return False
+    if added is None:  # first sight, unless another process approved it meanwhile
+        added = await approvals.first_seen(record.id, asked, manifest.version)
     if not added:
         return False
     record.hold(manifest, exports, added)

@@ -24,7 +24,7 @@ from ..plugins.manifest import Manifest, defaults, resolve_net
 from .approvals_core import Approvals, merge_approval
 from .approvals_pg import PostgresApprovals
 from .audit import AuditLog
-from .permissions import Permissions
+from .permissions import Permissions, beyond
 from .private_files import locked, os_failure, write_private
 
 log = logging.getLogger("host.approvals")
@@ -72,17 +72,21 @@ class ApprovalStore(Approvals):
         self._stamp = stamp
         return True
 
-    async def _store(self, plugin_id: str, asked: Permissions, version: str | None, by: str) -> list[str]:
+    async def _store(self, plugin_id: str, asked: Permissions, version: str | None, by: str, *,
+                     first: bool = False) -> tuple[bool, list[str]]:
         try:
             with locked(self.path):
                 self._approved = self._read()
-                self._approved[plugin_id], added = merge_approval(self._approved.get(plugin_id), asked,
-                                                                  version=version, by=by)
+                held = self._approved.get(plugin_id)
+                if first and held is not None:  # another process approved it since this one read
+                    self._stamp = None  # the rescan reads the file again
+                    return False, beyond(asked, Permissions.parse(held.get("permissions")))
+                self._approved[plugin_id], added = merge_approval(held, asked, version=version, by=by)
                 write_private(self.path, json.dumps(self._approved, indent=2, sort_keys=True).encode())
                 self._stamp = self._file_stamp()
         except OSError as exc:  # full, read-only, removed: a StateError naming the file
             raise os_failure(self.path, exc, "write") from None
-        return added
+        return True, added
 
     def _read(self) -> dict[str, dict[str, Any]]:
         try:

@@ -43,8 +43,11 @@ class Approvals:
     async def _load(self) -> None:
         """Read them once before the first use."""
 
-    async def _store(self, plugin_id: str, asked: Permissions, version: str | None, by: str) -> list[str]:
-        """Record the merged approval (merge_approval) under a lock; what it added."""
+    async def _store(self, plugin_id: str, asked: Permissions, version: str | None, by: str, *,
+                     first: bool = False) -> tuple[bool, list[str]]:
+        """Record the merged approval (merge_approval) under a lock: (True, what it added). With
+        ``first``, only if the store holds no approval of the plugin by then; if it does,
+        nothing is written: (False, what ``asked`` adds to that one)."""
         raise NotImplementedError
 
     async def beyond(self, plugin_id: str, asked: Permissions) -> list[str] | None:
@@ -67,14 +70,32 @@ class Approvals:
                                what="grants beyond the approved ones, held until approved: " + "; ".join(added))
         return added
 
+    async def first_seen(self, plugin_id: str, asked: Permissions, version: str | None) -> list[str]:
+        """Approve ``asked`` for a plugin this process has seen no approval of (``beyond`` was
+        None). First sight is decided by the store under its lock, not on this process's copy:
+        when another process (a ``serve`` sibling, a host on the same database) approved the
+        plugin since this one read, nothing is written and what ``asked`` adds to that
+        approval is returned, to be held (audited) as for any later version."""
+        written, added = await self._store(plugin_id, asked, version, "first load", first=True)
+        if written:
+            self._audit_approval(plugin_id, version, "first load", added)
+            return []
+        if added:
+            self._audit.record("refusal", plugin=plugin_id, kind="approval", version=version,
+                               what="grants beyond the approved ones, held until approved: " + "; ".join(added))
+        return added
+
     async def approve(self, plugin_id: str, asked: Permissions, *, version: str | None, by: str) -> list[str]:
         """Record ``asked`` (joined with what was approved before) as the plugin's approved
         grants; audited. Returns what this approval added."""
-        added = await self._store(plugin_id, asked, version, by)
+        _, added = await self._store(plugin_id, asked, version, by)
+        self._audit_approval(plugin_id, version, by, added)
+        return added
+
+    def _audit_approval(self, plugin_id: str, version: str | None, by: str, added: list[str]) -> None:
         self._damaged.pop(plugin_id, None)
         self._audit.record("approve", plugin=plugin_id, version=version, by=by, added=added,
                            permissions=self._approved[plugin_id]["permissions"])
-        return added
 
     def close(self) -> None:
         """Give back what the store holds open (a database connection)."""

@@ -13,7 +13,7 @@ from ..pg_documents import PgDocuments
 from ..pg_session import STATE_TIMEOUT, PgSession
 from .approvals_core import Approvals, merge_approval
 from .audit import AuditLog
-from .permissions import Permissions
+from .permissions import Permissions, beyond
 
 TABLE = "plugin_approvals"
 
@@ -47,21 +47,25 @@ class PostgresApprovals(Approvals):
         self._approved, self._damaged, self._mark, self._loaded = approved, damaged, mark, True
         return True
 
-    async def _store(self, plugin_id: str, asked: Permissions, version: str | None, by: str) -> list[str]:
+    async def _store(self, plugin_id: str, asked: Permissions, version: str | None, by: str, *,
+                     first: bool = False) -> tuple[bool, list[str]]:
         await self._load()
 
-        def merge(conn: Any) -> tuple[dict[str, Any], list[str]]:
+        def merge(conn: Any) -> tuple[bool, dict[str, Any], list[str]]:
             # a damaged row this host knows of: the operator's approval replaces it; one damaged
             # since the last read raises (never taken for a plugin seen for the first time)
             held = None if plugin_id in self._damaged else self.docs.get(conn, plugin_id)
+            if first and held is not None:  # another host approved it since this one read
+                return False, held, beyond(asked, Permissions.parse(held.get("permissions")))
             entry, added = merge_approval(held, asked, version=version, by=by)
             self.docs.put(conn, plugin_id, entry)
-            return entry, added
-        (entry, added), before, after = await self.db.run(lambda c: self.docs.write(c, lambda: merge(c)))
+            return True, entry, added
+        (written, entry, added), before, after = await self.db.run(
+            lambda c: self.docs.write(c, lambda: merge(c)))
         self._approved[plugin_id] = entry
         # this host's own write is no change "from outside", unless another host's came before it
-        self._mark = after if before == self._mark else None
-        return added
+        self._mark = after if written and before == self._mark else None
+        return written, added
 
     def close(self) -> None:
         self.db.close()
