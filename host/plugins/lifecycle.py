@@ -82,6 +82,7 @@ class Plugin:
         self.pending_exports: list[str] = []
         self.pending: list[str] = []  # the grants it asks for beyond the approved ones
         self.state_retry: tuple[float, float] | None = None  # failed for the state dir: (when, backoff)
+        self.starting = anyio.Lock()  # held by the reload starting its new pool (swap.py)
         self._emit = emit
         self._emit(PluginEvent(source.id, source.version_hint, "discovered", None, None, time.time()))
 

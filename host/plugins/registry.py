@@ -43,9 +43,11 @@ from .lifecycle import SERVING, EventHub, Plugin
 from .loading import Loader, failure
 from .manifest import KNOWN_CAPABILITIES, Manifest, infer_capabilities, unresolved
 from .overrides import narrowed_grants
+from .registry_lock import RegistryLock
 from .reload import fingerprint
 from .settings import apply_schema, redact, secret_keys, secret_values
 from .state_retry import retry_state_failures
+from .swap import reload_record
 from .usage_scripts import discover_sources, refusal_advice
 from .watch import scan_files, settle_files
 
@@ -65,7 +67,7 @@ class Registry:
         self.config = config
         self.records: list[Plugin] = []
         self._only: dict[str, Plugin] = {}  # id -> its one installed version (cleared when records change)
-        self.lock = anyio.Lock()  # one rescan, reload or config change at a time
+        self.lock = RegistryLock()  # one rescan, reload or config change at a time (a pool starts outside)
         self.running = False
         self.runtime: Runtime | None = None
         self.store: Configs | None = None
@@ -298,7 +300,9 @@ class Registry:
             if await held_for_approval(self.approvals, record, record.manifest, record.exports):
                 return
             record.release()
-            before, pool = record.state, await self._open_pool(record, record.manifest, record.exports)
+            before = record.state
+            async with self.lock.stepped_out():  # its onStart may take up to hook_timeout
+                pool = await self._open_pool(record, record.manifest, record.exports)
             if record.state != before or record not in self.records:  # disabled or removed meanwhile
                 await pool.stop()
                 return
@@ -353,34 +357,9 @@ class Registry:
             return await self.reload_record(self.record(name))
 
     async def reload_record(self, record: Plugin, fp: tuple | None = None) -> bool:
-        record.unmet = False
-        try:
-            manifest, exports = await self._read_manifest(record, fp)
-            if (why := self._dependency_error(record, manifest)) is not None:
-                record.unmet = True
-                raise InvalidConfig(why, plugin=record.id)
-            assert self.approvals is not None
-            if await held_for_approval(self.approvals, record, manifest, exports):
-                return False
-            record.release()
-            pool = await self._open_pool(record, manifest, exports)
-            if pool.state == "error":
-                await pool.stop()
-                raise PluginUnavailable(pool.error or "new version failed to start", plugin=record.id)
-        except Exception as exc:
-            why = failure(record, "reload", exc)
-            if record.state in SERVING:
-                record.reload_failed(why)  # the old version keeps serving
-            else:
-                record.set_state("error", why)
-            return False
-        old, record.pool = record.pool, pool
-        record.manifest, record.exports = manifest, exports
-        record.reloaded()
-        if old is not None:
-            assert self._tg is not None
-            self._tg.start_soon(old.stop)  # drains: calls in flight there finish
-        return True
+        """``reload`` for one version, the caller holding the lock (swap.py steps out of it while
+        the new pool starts)."""
+        return await reload_record(self, record, fp)
 
     async def watch_loop(self) -> None:
         while True:

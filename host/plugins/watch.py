@@ -79,7 +79,8 @@ async def scan_files(reg: Registry, files: bool, settled: dict[Path, tuple | Non
         elif r.state not in IDLE and (fp := await anyio.to_thread.run_sync(fingerprint, r.source.root)) != r.fingerprint:
             progress |= await reg.reload_record(r, fp)  # back, or changed: a broken version leaves the old one serving
     if fresh:
-        await reg.load(fresh)
+        async with reg.lock.stepped_out():  # their records are known: no other rescan loads them again
+            await reg.load(fresh)
     await _unmet_again(reg, changed, progress)
 
 
