@@ -11,7 +11,7 @@ from typing import Any
 from ..errors import InvalidConfig
 from ..pg_documents import PgDocuments
 from ..pg_session import STATE_TIMEOUT, PgSession
-from .approvals_core import Approvals, merge_approval
+from .approvals_core import Approvals, Asked, merge_approval
 from .audit import AuditLog
 from .permissions import Permissions
 
@@ -47,7 +47,7 @@ class PostgresApprovals(Approvals):
         self._approved, self._damaged, self._mark, self._loaded = approved, damaged, mark, True
         return True
 
-    async def _store(self, plugin_id: str, asked: Permissions, version: str | None, by: str) -> list[str]:
+    async def _store(self, plugin_id: str, asked: Asked, version: str | None, by: str) -> list[str]:
         await self._load()
 
         def merge(conn: Any) -> tuple[dict[str, Any], list[str]]:
