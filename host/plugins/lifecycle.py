@@ -78,6 +78,7 @@ class Plugin:
         self.fingerprint: tuple = ()
         self.reload_error: str | None = None
         self.unmet = False  # its last reload was refused for its dependencies (watch.py tries it again)
+        self.awaits_dependencies = False  # in error until its dependencies are met (dependents.py)
         self.pending_manifest: Manifest | None = None  # a version waiting for approval
         self.pending_exports: list[str] = []
         self.pending: list[str] = []  # the grants it asks for beyond the approved ones
@@ -134,6 +135,7 @@ class Plugin:
 
     def set_state(self, state: str, reason: str | None = None) -> None:
         assert state in STATES, state
+        self.awaits_dependencies = False
         if state in ("error", "degraded", "pending", "disabled"):  # disabled: why, and how to undo it
             self.error = reason
         elif state in ("running", "loaded"):
@@ -148,7 +150,7 @@ class Plugin:
 
     def reloaded(self) -> None:
         """New code now serves (the old pool is draining)."""
-        self.reload_error = None
+        self.reload_error, self.awaits_dependencies = None, False
         previous = self.state
         self.state, self.error = "running", None
         log.info("[plugin:%s] reloaded", self.key, extra=self.log_extra)

@@ -25,6 +25,7 @@ import anyio
 
 from ..errors import CallTimeout, HostError
 from .dependencies import resolve
+from .dependents import wait_for_dependencies
 from .discovery import cached
 from .lifecycle import Plugin
 from .manifest_cache import INSPECT_SLOTS, URGENT
@@ -96,7 +97,7 @@ class Loader:
         levels, errors = resolve({pid: r.manifest for pid, r in latest.items()})
         for r in records:
             if r.state == "loaded" and r.id in errors:
-                r.set_state("error", errors[r.id])
+                wait_for_dependencies(r, errors[r.id])  # started once they are met (dependents.py)
         for level in levels:
             async with anyio.create_task_group() as tg:
                 for r in records:

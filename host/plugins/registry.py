@@ -35,7 +35,7 @@ from ..security.secrets import SecretBox
 from ..worker import Worker, WorkerSpec
 from .approval_gate import approve_pending, held_for_approval
 from .config_store import Configs, open_configs, unchanged
-from .dependencies import resolve
+from .dependents import dependency_error, rejudge, wait_for_dependencies
 from .discovery import PluginSource, check_plugin_dirs, load_manifest
 from .hooks import config_changed
 from .keys import station_key
@@ -315,8 +315,10 @@ class Registry:
             return
         if record.pool.state == "error":
             record.set_state("error", record.pool.error)
-        else:
-            record.set_state("running")
+            return
+        record.set_state("running")
+        if any(r.awaits_dependencies for r in self.records):
+            await rejudge(self, [record.id])  # those that wait for it
 
     async def rescan(self, files: bool = True) -> None:
         """Look at the plugin directories (unless not ``files``) and the shared state now: load
@@ -426,16 +428,13 @@ class Registry:
             return
         assert record.manifest is not None
         if (why := self._dependency_error(record, record.manifest)) is not None:
-            record.set_state("error", why)
+            wait_for_dependencies(record, why)
             return
         await self._start(record)
 
     def _dependency_error(self, record: Plugin, manifest: Manifest) -> str | None:
         """Why ``manifest``'s dependencies are not met by the plugins serving now, or None."""
-        others = {r.id: r.manifest for r in self.records
-                  if r.manifest is not None and r.state in SERVING and r.id != record.id}
-        _, errors = resolve({**others, record.id: manifest})
-        return errors.get(record.id)
+        return dependency_error(self, record, manifest)
 
     async def restart(self, name: str) -> bool:
         """Fresh workers for the plugin: a running one gets a new pool (its code and metadata
@@ -453,12 +452,17 @@ class Registry:
         """Leave a crash loop: the pool starts workers again."""
         self.pool(name).reset()
 
-    async def stop_record(self, record: Plugin, state: str, reason: str | None) -> None:
+    async def stop_record(self, record: Plugin, state: str, reason: str | None, *, forget: bool = False) -> None:
+        """Put ``record`` in ``state`` and stop its pool (``forget``: then it is no longer
+        installed); the plugins depending on it are judged again (dependents.py)."""
         pool, record.pool = record.pool, None
         if state != record.state:  # first: a call while the pool drains is told why it is refused
             record.set_state(state, reason)
         if pool is not None:
             await pool.stop()
+        if forget and record in self.records:
+            self.forget(record)
+        await rejudge(self, [record.id])
 
 
 

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING
 
 from ..errors import InvalidConfig, PluginUnavailable
 from .approval_gate import held_for_approval
+from .dependents import rejudge, wait_for_dependencies
 from .lifecycle import SERVING, Plugin
 from .loading import failure
 
@@ -57,7 +58,10 @@ async def _reload(reg: Registry, record: Plugin, fp: tuple | None) -> bool:
         if record.state in SERVING:
             record.reload_failed(why)  # the old version keeps serving
         elif record.state not in OFF and record in reg.records:
-            record.set_state("error", why)
+            if record.unmet:  # in error until they are met
+                wait_for_dependencies(record, why)
+            else:
+                record.set_state("error", why)
         return False
     old, record.pool = record.pool, pool
     record.manifest, record.exports = manifest, exports
@@ -65,6 +69,7 @@ async def _reload(reg: Registry, record: Plugin, fp: tuple | None) -> bool:
     if old is not None:
         assert reg._tg is not None
         reg._tg.start_soon(old.stop)  # drains: calls in flight there finish
+    await rejudge(reg, [record.id])  # another version: its dependents judged again
     return True
 
 

@@ -74,8 +74,7 @@ async def scan_files(reg: Registry, files: bool, settled: dict[Path, tuple | Non
             continue
         if not r.source.module.exists():
             if not in_vanished_dir(r.source, reg.config.plugin_dirs):  # its whole directory: kept
-                await reg.stop_record(r, "stopped", "removed from disk")
-                reg.forget(r)
+                await reg.stop_record(r, "stopped", "removed from disk", forget=True)
         elif r.state not in IDLE and (fp := await anyio.to_thread.run_sync(fingerprint, r.source.root)) != r.fingerprint:
             progress |= await reg.reload_record(r, fp)  # back, or changed: a broken version leaves the old one serving
     if fresh:
