@@ -76,6 +76,8 @@ class Plugin:
         self.error: str | None = None
         self.pool: Pool | None = None
         self.fingerprint: tuple = ()
+        self.read_digest: str | None = None  # content digest of its files as last read (manifest_cache)
+        self.digest: str | None = None  # ... as read by the version serving now (watch.py compares it)
         self.reload_error: str | None = None
         self.unmet = False  # its last reload was refused for its dependencies (watch.py tries it again)
         self.awaits_dependencies = False  # in error until its dependencies are met (dependents.py)
@@ -151,6 +153,7 @@ class Plugin:
     def reloaded(self) -> None:
         """New code now serves (the old pool is draining)."""
         self.reload_error, self.awaits_dependencies = None, False
+        self.digest = self.read_digest
         previous = self.state
         self.state, self.error = "running", None
         log.info("[plugin:%s] reloaded", self.key, extra=self.log_extra)

@@ -42,6 +42,7 @@ from .keys import station_key
 from .lifecycle import SERVING, EventHub, Plugin
 from .loading import Loader, failure
 from .manifest import KNOWN_CAPABILITIES, Manifest, infer_capabilities, unresolved
+from .manifest_cache import content_digest
 from .overrides import narrowed_grants
 from .registry_lock import RegistryLock
 from .reload import fingerprint
@@ -145,6 +146,7 @@ class Registry:
         src = record.source
         assert self.runtime is not None
         record.fingerprint = await anyio.to_thread.run_sync(fingerprint, src.root) if fp is None else fp  # before reading
+        record.read_digest = await anyio.to_thread.run_sync(content_digest, src.root)
         manifest, exports = await load_manifest(src, self.runtime, self.config.limits_for(src.id),
                                                 https_only=self.config.security.https_only)
         for cap in infer_capabilities(manifest, exports):
@@ -317,6 +319,7 @@ class Registry:
             record.set_state("error", record.pool.error)
             return
         record.set_state("running")
+        record.digest = record.read_digest
         if any(r.awaits_dependencies for r in self.records):
             await rejudge(self, [record.id])  # those that wait for it
 

@@ -4,7 +4,9 @@ Size and mtime alone miss a change that keeps both: ``tar x``, ``cp -p`` and ``r
 the mtime a file had elsewhere (a version bump "1.0.1" -> "1.0.2" keeps the size), and a
 restore from a backup may set it back to the very value seen before. Every write, rename
 into place or utime also sets the inode's ctime, which no tool can set, and a rename into
-place brings another inode: both are in the fingerprint, at no extra cost (the same stat)."""
+place brings another inode: both are in the fingerprint, at no extra cost (the same stat).
+A fingerprint that changed is confirmed by the files' content digest before a reload
+(watch.py): the stat changes with every save, the code only with some."""
 
 from __future__ import annotations
 
