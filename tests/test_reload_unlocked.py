@@ -129,3 +129,35 @@ async def test_a_plugin_stopped_while_its_new_version_starts_stays_stopped(plugi
         else:
             assert all(i.id != "hang" for i in h.plugins())
         await wait_for(lambda: not deno_children(), timeout=10)  # the new pool was stopped, not swapped in
+
+
+TELLING = """
+export const metadata = { id: "told", name: "told", version: "1.0.0", apiVersion: "1.0",
+  configSchema: { region: { type: "string", default: "eu" } } };
+export function region(ctx) { return ctx.config.region; }
+export async function onConfigChange(config) { console.log("told " + config.region); await new Promise(() => {}); }
+"""
+
+
+async def test_a_hanging_on_config_change_holds_neither_other_reloads_nor_config_changes(plugin_dir, make_host):
+    plugin_dir.add("told.js", TELLING, auto_metadata=False)
+    other = plugin_dir.add("svc.js", svc(1))
+    plugin_dir.add("conf.js", CONF)
+    async with make_host(reload=NO_RELOAD, limits=WorkerLimits(hook_timeout=HOOK_TIMEOUT)) as h:
+        seen: list[str] = []
+        h.add_log_listener(lambda plugin, worker, msg: seen.append(msg.message))
+        done: list[str] = []
+
+        async def change() -> None:
+            await h.set_config("told", {"region": "us"})
+            done.append("told")
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(change)
+            await wait_for(lambda: "told us" in seen, timeout=10)  # its onConfigChange runs, and hangs
+            with anyio.fail_after(HOOK_TIMEOUT / 2):
+                other.write_text(svc(2))
+                assert await h.reload("svc") is True
+                await h.set_config("conf", {"region": "us"})
+            assert not done
+        assert await h.call("told", "region") == "us"  # the hook timed out: restarted with the config
