@@ -4,7 +4,9 @@ fresh start would; it comes back by itself once the dependency is back in range.
 
 from __future__ import annotations
 
+import anyio
 import pytest
+from support.processes import wait_for
 
 from host import PluginUnavailable
 from host.config import ReloadConfig
@@ -71,3 +73,32 @@ async def test_a_disabled_dependency_and_a_dependency_installed_later(plugin_dir
         plugin_dir.add("ghost.js", plugin("ghost", "1.0.0"), auto_metadata=False)
         await h.rescan()
         assert states(h)["lonely"] == ("running", None) and await h.call("lonely", "v") == "1.0.0"
+
+
+async def test_a_dependency_leaving_the_range_while_a_dependent_reloads_keeps_that_version_out(
+        plugin_dir, make_host):
+    base = plugin_dir.add("base.js", plugin("base", "1.0.0"), auto_metadata=False)
+    app = plugin_dir.add("app.js", plugin("app", "1.0.0", '{ base: "^1.0.0" }'), auto_metadata=False)
+    async with make_host(reload=NO_WATCH) as h:
+        seen: list[str] = []
+        h.add_log_listener(lambda p, worker, msg: seen.append(msg.message))
+        outcome: list[bool] = []
+
+        async def reload_app() -> None:
+            outcome.append(await h.reload("app"))
+
+        app.write_text(plugin("app", "1.1.0", '{ base: "^1.0.0" }') + (
+            'export async function onStart() { console.log("app starting"); '
+            "await new Promise((r) => setTimeout(r, 1500)); }\n"))
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(reload_app)
+            await wait_for(lambda: "app starting" in seen, timeout=10)
+            base.write_text(plugin("base", "2.0.0"))
+            assert await h.reload("base") is True  # while app 1.1.0 starts
+        assert outcome == [False]
+        assert states(h)["app"] == ("error", "dependency 'base' needs ^1.0.0, installed is 2.0.0")
+        assert not h.plugin("app").workers
+        base.write_text(plugin("base", "1.1.0"))
+        assert await h.reload("base") is True
+        assert states(h)["app"] == ("running", None)
+        assert h.plugin("app").version == "1.1.0" and await h.call("app", "v") == "1.1.0"  # read anew

@@ -3,8 +3,9 @@ unloaded, or reloaded into another version, leaves each running plugin that depe
 judged as a fresh start would judge it. One whose dependencies are no longer met goes to
 `error` naming the dependency (missing, disabled, or outside its declared range), its workers
 stopped, and so in turn the plugins depending on it; once they are met again (the dependency
-back, or reloaded into the range) it starts again by itself. Plugins put in `error` for their
-dependencies at start come back the same way when what they miss is installed later."""
+back, or reloaded into the range) it starts again by itself, its code read anew (judged for
+approval as any new version). Plugins put in `error` for their dependencies at start come back
+the same way when what they miss is installed later."""
 
 from __future__ import annotations
 
@@ -60,9 +61,7 @@ async def rejudge(reg: Registry, changed: Iterable[str]) -> None:
                     await pool.stop()
                 todo.append(r.id)
             elif r.state == "error" and r.awaits_dependencies and why is None:
-                await reg._start(r)
-                if r.state in SERVING:
-                    todo.append(r.id)
+                await reg.reload_record(r)  # its code read anew, as an enable would; its own dependents follow
 
 
 __all__ = ["dependency_error", "rejudge", "wait_for_dependencies"]

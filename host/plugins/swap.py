@@ -4,8 +4,9 @@ registry's lock, then swapped in for the old pool, which drains.
 The start steps out of the lock (registry_lock.py), so what was true before it may not be after:
 another reload of the same plugin waits for this one (``Plugin.starting``, taken without the
 registry's lock so that neither waits for the other's), and a plugin removed, disabled or unloaded
-while its new pool started keeps it stopped: that pool is stopped instead of swapped in. The swap
-itself has no await in it, so nothing sees half of it."""
+while its new pool started keeps it stopped: that pool is stopped instead of swapped in, and so is
+one whose dependencies went away meanwhile. The swap itself has no await in it, so nothing sees
+half of it."""
 
 from __future__ import annotations
 
@@ -53,13 +54,17 @@ async def _reload(reg: Registry, record: Plugin, fp: tuple | None) -> bool:
         if pool.state == "error":
             await pool.stop()
             raise PluginUnavailable(pool.error or "new version failed to start", plugin=record.id)
+        if (why := reg._dependency_error(record, manifest)) is not None:  # one went away meanwhile
+            await pool.stop()
+            record.unmet = True
+            raise InvalidConfig(why, plugin=record.id)
     except Exception as exc:
         why = failure(record, "reload", exc)
         if record.state in SERVING:
             record.reload_failed(why)  # the old version keeps serving
         elif record.state not in OFF and record in reg.records:
-            if record.unmet:  # in error until they are met
-                wait_for_dependencies(record, why)
+            if record.unmet and isinstance(exc, InvalidConfig):  # in error until they are met
+                wait_for_dependencies(record, exc.message)
             else:
                 record.set_state("error", why)
         return False
