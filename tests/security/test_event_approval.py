@@ -4,6 +4,8 @@ grants: the approved version keeps serving meanwhile, and the refusal is audited
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from host.config import ReloadConfig
@@ -53,3 +55,25 @@ async def test_new_events_or_a_raised_priority_wait_for_approval(plugin_dir, mak
     approvals = [(e["by"], e["added"]) for e in audit if e["event"] == "approve" and e["plugin"] == "hook"]
     assert approvals == [("first load", ["events: message.incoming", "priority: 1"]),
                          ("test", ["events: user.*", "priority: 10 (approved: 1)"])]
+
+
+async def test_an_approval_recorded_before_events_were_compared_records_them_at_the_next_load(
+        plugin_dir, make_host, state_dir):
+    """An approvals.json written before events and priority were compared holds grants only: the
+    version loaded next is approved as it declares them (as at a first load, audited), and from
+    then on a widened set waits as for any approval."""
+    path = plugin_dir.add("hook.js", hook("1.0.0", '["message.incoming"]', 1))
+    async with make_host(state_dir=str(state_dir), reload=ReloadConfig(enabled=False)):
+        pass
+    approvals = state_dir / "approvals.json"
+    stored = json.loads(approvals.read_text())
+    stored["hook"] = {k: v for k, v in stored["hook"].items() if k not in ("events", "priority")}
+    approvals.write_text(json.dumps(stored))
+    path.write_text(hook("2.0.0", '["message.incoming", "user.online"]', 2))
+    async with make_host(state_dir=str(state_dir), reload=ReloadConfig(enabled=False)) as h:
+        assert h.plugin("hook").version == "2.0.0" and h.plugin("hook").state == "running"
+        path.write_text(hook("3.0.0", '["message.incoming", "user.online", "user.offline"]', 2))
+        assert await h.reload("hook") is False
+        assert h.plugin("hook").pending_approval == ["events: user.offline"]
+    stored = json.loads(approvals.read_text())["hook"]
+    assert (stored["events"], stored["priority"]) == (["message.incoming", "user.online"], 2)
