@@ -102,3 +102,10 @@ async def test_a_dependency_leaving_the_range_while_a_dependent_reloads_keeps_th
         assert await h.reload("base") is True
         assert states(h)["app"] == ("running", None)
         assert h.plugin("app").version == "1.1.0" and await h.call("app", "v") == "1.1.0"  # read anew
+
+
+async def test_at_start_a_dependency_that_failed_to_load_is_named_as_such(plugin_dir, make_host):
+    plugin_dir.add("base.js", "export function broken( {", auto_metadata=False)
+    plugin_dir.add("app.js", plugin("app", "1.0.0", '{ base: "^1.0.0" }'), auto_metadata=False)
+    async with make_host(reload=NO_WATCH) as h:
+        assert states(h)["app"] == ("error", "dependency 'base' (^1.0.0) is in error")  # not "not installed"

@@ -1,7 +1,8 @@
 """The approval gate a plugin version passes before it starts: what it declares beyond the
-grants, events and priority the operator approved for its id (security/approvals.py) holds it aside (a running version keeps serving;
-otherwise the plugin waits in `pending`) until ``approve``. A plugin seen for the first time is
-approved as it declares itself (the operator installed it)."""
+grants, events and priority the operator approved for its id (security/approvals.py) holds it
+aside (a running version keeps serving; otherwise the plugin waits in `pending`) until
+``approve``. A plugin seen for the first time is approved as it declares itself (the operator
+installed it)."""
 
 from __future__ import annotations
 

@@ -29,9 +29,13 @@ def dependency_error(reg: Registry, record: Plugin, manifest: Manifest) -> str |
     serving = reg.newest(r for r in reg.records if r.manifest is not None and r.state in SERVING
                          and r.id != record.id)
     others = {pid: r.manifest for pid, r in serving.items() if r.manifest is not None}
-    absent = {r.id: _PHRASES.get(r.state, r.state) for r in reg.records if r.id not in others and r.id != record.id}
-    _, errors = resolve({**others, record.id: manifest}, absent)
+    _, errors = resolve({**others, record.id: manifest}, unavailable(reg, {*others, record.id}))
     return errors.get(record.id)
+
+
+def unavailable(reg: Registry, taken: set[str]) -> dict[str, str]:
+    """The plugins installed but not among ``taken``, each with its state as an error names it."""
+    return {r.id: _PHRASES.get(r.state, r.state) for r in reg.records if r.id not in taken}
 
 
 def wait_for_dependencies(record: Plugin, why: str) -> None:
@@ -64,4 +68,4 @@ async def rejudge(reg: Registry, changed: Iterable[str]) -> None:
                 await reg.reload_record(r)  # its code read anew, as an enable would; its own dependents follow
 
 
-__all__ = ["dependency_error", "rejudge", "wait_for_dependencies"]
+__all__ = ["dependency_error", "rejudge", "unavailable", "wait_for_dependencies"]

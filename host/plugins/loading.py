@@ -25,7 +25,7 @@ import anyio
 
 from ..errors import CallTimeout, HostError
 from .dependencies import resolve
-from .dependents import wait_for_dependencies
+from .dependents import unavailable, wait_for_dependencies
 from .discovery import cached
 from .lifecycle import Plugin
 from .manifest_cache import INSPECT_SLOTS, URGENT
@@ -94,7 +94,7 @@ class Loader:
                     seen[r.key] = r
         reg = self._reg
         latest = reg.newest(r for r in reg.records if r.manifest is not None and r.state != "error")
-        levels, errors = resolve({pid: r.manifest for pid, r in latest.items()})
+        levels, errors = resolve({pid: r.manifest for pid, r in latest.items()}, unavailable(reg, set(latest)))
         for r in records:
             if r.state == "loaded" and r.id in errors:
                 wait_for_dependencies(r, errors[r.id])  # started once they are met (dependents.py)

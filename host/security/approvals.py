@@ -36,8 +36,9 @@ FILE = "approvals.json"
 
 def declared(manifest: Manifest) -> Asked:
     """What a manifest declares, as approvals compare it (``Asked``): its event capabilities,
-    its priority, and its grants as the plugin's author controls them. ``{config.KEY}`` net entries are kept as written (a value the operator sets is the
-    operator's choice) and joined by the hosts they resolve to with the configSchema's defaults
+    its priority, and its grants as the plugin's author controls them. ``{config.KEY}`` net
+    entries are kept as written (a value the operator sets is the operator's choice) and joined
+    by the hosts they resolve to with the configSchema's defaults
     (a new default is a new grant, since the workers get it whenever the operator sets no
     value); ``allowPrivateNetwork`` is left out (only the operator's host.toml grants it)."""
     raw = manifest.permissions

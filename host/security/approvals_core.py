@@ -1,6 +1,6 @@
 """What every approvals store shares: the approved grants, events and priority as last read, how
-an approval merges with the one before, and the audit of each refusal and approval (approvals.py keeps them in
-approvals.json, approvals_pg.py in the ``[state] database``)."""
+an approval merges with the one before, and the audit of each refusal and approval (approvals.py
+keeps them in approvals.json, approvals_pg.py in the ``[state] database``)."""
 
 from __future__ import annotations
 
