@@ -42,10 +42,9 @@ from .keys import station_key
 from .lifecycle import SERVING, EventHub, Plugin
 from .loading import Loader, failure
 from .manifest import KNOWN_CAPABILITIES, Manifest, infer_capabilities, unresolved
-from .manifest_cache import content_digest
 from .overrides import narrowed_grants
 from .registry_lock import RegistryLock
-from .reload import fingerprint
+from .reload import content, fingerprint
 from .settings import apply_schema, redact, secret_keys, secret_values
 from .state_retry import retry_state_failures
 from .swap import reload_record
@@ -146,7 +145,7 @@ class Registry:
         src = record.source
         assert self.runtime is not None
         record.fingerprint = await anyio.to_thread.run_sync(fingerprint, src.root) if fp is None else fp  # before reading
-        record.read_digest = await anyio.to_thread.run_sync(content_digest, src.root)
+        record.read_digest = await anyio.to_thread.run_sync(content, src.root)
         manifest, exports = await load_manifest(src, self.runtime, self.config.limits_for(src.id),
                                                 https_only=self.config.security.https_only)
         for cap in infer_capabilities(manifest, exports):

@@ -11,7 +11,7 @@ rescan that finds a plugin changed, gone or new looks again until those files st
 (``settle`` seconds without a change, at most ``interval`` seconds in all: a file written without
 end is then taken as it is). A rescan that finds nothing changed costs what it did: a stat per file.
 A plugin whose stat changed but whose files hold what its serving version was read from (a save
-without a change, ``touch``) is not reloaded: its content digest (manifest_cache.py) says so."""
+without a change, ``touch``) is not reloaded: the digest of their content (reload.content) says so."""
 
 from __future__ import annotations
 
@@ -22,8 +22,7 @@ import anyio
 
 from .discovery import PluginSource, in_vanished_dir
 from .lifecycle import SERVING, STARTING, Plugin
-from .manifest_cache import content_digest
-from .reload import fingerprint, quiet
+from .reload import content, fingerprint, quiet
 
 if TYPE_CHECKING:
     from .registry import Registry
@@ -38,7 +37,7 @@ async def _unchanged(record: Plugin) -> bool:
     when a newer version failed or waits for approval: a reload of what is on disk settles that)."""
     return (record.state in SERVING and record.digest is not None and record.reload_error is None
             and record.pending_manifest is None
-            and await anyio.to_thread.run_sync(content_digest, record.source.root) == record.digest)
+            and await anyio.to_thread.run_sync(content, record.source.root) == record.digest)
 
 
 def _changed(record: Plugin) -> bool:
