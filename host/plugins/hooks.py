@@ -8,7 +8,11 @@ The rule (docs/plugin-authoring.md, "Lifecycle hooks"): a plugin that exports
 the hook throws or hangs on any worker (that worker is killed), when the new config changes the
 plugin's grants (they are Deno flags, fixed at spawn), or when its pool serves relay stations
 (their configs are checked per station at start). ``onStop(context)`` is run by
-``Worker.shutdown(hook=True)`` whenever a pool stops a worker gracefully."""
+``Worker.shutdown(hook=True)`` whenever a pool stops a worker gracefully.
+
+The hooks run outside the registry's lock (registry_lock.py), as a new pool's start does: one
+plugin's hanging hook holds up only its own change. A change, or a reload, of the same plugin
+waits for it (``Plugin.starting``)."""
 
 from __future__ import annotations
 
@@ -33,9 +37,13 @@ async def config_changed(registry: Registry, record: Plugin) -> bool:
     """Apply the plugin's current config to its serving pool: through ``onConfigChange`` on
     every worker when the plugin has it, else by a reload (a new pool). True when it serves
     with the new config afterwards."""
-    if await _tell_workers(registry, record):
-        return True
-    return await registry.reload_record(record)
+    async with registry.lock.stepped_out():  # a reload of this plugin, or another change, ends first
+        await record.starting.acquire()
+    try:
+        told = await _tell_workers(registry, record)
+    finally:
+        record.starting.release()
+    return told or await registry.reload_record(record)
 
 
 async def _tell_workers(registry: Registry, record: Plugin) -> bool:
@@ -61,7 +69,7 @@ async def _tell_workers(registry: Registry, record: Plugin) -> bool:
     async def tell(worker: Worker) -> None:
         outcomes.append(await worker.run_hook("config_change", config))
 
-    async with anyio.create_task_group() as tg:
+    async with registry.lock.stepped_out(), anyio.create_task_group() as tg:  # each hook: up to hook_timeout
         for w in workers:
             tg.start_soon(tell, w)
     if all(outcomes):

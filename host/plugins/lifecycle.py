@@ -76,12 +76,16 @@ class Plugin:
         self.error: str | None = None
         self.pool: Pool | None = None
         self.fingerprint: tuple = ()
+        self.read_digest: str | None = None  # digest of its files as last read (reload.content)
+        self.digest: str | None = None  # ... as read by the version serving now (watch.py compares it)
         self.reload_error: str | None = None
         self.unmet = False  # its last reload was refused for its dependencies (watch.py tries it again)
+        self.awaits_dependencies = False  # in error until its dependencies are met (dependents.py)
         self.pending_manifest: Manifest | None = None  # a version waiting for approval
         self.pending_exports: list[str] = []
         self.pending: list[str] = []  # the grants it asks for beyond the approved ones
         self.state_retry: tuple[float, float] | None = None  # failed for the state dir: (when, backoff)
+        self.starting = anyio.Lock()  # held by the reload starting its new pool (swap.py)
         self._emit = emit
         self._emit(PluginEvent(source.id, source.version_hint, "discovered", None, None, time.time()))
 
@@ -133,6 +137,7 @@ class Plugin:
 
     def set_state(self, state: str, reason: str | None = None) -> None:
         assert state in STATES, state
+        self.awaits_dependencies = False
         if state in ("error", "degraded", "pending", "disabled"):  # disabled: why, and how to undo it
             self.error = reason
         elif state in ("running", "loaded"):
@@ -147,7 +152,8 @@ class Plugin:
 
     def reloaded(self) -> None:
         """New code now serves (the old pool is draining)."""
-        self.reload_error = None
+        self.reload_error, self.awaits_dependencies = None, False
+        self.digest = self.read_digest
         previous = self.state
         self.state, self.error = "running", None
         log.info("[plugin:%s] reloaded", self.key, extra=self.log_extra)

@@ -25,6 +25,7 @@ import anyio
 
 from ..errors import CallTimeout, HostError
 from .dependencies import resolve
+from .dependents import unavailable, wait_for_dependencies
 from .discovery import cached
 from .lifecycle import Plugin
 from .manifest_cache import INSPECT_SLOTS, URGENT
@@ -93,10 +94,10 @@ class Loader:
                     seen[r.key] = r
         reg = self._reg
         latest = reg.newest(r for r in reg.records if r.manifest is not None and r.state != "error")
-        levels, errors = resolve({pid: r.manifest for pid, r in latest.items()})
+        levels, errors = resolve({pid: r.manifest for pid, r in latest.items()}, unavailable(reg, set(latest)))
         for r in records:
             if r.state == "loaded" and r.id in errors:
-                r.set_state("error", errors[r.id])
+                wait_for_dependencies(r, errors[r.id])  # started once they are met (dependents.py)
         for level in levels:
             async with anyio.create_task_group() as tg:
                 for r in records:

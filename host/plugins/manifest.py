@@ -144,6 +144,12 @@ class Manifest(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True, r
         return any(c == event or ("*" in c and _wildcard(c, event)) for c in self.capabilities)
 
 
+def covers(approved: str, event: str) -> bool:
+    """Whether a plugin taking ``approved`` (an event or a pattern) already takes ``event``
+    (an event or a pattern): the same, or every event ``event`` names is one ``approved`` names."""
+    return approved == event or ("*" in approved and _wildcard(approved, event))
+
+
 def _wildcard(pattern: str, event: str) -> bool:
     """Segment by segment, separators alike, a ``*`` segment taking any one non-empty segment:
     linear (a regular expression of ``[^.:]+`` runs backtracked exponentially on ``a.****...``)."""

@@ -35,7 +35,7 @@ from ..security.secrets import SecretBox
 from ..worker import Worker, WorkerSpec
 from .approval_gate import approve_pending, held_for_approval
 from .config_store import Configs, open_configs, unchanged
-from .dependencies import resolve
+from .dependents import dependency_error, rejudge, wait_for_dependencies
 from .discovery import PluginSource, check_plugin_dirs, load_manifest
 from .hooks import config_changed
 from .keys import station_key
@@ -43,9 +43,11 @@ from .lifecycle import SERVING, EventHub, Plugin
 from .loading import Loader, failure
 from .manifest import KNOWN_CAPABILITIES, Manifest, infer_capabilities, unresolved
 from .overrides import narrowed_grants
-from .reload import fingerprint
+from .registry_lock import RegistryLock
+from .reload import content, fingerprint
 from .settings import apply_schema, redact, secret_keys, secret_values
 from .state_retry import retry_state_failures
+from .swap import reload_record
 from .usage_scripts import discover_sources, refusal_advice
 from .watch import scan_files, settle_files
 
@@ -65,7 +67,7 @@ class Registry:
         self.config = config
         self.records: list[Plugin] = []
         self._only: dict[str, Plugin] = {}  # id -> its one installed version (cleared when records change)
-        self.lock = anyio.Lock()  # one rescan, reload or config change at a time
+        self.lock = RegistryLock()  # one rescan, reload or config change at a time (a pool starts outside)
         self.running = False
         self.runtime: Runtime | None = None
         self.store: Configs | None = None
@@ -143,6 +145,7 @@ class Registry:
         src = record.source
         assert self.runtime is not None
         record.fingerprint = await anyio.to_thread.run_sync(fingerprint, src.root) if fp is None else fp  # before reading
+        record.read_digest = await anyio.to_thread.run_sync(content, src.root)
         manifest, exports = await load_manifest(src, self.runtime, self.config.limits_for(src.id),
                                                 https_only=self.config.security.https_only)
         for cap in infer_capabilities(manifest, exports):
@@ -298,7 +301,9 @@ class Registry:
             if await held_for_approval(self.approvals, record, record.manifest, record.exports):
                 return
             record.release()
-            before, pool = record.state, await self._open_pool(record, record.manifest, record.exports)
+            before = record.state
+            async with self.lock.stepped_out():  # its onStart may take up to hook_timeout
+                pool = await self._open_pool(record, record.manifest, record.exports)
             if record.state != before or record not in self.records:  # disabled or removed meanwhile
                 await pool.stop()
                 return
@@ -311,8 +316,11 @@ class Registry:
             return
         if record.pool.state == "error":
             record.set_state("error", record.pool.error)
-        else:
-            record.set_state("running")
+            return
+        record.set_state("running")
+        record.digest = record.read_digest
+        if any(r.awaits_dependencies for r in self.records):
+            await rejudge(self, [record.id])  # those that wait for it
 
     async def rescan(self, files: bool = True) -> None:
         """Look at the plugin directories (unless not ``files``) and the shared state now: load
@@ -353,34 +361,9 @@ class Registry:
             return await self.reload_record(self.record(name))
 
     async def reload_record(self, record: Plugin, fp: tuple | None = None) -> bool:
-        record.unmet = False
-        try:
-            manifest, exports = await self._read_manifest(record, fp)
-            if (why := self._dependency_error(record, manifest)) is not None:
-                record.unmet = True
-                raise InvalidConfig(why, plugin=record.id)
-            assert self.approvals is not None
-            if await held_for_approval(self.approvals, record, manifest, exports):
-                return False
-            record.release()
-            pool = await self._open_pool(record, manifest, exports)
-            if pool.state == "error":
-                await pool.stop()
-                raise PluginUnavailable(pool.error or "new version failed to start", plugin=record.id)
-        except Exception as exc:
-            why = failure(record, "reload", exc)
-            if record.state in SERVING:
-                record.reload_failed(why)  # the old version keeps serving
-            else:
-                record.set_state("error", why)
-            return False
-        old, record.pool = record.pool, pool
-        record.manifest, record.exports = manifest, exports
-        record.reloaded()
-        if old is not None:
-            assert self._tg is not None
-            self._tg.start_soon(old.stop)  # drains: calls in flight there finish
-        return True
+        """``reload`` for one version, the caller holding the lock (swap.py steps out of it while
+        the new pool starts)."""
+        return await reload_record(self, record, fp)
 
     async def watch_loop(self) -> None:
         while True:
@@ -447,16 +430,13 @@ class Registry:
             return
         assert record.manifest is not None
         if (why := self._dependency_error(record, record.manifest)) is not None:
-            record.set_state("error", why)
+            wait_for_dependencies(record, why)
             return
         await self._start(record)
 
     def _dependency_error(self, record: Plugin, manifest: Manifest) -> str | None:
         """Why ``manifest``'s dependencies are not met by the plugins serving now, or None."""
-        others = {r.id: r.manifest for r in self.records
-                  if r.manifest is not None and r.state in SERVING and r.id != record.id}
-        _, errors = resolve({**others, record.id: manifest})
-        return errors.get(record.id)
+        return dependency_error(self, record, manifest)
 
     async def restart(self, name: str) -> bool:
         """Fresh workers for the plugin: a running one gets a new pool (its code and metadata
@@ -474,12 +454,17 @@ class Registry:
         """Leave a crash loop: the pool starts workers again."""
         self.pool(name).reset()
 
-    async def stop_record(self, record: Plugin, state: str, reason: str | None) -> None:
+    async def stop_record(self, record: Plugin, state: str, reason: str | None, *, forget: bool = False) -> None:
+        """Put ``record`` in ``state`` and stop its pool (``forget``: then it is no longer
+        installed); the plugins depending on it are judged again (dependents.py)."""
         pool, record.pool = record.pool, None
         if state != record.state:  # first: a call while the pool drains is told why it is refused
             record.set_state(state, reason)
         if pool is not None:
             await pool.stop()
+        if forget and record in self.records:
+            self.forget(record)
+        await rejudge(self, [record.id])
 
 
 

@@ -4,14 +4,20 @@ Size and mtime alone miss a change that keeps both: ``tar x``, ``cp -p`` and ``r
 the mtime a file had elsewhere (a version bump "1.0.1" -> "1.0.2" keeps the size), and a
 restore from a backup may set it back to the very value seen before. Every write, rename
 into place or utime also sets the inode's ctime, which no tool can set, and a rename into
-place brings another inode: both are in the fingerprint, at no extra cost (the same stat)."""
+place brings another inode: both are in the fingerprint, at no extra cost (the same stat).
+A fingerprint that changed is confirmed by the content of the same files (``content``) before a
+reload (watch.py): the stat changes with every save, the code only with some."""
 
 from __future__ import annotations
 
+import hashlib
 import os
+import stat
 from pathlib import Path
 
 import anyio
+
+from .manifest_cache import BIG_FILE, CHUNK
 
 _SKIP_DIRS = {"node_modules", ".git", "__pycache__"}
 
@@ -19,11 +25,37 @@ _SKIP_DIRS = {"node_modules", ".git", "__pycache__"}
 def fingerprint(root: Path) -> tuple:
     """(path, size, mtime_ns, ctime_ns, inode) of every file that makes up the plugin: the file itself, or
     everything under its directory except hidden files and vendored folders."""
+    return tuple(_stamp(path, st) for path, st in _files(root))
+
+
+def content(root: Path) -> str | None:
+    """sha256 of the path and content of the files ``fingerprint`` covers, and only those: an
+    editor's hidden swap or backup file (vim's ``.mod.ts.swp``) written with a save changes
+    neither. A file over BIG_FILE bytes counts by its stamp, as in the manifest cache; one that
+    is not a regular file (a FIFO) by its path alone, never opened. None: unreadable."""
+    h = hashlib.sha256()
+    try:
+        for path, st in _files(root):
+            h.update(os.fsencode(path) + b"\0")
+            if not stat.S_ISREG(st.st_mode) or st.st_size > BIG_FILE:
+                h.update(repr(_stamp(path, st)[1:] if stat.S_ISREG(st.st_mode) else "special").encode())
+            else:
+                with open(path, "rb") as f:
+                    while chunk := f.read(CHUNK):
+                        h.update(chunk)
+            h.update(b"\0")
+    except OSError:
+        return None
+    return h.hexdigest()
+
+
+def _files(root: Path) -> list[tuple[str, os.stat_result]]:
+    """Every file that makes up the plugin, with its stat: the file itself, or everything under
+    its directory except hidden files and vendored folders."""
     entries = []
     try:
         if root.is_file():
-            st = root.stat()
-            return (_stamp(str(root), st),)
+            return [(str(root), root.stat())]
         for dirpath, dirnames, filenames in os.walk(root):
             dirnames[:] = sorted(d for d in dirnames if d not in _SKIP_DIRS and not d.startswith("."))
             for name in sorted(filenames):
@@ -34,10 +66,10 @@ def fingerprint(root: Path) -> tuple:
                     st = os.stat(path)
                 except FileNotFoundError:
                     continue
-                entries.append(_stamp(path, st))
+                entries.append((path, st))
     except FileNotFoundError:
-        return ()
-    return tuple(entries)
+        return []
+    return entries
 
 
 def _stamp(path: str, st: os.stat_result) -> tuple:

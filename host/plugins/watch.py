@@ -9,7 +9,9 @@ version), or found no entry module and stopped the plugin as "removed from disk"
 stopped, and the version that came next, if broken, had no working one to fall back on. So a
 rescan that finds a plugin changed, gone or new looks again until those files stop changing
 (``settle`` seconds without a change, at most ``interval`` seconds in all: a file written without
-end is then taken as it is). A rescan that finds nothing changed costs what it did: a stat per file."""
+end is then taken as it is). A rescan that finds nothing changed costs what it did: a stat per file.
+A plugin whose stat changed but whose files hold what its serving version was read from (a save
+without a change, ``touch``) is not reloaded: the digest of their content (reload.content) says so."""
 
 from __future__ import annotations
 
@@ -19,13 +21,23 @@ from typing import TYPE_CHECKING
 import anyio
 
 from .discovery import PluginSource, in_vanished_dir
-from .lifecycle import STARTING, Plugin
-from .reload import fingerprint, quiet
+from .lifecycle import SERVING, STARTING, Plugin
+from .reload import content, fingerprint, quiet
 
 if TYPE_CHECKING:
     from .registry import Registry
 
 IDLE = frozenset({"disabled", "stopped", *STARTING})  # not reloaded: off, or still loading (a later rescan)
+
+
+async def _unchanged(record: Plugin) -> bool:
+    """Whether every file of the serving version holds what it held when that version was read
+    (its content digest): a save without a change, a ``touch``, the same file copied or renamed
+    into place again change the stat, not the code, and restarted the workers for nothing (not
+    when a newer version failed or waits for approval: a reload of what is on disk settles that)."""
+    return (record.state in SERVING and record.digest is not None and record.reload_error is None
+            and record.pending_manifest is None
+            and await anyio.to_thread.run_sync(content, record.source.root) == record.digest)
 
 
 def _changed(record: Plugin) -> bool:
@@ -74,12 +86,15 @@ async def scan_files(reg: Registry, files: bool, settled: dict[Path, tuple | Non
             continue
         if not r.source.module.exists():
             if not in_vanished_dir(r.source, reg.config.plugin_dirs):  # its whole directory: kept
-                await reg.stop_record(r, "stopped", "removed from disk")
-                reg.forget(r)
+                await reg.stop_record(r, "stopped", "removed from disk", forget=True)
         elif r.state not in IDLE and (fp := await anyio.to_thread.run_sync(fingerprint, r.source.root)) != r.fingerprint:
+            if await _unchanged(r):
+                r.fingerprint = fp  # saved again as it was: nothing to reload
+                continue
             progress |= await reg.reload_record(r, fp)  # back, or changed: a broken version leaves the old one serving
     if fresh:
-        await reg.load(fresh)
+        async with reg.lock.stepped_out():  # their records are known: no other rescan loads them again
+            await reg.load(fresh)
     await _unmet_again(reg, changed, progress)
 
 

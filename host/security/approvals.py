@@ -3,7 +3,9 @@
 A plugin seen for the first time is approved as it declares itself (the operator installed it);
 from then on a version that declares more than was approved (a new host in ``net``, also one a
 ``{config.KEY}`` entry resolves to with a new configSchema default, any new path, variable or
-kind) is not loaded until the operator approves it: a plugin that can write
+kind; an event capability no approved one covers, or a ``priority`` above the highest approved,
+since a plugin taking an event sees its payloads and the highest answers first in a
+``stop_at_first`` emit) is not loaded until the operator approves it: a plugin that can write
 somewhere cannot widen its own grants, and neither can a change to its code that nobody looked
 at. Approvals are written under a lock, so the CLI and a running server can both record them;
 the server notices the file change at its next rescan. With ``[state] database`` they are kept in
@@ -21,10 +23,10 @@ import msgspec
 
 from ..errors import InvalidConfig
 from ..plugins.manifest import Manifest, defaults, resolve_net
-from .approvals_core import Approvals, merge_approval
+from .approvals_core import Approvals, Asked, first_refusal, merge_approval
 from .approvals_pg import PostgresApprovals
 from .audit import AuditLog
-from .permissions import Permissions, beyond
+from .permissions import Permissions
 from .private_files import locked, os_failure, write_private
 
 log = logging.getLogger("host.approvals")
@@ -32,10 +34,11 @@ log = logging.getLogger("host.approvals")
 FILE = "approvals.json"
 
 
-def declared(manifest: Manifest) -> Permissions:
-    """The grants a manifest declares, as approvals compare them: what the plugin's author
-    controls. ``{config.KEY}`` net entries are kept as written (a value the operator sets is the
-    operator's choice) and joined by the hosts they resolve to with the configSchema's defaults
+def declared(manifest: Manifest) -> Asked:
+    """What a manifest declares, as approvals compare it (``Asked``): its event capabilities,
+    its priority, and its grants as the plugin's author controls them. ``{config.KEY}`` net
+    entries are kept as written (a value the operator sets is the operator's choice) and joined
+    by the hosts they resolve to with the configSchema's defaults
     (a new default is a new grant, since the workers get it whenever the operator sets no
     value); ``allowPrivateNetwork`` is left out (only the operator's host.toml grants it)."""
     raw = manifest.permissions
@@ -44,7 +47,8 @@ def declared(manifest: Manifest) -> Permissions:
     if isinstance(net, list) and isinstance(perms.net, list):
         perms = msgspec.structs.replace(perms, net=list(dict.fromkeys(
             [*perms.net, *resolve_net(net, defaults(manifest.config_schema))])))
-    return msgspec.structs.replace(perms, allow_private_network=False)
+    return Asked(msgspec.structs.replace(perms, allow_private_network=False), tuple(manifest.events()),
+                 manifest.priority)
 
 
 def open_approvals(state_dir: Path, database: str | None, audit: AuditLog | None) -> Approvals:
@@ -72,15 +76,15 @@ class ApprovalStore(Approvals):
         self._stamp = stamp
         return True
 
-    async def _store(self, plugin_id: str, asked: Permissions, version: str | None, by: str, *,
+    async def _store(self, plugin_id: str, asked: Asked, version: str | None, by: str, *,
                      first: bool = False) -> tuple[bool, list[str]]:
         try:
             with locked(self.path):
                 self._approved = self._read()
                 held = self._approved.get(plugin_id)
-                if first and held is not None:  # another process approved it since this one read
+                if first and (refused := first_refusal(held, asked)) is not None:  # approved elsewhere since
                     self._stamp = None  # the rescan reads the file again
-                    return False, beyond(asked, Permissions.parse(held.get("permissions")))
+                    return False, refused
                 self._approved[plugin_id], added = merge_approval(held, asked, version=version, by=by)
                 write_private(self.path, json.dumps(self._approved, indent=2, sort_keys=True).encode())
                 self._stamp = self._file_stamp()
@@ -115,4 +119,4 @@ class ApprovalStore(Approvals):
         return (st.st_mtime_ns, st.st_size)
 
 
-__all__ = ["ApprovalStore", "Approvals", "declared", "open_approvals"]
+__all__ = ["ApprovalStore", "Approvals", "Asked", "declared", "open_approvals"]

@@ -11,9 +11,9 @@ from typing import Any
 from ..errors import InvalidConfig
 from ..pg_documents import PgDocuments
 from ..pg_session import STATE_TIMEOUT, PgSession
-from .approvals_core import Approvals, merge_approval
+from .approvals_core import Approvals, Asked, first_refusal, merge_approval
 from .audit import AuditLog
-from .permissions import Permissions, beyond
+from .permissions import Permissions
 
 TABLE = "plugin_approvals"
 
@@ -47,7 +47,7 @@ class PostgresApprovals(Approvals):
         self._approved, self._damaged, self._mark, self._loaded = approved, damaged, mark, True
         return True
 
-    async def _store(self, plugin_id: str, asked: Permissions, version: str | None, by: str, *,
+    async def _store(self, plugin_id: str, asked: Asked, version: str | None, by: str, *,
                      first: bool = False) -> tuple[bool, list[str]]:
         await self._load()
 
@@ -55,8 +55,8 @@ class PostgresApprovals(Approvals):
             # a damaged row this host knows of: the operator's approval replaces it; one damaged
             # since the last read raises (never taken for a plugin seen for the first time)
             held = None if plugin_id in self._damaged else self.docs.get(conn, plugin_id)
-            if first and held is not None:  # another host approved it since this one read
-                return False, held, beyond(asked, Permissions.parse(held.get("permissions")))
+            if first and (refused := first_refusal(held, asked)) is not None:  # another host approved it since
+                return False, held, refused
             entry, added = merge_approval(held, asked, version=version, by=by)
             self.docs.put(conn, plugin_id, entry)
             return True, entry, added
