@@ -1,0 +1,37 @@
+"""The wall clock set back (NTP stepping it, a VM resumed, an operator's `date -s`) while the
+host serves: what measures a span of time must not take the jump for that span."""
+
+from __future__ import annotations
+
+import time
+
+import anyio
+import pytest
+
+from host import PluginSettings, PoolConfig, RateLimitConfig, RateLimited
+
+pytestmark = [pytest.mark.anyio, pytest.mark.timeout(60)]
+
+HOUR = 3600.0
+
+
+def set_clock_back(monkeypatch: pytest.MonkeyPatch, seconds: float) -> None:
+    """The process's wall clock from now on reads ``seconds`` earlier (monotonic time goes on)."""
+    real = time.time
+    monkeypatch.setattr(time, "time", lambda: real() - seconds)
+
+
+async def test_rate_limit_window_is_not_stretched_by_the_clock_set_back(make_host, plugin_dir, monkeypatch):
+    plugin_dir.add("calc.js", "export function add(a, b) { return a + b; }")
+    limit = RateLimitConfig(limit="2/second", strategy="reject")
+    plugins = {"calc": PluginSettings(rate_limit=limit)}
+    async with make_host(pool=PoolConfig(min_workers=1, max_workers=1), plugins=plugins) as h:
+        assert await h.call("calc", "add", 1, 2) == 3
+        assert await h.call("calc", "add", 1, 2) == 3
+        set_clock_back(monkeypatch, HOUR)
+        with pytest.raises(RateLimited) as e:  # the window of one second is still full
+            await h.call("calc", "add", 1, 2)
+        # before: the two calls looked an hour in the future, so the plugin was refused for an hour
+        assert 0 < e.value.retry_after <= 1.0, e.value
+        await anyio.sleep(e.value.retry_after)  # the quota's own window, measured on the monotonic clock
+        assert await h.call("calc", "add", 1, 2) == 3
