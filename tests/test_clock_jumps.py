@@ -8,7 +8,7 @@ import time
 import anyio
 import pytest
 
-from host import PluginSettings, PoolConfig, RateLimitConfig, RateLimited
+from host import CacheConfig, PluginSettings, PoolConfig, RateLimitConfig, RateLimited
 
 pytestmark = [pytest.mark.anyio, pytest.mark.timeout(60)]
 
@@ -35,3 +35,17 @@ async def test_rate_limit_window_is_not_stretched_by_the_clock_set_back(make_hos
         assert 0 < e.value.retry_after <= 1.0, e.value
         await anyio.sleep(e.value.retry_after)  # the quota's own window, measured on the monotonic clock
         assert await h.call("calc", "add", 1, 2) == 3
+
+
+async def test_cached_result_is_not_served_past_its_ttl_after_the_clock_set_back(make_host, plugin_dir, monkeypatch):
+    plugin_dir.add("counter.js", "let n = 0; export function next() { return ++n; }")
+    cache = CacheConfig(enabled=True, ttl=0.5, functions=["next"])
+    plugins = {"counter": PluginSettings(cache=cache)}
+    async with make_host(pool=PoolConfig(min_workers=1, max_workers=1), plugins=plugins) as h:
+        assert await h.call("counter", "next") == 1
+        assert await h.call("counter", "next") == 1  # cached
+        set_clock_back(monkeypatch, HOUR)
+        await anyio.sleep(0.6)  # the entry's ttl has passed, as the monotonic clock tells
+        # before: the entry looked stored an hour ahead, so it was fresh for another hour
+        assert await h.call("counter", "next") == 2
+        assert await h.call("counter", "next") == 2  # stored again, at the clock as it reads now

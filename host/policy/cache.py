@@ -36,6 +36,10 @@ log = logging.getLogger("host.cache")
 _warn = Throttle(log)  # a redis that is down fails every call alike: say it every 10 s
 
 FRESH, STALE = "fresh", "stale"
+# An entry stored more than this ahead of the clock is not served: the wall clock was set back
+# since (or the host that stored it in redis runs ahead), so its age cannot be told; hosts kept
+# in time by NTP are within milliseconds of each other.
+CLOCK_SLACK = 1.0
 _encoder = msgspec.msgpack.Encoder()
 _key_encoder = msgspec.msgpack.Encoder(order="sorted")  # dicts hash the same in any key order
 _decoder = msgspec.msgpack.Decoder()
@@ -50,7 +54,10 @@ class CacheEntry(msgspec.Struct, array_like=True):
     stale_until: float   # then served stale (and refreshed) until this; equal to expires: never
 
     def state(self, now: float) -> str | None:
-        """FRESH, STALE, or None once it may no longer be served."""
+        """FRESH, STALE, or None once it may no longer be served (or its age is unknown: stored
+        ahead of ``now``; before, a clock set back an hour served it for that hour more)."""
+        if now < self.stored_at - CLOCK_SLACK:
+            return None
         if now < self.expires:
             return FRESH
         if now < self.stale_until:
