@@ -1,5 +1,5 @@
-"""The wall clock set back (NTP stepping it, a VM resumed, an operator's `date -s`) while the
-host serves: what measures a span of time must not take the jump for that span."""
+"""The wall clock stepped (NTP, a VM resumed, an operator's `date -s`) while the host serves:
+what measures a span of time must not take the jump for that span."""
 
 from __future__ import annotations
 
@@ -7,8 +7,9 @@ import time
 
 import anyio
 import pytest
+from support.processes import wait_for
 
-from host import CacheConfig, PluginSettings, PoolConfig, RateLimitConfig, RateLimited
+from host import CacheConfig, PluginSettings, PoolConfig, RateLimitConfig, RateLimited, WorkerLimits
 
 pytestmark = [pytest.mark.anyio, pytest.mark.timeout(60)]
 
@@ -49,3 +50,34 @@ async def test_cached_result_is_not_served_past_its_ttl_after_the_clock_set_back
         # before: the entry looked stored an hour ahead, so it was fresh for another hour
         assert await h.call("counter", "next") == 2
         assert await h.call("counter", "next") == 2  # stored again, at the clock as it reads now
+
+
+JUMP = """
+export function jump(ms) {  // the worker's wall clock from now on reads ms later
+  const real = Date.now;
+  Date.now = () => real() + ms;
+  return Deno.pid;
+}
+export function pid() { return Deno.pid; }
+"""
+
+
+async def test_workers_live_on_when_the_clock_jumps_forward(make_host, plugin_dir):
+    plugin_dir.add("clock.js", JUMP)
+    # the host pings every 2 s; the worker's heartbeat watch looks every 500 ms, so it looks
+    # (three times) before the host's next word after the jump
+    limits = WorkerLimits(heartbeat_interval=2.0, heartbeat_timeout=2.5)
+    async with make_host(pool=PoolConfig(min_workers=1, max_workers=1), limits=limits) as h:
+        pid = await h.call("clock", "jump", HOUR * 1000)
+        seen: list[float] = []
+
+        def pongs() -> bool:
+            beat = h.plugin("clock").workers[0].last_heartbeat if h.plugin("clock").workers else None
+            if beat is not None and beat not in seen:
+                seen.append(beat)
+            return len(seen) > 2
+
+        await wait_for(pongs, timeout=10)
+        # before: it took an hour since the host's last word for the host lost, and exited
+        assert await h.call("clock", "pid") == pid
+        assert h.plugin("clock").crashes == 0
