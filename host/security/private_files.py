@@ -65,20 +65,25 @@ def write_private(path: str | Path, data: bytes, *, exclusive: bool = False) -> 
     Path(tmp).unlink(missing_ok=True)  # exclusive: the link is the file now
 
 
-def os_failure(path: str | Path, exc: OSError, doing: str) -> StateError:
-    """A StateError for ``exc`` met while ``doing`` something with ``path``, saying what to do."""
+STATE_DIR = "state_dir (--state-dir)"
+PLUGINS_DIR = "plugins_dir (--plugins)"
+
+
+def os_failure(path: str | Path, exc: OSError, doing: str, setting: str = STATE_DIR) -> StateError:
+    """A StateError for ``exc`` met while ``doing`` something with ``path``, saying what to do;
+    ``setting`` names the directory it is in (a file of the plugin directory: PLUGINS_DIR)."""
     hint = {errno.ENOSPC: "free some space on its file system",
             errno.EDQUOT: "raise the disk quota or free some space",
             errno.EFBIG: "the file-size limit (ulimit -f) was reached: raise it",
-            errno.EROFS: "its file system is read-only: set state_dir (--state-dir) to a writable directory",
-            errno.EACCES: "the host's user may not write there: fix its permissions or set another state_dir",
-            errno.EPERM: "the host's user may not write there: fix its permissions or set another state_dir",
+            errno.EROFS: f"its file system is read-only: set {setting} to a writable directory",
+            errno.EACCES: f"the host's user may not write there: fix its permissions or set another {setting}",
+            errno.EPERM: f"the host's user may not write there: fix its permissions or set another {setting}",
             errno.ENOENT: "it was removed while the host runs: the host makes it again on the next write",
             errno.EEXIST: "something that is not a directory is in the way (a file, or a symlink to nowhere): "
                           "remove it or point it at a directory",
-            errno.ENOTDIR: "a part of the path is a file, not a directory: remove it or set another state_dir",
+            errno.ENOTDIR: f"a part of the path is a file, not a directory: remove it or set another {setting}",
             errno.ELOOP: "a symlink loop is in the way: remove it",
-            }.get(exc.errno or 0, "check the state directory")
+            }.get(exc.errno or 0, f"check the directory {setting} names")
     return StateError(f"cannot {doing} {path}: {exc.strerror or exc} ({hint})")
 
 
