@@ -9,9 +9,12 @@ import os
 import shutil
 import signal
 import sqlite3
+import time
 
+import anyio
 import pytest
 from support.plugins import CALC, PluginDir, fresh_state, vault_plugin
+from support.processes import wait_for
 from support.servers import run_cli, serve_process
 
 from host import InvalidConfig, PoolConfig, SecretsError, StateError
@@ -181,6 +184,51 @@ async def test_a_storage_file_another_process_locks_fails_the_storage_call_not_t
         assert out.startswith("StorageError: storage failed") and "locked" in out, out
         assert [w.pid for w in h.plugin("keeper").workers] == [pid]
         assert await h.call("keeper", "put", "b", 3) == 3
+
+
+@pytest.mark.anyio
+async def test_a_cache_file_another_process_locks_never_stops_the_event_loop(plugin_dir, make_host, state_dir):
+    """The persisted result cache (``persist = true``) locked by another program (sqlite3 in a
+    shell, a backup): calls are answered and the server goes on at once; what could not be
+    written meanwhile reaches the file once the lock goes. Before: each cached call wrote the
+    file on the event loop, which froze the whole host for sqlite's busy timeout, 5 s."""
+    plugin_dir.add("calc.js", CALC)
+    cache = {"policy": {"cache": {"enabled": True, "persist": True, "functions": ["add"]}}}
+
+    def rows() -> int:  # WAL: reading is never held by the writer's lock
+        try:
+            db = sqlite3.connect(state_dir / "cache.sqlite3")
+            try:
+                return db.execute("SELECT count(*) FROM entries").fetchone()[0]
+            finally:
+                db.close()
+        except sqlite3.Error:
+            return 0
+
+    async with make_host(state_dir=str(state_dir), pool=ONE, **cache) as h:
+        assert await h.call("calc", "add", 1, 2) == 3  # makes the file
+        await wait_for(lambda: rows() == 1)
+        holder = sqlite3.connect(state_dir / "cache.sqlite3", isolation_level=None)
+        holder.execute("BEGIN IMMEDIATE")
+        longest = 0.0
+        try:
+            async with anyio.create_task_group() as tg:
+                async def ticker() -> None:  # how long the event loop went without running a task
+                    nonlocal longest
+                    while True:
+                        before = time.monotonic()
+                        await anyio.sleep(0.01)
+                        longest = max(longest, time.monotonic() - before)
+
+                tg.start_soon(ticker)
+                for n in range(3):
+                    assert await h.call("calc", "add", n, 10) == n + 10
+                tg.cancel_scope.cancel()
+        finally:
+            holder.execute("ROLLBACK")
+            holder.close()
+        assert longest < 1.0, longest
+        await wait_for(lambda: rows() == 4)
 
 
 @pytest.mark.anyio
