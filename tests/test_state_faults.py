@@ -18,7 +18,7 @@ from support.processes import wait_for
 from support.servers import run_cli, serve_process
 
 from host import InvalidConfig, PoolConfig, SecretsError, StateError
-from host.security.audit import read_audit
+from host.security.audit import AuditLog, read_audit
 from host.security.private_files import check_state_dir
 
 pytestmark = pytest.mark.timeout(90)
@@ -341,3 +341,11 @@ def test_a_state_directory_of_another_user_is_refused_at_start(tmp_path):
     out = run_cli("--plugins", str(plugins.root), "--state-dir", str(state), "list", cwd=tmp_path)
     assert out.returncode == 1 and "not owned by the user running the host" in out.stderr
     assert "Traceback" not in out.stderr
+
+
+def test_an_audit_log_that_is_a_directory_is_refused_naming_the_setting(tmp_path):
+    # before: "cannot open the audit log /x: Is a directory (check the state directory)"
+    with pytest.raises(StateError) as e:
+        AuditLog(tmp_path)
+    assert e.value.message == (f"cannot open the audit log {tmp_path}: Is a directory (it is a directory: name a "
+                               "file in security.audit_log, or move the directory away)")

@@ -59,7 +59,7 @@ class AuditLog:
                 self.path.parent.mkdir(parents=True, exist_ok=True)
                 self._open()
             except OSError as exc:
-                raise os_failure(self.path, exc, "open the audit log") from None
+                raise os_failure(self.path, exc, "open the audit log", "security.audit_log") from None
 
     def _open(self) -> None:
         assert self.path is not None
