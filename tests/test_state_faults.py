@@ -9,6 +9,9 @@ import os
 import shutil
 import signal
 import sqlite3
+import subprocess
+import sys
+import threading
 import time
 
 import anyio
@@ -19,7 +22,7 @@ from support.servers import run_cli, serve_process
 
 from host import InvalidConfig, PoolConfig, SecretsError, StateError
 from host.security.audit import AuditLog, read_audit
-from host.security.private_files import check_state_dir
+from host.security.private_files import LOCK_WAIT, check_state_dir
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -229,6 +232,42 @@ async def test_a_cache_file_another_process_locks_never_stops_the_event_loop(plu
             holder.close()
         assert longest < 1.0, longest
         await wait_for(lambda: rows() == 4)
+
+
+@pytest.mark.anyio
+async def test_a_state_file_lock_held_elsewhere_is_a_state_error_not_a_frozen_host(plugin_dir, make_host, state_dir):
+    """Another process holds config.json's lock and does not let go (a `python -m host config
+    set` stopped with Ctrl-Z, a second serve SIGSTOPped mid-write): a config change is a
+    StateError naming the lock and its holder after LOCK_WAIT, and works once it lets go.
+    Before: the host's event loop waited for the lock without end (every call, /healthz)."""
+    plugin_dir.add("tuned.js", """
+        export const metadata = { id: "tuned", name: "Tuned", version: "1.0.0", apiVersion: "1.0",
+          configSchema: { n: { type: "number" } } };
+        export function n(ctx) { return ctx.config.n; }
+    """)
+    lock = state_dir / "config.json.lock"
+    hold = "import fcntl, os, sys; fd = os.open(sys.argv[1], os.O_RDWR | os.O_CREAT); " \
+           "fcntl.flock(fd, fcntl.LOCK_EX); print('held', flush=True); sys.stdin.read()"
+    async with make_host(state_dir=str(state_dir), pool=ONE) as h:
+        assert await h.set_config("tuned", {"n": 1}) == {"n": 1}
+        holder = subprocess.Popen([sys.executable, "-c", hold, str(lock)], stdin=subprocess.PIPE,
+                                  stdout=subprocess.PIPE, text=True)
+        let_go = threading.Timer(LOCK_WAIT + 3, holder.stdin.close)  # the old code waited until then
+        try:
+            assert holder.stdout.readline() == "held\n"
+            let_go.start()
+            started = time.monotonic()
+            with pytest.raises(StateError) as e:
+                await h.set_config("tuned", {"n": 2})
+            assert time.monotonic() - started < LOCK_WAIT + 2
+            assert e.value.message.startswith(f"{lock} is held by another process (pid {holder.pid}) for over "
+                                              f"{LOCK_WAIT:g} s"), e.value
+        finally:
+            let_go.cancel()
+            holder.stdin.close()
+            holder.wait(10)
+        assert await h.set_config("tuned", {"n": 3}) == {"n": 3}
+        assert await h.call("tuned", "n") == 3
 
 
 @pytest.mark.anyio
