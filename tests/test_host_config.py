@@ -126,3 +126,32 @@ def test_a_config_changed_after_it_was_made_is_checked_again_when_a_host_takes_i
     cfg.limits.heartbeat_interval = 30
     with pytest.raises(InvalidConfig):
         PluginHost(cfg)
+
+
+TOO_MANY = 99999999999999999999999  # a number typed with a few digits too many
+
+
+@pytest.mark.parametrize(("kw", "message"), [
+    ({"limits": {"data_limit_mb": TOO_MANY}}, "limits.data_limit_mb: Expected `int` <= 1099511627776"),
+    ({"limits": {"max_frame": TOO_MANY}}, "limits.max_frame: Expected `int` <= 9007199254740991"),
+    ({"limits": {"max_web_workers": 5000}}, "limits.max_web_workers: Expected `int` <= 1024"),
+    ({"pool": {"max_inflight": TOO_MANY}}, "pool.max_inflight: Expected `int` <= 9007199254740991"),
+    ({"limits": {"cpu_seconds": TOO_MANY}}, "limits.cpu_seconds: Expected `int` <= 9007199254740991"),
+    ({"plugins": {"x": {"limits": {"heap_mb": TOO_MANY}}}}, "plugins.x.limits.heap_mb: Expected `int` <= 9007199254740991"),
+])
+def test_a_number_too_large_for_a_worker_is_refused_naming_the_field(kw, message):
+    """Before: taken, and every worker of the host failed to start ('OverflowError: Python int
+    too large to convert to C long', 'unhandled errors in a TaskGroup'), a crash loop that named
+    no setting."""
+    with pytest.raises(InvalidConfig) as e:
+        HostConfig(**kw)
+    assert message in str(e.value)
+
+
+@pytest.mark.anyio
+async def test_the_largest_numbers_allowed_still_start_workers(calc, make_host):
+    most = 2**53 - 1
+    limits = WorkerLimits(data_limit_mb=2**40, max_web_workers=1024, max_frame=most, cpu_seconds=most,
+                          heap_mb=most, max_host_calls=most, max_write_buffer_bytes=most)
+    async with make_host(pool=PoolConfig(max_inflight=most, max_calls_per_worker=most), limits=limits) as h:
+        assert await h.call("calc", "add", 1, 2) == 3
