@@ -138,6 +138,14 @@ TOO_MANY = 99999999999999999999999  # a number typed with a few digits too many
     ({"pool": {"max_inflight": TOO_MANY}}, "pool.max_inflight: Expected `int` <= 9007199254740991"),
     ({"limits": {"cpu_seconds": TOO_MANY}}, "limits.cpu_seconds: Expected `int` <= 9007199254740991"),
     ({"plugins": {"x": {"limits": {"heap_mb": TOO_MANY}}}}, "plugins.x.limits.heap_mb: Expected `int` <= 9007199254740991"),
+    # before: taken, and each call of the plugin an OverflowError (no HostError); "0/second" an
+    # IndexError from the second call on
+    ({"plugins": {"x": {"rate_limit": {"limit": f"{TOO_MANY}/second"}}}},
+     f"plugins.x.rate_limit.limit: '{TOO_MANY}/second': a quota counts 1 to 1,000,000 calls in its window"),
+    ({"plugins": {"x": {"rate_limit": {"limit": "10/second; 0/minute"}}}},
+     "plugins.x.rate_limit.limit: '10/second; 0/minute': a quota counts 1 to 1,000,000 calls in its window, not 0"),
+    ({"policy": {"global_limit": f"{TOO_MANY}/hour"}}, "policy.global_limit: "),
+    ({"policy": {"rate_limit": {"limit": f"5/{TOO_MANY} years"}}}, "a window of at most 1e+09 seconds"),
 ])
 def test_a_number_too_large_for_a_worker_is_refused_naming_the_field(kw, message):
     """Before: taken, and every worker of the host failed to start ('OverflowError: Python int
