@@ -163,3 +163,20 @@ async def test_the_largest_numbers_allowed_still_start_workers(calc, make_host):
                           heap_mb=most, max_host_calls=most, max_write_buffer_bytes=most)
     async with make_host(pool=PoolConfig(max_inflight=most, max_calls_per_worker=most), limits=limits) as h:
         assert await h.call("calc", "add", 1, 2) == 3
+
+
+@pytest.mark.parametrize(("kw", "message"), [
+    ({"policy": {"cache_storage": "redis://127.0.0.1:6379/0?socket_timeout=abc"}},
+     "policy.cache_storage: 'redis://127.0.0.1:6379/0?***': Invalid value for 'socket_timeout' in connection URL."),
+    ({"state": {"channel_storage": "redis://:pw-9f2@127.0.0.1:6379/0?sockettimeout=1"}},
+     "state.channel_storage: 'redis://***@127.0.0.1:6379/0?***': "),
+    ({"policy": {"cache_storage": "redis://127.0.0.1:99999/0"}},
+     "policy.cache_storage: 'redis://127.0.0.1:99999/0': Port out of range 0-65535"),
+    ({"policy": {"storage": "redis://[::1/0"}}, "policy.storage: 'redis://[::1/0': Invalid IPv6 URL"),
+])
+def test_a_redis_url_the_client_cannot_read_is_refused_naming_the_field(kw, message):
+    """Before: policy.cache_storage and state.channel_storage took it, and the host's start
+    failed with the redis client's ValueError and a traceback."""
+    with pytest.raises(InvalidConfig) as e:
+        HostConfig(**kw)
+    assert str(e.value).startswith(message) and "pw-9f2" not in str(e.value)

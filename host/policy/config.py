@@ -128,6 +128,16 @@ def check_storage(uri: str, where: str) -> None:
     if not sep or scheme not in STORAGE_SCHEMES:
         raise InvalidConfig(f"{where}: {redact_uri(uri)!r} is not a storage URI such as 'memory://' "
                             "or 'redis://127.0.0.1:6379/0'")
+    if scheme == "memory":
+        return
+    try:
+        import redis  # the client is only needed for a redis URI (its absence is said where it is used)
+    except ImportError:
+        return
+    try:  # the client's own reading of the URI and its options; no connection is made
+        redis.ConnectionPool.from_url(uri).make_connection()
+    except (ValueError, TypeError) as exc:  # before: a traceback at start (cache, channels)
+        raise InvalidConfig(f"{where}: {redact_uri(uri)!r}: {exc}") from None
 
 
 def redact_uri(uri: str) -> str:
