@@ -78,6 +78,25 @@ async def test_a_config_store_of_the_wrong_shape_is_a_typed_error_naming_it(plug
 
 
 @pytest.mark.anyio
+@pytest.mark.parametrize(("name", "says"), [("config.json", "not valid JSON"),
+                                            ("plugin_switches.json", "not valid JSON"),
+                                            ("stations.json", "not valid JSON"),
+                                            ("approvals.json", "the approved plugin grants are unreadable")])
+async def test_a_state_file_of_bytes_that_are_not_text_is_a_typed_error_naming_it(plugin_dir, make_host, state_dir,
+                                                                                  name, says):
+    """A damaged disk or another tool left bytes that are not UTF-8 in a state file. Before: the
+    start failed with a UnicodeDecodeError and its traceback, naming no file."""
+    plugin_dir.add("calc.js", CALC)
+    junk = b"\x96\xff\x00garbage\x80"
+    (state_dir / name).write_bytes(junk)
+    with pytest.raises(InvalidConfig) as e:
+        async with make_host(state_dir=str(state_dir)):
+            pass
+    assert e.value.message.startswith(f"{state_dir / name}: {says} ("), e.value
+    assert (state_dir / name).read_bytes() == junk  # kept as it was
+
+
+@pytest.mark.anyio
 async def test_damaged_history_and_cache_files_are_set_aside_and_the_host_serves(plugin_dir, make_host, state_dir):
     plugin_dir.add("station.js", """
         export const metadata = { id: "station", name: "Station", version: "1.0.0", apiVersion: "1.0",
