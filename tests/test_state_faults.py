@@ -405,5 +405,5 @@ def test_an_audit_log_that_is_a_directory_is_refused_naming_the_setting(tmp_path
     # before: "cannot open the audit log /x: Is a directory (check the state directory)"
     with pytest.raises(StateError) as e:
         AuditLog(tmp_path)
-    assert e.value.message == (f"cannot open the audit log {tmp_path}: Is a directory (it is a directory: name a "
-                               "file in security.audit_log, or move the directory away)")
+    assert e.value.message == (f"cannot open the audit log {tmp_path}: Is a directory (a directory is in the way: "
+                               "move it away, or set another security.audit_log)")

@@ -84,7 +84,7 @@ def os_failure(path: str | Path, exc: OSError, doing: str, setting: str = STATE_
                           "remove it or point it at a directory",
             errno.ENOTDIR: f"a part of the path is a file, not a directory: remove it or set another {setting}",
             errno.ELOOP: "a symlink loop is in the way: remove it",
-            errno.EISDIR: f"it is a directory: name a file in {setting}, or move the directory away",
+            errno.EISDIR: f"a directory is in the way: move it away, or set another {setting}",
             }.get(exc.errno or 0, f"check the directory {setting} names")
     return StateError(f"cannot {doing} {path}: {exc.strerror or exc} ({hint})")
 
