@@ -9,7 +9,15 @@ import anyio
 import pytest
 from support.processes import wait_for
 
-from host import CacheConfig, PluginSettings, PoolConfig, RateLimitConfig, RateLimited, WorkerLimits
+from host import (
+    BalancesConfig,
+    CacheConfig,
+    PluginSettings,
+    PoolConfig,
+    RateLimitConfig,
+    RateLimited,
+    WorkerLimits,
+)
 
 pytestmark = [pytest.mark.anyio, pytest.mark.timeout(60)]
 
@@ -81,3 +89,26 @@ async def test_workers_live_on_when_the_clock_jumps_forward(make_host, plugin_di
         # before: it took an hour since the host's last word for the host lost, and exited
         assert await h.call("clock", "pid") == pid
         assert h.plugin("clock").crashes == 0
+
+
+STATION = """
+export const metadata = { id: "station", name: "Station", version: "1.0.0", apiVersion: "1.0",
+  capabilities: ["balance"] };
+let n = 0;
+export function queryBalance() { n += 1; return { balance: n, currency: "USD" }; }
+"""
+
+
+async def test_balance_history_is_not_pruned_by_a_clock_stepped_years_ahead(make_host, plugin_dir, monkeypatch):
+    plugin_dir.add("station.js", STATION)
+    async with make_host(balances=BalancesConfig(min_interval=0, history_days=30)) as h:
+        await h.query_balances()
+        assert [p.balance for p in await h.balance_history("station")] == [1]
+        set_clock_back(monkeypatch, -3 * 365 * 86400)  # three years ahead, for one query
+        await h.query_balances()
+        assert len(await h.balance_history("station")) >= 1  # its point written, on that clock
+        monkeypatch.undo()
+        await h.query_balances()
+        # before: the query made in the future deleted every point older than 30 days before it
+        # (the one it added sorts last: it carries the clock as it read then)
+        assert [p.balance for p in await h.balance_history("station")] == [1, 3, 2]
