@@ -48,6 +48,7 @@ from .logs import FORMATS, LEVELS, setup_logging
 from .plugin_host import PluginHost
 from .plugins.discovery import check_plugin_dirs
 from .plugins.settings import redacted
+from .runtime import check_runtime_paths
 from .security.private_files import write_private
 
 log = logging.getLogger("host.cli")
@@ -395,6 +396,8 @@ def main(argv: list[str] | None = None) -> int:
                                 "the config file)")
         if args.command == "serve":  # serve: one made later is watched
             check_plugin_dirs(config.plugin_dirs)
+        if args.command != "doctor":  # doctor says it among its checks
+            check_runtime_paths(config)
     except InvalidConfig as exc:  # a bad config file or variable is a usage error
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -29,7 +29,7 @@ from .plugins.discovery import USAGE_SUFFIX
 from .plugins.host_lists import switch_store
 from .plugins.usage_scripts import discover_sources
 from .security.permissions import BIDI, CONTROL
-from .security.private_files import os_failure, write_private
+from .security.private_files import PLUGINS_DIR, os_failure, write_private
 
 if TYPE_CHECKING:
     from .cli_output import MakeHost, Started
@@ -154,7 +154,7 @@ def _write(plan: Plan) -> None:
     except OSError as exc:
         for done in written:
             done.unlink(missing_ok=True)
-        raise os_failure(path, exc, "write") from None
+        raise os_failure(path, exc, "write", PLUGINS_DIR) from None
 
 
 async def _through_server(server, plan: Plan, wait: float = 15.0) -> None:

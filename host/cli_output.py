@@ -156,7 +156,7 @@ def values_file(path: Path) -> dict[str, Any]:
             raw = f.read(VALUES_FILE_MAX + 1)
         if len(raw) > VALUES_FILE_MAX:
             raise UsageError(f"{path}: more than {VALUES_FILE_MAX} bytes; a file of config values is smaller")
-        text = raw.decode("utf-8")
+        text = raw.decode("utf-8").removeprefix("\ufeff")  # a byte order mark some editors write
         data = tomllib.loads(text) if path.suffix == ".toml" else json.loads(text)
     except (OSError, UnicodeDecodeError, ValueError, RecursionError) as exc:
         raise UsageError(f"{path}: cannot read config values ({type(exc).__name__}: {str(exc)[:200]})") from None

@@ -12,7 +12,7 @@ from msgspec import Meta
 
 from .balances.alerts import AlertsConfig
 from .balances.stations import StationConfig, check_station
-from .config_types import Amount, Count, Delay, Seconds, checked
+from .config_types import MAX_COUNT, Amount, Count, Delay, Seconds, checked
 from .errors import InvalidConfig
 from .execute_config import CryptoToolConfig, ExecuteConfig, check_execute
 from .plugins.dev import dev_entries
@@ -68,6 +68,8 @@ class PoolConfig(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True)
 # RLIMIT_DATA a Web Worker needs to start and do some work: V8 reserves each isolate's code range
 # against the limit (measured with Deno 2.9: two Workers need about 1700 MiB, four about 3300).
 WEB_WORKER_DATA_MB = 704
+MAX_DATA_MB = 2**40  # MiB (an exbibyte): RLIMIT_DATA in bytes, Web Workers' share added, fits a C long
+MAX_WEB_WORKERS = 1024
 
 
 class WorkerLimits(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True):
@@ -83,14 +85,14 @@ class WorkerLimits(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=Tru
     # onStop / onConfigChange may take this long; past it the worker is killed (and, for a
     # config change, replaced by one started with the new config): nothing waits on a hook.
     hook_timeout: Seconds = 5.0
-    heap_mb: Annotated[int, Meta(ge=16)] = 128            # V8 old-space cap
-    data_limit_mb: int | None = 1024  # RLIMIT_DATA: bounds ArrayBuffers, which the heap cap does not
+    heap_mb: Annotated[int, Meta(ge=16, le=MAX_COUNT)] = 128            # V8 old-space cap
+    data_limit_mb: Annotated[int, Meta(le=MAX_DATA_MB)] | None = 1024  # RLIMIT_DATA: bounds ArrayBuffers, which the heap cap does not
     cpu_seconds: Count | None = None   # RLIMIT_CPU backstop
-    max_frame: Annotated[int, Meta(ge=MIN_MAX_FRAME)] = DEFAULT_MAX_FRAME
+    max_frame: Annotated[int, Meta(ge=MIN_MAX_FRAME, le=MAX_COUNT)] = DEFAULT_MAX_FRAME
     max_log_entries: Amount = 1000
     max_log_bytes: Amount = 1024 * 1024
     max_result_bytes: Count = 8 * 1024 * 1024  # a bigger result fails with PayloadTooLarge
-    max_web_workers: Amount = 2      # Workers (V8 isolates) a plugin may keep alive at once
+    max_web_workers: Annotated[int, Meta(ge=0, le=MAX_WEB_WORKERS)] = 2      # Workers (V8 isolates) a plugin may keep alive at once
     stderr_tail_bytes: Amount = 4096
     # Host calls (cache, storage, channel, ...) a worker may have in flight: the runtime refuses
     # more with ResourceLimitExceeded; a worker that sends more anyway is killed.
@@ -98,7 +100,7 @@ class WorkerLimits(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=Tru
     # Bytes the host lets wait for a worker to read before it sends (and even encodes) another
     # reply to the worker's own requests: a worker that stops reading cannot make the host hold
     # more than this plus one frame, and one that reads none of it for heartbeat_timeout is killed.
-    max_write_buffer_bytes: Annotated[int, Meta(ge=64 * 1024)] = 4 * 1024 * 1024
+    max_write_buffer_bytes: Annotated[int, Meta(ge=64 * 1024, le=MAX_COUNT)] = 4 * 1024 * 1024
     # Everything the plugin keeps in its persistent storage (ctx.storage), keys and values as
     # stored plus a little per entry: a storage.set past it fails with StorageFull.
     storage_max_bytes: Amount = 64 * 1024 * 1024
@@ -242,7 +244,7 @@ class SecurityConfig(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=T
     strict: StrictMode = "warn"
     max_net_hosts: Count = 10
     audit_log: str = "audit.jsonl"   # JSON lines, relative to state_dir; "" turns it off
-    audit_max_bytes: Annotated[int, Meta(ge=4096)] = 10 * 1024 * 1024  # then it is rotated: audit.jsonl.1, .2, ...
+    audit_max_bytes: Annotated[int, Meta(ge=4096, le=MAX_COUNT)] = 10 * 1024 * 1024  # then it is rotated: audit.jsonl.1, .2, ...
     audit_keep: Count = 5             # rotated files kept (the oldest goes)
     https_only: bool = False         # net grants without a port are narrowed to port 443
     egress_proxy: bool = False       # fetch traffic goes through a host-side counting proxy

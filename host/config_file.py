@@ -95,8 +95,9 @@ def load_config(path: str | os.PathLike[str] | None = None, *, env: Mapping[str,
 def _read(path: Path, name: str) -> tuple[dict[str, Any], set[str]]:
     """The file's tables, shortcut sections moved under ``policy`` and paths made absolute."""
     try:
-        with path.open("rb") as f:
-            data = tomllib.load(f)
+        # a UTF-8 byte order mark (Notepad, some templating tools) is no statement: before,
+        # "line 1, column 1: invalid TOML: Invalid statement" pointed at nothing one could see
+        data = tomllib.loads(path.read_bytes().decode("utf-8").removeprefix("\ufeff"))
     except FileNotFoundError:
         raise InvalidConfig(f"{name}: no such config file") from None
     except IsADirectoryError:

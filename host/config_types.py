@@ -17,8 +17,14 @@ from .errors import InvalidConfig
 # from TOML are refused rather than turned into deadlines that never come.
 MAX_SECONDS = 1e9
 
-Count = Annotated[int, Meta(ge=1)]                         # one or more
-Amount = Annotated[int, Meta(ge=0)]                        # zero or more (0 often: none, or no cap)
+# Largest count a setting may give: what a worker's JavaScript holds exactly (Number.MAX_SAFE_INTEGER),
+# and msgpack and the C longs of setrlimit too. Before, a number with a few digits too many passed,
+# and every worker failed to start ("OverflowError: Python int too large to convert to C long",
+# "unhandled errors in a TaskGroup"), a crash loop naming no setting.
+MAX_COUNT = 2**53 - 1
+
+Count = Annotated[int, Meta(ge=1, le=MAX_COUNT)]           # one or more
+Amount = Annotated[int, Meta(ge=0, le=MAX_COUNT)]          # zero or more (0 often: none, or no cap)
 Seconds = Annotated[float, Meta(gt=0, le=MAX_SECONDS)]     # a duration above zero
 Delay = Annotated[float, Meta(ge=0, le=MAX_SECONDS)]       # a duration, zero allowed
 Fraction = Annotated[float, Meta(ge=0, le=1)]
@@ -41,4 +47,4 @@ def checked(value: Any, kind: Any, where: str, root: type | None = None) -> Any:
         raise InvalidConfig(f"{where}: {exc}") from None
 
 
-__all__ = ["MAX_SECONDS", "Amount", "Count", "Delay", "Fraction", "Port", "Seconds", "checked"]
+__all__ = ["MAX_COUNT", "MAX_SECONDS", "Amount", "Count", "Delay", "Fraction", "Port", "Seconds", "checked"]

@@ -147,6 +147,7 @@ class PostgresBackend:
         self._fd_lock = threading.Lock()  # interrupt() never shuts down a descriptor close() just gave back
 
     def scrub(self, text: str) -> str:
+        text = text.replace(self.url, self.where)  # libpq quotes a URL it cannot read whole
         for secret in self._secrets:
             text = text.replace(secret, "***")
         return text

@@ -95,7 +95,9 @@ def may_be_same_database(a: str, b: str, *, settings: tuple[str, str],
 
 def tcp_endpoints(conninfo: str, setting: str) -> list[tuple[str, int]]:
     """The (host, port) pairs libpq would reach over TCP for ``conninfo`` (``hostaddr`` before
-    ``host``, ``?host=``/``?port=`` query parameters and lists included); Unix sockets left out."""
+    ``host``, ``?host=``/``?port=`` query parameters and lists included); Unix sockets left out.
+    A connection string libpq cannot read, or a port past 65535, is an InvalidConfig naming
+    ``setting`` (its password never quoted)."""
     params = _parse(conninfo, setting)
     hosts = (params.get("hostaddr") or params.get("host") or "").split(",")
     ports = (params.get("port") or "").split(",")
@@ -104,6 +106,8 @@ def tcp_endpoints(conninfo: str, setting: str) -> list[tuple[str, int]]:
     out = []
     for host, port in zip(hosts, ports, strict=False):
         host = host.strip().strip("[]")
+        if port.strip().isdigit() and not 0 < int(port) < 65536:
+            raise InvalidConfig(f"{setting}: port {int(port)} of {redact_uri(conninfo)} is not one from 1 to 65535")
         if host and not host.startswith(("/", "@")):
             out.append((host, int(port) if port.strip().isdigit() else DEFAULT_PORT))
     return out

@@ -101,7 +101,11 @@ def check_execute(x: ExecuteConfig) -> None:
     if x.database is not None:
         from .db_backends import backend_for  # refuses what is neither sqlite nor postgresql
 
-        backend_for(x.database, statement_timeout=x.db_timeout)
+        backend = backend_for(x.database, statement_timeout=x.db_timeout)
+        if backend.kind == "postgresql":  # read as libpq will (state_config.check_state)
+            from .db_identity import tcp_endpoints
+
+            tcp_endpoints(x.database, "execute.database")
     c = x.crypto
     if unknown := sorted(set(c.methods) - set(CRYPTO_METHODS)):
         raise InvalidConfig(f"execute.crypto.methods: unknown {unknown}; known: {list(CRYPTO_METHODS)}")

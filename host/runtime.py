@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from .config import HostConfig, SecurityConfig, WorkerLimits
-from .errors import HostError, SpawnFailed, StateError
+from .errors import HostError, InvalidConfig, SpawnFailed, StateError
 from .process import Reaper
 from .process_cgroup import made_elsewhere, pid_namespace
 from .security.audit import AuditLog
@@ -107,18 +107,39 @@ _MAX_ARG_BYTES = 128 * 1024  # MAX_ARG_STRLEN: one argument (or environment entr
 
 
 def find_deno(override: str | None = None) -> str:
-    """The deno binary: an explicit path, $PLUGIN_HOST_DENO, or the `deno` wheel's binary."""
+    """The deno binary: an explicit path, $PLUGIN_HOST_DENO, or the `deno` wheel's binary. A path
+    given that is no executable file is an InvalidConfig naming where it was given (before: a
+    directory passed the check, root's access() says X_OK for one, and every plugin of the host
+    went into error, 'setpriv: failed to execute', nothing naming the setting)."""
+    where = "deno_path" if override else "$PLUGIN_HOST_DENO"
     path = override or os.environ.get("PLUGIN_HOST_DENO")
-    if not path:
-        try:
-            import deno  # the PyPI wheel that ships the binary
+    if path:
+        if not os.path.isfile(path):
+            what = "is a directory" if os.path.isdir(path) else "does not exist"
+            raise InvalidConfig(f"{where}: {path!r} {what}: give the deno binary's path, or leave it out "
+                                "for the `deno` package's")
+        if not os.access(path, os.X_OK):
+            raise InvalidConfig(f"{where}: {path!r} is not executable (chmod +x it, or give another deno binary)")
+        return str(path)
+    try:
+        import deno  # the PyPI wheel that ships the binary
 
-            path = deno.find_deno_bin()
-        except Exception as exc:  # pragma: no cover - broken install
-            raise HostError(f"cannot find the deno binary ({exc}); install the `deno` package") from None
+        path = deno.find_deno_bin()
+    except Exception as exc:  # pragma: no cover - broken install
+        raise HostError(f"cannot find the deno binary ({exc}); install the `deno` package") from None
     if not os.access(path, os.X_OK):
         raise HostError(f"deno binary {path!r} is not executable")
     return str(path)
+
+
+def check_runtime_paths(config: HostConfig) -> None:
+    """The deno binary and the worker runtime the operator named (``deno_path`` or
+    ``$PLUGIN_HOST_DENO``, ``runtime_entry``): InvalidConfig naming the setting when one is wrong
+    (the CLI checks them with the rest of its configuration: exit 2)."""
+    if config.deno_path or os.environ.get("PLUGIN_HOST_DENO"):
+        find_deno(config.deno_path)
+    if config.runtime_entry:
+        find_runtime_entry(config.runtime_entry)
 
 
 # Every worker's V8 flags besides its heap cap. No Sparkplug: V8's baseline compiler compiles
@@ -134,7 +155,11 @@ IMPORT_MAP = "import_map.json"
 def find_runtime_entry(override: str | None = None) -> Path:
     """worker_runtime/worker.ts: inside the installed wheel, or beside the source tree."""
     if override:
-        return Path(override).resolve()
+        entry = Path(override).resolve()
+        if not entry.is_file():  # before: every worker failed 'Module not found', not naming the setting
+            raise InvalidConfig(f"runtime_entry: {override!r} is not a file: give the path of the worker "
+                                "runtime's worker.ts, or leave it out for the one the host ships")
+        return entry
     here = Path(__file__).resolve().parent
     for candidate in (here / "worker_runtime" / "worker.ts", here.parent / "worker_runtime" / "worker.ts"):
         if candidate.is_file():

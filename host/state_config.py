@@ -12,6 +12,7 @@ from __future__ import annotations
 import msgspec
 
 from .db_backends import POSTGRES_SCHEMES, PostgresBackend
+from .db_identity import tcp_endpoints
 from .errors import InvalidConfig
 from .policy.config import check_storage, redact_uri
 
@@ -29,6 +30,9 @@ def check_state(s: StateConfig) -> None:
         raise InvalidConfig(f"state.database: a postgresql:// URL (leave it out to keep state in files under "
                             f"state_dir), got {redact_uri(s.database)}")
     PostgresBackend(s.database, statement_timeout=1.0)  # psycopg missing: InvalidConfig saying what to install
+    # read as libpq will: before, one it could not read failed the start quoting it, password and all
+    # ("[::1" unclosed), and a port past 65535 as "PluginHost.reserve_address: argument `port`"
+    tcp_endpoints(s.database, "state.database")
 
 
 __all__ = ["StateConfig", "check_state"]

@@ -99,3 +99,21 @@ def test_sync_facade_reads_the_history(stations, shared_state, tmp_path):
     with SyncPluginHost(cfg) as h:
         h.query_balances(refresh=True)
         assert sorted(p.provider for p in h.balance_history()) == ["alpha", "beta"]
+
+
+def test_points_older_than_history_days_are_dropped_at_the_next_write(tmp_path):
+    from host.balances.history import BalanceHistory
+    from host.balances.result import BalanceResult
+
+    now = dt.datetime.now(dt.UTC)
+
+    def point(age: dt.timedelta, balance: float) -> BalanceResult:
+        return BalanceResult("relay", "Relay", "success", now - age, balance=balance, currency="USD")
+
+    history = BalanceHistory(tmp_path, keep_days=30)
+    try:  # as a host started again finds them: one point past 30 days, one within
+        history.append([point(dt.timedelta(days=40), 1), point(dt.timedelta(hours=1), 2)])
+        history.append([point(dt.timedelta(0), 3)])
+        assert [p.balance for p in history.read("relay")] == [2, 3]
+    finally:
+        history.close()

@@ -43,6 +43,13 @@ def test_config_variable_names_the_file_when_no_path_is_given(tmp_path):
     assert load_config(other, env={"PLUGIN_HOST_CONFIG": str(path)}).pool.max_workers == 3
 
 
+def test_a_file_saved_with_a_byte_order_mark_is_read(tmp_path):
+    # before: "line 1, column 1: invalid TOML: Invalid statement", at a mark no editor shows
+    path = tmp_path / "host.toml"
+    path.write_bytes(b"\xef\xbb\xbf[pool]\r\nmax_workers = 7\r\n")
+    assert load_config(path, env={}).pool.max_workers == 7
+
+
 def test_every_section_is_parsed(tmp_path):
     path = write(tmp_path / "host.toml", """
         deno_path = "/opt/deno/bin/deno"

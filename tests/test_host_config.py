@@ -126,3 +126,57 @@ def test_a_config_changed_after_it_was_made_is_checked_again_when_a_host_takes_i
     cfg.limits.heartbeat_interval = 30
     with pytest.raises(InvalidConfig):
         PluginHost(cfg)
+
+
+TOO_MANY = 99999999999999999999999  # a number typed with a few digits too many
+
+
+@pytest.mark.parametrize(("kw", "message"), [
+    ({"limits": {"data_limit_mb": TOO_MANY}}, "limits.data_limit_mb: Expected `int` <= 1099511627776"),
+    ({"limits": {"max_frame": TOO_MANY}}, "limits.max_frame: Expected `int` <= 9007199254740991"),
+    ({"limits": {"max_web_workers": 5000}}, "limits.max_web_workers: Expected `int` <= 1024"),
+    ({"pool": {"max_inflight": TOO_MANY}}, "pool.max_inflight: Expected `int` <= 9007199254740991"),
+    ({"limits": {"cpu_seconds": TOO_MANY}}, "limits.cpu_seconds: Expected `int` <= 9007199254740991"),
+    ({"plugins": {"x": {"limits": {"heap_mb": TOO_MANY}}}}, "plugins.x.limits.heap_mb: Expected `int` <= 9007199254740991"),
+    # before: taken, and each call of the plugin an OverflowError (no HostError); "0/second" an
+    # IndexError from the second call on
+    ({"plugins": {"x": {"rate_limit": {"limit": f"{TOO_MANY}/second"}}}},
+     f"plugins.x.rate_limit.limit: '{TOO_MANY}/second': a quota counts 1 to 1,000,000 calls in its window"),
+    ({"plugins": {"x": {"rate_limit": {"limit": "10/second; 0/minute"}}}},
+     "plugins.x.rate_limit.limit: '10/second; 0/minute': a quota counts 1 to 1,000,000 calls in its window, not 0"),
+    ({"policy": {"global_limit": f"{TOO_MANY}/hour"}}, "policy.global_limit: "),
+    ({"policy": {"rate_limit": {"limit": f"5/{TOO_MANY} years"}}}, "a window of at most 1e+09 seconds"),
+])
+def test_a_number_too_large_for_a_worker_is_refused_naming_the_field(kw, message):
+    """Before: taken, and every worker of the host failed to start ('OverflowError: Python int
+    too large to convert to C long', 'unhandled errors in a TaskGroup'), a crash loop that named
+    no setting."""
+    with pytest.raises(InvalidConfig) as e:
+        HostConfig(**kw)
+    assert message in str(e.value)
+
+
+@pytest.mark.anyio
+async def test_the_largest_numbers_allowed_still_start_workers(calc, make_host):
+    most = 2**53 - 1
+    limits = WorkerLimits(data_limit_mb=2**40, max_web_workers=1024, max_frame=most, cpu_seconds=most,
+                          heap_mb=most, max_host_calls=most, max_write_buffer_bytes=most)
+    async with make_host(pool=PoolConfig(max_inflight=most, max_calls_per_worker=most), limits=limits) as h:
+        assert await h.call("calc", "add", 1, 2) == 3
+
+
+@pytest.mark.parametrize(("kw", "message"), [
+    ({"policy": {"cache_storage": "redis://127.0.0.1:6379/0?socket_timeout=abc"}},
+     "policy.cache_storage: 'redis://127.0.0.1:6379/0?***': Invalid value for 'socket_timeout' in connection URL."),
+    ({"state": {"channel_storage": "redis://:pw-9f2@127.0.0.1:6379/0?sockettimeout=1"}},
+     "state.channel_storage: 'redis://***@127.0.0.1:6379/0?***': "),
+    ({"policy": {"cache_storage": "redis://127.0.0.1:99999/0"}},
+     "policy.cache_storage: 'redis://127.0.0.1:99999/0': Port out of range 0-65535"),
+    ({"policy": {"storage": "redis://[::1/0"}}, "policy.storage: 'redis://[::1/0': Invalid IPv6 URL"),
+])
+def test_a_redis_url_the_client_cannot_read_is_refused_naming_the_field(kw, message):
+    """Before: policy.cache_storage and state.channel_storage took it, and the host's start
+    failed with the redis client's ValueError and a traceback."""
+    with pytest.raises(InvalidConfig) as e:
+        HostConfig(**kw)
+    assert str(e.value).startswith(message) and "pw-9f2" not in str(e.value)

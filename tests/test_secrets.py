@@ -128,6 +128,28 @@ async def test_key_from_the_environment_and_a_wrong_key_is_a_secrets_error(
 
 
 @pytest.mark.anyio
+async def test_a_key_variable_of_the_operators_own_that_is_not_set_makes_no_key_file(
+        plugin_dir, make_host, tmp_path, shared_state, monkeypatch):
+    """``secret_key_env`` names a variable the host's environment lacks (a unit's Environment
+    line lost): storing a secret is a SecretsError naming it, and no key file is made. Before:
+    a new secret.key was made and the secret sealed with it, a key no other host had, and once
+    the variable was set again the host refused to start ('does not match')."""
+    plugins(plugin_dir)
+    state = state_dir(tmp_path, shared_state, "state")
+    security = {"secret_key_env": "TEST_PLUGIN_HOST_KEY"}
+    monkeypatch.delenv("TEST_PLUGIN_HOST_KEY", raising=False)
+    async with make_host(pool=ONE, state_dir=state, security=security) as h:
+        with pytest.raises(SecretsError) as e:
+            await h.set_config("vault", {"apiKey": SECRET, "region": "us"})
+    assert "security.secret_key_env names $TEST_PLUGIN_HOST_KEY, which is not set" in str(e.value)
+    assert not (Path(state) / "secret.key").exists() and not (Path(state) / "config.json").exists()
+    monkeypatch.setenv("TEST_PLUGIN_HOST_KEY", Fernet.generate_key().decode())
+    async with make_host(pool=ONE, state_dir=state, security=security) as h:
+        await h.set_config("vault", {"apiKey": SECRET, "region": "us"})
+        assert await h.call("vault", "whoami") == OK
+
+
+@pytest.mark.anyio
 async def test_legacy_plaintext_config_is_encrypted_at_start(plugin_dir, make_host, tmp_path, shared_state):
     plugins(plugin_dir)
     state = state_dir(tmp_path, shared_state, "state")

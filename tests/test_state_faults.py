@@ -9,14 +9,20 @@ import os
 import shutil
 import signal
 import sqlite3
+import subprocess
+import sys
+import threading
+import time
 
+import anyio
 import pytest
 from support.plugins import CALC, PluginDir, fresh_state, vault_plugin
+from support.processes import wait_for
 from support.servers import run_cli, serve_process
 
 from host import InvalidConfig, PoolConfig, SecretsError, StateError
-from host.security.audit import read_audit
-from host.security.private_files import check_state_dir
+from host.security.audit import AuditLog, read_audit
+from host.security.private_files import LOCK_WAIT, check_state_dir
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -69,6 +75,25 @@ async def test_a_config_store_of_the_wrong_shape_is_a_typed_error_naming_it(plug
         async with make_host(state_dir=str(state_dir)):
             pass
     assert (state_dir / "config.json").read_text() == text  # kept as it was
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize(("name", "says"), [("config.json", "not valid JSON"),
+                                            ("plugin_switches.json", "not valid JSON"),
+                                            ("stations.json", "not valid JSON"),
+                                            ("approvals.json", "the approved plugin grants are unreadable")])
+async def test_a_state_file_of_bytes_that_are_not_text_is_a_typed_error_naming_it(plugin_dir, make_host, state_dir,
+                                                                                  name, says):
+    """A damaged disk or another tool left bytes that are not UTF-8 in a state file. Before: the
+    start failed with a UnicodeDecodeError and its traceback, naming no file."""
+    plugin_dir.add("calc.js", CALC)
+    junk = b"\x96\xff\x00garbage\x80"
+    (state_dir / name).write_bytes(junk)
+    with pytest.raises(InvalidConfig) as e:
+        async with make_host(state_dir=str(state_dir)):
+            pass
+    assert e.value.message.startswith(f"{state_dir / name}: {says} ("), e.value
+    assert (state_dir / name).read_bytes() == junk  # kept as it was
 
 
 @pytest.mark.anyio
@@ -184,6 +209,87 @@ async def test_a_storage_file_another_process_locks_fails_the_storage_call_not_t
 
 
 @pytest.mark.anyio
+async def test_a_cache_file_another_process_locks_never_stops_the_event_loop(plugin_dir, make_host, state_dir):
+    """The persisted result cache (``persist = true``) locked by another program (sqlite3 in a
+    shell, a backup): calls are answered and the server goes on at once; what could not be
+    written meanwhile reaches the file once the lock goes. Before: each cached call wrote the
+    file on the event loop, which froze the whole host for sqlite's busy timeout, 5 s."""
+    plugin_dir.add("calc.js", CALC)
+    cache = {"policy": {"cache": {"enabled": True, "persist": True, "functions": ["add"]}}}
+
+    def rows() -> int:  # WAL: reading is never held by the writer's lock
+        try:
+            db = sqlite3.connect(state_dir / "cache.sqlite3")
+            try:
+                return db.execute("SELECT count(*) FROM entries").fetchone()[0]
+            finally:
+                db.close()
+        except sqlite3.Error:
+            return 0
+
+    async with make_host(state_dir=str(state_dir), pool=ONE, **cache) as h:
+        assert await h.call("calc", "add", 1, 2) == 3  # makes the file
+        await wait_for(lambda: rows() == 1)
+        holder = sqlite3.connect(state_dir / "cache.sqlite3", isolation_level=None)
+        holder.execute("BEGIN IMMEDIATE")
+        longest = 0.0
+        try:
+            async with anyio.create_task_group() as tg:
+                async def ticker() -> None:  # how long the event loop went without running a task
+                    nonlocal longest
+                    while True:
+                        before = time.monotonic()
+                        await anyio.sleep(0.01)
+                        longest = max(longest, time.monotonic() - before)
+
+                tg.start_soon(ticker)
+                for n in range(3):
+                    assert await h.call("calc", "add", n, 10) == n + 10
+                tg.cancel_scope.cancel()
+        finally:
+            holder.execute("ROLLBACK")
+            holder.close()
+        assert longest < 1.0, longest
+        await wait_for(lambda: rows() == 4)
+
+
+@pytest.mark.anyio
+async def test_a_state_file_lock_held_elsewhere_is_a_state_error_not_a_frozen_host(plugin_dir, make_host, state_dir):
+    """Another process holds config.json's lock and does not let go (a `python -m host config
+    set` stopped with Ctrl-Z, a second serve SIGSTOPped mid-write): a config change is a
+    StateError naming the lock and its holder after LOCK_WAIT, and works once it lets go.
+    Before: the host's event loop waited for the lock without end (every call, /healthz)."""
+    plugin_dir.add("tuned.js", """
+        export const metadata = { id: "tuned", name: "Tuned", version: "1.0.0", apiVersion: "1.0",
+          configSchema: { n: { type: "number" } } };
+        export function n(ctx) { return ctx.config.n; }
+    """)
+    lock = state_dir / "config.json.lock"
+    hold = "import fcntl, os, sys; fd = os.open(sys.argv[1], os.O_RDWR | os.O_CREAT); " \
+           "fcntl.flock(fd, fcntl.LOCK_EX); print('held', flush=True); sys.stdin.read()"
+    async with make_host(state_dir=str(state_dir), pool=ONE) as h:
+        assert await h.set_config("tuned", {"n": 1}) == {"n": 1}
+        holder = subprocess.Popen([sys.executable, "-c", hold, str(lock)], stdin=subprocess.PIPE,
+                                  stdout=subprocess.PIPE, text=True)
+        let_go = threading.Timer(LOCK_WAIT + 3, holder.stdin.close)  # the old code waited until then
+        try:
+            assert holder.stdout.readline() == "held\n"
+            let_go.start()
+            started = time.monotonic()
+            with pytest.raises(StateError) as e:
+                await h.set_config("tuned", {"n": 2})
+            assert time.monotonic() - started < LOCK_WAIT + 2
+            assert e.value.message.startswith(f"{lock} is held by another process (pid {holder.pid}) for over "
+                                              f"{LOCK_WAIT:g} s"), e.value
+        finally:
+            let_go.cancel()
+            holder.stdin.close()
+            holder.wait(10)
+        assert await h.set_config("tuned", {"n": 3}) == {"n": 3}
+        assert await h.call("tuned", "n") == 3
+
+
+@pytest.mark.anyio
 async def test_a_secret_key_removed_while_running_is_never_replaced_silently(plugin_dir, make_host, state_dir):
     plugin_dir.add("vault.js", vault_plugin("export function tail(ctx) { return ctx.config.apiKey.slice(-4); }"))
     async with make_host(state_dir=str(state_dir)) as h:
@@ -293,3 +399,11 @@ def test_a_state_directory_of_another_user_is_refused_at_start(tmp_path):
     out = run_cli("--plugins", str(plugins.root), "--state-dir", str(state), "list", cwd=tmp_path)
     assert out.returncode == 1 and "not owned by the user running the host" in out.stderr
     assert "Traceback" not in out.stderr
+
+
+def test_an_audit_log_that_is_a_directory_is_refused_naming_the_setting(tmp_path):
+    # before: "cannot open the audit log /x: Is a directory (check the state directory)"
+    with pytest.raises(StateError) as e:
+        AuditLog(tmp_path)
+    assert e.value.message == (f"cannot open the audit log {tmp_path}: Is a directory (a directory is in the way: "
+                               "move it away, or set another security.audit_log)")

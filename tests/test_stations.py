@@ -194,6 +194,23 @@ async def test_a_station_scripts_errors_name_the_station_not_a_host_toml_entry(p
     assert "host.toml stations.listed" in infos["listed"].error, infos["listed"].error
 
 
+async def test_a_usage_script_station_is_not_taken_for_a_plugin_with_its_name(plugin_dir, tmp_path, shared_state,
+                                                                              relay, caplog):
+    """A script station is served by the usage-script plugin of its own name. Before: every
+    balance query warned 'station pasted: a plugin has that id; rename the station', which no
+    rename could help, and one whose script does not load was left out of the answer, unsaid."""
+    broken = {"broken": StationConfig(script="({ request: ")}
+    async with host_for(plugin_dir, tmp_path, shared_state, relay, stations=broken) as h:
+        await h.stations.add("pasted", script=USAGE, config={"baseUrl": relay.url, "apiKey": "sk-gamma-0003"})
+        h.config.plugins["pasted"] = PluginSettings(allow_private_network=True)
+        await h.reload("pasted")
+        results = {b.provider: b for b in await h.query_balances(refresh=True)}
+    assert results["pasted"].status == "success"
+    assert results["broken"].status == "error" and results["broken"].error_message.startswith(
+        "station broken: its usage script: broken: failed to load: SyntaxError"), results["broken"]
+    assert not [r.getMessage() for r in caplog.records if "a plugin has that id" in r.getMessage()]
+
+
 # ---------------------------------------------------------------- what an attacker review found
 
 

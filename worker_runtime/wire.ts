@@ -38,8 +38,12 @@ export type Msg = Record<string, unknown>;
 // Connection and exit
 
 let conn: Deno.UnixConn;
-/** When the host last sent anything (the heartbeat watch reads it). */
-export let lastReceived = Date.now();
+/** Milliseconds on a clock that only goes forward, taken before a plugin's code runs (which may
+ * replace performance.now or Date.now): the wall clock stepped forward past the heartbeat
+ * timeout (NTP, a VM resumed) made a worker take the host for lost and exit. */
+export const monotonic: () => number = performance.now.bind(performance);
+/** When the host last sent anything, on ``monotonic`` (the heartbeat watch reads it). */
+export let lastReceived = monotonic();
 
 export const stderr = (text: string): void => {
   try {
@@ -191,7 +195,7 @@ export async function readLoop(onFrame: (msg: unknown) => void, describe: (e: un
     }
     if (n === null) exit(EXIT_OK);
     end += n;
-    lastReceived = Date.now();
+    lastReceived = monotonic();
     want = 0;
     while (end - start >= 4) {
       const size = view.getUint32(start);

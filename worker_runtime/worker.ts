@@ -47,6 +47,7 @@ import {
   exit,
   lastReceived,
   limits,
+  monotonic,
   type Msg,
   protocolError,
   readLoop,
@@ -158,7 +159,7 @@ function startHeartbeatWatch(): void {
   stopHeartbeatWatch?.();
   const timeout = limits.heartbeat_timeout_ms;
   stopHeartbeatWatch = every(Math.max(10, Math.min(500, Math.floor(timeout / 4))), () => {
-    if (Date.now() - lastReceived > timeout) {
+    if (monotonic() - lastReceived > timeout) {
       exit(EXIT_HEARTBEAT, `nothing from the host for ${timeout} ms`);
     }
   });

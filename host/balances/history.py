@@ -10,7 +10,7 @@ import datetime as dt
 import sqlite3
 import threading
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Protocol
 
@@ -36,6 +36,31 @@ class BalancePoint(msgspec.Struct, rename="camel", omit_defaults=False):
     currency: str | None = None
     quota: float | None = None
     used_quota: float | None = None
+
+
+class Horizon:
+    """The time before which history is older than ``keep_days``: the wall clock, but never
+    further on than the newest point found at the first prune plus the monotonic time since.
+    Before, a clock stepped years ahead (a VM's clock reset, a dead RTC battery, even for one
+    query) deleted every point and alert; set back, it prunes less, never more."""
+
+    def __init__(self, keep_days: float) -> None:
+        self.keep_days = keep_days
+        self._anchor: tuple[float, float] | None = None  # (wall time it stood at, monotonic then)
+
+    def cutoff(self, newest: Callable[[], float | None]) -> float | None:
+        """Times before this are pruned; None: none (kept for ever, or nothing older to judge).
+        ``newest``: the newest time stored before this write, asked at the first prune only."""
+        if self.keep_days <= 0:
+            return None
+        now, mono = time.time(), time.monotonic()
+        if self._anchor is None:
+            last = newest()
+            if last is None:
+                return None
+            self._anchor = (min(now, last), mono)
+        wall, then = self._anchor
+        return min(now, wall + (mono - then)) - self.keep_days * 86400
 
 
 class History(Protocol):
@@ -131,6 +156,7 @@ class BalanceHistory:
     def __init__(self, state_dir: Path, *, keep_days: float = 365.0) -> None:
         self.path = Path(state_dir) / "balances.sqlite3"
         self.keep_days = keep_days
+        self._points, self._alerts = Horizon(keep_days), Horizon(keep_days)
         # a damaged file is set aside (kept) and a new history started; other failures are
         # StateErrors naming the file
         self._db = PrivateDb(self.path, SCHEMA, damaged_ok=True)
@@ -152,10 +178,11 @@ class BalanceHistory:
                 db = self._conn()
                 db.execute("BEGIN")
                 try:
+                    cutoff = self._points.cutoff(lambda: db.execute("SELECT max(time) FROM points").fetchone()[0])
                     db.executemany("INSERT OR IGNORE INTO points VALUES (?, ?, ?, ?, ?, ?)", rows)
                     added = db.execute("SELECT changes()").fetchone()[0] if rows else 0
-                    if self.keep_days > 0:
-                        db.execute("DELETE FROM points WHERE time < ?", (time.time() - self.keep_days * 86400,))
+                    if cutoff is not None:
+                        db.execute("DELETE FROM points WHERE time < ?", (cutoff,))
                     db.execute("COMMIT")
                 except BaseException:
                     with contextlib.suppress(sqlite3.Error):
@@ -184,9 +211,10 @@ class BalanceHistory:
             try:
                 db = self._conn()
                 with db:
+                    cutoff = self._alerts.cutoff(lambda: db.execute("SELECT max(time) FROM alerts").fetchone()[0])
                     db.executemany("INSERT INTO alerts VALUES (?, ?, ?, ?)", rows)
-                    if self.keep_days > 0:
-                        db.execute("DELETE FROM alerts WHERE time < ?", (time.time() - self.keep_days * 86400,))
+                    if cutoff is not None:
+                        db.execute("DELETE FROM alerts WHERE time < ?", (cutoff,))
             except (sqlite3.Error, OSError) as exc:
                 raise self._db.failure(exc, "record alerts in") from None
 

@@ -7,7 +7,6 @@ Failures are StateError naming the database with its password hidden."""
 from __future__ import annotations
 
 import datetime as dt
-import time
 from typing import TYPE_CHECKING, Any
 
 from ..pg_session import STATE_TIMEOUT, PgSession
@@ -16,6 +15,7 @@ from .history import (
     BalanceHistory,
     BalancePoint,
     History,
+    Horizon,
     alert_rows,
     points_query,
     recorded,
@@ -50,20 +50,27 @@ class PostgresHistory:
     def __init__(self, url: str, *, keep_days: float = 365.0, timeout: float = STATE_TIMEOUT) -> None:
         self.db = PgSession(url, timeout, SCHEMA, what="balance history ([state] database)")
         self.keep_days = keep_days
+        self._horizons = {"balance_points": Horizon(keep_days), "balance_alerts": Horizon(keep_days)}
 
-    def _prune(self, conn: Any, table: str) -> None:
-        if self.keep_days > 0:
-            self.db.backend.run(conn, f"DELETE FROM {table} WHERE time < %s",
-                                [time.time() - self.keep_days * 86400], 0)
+    def _cutoff(self, conn: Any, table: str) -> float | None:
+        """Before which ``table`` is pruned (history.Horizon: a clock stepped ahead drops nothing
+        more); asked before this write's rows, which carry the clock as it reads now."""
+        return self._horizons[table].cutoff(
+            lambda: self.db.rows(conn, f"SELECT max(time) AS t FROM {table}", [])[0]["t"])
+
+    def _prune(self, conn: Any, table: str, cutoff: float | None) -> None:
+        if cutoff is not None:
+            self.db.backend.run(conn, f"DELETE FROM {table} WHERE time < %s", [cutoff], 0)
 
     def append(self, results: list[BalanceResult]) -> int:
         rows = recorded(results)
 
         def write(conn: Any) -> int:
             def body() -> int:
+                cutoff = self._cutoff(conn, "balance_points")
                 added = sum(self.db.backend.run(conn, "INSERT INTO balance_points VALUES (%s, %s, %s, %s, %s, %s) "
                                                       "ON CONFLICT DO NOTHING", list(row), 0)[1] for row in rows)
-                self._prune(conn, "balance_points")
+                self._prune(conn, "balance_points", cutoff)
                 return added
             return self.db.tx(conn, body)
         return self.db.run_blocking(write)
@@ -79,10 +86,11 @@ class PostgresHistory:
 
         def write(conn: Any) -> None:
             def body() -> None:
+                cutoff = self._cutoff(conn, "balance_alerts")
                 for row in rows:
                     self.db.backend.run(conn, "INSERT INTO balance_alerts (provider, time, kind, body) "
                                               "VALUES (%s, %s, %s, %s)", list(row), 0)
-                self._prune(conn, "balance_alerts")
+                self._prune(conn, "balance_alerts", cutoff)
             self.db.tx(conn, body)
         self.db.run_blocking(write)
 

@@ -144,10 +144,15 @@ class Balances:
         out = [Target(pid, (r.manifest.name if r.manifest else None) or pid, pid, r)
                for pid, r in newest.items() if pid not in served or self._configured(pid)]
         off = {r.id for r in self._reg.records if r.state == "disabled"}
+        ids = {r.id for r in self._reg.records}
         for s in stations.values():
-            if s.name in {r.id for r in self._reg.records}:  # the plugin's own station wins (stations lists why)
+            if s.plugin is None:  # a usage script: the plugin of its name (in ``out`` above) is the station,
+                if s.name not in newest and s.name not in off:  # or, not loaded, said (not left out)
+                    out.append(Target(s.name, s.title or s.name, s.name, None, station=True))
+                continue
+            if s.name in ids:  # the plugin's own station wins (stations lists why)
                 _warn.warning(f"clash:{s.name}", "station %s: a plugin has that id; rename the station", s.name)
-            elif s.plugin is not None and s.plugin not in off:
+            elif s.plugin not in off:
                 out.append(Target(s.name, s.title or s.name, s.plugin, newest.get(s.plugin), station=True))
         return out
 
@@ -162,6 +167,9 @@ class Balances:
         """One station's queryBalance, with its own config and its own breaker."""
         r = t.record
         if r is None:
+            if t.station and t.plugin == t.name:  # a usage-script station whose script did not load
+                why = next((x.error for x in self._reg.records if x.id == t.name and x.error), "not loaded yet")
+                raise PluginUnavailable(f"station {t.name}: its usage script: {why}", plugin=t.plugin)
             raise PluginUnavailable(f"station {t.name}: its provider plugin {t.plugin!r} is not installed "
                                     "(or has no \"balance\" capability)", plugin=t.plugin)
         if not t.station:

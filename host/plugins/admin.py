@@ -4,8 +4,9 @@ fields sealed) and the plugin restarted with it; export and import between machi
 
 from __future__ import annotations
 
+import contextlib
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from contextlib import AsyncExitStack
 from typing import Any
 
@@ -217,9 +218,11 @@ class ConfigAdmin:
         throw rejects the config."""
         try:
             if record.state in SERVING:
-                verdict = await self._call(record.key, "validateConfig", config)
+                with self._masked_meanwhile(record.id, secrets):
+                    verdict = await self._call(record.key, "validateConfig", config)
             else:  # not running (e.g. its config was missing): ask a one-off worker
-                verdict = await self._call_once(record, manifest, "validateConfig", [config], config=config)
+                verdict = await self._call_once(record, manifest, "validateConfig", [config], config=config,
+                                                redact=lambda text: redact(text, secrets))
         except PluginError as exc:
             raise InvalidConfig(f"rejected by the plugin: {redact(exc.message, secrets)}",
                                 plugin=record.id) from None
@@ -228,11 +231,25 @@ class ConfigAdmin:
             raise InvalidConfig(f"rejected by the plugin: {redact(str(why or 'invalid'), secrets)}",
                                 plugin=record.id)
 
+    @contextlib.contextmanager
+    def _masked_meanwhile(self, plugin_id: str, secrets: list[str]) -> Iterator[None]:
+        """``secrets`` of a config being checked (not stored yet) masked in what the plugin's
+        workers say meanwhile, as its stored ones are: a validateConfig that echoes the key it
+        refuses put it in the plugin's log and the host's. Each is added once per check and
+        taken out of the same list after (a config applied meanwhile made a list of its own)."""
+        held = self._reg._secrets.setdefault(plugin_id, [])
+        held.extend(secrets)
+        try:
+            yield
+        finally:
+            for s in secrets:
+                held.remove(s)
+
     async def _call_once(self, record: Plugin, manifest: Manifest, fn: str, args: list[Any], *,
-                         config: dict[str, Any] | None = None) -> Any:
+                         config: dict[str, Any] | None = None, redact: Callable[[str], str] | None = None) -> Any:
         """``fn(*args)`` on a one-off worker of the plugin, started with ``config``."""
         assert self._reg.runtime is not None
-        spec = self._reg.spec(record, manifest, config)
+        spec = self._reg.spec(record, manifest, config, redact=redact)
         return await one_off(spec, self._reg.runtime, lambda w: w.call(fn, args, spec.limits.call_timeout))
 
 

@@ -13,7 +13,7 @@ import msgspec
 from ..config import HostConfig
 from ..errors import HostError, InvalidConfig
 from ..runtime import Runtime
-from ..security.private_files import os_failure
+from ..security.private_files import PLUGINS_DIR, os_failure
 from .discovery import USAGE_SUFFIX, PluginSource, load_manifest, source_for
 from .manifest import KNOWN_CAPABILITIES, infer_capabilities
 from .templates import BALANCE_TEST, BALANCE_TS, EVENT_TEST, EVENT_TS, TEMPLATES, USAGE_JS, USAGE_TEST
@@ -158,7 +158,7 @@ def _write_all(plugins: Path, root: Path | None, files: list[tuple[Path, str]]) 
     except FileExistsError:
         raise InvalidConfig(f"{path}: exists already; remove it or choose another name") from None
     except OSError as exc:
-        raise os_failure(path, exc, "write") from None
+        raise os_failure(path, exc, "write", PLUGINS_DIR) from None
     finally:
         if not whole:
             for done in written:

@@ -321,14 +321,14 @@ class ConfigStore:
         """The file's configs (empty when there is none), checked: ``{plugin id: {key: value}}``."""
         stamp = self._file_stamp()
         try:
-            text = self.path.read_text()
+            raw = self.path.read_bytes()
         except FileNotFoundError:
             self._stamp = stamp
             return {}
         except OSError as exc:
             raise os_failure(self.path, exc, "read") from None
-        try:
-            data = json.loads(text)
+        try:  # bytes that are not UTF-8 (a damaged disk, a tool's binary): before, a traceback at start
+            data = json.loads(raw.decode("utf-8"))
         except (ValueError, RecursionError) as exc:
             raise InvalidConfig(f"{self.path}: not valid JSON ({exc}); fix it, or move it aside to start "
                                 "without what it holds") from None

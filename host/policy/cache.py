@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import sqlite3
 import time
 from collections import OrderedDict
 from pathlib import Path
@@ -27,15 +26,19 @@ import anyio
 import msgspec
 
 from ..config import CacheConfig, redact_uri, storage_failure
-from ..errors import InvalidConfig, StateError
+from ..errors import InvalidConfig
 from ..logs import Throttle
 from ..outage import Outage, Skipped
-from ..security.private_files import PrivateDb
+from .cache_file import CacheFile
 
 log = logging.getLogger("host.cache")
 _warn = Throttle(log)  # a redis that is down fails every call alike: say it every 10 s
 
 FRESH, STALE = "fresh", "stale"
+# An entry stored more than this ahead of the clock is not served: the wall clock was set back
+# since (or the host that stored it in redis runs ahead), so its age cannot be told; hosts kept
+# in time by NTP are within milliseconds of each other.
+CLOCK_SLACK = 1.0
 _encoder = msgspec.msgpack.Encoder()
 _key_encoder = msgspec.msgpack.Encoder(order="sorted")  # dicts hash the same in any key order
 _decoder = msgspec.msgpack.Decoder()
@@ -50,7 +53,10 @@ class CacheEntry(msgspec.Struct, array_like=True):
     stale_until: float   # then served stale (and refreshed) until this; equal to expires: never
 
     def state(self, now: float) -> str | None:
-        """FRESH, STALE, or None once it may no longer be served."""
+        """FRESH, STALE, or None once it may no longer be served (or its age is unknown: stored
+        ahead of ``now``; before, a clock set back an hour served it for that hour more)."""
+        if now < self.stored_at - CLOCK_SLACK:
+            return None
         if now < self.expires:
             return FRESH
         if now < self.stale_until:
@@ -101,7 +107,6 @@ class ResultCache:
         self.uri = uri
         self._redis: Any = None
         self._memory: dict[str, OrderedDict[bytes, CacheEntry]] = {}
-        self._db: PrivateDb | None = None
         self._outage = Outage()  # redis did not answer: misses without asking it for a while
         if uri.startswith(("redis://", "rediss://")):
             try:
@@ -110,14 +115,7 @@ class ResultCache:
                 raise InvalidConfig("policy.cache_storage: redis:// needs the redis client: "
                                     "pip install 'plugin-host[redis]'") from None
             self._redis = redis.Redis.from_url(uri, socket_timeout=2.0, socket_connect_timeout=2.0)
-        if state_dir is not None:
-            self._db_path: Path | None = Path(state_dir) / "cache.sqlite3"
-            # a damaged file is set aside and the cache starts empty: it is only a cache
-            self._db = PrivateDb(self._db_path, "CREATE TABLE IF NOT EXISTS entries (plugin TEXT, key BLOB, "
-                                 "value BLOB, stored_at REAL, expires REAL, stale_until REAL, "
-                                 "PRIMARY KEY (plugin, key))", damaged_ok=True)
-        else:
-            self._db_path = None
+        self._file = CacheFile(Path(state_dir) / "cache.sqlite3") if state_dir is not None else None
 
     @property
     def shared(self) -> bool:
@@ -128,32 +126,15 @@ class ResultCache:
     def warm_up(self) -> int:
         """Load the persisted entries that may still be served; returns how many. Only for
         ``memory://`` with a state directory (redis keeps its own)."""
-        if self._db_path is None or not self._db_path.exists():
-            return 0
-        try:
-            db = self._open_db()
-            if db is None:
-                return 0
-            now = time.time()
-            db.execute("DELETE FROM entries WHERE stale_until <= ?", (now,))
-            rows = db.execute("SELECT plugin, key, value, stored_at, expires, stale_until FROM entries "
-                              "ORDER BY stored_at").fetchall()
-        except (sqlite3.Error, OSError, StateError) as exc:
-            _warn.warning("persist", "result cache: cannot load %s (%s): starting empty", self._db_path, exc)
-            return 0
+        rows = self._file.load() if self._file is not None and self._redis is None else []
         for plugin, key, value, stored_at, expires, stale_until in rows:
             self._memory.setdefault(plugin, OrderedDict())[bytes(key)] = CacheEntry(
                 bytes(value), stored_at, expires, stale_until)
         return len(rows)
 
-    def _open_db(self) -> sqlite3.Connection | None:
-        if self._redis is not None or self._db is None:
-            return None
-        return self._db.conn()
-
     def close(self) -> None:
-        if self._db is not None:
-            self._db.close()
+        if self._file is not None:
+            self._file.close()
         if self._redis is not None:
             self._redis.close()
 
@@ -197,14 +178,8 @@ class ResultCache:
         evicted = []
         while len(entries) > config.max_entries:
             evicted.append(entries.popitem(last=False)[0])
-        if config.persist:
-            try:  # without persist the file has none of the new entries; old rows expire
-                if (db := self._open_db()) is not None:
-                    db.execute("INSERT OR REPLACE INTO entries VALUES (?, ?, ?, ?, ?, ?)",
-                               (plugin, key, entry.value, entry.stored_at, entry.expires, entry.stale_until))
-                    self._db_delete(plugin, evicted)
-            except (sqlite3.Error, OSError, StateError) as exc:  # the answer is served all the same
-                _warn.warning("persist", "result cache: cannot keep entries in %s: %s", self._db_path, exc)
+        if config.persist and self._file is not None:  # without persist the file has none of the new entries
+            self._file.store(plugin, (key, entry.value, entry.stored_at, entry.expires, entry.stale_until), evicted)
 
     async def clear(self, plugin: str | None = None) -> int:
         """Drop the entries of ``plugin`` (every plugin's when None); returns how many."""
@@ -214,15 +189,8 @@ class ResultCache:
         n = 0
         for pid in plugins:
             n += len(self._memory.pop(pid, {}))
-        if self._db_path is not None and self._db_path.exists():
-            try:
-                if (db := self._open_db()) is not None:
-                    if plugin is None:
-                        db.execute("DELETE FROM entries")
-                    else:
-                        db.execute("DELETE FROM entries WHERE plugin = ?", (plugin,))
-            except (sqlite3.Error, OSError) as exc:
-                raise StateError(f"result cache: cannot clear {self._db_path}: {exc}") from None
+        if self._file is not None:
+            await self._file.clear(plugin)
         return n
 
     def size(self, plugin: str) -> int | None:
@@ -231,13 +199,8 @@ class ResultCache:
 
     def _db_delete(self, plugin: str, keys: list[bytes]) -> None:
         """Drop ``keys`` from the persisted entries, if there is such a file (never made here)."""
-        if not keys or self._db_path is None or not self._db_path.exists():
-            return
-        try:
-            if (db := self._open_db()) is not None:
-                db.executemany("DELETE FROM entries WHERE plugin = ? AND key = ?", [(plugin, k) for k in keys])
-        except (sqlite3.Error, OSError, StateError) as exc:
-            _warn.warning("persist", "result cache: cannot update %s: %s", self._db_path, exc)
+        if self._file is not None:
+            self._file.delete(plugin, keys)
 
     # ------------------------------------------------------------------ redis
 

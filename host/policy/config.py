@@ -11,7 +11,7 @@ import limits
 import msgspec
 from msgspec import Meta
 
-from ..config_types import Amount, Count, Delay, Fraction, Seconds
+from ..config_types import MAX_SECONDS, Amount, Count, Delay, Fraction, Seconds
 from ..errors import InvalidConfig
 
 RETRYABLE = ["NETWORK_ERROR", "RATE_LIMIT", "TIMEOUT", "WORKER_CRASHED"]
@@ -94,14 +94,28 @@ class PolicyConfig(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=Tru
     cache_storage: str = "memory://"  # result cache: memory:// (per host) or redis://host:port/db
 
 
+# The most calls one quota counts in its window: the memory storage keeps that many hit times
+# per plugin (8 bytes each). Before, "99999999999999999999999/second" was taken and every call
+# of the plugin failed with an OverflowError (no HostError); "0/second" failed from the second.
+MAX_QUOTA = 1_000_000
+
+
 def check_limit(limit: str | None, where: str) -> None:
     if limit is None:
         return
     try:
-        if not limits.parse_many(limit):
+        items = limits.parse_many(limit)
+        if not items:
             raise ValueError("empty")
     except ValueError:
         raise InvalidConfig(f"{where}: {limit!r} is not a rate limit such as '10/second; 300/minute'") from None
+    for item in items:
+        if not 1 <= item.amount <= MAX_QUOTA:
+            raise InvalidConfig(f"{where}: {limit!r}: a quota counts 1 to {MAX_QUOTA:,} calls in its window, "
+                                f"not {item.amount} (to stop the calls, disable the plugin; for more, a "
+                                "shorter window)")
+        if item.get_expiry() > MAX_SECONDS:
+            raise InvalidConfig(f"{where}: {limit!r}: a window of at most {MAX_SECONDS:g} seconds")
 
 
 STORAGE_SCHEMES = ("memory", "redis", "rediss")
@@ -114,6 +128,16 @@ def check_storage(uri: str, where: str) -> None:
     if not sep or scheme not in STORAGE_SCHEMES:
         raise InvalidConfig(f"{where}: {redact_uri(uri)!r} is not a storage URI such as 'memory://' "
                             "or 'redis://127.0.0.1:6379/0'")
+    if scheme == "memory":
+        return
+    try:
+        import redis  # the client is only needed for a redis URI (its absence is said where it is used)
+    except ImportError:
+        return
+    try:  # the client's own reading of the URI and its options; no connection is made
+        redis.ConnectionPool.from_url(uri).make_connection()
+    except (ValueError, TypeError) as exc:  # before: a traceback at start (cache, channels)
+        raise InvalidConfig(f"{where}: {redact_uri(uri)!r}: {exc}") from None
 
 
 def redact_uri(uri: str) -> str:

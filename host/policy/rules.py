@@ -222,7 +222,11 @@ class WindowMemoryStorage(MemoryStorage):
     expires entries from a timer thread that walks all of them every 10 ms while holding the
     GIL: with a quota of thousands of calls a second, that slowed every call of the host. A
     moving window only needs the last ``limit`` hit times, so each key keeps those in a
-    bounded deque, oldest first; nothing runs in the background. Used from the event loop only."""
+    bounded deque, oldest first; nothing runs in the background. Used from the event loop only.
+    Its hit times are monotonic (``clock``): a wall clock set back an hour made the last hits
+    look an hour ahead, and the plugin was refused for that hour."""
+
+    clock = staticmethod(time.monotonic)
 
     def __init__(self) -> None:
         super().__init__()
@@ -231,7 +235,7 @@ class WindowMemoryStorage(MemoryStorage):
     def acquire_entry(self, key: str, limit: int, expiry: int, amount: int = 1) -> bool:
         if amount > limit:
             return False
-        now = time.time()
+        now = self.clock()
         times = self._windows.get(key)
         if times is None or times.maxlen != limit:
             times = self._windows[key] = deque(times or (), maxlen=limit)
@@ -246,7 +250,7 @@ class WindowMemoryStorage(MemoryStorage):
         None when every slot was taken. O(1) per quota: a deque holds the last ``amount`` hit
         times (the key names the amount), so the window is full when the oldest of them is
         inside it."""
-        now = time.time()
+        now = self.clock()
         windows = self._windows
         full = None
         for q in quotas:
@@ -262,7 +266,7 @@ class WindowMemoryStorage(MemoryStorage):
 
     def get_moving_window(self, key: str, limit: int, expiry: int) -> tuple[float, int]:
         """(time of the oldest hit in the window, hits in the window)."""
-        now = time.time()
+        now = self.clock()
         times = self._windows.get(key)
         if not times:
             return now, 0
@@ -347,7 +351,7 @@ class RateLimiter:
                         break
                 else:
                     return None
-        now = time.time()
+        now = mem.clock() if mem is not None else time.time()  # the clock the window's times are on
         wait = max(max(lim.get_window_stats(q.item, *q.ids).reset_time for q in full) - now, 0.001)
         return wait, ", ".join(f"{q.item} ({q.ids[0]})" for q in full)
 

@@ -94,13 +94,13 @@ class ApprovalStore(Approvals):
 
     def _read(self) -> dict[str, dict[str, Any]]:
         try:
-            text = self.path.read_text()
+            raw = self.path.read_bytes()
         except FileNotFoundError:
             return {}
         except OSError as exc:
             raise InvalidConfig(f"{self.path}: cannot read the approved plugin grants: {exc.strerror or exc}") from None
-        try:
-            data = json.loads(text)
+        try:  # bytes that are not UTF-8 are unreadable too (before: a UnicodeDecodeError traceback)
+            data = json.loads(raw.decode("utf-8"))
             if not isinstance(data, dict) or not all(isinstance(v, dict) for v in data.values()):
                 raise ValueError("not an object of {plugin id: approval}")
             for entry in data.values():

@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Any
 
 import msgspec
 
+from ..errors import StateError
 from .private_files import locked, os_failure
 
 if TYPE_CHECKING:
@@ -59,7 +60,7 @@ class AuditLog:
                 self.path.parent.mkdir(parents=True, exist_ok=True)
                 self._open()
             except OSError as exc:
-                raise os_failure(self.path, exc, "open the audit log") from None
+                raise os_failure(self.path, exc, "open the audit log", "security.audit_log") from None
 
     def _open(self) -> None:
         assert self.path is not None
@@ -89,11 +90,11 @@ class AuditLog:
                 assert self._fd is not None
                 if os.fstat(self._fd).st_size >= self.max_bytes:
                     self._rotate()
-            except OSError as exc:  # a full or read-only disk must not stop what is audited
-                self.failures += 1
+            except (OSError, StateError) as exc:  # a full or read-only disk (or a rotation's lock held
+                self.failures += 1                # elsewhere) must not stop what is audited
                 if self.failures == 1 or self.failures % 1000 == 0:
                     log.warning("audit log %s: cannot write (%d lines wait to be written, %d lost): %s",
-                                self.path, len(self._waiting), self.lost, exc.strerror or exc)
+                                self.path, len(self._waiting), self.lost, getattr(exc, "strerror", None) or exc)
 
     def _write_whole(self, line: bytes) -> None:
         """Append ``line`` whole, or raise: a line that fits only in part (a short write on a

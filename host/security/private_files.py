@@ -23,6 +23,7 @@ from ..errors import StateError
 
 log = logging.getLogger("host.state")
 MIN_FREE_BYTES = 16 * 1024 * 1024  # less free space in the state directory refuses the start
+LOCK_WAIT = 5.0  # seconds a state file's lock is waited for (locked): its holders hold it for a write
 
 _SAFE_ID = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,99}")
 
@@ -65,20 +66,26 @@ def write_private(path: str | Path, data: bytes, *, exclusive: bool = False) -> 
     Path(tmp).unlink(missing_ok=True)  # exclusive: the link is the file now
 
 
-def os_failure(path: str | Path, exc: OSError, doing: str) -> StateError:
-    """A StateError for ``exc`` met while ``doing`` something with ``path``, saying what to do."""
+STATE_DIR = "state_dir (--state-dir)"
+PLUGINS_DIR = "plugins_dir (--plugins)"
+
+
+def os_failure(path: str | Path, exc: OSError, doing: str, setting: str = STATE_DIR) -> StateError:
+    """A StateError for ``exc`` met while ``doing`` something with ``path``, saying what to do;
+    ``setting`` names the directory it is in (a file of the plugin directory: PLUGINS_DIR)."""
     hint = {errno.ENOSPC: "free some space on its file system",
             errno.EDQUOT: "raise the disk quota or free some space",
             errno.EFBIG: "the file-size limit (ulimit -f) was reached: raise it",
-            errno.EROFS: "its file system is read-only: set state_dir (--state-dir) to a writable directory",
-            errno.EACCES: "the host's user may not write there: fix its permissions or set another state_dir",
-            errno.EPERM: "the host's user may not write there: fix its permissions or set another state_dir",
+            errno.EROFS: f"its file system is read-only: set {setting} to a writable directory",
+            errno.EACCES: f"the host's user may not write there: fix its permissions or set another {setting}",
+            errno.EPERM: f"the host's user may not write there: fix its permissions or set another {setting}",
             errno.ENOENT: "it was removed while the host runs: the host makes it again on the next write",
             errno.EEXIST: "something that is not a directory is in the way (a file, or a symlink to nowhere): "
                           "remove it or point it at a directory",
-            errno.ENOTDIR: "a part of the path is a file, not a directory: remove it or set another state_dir",
+            errno.ENOTDIR: f"a part of the path is a file, not a directory: remove it or set another {setting}",
             errno.ELOOP: "a symlink loop is in the way: remove it",
-            }.get(exc.errno or 0, "check the state directory")
+            errno.EISDIR: f"a directory is in the way: move it away, or set another {setting}",
+            }.get(exc.errno or 0, f"check the directory {setting} names")
     return StateError(f"cannot {doing} {path}: {exc.strerror or exc} ({hint})")
 
 
@@ -204,12 +211,42 @@ def _damaged(exc: Exception) -> bool:
 
 
 @contextlib.contextmanager
-def locked(path: Path) -> Iterator[None]:
-    """Hold an exclusive lock (``<path>.lock``) across processes: the CLI beside a running server."""
+def locked(path: Path, wait: float | None = None) -> Iterator[None]:
+    """Hold an exclusive lock (``<path>.lock``) across processes: the CLI beside a running server.
+    Its holders hold it for a small file's write; one held past ``wait`` seconds (LOCK_WAIT) is
+    a StateError naming it and its holder. Before, the wait had no end: a `python -m host`
+    command or a second serve stopped (Ctrl-Z, SIGSTOP) or hung while holding it froze a server's
+    event loop, every call and /healthz, until it let go."""
     path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
     fd = os.open(f"{path}.lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
     try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
+        deadline, pause = time.monotonic() + (LOCK_WAIT if wait is None else wait), 0.001
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() >= deadline:
+                    raise StateError(f"{path}.lock is held by another process{_lock_holder(fd)} for over "
+                                     f"{LOCK_WAIT if wait is None else wait:g} s (a `python -m host` command or "
+                                     "another serve on this state directory, stopped or hung?): nothing was "
+                                     "written; try again once it lets go") from None
+                time.sleep(pause)
+                pause = min(2 * pause, 0.05)
         yield
     finally:
         os.close(fd)
+
+
+def _lock_holder(fd: int) -> str:
+    """`` (pid N)``: the process /proc/locks says holds the flock on ``fd``'s file, or ""."""
+    try:
+        ino = str(os.fstat(fd).st_ino)
+        with open("/proc/locks") as f:
+            for line in f:  # "1: FLOCK  ADVISORY  WRITE 4567 00:2f:123456 0 EOF"; waiters have "->"
+                parts = line.split()
+                if len(parts) > 5 and parts[1] == "FLOCK" and parts[5].rsplit(":", 1)[-1] == ino:
+                    return f" (pid {parts[4]})"
+    except OSError:
+        pass
+    return ""

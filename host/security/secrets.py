@@ -16,7 +16,7 @@ from typing import Any
 from cryptography.fernet import Fernet, InvalidToken, MultiFernet
 from cryptography.hazmat.primitives.kdf.scrypt import Scrypt
 
-from ..config import HostConfig
+from ..config import HostConfig, SecurityConfig
 from ..errors import InvalidConfig, SecretsError
 from .private_files import not_private, os_failure, write_private
 
@@ -214,6 +214,13 @@ class SecretBox(Cipher):
                 self._fernet = _fernets(self._env[var], source=f"${var}")
             else:
                 path = key_file_path(self._config)
+                named = self._config.security.secret_key_env
+                if named and named != SecurityConfig().secret_key_env and not os.path.lexists(path):
+                    # the operator named a variable of their own: its absence (a unit's Environment
+                    # line lost) made a key file nobody else has, and sealed new secrets with it
+                    raise SecretsError(f"security.secret_key_env names ${named}, which is not set in the host's "
+                                       f"environment, and no key file is at {path}: set ${named} (or leave "
+                                       "secret_key_env out to keep the key in security.secret_key_file)")
                 self._fernet = _read_key_file(path, create=not self.sealed_exist())
                 st = os.stat(path)
                 self._file = (st.st_ino, st.st_mtime_ns)
