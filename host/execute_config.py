@@ -14,6 +14,7 @@ from .security.permissions import Permissions
 
 TOOLS = ("crypto", "channel", "db", "db:write")  # the built-in tools of ``execute`` (db:write: db, and writes)
 CRYPTO_METHODS = ("getRandomValues", "randomUUID")
+REUSE_PROBE = 0.5  # ExecuteConfig.reuse_probe by default
 
 
 class CryptoToolConfig(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True):
@@ -58,6 +59,10 @@ class ExecuteConfig(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=Tr
     max_workers: Count = 8
     idle_timeout: Delay = 120.0
     max_calls_per_worker: Count = 1000  # then a fresh worker (each execution's context is collected)
+    # Seconds a pooled worker that ran an execution has to answer a ping before it takes the next:
+    # code can leave it spinning after it answered (in microtasks, where no timer runs); one
+    # that does not answer is killed and the execution goes to another worker.
+    reuse_probe: Seconds = REUSE_PROBE
     # Workers the pool for executions asking no permissions keeps started and ready beside those
     # serving (PoolConfig.spares). None: 2 with pooled = false, so that an execution takes a ready
     # worker instead of waiting for a spawn, and 0 with pooled workers.
@@ -107,4 +112,4 @@ def check_execute(x: ExecuteConfig) -> None:
         raise InvalidConfig(f"execute.crypto.methods: unknown {unknown}; known: {list(CRYPTO_METHODS)}")
 
 
-__all__ = ["CRYPTO_METHODS", "TOOLS", "CryptoToolConfig", "ExecuteConfig", "HooksConfig", "ToolConfig", "check_execute"]
+__all__ = ["CRYPTO_METHODS", "REUSE_PROBE", "TOOLS", "CryptoToolConfig", "ExecuteConfig", "HooksConfig", "ToolConfig", "check_execute"]

@@ -257,7 +257,8 @@ class ExecutePools:
             raise
         try:
             out, outcome = await run_execute(claimed.pool, req.code, req.input, entry=req.entry, budget=budget,
-                                             tools=req.tools, language=req.language)
+                                             tools=req.tools, language=req.language,
+                                             reuse_probe=self.config.reuse_probe)
         except HostError as exc:
             # The code was admitted but never ran: TypeScript that does not parse (its message
             # quotes the code, so only the place goes in the log), an input that cannot be sent.

@@ -288,6 +288,11 @@ class Worker:
         self._host_calls = 0          # host calls being served (reply not yet handed over)
         self._reply_lock = anyio.Lock()  # one reply at a time waits for the worker to read
         self._pong_pending = False    # a pong is being sent: pings meanwhile get none
+        # Set by any pong: the worker's event loop turned. Cleared when an execution settles
+        # (code it left may keep the loop from turning again); see turned().
+        self._turned = anyio.Event()
+        self._turned.set()
+        self._probe_seq = itertools.count(1 << 40)  # pings of turned(), apart from the heartbeat's
         self._loose_logs = LogBudget()  # log lines outside any call, per second
         self.exited = anyio.Event()
         self._result_limit = min(spec.limits.max_result_bytes, spec.limits.max_frame)  # a result's most bytes
@@ -620,6 +625,7 @@ class Worker:
             "heartbeat": "was killed: heartbeats stopped",
             "cancel": "was killed: a cancelled call did not stop in time",
             "protocol": "was killed: protocol violation",
+            "left busy": "was killed: its event loop did not turn after its last execution",
             "shutdown": "shut down",
         }.get(reason, f"was killed: {reason}" if reason.startswith("resource limit") else "crashed")
         summary = f"{text} ({how})"
@@ -755,6 +761,7 @@ class Worker:
                 else:
                     pending.value = msg.value
                 del self._pending[msg.id]
+                self._ran(pending)
                 pending.event.set()
                 _gone(pending)
                 self._settled()
@@ -765,6 +772,7 @@ class Worker:
                 record_error(self.runtime.audit, self.spec.plugin_id, pending.fn, info.name, info.message)
                 pending.info = info
                 del self._pending[msg.id]
+                self._ran(pending)
                 pending.event.set()
                 _gone(pending)
                 self._settled()
@@ -772,6 +780,7 @@ class Worker:
             self.record_log(msg)
         elif isinstance(msg, p.Pong):
             self.last_heartbeat = time.time()
+            self._turned.set()
         elif isinstance(msg, p.Ping):
             if self._tg is not None and not self._pong_pending:  # a ping flood gets one pong at a time
                 self._pong_pending = True
@@ -897,6 +906,32 @@ class Worker:
             await self._send_quietly(p.Pong(seq=seq))
         finally:
             self._pong_pending = False
+
+    def _ran(self, pending: _Pending) -> None:
+        """An execution (a call with logs collected) settled: its code may have left the
+        worker's event loop spinning in microtasks, where no timer runs; it turns again, as
+        far as the host knows, at the next pong (the runtime sends one unasked from its next
+        macrotask)."""
+        if self.spec.role == "execute" and pending.logs is not None:
+            self._turned = anyio.Event()
+
+    async def turned(self, within: float) -> bool:
+        """True if the worker's event loop has turned since its last execution settled, or
+        does within ``within`` seconds (it is pinged, for a runtime that sends no pong unasked).
+        A worker that does not must not be given the next execution: it would sit unread
+        until its deadline."""
+        if self._turned.is_set():
+            return True
+        if not self.alive or self._conn is None:
+            return False
+        turned = self._turned
+        try:
+            with anyio.move_on_after(within):
+                await self._send(p.Ping(seq=next(self._probe_seq)))  # cut off half-written: killed anyway
+                await turned.wait()
+        except HostError:
+            return False
+        return turned.is_set()
 
     async def _serve_host_call(self, msg: p.HostCall) -> None:
         try:

@@ -79,7 +79,18 @@ function settle(state: CallState): boolean {
   if (state.settled) return false;
   state.settled = true;
   calls.delete(state.id);
-  state.execution?.dispose();
+  if (state.execution) {
+    state.execution.dispose();
+    // Its code may leave the event loop spinning in microtasks; the host gives this worker no
+    // other execution until a pong shows the loop turned again (host/execute.py, reuse_probe).
+    setTimeout(() => {
+      try {
+        send({ type: "pong", seq: 0 });
+      } catch {
+        // the connection is gone: so is the worker
+      }
+    }, 0);
+  }
   if (state.events) dropSubscriptions(state);
   if (state.cleanup) {
     try {

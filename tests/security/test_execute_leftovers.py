@@ -1,0 +1,33 @@
+"""Pooled /execute against what one execution leaves running in its warm worker after it
+answered (attacker review, round 5): the next caller on that worker must get its own answer,
+not a timeout or a crash it did not cause."""
+
+from __future__ import annotations
+
+import pytest
+
+from host import ExecuteConfig
+
+pytestmark = [pytest.mark.anyio, pytest.mark.timeout(60), pytest.mark.one_backend]
+
+ONE_WORKER = ExecuteConfig(min_workers=1, max_workers=1)
+
+# Each answers at once and leaves its worker's event loop turning in microtasks for ever: no
+# timer of the worker's (heartbeat, deadline) can run there again.
+SPINNERS = {
+    "then": 'export default () => { const f = () => Promise.resolve().then(f); f(); return "left"; }',
+    "await": 'export default () => { (async () => { for (;;) await null; })(); return "left"; }',
+}
+
+
+@pytest.mark.parametrize("how", sorted(SPINNERS))
+async def test_a_worker_left_spinning_in_microtasks_does_not_take_the_next_execution(make_host, how):
+    async with make_host(execute=ONE_WORKER) as h:
+        left = await h.execute(SPINNERS[how])
+        victim = await h.execute("export default (x) => x + 1", 41, timeout=5)
+        again = await h.execute("export default (x) => x * 2", 21, timeout=5)
+    assert left.ok and left.result == "left"
+    assert victim.ok, victim.logs  # before: TimeoutError after its whole 5 s on the spinning worker
+    assert victim.result == 42 and victim.duration < 4000
+    assert again.ok and again.result == 42
+
