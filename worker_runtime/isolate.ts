@@ -160,6 +160,32 @@ function lentDeno(): object {
 }
 
 let lent: object | undefined;
+let lentDescriptors: PropertyDescriptorMap | undefined;
+
+/**
+ * The `Deno` of one execution: the lent one, whose `exit` and `kill` refuse once the execution
+ * settled. Code it leaves behind (a listener on a lent AbortSignal, a stream's callback) still
+ * runs later, during another caller's execution on this worker; ending the process there failed
+ * that caller with WorkerCrashed. While it runs, an execution may still end its own worker.
+ */
+function denoFor(owner: { settled: boolean }): object {
+  const base = lent ?? (lent = lentDeno());
+  lentDescriptors ??= Object.getOwnPropertyDescriptors(base);
+  const D = base as any;
+  const ended = (what: string) =>
+    new TypeError(`Deno.${what} is not available to code whose execution has ended`);
+  return Object.freeze(Object.create(Object.getPrototypeOf(base), {
+    ...lentDescriptors,
+    exit: { value: (code?: number) => {
+      if (owner.settled) throw ended("exit");
+      return D.exit(code);
+    }, enumerable: true },
+    kill: { value: (pid: number, signo?: string) => {
+      if (owner.settled) throw ended("kill");
+      return D.kill(pid, signo);
+    }, enumerable: true },
+  }));
+}
 
 /** A `performance` of one execution: the worker's clock, marks and measures of its own. */
 function ownPerformance(): object {
@@ -375,6 +401,7 @@ export class Execution {
    */
   claim(owner: { settled: boolean }, globals: Record<string, unknown>, onUncaught: (e: unknown) => void): this {
     Object.assign(this.#sandbox, globals);
+    this.#sandbox.Deno = denoFor(owner);
     this.#owner = owner;
     this.#onUncaught = onUncaught;
     owners.set(this.realm.Promise.prototype, owner);

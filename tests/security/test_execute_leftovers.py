@@ -31,3 +31,27 @@ async def test_a_worker_left_spinning_in_microtasks_does_not_take_the_next_execu
     assert victim.result == 42 and victim.duration < 4000
     assert again.ok and again.result == 42
 
+
+
+async def test_code_left_behind_cannot_end_the_worker_under_the_next_execution(make_host):
+    """A listener left on a lent AbortSignal runs after its execution settled, during the next
+    one: ending the worker's process there (Deno.exit, a signal to its own pid or group) failed
+    the next caller with WorkerCrashed. An execution may still end its worker while it runs
+    (reported as WorkerCrashed to itself, test_execute.py)."""
+    leaver = """
+    export default (how) => {
+      AbortSignal.timeout(150).addEventListener("abort", {
+        exit: () => Deno.exit(3),
+        kill: () => Deno.kill(Deno.pid, "SIGKILL"),
+        group: () => Deno.kill(-Deno.pid, "SIGKILL"),
+        zero: () => Deno.kill(0, "SIGKILL"),
+      }[how]);
+      return how;
+    };"""
+    victim = "export default async (x) => { await new Promise((r) => setTimeout(r, 1500)); return x; }"
+    async with make_host(execute=ONE_WORKER) as h:
+        for how in ("exit", "kill", "group", "zero"):
+            a = await h.execute(leaver, how)
+            b = await h.execute(victim, how, timeout=5)
+            assert a.ok and a.result == how, a
+            assert b.ok and b.result == how, b.logs  # before: WorkerCrashed "the worker crashed (exit code 3)"
