@@ -67,6 +67,7 @@ export async function harden(): Promise<void> {
   clearTimeout(setTimeout(() => {}, 0));
   lent = lentDeno();
   tameFunctionConstructors();
+  tameRegExpStatics();
   tameOverrides();
   const seen = new WeakSet<object>([globalThis]);
   const stack: unknown[] = [];
@@ -123,6 +124,20 @@ function tameFunctionConstructors(): void {
     }[name];
     Object.defineProperty(tamed, "prototype", { value: proto, writable: false, configurable: false });
     Object.defineProperty(proto, "constructor", { value: tamed, writable: true, configurable: true });
+  }
+}
+
+/**
+ * The main realm's RegExp constructor is reachable (`structuredClone(/x/).constructor`), and its
+ * legacy statics (`RegExp.input`, `lastMatch`, `$1`..`$9`, `leftContext`, ...) hold what Deno's
+ * own code last matched for whichever execution ran: a Blob's type, a header's name. As SES's
+ * lockdown does, they are removed (every string-keyed accessor of the constructor); nothing in
+ * Deno or the runtime reads them, and each context keeps its own RegExp with its own.
+ */
+function tameRegExpStatics(): void {
+  for (const key of Object.getOwnPropertyNames(RegExp)) {
+    const d = Reflect.getOwnPropertyDescriptor(RegExp, key);
+    if (d && "get" in d && d.configurable) delete (RegExp as any)[key];
   }
 }
 

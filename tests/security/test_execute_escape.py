@@ -195,3 +195,28 @@ async def test_the_host_refuses_host_calls_of_ended_executions_and_beyond_their_
     assert 'tools: ["channel"]' in r["emitWithoutTool"]
     assert "executions share nothing" in r["cache"] and "executions share nothing" in r["storage"]
     assert r["unsubscribe"] == "served"  # leaving is always allowed
+
+
+async def test_the_main_realms_regexp_statics_keep_nothing_of_another_execution(make_host):
+    """A RegExp from the main realm (structuredClone(/x/)) leads to its constructor, whose legacy
+    statics (RegExp.input, lastMatch, $1, leftContext...) hold what Deno's own code last matched
+    for any execution: a Blob's type, a header's name. One execution read another's that way."""
+    reader = """
+    export default () => {
+      const R = Object.getPrototypeOf(structuredClone(/x/)).constructor;
+      const keys = ["input", "$_", "lastMatch", "$&", "lastParen", "$+", "leftContext", "$`",
+                    "rightContext", "$'", "$1", "$2", "$9"];
+      return [R === RegExp, keys.map((k) => String(R[k])).join("|")];
+    };"""
+    async with make_host(execute=ONE_WORKER) as h:
+        victim = await h.execute("""
+        export default (secret) => {
+          new Blob(["x"], { type: "text/plain;charset=" + secret });
+          new Headers({ ["x-" + secret]: "v" });
+          return "done";
+        };""", "s3cr3t")
+        seen = await h.execute(reader)
+    assert victim.ok and victim.result == "done"
+    assert seen.ok, seen.logs
+    assert seen.result[0] is False  # the main realm's, not the context's own
+    assert "s3cr3t" not in seen.result[1], seen.result  # before: "text/plain;charset=s3cr3t"
