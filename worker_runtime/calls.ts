@@ -244,11 +244,15 @@ export function onEscaped(reason: unknown, promise?: unknown): void {
     return;
   }
   const info = errorInfo(reason);
-  let only: CallState | undefined;
   // A worker shared by callers never credits an error of unknown origin to the one execution
-  // running: code an earlier execution left behind (a listener on a lent AbortSignal, a lent
-  // fetch it never awaited) would fail the next caller's.
-  if (calls.size === 1 && limits.harden !== 1) only = calls.values().next().value;
+  // running, neither as its failure nor as a line of its logs: code an earlier execution left
+  // behind (a listener on a lent AbortSignal, a lent fetch it never awaited) makes the main
+  // realm's own functions throw, with text it chose. The worker's log has it, no call's.
+  if (limits.harden === 1) {
+    emitLog("exception", info.message, undefined, info);
+    return;
+  }
+  const only = calls.size === 1 ? calls.values().next().value : undefined;
   if (only) {
     failWith(only, info); // the call's error carries it: no separate log entry
   } else {

@@ -55,3 +55,30 @@ async def test_code_left_behind_cannot_end_the_worker_under_the_next_execution(m
             b = await h.execute(victim, how, timeout=5)
             assert a.ok and a.result == how, a
             assert b.ok and b.result == how, b.logs  # before: WorkerCrashed "the worker crashed (exit code 3)"
+
+
+async def test_errors_of_lent_functions_that_code_left_behind_are_not_logged_to_the_next_execution(make_host):
+    """Code left behind makes the main realm's own functions throw and reject with text it
+    chose (structuredClone of a function quotes its source; Response.json quotes the body): an
+    error of no execution's context. The runtime did not fail the running execution for them,
+    but logged them as `exception` entries of it: forged failures in another caller's logs."""
+    leaver = """
+    export default () => {
+      AbortSignal.timeout(150).addEventListener("abort", () => {
+        new Response("INJECTED-by-A").json();                  // a main-realm rejection
+        structuredClone(() => "INJECTED-by-A, thrown");        // a main-realm throw
+      });
+      return "left";
+    };"""
+    victim = """
+    export default async () => {
+      console.log("victim line");
+      await new Promise((r) => setTimeout(r, 1000));
+      return "genuine";
+    };"""
+    async with make_host(execute=ONE_WORKER) as h:
+        a = await h.execute(leaver)
+        b = await h.execute(victim, timeout=5)
+    assert a.ok and a.result == "left"
+    assert b.ok and b.result == "genuine", b.logs
+    assert [(e.level, e.message) for e in b.logs] == [("log", "victim line")]  # before: + 2 exceptions
