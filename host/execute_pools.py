@@ -240,7 +240,7 @@ class ExecutePools:
         whatever the outcome, saying who asked (``by``), for which set and tools, what came
         of it and how long it took; of the code only its sha256 and size, of the input nothing."""
         req = ExecuteRequest(code=code, input=input, entry=entry, timeout=timeout, permissions=permissions,
-                             tools=list(tools or []), language=language, by=by)
+                             tools=self.tools.canonical(list(tools or [])), language=language, by=by)
         line = self._line(req)
         t0 = time.perf_counter()
         try:
