@@ -321,6 +321,9 @@ def create_app(host: PluginHost, *, admin_token: str | None = None, read_token: 
         resp: dict[str, Any] = {"ok": out.ok}
         if out.ok:
             resp["result"] = out.result
+        elif (exc := next((e for e in reversed(out.logs) if e.level == "exception"), None)) is not None:
+            # seed 001's clients read result.error.name / .message / .stack of a failed execution
+            resp["error"] = {"name": exc.name, "message": exc.message, **({"stack": exc.stack} if exc.stack else {})}
         if out.logs:
             resp["logs"] = out.logs
         resp["duration"] = out.duration

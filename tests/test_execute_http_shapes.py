@@ -1,0 +1,39 @@
+"""``POST /execute`` answers in the shapes seed 001 (the Isolate engine) documents, beyond its
+curl examples: its error-handling guidance reads a failed execution's ``result.error.name``
+and ``result.error.message`` (TimeoutError, EntryError...), as its sandbox's timeout answer
+carries them."""
+
+from __future__ import annotations
+
+import pytest
+from support.servers import served
+
+from host import ExecuteConfig
+
+pytestmark = [pytest.mark.anyio, pytest.mark.timeout(60)]
+
+
+@pytest.mark.parametrize("anyio_backend", ["asyncio"])  # aiohttp
+async def test_a_failed_execution_names_its_error_as_the_seeds_clients_read_it(make_host):
+    async with make_host(execute=ExecuteConfig(min_workers=1, max_workers=1)) as h, \
+            served(h, enable_execute=True) as (_, http):
+        async def execute(body: dict) -> dict:
+            async with http.post("/execute", json=body) as r:
+                assert r.status == 200
+                return await r.json()
+
+        thrown = await execute({"code": "export default (x) => { if (!x) throw new TypeError('Input is required'); }",
+                                "input": None})
+        entry = await execute({"code": 'export default "not a function"'})
+        late = await execute({"code": "export default () => { for (;;) {} }", "timeout": 300})
+        fine = await execute({"code": "export default (x) => x * 2", "input": 21})
+    assert thrown["ok"] is False and "result" not in thrown
+    def error(body: dict) -> tuple[str, str]:
+        err = body["error"]  # before: no "error" key
+        assert err["stack"] == body["logs"][-1]["stack"] and body["logs"][-1]["level"] == "exception"
+        return err["name"], err["message"]
+
+    assert error(thrown) == ("TypeError", "Input is required")
+    assert error(entry) == ("EntryError", 'Entry "default" is not a function')
+    assert error(late) == ("TimeoutError", "Execution timeout")
+    assert "error" not in fine and fine["result"] == 42
