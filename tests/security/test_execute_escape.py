@@ -220,3 +220,22 @@ async def test_the_main_realms_regexp_statics_keep_nothing_of_another_execution(
     assert seen.ok, seen.logs
     assert seen.result[0] is False  # the main realm's, not the context's own
     assert "s3cr3t" not in seen.result[1], seen.result  # before: "text/plain;charset=s3cr3t"
+
+
+async def test_an_executions_errors_do_not_show_where_the_host_is_installed(make_host):
+    """Every exception an execution met carried the worker runtime's frames, with the host's
+    install path (file:///.../site-packages/host/worker_runtime/execute.ts:93:18), to whoever
+    may POST /execute. They now read runtime:/execute.ts:93:18."""
+    async with make_host(execute=ONE_WORKER) as h:
+        outs = [await h.execute(code, tools=["crypto"]) for code in (
+            'export default "not a function"',
+            "export default () => import('data:text/javascript,1')",
+            "export default () => { const a = new Uint8Array(1); for (;;) crypto.getRandomValues(a); }",
+            "export default () => { throw new Error('own'); }",
+        )]
+    for out in outs:
+        exc = out.logs[-1]
+        assert exc.level == "exception" and exc.stack, out
+        assert "worker_runtime" not in exc.stack and "file://" not in exc.stack, exc.stack
+    assert "runtime:/execute.ts:" in outs[0].logs[-1].stack
+    assert "(<execute>:1:" in outs[3].logs[-1].stack  # the code's own frames stay
