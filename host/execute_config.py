@@ -63,6 +63,10 @@ class ExecuteConfig(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=Tr
     # code can leave it spinning after it answered (in microtasks, where no timer runs); one
     # that does not answer is killed and the execution goes to another worker.
     reuse_probe: Seconds = REUSE_PROBE
+    # MiB a pooled worker's data segment (its V8 heap and ArrayBuffers, what RLIMIT_DATA bounds)
+    # may grow over what it was when ready before it is retired after an execution: code can
+    # keep memory alive after it settled, which the next caller would no longer have. 0: never.
+    retire_growth_mb: Amount = 64
     # Workers the pool for executions asking no permissions keeps started and ready beside those
     # serving (PoolConfig.spares). None: 2 with pooled = false, so that an execution takes a ready
     # worker instead of waiting for a spawn, and 0 with pooled workers.

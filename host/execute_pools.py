@@ -188,7 +188,8 @@ class ExecutePools:
                           egress_id=EXECUTE_EGRESS + hashlib.sha256(repr(key).encode()).hexdigest()[:16],
                           tools={"crypto": msgspec.to_builtins(self.config.crypto),
                                  "host": self.tools.host_tools, "modules": self.tools.module_tools},
-                          reused=self.config.pooled)
+                          reused=self.config.pooled,
+                          retire_growth=self.config.retire_growth_mb << 20 if self.config.pooled else 0)
         warm = key == self._none_key  # apart and warm: its spares stay however long it idles
         pool = self._new_pool(spec, execute_pool_config(self.config, warm=warm), keep_spares=warm)
         await self._start(pool)

@@ -136,6 +136,21 @@ class Reaper:
             self._cgroups, self._cgroups_tried = None, False
 
 
+def vm_data(pid: int | None) -> int | None:
+    """The data segment of process ``pid`` in bytes (VmData: what RLIMIT_DATA bounds, the V8
+    heap and ArrayBuffers included), or None when it cannot be read (the process is gone)."""
+    if pid is None:
+        return None
+    try:
+        with open(f"/proc/{pid}/status", "rb") as f:
+            for line in f:
+                if line.startswith(b"VmData:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
+
+
 class ChildProcess:
     """A child in its own process group; the stdout+stderr pipe's tail is kept for errors."""
 

@@ -41,7 +41,7 @@ from .errors import (
     where_in,
 )
 from .logs import WORKER_LEVELS, worker_extra
-from .process import ChildProcess
+from .process import ChildProcess, vm_data
 from .runtime import Runtime, process_failure, socket_failure
 from .security.permissions import Permissions
 from .security.private_files import os_failure
@@ -96,6 +96,11 @@ class WorkerSpec:
     # never by comparing a plugin id with a name.
     role: str = "plugin"
     reused: bool = True  # one worker serves many calls (False: a fresh worker for each)
+    # Execute workers: bytes their data segment (VmData, what RLIMIT_DATA bounds: the V8 heap
+    # and ArrayBuffers) may grow over what it was when ready before one is retired after an
+    # execution; 0: never. Code can keep memory alive after it settled (a listener on a lent
+    # timer), which the next caller's execution would no longer have.
+    retire_growth: int = 0
     start_hook: bool = False  # the module exports onStart: a new pool proves it in one worker, min_workers 0 too
 
 
@@ -293,6 +298,7 @@ class Worker:
         self._turned = anyio.Event()
         self._turned.set()
         self._probe_seq = itertools.count(1 << 40)  # pings of turned(), apart from the heartbeat's
+        self._data_base: int | None = None  # VmData when ready (spec.retire_growth)
         self._loose_logs = LogBudget()  # log lines outside any call, per second
         self.exited = anyio.Event()
         self._result_limit = min(spec.limits.max_result_bytes, spec.limits.max_frame)  # a result's most bytes
@@ -413,6 +419,8 @@ class Worker:
                 else:
                     self.state = "ready"
                     self.ready_at = self.idle_since = time.monotonic()
+                    if self.spec.retire_growth and self.pid is not None:
+                        self._data_base = vm_data(self.pid)
                     self._lifecycle(logging.DEBUG, f"ready: pid {self.pid} after "
                                                    f"{(self.ready_at - t_spawn) * 1000:.1f} ms")
                     started = True
@@ -914,6 +922,12 @@ class Worker:
         macrotask)."""
         if self.spec.role == "execute" and pending.logs is not None:
             self._turned = anyio.Event()
+            if self.spec.retire_growth and self._data_base is not None and not self.retiring:
+                grown = (vm_data(self.pid) or self._data_base) - self._data_base
+                if grown > self.spec.retire_growth:
+                    self.retiring = True  # the pool gives it no other call, and stops it
+                    self._lifecycle(logging.INFO, f"retired: its data grew by {grown >> 20} MiB over executions "
+                                                  "([execute] retire_growth_mb)")
 
     async def turned(self, within: float) -> bool:
         """True if the worker's event loop has turned since its last execution settled, or

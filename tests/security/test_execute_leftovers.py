@@ -82,3 +82,32 @@ async def test_errors_of_lent_functions_that_code_left_behind_are_not_logged_to_
     assert a.ok and a.result == "left"
     assert b.ok and b.result == "genuine", b.logs
     assert [(e.level, e.message) for e in b.logs] == [("log", "victim line")]  # before: + 2 exceptions
+
+
+@pytest.mark.parametrize("kind", ["heap", "buffers"])
+async def test_memory_code_left_behind_holds_is_not_taken_from_the_next_execution(make_host, kind):
+    """An execution keeps what it allocated alive after it settled (a listener on a lent
+    AbortSignal.timeout(1e9) closes over it), so the next caller on that warm worker got
+    only what was left of the heap cap or of RLIMIT_DATA: a 40 MiB array ran out of memory (the
+    worker crashed under it), a 1 GiB buffer failed with RangeError. A worker whose data grew
+    by more than [execute] retire_growth_mb over an execution takes no other."""
+    hold = {
+        "heap": "const keep = []; for (let i = 0; i < 90; i++) keep.push(new Array(1 << 17).fill(i));",
+        "buffers": "const keep = [new ArrayBuffer(1800 << 20)];",  # reserved, never touched
+    }[kind]
+    need = {
+        "heap": "const a = []; for (let i = 0; i < 40; i++) a.push(new Array(1 << 17).fill(i)); return a.length;",
+        "buffers": "return new Uint8Array(1 << 30).length >> 20;",
+    }[kind]
+    leaver = f"""
+    export default () => {{
+      {hold}
+      AbortSignal.timeout(1e9).addEventListener("abort", () => keep.length);
+      return "held";
+    }};"""
+    async with make_host(execute=ONE_WORKER) as h:
+        a = await h.execute(leaver, timeout=10)
+        b = await h.execute(f"export default () => {{ {need} }}", timeout=10)
+    assert a.ok and a.result == "held", a.logs
+    assert b.ok, b.logs  # before: WorkerCrashed (out of memory) / RangeError: Array buffer allocation failed
+    assert b.result == {"heap": 40, "buffers": 1024}[kind]
