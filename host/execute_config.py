@@ -72,6 +72,9 @@ class ExecuteConfig(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=Tr
     # worker instead of waiting for a spawn, and 0 with pooled workers.
     spares: Amount | None = None
     timeout: Seconds = 3.0          # seconds, when a request gives none (Isolate: 3000 ms)
+    # The longest a request may ask for: a week of `for (;;) {}` held a worker (and a CPU) that
+    # long; beyond it a request is refused (400) naming this setting.
+    max_timeout: Seconds = 60.0
     max_code_chars: Count = 100_000  # Isolate's maxSize; longer code is PayloadTooLarge
     crypto: CryptoToolConfig = msgspec.field(default_factory=CryptoToolConfig)
     # The db tool: a sqlite database (a path, or sqlite:///path) or a postgresql:// URL that code
@@ -105,6 +108,8 @@ class ExecuteConfig(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=Tr
 
 
 def check_execute(x: ExecuteConfig) -> None:
+    if x.timeout > x.max_timeout:
+        raise InvalidConfig(f"execute: timeout ({x.timeout:g}) must not exceed max_timeout ({x.max_timeout:g})")
     if x.min_workers > x.max_workers:
         raise InvalidConfig(f"execute: min_workers ({x.min_workers}) must not exceed max_workers ({x.max_workers})")
     if x.database is not None:

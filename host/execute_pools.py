@@ -143,8 +143,14 @@ class ExecutePools:
         return out
 
     def budget(self, timeout: float | None) -> float:
-        """The execution's timeout in seconds (InvalidConfig unless a positive finite number)."""
-        return self.config.timeout if timeout is None else check_timeout(timeout)
+        """The execution's timeout in seconds (InvalidConfig unless a positive number within
+        ``[execute] max_timeout``)."""
+        if timeout is None:
+            return self.config.timeout
+        if check_timeout(timeout) > (most := self.config.max_timeout):
+            raise InvalidConfig(f"timeout: {timeout * 1000:g} ms is beyond what the operator allows "
+                                f"([execute] max_timeout = {most:g} s)")
+        return float(timeout)
 
     # ------------------------------------------------------------------ pools
 

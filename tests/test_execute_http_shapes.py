@@ -37,3 +37,20 @@ async def test_a_failed_execution_names_its_error_as_the_seeds_clients_read_it(m
     assert error(entry) == ("EntryError", 'Entry "default" is not a function')
     assert error(late) == ("TimeoutError", "Execution timeout")
     assert "error" not in fine and fine["result"] == 42
+
+
+@pytest.mark.parametrize("anyio_backend", ["asyncio"])  # aiohttp
+async def test_a_timeout_beyond_the_operators_ceiling_is_refused_naming_both(make_host):
+    """Any caller could ask for a deadline of up to a week (``"timeout": 604800000``) and hold a
+    worker that long with ``for (;;) {}``: every worker of every pool, the machine's CPUs with
+    them, for days. ``[execute] max_timeout`` (60 s) bounds it; beyond, a 400 names the field."""
+    xc = ExecuteConfig(min_workers=1, max_workers=1, timeout=1.0, max_timeout=2.0)
+    async with make_host(execute=xc) as h, served(h, enable_execute=True) as (_, http):
+        async with http.post("/execute", json={"code": "export default () => { for (;;) {} }",
+                                               "timeout": 604_800_000}) as r:
+            status, body = r.status, await r.json()
+        async with http.post("/execute", json={"code": "export default () => 1", "timeout": 2000}) as r:
+            edge = await r.json()
+    assert status == 400, body  # before: 200 after a week
+    assert "timeout" in body["error"]["message"] and "[execute] max_timeout" in body["error"]["message"], body
+    assert edge["ok"] is True and edge["result"] == 1
