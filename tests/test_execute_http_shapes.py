@@ -54,3 +54,20 @@ async def test_a_timeout_beyond_the_operators_ceiling_is_refused_naming_both(mak
     assert status == 400, body  # before: 200 after a week
     assert "timeout" in body["error"]["message"] and "[execute] max_timeout" in body["error"]["message"], body
     assert edge["ok"] is True and edge["result"] == 1
+
+
+@pytest.mark.parametrize("anyio_backend", ["asyncio"])  # aiohttp
+async def test_every_413_of_execute_has_the_seeds_shape(make_host):
+    """Seed 001's 413 is ``{"error": {"name": "PayloadTooLarge", "message": ...}}``. Code over
+    max_code_chars answered so, but a body announced over the server's cap (Content-Length, as
+    curl sends it) answered ``{"error": {"type": ..., "message": ...}}``, with no ``name``."""
+    async with make_host(execute=ExecuteConfig(min_workers=1, max_workers=1)) as h, \
+            served(h, enable_execute=True, max_body=64 * 1024) as (_, http):
+        async with http.post("/execute", json={"code": "export default (x) => x.length", "input": "x" * 100_000}) as r:
+            body_status, body = r.status, await r.json()
+        async with http.post("/execute", json={"code": "//" + "x" * 100_001 + "\nexport default 1"}) as r:
+            code_status, code = r.status, await r.json()
+    assert (body_status, code_status) == (413, 413)
+    for answer in (body, code):
+        assert answer["error"]["name"] == "PayloadTooLarge" and answer["error"]["message"], answer
+        assert answer["error"]["type"] == "PayloadTooLarge"  # as every other error of the API
