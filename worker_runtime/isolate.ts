@@ -143,7 +143,8 @@ function tameRegExpStatics(): void {
 
 /** The `Deno` executions get: the worker's, less what would change the process for the
  * executions after it (revoking or requesting permissions, signal listeners, the working
- * directory, the umask, environment writes, timer references). */
+ * directory, the umask, environment writes, timer references) and what says where the host is
+ * installed (mainModule, execPath). */
 function lentDeno(): object {
   const D = (globalThis as any).Deno;
   const refuse = (what: string) => () => {
@@ -171,6 +172,9 @@ function lentDeno(): object {
   for (const what of ["addSignalListener", "removeSignalListener", "chdir", "umask", "refTimer", "unrefTimer"]) {
     if (what in copy) copy[what] = refuse(what);
   }
+  // Where the host is installed is none of the code's business (errors.ts scrub, likewise).
+  copy.execPath = refuse("execPath");
+  Object.defineProperty(copy, "mainModule", { value: "runtime:/worker.ts", enumerable: true });
   return copy;
 }
 

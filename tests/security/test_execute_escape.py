@@ -239,3 +239,17 @@ async def test_an_executions_errors_do_not_show_where_the_host_is_installed(make
         assert "worker_runtime" not in exc.stack and "file://" not in exc.stack, exc.stack
     assert "runtime:/execute.ts:" in outs[0].logs[-1].stack
     assert "(<execute>:1:" in outs[3].logs[-1].stack  # the code's own frames stay
+
+
+async def test_the_lent_deno_does_not_say_where_the_host_is_installed(make_host):
+    """Deno.mainModule (the worker runtime's worker.ts) and Deno.execPath() (the deno binary
+    in the host's environment) told any /execute caller where the host is installed."""
+    async with make_host(execute=ONE_WORKER) as h:
+        out = await h.execute("""
+        export default () => {
+          let exec;
+          try { exec = Deno.execPath(); } catch (e) { exec = e.name; }
+          return [Deno.mainModule, exec];
+        };""")
+    assert out.ok, out.logs
+    assert out.result == ["runtime:/worker.ts", "TypeError"]  # before: file:///.../worker_runtime/worker.ts, a path
