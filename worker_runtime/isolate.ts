@@ -277,6 +277,12 @@ function tameOverrides(): void {
     [Object.getPrototypeOf(async function* () {}), ["constructor"]],
     ...errors.map((proto): [object, string[]] => [proto, ["constructor", "message", "name", "toString"]]),
   ];
+  // Node's MessageChannel (the global one once node:vm is loaded) gives each port its own
+  // ref/unref/on/... by assignment: with MessagePort.prototype frozen, new MessageChannel() threw.
+  const port = g.MessagePort?.prototype;
+  if (port) {
+    plan.push([port, Object.getOwnPropertyNames(port).filter((k) => typeof Reflect.getOwnPropertyDescriptor(port, k)?.value === "function")]);
+  }
   for (const [proto, keys] of plan) {
     for (const key of keys) {
       const d = Reflect.getOwnPropertyDescriptor(proto, key);

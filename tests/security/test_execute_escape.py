@@ -253,3 +253,21 @@ async def test_the_lent_deno_does_not_say_where_the_host_is_installed(make_host)
         };""")
     assert out.ok, out.logs
     assert out.result == ["runtime:/worker.ts", "TypeError"]  # before: file:///.../worker_runtime/worker.ts, a path
+
+
+async def test_a_message_channel_works_in_a_pooled_execution(make_host):
+    """Once node:vm is loaded the global MessageChannel is Node's, which gives each port its own
+    ref/unref/on by assignment: against the hardened (frozen) MessagePort.prototype, every
+    new MessageChannel() in a pooled execution threw "Cannot assign to read only property 'unref'"."""
+    async with make_host(execute=ONE_WORKER) as h:
+        out = await h.execute("""
+        export default async (x) => {
+          const { port1, port2 } = new MessageChannel();
+          const got = new Promise((r) => { port2.onmessage = (e) => r(e.data); });
+          port1.postMessage({ x });
+          const data = await got;
+          port1.close(); port2.close();
+          return data;
+        };""", 7)
+    assert out.ok, out.logs  # before: TypeError: Cannot assign to read only property 'unref'
+    assert out.result == {"x": 7}
