@@ -68,6 +68,7 @@ export async function harden(): Promise<void> {
   lent = lentDeno();
   tameFunctionConstructors();
   tameRegExpStatics();
+  guardListeners();
   tameOverrides();
   const seen = new WeakSet<object>([globalThis]);
   const stack: unknown[] = [];
@@ -138,6 +139,76 @@ function tameRegExpStatics(): void {
   for (const key of Object.getOwnPropertyNames(RegExp)) {
     const d = Reflect.getOwnPropertyDescriptor(RegExp, key);
     if (d && "get" in d && d.configurable) delete (RegExp as any)[key];
+  }
+}
+
+/**
+ * Code an execution leaves on the main realm's event targets (a listener on a lent
+ * `AbortSignal.timeout`, a `MessagePort`'s `onmessage`) would run after it settled, during
+ * another caller's execution on this worker, and could spin there. A listener (a function, a
+ * `handleEvent` object, an `on*` handler) made in an execution's context is registered wrapped,
+ * and the wrapper calls it only while that execution runs (the same listener gets the same
+ * wrapper, so adding it twice and removing it behave as before). Listeners of the main realm
+ * itself (Deno's, the runtime's) are registered as they are.
+ */
+function guardListeners(): void {
+  const wrappers = new WeakMap<object, (ev: unknown) => unknown>();
+  const originals = new WeakMap<object, unknown>();
+  const guarded = (listener: unknown): unknown => {
+    if (listener === null || (typeof listener !== "object" && typeof listener !== "function")) return listener;
+    const owner = ownerOf(listener);
+    if (!owner) return listener;
+    let wrapper = wrappers.get(listener as object);
+    if (!wrapper) {
+      wrapper = function (this: unknown, ev: unknown): unknown {
+        if (owner.settled) return undefined;
+        if (typeof listener === "function") return Reflect.apply(listener, this, [ev]);
+        const handle = (listener as { handleEvent?: unknown }).handleEvent;
+        return typeof handle === "function" ? Reflect.apply(handle, listener, [ev]) : undefined;
+      };
+      wrappers.set(listener as object, wrapper);
+      originals.set(wrapper, listener);
+    }
+    return wrapper;
+  };
+  const proto = (globalThis as any).EventTarget.prototype;
+  const add = proto.addEventListener, remove = proto.removeEventListener;
+  Object.defineProperty(proto, "addEventListener", {
+    value: function addEventListener(this: unknown, type: unknown, listener: unknown, options?: unknown) {
+      return Reflect.apply(add, this, [type, guarded(listener), options]);
+    },
+    writable: true, configurable: true,
+  });
+  Object.defineProperty(proto, "removeEventListener", {
+    value: function removeEventListener(this: unknown, type: unknown, listener: unknown, options?: unknown) {
+      const wrapper = listener !== null && (typeof listener === "object" || typeof listener === "function")
+        ? wrappers.get(listener as object) : undefined;
+      return Reflect.apply(remove, this, [type, wrapper ?? listener, options]);
+    },
+    writable: true, configurable: true,
+  });
+  // on* handlers: every event handler attribute of what is lent (AbortSignal, MessagePort, ...)
+  const seen = new Set<object>();
+  for (const name of LENT) {
+    let p = (globalThis as any)[name]?.prototype;
+    for (; p && p !== Object.prototype && !seen.has(p); p = Object.getPrototypeOf(p)) {
+      seen.add(p);
+      for (const key of Object.getOwnPropertyNames(p)) {
+        const d = Reflect.getOwnPropertyDescriptor(p, key)!;
+        if (!key.startsWith("on") || !d.set || !d.get || !d.configurable) continue;
+        const { get, set } = d;
+        Object.defineProperty(p, key, {
+          get(this: unknown) {
+            const v = Reflect.apply(get, this, []);
+            return v !== null && typeof v === "function" && originals.has(v) ? originals.get(v) : v;
+          },
+          set(this: unknown, v: unknown) {
+            Reflect.apply(set, this, [typeof v === "function" ? guarded(v) : v]);
+          },
+          enumerable: d.enumerable, configurable: true,
+        });
+      }
+    }
   }
 }
 

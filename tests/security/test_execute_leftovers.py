@@ -111,3 +111,51 @@ async def test_memory_code_left_behind_holds_is_not_taken_from_the_next_executio
     assert a.ok and a.result == "held", a.logs
     assert b.ok, b.logs  # before: WorkerCrashed (out of memory) / RangeError: Array buffer allocation failed
     assert b.result == {"heap": 40, "buffers": 1024}[kind]
+
+
+LISTENERS = {
+    "listener": 'AbortSignal.timeout(150).addEventListener("abort", spin);',
+    "handleEvent": 'AbortSignal.timeout(150).addEventListener("abort", { handleEvent: spin });',
+    "onabort": "AbortSignal.timeout(150).onabort = spin;",
+    "port": """const { port1, port2 } = new MessageChannel();
+               let n = 0;
+               port1.onmessage = () => (++n > 3000 ? spin() : port2.postMessage(n));
+               port2.onmessage = (e) => port1.postMessage(e.data);
+               port1.postMessage(0);""",
+}
+
+
+@pytest.mark.parametrize("how", sorted(LISTENERS))
+async def test_listeners_an_execution_left_on_lent_event_targets_do_not_run_after_it(make_host, how):
+    """A listener (a function, a handleEvent object, an on* handler) that an execution left on
+    a lent AbortSignal.timeout or MessagePort ran once it had settled, during the next caller's
+    execution on that worker, and spun: that execution timed out. Listeners of an execution's
+    context are now called only while it runs."""
+    leaver = f"""
+    export default () => {{
+      const spin = () => {{ for (;;) {{}} }};
+      {LISTENERS[how]}
+      return "left";
+    }};"""
+    victim = "export default async (x) => { await new Promise((r) => setTimeout(r, 1500)); return x; }"
+    async with make_host(execute=ONE_WORKER) as h:
+        a = await h.execute(leaver)
+        b = await h.execute(victim, how, timeout=5)
+        own = await h.execute("""
+        export default async () => {
+          const seen = [];
+          const t = new EventTarget();
+          const f = (e) => seen.push(e.type);
+          t.addEventListener("x", f);
+          t.addEventListener("x", f);            // the same listener once
+          t.dispatchEvent(new Event("x"));
+          t.removeEventListener("x", f);
+          t.dispatchEvent(new Event("x"));
+          const s = AbortSignal.timeout(20);
+          s.onabort = () => seen.push("abort");
+          await new Promise((r) => s.addEventListener("abort", r, { once: true }));
+          return [seen, typeof s.onabort];
+        };""")
+    assert a.ok and a.result == "left"
+    assert b.ok and b.result == how, b.logs  # before: TimeoutError, the worker spinning in A's listener
+    assert own.ok and own.result == [["x", "abort"], "function"], own  # a running execution's listeners work
