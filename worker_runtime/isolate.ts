@@ -30,10 +30,22 @@ export const LENT = [
 type Vm = typeof import("node:vm");
 let vm: Vm | undefined;
 
-/** Loads node:vm (only execute workers pay for it). */
+let isProxy: (v: unknown) => boolean = () => false;
+
+/** Loads node:vm (only execute workers pay for it), and node:util's proxy test. */
 export async function loadVm(): Promise<void> {
   vm ??= (await import("node:vm")).default as unknown as Vm;
+  isProxy = (await import("node:util")).types.isProxy;
 }
+
+/** The execution running now, if any (execute.ts: the only call in flight). */
+let running: () => { settled: boolean } | undefined = () => undefined;
+
+export function setRunning(fn: () => { settled: boolean } | undefined): void {
+  running = fn;
+}
+
+const NOBODY = { settled: true }; // the owner of what no running execution can answer for
 
 /**
  * Freeze what executions can reach of the main realm: every intrinsic and every object reachable
@@ -148,15 +160,19 @@ function tameRegExpStatics(): void {
  * another caller's execution on this worker, and could spin there. A listener (a function, a
  * `handleEvent` object, an `on*` handler) made in an execution's context is registered wrapped,
  * and the wrapper calls it only while that execution runs (the same listener gets the same
- * wrapper, so adding it twice and removing it behave as before). Listeners of the main realm
- * itself (Deno's, the runtime's) are registered as they are.
+ * wrapper, so adding it twice and removing it behave as before). A proxy, whose prototype
+ * chain may lie, is the running execution's. Listeners of the main realm itself (Deno's, the
+ * runtime's) are registered as they are.
  */
 function guardListeners(): void {
   const wrappers = new WeakMap<object, (ev: unknown) => unknown>();
   const originals = new WeakMap<object, unknown>();
   const guarded = (listener: unknown): unknown => {
     if (listener === null || (typeof listener !== "object" && typeof listener !== "function")) return listener;
-    const owner = ownerOf(listener);
+    // A proxy's getPrototypeOf may lie (name no context, or the main realm's): it is the running
+    // execution's, or, registered between executions, nobody's.
+    let owner = ownerOf(listener);
+    if (!owner && isProxy(listener)) owner = running() ?? NOBODY;
     if (!owner) return listener;
     let wrapper = wrappers.get(listener as object);
     if (!wrapper) {

@@ -118,6 +118,10 @@ LISTENERS = {
     "listener": 'AbortSignal.timeout(150).addEventListener("abort", spin);',
     "handleEvent": 'AbortSignal.timeout(150).addEventListener("abort", { handleEvent: spin });',
     "onabort": "AbortSignal.timeout(150).onabort = spin;",
+    # a proxy whose prototype chain names no context (or the main realm's)
+    "proxy": 'AbortSignal.timeout(150).addEventListener("abort", new Proxy(spin, { getPrototypeOf: () => null }));',
+    "proxyMain": """AbortSignal.timeout(150).addEventListener("abort", new Proxy(spin, {
+                    getPrototypeOf: () => Object.getPrototypeOf(fetch) }));""",
     "port": """const { port1, port2 } = new MessageChannel();
                let n = 0;
                port1.onmessage = () => (++n > 3000 ? spin() : port2.postMessage(n));
