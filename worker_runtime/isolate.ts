@@ -160,19 +160,26 @@ function tameRegExpStatics(): void {
  * another caller's execution on this worker, and could spin there. A listener (a function, a
  * `handleEvent` object, an `on*` handler) made in an execution's context is registered wrapped,
  * and the wrapper calls it only while that execution runs (the same listener gets the same
- * wrapper, so adding it twice and removing it behave as before). A proxy, whose prototype
- * chain may lie, is the running execution's. Listeners of the main realm itself (Deno's, the
- * runtime's) are registered as they are.
+ * wrapper, so adding it twice and removing it behave as before). What no context made but may
+ * call one (a proxy, a bound main-realm function, a main-realm object with a handleEvent) is
+ * the running execution's. Plain main-realm functions (Deno's, the runtime's) are registered as
+ * they are.
  */
 function guardListeners(): void {
+  const fnToString = Function.prototype.toString;
+  const NATIVE = /\{\s*\[native code\]\s*\}$/;
   const wrappers = new WeakMap<object, (ev: unknown) => unknown>();
   const originals = new WeakMap<object, unknown>();
   const guarded = (listener: unknown): unknown => {
     if (listener === null || (typeof listener !== "object" && typeof listener !== "function")) return listener;
-    // A proxy's getPrototypeOf may lie (name no context, or the main realm's): it is the running
-    // execution's, or, registered between executions, nobody's.
+    // What no context made may still call one: a proxy (its getPrototypeOf may lie), a main-realm
+    // function bound to a context's (native code, as bound functions print), a main-realm object
+    // given a handleEvent. It is the running execution's, or, registered between executions,
+    // nobody's. The runtime's own listeners are plain functions of the main realm.
     let owner = ownerOf(listener);
-    if (!owner && isProxy(listener)) owner = running() ?? NOBODY;
+    if (!owner && (isProxy(listener) || typeof listener !== "function" || NATIVE.test(fnToString.call(listener)))) {
+      owner = running() ?? NOBODY;
+    }
     if (!owner) return listener;
     let wrapper = wrappers.get(listener as object);
     if (!wrapper) {

@@ -122,6 +122,12 @@ LISTENERS = {
     "proxy": 'AbortSignal.timeout(150).addEventListener("abort", new Proxy(spin, { getPrototypeOf: () => null }));',
     "proxyMain": """AbortSignal.timeout(150).addEventListener("abort", new Proxy(spin, {
                     getPrototypeOf: () => Object.getPrototypeOf(fetch) }));""",
+    # a main-realm function bound to it (the main realm's Function.prototype.call), and a
+    # main-realm object (structuredClone's) given a handleEvent
+    "bound": """const call = Object.getPrototypeOf(fetch).call;
+                AbortSignal.timeout(150).addEventListener("abort", call.bind(spin));""",
+    "mainObject": """const o = structuredClone({}); o.handleEvent = spin;
+                     AbortSignal.timeout(150).addEventListener("abort", o);""",
     "port": """const { port1, port2 } = new MessageChannel();
                let n = 0;
                port1.onmessage = () => (++n > 3000 ? spin() : port2.postMessage(n));
