@@ -219,7 +219,7 @@ export const executor = {
     if (calls.has(id)) protocolError(`call id ${id} is already in flight`);
     failWith(newCall(id), { name: "ExecuteUnavailable", message: "this worker serves a plugin, not ad-hoc code" });
   },
-  /** The execution (isolate.ts ownerOf) whose context made a value; none without execute.ts. */
+  /** The execution (lockdown.ts ownerOf) whose context made a value; none without execute.ts. */
   ownerOf(_value: unknown): { settled: boolean } | undefined {
     return undefined;
   },

@@ -9,7 +9,8 @@ import { calls, executor, fail, invoke, newCall, tracker } from "./calls.ts";
 import { makeContext } from "./context.ts";
 import { makeConsole } from "./console.ts";
 import { importError } from "./errors.ts";
-import { harden, loadVm, nextExecution, ownerOf, prepareSpare, setRunning } from "./isolate.ts";
+import { harden, loadVm, nextExecution, prepareSpare } from "./isolate.ts";
+import { ownerOf, setRunning } from "./lockdown.ts";
 import {
   cryptoSettings,
   hostToolNames,
