@@ -11,7 +11,7 @@ import msgspec
 
 from .config import PoolConfig
 from .errors import CallTimeout, InvalidCode, WorkerCrashed
-from .execute_config import ExecuteConfig
+from .execute_config import REUSE_PROBE, ExecuteConfig
 from .pool import Pool
 from .worker import MIN_TIMEOUT, Lease, refusal_advice
 
@@ -69,16 +69,29 @@ def execute_pool_config(xc: ExecuteConfig, *, warm: bool = True) -> PoolConfig:
     )
 
 
+LEFT_BUSY = "left busy"  # the kill reason of a reused worker that did not answer its probe
+
+
 async def run_execute(pool: Pool, code: str, input: Any, *, entry: str, budget: float,
-                      tools: list[str], language: str = "javascript") -> tuple[ExecuteResult, str]:
+                      tools: list[str], language: str = "javascript",
+                      reuse_probe: float = REUSE_PROBE) -> tuple[ExecuteResult, str]:
     """Run ``code`` on a worker of ``pool``; every outcome becomes an ExecuteResult, told apart
     for the audit log as ``ok``, ``exception``, ``timeout`` or ``crashed``. TypeScript that
-    does not parse raises InvalidCode (a 400: nothing ran)."""
+    does not parse raises InvalidCode (a 400: nothing ran). A worker that ran an execution
+    before must show within ``reuse_probe`` seconds that its event loop turned since (a pong):
+    code of the last one may have left it spinning in microtasks, where no timer runs; it is
+    killed instead and the execution, which never reached it, goes to another worker."""
     deadline = time.monotonic() + budget
     t0 = time.perf_counter()
 
     async def op(lease: Lease) -> Any:
-        return await lease.worker.execute(code, entry=entry, input=input, tools=tools, language=language,
+        worker = lease.worker
+        if not await worker.turned(min(reuse_probe, max(deadline - time.monotonic(), 0))):
+            worker.kill(LEFT_BUSY)
+            raise WorkerCrashed(f"worker {worker.describe()} did not answer a ping within {reuse_probe:g}s "
+                                "([execute] reuse_probe) after its last execution", reason=LEFT_BUSY,
+                                delivered=False, plugin=EXECUTE_ID, function=entry)
+        return await worker.execute(code, entry=entry, input=input, tools=tools, language=language,
                                           timeout=max(deadline - time.monotonic(), MIN_TIMEOUT), lease=lease)
 
     logs: list[LogEntry] = []

@@ -14,6 +14,7 @@ from .security.permissions import Permissions
 
 TOOLS = ("crypto", "channel", "db", "db:write")  # the built-in tools of ``execute`` (db:write: db, and writes)
 CRYPTO_METHODS = ("getRandomValues", "randomUUID")
+REUSE_PROBE = 0.5  # ExecuteConfig.reuse_probe by default
 
 
 class CryptoToolConfig(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True):
@@ -58,11 +59,22 @@ class ExecuteConfig(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=Tr
     max_workers: Count = 8
     idle_timeout: Delay = 120.0
     max_calls_per_worker: Count = 1000  # then a fresh worker (each execution's context is collected)
+    # Seconds a pooled worker that ran an execution has to answer a ping before it takes the next:
+    # code can leave it spinning after it answered (in microtasks, where no timer runs); one
+    # that does not answer is killed and the execution goes to another worker.
+    reuse_probe: Seconds = REUSE_PROBE
+    # MiB a pooled worker's data segment (its V8 heap and ArrayBuffers, what RLIMIT_DATA bounds)
+    # may grow over what it was when ready before it is retired after an execution: code can
+    # keep memory alive after it settled, which the next caller would no longer have. 0: never.
+    retire_growth_mb: Amount = 64
     # Workers the pool for executions asking no permissions keeps started and ready beside those
     # serving (PoolConfig.spares). None: 2 with pooled = false, so that an execution takes a ready
     # worker instead of waiting for a spawn, and 0 with pooled workers.
     spares: Amount | None = None
     timeout: Seconds = 3.0          # seconds, when a request gives none (Isolate: 3000 ms)
+    # The longest a request may ask for: a week of `for (;;) {}` held a worker (and a CPU) that
+    # long; beyond it a request is refused (400) naming this setting.
+    max_timeout: Seconds = 60.0
     max_code_chars: Count = 100_000  # Isolate's maxSize; longer code is PayloadTooLarge
     crypto: CryptoToolConfig = msgspec.field(default_factory=CryptoToolConfig)
     # The db tool: a sqlite database (a path, or sqlite:///path) or a postgresql:// URL that code
@@ -96,6 +108,8 @@ class ExecuteConfig(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=Tr
 
 
 def check_execute(x: ExecuteConfig) -> None:
+    if x.timeout > x.max_timeout:
+        raise InvalidConfig(f"execute: timeout ({x.timeout:g}) must not exceed max_timeout ({x.max_timeout:g})")
     if x.min_workers > x.max_workers:
         raise InvalidConfig(f"execute: min_workers ({x.min_workers}) must not exceed max_workers ({x.max_workers})")
     if x.database is not None:
@@ -111,4 +125,4 @@ def check_execute(x: ExecuteConfig) -> None:
         raise InvalidConfig(f"execute.crypto.methods: unknown {unknown}; known: {list(CRYPTO_METHODS)}")
 
 
-__all__ = ["CRYPTO_METHODS", "TOOLS", "CryptoToolConfig", "ExecuteConfig", "HooksConfig", "ToolConfig", "check_execute"]
+__all__ = ["CRYPTO_METHODS", "REUSE_PROBE", "TOOLS", "CryptoToolConfig", "ExecuteConfig", "HooksConfig", "ToolConfig", "check_execute"]

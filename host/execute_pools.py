@@ -143,8 +143,14 @@ class ExecutePools:
         return out
 
     def budget(self, timeout: float | None) -> float:
-        """The execution's timeout in seconds (InvalidConfig unless a positive finite number)."""
-        return self.config.timeout if timeout is None else check_timeout(timeout)
+        """The execution's timeout in seconds (InvalidConfig unless a positive number within
+        ``[execute] max_timeout``)."""
+        if timeout is None:
+            return self.config.timeout
+        if check_timeout(timeout) > (most := self.config.max_timeout):
+            raise InvalidConfig(f"timeout: {timeout * 1000:g} ms is beyond what the operator allows "
+                                f"([execute] max_timeout = {most:g} s)")
+        return float(timeout)
 
     # ------------------------------------------------------------------ pools
 
@@ -188,7 +194,8 @@ class ExecutePools:
                           egress_id=EXECUTE_EGRESS + hashlib.sha256(repr(key).encode()).hexdigest()[:16],
                           tools={"crypto": msgspec.to_builtins(self.config.crypto),
                                  "host": self.tools.host_tools, "modules": self.tools.module_tools},
-                          reused=self.config.pooled)
+                          reused=self.config.pooled,
+                          retire_growth=self.config.retire_growth_mb << 20 if self.config.pooled else 0)
         warm = key == self._none_key  # apart and warm: its spares stay however long it idles
         pool = self._new_pool(spec, execute_pool_config(self.config, warm=warm), keep_spares=warm)
         await self._start(pool)
@@ -240,7 +247,7 @@ class ExecutePools:
         whatever the outcome, saying who asked (``by``), for which set and tools, what came
         of it and how long it took; of the code only its sha256 and size, of the input nothing."""
         req = ExecuteRequest(code=code, input=input, entry=entry, timeout=timeout, permissions=permissions,
-                             tools=list(tools or []), language=language, by=by)
+                             tools=self.tools.canonical(list(tools or [])), language=language, by=by)
         line = self._line(req)
         t0 = time.perf_counter()
         try:
@@ -257,7 +264,8 @@ class ExecutePools:
             raise
         try:
             out, outcome = await run_execute(claimed.pool, req.code, req.input, entry=req.entry, budget=budget,
-                                             tools=req.tools, language=req.language)
+                                             tools=req.tools, language=req.language,
+                                             reuse_probe=self.config.reuse_probe)
         except HostError as exc:
             # The code was admitted but never ran: TypeScript that does not parse (its message
             # quotes the code, so only the place goes in the log), an input that cannot be sent.

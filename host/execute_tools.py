@@ -36,6 +36,8 @@ from .execute_config import TOOLS as BUILTIN_TOOLS
 from .execute_config import ToolConfig
 from .security.permissions import Permissions, beyond
 
+ALIASES = {"database": "db"}  # the Isolate engine's other names of built-in tools
+
 # Names an operator's tool may not take: it becomes a global of the execution's context.
 _RESERVED = frozenset({
     *BUILTIN_TOOLS, "console", "globalThis", "self", "window", "fetch", "Deno", "Object", "Array", "Function",
@@ -155,6 +157,12 @@ class ToolRegistry:
         """The operator's host-function tools (the worker makes a global function of each)."""
         return list(self._host)
 
+    def canonical(self, tools: list[str]) -> list[str]:
+        """``tools`` with the Isolate engine's other names for a built-in tool replaced by ours:
+        its tool definitions, permission flow and client examples call the db tool
+        ``"database"`` (its curl examples ``"db"``). An operator's tool of that name wins."""
+        return [ALIASES[t] if t in ALIASES and t not in self.names else t for t in tools]
+
     def admit(self, tools: list[str]) -> None:
         """Refuse a request naming a tool nobody registered (InvalidConfig), or one whose
         setting is off: db without ``[execute] database``, db:write without ``db_writes``."""
@@ -211,4 +219,4 @@ class ToolRegistry:
                 self._audit("execute.tool", **fields, **({"error": error} if error else {}))
 
 
-__all__ = ["ToolRegistry", "call_with_deadline", "resolve_callable"]
+__all__ = ["ALIASES", "ToolRegistry", "call_with_deadline", "resolve_callable"]

@@ -25,6 +25,7 @@ import anyio
 from .process_cgroup import Cgroups
 
 _PR_SET_PDEATHSIG = 1
+READ_BURST = 16  # chunks (64 KiB) of a child's output read before the event loop gets a turn
 _libc = ctypes.CDLL(None, use_errno=True)
 _SETPRIV = shutil.which("setpriv", path="/usr/bin:/bin:/usr/sbin:/sbin")
 
@@ -133,6 +134,21 @@ class Reaper:
         if self._cgroups is not None:  # the reaper did, unless it was gone
             self._cgroups.close()
             self._cgroups, self._cgroups_tried = None, False
+
+
+def vm_data(pid: int | None) -> int | None:
+    """The data segment of process ``pid`` in bytes (VmData: what RLIMIT_DATA bounds, the V8
+    heap and ArrayBuffers included), or None when it cannot be read (the process is gone)."""
+    if pid is None:
+        return None
+    try:
+        with open(f"/proc/{pid}/status", "rb") as f:
+            for line in f:
+                if line.startswith(b"VmData:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
 
 
 class ChildProcess:
@@ -297,8 +313,11 @@ class ChildProcess:
                 return
 
     def _read_available(self) -> bool:
-        """Drain what is readable now; False at EOF."""
-        while True:
+        """Read what is readable now, at most READ_BURST chunks (then the event loop gets a
+        turn, whatever a worker writes); False at EOF. A line longer than the tail is cut
+        into pieces of that size: it was copied whole at every chunk (quadratic), so 64 MiB
+        with no newline held the host's event loop for over a minute."""
+        for _ in range(READ_BURST):
             try:
                 chunk = os.read(self._out_fd, 65536)
             except BlockingIOError:
@@ -314,8 +333,13 @@ class ChildProcess:
             if self._on_output:
                 lines = (self._partial + chunk).split(b"\n")
                 self._partial = lines.pop()
+                if len(self._partial) > (most := self._tail_max):
+                    rest, pieces = self._partial, (len(self._partial) - 1) // most
+                    lines.extend(rest[i * most:(i + 1) * most] for i in range(pieces))
+                    self._partial = rest[pieces * most:]
                 for line in lines:
                     self._on_output(line.decode("utf-8", "replace"))
+        return True
 
     def _keep(self, chunk: bytes) -> None:
         self._tail.append(chunk)

@@ -101,6 +101,8 @@ def _shown(data: Any, masked: Callable[[str], str]) -> web.Response:
 
 
 def _error(status: int, type_: str, message: str) -> web.Response:
+    if status == 413:  # seed 001's 413 names it: {"error": {"name": "PayloadTooLarge", ...}}
+        return _json({"error": {"name": type_, "type": type_, "message": message}}, status)
     return _json({"error": {"type": type_, "message": message}}, status)
 
 
@@ -259,8 +261,7 @@ def create_app(host: PluginHost, *, admin_token: str | None = None, read_token: 
                 await follow(request)  # serve --processes: the siblings have it before the client hears
             return response
         except web.HTTPRequestEntityTooLarge:
-            return _json({"error": {"name": "PayloadTooLarge", "type": "PayloadTooLarge",
-                                    "message": f"request body over {max_body} bytes"}}, 413)
+            return _error(413, "PayloadTooLarge", f"request body over {max_body} bytes")
         except HostError as exc:
             return _host_error(exc)
         except web.HTTPException as exc:  # aiohttp's own 404/405/400: JSON like every other error
@@ -312,10 +313,13 @@ def create_app(host: PluginHost, *, admin_token: str | None = None, read_token: 
                 permissions=body.permissions, tools=body.tools or [], language=body.language, by=via,
             )
         except PayloadTooLarge as exc:
-            return _json({"error": {"name": "PayloadTooLarge", "message": exc.message}}, 413)
+            return _error(413, "PayloadTooLarge", exc.message)
         resp: dict[str, Any] = {"ok": out.ok}
         if out.ok:
             resp["result"] = out.result
+        elif (exc := next((e for e in reversed(out.logs) if e.level == "exception"), None)) is not None:
+            # seed 001's clients read result.error.name / .message / .stack of a failed execution
+            resp["error"] = {"name": exc.name, "message": exc.message, **({"stack": exc.stack} if exc.stack else {})}
         if out.logs:
             resp["logs"] = out.logs
         resp["duration"] = out.duration

@@ -41,7 +41,7 @@ from .errors import (
     where_in,
 )
 from .logs import WORKER_LEVELS, worker_extra
-from .process import ChildProcess
+from .process import ChildProcess, vm_data
 from .runtime import Runtime, process_failure, socket_failure
 from .security.permissions import Permissions
 from .security.private_files import os_failure
@@ -96,6 +96,11 @@ class WorkerSpec:
     # never by comparing a plugin id with a name.
     role: str = "plugin"
     reused: bool = True  # one worker serves many calls (False: a fresh worker for each)
+    # Execute workers: bytes their data segment (VmData, what RLIMIT_DATA bounds: the V8 heap
+    # and ArrayBuffers) may grow over what it was when ready before one is retired after an
+    # execution; 0: never. Code can keep memory alive after it settled (a listener on a lent
+    # timer), which the next caller's execution would no longer have.
+    retire_growth: int = 0
     start_hook: bool = False  # the module exports onStart: a new pool proves it in one worker, min_workers 0 too
 
 
@@ -289,6 +294,12 @@ class Worker:
         self._host_calls = 0          # host calls being served (reply not yet handed over)
         self._reply_lock = anyio.Lock()  # one reply at a time waits for the worker to read
         self._pong_pending = False    # a pong is being sent: pings meanwhile get none
+        # Set by any pong: the worker's event loop turned. Cleared when an execution settles
+        # (code it left may keep the loop from turning again); see turned().
+        self._turned = anyio.Event()
+        self._turned.set()
+        self._probe_seq = itertools.count(1 << 40)  # pings of turned(), apart from the heartbeat's
+        self._data_base: int | None = None  # VmData when ready (spec.retire_growth)
         self._loose_logs = LogBudget()  # log lines outside any call, per second
         self.exited = anyio.Event()
         self._result_limit = min(spec.limits.max_result_bytes, spec.limits.max_frame)  # a result's most bytes
@@ -409,6 +420,8 @@ class Worker:
                 else:
                     self.state = "ready"
                     self.ready_at = self.idle_since = time.monotonic()
+                    if self.spec.retire_growth and self.pid is not None:
+                        self._data_base = vm_data(self.pid)
                     self._lifecycle(logging.DEBUG, f"ready: pid {self.pid} after "
                                                    f"{(self.ready_at - t_spawn) * 1000:.1f} ms")
                     started = True
@@ -631,6 +644,7 @@ class Worker:
             "heartbeat": "was killed: heartbeats stopped",
             "cancel": "was killed: a cancelled call did not stop in time",
             "protocol": "was killed: protocol violation",
+            "left busy": "was killed: its event loop did not turn after its last execution",
             "shutdown": "shut down",
         }.get(reason, f"was killed: {reason}" if reason.startswith("resource limit") else "crashed")
         summary = f"{text} ({how})"
@@ -766,6 +780,7 @@ class Worker:
                 else:
                     pending.value = msg.value
                 del self._pending[msg.id]
+                self._ran(pending)
                 pending.event.set()
                 _gone(pending)
                 self._settled()
@@ -776,6 +791,7 @@ class Worker:
                 record_error(self.runtime.audit, self.spec.plugin_id, pending.fn, info.name, info.message)
                 pending.info = info
                 del self._pending[msg.id]
+                self._ran(pending)
                 pending.event.set()
                 _gone(pending)
                 self._settled()
@@ -783,6 +799,7 @@ class Worker:
             self.record_log(msg)
         elif isinstance(msg, p.Pong):
             self.last_heartbeat = time.time()
+            self._turned.set()
         elif isinstance(msg, p.Ping):
             if self._tg is not None and not self._pong_pending:  # a ping flood gets one pong at a time
                 self._pong_pending = True
@@ -908,6 +925,38 @@ class Worker:
             await self._send_quietly(p.Pong(seq=seq))
         finally:
             self._pong_pending = False
+
+    def _ran(self, pending: _Pending) -> None:
+        """An execution (a call with logs collected) settled: its code may have left the
+        worker's event loop spinning in microtasks, where no timer runs; it turns again, as
+        far as the host knows, at the next pong (the runtime sends one unasked from its next
+        macrotask)."""
+        if self.spec.role == "execute" and pending.logs is not None:
+            self._turned = anyio.Event()
+            if self.spec.retire_growth and self._data_base is not None and not self.retiring:
+                grown = (vm_data(self.pid) or self._data_base) - self._data_base
+                if grown > self.spec.retire_growth:
+                    self.retiring = True  # the pool gives it no other call, and stops it
+                    self._lifecycle(logging.INFO, f"retired: its data grew by {grown >> 20} MiB over executions "
+                                                  "([execute] retire_growth_mb)")
+
+    async def turned(self, within: float) -> bool:
+        """True if the worker's event loop has turned since its last execution settled, or
+        does within ``within`` seconds (it is pinged, for a runtime that sends no pong unasked).
+        A worker that does not must not be given the next execution: it would sit unread
+        until its deadline."""
+        if self._turned.is_set():
+            return True
+        if not self.alive or self._conn is None:
+            return False
+        turned = self._turned
+        try:
+            with anyio.move_on_after(within):
+                await self._send(p.Ping(seq=next(self._probe_seq)))  # cut off half-written: killed anyway
+                await turned.wait()
+        except HostError:
+            return False
+        return turned.is_set()
 
     async def _serve_host_call(self, msg: p.HostCall) -> None:
         try:

@@ -357,3 +357,20 @@ def _closed_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+async def test_the_seeds_name_database_asks_for_the_db_tool(make_host, tmp_path):
+    """The Isolate engine's tool definitions, permission flow and client example ask for
+    ``tools: ["database"]`` (its curl examples for ``"db"``): both give the code ``db``
+    (before: 400 "unknown tool 'database'")."""
+    path = tmp_path / "app.sqlite"
+    with contextlib.closing(sqlite3.connect(path)) as db:
+        db.execute(SQLITE_SCHEMA)
+        db.executemany("INSERT INTO users (name, email, active, note) VALUES (?, ?, ?, ?)", PEOPLE)
+        db.commit()
+    code = "export default async () => (await db.users.select('name').limit(2)).map((u) => u.name)"
+    async with make_host(execute=ExecuteConfig(database=f"sqlite:///{path}")) as h:
+        seed = await h.execute(code, tools=["database"])
+        ours = await h.execute(code, tools=["db"])
+    assert seed.ok and seed.result == ["Alice", "Bob"], seed.logs
+    assert ours.result == seed.result

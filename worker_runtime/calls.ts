@@ -79,7 +79,18 @@ function settle(state: CallState): boolean {
   if (state.settled) return false;
   state.settled = true;
   calls.delete(state.id);
-  state.execution?.dispose();
+  if (state.execution) {
+    state.execution.dispose();
+    // Its code may leave the event loop spinning in microtasks; the host gives this worker no
+    // other execution until a pong shows the loop turned again (host/execute.py, reuse_probe).
+    setTimeout(() => {
+      try {
+        send({ type: "pong", seq: 0 });
+      } catch {
+        // the connection is gone: so is the worker
+      }
+    }, 0);
+  }
   if (state.events) dropSubscriptions(state);
   if (state.cleanup) {
     try {
@@ -208,7 +219,7 @@ export const executor = {
     if (calls.has(id)) protocolError(`call id ${id} is already in flight`);
     failWith(newCall(id), { name: "ExecuteUnavailable", message: "this worker serves a plugin, not ad-hoc code" });
   },
-  /** The execution (isolate.ts ownerOf) whose context made a value; none without execute.ts. */
+  /** The execution (lockdown.ts ownerOf) whose context made a value; none without execute.ts. */
   ownerOf(_value: unknown): { settled: boolean } | undefined {
     return undefined;
   },
@@ -233,11 +244,15 @@ export function onEscaped(reason: unknown, promise?: unknown): void {
     return;
   }
   const info = errorInfo(reason);
-  let only: CallState | undefined;
   // A worker shared by callers never credits an error of unknown origin to the one execution
-  // running: code an earlier execution left behind (a listener on a lent AbortSignal, a lent
-  // fetch it never awaited) would fail the next caller's.
-  if (calls.size === 1 && limits.harden !== 1) only = calls.values().next().value;
+  // running, neither as its failure nor as a line of its logs: code an earlier execution left
+  // behind (a listener on a lent AbortSignal, a lent fetch it never awaited) makes the main
+  // realm's own functions throw, with text it chose. The worker's log has it, no call's.
+  if (limits.harden === 1) {
+    emitLog("exception", info.message, undefined, info);
+    return;
+  }
+  const only = calls.size === 1 ? calls.values().next().value : undefined;
   if (only) {
     failWith(only, info); // the call's error carries it: no separate log entry
   } else {

@@ -59,9 +59,15 @@ const DATA_URL_PREFIX = "data:application/javascript;base64,";
 // V8 shortens long URLs in stack frames to "<head>......<tail>": take both halves.
 const DATA_URL_RE = /data:application\/javascript;base64,[A-Za-z0-9+/=]*(?:\.{2,}[A-Za-z0-9+/=]*)?/g;
 
-/** Replaces execute's data: URLs (the whole code, base64) in messages and stacks by `<execute>`. */
+// The runtime's own directory as its frames name it: where the host is installed.
+const RUNTIME_DIR = new URL(".", import.meta.url).href;
+
+/** Replaces execute's data: URLs (the whole code, base64) in messages and stacks by `<execute>`,
+ * and the runtime's own file URLs by `runtime:/` (whoever may run code need not learn where the
+ * host is installed). */
 export function scrub(s: string): string {
-  return s.includes(DATA_URL_PREFIX) ? s.replace(DATA_URL_RE, "<execute>") : s;
+  if (s.includes(DATA_URL_PREFIX)) s = s.replace(DATA_URL_RE, "<execute>");
+  return s.includes(RUNTIME_DIR) ? s.replaceAll(RUNTIME_DIR, "runtime:/") : s;
 }
 
 /**

@@ -9,7 +9,8 @@ import { calls, executor, fail, invoke, newCall, tracker } from "./calls.ts";
 import { makeContext } from "./context.ts";
 import { makeConsole } from "./console.ts";
 import { importError } from "./errors.ts";
-import { harden, loadVm, nextExecution, ownerOf, prepareSpare } from "./isolate.ts";
+import { harden, loadVm, nextExecution, prepareSpare } from "./isolate.ts";
+import { ownerOf, setRunning } from "./lockdown.ts";
 import {
   cryptoSettings,
   hostToolNames,
@@ -32,6 +33,7 @@ export async function startExecuting(tools: unknown): Promise<void> {
   if (limits.harden === 1) await harden();
   executor.onExecute = onExecute;
   executor.ownerOf = ownerOf;
+  setRunning(() => tracker.getStore());
 }
 
 export function onExecute(msg: Msg): void {

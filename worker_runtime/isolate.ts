@@ -15,6 +15,15 @@
 
 // deno-lint-ignore-file no-explicit-any
 
+import {
+  guardListeners,
+  loadLockdown,
+  owners,
+  tameFunctionConstructors,
+  tameOverrides,
+  tameRegExpStatics,
+} from "./lockdown.ts";
+
 /** What the worker's main realm lends every execution, frozen (bindings of the same name). */
 export const LENT = [
   "fetch", "Request", "Response", "Headers", "FormData", "URL", "URLSearchParams", "URLPattern",
@@ -30,9 +39,10 @@ export const LENT = [
 type Vm = typeof import("node:vm");
 let vm: Vm | undefined;
 
-/** Loads node:vm (only execute workers pay for it). */
+/** Loads node:vm (only execute workers pay for it), and what hardening needs (lockdown.ts). */
 export async function loadVm(): Promise<void> {
   vm ??= (await import("node:vm")).default as unknown as Vm;
+  await loadLockdown();
 }
 
 /**
@@ -67,6 +77,8 @@ export async function harden(): Promise<void> {
   clearTimeout(setTimeout(() => {}, 0));
   lent = lentDeno();
   tameFunctionConstructors();
+  tameRegExpStatics();
+  guardListeners(LENT);
   tameOverrides();
   const seen = new WeakSet<object>([globalThis]);
   const stack: unknown[] = [];
@@ -100,35 +112,10 @@ export async function harden(): Promise<void> {
   }
 }
 
-/**
- * The main realm's function constructors, reached from any function it lends
- * (`fetch.constructor("return this")()`), would give an execution the main realm's global
- * object: its `process`, its timers and console (credited to whichever execution runs next),
- * its socket. As SES's lockdown does, `constructor` on the four function prototypes becomes a
- * constructor that throws (same name and prototype, so `instanceof` and name checks still work);
- * the runtime and Deno keep the global bindings, which no execution can reach.
- */
-function tameFunctionConstructors(): void {
-  const protos: Array<[object, string]> = [
-    [Function.prototype, "Function"],
-    [Object.getPrototypeOf(async function () {}), "AsyncFunction"],
-    [Object.getPrototypeOf(function* () {}), "GeneratorFunction"],
-    [Object.getPrototypeOf(async function* () {}), "AsyncGeneratorFunction"],
-  ];
-  for (const [proto, name] of protos) {
-    const tamed = {
-      [name]: function () {
-        throw new TypeError(`${name} constructor is not available to execute code`);
-      },
-    }[name];
-    Object.defineProperty(tamed, "prototype", { value: proto, writable: false, configurable: false });
-    Object.defineProperty(proto, "constructor", { value: tamed, writable: true, configurable: true });
-  }
-}
-
 /** The `Deno` executions get: the worker's, less what would change the process for the
  * executions after it (revoking or requesting permissions, signal listeners, the working
- * directory, the umask, environment writes, timer references). */
+ * directory, the umask, environment writes, timer references) and what says where the host is
+ * installed (mainModule, execPath). */
 function lentDeno(): object {
   const D = (globalThis as any).Deno;
   const refuse = (what: string) => () => {
@@ -156,10 +143,39 @@ function lentDeno(): object {
   for (const what of ["addSignalListener", "removeSignalListener", "chdir", "umask", "refTimer", "unrefTimer"]) {
     if (what in copy) copy[what] = refuse(what);
   }
+  // Where the host is installed is none of the code's business (errors.ts scrub, likewise).
+  copy.execPath = refuse("execPath");
+  Object.defineProperty(copy, "mainModule", { value: "runtime:/worker.ts", enumerable: true });
   return copy;
 }
 
 let lent: object | undefined;
+let lentDescriptors: PropertyDescriptorMap | undefined;
+
+/**
+ * The `Deno` of one execution: the lent one, whose `exit` and `kill` refuse once the execution
+ * settled. Code it leaves behind (a listener on a lent AbortSignal, a stream's callback) still
+ * runs later, during another caller's execution on this worker; ending the process there failed
+ * that caller with WorkerCrashed. While it runs, an execution may still end its own worker.
+ */
+function denoFor(owner: { settled: boolean }): object {
+  const base = lent ?? (lent = lentDeno());
+  lentDescriptors ??= Object.getOwnPropertyDescriptors(base);
+  const D = base as any;
+  const ended = (what: string) =>
+    new TypeError(`Deno.${what} is not available to code whose execution has ended`);
+  return Object.freeze(Object.create(Object.getPrototypeOf(base), {
+    ...lentDescriptors,
+    exit: { value: (code?: number) => {
+      if (owner.settled) throw ended("exit");
+      return D.exit(code);
+    }, enumerable: true },
+    kill: { value: (pid: number, signo?: string) => {
+      if (owner.settled) throw ended("kill");
+      return D.kill(pid, signo);
+    }, enumerable: true },
+  }));
+}
 
 /** A `performance` of one execution: the worker's clock, marks and measures of its own. */
 function ownPerformance(): object {
@@ -211,47 +227,6 @@ function ownPerformance(): object {
   };
 }
 
-/**
- * The "override mistake": once a prototype is frozen, `err.name = "X"` on an instance throws
- * (the inherited property is read-only), and much code, Deno's and ours, names its errors that
- * way. As SES does, the properties code commonly overrides become accessors whose setter makes
- * an own property on the instance (and refuses a change to the prototype itself).
- */
-function tameOverrides(): void {
-  const g = globalThis as any;
-  const errors = ["Error", "TypeError", "RangeError", "SyntaxError", "ReferenceError", "EvalError",
-    "URIError", "AggregateError"].map((n) => g[n]?.prototype).filter(Boolean);
-  const plan: Array<[object, string[]]> = [
-    [Object.prototype, ["constructor", "hasOwnProperty", "isPrototypeOf", "propertyIsEnumerable",
-      "toLocaleString", "toString", "valueOf"]],
-    [Function.prototype, ["constructor", "bind", "name", "toString", "apply", "call"]],
-    [Array.prototype, ["toString", "constructor"]],
-    [Promise.prototype, ["constructor"]],
-    [Object.getPrototypeOf(async function () {}), ["constructor"]],
-    [Object.getPrototypeOf(function* () {}), ["constructor"]],
-    [Object.getPrototypeOf(async function* () {}), ["constructor"]],
-    ...errors.map((proto): [object, string[]] => [proto, ["constructor", "message", "name", "toString"]]),
-  ];
-  for (const [proto, keys] of plan) {
-    for (const key of keys) {
-      const d = Reflect.getOwnPropertyDescriptor(proto, key);
-      if (!d || !("value" in d) || !d.configurable) continue;
-      const value = d.value;
-      Object.defineProperty(proto, key, {
-        get() {
-          return value;
-        },
-        set(this: object, v: unknown) {
-          if (this === proto) throw new TypeError(`Cannot assign to read only property '${key}' of a frozen prototype`);
-          Object.defineProperty(this, key, { value: v, writable: true, enumerable: true, configurable: true });
-        },
-        enumerable: d.enumerable,
-        configurable: false,
-      });
-    }
-  }
-}
-
 const NO_RUN = "throw 0;"; // makes sure a probed module never runs a statement of its own
 
 /**
@@ -286,26 +261,6 @@ interface Realm {
   Set: SetConstructor;
   Promise: PromiseConstructor;
   Error: ErrorConstructor;
-}
-
-/** The Promise and Object prototypes of live contexts, to tell which execution a rejected
- * promise or a thrown value belongs to. */
-const owners = new WeakMap<object, { settled: boolean }>();
-
-/** The execution (not yet collected) whose context made `value` (a promise, an error, any
- * object: found through its prototype chain), if any. */
-export function ownerOf(value: unknown): { settled: boolean } | undefined {
-  let o = value;
-  try {
-    for (let i = 0; i < 32 && o !== null && (typeof o === "object" || typeof o === "function"); i++) {
-      o = Object.getPrototypeOf(o); // a proxy's trap may throw or lie: it can only name its own realm
-      const owner = owners.get(o as object);
-      if (owner) return owner;
-    }
-  } catch {
-    // no owner found
-  }
-  return undefined;
 }
 
 /** One execution's context: its globals, its timers, and the module it runs. */
@@ -375,6 +330,7 @@ export class Execution {
    */
   claim(owner: { settled: boolean }, globals: Record<string, unknown>, onUncaught: (e: unknown) => void): this {
     Object.assign(this.#sandbox, globals);
+    this.#sandbox.Deno = denoFor(owner);
     this.#owner = owner;
     this.#onUncaught = onUncaught;
     owners.set(this.realm.Promise.prototype, owner);

@@ -21,7 +21,8 @@
  *   sandbox.ts  the globals changed before plugin code runs (Worker cap, egress fetch)
  *   tools.ts    execute's crypto, db and operator (host-function) tools
  *   isolate.ts  execute's per-execution contexts and the hardened main realm
- * They are loaded before plugin code (execute.ts, tools.ts, isolate.ts and typescript.ts only
+ *   lockdown.ts what hardening changes in that main realm, and which execution a value belongs to
+ * They are loaded before plugin code (execute.ts, tools.ts, isolate.ts, lockdown.ts and typescript.ts only
  * in an execute worker: a plugin's worker stays smaller without them), so a plugin can import them (a URL relative to
  * import.meta.resolve("@plugin-host/kit") needs no read grant for a module already loaded). What
  * it reaches there is its own process only: `limits` is frozen once the welcome has set it, the

@@ -14,7 +14,7 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[2]
 RUNTIME_FILES = ("worker.ts", "wire.ts", "calls.ts", "context.ts", "console.ts", "errors.ts", "sandbox.ts", "tools.ts",
-                 "isolate.ts", "execute.ts", "msgpack.ts", "protocol.ts", "http.ts", "plugin.d.ts")
+                 "isolate.ts", "lockdown.ts", "execute.ts", "msgpack.ts", "protocol.ts", "http.ts", "plugin.d.ts")
 
 pytestmark = pytest.mark.timeout(120)
 

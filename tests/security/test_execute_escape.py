@@ -195,3 +195,79 @@ async def test_the_host_refuses_host_calls_of_ended_executions_and_beyond_their_
     assert 'tools: ["channel"]' in r["emitWithoutTool"]
     assert "executions share nothing" in r["cache"] and "executions share nothing" in r["storage"]
     assert r["unsubscribe"] == "served"  # leaving is always allowed
+
+
+async def test_the_main_realms_regexp_statics_keep_nothing_of_another_execution(make_host):
+    """A RegExp from the main realm (structuredClone(/x/)) leads to its constructor, whose legacy
+    statics (RegExp.input, lastMatch, $1, leftContext...) hold what Deno's own code last matched
+    for any execution: a Blob's type, a header's name. One execution read another's that way."""
+    reader = """
+    export default () => {
+      const R = Object.getPrototypeOf(structuredClone(/x/)).constructor;
+      const keys = ["input", "$_", "lastMatch", "$&", "lastParen", "$+", "leftContext", "$`",
+                    "rightContext", "$'", "$1", "$2", "$9"];
+      return [R === RegExp, keys.map((k) => String(R[k])).join("|")];
+    };"""
+    async with make_host(execute=ONE_WORKER) as h:
+        victim = await h.execute("""
+        export default (secret) => {
+          new Blob(["x"], { type: "text/plain;charset=" + secret });
+          new Headers({ ["x-" + secret]: "v" });
+          return "done";
+        };""", "s3cr3t")
+        seen = await h.execute(reader)
+    assert victim.ok and victim.result == "done"
+    assert seen.ok, seen.logs
+    assert seen.result[0] is False  # the main realm's, not the context's own
+    assert "s3cr3t" not in seen.result[1], seen.result  # before: "text/plain;charset=s3cr3t"
+
+
+async def test_an_executions_errors_do_not_show_where_the_host_is_installed(make_host):
+    """Every exception an execution met carried the worker runtime's frames, with the host's
+    install path (file:///.../site-packages/host/worker_runtime/execute.ts:93:18), to whoever
+    may POST /execute. They now read runtime:/execute.ts:93:18."""
+    async with make_host(execute=ONE_WORKER) as h:
+        outs = [await h.execute(code, tools=["crypto"]) for code in (
+            'export default "not a function"',
+            "export default () => import('data:text/javascript,1')",
+            "export default () => { const a = new Uint8Array(1); for (;;) crypto.getRandomValues(a); }",
+            "export default () => { throw new Error('own'); }",
+        )]
+    for out in outs:
+        exc = out.logs[-1]
+        assert exc.level == "exception" and exc.stack, out
+        assert "worker_runtime" not in exc.stack and "file://" not in exc.stack, exc.stack
+    assert "runtime:/execute.ts:" in outs[0].logs[-1].stack
+    assert "(<execute>:1:" in outs[3].logs[-1].stack  # the code's own frames stay
+
+
+async def test_the_lent_deno_does_not_say_where_the_host_is_installed(make_host):
+    """Deno.mainModule (the worker runtime's worker.ts) and Deno.execPath() (the deno binary
+    in the host's environment) told any /execute caller where the host is installed."""
+    async with make_host(execute=ONE_WORKER) as h:
+        out = await h.execute("""
+        export default () => {
+          let exec;
+          try { exec = Deno.execPath(); } catch (e) { exec = e.name; }
+          return [Deno.mainModule, exec];
+        };""")
+    assert out.ok, out.logs
+    assert out.result == ["runtime:/worker.ts", "TypeError"]  # before: file:///.../worker_runtime/worker.ts, a path
+
+
+async def test_a_message_channel_works_in_a_pooled_execution(make_host):
+    """Once node:vm is loaded the global MessageChannel is Node's, which gives each port its own
+    ref/unref/on by assignment: against the hardened (frozen) MessagePort.prototype, every
+    new MessageChannel() in a pooled execution threw "Cannot assign to read only property 'unref'"."""
+    async with make_host(execute=ONE_WORKER) as h:
+        out = await h.execute("""
+        export default async (x) => {
+          const { port1, port2 } = new MessageChannel();
+          const got = new Promise((r) => { port2.onmessage = (e) => r(e.data); });
+          port1.postMessage({ x });
+          const data = await got;
+          port1.close(); port2.close();
+          return data;
+        };""", 7)
+    assert out.ok, out.logs  # before: TypeError: Cannot assign to read only property 'unref'
+    assert out.result == {"x": 7}

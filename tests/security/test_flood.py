@@ -277,3 +277,36 @@ async def test_the_native_worker_constructor_is_out_of_reach(plugin_dir, make_ho
     """)
     async with make_host(limits=WorkerLimits(max_web_workers=0)) as h:
         assert await h.call("w", "escape") == ["TypeError", "ResourceLimitExceeded", "ResourceLimitExceeded"]
+
+
+@pytest.mark.one_backend
+async def test_output_without_a_newline_neither_stalls_the_host_nor_grows_it(make_host):
+    """A worker's stdout and stderr go to the host, which keeps a tail and forwards lines: the
+    line being read grew by every chunk, and was copied whole at each (quadratic), so 64 MiB
+    written with no newline (Deno.stderr, which execute code has) held the host's event loop
+    for a minute and its memory by as much. A line is now cut at the tail's size."""
+    from host import ExecuteConfig
+
+    flood = """
+    export default () => {
+      const chunk = new TextEncoder().encode("y".repeat(65536));
+      for (let i = 0; i < 1024; i++) Deno.stderr.writeSync(chunk);
+      return "flooded";
+    };"""
+    async with make_host(execute=ExecuteConfig(min_workers=1, max_workers=1)) as h:
+        await h.execute("export default () => 0")  # the worker is started
+        gc.collect()
+        base = peak = rss()
+        async with anyio.create_task_group() as tg:
+            async def watch() -> None:
+                nonlocal peak
+                while True:
+                    peak = max(peak, rss())
+                    await anyio.sleep(0.002)
+
+            tg.start_soon(watch)
+            out = await h.execute(flood, timeout=30)
+            tg.cancel_scope.cancel()
+    assert out.ok and out.result == "flooded", out.logs
+    assert out.duration < 5000, out.duration  # before: 60 s and more
+    assert peak - base < 48 * MIB, peak - base

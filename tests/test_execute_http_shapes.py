@@ -1,0 +1,73 @@
+"""``POST /execute`` answers in the shapes seed 001 (the Isolate engine) documents, beyond its
+curl examples: its error-handling guidance reads a failed execution's ``result.error.name``
+and ``result.error.message`` (TimeoutError, EntryError...), as its sandbox's timeout answer
+carries them."""
+
+from __future__ import annotations
+
+import pytest
+from support.servers import served
+
+from host import ExecuteConfig
+
+pytestmark = [pytest.mark.anyio, pytest.mark.timeout(60)]
+
+
+@pytest.mark.parametrize("anyio_backend", ["asyncio"])  # aiohttp
+async def test_a_failed_execution_names_its_error_as_the_seeds_clients_read_it(make_host):
+    async with make_host(execute=ExecuteConfig(min_workers=1, max_workers=1)) as h, \
+            served(h, enable_execute=True) as (_, http):
+        async def execute(body: dict) -> dict:
+            async with http.post("/execute", json=body) as r:
+                assert r.status == 200
+                return await r.json()
+
+        thrown = await execute({"code": "export default (x) => { if (!x) throw new TypeError('Input is required'); }",
+                                "input": None})
+        entry = await execute({"code": 'export default "not a function"'})
+        late = await execute({"code": "export default () => { for (;;) {} }", "timeout": 300})
+        fine = await execute({"code": "export default (x) => x * 2", "input": 21})
+    assert thrown["ok"] is False and "result" not in thrown
+    def error(body: dict) -> tuple[str, str]:
+        err = body["error"]  # before: no "error" key
+        assert err["stack"] == body["logs"][-1]["stack"] and body["logs"][-1]["level"] == "exception"
+        return err["name"], err["message"]
+
+    assert error(thrown) == ("TypeError", "Input is required")
+    assert error(entry) == ("EntryError", 'Entry "default" is not a function')
+    assert error(late) == ("TimeoutError", "Execution timeout")
+    assert "error" not in fine and fine["result"] == 42
+
+
+@pytest.mark.parametrize("anyio_backend", ["asyncio"])  # aiohttp
+async def test_a_timeout_beyond_the_operators_ceiling_is_refused_naming_both(make_host):
+    """Any caller could ask for a deadline of up to a week (``"timeout": 604800000``) and hold a
+    worker that long with ``for (;;) {}``: every worker of every pool, the machine's CPUs with
+    them, for days. ``[execute] max_timeout`` (60 s) bounds it; beyond, a 400 names the field."""
+    xc = ExecuteConfig(min_workers=1, max_workers=1, timeout=1.0, max_timeout=2.0)
+    async with make_host(execute=xc) as h, served(h, enable_execute=True) as (_, http):
+        async with http.post("/execute", json={"code": "export default () => { for (;;) {} }",
+                                               "timeout": 604_800_000}) as r:
+            status, body = r.status, await r.json()
+        async with http.post("/execute", json={"code": "export default () => 1", "timeout": 2000}) as r:
+            edge = await r.json()
+    assert status == 400, body  # before: 200 after a week
+    assert "timeout" in body["error"]["message"] and "[execute] max_timeout" in body["error"]["message"], body
+    assert edge["ok"] is True and edge["result"] == 1
+
+
+@pytest.mark.parametrize("anyio_backend", ["asyncio"])  # aiohttp
+async def test_every_413_of_execute_has_the_seeds_shape(make_host):
+    """Seed 001's 413 is ``{"error": {"name": "PayloadTooLarge", "message": ...}}``. Code over
+    max_code_chars answered so, but a body announced over the server's cap (Content-Length, as
+    curl sends it) answered ``{"error": {"type": ..., "message": ...}}``, with no ``name``."""
+    async with make_host(execute=ExecuteConfig(min_workers=1, max_workers=1)) as h, \
+            served(h, enable_execute=True, max_body=64 * 1024) as (_, http):
+        async with http.post("/execute", json={"code": "export default (x) => x.length", "input": "x" * 100_000}) as r:
+            body_status, body = r.status, await r.json()
+        async with http.post("/execute", json={"code": "//" + "x" * 100_001 + "\nexport default 1"}) as r:
+            code_status, code = r.status, await r.json()
+    assert (body_status, code_status) == (413, 413)
+    for answer in (body, code):
+        assert answer["error"]["name"] == "PayloadTooLarge" and answer["error"]["message"], answer
+        assert answer["error"]["type"] == "PayloadTooLarge"  # as every other error of the API
