@@ -1,0 +1,45 @@
+"""Mistakes a plugin author makes with the shapes the balance plugin system documents (seed 000
+section 9.9, seed 002's lifecycle and dependencies): each is refused when the plugin loads, with
+the file, the field and what to write instead, never a plugin that loads and then fails every call."""
+
+from __future__ import annotations
+
+import pytest
+
+from host import PoolConfig
+
+pytestmark = [pytest.mark.anyio, pytest.mark.one_backend, pytest.mark.timeout(60)]
+
+ONE = PoolConfig(min_workers=1, max_workers=1)
+
+
+def plugin(pid: str, extra: str = "", body: str = "export function f() { return 1; }") -> str:
+    return (f'export const metadata = {{ id: "{pid}", name: "{pid}", version: "1.0.0", apiVersion: "1.0"'
+            f"{', ' + extra if extra else ''} }};\n{body}\n")
+
+
+@pytest.mark.parametrize(("entry", "says"), [
+    ("https://api.openai.com", "is a URL; name its host: 'api.openai.com'"),
+    ("https://api.openai.com:8443/v1", "is a URL; name its host: 'api.openai.com:8443'"),
+    ("api.openai.com/v1", "has a path; a grant names only the host: 'api.openai.com'"),
+    ("api.openai.com:https", "has a port that is not a number from 0 to 65535"),
+    ("api.openai.com:65536", "has a port that is not a number from 0 to 65535"),
+    ("2001:db8::1", "is an IPv6 address without brackets: write '[2001:db8::1]'"),
+    ("a..example.com", "is not a host name"),
+    ("münchen.de", "is an international name; write its IDNA form: 'xn--mnchen-3ya.de'"),
+])
+async def test_a_net_grant_deno_cannot_read_is_refused_at_load_naming_the_field(
+        plugin_dir, make_host, entry, says):
+    """Before: a URL in permissions.net passed validation (strict mode called it "a wildcard or
+    range") and every worker then died at start (Deno: "URLs are not supported"), five times,
+    until the plugin sat in a crash loop."""
+    path = plugin_dir.add("netty.js", plugin("netty", f'permissions: {{ net: ["{entry}"] }}'))
+    plugin_dir.add("fine.js", plugin("fine", 'permissions: { net: ["api.openai.com:443", "*.example.com", '
+                                             '"10.0.0.0/8", "[::1]:8080", "my_host.example."] }'))
+    async with make_host(pool=ONE) as h:
+        info = h.plugin("netty")
+        assert info.state == "error" and info.workers == []
+        assert f"{path}: metadata.permissions.net: {entry!r}" in info.error
+        assert says in info.error
+        assert h.plugin("fine").state in ("loaded", "running")  # what Deno reads still loads
+        assert await h.call("fine", "f") == 1
