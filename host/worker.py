@@ -267,6 +267,7 @@ class Worker:
         self.last_heartbeat: float | None = None  # wall clock of the last pong
         self.exit_reason: str | None = None
         self.exit_error: HostError | None = None
+        self._loading = False  # welcomed: the worker is importing the plugin's module
         self.retiring = False
         self.unresponsive = False    # busy and silent past heartbeat_timeout: gets no new call
         self._on_log = on_log
@@ -398,8 +399,8 @@ class Worker:
                     with anyio.fail_after(limits.handshake_timeout):
                         await self._handshake(listener, token)
                 except TimeoutError:
-                    self.exit_error = self._handshake_failed(
-                        f"no handshake within {limits.handshake_timeout:g}s")
+                    self.exit_error = self._load_hung(limits.handshake_timeout) if self._loading else \
+                        self._handshake_failed(f"no handshake within {limits.handshake_timeout:g}s")
                     self._reader_done.set()  # no read loop will run
                 except HostError as exc:
                     self.exit_error = exc
@@ -451,6 +452,7 @@ class Worker:
             raise self._handshake_failed(reason)
         lim = self.spec.limits
         self.welcomed_config = self.spec.config  # a config change after this is told by a hook
+        self._loading = self.spec.module is not None  # past the welcome, the wait is the plugin's import
         await self._send(p.Welcome(
             plugin_id=self.spec.plugin_id,
             module=str(self.spec.module) if self.spec.module else None,
@@ -487,6 +489,15 @@ class Worker:
         self.metadata = msg.metadata
         self.exports = msg.exports
         self.signatures = msg.signatures
+
+    def _load_hung(self, timeout: float) -> HandshakeError:
+        """The worker said hello and got its welcome, but importing the plugin took the rest of
+        the handshake's time: the module's own top level is waiting (or looping)."""
+        self.kill("handshake")
+        return HandshakeError(
+            f"{self.spec.module}: the module did not finish loading within {timeout:g}s: a top-level await "
+            "that never settles, or a loop at its top level? (the wait is [limits] handshake_timeout)",
+            plugin=self.spec.plugin_id)
 
     def _handshake_failed(self, reason: str) -> HandshakeError:
         self.kill("handshake")

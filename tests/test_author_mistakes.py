@@ -43,3 +43,26 @@ async def test_a_net_grant_deno_cannot_read_is_refused_at_load_naming_the_field(
         assert says in info.error
         assert h.plugin("fine").state in ("loaded", "running")  # what Deno reads still loads
         assert await h.call("fine", "f") == 1
+
+
+HANG = """
+export const metadata = { id: "hang", name: "hang", version: "1.0.0", apiVersion: "1.0" };
+await new Promise(() => {});  // a top-level await that never settles
+export function f() { return 1; }
+"""
+
+
+async def test_a_module_whose_top_level_await_never_settles_is_said_to_hang_while_loading(plugin_dir, make_host):
+    """Before: "handshake rejected: no handshake within 1s", though the worker had said hello at
+    once and the host had sent its welcome: the author was sent to look at the protocol, not at
+    the await on their module's line 3."""
+    from host import HostError, WorkerLimits
+
+    path = plugin_dir.add("hang.js", HANG, auto_metadata=False)
+    async with make_host(pool=ONE, limits=WorkerLimits(handshake_timeout=1)) as h:
+        with pytest.raises(HostError) as e:
+            await h.call("hang", "f", timeout=10)
+        for text in (str(e.value), h.plugin("hang").error):
+            assert f"{path}: the module did not finish loading within 1s" in text
+            assert "top-level await" in text and "handshake_timeout" in text
+            assert "no handshake" not in text
