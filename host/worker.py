@@ -40,6 +40,7 @@ from .errors import (
     WorkerCrashed,
     where_in,
 )
+from .import_refusals import import_advice
 from .logs import WORKER_LEVELS, worker_extra
 from .process import ChildProcess
 from .runtime import Runtime, process_failure, socket_failure
@@ -213,16 +214,20 @@ def _private(entry: str) -> bool:
 
 
 def error_from_info(info: p.ErrorInfo, *, plugin: str, function: str, module: str | None = None,
-                    overridden: dict[str, str] | None = None, advice: dict[str, str] | None = None) -> HostError:
+                    overridden: dict[str, str] | None = None, advice: dict[str, str] | None = None,
+                    root: str | None = None) -> HostError:
     """Translate a worker's normalised error into the host's exception type; a sandbox refusal
-    says which permission to add, and where (``module``: the plugin's file; None: ad-hoc code)."""
+    says which permission to add, and where (``module``: the plugin's file; None: ad-hoc code),
+    a refused import what to do instead (``root``: the plugin's own file or directory)."""
     kw: dict[str, Any] = dict(plugin=plugin, function=function)
     if info.name == "FunctionNotFound":
         return FunctionNotFound(info.message, **kw)
     if info.name == "PayloadTooLarge":
         return PayloadTooLarge(info.message, **kw)
     cls = _ERROR_CLASSES.get(info.name, PluginError)
-    message = refusal_advice(info.message, module, overridden, plugin, advice) if cls is PermissionDenied else info.message
+    message = info.message
+    if cls is PermissionDenied:
+        message = import_advice(info, module, root) or refusal_advice(message, module, overridden, plugin, advice)
     return cls(
         message, name=info.name, error_type=info.error_type, stack=info.stack,
         details=info.details, **kw,
@@ -312,6 +317,15 @@ class Worker:
 
     def describe(self) -> str:
         return f"{self.spec.plugin_id}#{self.index}"
+
+    @property
+    def _module(self) -> str | None:
+        return str(self.spec.module) if self.spec.module else None
+
+    @property
+    def _root(self) -> str | None:
+        """The plugin's own file or directory: all it may import."""
+        return self.spec.read_paths[0] if self.spec.read_paths else None
 
 
     def _lifecycle(self, level: int, text: str) -> None:
@@ -485,7 +499,8 @@ class Worker:
             err = msg.error
             where = where_in(err.stack)  # a throw at the module's top level: say which line
             at = f" (at {where})" if where and where.rsplit(":", 2)[0] not in err.message else ""
-            raise PluginUnavailable(f"failed to load: {err.name}: {err.message}{at}", plugin=self.spec.plugin_id)
+            message = import_advice(err, self._module, self._root) or err.message
+            raise PluginUnavailable(f"failed to load: {err.name}: {message}{at}", plugin=self.spec.plugin_id)
         self.metadata = msg.metadata
         self.exports = msg.exports
         self.signatures = msg.signatures
@@ -1101,7 +1116,7 @@ class Worker:
         if pending.info is not None and pending.error is None:  # the worker answered with an error
             if raise_error:
                 raise error_from_info(pending.info, plugin=self.spec.plugin_id, function=fn,
-                                      module=str(self.spec.module) if self.spec.module else None,
+                                      module=self._module, root=self._root,
                                       overridden=self.spec.overridden, advice=self.spec.advice)
         elif pending.error is not None:
             raise pending.error

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 
-from host import PoolConfig
+from host import PermissionDenied, PoolConfig
 
 pytestmark = [pytest.mark.anyio, pytest.mark.one_backend, pytest.mark.timeout(60)]
 
@@ -66,3 +66,46 @@ async def test_a_module_whose_top_level_await_never_settles_is_said_to_hang_whil
             assert f"{path}: the module did not finish loading within 1s" in text
             assert "top-level await" in text and "handshake_timeout" in text
             assert "no handshake" not in text
+
+
+@pytest.mark.parametrize(("specifier", "deno_says"), [
+    ("npm:lodash@4", "npm specifiers were requested"),
+    ("jsr:@std/assert", "A remote specifier was requested"),
+    ("https://deno.land/std@0.200.0/assert/mod.ts", 'A remote specifier was requested: "https://deno.land/'),
+])
+async def test_an_import_the_host_never_fetches_says_to_vendor_it(plugin_dir, make_host, specifier, deno_says):
+    """Before: "NotCapable: npm specifiers were requested; but --no-npm is specified": a flag the
+    author cannot change, and nothing about what to do instead."""
+    plugin_dir.add("fetcher.js", f'import x from "{specifier}";\nexport function f() {{ return 1; }}\n')
+    plugin_dir.add("later/mod.js", f'export async function f() {{ return (await import("{specifier}")).default; }}\n')
+    async with make_host(pool=ONE) as h:
+        error = h.plugin("fetcher").error
+        assert h.plugin("fetcher").state == "error" and deno_says in error
+        assert "nothing is fetched at run time" in error and "make the plugin a directory" in error
+        assert "fetcher.js:2:" in error  # the import's line (after the metadata line)
+        with pytest.raises(PermissionDenied) as e:
+            await h.call("later", "f")
+        assert deno_says in e.value.message and "nothing is fetched at run time" in e.value.message
+        assert f"copy its code into the plugin's directory ({plugin_dir.root / 'later'})" in e.value.message
+
+
+async def test_an_import_of_a_file_outside_the_plugin_says_where_the_plugin_may_import_from(
+        plugin_dir, make_host, tmp_path):
+    """Before: 'Requires read access to ".../secret.js", run again with the --allow-read flag':
+    a flag the author cannot pass, for a file no grant should reach."""
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "secret.js").write_text("export const x = 42;\n")
+    (plugin_dir.root / "helper.js").parent.mkdir(parents=True, exist_ok=True)
+    plugin_dir.add("single.js", 'import { x } from "../outside/secret.js";\nexport function f() { return x; }\n')
+    plugin_dir.add("sibling.js", 'import { y } from "./shared/util.js";\nexport function f() { return y; }\n')
+    plugin_dir.add("shared/util.js", "export const y = 1;\n")
+    plugin_dir.add("dir/mod.js", 'import { x } from "../../outside/secret.js";\nexport function f() { return x; }\n')
+    async with make_host(pool=ONE) as h:
+        single, sibling, folder = (h.plugin(p).error for p in ("single", "sibling", "dir"))
+        assert f'Requires read access to "{outside / "secret.js"}"' in single
+        assert "a single-file plugin imports only itself" in single and "make the plugin a directory" in single
+        assert "a single-file plugin imports only itself" in sibling
+        assert f"outside the plugin's directory ({plugin_dir.root / 'dir'})" in folder
+        for error in (single, sibling, folder):
+            assert "--allow-read" not in error
