@@ -109,3 +109,38 @@ async def test_an_import_of_a_file_outside_the_plugin_says_where_the_plugin_may_
         assert f"outside the plugin's directory ({plugin_dir.root / 'dir'})" in folder
         for error in (single, sibling, folder):
             assert "--allow-read" not in error
+
+
+CONSOLE = """
+class Point { constructor(x, y) { this.x = x; this.y = y; } }
+export function show() {
+  const a = { name: "a" }; a.self = a;
+  console.log("cycle", a);
+  console.log("bigint", 10n, { n: 2n ** 70n });
+  console.log("map", new Map([[1, { a: 1 }]]), new Set([1, 2]));
+  console.log("symbol", { [Symbol("k")]: 1 }, { u: undefined, v: NaN });
+  console.log("getter", { get x() { throw new Error("boom"); } });
+  console.log("class", new Point(1, 2));
+  console.log("json", [1, 2, 3], { a: [1, { b: "c" }] }, "text", 5, null, new Date(0));
+  return 1;
+}
+"""
+
+
+async def test_console_shows_values_json_cannot_as_deno_inspects_them(plugin_dir, make_host):
+    """Before: a cycle, or a BigInt anywhere in an object, logged "[object Object]"; a Map, a
+    Set, symbol keys logged "{}" (JSON.stringify's view). What JSON shows faithfully stays JSON
+    (the Isolate engine's logs: "Processing data: [1,2,3,4,5]", seed 001)."""
+    plugin_dir.add("show.js", CONSOLE)
+    async with make_host(pool=ONE) as h:
+        assert await h.call("show", "show") == 1
+        said = [e.message for e in h.logs("show") if e.kind == "console"]
+    assert said == [
+        "cycle <ref *1> { name: \"a\", self: [Circular *1] }",
+        "bigint 10n { n: 1180591620717411303424n }",
+        "map Map(1) { 1 => { a: 1 } } Set(2) { 1, 2 }",
+        "symbol { Symbol(k): 1 } { u: undefined, v: NaN }",
+        "getter { x: [Getter] }",
+        "class Point { x: 1, y: 2 }",
+        'json [1,2,3] {"a":[1,{"b":"c"}]} text 5 null "1970-01-01T00:00:00.000Z"',
+    ]

@@ -144,7 +144,7 @@ function withCauses(e: Error): { message: string; refused: boolean } {
 }
 
 /** A plain object of any realm. */
-function isPlain(o: object): boolean {
+export function isPlain(o: object): boolean {
   const proto = Object.getPrototypeOf(o);
   return proto === Object.prototype || proto === null ||
     (Object.getPrototypeOf(proto) === null && Object.prototype.toString.call(o) === "[object Object]");
