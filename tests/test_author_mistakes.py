@@ -144,3 +144,23 @@ async def test_console_shows_values_json_cannot_as_deno_inspects_them(plugin_dir
         "class Point { x: 1, y: 2 }",
         'json [1,2,3] {"a":[1,{"b":"c"}]} text 5 null "1970-01-01T00:00:00.000Z"',
     ]
+
+
+@pytest.mark.parametrize(("schema", "field", "says"), [
+    ('{ apiKey: { type: "strin" } }', "configSchema.apiKey.type", "Invalid enum value 'strin'"),
+    ('{ apiKey: { type: "string", requird: true } }', "configSchema.apiKey", "unknown field `requird`"),
+    ('{ apiKey: { type: "string" }, region: "eu" }', "configSchema.region", "Expected `object`, got `str`"),
+    ('{ type: "object", properties: { apiKey: { type: "string" } }, required: ["apiKey"] }', "configSchema.type",
+     "this looks like a JSON Schema: configSchema maps each config field to its rule; move the entries of "
+     "`properties` up into configSchema and give each field named in `required` required: true"),
+])
+async def test_a_config_schema_mistake_names_the_config_field(plugin_dir, make_host, schema, field, says):
+    """Before: every configSchema error said `metadata.configSchema....` (msgspec's `[...]` for a
+    key), naming no field; a JSON Schema (the shape seed 002's SchemaDefinition has, and most
+    authors know) got "Expected `object`, got `str`" with nothing about what shape is wanted."""
+    path = plugin_dir.add("schemy.js", plugin("schemy", f"configSchema: {schema}"))
+    async with make_host(pool=ONE) as h:
+        info = h.plugin("schemy")
+        assert info.state == "error"
+        assert f"{path}: metadata.{field}: " in info.error and says in info.error
+        assert "[...]" not in info.error and "...." not in info.error

@@ -166,8 +166,8 @@ def parse_manifest(raw: Any, exports: list[str], *, path: str, expected_id: str,
     try:
         m = msgspec.convert(raw, Manifest)
     except msgspec.ValidationError as exc:
-        field = _field_of(str(exc))
-        raise InvalidManifest(str(exc), path=path, field=field, plugin=expected_id) from None
+        message, field = _keyed(raw, str(exc))
+        raise InvalidManifest(message, path=path, field=field, plugin=expected_id) from None
     _check_text(m, path=path, plugin=expected_id)
     if not ID_RE.match(m.id):
         raise InvalidManifest(f"{m.id!r} is not a valid id", path=path, field="id", plugin=expected_id)
@@ -327,6 +327,33 @@ def _api_compatible(api: str) -> bool:
         return int(str(api).split(".")[0]) == int(HOST_API_VERSION.split(".")[0])
     except ValueError:
         return False
+
+
+_KEYED = re.compile(r"at `\$\.([A-Za-z]+)\[\.\.\.\]([^`]*)`")
+_JSON_SCHEMA = ("this looks like a JSON Schema: configSchema maps each config field to its rule; move the "
+                "entries of `properties` up into configSchema and give each field named in `required` "
+                "required: true")
+
+
+def _keyed(raw: dict[str, Any], message: str) -> tuple[str, str]:
+    """msgspec's error and the field it names, with the key it writes ``[...]`` found: each entry of
+    that object is tried alone (``configSchema.apiKey.type``, not ``configSchema....type``)."""
+    m = _KEYED.search(message)
+    entries = raw.get(m.group(1)) if m else None
+    if m is None or not isinstance(entries, dict):
+        return message, _field_of(message)
+    container = m.group(1)
+    for key, value in entries.items():
+        try:
+            msgspec.convert({**raw, container: {key: value}}, Manifest)
+        except msgspec.ValidationError as exc:
+            if (found := _KEYED.search(str(exc))) is not None and found.group(1) == container:
+                rest = found.group(2)
+                message = str(exc).replace(f"`$.{container}[...]", f"`$.{container}.{key}")
+                if container == "configSchema" and ("properties" in entries or entries.get("type") == "object"):
+                    message += f" ({_JSON_SCHEMA})"
+                return message, f"{container}.{key}{rest.replace('[', '.').replace(']', '')}"
+    return message, _field_of(message)
 
 
 def _field_of(message: str) -> str:
