@@ -164,3 +164,36 @@ async def test_a_config_schema_mistake_names_the_config_field(plugin_dir, make_h
         assert info.state == "error"
         assert f"{path}: metadata.{field}: " in info.error and says in info.error
         assert "[...]" not in info.error and "...." not in info.error
+
+
+@pytest.mark.parametrize(("name", "source"), [
+    ("default_object", 'export default {\n  metadata: { id: "default_object", name: "D", version: "1.0.0", '
+                       'apiVersion: "1.0" },\n  async hello(name) { return `hi ${name}`; },\n};\n'),
+    ("class_based", 'export default class Plugin {\n  metadata = { id: "class_based", name: "C", version: "1.0.0", '
+                    'apiVersion: "1.0" };\n  async hello(name) { return `hi ${name}`; }\n}\n'),
+    ("factory", 'export default async function createPlugin() {\n  return { metadata: { id: "factory", name: "F", '
+                'version: "1.0.0", apiVersion: "1.0" }, hello: async (n) => `hi ${n}` };\n}\n'),
+])
+async def test_a_plugin_in_another_module_shape_is_told_the_shape_to_write(plugin_dir, make_host, name, source):
+    """Before: "metadata.*: the module must export `metadata`, an object", for a module that has
+    its metadata, only in a default export: nothing said that named exports are what is read."""
+    path = plugin_dir.add(f"{name}.js", source, auto_metadata=False)
+    async with make_host(pool=ONE) as h:
+        error = h.plugin(name).error
+    assert f"{path}: metadata.*: the module must export `metadata`, an object" in error
+    assert "export const metadata = {" in error and "export async function queryBalance(config, context)" in error
+    assert "a default export" in error and "is not read" in error
+
+
+async def test_a_commonjs_plugin_is_told_to_use_exports(plugin_dir, make_host):
+    """Before: 'failed to load: ReferenceError: module is not defined': true, and no word of
+    CommonJS or of what to write instead (seed 001 names `module.exports` as the form to avoid)."""
+    path = plugin_dir.add("cjs.js", 'module.exports = {\n  metadata: { id: "cjs", name: "C", version: "1.0.0", '
+                                    'apiVersion: "1.0" },\n  hello: async (n) => `hi ${n}`,\n};\n', auto_metadata=False)
+    plugin_dir.add("req.js", plugin("req", body='const fs = require("fs");\nexport function f() { return 1; }'))
+    async with make_host(pool=ONE) as h:
+        cjs, req = h.plugin("cjs").error, h.plugin("req").error
+    assert "ReferenceError: module is not defined" in cjs and f"{path}:1:1" in cjs
+    assert "ReferenceError: require is not defined" in req
+    for error in (cjs, req):
+        assert "plugins are ES modules" in error and "export const metadata" in error

@@ -159,7 +159,11 @@ def parse_manifest(raw: Any, exports: list[str], *, path: str, expected_id: str,
                    expected_version: str | None = None, id_from: str = "the file or directory name") -> Manifest:
     """Validate ``metadata`` as the worker reported it (plus the module's function exports)."""
     if not isinstance(raw, dict):
-        raise InvalidManifest("the module must export `metadata`, an object", path=path, field="*")
+        raise InvalidManifest(
+            "the module must export `metadata`, an object: `export const metadata = { id, name, version, "
+            "apiVersion }`, with each function exported by name (`export async function queryBalance(config, "
+            "context)`); a default export (an object holding them, a class, a factory) is not read",
+            path=path, field="*")
     for key in ("id", "name", "version", "apiVersion"):
         if raw.get(key) in (None, ""):
             raise InvalidManifest("is required", path=path, field=key, plugin=expected_id)

@@ -1,4 +1,5 @@
-"""A module the sandbox would not load for a plugin, said as what its author can change.
+"""A plugin module that would not load, said as what its author can change: a refused import,
+or a CommonJS module.
 
 Deno reports a refused import as a TypeError (the runtime names it NotCapable, worker_runtime/
 errors.ts) in terms of its command line: "npm specifiers were requested; but --no-npm is
@@ -37,3 +38,15 @@ def import_advice(info: p.ErrorInfo, module: str | None, root: str | None) -> st
                else f"it is outside the plugin's directory ({root}), the only files a plugin may import; ")
         return f'Requires read access to "{m.group(1)}": {why}{home}{info.message[m.end():]}'
     return None
+
+
+_COMMONJS = re.compile(r"^(module|exports|require) is not defined$")
+
+
+def commonjs_advice(info: p.ErrorInfo) -> str | None:
+    """``info``'s message with what to write instead, when the module is CommonJS (``module.exports``,
+    ``require``), which Deno runs as an ES module: those names are not defined there."""
+    if info.name != "ReferenceError" or _COMMONJS.match(info.message) is None:
+        return None
+    return (f"{info.message}: plugins are ES modules, not CommonJS; write `export const metadata = {{...}}` "
+            "and `export async function name(...)` instead of module.exports, and `import` instead of require")
