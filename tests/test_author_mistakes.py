@@ -197,3 +197,37 @@ async def test_a_commonjs_plugin_is_told_to_use_exports(plugin_dir, make_host):
     assert "ReferenceError: require is not defined" in req
     for error in (cjs, req):
         assert "plugins are ES modules" in error and "export const metadata" in error
+
+
+THROWS = """
+export function str() { throw "a plain string"; }
+export function nothing() { throw null; }
+export function num() { throw 404; }
+export function obj() { throw { code: 42, message: "object message" }; }
+export function getters() { throw { get message() { throw new Error("getter boom"); }, code: 7 }; }
+export function map() { throw new Map([["why", "no key"]]); }
+export function cycle() { const o = { name: "o" }; o.self = o; throw o; }
+export function big() { throw 5n; }
+"""
+
+
+@pytest.mark.parametrize(("fn", "message"), [
+    ("str", "a plain string"),
+    ("nothing", "null"),
+    ("num", "404"),
+    ("obj", '{"code":42,"message":"object message"}'),
+    ("getters", "{ message: [Getter], code: 7 }"),
+    ("map", 'Map(1) { "why" => "no key" }'),
+    ("cycle", '<ref *1> { name: "o", self: [Circular *1] }'),
+    ("big", "5n"),
+])
+async def test_a_thrown_value_that_is_no_error_arrives_described(plugin_dir, make_host, fn, message):
+    """Before: an object whose getter throws, a Map or a cycle arrived as "[object Object]" or
+    "[object Map]": nothing of what was thrown."""
+    from host import PluginError
+
+    plugin_dir.add("thrower.js", THROWS)
+    async with make_host(pool=ONE) as h:
+        with pytest.raises(PluginError) as e:
+            await h.call("thrower", fn)
+    assert e.value.name == "Exception" and e.value.message == message

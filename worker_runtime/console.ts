@@ -4,7 +4,7 @@
  */
 
 import { type CallState, tracker } from "./calls.ts";
-import { cap, isError, isPlain, safeJson, safeString, scrub } from "./errors.ts";
+import { cap, describeValue, isError, scrub } from "./errors.ts";
 import type { ErrorInfo, Log } from "./protocol.ts";
 import { limits, send } from "./wire.ts";
 
@@ -66,46 +66,6 @@ export function emitLog(level: string, message: string, state: CallState | undef
   }
 }
 
-// Taken before any plugin code runs (an execution's hardened realm may not reach Deno).
-const inspect = Deno.inspect;
-const INSPECT = { colors: false, compact: true, breakLength: Infinity, depth: 6, iterableLimit: 100 } as const;
-// Objects JSON.stringify shows as "{}" or without their kind (it reads own enumerable keys only).
-const NOT_PLAIN_JSON = new Set(["[object Map]", "[object Set]", "[object WeakMap]", "[object WeakSet]",
-  "[object RegExp]", "[object ArrayBuffer]", "[object Promise]"]);
-
-/** JSON (the Isolate engine's logs: "Processing data: [1,2,3]") when it shows `v` as it is;
- * undefined when it would not (a cycle, a BigInt, a Map, a Set, symbol keys, undefined or NaN
- * inside, a class instance, a getter that throws): those are inspected as Deno's console would. */
-function faithfulJson(v: unknown): string | undefined {
-  let lossy = false;
-  let json: string | undefined;
-  try {
-    json = JSON.stringify(v, function (_key, x: unknown) {
-      if (lossy) return undefined;
-      switch (typeof x) {
-        case "bigint":
-        case "symbol":
-        case "function":
-        case "undefined":
-          lossy = true;
-          return undefined;
-        case "number":
-          if (!Number.isFinite(x)) lossy = true;
-          return x;
-        case "object":
-          if (x === null || Array.isArray(x)) return x;
-          if (ArrayBuffer.isView(x) || NOT_PLAIN_JSON.has(Object.prototype.toString.call(x)) ||
-              !isPlain(x) || Object.getOwnPropertySymbols(x).length > 0) lossy = true;
-          return x;
-      }
-      return x;
-    });
-  } catch {
-    return undefined; // a cycle, a getter or a proxy trap that throws
-  }
-  return lossy ? undefined : json;
-}
-
 function formatValue(v: unknown): string {
   if (typeof v === "string") return v;
   try {
@@ -113,13 +73,7 @@ function formatValue(v: unknown): string {
   } catch {
     // a revoked proxy, say: fall through
   }
-  const json = faithfulJson(v);
-  if (json !== undefined) return json;
-  try {
-    return inspect(v, INSPECT);
-  } catch {
-    return safeJson(v) ?? safeString(v);
-  }
+  return describeValue(v);
 }
 
 export function formatArgs(args: unknown[]): string {

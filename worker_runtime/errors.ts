@@ -111,14 +111,7 @@ export function errorInfo(e: unknown): ErrorInfo {
       if ((e instanceof PluginError || info.error_type) && details !== undefined) info.details = details;
       return info;
     }
-    let message: string;
-    if (typeof e === "string") {
-      message = e;
-    } else if (e !== null && typeof e === "object" && isPlain(e)) {
-      message = safeJson(e) ?? safeString(e);
-    } else {
-      message = safeString(e);
-    }
+    const message = typeof e === "string" ? e : describeValue(e);
     const info: ErrorInfo = { name: "Exception", message: cap(message, MAX_ERROR_MESSAGE) };
     if (e !== undefined) info.details = e;
     return info;
@@ -141,6 +134,57 @@ function withCauses(e: Error): { message: string; refused: boolean } {
     cause = isError(cause) ? cause.cause : undefined;
   }
   return { message, refused };
+}
+
+// Taken before any plugin code runs (an execution's hardened realm may not reach Deno).
+const inspect = Deno.inspect;
+const INSPECT = { colors: false, compact: true, breakLength: Infinity, depth: 6, iterableLimit: 100 } as const;
+// Objects JSON.stringify shows as "{}" or without their kind (it reads own enumerable keys only).
+const NOT_PLAIN_JSON = new Set(["[object Map]", "[object Set]", "[object WeakMap]", "[object WeakSet]",
+  "[object RegExp]", "[object ArrayBuffer]", "[object Promise]"]);
+
+/** JSON (the Isolate engine's logs: "Processing data: [1,2,3]") when it shows `v` as it is;
+ * undefined when it would not (a cycle, a BigInt, a Map, a Set, symbol keys, undefined or NaN
+ * inside, a class instance, a getter that throws): those are inspected as Deno's console would. */
+function faithfulJson(v: unknown): string | undefined {
+  let lossy = false;
+  let json: string | undefined;
+  try {
+    json = JSON.stringify(v, function (_key, x: unknown) {
+      if (lossy) return undefined;
+      switch (typeof x) {
+        case "bigint":
+        case "symbol":
+        case "function":
+        case "undefined":
+          lossy = true;
+          return undefined;
+        case "number":
+          if (!Number.isFinite(x)) lossy = true;
+          return x;
+        case "object":
+          if (x === null || Array.isArray(x)) return x;
+          if (ArrayBuffer.isView(x) || NOT_PLAIN_JSON.has(Object.prototype.toString.call(x)) ||
+              !isPlain(x) || Object.getOwnPropertySymbols(x).length > 0) lossy = true;
+          return x;
+      }
+      return x;
+    });
+  } catch {
+    return undefined; // a cycle, a getter or a proxy trap that throws
+  }
+  return lossy ? undefined : json;
+}
+
+/** `v` as JSON when that shows it as it is, else as Deno's console shows it; never throws. */
+export function describeValue(v: unknown): string {
+  const json = faithfulJson(v);
+  if (json !== undefined) return json;
+  try {
+    return inspect(v, INSPECT);
+  } catch {
+    return safeJson(v) ?? safeString(v);
+  }
 }
 
 /** A plain object of any realm. */
