@@ -231,3 +231,41 @@ async def test_a_thrown_value_that_is_no_error_arrives_described(plugin_dir, mak
         with pytest.raises(PluginError) as e:
             await h.call("thrower", fn)
     assert e.value.name == "Exception" and e.value.message == message
+
+
+RETURNS = """
+class Point { constructor(x, y) { this.x = x; this.y = y; } }
+export function undef() { return undefined; }
+export function floats() { return [NaN, Infinity, -Infinity]; }
+export function big() { return [10n, -(2n ** 63n)]; }
+export function hugebig() { return 2n ** 70n; }
+export function typed() { return [new Uint8Array([1, 2]), new Float64Array([1.5]), new ArrayBuffer(2)]; }
+export function date() { return new Date(1500); }
+export function collections() { return [new Map([["a", 1], [2, "b"]]), new Set([1, 1, 2])]; }
+export function instances() { return [new Point(1, 2), new Error("lost"), { toJSON() { return "mine"; } }]; }
+export function fn() { return { f() {} }; }
+"""
+
+
+async def test_what_a_caller_gets_for_each_kind_of_value_is_what_the_readme_says(plugin_dir, make_host):
+    """The README's table of returned values, held to what a Python caller gets."""
+    import datetime
+    import math
+
+    from host import PluginError
+
+    plugin_dir.add("values.js", RETURNS)
+    async with make_host(pool=ONE) as h:
+        assert await h.call("values", "undef") is None
+        nan, inf, ninf = await h.call("values", "floats")
+        assert math.isnan(nan) and (inf, ninf) == (math.inf, -math.inf)
+        assert await h.call("values", "big") == [10, -(2**63)]
+        with pytest.raises(PluginError, match="bigint outside the 64-bit range"):
+            await h.call("values", "hugebig")
+        assert await h.call("values", "typed") == [b"\x01\x02", b"\x00\x00\x00\x00\x00\x00\xf8?", b"\x00\x00"]
+        assert await h.call("values", "date") == datetime.datetime(1970, 1, 1, 0, 0, 1, 500000, tzinfo=datetime.UTC)
+        assert await h.call("values", "collections") == [{"a": 1, 2: "b"}, [1, 2]]
+        assert await h.call("values", "instances") == [{"x": 1, "y": 2}, {}, "mine"]
+        with pytest.raises(PluginError, match="value is not serializable: function") as e:
+            await h.call("values", "fn")
+        assert e.value.name == "TypeError"
