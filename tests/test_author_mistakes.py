@@ -269,3 +269,33 @@ async def test_what_a_caller_gets_for_each_kind_of_value_is_what_the_readme_says
         with pytest.raises(PluginError, match="value is not serializable: function") as e:
             await h.call("values", "fn")
         assert e.value.name == "TypeError"
+
+
+@pytest.mark.parametrize(("metadata", "field", "says"), [
+    ('id: "m", name: "m", version: "1.0.0", api_version: "1.0"', "apiVersion",
+     "is required (found `api_version`: metadata's fields are camelCase, apiVersion)"),
+    ('id: "m", name: "m", version: "1.0.0", apiVersion: "1.0", config_schema: {}', "config_schema",
+     "Object contains unknown field `config_schema` (did you mean `configSchema`?)"),
+    ('id: "m", name: "m", version: "1.0.0", apiVersion: "1.0", dependecies: {}', "dependecies",
+     "(did you mean `dependencies`?)"),
+    ('id: "m", name: "m", version: "1.0.0", apiVersion: 1.0', "apiVersion",
+     'Expected `str`, got `int` - at `$.apiVersion` (write it as a string: "1.0")'),
+    ('id: "m", name: "m", version: "1.0.0", apiVersion: "1.0", dependencies: ["calc@^1.0.0"]', "dependencies",
+     'Expected `object`, got `array` - at `$.dependencies` (an object of plugin id to semver range: '
+     '{ "calc": "^1.0.0" })'),
+    ('id: "m", name: "m", version: "1.0.0", apiVersion: "1.0", dependencies: { calc: ">=1.0.0, <2.0.0" }',
+     "dependencies.calc", "'>=1.0.0, <2.0.0' is not a semver range (npm's syntax: ^1.2.0, ~1.2.0, "
+     ">=1.0.0 <2.0.0, 1.x, *)"),
+    ('id: "m", name: "m", version: "1.0.0", apiVersion: "1.0", permissions: ["net:api.example.com"]',
+     "permissions", "(an object of kind to grant: { net: [\"api.example.com\"], read: [\"data\"] })"),
+])
+async def test_a_metadata_slip_says_what_was_meant(plugin_dir, make_host, metadata, field, says):
+    """Before: a snake_case field (seed 000's Rust struct is snake_case, renamed to camelCase for JS)
+    got "apiVersion: is required" beside the api_version given; seed 002's "plugin@version"
+    dependency strings got "Expected `object`, got `array`", with no word of the shape wanted."""
+    plugin_dir.add("calc.js", plugin("calc"))
+    path = plugin_dir.add("m.js", f"export const metadata = {{ {metadata} }};\nexport function f() {{ return 1; }}\n",
+                          auto_metadata=False)
+    async with make_host(pool=ONE) as h:
+        error = h.plugin("m").error
+    assert f"{path}: metadata.{field}: " in error and says in error

@@ -15,6 +15,7 @@ import semantic_version as sv
 from ..errors import InvalidConfig
 from ..security.net_entry import net_entry_problem
 from ..security.permissions import BIDI, CONTROL, Permissions
+from .manifest_hints import RANGE_SYNTAX, convert_hint, fields_of, missing_hint
 from .schema_rules import rule_problem, shown, value_problem
 
 HOST_API_VERSION = "1.0"
@@ -166,11 +167,12 @@ def parse_manifest(raw: Any, exports: list[str], *, path: str, expected_id: str,
             path=path, field="*")
     for key in ("id", "name", "version", "apiVersion"):
         if raw.get(key) in (None, ""):
-            raise InvalidManifest("is required", path=path, field=key, plugin=expected_id)
+            raise InvalidManifest(f"is required{missing_hint(raw, key)}", path=path, field=key, plugin=expected_id)
     try:
         m = msgspec.convert(raw, Manifest)
     except msgspec.ValidationError as exc:
         message, field = _keyed(raw, str(exc))
+        message += convert_hint(raw, message, field, fields_of(Manifest))
         raise InvalidManifest(message, path=path, field=field, plugin=expected_id) from None
     _check_text(m, path=path, plugin=expected_id)
     if not ID_RE.match(m.id):
@@ -211,7 +213,7 @@ def parse_manifest(raw: Any, exports: list[str], *, path: str, expected_id: str,
         try:
             sv.NpmSpec(dep_range)
         except ValueError:
-            raise InvalidManifest(f"{dep_range!r} is not a semver range", path=path,
+            raise InvalidManifest(f"{dep_range!r} is not a semver range ({RANGE_SYNTAX})", path=path,
                                   field=f"dependencies.{name}", plugin=m.id) from None
     for key, spec in m.config_schema.items():
         if spec.enum is not None and spec.default is not msgspec.UNSET and spec.default not in spec.enum:

@@ -1,0 +1,60 @@
+"""What a manifest's author most likely meant, said after the error that refuses it.
+
+The slips seen in plugins written from the balance plugin system's documents: its Rust structs
+spell the fields in snake_case (``api_version``, renamed to camelCase for JavaScript), seed 002
+writes a dependency as ``"plugin@version"``, a number where a version string goes, a list of
+``"kind:entry"`` grants, and a range in a syntax other than npm's (which the host reads).
+"""
+
+from __future__ import annotations
+
+import difflib
+import re
+from typing import Any
+
+import msgspec
+
+_SHAPES = {
+    "dependencies": 'an object of plugin id to semver range: { "%s": "^1.0.0" }',
+    "permissions": 'an object of kind to grant: { net: ["api.example.com"], read: ["data"] }',
+    "configSchema": 'an object of config field to its rule: { apiKey: { type: "string", required: true } }',
+    "capabilities": 'a list: ["balance"] or ["message.incoming"]',
+}
+RANGE_SYNTAX = "npm's syntax: ^1.2.0, ~1.2.0, >=1.0.0 <2.0.0, 1.x, *"
+
+
+def camel(name: str) -> str:
+    head, *rest = name.split("_")
+    return head + "".join(part[:1].upper() + part[1:] for part in rest)
+
+
+def fields_of(struct: type[msgspec.Struct]) -> list[str]:
+    """The names a manifest spells its fields with (camelCase)."""
+    return [f.encode_name for f in msgspec.structs.fields(struct)]
+
+
+def missing_hint(raw: dict[str, Any], key: str) -> str:
+    """For a required field not given: the snake_case spelling given instead, if any."""
+    snake = re.sub(r"([A-Z])", lambda m: "_" + m.group(1).lower(), key)
+    if snake != key and snake in raw:
+        return f" (found `{snake}`: metadata's fields are camelCase, {key})"
+    return ""
+
+
+def convert_hint(raw: dict[str, Any], message: str, field: str, known: list[str]) -> str:
+    """For msgspec's refusal of ``field``: the field meant by an unknown name, or the shape wanted."""
+    unknown = re.search(r"unknown field `([^`]+)`", message)
+    if unknown:
+        name = unknown.group(1)
+        meant = camel(name) if camel(name) in known else next(iter(difflib.get_close_matches(name, known, 1, 0.75)), None)
+        return f" (did you mean `{meant}`?)" if meant else ""
+    top = field.split(".")[0]
+    value = raw.get(top)
+    if top in ("apiVersion", "version") and isinstance(value, int | float) and not isinstance(value, bool):
+        shown = f"{float(value):.1f}" if top == "apiVersion" else ".".join([*str(value).split("."), "0", "0"][:3])
+        return f' (write it as a string: "{shown}")'
+    if field == top and top in _SHAPES and ("Expected `object`" in message or "Expected `array`" in message):
+        first = value[0] if isinstance(value, list) and value and isinstance(value[0], str) else ""
+        shape = _SHAPES[top]
+        return f" ({shape % (first.split('@')[0] or 'other',)})" if "%s" in shape else f" ({shape})"
+    return ""
