@@ -299,3 +299,33 @@ async def test_a_metadata_slip_says_what_was_meant(plugin_dir, make_host, metada
     async with make_host(pool=ONE) as h:
         error = h.plugin("m").error
     assert f"{path}: metadata.{field}: " in error and says in error
+
+
+HOOKISH = """
+export async function onLoad(ctx) { console.log("loading"); }
+export async function onUnload(ctx) {}
+export async function handleConfigChange(config, ctx) {}
+export async function onStart(ctx) {}
+export function f() { return 1; }
+"""
+
+
+async def test_an_export_named_like_a_lifecycle_hook_the_host_never_runs_is_warned_of(plugin_dir, make_host, caplog):
+    """Before: onLoad (or seed 002's handleConfigChange, an onUnload) loaded as any function and
+    was never run, with no word said: the author's setup silently never happened."""
+    import logging
+
+    from host import HostConfig
+    from host.plugins.scaffold import validate
+
+    path = plugin_dir.add("hooky.js", HOOKISH)
+    with caplog.at_level(logging.WARNING, logger="host"):
+        async with make_host(pool=ONE) as h:
+            assert await h.call("hooky", "f") == 1
+    said = [r.getMessage() for r in caplog.records if "never runs" in r.getMessage()]
+    assert len(said) == 3 and all(f"in {path}" in s for s in said)
+    assert any("exports onLoad, which the host never runs: rename it onStart" in s for s in said)
+    assert any("exports onUnload, which the host never runs: rename it onStop" in s for s in said)
+    assert any("exports handleConfigChange, which the host never runs: rename it onConfigChange" in s for s in said)
+    report = await validate(path, HostConfig(plugins_dir=str(plugin_dir.root), state_dir=str(plugin_dir.root.parent / "v")))
+    assert report.valid and sum("never runs" in f for f in report.findings) == 3

@@ -58,3 +58,21 @@ def convert_hint(raw: dict[str, Any], message: str, field: str, known: list[str]
         shape = _SHAPES[top]
         return f" ({shape % (first.split('@')[0] or 'other',)})" if "%s" in shape else f" ({shape})"
     return ""
+
+
+# Names of other plugin systems' lifecycle hooks (seed 002's Plugin trait, in camelCase; common
+# JS spellings) -> the host's hook that does that job. The host runs only its own three.
+HOOK_LOOKALIKES = {
+    "onLoad": "onStart", "onInit": "onStart", "onInitialize": "onStart", "onEnable": "onStart",
+    "onUnload": "onStop", "onDestroy": "onStop", "onDisable": "onStop", "onCleanup": "onStop",
+    "onShutdown": "onStop", "onClose": "onStop",
+    "onConfigChanged": "onConfigChange", "onConfigUpdate": "onConfigChange", "handleConfigChange": "onConfigChange",
+}
+_HOOKS_SAID = ("its lifecycle hooks are onStart(ctx) (in each worker, before its first call), onStop(ctx) and "
+               "onConfigChange(config, ctx)")
+
+
+def unrun_hooks(exports: list[str], module: str) -> list[str]:
+    """A warning for each export named like a lifecycle hook the host does not have."""
+    return [f"exports {name}, which the host never runs: rename it {hook} ({_HOOKS_SAID}) in {module}"
+            for name, hook in HOOK_LOOKALIKES.items() if name in exports]

@@ -15,6 +15,7 @@ from ..runtime import Runtime
 from ..security.private_files import os_failure
 from .discovery import load_manifest, source_for
 from .manifest import KNOWN_CAPABILITIES, infer_capabilities
+from .manifest_hints import unrun_hooks
 from .templates import BALANCE_TEST, BALANCE_TS, EVENT_TEST, EVENT_TS, TEMPLATES, USAGE_JS, USAGE_TEST
 
 _NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
@@ -58,7 +59,7 @@ async def validate(path: str | Path, config: HostConfig) -> Report:
         permissions=msgspec.to_builtins(manifest.grants),
         findings=manifest.findings(max_net_hosts=config.security.max_net_hosts) + [
             f'exports {KNOWN_CAPABILITIES[c]} without declaring it: add "{c}" to metadata.capabilities'
-            for c in inferred],
+            for c in inferred] + unrun_hooks(exports, str(src.module)),
     )
 
 
