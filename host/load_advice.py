@@ -36,7 +36,9 @@ def import_advice(info: p.ErrorInfo, module: str | None, root: str | None) -> st
     if (m := _READ.match(info.message)) is not None:
         why = ("a single-file plugin imports only itself (and \"@plugin-host/kit\"); " if single
                else f"it is outside the plugin's directory ({root}), the only files a plugin may import; ")
-        return f'Requires read access to "{m.group(1)}": {why}{home}{info.message[m.end():]}'
+        types = ("; if it imports only types, write `import type { ... }` (erased: an `import { type X }` "
+                 "still loads the file)" if m.group(1).endswith((".ts", ".tsx", ".mts")) else "")
+        return f'Requires read access to "{m.group(1)}": {why}{home}{types}{info.message[m.end():]}'
     return None
 
 

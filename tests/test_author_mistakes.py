@@ -329,3 +329,16 @@ async def test_an_export_named_like_a_lifecycle_hook_the_host_never_runs_is_warn
     assert any("exports handleConfigChange, which the host never runs: rename it onConfigChange" in s for s in said)
     report = await validate(path, HostConfig(plugins_dir=str(plugin_dir.root), state_dir=str(plugin_dir.root.parent / "v")))
     assert report.valid and sum("never runs" in f for f in report.findings) == 3
+
+
+async def test_a_type_import_that_loads_a_file_says_how_to_import_types_only(plugin_dir, make_host):
+    """`import { type Context } from "./types.ts"` is kept as an import of the file (Deno keeps
+    an import whose specifiers are all inline `type`s); `import type` is erased. Before, the
+    refusal said to pass --allow-read; now it says to write `import type`."""
+    plugin_dir.add("typed.ts", 'import { type Context } from "./types.ts";\n'
+                               "export function f(x: number, ctx: Context): number { return x; }\n")
+    plugin_dir.add("erased.ts", 'import type { Context } from "./types.ts";\n'
+                                "export function f(x: number, ctx: Context): number { return x; }\n")
+    async with make_host(pool=ONE) as h:
+        assert "if it imports only types, write `import type { ... }`" in h.plugin("typed").error
+        assert await h.call("erased", "f", 2) == 2
