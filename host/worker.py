@@ -53,6 +53,9 @@ from .wake import Wake
 T = TypeVar("T")
 DRAIN_GRACE = 0.5  # seconds the reader may take to drain a dead worker's last frames
 EXIT_GRACE = 0.5   # seconds a worker that closed its socket has to exit before it is killed
+# Seconds a worker whose socket closed during the handshake has to be seen ending: a process that
+# exits closes its socket as it dies, so this is the reaping's time, not the plugin's.
+LOST_EXIT_GRACE = 0.25
 MIN_TIMEOUT = 0.001  # seconds a request is given at least, when its deadline is all but spent
 log = logging.getLogger("host.worker")
 _HOOK_EXPORTS = frozenset(p.HOOKS.values())  # onStart, onStop, onConfigChange: never a caller's call
@@ -525,10 +528,22 @@ class Worker:
             try:
                 self._backlog.extend(await self._conn.receive())
             except ConnectionLost:
-                raise self._handshake_failed("connection closed") from None
+                raise await self._lost_in_handshake() from None
             except ProtocolError as exc:
                 raise self._handshake_failed(exc.message) from None
         return self._backlog.pop(0)
+
+    async def _lost_in_handshake(self) -> HostError:
+        """The worker closed its socket before it was ready. If its process is ending by itself
+        (Deno.exit, out of memory at the module's top level), how it ended says why: wait a moment
+        for it (``_watch_process`` may see the exit first and end the handshake with it), shielded
+        from the handshake's deadline, whose error would say less."""
+        assert self._proc is not None
+        with anyio.CancelScope(shield=True), anyio.move_on_after(LOST_EXIT_GRACE):
+            await self._proc.wait()
+        if self._proc.returncode is None:
+            return self._handshake_failed("connection closed")
+        return self._exit_error()
 
     async def _watch_process(self, tg: TaskGroup) -> None:
         assert self._proc is not None
@@ -649,6 +664,8 @@ class Worker:
             "shutdown": "shut down",
         }.get(reason, f"was killed: {reason}" if reason.startswith("resource limit") else "crashed")
         summary = f"{text} ({how})"
+        if self._loading and self.state == "starting":  # the plugin's top level ended it
+            summary += f" while loading {self.spec.module}"
         msg = f"worker {self.describe()} (pid {proc.pid}) {summary}"
         if tail.strip() and reason not in ("shutdown",):
             msg += f"; output: {tail.strip()[-500:]}"

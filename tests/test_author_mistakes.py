@@ -342,3 +342,20 @@ async def test_a_type_import_that_loads_a_file_says_how_to_import_types_only(plu
     async with make_host(pool=ONE) as h:
         assert "if it imports only types, write `import type { ... }`" in h.plugin("typed").error
         assert await h.call("erased", "f", 2) == 2
+
+
+@pytest.mark.parametrize(("body", "says"), [
+    ("Deno.exit(3);", "crashed (exit code 3) while loading"),
+    ("const a = []; for (;;) a.push({ x: new Array(1000).fill(1) });", "ran out of memory (signal SIGTRAP) while loading"),
+])
+async def test_a_worker_that_dies_while_its_module_loads_says_how_it_died(plugin_dir, make_host, body, says):
+    """Before: "handshake rejected: connection closed", for a module that called Deno.exit or
+    ran out of memory at its top level: the exit code, the signal and Deno's own words were lost."""
+    from host import HostError, WorkerLimits
+
+    path = plugin_dir.add("dies.js", plugin("dies", body=body + "\nexport function f() { return 1; }"))
+    async with make_host(pool=ONE, limits=WorkerLimits(heap_mb=64)) as h:
+        with pytest.raises(HostError):
+            await h.call("dies", "f", timeout=20)
+        error = h.plugin("dies").error
+    assert says in error and str(path) in error and "connection closed" not in error
