@@ -359,3 +359,27 @@ async def test_a_worker_that_dies_while_its_module_loads_says_how_it_died(plugin
             await h.call("dies", "f", timeout=20)
         error = h.plugin("dies").error
     assert says in error and str(path) in error and "connection closed" not in error
+
+
+@pytest.mark.parametrize(("verdict", "says"), [
+    ('{ isValid: false, errors: ["apiKey must start with sk-", "region is unknown"], warnings: [] }',
+     "apiKey must start with sk-; region is unknown"),
+    ('{ isValid: false, invalidMessage: "key expired" }', "key expired"),
+    ('{ valid: false, message: "API Key 格式不正确" }', "API Key 格式不正确"),
+    ("false", "invalid"),
+])
+async def test_validate_config_refuses_in_each_shape_the_seeds_write(plugin_dir, make_host, verdict, says):
+    """Before: seed 002's ValidationResult (`is_valid`, `errors`: `{isValid: false, errors}` in
+    JavaScript) and the usage scripts' `{isValid: false, invalidMessage}` were taken as a yes: the
+    config the plugin refused was stored, and every call then ran with it."""
+    from host import InvalidConfig
+
+    plugin_dir.add("picky.js", plugin("picky", 'configSchema: { apiKey: { type: "string" } }',
+                                      body="export function validateConfig(config) {\n"
+                                           f'  return config.apiKey === "sk-ok" ? {{ valid: true }} : {verdict};\n}}\n'
+                                           "export function f(config) { return 1; }"))
+    async with make_host(pool=ONE) as h:
+        with pytest.raises(InvalidConfig) as e:
+            await h.set_config("picky", {"apiKey": "nope"})
+        assert f"rejected by the plugin: {says}" in str(e.value)
+        await h.set_config("picky", {"apiKey": "sk-ok"})
