@@ -383,3 +383,25 @@ async def test_validate_config_refuses_in_each_shape_the_seeds_write(plugin_dir,
             await h.set_config("picky", {"apiKey": "nope"})
         assert f"rejected by the plugin: {says}" in str(e.value)
         await h.set_config("picky", {"apiKey": "sk-ok"})
+
+
+async def test_a_plugin_error_of_no_known_type_is_warned_of_where_it_was_made(plugin_dir, make_host):
+    """Before: `new PluginError(ErrorTypes.AUTH_EROR, ...)` (a misspelt name: undefined) became
+    UNKNOWN and `new PluginError("AUTH", ...)` kept a type the host classifies as nothing (a
+    station's key is not reported invalid), with no word said (seed 000 9.9.5 lists the types)."""
+    from host import PluginError
+
+    path = plugin_dir.add("typo.js", plugin("typo", body=(
+        'export function misspelt() { throw new PluginError(ErrorTypes.AUTH_EROR, "bad key"); }\n'
+        'export function invented() { throw new PluginError("AUTH", "bad key"); }\n'
+        'export function fine() { throw new PluginError(ErrorTypes.AUTH_ERROR, "bad key"); }')))
+    async with make_host(pool=ONE) as h:
+        for fn, kept in (("misspelt", "UNKNOWN"), ("invented", "AUTH"), ("fine", "AUTH_ERROR")):
+            with pytest.raises(PluginError) as e:
+                await h.call("typo", fn)
+            assert e.value.error_type == kept
+        warned = [e.message for e in h.logs("typo", level="warning") if e.kind == "console"]
+    assert len(warned) == 2
+    assert "errorType is undefined (a misspelt ErrorTypes name?), taken as UNKNOWN" in warned[0]
+    assert f"{path}:2:" in warned[0]
+    assert "errorType 'AUTH' is not one of ErrorTypes" in warned[1] and f"{path}:3:" in warned[1]

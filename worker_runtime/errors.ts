@@ -36,7 +36,8 @@ export class PluginError extends Error {
 
   constructor(errorType: string, message?: string, details?: unknown) {
     // `new PluginError("message")` is a common slip: keep the message, type UNKNOWN.
-    if (message === undefined && !Object.hasOwn(ErrorTypes, errorType)) {
+    const slip = message === undefined && !Object.hasOwn(ErrorTypes, errorType);
+    if (slip) {
       message = errorType;
       errorType = ErrorTypes.UNKNOWN;
     }
@@ -44,6 +45,24 @@ export class PluginError extends Error {
     this.name = "PluginError";
     this.errorType = errorType ?? ErrorTypes.UNKNOWN;
     this.details = details;
+    if (!slip && !KNOWN_TYPES.has(errorType)) warnType(errorType, this.stack);
+  }
+}
+
+const KNOWN_TYPES = new Set<unknown>(Object.values(ErrorTypes));
+
+/** A PluginError made with a type the host does not classify: said in the plugin's log, where it
+ * was made (a misspelt `ErrorTypes.X` is undefined, and the error would pass as UNKNOWN unseen). */
+function warnType(given: unknown, stack: string | undefined): void {
+  try {
+    const at = (stack ?? "").split("\n").slice(1).find((l) => !l.includes("/worker_runtime/"))?.trim() ?? "";
+    const what = given === undefined || given === null
+      ? `errorType is ${given} (a misspelt ErrorTypes name?), taken as UNKNOWN`
+      : `errorType ${JSON.stringify(safeString(given)).replaceAll('"', "'")} is not one of ErrorTypes ` +
+        `(${[...KNOWN_TYPES].join(", ")}): the host classifies it as none of them`;
+    console.warn(`new PluginError: ${what}${at ? ` (${at})` : ""}`);
+  } catch {
+    // a warning must never change what the plugin throws
   }
 }
 
