@@ -405,3 +405,16 @@ async def test_a_plugin_error_of_no_known_type_is_warned_of_where_it_was_made(pl
     assert "errorType is undefined (a misspelt ErrorTypes name?), taken as UNKNOWN" in warned[0]
     assert f"{path}:2:" in warned[0]
     assert "errorType 'AUTH' is not one of ErrorTypes" in warned[1] and f"{path}:3:" in warned[1]
+
+
+async def test_a_dependency_that_failed_to_load_is_not_called_missing(plugin_dir, make_host):
+    """Before: "dependency 'broken' (^1.0.0) is not installed", for a plugin sitting in the
+    directory beside it, in error for its own reason: the author looked for a missing file."""
+    plugin_dir.add("broken.js", plugin("broken", body='throw new Error("broken at load");'))
+    plugin_dir.add("user.js", plugin("user", 'dependencies: { broken: "^1.0.0" }'))
+    plugin_dir.add("lonely.js", plugin("lonely", 'dependencies: { absent: "*" }'))
+    async with make_host(pool=ONE) as h:
+        user, lonely = h.plugin("user"), h.plugin("lonely")
+    assert user.state == "error" and "not installed" not in user.error
+    assert "dependency 'broken' (^1.0.0) cannot load: broken: failed to load: Error: broken at load" in user.error
+    assert "dependency 'absent' (*) is not installed" in lonely.error

@@ -2,20 +2,26 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 import semantic_version as sv
 
 from .manifest import Manifest
 
 
-def resolve(manifests: dict[str, Manifest]) -> tuple[list[list[str]], dict[str, str]]:
+def resolve(manifests: dict[str, Manifest], unavailable: Mapping[str, str] | None = None,
+            ) -> tuple[list[list[str]], dict[str, str]]:
     """Load order as levels (each level's plugins depend only on earlier levels) and, per
     plugin that cannot load, why: a missing or incompatible dependency, a cycle, or a
-    dependency that itself cannot load."""
+    dependency that itself cannot load. ``unavailable``: plugins installed but with no usable
+    manifest (failed to load), by id, and why."""
     errors: dict[str, str] = {}
     for pid, m in manifests.items():
         for dep, rng in m.dependencies.items():
             other = manifests.get(dep)
-            if other is None:
+            if other is None and unavailable and dep in unavailable:
+                errors[pid] = f"dependency {dep!r} ({rng}) cannot load: {unavailable[dep]}"
+            elif other is None:
                 errors[pid] = f"dependency {dep!r} ({rng}) is not installed"
             elif not sv.NpmSpec(rng).match(other.semver):
                 errors[pid] = f"dependency {dep!r} needs {rng}, installed is {other.version}"

@@ -93,7 +93,8 @@ class Loader:
                     seen[r.key] = r
         reg = self._reg
         latest = reg.newest(r for r in reg.records if r.manifest is not None and r.state != "error")
-        levels, errors = resolve({pid: r.manifest for pid, r in latest.items()})
+        failed = {r.id: r.error or r.state for r in reg.records if r.id not in latest and r.state == "error"}
+        levels, errors = resolve({pid: r.manifest for pid, r in latest.items()}, failed)
         for r in records:
             if r.state == "loaded" and r.id in errors:
                 r.set_state("error", errors[r.id])
