@@ -418,3 +418,25 @@ async def test_a_dependency_that_failed_to_load_is_not_called_missing(plugin_dir
     assert user.state == "error" and "not installed" not in user.error
     assert "dependency 'broken' (^1.0.0) cannot load: broken: failed to load: Error: broken at load" in user.error
     assert "dependency 'absent' (*) is not installed" in lonely.error
+
+
+async def test_console_format_specifiers_are_applied_as_deno_applies_them(plugin_dir, make_host):
+    """Before: console.log("%s has %d items", "cart", 3) logged "%s has %d items cart 3"."""
+    plugin_dir.add("fmt.js", plugin("fmt", body=(
+        "export function f() {\n"
+        '  console.log("%s has %d items (%i%%), %f avg", "cart", 3.7, 42.9, 1.5);\n'
+        '  console.log("obj %o and %O and %j", { a: 1 }, new Map([[1, 2]]), { b: [1] });\n'
+        '  console.log("%c styled", "color: red", "extra", 5);\n'
+        '  console.log("no args %s");\n'
+        '  console.log("100%", "sure");\n'
+        "  return 1;\n}")))
+    async with make_host(pool=ONE) as h:
+        assert await h.call("fmt", "f") == 1
+        said = [e.message for e in h.logs("fmt") if e.kind == "console"]
+    assert said == [
+        "cart has 3 items (42%), 1.5 avg",
+        'obj { a: 1 } and Map(1) { 1 => 2 } and {"b":[1]}',
+        " styled extra 5",
+        "no args %s",
+        "100% sure",
+    ]

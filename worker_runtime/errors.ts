@@ -196,6 +196,15 @@ function faithfulJson(v: unknown): string | undefined {
 }
 
 /** `v` as JSON when that shows it as it is, else as Deno's console shows it; never throws. */
+/** `v` as Deno's console inspects it (console.log's %o and %O); never throws. */
+export function inspectValue(v: unknown): string {
+  try {
+    return inspect(v, INSPECT);
+  } catch {
+    return safeString(v);
+  }
+}
+
 export function describeValue(v: unknown): string {
   const json = faithfulJson(v);
   if (json !== undefined) return json;
