@@ -52,3 +52,17 @@ def commonjs_advice(info: p.ErrorInfo) -> str | None:
         return None
     return (f"{info.message}: plugins are ES modules, not CommonJS; write `export const metadata = {{...}}` "
             "and `export async function name(...)` instead of module.exports, and `import` instead of require")
+
+
+_TRAILING_AT = re.compile(r"\n\s*at file://\S+:\d+:\d+\s*$")
+
+
+def located(message: str, where: str | None) -> str:
+    """A failed load's message with where it failed at the end of its first line: Deno ends a
+    module's load error with "\\n    at file:///...:L:C", after a syntax error's code frame, and a
+    log entry (one line, newlines escaped) then shows the frame before the file."""
+    if not where:
+        return message
+    message = _TRAILING_AT.sub("", message)
+    first, nl, rest = message.partition("\n")
+    return f"{first} (at {where}){nl}{rest}"

@@ -40,7 +40,7 @@ from .errors import (
     WorkerCrashed,
     where_in,
 )
-from .load_advice import commonjs_advice, import_advice
+from .load_advice import commonjs_advice, import_advice, located
 from .logs import WORKER_LEVELS, worker_extra
 from .process import ChildProcess
 from .runtime import Runtime, process_failure, socket_failure
@@ -501,9 +501,8 @@ class Worker:
             self.kill("load")
             err = msg.error
             where = where_in(err.stack)  # a throw at the module's top level: say which line
-            at = f" (at {where})" if where and where.rsplit(":", 2)[0] not in err.message else ""
             message = import_advice(err, self._module, self._root) or commonjs_advice(err) or err.message
-            raise PluginUnavailable(f"failed to load: {err.name}: {message}{at}", plugin=self.spec.plugin_id)
+            raise PluginUnavailable(f"failed to load: {err.name}: {located(message, where)}", plugin=self.spec.plugin_id)
         self.metadata = msg.metadata
         self.exports = msg.exports
         self.signatures = msg.signatures

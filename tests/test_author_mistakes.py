@@ -440,3 +440,17 @@ async def test_console_format_specifiers_are_applied_as_deno_applies_them(plugin
         "no args %s",
         "100% sure",
     ]
+
+
+async def test_a_load_failure_says_where_on_its_first_line(plugin_dir, make_host):
+    """Before: Deno's "\\n    at file:///...:2:29" came after a syntax error's code frame, so the
+    serve log (one line an entry, newlines escaped) showed the frame before the file and line."""
+    syntax = plugin_dir.add("syntax.js", plugin("syntax", body="export function f( { return 1; }"))
+    npm = plugin_dir.add("npm.js", plugin("npm", body='import x from "npm:left-pad";\nexport function f() { return 1; }'))
+    async with make_host(pool=ONE) as h:
+        syntax_error, npm_error = h.plugin("syntax").error, h.plugin("npm").error
+    first = syntax_error.splitlines()[0]
+    assert first.startswith("syntax: failed to load: SyntaxError: ") and first.endswith(f"(at {syntax}:2:29)")
+    assert "export function f( { return 1; }" in syntax_error  # Deno's code frame is kept, after
+    assert npm_error.endswith(f"(at {npm}:2:15)") and "\n" not in npm_error
+    assert "file://" not in syntax_error + npm_error
