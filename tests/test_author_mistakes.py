@@ -454,3 +454,16 @@ async def test_a_load_failure_says_where_on_its_first_line(plugin_dir, make_host
     assert "export function f( { return 1; }" in syntax_error  # Deno's code frame is kept, after
     assert npm_error.endswith(f"(at {npm}:2:15)") and "\n" not in npm_error
     assert "file://" not in syntax_error + npm_error
+
+
+async def test_execute_refuses_a_net_grant_deno_cannot_read_before_any_worker_starts(make_host):
+    """Before: POST /execute with permissions {net: ["https://api.example.com"]} started worker
+    after worker (each died: Deno refuses URLs in --allow-net) and answered "Execution timeout"."""
+    from host import InvalidConfig
+
+    async with make_host() as h:
+        with pytest.raises(InvalidConfig) as e:
+            await h.execute("export default () => 1", permissions={"net": ["https://api.example.com"]})
+        assert "permissions.net: 'https://api.example.com' is a URL; name its host: 'api.example.com'" in str(e.value)
+        out = await h.execute("export default () => 1", permissions={"net": ["api.example.com"]})
+        assert out.ok and out.result == 1
