@@ -34,7 +34,7 @@ from . import protocol as p
 from .errors import GrantRefused, HostError, InvalidConfig, InvalidHostCall, ToolFailed
 from .execute_config import TOOLS as BUILTIN_TOOLS
 from .execute_config import ToolConfig
-from .security.net_entry import net_entry_problem
+from .security.grant_entries import problems
 from .security.permissions import Permissions, beyond
 
 # Names an operator's tool may not take: it becomes a global of the execution's context.
@@ -130,9 +130,8 @@ class ToolRegistry:
         except UnicodeDecodeError:
             raise InvalidConfig(f"{where} module = {tc.module!r}: not UTF-8 text") from None
         perms = Permissions.parse(tc.permissions, where=f"{where} permissions")
-        for entry in perms.net if isinstance(perms.net, list) else ():
-            if (why := net_entry_problem(entry)) is not None:
-                raise InvalidConfig(f"{where} permissions.net: {entry!r} {why}")
+        for kind, entry, why in problems(perms):
+            raise InvalidConfig(f"{where} permissions.{kind}: {entry!r} {why}")
         if extra := beyond(perms, allow):
             raise InvalidConfig(f"{where} permissions ask for {', '.join(extra)}, beyond [execute.allow]; "
                                 "widen [execute.allow] or narrow the tool's permissions")

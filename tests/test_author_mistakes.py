@@ -456,6 +456,19 @@ async def test_a_load_failure_says_where_on_its_first_line(plugin_dir, make_host
     assert "file://" not in syntax_error + npm_error
 
 
+@pytest.mark.parametrize(("perms", "field", "says"), [
+    ('{ sys: ["cpu"] }', "permissions.sys", "'cpu' is not a name Deno knows; one of hostname, osRelease"),
+    ('{ env: ["API_KEY=sk-1"] }', "permissions.env", "'API_KEY=sk-1' is not a variable name"),
+])
+async def test_a_sys_or_env_grant_deno_cannot_read_is_refused_at_load(plugin_dir, make_host, perms, field, says):
+    """Before: sys: ["cpu"] (Deno: "unknown sys descriptor") and env: ["A=B"] ("invalid env var
+    name") passed validation and every worker died at start, into a crash loop."""
+    path = plugin_dir.add("granty.js", plugin("granty", f"permissions: {perms}"))
+    async with make_host(pool=ONE) as h:
+        info = h.plugin("granty")
+    assert info.state == "error" and f"{path}: metadata.{field}: {says}" in info.error
+
+
 async def test_execute_refuses_a_net_grant_deno_cannot_read_before_any_worker_starts(make_host):
     """Before: POST /execute with permissions {net: ["https://api.example.com"]} started worker
     after worker (each died: Deno refuses URLs in --allow-net) and answered "Execution timeout"."""

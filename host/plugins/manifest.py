@@ -13,7 +13,7 @@ import msgspec
 import semantic_version as sv
 
 from ..errors import InvalidConfig
-from ..security.net_entry import net_entry_problem
+from ..security.grant_entries import problems
 from ..security.permissions import BIDI, CONTROL, Permissions
 from .manifest_hints import RANGE_SYNTAX, convert_hint, fields_of, missing_hint
 from .schema_rules import rule_problem, shown, value_problem
@@ -206,9 +206,9 @@ def parse_manifest(raw: Any, exports: list[str], *, path: str, expected_id: str,
     except InvalidConfig as exc:
         raise InvalidManifest(exc.message.removeprefix("permissions: "), path=path,
                               field="permissions", plugin=m.id) from None
-    for entry in net if isinstance(net, list) else ():  # Deno would refuse the flag: every worker would die
-        if _config_ref(entry) is None and (why := net_entry_problem(entry)) is not None:
-            raise InvalidManifest(f"{entry!r} {why}", path=path, field="permissions.net", plugin=m.id)
+    refs = [e for e in net if _config_ref(e) is not None] if isinstance(net, list) else []
+    for kind, entry, why in problems(Permissions.parse(m.permissions), skip=refs):  # else every worker dies
+        raise InvalidManifest(f"{entry!r} {why}", path=path, field=f"permissions.{kind}", plugin=m.id)
     for name, dep_range in m.dependencies.items():
         try:
             sv.NpmSpec(dep_range)

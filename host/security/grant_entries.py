@@ -1,9 +1,10 @@
-"""A net grant entry as Deno reads ``--allow-net``: what it refuses is said in the author's terms.
+"""Grant entries as Deno reads its ``--allow-*`` flags: what it refuses is said in the author's terms.
 
-Deno 2.9 refuses a worker whose ``--allow-net`` holds an entry it cannot read ("URLs are not
-supported, only domains and IPs", "invalid port", "ipv6 addresses must be enclosed in square
-brackets"), and the worker exits before it says hello: a manifest with such an entry would load
-and then crash every worker it starts. Measured forms (deno 2.9.8): a host name with an optional
+Deno 2.9 refuses a worker whose flags hold an entry it cannot read ("URLs are not supported,
+only domains and IPs", "invalid port", "ipv6 addresses must be enclosed in square brackets",
+"unknown sys descriptor", "invalid env var name"), and the worker exits before it says hello: a
+manifest with such an entry would load and then crash every worker it starts. Measured net forms
+(deno 2.9.8): a host name with an optional
 leading ``*.`` (labels of letters, digits, ``-`` and ``_``; a trailing dot), an IPv4 address or
 range (``10.0.0.0/8``), an IPv6 address in brackets, each with an optional ``:PORT`` (0-65535).
 """
@@ -12,10 +13,39 @@ from __future__ import annotations
 
 import ipaddress
 import re
+from collections.abc import Iterable, Iterator
 from urllib.parse import urlsplit
+
+from .permissions import Permissions
 
 _LABELS = re.compile(r"^(\*\.)?[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+)*\.?$")
 MAX_PORT = 65535
+# --allow-sys names Deno 2.9.8 accepts (each tried; "cpu", "geteuid" are refused)
+SYS_NAMES = ("hostname", "osRelease", "osUptime", "loadavg", "networkInterfaces", "systemMemoryInfo", "uid",
+             "gid", "cpus", "homedir", "getegid", "username", "statfs", "getPriority", "setPriority", "userInfo",
+             "inspector")
+
+
+def problems(perms: Permissions, *, skip: Iterable[str] = ()) -> Iterator[tuple[str, str, str]]:
+    """(kind, entry, why) for each entry of ``perms`` Deno would refuse, ``skip`` left out (a
+    manifest's ``{config.KEY}`` net entries, resolved later)."""
+    skip = frozenset(skip)
+    for kind in ("net", "sys", "env"):
+        grant = getattr(perms, kind)
+        for entry in grant if isinstance(grant, list) else ():
+            if entry not in skip and (why := entry_problem(kind, entry)) is not None:
+                yield kind, entry, why
+
+
+def entry_problem(kind: str, entry: str) -> str | None:
+    """Why Deno would refuse ``entry`` in ``--allow-KIND``, with what to write instead; None if it reads it."""
+    if kind == "net":
+        return net_entry_problem(entry)
+    if kind == "sys" and entry not in SYS_NAMES:
+        return f"is not a name Deno knows; one of {', '.join(SYS_NAMES)}"
+    if kind == "env" and "=" in entry:
+        return "is not a variable name: name the variable alone (its value comes from the environment)"
+    return None
 
 
 def net_entry_problem(entry: str) -> str | None:
