@@ -480,3 +480,20 @@ async def test_execute_refuses_a_net_grant_deno_cannot_read_before_any_worker_st
         assert "permissions.net: 'https://api.example.com' is a URL; name its host: 'api.example.com'" in str(e.value)
         out = await h.execute("export default () => 1", permissions={"net": ["api.example.com"]})
         assert out.ok and out.result == 1
+
+
+@pytest.mark.parametrize(("extra", "says"), [
+    ('extensionPoints: ["message.incoming"]', "(this host has no `extensionPoints`: list the events or functions "
+                                               "the plugin provides in `capabilities`)"),
+    ('requiredExtensions: ["calc@^1.0.0"]', "(this host has no `requiredExtensions`: name each plugin it needs "
+                                            "in `dependencies`: { \"calc\": \"^1.0.0\" })"),
+    ('license: "MIT"', "(not a field of this host's metadata, which has id, name, version, apiVersion, "),
+])
+async def test_a_field_this_host_does_not_read_says_what_to_do(plugin_dir, make_host, extra, says):
+    """Before: seed 002's PluginMetadata fields (extension_points, required_extensions, in
+    camelCase) and any other extra field got "Object contains unknown field `X`" and nothing on
+    where that information goes here, or that the field must go."""
+    path = plugin_dir.add("extra.js", plugin("extra", extra))
+    async with make_host(pool=ONE) as h:
+        error = h.plugin("extra").error
+    assert f"{path}: metadata." in error and "unknown field" in error and says in error

@@ -23,6 +23,26 @@ _SHAPES = {
 RANGE_SYNTAX = "npm's syntax: ^1.2.0, ~1.2.0, >=1.0.0 <2.0.0, 1.x, *"
 
 
+# Seed 002's PluginMetadata fields (in camelCase) -> where this host takes that information.
+ELSEWHERE = {
+    "extensionPoints": "list the events or functions the plugin provides in `capabilities`",
+    "requiredExtensions": "name each plugin it needs in `dependencies`: %s",
+    "pluginType": "`capabilities` says what the plugin does (\"balance\", an event such as \"message.incoming\")",
+    "entryPoint": "the module itself is the entry point; remove it",
+    "config": "describe the config in `configSchema`; its values are the operator's (config set)",
+    "signature": "a package's signature goes beside its archive (ARCHIVE.sig, docs/packages.md), not in metadata",
+}
+
+
+def _elsewhere(key: str, given: Any) -> str:
+    text = ELSEWHERE[key]
+    if "%s" not in text:
+        return text
+    first = given[0] if isinstance(given, list) and given and isinstance(given[0], str) else "other@^1.0.0"
+    dep, _, rng = first.partition("@")
+    return text % f'{{ "{dep}": "{rng or "*"}" }}'
+
+
 def camel(name: str) -> str:
     head, *rest = name.split("_")
     return head + "".join(part[:1].upper() + part[1:] for part in rest)
@@ -47,7 +67,11 @@ def convert_hint(raw: dict[str, Any], message: str, field: str, known: list[str]
     if unknown:
         name = unknown.group(1)
         meant = camel(name) if camel(name) in known else next(iter(difflib.get_close_matches(name, known, 1, 0.75)), None)
-        return f" (did you mean `{meant}`?)" if meant else ""
+        if meant:
+            return f" (did you mean `{meant}`?)"
+        if camel(name) in ELSEWHERE:
+            return f" (this host has no `{name}`: {_elsewhere(camel(name), raw.get(name))})"
+        return f" (not a field of this host's metadata, which has {', '.join(known)}; remove it)"
     top = field.split(".")[0]
     value = raw.get(top)
     if top in ("apiVersion", "version") and isinstance(value, int | float) and not isinstance(value, bool):
