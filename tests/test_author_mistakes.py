@@ -497,3 +497,18 @@ async def test_a_field_this_host_does_not_read_says_what_to_do(plugin_dir, make_
     async with make_host(pool=ONE) as h:
         error = h.plugin("extra").error
     assert f"{path}: metadata." in error and "unknown field" in error and says in error
+
+
+@pytest.mark.parametrize("template", ["basic", "balance", "event", "usage-script"])
+async def test_new_scaffolds_a_plugin_under_any_id_the_host_loads(plugin_dir, make_host, template):
+    """Before: `new wk.plugin.example` (seed 004's plugin_no) was refused ("use lowercase letters,
+    digits, - and _") though the host loads a plugin of that id: the scaffold's rule was not the
+    manifest's."""
+    from host.plugins.scaffold import new_plugin
+
+    written = new_plugin("wk.plugin.example", plugin_dir.root, template)
+    assert all("wk.plugin.example" in str(p) or "wk_plugin_example" in p.name for p in written)
+    assert not any(p.name.startswith("test_") and p.name.count(".") > 1 for p in written)  # importable by pytest
+    async with make_host(pool=ONE) as h:
+        assert h.plugin("wk.plugin.example").state in ("loaded", "running"), h.plugin("wk.plugin.example").error
+
