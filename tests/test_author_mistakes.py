@@ -512,3 +512,19 @@ async def test_new_scaffolds_a_plugin_under_any_id_the_host_loads(plugin_dir, ma
     async with make_host(pool=ONE) as h:
         assert h.plugin("wk.plugin.example").state in ("loaded", "running"), h.plugin("wk.plugin.example").error
 
+
+async def test_the_plugin_host_fixture_takes_a_plugin_whose_id_has_dots(plugin_host, tmp_path):
+    """Before: the fixture authors test with (host.testing) took a plugin's id as its file name up
+    to the first dot: for seed 004's "wk.plugin.example" that is "wk", so `config=` failed with
+    PluginNotFound and the loopback grant went to no plugin."""
+    root = tmp_path / "src" / "wk.plugin.example"
+    root.mkdir(parents=True)
+    (root / "mod.js").write_text(plugin("wk.plugin.example", 'configSchema: { greeting: { type: "string" } }',
+                                        body="export function hello(name, ctx) { return `${ctx.config.greeting} ${name}`; }"))
+    single = tmp_path / "src" / "my.tool.js"
+    single.write_text(plugin("my.tool"))
+    async with plugin_host(root, config={"greeting": "hi"}) as h:
+        assert await h.call("wk.plugin.example", "hello", "there") == "hi there"
+        assert h.config.plugins["wk.plugin.example"].allow_private_network  # the fixture's loopback grant
+    async with plugin_host(single) as h:
+        assert h.config.plugins["my.tool"].allow_private_network and await h.call("my.tool", "f") == 1
