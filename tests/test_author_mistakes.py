@@ -528,3 +528,16 @@ async def test_the_plugin_host_fixture_takes_a_plugin_whose_id_has_dots(plugin_h
         assert h.config.plugins["wk.plugin.example"].allow_private_network  # the fixture's loopback grant
     async with plugin_host(single) as h:
         assert h.config.plugins["my.tool"].allow_private_network and await h.call("my.tool", "f") == 1
+
+
+async def test_context_log_takes_the_level_names_authors_write(plugin_dir, make_host):
+    """Before: context.log("warning", ...) (Python's and most loggers' name) and "fatal" were
+    logged at info level: a level not one of debug/info/warn/error became "log"."""
+    plugin_dir.add("levels.js", plugin("levels", body=(
+        "export function f(ctx) {\n"
+        '  ctx.log("warning", "w"); ctx.log("WARN", "W"); ctx.log("fatal", "x"); ctx.log("critical", "c");\n'
+        '  ctx.log("trace", "t"); ctx.log("verbose", "v");\n  return 1;\n}')))
+    async with make_host(pool=ONE) as h:
+        assert await h.call("levels", "f") == 1
+        said = [(e.level, e.message) for e in h.logs("levels") if e.kind == "console"]
+    assert said == [("warning", "w"), ("warning", "W"), ("error", "x"), ("error", "c"), ("debug", "t"), ("info", "v")]
