@@ -185,6 +185,15 @@ async def test_a_plugin_in_another_module_shape_is_told_the_shape_to_write(plugi
     assert "a default export" in error and "is not read" in error
 
 
+async def test_an_execute_snippet_in_the_plugin_directory_is_pointed_to_execute(plugin_dir, make_host):
+    """Seed 001's code (`export default (x) => x * 2`) is ad-hoc code for /execute, not a plugin."""
+    path = plugin_dir.add("double.js", "export default (x) => x * 2;\n", auto_metadata=False)
+    async with make_host(pool=ONE) as h:
+        error = h.plugin("double").error
+    assert f"{path}: metadata.*: the module must export `metadata`" in error
+    assert "a module whose default export is a function to run once is ad-hoc code: `python -m host execute FILE`" in error
+
+
 async def test_a_commonjs_plugin_is_told_to_use_exports(plugin_dir, make_host):
     """Before: 'failed to load: ReferenceError: module is not defined': true, and no word of
     CommonJS or of what to write instead (seed 001 names `module.exports` as the form to avoid)."""

@@ -163,7 +163,9 @@ def parse_manifest(raw: Any, exports: list[str], *, path: str, expected_id: str,
         raise InvalidManifest(
             "the module must export `metadata`, an object: `export const metadata = { id, name, version, "
             "apiVersion }`, with each function exported by name (`export async function queryBalance(config, "
-            "context)`); a default export (an object holding them, a class, a factory) is not read",
+            "context)`); a default export (an object holding them, a class, a factory) is not read"
+            + ("; a module whose default export is a function to run once is ad-hoc code: "
+               "`python -m host execute FILE`" if exports == ["default"] else ""),
             path=path, field="*")
     for key in ("id", "name", "version", "apiVersion"):
         if raw.get(key) in (None, ""):
