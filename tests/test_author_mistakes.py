@@ -550,3 +550,21 @@ async def test_context_log_takes_the_level_names_authors_write(plugin_dir, make_
         assert await h.call("levels", "f") == 1
         said = [(e.level, e.message) for e in h.logs("levels") if e.kind == "console"]
     assert said == [("warning", "w"), ("warning", "W"), ("error", "x"), ("error", "c"), ("debug", "t"), ("info", "v")]
+
+
+async def test_calling_what_is_not_an_exported_function_says_what_is(plugin_dir, make_host):
+    """Before: 'no exported function "queryBalence"' for a typo, and the same for an export that
+    is a number: nothing named the functions there are, or what the export is."""
+    from host import FunctionNotFound
+
+    plugin_dir.add("fns.js", plugin("fns", body=(
+        "export async function queryBalance() { return 1; }\nexport const rate = 5;\n"
+        "export function helper() {}")))
+    async with make_host(pool=ONE) as h:
+        with pytest.raises(FunctionNotFound) as typo:
+            await h.call("fns", "queryBalence")
+        with pytest.raises(FunctionNotFound) as number:
+            await h.call("fns", "rate")
+    assert 'no exported function "queryBalence"; did you mean "queryBalance"? (its functions: helper, queryBalance)' \
+        in str(typo.value)
+    assert '"rate" is exported, but as a number, not a function' in str(number.value)
