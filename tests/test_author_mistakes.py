@@ -4,6 +4,8 @@ the file, the field and what to write instead, never a plugin that loads and the
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from host import PermissionDenied, PoolConfig
@@ -568,3 +570,21 @@ async def test_calling_what_is_not_an_exported_function_says_what_is(plugin_dir,
     assert 'no exported function "queryBalence"; did you mean "queryBalance"? (its functions: helper, queryBalance)' \
         in str(typo.value)
     assert '"rate" is exported, but as a number, not a function' in str(number.value)
+
+
+def test_the_plugin_types_require_what_the_host_requires(tmp_path):
+    """Before: plugin.d.ts's PluginMetadata had `name?` and `apiVersion?`, so a TypeScript author's
+    `deno check` passed a manifest the host then refused ("metadata.apiVersion: is required")."""
+    import os
+    import subprocess
+
+    from host.runtime import find_deno
+
+    runtime = Path(__file__).resolve().parents[1] / "worker_runtime"
+    mod = tmp_path / "mod.ts"
+    mod.write_text(f'import type {{ PluginMetadata }} from "{runtime / "plugin.d.ts"}";\n'
+                   'export const metadata: PluginMetadata = { id: "t", version: "1.0.0" };\n')
+    checked = subprocess.run([find_deno(), "check", "--no-remote", "--no-npm", str(mod)], capture_output=True,
+                             text=True, timeout=60, cwd=tmp_path, env={**os.environ, "NO_COLOR": "1"})
+    assert checked.returncode != 0
+    assert "is missing the following properties from type 'PluginMetadata': name, apiVersion" in checked.stderr
