@@ -588,3 +588,15 @@ def test_the_plugin_types_require_what_the_host_requires(tmp_path):
                              text=True, timeout=60, cwd=tmp_path, env={**os.environ, "NO_COLOR": "1"})
     assert checked.returncode != 0
     assert "is missing the following properties from type 'PluginMetadata': name, apiVersion" in checked.stderr
+
+
+@pytest.mark.parametrize(("given", "meant"), [("String", "string"), ("int", "integer"), ("bool", "boolean"),
+                                              ("float", "number"), ("list", "array"), ("dict", "object")])
+async def test_a_config_field_type_in_another_spelling_says_the_one_to_write(plugin_dir, make_host, given, meant):
+    """Before: "Invalid enum value 'String'" (seed 000's Rust types are capitalised; Python's are
+    int, bool, float), naming neither the types there are nor the one meant."""
+    path = plugin_dir.add("typed.js", plugin("typed", f'configSchema: {{ retries: {{ type: "{given}" }} }}'))
+    async with make_host(pool=ONE) as h:
+        error = h.plugin("typed").error
+    assert f"{path}: metadata.configSchema.retries.type: Invalid enum value '{given}'" in error
+    assert f'(write "{meant}"; the types are string, number, integer, boolean, object, array)' in error

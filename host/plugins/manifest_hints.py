@@ -20,6 +20,11 @@ _SHAPES = {
     "configSchema": 'an object of config field to its rule: { apiKey: { type: "string", required: true } }',
     "capabilities": 'a list: ["balance"] or ["message.incoming"]',
 }
+CONFIG_TYPES = ("string", "number", "integer", "boolean", "object", "array")
+# Other languages' names for configSchema's types (Rust's are capitalised, as seed 000's structs)
+TYPE_SPELLINGS = {"str": "string", "int": "integer", "i64": "integer", "u32": "integer", "bool": "boolean",
+                  "float": "number", "f64": "number", "double": "number", "list": "array", "vec": "array",
+                  "dict": "object", "map": "object", "hashmap": "object"}
 RANGE_SYNTAX = "npm's syntax: ^1.2.0, ~1.2.0, >=1.0.0 <2.0.0, 1.x, *"
 
 
@@ -72,6 +77,11 @@ def convert_hint(raw: dict[str, Any], message: str, field: str, known: list[str]
         if camel(name) in ELSEWHERE:
             return f" (this host has no `{name}`: {_elsewhere(camel(name), raw.get(name))})"
         return f" (not a field of this host's metadata, which has {', '.join(known)}; remove it)"
+    if field.startswith("configSchema.") and field.endswith(".type") and \
+            (bad := re.search(r"Invalid enum value '([^']*)'", message)) is not None:
+        meant = TYPE_SPELLINGS.get(bad.group(1).lower(), bad.group(1).lower())
+        said = f'write "{meant}"; ' if meant in CONFIG_TYPES else ""
+        return f" ({said}the types are {', '.join(CONFIG_TYPES)})"
     top = field.split(".")[0]
     value = raw.get(top)
     if top in ("apiVersion", "version") and isinstance(value, int | float) and not isinstance(value, bool):
