@@ -600,3 +600,14 @@ async def test_a_config_field_type_in_another_spelling_says_the_one_to_write(plu
         error = h.plugin("typed").error
     assert f"{path}: metadata.configSchema.retries.type: Invalid enum value '{given}'" in error
     assert f'(write "{meant}"; the types are string, number, integer, boolean, object, array)' in error
+
+
+@pytest.mark.parametrize("export", ["on_event", "onevent", "handleEvent"])
+async def test_an_event_handler_under_another_name_is_named(plugin_dir, make_host, export):
+    """Before: "'message.incoming' needs the export 'onEvent', and the module has no such function",
+    beside an on_event (seed 004's handler, ported from Rust) or a handleEvent the module has."""
+    plugin_dir.add("evm.js", plugin("evm", 'capabilities: ["message.incoming"]',
+                                    body=f"export function {export}(event, payload) {{ return 1; }}"))
+    async with make_host(pool=ONE) as h:
+        error = h.plugin("evm").error
+    assert f"it exports {export}: rename it onEvent" in error

@@ -15,7 +15,7 @@ import semantic_version as sv
 from ..errors import InvalidConfig
 from ..security.grant_entries import problems
 from ..security.permissions import BIDI, CONTROL, Permissions
-from .manifest_hints import RANGE_SYNTAX, convert_hint, fields_of, missing_hint
+from .manifest_hints import RANGE_SYNTAX, convert_hint, fields_of, missing_hint, similar_export
 from .schema_rules import rule_problem, shown, value_problem
 
 HOST_API_VERSION = "1.0"
@@ -239,8 +239,8 @@ def parse_manifest(raw: Any, exports: list[str], *, path: str, expected_id: str,
         needed = KNOWN_CAPABILITIES.get(cap) or ("onEvent" if _EVENT_RE.match(cap) else cap)
         if needed not in exports:
             what = "an exported function" if needed == cap else f"the export {needed!r}"
-            raise InvalidManifest(f"{cap!r} needs {what}, and the module has no such function",
-                                  path=path, field="capabilities", plugin=m.id)
+            raise InvalidManifest(f"{cap!r} needs {what}, and the module has no such function"
+                                  f"{similar_export(needed, exports)}", path=path, field="capabilities", plugin=m.id)
     return m
 
 

@@ -110,3 +110,17 @@ def unrun_hooks(exports: list[str], module: str) -> list[str]:
     """A warning for each export named like a lifecycle hook the host does not have."""
     return [f"exports {name}, which the host never runs: rename it {hook} ({_HOOKS_SAID}) in {module}"
             for name, hook in HOOK_LOOKALIKES.items() if name in exports]
+
+
+# What other plugin systems call the function this host's capabilities need
+EXPORT_ALIASES = {"onEvent": ("handleEvent", "handle_event", "onMessage", "handle", "handler"),
+                  "queryBalance": ("getBalance", "get_balance", "fetchBalance", "balance")}
+
+
+def similar_export(needed: str, exports: list[str]) -> str:
+    """For a capability's missing export: the export that is most likely it under another name."""
+    for name in exports:
+        if camel(name) == needed or name.lower() == needed.lower() or name in EXPORT_ALIASES.get(needed, ()):
+            return f" (it exports {name}: rename it {needed})"
+    close = difflib.get_close_matches(needed, exports, 1, 0.8)
+    return f" (it exports {close[0]}: rename it {needed})" if close else ""
