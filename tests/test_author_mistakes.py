@@ -611,3 +611,18 @@ async def test_an_event_handler_under_another_name_is_named(plugin_dir, make_hos
     async with make_host(pool=ONE) as h:
         error = h.plugin("evm").error
     assert f"it exports {export}: rename it onEvent" in error
+
+
+async def test_metadata_an_async_factory_makes_is_awaited(plugin_dir, make_host):
+    """Before: `export const metadata = loadMetadata()` (an async factory's promise) reached the
+    host as {} and was refused with "metadata.id: is required", for a module whose metadata was
+    one await away."""
+    plugin_dir.add("later.js", (
+        'async function loadMetadata() { return { id: "later", name: "L", version: "1.0.0", apiVersion: "1.0" }; }\n'
+        "export const metadata = loadMetadata();\nexport function f() { return 1; }\n"), auto_metadata=False)
+    path = plugin_dir.add("refused.js", 'export const metadata = Promise.reject(new Error("no metadata today"));\n'
+                                        "export function f() { return 1; }\n", auto_metadata=False)
+    async with make_host(pool=ONE) as h:
+        assert await h.call("later", "f") == 1 and h.plugin("later").version == "1.0.0"
+        error = h.plugin("refused").error
+    assert "failed to load: Error: no metadata today" in error and f"(at {path}:1:" in error
