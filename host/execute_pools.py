@@ -39,6 +39,7 @@ from .execute_hooks import ExecuteHooks, ExecuteRequest
 from .execute_tools import ToolRegistry
 from .pool import REAP_INTERVAL_MAX, REAP_INTERVAL_MIN, Pool
 from .runtime import Runtime
+from .security.grant_entries import problems
 from .security.permissions import Permissions, beyond
 from .worker import WorkerSpec
 
@@ -110,6 +111,8 @@ class ExecutePools:
                  else Permissions.parse(permissions))
         if perms.empty and not perms.allow_private_network:
             return self._none
+        for kind, entry, why in problems(perms):  # else every worker would die at start
+            raise InvalidConfig(f"permissions.{kind}: {entry!r} {why}")
         note["permissions"] = msgspec.to_builtins(perms)
         if extra := beyond(perms, xc.allow):
             raise GrantRefused(f"execute permissions ask for {', '.join(extra)}, beyond what the operator "

@@ -34,6 +34,7 @@ from . import protocol as p
 from .errors import GrantRefused, HostError, InvalidConfig, InvalidHostCall, ToolFailed
 from .execute_config import TOOLS as BUILTIN_TOOLS
 from .execute_config import ToolConfig
+from .security.grant_entries import problems
 from .security.permissions import Permissions, beyond
 
 ALIASES = {"database": "db"}  # the Isolate engine's other names of built-in tools
@@ -131,6 +132,8 @@ class ToolRegistry:
         except UnicodeDecodeError:
             raise InvalidConfig(f"{where} module = {tc.module!r}: not UTF-8 text") from None
         perms = Permissions.parse(tc.permissions, where=f"{where} permissions")
+        for kind, entry, why in problems(perms):
+            raise InvalidConfig(f"{where} permissions.{kind}: {entry!r} {why}")
         if extra := beyond(perms, allow):
             raise InvalidConfig(f"{where} permissions ask for {', '.join(extra)}, beyond [execute.allow]; "
                                 "widen [execute.allow] or narrow the tool's permissions")

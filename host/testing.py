@@ -34,6 +34,7 @@ from multidict import CIMultiDict
 
 from .config import HostConfig, PluginSettings, PoolConfig
 from .plugin_host import PluginHost
+from .plugins.discovery import USAGE_SUFFIX, source_for
 from .plugins.manifest import ConfigField
 from .plugins.settings import apply_schema
 
@@ -120,7 +121,7 @@ def plugin_host(tmp_path: Path) -> Callable[..., Any]:
                     _copy(child, root)
             else:
                 _copy(p, root)
-        ids = [p.name.split(".")[0] for p in root.iterdir()]
+        ids = [_plugin_id(p) for p in root.iterdir()]
         settings = {pid: PluginSettings(allow_private_network=True) for pid in ids}
         settings.update(host_config.pop("plugins", {}))
         cfg = HostConfig(plugins_dir=str(root), state_dir=str(tmp_path / "state"),
@@ -144,6 +145,14 @@ async def call_with_config(host: PluginHost, plugin: str, fn: str, config: dict[
     await host.set_config(plugin, config, replace=True)
     schema = msgspec.convert(host.config_schema(plugin), dict[str, ConfigField])
     return await host.call(plugin, fn, apply_schema(schema, config, plugin=plugin), *args)
+
+
+def _plugin_id(path: Path) -> str:
+    """The id the host gives the plugin at ``path``: ids may hold dots (``wk.plugin.example``)."""
+    if path.name.endswith(USAGE_SUFFIX):
+        return path.name.removesuffix(USAGE_SUFFIX)
+    src = source_for(path)
+    return src.id if src is not None else path.name.split(".")[0]
 
 
 def _copy(src: Path, root: Path) -> None:

@@ -40,6 +40,7 @@ from .errors import (
     WorkerCrashed,
     where_in,
 )
+from .load_advice import commonjs_advice, import_advice, located
 from .logs import WORKER_LEVELS, worker_extra
 from .process import ChildProcess, vm_data
 from .runtime import Runtime, process_failure, socket_failure
@@ -52,6 +53,9 @@ from .wake import Wake
 T = TypeVar("T")
 DRAIN_GRACE = 0.5  # seconds the reader may take to drain a dead worker's last frames
 EXIT_GRACE = 0.5   # seconds a worker that closed its socket has to exit before it is killed
+# Seconds a worker whose socket closed during the handshake has to be seen ending: a process that
+# exits closes its socket as it dies, so this is the reaping's time, not the plugin's.
+LOST_EXIT_GRACE = 0.25
 MIN_TIMEOUT = 0.001  # seconds a request is given at least, when its deadline is all but spent
 log = logging.getLogger("host.worker")
 _HOOK_EXPORTS = frozenset(p.HOOKS.values())  # onStart, onStop, onConfigChange: never a caller's call
@@ -218,16 +222,20 @@ def _private(entry: str) -> bool:
 
 
 def error_from_info(info: p.ErrorInfo, *, plugin: str, function: str, module: str | None = None,
-                    overridden: dict[str, str] | None = None, advice: dict[str, str] | None = None) -> HostError:
+                    overridden: dict[str, str] | None = None, advice: dict[str, str] | None = None,
+                    root: str | None = None) -> HostError:
     """Translate a worker's normalised error into the host's exception type; a sandbox refusal
-    says which permission to add, and where (``module``: the plugin's file; None: ad-hoc code)."""
+    says which permission to add, and where (``module``: the plugin's file; None: ad-hoc code),
+    a refused import what to do instead (``root``: the plugin's own file or directory)."""
     kw: dict[str, Any] = dict(plugin=plugin, function=function)
     if info.name == "FunctionNotFound":
         return FunctionNotFound(info.message, **kw)
     if info.name == "PayloadTooLarge":
         return PayloadTooLarge(info.message, **kw)
     cls = _ERROR_CLASSES.get(info.name, PluginError)
-    message = refusal_advice(info.message, module, overridden, plugin, advice) if cls is PermissionDenied else info.message
+    message = info.message
+    if cls is PermissionDenied:
+        message = import_advice(info, module, root) or refusal_advice(message, module, overridden, plugin, advice)
     return cls(
         message, name=info.name, error_type=info.error_type, stack=info.stack,
         details=info.details, **kw,
@@ -260,7 +268,6 @@ class Worker:
         self.pid: int | None = None
         self.metadata: Any = None
         self.welcomed_config: Any = None
-        self._welcomed = False  # the handshake is done and the module is loading (until ready)
         self.exports: list[str] = []
         self.signatures: dict[str, p.Signature] = {}
         self._arity: dict[tuple[str, int], int | None] = {}  # (function, argument count) -> check_arguments
@@ -273,6 +280,7 @@ class Worker:
         self.last_heartbeat: float | None = None  # wall clock of the last pong
         self.exit_reason: str | None = None
         self.exit_error: HostError | None = None
+        self._loading = False  # welcomed: the worker is importing the plugin's module
         self.retiring = False
         self.unresponsive = False    # busy and silent past heartbeat_timeout: gets no new call
         self._on_log = on_log
@@ -323,6 +331,15 @@ class Worker:
 
     def describe(self) -> str:
         return f"{self.spec.plugin_id}#{self.index}"
+
+    @property
+    def _module(self) -> str | None:
+        return str(self.spec.module) if self.spec.module else None
+
+    @property
+    def _root(self) -> str | None:
+        """The plugin's own file or directory: all it may import."""
+        return self.spec.read_paths[0] if self.spec.read_paths else None
 
 
     def _lifecycle(self, level: int, text: str) -> None:
@@ -410,8 +427,8 @@ class Worker:
                     with anyio.fail_after(limits.handshake_timeout):
                         await self._handshake(listener, token)
                 except TimeoutError:
-                    self.exit_error = self._load_timed_out() if self._welcomed else self._handshake_failed(
-                        f"no handshake within {limits.handshake_timeout:g}s")
+                    self.exit_error = self._load_hung(limits.handshake_timeout) if self._loading else \
+                        self._handshake_failed(f"no handshake within {limits.handshake_timeout:g}s")
                     self._reader_done.set()  # no read loop will run
                 except HostError as exc:
                     self.exit_error = exc
@@ -465,6 +482,7 @@ class Worker:
                 pass
             raise self._handshake_failed(reason)
         self.welcomed_config = self.spec.config  # a config change after this is told by a hook
+        self._loading = self.spec.module is not None  # past the welcome, the wait is the plugin's import
         await self._send(p.Welcome(
             plugin_id=self.spec.plugin_id,
             module=str(self.spec.module) if self.spec.module else None,
@@ -484,7 +502,6 @@ class Worker:
                 harden=int(self.spec.role == "execute" and self.spec.reused),
             ),
         ))
-        self._welcomed = True
         while True:
             msg = await self._next_message()
             if isinstance(msg, p.Log):
@@ -497,20 +514,20 @@ class Worker:
             self.kill("load")
             err = msg.error
             where = where_in(err.stack)  # a throw at the module's top level: say which line
-            at = f" (at {where})" if where and where.rsplit(":", 2)[0] not in err.message else ""
-            raise PluginUnavailable(f"failed to load: {err.name}: {err.message}{at}", plugin=self.spec.plugin_id)
+            message = import_advice(err, self._module, self._root) or commonjs_advice(err) or err.message
+            raise PluginUnavailable(f"failed to load: {err.name}: {located(message, where)}", plugin=self.spec.plugin_id)
         self.metadata = msg.metadata
         self.exports = msg.exports
         self.signatures = msg.signatures
 
-    def _load_timed_out(self) -> HandshakeError:
-        """The worker shook hands but its module did not finish loading in time: the cause is the
-        module's own top level, not the wire ("no handshake" sent users looking at the wrong end).
-        Still a HandshakeError: a start that may succeed later (an await on a slow service)."""
+    def _load_hung(self, timeout: float) -> HandshakeError:
+        """The worker said hello and got its welcome, but importing the plugin took the rest of
+        the handshake's time: the module's own top level is waiting (or looping)."""
         self.kill("handshake")
-        return HandshakeError(f"the module did not finish loading within {self.spec.limits.handshake_timeout:g}s: "
-                              "code at its top level ran that long (a loop, or an await that never settles?); "
-                              "[limits] handshake_timeout is the time allowed", plugin=self.spec.plugin_id)
+        return HandshakeError(
+            f"{self.spec.module}: the module did not finish loading within {timeout:g}s: a top-level await "
+            "that never settles, or a loop at its top level? (the wait is [limits] handshake_timeout)",
+            plugin=self.spec.plugin_id)
 
     def _handshake_failed(self, reason: str) -> HandshakeError:
         self.kill("handshake")
@@ -523,10 +540,22 @@ class Worker:
             try:
                 self._backlog.extend(await self._conn.receive())
             except ConnectionLost:
-                raise self._handshake_failed("connection closed") from None
+                raise await self._lost_in_handshake() from None
             except ProtocolError as exc:
                 raise self._handshake_failed(exc.message) from None
         return self._backlog.pop(0)
+
+    async def _lost_in_handshake(self) -> HostError:
+        """The worker closed its socket before it was ready. If its process is ending by itself
+        (Deno.exit, out of memory at the module's top level), how it ended says why: wait a moment
+        for it (``_watch_process`` may see the exit first and end the handshake with it), shielded
+        from the handshake's deadline, whose error would say less."""
+        assert self._proc is not None
+        with anyio.CancelScope(shield=True), anyio.move_on_after(LOST_EXIT_GRACE):
+            await self._proc.wait()
+        if self._proc.returncode is None:
+            return self._handshake_failed("connection closed")
+        return self._exit_error()
 
     async def _watch_process(self, tg: TaskGroup) -> None:
         assert self._proc is not None
@@ -648,6 +677,8 @@ class Worker:
             "shutdown": "shut down",
         }.get(reason, f"was killed: {reason}" if reason.startswith("resource limit") else "crashed")
         summary = f"{text} ({how})"
+        if self._loading and self.state == "starting":  # the plugin's top level ended it
+            summary += f" while loading {self.spec.module}"
         msg = f"worker {self.describe()} (pid {proc.pid}) {summary}"
         if tail.strip() and reason not in ("shutdown",):
             msg += f"; output: {tail.strip()[-500:]}"
@@ -1150,7 +1181,7 @@ class Worker:
         if pending.info is not None and pending.error is None:  # the worker answered with an error
             if raise_error:
                 raise error_from_info(pending.info, plugin=self.spec.plugin_id, function=fn,
-                                      module=str(self.spec.module) if self.spec.module else None,
+                                      module=self._module, root=self._root,
                                       overridden=self.spec.overridden, advice=self.spec.advice)
         elif pending.error is not None:
             raise pending.error

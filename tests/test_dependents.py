@@ -108,4 +108,5 @@ async def test_at_start_a_dependency_that_failed_to_load_is_named_as_such(plugin
     plugin_dir.add("base.js", "export function broken( {", auto_metadata=False)
     plugin_dir.add("app.js", plugin("app", "1.0.0", '{ base: "^1.0.0" }'), auto_metadata=False)
     async with make_host(reload=NO_WATCH) as h:
-        assert states(h)["app"] == ("error", "dependency 'base' (^1.0.0) is in error")  # not "not installed"
+        state, error = states(h)["app"]  # not "not installed": in error, and why
+        assert state == "error" and error.startswith("dependency 'base' (^1.0.0) is in error: base"), error

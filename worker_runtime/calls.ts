@@ -160,6 +160,49 @@ function answerWith(state: CallState, r: unknown): void {
     .then((v) => succeed(state, v), (e) => fail(state, e));
 }
 
+/** Why `name` cannot be called, with what the module does export: its functions (and the one
+ * closest to a misspelt name), or what the export of that name is instead. */
+function notFound(name: string): string {
+  const mod = (session.plugin ?? {}) as Record<string, unknown>;
+  const fns: string[] = [];
+  let kind: string | undefined;
+  for (const key of Object.keys(mod)) {
+    try {
+      const value = mod[key];
+      if (typeof value === "function") fns.push(key);
+      else if (key === name) kind = value === null ? "null" : Array.isArray(value) ? "an array" : `a ${typeof value}`;
+    } catch {
+      // an export still in its temporal dead zone
+    }
+  }
+  if (kind !== undefined) return `"${name}" is exported, but as ${kind}, not a function`;
+  fns.sort();
+  let best: string | undefined;
+  let bestDistance = Math.max(2, Math.floor(name.length / 3)) + 1;
+  for (const fn of fns) {
+    const d = distance(name.toLowerCase(), fn.toLowerCase());
+    if (d < bestDistance) [best, bestDistance] = [fn, d];
+  }
+  const meant = best === undefined ? "" : `; did you mean "${best}"?`;
+  const shown = fns.length > 20 ? `${fns.slice(0, 20).join(", ")}, ...` : fns.join(", ");
+  return `no exported function "${name}"${meant} (its functions: ${shown || "none"})`;
+}
+
+/** Edit distance of two short names (function names; capped at 64 characters each). */
+function distance(a: string, b: string): number {
+  a = a.slice(0, 64);
+  b = b.slice(0, 64);
+  let prev = Array.from({ length: b.length + 1 }, (_, j) => j);
+  for (let i = 1; i <= a.length; i++) {
+    const cur = [i];
+    for (let j = 1; j <= b.length; j++) {
+      cur[j] = Math.min(prev[j] + 1, cur[j - 1] + 1, prev[j - 1] + (a[i - 1] === b[j - 1] ? 0 : 1));
+    }
+    prev = cur;
+  }
+  return prev[b.length];
+}
+
 export function onCall(msg: Msg): void {
   const id = requireId(msg.id, "call.id");
   const fnName = requireString(msg.fn, "call.fn");
@@ -170,7 +213,7 @@ export function onCall(msg: Msg): void {
   const state = newCall(id);
   const fn = session.plugin?.[fnName];
   if (typeof fn !== "function") {
-    failWith(state, { name: "FunctionNotFound", message: `no exported function "${fnName}"` });
+    failWith(state, { name: "FunctionNotFound", message: notFound(fnName) });
     return;
   }
   const context = makeContext(state, timeoutMs, undefined);

@@ -4,7 +4,7 @@
  */
 
 import { type CallState, tracker } from "./calls.ts";
-import { cap, isError, safeJson, safeString, scrub } from "./errors.ts";
+import { cap, describeValue, inspectValue, isError, safeJson, safeString, scrub } from "./errors.ts";
 import type { ErrorInfo, Log } from "./protocol.ts";
 import { limits, send } from "./wire.ts";
 
@@ -73,11 +73,62 @@ function formatValue(v: unknown): string {
   } catch {
     // a revoked proxy, say: fall through
   }
-  return safeJson(v) ?? safeString(v);
+  return describeValue(v);
+}
+
+const SPECIFIERS = "sdifoOjc";
+
+/** One argument as the format specifier `c` (%s %d %i %f %o %O %j %c) shows it, as Deno does;
+ * %s shows an object as the console would log it (Deno: "[object Object]"). */
+function specified(c: string, a: unknown): string {
+  try {
+    switch (c) {
+      case "s":
+        return typeof a === "bigint" ? `${a}n` : typeof a === "object" && a !== null ? formatValue(a) : safeString(a);
+      case "d":
+      case "i":
+        return typeof a === "bigint" ? `${a}n` : typeof a === "symbol" ? "NaN" : String(parseInt(a as string, 10));
+      case "f":
+        return typeof a === "symbol" ? "NaN" : String(parseFloat(a as string));
+      case "j":
+        return safeJson(a) ?? "undefined";
+      case "c":
+        return ""; // CSS: nothing in a log line
+      default: // o, O
+        return inspectValue(a);
+    }
+  } catch {
+    return safeString(a);
+  }
+}
+
+/** The first argument's format specifiers filled from the ones after it (those left over are
+ * appended, a specifier with no argument left stays as written), then the rest: console.log's
+ * formatting as Deno does it. */
+function formatted(fmt: string, args: unknown[]): string {
+  let out = "";
+  let last = 0;
+  let next = 1;
+  for (let i = fmt.indexOf("%"); i >= 0 && i < fmt.length - 1; i = fmt.indexOf("%", i + 1)) {
+    const c = fmt[i + 1];
+    if (c === "%") {
+      out += fmt.slice(last, i) + "%";
+    } else if (SPECIFIERS.includes(c) && next < args.length) {
+      out += fmt.slice(last, i) + specified(c, args[next++]);
+    } else {
+      continue;
+    }
+    last = i + 2;
+    i++;
+  }
+  out += fmt.slice(last);
+  for (; next < args.length; next++) out += " " + formatValue(args[next]);
+  return out;
 }
 
 export function formatArgs(args: unknown[]): string {
   if (args.length === 1) return formatValue(args[0]);
+  if (typeof args[0] === "string" && args[0].includes("%")) return formatted(args[0], args);
   let s = "";
   for (let i = 0; i < args.length; i++) s += (i ? " " : "") + formatValue(args[i]);
   return s;

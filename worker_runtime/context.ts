@@ -157,6 +157,18 @@ function runHandler(sub: Subscription, data: unknown): void {
   }
 }
 
+// Level names authors write for context.log beyond the console's own (Python's "warning", ...).
+const LEVEL_ALIASES: Record<string, string> = {
+  warning: "warn", fatal: "error", critical: "error", err: "error", trace: "debug", information: "info",
+};
+
+/** context.log's level as a console level: case-insensitive, common aliases taken, else "log". */
+function logLevel(level: unknown): string {
+  const name = typeof level === "string" ? level.toLowerCase() : "";
+  if (LEVELS.has(name)) return name;
+  return Object.hasOwn(LEVEL_ALIASES, name) ? LEVEL_ALIASES[name] : "log";
+}
+
 export function makeContext(state: CallState, timeoutMs: number | undefined, owner: CallState | undefined) {
   const call = state.id;
   const channel = makeChannel(call, owner);
@@ -167,7 +179,7 @@ export function makeContext(state: CallState, timeoutMs: number | undefined, own
     timeout: timeoutMs,
     signal: state.controller.signal,
     log(level: string, ...args: unknown[]): void {
-      emitLog(LEVELS.has(level) ? level : "log", formatArgs(args), state);
+      emitLog(logLevel(level), formatArgs(args), state);
     },
     cache: {
       get: (key: string) => hostCall("cache.get", [key], call),

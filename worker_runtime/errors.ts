@@ -36,7 +36,8 @@ export class PluginError extends Error {
 
   constructor(errorType: string, message?: string, details?: unknown) {
     // `new PluginError("message")` is a common slip: keep the message, type UNKNOWN.
-    if (message === undefined && !Object.hasOwn(ErrorTypes, errorType)) {
+    const slip = message === undefined && !Object.hasOwn(ErrorTypes, errorType);
+    if (slip) {
       message = errorType;
       errorType = ErrorTypes.UNKNOWN;
     }
@@ -44,6 +45,24 @@ export class PluginError extends Error {
     this.name = "PluginError";
     this.errorType = errorType ?? ErrorTypes.UNKNOWN;
     this.details = details;
+    if (!slip && !KNOWN_TYPES.has(errorType)) warnType(errorType, this.stack);
+  }
+}
+
+const KNOWN_TYPES = new Set<unknown>(Object.values(ErrorTypes));
+
+/** A PluginError made with a type the host does not classify: said in the plugin's log, where it
+ * was made (a misspelt `ErrorTypes.X` is undefined, and the error would pass as UNKNOWN unseen). */
+function warnType(given: unknown, stack: string | undefined): void {
+  try {
+    const at = (stack ?? "").split("\n").slice(1).find((l) => !l.includes("/worker_runtime/"))?.trim() ?? "";
+    const what = given === undefined || given === null
+      ? `errorType is ${given} (a misspelt ErrorTypes name?), taken as UNKNOWN`
+      : `errorType ${JSON.stringify(safeString(given)).replaceAll('"', "'")} is not one of ErrorTypes ` +
+        `(${[...KNOWN_TYPES].join(", ")}): the host classifies it as none of them`;
+    console.warn(`new PluginError: ${what}${at ? ` (${at})` : ""}`);
+  } catch {
+    // a warning must never change what the plugin throws
   }
 }
 
@@ -117,14 +136,7 @@ export function errorInfo(e: unknown): ErrorInfo {
       if ((e instanceof PluginError || info.error_type) && details !== undefined) info.details = details;
       return info;
     }
-    let message: string;
-    if (typeof e === "string") {
-      message = e;
-    } else if (e !== null && typeof e === "object" && isPlain(e)) {
-      message = safeJson(e) ?? safeString(e);
-    } else {
-      message = safeString(e);
-    }
+    const message = typeof e === "string" ? e : describeValue(e);
     const info: ErrorInfo = { name: "Exception", message: cap(message, MAX_ERROR_MESSAGE) };
     if (e !== undefined) info.details = e;
     return info;
@@ -149,8 +161,68 @@ function withCauses(e: Error): { message: string; refused: boolean } {
   return { message, refused };
 }
 
+// Taken before any plugin code runs (an execution's hardened realm may not reach Deno).
+const inspect = Deno.inspect;
+const INSPECT = { colors: false, compact: true, breakLength: Infinity, depth: 6, iterableLimit: 100 } as const;
+// Objects JSON.stringify shows as "{}" or without their kind (it reads own enumerable keys only).
+const NOT_PLAIN_JSON = new Set(["[object Map]", "[object Set]", "[object WeakMap]", "[object WeakSet]",
+  "[object RegExp]", "[object ArrayBuffer]", "[object Promise]"]);
+
+/** JSON (the Isolate engine's logs: "Processing data: [1,2,3]") when it shows `v` as it is;
+ * undefined when it would not (a cycle, a BigInt, a Map, a Set, symbol keys, undefined or NaN
+ * inside, a class instance, a getter that throws): those are inspected as Deno's console would. */
+function faithfulJson(v: unknown): string | undefined {
+  let lossy = false;
+  let json: string | undefined;
+  try {
+    json = JSON.stringify(v, function (_key, x: unknown) {
+      if (lossy) return undefined;
+      switch (typeof x) {
+        case "bigint":
+        case "symbol":
+        case "function":
+        case "undefined":
+          lossy = true;
+          return undefined;
+        case "number":
+          if (!Number.isFinite(x)) lossy = true;
+          return x;
+        case "object":
+          if (x === null || Array.isArray(x)) return x;
+          if (ArrayBuffer.isView(x) || NOT_PLAIN_JSON.has(Object.prototype.toString.call(x)) ||
+              !isPlain(x) || Object.getOwnPropertySymbols(x).length > 0) lossy = true;
+          return x;
+      }
+      return x;
+    });
+  } catch {
+    return undefined; // a cycle, a getter or a proxy trap that throws
+  }
+  return lossy ? undefined : json;
+}
+
+/** `v` as JSON when that shows it as it is, else as Deno's console shows it; never throws. */
+/** `v` as Deno's console inspects it (console.log's %o and %O); never throws. */
+export function inspectValue(v: unknown): string {
+  try {
+    return inspect(v, INSPECT);
+  } catch {
+    return safeString(v);
+  }
+}
+
+export function describeValue(v: unknown): string {
+  const json = faithfulJson(v);
+  if (json !== undefined) return json;
+  try {
+    return inspect(v, INSPECT);
+  } catch {
+    return safeJson(v) ?? safeString(v);
+  }
+}
+
 /** A plain object of any realm. */
-function isPlain(o: object): boolean {
+export function isPlain(o: object): boolean {
   const proto = Object.getPrototypeOf(o);
   return proto === Object.prototype || proto === null ||
     (Object.getPrototypeOf(proto) === null && Object.prototype.toString.call(o) === "[object Object]");

@@ -68,9 +68,9 @@ export interface ConfigField {
 /** The module's `metadata` export. */
 export interface PluginMetadata {
   id: string;
-  name?: string;
+  name: string;
   version: string;
-  apiVersion?: string;
+  apiVersion: string;
   description?: string;
   author?: string;
   homepage?: string;

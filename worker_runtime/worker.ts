@@ -234,6 +234,9 @@ async function onWelcome(msg: Msg): Promise<void> {
       signatures = exportedFunctions(plugin);
       exports = Object.keys(signatures);
       metadata = plugin.metadata ?? null;
+      // An async factory's promise (`export const metadata = loadMetadata()`): its value. A
+      // rejection fails the load like a throw at the top level; a hang meets the handshake's deadline.
+      if (metadata !== null && typeof (metadata as { then?: unknown }).then === "function") metadata = await metadata;
     } catch (e) {
       session.plugin = null;
       error = errorInfo(importError(e));

@@ -226,10 +226,8 @@ class ConfigAdmin:
         except PluginError as exc:
             raise InvalidConfig(f"rejected by the plugin: {redact(exc.message, secrets)}",
                                 plugin=record.id) from None
-        if verdict is False or (isinstance(verdict, dict) and verdict.get("valid") is False):
-            why = verdict.get("message") or verdict.get("errors") if isinstance(verdict, dict) else None
-            raise InvalidConfig(f"rejected by the plugin: {redact(str(why or 'invalid'), secrets)}",
-                                plugin=record.id)
+        if (why := refusal_of(verdict)) is not None:
+            raise InvalidConfig(f"rejected by the plugin: {redact(why, secrets)}", plugin=record.id)
 
     @contextlib.contextmanager
     def _masked_meanwhile(self, plugin_id: str, secrets: list[str]) -> Iterator[None]:
@@ -253,4 +251,21 @@ class ConfigAdmin:
         return await one_off(spec, self._reg.runtime, lambda w: w.call(fn, args, spec.limits.call_timeout))
 
 
-__all__ = ["ConfigAdmin"]
+def refusal_of(verdict: Any) -> str | None:
+    """Why ``validateConfig`` refused a config, or None if it did not: ``false``, seed 000's
+    ``{valid: false, message}``, seed 002's ValidationResult ``{isValid: false, errors, warnings}``,
+    or the usage scripts' ``{isValid: false, invalidMessage}``."""
+    if verdict is False:
+        return "invalid"
+    if not isinstance(verdict, dict) or not (verdict.get("valid") is False or verdict.get("isValid") is False):
+        return None
+    for key in ("message", "invalidMessage", "errors", "error"):
+        why = verdict.get(key)
+        if isinstance(why, list) and why:
+            return "; ".join(str(e.get("message", e)) if isinstance(e, dict) else str(e) for e in why)
+        if why:
+            return str(why)
+    return "invalid"
+
+
+__all__ = ["ConfigAdmin", "refusal_of"]

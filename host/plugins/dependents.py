@@ -35,7 +35,15 @@ def dependency_error(reg: Registry, record: Plugin, manifest: Manifest) -> str |
 
 def unavailable(reg: Registry, taken: set[str]) -> dict[str, str]:
     """The plugins installed but not among ``taken``, each with its state as an error names it."""
-    return {r.id: _PHRASES.get(r.state, r.state) for r in reg.records if r.id not in taken}
+    return {r.id: _phrase(r) for r in reg.records if r.id not in taken}
+
+
+def _phrase(record: Plugin) -> str:
+    """``record``'s state as a dependent's error names it; one in error for its own reason (it
+    failed to load or start) with that reason, which is the author's to fix."""
+    if record.state == "error" and record.error and not record.awaits_dependencies:
+        return f"in error: {record.error}"
+    return _PHRASES.get(record.state, record.state)
 
 
 def wait_for_dependencies(record: Plugin, why: str) -> None:

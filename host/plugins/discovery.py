@@ -21,6 +21,7 @@ from ..worker import Worker, WorkerSpec, one_off
 from .dev import ENTRY_NAMES, SUFFIXES
 from .manifest import Manifest, parse_manifest
 from .manifest_cache import CACHE_FILE, LoadSlots, ManifestCache, content_digest, runtime_key
+from .manifest_hints import unrun_hooks
 
 USAGE_SUFFIX = ".usage.js"  # a cc-switch usage script, not a module (see usage_scripts.py)
 log = logging.getLogger("host.plugins")
@@ -251,4 +252,6 @@ async def _load_manifest(source: PluginSource, runtime: Runtime, limits: WorkerL
     runtime.sandbox(runtime.data_dir(source.id), source.root).resolve(
         manifest.grants, where=f"{source.module}: metadata.permissions")
     manifest.grants.net_grant(https_only=https_only)
+    for said in unrun_hooks(exports, str(source.module)):
+        log.warning("plugin %s: %s", source.id, said)
     return manifest, exports

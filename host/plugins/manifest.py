@@ -13,7 +13,9 @@ import msgspec
 import semantic_version as sv
 
 from ..errors import InvalidConfig
+from ..security.grant_entries import problems
 from ..security.permissions import BIDI, CONTROL, Permissions
+from .manifest_hints import RANGE_SYNTAX, convert_hint, fields_of, missing_hint, similar_export
 from .schema_rules import rule_problem, shown, value_problem
 
 HOST_API_VERSION = "1.0"
@@ -164,15 +166,22 @@ def parse_manifest(raw: Any, exports: list[str], *, path: str, expected_id: str,
                    expected_version: str | None = None, id_from: str = "the file or directory name") -> Manifest:
     """Validate ``metadata`` as the worker reported it (plus the module's function exports)."""
     if not isinstance(raw, dict):
-        raise InvalidManifest("the module must export `metadata`, an object", path=path, field="*")
+        raise InvalidManifest(
+            "the module must export `metadata`, an object: `export const metadata = { id, name, version, "
+            "apiVersion }`, with each function exported by name (`export async function queryBalance(config, "
+            "context)`); a default export (an object holding them, a class, a factory) is not read"
+            + ("; a module whose default export is a function to run once is ad-hoc code: "
+               "`python -m host execute FILE`" if exports == ["default"] else ""),
+            path=path, field="*")
     for key in ("id", "name", "version", "apiVersion"):
         if raw.get(key) in (None, ""):
-            raise InvalidManifest("is required", path=path, field=key, plugin=expected_id)
+            raise InvalidManifest(f"is required{missing_hint(raw, key)}", path=path, field=key, plugin=expected_id)
     try:
         m = msgspec.convert(raw, Manifest)
     except msgspec.ValidationError as exc:
-        field = _field_of(str(exc))
-        raise InvalidManifest(str(exc), path=path, field=field, plugin=expected_id) from None
+        message, field = _keyed(raw, str(exc))
+        message += convert_hint(raw, message, field, fields_of(Manifest))
+        raise InvalidManifest(message, path=path, field=field, plugin=expected_id) from None
     _check_text(m, path=path, plugin=expected_id)
     if not ID_RE.match(m.id):
         raise InvalidManifest(f"{m.id!r} is not a valid id", path=path, field="id", plugin=expected_id)
@@ -205,11 +214,14 @@ def parse_manifest(raw: Any, exports: list[str], *, path: str, expected_id: str,
     except InvalidConfig as exc:
         raise InvalidManifest(exc.message.removeprefix("permissions: "), path=path,
                               field="permissions", plugin=m.id) from None
+    refs = [e for e in net if _config_ref(e) is not None] if isinstance(net, list) else []
+    for kind, entry, why in problems(Permissions.parse(m.permissions), skip=refs):  # else every worker dies
+        raise InvalidManifest(f"{entry!r} {why}", path=path, field=f"permissions.{kind}", plugin=m.id)
     for name, dep_range in m.dependencies.items():
         try:
             sv.NpmSpec(dep_range)
         except ValueError:
-            raise InvalidManifest(f"{dep_range!r} is not a semver range", path=path,
+            raise InvalidManifest(f"{dep_range!r} is not a semver range ({RANGE_SYNTAX})", path=path,
                                   field=f"dependencies.{name}", plugin=m.id) from None
     for key, spec in m.config_schema.items():
         if spec.enum is not None and spec.default is not msgspec.UNSET and spec.default not in spec.enum:
@@ -233,8 +245,8 @@ def parse_manifest(raw: Any, exports: list[str], *, path: str, expected_id: str,
         needed = KNOWN_CAPABILITIES.get(cap) or ("onEvent" if _EVENT_RE.match(cap) else cap)
         if needed not in exports:
             what = "an exported function" if needed == cap else f"the export {needed!r}"
-            raise InvalidManifest(f"{cap!r} needs {what}, and the module has no such function",
-                                  path=path, field="capabilities", plugin=m.id)
+            raise InvalidManifest(f"{cap!r} needs {what}, and the module has no such function"
+                                  f"{similar_export(needed, exports)}", path=path, field="capabilities", plugin=m.id)
     return m
 
 
@@ -329,6 +341,33 @@ def _api_compatible(api: str) -> bool:
         return int(str(api).split(".")[0]) == int(HOST_API_VERSION.split(".")[0])
     except ValueError:
         return False
+
+
+_KEYED = re.compile(r"at `\$\.([A-Za-z]+)\[\.\.\.\]([^`]*)`")
+_JSON_SCHEMA = ("this looks like a JSON Schema: configSchema maps each config field to its rule; move the "
+                "entries of `properties` up into configSchema and give each field named in `required` "
+                "required: true")
+
+
+def _keyed(raw: dict[str, Any], message: str) -> tuple[str, str]:
+    """msgspec's error and the field it names, with the key it writes ``[...]`` found: each entry of
+    that object is tried alone (``configSchema.apiKey.type``, not ``configSchema....type``)."""
+    m = _KEYED.search(message)
+    entries = raw.get(m.group(1)) if m else None
+    if m is None or not isinstance(entries, dict):
+        return message, _field_of(message)
+    container = m.group(1)
+    for key, value in entries.items():
+        try:
+            msgspec.convert({**raw, container: {key: value}}, Manifest)
+        except msgspec.ValidationError as exc:
+            if (found := _KEYED.search(str(exc))) is not None and found.group(1) == container:
+                rest = found.group(2)
+                message = str(exc).replace(f"`$.{container}[...]", f"`$.{container}.{key}")
+                if container == "configSchema" and ("properties" in entries or entries.get("type") == "object"):
+                    message += f" ({_JSON_SCHEMA})"
+                return message, f"{container}.{key}{rest.replace('[', '.').replace(']', '')}"
+    return message, _field_of(message)
 
 
 def _field_of(message: str) -> str:

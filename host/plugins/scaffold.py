@@ -15,11 +15,10 @@ from ..errors import HostError, InvalidConfig
 from ..runtime import Runtime
 from ..security.private_files import PLUGINS_DIR, os_failure
 from .discovery import USAGE_SUFFIX, PluginSource, load_manifest, source_for
-from .manifest import KNOWN_CAPABILITIES, infer_capabilities
+from .manifest import ID_RE, KNOWN_CAPABILITIES, RESERVED_IDS, infer_capabilities
+from .manifest_hints import unrun_hooks
 from .templates import BALANCE_TEST, BALANCE_TS, EVENT_TEST, EVENT_TS, TEMPLATES, USAGE_JS, USAGE_TEST
 from .usage_scripts import script_source
-
-_NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
 
 
 class Report(msgspec.Struct, omit_defaults=True):
@@ -72,7 +71,7 @@ async def _checked(src: PluginSource, config: HostConfig, *, shown: str) -> Repo
         permissions=msgspec.to_builtins(manifest.grants),
         findings=manifest.findings(max_net_hosts=config.security.max_net_hosts) + [
             f'exports {KNOWN_CAPABILITIES[c]} without declaring it: add "{c}" to metadata.capabilities'
-            for c in inferred],
+            for c in inferred] + unrun_hooks(exports, str(src.module)),
     )
 
 
@@ -117,9 +116,11 @@ def new_plugin(name: str, plugins_dir: str | Path, template: str = "basic") -> l
     returns their paths: ``plugins_dir/name/mod.ts`` and its test (``mod_test.ts`` for deno
     test, ``test_NAME.py`` for pytest), or for a usage script ``NAME.usage.js`` and
     ``test_NAME_usage.py``. InvalidConfig for a bad name or template, or a plugin that exists."""
-    if not _NAME_RE.match(name):
-        raise InvalidConfig(f"plugin name {name!r}: use lowercase letters, digits, - and _ "
+    if not ID_RE.match(name) or name.endswith("."):  # any id the host loads (seed 004's "wk.plugin.example")
+        raise InvalidConfig(f"plugin name {name!r}: use letters, digits, '.', '-' and '_' "
                             "(at most 64, starting with a letter or digit)")
+    if name.lower() in RESERVED_IDS:
+        raise InvalidConfig(f"plugin name {name!r} is reserved for the host's own use; choose another")
     if template not in TEMPLATES:
         raise InvalidConfig(f"template {template!r}: one of {', '.join(TEMPLATES)}")
     plugins = Path(plugins_dir)
@@ -127,13 +128,14 @@ def new_plugin(name: str, plugins_dir: str | Path, template: str = "basic") -> l
     if root.exists() or any(plugins.glob(f"{name}.*")):
         raise InvalidConfig(f"{root}: a plugin named {name!r} already exists")
     fields = dict(name=name, path=root, plugins=plugins)
+    module = re.sub(r"[^A-Za-z0-9_]", "_", name)  # the pytest file's name is a Python module's
     if template == "usage-script":
-        script, test = plugins / f"{name}.usage.js", plugins / f"test_{name.replace('-', '_')}_usage.py"
+        script, test = plugins / f"{name}.usage.js", plugins / f"test_{module}_usage.py"
         return _write_all(plugins, None, [(script, USAGE_JS.format(**fields, test=test)),
                                           (test, USAGE_TEST.format(**fields))])
     mod_text, test_name, test_text = {
         "basic": (MOD_TS, "mod_test.ts", TEST_TS),
-        "balance": (BALANCE_TS, f"test_{name.replace('-', '_')}.py", BALANCE_TEST),
+        "balance": (BALANCE_TS, f"test_{module}.py", BALANCE_TEST),
         "event": (EVENT_TS, "mod_test.ts", EVENT_TEST),
     }[template]
     return _write_all(plugins, root, [(root / "mod.ts", mod_text.format(**fields)),
