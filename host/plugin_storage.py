@@ -103,11 +103,11 @@ class _Store:
         db.execute("BEGIN IMMEDIATE")
         try:
             out = fn()
+            db.execute("COMMIT")
         except BaseException:
-            if db.in_transaction:  # sqlite rolls some failures (SQLITE_FULL) back itself
+            if db.in_transaction:  # sqlite rolls some failures (SQLITE_FULL) back itself; a failed COMMIT not
                 db.execute("ROLLBACK")
             raise
-        db.execute("COMMIT")
         return out
 
     def size_of(self, db: sqlite3.Connection, key: str) -> int:

@@ -40,8 +40,9 @@ def _utf8(raw: bytes, charset: str | None) -> bytes:
         return raw.decode(charset).encode("utf-8", "surrogatepass")
     except LookupError:
         raise bad_request(f"the body's charset {charset[:40]!r} is not one this server knows: send UTF-8") from None
-    except UnicodeDecodeError as exc:
-        raise bad_request(f"the body is not {charset[:40]} text as its Content-Type says (byte {exc.start}): "
+    except UnicodeError as exc:  # a decode error, or a codec that fails another way (punycode, idna)
+        where = f" (byte {exc.start})" if isinstance(exc, UnicodeDecodeError) else ""
+        raise bad_request(f"the body is not {charset[:40]} text as its Content-Type says{where}: "
                           "send UTF-8") from None
 
 

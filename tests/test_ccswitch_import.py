@@ -382,3 +382,8 @@ def test_a_deep_link_imports_its_usage_script_as_cc_switch_would(plugin_dir, tmp
                       cwd=tmp_path)
         assert out.returncode == 1 and said in out.stderr, (bad, out.stdout + out.stderr)
         assert SECRET not in out.stdout + out.stderr
+    # one no URL parser reads (an unclosed IPv6 bracket): urlsplit's ValueError was a traceback
+    out = run_cli("import-cc-switch", "--db", "ccswitch://[v1/import?apiKey=" + SECRET, "--dry-run", *common,
+                  cwd=tmp_path)
+    assert out.returncode == 1 and "copy the whole link again" in out.stderr, out.stdout + out.stderr
+    assert "Traceback" not in out.stderr and SECRET not in out.stdout + out.stderr

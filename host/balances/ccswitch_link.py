@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import base64
 import binascii
-from urllib.parse import parse_qsl, urlsplit
+from urllib.parse import SplitResult, parse_qsl, urlsplit
 
 from .ccswitch_sources import CcSwitchUnreadable, Row
 
@@ -23,10 +23,20 @@ def is_link(text: str) -> bool:
     return text[:len(SCHEME)].lower() == SCHEME
 
 
+def _split(link: str) -> SplitResult:
+    """The link's parts; CcSwitchUnreadable for one no URL parser reads (``ccswitch://[v1/...``)."""
+    try:
+        return urlsplit(link)
+    except ValueError:
+        raise CcSwitchUnreadable("not a cc-switch deep link this host can read (it is no URL): "
+                                 "copy the whole link again") from None
+
+
 def shown(link: str) -> str:
     """The link as it may be printed: what it names, none of its values."""
-    params = dict(parse_qsl(urlsplit(link).query, keep_blank_values=True))
-    return f"{SCHEME}{urlsplit(link).netloc}{urlsplit(link).path} (provider {params.get('name', '?')!r})"
+    parts = _split(link)
+    params = dict(parse_qsl(parts.query, keep_blank_values=True))
+    return f"{SCHEME}{parts.netloc}{parts.path} (provider {params.get('name', '?')!r})"
 
 
 def _decoded(raw: str) -> str:
@@ -45,7 +55,7 @@ def _decoded(raw: str) -> str:
 def link_row(link: str) -> tuple[Row, bool]:
     """The provider of a deep link and whether its usage query is switched on; CcSwitchUnreadable
     naming the parameter to change."""
-    parts = urlsplit(link)
+    parts = _split(link)
     if parts.netloc != "v1" or parts.path != "/import":
         raise CcSwitchUnreadable(f"a cc-switch deep link this host cannot read: {SCHEME}{parts.netloc}{parts.path} "
                                  f"(cc-switch's are {SCHEME}v1/import?...)")

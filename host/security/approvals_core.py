@@ -72,7 +72,8 @@ def merge_approval(before: dict[str, Any] | None, asked: Asked, *, version: str 
         added = added_by(asked, before)
         grants = Permissions.merge(Permissions.parse(before.get("permissions")), asked.grants)
         events = list(dict.fromkeys([*(_events(before) or []), *asked.events]))
-        priority = max(asked.priority, _priority(before) or asked.priority)
+        old = _priority(before)
+        priority = asked.priority if old is None else max(asked.priority, old)
     else:
         added = [f"{k}: {v}" for k, v in msgspec.to_builtins(asked.grants).items()]
         added += [f"events: {e}" for e in asked.events] + ([f"priority: {asked.priority}"] if asked.priority else [])

@@ -77,3 +77,17 @@ async def test_an_approval_recorded_before_events_were_compared_records_them_at_
         assert h.plugin("hook").pending_approval == ["events: user.offline"]
     stored = json.loads(approvals.read_text())["hook"]
     assert (stored["events"], stored["priority"]) == (["message.incoming", "user.online"], 2)
+
+
+def test_approving_a_lower_priority_keeps_the_highest_approved():
+    """A version asking a lower priority (and a new grant) was approved with the lower priority
+    recorded when the approved one was 0 (falsy: ``old or asked``), so the next version back at
+    0 was held as 'priority: 0 (approved: -1)'."""
+    from host.security.approvals_core import Asked, added_by, merge_approval
+    from host.security.permissions import Permissions
+
+    before, _ = merge_approval(None, Asked(Permissions(), ("tick",), 0), version="1.0.0", by="first load")
+    after, added = merge_approval(before, Asked(Permissions(net=["api.example.com"]), ("tick",), -1),
+                                  version="1.1.0", by="operator")
+    assert after["priority"] == 0 and added == ["net: api.example.com"], (after, added)
+    assert added_by(Asked(Permissions(net=["api.example.com"]), ("tick",), 0), after) == []

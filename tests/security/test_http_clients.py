@@ -288,6 +288,9 @@ async def test_a_body_with_a_bom_or_a_declared_charset_is_read_as_its_client_wro
             async with session.post("/api/plugins/calc/call/echo", data=data, headers={"Content-Type": ctype}) as r:
                 assert (r.status, await r.json()) == (200, {"ok": True, "result": "\u4f59\u989d"}), ctype
         for data, ctype, said in ((body.encode(), "application/json; charset=klingon", "klingon"),
+                                  # codecs that fail with a UnicodeError of their own were a 500
+                                  (b'{"args": [1]}', "application/json; charset=punycode", "punycode"),
+                                  (b'{"args": [1]}', "application/json; charset=undefined", "undefined"),
                                   (b"\xff\xfe\x00", "application/json; charset=utf-8", "UTF-8")):
             async with session.post("/api/plugins/calc/call/echo", data=data, headers={"Content-Type": ctype}) as r:
                 answer = await r.json()
