@@ -110,3 +110,26 @@ async def test_at_start_a_dependency_that_failed_to_load_is_named_as_such(plugin
     async with make_host(reload=NO_WATCH) as h:
         state, error = states(h)["app"]  # not "not installed": in error, and why
         assert state == "error" and error.startswith("dependency 'base' (^1.0.0) is in error: base"), error
+
+
+async def test_a_dependency_disabled_while_a_dependent_is_enabled_keeps_it_from_running(plugin_dir, make_host):
+    """``enable(app)`` checked app's dependencies, then started its pool outside the registry's
+    lock (its onStart may take up to hook_timeout); ``disable(base)`` meanwhile found app not yet
+    serving, so nothing judged it again, and app went to `running` with its dependency off."""
+    plugin_dir.add("base.js", plugin("base", "1.0.0"), auto_metadata=False)
+    plugin_dir.add("app.js", plugin("app", "1.0.0", '{ base: "^1.0.0" }') + (
+        'export async function onStart() { console.log("app starting"); '
+        "await new Promise((r) => setTimeout(r, 1500)); }\n"), auto_metadata=False)
+    async with make_host(reload=NO_WATCH) as h:
+        await h.disable("app")
+        seen: list[str] = []
+        h.add_log_listener(lambda p, worker, msg: seen.append(msg.message))
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(h.enable, "app")
+            await wait_for(lambda: "app starting" in seen, timeout=10)
+            await h.disable("base")  # while app starts
+        assert states(h)["app"] == ("error", "dependency 'base' (^1.0.0) is disabled"), states(h)
+        assert not h.plugin("app").workers
+        await h.enable("base")
+        await wait_for(lambda: states(h)["app"] == ("running", None), timeout=20)
+        assert await h.call("app", "v") == "1.0.0"

@@ -307,6 +307,10 @@ class Registry:
             if record.state != before or record not in self.records:  # disabled or removed meanwhile
                 await pool.stop()
                 return
+            if (why := self._dependency_error(record, record.manifest)) is not None:  # one went away meanwhile
+                await pool.stop()
+                wait_for_dependencies(record, why)
+                return
             record.pool = pool
         except InvalidConfig as exc:
             record.set_state("error", f"invalid config: {exc.message}")
