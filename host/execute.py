@@ -86,7 +86,11 @@ async def run_execute(pool: Pool, code: str, input: Any, *, entry: str, budget: 
 
     async def op(lease: Lease) -> Any:
         worker = lease.worker
-        if not await worker.turned(min(reuse_probe, max(deadline - time.monotonic(), 0))):
+        within = min(reuse_probe, max(deadline - time.monotonic(), 0))
+        if not await worker.turned(within):
+            if within < reuse_probe:  # the caller's time ran out before the probe's: no verdict on the worker
+                raise CallTimeout(f"no worker could take the execution within {budget:g}s", timeout=budget,
+                                  plugin=EXECUTE_ID, function=entry)
             worker.kill(LEFT_BUSY)
             raise WorkerCrashed(f"worker {worker.describe()} did not answer a ping within {reuse_probe:g}s "
                                 "([execute] reuse_probe) after its last execution", reason=LEFT_BUSY,

@@ -170,3 +170,22 @@ async def test_listeners_an_execution_left_on_lent_event_targets_do_not_run_afte
     assert a.ok and a.result == "left"
     assert b.ok and b.result == how, b.logs  # before: TimeoutError, the worker spinning in A's listener
     assert own.ok and own.result == [["x", "abort"], "function"], own  # a running execution's listeners work
+
+
+async def test_a_caller_out_of_time_before_the_probe_ends_kills_no_worker(make_host):
+    """The reuse probe waits at most what is left of the caller's time: a caller with less left
+    than ``reuse_probe`` whose probe saw no pong yet had the worker killed as 'left busy', though
+    only the caller's time had run out (under a queue, a cascade of warm workers killed and
+    spawned again). Now that caller times out and the worker stays, judged by the next probe
+    that has its whole ``reuse_probe``."""
+    async with make_host(execute=ONE_WORKER) as h:
+        # answers, then keeps its loop busy in microtasks for 0.5 s: past the short caller's time,
+        # within the whole 0.5 s probe of the caller after it: the loop turns again in time
+        left = await h.execute('export default () => { const end = Date.now() + 500; '
+                               'const f = () => { if (Date.now() < end) Promise.resolve().then(f); }; f(); '
+                               'return Deno.pid; }')
+        short = await h.execute("export default () => Deno.pid", timeout=0.2)
+        later = await h.execute("export default () => Deno.pid", timeout=5)
+    assert left.ok, left.logs
+    assert not short.ok and short.logs[-1].name == "TimeoutError", short.logs
+    assert later.ok and later.result == left.result, (later.result, left.result)  # the same worker
