@@ -29,6 +29,9 @@ _YIELD_EVERY = 16  # reads in a row without waiting before the reader lets other
 # PAUSE_MAX at once), so a flooding worker waits on its own writes, not the host on its frames.
 DECODE_SHARE = 0.25
 DECODE_BURST = 0.25  # seconds: a large answer now and then is never held back
+# A read this short into an empty frame buffer decodes at most that many bytes (a few hundred
+# objects at most): not timed, so a plain call's answer pays nothing for the share.
+_UNCHARGED = 512
 PAUSE_MAX = 4.0  # seconds; a worker's connection: at most half its heartbeat_timeout, never taken for silent
 
 
@@ -167,7 +170,6 @@ class FrameSocket:
     def _consume(self) -> None:
         """One read in the readable callback (serve mode): at most _RECV_SIZE bytes, so that a
         worker that floods the socket shares the loop with everything else."""
-        t0 = time.perf_counter()
         try:
             data = self._sock.recv(_RECV_SIZE)
         except BlockingIOError:
@@ -180,8 +182,12 @@ class FrameSocket:
             return
         frames = self.frames
         try:
-            msgs = frames.feed(data)
-            pause = self._charge(t0)
+            if len(data) < _UNCHARGED and not frames._buf:  # nothing costly to decode (a call's answer)
+                msgs, pause = frames.feed(data), 0.0
+            else:
+                t0 = time.perf_counter()
+                msgs = frames.feed(data)
+                pause = self._charge(t0)
             if msgs:
                 assert self._consumer is not None
                 self._consumer(msgs, frames.sizes)
@@ -248,13 +254,15 @@ class FrameSocket:
                 self._reads = 0
                 await anyio.lowlevel.checkpoint()
             self._drained = len(data) < _RECV_SIZE
-            t0 = time.perf_counter()
+            cheap = len(data) < _UNCHARGED and not self.frames._buf
+            t0 = 0.0 if cheap else time.perf_counter()
             try:
                 msgs = self.frames.feed(data)
             except ProtocolError:
                 self._stop_reading()
                 raise
-            self._owed += self._charge(t0)
+            if not cheap:
+                self._owed += self._charge(t0)
             if msgs:  # handed over first: the pause holds back what comes next, not these
                 return msgs
             if self._owed:

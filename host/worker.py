@@ -811,7 +811,8 @@ class Worker:
                 else:
                     pending.value = msg.value
                 del self._pending[msg.id]
-                self._ran(pending)
+                if pending.logs is not None:  # an execution's
+                    self._ran(pending)
                 pending.event.set()
                 _gone(pending)
                 self._settled()
@@ -822,7 +823,8 @@ class Worker:
                 record_error(self.runtime.audit, self.spec.plugin_id, pending.fn, info.name, info.message)
                 pending.info = info
                 del self._pending[msg.id]
-                self._ran(pending)
+                if pending.logs is not None:  # an execution's
+                    self._ran(pending)
                 pending.event.set()
                 _gone(pending)
                 self._settled()
@@ -962,7 +964,7 @@ class Worker:
         worker's event loop spinning in microtasks, where no timer runs; it turns again, as
         far as the host knows, at the next pong (the runtime sends one unasked from its next
         macrotask)."""
-        if self.spec.role == "execute" and pending.logs is not None:
+        if self.spec.role == "execute":
             self._turned = anyio.Event()
             if self.spec.retire_growth and self._data_base is not None and not self.retiring:
                 grown = (vm_data(self.pid) or self._data_base) - self._data_base
