@@ -4,11 +4,11 @@ queues are bounded in bytes, not only in count (an event may be as large as a fr
 
 from __future__ import annotations
 
-import gc
 import socket
 
 import anyio
 import pytest
+from support.processes import peak_rss
 from support.servers import two_hosts
 
 from host import PoolConfig
@@ -35,9 +35,6 @@ export async function deaf(ms, ctx) {
 """
 
 
-def rss() -> int:
-    with open("/proc/self/status") as f:
-        return next(int(line.split()[1]) * 1024 for line in f if line.startswith("VmRSS:"))
 
 
 async def test_events_for_other_hosts_queue_no_more_bytes_than_the_outbox_allows(plugin_dir, make_host):
@@ -49,21 +46,10 @@ async def test_events_for_other_hosts_queue_no_more_bytes_than_the_outbox_allows
     try:
         async with make_host(state=StateConfig(channel_storage=url), pool=PoolConfig(min_workers=1, max_workers=1)) as h:
             assert await h.call("loud", "shout", 1, 10) == 1
-            gc.collect()
-            base = peak = rss()
-
-            async def watch() -> None:
-                nonlocal peak
-                while True:
-                    peak = max(peak, rss())
-                    await anyio.sleep(0.005)
-
-            async with anyio.create_task_group() as tg:
-                tg.start_soon(watch)
+            async with peak_rss() as seen:
                 assert await h.call("loud", "shout", 400, MIB - 64, timeout=60) == 400  # 400 MiB of events
                 await anyio.sleep(0.2)
-                tg.cancel_scope.cancel()
-            assert peak - base < 160 * MIB, f"host RSS grew {(peak - base) / MIB:.0f} MiB"
+            assert seen.growth < 160 * MIB, seen.mib()
     finally:
         hanging.close()
 
@@ -76,20 +62,10 @@ async def test_events_from_other_hosts_queue_no_more_bytes_than_the_inbox_allows
         for h in (a, b):
             with anyio.fail_after(10):
                 await h._services.relay.subscribed.wait()
-        gc.collect()
-        base = peak = rss()
-
-        async def watch() -> None:
-            nonlocal peak
-            while True:
-                peak = max(peak, rss())
-                await anyio.sleep(0.005)
-
-        async with anyio.create_task_group() as tg:
-            tg.start_soon(watch)
+        async with peak_rss() as seen, anyio.create_task_group() as tg:
             tg.start_soon(b.call, "loud", "deaf", 6000)  # b's worker listens, then reads nothing
             await anyio.sleep(0.5)
             assert await a.call("loud", "shout", 400, MIB - 64, timeout=60) == 400  # 400 MiB of events
             await anyio.sleep(1)
             tg.cancel_scope.cancel()
-        assert peak - base < 250 * MIB, f"hosts' RSS grew {(peak - base) / MIB:.0f} MiB"
+        assert seen.growth < 250 * MIB, "two hosts: " + seen.mib()

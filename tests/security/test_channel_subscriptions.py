@@ -7,10 +7,9 @@ and another emitting 60 events of 15 MiB at once grew the host 919 MiB (``max_va
 
 from __future__ import annotations
 
-import gc
-
 import anyio
 import pytest
+from support.processes import peak_rss
 
 from host import HostError, PoolConfig
 
@@ -66,35 +65,22 @@ export async function shout(n, size, ctx) {
 MIB = 1024 * 1024
 
 
-def rss() -> int:
-    with open("/proc/self/status") as f:
-        return next(int(line.split()[1]) * 1024 for line in f if line.startswith("VmRSS:"))
 
 
 async def test_events_waiting_for_a_worker_that_reads_nothing_keep_host_memory_bounded(plugin_dir, make_host):
     plugin_dir.add("fan.js", FAN)
     async with make_host(pool=PoolConfig(min_workers=2, max_workers=2)) as h:
-        gc.collect()
-        base = peak = rss()
-
-        async def watch() -> None:
-            nonlocal peak
-            while True:
-                peak = max(peak, rss())
-                await anyio.sleep(0.005)
-
         async def deaf() -> None:
             try:
                 await h.call("fan", "deaf", 4000, timeout=30)
             except HostError:
                 pass
 
-        async with anyio.create_task_group() as tg:
-            tg.start_soon(watch)
+        async with peak_rss() as seen, anyio.create_task_group() as tg:
             tg.start_soon(deaf)
             await anyio.sleep(0.5)
             sent = await h.call("fan", "shout", 60, 15 * MIB, timeout=30)
             assert sent == ["PayloadTooLarge"] * 60
             assert await h.call("fan", "shout", 1, 512 * 1024, timeout=30) in ([0], [1])  # under the bound: sent
             tg.cancel_scope.cancel()
-        assert peak - base < 250 * MIB, f"host RSS grew {(peak - base) / MIB:.0f} MiB"
+        assert seen.growth < 250 * MIB, seen.mib()

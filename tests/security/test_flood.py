@@ -4,12 +4,12 @@ memory stays flat whatever a worker does (issue 14, items 1, 2 and 13)."""
 
 from __future__ import annotations
 
-import gc
 from collections.abc import Awaitable, Callable
 
 import anyio
 import pytest
 from support.plugins import PluginDir
+from support.processes import peak_rss
 
 from host import CallTimeout, HostError, PayloadTooLarge, PluginError, PoolConfig, WorkerCrashed, WorkerLimits
 from host.worker import LIMIT_HOST_CALLS, LIMIT_WRITE_BUFFER, MAX_ERROR_NAME, MAX_ERROR_TEXT
@@ -19,34 +19,16 @@ pytestmark = [pytest.mark.anyio, pytest.mark.timeout(120)]
 MIB = 1024 * 1024
 
 
-def rss() -> int:
-    """This process's resident set size, in bytes (the host runs in the test process)."""
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) * 1024
-    raise AssertionError("no VmRSS")
 
 
 async def crash_and_growth(flood: Callable[[], Awaitable[object]],
                            expected: type[HostError] = WorkerCrashed) -> tuple[HostError, int]:
     """Run ``flood``, which must end in ``expected``; also the growth of the host's RSS at its
     highest meanwhile (sampled every few milliseconds), in bytes."""
-    gc.collect()
-    base = peak = rss()
-
-    async def watch() -> None:
-        nonlocal peak
-        while True:
-            peak = max(peak, rss())
-            await anyio.sleep(0.002)
-
-    async with anyio.create_task_group() as tg:
-        tg.start_soon(watch)
+    async with peak_rss(0.002) as seen:
         with pytest.raises(expected) as e:
             await flood()
-        tg.cancel_scope.cancel()
-    return e.value, peak - base
+    return e.value, seen.growth
 
 
 # A fake worker runtime (tests/support/hostile.py PRELUDE: the real codec and framing) that serves like
@@ -295,18 +277,8 @@ async def test_output_without_a_newline_neither_stalls_the_host_nor_grows_it(mak
     };"""
     async with make_host(execute=ExecuteConfig(min_workers=1, max_workers=1)) as h:
         await h.execute("export default () => 0")  # the worker is started
-        gc.collect()
-        base = peak = rss()
-        async with anyio.create_task_group() as tg:
-            async def watch() -> None:
-                nonlocal peak
-                while True:
-                    peak = max(peak, rss())
-                    await anyio.sleep(0.002)
-
-            tg.start_soon(watch)
+        async with peak_rss(0.002) as seen:
             out = await h.execute(flood, timeout=30)
-            tg.cancel_scope.cancel()
     assert out.ok and out.result == "flooded", out.logs
     assert out.duration < 5000, out.duration  # before: 60 s and more
-    assert peak - base < 48 * MIB, peak - base
+    assert seen.growth < 48 * MIB, seen.mib()

@@ -5,13 +5,12 @@ the answers, each held in the host as a list of Python strings until the worker 
 
 from __future__ import annotations
 
-import gc
 import os
 import sqlite3
 import time
 
-import anyio
 import pytest
+from support.processes import peak_rss
 
 from host import PoolConfig, WorkerLimits
 
@@ -35,9 +34,6 @@ export async function unread(n, ctx) {
 """
 
 
-def rss() -> int:
-    with open("/proc/self/status") as f:
-        return next(int(line.split()[1]) * 1024 for line in f if line.startswith("VmRSS:"))
 
 
 def plant(state_dir, n: int) -> None:
@@ -66,20 +62,9 @@ async def test_unread_key_listings_keep_host_memory_flat(plugin_dir, make_host, 
     limits = WorkerLimits(heartbeat_timeout=10)
     async with make_host(pool=PoolConfig(min_workers=1, max_workers=1), state_dir=str(state_dir), limits=limits) as h:
         assert await h.call("lister", "count") == 120_000
-        gc.collect()
-        base = peak = rss()
-
-        async def watch() -> None:
-            nonlocal peak
-            while True:
-                peak = max(peak, rss())
-                await anyio.sleep(0.005)
-
-        async with anyio.create_task_group() as tg:
-            tg.start_soon(watch)
+        async with peak_rss() as seen:
             t0 = time.monotonic()
             answers = await h.call("lister", "unread", 64, timeout=60)
-            tg.cancel_scope.cancel()
         # those that waited for the store longer than limits' storage_timeout (5 s) gave up
         assert set(answers) <= {120_000, "StorageError"} and answers.count(120_000) >= 16, answers
-        assert peak - base < 100 * MIB, f"host RSS grew {(peak - base) / MIB:.0f} MiB in {time.monotonic() - t0:.1f} s"
+        assert seen.growth < 100 * MIB, f"{seen.mib()} in {time.monotonic() - t0:.1f} s"

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
+import gc
 import os
 import signal
 import subprocess
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 
 import anyio
 
@@ -101,3 +103,42 @@ def sigterm_and_reap(proc: subprocess.Popen, *, expect_workers: bool = True) -> 
     proc.send_signal(signal.SIGTERM)
     assert proc.wait(timeout=20) == 0
     assert all(process_gone(pid) for pid in workers)
+
+
+def rss() -> int:
+    """This process's resident set size, in bytes (a host under test runs in the test process)."""
+    with open("/proc/self/status") as f:
+        return next(int(line.split()[1]) * 1024 for line in f if line.startswith("VmRSS:"))
+
+
+class RssPeak:
+    """What ``peak_rss`` saw: RSS at its start and at its highest since, in bytes."""
+
+    def __init__(self, base: int) -> None:
+        self.base = self.peak = base
+
+    @property
+    def growth(self) -> int:
+        return self.peak - self.base
+
+    def mib(self) -> str:
+        return f"host RSS grew {self.growth / (1 << 20):.0f} MiB"
+
+
+@contextlib.asynccontextmanager
+async def peak_rss(every: float = 0.005) -> AsyncIterator[RssPeak]:
+    """Sample this process's RSS every ``every`` seconds while the block runs (after a collection)."""
+    gc.collect()
+    seen = RssPeak(rss())
+
+    async def sample() -> None:
+        while True:
+            seen.peak = max(seen.peak, rss())
+            await anyio.sleep(every)
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(sample)
+        try:
+            yield seen
+        finally:
+            tg.cancel_scope.cancel()
