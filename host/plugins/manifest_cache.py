@@ -23,6 +23,7 @@ import logging
 import os
 import stat
 import time
+from collections.abc import Iterable
 from contextvars import ContextVar
 from pathlib import Path
 from typing import Any
@@ -66,10 +67,7 @@ class _File(msgspec.Struct):
 
 def content_digest(root: Path) -> str | None:
     """sha256 of the path and content of every regular file under ``root`` (or of the file):
-    hidden files and vendored folders too, since the module may import them (None: unreadable).
-    Read in chunks; a file over BIG_FILE bytes counts by its stat instead (size, mtime, ctime,
-    inode: a write changes its ctime), so a huge one (a 1 GiB blob took 2 GB and 6.5 s) costs a stat."""
-    h = hashlib.sha256()
+    hidden files and vendored folders too, since the module may import them (None: unreadable)."""
     try:
         if root.is_file():
             files = [str(root)]
@@ -78,20 +76,28 @@ def content_digest(root: Path) -> str | None:
             for dirpath, dirnames, filenames in os.walk(root):
                 dirnames.sort()
                 files += [os.path.join(dirpath, name) for name in sorted(filenames)]
-        for path in files:
-            st = os.stat(path)
-            if not stat.S_ISREG(st.st_mode):
-                continue
-            h.update(path.encode() + b"\0")
-            if st.st_size > BIG_FILE:
-                h.update(f"stat {st.st_size} {st.st_mtime_ns} {st.st_ctime_ns} {st.st_dev} {st.st_ino}".encode())
-            else:
-                with open(path, "rb") as f:
-                    while chunk := f.read(CHUNK):
-                        h.update(chunk)
-            h.update(b"\0")
+        return digest_files((path, os.stat(path)) for path in files)
     except OSError:
         return None
+
+
+def digest_files(files: Iterable[tuple[str, os.stat_result]]) -> str:
+    """sha256 of the path and content of each (path, stat) given, in order; OSError if one cannot
+    be read. Read in chunks; a file over BIG_FILE bytes counts by its stat instead (size, mtime,
+    ctime, inode: a write changes its ctime), so a huge one (a 1 GiB blob took 2 GB and 6.5 s) costs
+    a stat; what is not a regular file (a FIFO) counts by its path alone, never opened."""
+    h = hashlib.sha256()
+    for path, st in files:
+        h.update(os.fsencode(path) + b"\0")
+        if not stat.S_ISREG(st.st_mode):
+            h.update(b"special")
+        elif st.st_size > BIG_FILE:
+            h.update(f"stat {st.st_size} {st.st_mtime_ns} {st.st_ctime_ns} {st.st_dev} {st.st_ino}".encode())
+        else:
+            with open(path, "rb") as f:
+                while chunk := f.read(CHUNK):
+                    h.update(chunk)
+        h.update(b"\0")
     return h.hexdigest()
 
 

@@ -10,14 +10,12 @@ reload (watch.py): the stat changes with every save, the code only with some."""
 
 from __future__ import annotations
 
-import hashlib
 import os
-import stat
 from pathlib import Path
 
 import anyio
 
-from .manifest_cache import BIG_FILE, CHUNK
+from .manifest_cache import digest_files
 
 _SKIP_DIRS = {"node_modules", ".git", "__pycache__"}
 
@@ -31,22 +29,12 @@ def fingerprint(root: Path) -> tuple:
 def content(root: Path) -> str | None:
     """sha256 of the path and content of the files ``fingerprint`` covers, and only those: an
     editor's hidden swap or backup file (vim's ``.mod.ts.swp``) written with a save changes
-    neither. A file over BIG_FILE bytes counts by its stamp, as in the manifest cache; one that
-    is not a regular file (a FIFO) by its path alone, never opened. None: unreadable."""
-    h = hashlib.sha256()
+    neither (manifest_cache.digest_files: big files by their stamp, FIFOs never opened). None:
+    unreadable."""
     try:
-        for path, st in _files(root):
-            h.update(os.fsencode(path) + b"\0")
-            if not stat.S_ISREG(st.st_mode) or st.st_size > BIG_FILE:
-                h.update(repr(_stamp(path, st)[1:] if stat.S_ISREG(st.st_mode) else "special").encode())
-            else:
-                with open(path, "rb") as f:
-                    while chunk := f.read(CHUNK):
-                        h.update(chunk)
-            h.update(b"\0")
+        return digest_files(_files(root))
     except OSError:
         return None
-    return h.hexdigest()
 
 
 def _files(root: Path) -> list[tuple[str, os.stat_result]]:
