@@ -133,3 +133,26 @@ async def test_a_dependency_disabled_while_a_dependent_is_enabled_keeps_it_from_
         await h.enable("base")
         await wait_for(lambda: states(h)["app"] == ("running", None), timeout=20)
         assert await h.call("app", "v") == "1.0.0"
+
+
+async def test_a_dependents_calls_in_flight_drain_without_holding_the_change_that_stopped_it(plugin_dir, make_host):
+    """Stopping a dependent (its dependency disabled) awaited the drain of its pool inside the
+    disable, under the registry's lock: a 3 s call of the dependent held the disable (and every
+    other reload) 3 s. Its pool drains in the background now; the call still finishes."""
+    plugin_dir.add("base.js", plugin("base", "1.0.0"), auto_metadata=False)
+    plugin_dir.add("app.js", plugin("app", "1.0.0", '{ base: "^1.0.0" }') + (
+        'export async function slow() { await new Promise((r) => setTimeout(r, 3000)); return "done"; }\n'),
+        auto_metadata=False)
+    async with make_host(reload=NO_WATCH) as h:
+        answers: list[str] = []
+
+        async def slow() -> None:
+            answers.append(await h.call("app", "slow", timeout=10))
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(slow)
+            await wait_for(lambda: h.plugin("app").running == 1, timeout=10)
+            with anyio.fail_after(1.5):  # before: the 3 s call's whole drain
+                await h.disable("base")
+            assert states(h)["app"] == ("error", "dependency 'base' (^1.0.0) is disabled")
+        assert answers == ["done"]

@@ -69,7 +69,9 @@ async def rejudge(reg: Registry, changed: Iterable[str]) -> None:
             if r.state in SERVING and why is not None:
                 pool, r.pool = r.pool, None
                 wait_for_dependencies(r, why)  # first: a call while the pool drains is told why
-                if pool is not None:
+                if pool is not None and reg._tg is not None:
+                    reg._tg.start_soon(pool.stop)  # drains in the background (its calls finish), as a swap's
+                elif pool is not None:
                     await pool.stop()
                 todo.append(r.id)
             elif r.state == "error" and r.awaits_dependencies and why is None:
