@@ -43,6 +43,7 @@ from .errors import (
     SecretsError,
     SpawnFailed,
     StateError,
+    StationNotFound,
 )
 from .http_guard import (
     HostNames,
@@ -65,7 +66,7 @@ from .server_params import MAX_ALERTS, MAX_HISTORY_POINTS, MAX_LOG_ENTRIES, body
 __all__ = ["DRAINING", "FOLLOW", "HANDLING", "LOGS_VIEW", "METRICS_VIEW", "PLUGINS_VIEW", "PrivateUnixSite", "Runner", "create_app", "drain"]
 
 _STATUS = {
-    PluginNotFound: 404, FunctionNotFound: 404, InvalidConfig: 400, PayloadTooLarge: 413,
+    PluginNotFound: 404, FunctionNotFound: 404, StationNotFound: 404, InvalidConfig: 400, PayloadTooLarge: 413,
     CallTimeout: 504, PluginUnavailable: 503, HostClosed: 503, GrantRefused: 403, InvalidArguments: 400,
     ApprovalChanged: 409, StateError: 503, RateLimited: 429, CircuitOpen: 503, ExecuteRefused: 400,
     # the host's own storage or keys failing is no error of the plugin's (502): unavailable, try later

@@ -1,5 +1,6 @@
 """``/api/stations`` as a form or a script sends it: a new station's fields checked in the order a
-form shows them, each 400 naming its field."""
+form shows them, each 400 naming its field; a station that does not exist is 404 on every route,
+as a missing plugin is."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ from support.plugins import fresh_state
 from support.relay import relayco, serve_relay
 from support.servers import served
 
-from host import HostConfig, PluginHost, PluginSettings, PoolConfig
+from host import HostConfig, PluginHost, PluginSettings, PoolConfig, StationNotFound
 
 pytestmark = [pytest.mark.anyio, pytest.mark.timeout(60),
               pytest.mark.parametrize("anyio_backend", ["asyncio"])]  # aiohttp
@@ -57,3 +58,17 @@ async def test_a_new_stations_fields_are_checked_in_order_each_refusal_naming_it
         async with http.post("/api/stations", json=good) as r:
             assert r.status == 201, await r.text()
 
+
+async def test_a_station_that_does_not_exist_is_404_on_every_route(plugin_dir, tmp_path, shared_state, relay):
+    async with host_for(plugin_dir, tmp_path, shared_state) as h, served(h) as (_, http):
+        for method, path, body in [("GET", "/api/stations/west/config", None),
+                                   ("PUT", "/api/stations/west/config", {"apiKey": "sk-x"}),
+                                   ("DELETE", "/api/stations/west", None),
+                                   ("POST", "/api/stations/west/test", None)]:
+            async with http.request(method, path, json=body) as r:
+                status, error = r.status, (await r.json())["error"]
+            # before: 400 InvalidConfig, as for a value the station refuses
+            assert (status, error["type"]) == (404, "StationNotFound"), (method, path, error)
+            assert "no station named 'west'" in error["message"]
+        with pytest.raises(StationNotFound):
+            await h.stations.remove("west")
