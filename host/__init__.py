@@ -53,6 +53,7 @@ from .errors import (
     SpawnFailed,
     StateError,
     StateUnavailable,
+    StationNotFound,
     StorageError,
     StorageFull,
     ToolFailed,
@@ -80,5 +81,5 @@ __all__ = [
     "DbError", "DbRefused", "DbUnavailable", "FunctionNotFound", "GrantRefused", "HandshakeError", "HostClosed", "HostConfig", "HostError", "InvalidArguments", "InvalidCode", "InvalidConfig",
     "LogEntry", "Package", "PackageRefused", "PackagesConfig", "PayloadTooLarge", "PermissionDenied", "Permissions", "PluginError", "PluginEvent", "PluginHost",
     "PluginInfo", "PluginNotFound", "PluginSettings", "PluginUnavailable", "PoolConfig",
-    "ProtocolError", "RateLimited", "ResourceLimitExceeded", "SchedulerStats", "SecretsError", "SpawnFailed", "StateError", "StateUnavailable", "StorageError", "StorageFull", "SyncPluginHost", "WorkerCrashed", "WorkerInfo", "WorkerLimits", "WrongThread",
+    "ProtocolError", "RateLimited", "ResourceLimitExceeded", "SchedulerStats", "SecretsError", "SpawnFailed", "StateError", "StationNotFound", "StateUnavailable", "StorageError", "StorageFull", "SyncPluginHost", "WorkerCrashed", "WorkerInfo", "WorkerLimits", "WrongThread",
 ]

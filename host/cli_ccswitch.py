@@ -107,6 +107,11 @@ def import_plan(args: argparse.Namespace, config: HostConfig) -> Plan:
                      ", ".join(sorted(f.values)) or "none", action])
         if f.note:
             notes.append(f"{f.id}: {f.note.replace('ID', f.id)}")
+        if f.interval is not None:
+            notes.append(f"{f.id}: cc-switch queried it by itself every {f.interval} min (autoQueryInterval); "
+                         "not carried over: this host asks a station when asked (the dashboard, "
+                         "GET /api/balances, `balances`), at most once per [balances] min_interval; "
+                         "to keep it fresh, ask on a timer (e.g. `python -m host balances --refresh` from cron)")
     out = table(rows) if len(rows) > 1 else "no cc-switch provider has a usage query to import\n"
     out += "".join(f"note: {n}\n" for n in notes)
     if plan.skipped:

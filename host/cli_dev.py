@@ -84,7 +84,14 @@ async def validate_plugin(args: argparse.Namespace, config: HostConfig) -> int:
     elif report.valid:
         print(f"ok: {report.id}@{report.version} ({report.path})")
         print(f"  exports: {', '.join(report.exports) or '-'}")
-        print(f"  permissions: {json.dumps(report.permissions) if report.permissions else 'none'}")
+        shown = json.dumps(report.permissions) if report.permissions else "none"
+        if report.config_net and not report.permissions:
+            shown = "none until configured"
+        print(f"  permissions: {shown}")
+        for entry, default in report.config_net.items():  # a grant the config decides
+            key = entry[len("{config."):-1]
+            print(f"  net {entry}: the host of config.{key}, " + (
+                f"{default} by default" if default else "granted once it is set (no default)"))
         for finding in report.findings:
             print(f"  warning: {finding}")
     else:

@@ -99,6 +99,10 @@ class PluginNotFound(HostError):
     """No plugin with that id is installed."""
 
 
+class StationNotFound(HostError):
+    """No relay station with that name (``host.toml``'s ``[stations]`` or one added since)."""
+
+
 class PluginUnavailable(HostError):
     """The plugin cannot take calls now: it failed to load, is in a crash loop, or is closing."""
 

@@ -275,6 +275,9 @@ class ExecutePools:
             reason = exc.message.split(": ")[0] if isinstance(exc, InvalidCode) else exc.message
             self._audit(line, t0, action="allowed", outcome="invalid", error=type(exc).__name__, reason=reason)
             raise
+        except anyio.get_cancelled_exc_class():  # its caller gave up (an HTTP client that hung up)
+            self._audit(line, t0, action="allowed", outcome="cancelled")
+            raise
         finally:
             self._release(claimed)
         name = next((e.name for e in reversed(out.logs) if e.level == "exception"), None)

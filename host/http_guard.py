@@ -1,7 +1,8 @@
 """The server's transport guard (server.py): which Host and Origin names are this server's
 (DNS rebinding), bearer tokens compared in constant time, deadlines on request heads and
 bodies, a cap on open connections, request bodies taken only as sent (never inflated), errors
-of clients answered in JSON and logged in one line, and the owner-only Unix socket site."""
+of clients answered in JSON and logged in one line, work for a client that hung up cancelled
+(``until_gone``), and the owner-only Unix socket site."""
 
 from __future__ import annotations
 
@@ -15,10 +16,11 @@ import logging
 import os
 import socket
 import stat
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 from urllib.parse import urlsplit
 
+import anyio
 from aiohttp import web
 
 log = logging.getLogger("host.server")
@@ -178,13 +180,14 @@ class HeadDeadline(web.RequestHandler):
     ``_request_count`` and ``_waiter``, which its own keep-alive check uses;
     tests/security/test_http_hardening.py fails if an upgrade changes them.)"""
 
-    __slots__ = ("_born", "_head_timer", "_header_timeout", "_max_connections")
+    __slots__ = ("_born", "_head_timer", "_header_timeout", "_max_connections", "on_lost")
 
     def __init__(self, manager: web.Server, *, header_timeout: float, max_connections: int, **kwargs: Any) -> None:
         super().__init__(manager, **kwargs)
         self._header_timeout = header_timeout
         self._max_connections = max_connections
         self._head_timer: asyncio.TimerHandle | None = None
+        self.on_lost: set[Callable[[], object]] = set()  # called once the connection is gone (until_gone)
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         super().connection_made(transport)
@@ -214,6 +217,9 @@ class HeadDeadline(web.RequestHandler):
     def connection_lost(self, exc: BaseException | None) -> None:
         self._stop_head_timer()
         super().connection_lost(exc)
+        lost, self.on_lost = self.on_lost, set()
+        for callback in lost:
+            callback()
 
     def handle_error(self, request: web.BaseRequest, status: int = 500, exc: BaseException | None = None,
                      message: str | None = None) -> web.StreamResponse:
@@ -243,6 +249,28 @@ class HeadDeadline(web.RequestHandler):
         if self._awaiting_head():
             log.debug("closing a connection that sent no complete request head within %gs", self._header_timeout)
             self.force_close()
+
+
+@contextlib.contextmanager
+def until_gone(request: web.BaseRequest) -> Iterator[anyio.CancelScope]:
+    """A cancel scope the client's hanging up cancels (its ``cancel_called`` then says so): a
+    call or an execution stops when nobody waits for its answer, through the call's own cancel
+    path (the worker told, killed after ``cancel_grace`` if it runs on), instead of holding its
+    worker and its concurrency slot to its deadline while the client retries. aiohttp's own
+    ``handler_cancellation`` would cancel every handler so, a change to a config or a package
+    half made too; this is for the handlers that only wait on plugin code. A connection not
+    made by ``Runner`` (``HeadDeadline``) is not watched."""
+    handler = request.protocol
+    with anyio.CancelScope() as scope:
+        if isinstance(handler, HeadDeadline):
+            if handler.transport is None:  # gone already, before the work began
+                scope.cancel()
+            handler.on_lost.add(scope.cancel)
+        try:
+            yield scope
+        finally:
+            if isinstance(handler, HeadDeadline):
+                handler.on_lost.discard(scope.cancel)
 
 
 class DeadlineServer(web.Server):
@@ -330,4 +358,4 @@ def sweep_stale_socket(path: str) -> None:
 
 
 __all__ = ["HostNames", "PrivateUnixSite", "Runner", "bearer_ok", "body_deadline", "body_refusal", "connection_cap",
-           "token_digest"]
+           "token_digest", "until_gone"]

@@ -43,6 +43,7 @@ from .errors import (
     SecretsError,
     SpawnFailed,
     StateError,
+    StationNotFound,
 )
 from .http_guard import (
     HostNames,
@@ -52,6 +53,7 @@ from .http_guard import (
     body_deadline,
     body_refusal,
     token_digest,
+    until_gone,
 )
 from .info import json_default
 from .logbook import LEVELS
@@ -64,7 +66,7 @@ from .server_params import MAX_ALERTS, MAX_HISTORY_POINTS, MAX_LOG_ENTRIES, body
 __all__ = ["DRAINING", "FOLLOW", "HANDLING", "LOGS_VIEW", "METRICS_VIEW", "PLUGINS_VIEW", "PrivateUnixSite", "Runner", "create_app", "drain"]
 
 _STATUS = {
-    PluginNotFound: 404, FunctionNotFound: 404, InvalidConfig: 400, PayloadTooLarge: 413,
+    PluginNotFound: 404, FunctionNotFound: 404, StationNotFound: 404, InvalidConfig: 400, PayloadTooLarge: 413,
     CallTimeout: 504, PluginUnavailable: 503, HostClosed: 503, GrantRefused: 403, InvalidArguments: 400,
     ApprovalChanged: 409, StateError: 503, RateLimited: 429, CircuitOpen: 503, ExecuteRefused: 400,
     # the host's own storage or keys failing is no error of the plugin's (502): unavailable, try later
@@ -104,6 +106,11 @@ def _error(status: int, type_: str, message: str) -> web.Response:
     if status == 413:  # seed 001's 413 names it: {"error": {"name": "PayloadTooLarge", ...}}
         return _json({"error": {"name": type_, "type": type_, "message": message}}, status)
     return _json({"error": {"type": type_, "message": message}}, status)
+
+
+def _gone() -> web.Response:
+    """The answer to a client that hung up before it (nginx's 499): written to nobody, logged."""
+    return _error(499, "ClientClosedRequest", "the client closed the connection; the work was cancelled")
 
 
 def _host_error(exc: HostError) -> web.Response:
@@ -299,7 +306,11 @@ def create_app(host: PluginHost, *, admin_token: str | None = None, read_token: 
 
     async def call(request: web.Request) -> web.Response:
         body: CallBody = await body_of(request, CallBody)
-        result = await host.call(request.match_info["id"], request.match_info["fn"], *body.args, timeout=body.timeout)
+        with until_gone(request) as gone:  # the client hung up: the call is cancelled
+            result = await host.call(request.match_info["id"], request.match_info["fn"], *body.args,
+                                     timeout=body.timeout)
+        if gone.cancel_called:
+            return _gone()
         return _shown({"ok": True, "result": result}, host.masked)  # it may echo ctx.config
 
     async def execute(request: web.Request) -> web.Response:
@@ -307,13 +318,16 @@ def create_app(host: PluginHost, *, admin_token: str | None = None, read_token: 
             return _error(403, "Forbidden", "/execute is disabled; start the server with --enable-execute")
         body: ExecuteBody = await body_of(request, ExecuteBody)
         try:
-            out = await host.execute(
-                body.code, body.input, entry=body.entry or "default",
-                timeout=body.timeout / 1000 if body.timeout is not None else None,
-                permissions=body.permissions, tools=body.tools or [], language=body.language, by=via,
-            )
+            with until_gone(request) as gone:  # the client hung up: the execution is cancelled
+                out = await host.execute(
+                    body.code, body.input, entry=body.entry or "default",
+                    timeout=body.timeout / 1000 if body.timeout is not None else None,
+                    permissions=body.permissions, tools=body.tools or [], language=body.language, by=via,
+                )
         except PayloadTooLarge as exc:
             return _error(413, "PayloadTooLarge", exc.message)
+        if gone.cancel_called:
+            return _gone()
         resp: dict[str, Any] = {"ok": out.ok}
         if out.ok:
             resp["result"] = out.result

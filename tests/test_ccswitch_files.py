@@ -132,6 +132,31 @@ def test_an_export_too_big_or_not_text_is_refused(tmp_path, monkeypatch):
         read(dump)
 
 
+def test_an_export_saved_as_utf16_or_with_a_bom_reads_as_the_utf8_one(tmp_path):
+    """An export or config.json saved again by a Windows editor ("Unicode": UTF-16 with its BOM, or
+    UTF-8 with one) was "not a cc-switch database this host can read (neither SQLite, ...)": it is
+    read as a usage script's file is; UTF-16 with no BOM is named, not called foreign."""
+    db = cc_switch_db(tmp_path / "c.db", providers())
+    want = read_rows(db)[1]
+    for text, kind in ((dump_sql(db), "cc-switch SQL export"), (config_json(providers()), "cc-switch 3.6-3.7 config.json")):
+        for encoding in ("utf-16", "utf-16-be", "utf-8-sig"):
+            saved = tmp_path / f"saved-{encoding}.txt"
+            bom = b"\xfe\xff" if encoding == "utf-16-be" else b""
+            saved.write_bytes(bom + text.encode(encoding))
+            got_kind, rows = read_rows(saved)
+            assert (got_kind, [(r.provider_id, r.settings, r.meta) for r in rows]) == (
+                kind, [(r.provider_id, r.settings, r.meta) for r in want]), encoding
+    bare = tmp_path / "no-bom.sql"
+    bare.write_bytes(dump_sql(db).encode("utf-16-le"))
+    with pytest.raises(CcSwitchUnreadable, match="UTF-16 text without a byte-order mark: save it as UTF-8"):
+        read(bare)
+    odd = tmp_path / "broken-utf16.sql"
+    odd.write_bytes(b"\xff\xfe" + "-- x\n".encode("utf-16-le") + b"\x00\xd8")  # a lone surrogate
+    with pytest.raises(CcSwitchUnreadable, match="is not UTF-16 text") as err:
+        read(odd)
+    assert err.value.message.count(str(odd)) == 1, err.value.message
+
+
 def test_a_crafted_database_runs_none_of_its_code(tmp_path):
     """A database whose providers is a view calling a function, or a table with a damaged row:
     a typed error (the view) or that provider listed as not imported (the row)."""

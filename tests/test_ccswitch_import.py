@@ -296,6 +296,37 @@ def test_a_scripts_own_timeout_is_its_call_timeout(plugin_dir, tmp_path, fake_ht
     assert results["short"].status == "timeout"  # 2 s: cc-switch's floor, shorter than the answer
 
 
+def test_cc_switchs_automatic_query_interval_is_said_not_carried_over(plugin_dir, tmp_path):
+    """cc-switch asks a provider by itself every ``autoQueryInterval`` minutes; this host asks a
+    station when asked, with no timer per station. The import ignored it silently: the user
+    lost the refresh they had set without knowing. The plan says so, for a script, a built-in
+    query and a deep link (``usageAutoInterval``) alike, and how to keep them fresh instead."""
+    import base64
+    from urllib.parse import urlencode
+
+    env = {"env": {"ANTHROPIC_AUTH_TOKEN": "k", "ANTHROPIC_BASE_URL": "https://relay.example"}}
+    db = tmp_path / "cc-switch.db"
+    write_db(db, [("a", "claude", "Every Ten", env, usage(GENERIC, autoQueryInterval=10)),
+                  ("b", "claude", "Off", env, usage(GENERIC, autoQueryInterval=0)),
+                  ("c", "claude", "Older", env, usage(GENERIC, autoIntervalMinutes=15))])
+    common = ["--plugins", str(plugin_dir.root), "--state-dir", str(tmp_path / "state"), "--dry-run"]
+    plan = run_cli("import-cc-switch", "--db", str(db), *common, cwd=tmp_path)
+    assert plan.returncode == 0, plan.stderr
+    notes = [line for line in plan.stdout.splitlines() if "autoQueryInterval" in line]
+    assert [n.split("; ")[0] for n in notes] == [
+        "note: every-ten: cc-switch queried it by itself every 10 min (autoQueryInterval)",
+        "note: older: cc-switch queried it by itself every 15 min (autoQueryInterval)"], plan.stdout
+    assert all("not carried over" in n and "balances --refresh" in n for n in notes), notes
+
+    link = "ccswitch://v1/import?" + urlencode({
+        "resource": "provider", "app": "claude", "name": "Linked", "endpoint": "https://relay.example",
+        "apiKey": "k", "usageEnabled": "true", "usageAutoInterval": "30",
+        "usageScript": base64.b64encode(GENERIC.encode()).decode()})
+    linked = run_cli("import-cc-switch", "--db", link, *common, cwd=tmp_path)
+    assert linked.returncode == 0, linked.stderr
+    assert "every 30 min (autoQueryInterval); not carried over" in linked.stdout, linked.stdout
+
+
 def test_with_a_server_running_the_import_goes_through_it(plugin_dir, tmp_path, fake_http):
     """A server on the state directory loads the new script with its kept timeout, stores its
     values and adds the built-in query's station, at once."""

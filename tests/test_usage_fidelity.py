@@ -315,3 +315,31 @@ async def test_an_invalid_headline_keeps_its_amount_as_cc_switch_shows_it(plugin
         ("defaultsinvalid", "failing"), ("firstexpired", "failing"), ("noamount", "failing")]
     table = balances_table([by["firstexpired"]])
     assert "invalid" in table and "0.50" in table and "expired" in table
+
+
+# A placeholder inside a regular expression literal: cc-switch splices the text in wherever it
+# stands (usage_script.rs build_script_with_vars), so the regex matches the key; the extractor
+# masks the key in what the station echoes, and tells whether the user id is the one asked.
+IN_REGEX = r'''const echoed = /{{apiKey}}/g;
+({
+  request: { url: "{{baseUrl}}/echo", method: "GET", headers: { "x-key": "{{apiKey}}" } },
+  extractor: function (r) {
+    return { remaining: r.left, unit: "USD", planName: r.note.replace(echoed, "***"),
+             extra: String(/^user-[{{userId}}]+$/.test(r.user)) + " " + String(/^{{userId}}\/x$/.test(r.path)) };
+  }
+})'''
+
+
+async def test_a_placeholder_in_a_regex_literal_matches_the_value_as_cc_switch_fills_it(plugin_dir, make_host,
+                                                                                       fake_http):
+    key = "sk-a.b+c/d(e)"  # regex syntax and a "/" in it: matched as itself, never ending the literal
+    (plugin_dir.root / "inregex.usage.js").write_text(IN_REGEX)
+    fake_http.json("GET", "/echo", {"left": 3.5, "note": f"key {key} or sk-aXb+c/d(e)", "user": "user-7-7",
+                                    "path": "7-7/x"})
+    plugins = {"inregex": settings(fake_http, apiKey=key, userId="7-7")}
+    async with make_host(pool=PoolConfig(min_workers=1, max_workers=1), plugins=plugins) as h:
+        (b,) = await h.query_balances(refresh=True)
+    # before: /{{apiKey}}/ stayed as written, matched nothing, and the key was shown
+    assert (b.status, b.balance) == ("success", 3.5), b.error_message
+    assert b.raw_data["plans"][0]["planName"] == "key *** or sk-aXb+c/d(e)"  # '.' and '+' as themselves
+    assert b.raw_data["plans"][0]["extra"] == "true true"  # '-' in a class is no range; '/' is escaped

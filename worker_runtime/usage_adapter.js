@@ -9,8 +9,11 @@
 // {{apiKey}}, {{baseUrl}}, {{accessToken}} and {{userId}} placeholders filled in first, anywhere
 // in it, but only ever as string values: a placeholder inside a string literal becomes the value
 // escaped for that literal (and, inside JSON text in a literal, for JSON; after the path of a URL
-// literal, percent-encoded), and one outside any literal becomes a string literal. A key holding
-// quotes, backslashes or "${" stays one string; nothing of a value runs as code.
+// literal, percent-encoded), one inside a regular expression literal (/{{apiKey}}/) the value
+// escaped so that the expression matches it character for character, and one outside any literal
+// becomes a string literal. A key holding quotes, backslashes, "/" or "${" stays one value;
+// nothing of a value runs as code. (cc-switch splices the text in wherever it stands,
+// usage_script.rs build_script_with_vars; a comment's is left alone, unseen either way.)
 // The network grant is the host of request.url: the configured baseUrl's when the URL is built
 // from it, else the fixed host the script names; a URL whose host would come from another value
 // is refused. The request, and anything the extractor might try, reaches that host only.
@@ -79,9 +82,17 @@ function written(name, value, literal, before) {
   return escaped;
 }
 
-/** `source` with every placeholder filled in as a string value (see `written`); comments and
- * regular expressions are left as they are. A small scanner: strings, template literals (and the
- * code in their `${}`), comments and regular expression literals. */
+/** A value as it is written inside a regular expression literal (`inClass`: within `[...]`): every
+ * character matched as itself, none ending the literal or the line. */
+function inRegex(value, inClass) {
+  const text = value.replace(inClass ? /[\\^$.*+?()[\]{}|/-]/g : /[\\^$.*+?()[\]{}|/]/g, "\\$&");
+  return text.replace(/[\n\r\u2028\u2029]/g, (c) => `\\u${c.charCodeAt(0).toString(16).padStart(4, "0")}`);
+}
+
+/** `source` with every placeholder filled in as a string value (see `written`), or inside a
+ * regular expression literal as the text it matches (`inRegex`); comments are left as they are.
+ * A small scanner: strings, template literals (and the code in their `${}`), comments and
+ * regular expression literals. */
 function fillScript(source, v) {
   let out = "";
   let i = 0;
@@ -157,17 +168,31 @@ function fillScript(source, v) {
     if (c === "/" && REGEX_AFTER.has(last)) {
       let j = i + 1;
       let cls = false;
+      out += c;
       while (j < n && source[j] !== "\n") {
         const d = source[j];
-        if (d === "\\") j++;
-        else if (d === "[") cls = true;
+        PLACEHOLDER.lastIndex = j;
+        const p = d === "{" ? PLACEHOLDER.exec(source) : null;
+        if (p) {
+          out += inRegex(v[p[1]], cls);
+          j += p[0].length;
+          continue;
+        }
+        if (d === "\\") {
+          out += source.slice(j, j + 2);
+          j += 2;
+          continue;
+        }
+        if (d === "[") cls = true;
         else if (d === "]") cls = false;
         else if (d === "/" && !cls) break;
+        out += d;
         j++;
       }
+      const end = j;
       j++;
       while (j < n && /[a-z]/i.test(source[j])) j++;
-      out += source.slice(i, j);
+      out += source.slice(end, j);
       i = j;
       last = "a";
       continue;

@@ -48,6 +48,7 @@ class Found:
     plugin: str | None = None    # the shipped provider plugin of a built-in query
     timeout: float | None = None  # the script's own timeout, clamped as cc-switch clamps it
     note: str = ""               # what the operator still has to give (a key cc-switch reads from the environment)
+    interval: int | None = None  # cc-switch's automatic query every N minutes (autoQueryInterval): not carried over
 
 
 @dataclass
@@ -76,6 +77,19 @@ def clamped_timeout(value: Any) -> float | None:
     return float(min(max(value, MIN_TIMEOUT), MAX_TIMEOUT))
 
 
+def auto_interval(usage: dict[str, Any]) -> int | None:
+    """The minutes between cc-switch's own queries of a provider (``autoQueryInterval``, written
+    ``autoIntervalMinutes`` by older versions; a deep link's ``usageAutoInterval``), None when off.
+    This host has no timer of its own per station: it asks a station when asked."""
+    for key in ("autoQueryInterval", "autoIntervalMinutes"):
+        value = usage.get(key)
+        if isinstance(value, str) and value.strip().isdigit():
+            value = int(value)
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value if value > 0 else None
+    return None
+
+
 def safe_id(name: str, provider_id: str) -> str:
     """A plugin id (or station name) for a provider: its name made safe, else its cc-switch id."""
     base = re.sub(r"[^A-Za-z0-9_.-]+", "-", name).strip("-._").lower()[:48]
@@ -95,7 +109,7 @@ def _script(row: Row, usage: dict[str, Any], app: str, template: str | None) -> 
     if not api_key and own.env_key:
         note = f"cc-switch reads its key from ${own.env_key}: `config set ID --from-env apiKey={own.env_key}`"
     return Found(row.provider_id, row.name, app, usage["code"], template, {k: v for k, v in values.items() if v},
-                 timeout=clamped_timeout(usage.get("timeout")), note=note)
+                 timeout=clamped_timeout(usage.get("timeout")), note=note, interval=auto_interval(usage))
 
 
 def _one(row: Row) -> Found | Skipped | None:
@@ -126,7 +140,8 @@ def _one(row: Row) -> Found | Skipped | None:
     b = builtin(template, usage, base_url, api_key)
     if b.plugin is None:
         return Skipped(row.name, app, template, b.reason)
-    return Found(row.provider_id, row.name, app, None, template, b.config, plugin=b.plugin)
+    return Found(row.provider_id, row.name, app, None, template, b.config, plugin=b.plugin,
+                 interval=auto_interval(usage))
 
 
 def read(path: Path | str) -> Scan:
@@ -155,5 +170,5 @@ def read(path: Path | str) -> Scan:
     return scan
 
 
-__all__ = ["DEFAULT_DB", "CcSwitchUnreadable", "Found", "Scan", "Skipped", "clamped_timeout",
+__all__ = ["DEFAULT_DB", "CcSwitchUnreadable", "Found", "Scan", "Skipped", "auto_interval", "clamped_timeout",
            "provider_credentials", "read", "safe_id"]

@@ -78,6 +78,7 @@ def link_row(link: str) -> tuple[Row, bool]:
         "baseUrl": (params.get("usageBaseUrl", "").strip() or endpoint.strip()).rstrip("/"),
         "accessToken": params.get("usageAccessToken", ""),
         "userId": params.get("usageUserId", ""),
+        "autoQueryInterval": params.get("usageAutoInterval", ""),  # minutes (provider.rs auto_query_interval)
     }
     row = Row(provider_id=params["name"], app=params["app"], name=params["name"], settings={},
               meta={"usage_script": usage})

@@ -14,6 +14,7 @@ Each provider comes out as a Row, in cc-switch's order (app, sort index, name)."
 
 from __future__ import annotations
 
+import codecs
 import sqlite3
 import time
 from dataclasses import dataclass
@@ -22,11 +23,19 @@ from typing import Any
 
 import msgspec
 
-from .ccswitch_sql import MAX_DUMP_BYTES, TABLE, CcSwitchUnreadable, dump_rows
+from ..plugins.usage_scripts import Unreadable, text_of
+from . import ccswitch_sql
+from .ccswitch_sql import TABLE, CcSwitchUnreadable, dump_rows
 
 SQLITE_MAGIC = b"SQLite format 3\x00"
 MAX_VALUE_BYTES = 16 * 1024 * 1024  # one settings_config or meta; SQLite refuses to make a bigger one
 READ_SECONDS = 10.0                 # the whole read of a database; past it, refused as damaged
+_WIDE_BOMS = (codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)
+
+
+def _wide_without_bom(head: bytes) -> bool:
+    """ASCII text as UTF-16 with no BOM: every other byte zero (``{\\0"\\0`` or ``\\0-\\0-``)."""
+    return len(head) >= 4 and ((not any(head[1::2]) and all(head[0::2])) or (not any(head[0::2]) and all(head[1::2])))
 
 
 @dataclass(frozen=True, slots=True)
@@ -135,19 +144,30 @@ def read_rows(path: Path) -> tuple[str, list[Row]]:
         raise CcSwitchUnreadable(f"{path}: cannot be read ({exc.strerror or exc})") from None
     if head == SQLITE_MAGIC:
         kind, raw = "cc-switch database", database_rows(path)
-    elif head.lstrip(b"\xef\xbb\xbf \t\r\n").startswith(b"{"):
-        if size > MAX_DUMP_BYTES:
-            raise CcSwitchUnreadable(f"{path}: {size} bytes, too big for a cc-switch config.json")
-        try:
-            text = path.read_bytes().decode("utf-8-sig")
-        except (OSError, UnicodeDecodeError) as exc:
-            raise CcSwitchUnreadable(f"{path}: cannot be read as UTF-8 JSON ({exc})") from None
-        kind, raw = "cc-switch 3.6-3.7 config.json", config_rows(path, text)
-    elif b"\x00" in head:
+    elif b"\x00" in head and not head.startswith(_WIDE_BOMS):
+        if _wide_without_bom(head):
+            raise CcSwitchUnreadable(f"{path}: UTF-16 text without a byte-order mark: save it as UTF-8 (or "
+                                     "UTF-16 with its BOM), or give cc-switch's database itself")
         raise CcSwitchUnreadable(f"{path}: not a cc-switch database this host can read (neither SQLite, "
                                  "a cc-switch SQL export nor a config.json)")
     else:
-        kind, raw = "cc-switch SQL export", dump_rows(path)
+        # text, as a usage script's file is read: UTF-8 (a BOM or not), or UTF-16 with its BOM
+        # (an export saved again by a Windows editor as "Unicode")
+        if size > (cap := ccswitch_sql.MAX_DUMP_BYTES):
+            raise CcSwitchUnreadable(f"{path}: {size} bytes, over the {cap >> 20} MiB this host reads "
+                                     "of a SQL export or config.json; give cc-switch's database itself "
+                                     "(--db ~/.cc-switch/cc-switch.db)")
+        try:
+            text = text_of(path.read_bytes(), path)
+        except OSError as exc:
+            raise CcSwitchUnreadable(f"{path}: cannot be read ({exc.strerror or exc})") from None
+        except Unreadable as exc:  # its message names the file: said once
+            raise CcSwitchUnreadable(f"{path}: not a cc-switch SQL export or config.json this host can read: it "
+                                     f"{str(exc).removeprefix(f'{path} ')}") from None
+        if text.lstrip(" \t\r\n").startswith("{"):
+            kind, raw = "cc-switch 3.6-3.7 config.json", config_rows(path, text)
+        else:
+            kind, raw = "cc-switch SQL export", dump_rows(path, text)
     rows = [_row(r) for r in raw]
     return kind, sorted(rows, key=lambda r: (r.app, r.sort_index, r.name))
 

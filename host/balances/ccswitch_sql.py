@@ -278,18 +278,8 @@ def _refusal(t: _Text, start: int, end: int) -> str | None:
     return f"{head} (not something a cc-switch export holds)"
 
 
-def dump_rows(path: Path) -> list[dict[str, Any]]:
-    """The ``providers`` rows of the SQL export at ``path``, column name -> value."""
-    try:
-        size = path.stat().st_size
-        if size > MAX_DUMP_BYTES:
-            raise CcSwitchUnreadable(f"{path}: {size} bytes, over the {MAX_DUMP_BYTES >> 20} MiB this host reads "
-                                     "of a SQL export; give cc-switch's database itself (--db ~/.cc-switch/cc-switch.db)")
-        text = path.read_bytes().decode("utf-8").lstrip("\ufeff")
-    except UnicodeDecodeError as exc:
-        raise CcSwitchUnreadable(f"{path}: not UTF-8 text, so not a cc-switch SQL export ({exc.reason} at byte {exc.start})") from None
-    except OSError as exc:
-        raise CcSwitchUnreadable(f"{path}: cannot be read ({exc.strerror or exc})") from None
+def dump_rows(path: Path, text: str) -> list[dict[str, Any]]:
+    """The ``providers`` rows of the SQL export read from ``path`` as ``text``, column name -> value."""
     t = _Text(path, text)
     rows: list[dict[str, Any]] = []
     known: list[str] | None = None

@@ -15,12 +15,14 @@ from ..errors import HostError, InvalidConfig, PluginUnavailable, StateError
 from ..plugins.admin import ConfigAdmin
 from ..plugins.keys import station_key
 from ..plugins.lifecycle import SERVING, Plugin
+from ..plugins.manifest import ID_RE, RESERVED_IDS
 from ..plugins.registry import Registry, loaded_manifest
 from ..plugins.settings import mask, redact, secret_keys
 from ..protocol import Log
+from ..security.permissions import BIDI, CONTROL
 from ..worker import Worker, one_off
 from .result import BALANCE_CAPABILITY, BALANCE_FUNCTION, from_error, from_reply
-from .stations import Station, StationConfig, Stations
+from .stations import MAX_TITLE, Station, StationConfig, Stations
 
 MAX_SCRIPT_CHARS = 64 * 1024  # a usage script pasted into the dashboard or the API
 SHAPE_DEPTH = 6
@@ -85,10 +87,7 @@ class StationAdmin:
         usage ``script`` (its ``config``: baseUrl, apiKey, ...). Checked before anything is
         stored (names, the provider, the config against its schema and its validateConfig)."""
         definition = StationConfig(plugin=plugin, script=script, name=title, low_balance=low_balance)
-        if any(r.id == name for r in self._reg.records):
-            raise InvalidConfig(f"station {name!r}: a plugin has that id; pick another name")
-        if script is not None and not (script.strip() and len(script) <= MAX_SCRIPT_CHARS):
-            raise InvalidConfig(f"station {name}: the usage script must be 1 to {MAX_SCRIPT_CHARS} characters")
+        self._check_fields(name, plugin, script, title)
         if plugin is None:
             await self._stations.add(name, definition)
             await self._rescan()  # its usage-script plugin loads now
@@ -104,7 +103,7 @@ class StationAdmin:
                 await self._rescan()
                 raise
             return self._item(name)
-        record = self._provider(Station(name=name, plugin=plugin), required=True)
+        record = self._provider(Station(name=name, plugin=plugin), required=True, where="plugin")
         assert record is not None and self._reg.store is not None
         _, raw = await self._configs.checked_config(record, config or {}, replace=True, key=station_key(name))
         await self._stations.add(name, definition)
@@ -186,16 +185,41 @@ class StationAdmin:
 
     # ------------------------------------------------------------------ helpers
 
-    def _provider(self, s: Station, *, required: bool) -> Plugin | None:
+    def _check_fields(self, name: str, plugin: str | None, script: str | None, title: str | None) -> None:
+        """A new station's fields in the order a form shows them (``POST /api/stations``, ``balances
+        add``), each refusal naming its field: the name, then one of plugin and script, the title,
+        the script's size. (The plugin itself, then the config, are checked next, by ``add``.)"""
+        if not ID_RE.match(name) or name.lower() in RESERVED_IDS:
+            why = "is reserved for the host's own use" if ID_RE.match(name) else (
+                "is not a valid station name (letters, digits, '_', '.' and '-', up to 64, starting with a letter "
+                "or digit)")
+            raise InvalidConfig(f"name: {name!r} {why}")
+        if any(r.id == name for r in self._reg.records):
+            raise InvalidConfig(f"name: {name!r} is taken: a plugin has that id; pick another name")
+        if plugin is not None and script is not None:
+            raise InvalidConfig("give one of plugin and script, not both: a station is a provider plugin with "
+                                "its config, or a cc-switch usage script")
+        if plugin is None and script is None:
+            raise InvalidConfig("give one of plugin (a balance plugin's id) and script (a cc-switch usage script)")
+        if title is not None and (len(title) > MAX_TITLE or CONTROL.search(title) or BIDI.search(title)):
+            raise InvalidConfig(f"title: at most {MAX_TITLE} characters, without control or bidirectional-override "
+                                "characters")
+        if script is not None and not (script.strip() and len(script) <= MAX_SCRIPT_CHARS):
+            raise InvalidConfig(f"script: the usage script must be 1 to {MAX_SCRIPT_CHARS} characters")
+        if plugin is not None and not ID_RE.match(plugin):
+            raise InvalidConfig(f"plugin: {plugin!r} is not a plugin id")
+
+    def _provider(self, s: Station, *, required: bool, where: str | None = None) -> Plugin | None:
         """The plugin answering for ``s``: a loaded balance plugin (InvalidConfig if
-        ``required`` and there is none)."""
+        ``required`` and there is none, said of ``where``: the station by default)."""
         record = self._reg.newest().get(s.provider)
         ok = record is not None and record.manifest is not None and BALANCE_CAPABILITY in record.manifest.capabilities
+        where = where or f"station {s.name}"
         if not ok and required:
-            raise InvalidConfig(f"station {s.name}: {s.provider!r} is not a loaded balance plugin "
+            raise InvalidConfig(f"{where}: {s.provider!r} is not a loaded balance plugin "
                                 "(`python -m host list` shows the plugins and their capabilities)")
         if ok and required and record is not None and record.state == "disabled":
-            raise InvalidConfig(f"station {s.name}: its provider {s.provider!r} is disabled "
+            raise InvalidConfig(f"{where}: the provider {s.provider!r} is disabled "
                                 f"(`python -m host enable {s.provider}`)")
         return record if ok else None
 

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 import msgspec
 
-from ..errors import InvalidConfig
+from ..errors import InvalidConfig, StationNotFound
 from ..logs import Throttle
 from ..plugins.keys import STATION_PREFIX
 from ..plugins.manifest import ID_RE, RESERVED_IDS
@@ -160,7 +160,7 @@ class Stations:
     def get(self, name: str) -> Station:
         station = self.all().get(name)
         if station is None:
-            raise InvalidConfig(f"no station named {name!r}; `python -m host balances stations` lists them")
+            raise StationNotFound(f"no station named {name!r}; `python -m host balances stations` lists them")
         return station
 
     def of_plugin(self, plugin_id: str) -> list[Station]:

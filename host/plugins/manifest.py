@@ -121,6 +121,14 @@ class Manifest(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True, r
             perms = msgspec.structs.replace(perms, allow_private_network=allow_private_network)
         return perms
 
+    def config_grants(self) -> dict[str, str | None]:
+        """Each ``"{config.KEY}"`` net entry and the host its configSchema default grants (None:
+        nothing until the config sets it): what ``grants`` alone cannot show."""
+        net = self.permissions.get("net") if isinstance(self.permissions, dict) else None
+        values = defaults(self.config_schema)
+        return {e: url_host(values.get(key)) for e in (net if isinstance(net, list) else [])
+                if (key := _config_ref(e)) is not None}
+
     @property
     def asks_private_network(self) -> bool:
         """``permissions.allowPrivateNetwork``: a request only the operator can grant."""

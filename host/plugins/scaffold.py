@@ -30,9 +30,10 @@ class Report(msgspec.Struct, omit_defaults=True):
     version: str | None = None
     exports: list[str] = []
     capabilities: list[str] = []
-    permissions: dict = {}
+    permissions: dict = {}  # with config references resolved by the schema's defaults
+    config_net: dict[str, str | None] = {}  # "{config.KEY}" net entries -> the default's host (None: no default)
     findings: list[str] = []  # what security.strict objects to
-    error: str | None = None
+    error: str | None = None  # what is wrong, without the path (``path`` says it)
 
 
 async def validate(path: str | Path, config: HostConfig) -> Report:
@@ -60,15 +61,18 @@ async def _checked(src: PluginSource, config: HostConfig, *, shown: str) -> Repo
     try:
         manifest, exports = await load_manifest(src, runtime, config.limits_for(src.id),
                                                 https_only=config.security.https_only)
-    except HostError as exc:
-        return Report(path=shown, valid=False, id=src.id, error=str(exc))
+    except HostError as exc:  # its message names the file already: said once, by ``path``
+        said = exc.message
+        for where in dict.fromkeys((shown, str(src.module), str(src.root))):
+            said = said.removeprefix(f"{where}: ")
+        return Report(path=shown, valid=False, id=src.id, error=said)
     finally:
         runtime.close()
     inferred = infer_capabilities(manifest, exports)
     return Report(
         path=shown, valid=True, id=manifest.id, version=manifest.version,
         exports=sorted(exports), capabilities=list(manifest.capabilities),
-        permissions=msgspec.to_builtins(manifest.grants),
+        permissions=msgspec.to_builtins(manifest.grants), config_net=manifest.config_grants(),
         findings=manifest.findings(max_net_hosts=config.security.max_net_hosts) + [
             f'exports {KNOWN_CAPABILITIES[c]} without declaring it: add "{c}" to metadata.capabilities'
             for c in inferred] + unrun_hooks(exports, str(src.module)),

@@ -54,6 +54,12 @@ def read_script(path: Path) -> str:
         raw = path.read_bytes()
     except OSError as exc:
         raise Unreadable(f"cannot read {path}: {exc.strerror or exc}") from None
+    return text_of(raw, path)
+
+
+def text_of(raw: bytes, path: Path) -> str:
+    """``raw`` (the file at ``path``) as text, as ``read_script`` reads a script: UTF-8 (a BOM or
+    not), or UTF-16 with its BOM; Unreadable naming the encoding otherwise."""
     wide = raw.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE))
     try:
         return raw.decode("utf-16" if wide else "utf-8-sig")

@@ -111,3 +111,38 @@ def test_validate_checks_a_usage_script_as_the_host_loads_it(tmp_path):
     assert bad.returncode == 1 and "extractor must be a function" in bad.stderr, bad.stderr
     assert "not a plugin" not in bad.stderr
     assert not (tmp_path / "state" / "usage_scripts").exists() or not any((tmp_path / "state" / "usage_scripts").iterdir())
+
+
+def test_validate_says_what_a_config_grant_resolves_to_and_the_path_once(tmp_path):
+    """A net grant of ``{config.baseUrl}`` with no default showed "permissions: none", as if the
+    plugin could reach nothing; and a broken plugin's error said its path twice ("invalid: PATH:
+    ID: PATH: metadata..."). The grant is shown as the config decides it; the path once."""
+    plugins = tmp_path / "plugins"
+    plugins.mkdir()
+    head = 'export const metadata = { id: "%s", name: "r", version: "1.0.0", apiVersion: "1.0",\n'
+    (plugins / "relay.js").write_text(head % "relay" + '  permissions: { net: ["{config.baseUrl}"] },\n'
+                                      '  configSchema: { baseUrl: { type: "string" } } };\nexport function f() {}\n')
+    (plugins / "fixed.js").write_text(head % "fixed" + '  permissions: { net: ["{config.baseUrl}", "api.example.com"] },\n'
+                                      '  configSchema: { baseUrl: { type: "string", default: "https://relay.example:8443/v1" } } };\n'
+                                      "export function f() {}\n")
+    (plugins / "broken.js").write_text(
+        'export const metadata = { id: "broken", name: "b", version: "one", apiVersion: "1.0" };\nexport function f() {}\n')
+    state = str(tmp_path / "state")
+
+    relay = run_cli("--state-dir", state, "validate", str(plugins / "relay.js"), cwd=tmp_path)
+    assert relay.returncode == 0, relay.stderr
+    assert relay.stdout.splitlines()[2:4] == [  # before: "  permissions: none"
+        "  permissions: none until configured",
+        "  net {config.baseUrl}: the host of config.baseUrl, granted once it is set (no default)"], relay.stdout
+    fixed = run_cli("--state-dir", state, "validate", str(plugins / "fixed.js"), cwd=tmp_path)
+    assert fixed.stdout.splitlines()[2:4] == [
+        '  permissions: {"net": ["relay.example:8443", "api.example.com"]}',
+        "  net {config.baseUrl}: the host of config.baseUrl, relay.example:8443 by default"], fixed.stdout
+    as_json = json.loads(run_cli("--state-dir", state, "validate", "--json", str(plugins / "relay.js"),
+                                 cwd=tmp_path).stdout)
+    assert (as_json.get("permissions"), as_json["config_net"]) == (None, {"{config.baseUrl}": None})  # {}: left out
+
+    broken = run_cli("--state-dir", state, "validate", str(plugins / "broken.js"), cwd=tmp_path)
+    assert broken.returncode == 1 and "version" in broken.stderr
+    assert broken.stderr.count(str(plugins / "broken.js")) == 1, broken.stderr
+    assert broken.stderr.startswith(f"invalid: {plugins / 'broken.js'}: "), broken.stderr

@@ -132,6 +132,6 @@ def test_the_http_api_adds_tests_changes_and_removes_stations(plugin_dir, tmp_pa
             async with http.delete("/api/stations/east", headers=auth) as r:
                 assert r.status == 200
             async with http.delete("/api/stations/east", headers=auth) as r:
-                assert r.status == 400 and "no station named 'east'" in (await r.json())["error"]["message"]
+                assert r.status == 404 and "no station named 'east'" in (await r.json())["error"]["message"]
 
     anyio.run(main)
