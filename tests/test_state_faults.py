@@ -407,3 +407,22 @@ def test_an_audit_log_that_is_a_directory_is_refused_naming_the_setting(tmp_path
         AuditLog(tmp_path)
     assert e.value.message == (f"cannot open the audit log {tmp_path}: Is a directory (a directory is in the way: "
                                "move it away, or set another security.audit_log)")
+
+
+@pytest.mark.timeout(60)
+def test_an_audit_log_in_a_directory_that_does_not_exist_is_refused_and_nothing_is_made(tmp_path):
+    # Before: a typo'd [security] audit_log made its whole directory tree, silently.
+    typo = tmp_path / "var" / "lgo" / "plugin-host" / "audit.jsonl"
+    with pytest.raises(InvalidConfig, match=r"^security\.audit_log: the directory .*lgo/plugin-host of .* does not exist"):
+        AuditLog(typo)
+    plugins = PluginDir(tmp_path / "plugins")
+    plugins.add("calc.js", CALC)
+    (tmp_path / "host.toml").write_text(f'[security]\naudit_log = "{typo}"\n')
+    out = run_cli("--plugins", str(plugins.root), "--config", "host.toml", "--state-dir", str(tmp_path / "state"),
+                  "list", cwd=tmp_path)
+    assert out.returncode == 2 and "security.audit_log" in out.stderr and "Traceback" not in out.stderr, out.stderr
+    assert not (tmp_path / "var").exists()
+    AuditLog(tmp_path / "audit.jsonl").record("x")  # in a directory that exists: the file is made
+    state = tmp_path / "gone"
+    AuditLog(state / "audit.jsonl", own_dir=state).record("x")  # the state directory's own: made
+    assert (tmp_path / "audit.jsonl").exists() and (state / "audit.jsonl").exists()
