@@ -39,7 +39,7 @@ import { errorInfo, ErrorTypes, importError, jsonClone, safeString, sendErrorFra
 import "./kit.ts";
 import { type ErrorInfo, type Limits, type Signature, MAGIC_COOKIE as COOKIE, PROTOCOL_VERSION as PROTOCOL } from "./protocol.ts";
 import { installGlobals, useEgressProxy } from "./sandbox.ts";
-import { signatureOf } from "./signature.ts";
+import { isClass, signatureOf } from "./signature.ts";
 import {
   connect,
   EXIT_HEARTBEAT,
@@ -200,7 +200,8 @@ function exportedFunctions(mod: Record<string, unknown>): Record<string, Signatu
   for (const k of Object.keys(mod)) {
     try {
       const value = mod[k];
-      if (typeof value === "function") found[k] = signatureOf(value as (...args: unknown[]) => unknown);
+      if (isClass(value)) session.classes.add(k); // not a function a caller can call
+      else if (typeof value === "function") found[k] = signatureOf(value as (...args: unknown[]) => unknown);
     } catch {
       // an export still in its temporal dead zone
     }
