@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
 import re
+import signal
 import subprocess
 import sys
 from collections.abc import AsyncIterator, Callable
@@ -30,6 +32,8 @@ from .plugins.scaffold import new_plugin, validate
 from .plugins.templates import TEMPLATES
 from .plugins.usage_scripts import discover_sources
 from .runtime import IMPORT_MAP, find_deno, find_runtime_entry
+
+log = logging.getLogger("host.cli")
 
 NO_TESTS = 1
 TEST_SUFFIXES = tuple(f"{sep}test{ext}" for sep in ("_", ".") for ext in SUFFIXES)
@@ -164,38 +168,50 @@ async def announce_inspector(plugin: str, address: str, *, paused: bool = False,
 @asynccontextmanager
 async def debugger_wait(args: argparse.Namespace, config: HostConfig,
                         signals: AsyncIterator[Any] | None = None) -> AsyncIterator[Callable[[], None]]:
-    """``--inspect-brk ID``: the worker runs no code, the handshake included, until a debugger
-    attaches and resumes it, so the host's start waits for it. Meanwhile print the DevTools URL
-    as soon as the inspector answers, and let a signal end the wait (the body is then skipped:
-    the exception leaving it is absorbed here). The body calls what this yields once started."""
+    """The host's start (the body), ended by a stop signal from ``signals`` that comes before the
+    body calls what this yields (once started): the body is then skipped (the exception leaving
+    it is absorbed here). A start may wait long: on a ``[state] database`` that accepts and never
+    answers (its connect deadline), or with ``--inspect-brk ID`` on a debugger: the worker runs no
+    code, the handshake included, until one attaches and resumes it (meanwhile the DevTools URL
+    is printed as soon as the inspector answers)."""
     helpers = anyio.CancelScope()
-    if not getattr(args, "inspect_brk", None):
+    brk = getattr(args, "inspect_brk", None)
+    if not brk and signals is None:
         yield helpers.cancel
         return
-    address = config.inspect_for(args.inspect_brk)
-    assert address is not None
+    address = config.inspect_for(brk) if brk else None
+    assert address is not None or not brk
 
     async def stop_on_signal(startup: anyio.CancelScope) -> None:
         assert signals is not None
-        async for _ in signals:
-            print(f"stopped while {args.inspect_brk} waited for the debugger", file=sys.stderr)
+        async for sig in signals:
+            if brk:
+                print(f"stopped while {brk} waited for the debugger", file=sys.stderr)
+            else:
+                log.info("received %s while starting: stopping", signal.Signals(sig).name)
             startup.cancel()
             return
 
     async def help_while_waiting(startup: anyio.CancelScope) -> None:
         with helpers:  # cancelled once the host has started
             async with anyio.create_task_group() as tg:
-                tg.start_soon(lambda: announce_inspector(args.inspect_brk, address, paused=True, timeout=float("inf")))
+                if brk:
+                    tg.start_soon(lambda: announce_inspector(brk, address or "", paused=True, timeout=float("inf")))
                 if signals is not None:
                     tg.start_soon(stop_on_signal, startup)
 
+    failed: Exception | None = None
     async with anyio.create_task_group() as tg:
         with anyio.CancelScope() as startup:
             tg.start_soon(help_while_waiting, startup)
             try:
                 yield helpers.cancel
+            except Exception as exc:  # raised as it is, not in the task group's ExceptionGroup
+                failed = exc
             finally:
                 helpers.cancel()
+    if failed is not None:
+        raise failed
 
 
 def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:

@@ -34,6 +34,7 @@ from .policy.config import (
     storage_failure,
 )
 from .protocol import DEFAULT_MAX_FRAME
+from .security.grant_entries import problems
 from .security.permissions import KINDS, Permissions
 from .server_config import ServerConfig, check_server
 from .state_config import StateConfig, check_state
@@ -179,9 +180,11 @@ def check_override(override: dict[str, Any], where: str) -> None:
     if unknown := sorted(set(override) - set(KINDS)):
         raise InvalidConfig(f"{where}.{unknown[0]}: not a permission kind; kinds: {', '.join(KINDS)}")
     try:
-        Permissions.parse({k: v for k, v in override.items() if isinstance(v, list)}, where=where)
+        perms = Permissions.parse({k: v for k, v in override.items() if isinstance(v, list)}, where=where)
     except InvalidConfig as exc:  # "permissions.net: ..." as the setting to change: "plugins.x.permissions.net: ..."
         raise InvalidConfig(f"{where.removesuffix('.permissions')}.{exc.message}") from None
+    for kind, entry, why in problems(perms):  # as a manifest's: one Deno reads otherwise is refused
+        raise InvalidConfig(f"{where}.{kind}: {entry!r} {why}")
 
 
 INSPECT_HOSTS = ("127.0.0.1", "localhost", "[::1]")

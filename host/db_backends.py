@@ -267,6 +267,33 @@ def close_quietly(backend: SqliteBackend | PostgresBackend, conn: Any) -> None:
 DEADLINE_MARGIN = 0.05  # seconds before a call's deadline a database operation gives up, so the code hears why
 
 
+async def _in_daemon_thread(fn: Callable[[], Any]) -> Any:
+    """``fn()`` in a daemon thread of its own. For a connect, which nothing interrupts: to a
+    server that accepts and never answers it lasts until libpq's connect_timeout, and in one of
+    the (non-daemon) worker threads it would hold the process's exit that long after the wait
+    was given up (a stop signal during the host's start)."""
+    token = anyio.lowlevel.current_token()
+    done = anyio.Event()
+    outcome: list[tuple[bool, Any]] = []
+
+    def run() -> None:
+        try:
+            outcome.append((True, fn()))
+        except BaseException as exc:  # handed to the waiting task
+            outcome.append((False, exc))
+        try:
+            anyio.from_thread.run_sync(done.set, token=token)
+        except Exception:  # the event loop is gone: nobody waits any more
+            pass
+
+    threading.Thread(target=run, name="plugin-host db connect", daemon=True).start()
+    await done.wait()
+    ok, value = outcome[0]
+    if not ok:
+        raise value
+    return value
+
+
 async def in_thread(backend: SqliteBackend | PostgresBackend, fn: Callable[[], Any], conn: Any, until: float, *,
                     late: list | None = None, setting: str) -> Any:
     """``fn()`` (using ``conn``, or connecting into ``late``) in a thread, within ``until``
@@ -284,6 +311,8 @@ async def in_thread(backend: SqliteBackend | PostgresBackend, fn: Callable[[], A
                 for c in ([conn] if conn is not None else []) + (late or []):
                     close_quietly(backend, c)
     with anyio.move_on_after(max(until - time.monotonic(), 0)):
+        if conn is None:  # a connect: nothing can interrupt it
+            return await _in_daemon_thread(guarded)
         return await anyio.to_thread.run_sync(guarded, abandon_on_cancel=True)
     gave_up = True
     for c in late or []:  # connected just as the deadline passed: nobody will use it

@@ -227,7 +227,9 @@ class StateUnavailable(StateError):
 
 class SecretsError(HostError):
     """A secret config value could not be decrypted: the key (or an export's passphrase) is
-    not the one it was encrypted with. The message never contains the value or the key."""
+    not the one it was encrypted with, or the host's key cannot be used (its file missing, empty,
+    unreadable or not private; its variable not a key): the server's problem, not the caller's
+    (HTTP 503). The message names the file or variable, never the value or the key."""
 
 
 class _RetryAfter(HostError):

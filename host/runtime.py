@@ -20,7 +20,7 @@ from .config import HostConfig, SecurityConfig, WorkerLimits
 from .errors import HostError, InvalidConfig, SpawnFailed, StateError
 from .process import Reaper
 from .process_cgroup import made_elsewhere, pid_namespace
-from .security.audit import AuditLog
+from .security.audit import AuditLog, check_audit_dir
 from .security.audit_pg import AuditTable
 from .security.permissions import Permissions, Sandbox, reserved_env
 from .security.private_files import os_failure, storage_name
@@ -140,6 +140,8 @@ def check_runtime_paths(config: HostConfig) -> None:
         find_deno(config.deno_path)
     if config.runtime_entry:
         find_runtime_entry(config.runtime_entry)
+    if config.security.audit_log:
+        check_audit_dir(config.state_path / config.security.audit_log, config.state_path)
 
 
 # Every worker's V8 flags besides its heap cap. No Sparkplug: V8's baseline compiler compiles
@@ -260,7 +262,7 @@ class Runtime:
         sec = config.security
         table = AuditTable(config.state.database) if config.state.database and sec.audit_log else None
         audit = AuditLog(state / sec.audit_log if sec.audit_log else None, redact=redact,
-                         max_bytes=sec.audit_max_bytes, keep=sec.audit_keep, table=table)
+                         max_bytes=sec.audit_max_bytes, keep=sec.audit_keep, table=table, own_dir=state)
         protected = [(state, "the host's state directory"), (run_dir, "the host's worker socket directory"),
                      *((d, "a plugins directory") for d in config.plugin_dirs),
                      (key_file_path(config), "the host's secret key file"),

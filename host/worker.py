@@ -57,8 +57,19 @@ EXIT_GRACE = 0.5   # seconds a worker that closed its socket has to exit before 
 # exits closes its socket as it dies, so this is the reaping's time, not the plugin's.
 LOST_EXIT_GRACE = 0.25
 MIN_TIMEOUT = 0.001  # seconds a request is given at least, when its deadline is all but spent
+# The longest delay JavaScript timers take (2**31-1 ms, about 24.8 days): a longer one fires at
+# once (setTimeout, AbortSignal.timeout), so ctx.timeout is never sent longer. The host's own
+# deadline for the call is the real one.
+MAX_TIMER_MS = 2**31 - 1
 log = logging.getLogger("host.worker")
 _HOOK_EXPORTS = frozenset(p.HOOKS.values())  # onStart, onStop, onConfigChange: never a caller's call
+
+
+def timer_ms(timeout: float) -> int:
+    """A deadline in seconds as the ``timeout_ms`` a plugin gets (``ctx.timeout``): at most what
+    JavaScript timers take."""
+    return min(int(timeout * 1000), MAX_TIMER_MS)
+
 
 LogSink = Callable[["Worker", p.Log], None]
 HostCallHandler = Callable[["Worker", p.HostCall], Awaitable[Any]]
@@ -1074,7 +1085,7 @@ class Worker:
         a failure is logged and the caller stops or replaces the worker anyway."""
         timeout = self.spec.limits.hook_timeout
         cid = next(self._seq)
-        msg = p.Hook(id=cid, name=name, config=config, timeout_ms=int(timeout * 1000))
+        msg = p.Hook(id=cid, name=name, config=config, timeout_ms=timer_ms(timeout))
         with anyio.CancelScope(shield=True):
             try:
                 pending = await self._request(cid, msg, p.HOOKS[name], timeout, None, collect_logs=False, hook=True)
@@ -1104,7 +1115,7 @@ class Worker:
             if len(self._arity) < 256:  # callers name functions and counts: keep it bounded
                 self._arity[key] = context_at
         cid = next(self._seq)
-        msg = p.Call(id=cid, fn=fn, args=args, timeout_ms=int(timeout * 1000), context_at=context_at)
+        msg = p.Call(id=cid, fn=fn, args=args, timeout_ms=timer_ms(timeout), context_at=context_at)
         return self._request(cid, msg, fn, timeout, lease, collect_logs=False, value=True, limit=limit)
 
     async def execute(
@@ -1118,7 +1129,7 @@ class Worker:
         while cid in self._pending:
             cid = secrets.randbelow(1 << 52) + (1 << 52)
         msg = p.Execute(id=cid, code=code, entry=entry, input=input,  # UNSET: not sent
-                        timeout_ms=int(timeout * 1000), tools=tools, language=language)
+                        timeout_ms=timer_ms(timeout), tools=tools, language=language)
         return await self._request(cid, msg, entry, timeout, lease, collect_logs=True, raise_error=False,
                                    tools=frozenset(tools))
 

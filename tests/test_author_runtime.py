@@ -222,3 +222,23 @@ async def test_calling_what_is_not_an_exported_function_says_what_is(plugin_dir,
     assert 'no exported function "queryBalence"; did you mean "queryBalance"? (its functions: helper, queryBalance)' \
         in str(typo.value)
     assert '"rate" is exported, but as a number, not a function' in str(number.value)
+
+
+async def test_an_exported_class_is_not_listed_as_callable_and_a_call_to_it_says_it_is_a_class(plugin_dir, make_host):
+    """Before: an exported class was among the plugin's functions (list, info, the dashboard) and
+    a call failed inside the plugin with "Class constructor Client cannot be invoked without 'new'"."""
+    from host import FunctionNotFound
+
+    plugin_dir.add("classy.js", plugin("classy", body=(
+        "export class Client { constructor() { this.n = 1; } }\n"
+        "export const Other = class {};\n"
+        "export function make() { return new Client().n; }")))
+    async with make_host(pool=ONE) as h:
+        assert h.plugin("classy").exports == ["make"]
+        assert await h.call("classy", "make") == 1
+        with pytest.raises(FunctionNotFound) as e:
+            await h.call("classy", "Client")
+        with pytest.raises(FunctionNotFound) as typo:
+            await h.call("classy", "Clinet")
+    assert '"Client" is exported, but as a class' in str(e.value) and "new" in str(e.value)
+    assert "its functions: make)" in str(typo.value)

@@ -117,3 +117,33 @@ def test_points_older_than_history_days_are_dropped_at_the_next_write(tmp_path):
         assert [p.balance for p in history.read("relay")] == [2, 3]
     finally:
         history.close()
+
+
+class _Raw(dict):
+    """A result's rawData whose lifetime a weak reference can follow."""
+
+
+@pytest.mark.timeout(30)
+def test_answers_waiting_for_the_history_keep_no_raw_data(tmp_path):
+    # Before: each queued batch held its results whole, rawData (up to 8 MiB each) included,
+    # though the history never stores it: 256 queued queries could pin gigabytes.
+    import gc
+    import weakref
+
+    from host.balances.history import BalanceHistory
+    from host.balances.history_writer import HistoryWriter
+    from host.balances.result import BalanceResult
+
+    history = BalanceHistory(tmp_path)
+    try:
+        writer = HistoryWriter(history)
+        raw = _Raw(blob="x" * (1 << 20))
+        alive = weakref.ref(raw)
+        result = BalanceResult(provider="alpha", provider_name="Alpha", status="success",
+                               last_updated=dt.datetime.now(dt.UTC), balance=1.0, currency="USD", raw_data=raw)
+        writer.add([result], [], None)  # no task group (a host closing): it waits for flush
+        del raw, result
+        gc.collect()
+        assert alive() is None, "a queued answer still holds its rawData"
+    finally:
+        history.close()

@@ -124,3 +124,28 @@ async def test_closing_does_not_wait_for_a_call_its_caller_gave_up_on(plugin_dir
             await h.call("slow", "spin", timeout=0.2)
         t0 = time.monotonic()
     assert time.monotonic() - t0 < 5
+
+
+TIMERS = """
+export const metadata = { id: "timers", name: "Timers", version: "1.0.0", apiVersion: "1.0" };
+export async function race(ctx) {
+  const signal = AbortSignal.timeout(ctx.timeout);
+  const timer = await new Promise((resolve) => {
+    const t = setTimeout(() => resolve("fired"), ctx.timeout);
+    setTimeout(() => { clearTimeout(t); resolve("waiting"); }, 300);
+  });
+  return { timeout: ctx.timeout, aborted: signal.aborted, timer };
+}
+"""
+
+
+@pytest.mark.timeout(60)
+async def test_a_deadline_beyond_what_javascript_timers_take_does_not_fire_the_plugins_timers_at_once(
+        plugin_dir, make_host):
+    # Before: call_timeout = 30 days reached the plugin as ctx.timeout = 2592000000 ms, past the
+    # 2**31-1 ms JavaScript timers take, and a timer or AbortSignal.timeout(ctx.timeout) fired at once.
+    plugin_dir.add("timers.js", TIMERS)
+    async with make_host(pool=PoolConfig(min_workers=1, max_workers=1),
+                         limits=WorkerLimits(call_timeout=30 * 86400.0)) as h:
+        out = await h.call("timers", "race")
+        assert out == {"timeout": 2**31 - 1, "aborted": False, "timer": "waiting"}, out

@@ -267,3 +267,22 @@ def test_a_lost_mount_of_the_plugins_directory_keeps_its_plugins_serving(tmp_pat
     assert out.returncode == 0, out.stderr[-2000:]
     assert "after ['calc'] 4" in out.stdout, out.stdout
     assert out.stderr.count("is gone (or its file system unmounted)") == 1, out.stderr[-2000:]
+
+
+async def test_a_plugin_exporting_more_functions_than_the_cap_is_refused_at_load_naming_both(plugin_dir, make_host):
+    # Before: the export count was bounded only by the frame size: 100,000 exports cost the
+    # host 48 MB and 7 s to load, and every call, list and info carried them.
+    MAX_EXPORTS = 1000  # host.protocol.MAX_EXPORTS, as the README states it
+
+    def module(pid: str, count: int) -> str:
+        fns = "".join(f"export function f{i}() {{ return {i}; }}\n" for i in range(count))
+        return f'export const metadata = {{ id: "{pid}", name: "{pid}", version: "1.0.0", apiVersion: "1.0" }};\n{fns}'
+
+    plugin_dir.add("many.js", module("many", MAX_EXPORTS + 1))
+    plugin_dir.add("enough.js", module("enough", MAX_EXPORTS))
+    async with make_host() as h:
+        info = h.plugin("many")
+        assert info.state == "error", info
+        assert f"exports {MAX_EXPORTS + 1} functions, more than the {MAX_EXPORTS}" in (info.error or ""), info.error
+        assert h.plugin("enough").state == "running" and len(h.plugin("enough").exports) == MAX_EXPORTS
+        assert await h.call("enough", f"f{MAX_EXPORTS - 1}") == MAX_EXPORTS - 1

@@ -82,7 +82,7 @@ async def test_secret_is_encrypted_on_disk_yet_reaches_the_plugin(plugin_dir, ma
     async with make_host(pool=ONE, state_dir=state) as h:  # the key file opens it again
         assert await h.call("vault", "whoami") == OK
     key_file.chmod(0o644)
-    with pytest.raises(InvalidConfig) as e:
+    with pytest.raises(SecretsError) as e:
         async with make_host(pool=ONE, state_dir=state):
             pass
     assert "readable by group or others" in str(e.value)
@@ -111,7 +111,7 @@ async def test_key_from_the_environment_and_a_wrong_key_is_a_secrets_error(
     assert all(s not in str(e.value) for s in (SECRET, first, other))
 
     monkeypatch.setenv("TEST_PLUGIN_HOST_KEY", "not-a-key-" + SECRET)
-    with pytest.raises(InvalidConfig) as e:
+    with pytest.raises(SecretsError) as e:
         async with make_host(pool=ONE, state_dir=state, security=security):
             pass
     assert "$TEST_PLUGIN_HOST_KEY" in str(e.value) and SECRET not in str(e.value)
@@ -288,7 +288,7 @@ async def test_a_key_file_mounted_as_a_kubernetes_secret_is_followed_through_its
     (mount / "key").symlink_to("..data/key")
     security = {"secret_key_file": str(mount / "key")}
     real.chmod(0o644)  # the volume's defaultMode: every local user could read it
-    with pytest.raises(InvalidConfig) as e:
+    with pytest.raises(SecretsError) as e:
         async with make_host(pool=ONE, state_dir=state, security=security) as h:
             await h.set_config("vault", {"apiKey": SECRET, "region": "us"})
     assert "readable by group or others" in str(e.value) and "defaultMode" in str(e.value)
@@ -350,3 +350,29 @@ async def test_a_key_file_in_a_directory_others_may_change_is_refused(plugin_dir
             assert await h.call("vault", "whoami") == OK
     finally:
         shared.chmod(0o755)
+
+
+@pytest.mark.anyio
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("anyio_backend", ["asyncio"])  # aiohttp serves on asyncio
+@pytest.mark.parametrize("broken", [b"", b"not-a-key\n"], ids=["empty", "garbage"])
+async def test_a_key_file_broken_while_serving_is_the_servers_problem_naming_the_file(
+        plugin_dir, make_host, tmp_path, shared_state, broken, anyio_backend):
+    # Before: storing a secret then answered InvalidConfig (HTTP 400, the client's fault) for
+    # a key file the operator had emptied or damaged.
+    from support.servers import served
+
+    plugins(plugin_dir)
+    state = state_dir(tmp_path, shared_state, "state")
+    key_file = Path(state) / "secret.key"
+    async with make_host(pool=ONE, state_dir=state) as h:
+        await h.set_config("vault", {"apiKey": SECRET, "region": "us"})
+        key_file.write_bytes(broken)
+        with pytest.raises(SecretsError) as e:
+            await h.set_config("vault", {"apiKey": SECRET + "2"})
+        assert str(key_file) in e.value.message and "security.secret_key_file" in e.value.message
+        async with served(h) as (_, session), \
+                session.put("/api/plugins/vault/config", json={"apiKey": SECRET + "3"}) as r:
+            status, body = r.status, await r.json()
+        assert status == 503 and body["error"]["type"] == "SecretsError", body
+        assert str(key_file) in body["error"]["message"] and SECRET not in str(body)

@@ -30,8 +30,8 @@ def table(url: str) -> list[tuple[str, str, dict]]:
 
 def test_the_lines_of_two_logs_go_to_one_table_redacted(tmp_path, postgres_url):
     hide = lambda text: text.replace("s3cret-value", "********")  # noqa: E731
-    one = AuditLog(tmp_path / "a" / "audit.jsonl", redact=hide, table=AuditTable(postgres_url))
-    two = AuditLog(tmp_path / "b" / "audit.jsonl", redact=hide, table=AuditTable(postgres_url))
+    one = AuditLog(tmp_path / "a" / "audit.jsonl", redact=hide, table=AuditTable(postgres_url), own_dir=tmp_path / "a")
+    two = AuditLog(tmp_path / "b" / "audit.jsonl", redact=hide, table=AuditTable(postgres_url), own_dir=tmp_path / "b")
     one.record("approve", plugin="alpha", note="s3cret-value")
     assert one.table is not None and one.table.flush(10)
     two.record("spawn", plugin="beta", flags=["--allow-net=api.example.com"])

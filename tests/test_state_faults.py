@@ -407,3 +407,55 @@ def test_an_audit_log_that_is_a_directory_is_refused_naming_the_setting(tmp_path
         AuditLog(tmp_path)
     assert e.value.message == (f"cannot open the audit log {tmp_path}: Is a directory (a directory is in the way: "
                                "move it away, or set another security.audit_log)")
+
+
+@pytest.mark.timeout(60)
+def test_an_audit_log_in_a_directory_that_does_not_exist_is_refused_and_nothing_is_made(tmp_path):
+    # Before: a typo'd [security] audit_log made its whole directory tree, silently.
+    typo = tmp_path / "var" / "lgo" / "plugin-host" / "audit.jsonl"
+    with pytest.raises(InvalidConfig, match=r"^security\.audit_log: the directory .*lgo/plugin-host of .* does not exist"):
+        AuditLog(typo)
+    plugins = PluginDir(tmp_path / "plugins")
+    plugins.add("calc.js", CALC)
+    (tmp_path / "host.toml").write_text(f'[security]\naudit_log = "{typo}"\n')
+    out = run_cli("--plugins", str(plugins.root), "--config", "host.toml", "--state-dir", str(tmp_path / "state"),
+                  "list", cwd=tmp_path)
+    assert out.returncode == 2 and "security.audit_log" in out.stderr and "Traceback" not in out.stderr, out.stderr
+    assert not (tmp_path / "var").exists()
+    AuditLog(tmp_path / "audit.jsonl").record("x")  # in a directory that exists: the file is made
+    state = tmp_path / "gone"
+    AuditLog(state / "audit.jsonl", own_dir=state).record("x")  # the state directory's own: made
+    assert (tmp_path / "audit.jsonl").exists() and (state / "audit.jsonl").exists()
+
+
+@pytest.mark.timeout(60)
+def test_a_stop_signal_while_the_start_waits_on_a_hung_state_database_stops_serve_at_once(tmp_path, shared_state):
+    # Before: serve took no signal until its start was over: a SIGTERM while the start waited on a
+    # [state] database that accepts and never answers did nothing until the 10 s connect deadline,
+    # and serve then exited 1 with "config store failed" rather than with the normal stop status.
+    import socket
+
+    hung = socket.socket()  # the kernel completes each connection; nobody ever answers on it
+    hung.bind(("127.0.0.1", 0))
+    hung.listen(8)
+    hung.settimeout(30)
+    plugins = PluginDir(tmp_path / "plugins")
+    plugins.add("calc.js", CALC)
+    (tmp_path / "host.toml").write_text(
+        f'[state]\ndatabase = "postgresql://host:pw@127.0.0.1:{hung.getsockname()[1]}/state"\n')
+    taken = []
+    try:
+        with serve_process(tmp_path, "--plugins", str(plugins.root), "--config", "host.toml", "--insecure-no-token",
+                           "--state-dir", str(fresh_state(tmp_path / "s", shared_state)), ready=False) as srv:
+            taken.append(hung.accept()[0])  # the start connects, and waits for an answer
+            asked = time.monotonic()
+            srv.proc.send_signal(signal.SIGTERM)
+            code = srv.proc.wait(30)
+            took = time.monotonic() - asked
+            log = srv.log()
+    finally:
+        for conn in taken:
+            conn.close()
+        hung.close()
+    assert code == 0 and took < 3, (code, took, log)
+    assert "failed" not in log and "Traceback" not in log, log

@@ -463,3 +463,19 @@ async def test_a_redirect_to_another_host_names_what_to_change_in_the_script(plu
     assert b.error_type == "PermissionDenied" and f"change the URL in {plugin_dir.root / 'pinned.usage.js'}" in \
         b.error_message, b.error_message
     assert not any("mod.js" in r.error_message or "metadata.permissions" in r.error_message for r in by.values())
+
+
+@pytest.mark.timeout(60)
+async def test_a_configured_script_file_that_is_missing_is_a_station_in_error_naming_the_file_and_setting(
+        plugin_dir, make_host, tmp_path):
+    """A ``[usage_scripts.X] file`` that is not there (a typo, a file moved) must not leave the
+    script out of ``list`` and ``balances`` with a log line: it is a plugin, and a station, in
+    error whose message names the file and the setting naming it."""
+    missing = tmp_path / "scripts" / "relay.usage.js"
+    async with make_host(usage_scripts={"relay": UsageScriptConfig(file=str(missing))}) as h:
+        infos = {i.id: i for i in h.plugins()}
+        got = {b.provider: b for b in await h.query_balances(refresh=True)}
+    assert "relay" in infos and infos["relay"].state == "error", infos
+    said = infos["relay"].error or ""
+    assert str(missing) in said and "usage_scripts.relay.file" in said, said
+    assert got["relay"].status == "error" and str(missing) in (got["relay"].error_message or ""), got

@@ -17,7 +17,9 @@ export const session: {
   config: unknown;
   // deno-lint-ignore no-explicit-any
   plugin: Record<string, any> | null;
-} = { pluginId: "", config: null, plugin: null };
+  // exported classes: callable in JavaScript's sense, but only with `new` (refused as calls)
+  classes: Set<string>;
+} = { pluginId: "", config: null, plugin: null, classes: new Set() };
 
 export interface CallState {
   id: Id;
@@ -169,8 +171,11 @@ function notFound(name: string): string {
   for (const key of Object.keys(mod)) {
     try {
       const value = mod[key];
-      if (typeof value === "function") fns.push(key);
-      else if (key === name) kind = value === null ? "null" : Array.isArray(value) ? "an array" : `a ${typeof value}`;
+      if (typeof value === "function" && !session.classes.has(key)) fns.push(key);
+      else if (key === name) {
+        kind = session.classes.has(key) ? "a class (it needs `new`; export a function that makes one)"
+          : value === null ? "null" : Array.isArray(value) ? "an array" : `a ${typeof value}`;
+      }
     } catch {
       // an export still in its temporal dead zone
     }
@@ -212,7 +217,7 @@ export function onCall(msg: Msg): void {
   if (calls.has(id)) protocolError(`call id ${id} is already in flight`);
   const state = newCall(id);
   const fn = session.plugin?.[fnName];
-  if (typeof fn !== "function") {
+  if (typeof fn !== "function" || session.classes.has(fnName)) {
     failWith(state, { name: "FunctionNotFound", message: notFound(fnName) });
     return;
   }

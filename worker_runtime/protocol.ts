@@ -31,6 +31,7 @@ export interface Limits {
   egress_proxy: number; // 1: fetch goes through the host's egress proxy
   max_host_calls: number;
   harden: number; // 1: executions of several callers share this worker: freeze the main realm
+  max_exports: number; // functions the module may export: more fail its load
 }
 
 // worker -> host
@@ -131,6 +132,7 @@ export const STRUCTS = {
   Limits: [
     "heartbeat_interval_ms", "heartbeat_timeout_ms", "max_frame", "max_log_entries", "max_log_bytes",
     "max_inflight", "max_result_bytes", "max_web_workers", "egress_proxy", "max_host_calls", "harden",
+    "max_exports",
   ],
 } as const;
 

@@ -10,6 +10,19 @@ import type { Signature } from "./protocol.ts";
 
 const MAX_SOURCE = 64 * 1024; // a huge function's source is not worth parsing
 
+/** Whether `fn` is a class: calling it without `new` throws ("Class constructor X cannot be
+ * invoked without 'new'"), so it is no function a caller can call. */
+export function isClass(fn: unknown): boolean {
+  if (typeof fn !== "function") return false;
+  let text: string;
+  try {
+    text = Function.prototype.toString.call(fn);
+  } catch {
+    return false;
+  }
+  return text.startsWith("class") && !isWord(text.charCodeAt(5));
+}
+
 export function signatureOf(fn: (...args: unknown[]) => unknown): Signature {
   const sig: Signature = { length: fn.length };
   let text: string;

@@ -29,6 +29,7 @@ export const limits: Limits = {
   egress_proxy: 0,
   max_host_calls: 64,
   harden: 0,
+  max_exports: 1000,
 };
 
 /** A message as it is read off the wire (checked field by field) or built to be sent. */

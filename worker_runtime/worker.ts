@@ -39,7 +39,7 @@ import { errorInfo, ErrorTypes, importError, jsonClone, safeString, sendErrorFra
 import "./kit.ts";
 import { type ErrorInfo, type Limits, type Signature, MAGIC_COOKIE as COOKIE, PROTOCOL_VERSION as PROTOCOL } from "./protocol.ts";
 import { installGlobals, useEgressProxy } from "./sandbox.ts";
-import { signatureOf } from "./signature.ts";
+import { isClass, signatureOf } from "./signature.ts";
 import {
   connect,
   EXIT_HEARTBEAT,
@@ -194,13 +194,27 @@ function toFileUrl(path: string): string {
   return "file://" + encodeURI(abs).replaceAll("?", "%3F").replaceAll("#", "%23");
 }
 
-/** The module's exported functions, each with what it declares it takes. */
-function exportedFunctions(mod: Record<string, unknown>): Record<string, Signature> {
+/** The module's exported functions, each with what it declares it takes; more than
+ * `limits.max_exports` of them fail the load, counted before any is read further. */
+function exportedFunctions(mod: Record<string, unknown>, module: string): Record<string, Signature> {
   const found: Record<string, Signature> = {};
+  let count = 0;
+  for (const k of Object.keys(mod)) {
+    try {
+      if (typeof mod[k] === "function") count++;
+    } catch {
+      // an export still in its temporal dead zone
+    }
+  }
+  if (count > limits.max_exports) {
+    throw new RangeError(`${module} exports ${count} functions, more than the ${limits.max_exports} a plugin ` +
+      "may export: export an object holding them, or split the plugin");
+  }
   for (const k of Object.keys(mod)) {
     try {
       const value = mod[k];
-      if (typeof value === "function") found[k] = signatureOf(value as (...args: unknown[]) => unknown);
+      if (isClass(value)) session.classes.add(k); // not a function a caller can call
+      else if (typeof value === "function") found[k] = signatureOf(value as (...args: unknown[]) => unknown);
     } catch {
       // an export still in its temporal dead zone
     }
@@ -231,7 +245,7 @@ async function onWelcome(msg: Msg): Promise<void> {
     try {
       const plugin = await import(toFileUrl(module));
       session.plugin = plugin;
-      signatures = exportedFunctions(plugin);
+      signatures = exportedFunctions(plugin, module);
       exports = Object.keys(signatures);
       metadata = plugin.metadata ?? null;
       // An async factory's promise (`export const metadata = loadMetadata()`): its value. A

@@ -13,6 +13,7 @@ import logging
 from collections import deque
 
 import anyio
+import msgspec
 from anyio.abc import TaskGroup
 
 from ..errors import StateError
@@ -42,8 +43,10 @@ class HistoryWriter:
 
     def add(self, results: list[BalanceResult], alerts: list[Alert], tg: TaskGroup | None) -> None:
         """Queue ``results`` for the history (only those it records) and the ``alerts`` they
-        raised; the writer runs in ``tg`` (None: the host is closing, they wait for ``flush``)."""
-        if not recorded(results) and not alerts:
+        raised; the writer runs in ``tg`` (None: the host is closing, they wait for ``flush``).
+        They wait without their rawData (up to max_result_bytes each), which the history never keeps."""
+        results = [msgspec.structs.replace(r, raw_data=None) for r in results if recorded([r])]
+        if not results and not alerts:
             return
         if len(self._queue) >= QUEUE:
             self._queue.popleft()

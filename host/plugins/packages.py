@@ -365,7 +365,8 @@ class PackageAdmin:
 
         sec = self.config.security
         if sec.audit_log:
-            audit = AuditLog(self.config.state_path / sec.audit_log, max_bytes=sec.audit_max_bytes, keep=sec.audit_keep)
+            audit = AuditLog(self.config.state_path / sec.audit_log, max_bytes=sec.audit_max_bytes, keep=sec.audit_keep,
+                             own_dir=self.config.state_path)
             audit.record(event, **fields)
             audit.close()
 

@@ -80,7 +80,8 @@ def _scripts(dirs: list[Path], configured: dict[str, UsageScriptConfig],
             found[sid] = (c.name or sid, labels.get(sid, f"host.toml usage_scripts.{sid}"), c.script)
             continue
         assert c.file is not None
-        found[sid] = (c.name or sid, c.file, _text(Path(c.file)))
+        setting = f"{labels.get(sid, f'host.toml usage_scripts.{sid}')}.file"
+        found[sid] = (c.name or sid, c.file, _text(Path(c.file), setting))
     for d in dirs:
         if not d.is_dir():
             continue
@@ -91,11 +92,12 @@ def _scripts(dirs: list[Path], configured: dict[str, UsageScriptConfig],
     return found
 
 
-def _text(path: Path) -> str | Unreadable:
+def _text(path: Path, setting: str | None = None) -> str | Unreadable:
+    """The script's text, or why it cannot be read; ``setting``: the one that names the file."""
     try:
         return read_script(path)
     except Unreadable as exc:
-        return exc
+        return Unreadable(f"{exc} (the file {setting} names: fix the path, or put the file back)") if setting else exc
 
 
 def usage_sources(dirs: list[Path], configured: dict[str, UsageScriptConfig], out_dir: Path,

@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any
 
 import msgspec
 
-from ..errors import StateError
+from ..errors import InvalidConfig, StateError
 from .private_files import locked, os_failure
 
 if TYPE_CHECKING:
@@ -39,12 +39,29 @@ WAITING = 10_000  # lines kept in memory while the log cannot be written (a full
 log = logging.getLogger("host.audit")
 
 
+def _same(a: Path, b: Path | None) -> bool:
+    return b is not None and os.path.abspath(a) == os.path.abspath(b)
+
+
+def check_audit_dir(path: Path, own_dir: Path | None) -> None:
+    """``security.audit_log``'s directory exists, or is ``own_dir`` (the state directory, which
+    the host makes): else InvalidConfig naming the setting."""
+    if not path.parent.is_dir() and not _same(path.parent, own_dir):
+        raise InvalidConfig(f"security.audit_log: the directory {path.parent} of {path} does not exist: make "
+                            "it, or fix the path (a relative one is under the state directory)")
+
+
 class AuditLog:
-    """Appends to ``path`` (created 0600). ``AuditLog(None)`` records nothing."""
+    """Appends to ``path`` (created 0600). ``AuditLog(None)`` records nothing. Only the file is
+    created, in a directory that exists, or in ``own_dir`` (the state directory, made again if
+    it is removed while the host runs): a typo in ``security.audit_log`` is an InvalidConfig
+    naming it, not a directory tree made where nobody looks."""
 
     def __init__(self, path: str | Path | None, *, redact: Callable[[str], str] | None = None,
-                 max_bytes: int = 10 * 1024 * 1024, keep: int = 5, table: AuditTable | None = None) -> None:
+                 max_bytes: int = 10 * 1024 * 1024, keep: int = 5, table: AuditTable | None = None,
+                 own_dir: Path | None = None) -> None:
         self.path = Path(path) if path else None
+        self._own_dir = own_dir
         self.table = table  # the [state] database's copy (audit_pg.py), or None
         self._redact = redact
         self.max_bytes, self.keep = max_bytes, keep
@@ -56,11 +73,22 @@ class AuditLog:
         self.lost = 0  # lines dropped: more than WAITING waited at once
         self._waiting: collections.deque[bytes] = collections.deque(maxlen=WAITING)
         if self.path is not None:
+            check_audit_dir(self.path, own_dir)
             try:
-                self.path.parent.mkdir(parents=True, exist_ok=True)
+                self._make_parent()
                 self._open()
             except OSError as exc:
                 raise os_failure(self.path, exc, "open the audit log", "security.audit_log") from None
+
+    def _own(self, directory: Path) -> bool:
+        """Whether ``directory`` is the one the log may make: the state directory."""
+        return _same(directory, self._own_dir)
+
+    def _make_parent(self) -> None:
+        """The state directory the log is in, made again if it is gone; no other directory."""
+        assert self.path is not None
+        if self._own(self.path.parent):
+            self.path.parent.mkdir(parents=True, exist_ok=True)
 
     def _open(self) -> None:
         assert self.path is not None
@@ -120,7 +148,7 @@ class AuditLog:
             same = False
         if not same:
             self._close_fd()
-            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._make_parent()
             self._open()
 
     def _rotate(self) -> None:

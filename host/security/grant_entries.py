@@ -7,6 +7,8 @@ manifest with such an entry would load and then crash every worker it starts. Me
 (deno 2.9.8): a host name with an optional
 leading ``*.`` (labels of letters, digits, ``-`` and ``_``; a trailing dot), an IPv4 address or
 range (``10.0.0.0/8``), an IPv6 address in brackets, each with an optional ``:PORT`` (0-65535).
+A port with no host (``:80``) Deno takes too, as this machine's port: connecting to 127.0.0.1,
+localhost and 0.0.0.0 on it, and listening on it on every interface; refused here with why.
 """
 
 from __future__ import annotations
@@ -76,6 +78,9 @@ def net_entry_problem(entry: str) -> str | None:
     host, sep, port = entry.partition(":")
     if sep and (why := _port_problem(port)) is not None:
         return why
+    if sep and not host:  # measured (deno 2.9.8): ":80" is this machine's port 80, listening on every interface too
+        return (f"names no host: Deno reads it as this machine's port {port} (127.0.0.1, localhost, 0.0.0.0), "
+                f"listening on it on every interface included; name the host ('api.example.com:{port}')")
     if "/" in host:
         try:
             ipaddress.IPv4Network(host, strict=False)

@@ -41,11 +41,12 @@ def _fernets(text: str, *, source: str) -> MultiFernet:
     """The keys in ``text`` (separated by commas or whitespace; the first encrypts)."""
     keys = text.replace(",", " ").split()
     if not keys:
-        raise InvalidConfig(f"{source} holds no key")
+        raise SecretsError(f"{source} holds no key: put the host's key back (from a backup, or a host sharing "
+                           "its config store)")
     try:
         return MultiFernet([Fernet(k.encode()) for k in keys])
     except (ValueError, binascii.Error, UnicodeEncodeError):
-        raise InvalidConfig(f"{source}: not a Fernet key (urlsafe base64 of 32 bytes); "
+        raise SecretsError(f"{source}: not a Fernet key (urlsafe base64 of 32 bytes); "
                             "make one with `python -c 'from cryptography.fernet import Fernet; "
                             "print(Fernet.generate_key().decode())'`") from None
 
@@ -131,7 +132,7 @@ def _read_key_file(path: Path, *, create: bool = True) -> MultiFernet:
     try:
         fd = os.open(real, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
     except OSError as exc:
-        raise InvalidConfig(f"secret key file {path}: cannot be read ({exc.strerror}; {SETTING})") from None
+        raise SecretsError(f"secret key file {path}: cannot be read ({exc.strerror}; {SETTING})") from None
     try:
         st = os.fstat(fd)
         if not stat.S_ISREG(st.st_mode):  # checked before reading: a directory, a fifo
@@ -141,11 +142,11 @@ def _read_key_file(path: Path, *, create: bool = True) -> MultiFernet:
         if not group_read and (why := not_private(st, deny=0o077, fix=f"chmod 600 {path}")):
             mounted = " (a Kubernetes secret volume: set its defaultMode to 0400, or 0440 with fsGroup)" \
                 if path.is_symlink() else ""
-            raise InvalidConfig(f"secret key file {path}: {why}{mounted}")
+            raise SecretsError(f"secret key file {path}: {why}{mounted} ({SETTING})")
         text = os.read(fd, 64 * 1024).decode("ascii", errors="replace")
     finally:
         os.close(fd)
-    return _fernets(text, source=f"secret key file {path}")
+    return _fernets(text, source=f"secret key file {path} ({SETTING})")
 
 
 class Cipher:
@@ -211,7 +212,7 @@ class SecretBox(Cipher):
         if self._fernet is None:
             var = self._env_var()
             if var:
-                self._fernet = _fernets(self._env[var], source=f"${var}")
+                self._fernet = _fernets(self._env[var], source=f"${var} (security.secret_key_env)")
             else:
                 path = key_file_path(self._config)
                 named = self._config.security.secret_key_env

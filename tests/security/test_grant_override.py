@@ -62,3 +62,23 @@ def test_narrowing_reads_paths_as_the_sandbox_does(declared, override, left):
     from host.security.permissions import Permissions
 
     assert Permissions(read=declared).narrowed({"read": override}).read == left
+
+
+PORT_ONLY = """
+export const metadata = { id: "portonly", name: "Port only", version: "1.0.0", apiVersion: "1.0",
+  permissions: { net: [":80"], allowPrivateNetwork: true } };
+export function f() { return 1; }
+"""
+
+
+async def test_a_net_entry_with_a_port_and_no_host_is_refused_saying_what_deno_would_grant(plugin_dir, make_host):
+    # Measured (deno 2.9.8): --allow-net=:80 lets a worker connect to 127.0.0.1, localhost and
+    # 0.0.0.0 on port 80 and listen on 0.0.0.0:80. Before: an operator's override (host.toml's
+    # [plugins.ID.permissions], or the API's) took it as written, and a manifest's was refused only
+    # as "not a host name", saying nothing of what it grants.
+    with pytest.raises(InvalidConfig, match=r"plugins\.x\.permissions\.net: ':80' names no host: .*listening"):
+        HostConfig(plugins={"x": PluginSettings(permissions={"net": [":80"]})})
+    plugin_dir.add("portonly.js", PORT_ONLY)
+    async with make_host(pool=ONE) as h:
+        info = h.plugin("portonly")
+    assert info.state == "error" and "':80'" in (info.error or "") and "names no host" in (info.error or ""), info
