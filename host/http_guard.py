@@ -229,7 +229,8 @@ class HeadDeadline(web.RequestHandler):
         log.debug("bad HTTP request from %s: %s", request.remote, why)
         if request.writer.output_size > 0:
             raise ConnectionError("an answer was sent already")
-        resp = web.json_response({"error": {"type": "BadRequest", "message": f"bad HTTP request: {why}"}},
+        resp = web.json_response({"error": {"name": "BadRequest", "type": "BadRequest",
+                                            "message": f"bad HTTP request: {why}"}},
                                  status=status)
         resp.force_close()
         return resp

@@ -103,9 +103,9 @@ def _shown(data: Any, masked: Callable[[str], str]) -> web.Response:
 
 
 def _error(status: int, type_: str, message: str) -> web.Response:
-    if status == 413:  # seed 001's 413 names it: {"error": {"name": "PayloadTooLarge", ...}}
-        return _json({"error": {"name": type_, "type": type_, "message": message}}, status)
-    return _json({"error": {"type": type_, "message": message}}, status)
+    """Every error answer names its kind twice: ``type`` (this API's) and ``name`` (seed 001's
+    envelope, ``{"error": {"name": "PayloadTooLarge", "message": ...}}``, which Isolate clients read)."""
+    return _json({"error": {"name": type_, "type": type_, "message": message}}, status)
 
 
 def _gone() -> web.Response:
@@ -115,7 +115,7 @@ def _gone() -> web.Response:
 
 def _host_error(exc: HostError) -> web.Response:
     status = next((s for cls, s in _STATUS.items() if isinstance(exc, cls)), 502)
-    return _json({"error": exc.to_dict()}, status)
+    return _json({"error": {"name": type(exc).__name__, **exc.to_dict()}}, status)  # a PluginError: the JS name
 
 
 # Request bodies, decoded and validated at the edge by msgspec: a wrong type or a value out of

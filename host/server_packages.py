@@ -113,7 +113,7 @@ def add_package_routes(router: web.UrlDispatcher, packages: PackageAdmin, via: s
     def unguarded() -> web.Response | None:
         if open_to_installs:
             return None
-        return answer({"error": {"type": "Forbidden", "message": (
+        return answer({"error": {"name": "Forbidden", "type": "Forbidden", "message": (
             "installing plugins over HTTP needs an admin token: set one (server.admin_token, "
             "$PLUGIN_HOST_ADMIN_TOKEN or --admin-token), serve on --unix PATH, use `python -m host install` on "
             "this machine, or pass --insecure-no-token to let anyone who reaches the port install code")}}, 403)

@@ -22,7 +22,7 @@ _LONE_SURROGATE = re.compile(rb"\\u[dD][89a-fA-F][0-9a-fA-F]{2}(?!\\u[dD][c-fC-F
 
 
 def bad_request(message: str) -> web.HTTPBadRequest:
-    return web.HTTPBadRequest(text=json.dumps({"error": {"type": "BadRequest", "message": message}}),
+    return web.HTTPBadRequest(text=json.dumps({"error": {"name": "BadRequest", "type": "BadRequest", "message": message}}),
                               content_type="application/json")
 
 

@@ -71,3 +71,23 @@ async def test_every_413_of_execute_has_the_seeds_shape(make_host):
     for answer in (body, code):
         assert answer["error"]["name"] == "PayloadTooLarge" and answer["error"]["message"], answer
         assert answer["error"]["type"] == "PayloadTooLarge"  # as every other error of the API
+
+
+@pytest.mark.parametrize("anyio_backend", ["asyncio"])  # aiohttp
+async def test_every_error_answer_of_execute_has_the_seeds_name(make_host):
+    """Seed 001's error envelope is ``{"error": {"name", "message"}}``; only the 413s carried
+    ``name``: a 400 for a bad field, a malformed body or a refused permission, and a 403 with
+    /execute off, carried ``type`` alone, so a seed client's ``error.name`` read undefined."""
+    async with make_host(execute=ExecuteConfig(min_workers=1, max_workers=1)) as h:
+        async with served(h, enable_execute=True) as (_, http):
+            answers = []
+            for kwargs in ({"json": {"code": "export default 1", "timeout": "soon"}},  # a field of the wrong type
+                           {"data": b"{not json", "headers": {"Content-Type": "application/json"}},
+                           {"json": {"code": "export default 1", "permissions": {"run": True}}}):  # over [execute.allow]
+                async with http.post("/execute", **kwargs) as r:
+                    answers.append((r.status, await r.json()))
+        async with served(h, enable_execute=False) as (_, http), http.post("/execute", json={"code": "1"}) as r:
+            answers.append((r.status, await r.json()))
+    assert [status for status, _ in answers] == [400, 400, 403, 403], answers
+    for _, answer in answers:
+        assert answer["error"]["name"] == answer["error"]["type"] and answer["error"]["message"], answer
