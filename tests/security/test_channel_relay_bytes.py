@@ -8,7 +8,7 @@ import socket
 
 import anyio
 import pytest
-from support.processes import peak_rss
+from support.processes import peak_rss, wait_for
 from support.servers import two_hosts
 
 from host import PoolConfig
@@ -27,6 +27,7 @@ export async function shout(n, size, ctx) {
 // listens, then reads nothing (its main thread busy) for ``ms``
 export async function deaf(ms, ctx) {
   await ctx.channel.on("e", () => {});
+  console.log("deaf from now");
   await new Promise((r) => setTimeout(r, 10));
   const until = Date.now() + ms;
   while (Date.now() < until) {}
@@ -62,9 +63,11 @@ async def test_events_from_other_hosts_queue_no_more_bytes_than_the_inbox_allows
         for h in (a, b):
             with anyio.fail_after(10):
                 await h._services.relay.subscribed.wait()
+        said: list[str] = []
+        b.add_log_listener(lambda plugin, worker, entry: said.append(entry.message))
         async with peak_rss() as seen, anyio.create_task_group() as tg:
             tg.start_soon(b.call, "loud", "deaf", 6000)  # b's worker listens, then reads nothing
-            await anyio.sleep(0.5)
+            await wait_for(lambda: "deaf from now" in said, timeout=10)
             assert await a.call("loud", "shout", 400, MIB - 64, timeout=60) == 400  # 400 MiB of events
             await anyio.sleep(1)
             tg.cancel_scope.cancel()

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import anyio
 import pytest
-from support.processes import peak_rss
+from support.processes import peak_rss, wait_for
 
 from host import HostError, PoolConfig
 
@@ -50,6 +50,7 @@ FAN = """
 export const metadata = { id: "fan", name: "fan", version: "1.0.0", apiVersion: "1.0" };
 export async function deaf(ms, ctx) {  // listens, then reads nothing for ``ms``
   await ctx.channel.on("e", () => {});
+  console.log("deaf from now");
   await new Promise((r) => setTimeout(r, 10));
   const until = Date.now() + ms;
   while (Date.now() < until) {}
@@ -76,9 +77,11 @@ async def test_events_waiting_for_a_worker_that_reads_nothing_keep_host_memory_b
             except HostError:
                 pass
 
+        said: list[str] = []
+        h.add_log_listener(lambda plugin, worker, entry: said.append(entry.message))
         async with peak_rss() as seen, anyio.create_task_group() as tg:
             tg.start_soon(deaf)
-            await anyio.sleep(0.5)
+            await wait_for(lambda: "deaf from now" in said, timeout=10)  # it listens, and reads no more
             sent = await h.call("fan", "shout", 60, 15 * MIB, timeout=30)
             assert sent == ["PayloadTooLarge"] * 60
             assert await h.call("fan", "shout", 1, 512 * 1024, timeout=30) in ([0], [1])  # under the bound: sent
