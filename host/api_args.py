@@ -52,9 +52,9 @@ class _Param(typing.NamedTuple):
     box: type[msgspec.Struct] | None  # a Struct of one field of that hint: msgspec caches how to check it
     range: _Range | None = None  # a number in range passes too
 
-    def passes(self, value: Any) -> bool:
-        """Whether ``value`` passes without asking msgspec (the call path's case)."""
-        return self.box is None or type(value) in self.fast or (self.range is not None and self.range.holds(value))
+    def in_range(self, value: Any) -> bool:
+        """Whether ``value`` is a number within ``range``: it passes without asking msgspec."""
+        return self.range is not None and self.range.holds(value)
 
 
 def _members(hint: Any) -> tuple[Any, ...]:
@@ -157,12 +157,14 @@ def checking(fn: Callable[..., Any]) -> Callable[..., Any]:
 
     def check(args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
         """Raise for the first argument its hint refuses; those that pass go on as given."""
+        # inline: the call path's arguments (a str, a plain type) pass with no method call
         for p, v in zip(positional, args[1:], strict=False):
-            if not p.passes(v):
+            if p.box is not None and type(v) not in p.fast and not p.in_range(v):
                 _check(where, p, v)
         for name, value in kwargs.items():
             param = by_name.get(name)
-            if param is not None and not param.passes(value):
+            if param is not None and param.box is not None and type(value) not in param.fast \
+                    and not param.in_range(value):
                 _check(where, param, value)
 
     if inspect.iscoroutinefunction(fn):

@@ -496,7 +496,7 @@ class Worker:
         self._loading = self.spec.module is not None  # past the welcome, the wait is the plugin's import
         await self._send(p.Welcome(
             plugin_id=self.spec.plugin_id,
-            module=str(self.spec.module) if self.spec.module else None,
+            module=self._module,
             config=self.welcomed_config,
             tools=self.spec.tools,
             limits=p.Limits(
@@ -1102,14 +1102,14 @@ class Worker:
         CallTimeout after ``timeout`` and the call is cancelled, and the worker is killed only if
         the call still runs after ``limit``. Too few or too many arguments for what it declares
         raise InvalidArguments (arity.py)."""
-        if fn in _HOOK_EXPORTS:  # the host runs these itself (run_hook), at their moments only
-            raise FunctionNotFound(f"{self.spec.plugin_id}.{fn}: a lifecycle hook, run by the host itself "
-                                   "(onStart as a worker starts, onStop as it stops, onConfigChange on a config change)",
-                                   plugin=self.spec.plugin_id)
         key = (fn, len(args))  # the verdict depends on the count only: judged once per count
         try:
             context_at = self._arity[key]
         except KeyError:
+            if fn in _HOOK_EXPORTS:  # the host runs these itself (run_hook), at their moments only; never cached
+                raise FunctionNotFound(f"{self.spec.plugin_id}.{fn}: a lifecycle hook, run by the host itself "
+                                       "(onStart as a worker starts, onStop as it stops, onConfigChange on a config "
+                                       "change)", plugin=self.spec.plugin_id) from None
             context_at = check_arguments(self.spec.plugin_id, fn, args, self.signatures.get(fn), self.metadata,
                                          self.spec.module)
             if len(self._arity) < 256:  # callers name functions and counts: keep it bounded

@@ -201,7 +201,6 @@ function faithfulJson(v: unknown): string | undefined {
   return lossy ? undefined : json;
 }
 
-/** `v` as JSON when that shows it as it is, else as Deno's console shows it; never throws. */
 /** `v` as Deno's console inspects it (console.log's %o and %O); never throws. */
 export function inspectValue(v: unknown): string {
   try {
@@ -211,6 +210,7 @@ export function inspectValue(v: unknown): string {
   }
 }
 
+/** `v` as JSON when that shows it as it is, else as Deno's console shows it; never throws. */
 export function describeValue(v: unknown): string {
   const json = faithfulJson(v);
   if (json !== undefined) return json;

@@ -10,27 +10,19 @@ import type { Signature } from "./protocol.ts";
 
 const MAX_SOURCE = 64 * 1024; // a huge function's source is not worth parsing
 
-/** Whether `fn` is a class: calling it without `new` throws ("Class constructor X cannot be
- * invoked without 'new'"), so it is no function a caller can call. */
-export function isClass(fn: unknown): boolean {
-  if (typeof fn !== "function") return false;
-  let text: string;
+/** What `fn` declares it takes; null when it is a class: calling it without `new` throws ("Class
+ * constructor X cannot be invoked without 'new'"), so it is no function a caller can call. Its
+ * source is read once (this runs for every export at every worker's start). */
+export function signatureOf(fn: (...args: unknown[]) => unknown): Signature | null {
+  let text: string | undefined;
   try {
     text = Function.prototype.toString.call(fn);
   } catch {
-    return false;
+    // no source to read: its length only
   }
-  return text.startsWith("class") && !isWord(text.charCodeAt(5));
-}
-
-export function signatureOf(fn: (...args: unknown[]) => unknown): Signature {
+  if (text !== undefined && text.startsWith("class") && !isWord(text.charCodeAt(5))) return null;
   const sig: Signature = { length: fn.length };
-  let text: string;
-  try {
-    text = Function.prototype.toString.call(fn);
-  } catch {
-    return sig;
-  }
+  if (text === undefined) return sig;
   const params = parameterList(text.length > MAX_SOURCE ? text.slice(0, MAX_SOURCE) : text);
   if (params === null) return sig;
   const names: string[] = [];
@@ -75,10 +67,9 @@ function trimmed(s: string): string {
   return a === 0 && b === s.length ? s : s.slice(a, b);
 }
 
-/** The top-level, comma-separated parameters of a function's source, or null (a class, or
- * source this does not understand). */
+/** The top-level, comma-separated parameters of a function's source (not a class's), or null
+ * (source this does not understand). */
 function parameterList(text: string): string[] | null {
-  if (text.startsWith("class") && !isWord(text.charCodeAt(5))) return null;
   let i = text.indexOf("(");
   const arrow = text.indexOf("=>");
   if (arrow >= 0 && (i < 0 || arrow < i)) { // `x => ...`: one bare parameter

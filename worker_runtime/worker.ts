@@ -39,7 +39,7 @@ import { errorInfo, ErrorTypes, importError, jsonClone, safeString, sendErrorFra
 import "./kit.ts";
 import { type ErrorInfo, type Limits, type Signature, MAGIC_COOKIE as COOKIE, PROTOCOL_VERSION as PROTOCOL } from "./protocol.ts";
 import { installGlobals, useEgressProxy } from "./sandbox.ts";
-import { isClass, signatureOf } from "./signature.ts";
+import { signatureOf } from "./signature.ts";
 import {
   connect,
   EXIT_HEARTBEAT,
@@ -213,8 +213,10 @@ function exportedFunctions(mod: Record<string, unknown>, module: string): Record
   for (const k of Object.keys(mod)) {
     try {
       const value = mod[k];
-      if (isClass(value)) session.classes.add(k); // not a function a caller can call
-      else if (typeof value === "function") found[k] = signatureOf(value as (...args: unknown[]) => unknown);
+      if (typeof value !== "function") continue;
+      const sig = signatureOf(value as (...args: unknown[]) => unknown);
+      if (sig === null) session.classes.add(k); // a class: not a function a caller can call
+      else found[k] = sig;
     } catch {
       // an export still in its temporal dead zone
     }

@@ -155,7 +155,8 @@ class ResultCache:
             return None
         if entry.state(time.time()) is None:
             del entries[key]  # type: ignore[union-attr]
-            self._db_delete(plugin, [key])
+            if self._file is not None:
+                self._file.delete(plugin, [key])  # if there is such a file (never made here)
             return None
         entries.move_to_end(key)  # type: ignore[union-attr]
         return entry
@@ -196,11 +197,6 @@ class ResultCache:
     def size(self, plugin: str) -> int | None:
         """Entries held for ``plugin`` (None for redis, which is not asked on every snapshot)."""
         return None if self._redis is not None else len(self._memory.get(plugin, ()))
-
-    def _db_delete(self, plugin: str, keys: list[bytes]) -> None:
-        """Drop ``keys`` from the persisted entries, if there is such a file (never made here)."""
-        if self._file is not None:
-            self._file.delete(plugin, keys)
 
     # ------------------------------------------------------------------ redis
 
