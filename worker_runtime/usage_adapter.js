@@ -89,6 +89,13 @@ function inRegex(value, inClass) {
   return text.replace(/[\n\r\u2028\u2029]/g, (c) => `\\u${c.charCodeAt(0).toString(16).padStart(4, "0")}`);
 }
 
+/** The placeholder that starts at `source[i]`, or null. */
+function placeholderAt(source, i) {
+  if (source[i] !== "{") return null;
+  PLACEHOLDER.lastIndex = i;
+  return PLACEHOLDER.exec(source);
+}
+
 /** `source` with every placeholder filled in as a string value (see `written`), or inside a
  * regular expression literal as the text it matches (`inRegex`); comments are left as they are.
  * A small scanner: strings, template literals (and the code in their `${}`), comments and
@@ -106,8 +113,7 @@ function fillScript(source, v) {
   while (i < n) {
     const c = source[i];
     if (literal !== null) {
-      PLACEHOLDER.lastIndex = i;
-      const m = c === "{" ? PLACEHOLDER.exec(source) : null;
+      const m = placeholderAt(source, i);
       if (m) {
         out += written(m[1], v[m[1]], literal, source.slice(litStart, i));
         i += m[0].length;
@@ -136,8 +142,7 @@ function fillScript(source, v) {
       continue;
     }
     // code
-    PLACEHOLDER.lastIndex = i;
-    const m = c === "{" ? PLACEHOLDER.exec(source) : null;
+    const m = placeholderAt(source, i);
     if (m) {
       out += written(m[1], v[m[1]], null, "");
       i += m[0].length;
@@ -171,8 +176,7 @@ function fillScript(source, v) {
       out += c;
       while (j < n && source[j] !== "\n") {
         const d = source[j];
-        PLACEHOLDER.lastIndex = j;
-        const p = d === "{" ? PLACEHOLDER.exec(source) : null;
+        const p = placeholderAt(source, j);
         if (p) {
           out += inRegex(v[p[1]], cls);
           j += p[0].length;
