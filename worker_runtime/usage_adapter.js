@@ -284,12 +284,17 @@ function place(line, column) {
     : `line ${line}, column ${column} of ${SCRIPT_SOURCE}`;
 }
 
+/** The place in the script of the eval'd frame in `stack` (the script's own code threw), or null. */
+function scriptFrame(stack) {
+  const m = /<anonymous>:(\d+):(\d+)/.exec(stack);
+  return m === null ? null : place(Number(m[1]), Number(m[2]));
+}
+
 /** `err` (what the host reports) placed where the script's own code threw `thrown`, when it did:
  * its message and its stack (the host's `where`) name the script's line, not this module's. */
 function inScript(err, thrown) {
-  const m = /<anonymous>:(\d+):(\d+)/.exec(thrown instanceof Error ? thrown.stack ?? "" : "");
-  if (m === null) return err;
-  const where = place(Number(m[1]), Number(m[2]));
+  const where = scriptFrame(thrown instanceof Error ? thrown.stack ?? "" : "");
+  if (where === null) return err;
   err.message = `${err.message} at ${where}`;
   err.stack = `${err.name}: ${err.message}${SCRIPT_SOURCE.startsWith("/") ? `\n    at ${where}` : ""}`;
   return err;
@@ -313,8 +318,7 @@ async function explained(e, filled) {
     const found = await syntaxPlace(filled);
     if (found !== null) [where, said] = [place(found.line, found.column), found.what];
   } else {
-    const m = /<anonymous>:(\d+):(\d+)/.exec(e.stack ?? ""); // a throw in the script: its own line
-    if (m !== null) where = place(Number(m[1]), Number(m[2]));
+    where = scriptFrame(e.stack ?? ""); // a throw in the script: its own line
   }
   const hint = NOT_A_MODULE.test(e.message) ? SHAPE
     : e.message === "the script must evaluate to an object" ? DECLARED : "";
