@@ -23,6 +23,8 @@ from urllib.parse import urlsplit
 import anyio
 from aiohttp import web
 
+from .server_params import error_doc
+
 log = logging.getLogger("host.server")
 IDENTITY = ("", "identity")  # the only Content-Encoding a request body may have
 SLOW_HEAD = 1.0  # seconds a connection may take over its head before it may give its slot up
@@ -229,9 +231,7 @@ class HeadDeadline(web.RequestHandler):
         log.debug("bad HTTP request from %s: %s", request.remote, why)
         if request.writer.output_size > 0:
             raise ConnectionError("an answer was sent already")
-        resp = web.json_response({"error": {"name": "BadRequest", "type": "BadRequest",
-                                            "message": f"bad HTTP request: {why}"}},
-                                 status=status)
+        resp = web.json_response(error_doc("BadRequest", f"bad HTTP request: {why}"), status=status)
         resp.force_close()
         return resp
 

@@ -61,7 +61,15 @@ from .metrics import CONTENT_TYPE
 from .plugin_host import PluginHost
 from .plugins.settings import redacted
 from .server_packages import add_package_routes
-from .server_params import MAX_ALERTS, MAX_HISTORY_POINTS, MAX_LOG_ENTRIES, body_of, flag_param, limit_param
+from .server_params import (
+    MAX_ALERTS,
+    MAX_HISTORY_POINTS,
+    MAX_LOG_ENTRIES,
+    body_of,
+    error_doc,
+    flag_param,
+    limit_param,
+)
 
 __all__ = ["DRAINING", "FOLLOW", "HANDLING", "LOGS_VIEW", "METRICS_VIEW", "PLUGINS_VIEW", "PrivateUnixSite", "Runner", "create_app", "drain"]
 
@@ -103,9 +111,7 @@ def _shown(data: Any, masked: Callable[[str], str]) -> web.Response:
 
 
 def _error(status: int, type_: str, message: str) -> web.Response:
-    """Every error answer names its kind twice: ``type`` (this API's) and ``name`` (seed 001's
-    envelope, ``{"error": {"name": "PayloadTooLarge", "message": ...}}``, which Isolate clients read)."""
-    return _json({"error": {"name": type_, "type": type_, "message": message}}, status)
+    return _json(error_doc(type_, message), status)
 
 
 def _gone() -> web.Response:

@@ -21,7 +21,7 @@ from aiohttp.http_exceptions import HttpProcessingError
 
 from .plugins.package_archive import Package, PackageRefused, parse_sha256, parse_signature
 from .plugins.packages import PackageAdmin
-from .server_params import flag_param
+from .server_params import error_doc, flag_param
 
 JSON_OVERHEAD = 64 * 1024  # a JSON body's fields besides the base64 content
 MULTIPART_FIELDS = ("file", "sha256", "signature")
@@ -113,10 +113,10 @@ def add_package_routes(router: web.UrlDispatcher, packages: PackageAdmin, via: s
     def unguarded() -> web.Response | None:
         if open_to_installs:
             return None
-        return answer({"error": {"name": "Forbidden", "type": "Forbidden", "message": (
+        return answer(error_doc("Forbidden", (
             "installing plugins over HTTP needs an admin token: set one (server.admin_token, "
             "$PLUGIN_HOST_ADMIN_TOKEN or --admin-token), serve on --unix PATH, use `python -m host install` on "
-            "this machine, or pass --insecure-no-token to let anyone who reaches the port install code")}}, 403)
+            "this machine, or pass --insecure-no-token to let anyone who reaches the port install code")), 403)
 
     async def install(request: web.Request) -> web.Response:
         if (refusal := unguarded()) is not None:

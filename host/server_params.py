@@ -21,9 +21,14 @@ MAX_LOG_ENTRIES, MAX_HISTORY_POINTS, MAX_ALERTS = 1000, 10_000, 1000
 _LONE_SURROGATE = re.compile(rb"\\u[dD][89a-fA-F][0-9a-fA-F]{2}(?!\\u[dD][c-fC-F])")
 
 
+def error_doc(type_: str, message: str) -> dict[str, Any]:
+    """Every error answer's body: its kind named twice, ``type`` (this API's) and ``name`` (seed
+    001's envelope, ``{"error": {"name": "PayloadTooLarge", "message": ...}}``, which Isolate clients read)."""
+    return {"error": {"name": type_, "type": type_, "message": message}}
+
+
 def bad_request(message: str) -> web.HTTPBadRequest:
-    return web.HTTPBadRequest(text=json.dumps({"error": {"name": "BadRequest", "type": "BadRequest", "message": message}}),
-                              content_type="application/json")
+    return web.HTTPBadRequest(text=json.dumps(error_doc("BadRequest", message)), content_type="application/json")
 
 
 def _utf8(raw: bytes, charset: str | None) -> bytes:
@@ -91,4 +96,5 @@ def limit_param(request: web.Request, default: int, cap: int) -> int:
     return min(int(text), cap)
 
 
-__all__ = ["MAX_ALERTS", "MAX_HISTORY_POINTS", "MAX_LOG_ENTRIES", "bad_request", "body_of", "flag_param", "limit_param"]
+__all__ = ["MAX_ALERTS", "MAX_HISTORY_POINTS", "MAX_LOG_ENTRIES", "bad_request", "body_of", "error_doc", "flag_param",
+           "limit_param"]

@@ -89,6 +89,13 @@ function inRegex(value, inClass) {
   return text.replace(/[\n\r\u2028\u2029]/g, (c) => `\\u${c.charCodeAt(0).toString(16).padStart(4, "0")}`);
 }
 
+/** The placeholder that starts at `source[i]`, or null. */
+function placeholderAt(source, i) {
+  if (source[i] !== "{") return null;
+  PLACEHOLDER.lastIndex = i;
+  return PLACEHOLDER.exec(source);
+}
+
 /** `source` with every placeholder filled in as a string value (see `written`), or inside a
  * regular expression literal as the text it matches (`inRegex`); comments are left as they are.
  * A small scanner: strings, template literals (and the code in their `${}`), comments and
@@ -106,8 +113,7 @@ function fillScript(source, v) {
   while (i < n) {
     const c = source[i];
     if (literal !== null) {
-      PLACEHOLDER.lastIndex = i;
-      const m = c === "{" ? PLACEHOLDER.exec(source) : null;
+      const m = placeholderAt(source, i);
       if (m) {
         out += written(m[1], v[m[1]], literal, source.slice(litStart, i));
         i += m[0].length;
@@ -136,8 +142,7 @@ function fillScript(source, v) {
       continue;
     }
     // code
-    PLACEHOLDER.lastIndex = i;
-    const m = c === "{" ? PLACEHOLDER.exec(source) : null;
+    const m = placeholderAt(source, i);
     if (m) {
       out += written(m[1], v[m[1]], null, "");
       i += m[0].length;
@@ -171,8 +176,7 @@ function fillScript(source, v) {
       out += c;
       while (j < n && source[j] !== "\n") {
         const d = source[j];
-        PLACEHOLDER.lastIndex = j;
-        const p = d === "{" ? PLACEHOLDER.exec(source) : null;
+        const p = placeholderAt(source, j);
         if (p) {
           out += inRegex(v[p[1]], cls);
           j += p[0].length;
@@ -280,12 +284,17 @@ function place(line, column) {
     : `line ${line}, column ${column} of ${SCRIPT_SOURCE}`;
 }
 
+/** The place in the script of the eval'd frame in `stack` (the script's own code threw), or null. */
+function scriptFrame(stack) {
+  const m = /<anonymous>:(\d+):(\d+)/.exec(stack);
+  return m === null ? null : place(Number(m[1]), Number(m[2]));
+}
+
 /** `err` (what the host reports) placed where the script's own code threw `thrown`, when it did:
  * its message and its stack (the host's `where`) name the script's line, not this module's. */
 function inScript(err, thrown) {
-  const m = /<anonymous>:(\d+):(\d+)/.exec(thrown instanceof Error ? thrown.stack ?? "" : "");
-  if (m === null) return err;
-  const where = place(Number(m[1]), Number(m[2]));
+  const where = scriptFrame(thrown instanceof Error ? thrown.stack ?? "" : "");
+  if (where === null) return err;
   err.message = `${err.message} at ${where}`;
   err.stack = `${err.name}: ${err.message}${SCRIPT_SOURCE.startsWith("/") ? `\n    at ${where}` : ""}`;
   return err;
@@ -309,8 +318,7 @@ async function explained(e, filled) {
     const found = await syntaxPlace(filled);
     if (found !== null) [where, said] = [place(found.line, found.column), found.what];
   } else {
-    const m = /<anonymous>:(\d+):(\d+)/.exec(e.stack ?? ""); // a throw in the script: its own line
-    if (m !== null) where = place(Number(m[1]), Number(m[2]));
+    where = scriptFrame(e.stack ?? ""); // a throw in the script: its own line
   }
   const hint = NOT_A_MODULE.test(e.message) ? SHAPE
     : e.message === "the script must evaluate to an object" ? DECLARED : "";

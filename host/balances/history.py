@@ -76,10 +76,15 @@ class History(Protocol):
     def close(self) -> None: ...
 
 
+def is_recorded(r: BalanceResult) -> bool:
+    """A result the history keeps: usable and asked of the station now (not an invalid one)."""
+    return r.usable and not r.cached and r.balance is not None
+
+
 def recorded(results: list[BalanceResult]) -> list[tuple]:
-    """The rows ``append`` adds: the usable results asked of the station now (not an invalid one)."""
+    """The rows ``append`` adds: those of the results the history keeps (``is_recorded``)."""
     return [(r.provider, r.last_updated.timestamp(), r.balance, r.currency, r.quota, r.used_quota)
-            for r in results if r.usable and not r.cached and r.balance is not None]
+            for r in results if is_recorded(r)]
 
 
 MAX_TIME = 253_402_300_800  # 10000-01-01 UTC: past the last time a datetime holds

@@ -19,7 +19,7 @@ from anyio.abc import TaskGroup
 from ..errors import StateError
 from ..logs import Throttle
 from .alerts import Alert
-from .history import History, Unrecorded, recorded
+from .history import History, Unrecorded, is_recorded
 from .result import BalanceResult
 
 log = logging.getLogger("host")
@@ -45,7 +45,7 @@ class HistoryWriter:
         """Queue ``results`` for the history (only those it records) and the ``alerts`` they
         raised; the writer runs in ``tg`` (None: the host is closing, they wait for ``flush``).
         They wait without their rawData (up to max_result_bytes each), which the history never keeps."""
-        results = [msgspec.structs.replace(r, raw_data=None) for r in results if recorded([r])]
+        results = [msgspec.structs.replace(r, raw_data=None) for r in results if is_recorded(r)]
         if not results and not alerts:
             return
         if len(self._queue) >= QUEUE:

@@ -15,14 +15,13 @@ from ..errors import HostError, InvalidConfig, PluginUnavailable, StateError
 from ..plugins.admin import ConfigAdmin
 from ..plugins.keys import station_key
 from ..plugins.lifecycle import SERVING, Plugin
-from ..plugins.manifest import ID_RE, RESERVED_IDS
+from ..plugins.manifest import ID_RE
 from ..plugins.registry import Registry, loaded_manifest
 from ..plugins.settings import mask, redact, secret_keys
 from ..protocol import Log
-from ..security.permissions import BIDI, CONTROL
 from ..worker import Worker, one_off
 from .result import BALANCE_CAPABILITY, BALANCE_FUNCTION, from_error, from_reply
-from .stations import MAX_TITLE, Station, StationConfig, Stations
+from .stations import MAX_TITLE, Station, StationConfig, Stations, name_fault, title_ok
 
 MAX_SCRIPT_CHARS = 64 * 1024  # a usage script pasted into the dashboard or the API
 SHAPE_DEPTH = 6
@@ -189,10 +188,7 @@ class StationAdmin:
         """A new station's fields in the order a form shows them (``POST /api/stations``, ``balances
         add``), each refusal naming its field: the name, then one of plugin and script, the title,
         the script's size. (The plugin itself, then the config, are checked next, by ``add``.)"""
-        if not ID_RE.match(name) or name.lower() in RESERVED_IDS:
-            why = "is reserved for the host's own use" if ID_RE.match(name) else (
-                "is not a valid station name (letters, digits, '_', '.' and '-', up to 64, starting with a letter "
-                "or digit)")
+        if (why := name_fault(name)) is not None:
             raise InvalidConfig(f"name: {name!r} {why}")
         if any(r.id == name for r in self._reg.records):
             raise InvalidConfig(f"name: {name!r} is taken: a plugin has that id; pick another name")
@@ -201,7 +197,7 @@ class StationAdmin:
                                 "its config, or a cc-switch usage script")
         if plugin is None and script is None:
             raise InvalidConfig("give one of plugin (a balance plugin's id) and script (a cc-switch usage script)")
-        if title is not None and (len(title) > MAX_TITLE or CONTROL.search(title) or BIDI.search(title)):
+        if title is not None and not title_ok(title):
             raise InvalidConfig(f"title: at most {MAX_TITLE} characters, without control or bidirectional-override "
                                 "characters")
         if script is not None and not (script.strip() and len(script) <= MAX_SCRIPT_CHARS):

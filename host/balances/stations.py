@@ -79,14 +79,26 @@ class Station:
         return out
 
 
+def name_fault(name: str) -> str | None:
+    """What is wrong with ``name`` as a station's name, or None."""
+    if not ID_RE.match(name):
+        return ("is not a valid station name (letters, digits, '_', '.' and '-', up to 64, starting with a letter "
+                "or digit)")
+    if name.lower() in RESERVED_IDS:
+        return "is reserved for the host's own use"
+    return None
+
+
+def title_ok(title: str) -> bool:
+    """A station's title: at most MAX_TITLE characters, none a control or bidirectional override."""
+    return not (len(title) > MAX_TITLE or CONTROL.search(title) or BIDI.search(title))
+
+
 def check_station(name: str, s: StationConfig, where: str) -> None:
     """A station's definition as given in host.toml or added at run time."""
-    if not ID_RE.match(name):
-        raise InvalidConfig(f"{where}: {name!r} is not a valid station name (letters, digits, "
-                            "'_', '.' and '-', up to 64, starting with a letter or digit)")
-    if name.lower() in RESERVED_IDS:
-        raise InvalidConfig(f"{where}: {name!r} is reserved for the host's own use; pick another name")
-    if s.name is not None and (len(s.name) > MAX_TITLE or CONTROL.search(s.name) or BIDI.search(s.name)):
+    if (why := name_fault(name)) is not None:
+        raise InvalidConfig(f"{where}: {name!r} {why}" + ("; pick another name" if ID_RE.match(name) else ""))
+    if s.name is not None and not title_ok(s.name):
         raise InvalidConfig(f"{where}.name: at most {MAX_TITLE} characters, without control or "
                             "bidirectional-override characters")
     given = [k for k in ("plugin", "script", "file") if getattr(s, k) is not None]
@@ -204,4 +216,4 @@ def _station(name: str, s: StationConfig, origin: str) -> Station:
                    file=s.file, origin=origin)
 
 
-__all__ = ["STATIONS_FILE", "Station", "StationConfig", "Stations", "check_station"]
+__all__ = ["STATIONS_FILE", "Station", "StationConfig", "Stations", "check_station", "name_fault", "title_ok"]
