@@ -68,6 +68,7 @@ from .server_params import (
     body_of,
     error_doc,
     flag_param,
+    host_error_doc,
     limit_param,
 )
 
@@ -121,7 +122,7 @@ def _gone() -> web.Response:
 
 def _host_error(exc: HostError) -> web.Response:
     status = next((s for cls, s in _STATUS.items() if isinstance(exc, cls)), 502)
-    return _json({"error": {"name": type(exc).__name__, **exc.to_dict()}}, status)  # a PluginError: the JS name
+    return _json(host_error_doc(exc), status)
 
 
 # Request bodies, decoded and validated at the edge by msgspec: a wrong type or a value out of

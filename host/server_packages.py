@@ -21,7 +21,7 @@ from aiohttp.http_exceptions import HttpProcessingError
 
 from .plugins.package_archive import Package, PackageRefused, parse_sha256, parse_signature
 from .plugins.packages import PackageAdmin
-from .server_params import error_doc, flag_param
+from .server_params import error_doc, flag_param, host_error_doc
 
 JSON_OVERHEAD = 64 * 1024  # a JSON body's fields besides the base64 content
 MULTIPART_FIELDS = ("file", "sha256", "signature")
@@ -108,7 +108,7 @@ def add_package_routes(router: web.UrlDispatcher, packages: PackageAdmin, via: s
         return web.json_response(doc, status=status)
 
     def refused(exc: PackageRefused) -> web.Response:
-        return answer({"error": exc.to_dict()}, exc.status)
+        return answer(host_error_doc(exc), exc.status)
 
     def unguarded() -> web.Response | None:
         if open_to_installs:

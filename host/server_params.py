@@ -13,6 +13,8 @@ from typing import Any
 import msgspec
 from aiohttp import web
 
+from .errors import HostError
+
 # The most entries one read answers (a larger ``limit`` is cut to it): a plugin's log, the balance
 # history (also its default), the balance alerts.
 MAX_LOG_ENTRIES, MAX_HISTORY_POINTS, MAX_ALERTS = 1000, 10_000, 1000
@@ -25,6 +27,12 @@ def error_doc(type_: str, message: str) -> dict[str, Any]:
     """Every error answer's body: its kind named twice, ``type`` (this API's) and ``name`` (seed
     001's envelope, ``{"error": {"name": "PayloadTooLarge", "message": ...}}``, which Isolate clients read)."""
     return {"error": {"name": type_, "type": type_, "message": message}}
+
+
+def host_error_doc(exc: HostError) -> dict[str, Any]:
+    """``error_doc`` of a HostError: its own fields, ``name`` its type's (a PluginError's own is its
+    JavaScript error's)."""
+    return {"error": {"name": type(exc).__name__, **exc.to_dict()}}
 
 
 def bad_request(message: str) -> web.HTTPBadRequest:

@@ -109,6 +109,7 @@ def test_a_server_installs_updates_and_uninstalls_over_the_cli_and_http(plugin_d
         assert multipart(srv.base + "/api/plugins/install", fields, None)[0] == 401
         status, body = multipart(srv.base + "/api/plugins/install", {**fields, "sha256": (None, b"0" * 64)}, TOKEN)
         assert status == 400 and "sha256 mismatch" in body["error"]["message"]
+        assert body["error"]["name"] == body["error"]["type"] == "PackageRefused", body  # every error answer names it twice
         garbled = urllib.request.Request(srv.base + "/api/plugins/install", data=b"--x\r\ngarbage", method="POST",
                                          headers={"Content-Type": "multipart/form-data; boundary=x",
                                                   "Authorization": f"Bearer {TOKEN}"})
