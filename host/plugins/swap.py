@@ -27,12 +27,8 @@ OFF = frozenset({"disabled", "stopped"})  # put there meanwhile: the new pool is
 async def reload_record(reg: Registry, record: Plugin, fp: tuple | None = None) -> bool:
     """Load ``record``'s code anew and swap its new pool in (see ``Registry.reload``); ``fp``: the
     fingerprint of its files, when the caller just took it. True when the new version serves."""
-    async with reg.lock.stepped_out():  # another start of this plugin ends first; the others go on
-        await record.starting.acquire()
-    try:
+    async with reg.lock.holding(record.starting):  # another start of this plugin ends first; the others go on
         return await _reload(reg, record, fp)
-    finally:
-        record.starting.release()
 
 
 async def _reload(reg: Registry, record: Plugin, fp: tuple | None) -> bool:
