@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 
 from ..errors import InvalidConfig, PluginUnavailable
 from .approval_gate import held_for_approval
-from .dependents import rejudge, wait_for_dependencies
+from .dependents import dependency_error, rejudge, wait_for_dependencies
 from .lifecycle import SERVING, Plugin
 from .loading import failure
 
@@ -35,7 +35,7 @@ async def _reload(reg: Registry, record: Plugin, fp: tuple | None) -> bool:
     record.unmet = False
     try:
         manifest, exports = await reg._read_manifest(record, fp)
-        if (why := reg._dependency_error(record, manifest)) is not None:
+        if (why := dependency_error(reg, record, manifest)) is not None:
             record.unmet = True
             raise InvalidConfig(why, plugin=record.id)
         assert reg.approvals is not None
@@ -50,7 +50,7 @@ async def _reload(reg: Registry, record: Plugin, fp: tuple | None) -> bool:
         if pool.state == "error":
             await pool.stop()
             raise PluginUnavailable(pool.error or "new version failed to start", plugin=record.id)
-        if (why := reg._dependency_error(record, manifest)) is not None:  # one went away meanwhile
+        if (why := dependency_error(reg, record, manifest)) is not None:  # one went away meanwhile
             await pool.stop()
             record.unmet = True
             raise InvalidConfig(why, plugin=record.id)
