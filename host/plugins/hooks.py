@@ -37,12 +37,8 @@ async def config_changed(registry: Registry, record: Plugin) -> bool:
     """Apply the plugin's current config to its serving pool: through ``onConfigChange`` on
     every worker when the plugin has it, else by a reload (a new pool). True when it serves
     with the new config afterwards."""
-    async with registry.lock.stepped_out():  # a reload of this plugin, or another change, ends first
-        await record.starting.acquire()
-    try:
+    async with registry.lock.holding(record.starting):  # a reload of this plugin, or another change, ends first
         told = await _tell_workers(registry, record)
-    finally:
-        record.starting.release()
     return told or await registry.reload_record(record)
 
 

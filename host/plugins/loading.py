@@ -25,7 +25,7 @@ import anyio
 
 from ..errors import CallTimeout, HostError
 from .dependencies import resolve
-from .dependents import unavailable, wait_for_dependencies
+from .dependents import dependency_error, unavailable, wait_for_dependencies
 from .discovery import cached
 from .lifecycle import Plugin
 from .manifest_cache import INSPECT_SLOTS, URGENT
@@ -149,7 +149,7 @@ class Loader:
                 return
             record.manifest, record.exports = manifest, exports
             record.set_state("loaded")
-            if manifest.dependencies and reg._dependency_error(record, manifest) is not None:
+            if manifest.dependencies and dependency_error(reg, record, manifest) is not None:
                 self._deferred.append(record)  # met only once others load: at the batch's end
             elif (dup := self._duplicate(record)) is not None:
                 record.set_state("error", f"duplicate of {dup.source.module}")
@@ -165,7 +165,7 @@ class Loader:
         need not wait for the batch's end, nor for an unrelated load that hangs."""
         reg = self._reg
         while met := [r for r in self._deferred if r.state == "loaded" and r.manifest is not None
-                      and reg._dependency_error(r, r.manifest) is None]:
+                      and dependency_error(reg, r, r.manifest) is None]:
             record = met[0]
             self._deferred.remove(record)
             try:

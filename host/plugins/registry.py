@@ -307,7 +307,7 @@ class Registry:
             if record.state != before or record not in self.records:  # disabled or removed meanwhile
                 await pool.stop()
                 return
-            if (why := self._dependency_error(record, record.manifest)) is not None:  # one went away meanwhile
+            if (why := dependency_error(self, record, record.manifest)) is not None:  # one went away meanwhile
                 await pool.stop()
                 wait_for_dependencies(record, why)
                 return
@@ -433,14 +433,10 @@ class Registry:
         if record.state != "loaded":
             return
         assert record.manifest is not None
-        if (why := self._dependency_error(record, record.manifest)) is not None:
+        if (why := dependency_error(self, record, record.manifest)) is not None:
             wait_for_dependencies(record, why)
             return
         await self._start(record)
-
-    def _dependency_error(self, record: Plugin, manifest: Manifest) -> str | None:
-        """Why ``manifest``'s dependencies are not met by the plugins serving now, or None."""
-        return dependency_error(self, record, manifest)
 
     async def restart(self, name: str) -> bool:
         """Fresh workers for the plugin: a running one gets a new pool (its code and metadata

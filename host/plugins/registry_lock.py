@@ -54,5 +54,16 @@ class RegistryLock:
                 await self._lock.acquire()
             self._holder = me
 
+    @asynccontextmanager
+    async def holding(self, lock: anyio.Lock) -> AsyncIterator[None]:
+        """Hold ``lock`` (a plugin's ``Plugin.starting``), waited for stepped out of this one, so
+        that neither holder waits for the other's."""
+        async with self.stepped_out():
+            await lock.acquire()
+        try:
+            yield
+        finally:
+            lock.release()
+
 
 __all__ = ["RegistryLock"]

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 
 from ..errors import InvalidConfig, PluginUnavailable
 from .approval_gate import held_for_approval
-from .dependents import rejudge, wait_for_dependencies
+from .dependents import dependency_error, rejudge, wait_for_dependencies
 from .lifecycle import SERVING, Plugin
 from .loading import failure
 
@@ -27,19 +27,15 @@ OFF = frozenset({"disabled", "stopped"})  # put there meanwhile: the new pool is
 async def reload_record(reg: Registry, record: Plugin, fp: tuple | None = None) -> bool:
     """Load ``record``'s code anew and swap its new pool in (see ``Registry.reload``); ``fp``: the
     fingerprint of its files, when the caller just took it. True when the new version serves."""
-    async with reg.lock.stepped_out():  # another start of this plugin ends first; the others go on
-        await record.starting.acquire()
-    try:
+    async with reg.lock.holding(record.starting):  # another start of this plugin ends first; the others go on
         return await _reload(reg, record, fp)
-    finally:
-        record.starting.release()
 
 
 async def _reload(reg: Registry, record: Plugin, fp: tuple | None) -> bool:
     record.unmet = False
     try:
         manifest, exports = await reg._read_manifest(record, fp)
-        if (why := reg._dependency_error(record, manifest)) is not None:
+        if (why := dependency_error(reg, record, manifest)) is not None:
             record.unmet = True
             raise InvalidConfig(why, plugin=record.id)
         assert reg.approvals is not None
@@ -54,7 +50,7 @@ async def _reload(reg: Registry, record: Plugin, fp: tuple | None) -> bool:
         if pool.state == "error":
             await pool.stop()
             raise PluginUnavailable(pool.error or "new version failed to start", plugin=record.id)
-        if (why := reg._dependency_error(record, manifest)) is not None:  # one went away meanwhile
+        if (why := dependency_error(reg, record, manifest)) is not None:  # one went away meanwhile
             await pool.stop()
             record.unmet = True
             raise InvalidConfig(why, plugin=record.id)

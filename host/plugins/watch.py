@@ -40,9 +40,17 @@ async def _unchanged(record: Plugin) -> bool:
             and await anyio.to_thread.run_sync(content, record.source.root) == record.digest)
 
 
-def _changed(record: Plugin) -> bool:
-    return not record.source.module.exists() or (
-        record.state not in IDLE and fingerprint(record.source.root) != record.fingerprint)
+def _changed(record: Plugin, seen: dict[Path, tuple] | None = None) -> bool:
+    """Whether ``record``'s module is gone or its fingerprint moved; ``seen``: the fingerprint
+    taken is kept there by root, so that the caller need not walk the files again."""
+    if not record.source.module.exists():
+        return True
+    if record.state in IDLE:
+        return False
+    fp = fingerprint(record.source.root)
+    if seen is not None:
+        seen[record.source.root] = fp
+    return fp != record.fingerprint
 
 
 async def settle_files(reg: Registry, files: bool) -> dict[Path, tuple | None]:
@@ -73,10 +81,12 @@ async def scan_files(reg: Registry, files: bool, settled: dict[Path, tuple | Non
 
     fresh = new()
     records = list(reg.records)  # stat'ed in a thread: 100,000 files take 0.5 s
-    changed = await anyio.to_thread.run_sync(lambda: [r for r in records if _changed(r)]) if files else []
+    seen: dict[Path, tuple] = {}
+    changed = await anyio.to_thread.run_sync(lambda: [r for r in records if _changed(r, seen)]) if files else []
     roots = {r.source.root for r in changed} | ({s.root for s in fresh} if files else set())
-    late = await anyio.to_thread.run_sync(
-        lambda: [root for root in roots if root not in settled or settled[root] not in (None, fingerprint(root))])
+    late = await anyio.to_thread.run_sync(lambda: [
+        root for root in roots
+        if root not in settled or settled[root] not in (None, seen[root] if root in seen else fingerprint(root))])
     if late:
         await quiet(late, reg.config.reload.settle, reg.config.reload.interval)
         fresh = new()

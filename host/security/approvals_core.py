@@ -115,20 +115,14 @@ class Approvals:
         await self._load()
         if plugin_id in self._damaged:
             raise StateError(self._damaged[plugin_id])
-        entry = self._approved.get(plugin_id)
-        if entry is None:
-            return None
-        added = added_by(asked, entry)
-        return None if not added and not recorded(entry) else added
+        return first_refusal(self._approved.get(plugin_id), asked)
 
     async def held(self, plugin_id: str, asked: Asked, version: str | None) -> list[str] | None:
         """``beyond``, for a version about to start: what it adds is refused until approved,
         and that refusal is audited (security/refusals.py)."""
         added = await self.beyond(plugin_id, asked)
         if added:
-            self._audit.record("refusal", plugin=plugin_id, kind="approval", version=version,
-                               what="grants, events or priority beyond the approved ones, held until approved: "
-                                    + "; ".join(added))
+            self._audit_refusal(plugin_id, version, added)
         return added
 
     async def first_seen(self, plugin_id: str, asked: Asked, version: str | None) -> list[str]:
@@ -142,9 +136,7 @@ class Approvals:
             self._audit_approval(plugin_id, version, "first load", added)
             return []
         if added:
-            self._audit.record("refusal", plugin=plugin_id, kind="approval", version=version,
-                               what="grants, events or priority beyond the approved ones, held until approved: "
-                                    + "; ".join(added))
+            self._audit_refusal(plugin_id, version, added)
         return added
 
     async def approve(self, plugin_id: str, asked: Asked, *, version: str | None, by: str) -> list[str]:
@@ -153,6 +145,11 @@ class Approvals:
         _, added = await self._store(plugin_id, asked, version, by)
         self._audit_approval(plugin_id, version, by, added)
         return added
+
+    def _audit_refusal(self, plugin_id: str, version: str | None, added: list[str]) -> None:
+        self._audit.record("refusal", plugin=plugin_id, kind="approval", version=version,
+                           what="grants, events or priority beyond the approved ones, held until approved: "
+                                + "; ".join(added))
 
     def _audit_approval(self, plugin_id: str, version: str | None, by: str, added: list[str]) -> None:
         self._damaged.pop(plugin_id, None)
