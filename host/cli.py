@@ -44,6 +44,7 @@ from .config import HostConfig, PluginSettings, check_inspect
 from .config_file import load_config
 from .control import control_client
 from .errors import HostError, InvalidArguments, InvalidCode, InvalidConfig
+from .event_loop import run_options
 from .logs import FORMATS, LEVELS, setup_logging
 from .plugin_host import PluginHost
 from .plugins.discovery import check_plugin_dirs
@@ -398,12 +399,13 @@ def main(argv: list[str] | None = None) -> int:
             check_plugin_dirs(config.plugin_dirs)
         if args.command != "doctor":  # doctor says it among its checks
             check_runtime_paths(config)
+        loop = run_options(config.server.event_loop)
     except InvalidConfig as exc:  # a bad config file or variable is a usage error
         print(f"error: {exc}", file=sys.stderr)
         return 2
     stdout, sys.stdout = sys.stdout, GuardedOutput(sys.stdout)  # a full disk under `> file`: one line
     try:
-        code = anyio.run(args.run, args, config)
+        code = anyio.run(args.run, args, config, **loop)
         sys.stdout.flush()  # here, where a failure is still an answer
         return code
     except UsageError as exc:

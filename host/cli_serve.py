@@ -20,6 +20,7 @@ from .cli_output import ListenError, Progress, UsageError, start_progress
 from .config import HostConfig, ServerConfig
 from .control import start_control_site, take_over_control_site
 from .errors import StateUnavailable
+from .event_loop import loop_name
 from .plugin_host import PluginHost
 
 log = logging.getLogger("host.cli")
@@ -132,7 +133,7 @@ async def _serve(args: argparse.Namespace, config: HostConfig) -> int:
                             raise ListenError(f"cannot accept on the inherited socket: {exc.strerror or exc}") from None
                         late = False  # /live says it accepts: a sibling started again may join late
                     names = ", ".join(f"{i.id} ({i.state})" for i in host.plugins()) or "none"
-                    log.info("serving on %s  plugins: %s", site.name, names)
+                    log.info("serving on %s  plugins: %s  (event loop: %s)", site.name, names, loop_name())
                     if args.inspect:
                         await announce_inspector(args.inspect, config.inspect_for(args.inspect) or "")
                     async for sig in signals:

@@ -11,6 +11,7 @@ from msgspec import Meta
 
 from .config_types import Count, Delay, Port, Seconds
 from .errors import InvalidConfig
+from .event_loop import EventLoop
 
 
 class ServerConfig(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True):
@@ -44,6 +45,8 @@ class ServerConfig(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=Tru
     # serve --processes: one that has not answered its first probe this long after it started is
     # killed too (a start stuck on a lock, a stopped process; 0: never)
     process_start_timeout: Delay = 120.0
+    # the command line's event loop: "auto" (uvloop when installed), "uvloop" or "asyncio" (host/event_loop.py)
+    event_loop: EventLoop = "auto"
 
 
 def check_server(srv: ServerConfig) -> None:
