@@ -28,6 +28,7 @@ from .server_params import error_doc
 log = logging.getLogger("host.server")
 IDENTITY = ("", "identity")  # the only Content-Encoding a request body may have
 SLOW_HEAD = 1.0  # seconds a connection may take over its head before it may give its slot up
+OVERDUE_CHECK = 0.25  # seconds between checks of a head overdue while its connection still answers
 LOOPBACK_NAMES = frozenset({"localhost", "127.0.0.1", "::1"})
 
 
@@ -176,10 +177,14 @@ class HeadDeadline(web.RequestHandler):
     A request aiohttp cannot parse is answered in JSON like every other error and logged in
     one debug line (not a traceback at ERROR for each: a client could fill the log).
 
-    Bytes that arrive while a request is being handled are not timed: the body of that request
-    cannot be told from a pipelined next head, which keepalive_timeout then bounds; the body's
-    own deadline is ``body_deadline``. (aiohttp has no hook for this: it reads
-    ``_request_count`` and ``_waiter``, which its own keep-alive check uses;
+    Bytes that arrive while a request is being handled are timed as a next head once that
+    request's whole body is in (before, they are its body, whose own deadline is
+    ``body_deadline``); a head overdue while its connection is still answering the last
+    request is closed as soon as that answer is out (checked every ``OVERDUE_CHECK`` seconds).
+    The start of a next head that comes in one read with a whole request before it is left to
+    keepalive_timeout: aiohttp's parser does not tell that it holds such bytes.
+    (aiohttp has no hook for this: it reads ``_request_count``, ``_waiter`` and
+    ``_current_request``, which its own keep-alive check and shutdown use;
     tests/security/test_http_hardening.py fails if an upgrade changes them.)"""
 
     __slots__ = ("_born", "_head_timer", "_header_timeout", "_max_connections", "on_lost")
@@ -213,7 +218,7 @@ class HeadDeadline(web.RequestHandler):
         super().data_received(data)
         if self._request_count != heads:  # a head is complete: its deadline is met
             self._stop_head_timer()
-        elif data and self._head_timer is None and self._awaiting_head():
+        elif data and self._head_timer is None and self._next_head_bytes():
             self._head_timer = self._loop.call_later(self._header_timeout, self._head_overdue)
 
     def connection_lost(self, exc: BaseException | None) -> None:
@@ -240,6 +245,16 @@ class HeadDeadline(web.RequestHandler):
         an idle connection, as its keep-alive check uses)."""
         return self._waiter is not None and not self._waiter.done()
 
+    def _next_head_bytes(self) -> bool:
+        """Bytes that just came can only be the start of a next request's head: none is being
+        handled, or the one being handled has its whole body (so they are pipelined), or the last
+        one is answered and aiohttp has not yet gone back to wait (a client that reads the answer
+        and writes at once lands there). Only the body of a request being read is not a head."""
+        if self._awaiting_head():
+            return True
+        request = self._current_request
+        return request is None or request.content.is_eof()
+
     def _stop_head_timer(self) -> None:
         if self._head_timer is not None:
             self._head_timer.cancel()
@@ -250,6 +265,8 @@ class HeadDeadline(web.RequestHandler):
         if self._awaiting_head():
             log.debug("closing a connection that sent no complete request head within %gs", self._header_timeout)
             self.force_close()
+        else:  # a head begun while the last request is still answered: overdue once that is done
+            self._head_timer = self._loop.call_later(min(self._header_timeout, OVERDUE_CHECK), self._head_overdue)
 
 
 @contextlib.contextmanager

@@ -307,6 +307,18 @@ def test_connections_that_send_no_complete_request_head_in_time_are_closed(calc,
             reply(again)
             again.sendall(head)
             sent_at[again] = time.monotonic()
+            # the first bytes of the next request arrive with the end of this one's body, while
+            # it is still being answered: timed from then, closed once the answer is out
+            body = b'{"args": [1500]}'
+            busy = connect()
+            busy.sendall(f"POST /api/plugins/calc/call/sleep HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n"
+                         f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n"
+                         "Expect: 100-continue\r\n\r\n".encode())
+            busy.settimeout(10)
+            assert busy.recv(4096).startswith(b"HTTP/1.1 100 Continue")  # its head is read
+            busy.sendall(body + head)
+            sent_at[busy] = time.monotonic()
+            assert b"200 OK" in reply(busy)
             # kept alive and idle: no bytes of a next request, so no head deadline runs
             idle = connect()
             idle.sendall(head + b"\r\n")
