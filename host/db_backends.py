@@ -264,7 +264,19 @@ def close_quietly(backend: SqliteBackend | PostgresBackend, conn: Any) -> None:
         pass
 
 
-DEADLINE_MARGIN = 0.05  # seconds before a call's deadline a database operation gives up, so the code hears why
+DEADLINE_MARGIN = 0.05  # seconds before a call's deadline a database operation gives up at least
+MARGIN_SHARE, MARGIN_MAX = 0.2, 1.0  # of the time left, and at most (seconds)
+
+
+def give_up_by(own: float, deadline: float | None) -> float:
+    """When a database operation that would wait until ``own`` (monotonic) gives up, so that the
+    plugin code hears why before its call's ``deadline``: its error still has to reach the worker,
+    be caught and answered, on a host that may be busy; a fifth of the time left is kept for that
+    (at least DEADLINE_MARGIN, at most MARGIN_MAX seconds)."""
+    if deadline is None:
+        return own
+    margin = min(MARGIN_MAX, max(DEADLINE_MARGIN, (deadline - time.monotonic()) * MARGIN_SHARE))
+    return min(own, deadline - margin)
 
 
 async def _in_daemon_thread(fn: Callable[[], Any]) -> Any:
@@ -335,5 +347,5 @@ def backend_for(database: str, *, statement_timeout: float) -> SqliteBackend | P
     return SqliteBackend(database)
 
 
-__all__ = ["DEADLINE_MARGIN", "POSTGRES_SCHEMES", "PostgresBackend", "SqliteBackend", "backend_for", "close_quietly", "in_thread",
+__all__ = ["DEADLINE_MARGIN", "POSTGRES_SCHEMES", "PostgresBackend", "SqliteBackend", "backend_for", "close_quietly", "give_up_by", "in_thread",
            "plain"]

@@ -27,11 +27,11 @@ from anyio.abc import TaskGroup
 
 from .db_apart import Apart
 from .db_backends import (
-    DEADLINE_MARGIN,
     PostgresBackend,
     SqliteBackend,
     backend_for,
     close_quietly,
+    give_up_by,
     in_thread,
 )
 from .db_query import WRITES, DbQuery, build, decode
@@ -39,8 +39,6 @@ from .errors import DbError, DbUnavailable, GrantRefused, HostClosed, InvalidHos
 from .pg_session import PgSession
 
 log = logging.getLogger("host.db")
-
-MARGIN = DEADLINE_MARGIN  # seconds before the execution's deadline a statement gives up, so the code hears why
 
 
 class _Tx:
@@ -204,8 +202,7 @@ class DbTool:
     # ------------------------------------------------------------------ connections and deadlines
 
     def _until(self, deadline: float | None) -> float:
-        until = time.monotonic() + self.timeout
-        return until if deadline is None else min(until, deadline - MARGIN)
+        return give_up_by(time.monotonic() + self.timeout, deadline)
 
     async def _acquire(self, write: bool, until: float) -> Any:
         if self._closed:

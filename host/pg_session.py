@@ -15,7 +15,7 @@ from typing import Any, TypeVar
 
 import anyio
 
-from .db_backends import DEADLINE_MARGIN, MissingTable, PostgresBackend, close_quietly, in_thread
+from .db_backends import MissingTable, PostgresBackend, close_quietly, give_up_by, in_thread
 from .errors import DbError, DbUnavailable, HostError, StateError, StateUnavailable
 from .outage import Outage
 
@@ -80,9 +80,8 @@ class PgSession:
         """``fn(connection)`` in a thread, one at a time, within the session's timeout and just
         before ``deadline`` (monotonic: a plugin call's), waiting for the earlier ones included."""
         self._skip()
-        until = own = time.monotonic() + self.timeout
-        if deadline is not None:
-            until = min(until, deadline - DEADLINE_MARGIN)
+        own = time.monotonic() + self.timeout
+        until = give_up_by(own, deadline)
         with anyio.move_on_after(max(until - time.monotonic(), 0)) as waited:
             await self._lock.acquire()
         if waited.cancelled_caught:

@@ -16,7 +16,7 @@ from typing import Protocol, TypeVar
 
 import anyio
 
-from .db_backends import DEADLINE_MARGIN
+from .db_backends import give_up_by
 from .errors import PayloadTooLarge, StateError, StorageError, StorageFull
 from .logs import Throttle
 from .security.private_files import MIN_FREE_BYTES, PrivateDb, storage_name
@@ -138,8 +138,7 @@ class _Store:
         return self.write(db, delete)
 
     async def run(self, fn: Callable[[sqlite3.Connection], T], deadline: float | None = None) -> T:
-        until = time.monotonic() + self.timeout if deadline is None else \
-            min(time.monotonic() + self.timeout, deadline - DEADLINE_MARGIN)
+        until = give_up_by(time.monotonic() + self.timeout, deadline)
         with anyio.move_on_after(max(until - time.monotonic(), 0)) as waited:
             await self.lock.acquire()
         if waited.cancelled_caught:

@@ -165,7 +165,8 @@ async def test_a_hung_state_database_fails_the_storage_call_not_the_worker(make_
         with postgres_server.admin() as admin:
             backends = [r[0] for r in admin.execute("SELECT pid FROM pg_stat_activity WHERE datname = %s",
                                                     [database]).fetchall()]
-        for b in backends:
+        backends.append(postgres_server.proc.pid)  # new connections hang too: a call given the
+        for b in backends:                         # connection at its last moment cannot succeed
             os.kill(b, signal.SIGSTOP)
         try:
             failures: list[tuple[float, PluginError]] = []

@@ -273,7 +273,11 @@ class EgressProxy:
                            f"{CONNECT_TIMEOUT}s") from None
         raise Refusal(502, "error", f"cannot connect to {ex.host}:{ex.port}")
 
-    async def _refuse(self, client: Peer, ref: Refusal) -> None:
+    async def _refuse(self, client: Peer, ex: Exchange, ref: Refusal) -> None:
+        """Answer ``ref``, recorded first: the audit log's refusals come in the order they were
+        decided, before whatever the plugin makes of the answer (its own NotCapable, say)."""
+        ex.answered(ref)
+        self._record_refusal(ex)
         body = (ref.reason + "\n").encode()
         headers = [(b"content-type", b"text/plain; charset=utf-8"), (b"content-length", b"%d" % len(body))]
         if ref.verdict is not None:
@@ -292,15 +296,20 @@ class EgressProxy:
         self._audit.record("egress", plugin=ex.plugin, method=ex.method, host=ex.host, port=ex.port,
                            status=ex.status, bytes_out=ex.bytes_out, bytes_in=ex.bytes_in, ms=ms,
                            outcome=ex.outcome, reason=ex.reason)
-        if ex.plugin is not None and ex.outcome in ("refused", "too_large"):  # beside every other refusal
-            record_refusal(self._audit, ex.plugin, "egress" if ex.outcome == "refused" else "limit",
-                           f"egress {ex.method or 'request'} {ex.host}:{ex.port}: {ex.reason}")
+        self._record_refusal(ex)  # a response cut mid-way (too_large) is one when it ends
         if ex.plugin is not None:
             c = self._counters.setdefault(ex.plugin, EgressCounters())
             c.requests += 1
             c.bytes_in += ex.bytes_in
             c.bytes_out += ex.bytes_out
             c.refused += ex.outcome == "refused"
+
+    def _record_refusal(self, ex: Exchange) -> None:
+        """Beside every other refusal (security/refusals.py), once per exchange."""
+        if ex.plugin is not None and ex.outcome in ("refused", "too_large") and not ex.refusal_recorded:
+            ex.refusal_recorded = True
+            record_refusal(self._audit, ex.plugin, "egress" if ex.outcome == "refused" else "limit",
+                           f"egress {ex.method or 'request'} {ex.host}:{ex.port}: {ex.reason}")
 
     # ------------------------------------------------------------------ plain HTTP
 
@@ -313,7 +322,7 @@ class EgressProxy:
         try:
             yield ex
         except Refusal as ref:
-            await self._refuse(client, ex.answered(ref))
+            await self._refuse(client, ex, ref)
         finally:
             self._finish(ex)
 
@@ -373,7 +382,7 @@ class EgressProxy:
             if ex.status is not None:  # the response has started: cut the connection
                 ex.outcome, ex.reason = ref.outcome, ref.reason
                 raise Abort() from None
-            await self._refuse(client, ex.answered(ref))
+            await self._refuse(client, ex, ref)
 
     # ------------------------------------------------------------------ CONNECT tunnels
 

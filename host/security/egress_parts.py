@@ -103,6 +103,7 @@ class Exchange:
         self.bytes_out = self.bytes_in = 0
         self.outcome, self.reason = "error", "interrupted"
         self.started = time.monotonic()
+        self.refusal_recorded = False  # in the audit log's refusals, before the plugin heard of it
 
     def answered(self, ref: Refusal) -> Refusal:
         self.status, self.outcome, self.reason = ref.status, ref.outcome, ref.reason
