@@ -8,7 +8,7 @@ PORT ?= 8787
 
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: run test bench lint clean venv redis-server postgresql chromium
+.PHONY: run test test-all bench lint clean venv redis-server postgresql chromium
 
 venv: $(STAMP)
 
@@ -28,6 +28,10 @@ PYTEST_WORKERS ?= 2
 
 test: $(STAMP) redis-server postgresql chromium
 	$(PY) -m pytest -q $(if $(filter 0,$(PYTEST_WORKERS)),,-n $(PYTEST_WORKERS) --dist loadfile)
+
+# Every test on both event loops (make test runs trio for the call path and the pools only).
+test-all: $(STAMP) redis-server postgresql chromium
+	PLUGIN_HOST_TEST_ALL_BACKENDS=1 $(PY) -m pytest -q $(if $(filter 0,$(PYTEST_WORKERS)),,-n $(PYTEST_WORKERS) --dist loadfile)
 
 # The redis tests start their own redis-server on a free loopback port; Debian's package
 # provides the binary when the machine lacks it.

@@ -33,16 +33,29 @@ def anyio_backend(request: pytest.FixtureRequest) -> str:
     return request.param
 
 
+# The modules whose trio twins ``make test`` runs: the call path and the pool's supervision,
+# where the event loop's own behaviour (cancellation, task groups, timeouts, threads) decides
+# what happens. Elsewhere (state, reloads, policies, balances, the sandbox) the host's code is
+# the same on both loops and the twins found nothing the asyncio run did not, at five minutes
+# of CI (two and a half of wall time); PLUGIN_HOST_TEST_ALL_BACKENDS=1 runs every twin.
+TRIO_TWINS = frozenset({
+    "test_boundary", "test_call_path_faults", "test_caller_deadlines", "test_calls", "test_cancelled_host",
+    "test_events", "test_execute_pools", "test_fastpath", "test_handshake", "test_host_lifecycle",
+    "test_network", "test_pool", "test_scheduler", "test_service_threads", "test_transport",
+})
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Tests marked ``one_backend`` check what plugin code can do inside Deno (grants, escapes,
-    schema rules, the execute tools): the event loop plays no part, so their trio twins are left
-    out of ``make test`` (a minute and a half of CI). PLUGIN_HOST_TEST_ALL_BACKENDS=1 runs them."""
+    """The trio twin of a test runs only in TRIO_TWINS' modules, and never for a test marked
+    ``one_backend`` (what plugin code can do inside Deno: grants, escapes, schema rules, the
+    execute tools; the event loop plays no part). PLUGIN_HOST_TEST_ALL_BACKENDS=1 runs them all."""
     if os.environ.get("PLUGIN_HOST_TEST_ALL_BACKENDS") == "1":
         return
     keep, drop = [], []
     for item in items:
         params = getattr(getattr(item, "callspec", None), "params", {})
-        twin = params.get("anyio_backend") == "trio" and item.get_closest_marker("one_backend")
+        twin = params.get("anyio_backend") == "trio" and (
+            item.get_closest_marker("one_backend") or item.path.stem not in TRIO_TWINS)
         (drop if twin else keep).append(item)
     if drop:
         config.hook.pytest_deselected(items=drop)
