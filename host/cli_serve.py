@@ -22,10 +22,13 @@ from .control import start_control_site, take_over_control_site
 from .errors import StateUnavailable
 from .event_loop import loop_name
 from .plugin_host import PluginHost
+from .sd_notify import Notifier
+from .serve_notify import OneServer, notifying
 
 log = logging.getLogger("host.cli")
 
 DEV_RELOAD_INTERVAL = 0.25  # seconds between rescans under serve --dev
+DRAIN_MARGIN = 10.0  # seconds past shutdown_grace and the onStop hooks for the workers to stop (STOPPING=1's bound)
 LATE_JOIN_WAIT = 60.0  # seconds a process started again waits for its plugins when process_start_timeout is 0
 
 
@@ -47,13 +50,16 @@ async def serve(args: argparse.Namespace, config: HostConfig) -> int:
 
     srv = config.server
     _check_execute_token(srv)
+    # systemd's $NOTIFY_SOCKET and $WATCHDOG_*, taken out of the environment here: no serve
+    # process, Deno worker or helper started from now on inherits them (sd_notify.py)
+    notifier = Notifier.from_environ()
     if args.listen_fd is None and (count := process_count(args.processes or srv.processes)) > 1:
         if inspected := ("--inspect" if args.inspect else "--inspect-brk" if args.inspect_brk else None):
             raise UsageError(f"{inspected} runs one worker on one inspector port: serve it with "
                              f"--processes 1, not {count}")
-        return await supervise(args.argv, srv, count)  # N of these, on one socket
+        return await supervise(args.argv, srv, count, notifier)  # N of these, on one socket
     if not args.peers_dir:
-        return await _serve(args, config)
+        return await _serve(args, config, notifier)
     number_log_lines(args.process_index)  # one of those N
     try:
         return await _serve(args, config)
@@ -62,8 +68,9 @@ async def serve(args: argparse.Namespace, config: HostConfig) -> int:
         return EXIT_UNAVAILABLE
 
 
-async def _serve(args: argparse.Namespace, config: HostConfig) -> int:
-    """One server: the HTTP API on its socket, the control socket, until a stop signal."""
+async def _serve(args: argparse.Namespace, config: HostConfig, notifier: Notifier | None = None) -> int:
+    """One server: the HTTP API on its socket, the control socket, until a stop signal;
+    ``notifier``: systemd's, told READY=1 once /healthz/ready says 200 (serve_notify.py)."""
     from aiohttp import web
 
     from .http_guard import connection_cap
@@ -112,7 +119,9 @@ async def _serve(args: argparse.Namespace, config: HostConfig) -> int:
                 addresses = [a for a in runner.addresses if isinstance(a, tuple)]
             for address in addresses:  # the API itself: no plugin may reach it
                 host.reserve_address(srv.host if srv.host in ("", "0.0.0.0", "::") else address[0], address[1])
-            async with debugger_wait(args, config, signals) as attached, started(host, args):  # makes the state dir
+            service = OneServer(host, app, lambda: site.name)
+            async with notifying(notifier or Notifier(), service) as notice, \
+                    debugger_wait(args, config, signals) as attached, started(host, args):  # makes the state dir
                 attached()
                 if not args.process_index and await start_control_site(control, config.state_path) is None:
                     # one control socket per state directory: another server's, until it stops
@@ -141,6 +150,8 @@ async def _serve(args: argparse.Namespace, config: HostConfig) -> int:
                         break
                 log.info("received %s: draining and stopping", signal.Signals(stopped).name)
                 app[DRAINING].set()
+                notice.stopping(f"draining (received {signal.Signals(stopped).name})",
+                                srv.shutdown_grace + config.limits.hook_timeout + DRAIN_MARGIN)
                 # stop accepting, let calls in flight finish (shutdown_grace), answer the others 503
                 if taking is not None:
                     taking.cancel()

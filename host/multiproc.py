@@ -45,6 +45,8 @@ from .http_guard import sweep_stale_socket
 from .multiproc_guard import Guard
 from .multiproc_watch import JOINING, PEER_TIMEOUT, ask_siblings, watch
 from .runtime import private_run_dir
+from .sd_notify import Notifier
+from .serve_notify import Processes, notifying
 
 if TYPE_CHECKING:
     from .plugin_host import PluginHost
@@ -58,6 +60,7 @@ RESTART_BACKOFF = (0.5, 10.0)  # first and longest wait before a child is starte
 EXIT_USAGE = 2           # a child that exits 2 found a bad config: every child would, so stop
 EXIT_UNAVAILABLE = 75    # a child that could not start for the state database (EX_TEMPFAIL): see keep()
 STOP_MARGIN = 15.0       # seconds past shutdown_grace before a child that has not drained is killed
+REAP_MARGIN = 5.0        # seconds, past that, for the parent to kill and reap what is left and exit
 EXIT_POLL = 1.0          # seconds between looks at a child whose exit cannot be waited on (no pidfd)
 _PR_SET_PDEATHSIG = 1
 _libc = ctypes.CDLL(None, use_errno=True)
@@ -158,8 +161,9 @@ class _Child:
                 self.proc.send_signal(sig)
 
 
-async def supervise(argv: Sequence[str], srv: ServerConfig, count: int) -> int:
-    """Run ``count`` children serving ``argv`` on one socket until SIGTERM/SIGINT; their exit status."""
+async def supervise(argv: Sequence[str], srv: ServerConfig, count: int, notifier: Notifier | None = None) -> int:
+    """Run ``count`` children serving ``argv`` on one socket until SIGTERM/SIGINT; their exit status.
+    ``notifier``: systemd's, told READY=1 once every child is ready (serve_notify.py)."""
     # 0700: only this user reaches the metrics; those of a parent SIGKILLed (named by its pid) swept
     peers = private_run_dir("peers-")
     try:
@@ -238,8 +242,12 @@ async def supervise(argv: Sequence[str], srv: ServerConfig, count: int) -> int:
                 log.info("received %s: draining and stopping %d serve processes", name, count)
                 stopping.set()
 
+    notifier = notifier or Notifier()
+    # a watchdog ping needs every child's /live answered within half its interval
+    service = Processes([peer_socket(peers, k) for k in range(count)],
+                        min(PEER_TIMEOUT, notifier.watchdog / 2) if notifier.watchdog else PEER_TIMEOUT)
     try:
-        async with anyio.create_task_group() as tg:
+        async with anyio.create_task_group() as tg, notifying(notifier, service) as notice:
             tg.start_soon(on_signals)
             for child in children:
                 tg.start_soon(keep, child)
@@ -248,6 +256,7 @@ async def supervise(argv: Sequence[str], srv: ServerConfig, count: int) -> int:
                               srv.process_start_timeout, child.served)
             log.info("serving with %d processes on one socket", count)
             await stopping.wait()
+            notice.stopping(f"draining {count} serve processes", srv.shutdown_grace + STOP_MARGIN + REAP_MARGIN)
             for child in children:
                 child.signal(signal.SIGTERM)
             # the children stop accepting as they drain: with this copy closed too, a new
@@ -354,6 +363,7 @@ async def join_siblings(app: web.Application, host: PluginHost, index: int, peer
     and logs the view of all, and have the siblings follow a change made through ``app`` or
     ``control`` (multiproc_views.py)."""
     from .multiproc_views import follow_hook, logs_view, own_routes, plugins_view
+    from .serve_notify import plugin_counts, serving_ready
     from .server import FOLLOW, LOGS_VIEW, METRICS_VIEW, PLUGINS_VIEW, PrivateUnixSite
 
     render = host.metrics.render
@@ -364,9 +374,14 @@ async def join_siblings(app: web.Application, host: PluginHost, index: int, peer
     async def live(request: web.Request) -> web.Response:  # the parent's watch (multiproc_watch.py)
         return web.Response(text="ok" if accepting() else JOINING)  # joining: alive, not accepting yet
 
+    async def ready(request: web.Request) -> web.Response:  # the parent's READY=1 waits for each (serve_notify.py)
+        ok = accepting() and serving_ready(app, host)
+        return web.Response(text=plugin_counts(host), status=200 if ok else 503)
+
     peer_app = web.Application()
     peer_app.router.add_get("/metrics", own)
     peer_app.router.add_get("/live", live)
+    peer_app.router.add_get("/ready", ready)
     own_routes(peer_app, host)
     runner = web.AppRunner(peer_app, handle_signals=False)
     await runner.setup()

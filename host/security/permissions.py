@@ -52,6 +52,9 @@ MAX_GRANT_ENTRIES, MAX_GRANT_BYTES = 512, 64 * 1024  # every kind together
 # secrets (PLUGIN_HOST_SECRET_KEY, PLUGIN_HOST_ADMIN_TOKEN, ...) and Deno's (DENO_DIR is set by
 # the host; DENO_PERMISSION_BROKER_PATH would make Deno ignore every permission flag).
 RESERVED_ENV_PREFIXES = ("PLUGIN_HOST_", "DENO_")
+# systemd's, for the service's main process alone (sd_notify.py): with them a plugin could say the
+# host is ready, stopping, or alive when it is not
+RESERVED_ENV_NAMES = ("NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID")
 
 _LOCAL_TTL = 5.0  # seconds the machine's addresses are reused before being read again
 _local_cache: tuple[float, frozenset[ipaddress.IPv4Address | ipaddress.IPv6Address]] = (-_LOCAL_TTL, frozenset())
@@ -410,7 +413,8 @@ class Sandbox:
                 if reserved_env(name, self.secret_env):
                     raise InvalidConfig(
                         f"{where}.env: {name!r} is one of the host's own settings "
-                        f"({', '.join(p + '*' for p in RESERVED_ENV_PREFIXES)}); a plugin never gets it")
+                        f"({', '.join([*(p + '*' for p in RESERVED_ENV_PREFIXES), *RESERVED_ENV_NAMES])}); "
+                        f"a plugin never gets it")
         return msgspec.structs.replace(perms, **changes) if changes else perms
 
     def _entry(self, kind: str, entry: str, where: str) -> str:
@@ -444,8 +448,8 @@ class Sandbox:
 
 
 def reserved_env(name: str, extra: Iterable[str] = ()) -> bool:
-    """An environment variable a worker never gets (RESERVED_ENV_PREFIXES, or ``extra``)."""
-    return name.startswith(RESERVED_ENV_PREFIXES) or name in extra
+    """An environment variable a worker never gets (RESERVED_ENV_PREFIXES, RESERVED_ENV_NAMES, or ``extra``)."""
+    return name.startswith(RESERVED_ENV_PREFIXES) or name in RESERVED_ENV_NAMES or name in extra
 
 
 def _within(path: str, root: str) -> bool:

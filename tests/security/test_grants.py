@@ -44,6 +44,8 @@ export function env() {{ return Deno.env.toObject(); }}
     ('{ env: ["PLUGIN_HOST_SECRET_KEY"] }', "permissions.env: 'PLUGIN_HOST_SECRET_KEY' is one of the host's own settings"),
     ('{ env: ["PLUGIN_HOST_ADMIN_TOKEN"] }', "permissions.env: 'PLUGIN_HOST_ADMIN_TOKEN' is one of the host's own settings"),
     ('{ env: ["DENO_PERMISSION_BROKER_PATH"] }', "permissions.env: 'DENO_PERMISSION_BROKER_PATH' is one of the host's own settings"),
+    # systemd's notification socket: a plugin could tell systemd the host is ready, or alive
+    ('{ env: ["NOTIFY_SOCKET"] }', "permissions.env: 'NOTIFY_SOCKET' is one of the host's own settings"),
 ])
 async def test_grants_reaching_the_host_are_refused_in_every_mode(plugin_dir, make_host, strict, perms, named):
     plugin_dir.add("snoop.js", SNOOP.format(perms=perms))
