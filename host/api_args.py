@@ -147,7 +147,7 @@ def _shown(value: Any) -> str:
 
 def checking(fn: Callable[..., Any]) -> Callable[..., Any]:
     """``fn`` (a method) with its arguments checked against its hints first; a coroutine method
-    also with its caller's thread (run_once.caller_check)."""
+    also with its caller's thread and whether the host serves (run_once.caller_check)."""
     positional, by_name = _params(fn)
     where = fn.__qualname__
     if all(p.box is None for p in by_name.values()):
@@ -168,11 +168,13 @@ def checking(fn: Callable[..., Any]) -> Callable[..., Any]:
                 _check(where, param, value)
 
     if inspect.iscoroutinefunction(fn):
+        any_time = getattr(fn, "any_time", False)
+
         @functools.wraps(fn)
         async def wrapper_async(*args: Any, **kwargs: Any) -> Any:
             once = getattr(args[0], "_once", None)
-            if once is not None and once.thread != get_ident():  # the entering thread passes at once
-                caller_check(args[0], where)
+            if once is not None and once.thread != get_ident():  # the entering thread, serving, passes at once
+                caller_check(args[0], where, any_time)
             check(args, kwargs)
             return await fn(*args, **kwargs)
         return wrapper_async
@@ -184,6 +186,13 @@ def checking(fn: Callable[..., Any]) -> Callable[..., Any]:
     return wrapper
 
 
+def any_time(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """A coroutine method that may be awaited whether the host serves or not (``aclose``); the
+    others are a HostClosed before its start and once its close began (run_once.py)."""
+    fn.any_time = True  # type: ignore[attr-defined]
+    return fn
+
+
 def checked_api(cls: type) -> type:
     """Every public method of ``cls`` checking its arguments (see the module's docstring)."""
     for name, member in list(vars(cls).items()):
@@ -192,4 +201,4 @@ def checked_api(cls: type) -> type:
     return cls
 
 
-__all__ = ["Limit", "Port", "Timeout", "Wait", "checked_api"]
+__all__ = ["Limit", "Port", "Timeout", "Wait", "any_time", "checked_api"]

@@ -22,7 +22,7 @@ import anyio
 import msgspec
 from anyio.abc import TaskGroup
 
-from .api_args import Limit, Port, Timeout, Wait, checked_api
+from .api_args import Limit, Port, Timeout, Wait, any_time, checked_api
 from .balances.alerts import Alert
 from .balances.history import BalancePoint
 from .balances.history_pg import open_history
@@ -179,9 +179,11 @@ class PluginHost:
                 self._pipeline.close()
                 self._history.close()
 
+    @any_time
     async def aclose(self) -> None:
         """Drain every pool (calls in flight finish), then stop all workers. Callable from any task; leaving ``async with`` does it too."""
         self._running = self._registry.running = self._found = False
+        self._once.stop()  # every other coroutine method is a HostClosed from now on (run_once.py)
         with anyio.CancelScope(shield=True):
             async with anyio.create_task_group() as tg:
                 for pool in [r.pool for r in self._registry.records if r.pool is not None]:
@@ -377,9 +379,7 @@ class PluginHost:
 
     async def warm_execute(self) -> None:
         """Start the pool for code without permissions now (``execute.min_workers`` warm), so
-        that the first ``execute`` finds a worker ready."""
-        if not self._running:
-            raise HostClosed("the host is not running")
+        that the first ``execute`` finds a worker ready (HostClosed unless it serves: api_args)."""
         await self._executor().pool_for(Permissions())
 
     def _executor(self) -> ExecutePools:
