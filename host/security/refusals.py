@@ -18,7 +18,15 @@ every line anyway):
   ``hook_timeout``, a worker that did not exit within ``shutdown_grace``.
 
 A plugin can fail calls as fast as it likes: each plugin gets at most PER_SECOND lines of each
-event a second; the next line says how many were left out (``suppressed``)."""
+event a second; the next line says how many were left out (``suppressed``).
+
+The egress proxy's line per request (``egress``, security/egress.py) is budgeted too, per plugin
+(unidentified connections share one budget): EGRESS_BURST lines at once, then EGRESS_RATE a
+second. A plugin can make requests the proxy refuses at once, without any traffic (a granted
+name that resolves to a private address): 3,200 of them wrote 3,200 lines in 5 s, so the audit
+log's rotation dropped every older line (spawns, approvals, executions) within minutes. The next
+line let through says how many were left out and their bytes (``suppressed``,
+``suppressed_bytes_out``, ``suppressed_bytes_in``); the plugin's egress counters count them all."""
 
 from __future__ import annotations
 
@@ -80,6 +88,45 @@ def _admit(audit: AuditLog, plugin: str, event: str) -> int | None:
     return left_out
 
 
+# Egress lines: a burst (a plugin fetching a few hundred pages at once is audited line by
+# line), then a sustained rate, per plugin.
+EGRESS_BURST = 1000
+EGRESS_RATE = PER_SECOND
+
+
+class _Bucket:
+    __slots__ = ("at", "bytes_in", "bytes_out", "suppressed", "tokens")
+
+    def __init__(self) -> None:
+        self.tokens, self.at = float(EGRESS_BURST), time.monotonic()
+        self.suppressed = self.bytes_out = self.bytes_in = 0
+
+
+_buckets: weakref.WeakKeyDictionary[AuditLog, dict[str | None, _Bucket]] = weakref.WeakKeyDictionary()
+
+
+def record_egress(audit: AuditLog, plugin: str | None, **fields: Any) -> None:
+    """The egress proxy's line for one request or tunnel, within its plugin's budget."""
+    buckets = _buckets.setdefault(audit, {})
+    b = buckets.get(plugin)
+    if b is None:
+        if len(buckets) > 10_000:
+            buckets.clear()
+        b = buckets[plugin] = _Bucket()
+    now = time.monotonic()
+    b.tokens, b.at = min(float(EGRESS_BURST), b.tokens + (now - b.at) * EGRESS_RATE), now
+    if b.tokens < 1:
+        b.suppressed += 1
+        b.bytes_out += fields.get("bytes_out") or 0
+        b.bytes_in += fields.get("bytes_in") or 0
+        return
+    b.tokens -= 1
+    if b.suppressed:
+        fields.update(suppressed=b.suppressed, suppressed_bytes_out=b.bytes_out, suppressed_bytes_in=b.bytes_in)
+        b.suppressed = b.bytes_out = b.bytes_in = 0
+    audit.record("egress", plugin=plugin, **fields)
+
+
 def _record(audit: AuditLog, event: str, plugin: str, **fields: Any) -> None:
     left_out = _admit(audit, plugin, event)
     if left_out is None:
@@ -114,4 +161,5 @@ def record_kill(audit: AuditLog, plugin: str, pid: int | None, reason: str | Non
         _record(audit, "limit_kill", plugin, pid=pid, reason=reason, what=_short(what))
 
 
-__all__ = ["LIMIT_KILLS", "record_error", "record_kill", "record_refusal"]
+__all__ = ["EGRESS_BURST", "EGRESS_RATE", "LIMIT_KILLS", "record_egress", "record_error", "record_kill",
+           "record_refusal"]
