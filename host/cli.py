@@ -27,6 +27,7 @@ from .cli_output import (
     GuardedOutput,
     ListenError,
     Progress,
+    TerminalText,
     UsageError,
     assignments,
     balances_table,
@@ -45,7 +46,7 @@ from .config_file import load_config
 from .control import control_client
 from .errors import HostError, InvalidArguments, InvalidCode, InvalidConfig
 from .event_loop import run_options
-from .logs import FORMATS, LEVELS, setup_logging
+from .logs import FORMATS, LEVELS, setup_logging, terminal_safe
 from .plugin_host import PluginHost
 from .plugins.discovery import check_plugin_dirs
 from .plugins.settings import redacted
@@ -401,9 +402,10 @@ def main(argv: list[str] | None = None) -> int:
             check_runtime_paths(config)
         loop = run_options(config.server.event_loop)
     except InvalidConfig as exc:  # a bad config file or variable is a usage error
-        print(f"error: {exc}", file=sys.stderr)
+        print(f"error: {terminal_safe(str(exc))}", file=sys.stderr)
         return 2
     stdout, sys.stdout = sys.stdout, GuardedOutput(sys.stdout)  # a full disk under `> file`: one line
+    stderr, sys.stderr = sys.stderr, TerminalText(sys.stderr)  # (logging holds the stream itself)
     try:
         code = anyio.run(args.run, args, config, **loop)
         sys.stdout.flush()  # here, where a failure is still an answer
@@ -424,4 +426,4 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         return 130
     finally:
-        sys.stdout = stdout
+        sys.stdout, sys.stderr = stdout, stderr

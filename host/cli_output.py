@@ -8,6 +8,7 @@ import contextlib
 import datetime as dt
 import json
 import os
+import re
 import sys
 import tomllib
 import urllib.request
@@ -22,6 +23,7 @@ import msgspec
 from .balances.result import BalanceResult
 from .errors import HostError
 from .info import json_default
+from .logs import escape, terminal_safe
 from .plugins.lifecycle import STARTING, PluginEvent
 
 if TYPE_CHECKING:
@@ -36,7 +38,9 @@ MakeHost = Callable[["HostConfig"], "PluginHost"]
 
 def table(rows: Sequence[Sequence[str]], *, right: Sequence[int] = ()) -> str:
     """Rows (the first is the header) in aligned columns; columns in ``right`` align right;
-    trailing spaces are dropped."""
+    trailing spaces are dropped. Each cell on one line, its control characters written out
+    (``logs.escape``): a plugin's export name or error cannot add a row of its own."""
+    rows = [[escape(cell) for cell in r] for r in rows]
     widths = [max(len(r[c]) for r in rows) for c in range(len(rows[0]))]
     lines = ("  ".join(cell.rjust(w) if c in right else cell.ljust(w)
                        for c, (cell, w) in enumerate(zip(r, widths, strict=True))) for r in rows)
@@ -79,13 +83,14 @@ class Progress:
     all when ``stream`` is not a tty (a pipe, a file, a journal)."""
 
     def __init__(self, stream: TextIO | None = None, *, enabled: bool = True) -> None:
-        self.stream = stream or sys.stderr
+        stream = stream or sys.stderr
+        self.stream: TextIO = getattr(stream, "raw", stream)  # its own escapes, not TerminalText's
         self.on = enabled and self.stream.isatty()
         self.shown = False
 
     def update(self, text: str) -> None:
-        if self.on:
-            self.stream.write("\r\x1b[2K" + text)
+        if self.on:  # the text (plugin ids, states) made safe, the line's own escapes kept
+            self.stream.write("\r\x1b[2K" + terminal_safe(text))
             self.stream.flush()
             self.shown = True
 
@@ -127,7 +132,12 @@ async def inspector_targets(address: str, timeout: float = 5.0) -> list[dict[str
 
 def json_text(data: Any) -> str:
     enc = msgspec.json.encode(data, enc_hook=json_default)
-    return json.dumps(json.loads(enc), indent=2, ensure_ascii=False) + "\n"
+    text = json.dumps(json.loads(enc), indent=2, ensure_ascii=False) + "\n"
+    # the controls json leaves as they are (DEL, C1, bidirectional), as JSON escapes: the same value
+    return _JSON_UNSAFE.sub(lambda m: f"\\u{ord(m.group()):04x}", text)
+
+
+_JSON_UNSAFE = re.compile("[\x7f-\x9f\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069\u2028\u2029]")
 
 
 def print_json(data: Any) -> None:
@@ -217,9 +227,25 @@ class OutputFailed(HostError):
     """Standard output could not be written (``> file`` on a full disk): said in one line, exit 1."""
 
 
+class TerminalText:
+    """``sys.stderr`` for the CLI once logging has its own handle on it: what is printed there (an
+    error a plugin worded, its stack under --debug) has its control characters but newline and
+    tab written out (``logs.terminal_safe``). ``raw``: the stream itself, for the progress line."""
+
+    def __init__(self, stream: TextIO) -> None:
+        self.raw = stream
+
+    def write(self, text: str) -> int:
+        return self.raw.write(terminal_safe(text))
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.raw, name)
+
+
 class GuardedOutput:
     """``sys.stdout`` for the CLI: a write or flush that fails is OutputFailed, and standard output
-    then goes to /dev/null, so that the interpreter's own flush at exit does not fail again."""
+    then goes to /dev/null, so that the interpreter's own flush at exit does not fail again.
+    Control characters but newline and tab are written out (``logs.terminal_safe``)."""
 
     def __init__(self, stream: TextIO) -> None:
         self._stream = stream
@@ -232,8 +258,8 @@ class GuardedOutput:
         return OutputFailed(f"cannot write the output: {exc.strerror or exc}")
 
     def write(self, text: str) -> int:
-        try:
-            return self._stream.write(text)
+        try:  # what a plugin chose (an export's name, an error) never drives the terminal
+            return self._stream.write(terminal_safe(text))
         except OSError as exc:
             raise self._failed(exc) from None
 

@@ -17,6 +17,7 @@ import os
 import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
+from functools import partial
 from typing import Any
 
 import anyio
@@ -41,6 +42,7 @@ from .pool import REAP_INTERVAL_MAX, REAP_INTERVAL_MIN, Pool
 from .runtime import Runtime
 from .security.grant_entries import problems
 from .security.permissions import Permissions, beyond
+from .security.refusals import record_tool
 from .worker import WorkerSpec
 
 log = logging.getLogger("host.execute")
@@ -84,7 +86,7 @@ class ExecutePools:
         # Every tool, built-in or the operator's, and the operator's hooks: imported now, so a
         # wrong setting fails the host's start (InvalidConfig naming it), not an execution.
         self.tools = ToolRegistry(config.tools, database=config.database, db_writes=config.db_writes,
-                                  allow=config.allow, audit=runtime.audit.record)
+                                  allow=config.allow, audit=partial(record_tool, runtime.audit))  # budgeted
         self.hooks = ExecuteHooks(config.hooks)
 
     # ------------------------------------------------------------------ admission

@@ -41,6 +41,21 @@ def escape(text: str) -> str:
         m.group(), f"\\x{ord(m.group()):02x}" if ord(m.group()) < 0x100 else f"\\u{ord(m.group()):04x}"), text)
 
 
+# What a terminal would act on in text that may keep its line breaks: every control character
+# but newline and tab (escape sequences, a carriage return), and bidirectional controls.
+_TERMINAL = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069\u2028\u2029]")
+
+
+def terminal_safe(text: str) -> str:
+    """``text`` with its line breaks and tabs, every other control character written out as
+    ``escape`` does: what the CLI prints (a plugin's export names, errors, a balance's currency)
+    cannot clear the operator's screen, set the terminal's title or clipboard (OSC 52), or
+    rewrite a line."""
+    if not _TERMINAL.search(text):
+        return text
+    return _TERMINAL.sub(lambda m: escape(m.group()), text)
+
+
 class Throttle:
     """One warning per ``key`` every ``every`` seconds at most; the ones held back are counted and
     said with the next (a storage down answers every call with the same failure)."""

@@ -39,12 +39,12 @@ from .config import (
     RateLimitConfig,
     RetryConfig,
 )
-from .errors import FunctionNotFound, HostClosed, InvalidConfig, PluginError, PluginNotFound
+from .errors import HostClosed, InvalidConfig, PluginError
 from .execute import ExecuteResult
 from .execute_pools import ExecutePools
 from .info import EventReply, PluginInfo, add_egress, add_grants, plugin_info
 from .logbook import JournalEntry, LogBook, LogListener, LogRouter
-from .metrics import UNKNOWN, HostMetrics, outcome_of
+from .metrics import HostMetrics, failure_labels, outcome_of
 from .plugins.admin import ConfigAdmin
 from .plugins.events import Events
 from .plugins.host_lists import open_stores
@@ -312,10 +312,7 @@ class PluginHost:
             outcome = outcome_of(exc)
             if isinstance(exc, PluginError):  # a failed call shows in the plugin's log, with where it threw
                 self._logs.call_failed(plugin.partition("@")[0], fn, exc)
-            if isinstance(exc, PluginNotFound):
-                plugin = fn = UNKNOWN  # names nobody installed: keep the label sets bounded
-            elif isinstance(exc, FunctionNotFound):
-                fn = UNKNOWN
+            plugin, fn = failure_labels(plugin, fn, exc, self._registry.record)  # keep the label sets bounded
             raise
         finally:
             self.metrics.observe(plugin, fn, outcome, time.perf_counter() - started)

@@ -83,6 +83,7 @@ class Plugin:
         self.awaits_dependencies = False  # in error until its dependencies are met (dependents.py)
         self.pending_manifest: Manifest | None = None  # a version waiting for approval
         self.pending_exports: list[str] = []
+        self._exported: tuple[list[str], list[str], frozenset[str]] = ([], [], frozenset())  # exported()
         self.pending: list[str] = []  # the grants it asks for beyond the approved ones
         self.state_retry: tuple[float, float] | None = None  # failed for the state dir: (when, backoff)
         self.starting = anyio.Lock()  # held by the reload starting its new pool (swap.py)
@@ -110,6 +111,13 @@ class Plugin:
     @property
     def key(self) -> str:
         return f"{self.id}@{self.version}" if self.version else self.id
+
+    def exported(self, fn: str) -> bool:
+        """Whether this version, or the one waiting for approval, exports ``fn`` (a set made
+        once per exports list: a plugin may export many names)."""
+        if self._exported[0] is not self.exports or self._exported[1] is not self.pending_exports:
+            self._exported = (self.exports, self.pending_exports, frozenset(self.exports + self.pending_exports))
+        return fn in self._exported[2]
 
     def hold(self, manifest: Manifest, exports: list[str], added: list[str]) -> None:
         """A version asking for ``added`` beyond its approved grants waits for the operator."""

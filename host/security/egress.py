@@ -36,7 +36,8 @@ the code before): sequential fetches 2.3–3.1 ms each, as before (keep-alive ke
 With one plugin holding 280 slow fetches, another plugin's fetch took 90–170 ms (the heads
 queued ahead of its own are read first) where it used to time out.
 
-Audit lines (event ``egress``) keep plugin, method, host, port, status, byte counts, time,
+Audit lines (event ``egress``, at most EGRESS_BURST at once then EGRESS_RATE a second per plugin:
+security/refusals.py) keep plugin, method, host, port, status, byte counts, time,
 outcome and a reason: never the path (paths often carry keys), query, headers, credentials
 or bodies."""
 
@@ -78,7 +79,7 @@ from .egress_parts import (
     resolve,
 )
 from .permissions import Permissions, is_internal, split_host_port
-from .refusals import record_refusal
+from .refusals import record_egress, record_refusal
 
 log = logging.getLogger("host.egress")
 
@@ -293,9 +294,9 @@ class EgressProxy:
 
     def _finish(self, ex: Exchange) -> None:
         ms = round((time.monotonic() - ex.started) * 1000, 1)
-        self._audit.record("egress", plugin=ex.plugin, method=ex.method, host=ex.host, port=ex.port,
-                           status=ex.status, bytes_out=ex.bytes_out, bytes_in=ex.bytes_in, ms=ms,
-                           outcome=ex.outcome, reason=ex.reason)
+        record_egress(self._audit, ex.plugin, method=ex.method, host=ex.host, port=ex.port,  # budgeted per plugin
+                      status=ex.status, bytes_out=ex.bytes_out, bytes_in=ex.bytes_in, ms=ms,
+                      outcome=ex.outcome, reason=ex.reason)
         self._record_refusal(ex)  # a response cut mid-way (too_large) is one when it ends
         if ex.plugin is not None:
             c = self._counters.setdefault(ex.plugin, EgressCounters())

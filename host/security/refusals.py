@@ -18,7 +18,15 @@ every line anyway):
   ``hook_timeout``, a worker that did not exit within ``shutdown_grace``.
 
 A plugin can fail calls as fast as it likes: each plugin gets at most PER_SECOND lines of each
-event a second; the next line says how many were left out (``suppressed``)."""
+event a second; the next line says how many were left out (``suppressed``).
+
+The egress proxy's line per request (``egress``, security/egress.py) is budgeted too, per plugin
+(unidentified connections share one budget): EGRESS_BURST lines at once, then EGRESS_RATE a
+second; and so is the line per call of an operator's execute tool (``execute.tool``), per tool. A plugin can make requests the proxy refuses at once, without any traffic (a granted
+name that resolves to a private address): 3,200 of them wrote 3,200 lines in 5 s, so the audit
+log's rotation dropped every older line (spawns, approvals, executions) within minutes. The next
+line let through says how many were left out and their bytes (``suppressed``,
+``suppressed_bytes_out``, ``suppressed_bytes_in``); the plugin's egress counters count them all."""
 
 from __future__ import annotations
 
@@ -80,6 +88,63 @@ def _admit(audit: AuditLog, plugin: str, event: str) -> int | None:
     return left_out
 
 
+# Lines a plugin or an execution makes the host write once per request, as fast as it can make
+# them (egress: one per request through the proxy; execute.tool: one per operator tool call): a
+# burst (a plugin fetching a few hundred pages at once is audited line by line), then a
+# sustained rate, per plugin (or tool).
+EGRESS_BURST = 1000
+EGRESS_RATE = PER_SECOND
+
+
+class _Bucket:
+    __slots__ = ("at", "sums", "suppressed", "tokens")
+
+    def __init__(self) -> None:
+        self.tokens, self.at = float(EGRESS_BURST), time.monotonic()
+        self.suppressed = 0
+        self.sums: dict[str, int] = {}
+
+
+_buckets: weakref.WeakKeyDictionary[AuditLog, dict[tuple[str, str | None], _Bucket]] = weakref.WeakKeyDictionary()
+
+
+def record_budgeted(audit: AuditLog, event: str, who: str | None, summed: tuple[str, ...] = (),
+                    **fields: Any) -> None:
+    """One ``event`` line of ``who`` (a plugin, a tool), within its budget: EGRESS_BURST at
+    once, then EGRESS_RATE a second. A line left out is counted (and its ``summed`` fields
+    added up); the next one written says so: ``suppressed``, ``suppressed_<field>``."""
+    buckets = _buckets.setdefault(audit, {})
+    b = buckets.get((event, who))
+    if b is None:
+        if len(buckets) > 10_000:
+            buckets.clear()
+        b = buckets[(event, who)] = _Bucket()
+    now = time.monotonic()
+    b.tokens, b.at = min(float(EGRESS_BURST), b.tokens + (now - b.at) * EGRESS_RATE), now
+    if b.tokens < 1:
+        b.suppressed += 1
+        for name in summed:
+            b.sums[name] = b.sums.get(name, 0) + (fields.get(name) or 0)
+        return
+    b.tokens -= 1
+    if b.suppressed:
+        fields["suppressed"] = b.suppressed
+        fields.update((f"suppressed_{name}", n) for name, n in b.sums.items())
+        b.suppressed, b.sums = 0, {}
+    audit.record(event, **fields)
+
+
+def record_egress(audit: AuditLog, plugin: str | None, **fields: Any) -> None:
+    """The egress proxy's line for one request or tunnel, within its plugin's budget."""
+    record_budgeted(audit, "egress", plugin, ("bytes_out", "bytes_in"), plugin=plugin, **fields)
+
+
+def record_tool(audit: AuditLog, event: str, **fields: Any) -> None:
+    """The line of one call of an operator's execute tool (``execute.tool``), within the tool's
+    budget: an execution calling a trivial tool in a loop wrote 25,780 lines in 5 s."""
+    record_budgeted(audit, event, fields.get("tool"), **fields)
+
+
 def _record(audit: AuditLog, event: str, plugin: str, **fields: Any) -> None:
     left_out = _admit(audit, plugin, event)
     if left_out is None:
@@ -114,4 +179,5 @@ def record_kill(audit: AuditLog, plugin: str, pid: int | None, reason: str | Non
         _record(audit, "limit_kill", plugin, pid=pid, reason=reason, what=_short(what))
 
 
-__all__ = ["LIMIT_KILLS", "record_error", "record_kill", "record_refusal"]
+__all__ = ["EGRESS_BURST", "EGRESS_RATE", "LIMIT_KILLS", "record_budgeted", "record_egress", "record_error",
+           "record_kill", "record_refusal", "record_tool"]

