@@ -22,6 +22,7 @@ from urllib.parse import urlsplit
 
 import anyio
 from aiohttp import web
+from aiohttp.streams import StreamReader
 
 from .server_params import error_doc
 
@@ -183,17 +184,21 @@ class HeadDeadline(web.RequestHandler):
     request is closed as soon as that answer is out (checked every ``OVERDUE_CHECK`` seconds).
     The start of a next head that comes in one read with a whole request before it is left to
     keepalive_timeout: aiohttp's parser does not tell that it holds such bytes.
-    (aiohttp has no hook for this: it reads ``_request_count``, ``_waiter`` and
-    ``_current_request``, which its own keep-alive check and shutdown use;
+    (aiohttp has no hook for this: it reads ``_request_count``, ``_waiter`` and ``_messages``,
+    which its own keep-alive check and request loop use;
     tests/security/test_http_hardening.py fails if an upgrade changes them.)"""
 
-    __slots__ = ("_born", "_head_timer", "_header_timeout", "_max_connections", "on_lost")
+    __slots__ = ("_body", "_body_counted", "_born", "_head_timer", "_header_timeout", "_max_connections", "on_lost")
 
     def __init__(self, manager: web.Server, *, header_timeout: float, max_connections: int, **kwargs: Any) -> None:
         super().__init__(manager, **kwargs)
         self._header_timeout = header_timeout
         self._max_connections = max_connections
         self._head_timer: asyncio.TimerHandle | None = None
+        # the payload of the last request head parsed (its body), and whether its length is known
+        # (Content-Length: its bytes are the data's; chunked framing is not counted)
+        self._body: StreamReader | None = None
+        self._body_counted = False
         self.on_lost: set[Callable[[], object]] = set()  # called once the connection is gone (until_gone)
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -215,10 +220,16 @@ class HeadDeadline(web.RequestHandler):
 
     def data_received(self, data: bytes) -> None:
         heads = self._request_count
+        body = self._body  # the body the last head announced, as it stood before these bytes
+        body_open = body is not None and not body.is_eof()
+        had = body.total_bytes if body_open else 0
         super().data_received(data)
         if self._request_count != heads:  # a head is complete: its deadline is met
             self._stop_head_timer()
-        elif data and self._head_timer is None and self._next_head_bytes():
+            if self._messages:
+                message, self._body = self._messages[-1]
+                self._body_counted = not getattr(message, "chunked", True)
+        elif data and self._head_timer is None and self._next_head_bytes(data, body_open, had):
             self._head_timer = self._loop.call_later(self._header_timeout, self._head_overdue)
 
     def connection_lost(self, exc: BaseException | None) -> None:
@@ -245,15 +256,18 @@ class HeadDeadline(web.RequestHandler):
         an idle connection, as its keep-alive check uses)."""
         return self._waiter is not None and not self._waiter.done()
 
-    def _next_head_bytes(self) -> bool:
-        """Bytes that just came can only be the start of a next request's head: none is being
-        handled, or the one being handled has its whole body (so they are pipelined), or the last
-        one is answered and aiohttp has not yet gone back to wait (a client that reads the answer
-        and writes at once lands there). Only the body of a request being read is not a head."""
-        if self._awaiting_head():
+    def _next_head_bytes(self, data: bytes, body_open: bool, had: int) -> bool:
+        """Whether ``data`` (no head completed in it) holds the start of a next request's head:
+        aiohttp waits for one; or the last request's body was whole before these bytes came, so
+        they cannot be body (pipelined while it is answered, or in the moment between its answer
+        and aiohttp's going back to wait: a client that reads an answer and writes at once lands
+        there); or they completed a body of a known length and went on past it. Bytes of a body,
+        however it is read (before its handler runs, by it, by aiohttp's lingering read of one it
+        left), are not timed: ``body_deadline`` is theirs."""
+        if self._awaiting_head() or not body_open:
             return True
-        request = self._current_request
-        return request is None or request.content.is_eof()
+        body = self._body
+        return body is not None and self._body_counted and body.is_eof() and len(data) > body.total_bytes - had
 
     def _stop_head_timer(self) -> None:
         if self._head_timer is not None:

@@ -354,6 +354,72 @@ def test_connections_that_send_no_complete_request_head_in_time_are_closed(calc,
                 s.close()
 
 
+@ASYNCIO_ONLY
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("shape", ["body after the head", "body after the answer", "chunked"])
+async def test_a_request_body_is_never_timed_as_a_head_so_kept_alive_connections_stay_open(shape):
+    """A body that comes in reads of its own (after its head, as clients and proxies write them;
+    after an answer that did not read it, which aiohttp then reads and drops; chunked) is not the
+    start of a next request: the connection, idle after its answer, stays open past
+    header_timeout and serves the next request. Before the fix (the review of the head-deadline
+    change): such bytes started the head timer, and the idle connection was closed after
+    header_timeout rather than keepalive_timeout, under uvloop every time."""
+    import asyncio
+
+    from aiohttp import web
+
+    from host.http_guard import Runner
+
+    async def post(request: web.Request) -> web.Response:
+        if shape != "body after the answer":
+            await request.read()
+        return web.json_response({"ok": True})
+
+    app = web.Application()
+    app.router.add_post("/p", post)
+    runner = Runner(app, header_timeout=0.5, keepalive_timeout=30.0)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+
+    def client() -> tuple[bytes, bytes]:
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
+            head = f"POST /p HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n"
+            if shape == "chunked":
+                s.sendall(f"{head}Transfer-Encoding: chunked\r\n\r\n".encode())
+                for part in (b"5\r\nhello\r\n", b"0\r\n\r\n"):
+                    time.sleep(0.05)
+                    s.sendall(part)
+                first = s.recv(4096)
+            elif shape == "body after the answer":
+                s.sendall(f"{head}Content-Length: 10\r\n\r\n".encode())
+                first = s.recv(4096)
+                s.sendall(b"x" * 10)
+            else:
+                s.sendall(f"{head}Content-Length: 10\r\n\r\n".encode())
+                time.sleep(0.05)
+                s.sendall(b"x" * 10)
+                first = s.recv(4096)
+            s.settimeout(1.5)  # three header_timeouts idle: still open
+            try:
+                idle = s.recv(4096)
+            except TimeoutError:
+                idle = b"(open)"
+            s.settimeout(10)
+            if idle == b"(open)":
+                s.sendall(f"{head}Content-Length: 0\r\n\r\n".encode())
+                return first, s.recv(4096)
+            return first, idle
+
+    try:
+        first, then = await asyncio.to_thread(client)
+    finally:
+        await runner.cleanup()
+    assert first.startswith(b"HTTP/1.1 200"), first
+    assert then.startswith(b"HTTP/1.1 200"), f"closed while idle: {then!r}"
+
+
 # --------------------------------------------------------------- 6. timeouts must be positive
 
 @ASYNCIO_ONLY
