@@ -8,7 +8,6 @@ import contextlib
 import datetime as dt
 import json
 import os
-import re
 import sys
 import tomllib
 import urllib.request
@@ -23,7 +22,7 @@ import msgspec
 from .balances.result import BalanceResult
 from .errors import HostError
 from .info import json_default
-from .logs import escape, terminal_safe
+from .logs import escape, json_safe, terminal_safe
 from .plugins.lifecycle import STARTING, PluginEvent
 
 if TYPE_CHECKING:
@@ -133,11 +132,7 @@ async def inspector_targets(address: str, timeout: float = 5.0) -> list[dict[str
 def json_text(data: Any) -> str:
     enc = msgspec.json.encode(data, enc_hook=json_default)
     text = json.dumps(json.loads(enc), indent=2, ensure_ascii=False) + "\n"
-    # the controls json leaves as they are (DEL, C1, bidirectional), as JSON escapes: the same value
-    return _JSON_UNSAFE.sub(lambda m: f"\\u{ord(m.group()):04x}", text)
-
-
-_JSON_UNSAFE = re.compile("[\x7f-\x9f\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069\u2028\u2029]")
+    return json_safe(text)  # the controls json leaves as they are, as JSON escapes: the same value
 
 
 def print_json(data: Any) -> None:

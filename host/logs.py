@@ -46,6 +46,19 @@ def escape(text: str) -> str:
 _TERMINAL = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069\u2028\u2029]")
 
 
+# What JSON leaves as it is (json.dumps escapes only C0, quotes and backslashes) that a terminal
+# would act on: DEL, C1 and bidirectional controls, and the two Unicode line separators.
+_JSON_UNSAFE = re.compile("[\x7f-\x9f\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069\u2028\u2029]")
+
+
+def json_safe(text: str) -> str:
+    """JSON ``text`` with those characters as ``\\uXXXX`` escapes: the same value to a program, plain
+    text to a terminal or a log viewer."""
+    if not _JSON_UNSAFE.search(text):
+        return text
+    return _JSON_UNSAFE.sub(lambda m: f"\\u{ord(m.group()):04x}", text)
+
+
 def terminal_safe(text: str) -> str:
     """``text`` with its line breaks and tabs, every other control character written out as
     ``escape`` does: what the CLI prints (a plugin's export names, errors, a balance's currency)
@@ -103,8 +116,8 @@ class TextFormatter(logging.Formatter):
 
     def format(self, record: logging.LogRecord) -> str:
         message = escape(record.getMessage())  # plugin text cannot forge lines or drive the terminal
-        if record.exc_info:
-            message += "\n" + self.formatException(record.exc_info)
+        if record.exc_info:  # (an exception's text may be a plugin's words too)
+            message += "\n" + terminal_safe(self.formatException(record.exc_info))
         stamp = time.strftime("%H:%M:%S", time.localtime(record.created)) + f".{int(record.msecs):03d}"
         level = record.levelname
         if self.colour:
@@ -137,7 +150,7 @@ class JsonFormatter(logging.Formatter):
         out["message"] = message
         if record.exc_info:
             out["exc"] = self.formatException(record.exc_info)
-        return json.dumps(out, ensure_ascii=False)
+        return json_safe(json.dumps(out, ensure_ascii=False))
 
 
 def setup_logging(level: str = "warning", fmt: str = "text", *, debug: bool = False,

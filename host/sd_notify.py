@@ -52,10 +52,10 @@ def watchdog_interval(usec: str, pid: str) -> float | None:
     when one is not a positive number."""
     if not usec:
         return None
-    if not usec.isdigit() or int(usec) == 0:
+    if not (usec.isascii() and usec.isdigit()) or int(usec) == 0:
         raise InvalidConfig(f"{WATCHDOG_ENV}={usec!r} is not a positive number of microseconds")
     if pid:
-        if not pid.isdigit() or int(pid) == 0:
+        if not (pid.isascii() and pid.isdigit()) or int(pid) == 0:
             raise InvalidConfig(f"{WATCHDOG_PID_ENV}={pid!r} is not a process id")
         if int(pid) != os.getpid():  # set for another process of the service
             return None
@@ -97,7 +97,8 @@ class Notifier:
         queue is a failure) and never raises: the first failure of a run is one warning."""
         if self.address is None:
             return False
-        data = "\n".join(a.replace("\n", " ") for a in assignments).encode()
+        # (a status may name a path that is not UTF-8: written out, never a reason to fail)
+        data = "\n".join(a.replace("\n", " ") for a in assignments).encode("utf-8", "backslashreplace")
         try:
             with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC) as sock:
                 sock.sendto(data, socket.MSG_DONTWAIT | socket.MSG_NOSIGNAL, self.address)

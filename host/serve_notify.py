@@ -12,8 +12,10 @@
 - ``WATCHDOG=1`` every half of ``$WATCHDOG_USEC``, from a task of the event loop: a loop that
   stops turning (a blocking call, a deadlock, a write to a stalled journal) sends none, and
   systemd restarts the service. A ping also needs the host healthy enough to serve: its plugin
-  host running (started, not closing) and, with ``--processes N``, every serve process
-  answering its liveness probe within half the interval. Plugins in error, crashing or
+  host running (started, not closing) and, with ``--processes N``, one serve process at least
+  answering its liveness probe within half the interval (one down or stuck is the parent's to
+  start again, multiproc.py, while its siblings serve on: a restart of the service would stop
+  them too and mend nothing). Plugins in error, crashing or
   restarting do not stop the pings: their pools restart them, and a restart of the service
   would stop every healthy plugin with them and mend none (``STATUS=`` shows them).
 - No ``RELOADING=1``: SIGHUP drains and stops ``serve`` (a terminal closing), and plugins reload
@@ -124,7 +126,7 @@ class Processes:
         async with anyio.create_task_group() as tg:
             for k in range(len(self.sockets)):
                 tg.start_soon(probe, k)
-        return all(alive)
+        return any(alive)
 
 
 class Notice:

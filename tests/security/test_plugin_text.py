@@ -86,3 +86,26 @@ def test_what_the_cli_prints_of_a_plugins_own_text_never_drives_the_terminal(plu
     assert "\\x1b]52;c;" in runs["boom"].stderr
     for name in ("info", "text"):  # JSON: escapes, so the same value for a program reading it
         assert "\\u001b]52;c;" in runs[name].stdout and "\\u202e" in runs[name].stdout, runs[name].stdout
+
+
+def test_log_lines_carry_no_terminal_controls_in_exceptions_or_json():
+    """An exception's text in a text log, and a message in a JSON log, are a plugin's words too.
+    Before (review): the exception's text went out raw; JSON left DEL, C1 and bidirectional
+    controls as they were (json escapes only C0)."""
+    import json
+    import logging
+    import sys
+
+    from host.logs import JsonFormatter, TextFormatter
+
+    try:
+        raise RuntimeError("plugin said \x1b]52;c;Y3Vy\x07 \x1b[2J")
+    except RuntimeError:
+        exc_info = sys.exc_info()
+    record = logging.LogRecord("host.plugin", logging.WARNING, __file__, 1, "said %s", ("\x9b2J\u202eevil",), exc_info)
+    text = TextFormatter(colour=False).format(record)
+    as_json = JsonFormatter().format(record)
+    for line in (text, as_json):
+        assert not any(c in line for c in ("\x1b", "\x07", "\x9b", "\u202e")), line
+    assert "RuntimeError: plugin said \\x1b]52;c;" in text
+    assert json.loads(as_json)["message"] == "said \x9b2J\u202eevil"  # the same value
