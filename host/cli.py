@@ -46,7 +46,7 @@ from .config_file import load_config
 from .control import control_client
 from .errors import HostError, InvalidArguments, InvalidCode, InvalidConfig
 from .event_loop import run_options
-from .logs import FORMATS, LEVELS, setup_logging, terminal_safe
+from .logs import FORMATS, LEVELS, setup_logging
 from .plugin_host import PluginHost
 from .plugins.discovery import check_plugin_dirs
 from .plugins.settings import redacted
@@ -385,6 +385,18 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     args.debug = args.debug or getattr(args, "dev", False)
     setup_logging(level, fmt, debug=args.debug)
+    # what is printed from here on: a full disk under `> file` is one line (GuardedOutput), and a
+    # plugin's words never drive the terminal (both; logging holds the stream itself)
+    stdout, sys.stdout = sys.stdout, GuardedOutput(sys.stdout)
+    stderr, sys.stderr = sys.stderr, TerminalText(sys.stderr)
+    try:
+        return _run(args)
+    finally:
+        sys.stdout, sys.stderr = stdout, stderr
+
+
+def _run(args: argparse.Namespace) -> int:
+    """The command, its config read first; errors said in one line, with their exit code."""
     try:
         config = _config(args)
         if inspected := args.inspect or args.inspect_brk:
@@ -402,10 +414,8 @@ def main(argv: list[str] | None = None) -> int:
             check_runtime_paths(config)
         loop = run_options(config.server.event_loop)
     except InvalidConfig as exc:  # a bad config file or variable is a usage error
-        print(f"error: {terminal_safe(str(exc))}", file=sys.stderr)
+        print(f"error: {exc}", file=sys.stderr)
         return 2
-    stdout, sys.stdout = sys.stdout, GuardedOutput(sys.stdout)  # a full disk under `> file`: one line
-    stderr, sys.stderr = sys.stderr, TerminalText(sys.stderr)  # (logging holds the stream itself)
     try:
         code = anyio.run(args.run, args, config, **loop)
         sys.stdout.flush()  # here, where a failure is still an answer
@@ -425,5 +435,3 @@ def main(argv: list[str] | None = None) -> int:
         return 2 if isinstance(exc, InvalidArguments) and not isinstance(exc, InvalidCode) else 1  # a wrong call
     except KeyboardInterrupt:
         return 130
-    finally:
-        sys.stdout, sys.stderr = stdout, stderr

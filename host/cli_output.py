@@ -223,9 +223,10 @@ class OutputFailed(HostError):
 
 
 class TerminalText:
-    """``sys.stderr`` for the CLI once logging has its own handle on it: what is printed there (an
-    error a plugin worded, its stack under --debug) has its control characters but newline and
-    tab written out (``logs.terminal_safe``). ``raw``: the stream itself, for the progress line."""
+    """A CLI stream (``sys.stderr`` once logging has its own handle on it; ``sys.stdout`` through
+    GuardedOutput) whose text has its control characters but newline and tab written out
+    (``logs.terminal_safe``): what a plugin worded (an export's name, an error, its stack under
+    --debug) never drives the terminal. ``raw``: the stream itself, for the progress line."""
 
     def __init__(self, stream: TextIO) -> None:
         self.raw = stream
@@ -237,33 +238,27 @@ class TerminalText:
         return getattr(self.raw, name)
 
 
-class GuardedOutput:
-    """``sys.stdout`` for the CLI: a write or flush that fails is OutputFailed, and standard output
-    then goes to /dev/null, so that the interpreter's own flush at exit does not fail again.
-    Control characters but newline and tab are written out (``logs.terminal_safe``)."""
-
-    def __init__(self, stream: TextIO) -> None:
-        self._stream = stream
+class GuardedOutput(TerminalText):
+    """``sys.stdout`` for the CLI, a TerminalText whose write or flush that fails is OutputFailed;
+    standard output then goes to /dev/null, so that the interpreter's own flush at exit does not
+    fail again."""
 
     def _failed(self, exc: OSError) -> OutputFailed:
         with contextlib.suppress(OSError, ValueError):
             devnull = os.open(os.devnull, os.O_WRONLY)
-            os.dup2(devnull, self._stream.fileno())
+            os.dup2(devnull, self.raw.fileno())
             os.close(devnull)
         return OutputFailed(f"cannot write the output: {exc.strerror or exc}")
 
     def write(self, text: str) -> int:
-        try:  # what a plugin chose (an export's name, an error) never drives the terminal
-            return self._stream.write(terminal_safe(text))
+        try:
+            return super().write(text)
         except OSError as exc:
             raise self._failed(exc) from None
 
     def flush(self) -> None:
         try:
-            self._stream.flush()
+            self.raw.flush()
         except OSError as exc:
             raise self._failed(exc) from None
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._stream, name)
 

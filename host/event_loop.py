@@ -1,8 +1,8 @@
 """The event loop the command line runs on (``[server] event_loop``).
 
 ``"auto"`` (the default) takes uvloop when it is installed (a dependency of the package on
-Linux and macOS): its loop and socket callbacks are C, and the host's own CPU for each plain
-call falls by about a fifth (bench/bench_core.py measures both in one run). ``"asyncio"`` keeps
+Linux and macOS): its loop and socket callbacks are C; bench/bench_core.py measures it beside
+asyncio in one run (bench/RESULTS.md: 3-21 % less host CPU for one caller on 2026-12-07). ``"asyncio"`` keeps
 the standard library's loop; ``"uvloop"`` insists on uvloop. An embedding application chooses
 its own loop: ``anyio.run(main, backend_options={"use_uvloop": True})``."""
 

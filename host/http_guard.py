@@ -220,16 +220,16 @@ class HeadDeadline(web.RequestHandler):
 
     def data_received(self, data: bytes) -> None:
         heads = self._request_count
-        body = self._body  # the body the last head announced, as it stood before these bytes
-        body_open = body is not None and not body.is_eof()
-        had = body.total_bytes if body_open else 0
+        # the body the last head announced, if it is still coming, and what of it came before these bytes
+        body = self._body if self._body is not None and not self._body.is_eof() else None
+        had = body.total_bytes if body is not None else 0
         super().data_received(data)
         if self._request_count != heads:  # a head is complete: its deadline is met
             self._stop_head_timer()
             if self._messages:
                 message, self._body = self._messages[-1]
                 self._body_counted = not getattr(message, "chunked", True)
-        elif data and self._head_timer is None and self._next_head_bytes(data, body_open, had):
+        elif data and self._head_timer is None and self._next_head_bytes(data, body, had):
             self._head_timer = self._loop.call_later(self._header_timeout, self._head_overdue)
 
     def connection_lost(self, exc: BaseException | None) -> None:
@@ -256,18 +256,18 @@ class HeadDeadline(web.RequestHandler):
         an idle connection, as its keep-alive check uses)."""
         return self._waiter is not None and not self._waiter.done()
 
-    def _next_head_bytes(self, data: bytes, body_open: bool, had: int) -> bool:
+    def _next_head_bytes(self, data: bytes, open_body: StreamReader | None, had: int) -> bool:
         """Whether ``data`` (no head completed in it) holds the start of a next request's head:
-        aiohttp waits for one; or the last request's body was whole before these bytes came, so
-        they cannot be body (pipelined while it is answered, or in the moment between its answer
-        and aiohttp's going back to wait: a client that reads an answer and writes at once lands
-        there); or they completed a body of a known length and went on past it. Bytes of a body,
-        however it is read (before its handler runs, by it, by aiohttp's lingering read of one it
-        left), are not timed: ``body_deadline`` is theirs."""
-        if self._awaiting_head() or not body_open:
+        aiohttp waits for one; or the last request's body was whole before these bytes came
+        (``open_body`` None), so they cannot be body (pipelined while it is answered, or in the
+        moment between its answer and aiohttp's going back to wait: a client that reads an answer
+        and writes at once lands there); or they completed ``open_body``, of a known length, which
+        held ``had`` bytes before, and went on past it. Bytes of a body, however it is read
+        (before its handler runs, by it, by aiohttp's lingering read of one it left), are not
+        timed: ``body_deadline`` is theirs."""
+        if self._awaiting_head() or open_body is None:
             return True
-        body = self._body
-        return body is not None and self._body_counted and body.is_eof() and len(data) > body.total_bytes - had
+        return self._body_counted and open_body.is_eof() and len(data) > open_body.total_bytes - had
 
     def _stop_head_timer(self) -> None:
         if self._head_timer is not None:

@@ -27,8 +27,10 @@ _COLOURS = (36, 32, 35, 33, 34, 96, 92, 95)  # ANSI foreground colours for plugi
 _LEVEL_COLOURS = {logging.WARNING: 33, logging.ERROR: 31, logging.CRITICAL: 31}
 
 
-# Line breaks, escape sequences and other control characters, and bidirectional controls.
-_UNSAFE = re.compile("[\x00-\x1f\x7f-\x9f\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069\u2028\u2029]")
+# What a terminal acts on past C0: DEL, C1 (\x9b is CSI), the bidirectional controls and the two
+# Unicode line separators. With C0 (line breaks, escape sequences), what escape() writes out.
+_PAST_C0 = "\x7f-\x9f\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069\u2028\u2029"
+_UNSAFE = re.compile(f"[\x00-\x1f{_PAST_C0}]")
 
 
 def escape(text: str) -> str:
@@ -41,14 +43,10 @@ def escape(text: str) -> str:
         m.group(), f"\\x{ord(m.group()):02x}" if ord(m.group()) < 0x100 else f"\\u{ord(m.group()):04x}"), text)
 
 
-# What a terminal would act on in text that may keep its line breaks: every control character
-# but newline and tab (escape sequences, a carriage return), and bidirectional controls.
-_TERMINAL = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069\u2028\u2029]")
-
-
-# What JSON leaves as it is (json.dumps escapes only C0, quotes and backslashes) that a terminal
-# would act on: DEL, C1 and bidirectional controls, and the two Unicode line separators.
-_JSON_UNSAFE = re.compile("[\x7f-\x9f\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069\u2028\u2029]")
+# The same, but newline and tab: text that may keep its line breaks.
+_TERMINAL = re.compile(f"[\x00-\x08\x0b-\x1f{_PAST_C0}]")
+# What JSON leaves as it is (json.dumps escapes C0, quotes and backslashes only).
+_JSON_UNSAFE = re.compile(f"[{_PAST_C0}]")
 
 
 def json_safe(text: str) -> str:

@@ -243,7 +243,7 @@ async def supervise(argv: Sequence[str], srv: ServerConfig, count: int, notifier
                 stopping.set()
 
     notifier = notifier or Notifier()
-    # a watchdog ping needs every child's /live answered within half its interval
+    # a watchdog ping needs one child's /live at least answered within half its interval
     service = Processes([peer_socket(peers, k) for k in range(count)],
                         min(PEER_TIMEOUT, notifier.watchdog / 2) if notifier.watchdog else PEER_TIMEOUT)
     try:
@@ -363,8 +363,8 @@ async def join_siblings(app: web.Application, host: PluginHost, index: int, peer
     and logs the view of all, and have the siblings follow a change made through ``app`` or
     ``control`` (multiproc_views.py)."""
     from .multiproc_views import follow_hook, logs_view, own_routes, plugins_view
-    from .serve_notify import plugin_counts, serving_ready
-    from .server import FOLLOW, LOGS_VIEW, METRICS_VIEW, PLUGINS_VIEW, PrivateUnixSite
+    from .serve_notify import plugin_counts
+    from .server import FOLLOW, LOGS_VIEW, METRICS_VIEW, PLUGINS_VIEW, PrivateUnixSite, serving_ready
 
     render = host.metrics.render
 
@@ -376,7 +376,7 @@ async def join_siblings(app: web.Application, host: PluginHost, index: int, peer
 
     async def ready(request: web.Request) -> web.Response:  # the parent's READY=1 waits for each (serve_notify.py)
         ok = accepting() and serving_ready(app, host)
-        return web.Response(text=plugin_counts(host), status=200 if ok else 503)
+        return web.Response(text=plugin_counts(host.states().values()), status=200 if ok else 503)
 
     peer_app = web.Application()
     peer_app.router.add_get("/metrics", own)

@@ -26,9 +26,9 @@ from __future__ import annotations
 
 import time
 from collections import Counter
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
 from contextlib import asynccontextmanager
-from typing import TYPE_CHECKING, NamedTuple, Protocol
+from typing import TYPE_CHECKING, NamedTuple, Protocol, TypeVar
 
 import anyio
 
@@ -39,6 +39,8 @@ if TYPE_CHECKING:
     from aiohttp import web
 
     from .plugin_host import PluginHost
+
+T = TypeVar("T")
 
 READY_POLL = 0.1     # seconds between looks at readiness while the start goes on
 START_TICK = 5.0     # seconds between STATUS= lines while the start goes on
@@ -60,17 +62,10 @@ class Service(Protocol):
     async def healthy(self) -> bool: ...
 
 
-def plugin_counts(host: PluginHost) -> str:
-    """``plugins: 2 running, 1 error`` (``plugins: none``)."""
-    counts = Counter(host.states().values())
+def plugin_counts(states: Iterable[str]) -> str:
+    """``plugins: 2 running, 1 error`` (``plugins: none``) of the plugins' ``states``."""
+    counts = Counter(states)
     return "plugins: " + (", ".join(f"{n} {state}" for state, n in sorted(counts.items())) or "none")
-
-
-def serving_ready(app: web.Application, host: PluginHost) -> bool:
-    """What /healthz/ready says (server.py's readiness): not draining, no plugin still starting."""
-    from .server import DRAINING
-
-    return not app[DRAINING].is_set() and host.ready
 
 
 class OneServer:
@@ -80,10 +75,12 @@ class OneServer:
         self.host, self.app, self.where = host, app, where
 
     async def look(self) -> Look:
-        states = self.host.states()
-        settled = sum(state not in STARTING for state in states.values())
+        from .server import serving_ready
+
+        states = self.host.states().values()
+        settled = sum(state not in STARTING for state in states)
         if serving_ready(self.app, self.host):
-            return Look(True, settled, len(states), f"serving on {self.where()}; {plugin_counts(self.host)}")
+            return Look(True, settled, len(states), f"serving on {self.where()}; {plugin_counts(states)}")
         return Look(False, settled, len(states), f"starting: {settled} of {len(states)} plugins settled")
 
     async def healthy(self) -> bool:
@@ -96,37 +93,32 @@ class Processes:
     def __init__(self, sockets: Sequence[str], within: float) -> None:
         self.sockets, self.within = sockets, within  # ``within``: seconds a liveness probe may take
 
+    async def _each(self, ask: Callable[[str], Awaitable[T]], within: float) -> list[T | None]:
+        """``ask(socket)`` of every child at once, within ``within`` seconds (None: no answer)."""
+        said: list[T | None] = [None] * len(self.sockets)
+
+        async def one(k: int) -> None:
+            said[k] = await ask(self.sockets[k])
+
+        with anyio.move_on_after(within):
+            async with anyio.create_task_group() as tg:
+                for k in range(len(self.sockets)):
+                    tg.start_soon(one, k)
+        return said
+
     async def look(self) -> Look:
         from .multiproc_watch import PEER_TIMEOUT, peer_get
 
-        said: dict[int, tuple[int, str]] = {}
-
-        async def ask(k: int) -> None:
-            if (got := await peer_get(self.sockets[k], "/ready")) is not None:
-                said[k] = got
-
-        with anyio.move_on_after(PEER_TIMEOUT):
-            async with anyio.create_task_group() as tg:
-                for k in range(len(self.sockets)):
-                    tg.start_soon(ask, k)
-        ready = sorted(k for k, (status, _) in said.items() if status == 200)
-        n = len(self.sockets)
+        said = await self._each(lambda path: peer_get(path, "/ready"), PEER_TIMEOUT)
+        n, ready = len(said), [got for got in said if got is not None and got[0] == 200]
         if len(ready) < n:
             return Look(False, len(ready), n, f"starting: {len(ready)} of {n} serve processes ready")
-        return Look(True, n, n, f"{n} serve processes serving; {said[0][1]}")
+        return Look(True, n, n, f"{n} serve processes serving; {ready[0][1]}")
 
     async def healthy(self) -> bool:
         from .multiproc_watch import answers
 
-        alive: list[bool] = [False] * len(self.sockets)
-
-        async def probe(k: int) -> None:
-            alive[k] = await answers(self.sockets[k], self.within) is not None
-
-        async with anyio.create_task_group() as tg:
-            for k in range(len(self.sockets)):
-                tg.start_soon(probe, k)
-        return any(alive)
+        return any(await self._each(lambda path: answers(path, self.within), self.within))
 
 
 class Notice:
@@ -210,4 +202,4 @@ async def notifying(notifier: Notifier, service: Service) -> AsyncIterator[Notic
             tg.cancel_scope.cancel()
 
 
-__all__ = ["Look", "Notice", "OneServer", "Processes", "Service", "notifying", "plugin_counts", "serving_ready"]
+__all__ = ["Look", "Notice", "OneServer", "Processes", "Service", "notifying", "plugin_counts"]

@@ -72,7 +72,7 @@ from .server_params import (
     limit_param,
 )
 
-__all__ = ["DRAINING", "FOLLOW", "HANDLING", "LOGS_VIEW", "METRICS_VIEW", "PLUGINS_VIEW", "PrivateUnixSite", "Runner", "create_app", "drain"]
+__all__ = ["DRAINING", "FOLLOW", "HANDLING", "LOGS_VIEW", "METRICS_VIEW", "PLUGINS_VIEW", "PrivateUnixSite", "Runner", "create_app", "drain", "serving_ready"]
 
 _STATUS = {
     PluginNotFound: 404, FunctionNotFound: 404, StationNotFound: 404, InvalidConfig: 400, PayloadTooLarge: 413,
@@ -94,6 +94,13 @@ LOGS_VIEW = web.AppKey("logs_view", Callable[[str, str, int, int], Awaitable[tup
 PLUGINS_VIEW = web.AppKey("plugins_view", Callable[[str | None], Awaitable[list[Any]]])
 # a change made through this serve process, followed by its siblings (multiproc_views.py)
 FOLLOW = web.AppKey("follow", Callable[[web.Request], Awaitable[None]])
+
+
+def serving_ready(app: web.Application, host: PluginHost) -> bool:
+    """Ready, as /healthz/ready says it (and systemd's READY=1, serve_notify.py): serving, and no
+    plugin still starting (one that failed or was disabled is settled; it shows in the plugin
+    states, not as a host that is not ready)."""
+    return not app[DRAINING].is_set() and host.ready
 
 
 def _json(data: Any, status: int = 200) -> web.Response:
@@ -286,9 +293,7 @@ def create_app(host: PluginHost, *, admin_token: str | None = None, read_token: 
     app = web.Application(middlewares=[guard], client_max_size=max_body)
 
     def readiness() -> tuple[bool, dict[str, str]]:
-        """Ready: serving, and no plugin still starting (one that failed or was disabled is
-        settled; it shows in the plugin states, not as a host that is not ready)."""
-        return not app[DRAINING].is_set() and host.ready, host.states()
+        return serving_ready(app, host), host.states()
 
     async def healthz(request: web.Request) -> web.Response:
         ready, states = readiness()

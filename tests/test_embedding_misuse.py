@@ -51,10 +51,9 @@ async def test_managing_plugins_on_a_host_not_serving_is_host_closed_and_changes
     and so after ``aclose()`` inside the ``async with``."""
     cfg = config(calc, tmp_path, shared_state)
     fresh = PluginHost(cfg)
-    for name, use in MANAGE.items():
+    for use in MANAGE.values():
         with pytest.raises(HostClosed, match="not started"):
             await use(fresh)
-        assert name  # every one refused
     async with fresh:
         assert await fresh.call("calc", "add", 1, 2, timeout=10) == 3
     caplog.set_level(logging.WARNING)

@@ -1,5 +1,5 @@
-"""``[server] event_loop``: serve runs on uvloop when it is installed (a fifth less host CPU per
-call, bench/bench_core.py), on the standard loop when asked, and a uvloop that cannot be
+"""``[server] event_loop``: serve runs on uvloop when it is installed (bench/bench_core.py
+measures it beside asyncio), on the standard loop when asked, and a uvloop that cannot be
 imported is a typed error naming the setting."""
 
 from __future__ import annotations
