@@ -95,7 +95,10 @@ async def test_a_plugin_edited_while_it_loads_serves_the_new_code(plugin_dir, ma
         reloaded = anyio.Event()
         h.subscribe(lambda ev: reloaded.set() if ev.plugin == "slow" and ev.kind == "reloaded" else None)
         record = h._registry.record("slow")
-        await wait_for(lambda: record.fingerprint != ())  # its load has begun with this version
+        # its load has begun with this version: its files' stat and content taken (the content a
+        # moment after the stat; an edit between the two is read as the version loaded, and
+        # serves with no reload to wait for)
+        await wait_for(lambda: record.read_digest is not None)
         path.write_text(gated("slow", 0, "export function v() { return 2; }"))
         assert await h.call("slow", "v") in (1, 2)  # what its load read
         with anyio.fail_after(20):
