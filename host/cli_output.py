@@ -113,7 +113,8 @@ def start_progress(progress: Progress, plugins: Callable[[], list[Any]]) -> Call
 
 async def inspector_targets(address: str, timeout: float = 5.0) -> list[dict[str, Any]]:
     """The targets the Deno inspector at ``address`` (loopback) lists: each with its
-    ``devtoolsFrontendUrl`` and ``webSocketDebuggerUrl``. Waits for it to listen."""
+    ``devtoolsFrontendUrl`` and ``webSocketDebuggerUrl``. Waits for it to listen and to list its
+    target (it answers an empty list for a moment after it listens)."""
 
     def fetch() -> list[dict[str, Any]]:
         with urllib.request.urlopen(f"http://{address}/json/list", timeout=2) as r:
@@ -122,9 +123,11 @@ async def inspector_targets(address: str, timeout: float = 5.0) -> list[dict[str
     with anyio.fail_after(timeout):
         while True:
             try:
-                return await anyio.to_thread.run_sync(fetch)
+                if targets := await anyio.to_thread.run_sync(fetch):
+                    return targets
             except OSError:
-                await anyio.sleep(0.1)
+                pass
+            await anyio.sleep(0.1)
 
 
 # ---------------------------------------------------------------- command-line helpers
