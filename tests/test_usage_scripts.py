@@ -381,6 +381,23 @@ async def test_a_placeholder_spelt_another_way_is_named_with_the_spelling_to_wri
     assert infos["snake"].state == "error" and "write {{baseUrl}}" in infos["snake"].error, infos["snake"].error
 
 
+async def test_a_placeholder_in_a_comment_is_not_a_value_the_script_needs(plugin_dir, make_host, fake_http):
+    """cc-switch's New API template with its New-Api-User header commented out, and no userId
+    configured: cc-switch's plain replace fills the comment to no effect and the query works.
+    Here {{userId}} in the comment made the station 'userId not configured'."""
+    commented = NEW_API.replace('"New-Api-User": "{{userId}}"', '// "New-Api-User": "{{userId}}"').replace(
+        '"Authorization": "Bearer {{accessToken}}",', '"Authorization": "Bearer {{accessToken}}" /* {{apiKey}} */')
+    assert commented.count("{{userId}}") == 1 and "// " in commented
+    (plugin_dir.root / "commented.usage.js").write_text(commented)
+    fake_http.json("GET", "/api/user/self", {"success": True, "message": "", "data": {
+        "id": 7, "username": "alice", "quota": 1_000_000, "used_quota": 0, "group": "default"}})
+    async with make_host(plugins={"commented": settings(fake_http, accessToken="tok-9")}) as h:
+        (b,) = [b for b in await h.query_balances(refresh=True) if b.provider == "commented"]
+    assert (b.status, b.balance) == ("success", 2.0), b.error_message
+    (_, _, headers), = [r for r in fake_http.requests if r[1].startswith("/api/user/self")]
+    assert headers["Authorization"] == "Bearer tok-9" and "New-Api-User" not in headers
+
+
 @pytest.mark.timeout(60)
 async def test_a_script_written_as_a_module_is_told_the_shape_cc_switch_evaluates(plugin_dir, make_host):
     """What someone used to Node or Deno writes: `export default {...}`, `module.exports = {...}`,

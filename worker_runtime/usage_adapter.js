@@ -367,8 +367,12 @@ const { viaBaseUrl, fixedHost } = await (async () => {
     throw await explained(e, fillScript(SCRIPT, PROBES[0]));
   }
 })();
-// The values the script uses anywhere (a missing one is "not configured", never sent empty).
-const used = new Set([...SCRIPT.matchAll(new RegExp(PLACEHOLDER.source, "g"))].map((m) => m[1]));
+// The values the script uses (a missing one is "not configured", never sent empty): those
+// fillScript fills in, so not one in a comment, which cc-switch's plain replace fills to no effect.
+const used = new Set();
+fillScript(SCRIPT, Object.defineProperties({}, Object.fromEntries(NAMES.map((name) => [name, {
+  get: () => (used.add(name), PROBES[0][name]),
+}]))));
 
 export const metadata = {
   id: SCRIPT_ID,
