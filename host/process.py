@@ -16,6 +16,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import time
 from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
@@ -26,6 +27,15 @@ from .process_cgroup import Cgroups
 
 _PR_SET_PDEATHSIG = 1
 READ_BURST = 16  # chunks (64 KiB) of a child's output read before the event loop gets a turn
+# Lines of a child's output handed to ``on_output`` per second; past them a line is only counted
+# (the next one handed over first says how many were left out). A plugin writing "a\n" without
+# end made ~500,000 a second, each split, decoded, redacted and logged: the host's whole core.
+OUTPUT_LINES_PER_SECOND = 1000
+# Bytes of a child's output read per second on average, with a burst: past them the reading
+# pauses (the child's writes wait on the full pipe), so that output alone, lines or not, costs
+# the host a bounded share of its core (flat out, reading took ~85 % of it).
+OUTPUT_BYTES_PER_SECOND = 16 << 20
+OUTPUT_BURST = 64 << 20
 _libc = ctypes.CDLL(None, use_errno=True)
 _SETPRIV = shutil.which("setpriv", path="/usr/bin:/bin:/usr/sbin:/sbin")
 
@@ -200,6 +210,8 @@ class ChildProcess:
         self._tail_max = tail_bytes
         self._on_output = on_output
         self._partial = b""
+        self._lines_since, self._lines_left, self._left_out = 0.0, 0, 0  # OUTPUT_LINES_PER_SECOND
+        self._allowance, self._allowed_at = float(OUTPUT_BURST), time.monotonic()  # OUTPUT_BYTES_PER_SECOND
         self.returncode: int | None = None
         self._exit_event: anyio.Event | None = None
 
@@ -306,11 +318,17 @@ class ChildProcess:
             self._reaper.remove(self.pid)
 
     async def pump_output(self) -> None:
-        """Read the child's output until EOF, keeping a tail and forwarding lines."""
+        """Read the child's output until EOF, keeping a tail and forwarding lines, at most
+        OUTPUT_BYTES_PER_SECOND on average."""
         while True:
             await anyio.wait_readable(self._out_fd)
             if not self._read_available():
                 return
+            now = time.monotonic()
+            self._allowance = min(OUTPUT_BURST, self._allowance + (now - self._allowed_at) * OUTPUT_BYTES_PER_SECOND)
+            self._allowed_at = now
+            if self._allowance < 0:
+                await anyio.sleep(-self._allowance / OUTPUT_BYTES_PER_SECOND)
 
     def _read_available(self) -> bool:
         """Read what is readable now, at most READ_BURST chunks (then the event loop gets a
@@ -325,21 +343,50 @@ class ChildProcess:
             except OSError:
                 return False
             if not chunk:
-                if self._partial and self._on_output:
-                    self._on_output(self._partial.decode("utf-8", "replace"))
+                if self._on_output:
+                    self._say_left_out()
+                    if self._partial:
+                        self._on_output(self._partial.decode("utf-8", "replace"))
                 self._partial = b""
                 return False
             self._keep(chunk)
+            self._allowance -= len(chunk)
             if self._on_output:
-                lines = (self._partial + chunk).split(b"\n")
-                self._partial = lines.pop()
-                if len(self._partial) > (most := self._tail_max):
-                    rest, pieces = self._partial, (len(self._partial) - 1) // most
-                    lines.extend(rest[i * most:(i + 1) * most] for i in range(pieces))
-                    self._partial = rest[pieces * most:]
-                for line in lines:
-                    self._on_output(line.decode("utf-8", "replace"))
+                self._forward(chunk)
         return True
+
+    def _forward(self, chunk: bytes) -> None:
+        """Hand the complete lines of ``chunk`` to ``on_output``, within the lines per second."""
+        assert self._on_output is not None
+        now = time.monotonic()
+        if now - self._lines_since >= 1.0:
+            self._lines_since, self._lines_left = now, OUTPUT_LINES_PER_SECOND
+        if self._lines_left <= 0:  # over the budget: counted, not split
+            cut = chunk.rfind(b"\n")
+            if cut < 0:
+                self._partial = (self._partial + chunk)[-self._tail_max:]
+            else:
+                self._left_out += chunk.count(b"\n")
+                self._partial = chunk[cut + 1:][-self._tail_max:]
+            return
+        lines = (self._partial + chunk).split(b"\n")
+        self._partial = lines.pop()
+        if len(self._partial) > (most := self._tail_max):
+            rest, pieces = self._partial, (len(self._partial) - 1) // most
+            lines.extend(rest[i * most:(i + 1) * most] for i in range(pieces))
+            self._partial = rest[pieces * most:]
+        self._say_left_out()
+        if len(lines) > self._lines_left:
+            self._left_out = len(lines) - self._lines_left
+            del lines[self._lines_left:]
+        self._lines_left -= len(lines)
+        for line in lines:
+            self._on_output(line.decode("utf-8", "replace"))
+
+    def _say_left_out(self) -> None:
+        if self._left_out and self._on_output is not None:
+            self._on_output(f"({self._left_out:,} lines of output left out: over {OUTPUT_LINES_PER_SECOND:,} a second)")
+        self._left_out = 0
 
     def _keep(self, chunk: bytes) -> None:
         self._tail.append(chunk)

@@ -1050,7 +1050,7 @@ class Worker:
             pass
 
     def _on_output(self, line: str) -> None:
-        if line:
+        if line and log.isEnabledFor(logging.DEBUG):  # (serve --debug): redacting costs more than the line
             if self.spec.redact is not None:
                 line = self.spec.redact(line)
             log.debug("[plugin:%s] %s", self.describe(), line, extra=self.log_extra)
