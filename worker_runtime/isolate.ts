@@ -73,6 +73,10 @@ export async function harden(): Promise<void> {
   g.structuredClone({ warm: [1] });
   g.performance.now();
   void g.navigator.userAgent;
+  // Web Locks are the process's one LockManager, whose held locks and their names no freezing
+  // reaches: lent to every execution, one caller's lock held for ever made the next caller's
+  // request wait out its timeout, and query() read other callers' lock names. None here.
+  delete Object.getPrototypeOf(g.navigator).locks;
   await g.crypto.subtle.digest("SHA-256", new Uint8Array(1));
   clearTimeout(setTimeout(() => {}, 0));
   lent = lentDeno();

@@ -189,3 +189,29 @@ async def test_a_caller_out_of_time_before_the_probe_ends_kills_no_worker(make_h
     assert left.ok, left.logs
     assert not short.ok and short.logs[-1].name == "TimeoutError", short.logs
     assert later.ok and later.result == left.result, (later.result, left.result)  # the same worker
+
+
+async def test_web_locks_an_execution_holds_are_neither_seen_nor_waited_for_by_the_next_one(make_host):
+    """navigator.locks was the worker's one LockManager, lent to every execution: one caller took
+    "refresh-token" and never let go, and the next caller's ordinary
+    navigator.locks.request("refresh-token", ...) waited out its whole timeout; a later caller's
+    locks.query() read the lock names earlier callers chose (a victim's "session:<its input>"),
+    and {steal: true} took another caller's lock (helper-73's finding). Execute workers have no
+    Web Locks: navigator.locks is undefined there, and navigator is otherwise as it was."""
+    hoard = """
+    export default async () => {
+      navigator.locks?.request("refresh-token", () => new Promise(() => {}));
+      return [typeof navigator.locks, "locks" in navigator, typeof navigator.userAgent];
+    };"""
+    victim = """
+    export default async (secret) => navigator.locks
+      ? await navigator.locks.request("refresh-token", async () => `got it (${secret})`) : "no locks";"""
+    peek = """
+    export default async () => navigator.locks ? JSON.stringify(await navigator.locks.query()) : "no locks";"""
+    async with make_host(execute=ONE_WORKER) as h:
+        a = await h.execute(hoard)
+        b = await h.execute(victim, "session:VICTIM-42", timeout=3)
+        c = await h.execute(peek)
+    assert a.ok and a.result == ["undefined", False, "string"], a
+    assert b.ok and b.result == "no locks", b  # before: TimeoutError after its 3 s
+    assert c.ok and c.result == "no locks", c  # before: the held lock's name
