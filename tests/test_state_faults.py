@@ -271,8 +271,9 @@ async def test_a_cache_file_another_process_locks_never_stops_the_event_loop(plu
 async def test_a_state_file_lock_held_elsewhere_is_a_state_error_not_a_frozen_host(plugin_dir, make_host, state_dir):
     """Another process holds config.json's lock and does not let go (a `python -m host config
     set` stopped with Ctrl-Z, a second serve SIGSTOPped mid-write): a config change is a
-    StateError naming the lock and its holder after LOCK_WAIT, and works once it lets go.
-    Before: the host's event loop waited for the lock without end (every call, /healthz)."""
+    StateError naming the lock and its holder after LOCK_WAIT, and works once it lets go; calls
+    answer meanwhile. Before: the host's event loop waited for the lock without end (every call,
+    /healthz), then for LOCK_WAIT (helper-71: four PUTs held /healthz/live 20 s)."""
     plugin_dir.add("tuned.js", """
         export const metadata = { id: "tuned", name: "Tuned", version: "1.0.0", apiVersion: "1.0",
           configSchema: { n: { type: "number" } } };
@@ -289,12 +290,25 @@ async def test_a_state_file_lock_held_elsewhere_is_a_state_error_not_a_frozen_ho
         try:
             assert holder.stdout.readline() == "held\n"
             let_go.start()
-            started = time.monotonic()
-            with pytest.raises(StateError) as e:
-                await h.set_config("tuned", {"n": 2})
+            started, longest, refused = time.monotonic(), 0.0, []
+
+            async def change() -> None:
+                with pytest.raises(StateError) as e:
+                    await h.set_config("tuned", {"n": 2})
+                refused.append(e.value)
+
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(change)
+                for _ in range(10):  # while it waits for the lock, calls answer (before: frozen 5 s)
+                    t = time.monotonic()
+                    assert await h.call("tuned", "n") == 1
+                    longest = max(longest, time.monotonic() - t)
+                    await anyio.sleep(0.2)
             assert time.monotonic() - started < LOCK_WAIT + 2
-            assert e.value.message.startswith(f"{lock} is held by another process (pid {holder.pid}) for over "
-                                              f"{LOCK_WAIT:g} s"), e.value
+            assert longest < 1.0, f"a call waited {longest:.1f} s for another's config write"
+            (e,) = refused
+            assert isinstance(e, StateError) and e.message.startswith(
+                f"{lock} is held by another process (pid {holder.pid}) for over {LOCK_WAIT:g} s"), e
         finally:
             let_go.cancel()
             holder.stdin.close()

@@ -15,6 +15,8 @@ from collections.abc import Callable, Collection, Mapping
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
+import anyio
+
 from ..errors import SecretsError, StateError
 from ..pg_documents import PgDocuments
 from ..pg_session import STATE_TIMEOUT, PgSession
@@ -78,10 +80,20 @@ async def unchanged() -> set[str]:
 
 
 class FileConfigs:
-    """config.json (settings.ConfigStore) behind the async interface: small local file writes."""
+    """config.json (settings.ConfigStore) behind the async interface: small local file writes,
+    made in a worker thread one at a time, so that waiting for the file's lock (another process
+    writing it, or one stopped while it held it: up to LOCK_WAIT) holds no request but the
+    writer's. Before, each waiting write held the event loop: four of them, /healthz 20 s."""
 
     def __init__(self, store: ConfigStore) -> None:
         self.file = store
+        self._turn: anyio.Lock | None = None  # made in the event loop, at the first write
+
+    async def _off_loop(self, fn: Callable[..., T], *args: Any) -> T:
+        if self._turn is None:
+            self._turn = anyio.Lock()
+        async with self._turn:
+            return await anyio.to_thread.run_sync(fn, *args)
 
     def get(self, plugin: str) -> dict[str, Any] | None:
         return self.file.get(plugin)
@@ -103,19 +115,19 @@ class FileConfigs:
 
     async def insert(self, key: str, values: dict[str, Any]) -> bool:
         """Store ``values`` under a new ``key``; False (nothing written) if any process has it."""
-        return self.file.insert(key, values)
+        return await self._off_loop(self.file.insert, key, values)
 
     async def merge(self, key: str, fields: dict[str, Any]) -> None:
         """Set ``fields`` of ``key``'s entry, its others kept (as last read)."""
-        self.file.set(key, {**(self.file.get(key) or {}), **fields})
+        await self._off_loop(lambda: self.file.set(key, {**(self.file.get(key) or {}), **fields}))
 
     async def swap(self, key: str, values: dict[str, Any], secret: Collection[str],
                    base: dict[str, Any] | None) -> tuple[bool, dict[str, Any] | None]:
-        return self.file.swap(key, values, secret, base)
+        return await self._off_loop(self.file.swap, key, values, secret, base)
 
     async def swap_many(self, configs: Mapping[str, dict[str, Any]], secret: Mapping[str, Collection[str]],
                         bases: Mapping[str, dict[str, Any] | None]) -> tuple[bool, dict[str, dict[str, Any] | None]]:
-        return self.file.swap_many(configs, secret, bases)
+        return await self._off_loop(self.file.swap_many, configs, secret, bases)
 
     @property
     def has_sealed(self) -> bool:
@@ -128,17 +140,17 @@ class FileConfigs:
         return self.file.refresh()
 
     async def set(self, plugin: str, values: dict[str, Any], secret: Collection[str] = ()) -> None:
-        self.file.set(plugin, values, secret)
+        await self._off_loop(self.file.set, plugin, values, secret)
 
     async def set_many(self, configs: Mapping[str, dict[str, Any]],
                        secret: Mapping[str, Collection[str]] | None = None) -> None:
-        self.file.set_many(configs, secret)
+        await self._off_loop(self.file.set_many, configs, secret)
 
     async def remove(self, plugin: str) -> None:
-        self.file.remove(plugin)
+        await self._off_loop(self.file.remove, plugin)
 
     async def migrate(self, secret: Mapping[str, Collection[str]]) -> list[str]:
-        return self.file.migrate(secret)
+        return await self._off_loop(self.file.migrate, secret)
 
     def close(self) -> None:
         pass

@@ -19,6 +19,7 @@ import os
 from pathlib import Path
 from typing import Any
 
+import anyio
 import msgspec
 
 from ..errors import InvalidConfig
@@ -78,6 +79,12 @@ class ApprovalStore(Approvals):
 
     async def _store(self, plugin_id: str, asked: Asked, version: str | None, by: str, *,
                      first: bool = False) -> tuple[bool, list[str]]:
+        """``_store_now`` in a worker thread: waiting for the file's lock (another process
+        writing it) holds no request but this one."""
+        return await anyio.to_thread.run_sync(lambda: self._store_now(plugin_id, asked, version, by, first=first))
+
+    def _store_now(self, plugin_id: str, asked: Asked, version: str | None, by: str, *,
+                   first: bool = False) -> tuple[bool, list[str]]:
         try:
             with locked(self.path):
                 self._approved = self._read()
