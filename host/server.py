@@ -107,14 +107,17 @@ def _json(data: Any, status: int = 200) -> web.Response:
     return web.Response(body=_encoder.encode(data), status=status, content_type="application/json")
 
 
-def _shown(data: Any, masked: Callable[[str], str]) -> web.Response:
-    """``data`` as JSON, with the secrets of plugins' configs masked (a plugin's answer may echo
-    its config): encoded once, and its values walked (``redacted``) only when that text holds a
-    secret or an escape, which could hide one."""
+def _shown(data: dict[str, Any], inside: str, masked: Callable[[str], str]) -> web.Response:
+    """``data`` as JSON, with the secrets of plugins' configs masked in ``data[inside]``, what
+    plugins answered (it may echo their config), never in the host's own keys around it (a
+    secret "result" masked every envelope's key): encoded once, and that value walked
+    (``redacted``) only when the text holds a secret or an escape, which could hide one."""
     body = _encoder.encode(data)
     text = body.decode()
     if "\\" in text or masked(text) != text:
-        body = _encoder.encode(redacted(msgspec.json.decode(body), masked))  # what is sent, as plain values
+        shown = msgspec.json.decode(body)  # what is sent, as plain values
+        shown[inside] = redacted(shown[inside], masked)
+        body = _encoder.encode(shown)
     return web.Response(body=body, content_type="application/json")
 
 
@@ -323,7 +326,7 @@ def create_app(host: PluginHost, *, admin_token: str | None = None, read_token: 
                                      timeout=body.timeout)
         if gone.cancel_called:
             return _gone()
-        return _shown({"ok": True, "result": result}, host.masked)  # it may echo ctx.config
+        return _shown({"ok": True, "result": result}, "result", host.masked)  # it may echo ctx.config
 
     async def execute(request: web.Request) -> web.Response:
         if not enable_execute:
@@ -421,7 +424,7 @@ def create_app(host: PluginHost, *, admin_token: str | None = None, read_token: 
     async def event(request: web.Request) -> web.Response:
         payload = await body_of(request) if request.can_read_body else None
         replies = await host.emit(request.match_info["event"], payload, stop_at_first=flag_param(request, "first"))
-        return _shown({"event": request.match_info["event"], "replies": replies}, host.masked)  # as a call's answer
+        return _shown({"event": request.match_info["event"], "replies": replies}, "replies", host.masked)  # as a call's answer
 
     async def balances(request: web.Request) -> web.Response:
         return _json(await host.query_balances(refresh=flag_param(request, "refresh")))

@@ -138,9 +138,15 @@ def redact(text: str, secrets: list[str]) -> str:
     return text
 
 
+# A number is masked when its whole text is a secret of at least this many characters: a secret
+# "1234" turned every 1234 any plugin answered (an amount, a count) into a string.
+MASKED_NUMBER = 6
+
+
 def redacted(value: Any, redact: Callable[[str], str]) -> Any:
     """``value`` with ``redact`` applied to every string in it (object keys too), and a number
-    whose text is a secret masked: what a plugin answers may echo its config. Looked for in the
+    whose text is a secret (MASKED_NUMBER characters or more) masked: what a plugin answers may
+    echo its config. Looked for in the
     answer's JSON first: with no escape in it every string and number is there as it is, so an
     answer with no secret in that text is returned unwalked (a large one costs one search)."""
     try:
@@ -159,7 +165,8 @@ def _redacted(value: Any, redact: Callable[[str], str]) -> Any:
         return {_redacted(k, redact): _redacted(v, redact) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
         return [_redacted(v, redact) for v in value]
-    if isinstance(value, (int, float)) and not isinstance(value, bool) and redact(str(value)) == MASK:
+    if isinstance(value, (int, float)) and not isinstance(value, bool) and len(text := str(value)) >= MASKED_NUMBER \
+            and redact(text) == MASK:
         return MASK
     return value
 

@@ -117,3 +117,28 @@ def test_redacted_masks_strings_keys_and_numbers_and_leaves_the_rest():
     assert redacted(value, redact) == {"a": f"x {MASK} y", MASK: [MASK, 9876541, True, None, 1.5], "b": b"bytes"}
     plain = {"n": list(range(1000))}
     assert redacted(plain, redact) is plain  # nothing to mask: not walked
+
+
+@pytest.mark.parametrize("anyio_backend", ["asyncio"])
+async def test_a_short_secret_changes_neither_the_answers_envelope_nor_another_plugins_numbers(
+        plugin_dir, make_host, anyio_backend):
+    """An operator set one plugin's apiKey to "1234", another's to "result": every plugin's
+    answer went through every secret, so calc's add(1000, 234) answered "********" (a string)
+    and each call's envelope became {"ok": true, "********": 3}, clients losing .result
+    (helper-71's finding). The envelope is the host's and is never masked; a number is masked
+    only when a secret of six characters or more is its whole text."""
+    plugin_dir.add("calc.js", "export function add(a, b) { return a + b; }")
+    for name in ("short", "word"):
+        plugin_dir.add(f"{name}.js", f"""
+export const metadata = {{ id: "{name}", name: "{name}", version: "1.0.0", apiVersion: "1.0",
+  configSchema: {{ apiKey: {{ type: "string", secret: true }} }} }};
+export function key(ctx) {{ return "key " + ctx.config.apiKey; }}""")
+    settings = {"short": PluginSettings(config={"apiKey": "1234"}), "word": PluginSettings(config={"apiKey": "result"})}
+    async with make_host(pool=ONE, plugins=settings) as h, served(h, admin_token=ADMIN) as (_, http):
+        admin = {"Authorization": f"Bearer {ADMIN}"}
+        async with http.post("/api/plugins/calc/call/add", json={"args": [1000, 234]}, headers=admin) as r:
+            assert (r.status, await r.json()) == (200, {"ok": True, "result": 1234})
+        async with http.post("/api/plugins/word/call/key", json={}, headers=admin) as r:
+            assert await r.json() == {"ok": True, "result": f"key {MASK}"}  # its own answer is still masked
+        async with http.post("/api/plugins/short/call/key", json={}, headers=admin) as r:
+            assert await r.json() == {"ok": True, "result": f"key {MASK}"}
