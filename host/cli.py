@@ -35,6 +35,7 @@ from .cli_output import (
     json_value,
     passphrase_of,
     print_json,
+    write_out,
 )
 from .cli_packages import register as register_packages
 from .cli_plugins import register as register_plugins
@@ -51,7 +52,6 @@ from .plugin_host import PluginHost
 from .plugins.discovery import check_plugin_dirs
 from .plugins.settings import redacted
 from .runtime import check_runtime_paths
-from .security.private_files import write_private
 
 log = logging.getLogger("host.cli")
 
@@ -171,7 +171,7 @@ async def _config_export(args: argparse.Namespace, config: HostConfig) -> int:
     async with _started(PluginHost(config), args) as host:
         document = await host.export_config(args.plugin, passphrase=passphrase)
     if args.out:
-        write_private(args.out, json_text(document).encode())
+        write_out(args.out, json_text(document).encode())
     else:
         print_json(document)
     return 0

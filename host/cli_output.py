@@ -8,6 +8,7 @@ import contextlib
 import datetime as dt
 import json
 import os
+import stat as statmod
 import sys
 import tomllib
 import urllib.request
@@ -24,6 +25,7 @@ from .errors import HostError
 from .info import json_default
 from .logs import escape, json_safe, terminal_safe
 from .plugins.lifecycle import STARTING, PluginEvent
+from .security.private_files import write_private
 
 if TYPE_CHECKING:
     from .config import HostConfig
@@ -215,6 +217,29 @@ def passphrase_of(args: argparse.Namespace) -> str | None:
 
 class UsageError(Exception):
     """A command used wrongly: exit 2 with its message."""
+
+
+def write_out(path: str, data: bytes, option: str = "--out") -> None:
+    """``data`` to the file ``option`` names: a regular file (new, or through a link to one)
+    written as write_private writes, atomically and mode 0600; what is not one (a FIFO a script
+    reads, /dev/stdout, a terminal) written as it is, never replaced by a file (before: both
+    replaced, as root /dev/full itself). What cannot be written is one line naming ``option``."""
+    try:
+        try:
+            mode = os.stat(path).st_mode  # through links
+        except FileNotFoundError:
+            mode = None
+        if mode is not None and statmod.S_ISDIR(mode):
+            raise UsageError(f"{option} {path}: is a directory; name a file")
+        if mode is not None and not statmod.S_ISREG(mode):
+            with open(path, "wb", buffering=0) as f:
+                view = memoryview(data)
+                while view:
+                    view = view[f.write(view):]
+            return
+        write_private(os.path.realpath(path), data)
+    except OSError as exc:
+        raise OutputFailed(f"{option} {path}: cannot write it ({exc.strerror or exc})") from None
 
 
 class ListenError(Exception):

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import os
 import stat
+import threading
 from pathlib import Path
 
 import pytest
@@ -243,6 +244,44 @@ def test_cli_exports_to_a_private_file_and_imports_it_elsewhere(plugin_dir, tmp_
     assert SECRET.encode() not in on_disk(b)
     with SyncPluginHost(HostConfig(plugins_dir=str(plugin_dir.root), state_dir=b, pool=ONE)) as h:
         assert h.call("vault", "whoami") == OK
+
+
+def test_config_export_out_writes_through_what_is_not_a_plain_file_and_names_out_when_it_cannot(
+        plugin_dir, tmp_path):
+    """--out replaced whatever was at its path with a new regular file: a FIFO a script reads,
+    a link to /dev/stdout (as root, /dev/stdout or /dev/full themselves), so nothing reached
+    its reader; a directory or a missing parent was a Python traceback (helper-71's finding).
+    A FIFO or device is written as it is, a link to a file writes its target, and what cannot
+    be written is one line naming --out."""
+    plugins(plugin_dir)
+    a = str(tmp_path / "state")
+    with SyncPluginHost(HostConfig(plugins_dir=str(plugin_dir.root), state_dir=a, pool=ONE)) as h:
+        h.set_config("vault", {"apiKey": SECRET, "region": "us"})
+    common = ["config", "export", "--plugin", "vault", "--state-dir", a, "--plugins", str(plugin_dir.root)]
+
+    fifo = tmp_path / "export.fifo"
+    os.mkfifo(fifo)
+    got: list[bytes] = []
+    reader = threading.Thread(target=lambda: got.append(fifo.read_bytes()), daemon=True)
+    reader.start()
+    done = run_cli(*common, "--out", str(fifo), cwd=tmp_path)
+    reader.join(30)
+    assert done.returncode == 0, done.stderr
+    assert stat.S_ISFIFO(os.lstat(fifo).st_mode)  # before: replaced by a regular file, the reader left waiting
+    assert json.loads(got[0])["plugins"]["vault"]["region"] == "us"
+
+    target, link = tmp_path / "real.json", tmp_path / "link.json"
+    target.write_text("old")
+    link.symlink_to(target)
+    done = run_cli(*common, "--out", str(link), cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert link.is_symlink() and json.loads(target.read_text())["plugins"]["vault"]["region"] == "us"
+    assert stat.S_IMODE(os.stat(target).st_mode) == 0o600
+
+    for where, why in ((tmp_path, "is a directory"), (tmp_path / "no" / "such" / "x.json", "No such file or directory")):
+        done = run_cli(*common, "--out", str(where), cwd=tmp_path)
+        assert done.returncode in (1, 2) and "Traceback" not in done.stderr, done.stderr
+        assert f"--out {where}" in done.stderr and why in done.stderr, done.stderr
 
 
 @pytest.mark.anyio
