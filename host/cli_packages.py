@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import base64
 import io
+import stat
 import sys
 import tarfile
 from pathlib import Path
@@ -29,6 +30,9 @@ def read_package(path_text: str, sha256: str | None) -> Package:
         return Package(name=path.name, directory=path.resolve(),
                        sha256=parse_sha256(sha256, path.name, "--sha256") if sha256 else None)
     try:
+        if not stat.S_ISREG(path.stat().st_mode):  # a FIFO waited for ever, /dev/zero read until memory ran out
+            raise UsageError(f"{path}: not a package file (a FIFO or a device): name an archive, a module "
+                             "file or a plugin directory")
         data = path.read_bytes()
     except OSError as exc:
         raise UsageError(f"{path}: cannot read the package ({exc.strerror or exc})") from None

@@ -203,3 +203,19 @@ async def test_an_id_discovery_would_read_back_as_another_is_refused(plugin_dir,
         with pytest.raises(PackageRefused, match="would be read back as"):
             await h.packages.install(Package(f"{pid}.js", data, sha256=sha256(data)), by="python")
     assert list(plugin_dir.root.iterdir()) == [] and "package_install" not in (state_dir / "audit.jsonl").read_text()
+
+
+@pytest.mark.timeout(20)
+def test_install_of_a_fifo_or_a_device_is_a_usage_error_not_a_wait(tmp_path):
+    """`install` read the path before looking at what it is: a FIFO waited for a writer for ever,
+    /dev/zero was read until memory ran out (helper-71's finding)."""
+    import os
+
+    from host.cli_output import UsageError
+    from host.cli_packages import read_package
+
+    fifo = tmp_path / "plugin.ts"
+    os.mkfifo(fifo)
+    for path in (fifo, "/dev/zero"):
+        with pytest.raises(UsageError, match="not a package file"):
+            read_package(str(path), None)
