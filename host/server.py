@@ -260,6 +260,43 @@ def create_app(host: PluginHost, *, admin_token: str | None = None, read_token: 
                 overdue.cancel()
 
     async def checked(request: web.Request, handler: Any) -> web.StreamResponse:
+        if (refusal := refused(request)) is not None:
+            return refusal
+        try:
+            response = await handler(request)
+            if request.method not in _READS and response.status < 400 and (follow := request.app.get(FOLLOW)):
+                await follow(request)  # serve --processes: the siblings have it before the client hears
+            return response
+        except web.HTTPRequestEntityTooLarge:
+            return _error(413, "PayloadTooLarge", f"request body over {max_body} bytes")
+        except HostError as exc:
+            return _host_error(exc)
+        except web.HTTPException as exc:  # aiohttp's own 404/405/400: JSON like every other error
+            if exc.content_type == "application/json" or exc.status < 400:
+                raise
+            return _error(exc.status, exc.reason.replace(" ", ""), f"{request.method} {request.path}: {exc.reason}")
+
+    async def expect(request: web.Request) -> web.StreamResponse | None:
+        """A request with ``Expect``, which aiohttp answers before any middleware runs: judged
+        as ``guard`` judges it before ``100 Continue`` is sent (before: to anyone, then a 401 the
+        client waited on), and any other expectation a JSON 417 (before: text/plain, no Host check)."""
+        refusal = refused(request)
+        if refusal is None and (size := body_refusal(request, caps.get(request.match_info.route.resource, max_body))):
+            refusal = _error(*size)
+        if refusal is None and request.headers.get("Expect", "").lower() != "100-continue":
+            refusal = _error(417, "ExpectationFailed", f"Expect: {request.headers['Expect'][:100]!r} is not "
+                             "supported (only 100-continue)")
+        if refusal is not None:
+            refusal.force_close()  # the body is not read: nothing more on this connection
+            return refusal
+        if request.version >= (1, 1):
+            await request.writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+            request.writer.output_size = 0  # as aiohttp's own handler: the answer's size starts after it
+        return None
+
+    def refused(request: web.Request) -> web.Response | None:
+        """The answer to a request this server does not serve (another Host or Origin, another
+        site's page, no token where one is needed), else None."""
         local = request.transport.get_extra_info("sockname") if request.transport else None
         netloc = request.headers.get("Host")
         if not names.allow(netloc, 80, local):  # a DNS name rebound to this machine, say
@@ -279,19 +316,7 @@ def create_app(host: PluginHost, *, admin_token: str | None = None, read_token: 
                 return _error(401, "Unauthorized", "admin token required")
         elif readers and request.match_info.route.resource not in public and not bearer_ok(request, readers):
             return _error(401, "Unauthorized", "a read token or the admin token is required")
-        try:
-            response = await handler(request)
-            if request.method not in _READS and response.status < 400 and (follow := request.app.get(FOLLOW)):
-                await follow(request)  # serve --processes: the siblings have it before the client hears
-            return response
-        except web.HTTPRequestEntityTooLarge:
-            return _error(413, "PayloadTooLarge", f"request body over {max_body} bytes")
-        except HostError as exc:
-            return _host_error(exc)
-        except web.HTTPException as exc:  # aiohttp's own 404/405/400: JSON like every other error
-            if exc.content_type == "application/json" or exc.status < 400:
-                raise
-            return _error(exc.status, exc.reason.replace(" ", ""), f"{request.method} {request.path}: {exc.reason}")
+        return None
 
     app = web.Application(middlewares=[guard], client_max_size=max_body)
 
@@ -503,6 +528,8 @@ def create_app(host: PluginHost, *, admin_token: str | None = None, read_token: 
     app.router.add_post("/api/stations/{name}/test", test_station)
     app.router.add_post("/execute", execute)
     caps.update(add_package_routes(app.router, host.packages, via, guarded=bool(admin)))  # install, update, uninstall
+    for route in app.router.routes():  # aiohttp takes a route's Expect handler only as it is added
+        route._expect_handler = expect  # type: ignore[attr-defined]
     return app
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import selectors
 import socket
 import stat
@@ -20,6 +21,7 @@ import urllib.request
 from typing import Any
 
 import aiohttp
+import anyio
 import pytest
 from support.processes import deno_children, free_port
 from support.servers import run_cli, serve_process, served
@@ -525,3 +527,62 @@ async def test_a_lone_surrogate_escape_is_named_not_called_a_truncated_body(calc
         assert (status, answer["result"]) == (200, "\U0001F600"), answer
         status, answer = await ask(s, "POST", CALL.format(id="calc", fn="echo"), data=b'{"args": ["cut')
         assert status == 400 and "truncated" in answer["error"]["message"]  # a body really cut short
+
+
+@ASYNCIO_ONLY
+@pytest.mark.timeout(60)
+async def test_a_request_with_expect_is_judged_before_anything_is_sent_back(calc, make_host):
+    """aiohttp answers Expect before any middleware: 'Expect: 100-continue' without the token got
+    '100 Continue' (then the client sent its body for a 401), and 'Expect: nope' with a foreign
+    Host a text/plain 417, the Host never looked at (helper-71's finding). Both are judged as
+    every request is; any other expectation is a JSON 417; an allowed one still continues."""
+    async with make_host() as h, served(h, admin_token=ADMIN) as (_, s):
+        port = await port_of(s)
+        address, host = ("127.0.0.1", port), f"127.0.0.1:{port}"
+        path = CALL.format(id="calc", fn="add")
+
+        body = b'{"args":[1,2]}'
+
+        def head(host: str, expect: str, token: str | None = None) -> bytes:
+            auth = f"Authorization: Bearer {token}\r\n" if token else ""
+            return (f"POST {path} HTTP/1.1\r\nHost: {host}\r\n{auth}Content-Type: application/json\r\n"
+                    f"Content-Length: {len(body)}\r\nExpect: {expect}\r\nConnection: close\r\n\r\n").encode()
+
+        def first_answer(request: bytes) -> tuple[int, Any]:
+            """The status and JSON body the server answers to a head alone (no body sent)."""
+            with socket.socket() as sock:
+                sock.settimeout(10)
+                sock.connect(address)
+                sock.sendall(request)
+                answer = b""
+                while b"\r\n\r\n" not in answer and (chunk := sock.recv(65536)):
+                    answer += chunk
+                status_line = answer.split(b"\r\n")[0]
+                if b" 100 " in status_line:
+                    return 100, None
+                _, _, rest = answer.partition(b"\r\n\r\n")
+                while len(rest) < int(re.search(rb"Content-Length: (\d+)", answer, re.I)[1]):
+                    rest += sock.recv(65536)
+                return int(status_line.split()[1]), json.loads(rest)
+
+        run = anyio.to_thread.run_sync
+        status, answer = await run(first_answer, head(host, "100-continue"))
+        assert status == 401 and answer["error"]["type"] == "Unauthorized", (status, answer)  # before: 100
+        status, answer = await run(first_answer, head("evil.example", "nope"))
+        assert forbidden_host(status, answer), (status, answer)  # before: text/plain 417, Host unchecked
+        status, answer = await run(first_answer, head(host, "nope", ADMIN))
+        assert status == 417 and answer["error"]["type"] == "ExpectationFailed", (status, answer)
+        assert "nope" in answer["error"]["message"]
+        assert await run(first_answer, head(host, "100-continue", ADMIN)) == (100, None)
+        def whole(request: bytes) -> bytes:
+            with socket.create_connection(address, timeout=10) as sock:
+                sock.sendall(request)
+                answer = b""
+                while chunk := sock.recv(65536):
+                    answer += chunk
+                return answer
+
+        answer = await run(whole, head(host, "100-continue", ADMIN) + body)
+        continued, _, rest = answer.partition(b"\r\n\r\n")
+        assert continued == b"HTTP/1.1 100 Continue" and rest.startswith(b"HTTP/1.1 200 "), answer[:200]
+        assert json.loads(rest.partition(b"\r\n\r\n")[2]) == {"ok": True, "result": 3}
