@@ -10,14 +10,15 @@ import socket
 import subprocess
 import sys
 from collections.abc import Callable
-from pathlib import Path
 
 from .cli_output import print_json, table
 from .config import HostConfig
 from .errors import HostError
+from .plugins.settings import ConfigStore
 from .plugins.usage_scripts import discover_sources
 from .runtime import IMPORT_MAP, find_deno, find_runtime_entry
 from .security.private_files import check_state_dir
+from .security.secrets import SecretBox, key_file_path
 
 Check = tuple[str, str, str]  # (what, "ok" | "warn" | "fail", detail)
 DENO_MAJOR = 2
@@ -58,17 +59,23 @@ def checks(config: HostConfig) -> list[Check]:
         return ("state directory", "ok", f"{path} (writable, with room)")
 
     def secret_key() -> Check:
-        sec = config.security
-        if os.environ.get(sec.secret_key_env):
-            return ("secret key", "ok", f"from ${sec.secret_key_env}")
-        path = Path(sec.secret_key_file) if os.path.isabs(sec.secret_key_file) else config.state_path / sec.secret_key_file
-        if path.exists():
-            return ("secret key", "ok", f"{path}")
-        sealed = (config.state_path / "config.json").exists() and "enc:v1:" in (config.state_path / "config.json").read_text()
-        if sealed:
-            return ("secret key", "fail", f"config.json holds sealed secrets but {path} is gone and ${sec.secret_key_env} "
-                                          "is not set: restore the key, or the secrets cannot be opened")
-        return ("secret key", "ok", f"none yet: {path} is created when the first secret is stored")
+        """Read as the host reads it (its permissions, its text), and every secret config.json
+        holds opened with it: before, a garbage key, a key file readable by others or a key that
+        does not match were all "ok", and the host then refused to start."""
+        sec, box = config.security, SecretBox(config)
+        path = key_file_path(config)
+        store = config.state_path / "config.json"
+        sealed = store.exists() and "enc:v1:" in store.read_text(errors="replace")
+        if not os.environ.get(sec.secret_key_env) and not os.path.lexists(path):
+            if sealed:
+                return ("secret key", "fail", f"config.json holds sealed secrets but {path} is gone and "
+                                              f"${sec.secret_key_env} is not set: restore the key, or the secrets "
+                                              "cannot be opened")
+            return ("secret key", "ok", f"none yet: {path} is created when the first secret is stored")
+        box.seal("doctor")  # loads the key: SecretsError naming what is wrong with it
+        if sealed and config.state.database is None:
+            ConfigStore(config.state_path, box).verify()  # SecretsError: the key does not open them
+        return ("secret key", "ok", box.source + (" (opens the stored secrets)" if sealed else ""))
 
     def plugins() -> Check:
         missing = [str(d) for d in config.plugin_dirs if not d.is_dir()]

@@ -140,3 +140,42 @@ def test_config_set_reads_values_from_a_file(plugin_dir, tmp_path):
     assert bad.returncode == 2 and "must hold an object of config values, found list" in bad.stderr
     endless = run(sys.executable, "-m", "host", "config", "set", "show", "--file", "/dev/zero", *common, cwd=tmp_path)
     assert endless.returncode == 2 and "/dev/zero: more than 4194304 bytes" in endless.stderr
+
+
+def test_doctor_reads_the_secret_key_as_the_host_does(tmp_path):
+    """doctor said "secret key ok" for a key file of garbage, one readable by others, and a
+    valid key that does not open the stored secrets, each of which the host refuses to start
+    with (helper-71's finding): it now loads the key as the host does and opens the secrets."""
+    from host import HostConfig, SyncPluginHost
+
+    state = tmp_path / "state"
+    plugins = tmp_path / "vault-plugins"
+    plugins.mkdir()
+    (plugins / "vault.js").write_text("""
+export const metadata = { id: "vault", name: "Vault", version: "1.0.0", apiVersion: "1.0",
+  configSchema: { apiKey: { type: "string", secret: true } } };
+export function ok() { return 1; }""")
+    with SyncPluginHost(HostConfig(plugins_dir=str(plugins), state_dir=str(state))) as h:
+        h.set_config("vault", {"apiKey": "sk-doctor-1"})
+    key = state / "secret.key"
+    assert key.exists()
+    good = key.read_bytes()
+
+    def doctor(**env: str) -> dict:
+        done = subprocess.run([sys.executable, "-m", "host", "doctor", "--json", "--state-dir", str(state),
+                               "--plugins", str(plugins)], capture_output=True, text=True, timeout=60,
+                              cwd=tmp_path, env={**os.environ, **env})
+        return {r["check"]: r for r in json.loads(done.stdout)}["secret key"]
+
+    assert doctor()["status"] == "ok" and "opens the stored secrets" in doctor()["detail"]
+    from cryptography.fernet import Fernet
+    for text, mode, why in ((b"garbage\n", 0o600, "secret key file"), (good, 0o644, "chmod 600"),
+                            (Fernet.generate_key() + b"\n", 0o600, "does not match")):
+        key.write_bytes(text)
+        key.chmod(mode)
+        row = doctor()
+        assert row["status"] == "fail" and why in row["detail"], row
+    key.write_bytes(good)
+    key.chmod(0o600)
+    row = doctor(PLUGIN_HOST_SECRET_KEY="notakey")
+    assert row["status"] == "fail" and "PLUGIN_HOST_SECRET_KEY" in row["detail"], row
