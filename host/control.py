@@ -18,6 +18,7 @@ import anyio
 from aiohttp import web
 
 from .errors import HostError
+from .http_guard import unix_address
 
 log = logging.getLogger("host.control")
 
@@ -82,19 +83,25 @@ async def control_client(state_dir: Path) -> AsyncIterator[ControlClient | None]
         yield None
         return
     timeout = aiohttp.ClientTimeout(total=REQUEST_TIMEOUT, connect=CONNECT_TIMEOUT)
-    async with aiohttp.ClientSession(connector=aiohttp.UnixConnector(path=str(path)), timeout=timeout) as session:
-        try:
-            async with session.get("http://localhost/healthz/live",
-                                   timeout=aiohttp.ClientTimeout(total=PROBE_TIMEOUT, connect=CONNECT_TIMEOUT)) as r:
-                alive = r.status == 200
-        except TimeoutError:  # aiohttp's timeouts too: connected, and no answer
-            raise ServerUnresponsive(
-                f"a server serves {state_dir} (its control socket {path} took the connection) but did not answer "
-                f"within {PROBE_TIMEOUT:g} s: it may be stopped (SIGSTOP), wedged or overloaded; look at that process "
-                "(its log, `kill -CONT`, a restart) rather than start another on this state directory") from None
-        except (aiohttp.ClientError, OSError):
-            alive = False  # a socket left by a server that died
-        yield ControlClient(session) if alive else None
+    with unix_address(str(path)) as address:
+        async with aiohttp.ClientSession(connector=aiohttp.UnixConnector(path=address), timeout=timeout) as session:
+            yield await _probe(session, state_dir, path)
+
+
+async def _probe(session: aiohttp.ClientSession, state_dir: Path, path: Path) -> ControlClient | None:
+    """The client of the server that answers on ``session``, or None when none does."""
+    try:
+        async with session.get("http://localhost/healthz/live",
+                               timeout=aiohttp.ClientTimeout(total=PROBE_TIMEOUT, connect=CONNECT_TIMEOUT)) as r:
+            alive = r.status == 200
+    except TimeoutError:  # aiohttp's timeouts too: connected, and no answer
+        raise ServerUnresponsive(
+            f"a server serves {state_dir} (its control socket {path} took the connection) but did not answer "
+            f"within {PROBE_TIMEOUT:g} s: it may be stopped (SIGSTOP), wedged or overloaded; look at that process "
+            "(its log, `kill -CONT`, a restart) rather than start another on this state directory") from None
+    except (aiohttp.ClientError, OSError):
+        alive = False  # a socket left by a server that died
+    return ControlClient(session) if alive else None
 
 
 async def start_control_site(runner: web.BaseRunner, state_dir: Path, *, quiet: bool = False) -> web.BaseSite | None:

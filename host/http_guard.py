@@ -353,14 +353,17 @@ class PrivateUnixSite(web.UnixSite):
 
     async def start(self) -> None:
         path = str(self._path)
-        sweep_stale_socket(path)
-        if os.path.lexists(path):  # a live server's: asyncio would replace it and take its path
-            raise OSError(errno.EADDRINUSE, os.strerror(errno.EADDRINUSE), path)
-        old = os.umask(0o177)  # process-wide, but nothing else creates files while serve binds
-        try:
-            await super().start()
-        finally:
-            os.umask(old)
+        with unix_address(path) as address:  # a path longer than an AF_UNIX address: through its directory
+            sweep_stale_socket(address)
+            if os.path.lexists(path):  # a live server's: asyncio would replace it and take its path
+                raise OSError(errno.EADDRINUSE, os.strerror(errno.EADDRINUSE), path)
+            old = os.umask(0o177)  # process-wide, but nothing else creates files while serve binds
+            self._path = address
+            try:
+                await super().start()
+            finally:
+                self._path = path
+                os.umask(old)
         os.chmod(path, 0o600)
         self._inode = os.stat(path).st_ino
 
@@ -370,6 +373,25 @@ class PrivateUnixSite(web.UnixSite):
         with contextlib.suppress(OSError):
             if self._inode is not None and os.stat(path).st_ino == self._inode:
                 os.unlink(path)  # ours still (another server may have replaced it since)
+
+
+SUN_PATH_MAX = 107  # bytes of a Unix socket's path bind() and connect() take (sun_path, its NUL aside)
+
+
+@contextlib.contextmanager
+def unix_address(path: str) -> Iterator[str]:
+    """``path`` as bind() and connect() take it: itself, or, when it is longer than an AF_UNIX
+    address holds (a state directory deep in a home directory), the same file named through
+    /proc/self/fd of its directory, held open for the block. Before, such a server served no
+    control socket, and the CLI said no server was serving."""
+    if len(os.fsencode(path)) <= SUN_PATH_MAX:
+        yield path
+        return
+    fd = os.open(os.path.dirname(path) or ".", os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        yield f"/proc/self/fd/{fd}/{os.path.basename(path)}"
+    finally:
+        os.close(fd)
 
 
 def sweep_stale_socket(path: str) -> None:
@@ -390,4 +412,5 @@ def sweep_stale_socket(path: str) -> None:
 
 
 __all__ = ["HostNames", "PrivateUnixSite", "Runner", "bearer_ok", "body_deadline", "body_refusal", "connection_cap",
+           "unix_address",
            "token_digest", "until_gone"]

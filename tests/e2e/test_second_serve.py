@@ -91,3 +91,28 @@ def test_a_second_serve_takes_the_control_socket_over_once_the_first_stops(tmp_p
         status, body = srv.request("POST", "/api/plugins/who/call/who", {"args": []})
         assert status == 200 and body["result"][1] == "taken", body  # applied by the server at once
         assert "served by this server now" in srv.log()
+
+
+def test_a_state_directory_deeper_than_a_unix_socket_path_still_has_its_control_socket(
+        tmp_path, shared_state, plugin_dir):
+    """A state directory whose control.sock path is longer than an AF_UNIX address (108 bytes):
+    serve warned 'control.sock: not served (AF_UNIX path too long): is another server using
+    this state directory?', retried every 5 s, and the CLI said no server was serving and wrote
+    the state files behind the server (helper-71's finding). The socket is now bound and reached
+    through /proc/self/fd of its directory."""
+    plugin_dir.add("who.js", WHO)
+    deep = tmp_path / ("d" * 60) / ("e" * 60)
+    state = fresh_state(deep, shared_state)
+    control = state / "control.sock"
+    assert len(os.fsencode(str(control))) > 108
+    common = ("--plugins", str(plugin_dir.root), "--state-dir", str(state))
+    with serve_process(tmp_path, *common) as srv:
+        srv.wait_running("who")
+        assert control.is_socket() and "not served" not in srv.log(), srv.log()
+        status = run_cli("status", *common, cwd=tmp_path)
+        assert status.returncode == 0, status.stdout + status.stderr  # before: 3, "no server is serving"
+        out = run_cli("config", "set", "who", "tag=deep", *common, cwd=tmp_path)
+        assert out.returncode == 0, out.stderr
+        code, body = srv.request("POST", "/api/plugins/who/call/who", {"args": []})
+        assert code == 200 and body["result"][1] == "deep", body  # applied by the server at once
+    assert not control.exists()  # removed as it stops
