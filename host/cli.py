@@ -47,7 +47,7 @@ from .config_file import load_config
 from .control import control_client
 from .errors import HostError, InvalidArguments, InvalidCode, InvalidConfig
 from .event_loop import run_options
-from .logs import FORMATS, LEVELS, setup_logging
+from .logs import FORMATS, LEVELS, setup_logging, terminal_safe
 from .plugin_host import PluginHost
 from .plugins.discovery import check_plugin_dirs
 from .plugins.settings import redacted
@@ -380,9 +380,12 @@ def main(argv: list[str] | None = None) -> int:
     level = args.log_level or os.environ.get("PLUGIN_HOST_LOG_LEVEL") or (
         "info" if args.command == "serve" else "warning")
     fmt = args.log_format or os.environ.get("PLUGIN_HOST_LOG_FORMAT") or "text"
-    if level not in LEVELS or fmt not in FORMATS:
-        print(f"error: log level must be one of {LEVELS} and format one of {FORMATS}", file=sys.stderr)
-        return 2
+    for value, given, where, allowed in (
+            (level, args.log_level, "PLUGIN_HOST_LOG_LEVEL", LEVELS), (fmt, args.log_format, "PLUGIN_HOST_LOG_FORMAT", FORMATS)):
+        if value not in allowed:  # which setting says so: the flag, or a variable set long ago
+            setting = ("--log-level" if where.endswith("LEVEL") else "--log-format") if given else f"${where}"
+            print(f"error: {setting} is {terminal_safe(value)!r}: it must be one of {', '.join(allowed)}", file=sys.stderr)
+            return 2
     args.debug = args.debug or getattr(args, "dev", False)
     setup_logging(level, fmt, debug=args.debug)
     # what is printed from here on: a full disk under `> file` is one line (GuardedOutput), and a

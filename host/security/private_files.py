@@ -218,7 +218,10 @@ def locked(path: Path, wait: float | None = None) -> Iterator[None]:
     command or a second serve stopped (Ctrl-Z, SIGSTOP) or hung while holding it froze a server's
     event loop, every call and /healthz, until it let go."""
     path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-    fd = os.open(f"{path}.lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    try:
+        fd = os.open(f"{path}.lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    except OSError as exc:  # named itself: a lock file that is a directory was "cannot write config.json"
+        raise os_failure(f"{path}.lock", exc, "take the lock") from None
     try:
         deadline, pause = time.monotonic() + (LOCK_WAIT if wait is None else wait), 0.001
         while True:

@@ -179,3 +179,31 @@ export function ok() { return 1; }""")
     key.chmod(0o600)
     row = doctor(PLUGIN_HOST_SECRET_KEY="notakey")
     assert row["status"] == "fail" and "PLUGIN_HOST_SECRET_KEY" in row["detail"], row
+
+
+def test_a_bad_log_setting_names_the_variable_or_flag_it_came_from(tmp_path):
+    """PLUGIN_HOST_LOG_LEVEL=verbose (set in a unit file long ago) said 'log level must be one of
+    ... and format one of ...', naming neither the variable nor its value (helper-71's finding)."""
+    base = [sys.executable, "-m", "host", "--plugins", str(tmp_path), "--state-dir", str(tmp_path / "s"), "list"]
+    for name, value, said in (("PLUGIN_HOST_LOG_LEVEL", "verbose", "debug, info, warning, error"),
+                              ("PLUGIN_HOST_LOG_FORMAT", "xml", "text, json")):
+        done = subprocess.run(base, capture_output=True, text=True, timeout=60, cwd=tmp_path,
+                              env={**os.environ, name: value})
+        assert done.returncode == 2
+        assert done.stderr.strip() == f"error: ${name} is {value!r}: it must be one of {said}", done.stderr
+
+
+def test_a_state_files_lock_that_cannot_be_opened_is_named_not_the_file_it_guards(tmp_path):
+    """config.json.lock made a directory: 'config set' said 'cannot write .../config.json: Is a
+    directory', sending the operator to the wrong file (helper-71's finding)."""
+    plugins = tmp_path / "p"
+    plugins.mkdir()
+    (plugins / "calc.js").write_text('export const metadata = { id: "calc", name: "c", version: "1.0.0", '
+                                     'apiVersion: "1.0", configSchema: { n: { type: "number" } } };\n'
+                                     "export function n(ctx) { return ctx.config.n; }")
+    state = tmp_path / "s"
+    (state / "config.json.lock").mkdir(parents=True)
+    done = subprocess.run([sys.executable, "-m", "host", "--plugins", str(plugins), "--state-dir", str(state),
+                           "config", "set", "calc", "n=1"], capture_output=True, text=True, timeout=60, cwd=tmp_path)
+    assert done.returncode != 0 and "Traceback" not in done.stderr, done.stderr
+    assert f"cannot take the lock {state / 'config.json.lock'}: Is a directory" in done.stderr, done.stderr
