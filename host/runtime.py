@@ -3,6 +3,7 @@ directory and the shared DENO_DIR, and the command line each worker is started w
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import hashlib
 import itertools
@@ -174,6 +175,26 @@ def _location(plugin_id: str) -> str:
     slug = re.sub(r"[^a-z0-9-]+", "-", plugin_id.lower()).strip("-")[:40] or "plugin"
     digest = hashlib.sha256(plugin_id.encode()).hexdigest()[:8]
     return f"http://{slug}-{digest}.plugin.invalid/"
+
+
+def web_storage_dirs(deno_dir: Path, plugin_id: str) -> tuple[Path, Path]:
+    """Where Deno keeps a plugin's localStorage and its Cache API entries: under DENO_DIR, keyed
+    by the sha256 of its origin (``_location`` without the final slash), written with no write
+    grant, so only the host can bound them (the Cache API has no quota of its own)."""
+    key = hashlib.sha256(_location(plugin_id).rstrip("/").encode()).hexdigest()
+    return deno_dir / "location_data" / key, deno_dir / "location_data" / "web_cache" / key
+
+
+def tree_bytes(*roots: Path) -> int:
+    """Bytes the files under ``roots`` take on disk (allocated blocks: a sparse file counts what
+    it holds); what vanishes meanwhile counts nothing."""
+    total = 0
+    for root in roots:
+        for top, _, files in os.walk(root):
+            for name in files:
+                with contextlib.suppress(OSError):
+                    total += os.lstat(os.path.join(top, name)).st_blocks * 512
+    return total
 
 
 def sweep_stale_run_dirs(parent: str) -> int:

@@ -10,6 +10,7 @@ import logging
 import math
 import re
 import secrets
+import shutil
 import signal
 import time
 from collections.abc import Awaitable, Callable
@@ -43,7 +44,7 @@ from .errors import (
 from .load_advice import commonjs_advice, import_advice, located
 from .logs import WORKER_LEVELS, worker_extra
 from .process import ChildProcess, vm_data
-from .runtime import Runtime, process_failure, socket_failure
+from .runtime import Runtime, process_failure, socket_failure, tree_bytes, web_storage_dirs
 from .security.permissions import Permissions
 from .security.private_files import os_failure
 from .security.refusals import record_error, record_kill, record_refusal
@@ -77,6 +78,9 @@ HostCallHandler = Callable[["Worker", p.HostCall], Awaitable[Any]]
 # Kill reasons of the caps the host enforces on what a worker sends or leaves unread.
 LIMIT_HOST_CALLS = "resource limit: host calls"
 LIMIT_WRITE_BUFFER = "resource limit: write buffer"
+LIMIT_WEB_STORAGE = "resource limit: web storage"
+# Seconds between two looks at a plugin's localStorage and Cache API files (web_storage_dirs);
+WEB_STORAGE_CHECK = 0.25  # writes land at hundreds of MB a second: what one interval lets past the cap
 # Caps on the parts of an error or log line a worker reports (the runtime applies the same).
 MAX_ERROR_NAME = 256
 MAX_ERROR_TEXT = 64 * 1024    # message, stack
@@ -455,6 +459,8 @@ class Worker:
                     started = True
                     report(self)
                     tg.start_soon(self._heartbeat)
+                    if spec.role == "plugin":
+                        tg.start_soon(self._watch_web_storage)
                 finally:
                     listener.close()  # unlinked: nobody else can connect with this token
                 if started:
@@ -1054,6 +1060,24 @@ class Worker:
             if self.spec.redact is not None:
                 line = self.spec.redact(line)
             log.debug("[plugin:%s] %s", self.describe(), line, extra=self.log_extra)
+
+    async def _watch_web_storage(self) -> None:
+        """Bound the plugin's localStorage and Cache API files, which Deno writes under the host's
+        DENO_DIR with no write grant (and the Cache API with no quota: a zero-permission plugin
+        wrote 256 MiB in seconds, and would have filled the state directory's disk). Past
+        ``limits.storage_max_bytes`` the worker is killed and the plugin's Cache API entries
+        (a cache) removed; localStorage, which Deno caps at 10 MB, is kept."""
+        dirs = web_storage_dirs(self.runtime.deno_dir, self.spec.plugin_id)
+        cap = self.spec.limits.storage_max_bytes
+        while True:
+            await anyio.sleep(WEB_STORAGE_CHECK)
+            used = await anyio.to_thread.run_sync(tree_bytes, *dirs)
+            if used > cap:
+                break
+        self.kill(LIMIT_WEB_STORAGE)
+        await anyio.to_thread.run_sync(lambda: shutil.rmtree(dirs[1], ignore_errors=True))
+        self._lifecycle(logging.WARNING, f"killed: its localStorage and Cache API files took {used:,} bytes, over "
+                        f"limits.storage_max_bytes ({cap:,}); its Cache API entries were removed")
 
     async def _heartbeat(self) -> None:
         lim = self.spec.limits

@@ -94,3 +94,47 @@ async def test_the_cap_is_set_per_plugin(plugin_dir, make_host):
         assert "limits.storage_max_bytes ([plugins.hog.limits] in host.toml)" in out["message"]
         for i in range(5):  # 5 MB under the default cap
             assert await h.call("other", "roundTrip", f"{i}" * VALUE) == f"{i}" * VALUE
+
+
+CACHER = """
+export const metadata = { id: "cacher", name: "cacher", version: "1.0.0", apiVersion: "1.0" };
+// The attack: Deno writes the Cache API's entries under the host's DENO_DIR, no write grant
+// needed and no quota of its own. Bounded here (256 MiB) so that the old code's run ends.
+export async function fill() {
+  localStorage.setItem("kept", "yes");
+  const cache = await caches.open("c");
+  const chunk = new Uint8Array(4 << 20).fill(120);
+  for (let i = 0; i < 64; i++) {  // paced (200 MB/s at most), so that the host's look comes mid-way
+    await cache.put(`https://x.invalid/${i}`, new Response(chunk));
+    await new Promise((r) => setTimeout(r, 20));
+  }
+  return "filled";
+}
+export async function look() {
+  const cache = await caches.open("c");
+  return [localStorage.getItem("kept"), (await cache.keys()).length];
+}
+"""
+
+
+async def test_the_cache_api_and_local_storage_count_against_the_storage_cap(plugin_dir, make_host, state_dir):
+    """A plugin with no permission wrote 256 MiB through caches.open().put() into
+    <state>/deno/location_data (4x storage_max_bytes, kept across restarts, nothing bounding it
+    further: helper-73's finding). The host looks at those files while the worker runs: past
+    the cap it kills the worker and removes the plugin's Cache API entries (a cache);
+    localStorage, which Deno caps at 10 MB, stays."""
+    from host import WorkerCrashed
+
+    plugin_dir.add("cacher.js", CACHER)
+    cap = 16 * MIB
+    async with make_host(state_dir=str(state_dir), pool=ONE, limits=WorkerLimits(storage_max_bytes=cap)) as h:
+        with pytest.raises(WorkerCrashed) as e:
+            await h.call("cacher", "fill", timeout=60)  # before: "filled", 256 MiB on disk
+        from host.runtime import tree_bytes, web_storage_dirs
+        from host.worker import LIMIT_WEB_STORAGE
+
+        assert e.value.reason == LIMIT_WEB_STORAGE, e.value
+        dirs = web_storage_dirs(state_dir / "deno", h.plugin("cacher").id)
+        assert tree_bytes(*dirs) < cap, tree_bytes(*dirs)
+        assert await h.call("cacher", "look") == ["yes", 0]  # a new worker; the cache emptied, localStorage kept
+        assert any("web storage" in e.message or "Cache API" in e.message for e in h.logs("cacher", level="warning"))
