@@ -405,10 +405,11 @@ def create_app(host: PluginHost, *, admin_token: str | None = None, read_token: 
         level = q.get("level", "debug")
         if level not in LEVELS:
             return _error(400, "BadRequest", f"level must be one of {', '.join(LEVELS)}")
-        try:
-            after, limit = int(q.get("after", "0")), limit_param(request, 200, MAX_LOG_ENTRIES)
-        except ValueError:
-            return _error(400, "BadRequest", "after and limit must be integers")
+        after_text = q.get("after", "0")
+        if not (after_text.isascii() and after_text.strip().isdigit()) or int(after_text) >= 2**63:
+            return _error(400, "BadRequest", f"after must be a whole number of 0 or more (the last sequence number "
+                          f"read), got {after_text[:40]!r}")  # before: named PluginHost.logs' argument
+        after, limit = int(after_text), limit_param(request, 200, MAX_LOG_ENTRIES)
         if (view := request.app.get(LOGS_VIEW)) is not None:  # serve --processes: all of them
             entries, last = await view(request.match_info["id"], level, after, limit)
         else:

@@ -71,6 +71,11 @@ async def test_logs_and_schema_over_http(calc, plugin_dir, make_host, anyio_back
             assert (await r.json())["entries"] == []
         async with s.get("/api/plugins/calc/logs?level=loud") as r:
             assert r.status == 400
+        for after in ("-1", "1.5", "x", str(2**63)):  # before: -1 named PluginHost.logs' Python argument
+            async with s.get(f"/api/plugins/calc/logs?after={after}") as r:
+                message = (await r.json())["error"]["message"]
+                assert r.status == 400 and message.startswith("after must be a whole number"), message
+                assert "PluginHost" not in message and repr(after) in message, message
         async with s.get("/api/plugins/shaped/schema") as r:
             schema = await r.json()
         assert schema["region"] == {"type": "string", "required": False, "secret": False, "default": "eu",
