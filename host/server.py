@@ -406,7 +406,8 @@ def create_app(host: PluginHost, *, admin_token: str | None = None, read_token: 
         if level not in LEVELS:
             return _error(400, "BadRequest", f"level must be one of {', '.join(LEVELS)}")
         after_text = q.get("after", "0")
-        if not (after_text.isascii() and after_text.strip().isdigit()) or int(after_text) >= 2**63:
+        if not (after_text.isascii() and after_text.strip().isdigit() and len(after_text.strip()) <= 19) \
+                or int(after_text) >= 2**63:  # (int() of 4,301 digits or more raises)
             return _error(400, "BadRequest", f"after must be a whole number of 0 or more (the last sequence number "
                           f"read), got {after_text[:40]!r}")  # before: named PluginHost.logs' argument
         after, limit = int(after_text), limit_param(request, 200, MAX_LOG_ENTRIES)
