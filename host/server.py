@@ -107,18 +107,33 @@ def _json(data: Any, status: int = 200) -> web.Response:
     return web.Response(body=_encoder.encode(data), status=status, content_type="application/json")
 
 
-def _shown(data: dict[str, Any], inside: str, masked: Callable[[str], str]) -> web.Response:
-    """``data`` as JSON, with the secrets of plugins' configs masked in ``data[inside]``, what
-    plugins answered (it may echo their config), never in the host's own keys around it (a
-    secret "result" masked every envelope's key): encoded once, and that value walked
-    (``redacted``) only when the text holds a secret or an escape, which could hide one."""
+def _shown(data: dict[str, Any], masked: Callable[[str], str], *paths: tuple[str, ...]) -> web.Response:
+    """``data`` as JSON, with the secrets of plugins' configs masked where each of ``paths`` leads
+    (keys, ``"*"`` for every item of a list): what plugins answered (it may echo their config),
+    never the host's own keys and values around it (a secret "result" masked every envelope's
+    key, "value" every event reply's, a plugin's id its name): encoded once, and those parts
+    walked (``redacted``) only when the text holds a secret or an escape, which could hide one."""
     body = _encoder.encode(data)
     text = body.decode()
     if "\\" in text or masked(text) != text:
         shown = msgspec.json.decode(body)  # what is sent, as plain values
-        shown[inside] = redacted(shown[inside], masked)
+        for path in paths:
+            _mask_at(shown, path, masked)
         body = _encoder.encode(shown)
     return web.Response(body=body, content_type="application/json")
+
+
+def _mask_at(doc: Any, path: tuple[str, ...], masked: Callable[[str], str]) -> None:
+    """``redacted`` on what ``path`` leads to inside ``doc`` (a dict or list), in place."""
+    step, rest = path[0], path[1:]
+    keys = range(len(doc)) if step == "*" and isinstance(doc, list) else \
+        [step] if isinstance(doc, dict) and step in doc else []
+    for key in keys:
+        if rest:
+            if isinstance(doc[key], (dict, list)):
+                _mask_at(doc[key], rest, masked)
+        else:
+            doc[key] = redacted(doc[key], masked)
 
 
 def _error(status: int, type_: str, message: str) -> web.Response:
@@ -351,7 +366,7 @@ def create_app(host: PluginHost, *, admin_token: str | None = None, read_token: 
                                      timeout=body.timeout)
         if gone.cancel_called:
             return _gone()
-        return _shown({"ok": True, "result": result}, "result", host.masked)  # it may echo ctx.config
+        return _shown({"ok": True, "result": result}, host.masked, ("result",))  # it may echo ctx.config
 
     async def execute(request: web.Request) -> web.Response:
         if not enable_execute:
@@ -451,7 +466,8 @@ def create_app(host: PluginHost, *, admin_token: str | None = None, read_token: 
     async def event(request: web.Request) -> web.Response:
         payload = await body_of(request) if request.can_read_body else None
         replies = await host.emit(request.match_info["event"], payload, stop_at_first=flag_param(request, "first"))
-        return _shown({"event": request.match_info["event"], "replies": replies}, "replies", host.masked)  # as a call's answer
+        return _shown({"event": request.match_info["event"], "replies": replies}, host.masked,  # as a call's answer
+                      ("replies", "*", "value"), ("replies", "*", "error", "message"))
 
     async def balances(request: web.Request) -> web.Response:
         return _json(await host.query_balances(refresh=flag_param(request, "refresh")))

@@ -131,8 +131,9 @@ async def test_a_short_secret_changes_neither_the_answers_envelope_nor_another_p
     for name in ("short", "word"):
         plugin_dir.add(f"{name}.js", f"""
 export const metadata = {{ id: "{name}", name: "{name}", version: "1.0.0", apiVersion: "1.0",
-  configSchema: {{ apiKey: {{ type: "string", secret: true }} }} }};
-export function key(ctx) {{ return "key " + ctx.config.apiKey; }}""")
+  capabilities: ["message.incoming"], configSchema: {{ apiKey: {{ type: "string", secret: true }} }} }};
+export function key(ctx) {{ return "key " + ctx.config.apiKey; }}
+export function onEvent(event, payload, ctx) {{ return "{name}" === "word" ? "my " + ctx.config.apiKey : undefined; }}""")
     settings = {"short": PluginSettings(config={"apiKey": "1234"}), "word": PluginSettings(config={"apiKey": "result"})}
     async with make_host(pool=ONE, plugins=settings) as h, served(h, admin_token=ADMIN) as (_, http):
         admin = {"Authorization": f"Bearer {ADMIN}"}
@@ -142,3 +143,8 @@ export function key(ctx) {{ return "key " + ctx.config.apiKey; }}""")
             assert await r.json() == {"ok": True, "result": f"key {MASK}"}  # its own answer is still masked
         async with http.post("/api/plugins/short/call/key", json={}, headers=admin) as r:
             assert await r.json() == {"ok": True, "result": f"key {MASK}"}
+        await h.set_config("word", {"apiKey": "value"})  # an event reply's own key
+        async with http.post("/api/events/message.incoming", json={}, headers=admin) as r:
+            replies = (await r.json())["replies"]
+        assert [(x["plugin"], x["ok"], x["value"]) for x in replies] == [
+            ("short", True, None), ("word", True, f"my {MASK}")], replies  # before: {"********": "my ********"}
