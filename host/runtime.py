@@ -177,6 +177,9 @@ def _location(plugin_id: str) -> str:
     return f"http://{slug}-{digest}.plugin.invalid/"
 
 
+BLOCK = 4096  # bytes: what a file or directory takes at least (tree_bytes)
+
+
 def web_storage_dirs(deno_dir: Path, plugin_id: str) -> tuple[Path, Path]:
     """Where Deno keeps a plugin's localStorage and its Cache API entries: under DENO_DIR, keyed
     by the sha256 of its origin (``_location`` without the final slash), written with no write
@@ -185,15 +188,18 @@ def web_storage_dirs(deno_dir: Path, plugin_id: str) -> tuple[Path, Path]:
     return deno_dir / "location_data" / key, deno_dir / "location_data" / "web_cache" / key
 
 
-def tree_bytes(*roots: Path) -> int:
-    """Bytes the files under ``roots`` take on disk (allocated blocks: a sparse file counts what
-    it holds); what vanishes meanwhile counts nothing."""
+def tree_bytes(root: Path, stop_at: int | None = None) -> int:
+    """Bytes the files and directories under ``root`` take on disk, each at least one 4 KiB block
+    (an empty one still takes an inode and its directory entry); what vanishes meanwhile counts
+    nothing. The walk stops once the total passes ``stop_at`` (then at most stop_at / 4 KiB
+    entries are looked at)."""
     total = 0
-    for root in roots:
-        for top, _, files in os.walk(root):
-            for name in files:
-                with contextlib.suppress(OSError):
-                    total += os.lstat(os.path.join(top, name)).st_blocks * 512
+    for top, dirs, files in os.walk(root):
+        for name in (*dirs, *files):
+            with contextlib.suppress(OSError):
+                total += max(os.lstat(os.path.join(top, name)).st_blocks * 512, BLOCK)
+            if stop_at is not None and total > stop_at:
+                return total
     return total
 
 
