@@ -222,21 +222,26 @@ class UsageError(Exception):
 def write_out(path: str, data: bytes, option: str = "--out") -> None:
     """``data`` to the file ``option`` names: a regular file (new, or through a link to one)
     written as write_private writes, atomically and mode 0600; what is not one (a FIFO a script
-    reads, /dev/stdout, a terminal) written as it is, never replaced by a file (before: both
-    replaced, as root /dev/full itself). What cannot be written is one line naming ``option``."""
+    reads, a terminal, a device) and what /dev or /proc name (/dev/stdout: whatever the shell
+    opened, appended to) written through, never replaced by a file (before: all were replaced,
+    as root /dev/full itself, and `--out /dev/stdout >> app.log` lost app.log). The kind is
+    read from the file opened (no create, no truncate), not from a look before. What cannot be
+    written is one line naming ``option``."""
+    through = path.startswith(("/dev/", "/proc/"))
     try:
-        try:
-            mode = os.stat(path).st_mode  # through links
+        try:  # follows links: the file written is the one at their end
+            fd = os.open(path, os.O_WRONLY | os.O_NOCTTY | os.O_CLOEXEC | (os.O_APPEND if through else 0))
         except FileNotFoundError:
-            mode = None
-        if mode is not None and statmod.S_ISDIR(mode):
-            raise UsageError(f"{option} {path}: is a directory; name a file")
-        if mode is not None and not statmod.S_ISREG(mode):
-            with open(path, "wb", buffering=0) as f:
-                view = memoryview(data)
-                while view:
-                    view = view[f.write(view):]
-            return
+            fd = None
+        except IsADirectoryError:
+            raise UsageError(f"{option} {path}: is a directory; name a file") from None
+        if fd is not None:
+            with os.fdopen(fd, "wb", buffering=0) as f:
+                if through or not statmod.S_ISREG(os.fstat(fd).st_mode):
+                    view = memoryview(data)
+                    while view:
+                        view = view[f.write(view):]
+                    return
         write_private(os.path.realpath(path), data)
     except OSError as exc:
         raise OutputFailed(f"{option} {path}: cannot write it ({exc.strerror or exc})") from None

@@ -7,6 +7,8 @@ from __future__ import annotations
 import json
 import os
 import stat
+import subprocess
+import sys
 import threading
 from pathlib import Path
 
@@ -277,6 +279,17 @@ def test_config_export_out_writes_through_what_is_not_a_plain_file_and_names_out
     assert done.returncode == 0, done.stderr
     assert link.is_symlink() and json.loads(target.read_text())["plugins"]["vault"]["region"] == "us"
     assert stat.S_IMODE(os.stat(target).st_mode) == 0o600
+
+    log = tmp_path / "app.log"  # `... --out /dev/stdout >> app.log`: appended, app.log kept
+    log.write_text("earlier line\n")
+    log.chmod(0o644)
+    with open(log, "ab") as out:
+        done = subprocess.run([sys.executable, "-m", "host", *common, "--out", "/dev/stdout"], stdout=out,
+                              stderr=subprocess.PIPE, text=True, timeout=60, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    kept, _, written = log.read_text().partition("\n")
+    assert kept == "earlier line" and json.loads(written)["plugins"]["vault"]["region"] == "us"
+    assert stat.S_IMODE(os.stat(log).st_mode) == 0o644  # before: replaced, its lines gone, mode 0600
 
     for where, why in ((tmp_path, "is a directory"), (tmp_path / "no" / "such" / "x.json", "No such file or directory")):
         done = run_cli(*common, "--out", str(where), cwd=tmp_path)
