@@ -55,21 +55,22 @@ from .http_guard import (
     token_digest,
     until_gone,
 )
-from .info import json_default
 from .logbook import LEVELS
 from .metrics import CONTENT_TYPE
 from .plugin_host import PluginHost
-from .plugins.settings import redacted
 from .server_packages import add_package_routes
 from .server_params import (
+    JSON,
     MAX_ALERTS,
     MAX_HISTORY_POINTS,
     MAX_LOG_ENTRIES,
+    after_param,
     body_of,
     error_doc,
     flag_param,
     host_error_doc,
     limit_param,
+    shown,
 )
 
 __all__ = ["DRAINING", "FOLLOW", "HANDLING", "LOGS_VIEW", "METRICS_VIEW", "PLUGINS_VIEW", "PrivateUnixSite", "Runner", "create_app", "drain", "serving_ready"]
@@ -81,7 +82,6 @@ _STATUS = {
     # the host's own storage or keys failing is no error of the plugin's (502): unavailable, try later
     SecretsError: 503, PolicyStorageError: 503, SpawnFailed: 503,
 }
-_encoder = msgspec.json.Encoder(enc_hook=json_default)
 log = logging.getLogger("host.server")
 DRAINING = web.AppKey("draining", anyio.Event)  # set when shutdown begins: readiness turns 503
 # the tasks handling a request now (``drain`` cancels those past the grace: each answers 503)
@@ -104,36 +104,7 @@ def serving_ready(app: web.Application, host: PluginHost) -> bool:
 
 
 def _json(data: Any, status: int = 200) -> web.Response:
-    return web.Response(body=_encoder.encode(data), status=status, content_type="application/json")
-
-
-def _shown(data: dict[str, Any], masked: Callable[[str], str], *paths: tuple[str, ...]) -> web.Response:
-    """``data`` as JSON, with the secrets of plugins' configs masked where each of ``paths`` leads
-    (keys, ``"*"`` for every item of a list): what plugins answered (it may echo their config),
-    never the host's own keys and values around it (a secret "result" masked every envelope's
-    key, "value" every event reply's, a plugin's id its name): encoded once, and those parts
-    walked (``redacted``) only when the text holds a secret or an escape, which could hide one."""
-    body = _encoder.encode(data)
-    text = body.decode()
-    if "\\" in text or masked(text) != text:
-        shown = msgspec.json.decode(body)  # what is sent, as plain values
-        for path in paths:
-            _mask_at(shown, path, masked)
-        body = _encoder.encode(shown)
-    return web.Response(body=body, content_type="application/json")
-
-
-def _mask_at(doc: Any, path: tuple[str, ...], masked: Callable[[str], str]) -> None:
-    """``redacted`` on what ``path`` leads to inside ``doc`` (a dict or list), in place."""
-    step, rest = path[0], path[1:]
-    keys = range(len(doc)) if step == "*" and isinstance(doc, list) else \
-        [step] if isinstance(doc, dict) and step in doc else []
-    for key in keys:
-        if rest:
-            if isinstance(doc[key], (dict, list)):
-                _mask_at(doc[key], rest, masked)
-        else:
-            doc[key] = redacted(doc[key], masked)
+    return web.Response(body=JSON.encode(data), status=status, content_type="application/json")
 
 
 def _error(status: int, type_: str, message: str) -> web.Response:
@@ -366,7 +337,7 @@ def create_app(host: PluginHost, *, admin_token: str | None = None, read_token: 
                                      timeout=body.timeout)
         if gone.cancel_called:
             return _gone()
-        return _shown({"ok": True, "result": result}, host.masked, ("result",))  # it may echo ctx.config
+        return shown({"ok": True, "result": result}, host.masked, ("result",))  # it may echo ctx.config
 
     async def execute(request: web.Request) -> web.Response:
         if not enable_execute:
@@ -420,12 +391,7 @@ def create_app(host: PluginHost, *, admin_token: str | None = None, read_token: 
         level = q.get("level", "debug")
         if level not in LEVELS:
             return _error(400, "BadRequest", f"level must be one of {', '.join(LEVELS)}")
-        after_text = q.get("after", "0")
-        if not (after_text.isascii() and after_text.strip().isdigit() and len(after_text.strip()) <= 19) \
-                or int(after_text) >= 2**63:  # (int() of 4,301 digits or more raises)
-            return _error(400, "BadRequest", f"after must be a whole number of 0 or more (the last sequence number "
-                          f"read), got {after_text[:40]!r}")  # before: named PluginHost.logs' argument
-        after, limit = int(after_text), limit_param(request, 200, MAX_LOG_ENTRIES)
+        after, limit = after_param(request), limit_param(request, 200, MAX_LOG_ENTRIES)
         if (view := request.app.get(LOGS_VIEW)) is not None:  # serve --processes: all of them
             entries, last = await view(request.match_info["id"], level, after, limit)
         else:
@@ -466,7 +432,7 @@ def create_app(host: PluginHost, *, admin_token: str | None = None, read_token: 
     async def event(request: web.Request) -> web.Response:
         payload = await body_of(request) if request.can_read_body else None
         replies = await host.emit(request.match_info["event"], payload, stop_at_first=flag_param(request, "first"))
-        return _shown({"event": request.match_info["event"], "replies": replies}, host.masked,  # as a call's answer
+        return shown({"event": request.match_info["event"], "replies": replies}, host.masked,  # as a call's answer
                       ("replies", "*", "value"), ("replies", "*", "error", "message"))
 
     async def balances(request: web.Request) -> web.Response:

@@ -8,16 +8,21 @@ from __future__ import annotations
 import codecs
 import json
 import re
+from collections.abc import Callable
 from typing import Any
 
 import msgspec
 from aiohttp import web
 
 from .errors import HostError
+from .info import json_default
+from .plugins.settings import redacted
 
 # The most entries one read answers (a larger ``limit`` is cut to it): a plugin's log, the balance
 # history (also its default), the balance alerts.
 MAX_LOG_ENTRIES, MAX_HISTORY_POINTS, MAX_ALERTS = 1000, 10_000, 1000
+
+JSON = msgspec.json.Encoder(enc_hook=json_default)  # every answer's body
 
 # msgspec says "Input data was truncated" of a whole body whose last string ends in "\ud800"
 _LONE_SURROGATE = re.compile(rb"\\u[dD][89a-fA-F][0-9a-fA-F]{2}(?!\\u[dD][c-fC-F])")
@@ -93,6 +98,46 @@ def flag_param(request: web.Request, name: str) -> bool:
     return bool(said & _YES)
 
 
+def after_param(request: web.Request) -> int:
+    """The ``after`` query parameter of a log read: the last sequence number read (0 when not
+    given); a 400 naming it when it is not a whole number of 0 or more (before: -1 named the
+    Python method's argument, 5,000 digits were a 500: int() refuses 4,301 or more)."""
+    text = request.query.get("after", "0")
+    digits = text.strip()
+    if not (digits.isascii() and digits.isdigit() and len(digits) <= 19 and int(digits) < 2**63):
+        raise bad_request(f"after must be a whole number of 0 or more (the last sequence number read), got {text[:40]!r}")
+    return int(digits)
+
+
+def shown(data: dict[str, Any], masked: Callable[[str], str], *paths: tuple[str, ...]) -> web.Response:
+    """``data`` as JSON, with the secrets of plugins' configs masked where each of ``paths`` leads
+    (keys, ``"*"`` for every item of a list): what plugins answered (it may echo their config),
+    never the host's own keys and values around it (a secret "result" masked every envelope's
+    key, "value" every event reply's, a plugin's id its name): encoded once, and those parts
+    walked (``redacted``) only when the text holds a secret or an escape, which could hide one."""
+    body = JSON.encode(data)
+    text = body.decode()
+    if "\\" in text or masked(text) != text:
+        shown = msgspec.json.decode(body)  # what is sent, as plain values
+        for path in paths:
+            _mask_at(shown, path, masked)
+        body = JSON.encode(shown)
+    return web.Response(body=body, content_type="application/json")
+
+
+def _mask_at(doc: Any, path: tuple[str, ...], masked: Callable[[str], str]) -> None:
+    """``redacted`` on what ``path`` leads to inside ``doc`` (a dict or list), in place."""
+    step, rest = path[0], path[1:]
+    keys = range(len(doc)) if step == "*" and isinstance(doc, list) else \
+        [step] if isinstance(doc, dict) and step in doc else []
+    for key in keys:
+        if rest:
+            if isinstance(doc[key], (dict, list)):
+                _mask_at(doc[key], rest, masked)
+        else:
+            doc[key] = redacted(doc[key], masked)
+
+
 def limit_param(request: web.Request, default: int, cap: int) -> int:
     """The ``limit`` query parameter: ``default`` when not given, at most ``cap``; a 400 naming
     it when it is not a whole number of 0 or more (the databases read a negative LIMIT as none)."""
@@ -105,5 +150,5 @@ def limit_param(request: web.Request, default: int, cap: int) -> int:
     return cap if len(digits) > 19 else min(int(digits), cap)  # (int() of 4,301 digits or more raises)
 
 
-__all__ = ["MAX_ALERTS", "MAX_HISTORY_POINTS", "MAX_LOG_ENTRIES", "bad_request", "body_of", "error_doc", "flag_param",
-           "limit_param"]
+__all__ = ["JSON", "MAX_ALERTS", "MAX_HISTORY_POINTS", "MAX_LOG_ENTRIES", "after_param", "bad_request", "body_of",
+           "error_doc", "flag_param", "limit_param", "shown"]
