@@ -89,10 +89,15 @@ class FileConfigs:
         self.file = store
         self._turn: anyio.Lock | None = None  # made in the event loop, at the first write
 
-    async def _off_loop(self, fn: Callable[..., T], *args: Any) -> T:
+    def _lock(self) -> anyio.Lock:
+        """Held by a write (in its thread) and by a refresh, which would otherwise put back, between
+        a write's read of the file and its assignment, what the file held before it."""
         if self._turn is None:
             self._turn = anyio.Lock()
-        async with self._turn:
+        return self._turn
+
+    async def _off_loop(self, fn: Callable[..., T], *args: Any) -> T:
+        async with self._lock():
             return await anyio.to_thread.run_sync(fn, *args)
 
     def get(self, plugin: str) -> dict[str, Any] | None:
@@ -137,7 +142,8 @@ class FileConfigs:
         self.file.verify()
 
     async def refresh(self) -> set[str]:
-        return self.file.refresh()
+        async with self._lock():
+            return self.file.refresh()
 
     async def set(self, plugin: str, values: dict[str, Any], secret: Collection[str] = ()) -> None:
         await self._off_loop(self.file.set, plugin, values, secret)

@@ -64,10 +64,19 @@ class ApprovalStore(Approvals):
         super().__init__(audit)
         self.path = Path(state_dir) / FILE
         self._stamp: tuple[int, int] | None = None
+        self._writing: anyio.Lock | None = None  # made in the event loop, at the first use
         self._reread()
 
+    def _turn(self) -> anyio.Lock:
+        """Held by a store (in its thread) and by a refresh: a refresh landing between a store's
+        read and its assignment would put back what the file held before it."""
+        if self._writing is None:
+            self._writing = anyio.Lock()
+        return self._writing
+
     async def refresh(self) -> bool:
-        return self._reread()
+        async with self._turn():
+            return self._reread()
 
     def _reread(self) -> bool:
         stamp = self._file_stamp()
@@ -81,7 +90,8 @@ class ApprovalStore(Approvals):
                      first: bool = False) -> tuple[bool, list[str]]:
         """``_store_now`` in a worker thread: waiting for the file's lock (another process
         writing it) holds no request but this one."""
-        return await anyio.to_thread.run_sync(lambda: self._store_now(plugin_id, asked, version, by, first=first))
+        async with self._turn():
+            return await anyio.to_thread.run_sync(lambda: self._store_now(plugin_id, asked, version, by, first=first))
 
     def _store_now(self, plugin_id: str, asked: Asked, version: str | None, by: str, *,
                    first: bool = False) -> tuple[bool, list[str]]:
