@@ -319,7 +319,7 @@ async def test_a_flood_of_short_output_lines_neither_freezes_the_host_nor_its_ot
             assert await h.call("calc", "add", 1, 2) == 3
             took.append(time.perf_counter() - t)
         assert h.plugin("flood").state == "running"
-    assert statistics.median(took) < 0.02, f"p50 {statistics.median(took) * 1000:.1f} ms"
+    assert statistics.median(took) < 0.05, f"p50 {statistics.median(took) * 1000:.1f} ms"  # before: ~500 ms
     assert share < 0.4, f"the host used {share:.0%} of a core reading a plugin's output"
     if debug:
         lines = [r.getMessage() for r in caplog.records if "[plugin:flood" in r.getMessage()]
