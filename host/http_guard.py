@@ -375,6 +375,20 @@ class PrivateUnixSite(web.UnixSite):
                 os.unlink(path)  # ours still (another server may have replaced it since)
 
 
+def expect_with(app: web.Application, handler: Callable[[web.Request], Any]) -> None:
+    """Every request with ``Expect`` goes to ``handler`` (which aiohttp calls before any
+    middleware), also one for no route (404) or another method (405): aiohttp makes their routes
+    per request, with its own handler, which sends ``100 Continue`` to anyone."""
+    resolve = app.router.resolve
+
+    async def resolved(request: web.Request) -> Any:
+        match = await resolve(request)
+        match.route._expect_handler = handler  # type: ignore[attr-defined]
+        return match
+
+    app.router.resolve = resolved  # type: ignore[method-assign]
+
+
 SUN_PATH_MAX = 107  # bytes of a Unix socket's path bind() and connect() take (sun_path, its NUL aside)
 
 
@@ -412,5 +426,5 @@ def sweep_stale_socket(path: str) -> None:
 
 
 __all__ = ["HostNames", "PrivateUnixSite", "Runner", "bearer_ok", "body_deadline", "body_refusal", "connection_cap",
-           "unix_address",
+           "expect_with", "unix_address",
            "token_digest", "until_gone"]

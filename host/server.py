@@ -52,6 +52,7 @@ from .http_guard import (
     bearer_ok,
     body_deadline,
     body_refusal,
+    expect_with,
     token_digest,
     until_gone,
 )
@@ -512,8 +513,7 @@ def create_app(host: PluginHost, *, admin_token: str | None = None, read_token: 
     app.router.add_post("/api/stations/{name}/test", test_station)
     app.router.add_post("/execute", execute)
     caps.update(add_package_routes(app.router, host.packages, via, guarded=bool(admin)))  # install, update, uninstall
-    for route in app.router.routes():  # aiohttp takes a route's Expect handler only as it is added
-        route._expect_handler = expect  # type: ignore[attr-defined]
+    expect_with(app, expect)
     return app
 
 

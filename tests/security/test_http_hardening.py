@@ -570,6 +570,10 @@ async def test_a_request_with_expect_is_judged_before_anything_is_sent_back(calc
         assert status == 401 and answer["error"]["type"] == "Unauthorized", (status, answer)  # before: 100
         status, answer = await run(first_answer, head("evil.example", "nope"))
         assert forbidden_host(status, answer), (status, answer)  # before: text/plain 417, Host unchecked
+        status, answer = await run(first_answer, head(host, "100-continue").replace(b"/call/add", b"/no/such/path"))
+        assert status == 401 and answer["error"]["type"] == "Unauthorized", (status, answer)  # a 404 route too
+        status, answer = await run(first_answer, head("evil.example", "nope").replace(b"POST ", b"PATCH "))
+        assert forbidden_host(status, answer), (status, answer)  # and a 405 one
         status, answer = await run(first_answer, head(host, "nope", ADMIN))
         assert status == 417 and answer["error"]["type"] == "ExpectationFailed", (status, answer)
         assert "nope" in answer["error"]["message"]
