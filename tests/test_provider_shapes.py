@@ -54,6 +54,20 @@ async def test_openai_billing_reads_the_unlimited_sentinel_as_unlimited(plugin_d
         assert r.raw_data == {"subscription": unlimited, "usage": {"object": "list", "total_usage": 250.0}}
 
 
+async def test_openai_billing_in_tokens_is_a_balance_however_many_tokens(plugin_dir, make_host, fake_http):
+    """A new-api site showing quota as TOKENS answers hard_limit_usd as its raw token count
+    (controller/billing.go): 150,000,000 tokens (about $300) were read as the unlimited sentinel,
+    which is exactly 100,000,000, not anything from it up."""
+    tokens = {**SUB, "hard_limit_usd": 150000000, "soft_limit_usd": 150000000,
+              "system_hard_limit_usd": 150000000, "access_until": 0}
+    async with provider_host(OPENAI, plugin_dir, make_host, fake_http, currency="TOKENS") as h:
+        fake_http.json("GET", SUBSCRIPTION, tokens)
+        fake_http.json("GET", USAGE, {"object": "list", "total_usage": 1e9})  # in hundredths, as USD cents
+        r = await query(h)
+    assert r.status == "success", r.error_message
+    assert (r.unlimited, r.balance, r.quota, r.used_quota, r.currency) == (False, 140000000, 150000000, 1e7, "TOKENS")
+
+
 @pytest.mark.parametrize(("key", "expected"), [
     # a monthly limit: usage (25.75 since the key was made) is not what counts against it
     ({"limit": 50.0, "limit_remaining": 30.0, "limit_reset": "monthly", "expires_at": "2027-12-31T23:59:59Z"},

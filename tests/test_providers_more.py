@@ -128,8 +128,8 @@ ZHIPU = Case(
     Provider("zhipu", ZHIPU_PATH, {ZHIPU_PATH: ZHIPU_BODY},
              {"balance": 99.0, "currency": "%", "quota": 100.0, "used_quota": 1.0, "expires_at": None},
              raw={"plan": "max", "windows": ZHIPU_WINDOWS, "answer": ZHIPU_DATA},
-             missing={"code": 200, "success": True, "data": {"level": "max", "limits": [
-                 {"type": "TOKENS_LIMIT", "unit": 3, "number": 5, "nextResetTime": Z5H}]}},
+             missing={"code": 200, "success": True, "data": {"level": "max", "limits": [  # (absent: 0 % used)
+                 {"type": "TOKENS_LIMIT", "unit": 3, "number": 5, "percentage": "n/a", "nextResetTime": Z5H}]}},
              missing_field="data.limits[0].percentage",
              headers={"Accept-Language": "en-US,en", "Content-Type": "application/json"}),
     KEY, False,
@@ -321,6 +321,13 @@ async def test_zhipu_sends_the_key_without_bearer_and_reads_the_shortest_token_w
         assert got["rawData"]["windows"] == [{"name": "5 hours", "type": "CREDIT_LIMIT", "headline": True,
                                               "usedPercent": 25, "remainingPercent": 75, "limit": 800, "used": 200,
                                               "remaining": 600, "resetsAt": None}]
+
+        # a window with no percentage yet: unused, as Zhipu's own quota HUD and cc-switch read it
+        # (before: PARSE_ERROR, the whole query failed)
+        fresh = {k: v for k, v in limits[0].items() if k != "percentage"}
+        fake_http.json("GET", ZHIPU_PATH, {**ZHIPU_BODY, "data": {"level": "max", "limits": [fresh, limits[1]]}})
+        got = await h.call(c.id, "queryBalance", config)
+        assert (got["balance"], got["quota"], got["usedQuota"]) == (100, 100, 0)
 
         # no token window at all: not a number to show
         fake_http.json("GET", ZHIPU_PATH, {**ZHIPU_BODY, "data": {"level": "lite", "limits": [limits[2]]}})

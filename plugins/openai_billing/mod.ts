@@ -50,13 +50,14 @@ const { object, number } = parsers(ID);
 const DEFAULT_BASE_URL = "https://api.openai.com";
 const DAY_MS = 86_400_000;
 const USAGE_WINDOW_DAYS = 100;
-/** What one-api and new-api answer as hard_limit_usd for a key with unlimited quota. */
+/** What one-api and new-api answer as hard_limit_usd for a key with unlimited quota: exactly
+ * this (a site showing quota as TOKENS answers its raw token count, 150,000,000 a real one). */
 const UNLIMITED_USD = 100_000_000;
 
 export const metadata: PluginMetadata = {
   id: ID,
   name: "OpenAI-compatible billing",
-  version: "1.1.0",
+  version: "1.1.1",
   apiVersion: "1.0",
   description: "Balance of an OpenAI-compatible relay from its /v1/dashboard/billing endpoints.",
   author: "Plugin Host",
@@ -95,7 +96,7 @@ export async function queryBalance(config: Config, ctx: Context): Promise<Balanc
   const used = number(usage.total_usage, "total_usage") / 100;
   const until = subscription.access_until;
   const expiresAt = typeof until === "number" && until > 0 ? new Date(until * 1000).toISOString() : null;
-  if (quota >= UNLIMITED_USD) {
+  if (quota === UNLIMITED_USD) {
     return { balance: null, unlimited: true, currency: config.currency || "USD", usedQuota: used, expiresAt, rawData: { subscription, usage } };
   }
   return { balance: quota - used, currency: config.currency || "USD", quota, usedQuota: used, expiresAt, rawData: { subscription, usage } };

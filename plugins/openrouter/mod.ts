@@ -22,10 +22,11 @@
  * made: a limit that resets (limit_reset daily, weekly or monthly) counts only this period's
  * spend (usage_daily, _weekly, _monthly; with BYOK usage when include_byok_in_limit), so usage
  * is never the used part of the limit. expiresAt = the key's expires_at (null: never). A key
- * with no limit (limit null) can spend whatever the account holds, which that key cannot
- * see: rather than invent a number (0 would raise a false alarm, a large one hide a real
- * one), the query fails with AUTH_ERROR (details.status 403) saying to use a key with credit
- * access or to give this key a limit.
+ * with no limit (limit null), which is most keys, can spend whatever the account holds, which
+ * that key cannot see: rather than invent a number (0 would raise a false alarm, a large one
+ * hide a real one) it is shown with no balance, usedQuota its usage, and a warning in the
+ * plugin's log saying to use a management key or give the key a limit (before: AUTH_ERROR,
+ * a working key called bad and a failing alert raised).
  *
  * `baseUrl` may be the OpenAI-style "https://openrouter.ai/api/v1": it is not repeated.
  */
@@ -44,7 +45,7 @@ const DEFAULT_BASE_URL = "https://openrouter.ai";
 export const metadata: PluginMetadata = {
   id: ID,
   name: "OpenRouter",
-  version: "1.1.0",
+  version: "1.2.0",
   apiVersion: "1.0",
   description: "OpenRouter credits from /api/v1/credits, or the key's own limit from /api/v1/key.",
   author: "Plugin Host",
@@ -83,10 +84,17 @@ export async function queryBalance(config: Config, ctx: Context): Promise<Balanc
   if (!isForbidden(credits.reason)) throw credits.reason;
   if (key.status === "rejected") throw key.reason;
   const data = object(object(key.value, "key body").data, "data");
-  if (data.limit === null || data.limit === undefined) {
-    throw new PluginError(ErrorTypes.AUTH_ERROR, `${ID}: this key cannot read the account's credits ` +
-      "(/api/v1/credits answered 403) and has no limit of its own: use a key with credit access, " +
-      "or set a limit on this key", { status: 403 });
+  if (data.limit === null || data.limit === undefined) {  // most keys: no limit of their own
+    ctx.log("warn", `${ID}: this key cannot read the account's credits (/api/v1/credits answered 403) and has ` +
+      "no limit of its own: shown with what it spent and no balance; for the balance use a management key, " +
+      "or set a limit on this key");
+    return {
+      balance: null,
+      currency: "USD",
+      usedQuota: number(data.usage, "data.usage"),
+      expiresAt: expiry(data),
+      rawData: { credits: null, key: data },
+    };
   }
   const limit = number(data.limit, "data.limit");
   const remaining = data.limit_remaining == null

@@ -66,7 +66,7 @@ const AUTH_MESSAGE = /token|unauthori[sz]ed|authenticat|api ?key|令牌|鉴权|�
 export const metadata: PluginMetadata = {
   id: ID,
   name: "Zhipu GLM Coding Plan",
-  version: "1.0.0",
+  version: "1.0.1",
   apiVersion: "1.0",
   description: "Zhipu / Z.ai GLM Coding Plan quota (percent of the 5-hour window left) from /api/monitor/usage/quota/limit.",
   author: "Plugin Host",
@@ -98,7 +98,8 @@ export async function queryBalance(config: Config, ctx: Context): Promise<Balanc
       `${ID}: the answer lists no token window (data.limits has no TOKENS_LIMIT): is there a coding plan on this key?`);
   }
   const head = tokens.reduce((a, b) => (hours(b.row) < hours(a.row) ? b : a));
-  const used = number(head.row.percentage, `data.limits[${head.i}].percentage`);
+  // a window with no percentage is unused so far, as Zhipu's own quota HUD and cc-switch read it
+  const used = head.row.percentage == null ? 0 : number(head.row.percentage, `data.limits[${head.i}].percentage`);
   const windows = rows.map((row, i): WindowInfo => {
     const usedPercent = optionalNumber(row.percentage);
     const w: WindowInfo = {
