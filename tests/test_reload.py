@@ -151,3 +151,26 @@ async def test_looking_at_the_plugin_files_does_not_hold_the_event_loop(plugin_d
             tg.cancel_scope.cancel()
         assert await h.call("svc", "which") == 2
         assert max(gaps) < 0.25, max(gaps)
+
+
+async def test_a_second_file_of_a_running_id_and_version_found_by_a_rescan_is_a_duplicate(plugin_dir, make_host):
+    """At start a second file with the same id and version is 'duplicate of ...'. Found by a
+    rescan beside the running one (vault.js running, vault@1.0.0.js added), both ran: the copy's
+    pool started with the first's decrypted config, storage and approvals, and emit asked both
+    (helper-76's finding). The first read wins there too."""
+    def vault(tag: str) -> str:
+        return f"""
+export const metadata = {{ id: "vault", name: "vault", version: "1.0.0", apiVersion: "1.0",
+  capabilities: ["message.in"], configSchema: {{ apiKey: {{ type: "string", secret: true }} }} }};
+export function who() {{ return "{tag}"; }}
+export function onEvent(event, payload, ctx) {{ return "{tag}"; }}"""
+    plugin_dir.add("vault.js", vault("original"))
+    async with make_host(pool=PoolConfig(min_workers=1, max_workers=1)) as h:
+        await h.set_config("vault", {"apiKey": "s3cret-vault-key"})
+        plugin_dir.add("vault@1.0.0.js", vault("copy"))
+        await h.rescan()
+        states = sorted((i.state, i.error or "") for i in h.plugins() if i.id == "vault")
+        assert [s for s, _ in states] == ["error", "running"], states  # before: both running
+        assert "duplicate of" in states[0][1] and states[0][1].endswith("vault.js"), states
+        assert await h.call("vault", "who") == "original"
+        assert [r.value for r in await h.emit("message.in", {})] == ["original"]

@@ -18,7 +18,7 @@ dependency order as at start."""
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Collection
 from typing import TYPE_CHECKING
 
 import anyio
@@ -86,10 +86,13 @@ class Loader:
     async def _start_all(self, records: list[Plugin]) -> None:
         """Duplicates out, dependencies resolved, then each level started in order."""
         seen: dict[str, Plugin] = {}
+        batch = set(records)
         for r in records:
             if r.state == "loaded":
-                if r.key in seen:
-                    r.set_state("error", f"duplicate of {seen[r.key].source.module}")
+                # the first read wins, in this batch or already loaded (a rescan's new file beside a
+                # running one of the same id and version: before, both ran, the copy with its config)
+                if (first := seen.get(r.key) or self._duplicate(r, beside=batch)) is not None:
+                    r.set_state("error", f"duplicate of {first.source.module}")
                 else:
                     seen[r.key] = r
         reg = self._reg
@@ -176,10 +179,11 @@ class Loader:
             finally:
                 self._settled(record)
 
-    def _duplicate(self, record: Plugin) -> Plugin | None:
-        """A settled version with ``record``'s id and version (the first read wins)."""
+    def _duplicate(self, record: Plugin, beside: Collection[Plugin] = ()) -> Plugin | None:
+        """A settled version with ``record``'s id and version (the first read wins), not one of
+        ``beside`` (the batch being started, which the caller orders)."""
         for other in self._reg.records:
-            if (other is not record and other.key == record.key and other.manifest is not None
+            if (other is not record and other not in beside and other.key == record.key and other.manifest is not None
                     and other.state != "error" and not self.loading(other)):
                 return other
         return None
