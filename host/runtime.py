@@ -171,10 +171,31 @@ def find_runtime_entry(override: str | None = None) -> Path:
 
 
 def _location(plugin_id: str) -> str:
-    """A per-plugin origin so localStorage, Cache API and KV are never shared (Deno 2.9 keys these by --location)."""
-    slug = re.sub(r"[^a-z0-9-]+", "-", plugin_id.lower()).strip("-")[:40] or "plugin"
-    digest = hashlib.sha256(plugin_id.encode()).hexdigest()[:8]
-    return f"http://{slug}-{digest}.plugin.invalid/"
+    """A per-plugin origin so localStorage, Cache API and KV are never shared (Deno 2.9 keys these
+    by --location): a readable slug, then 128 bits of the id's sha256 (a DNS label of at most 63
+    characters). Before, 32 bits: "vault" and an id whose slug folds to it ("vault--._") with a
+    hash matching in those bits, found by brute force in minutes, shared vault's localStorage."""
+    slug = re.sub(r"[^a-z0-9-]+", "-", plugin_id.lower()).strip("-")[:30] or "plugin"
+    return f"http://{slug}-{hashlib.sha256(plugin_id.encode()).hexdigest()[:32]}.plugin.invalid/"
+
+
+def _origin_key(location: str) -> str:
+    """The directory name Deno keys an origin's storage by: the sha256 of it, no final slash."""
+    return hashlib.sha256(location.rstrip("/").encode()).hexdigest()
+
+
+def move_web_storage(deno_dir: Path, plugin_id: str) -> None:
+    """A plugin's localStorage and Cache API files kept under its origin of before (a slug of 40
+    characters and 32 bits of its id's hash) moved to its origin now, once: what it stored stays
+    its own."""
+    old_slug = re.sub(r"[^a-z0-9-]+", "-", plugin_id.lower()).strip("-")[:40] or "plugin"
+    old = _origin_key(f"http://{old_slug}-{hashlib.sha256(plugin_id.encode()).hexdigest()[:8]}.plugin.invalid/")
+    data = deno_dir / "location_data"
+    for before, now in ((data / old, web_storage_dirs(deno_dir, plugin_id)[0]),
+                        (data / "web_cache" / old, web_storage_dirs(deno_dir, plugin_id)[1])):
+        with contextlib.suppress(OSError):  # nothing there, or moved already: nothing to do
+            if before.is_dir() and not now.exists():
+                os.rename(before, now)
 
 
 BLOCK = 4096  # bytes: what a file or directory takes at least (tree_bytes)
@@ -184,7 +205,7 @@ def web_storage_dirs(deno_dir: Path, plugin_id: str) -> tuple[Path, Path]:
     """Where Deno keeps a plugin's localStorage and its Cache API entries: under DENO_DIR, keyed
     by the sha256 of its origin (``_location`` without the final slash), written with no write
     grant, so only the host can bound them (the Cache API has no quota of its own)."""
-    key = hashlib.sha256(_location(plugin_id).rstrip("/").encode()).hexdigest()
+    key = _origin_key(_location(plugin_id))
     return deno_dir / "location_data" / key, deno_dir / "location_data" / "web_cache" / key
 
 

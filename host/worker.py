@@ -44,7 +44,7 @@ from .errors import (
 from .load_advice import commonjs_advice, import_advice, located
 from .logs import WORKER_LEVELS, worker_extra
 from .process import ChildProcess, vm_data
-from .runtime import Runtime, process_failure, socket_failure, tree_bytes, web_storage_dirs
+from .runtime import Runtime, move_web_storage, process_failure, socket_failure, tree_bytes, web_storage_dirs
 from .security.permissions import Permissions
 from .security.private_files import os_failure
 from .security.refusals import record_error, record_kill, record_refusal
@@ -414,6 +414,8 @@ class Worker:
                 spec.base_dir.mkdir(mode=0o700, parents=True, exist_ok=True)  # its data dir, its cwd
             except OSError as exc:  # the state directory out of inodes, say: retried as state
                 raise os_failure(spec.base_dir, exc, "make the plugin's data directory") from None
+            if spec.role == "plugin":
+                move_web_storage(rt.deno_dir, spec.plugin_id)
             t_spawn = time.monotonic()
             try:
                 self._proc = ChildProcess(

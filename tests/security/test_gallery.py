@@ -5,6 +5,7 @@ it, and a bystander plugin in the same host all along."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import signal
@@ -298,6 +299,39 @@ async def test_local_storage_and_cache_api_do_not_leak_between_plugins(plugin_di
         assert await h.call("storage_a", "cacheGet", url) == secret
         for plugin in ("storage_a", "storage_b"):
             await assert_unharmed(h, plugin, h.plugin(plugin).workers[0].pid)
+
+
+async def test_an_id_made_to_collide_with_a_plugins_origin_does_not_share_its_storage(plugin_dir, make_host):
+    """The per-plugin --location was a slug (lower case, runs of other characters folded to "-",
+    trimmed) and 32 bits of the id's sha256: "vault..-._...._-.__-.--__." (a valid id, found by
+    brute force in 12 minutes on one core) got vault's origin and read its localStorage
+    (helper-76's finding). 128 bits of the exact id's hash now."""
+    twin = "vault..-._...._-.__-.--__."
+    plugin_dir.add("vault.js", declaring("vault", "{}", STORAGE))
+    plugin_dir.add(f"{twin}.js", declaring(twin, "{}", STORAGE))
+    async with make_host(pool=ONE) as h:
+        assert await h.call("vault", "setItem", "token", "VAULT-SESSION-TOKEN") == "VAULT-SESSION-TOKEN"
+        assert await h.call(twin, "getItem", "token") is None  # before: "VAULT-SESSION-TOKEN"
+
+
+async def test_what_a_plugin_kept_under_its_origin_of_before_is_still_its_own(plugin_dir, make_host, state_dir):
+    """The origin changed (32 -> 128 bits of the id's hash): localStorage and Cache API files
+    kept under the old one move to the new one at the plugin's next start."""
+    from host.runtime import web_storage_dirs
+
+    plugin_dir.add("keeper.js", declaring("keeper", "{}", STORAGE))
+    async with make_host(pool=ONE, state_dir=str(state_dir)) as h:
+        assert await h.call("keeper", "setItem", "k", "kept") == "kept"
+        assert await h.call("keeper", "cachePut", "https://x.invalid/1", "cached") == "cached"
+    old = hashlib.sha256(f"http://keeper-{hashlib.sha256(b'keeper').hexdigest()[:8]}.plugin.invalid".encode()
+                         ).hexdigest()
+    for now, before in zip(web_storage_dirs(state_dir / "deno", "keeper"),
+                           (state_dir / "deno" / "location_data" / old,
+                            state_dir / "deno" / "location_data" / "web_cache" / old), strict=True):
+        now.rename(before)  # as a host of before left them
+    async with make_host(pool=ONE, state_dir=str(state_dir)) as h:
+        assert await h.call("keeper", "getItem", "k") == "kept"
+        assert await h.call("keeper", "cacheGet", "https://x.invalid/1") == "cached"
 
 
 # ---------------------------------------------------------------------------- 7-9: network
