@@ -374,3 +374,15 @@ async def test_the_seeds_name_database_asks_for_the_db_tool(make_host, tmp_path)
         ours = await h.execute(code, tools=["db"])
     assert seed.ok and seed.result == ["Alice", "Bob"], seed.logs
     assert ours.result == seed.result
+
+
+async def test_a_date_made_by_execute_code_is_a_condition_value(make_host, database):
+    """docs/execute.md: "A `Date` value is sent as ISO text". The code's Date is its own realm's,
+    which the runtime's `instanceof Date` did not see: gt(db.users.note, new Date(...)) was
+    InvalidHostCall "a condition's value must be a string, number, boolean or null" (helper-77's
+    finding, from the seed's operators section)."""
+    async with make_host(execute=ExecuteConfig(database=database.url)) as h:
+        out = await run(h, "return (await db.users.select().where(gt('note', new Date(Date.UTC(3000, 0, 1)))))"
+                           ".map(u => u.name);", ["db"])
+    assert out.ok, out.logs
+    assert out.result == ["Bob"]  # compared as text: Bob's note 'x' after '3000-01-01T00:00:00.000Z'

@@ -521,3 +521,17 @@ async def test_a_sandbox_refusal_says_which_request_permission_allows_it(make_ho
         (exc,) = [e for e in out.logs if e.level == "exception"]
         assert not out.ok and exc.name == "NotCapable" and wanted in exc.message, exc.message
         assert "--allow-" not in exc.message
+
+
+async def test_the_entry_gets_the_context_only_when_it_declares_a_second_parameter(make_host):
+    """Isolate calls entry(input). The host passed its context as a second argument to every
+    entry, so `(x, factor = 3) => x * factor` lost its default (2 * context: null) and
+    `(data, opts = {})` got the context's keys (helper-77's finding). A function declaring a
+    second parameter without a default (length 2) still gets it."""
+    async with make_host() as h:
+        factor = await h.execute("export default (x, factor = 3) => x * factor", 2)
+        opts = await h.execute("export default (data, opts = {}) => Object.keys(opts)", 1)
+        ctx = await h.execute("export default (input, ctx) => [input, typeof ctx.signal]", "in")
+    assert (factor.ok, factor.result) == (True, 6), factor
+    assert (opts.ok, opts.result) == (True, []), opts
+    assert (ctx.ok, ctx.result) == (True, ["in", "object"]), ctx

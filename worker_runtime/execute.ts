@@ -92,6 +92,9 @@ export function onExecute(msg: Msg): void {
       err.name = "EntryError";
       throw err;
     }
-    return await fn(msg.input === undefined ? undefined : execution.adopt(msg.input), context);
+    const input = msg.input === undefined ? undefined : execution.adopt(msg.input);
+    // Isolate calls entry(input): the context goes only to a function declaring a second
+    // parameter without a default, so that `(x, factor = 3) => ...` keeps its default
+    return await (fn.length >= 2 ? fn(input, context) : fn(input));
   });
 }

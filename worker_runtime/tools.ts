@@ -151,8 +151,16 @@ type ColumnRef = { readonly [COLUMN]: string };
 function columnName(c: unknown): unknown {
   return c !== null && typeof c === "object" && COLUMN in c ? (c as ColumnRef)[COLUMN] : c;
 }
+/** A Date as ISO text: one made by execute code is its own realm's Date, which `instanceof`
+ * the runtime's Date does not see (it was refused as "not a string, number, boolean or null");
+ * toISOString reads the internal date value whatever the realm, and throws for anything else. */
 function dbValue(v: unknown): unknown {
-  return v instanceof Date ? v.toISOString() : v;
+  if (v === null || typeof v !== "object") return v;
+  try {
+    return Date.prototype.toISOString.call(v);
+  } catch {
+    return v;
+  }
 }
 function fromObject(where: Record<string, unknown>): Cond {
   return ["and", ...Object.entries(where).map(([k, v]) => ["eq", k, dbValue(v)])];
