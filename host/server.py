@@ -332,7 +332,7 @@ def create_app(host: PluginHost, *, admin_token: str | None = None, read_token: 
         return _json(host.plugin(request.match_info["id"]))
 
     async def call(request: web.Request) -> web.Response:
-        body: CallBody = await body_of(request, CallBody)
+        body: CallBody = await body_of(request, CallBody, for_js="args")
         with until_gone(request) as gone:  # the client hung up: the call is cancelled
             result = await host.call(request.match_info["id"], request.match_info["fn"], *body.args,
                                      timeout=body.timeout)
@@ -343,7 +343,7 @@ def create_app(host: PluginHost, *, admin_token: str | None = None, read_token: 
     async def execute(request: web.Request) -> web.Response:
         if not enable_execute:
             return _error(403, "Forbidden", "/execute is disabled; start the server with --enable-execute")
-        body: ExecuteBody = await body_of(request, ExecuteBody)
+        body: ExecuteBody = await body_of(request, ExecuteBody, for_js="input")
         try:
             with until_gone(request) as gone:  # the client hung up: the execution is cancelled
                 out = await host.execute(

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import codecs
 import json
+import math
 import re
 from collections.abc import Callable
 from typing import Any
@@ -64,12 +65,16 @@ def _utf8(raw: bytes, charset: str | None) -> bytes:
                           "send UTF-8") from None
 
 
-async def body_of(request: web.Request, type_: Any = Any) -> Any:
+async def body_of(request: web.Request, type_: Any = Any, *, for_js: str | None = None) -> Any:
     """The JSON body (``{}`` when there is none) decoded as ``type_``; a 400 naming the field
-    that is wrong, or saying why the JSON is not."""
+    that is wrong, or saying why the JSON is not. ``for_js``: the field that goes to JavaScript
+    as it is (call arguments, /execute's input), its integers as ``JSON.parse`` reads them."""
     raw = _utf8(await request.read(), request.charset)  # (HTTPRequestEntityTooLarge passes on)
     try:
-        return msgspec.json.decode(raw or b"{}", type=type_)
+        body = msgspec.json.decode(raw or b"{}", type=type_)
+        if for_js is not None and _LONG_INTEGER.search(raw):
+            body = msgspec.structs.replace(body, **{for_js: js_numbers(getattr(body, for_js))})
+        return body
     except msgspec.ValidationError as exc:
         text = str(exc)
         where = text.rsplit(" - at `$", 1)
@@ -81,6 +86,29 @@ async def body_of(request: web.Request, type_: Any = Any) -> Any:
         elif why.startswith("Invalid UTF-8"):
             why = f"{why}: send UTF-8, or name the charset in Content-Type"
         raise bad_request(f"invalid JSON: {why}") from None
+
+
+_LONG_INTEGER = re.compile(rb"\d{16}")  # 2**53 has 16 digits: an integer past it has as many
+MAX_SAFE_INTEGER = 2**53 - 1
+
+
+def js_numbers(value: Any) -> Any:
+    """``value`` with each integer past JavaScript's safe range as the double ``JSON.parse``
+    makes of it (Infinity past the largest): the wire carries such an int as a 64-bit integer,
+    which the worker reads as a ``bigint``, so ``x * 2`` of a snowflake id an Isolate client sent
+    threw "Cannot mix BigInt and other types" and JSON.stringify of it failed."""
+    if isinstance(value, bool) or not isinstance(value, (int, list, dict)):
+        return value
+    if isinstance(value, int):
+        if -MAX_SAFE_INTEGER <= value <= MAX_SAFE_INTEGER:
+            return value
+        try:
+            return float(value)
+        except OverflowError:
+            return math.inf if value > 0 else -math.inf
+    if isinstance(value, dict):
+        return {k: js_numbers(v) for k, v in value.items()}
+    return [js_numbers(v) for v in value]
 
 
 _YES, _NO = frozenset({"1", "true", "yes", "on"}), frozenset({"0", "false", "no", "off", ""})

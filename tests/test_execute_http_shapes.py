@@ -91,3 +91,21 @@ async def test_every_error_answer_of_execute_has_the_seeds_name(make_host):
     assert [status for status, _ in answers] == [400, 400, 403, 403], answers
     for _, answer in answers:
         assert answer["error"]["name"] == answer["error"]["type"] and answer["error"]["message"], answer
+
+
+async def test_integers_past_the_safe_range_reach_the_code_as_json_parse_reads_them(make_host, plugin_dir):
+    """An Isolate client's snowflake id (1234567890123456789) reached /execute's code as a
+    bigint: `x * 2` threw "Cannot mix BigInt and other types" (helper-77's finding); a plugin's
+    call over HTTP likewise. What JSON carries reaches JavaScript as JSON.parse reads it: a
+    number, rounded to the nearest double (Infinity past the largest)."""
+    plugin_dir.add("calc.js", "export function kind(x) { return [typeof x, String(x)]; }")
+    big, huge = 1234567890123456789, int("9" * 400)
+    async with make_host() as h, served(h, enable_execute=True) as (_, http):
+        code = "export default (x) => [typeof x.id, x.id * 2, typeof x.huge, String(x.huge), x.small]"
+        async with http.post("/execute", json={"code": code, "input": {"id": big, "huge": huge, "small": 7}}) as r:
+            out = await r.json()
+        async with http.post("/api/plugins/calc/call/kind", json={"args": [-big]}) as r:
+            called = await r.json()
+    assert out["ok"] is True, out
+    assert out["result"] == ["number", float(big) * 2, "number", "Infinity", 7]  # before: TypeError (bigint)
+    assert called == {"ok": True, "result": ["number", "-1234567890123456800"]}
