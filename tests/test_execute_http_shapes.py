@@ -99,6 +99,9 @@ async def test_integers_past_the_safe_range_reach_the_code_as_json_parse_reads_t
     call over HTTP likewise. What JSON carries reaches JavaScript as JSON.parse reads it: a
     number, rounded to the nearest double (Infinity past the largest)."""
     plugin_dir.add("calc.js", "export function kind(x) { return [typeof x, String(x)]; }")
+    plugin_dir.add("ev.js", 'export const metadata = { id: "ev", name: "ev", version: "1.0.0", apiVersion: "1.0", '
+                            'capabilities: ["message.in"] };\n'
+                            "export function onEvent(event, payload) { return typeof payload.id; }")
     big, huge = 1234567890123456789, int("9" * 400)
     async with make_host() as h, served(h, enable_execute=True) as (_, http):
         code = "export default (x) => [typeof x.id, x.id * 2, typeof x.huge, String(x.huge), x.small]"
@@ -106,6 +109,8 @@ async def test_integers_past_the_safe_range_reach_the_code_as_json_parse_reads_t
             out = await r.json()
         async with http.post("/api/plugins/calc/call/kind", json={"args": [-big]}) as r:
             called = await r.json()
+        async with http.post("/api/events/message.in", json={"id": big}) as r:
+            assert [x["value"] for x in (await r.json())["replies"]] == ["number"]  # an event's payload too
     assert out["ok"] is True, out
     assert out["result"] == ["number", float(big) * 2, "number", "Infinity", 7]  # before: TypeError (bigint)
     assert called == {"ok": True, "result": ["number", "-1234567890123456800"]}
