@@ -201,6 +201,28 @@ async def test_a_symlink_loop_in_the_plugins_directory_is_left_out_and_the_other
     assert len(said) == 2, said  # once for each entry, not at every rescan
 
 
+async def test_a_plugin_file_that_is_not_a_regular_file_is_named_once_not_left_out_silently(
+        plugin_dir, make_host, caplog):
+    """A plugin dropped in as a FIFO, a link to nothing, or a directory whose mod.ts is one was
+    left out without a word: the operator saw no plugin and no reason (helper-71's finding)."""
+    import os
+
+    plugin_dir.add("calc.js", CALC)
+    os.mkfifo(plugin_dir.root / "piped.ts")
+    (plugin_dir.root / "dangling.js").symlink_to(plugin_dir.root / "nowhere.js")
+    (plugin_dir.root / "dirplug").mkdir()
+    os.mkfifo(plugin_dir.root / "dirplug" / "mod.ts")
+    async with make_host() as h:
+        assert await h.call("calc", "add", 1, 2) == 3
+        await h.rescan()
+        await h.rescan()
+        assert [i.id for i in h.plugins()] == ["calc"]
+    said = [r.getMessage() for r in caplog.records if "left out of the plugins" in r.getMessage()]
+    assert len(said) == 3, said  # once each, not at every rescan
+    assert all("not a regular file" in m for m in said), said
+    assert {m.split(":")[0].rsplit("/", 1)[-1] for m in said} == {"piped.ts", "dangling.js", "dirplug"}
+
+
 async def test_a_plugins_directory_gone_as_a_whole_keeps_its_plugins_serving(plugin_dir, make_host, caplog):
     """A deploy that swaps the directory by renames, a lost mount: before, every plugin in it
     stopped ("removed from disk") at the next rescan. A plugin removed from a directory that is

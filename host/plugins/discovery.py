@@ -100,9 +100,28 @@ def discover(dirs: list[Path]) -> list[PluginSource]:
             except (OSError, RuntimeError, ValueError) as exc:  # a symlink loop, say: that entry alone
                 _unreadable(child, exc)
                 continue
-            if src is not None and (src.id, src.version_hint) not in found:
+            if src is None and (why := _not_loadable(child)) is not None:
+                _left_out(child, why)
+            elif src is not None and (src.id, src.version_hint) not in found:
                 found[(src.id, src.version_hint)] = src
     return sorted(found.values(), key=lambda s: (s.id, s.version_hint or ""))
+
+
+def _not_loadable(path: Path) -> str | None:
+    """Why ``path``, named as a plugin module (or a plugin directory holding an entry module),
+    is not one that can be loaded; None when it is not named as one. Such a path was left out
+    without a word: a plugin dropped in as a FIFO or a link to nothing was simply never there."""
+    if path.name.startswith((".", "_")):
+        return None
+    if path.is_dir():
+        for name in ENTRY_NAMES:
+            if os.path.lexists(path / name) and not (path / name).is_file():
+                return f"its {name} is not a regular file (a FIFO, a device, or a link to nothing)"
+        return None
+    if (path.suffix in SUFFIXES and not path.name.endswith((".d.ts", USAGE_SUFFIX))
+            and not path.stem.endswith((".test", "_test")) and not path.is_file()):
+        return "not a regular file (a FIFO, a device, or a link to nothing)"
+    return None
 
 
 _said: set[str] = set()  # entries already warned about (every rescan meets them again)
@@ -141,11 +160,15 @@ def in_vanished_dir(source: PluginSource, dirs: list[Path]) -> bool:
 
 def _unreadable(path: Path, exc: BaseException) -> None:
     """Warn once that ``path`` in a plugins directory cannot be read (and is left out)."""
+    _left_out(path, f"it cannot be read ({type(exc).__name__}: {str(exc)[:200]})")
+
+
+def _left_out(path: Path, why: str) -> None:
+    """Warn once that ``path`` in a plugins directory is left out of the plugins, and why."""
     if str(path) in _said or len(_said) > 1000:
         return
     _said.add(str(path))
-    log.warning("%s: left out of the plugins, it cannot be read (%s: %s); fix or remove it",
-                path, type(exc).__name__, str(exc)[:200])
+    log.warning("%s: left out of the plugins, %s; fix or remove it", path, why)
 
 
 def check_confined(source: PluginSource) -> None:
