@@ -170,13 +170,17 @@ def find_runtime_entry(override: str | None = None) -> Path:
     raise HostError("worker_runtime/worker.ts not found next to the host package")
 
 
+def _slug(plugin_id: str, length: int) -> str:
+    """The readable part of a plugin's origin: lower case, runs of anything else folded to "-"."""
+    return re.sub(r"[^a-z0-9-]+", "-", plugin_id.lower()).strip("-")[:length] or "plugin"
+
+
 def _location(plugin_id: str) -> str:
     """A per-plugin origin so localStorage, Cache API and KV are never shared (Deno 2.9 keys these
     by --location): a readable slug, then 128 bits of the id's sha256 (a DNS label of at most 63
     characters). Before, 32 bits: "vault" and an id whose slug folds to it ("vault--._") with a
     hash matching in those bits, found by brute force in minutes, shared vault's localStorage."""
-    slug = re.sub(r"[^a-z0-9-]+", "-", plugin_id.lower()).strip("-")[:30] or "plugin"
-    return f"http://{slug}-{hashlib.sha256(plugin_id.encode()).hexdigest()[:32]}.plugin.invalid/"
+    return f"http://{_slug(plugin_id, 30)}-{hashlib.sha256(plugin_id.encode()).hexdigest()[:32]}.plugin.invalid/"
 
 
 def _origin_key(location: str) -> str:
@@ -188,11 +192,10 @@ def move_web_storage(deno_dir: Path, plugin_id: str) -> None:
     """A plugin's localStorage and Cache API files kept under its origin of before (a slug of 40
     characters and 32 bits of its id's hash) moved to its origin now, once: what it stored stays
     its own."""
-    old_slug = re.sub(r"[^a-z0-9-]+", "-", plugin_id.lower()).strip("-")[:40] or "plugin"
-    old = _origin_key(f"http://{old_slug}-{hashlib.sha256(plugin_id.encode()).hexdigest()[:8]}.plugin.invalid/")
+    old = _origin_key(f"http://{_slug(plugin_id, 40)}-{hashlib.sha256(plugin_id.encode()).hexdigest()[:8]}"
+                      ".plugin.invalid/")
     data = deno_dir / "location_data"
-    for before, now in ((data / old, web_storage_dirs(deno_dir, plugin_id)[0]),
-                        (data / "web_cache" / old, web_storage_dirs(deno_dir, plugin_id)[1])):
+    for before, now in zip((data / old, data / "web_cache" / old), web_storage_dirs(deno_dir, plugin_id), strict=True):
         with contextlib.suppress(OSError):  # nothing there, or moved already: nothing to do
             if before.is_dir() and not now.exists():
                 os.rename(before, now)

@@ -13,18 +13,15 @@ deliver a request head within ``server.header_timeout``."""
 from __future__ import annotations
 
 import asyncio
-import datetime as dt
 import logging
 from collections.abc import Awaitable, Callable, Iterable
-from typing import Annotated, Any, Literal
+from typing import Any
 
 import anyio
-import msgspec
 from aiohttp import web
 
 from .dashboard import add_routes as add_dashboard_routes
 from .errors import (
-    MAX_TIMEOUT,
     ApprovalChanged,
     CallTimeout,
     CircuitOpen,
@@ -65,11 +62,18 @@ from .server_params import (
     MAX_ALERTS,
     MAX_HISTORY_POINTS,
     MAX_LOG_ENTRIES,
+    ApproveBody,
+    CallBody,
+    ExecuteBody,
+    ImportBody,
+    PrivateNetworkBody,
+    StationBody,
     after_param,
     body_of,
     error_doc,
     flag_param,
     host_error_doc,
+    instant,
     js_numbers,
     limit_param,
     shown,
@@ -123,66 +127,7 @@ def _host_error(exc: HostError) -> web.Response:
     return _json(host_error_doc(exc), status)
 
 
-# Request bodies, decoded and validated at the edge by msgspec: a wrong type or a value out of
-# range is a 400 naming the field, never a handler's isinstance chain.
-Seconds = Annotated[float, msgspec.Meta(gt=0, le=MAX_TIMEOUT)]  # > 0: 0 or less kills the worker
-Millis = Annotated[float, msgspec.Meta(gt=0, le=MAX_TIMEOUT * 1000)]
-
-
-class CallBody(msgspec.Struct):
-    args: list[Any] = []
-    timeout: Seconds | None = None
-
-
-class ExecuteBody(msgspec.Struct):  # the Isolate engine's request
-    code: str
-    input: Any = msgspec.UNSET  # left out: the entry gets `undefined`; null: `null`
-    language: Literal["javascript", "typescript"] = "javascript"
-    entry: str | None = None
-    timeout: Millis | None = None  # milliseconds
-    permissions: Any = None
-    tools: list[str] | None = None
-
-
-class ApproveBody(msgspec.Struct):
-    grants: list[str] | None = None  # what the operator was shown; None: whatever waits
-
-
-class StationBody(msgspec.Struct, forbid_unknown_fields=True):
-    """``POST /api/stations``: a provider plugin and its config, or a pasted usage script."""
-
-    name: str
-    plugin: str | None = None
-    script: str | None = None
-    title: str | None = None
-    lowBalance: float | None = None
-    config: dict[str, Any] = {}
-
-
-class PrivateNetworkBody(msgspec.Struct, forbid_unknown_fields=True):
-    allow: bool  # said, never assumed: an empty POST must not open the private network
-
-
-class ImportBody(msgspec.Struct):
-    document: dict[str, Any]
-    passphrase: str | None = None
-    replace: bool = False
-
-
 _READS = ("GET", "HEAD", "OPTIONS")
-
-
-def _instant(text: str) -> dt.datetime:
-    """``2026-11-23T10:00:00Z`` (no zone: UTC) or unix seconds."""
-    try:
-        seconds = float(text)
-    except ValueError:
-        t = dt.datetime.fromisoformat(text)
-        return t if t.tzinfo else t.replace(tzinfo=dt.UTC)
-    try:
-        return dt.datetime.fromtimestamp(seconds, dt.UTC)
-    except (OverflowError, OSError, ValueError):  # inf, nan, 1e300: no instant
-        raise ValueError(f"{text[:40]!r} is no time a date can hold") from None
 
 
 async def drain(runner: web.AppRunner, grace: float) -> None:
@@ -447,7 +392,7 @@ def create_app(host: PluginHost, *, admin_token: str | None = None, read_token: 
     async def balance_history(request: web.Request) -> web.Response:
         q = request.query
         try:
-            since, until = (_instant(q[k]) if k in q else None for k in ("since", "until"))
+            since, until = (instant(q[k]) if k in q else None for k in ("since", "until"))
             limit = limit_param(request, MAX_HISTORY_POINTS, MAX_HISTORY_POINTS)
         except ValueError as exc:
             return _error(400, "BadRequest", f"since/until must be ISO 8601 or unix seconds, limit an integer: {exc}")

@@ -1,21 +1,23 @@
 """What a request of the HTTP API brings (host/server.py): its JSON body, decoded as the route's
-type with a 400 naming what is wrong, and the query parameters that bound how much one request
-reads (a read token may ask for the logs, the balance history and the alerts, never for all of
-them at once)."""
+body type (defined here) with a 400 naming what is wrong, and the query parameters that bound
+how much one request reads (a read token may ask for the logs, the balance history and the
+alerts, never for all of them at once); and how an answer shows what plugins said."""
 
 from __future__ import annotations
 
 import codecs
+import datetime as dt
 import json
 import math
 import re
 from collections.abc import Callable
-from typing import Any
+from typing import Annotated, Any, Literal
 
 import msgspec
 from aiohttp import web
 
-from .errors import HostError
+from .api_args import Timeout
+from .errors import MAX_TIMEOUT, HostError
 from .info import json_default
 from .plugins.settings import redacted
 
@@ -63,6 +65,64 @@ def _utf8(raw: bytes, charset: str | None) -> bytes:
         where = f" (byte {exc.start})" if isinstance(exc, UnicodeDecodeError) else ""
         raise bad_request(f"the body is not {charset[:40]} text as its Content-Type says{where}: "
                           "send UTF-8") from None
+
+
+# Request bodies, decoded and validated at the edge by msgspec: a wrong type or a value out of
+# range is a 400 naming the field, never a handler's isinstance chain.
+Millis = Annotated[float, msgspec.Meta(gt=0, le=MAX_TIMEOUT * 1000)]
+
+
+class CallBody(msgspec.Struct):
+    args: list[Any] = []
+    timeout: Timeout | None = None  # > 0: 0 or less kills the worker
+
+
+class ExecuteBody(msgspec.Struct):  # the Isolate engine's request
+    code: str
+    input: Any = msgspec.UNSET  # left out: the entry gets `undefined`; null: `null`
+    language: Literal["javascript", "typescript"] = "javascript"
+    entry: str | None = None
+    timeout: Millis | None = None  # milliseconds
+    permissions: Any = None
+    tools: list[str] | None = None
+
+
+class ApproveBody(msgspec.Struct):
+    grants: list[str] | None = None  # what the operator was shown; None: whatever waits
+
+
+class StationBody(msgspec.Struct, forbid_unknown_fields=True):
+    """``POST /api/stations``: a provider plugin and its config, or a pasted usage script."""
+
+    name: str
+    plugin: str | None = None
+    script: str | None = None
+    title: str | None = None
+    lowBalance: float | None = None
+    config: dict[str, Any] = {}
+
+
+class PrivateNetworkBody(msgspec.Struct, forbid_unknown_fields=True):
+    allow: bool  # said, never assumed: an empty POST must not open the private network
+
+
+class ImportBody(msgspec.Struct):
+    document: dict[str, Any]
+    passphrase: str | None = None
+    replace: bool = False
+
+
+def instant(text: str) -> dt.datetime:
+    """``2026-11-23T10:00:00Z`` (no zone: UTC) or unix seconds."""
+    try:
+        seconds = float(text)
+    except ValueError:
+        t = dt.datetime.fromisoformat(text)
+        return t if t.tzinfo else t.replace(tzinfo=dt.UTC)
+    try:
+        return dt.datetime.fromtimestamp(seconds, dt.UTC)
+    except (OverflowError, OSError, ValueError):  # inf, nan, 1e300: no instant
+        raise ValueError(f"{text[:40]!r} is no time a date can hold") from None
 
 
 async def body_of(request: web.Request, type_: Any = Any, *, for_js: str | None = None) -> Any:
@@ -178,5 +238,6 @@ def limit_param(request: web.Request, default: int, cap: int) -> int:
     return cap if len(digits) > 19 else min(int(digits), cap)  # (int() of 4,301 digits or more raises)
 
 
-__all__ = ["JSON", "MAX_ALERTS", "MAX_HISTORY_POINTS", "MAX_LOG_ENTRIES", "after_param", "bad_request", "body_of",
-           "error_doc", "flag_param", "limit_param", "shown"]
+__all__ = ["JSON", "MAX_ALERTS", "MAX_HISTORY_POINTS", "MAX_LOG_ENTRIES", "ApproveBody", "CallBody", "ExecuteBody",
+           "ImportBody", "PrivateNetworkBody", "StationBody", "after_param", "bad_request", "body_of", "error_doc",
+           "flag_param", "instant", "limit_param", "shown"]

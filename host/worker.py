@@ -79,8 +79,9 @@ HostCallHandler = Callable[["Worker", p.HostCall], Awaitable[Any]]
 LIMIT_HOST_CALLS = "resource limit: host calls"
 LIMIT_WRITE_BUFFER = "resource limit: write buffer"
 LIMIT_WEB_STORAGE = "resource limit: web storage"
-# Seconds between two looks at a plugin's Cache API files (web_storage_dirs);
-WEB_STORAGE_CHECK = 0.25  # writes land at hundreds of MB a second: what one interval lets past the cap
+# Seconds between two looks at a plugin's Cache API files (web_storage_dirs): writes land at
+# hundreds of MB a second, and what one interval lets past the cap is the overshoot.
+WEB_STORAGE_CHECK = 0.25
 # Caps on the parts of an error or log line a worker reports (the runtime applies the same).
 MAX_ERROR_NAME = 256
 MAX_ERROR_TEXT = 64 * 1024    # message, stack
@@ -1074,8 +1075,8 @@ class Worker:
         cap = self.spec.limits.storage_max_bytes
         while True:
             await anyio.sleep(WEB_STORAGE_CHECK)
-            used = await anyio.to_thread.run_sync(tree_bytes, cache_dir, cap, abandon_on_cancel=True)
-            if used > cap:
+            if cache_dir.is_dir() and await anyio.to_thread.run_sync(
+                    tree_bytes, cache_dir, cap, abandon_on_cancel=True) > cap:  # (most plugins have none)
                 break
         self.add_exit_hook(lambda _: shutil.rmtree(cache_dir, ignore_errors=True))  # its files closed
         self.kill(LIMIT_WEB_STORAGE)

@@ -62,8 +62,7 @@ def source_for(path: Path) -> PluginSource | None:
                 pid, version = _split_name(path.name)
                 return PluginSource(id=pid, module=entry, root=path, version_hint=version)
         return None
-    if (path.is_file() and path.suffix in SUFFIXES and not path.name.endswith((".d.ts", USAGE_SUFFIX))
-            and not path.stem.endswith((".test", "_test"))):
+    if path.is_file() and _module_name(path):
         pid, version = _split_name(path.stem)
         return PluginSource(id=pid, module=path, root=path, version_hint=version)
     return None
@@ -118,10 +117,15 @@ def _not_loadable(path: Path) -> str | None:
             if os.path.lexists(path / name) and not (path / name).is_file():
                 return f"its {name} is not a regular file (a FIFO, a device, or a link to nothing)"
         return None
-    if (path.suffix in SUFFIXES and not path.name.endswith((".d.ts", USAGE_SUFFIX))
-            and not path.stem.endswith((".test", "_test")) and not path.is_file()):
+    if _module_name(path) and not path.is_file():
         return "not a regular file (a FIFO, a device, or a link to nothing)"
     return None
+
+
+def _module_name(path: Path) -> bool:
+    """Whether ``path`` is named as a plugin module (not a declaration, usage script or test)."""
+    return (path.suffix in SUFFIXES and not path.name.endswith((".d.ts", USAGE_SUFFIX))
+            and not path.stem.endswith((".test", "_test")))
 
 
 _said: set[str] = set()  # entries already warned about (every rescan meets them again)

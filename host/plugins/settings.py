@@ -146,9 +146,9 @@ MASKED_NUMBER = 6
 def redacted(value: Any, redact: Callable[[str], str]) -> Any:
     """``value`` with ``redact`` applied to every string in it (object keys too), and a number
     whose text is a secret (MASKED_NUMBER characters or more) masked: what a plugin answers may
-    echo its config. Looked for in the
-    answer's JSON first: with no escape in it every string and number is there as it is, so an
-    answer with no secret in that text is returned unwalked (a large one costs one search)."""
+    echo its config. Looked for in the answer's JSON first: with no escape in it every string and
+    number is there as it is, so an answer with no secret in that text is returned unwalked (a
+    large one costs one search)."""
     try:
         text = msgspec.json.encode(value, enc_hook=str).decode()
     except (TypeError, ValueError, OverflowError, RecursionError):
