@@ -6,13 +6,14 @@ with every secret masked."""
 from __future__ import annotations
 
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Collection
 from typing import Any
 
 import msgspec
 
 from ..errors import HostError, InvalidConfig, PluginUnavailable, StateError
 from ..plugins.admin import ConfigAdmin
+from ..plugins.config_store import Configs
 from ..plugins.keys import station_key
 from ..plugins.lifecycle import SERVING, Plugin
 from ..plugins.manifest import ID_RE
@@ -103,18 +104,45 @@ class StationAdmin:
                 raise
             return self._item(name)
         record = self._provider(Station(name=name, plugin=plugin), required=True, where="plugin")
-        assert record is not None and self._reg.store is not None
+        assert record is not None
+        self._stations.check_new(name, definition)
         _, raw = await self._configs.checked_config(record, config or {}, replace=True, key=station_key(name))
-        await self._stations.add(name, definition)
-        await self._reg.store.set(station_key(name), raw, secret_keys(loaded_manifest(record).config_schema))
+        await self._stored_first(name, definition, raw, secret_keys(loaded_manifest(record).config_schema))
         try:
             await self._restart(record, name)
         except HostError:
             await self._stations.remove(name)
-            await self._reg.store.remove(station_key(name))
+            await self._store.remove(station_key(name))
             await self._restart(record, None)
             raise
         return self._item(name)
+
+    @property
+    def _store(self) -> Configs:
+        assert self._reg.store is not None
+        return self._reg.store
+
+    async def _stored_first(self, name: str, definition: StationConfig, raw: dict[str, Any],
+                            secret: Collection[str]) -> None:
+        """The station's config, then its definition: another host that reads the station
+        (it reads the stations before the configs) never serves or lists it without its config.
+        A config row with no station is another process adding the name this moment, or one
+        that stopped halfway: it is replaced unless the station is there by now, and put back
+        if the other process wins the definition."""
+        key = station_key(name)
+        before = None
+        done, now = await self._store.swap(key, raw, secret, None)
+        if not done:
+            if await self._stations.added_elsewhere(name):
+                raise self._stations.taken(name)
+            before = now
+            if not (await self._store.swap(key, raw, secret, before))[0]:
+                raise self._stations.taken(name)
+        try:
+            await self._stations.add(name, definition)
+        except HostError:
+            await (self._store.remove(key) if before is None else self._store.set_many({key: before}))
+            raise
 
     async def set_config(self, name: str, values: dict[str, Any], *, replace: bool = False) -> dict[str, Any]:
         """Change a station's config (merged unless ``replace``; a secret sent back masked keeps
@@ -123,16 +151,16 @@ class StationAdmin:
         if s.plugin is None:
             return await self._configs.set_config(name, values, replace=replace)
         record = self._provider(s, required=True)
-        assert record is not None and self._reg.store is not None
+        assert record is not None
         key = station_key(name)
         manifest, raw, before = await self._configs.store_checked(record, values, replace=replace, key=key)
         try:
             await self._restart(record, name)
         except HostError:
             if before is None:
-                await self._reg.store.remove(key)
+                await self._store.remove(key)
             else:
-                await self._reg.store.set_many({key: before})  # as it was (already sealed)
+                await self._store.set_many({key: before})  # as it was (already sealed)
             await self._restart(record, None)
             raise
         return mask(manifest.config_schema, raw)
@@ -140,12 +168,11 @@ class StationAdmin:
     async def remove(self, name: str) -> dict[str, Any]:
         """Forget an added station and its config (its history stays)."""
         s = await self._stations.remove(name)
-        assert self._reg.store is not None
         if s.plugin is None:
-            await self._reg.store.remove(name)  # the usage-script plugin's own config
+            await self._store.remove(name)  # the usage-script plugin's own config
             await self._rescan()  # and the plugin goes
         else:
-            await self._reg.store.remove(station_key(name))
+            await self._store.remove(station_key(name))
             if (record := self._provider(s, required=False)) is not None:
                 await self._restart(record, None)
         return s.to_dict()

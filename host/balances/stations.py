@@ -187,15 +187,30 @@ class Stations:
                 out[name] = StationConfig(script=station.script, file=station.file, name=station.title)
         return out
 
-    async def add(self, name: str, definition: StationConfig) -> Station:
-        """Persist a new station's definition (its config goes to the config store)."""
+    def check_new(self, name: str, definition: StationConfig) -> None:
+        """InvalidConfig unless ``add`` may store ``definition`` as ``name`` (as far as this
+        host knows: another process may add the name first, which ``add`` then refuses)."""
         check_station(name, definition, f"station {name}")
         if name in self.all():
             where = "host.toml" if name in self._configured else self.store.where
             raise InvalidConfig(f"station {name!r} exists already (in {where}); remove it first or pick another name")
+
+    async def add(self, name: str, definition: StationConfig) -> Station:
+        """Persist a new station's definition (its config goes to the config store, first: a
+        host that reads the station reads its config too)."""
+        self.check_new(name, definition)
         if not await self.store.insert(name, msgspec.to_builtins(msgspec.structs.replace(definition, config={}))):
-            raise InvalidConfig(f"station {name!r} was just added by another process; pick another name")
+            raise self.taken(name)
         return self.get(name)
+
+    async def added_elsewhere(self, name: str) -> bool:
+        """Whether another process has added a station ``name`` (read afresh)."""
+        await self.refresh()
+        return name in self.all()
+
+    @staticmethod
+    def taken(name: str) -> InvalidConfig:
+        return InvalidConfig(f"station {name!r} was just added by another process; pick another name")
 
     async def remove(self, name: str) -> Station:
         station = self.get(name)
