@@ -5,22 +5,40 @@ appends after the caller's (``add(a, b)`` called with nothing adds the context t
 What a function takes comes, first, from its manifest (``metadata.functions.NAME.params``:
 names, ``"x?"`` optional, ``"...rest"`` any number more), else from what the worker reported of
 its source (protocol.Signature: ``fn.length``, the parameter names, a rest parameter).
-TypeScript's types are stripped before the code runs, so they are not read. A last declared
-parameter named ``context`` or ``ctx`` (or a destructuring pattern) is the context's place, not
-an argument; so is the one after the arguments the plugin API defines for its own functions."""
+A last declared
+parameter named ``context`` or ``ctx``, or an object pattern of the context's own keys
+(``{log, signal}``; ``{query, limit}`` is an options argument), is the context's place, not an
+argument; so is the one after the arguments the plugin API defines for its own functions. A
+function ending in a rest parameter (``sum(...numbers)``) gets the caller's arguments only, no
+context. TypeScript's ``b?: number`` is gone from the code that runs: a ``.ts`` module's own
+declaration of the function is read for it (optional.py)."""
 
 from __future__ import annotations
 
 import re
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 from .errors import InvalidArguments
+from .optional import optional_params
 from .protocol import Signature
 
 # The plugin API's functions: how many arguments the host passes before the context.
 API_ARGUMENTS = {"queryBalance": 1, "validateConfig": 1, "healthCheck": 1, "onEvent": 2}
-_CONTEXT = re.compile(r"_*(context|ctx)|\{\}")
+_CONTEXT = re.compile(r"_*(context|ctx)")
+# What the context holds (worker_runtime/context.ts makeContext): a pattern of these is its place.
+CONTEXT_KEYS = frozenset({"callId", "pluginId", "config", "timeout", "signal", "log", "cache", "storage",
+                          "channel", "fetchJson"})
+NO_CONTEXT = -1  # Call.context_at: the function gets the caller's arguments only
+
+
+def is_context(name: str) -> bool:
+    """A parameter the worker reported that is the context's place: ``context``/``ctx``, or an
+    object pattern of the context's keys only (``{}``, ``{log, signal}``)."""
+    if name.startswith("{") and name.endswith("}"):
+        return all(k.strip() in CONTEXT_KEYS for k in name[1:-1].split(",") if k.strip())
+    return _CONTEXT.fullmatch(name) is not None
 
 
 def _declared(metadata: Any, fn: str) -> list[str] | None:
@@ -31,9 +49,11 @@ def _declared(metadata: Any, fn: str) -> list[str] | None:
     return params if isinstance(params, list) and all(isinstance(p, str) for p in params) else None
 
 
-def bounds(fn: str, signature: Signature | None, metadata: Any = None) -> tuple[int, int | None, list[str]] | None:
+def bounds(fn: str, signature: Signature | None, metadata: Any = None,
+           optional: list[bool] | None = None) -> tuple[int, int | None, list[str]] | None:
     """(fewest arguments, most or None for any number, their names) that ``fn`` takes, or None
-    when nothing is known of it."""
+    when nothing is known of it. ``optional``: which of the source's parameters TypeScript
+    marks optional (``b?``), when its declaration was read."""
     if (params := _declared(metadata, fn)) is not None:
         rest = bool(params) and params[-1].startswith("...")
         fixed = params[:-1] if rest else params
@@ -42,13 +62,16 @@ def bounds(fn: str, signature: Signature | None, metadata: Any = None) -> tuple[
         return None
     names = list(signature.params or [])
     required = signature.length
+    if optional is not None and len(optional) == len(names) and True in optional:
+        required = min(required, optional.index(True))
+        names = [f"{n}?" if o else n for n, o in zip(names, optional, strict=True)]
     if fn in API_ARGUMENTS:
         required = min(required, API_ARGUMENTS[fn])
         names = names[:API_ARGUMENTS[fn]]
-    elif required and len(names) >= required and _CONTEXT.fullmatch(names[required - 1]):
+    elif required and len(names) >= required and is_context(names[required - 1]):
         required -= 1
         names = names[:required]
-    elif names and _CONTEXT.fullmatch(names[-1]):
+    elif names and is_context(names[-1].rstrip("?")):
         names = names[:-1]
     if signature.params is None or signature.rest:
         return required, None, names
@@ -56,18 +79,32 @@ def bounds(fn: str, signature: Signature | None, metadata: Any = None) -> tuple[
     return required, max(most, required), names
 
 
+def takes_context(fn: str, signature: Signature | None, metadata: Any = None) -> bool:
+    """Whether ``fn`` is given the context after the caller's arguments: not when its last
+    parameter is a rest one (declared ``"...numbers"``, or read from its source)."""
+    if fn in API_ARGUMENTS:
+        return True
+    if (params := _declared(metadata, fn)) is not None:
+        return not (params and params[-1].startswith("..."))
+    return signature is None or not signature.rest
+
+
 def check_arguments(plugin: str, fn: str, args: list[Any], signature: Signature | None,
-                    metadata: Any = None, module: object = None) -> int | None:
+                    metadata: Any = None, module: Path | None = None) -> int | None:
     """InvalidArguments naming the function, what it takes and how many were given, when
     ``args`` are too few or too many for it; ``module``: the plugin's file, to say where to
-    declare otherwise. Else where the context goes when optional arguments were left out
-    (after every declared one, so that none of them receives it), or None."""
-    known = bounds(fn, signature, metadata)
+    declare otherwise (and, a TypeScript one, to read its optional parameters). Else where the
+    context goes when optional arguments were left out (after every declared one, so that none
+    of them receives it), NO_CONTEXT for a rest parameter's function, or None."""
+    optional = optional_params(module, fn) if signature is not None and signature.params else None
+    known = bounds(fn, signature, metadata, optional)
     if known is None:
         return None
     least, most, names = known
     given = len(args)
     if least <= given and (most is None or given <= most):
+        if not takes_context(fn, signature, metadata):
+            return NO_CONTEXT
         return most if most is not None and most > given else None
     if most == least:
         takes = f"{least} argument{'s' if least != 1 else ''}"
@@ -82,4 +119,4 @@ def check_arguments(plugin: str, fn: str, args: list[Any], signature: Signature 
         plugin=plugin, function=fn)
 
 
-__all__ = ["API_ARGUMENTS", "bounds", "check_arguments"]
+__all__ = ["API_ARGUMENTS", "CONTEXT_KEYS", "NO_CONTEXT", "bounds", "check_arguments", "is_context", "takes_context"]

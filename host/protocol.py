@@ -130,7 +130,7 @@ class Call(_Msg, tag="call"):
     fn: str
     args: list[Any] = []
     timeout_ms: int | None = None
-    context_at: int | None = None  # the context's index: args padded with undefined up to it
+    context_at: int | None = None  # the context's index: args padded with undefined up to it; -1: none
 
 
 class Execute(_Msg, tag="execute"):

@@ -14,7 +14,7 @@ export const metadata = { id: "shapes", name: "Shapes", version: "1.0.0", apiVer
   functions: { total: { params: ["...numbers"] }, greet: { params: ["name", "greeting?"] } } };
 export function add(a, b) { return a + b; }
 export function withContext(a, context) { return typeof context.signal; }
-export function total(...numbers) { return numbers.length - 1; }  // the context is last
+export function total(...numbers) { return numbers.length; }  // no context after a rest parameter
 export function greet(name, greeting = "hi") { return `${greeting} ${name}`; }
 export function fixed() { return "ok"; }
 export const arrow = (x, { signal }) => typeof signal;
@@ -49,6 +49,39 @@ async def test_too_few_or_too_many_arguments_are_refused_naming_the_function(mak
         # a refused call never reached the worker: it still serves, nothing was counted as failing
         info = host.plugin("shapes")
         assert info.state == "running" and info.crashes == 0
+
+
+OPTIONS = """
+export const metadata = { id: "options", name: "Options", version: "1.0.0", apiVersion: "1.0" };
+export function sum(...nums: number[]) { return nums.reduce((a, b) => a + b, 0); }
+export function search({ query, limit = 10 }: { query: string; limit?: number }) { return `${query}/${limit}`; }
+export const ask = async ({ q }: { q: string }) => q;
+export function opt(a: number, b?: number) { return a + (b ?? 0); }
+export const optArrow = (a: string, b?: string, c?: string) => [a, b ?? "-", c ?? "-"].join("");
+export function withLog(a: number, { log, signal }: any) { return typeof log + typeof signal; }
+export function onlyContext({ config }: any) { return typeof config; }
+"""
+
+
+async def test_rest_parameters_options_objects_and_optional_typescript_parameters(make_host, plugin_dir):
+    # helper-80's findings: sum(...nums) got the context as its last number ("6[object Object]"),
+    # a single options object was taken for the context ("takes 0 arguments, 1 given"), and
+    # TypeScript's b?: number was required (the ? is gone from the code that runs).
+    plugin_dir.add("options.ts", OPTIONS)
+    async with make_host() as host:
+        assert await host.call("options", "sum", 1, 2, 3) == 6
+        assert await host.call("options", "sum") == 0
+        assert await host.call("options", "search", {"query": "x"}) == "x/10"
+        assert await host.call("options", "ask", {"q": "y"}) == "y"
+        with pytest.raises(InvalidArguments, match=r"takes 1 argument \(\{query, limit\}\), 0 given"):
+            await host.call("options", "search")
+        assert await host.call("options", "opt", 1) == 1 and await host.call("options", "opt", 1, 2) == 3
+        with pytest.raises(InvalidArguments, match=r"takes 1 to 2 arguments \(a, b\?\), 0 given"):
+            await host.call("options", "opt")
+        assert await host.call("options", "optArrow", "a") == "a--"
+        assert await host.call("options", "optArrow", "a", "b", "c") == "abc"
+        assert await host.call("options", "withLog", 1) == "functionobject"  # a pattern of the context's keys
+        assert await host.call("options", "onlyContext") == "object"
 
 
 async def test_a_declared_signature_must_name_an_export(make_host, plugin_dir):

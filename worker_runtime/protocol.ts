@@ -76,7 +76,7 @@ export interface Call {
   fn: string;
   args?: unknown[];
   timeout_ms?: number;
-  context_at?: number; // the context's index: args padded with undefined up to it
+  context_at?: number; // the context's index: args padded with undefined up to it; -1: no context
 }
 export interface Execute {
   type: "execute";

@@ -39,13 +39,52 @@ export function signatureOf(fn: (...args: unknown[]) => unknown): Signature | nu
 // start, and each JavaScript feature it touches (the regexp compiler, string builtins) maps
 // more of the deno binary into the idle worker (bench/RESULTS.md, idle RSS).
 
-/** A parameter's name: "{}" or "[]" for a destructuring pattern, without "..." or a default. */
+/** A parameter's name, without "..." or a default: for an object pattern its top-level keys
+ * (`{query, limit}`: the host tells the context's `{log, signal}` from an options object by
+ * them), "[]" for an array pattern. */
 function paramName(p: string): string {
   const bare = p.startsWith("...") ? p.slice(3) : p;
-  if (bare.startsWith("{")) return "{}";
+  if (bare.startsWith("{")) return patternKeys(bare);
   if (bare.startsWith("[")) return "[]";
   const eq = bare.indexOf("=");
   return trimmed(eq < 0 ? bare : bare.slice(0, eq));
+}
+
+/** `{a, b: {c}, d = 1, ...e}` as "{a, b, d, e}"; a key that is no plain name (quoted, computed) as "?". */
+function patternKeys(text: string): string {
+  const keys: string[] = [];
+  let depth = 0;
+  let quote = 0;
+  let expectKey = true;
+  for (let i = 1; i < text.length; i++) {
+    const c = text.charCodeAt(i);
+    if (quote) {
+      if (c === 92) i++;
+      else if (c === quote) quote = 0;
+      continue;
+    }
+    if (expectKey && depth === 0) {
+      if (isSpace(c)) continue;
+      if (c === 125) break; // } of an empty pattern or after a trailing comma
+      if (c === 46 && text.charCodeAt(i + 1) === 46 && text.charCodeAt(i + 2) === 46) i += 3;
+      let j = i;
+      while (j < text.length && isWord(text.charCodeAt(j))) j++;
+      keys.push(j > i ? text.slice(i, j) : "?");
+      expectKey = false;
+      if (j > i) {
+        i = j - 1;
+        continue;
+      }
+    }
+    if (c === 34 || c === 39 || c === 96) quote = c;
+    else if (c === 40 || c === 91 || c === 123) depth++;
+    else if (c === 41 || c === 93) depth--;
+    else if (c === 125) {
+      if (depth === 0) break;
+      depth--;
+    } else if (c === 44 && depth === 0) expectKey = true;
+  }
+  return `{${keys.join(", ")}}`;
 }
 
 /** Whitespace as String.prototype.trim (and /\s/) sees it. */

@@ -1,0 +1,103 @@
+"""TypeScript's optional parameters (``b?: number``), which the code Deno runs no longer shows:
+read from the function's declaration in the plugin's own ``.ts`` module, for the host's check
+of a call's arguments (arity.py). A declaration this does not find (the function defined in
+another file, a method of an object) leaves the check as the running code says it.
+
+This is a reading of source text, not a parse: it finds ``function NAME(``, ``NAME = (``, ``NAME
+= async (`` or ``NAME = function (`` and splits that parameter list at its top-level commas
+(quotes, brackets and type arguments followed). A wrong reading can only make an argument
+optional, never refuse a call that the running code's own parameters allow."""
+
+from __future__ import annotations
+
+import functools
+import os
+import re
+from pathlib import Path
+
+TYPESCRIPT = frozenset({".ts", ".tsx", ".mts", ".cts"})
+MAX_SOURCE = 2 * 1024 * 1024  # a bigger module is not read for this
+_MODIFIERS = ("public ", "private ", "protected ", "readonly ", "override ")
+_OPEN, _CLOSE = "([{<", ")]}>"
+
+
+def optional_params(module: Path | None, fn: str) -> list[bool] | None:
+    """For each parameter of ``fn`` as the module declares it, whether it is marked ``?``; None
+    when ``module`` is no TypeScript file or its declaration of ``fn`` is not found."""
+    if module is None or module.suffix not in TYPESCRIPT or not fn.isidentifier():
+        return None
+    try:
+        st = os.stat(module)
+    except OSError:
+        return None
+    if st.st_size > MAX_SOURCE:
+        return None
+    return _read(str(module), st.st_mtime_ns, st.st_size, fn)
+
+
+@functools.lru_cache(maxsize=256)
+def _read(path: str, _mtime: int, _size: int, fn: str) -> list[bool] | None:
+    try:
+        source = Path(path).read_text(errors="replace")
+    except OSError:
+        return None
+    return declared_optional(source, fn)
+
+
+def declared_optional(source: str, fn: str) -> list[bool] | None:
+    name = re.escape(fn)
+    found = re.search(rf"\bfunction\s*\*?\s*{name}\s*(?:<[^(]*>)?\s*\(", source) or re.search(
+        rf"(?<![\w$.]){name}\s*(?::[^=;]*)?=\s*(?:async\s*)?(?:function\b\s*\*?\s*[\w$]*\s*)?(?:<[^(]*>)?\s*\(",
+        source)
+    if found is None:
+        return None
+    params = _split(source, found.end())
+    return None if params is None else [_marked(p) for p in params]
+
+
+def _split(source: str, start: int) -> list[str] | None:
+    """The top-level, comma-separated parameters from just after the ``(`` at ``start``."""
+    out: list[str] = []
+    depth, quote, begin, i = 0, "", start, start
+    while i < len(source):
+        c = source[i]
+        if quote:
+            if c == "\\":
+                i += 1
+            elif c == quote:
+                quote = ""
+        elif c in "\"'`":
+            quote = c
+        elif c == "/" and source[i + 1:i + 2] in ("/", "*"):
+            end = source.find("\n" if source[i + 1] == "/" else "*/", i + 2)
+            if end < 0:
+                return None
+            i = end + 1
+        elif c == ">" and source[i - 1] == "=":  # an arrow in a function type
+            pass
+        elif c in _OPEN:
+            depth += 1
+        elif c in _CLOSE:
+            if depth == 0:
+                if c != ")":
+                    return None
+                last = source[begin:i].strip()
+                return [*out, last] if last or out else out
+            depth -= 1
+        elif c == "," and depth == 0:
+            out.append(source[begin:i].strip())
+            begin = i + 1
+        i += 1
+    return None
+
+
+def _marked(param: str) -> bool:
+    """``b?: T`` or ``b?``: True; ``b: T``, ``b = 1``, a pattern or ``...rest``: False."""
+    text = param.strip()
+    while text.startswith(_MODIFIERS):
+        text = text.split(" ", 1)[1].lstrip()
+    found = re.match(r"[\w$]+\s*\?", text)
+    return found is not None
+
+
+__all__ = ["TYPESCRIPT", "declared_optional", "optional_params"]
