@@ -4,6 +4,8 @@ answers, PluginError types, context.log levels and calls of what is not an expor
 
 from __future__ import annotations
 
+import re
+
 import pytest
 
 from host import PoolConfig
@@ -98,6 +100,11 @@ export function date() { return new Date(1500); }
 export function collections() { return [new Map([["a", 1], [2, "b"]]), new Set([1, 1, 2])]; }
 export function instances() { return [new Point(1, 2), new Error("lost"), { toJSON() { return "mine"; } }]; }
 export function fn() { return { f() {} }; }
+export async function unawaited(ids) { return ids.map(async (id) => ({ id })); }
+export async function* stream(n) { for (let i = 0; i < n; i++) yield i; }
+export function response() { return new Response("hi"); }
+export function thenable() { class Lazy { then(ok) { ok(1); } } return [new Lazy()]; }
+export function headers() { return new Headers({ "X-A": "1" }); }
 """
 
 
@@ -123,6 +130,13 @@ async def test_what_a_caller_gets_for_each_kind_of_value_is_what_the_readme_says
         with pytest.raises(PluginError, match="value is not serializable: function") as e:
             await h.call("values", "fn")
         assert e.value.name == "TypeError"
+        # no data, and JSON would have sent {} for each (helper-80's finding): named, with the fix
+        for fn, says in [("unawaited", "a Promise (a missing await"), ("stream", "an async generator"),
+                         ("response", "a fetch Response (its body: await response.json"),
+                         ("thenable", "a Promise")]:
+            with pytest.raises(PluginError, match=re.escape(f"value is not serializable: {says}")):
+                await h.call("values", fn, *([[1, 2]] if fn == "unawaited" else [3] if fn == "stream" else []))
+        assert await h.call("values", "headers") == {"x-a": "1"}
 
 
 @pytest.mark.parametrize(("verdict", "says"), [

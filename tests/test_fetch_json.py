@@ -22,6 +22,9 @@ export const metadata = {
 };
 export async function get(path, ctx) { return await ctx.fetchJson(ctx.config.baseUrl + path); }
 export async function raw(url, ctx) { return await ctx.fetchJson(url); }
+export async function post(path, body, headers, ctx) {
+  return await ctx.fetchJson(ctx.config.baseUrl + path, { method: "POST", body, headers: headers ?? undefined });
+}
 export async function within(path, ms, ctx) {
   return await ctx.fetchJson(ctx.config.baseUrl + path, { signal: AbortSignal.timeout(ms) });
 }
@@ -39,6 +42,24 @@ ONE = PoolConfig(min_workers=1, max_workers=1)
 ])
 def test_url_host(value, host):
     assert url_host(value) == host
+
+
+async def test_fetch_json_sends_an_object_body_as_json(plugin_dir, make_host, fake_http):
+    # helper-80's finding: { method: "POST", body: { a: 1 } } went out as the text "[object Object]"
+    plugin_dir.add("probe.js", PROBE)
+
+    async def echo(request: web.Request) -> web.Response:
+        return web.json_response({"type": request.headers.get("Content-Type"), "body": await request.text()})
+
+    fake_http.route("POST", "/echo", echo)
+    settings = PluginSettings(config={"baseUrl": fake_http.url}, allow_private_network=True)
+    async with make_host(pool=ONE, plugins={"probe": settings}) as h:
+        assert await h.call("probe", "post", "/echo", {"a": 1}, None) == {
+            "type": "application/json", "body": '{"a":1}'}
+        assert await h.call("probe", "post", "/echo", [1, "x"], {"Content-Type": "application/vnd.x+json"}) == {
+            "type": "application/vnd.x+json", "body": '[1,"x"]'}
+        assert (await h.call("probe", "post", "/echo", "k=v", {"Content-Type": "application/x-www-form-urlencoded"})
+                == {"type": "application/x-www-form-urlencoded", "body": "k=v"})  # a string goes as it is
 
 
 async def test_fetch_json_maps_http_failures_to_typed_errors(plugin_dir, make_host, fake_http):

@@ -69,6 +69,19 @@ function shown(url: string | URL): string {
   }
 }
 
+/** `init` with a plain object or array `body` sent as JSON (`content-type: application/json`
+ * unless the caller set one), as ky, ofetch and axios send it: fetch itself would send the
+ * text "[object Object]". */
+function jsonBody(init: RequestInit): RequestInit {
+  const body = init.body as unknown;
+  if (body === null || typeof body !== "object") return init;
+  const proto = Object.getPrototypeOf(body);
+  if (!Array.isArray(body) && proto !== Object.prototype && proto !== null) return init;
+  const headers = new Headers(init.headers ?? undefined);
+  if (!headers.has("content-type")) headers.set("content-type", "application/json");
+  return { ...init, headers, body: JSON.stringify(body) };
+}
+
 export async function fetchJson(
   fail: ErrorFactory,
   signal: AbortSignal,
@@ -89,7 +102,7 @@ export async function fetchJson(
   let response: Response;
   let text: string;
   try {
-    response = await fetch(url, { ...init, signal: init.signal ?? signal });
+    response = await fetch(url, { ...jsonBody(init), signal: init.signal ?? signal });
     text = await bodyText(response);
     trace(`fetchJson ${request} -> ${response.status}, ${text.length} characters, ${Date.now() - started} ms`);
   } catch (e) {

@@ -19,6 +19,22 @@ const MIN_BUFFER = 256;
 const textEncoder = new TextEncoder();
 const textDecoder = new TextDecoder("utf-8", { fatal: false, ignoreBOM: true });
 
+/** Objects that JSON would send as {} but that are no data: a mistake to name, not to send. */
+const NOT_DATA: Record<string, string> = {
+  "[object Promise]": "a Promise (a missing await, or Promise.all around a map of async calls?)",
+  "[object Generator]": "a generator (spread it into an array: [...gen])",
+  "[object AsyncGenerator]": "an async generator (collect it first: Array.fromAsync(gen))",
+  "[object Response]": "a fetch Response (its body: await response.json() or .text())",
+  "[object Request]": "a fetch Request",
+  "[object ReadableStream]": "a ReadableStream (read it first: await new Response(stream).text())",
+  "[object WritableStream]": "a WritableStream",
+  "[object Blob]": "a Blob (its bytes: new Uint8Array(await blob.arrayBuffer()))",
+  "[object File]": "a File (its bytes: new Uint8Array(await file.arrayBuffer()))",
+  "[object WeakMap]": "a WeakMap",
+  "[object WeakSet]": "a WeakSet",
+  "[object AbortSignal]": "an AbortSignal",
+};
+
 function notSerializable(what: string): TypeError {
   return new TypeError(`value is not serializable: ${what}`);
 }
@@ -402,6 +418,18 @@ export class Encoder {
     if (typeof toJSON === "function") return this.value(toJSON.call(o, ""), depth);
     if (tag === "[object Number]" || tag === "[object String]" || tag === "[object Boolean]") {
       return this.value((o as { valueOf(): unknown }).valueOf(), depth);
+    }
+    const hint = NOT_DATA[tag];
+    if (hint !== undefined) throw notSerializable(hint);
+    if (typeof (o as { then?: unknown }).then === "function") throw notSerializable(NOT_DATA["[object Promise]"]);
+    if (tag === "[object Headers]") {
+      const entries = [...(o as Headers)];
+      this.mapHeader(entries.length);
+      for (const [k, val] of entries) {
+        this.str(k);
+        this.str(val);
+      }
+      return;
     }
     // Class instances and other objects: their own enumerable string keys, like JSON.
     return this.plain(o, depth);
