@@ -122,6 +122,7 @@ class WorkerSpec:
     # timer), which the next caller's execution would no longer have.
     retire_growth: int = 0
     start_hook: bool = False  # the module exports onStart: a new pool proves it in one worker, min_workers 0 too
+    reading: bool = False  # the no-permission worker that reads a plugin's metadata (discovery.inspect)
 
 
 class Lease:
@@ -534,11 +535,27 @@ class Worker:
             self.kill("load")
             err = msg.error
             where = where_in(err.stack)  # a throw at the module's top level: say which line
-            message = import_advice(err, self._module, self._root) or commonjs_advice(err) or err.message
+            message = (import_advice(err, self._module, self._root) or commonjs_advice(err)
+                       or self._load_refusal(err) or err.message)
             raise PluginUnavailable(f"failed to load: {err.name}: {located(message, where)}", plugin=self.spec.plugin_id)
         self.metadata = msg.metadata
         self.exports = msg.exports
         self.signatures = msg.signatures
+
+    def _load_refusal(self, err: p.ErrorInfo) -> str | None:
+        """A permission refused to the module's top-level code, as what to change: reading the
+        metadata runs with no permissions at all (what the plugin declares is not known yet),
+        so code that needs its grants belongs in a function or onStart; a worker with its
+        grants was refused one it does not declare."""
+        if err.name != "NotCapable" or (m := _REFUSED.match(err.message)) is None:
+            return None
+        if not self.spec.reading:
+            return refusal_advice(err.message, self._module, self.spec.overridden, self.spec.plugin_id,
+                                  self.spec.advice)
+        kind, target = m.groups()
+        return (f'the module\'s top-level code asked for {kind} access to "{target}" while the host read its '
+                "metadata, which runs with no permissions (what a plugin declares applies once it is read): "
+                "move that code into the function that needs it, or into onStart(context)")
 
     def _load_hung(self, timeout: float) -> HandshakeError:
         """The worker said hello and got its welcome, but importing the plugin took the rest of

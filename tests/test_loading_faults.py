@@ -49,6 +49,29 @@ async def test_a_load_that_never_finishes_ends_in_error_after_the_handshake_time
     assert "did not finish loading within 1s" in said and "top level" in said, said
 
 
+async def test_a_declared_grant_used_at_the_top_level_says_where_the_code_belongs(plugin_dir, make_host,
+                                                                                   monkeypatch):
+    # helper-80's finding: the metadata is read with no permissions, and Deno's own advice ("run
+    # again with the --allow-env flag") sent the author where nobody can go
+    monkeypatch.setenv("TOP_KEY", "zzz")
+    plugin_dir.add("envy.ts", """
+export const metadata = { id: "envy", name: "n", version: "1.0.0", apiVersion: "1.0", permissions: { env: ["TOP_KEY"] } };
+const KEY = Deno.env.get("TOP_KEY");
+export function g() { return KEY ?? "none"; }
+""", auto_metadata=False)
+    plugin_dir.add("later.ts", """
+export const metadata = { id: "later", name: "n", version: "1.0.0", apiVersion: "1.0", permissions: { env: ["TOP_KEY"] } };
+let key: string | undefined;
+export function onStart() { key = Deno.env.get("TOP_KEY"); }
+export function g() { return key ?? "none"; }
+""", auto_metadata=False)
+    async with make_host() as h:
+        said = h.plugin("envy").error or ""
+        assert await h.call("later", "g") == "zzz"  # the advice works
+    assert 'top-level code asked for env access to "TOP_KEY"' in said and "onStart(context)" in said, said
+    assert "--allow-env" not in said and "envy.ts:3" in said, said
+
+
 def slow_start(pid: str, ms: int) -> str:
     """A plugin read at once (in the zero-permission worker) whose own workers take ``ms`` to
     load (they hold the env grant it declares): its pool takes that long to start."""

@@ -237,7 +237,7 @@ async def inspect(source: PluginSource, runtime: Runtime, limits: WorkerLimits) 
     if runtime.manifests is not None and (found := runtime.manifests.get(str(source.module), digest)):
         return found
     spec = WorkerSpec(plugin_id=source.id, module=source.module, base_dir=runtime.data_dir(source.id),
-                      read_paths=[str(source.root)], limits=limits)
+                      read_paths=[str(source.root)], limits=limits, reading=True)
     async def read(worker: Worker) -> tuple[Any, list[str]]:
         return worker.metadata, list(worker.exports)
 
