@@ -8,6 +8,8 @@
  * transformed instead, and its lines may move. Types are not checked.
  */
 
+import { MAX_STRIPPED_NESTING, nestingOf } from "./nesting.ts";
+
 type Strip = (code: string, options?: { mode?: "strip" | "transform" }) => string;
 let strip: Strip | undefined;
 
@@ -36,6 +38,10 @@ const WHERE = /\s+at file:\/\/\/stripTypeScriptTypes\.ts:(\d+):(\d+)\s*$/;
 /** `code` with its types removed; TypeScriptSyntaxError when it does not parse. */
 export function toJavaScript(code: string): string {
   if (!strip) throw new Error("the TypeScript stripper is not loaded (loadTypeScript)");
+  if (nestingOf(code, true) > MAX_STRIPPED_NESTING) {
+    throw new TypeScriptSyntaxError(`TypeScript nested deeper than ${MAX_STRIPPED_NESTING} levels (brackets, type ` +
+      "arguments and arrow functions counted together): the type stripper would overflow its stack");
+  }
   try {
     return strip(code, { mode: "strip" });
   } catch {

@@ -1,0 +1,55 @@
+"""Execute code that V8 refuses is parsed once more by Deno to place the syntax error
+(isolate.ts syntaxErrorAt): imported as a data: URL in the worker's main realm. That import
+must run nothing, not even the modules the code imports (static imports are evaluated before
+the importing module's first statement), and code nested past what Deno's Rust parsers can
+recurse on must never reach them: their stack overflow aborts the worker (helper-78's findings)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from host import InvalidCode
+from host.runtime import find_deno
+
+pytestmark = [pytest.mark.anyio, pytest.mark.timeout(60)]
+
+ISOLATE_TS = Path(__file__).resolve().parents[2] / "worker_runtime" / "isolate.ts"
+DEEP = "[" * 3000 + "]" * 3000
+
+
+def probed(code: str) -> dict:
+    script = (f'import {{ syntaxErrorAt }} from "{ISOLATE_TS.as_uri()}";\n'
+              "globalThis.PWNED = 0;\n"
+              f"const at = await syntaxErrorAt({json.dumps(code)});\n"
+              "console.log(JSON.stringify({ at: at ?? null, pwned: globalThis.PWNED }));")
+    out = subprocess.run([find_deno(), "eval", "--no-config", "--quiet", script], capture_output=True, text=True,
+                         timeout=50)
+    assert out.returncode == 0, out.stderr[-2000:]
+    return json.loads(out.stdout)
+
+
+def test_the_probe_runs_none_of_the_modules_the_code_imports():
+    found = probed('import "data:text/javascript,globalThis.PWNED=1";\n'
+                   'export * from "data:text/javascript,globalThis.PWNED=2";\nexport default 1;')
+    assert found == {"at": None, "pwned": 0}
+    assert probed("export default 1;\nlet x = ;") == {"at": "2:9", "pwned": 0}  # it still places errors
+
+
+def test_code_nested_past_the_parser_is_not_probed():
+    assert probed(f"export default 1; export default 2;\nconst r = {DEEP};") == {"at": None, "pwned": 0}
+
+
+async def test_deeply_nested_code_is_an_error_answer_not_a_crashed_worker(make_host):
+    async with make_host() as h:
+        out = await h.execute(f"export default 1; export default 2;\nconst r = {DEEP};")
+        assert not out.ok and out.logs[-1].name == "SyntaxError", out.logs
+        with pytest.raises(InvalidCode, match="nested deeper than 2000 levels"):
+            await h.execute("export default () => 1;\nconst r = " + "[" * 20000 + "]" * 20000 + ";",
+                            language="typescript")
+        with pytest.raises(InvalidCode, match="nested deeper"):
+            await h.execute("export default 1;\nconst f = " + "x=>" * 6000 + "1;", language="typescript")
+        assert (await h.execute("export default (x: number) => x * 2;", 21, language="typescript")).result == 42
