@@ -324,6 +324,13 @@ async def test_execute_refuses_a_net_grant_deno_cannot_read_before_any_worker_st
     ('requiredExtensions: ["calc@^1.0.0"]', "(this host has no `requiredExtensions`: name each plugin it needs "
                                             "in `dependencies`: { \"calc\": \"^1.0.0\" })"),
     ('license: "MIT"', "(not a field of this host's metadata, which has id, name, version, apiVersion, "),
+    # helper-80's finding: a slip inside a configSchema entry listed the metadata's own fields
+    ('configSchema: { apiKey: { type: "string", placeholder: "sk-..." } }',
+     "(not a field of a configSchema entry, which has type, required, secret, default, enum, description, "),
+    ('configSchema: { apiKey: { type: "string", minlength: 3 } }', "(did you mean `minLength`?)"),
+    ('functions: { f: { params: [], returns: "number" } }',
+     "(not a field of a metadata.functions entry, which has params; remove it)"),
+    ('permissions: { network: ["api.example.com"] }', "(did you mean `net`? the kinds are net, read, write, env, "),
 ])
 async def test_a_field_this_host_does_not_read_says_what_to_do(plugin_dir, make_host, extra, says):
     """Before: seed 002's PluginMetadata fields (extension_points, required_extensions, in

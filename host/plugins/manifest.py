@@ -188,7 +188,9 @@ def parse_manifest(raw: Any, exports: list[str], *, path: str, expected_id: str,
         m = msgspec.convert(raw, Manifest)
     except msgspec.ValidationError as exc:
         message, field = _keyed(raw, str(exc))
-        message += convert_hint(raw, message, field, fields_of(Manifest))
+        message += convert_hint(raw, message, field, fields_of(Manifest), {
+            "configSchema": ("a configSchema entry", fields_of(ConfigField)),
+            "functions": ("a metadata.functions entry", fields_of(FunctionSpec))})
         raise InvalidManifest(message, path=path, field=field, plugin=expected_id) from None
     _check_text(m, path=path, plugin=expected_id)
     if not ID_RE.match(m.id):

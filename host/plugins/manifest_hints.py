@@ -66,17 +66,27 @@ def missing_hint(raw: dict[str, Any], key: str) -> str:
     return ""
 
 
-def convert_hint(raw: dict[str, Any], message: str, field: str, known: list[str]) -> str:
-    """For msgspec's refusal of ``field``: the field meant by an unknown name, or the shape wanted."""
+def convert_hint(raw: dict[str, Any], message: str, field: str, known: list[str],
+                 nested: dict[str, tuple[str, list[str]]] | None = None) -> str:
+    """For msgspec's refusal of ``field``: the field meant by an unknown name, or the shape wanted.
+    ``known``: the metadata's own fields; ``nested``: for an object under a top-level field
+    (``configSchema.apiKey``, ``functions.f``), what that object is called and its fields."""
     unknown = re.search(r"unknown field `([^`]+)`", message)
     if unknown:
         name = unknown.group(1)
-        meant = camel(name) if camel(name) in known else next(iter(difflib.get_close_matches(name, known, 1, 0.75)), None)
+        parts = field.split(".")
+        what, fields = "this host's metadata", known
+        if len(parts) == 2 and nested and parts[0] in nested:
+            what, fields = nested[parts[0]]
+        meant = camel(name) if camel(name) in fields else next(
+            iter(difflib.get_close_matches(name, fields, 1, 0.75)), None)
+        if meant is None and fields is not known:
+            meant = next((f for f in fields if f.lower() == name.lower()), None)
         if meant:
             return f" (did you mean `{meant}`?)"
-        if camel(name) in ELSEWHERE:
+        if fields is known and camel(name) in ELSEWHERE:
             return f" (this host has no `{name}`: {_elsewhere(camel(name), raw.get(name))})"
-        return f" (not a field of this host's metadata, which has {', '.join(known)}; remove it)"
+        return f" (not a field of {what}, which has {', '.join(fields)}; remove it)"
     if field.startswith("configSchema.") and field.endswith(".type") and \
             (bad := re.search(r"Invalid enum value '([^']*)'", message)) is not None:
         meant = TYPE_SPELLINGS.get(bad.group(1).lower(), bad.group(1).lower())

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import difflib
 import ipaddress
 import os
 import re
@@ -125,6 +126,31 @@ def _covers(kind: str, allowed: str, entry: str) -> bool:
     return False
 
 
+# What other sandboxes and habits call a kind of permission -> this host's name for it.
+KIND_SPELLINGS = {
+    "network": "net", "internet": "net", "hosts": "net", "http": "net", "fetch": "net", "allowNet": "net",
+    "environment": "env", "envVars": "env", "variables": "env", "allowEnv": "env",
+    "file": "read", "files": "read", "fs": "read", "filesystem": "read", "allowRead": "read",
+    "allowWrite": "write", "exec": "run", "spawn": "run", "subprocess": "run", "command": "run",
+    "commands": "run", "allowRun": "run", "system": "sys", "allowSys": "sys", "allowFfi": "ffi",
+    "dlopen": "ffi", "native": "ffi", "private": "allowPrivateNetwork",
+    "allow_private_network": "allowPrivateNetwork", "privateNetwork": "allowPrivateNetwork",
+}
+
+
+def kind_hint(message: str) -> str:
+    """For msgspec's "unknown field `network`" in a permissions object: the kind meant."""
+    found = re.search(r"unknown field `([^`]+)`", message)
+    if found is None:
+        return ""
+    name = found.group(1)
+    kinds = [*KINDS, "allowPrivateNetwork"]
+    meant = KIND_SPELLINGS.get(name) or KIND_SPELLINGS.get(name.lower()) or next(
+        iter(difflib.get_close_matches(name.lower(), kinds, 1, 0.7)), None)
+    said = f"did you mean `{meant}`? " if meant else ""
+    return f" ({said}the kinds are {', '.join(kinds)})"
+
+
 class Permissions(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True, frozen=True):
     """``true`` grants the whole kind; a list grants those entries; the default grants nothing."""
 
@@ -180,7 +206,7 @@ class Permissions(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True
         try:
             return msgspec.convert(raw, cls)
         except msgspec.ValidationError as exc:
-            raise InvalidConfig(f"{where}: {exc}") from None
+            raise InvalidConfig(f"{where}: {exc}{kind_hint(str(exc))}") from None
 
     @classmethod
     def merge(cls, *parts: Any, where: str = "permissions") -> Permissions:
