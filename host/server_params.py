@@ -72,7 +72,7 @@ def _utf8(raw: bytes, charset: str | None) -> bytes:
 Millis = Annotated[float, msgspec.Meta(gt=0, le=MAX_TIMEOUT * 1000)]
 
 
-class CallBody(msgspec.Struct):
+class CallBody(msgspec.Struct, forbid_unknown_fields=True):
     args: list[Any] = []
     timeout: Timeout | None = None  # > 0: 0 or less kills the worker
 
@@ -138,7 +138,10 @@ async def body_of(request: web.Request, type_: Any = Any, *, for_js: str | None 
     except msgspec.ValidationError as exc:
         text = str(exc)
         where = text.rsplit(" - at `$", 1)
-        raise bad_request(f"body{where[1].rstrip('`')}: {where[0]}" if len(where) == 2 else f"body: {text}") from None
+        said = f"body{where[1].rstrip('`')}: {where[0]}" if len(where) == 2 else f"body: {text}"
+        if type_ is CallBody and "unknown field" in text:  # {"name": "bob"}: an argument sent by name
+            said += ' (a call\'s body is {"args": [...], "timeout": seconds}: the arguments go in "args", in order)'
+        raise bad_request(said) from None
     except (msgspec.DecodeError, RecursionError) as exc:
         why = str(exc)
         if why.endswith("truncated") and _LONE_SURROGATE.search(raw):

@@ -49,6 +49,18 @@ async def test_a_huge_timeout_or_json_nested_too_deep_is_400_json(calc, make_hos
             assert (await r.json())["result"] == 3
 
 
+@pytest.mark.parametrize("anyio_backend", ["asyncio"])  # aiohttp
+async def test_an_argument_sent_by_name_is_a_400_saying_where_arguments_go(calc, make_host):
+    # helper-80's finding: {"a": 1, "b": 2} was a call with no arguments ("takes 2 arguments, 0 given")
+    async with make_host(pool=ONE) as h, served(h) as (_, session):
+        async with session.post("/api/plugins/calc/call/add", json={"a": 1, "b": 2}) as r:
+            said = (await r.json())["error"]
+        assert r.status == 400 and said["type"] == "BadRequest", said
+        assert "unknown field `a`" in said["message"] and '"args": [...]' in said["message"], said
+        async with session.post("/api/plugins/calc/call/add", json={"args": [1, 2], "timeout": 5}) as r:
+            assert (await r.json())["result"] == 3
+
+
 async def test_the_library_refuses_a_timeout_it_cannot_keep(calc, make_host):
     from host import InvalidConfig
 
