@@ -64,7 +64,7 @@ def _config(args: argparse.Namespace) -> HostConfig:
                                                   "insecure_no_token", "allowed_hosts")}
     server["unix_socket"] = getattr(args, "unix", None)
     overrides["server"] = {k: v for k, v in server.items() if v is not None} or None  # None: not given
-    return load_config(args.config, **overrides)
+    return load_config(args.config, snapshot=getattr(args, "config_snapshot", None), **overrides)
 
 
 async def _import_cc_switch(args: argparse.Namespace, config: HostConfig) -> int:
@@ -266,8 +266,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="allow --enable-execute without an admin token: anyone who reaches the port can run code")
     s.add_argument("--processes", metavar="N|auto", help="host processes sharing the address and the state "
                    "directory, each with its own workers (default: [server] processes, else 1; auto: one per core)")
-    for option in ("--listen-fd", "--process-index", "--peers-dir"):  # set by --processes for its children
-        s.add_argument(option, type=int if option != "--peers-dir" else str, help=argparse.SUPPRESS)
+    for option in ("--listen-fd", "--process-index", "--peers-dir", "--config-snapshot"):  # --processes's children
+        s.add_argument(option, type=int if option in ("--listen-fd", "--process-index") else str,
+                       help=argparse.SUPPRESS)
     s.add_argument("--join-late", action="store_true", help=argparse.SUPPRESS)  # a child started again
     s.set_defaults(run=serve)
 

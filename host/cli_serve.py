@@ -7,6 +7,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import os
 import signal
 import sys
 from collections.abc import AsyncIterator
@@ -18,6 +19,7 @@ import msgspec
 from .cli_dev import announce_inspector, debugger_wait, dev_banner
 from .cli_output import ListenError, Progress, UsageError, start_progress
 from .config import HostConfig, ServerConfig
+from .config_file import ENV_CONFIG
 from .control import start_control_site, take_over_control_site
 from .errors import StateUnavailable
 from .event_loop import loop_name
@@ -57,7 +59,8 @@ async def serve(args: argparse.Namespace, config: HostConfig) -> int:
         if inspected := ("--inspect" if args.inspect else "--inspect-brk" if args.inspect_brk else None):
             raise UsageError(f"{inspected} runs one worker on one inspector port: serve it with "
                              f"--processes 1, not {count}")
-        return await supervise(args.argv, srv, count, notifier)  # N of these, on one socket
+        path = args.config or os.environ.get(ENV_CONFIG) or None
+        return await supervise(args.argv, srv, count, notifier, config_path=path)  # N of these, on one socket
     if not args.peers_dir:
         return await _serve(args, config, notifier)
     number_log_lines(args.process_index)  # one of those N

@@ -62,11 +62,13 @@ DATABASE_SCHEMES = ("sqlite:///", "postgresql://", "postgres://")
 
 
 def load_config(path: str | os.PathLike[str] | None = None, *, env: Mapping[str, str] | None = None,
-                **overrides: Any) -> HostConfig:
+                snapshot: str | os.PathLike[str] | None = None, **overrides: Any) -> HostConfig:
     """The host configuration from ``path`` (or ``$PLUGIN_HOST_CONFIG``; neither: defaults),
     the environment and ``overrides``. An override is a ``HostConfig`` field: a dict is merged
     into that section (``server={"port": 9000}`` keeps the file's host), a Struct replaces it,
-    and None means "not given"."""
+    and None means "not given". ``snapshot``: a copy of the file's bytes to read instead (its
+    relative paths still resolved beside ``path``): what the processes of ``serve --processes``
+    read, the file as it was when they were started (multiproc.py)."""
     env = os.environ if env is None else env
     for key in overrides:
         if key not in FIELDS:
@@ -78,7 +80,7 @@ def load_config(path: str | os.PathLike[str] | None = None, *, env: Mapping[str,
     data: dict[str, Any] = {}
     shortcuts: set[str] = set()
     if path is not None:
-        data, shortcuts = _read(Path(path), name)
+        data, shortcuts = _read(Path(path), name, Path(snapshot) if snapshot is not None else None)
     config = _convert(data, shortcuts, source=name)
 
     from_env = _from_env(env)
@@ -92,12 +94,14 @@ def load_config(path: str | os.PathLike[str] | None = None, *, env: Mapping[str,
                     source=f"{name} + overrides" if name else "overrides")
 
 
-def _read(path: Path, name: str) -> tuple[dict[str, Any], set[str]]:
-    """The file's tables, shortcut sections moved under ``policy`` and paths made absolute."""
+def _read(path: Path, name: str, snapshot: Path | None = None) -> tuple[dict[str, Any], set[str]]:
+    """The file's tables (``snapshot``'s bytes, when given), shortcut sections moved under
+    ``policy`` and paths made absolute."""
     try:
         # a UTF-8 byte order mark (Notepad, some templating tools) is no statement: before,
         # "line 1, column 1: invalid TOML: Invalid statement" pointed at nothing one could see
-        data = tomllib.loads(path.read_bytes().decode("utf-8").removeprefix("\ufeff"))
+        source = snapshot if snapshot is not None and snapshot.exists() else path  # the copy swept: the file
+        data = tomllib.loads(source.read_bytes().decode("utf-8").removeprefix("\ufeff"))
     except FileNotFoundError:
         raise InvalidConfig(f"{name}: no such config file") from None
     except IsADirectoryError:

@@ -32,6 +32,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import anyio
@@ -57,7 +58,7 @@ MAX_PROCESSES = 64
 RESTART_LIMIT = 5        # exits of one child within RESTART_WINDOW before the parent gives up
 RESTART_WINDOW = 60.0    # seconds
 RESTART_BACKOFF = (0.5, 10.0)  # first and longest wait before a child is started again
-EXIT_USAGE = 2           # a child that exits 2 found a bad config: every child would, so stop
+EXIT_USAGE = 2           # a child that exits 2 found a bad config: with none serving, every one would: stop
 EXIT_UNAVAILABLE = 75    # a child that could not start for the state database (EX_TEMPFAIL): see keep()
 STOP_MARGIN = 15.0       # seconds past shutdown_grace before a child that has not drained is killed
 REAP_MARGIN = 5.0        # seconds, past that, for the parent to kill and reap what is left and exit
@@ -161,11 +162,24 @@ class _Child:
                 self.proc.send_signal(sig)
 
 
-async def supervise(argv: Sequence[str], srv: ServerConfig, count: int, notifier: Notifier | None = None) -> int:
+async def supervise(argv: Sequence[str], srv: ServerConfig, count: int, notifier: Notifier | None = None,
+                    config_path: str | None = None) -> int:
     """Run ``count`` children serving ``argv`` on one socket until SIGTERM/SIGINT; their exit status.
-    ``notifier``: systemd's, told READY=1 once every child is ready (serve_notify.py)."""
+    ``notifier``: systemd's, told READY=1 once every child is ready (serve_notify.py).
+    ``config_path``: host.toml, copied now: every child reads that copy, so that one started
+    again reads the file the others were started with, not an edit made since (an edit whose
+    typo stopped every process when one child was restarted, or a rate limit that held on
+    one process only); an edit is applied by restarting the service."""
     # 0700: only this user reaches the metrics; those of a parent SIGKILLed (named by its pid) swept
     peers = private_run_dir("peers-")
+    snapshot: list[str] = []
+    if config_path is not None:
+        try:
+            copy = Path(peers) / "host.toml"
+            copy.write_bytes(Path(config_path).read_bytes())
+            snapshot = ["--config-snapshot", str(copy)]
+        except OSError:  # unreadable now: each child reads the file and says why, as one server would
+            pass
     try:
         sock = listening_socket(srv)
     except ListenError:
@@ -189,7 +203,7 @@ async def supervise(argv: Sequence[str], srv: ServerConfig, count: int, notifier
         late = ["--join-late"] if again else []
         child.proc = subprocess.Popen(
             [sys.executable, "-m", "host", *child_argv(argv), "--listen-fd", str(sock.fileno()),
-             "--process-index", str(child.index), "--peers-dir", peers, *late],
+             "--process-index", str(child.index), "--peers-dir", peers, *snapshot, *late],
             pass_fds=(sock.fileno(),), preexec_fn=lambda: _die_with_parent(parent))
         guard.watch(child.proc.pid)
         log.info("serve process %d started (pid %d)", child.index, child.proc.pid)
@@ -207,13 +221,15 @@ async def supervise(argv: Sequence[str], srv: ServerConfig, count: int, notifier
             if stopping.is_set():
                 return
             now = time.monotonic()
-            if code != EXIT_USAGE and any(c.serving() for c in children if c is not child):
-                # it cannot serve now (the state database down, a full disk, the key file replaced),
-                # its siblings do: giving up would stop them too (their calls on what failed fail
-                # typed); it is started again with the backoff, and serves once the fault is gone
+            if any(c.serving() for c in children if c is not child):
+                # it cannot serve now (the state database down, a full disk, the key file replaced,
+                # a plugin directory gone: a usage error too), its siblings do: giving up would stop
+                # them too (their calls on what failed fail typed); it is started again with the
+                # backoff, and serves once the fault is gone
                 child.waits += 1
                 what += (" (the state database cannot be reached; the others serve on)" if code == EXIT_UNAVAILABLE
-                         else " (the others serve on)")
+                         else " (a usage or config error; the others serve on: see its log above)"
+                         if code == EXIT_USAGE else " (the others serve on)")
             else:
                 child.exits = [t for t in child.exits if now - t < RESTART_WINDOW] + [now]
                 if code == EXIT_USAGE or len(child.exits) >= RESTART_LIMIT:

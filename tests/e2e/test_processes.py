@@ -10,6 +10,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 from support.plugins import fresh_state
@@ -213,6 +214,49 @@ def test_a_serve_process_that_cannot_start_again_leaves_its_sibling_serving(tmp_
         assert "stopping all" not in srv.log() and srv.proc.poll() is None
         assert "[process 1] error:" in srv.log()  # its one line says which process it is
         assert srv.request("POST", "/api/plugins/cfg/call/n", {}) == (200, {"ok": True, "result": 2})
+
+
+def test_a_process_started_again_reads_host_toml_as_the_others_were_started_with_it(
+        tmp_path, shared_state, plugin_dir):
+    """helper-79's findings: a restarted child read host.toml afresh, so an edit made since
+    held on that process only (another tag, another rate limit), and an edit with a typo made
+    it exit 2, which stopped every process, the one serving included. The children now read
+    the file as it was when the parent started; a child that exits 2 while a sibling serves is
+    started again with the backoff, as other faults are."""
+    plugin_dir.add("who.js", WHO)
+    state = fresh_state(tmp_path, shared_state)
+    config = tmp_path / "host.toml"
+    config.write_text('[plugins.who]\nconfig = { tag = "started" }\n')
+    with serve_process(tmp_path, "--plugins", str(plugin_dir.root), "--state-dir", str(state), "--processes", "2",
+                       env={"PLUGIN_HOST_CONFIG": str(config)}) as srv:
+        _serving_pids(srv, 2, "started")
+        config.write_text('[plugins.who]\nconfig = { tag = "edited" }\n')
+        victim = _children(srv)[1]
+        os.kill(victim, signal.SIGKILL)
+        srv.poll(lambda: True if _children(srv).get(1, victim) != victim else None, "process 1 restarted")
+        assert _serving_pids(srv, 2, "started") == set(_children(srv).values())
+
+        config.write_text('[plugins.who]\nconfig = { tag = "oops\n')  # a typo: no process reads it
+        victim = _children(srv)[1]
+        os.kill(victim, signal.SIGKILL)
+        srv.poll(lambda: True if _children(srv).get(1, victim) != victim else None, "process 1 restarted again")
+        assert _serving_pids(srv, 2, "started") == set(_children(srv).values())
+
+        # with the copy swept from /tmp, a restarted child reads the file and its typo: it exits 2,
+        # and the sibling serves on (before: "stopping all")
+        victim = _children(srv)[1]
+        argv = Path(f"/proc/{victim}/cmdline").read_bytes().split(b"\0")
+        copy = argv[argv.index(b"--config-snapshot") + 1].decode()
+        os.unlink(copy)
+        os.kill(victim, signal.SIGKILL)
+        srv.poll(lambda: True if "a usage or config error; the others serve on" in srv.log() else None,
+                 "process 1 exiting 2 beside a serving sibling")
+        assert "stopping all" not in srv.log() and srv.proc.poll() is None
+        status, body = srv.request("POST", "/api/plugins/who/call/who", {})
+        assert status == 200 and body["result"][1] == "started", body
+        config.write_text('[plugins.who]\nconfig = { tag = "fixed" }\n')  # fixed: it serves again
+        srv.poll(lambda: True if "is up" in srv.log().rsplit("a usage or config error", 1)[1] else None,
+                 "process 1 up again")
 
 
 def test_a_new_connection_while_serve_processes_drain_is_refused_at_once(tmp_path, shared_state, plugin_dir):
