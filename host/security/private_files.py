@@ -222,15 +222,25 @@ def locked(path: Path, wait: float | None = None) -> Iterator[None]:
         fd = os.open(f"{path}.lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
     except OSError as exc:  # named itself: a lock file that is a directory was "cannot write config.json"
         raise os_failure(f"{path}.lock", exc, "take the lock") from None
+    name = f"{path}.lock"
     try:
-        deadline, pause = time.monotonic() + (LOCK_WAIT if wait is None else wait), 0.001
+        start = time.monotonic()
+        deadline, pause = start + (LOCK_WAIT if wait is None else wait), 0.001
         while True:
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                _STUCK.pop(name, None)
                 break
             except BlockingIOError:
-                if time.monotonic() >= deadline:
-                    raise StateError(f"{path}.lock is held by another process{_lock_holder(fd)} for over "
+                now = time.monotonic()
+                stuck = name in _STUCK and now - start >= STUCK_GRACE
+                holder = _lock_holder(fd) if stuck or now >= deadline else ""
+                if (stuck and _STUCK[name] == holder) or now >= deadline:
+                    # the holder already outlasted a whole wait: the writes queued behind that one
+                    # fail after a moment (a write holds it for milliseconds), not each after a wait
+                    # of its own (ten of them: the last answered at 50 s)
+                    _STUCK[name] = holder
+                    raise StateError(f"{name} is held by another process{holder} for over "
                                      f"{LOCK_WAIT if wait is None else wait:g} s (a `python -m host` command or "
                                      "another serve on this state directory, stopped or hung?): nothing was "
                                      "written; try again once it lets go") from None
@@ -239,6 +249,11 @@ def locked(path: Path, wait: float | None = None) -> Iterator[None]:
         yield
     finally:
         os.close(fd)
+
+
+# Lock file -> " (pid N)" of a holder that outlasted a wait, until the lock is taken again.
+_STUCK: dict[str, str] = {}
+STUCK_GRACE = 0.25  # seconds a write waits for a lock whose holder outlasted a whole wait before
 
 
 def _lock_holder(fd: int) -> str:
