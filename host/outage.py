@@ -40,6 +40,7 @@ class Outage:
     def __init__(self, pause: float = PAUSE) -> None:
         self.pause = pause
         self._until: float | None = None  # monotonic; None: it answered last time
+        self._failed_at: float | None = None  # monotonic: the last time it did not answer, since the last answer
         self._limiter: anyio.CapacityLimiter | None = None
 
     def limiter(self) -> anyio.CapacityLimiter:
@@ -71,10 +72,16 @@ class Outage:
         return False
 
     def failed(self) -> None:
-        self._until = time.monotonic() + self.pause
+        self._failed_at = time.monotonic()
+        self._until = self._failed_at + self.pause
 
     def answered(self) -> None:
-        self._until = None
+        self._until = self._failed_at = None
+
+    def failed_since(self, t: float) -> bool:
+        """Whether the service was found not answering after ``t`` (monotonic) and has not
+        answered since: an operation that queued from ``t`` behind the one that found it."""
+        return self._failed_at is not None and self._failed_at >= t
 
     def watched(self, fn: Callable[..., T]) -> Callable[..., T]:
         """``fn``, recording whether the Redis answered, even when the caller has stopped

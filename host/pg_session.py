@@ -80,7 +80,8 @@ class PgSession:
         """``fn(connection)`` in a thread, one at a time, within the session's timeout and just
         before ``deadline`` (monotonic: a plugin call's), waiting for the earlier ones included."""
         self._skip()
-        own = time.monotonic() + self.timeout
+        entered = time.monotonic()
+        own = entered + self.timeout
         until = give_up_by(own, deadline)
         with anyio.move_on_after(max(until - time.monotonic(), 0)) as waited:
             await self._lock.acquire()
@@ -89,6 +90,11 @@ class PgSession:
                               f"just before the deadline ({self._setting})")
         got = time.monotonic()
         try:
+            # the statement before this one found the server not answering while this one queued:
+            # fail now, not after a wait of its own (helper-79: 20 switch writes took 10 s each)
+            if self._outage.failed_since(entered):
+                raise self._gone(f"{self._what}: {self.backend.where} did not answer the statement before "
+                                 f"this one ({self._setting})")
             out = await self._run(fn, until)
         except HostError:
             # its own timeout passed (not a call's deadline), with time enough on the connection

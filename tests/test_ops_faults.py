@@ -132,6 +132,35 @@ async def test_a_hung_state_database_costs_one_wait_then_fails_at_once_until_it_
         history.close()
 
 
+@pytest.mark.anyio
+@pytest.mark.one_backend
+async def test_writes_queued_on_a_hung_state_database_end_with_the_first_wait(postgres_server, postgres_url):
+    # helper-79's finding: with PostgreSQL stopped, 20 plugin switch writes in 10 s each took the
+    # whole 10 s: each queued behind the one before it and then waited its own timeout
+    from host.plugins.config_store import PostgresConfigs
+
+    store = PostgresConfigs(postgres_url, None, 1.5, table="plugin_switches_queue")
+    try:
+        await store.set("p", {"enabled": True})
+        took: list[float] = []
+        with frozen_backends(postgres_server, postgres_url, whole=True):
+            t0 = time.monotonic()
+
+            async def write(k: int) -> None:
+                with pytest.raises(StateError):
+                    await store.set(f"p{k}", {"enabled": False})
+                took.append(time.monotonic() - t0)
+
+            async with anyio.create_task_group() as tg:
+                for k in range(5):  # one every 0.35 s, all while the first waits its 1.5 s
+                    tg.start_soon(write, k)
+                    await anyio.sleep(0.35)
+        # each ends with the first's wait (before: each at its own 1.5 s, the last at 2.9 s)
+        assert len(took) == 5 and max(took) < 1.5 + 0.6, took
+    finally:
+        store.close()
+
+
 SLOW = """
 export async function slow(ms) {
   console.log("slow call started");
