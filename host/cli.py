@@ -347,7 +347,7 @@ def build_parser() -> argparse.ArgumentParser:
     register_dev(sub, common)
     register_packages(sub, common)
     s = add("doctor", "check what a host on this configuration needs: deno, the state directory, the secret "
-                      "key, plugin directories, redis, the port (exit 1 if something fails)")
+                      "key, [state] database, plugin directories, redis, the port (exit 1 if something fails)")
     s.add_argument("--json", action="store_true")
     s.set_defaults(run=doctor)
     finish_parser(ap, common)  # `completion`, and the examples under every command's help

@@ -9,6 +9,7 @@ import os
 import socket
 import subprocess
 import sys
+import threading
 from collections.abc import Callable
 
 from .cli_output import print_json, table
@@ -22,6 +23,7 @@ from .security.secrets import SecretBox, key_file_path
 
 Check = tuple[str, str, str]  # (what, "ok" | "warn" | "fail", detail)
 DENO_MAJOR = 2
+DATABASE_WAIT = 5.0  # seconds [state] database has to answer doctor's statement
 
 
 def checks(config: HostConfig) -> list[Check]:
@@ -100,6 +102,35 @@ def checks(config: HostConfig) -> list[Check]:
             client.close()
         return (name, "ok", f"{uri.split('@')[-1]} answers")
 
+    def database() -> Check | None:
+        """``[state] database`` answers a statement within DATABASE_WAIT (a hung server, one
+        SIGSTOPped or cut off, answers nothing: before, doctor said every line "ok" while every
+        config, switch, history and storage write failed)."""
+        url = config.state.database
+        if url is None:
+            return None
+        from .db_backends import PostgresBackend
+
+        backend = PostgresBackend(url, statement_timeout=DATABASE_WAIT)
+        answer: list[Check] = []
+
+        def probe() -> None:
+            try:
+                conn = backend.connect(write=False, timeout=DATABASE_WAIT)
+                try:
+                    (row,), _ = backend.run(conn, "SELECT version() AS v", [], 1)
+                finally:
+                    conn.close()
+                answer.append(("state.database", "ok", f"{backend.where} answers ({' '.join(row['v'].split()[:2])})"))
+            except HostError as exc:
+                answer.append(("state.database", "fail", exc.message))
+
+        thread = threading.Thread(target=probe, daemon=True)  # a hung server: left behind as doctor exits
+        thread.start()
+        thread.join(DATABASE_WAIT + 1)
+        return answer[0] if answer else ("state.database", "fail", f"{backend.where} did not answer within "
+                                         f"{DATABASE_WAIT:g} s (stopped, overloaded or cut off?)")
+
     def port() -> Check:
         srv = config.server
         if srv.unix_socket:
@@ -113,7 +144,8 @@ def checks(config: HostConfig) -> list[Check]:
         return ("listen address", "ok", f"{srv.host}:{srv.port} is free")
 
     for what, probe in (("deno", deno), ("worker runtime", runtime), ("state directory", state),
-                        ("secret key", secret_key), ("plugin directories", plugins), ("listen address", port)):
+                        ("secret key", secret_key), ("state.database", database), ("plugin directories", plugins),
+                        ("listen address", port)):
         run(what, probe)
     for uri, name in ((config.policy.storage, "policy.storage"), (config.policy.cache_storage, "policy.cache_storage"),
                       (config.state.channel_storage, "state.channel_storage")):

@@ -6,6 +6,7 @@ real redis-server, real ``serve`` subprocesses."""
 from __future__ import annotations
 
 import datetime as dt
+import json
 import os
 import signal
 import subprocess
@@ -159,6 +160,27 @@ async def test_writes_queued_on_a_hung_state_database_end_with_the_first_wait(po
         assert len(took) == 5 and max(took) < 1.5 + 0.6, took
     finally:
         store.close()
+
+
+def test_doctor_says_whether_the_state_database_answers(postgres_server, postgres_url, tmp_path):
+    # helper-79's finding: with PostgreSQL hung, doctor printed every line "ok" and exited 0
+    (tmp_path / "host.toml").write_text(f'[state]\ndatabase = "{postgres_url}"\n')
+    (tmp_path / "plugins").mkdir()
+    args = ("--config", str(tmp_path / "host.toml"), "doctor", "--json")
+    out = run_cli(*args, cwd=tmp_path)
+    found = {c["check"]: c for c in json.loads(out.stdout)}
+    assert found["state.database"]["status"] == "ok" and "answers (PostgreSQL" in found["state.database"]["detail"]
+    import psycopg
+
+    with psycopg.connect(postgres_url), frozen_backends(postgres_server, postgres_url, whole=True):
+        t0 = time.monotonic()
+        out = run_cli(*args, cwd=tmp_path)
+        took = time.monotonic() - t0
+    found = {c["check"]: c for c in json.loads(out.stdout)}
+    assert out.returncode == 1 and found["state.database"]["status"] == "fail", found
+    said = found["state.database"]["detail"]
+    assert ("did not answer within 5 s" in said or "connection timeout expired" in said) and took < 15, (said, took)
+    assert postgres_server.password not in out.stdout + out.stderr
 
 
 SLOW = """
