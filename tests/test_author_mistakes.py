@@ -235,6 +235,27 @@ async def test_an_export_named_like_a_lifecycle_hook_the_host_never_runs_is_warn
     assert report.valid and sum("never runs" in f for f in report.findings) == 3
 
 
+async def test_an_on_event_export_with_no_event_declared_is_warned_of(plugin_dir, make_host, caplog):
+    # helper-80's finding: onEvent with no event in metadata.capabilities was silently dead (emit: [])
+    import logging
+
+    from host import HostConfig
+    from host.plugins.scaffold import validate
+
+    path = plugin_dir.add("deaf.js", plugin("deaf", body="export function onEvent(name, payload) { return 1; }"))
+    heard = plugin_dir.add("heard.js", plugin("heard", 'capabilities: ["message.*"]',
+                                             body="export function onEvent(name, payload) { return 2; }"))
+    with caplog.at_level(logging.WARNING, logger="host"):
+        async with make_host(pool=ONE) as h:
+            assert [r.value for r in await h.emit("message.incoming", {})] == [2]
+    said = [r.getMessage() for r in caplog.records if "declares no event" in r.getMessage()]
+    assert len(said) == 1 and f"in {path}" in said[0] and '"message.*"' in said[0], said
+    report = await validate(path, HostConfig(plugins_dir=str(plugin_dir.root), state_dir=str(plugin_dir.root.parent / "v")))
+    assert any("exports onEvent but declares no event" in f for f in report.findings), report.findings
+    quiet = await validate(heard, HostConfig(plugins_dir=str(plugin_dir.root), state_dir=str(plugin_dir.root.parent / "w")))
+    assert not any("declares no event" in f for f in quiet.findings)
+
+
 async def test_a_type_import_that_loads_a_file_says_how_to_import_types_only(plugin_dir, make_host):
     """`import { type Context } from "./types.ts"` is kept as an import of the file (Deno keeps
     an import whose specifiers are all inline `type`s); `import type` is erased. Before, the

@@ -19,7 +19,7 @@ from ..errors import HostError, InvalidConfig, PluginUnavailable
 from ..runtime import Runtime
 from ..worker import Worker, WorkerSpec, one_off
 from .dev import ENTRY_NAMES, SUFFIXES
-from .manifest import Manifest, parse_manifest
+from .manifest import Manifest, parse_manifest, unheard
 from .manifest_cache import CACHE_FILE, LoadSlots, ManifestCache, content_digest, runtime_key
 from .manifest_hints import unrun_hooks
 
@@ -279,6 +279,6 @@ async def _load_manifest(source: PluginSource, runtime: Runtime, limits: WorkerL
     runtime.sandbox(runtime.data_dir(source.id), source.root).resolve(
         manifest.grants, where=f"{source.module}: metadata.permissions")
     manifest.grants.net_grant(https_only=https_only)
-    for said in unrun_hooks(exports, str(source.module)):
+    for said in unrun_hooks(exports, str(source.module)) + unheard(manifest, exports, str(source.module)):
         log.warning("plugin %s: %s", source.id, said)
     return manifest, exports

@@ -260,6 +260,14 @@ def parse_manifest(raw: Any, exports: list[str], *, path: str, expected_id: str,
     return m
 
 
+def unheard(m: Manifest, exports: list[str], module: str) -> list[str]:
+    """A warning when the module exports ``onEvent`` and declares no event: no event reaches it."""
+    if "onEvent" not in exports or any(_EVENT_RE.match(c) for c in m.capabilities):
+        return []
+    return [f"exports onEvent but declares no event in metadata.capabilities, so no event reaches it: add the "
+            f'events it handles ("message.incoming", "message.*") to metadata.capabilities in {module}']
+
+
 def infer_capabilities(m: Manifest, exports: list[str]) -> list[str]:
     """Capabilities the module's exports imply and its manifest does not declare, added to it:
     a plugin of the balance plugin system exports ``queryBalance`` and declares nothing."""

@@ -15,7 +15,7 @@ from ..errors import HostError, InvalidConfig
 from ..runtime import Runtime
 from ..security.private_files import PLUGINS_DIR, os_failure
 from .discovery import USAGE_SUFFIX, PluginSource, load_manifest, source_for
-from .manifest import ID_RE, KNOWN_CAPABILITIES, RESERVED_IDS, infer_capabilities
+from .manifest import ID_RE, KNOWN_CAPABILITIES, RESERVED_IDS, infer_capabilities, unheard
 from .manifest_hints import unrun_hooks
 from .templates import BALANCE_TEST, BALANCE_TS, EVENT_TEST, EVENT_TS, TEMPLATES, USAGE_JS, USAGE_TEST
 from .usage_scripts import script_source
@@ -75,7 +75,7 @@ async def _checked(src: PluginSource, config: HostConfig, *, shown: str) -> Repo
         permissions=msgspec.to_builtins(manifest.grants), config_net=manifest.config_grants(),
         findings=manifest.findings(max_net_hosts=config.security.max_net_hosts) + [
             f'exports {KNOWN_CAPABILITIES[c]} without declaring it: add "{c}" to metadata.capabilities'
-            for c in inferred] + unrun_hooks(exports, str(src.module)),
+            for c in inferred] + unrun_hooks(exports, str(src.module)) + unheard(manifest, exports, str(src.module)),
     )
 
 
