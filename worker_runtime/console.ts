@@ -48,11 +48,23 @@ export function emitLog(level: string, message: string, state: CallState | undef
     if (message.length > limits.max_log_bytes) message = msg.message = cap(message, limits.max_log_bytes);
     if ((msg.ts as number) - looseSince >= 1000) [loose, looseSince] = [new LogBudget(), msg.ts as number];
   }
-  const verdict = (state?.logs ?? loose).spend(utf8Length(message));
+  const budget = state?.logs ?? loose;
+  if (state && !budget.truncated && message.length > limits.max_log_bytes / 3 &&
+    utf8Length(message) > limits.max_log_bytes) {
+    // one line larger than a call's whole budget: its head, as much as is left, not nothing (a
+    // 2 MB dump of a response was dropped whole); a third in characters, a character may be 3 bytes
+    const room = Math.floor((limits.max_log_bytes - budget.bytes) / 3) - 40;
+    if (room >= 256) message = msg.message = cap(message, room);
+  }
+  const verdict = budget.spend(utf8Length(message));
   if (verdict === "drop") return;
   if (verdict === "marker") {
     msg.level = "warn";
-    msg.message = state ? "log output truncated" : "log output truncated (outside a call: more than the per-second budget)";
+    msg.message = state
+      ? `log output truncated: the call's logs reached limits.max_log_entries (${limits.max_log_entries}) or ` +
+        `limits.max_log_bytes (${limits.max_log_bytes}); the rest of this call's lines are dropped`
+      : "log output truncated (outside a call: more than the per-second budget of limits.max_log_entries / " +
+        "limits.max_log_bytes)";
     extra = undefined;
   }
   if (extra) {

@@ -606,11 +606,27 @@ async def test_log_flood_is_truncated_with_a_marker_and_the_call_returns(
         pid = await h.call("log_flood", "alive")
         assert await h.call("log_flood", "flood", lines, size, timeout=20) == "done"
         assert len(got) <= cap + 1  # delivered: at most the cap, then the marker
-        assert got[-1].message == "log output truncated" and got[-1].level == "warn"
+        assert got[-1].message.startswith("log output truncated: the call's logs reached limits.max_log_entries (")
+        assert got[-1].level == "warn" and f"limits.max_log_bytes ({limits.max_log_bytes})" in got[-1].message
         assert len(got) >= cap  # the cap, not something smaller, is what stopped it
         assert {m.id for m in got} == {got[0].id} and got[0].id is not None  # all charged to the call
         assert all(m.message.startswith(f"{i} ") for i, m in enumerate(got[:-1]))
         await assert_unharmed(h, "log_flood", pid)
+
+
+async def test_one_log_line_larger_than_the_calls_budget_arrives_cut_not_dropped(plugin_dir, make_host):
+    # helper-80's finding: a 2 MB line in a call (a response dumped) was dropped whole behind the marker
+    plugin_dir.add("dump.js", """
+export const metadata = { id: "dump", name: "d", version: "1.0.0", apiVersion: "1.0" };
+export function dump(n) { console.log("HEAD" + "x".repeat(n)); console.log("after"); return 1; }
+""")
+    async with make_host(pool=ONE, limits=WorkerLimits(max_log_bytes=64 * 1024)) as h:
+        got: list[p.Log] = []
+        h.add_log_listener(lambda plugin, worker, msg: got.append(msg) if plugin == "dump" else None)
+        assert await h.call("dump", "dump", 2_000_000) == 1
+    assert got[0].message.startswith("HEADxxx") and "more characters)" in got[0].message, got[0].message[:80]
+    assert len(got[0].message.encode()) <= 64 * 1024
+    assert [m.message for m in got[1:]] == ["after"]  # what is left of the budget still serves the call
 
 
 async def test_log_flood_outside_any_call_is_capped_per_second(plugin_dir, make_host):
