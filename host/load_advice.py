@@ -38,8 +38,24 @@ def import_advice(info: p.ErrorInfo, module: str | None, root: str | None) -> st
                else f"it is outside the plugin's directory ({root}), the only files a plugin may import; ")
         types = ("; if it imports only types, write `import type { ... }` (erased: an `import { type X }` "
                  "still loads the file)" if m.group(1).endswith((".ts", ".tsx", ".mts")) else "")
-        return f'Requires read access to "{m.group(1)}": {why}{home}{types}{info.message[m.end():]}'
+        missing = "" if Path(m.group(1)).exists() else "; there is no such file either"
+        return f'Requires read access to "{m.group(1)}"{missing}: {why}{home}{types}{info.message[m.end():]}'
     return None
+
+
+_SLOPPY = re.compile(r"Maybe add a '(\.\w+)' extension or run with --sloppy-imports")
+
+
+def extension_advice(info: p.ErrorInfo) -> str | None:
+    """Deno's "Maybe add a '.ts' extension or run with --sloppy-imports" without the flag no plugin
+    author can pass: an import names its file whole, extension included (ES modules, no Node-style
+    resolution)."""
+    found = _SLOPPY.search(info.message)
+    if found is None:
+        return None
+    return (f"{info.message[:found.start()]}Write the import with its extension ('{found.group(1)}'): plugins "
+            f"are ES modules, which name a file whole (no Node-style lookup of extensions or index files)"
+            f"{info.message[found.end():]}")
 
 
 _COMMONJS = re.compile(r"^(module|exports|require) is not defined$")

@@ -41,7 +41,7 @@ from .errors import (
     WorkerCrashed,
     where_in,
 )
-from .load_advice import commonjs_advice, import_advice, located
+from .load_advice import commonjs_advice, extension_advice, import_advice, located
 from .logs import WORKER_LEVELS, worker_extra
 from .process import ChildProcess, vm_data
 from .runtime import Runtime, move_web_storage, process_failure, socket_failure, tree_bytes, web_storage_dirs
@@ -536,7 +536,7 @@ class Worker:
             err = msg.error
             where = where_in(err.stack)  # a throw at the module's top level: say which line
             message = (import_advice(err, self._module, self._root) or commonjs_advice(err)
-                       or self._load_refusal(err) or err.message)
+                       or extension_advice(err) or self._load_refusal(err) or err.message)
             raise PluginUnavailable(f"failed to load: {err.name}: {located(message, where)}", plugin=self.spec.plugin_id)
         self.metadata = msg.metadata
         self.exports = msg.exports

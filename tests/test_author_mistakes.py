@@ -113,6 +113,18 @@ async def test_an_import_of_a_file_outside_the_plugin_says_where_the_plugin_may_
             assert "--allow-read" not in error
 
 
+async def test_an_import_without_its_extension_or_of_no_file_says_so(plugin_dir, make_host):
+    # helper-80's findings: Deno's "or run with --sloppy-imports" named a flag no author can pass, and
+    # a single-file plugin's import of a file that does not exist said nothing of its absence
+    plugin_dir.add("slop/mod.ts", 'import { f } from "./lib/util";\nexport function g() { return f(); }\n')
+    plugin_dir.add("slop/lib/util.ts", "export function f() { return 1; }\n", auto_metadata=False)
+    plugin_dir.add("lonely.ts", 'import { f } from "./missing.ts";\nexport function g() { return f(); }\n')
+    async with make_host(pool=ONE) as h:
+        slop, lonely = h.plugin("slop").error or "", h.plugin("lonely").error or ""
+    assert "Write the import with its extension ('.ts')" in slop and "--sloppy-imports" not in slop, slop
+    assert "missing.ts\"; there is no such file either" in lonely, lonely
+
+
 @pytest.mark.parametrize(("schema", "field", "says"), [
     ('{ apiKey: { type: "strin" } }', "configSchema.apiKey.type", "Invalid enum value 'strin'"),
     ('{ apiKey: { type: "string", requird: true } }', "configSchema.apiKey", "unknown field `requird`"),
