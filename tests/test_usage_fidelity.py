@@ -240,6 +240,10 @@ def test_a_reply_may_give_expiry_as_a_date_or_epoch_and_no_unit_or_balance_when_
     assert reply(unlimited=True).unlimited is True
     b = reply(currency="USD")
     assert b.status == "error" and "balance is missing" in b.error_message
+    # a provider plugin answering in cc-switch's names (helper-80's finding): told the host's names
+    b = reply(remaining=5, unit="USD")
+    assert b.status == "error" and b.error_message.endswith(
+        "; remaining is this host's balance, unit is this host's currency: rename them"), b.error_message
 
 
 SPACED = '''({

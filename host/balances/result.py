@@ -81,6 +81,21 @@ def _instant(value: Any) -> str | None:
     raise ValueError("expiresAt must be an ISO 8601 string, a Date or epoch milliseconds")
 
 
+# What other systems call a balance answer's fields (cc-switch's usage scripts: remaining, total,
+# used, unit; relay APIs: quota, credit, ...) -> this host's field.
+OTHER_NAMES = {"remaining": "balance", "remain": "balance", "credit": "balance", "credits": "balance",
+               "available": "balance", "amount": "balance", "left": "balance", "total": "quota",
+               "limit": "quota", "used": "usedQuota", "usage": "usedQuota", "spent": "usedQuota",
+               "unit": "currency"}
+
+
+def _other_names(value: dict) -> str:
+    """``; remaining is this host's balance, ...`` for the fields an answer gives in another
+    system's names."""
+    said = [f"{k} is this host's {v}" for k, v in OTHER_NAMES.items() if k in value and v not in value]
+    return f"; {', '.join(said)}: rename {'them' if len(said) > 1 else 'it'}" if said else ""
+
+
 def from_reply(provider: str, name: str, value: Any, *, stored_at: float, cached: bool,
                duration: float, plugin: str | None = None) -> BalanceResult:
     """The BalanceResult for a plugin's answer; an answer of the wrong shape is an error
@@ -95,7 +110,8 @@ def from_reply(provider: str, name: str, value: Any, *, stored_at: float, cached
         used = _number(value.get("usedQuota"), "usedQuota")
         unlimited = value.get("unlimited") is True
         if balance is None and not unlimited and used is None:
-            raise ValueError("balance is missing (give usedQuota, or unlimited: true, when there is none)")
+            raise ValueError("balance is missing (give usedQuota, or unlimited: true, when there is none)"
+                             + _other_names(value))
         currency = value.get("currency")
         if currency is not None and (not isinstance(currency, str) or not currency):
             raise ValueError("currency must be a non-empty string, or null for no unit")
