@@ -85,6 +85,18 @@ async def test_typescript_that_does_not_parse_is_invalid_code_naming_the_line(ma
         assert (await h.execute(TS, language="typescript")).result == 10  # the worker serves on
 
 
+async def test_a_typescript_decorator_is_invalid_code_naming_it_and_its_line(make_host):
+    # helper-80's finding: 'SyntaxError: Invalid or unexpected token (at <execute>:5:3)' in a 3-line file
+    code = ("function dec(t: any, c: any) { return t; }\n"
+            "class Calc { @dec run(n: number) { return n * 2; } }\n"
+            "export default (x: number) => new Calc().run(x);\n")
+    async with make_host(execute=ONE) as h:
+        with pytest.raises(InvalidCode, match=r"TypeScript decorator at <execute>:2:14 \(@dec\): decorators are not"):
+            await h.execute(code, 2, language="typescript")
+        mail = 'export default (x: string) => "write to ops@example.com, " + x;'  # an @ in a string is no decorator
+        assert (await h.execute(mail, "ok", language="typescript")).result == "write to ops@example.com, ok"
+
+
 @pytest.mark.parametrize("anyio_backend", ["asyncio"])  # aiohttp
 async def test_over_http_input_and_typescript(make_host):
     async with make_host(execute=ONE) as h, served(h, enable_execute=True) as (_, http):

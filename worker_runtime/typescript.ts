@@ -47,8 +47,9 @@ export function toJavaScript(code: string): string {
   } catch {
     // strip mode names no place for a syntax error, and refuses enums and namespaces
   }
+  let out: string;
   try {
-    return strip(code, { mode: "transform" });
+    out = strip(code, { mode: "transform" });
   } catch (e) {
     const text = String((e as Error)?.message ?? e).replace(/^SyntaxError: /, "");
     const at = WHERE.exec(text);
@@ -57,4 +58,16 @@ export function toJavaScript(code: string): string {
       ? `TypeScript syntax error at <execute>:${at[1]}:${at[2]}: ${first}`
       : `TypeScript syntax error: ${first}`);
   }
+  const decorated = DECORATOR.exec(out) && DECORATOR.exec(code);
+  if (decorated) { // kept as written by the transform, and V8 runs no decorator: a SyntaxError lines away
+    const before = code.slice(0, decorated.index + decorated[1].length);
+    const line = before.split("\n").length;
+    const column = before.length - before.lastIndexOf("\n");
+    throw new TypeScriptSyntaxError(`TypeScript decorator at <execute>:${line}:${column} (${decorated[2]}): ` +
+      "decorators are not supported in /execute code (V8 does not run them); call the function on what it decorates");
+  }
+  return out;
 }
+
+/** A decorator where one stands: at the start of a line or after `{`, `;` or `(` (a parameter's). */
+const DECORATOR = /(^|[\n{;(,]\s*)(@[A-Za-z_$][\w$.]*)/;
