@@ -4,6 +4,7 @@ the allowed values after a value outside a Literal's choices."""
 
 from __future__ import annotations
 
+import difflib
 import re
 from collections.abc import Iterable
 from typing import Any
@@ -34,7 +35,16 @@ def validation_message(message: str, root: type, prefix: str, *, top_level: Iter
     if not where:  # the top level of host.toml
         known = sorted({*known, *top_level})
         return f"{key}: unknown section or key; known: {', '.join(known)}"
-    return f"{where}.{key}: unknown field; {where} has: {', '.join(known)}"
+    return f"{where}.{key}: unknown field{_meant(key, known)}; {where} has: {', '.join(known)}"
+
+
+def _meant(key: str, known: list[str]) -> str:
+    """`` (did you mean `allowPrivateNetwork`?)`` for the same name in another case style or a
+    near spelling of a known field."""
+    bare = key.replace("_", "").replace("-", "").lower()
+    same = [k for k in known if k.replace("_", "").replace("-", "").lower() == bare]
+    close = same or difflib.get_close_matches(key, known, 1, 0.8)
+    return f" (did you mean `{close[0]}`?)" if close else ""
 
 
 def _choices_at(root: type, parts: list[str]) -> list[Any]:
@@ -43,7 +53,8 @@ def _choices_at(root: type, parts: list[str]) -> list[Any]:
     for part in parts:
         if isinstance(t, msgspec.inspect.UnionType):
             t = next((u for u in t.types if isinstance(u, msgspec.inspect.StructType)), t)
-        field = next((f for f in t.fields if f.name == part), None) if isinstance(t, msgspec.inspect.StructType) else None
+        field = next((f for f in t.fields if part in (f.encode_name, f.name)),
+                     None) if isinstance(t, msgspec.inspect.StructType) else None
         if field is None:
             return []
         t = field.type
@@ -59,8 +70,8 @@ def _fields_at(root: type, parts: list[str]) -> list[str]:
         if not isinstance(t, msgspec.inspect.StructType):
             return []
         if part is None:
-            return [f.name for f in t.fields]
-        field = next((f for f in t.fields if f.name == part), None)
+            return [f.encode_name for f in t.fields]  # as the file spells them (allowPrivateNetwork)
+        field = next((f for f in t.fields if part in (f.encode_name, f.name)), None)
         if field is None:
             return []
         t = field.type

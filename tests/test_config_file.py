@@ -244,12 +244,22 @@ def test_unknown_section_and_unknown_field_are_named_with_what_is_known(tmp_path
     msg = load_error(tmp_path, "[pools]\nmax_workers = 2\n")
     assert "pools: unknown section" in msg and "pool," in msg and "rate_limit" in msg
     msg = load_error(tmp_path, "[pool]\nmax_worker = 2\n")
-    assert msg.endswith("pool.max_worker: unknown field; pool has: min_workers, max_workers, "
+    assert msg.endswith("pool.max_worker: unknown field (did you mean `max_workers`?); pool has: min_workers, "
+                        "max_workers, "
                         "max_inflight, idle_timeout, max_calls_per_worker, restart_backoff, "
                         "restart_backoff_max, crash_loop_threshold, crash_loop_window, crash_loop_cooldown, "
                         "crash_loop_cooldown_max, drain_timeout, spares")
     msg = load_error(tmp_path, "[plugins.calc.retry]\nattempts = 2\n")
     assert "plugins.calc.retry.attempts: unknown field" in msg and "max_attempts" in msg
+    # helper-82's finding: a renamed field was listed as known in the spelling it refused
+    msg = load_error(tmp_path, "[execute.allow]\nnet = true\nallow_private_network = true\n")
+    assert msg.endswith("execute.allow.allow_private_network: unknown field (did you mean `allowPrivateNetwork`?); "
+                        "execute.allow has: net, read, write, env, run, ffi, sys, allowPrivateNetwork"), msg
+    msg = load_error(tmp_path, "[plugins.calc.permissions]\nallow_private_network = true\n")
+    assert "not a permission kind (the operator's opt-in to private addresses is " \
+           "plugins.calc.allow_private_network = true" in msg, msg
+    msg = load_error(tmp_path, "[plugins.calc.permissions]\nnetwork = [\"a.example\"]\n")
+    assert "network: not a permission kind (did you mean `net`?)" in msg, msg
 
 
 def test_wrong_types_name_the_section_and_field(tmp_path):
