@@ -35,10 +35,21 @@ def translate_rate_limit(data: dict[str, Any], source: str) -> list[str]:
     as today's settings, in place; returns (and logs) one deprecation hint per key."""
     hints: list[str] = []
     policy = data.get("policy")
-    for table, where in ((data.get("rate_limit"), "rate_limit"),
-                         (policy.get("rate_limit") if isinstance(policy, dict) else None, "policy.rate_limit")):
+    plugins = data.get("plugins")
+    tables = [(data.get("rate_limit"), "rate_limit"),
+              (policy.get("rate_limit") if isinstance(policy, dict) else None, "policy.rate_limit"),
+              (policy, "policy")]  # [policy] global_max_requests_per_second, as the document's top level
+    tables += [(entry.get("rate_limit"), f"plugins.{pid}.rate_limit")
+               for pid, entry in (plugins.items() if isinstance(plugins, dict) else ()) if isinstance(entry, dict)]
+    for table, where in tables:
         if not isinstance(table, dict) or not any(k in table for k in LEGACY):
             continue
+        if where == "policy" and (extra := [k for k in (PER_PLUGIN, BURST) if k in table]):
+            raise InvalidConfig(f"{source}: policy.{extra[0]}: unknown field (the balance plugin document's name): "
+                                "write [policy.rate_limit] limit = \"N/minute\" (every plugin's own limit)")
+        if where.startswith("plugins.") and GLOBAL in table:
+            raise InvalidConfig(f"{source}: {where}.{GLOBAL}: a limit of the whole host, not of one plugin: "
+                                f'write [policy] global_limit = "{table[GLOBAL]}/second"')
         given = {k: _count(table.pop(k), f"{source}: {where}.{k}") for k in LEGACY if k in table}
         limits: list[str] = []
         if PER_PLUGIN in given:

@@ -54,6 +54,26 @@ def test_the_documents_keys_under_policy_too_and_the_rest_of_the_table_is_kept(t
     assert config.policy.global_limit is None
 
 
+def test_the_documents_keys_in_a_plugins_table_and_under_policy(tmp_path, caplog):
+    # helper-82's finding: the same keys were translated under [rate_limit] and refused elsewhere
+    with caplog.at_level(logging.WARNING, logger="host.config"):
+        config = load_config(write(tmp_path, """
+            [policy]
+            global_max_requests_per_second = 10
+            [plugins.calc.rate_limit]
+            per_plugin_max_requests_per_minute = 30
+            burst_size = 5
+        """), env={})
+    assert config.policy.global_limit == "10/second"
+    assert config.plugins["calc"].rate_limit.limit == "30/minute; 5/second"
+    hints = [r.getMessage() for r in caplog.records]
+    assert any('plugins.calc.rate_limit.per_plugin_max_requests_per_minute is deprecated' in h
+               and '[plugins.calc.rate_limit] limit = "30/minute; 5/second"' in h for h in hints), hints
+    with pytest.raises(InvalidConfig, match=r'plugins.calc.rate_limit.global_max_requests_per_second: a limit of '
+                                            r'the whole host, not of one plugin: write \[policy\] global_limit'):
+        load_config(write(tmp_path, "[plugins.calc.rate_limit]\nglobal_max_requests_per_second = 3\n"), env={})
+
+
 @pytest.mark.parametrize(("text", "expected"), [
     ("[rate_limit]\nlimit = '5/second'\nper_plugin_max_requests_per_minute = 30\n",
      'rate_limit: per_plugin_max_requests_per_minute and limit are both given; keep only limit '
