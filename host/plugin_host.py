@@ -47,7 +47,7 @@ from .logbook import JournalEntry, LogBook, LogListener, LogRouter
 from .metrics import HostMetrics, failure_labels, outcome_of
 from .plugins.admin import ConfigAdmin
 from .plugins.events import Events
-from .plugins.host_lists import open_stores
+from .plugins.host_lists import move_bare_station_configs, open_stores
 from .plugins.lifecycle import STARTING, EventHub, Plugin, PluginEvent
 from .plugins.overrides import GrantOverrides
 from .plugins.packages import PackageAdmin
@@ -146,7 +146,9 @@ class PluginHost:
             if self.config.security.egress_proxy:  # before any spawn: workers get its URL
                 self._egress = await start_proxy(tg, self._runtime, self.config.security,
                                                  lambda pid: egress_grants(pid, self._exec, self._registry))
-            await self._registry.load(self._registry.discover(first=True), background=self.config.load == "background")
+            sources = self._registry.discover(first=True)
+            await move_bare_station_configs(self._registry.store, self._stations, {src.id for src in sources})
+            await self._registry.load(sources, background=self.config.load == "background")
             self._found = True
             await self._registry.seal_stored_secrets()
             if self.config.health.interval > 0:

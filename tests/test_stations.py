@@ -350,6 +350,22 @@ async def test_a_config_left_by_an_add_that_stopped_halfway_never_blocks_the_nam
         assert {b.provider: b.balance for b in await h.query_balances(refresh=True)} == {"mine": 33.0}
 
 
+async def test_a_station_config_stored_under_its_bare_name_by_an_earlier_version_is_moved(
+        plugin_dir, tmp_path, shared_state, relay):
+    # helper-82's finding: the first versions of `balances add` stored a station's config under its
+    # bare name; the host reads station:NAME, and the station came back "apiKey is not configured"
+    async with host_for(plugin_dir, tmp_path, shared_state, relay) as h:
+        await h.stations.add("mine", plugin="relayco", config={"baseUrl": relay.url, "apiKey": "sk-beta-0002"})
+        state = h.config.state_path
+    data = json.loads((state / "config.json").read_text())
+    data["mine"] = data.pop("station:mine")  # as those versions left it (the key sealed)
+    (state / "config.json").write_text(json.dumps(data))
+    async with host_for(plugin_dir, tmp_path, shared_state, relay) as h:
+        assert {b.provider: b.balance for b in await h.query_balances(refresh=True)} == {"mine": 22.25}
+    data = json.loads((state / "config.json").read_text())
+    assert "mine" not in data and data["station:mine"]["apiKey"].startswith("enc:v1:")
+
+
 async def test_a_command_beside_the_host_keeps_the_script_stations_modules(plugin_dir, tmp_path, shared_state, relay):
     from host.plugins.usage_scripts import discover_sources
 
