@@ -336,16 +336,23 @@ async def test_two_processes_adding_one_name_never_overwrite_each_other(tmp_path
     assert json.loads((tmp_path / STATIONS_FILE).read_text()) == {"x": {"plugin": "a"}}
 
 
-async def test_a_config_left_by_an_add_that_stopped_halfway_never_blocks_the_name(plugin_dir, tmp_path, shared_state,
-                                                                                    relay):
-    # An add writes the station's config, then its definition; a host killed between the two
-    # leaves a config row with no station. Adding the name again replaces it.
+async def test_a_config_left_by_an_add_that_stopped_halfway_is_named_and_cleared_by_remove(
+        plugin_dir, tmp_path, shared_state, relay):
+    # An add writes the station's config, then its definition. A config row with no station is
+    # another process's add in progress, or one that stopped halfway (a host killed between the
+    # two): never replaced (helper-81: replacing it let a lost race delete the winner's config),
+    # refused naming both, and cleared by remove.
     async with host_for(plugin_dir, tmp_path, shared_state, relay) as h:
         await h.stations.add("mine", plugin="relayco", config={"baseUrl": relay.url, "apiKey": "sk-alpha-0001"})
         (h.config.state_path / "stations.json").write_text("{}")
         await h.rescan()
         assert "mine" not in {s["name"] for s in h.stations.list()}
-        assert "station:mine" in json.loads((h.config.state_path / "config.json").read_text())
+        left = json.loads((h.config.state_path / "config.json").read_text())["station:mine"]
+        with pytest.raises(InvalidConfig, match=r"being added by another process, or an add of it stopped halfway.*"
+                                                r"balances rm mine"):
+            await h.stations.add("mine", plugin="relayco", config={"baseUrl": relay.url, "apiKey": "sk-gamma-0003"})
+        assert json.loads((h.config.state_path / "config.json").read_text())["station:mine"] == left  # untouched
+        assert (await h.stations.remove("mine"))["removed"] == "the config an unfinished add left"
         await h.stations.add("mine", plugin="relayco", config={"baseUrl": relay.url, "apiKey": "sk-gamma-0003"})
         assert {b.provider: b.balance for b in await h.query_balances(refresh=True)} == {"mine": 33.0}
 

@@ -126,22 +126,20 @@ class StationAdmin:
                             secret: Collection[str]) -> None:
         """The station's config, then its definition: another host that reads the station
         (it reads the stations before the configs) never serves or lists it without its config.
-        A config row with no station is another process adding the name this moment, or one
-        that stopped halfway: it is replaced unless the station is there by now, and put back
-        if the other process wins the definition."""
+        The config is stored only where no row is (another process adding the name this moment
+        has one: refused, its row untouched; so has an add that stopped halfway, which ``remove``
+        clears), so the rollback of a lost race removes this add's own row only."""
         key = station_key(name)
-        before = None
-        done, now = await self._store.swap(key, raw, secret, None)
-        if not done:
+        if not (await self._store.swap(key, raw, secret, None))[0]:
             if await self._stations.added_elsewhere(name):
                 raise self._stations.taken(name)
-            before = now
-            if not (await self._store.swap(key, raw, secret, before))[0]:
-                raise self._stations.taken(name)
+            raise InvalidConfig(f"station {name!r} is being added by another process, or an add of it stopped "
+                                f"halfway (its config is stored, the station is not): pick another name, or clear "
+                                f"it with `python -m host balances rm {name}`")
         try:
             await self._stations.add(name, definition)
         except HostError:
-            await (self._store.remove(key) if before is None else self._store.set_many({key: before}))
+            await self._store.remove(key)
             raise
 
     async def set_config(self, name: str, values: dict[str, Any], *, replace: bool = False) -> dict[str, Any]:
@@ -166,7 +164,11 @@ class StationAdmin:
         return mask(manifest.config_schema, raw)
 
     async def remove(self, name: str) -> dict[str, Any]:
-        """Forget an added station and its config (its history stays)."""
+        """Forget an added station and its config (its history stays); or the config an add of
+        ``name`` left when it stopped halfway (no station listed)."""
+        if name not in self._stations.all() and self._store.get(station_key(name)) is not None:
+            await self._store.remove(station_key(name))
+            return {"name": name, "removed": "the config an unfinished add left"}
         s = await self._stations.remove(name)
         if s.plugin is None:
             await self._store.remove(name)  # the usage-script plugin's own config
