@@ -9,8 +9,8 @@ A last declared
 parameter named ``context`` or ``ctx``, or an object pattern of the context's own keys
 (``{log, signal}``; ``{query, limit}`` is an options argument), is the context's place, not an
 argument; so is the one after the arguments the plugin API defines for its own functions. A
-function ending in a rest parameter (``sum(...numbers)``) gets the caller's arguments only, no
-context. TypeScript's ``b?: number`` is gone from the code that runs: a ``.ts`` module's own
+function whose manifest declares a rest parameter last (``"...numbers"``) gets the caller's
+arguments only, no context. TypeScript's ``b?: number`` is gone from the code that runs: a ``.ts`` module's own
 declaration of the function is read for it (optional.py)."""
 
 from __future__ import annotations
@@ -79,14 +79,29 @@ def bounds(fn: str, signature: Signature | None, metadata: Any = None,
     return required, max(most, required), names
 
 
-def takes_context(fn: str, signature: Signature | None, metadata: Any = None) -> bool:
-    """Whether ``fn`` is given the context after the caller's arguments: not when its last
-    parameter is a rest one (declared ``"...numbers"``, or read from its source)."""
+def takes_context(fn: str, metadata: Any = None) -> bool:
+    """Whether ``fn`` is given the context after the caller's arguments: not when its manifest
+    declares a rest parameter last (``"...numbers"``). One read from its source still gets it as
+    its last element: a wrapper, ``(...args) => inner(...args)``, passes it on to a function
+    that takes it (``rest_warnings`` tells the author of a ``sum(...nums)``)."""
     if fn in API_ARGUMENTS:
         return True
-    if (params := _declared(metadata, fn)) is not None:
-        return not (params and params[-1].startswith("..."))
-    return signature is None or not signature.rest
+    params = _declared(metadata, fn)
+    return not (params and params[-1].startswith("..."))
+
+
+def rest_warnings(signatures: Mapping[str, Signature], metadata: Any, module: object) -> list[str]:
+    """A warning for each function whose source ends in a rest parameter and whose manifest does
+    not declare its parameters: the context arrives as the rest's last element."""
+    out = []
+    for fn, sig in signatures.items():
+        if sig.rest and fn not in API_ARGUMENTS and _declared(metadata, fn) is None and sig.params:
+            rest = sig.params[-1].removeprefix("...")
+            out.append(f"{fn}(...{rest}) gets the context as the last element of {rest} (every function gets "
+                       f"the caller's arguments, then the context: a wrapper passes it on); for the caller's "
+                       f'arguments only, declare metadata.functions = {{ {fn}: {{ params: ["...{rest}"] }} }} '
+                       f"in {module}")
+    return out
 
 
 def check_arguments(plugin: str, fn: str, args: list[Any], signature: Signature | None,
@@ -96,14 +111,15 @@ def check_arguments(plugin: str, fn: str, args: list[Any], signature: Signature 
     declare otherwise (and, a TypeScript one, to read its optional parameters). Else where the
     context goes when optional arguments were left out (after every declared one, so that none
     of them receives it), NO_CONTEXT for a rest parameter's function, or None."""
-    optional = optional_params(module, fn) if signature is not None and signature.params else None
+    optional = (optional_params(module, fn) if signature is not None and signature.params
+                and _declared(metadata, fn) is None else None)
     known = bounds(fn, signature, metadata, optional)
     if known is None:
         return None
     least, most, names = known
     given = len(args)
     if least <= given and (most is None or given <= most):
-        if not takes_context(fn, signature, metadata):
+        if not takes_context(fn, metadata):
             return NO_CONTEXT
         return most if most is not None and most > given else None
     if most == least:
@@ -119,4 +135,5 @@ def check_arguments(plugin: str, fn: str, args: list[Any], signature: Signature 
         plugin=plugin, function=fn)
 
 
-__all__ = ["API_ARGUMENTS", "CONTEXT_KEYS", "NO_CONTEXT", "bounds", "check_arguments", "is_context", "takes_context"]
+__all__ = ["API_ARGUMENTS", "CONTEXT_KEYS", "NO_CONTEXT", "bounds", "check_arguments", "is_context", "rest_warnings",
+           "takes_context"]

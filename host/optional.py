@@ -45,14 +45,24 @@ def _read(path: str, _mtime: int, _size: int, fn: str) -> list[bool] | None:
 
 
 def declared_optional(source: str, fn: str) -> list[bool] | None:
-    name = re.escape(fn)
-    found = re.search(rf"\bfunction\s*\*?\s*{name}\s*(?:<[^(]*>)?\s*\(", source) or re.search(
-        rf"(?<![\w$.]){name}\s*(?::[^=;]*)?=\s*(?:async\s*)?(?:function\b\s*\*?\s*[\w$]*\s*)?(?:<[^(]*>)?\s*\(",
-        source)
-    if found is None:
-        return None
-    params = _split(source, found.end())
-    return None if params is None else [_marked(p) for p in params]
+    if fn == "default":
+        patterns = [r"\bexport\s+default\s+(?:async\s+)?function\b\s*\*?\s*[\w$]*\s*(?:<[^(]*>)?\s*\(",
+                    r"\bexport\s+default\s+(?:async\s*)?(?:<[^(]*>)?\s*\("]
+    else:
+        name = re.escape(fn)
+        patterns = [rf"\bfunction\s*\*?\s*{name}\s*(?:<[^(]*>)?\s*\(",
+                    rf"(?<![\w$.]){name}\s*(?::[^=;]*)?=\s*(?:async\s*)?(?:function\b\s*\*?\s*[\w$]*\s*)?"
+                    r"(?:<[^(]*>)?\s*\("]
+    for pattern in patterns:
+        found = list(re.finditer(pattern, source))
+        if found:  # the last: overloads come before the implementation, whose parameters run
+            params = _split(source, found[-1].end())
+            if params is None:
+                return None
+            if params and re.match(r"this\s*(:|$)", params[0]):
+                params = params[1:]  # TypeScript's `this` parameter is erased
+            return [_marked(p) for p in params]
+    return None
 
 
 def _split(source: str, start: int) -> list[str] | None:
@@ -82,7 +92,7 @@ def _split(source: str, start: int) -> list[str] | None:
                 if c != ")":
                     return None
                 last = source[begin:i].strip()
-                return [*out, last] if last or out else out
+                return [*out, last] if last else out  # a trailing comma (deno fmt, Prettier) ends no parameter
             depth -= 1
         elif c == "," and depth == 0:
             out.append(source[begin:i].strip())

@@ -52,25 +52,53 @@ async def test_too_few_or_too_many_arguments_are_refused_naming_the_function(mak
 
 
 OPTIONS = """
-export const metadata = { id: "options", name: "Options", version: "1.0.0", apiVersion: "1.0" };
+export const metadata = { id: "options", name: "Options", version: "1.0.0", apiVersion: "1.0",
+  functions: { sum: { params: ["...nums"] } } };
 export function sum(...nums: number[]) { return nums.reduce((a, b) => a + b, 0); }
+export function count(...items: unknown[]) { return items.length; }  // undeclared: the context is last
+const logged = (fn: (...a: any[]) => unknown) => (...args: any[]) => fn(...args);
+export const getUser = logged((id: number, ctx: any) => `${typeof ctx?.log}:${id}`);  // a wrapper passes it on
 export function search({ query, limit = 10 }: { query: string; limit?: number }) { return `${query}/${limit}`; }
 export const ask = async ({ q }: { q: string }) => q;
 export function opt(a: number, b?: number) { return a + (b ?? 0); }
 export const optArrow = (a: string, b?: string, c?: string) => [a, b ?? "-", c ?? "-"].join("");
 export function withLog(a: number, { log, signal }: any) { return typeof log + typeof signal; }
 export function onlyContext({ config }: any) { return typeof config; }
+export function formatted(
+  query: string,
+  limit?: number,
+) { return `${query}/${limit ?? 10}`; }
+export function ov(a: string): string;
+export function ov(a: number, b?: number): string;
+export function ov(a: any, b?: any) { return `${a}/${b ?? "-"}`; }
+export function withThis(this: unknown, a: number, b?: number) { return a + (b ?? 0); }
+export default function (a: number, b?: number) { return a * (b ?? 1); }
 """
 
 
-async def test_rest_parameters_options_objects_and_optional_typescript_parameters(make_host, plugin_dir):
+async def test_rest_parameters_options_objects_and_optional_typescript_parameters(make_host, plugin_dir, caplog):
     # helper-80's findings: sum(...nums) got the context as its last number ("6[object Object]"),
     # a single options object was taken for the context ("takes 0 arguments, 1 given"), and
     # TypeScript's b?: number was required (the ? is gone from the code that runs).
-    plugin_dir.add("options.ts", OPTIONS)
+    import logging
+
+    path = plugin_dir.add("options.ts", OPTIONS)
+    with caplog.at_level(logging.WARNING, logger="host"):
+        async with make_host() as host:
+            await host.call("options", "sum", 1)
+    said = [r.getMessage() for r in caplog.records if "gets the context as the last element" in r.getMessage()]
+    assert len(said) == 2 and said[0].startswith("plugin options: count(...items) gets the context") and \
+        'functions = { count: { params: ["...items"] } }' in said[0] and str(path) in said[0], said
+    assert said[1].startswith("plugin options: getUser(...args) gets the context") and "sum" not in "".join(said)
     async with make_host() as host:
-        assert await host.call("options", "sum", 1, 2, 3) == 6
+        assert await host.call("options", "sum", 1, 2, 3) == 6  # declared "...nums": no context
         assert await host.call("options", "sum") == 0
+        assert await host.call("options", "count", 1, 2) == 3  # the context is its last item, as documented
+        assert await host.call("options", "getUser", 7) == "function:7"  # helper-81: a wrapper keeps it
+        assert await host.call("options", "formatted", "q") == "q/10"  # a trailing comma (deno fmt)
+        assert await host.call("options", "ov", 1) == "1/-"  # overloads: the implementation's parameters
+        assert await host.call("options", "withThis", 2) == 2  # `this` is no parameter
+        assert await host.call("options", "default", 3) == 3
         assert await host.call("options", "search", {"query": "x"}) == "x/10"
         assert await host.call("options", "ask", {"q": "y"}) == "y"
         with pytest.raises(InvalidArguments, match=r"takes 1 argument \(\{query, limit\}\), 0 given"):

@@ -224,7 +224,7 @@ export function onCall(msg: Msg): void {
   const context = makeContext(state, timeoutMs, undefined);
   // An optional parameter the caller left out stays undefined (its default applies): the
   // context goes where the host says the declared parameters end (host/arity.py); -1: a
-  // function ending in a rest parameter, which gets the caller's arguments only.
+  // function whose manifest declares a rest parameter last, which gets the caller's arguments only.
   if (contextAt !== -1) {
     while (contextAt !== undefined && args.length < contextAt && args.length < 1024) args.push(undefined);
     args.push(context);

@@ -142,7 +142,7 @@ export interface Channel {
   off(event: string, handler: (data: unknown) => unknown): Promise<unknown>;
 }
 
-/** The last argument of every call. */
+/** The last argument of every call (not of a function whose metadata.functions.NAME.params ends in "...rest"). */
 export interface Context<Config = Record<string, unknown>> {
   /** The call's id on its connection (as in the host's logs). */
   readonly callId: number;

@@ -14,6 +14,7 @@ from typing import Any
 
 import anyio
 
+from ..arity import rest_warnings
 from ..config import WorkerLimits
 from ..errors import HostError, InvalidConfig, PluginUnavailable
 from ..runtime import Runtime
@@ -239,6 +240,8 @@ async def inspect(source: PluginSource, runtime: Runtime, limits: WorkerLimits) 
     spec = WorkerSpec(plugin_id=source.id, module=source.module, base_dir=runtime.data_dir(source.id),
                       read_paths=[str(source.root)], limits=limits, reading=True)
     async def read(worker: Worker) -> tuple[Any, list[str]]:
+        for said in rest_warnings(worker.signatures, worker.metadata, source.module):  # once per content read
+            log.warning("plugin %s: %s", source.id, said)
         return worker.metadata, list(worker.exports)
 
     async with runtime.loading.take() if runtime.loading is not None else contextlib.nullcontext():
