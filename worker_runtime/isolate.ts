@@ -232,21 +232,21 @@ function ownPerformance(): object {
   };
 }
 
-const NO_RUN = "throw 0;"; // makes sure a probed module never runs a statement of its own
-// Makes the probed module's graph fail to load, so that no module it imports is evaluated either
-// (static imports run before the importing module's first statement): a module that parses
-// here is never run at all, whatever it imports.
-const NO_GRAPH = '\nimport "plugin-host-never:x";\n';
+// Before the code, on its first line (its columns there are corrected by this length): an import
+// that cannot load, so the probed module's graph never loads and no module the code imports is
+// evaluated (static imports run before the importing module's first statement), and a first
+// statement that throws. A module that parses here is never run at all, whatever it imports.
+const NO_RUN = 'import "plugin-host-never:x";throw 0;';
 
 /**
  * "line:column" of a syntax error in `code` (V8's compile error in a context carries none): Deno's
- * own parser reports it when the code is imported as a data: URL, behind a first statement that
- * throws and after an import that cannot load, so nothing of it, nor of what it imports, runs even
- * if it parses. Code nested too deeply for that parser (nesting.ts) gets no position.
+ * own parser reports it when the code is imported as a data: URL, behind an import that cannot
+ * load and a first statement that throws, so nothing of it, nor of what it imports, runs even if
+ * it parses. Code nested too deeply for that parser (nesting.ts) gets no position.
  */
 export async function syntaxErrorAt(code: string): Promise<string | undefined> {
   if (nestingOf(code) > MAX_PROBED_NESTING) return undefined;
-  const bytes = new TextEncoder().encode(NO_RUN + code + NO_GRAPH);
+  const bytes = new TextEncoder().encode(NO_RUN + code);
   let bin = "";
   for (let i = 0; i < bytes.length; i += 0x8000) bin += String.fromCharCode(...bytes.subarray(i, i + 0x8000));
   try {

@@ -5,24 +5,45 @@
  * ~1,000 nested parentheses or chained arrows on an import's thread and ~3,000-5,000 brackets,
  * arrows or type arguments in the stripper. So such code never reaches them.
  *
- * Brackets, type arguments (`<`/`>`, not `=>`) and arrows are counted wherever they stand, in
- * strings and comments too, so this only ever overestimates; an arrow counts as a level that
- * never closes (`x => y => ...` nests with no bracket). Character codes only, no regular
- * expression (bench/RESULTS.md, idle RSS).
+ * Brackets nest as they open and close (counted in strings and comments too).
+ * Arrows and type arguments (`<`, with `typeArguments`) nest without a bracket of their own
+ * (`x => y => ...`, `A<B<C>>`): each counts one level at the bracket level it stands in, until a
+ * `>` closes a type argument, or a `,` or `;` (a newline at the top level) ends that expression,
+ * or its bracket closes. So sibling arrows (`[x => 1, y => 2]`) and comparisons (`if (n < i)`)
+ * count once, chains count each link. Character codes only, no regular expression
+ * (bench/RESULTS.md, idle RSS).
  */
 export function nestingOf(code: string, typeArguments = false): number {
-  let depth = 0;
+  const soft: number[] = [0]; // per open bracket level: its arrows and type arguments
+  let current = 0; // open brackets + every level's soft count
   let max = 0;
-  let arrows = 0;
   for (let i = 0; i < code.length; i++) {
     const c = code.charCodeAt(i);
-    if (c === 40 || c === 91 || c === 123 || (typeArguments && c === 60)) { // ( [ { <
-      if (++depth > max) max = depth;
-    } else if (c === 41 || c === 93 || c === 125 || (typeArguments && c === 62 && code.charCodeAt(i - 1) !== 61)) {
-      if (depth > 0) depth--;
-    } else if (c === 61 && code.charCodeAt(i + 1) === 62) arrows++; // =>
+    const top = soft.length - 1;
+    if (c === 40 || c === 91 || c === 123) { // ( [ {
+      soft.push(0);
+      current++;
+    } else if (c === 41 || c === 93 || c === 125) { // ) ] }
+      if (top > 0) current -= 1 + (soft.pop() as number);
+    } else if (c === 61 && code.charCodeAt(i + 1) === 62) { // =>
+      soft[top]++;
+      current++;
+      i++;
+    } else if (typeArguments && c === 60) { // <
+      soft[top]++;
+      current++;
+    } else if (typeArguments && c === 62) { // >
+      if (soft[top] > 0) {
+        soft[top]--;
+        current--;
+      }
+    } else if (c === 44 || c === 59 || (c === 10 && top === 0)) { // , ; newline at the top level
+      current -= soft[top];
+      soft[top] = 0;
+    }
+    if (current > max) max = current;
   }
-  return max + arrows;
+  return max;
 }
 
 /** Deepest code given to the type stripper (it aborted the worker at 3,000-5,000). */

@@ -37,10 +37,15 @@ def test_the_probe_runs_none_of_the_modules_the_code_imports():
                    'export * from "data:text/javascript,globalThis.PWNED=2";\nexport default 1;')
     assert found == {"at": None, "pwned": 0}
     assert probed("export default 1;\nlet x = ;") == {"at": "2:9", "pwned": 0}  # it still places errors
+    assert probed("let x = ;") == {"at": "1:9", "pwned": 0}
+    # helper-81: the import once appended after the code took the place of an unexpected end
+    assert probed("export default (n) => {\n  return n +\n")["at"].startswith(("2:", "3:"))
 
 
-def test_code_nested_past_the_parser_is_not_probed():
+def test_code_nested_past_the_parser_is_not_probed_and_flat_code_is():
     assert probed(f"export default 1; export default 2;\nconst r = {DEEP};") == {"at": None, "pwned": 0}
+    flat = "export default [" + ", ".join(f"(x) => x + {i}" for i in range(500)) + "];\nlet y = ;"
+    assert probed(flat) == {"at": "2:9", "pwned": 0}  # helper-81: 500 sibling arrows were "too deep"
 
 
 async def test_deeply_nested_code_is_an_error_answer_not_a_crashed_worker(make_host):
@@ -53,3 +58,6 @@ async def test_deeply_nested_code_is_an_error_answer_not_a_crashed_worker(make_h
         with pytest.raises(InvalidCode, match="nested deeper"):
             await h.execute("export default 1;\nconst f = " + "x=>" * 6000 + "1;", language="typescript")
         assert (await h.execute("export default (x: number) => x * 2;", 21, language="typescript")).result == 42
+        flat = ("let c = 0;\n" + "\n".join(f"if (c < {i}) c++;" for i in range(2100))
+                + "\nexport default () => [" + ", ".join(f"(x: number) => x + {i}" for i in range(2100)) + "].length + c;")
+        assert (await h.execute(flat, language="typescript")).result == 2100 + 2099  # flat, however long
