@@ -60,6 +60,15 @@ async def test_fetch_json_sends_an_object_body_as_json(plugin_dir, make_host, fa
             "type": "application/vnd.x+json", "body": '[1,"x"]'}
         assert (await h.call("probe", "post", "/echo", "k=v", {"Content-Type": "application/x-www-form-urlencoded"})
                 == {"type": "application/x-www-form-urlencoded", "body": "k=v"})  # a string goes as it is
+    # /execute code's objects are its own V8 context's (helper-81: they still went as "[object Object]")
+    from host import ExecuteConfig
+
+    lan = ExecuteConfig(allow={"net": True, "allowPrivateNetwork": True})
+    code = 'export default (url, ctx) => ctx.fetchJson(url, { method: "POST", body: { a: [1, { b: 2 }] } });'
+    async with make_host(execute=lan) as h:
+        out = await h.execute(code, f"{fake_http.url}/echo",
+                              permissions={"net": [f"127.0.0.1:{fake_http.port}"], "allowPrivateNetwork": True})
+    assert out.ok and out.result == {"type": "application/json", "body": '{"a":[1,{"b":2}]}'}, out
 
 
 async def test_fetch_json_maps_http_failures_to_typed_errors(plugin_dir, make_host, fake_http):

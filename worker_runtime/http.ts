@@ -75,8 +75,11 @@ function shown(url: string | URL): string {
 function jsonBody(init: RequestInit): RequestInit {
   const body = init.body as unknown;
   if (body === null || typeof body !== "object") return init;
+  // of any realm: /execute code's objects are its own context's, whose Object.prototype is not ours
   const proto = Object.getPrototypeOf(body);
-  if (!Array.isArray(body) && proto !== Object.prototype && proto !== null) return init;
+  const plain = Object.prototype.toString.call(body) === "[object Object]" &&
+    (proto === null || Object.getPrototypeOf(proto) === null);
+  if (!Array.isArray(body) && !plain) return init;
   const headers = new Headers(init.headers ?? undefined);
   if (!headers.has("content-type")) headers.set("content-type", "application/json");
   return { ...init, headers, body: JSON.stringify(body) };

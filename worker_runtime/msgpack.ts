@@ -421,18 +421,16 @@ export class Encoder {
     }
     const hint = NOT_DATA[tag];
     if (hint !== undefined) throw notSerializable(hint);
-    if (typeof (o as { then?: unknown }).then === "function") throw notSerializable(NOT_DATA["[object Promise]"]);
-    if (tag === "[object Headers]") {
-      const entries = [...(o as Headers)];
-      this.mapHeader(entries.length);
-      for (const [k, val] of entries) {
-        this.str(k);
-        this.str(val);
-      }
-      return;
-    }
+    if (tag === "[object Headers]") return this.headers(o as Headers, depth);
     // Class instances and other objects: their own enumerable string keys, like JSON.
     return this.plain(o, depth);
+  }
+
+  /** Headers as a map of name to value; set-cookie, which may repeat, as a list of its values. */
+  private headers(h: Headers, depth: number): void {
+    const out: Record<string, unknown> = {};
+    for (const [k, val] of h) out[k] = k === "set-cookie" ? h.getSetCookie() : val;
+    this.plain(out, depth);
   }
 
   private plain(o: object, depth: number): void {
