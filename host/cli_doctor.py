@@ -123,7 +123,9 @@ def checks(config: HostConfig) -> list[Check]:
                     conn.close()
                 answer.append(("state.database", "ok", f"{backend.where} answers ({' '.join(row['v'].split()[:2])})"))
             except HostError as exc:
-                answer.append(("state.database", "fail", exc.message))
+                answer.append(("state.database", "fail", exc.message.removeprefix("db: ")))
+            except Exception as exc:  # any failure is this check's answer, never a traceback
+                answer.append(("state.database", "fail", backend.scrub(f"{type(exc).__name__}: {exc}")))
 
         thread = threading.Thread(target=probe, daemon=True)  # a hung server: left behind as doctor exits
         thread.start()

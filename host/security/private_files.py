@@ -235,7 +235,7 @@ def locked(path: Path, wait: float | None = None) -> Iterator[None]:
                 now = time.monotonic()
                 stuck = name in _STUCK and now - start >= STUCK_GRACE
                 holder = _lock_holder(fd) if stuck or now >= deadline else ""
-                if (stuck and _STUCK[name] == holder) or now >= deadline:
+                if (stuck and holder and _STUCK[name] == holder) or now >= deadline:  # a holder we can name
                     # the holder already outlasted a whole wait: the writes queued behind that one
                     # fail after a moment (a write holds it for milliseconds), not each after a wait
                     # of its own (ten of them: the last answered at 50 s)
