@@ -16,7 +16,8 @@ import re
 from pathlib import Path
 
 TYPESCRIPT = frozenset({".ts", ".tsx", ".mts", ".cts"})
-MAX_SOURCE = 2 * 1024 * 1024  # a bigger module is not read for this
+MAX_SOURCE = 512 * 1024  # a bigger module is not read for this
+MAX_PLACES = 4096  # places a declaration could start that are looked at
 _MODIFIERS = ("public ", "private ", "protected ", "readonly ", "override ")
 _OPEN, _CLOSE = "([{<", ")]}>"
 
@@ -45,18 +46,31 @@ def _read(path: str, _mtime: int, _size: int, fn: str) -> list[bool] | None:
 
 
 def declared_optional(source: str, fn: str) -> list[bool] | None:
+    # Every quantifier bounded, each tried only where its first word stands, at most MAX_PLACES
+    # of those: this runs in the host's event loop on a plugin's text (before: "f:" * 200,000
+    # held it for minutes).
     if fn == "default":
-        patterns = [r"\bexport\s+default\s+(?:async\s+)?function\b\s*\*?\s*[\w$]*\s*(?:<[^(]*>)?\s*\(",
-                    r"\bexport\s+default\s+(?:async\s*)?(?:<[^(]*>)?\s*\("]
+        first, patterns = r"\bexport\b", [
+            r"export\s{1,20}default\s{1,20}(?:async\s{1,20})?function\b\s{0,20}\*?\s{0,20}[\w$]{0,100}"
+            r"\s{0,20}(?:<[^(<]{0,200}>)?\s{0,20}\(",
+            r"export\s{1,20}default\s{1,20}(?:async\s{0,20})?(?:<[^(<]{0,200}>)?\s{0,20}\("]
     else:
         name = re.escape(fn)
-        patterns = [rf"\bfunction\s*\*?\s*{name}\s*(?:<[^(]*>)?\s*\(",
-                    rf"(?<![\w$.]){name}\s*(?::[^=;]*)?=\s*(?:async\s*)?(?:function\b\s*\*?\s*[\w$]*\s*)?"
-                    r"(?:<[^(]*>)?\s*\("]
-    for pattern in patterns:
-        found = list(re.finditer(pattern, source))
-        if found:  # the last: overloads come before the implementation, whose parameters run
-            params = _split(source, found[-1].end())
+        first, patterns = rf"(?<![\w$.])(?:function\b|{name}(?![\w$]))", [
+            rf"function\s{{0,20}}\*?\s{{0,20}}{name}\s{{0,20}}(?:<[^(<]{{0,200}}>)?\s{{0,20}}\(",
+            rf"{name}\s{{0,20}}(?::[^=;]{{0,200}})?=\s{{0,20}}(?:async\s{{0,20}})?"
+            r"(?:function\b\s{0,20}\*?\s{0,20}[\w$]{0,100}\s{0,20})?(?:<[^(<]{0,200}>)?\s{0,20}\("]
+    found: list[re.Match[str] | None] = [None, None]
+    compiled = [re.compile(p) for p in patterns]
+    for k, place in enumerate(re.finditer(first, source)):
+        if k >= MAX_PLACES:
+            break
+        for i, pattern in enumerate(compiled):
+            if (m := pattern.match(source, place.start())) is not None:
+                found[i] = m  # the last: overloads come before the implementation, whose parameters run
+    for last in found:
+        if last is not None:
+            params = _split(source, last.end())
             if params is None:
                 return None
             if params and re.match(r"this\s*(:|$)", params[0]):

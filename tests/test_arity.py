@@ -118,3 +118,12 @@ async def test_a_declared_signature_must_name_an_export(make_host, plugin_dir):
     async with make_host() as host:
         with pytest.raises(PluginUnavailable, match=r"metadata\.functions\.gone: 'gone' is not an exported function"):
             await host.call("odd", "here")
+
+
+@pytest.mark.timeout(20)  # before: minutes, in the host's event loop, at a plugin's first call
+@pytest.mark.parametrize("source", ["f:" * 200_000 + "x", "f=<" * 100_000, "function " * 100_000,
+                                    "f: " + "x" * 400_000 + "= (a?: 1)"])
+def test_reading_optional_parameters_of_a_hostile_source_is_bounded(source):
+    from host.optional import declared_optional
+
+    declared_optional(source, "f")
