@@ -35,7 +35,8 @@ from .policy.config import (
 )
 from .protocol import DEFAULT_MAX_FRAME
 from .security.grant_entries import problems
-from .security.permissions import KIND_SPELLINGS, KINDS, Permissions
+from .security.permission_names import KIND_SPELLINGS
+from .security.permissions import KINDS, Permissions
 from .server_config import ServerConfig, check_server
 from .state_config import StateConfig, check_state
 

@@ -26,7 +26,7 @@ def test_sections_may_be_plain_dicts():
 
 
 @pytest.mark.parametrize(("kw", "message"), [
-    ({"pool": {"max_wrkers": 8}}, "pool.max_wrkers: unknown field; pool has: min_workers, max_workers"),
+    ({"pool": {"max_wrkers": 8}}, "pool.max_wrkers: unknown field (did you mean `max_workers`?); pool has: min_workers, max_workers"),
     ({"pool": {"max_workers": "many"}}, "pool.max_workers: Expected `int`, got `str`"),
     ({"security": {"strict": "maybe"}}, "security.strict: 'maybe' is not one of 'off', 'refuse', 'warn'"),
     ({"pool": {"min_workers": 5, "max_workers": 2}}, "pool: min_workers (5) must not exceed max_workers (2)"),

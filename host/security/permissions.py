@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import difflib
 import ipaddress
 import os
 import re
@@ -16,9 +15,9 @@ from typing import Any
 import msgspec
 
 from ..errors import InvalidConfig
+from .permission_names import KINDS, kind_hint
 
 Grant = list[str] | bool
-KINDS = ("net", "read", "write", "env", "run", "ffi", "sys")
 _PATH_KINDS = ("read", "write", "ffi")
 # Never in a grant: control characters (a NUL ends a path in every system call; a newline or an
 # escape sequence forges what the log and the approval prompt show) and the bidirectional
@@ -124,31 +123,6 @@ def _covers(kind: str, allowed: str, entry: str) -> bool:
         allowed, entry = os.path.normpath(allowed), os.path.normpath(entry)
         return entry == allowed or entry.startswith(allowed.rstrip("/") + "/")
     return False
-
-
-# What other sandboxes and habits call a kind of permission -> this host's name for it.
-KIND_SPELLINGS = {
-    "network": "net", "internet": "net", "hosts": "net", "http": "net", "fetch": "net", "allowNet": "net",
-    "environment": "env", "envVars": "env", "variables": "env", "allowEnv": "env",
-    "file": "read", "files": "read", "fs": "read", "filesystem": "read", "allowRead": "read",
-    "allowWrite": "write", "exec": "run", "spawn": "run", "subprocess": "run", "command": "run",
-    "commands": "run", "allowRun": "run", "system": "sys", "allowSys": "sys", "allowFfi": "ffi",
-    "dlopen": "ffi", "native": "ffi", "private": "allowPrivateNetwork",
-    "allow_private_network": "allowPrivateNetwork", "privateNetwork": "allowPrivateNetwork",
-}
-
-
-def kind_hint(message: str) -> str:
-    """For msgspec's "unknown field `network`" in a permissions object: the kind meant."""
-    found = re.search(r"unknown field `([^`]+)`", message)
-    if found is None:
-        return ""
-    name = found.group(1)
-    kinds = [*KINDS, "allowPrivateNetwork"]
-    meant = KIND_SPELLINGS.get(name) or KIND_SPELLINGS.get(name.lower()) or next(
-        iter(difflib.get_close_matches(name.lower(), kinds, 1, 0.7)), None)
-    said = f"did you mean `{meant}`? " if meant else ""
-    return f" ({said}the kinds are {', '.join(kinds)})"
 
 
 class Permissions(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True, frozen=True):
