@@ -5,42 +5,138 @@
  * ~1,000 nested parentheses or chained arrows on an import's thread and ~3,000-5,000 brackets,
  * arrows or type arguments in the stripper. So such code never reaches them.
  *
- * Brackets nest as they open and close (counted in strings and comments too).
- * Arrows and type arguments (`<`, with `typeArguments`) nest without a bracket of their own
- * (`x => y => ...`, `A<B<C>>`): each counts one level at the bracket level it stands in, until a
- * `>` closes a type argument, or a `,` or `;` (a newline at the top level) ends that expression,
- * or its bracket closes. So sibling arrows (`[x => 1, y => 2]`) and comparisons (`if (n < i)`)
- * count once, chains count each link. Character codes only, no regular expression
- * (bench/RESULTS.md, idle RSS).
+ * Brackets nest as they open and close, a template's `${` too. What nests without a bracket
+ * counts one level each at the bracket level it stands in: a type argument (`<`, with
+ * `typeArguments`) until its `>` or `;`; an arrow (`x => y => ...`) and an operator or prefix
+ * keyword (`!!!...`, `new new ...`, `await await ...`, labels `a:b:...`, `1+1+...`) until a `,` or
+ * `;`, or the end of a line that does not end in one of them. A bracket closing drops its level's
+ * count. So sibling arrows (`[x => 1, y => 2]`) and comparisons on lines of their own count once;
+ * chains count each link, across lines too. Strings and comments are skipped. Character codes
+ * only, no regular expression (bench/RESULTS.md, idle RSS).
  */
+const PREFIX_WORDS = new Set(["new", "await", "typeof", "void", "delete", "yield"]);
+
+function isWordCode(c: number): boolean {
+  return (c >= 48 && c <= 57) || (c >= 65 && c <= 90) || (c >= 97 && c <= 122) || c === 95 || c === 36 || c > 127;
+}
+
+// ! % & * + - / : = ? ^ | ~ (and < > when they are no type arguments)
+function isOperator(c: number, typeArguments: boolean): boolean {
+  return c === 33 || c === 37 || c === 38 || c === 42 || c === 43 || c === 45 || c === 47 || c === 58 ||
+    c === 61 || c === 63 || c === 94 || c === 124 || c === 126 || (!typeArguments && (c === 60 || c === 62));
+}
+
+/** Where a string, comment or template that starts at `i` ends (the index of its last character),
+ * or -1 when none starts there. A template's `${` is code: scanned by `nestingOf` itself. */
+function skipped(code: string, i: number): number {
+  const c = code.charCodeAt(i);
+  const next = code.charCodeAt(i + 1);
+  if (c === 34 || c === 39) { // a string: to its quote or the line's end
+    for (i++; i < code.length; i++) {
+      const t = code.charCodeAt(i);
+      if (t === 92) i++;
+      else if (t === c || t === 10) return i;
+    }
+    return code.length;
+  }
+  if (c === 47 && next === 47) { // a line comment, to before its newline
+    const end = code.indexOf("\n", i);
+    return end < 0 ? code.length : end - 1;
+  }
+  if (c === 47 && next === 42) { // a block comment
+    const end = code.indexOf("*/", i + 2);
+    return end < 0 ? code.length : end + 1;
+  }
+  return -1;
+}
+
 export function nestingOf(code: string, typeArguments = false): number {
-  const soft: number[] = [0]; // per open bracket level: its arrows and type arguments
-  let current = 0; // open brackets + every level's soft count
+  const angles: number[] = [0]; // per open bracket level: its open type arguments
+  const chain: number[] = [0]; // per open bracket level: its arrows, operators and prefix words
+  const template: boolean[] = [false]; // per level: a template's ${ opened it
+  let current = 0; // open brackets + every level's counts
   let max = 0;
-  for (let i = 0; i < code.length; i++) {
+  let carry = false; // the last token was an arrow, an operator or a prefix word: the line goes on
+  const n = code.length;
+  let i = 0;
+  const rest = (top: number) => {
+    current -= chain[top];
+    chain[top] = 0;
+  };
+  const inTemplate = () => { // from just after a backtick or a ${...}'s }: to its backtick or next ${
+    for (; i < n; i++) {
+      const t = code.charCodeAt(i);
+      if (t === 92) i++;
+      else if (t === 96) return;
+      else if (t === 36 && code.charCodeAt(i + 1) === 123) {
+        i++;
+        angles.push(0), chain.push(0), template.push(true);
+        current++;
+        return;
+      }
+    }
+  };
+  for (; i < n; i++) {
     const c = code.charCodeAt(i);
-    const top = soft.length - 1;
-    if (c === 40 || c === 91 || c === 123) { // ( [ {
-      soft.push(0);
+    const top = chain.length - 1;
+    const end = skipped(code, i);
+    if (end >= 0) {
+      i = end;
+      continue;
+    }
+    if (c === 32 || c === 9 || c === 13) continue;
+    let chained = false;
+    if (c === 96) {
+      i++;
+      inTemplate();
+    } else if (c === 40 || c === 91 || c === 123) { // ( [ {
+      angles.push(0), chain.push(0), template.push(false);
       current++;
     } else if (c === 41 || c === 93 || c === 125) { // ) ] }
-      if (top > 0) current -= 1 + (soft.pop() as number);
+      if (top > 0) {
+        current -= 1 + (angles.pop() as number) + (chain.pop() as number);
+        if (template.pop()) {
+          i++;
+          inTemplate();
+        }
+      }
     } else if (c === 61 && code.charCodeAt(i + 1) === 62) { // =>
-      soft[top]++;
+      chain[top]++;
       current++;
       i++;
+      chained = true;
     } else if (typeArguments && c === 60) { // <
-      soft[top]++;
+      angles[top]++;
       current++;
     } else if (typeArguments && c === 62) { // >
-      if (soft[top] > 0) {
-        soft[top]--;
+      if (angles[top] > 0) {
+        angles[top]--;
         current--;
       }
-    } else if (c === 44 || c === 59 || (c === 10 && top === 0)) { // , ; newline at the top level
-      current -= soft[top];
-      soft[top] = 0;
+    } else if (c === 59) { // ;
+      current -= angles[top];
+      angles[top] = 0;
+      rest(top);
+    } else if (c === 44) { // ,
+      rest(top);
+    } else if (c === 10) {
+      if (!carry) rest(top);
+      chained = carry;
+    } else if (isOperator(c, typeArguments)) {
+      chain[top]++;
+      current++;
+      chained = true;
+    } else if (isWordCode(c)) {
+      let j = i + 1;
+      while (j < n && isWordCode(code.charCodeAt(j))) j++;
+      if (j - i <= 6 && PREFIX_WORDS.has(code.slice(i, j))) {
+        chain[top]++;
+        current++;
+        chained = true;
+      }
+      i = j - 1;
     }
+    carry = chained;
     if (current > max) max = current;
   }
   return max;

@@ -58,6 +58,16 @@ async def test_deeply_nested_code_is_an_error_answer_not_a_crashed_worker(make_h
         with pytest.raises(InvalidCode, match="nested deeper"):
             await h.execute("export default 1;\nconst f = " + "x=>" * 6000 + "1;", language="typescript")
         assert (await h.execute("export default (x: number) => x * 2;", 21, language="typescript")).result == 42
+        # recursion with no bracket (helper-83, helper-84): labels, prefix words and operators, arrows
+        # across lines, type arguments with commas; each aborted the worker (SIGABRT) before
+        for code in ("".join(f"l{i}:" for i in range(3000)) + "1;\nexport default 1;\nlet y = ;",
+                     "new " * 6000 + "\nlet y = ;", "!" * 10000 + "\nlet y = ;", "await " * 6000 + "\nlet y = ;"):
+            out = await h.execute(code)
+            assert not out.ok and out.logs[-1].name == "SyntaxError", out.logs[-1]
+        for code in ("new " * 20000, "!" * 50000, "export default " + "x =>\n" * 8000 + "1",
+                     "type A<X,Y>=Y;\ntype T = " + "A<1, " * 8000 + "1" + ">" * 8000):
+            with pytest.raises(InvalidCode, match="nested deeper"):
+                await h.execute(code, language="typescript")
         flat = ("let c = 0;\n" + "\n".join(f"if (c < {i}) c++;" for i in range(2100))
                 + "\nexport default () => [" + ", ".join(f"(x: number) => x + {i}" for i in range(2100)) + "].length + c;")
         assert (await h.execute(flat, language="typescript")).result == 2100 + 2099  # flat, however long
