@@ -95,6 +95,12 @@ async def test_a_typescript_decorator_is_invalid_code_naming_it_and_its_line(mak
             await h.execute(code, 2, language="typescript")
         mail = 'export default (x: string) => "write to ops@example.com, " + x;'  # an @ in a string is no decorator
         assert (await h.execute(mail, "ok", language="typescript")).result == "write to ops@example.com, ok"
+        # helper-84: with an enum (transform mode), an @ in a comment, a string or a template was taken for one
+        enum = "enum Scale { Double = 2 }\n"
+        for body in ("/** Scales by {@link Scale}. */\n", "/**\n@param n the number\n*/\n", 'const s = "(@home) ";\n',
+                     'const t = ["a,@bob"];\n', "const u = `hi\n@everyone ${`x\n@y`}`;\n"):
+            code = enum + body + "export default (n: number) => n * Scale.Double;"
+            assert (await h.execute(code, 3, language="typescript")).result == 6, body
 
 
 @pytest.mark.parametrize("anyio_backend", ["asyncio"])  # aiohttp

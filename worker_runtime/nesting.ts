@@ -146,3 +146,49 @@ export function nestingOf(code: string, typeArguments = false): number {
 export const MAX_STRIPPED_NESTING = 2000;
 /** Deepest code parsed to place a syntax error (an import's thread aborted at ~1,000). */
 export const MAX_PROBED_NESTING = 400;
+
+/** Where a template literal that starts with the backtick at `i` ends (its closing backtick),
+ * its `${...}` expressions (strings, comments and templates of their own inside) skipped whole. */
+function templateEnd(code: string, i: number): number {
+  for (i++; i < code.length; i++) {
+    const t = code.charCodeAt(i);
+    if (t === 92) i++;
+    else if (t === 96) return i;
+    else if (t === 36 && code.charCodeAt(i + 1) === 123) {
+      let depth = 0;
+      for (i += 2; i < code.length; i++) {
+        const c = code.charCodeAt(i);
+        const end = c === 96 ? templateEnd(code, i) : skipped(code, i);
+        if (end >= 0) i = end;
+        else if (c === 123) depth++;
+        else if (c === 125 && depth-- === 0) break;
+      }
+    }
+  }
+  return code.length;
+}
+
+/** The first decorator in `code` (`@name` where a class member, a class or a parameter starts:
+ * after `{`, `}`, `;`, `(`, `,`, a newline or at the start), outside strings, comments and
+ * templates: its index and its text; null when there is none. */
+export function firstDecorator(code: string): { index: number; name: string } | null {
+  let before = 10; // as if after a newline
+  for (let i = 0; i < code.length; i++) {
+    const c = code.charCodeAt(i);
+    const end = c === 96 ? templateEnd(code, i) : skipped(code, i);
+    if (end >= 0) {
+      i = end;
+      before = 0;
+      continue;
+    }
+    if (c === 32 || c === 9 || c === 13) continue;
+    if (c === 64 && isWordCode(code.charCodeAt(i + 1)) &&
+      (before === 10 || before === 123 || before === 125 || before === 59 || before === 40 || before === 44)) {
+      let j = i + 1;
+      while (j < code.length && (isWordCode(code.charCodeAt(j)) || code.charCodeAt(j) === 46)) j++;
+      return { index: i, name: code.slice(i, j) };
+    }
+    before = c;
+  }
+  return null;
+}

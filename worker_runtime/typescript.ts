@@ -8,7 +8,7 @@
  * transformed instead, and its lines may move. Types are not checked.
  */
 
-import { MAX_STRIPPED_NESTING, nestingOf } from "./nesting.ts";
+import { firstDecorator, MAX_STRIPPED_NESTING, nestingOf } from "./nesting.ts";
 
 type Strip = (code: string, options?: { mode?: "strip" | "transform" }) => string;
 let strip: Strip | undefined;
@@ -58,16 +58,13 @@ export function toJavaScript(code: string): string {
       ? `TypeScript syntax error at <execute>:${at[1]}:${at[2]}: ${first}`
       : `TypeScript syntax error: ${first}`);
   }
-  const decorated = DECORATOR.exec(out) && DECORATOR.exec(code);
+  const decorated = firstDecorator(out) && firstDecorator(code);
   if (decorated) { // kept as written by the transform, and V8 runs no decorator: a SyntaxError lines away
-    const before = code.slice(0, decorated.index + decorated[1].length);
+    const before = code.slice(0, decorated.index);
     const line = before.split("\n").length;
     const column = before.length - before.lastIndexOf("\n");
-    throw new TypeScriptSyntaxError(`TypeScript decorator at <execute>:${line}:${column} (${decorated[2]}): ` +
+    throw new TypeScriptSyntaxError(`TypeScript decorator at <execute>:${line}:${column} (${decorated.name}): ` +
       "decorators are not supported in /execute code (V8 does not run them); call the function on what it decorates");
   }
   return out;
 }
-
-/** A decorator where one stands: at the start of a line or after `{`, `;` or `(` (a parameter's). */
-const DECORATOR = /(^|[\n{;(,]\s*)(@[A-Za-z_$][\w$.]*)/;
