@@ -17,7 +17,9 @@ from pathlib import Path
 
 TYPESCRIPT = frozenset({".ts", ".tsx", ".mts", ".cts"})
 MAX_SOURCE = 512 * 1024  # a bigger module is not read for this
-MAX_PLACES = 4096  # places a declaration could start that are looked at
+MAX_PLACES = 4096  # places the name stands that are looked at for `NAME = (...)`
+MAX_TYPE_PARAMETERS = 2000  # characters of a function's <type parameters> skipped to its (
+MAX_TRIED = 64  # declarations of one name looked at from the last (overloads, then the implementation)
 _MODIFIERS = ("public ", "private ", "protected ", "readonly ", "override ")
 _OPEN, _CLOSE = "([{<", ")]}>"
 
@@ -46,40 +48,63 @@ def _read(path: str, _mtime: int, _size: int, fn: str) -> list[bool] | None:
 
 
 def declared_optional(source: str, fn: str) -> list[bool] | None:
-    # Every quantifier bounded and possessive (``{0,20}+``, ``?+``: what one took is never given
-    # back, so a place costs at most the pattern's length in characters), each pattern tried only
-    # where its first word stands, at most MAX_PLACES of those: this runs in the host's event loop
-    # on a plugin's own text (before: "f:" * 200,000 held it for minutes, and with bounded but
-    # backtracking quantifiers an 18 KB file still held it 10 s).
-    ws, generic = r"\s{0,20}+", r"(?:<[^(<>]{0,200}+>)?+"
+    # This runs in the host's event loop on a plugin's own text (before: "f:" * 200,000 held it
+    # for minutes, and bounded but backtracking patterns 10 s on an 18 KB file). So every pattern
+    # is possessive (``{0,20}+``, ``?+``: what a part took is never given back) and bounded, the
+    # assignment form is tried only where the name stands (at most MAX_PLACES), and type
+    # parameters (``<T extends Array<string>>``) are skipped by counting, not matched.
+    ws = r"\s{0,20}+"
+    fn_head = rf"function\b{ws}\*?+{ws}[\w$]{{0,100}}+{ws}"
+    heads: list[int] = []
     if fn == "default":
-        first, patterns = r"\bexport\b", [
-            rf"export\s{{1,20}}+default\s{{1,20}}+(?:async\s{{1,20}}+)?+function\b{ws}\*?+{ws}[\w$]{{0,100}}+{ws}"
-            rf"{generic}{ws}\(",
-            rf"export\s{{1,20}}+default\s{{1,20}}+(?:async{ws})?+{generic}{ws}\("]
+        heads += [m.end() for m in re.finditer(rf"\bexport\s{{1,20}}+default\s{{1,20}}+(?:async\s{{1,20}}+)?+"
+                                               rf"(?:{fn_head})?+", source)]
     else:
         name = re.escape(fn)
-        first, patterns = rf"(?<![\w$.])(?:function\b|{name}(?![\w$]))", [
-            rf"function{ws}\*?+{ws}{name}{ws}{generic}{ws}\(",
-            rf"{name}{ws}(?::[^=;]{{0,200}}+)?+={ws}(?:async{ws})?+(?:function\b{ws}\*?+{ws}[\w$]{{0,100}}+{ws})?+"
-            rf"{generic}{ws}\("]
-    found: list[re.Match[str] | None] = [None, None]
-    compiled = [re.compile(p) for p in patterns]
-    for k, place in enumerate(re.finditer(first, source)):
-        if k >= MAX_PLACES:
-            break
-        for i, pattern in enumerate(compiled):
-            if (m := pattern.match(source, place.start())) is not None:
-                found[i] = m  # the last: overloads come before the implementation, whose parameters run
-    for last in found:
-        if last is not None:
-            params = _split(source, last.end())
-            if params is None:
-                return None
-            if params and re.match(r"this\s*(:|$)", params[0]):
-                params = params[1:]  # TypeScript's `this` parameter is erased
-            return [_marked(p) for p in params]
-    return None
+        heads += [m.end() for m in re.finditer(rf"\bfunction{ws}\*?+{ws}{name}(?![\w$])", source)]
+        assigned = re.compile(rf"{name}{ws}(?::[^=;]{{0,1000}}+)?+={ws}(?:async{ws})?+(?:{fn_head})?+")
+        for k, place in enumerate(re.finditer(rf"(?<![\w$.]){name}(?![\w$])", source)):
+            if k >= MAX_PLACES:
+                break
+            if (m := assigned.match(source, place.start())) is not None:
+                heads.append(m.end())
+    # the last: overloads come before the implementation, whose parameters run (a few tried)
+    opened = next((i for h in sorted(heads, reverse=True)[:MAX_TRIED] if (i := _parameters_at(source, h))), None)
+    if opened is None:
+        return None
+    params = _split(source, opened)
+    if params is None:
+        return None
+    if params and re.match(r"this\s*(:|$)", params[0]):
+        params = params[1:]  # TypeScript's `this` parameter is erased
+    return [_marked(p) for p in params]
+
+
+def _parameters_at(source: str, i: int) -> int | None:
+    """Just after the ``(`` that opens a parameter list at ``i``, past type parameters
+    (``<T extends Array<string>>``, counted, at most MAX_TYPE_PARAMETERS characters); None when
+    no parameter list starts there."""
+    i = _blank(source, i)
+    if source.startswith("<", i):
+        depth, end = 0, min(len(source), i + MAX_TYPE_PARAMETERS)
+        for k in range(i, end):
+            c = source[k]
+            if c == "<":
+                depth += 1
+            elif c == ">" and source[k - 1] != "=":
+                depth -= 1
+                if depth == 0:
+                    i = _blank(source, k + 1)
+                    break
+        else:
+            return None
+    return i + 1 if source.startswith("(", i) else None
+
+
+def _blank(source: str, i: int) -> int:
+    while i < len(source) and source[i].isspace():
+        i += 1
+    return i
 
 
 def _split(source: str, start: int) -> list[str] | None:

@@ -3,6 +3,8 @@ host before it goes out (host/arity.py), instead of the context landing in a par
 
 from __future__ import annotations
 
+import time
+
 import pytest
 
 from host import InvalidArguments, PluginUnavailable
@@ -120,10 +122,31 @@ async def test_a_declared_signature_must_name_an_export(make_host, plugin_dir):
             await host.call("odd", "here")
 
 
+SLOW_BLOCK = "f:" * 99 + "f" + "=function" + " " * 30 + "<" + ">" * 199 + "x\n"  # helper-83: 10 s for 18 KB
+
+
 @pytest.mark.timeout(20)  # before: minutes, in the host's event loop, at a plugin's first call
 @pytest.mark.parametrize("source", ["f:" * 200_000 + "x", "f=<" * 100_000, "function " * 100_000,
-                                    "f: " + "x" * 400_000 + "= (a?: 1)"])
+                                    "f: " + "x" * 400_000 + "= (a?: 1)", "/*\n" + SLOW_BLOCK * 42 + "*/",
+                                    ("f = async function" + " " * 80 + "x\n") * 4096,
+                                    ("function f<" + "<" * 1990 + "\n") * 200])
 def test_reading_optional_parameters_of_a_hostile_source_is_bounded(source):
     from host.optional import declared_optional
 
-    declared_optional(source, "f")
+    t0 = time.process_time()
+    assert declared_optional(source + "\nexport function f(a: number, b?: number) {}\n", "f") == [False, True]
+    assert time.process_time() - t0 < 5  # seconds of CPU, on a loaded machine: before, minutes
+
+
+@pytest.mark.parametrize(("source", "fn"), [
+    ("function f<T extends Array<string>>(a: T, b?: number) {}", "f"),  # helper-84: nested type arguments
+    ("const f = <T extends Record<string, unknown>>(a: T, b?: number) => 1", "f"),
+    ("function f<T = () => void>(a: T, b?: T) {}", "f"),
+    ("const f: Fn<" + "x" * 210 + "> = (a, b?) => 1", "f"),  # a type annotation over 200 characters
+    ("function g() {}\n" * 5000 + "function f(a, b?: number) {}", "f"),  # past 4,096 other functions
+    ("export default async function <T>(a: T, b?: T) {}", "default"),
+])
+def test_optional_parameters_are_read_past_type_parameters_and_long_annotations(source, fn):
+    from host.optional import declared_optional
+
+    assert declared_optional(source, fn) == [False, True]
