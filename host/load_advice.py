@@ -38,12 +38,26 @@ def import_advice(info: p.ErrorInfo, module: str | None, root: str | None) -> st
                else f"it is outside the plugin's directory ({root}), the only files a plugin may import; ")
         types = ("; if it imports only types, write `import type { ... }` (erased: an `import { type X }` "
                  "still loads the file)" if m.group(1).endswith((".ts", ".tsx", ".mts")) else "")
-        missing = "" if Path(m.group(1)).exists() else "; there is no such file either"
+        missing = "; there is no such file either" if _absent(m.group(1), Path(module).parent) else ""
         return f'Requires read access to "{m.group(1)}"{missing}: {why}{home}{types}{info.message[m.end():]}'
     return None
 
 
-_SLOPPY = re.compile(r"Maybe add a '(\.\w+)' extension or run with --sloppy-imports")
+def _absent(path: str, beside: Path) -> bool:
+    """Whether ``path`` (from a worker's message: the plugin's own words) names a file that is not
+    there, looked at only beside the plugin (its directory and below): the host is no file-existence
+    oracle for a plugin, and a path it may not look at (EACCES, too long) says nothing."""
+    try:
+        target = Path(path)
+        if not target.is_absolute() or not target.resolve().is_relative_to(beside.resolve()):
+            return False
+        return not target.exists()
+    except (OSError, ValueError, RuntimeError):
+        return False
+
+
+_SLOPPY = re.compile(r"Maybe (?:add a '(\.\w+)' extension|specify path to '([^']+)' file in directory instead) "
+                     r"or run with --sloppy-imports")
 
 
 def extension_advice(info: p.ErrorInfo) -> str | None:
@@ -53,9 +67,11 @@ def extension_advice(info: p.ErrorInfo) -> str | None:
     found = _SLOPPY.search(info.message)
     if found is None:
         return None
-    return (f"{info.message[:found.start()]}Write the import with its extension ('{found.group(1)}'): plugins "
-            f"are ES modules, which name a file whole (no Node-style lookup of extensions or index files)"
-            f"{info.message[found.end():]}")
+    write = (f"Write the import with its extension ('{found.group(1)}')" if found.group(1)
+             else f"Import the file itself ('{found.group(2)}' in that directory), not the directory")
+    head = info.message[:found.start()].rstrip()
+    return (f"{head}{' ' if head.endswith(('.', ':')) else '. '}{write}: plugins are ES modules, which name a "
+            f"file whole (no Node-style lookup of extensions or index files){info.message[found.end():]}")
 
 
 _COMMONJS = re.compile(r"^(module|exports|require) is not defined$")

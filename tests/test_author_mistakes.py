@@ -119,10 +119,16 @@ async def test_an_import_without_its_extension_or_of_no_file_says_so(plugin_dir,
     plugin_dir.add("slop/mod.ts", 'import { f } from "./lib/util";\nexport function g() { return f(); }\n')
     plugin_dir.add("slop/lib/util.ts", "export function f() { return 1; }\n", auto_metadata=False)
     plugin_dir.add("lonely.ts", 'import { f } from "./missing.ts";\nexport function g() { return f(); }\n')
+    plugin_dir.add("dirimp/mod.ts", 'import { f } from "./lib";\nexport function g() { return f(); }\n')
+    plugin_dir.add("dirimp/lib/index.ts", "export function f() { return 1; }\n", auto_metadata=False)
+    # helper-84: a path the host may not look at (too long, EACCES) failed the load with an OSError
+    plugin_dir.add("longname.ts", f'import {{ f }} from "/{"x" * 5000}.ts";\nexport function g() {{ return f(); }}\n')
     async with make_host(pool=ONE) as h:
-        slop, lonely = h.plugin("slop").error or "", h.plugin("lonely").error or ""
+        slop, lonely, dirimp, long = (h.plugin(p).error or "" for p in ("slop", "lonely", "dirimp", "longname"))
     assert "Write the import with its extension ('.ts')" in slop and "--sloppy-imports" not in slop, slop
     assert "missing.ts\"; there is no such file either" in lonely, lonely
+    assert "Import the file itself ('index.ts' in that directory)" in dirimp and "--sloppy" not in dirimp, dirimp
+    assert "Requires read access to" in long and "no such file" not in long and "ExceptionGroup" not in long, long
 
 
 @pytest.mark.parametrize(("schema", "field", "says"), [
