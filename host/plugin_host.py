@@ -147,7 +147,7 @@ class PluginHost:
                 self._egress = await start_proxy(tg, self._runtime, self.config.security,
                                                  lambda pid: egress_grants(pid, self._exec, self._registry))
             sources = self._registry.discover(first=True)
-            await move_bare_station_configs(self._registry.store, self._stations, {src.id for src in sources})
+            await move_bare_station_configs(self.config, self._registry.store, self._stations, {s.id for s in sources})
             await self._registry.load(sources, background=self.config.load == "background")
             self._found = True
             await self._registry.seal_stored_secrets()

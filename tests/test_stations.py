@@ -373,6 +373,29 @@ async def test_a_station_config_stored_under_its_bare_name_by_an_earlier_version
     assert "mine" not in data and data["station:mine"]["apiKey"].startswith("enc:v1:")
 
 
+async def test_a_bare_config_is_moved_only_for_a_station_no_plugin_owns_and_only_in_files(tmp_path):
+    # helper-84's review: on a database shared by hosts with other plugins, a bare row may be another
+    # host's plugin's; a plugin of this host with the station's name owns its bare row
+    from host import HostConfig
+    from host.balances.stations import STATIONS_FILE, Stations
+    from host.plugins.config_store import FileConfigs
+    from host.plugins.host_lists import move_bare_station_configs
+    from host.plugins.settings import ConfigStore
+    from host.state_config import StateConfig
+
+    stations, configs = Stations({}), FileConfigs(ConfigStore(tmp_path, None))
+    stations.open(FileConfigs(ConfigStore(tmp_path, None, STATIONS_FILE)))
+    for name in ("legacy", "owned"):
+        await stations.add(name, StationConfig(plugin="relayco"))
+        await configs.set(name, {"apiKey": f"sk-{name}"})
+    on_pg = HostConfig(state_dir=str(tmp_path), state=StateConfig(database="postgresql://u@127.0.0.1:1/x"))
+    assert await move_bare_station_configs(on_pg, configs, stations, set()) == []
+    files = HostConfig(state_dir=str(tmp_path))
+    assert await move_bare_station_configs(files, configs, stations, {"owned"}) == ["legacy"]
+    assert (configs.get("station:legacy"), configs.get("legacy")) == ({"apiKey": "sk-legacy"}, None)
+    assert (configs.get("owned"), configs.get("station:owned")) == ({"apiKey": "sk-owned"}, None)
+
+
 async def test_a_command_beside_the_host_keeps_the_script_stations_modules(plugin_dir, tmp_path, shared_state, relay):
     from host.plugins.usage_scripts import discover_sources
 

@@ -134,8 +134,8 @@ class StationAdmin:
             if await self._stations.added_elsewhere(name):
                 raise self._stations.taken(name)
             raise InvalidConfig(f"station {name!r} is being added by another process, or an add of it stopped "
-                                f"halfway (its config is stored, the station is not): pick another name, or clear "
-                                f"it with `python -m host balances rm {name}`")
+                                f"halfway (its config is stored, the station is not): pick another name, or, once no "
+                                f"add of it is running, clear it with `python -m host balances rm {name}`")
         try:
             await self._stations.add(name, definition)
         except HostError:
@@ -166,7 +166,8 @@ class StationAdmin:
     async def remove(self, name: str) -> dict[str, Any]:
         """Forget an added station and its config (its history stays); or the config an add of
         ``name`` left when it stopped halfway (no station listed)."""
-        if name not in self._stations.all() and self._store.get(station_key(name)) is not None:
+        if self._store.get(station_key(name)) is not None and not await self._stations.added_elsewhere(name):
+            # read afresh: on a stale view this would take the config of a station just added
             await self._store.remove(station_key(name))
             return {"name": name, "removed": "the config an unfinished add left"}
         s = await self._stations.remove(name)

@@ -12,6 +12,7 @@ from contextlib import AsyncExitStack
 
 from ..balances.stations import STATIONS_FILE, Stations
 from ..config import HostConfig
+from ..errors import StateError
 from .config_store import Configs, open_configs
 from .keys import station_key
 from .switches import SWITCHES_FILE, Switches
@@ -43,15 +44,28 @@ async def open_stores(config: HostConfig, stack: AsyncExitStack, stations: Stati
         user.open(store)
 
 
-async def move_bare_station_configs(configs: Configs, stations: Stations, plugin_ids: set[str]) -> list[str]:
+async def move_bare_station_configs(config: HostConfig, configs: Configs, stations: Stations,
+                                    plugin_ids: set[str]) -> list[str]:
     """The config of a station added by the first versions of ``balances add``, stored under
     its bare name, moved to ``station:NAME`` where the host reads it (before, such a station came
     back "apiKey is not configured", its key sealed under a name nothing read): for each added
     provider station with a config under its name, none under ``station:NAME``, and no plugin of
-    that id (whose own config that would be). The names moved, logged."""
-    moves = {name: entry for name, s in stations.all().items()
-             if s.origin == "added" and s.plugin is not None and name not in plugin_ids
-             and (entry := configs.get(name)) is not None and configs.get(station_key(name)) is None}
+    that id (whose own config that would be). Only in a state directory of this host's own: those
+    versions kept stations in files, and in a database shared by hosts with other plugins a bare
+    row may be another host's plugin's. A row that cannot be read stays as it is. The names
+    moved, logged."""
+    if config.state.database is not None:
+        return []
+    moves: dict[str, dict] = {}
+    for name, s in stations.all().items():
+        if s.origin != "added" or s.plugin is None or name in plugin_ids:
+            continue
+        try:
+            entry, moved = configs.get(name), configs.get(station_key(name))
+        except StateError:
+            continue
+        if entry is not None and moved is None:
+            moves[name] = entry
     for name, entry in moves.items():
         await configs.set_many({station_key(name): entry})  # sealed values stay sealed
         await configs.remove(name)
