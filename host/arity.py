@@ -22,7 +22,7 @@ from typing import Any
 
 from .errors import InvalidArguments
 from .optional import optional_params
-from .protocol import Signature
+from .protocol import HOOKS, Signature
 
 # The plugin API's functions: how many arguments the host passes before the context.
 API_ARGUMENTS = {"queryBalance": 1, "validateConfig": 1, "healthCheck": 1, "onEvent": 2}
@@ -95,7 +95,8 @@ def rest_warnings(signatures: Mapping[str, Signature], metadata: Any, module: ob
     not declare its parameters: the context arrives as the rest's last element."""
     out = []
     for fn, sig in signatures.items():
-        if sig.rest and fn not in API_ARGUMENTS and _declared(metadata, fn) is None and sig.params:
+        if sig.rest and fn not in API_ARGUMENTS and fn not in HOOKS.values() and _declared(metadata, fn) is None \
+                and sig.params:
             rest = sig.params[-1].removeprefix("...")
             out.append(f"{fn}(...{rest}) gets the context as the last element of {rest} (every function gets "
                        f"the caller's arguments, then the context: a wrapper passes it on); for the caller's "

@@ -104,7 +104,10 @@ export async function unawaited(ids) { return ids.map(async (id) => ({ id })); }
 export async function* stream(n) { for (let i = 0; i < n; i++) yield i; }
 export function response() { return new Response("hi"); }
 export function thenable() { class Money { constructor() { this.amount = 5; } then(f) { return f; } } return [new Money()]; }
-export function headers() { const h = new Headers({ "X-A": "1" }); h.append("Set-Cookie", "a=1"); h.append("Set-Cookie", "b=2"); return h; }
+export function headers() {
+  const h = new Headers({ "X-A": "1" }); h.append("__proto__", "p"); h.append("Set-Cookie", "a=1"); h.append("Set-Cookie", "b=2");
+  return h;
+}
 """
 
 
@@ -135,7 +138,7 @@ async def test_what_a_caller_gets_for_each_kind_of_value_is_what_the_readme_says
                          ("response", "a fetch Response (its body: await response.json")]:
             with pytest.raises(PluginError, match=re.escape(f"value is not serializable: {says}")):
                 await h.call("values", fn, *([[1, 2]] if fn == "unawaited" else [3] if fn == "stream" else []))
-        assert await h.call("values", "headers") == {"x-a": "1", "set-cookie": ["a=1", "b=2"]}  # none lost
+        assert await h.call("values", "headers") == {"x-a": "1", "__proto__": "p", "set-cookie": ["a=1", "b=2"]}
         assert await h.call("values", "thenable") == [{"amount": 5}]  # a class with a then method is data
 
 

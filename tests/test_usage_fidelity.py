@@ -244,6 +244,8 @@ def test_a_reply_may_give_expiry_as_a_date_or_epoch_and_no_unit_or_balance_when_
     b = reply(remaining=5, unit="USD")
     assert b.status == "error" and b.error_message.endswith(
         "; remaining is this host's balance, unit is this host's currency: rename them"), b.error_message
+    b = reply(remaining=5, credit=3, usage={"tokens": 1})  # one name a field; an object is no usedQuota
+    assert b.error_message.endswith("; remaining is this host's balance: rename it"), b.error_message
 
 
 SPACED = '''({

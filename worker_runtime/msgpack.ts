@@ -428,7 +428,7 @@ export class Encoder {
 
   /** Headers as a map of name to value; set-cookie, which may repeat, as a list of its values. */
   private headers(h: Headers, depth: number): void {
-    const out: Record<string, unknown> = {};
+    const out: Record<string, unknown> = Object.create(null); // a header named __proto__ is a header
     for (const [k, val] of h) out[k] = k === "set-cookie" ? h.getSetCookie() : val;
     this.plain(out, depth);
   }
@@ -614,7 +614,7 @@ export class Decoder {
   private map(n: number, depth: number): Record<string, unknown> {
     if (++depth > MAX_DECODE_DEPTH) throw new RangeError("MessagePack data nested too deeply");
     if (n * 2 > this.end - this.pos) throw new RangeError("truncated MessagePack data");
-    const out: Record<string, unknown> = {};
+    const out: Record<string, unknown> = Object.create(null); // a header named __proto__ is a header
     for (let i = 0; i < n; i++) {
       const key = this.key(depth);
       const val = this.value(depth);

@@ -92,7 +92,13 @@ OTHER_NAMES = {"remaining": "balance", "remain": "balance", "credit": "balance",
 def _other_names(value: dict) -> str:
     """``; remaining is this host's balance, ...`` for the fields an answer gives in another
     system's names."""
-    said = [f"{k} is this host's {v}" for k, v in OTHER_NAMES.items() if k in value and v not in value]
+    said, named = [], set()
+    for k, v in OTHER_NAMES.items():  # one name for each field, and only a value that field could hold
+        fits = isinstance(value.get(k), str) if v == "currency" else (
+            isinstance(value.get(k), int | float | str) and not isinstance(value.get(k), bool))
+        if k in value and v not in value and v not in named and fits:
+            said.append(f"{k} is this host's {v}")
+            named.add(v)
     return f"; {', '.join(said)}: rename {'them' if len(said) > 1 else 'it'}" if said else ""
 
 
