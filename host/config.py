@@ -35,7 +35,7 @@ from .policy.config import (
 )
 from .protocol import DEFAULT_MAX_FRAME
 from .security.grant_entries import problems
-from .security.permission_names import KIND_SPELLINGS
+from .security.permission_names import override_hint
 from .security.permissions import KINDS, Permissions
 from .server_config import ServerConfig, check_server
 from .state_config import StateConfig, check_state
@@ -179,13 +179,8 @@ class PluginSettings(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=T
 def check_override(override: dict[str, Any], where: str) -> None:
     """``[plugins.ID.permissions]``: known kinds, each true, false or a list of valid entries."""
     if unknown := sorted(set(override) - set(KINDS)):
-        name = unknown[0]
-        if name.replace("_", "").lower() == "allowprivatenetwork":
-            said = (f" (the operator's opt-in to private addresses is {where.removesuffix('.permissions')}"
-                    ".allow_private_network = true, beside the permissions table)")
-        else:
-            said = f" (did you mean `{kind}`?)" if (kind := KIND_SPELLINGS.get(name)) in KINDS else ""
-        raise InvalidConfig(f"{where}.{unknown[0]}: not a permission kind{said}; kinds: {', '.join(KINDS)}")
+        raise InvalidConfig(f"{where}.{unknown[0]}: not a permission kind{override_hint(unknown[0], where)}; "
+                            f"kinds: {', '.join(KINDS)}")
     try:
         perms = Permissions.parse({k: v for k, v in override.items() if isinstance(v, list)}, where=where)
     except InvalidConfig as exc:  # "permissions.net: ..." as the setting to change: "plugins.x.permissions.net: ..."

@@ -34,4 +34,12 @@ def kind_hint(message: str) -> str:
     return f" ({said}the kinds are {', '.join(kinds)})"
 
 
-__all__ = ["KIND_SPELLINGS", "kind_hint"]
+def override_hint(name: str, where: str) -> str:
+    """For an operator's ``[plugins.ID.permissions] NAME`` that is no kind: the setting meant."""
+    if name.replace("_", "").lower() == "allowprivatenetwork":
+        return (f" (the operator's opt-in to private addresses is {where.removesuffix('.permissions')}"
+                ".allow_private_network = true, beside the permissions table)")
+    return f" (did you mean `{kind}`?)" if (kind := KIND_SPELLINGS.get(name)) in KINDS else ""
+
+
+__all__ = ["KIND_SPELLINGS", "KINDS", "kind_hint", "override_hint"]
