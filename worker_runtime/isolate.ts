@@ -23,7 +23,7 @@ import {
   tameOverrides,
   tameRegExpStatics,
 } from "./lockdown.ts";
-import { MAX_PROBED_NESTING, nestingOf } from "./nesting.ts";
+import { MAX_PROBED_CHARS, MAX_PROBED_NESTING, nestingOf } from "./nesting.ts";
 
 /** What the worker's main realm lends every execution, frozen (bindings of the same name). */
 export const LENT = [
@@ -245,7 +245,7 @@ const NO_RUN = 'import "plugin-host-never:x";throw 0;';
  * it parses. Code nested too deeply for that parser (nesting.ts) gets no position.
  */
 export async function syntaxErrorAt(code: string): Promise<string | undefined> {
-  if (nestingOf(code) > MAX_PROBED_NESTING) return undefined;
+  if (code.length > MAX_PROBED_CHARS || nestingOf(code) > MAX_PROBED_NESTING) return undefined;
   const bytes = new TextEncoder().encode(NO_RUN + code);
   let bin = "";
   for (let i = 0; i < bytes.length; i += 0x8000) bin += String.fromCharCode(...bytes.subarray(i, i + 0x8000));

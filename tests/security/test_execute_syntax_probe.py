@@ -64,8 +64,13 @@ async def test_deeply_nested_code_is_an_error_answer_not_a_crashed_worker(make_h
                      "new " * 6000 + "\nlet y = ;", "!" * 10000 + "\nlet y = ;", "await " * 6000 + "\nlet y = ;"):
             out = await h.execute(code)
             assert not out.ok and out.logs[-1].name == "SyntaxError", out.logs[-1]
+        # helper-85: a member chain long enough for the import's thread is past what is probed at all
+        out = await h.execute("x" + ".a" * 35000 + ";\nlet y = ;")
+        assert not out.ok and out.logs[-1].name == "SyntaxError", out.logs[-1]
         for code in ("new " * 20000, "!" * 50000, "export default " + "x =>\n" * 8000 + "1",
-                     "type A<X,Y>=Y;\ntype T = " + "A<1, " * 8000 + "1" + ">" * 8000):
+                     "type A<X,Y>=Y;\ntype T = " + "A<1, " * 8000 + "1" + ">" * 8000,
+                     "x = " + "class extends " * 6200 + "class {}" + "{}" * 6200 + ";",
+                     "x = " + "(" * 1990 + "class extends " * 4500 + "class {}" + "{}" * 4500 + ")" * 1990 + ";"):
             with pytest.raises(InvalidCode, match="nested deeper"):
                 await h.execute(code, language="typescript")
         flat = ("let c = 0;\n" + "\n".join(f"if (c < {i}) c++;" for i in range(2100))
