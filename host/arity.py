@@ -31,6 +31,7 @@ _CONTEXT = re.compile(r"_*(context|ctx)")
 CONTEXT_KEYS = frozenset({"callId", "pluginId", "config", "timeout", "signal", "log", "cache", "storage",
                           "channel", "fetchJson"})
 NO_CONTEXT = -1  # Call.context_at: the function gets the caller's arguments only
+MAX_ARGUMENTS = 1024  # as many as the worker pads to the context's place (calls.ts)
 
 
 def is_context(name: str) -> bool:
@@ -61,7 +62,7 @@ def bounds(fn: str, signature: Signature | None, metadata: Any = None,
     if signature is None:
         return None
     names = list(signature.params or [])
-    required = signature.length
+    required = max(0, min(signature.length, MAX_ARGUMENTS))  # the worker's word: a plugin can set fn.length
     if optional is not None and len(optional) == len(names) and True in optional:
         required = min(required, optional.index(True))
         names = [f"{n}?" if o else n for n, o in zip(names, optional, strict=True)]

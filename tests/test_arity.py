@@ -114,6 +114,17 @@ async def test_rest_parameters_options_objects_and_optional_typescript_parameter
         assert await host.call("options", "onlyContext") == "object"
 
 
+async def test_a_function_length_the_plugin_forged_is_never_a_crash_of_the_host(make_host, plugin_dir):
+    # helper-83: Object.defineProperty(f, "length", {value: -1}) made a call raise IndexError (no HostError)
+    plugin_dir.add("neg.js", 'export function f(a) { return a ?? "none"; }\n'
+                             'Object.defineProperty(f, "length", { value: -1 });\n'
+                             'export function g(a) { return 1; }\nObject.defineProperty(g, "length", { value: 2 ** 40 });\n')
+    async with make_host() as host:
+        assert await host.call("neg", "f", 1) == 1
+        with pytest.raises(InvalidArguments, match="takes 1024 arguments"):
+            await host.call("neg", "g", 1)
+
+
 async def test_a_declared_signature_must_name_an_export(make_host, plugin_dir):
     plugin_dir.add("odd.js", 'export const metadata = { id: "odd", name: "Odd", version: "1.0.0", apiVersion: "1.0",'
                              ' functions: { gone: { params: [] } } };\nexport function here() { return 1; }\n')
