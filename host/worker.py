@@ -1300,9 +1300,12 @@ class Worker:
 
     def _give_up(self, cid: int, pending: _Pending) -> None:
         """The caller's own deadline passed, the plugin's has not: the caller gets CallTimeout
-        now and the call a Cancel (its ``context.signal`` aborts). The worker is not killed for
-        a deadline one caller chose (it may be serving others); the call keeps its slot until it
-        settles, and if it still runs at the plugin's own deadline the worker is killed then."""
+        now and the call a Cancel (its ``context.signal`` aborts). A call that ignores the cancel
+        is stopped as a cancelled call is: its worker killed ``cancel_grace`` later, unless the
+        worker serves other calls meanwhile (a deadline one caller chose fails no one else's):
+        then the call keeps its slot until it settles, and the worker is killed if it still runs
+        at the plugin's own deadline. (Before, it always ran on to that deadline, 30 s by default:
+        a pool of one worker answered nobody meanwhile.)"""
         pending.error = CallTimeout(
             f"no answer within the caller's timeout of {pending.timeout:.3g}s; the call was cancelled "
             f"(the plugin's own limit is {pending.limit:.3g}s)",
@@ -1313,10 +1316,13 @@ class Worker:
         heapq.heappush(self._deadlines, (pending.deadline, cid))
         if self._tg is not None:
             self._tg.start_soon(self._send_quietly, p.Cancel(id=cid, reason="the caller's deadline passed"))
+            self._tg.start_soon(self._cancel_watchdog, cid, True)
 
-    async def _cancel_watchdog(self, cid: int) -> None:
+    async def _cancel_watchdog(self, cid: int, alone: bool = False) -> None:
+        """Kill the worker if call ``cid`` still runs ``cancel_grace`` after its cancel;
+        ``alone``: only if it is the only call the worker serves then."""
         await anyio.sleep(self.spec.limits.cancel_grace)
-        if cid in self._pending:
+        if cid in self._pending and not (alone and len(self._pending) > 1):
             self.kill("cancel")
 
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import time
 
+import anyio
 import pytest
 from support.processes import process_gone, wait_for
 from support.servers import served
@@ -35,6 +36,7 @@ export function waitForCancel(ctx) {
 }
 export function abortedCalls() { return aborted; }
 export function spin() { while (true) {} }
+export async function nap(ms) { await new Promise((r) => setTimeout(r, ms)); return ms; }
 """
 ONE = PoolConfig(min_workers=1, max_workers=1, max_inflight=8)
 
@@ -76,14 +78,40 @@ async def test_the_cancelled_call_has_its_signal_aborted_and_the_worker_serves_o
         assert await h.call("slow", "pid") == pid
 
 
-async def test_a_plugin_that_ignores_the_cancel_is_killed_at_its_own_call_timeout(slow, make_host):
-    async with make_host(pool=ONE, limits=WorkerLimits(call_timeout=1.5)) as h:
+async def test_a_call_that_ignores_the_cancel_is_stopped_cancel_grace_after_its_callers_deadline(slow, make_host):
+    # helper-86: it ran on to the plugin's own limit (30 s by default), and a pool of one worker
+    # answered nobody meanwhile; an outside cancel stopped it after cancel_grace. Now both do.
+    limits = WorkerLimits(call_timeout=30, cancel_grace=0.3)
+    async with make_host(pool=PoolConfig(min_workers=1, max_workers=1), limits=limits) as h:
         pid = await h.call("slow", "pid")
         t0 = time.monotonic()
         with pytest.raises(CallTimeout) as e:
             await h.call("slow", "spin", timeout=0.1)
         assert e.value.caller and time.monotonic() - t0 < 0.5
-        assert not process_gone(pid)  # spinning still, within its own limit
+        assert await h.call("slow", "add", 2, 2) == 4  # on a new worker, not 30 s later
+        assert time.monotonic() - t0 < 10 and process_gone(pid)
+        info = h.plugin("slow")
+        assert (info.timeouts, info.crashes, info.circuit) == (0, 0, "closed")  # the caller's deadline
+
+
+async def test_a_worker_serving_others_is_killed_only_at_the_plugins_own_call_timeout(slow, make_host):
+    # a deadline one caller chose fails no other caller's call: with another call in flight on
+    # the worker, the one that ignores its cancel runs on to the plugin's own limit
+    async with make_host(pool=ONE, limits=WorkerLimits(call_timeout=1.5, cancel_grace=0.3)) as h:
+        pid = await h.call("slow", "pid")
+        t0 = time.monotonic()
+        answers = []
+
+        async def other() -> None:
+            answers.append(await h.call("slow", "nap", 1000))
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(other)
+            await wait_for(lambda: h.pool("slow").workers[0].load == 1)
+            with pytest.raises(CallTimeout) as e:  # nap ignores its signal; the worker serves the other meanwhile
+                await h.call("slow", "nap", 5000, timeout=0.1)
+            assert e.value.caller
+        assert answers == [1000] and not process_gone(pid)  # the other call was answered
         await wait_for(lambda: process_gone(pid), timeout=5)
         assert time.monotonic() - t0 >= 1.4  # killed at the plugin's deadline, not the caller's
         await wait_for(lambda: h.plugin("slow").timeouts == 1)
