@@ -3,6 +3,10 @@ background thread, and each method waits for its result."""
 
 from __future__ import annotations
 
+import atexit
+import contextlib
+import threading
+import weakref
 from typing import Any
 
 from anyio.from_thread import start_blocking_portal
@@ -16,6 +20,22 @@ from .errors import HostClosed
 from .execute import ExecuteResult
 from .info import EventReply, PluginInfo
 from .plugin_host import PluginHost
+
+
+def _close_at_exit(host: SyncPluginHost) -> None:
+    """Close ``host`` when the interpreter exits, if it is still open then: before the threads are
+    joined (``threading._register_atexit``; an ``atexit`` handler runs only after, too late for a
+    loop thread that never ends), through a weak reference (a host dropped is not kept alive)."""
+    ref = weakref.ref(host)
+
+    def close() -> None:
+        if (alive := ref()) is not None:
+            with contextlib.suppress(Exception):
+                alive.close()
+
+    register = getattr(threading, "_register_atexit", None)
+    with contextlib.suppress(RuntimeError):  # the interpreter is shutting down already
+        (register or atexit.register)(close)
 
 
 class SyncPluginHost:
@@ -42,9 +62,17 @@ class SyncPluginHost:
             portal_cm.__exit__(None, None, None)
             raise
         self._portal = portal
+        _close_at_exit(self)
         return self
 
     def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Stop the host (calls in flight finish, as at the end of ``with``) and its thread.
+        Also done at interpreter exit for a host entered without ``with`` and never closed
+        (a notebook's, an app's global): before, its event loop thread kept the program from
+        ending."""
         if self._portal is None:  # not entered, or closed already
             return
         self._portal = None

@@ -8,6 +8,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
+from support.plugins import fresh_state
 
 from host import (
     CallTimeout,
@@ -141,3 +142,32 @@ def test_sync_facade_manages_plugins_too(calc, shared_state):
         assert h.reload("calc") is True
         assert h.emit("nothing.listens") == []
         assert h.get_config("calc") == {}
+
+
+@pytest.mark.timeout(60)
+def test_a_host_never_closed_lets_the_program_end_and_stops_its_workers(calc, shared_state, tmp_path):
+    # helper-86: entered without `with` (a notebook's, an app's global) and never closed, its event
+    # loop thread kept the interpreter from ending (killed by `timeout` after 20 s)
+    import subprocess
+    import sys
+
+    script = tmp_path / "app.py"
+    script.write_text(
+        "import sys\n"
+        "from host import HostConfig, PoolConfig, SyncPluginHost\n"
+        f"h = SyncPluginHost(HostConfig(plugins_dir={str(calc.root)!r}, state_dir={str(tmp_path / 'state')!r},\n"
+        "                               pool=PoolConfig(min_workers=1, max_workers=1)))\n"
+        "h.__enter__()\n"
+        "print(h.call('calc', 'add', 1, 2), h.host.plugin('calc').workers[0].pid, flush=True)\n")
+    out = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=40,
+                         env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])})
+    assert out.returncode == 0, out.stderr[-2000:]
+    answer, pid = out.stdout.split()
+    assert answer == "3" and process_gone(int(pid))
+    h = SyncPluginHost(config(calc.root, fresh_state(tmp_path / "b", shared_state)))
+    h.__enter__()
+    assert h.call("calc", "add", 2, 2) == 4
+    h.close()
+    h.close()  # twice is once
+    with pytest.raises(HostClosed):
+        h.call("calc", "add", 1, 1)
