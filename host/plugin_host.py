@@ -146,9 +146,9 @@ class PluginHost:
             if self.config.security.egress_proxy:  # before any spawn: workers get its URL
                 self._egress = await start_proxy(tg, self._runtime, self.config.security,
                                                  lambda pid: egress_grants(pid, self._exec, self._registry))
-            sources = self._registry.discover(first=True)
-            await move_bare_station_configs(self.config, self._registry.store, self._stations, {s.id for s in sources})
-            await self._registry.load(sources, background=self.config.load == "background")
+            await self._registry.load(await move_bare_station_configs(  # stations of before, then the plugins
+                self.config, self._registry.store, self._stations, self._registry.discover(first=True)),
+                background=self.config.load == "background")
             self._found = True
             await self._registry.seal_stored_secrets()
             if self.config.health.interval > 0:
@@ -193,11 +193,11 @@ class PluginHost:
                 for pool in self._exec.pools() if self._exec is not None else ():
                     tg.start_soon(pool.stop)
             await self._balances.flush()  # the history's last points (written in the background)
+        self._hub.close()  # readers of events() stop with the host, its last events read
 
     def reserve_address(self, host: str, port: Port) -> None:
-        """Refuse ``host:port`` to every worker spawned from now on, private network allowed or
-        not (``serve`` reserves the address its HTTP API listens on): a wildcard host stands for
-        every address of the machine; a name, for the addresses it resolves to."""
+        """Refuse ``host:port`` to every worker spawned from now on, private network allowed or not
+        (``serve``'s own address): a wildcard host is every address of the machine, a name its addresses."""
         self._reserved.update(reserved_entries(host, port))
         if self._runtime is not None:
             self._runtime.reserved_addresses[:] = sorted(self._reserved)
@@ -270,8 +270,7 @@ class PluginHost:
         await self._registry.unload(name)
 
     async def restart(self, name: str) -> bool:
-        """Fresh workers for the plugin (a new pool, or a start again after a failure). True
-        when it serves afterwards."""
+        """Fresh workers for the plugin (a new pool, or a start again after a failure); True if it serves."""
         return await self._registry.restart(name)
 
     def reset(self, name: str) -> None:
@@ -320,8 +319,7 @@ class PluginHost:
             self.metrics.observe(plugin, fn, outcome, time.perf_counter() - started)
 
     async def clear_cache(self, name: str | None = None) -> int:
-        """Drop the cached results of one plugin (every plugin's when None); returns how many
-        entries went."""
+        """Drop the cached results of one plugin (every plugin's when None); how many entries went."""
         return await self._pipeline.cache.clear(None if name is None else self._registry.record(name).id)
 
     def set_policy(self, name: str, *, rate_limit: RateLimitConfig | None = None,
@@ -492,7 +490,9 @@ class PluginHost:
         return self._hub.subscribe(fn)
 
     def events(self, buffer: Limit = 1000) -> Any:
-        """``async with h.events() as stream: async for event in stream: ...``"""
+        """``async with h.events() as stream: async for event in stream: ...`` until the host stops."""
+        if not self._running:  # no event would ever come
+            raise HostClosed("the host is not running: no plugin event will come; use async with PluginHost(...)")
         return self._hub.stream(buffer)
 
 

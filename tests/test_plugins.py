@@ -129,6 +129,30 @@ async def test_two_versions_side_by_side(plugin_dir, make_host):
             await h.call("greet@3.0.0", "v")
 
 
+async def test_an_event_stream_ends_when_the_host_stops_and_none_opens_on_a_closed_host(calc, make_host):
+    # helper-86: a reader's async for blocked forever after the host closed (its task group never
+    # ended), and events() on a host not running waited forever where other methods say HostClosed
+    from host import HostClosed
+
+    seen: list[str] = []
+    with anyio.fail_after(30):
+        async with anyio.create_task_group() as tg, make_host() as h:
+            started = anyio.Event()
+
+            async def reader() -> None:
+                async with h.events() as stream:
+                    started.set()
+                    async for ev in stream:
+                        seen.append(ev.state)
+
+            tg.start_soon(reader)
+            await started.wait()
+            await h.disable("calc")
+    assert seen and seen[0] == "disabled"  # what came before the close was read, then the loop ended
+    with pytest.raises(HostClosed, match="not running"):
+        h.events()
+
+
 async def test_version_in_the_name_must_match_the_metadata(plugin_dir, make_host):
     plugin_dir.add("greet@1.0.0.js", meta(id='"greet"', version='"1.0.1"'))
     async with make_host() as h:

@@ -14,6 +14,7 @@ from ..balances.stations import STATIONS_FILE, Stations
 from ..config import HostConfig
 from ..errors import StateError
 from .config_store import Configs, open_configs
+from .discovery import PluginSource
 from .keys import station_key
 from .switches import SWITCHES_FILE, Switches
 
@@ -45,17 +46,18 @@ async def open_stores(config: HostConfig, stack: AsyncExitStack, stations: Stati
 
 
 async def move_bare_station_configs(config: HostConfig, configs: Configs, stations: Stations,
-                                    plugin_ids: set[str]) -> list[str]:
+                                    sources: list[PluginSource]) -> list[PluginSource]:
     """The config of a station added by the first versions of ``balances add``, stored under
     its bare name, moved to ``station:NAME`` where the host reads it (before, such a station came
     back "apiKey is not configured", its key sealed under a name nothing read): for each added
     provider station with a config under its name, none under ``station:NAME``, and no plugin of
     that id (whose own config that would be). Only in a state directory of this host's own: those
     versions kept stations in files, and in a database shared by hosts with other plugins a bare
-    row may be another host's plugin's. A row that cannot be read stays as it is. The names
-    moved, logged."""
+    row may be another host's plugin's. A row that cannot be read stays as it is. Each move is
+    logged; ``sources`` (the plugins found: their ids are theirs) are returned as given."""
+    plugin_ids = {src.id for src in sources}
     if config.state.database is not None:
-        return []
+        return sources
     moves: dict[str, dict] = {}
     for name, s in stations.all().items():
         if s.origin != "added" or s.plugin is None or name in plugin_ids:
@@ -71,7 +73,7 @@ async def move_bare_station_configs(config: HostConfig, configs: Configs, statio
         await configs.remove(name)
         log.warning("station %s: its config, stored under %r by an earlier version, moved to %r",
                     name, name, station_key(name))
-    return list(moves)
+    return sources
 
 
 __all__ = ["STATIONS_TABLE", "SWITCHES_TABLE", "move_bare_station_configs", "open_stores", "station_store",

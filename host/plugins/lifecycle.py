@@ -211,6 +211,12 @@ class EventHub:
     def subscribe(self, fn: Callable[[PluginEvent], None]) -> Callable[[], None]:
         return listen(self._callbacks, fn, "subscribe")
 
+    def close(self) -> None:
+        """The host stopped: every stream's ``async for`` ends (after the events sent before)."""
+        for stream in self._streams:
+            stream.close()
+        self._streams.clear()
+
     async def wait_until(self, done: Callable[[], bool], timeout: float) -> bool:
         """Wait, at most ``timeout`` seconds, until ``done()`` (asked again at each event)."""
         changed = anyio.Event()
