@@ -376,6 +376,8 @@ async def test_a_station_config_stored_under_its_bare_name_by_an_earlier_version
 async def test_a_bare_config_is_moved_only_for_a_station_no_plugin_owns_and_only_in_files(tmp_path):
     # helper-84's review: on a database shared by hosts with other plugins, a bare row may be another
     # host's plugin's; a plugin of this host with the station's name owns its bare row
+    from types import SimpleNamespace
+
     from host import HostConfig
     from host.balances.stations import STATIONS_FILE, Stations
     from host.plugins.config_store import FileConfigs
@@ -389,9 +391,10 @@ async def test_a_bare_config_is_moved_only_for_a_station_no_plugin_owns_and_only
         await stations.add(name, StationConfig(plugin="relayco"))
         await configs.set(name, {"apiKey": f"sk-{name}"})
     on_pg = HostConfig(state_dir=str(tmp_path), state=StateConfig(database="postgresql://u@127.0.0.1:1/x"))
-    assert await move_bare_station_configs(on_pg, configs, stations, set()) == []
-    files = HostConfig(state_dir=str(tmp_path))
-    assert await move_bare_station_configs(files, configs, stations, {"owned"}) == ["legacy"]
+    found = [SimpleNamespace(id="owned")]  # the plugins this host found (only their ids are read)
+    assert await move_bare_station_configs(on_pg, configs, stations, found) == found
+    assert configs.get("legacy") == {"apiKey": "sk-legacy"}  # not moved on a shared database
+    assert await move_bare_station_configs(HostConfig(state_dir=str(tmp_path)), configs, stations, found) == found
     assert (configs.get("station:legacy"), configs.get("legacy")) == ({"apiKey": "sk-legacy"}, None)
     assert (configs.get("owned"), configs.get("station:owned")) == ({"apiKey": "sk-owned"}, None)
 
