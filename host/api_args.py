@@ -32,6 +32,7 @@ from .run_once import caller_check
 Timeout = Annotated[float, Meta(gt=0, le=MAX_TIMEOUT)]
 Wait = Annotated[float, Meta(ge=0, le=MAX_TIMEOUT)]  # how long to wait; 0: look now
 Limit = Annotated[int, Meta(ge=0, le=2**63 - 1)]      # a count a query stops at, or an offset
+Priority = Annotated[int, Meta(ge=-(10**6), le=10**6)]  # a call's place in the queues: higher first
 
 
 class _Range(typing.NamedTuple):

@@ -90,6 +90,8 @@ class LogBook:
     def read(self, plugin: str, *, level: str = "debug", after: int = 0, limit: int = 200) -> list[JournalEntry]:
         """The newest ``limit`` entries of ``plugin`` at ``level`` or above, after ``after``,
         oldest first."""
+        if not isinstance(level, str) or level.lower() not in _RANK:  # a typo ("eror") read as info before
+            raise InvalidArguments(f"level: {level!r} is not one of {', '.join(sorted(set(_RANK)))}")
         least = _RANK[level_of(level)]
         picked = [e for e in self._entries.get(plugin, ()) if e.seq > after and _RANK[e.level] >= least]
         return picked[-limit:] if limit > 0 else []

@@ -22,7 +22,7 @@ import anyio
 import msgspec
 from anyio.abc import TaskGroup
 
-from .api_args import Limit, Port, Timeout, Wait, any_time, checked_api
+from .api_args import Limit, Port, Priority, Timeout, Wait, any_time, checked_api
 from .balances.alerts import Alert
 from .balances.history import BalancePoint
 from .balances.history_pg import open_history
@@ -296,7 +296,7 @@ class PluginHost:
     # ------------------------------------------------------------------ calls (policy/pipeline.py)
 
     async def call(self, plugin: str, fn: str, *args: Any, timeout: Timeout | None = None,
-                   priority: int = 0, refresh: bool = False) -> Any:
+                   priority: Priority = 0, refresh: bool = False) -> Any:
         """Call ``fn(*args)`` exported by ``plugin``; ``timeout`` (seconds) covers rate-limit waits, queueing,
         running and retries; past it the worker is killed and CallTimeout raised. The plugin's policies apply
         in order: result cache (a cached result returns at once, with no quota used), rate limit

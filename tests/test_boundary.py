@@ -69,3 +69,19 @@ async def test_the_library_refuses_a_timeout_it_cannot_keep(calc, make_host):
             with pytest.raises(InvalidConfig, match="timeout must be a number of seconds"):
                 await h.call("calc", "add", 1, 2, timeout=bad)
         assert await h.call("calc", "add", 1, 2, timeout=5) == 3
+
+
+async def test_a_typo_in_a_log_level_or_a_priority_past_its_range_is_invalid_arguments(calc, make_host):
+    # helper-86: h.logs(level="eror") read as info, silently; priority=2**70 was taken
+    from pathlib import Path
+
+    import host
+
+    async with make_host(pool=ONE) as h:
+        with pytest.raises(InvalidArguments, match=r"level: 'eror' is not one of debug, error"):
+            h.logs("calc", level="eror")
+        assert h.logs("calc", level="WARNING") == h.logs("calc", level="warning")
+        with pytest.raises(InvalidArguments, match="priority"):
+            await h.call("calc", "add", 1, 2, priority=2**70)
+        assert await h.call("calc", "add", 1, 2, priority=-5) == 3
+    assert (Path(host.__file__).parent / "py.typed").is_file()  # PEP 561: the hints are for checkers
