@@ -7,6 +7,7 @@ import atexit
 import contextlib
 import threading
 import weakref
+from collections.abc import Callable
 from typing import Any
 
 from anyio.from_thread import start_blocking_portal
@@ -19,7 +20,9 @@ from .config import HostConfig
 from .errors import HostClosed
 from .execute import ExecuteResult
 from .info import EventReply, PluginInfo
+from .logbook import JournalEntry, LogListener
 from .plugin_host import PluginHost
+from .plugins.lifecycle import PluginEvent
 
 
 def _close_at_exit(host: SyncPluginHost) -> None:
@@ -138,3 +141,35 @@ class SyncPluginHost:
     def set_policy(self, plugin: str, **kw: Any) -> None:
         self._run(lambda: self.host.set_policy(plugin, **kw))
 
+
+    def plugin(self, name: str) -> PluginInfo:
+        return self._run(self.host.plugin, name)
+
+    def states(self) -> dict[str, str]:
+        return self._run(self.host.states)
+
+    def logs(self, name: str, **kw: Any) -> list[JournalEntry]:
+        return self._run(lambda: self.host.logs(name, **kw))
+
+    def restart(self, plugin: str) -> bool:
+        return self._run(self.host.restart, plugin)
+
+    def unload(self, plugin: str) -> None:
+        self._run(self.host.unload, plugin)
+
+    def reset_config(self, plugin: str, **kw: Any) -> dict[str, Any]:
+        return self._run(lambda: self.host.reset_config(plugin, **kw))
+
+    def check_health(self) -> dict[str, bool]:
+        return self._run(self.host.check_health)
+
+    def settled(self, timeout: float) -> bool:
+        return self._run(self.host.settled, timeout)
+
+    def subscribe(self, fn: Callable[[PluginEvent], None]) -> Callable[[], None]:
+        """``fn`` is called on the host's event loop thread: keep it quick, and thread-safe."""
+        return self._run(self.host.subscribe, fn)
+
+    def add_log_listener(self, fn: LogListener) -> Callable[[], None]:
+        """``fn`` is called on the host's event loop thread: keep it quick, and thread-safe."""
+        return self._run(self.host.add_log_listener, fn)

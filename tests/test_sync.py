@@ -171,3 +171,18 @@ def test_a_host_never_closed_lets_the_program_end_and_stops_its_workers(calc, sh
     h.close()  # twice is once
     with pytest.raises(HostClosed):
         h.call("calc", "add", 1, 1)
+
+
+def test_the_sync_facade_has_the_plugin_views_and_listeners_too(calc, shared_state, tmp_path):
+    # helper-86: plugin, states, logs, restart, unload, settled, subscribe, ... were async-only
+    seen: list[str] = []
+    with SyncPluginHost(config(calc.root, fresh_state(tmp_path, shared_state),
+                               pool=PoolConfig(min_workers=1, max_workers=1))) as h:
+        remove = h.subscribe(lambda ev: seen.append(ev.state))
+        assert h.plugin("calc").state == "running" and h.states() == {"calc": "running"}
+        assert h.settled(5) is True and h.restart("calc") is True
+        h.unload("calc")
+        assert h.plugin("calc").state == "stopped"
+        assert any(e.kind == "lifecycle" for e in h.logs("calc", level="info"))
+        remove()
+    assert "stopped" in seen
