@@ -202,4 +202,4 @@ def checked_api(cls: type) -> type:
     return cls
 
 
-__all__ = ["Limit", "Port", "Timeout", "Wait", "any_time", "checked_api"]
+__all__ = ["Limit", "Priority", "Port", "Timeout", "Wait", "any_time", "checked_api"]

@@ -110,7 +110,7 @@ class PluginUnavailable(HostError):
 class CallTimeout(HostError):
     """The call passed its deadline; the worker running it was killed. With ``caller`` the
     deadline was one the caller chose, shorter than the plugin's own: the call was cancelled
-    instead (its worker killed only if it still runs at the plugin's deadline), and the plugin's
+    instead (its worker killed only if it still runs at the plugin's deadline, or spins), and the plugin's
     circuit breaker does not count it."""
 
     def __init__(self, message: str, *, timeout: float, caller: bool = False, **kw: Any):

@@ -140,6 +140,7 @@ class PluginHost:
                                       self._new_pool, lambda pool: tg.start(pool.serve), tg.start_soon)
             self._services.tools = self._exec.tools
             self._running = self._registry.running = True
+            self._hub.closed = False  # events() streams from now until aclose
             assert self._registry.store is not None
             await self._registry.store.verify()  # a wrong secret key fails the start, before any worker
             await open_stores(self.config, stack, self._stations, self._switches)
@@ -187,13 +188,15 @@ class PluginHost:
         self._running = self._registry.running = self._found = False
         self._once.stop()  # every other coroutine method is a HostClosed from now on (run_once.py)
         with anyio.CancelScope(shield=True):
-            async with anyio.create_task_group() as tg:
-                for pool in [r.pool for r in self._registry.records if r.pool is not None]:
-                    tg.start_soon(pool.stop)
-                for pool in self._exec.pools() if self._exec is not None else ():
-                    tg.start_soon(pool.stop)
-            await self._balances.flush()  # the history's last points (written in the background)
-        self._hub.close()  # readers of events() stop with the host, its last events read
+            try:
+                async with anyio.create_task_group() as tg:
+                    for pool in [r.pool for r in self._registry.records if r.pool is not None]:
+                        tg.start_soon(pool.stop)
+                    for pool in self._exec.pools() if self._exec is not None else ():
+                        tg.start_soon(pool.stop)
+                await self._balances.flush()  # the history's last points (written in the background)
+            finally:
+                self._hub.close()  # readers of events() stop with the host, its last events read
 
     def reserve_address(self, host: str, port: Port) -> None:
         """Refuse ``host:port`` to every worker spawned from now on, private network allowed or not
@@ -227,8 +230,8 @@ class PluginHost:
         await self._registry.rescan(files)
 
     async def reload(self, name: str) -> bool:
-        """Load the plugin's code anew (a new pool; the old one drains). On failure the old
-        version keeps serving (``PluginInfo.reload_error``). True on success."""
+        """Load the plugin's code anew (a new pool, the old draining): True, or False with the old
+        version serving on (``PluginInfo.reload_error``)."""
         return await self._registry.reload(name)
 
     async def approve(self, name: str, *, by: str = "python", grants: list[str] | None = None) -> bool:
@@ -237,13 +240,11 @@ class PluginHost:
         return await self._registry.approve(name, by=by, grants=grants)
 
     async def enable(self, name: str, *, by: str = "python") -> None:
-        """Start a disabled, stopped or failed plugin again (its metadata is read anew); kept
-        enabled across restarts, whatever host.toml's ``enabled`` says (audited)."""
+        """Start a disabled, stopped or failed plugin again (metadata read anew); kept enabled (audited)."""
         await self._switch(name, True, by)
 
     async def disable(self, name: str, *, by: str = "python") -> None:
-        """Stop the plugin's workers (calls in flight finish) and refuse calls until enabled;
-        kept disabled across restarts (audited)."""
+        """Stop the plugin's workers (calls in flight finish), refuse calls until enabled; kept (audited)."""
         await self._switch(name, False, by)
 
     async def _switch(self, name: str, on: bool, by: str) -> None:
@@ -490,9 +491,8 @@ class PluginHost:
         return self._hub.subscribe(fn)
 
     def events(self, buffer: Limit = 1000) -> Any:
-        """``async with h.events() as stream: async for event in stream: ...`` until the host stops."""
-        if not self._running:  # no event would ever come
-            raise HostClosed("the host is not running: no plugin event will come; use async with PluginHost(...)")
+        """``async with h.events() as stream: async for event in stream: ...`` until the host stops
+        (HostClosed when entered on a host not running: no event would ever come)."""
         return self._hub.stream(buffer)
 
 

@@ -17,7 +17,7 @@ from .balances.alerts import Alert
 from .balances.history import BalancePoint
 from .balances.result import BalanceResult
 from .config import HostConfig
-from .errors import HostClosed
+from .errors import HostClosed, WrongThread
 from .execute import ExecuteResult
 from .info import EventReply, PluginInfo
 from .logbook import JournalEntry, LogListener
@@ -50,6 +50,8 @@ class SyncPluginHost:
         self._portal_cm: Any = None
         self._host_cm: Any = None
         self._portal: Any = None
+        self._loop_thread: int | None = None
+        self._closing = threading.Lock()
 
     def __enter__(self) -> SyncPluginHost:
         if self._portal_cm is not None:  # its event loop thread and the host it runs are one
@@ -65,6 +67,7 @@ class SyncPluginHost:
             portal_cm.__exit__(None, None, None)
             raise
         self._portal = portal
+        self._loop_thread = portal.call(threading.get_ident)
         _close_at_exit(self)
         return self
 
@@ -78,7 +81,13 @@ class SyncPluginHost:
         ending."""
         if self._portal is None:  # not entered, or closed already
             return
-        self._portal = None
+        if threading.get_ident() == self._loop_thread:  # a subscribe or log listener: it would wait on itself
+            raise WrongThread("SyncPluginHost.close() was called on the host's own event loop thread (from a "
+                              "listener): close it from another thread")
+        with self._closing:
+            portal, self._portal = self._portal, None
+            if portal is None:  # another thread closed it meanwhile
+                return
         try:
             self._host_cm.__exit__(None, None, None)
         finally:

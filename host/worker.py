@@ -1145,7 +1145,7 @@ class Worker:
         around it); the worker is killed if the deadline passes. With a ``limit`` longer than
         ``timeout`` (the caller chose a shorter deadline than the plugin's own), the caller gets
         CallTimeout after ``timeout`` and the call is cancelled, and the worker is killed only if
-        the call still runs after ``limit``. Too few or too many arguments for what it declares
+        the call still runs after ``limit``, or its event loop stopped answering (_stop_if_stuck). Too few or too many arguments for what it declares
         raise InvalidArguments (arity.py)."""
         key = (fn, len(args))  # the verdict depends on the count only: judged once per count
         try:
@@ -1300,12 +1300,13 @@ class Worker:
 
     def _give_up(self, cid: int, pending: _Pending) -> None:
         """The caller's own deadline passed, the plugin's has not: the caller gets CallTimeout
-        now and the call a Cancel (its ``context.signal`` aborts). A call that ignores the cancel
-        is stopped as a cancelled call is: its worker killed ``cancel_grace`` later, unless the
-        worker serves other calls meanwhile (a deadline one caller chose fails no one else's):
-        then the call keeps its slot until it settles, and the worker is killed if it still runs
-        at the plugin's own deadline. (Before, it always ran on to that deadline, 30 s by default:
-        a pool of one worker answered nobody meanwhile.)"""
+        now and the call a Cancel (its ``context.signal`` aborts). The worker is not killed for a
+        deadline one caller chose (a respawn per caller's timeout would be anyone's to cause): the
+        call keeps its slot until it settles, and if it still runs at the plugin's own deadline
+        the worker is killed then; unless its event loop stopped turning (the call spins, and
+        nothing else on that worker can be served): then it is killed as soon as that is seen
+        (``_stop_if_stuck``; before, a spin held a worker to the plugin's deadline, 30 s by
+        default, and a pool of one answered nobody meanwhile)."""
         pending.error = CallTimeout(
             f"no answer within the caller's timeout of {pending.timeout:.3g}s; the call was cancelled "
             f"(the plugin's own limit is {pending.limit:.3g}s)",
@@ -1316,13 +1317,22 @@ class Worker:
         heapq.heappush(self._deadlines, (pending.deadline, cid))
         if self._tg is not None:
             self._tg.start_soon(self._send_quietly, p.Cancel(id=cid, reason="the caller's deadline passed"))
-            self._tg.start_soon(self._cancel_watchdog, cid, True)
+            self._tg.start_soon(self._stop_if_stuck, cid)
 
-    async def _cancel_watchdog(self, cid: int, alone: bool = False) -> None:
-        """Kill the worker if call ``cid`` still runs ``cancel_grace`` after its cancel;
-        ``alone``: only if it is the only call the worker serves then."""
+    async def _cancel_watchdog(self, cid: int) -> None:
         await anyio.sleep(self.spec.limits.cancel_grace)
-        if cid in self._pending and not (alone and len(self._pending) > 1):
+        if cid in self._pending:
+            self.kill("cancel")
+
+    async def _stop_if_stuck(self, cid: int) -> None:
+        """Kill the worker if call ``cid``, whose caller gave up, still runs ``cancel_grace``
+        after its cancel and the worker's event loop does not answer a ping within as long."""
+        grace = self.spec.limits.cancel_grace
+        await anyio.sleep(grace)
+        if cid not in self._pending:
+            return
+        self._turned = anyio.Event()  # set by the next pong
+        if not await self.turned(grace) and cid in self._pending:
             self.kill("cancel")
 
 

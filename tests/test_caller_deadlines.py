@@ -1,7 +1,7 @@
 """A deadline the caller chose, shorter than the plugin's own (``limits.call_timeout``), is the
 caller's: past it the caller gets CallTimeout and the call a Cancel, the worker is kept, the
 circuit breaker does not count it; a plugin that ignores the cancel is still killed, at its own
-deadline. A deadline the plugin's own limit sets still kills the worker and counts."""
+deadline, or as soon as it is seen to spin (its event loop answers no ping). A deadline the plugin's own limit sets still kills the worker and counts."""
 
 from __future__ import annotations
 
@@ -78,40 +78,52 @@ async def test_the_cancelled_call_has_its_signal_aborted_and_the_worker_serves_o
         assert await h.call("slow", "pid") == pid
 
 
-async def test_a_call_that_ignores_the_cancel_is_stopped_cancel_grace_after_its_callers_deadline(slow, make_host):
-    # helper-86: it ran on to the plugin's own limit (30 s by default), and a pool of one worker
-    # answered nobody meanwhile; an outside cancel stopped it after cancel_grace. Now both do.
+async def test_a_call_that_spins_past_its_callers_deadline_has_its_worker_replaced_at_once(slow, make_host):
+    # helper-86: a spinning call ran on to the plugin's own limit (30 s by default) and a pool of one
+    # worker answered nobody meanwhile; now a worker that answers no ping after the cancel is replaced
     limits = WorkerLimits(call_timeout=30, cancel_grace=0.3)
-    async with make_host(pool=PoolConfig(min_workers=1, max_workers=1), limits=limits) as h:
+    async with make_host(pool=PoolConfig(min_workers=1, max_workers=1, max_inflight=8), limits=limits) as h:
         pid = await h.call("slow", "pid")
         t0 = time.monotonic()
-        with pytest.raises(CallTimeout) as e:
-            await h.call("slow", "spin", timeout=0.1)
-        assert e.value.caller and time.monotonic() - t0 < 0.5
-        assert await h.call("slow", "add", 2, 2) == 4  # on a new worker, not 30 s later
-        assert time.monotonic() - t0 < 10 and process_gone(pid)
+        refused: list[CallTimeout] = []
+
+        async def spin() -> None:
+            with pytest.raises(CallTimeout) as e:
+                await h.call("slow", "spin", timeout=0.1)
+            refused.append(e.value)
+
+        async with anyio.create_task_group() as tg:  # helper-87: two of them held each other's worker
+            tg.start_soon(spin)
+            tg.start_soon(spin)
+        assert len(refused) == 2 and all(e.caller for e in refused)
+        await wait_for(lambda: process_gone(pid), timeout=5)
+        assert time.monotonic() - t0 < 3  # replaced about 2 x cancel_grace after, not 30 s later
+        assert await h.call("slow", "add", 2, 2) == 4
         info = h.plugin("slow")
         assert (info.timeouts, info.crashes, info.circuit) == (0, 0, "closed")  # the caller's deadline
 
 
-async def test_a_worker_serving_others_is_killed_only_at_the_plugins_own_call_timeout(slow, make_host):
-    # a deadline one caller chose fails no other caller's call: with another call in flight on
-    # the worker, the one that ignores its cancel runs on to the plugin's own limit
+async def test_a_call_that_awaits_past_its_callers_deadline_keeps_its_worker(slow, make_host):
+    # helper-87: killing every worker whose call ignored its cancel made each caller's timeout a
+    # respawn (4 give-ups, 4 workers); one that still answers keeps its worker to the plugin's deadline
     async with make_host(pool=ONE, limits=WorkerLimits(call_timeout=1.5, cancel_grace=0.3)) as h:
         pid = await h.call("slow", "pid")
         t0 = time.monotonic()
+        for _ in range(4):
+            with pytest.raises(CallTimeout) as e:  # nap ignores its signal, awaiting: the worker answers
+                await h.call("slow", "nap", 1000, timeout=0.05)
+            assert e.value.caller
+        assert await h.call("slow", "pid") == pid  # the same worker served them all
         answers = []
 
         async def other() -> None:
-            answers.append(await h.call("slow", "nap", 1000))
+            answers.append(await h.call("slow", "nap", 200))
 
         async with anyio.create_task_group() as tg:
             tg.start_soon(other)
-            await wait_for(lambda: h.pool("slow").workers[0].load == 1)
-            with pytest.raises(CallTimeout) as e:  # nap ignores its signal; the worker serves the other meanwhile
+            with pytest.raises(CallTimeout):
                 await h.call("slow", "nap", 5000, timeout=0.1)
-            assert e.value.caller
-        assert answers == [1000] and not process_gone(pid)  # the other call was answered
+        assert answers == [200] and not process_gone(pid)  # served beside the one given up on
         await wait_for(lambda: process_gone(pid), timeout=5)
         assert time.monotonic() - t0 >= 1.4  # killed at the plugin's deadline, not the caller's
         await wait_for(lambda: h.plugin("slow").timeouts == 1)

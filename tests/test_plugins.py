@@ -150,7 +150,8 @@ async def test_an_event_stream_ends_when_the_host_stops_and_none_opens_on_a_clos
             await h.disable("calc")
     assert seen and seen[0] == "disabled"  # what came before the close was read, then the loop ended
     with pytest.raises(HostClosed, match="not running"):
-        h.events()
+        async with h.events():
+            pass
 
 
 async def test_version_in_the_name_must_match_the_metadata(plugin_dir, make_host):
@@ -188,3 +189,16 @@ async def test_discovered_loaded_running_events_at_start(calc, shared_state):
     h.subscribe(lambda ev: states.append(ev.state) if ev.plugin == "calc" else None)
     async with h:
         assert states == ["discovered", "loaded", "running"]
+
+
+async def test_an_event_stream_made_while_running_and_entered_after_close_is_host_closed(calc, make_host):
+    # helper-87: made before the close, entered after it, it registered after the streams were
+    # closed and its async for never ended
+    from host import HostClosed
+
+    async with make_host() as h:
+        later = h.events()
+    with anyio.fail_after(5), pytest.raises(HostClosed, match="not running"):
+        async with later as stream:
+            async for _ in stream:
+                pass

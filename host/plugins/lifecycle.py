@@ -21,7 +21,7 @@ import anyio
 import msgspec
 from anyio.streams.memory import MemoryObjectSendStream
 
-from ..errors import StateError
+from ..errors import HostClosed, StateError
 from ..logbook import listen
 from ..logs import plugin_extra
 from ..pool import Pool
@@ -193,6 +193,7 @@ class EventHub:
         self._callbacks: list[Callable[[PluginEvent], None]] = []
         self._streams: list[MemoryObjectSendStream[PluginEvent]] = []
         self.dropped = 0
+        self.closed = True  # until the host starts (PluginHost.__aenter__)
 
     def emit(self, event: PluginEvent) -> None:
         for fn in list(self._callbacks):
@@ -213,6 +214,7 @@ class EventHub:
 
     def close(self) -> None:
         """The host stopped: every stream's ``async for`` ends (after the events sent before)."""
+        self.closed = True
         for stream in self._streams:
             stream.close()
         self._streams.clear()
@@ -232,6 +234,8 @@ class EventHub:
 
     @asynccontextmanager
     async def stream(self, buffer: int = 1000) -> AsyncIterator[AsyncIterator[PluginEvent]]:
+        if self.closed:  # entered after the host stopped: no event would ever come
+            raise HostClosed("the host is not running: no plugin event will come; use async with PluginHost(...)")
         send, receive = anyio.create_memory_object_stream[PluginEvent](buffer)
         self._streams.append(send)
         try:

@@ -6,8 +6,8 @@ Every stage reads one CallContext (what is called, for whom, until when) instead
 dozen parameters along; the deadline is fixed once, where the call enters, and every stage
 measures what is left of it. A caller's deadline shorter than the plugin's own (``own_limit``)
 ends the caller's wait, not the plugin's call: past it the call is cancelled, the breaker does
-not count it, and its worker is killed only if it still runs at the plugin's own deadline
-(README.md, "Deadlines")."""
+not count it, and its worker is killed only if it still runs at the plugin's own deadline or
+its event loop stops answering (README.md, "Deadlines")."""
 
 from __future__ import annotations
 
