@@ -74,7 +74,6 @@ from .server_params import (
     flag_param,
     host_error_doc,
     instant,
-    js_numbers,
     limit_param,
     shown,
 )
@@ -377,7 +376,7 @@ def create_app(host: PluginHost, *, admin_token: str | None = None, read_token: 
         return _json(await host.import_config(body.document, passphrase=body.passphrase, replace=body.replace))
 
     async def event(request: web.Request) -> web.Response:
-        payload = js_numbers(await body_of(request)) if request.can_read_body else None  # as JSON.parse reads it
+        payload = await body_of(request, for_js=True) if request.can_read_body else None  # as JSON.parse reads it
         replies = await host.emit(request.match_info["event"], payload, stop_at_first=flag_param(request, "first"))
         return shown({"event": request.match_info["event"], "replies": replies}, host.masked,  # as a call's answer
                       ("replies", "*", "value"), ("replies", "*", "error", "message"))

@@ -125,15 +125,17 @@ def instant(text: str) -> dt.datetime:
         raise ValueError(f"{text[:40]!r} is no time a date can hold") from None
 
 
-async def body_of(request: web.Request, type_: Any = Any, *, for_js: str | None = None) -> Any:
+async def body_of(request: web.Request, type_: Any = Any, *, for_js: str | bool = False) -> Any:
     """The JSON body (``{}`` when there is none) decoded as ``type_``; a 400 naming the field
     that is wrong, or saying why the JSON is not. ``for_js``: the field that goes to JavaScript
-    as it is (call arguments, /execute's input), its integers as ``JSON.parse`` reads them."""
+    as it is (call arguments, /execute's input), or True for the whole body (an event's payload),
+    its integers as ``JSON.parse`` reads them."""
     raw = _utf8(await request.read(), request.charset)  # (HTTPRequestEntityTooLarge passes on)
     try:
         body = msgspec.json.decode(raw or b"{}", type=type_)
-        if for_js is not None and _LONG_INTEGER.search(raw):
-            body = msgspec.structs.replace(body, **{for_js: js_numbers(getattr(body, for_js))})
+        if for_js and _LONG_INTEGER.search(raw):  # (too deep to walk: a RecursionError, said below)
+            body = js_numbers(body) if for_js is True else \
+                msgspec.structs.replace(body, **{for_js: js_numbers(getattr(body, for_js))})
         return body
     except msgspec.ValidationError as exc:
         text = str(exc)

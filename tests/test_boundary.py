@@ -41,7 +41,10 @@ async def test_a_huge_timeout_or_json_nested_too_deep_is_400_json(calc, make_hos
     async with make_host(pool=ONE, execute={"min_workers": 0}) as h, served(h, enable_execute=True) as (_, session):
         for path, body in (("/api/plugins/calc/call/add", b'{"args": [1, 2], "timeout": 1e308}'),
                            ("/execute", b'{"code": "export default () => 1", "timeout": 1e308}'),
-                           ("/api/plugins/calc/call/add", b'{"args": ' + b"[" * 5000 + b"]" * 5000 + b"}")):
+                           ("/api/plugins/calc/call/add", b'{"args": ' + b"[" * 5000 + b"]" * 5000 + b"}"),
+                           # an event's payload, deep enough for the JSON.parse reading, with a long integer:
+                           # a RecursionError out of the handler (500) in my own review
+                           ("/api/events/x.y", b"[" * 500 + b"12345678901234567890" + b"]" * 500)):
             async with session.post(path, data=body, headers={"Content-Type": "application/json"}) as r:
                 assert r.status == 400 and r.content_type == "application/json", await r.text()
                 assert (await r.json())["error"]["type"] == "BadRequest"
