@@ -296,6 +296,13 @@ class Runtime:
     manifests: Any = None
     loading: Any = None
     _seq: itertools.count = field(default_factory=itertools.count)
+    _web_storage_moved: set[str] = field(default_factory=set)  # plugin ids move_web_storage looked at
+
+    def move_web_storage(self, plugin_id: str) -> None:
+        """``move_web_storage`` at a plugin's first spawn on this host, not at each one."""
+        if plugin_id not in self._web_storage_moved:
+            self._web_storage_moved.add(plugin_id)
+            move_web_storage(self.deno_dir, plugin_id)
 
     @classmethod
     def create(cls, config: HostConfig, *, redact: Callable[[str], str] | None = None) -> Runtime:

@@ -44,7 +44,7 @@ from .errors import (
 from .load_advice import commonjs_advice, extension_advice, import_advice, located
 from .logs import WORKER_LEVELS, worker_extra
 from .process import ChildProcess, vm_data
-from .runtime import Runtime, move_web_storage, process_failure, socket_failure, tree_bytes, web_storage_dirs
+from .runtime import Runtime, process_failure, socket_failure, tree_bytes, web_storage_dirs
 from .security.permissions import Permissions
 from .security.private_files import os_failure
 from .security.refusals import record_error, record_kill, record_refusal
@@ -417,7 +417,7 @@ class Worker:
             except OSError as exc:  # the state directory out of inodes, say: retried as state
                 raise os_failure(spec.base_dir, exc, "make the plugin's data directory") from None
             if spec.role == "plugin":
-                move_web_storage(rt.deno_dir, spec.plugin_id)
+                rt.move_web_storage(spec.plugin_id)
             t_spawn = time.monotonic()
             try:
                 self._proc = ChildProcess(
@@ -1145,8 +1145,8 @@ class Worker:
         around it); the worker is killed if the deadline passes. With a ``limit`` longer than
         ``timeout`` (the caller chose a shorter deadline than the plugin's own), the caller gets
         CallTimeout after ``timeout`` and the call is cancelled, and the worker is killed only if
-        the call still runs after ``limit``, or its event loop stopped answering (_stop_if_stuck). Too few or too many arguments for what it declares
-        raise InvalidArguments (arity.py)."""
+        the call still runs after ``limit``, or its event loop stopped answering (``_give_up``).
+        Too few or too many arguments for what it declares raise InvalidArguments (arity.py)."""
         key = (fn, len(args))  # the verdict depends on the count only: judged once per count
         try:
             context_at = self._arity[key]
@@ -1305,7 +1305,7 @@ class Worker:
         call keeps its slot until it settles, and if it still runs at the plugin's own deadline
         the worker is killed then; unless its event loop stopped turning (the call spins, and
         nothing else on that worker can be served): then it is killed as soon as that is seen
-        (``_stop_if_stuck``; before, a spin held a worker to the plugin's deadline, 30 s by
+        (``_cancel_watchdog``; before, a spin held a worker to the plugin's deadline, 30 s by
         default, and a pool of one answered nobody meanwhile)."""
         pending.error = CallTimeout(
             f"no answer within the caller's timeout of {pending.timeout:.3g}s; the call was cancelled "
@@ -1317,22 +1317,18 @@ class Worker:
         heapq.heappush(self._deadlines, (pending.deadline, cid))
         if self._tg is not None:
             self._tg.start_soon(self._send_quietly, p.Cancel(id=cid, reason="the caller's deadline passed"))
-            self._tg.start_soon(self._stop_if_stuck, cid)
+            self._tg.start_soon(self._cancel_watchdog, cid, True)
 
-    async def _cancel_watchdog(self, cid: int) -> None:
-        await anyio.sleep(self.spec.limits.cancel_grace)
-        if cid in self._pending:
-            self.kill("cancel")
-
-    async def _stop_if_stuck(self, cid: int) -> None:
-        """Kill the worker if call ``cid``, whose caller gave up, still runs ``cancel_grace``
-        after its cancel and the worker's event loop does not answer a ping within as long."""
+    async def _cancel_watchdog(self, cid: int, only_if_stuck: bool = False) -> None:
+        """Kill the worker if call ``cid`` still runs ``cancel_grace`` after its cancel;
+        ``only_if_stuck`` (its caller gave up): and its event loop answers no ping within as long."""
         grace = self.spec.limits.cancel_grace
         await anyio.sleep(grace)
-        if cid not in self._pending:
-            return
-        self._turned = anyio.Event()  # set by the next pong
-        if not await self.turned(grace) and cid in self._pending:
+        if cid in self._pending and only_if_stuck:
+            self._turned = anyio.Event()  # set by the next pong
+            if await self.turned(grace):
+                return
+        if cid in self._pending:
             self.kill("cancel")
 
 
