@@ -40,7 +40,8 @@ export function toJavaScript(code: string): string {
   if (!strip) throw new Error("the TypeScript stripper is not loaded (loadTypeScript)");
   if (nestingOf(code, true) > MAX_STRIPPED_NESTING) {
     throw new TypeScriptSyntaxError(`TypeScript nested deeper than ${MAX_STRIPPED_NESTING} levels (brackets, type ` +
-      "arguments and arrow functions counted together): the type stripper would overflow its stack");
+      "arguments, arrows and chains of operators or prefix words counted together, nesting.ts): the type " +
+      "stripper would overflow its stack");
   }
   try {
     return strip(code, { mode: "strip" });
