@@ -86,7 +86,7 @@ def commonjs_advice(info: p.ErrorInfo) -> str | None:
             "and `export async function name(...)` instead of module.exports, and `import` instead of require")
 
 
-_TRAILING_AT = re.compile(r"\n\s*at file://\S+:\d+:\d+\s*$")
+_TRAILING_AT = re.compile(r"\n[ \t]*at file://\S+:\d+:\d+\s*$")  # [ \t]: not \s, which retried every newline
 
 
 def located(message: str, where: str | None) -> str:
