@@ -131,7 +131,7 @@ async def _execute(args: argparse.Namespace, config: HostConfig) -> int:
     async with _started(PluginHost(config), args) as host:
         try:
             out = await host.execute(code, input_, entry=args.entry, timeout=args.timeout, permissions=permissions,
-                                     tools=args.tool or [], by="cli",  # a .ts file is TypeScript
+                                     tools=args.tool, by="cli",  # a .ts file is TypeScript
                                      language="typescript" if args.file.endswith((".ts", ".mts")) else "javascript")
         except InvalidConfig as exc:  # an unknown tool, a malformed --permissions: a usage error
             raise UsageError(exc.message) from None

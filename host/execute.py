@@ -73,7 +73,7 @@ LEFT_BUSY = "left busy"  # the kill reason of a reused worker that did not answe
 
 
 async def run_execute(pool: Pool, code: str, input: Any, *, entry: str, budget: float,
-                      tools: list[str], language: str = "javascript",
+                      tools: list[str], settings: dict[str, Any] | None = None, language: str = "javascript",
                       reuse_probe: float = REUSE_PROBE) -> tuple[ExecuteResult, str]:
     """Run ``code`` on a worker of ``pool``; every outcome becomes an ExecuteResult, told apart
     for the audit log as ``ok``, ``exception``, ``timeout`` or ``crashed``. TypeScript that
@@ -95,7 +95,7 @@ async def run_execute(pool: Pool, code: str, input: Any, *, entry: str, budget: 
             raise WorkerCrashed(f"worker {worker.describe()} did not answer a ping within {reuse_probe:g}s "
                                 "([execute] reuse_probe) after its last execution", reason=LEFT_BUSY,
                                 delivered=False, plugin=EXECUTE_ID, function=entry)
-        return await worker.execute(code, entry=entry, input=input, tools=tools, language=language,
+        return await worker.execute(code, entry=entry, input=input, tools=tools, settings=settings, language=language,
                                           timeout=max(deadline - time.monotonic(), MIN_TIMEOUT), lease=lease)
 
     logs: list[LogEntry] = []

@@ -36,6 +36,7 @@ class ExecuteRequest(msgspec.Struct):
     timeout: float | None = None
     permissions: Any = None
     tools: list[str] = []
+    tool_settings: dict[str, Any] = {}  # what [name, settings] in the request's tools said (crypto's)
     language: str = "javascript"
     by: str = "python"
 

@@ -246,16 +246,18 @@ class ExecutePools:
     # ------------------------------------------------------------------ running
 
     async def run(self, code: str, input: Any, *, entry: str, timeout: float | None, permissions: Any,
-                  tools: list[str] | None, running: bool, language: str = "javascript",
+                  tools: list[Any] | None, running: bool, language: str = "javascript",
                   by: str = "python") -> ExecuteResult:
         """Admit the execution, run it on its permission set's pool, and audit it: one line
         whatever the outcome, saying who asked (``by``), for which set and tools, what came
         of it and how long it took; of the code only its sha256 and size, of the input nothing."""
         req = ExecuteRequest(code=code, input=input, entry=entry, timeout=timeout, permissions=permissions,
-                             tools=self.tools.canonical(list(tools or [])), language=language, by=by)
+                             language=language, by=by)
         line = self._line(req)
         t0 = time.perf_counter()
         try:
+            req.tools, req.tool_settings = self.tools.read(tools, self.config.crypto)
+            line = self._line(req)
             if self.hooks:  # validate, before_execute: admission judges what they let through
                 req = await self.hooks.before(req)
                 line = self._line(req)
@@ -269,7 +271,7 @@ class ExecutePools:
             raise
         try:
             out, outcome = await run_execute(claimed.pool, req.code, req.input, entry=req.entry, budget=budget,
-                                             tools=req.tools, language=req.language,
+                                             tools=req.tools, settings=req.tool_settings, language=req.language,
                                              reuse_probe=self.config.reuse_probe)
         except HostError as exc:
             # The code was admitted but never ran: TypeScript that does not parse (its message

@@ -32,12 +32,18 @@ import msgspec
 
 from . import protocol as p
 from .errors import GrantRefused, HostError, InvalidConfig, InvalidHostCall, ToolFailed
+from .execute_config import CRYPTO_METHODS, CryptoToolConfig, ToolConfig
 from .execute_config import TOOLS as BUILTIN_TOOLS
-from .execute_config import ToolConfig
 from .security.grant_entries import problems
 from .security.permissions import Permissions, beyond
 
 ALIASES = {"database": "db"}  # the Isolate engine's other names of built-in tools
+# The settings a request may give a tool as [name, settings] (the Isolate engine's ToolSpec):
+# crypto's narrow what the operator's [execute.crypto] allows, never widen it; db's "hosts"
+# (more database hosts the engine's worker may reach) changes nothing here, where the worker
+# reaches no database: the host opens the one [execute] database names.
+TOOL_SETTINGS = {"crypto": ("subtle", "limit", "methods"), "db": ("hosts",)}
+DEFAULT_TOOLS = ("crypto",)  # a request that leaves "tools" out: the engine's workers always have Web Crypto
 
 # Names an operator's tool may not take: it becomes a global of the execution's context.
 _RESERVED = frozenset({
@@ -47,6 +53,33 @@ _RESERVED = frozenset({
 })
 MAX_MODULE_BYTES = 256 * 1024  # a module tool's source, sent in every execute worker's welcome
 _NAME = re.compile(r"^[A-Za-z_$][A-Za-z0-9_$]{0,63}$")  # a JavaScript identifier
+
+
+def _shown(v: Any) -> str:
+    return repr(v)[:64] if isinstance(v, (str, int, float, bool)) or v is None else type(v).__name__
+
+
+def _strings(v: Any) -> bool:
+    return isinstance(v, list) and all(isinstance(x, str) for x in v)
+
+
+def _narrowed(crypto: CryptoToolConfig, given: dict[str, Any], where: str) -> dict[str, Any]:
+    """The crypto tool's settings for one execution: the operator's, narrowed by the request's
+    ``subtle`` (false: none), ``methods`` (the engine's allow-list: only those named, "subtle"
+    among them) and ``limit`` (bytes getRandomValues fills at most)."""
+    subtle, methods, limit = given.get("subtle", True), given.get("methods"), given.get("limit", crypto.max_bytes)
+    if not isinstance(subtle, bool):
+        raise InvalidConfig(f"{where}: crypto's subtle is true or false (got {_shown(subtle)})")
+    if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
+        raise InvalidConfig(f"{where}: crypto's limit is a number of bytes above 0 (got {_shown(limit)})")
+    known = (*CRYPTO_METHODS, "subtle")
+    if methods is not None and (not _strings(methods) or any(m not in known for m in methods)):
+        raise InvalidConfig(f"{where}: crypto's methods is a list of {', '.join(known)} (got {_shown(methods)})")
+    return {
+        "subtle": crypto.subtle and subtle and (methods is None or "subtle" in methods),
+        "methods": [m for m in crypto.methods if methods is None or m in methods],
+        "max_bytes": min(crypto.max_bytes, limit),
+    }
 
 
 def resolve_callable(spec: str, setting: str) -> Callable[..., Any]:
@@ -165,6 +198,42 @@ class ToolRegistry:
         its tool definitions, permission flow and client examples call the db tool
         ``"database"`` (its curl examples ``"db"``). An operator's tool of that name wins."""
         return [ALIASES[t] if t in ALIASES and t not in self.names else t for t in tools]
+
+    def read(self, specs: Any, crypto: CryptoToolConfig) -> tuple[list[str], dict[str, Any]]:
+        """A request's ``tools`` as tool names and the settings the worker applies: each entry
+        a name or ``[name, settings]`` (the Isolate engine's ToolSpec). Left out (None): the
+        default tools, crypto; ``[]``: none. Settings of crypto (``subtle``, ``limit``,
+        ``methods``) narrow ``crypto`` (the operator's); a setting a tool does not take, or a
+        value of the wrong kind, is InvalidConfig naming ``tools[i]``."""
+        if specs is None:
+            return list(DEFAULT_TOOLS), {}
+        if isinstance(specs, (str, bytes)) or not isinstance(specs, (list, tuple)):
+            raise InvalidConfig(f"tools: a list of tool names or [name, settings] pairs (got {type(specs).__name__})")
+        names: list[str] = []
+        settings: dict[str, Any] = {}
+        for i, spec in enumerate(specs):
+            where = f"tools[{i}]"
+            given: Any = None
+            if isinstance(spec, (list, tuple)) and len(spec) == 2 and isinstance(spec[0], str):
+                spec, given = spec
+            if not isinstance(spec, str):
+                raise InvalidConfig(f"{where}: a tool name, or [name, settings] (got {_shown(spec)})")
+            name = self.canonical([spec])[0]
+            names.append(name)
+            if given is None:
+                continue
+            if not isinstance(given, dict):
+                raise InvalidConfig(f"{where}: the settings of {spec[:64]!r} are an object (got {_shown(given)})")
+            takes = TOOL_SETTINGS.get(name, ()) if name in BUILTIN_TOOLS else ()
+            if unknown := [k for k in given if k not in takes]:
+                raise InvalidConfig(f"{where}: {spec[:64]!r} takes no setting {str(unknown[0])[:64]!r}"
+                                    + (f"; its settings are {', '.join(takes)}" if takes else
+                                       " (its settings are the operator's, in host.toml)"))
+            if name == "crypto":
+                settings["crypto"] = _narrowed(crypto, given, where)
+            elif name == "db" and "hosts" in given and not _strings(given["hosts"]):
+                raise InvalidConfig(f"{where}: db's hosts is a list of host names")
+        return names, settings
 
     def admit(self, tools: list[str]) -> None:
         """Refuse a request naming a tool nobody registered (InvalidConfig), or one whose

@@ -358,16 +358,16 @@ class PluginHost:
         entry: str = "default",
         timeout: Timeout | None = None,
         permissions: Any = None,
-        tools: list[str] | None = None,
+        tools: list[Any] | None = None,
         language: str = "javascript", by: str = "python",
     ) -> ExecuteResult:
-        """Run module ``code`` and call its export ``entry`` with ``input`` (Isolate's Isolate
-        contract): errors come back as ``exception`` log entries, never raised. ``input``
-        left out reaches the code as ``undefined``; ``None`` as ``null``. ``permissions``: a
-        Permissions, a dict, ``"none"``, or a list of those merged by Isolate's merge rules
-        (``Permissions.merge``, e.g. the user's grants and a tool's), within what the operator
-        allows (``[execute] allow``; GrantRefused beyond it). ``language="typescript"``: types
-        stripped, not checked (InvalidCode if it does not parse). ``by``: who asked (audit)."""
+        """Run module ``code``, calling its export ``entry`` with ``input`` (Isolate's contract):
+        errors come back as ``exception`` log entries, never raised. ``input`` left out reaches
+        the code as ``undefined``; ``None`` as ``null``. ``permissions``: a Permissions, a dict,
+        ``"none"``, or a list of those merged by Isolate's rules (``Permissions.merge``), within
+        ``[execute] allow`` (GrantRefused beyond it). ``tools``: names or ``[name, settings]``,
+        left out: crypto (ToolRegistry.read). ``language="typescript"``: types stripped, not
+        checked (InvalidCode if it does not parse). ``by``: who asked (audit)."""
         return await self._executor().run(code, input, entry=entry, timeout=timeout, permissions=permissions,
                                           tools=tools, running=self._running, language=language, by=by)
 

@@ -141,6 +141,7 @@ class Execute(_Msg, tag="execute"):
     timeout_ms: int | None = None
     tools: list[str] = []
     language: str = "javascript"  # or "typescript": its types are stripped in the worker first
+    tool_settings: dict[str, Any] = {}  # per tool, what the request narrowed (crypto: subtle, methods, max_bytes)
 
 
 class Cancel(_Msg, tag="cancel"):

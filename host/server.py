@@ -294,7 +294,7 @@ def create_app(host: PluginHost, *, admin_token: str | None = None, read_token: 
                 out = await host.execute(
                     body.code, body.input, entry=body.entry or "default",
                     timeout=body.timeout / 1000 if body.timeout is not None else None,
-                    permissions=body.permissions, tools=body.tools or [], language=body.language, by=via,
+                    permissions=body.permissions, tools=body.tools, language=body.language, by=via,
                 )
         except PayloadTooLarge as exc:
             return _error(413, "PayloadTooLarge", exc.message)

@@ -84,7 +84,7 @@ class ExecuteBody(msgspec.Struct):  # the Isolate engine's request
     entry: str | None = None
     timeout: Millis | None = None  # milliseconds
     permissions: Any = None
-    tools: list[str] | None = None
+    tools: list[Any] | None = None  # names, or [name, settings] (read by ToolRegistry.read)
 
 
 class ApproveBody(msgspec.Struct):

@@ -1165,7 +1165,7 @@ class Worker:
 
     async def execute(
         self, code: str, *, entry: str, input: Any, timeout: float, tools: list[str],
-        lease: Lease | None = None, language: str = "javascript",
+        lease: Lease | None = None, language: str = "javascript", settings: dict[str, Any] | None = None,
     ) -> _Pending:
         """Run ad-hoc module code; returns the settled request (value or error, plus logs).
         Its call id is random, not the next in a sequence: code an earlier caller's execution
@@ -1174,7 +1174,8 @@ class Worker:
         while cid in self._pending:
             cid = secrets.randbelow(1 << 52) + (1 << 52)
         msg = p.Execute(id=cid, code=code, entry=entry, input=input,  # UNSET: not sent
-                        timeout_ms=timer_ms(timeout), tools=tools, language=language)
+                        timeout_ms=timer_ms(timeout), tools=tools, language=language,
+                        tool_settings=settings or {})
         return await self._request(cid, msg, entry, timeout, lease, collect_logs=True, raise_error=False,
                                    tools=frozenset(tools))
 

@@ -386,3 +386,48 @@ async def test_a_date_made_by_execute_code_is_a_condition_value(make_host, datab
                            ".map(u => u.name);", ["db"])
     assert out.ok, out.logs
     assert out.result == ["Bob"]  # compared as text: Bob's note 'x' after '3000-01-01T00:00:00.000Z'
+
+
+async def test_the_seeds_drizzle_forms_on_db_query(make_host, database):
+    """The seed's HTTP examples write the db tool as its Drizzle instance, db.query:
+    `db.query.select().from(db.users).where(eq(db.users.id, 1))` and
+    `db.query.insert(db.users).values(data).returning()` (it read "query" as a table)."""
+    async with make_host(execute=ExecuteConfig(database=database.url, db_writes=True)) as h:
+        seed_select = await h.execute("export default async () => { const { eq } = db.operators; "
+                                      "return await db.query.select().from(db.users).where(eq(db.users.id, 1)); }",
+                                      tools=["db"])
+        seed_insert = await h.execute("export default async (data) => { const result = await db.query.insert(db.users)"
+                                      ".values(data).returning(); return result[0]; }",
+                                      {"name": "Alice2", "email": "alice@example.com"}, tools=["db", "db:write"])
+        fields = await run(h, "const { desc, between } = db.operators; return await db.query.select({ who: db.users.name, "
+                              "id: db.users.id }).from(db.users).where(between(db.users.id, 2, 4))"
+                              ".orderBy(desc(db.users.id)).limit(2);", ["db"])
+        maybe = await run(h, "return (await db.query.select().from(db.users).where(undefined)).length;", ["db"])
+        changed = await run(h, "return await db.query.update(db.users).set({ note: 'seen' }).where(eq(db.users.name, "
+                               "'Bob')).returning({ n: db.users.note });", ["db:write"])
+        removed = await run(h, "return await db.query.delete(db.users).where(eq(db.users.email, 'alice@example.com'));",
+                            ["db:write"])
+        relational = await run(h, "return (await db.query.query.users.findMany({ where: { active: 0 } })).length;", ["db"])
+        in_tx = await run(h, """
+            return await db.query.transaction(async (tx) => {
+              await tx.insert(db.users).values({ name: 'Tx', email: 't@x' });
+              return (await tx.select({ name: db.users.name }).from(db.users).where(eq(db.users.email, 't@x')))[0].name;
+            });""", ["db:write"])
+        join = await run(h, "return await db.query.select().from(db.users).leftJoin(db.secrets);", ["db"])
+        raw = await run(h, "return await db.query.execute('DELETE FROM users');", ["db"])
+        no_table = await run(h, "return await db.query.select().from('users');", ["db"])
+    assert seed_select.ok, seed_select.logs
+    assert seed_select.result == [{"id": 1, "name": "Alice", "email": "a@x", "active": 1, "note": None}]
+    assert seed_insert.ok, seed_insert.logs
+    assert seed_insert.result == {"id": 6, "name": "Alice2", "email": "alice@example.com", "active": None, "note": None}
+    assert fields.result == [{"who": "Dan", "id": 4}, {"who": "Carol", "id": 3}]
+    assert maybe.result == 6
+    assert changed.result == [{"n": "seen"}]
+    assert removed.result == {"rowCount": 1}
+    assert relational.result == 2
+    assert in_tx.result == "Tx"
+    assert "leftJoin() is not supported" in exception_of(join).message
+    assert "sends no SQL" in exception_of(raw).message
+    assert "take a table (db.users)" in exception_of(no_table).message
+    assert names(database) == ["Alice", "Bob", "Carol", "Dan", "Eve", "Tx"]
+    assert database.rows("SELECT note FROM users WHERE name = 'Bob'") == [("seen",)]

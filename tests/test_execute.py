@@ -94,20 +94,69 @@ async def test_execute_returns_the_entry_result(make_host, code, kw, expected):
 
 
 async def test_without_the_crypto_tool_crypto_is_undefined(make_host):
+    """The seed: `"tools": []  // crypto 将不可用`. Tools left out are the default ones, crypto:
+    the seed's crypto.subtle.digest example names none, and the Isolate engine's workers always
+    have Web Crypto (it answered TypeError here)."""
     async with make_host() as h:
-        bare = await h.execute("export default () => typeof crypto")
-        used = await h.execute("export default () => crypto.randomUUID()")
+        bare = await h.execute("export default () => typeof crypto", tools=[])
+        used = await h.execute("export default () => crypto.randomUUID()", tools=[])
         granted = await h.execute("export default () => typeof crypto", tools=["crypto"])
+        default = await h.execute(
+            'export default async (msg) => { const hash = await crypto.subtle.digest("SHA-256", new TextEncoder()'
+            '.encode(msg)); return Array.from(new Uint8Array(hash)).map(b => b.toString(16).padStart(2, "0")).join("") }',
+            "hello world")
     assert bare.ok and bare.result == "undefined"
     assert exception_of(used).name == "TypeError"
     assert granted.ok and granted.result == "object"
+    assert default.ok, default.logs
+    assert default.result == "b94d27b9934d3e08a52e52d7da7dabfac484efe37a5380ee9088f7ace2efcde9"
+
+
+async def test_tools_with_settings_narrow_the_tool(make_host):
+    """The Isolate engine's ToolSpec, [name, settings] (its README's examples): crypto's subtle,
+    limit and methods narrow what the operator allows, never widen it; a setting a tool does
+    not take is InvalidConfig naming the entry (it was a 400 for any pair)."""
+    shape = "export default () => [typeof crypto.randomUUID, typeof crypto.getRandomValues, typeof crypto.subtle]"
+    fill = "export default (n) => crypto.getRandomValues(new Uint8Array(n)).length"
+    async with make_host() as h:
+        no_subtle = await h.execute(shape, tools=[["crypto", {"subtle": False}]])
+        uuid_only = await h.execute(shape, tools=[["crypto", {"methods": ["randomUUID"]}]])
+        with_subtle = await h.execute(shape, tools=[["crypto", {"methods": ["randomUUID", "subtle"]}]])
+        within = await h.execute(fill, 8, tools=[["crypto", {"limit": 8, "methods": ["getRandomValues"]}]])
+        beyond = await h.execute(fill, 9, tools=[["crypto", {"limit": 8}]])
+        mixed = await h.execute("export default () => [typeof crypto, typeof channel]",
+                                tools=[["crypto", None], "channel"])
+        bad = {}
+        for spec in (["crypto", {"nope": 1}], ["channel", {"x": 1}], ["crypto", {"limit": "8"}],
+                     ["crypto", {"subtle": 1}], ["crypto", {"methods": ["digest"]}], ["crypto", 5], 7,
+                     ["crypto", {}, 3]):
+            with pytest.raises(InvalidConfig) as exc:
+                await h.execute("export default () => 1", tools=["channel", spec])
+            bad[repr(spec)] = exc.value.message
+    async with make_host(execute=ExecuteConfig(crypto=CryptoToolConfig(methods=["randomUUID"], subtle=False))) as h:
+        not_widened = await h.execute(shape, tools=[["crypto", {"methods": ["getRandomValues", "subtle"],
+                                                                "subtle": True}]])
+    assert no_subtle.result == ["function", "function", "undefined"]
+    assert uuid_only.result == ["function", "undefined", "undefined"]
+    assert with_subtle.result == ["function", "undefined", "object"]
+    assert within.ok and within.result == 8
+    assert exception_of(beyond).name == "ResourceLimitExceeded"
+    assert mixed.result == ["object", "object"]
+    assert bad["['crypto', {'nope': 1}]"] == "tools[1]: 'crypto' takes no setting 'nope'; its settings are subtle, limit, methods"
+    assert bad["['channel', {'x': 1}]"].startswith("tools[1]: 'channel' takes no setting 'x'")
+    assert "crypto's limit is a number of bytes" in bad["['crypto', {'limit': '8'}]"]
+    assert "crypto's subtle is true or false" in bad["['crypto', {'subtle': 1}]"]
+    assert "crypto's methods is a list of getRandomValues, randomUUID, subtle" in bad["['crypto', {'methods': ['digest']}]"]
+    assert "are an object" in bad["['crypto', 5]"]
+    assert all(m.startswith("tools[1]: a tool name") for m in (bad["7"], bad["['crypto', {}, 3]"]))
+    assert not_widened.result == ["undefined", "undefined", "undefined"]
 
 
 async def test_a_crypto_reference_taken_at_load_serves_only_calls_that_asked(make_host):
     code = "const c = crypto; export default () => c ? c.randomUUID() : 'no crypto at load';"
     async with make_host(execute=ExecuteConfig(min_workers=1, max_workers=1)) as h:
         granted = await h.execute(code, tools=["crypto"])
-        ungranted = await h.execute(code)  # same code, same worker, no tool: loaded afresh
+        ungranted = await h.execute(code, tools=[])  # same code, same worker, no tool: loaded afresh
         again = await h.execute(code, tools=["crypto"])
         tampered = await h.execute("export default () => { crypto.randomUUID = () => 'x'; return 1; }",
                                    tools=["crypto"])

@@ -113,7 +113,7 @@ async def test_operator_tools_sync_and_async_are_globals_of_code_that_asks_and_a
         assert out.result == {"w": {"city": "Oslo", "temp": 21, "unit": "F"}, "l": {"key": "k", "found": True},
                               "c": "function"}
         # Not asked for: neither the global nor the built-in tool is there.
-        bare = await h.execute("export default () => [typeof weather, typeof crypto]")
+        bare = await h.execute("export default () => [typeof weather, typeof crypto]", tools=[])
         assert bare.result == ["undefined", "undefined"], bare.logs
     lines = audit(state, "execute.tool")
     assert [(x["tool"], x["outcome"]) for x in lines] == [("weather", "ok"), ("lookup", "ok")]

@@ -114,3 +114,40 @@ async def test_integers_past_the_safe_range_reach_the_code_as_json_parse_reads_t
     assert out["ok"] is True, out
     assert out["result"] == ["number", float(big) * 2, "number", "Infinity", 7]  # before: TypeError (bigint)
     assert called == {"ok": True, "result": ["number", "-1234567890123456800"]}
+
+
+@pytest.mark.parametrize("anyio_backend", ["asyncio"])  # aiohttp
+async def test_the_isolate_readmes_tool_pairs_are_served(make_host, tmp_path):
+    """Isolate's README gives tools as `[name, settings]` (`(string | [string, object])[]`):
+    each such request was a 400 "Expected `str`, got `array`". Bodies as its README has them."""
+    import sqlite3
+
+    db = tmp_path / "app.sqlite"
+    with sqlite3.connect(db) as c:
+        c.execute("CREATE TABLE users (id INTEGER PRIMARY KEY, name TEXT)")
+        c.execute("INSERT INTO users (name) VALUES ('Alice'), ('Bob')")
+    code_db = ("export default async function() { const users = await db.users.select().limit(10); "
+               "return { total: users.length, users: users.map(u => ({ id: u.id, name: u.name })) }; }")
+    async with make_host(execute=ExecuteConfig(min_workers=1, max_workers=1, database=str(db))) as h, \
+            served(h, enable_execute=True) as (_, http):
+        async def execute(body: dict) -> tuple[int, dict]:
+            async with http.post("/execute", json=body) as r:
+                return r.status, await r.json()
+
+        limited = await execute({
+            "code": "export default function() { const uuid = crypto.randomUUID(); const bytes = new Uint8Array(8); "
+                    "crypto.getRandomValues(bytes); return { uuid, bytes: Array.from(bytes) }; }",
+            "tools": [["crypto", {"limit": 1024, "methods": ["randomUUID", "getRandomValues"]}]]})
+        hosts = await execute({"code": code_db, "tools": [["db", {"hosts": ["replica.db.example.com:5432"]}]]})
+        mixed = await execute({"code": "export default () => [typeof crypto.subtle, typeof channel, typeof db]",
+                               "tools": [["crypto", {"subtle": False}], "channel",
+                                         ["db", {"hosts": ["replica.db.internal:5432"]}]]})
+        wrong = await execute({"code": "export default () => 1", "tools": ["crypto", ["crypto", {"subtel": False}]]})
+    assert limited[0] == 200 and limited[1]["ok"] is True, limited
+    assert len(limited[1]["result"]["bytes"]) == 8
+    assert hosts[1]["ok"] is True and hosts[1]["result"] == {
+        "total": 2, "users": [{"id": 1, "name": "Alice"}, {"id": 2, "name": "Bob"}]}, hosts
+    assert mixed[1]["result"] == ["undefined", "object", "object"], mixed
+    assert wrong[0] == 400
+    assert wrong[1]["error"]["message"] == ("tools[1]: 'crypto' takes no setting 'subtel'; "
+                                            "its settings are subtle, limit, methods"), wrong

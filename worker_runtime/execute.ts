@@ -12,12 +12,12 @@ import { importError } from "./errors.ts";
 import { harden, loadVm, nextExecution, prepareSpare } from "./isolate.ts";
 import { ownerOf, setRunning } from "./lockdown.ts";
 import {
-  cryptoSettings,
   hostToolNames,
   makeCryptoTool,
   makeDbTool,
   makeHostTool,
   moduleTools,
+  narrowedCrypto,
   readToolSettings,
   setupModuleTool,
 } from "./tools.ts";
@@ -64,7 +64,8 @@ export function onExecute(msg: Msg): void {
   // Its own context: its own globals and intrinsics, console, timers and tools (isolate.ts).
   // crypto and db are bindings for every execution, undefined unless it asked for the tool.
   const globals: Record<string, unknown> = { console: makeConsole(state), crypto: undefined, db: undefined };
-  if (state.tools.has("crypto")) globals.crypto = makeCryptoTool(cryptoSettings, state);
+  const settings = (msg.tool_settings ?? {}) as Record<string, unknown>;
+  if (state.tools.has("crypto")) globals.crypto = makeCryptoTool(narrowedCrypto(settings.crypto), state);
   if (state.tools.has("db") || state.tools.has("db:write")) globals.db = makeDbTool(state);
   if (state.tools.has("channel")) globals.channel = _channel;
   for (const name of state.tools) if (hostToolNames.has(name)) globals[name] = makeHostTool(name, state);

@@ -78,6 +78,20 @@ export function makeHostTool(name: string, state: CallState): unknown {
   });
 }
 
+/** The crypto settings of one execution: the operator's, narrowed by what its request said
+ * (the host computes them, `execute.tool_settings.crypto`; applied here only ever narrowing). */
+export function narrowedCrypto(given: unknown): CryptoToolSettings {
+  if (given === null || typeof given !== "object") return cryptoSettings;
+  const g = given as Record<string, unknown>;
+  const methods = Array.isArray(g.methods) ? g.methods : cryptoSettings.methods;
+  return {
+    subtle: cryptoSettings.subtle && g.subtle !== false,
+    methods: cryptoSettings.methods.filter((m) => methods.includes(m)),
+    max_bytes: typeof g.max_bytes === "number" ? Math.min(g.max_bytes, cryptoSettings.max_bytes) : cryptoSettings.max_bytes,
+    max_ops: cryptoSettings.max_ops,
+  };
+}
+
 /** The crypto tool of one execution: only the allowed methods, each use counted against it;
  * dead once it settled. */
 export function makeCryptoTool(settings: CryptoToolSettings, state: CallState): unknown {
@@ -146,7 +160,12 @@ type DbQuery = {
 };
 
 const COLUMN = Symbol("db.column");
+const TABLE = Symbol("db.table");
+const ORDER = Symbol("db.order");
 type ColumnRef = { readonly [COLUMN]: string };
+type Ordering = { readonly [ORDER]: [string, "asc" | "desc"] };
+/** Result keys to rename (Drizzle's `select({ alias: db.users.id })`): [alias, column] pairs. */
+type Rename = [string, string][];
 
 function columnName(c: unknown): unknown {
   return c !== null && typeof c === "object" && COLUMN in c ? (c as ColumnRef)[COLUMN] : c;
@@ -183,7 +202,34 @@ const OPERATORS = Object.freeze({
   and: (...conds: unknown[]): Cond => ["and", ...conds.filter((c) => c !== undefined).map(condition)],
   or: (...conds: unknown[]): Cond => ["or", ...conds.filter((c) => c !== undefined).map(condition)],
   not: (cond: unknown): Cond => ["not", condition(cond)],
+  between: (column: unknown, low: unknown, high: unknown): Cond =>
+    ["and", ["gte", columnName(column), dbValue(low)], ["lte", columnName(column), dbValue(high)]],
+  notBetween: (column: unknown, low: unknown, high: unknown): Cond =>
+    ["or", ["lt", columnName(column), dbValue(low)], ["gt", columnName(column), dbValue(high)]],
+  asc: (column: unknown): Ordering => Object.freeze({ [ORDER]: [columnName(column) as string, "asc"] }),
+  desc: (column: unknown): Ordering => Object.freeze({ [ORDER]: [columnName(column) as string, "desc"] }),
 });
+
+function tableName(t: unknown): string {
+  const name = t !== null && (typeof t === "object" || typeof t === "function") ? (t as Record<symbol, unknown>)[TABLE] : undefined;
+  if (typeof name !== "string") throw new TypeError("db.query: from(), insert(), update() and delete() take a table (db.users)");
+  return name;
+}
+
+/** Drizzle's fields (`{ alias: db.users.id }`) as columns, and how to rename them in each row. */
+function fieldsOf(fields: unknown): { columns?: string[]; rename?: Rename } {
+  if (fields === undefined) return {};
+  if (fields === null || typeof fields !== "object" || Array.isArray(fields)) {
+    throw new TypeError("db.query: select() and returning() take nothing or an object of fields ({ id: db.users.id })");
+  }
+  const rename: Rename = Object.entries(fields).map(([alias, c]) => [alias, columnName(c) as string]);
+  return { columns: rename.map(([, c]) => c), rename: rename.some(([a, c]) => a !== c) ? rename : undefined };
+}
+
+function renamed(rows: unknown, rename: Rename | undefined): unknown {
+  if (!rename || !Array.isArray(rows)) return rows;
+  return rows.map((row) => Object.fromEntries(rename.map(([alias, c]) => [alias, (row as Record<string, unknown>)[c]])));
+}
 
 function runDb(state: CallState, op: string, args: unknown[]): Promise<unknown> {
   if (state.settled) return Promise.reject(new TypeError(`db: the execution that owned this tool has ended`));
@@ -194,19 +240,27 @@ function runDb(state: CallState, op: string, args: unknown[]): Promise<unknown> 
 class DbStatement implements PromiseLike<unknown> {
   #query: DbQuery;
   #state: CallState;
-  constructor(state: CallState, query: DbQuery) {
+  #rename: Rename | undefined;
+  constructor(state: CallState, query: DbQuery, rename?: Rename) {
     this.#state = state;
     this.#query = query;
+    this.#rename = rename;
   }
-  #with(extra: Partial<DbQuery>): DbStatement {
-    return new DbStatement(this.#state, { ...this.#query, ...extra });
+  #with(extra: Partial<DbQuery>, rename = this.#rename): DbStatement {
+    return new DbStatement(this.#state, { ...this.#query, ...extra }, rename);
   }
+  /** A condition; `undefined` adds none (as Drizzle's `where(ok ? eq(...) : undefined)`). */
   where(cond: unknown): DbStatement {
+    if (cond === undefined) return this;
     const c = condition(cond);
     return this.#with({ where: this.#query.where ? ["and", this.#query.where, c] : c });
   }
-  orderBy(column: unknown, direction: "asc" | "desc" = "asc"): DbStatement {
-    return this.#with({ order_by: [...(this.#query.order_by ?? []), [columnName(column) as string, direction]] });
+  /** `orderBy("id", "desc")`, or Drizzle's `orderBy(desc(db.users.id), db.users.name)`. */
+  orderBy(...by: unknown[]): DbStatement {
+    const order: [string, string][] = by.length === 2 && typeof by[1] === "string"  // Drizzle takes no strings
+      ? [[columnName(by[0]) as string, by[1]]]
+      : by.map((o) => o !== null && typeof o === "object" && ORDER in o ? (o as Ordering)[ORDER] : [columnName(o) as string, "asc"]);
+    return this.#with({ order_by: [...(this.#query.order_by ?? []), ...order] });
   }
   limit(n: number): DbStatement {
     return this.#with({ limit: n });
@@ -215,14 +269,40 @@ class DbStatement implements PromiseLike<unknown> {
     return this.#with({ offset: n });
   }
   returning(...columns: unknown[]): DbStatement {
+    if (columns.length === 1 && columns[0] !== null && typeof columns[0] === "object" && !Array.isArray(columns[0]) &&
+      !(COLUMN in columns[0])) {
+      const { columns: cols, rename } = fieldsOf(columns[0]);  // Drizzle's returning({ id: db.users.id })
+      return this.#with({ returning: cols }, rename);
+    }
     return this.#with({ returning: columns.length ? columns.flat().map(columnName) as string[] : true });
   }
   then<A = unknown, B = never>(
     onFulfilled?: ((value: unknown) => A | PromiseLike<A>) | null,
     onRejected?: ((reason: unknown) => B | PromiseLike<B>) | null,
   ): Promise<A | B> {
-    return runDb(this.#state, "db.query", [this.#query]).then(onFulfilled, onRejected);
+    const rename = this.#rename;
+    return runDb(this.#state, "db.query", [this.#query]).then((rows) => renamed(rows, rename)).then(onFulfilled, onRejected);
   }
+  catch<B = never>(onRejected?: ((reason: unknown) => B | PromiseLike<B>) | null): Promise<unknown> {
+    return this.then(undefined, onRejected);
+  }
+  finally(onFinally?: (() => void) | null): Promise<unknown> {
+    return this.then().finally(onFinally);
+  }
+  /** Drizzle's `execute()`: runs it, as awaiting does. */
+  execute(): Promise<unknown> {
+    return this.then();
+  }
+}
+// Drizzle's methods the db tool does not have: a clear refusal, not "is not a function".
+for (const name of ["leftJoin", "rightJoin", "innerJoin", "fullJoin", "groupBy", "having", "onConflictDoNothing",
+  "onConflictDoUpdate", "prepare", "toSQL", "$dynamic"]) {
+  Object.defineProperty(DbStatement.prototype, name, {
+    value() {
+      throw new TypeError(`db: ${name}() is not supported; one table per query, with where, orderBy, limit, ` +
+        "offset and returning (docs/execute.md)");
+    },
+  });
 }
 
 interface FindOptions {
@@ -260,23 +340,59 @@ function tableApi(state: CallState, table: string, tx: number | undefined) {
   // Any other name is a column of the table: `eq(db.users.id, 1)`.
   return new Proxy(Object.freeze(api), {
     get: (target, key) =>
-      typeof key !== "string" || key === "then" ? undefined
+      key === TABLE ? table
+      : typeof key !== "string" || key === "then" ? undefined
       : TABLE_METHODS.has(key) ? target[key] : Object.freeze({ [COLUMN]: key }),
   });
+}
+
+/** `db.query`: the seed's Drizzle instance, its core query builder over the same statements
+ * (`db.query.select().from(db.users).where(eq(db.users.id, 1))`, `db.query.insert(db.users)
+ * .values(row).returning()`, `update(t).set({...}).where(...)`, `delete(t).where(...)`) and its
+ * relational queries (`db.query.query.users.findMany({...})`). */
+function queryBuilder(state: CallState, tx: number | undefined, transaction: unknown, rollback: unknown): unknown {
+  const on = (table: unknown): DbQuery => tx === undefined ? { table: tableName(table) } : { table: tableName(table), tx };
+  const own: Record<string, unknown> = {
+    select: (fields?: unknown) => {
+      const { columns, rename } = fieldsOf(fields);
+      return Object.freeze({ from: (table: unknown) => new DbStatement(state, { ...on(table), columns }, rename) });
+    },
+    insert: (table: unknown) => {
+      const q = on(table);
+      return Object.freeze({
+        values: (v: unknown) => new DbStatement(state, { ...q, op: "insert", values: Array.isArray(v) ? v : [v] }),
+      });
+    },
+    update: (table: unknown) => {
+      const q = on(table);
+      return Object.freeze({ set: (v: unknown) => new DbStatement(state, { ...q, op: "update", values: v }) });
+    },
+    delete: (table: unknown) => new DbStatement(state, { ...on(table), op: "delete" }),
+    query: new Proxy(Object.freeze({}), {
+      get: (_t, key) => typeof key !== "string" || key === "then" ? undefined : tableApi(state, key, tx),
+    }),
+    execute: () => {
+      throw new TypeError("db.query.execute: execute code sends no SQL; build the query (docs/execute.md)");
+    },
+  };
+  if (transaction) own.transaction = transaction;
+  if (rollback) own.rollback = rollback;
+  return Object.freeze(own);
 }
 
 class TransactionRollbackError extends Error {
   override name = "TransactionRollbackError";
 }
 
-function makeDb(state: CallState, tx: number | undefined): unknown {
-  const transaction = async (fn: (tx: unknown) => unknown): Promise<unknown> => {
+function makeDb(state: CallState, tx: number | undefined, drizzle = false): unknown {
+  // db.transaction's tx is a db; db.query.transaction's (Drizzle's) is a db.query
+  const transaction = (asQuery: boolean) => async (fn: (tx: unknown) => unknown): Promise<unknown> => {
     if (tx !== undefined) throw new TypeError("db.transaction: transactions do not nest");
     if (typeof fn !== "function") throw new TypeError("db.transaction takes an async function (tx) => ...");
     const id = (await runDb(state, "db.begin", [])) as number;
     let out: unknown;
     try {
-      out = await fn(makeDb(state, id));
+      out = await fn(makeDb(state, id, asQuery));
     } catch (e) {
       await runDb(state, "db.rollback", [id]).catch(() => {});
       throw e;
@@ -287,8 +403,10 @@ function makeDb(state: CallState, tx: number | undefined): unknown {
   const rollback = () => {
     throw new TransactionRollbackError("db.transaction: rolled back");
   };
-  const own: Record<string, unknown> = { operators: OPERATORS };
-  if (tx === undefined) own.transaction = transaction;
+  const query = queryBuilder(state, tx, tx === undefined && transaction(true), tx !== undefined && rollback);
+  if (drizzle) return query;
+  const own: Record<string, unknown> = { operators: OPERATORS, query };
+  if (tx === undefined) own.transaction = transaction(false);
   else own.rollback = rollback;
   return new Proxy(Object.freeze(own), {
     get: (target, key) =>

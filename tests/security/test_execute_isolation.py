@@ -130,7 +130,7 @@ async def test_tools_belong_to_the_execution_that_asked_for_them(make_host):
     };"""
     async with make_host(execute=ONE_WORKER) as h:
         a = await h.execute(keeper, tools=["crypto"])
-        b = await h.execute("export default () => [typeof crypto, typeof db, typeof channel]")
+        b = await h.execute("export default () => [typeof crypto, typeof db, typeof channel]", tools=[])
         c = await h.execute("export default () => crypto.randomUUID().length", tools=["crypto"])
         r = await h.execute(redefiner, tools=["crypto"])
         d = await h.execute("export default () => crypto.randomUUID()", tools=["crypto"])
