@@ -8,6 +8,7 @@ of the command's own."""
 from __future__ import annotations
 
 import argparse
+import re
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,8 +28,9 @@ from .errors import HostError
 from .logs import escape
 from .plugins.discovery import USAGE_SUFFIX
 from .plugins.host_lists import switch_store
+from .plugins.manifest import url_host
 from .plugins.usage_scripts import discover_sources
-from .security.permissions import BIDI, CONTROL
+from .security.permissions import BIDI, CONTROL, internal_host, split_host_port
 from .security.private_files import PLUGINS_DIR, os_failure, write_private
 
 if TYPE_CHECKING:
@@ -70,6 +72,16 @@ def _name(f: Found, used: set[str], plugins: set[str], stations: dict[str, str |
         candidate, n = f"{base}-{n}", n + 1
 
 
+_URL = re.compile(r"https?://[^\s\"'`{}]{1,300}")
+
+
+def _inside(f: Found) -> str | None:
+    """A loopback or private host ``f``'s query may reach (its baseUrl, or a URL its script
+    writes out), or None."""
+    urls = [f.values.get("baseUrl")] + (_URL.findall(f.script[:65536]) if f.script else [])
+    return next((h for u in urls if (h := url_host(u)) and internal_host(split_host_port(h)[0])), None)
+
+
 def import_plan(args: argparse.Namespace, config: HostConfig) -> Plan:
     """Read the cc-switch file, name what it becomes, and print the plan."""
     target = config.plugin_dirs[0]
@@ -107,6 +119,11 @@ def import_plan(args: argparse.Namespace, config: HostConfig) -> Plan:
                      ", ".join(sorted(f.values)) or "none", action])
         if f.note:
             notes.append(f"{f.id}: {f.note.replace('ID', f.id)}")
+        if (where := _inside(f)) and not config.allow_private_network_for(pid := f.plugin or f.id):
+            notes.append(f"{f.id}: its station is at {escape(where)}, a loopback or private address, which cc-switch "
+                         f"reaches and this host refuses until the operator allows it: [plugins.{pid}] "
+                         f"allow_private_network = true in host.toml, or the dashboard's offer "
+                         f"(POST /api/plugins/{pid}/private-network)")
         if f.interval is not None:
             notes.append(f"{f.id}: cc-switch queried it by itself every {f.interval} min (autoQueryInterval); "
                          "not carried over: this host asks a station when asked (the dashboard, "

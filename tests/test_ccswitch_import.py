@@ -418,3 +418,29 @@ def test_a_deep_link_imports_its_usage_script_as_cc_switch_would(plugin_dir, tmp
                   cwd=tmp_path)
     assert out.returncode == 1 and "copy the whole link again" in out.stderr, out.stdout + out.stderr
     assert "Traceback" not in out.stderr and SECRET not in out.stdout + out.stderr
+
+
+def test_a_station_on_a_loopback_or_private_address_is_said_in_the_plan(plugin_dir, tmp_path):
+    """cc-switch reaches a local proxy (`http://127.0.0.1:8095`, as lingma-proxy's script tells
+    its users); this host refuses loopback and private addresses until the operator allows them,
+    so the first `balances` after the import failed with nothing in the plan saying why. The
+    plan names the station, the address and the setting; a public one, or one already allowed,
+    gets no note."""
+    def env(url: str) -> dict:
+        return {"env": {"ANTHROPIC_AUTH_TOKEN": "k", "ANTHROPIC_BASE_URL": url}}
+
+    literal = GENERIC.replace("{{baseUrl}}", "http://10.1.2.3:3000")
+    db = tmp_path / "cc-switch.db"
+    write_db(db, [("a", "claude", "Local Proxy", env("http://127.0.0.1:8095"), usage(GENERIC)),
+                  ("b", "claude", "Public", env("https://relay.example"), usage(GENERIC)),
+                  ("c", "claude", "Lan", env("https://relay.example"), usage(literal)),
+                  ("d", "claude", "Allowed", env("http://localhost:9000"), usage(GENERIC))])
+    (tmp_path / "host.toml").write_text("[plugins.allowed]\nallow_private_network = true\n")
+    common = ["--plugins", str(plugin_dir.root), "--state-dir", str(tmp_path / "state"), "--dry-run",
+              "--config", "host.toml"]
+    plan = run_cli("import-cc-switch", "--db", str(db), *common, cwd=tmp_path)
+    assert plan.returncode == 0, plan.stderr
+    notes = [line for line in plan.stdout.splitlines() if "private address" in line]
+    assert [n.split(", a loopback")[0] for n in notes] == [
+        "note: local-proxy: its station is at 127.0.0.1:8095", "note: lan: its station is at 10.1.2.3:3000"], plan.stdout
+    assert "[plugins.local-proxy] allow_private_network = true" in notes[0], notes

@@ -304,7 +304,7 @@ class Permissions(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True
             if len(self.net) > max_net_hosts:
                 out.append(f"net: {len(self.net)} hosts, more than {max_net_hosts}")
             for entry in self.net:
-                if _is_internal(split_host_port(entry)[0]):
+                if internal_host(split_host_port(entry)[0]):
                     out.append(f"net: {entry!r} is a loopback or private address")
         if self.allow_private_network:
             out.append("allowPrivateNetwork: loopback, private and metadata addresses are reachable")
@@ -333,7 +333,7 @@ def split_host_port(entry: str) -> tuple[str, str | None]:
     return entry, None
 
 
-def _is_internal(host: str) -> bool:
+def internal_host(host: str) -> bool:
     """A host named in a grant that points inside: ``localhost`` names, or an address or range
     the standard library calls private, loopback, link-local or unspecified, or CGNAT. (Wider
     than ``is_internal``, which decides connections: a finding only warns.)"""
