@@ -20,6 +20,8 @@ HEADER = struct.Struct(">I")
 # Functions a plugin may export (the ``ready`` message's exports and signatures): each costs the
 # host memory and load time (100,000 of them: 48 MB and 7 s), and no plugin needs so many.
 MAX_EXPORTS = 1000
+MAX_EXPORT_NAME = 256  # characters: a name is in every listing (/api/plugins, each 2 s) and metric label
+ExportName = Annotated[str, msgspec.Meta(max_length=MAX_EXPORT_NAME)]
 # Lifecycle hooks: the ``Hook`` message's name -> the export it runs.
 HOOKS = {"start": "onStart", "stop": "onStop", "config_change": "onConfigChange"}
 
@@ -79,8 +81,8 @@ class Signature(msgspec.Struct, omit_defaults=True):
 class Ready(_Msg, tag="ready"):
     metadata: Any = None
     # bounded as they are decoded: a longer list is a bad frame before it costs the host anything
-    exports: Annotated[list[str], msgspec.Meta(max_length=MAX_EXPORTS)] = []
-    signatures: Annotated[dict[str, Signature], msgspec.Meta(max_length=MAX_EXPORTS)] = {}
+    exports: Annotated[list[ExportName], msgspec.Meta(max_length=MAX_EXPORTS)] = []
+    signatures: Annotated[dict[ExportName, Signature], msgspec.Meta(max_length=MAX_EXPORTS)] = {}
     error: ErrorInfo | None = None
 
 

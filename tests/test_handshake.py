@@ -284,6 +284,20 @@ async def test_answer_that_arrived_before_a_bad_frame_still_settles_its_call(hos
     assert gone(worker.pid)
 
 
+async def test_a_ready_naming_an_export_longer_than_the_cap_is_refused_as_it_is_decoded(hostile, tmp_path):
+    # The host's own bound (protocol.MAX_EXPORT_NAME, 256), whatever the runtime checks.
+    runtime = hostile("""
+        await connect();
+        await write(hello());
+        await readFrame();
+        await write(frame({ type: "ready", metadata: null, exports: ["f", "x".repeat(257)] }));
+        stayAlive();
+    """)
+    err, worker, elapsed = await start_fails(runtime, hostile_spec(tmp_path))
+    assert isinstance(err, HandshakeError) and "length <= 256" in err.message and "$.exports" in err.message, err
+    assert elapsed < 3.0 and gone(worker.pid)
+
+
 async def test_a_ready_listing_more_exports_than_the_cap_is_refused_as_it_is_decoded(hostile, tmp_path):
     # The host's own bound (protocol.MAX_EXPORTS, 1,000), whatever the runtime counts: before, a
     # ready frame's exports and signatures were bounded only by the frame size (100,000 of them

@@ -331,3 +331,21 @@ async def test_a_plugin_exporting_more_functions_than_the_cap_is_refused_at_load
         assert f"exports {MAX_EXPORTS + 1} functions, more than the {MAX_EXPORTS}" in (info.error or ""), info.error
         assert h.plugin("enough").state == "running" and len(h.plugin("enough").exports) == MAX_EXPORTS
         assert await h.call("enough", f"f{MAX_EXPORTS - 1}") == MAX_EXPORTS - 1
+
+
+async def test_a_plugin_exporting_a_function_with_an_overlong_name_is_refused_at_load(plugin_dir, make_host):
+    """`export { f as "<7,000 characters>" }` (an ES2022 string export name), 1,000 times: it
+    loaded, and every GET /api/plugins (the dashboard's, each 2 s) was 7 MB (helper-88's
+    finding). A function's name is at most 256 characters (host.protocol.MAX_EXPORT_NAME)."""
+    head = 'export const metadata = { id: "NAME", name: "NAME", version: "1.0.0", apiVersion: "1.0" };\n'
+    plugin_dir.add("names.js", head.replace("NAME", "names") + 'function f() { return 1; }\nexport { f as "'
+                   + "n" * 7000 + '" };\nexport const data = { ["' + "d" * 7000 + '"]: 1 };\n')
+    plugin_dir.add("edge.js", head.replace("NAME", "edge") + 'function f() { return 2; }\nexport { f as "'
+                   + "e" * 256 + '" };\n')
+    async with make_host() as h:
+        info = h.plugin("names")
+        assert info.state == "error", info
+        assert 'exports a function named "nnnnnnnnnn' in (info.error or "") and "7000 characters long: at most 256" \
+            in (info.error or ""), info.error
+        assert h.plugin("edge").state == "running"
+        assert await h.call("edge", "e" * 256) == 2

@@ -59,6 +59,7 @@ import {
 } from "./wire.ts";
 
 const PPID_POLL_MS = 500;
+const MAX_EXPORT_NAME = 256; // host/protocol.py MAX_EXPORT_NAME: a longer one is a bad frame there
 
 installGlobals(); // before any plugin code is imported
 
@@ -201,9 +202,14 @@ function exportedFunctions(mod: Record<string, unknown>, module: string): Record
   let count = 0;
   for (const k of Object.keys(mod)) {
     try {
-      if (typeof mod[k] === "function") count++;
+      if (typeof mod[k] !== "function") continue;
     } catch {
-      // an export still in its temporal dead zone
+      continue; // an export still in its temporal dead zone
+    }
+    count++;
+    if (k.length > MAX_EXPORT_NAME) {  // `export { f as "..." }`: every listing and metric would carry it
+      throw new RangeError(`${module} exports a function named "${k.slice(0, 40)}...", ${k.length} characters ` +
+        `long: at most ${MAX_EXPORT_NAME}`);
     }
   }
   if (count > limits.max_exports) {
