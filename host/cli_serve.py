@@ -92,6 +92,7 @@ async def _serve(args: argparse.Namespace, config: HostConfig, notifier: Notifie
                      enable_execute=srv.enable_execute, max_body=srv.max_body_bytes,
                      allowed_hosts=srv.allowed_hosts, body_timeout=srv.body_timeout)
     limits = {"header_timeout": srv.header_timeout, "keepalive_timeout": srv.keepalive_timeout,
+              "send_timeout": srv.send_timeout,
               "max_connections": connection_cap(srv.max_connections), "handle_signals": False, "shutdown_timeout": srv.shutdown_grace}
     runner = Runner(app, **limits)
     # The control socket: the CLI's changes go through this server (no token: the socket is 0600).

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import errno
+import fcntl
 import hashlib
 import hmac
 import ipaddress
@@ -16,6 +17,8 @@ import logging
 import os
 import socket
 import stat
+import struct
+import termios
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 from urllib.parse import urlsplit
@@ -30,6 +33,7 @@ log = logging.getLogger("host.server")
 IDENTITY = ("", "identity")  # the only Content-Encoding a request body may have
 SLOW_HEAD = 1.0  # seconds a connection may take over its head before it may give its slot up
 OVERDUE_CHECK = 0.25  # seconds between checks of a head overdue while its connection still answers
+SEND_STEP = 64 * 1024  # bytes of a waiting answer a client must take every send_timeout seconds
 LOOPBACK_NAMES = frozenset({"localhost", "127.0.0.1", "::1"})
 
 
@@ -175,6 +179,13 @@ class HeadDeadline(web.RequestHandler):
     another when it needs one), or itself when there is none: idle or slow clients cannot take every file descriptor
     the host has (its workers need some too), nor every slot.
 
+    An answer the client does not take is not held: while the connection's write buffer is
+    over its high-water mark (aiohttp then waits for it to drain), the client must take
+    ``SEND_STEP`` bytes of it (or all that is left) every ``send_timeout`` seconds, else the
+    connection is aborted and the buffer freed. Before, a client that sent a request and never
+    read held the whole answer in the host's memory for as long as it kept the connection
+    open (20 such clients of a 6 MiB answer: +240 MiB), past every other deadline.
+
     A request aiohttp cannot parse is answered in JSON like every other error and logged in
     one debug line (not a traceback at ERROR for each: a client could fill the log).
 
@@ -188,12 +199,17 @@ class HeadDeadline(web.RequestHandler):
     which its own keep-alive check and request loop use;
     tests/security/test_http_hardening.py fails if an upgrade changes them.)"""
 
-    __slots__ = ("_body", "_body_counted", "_born", "_head_timer", "_header_timeout", "_max_connections", "on_lost")
+    __slots__ = ("_body", "_body_counted", "_born", "_head_timer", "_header_timeout", "_max_connections",
+                 "_send_timeout", "_send_timer", "_sent_left", "on_lost")
 
-    def __init__(self, manager: web.Server, *, header_timeout: float, max_connections: int, **kwargs: Any) -> None:
+    def __init__(self, manager: web.Server, *, header_timeout: float, max_connections: int,
+                 send_timeout: float = 30.0, **kwargs: Any) -> None:
         super().__init__(manager, **kwargs)
         self._header_timeout = header_timeout
         self._max_connections = max_connections
+        self._send_timeout = send_timeout
+        self._send_timer: asyncio.TimerHandle | None = None
+        self._sent_left = 0  # the write buffer's size when the send timer was last set
         self._head_timer: asyncio.TimerHandle | None = None
         # the payload of the last request head parsed (its body), and whether its length is known
         # (Content-Length: its bytes are the data's; chunked framing is not counted)
@@ -232,8 +248,48 @@ class HeadDeadline(web.RequestHandler):
         elif data and self._head_timer is None and self._next_head_bytes(data, body, had):
             self._head_timer = self._loop.call_later(self._header_timeout, self._head_overdue)
 
+    def pause_writing(self) -> None:
+        super().pause_writing()
+        if self._send_timer is None and self.transport is not None:
+            self._sent_left = self._waiting(self.transport)
+            self._send_timer = self._loop.call_later(self._send_timeout, self._send_overdue)
+
+    @staticmethod
+    def _waiting(transport: asyncio.Transport) -> int:
+        """Bytes of answers the client has not taken: the transport's buffer and the kernel's
+        send queue (which may hold megabytes and frees room for the transport only in steps)."""
+        size = transport.get_write_buffer_size()
+        sock = transport.get_extra_info("socket")
+        with contextlib.suppress(OSError, AttributeError, ValueError, TypeError):
+            size += struct.unpack("i", fcntl.ioctl(sock.fileno(), termios.TIOCOUTQ, b"\0\0\0\0"))[0]
+        return size
+
+    def resume_writing(self) -> None:
+        super().resume_writing()
+        self._stop_send_timer()
+
+    def _send_overdue(self) -> None:
+        self._send_timer = None
+        transport = self.transport
+        if transport is None or not self._paused:
+            return
+        left = self._waiting(transport)
+        if self._sent_left - left >= min(SEND_STEP, self._sent_left):  # it reads, if slowly: another window
+            self._sent_left = left
+            self._send_timer = self._loop.call_later(self._send_timeout, self._send_overdue)
+            return
+        log.debug("aborting a connection whose client took under %d of the %d bytes waiting for it in %gs "
+                  "(server.send_timeout)", SEND_STEP, left, self._send_timeout)
+        transport.abort()  # close() would wait for the buffer to drain, which is what does not happen
+
+    def _stop_send_timer(self) -> None:
+        if self._send_timer is not None:
+            self._send_timer.cancel()
+            self._send_timer = None
+
     def connection_lost(self, exc: BaseException | None) -> None:
         self._stop_head_timer()
+        self._stop_send_timer()
         super().connection_lost(exc)
         lost, self.on_lost = self.on_lost, set()
         for callback in lost:
@@ -308,35 +364,39 @@ def until_gone(request: web.BaseRequest) -> Iterator[anyio.CancelScope]:
 class DeadlineServer(web.Server):
     """aiohttp's low-level server with ``HeadDeadline`` connections."""
 
-    def __init__(self, *args: Any, header_timeout: float, max_connections: int, **kwargs: Any) -> None:
+    def __init__(self, *args: Any, header_timeout: float, max_connections: int, send_timeout: float = 30.0,
+                 **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._header_timeout = header_timeout
         self._max_connections = max_connections
+        self._send_timeout = send_timeout
 
     def __call__(self) -> web.RequestHandler:
         return HeadDeadline(self, loop=self._loop, header_timeout=self._header_timeout,
-                            max_connections=self._max_connections, **self._kwargs)
+                            max_connections=self._max_connections, send_timeout=self._send_timeout, **self._kwargs)
 
 
 class Runner(web.AppRunner):
     """``web.AppRunner`` whose connections must deliver each request head within
     ``header_timeout`` seconds (``server.header_timeout``), at most ``max_connections`` of
-    them open at once, idle ones kept ``keepalive_timeout`` seconds, bodies never inflated."""
+    them open at once, idle ones kept ``keepalive_timeout`` seconds, answers taken at a pace
+    (``send_timeout``), bodies never inflated."""
 
-    __slots__ = ("_header_timeout", "_max_connections")
+    __slots__ = ("_header_timeout", "_max_connections", "_send_timeout")
 
     def __init__(self, app: web.Application, *, header_timeout: float, max_connections: int = 1024,
-                 keepalive_timeout: float = 30.0, **kwargs: Any) -> None:
+                 keepalive_timeout: float = 30.0, send_timeout: float = 30.0, **kwargs: Any) -> None:
         super().__init__(app, keepalive_timeout=keepalive_timeout, auto_decompress=False, **kwargs)
         self._header_timeout = header_timeout
         self._max_connections = max_connections
+        self._send_timeout = send_timeout
 
     async def _make_server(self) -> web.Server:
         plain = await super()._make_server()  # runs the app's startup and freezes it
         return DeadlineServer(plain.request_handler, request_factory=plain.request_factory,
                        handler_cancellation=plain.handler_cancellation, loop=asyncio.get_running_loop(),
                        header_timeout=self._header_timeout, max_connections=self._max_connections,
-                       **self._kwargs)
+                       send_timeout=self._send_timeout, **self._kwargs)
 
 
 class PrivateUnixSite(web.UnixSite):

@@ -37,6 +37,8 @@ class ServerConfig(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=Tru
     header_timeout: Seconds = 10.0    # seconds a connection may take to send a request's head
     body_timeout: Seconds = 30.0      # seconds a request's whole body may take to arrive after its head
     keepalive_timeout: Seconds = 30.0  # seconds an idle kept-alive connection stays open
+    # seconds a client may take to accept each 64 KiB of an answer waiting for it (else aborted)
+    send_timeout: Seconds = 30.0
     # connections open at once; past it a new one closes the longest idle one (or itself)
     max_connections: Annotated[int, Meta(ge=1, le=1_000_000)] = 1024
     # host processes sharing the address and the state directory (serve --processes); "auto": one per core

@@ -590,3 +590,69 @@ async def test_a_request_with_expect_is_judged_before_anything_is_sent_back(calc
         continued, _, rest = answer.partition(b"\r\n\r\n")
         assert continued == b"HTTP/1.1 100 Continue" and rest.startswith(b"HTTP/1.1 200 "), answer[:200]
         assert json.loads(rest.partition(b"\r\n\r\n")[2]) == {"ok": True, "result": 3}
+
+
+@ASYNCIO_ONLY
+@pytest.mark.timeout(60)
+async def test_an_answer_the_client_does_not_take_is_not_held():
+    """A client that sends a request and never reads held the whole answer in the host's memory
+    for as long as it kept the connection open (helper-88: 20 such clients of a plugin's 6 MiB
+    answer, +240 MiB, past every deadline; GETs of logs or /api/plugins too, with a read token).
+    Each send_timeout the client must take 64 KiB of what waits for it, else the connection is
+    aborted and the buffer freed; one that reads slowly but steadily gets all of it."""
+    import asyncio
+
+    from aiohttp import web
+
+    from host.http_guard import Runner
+
+    body = b"x" * (6 << 20)
+
+    async def big(request: web.Request) -> web.Response:
+        return web.Response(body=body)
+
+    app = web.Application()
+    app.router.add_get("/big", big)
+    runner = Runner(app, header_timeout=5.0, send_timeout=0.5)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    request = f"GET /big HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n\r\n".encode()
+
+    def reader(stall: float, pause: float, step: int) -> int:
+        """Sends the request, takes nothing for ``stall`` seconds, then ``step`` bytes at most
+        every ``pause`` seconds; the bytes it got before the end (or a reset)."""
+        with socket.socket() as s:
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+            s.settimeout(20)
+            s.connect(("127.0.0.1", port))
+            s.sendall(request)
+            time.sleep(stall)
+            got = 0
+            while got <= len(body):
+                try:
+                    chunk = s.recv(step)
+                except ConnectionResetError:
+                    break
+                if not chunk:
+                    break
+                got += len(chunk)
+                time.sleep(pause)
+            return got
+
+    try:
+        stalled = asyncio.create_task(asyncio.to_thread(reader, 3.0, 0, 1 << 20))  # takes nothing for 3 s
+        deadline = time.monotonic() + 15
+        while not runner.server.connections and time.monotonic() < deadline:  # type: ignore[union-attr]
+            await asyncio.sleep(0.05)
+        while runner.server.connections and time.monotonic() < deadline:  # type: ignore[union-attr]
+            await asyncio.sleep(0.05)
+        gone = not runner.server.connections  # type: ignore[union-attr]
+        got_stalled = await stalled
+        steady = await asyncio.to_thread(reader, 0, 0.005, 16384)  # 16 KiB at most every 5 ms
+    finally:
+        await runner.cleanup()
+    assert gone, "the stalled connection was still open after 15 s"
+    assert got_stalled < len(body)  # it was cut off, not served
+    assert steady > len(body)  # head and the whole body
