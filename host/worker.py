@@ -533,7 +533,7 @@ class Worker:
                 raise self._handshake_failed(f"expected ready, got {type(msg).__name__}")
         if msg.error is not None:
             self.kill("load")
-            err = msg.error
+            err = self._checked_error(msg.error)  # capped here too: the runtime's caps are plugin code's to undo
             where = where_in(err.stack)  # a throw at the module's top level: say which line
             message = (import_advice(err, self._module, self._root) or commonjs_advice(err)
                        or extension_advice(err) or self._load_refusal(err) or err.message)

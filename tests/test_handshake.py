@@ -284,6 +284,25 @@ async def test_answer_that_arrived_before_a_bad_frame_still_settles_its_call(hos
     assert gone(worker.pid)
 
 
+async def test_a_load_error_is_capped_by_the_host_whatever_the_runtime_sent(hostile, tmp_path):
+    # The runtime caps an error's message and stack at 64 KiB, but it runs beside plugin code: a
+    # ready frame carrying a 6 MiB load error reached the plugin's state, every listing of it and
+    # the pattern that finds its place (helper-92's finding), uncapped.
+    runtime = hostile("""
+        await connect();
+        await write(hello());
+        await readFrame();
+        const big = "m".repeat(6 * 1024 * 1024);
+        await write(frame({ type: "ready", metadata: null, exports: [],
+                            error: { name: "Error", message: big, stack: "/" + big } }));
+        stayAlive();
+    """)
+    err, worker, _ = await start_fails(runtime, hostile_spec(tmp_path))
+    assert isinstance(err, PluginUnavailable) and "failed to load: Error: mmm" in err.message, err
+    assert len(err.message) < 70 * 1024 and "more characters" in err.message
+    assert gone(worker.pid)
+
+
 async def test_a_ready_naming_an_export_longer_than_the_cap_is_refused_as_it_is_decoded(hostile, tmp_path):
     # The host's own bound (protocol.MAX_EXPORT_NAME, 256), whatever the runtime checks.
     runtime = hostile("""
