@@ -22,10 +22,11 @@ from threading import get_ident
 from typing import Annotated, Any
 
 import msgspec
+from anyio.lowlevel import checkpoint
 from msgspec import Meta
 
 from .config_types import Port
-from .errors import MAX_TIMEOUT, InvalidArguments, check_timeout
+from .errors import MAX_TIMEOUT, HostError, InvalidArguments, check_timeout
 from .run_once import caller_check
 
 # A caller's deadline in seconds (InvalidConfig past its range, as ``check_timeout`` says).
@@ -173,11 +174,19 @@ def checking(fn: Callable[..., Any]) -> Callable[..., Any]:
 
         @functools.wraps(fn)
         async def wrapper_async(*args: Any, **kwargs: Any) -> Any:
-            once = getattr(args[0], "_once", None)
-            if once is not None and once.thread != get_ident():  # the entering thread, serving, passes at once
-                caller_check(args[0], where, any_time)
-            check(args, kwargs)
-            return await fn(*args, **kwargs)
+            try:
+                once = getattr(args[0], "_once", None)
+                if once is not None and once.thread != get_ident():  # the entering thread, serving, passes at once
+                    caller_check(args[0], where, any_time)
+                check(args, kwargs)
+                return await fn(*args, **kwargs)
+            except HostError:
+                # A refusal said at once (a disabled plugin, a bad argument) still lets the loop turn:
+                # a caller retrying in a loop starved every other task, its own timeout included.
+                # (Not in a forked child: its copy of the loop would poll the parent's sockets.)
+                if getattr(once, "state", None) != "forked":
+                    await checkpoint()
+                raise
         return wrapper_async
 
     @functools.wraps(fn)

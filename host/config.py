@@ -12,7 +12,7 @@ from msgspec import Meta
 
 from .balances.alerts import AlertsConfig
 from .balances.stations import StationConfig, check_station
-from .config_types import MAX_COUNT, Amount, Count, Delay, Seconds, checked
+from .config_types import MAX_COUNT, Amount, Count, Delay, Seconds, checked, nul_in
 from .errors import InvalidConfig
 from .execute_config import CryptoToolConfig, ExecuteConfig, check_execute
 from .plugins.dev import dev_entries
@@ -109,8 +109,10 @@ class WorkerLimits(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=Tru
 
     def __post_init__(self) -> None:
         # the host looks every heartbeat_interval for an answer within heartbeat_timeout: one not
-        # longer than the interval finds every idle worker silent and kills it at each look
-        if self.heartbeat_timeout <= self.heartbeat_interval:
+        # longer than the interval finds every idle worker silent and kills it at each look (a value
+        # that is no number is HostConfig's to refuse, naming the field: not a TypeError here)
+        numbers = all(type(v) in (int, float) for v in (self.heartbeat_timeout, self.heartbeat_interval))
+        if numbers and self.heartbeat_timeout <= self.heartbeat_interval:
             raise InvalidConfig(f"limits.heartbeat_timeout ({self.heartbeat_timeout:g} s) must be longer than "
                                 f"limits.heartbeat_interval ({self.heartbeat_interval:g} s), or every idle worker "
                                 "is taken for dead and killed; make it at least twice the interval")
@@ -324,6 +326,8 @@ class HostConfig(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True)
         # the range constraints of its fields (config_types) hold however it was made.
         # The other fields too: a section given as a str or None, a path as an int, were taken as
         # they came and failed later with an AttributeError (a pathlib.Path is a path: taken as str).
+        if where := nul_in(self, ""):
+            raise InvalidConfig(f"{where}: holds a NUL character (U+0000), which no path, name or setting may")
         for f in msgspec.structs.fields(self):
             value = _fspath(getattr(self, f.name))
             if f.name in KEYED and isinstance(value, dict):  # {id: section}
@@ -441,6 +445,17 @@ def _check_alerts(a: AlertsConfig) -> None:
         raise InvalidConfig("balances.alerts.command must be a non-empty list of strings (argv)")
 
 
+def checked_config(config: Any) -> HostConfig:
+    """What PluginHost was given, as a HostConfig (None: the defaults); anything else is
+    InvalidConfig (a path given for the config was an AttributeError; "" took the defaults)."""
+    if config is None:
+        return HostConfig()
+    if not isinstance(config, HostConfig):
+        raise InvalidConfig(f"PluginHost takes a HostConfig, as PluginHost(HostConfig(plugins_dir=...)) "
+                            f"(got {type(config).__name__})")
+    return config
+
+
 def _fspath(value: Any) -> Any:
     """A path object (or a list of them) as the str the field holds."""
     if isinstance(value, os.PathLike):
@@ -467,32 +482,9 @@ def _check_worker_limits(lim: WorkerLimits, where: str) -> None:
 
 
 __all__ = [
-    "CACHE_ALL",
-    "NEVER_CACHED",
-    "RETRYABLE",
-    "STORAGE_SCHEMES",
-    "check_storage",
-    "redact_uri",
-    "storage_failure",
-    "BalancesConfig",
-    "BreakerConfig",
-    "CacheConfig",
-    "EventsConfig",
-    "CryptoToolConfig",
-    "EgressConfig",
-    "UsageScriptConfig",
-    "StationConfig",
-    "ExecuteConfig",
-    "HealthConfig",
-    "ReloadConfig",
-    "HostConfig",
-    "Permissions",
-    "PluginSettings",
-    "PolicyConfig",
-    "PackagesConfig",
-    "PoolConfig",
-    "RateLimitConfig",
-    "RetryConfig",
-    "ServerConfig",
-    "WorkerLimits",
+    "CACHE_ALL", "checked_config", "NEVER_CACHED", "RETRYABLE", "STORAGE_SCHEMES", "check_storage",
+    "redact_uri", "storage_failure", "BalancesConfig", "BreakerConfig", "CacheConfig", "EventsConfig",
+    "CryptoToolConfig", "EgressConfig", "UsageScriptConfig", "StationConfig", "ExecuteConfig",
+    "HealthConfig", "ReloadConfig", "HostConfig", "Permissions", "PluginSettings", "PolicyConfig",
+    "PackagesConfig", "PoolConfig", "RateLimitConfig", "RetryConfig", "ServerConfig", "WorkerLimits"
 ]

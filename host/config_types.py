@@ -5,6 +5,7 @@ out of range is an ``InvalidConfig`` that names the field, e.g. ``pool.max_worke
 
 from __future__ import annotations
 
+import os
 from typing import Annotated, Any, TypeVar
 
 import msgspec
@@ -47,4 +48,29 @@ def checked(value: Any, kind: Any, where: str, root: type | None = None) -> Any:
         raise InvalidConfig(f"{where}: {exc}") from None
 
 
-__all__ = ["MAX_COUNT", "MAX_SECONDS", "Amount", "Count", "Delay", "Fraction", "Port", "Seconds", "checked"]
+def nul_in(value: Any, where: str, depth: int = 0) -> str | None:
+    """The first setting under ``value`` (``where``) holding a NUL character: the paths among
+    them failed with a ValueError of os (embedded null byte) wherever they were first used."""
+    if isinstance(value, (str, os.PathLike)):
+        return where or "config" if "\x00" in str(os.fspath(value)) else None
+    if depth > 8:
+        return None
+    if isinstance(value, msgspec.Struct):
+        items: Any = ((f, getattr(value, f)) for f in value.__struct_fields__)
+    elif isinstance(value, dict):
+        items = ((str(k), v) for k, v in value.items())
+    elif isinstance(value, (list, tuple)):
+        items = ((f"[{i}]", v) for i, v in enumerate(value))
+    else:
+        return None
+    for key, v in items:
+        if isinstance(key, str) and "\x00" in key:
+            return f"{where}.{key!r}" if where else repr(key)
+        found = nul_in(v, f"{where}{key}" if key.startswith("[") else f"{where}.{key}" if where else key, depth + 1)
+        if found:
+            return found
+    return None
+
+
+
+__all__ = ["MAX_COUNT", "MAX_SECONDS", "Amount", "Count", "Delay", "Fraction", "Port", "Seconds", "checked", "nul_in"]

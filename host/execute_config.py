@@ -101,7 +101,8 @@ class ExecuteConfig(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=Tr
         if not isinstance(self.allow, Permissions):  # ExecuteConfig(allow={"net": [...]})
             self.allow = Permissions.parse(self.allow, where="execute.allow")
         try:  # ExecuteConfig(tools={"weather": {"function": ...}}, hooks={...}) from Python
-            self.tools = {k: msgspec.convert(v, ToolConfig, from_attributes=True) for k, v in self.tools.items()}
+            if isinstance(self.tools, dict):  # anything else: HostConfig's check names it
+                self.tools = {k: msgspec.convert(v, ToolConfig, from_attributes=True) for k, v in self.tools.items()}
             self.hooks = msgspec.convert(self.hooks, HooksConfig, from_attributes=True)
         except msgspec.ValidationError as exc:
             raise InvalidConfig(f"execute.tools / execute.hooks: {exc}") from None

@@ -144,5 +144,7 @@ class LogRouter:
         for fn in list(self._listeners):
             try:  # an embedder's bug: said, and the worker whose frames are being read goes on
                 fn(worker.spec.plugin_id, worker, msg)
-            except Exception:
+            except (KeyboardInterrupt, SystemExit):
+                raise
+            except BaseException:  # a Cancelled raised by the listener too: it broke the frame reader
                 logging.getLogger("host").exception("log listener %r failed", fn)

@@ -38,6 +38,7 @@ from .config import (
     PoolConfig,
     RateLimitConfig,
     RetryConfig,
+    checked_config,
 )
 from .errors import HostClosed, InvalidConfig, PluginError
 from .execute import ExecuteResult
@@ -56,7 +57,7 @@ from .plugins.switches import Switches
 from .policy.pipeline import CallPipeline
 from .policy.scheduler import SchedulerStats
 from .pool import Pool
-from .run_once import RunOnce
+from .run_once import RunOnce, ungrouped
 from .runtime import Runtime
 from .security.egress import EgressProxy
 from .security.egress_start import egress_grants, start_proxy
@@ -79,7 +80,7 @@ class PluginHost:
     """
 
     def __init__(self, config: HostConfig | None = None) -> None:
-        self.config = (config or HostConfig()).revalidated()  # fields set since it was made, too
+        self.config = checked_config(config).revalidated()  # fields set since it was made, too
         self._running, self._once = False, RunOnce()
         self._found = False  # the first scan of the plugin directories is done (readiness needs it)
         self._tg: TaskGroup | None = None
@@ -156,13 +157,14 @@ class PluginHost:
                 tg.start_soon(self._events.health_loop)
             if self.config.reload.enabled or self.config.state.database:
                 tg.start_soon(self._registry.watch_loop)
-        except BaseException:
+        except BaseException as exc:
             await self.__aexit__(None, None, None)
-            raise
+            raise ungrouped(exc)  # trio's Ctrl-C in a start's task group: KeyboardInterrupt, not a group
         return self
 
     async def __aexit__(self, *exc: object) -> None:
-        self._once.exit()
+        if self._once.exit() == "forked":  # a forked child: the workers it would stop are the parent's
+            return
         try:
             await self.aclose()
         finally:
@@ -185,8 +187,9 @@ class PluginHost:
     @any_time
     async def aclose(self) -> None:
         """Drain every pool (calls in flight finish), then stop all workers. Callable from any task; leaving ``async with`` does it too."""
+        if self._once.stop() == "forked":  # a forked child: the workers it would stop are the parent's
+            return
         self._running = self._registry.running = self._found = False
-        self._once.stop()  # every other coroutine method is a HostClosed from now on (run_once.py)
         with anyio.CancelScope(shield=True):
             try:
                 async with anyio.create_task_group() as tg:
@@ -388,8 +391,7 @@ class PluginHost:
     # ------------------------------------------------------------------ introspection
 
     def plugins(self) -> list[PluginInfo]:
-        """A snapshot of every plugin version: state, version, and each worker's pid, state,
-        heartbeat."""
+        """A snapshot of every plugin version: state, version, each worker's pid, state, heartbeat."""
         return [self._info(r) for r in self._registry.sorted_records()]
 
     def states(self) -> dict[str, str]:
@@ -415,8 +417,7 @@ class PluginHost:
 
     async def query_balances(self, *, refresh: bool = False, timeout: Timeout | None = None) -> list[BalanceResult]:
         """Every balance plugin asked in parallel, each under its own policies and ``timeout``
-        (default ``balances.timeout``); one BalanceResult per plugin id. ``refresh`` bypasses
-        the cache."""
+        (default ``balances.timeout``); one BalanceResult per plugin id; ``refresh``: not cached."""
         return await self._balances.query_balances(refresh=refresh, timeout=timeout)
 
     async def balance_history(self, provider: str | None = None, *, since: dt.datetime | None = None,
@@ -491,9 +492,8 @@ class PluginHost:
         return self._hub.subscribe(fn)
 
     def events(self, buffer: Limit = 1000) -> Any:
-        """``async with h.events() as stream: async for event in stream: ...`` until the host stops
-        (HostClosed when entered on a host not running: no event would ever come)."""
-        return self._hub.stream(buffer)
+        """``async with h.events() as s: async for event in s: ...`` until the host stops (HostClosed if not running)."""
+        return self._hub.stream(buffer, lambda: self._once.check_caller("PluginHost.events"))
 
 
 __all__ = ["PluginHost"]

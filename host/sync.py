@@ -5,19 +5,22 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import os
 import threading
 import weakref
 from collections.abc import Callable
+from concurrent.futures import Future
 from typing import Any
 
-from anyio.from_thread import start_blocking_portal
+import anyio
+from anyio.from_thread import BlockingPortal
 from msgspec import UNSET
 
 from .balances.alerts import Alert
 from .balances.history import BalancePoint
 from .balances.result import BalanceResult
 from .config import HostConfig
-from .errors import HostClosed, WrongThread
+from .errors import HostClosed, InvalidArguments, WrongThread
 from .execute import ExecuteResult
 from .info import EventReply, PluginInfo
 from .logbook import JournalEntry, LogListener
@@ -41,30 +44,67 @@ def _close_at_exit(host: SyncPluginHost) -> None:
         (register or atexit.register)(close)
 
 
+def _start_portal(backend: str) -> tuple[BlockingPortal, threading.Thread]:
+    """An event loop of ``backend`` in a thread of its own, and the portal into it (as anyio's
+    start_blocking_portal, without a generator: a forked child of the process finalised that one
+    at its exit, and its stop waited forever on a thread the child does not have)."""
+    ready: Future[BlockingPortal] = Future()
+
+    async def serve() -> None:
+        async with BlockingPortal() as portal:
+            ready.set_result(portal)
+            await portal.sleep_until_stopped()
+
+    def run() -> None:
+        try:
+            anyio.run(serve, backend=backend)
+        except BaseException as exc:
+            if not ready.done():
+                ready.set_exception(exc)
+
+    thread = threading.Thread(target=run, daemon=True, name=f"plugin-host-{backend}")
+    thread.start()
+    try:
+        return ready.result(), thread
+    except Exception as exc:  # trio not installed
+        raise InvalidArguments(f"SyncPluginHost backend {backend!r}: {exc}") from None
+
+
+def _stop_portal(portal: BlockingPortal, thread: threading.Thread, *, cancel: bool) -> None:
+    with contextlib.suppress(RuntimeError):  # stopped already
+        portal.call(portal.stop, cancel)
+    thread.join()
+
+
 class SyncPluginHost:
     """``with SyncPluginHost(HostConfig(...)) as h: h.call("calc", "add", 1, 2)``"""
 
     def __init__(self, config: HostConfig | None = None, *, backend: str = "asyncio") -> None:
+        if backend not in ("asyncio", "trio"):
+            raise InvalidArguments(f"SyncPluginHost backend: 'asyncio' or 'trio' (got {str(backend)[:64]!r})")
         self.host = PluginHost(config)
         self._backend = backend
-        self._portal_cm: Any = None
+        self._thread: threading.Thread | None = None
         self._host_cm: Any = None
         self._portal: Any = None
         self._loop_thread: int | None = None
+        self._pid = os.getpid()
         self._closing = threading.Lock()
 
     def __enter__(self) -> SyncPluginHost:
-        if self._portal_cm is not None:  # its event loop thread and the host it runs are one
+        if self._thread is not None:  # its event loop thread and the host it runs are one
             raise HostClosed("this SyncPluginHost is running already or has closed: a host runs once; "
                              "make another SyncPluginHost")
-        self._portal_cm = portal_cm = start_blocking_portal(self._backend)
-        portal = portal_cm.__enter__()
+        self._pid = os.getpid()
+        portal, self._thread = _start_portal(self._backend)
         try:
             # One task enters and exits the host, as its task group requires.
             self._host_cm = portal.wrap_async_context_manager(self.host)
             self._host_cm.__enter__()
         except BaseException:
-            portal_cm.__exit__(None, None, None)
+            # The portal cancels its tasks, the host's start among them. A Ctrl-C while that task
+            # waited left it running, and the portal's stop waited on it forever (its workers alive).
+            _stop_portal(portal, self._thread, cancel=True)
             raise
         self._portal = portal
         self._loop_thread = portal.call(threading.get_ident)
@@ -81,6 +121,9 @@ class SyncPluginHost:
         ending."""
         if self._portal is None:  # not entered, or closed already
             return
+        if os.getpid() != self._pid:  # a forked child: the event loop thread, the host and its workers are the parent's
+            self._portal = None
+            return
         if threading.get_ident() == self._loop_thread:  # a subscribe or log listener: it would wait on itself
             raise WrongThread("SyncPluginHost.close() was called on the host's own event loop thread (from a "
                               "listener): close it from another thread")
@@ -91,12 +134,19 @@ class SyncPluginHost:
         try:
             self._host_cm.__exit__(None, None, None)
         finally:
-            self._portal_cm.__exit__(None, None, None)
+            _stop_portal(portal, self._thread, cancel=False)
 
     def _run(self, fn: Any, *args: Any) -> Any:
         """``fn(*args)`` on the host's event loop (awaited if it is a coroutine function)."""
         if self._portal is None:
             raise HostClosed("the host is not running; use `with SyncPluginHost(...) as h:`")
+        if os.getpid() != self._pid:  # its event loop thread does not exist in a forked child: it waited forever
+            raise HostClosed("this SyncPluginHost belongs to the process that entered it, and this is a forked "
+                             "child: make a SyncPluginHost in the child (or use the 'spawn' start method)")
+        if threading.get_ident() == self._loop_thread:
+            raise WrongThread("a SyncPluginHost method was called on the host's own event loop thread (from a "
+                              "listener or subscriber), where it would wait on itself: call the PluginHost "
+                              "(h.host) methods there, or hand the work to another thread")
         return self._portal.call(fn, *args)
 
     def query_balances(self, **kw: Any) -> list[BalanceResult]:

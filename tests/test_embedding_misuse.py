@@ -4,6 +4,7 @@ pickle, they say what the caller asked for). Real hosts over real workers."""
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -70,3 +71,154 @@ async def test_managing_plugins_on_a_host_not_serving_is_host_closed_and_changes
                 await use(again)
         assert not deno_children()
     assert not deno_children()
+
+
+@pytest.mark.anyio
+async def test_a_refusal_said_at_once_lets_the_event_loop_turn(calc, tmp_path, shared_state):
+    """helper-91: a disabled plugin, an unknown one, a bad argument or timeout raised before any
+    await: a caller retrying in a loop (`while True: try: await h.call(...) except
+    PluginUnavailable: ...`) starved every other task, its own fail_after included, for good."""
+    import anyio
+
+    from host import HostError
+
+    async with PluginHost(config(calc, tmp_path, shared_state)) as h:
+        await h.disable("calc")
+        calls = {"disabled": lambda: h.call("calc", "add", 1, 2), "unknown": lambda: h.call("nope", "add"),
+                 "argument": lambda: h.call("calc", 5), "timeout": lambda: h.call("calc", "add", timeout=-1)}
+        ran: list[int] = []
+
+        async def other() -> None:
+            ran.append(1)
+
+        for name, call in calls.items():
+            ran.clear()
+            tries = 0
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(other)
+                while not ran and tries < 1000:
+                    tries += 1
+                    with pytest.raises(HostError):
+                        await call()
+            assert tries <= 3, (name, tries)  # 1000 before: the other task never ran
+        with anyio.move_on_after(0.2) as scope:  # the caller's own timeout fires
+            while True:
+                with contextlib.suppress(HostError):
+                    await h.call("calc", "add", 1, 2)
+        assert scope.cancelled_caught
+
+
+def test_config_objects_built_wrong_in_python_are_invalid_config(calc, tmp_path):
+    """helper-91: sections built in Python with a wrong type, a NUL in a path, or PluginHost given
+    a path or a dict raised TypeError, AttributeError or ValueError (embedded null byte), some only
+    at the start; PluginHost("") took the defaults. Each is an InvalidConfig naming what to fix."""
+    from host import ExecuteConfig, InvalidConfig
+    from host.config import PackagesConfig, WorkerLimits
+
+    cases = {
+        "limits.heartbeat_interval": lambda: HostConfig(limits=WorkerLimits(heartbeat_interval=None)),
+        "limits.heartbeat_timeout": lambda: HostConfig(limits=WorkerLimits(heartbeat_timeout="x")),
+        "execute.tools": lambda: HostConfig(execute=ExecuteConfig(tools=None)),
+        "packages.trusted_keys": lambda: HostConfig(packages=PackagesConfig(trusted_keys=None)),
+        "packages.trusted_keys[0]": lambda: PackagesConfig(trusted_keys=[b"x"]),
+        "state_dir: holds a NUL": lambda: HostConfig(state_dir="a\x00b"),
+        "plugins_dir: holds a NUL": lambda: HostConfig(plugins_dir=tmp_path / "p\x00"),
+        "dev_plugins[0]: holds a NUL": lambda: HostConfig(dev_plugins=["x:/\x00"]),
+        "execute.database: holds a NUL": lambda: HostConfig(execute=ExecuteConfig(database="\x00")),
+        "PluginHost takes a HostConfig": lambda: PluginHost(str(calc.root)),  # type: ignore[arg-type]
+        "PluginHost takes a HostConfig ": lambda: PluginHost(""),  # type: ignore[arg-type]
+        "PluginHost takes a HostConfig  ": lambda: PluginHost({"plugins_dir": "x"}),  # type: ignore[arg-type]
+    }
+    for said, make in cases.items():
+        with pytest.raises(InvalidConfig) as exc:
+            make()
+        assert exc.value.message.startswith(said.strip()), (said, exc.value.message)
+
+
+def test_a_log_listener_raising_a_cancellation_does_not_break_the_workers_reader(calc, tmp_path, shared_state):
+    """helper-91: a listener raising CancelledError (a BaseException) escaped the frame reader's
+    callback: the worker's socket stopped being read, its calls timed out until it was replaced."""
+    import asyncio
+
+    import anyio
+
+    async def main() -> list[Any]:
+        async with PluginHost(config(calc, tmp_path, shared_state)) as h:
+            seen: list[str] = []
+
+            def listener(_pid: str, _worker: Any, msg: Any) -> None:
+                seen.append(msg.message)
+                raise asyncio.CancelledError
+
+            h.add_log_listener(listener)
+            out = [await h.call("noisy", "noisy", timeout=5) for _ in range(3)]
+            return [out, len(seen)]
+
+    calc.add("noisy.js", 'export const metadata = { id: "noisy", name: "N", version: "1.0.0", apiVersion: "1.0" };\n'
+             'export function noisy() { console.log("hi"); return 7; }\n')
+    out, said = anyio.run(main)
+    assert out == [7, 7, 7] and said >= 3
+
+
+@pytest.mark.anyio
+async def test_events_read_on_another_threads_loop_is_wrong_thread(calc, tmp_path, shared_state):
+    """helper-91: a stream of events() entered on another thread's event loop was sent to from
+    the host's: trio refused (a RuntimeError out of restart), asyncio never woke the reader."""
+    import anyio
+
+    from host import WrongThread
+
+    async with PluginHost(config(calc, tmp_path, shared_state)) as h:
+        async def reader() -> None:
+            async with h.events() as stream:
+                async for _ in stream:
+                    break
+
+        def elsewhere() -> BaseException | None:
+            try:
+                anyio.run(reader)
+            except BaseException as exc:
+                return exc
+            return None
+
+        got = await anyio.to_thread.run_sync(elsewhere)
+        await h.restart("calc")
+        assert isinstance(got, WrongThread), got
+
+
+def test_a_plugin_host_in_a_forked_child_never_touches_the_parents_workers(calc, tmp_path, shared_state):
+    """A child forked while a PluginHost serves (os.fork() inside its event loop) went on with
+    a copy of the host: a call went out on the parent's worker socket, and leaving `async with`
+    stopped the parent's workers (their pids are the parent's children). In the child every
+    method is HostClosed, said before any I/O, and the exit touches nothing."""
+    import os
+
+    import anyio
+
+    from host import HostError
+
+    async def main() -> tuple[int, int, int]:
+        async with PluginHost(config(calc, tmp_path, shared_state)) as h:
+            worker = h.plugin("calc").workers[0].pid
+            pid = os.fork()
+            if pid == 0:  # the child: drive the coroutines by hand, never its copy of the loop
+                code = 3
+                try:
+                    h.call("calc", "add", 1, 2).send(None)
+                except HostClosed as exc:
+                    code = 0 if "forked child" in exc.message else 4
+                except BaseException:
+                    code = 5
+                try:
+                    h.__aexit__(None, None, None).send(None)
+                except StopIteration:
+                    pass
+                except BaseException:
+                    code = 6
+                os._exit(code)
+            _, status = os.waitpid(pid, 0)
+            answer = await h.call("calc", "add", 2, 2)
+            assert h.plugin("calc").workers[0].pid == worker
+            return os.waitstatus_to_exitcode(status), answer, int(isinstance(HostClosed("x"), HostError))
+
+    assert anyio.run(main) == (0, 4, 1)

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -186,3 +188,102 @@ def test_the_sync_facade_has_the_plugin_views_and_listeners_too(calc, shared_sta
         assert any(e.kind == "lifecycle" for e in h.logs("calc", level="info"))
         remove()
     assert "stopped" in seen
+
+
+def _run_script(tmp_path: Path, name: str, body: str, timeout: float = 40) -> subprocess.CompletedProcess[str]:
+    script = tmp_path / name
+    script.write_text(body)
+    return subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=timeout,
+                          env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])})
+
+
+def _alive_with(marker: str) -> list[int]:
+    """Processes whose command line names ``marker`` (a test's own directory)."""
+    out = []
+    for pid in os.listdir("/proc"):
+        if pid.isdigit():
+            try:
+                with open(f"/proc/{pid}/cmdline", "rb") as f:
+                    if marker.encode() in f.read():
+                        out.append(int(pid))
+            except OSError:
+                continue
+    return out
+
+
+def test_a_forked_child_is_told_the_host_is_the_parents_and_never_hangs(calc, shared_state, tmp_path):
+    """helper-91: a child of os.fork() (multiprocessing's default start on Linux) that called an
+    open SyncPluginHost, or only exited, waited forever on an event loop thread it does not have.
+    In the child every method is HostClosed saying why, close() and the exit return at once, and
+    the parent's host and workers are untouched."""
+    out = _run_script(tmp_path, "forks.py", (
+        "import os, sys, time\n"
+        "from host import HostClosed, HostConfig, PoolConfig, SyncPluginHost\n"
+        f"h = SyncPluginHost(HostConfig(plugins_dir={str(calc.root)!r}, state_dir={str(tmp_path / 'state')!r},\n"
+        "                               pool=PoolConfig(min_workers=1, max_workers=1)))\n"
+        "h.__enter__()\n"
+        "assert h.call('calc', 'add', 1, 2) == 3\n"
+        "pid = os.fork()\n"
+        "if pid == 0:\n"
+        "    try:\n"
+        "        h.call('calc', 'add', 1, 2, timeout=2)\n"
+        "        print('child: answered', flush=True)\n"
+        "    except HostClosed as exc:\n"
+        "        print('child:', 'forked child' in exc.message, flush=True)\n"
+        "    h.close()\n"
+        "    sys.exit(0)  # the interpreter's exit closes open hosts: not the parent's\n"
+        "t = time.monotonic()\n"
+        "_, status = os.waitpid(pid, 0)\n"
+        "print('parent:', os.waitstatus_to_exitcode(status), time.monotonic() - t < 10, h.call('calc', 'add', 2, 2),\n"
+        "      flush=True)\n"
+        "h.close()\n"))
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.splitlines() == ["child: True", "parent: 0 True 4"], out.stdout
+
+
+def test_ctrl_c_while_a_sync_host_starts_stops_it_and_its_workers(calc, tmp_path):
+    """helper-91: Ctrl-C during SyncPluginHost.__enter__ (a SIGINT 20-150 ms in) hung forever, its
+    deno workers running: the portal waited on the task that had entered the host."""
+    out = _run_script(tmp_path, "interrupt.py", (
+        "import os, signal, threading, time\n"
+        "from host import HostConfig, PoolConfig, SyncPluginHost\n"
+        "for i, delay in enumerate((0.02, 0.08, 0.15, 0.3)):\n"
+        f"    h = SyncPluginHost(HostConfig(plugins_dir={str(calc.root)!r}, state_dir={str(tmp_path)!r} + f'/s{{i}}',\n"
+        "                                   pool=PoolConfig(min_workers=2, max_workers=2)))\n"
+        "    threading.Timer(delay, os.kill, (os.getpid(), signal.SIGINT)).start()\n"
+        "    try:\n"
+        "        h.__enter__()\n"
+        "        time.sleep(1)  # the signal comes while it serves: the program stops as usual\n"
+        "        print('started', flush=True)\n"
+        "    except KeyboardInterrupt:\n"
+        "        print('interrupted', flush=True)\n"
+        "    h.close()\n"), timeout=60)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert len(out.stdout.split()) == 4 and set(out.stdout.split()) <= {"interrupted", "started"}, out.stdout
+    assert "interrupted" in out.stdout
+    assert _alive_with(str(calc.root)) == []  # no worker of any of them left
+
+
+def test_a_sync_method_from_a_listener_or_a_bad_backend_is_a_host_error(calc, shared_state, tmp_path):
+    """helper-91: a SyncPluginHost method called from a subscriber (the host's own loop thread,
+    where it would wait on itself) raised anyio's RuntimeError; a backend that is not one raised
+    LookupError or NoEventLoopError."""
+    from host import HostError, InvalidArguments, WrongThread
+
+    seen: list[BaseException] = []
+    with SyncPluginHost(config(calc.root, fresh_state(tmp_path, shared_state),
+                               pool=PoolConfig(min_workers=1, max_workers=1))) as h:
+        def on_event(_event: object) -> None:
+            try:
+                h.plugins()
+            except BaseException as exc:
+                seen.append(exc)
+
+        h.subscribe(on_event)
+        h.restart("calc")
+        assert h.call("calc", "add", 1, 2) == 3
+    assert seen and all(isinstance(e, WrongThread) for e in seen), seen
+    for backend in ("nope", None):
+        with pytest.raises(InvalidArguments):
+            SyncPluginHost(config(calc.root, tmp_path / "x"), backend=backend)  # type: ignore[arg-type]
+    assert issubclass(InvalidArguments, HostError)

@@ -233,9 +233,14 @@ class EventHub:
         return done()
 
     @asynccontextmanager
-    async def stream(self, buffer: int = 1000) -> AsyncIterator[AsyncIterator[PluginEvent]]:
+    async def stream(self, buffer: int = 1000, check: Callable[[], None] | None = None,
+                     ) -> AsyncIterator[AsyncIterator[PluginEvent]]:
+        """``check``: called as the stream is entered (the host's thread: a stream read on another
+        thread's loop was sent to from the host's, which trio refused and asyncio never woke)."""
         if self.closed:  # entered after the host stopped: no event would ever come
             raise HostClosed("the host is not running: no plugin event will come; use async with PluginHost(...)")
+        if check is not None:
+            check()
         send, receive = anyio.create_memory_object_stream[PluginEvent](buffer)
         self._streams.append(send)
         try:

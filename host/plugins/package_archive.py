@@ -53,7 +53,12 @@ class PackagesConfig(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=T
     max_files: Annotated[int, Meta(ge=1)] = 2000                         # entries, directories included
 
     def __post_init__(self) -> None:
+        if not isinstance(self.trusted_keys, list):  # HostConfig's check names what it is instead
+            return
         for i, key in enumerate(self.trusted_keys):
+            if not isinstance(key, str):
+                raise InvalidConfig(f"packages.trusted_keys[{i}]: a base64 Ed25519 public key, a string "
+                                    f"(got {type(key).__name__})")
             public_key(key, f"packages.trusted_keys[{i}]")
 
 
