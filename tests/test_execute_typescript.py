@@ -128,3 +128,14 @@ async def test_over_http_input_and_typescript(make_host):
 
         status, out = await execute({"code": TS})  # JavaScript unless the request says otherwise
         assert status == 200 and out["ok"] is False and out["logs"][-1]["name"] == "SyntaxError"
+
+
+async def test_typescript_whose_error_quotes_a_long_run_of_spaces_is_invalid_code_at_once(make_host):
+    """The stripper's message quotes the token it stopped at (here a string of 65,536 spaces,
+    twice): finding the line and column in it (/\\s+at file:.../) tried at every space, 9 s
+    in the worker, past the execution's 3 s deadline."""
+    async with make_host(execute=ONE) as h:
+        assert (await h.execute(TS, language="typescript")).result == 10  # the stripper loaded
+        with pytest.raises(InvalidCode, match=r"TypeScript syntax error at <execute>:1:7: Unexpected token"):
+            await h.execute('const "' + " " * 65536 + '";', language="typescript")
+        assert (await h.execute(TS, language="typescript")).result == 10

@@ -5,6 +5,7 @@ dropping in (an `icon`, no `capabilities`, `priority`)."""
 
 from __future__ import annotations
 
+import re
 import time
 
 import pytest
@@ -120,3 +121,67 @@ export function f() {{ return 1; }}
     async with make_host(pool=ONE) as h:
         info = h.plugin("bad")
     assert info.state == "error" and why in (info.error or "") and time.monotonic() - t0 < 10
+
+
+async def test_an_email_value_built_to_backtrack_is_refused_at_once(plugin_dir, make_host):
+    """A format: email value comes from a manifest default or a config PUT (up to 2 MiB): before,
+    "a@" + "." * 32768 + "@" held the host 7 s in the email pattern."""
+    plugin_dir.add("rules.js", RULES)
+    async with make_host(pool=ONE) as h:
+        t0 = time.monotonic()
+        with pytest.raises(InvalidConfig, match=r"config\.contact: .* is not an email address \(format: email\)"):
+            await h.set_config("rules", {"contact": "a@" + "." * 32768 + "@"})
+        assert time.monotonic() - t0 < 2  # before: 7 s
+
+
+def test_format_email_accepts_what_it_always_accepted():
+    """The email check, rewritten to run in linear time, says yes to exactly the strings the old
+    pattern matched: every string of up to 6 of these characters, and a few whole addresses."""
+    import itertools
+
+    import regex
+
+    from host.plugins.manifest import ConfigField
+    from host.plugins.schema_rules import value_problem
+
+    before = regex.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
+    field = ConfigField(type="string", format="email")
+    chars = ["a", "@", ".", " ", "\n", "\u00e9"]
+    values = ["ops@example.com", "a@b.c", "a@b.c\n", "a@.b.c", "a@b.c.", "a@b..c", "a@b", "a.b@c", "@b.c", "a@@b.c",
+              "a b@c.d", "a@b.c d", "\ta@b.c", "üser@exämple.org", "a@" + "." * 3 + "@"]
+    values += ["".join(p) for n in range(7) for p in itertools.product(chars, repeat=n)]
+    for value in values:
+        assert (value_problem(field, value) is None) == (before.match(value) is not None), repr(value)
+
+
+def many_slow_fields(default: bool) -> str:
+    """A plugin with 100 string fields of a pattern that takes ~30 ms on "a" * 17: each under
+    the 50 ms one match may take, 3.3 s together."""
+    value = ', default: "' + "a" * 17 + '"' if default else ""
+    fields = ",\n".join(f'    f{k}: {{ type: "string", pattern: "^(?:(a|a)*b|a*)$"{value} }}' for k in range(100))
+    return ('export const metadata = { id: "many", name: "Many", version: "1.0.0", apiVersion: "1.0",\n'
+            f"  configSchema: {{\n{fields}\n  }} }};\nexport function f() {{ return 1; }}\n")
+
+
+async def test_many_slow_patterns_in_one_manifest_share_one_time_limit(plugin_dir, make_host):
+    """Before, each default was matched for up to 50 ms and the 100 of one manifest for 3.3 s,
+    holding the host as the plugin loaded; past one budget for the manifest, a default is now
+    refused as one that could not be checked in time."""
+    plugin_dir.add("many.js", many_slow_fields(default=True))
+    async with make_host(pool=ONE) as h:
+        info = h.plugin("many")
+    assert info.state == "error", info
+    assert re.search(r"configSchema\.f\d+\.default: .*could not be checked against pattern "
+                     r"'\^\(\?:\(a\|a\)\*b\|a\*\)\$' in time", info.error or ""), info.error
+
+
+async def test_many_slow_patterns_in_one_config_share_one_time_limit(plugin_dir, make_host):
+    """Before, storing 100 values each matched for ~30 ms held the host 3.3 s and was accepted;
+    past one budget for the config, a value is refused as one that could not be checked in time."""
+    plugin_dir.add("many.js", many_slow_fields(default=False))
+    async with make_host(pool=ONE) as h:
+        t0 = time.monotonic()
+        with pytest.raises(InvalidConfig, match=r"config\.f\d+: 'a+' could not be checked against pattern "
+                                                r"'\^\(\?:\(a\|a\)\*b\|a\*\)\$' in time"):
+            await h.set_config("many", {f"f{k}": "a" * 17 for k in range(100)})
+        assert time.monotonic() - t0 < 2  # before: 3.3 s, then stored

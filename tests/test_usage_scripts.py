@@ -5,6 +5,7 @@ in values (never in code), and the request held to the host in request.url."""
 from __future__ import annotations
 
 import json
+import time
 
 import pytest
 from aiohttp import web
@@ -496,3 +497,27 @@ async def test_a_configured_script_file_that_is_missing_is_a_station_in_error_na
     said = infos["relay"].error or ""
     assert str(missing) in said and "usage_scripts.relay.file" in said, said
     assert got["relay"].status == "error" and str(missing) in (got["relay"].error_message or ""), got
+
+
+@pytest.mark.timeout(60)
+async def test_a_script_of_many_semicolons_is_refused_at_once(plugin_dir, make_host):
+    """A script that is no program is read again as an expression, its trailing ";" cut off first:
+    /;+\\s*$/ tried at every ";" of a run, and "{" + ";" * 65536 + "x" held its worker 10 s as it
+    loaded."""
+    (plugin_dir.root / "semi.usage.js").write_text("{" + ";" * 65536 + "x")
+    t0 = time.monotonic()
+    async with make_host() as h:
+        info = h.plugin("semi")
+    assert info.state == "error" and "SyntaxError" in (info.error or ""), info.error
+    assert time.monotonic() - t0 < 5  # before: over 10 s
+
+
+@pytest.mark.timeout(60)
+async def test_a_base_url_of_many_slashes_is_read_at_once(plugin_dir, make_host):
+    """The trailing "/" of baseUrl are cut off before the script gets it: /\\/+$/ tried at every
+    "/" of a run, and "https://a" + "/" * 65536 + "x" held the worker 4 s at each use."""
+    (plugin_dir.root / "relay.usage.js").write_text(NEW_API)
+    async with make_host() as h:
+        t0 = time.monotonic()
+        await h.set_config("relay", {"baseUrl": "https://a" + "/" * 65536 + "x", "accessToken": "tok", "userId": "7"})
+        assert time.monotonic() - t0 < 2  # before: 4 s

@@ -33,7 +33,8 @@ export class TypeScriptSyntaxError extends SyntaxError {
   }
 }
 
-const WHERE = /\s+at file:\/\/\/stripTypeScriptTypes\.ts:(\d+):(\d+)\s*$/;
+// (?<!\s): one try per run of white space, not one at each (3.7 s on a message quoting 64 K spaces)
+const WHERE = /(?<!\s)\s+at file:\/\/\/stripTypeScriptTypes\.ts:(\d+):(\d+)\s*$/;
 
 /** `code` with its types removed; TypeScriptSyntaxError when it does not parse. */
 export function toJavaScript(code: string): string {

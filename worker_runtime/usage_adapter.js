@@ -239,7 +239,8 @@ function evaluate(v) {
     // An object literal written without parentheses is a block to a program: read it as the
     // expression it was meant to be.
     try {
-      spec = (0, eval)(`(${filled.trim().replace(/;+\s*$/, "")}\n)`);
+      // (?<!;): one try per run of ";", not one at each (/;+\s*$/ took 10 s on "{" + ";" * 65536 + "x")
+      spec = (0, eval)(`(${filled.trim().replace(/(?<!;);+\s*$/, "")}\n)`);
     } catch {
       throw e;
     }
@@ -396,7 +397,7 @@ function values(config) {
     const value = config?.[name];
     v[name] = value == null ? "" : String(value);
   }
-  v.baseUrl = v.baseUrl.trim().replace(/\/+$/, "");
+  v.baseUrl = v.baseUrl.trim().replace(/(?<!\/)\/+$/, ""); // (?<!\/): one try per run of "/" (4 s at 64 K)
   return v;
 }
 

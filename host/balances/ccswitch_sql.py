@@ -72,11 +72,14 @@ class _Text:
 
     def statements(self) -> Iterator[tuple[int, int]]:
         """(start, end) of each statement: ``start`` its first word, ``end`` its ``;`` (or the end)."""
-        text, i, start = self.text, 0, 0
+        # ``first`` is found once per statement: found at each ";" inside a trigger, it read the
+        # comments before the trigger again each time (7.5 s: 20,000 ";" after a 20 KB comment)
+        text, i, start, first = self.text, 0, 0, None
         while True:
             m = _SPECIAL.search(text, i)
             if m is None:
-                first = _SPACE.match(text, start).end()  # type: ignore[union-attr]
+                if first is None:
+                    first = _SPACE.match(text, start).end()  # type: ignore[union-attr]
                 if first < len(text):
                     yield first, len(text)
                 return
@@ -90,14 +93,15 @@ class _Text:
                 close = text.find("*/", at + 2)
                 i = len(text) if close == -1 else close + 2
             else:  # ";": a statement ends, unless it is inside a trigger's BEGIN ... END
-                first = _SPACE.match(text, start).end()  # type: ignore[union-attr]
+                if first is None:
+                    first = _SPACE.match(text, start).end()  # type: ignore[union-attr]
                 i = at + 1
                 if self._trigger(first) and not (_END.search(text, max(first, at - 64), at)  # a trigger ends in END
                                                  and sqlite3.complete_statement(text[first:i].replace("\0", " "))):
                     continue  # (only then asked: a ";" inside it costs no re-read of the statement so far)
                 if first < at:
                     yield first, at
-                start = i
+                start, first = i, None
 
     def closing(self, at: int, quote: str) -> int:
         text, close, j = self.text, _CLOSE[quote], at + 1

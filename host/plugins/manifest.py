@@ -16,7 +16,7 @@ from ..errors import InvalidConfig
 from ..security.grant_entries import problems
 from ..security.permissions import BIDI, CONTROL, Permissions
 from .manifest_hints import RANGE_SYNTAX, convert_hint, fields_of, missing_hint, similar_export
-from .schema_rules import rule_problem, shown, value_problem
+from .schema_rules import patterns_deadline, rule_problem, shown, value_problem
 
 HOST_API_VERSION = "1.0"
 ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
@@ -233,6 +233,7 @@ def parse_manifest(raw: Any, exports: list[str], *, path: str, expected_id: str,
         except ValueError:
             raise InvalidManifest(f"{dep_range!r} is not a semver range ({RANGE_SYNTAX})", path=path,
                                   field=f"dependencies.{name}", plugin=m.id) from None
+    deadline = patterns_deadline()  # one budget for all the defaults' patterns
     for key, spec in m.config_schema.items():
         if spec.enum is not None and spec.default is not msgspec.UNSET and spec.default not in spec.enum:
             raise InvalidManifest(f"default {shown(spec.default)} is not one of the enum values",
@@ -240,7 +241,7 @@ def parse_manifest(raw: Any, exports: list[str], *, path: str, expected_id: str,
         if (why := rule_problem(spec)) is not None:
             raise InvalidManifest(why, path=path, field=f"configSchema.{key}", plugin=m.id)
         if spec.default is not msgspec.UNSET and spec.default is not None and isinstance(
-                spec.default, _TYPES[spec.type]) and (why := value_problem(spec, spec.default)) is not None:
+                spec.default, _TYPES[spec.type]) and (why := value_problem(spec, spec.default, deadline)) is not None:
             raise InvalidManifest(f"default {shown(spec.default)} {why}", path=path,
                                   field=f"configSchema.{key}.default", plugin=m.id)
 

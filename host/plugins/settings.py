@@ -18,7 +18,7 @@ from ..errors import InvalidConfig
 from ..security.private_files import locked, os_failure, write_private
 from ..security.secrets import Cipher, is_sealed, to_seal
 from .manifest import ConfigField
-from .schema_rules import shown, value_problem
+from .schema_rules import patterns_deadline, shown, value_problem
 
 MASK = "********"
 _TYPES: dict[str, tuple[type, ...]] = {
@@ -36,6 +36,7 @@ def apply_schema(schema: dict[str, ConfigField], values: dict[str, Any], *, plug
     if unknown:
         raise InvalidConfig(f"config.{unknown[0]}: not in the plugin's configSchema", plugin=plugin)
     out: dict[str, Any] = {}
+    deadline = patterns_deadline()  # one budget for all the values' patterns
     for key, field in schema.items():
         if key in values and values[key] is not None:
             value = values[key]
@@ -52,7 +53,7 @@ def apply_schema(schema: dict[str, ConfigField], values: dict[str, Any], *, plug
             raise InvalidConfig(f"config.{key}: {what} is not of type {field.type}", plugin=plugin)
         if field.enum is not None and value not in field.enum:
             raise InvalidConfig(f"config.{key}: {what} is not one of {shown(field.enum)}", plugin=plugin)
-        if (why := value_problem(field, value)) is not None:
+        if (why := value_problem(field, value, deadline)) is not None:
             raise InvalidConfig(f"config.{key}: {what} {why}", plugin=plugin)
         out[key] = value
     return out
