@@ -34,9 +34,10 @@ UNKNOWN = "(unknown)"  # the label of names that are not installed (bounded labe
 _CIRCUIT_STATES = ("closed", "open", "half_open")
 
 
-# Outcomes that say how long the caller would wait, not how the plugin did: counted, but left out
-# of the plugin's latency and error rate (a client with a 1 ms timeout is no plugin failing).
-CALLERS_OWN = frozenset({"Cancelled", "CallerTimeout"})
+# Outcomes that say how long the caller would wait, or that the host's own shared storage failed,
+# not how the plugin did: counted, but left out of the plugin's latency and error rate (a client
+# with a 1 ms timeout, or a Redis down, is no plugin failing).
+CALLERS_OWN = frozenset({"Cancelled", "CallerTimeout", "PolicyStorageError"})
 
 
 def outcome_of(exc: BaseException) -> str:

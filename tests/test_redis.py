@@ -147,16 +147,27 @@ async def test_redis_cache_keeps_max_entries_and_expires_them(counter, make_host
         assert (await h.call("counter", "queryBalance", "b"))["n"] == 4  # evicted
 
 
-async def test_rate_limits_fail_closed_when_redis_is_down(counter, make_host, tmp_path):
+async def test_rate_limits_fail_closed_when_redis_is_down(counter, make_host, tmp_path, caplog):
+    """Each call is refused, and the operator is told: once, then once every 10 s with a count
+    (helper-89: the journal said nothing while every call answered 503), and the plugin's error
+    rate is not charged with the host's storage failing (it read 0.92)."""
+    import logging
+
     url = f"redis://:s3cret-pw@127.0.0.1:{free_port()}/0"  # nothing listens there
     plugins = {"counter": PluginSettings(rate_limit=RateLimitConfig(limit="5/second"))}
+    caplog.set_level(logging.WARNING)
     async with make_host(pool=ONE, state_dir=str(tmp_path), policy=PolicyConfig(storage=url),
                          plugins=plugins) as h:
         with anyio.fail_after(5):
-            with pytest.raises(PolicyStorageError) as err:
-                await h.call("counter", "add", 1, 2)
+            for _ in range(3):
+                with pytest.raises(PolicyStorageError) as err:
+                    await h.call("counter", "add", 1, 2)
         assert "s3cret-pw" not in str(err.value) and "127.0.0.1" in str(err.value)
         assert h.plugin("counter").calls == 0  # no quota checked, no call made
+        said = [r.getMessage() for r in caplog.records if "rate-limit storage" in r.getMessage()]
+        assert len(said) == 1 and "redis://***@127.0.0.1" in said[0] and "are refused" in said[0], said
+        assert "s3cret-pw" not in caplog.text
+        assert h.plugin("counter").error_rate in (None, 0.0)
 
 
 async def test_the_cache_falls_back_to_calling_when_redis_is_down(counter, make_host, tmp_path, caplog):

@@ -4,6 +4,7 @@ breaker per plugin. Their state belongs to a plugin id, so it survives restarts 
 from __future__ import annotations
 
 import bisect
+import logging
 import random
 import time
 from collections import deque
@@ -28,7 +29,10 @@ from ..errors import (
     RateLimited,
     WorkerCrashed,
 )
+from ..logs import Throttle
 from ..outage import Outage, Skipped
+
+_warn = Throttle(logging.getLogger("host.policy"))  # a storage down fails every call alike
 
 T = TypeVar("T")
 
@@ -357,21 +361,23 @@ class RateLimiter:
 
     async def _take_shared(self, items: list[Quota], plugin: str, deadline: float) -> tuple[float, str] | None:
         """``_take`` on the shared storage, in a worker thread given up at the call's ``deadline``
-        (the thread finishes within the client's socket timeout)."""
+        (the thread finishes within the client's socket timeout). Each refusal is logged, once
+        every 10 s with a count (the journal said nothing while every such call failed)."""
         try:
             with anyio.fail_after(max(deadline - time.monotonic(), 0.0)):
                 return await self._outage.run(self._take, items)
         except Skipped:  # it did not answer a moment ago: still closed, without the wait
-            raise PolicyStorageError(f"rate-limit storage {redact_uri(self.uri)} did not answer a moment ago "
-                                     f"(asked again within {self._outage.pause:g} s)", plugin=plugin) from None
+            why = f"{redact_uri(self.uri)} did not answer a moment ago (asked again within {self._outage.pause:g} s)"
         except TimeoutError:
-            raise PolicyStorageError(f"rate-limit storage {redact_uri(self.uri)} did not answer before the "
-                                     "call's deadline", plugin=plugin) from None
+            why = f"{redact_uri(self.uri)} did not answer before the call's deadline"
         except Exception as exc:
             failure = storage_failure(self.uri, exc, modules=("redis", "limits"))
             if failure is None:
                 raise
-            raise PolicyStorageError(f"rate-limit storage {failure}", plugin=plugin) from None
+            why = failure
+        _warn.warning(self.uri, "rate-limit storage %s: calls under a rate limit are refused "
+                      "(PolicyStorageError) until it answers", why)
+        raise PolicyStorageError(f"rate-limit storage {why}", plugin=plugin)
 
     def took(self, plugin: str, config: RateLimitConfig) -> bool:
         """Whether a call to ``plugin`` is within its quotas with no wait: none apply, or a slot
