@@ -3,6 +3,7 @@ and the ceiling of what a request may ask for, with the checks HostConfig runs o
 
 from __future__ import annotations
 
+import re
 from typing import Annotated, Any, Literal
 
 import msgspec
@@ -108,6 +109,9 @@ class ExecuteConfig(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=Tr
             raise InvalidConfig(f"execute.tools / execute.hooks: {exc}") from None
 
 
+_KEY_VALUE = re.compile(r"(?:^|\s)(?:host|hostaddr|port|dbname|user|password|passfile|sslmode|service)\s*=")
+
+
 def check_execute(x: ExecuteConfig) -> None:
     if x.timeout > x.max_timeout:
         raise InvalidConfig(f"execute: timeout ({x.timeout:g}) must not exceed max_timeout ({x.max_timeout:g})")
@@ -115,7 +119,12 @@ def check_execute(x: ExecuteConfig) -> None:
         raise InvalidConfig(f"execute: min_workers ({x.min_workers}) must not exceed max_workers ({x.max_workers})")
     if x.database is not None:
         from .db_backends import backend_for  # refuses what is neither sqlite nor postgresql
+        from .policy.config import check_userinfo
 
+        if "://" not in x.database and _KEY_VALUE.search(x.database):  # was taken for a sqlite file's path
+            raise InvalidConfig('execute.database: a libpq "key=value" string is not read; write it as '
+                                "postgresql://user:password@host:port/db (the value is not shown: it holds a password)")
+        check_userinfo(x.database, "execute.database", libpq=True)
         backend = backend_for(x.database, statement_timeout=x.db_timeout)
         if backend.kind == "postgresql":  # read as libpq will (state_config.check_state)
             from .db_identity import tcp_endpoints

@@ -14,7 +14,7 @@ import msgspec
 from .db_backends import POSTGRES_SCHEMES, PostgresBackend
 from .db_identity import tcp_endpoints
 from .errors import InvalidConfig
-from .policy.config import check_storage, redact_uri
+from .policy.config import check_storage, check_userinfo, redact_uri
 
 
 class StateConfig(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True):
@@ -29,6 +29,7 @@ def check_state(s: StateConfig) -> None:
     if not s.database.startswith(POSTGRES_SCHEMES):
         raise InvalidConfig(f"state.database: a postgresql:// URL (leave it out to keep state in files under "
                             f"state_dir), got {redact_uri(s.database)}")
+    check_userinfo(s.database, "state.database", libpq=True)
     PostgresBackend(s.database, statement_timeout=1.0)  # psycopg missing: InvalidConfig saying what to install
     # read as libpq will: before, one it could not read failed the start quoting it, password and all
     # ("[::1" unclosed), and a port past 65535 as "PluginHost.reserve_address: argument `port`"

@@ -130,6 +130,7 @@ def check_storage(uri: str, where: str) -> None:
                             "or 'redis://127.0.0.1:6379/0'")
     if scheme == "memory":
         return
+    check_userinfo(uri, where)
     try:
         import redis  # the client is only needed for a redis URI (its absence is said where it is used)
     except ImportError:
@@ -140,11 +141,36 @@ def check_storage(uri: str, where: str) -> None:
         raise InvalidConfig(f"{where}: {redact_uri(uri)!r}: {exc}") from None
 
 
+def check_userinfo(uri: str, where: str, *, libpq: bool = False) -> None:
+    """InvalidConfig when ``uri``'s user or password holds a character that is not percent-encoded
+    and that its driver reads as the end of it: a second "@" (libpq ends the password at the
+    first), or (redis, not ``libpq``, which reads up to the "@") a "/", "?" or "#" (a URL parser
+    ends the host there). The drivers then named a piece of the password as a host or a port
+    ("failed to resolve host 'pw#6@127.0.0.1'", "Port could not be cast to integer value as
+    'rpw'"), in errors, logs and doctor's output. The message never shows the value."""
+    rest = uri.partition("://")[2]
+    at = rest.rfind("@")
+    if at < 0:
+        return
+    end = next((i for i, ch in enumerate(rest) if ch in "/?#"), len(rest))
+    if libpq:
+        end = at
+    if at > end:
+        ch = rest[end]
+        raise InvalidConfig(f"{where}: an \"@\" after a {ch!r}: a password holding \"/\", \"?\" or \"#\" must "
+                            "write it percent-encoded (%2F, %3F, %23); the value is not shown, it holds a password")
+    if rest[:at].count("@"):
+        raise InvalidConfig(f"{where}: more than one \"@\": a user or password holding \"@\" must write it "
+                            "percent-encoded (%40); the value is not shown, it holds a password")
+
+
 def redact_uri(uri: str) -> str:
     """The URI with its credentials replaced by ``***`` and its query and fragment left out (a
     password may be given as ``?password=...``; libpq and redis accept it there), for errors and
     logs."""
     scheme, sep, rest = uri.partition("://")
+    if not sep and ("=" in uri or "@" in uri):  # a libpq "host=... password=..." string: all of it hidden
+        return "***"
     # Parsers disagree on where the user-info ends (libpq: at the "@", even past a "/", "?" or
     # "#" in the password), so all before the last "@" is hidden; an "@" past the first "?" or
     # "#" may be in a password or in the query: then nothing but the scheme is shown.
