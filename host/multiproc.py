@@ -249,8 +249,10 @@ async def supervise(argv: Sequence[str], srv: ServerConfig, count: int, notifier
         # Held until the end: a second Ctrl-C or SIGTERM during the drain is taken here too, as a
         # single server takes it, not by the default handler (which would kill this parent alone,
         # or, for SIGINT, every child mid-call).
-        with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT, signal.SIGHUP) as signals:
-            async for sig in signals:
+        from .cli_serve import IGNORED, Stops
+
+        with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT, signal.SIGHUP, *IGNORED) as received:
+            async for sig in Stops(received):
                 name = signal.Signals(sig).name
                 if stopping.is_set():
                     log.info("received %s: still draining the serve processes", name)

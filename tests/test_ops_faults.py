@@ -246,6 +246,22 @@ def test_a_hangup_drains_the_calls_in_flight(tmp_path, shared_state, processes):
         assert "received SIGHUP: draining" in srv.log()
 
 
+@pytest.mark.parametrize("processes", [[], ["--processes", "2"]])
+def test_sigusr1_from_a_log_rotation_is_said_and_ignored(tmp_path, shared_state, processes):
+    # logrotate's habit, `postrotate kill -USR1`, to serve (helper-89): each process died at once,
+    # the call in flight cut (curl: 000) and no line said why. Now said and ignored; SIGTERM stops.
+    plugins, state = slowpoke(tmp_path, shared_state)
+    with serve_process(tmp_path, "--plugins", plugins, "--state-dir", state, *processes,
+                       "--debug", preexec=os.setpgrp) as srv:
+        with slow_call_in_flight(srv, 1500):
+            os.killpg(srv.proc.pid, signal.SIGUSR1)
+            os.killpg(srv.proc.pid, signal.SIGUSR2)
+            srv.wait_logged("received SIGUSR2: ignored")
+            assert srv.request("GET", "/healthz/live")[0] == 200
+            srv.proc.send_signal(signal.SIGTERM)
+        assert "received SIGUSR1: ignored" in srv.log()
+
+
 @pytest.mark.parametrize("inspect", ["--inspect", "--inspect-brk"])
 def test_the_inspector_with_several_serve_processes_is_a_usage_error(tmp_path, shared_state, inspect):
     # Before: every process started the plugin's worker on the one inspector port, so all but
