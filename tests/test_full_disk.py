@@ -418,3 +418,33 @@ def test_a_plugin_whose_workers_cannot_respawn_on_a_full_disk_serves_again_once_
         disk.free()
         srv.poll(lambda: _state(srv, "calc", "running"), "calc serving once there is room", timeout=15)
         assert srv.request("POST", "/api/plugins/calc/call/add", {"args": [1, 2]}) == (200, {"ok": True, "result": 3})
+
+
+def test_a_state_directory_out_of_inodes_is_said_so(tmp_path):
+    """helper-89: with no inode left (df -h: 40M free), every write said "No space left on device
+    (free some space on its file system)", which df -h contradicts. It says inodes and df -i."""
+    import subprocess
+    import sys
+
+    from support.full_disk import _unshare_works
+
+    if not _unshare_works():
+        pytest.skip("no mount namespaces here (unshare -rm failed)")
+    mount = tmp_path / "small"
+    mount.mkdir()
+    script = (
+        "import os, sys\n"
+        "from host.security.private_files import os_failure\n"
+        "d = sys.argv[1]\n"
+        "for i in range(10000):\n"
+        "    try:\n"
+        "        open(os.path.join(d, f'f{i}'), 'w').close()\n"
+        "    except OSError as exc:\n"
+        "        print(os_failure(os.path.join(d, 'state.json'), exc, 'write').message)\n"
+        "        break\n")
+    out = subprocess.run(["unshare", "-rm", "sh", "-c", 'mount -t tmpfs -o size=8m,nr_inodes=16 tmpfs "$1" && '
+                          'shift && exec "$@"', "small", str(mount), sys.executable, "-c", script, str(mount)],
+                         capture_output=True, text=True, timeout=60,
+                         env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])})
+    assert out.returncode == 0, out.stderr
+    assert "No space left on device" in out.stdout and "no free inodes left (df -i)" in out.stdout, out.stdout

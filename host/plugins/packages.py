@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..errors import HostError, PluginNotFound
 from ..runtime import Runtime
-from ..security.private_files import locked, write_private
+from ..security.private_files import locked, no_space_hint, write_private
 from .discovery import ENTRY_NAMES, PluginSource, inspect, load_manifest, source_for
 from .lifecycle import SERVING
 from .manifest import ID_RE
@@ -385,7 +385,7 @@ _AT_FDCWD = -100
 
 def _cannot_unpack(name: str, home: Path, exc: OSError | UnpackFailed) -> PackageRefused:
     why = exc.message if isinstance(exc, UnpackFailed) else exc.strerror or str(exc)
-    hint = " (free some space on its file system)" if exc.errno in (errno.ENOSPC, errno.EDQUOT) else ""
+    hint = f" ({no_space_hint(home)})" if exc.errno in (errno.ENOSPC, errno.EDQUOT) else ""
     return PackageRefused(f"{name}: cannot unpack into the plugin directory {home}: {why}{hint}; nothing was "
                           "installed", status=503)
 

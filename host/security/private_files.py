@@ -70,10 +70,25 @@ STATE_DIR = "state_dir (--state-dir)"
 PLUGINS_DIR = "plugins_dir (--plugins)"
 
 
+def no_space_hint(path: str | Path) -> str:
+    """What to do about ENOSPC at ``path``: its file system may have blocks left and no inodes
+    (df -h shows room; "free some space" sent the operator the wrong way)."""
+    where = Path(path)
+    for candidate in (where, *where.parents):
+        try:
+            st = os.statvfs(candidate)
+        except OSError:
+            continue
+        if st.f_files and st.f_favail == 0:
+            return "its file system has no free inodes left (df -i): remove some files there"
+        break
+    return "free some space on its file system"
+
+
 def os_failure(path: str | Path, exc: OSError, doing: str, setting: str = STATE_DIR) -> StateError:
     """A StateError for ``exc`` met while ``doing`` something with ``path``, saying what to do;
     ``setting`` names the directory it is in (a file of the plugin directory: PLUGINS_DIR)."""
-    hint = {errno.ENOSPC: "free some space on its file system",
+    hint = {errno.ENOSPC: no_space_hint(path),
             errno.EDQUOT: "raise the disk quota or free some space",
             errno.EFBIG: "the file-size limit (ulimit -f) was reached: raise it",
             errno.EROFS: f"its file system is read-only: set {setting} to a writable directory",
