@@ -15,6 +15,8 @@ from collections.abc import Callable
 from .cli_output import print_json, table
 from .config import HostConfig
 from .errors import HostError
+from .logs import escape
+from .plugins.discovery import left_out
 from .plugins.settings import ConfigStore
 from .plugins.usage_scripts import discover_sources
 from .runtime import IMPORT_MAP, find_deno, find_runtime_entry
@@ -81,12 +83,16 @@ def checks(config: HostConfig) -> list[Check]:
         return ("secret key", "ok", box.source + (" (opens the stored secrets)" if sealed else ""))
 
     def plugins() -> Check:
-        missing = [str(d) for d in config.plugin_dirs if not d.is_dir()]
-        if missing:
-            return ("plugin directories", "fail", f"missing: {', '.join(missing)} (--plugins, plugins_dir)")
+        wrong = [f"{d} ({'not a directory' if os.path.lexists(d) else 'missing'})"
+                 for d in config.plugin_dirs if not d.is_dir()]
+        if wrong:
+            return ("plugin directories", "fail", f"{', '.join(wrong)} (--plugins, plugins_dir)")
         found = discover_sources(config)
-        return ("plugin directories", "ok" if found else "warn",
-                f"{len(found)} plugin(s) in {', '.join(map(str, config.plugin_dirs))}")
+        said = f"{len(found)} plugin(s) in {', '.join(map(str, config.plugin_dirs))}"
+        if skipped := left_out(config.plugin_dirs):  # a FIFO, a link to nothing, a symlink loop
+            return ("plugin directories", "warn", f"{said}; left out: " + "; ".join(escape(s) for s in skipped[:5])
+                    + (f" and {len(skipped) - 5} more" if len(skipped) > 5 else ""))
+        return ("plugin directories", "ok" if found else "warn", said)
 
     def storage(uri: str, name: str) -> Check | None:
         if not uri.startswith(("redis://", "rediss://")):

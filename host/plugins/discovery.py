@@ -107,6 +107,27 @@ def discover(dirs: list[Path]) -> list[PluginSource]:
     return sorted(found.values(), key=lambda s: (s.id, s.version_hint or ""))
 
 
+def left_out(dirs: list[Path]) -> list[str]:
+    """``path: why`` for each entry of ``dirs`` named as a plugin that cannot be loaded (what
+    ``discover`` warns about when it meets them): for ``doctor``, which said all was well."""
+    out: list[str] = []
+    for d in dirs:
+        try:
+            children = sorted(d.iterdir()) if d.is_dir() else []
+        except OSError as exc:
+            out.append(f"{d}: {exc.strerror or exc}")
+            continue
+        for child in children:
+            try:
+                source_for(child)
+            except (OSError, RuntimeError, ValueError) as exc:
+                out.append(f"{child}: {getattr(exc, 'strerror', None) or exc}")
+                continue
+            if (why := _not_loadable(child)) is not None:
+                out.append(f"{child}: {why}")
+    return out
+
+
 def _not_loadable(path: Path) -> str | None:
     """Why ``path``, named as a plugin module (or a plugin directory holding an entry module),
     is not one that can be loaded; None when it is not named as one. Such a path was left out

@@ -45,8 +45,24 @@ def test_doctor_checks_what_a_host_needs_and_says_what_to_do(calc, tmp_path, sha
     assert rows["deno"]["status"] == "ok" and rows["deno"]["detail"].split()[-1].startswith("2.")
     assert rows["state directory"]["status"] == "ok" and "made at the first start" in rows["state directory"]["detail"]
     assert rows["plugin directories"] == {"check": "plugin directories", "status": "fail",
-                                          "detail": f"missing: {tmp_path / 'missing'} (--plugins, plugins_dir)"}
+                                          "detail": f"{tmp_path / 'missing'} (missing) (--plugins, plugins_dir)"}
     assert not state.exists()  # nothing made
+    # helper-89: a plugins_dir that is a file was "missing"; a FIFO, a link to nothing or a symlink
+    # loop among the plugins passed (list and serve warn about each)
+    (tmp_path / "a-file").write_text("")
+    file_dir = run(*base, "--plugins", str(tmp_path / "a-file"), cwd=tmp_path)
+    rows = {r["check"]: r for r in json.loads(file_dir.stdout)}
+    assert rows["plugin directories"]["detail"].startswith(f"{tmp_path / 'a-file'} (not a directory)")
+    odd = tmp_path / "odd-plugins"
+    odd.mkdir()
+    (odd / "calc.js").write_text(calc.root.joinpath("calc.js").read_text())
+    os.mkfifo(odd / "fifo.js")
+    (odd / "gone.js").symlink_to(tmp_path / "nowhere.js")
+    (odd / "loop.js").symlink_to(odd / "loop.js")
+    warned = run(*base, "--plugins", str(odd), cwd=tmp_path)
+    row = {r["check"]: r for r in json.loads(warned.stdout)}["plugin directories"]
+    assert row["status"] == "warn" and row["detail"].startswith(f"1 plugin(s) in {odd}; left out: "), row
+    assert all(f"{odd / name}:" in row["detail"] for name in ("fifo.js", "gone.js", "loop.js")), row
 
     toml = tmp_path / "host.toml"
     toml.write_text(f'[policy]\nstorage = "redis://127.0.0.1:{free_port()}/0"\n'
