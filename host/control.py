@@ -120,10 +120,11 @@ async def start_control_site(runner: web.BaseRunner, state_dir: Path, *, quiet: 
     return site
 
 
-async def take_over_control_site(runner: web.BaseRunner, state_dir: Path, every: float = 5.0) -> None:
+async def take_over_control_site(runner: web.BaseRunner, state_dir: Path, every: float = 0.5) -> None:
     """Serve the control socket once the server holding it is gone, trying every ``every``
     seconds (two serves on one state directory: before, the second never took it over when the
-    first stopped, so the CLI said no server was serving while it served). Until cancelled."""
+    first stopped, so the CLI said no server was serving while it served; with 5 s between
+    tries, `status` said so for 3-5 s after each stop). Until cancelled."""
     while True:
         await anyio.sleep(every)
         if await start_control_site(runner, state_dir, quiet=True) is not None:
