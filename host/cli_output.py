@@ -11,6 +11,7 @@ import os
 import stat as statmod
 import sys
 import tomllib
+import unicodedata
 import urllib.request
 from collections.abc import Callable, Sequence
 from contextlib import AbstractAsyncContextManager
@@ -42,10 +43,21 @@ def table(rows: Sequence[Sequence[str]], *, right: Sequence[int] = ()) -> str:
     trailing spaces are dropped. Each cell on one line, its control characters written out
     (``logs.escape``): a plugin's export name or error cannot add a row of its own."""
     rows = [[escape(cell) for cell in r] for r in rows]
-    widths = [max(len(r[c]) for r in rows) for c in range(len(rows[0]))]
-    lines = ("  ".join(cell.rjust(w) if c in right else cell.ljust(w)
-                       for c, (cell, w) in enumerate(zip(r, widths, strict=True))) for r in rows)
+    widths = [max(columns(r[c]) for r in rows) for c in range(len(rows[0]))]
+
+    def pad(cell: str, c: int) -> str:
+        gap = " " * (widths[c] - columns(cell))
+        return gap + cell if c in right else cell + gap
+
+    lines = ("  ".join(pad(cell, c) for c, cell in enumerate(r)) for r in rows)
     return "".join(line.rstrip() + "\n" for line in lines)
+
+
+def columns(text: str) -> int:
+    """The terminal columns ``text`` takes: two for a wide (CJK) character, none for a combining
+    mark (a table with "积分" in a cell was misaligned: len() counts characters)."""
+    return sum(0 if unicodedata.combining(ch) else 2 if unicodedata.east_asian_width(ch) in "WF" else 1
+               for ch in text)
 
 
 def first_line(text: str, limit: int = 100) -> str:

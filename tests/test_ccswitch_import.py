@@ -444,3 +444,17 @@ def test_a_station_on_a_loopback_or_private_address_is_said_in_the_plan(plugin_d
     assert [n.split(", a loopback")[0] for n in notes] == [
         "note: local-proxy: its station is at 127.0.0.1:8095", "note: lan: its station is at 10.1.2.3:3000"], plan.stdout
     assert "[plugins.local-proxy] allow_private_network = true" in notes[0], notes
+
+
+def test_a_table_with_wide_characters_stays_aligned():
+    """helper-90: the balances table and the import plan misaligned their columns when a cell held
+    CJK text ("积分", "S2A 中转"): widths were counted in characters, a wide one takes two columns."""
+    from host.cli_output import columns, table
+
+    out = table([["NAME", "UNIT", "BALANCE"], ["s2a", "积分", "12"], ["S2A 中转", "USD", "3"], ["é", "x", "100"]],
+                right=[2])
+    lines = out.splitlines()
+    starts = [columns(line[:line.index(cell)]) for line, cell in zip(lines, ["UNIT", "积分", "USD", "x"], strict=True)]
+    assert len(set(starts)) == 1, out  # the second column starts at one place on every line
+    assert len({columns(line) for line in lines}) == 1, out  # and the right-aligned last one ends at one
+    assert columns("S2A 中转") == 8 and columns("é") == 1
