@@ -358,3 +358,25 @@ def test_a_toml_number_python_cannot_hold_gives_no_credentials_not_a_crash():
     no value from a TOML it cannot parse, and neither does this host."""
     c = provider_credentials("codex", {"auth": {}, "config": "n = " + "1" * 5000 + '\nbase_url = "https://x"\n'})
     assert (c.base_url, c.api_key) == ("", "")
+
+
+def test_a_trigger_of_many_ends_is_refused_at_once(tmp_path):
+    """Each "END;" inside a trigger asked sqlite whether the statement so far was complete, over
+    all of it: "x END;" 20,000 times took 4.3 s, growing with the square up to the 256 MiB cap
+    (helper-93). At most MAX_END_ASKS are asked; past them the dump is refused naming the line,
+    and a trigger of a few CASE ... END is read as before."""
+    from host.balances.ccswitch import CcSwitchUnreadable
+    from host.balances.ccswitch_sql import MAX_END_ASKS
+
+    db = cc_switch_db(tmp_path / "c.db", providers())
+    head, sep, rest = dump_sql(db).partition("INSERT INTO")
+    few = "CREATE TRIGGER t AFTER INSERT ON providers BEGIN " + "SELECT CASE WHEN 1 THEN 2 END;" * 3 + " END;\n"
+    (tmp_path / "few.sql").write_text(head + few + sep + rest, encoding="utf-8")
+    assert [f.name for f in read(tmp_path / "few.sql").found] == [providers()[0][2], "Codex"]
+    (tmp_path / "t.sql").write_text(head + "CREATE TRIGGER t AFTER INSERT ON providers BEGIN " + "x END;" * 20_000
+                                    + "\n" + sep + rest, encoding="utf-8")
+    t0 = time.process_time()
+    with pytest.raises(CcSwitchUnreadable) as exc:
+        read(tmp_path / "t.sql")
+    assert time.process_time() - t0 < 1  # seconds of CPU: before, 4.3
+    assert f"a trigger with more than {MAX_END_ASKS} 'END;' in it" in exc.value.message

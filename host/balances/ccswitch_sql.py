@@ -42,6 +42,9 @@ _END = re.compile(r"\bEND\s*\Z", re.I)
 _CAST = re.compile(r"CAST\s*\(\s*[xX]'([0-9A-Fa-f]*)'\s+AS\s+TEXT\s*\)", re.I)
 
 
+MAX_END_ASKS = 256  # "END;" inside one trigger (CASE ... END;): each asks sqlite whether it ended
+
+
 class CcSwitchUnreadable(HostError):
     """A cc-switch database or export this host cannot read (missing, damaged, another format,
     or holding something a cc-switch export never does): the message names the file (and line)."""
@@ -74,7 +77,7 @@ class _Text:
         """(start, end) of each statement: ``start`` its first word, ``end`` its ``;`` (or the end)."""
         # ``first`` is found once per statement: found at each ";" inside a trigger, it read the
         # comments before the trigger again each time (7.5 s: 20,000 ";" after a 20 KB comment)
-        text, i, start, first = self.text, 0, 0, None
+        text, i, start, first, asked = self.text, 0, 0, None, 0
         while True:
             m = _SPECIAL.search(text, i)
             if m is None:
@@ -96,12 +99,17 @@ class _Text:
                 if first is None:
                     first = _SPACE.match(text, start).end()  # type: ignore[union-attr]
                 i = at + 1
-                if self._trigger(first) and not (_END.search(text, max(first, at - 64), at)  # a trigger ends in END
-                                                 and sqlite3.complete_statement(text[first:i].replace("\0", " "))):
-                    continue  # (only then asked: a ";" inside it costs no re-read of the statement so far)
+                if self._trigger(first) and _END.search(text, max(first, at - 64), at):  # a trigger ends in END
+                    asked += 1  # each ask reads the statement so far: a bound keeps the whole linear
+                    if asked > MAX_END_ASKS:
+                        raise self.fail(first, f"a trigger with more than {MAX_END_ASKS} 'END;' in it")
+                    if not sqlite3.complete_statement(text[first:i].replace("\0", " ")):
+                        continue
+                elif self._trigger(first):
+                    continue  # (a ";" inside it, not after an END, costs no re-read of the statement so far)
                 if first < at:
                     yield first, at
-                start, first = i, None
+                start, first, asked = i, None, 0
 
     def closing(self, at: int, quote: str) -> int:
         text, close, j = self.text, _CLOSE[quote], at + 1
