@@ -35,7 +35,10 @@ class ExecuteRequest(msgspec.Struct):
     entry: str = "default"
     timeout: float | None = None
     permissions: Any = None
-    tools: list[str] = []
+    tools: list[str] = []  # what the request asked for
+    # what it gets besides, having asked for nothing (the Isolate engine's workers always have Web
+    # Crypto: ["crypto"]); a hook may empty it
+    default_tools: list[str] = []
     tool_settings: dict[str, Any] = {}  # what [name, settings] in the request's tools said (crypto's)
     language: str = "javascript"
     by: str = "python"

@@ -37,7 +37,7 @@ from .errors import (
 from .execute import EXECUTE_EGRESS, EXECUTE_ID, LANGUAGES, ExecuteResult, execute_pool_config, run_execute
 from .execute_config import ExecuteConfig
 from .execute_hooks import ExecuteHooks, ExecuteRequest
-from .execute_tools import ToolRegistry
+from .execute_tools import DEFAULT_TOOLS, ToolRegistry
 from .pool import REAP_INTERVAL_MAX, REAP_INTERVAL_MIN, Pool
 from .runtime import Runtime
 from .security.grant_entries import problems
@@ -257,6 +257,7 @@ class ExecutePools:
         t0 = time.perf_counter()
         try:
             req.tools, req.tool_settings = self.tools.read(tools, self.config.crypto)
+            req.default_tools = list(DEFAULT_TOOLS) if tools is None else []
             line = self._line(req)
             if self.hooks:  # validate, before_execute: admission judges what they let through
                 req = await self.hooks.before(req)
@@ -271,7 +272,8 @@ class ExecutePools:
             raise
         try:
             out, outcome = await run_execute(claimed.pool, req.code, req.input, entry=req.entry, budget=budget,
-                                             tools=req.tools, settings=req.tool_settings, language=req.language,
+                                             tools=req.tools + [t for t in req.default_tools if t not in req.tools],
+                                             settings=req.tool_settings, language=req.language,
                                              reuse_probe=self.config.reuse_probe)
         except HostError as exc:
             # The code was admitted but never ran: TypeScript that does not parse (its message

@@ -56,7 +56,11 @@ _NAME = re.compile(r"^[A-Za-z_$][A-Za-z0-9_$]{0,63}$")  # a JavaScript identifie
 
 
 def _shown(v: Any) -> str:
-    return repr(v)[:64] if isinstance(v, (str, int, float, bool)) or v is None else type(v).__name__
+    if isinstance(v, int) and not isinstance(v, bool) and v.bit_length() > 64:
+        return f"an integer of {v.bit_length()} bits"  # repr() refuses past 4,300 digits
+    if type(v) in (str, int, float, bool) or v is None:
+        return repr(v)[:64]
+    return type(v).__name__
 
 
 def _strings(v: Any) -> bool:
@@ -201,12 +205,12 @@ class ToolRegistry:
 
     def read(self, specs: Any, crypto: CryptoToolConfig) -> tuple[list[str], dict[str, Any]]:
         """A request's ``tools`` as tool names and the settings the worker applies: each entry
-        a name or ``[name, settings]`` (the Isolate engine's ToolSpec). Left out (None): the
-        default tools, crypto; ``[]``: none. Settings of crypto (``subtle``, ``limit``,
+        a name or ``[name, settings]`` (the Isolate engine's ToolSpec); left out (None): none
+        (the default ones, DEFAULT_TOOLS, are the request's ``default_tools``). Settings of crypto (``subtle``, ``limit``,
         ``methods``) narrow ``crypto`` (the operator's); a setting a tool does not take, or a
         value of the wrong kind, is InvalidConfig naming ``tools[i]``."""
         if specs is None:
-            return list(DEFAULT_TOOLS), {}
+            return [], {}
         if isinstance(specs, (str, bytes)) or not isinstance(specs, (list, tuple)):
             raise InvalidConfig(f"tools: a list of tool names or [name, settings] pairs (got {type(specs).__name__})")
         names: list[str] = []
@@ -226,7 +230,7 @@ class ToolRegistry:
                 raise InvalidConfig(f"{where}: the settings of {spec[:64]!r} are an object (got {_shown(given)})")
             takes = TOOL_SETTINGS.get(name, ()) if name in BUILTIN_TOOLS else ()
             if unknown := [k for k in given if k not in takes]:
-                raise InvalidConfig(f"{where}: {spec[:64]!r} takes no setting {str(unknown[0])[:64]!r}"
+                raise InvalidConfig(f"{where}: {spec[:64]!r} takes no setting {_shown(unknown[0])}"
                                     + (f"; its settings are {', '.join(takes)}" if takes else
                                        " (its settings are the operator's, in host.toml)"))
             if name == "crypto":

@@ -280,6 +280,9 @@ class HeadDeadline(web.RequestHandler):
             return
         log.debug("aborting a connection whose client took under %d of the %d bytes waiting for it in %gs "
                   "(server.send_timeout)", SEND_STEP, left, self._send_timeout)
+        sock = transport.get_extra_info("socket")
+        with contextlib.suppress(OSError, AttributeError, ValueError):  # a reset: the kernel drops its queue too
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
         transport.abort()  # close() would wait for the buffer to drain, which is what does not happen
 
     def _stop_send_timer(self) -> None:

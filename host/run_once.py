@@ -36,7 +36,8 @@ def _forked() -> None:
     worker socket (answered, or read by the parent), or waited forever on a loop thread the child
     does not have."""
     for once in list(_LIVE):
-        once.state, once.thread = "forked", 0
+        if once.state == "running":  # one made and not entered yet may start in the child (gunicorn --preload)
+            once.state, once.thread = "forked", 0
 
 
 os.register_at_fork(after_in_child=_forked)

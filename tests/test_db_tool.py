@@ -416,6 +416,7 @@ async def test_the_seeds_drizzle_forms_on_db_query(make_host, database):
         join = await run(h, "return await db.query.select().from(db.users).leftJoin(db.secrets);", ["db"])
         raw = await run(h, "return await db.query.execute('DELETE FROM users');", ["db"])
         no_table = await run(h, "return await db.query.select().from('users');", ["db"])
+        unfinished = await run(h, "return await db.query.select();", ["db"])  # code of before: a table "query"
     assert seed_select.ok, seed_select.logs
     assert seed_select.result == [{"id": 1, "name": "Alice", "email": "a@x", "active": 1, "note": None}]
     assert seed_insert.ok, seed_insert.logs
@@ -429,5 +430,7 @@ async def test_the_seeds_drizzle_forms_on_db_query(make_host, database):
     assert "leftJoin() is not supported" in exception_of(join).message
     assert "sends no SQL" in exception_of(raw).message
     assert "take a table (db.users)" in exception_of(no_table).message
+    assert "awaited without .from(table)" in exception_of(unfinished).message  # not "not serializable"
+    assert "a table named query is db.query.query.query" in exception_of(unfinished).message
     assert names(database) == ["Alice", "Bob", "Carol", "Dan", "Eve", "Tx"]
     assert database.rows("SELECT note FROM users WHERE name = 'Bob'") == [("seen",)]

@@ -222,3 +222,26 @@ def test_a_plugin_host_in_a_forked_child_never_touches_the_parents_workers(calc,
             return os.waitstatus_to_exitcode(status), answer, int(isinstance(HostClosed("x"), HostError))
 
     assert anyio.run(main) == (0, 4, 1)
+
+
+def test_a_host_made_before_a_fork_starts_in_the_child(calc, tmp_path, shared_state):
+    """The fork guard is for hosts that serve: one made at import and started in each worker
+    process (gunicorn --preload, multiprocessing's fork) was refused in the child (helper-94)."""
+    import os
+
+    import anyio
+
+    host = PluginHost(config(calc, tmp_path, shared_state))
+    pid = os.fork()
+    if pid == 0:
+        code = 1
+        try:
+            async def child() -> int:
+                async with host:
+                    return await host.call("calc", "add", 1, 2)
+
+            code = 0 if anyio.run(child) == 3 else 2
+        finally:
+            os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0

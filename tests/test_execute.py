@@ -112,6 +112,10 @@ async def test_without_the_crypto_tool_crypto_is_undefined(make_host):
     assert default.result == "b94d27b9934d3e08a52e52d7da7dabfac484efe37a5380ee9088f7ace2efcde9"
 
 
+def _huge(spec: object) -> bool:
+    return spec == 10**5000 or (isinstance(spec, list) and isinstance(spec[1], dict) and spec[1].get("limit") == -10**5000)
+
+
 async def test_tools_with_settings_narrow_the_tool(make_host):
     """The Isolate engine's ToolSpec, [name, settings] (its README's examples): crypto's subtle,
     limit and methods narrow what the operator allows, never widen it; a setting a tool does
@@ -129,10 +133,10 @@ async def test_tools_with_settings_narrow_the_tool(make_host):
         bad = {}
         for spec in (["crypto", {"nope": 1}], ["channel", {"x": 1}], ["crypto", {"limit": "8"}],
                      ["crypto", {"subtle": 1}], ["crypto", {"methods": ["digest"]}], ["crypto", 5], 7,
-                     ["crypto", {}, 3]):
+                     ["crypto", {}, 3], ["crypto", {"limit": -10**5000}], 10**5000):  # repr() refuses those two
             with pytest.raises(InvalidConfig) as exc:
                 await h.execute("export default () => 1", tools=["channel", spec])
-            bad[repr(spec)] = exc.value.message
+            bad["huge" if _huge(spec) else repr(spec)] = exc.value.message
     async with make_host(execute=ExecuteConfig(crypto=CryptoToolConfig(methods=["randomUUID"], subtle=False))) as h:
         not_widened = await h.execute(shape, tools=[["crypto", {"methods": ["getRandomValues", "subtle"],
                                                                 "subtle": True}]])
@@ -150,6 +154,7 @@ async def test_tools_with_settings_narrow_the_tool(make_host):
     assert "are an object" in bad["['crypto', 5]"]
     assert all(m.startswith("tools[1]: a tool name") for m in (bad["7"], bad["['crypto', {}, 3]"]))
     assert not_widened.result == ["undefined", "undefined", "undefined"]
+    assert "bits" in bad["huge"]  # a ValueError of repr() before
 
 
 async def test_a_crypto_reference_taken_at_load_serves_only_calls_that_asked(make_host):

@@ -71,6 +71,17 @@ def fmt(answer, result):
 def broken(*args):
     raise RuntimeError("hook bug")
 
+seen_tools = []
+
+def anon_no_tools(request):  # an operator's policy of before: anonymous requests use no tools
+    seen_tools.append((list(request.tools), list(request.default_tools)))
+    if request.by == "anon" and request.tools:
+        return f"anonymous requests use no tools (asked {request.tools})"
+    if request.entry == "bare":
+        request.default_tools = []
+        request.entry = "default"
+    return None
+
 async def stuck(*args):
     await anyio.sleep(30)
 
@@ -350,3 +361,24 @@ def test_host_toml_reads_tools_and_hooks_with_module_paths_relative_to_the_file(
     (tmp_path / "host.toml").write_text('[execute.hooks]\nvalidated = "a:b"\n')
     with pytest.raises(InvalidConfig, match="validated"):
         load_config(tmp_path / "host.toml")
+
+
+async def test_hooks_see_the_tools_a_request_asked_for_not_the_default_crypto(make_host, operator, tmp_path):
+    """A request naming no tools gets crypto (as the Isolate engine's workers have Web Crypto),
+    but hooks and the audit see what it asked for: a validate policy written as `if
+    request.tools: refuse` refused every such request once the default showed as ["crypto"]
+    (helper-94). The default is request.default_tools, which a hook may empty."""
+    import importlib
+
+    state = tmp_path / "state"
+    xc = ExecuteConfig(**ONE, hooks=hooks(operator, validate="anon_no_tools", before_execute="anon_no_tools"))
+    async with make_host(state_dir=str(state), execute=xc) as h:
+        plain = await h.execute("export default () => typeof crypto.randomUUID", by="anon")
+        bare = await h.execute("export default () => typeof crypto", entry="bare", by="anon")
+        with pytest.raises(ExecuteRefused):
+            await h.execute("export default () => 1", tools=["crypto"], by="anon")
+    assert plain.ok and plain.result == "function", plain.logs
+    assert bare.ok and bare.result == "undefined", bare.logs
+    seen = importlib.import_module(operator).seen_tools
+    assert seen[0] == ([], ["crypto"]) and seen[-1] == (["crypto"], [])
+    assert [x["tools"] for x in audit(state, "execute")][:2] == [[], []]

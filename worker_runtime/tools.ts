@@ -350,22 +350,37 @@ function tableApi(state: CallState, table: string, tx: number | undefined) {
  * (`db.query.select().from(db.users).where(eq(db.users.id, 1))`, `db.query.insert(db.users)
  * .values(row).returning()`, `update(t).set({...}).where(...)`, `delete(t).where(...)`) and its
  * relational queries (`db.query.query.users.findMany({...})`). */
+/** A step of a Drizzle statement that is not one yet: awaited, a TypeError saying what is missing
+ * (it was "value is not serializable: function", code of before reading a table named query). */
+function unfinished(what: string, next: string, step: Record<string, unknown>): unknown {
+  return Object.freeze({
+    ...step,
+    then: (_ok: unknown, failed?: (e: unknown) => unknown) =>
+      failed?.(new TypeError(`db.query.${what} is awaited without .${next}: db.query is the seed's Drizzle ` +
+        "instance (db.query.select().from(db.users)); a table named query is db.query.query.query")),
+  });
+}
+
 function queryBuilder(state: CallState, tx: number | undefined, transaction: unknown, rollback: unknown): unknown {
   const on = (table: unknown): DbQuery => tx === undefined ? { table: tableName(table) } : { table: tableName(table), tx };
   const own: Record<string, unknown> = {
     select: (fields?: unknown) => {
       const { columns, rename } = fieldsOf(fields);
-      return Object.freeze({ from: (table: unknown) => new DbStatement(state, { ...on(table), columns }, rename) });
+      return unfinished("select()", "from(table)", {
+        from: (table: unknown) => new DbStatement(state, { ...on(table), columns }, rename),
+      });
     },
     insert: (table: unknown) => {
       const q = on(table);
-      return Object.freeze({
+      return unfinished("insert(table)", "values(row)", {
         values: (v: unknown) => new DbStatement(state, { ...q, op: "insert", values: Array.isArray(v) ? v : [v] }),
       });
     },
     update: (table: unknown) => {
       const q = on(table);
-      return Object.freeze({ set: (v: unknown) => new DbStatement(state, { ...q, op: "update", values: v }) });
+      return unfinished("update(table)", "set({...})", {
+        set: (v: unknown) => new DbStatement(state, { ...q, op: "update", values: v }),
+      });
     },
     delete: (table: unknown) => new DbStatement(state, { ...on(table), op: "delete" }),
     query: new Proxy(Object.freeze({}), {

@@ -654,5 +654,7 @@ async def test_an_answer_the_client_does_not_take_is_not_held():
     finally:
         await runner.cleanup()
     assert gone, "the stalled connection was still open after 15 s"
-    assert got_stalled < len(body)  # it was cut off, not served
+    # cut off, and reset: not left to the kernel, which kept its send queue (up to 4 MiB) and
+    # delivered it for minutes, ending in a clean EOF the client took for the whole answer
+    assert got_stalled < 1 << 20, got_stalled
     assert steady > len(body)  # head and the whole body
