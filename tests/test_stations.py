@@ -440,3 +440,37 @@ async def test_allowing_a_private_network_is_kept_and_audited(plugin_dir, tmp_pa
     audit = [json.loads(line) for line in (state / "audit.jsonl").read_text().splitlines()]
     assert [(e["plugin"], e["allow"], e["by"]) for e in audit if e["event"] == "allow_private_network"] == [
         ("relayco", True, "dashboard")]
+
+
+async def test_a_station_removed_while_it_is_being_added_is_not_a_500(plugin_dir, tmp_path, shared_state, relay):
+    """helper-95: a DELETE that ended while the POST adding the same station still restarted its
+    provider made the add answer 500 (a StopIteration looking for the station it had added). The
+    add says it was removed meanwhile (StationNotFound, a 404), and the remove wins. (The
+    provider here takes 400 ms to load, so that the remove lands inside the add's restart.)"""
+    import anyio
+
+    from host import StationNotFound
+
+    async with host_for(plugin_dir, tmp_path, shared_state, relay) as h:
+        plugin_dir.add("relayco.js", "await new Promise((r) => setTimeout(r, 400));\n" + RELAYCO)
+        await h.rescan()
+        outcome: list[object] = []
+
+        async def add() -> None:
+            try:
+                outcome.append(await h.stations.add("mine", plugin="relayco",
+                                                    config={"baseUrl": relay.url, "apiKey": "sk-beta-0002"}))
+            except StationNotFound as exc:
+                outcome.append(exc)
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(add)
+            with anyio.fail_after(10):  # stored, and its provider restarting
+                while "mine" not in {s["name"] for s in h.stations.list()}:
+                    await anyio.sleep(0.005)
+            await h.stations.remove("mine")
+        listed = [s["name"] for s in h.stations.list()]
+    assert len(outcome) == 1
+    assert isinstance(outcome[0], StationNotFound) and "removed while it was being added" in outcome[0].message, \
+        outcome
+    assert listed == []

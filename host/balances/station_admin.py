@@ -11,7 +11,7 @@ from typing import Any
 
 import msgspec
 
-from ..errors import HostError, InvalidConfig, PluginUnavailable, StateError
+from ..errors import HostError, InvalidConfig, PluginUnavailable, StateError, StationNotFound
 from ..plugins.admin import ConfigAdmin
 from ..plugins.config_store import Configs
 from ..plugins.keys import station_key
@@ -254,7 +254,12 @@ class StationAdmin:
         return mask(record.manifest.config_schema, raw) if record is not None and record.manifest else {}
 
     def _item(self, name: str) -> dict[str, Any]:
-        return next(item for item in self.list() if item["name"] == name)
+        """The station as listed, just added; StationNotFound when a remove came first (it ended
+        while the add still restarted the provider: a StopIteration before, a 500)."""
+        found = next((item for item in self.list() if item["name"] == name), None)
+        if found is None:
+            raise StationNotFound(f"station {name} was removed while it was being added (by another request)")
+        return found
 
     async def _restart(self, record: Plugin, name: str | None) -> None:
         """The provider's pool anew, serving its stations as they are now (their hosts granted);
