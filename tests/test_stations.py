@@ -474,3 +474,34 @@ async def test_a_station_removed_while_it_is_being_added_is_not_a_500(plugin_dir
     assert isinstance(outcome[0], StationNotFound) and "removed while it was being added" in outcome[0].message, \
         outcome
     assert listed == []
+
+
+def test_a_store_written_in_a_thread_is_never_seen_new_stamp_old_names(tmp_path):
+    """helper-95: a station removed answered 200 yet stayed listed (and DELETE kept answering
+    200) for ~1.5 s: the store's write, in a worker thread, set the file's new stamp before its
+    new names, and the stations' view, on the event loop, cached the old names under the new
+    stamp. Stamp and names now change together (83 of 300 inserts were seen stale before)."""
+    import sys
+    import threading
+
+    from host.plugins.settings import ConfigStore
+
+    store = ConfigStore(tmp_path, None, "stations.json")
+    switch = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)  # the thread and this one take turns as often as they can
+    stale = 0
+    try:
+        for i in range(300):
+            key, done = f"k{i}", threading.Event()
+            worker = threading.Thread(target=lambda key=key, done=done: (store.insert(key, {"a": 1}), done.set()))
+            worker.start()
+            cache: tuple[object, bool] | None = None
+            while not done.is_set():  # what a view keyed by the stamp keeps
+                stamp = store.stamp
+                if cache is None or cache[0] != stamp:
+                    cache = (stamp, key in store.names())
+            worker.join()
+            stale += cache is not None and cache[0] == store.stamp and not cache[1]
+    finally:
+        sys.setswitchinterval(switch)
+    assert stale == 0

@@ -214,8 +214,14 @@ class ConfigStore:
     def __init__(self, state_dir: str | Path, box: Cipher | None = None, filename: str = "config.json") -> None:
         self.path = Path(state_dir) / filename
         self._box = box
-        self._stamp: tuple[int, int, int] | None = None
-        self._data: dict[str, dict[str, Any]] = self._read()
+        # (the file's stamp, what it held then), replaced whole: a write or read runs in a worker
+        # thread while the event loop reads both, and a stamp set before the data (a station just
+        # removed) had the stations' cache keep the old names under the new stamp, listed for ~1.5 s
+        self._view: tuple[tuple[int, int, int] | None, dict[str, dict[str, Any]]] = self._read()
+
+    @property
+    def _data(self) -> dict[str, dict[str, Any]]:
+        return self._view[1]
 
     def get(self, plugin: str) -> dict[str, Any] | None:
         return self._data.get(plugin)
@@ -226,34 +232,34 @@ class ConfigStore:
     @property
     def stamp(self) -> tuple[int, int, int] | None:
         """The file as last read or written (changes with every change to what ``get`` sees)."""
-        return self._stamp
+        return self._view[0]
 
     def insert(self, key: str, values: dict[str, Any]) -> bool:
         """Store ``values`` under a new ``key``: False (nothing written) if the file has it
         already, whoever wrote it (the check and the write under one lock)."""
         try:
             with locked(self.path):
-                data = self._read()
+                stamp, data = self._read()
                 if key in data:
-                    self._data = data
+                    self._view = (stamp, data)
                     return False
                 data[key] = dict(values)
-                self._write(data)
+                stamp = self._write(data)
         except OSError as exc:
             raise os_failure(self.path, exc, "write") from None
-        self._data = data
+        self._view = (stamp, data)
         return True
 
     def remove(self, plugin: str) -> None:
         """Forget ``plugin``'s entry (the others kept as the file holds them now)."""
         try:
             with locked(self.path):
-                data = self._read()
+                stamp, data = self._read()
                 if data.pop(plugin, None) is not None:
-                    self._write(data)
+                    stamp = self._write(data)
         except OSError as exc:
             raise os_failure(self.path, exc, "write") from None
-        self._data = data
+        self._view = (stamp, data)
 
     @property
     def has_sealed(self) -> bool:
@@ -263,9 +269,9 @@ class ConfigStore:
     def refresh(self) -> set[str]:
         """Read the file again if another process changed it; returns the plugins whose config
         differs from before."""
-        if self._file_stamp() == self._stamp:
+        if self._file_stamp() == self.stamp:
             return set()
-        before, self._data = self._data, self._read()
+        before, self._view = self._data, self._read()
         return {p for p in set(before) | set(self._data) if before.get(p) != self._data.get(p)}
 
     def set(self, plugin: str, values: dict[str, Any], secret: Collection[str] = ()) -> None:
@@ -279,11 +285,11 @@ class ConfigStore:
         sealed = seal_configs(self._box, configs, secret)
         try:
             with locked(self.path):
-                data = {**self._read(), **sealed}
-                self._write(data)
+                data = {**self._read()[1], **sealed}
+                stamp = self._write(data)
         except OSError as exc:
             raise os_failure(self.path, exc, "write") from None
-        self._data = data
+        self._view = (stamp, data)
 
     def swap(self, key: str, values: dict[str, Any], secret: Collection[str],
              base: dict[str, Any] | None) -> tuple[bool, dict[str, Any] | None]:
@@ -300,15 +306,14 @@ class ConfigStore:
         sealed = seal_configs(self._box, configs, secret)
         try:
             with locked(self.path):
-                stamp, data = self._stamp, self._read()
+                _, data = self._read()
                 if any((data.get(k) or {}) != (bases.get(k) or {}) for k in sealed):
-                    self._stamp = stamp  # not read here: the next refresh reports the other changes
-                    return False, {k: data.get(k) for k in sealed}
+                    return False, {k: data.get(k) for k in sealed}  # the next refresh reports the changes
                 data.update(sealed)
-                self._write(data)
+                stamp = self._write(data)
         except OSError as exc:
             raise os_failure(self.path, exc, "write") from None
-        self._data = data
+        self._view = (stamp, data)
         return True, dict(sealed)
 
     def verify(self) -> None:
@@ -325,14 +330,14 @@ class ConfigStore:
             self.set_many({p: self._data[p] for p in stale}, secret)
         return stale
 
-    def _read(self) -> dict[str, dict[str, Any]]:
-        """The file's configs (empty when there is none), checked: ``{plugin id: {key: value}}``."""
+    def _read(self) -> tuple[tuple[int, int, int] | None, dict[str, dict[str, Any]]]:
+        """The file's stamp and configs (empty when there is none), checked: ``{plugin id: {key:
+        value}}``."""
         stamp = self._file_stamp()
         try:
             raw = self.path.read_bytes()
         except FileNotFoundError:
-            self._stamp = stamp
-            return {}
+            return stamp, {}
         except OSError as exc:
             raise os_failure(self.path, exc, "read") from None
         try:  # bytes that are not UTF-8 (a damaged disk, a tool's binary): before, a traceback at start
@@ -344,8 +349,7 @@ class ConfigStore:
             shape = type(data).__name__ if not isinstance(data, dict) else "an object whose values are not all objects"
             raise InvalidConfig(f"{self.path}: must be an object of {{name: {{key: value}}}}, "
                                 f"found {shape}; fix it, or move it aside to start without what it holds")
-        self._stamp = stamp
-        return data
+        return stamp, data
 
     def _file_stamp(self) -> tuple[int, int, int] | None:
         try:
@@ -354,7 +358,8 @@ class ConfigStore:
             return None
         return (st.st_ino, st.st_mtime_ns, st.st_size)
 
-    def _write(self, data: dict[str, dict[str, Any]]) -> None:
+    def _write(self, data: dict[str, dict[str, Any]]) -> tuple[int, int, int] | None:
+        """Writes ``data``; the file's new stamp."""
         self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
         write_private(self.path, json.dumps(data, indent=2, sort_keys=True).encode())
-        self._stamp = self._file_stamp()
+        return self._file_stamp()
