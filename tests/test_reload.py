@@ -174,3 +174,32 @@ export function onEvent(event, payload, ctx) {{ return "{tag}"; }}"""
         assert "duplicate of" in states[0][1] and states[0][1].endswith("vault.js"), states
         assert await h.call("vault", "who") == "original"
         assert [r.value for r in await h.emit("message.in", {})] == ["original"]
+
+
+@pytest.mark.timeout(60)
+async def test_a_plugin_linked_in_stops_when_its_link_goes_and_follows_a_swapped_link(plugin_dir, make_host, tmp_path):
+    """A plugin kept elsewhere is installed by a symlink (docs/security.md): removing the link
+    left it serving until the host restarted, and swapping the link to a new release left both
+    serving (helper-95): the record was known by the link's target, which stays. The link is
+    what the watcher looks at now."""
+    import os
+
+    rel1, rel2 = tmp_path / "rel1", tmp_path / "rel2"
+    for n, d in ((1, rel1), (2, rel2)):
+        d.mkdir()
+        (d / "svc.js").write_text(version(n))
+    link = plugin_dir.root / "svc.js"
+    link.symlink_to(rel1 / "svc.js")
+    async with make_host(reload=ReloadConfig(enabled=True, interval=0.1)) as h:
+        assert await h.call("svc", "which") == 1
+        swap = plugin_dir.root / ".svc.tmp"
+        swap.symlink_to(rel2 / "svc.js")
+        os.replace(swap, link)  # an atomic swap (ln -sfn; mv -T)
+        await wait_for(lambda: [(i.version, i.state) for i in h.plugins() if i.id == "svc"] == [("1.0.2", "running")],
+                       timeout=10)
+        assert await h.call("svc", "which") == 2
+        link.unlink()
+        await wait_for(lambda: all(i.id != "svc" for i in h.plugins()), timeout=10)
+        with pytest.raises(PluginNotFound):
+            await h.call("svc", "which")
+    assert (rel1 / "svc.js").exists() and (rel2 / "svc.js").exists()

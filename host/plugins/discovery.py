@@ -40,10 +40,25 @@ class PluginSource:
     version_hint: str | None = None
     dev: bool = False  # from host.toml's dev_plugins: its id is the name given there
     usage_script: str | None = None  # a cc-switch usage script's module: where the script is (file or host.toml)
+    entry: Path | None = None  # the name it was found under in a plugins directory, when that leads elsewhere
 
     @property
     def base_dir(self) -> Path:
         return self.root if self.root.is_dir() else self.root.parent
+
+    def gone(self) -> bool:
+        """Whether the plugin is no longer there: its module is gone, or the name it was found
+        under (a symlink, as docs/security.md installs a plugin kept elsewhere) is gone or leads
+        elsewhere now. Its target stays, so a removed or swapped link left the old code serving
+        until the host restarted (helper-95)."""
+        if not self.module.exists():
+            return True
+        if self.entry is None:
+            return False
+        try:
+            return self.entry.resolve() != self.root
+        except (OSError, RuntimeError):  # a loop now
+            return True
 
 
 def _split_name(name: str) -> tuple[str, str | None]:
@@ -53,19 +68,20 @@ def _split_name(name: str) -> tuple[str, str | None]:
 
 def source_for(path: Path) -> PluginSource | None:
     """The plugin at ``path`` (file or directory), or None if it is not one."""
-    path = path.resolve()
-    if path.name.startswith((".", "_")):
+    found, path = path, path.resolve()
+    via = found if found != path else None
+    if path.name.startswith((".", "_")) or found.name.startswith((".", "_")):  # a hidden link: a swap's temporary
         return None
     if path.is_dir():
         for name in ENTRY_NAMES:
             entry = path / name
             if entry.is_file():
                 pid, version = _split_name(path.name)
-                return PluginSource(id=pid, module=entry, root=path, version_hint=version)
+                return PluginSource(id=pid, module=entry, root=path, version_hint=version, entry=via)
         return None
     if path.is_file() and _module_name(path):
         pid, version = _split_name(path.stem)
-        return PluginSource(id=pid, module=path, root=path, version_hint=version)
+        return PluginSource(id=pid, module=path, root=path, version_hint=version, entry=via)
     return None
 
 
@@ -170,7 +186,7 @@ def in_vanished_dir(source: PluginSource, dirs: list[Path]) -> bool:
     a directory that is there still stops."""
     for d in dirs:
         where = {os.path.abspath(d), os.path.realpath(d)}
-        if not any(str(source.module).startswith(w.rstrip("/") + "/") for w in where):
+        if not any(str(source.entry or source.module).startswith(w.rstrip("/") + "/") for w in where):
             continue
         dev = _device(d) if d.is_dir() else None
         if dev is not None and _devices.get(str(d), dev) == dev:  # there, on the file system it was on

@@ -43,7 +43,7 @@ async def _unchanged(record: Plugin) -> bool:
 def _changed(record: Plugin, seen: dict[Path, tuple] | None = None) -> bool:
     """Whether ``record``'s module is gone or its fingerprint moved; ``seen``: the fingerprint
     taken is kept there by root, so that the caller need not walk the files again."""
-    if not record.source.module.exists():
+    if record.source.gone():
         return True
     if record.state in IDLE:
         return False
@@ -94,7 +94,7 @@ async def scan_files(reg: Registry, files: bool, settled: dict[Path, tuple | Non
     for r in changed:
         if r not in reg.records:
             continue
-        if not r.source.module.exists():
+        if r.source.gone():
             if not in_vanished_dir(r.source, reg.config.plugin_dirs):  # its whole directory: kept
                 await reg.stop_record(r, "stopped", "removed from disk", forget=True)
         elif r.state not in IDLE and (fp := await anyio.to_thread.run_sync(fingerprint, r.source.root)) != r.fingerprint:
