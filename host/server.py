@@ -322,7 +322,9 @@ def create_app(host: PluginHost, *, admin_token: str | None = None, read_token: 
                     return _error(409, "ApprovalPending",
                                   f"the new version asks for {', '.join(info.pending_approval)} beyond its approved "
                                   f"grants; the old version keeps serving until POST /api/plugins/{info.id}/approve")
-                return _error(409, "ReloadFailed", f"{info.reload_error or info.error}; the old version keeps serving")
+                serving = info.state in ("running", "degraded")  # else disabled or stopped meanwhile: nothing serves
+                return _error(409, "ReloadFailed", f"{info.reload_error or info.error or f'the plugin is {info.state}'}"
+                              + ("; the old version keeps serving" if serving else ""))
         elif action == "approve":
             approval: ApproveBody = await body_of(request, ApproveBody)
             await host.approve(pid, by=via, grants=approval.grants)

@@ -203,3 +203,31 @@ async def test_a_plugin_linked_in_stops_when_its_link_goes_and_follows_a_swapped
         with pytest.raises(PluginNotFound):
             await h.call("svc", "which")
     assert (rel1 / "svc.js").exists() and (rel2 / "svc.js").exists()
+
+
+@pytest.mark.timeout(60)
+async def test_a_restart_overtaken_by_a_disable_says_so(plugin_dir, make_host):
+    """helper-95: /restart racing /disable answered 503 "restart failed: None" (the reload gave way
+    to the disable, and no reload error was set). It says the plugin is disabled now, by another
+    request, and how to start it."""
+    import anyio
+
+    from host import PluginUnavailable
+
+    plugin_dir.add("slowp.js", version(1).replace('"svc"', '"slowp"'))
+    async with make_host(pool=PoolConfig(min_workers=1, max_workers=1)) as h:
+        outcome: list[object] = []
+
+        async def restart() -> None:
+            try:
+                outcome.append(await h.restart("slowp"))
+            except PluginUnavailable as exc:
+                outcome.append(exc)
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(restart)  # it finds the plugin serving, then waits for the disable begun first
+            await h.disable("slowp")
+        state = h.plugin("slowp").state
+    assert state == "disabled"
+    assert len(outcome) == 1 and isinstance(outcome[0], PluginUnavailable), outcome
+    assert "None" not in outcome[0].message and "disabled now (by another request)" in outcome[0].message, outcome

@@ -71,7 +71,7 @@ async def test_a_station_added_through_one_host_is_served_by_the_other(
         await a.rescan()
         assert "mine" not in {s["name"] for s in a.stations.list()}
         await a.stations.add("twice", plugin="relayco", config={"baseUrl": relay.url, "apiKey": "sk-alpha-0001"})
-        with pytest.raises(InvalidConfig, match="just added by another process"):  # b has not polled yet
+        with pytest.raises(InvalidConfig, match="just added by another request or process"):  # b has not polled yet
             await b.stations.add("twice", plugin="relayco", config={"baseUrl": relay.url, "apiKey": "sk-beta-0002"})
         await b.rescan()
         results = {r.provider: r for r in await b.query_balances(refresh=True)}

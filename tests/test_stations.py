@@ -331,7 +331,7 @@ async def test_two_processes_adding_one_name_never_overwrite_each_other(tmp_path
     first.open(FileConfigs(ConfigStore(tmp_path, None, STATIONS_FILE)))
     second.open(FileConfigs(ConfigStore(tmp_path, None, STATIONS_FILE)))  # read before the first one's add
     await first.add("x", StationConfig(plugin="a"))
-    with pytest.raises(InvalidConfig, match="just added by another process"):
+    with pytest.raises(InvalidConfig, match="just added by another request or process"):
         await second.add("x", StationConfig(plugin="b"))
     assert json.loads((tmp_path / STATIONS_FILE).read_text()) == {"x": {"plugin": "a"}}
 

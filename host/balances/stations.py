@@ -210,7 +210,7 @@ class Stations:
 
     @staticmethod
     def taken(name: str) -> InvalidConfig:
-        return InvalidConfig(f"station {name!r} was just added by another process; pick another name")
+        return InvalidConfig(f"station {name!r} was just added by another request or process; pick another name")
 
     async def remove(self, name: str) -> Station:
         station = self.get(name)

@@ -445,7 +445,12 @@ class Registry:
         record = self.record(name)
         if record.state in SERVING:
             if not await self.reload(name):
-                raise PluginUnavailable(f"restart failed: {record.reload_error}", plugin=record.id)
+                if record.state not in SERVING:  # disabled or stopped by another request meanwhile
+                    hint = "; `python -m host enable` starts it" if record.state == "disabled" else ""
+                    raise PluginUnavailable(f"restart: the plugin is {record.state} now (by another request){hint}",
+                                            plugin=record.id)
+                raise PluginUnavailable(f"restart failed: {record.reload_error or record.error or 'it did not start'}",
+                                        plugin=record.id)
         else:
             await self.enable(name)
         return record.state in SERVING
