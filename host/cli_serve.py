@@ -26,6 +26,7 @@ from .event_loop import loop_name
 from .plugin_host import PluginHost
 from .sd_notify import Notifier
 from .serve_notify import OneServer, notifying
+from .stop_signals import IGNORED, Stops
 
 log = logging.getLogger("host.cli")
 
@@ -171,30 +172,6 @@ async def _serve(args: argparse.Namespace, config: HostConfig, notifier: Notifie
             if peers is not None:
                 await peers.cleanup()
     return 0
-
-
-# Signals a habit sends (logrotate's `postrotate kill -USR1`) that ended serve at once, its calls in
-# flight cut and not a line said: said and ignored (logs and the audit log need no signal).
-IGNORED = (signal.SIGUSR1, signal.SIGUSR2)
-
-
-class Stops:
-    """The stop signals among ``received``; each ignored one said in the log and skipped. (Not a
-    generator: a wait for the next one that is cancelled leaves it to be asked again.)"""
-
-    def __init__(self, received: AsyncIterator[int]) -> None:
-        self._received = received
-
-    def __aiter__(self) -> Stops:
-        return self
-
-    async def __anext__(self) -> int:
-        while True:
-            sig = await self._received.__anext__()
-            if sig not in IGNORED:
-                return sig
-            log.warning("received %s: ignored (serve drains and stops on SIGTERM, SIGINT or SIGHUP)",
-                        signal.Signals(sig).name)
 
 
 async def _settled_or_signal(host: PluginHost, timeout: float, signals: AsyncIterator[int]) -> int | None:

@@ -48,6 +48,7 @@ from .multiproc_watch import JOINING, PEER_TIMEOUT, ask_siblings, watch
 from .runtime import private_run_dir
 from .sd_notify import Notifier
 from .serve_notify import Processes, notifying
+from .stop_signals import IGNORED, Stops
 
 if TYPE_CHECKING:
     from .plugin_host import PluginHost
@@ -249,8 +250,6 @@ async def supervise(argv: Sequence[str], srv: ServerConfig, count: int, notifier
         # Held until the end: a second Ctrl-C or SIGTERM during the drain is taken here too, as a
         # single server takes it, not by the default handler (which would kill this parent alone,
         # or, for SIGINT, every child mid-call).
-        from .cli_serve import IGNORED, Stops
-
         with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT, signal.SIGHUP, *IGNORED) as received:
             async for sig in Stops(received):
                 name = signal.Signals(sig).name
