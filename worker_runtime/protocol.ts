@@ -87,6 +87,8 @@ export interface Execute {
   timeout_ms?: number;
   tools?: string[];
   language?: "javascript" | "typescript";
+  /** Per tool, what the request narrowed (crypto: subtle, methods, max_bytes), as the host computed it. */
+  tool_settings?: Record<string, unknown>;
 }
 export interface Cancel { type: "cancel"; id: Id; reason?: string }
 export interface HostReply { type: "host_reply"; id: Id; value?: unknown; error?: ErrorInfo }
@@ -115,7 +117,11 @@ export const MESSAGES = {
   Welcome: { tag: "welcome", required: ["plugin_id"], optional: ["module", "config", "limits", "tools"] },
   Reject: { tag: "reject", required: ["reason"], optional: [] },
   Call: { tag: "call", required: ["id", "fn"], optional: ["args", "timeout_ms", "context_at"] },
-  Execute: { tag: "execute", required: ["id", "code"], optional: ["entry", "input", "timeout_ms", "tools", "language"] },
+  Execute: {
+    tag: "execute",
+    required: ["id", "code"],
+    optional: ["entry", "input", "timeout_ms", "tools", "language", "tool_settings"],
+  },
   Cancel: { tag: "cancel", required: ["id"], optional: ["reason"] },
   HostReply: { tag: "host_reply", required: ["id"], optional: ["value", "error"] },
   Deliver: { tag: "deliver", required: ["event"], optional: ["data"] },
