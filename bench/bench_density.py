@@ -50,13 +50,15 @@ async def main():
             await anyio.sleep(0.02)
         settled = time.perf_counter() - t0
         running = sum(s == "running" for s in h.states().values())
+        odd = {i.id: [i.state, i.error] for i in h.plugins() if i.state != "running"}  # said if the run fails
         t = time.perf_counter()
         while h.plugin(sys.argv[3]).workers and time.perf_counter() - t < 30:
             await anyio.sleep(0.05)
         given_back = time.perf_counter() - t if not h.plugin(sys.argv[3]).workers else None
         settled_rss = rss()
     print(json.dumps({"start": start, "rss": start_rss, "loading": loading, "first": first, "warm": warm,
-                      "settled": settled, "settled_rss": settled_rss, "running": running, "given_back": given_back}))
+                      "settled": settled, "settled_rss": settled_rss, "running": running, "given_back": given_back,
+                      "not_running": dict(list(odd.items())[:5])}))
 
 anyio.run(main)
 """

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import sys
@@ -191,10 +192,25 @@ def test_the_sync_facade_has_the_plugin_views_and_listeners_too(calc, shared_sta
 
 
 def _run_script(tmp_path: Path, name: str, body: str, timeout: float = 40) -> subprocess.CompletedProcess[str]:
+    """``body`` run as a script in a session of its own: on a timeout the whole session is killed
+    (a child it forked that hangs, as before the fork guard, is not left behind)."""
+    import signal
+
     script = tmp_path / name
     script.write_text(body)
-    return subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=timeout,
-                          env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])})
+    proc = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True,
+                            env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])})
+    try:
+        out, err = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.communicate()
+        raise
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)  # anything it left, a forked child that hangs
+    return subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
 
 
 def _alive_with(marker: str) -> list[int]:
