@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import re
+import socket
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -79,7 +80,16 @@ def _inside(f: Found) -> str | None:
     """A loopback or private host ``f``'s query may reach (its baseUrl, or a URL its script
     writes out), or None."""
     urls = [f.values.get("baseUrl")] + (_URL.findall(f.script[:65536]) if f.script else [])
-    return next((h for u in urls if (h := url_host(u)) and internal_host(split_host_port(h)[0])), None)
+    return next((h for u in urls if (h := url_host(u)) and internal_host(_as_resolved(split_host_port(h)[0]))), None)
+
+
+def _as_resolved(host: str) -> str:
+    """``host`` as the C resolver reads an IPv4 shorthand ("127.1", "0x7f.1", "2130706433" are
+    127.0.0.1), else as it is."""
+    try:
+        return socket.inet_ntoa(socket.inet_aton(host))
+    except OSError:
+        return host
 
 
 def import_plan(args: argparse.Namespace, config: HostConfig) -> Plan:

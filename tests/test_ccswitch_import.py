@@ -434,7 +434,8 @@ def test_a_station_on_a_loopback_or_private_address_is_said_in_the_plan(plugin_d
     write_db(db, [("a", "claude", "Local Proxy", env("http://127.0.0.1:8095"), usage(GENERIC)),
                   ("b", "claude", "Public", env("https://relay.example"), usage(GENERIC)),
                   ("c", "claude", "Lan", env("https://relay.example"), usage(literal)),
-                  ("d", "claude", "Allowed", env("http://localhost:9000"), usage(GENERIC))])
+                  ("d", "claude", "Allowed", env("http://localhost:9000"), usage(GENERIC)),
+                  ("e", "claude", "Short", env("http://127.1:8096"), usage(GENERIC))])  # 127.0.0.1 to a resolver
     (tmp_path / "host.toml").write_text("[plugins.allowed]\nallow_private_network = true\n")
     common = ["--plugins", str(plugin_dir.root), "--state-dir", str(tmp_path / "state"), "--dry-run",
               "--config", "host.toml"]
@@ -442,7 +443,8 @@ def test_a_station_on_a_loopback_or_private_address_is_said_in_the_plan(plugin_d
     assert plan.returncode == 0, plan.stderr
     notes = [line for line in plan.stdout.splitlines() if "private address" in line]
     assert [n.split(", a loopback")[0] for n in notes] == [
-        "note: local-proxy: its station is at 127.0.0.1:8095", "note: lan: its station is at 10.1.2.3:3000"], plan.stdout
+        "note: local-proxy: its station is at 127.0.0.1:8095", "note: lan: its station is at 10.1.2.3:3000",
+        "note: short: its station is at 127.1:8096"], plan.stdout
     assert "[plugins.local-proxy] allow_private_network = true" in notes[0], notes
 
 
