@@ -4,6 +4,7 @@ working code; the watcher notices new, changed and removed plugins."""
 from __future__ import annotations
 
 import time
+from pathlib import Path
 
 import anyio
 import pytest
@@ -184,19 +185,40 @@ async def test_a_plugin_linked_in_stops_when_its_link_goes_and_follows_a_swapped
     what the watcher looks at now."""
     import os
 
-    rel1, rel2 = tmp_path / "rel1", tmp_path / "rel2"
-    for n, d in ((1, rel1), (2, rel2)):
+    rel1, rel2, broken = tmp_path / "rel1", tmp_path / "rel2", tmp_path / "broken"
+    for n, d in ((1, rel1), (2, rel2), (3, broken)):
         d.mkdir()
-        (d / "svc.js").write_text(version(n))
+        (d / "svc.js").write_text(version(n) + ("export function oops( {\n" if d == broken else ""))
     link = plugin_dir.root / "svc.js"
     link.symlink_to(rel1 / "svc.js")
+
+    def swap_to(target: Path) -> None:
+        swap = plugin_dir.root / ".svc.tmp"  # a hidden name: no plugin of its own meanwhile
+        swap.symlink_to(target / "svc.js")
+        os.replace(swap, link)  # an atomic swap (ln -sfn; mv -T)
+
     async with make_host(reload=ReloadConfig(enabled=True, interval=0.1)) as h:
         assert await h.call("svc", "which") == 1
-        swap = plugin_dir.root / ".svc.tmp"
-        swap.symlink_to(rel2 / "svc.js")
-        os.replace(swap, link)  # an atomic swap (ln -sfn; mv -T)
-        await wait_for(lambda: [(i.version, i.state) for i in h.plugins() if i.id == "svc"] == [("1.0.2", "running")],
-                       timeout=10)
+        failed: list[BaseException] = []
+
+        async def keep_calling() -> None:  # a swap is a reload: no call fails meanwhile
+            while True:
+                try:
+                    await h.call("svc", "which")
+                except HostError as exc:
+                    failed.append(exc)
+                await anyio.sleep(0.01)
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(keep_calling)
+            swap_to(broken)  # a broken release: the one serving keeps serving
+            await wait_for(lambda: h.plugin("svc").reload_error is not None, timeout=10)
+            assert await h.call("svc", "which") == 1
+            swap_to(rel2)
+            await wait_for(lambda: [(i.version, i.state) for i in h.plugins() if i.id == "svc"]
+                           == [("1.0.2", "running")], timeout=10)
+            tg.cancel_scope.cancel()
+        assert failed == []
         assert await h.call("svc", "which") == 2
         link.unlink()
         await wait_for(lambda: all(i.id != "svc" for i in h.plugins()), timeout=10)

@@ -505,3 +505,17 @@ def test_a_store_written_in_a_thread_is_never_seen_new_stamp_old_names(tmp_path)
     finally:
         sys.setswitchinterval(switch)
     assert stale == 0
+
+
+def test_a_source_named_dot_dot_is_the_plugin_it_leads_to(plugin_dir, monkeypatch):
+    """`python -m host validate ..` from inside a plugin's directory: the hidden-link check read
+    the name as given (".."), and the plugin was "not a plugin" (helper-96)."""
+    from pathlib import Path
+
+    from host.plugins.discovery import source_for
+
+    plugin_dir.add("d/mod.js", "export function f() { return 1; }")
+    (plugin_dir.root / "d" / "sub").mkdir()
+    monkeypatch.chdir(plugin_dir.root / "d" / "sub")
+    found = source_for(Path(".."))
+    assert found is not None and found.id == "d"

@@ -158,8 +158,11 @@ class Stations:
         store = self._store
         for name in sorted(store.names() if store is not None else ()):
             if name not in out:
+                value = store.get(name)
+                if value is None:  # removed since names() was read (a write of another request, in a thread)
+                    continue
                 try:
-                    s = msgspec.convert(store.get(name), StationConfig)
+                    s = msgspec.convert(value, StationConfig)
                     check_station(name, s, f"{store.where}: {name}")
                 except (msgspec.ValidationError, InvalidConfig) as exc:  # hand-edited: ``add`` writes valid ones
                     _warn.warning(f"bad:{name}", "station %s left out: %s", name, exc)

@@ -46,6 +46,20 @@ class PluginSource:
     def base_dir(self) -> Path:
         return self.root if self.root.is_dir() else self.root.parent
 
+    def moved(self) -> PluginSource | None:
+        """The same plugin (id and version) where the name it was found under leads now, when that
+        is elsewhere: a link swapped to a new release, which is reloaded as a file changed in place
+        is (its old version serving until the new one does, and on if the new one fails)."""
+        if self.entry is None or not os.path.lexists(self.entry):
+            return None
+        try:
+            now = source_for(self.entry)
+        except (OSError, RuntimeError, ValueError):
+            return None
+        if now is None or now.module == self.module or (now.id, now.version_hint) != (self.id, self.version_hint):
+            return None
+        return now
+
     def gone(self) -> bool:
         """Whether the plugin is no longer there: its module is gone, or the name it was found
         under (a symlink, as docs/security.md installs a plugin kept elsewhere) is gone or leads
@@ -70,7 +84,8 @@ def source_for(path: Path) -> PluginSource | None:
     """The plugin at ``path`` (file or directory), or None if it is not one."""
     found, path = path, path.resolve()
     via = found if found != path else None
-    if path.name.startswith((".", "_")) or found.name.startswith((".", "_")):  # a hidden link: a swap's temporary
+    if path.name.startswith((".", "_")) or (via is not None and found.name not in (".", "..")
+                                            and found.name.startswith((".", "_"))):  # a hidden link: a swap's temporary
         return None
     if path.is_dir():
         for name in ENTRY_NAMES:

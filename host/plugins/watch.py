@@ -94,6 +94,12 @@ async def scan_files(reg: Registry, files: bool, settled: dict[Path, tuple | Non
     for r in changed:
         if r not in reg.records:
             continue
+        if r.source.gone() and (moved := await anyio.to_thread.run_sync(r.source.moved)) is not None:
+            r.source = moved  # a link swapped to a new release: reloaded, not stopped and loaded anew
+            known.add(moved.module)
+            fresh = [s for s in fresh if s.module != moved.module]
+            progress |= await reg.reload_record(r, await anyio.to_thread.run_sync(fingerprint, moved.root))
+            continue
         if r.source.gone():
             if not in_vanished_dir(r.source, reg.config.plugin_dirs):  # its whole directory: kept
                 await reg.stop_record(r, "stopped", "removed from disk", forget=True)
