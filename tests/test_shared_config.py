@@ -306,3 +306,26 @@ async def test_an_import_merges_into_what_the_config_file_holds(make_host, tuned
         await b.set_config("tuned", {"level": 7})  # a has not read the file since
         await a.import_config(doc, passphrase="correct horse")
         assert await a.call("tuned", "level") == 7 and await a.call("tuned", "keyIs", SECRET) is True
+
+
+async def test_a_config_another_host_stored_reaches_this_ones_workers_after_a_write_of_its_own(
+        make_host, tuned, tmp_path, shared_state):
+    """Two hosts on one state directory (file state): a config host A stored reached host B's
+    workers at B's next rescan, unless B wrote any config first: its write read the file, took
+    A's change in with the file's stamp, and B's rescan then saw nothing changed, its workers on
+    the old config for good (helper-96). The change is now kept until the rescan says it."""
+    from host.config import ReloadConfig
+
+    plugin_dir = tuned
+    plugin_dir.add("other.js", TUNED.replace('id: "tuned"', 'id: "other"'))
+    state = str(fresh_state(tmp_path, shared_state))
+    slow = ReloadConfig(enabled=True, interval=0.5)
+    async with make_host(state_dir=state, pool=ONE, reload=slow) as a, \
+            make_host(state_dir=state, pool=ONE, reload=slow) as b:
+        assert await b.call("tuned", "level") == 1
+        await a.set_config("tuned", {"apiKey": SECRET, "level": 7})
+        await b.set_config("other", {"apiKey": SECRET, "level": 2})  # before b's rescan looks at the file
+        with anyio.fail_after(10):  # b's rescans, every 0.5 s: before, never
+            while await b.call("tuned", "level") != 7:
+                await anyio.sleep(0.05)
+        assert await b.call("other", "level") == 2

@@ -218,6 +218,8 @@ class ConfigStore:
         # thread while the event loop reads both, and a stamp set before the data (a station just
         # removed) had the stations' cache keep the old names under the new stamp, listed for ~1.5 s
         self._view: tuple[tuple[int, int, int] | None, dict[str, dict[str, Any]]] = self._read()
+        # entries another process changed, taken in with a write of ours: the next refresh says them
+        self._unreported: set[str] = set()
 
     @property
     def _data(self) -> dict[str, dict[str, Any]]:
@@ -241,13 +243,13 @@ class ConfigStore:
             with locked(self.path):
                 stamp, data = self._read()
                 if key in data:
-                    self._view = (stamp, data)
+                    self._adopt(stamp, data, ())
                     return False
                 data[key] = dict(values)
                 stamp = self._write(data)
         except OSError as exc:
             raise os_failure(self.path, exc, "write") from None
-        self._view = (stamp, data)
+        self._adopt(stamp, data, (key,))
         return True
 
     def remove(self, plugin: str) -> None:
@@ -259,7 +261,7 @@ class ConfigStore:
                     stamp = self._write(data)
         except OSError as exc:
             raise os_failure(self.path, exc, "write") from None
-        self._view = (stamp, data)
+        self._adopt(stamp, data, (plugin,))
 
     @property
     def has_sealed(self) -> bool:
@@ -268,11 +270,21 @@ class ConfigStore:
 
     def refresh(self) -> set[str]:
         """Read the file again if another process changed it; returns the plugins whose config
-        differs from before."""
+        differs from before (those a write of ours took in with the file included)."""
+        unreported, self._unreported = self._unreported, set()
         if self._file_stamp() == self.stamp:
-            return set()
+            return unreported
         before, self._view = self._data, self._read()
-        return {p for p in set(before) | set(self._data) if before.get(p) != self._data.get(p)}
+        return unreported | {p for p in set(before) | set(self._data) if before.get(p) != self._data.get(p)}
+
+    def _adopt(self, stamp: tuple[int, int, int] | None, data: dict[str, dict[str, Any]],
+               written: Collection[str]) -> None:
+        """The file as a write of ours left it: the entries of others it changed are kept for the
+        next refresh to say (before, taking them in with the stamp hid them from it for good, and
+        another process's config change never reached this one's workers)."""
+        before = self._data
+        self._unreported |= {k for k in set(before) | set(data) if k not in written and before.get(k) != data.get(k)}
+        self._view = (stamp, data)
 
     def set(self, plugin: str, values: dict[str, Any], secret: Collection[str] = ()) -> None:
         """Store ``values`` with the fields named in ``secret`` sealed."""
@@ -289,7 +301,7 @@ class ConfigStore:
                 stamp = self._write(data)
         except OSError as exc:
             raise os_failure(self.path, exc, "write") from None
-        self._view = (stamp, data)
+        self._adopt(stamp, data, sealed)
 
     def swap(self, key: str, values: dict[str, Any], secret: Collection[str],
              base: dict[str, Any] | None) -> tuple[bool, dict[str, Any] | None]:
@@ -313,7 +325,7 @@ class ConfigStore:
                 stamp = self._write(data)
         except OSError as exc:
             raise os_failure(self.path, exc, "write") from None
-        self._view = (stamp, data)
+        self._adopt(stamp, data, sealed)
         return True, dict(sealed)
 
     def verify(self) -> None:
