@@ -16,7 +16,7 @@ import re
 import signal
 import subprocess
 import sys
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -25,7 +25,7 @@ import anyio
 
 from .cli_output import UsageError, inspector_targets, print_json
 from .config import HostConfig
-from .errors import InvalidConfig
+from .errors import InvalidConfig, places
 from .plugins.discovery import SUFFIXES
 from .plugins.lifecycle import PluginEvent
 from .plugins.scaffold import new_plugin, validate
@@ -116,33 +116,15 @@ async def new(args: argparse.Namespace, config: HostConfig) -> int:
     return 0
 
 
-# A search for (?:file://)?(/[^\s()'"]+):(\d+):(\d+) took 8 s on "/" * 32768 (a try at every "/",
-# each back over the rest). A place lies within one token, and can start only at the token's
-# first "/" (or at the "file://" that slash begins): one anchored try per token finds the same.
-_TOKEN = re.compile(r"[^\s()'\"]+")
-_AT = re.compile(r"(/[^\s()'\"]+):(\d+):(\d+)")
 _DENO_FRAME = re.compile(r"(?m)^[^\S\n]*\d+ \|")  # not ^\s*: 9 s on "\n" * 32768, a try at every line
-
-
-def _places(text: str) -> Iterator[re.Match[str]]:
-    """Each ``/file:line:column`` (or ``file:///file:line:column``) in ``text``, in order, in
-    linear time: group 1 the path, 2 the line, 3 the column."""
-    for token in _TOKEN.finditer(text):
-        i = text.find("/", token.start(), token.end())
-        if i < 0:
-            continue
-        m = (i >= 5 and text.startswith("file://", i - 5) and _AT.match(text, i + 2, token.end())) \
-            or _AT.match(text, i, token.end())
-        if m:
-            yield m
 
 
 def code_frame(text: str, context: int = 1) -> str:
     """The source around the first ``/file:line:column`` in ``text`` (a reason, a stack) that
     names a readable file: the line with a caret under the column, and ``context`` lines either
     side; empty when there is none."""
-    for m in _places(text):
-        path, line, column = Path(m[1]), int(m[2]), int(m[3])
+    for name, line, column in places(text):  # errors.py: in time proportional to the text
+        path = Path(name)
         try:
             lines = path.read_text(encoding="utf-8", errors="replace").splitlines()
         except OSError:

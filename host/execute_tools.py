@@ -34,6 +34,7 @@ from . import protocol as p
 from .errors import GrantRefused, HostError, InvalidConfig, InvalidHostCall, ToolFailed
 from .execute_config import CRYPTO_METHODS, CryptoToolConfig, ToolConfig
 from .execute_config import TOOLS as BUILTIN_TOOLS
+from .plugins.schema_rules import shown
 from .security.grant_entries import problems
 from .security.permissions import Permissions, beyond
 
@@ -55,14 +56,6 @@ MAX_MODULE_BYTES = 256 * 1024  # a module tool's source, sent in every execute w
 _NAME = re.compile(r"^[A-Za-z_$][A-Za-z0-9_$]{0,63}$")  # a JavaScript identifier
 
 
-def _shown(v: Any) -> str:
-    if isinstance(v, int) and not isinstance(v, bool) and v.bit_length() > 64:
-        return f"an integer of {v.bit_length()} bits"  # repr() refuses past 4,300 digits
-    if type(v) in (str, int, float, bool) or v is None:
-        return repr(v)[:64]
-    return type(v).__name__
-
-
 def _strings(v: Any) -> bool:
     return isinstance(v, list) and all(isinstance(x, str) for x in v)
 
@@ -73,12 +66,12 @@ def _narrowed(crypto: CryptoToolConfig, given: dict[str, Any], where: str) -> di
     among them) and ``limit`` (bytes getRandomValues fills at most)."""
     subtle, methods, limit = given.get("subtle", True), given.get("methods"), given.get("limit", crypto.max_bytes)
     if not isinstance(subtle, bool):
-        raise InvalidConfig(f"{where}: crypto's subtle is true or false (got {_shown(subtle)})")
+        raise InvalidConfig(f"{where}: crypto's subtle is true or false (got {shown(subtle)})")
     if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
-        raise InvalidConfig(f"{where}: crypto's limit is a number of bytes above 0 (got {_shown(limit)})")
+        raise InvalidConfig(f"{where}: crypto's limit is a number of bytes above 0 (got {shown(limit)})")
     known = (*CRYPTO_METHODS, "subtle")
     if methods is not None and (not _strings(methods) or any(m not in known for m in methods)):
-        raise InvalidConfig(f"{where}: crypto's methods is a list of {', '.join(known)} (got {_shown(methods)})")
+        raise InvalidConfig(f"{where}: crypto's methods is a list of {', '.join(known)} (got {shown(methods)})")
     return {
         "subtle": crypto.subtle and subtle and (methods is None or "subtle" in methods),
         "methods": [m for m in crypto.methods if methods is None or m in methods],
@@ -221,16 +214,16 @@ class ToolRegistry:
             if isinstance(spec, (list, tuple)) and len(spec) == 2 and isinstance(spec[0], str):
                 spec, given = spec
             if not isinstance(spec, str):
-                raise InvalidConfig(f"{where}: a tool name, or [name, settings] (got {_shown(spec)})")
+                raise InvalidConfig(f"{where}: a tool name, or [name, settings] (got {shown(spec)})")
             name = self.canonical([spec])[0]
             names.append(name)
             if given is None:
                 continue
             if not isinstance(given, dict):
-                raise InvalidConfig(f"{where}: the settings of {spec[:64]!r} are an object (got {_shown(given)})")
+                raise InvalidConfig(f"{where}: the settings of {spec[:64]!r} are an object (got {shown(given)})")
             takes = TOOL_SETTINGS.get(name, ()) if name in BUILTIN_TOOLS else ()
             if unknown := [k for k in given if k not in takes]:
-                raise InvalidConfig(f"{where}: {spec[:64]!r} takes no setting {_shown(unknown[0])}"
+                raise InvalidConfig(f"{where}: {spec[:64]!r} takes no setting {shown(unknown[0])}"
                                     + (f"; its settings are {', '.join(takes)}" if takes else
                                        " (its settings are the operator's, in host.toml)"))
             if name == "crypto":

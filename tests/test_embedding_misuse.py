@@ -195,9 +195,7 @@ def test_a_plugin_host_in_a_forked_child_never_touches_the_parents_workers(calc,
 
     import anyio
 
-    from host import HostError
-
-    async def main() -> tuple[int, int, int]:
+    async def main() -> tuple[int, int]:
         async with PluginHost(config(calc, tmp_path, shared_state)) as h:
             worker = h.plugin("calc").workers[0].pid
             pid = os.fork()
@@ -219,9 +217,9 @@ def test_a_plugin_host_in_a_forked_child_never_touches_the_parents_workers(calc,
             _, status = os.waitpid(pid, 0)
             answer = await h.call("calc", "add", 2, 2)
             assert h.plugin("calc").workers[0].pid == worker
-            return os.waitstatus_to_exitcode(status), answer, int(isinstance(HostClosed("x"), HostError))
+            return os.waitstatus_to_exitcode(status), answer
 
-    assert anyio.run(main) == (0, 4, 1)
+    assert anyio.run(main) == (0, 4)
 
 
 def test_a_host_made_before_a_fork_starts_in_the_child(calc, tmp_path, shared_state):

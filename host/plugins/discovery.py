@@ -8,6 +8,7 @@ import contextlib
 import logging
 import os
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -115,11 +116,28 @@ def check_plugin_dirs(dirs: list[Path]) -> None:
 def discover(dirs: list[Path]) -> list[PluginSource]:
     """Every plugin in ``dirs``, sorted by id; the first directory wins on a duplicate name."""
     found: dict[tuple[str, str | None], PluginSource] = {}
+    for path, src, why in _scan(dirs):
+        if why is not None:
+            _left_out(path, why)
+        elif src is not None and (src.id, src.version_hint) not in found:
+            found[(src.id, src.version_hint)] = src
+    return sorted(found.values(), key=lambda s: (s.id, s.version_hint or ""))
+
+
+def left_out(dirs: list[Path]) -> list[str]:
+    """``path: why`` for each entry of ``dirs`` named as a plugin that cannot be loaded (what
+    ``discover`` warns about when it meets them): for ``doctor``, which said all was well."""
+    return [f"{path}: {why}" for path, _, why in _scan(dirs) if why is not None]
+
+
+def _scan(dirs: list[Path]) -> Iterator[tuple[Path, PluginSource | None, str | None]]:
+    """Each entry of ``dirs``: its plugin (None: not one), or why it is left out (a directory or
+    entry that cannot be read, a plugin's name on what cannot be loaded)."""
     for d in dirs:
         try:
             children = sorted(d.iterdir()) if d.is_dir() else []
         except OSError as exc:  # unreadable: its plugins are not found (as for a directory gone)
-            _unreadable(d, exc)
+            yield d, None, _unreadable(exc)
             continue
         if children:  # there (again): its going is warned about anew
             _vanished.discard(str(d))
@@ -129,34 +147,9 @@ def discover(dirs: list[Path]) -> list[PluginSource]:
             try:
                 src = source_for(child)
             except (OSError, RuntimeError, ValueError) as exc:  # a symlink loop, say: that entry alone
-                _unreadable(child, exc)
+                yield child, None, _unreadable(exc)
                 continue
-            if src is None and (why := _not_loadable(child)) is not None:
-                _left_out(child, why)
-            elif src is not None and (src.id, src.version_hint) not in found:
-                found[(src.id, src.version_hint)] = src
-    return sorted(found.values(), key=lambda s: (s.id, s.version_hint or ""))
-
-
-def left_out(dirs: list[Path]) -> list[str]:
-    """``path: why`` for each entry of ``dirs`` named as a plugin that cannot be loaded (what
-    ``discover`` warns about when it meets them): for ``doctor``, which said all was well."""
-    out: list[str] = []
-    for d in dirs:
-        try:
-            children = sorted(d.iterdir()) if d.is_dir() else []
-        except OSError as exc:
-            out.append(f"{d}: {exc.strerror or exc}")
-            continue
-        for child in children:
-            try:
-                source_for(child)
-            except (OSError, RuntimeError, ValueError) as exc:
-                out.append(f"{child}: {getattr(exc, 'strerror', None) or exc}")
-                continue
-            if (why := _not_loadable(child)) is not None:
-                out.append(f"{child}: {why}")
-    return out
+            yield child, src, _not_loadable(child) if src is None else None
 
 
 def _not_loadable(path: Path) -> str | None:
@@ -215,9 +208,9 @@ def in_vanished_dir(source: PluginSource, dirs: list[Path]) -> bool:
     return False
 
 
-def _unreadable(path: Path, exc: BaseException) -> None:
-    """Warn once that ``path`` in a plugins directory cannot be read (and is left out)."""
-    _left_out(path, f"it cannot be read ({type(exc).__name__}: {str(exc)[:200]})")
+def _unreadable(exc: BaseException) -> str:
+    """Why an entry of a plugins directory that cannot be read is left out."""
+    return f"it cannot be read ({type(exc).__name__}: {str(exc)[:200]})"
 
 
 def _left_out(path: Path, why: str) -> None:

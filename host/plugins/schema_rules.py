@@ -97,8 +97,14 @@ def value_problem(field: Any, value: Any, deadline: float | None = None) -> str 
 
 
 def shown(value: Any, limit: int = 80) -> str:
-    """``repr(value)`` cut to ``limit`` characters, for an error about a value of any size."""
-    text = repr(value)
+    """``repr(value)`` cut to ``limit`` characters, for an error about a value of any size (its
+    type when repr() refuses it: an integer past 4,300 digits, inside a list too)."""
+    if isinstance(value, int) and not isinstance(value, bool) and value.bit_length() > 64:
+        return f"an integer of {value.bit_length()} bits"
+    try:
+        text = repr(value)
+    except Exception:
+        return type(value).__name__
     return text if len(text) <= limit else f"{text[:limit]}… ({len(text)} characters)"
 
 

@@ -356,6 +356,19 @@ def test_connections_that_send_no_complete_request_head_in_time_are_closed(calc,
                 s.close()
 
 
+async def guarded_site(app: Any, **limits: Any) -> tuple[Any, int]:
+    """``app`` served by the host's guarded runner (http_guard.Runner) on a free loopback port."""
+    from aiohttp import web
+
+    from host.http_guard import Runner
+
+    runner = Runner(app, **limits)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    return runner, site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+
+
 @ASYNCIO_ONLY
 @pytest.mark.timeout(60)
 @pytest.mark.parametrize("shape", ["body after the head", "body after the answer", "chunked"])
@@ -370,7 +383,6 @@ async def test_a_request_body_is_never_timed_as_a_head_so_kept_alive_connections
 
     from aiohttp import web
 
-    from host.http_guard import Runner
 
     async def post(request: web.Request) -> web.Response:
         if shape != "body after the answer":
@@ -379,11 +391,7 @@ async def test_a_request_body_is_never_timed_as_a_head_so_kept_alive_connections
 
     app = web.Application()
     app.router.add_post("/p", post)
-    runner = Runner(app, header_timeout=0.5, keepalive_timeout=30.0)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    runner, port = await guarded_site(app, header_timeout=0.5, keepalive_timeout=30.0)
 
     def client() -> tuple[bytes, bytes]:
         with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
@@ -604,7 +612,6 @@ async def test_an_answer_the_client_does_not_take_is_not_held():
 
     from aiohttp import web
 
-    from host.http_guard import Runner
 
     body = b"x" * (6 << 20)
 
@@ -613,11 +620,7 @@ async def test_an_answer_the_client_does_not_take_is_not_held():
 
     app = web.Application()
     app.router.add_get("/big", big)
-    runner = Runner(app, header_timeout=5.0, send_timeout=0.5)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    runner, port = await guarded_site(app, header_timeout=5.0, send_timeout=0.5)
     request = f"GET /big HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n\r\n".encode()
 
     def reader(stall: float, pause: float, step: int) -> int:
