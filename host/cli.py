@@ -42,7 +42,7 @@ from .cli_plugins import register as register_plugins
 from .cli_serve import serve
 from .cli_serve import started as _started
 from .cli_stations import register as register_stations
-from .config import HostConfig, PluginSettings, check_inspect
+from .config import HostConfig, PluginSettings, PoolConfig, check_inspect
 from .config_file import load_config
 from .control import control_client
 from .errors import HostError, InvalidArguments, InvalidCode, InvalidConfig
@@ -65,6 +65,27 @@ def _config(args: argparse.Namespace) -> HostConfig:
     server["unix_socket"] = getattr(args, "unix", None)
     overrides["server"] = {k: v for k, v in server.items() if v is not None} or None  # None: not given
     return load_config(args.config, snapshot=getattr(args, "config_snapshot", None), **overrides)
+
+
+def on_demand(config: HostConfig) -> HostConfig:
+    """``config`` for a one-off command: no pool starts a worker (or a spare) before a call needs
+    it. A `call` of one plugin among 100 started 100 Deno processes for one answer (3.4 s)."""
+    def lazy(pool: PoolConfig) -> PoolConfig:
+        return msgspec.structs.replace(pool, min_workers=0, spares=0)
+
+    plugins = {k: msgspec.structs.replace(s, pool=lazy(s.pool)) if s.pool else s for k, s in config.plugins.items()}
+    execute = msgspec.structs.replace(config.execute, min_workers=0)
+    return msgspec.structs.replace(config, pool=lazy(config.pool), plugins=plugins, execute=execute)
+
+
+def about_only(plugin_id: str) -> None:
+    """Log nothing said about a plugin other than ``plugin_id`` (the load warnings of every
+    other plugin in the directory, on each `call`)."""
+    def concerns(record: logging.LogRecord) -> bool:
+        return getattr(record, "plugin", plugin_id) == plugin_id
+
+    for handler in logging.getLogger().handlers:
+        handler.addFilter(concerns)
 
 
 async def _import_cc_switch(args: argparse.Namespace, config: HostConfig) -> int:
@@ -365,6 +386,9 @@ def _version() -> str:
 
 STACK_LINES = 8  # of a plugin's stack under --debug
 READS_PLUGINS = ("list", "info", "call", "balances")  # commands whose answer comes from the plugins
+# commands whose answer is the workers a host starts (list and info without a server: a plugin
+# whose workers cannot start is in error there); every other one starts them only as it calls
+SHOWS_WORKERS = ("serve", "list", "info", "status", "doctor")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -408,6 +432,10 @@ def _run(args: argparse.Namespace) -> int:
             settings = msgspec.structs.replace(config.plugins.get(inspected) or PluginSettings(), inspect=address,
                                                inspect_brk=bool(args.inspect_brk))
             config.plugins = {**config.plugins, inspected: settings}
+        if args.command not in SHOWS_WORKERS:  # a one-off: workers only as its calls need them
+            config = on_demand(config)
+        if args.command == "call":  # what it prints concerns the plugin it calls
+            about_only(args.id.partition("@")[0])
         missing = [str(d) for d in config.plugin_dirs if not d.is_dir()]
         if args.command in READS_PLUGINS and missing:  # else an empty list, exit 0, would hide a typo
             raise InvalidConfig(f"plugins directory {missing[0]} does not exist (--plugins, or plugins_dir in "

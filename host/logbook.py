@@ -81,7 +81,7 @@ class LogBook:
         """Something the operator should read about a plugin: its log, and the host's."""
         self.add(plugin, level, text)
         logging.getLogger("host").log(logging.WARNING if level == "warning" else logging.INFO,
-                                      "plugin %s: %s", plugin, text)
+                                      "plugin %s: %s", plugin, text, extra={"plugin": plugin})
 
     def watermark(self) -> int:
         """A seq no later entry will be at or below: the newest one's, or now's if later."""

@@ -168,7 +168,8 @@ class Registry:
                              action="refused" if refused else "warned")
         if refused:
             raise InvalidConfig("refused by security.strict: " + "; ".join(findings), plugin=src.id)
-        log.warning("plugin %s@%s: risky permissions: %s", src.id, manifest.version, "; ".join(findings))
+        log.warning("plugin %s@%s: risky permissions: %s", src.id, manifest.version, "; ".join(findings),
+                    extra={"plugin": src.id})
 
     async def _inspect(self, record: Plugin) -> None:
         try:

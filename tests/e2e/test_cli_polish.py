@@ -223,3 +223,30 @@ def test_a_state_files_lock_that_cannot_be_opened_is_named_not_the_file_it_guard
                            "config", "set", "calc", "n=1"], capture_output=True, text=True, timeout=60, cwd=tmp_path)
     assert done.returncode != 0 and "Traceback" not in done.stderr, done.stderr
     assert f"cannot take the lock {state / 'config.json.lock'}: Is a directory" in done.stderr, done.stderr
+
+
+def test_a_one_off_call_starts_the_workers_of_the_plugin_it_calls_and_no_other(plugin_dir, state_dir, tmp_path):
+    """`call c1 add` in a directory of many plugins started a worker for each of them (100
+    plugins: 100 Deno processes for one answer, 3.4 s) and printed every other plugin's load
+    warnings; a one-off command starts workers only as its calls need them, and says only
+    what concerns the plugin it calls."""
+    for i in range(1, 6):
+        plugin_dir.add(f"c{i}.js", f'export const metadata = {{ id: "c{i}", name: "C", version: "1.0.0", '
+                                   f'apiVersion: "1.0" }};\nexport function add(a, b) {{ return a + b + {i}; }}\n')
+    plugin_dir.add("risky.js", 'export const metadata = { id: "risky", name: "R", version: "1.0.0", apiVersion: "1.0",'
+                               ' permissions: { run: true } };\nexport function f() { return 1; }\n')
+    argv = [sys.executable, "-m", "host", "call", "c1", "add", "1", "2", "--plugins", str(plugin_dir.root),
+            "--state-dir", str(state_dir)]
+    first = run(*argv, cwd=tmp_path)  # the plugins' metadata read once (the manifest cache)
+    assert (first.returncode, first.stdout.strip()) == (0, "4"), first.stderr
+    audit = state_dir / "audit.jsonl"
+    audit.unlink()
+    again = run(*argv, cwd=tmp_path)
+    assert (again.returncode, again.stdout.strip()) == (0, "4"), again.stderr
+    spawned = [json.loads(line)["plugin"] for line in audit.read_text().splitlines() if '"spawn"' in line]
+    assert spawned == ["c1"]
+    assert "risky" not in again.stderr and "risky" not in first.stderr
+    # the plugin it calls still has its say
+    own = run(*argv[:4], "risky", "f", *argv[8:], cwd=tmp_path)
+    assert (own.returncode, own.stdout.strip()) == (0, "1"), own.stderr
+    assert "risky@1.0.0: risky permissions: run" in own.stderr and "c1" not in own.stderr
