@@ -281,6 +281,9 @@ class ToolRegistry:
         except HostError as exc:
             outcome, error = "error", type(exc).__name__
             raise
+        except anyio.get_cancelled_exc_class():  # its execution ended first (or the host stops)
+            outcome = "cancelled"
+            raise
         finally:
             if self._audit is not None:
                 fields = {"tool": name, "function": tool.spec, "outcome": outcome,

@@ -317,6 +317,7 @@ class Worker:
         self._reader_done = anyio.Event()
         self._exit_hooks: list[Callable[[Worker], None]] = []
         self._host_calls = 0          # host calls being served (reply not yet handed over)
+        self._host_scopes: dict[int, set[anyio.CancelScope]] = {}  # an execution's, by its call id
         self._reply_lock = anyio.Lock()  # one reply at a time waits for the worker to read
         self._pong_pending = False    # a pong is being sent: pings meanwhile get none
         # Set by any pong: the worker's event loop turned. Cleared when an execution settles
@@ -849,7 +850,7 @@ class Worker:
                     pending.value = msg.value
                 del self._pending[msg.id]
                 if pending.logs is not None:  # an execution's
-                    self._ran(pending)
+                    self._ran(msg.id, pending)
                 pending.event.set()
                 _gone(pending)
                 self._settled()
@@ -861,7 +862,7 @@ class Worker:
                 pending.info = info
                 del self._pending[msg.id]
                 if pending.logs is not None:  # an execution's
-                    self._ran(pending)
+                    self._ran(msg.id, pending)
                 pending.event.set()
                 _gone(pending)
                 self._settled()
@@ -996,12 +997,14 @@ class Worker:
         finally:
             self._pong_pending = False
 
-    def _ran(self, pending: _Pending) -> None:
+    def _ran(self, cid: int, pending: _Pending) -> None:
         """An execution (a call with logs collected) settled: its code may have left the
         worker's event loop spinning in microtasks, where no timer runs; it turns again, as
         far as the host knows, at the next pong (the runtime sends one unasked from its next
-        macrotask)."""
+        macrotask). Its host calls still served end with it."""
         if self.spec.role == "execute":
+            for scope in self._host_scopes.pop(cid, ()):
+                scope.cancel()
             self._turned = anyio.Event()
             if self.spec.retire_growth and self._data_base is not None and not self.retiring:
                 grown = (vm_data(self.pid) or self._data_base) - self._data_base
@@ -1029,10 +1032,22 @@ class Worker:
         return turned.is_set()
 
     async def _serve_host_call(self, msg: p.HostCall) -> None:
+        """Answer a host call. An execution's ends when the execution settles: the host calls it
+        left unawaited (64 of a slow tool) held the worker's host-call slots, the host's and the
+        runtime's, and the next caller on the worker had its own refused until they finished."""
+        scope = anyio.CancelScope()
+        scopes = None
+        if self.spec.role == "execute" and msg.call in self._pending:
+            scopes = self._host_scopes.setdefault(msg.call, set())
+            scopes.add(scope)
         try:
-            await self._answer_host_call(msg)
+            await self._answer_host_call(msg, scope)
         finally:
             self._host_calls -= 1
+            if scopes is not None:
+                scopes.discard(scope)
+                if not scopes and self._host_scopes.get(msg.call) is scopes:  # type: ignore[arg-type]
+                    del self._host_scopes[msg.call]  # type: ignore[arg-type]
 
     def _refused(self, msg: p.HostCall) -> p.ErrorInfo | None:
         """Why execute code may not make this host call, if it may not. Executions of different
@@ -1052,21 +1067,26 @@ class Worker:
             return None
         return p.ErrorInfo(name="InvalidHostCall", message=f"host call {msg.op!r} refused: {why}")
 
-    async def _answer_host_call(self, msg: p.HostCall) -> None:
+    async def _answer_host_call(self, msg: p.HostCall, scope: anyio.CancelScope) -> None:
+        """Work out the reply within ``scope`` (cancelled: the call's execution ended), then
+        write it (never cancelled half-way: a frame cut short ends the stream)."""
         if self._host_call is None:
             reply = p.HostReply(id=msg.id, error=p.ErrorInfo(
                 name="UnknownHostCall", message=f"host call {msg.op!r} is not available"))
         elif (refusal := self._refused(msg)) is not None:
             reply = p.HostReply(id=msg.id, error=refusal)
         else:
-            try:
-                reply = p.HostReply(id=msg.id, value=await self._host_call(self, msg))
-            except HostError as exc:
-                reply = p.HostReply(id=msg.id, error=p.ErrorInfo(name=type(exc).__name__, message=exc.message))
-            except Exception:  # a handler's bug must not take the worker (and its pool) down
-                log.exception("host call %s from %s failed", msg.op, self.describe())
-                reply = p.HostReply(id=msg.id, error=p.ErrorInfo(
-                    name="HostCallError", message=f"host call {msg.op!r} failed inside the host"))
+            reply = p.HostReply(id=msg.id, error=p.ErrorInfo(
+                name="InvalidHostCall", message=f"host call {msg.op!r} ended: the execution that made it has ended"))
+            with scope:
+                try:
+                    reply = p.HostReply(id=msg.id, value=await self._host_call(self, msg))
+                except HostError as exc:
+                    reply = p.HostReply(id=msg.id, error=p.ErrorInfo(name=type(exc).__name__, message=exc.message))
+                except Exception:  # a handler's bug must not take the worker (and its pool) down
+                    log.exception("host call %s from %s failed", msg.op, self.describe())
+                    reply = p.HostReply(id=msg.id, error=p.ErrorInfo(
+                        name="HostCallError", message=f"host call {msg.op!r} failed inside the host"))
         try:
             await self._write_when_read(reply)
         except PayloadTooLarge as exc:  # the plugin must get an answer, not wait for its deadline

@@ -9,6 +9,7 @@ import itertools
 import sys
 import textwrap
 
+import anyio
 import pytest
 from support.servers import served
 
@@ -130,6 +131,27 @@ async def test_operator_tools_sync_and_async_are_globals_of_code_that_asks_and_a
     assert [(x["tool"], x["outcome"]) for x in lines] == [("weather", "ok"), ("lookup", "ok")]
     assert lines[0]["function"] == f"{operator}:weather" and lines[0]["duration_ms"] >= 0
     assert audit(state, "execute")[0]["tools"] == ["weather", "lookup", "crypto"]
+
+
+async def test_host_calls_an_execution_left_unawaited_end_with_it_and_leave_the_next_caller_its_own(
+        make_host, operator, tmp_path):
+    """An execution that fired 64 calls of a slow tool, did not await them and answered held the
+    worker's host-call slots until they finished (its own deadline, 30 s): the next caller on the
+    worker had every tool call refused with ResourceLimitExceeded (helper-98)."""
+    state = tmp_path / "state"
+    tools = tools_of(operator, slow={"function": f"{operator}:slow", "timeout": 60})
+    leaver = ("export default async () => { for (let i = 0; i < 64; i++) slow().catch(() => {});"
+              " await new Promise((r) => setTimeout(r, 300)); return 'answered'; }")
+    async with make_host(state_dir=str(state), execute=ExecuteConfig(**ONE, tools=tools)) as h:
+        a = await h.execute(leaver, tools=["slow"], timeout=30)
+        with anyio.fail_after(10):
+            b = await h.execute("export default async () => await lookup('k')", tools=["lookup"])
+    assert a.ok and a.result == "answered", a.logs
+    assert b.ok, b.logs  # before: ResourceLimitExceeded, at most 64 host calls may be in flight
+    assert b.result == {"key": "k", "found": True}
+    # the host stopped serving them when the execution settled (their audit lines say so)
+    outcomes = [(x["tool"], x["outcome"]) for x in audit(state, "execute.tool")]
+    assert sorted(set(outcomes)) == [("lookup", "ok"), ("slow", "cancelled")] and len(outcomes) == 65
 
 
 async def test_a_tool_that_raises_times_out_or_returns_the_unsendable_is_a_typed_error_code_can_catch(

@@ -4,7 +4,7 @@
  * any call.
  */
 
-import { makeContext, dropSubscriptions } from "./context.ts";
+import { dropHostCalls, dropSubscriptions, makeContext } from "./context.ts";
 import { errorInfo, ErrorTypes, sendErrorFrame } from "./errors.ts";
 import type { Execution } from "./isolate.ts";
 import { emitLog, LogBudget } from "./console.ts";
@@ -83,6 +83,7 @@ function settle(state: CallState): boolean {
   calls.delete(state.id);
   if (state.execution) {
     state.execution.dispose();
+    dropHostCalls(state.id);
     // Its code may leave the event loop spinning in microtasks; the host gives this worker no
     // other execution until a pong shows the loop turned again (host/execute.py, reuse_probe).
     setTimeout(() => {

@@ -11,7 +11,7 @@ import type { Id } from "./protocol.ts";
 import { limits, type Msg, protocolError, requireId, requireString, send } from "./wire.ts";
 
 let hostSeq = 0;
-const hostPending = new Map<number, { resolve: (v: unknown) => void; reject: (e: unknown) => void }>();
+const hostPending = new Map<number, { resolve: (v: unknown) => void; reject: (e: unknown) => void; call?: Id }>();
 
 /** Marks a promise as handled, so a caller that never awaits it does not fail its call. */
 function handled<T>(p: Promise<T>): Promise<T> {
@@ -26,7 +26,7 @@ export function hostCall(op: string, args: unknown[], call: Id | undefined): Pro
     )));
   }
   const id = ++hostSeq;
-  const p = handled(new Promise((resolve, reject) => hostPending.set(id, { resolve, reject })));
+  const p = handled(new Promise((resolve, reject) => hostPending.set(id, { resolve, reject, call })));
   let size: number;
   try {
     size = send({ type: "host_call", id, op, args, call });
@@ -41,6 +41,19 @@ export function hostCall(op: string, args: unknown[], call: Id | undefined): Pro
     return handled(Promise.reject(err));
   }
   return p;
+}
+
+/** An execution settled: its host calls still unanswered are dropped (rejected), so that they
+ * no longer count against limits.max_host_calls for the next caller on this worker (the host
+ * ends them too, and ignores replies to them). */
+export function dropHostCalls(call: Id): void {
+  for (const [id, pending] of hostPending) {
+    if (pending.call !== call) continue;
+    hostPending.delete(id);
+    const err = new Error("the execution that made this host call has ended");
+    err.name = "InvalidHostCall";
+    pending.reject(err);
+  }
 }
 
 export function onHostReply(msg: Msg): void {

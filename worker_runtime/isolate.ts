@@ -84,9 +84,8 @@ export async function harden(): Promise<void> {
   tameFunctionConstructors();
   tameRegExpStatics();
   guardListeners(LENT);
-  tameOverrides();
+  const stack: unknown[] = tameOverrides();
   const seen = new WeakSet<object>([globalThis]);
-  const stack: unknown[] = [];
   for (const key of Reflect.ownKeys(globalThis)) {
     const d = Reflect.getOwnPropertyDescriptor(globalThis, key)!;
     if ("value" in d) stack.push(d.value);
@@ -127,7 +126,32 @@ function lentDeno(): object {
     throw new TypeError(`Deno.${what} is not available to execute code`);
   };
   const copy = Object.create(Object.getPrototypeOf(D));
-  Object.defineProperties(copy, Object.getOwnPropertyDescriptors(D));
+  const own = Object.getOwnPropertyDescriptors(D);
+  own.exitCode = { get: () => D.exitCode, set: refuse("exitCode"), enumerable: true }; // the process's
+  Object.defineProperties(copy, own);
+  // What Deno's accessors answer is one object for the whole process (Deno.args, Deno.Command and
+  // its prototype, Deno.telemetry, ...), which no walk of properties meets: one execution pushed
+  // onto Deno.args or replaced Deno.Command.prototype.output for every later caller. Read once
+  // here, each is a value of the copy, and `harden` freezes it.
+  for (const [key, d] of Object.entries(own)) {
+    if (!d.get || key === "exitCode") continue;
+    try {
+      Object.defineProperty(copy, key, { value: Reflect.apply(d.get, D, []), enumerable: d.enumerable });
+    } catch {
+      // a getter that refuses (a permission not granted): its accessor stays, frozen
+    }
+  }
+  // The stdio resources are the process's too: closed by one execution, every later caller's
+  // write failed with BadResource; a writer taken on Deno.stdout.writable locked it for them.
+  const stdio = (name: "stdin" | "stdout" | "stderr", stream: "readable" | "writable", use: string[]) => {
+    const own = D[name];
+    const lent: Record<string, unknown> = { isTerminal: () => own.isTerminal(), close: refuse(`${name}.close`) };
+    for (const fn of use) lent[fn] = (p: Uint8Array) => own[fn](p);
+    return Object.defineProperty(lent, stream, { get: refuse(`${name}.${stream}`), enumerable: true });
+  };
+  copy.stdin = stdio("stdin", "readable", ["read", "readSync"]);
+  copy.stdout = stdio("stdout", "writable", ["write", "writeSync"]);
+  copy.stderr = stdio("stderr", "writable", ["write", "writeSync"]);
   const perms = D.permissions;
   copy.permissions = {
     query: (desc: unknown) => perms.query(desc),
@@ -171,14 +195,14 @@ function denoFor(owner: { settled: boolean }): object {
     new TypeError(`Deno.${what} is not available to code whose execution has ended`);
   return Object.freeze(Object.create(Object.getPrototypeOf(base), {
     ...lentDescriptors,
-    exit: { value: (code?: number) => {
+    exit: { value: Object.freeze((code?: number) => {
       if (owner.settled) throw ended("exit");
       return D.exit(code);
-    }, enumerable: true },
-    kill: { value: (pid: number, signo?: string) => {
+    }), enumerable: true },
+    kill: { value: Object.freeze((pid: number, signo?: string) => {
       if (owner.settled) throw ended("kill");
       return D.kill(pid, signo);
-    }, enumerable: true },
+    }), enumerable: true },
   }));
 }
 

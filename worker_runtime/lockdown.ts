@@ -149,9 +149,13 @@ export function guardListeners(lent: readonly string[]): void {
  * The "override mistake": once a prototype is frozen, `err.name = "X"` on an instance throws
  * (the inherited property is read-only), and much code, Deno's and ours, names its errors that
  * way. As SES does, the properties code commonly overrides become accessors whose setter makes
- * an own property on the instance (and refuses a change to the prototype itself).
+ * an own property on the instance (and refuses a change to the prototype itself). Returns the
+ * values now behind the accessors, for `harden` to freeze: a getter's answer is no property its
+ * walk meets, and an execution gave the function behind Object.prototype.toString its own `call`,
+ * which the runtime's encoder runs on every later caller's result.
  */
-export function tameOverrides(): void {
+export function tameOverrides(): unknown[] {
+  const tamed: unknown[] = [];
   const g = globalThis as any;
   const errors = ["Error", "TypeError", "RangeError", "SyntaxError", "ReferenceError", "EvalError",
     "URIError", "AggregateError"].map((n) => g[n]?.prototype).filter(Boolean);
@@ -177,6 +181,7 @@ export function tameOverrides(): void {
       const d = Reflect.getOwnPropertyDescriptor(proto, key);
       if (!d || !("value" in d) || !d.configurable) continue;
       const value = d.value;
+      tamed.push(value);
       Object.defineProperty(proto, key, {
         get() {
           return value;
@@ -190,6 +195,7 @@ export function tameOverrides(): void {
       });
     }
   }
+  return tamed;
 }
 
 /** The Promise and Object prototypes of live contexts, to tell which execution a rejected

@@ -271,3 +271,104 @@ async def test_a_message_channel_works_in_a_pooled_execution(make_host):
         };""", 7)
     assert out.ok, out.logs  # before: TypeError: Cannot assign to read only property 'unref'
     assert out.result == {"x": 7}
+
+
+# Everything of the main realm an execution can reach from what the worker lends: through values,
+# accessors and what an accessor answers alike each time it is read (a getter's singleton).
+REACHABLE_UNFROZEN = """
+export default () => {
+  const roots = ["fetch", "Request", "Response", "Headers", "FormData", "URL", "URLSearchParams", "URLPattern",
+    "TextEncoder", "TextDecoder", "TextEncoderStream", "TextDecoderStream", "atob", "btoa", "structuredClone",
+    "AbortController", "AbortSignal", "Blob", "File", "ReadableStream", "WritableStream", "TransformStream",
+    "ByteLengthQueuingStrategy", "CountQueuingStrategy", "CompressionStream", "DecompressionStream", "Event",
+    "EventTarget", "CustomEvent", "DOMException", "MessageChannel", "MessagePort", "WebSocket", "navigator",
+    "PluginError", "ErrorTypes", "Deno"];
+  const seen = new Set(), bad = [], stack = roots.map((r) => [globalThis[r], r]);
+  while (stack.length) {
+    const [o, path] = stack.pop();
+    if (o === null || (typeof o !== "object" && typeof o !== "function") || seen.has(o)) continue;
+    seen.add(o);
+    if (!Object.isFrozen(o)) bad.push(path);
+    stack.push([Object.getPrototypeOf(o), path + ".__proto__"]);
+    for (const k of Reflect.ownKeys(o)) {
+      const d = Reflect.getOwnPropertyDescriptor(o, k), name = path + "." + String(k);
+      if ("value" in d) { stack.push([d.value, name]); continue; }
+      stack.push([d.get, name + "<get>"], [d.set, name + "<set>"]);
+      try {
+        const a = Reflect.apply(d.get, o, []);
+        if (a === Reflect.apply(d.get, o, [])) stack.push([a, name + "()"]);
+      } catch {}
+    }
+  }
+  return { seen: seen.size, unfrozen: bad };
+};"""
+
+
+async def test_nothing_an_execution_reaches_of_the_main_realm_can_be_changed(make_host):
+    """What an accessor of the main realm answers was never frozen (helper-98): the functions
+    behind the tamed Object.prototype.toString, Function.prototype.call and the others, and what
+    Deno's accessors answer (Deno.args, Deno.Command, Deno.telemetry, ...). One execution gave
+    Object.prototype.toString its own `call`, which the runtime's encoder runs on every result:
+    it read and rewrote the results and logs of every later caller on that worker."""
+    async with make_host(execute=ONE_WORKER) as h:
+        out = await h.execute(REACHABLE_UNFROZEN, timeout=30)
+    assert out.ok, out.logs
+    assert out.result["seen"] > 500 and out.result["unfrozen"] == []  # before: 74, Deno.args() and toString() among them
+
+
+async def test_an_execution_cannot_hook_what_the_runtime_calls_on_the_next_callers_values(make_host):
+    hook = """
+    export default () => {
+      const ts = Object.getPrototypeOf(Object.getPrototypeOf(fetch)).toString;  // the main realm's
+      const loot = [];
+      const tries = {};
+      for (const [k, f] of Object.entries({
+        call: () => Object.defineProperty(ts, "call", { value(o, ...rest) {
+          if (o && typeof o === "object" && "secret" in o) { loot.push(JSON.stringify(o)); o.secret = "FORGED"; }
+          return Reflect.apply(ts, o, rest);
+        } }),
+        loot: () => Object.defineProperty(ts, "loot", { value: loot }),
+      })) { try { f(); tries[k] = "changed"; } catch (e) { tries[k] = e.name; } }
+      return tries;
+    };"""
+    victim = 'export default (x) => ({ secret: "B-" + x, balance: 100 })'
+    reader = "export default () => Object.getPrototypeOf(Object.getPrototypeOf(fetch)).toString.loot ?? null"
+    async with make_host(execute=ONE_WORKER) as h:
+        a = await h.execute(hook)
+        b = await h.execute(victim, 1)
+        a2 = await h.execute(reader)
+    assert a.ok and a.result == {"call": "TypeError", "loot": "TypeError"}, a.result
+    assert b.ok and b.result == {"secret": "B-1", "balance": 100}  # before: FORGED, and a2 read B's secret
+    assert a2.ok and a2.result is None
+
+
+async def test_an_execution_leaves_nothing_in_denos_process_state_for_the_next(make_host):
+    """Deno.args, Deno.exitCode and the stdio resources were the process's, shared: one execution
+    pushed onto Deno.args, set the exit code and closed Deno.stdout, and every later caller on the
+    worker got BadResource from Deno.stdout.writeSync (helper-98)."""
+    leaver = """
+    export default () => {
+      const out = {};
+      for (const [k, f] of Object.entries({
+        args: () => Deno.args.push("planted"),
+        exitCode: () => { Deno.exitCode = 42; },
+        stdout: () => Deno.stdout.close(),
+        stderr: () => Deno.stderr.close(),
+        stdin: () => Deno.stdin.close(),
+        writable: () => Deno.stdout.writable.getWriter(),
+        command: () => { Deno.Command.prototype.output = async () => ({ forged: true }); },
+      })) { try { f(); out[k] = "changed"; } catch (e) { out[k] = e.name; } }
+      return out;
+    };"""
+    victim = """
+    export default () => {
+      Deno.stdout.writeSync(new TextEncoder().encode("victim writes\\n"));
+      Deno.stderr.writeSync(new TextEncoder().encode("victim writes\\n"));
+      return [Deno.args, Deno.exitCode, typeof Deno.Command.prototype.output, Deno.stdout.isTerminal()];
+    };"""
+    async with make_host(execute=ONE_WORKER) as h:
+        a = await h.execute(leaver)
+        b = await h.execute(victim)
+    assert a.ok and set(a.result.values()) == {"TypeError"}, a.result
+    assert b.ok, b.logs  # before: BadResource: Bad resource ID
+    assert b.result == [[], 0, "function", False]
