@@ -53,7 +53,7 @@ _RESERVED = frozenset({
     "clearTimeout", "clearInterval", "queueMicrotask", "structuredClone", "undefined", "eval", "tools",
 })
 MAX_MODULE_BYTES = 256 * 1024  # a module tool's source, sent in every execute worker's welcome
-_NAME = re.compile(r"^[A-Za-z_$][A-Za-z0-9_$]{0,63}$")  # a JavaScript identifier
+_NAME = re.compile(r"^[A-Za-z_$][A-Za-z0-9_$]{0,63}\Z")  # a JavaScript identifier
 
 
 def _strings(v: Any) -> bool:

@@ -136,7 +136,8 @@ async def test_an_email_value_built_to_backtrack_is_refused_at_once(plugin_dir, 
 
 def test_format_email_accepts_what_it_always_accepted():
     """The email check, rewritten to run in linear time, says yes to exactly the strings the old
-    pattern matched: every string of up to 6 of these characters, and a few whole addresses."""
+    pattern matched (but for a final newline, which its ``$`` let through and ``\\Z`` does not): every
+    string of up to 6 of these characters, and a few whole addresses."""
     import itertools
 
     import regex
@@ -144,7 +145,7 @@ def test_format_email_accepts_what_it_always_accepted():
     from host.plugins.manifest import ConfigField
     from host.plugins.schema_rules import value_problem
 
-    before = regex.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
+    before = regex.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+\Z")
     field = ConfigField(type="string", format="email")
     chars = ["a", "@", ".", " ", "\n", "\u00e9"]
     values = ["ops@example.com", "a@b.c", "a@b.c\n", "a@.b.c", "a@b.c.", "a@b..c", "a@b", "a.b@c", "@b.c", "a@@b.c",

@@ -27,7 +27,7 @@ from .manifest_hints import unrun_hooks
 
 USAGE_SUFFIX = ".usage.js"  # a cc-switch usage script, not a module (see usage_scripts.py)
 log = logging.getLogger("host.plugins")
-_VERSIONED = re.compile(r"^(?P<id>[^@]+)@(?P<version>\d+\.\d+\.\d+(?:[-+][0-9A-Za-z.+-]+)?)$")
+_VERSIONED = re.compile(r"^(?P<id>[^@]+)@(?P<version>\d+\.\d+\.\d+(?:[-+][0-9A-Za-z.+-]+)?)\Z")
 
 
 @dataclass(frozen=True)

@@ -19,10 +19,10 @@ from .manifest_hints import RANGE_SYNTAX, convert_hint, fields_of, missing_hint,
 from .schema_rules import patterns_deadline, rule_problem, shown, value_problem
 
 HOST_API_VERSION = "1.0"
-ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}\Z")
 # Ids the host itself uses for its own workers and views: no plugin may take them.
 RESERVED_IDS = frozenset({"execute", "host", "plugin-host"})
-_EVENT_RE = re.compile(r"^[A-Za-z0-9_-]+([.:][A-Za-z0-9_*-]+)+$")
+_EVENT_RE = re.compile(r"^[A-Za-z0-9_-]+([.:][A-Za-z0-9_*-]+)+\Z")
 _SEPARATED = re.compile(r"([.:])")  # split keeping the separators (odd places)
 # Longest text a manifest may give for each field (characters): a name that pushes every control
 # off the dashboard, or a description of megabytes, is refused with the field named.
@@ -277,7 +277,7 @@ def infer_capabilities(m: Manifest, exports: list[str]) -> list[str]:
     return added
 
 
-_CONFIG_REF = re.compile(r"^\{config\.([A-Za-z_][A-Za-z0-9_]*)\}$")
+_CONFIG_REF = re.compile(r"^\{config\.([A-Za-z_][A-Za-z0-9_]*)\}\Z")
 
 
 def defaults(schema: Mapping[str, ConfigField]) -> dict[str, Any]:
@@ -321,7 +321,7 @@ def url_host(value: Any) -> str | None:
     return f"{host}:{port}" if port else host
 
 
-_LABEL = re.compile(r"^(?!-)[a-z0-9-]{1,63}(?<!-)$")
+_LABEL = re.compile(r"^(?!-)[a-z0-9-]{1,63}(?<!-)\Z")
 
 
 def _valid_host(host: str) -> str | None:

@@ -37,7 +37,7 @@ FILE_SUFFIXES = (".js", ".ts", ".mjs")
 MAX_DEPTH = 32  # path components in one entry
 # C0/C1 controls (NUL, newline, ESC, ...) and the bidi/zero-width marks a name can hide behind
 UNSAFE_NAME = re.compile("[\x00-\x1f\x7f-\x9f\u061c\u200b-\u200f\u202a-\u202e\u2066-\u2069\u2028\u2029\ufeff]")
-_HEX = re.compile(r"^[0-9a-fA-F]{64}$")
+_HEX = re.compile(r"^[0-9a-fA-F]{64}\Z")
 
 
 class PackagesConfig(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True):

@@ -20,7 +20,7 @@ from urllib.parse import urlsplit
 
 from .permissions import Permissions
 
-_LABELS = re.compile(r"^(\*\.)?[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+)*\.?$")
+_LABELS = re.compile(r"^(\*\.)?[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+)*\.?\Z")
 MAX_PORT = 65535
 # --allow-sys names Deno 2.9.8 accepts (each tried; "cpu", "geteuid" are refused)
 SYS_NAMES = ("hostname", "osRelease", "osUptime", "loadavg", "networkInterfaces", "systemMemoryInfo", "uid",
