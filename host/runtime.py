@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
+from . import module_cache
 from .config import HostConfig, SecurityConfig, WorkerLimits
 from .errors import HostError, InvalidConfig, SpawnFailed, StateError
 from .process import Reaper
@@ -314,6 +315,7 @@ class Runtime:
         deno_dir = state / "deno"
         try:
             deno_dir.mkdir(parents=True, exist_ok=True)
+            module_cache.guard(deno_dir)
         except OSError as exc:
             raise os_failure(exc.filename or deno_dir, exc, "make Deno's module cache directory") from None
         run_dir = Path(private_run_dir(""))

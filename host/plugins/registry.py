@@ -16,6 +16,7 @@ import anyio
 import msgspec
 from anyio.abc import TaskGroup
 
+from .. import module_cache
 from ..config import HostConfig, UsageScriptConfig, WorkerLimits
 from ..errors import (
     HostClosed,
@@ -96,6 +97,7 @@ class Registry:
     def open(self, runtime: Runtime, tg: TaskGroup) -> None:
         """The host started: its runtime, its task group, the config store and approvals."""
         self.runtime, self._tg = runtime, tg
+        tg.start_soon(module_cache.watch, runtime.deno_dir)  # grown by modules made at run time
         self.store = store = open_configs(self.config.state_path, self.config.state.database, self._box)
         self._box.sealed_exist = lambda: store.has_sealed
         self.approvals = open_approvals(self.config.state_path, self.config.state.database, runtime.audit)
