@@ -78,6 +78,9 @@ export async function harden(): Promise<void> {
   // reaches: lent to every execution, one caller's lock held for ever made the next caller's
   // request wait out its timeout, and query() read other callers' lock names. None here.
   delete Object.getPrototypeOf(g.navigator).locks;
+  // WebGPU's one GPU object, lent to every execution and unfrozen, carried one caller's methods
+  // into the next caller's execution; none here either.
+  delete Object.getPrototypeOf(g.navigator).gpu;
   await g.crypto.subtle.digest("SHA-256", new Uint8Array(1));
   clearTimeout(setTimeout(() => {}, 0));
   lent = lentDeno();
@@ -85,6 +88,24 @@ export async function harden(): Promise<void> {
   tameRegExpStatics();
   guardListeners(LENT);
   const stack: unknown[] = tameOverrides();
+  // What lent functions answer the same each time is frozen too: navigator's getters (its
+  // userAgentData) and OpenTelemetry's one root context, given an own setValue by one execution.
+  const nav = Object.getPrototypeOf(g.navigator);
+  for (const key of Reflect.ownKeys(nav)) {
+    const d = Reflect.getOwnPropertyDescriptor(nav, key)!;
+    if (d.get) {
+      try {
+        stack.push(Reflect.apply(d.get, g.navigator, []));
+      } catch {
+        // a getter that refuses: nothing to freeze
+      }
+    }
+  }
+  try {
+    stack.push(g.Deno.telemetry?.contextManager?.active?.());
+  } catch {
+    // no telemetry in this Deno
+  }
   const seen = new WeakSet<object>([globalThis]);
   for (const key of Reflect.ownKeys(globalThis)) {
     const d = Reflect.getOwnPropertyDescriptor(globalThis, key)!;
@@ -153,9 +174,17 @@ function lentDeno(): object {
   copy.stdout = stdio("stdout", "writable", ["write", "writeSync"]);
   copy.stderr = stdio("stderr", "writable", ["write", "writeSync"]);
   const perms = D.permissions;
+  // Deno keeps one PermissionStatus per descriptor for the whole process: given an own `state` or
+  // `addEventListener` by one execution, it lied to (or ran code inside) every later caller. Each
+  // query answers a status of its own, frozen (no permission changes in a worker: revoke refuses).
+  const status = (s: any) =>
+    Object.freeze({
+      name: s.name, state: s.state, partial: s.partial, onchange: null,
+      addEventListener: () => {}, removeEventListener: () => {}, dispatchEvent: () => true,
+    });
   copy.permissions = {
-    query: (desc: unknown) => perms.query(desc),
-    querySync: (desc: unknown) => perms.querySync(desc),
+    query: async (desc: unknown) => status(await perms.query(desc)),
+    querySync: (desc: unknown) => status(perms.querySync(desc)),
     request: refuse("permissions.request"),
     requestSync: refuse("permissions.requestSync"),
     revoke: refuse("permissions.revoke"),

@@ -120,6 +120,43 @@ export function guardListeners(lent: readonly string[]): void {
     },
     writable: true, configurable: true,
   });
+  // Node's EventEmitter methods of the global MessageChannel's ports (node:vm's NodeMessageChannel
+  // gives each port its own on/once/addListener/...): they register a wrapper of Deno's, so a
+  // listener added with port.on ran on after its execution settled, during the next caller's.
+  // The lent MessageChannel guards each port it makes (and is the only constructor reachable).
+  const Channel = (globalThis as any).MessageChannel;
+  if (typeof Channel === "function") {
+    const guardPort = (port: any): void => {
+      for (const name of ["on", "once", "addListener", "prependListener", "prependOnceListener"]) {
+        const fn = port?.[name];
+        if (typeof fn === "function") {
+          port[name] = function (this: unknown, type: unknown, listener: unknown) {
+            return Reflect.apply(fn, this, [type, guarded(listener)]);
+          };
+        }
+      }
+      for (const name of ["off", "removeListener"]) {
+        const fn = port?.[name];
+        if (typeof fn === "function") {
+          port[name] = function (this: unknown, type: unknown, listener: unknown) {
+            const wrapper = listener !== null && (typeof listener === "object" || typeof listener === "function")
+              ? wrappers.get(listener as object) : undefined;
+            return Reflect.apply(fn, this, [type, wrapper ?? listener]);
+          };
+        }
+      }
+    };
+    const MessageChannel = function MessageChannel(this: unknown) {
+      if (!new.target) throw new TypeError("Class constructor MessageChannel cannot be invoked without 'new'");
+      const channel = new Channel();
+      guardPort(channel.port1);
+      guardPort(channel.port2);
+      return channel;
+    };
+    MessageChannel.prototype = Channel.prototype;
+    Object.defineProperty(Channel.prototype, "constructor", { value: MessageChannel, writable: true, configurable: true });
+    Object.defineProperty(globalThis, "MessageChannel", { value: MessageChannel, writable: true, configurable: true });
+  }
   // on* handlers: every event handler attribute of what is lent (AbortSignal, MessagePort, ...)
   const seen = new Set<object>();
   for (const name of lent) {

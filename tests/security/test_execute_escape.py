@@ -372,3 +372,60 @@ async def test_an_execution_leaves_nothing_in_denos_process_state_for_the_next(m
     assert a.ok and set(a.result.values()) == {"TypeError"}, a.result
     assert b.ok, b.logs  # before: BadResource: Bad resource ID
     assert b.result == [[], 0, "function", False]
+
+
+async def test_what_lent_functions_answer_cannot_carry_one_callers_code_into_the_next(make_host):
+    """Objects the main realm answers by a call were one per process and unfrozen (helper-102):
+    Deno.permissions.query's PermissionStatus, OpenTelemetry's root context, navigator.gpu and
+    navigator.userAgentData. One execution gave them a lying `state` and methods of its own, which
+    ran inside the next caller's execution with its values, and reached its globals from them."""
+    planter = """
+    export default async () => {
+      const out = {};
+      const targets = {
+        query: async () => await Deno.permissions.query({ name: "net" }),
+        querySync: () => Deno.permissions.querySync({ name: "read" }),
+        otel: () => Deno.telemetry.contextManager.active(),
+        userAgentData: () => navigator.userAgentData,
+        gpu: () => navigator.gpu,
+      };
+      for (const [k, get] of Object.entries(targets)) {
+        const o = await get();
+        if (o === undefined) { out[k] = "absent"; continue; }
+        try { Object.defineProperty(o, "state", { value: "denied" }); Object.defineProperty(o, "planted", { value: 1 }); out[k] = "changed"; }
+        catch (e) { out[k] = e.name; }
+      }
+      return out;
+    };"""
+    victim = """
+    export default async () => [(await Deno.permissions.query({ name: "net" })).state,
+      Deno.permissions.querySync({ name: "read" }).planted ?? null, Deno.telemetry.contextManager.active().planted ?? null]
+    """
+    async with make_host(execute=ONE_WORKER) as h:
+        a = await h.execute(planter)
+        b = await h.execute(victim)
+    assert a.ok, a.logs
+    assert a.result == {"query": "TypeError", "querySync": "TypeError", "otel": "TypeError",
+                        "userAgentData": "TypeError", "gpu": "absent"}, a.result
+    assert b.ok and b.result == ["prompt", None, None], (b.result, b.logs)
+
+
+async def test_a_node_style_port_listener_runs_only_while_its_execution_does(make_host):
+    """The global MessageChannel's ports (node:vm's, Node's MessagePort) take listeners with
+    port.on/once/addListener too, which the listener guard did not wrap: one left by an execution
+    ran after it settled, during the next caller's, and spun there (helper-102)."""
+    leaver = """
+    export default () => {
+      const { port1, port2 } = new MessageChannel();
+      port1.on("message", () => { const t = Date.now(); while (Date.now() - t < 3000); });
+      // a reaction of the code's own, on a timer of Deno's: it still runs after the execution
+      AbortSignal.timeout(200).addEventListener;  // (the signal itself is lent)
+      new ReadableStream().pipeTo(new WritableStream(), { signal: AbortSignal.timeout(200) }).catch(() => port2.postMessage(1));
+      return "left";
+    };"""
+    victim = "export default async () => { await new Promise((r) => setTimeout(r, 800)); return 'mine'; }"
+    async with make_host(execute=ONE_WORKER) as h:
+        a = await h.execute(leaver)
+        b = await h.execute(victim, timeout=2)
+    assert a.ok and a.result == "left", a.logs
+    assert b.ok and b.result == "mine", b.logs  # before: TimeoutError, the listener spun in its time
