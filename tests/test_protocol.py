@@ -129,6 +129,12 @@ def test_frames_that_would_decode_into_too_many_objects_are_refused_and_real_tab
     declared = _result_body(b"\xdd" + (2**32 - 1).to_bytes(4, "big") + b"\x90" * (1 << 19))
     with pytest.raises(ProtocolError, match="would take more than"):
         p.decode_body(declared)
+    # helper-97: 8 million one-byte trues (7.6 MiB, within the memory estimate) took 2.9 s to walk
+    # and 2.9 s to decode in the event loop; refused from the array's header, past 2 million objects
+    trues = _result_body(b"\xdd" + (8_000_000).to_bytes(4, "big") + b"\xc3" * 8_000_000)
+    with pytest.raises(ProtocolError, match="hold more than 2,000,000 objects"):
+        p.decode_body(trues)
+    assert p.decoded_cost(_result_body(b"\xdc" + (60_000).to_bytes(2, "big") + b"\xc3" * 60_000), 1 << 30)
     table = [{"id": i, "name": f"row {i}", "tags": [1.5, None, True]} for i in range(100_000)]
     assert p.decode_body(msgspec.msgpack.encode(p.Result(id=1, value=table))).value == table
     text = "x" * (15 * 1024 * 1024)
