@@ -78,6 +78,11 @@ async def test_fetch_json_maps_http_failures_to_typed_errors(plugin_dir, make_ho
     fake_http.json("GET", "/403", {"error": "forbidden"}, status=403)
     fake_http.json("GET", "/429", {"error": "slow down"}, status=429, headers={"Retry-After": "7"})
     fake_http.json("GET", "/500", {"error": "boom"}, status=500)
+    # an empty wallet is no bad key and no rate limit (helper-101: sub2api's refusals, OpenAI's quota)
+    fake_http.json("GET", "/wallet", {"code": "INSUFFICIENT_BALANCE", "message": "insufficient balance"}, status=403)
+    fake_http.json("GET", "/used", {"code": "USAGE_LIMIT_EXCEEDED", "message": "usage limit exceeded"}, status=429)
+    fake_http.json("GET", "/quota", {"error": {"message": "You exceeded your current quota", "type": "insufficient_quota",
+                                               "code": "insufficient_quota"}}, status=429)
     fake_http.json("GET", "/404", {"error": "no such"}, status=404)
     fake_http.route("GET", "/garbled", lambda r: web.Response(text="<html>gateway</html>", status=200))
 
@@ -93,6 +98,9 @@ async def test_fetch_json_maps_http_failures_to_typed_errors(plugin_dir, make_ho
         expected = {"/401": ("AUTH_ERROR", {"status": 401}), "/403": ("AUTH_ERROR", {"status": 403}),
                     "/429": ("RATE_LIMIT", {"status": 429, "retryAfter": 7}),
                     "/500": ("PROVIDER_ERROR", {"status": 500}), "/404": ("PROVIDER_ERROR", {"status": 404}),
+                    "/wallet": ("PROVIDER_ERROR", {"status": 403, "code": "INSUFFICIENT_BALANCE"}),
+                    "/used": ("PROVIDER_ERROR", {"status": 429, "code": "USAGE_LIMIT_EXCEEDED"}),
+                    "/quota": ("PROVIDER_ERROR", {"status": 429, "code": "insufficient_quota"}),
                     "/garbled": ("PARSE_ERROR", {"status": 200})}
         for path, (error_type, details) in expected.items():
             with pytest.raises(PluginError) as e:

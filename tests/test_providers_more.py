@@ -476,11 +476,11 @@ async def test_sub2api_older_relays_billing_refusals_are_not_a_bad_key(plugin_di
         fake_http.json("GET", "/v1/usage", {"code": "INSUFFICIENT_BALANCE", "message": "Insufficient account balance"},
                        status=403)
         e = await call_fails(h, c.id, config)
-        assert (e.error_type, e.details) == ("PROVIDER_ERROR", {"status": 403}) and "the wallet is empty" in e.message
+        assert (e.error_type, e.details) == ("PROVIDER_ERROR", {"status": 403, "code": "INSUFFICIENT_BALANCE"}) and "the wallet is empty" in e.message
         fake_http.json("GET", "/v1/usage", {"code": "USAGE_LIMIT_EXCEEDED", "message": "Daily usage limit exceeded"},
                        status=429)
         e = await call_fails(h, c.id, config)
-        assert (e.error_type, e.details) == ("PROVIDER_ERROR", {"status": 429}) and "usage limit is used up" in e.message
+        assert (e.error_type, e.details) == ("PROVIDER_ERROR", {"status": 429, "code": "USAGE_LIMIT_EXCEEDED"}) and "usage limit is used up" in e.message
         fake_http.json("GET", "/v1/usage", {"code": "API_KEY_DISABLED", "message": "API key is disabled"}, status=401)
         assert (await call_fails(h, c.id, config)).error_type == "AUTH_ERROR"
 

@@ -2,6 +2,8 @@
  * `context.fetchJson(url, init?)`: one HTTP request whose failures arrive as typed PluginErrors,
  * the mapping every provider plugin needs:
  *
+ *   402, 403, 429 whose body's code says the balance or quota is used up
+ *                       PROVIDER_ERROR   details { status, code }
  *   401, 403            AUTH_ERROR       details { status }
  *   429                 RATE_LIMIT       details { status, retryAfter } (seconds, from Retry-After)
  *   5xx, other non-2xx  PROVIDER_ERROR   details { status }
@@ -69,6 +71,27 @@ function shown(url: string | URL): string {
   }
 }
 
+// The codes relays and providers answer when the account's balance or quota is used up, whatever
+// the status (sub2api: 403 INSUFFICIENT_BALANCE, 429 USAGE_LIMIT_EXCEEDED; OpenAI: 429
+// insufficient_quota; new-api/one-api: insufficient_user_quota): read as a bad key or a rate
+// limit, a station with an empty wallet raised a "failing: AUTH_ERROR" alert, or was retried.
+const BILLING = /^(insufficient_balance|insufficient_quota|insufficient_user_quota|usage_limit_exceeded|quota_exceeded|billing_hard_limit_reached)$/i;
+
+function billingCode(text: string): string | undefined {
+  let body: unknown;
+  try {
+    body = JSON.parse(text);
+  } catch {
+    return undefined;
+  }
+  const o = body !== null && typeof body === "object" ? body as Record<string, unknown> : {};
+  const e = o.error !== null && typeof o.error === "object" ? o.error as Record<string, unknown> : {};
+  for (const v of [o.code, e.code, e.type, o.type]) {
+    if (typeof v === "string" && BILLING.test(v)) return v;
+  }
+  return undefined;
+}
+
 /** `init` with a plain object or array `body` sent as JSON (`content-type: application/json`
  * unless the caller set one), as ky, ofetch and axios send it: fetch itself would send the
  * text "[object Object]". */
@@ -123,6 +146,11 @@ export async function fetchJson(
     throw fail("NETWORK_ERROR", `${where}: ${snippet(why)}`);
   }
   const status = response.status;
+  const billing = status === 402 || status === 403 || status === 429 ? billingCode(text) : undefined;
+  if (billing) { // the account's money or quota is used up: the key itself is good, waiting will not help
+    throw fail("PROVIDER_ERROR", `${where} answered ${status} (${billing}: the balance or quota is used up): ` +
+      `${snippet(text)}`, { status, code: billing });
+  }
   if (status === 401 || status === 403) {
     throw fail("AUTH_ERROR", `${where} answered ${status}: ${snippet(text) || response.statusText}`, { status });
   }
