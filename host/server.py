@@ -56,7 +56,7 @@ from .http_guard import (
 from .logbook import LEVELS
 from .metrics import CONTENT_TYPE
 from .plugin_host import PluginHost
-from .server_packages import add_package_routes
+from .server_packages import add_package_routes, code_refused
 from .server_params import (
     JSON,
     MAX_ALERTS,
@@ -405,6 +405,9 @@ def create_app(host: PluginHost, *, admin_token: str | None = None, read_token: 
 
     async def add_station(request: web.Request) -> web.Response:
         b: StationBody = await body_of(request, StationBody)
+        if b.script is not None and (refusal := code_refused(host.config, via, bool(admin),
+                                                             "a station's usage script (code the host runs)")):
+            return refusal
         return _json(await host.stations.add(b.name, plugin=b.plugin, script=b.script, title=b.title,
                                              low_balance=b.lowBalance, config=b.config), 201)
 

@@ -19,6 +19,7 @@ from typing import Any
 from aiohttp import BodyPartReader, web
 from aiohttp.http_exceptions import HttpProcessingError
 
+from .config import HostConfig
 from .plugins.package_archive import Package, PackageRefused, parse_sha256, parse_signature
 from .plugins.packages import PackageAdmin
 from .server_params import error_doc, flag_param, host_error_doc
@@ -94,6 +95,19 @@ async def read_package(request: web.Request, cap: int) -> Package:
                              f"\"signature\"?: base64}} ({type(exc).__name__}: {str(exc)[:200]})") from None
 
 
+def code_refused(config: HostConfig, via: str, guarded: bool, what: str = "installing plugins") -> web.Response | None:
+    """A 403 for a request that would install code (a package, a station's usage script) over
+    HTTP with no admin token, unless on the control socket, a Unix socket, or with the
+    operator's ``--insecure-no-token``; None when it may."""
+    srv = config.server
+    if guarded or via == "cli" or srv.unix_socket is not None or srv.insecure_no_token:
+        return None
+    return web.json_response(error_doc("Forbidden", (
+        f"{what} over HTTP needs an admin token: set one (server.admin_token, "
+        "$PLUGIN_HOST_ADMIN_TOKEN or --admin-token), serve on --unix PATH, use the CLI on "
+        "this machine, or pass --insecure-no-token to let anyone who reaches the port install code")), status=403)
+
+
 def add_package_routes(router: web.UrlDispatcher, packages: PackageAdmin, via: str, *,
                        guarded: bool) -> dict[web.AbstractResource, int]:
     """``guarded``: the API needs an admin token to change anything. A package is code that
@@ -101,8 +115,6 @@ def add_package_routes(router: web.UrlDispatcher, packages: PackageAdmin, via: s
     ``/execute``, installing over HTTP with no token is refused unless on the control socket
     (``via="cli"``) or a Unix socket, or the operator said ``--insecure-no-token``."""
     cap = packages.config.packages.max_archive_bytes
-    srv = packages.config.server
-    open_to_installs = guarded or via == "cli" or srv.unix_socket is not None or srv.insecure_no_token
 
     def answer(doc: dict[str, Any], status: int = 200) -> web.Response:
         return web.json_response(doc, status=status)
@@ -111,12 +123,7 @@ def add_package_routes(router: web.UrlDispatcher, packages: PackageAdmin, via: s
         return answer(host_error_doc(exc), exc.status)
 
     def unguarded() -> web.Response | None:
-        if open_to_installs:
-            return None
-        return answer(error_doc("Forbidden", (
-            "installing plugins over HTTP needs an admin token: set one (server.admin_token, "
-            "$PLUGIN_HOST_ADMIN_TOKEN or --admin-token), serve on --unix PATH, use `python -m host install` on "
-            "this machine, or pass --insecure-no-token to let anyone who reaches the port install code")), 403)
+        return code_refused(packages.config, via, guarded)
 
     async def install(request: web.Request) -> web.Response:
         if (refusal := unguarded()) is not None:

@@ -25,11 +25,11 @@ def relay(fake_http):
     return serve_relay(fake_http, {"sk-alpha-0001": 11.5}, {})
 
 
-def host_for(plugin_dir, tmp_path, shared_state) -> PluginHost:
+def host_for(plugin_dir, tmp_path, shared_state, **server) -> PluginHost:
     plugin_dir.add("relayco.js", relayco())
     cfg = HostConfig(plugins_dir=str(plugin_dir.root), state_dir=str(fresh_state(tmp_path, shared_state)),
                      pool=PoolConfig(min_workers=1, max_workers=1),
-                     plugins={"relayco": PluginSettings(allow_private_network=True)})
+                     plugins={"relayco": PluginSettings(allow_private_network=True)}, server=server)
     return PluginHost(cfg)
 
 
@@ -48,7 +48,7 @@ async def test_a_new_stations_fields_are_checked_in_order_each_refusal_naming_it
         ({**good, "plugin": "nope"}, "plugin: 'nope' is not a loaded balance plugin"),
         ({**good, "config": {"baseUrl": relay.url, "apiKey": 7}}, "config.apiKey"),
     ]
-    async with host_for(plugin_dir, tmp_path, shared_state) as h, served(h) as (_, http):
+    async with host_for(plugin_dir, tmp_path, shared_state, insecure_no_token=True) as h, served(h) as (_, http):
         for body, said in cases:
             async with http.post("/api/stations", json=body) as r:
                 status, error = r.status, (await r.json())["error"]
@@ -72,3 +72,62 @@ async def test_a_station_that_does_not_exist_is_404_on_every_route(plugin_dir, t
             assert "no station named 'west'" in error["message"]
         with pytest.raises(StationNotFound):
             await h.stations.remove("west")
+
+
+async def test_a_station_with_a_usage_script_is_code_and_needs_the_admin_token(
+        plugin_dir, tmp_path, shared_state, relay):
+    """A usage script is code the host runs in a Deno worker: with no admin token, POST
+    /api/stations took any script (helper-99: it ran, fetch and Deno in reach), where installing a
+    plugin and /execute are refused. It is refused as an install is; a station of a plugin is not."""
+    script = {"name": "west", "script": USAGE, "config": {"baseUrl": relay.url, "apiKey": "sk-alpha-0001"}}
+    good = {"name": "east", "plugin": "relayco", "config": {"baseUrl": relay.url, "apiKey": "sk-alpha-0001"}}
+    async with host_for(plugin_dir, tmp_path, shared_state) as h, served(h) as (_, http):
+        async with http.post("/api/stations", json=script) as r:
+            status, error = r.status, (await r.json())["error"]
+        assert (status, error["type"]) == (403, "Forbidden") and "needs an admin token" in error["message"]
+        assert h.stations.list() == []  # before: 201, and the script ran at the next refresh
+        async with http.post("/api/stations", json=good) as r:
+            assert r.status == 201, await r.text()
+    token = {"Authorization": "Bearer t0ken"}
+    async with (host_for(plugin_dir, tmp_path / "tok", shared_state) as h, served(h, admin_token="t0ken") as (_, http),
+                http.post("/api/stations", json=script, headers=token) as r):
+        assert r.status == 201, await r.text()
+
+
+async def test_connection_tests_run_a_few_at_once_and_the_rest_wait_their_turn(
+        plugin_dir, tmp_path, shared_state, fake_http, monkeypatch):
+    """Each connection test starts a Deno worker of its own: 25 at once started 25 workers (1.1
+    GB) and 100 asked the provider 99 times (helper-99). At most TESTS_AT_ONCE run; every one
+    still answers."""
+    import anyio
+    from aiohttp import web
+
+    from host.balances import station_admin
+
+    monkeypatch.setattr(station_admin, "TESTS_AT_ONCE", 2)
+    inside = {"now": 0, "most": 0}
+
+    async def balance(request: web.Request) -> web.Response:
+        inside["now"] += 1
+        inside["most"] = max(inside["most"], inside["now"])
+        try:
+            await anyio.sleep(0.3)
+            return web.json_response({"left": 5})
+        finally:
+            inside["now"] -= 1
+
+    fake_http.route("GET", "/balance", balance)
+    config = {"baseUrl": fake_http.url, "apiKey": "sk-alpha-0001"}
+    async with host_for(plugin_dir, tmp_path, shared_state) as h:
+        h.config.plugins["west"] = PluginSettings(allow_private_network=True)  # the fake is on loopback
+        await h.stations.add("west", script=USAGE, config=config)
+        answers = []
+
+        async def test_once() -> None:
+            answers.append(await h.stations.test("west"))
+
+        async with anyio.create_task_group() as tg:
+            for _ in range(8):
+                tg.start_soon(test_once)
+    assert [a["ok"] for a in answers] == [True] * 8, answers[0]
+    assert inside["most"] == 2  # before: 8 at once, each on a worker of its own

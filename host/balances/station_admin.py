@@ -9,6 +9,7 @@ import time
 from collections.abc import Awaitable, Callable, Collection
 from typing import Any
 
+import anyio
 import msgspec
 
 from ..errors import HostError, InvalidConfig, PluginUnavailable, StateError, StationNotFound
@@ -25,6 +26,9 @@ from .result import BALANCE_CAPABILITY, BALANCE_FUNCTION, from_error, from_reply
 from .stations import MAX_TITLE, Station, StationConfig, Stations, name_fault, title_ok
 
 MAX_SCRIPT_CHARS = 64 * 1024  # a usage script pasted into the dashboard or the API
+# Connection tests running at once, each on a Deno worker of its own (~40 MB); more wait their
+# turn: 25 at once started 25 workers (1.1 GB), 100 asked the provider 99 times (helper-99).
+TESTS_AT_ONCE = 4
 SHAPE_DEPTH = 6
 SHAPE_KEYS = 50
 
@@ -58,6 +62,7 @@ class StationAdmin:
         self._stations = stations
         self._configs = configs
         self._rescan = rescan
+        self._tests: anyio.CapacityLimiter | None = None  # made in the loop, at the first test
 
     def list(self) -> list[dict[str, Any]]:
         """Every station (host.toml's and added ones): kind, provider, title, alert threshold,
@@ -200,8 +205,11 @@ class StationAdmin:
         try:
             config = self._reg.effective_config(key, manifest)  # InvalidConfig: the result says why
             spec = self._reg.spec(record, manifest, config, also=[config], redact=hide)
-            value = await one_off(spec, self._reg.runtime,
-                                  lambda w: w.call(BALANCE_FUNCTION, [config], spec.limits.call_timeout), on_log)
+            if self._tests is None:
+                self._tests = anyio.CapacityLimiter(TESTS_AT_ONCE)
+            async with self._tests:
+                value = await one_off(spec, self._reg.runtime,
+                                      lambda w: w.call(BALANCE_FUNCTION, [config], spec.limits.call_timeout), on_log)
             result = from_reply(name, s.title or name, value, stored_at=time.time(),
                                 cached=False, duration=0.0, plugin=s.provider)
         except HostError as exc:

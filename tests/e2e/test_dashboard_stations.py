@@ -47,7 +47,8 @@ def docs_shot(page: Page, name: str) -> None:
 def test_add_test_configure_and_remove_stations_from_the_page(page, plugin_dir, serve, relay, tmp_path):
     plugin_dir.add("relayco.js", RELAYCO)
     toml = tmp_path / "dash.toml"
-    toml.write_text("[balances]\nmin_interval = 0\n"  # each refresh asks again at once
+    toml.write_text("[server]\ninsecure_no_token = true\n"  # a pasted script is code: no token, no install
+                    "[balances]\nmin_interval = 0\n"  # each refresh asks again at once
                     "[plugins.relayco]\nallow_private_network = true\n[plugins.pasted]\nallow_private_network = true\n")
     srv = serve(env={"PLUGIN_HOST_CONFIG": str(toml)})
     open_dashboard(page, srv)
