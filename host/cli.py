@@ -391,7 +391,26 @@ READS_PLUGINS = ("list", "info", "call", "balances")  # commands whose answer co
 SHOWS_WORKERS = ("serve", "list", "info", "status", "doctor")
 
 
+def stdio_open() -> None:
+    """File descriptors 0-2 open, on /dev/null where the caller closed them (``serve >&-``), and
+    sys.stdin/stdout/stderr set: else the next socket the host opens takes fd 1 or 2 (uvloop then
+    aborted `serve` at its exit closing it, and log lines would go into that socket), and every
+    command failed at its first word to a ``None`` stderr, with nothing said."""
+    for fd, name in enumerate(("stdin", "stdout", "stderr")):
+        try:
+            os.fstat(fd)
+        except OSError:
+            null = os.open(os.devnull, os.O_RDWR)
+            if null != fd:
+                os.dup2(null, fd)
+                os.close(null)
+        if getattr(sys, name) is None:
+            setattr(sys, name, open(fd, "r" if fd == 0 else "w", closefd=False,  # noqa: SIM115 (for the process)
+                                    errors="backslashreplace"))
+
+
 def main(argv: list[str] | None = None) -> int:
+    stdio_open()
     ap = build_parser()
     args, extra = ap.parse_known_args(argv)
     args.argv = list(sys.argv[1:] if argv is None else argv)  # serve --processes: its children's

@@ -140,8 +140,10 @@ def code_frame(text: str, context: int = 1) -> str:
     return ""
 
 
-def dev_banner(event: PluginEvent, write: Callable[[str], object] = sys.stderr.write) -> None:
-    """``serve --dev``: what changed, in one banner a reload; a failure with the code it points at."""
+def dev_banner(event: PluginEvent, write: Callable[[str], object] | None = None) -> None:
+    """``serve --dev``: what changed, in one banner a reload; a failure with the code it points at.
+    ``write``: by default sys.stderr's, looked up at each banner (never at import)."""
+    write = write or sys.stderr.write
     if event.kind == "reloaded":
         write(f"\n==> {event.plugin} {event.version or ''} reloaded\n")
     elif event.kind == "reload_failed" or event.state == "error":

@@ -337,6 +337,10 @@ class HostConfig(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True)
                 setattr(self, f.name, {k: checked(v, kind, f"{f.name}.{k}") for k, v in value.items()})
             else:
                 setattr(self, f.name, checked(value, f.type, f.name))
+        for name, path in [("state_dir", self.state_dir)] + [("plugins_dir", d) for d in (
+                self.plugins_dir if isinstance(self.plugins_dir, list) else [self.plugins_dir])]:
+            if isinstance(path, str) and not path.strip():  # "" was the config file's own directory
+                raise InvalidConfig(f"{name}: empty; give a directory (\".\" for the current one)")
         if self.load not in ("auto", "wait", "background"):
             raise InvalidConfig(f'load: expected "auto", "wait" or "background", got {self.load!r}')
         _check_pool(self.pool, "pool")

@@ -165,6 +165,8 @@ def _dev_plugins(data: dict[str, Any], name: str, base: Path) -> None:
 
 
 def _resolve(value: str, base: Path) -> str:
+    if not value.strip():  # left empty, for HostConfig to refuse naming it (it was the file's own directory)
+        return value
     p = Path(value).expanduser()
     return str(p if p.is_absolute() else base / p)
 

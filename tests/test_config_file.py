@@ -201,6 +201,16 @@ def test_relative_paths_are_resolved_against_the_files_directory(tmp_path, monke
     assert load_config(path, env={}, plugins_dir="mine").plugins_dir == "mine"
 
 
+@pytest.mark.parametrize("line", ['state_dir = ""', 'plugins_dir = ""', 'plugins_dir = ["plugins", " "]'])
+def test_an_empty_directory_is_refused_naming_it_not_taken_for_the_files_own(tmp_path, line):
+    """helper-100: state_dir = "" put secret.key, audit.jsonl and deno/ beside host.toml (in
+    /etc/plugin-host, say), with doctor saying all was well; plugins_dir = "" served that directory."""
+    path = write(tmp_path / "etc" / "host.toml", line)
+    field = line.split()[0]
+    with pytest.raises(InvalidConfig, match=f"{field}: empty; give a directory"):
+        load_config(path, env={})
+
+
 def test_environment_overrides_the_file_and_flags_override_both(tmp_path):
     path = write(tmp_path / "host.toml", """
         state_dir = "/from/file"

@@ -250,3 +250,35 @@ def test_a_one_off_call_starts_the_workers_of_the_plugin_it_calls_and_no_other(p
     own = run(*argv[:4], "risky", "f", *argv[8:], cwd=tmp_path)
     assert (own.returncode, own.stdout.strip()) == (0, "1"), own.stderr
     assert "risky@1.0.0: risky permissions: run" in own.stderr and "c1" not in own.stderr
+
+
+def test_closed_stdout_or_stderr_neither_stops_a_command_nor_serve(calc, tmp_path):
+    """helper-100: with stderr closed (`2>&-`) every command exited 1 saying nothing (a None
+    sys.stderr at import); with stdout closed `serve` ran, then aborted at SIGTERM (rc 134, a
+    uvloop assertion: a socket had taken fd 1)."""
+    import shlex
+    import signal
+    import time
+
+    python = shlex.quote(sys.executable)
+    version = subprocess.run(f"exec {python} -m host --version 2>&-", shell=True, capture_output=True, text=True,
+                             timeout=60, cwd=tmp_path)
+    assert (version.returncode, version.stdout.split()[:2]) == (0, ["python", "-m"])
+    err = tmp_path / "serve.err"
+    port = free_port()
+    with err.open("w") as sink:
+        proc = subprocess.Popen(f"exec {python} -m host serve --plugins {shlex.quote(str(calc.root))} --state-dir "
+                                f"{shlex.quote(str(tmp_path / 'state'))} --port {port} >&-",
+                                shell=True, stderr=sink, cwd=tmp_path, start_new_session=True)
+        try:
+            deadline = time.monotonic() + 60
+            while "serving on" not in err.read_text() and proc.poll() is None and time.monotonic() < deadline:
+                time.sleep(0.05)
+            assert "serving on" in err.read_text(), err.read_text()
+            proc.send_signal(signal.SIGTERM)
+            assert proc.wait(timeout=30) == 0, err.read_text()  # before: 134
+        finally:
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
+    assert "Assertion" not in err.read_text()
