@@ -47,7 +47,7 @@ from .config_file import load_config
 from .control import control_client
 from .errors import HostError, InvalidArguments, InvalidCode, InvalidConfig
 from .event_loop import run_options
-from .logs import FORMATS, LEVELS, setup_logging, terminal_safe
+from .logs import FORMATS, LEVELS, drain_logs, setup_logging, terminal_safe
 from .plugin_host import PluginHost
 from .plugins.discovery import check_plugin_dirs
 from .plugins.settings import redacted
@@ -439,6 +439,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return _run(args)
     finally:
+        drain_logs()
         sys.stdout, sys.stderr = stdout, stderr
 
 

@@ -8,8 +8,10 @@ from __future__ import annotations
 import json
 import logging
 import os
+import queue
 import re
 import sys
+import threading
 import time
 from typing import Any, TextIO
 
@@ -151,18 +153,89 @@ class JsonFormatter(logging.Formatter):
         return json_safe(json.dumps(out, ensure_ascii=False))
 
 
+MAX_WAITING = 10_000  # log lines waiting for a stream that is not read; more are dropped, counted
+
+
+class WriterHandler(logging.Handler):
+    """Formats each record where it is logged and hands the line to a thread of its own that
+    writes it: a stream nobody reads (a log pipe whose reader stopped, a stuck journald) blocks
+    that thread, never the event loop. Before, after ~64 KiB of log every call, /healthz and even
+    SIGTERM's drain waited on a pipe write (helper-100). At most MAX_WAITING lines wait; more are
+    dropped and counted, and the count is written once the stream takes lines again."""
+
+    def __init__(self, stream: TextIO) -> None:
+        super().__init__()
+        self.stream = stream
+        self._lines: queue.Queue[str | None] = queue.Queue(MAX_WAITING)
+        self._dropped = 0
+        self._thread = threading.Thread(target=self._write, name="log-writer", daemon=True)
+        self._thread.start()
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            line = self.format(record) + "\n"
+        except Exception:
+            self.handleError(record)
+            return
+        try:
+            self._lines.put_nowait(line)
+        except queue.Full:
+            self._dropped += 1
+
+    def _write(self) -> None:
+        while True:
+            line = self._lines.get()
+            try:
+                if line is None:
+                    return
+                dropped, self._dropped = self._dropped, 0
+                if dropped:
+                    self.stream.write(f"({dropped} log lines dropped: the log was not read in time)\n")
+                self.stream.write(line)
+                self.stream.flush()
+            except Exception:  # a closed or full stream: the line is lost, the host goes on
+                pass
+            finally:
+                self._lines.task_done()
+
+    def drain(self, timeout: float = 2.0) -> None:
+        """Wait (at most ``timeout`` seconds) until every line handed over has been written."""
+        end = time.monotonic() + timeout
+        with self._lines.all_tasks_done:
+            while self._lines.unfinished_tasks and (left := end - time.monotonic()) > 0:
+                self._lines.all_tasks_done.wait(left)
+
+    def close(self) -> None:
+        self.drain()
+        try:
+            self._lines.put_nowait(None)
+        except queue.Full:
+            pass
+        super().close()
+
+
+def drain_logs(timeout: float = 2.0) -> None:
+    """Let the CLI's log lines reach their stream before the process exits (at most ``timeout``)."""
+    for handler in logging.getLogger().handlers:
+        if isinstance(handler, WriterHandler):
+            handler.drain(timeout)
+
+
 def setup_logging(level: str = "warning", fmt: str = "text", *, debug: bool = False,
                   stream: TextIO | None = None) -> None:
     """Configure the root logger for the CLI. ``debug`` shows everything, the plugins' console
     and the workers' lifecycle included; otherwise a plugin's console shows from warnings up."""
     stream = stream or sys.stderr
-    handler = logging.StreamHandler(stream)
+    handler = WriterHandler(stream)
     if fmt == "json":
         handler.setFormatter(JsonFormatter())
     else:
         colour = stream.isatty() and "NO_COLOR" not in os.environ
         handler.setFormatter(TextFormatter(colour))
     root = logging.getLogger()
+    for old in root.handlers:
+        if isinstance(old, WriterHandler):
+            old.close()
     root.handlers[:] = [handler]
     root.setLevel(logging.DEBUG if debug else getattr(logging, level.upper()))
     quiet = logging.DEBUG if debug else max(root.level, logging.WARNING)

@@ -282,3 +282,44 @@ def test_closed_stdout_or_stderr_neither_stops_a_command_nor_serve(calc, tmp_pat
                 os.killpg(proc.pid, signal.SIGKILL)
                 proc.wait()
     assert "Assertion" not in err.read_text()
+
+
+def test_a_log_nobody_reads_never_stops_serve(plugin_dir, tmp_path):
+    """helper-100: with serve's stderr a pipe whose reader stopped (a stuck journald, a paused
+    `| tee`), after ~64 KiB of log the event loop blocked writing it: calls, /healthz/live and
+    SIGTERM's drain all waited for ever. Lines now wait in a bounded queue, written by a thread."""
+    import json as json_
+    import signal
+    import time
+    import urllib.request
+
+    plugin_dir.add("noisy.js", 'export const metadata = { id: "noisy", name: "N", version: "1.0.0", apiVersion: "1.0" };\n'
+                   'export function spam(n) { for (let i = 0; i < n; i++) console.log("spam " + i + " " + "x".repeat(100));'
+                   ' return n; }\n', auto_metadata=False)
+    port = free_port()
+    unread, log = os.pipe()  # nobody reads `unread`: 64 KiB fill the pipe
+    proc = subprocess.Popen([sys.executable, "-m", "host", "--debug", "serve", "--plugins", str(plugin_dir.root),
+                             "--state-dir", str(tmp_path / "state"), "--port", str(port)],
+                            stdout=subprocess.DEVNULL, stderr=log, stdin=subprocess.DEVNULL, cwd=tmp_path)
+    os.close(log)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        for _ in range(600):  # until it serves (its log says nothing: nobody reads it)
+            try:
+                urllib.request.urlopen(f"{base}/healthz/ready", timeout=1).read()
+                break
+            except OSError:
+                proc.poll()
+                assert proc.returncode is None
+                time.sleep(0.1)
+        call = urllib.request.Request(f"{base}/api/plugins/noisy/call/spam", method="POST",
+                                      data=json_.dumps({"args": [3000]}).encode())  # ~350 KB of log
+        assert json_.loads(urllib.request.urlopen(call, timeout=20).read())["result"] == 3000
+        assert json_.loads(urllib.request.urlopen(f"{base}/healthz/live", timeout=5).read()) == {"live": True}
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=30) == 0  # before: blocked in write(2) until the reader went away
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        os.close(unread)

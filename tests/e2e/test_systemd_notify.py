@@ -5,6 +5,8 @@ the parent alone speaking for ``--processes N``, and nothing below it seeing the
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
 import itertools
 import os
 import re
@@ -19,6 +21,7 @@ import time
 import urllib.error
 import urllib.request
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -113,19 +116,40 @@ def test_ready_comes_after_healthz_ready_says_200_and_stopping_when_the_drain_be
         assert {n.pid for n in systemd.received} == {srv.proc.pid}
 
 
-def _main_thread_blocked_writing(pid: int) -> bool:
-    """The main thread of ``pid`` (the one running the event loop) waits in write(2) to a full pipe."""
+PTRACE_SEIZE, PTRACE_INTERRUPT, PTRACE_DETACH, WALL = 0x4206, 0x4207, 17, 0x40000000
+
+
+@contextlib.contextmanager
+def main_thread_held(pid: int) -> Iterator[None]:
+    """Hold the main thread of ``pid`` (the one running serve's event loop) and it alone, as a
+    loop wedged in a call that never returns would be: ptrace stops one thread (serve is this
+    test's child, which YAMA's default scope lets it trace); the process's other threads run on."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.ptrace.argtypes = [ctypes.c_long, ctypes.c_long, ctypes.c_void_p, ctypes.c_void_p]
+    libc.ptrace.restype = ctypes.c_long
+    if libc.ptrace(PTRACE_SEIZE, pid, None, None) != 0:
+        raise OSError(ctypes.get_errno(), "ptrace(PTRACE_SEIZE) of serve's main thread")
     try:
-        return Path(f"/proc/{pid}/task/{pid}/wchan").read_text().endswith("pipe_write")
-    except OSError:
-        return False
+        if libc.ptrace(PTRACE_INTERRUPT, pid, None, None) != 0:
+            raise OSError(ctypes.get_errno(), "ptrace(PTRACE_INTERRUPT)")
+        os.waitpid(pid, WALL)  # it has stopped
+        yield
+    finally:
+        libc.ptrace(PTRACE_DETACH, pid, None, None)
+
+
+def _thread_states(pid: int) -> dict[int, str]:
+    out = {}
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        with contextlib.suppress(OSError):
+            out[int(task.name)] = (task / "stat").read_text().rsplit(")", 1)[1].split()[0]
+    return out
 
 
 def test_watchdog_pings_come_from_the_event_loop_and_stop_while_it_is_blocked(plugin_dir, tmp_path, shared_state):
-    # The loop is blocked for real, not the process stopped: serve's output goes to a pipe the test
-    # stops reading, and a plugin prints 300 KB of warnings, which serve's event loop writes to it;
-    # once the pipe is full the loop thread waits in write(2) (as under a stalled journal), while
-    # the process runs on. A ping sent by a thread or a timer of its own would go on meanwhile.
+    # The loop is held for real, not the process stopped: serve's main thread alone is stopped
+    # (ptrace), while its other threads run on. A ping sent by a thread or a timer of its own would
+    # go on meanwhile. (Before the log writer had a thread of its own, a full output pipe did this.)
     plugin_dir.add("shout.js", SHOUT)
     port = free_port()
     with notify_socket(f"@plugin-host-test-{uuid.uuid4().hex}") as systemd:
@@ -135,13 +159,11 @@ def test_watchdog_pings_come_from_the_event_loop_and_stop_while_it_is_blocked(pl
              "127.0.0.1", "--port", str(port), "--plugins", str(plugin_dir.root), "--state-dir",
              str(fresh_state(tmp_path, shared_state))],
             cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-        reading = threading.Event()
-        reading.set()
         output: list[bytes] = []
 
         def drain() -> None:
             assert proc.stdout is not None
-            while reading.wait() and (chunk := proc.stdout.read1(65536)):
+            while chunk := proc.stdout.read1(65536):
                 output.append(chunk)
 
         reader = threading.Thread(target=drain, daemon=True)
@@ -155,30 +177,23 @@ def test_watchdog_pings_come_from_the_event_loop_and_stop_while_it_is_blocked(pl
             gaps = [b.at - a.at for a, b in itertools.pairwise(pings)]  # type: ignore[union-attr]
             assert 0.35 <= statistics.median(gaps) <= 0.75, gaps  # half of WATCHDOG_USEC
 
-            reading.clear()  # the pipe fills up from here on
-            threading.Thread(target=lambda: _get(f"{base}/api/plugins/shout/call/shout", b'{"args": [300]}', 60),
-                             daemon=True).start()
-            deadline = time.monotonic() + 30
-            while not _main_thread_blocked_writing(proc.pid):
-                assert time.monotonic() < deadline, "serve's loop never blocked on its output"
-                time.sleep(0.05)
-            blocked = time.monotonic()
-            assert Path(f"/proc/{proc.pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "T"  # not stopped
-            assert _get(f"{base}/healthz/live", None, 1) is None  # the loop answers nothing
-            # four intervals: no ping (one sent just before it blocked may be read a little late)
-            late = systemd.wait_for("WATCHDOG", 2.0)
-            assert late is None or late.at < blocked + 0.2, late
-            assert systemd.wait_for("WATCHDOG", 0.2) is None
-            assert _main_thread_blocked_writing(proc.pid)  # blocked the whole time
-
-            reading.set()  # the loop writes on, and pings again
+            assert _get(f"{base}/api/plugins/shout/call/shout", b'{"args": [300]}', 30) == 200  # 300 KB of log
+            with main_thread_held(proc.pid):
+                held = time.monotonic()
+                states = _thread_states(proc.pid)
+                assert states.pop(proc.pid) == "t" and states and set(states.values()) - {"t", "T"}  # others run
+                assert _get(f"{base}/healthz/live", None, 1) is None  # the loop answers nothing
+                # four intervals: no ping (one sent just before it was held may be read a little late)
+                late = systemd.wait_for("WATCHDOG", 2.0)
+                assert late is None or late.at < held + 0.2, late
+                assert systemd.wait_for("WATCHDOG", 0.2) is None
+            # the loop runs on, and pings again
             assert systemd.wait_for("WATCHDOG", 10) is not None
             assert _get(f"{base}/healthz/live", None, 10) == 200
             proc.send_signal(signal.SIGTERM)
             assert systemd.wait_for("STOPPING", 30) is not None
             assert proc.wait(30) == 0
         finally:
-            reading.set()
             if proc.poll() is None:
                 proc.kill()
                 proc.wait()
