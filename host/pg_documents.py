@@ -16,6 +16,10 @@ from .errors import StateError
 from .pg_session import PgSession
 
 T = TypeVar("T")
+# A row made with the table, holding a random generation: a table made again (dropped by hand, a
+# database restored without it, a fresh replica) holds another one, or none. No key a host stores
+# (plugin ids, station names) can take this one: they begin with a letter or a digit.
+GENERATION = "#generation"
 
 
 class PgDocuments:
@@ -26,13 +30,16 @@ class PgDocuments:
     def schema(table: str) -> tuple[str, ...]:
         return (f"CREATE SEQUENCE IF NOT EXISTS {table}_version",
                 f"CREATE TABLE IF NOT EXISTS {table} (key TEXT PRIMARY KEY, value TEXT NOT NULL, "
-                "version BIGINT NOT NULL)")
+                "version BIGINT NOT NULL)",
+                f"INSERT INTO {table} (key, value, version) VALUES ('{GENERATION}', json_build_object('generation', "
+                f"md5(random()::text || clock_timestamp()::text))::text, nextval('{table}_version')) "
+                "ON CONFLICT (key) DO NOTHING")
 
     def read(self, conn: Any) -> tuple[dict[str, dict[str, Any]], dict[str, int], tuple[int, int], dict[str, str]]:
         """Every document, its version, the mark they make, and why each damaged row (not a
         JSON object: a hand edit) is unusable: one row never makes the others unreadable."""
         data, versions, damaged = {}, {}, {}
-        for row in self.db.rows(conn, f"SELECT key, value, version FROM {self.table}", []):
+        for row in self.db.rows(conn, f"SELECT key, value, version FROM {self.table} WHERE key <> %s", [GENERATION]):
             key, versions[row["key"]] = row["key"], int(row["version"])
             try:
                 data[key] = self._document(key, row["value"])
@@ -44,6 +51,12 @@ class PgDocuments:
         row = self.db.one(conn, f"SELECT COALESCE(MAX(version), 0) AS top, COUNT(*) AS n FROM {self.table}", [])
         assert row is not None
         return int(row["top"]), int(row["n"])
+
+    def generation(self, conn: Any) -> str | None:
+        """The table's generation (GENERATION): another than the one read before, or none, says
+        the table was made again, and what it held is gone."""
+        row = self.db.one(conn, f"SELECT value FROM {self.table} WHERE key = %s", [GENERATION])
+        return None if row is None else str(row["value"])
 
     def get(self, conn: Any, key: str) -> dict[str, Any] | None:
         row = self.db.one(conn, f"SELECT value FROM {self.table} WHERE key = %s", [key])

@@ -92,7 +92,7 @@ async def test_hosts_with_different_keys_never_seal_secrets_with_both(
             await b.set_config("other", {"apiKey": "sk-b-5e6f7a8b", "level": 3})
         assert "sk-b-5e6f7a8b" not in e.value.message
         with psycopg.connect(postgres_url) as db:
-            assert db.execute("SELECT key FROM plugin_config").fetchall() == [("tuned",)]
+            assert db.execute("SELECT key FROM plugin_config WHERE key <> '#generation' ORDER BY key").fetchall() == [("tuned",)]
         assert await b.call("other", "level") == 1  # b serves on, as before
         await b.set_config("other", {"level": 3})  # and stores what is not secret
         assert await a.call("tuned", "keyIs", SECRET) is True

@@ -11,6 +11,7 @@ the same ``secret_key_file`` copied to each host), or its ``verify`` fails at st
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Callable, Collection, Mapping
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
@@ -24,6 +25,8 @@ from ..security.secrets import Cipher, is_sealed
 from .settings import ConfigStore, seal_configs, unsealed
 
 T = TypeVar("T")
+log = logging.getLogger("host.state")
+_UNREAD = object()  # a table's generation before the first read
 TABLE = "plugin_config"
 # One value sealed with the key of the first host that stored a secret in the database: another
 # host must open it before it stores one (and at its start), so all secrets there share one key.
@@ -174,6 +177,7 @@ class PostgresConfigs:
         schema = PgDocuments.schema(table) + ((CHECK_SCHEMA,) if box is not None else ())
         self.db = PgSession(url, timeout, schema, what=f"{what} ([state] database)")
         self.docs = PgDocuments(self.db, table)
+        self._what = what
         self._box = box
         self._checked = False  # the key check has its row: a missing key file is an error, not a new key
         self._key_ok = False  # this host opened the key check, or stored it
@@ -183,6 +187,7 @@ class PostgresConfigs:
         self._per_key = per_key  # else a damaged row fails the whole read
         self._versions: dict[str, int] = {}
         self._mark: tuple[int, int] | None = None  # (highest version, rows) when last read
+        self._generation: str | object | None = _UNREAD  # the table's, when last read (pg_documents.GENERATION)
 
     def get(self, plugin: str) -> dict[str, Any] | None:
         """``plugin``'s stored config; a StateError naming its row if that row is damaged (the
@@ -272,6 +277,7 @@ class PostgresConfigs:
         """Read the table, and open every sealed value once: a host holding another key than
         the one the table's secrets were sealed with fails its start (SecretsError)."""
         self._data, self._versions, self._mark, self._damaged = self._whole(await self.db.run(self.docs.read))
+        self._generation = await self.db.run(self.docs.generation)
         self._changes += 1
         if self._box is not None:
             row = await self.db.run(lambda c: self.db.one(c, f"SELECT value FROM {CHECK_TABLE} WHERE id = 1", []))
@@ -327,11 +333,30 @@ class PostgresConfigs:
         """The keys whose config another host changed since the last read (read again)."""
         if await self.db.run(self.docs.mark) == self._mark:
             return set()
+        generation = await self.db.run(self.docs.generation)
+        if generation != self._generation and self._generation is not _UNREAD and self._data:
+            await self._write_back()
+        self._generation = generation
         before, damaged = self._data, self._damaged
         self._data, self._versions, self._mark, self._damaged = self._whole(await self.db.run(self.docs.read))
         self._changes += 1
         return {p for p in {*before, *self._data, *damaged, *self._damaged}
                 if (before.get(p), damaged.get(p)) != (self._data.get(p), self._damaged.get(p))}
+
+    async def _write_back(self) -> None:
+        """The table was made again since this host read it (helper-100: its tables dropped, or
+        an empty replica after a failover, and every config was gone and every plugin the
+        operator had disabled ran again, with one warning): what this host held is written back,
+        each row only where the new table has none (a host's write since is newer)."""
+        held = dict(self._data)
+        written, _, _ = await self.db.run(lambda c: self._checked_write(
+            c, lambda: {k: self.docs.insert(c, k, v) for k, v in held.items()}, held.values()))
+        self._key_checked(held.values())
+        back = sorted(k for k, v in written.items() if v is not None)
+        log.error("%s: the table %s was made again since this host read it (dropped, or a database restored "
+                  "without it): the %d entries this host held and the table lacked are written back (%s); restore "
+                  "the database if another host held newer ones", self._what, self.docs.table, len(back),
+                  ", ".join(back[:20]) + (" ..." if len(back) > 20 else ""))
 
     async def set(self, plugin: str, values: dict[str, Any], secret: Collection[str] = ()) -> None:
         await self.set_many({plugin: values}, {plugin: secret})
