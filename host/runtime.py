@@ -7,6 +7,7 @@ import contextlib
 import errno
 import hashlib
 import itertools
+import logging
 import os
 import re
 import secrets
@@ -28,6 +29,7 @@ from .security.permissions import Permissions, Sandbox, reserved_env
 from .security.private_files import os_failure, storage_name
 from .security.secrets import key_file_path
 
+log = logging.getLogger("host.runtime")
 _RUN_PREFIX = "plugin-host-"
 
 
@@ -37,10 +39,21 @@ def private_run_dir(kind: str) -> str:
     from another user by sudo or su, or never made), after sweeping those of dead hosts there.
     StateError when none can be made."""
     xdg = os.environ.get("XDG_RUNTIME_DIR")
-    parent = xdg if xdg and os.path.isdir(xdg) and os.access(xdg, os.W_OK | os.X_OK) else tempfile.gettempdir()
+    prefix = f"{_RUN_PREFIX}{os.getpid()}-{pid_namespace()}-{kind}"
+    usable = [d for d in (xdg,) if d and os.path.isdir(d) and os.access(d, os.W_OK | os.X_OK)]
+    # A socket path must fit AF_UNIX's 107 bytes: under a long XDG_RUNTIME_DIR every worker's
+    # spawn failed (146 bytes: each plugin crash-looped, doctor said all was well; helper-100).
+    fitting = [d for d in (*usable, tempfile.gettempdir(), "/tmp") if _fits(d, prefix)]
+    if not fitting:
+        raise StateError(f"no directory for the host's sockets is short enough: a socket path there would pass "
+                         f"the {_SUN_PATH_MAX - 1}-byte AF_UNIX limit (set TMPDIR to a short directory)")
+    parent = fitting[0]
+    if usable and parent != usable[0]:
+        log.warning("XDG_RUNTIME_DIR (%s) is too long for the host's sockets (AF_UNIX paths are at most %d bytes): "
+                    "they go in %s instead", usable[0], _SUN_PATH_MAX - 1, parent)
     sweep_stale_run_dirs(parent)
     try:
-        path = tempfile.mkdtemp(prefix=f"{_RUN_PREFIX}{os.getpid()}-{pid_namespace()}-{kind}", dir=parent)
+        path = tempfile.mkdtemp(prefix=prefix, dir=parent)
         os.chmod(path, 0o700)
     except OSError as exc:
         raise StateError(f"cannot make the host's private socket directory in {parent}: {exc.strerror or exc} "
@@ -74,6 +87,12 @@ def socket_failure(path: str, exc: OSError, plugin: str | None = None) -> HostEr
 
 
 _SUN_PATH_MAX = 108  # sockaddr_un.sun_path on Linux, its NUL included
+_SOCKET_NAME_MAX = 32  # the longest name the host gives a socket in its directory (w<seq>-<12 hex>.sock)
+
+
+def _fits(parent: str, prefix: str) -> bool:
+    """Whether a socket in a directory ``prefix`` + 8 characters under ``parent`` fits AF_UNIX."""
+    return len(os.fsencode(os.path.join(parent, prefix + "x" * 8, "x" * _SOCKET_NAME_MAX))) < _SUN_PATH_MAX
 
 _PROCESS_HINTS = {
     errno.EAGAIN: "the user's process limit is reached (ulimit -u, systemd TasksMax)",

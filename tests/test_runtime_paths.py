@@ -46,3 +46,28 @@ def test_the_cli_says_which_deno_setting_to_change_and_exits_2(plugin_dir, tmp_p
                           str(plugin_dir.root), "list"], capture_output=True, text=True, timeout=50, env=env)
     want = "deno_path" if setting == "deno_path" else "$PLUGIN_HOST_DENO"
     assert out.returncode == 2 and out.stderr.startswith(f"error: {want}: '{tmp_path}' is a directory"), out
+
+
+async def test_a_runtime_directory_too_long_for_sockets_is_passed_over(calc, make_host, tmp_path, monkeypatch,
+                                                                       caplog):
+    """helper-100: under an XDG_RUNTIME_DIR of 86 bytes every worker's socket path passed the
+    107-byte AF_UNIX limit: every plugin crash-looped, while doctor and /healthz/ready said all was
+    well. The host's sockets go in the temp directory instead, and it says why."""
+    import logging
+    import tempfile
+
+    from host.runtime import private_run_dir
+
+    long_dir = tmp_path / ("r" * max(1, 90 - len(str(tmp_path))))
+    long_dir.mkdir()
+    assert len(str(long_dir)) >= 86
+    monkeypatch.setenv("XDG_RUNTIME_DIR", str(long_dir))
+    with caplog.at_level(logging.WARNING, "host.runtime"):
+        made = private_run_dir("t-")
+    try:
+        assert os.path.dirname(made) == tempfile.gettempdir()  # before: under long_dir
+        assert any("too long for the host's sockets" in r.getMessage() for r in caplog.records)
+    finally:
+        os.rmdir(made)
+    async with make_host() as h:  # its workers' sockets fit
+        assert await h.call("calc", "add", 1, 2) == 3
