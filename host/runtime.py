@@ -77,6 +77,8 @@ def socket_failure(path: str, exc: OSError, plugin: str | None = None) -> HostEr
                           "file system, or set XDG_RUNTIME_DIR or TMPDIR to another directory)")
     if exc.errno in (errno.EMFILE, errno.ENFILE, errno.ENOMEM):  # socket() itself refused
         hint = _PROCESS_HINTS[exc.errno]
+    elif exc.errno in (errno.EEXIST, errno.ENOTDIR):
+        hint = f"{where} is there but is no directory: remove it, and the host makes its directory again"
     elif len(os.fsencode(path)) >= _SUN_PATH_MAX:
         hint = f"its path is {len(os.fsencode(path))} bytes, over the {_SUN_PATH_MAX - 1}-byte AF_UNIX limit: " \
                "set XDG_RUNTIME_DIR or TMPDIR to a shorter directory"

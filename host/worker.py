@@ -401,9 +401,10 @@ class Worker:
 
     async def _run(self, report: Callable[[Worker], None]) -> None:
         limits = self.spec.limits
-        sock_path = self.runtime.socket_path()
+        sock_path = str(self.runtime.run_dir / "w.sock")  # where it would have been, if the directory is not
         token = secrets.token_urlsafe(24)
         try:
+            sock_path = self.runtime.socket_path()  # (its directory made again if removed)
             listener = UnixListener(sock_path)
         except OSError as exc:  # a full or read-only temp directory: the host's state, retried
             raise socket_failure(sock_path, exc, self.spec.plugin_id) from None
