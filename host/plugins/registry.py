@@ -303,12 +303,18 @@ class Registry:
             assert self.approvals is not None
             if await held_for_approval(self.approvals, record, record.manifest, record.exports):
                 return
+            if (why := self.disabled(record.id)) is not None:  # switched off while its approval was looked at
+                record.set_state("disabled", why)
+                return
             record.release()
             before = record.state
             async with self.lock.stepped_out():  # its onStart may take up to hook_timeout
                 pool = await self._open_pool(record, record.manifest, record.exports)
-            if record.state != before or record not in self.records:  # disabled or removed meanwhile
+            # disabled (the switch counts: one said before `before` was taken let the pool serve) or removed
+            if record.state != before or record not in self.records or self.disabled(record.id) is not None:
                 await pool.stop()
+                if record.state == before and (why := self.disabled(record.id)) is not None:
+                    record.set_state("disabled", why)
                 return
             if (why := dependency_error(self, record, record.manifest)) is not None:  # one went away meanwhile
                 await pool.stop()
