@@ -102,6 +102,9 @@ def checks(config: HostConfig) -> list[Check]:
         client = redis.Redis.from_url(uri, socket_connect_timeout=2, socket_timeout=2)
         try:
             client.ping()
+        except redis.AuthenticationError as exc:  # it answered: no
+            return (name, "fail", f"{uri.split('@')[-1]} refuses the password: {exc} (give it in the URL: "
+                                  "redis://:PASSWORD@host:port)")
         except redis.RedisError as exc:
             return (name, "fail", f"{uri.split('@')[-1]} does not answer: {exc}")
         finally:

@@ -29,6 +29,10 @@ def no_answer(exc: BaseException) -> bool:
         import redis
     except ImportError:  # pragma: no cover - only redis storages get here
         return isinstance(exc, OSError)
+    # A refused password is an answer (redis-py files it under ConnectionError): said as it is
+    # on every call, not as "did not answer a moment ago" (helper-100).
+    if isinstance(exc, redis.AuthenticationError):
+        return False
     return isinstance(exc, (redis.ConnectionError, redis.TimeoutError, OSError))
 
 

@@ -170,6 +170,28 @@ async def test_rate_limits_fail_closed_when_redis_is_down(counter, make_host, tm
         assert h.plugin("counter").error_rate in (None, 0.0)
 
 
+async def test_a_redis_refusing_the_password_is_said_so_on_every_call(counter, make_host, tmp_path):
+    """helper-100: a Redis with requirepass and a URL with no password: the first call said
+    AuthenticationError, every later one "did not answer a moment ago" (it had answered: no),
+    and nothing said where the password goes."""
+    from support.servers import running_redis
+
+    (tmp_path / "redis").mkdir()
+    with running_redis(tmp_path / "redis", "--requirepass", "pw-1") as (_, url):
+        bare = url.replace(":pw-1@", "")
+        plugins = {"counter": PluginSettings(rate_limit=RateLimitConfig(limit="5/second"))}
+        async with make_host(pool=ONE, state_dir=str(tmp_path / "state"), policy=PolicyConfig(storage=bare),
+                             plugins=plugins) as h:
+            for _ in range(3):
+                with pytest.raises(PolicyStorageError) as err:
+                    await h.call("counter", "add", 1, 2)
+                assert "did not answer" not in err.value.message, err.value.message
+                assert "AuthenticationError" in err.value.message and "redis://:PASSWORD@" in err.value.message
+        async with make_host(pool=ONE, state_dir=str(tmp_path / "state2"), policy=PolicyConfig(storage=url),
+                             plugins=plugins) as h:
+            assert await h.call("counter", "add", 1, 2) == 3
+
+
 async def test_the_cache_falls_back_to_calling_when_redis_is_down(counter, make_host, tmp_path, caplog):
     url = f"redis://:s3cret-pw@127.0.0.1:{free_port()}/0"
     plugins = {"counter": PluginSettings(cache=CacheConfig(enabled=True))}

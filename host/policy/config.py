@@ -207,7 +207,10 @@ def storage_failure(uri: str, exc: Exception, *, modules: tuple[str, ...] = ("re
     if not (type(exc).__module__.startswith(modules) or isinstance(exc, (OSError, *also))):
         return None
     text = str(exc)
-    return f"{redact_uri(uri)} failed: {type(exc).__name__}: {text.splitlines()[0] if text else ''}"
+    said = f"{redact_uri(uri)} failed: {type(exc).__name__}: {text.splitlines()[0] if text else ''}"
+    if type(exc).__name__ == "AuthenticationError" or text.startswith(("NOAUTH", "WRONGPASS", "invalid username")):
+        said += " (the Redis asks for a password: give it in the URL, redis://:PASSWORD@host:port, or "                 "redis://USER:PASSWORD@host:port, percent-encoded)"
+    return said
 
 
 def check_policy(rate: RateLimitConfig | None, where: str) -> None:

@@ -53,8 +53,9 @@ def serve_children(parent: int) -> list[int]:
 
 
 @contextmanager
-def running_redis(workdir: Path) -> Iterator[tuple[subprocess.Popen, str]]:
-    """A redis-server of its own on a free loopback port: its process and URL."""
+def running_redis(workdir: Path, *args: str) -> Iterator[tuple[subprocess.Popen, str]]:
+    """A redis-server of its own on a free loopback port (``args``: more of its options, such as
+    ``--requirepass PW``, which the URL then carries): its process and URL."""
     import time
 
     import redis
@@ -65,9 +66,10 @@ def running_redis(workdir: Path) -> Iterator[tuple[subprocess.Popen, str]]:
     port = free_port()
     proc = subprocess.Popen(
         [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-         "--dir", str(workdir), "--protected-mode", "yes"],
+         "--dir", str(workdir), "--protected-mode", "yes", *args],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    url = f"redis://127.0.0.1:{port}/0"
+    password = args[args.index("--requirepass") + 1] if "--requirepass" in args else None
+    url = f"redis://{f':{password}@' if password else ''}127.0.0.1:{port}/0"
     client = redis.Redis.from_url(url)
     deadline = time.monotonic() + 10
     while True:
