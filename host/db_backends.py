@@ -131,9 +131,12 @@ class PostgresBackend:
     kind = "postgresql"
     placeholder = "%s"
 
-    def __init__(self, url: str, *, statement_timeout: float, quiet_tx_timeout: float | None = None) -> None:
+    def __init__(self, url: str, *, statement_timeout: float, quiet_tx_timeout: float | None = None,
+                 lock_timeout: float | None = None) -> None:
         """``quiet_tx_timeout``: the server ends a transaction whose client sent nothing for that
-        long (``idle_in_transaction_session_timeout``; None: never)."""
+        long (``idle_in_transaction_session_timeout``; None: never). ``lock_timeout``: a statement
+        waiting that long for a lock another session holds is cancelled by the server, which says
+        so (None: only statement_timeout ends it)."""
         try:
             import psycopg  # noqa: F401
         except ImportError:
@@ -144,6 +147,7 @@ class PostgresBackend:
         self._secrets = uri_secrets(url)  # in the user-info or the query (?password=...)
         self.statement_timeout = statement_timeout
         self.quiet_tx_timeout = quiet_tx_timeout
+        self.lock_timeout = lock_timeout
         self._fd_lock = threading.Lock()  # interrupt() never shuts down a descriptor close() just gave back
 
     def scrub(self, text: str) -> str:
@@ -162,6 +166,8 @@ class PostgresBackend:
         options = f"-c statement_timeout={max(1, int(self.statement_timeout * 1000))}"
         if self.quiet_tx_timeout is not None:
             options += f" -c idle_in_transaction_session_timeout={max(1, int(self.quiet_tx_timeout * 1000))}"
+        if self.lock_timeout is not None:
+            options += f" -c lock_timeout={max(1, int(self.lock_timeout * 1000))}"
         if not write:
             options += " -c default_transaction_read_only=on"  # the server refuses every write
         try:
@@ -183,6 +189,9 @@ class PostgresBackend:
             cur = conn.execute(sql, args)
             rows = [{k: plain(v) for k, v in r.items()} for r in cur.fetchmany(max_rows)] if cur.description else []
             return rows, cur.rowcount
+        except psycopg.errors.LockNotAvailable as exc:  # the server answered: a session holds a lock
+            raise DbError(f"db: {self._message(exc)}: another session held a lock on what it needed for "
+                          f"{self.lock_timeout or 0:g} s (pg_stat_activity and pg_locks show which)") from None
         except psycopg.OperationalError as exc:
             if conn.broken or conn.closed:
                 raise DbUnavailable(f"db: lost the connection to {self.where}: {self._message(exc)}") from None

@@ -30,6 +30,7 @@ OWNER_SQL = ("SELECT n.nspname AS schema, o.rolname AS owner, current_user AS me
              "FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace JOIN pg_roles o ON o.oid = c.relowner "
              "JOIN pg_roles u ON u.rolname = current_user WHERE c.oid = to_regclass(%s)")
 STATE_TIMEOUT = 10.0  # seconds a statement on the state database may take (but plugin storage's)
+LOCK_SHARE = 0.7  # of that, the longest a statement waits for another session's lock
 
 
 class _Watchdog:
@@ -64,7 +65,10 @@ class PgSession:
         # stopped mid-way (frozen, paused, cut off; it sends a transaction's statements back to
         # back): the server ends it, and the table locks it held go to the other hosts at once
         # rather than when TCP keepalive notices, hours later.
-        self.backend = PostgresBackend(url, statement_timeout=timeout, quiet_tx_timeout=timeout)
+        # A lock another session holds is the server's to say, before the host's deadline would
+        # call a healthy server silent (helper-100: 10 s, then "did not answer" for 10 s more).
+        self.backend = PostgresBackend(url, statement_timeout=timeout, quiet_tx_timeout=timeout,
+                                       lock_timeout=timeout * LOCK_SHARE)
         self.timeout = timeout
         self._schema, self._what, self._setting, self._error = schema, what, setting, error
         self._lock = anyio.Lock()

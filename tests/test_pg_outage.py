@@ -129,3 +129,31 @@ def test_a_connection_a_thread_is_inside_is_closed_when_it_lets_go(postgres_url)
     idle = backend.connect(write=True, timeout=5)
     close_quietly(backend, idle)  # one nobody is inside: closed at once
     assert idle.closed
+
+
+@pytest.mark.anyio
+async def test_a_lock_another_session_holds_is_said_as_such_not_as_an_outage(postgres_url, anyio_backend):
+    """helper-100: with another session holding `LOCK plugin_config IN ACCESS EXCLUSIVE MODE`, a
+    config write waited the whole 10 s and was then called an outage ("did not answer the statement
+    before this one", then "did not answer a moment ago" for 10 s more, writes failed at once). The
+    server now cancels the wait first (lock_timeout) and says why; the next write asks again."""
+    import psycopg
+
+    from host.plugins.config_store import PostgresConfigs
+
+    store = PostgresConfigs(postgres_url, None, 2.0, table="lock_probe")
+    try:
+        await store.verify()  # the table made
+        with psycopg.connect(postgres_url) as holder:
+            holder.execute("LOCK lock_probe IN ACCESS EXCLUSIVE MODE")  # held until this block ends
+            for _ in range(2):
+                t0 = time.monotonic()
+                with pytest.raises(StateError) as err:
+                    await store.set("p", {"a": 1})
+                assert time.monotonic() - t0 < 2.0  # the server's cancel, before the host's deadline
+                assert "lock timeout" in err.value.message and "another session held a lock" in err.value.message
+                assert "did not answer" not in err.value.message
+        await store.set("p", {"a": 1})  # released: it writes
+        assert store.get("p") == {"a": 1}
+    finally:
+        store.close()
