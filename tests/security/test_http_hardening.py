@@ -661,3 +661,22 @@ async def test_an_answer_the_client_does_not_take_is_not_held():
     # delivered it for minutes, ending in a clean EOF the client took for the whole answer
     assert got_stalled < 1 << 20, got_stalled
     assert steady > len(body)  # head and the whole body
+
+
+@ASYNCIO_ONLY
+@pytest.mark.timeout(60)
+async def test_the_dashboards_files_answer_whole_whatever_range_or_condition_is_asked(calc, make_host):
+    """helper-99: aiohttp's FileResponse answered Range and conditional headers itself, after the
+    API's error handling: a multi-range or out-of-range Range got a 416 and If-Match a 412, each
+    with an empty body that is no JSON; a range or a condition is ignored (HTTP lets a server)."""
+    async with make_host() as h, served(h) as (_, s):
+        whole = {}
+        for path in ("/", "/dashboard/app.js"):
+            async with s.get(path) as r:
+                assert r.status == 200
+                whole[path] = await r.read()
+            for headers in ({"Range": "bytes=0-1,2-3"}, {"Range": "bytes=99999999-"}, {"Range": "bytes=a-b"},
+                            {"If-Match": '"x"'}, {"If-Unmodified-Since": "Thu, 01 Jan 1970 00:00:00 GMT"},
+                            {"If-None-Match": "*"}, {"If-Range": "garbage", "Range": "bytes=0-1"}):
+                async with s.get(path, headers=headers) as r:
+                    assert r.status == 200 and await r.read() == whole[path], (path, headers, r.status)
