@@ -285,6 +285,9 @@ async def supervise(argv: Sequence[str], srv: ServerConfig, count: int, notifier
                     if child.proc is not None and child.proc.poll() is None:
                         await child.wait()
             for child in children:
+                if child.proc is not None and child.proc.poll() is None:  # said: its calls were cut short
+                    log.warning("process %d (pid %d) did not finish draining within %g s ([server] shutdown_grace): "
+                                "killed", child.index, child.proc.pid, srv.shutdown_grace + STOP_MARGIN)
                 child.signal(signal.SIGKILL)
             tg.cancel_scope.cancel()
     finally:

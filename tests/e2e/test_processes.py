@@ -297,3 +297,22 @@ def test_a_new_connection_while_serve_processes_drain_is_refused_at_once(tmp_pat
             t.join(30)
         assert answers == [(200, {"ok": True, "result": 1})] * 2  # the calls in flight finished
         assert srv.proc.wait(30) == 0
+
+
+@pytest.mark.timeout(120)
+def test_a_serve_process_killed_for_not_draining_is_said(plugin_dir, tmp_path, shared_state):
+    """helper-100: a serve process that did not drain (here stopped) was SIGKILLed at the end of
+    the stop with no log line; whatever it was serving was cut short unsaid."""
+    plugin_dir.add("who.js", WHO)
+    (tmp_path / "host.toml").write_text("[server]\nshutdown_grace = 0.5\n")
+    common = ["--plugins", str(plugin_dir.root), "--state-dir", str(fresh_state(tmp_path, shared_state)),
+              "--config", str(tmp_path / "host.toml")]
+    with serve_process(tmp_path, *common, "--processes", "2") as srv:
+        _serving_pids(srv, 2)
+        child = _children(srv)[0]
+        os.kill(child, signal.SIGSTOP)
+        srv.proc.send_signal(signal.SIGTERM)
+        assert srv.proc.wait(timeout=60) == 0
+        assert process_gone(child)
+        said = srv.log()
+    assert re.search(rf"process 0 \(pid {child}\) did not finish draining within [\d.]+ s .*killed", said), said[-2000:]
