@@ -473,9 +473,11 @@ def _run(args: argparse.Namespace) -> int:
         sys.stdout.flush()  # here, where a failure is still an answer
         return code
     except UsageError as exc:
+        drain_logs()  # what was logged before comes before the error
         print(f"error: {exc}", file=sys.stderr)
         return 2
     except (HostError, ListenError) as exc:
+        drain_logs()
         where = getattr(exc, "where", None)  # where a plugin threw: the line to look at
         one = f"[process {args.process_index}] " if getattr(args, "process_index", None) is not None else ""
         print(f"{one}error: {exc}" + (f"\n  at {where}" if where else ""), file=sys.stderr)

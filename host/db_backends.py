@@ -190,8 +190,9 @@ class PostgresBackend:
             rows = [{k: plain(v) for k, v in r.items()} for r in cur.fetchmany(max_rows)] if cur.description else []
             return rows, cur.rowcount
         except psycopg.errors.LockNotAvailable as exc:  # the server answered: a session holds a lock
-            raise DbError(f"db: {self._message(exc)}: another session held a lock on what it needed for "
-                          f"{self.lock_timeout or 0:g} s (pg_stat_activity and pg_locks show which)") from None
+            held = f" for {self.lock_timeout:g} s" if self.lock_timeout else ""
+            raise DbError(f"db: {self._message(exc)}: another session held a lock on what it needed{held} "
+                          "(pg_stat_activity and pg_locks show which)") from None
         except psycopg.OperationalError as exc:
             if conn.broken or conn.closed:
                 raise DbUnavailable(f"db: lost the connection to {self.where}: {self._message(exc)}") from None

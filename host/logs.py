@@ -206,7 +206,7 @@ class WriterHandler(logging.Handler):
                 self._lines.all_tasks_done.wait(left)
 
     def close(self) -> None:
-        self.drain()
+        self.drain(0.5)  # (the CLI drained them already; a stream nobody reads does not hold the exit twice)
         try:
             self._lines.put_nowait(None)
         except queue.Full:

@@ -21,6 +21,7 @@ import contextlib
 import logging
 import shutil
 import sqlite3
+import time
 from pathlib import Path
 
 import anyio
@@ -46,7 +47,9 @@ def guard(deno_dir: Path) -> None:
         if path.is_file() and not path.is_symlink() and not path.stat().st_size:
             continue  # guarded already
         if path.is_dir() and not path.is_symlink():
-            shutil.rmtree(path)
+            shutil.rmtree(path, ignore_errors=True)
+            if path.exists():  # a host of before sharing the state directory writes in it: next start
+                continue
         else:
             path.unlink(missing_ok=True)
         path.touch()
@@ -83,14 +86,19 @@ def prune(deno_dir: Path) -> int:
 async def watch(deno_dir: Path) -> None:
     """Keep the cache databases near ``MAX_BYTES``: checked every ``CHECK_EVERY`` seconds."""
     limit = MAX_BYTES
+    said_at: float | None = None
     while True:
         await anyio.sleep(CHECK_EVERY)
         used = await anyio.to_thread.run_sync(size, deno_dir)
         if used <= limit:
             continue
-        deleted = await anyio.to_thread.run_sync(prune, deno_dir)
+        deleted = await anyio.to_thread.run_sync(prune, deno_dir, abandon_on_cancel=True)
         after = await anyio.to_thread.run_sync(size, deno_dir)
-        limit = max(MAX_BYTES, after + MAX_BYTES // 4)  # what is left is the plugins' own files
+        if deleted:  # what is left is the plugins' own files (a prune that failed is tried again)
+            limit = max(MAX_BYTES, after + MAX_BYTES // 4)
+        elif said_at is not None and time.monotonic() - said_at < 60:
+            continue
+        said_at = time.monotonic()
         log.warning("Deno's module cache in %s grew to %d MiB: %d modules made at run time (data:, blob:, "
                     "imports with a query) dropped from it, %d MiB left", deno_dir, used >> 20, deleted, after >> 20)
 

@@ -146,12 +146,19 @@ async def test_host_calls_an_execution_left_unawaited_end_with_it_and_leave_the_
         a = await h.execute(leaver, tools=["slow"], timeout=30)
         with anyio.fail_after(10):
             b = await h.execute("export default async () => await lookup('k')", tools=["lookup"])
+        # the next one makes its own 64 at once, right after (helper-103: the host still counted the
+        # first one's until their replies were written, and killed the worker at the 65th)
+        again = await h.execute(leaver.replace("300", "20"), tools=["slow"], timeout=30)
+        with anyio.fail_after(10):
+            many = await h.execute("export default async () => (await Promise.all(Array.from({ length: 64 }, "
+                                   "() => lookup('k')))).length", tools=["lookup"])
     assert a.ok and a.result == "answered", a.logs
     assert b.ok, b.logs  # before: ResourceLimitExceeded, at most 64 host calls may be in flight
     assert b.result == {"key": "k", "found": True}
+    assert again.ok and many.ok and many.result == 64, many.logs
     # the host stopped serving them when the execution settled (their audit lines say so)
     outcomes = [(x["tool"], x["outcome"]) for x in audit(state, "execute.tool")]
-    assert sorted(set(outcomes)) == [("lookup", "ok"), ("slow", "cancelled")] and len(outcomes) == 65
+    assert sorted(set(outcomes)) == [("lookup", "ok"), ("slow", "cancelled")] and len(outcomes) == 2 * 64 + 1 + 64
 
 
 async def test_a_tool_that_raises_times_out_or_returns_the_unsendable_is_a_typed_error_code_can_catch(

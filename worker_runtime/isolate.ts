@@ -176,12 +176,12 @@ function lentDeno(): object {
   const perms = D.permissions;
   // Deno keeps one PermissionStatus per descriptor for the whole process: given an own `state` or
   // `addEventListener` by one execution, it lied to (or ran code inside) every later caller. Each
-  // query answers a status of its own, frozen (no permission changes in a worker: revoke refuses).
-  const status = (s: any) =>
-    Object.freeze({
-      name: s.name, state: s.state, partial: s.partial, onchange: null,
-      addEventListener: () => {}, removeEventListener: () => {}, dispatchEvent: () => true,
-    });
+  // query answers a status of its own (no permission changes in a worker: revoke refuses), which
+  // its caller may set `onchange` on as Deno's manual does.
+  const status = (s: any) => ({
+    name: s.name, state: s.state, partial: s.partial, onchange: null,
+    addEventListener: () => {}, removeEventListener: () => {}, dispatchEvent: () => true,
+  });
   copy.permissions = {
     query: async (desc: unknown) => status(await perms.query(desc)),
     querySync: (desc: unknown) => status(perms.querySync(desc)),

@@ -148,7 +148,7 @@ export function guardListeners(lent: readonly string[]): void {
     };
     const MessageChannel = function MessageChannel(this: unknown) {
       if (!new.target) throw new TypeError("Class constructor MessageChannel cannot be invoked without 'new'");
-      const channel = new Channel();
+      const channel = Reflect.construct(Channel, [], new.target); // a subclass's instance stays one
       guardPort(channel.port1);
       guardPort(channel.port2);
       return channel;

@@ -26,7 +26,6 @@ from .settings import ConfigStore, seal_configs, unsealed
 
 T = TypeVar("T")
 log = logging.getLogger("host.state")
-_UNREAD = object()  # a table's generation before the first read
 TABLE = "plugin_config"
 # One value sealed with the key of the first host that stored a secret in the database: another
 # host must open it before it stores one (and at its start), so all secrets there share one key.
@@ -187,7 +186,7 @@ class PostgresConfigs:
         self._per_key = per_key  # else a damaged row fails the whole read
         self._versions: dict[str, int] = {}
         self._mark: tuple[int, int] | None = None  # (highest version, rows) when last read
-        self._generation: str | object | None = _UNREAD  # the table's, when last read (pg_documents.GENERATION)
+        self._generation: str | None = None  # the table's, when last read (pg_documents.GENERATION)
 
     def get(self, plugin: str) -> dict[str, Any] | None:
         """``plugin``'s stored config; a StateError naming its row if that row is damaged (the
@@ -334,7 +333,9 @@ class PostgresConfigs:
         if await self.db.run(self.docs.mark) == self._mark:
             return set()
         generation = await self.db.run(self.docs.generation)
-        if generation != self._generation and self._generation is not _UNREAD and self._data:
+        # a known generation changed or gone (one appearing where there was none is adopted: a
+        # table from before the row, given it by a host's start)
+        if isinstance(self._generation, str) and generation != self._generation and self._data:
             await self._write_back()
         self._generation = generation
         before, damaged = self._data, self._damaged
