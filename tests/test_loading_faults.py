@@ -349,3 +349,24 @@ async def test_a_plugin_exporting_a_function_with_an_overlong_name_is_refused_at
             in (info.error or ""), info.error
         assert h.plugin("edge").state == "running"
         assert await h.call("edge", "e" * 256) == 2
+
+
+@pytest.mark.parametrize("load", ["background", "wait"])
+async def test_a_link_to_proc_or_a_link_loop_in_a_plugin_stays_with_that_plugin(plugin_dir, make_host, load):
+    """helper-104: a link to /proc/self/pagemap in a plugin's directory (a regular file of size 0
+    that reads 256 GiB) held the host's start, on its event loop, for minutes, and its stop; a link
+    loop failed every later rescan, so no other plugin was reloaded or removed. The links are
+    never followed out of the plugin's directory: that plugin is refused, the others serve."""
+    plugin_dir.add("calc.js", "export function add(a, b) { return a + b; }\n")
+    plugin_dir.add("lp/mod.js", "export function f() { return 1; }\n")
+    (plugin_dir.root / "lp" / "pagemap.bin").symlink_to("/proc/self/pagemap")
+    with anyio.fail_after(30):
+        async with make_host(load=load) as h:
+            await h.settled(20)
+            assert await h.call("calc", "add", 1, 2) == 3
+            assert h.plugin("lp").state == "error" and "leads outside the plugin directory" in h.plugin("lp").error
+            (plugin_dir.root / "lp" / "loop").symlink_to("loop")  # a loop, added while it serves
+            plugin_dir.add("calc.js", "export function add(a, b) { return a + b; }\n"
+                                      "export function mul(a, b) { return a * b; }\n")
+            await h.rescan()  # before: OSError Too many levels of symbolic links, for every plugin
+            assert await h.call("calc", "mul", 2, 3) == 6

@@ -276,7 +276,7 @@ async def inspect(source: PluginSource, runtime: Runtime, limits: WorkerLimits) 
     very files); return its metadata and the names of its exported functions. Raises what
     loading raised (e.g. PluginUnavailable for a SyntaxError) as a HostError, or InvalidConfig
     for a symlink out of its directory."""
-    check_confined(source)
+    await anyio.to_thread.run_sync(check_confined, source)  # many files: off the event loop
     check_apart(source, runtime.protected)
     _open_cache(runtime)
     digest = await anyio.to_thread.run_sync(content_digest, source.root)  # many files: off the event loop

@@ -65,18 +65,34 @@ class _File(msgspec.Struct):
     entries: dict[str, _Entry] = {}
 
 
+def file_stat(path: str, real_root: str) -> os.stat_result:
+    """The stat of a plugin's file; a link that leads outside ``real_root`` (its load refuses it)
+    or that cannot be followed (a loop, a path too long) stands as the link itself, never opened:
+    a link to /proc/self/pagemap, a regular file of size 0 that reads 256 GiB, held the host's
+    start and stop for minutes, and a link loop failed every plugin's rescan (helper-104)."""
+    st = os.lstat(path)
+    if not stat.S_ISLNK(st.st_mode):
+        return st
+    try:
+        if os.path.commonpath([real_root, os.path.realpath(path)]) == real_root:
+            return os.stat(path)
+    except (OSError, ValueError):
+        pass
+    return st
+
+
 def content_digest(root: Path) -> str | None:
     """sha256 of the path and content of every regular file under ``root`` (or of the file):
     hidden files and vendored folders too, since the module may import them (None: unreadable)."""
     try:
         if root.is_file():
-            files = [str(root)]
-        else:
-            files = []
-            for dirpath, dirnames, filenames in os.walk(root):
-                dirnames.sort()
-                files += [os.path.join(dirpath, name) for name in sorted(filenames)]
-        return digest_files((path, os.stat(path)) for path in files)
+            return digest_files([(str(root), os.stat(root))])
+        files = []
+        real_root = os.path.realpath(root)
+        for dirpath, dirnames, filenames in os.walk(root):
+            dirnames.sort()
+            files += [os.path.join(dirpath, name) for name in sorted(filenames)]
+        return digest_files((path, file_stat(path, real_root)) for path in files)
     except OSError:
         return None
 
@@ -93,10 +109,12 @@ def digest_files(files: Iterable[tuple[str, os.stat_result]]) -> str:
             h.update(b"special")
         elif st.st_size > BIG_FILE:
             h.update(f"stat {st.st_size} {st.st_mtime_ns} {st.st_ctime_ns} {st.st_dev} {st.st_ino}".encode())
-        else:
+        else:  # as many bytes as its stat says, never more (/proc's files say 0 and read on)
+            left = st.st_size
             with open(path, "rb") as f:
-                while chunk := f.read(CHUNK):
+                while left > 0 and (chunk := f.read(min(CHUNK, left))):
                     h.update(chunk)
+                    left -= len(chunk)
         h.update(b"\0")
     return h.hexdigest()
 
@@ -162,4 +180,5 @@ class ManifestCache:
         self._dirty = False
 
 
-__all__ = ["CACHE_FILE", "INSPECT_SLOTS", "URGENT", "LoadSlots", "ManifestCache", "content_digest", "runtime_key"]
+__all__ = ["CACHE_FILE", "INSPECT_SLOTS", "URGENT", "LoadSlots", "ManifestCache", "content_digest", "file_stat",
+           "runtime_key"]

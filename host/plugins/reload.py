@@ -15,7 +15,7 @@ from pathlib import Path
 
 import anyio
 
-from .manifest_cache import digest_files
+from .manifest_cache import digest_files, file_stat
 
 _SKIP_DIRS = {"node_modules", ".git", "__pycache__"}
 
@@ -44,6 +44,7 @@ def _files(root: Path) -> list[tuple[str, os.stat_result]]:
     try:
         if root.is_file():
             return [(str(root), root.stat())]
+        real_root = os.path.realpath(root)
         for dirpath, dirnames, filenames in os.walk(root):
             dirnames[:] = sorted(d for d in dirnames if d not in _SKIP_DIRS and not d.startswith("."))
             for name in sorted(filenames):
@@ -51,7 +52,7 @@ def _files(root: Path) -> list[tuple[str, os.stat_result]]:
                     continue
                 path = os.path.join(dirpath, name)
                 try:
-                    st = os.stat(path)
+                    st = file_stat(path, real_root)  # a link out of it or in a loop: the link itself
                 except FileNotFoundError:
                     continue
                 entries.append((path, st))
