@@ -157,12 +157,19 @@ class _Store:
         except StorageError:
             raise
         except StateError as exc:
-            raise StorageError(f"storage failed: {exc.message}") from None
+            raise _typed(f"storage failed: {exc.message}") from None
         except (sqlite3.Error, OSError) as exc:  # messages name the failure, never the values
-            raise StorageError(f"storage failed: {self._db.failure(exc, 'use').message}") from None
+            raise _typed(f"storage failed: {self._db.failure(exc, 'use').message}") from None
 
     def close(self) -> None:
         self._db.close()
+
+
+def _typed(message: str) -> StorageError:
+    """StorageFull when the state directory's file system is full (the documented type: nothing
+    was written, room is what it needs; helper-100 saw a plain StorageError, 502), else StorageError."""
+    full = ("disk is full", "No space left on device", "Disk quota exceeded")
+    return (StorageFull if any(f in message for f in full) else StorageError)(message)
 
 
 _SIZE = "LENGTH(CAST(key AS BLOB)) + LENGTH(value)"  # an entry's bytes as stored (key as UTF-8)

@@ -448,3 +448,20 @@ def test_a_state_directory_out_of_inodes_is_said_so(tmp_path):
                          env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])})
     assert out.returncode == 0, out.stderr
     assert "No space left on device" in out.stdout and "no free inodes left (df -i)" in out.stdout, out.stdout
+
+
+def test_the_first_storage_write_on_a_full_disk_is_storage_full(tmp_path, shared_state):
+    """helper-100: the first ctx.storage.set of a plugin on a full disk (its database file cannot
+    even be made) said StorageError "database or disk is full", where the documented type for a
+    full disk is StorageFull; it is now, and the write goes through once there is room."""
+    plugins = PluginDir(tmp_path / "plugins")
+    plugins.add("storer.js", "export async function put(ctx) {\n"
+                             "  try { await ctx.storage.set('k', 'v'); return 'stored'; }\n"
+                             "  catch (e) { return e.name + ': ' + e.message; }\n}\n")
+    with small_disk_serve(tmp_path, shared_state, plugins.root, running="storer") as (srv, disk):
+        disk.fill()
+        status, body = srv.request("POST", "/api/plugins/storer/call/put", {"args": []})
+        assert status == 200 and body["result"].startswith("StorageFull: storage failed:"), body  # before: StorageError
+        assert "full" in body["result"]
+        disk.free()
+        assert srv.request("POST", "/api/plugins/storer/call/put", {"args": []}) == (200, {"ok": True, "result": "stored"})
