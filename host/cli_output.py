@@ -262,6 +262,23 @@ def write_out(path: str, data: bytes, option: str = "--out") -> None:
 class ListenError(Exception):
     """The server's address cannot be bound (in use, not ours): exit 1 with one line."""
 
+    @classmethod
+    def of(cls, where: str, exc: OSError, unix_socket: str | None = None) -> ListenError:
+        """Why ``where`` could not be bound; a --unix path that is no socket (a file, a directory)
+        is said as such, not as "Address already in use" (helper-100)."""
+        import stat
+
+        why = exc.strerror or str(exc)
+        if unix_socket is not None:
+            try:
+                mode = os.stat(unix_socket).st_mode
+            except OSError:
+                mode = None
+            if mode is not None and not stat.S_ISSOCK(mode):
+                what = "a directory" if stat.S_ISDIR(mode) else "a file"
+                why = f"{unix_socket} is {what}, not a socket: give another path (it is never replaced)"
+        return cls(f"cannot listen on {where}: {why}")
+
 
 class OutputFailed(HostError):
     """Standard output could not be written (``> file`` on a full disk): said in one line, exit 1."""

@@ -121,7 +121,7 @@ async def _serve(args: argparse.Namespace, config: HostConfig, notifier: Notifie
                     await site.start()
                 except OSError as exc:
                     where = f"unix:{srv.unix_socket}" if srv.unix_socket is not None else f"{srv.host}:{srv.port}"
-                    raise ListenError(f"cannot listen on {where}: {exc.strerror or exc}") from None
+                    raise ListenError.of(where, exc, srv.unix_socket) from None
                 addresses = [a for a in runner.addresses if isinstance(a, tuple)]
             for address in addresses:  # the API itself: no plugin may reach it
                 host.reserve_address(srv.host if srv.host in ("", "0.0.0.0", "::") else address[0], address[1])

@@ -116,7 +116,7 @@ def listening_socket(srv: ServerConfig) -> socket.socket:
             sock.bind(address)
         sock.listen(1024)
     except OSError as exc:
-        raise ListenError(f"cannot listen on {where}: {exc.strerror or exc}") from None
+        raise ListenError.of(where, exc, srv.unix_socket) from None
     sock.set_inheritable(True)
     return sock
 

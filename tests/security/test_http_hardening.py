@@ -201,6 +201,7 @@ def test_serve_refuses_execute_without_an_admin_token_unless_on_a_unix_socket_or
     (run_root / "notes.txt").write_text("not a socket")  # never replaced: bind refuses, exit 1
     taken = run_cli("serve", *common, "--unix", str(run_root / "notes.txt"), cwd=tmp_path)
     assert taken.returncode == 1 and f"cannot listen on unix:{run_root / 'notes.txt'}" in taken.stderr, taken.stderr
+    assert "is a file, not a socket" in taken.stderr  # helper-100: it said "Address already in use"
     assert (run_root / "notes.txt").read_text() == "not a socket"
 
     with serve_process(tmp_path, *common, "--enable-execute", "--insecure-no-token", env=clean_env()) as srv:
