@@ -370,3 +370,17 @@ async def test_a_link_to_proc_or_a_link_loop_in_a_plugin_stays_with_that_plugin(
                                       "export function mul(a, b) { return a * b; }\n")
             await h.rescan()  # before: OSError Too many levels of symbolic links, for every plugin
             assert await h.call("calc", "mul", 2, 3) == 6
+
+
+def test_a_missing_plugins_directory_is_warned_of_once(tmp_path, caplog):
+    """helper-100: serve said it twice at start (the CLI's check, then the host's)."""
+    import logging
+
+    from host.plugins.discovery import check_plugin_dirs
+
+    with caplog.at_level(logging.WARNING, "host"):
+        check_plugin_dirs([tmp_path / "nope"])
+        check_plugin_dirs([tmp_path / "nope"])
+    assert [r.getMessage() for r in caplog.records].count(
+        f"plugins directory {tmp_path / 'nope'} does not exist: no plugin is served from it until it is made "
+        "(plugins_dir, or --plugins)") == 1

@@ -108,7 +108,8 @@ def check_plugin_dirs(dirs: list[Path]) -> None:
     for d in dirs:
         if d.exists() and not d.is_dir():
             raise InvalidConfig(f"plugins directory {d} is not a directory (plugins_dir, or --plugins)")
-        if not d.exists():
+        if not d.exists() and str(d) not in _said:  # once (the CLI checks before the host does)
+            _said.add(str(d))
             log.warning("plugins directory %s does not exist: no plugin is served from it until it is made "
                         "(plugins_dir, or --plugins)", d)
 
