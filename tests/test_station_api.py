@@ -131,3 +131,26 @@ async def test_connection_tests_run_a_few_at_once_and_the_rest_wait_their_turn(
                 tg.start_soon(test_once)
     assert [a["ok"] for a in answers] == [True] * 8, answers[0]
     assert inside["most"] == 2  # before: 8 at once, each on a worker of its own
+
+
+async def test_ten_removes_of_one_station_at_once_remove_it_once(plugin_dir, tmp_path, shared_state, relay):
+    """helper-99: ten DELETEs of one station at once all answered 200, nine of them taking the
+    config the first had not removed yet for one an unfinished add left."""
+    import anyio
+
+    async with host_for(plugin_dir, tmp_path, shared_state) as h:
+        await h.stations.add("east", plugin="relayco", config={"baseUrl": relay.url, "apiKey": "sk-alpha-0001"})
+        answers: list = []
+
+        async def remove() -> None:
+            try:
+                answers.append(await h.stations.remove("east"))
+            except StationNotFound as exc:
+                answers.append(exc)
+
+        async with anyio.create_task_group() as tg:
+            for _ in range(10):
+                tg.start_soon(remove)
+    removed = [a for a in answers if isinstance(a, dict)]
+    assert len(removed) == 1 and removed[0]["name"] == "east", answers
+    assert sum(isinstance(a, StationNotFound) for a in answers) == 9

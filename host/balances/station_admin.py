@@ -63,6 +63,7 @@ class StationAdmin:
         self._configs = configs
         self._rescan = rescan
         self._tests: anyio.CapacityLimiter | None = None  # made in the loop, at the first test
+        self._removing: anyio.Lock | None = None  # likewise, at the first remove
 
     def list(self) -> list[dict[str, Any]]:
         """Every station (host.toml's and added ones): kind, provider, title, alert threshold,
@@ -170,7 +171,15 @@ class StationAdmin:
 
     async def remove(self, name: str) -> dict[str, Any]:
         """Forget an added station and its config (its history stays); or the config an add of
-        ``name`` left when it stopped halfway (no station listed)."""
+        ``name`` left when it stopped halfway (no station listed). One remove at a time: ten at
+        once all answered 200, nine taking the config the first had not removed yet for one an
+        unfinished add left (helper-99); the others now find nothing (StationNotFound)."""
+        if self._removing is None:
+            self._removing = anyio.Lock()
+        async with self._removing:
+            return await self._remove(name)
+
+    async def _remove(self, name: str) -> dict[str, Any]:
         if self._store.get(station_key(name)) is not None and not await self._stations.added_elsewhere(name):
             # read afresh: on a stale view this would take the config of a station just added
             await self._store.remove(station_key(name))
