@@ -119,6 +119,7 @@ def checks(config: HostConfig) -> list[Check]:
         if url is None:
             return None
         from .db_backends import PostgresBackend
+        from .pg_schema import drift
 
         backend = PostgresBackend(url, statement_timeout=DATABASE_WAIT)
         answer: list[Check] = []
@@ -128,8 +129,19 @@ def checks(config: HostConfig) -> list[Check]:
                 conn = backend.connect(write=False, timeout=DATABASE_WAIT)
                 try:
                     (row,), _ = backend.run(conn, "SELECT version() AS v", [], 1)
+                    columns, _ = backend.run(conn, "SELECT table_name AS t, column_name AS c FROM "
+                                                   "information_schema.columns WHERE table_schema = current_schema()",
+                                             [], 100_000)
                 finally:
                     conn.close()
+                present: dict[str, set[str]] = {}
+                for c in columns:
+                    present.setdefault(c["t"], set()).add(c["c"])
+                if wrong := drift(present):  # serve would fail on them: "column ... does not exist"
+                    answer.append(("state.database", "fail", f"{backend.where} answers, but {'; '.join(wrong)}: made by "
+                                   "another version of the host or changed by hand (restore it, or drop it for the host "
+                                   "to make it again, its rows lost)"))
+                    return
                 answer.append(("state.database", "ok", f"{backend.where} answers ({' '.join(row['v'].split()[:2])})"))
             except HostError as exc:
                 answer.append(("state.database", "fail", exc.message.removeprefix("db: ")))

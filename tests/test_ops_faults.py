@@ -183,6 +183,22 @@ def test_doctor_says_whether_the_state_database_answers(postgres_server, postgre
     assert postgres_server.password not in out.stdout + out.stderr
 
 
+def test_doctor_says_a_state_table_serve_could_not_use(postgres_url, tmp_path):
+    """helper-100: with a column of plugin_switches dropped (a table of another version, a hand
+    edit), doctor said the database answered, exit 0, and serve then failed: column "version"
+    does not exist."""
+    import psycopg
+
+    (tmp_path / "host.toml").write_text(f'[state]\ndatabase = "{postgres_url}"\n')
+    (tmp_path / "plugins").mkdir()
+    with psycopg.connect(postgres_url, autocommit=True) as db:
+        db.execute("CREATE TABLE plugin_switches (key TEXT PRIMARY KEY, value TEXT NOT NULL)")
+    out = run_cli("--config", str(tmp_path / "host.toml"), "doctor", "--json", cwd=tmp_path)
+    found = {c["check"]: c for c in json.loads(out.stdout)}
+    assert out.returncode == 1 and found["state.database"]["status"] == "fail", found
+    assert "table plugin_switches lacks column version" in found["state.database"]["detail"]
+
+
 SLOW = """
 export async function slow(ms) {
   console.log("slow call started");
