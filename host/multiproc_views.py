@@ -29,7 +29,7 @@ from .errors import HostError
 from .info import PluginInfo, ProcessPart, json_default
 from .logbook import JournalEntry
 from .metrics import window_stats
-from .multiproc_watch import ask_siblings
+from .multiproc_watch import PEER_TIMEOUT, ask_siblings
 
 if TYPE_CHECKING:
     from .plugin_host import PluginHost
@@ -131,7 +131,9 @@ def plugins_view(host: PluginHost, index: int, peers_dir: str) -> PluginsView:
         parts: dict[tuple[str, str | None], list[tuple[int, PluginInfo, Recent]]] = {}
         for info in own:
             parts[(info.id, info.version)] = [(index, info, host.metrics.recent(info.id))]
-        for k, text in await ask_siblings(index, peers_dir, "/plugins" + ("" if name is None else f"?{urlencode({'id': name})}")):
+        silent: list[int] = []
+        for k, text in await ask_siblings(index, peers_dir, "/plugins" + ("" if name is None else f"?{urlencode({'id': name})}"),
+                                          silent=silent):
             try:
                 got = msgspec.json.decode(text, type=_Plugins)
             except (msgspec.DecodeError, msgspec.ValidationError):  # cut short: left out
@@ -140,7 +142,13 @@ def plugins_view(host: PluginHost, index: int, peers_dir: str) -> PluginsView:
                 key = (info.id, info.version)
                 if name is None or key in parts:  # one plugin: the version this process serves
                     parts.setdefault(key, []).append((k, info, got.recent.get(info.id, [])))
-        return [merge(p) for p in parts.values()]
+        merged = [merge(p) for p in parts.values()]
+        for info in merged:  # said, not left out (helper-100: a stopped process simply vanished)
+            info.processes += [ProcessPart(k, "unanswered", f"process {k} did not answer within {PEER_TIMEOUT:g} s "
+                                           "(starting again, or its event loop held)", "unknown", 0, 0, None, None)
+                               for k in silent]
+            info.processes.sort(key=lambda p: p.process)
+        return merged
 
     return view
 

@@ -45,17 +45,21 @@ async def peer_get(path: str, route: str, method: str = "GET") -> tuple[int, str
 
 
 async def ask_siblings(index: int, peers_dir: str, route: str, method: str = "GET",
-                       timeout: float = PEER_TIMEOUT) -> list[tuple[int, str]]:
+                       timeout: float = PEER_TIMEOUT, silent: list[int] | None = None) -> list[tuple[int, str]]:
     """GET (or ``method``) ``route`` of every sibling of process ``index``: (its number, its body)
     of those that answered 200. They are asked all at once under one ``timeout``, so hung ones
     cost that, not that each; a file in ``peers_dir`` not named ``metrics-<number>.sock`` is no
-    sibling."""
+    sibling. ``silent`` gets the numbers of those that did not answer at all."""
     texts: list[tuple[int, str]] = []
     peers = [(int(m[1]), path) for path in sorted(Path(peers_dir).glob("metrics-*"))
              if (m := _PEER_NAME.fullmatch(path.name)) and int(m[1]) != index]
 
+    heard: set[int] = set()
+
     async def ask(k: int, path: Path) -> None:
         got = await peer_get(str(path), route, method)
+        if got is not None:
+            heard.add(k)
         if got is not None and got[0] == 200:  # restarting, gone, not serving it: left out
             texts.append((k, got[1]))
 
@@ -63,6 +67,8 @@ async def ask_siblings(index: int, peers_dir: str, route: str, method: str = "GE
         async with anyio.create_task_group() as tg:
             for k, path in peers:
                 tg.start_soon(ask, k, path)
+    if silent is not None:
+        silent += [k for k, _ in peers if k not in heard]
     return sorted(texts)
 
 

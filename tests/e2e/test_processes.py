@@ -301,8 +301,8 @@ def test_a_new_connection_while_serve_processes_drain_is_refused_at_once(tmp_pat
 
 @pytest.mark.timeout(120)
 def test_a_serve_process_killed_for_not_draining_is_said(plugin_dir, tmp_path, shared_state):
-    """helper-100: a serve process that did not drain (here stopped) was SIGKILLed at the end of
-    the stop with no log line; whatever it was serving was cut short unsaid."""
+    """helper-100: a serve process stopped (SIGSTOP) vanished from the others' view of a plugin,
+    and was SIGKILLed at the end of the stop with no log line; whatever it served cut short unsaid."""
     plugin_dir.add("who.js", WHO)
     (tmp_path / "host.toml").write_text("[server]\nshutdown_grace = 0.5\n")
     common = ["--plugins", str(plugin_dir.root), "--state-dir", str(fresh_state(tmp_path, shared_state)),
@@ -311,6 +311,10 @@ def test_a_serve_process_killed_for_not_draining_is_said(plugin_dir, tmp_path, s
         _serving_pids(srv, 2)
         child = _children(srv)[0]
         os.kill(child, signal.SIGSTOP)
+        # the view from the process that answers says the stopped one did not (it vanished before)
+        status, body = srv.request("GET", "/api/plugins/who")
+        assert status == 200 and [(p["process"], p["state"]) for p in body["processes"]] == [
+            (0, "unanswered"), (1, "running")], body["processes"]
         srv.proc.send_signal(signal.SIGTERM)
         assert srv.proc.wait(timeout=60) == 0
         assert process_gone(child)
