@@ -95,13 +95,31 @@ async def _probe(session: aiohttp.ClientSession, state_dir: Path, path: Path) ->
                                timeout=aiohttp.ClientTimeout(total=PROBE_TIMEOUT, connect=CONNECT_TIMEOUT)) as r:
             alive = r.status == 200
     except TimeoutError:  # aiohttp's timeouts too: connected, and no answer
+        pid = _owner(path)
         raise ServerUnresponsive(
             f"a server serves {state_dir} (its control socket {path} took the connection) but did not answer "
-            f"within {PROBE_TIMEOUT:g} s: it may be stopped (SIGSTOP), wedged or overloaded; look at that process "
-            "(its log, `kill -CONT`, a restart) rather than start another on this state directory") from None
+            f"within {PROBE_TIMEOUT:g} s: it may be stopped (SIGSTOP), wedged or overloaded; look at that process"
+            f"{f' (pid {pid})' if pid else ''} (its log, `kill -CONT`, a restart) rather than start another on this "
+            "state directory") from None
     except (aiohttp.ClientError, OSError):
         alive = False  # a socket left by a server that died
     return ControlClient(session) if alive else None
+
+
+def _owner(path: Path) -> int | None:
+    """The pid of the process listening on the control socket (SO_PEERCRED), if it can be told:
+    with `serve --processes`, one of them, which ``status`` named no pid of (helper-100)."""
+    import socket
+    import struct
+
+    try:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+            s.settimeout(0.5)
+            s.connect(str(path))
+            pid, _, _ = struct.unpack("3i", s.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i")))
+            return pid or None
+    except OSError:
+        return None
 
 
 async def start_control_site(runner: web.BaseRunner, state_dir: Path, *, quiet: bool = False) -> web.BaseSite | None:

@@ -117,3 +117,21 @@ def test_a_state_directory_deeper_than_a_unix_socket_path_still_has_its_control_
         code, body = srv.request("POST", "/api/plugins/who/call/who", {"args": []})
         assert code == 200 and body["result"][1] == "deep", body  # applied by the server at once
     assert not control.exists()  # removed as it stops
+
+
+def test_status_of_a_stopped_server_names_the_process_to_look_at(tmp_path, shared_state, plugin_dir):
+    """helper-100: with the process owning the control socket stopped, `status` said a server did
+    not answer, naming no process (with --processes, which one?); it names the pid now."""
+    import signal
+
+    plugin_dir.add("who.js", WHO)
+    common = ("--plugins", str(plugin_dir.root), "--state-dir", str(fresh_state(tmp_path, shared_state)))
+    with serve_process(tmp_path, *common) as srv:
+        srv.wait_running("who")
+        os.kill(srv.proc.pid, signal.SIGSTOP)
+        try:
+            out = run_cli("status", *common, cwd=tmp_path)
+        finally:
+            os.kill(srv.proc.pid, signal.SIGCONT)
+    assert out.returncode != 0 and "did not answer" in out.stderr
+    assert f"(pid {srv.proc.pid})" in out.stderr, out.stderr
