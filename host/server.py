@@ -406,6 +406,7 @@ def create_app(host: PluginHost, *, admin_token: str | None = None, read_token: 
         return _json(points)
 
     async def list_stations(request: web.Request) -> web.Response:
+        await host.stations.settled()
         return _json(host.stations.list())
 
     async def add_station(request: web.Request) -> web.Response:
@@ -419,6 +420,7 @@ def create_app(host: PluginHost, *, admin_token: str | None = None, read_token: 
     async def station_config(request: web.Request) -> web.Response:
         name = request.match_info["name"]
         if request.method == "GET":
+            await host.stations.settled()
             return _json(host.stations.get_config(name))  # secrets masked
         values: dict[str, Any] = await body_of(request, dict[str, Any])
         return _json(await host.stations.set_config(name, values, replace=flag_param(request, "replace")))

@@ -29,6 +29,7 @@ MAX_SCRIPT_CHARS = 64 * 1024  # a usage script pasted into the dashboard or the 
 # Connection tests running at once, each on a Deno worker of its own (~40 MB); more wait their
 # turn: 25 at once started 25 workers (1.1 GB), 100 asked the provider 99 times (helper-99).
 TESTS_AT_ONCE = 4
+STORE_WAIT = 2.0  # seconds a listing waits for a rescan's reads of the stations and configs
 SHAPE_DEPTH = 6
 SHAPE_KEYS = 50
 
@@ -64,6 +65,13 @@ class StationAdmin:
         self._rescan = rescan
         self._tests: anyio.CapacityLimiter | None = None  # made in the loop, at the first test
         self._removing: anyio.Lock | None = None  # likewise, at the first remove
+
+    async def settled(self) -> None:
+        """Return once no rescan is between reading the stations and their configs anew: a
+        station another host added is then listed with its config, not without it."""
+        if (refreshing := self._reg.refreshing) is not None:
+            with anyio.move_on_after(STORE_WAIT):  # a database that hangs: the list as it is
+                await refreshing.wait()
 
     def list(self) -> list[dict[str, Any]]:
         """Every station (host.toml's and added ones): kind, provider, title, alert threshold,

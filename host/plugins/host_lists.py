@@ -9,6 +9,9 @@ from __future__ import annotations
 
 import logging
 from contextlib import AsyncExitStack
+from typing import Any
+
+import anyio
 
 from ..balances.stations import STATIONS_FILE, Stations
 from ..config import HostConfig
@@ -76,5 +79,16 @@ async def move_bare_station_configs(config: HostConfig, configs: Configs, statio
     return sources
 
 
-__all__ = ["STATIONS_TABLE", "SWITCHES_TABLE", "move_bare_station_configs", "open_stores", "station_store",
+__all__ = ["STATIONS_TABLE", "SWITCHES_TABLE", "move_bare_station_configs", "open_stores", "refreshed_together", "station_store",
            "switch_store"]
+
+
+async def refreshed_together(registry: Any) -> set[str]:
+    """The stations and the configs another host changed, read again one after the other; while
+    they are, ``registry.refreshing`` is unset, so that a station listed meanwhile (its row read,
+    its config not yet) waits for its config instead of showing none (a flaky two-host test)."""
+    registry.refreshing = done = anyio.Event()
+    try:
+        return await registry.stations_refresh() | await registry.store.refresh()
+    finally:
+        done.set()

@@ -39,6 +39,7 @@ from .config_store import Configs, open_configs, unchanged
 from .dependents import dependency_error, rejudge, wait_for_dependencies
 from .discovery import PluginSource, check_plugin_dirs, load_manifest
 from .hooks import config_changed
+from .host_lists import refreshed_together
 from .keys import station_key
 from .lifecycle import SERVING, EventHub, Plugin
 from .loading import Loader, failure
@@ -69,7 +70,7 @@ class Registry:
         self.records: list[Plugin] = []
         self._only: dict[str, Plugin] = {}  # id -> its one installed version (cleared when records change)
         self.lock = RegistryLock()  # one rescan, reload or config change at a time (a pool starts outside)
-        self.running = False
+        self.running, self.refreshing = False, None  # refreshing: an Event set once stations and configs agree
         self.runtime: Runtime | None = None
         self.store: Configs | None = None
         self.approvals: Approvals | None = None
@@ -343,10 +344,9 @@ class Registry:
             if not self.running:
                 return
             assert self.approvals is not None and self.store is not None
-            # configs and stations another process stored (the CLI): a station's change restarts
-            # the provider serving it
+            # configs and stations another process stored (the CLI): a station's change restarts its provider
             switched = await self.switched()  # first: one that raises must not swallow the others' changes
-            changed = await self.stations_refresh() | await self.store.refresh()
+            changed = await refreshed_together(self)  # a station listed meanwhile waits for its config
             for r in list(self.records):
                 names = {*self.stations_of(r.id), *r.station_configs, *r.station_errors}
                 serves = {r.id, *names, *map(station_key, names)}
