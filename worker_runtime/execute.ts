@@ -20,6 +20,7 @@ import {
   narrowedCrypto,
   readToolSettings,
   setupModuleTool,
+  toolSurfaces,
 } from "./tools.ts";
 import { loadTypeScript, toJavaScript } from "./typescript.ts";
 import { limits, type Msg, optionalArray, optionalNumber, protocolError, requireId, requireString } from "./wire.ts";
@@ -30,7 +31,7 @@ export async function startExecuting(tools: unknown): Promise<void> {
   if (tools != null) readToolSettings(tools as Record<string, unknown>);
   await loadVm();
   await loadTypeScript();
-  if (limits.harden === 1) await harden();
+  if (limits.harden === 1) await harden(toolSurfaces());
   executor.onExecute = onExecute;
   executor.ownerOf = ownerOf;
   setRunning(() => tracker.getStore());

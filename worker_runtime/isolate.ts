@@ -48,11 +48,11 @@ export async function loadVm(): Promise<void> {
 
 /**
  * Freeze what executions can reach of the main realm: every intrinsic and every object reachable
- * from the lent globals (after loading what Deno loads lazily on first use, which would otherwise
+ * from the lent globals and from ``surfaces`` (what the tools hand out) (after loading what Deno loads lazily on first use, which would otherwise
  * fail against frozen objects), and make every global binding read-only, so that code reaching
  * the main realm can change nothing the runtime or the next execution relies on.
  */
-export async function harden(): Promise<void> {
+export async function harden(surfaces: unknown[] = []): Promise<void> {
   const g = globalThis as any;
   // First use of these loads Deno's lazy modules, which define properties as they load.
   try {
@@ -87,7 +87,7 @@ export async function harden(): Promise<void> {
   tameFunctionConstructors();
   tameRegExpStatics();
   guardListeners(LENT);
-  const stack: unknown[] = tameOverrides();
+  const stack: unknown[] = [...tameOverrides(), ...surfaces];  // surfaces: what tools hand out (tools.ts)
   // What lent functions answer the same each time is frozen too: navigator's getters (its
   // userAgentData) and OpenTelemetry's one root context, given an own setValue by one execution.
   const nav = Object.getPrototypeOf(g.navigator);

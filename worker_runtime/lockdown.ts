@@ -78,6 +78,10 @@ export function tameRegExpStatics(): void {
 export function guardListeners(lent: readonly string[]): void {
   const fnToString = Function.prototype.toString;
   const NATIVE = /\{\s*\[native code\]\s*\}$/;
+  // A plain function of the main realm (Deno's, the runtime's) has one of its four prototypes; one
+  // given another (null: helper-105's listener ran during the next caller's execution) is no such.
+  const MAIN_FUNCTIONS = new Set<unknown>([Function.prototype, Object.getPrototypeOf(async function () {}),
+    Object.getPrototypeOf(function* () {}), Object.getPrototypeOf(async function* () {})]);
   const wrappers = new WeakMap<object, (ev: unknown) => unknown>();
   const originals = new WeakMap<object, unknown>();
   const guarded = (listener: unknown): unknown => {
@@ -87,7 +91,8 @@ export function guardListeners(lent: readonly string[]): void {
     // given a handleEvent. It is the running execution's, or, registered between executions,
     // nobody's. The runtime's own listeners are plain functions of the main realm.
     let owner = ownerOf(listener);
-    if (!owner && (isProxy(listener) || typeof listener !== "function" || NATIVE.test(fnToString.call(listener)))) {
+    if (!owner && (isProxy(listener) || typeof listener !== "function" ||
+        !MAIN_FUNCTIONS.has(Object.getPrototypeOf(listener)) || NATIVE.test(fnToString.call(listener)))) {
       owner = running() ?? NOBODY;
     }
     if (!owner) return listener;

@@ -136,6 +136,7 @@ export function makeCryptoTool(settings: CryptoToolSettings, state: CallState): 
       deleteProperty: () => false,
     });
   }
+  for (const fn of Object.values(tool)) if (typeof fn === "function") Object.freeze(fn);
   return Object.freeze(tool);
 }
 
@@ -433,4 +434,16 @@ function makeDb(state: CallState, tx: number | undefined, drizzle = false): unkn
 /** The db tool of one execution. */
 export function makeDbTool(state: CallState): unknown {
   return makeDb(state, undefined);
+}
+
+/**
+ * What the tools hand every execution that is one object for the whole worker: the process's
+ * crypto and its SubtleCrypto (behind each tool's proxy), the statement class and its prototype,
+ * the operators, the error classes. Not reachable from the lent globals, so `harden` froze none of
+ * them: one execution gave crypto.subtle a prototype of its own and forged the next caller's
+ * digests, and replaced DbStatement.prototype.then and read (and replayed, with the next
+ * caller's write grant) its rows (helper-105). `harden` freezes these too.
+ */
+export function toolSurfaces(): unknown[] {
+  return [realCrypto, realCrypto.subtle, DbStatement, OPERATORS, TransactionRollbackError, ResourceLimitExceeded];
 }

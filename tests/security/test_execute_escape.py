@@ -285,7 +285,7 @@ export default () => {
     "AbortController", "AbortSignal", "Blob", "File", "ReadableStream", "WritableStream", "TransformStream",
     "ByteLengthQueuingStrategy", "CountQueuingStrategy", "CompressionStream", "DecompressionStream", "Event",
     "EventTarget", "CustomEvent", "DOMException", "MessageChannel", "MessagePort", "WebSocket", "navigator",
-    "PluginError", "ErrorTypes", "Deno"];
+    "PluginError", "ErrorTypes", "Deno", "crypto"];  // crypto: the tool (helper-105)
   const seen = new Set(), bad = [], stack = roots.map((r) => [globalThis[r], r]);
   while (stack.length) {
     const [o, path] = stack.pop();
@@ -314,7 +314,7 @@ async def test_nothing_an_execution_reaches_of_the_main_realm_can_be_changed(mak
     Object.prototype.toString its own `call`, which the runtime's encoder runs on every result:
     it read and rewrote the results and logs of every later caller on that worker."""
     async with make_host(execute=ONE_WORKER) as h:
-        out = await h.execute(REACHABLE_UNFROZEN, timeout=30)
+        out = await h.execute(REACHABLE_UNFROZEN, timeout=30, tools=["crypto"])
     assert out.ok, out.logs
     assert out.result["seen"] > 500 and out.result["unfrozen"] == []  # before: 74, Deno.args() and toString() among them
 
@@ -427,6 +427,64 @@ async def test_a_node_style_port_listener_runs_only_while_its_execution_does(mak
       // a reaction of the code's own, on a timer of Deno's: it still runs after the execution
       AbortSignal.timeout(200).addEventListener;  // (the signal itself is lent)
       new ReadableStream().pipeTo(new WritableStream(), { signal: AbortSignal.timeout(200) }).catch(() => port2.postMessage(1));
+      return "left";
+    };"""
+    victim = "export default async () => { await new Promise((r) => setTimeout(r, 800)); return 'mine'; }"
+    async with make_host(execute=ONE_WORKER) as h:
+        a = await h.execute(leaver)
+        b = await h.execute(victim, timeout=2)
+    assert a.ok and a.result == "left", a.logs
+    assert b.ok and b.result == "mine", b.logs  # before: TimeoutError, the listener spun in its time
+
+
+async def test_what_the_tools_hand_every_execution_cannot_be_changed_by_one(make_host, tmp_path):
+    """helper-105: the tools' shared parts were never frozen (no lent global leads to them): one
+    execution gave crypto.subtle (a proxy over the worker's one SubtleCrypto) a prototype of its
+    own and forged the next caller's digests, reading its input; another replaced
+    DbStatement.prototype.then and read the next callers' rows, and replayed their writes with
+    their grant."""
+    import sqlite3
+
+    db = tmp_path / "app.sqlite"
+    with sqlite3.connect(db) as conn:
+        conn.execute("CREATE TABLE users (id INTEGER PRIMARY KEY, name TEXT)")
+        conn.execute("INSERT INTO users VALUES (1, 'Alice')")
+    conn.close()
+    planter = """
+    export default () => {
+      const out = {};
+      const tries = {
+        subtle: () => Object.setPrototypeOf(crypto.subtle, Object.create(Object.getPrototypeOf(crypto.subtle),
+          { digest: { value: () => Promise.resolve(new Uint8Array([0xde, 0xad]).buffer) } })),
+        subtleProto: () => { Object.getPrototypeOf(crypto.subtle).digest = () => null; },
+        statement: () => Object.defineProperty(Object.getPrototypeOf(db.users.select()), "then",
+          { value: (ok) => ok([{ id: 0, name: "FORGED" }]) }),
+        operator: () => Object.setPrototypeOf(db.operators.eq, null),
+      };
+      for (const [k, f] of Object.entries(tries)) { try { f(); out[k] = "changed"; } catch (e) { out[k] = e.name; } }
+      return out;
+    };"""
+    victim = """
+    export default async (secret) => {
+      const h = new Uint8Array(await crypto.subtle.digest("SHA-256", new TextEncoder().encode(secret)));
+      return [h.length, await db.users.select().where({ id: 1 })];
+    };"""
+    async with make_host(execute=ExecuteConfig(min_workers=1, max_workers=1, database=str(db))) as h:
+        a = await h.execute(planter, tools=["crypto", "db"])
+        b = await h.execute(victim, "B-secret", tools=["crypto", "db"])
+    assert a.ok and set(a.result.values()) == {"TypeError"}, a.result  # before: changed, all four
+    assert b.ok and b.result == [32, [{"id": 1, "name": "Alice"}]], (b.result, b.logs)
+
+
+async def test_a_listener_given_another_prototype_runs_only_while_its_execution_does(make_host):
+    """helper-105: a listener function with a null prototype was taken for one of the main realm's
+    (whose owner no prototype chain finds) and registered unwrapped: it ran during the next
+    caller's execution and spun there."""
+    leaver = """
+    export default () => {
+      const spin = function () { const t = Date.now(); while (Date.now() - t < 3000); };
+      Object.setPrototypeOf(spin, null);
+      AbortSignal.timeout(200).addEventListener("abort", spin);
       return "left";
     };"""
     victim = "export default async () => { await new Promise((r) => setTimeout(r, 800)); return 'mine'; }"
