@@ -69,9 +69,12 @@ async def test_plugin(args: argparse.Namespace, config: HostConfig) -> int:
         src = sources[pid]
         if len(chosen) > 1:
             print(f"== {pid} ({len(files)} test file(s))", flush=True)
-        argv = [find_deno(config.deno_path), "test", "--no-prompt", "--no-remote", "--no-npm", "--no-config",
-                "--no-lock", f"--import-map={entry.parent / IMPORT_MAP}", f"--allow-read={src.root}",
-                *args.deno_args, *map(str, files)]
+        # the globals the worker defines (PluginError, ErrorTypes): their types (deno.test.json
+        # names plugin.d.ts) and the values themselves (test_globals.ts, run first)
+        argv = [find_deno(config.deno_path), "test", "--no-prompt", "--no-remote", "--no-npm",
+                f"--config={entry.parent / TEST_CONFIG}", "--no-lock", f"--import-map={entry.parent / IMPORT_MAP}",
+                f"--preload={entry.parent / TEST_GLOBALS}", f"--allow-read={src.root}", *args.deno_args,
+                *map(str, files)]
         if subprocess.run(argv, cwd=src.root, env=env, check=False).returncode != 0:
             failed.append(pid)
     if len(chosen) > 1:
@@ -79,6 +82,10 @@ async def test_plugin(args: argparse.Namespace, config: HostConfig) -> int:
         print(f"tested {len(tested)} plugin(s), {len(failed)} failed{': ' + ', '.join(failed) if failed else ''}"
               f"{'; no test files: ' + ', '.join(untested) if untested else ''}")
     return 1 if failed else 0
+
+
+TEST_CONFIG = "deno.test.json"  # beside the runtime entry
+TEST_GLOBALS = "test_globals.ts"
 
 
 async def validate_plugin(args: argparse.Namespace, config: HostConfig) -> int:

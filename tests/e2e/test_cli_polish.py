@@ -323,3 +323,22 @@ def test_a_log_nobody_reads_never_stops_serve(plugin_dir, tmp_path):
             proc.kill()
             proc.wait()
         os.close(unread)
+
+
+def test_a_plugins_tests_see_the_globals_the_worker_defines(tmp_path):
+    """helper-106: a plugin throwing the documented globals PluginError and ErrorTypes failed its
+    own `python -m host test` with "TS2304 Cannot find name 'PluginError'" (and, past the type
+    check, they were not defined): they are typed and defined as in the host."""
+    plugins = tmp_path / "plugins"
+    common = ["--plugins", str(plugins), "--state-dir", str(tmp_path / "state")]
+    assert run(sys.executable, "-m", "host", "new", "typed", *common, cwd=tmp_path).returncode == 0
+    mod = plugins / "typed" / "mod.ts"
+    mod.write_text(mod.read_text() + 'export function refuse(): never { throw new PluginError(ErrorTypes.AUTH_ERROR, "no key"); }\n')
+    (plugins / "typed" / "refuse_test.ts").write_text(
+        'import { refuse } from "./mod.ts";\n'
+        'Deno.test("typed refusal", () => {\n'
+        '  try { refuse(); } catch (e) { if (e instanceof PluginError && e.errorType === ErrorTypes.AUTH_ERROR) return; throw e; }\n'
+        '});\n')
+    tested = run(sys.executable, "-m", "host", "test", "typed", *common, cwd=tmp_path)
+    assert tested.returncode == 0, tested.stdout + tested.stderr  # before: TS2304, exit 1
+    assert "ok | 3 passed" in tested.stdout
