@@ -87,7 +87,7 @@ export async function harden(surfaces: unknown[] = []): Promise<void> {
   tameFunctionConstructors();
   tameRegExpStatics();
   guardListeners(LENT);
-  const stack: unknown[] = [...tameOverrides(), ...surfaces];  // surfaces: what tools hand out (tools.ts)
+  const stack: unknown[] = [...tameOverrides(), ...surfaces, ...instances()];  // surfaces: what tools hand out
   // What lent functions answer the same each time is frozen too: navigator's getters (its
   // userAgentData) and OpenTelemetry's one root context, given an own setValue by one execution.
   const nav = Object.getPrototypeOf(g.navigator);
@@ -135,6 +135,34 @@ export async function harden(surfaces: unknown[] = []): Promise<void> {
     if ("value" in d) Object.defineProperty(globalThis, key, { writable: false, configurable: false });
     else Object.defineProperty(globalThis, key, { configurable: false });
   }
+}
+
+/**
+ * Objects of the main realm whose prototypes no property leads to, only an instance (SES's
+ * "intrinsics reachable by instance"): the iterators (array, map, set, string, regexp, generator,
+ * async generator, Headers, URLSearchParams, FormData, a stream's), the streams' readers, writers,
+ * controllers. An execution reached the array iterator's prototype through structuredClone([1])
+ * and replaced its `next`, which the runtime runs on every call's state: it read and forged the
+ * next callers' inputs, logs and results; another replaced a reader's `read` and read every body
+ * later callers read (helper-107). Frozen with the rest, through these samples.
+ */
+function instances(): unknown[] {
+  const g = globalThis as any;
+  const out: unknown[] = [];
+  const keep = (c: unknown) => out.push(c);
+  const it = (v: any) => v[Symbol.iterator]();
+  out.push(it([]), it(new Map()), it(new Set()), it(""), "a".matchAll(/a/g), (function* () {})(),
+    (async function* () {})(), it(new g.Headers()), it(new g.URLSearchParams()), it(new g.FormData()));
+  const readable = new g.ReadableStream({ start: keep });
+  out.push(readable.getReader(), new g.ReadableStream().values());
+  let bytes: any;
+  const byob = new g.ReadableStream({ type: "bytes", start: (c: unknown) => { bytes = c; } }).getReader({ mode: "byob" });
+  byob.read(new Uint8Array(1)).catch(() => {});  // a read pending: its controller has a BYOB request
+  out.push(bytes, byob, bytes.byobRequest);
+  byob.cancel().catch(() => {});
+  out.push(new g.WritableStream({ start: keep }).getWriter());
+  new g.TransformStream({ start: keep });
+  return out;
 }
 
 /** The `Deno` executions get: the worker's, less what would change the process for the

@@ -57,11 +57,24 @@ class BalanceResult(msgspec.Struct, rename="camel", omit_defaults=False):
         return self.status == "success" and not self.invalid
 
 
+def js_type(value: Any) -> str:
+    """What JavaScript calls the type of a value that came from it (not Python's int, NoneType)."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "boolean"
+    if isinstance(value, (int, float)):
+        return "number"
+    if isinstance(value, str):
+        return "string"
+    return "array" if isinstance(value, list) else "object"
+
+
 def _number(value: Any, field: str) -> float | None:
     if value is None:
         return None
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-        raise ValueError(f"{field} must be a finite number, got {type(value).__name__} {value!r:.40}")
+        raise ValueError(f"{field} must be a finite number, got {js_type(value)} {value!r:.40}")
     return float(value)
 
 
@@ -111,7 +124,7 @@ def from_reply(provider: str, name: str, value: Any, *, stored_at: float, cached
             "duration": round(duration, 3), "plugin": plugin or provider}
     try:
         if not isinstance(value, dict):
-            raise ValueError(f"queryBalance must return an object, got {type(value).__name__}")
+            raise ValueError(f"queryBalance must return an object, got {js_type(value)}")
         balance = _number(value.get("balance"), "balance")
         used = _number(value.get("usedQuota"), "usedQuota")
         unlimited = value.get("unlimited") is True
@@ -137,12 +150,16 @@ def from_error(provider: str, name: str, exc: HostError, *, duration: float,
                plugin: str | None = None) -> BalanceResult:
     """The BalanceResult of a failed query: ``timeout`` for a CallTimeout, ``not_configured``
     when the plugin says a setting is missing (NOT_CONFIGURED: not a failure), else ``error``."""
-    kind = exc.error_type if isinstance(exc, PluginError) and exc.error_type else type(exc).__name__
+    # what the plugin threw, as it named it: a TypeError its code raised read "PluginError" (the
+    # host's class for any error a plugin threw) with no place, where a direct call said both
+    thrown = type(exc) is PluginError  # (a subclass, PermissionDenied say, is the host's own reading)
+    kind = exc.error_type if isinstance(exc, PluginError) and exc.error_type else exc.name if thrown else type(exc).__name__
+    where = getattr(exc, "where", None) if thrown and not exc.error_type else None
     status: Status = ("timeout" if isinstance(exc, CallTimeout) else
                       "not_configured" if kind == "NOT_CONFIGURED" else "error")
     return BalanceResult(
         provider=provider, provider_name=name, status=status,
-        last_updated=dt.datetime.now(dt.UTC), error_message=exc.message,
+        last_updated=dt.datetime.now(dt.UTC), error_message=exc.message + (f" (at {where})" if where else ""),
         error_type=kind, duration=round(duration, 3), plugin=plugin or provider)
 
 

@@ -287,6 +287,13 @@ export default () => {
     "EventTarget", "CustomEvent", "DOMException", "MessageChannel", "MessagePort", "WebSocket", "navigator",
     "PluginError", "ErrorTypes", "Deno", "crypto"];  // crypto: the tool (helper-105)
   const seen = new Set(), bad = [], stack = roots.map((r) => [globalThis[r], r]);
+  // and the prototypes only an instance leads to (helper-107): of what lent functions make
+  const made = { arrayIterator: structuredClone([1])[Symbol.iterator](), mapIterator: structuredClone(new Map())[Symbol.iterator](),
+    setIterator: structuredClone(new Set())[Symbol.iterator](), headersIterator: new Headers()[Symbol.iterator](),
+    paramsIterator: new URLSearchParams()[Symbol.iterator](), formIterator: new FormData()[Symbol.iterator](),
+    reader: new ReadableStream().getReader(), streamIterator: new ReadableStream().values(),
+    writer: new WritableStream().getWriter(), byob: new ReadableStream({ type: "bytes" }).getReader({ mode: "byob" }) };
+  for (const [k, v] of Object.entries(made)) stack.push([Object.getPrototypeOf(v), k + ".__proto__"]);
   while (stack.length) {
     const [o, path] = stack.pop();
     if (o === null || (typeof o !== "object" && typeof o !== "function") || seen.has(o)) continue;
@@ -317,6 +324,7 @@ async def test_nothing_an_execution_reaches_of_the_main_realm_can_be_changed(mak
         out = await h.execute(REACHABLE_UNFROZEN, timeout=30, tools=["crypto"])
     assert out.ok, out.logs
     assert out.result["seen"] > 500 and out.result["unfrozen"] == []  # before: 74, Deno.args() and toString() among them
+    # (and helper-107's: the iterators' and the streams' readers' and writers' prototypes)
 
 
 async def test_an_execution_cannot_hook_what_the_runtime_calls_on_the_next_callers_values(make_host):
@@ -493,3 +501,31 @@ async def test_a_listener_given_another_prototype_runs_only_while_its_execution_
         b = await h.execute(victim, timeout=2)
     assert a.ok and a.result == "left", a.logs
     assert b.ok and b.result == "mine", b.logs  # before: TimeoutError, the listener spun in its time
+
+
+async def test_an_execution_cannot_hook_the_iterators_or_readers_the_runtime_and_callers_use(make_host):
+    """helper-107: the array iterator's prototype of the main realm (structuredClone([1])
+    [Symbol.iterator]()) was unfrozen; an execution replaced its `next`, which the runtime runs
+    on every call's state, and read and forged the next callers' inputs, logs and results;
+    another replaced a stream reader's `read` and read every body the next callers read."""
+    hook = """
+    export default () => {
+      const out = {};
+      for (const [k, f] of Object.entries({
+        next: () => { Object.getPrototypeOf(structuredClone([1])[Symbol.iterator]()).next = () => ({ done: true }); },
+        read: () => { Object.getPrototypeOf(new ReadableStream().getReader()).read = async () => ({ done: true }); },
+      })) { try { f(); out[k] = "changed"; } catch (e) { out[k] = e.name; } }
+      return out;
+    };"""
+    victim = """
+    export default async (x) => {
+      console.log("mine", x);
+      const body = await new Response("B-body").text();
+      return { x, body };
+    };"""
+    async with make_host(execute=ONE_WORKER) as h:
+        a = await h.execute(hook)
+        b = await h.execute(victim, "B-input")
+    assert a.ok and a.result == {"next": "TypeError", "read": "TypeError"}, a.result
+    assert b.ok and b.result == {"x": "B-input", "body": "B-body"}, (b.result, b.logs)
+    assert [entry.message for entry in b.logs] == ["mine B-input"]
