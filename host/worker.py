@@ -223,6 +223,9 @@ def refusal_advice(message: str, module: str | None, overridden: dict[str, str] 
              "approval)" if module else f'add "{entry}" to the request\'s permissions.{kind}, within what [execute.allow] allows')
     if advice and kind in advice:
         where = advice[kind].replace("{entry}", f'"{entry}"')
+    if kind in ("read", "write") and module and not target.startswith("/"):  # helper-106: granting it led nowhere
+        where += (f"; a relative path is in the plugin's data directory (its working directory), not beside {module}: "
+                  f'a file of a plugin directory\'s own is new URL("./{target}", import.meta.url), which needs no grant')
     if kind == "net" and module and _private(entry):  # denied whatever is declared, unless the operator opts in
         where += f"; a private or loopback address also needs [plugins.{plugin}] allow_private_network = true in host.toml"
     return f'Requires {kind} access to "{target}": the sandbox refused it; {where}' + message[m.end():]

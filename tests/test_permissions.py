@@ -230,6 +230,7 @@ async def test_a_refusal_says_which_permission_to_add_and_where(plugin_dir, make
 export async function net() { await fetch("https://api.example.com/v1/balance"); }
 export function env() { return Deno.env.get("RELAY_TOKEN"); }
 export async function lan() { await fetch("http://127.0.0.1:8080/"); }
+export async function beside() { return await Deno.readTextFile("data.txt"); }
 """)
     async with make_host() as h:
         with pytest.raises(PermissionDenied) as net:
@@ -238,6 +239,8 @@ export async function lan() { await fetch("http://127.0.0.1:8080/"); }
             await h.call("needy", "env")
         with pytest.raises(PermissionDenied) as lan:
             await h.call("needy", "lan")
+        with pytest.raises(PermissionDenied) as beside:  # helper-106: granting "data.txt" led nowhere
+            await h.call("needy", "beside")
     # a loopback address is denied whatever the plugin declares: the operator's switch is named too
     assert net.value.where == f"{path}:3:37"  # the plugin's own line, not Deno's ext:deno_fetch/26_fetch.js
     assert f'add "127.0.0.1:8080" to metadata.permissions.net in {path}' in lan.value.message
@@ -246,3 +249,5 @@ export async function lan() { await fetch("http://127.0.0.1:8080/"); }
     assert f'add "api.example.com" to metadata.permissions.net in {path}' in net.value.message
     assert "--allow-net" not in net.value.message
     assert f'add "RELAY_TOKEN" to metadata.permissions.env in {path}' in env.value.message
+    assert "a relative path is in the plugin's data directory" in beside.value.message
+    assert 'new URL("./data.txt", import.meta.url)' in beside.value.message

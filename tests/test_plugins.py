@@ -40,6 +40,9 @@ BAD_MANIFESTS = [
     ("bad dependency range", meta(dependencies='{ q: "^^1" }'), "metadata.dependencies.q: '^^1' is not a semver range"),
     ("unknown field", meta(permisions="{}"), "metadata.permisions"),
     ("bad configSchema type", meta(configSchema='{ k: { type: "str" } }'), "metadata.configSchema"),
+    # helper-106: it passed validate, and every load then failed on config.limit, naming no default
+    ("default of another type", meta(configSchema='{ limit: { type: "number", default: "ten" } }'),
+     "metadata.configSchema.limit.default: default 'ten' is not of type number"),
     ("no metadata", "export function ok() { return 1; }\n", "metadata.*: the module must export `metadata`"),
 ]
 

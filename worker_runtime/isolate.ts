@@ -162,7 +162,48 @@ function instances(): unknown[] {
   byob.cancel().catch(() => {});
   out.push(new g.WritableStream({ start: keep }).getWriter());
   new g.TransformStream({ start: keep });
-  return out;
+  // What Deno keeps inside instances, under symbols (helper-108): a body's InnerBody, a Blob's
+  // parts, an AbortSignal.timeout's timer and its list; and the iterator helpers.
+  const inside = [new g.Request("http://warm.invalid/", { method: "POST", body: "x" }), new g.Response("x"),
+    new g.Blob(["x"]), new g.File(["x"], "f"), g.AbortSignal.timeout(1)];
+  const iterator = it([]);
+  for (const helper of ["map", "filter", "take", "drop", "flatMap"]) {
+    try {
+      out.push(iterator[helper]((x: unknown) => helper === "flatMap" ? [x] : x));
+    } catch {
+      // no iterator helpers in this V8
+    }
+  }
+  try {
+    out.push((globalThis as any).Iterator.from({ next: () => ({ done: true }) }));
+  } catch {
+    // no Iterator.from
+  }
+  try {
+    out.push(g.Deno.telemetry?.tracerProvider?.getTracer?.("harden"));
+  } catch {
+    // no telemetry
+  }
+  return [...out, ...prototypesWithin([...out, ...inside], 3)];
+}
+
+/** The prototypes of what ``roots`` hold, ``depth`` levels down, symbol-keyed state included:
+ * each instance's own state stays as it is (not frozen), the classes it is made of are. */
+function prototypesWithin(roots: unknown[], depth: number): unknown[] {
+  const protos: unknown[] = [];
+  const seen = new Set<unknown>();
+  const visit = (o: unknown, left: number): void => {
+    if (o === null || (typeof o !== "object" && typeof o !== "function") || seen.has(o) || left < 0) return;
+    seen.add(o);
+    const proto = Object.getPrototypeOf(o);
+    if (proto !== null) protos.push(proto);
+    for (const key of Reflect.ownKeys(o as object)) {
+      const d = Reflect.getOwnPropertyDescriptor(o as object, key);
+      if (d && "value" in d) visit(d.value, left - 1);
+    }
+  };
+  for (const root of roots) visit(root, depth);
+  return protos;
 }
 
 /** The `Deno` executions get: the worker's, less what would change the process for the

@@ -240,6 +240,11 @@ def parse_manifest(raw: Any, exports: list[str], *, path: str, expected_id: str,
                                   path=path, field=f"configSchema.{key}.default", plugin=m.id)
         if (why := rule_problem(spec)) is not None:
             raise InvalidManifest(why, path=path, field=f"configSchema.{key}", plugin=m.id)
+        wrong = spec.default is not msgspec.UNSET and spec.default is not None and (
+            not isinstance(spec.default, _TYPES[spec.type]) or (isinstance(spec.default, bool) and spec.type != "boolean"))
+        if wrong:  # it passed validate, and every load then failed on config.<key> (helper-106)
+            raise InvalidManifest(f"default {shown(spec.default)} is not of type {spec.type}", path=path,
+                                  field=f"configSchema.{key}.default", plugin=m.id)
         if spec.default is not msgspec.UNSET and spec.default is not None and isinstance(
                 spec.default, _TYPES[spec.type]) and (why := value_problem(spec, spec.default, deadline)) is not None:
             raise InvalidManifest(f"default {shown(spec.default)} {why}", path=path,

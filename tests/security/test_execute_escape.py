@@ -529,3 +529,35 @@ async def test_an_execution_cannot_hook_the_iterators_or_readers_the_runtime_and
     assert a.ok and a.result == {"next": "TypeError", "read": "TypeError"}, a.result
     assert b.ok and b.result == {"x": "B-input", "body": "B-body"}, (b.result, b.logs)
     assert [entry.message for entry in b.logs] == ["mine B-input"]
+
+
+async def test_what_lent_objects_keep_inside_them_cannot_be_hooked_for_the_next_caller(make_host):
+    """helper-108: the prototypes of what Deno keeps inside lent objects, under symbols, were
+    never frozen: a body's InnerBody (its consume read every later caller's response and request
+    bodies), a Blob's parts (their stream), an AbortSignal.timeout's timer list (its accessor saw
+    and silenced every later timer, the runtime's included), and the iterator helpers' next."""
+    hook = """
+    export default () => {
+      const inner = (o, name) => o[Object.getOwnPropertySymbols(o).find((s) => String(s) === `Symbol(${name})`)];
+      const out = {};
+      for (const [k, f] of Object.entries({
+        body: () => { Object.getPrototypeOf(inner(new Request("http://x.invalid/", { method: "POST", body: "x" }), "request").body).consume = () => null; },
+        blob: () => { Object.getPrototypeOf(inner(new Blob(["x"]), "Parts")[0]).stream = () => null; },
+        timers: () => { Object.defineProperty(Object.getPrototypeOf(inner(AbortSignal.timeout(1000), "[[timerId]]")._idlePrev), "planted", { value: 1 }); },
+        helper: () => { Object.getPrototypeOf(new Headers().entries().map((x) => x)).next = () => ({ done: true }); },
+      })) { try { f(); out[k] = "changed"; } catch (e) { out[k] = e.name; } }
+      return out;
+    };"""
+    victim = """
+    export default async () => {
+      const fast = await Promise.race([new Promise((r) => setTimeout(() => r("fast"), 20)),
+                                       new Promise((r) => setTimeout(() => r("slow"), 400))]);
+      return [await new Response("B-body").text(), await new Blob(["B-blob"]).text(), fast,
+              new Headers({ a: "1" }).entries().map(([k, v]) => k + v).toArray()];
+    };"""
+    async with make_host(execute=ONE_WORKER) as h:
+        a = await h.execute(hook)
+        b = await h.execute(victim)
+    assert a.ok, a.logs
+    assert a.result == {"body": "TypeError", "blob": "TypeError", "timers": "TypeError", "helper": "TypeError"}, a.result
+    assert b.ok and b.result == ["B-body", "B-blob", "fast", ["a1"]], (b.result, b.logs)
