@@ -151,15 +151,14 @@ def from_error(provider: str, name: str, exc: HostError, *, duration: float,
     """The BalanceResult of a failed query: ``timeout`` for a CallTimeout, ``not_configured``
     when the plugin says a setting is missing (NOT_CONFIGURED: not a failure), else ``error``."""
     # what the plugin threw, as it named it: a TypeError its code raised read "PluginError" (the
-    # host's class for any error a plugin threw) with no place, where a direct call said both
+    # host's class for any error a plugin threw), where a direct call said TypeError
     thrown = type(exc) is PluginError  # (a subclass, PermissionDenied say, is the host's own reading)
     kind = exc.error_type if isinstance(exc, PluginError) and exc.error_type else exc.name if thrown else type(exc).__name__
-    where = getattr(exc, "where", None) if thrown and not exc.error_type else None
     status: Status = ("timeout" if isinstance(exc, CallTimeout) else
                       "not_configured" if kind == "NOT_CONFIGURED" else "error")
     return BalanceResult(
         provider=provider, provider_name=name, status=status,
-        last_updated=dt.datetime.now(dt.UTC), error_message=exc.message + (f" (at {where})" if where else ""),
+        last_updated=dt.datetime.now(dt.UTC), error_message=exc.message,
         error_type=kind, duration=round(duration, 3), plugin=plugin or provider)
 
 
