@@ -82,12 +82,13 @@ export async function harden(surfaces: unknown[] = []): Promise<void> {
   // into the next caller's execution; none here either.
   delete Object.getPrototypeOf(g.navigator).gpu;
   await g.crypto.subtle.digest("SHA-256", new Uint8Array(1));
-  clearTimeout(setTimeout(() => {}, 0));
+  const timer = setTimeout(() => {}, 0);  // Node's Timeout (what an execution's setTimeout answers): its
+  clearTimeout(timer);                     // prototype is frozen below (helper-109: A hooked every later timer)
   lent = lentDeno();
   tameFunctionConstructors();
   tameRegExpStatics();
   guardListeners(LENT);
-  const stack: unknown[] = [...tameOverrides(), ...surfaces, ...instances()];  // surfaces: what tools hand out
+  const stack: unknown[] = [...tameOverrides(), ...surfaces, ...instances(), Object.getPrototypeOf(timer)];
   // What lent functions answer the same each time is frozen too: navigator's getters (its
   // userAgentData) and OpenTelemetry's one root context, given an own setValue by one execution.
   const nav = Object.getPrototypeOf(g.navigator);

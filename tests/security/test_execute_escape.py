@@ -561,3 +561,26 @@ async def test_what_lent_objects_keep_inside_them_cannot_be_hooked_for_the_next_
     assert a.ok, a.logs
     assert a.result == {"body": "TypeError", "blob": "TypeError", "timers": "TypeError", "helper": "TypeError"}, a.result
     assert b.ok and b.result == ["B-body", "B-blob", "fast", ["a1"]], (b.result, b.logs)
+
+
+async def test_the_timer_an_execution_gets_cannot_hook_the_next_callers_timers(make_host):
+    """helper-109: an execution's setTimeout answers Node's Timeout object of the main realm, whose
+    prototype was unfrozen: one caller replaced its Symbol(createTimer), which ran on every later
+    timer, the next caller's and the runtime's, with the timer as `this`."""
+    hook = """
+    export default () => {
+      const proto = Object.getPrototypeOf(setTimeout(() => {}, 1e6));
+      const key = Object.getOwnPropertySymbols(proto).find((s) => String(s) === "Symbol(createTimer)");
+      const out = {};
+      for (const [k, f] of Object.entries({
+        createTimer: () => { proto[key] = function () { return 0; }; },
+        refresh: () => { proto.refresh = () => null; },
+      })) { try { f(); out[k] = "changed"; } catch (e) { out[k] = e.name; } }
+      return out;
+    };"""
+    victim = "export default async () => await new Promise((r) => setTimeout(r, 30, 'fired'))"
+    async with make_host(execute=ONE_WORKER) as h:
+        a = await h.execute(hook)
+        b = await h.execute(victim, timeout=3)
+    assert a.ok and a.result == {"createTimer": "TypeError", "refresh": "TypeError"}, a.result
+    assert b.ok and b.result == "fired", b.logs
