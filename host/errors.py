@@ -346,3 +346,19 @@ class ExecuteRefused(HostError):
 class HookFailed(HostError):
     """An ``[execute.hooks]`` hook raised, returned the wrong type, or did not finish within
     ``[execute.hooks] timeout``; the message names the hook."""
+
+
+def js_type(v: object) -> str:
+    """What JavaScript calls the type of a value that came from it (not Python's int, NoneType),
+    for messages to plugin authors."""
+    if v is None:
+        return "null"
+    if isinstance(v, bool):
+        return "boolean"
+    if isinstance(v, (int, float)):
+        return "number"
+    if isinstance(v, str):
+        return "string"
+    if isinstance(v, bytes):
+        return "Uint8Array"
+    return "array" if isinstance(v, list) else "object" if isinstance(v, dict) else type(v).__name__

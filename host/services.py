@@ -26,6 +26,7 @@ from .errors import (
     StorageError,
     StorageFull,
     UnknownHostCall,
+    js_type,
 )
 from .execute_config import ExecuteConfig
 from .execute_tools import ToolRegistry
@@ -215,7 +216,7 @@ class HostServices:
 
     def _key(self, op: str, key: Any, what: str = "key") -> str:
         if not isinstance(key, str):
-            raise InvalidHostCall(f"{op}: the {what} must be a string, not {_js_type(key)}")
+            raise InvalidHostCall(f"{op}: the {what} must be a string, not {js_type(key)}")
         size = len(key.encode("utf-8", "surrogatepass"))
         if size > self.limits.max_key_bytes:
             raise PayloadTooLarge(
@@ -390,22 +391,6 @@ class HostServices:
             raise InvalidHostCall(f"{msg.op}: level and message must be strings")
         worker.record_log(p.Log(level=level if level in CONSOLE_LEVELS else "log", message=message,
                                 id=msg.call, ts=time.time() * 1000))
-
-
-def _js_type(v: Any) -> str:
-    if v is None:
-        return "null"
-    if isinstance(v, bool):
-        return "boolean"
-    if isinstance(v, (int, float)):
-        return "number"
-    if isinstance(v, bytes):
-        return "Uint8Array"
-    if isinstance(v, list):
-        return "array"
-    if isinstance(v, dict):
-        return "object"
-    return type(v).__name__
 
 
 __all__ = ["ENTRY_OVERHEAD", "HostServices", "ServiceLimits", "StorageFull", "scope_of", "storage_name"]

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import msgspec
 
-from ..errors import CallTimeout, HostError, PluginError
+from ..errors import CallTimeout, HostError, PluginError, js_type
 
 BALANCE_CAPABILITY = "balance"
 if TYPE_CHECKING:
@@ -55,19 +55,6 @@ class BalanceResult(msgspec.Struct, rename="camel", omit_defaults=False):
     def usable(self) -> bool:
         """A balance to go by: a success the station does not itself call invalid."""
         return self.status == "success" and not self.invalid
-
-
-def js_type(value: Any) -> str:
-    """What JavaScript calls the type of a value that came from it (not Python's int, NoneType)."""
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "boolean"
-    if isinstance(value, (int, float)):
-        return "number"
-    if isinstance(value, str):
-        return "string"
-    return "array" if isinstance(value, list) else "object"
 
 
 def _number(value: Any, field: str) -> float | None:

@@ -8,7 +8,7 @@ closed here, on the host's side where the runtime cannot be trusted."""
 from __future__ import annotations
 
 import pytest
-from support.plugins import PluginDir
+from support.plugins import PluginDir, alice_db
 
 from host import ExecuteConfig
 
@@ -437,12 +437,7 @@ async def test_a_node_style_port_listener_runs_only_while_its_execution_does(mak
       new ReadableStream().pipeTo(new WritableStream(), { signal: AbortSignal.timeout(200) }).catch(() => port2.postMessage(1));
       return "left";
     };"""
-    victim = "export default async () => { await new Promise((r) => setTimeout(r, 800)); return 'mine'; }"
-    async with make_host(execute=ONE_WORKER) as h:
-        a = await h.execute(leaver)
-        b = await h.execute(victim, timeout=2)
-    assert a.ok and a.result == "left", a.logs
-    assert b.ok and b.result == "mine", b.logs  # before: TimeoutError, the listener spun in its time
+    await left_then_mine(make_host, leaver)  # before: TimeoutError, the listener spun in the next one's time
 
 
 async def test_what_the_tools_hand_every_execution_cannot_be_changed_by_one(make_host, tmp_path):
@@ -451,13 +446,7 @@ async def test_what_the_tools_hand_every_execution_cannot_be_changed_by_one(make
     own and forged the next caller's digests, reading its input; another replaced
     DbStatement.prototype.then and read the next callers' rows, and replayed their writes with
     their grant."""
-    import sqlite3
-
-    db = tmp_path / "app.sqlite"
-    with sqlite3.connect(db) as conn:
-        conn.execute("CREATE TABLE users (id INTEGER PRIMARY KEY, name TEXT)")
-        conn.execute("INSERT INTO users VALUES (1, 'Alice')")
-    conn.close()
+    db = alice_db(tmp_path / "app.sqlite")
     planter = """
     export default () => {
       const out = {};
@@ -495,12 +484,7 @@ async def test_a_listener_given_another_prototype_runs_only_while_its_execution_
       AbortSignal.timeout(200).addEventListener("abort", spin);
       return "left";
     };"""
-    victim = "export default async () => { await new Promise((r) => setTimeout(r, 800)); return 'mine'; }"
-    async with make_host(execute=ONE_WORKER) as h:
-        a = await h.execute(leaver)
-        b = await h.execute(victim, timeout=2)
-    assert a.ok and a.result == "left", a.logs
-    assert b.ok and b.result == "mine", b.logs  # before: TimeoutError, the listener spun in its time
+    await left_then_mine(make_host, leaver)  # before: TimeoutError, the listener spun in the next one's time
 
 
 async def test_an_execution_cannot_hook_the_iterators_or_readers_the_runtime_and_callers_use(make_host):
@@ -584,3 +568,14 @@ async def test_the_timer_an_execution_gets_cannot_hook_the_next_callers_timers(m
         b = await h.execute(victim, timeout=3)
     assert a.ok and a.result == {"createTimer": "TypeError", "refresh": "TypeError"}, a.result
     assert b.ok and b.result == "fired", b.logs
+
+
+async def left_then_mine(make_host, leaver: str) -> None:
+    """``leaver`` answers "left" and leaves a listener behind; the next execution on the worker,
+    which waits 800 ms, answers its own "mine" within its 2 s."""
+    victim = "export default async () => { await new Promise((r) => setTimeout(r, 800)); return 'mine'; }"
+    async with make_host(execute=ONE_WORKER) as h:
+        a = await h.execute(leaver)
+        b = await h.execute(victim, timeout=2)
+    assert a.ok and a.result == "left", a.logs
+    assert b.ok and b.result == "mine", b.logs

@@ -4,10 +4,8 @@ internal identities are not plugin ids (item 6)."""
 
 from __future__ import annotations
 
-import sqlite3
-
 import pytest
-from support.plugins import PluginDir
+from support.plugins import PluginDir, alice_db
 
 from host import ExecuteConfig, GrantRefused, InvalidConfig, PoolConfig
 from host.security.audit import read_audit
@@ -82,11 +80,7 @@ async def test_what_the_worker_lends_can_be_changed_by_no_execution(make_host):
 
 
 async def test_timers_console_and_rejections_left_behind_never_reach_the_next_execution(make_host, tmp_path):
-    db = tmp_path / "app.sqlite"
-    with sqlite3.connect(db) as conn:
-        conn.execute("CREATE TABLE users (id INTEGER PRIMARY KEY, name TEXT)")
-        conn.execute("INSERT INTO users VALUES (1, 'Alice')")
-    conn.close()
+    db = alice_db(tmp_path / "app.sqlite")
     leaver = """
     export default () => {
       setInterval(() => { console.log("leaked line"); try { db.users.findMany(); } catch {} }, 5);
@@ -247,11 +241,7 @@ DB_PROBE = """
 
 
 async def test_the_db_tool_answers_only_executions_that_asked_for_it(hostile, plugin_dir, make_host, tmp_path):
-    db = tmp_path / "app.sqlite"
-    with sqlite3.connect(db) as conn:
-        conn.execute("CREATE TABLE users (id INTEGER PRIMARY KEY, name TEXT)")
-        conn.execute("INSERT INTO users VALUES (1, 'Alice')")
-    conn.close()
+    db = alice_db(tmp_path / "app.sqlite")
     plugin_dir.add("probe.js", "export function probe() {}\n")
     entry = str(hostile(DB_PROBE).entry)
     async with make_host(runtime_entry=entry, execute=ExecuteConfig(database=str(db))) as h:

@@ -60,3 +60,15 @@ def fresh_state(root: Path, shared_state: Path) -> Path:
         (shared_state / "deno").mkdir(exist_ok=True)
         (state / "deno").symlink_to(shared_state / "deno")
     return state
+
+
+def alice_db(path: Path) -> Path:
+    """A sqlite file at ``path`` with one table, users (id, name), holding Alice as 1: the
+    database of the execute db tool's tests."""
+    import sqlite3
+
+    with sqlite3.connect(path) as conn:
+        conn.execute("CREATE TABLE users (id INTEGER PRIMARY KEY, name TEXT)")
+        conn.execute("INSERT INTO users VALUES (1, 'Alice')")
+    conn.close()
+    return path
