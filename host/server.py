@@ -384,7 +384,9 @@ def create_app(host: PluginHost, *, admin_token: str | None = None, read_token: 
 
     async def event(request: web.Request) -> web.Response:
         payload = await body_of(request, for_js=True) if request.can_read_body else None  # as JSON.parse reads it
-        replies = await host.emit(request.match_info["event"], payload, stop_at_first=flag_param(request, "first"))
+        # ?first=1, or the name the Python method gives it (helper-106: ?stop_at_first=1 was ignored)
+        first = any(flag_param(request, name) for name in ("first", "stop_at_first", "stopAtFirst"))
+        replies = await host.emit(request.match_info["event"], payload, stop_at_first=first)
         return shown({"event": request.match_info["event"], "replies": replies}, host.masked,  # as a call's answer
                       ("replies", "*", "value"), ("replies", "*", "error", "message"))
 

@@ -124,8 +124,9 @@ def test_management_api_over_http(plugins, state_dir, tmp_path):
         status, out = srv.request("POST", "/api/events/message.incoming", {"content": "hi"}, token=TOKEN)
         assert status == 200, out
         assert [(r["plugin"], r["value"]) for r in out["replies"]] == [("high", "high saw hi"), ("low", "low saw hi")]
-        status, out = srv.request("POST", "/api/events/message.incoming?first=1", {"content": "yo"}, token=TOKEN)
-        assert [r["plugin"] for r in out["replies"]] == ["high"]
+        for flag in ("first", "stop_at_first", "stopAtFirst"):  # helper-106: ?stop_at_first=1 was ignored
+            status, out = srv.request("POST", f"/api/events/message.incoming?{flag}=1", {"content": "yo"}, token=TOKEN)
+            assert [r["plugin"] for r in out["replies"]] == ["high"], flag
 
         # balances: one result per balance plugin
         status, out = srv.request("GET", "/api/balances?refresh=1", token=TOKEN)
