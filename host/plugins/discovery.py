@@ -272,15 +272,21 @@ def cached(source: PluginSource, runtime: Runtime) -> bool:
             and runtime.manifests.get(str(source.module), content_digest(source.root)) is not None)
 
 
+def _confined_digest(source: PluginSource, protected: tuple[tuple[Path, str], ...]) -> str | None:
+    """``check_confined``, ``check_apart``, then the files' ``content_digest``: both walks of the
+    plugin's files in one thread hop."""
+    check_confined(source)
+    check_apart(source, protected)
+    return content_digest(source.root)
+
+
 async def inspect(source: PluginSource, runtime: Runtime, limits: WorkerLimits) -> tuple[Any, list[str]]:
     """Load the module in a worker with no permissions (unless the manifest cache holds these
     very files); return its metadata and the names of its exported functions. Raises what
     loading raised (e.g. PluginUnavailable for a SyntaxError) as a HostError, or InvalidConfig
     for a symlink out of its directory."""
-    await anyio.to_thread.run_sync(check_confined, source)  # many files: off the event loop
-    check_apart(source, runtime.protected)
+    digest = await anyio.to_thread.run_sync(_confined_digest, source, runtime.protected)  # off the event loop
     _open_cache(runtime)
-    digest = await anyio.to_thread.run_sync(content_digest, source.root)  # many files: off the event loop
     if runtime.manifests is not None and (found := runtime.manifests.get(str(source.module), digest)):
         return found
     spec = WorkerSpec(plugin_id=source.id, module=source.module, base_dir=runtime.data_dir(source.id),
