@@ -190,3 +190,56 @@ def test_another_database_is_accepted_for_execute(tmp_path, execute_db, monkeypa
     config = HostConfig(state_dir=str(tmp_path / "state"), execute={"database": execute_db},
                         state={"database": STATE_DB})
     assert config.execute.database == execute_db
+
+
+VERSIONED = """
+export const metadata = {
+  id: "shaped", name: "Shaped", version: "VERSION", apiVersion: "1.0",
+  configSchema: { region: { type: "string", default: "eu" }FIELDS },
+};
+export function seen(ctx) { return ctx.config; }
+"""
+OLD_FIELDS = ', token: { type: "string", secret: true }, legacy: { type: "integer", default: 1 }'
+
+
+def shaped(version: str, fields: str = "") -> str:
+    return VERSIONED.replace("VERSION", version).replace("FIELDS", fields)
+
+
+async def test_a_field_a_new_version_drops_keeps_its_stored_value_out_of_the_way(plugin_dir, make_host, tmp_path,
+                                                                                  caplog):
+    """A new version without a field the operator set: the upgrade serves (the stored value is
+    ignored with a warning saying how to remove it, and kept for a downgrade); before, the reload
+    failed and, after a restart, the plugin was in error with no set_config able to mend it."""
+    path = plugin_dir.add("shaped.js", shaped("1.0.0", OLD_FIELDS))
+    state = str(tmp_path / "state")
+    async with make_host(state_dir=state) as h:
+        await h.set_config("shaped", {"region": "us", "token": SECRET, "legacy": 7})
+        path.write_text(shaped("1.1.0"))
+        assert await h.reload("shaped") is True
+        assert await h.call("shaped", "seen") == {"region": "us"}
+        assert h.get_config("shaped") == {"region": "us", "token": MASK, "legacy": 7}
+    async with make_host(state_dir=state) as h:
+        assert h.plugin("shaped").state == "running", h.plugin("shaped").error
+        assert await h.call("shaped", "seen") == {"region": "us"}
+        await h.set_config("shaped", {"region": "eu"})  # the stale fields are not in the way
+        assert await h.call("shaped", "seen") == {"region": "eu"}
+        with pytest.raises(InvalidConfig, match=r"config\.tokn: not in the plugin's configSchema"):
+            await h.set_config("shaped", {"tokn": "x"})  # a key sent is still checked
+        assert h.get_config("shaped") == {"region": "eu", "token": MASK, "legacy": 7}
+        await h.set_config("shaped", {"legacy": None, "token": None})  # how the warning says to remove them
+        assert h.get_config("shaped") == {"region": "eu"}
+    warned = [r.getMessage() for r in caplog.records if "legacy" in r.getMessage()]
+    assert warned and "not in shaped 1.1.0's configSchema" in warned[0] and "legacy=null" in warned[0]
+    assert all(SECRET not in r.getMessage() for r in caplog.records)
+    with open(tmp_path / "state" / "config.json") as f:
+        assert SECRET not in f.read()
+
+
+async def test_a_host_toml_field_the_plugin_lacks_is_refused_naming_host_toml(plugin_dir, make_host):
+    plugin_dir.add("shaped.js", shaped("1.1.0"))
+    async with make_host(plugins={"shaped": PluginSettings(config={"regoin": "us"})}) as h:
+        info = h.plugin("shaped")
+        assert info.state == "error"
+        assert "config.regoin: not in the plugin's configSchema" in info.error
+        assert "host.toml's [plugins.shaped.config]" in info.error

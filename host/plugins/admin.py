@@ -123,9 +123,16 @@ class ConfigAdmin:
                 raise InvalidConfig(f"config.{k}: a value may not start with {v.split(':', 2)[0]}:"
                                     f"{v.split(':', 2)[1]}: (the host's mark for values it sealed)",
                                     plugin=record.id)
-        raw = self._box.reveal(incoming if replace else {**current, **incoming}, plugin=record.id)
-        secrets = secret_values(manifest.config_schema, raw)
-        checked = apply_schema(manifest.config_schema, raw, plugin=record.id)
+        schema = manifest.config_schema
+        # a field an earlier version stored and this one dropped stays as stored (sealed if it was
+        # a secret), unchecked (registry.effective_config); null removes it
+        stale = {} if replace else {k: v for k, v in current.items() if k not in schema and k not in values}
+        raw = {k: v for k, v in self._box.reveal({k: v for k, v in (incoming if replace else {**current, **incoming})
+                                                  .items() if k not in stale}, plugin=record.id).items()
+               if v is not None or k in schema}
+        secrets = secret_values(schema, raw)
+        checked = apply_schema(schema, raw, plugin=record.id)
+        raw.update(stale)
         if "validateConfig" in record.exports:
             await self._plugin_validates(record, manifest, checked, secrets)
         return manifest, raw

@@ -47,7 +47,7 @@ from .manifest import KNOWN_CAPABILITIES, Manifest, infer_capabilities, unresolv
 from .overrides import narrowed_grants
 from .registry_lock import RegistryLock
 from .reload import content, fingerprint
-from .settings import apply_schema, redact, secret_keys, secret_values
+from .settings import apply_schema, redact, schema_fields, secret_keys, secret_values
 from .state_retry import retry_state_failures
 from .swap import reload_record
 from .usage_scripts import discover_sources, refusal_advice
@@ -79,6 +79,7 @@ class Registry:
         self._new_pool = new_pool
         self._journal_worker = journal
         self._secrets: dict[str, list[str]] = {}  # plugin id -> secret values to redact
+        self._stale_warned: set[tuple[str, str, str]] = set()  # stored config fields a version dropped
         self._tg: TaskGroup | None = None
         self.loader = Loader(self)  # loading.py: at start, and in the background
         # Relay stations (host/balances/stations.py sets these): the stations a provider plugin
@@ -185,10 +186,12 @@ class Registry:
     def raw_config(self, plugin_id: str, stored: dict[str, Any] | None = None) -> dict[str, Any]:
         """HostConfig's ``plugins.<id>.config`` (a station's: ``stations.<name>.config``),
         overlaid by what ``set_config`` stored (or ``stored``: that as the store holds it now)."""
-        base = (dict(self.config.plugins[plugin_id].config) if plugin_id in self.config.plugins
-                else self.station_base(plugin_id))
         assert self.store is not None
-        return {**base, **((self.store.get(plugin_id) if stored is None else stored) or {})}
+        return {**self.base_config(plugin_id), **((self.store.get(plugin_id) if stored is None else stored) or {})}
+
+    def base_config(self, plugin_id: str) -> dict[str, Any]:
+        return (dict(self.config.plugins[plugin_id].config) if plugin_id in self.config.plugins
+                else self.station_base(plugin_id))
 
     def redact_secrets(self, text: str) -> str:
         """``text`` with the secret values of every plugin masked."""
@@ -207,7 +210,9 @@ class Registry:
         """The config the plugin's workers get: validated against its configSchema, defaults
         filled in. Its secret values are redacted everywhere, and so are the RETIRED_SECRETS last
         ones a rotation replaced (a worker kept across onConfigChange still holds them)."""
-        values = self._box.reveal(self.raw_config(plugin_id), plugin=plugin_id)
+        values = self._box.reveal(schema_fields(manifest.config_schema, self.raw_config(plugin_id),
+                                                self.base_config(plugin_id), plugin=plugin_id,
+                                                version=manifest.version, warned=self._stale_warned), plugin=plugin_id)
         now = secret_values(manifest.config_schema, values)
         self._secrets[plugin_id] = now + [s for s in self._secrets.get(plugin_id, []) if s not in now][:RETIRED_SECRETS]
         return apply_schema(manifest.config_schema, values, plugin=plugin_id)

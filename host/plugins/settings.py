@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import functools
 import json
+import logging
 import os
 import re
 from collections.abc import Callable, Collection, Mapping
@@ -17,8 +18,11 @@ import msgspec
 from ..errors import InvalidConfig
 from ..security.private_files import locked, os_failure, write_private
 from ..security.secrets import Cipher, is_sealed, to_seal
+from .keys import STATION_PREFIX
 from .manifest import ConfigField
 from .schema_rules import patterns_deadline, shown, value_problem
+
+log = logging.getLogger("host")
 
 MASK = "********"
 _TYPES: dict[str, tuple[type, ...]] = {
@@ -59,6 +63,33 @@ def apply_schema(schema: dict[str, ConfigField], values: dict[str, Any], *, plug
     return out
 
 
+def schema_fields(schema: dict[str, ConfigField], values: dict[str, Any], base: Collection[str], *, plugin: str,
+                  version: str, warned: set[tuple[str, str, str]]) -> dict[str, Any]:
+    """``values`` without the stored fields ``schema`` lacks. Such a field was one of an earlier
+    version's, set through ``set_config``, that this version dropped: it is ignored (warned of
+    once per version), its value kept for a downgrade, and removed by setting it to null. One
+    from host.toml's config (``base``: its keys) is refused naming the place, where it is as
+    likely the operator's typo."""
+    station = plugin.startswith(STATION_PREFIX)
+    unknown = [k for k in values if k not in schema]
+    for key in unknown:
+        if key in base:
+            key = json.dumps(key)[1:-1]
+            where = (f"host.toml's [stations.{plugin.removeprefix(STATION_PREFIX)}] config" if station
+                     else f"host.toml's [plugins.{plugin}.config]")
+            raise InvalidConfig(f"config.{key}: not in the plugin's configSchema (set in {where})", plugin=plugin)
+    for key in unknown:
+        if (plugin, version, key) not in warned:
+            warned.add((plugin, version, key))
+            name = json.dumps(key)[1:-1]  # a key of a hand-edited store holds no line break for the log
+            how = (f"PUT /api/stations/{plugin.removeprefix(STATION_PREFIX)}/config with {{{json.dumps(key)}: null}}"
+                   if station else f"python -m host config set {plugin} {name}=null")
+            log.warning("%s: config.%s is stored but not in %s %s's configSchema: ignored (the value is kept for "
+                        "an earlier version); remove it with %s", plugin, name,
+                        "the provider" if station else plugin, version, how)
+    return {k: v for k, v in values.items() if k in schema} if unknown else values
+
+
 def secret_values(schema: dict[str, ConfigField], values: dict[str, Any]) -> list[str]:
     """The secret strings in ``values`` worth redacting (long enough not to hit by accident):
     the secret fields, and the passwords in URLs of the other fields."""
@@ -69,9 +100,11 @@ def secret_values(schema: dict[str, ConfigField], values: dict[str, Any]) -> lis
 
 def mask(schema: dict[str, ConfigField], values: dict[str, Any]) -> dict[str, Any]:
     """``values`` as shown: every secret field replaced by a mask when set (a stored null or ""
-    stays as it is: the secret is not set), and in the others the password of every URL."""
-    return {k: (MASK if k in schema and schema[k].secret and v not in (None, "") else masked_urls(v))
-            for k, v in values.items()}
+    stays as it is: the secret is not set), every sealed value too, and in the others the
+    password of every URL."""
+    return {k: (MASK if (k in schema and schema[k].secret and v not in (None, "")) or is_sealed(v)
+                else masked_urls(v))
+            for k, v in values.items()}  # sealed: the secret of a field an earlier version had
 
 
 # A URL's user-info: everything before its last "@" ahead of the query, as redact_uri (policy/config.py)
