@@ -321,7 +321,6 @@ class Worker:
         self._exit_hooks: list[Callable[[Worker], None]] = []
         self._host_calls = 0          # host calls being served (reply not yet handed over)
         self._host_scopes: dict[int, set[anyio.CancelScope]] = {}  # an execution's, by its call id
-        self._uncounted: set[anyio.CancelScope] = set()  # ended with their execution: no longer in _host_calls
         self._reply_lock = anyio.Lock()  # one reply at a time waits for the worker to read
         self._pong_pending = False    # a pong is being sent: pings meanwhile get none
         # Set by any pong: the worker's event loop turned. Cleared when an execution settles
@@ -1012,7 +1011,6 @@ class Worker:
                 scope.cancel()
                 # counted out now, as the runtime drops them now: the next execution may make its
                 # own max_host_calls at once (before their replies were written, the 65th killed it)
-                self._uncounted.add(scope)
                 self._host_calls -= 1
             self._turned = anyio.Event()
             if self.spec.retire_growth and self._data_base is not None and not self.retiring:
@@ -1052,13 +1050,12 @@ class Worker:
         try:
             await self._answer_host_call(msg, scope)
         finally:
-            if scope in self._uncounted:
-                self._uncounted.discard(scope)
-            else:
+            ended = scopes is not None and self._host_scopes.get(msg.call) is not scopes  # type: ignore[arg-type]
+            if not ended:  # else _ran counted it out with its execution
                 self._host_calls -= 1
             if scopes is not None:
                 scopes.discard(scope)
-                if not scopes and self._host_scopes.get(msg.call) is scopes:  # type: ignore[arg-type]
+                if not scopes and not ended:
                     del self._host_scopes[msg.call]  # type: ignore[arg-type]
 
     def _refused(self, msg: p.HostCall) -> p.ErrorInfo | None:
