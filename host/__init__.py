@@ -52,6 +52,7 @@ from .errors import (
     SecretsError,
     SpawnFailed,
     StateError,
+    StateFileDamaged,
     StateUnavailable,
     StationNotFound,
     StorageError,
@@ -81,5 +82,5 @@ __all__ = [
     "DbError", "DbRefused", "DbUnavailable", "FunctionNotFound", "GrantRefused", "HandshakeError", "HostClosed", "HostConfig", "HostError", "InvalidArguments", "InvalidCode", "InvalidConfig",
     "LogEntry", "Package", "PackageRefused", "PackagesConfig", "PayloadTooLarge", "PermissionDenied", "Permissions", "PluginError", "PluginEvent", "PluginHost",
     "PluginInfo", "PluginNotFound", "PluginSettings", "PluginUnavailable", "PoolConfig",
-    "ProtocolError", "RateLimited", "ResourceLimitExceeded", "SchedulerStats", "SecretsError", "SpawnFailed", "StateError", "StationNotFound", "StateUnavailable", "StorageError", "StorageFull", "SyncPluginHost", "WorkerCrashed", "WorkerInfo", "WorkerLimits", "WrongThread",
+    "ProtocolError", "RateLimited", "ResourceLimitExceeded", "SchedulerStats", "SecretsError", "SpawnFailed", "StateError", "StateFileDamaged", "StationNotFound", "StateUnavailable", "StorageError", "StorageFull", "SyncPluginHost", "WorkerCrashed", "WorkerInfo", "WorkerLimits", "WrongThread",
 ]

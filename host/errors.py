@@ -253,6 +253,14 @@ class StateUnavailable(StateError):
     StateError about what the state is."""
 
 
+class StateFileDamaged(InvalidConfig, StateError):
+    """A state file the host keeps (``config.json``, ``plugin_switches.json``, ``stations.json``,
+    ``approvals.json``) holds what the host never writes: not JSON, or not its shape. At start it
+    is the operator's to mend, as a bad config file (an InvalidConfig: exit 2); met while serving
+    (a change re-reads it) it is the server's fault, not the caller's: HTTP 503, never a 400.
+    The message names the file; nothing is written over it."""
+
+
 class SecretsError(HostError):
     """A secret config value could not be decrypted: the key (or an export's passphrase) is
     not the one it was encrypted with, or the host's key cannot be used (its file missing, empty,

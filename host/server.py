@@ -40,6 +40,7 @@ from .errors import (
     SecretsError,
     SpawnFailed,
     StateError,
+    StateFileDamaged,
     StationNotFound,
 )
 from .http_guard import (
@@ -81,6 +82,7 @@ from .server_params import (
 __all__ = ["DRAINING", "FOLLOW", "HANDLING", "LOGS_VIEW", "METRICS_VIEW", "PLUGINS_VIEW", "PrivateUnixSite", "Runner", "create_app", "drain", "serving_ready"]
 
 _STATUS = {
+    StateFileDamaged: 503,  # before InvalidConfig, which it is too (at start)
     PluginNotFound: 404, FunctionNotFound: 404, StationNotFound: 404, InvalidConfig: 400, PayloadTooLarge: 413,
     CallTimeout: 504, PluginUnavailable: 503, HostClosed: 503, GrantRefused: 403, InvalidArguments: 400,
     ApprovalChanged: 409, StateError: 503, RateLimited: 429, CircuitOpen: 503, ExecuteRefused: 400,

@@ -385,6 +385,28 @@ def test_cli_changes_go_through_the_running_server_on_its_control_socket(tmp_pat
     assert out.returncode == 0 and json.loads((state / "config.json").read_text()) == {"alpha": {"currency": "GBP"}}
 
 
+def test_a_config_store_damaged_while_serving_is_the_servers_fault_not_the_callers(tmp_path, shared_state):
+    """config.json garbled under a running server (a tool, a hand edit): a PUT of a good config
+    was answered 400, as if the request were at fault; it is a 503 naming the file, and nothing
+    is written over it."""
+    plugins = PluginDir(tmp_path / "plugins")
+    plugins.add("alpha.js", """
+        export const metadata = { id: "alpha", name: "alpha", version: "1.0.0", apiVersion: "1.0",
+          configSchema: { currency: { type: "string", default: "EUR" } } };
+        export function currency(ctx) { return ctx.config.currency; }
+    """)
+    state = fresh_state(tmp_path, shared_state)
+    with serve_process(tmp_path, "--plugins", str(plugins.root), "--state-dir", str(state)) as srv:
+        assert srv.request("PUT", "/api/plugins/alpha/config", {"currency": "USD"})[0] == 200
+        (state / "config.json").write_text("{garbled")
+        status, body = srv.request("PUT", "/api/plugins/alpha/config", {"currency": "JPY"})
+        assert status == 503, body
+        assert "config.json: not valid JSON" in body["error"]["message"]
+        assert body["error"]["type"] == "StateFileDamaged"
+        assert (state / "config.json").read_text() == "{garbled"
+        assert srv.request("POST", "/api/plugins/alpha/call/currency", {"args": []})[1]["result"] == "USD"
+
+
 @pytest.mark.anyio
 async def test_a_config_that_cannot_be_stored_is_a_state_error_and_the_plugin_keeps_its_config(
         plugin_dir, make_host, state_dir):

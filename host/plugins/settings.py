@@ -15,7 +15,7 @@ from urllib.parse import quote, quote_plus, unquote
 
 import msgspec
 
-from ..errors import InvalidConfig
+from ..errors import InvalidConfig, StateFileDamaged
 from ..security.private_files import locked, os_failure, write_private
 from ..security.secrets import Cipher, is_sealed, to_seal
 from .keys import STATION_PREFIX
@@ -388,11 +388,11 @@ class ConfigStore:
         try:  # bytes that are not UTF-8 (a damaged disk, a tool's binary): before, a traceback at start
             data = json.loads(raw.decode("utf-8"))
         except (ValueError, RecursionError) as exc:
-            raise InvalidConfig(f"{self.path}: not valid JSON ({exc}); fix it, or move it aside to start "
+            raise StateFileDamaged(f"{self.path}: not valid JSON ({exc}); fix it, or move it aside to start "
                                 "without what it holds") from None
         if not isinstance(data, dict) or not all(isinstance(k, str) and isinstance(v, dict) for k, v in data.items()):
             shape = type(data).__name__ if not isinstance(data, dict) else "an object whose values are not all objects"
-            raise InvalidConfig(f"{self.path}: must be an object of {{name: {{key: value}}}}, "
+            raise StateFileDamaged(f"{self.path}: must be an object of {{name: {{key: value}}}}, "
                                 f"found {shape}; fix it, or move it aside to start without what it holds")
         return stamp, data
 

@@ -22,7 +22,7 @@ from typing import Any
 import anyio
 import msgspec
 
-from ..errors import InvalidConfig
+from ..errors import InvalidConfig, StateFileDamaged
 from ..plugins.manifest import Manifest, defaults, resolve_net
 from .approvals_core import Approvals, Asked, first_refusal, merge_approval
 from .approvals_pg import PostgresApprovals
@@ -123,7 +123,7 @@ class ApprovalStore(Approvals):
             for entry in data.values():
                 Permissions.parse(entry.get("permissions"))
         except (ValueError, InvalidConfig) as exc:
-            raise InvalidConfig(f"{self.path}: the approved plugin grants are unreadable ({exc}); "
+            raise StateFileDamaged(f"{self.path}: the approved plugin grants are unreadable ({exc}); "
                                 f"restore it from a backup, or remove it to approve every plugin "
                                 f"as it is now at the next start") from None
         return data
