@@ -218,7 +218,7 @@ class Pool:
             return None
         if HOOKS["start"] in worker.exports and not await worker.run_hook("start"):  # threw or hung
             await worker.shutdown()  # while the pool starts: the version fails to (a reload keeps the old one)
-            self._record_crash(f"{self.plugin_id}: {HOOKS['start']} failed in a new worker (its log says why)",
+            self._record_crash(f"{HOOKS['start']} failed in a new worker: {(worker.hook_failure or '?')[:500]}",
                                fatal=self.state == "starting")
             return None
         told = worker.welcomed_config

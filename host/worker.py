@@ -302,6 +302,7 @@ class Worker:
         self.exit_error: HostError | None = None
         self._loading = False  # welcomed: the worker is importing the plugin's module
         self.retiring = False
+        self.hook_failure: str | None = None  # why its last lifecycle hook failed (redacted as errors are)
         self.unresponsive = False    # busy and silent past heartbeat_timeout: gets no new call
         self._on_log = on_log
         self._on_slot_free = on_slot_free
@@ -1164,6 +1165,7 @@ class Worker:
             try:
                 pending = await self._request(cid, msg, p.HOOKS[name], timeout, None, collect_logs=False, hook=True)
             except HostError as exc:
+                self.hook_failure = str(exc)
                 self._lifecycle(logging.WARNING, f"{p.HOOKS[name]} failed: {exc}")
                 return False
         return pending.value is True
