@@ -360,6 +360,30 @@ async def test_a_value_a_header_cannot_carry_is_refused_naming_it_not_called_a_n
 
 
 @pytest.mark.timeout(60)
+async def test_a_scripts_own_non_ascii_header_text_is_sent_as_utf8_as_cc_switch_sends_it(
+        plugin_dir, make_host, fake_http):
+    """cc-switch's reqwest sends a header value's UTF-8 bytes (http's HeaderValue refuses only
+    control bytes): a script's "User-Agent": "cc-switch 用量查询" was refused here as a value 'an HTTP
+    header cannot carry'. A control character written in the script is still refused, naming the
+    header."""
+    (plugin_dir.root / "zh.usage.js").write_text(
+        '({ request: { url: "{{baseUrl}}/zh", method: "GET", headers: { "User-Agent": "cc-switch \u7528\u91cf",'
+        ' "Authorization": "Bearer {{apiKey}}" } },\n'
+        '  extractor: function (r) { return { remaining: r.balance, unit: "USD" }; } })')
+    (plugin_dir.root / "ctl.usage.js").write_text(
+        '({ request: { url: "{{baseUrl}}/zh", method: "GET", headers: { "X-Note": "a\\u0001b" } },\n'
+        '  extractor: function (r) { return { remaining: r.balance }; } })')
+    fake_http.json("GET", "/zh", {"balance": 4.5})
+    async with make_host(plugins={k: settings(fake_http, apiKey="sk-test") for k in ("zh", "ctl")}) as h:
+        got = {b.provider: b for b in await h.query_balances(refresh=True)}
+    assert (got["zh"].status, got["zh"].balance) == ("success", 4.5), got["zh"].error_message
+    (_, _, headers), = [r for r in fake_http.requests if r[1] == "/zh"]
+    assert headers["User-Agent"] == "cc-switch \u7528\u91cf" and headers["Authorization"] == "Bearer sk-test"
+    assert got["ctl"].error_type == "NOT_CONFIGURED" and 'request.headers["X-Note"]' in got["ctl"].error_message
+    assert "U+0001" in got["ctl"].error_message, got["ctl"].error_message
+
+
+@pytest.mark.timeout(60)
 async def test_a_placeholder_spelt_another_way_is_named_with_the_spelling_to_write(plugin_dir, make_host, fake_http):
     """cc-switch fills in exactly {{apiKey}}, {{baseUrl}}, {{accessToken}} and {{userId}}: a script
     written with {{ apiKey }} or {{api_key}} (as other tools spell theirs) sends the braces as they

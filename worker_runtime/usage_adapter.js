@@ -426,16 +426,21 @@ function buildRequest(spec) {
   };
 }
 
-const HEADER_TEXT = /^[\t\x20-\x7e]*$/; // what cc-switch's reqwest sends in a header (fetch takes Latin-1)
+const HEADER_TEXT = /^[\t\x20-\x7e]*$/; // what a configured value may put in a header
+// What cc-switch's reqwest sends of the script's own text: any but control characters, as UTF-8
+// bytes (http's HeaderValue::from_bytes refuses bytes below 32 but tab, and 127)
+const SCRIPT_HEADER_TEXT = /^[^\x00-\x08\x0a-\x1f\x7f]*$/;
 
 /** Why the request's headers cannot be sent, naming the header and the config value that holds
- * what it cannot carry (a user id in a Chinese IME's fullwidth digits, a token with a line
- * break), or null. A secret's character is never shown. */
+ * what it cannot carry (a user id in a Chinese IME's fullwidth digits, which the relay would
+ * take for another user, a token with a line break), or null. A secret's character is never
+ * shown. The script's own text outside ASCII is sent (utf8Headers). */
 function headerProblem(headers, v) {
   for (const [name, value] of Object.entries(headers)) {
     if (HEADER_TEXT.test(value)) continue;
-    const bad = [...value].find((c) => !HEADER_TEXT.test(c));
     const field = NAMES.find((n) => v[n] !== "" && value.includes(v[n]) && !HEADER_TEXT.test(v[n]));
+    if (field === undefined && SCRIPT_HEADER_TEXT.test(value)) continue;
+    const bad = [...value].find((c) => !(field === undefined ? SCRIPT_HEADER_TEXT : HEADER_TEXT).test(c));
     const secret = field !== undefined && SECRET_FIELDS.includes(field);
     const what = `${secret ? "a character" : `'${bad.trim() ? bad : " "}'`} (U+${
       bad.codePointAt(0).toString(16).toUpperCase().padStart(4, "0")})`;
@@ -444,6 +449,16 @@ function headerProblem(headers, v) {
       : `${field} holds ${what}, which the ${name} header cannot carry: type it again in ASCII`;
   }
   return null;
+}
+
+/** ``headers`` with each value outside ASCII as its UTF-8 bytes, one Latin-1 character a byte
+ * (fetch takes a ByteString and sends its bytes: what reqwest sends of a Rust string). */
+function utf8Headers(headers) {
+  const out = {};
+  for (const [name, value] of Object.entries(headers)) {
+    out[name] = HEADER_TEXT.test(value) ? value : Array.from(new TextEncoder().encode(value), (b) => String.fromCharCode(b)).join("");
+  }
+  return out;
 }
 
 function expectedHost(v) {
@@ -531,7 +546,7 @@ export async function queryBalance(config, ctx) {
   if (target !== host) throw fail("PROVIDER_ERROR", `request.url leads to ${target}, not ${host}`);
   let response;
   try {
-    response = await ctx.fetchJson(url, init);
+    response = await ctx.fetchJson(url, { ...init, headers: utf8Headers(init.headers) });
   } catch (e) {
     if (spelling && e instanceof PluginError) throw fail(e.errorType, `${e.message}${spelling}`, e.details);
     throw e;
