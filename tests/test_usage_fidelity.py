@@ -266,6 +266,31 @@ async def test_what_cc_switch_does_with_spaces_a_get_body_and_nan(plugin_dir, ma
     (_, _, headers), = [r for r in fake_http.requests if r[1] == "/spaced"]
     assert headers["x-spaced"] == "{{ apiKey }}" and headers["x-key"] == "k-1"  # only the exact form is filled
     assert "request.body on a GET request is not sent" in said and "remaining is NaN" in said
+    # neither is one cc-switch refuses (helper-112: the warnings said so): it sends the body, nulls the NaN
+    assert "would refuse" not in said and "cc-switch sends it" in said, said
+
+
+ISVALID = '''({
+  request: { url: "{{baseUrl}}/PATH", method: "GET" },
+  extractor: function (r) { return [{ isValid: r.valid, remaining: 3, unit: "USD" }, { isValid: "yes", remaining: 1 }]; }
+})'''
+
+
+async def test_an_is_valid_that_is_not_a_boolean_is_refused_as_cc_switch_refuses_it(plugin_dir, make_host, fake_http):
+    """cc-switch's validate_single_usage refuses an isValid that is not a boolean or null ("isValid
+    must be boolean or null"); here "false" was truthy: a key the script reported invalid was a
+    valid balance of 3 (helper-112's finding)."""
+    for name, valid in (("stringly", "false"), ("good", True)):
+        (plugin_dir.root / f"{name}.usage.js").write_text(ISVALID.replace("PATH", name))
+        fake_http.json("GET", f"/{name}", {"valid": valid})
+    async with make_host(plugins={k: settings(fake_http, apiKey="k-1") for k in ("stringly", "good")}) as h:
+        got = {b.provider: b for b in await h.query_balances(refresh=True)}
+        said = " ".join(e.message for e in h.logs("good", level="warning"))
+    refused, good = got["stringly"], got["good"]
+    assert (refused.status, refused.error_type) == ("error", "PARSE_ERROR"), refused
+    assert "isValid of plan 1 must be true, false or null, got 'false'" in refused.error_message, refused.error_message
+    assert (good.status, good.balance) == ("success", 3), good.error_message
+    assert "isValid of plan 2 is 'yes', not true, false or null" in said, said
 
 
 # cc-switch's card shows usageDataList[0], valid or not (UsageFooter.tsx): an expired first plan

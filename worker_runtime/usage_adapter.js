@@ -48,10 +48,12 @@ const spelling = (() => {
 })();
 
 const warned = new Set();
-function warnOnce(message) {
+/** Warn once per worker of what the script does that cc-switch would not (``refused``: what it
+ * refuses; else the message says what it does). */
+function warnOnce(message, refused = true) {
   if (warned.has(message)) return;
   warned.add(message);
-  console.warn(`usage script ${SCRIPT_ID}: ${message} (cc-switch would refuse it)`);
+  console.warn(`usage script ${SCRIPT_ID}: ${message}${refused ? " (cc-switch would refuse it)" : ""}`);
 }
 
 // ------------------------------------------------------------------ placeholders
@@ -413,7 +415,8 @@ function buildRequest(spec) {
   for (const [name, value] of Object.entries(r.headers ?? {})) headers[name] = String(value);
   let body = r.body;
   if (body != null && /^(GET|HEAD)$/i.test(String(method))) {
-    warnOnce(`request.body on a ${String(method).toUpperCase()} request is not sent`); // fetch cannot send one
+    // fetch cannot send one
+    warnOnce(`request.body on a ${String(method).toUpperCase()} request is not sent (cc-switch sends it)`, false);
     body = undefined;
   }
   if (body != null && typeof body !== "string") {
@@ -472,7 +475,7 @@ function number(value, field) {
   if (value == null) return undefined;
   if (typeof value === "number") {
     if (Number.isFinite(value)) return value;
-    warnOnce(`${field} is ${value} (shown as no amount, as cc-switch's JSON makes it null)`);
+    warnOnce(`${field} is ${value}: shown as no amount, as cc-switch's JSON makes it null`, false);
     return undefined;
   }
   const n = value === "" ? NaN : Number(String(value).replace(/[,\s]/g, ""));
@@ -494,10 +497,16 @@ function normalise(out) {
         plans.length > 1 ? ` at [${i}]` : ""}, not an object`);
     }
   }
+  const at = plans.length > 1 ? " of plan 1" : "";
+  for (const [i, p] of plans.entries()) { // cc-switch's validate_single_usage refuses any other
+    if (p.isValid == null || typeof p.isValid === "boolean") continue;
+    const shown = typeof p.isValid === "string" ? `'${p.isValid.slice(0, 20)}'` : typeof p.isValid;
+    if (i === 0) throw fail("PARSE_ERROR", `isValid${at} must be true, false or null, got ${shown}`);
+    warnOnce(`isValid of plan ${i + 1} is ${shown}, not true, false or null`);
+  }
   const head = plans[0];
   const invalid = head.isValid === false;
   const why = () => String(head.invalidMessage || "the key is not valid").slice(0, 300);
-  const at = plans.length > 1 ? " of plan 1" : "";
   const remaining = number(head.remaining, `remaining${at}`);
   const used = number(head.used, `used${at}`);
   const total = number(head.total, `total${at}`);
