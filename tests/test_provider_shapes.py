@@ -175,6 +175,21 @@ async def test_deepseek_shows_the_same_funded_currency_whatever_the_order(infos,
         assert (r.status, r.balance, r.currency, r.raw_data) == ("success", *expected, answer), r.error_message
 
 
+async def test_a_deepseek_account_with_no_balance_entry_and_not_available_is_shown_empty_not_unparsed(
+        plugin_dir, make_host, fake_http):
+    """{"is_available": false, "balance_infos": []}: an account that never topped up (public
+    DeepSeek clients' fixtures read it as unavailable, insufficient balance) was a PARSE_ERROR
+    "balance_infos is missing or empty", as if the answer were garbled (helper-112's finding).
+    It is a balance of 0, marked invalid with DeepSeek's word for why; an empty list on an
+    available account stays a PARSE_ERROR."""
+    async with provider_host(DEEPSEEK, plugin_dir, make_host, fake_http) as h:
+        answer = {"is_available": False, "balance_infos": []}
+        fake_http.json("GET", "/user/balance", answer)
+        r = await query(h)
+        assert (r.status, r.balance, r.invalid, r.raw_data) == ("success", 0, True, answer), r.error_message
+        assert "is_available false" in r.error_message, r.error_message
+
+
 async def test_openai_billing_names_the_relays_display_currency(plugin_dir, make_host, fake_http):
     """new-api answers the *_usd fields in its quota display unit (controller/billing.go:
     `case QuotaDisplayTypeCNY: amount = amount / QuotaPerUnit * USDExchangeRate`), which the

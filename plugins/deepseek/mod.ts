@@ -14,6 +14,8 @@
  *   before an empty one, CNY before USD before any other: the same entry whatever the order.
  *   balance = its total_balance, currency = its currency; rawData is the whole answer (every
  *   currency, granted and topped-up parts, is_available). No quota: DeepSeek is prepaid.
+ *   {"is_available":false,"balance_infos":[]} (an account never topped up, as public clients'
+ *   fixtures have it) is a balance of 0 marked invalid, saying why.
  *
  * `baseUrl` may be the OpenAI-style "https://api.deepseek.com/v1": the balance endpoint is at
  * the root, so a trailing "/v1" is dropped.
@@ -36,7 +38,7 @@ const HOME = ["CNY", "USD"];
 export const metadata: PluginMetadata = {
   id: ID,
   name: "DeepSeek",
-  version: "1.1.0",
+  version: "1.2.0",
   apiVersion: "1.0",
   description: "DeepSeek account balance from /user/balance.",
   author: "Plugin Host",
@@ -57,6 +59,14 @@ export async function queryBalance(config: Config, ctx: Context): Promise<Balanc
     headers: { Authorization: `Bearer ${config.apiKey}` },
   }), "body");
   const infos = body.balance_infos;
+  if (body.is_available === false && Array.isArray(infos) && infos.length === 0) {
+    // an account that never topped up: nothing to call with, and nothing garbled
+    return {
+      balance: 0, currency: config.currency?.trim().toUpperCase() || null, invalid: true,
+      invalidMessage: `${ID}: the account holds no balance (is_available false): top it up to make API calls`,
+      rawData: body,
+    };
+  }
   if (!Array.isArray(infos) || infos.length === 0) {
     throw new PluginError(ErrorTypes.PARSE_ERROR, `${ID}: balance_infos is missing or empty`);
   }
