@@ -369,7 +369,7 @@ async def test_deepseek_picks_the_configured_currency(plugin_dir, make_host, fak
         assert (got["balance"], got["currency"], got["rawData"]) == (5.5, "USD", DEEPSEEK_BODY)
         e = await call_fails(h, p.id, {**config, "currency": "EUR"})
         assert e.error_type == "PROVIDER_ERROR" and "no balance in EUR (the account holds CNY, USD)" in e.message
-        fake_http.json("GET", p.path, {"is_available": False, "balance_infos": []})
+        fake_http.json("GET", p.path, {"is_available": True, "balance_infos": []})  # (not available: an empty account)
         e = await call_fails(h, p.id, config)
         assert e.error_type == "PARSE_ERROR" and "balance_infos is missing or empty" in e.message
         await check_times_out(h, fake_http, p)
