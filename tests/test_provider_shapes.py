@@ -17,6 +17,7 @@ from test_providers import (
     DEEPSEEK,
     KEY_BODY,
     KEY_INFO,
+    NEWAPI,
     ONE,
     OPENAI,
     OPENROUTER,
@@ -28,7 +29,7 @@ from test_providers import (
     query,
 )
 
-from host import PluginSettings
+from host import InvalidConfig, PluginSettings
 
 pytestmark = [pytest.mark.anyio, pytest.mark.timeout(60)]
 
@@ -188,6 +189,19 @@ async def test_a_deepseek_account_with_no_balance_entry_and_not_available_is_sho
         r = await query(h)
         assert (r.status, r.balance, r.invalid, r.raw_data) == ("success", 0, True, answer), r.error_message
         assert "is_available false" in r.error_message, r.error_message
+
+
+async def test_a_new_api_site_with_its_own_quota_per_unit_is_read_in_its_units(plugin_dir, make_host, fake_http):
+    """New API's QuotaPerUnit is a site setting (500,000 a dollar by default; common.QuotaPerUnit),
+    and a site may reckon its quota in CNY: the plugin divided by 500,000 and said USD whatever
+    the site set, so such a site showed a wrong balance (helper-112's finding). quotaPerUnit
+    and currency, in the station's config, say the site's; the defaults stay."""
+    async with provider_host(NEWAPI, plugin_dir, make_host, fake_http, quotaPerUnit=1_000_000, currency="CNY") as h:
+        r = await query(h)
+        assert (r.status, r.balance, r.currency, r.quota, r.used_quota) == (
+            "success", 500.0, "CNY", 501.25, 1.25), r.error_message
+        with pytest.raises(InvalidConfig, match=r"config\.quotaPerUnit"):
+            await h.set_config("newapi", {"quotaPerUnit": 0})
 
 
 async def test_openai_billing_names_the_relays_display_currency(plugin_dir, make_host, fake_http):

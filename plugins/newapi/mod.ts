@@ -17,7 +17,9 @@
  *   (seconds; 0 is never).
  *
  * The account path is used when accessToken and userId are set, else the key path. Quota is
- * counted in units of 500,000 per USD (the servers' default QuotaPerUnit), currency USD.
+ * counted in units of 500,000 per USD (the servers' default QuotaPerUnit), currency USD; a site
+ * whose admin set another QuotaPerUnit, or reckons in CNY, is configured with quotaPerUnit and
+ * currency.
  * These servers answer a bad token with 200 and {"success":false,"message":"..."} (or 401): a
  * message about the token, logging in or permissions (English or Chinese) is AUTH_ERROR, any
  * other PROVIDER_ERROR. One API ignores New-Api-User and takes the token with or without "Bearer ".
@@ -34,6 +36,8 @@ interface Config {
   accessToken?: string;
   userId?: string;
   baseUrl?: string;
+  quotaPerUnit?: number;
+  currency?: string;
 }
 
 const ID = "newapi";
@@ -44,7 +48,7 @@ const AUTH_MESSAGE = /token|log ?in|logged|permission|unauthori[sz]ed|forbidden|
 export const metadata: PluginMetadata = {
   id: ID,
   name: "New API",
-  version: "1.1.0",
+  version: "1.2.0",
   apiVersion: "1.0",
   description: "Balance of a New API / One API station: an account (/api/user/self) or one sk- key (/api/usage/token).",
   author: "Plugin Host",
@@ -64,6 +68,11 @@ export const metadata: PluginMetadata = {
     },
     userId: { type: "string", description: "The user's numeric id (sent as New-Api-User)." },
     baseUrl: { type: "string", description: "The server's root URL, e.g. https://relay.example." },
+    quotaPerUnit: {
+      type: "number", default: QUOTA_PER_USD, minimum: 1,
+      description: "The site's QuotaPerUnit: quota units to one unit of its currency (500000 unless its admin changed it).",
+    },
+    currency: { type: "string", default: "USD", description: "The currency the site reckons its quota in (USD, CNY)." },
   },
 };
 
@@ -77,7 +86,8 @@ export async function queryBalance(config: Config, ctx: Context): Promise<Balanc
     throw new PluginError(ErrorTypes.NOT_CONFIGURED, `${ID}: ${what} is not configured`);
   }
   const root = config.baseUrl!.replace(/\/+$/, "").replace(/\/v1$/, "");
-  if (!ACCOUNT(config)) return await byKey(root, config.apiKey!, ctx);
+  const site = { perUnit: config.quotaPerUnit || QUOTA_PER_USD, currency: config.currency || "USD" };
+  if (!ACCOUNT(config)) return await byKey(root, config.apiKey!, site, ctx);
   const body = refusal(object(await ctx.fetchJson(root + "/api/user/self", {
     headers: { Authorization: `Bearer ${config.accessToken}`, "New-Api-User": config.userId! },
   }), "body"));
@@ -87,16 +97,17 @@ export async function queryBalance(config: Config, ctx: Context): Promise<Balanc
   // A user record carries no secret, but never pass one on should a server include it.
   const { access_token: _, ...rawData } = data;
   return {
-    balance: remaining / QUOTA_PER_USD,
-    currency: "USD",
-    quota: (remaining + used) / QUOTA_PER_USD,
-    usedQuota: used / QUOTA_PER_USD,
+    balance: remaining / site.perUnit,
+    currency: site.currency,
+    quota: (remaining + used) / site.perUnit,
+    usedQuota: used / site.perUnit,
     rawData,
   };
 }
 
 /** One key's own quota (GET /api/usage/token). */
-async function byKey(root: string, apiKey: string, ctx: Context): Promise<BalanceResult> {
+async function byKey(root: string, apiKey: string, site: { perUnit: number; currency: string },
+                     ctx: Context): Promise<BalanceResult> {
   const body = refusal(object(await ctx.fetchJson(root + "/api/usage/token", {
     headers: { Authorization: `Bearer ${apiKey}` },
   }), "body"));
@@ -105,14 +116,14 @@ async function byKey(root: string, apiKey: string, ctx: Context): Promise<Balanc
   const unlimited = data.unlimited_quota === true;
   const expires = typeof data.expires_at === "number" && data.expires_at > 0 ? data.expires_at * 1000 : null;
   const result: BalanceResult = {
-    balance: unlimited ? null : number(data.total_available, "data.total_available") / QUOTA_PER_USD,
-    currency: "USD",
-    usedQuota: used / QUOTA_PER_USD,
+    balance: unlimited ? null : number(data.total_available, "data.total_available") / site.perUnit,
+    currency: site.currency,
+    usedQuota: used / site.perUnit,
     expiresAt: expires,
     rawData: data,
   };
   if (unlimited) result.unlimited = true;
-  else if (data.total_granted != null) result.quota = number(data.total_granted, "data.total_granted") / QUOTA_PER_USD;
+  else if (data.total_granted != null) result.quota = number(data.total_granted, "data.total_granted") / site.perUnit;
   return result;
 }
 
