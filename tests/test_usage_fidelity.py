@@ -251,7 +251,7 @@ def test_a_reply_may_give_expiry_as_a_date_or_epoch_and_no_unit_or_balance_when_
 SPACED = '''({
   request: { url: "{{baseUrl}}/spaced", method: "GET", body: "{}",
              headers: { "x-spaced": "{{ apiKey }}", "x-key": "{{apiKey}}" } },
-  extractor: function (r) { return { remaining: NaN, used: r.used, unit: "USD" }; }
+  extractor: async function (r) { return { remaining: NaN, used: r.used, unit: "USD" }; }
 })'''
 
 
@@ -268,6 +268,7 @@ async def test_what_cc_switch_does_with_spaces_a_get_body_and_nan(plugin_dir, ma
     assert "request.body on a GET request is not sent" in said and "remaining is NaN" in said
     # neither is one cc-switch refuses (helper-112: the warnings said so): it sends the body, nulls the NaN
     assert "would refuse" not in said and "cc-switch sends it" in said, said
+    assert "the extractor is async" in said and "does not await" in said, said  # its card would be empty
 
 
 ISVALID = '''({

@@ -562,7 +562,13 @@ export async function queryBalance(config, ctx) {
   }
   let out;
   try {
-    out = await spec.extractor(response);
+    out = spec.extractor(response);
+    if (out !== null && typeof out === "object" && typeof out.then === "function") {
+      // cc-switch calls it synchronously: the Promise serialises as {}, a card with nothing on it
+      warnOnce("the extractor is async (returns a Promise), which cc-switch does not await: its card would be empty",
+        false);
+      out = await out;
+    }
   } catch (e) {
     throw inScript(fail("PARSE_ERROR", `the extractor threw: ${e instanceof Error ? `${e.name}: ${e.message}` : String(e)}`), e);
   }
