@@ -86,6 +86,13 @@ WEB_STORAGE_CHECK = 0.25
 MAX_ERROR_NAME = 256
 MAX_ERROR_TEXT = 64 * 1024    # message, stack
 MAX_ERROR_DETAILS = 64 * 1024  # details, as JSON
+MAX_PARAMS, MAX_PARAM_TEXT = 256, 1024  # a signature's parameter names kept past the handshake
+
+
+def _kept(params: list[str]) -> bool:
+    """Whether a signature's parameter names are kept for the worker's life (else its length
+    alone judges calls): a real function's are, a forged list of a million names is not."""
+    return len(params) <= MAX_PARAMS and all(len(name) <= MAX_PARAM_TEXT for name in params)
 
 
 @dataclass
@@ -123,6 +130,9 @@ class WorkerSpec:
     retire_growth: int = 0
     start_hook: bool = False  # the module exports onStart: a new pool proves it in one worker, min_workers 0 too
     reading: bool = False  # the no-permission worker that reads a plugin's metadata (discovery.inspect)
+    # The metadata its calls are judged by (arity.py: metadata.functions), from the manifest the
+    # host validated: a serving worker's ready frame says its own, which is never kept
+    metadata: Any = None
 
 
 class Lease:
@@ -544,9 +554,12 @@ class Worker:
             message = (import_advice(err, self._module, self._root) or commonjs_advice(err)
                        or extension_advice(err) or self._load_refusal(err) or err.message)
             raise PluginUnavailable(f"failed to load: {err.name}: {located(message, where)}", plugin=self.spec.plugin_id)
-        self.metadata = msg.metadata
+        # What a serving worker says of its metadata is the module's to forge (a 16 MiB one held
+        # ~115 MiB of host memory a worker): only the reading worker's is read, and validated
+        self.metadata = msg.metadata if self.spec.reading else self.spec.metadata
         self.exports = msg.exports
-        self.signatures = msg.signatures
+        self.signatures = {fn: sig if sig.params is None or _kept(sig.params) else msgspec.structs.replace(sig, params=None)
+                           for fn, sig in msg.signatures.items()}
 
     def _load_refusal(self, err: p.ErrorInfo) -> str | None:
         """A permission refused to the module's top-level code, as what to change: reading the

@@ -254,7 +254,7 @@ async def test_bad_frame_after_handshake_fails_the_call_and_kills_the_worker(hos
     worker = Worker(hostile_spec(tmp_path), runtime)
     async with anyio.create_task_group() as tg:
         await tg.start(worker.run)
-        assert worker.exports == ["f"] and worker.metadata == {"id": "hostile"}
+        assert worker.exports == ["f"] and worker.metadata is None  # what it said is not kept: only the spec's
         t0 = time.monotonic()
         with pytest.raises(ProtocolError) as e:
             await worker.call("f", [], timeout=10)

@@ -11,7 +11,7 @@ import anyio
 import pytest
 from support.plugins import CALC
 
-from host import CallTimeout, HostError, WorkerLimits
+from host import CallTimeout, HostError, InvalidArguments, PoolConfig, WorkerLimits
 
 pytestmark = [pytest.mark.anyio, pytest.mark.timeout(60)]
 
@@ -349,6 +349,35 @@ async def test_a_plugin_exporting_a_function_with_an_overlong_name_is_refused_at
             in (info.error or ""), info.error
         assert h.plugin("edge").state == "running"
         assert await h.call("edge", "e" * 256) == 2
+
+
+TWO_FACED = """
+// the host reads the metadata with no permissions; its serving workers have their grants
+const reading = Deno.permissions.querySync({ name: "net", host: "127.0.0.1:9" }).state !== "granted";
+const base = { id: "twofaced", name: "twofaced", version: "1.0.0", apiVersion: "1.0",
+  permissions: { net: ["127.0.0.1:9"] }, functions: { add: { params: ["a", "b"] } } };
+// what the host read (no permissions) is small; what its serving workers say is not
+export const metadata = reading ? base : { ...base, functions: { add: { params: ["a", "b", "c"] } },
+  blob: Array.from({ length: 400000 }, (_, i) => "x" + i) };
+export function add(a, b) { return a + b; }
+export function lots(...xs) { return xs.filter((x) => typeof x === "number").length; }
+"""
+
+
+async def test_what_a_serving_worker_says_of_its_metadata_is_neither_trusted_nor_kept(plugin_dir, make_host):
+    """helper-110: a module can tell the host's no-permission read of its metadata from its
+    serving workers and give those another one. The host kept each serving worker's as sent
+    (1.6 million strings held ~115 MiB of host memory a worker, for its life) and judged calls by
+    its functions. Calls are judged by the metadata the host validated, and a signature's
+    parameter list past 256 names is not kept (its length judges)."""
+    plugin_dir.add("twofaced.js", TWO_FACED)
+    async with make_host(pool=PoolConfig(min_workers=1, max_workers=1)) as h:
+        assert await h.call("twofaced", "add", 1, 2) == 3
+        with pytest.raises(InvalidArguments, match=r"takes 2 arguments \(a, b\), 3 given"):
+            await h.call("twofaced", "add", 1, 2, 3)  # the forged params would have let it through
+        [worker] = h._registry.record("twofaced").pool.workers
+        assert worker.metadata == {"functions": {"add": {"params": ["a", "b"]}}}
+        assert await h.call("twofaced", "lots", *range(300)) == 300
 
 
 @pytest.mark.parametrize("load", ["background", "wait"])

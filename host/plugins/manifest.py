@@ -121,6 +121,11 @@ class Manifest(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True, r
             perms = msgspec.structs.replace(perms, allow_private_network=allow_private_network)
         return perms
 
+    def call_shapes(self) -> dict[str, Any]:
+        """What its workers' calls are judged by (arity.py), as the metadata declares it:
+        ``{"functions": {NAME: {"params": [...]}}}``."""
+        return {"functions": {name: {"params": list(spec.params)} for name, spec in self.functions.items()}}
+
     def config_grants(self) -> dict[str, str | None]:
         """Each ``"{config.KEY}"`` net entry and the host its configSchema default grants (None:
         nothing until the config sets it): what ``grants`` alone cannot show."""

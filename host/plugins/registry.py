@@ -236,7 +236,7 @@ class Registry:
         return WorkerSpec(plugin_id=src.id, module=src.module, base_dir=self.runtime.data_dir(src.id),
                           read_paths=[str(src.root)], permissions=grants, config=config,
                           limits=self.limits_for(src.id), inspect=self.config.inspect_flag(src.id),
-                          journal=self._journal_worker, **extra)
+                          journal=self._journal_worker, metadata=manifest.call_shapes(), **extra)
 
     def grants(self, record: Plugin) -> Permissions | None:
         """What the plugin's workers may do: as its pool was started, else as declared."""
