@@ -29,6 +29,10 @@ _SEPARATED = re.compile(r"([.:])")  # split keeping the separators (odd places)
 MAX_TEXT = {"name": 100, "description": 2000, "author": 200, "homepage": 500, "icon": 500, "version": 64,
             "apiVersion": 16}
 MAX_SCHEMA_FIELDS = 100
+# How many entries a list or table of the metadata may hold: each is compared with what was
+# approved at every load (5,000 capabilities took 29 s of the event loop a restart) and shown
+MAX_ENTRIES = {"capabilities": 100, "dependencies": 100, "functions": 1000}
+MAX_ENUM = 1000
 MAX_FIELD_TEXT = 500  # a config field's title, description, and each enum value shown
 # Capabilities with a meaning of their own, and the export each one needs.
 KNOWN_CAPABILITIES = {"balance": "queryBalance"}
@@ -428,6 +432,14 @@ def _check_text(m: Manifest, *, path: str, plugin: str) -> None:
     if len(m.config_schema) > MAX_SCHEMA_FIELDS:
         raise InvalidManifest(f"{len(m.config_schema)} fields, more than {MAX_SCHEMA_FIELDS}", path=path,
                               field="configSchema", plugin=plugin)
+    for field, bound in MAX_ENTRIES.items():
+        if len(getattr(m, field)) > bound:
+            raise InvalidManifest(f"{len(getattr(m, field))} entries, more than {bound}", path=path, field=field,
+                                  plugin=plugin)
+    for key, spec in m.config_schema.items():
+        if spec.enum is not None and len(spec.enum) > MAX_ENUM:
+            raise InvalidManifest(f"{len(spec.enum)} values, more than {MAX_ENUM}", path=path,
+                                  field=f"configSchema.{key}.enum", plugin=plugin)
     for key, spec in m.config_schema.items():
         texts.append((f"configSchema.{key}", key, 64))
         texts.append((f"configSchema.{key}.title", spec.title or "", MAX_FIELD_TEXT))

@@ -48,7 +48,9 @@ def added_by(asked: Asked, entry: dict[str, Any]) -> list[str]:
     ``message.incoming``), a priority above the highest approved."""
     out = beyond(asked.grants, Permissions.parse(entry.get("permissions")))
     if (events := _events(entry)) is not None:
-        out += [f"events: {e}" for e in asked.events if not any(covers(old, e) for old in events)]
+        exact, patterns = set(events), [old for old in events if "*" in old]  # most are exact names
+        out += [f"events: {e}" for e in asked.events
+                if e not in exact and not any(covers(old, e) for old in patterns)]
     if (priority := _priority(entry)) is not None and asked.priority > priority:
         out.append(f"priority: {asked.priority} (approved: {priority})")
     return out
