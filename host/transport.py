@@ -35,6 +35,17 @@ _UNCHARGED = 512
 PAUSE_MAX = 4.0  # seconds; a worker's connection: at most half its heartbeat_timeout, never taken for silent
 
 
+class DecodeShare:
+    """The loop's time the readings of one peer's connections earn for decoding (DECODE_SHARE,
+    DECODE_BURST saved up at most): one for all the workers of a plugin, whose author writes
+    them all (a share each gave a plugin of 4 flooding workers the whole loop)."""
+
+    __slots__ = ("__weakref__", "at", "credit")
+
+    def __init__(self) -> None:
+        self.credit, self.at = DECODE_BURST, time.perf_counter()
+
+
 class ConnectionLost(Exception):
     """The peer closed the socket or it broke."""
 
@@ -58,9 +69,10 @@ class UnixListener:
             self._sock.close()
             raise
 
-    async def accept(self, max_frame: int, pause_max: float = PAUSE_MAX) -> FrameSocket:
+    async def accept(self, max_frame: int, pause_max: float = PAUSE_MAX,
+                     share: DecodeShare | None = None) -> FrameSocket:
         """The worker's connection, framed with ``max_frame``; unread for at most ``pause_max``
-        seconds at once when its frames cost more than their share to decode (DECODE_SHARE)."""
+        seconds at once when its frames cost more than ``share`` (its own, by default) earns."""
         while True:
             try:
                 conn, _ = self._sock.accept()
@@ -68,7 +80,7 @@ class UnixListener:
                 await anyio.wait_readable(self._sock)
                 continue
             conn.setblocking(False)
-            return FrameSocket(conn, max_frame, pause_max)
+            return FrameSocket(conn, max_frame, pause_max, share)
 
     def close(self) -> None:
         """Stop listening and unlink the path so nobody else can connect."""
@@ -88,7 +100,8 @@ class FrameSocket:
     requests) wait until the queue is under a bound before it even encodes its frame, so a
     peer that stops reading cannot make the host hold more than that bound plus one frame."""
 
-    def __init__(self, sock: socket.socket, max_frame: int = p.DEFAULT_MAX_FRAME, pause_max: float = PAUSE_MAX) -> None:
+    def __init__(self, sock: socket.socket, max_frame: int = p.DEFAULT_MAX_FRAME, pause_max: float = PAUSE_MAX,
+                 share: DecodeShare | None = None) -> None:
         self._sock = sock
         self.pause_max = pause_max
         self.frames = p.FrameBuffer(max_frame)
@@ -116,16 +129,16 @@ class FrameSocket:
         # future its caller waits on until the stream ends.
         self._consumer: Callable[[list[p.Message], list[int]], None] | None = None
         self._served: asyncio.Future[None] | None = None
-        self._credit, self._credit_at = DECODE_BURST, time.perf_counter()  # decoding time (DECODE_SHARE)
+        self._share = share if share is not None else DecodeShare()  # decoding time (DECODE_SHARE)
         self._paused: asyncio.TimerHandle | None = None  # serve mode: reading resumes then
         self._owed = 0.0  # ``receive``: seconds to leave the socket unread before the next read
 
     def _charge(self, t0: float) -> float:
         """Charge a read that started at ``t0`` (its decoding) to this connection's share of the
         loop: the seconds its socket must now go unread (0: none)."""
-        now = time.perf_counter()
-        credit = min(DECODE_BURST, self._credit + (t0 - self._credit_at) * DECODE_SHARE) - (now - t0)
-        self._credit, self._credit_at = credit, now
+        now, share = time.perf_counter(), self._share
+        credit = min(DECODE_BURST, share.credit + (max(t0, share.at) - share.at) * DECODE_SHARE) - (now - t0)
+        share.credit, share.at = credit, now
         return 0.0 if credit >= 0 else min(-credit / DECODE_SHARE, self.pause_max)
 
     def _on_readable(self) -> None:

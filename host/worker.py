@@ -13,6 +13,7 @@ import secrets
 import shutil
 import signal
 import time
+import weakref
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -48,7 +49,7 @@ from .runtime import Runtime, process_failure, socket_failure, tree_bytes, web_s
 from .security.permissions import Permissions
 from .security.private_files import os_failure
 from .security.refusals import record_error, record_kill, record_refusal
-from .transport import PAUSE_MAX, ConnectionLost, FrameSocket, UnixListener, WriteBufferFull
+from .transport import PAUSE_MAX, ConnectionLost, DecodeShare, FrameSocket, UnixListener, WriteBufferFull
 from .wake import Wake
 
 T = TypeVar("T")
@@ -87,6 +88,7 @@ MAX_ERROR_NAME = 256
 MAX_ERROR_TEXT = 64 * 1024    # message, stack
 MAX_ERROR_DETAILS = 64 * 1024  # details, as JSON
 MAX_PARAMS, MAX_PARAM_TEXT = 256, 1024  # a signature's parameter names kept past the handshake
+_SHARES: weakref.WeakValueDictionary[str, DecodeShare] = weakref.WeakValueDictionary()  # by plugin id
 
 
 def _kept(params: list[str]) -> bool:
@@ -313,6 +315,9 @@ class Worker:
         self._loading = False  # welcomed: the worker is importing the plugin's module
         self.retiring = False
         self.hook_failure: str | None = None  # why its last lifecycle hook failed (redacted as errors are)
+        # The event loop's time its frames may take to decode: a plugin's workers share one (its
+        # author writes them all); an execution's worker has its own (other callers' code)
+        self._share = DecodeShare() if spec.role == "execute" else _SHARES.setdefault(spec.plugin_id, DecodeShare())
         self.unresponsive = False    # busy and silent past heartbeat_timeout: gets no new call
         self._on_log = on_log
         self._on_slot_free = on_slot_free
@@ -501,7 +506,7 @@ class Worker:
 
     async def _handshake(self, listener: UnixListener, token: str) -> None:
         lim = self.spec.limits
-        self._conn = await listener.accept(lim.max_frame, min(PAUSE_MAX, lim.heartbeat_timeout / 2))
+        self._conn = await listener.accept(lim.max_frame, min(PAUSE_MAX, lim.heartbeat_timeout / 2), self._share)
         hello = await self._next_message()
         if not isinstance(hello, p.Hello):
             raise self._handshake_failed(f"expected hello, got {type(hello).__name__}")
