@@ -920,7 +920,9 @@ class Worker:
             budget = self._loose_budget()
         elif (budget := pending.log_budget) is None:
             budget = pending.log_budget = LogBudget()
-        verdict = budget.admit(len(msg.message), lim)
+        # what the entry carries: its stack and name too (an entry's stack, up to 64 KiB, was free)
+        verdict = budget.admit(len(msg.message) + min(len(msg.stack or ""), MAX_ERROR_TEXT)
+                              + min(len(msg.name or ""), MAX_ERROR_NAME), lim)
         if verdict is False:
             return
         if verdict is None or (msg.level == "warn" and msg.message.startswith("log output truncated")):

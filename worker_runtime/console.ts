@@ -56,7 +56,8 @@ export function emitLog(level: string, message: string, state: CallState | undef
     const room = Math.floor((limits.max_log_bytes - budget.bytes) / 3) - 40;
     if (room >= 256) message = msg.message = cap(message, room);
   }
-  const verdict = budget.spend(utf8Length(message));
+  // an entry's stack counts as its text does (the host counts it too)
+  const verdict = budget.spend(utf8Length(message) + (extra?.stack !== undefined ? utf8Length(extra.stack) : 0));
   if (verdict === "drop") return;
   if (verdict === "marker") {
     msg.level = "warn";

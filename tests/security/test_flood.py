@@ -53,7 +53,12 @@ FLOOD = """
       if (msg.type !== "call" && msg.type !== "execute") continue;
       const n = (msg.type === "execute" ? msg.input : msg.args?.[0]) ?? 0;
       const out = [];
-      if (msg.type === "execute" || msg.fn === "logs") {
+      if (msg.type === "execute" && typeof n === "object") {  // {stacks: N}: short lines, each with a long stack
+        for (let i = 0; i < n.stacks; i++) {
+          out.push(frame({ type: "log", level: "error", message: `e${i}`, name: "Error", stack: "s".repeat(60000), id: msg.id }));
+        }
+        out.push(frame({ type: "result", id: msg.id, value: "done" }));
+      } else if (msg.type === "execute" || msg.fn === "logs") {
         for (let i = 0; i < n; i++) out.push(frame({ type: "log", level: "log", message: `line ${i} ` + "y".repeat(1000), id: msg.id }));
         out.push(frame({ type: "result", id: msg.id, value: "done" }));
       } else if (msg.fn === "loose") {
@@ -190,6 +195,17 @@ async def test_raw_execute_logs_are_capped_by_the_host(flood_entry, make_host):
         assert out.ok and out.result == "done"
         assert len(out.logs) == 1002
         assert sum(len(entry.message) for entry in out.logs) < 1.1 * MIB
+        assert out.logs[-1].message.startswith("log output truncated by the host")
+
+
+async def test_the_stacks_of_raw_log_frames_count_against_the_log_budget(flood_entry, make_host):
+    """helper-110: a log entry's stack (up to 64 KiB each) was not counted, only its message: 1,000
+    entries of a call could carry ~64 MiB of stacks, which an execution's answer holds."""
+    async with make_host(runtime_entry=flood_entry) as h:
+        out = await h.execute("export default () => 1", {"stacks": 1000})
+        assert out.ok and out.result == "done"
+        carried = sum(len(entry.message) + len(entry.stack or "") for entry in out.logs)
+        assert carried < 1.1 * MIB, f"{carried / MIB:.1f} MiB of logs"
         assert out.logs[-1].message.startswith("log output truncated by the host")
 
 
