@@ -114,7 +114,10 @@ export async function harden(surfaces: unknown[] = []): Promise<void> {
     else if (typeof key === "string" && (LENT as readonly string[]).includes(key)) stack.push(g[key]);
     else stack.push(d.get, d.set); // lazy globals nobody lends stay unloaded; their accessors freeze
   }
-  stack.push(Object.getPrototypeOf(globalThis), lent);
+  // node:vm loads every execution (Execution.load): the main realm's process.getBuiltinModule
+  // answers this very module object, whose SourceTextModule (or its Module prototype's namespace
+  // getter) one caller replaced to read, forge and fail every later caller's (helper-115)
+  stack.push(Object.getPrototypeOf(globalThis), lent, vm);
   while (stack.length) {
     const o = stack.pop();
     if (o === null || (typeof o !== "object" && typeof o !== "function") || seen.has(o as object)) continue;

@@ -1,0 +1,54 @@
+"""What an /execute caller reaches of the worker's Node built-in modules through the main realm
+(its global object is reachable: docs/security.md, "Not defended"): nothing the runtime uses to
+run the next caller's code may be changed by one execution."""
+
+from __future__ import annotations
+
+import pytest
+
+from host import ExecuteConfig
+
+pytestmark = [pytest.mark.anyio, pytest.mark.timeout(60)]
+
+ONE_WORKER = ExecuteConfig(min_workers=1, max_workers=1)
+
+# The main realm's global, as helper-115 reached it, then node:vm: the module the runtime loads
+# every execution with (isolate.ts: createContext, SourceTextModule, link, evaluate, namespace).
+HOOK = """
+export default () => {
+  const q = new CountQueuingStrategy({ highWaterMark: 1 });
+  const G = q[Object.getOwnPropertySymbols(q).find((s) => String(s).includes("globalObject"))];
+  const vm = G.process.getBuiltinModule("node:vm");
+  const Module = Object.getPrototypeOf(vm.SourceTextModule.prototype);
+  const kLink = Object.getOwnPropertySymbols(Module).find((s) => String(s) === "Symbol(kLink)");
+  const out = {};
+  for (const [name, change] of Object.entries({
+    SourceTextModule: () => { vm.SourceTextModule = function () { throw new Error("hooked"); }; },
+    createContext: () => { vm.createContext = () => ({}); },
+    namespace: () => Object.defineProperty(Module, "namespace", { get() { return { default: () => "FORGED" }; } }),
+    evaluate: () => { Module.evaluate = async function () { return undefined; }; },
+    kLink: () => { Module[kLink] = function () { return undefined; }; },
+    instantiate: () => { vm.SourceTextModule.prototype.instantiate = () => null; },
+    loot: () => { vm.__loot = []; },
+  })) { try { change(); out[name] = "changed"; } catch (e) { out[name] = e.name; } }
+  return out;
+};
+"""
+
+
+async def test_an_execution_cannot_hook_the_vm_module_that_loads_the_next_callers_code(make_host):
+    """helper-115: the main realm's process.getBuiltinModule("node:vm") is the module object the
+    runtime loads every execution with, and it was unfrozen: one caller replaced its
+    SourceTextModule (or the namespace getter of its Module prototype) and then read every later
+    caller's code, input and result on that worker, forged the result, wrote into its logs and
+    made it fail. harden freezes node:vm, its classes and their prototypes."""
+    victim = 'export default (input) => { console.log("mine"); return { echo: input.secret }; }'
+    async with make_host(execute=ONE_WORKER) as h:
+        a = await h.execute(HOOK)
+        b = await h.execute(victim, input={"secret": "B-SECRET-4242"})
+        c = await h.execute(victim, input={"secret": "C"})
+    assert a.ok, a.logs
+    assert set(a.result.values()) == {"TypeError"}, a.result
+    assert b.ok and b.result == {"echo": "B-SECRET-4242"}, (b.result, b.logs)
+    assert [entry.message for entry in b.logs] == ["mine"]
+    assert c.ok and c.result == {"echo": "C"}
