@@ -85,6 +85,7 @@ export async function harden(surfaces: unknown[] = []): Promise<void> {
   const timer = setTimeout(() => {}, 0);  // Node's Timeout (what an execution's setTimeout answers): its
   clearTimeout(timer);                     // prototype is frozen below (helper-109: A hooked every later timer)
   lent = lentDeno();
+  pinProcess(g.process);
   tameFunctionConstructors();
   tameRegExpStatics();
   guardListeners(LENT);
@@ -278,6 +279,33 @@ function lentDeno(): object {
   copy.execPath = refuse("execPath");
   Object.defineProperty(copy, "mainModule", { value: "runtime:/worker.ts", enumerable: true });
   return copy;
+}
+
+/**
+ * What the main realm's `process` does to the process beyond the lent Deno's refusals: executions
+ * reach it through the main realm's global (docs/security.md, "Not defended"), and in a pool
+ * granted read or env one caller moved the worker's cwd (what the next caller's relative paths
+ * resolve against) or set its environment (helper-115). Those members refuse, pinned.
+ */
+function pinProcess(proc: any): void {
+  const refuse = (what: string) => () => {
+    throw new TypeError(`process.${what} is not available to execute code`);
+  };
+  const pin = (key: string, value: unknown) =>
+    Object.defineProperty(proc, key, { value, writable: false, configurable: false, enumerable: true });
+  for (const what of ["chdir", "setuid", "setgid", "seteuid", "setegid", "setgroups", "initgroups"]) {
+    if (typeof proc[what] === "function") pin(what, refuse(what));
+  }
+  const umask = proc.umask;
+  pin("umask", (...args: unknown[]) => {
+    if (args.length && args[0] !== undefined) refuse("umask")();
+    return Reflect.apply(umask, proc, []);
+  });
+  const env = proc.env;
+  const readOnly = () => {
+    throw new TypeError("process.env is read-only to execute code");
+  };
+  pin("env", new Proxy(env, { set: readOnly, deleteProperty: readOnly, defineProperty: readOnly }));
 }
 
 let lent: object | undefined;

@@ -52,3 +52,41 @@ async def test_an_execution_cannot_hook_the_vm_module_that_loads_the_next_caller
     assert b.ok and b.result == {"echo": "B-SECRET-4242"}, (b.result, b.logs)
     assert [entry.message for entry in b.logs] == ["mine"]
     assert c.ok and c.result == {"echo": "C"}
+
+
+PROCESS_HOOK = """
+export default () => {
+  const q = new CountQueuingStrategy({ highWaterMark: 1 });
+  const G = q[Object.getOwnPropertySymbols(q).find((s) => String(s).includes("globalObject"))];
+  const out = {};
+  for (const [name, change] of Object.entries({
+    chdir: () => G.process.chdir(DATA),
+    umask: () => G.process.umask(0o777),
+    envSet: () => { G.process.env.PLUGIN_HOST_PROBE = "planted"; },
+    envDelete: () => { delete G.process.env.HOME; },
+    pinned: () => { G.process.chdir = () => {}; },
+  })) { try { change(); out[name] = "changed"; } catch (e) { out[name] = e.name; } }
+  return out;
+};
+"""
+
+
+async def test_the_main_realms_process_cannot_change_the_process_for_the_next_caller(make_host, tmp_path):
+    """helper-115: the lent Deno refuses chdir, umask and env.set/delete (they change the process
+    every later caller on the worker runs in), but the main realm's process did them: in a pool
+    granted read and env, one caller moved the worker's cwd, which the next caller's relative
+    paths resolve against, and set its environment."""
+    data = tmp_path / "data"
+    data.mkdir()
+    allow = {"read": [str(data)], "env": True}
+    victim = """export default () => ({ cwd: Deno.cwd(), probe: Deno.env.get("PLUGIN_HOST_PROBE") ?? null,
+                                       home: Deno.env.has("HOME") })"""
+    perms = {"read": [str(data)], "env": True}
+    async with make_host(execute=ExecuteConfig(min_workers=1, max_workers=1, allow=allow)) as h:
+        before = await h.execute(victim, permissions=perms)
+        a = await h.execute(PROCESS_HOOK.replace("DATA", repr(str(data))), permissions=perms)
+        b = await h.execute(victim, permissions=perms)
+    assert before.ok, before.logs
+    assert a.ok, a.logs
+    assert a.result == dict.fromkeys(("chdir", "umask", "envSet", "envDelete", "pinned"), "TypeError"), a.result
+    assert b.ok and b.result == before.result, (b.result, before.result)
