@@ -363,10 +363,14 @@ async def test_a_manifest_listing_thousands_of_capabilities_is_refused_at_load(p
                    'capabilities: Array.from({ length: 100 }, (_, i) => `evt.c${i}`), configSchema: { '
                    'mode: { type: "string", enum: Array.from({ length: 1001 }, (_, i) => `m${i}`) } } };\n'
                    "export function onEvent() { return 1; }\n")
+    plugin_dir.add("fat.js", 'export const metadata = { id: "fat", name: "fat", version: "1.0.0", apiVersion: "1.0", '
+                   'configSchema: { list: { type: "array", default: Array.from({ length: 100000 }, (_, i) => i) } } };\n'
+                   "export function f() { return 1; }\n")
     with anyio.fail_after(20):
         async with make_host() as h:
             assert "capabilities: 5000 entries, more than 100" in (h.plugin("caps").error or ""), h.plugin("caps")
             assert "configSchema.mode.enum: 1001 values, more than 1000" in (h.plugin("few").error or "")
+            assert "configSchema.list.default: more than 64 KiB" in (h.plugin("fat").error or ""), h.plugin("fat")
 
 
 TWO_FACED = """

@@ -7,8 +7,11 @@ from __future__ import annotations
 
 import json
 import os
+from pathlib import Path
 
+import msgspec
 import pytest
+from support.plugins import CALC
 
 from host import PoolConfig
 
@@ -65,8 +68,6 @@ async def test_sixty_plugins_loading_at_once_all_load(plugin_dir, make_host, sta
 
 
 async def test_a_removed_plugin_leaves_the_cache_at_the_next_write(plugin_dir, make_host, state_dir):
-    import msgspec
-
     plugin_dir.add("p000.js", plugin(0))
     plugin_dir.add("p001.js", plugin(1))
     async with make_host(pool=LAZY, state_dir=str(state_dir)):
@@ -77,6 +78,21 @@ async def test_a_removed_plugin_leaves_the_cache_at_the_next_write(plugin_dir, m
         pass
     entries = msgspec.msgpack.decode((state_dir / "manifests.msgpack").read_bytes())["entries"]
     assert sorted(p.rsplit("/", 1)[1] for p in entries) == ["p000.js", "p002.js"]
+
+
+async def test_only_metadata_that_passed_the_check_is_kept_in_the_cache(plugin_dir, make_host, state_dir):
+    """helper-114: what the no-permission worker found was kept before it was checked: a module
+    exporting 1.6 million strings in an invalid metadata (it ends in error) held ~115 MiB of host
+    memory and 11 MB of manifests.msgpack, read again at every start."""
+    plugin_dir.add("junk.js", 'export const metadata = { id: "junk", name: "junk", version: "1.0.0", apiVersion: "1.0", '
+                   'junk: Array.from({ length: 200000 }, (_, i) => "s" + i) };\nexport function f() { return 1; }\n')
+    plugin_dir.add("calc.js", CALC)
+    async with make_host(state_dir=str(state_dir)) as h:
+        assert h.plugin("junk").state == "error" and "junk" in (h.plugin("junk").error or "")
+        assert await h.call("calc", "add", 1, 2) == 3
+    data = (state_dir / "manifests.msgpack").read_bytes()
+    entries = msgspec.msgpack.decode(data)["entries"]
+    assert [Path(m).name for m in entries] == ["calc.js"] and len(data) < 20_000, (list(entries), len(data))
 
 
 async def test_an_edit_to_a_hidden_module_the_plugin_imports_is_seen(plugin_dir, make_host, state_dir):

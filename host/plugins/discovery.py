@@ -8,7 +8,7 @@ import contextlib
 import logging
 import os
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -280,11 +280,15 @@ def _confined_digest(source: PluginSource, protected: tuple[tuple[Path, str], ..
     return content_digest(source.root)
 
 
-async def inspect(source: PluginSource, runtime: Runtime, limits: WorkerLimits) -> tuple[Any, list[str]]:
+async def inspect(source: PluginSource, runtime: Runtime, limits: WorkerLimits,
+                  check: Callable[[Any, list[str]], object] | None = None) -> tuple[Any, list[str]]:
     """Load the module in a worker with no permissions (unless the manifest cache holds these
     very files); return its metadata and the names of its exported functions. Raises what
     loading raised (e.g. PluginUnavailable for a SyntaxError) as a HostError, or InvalidConfig
-    for a symlink out of its directory."""
+    for a symlink out of its directory. What the worker found is kept in the manifest cache only
+    once ``check`` passed it (``parse_manifest``; nothing kept without one): a module's metadata
+    is its own to make, 1.6 million strings that fail the check included (helper-114: kept, they
+    held ~115 MiB of host memory a module and 11 MB of the cache file, across restarts)."""
     digest = await anyio.to_thread.run_sync(_confined_digest, source, runtime.protected)  # off the event loop
     _open_cache(runtime)
     if runtime.manifests is not None and (found := runtime.manifests.get(str(source.module), digest)):
@@ -298,8 +302,10 @@ async def inspect(source: PluginSource, runtime: Runtime, limits: WorkerLimits) 
 
     async with runtime.loading.take() if runtime.loading is not None else contextlib.nullcontext():
         metadata, exports = await one_off(spec, runtime, read)
-    if runtime.manifests is not None and await anyio.to_thread.run_sync(content_digest, source.root) == digest:
-        runtime.manifests.put(str(source.module), digest, metadata, exports)
+    if check is not None:
+        check(metadata, exports)
+        if runtime.manifests is not None and await anyio.to_thread.run_sync(content_digest, source.root) == digest:
+            runtime.manifests.put(str(source.module), digest, metadata, exports)
     return metadata, exports
 
 
@@ -327,10 +333,17 @@ async def load_manifest(source: PluginSource, runtime: Runtime, limits: WorkerLi
 
 async def _load_manifest(source: PluginSource, runtime: Runtime, limits: WorkerLimits, *,
                          https_only: bool) -> tuple[Manifest, list[str]]:
-    meta, exports = await inspect(source, runtime, limits)
-    manifest = parse_manifest(meta, exports, path=str(source.module), expected_id=source.id,
-                              expected_version=source.version_hint,
-                              id_from="its name in dev_plugins" if source.dev else "the file or directory name")
+    found: list[Manifest] = []
+
+    def parsed(meta: Any, exports: list[str]) -> None:
+        found.append(parse_manifest(meta, exports, path=str(source.module), expected_id=source.id,
+                                    expected_version=source.version_hint,
+                                    id_from="its name in dev_plugins" if source.dev else "the file or directory name"))
+
+    meta, exports = await inspect(source, runtime, limits, check=parsed)
+    if not found:  # a cached entry: checked again, the cache skips a spawn, never a check
+        parsed(meta, exports)
+    manifest = found[0]
     runtime.sandbox(runtime.data_dir(source.id), source.root).resolve(
         manifest.grants, where=f"{source.module}: metadata.permissions")
     manifest.grants.net_grant(https_only=https_only)

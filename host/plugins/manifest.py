@@ -33,6 +33,7 @@ MAX_SCHEMA_FIELDS = 100
 # approved at every load (5,000 capabilities took 29 s of the event loop a restart) and shown
 MAX_ENTRIES = {"capabilities": 100, "dependencies": 100, "functions": 1000}
 MAX_ENUM = 1000
+MAX_DEFAULT_BYTES = 64 * 1024  # a config field's default, encoded
 MAX_FIELD_TEXT = 500  # a config field's title, description, and each enum value shown
 # Capabilities with a meaning of their own, and the export each one needs.
 KNOWN_CAPABILITIES = {"balance": "queryBalance"}
@@ -440,6 +441,9 @@ def _check_text(m: Manifest, *, path: str, plugin: str) -> None:
         if spec.enum is not None and len(spec.enum) > MAX_ENUM:
             raise InvalidManifest(f"{len(spec.enum)} values, more than {MAX_ENUM}", path=path,
                                   field=f"configSchema.{key}.enum", plugin=plugin)
+        if spec.default is not msgspec.UNSET and len(msgspec.msgpack.encode(spec.default)) > MAX_DEFAULT_BYTES:
+            raise InvalidManifest(f"more than {MAX_DEFAULT_BYTES // 1024} KiB", path=path,
+                                  field=f"configSchema.{key}.default", plugin=plugin)
     for key, spec in m.config_schema.items():
         texts.append((f"configSchema.{key}", key, 64))
         texts.append((f"configSchema.{key}.title", spec.title or "", MAX_FIELD_TEXT))

@@ -36,6 +36,8 @@ from ..security.private_files import write_private
 log = logging.getLogger("host.plugins")
 
 CACHE_FILE = "manifests.msgpack"
+MAX_ENTRY_BYTES = 256 * 1024  # one module's metadata and exports, encoded: larger ones are read again each time
+MAX_FILE_BYTES = 64 * 1024 * 1024  # a larger file (of an earlier version that kept anything) is not read
 BIG_FILE = 8 * 1024 * 1024  # bytes: a file larger is known by its stat, not read
 CHUNK = 1024 * 1024
 SAVE_INTERVAL = 1.0  # seconds: a start that loads many plugins writes the file about once a second
@@ -140,6 +142,8 @@ class ManifestCache:
         self._dirty = False
         self._saved = 0.0
         try:
+            if (size := path.stat().st_size) > MAX_FILE_BYTES:
+                raise OSError(f"{size} bytes, more than {MAX_FILE_BYTES}")
             data = msgspec.msgpack.decode(path.read_bytes(), type=_File)
         except FileNotFoundError:
             return
@@ -157,6 +161,11 @@ class ManifestCache:
 
     def put(self, module: str, digest: str | None, metadata: Any, exports: list[str]) -> None:
         if digest is None:
+            return
+        try:
+            if len(msgspec.msgpack.encode((metadata, exports))) > MAX_ENTRY_BYTES:
+                return
+        except (TypeError, ValueError, OverflowError):
             return
         self._entries[module] = _Entry(digest, metadata, list(exports))
         self._dirty = True
