@@ -60,6 +60,7 @@ class Pool:
         self.config = config
         self.state = "starting"
         self.error: str | None = None
+        self.stale: str | None = None  # why it starts no worker: its files changed (WorkerSpec.files_changed)
         self.workers: list[Worker] = []
         self.spares: list[Worker] = []  # ready, not serving (PoolConfig.spares): taken by _maintain
         self.restarts = self.crashes = self.timeouts = 0
@@ -202,6 +203,11 @@ class Pool:
 
     async def _ready(self, delay: float, spare: bool) -> Worker | None:
         """A new worker past its handshake and hooks, ready to serve; None when it failed or is not wanted."""
+        if self.spec.files_changed is not None and (why := await self.spec.files_changed()) is not None:
+            if self.stale is None:  # the workers it has serve on; it starts no other (_maintain)
+                self.stale = why
+                log.warning("%s", why)
+            return None
         try:
             worker = await self._spawn(delay)
             if worker.exited.is_set():
@@ -307,6 +313,10 @@ class Pool:
     def _maintain(self) -> None:
         """Start workers up to min_workers and for the callers waiting (at most max_workers), and the spares."""
         if self.state not in ("running", "starting") or self._tg is None:
+            return
+        if self.stale is not None:  # no new worker: once none serves, its callers are told why
+            if not any(not w.retiring and not w.exited.is_set() for w in self.workers):
+                self._record_crash(self.stale, fatal=True)
             return
         cfg = self.config
         spares = 0 if self._spares_parked else cfg.spares

@@ -135,6 +135,9 @@ class WorkerSpec:
     # The metadata its calls are judged by (arity.py: metadata.functions), from the manifest the
     # host validated: a serving worker's ready frame says its own, which is never kept
     metadata: Any = None
+    # None while the files a new worker loads are still those this version was read from, else
+    # why no new worker may start (plugins/reload.still_read)
+    files_changed: Callable[[], Awaitable[str | None]] | None = None
 
 
 class Lease:

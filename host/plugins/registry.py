@@ -46,7 +46,7 @@ from .loading import Loader, failure
 from .manifest import KNOWN_CAPABILITIES, Manifest, infer_capabilities, unresolved
 from .overrides import narrowed_grants
 from .registry_lock import RegistryLock
-from .reload import content, fingerprint
+from .reload import content, fingerprint, still_read
 from .settings import apply_schema, redact, schema_fields, secret_keys, secret_values
 from .state_retry import retry_state_failures
 from .swap import reload_record
@@ -255,7 +255,8 @@ class Registry:
         spec = self.spec(record, manifest, config=config, also=list(stations.values()),
                          redact=lambda text: redact(text, sorted(
                              (v for k in keys for v in self._secrets.get(k, [])), key=len, reverse=True)),
-                         start_hook=HOOKS["start"] in exports)
+                         start_hook=HOOKS["start"] in exports,
+                         files_changed=still_read(src.root, record.read_digest, src.id, manifest.version))
         spec.cache_salt = digest(manifest.version, spec.config)
         pool_config = cfg.pool_for(src.id)
         if stations and (src.id not in cfg.plugins or cfg.plugins[src.id].pool is None):

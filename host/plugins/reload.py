@@ -11,6 +11,7 @@ reload (watch.py): the stat changes with every save, the code only with some."""
 from __future__ import annotations
 
 import os
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import anyio
@@ -35,6 +36,21 @@ def content(root: Path) -> str | None:
         return digest_files(_files(root))
     except OSError:
         return None
+
+
+def still_read(root: Path, digest: str | None, plugin: str, version: str) -> Callable[[], Awaitable[str | None]]:
+    """For a pool of the version read from ``root`` as ``digest``: before each new worker, None
+    while the files still hold what was read, else why no new worker may start. The module is
+    loaded from the files as they are at spawn: once a newer version's are in place (waiting
+    for approval, refused at load), a respawn of the old pool ran their code under its name
+    (helper-114), where the old version's no longer exist to run."""
+    async def changed() -> str | None:
+        if digest is None or await anyio.to_thread.run_sync(content, root) == digest:
+            return None
+        return (f"{plugin}: the files at {root} are no longer those version {version} was loaded from (a newer "
+                "version waiting for approval or refused at load?): no new worker runs them; approve or reload "
+                "it, or put the files back")
+    return changed
 
 
 def _files(root: Path) -> list[tuple[str, os.stat_result]]:

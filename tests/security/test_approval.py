@@ -10,7 +10,7 @@ from support.plugins import fresh_state
 from support.processes import wait_for
 from support.servers import run_cli, serve_process
 
-from host import ApprovalChanged, InvalidConfig, PermissionDenied, PluginUnavailable, PoolConfig
+from host import ApprovalChanged, InvalidConfig, PermissionDenied, PluginUnavailable, PoolConfig, WorkerCrashed
 from host.config import ReloadConfig
 from host.security.audit import read_audit
 
@@ -56,6 +56,30 @@ async def test_a_reload_asking_for_more_waits_for_approval_while_the_old_version
     stored = json.loads((state_dir / "approvals.json").read_text())
     assert stored["grower"]["permissions"]["net"] == ["api.example.com", "exfil.example.net"]
     assert oct((state_dir / "approvals.json").stat().st_mode & 0o777) == "0o600"
+
+
+async def test_a_new_worker_of_the_old_version_never_runs_the_waiting_versions_code(plugin_dir, make_host, state_dir):
+    """helper-114: while a new version waits for approval, the old pool kept serving, but a new
+    worker of it (after a crash, a scale-up, a recycle) loaded the module as it is on disk now:
+    the waiting version's code ran under the old version's name (which('v2') from "1.0.1"),
+    and a plugin can crash its own worker whenever it likes. No new worker starts from files
+    that are not those the version was read from: its live workers serve on, and once none is
+    left its callers are told why; approving the new version serves it."""
+    def upd(n: int, perms: str) -> str:
+        return version(n, perms) + "export function die() { Deno.exit(1); }\n"
+
+    path = plugin_dir.add("grower/mod.js", upd(1, '{ env: ["HOME"] }'))
+    async with make_host(pool=ONE, state_dir=str(state_dir), reload=ReloadConfig(enabled=False)) as h:
+        assert await h.call("grower", "which") == 1
+        path.write_text(upd(2, '{ env: ["HOME", "PATH"] }'))
+        assert await h.reload("grower") is False and h.plugin("grower").pending_approval == ["env: PATH"]
+        assert await h.call("grower", "which") == 1  # its live worker serves on
+        with pytest.raises(WorkerCrashed):
+            await h.call("grower", "die")
+        with pytest.raises(PluginUnavailable, match="no longer those version 1.0.1 was loaded from"):
+            await h.call("grower", "which")  # before: 2, the waiting version's code
+        assert await h.approve("grower", by="test") is True
+        assert await h.call("grower", "which") == 2
 
 
 async def test_a_version_asking_for_more_at_start_waits_in_pending(plugin_dir, make_host, state_dir):
