@@ -124,8 +124,7 @@ async def _call(args: argparse.Namespace, config: HostConfig) -> int:
         if args.with_config:  # the config its workers got (secrets opened), never printed
             call_args.insert(0, host.effective_config(args.id))
         result = await host.call(args.id, args.fn, *call_args, timeout=args.timeout)
-        if args.with_config:  # what the plugin answers may echo the config: its secrets stay masked
-            result = redacted(result, host.masked)
+        result = redacted(result, host.masked)  # an answer echoing its config: its secrets stay masked (as HTTP)
     print_json(result)
     return 0
 

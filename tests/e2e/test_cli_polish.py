@@ -112,6 +112,7 @@ export const metadata = { id: "show", name: "Show", version: "1.0.0", apiVersion
   configSchema: { apiKey: { type: "string", secret: true }, region: { type: "string", default: "eu" } } };
 export function tail(config) { return [config.apiKey.slice(-4), config.region]; }
 export function echo(config) { return { said: `key=${config.apiKey}` }; }
+export function own(ctx) { return { said: `key=${ctx.config.apiKey}` }; }
 function deeper() { throw new TypeError("something went wrong"); }
 export function boom() { deeper(); }
 """
@@ -131,11 +132,15 @@ def test_call_with_the_stored_config_and_the_stack_under_debug(plugin_dir, tmp_p
     echoed = run(sys.executable, "-m", "host", "call", "show", "echo", "--with-config", *common, cwd=tmp_path)
     assert echoed.returncode == 0, echoed.stderr  # a plugin that echoes its config: the secret stays masked
     assert env_key not in echoed.stdout + echoed.stderr and json.loads(echoed.stdout)["said"].startswith("key=")
+    # its own config echoed without --with-config too (helper-113: printed in plain text; HTTP masked it)
+    own = run(sys.executable, "-m", "host", "call", "show", "own", *common, cwd=tmp_path)
+    assert own.returncode == 0, own.stderr
+    assert env_key not in own.stdout + own.stderr and json.loads(own.stdout) == {"said": "key=********"}
 
     plain = run(sys.executable, "-m", "host", "call", "show", "boom", *common, cwd=tmp_path)
     debug = run(sys.executable, "-m", "host", "call", "show", "boom", "--debug", *common, cwd=tmp_path)
     assert plain.returncode == debug.returncode == 1
-    where = f"{plugin_dir.root / 'show.js'}:6:"  # deeper's throw
+    where = f"{plugin_dir.root / 'show.js'}:7:"  # deeper's throw
     assert f"at {where}" in plain.stderr and "at deeper" not in plain.stderr
     frames = [line.strip() for line in debug.stderr.splitlines() if line.strip().startswith("at ")]
     assert frames[0].startswith("at " + where)  # the summary line
