@@ -118,6 +118,21 @@ async def test_watcher_loads_new_reloads_changed_and_stops_removed_plugins(plugi
 
 
 @pytest.mark.timeout(60)
+async def test_a_file_and_a_directory_of_one_plugin_name_are_never_both_served(plugin_dir, make_host, caplog):
+    """helper-113: greet/mod.js added beside a serving greet.js (same id, same version) was loaded
+    as a second plugin: both listed running, calls went to one and reloads to the other, and
+    after a restart the other one won. The newcomer is left out, with a warning naming both."""
+    head = 'export const metadata = { id: "greet", name: "greet", version: "1.0.0", apiVersion: "1.0" };\n'
+    plugin_dir.add("greet.js", head + 'export function who() { return "file"; }\n')
+    async with make_host(reload=ReloadConfig(enabled=False)) as h:
+        assert await h.call("greet", "who") == "file"
+        plugin_dir.add("greet/mod.js", head + 'export function who() { return "dir"; }\n')
+        await h.rescan()
+        assert [p.id for p in h.plugins()] == ["greet"] and await h.call("greet", "who") == "file"
+    said = [r.getMessage() for r in caplog.records if "rename one" in r.getMessage()]
+    assert said and str(plugin_dir.root / "greet" / "mod.js") in said[0] and str(plugin_dir.root / "greet.js") in said[0]
+
+
 async def test_looking_at_the_plugin_files_does_not_hold_the_event_loop(plugin_dir, make_host, monkeypatch):
     """Each rescan stats every file of every plugin, and a changed plugin's files again every
     ``settle`` until quiet, on the event loop: a plugin directory of 100,000 files took 0.5 s a look,

@@ -119,8 +119,10 @@ def discover(dirs: list[Path]) -> list[PluginSource]:
     found: dict[tuple[str, str | None], PluginSource] = {}
     for path, src, why in _scan(dirs):
         if why is not None:
-            _left_out(path, why)
-        elif src is not None and (src.id, src.version_hint) not in found:
+            left_out_once(path, why)
+        elif src is not None and (first := found.get((src.id, src.version_hint))) is not None:
+            left_out_once(path, taken_by(src, first.module))
+        elif src is not None:
             found[(src.id, src.version_hint)] = src
     return sorted(found.values(), key=lambda s: (s.id, s.version_hint or ""))
 
@@ -214,7 +216,12 @@ def _unreadable(exc: BaseException) -> str:
     return f"it cannot be read ({type(exc).__name__}: {str(exc)[:200]})"
 
 
-def _left_out(path: Path, why: str) -> None:
+def taken_by(src: PluginSource, module: Path) -> str:
+    """Why ``src`` is left out: another file or directory is the plugin of its name."""
+    return f"the plugin {src.id!r} is {module} (a file and a directory of one name?): rename one"
+
+
+def left_out_once(path: Path, why: str) -> None:
     """Warn once that ``path`` in a plugins directory is left out of the plugins, and why."""
     if str(path) in _said or len(_said) > 1000:
         return

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING
 
 import anyio
 
-from .discovery import PluginSource, in_vanished_dir
+from .discovery import PluginSource, in_vanished_dir, left_out_once, taken_by
 from .lifecycle import SERVING, STARTING, Plugin
 from .reload import content, fingerprint, quiet
 
@@ -75,9 +75,14 @@ async def scan_files(reg: Registry, files: bool, settled: dict[Path, tuple | Non
     lock, or a copy begun meanwhile) are waited for here; ``files`` false: only the usage-script
     stations new in the shared state."""
     known = {r.source.module for r in reg.records}
+    taken = {(r.source.id, r.source.version_hint): r.source.module for r in reg.records}
 
     def new() -> list[PluginSource]:
-        return [s for s in reg.discover() if s.module not in known and (files or s.id in reg.station_scripts())]
+        fresh = [s for s in reg.discover() if s.module not in known and (files or s.id in reg.station_scripts())]
+        for s in [s for s in fresh if (held := taken.get((s.id, s.version_hint))) is not None and held.exists()]:
+            left_out_once(s.module, taken_by(s, taken[s.id, s.version_hint]))  # before: both served
+            fresh.remove(s)
+        return fresh
 
     fresh = new()
     records = list(reg.records)  # stat'ed in a thread: 100,000 files take 0.5 s
