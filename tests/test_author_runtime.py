@@ -223,6 +223,33 @@ async def test_context_log_takes_the_level_names_authors_write(plugin_dir, make_
     assert said == [("warning", "w"), ("warning", "W"), ("error", "x"), ("error", "c"), ("debug", "t"), ("info", "v")]
 
 
+async def test_context_log_without_a_level_logs_the_message(plugin_dir, make_host):
+    """helper-113: ctx.log("oops only message") and ctx.log({msg: ...}) logged an empty line (the
+    first argument was taken for a level and dropped)."""
+    plugin_dir.add("onearg.js", plugin("onearg", body=(
+        'export function f(ctx) {\n  ctx.log("only a message"); ctx.log({ msg: "an object" }); '
+        'ctx.log("user", "logged in"); ctx.log("info", "ok");\n  return 1;\n}')))
+    async with make_host(pool=ONE) as h:
+        assert await h.call("onearg", "f") == 1
+        said = [(e.level, e.message) for e in h.logs("onearg") if e.kind == "console"]
+    assert said == [("info", "only a message"), ("info", '{"msg":"an object"}'), ("info", "user logged in"),
+                    ("info", "ok")], said
+
+
+async def test_a_failed_host_call_nothing_awaited_is_logged_not_lost(plugin_dir, make_host):
+    """helper-113: ctx.cache.set({a: 1}, 1) or ctx.storage.set(42, "x") without await failed with
+    nothing logged, and nothing stored (the runtime marks host calls handled, so that a forgotten
+    one does not fail the call). It is logged at error level naming the call; one awaited and
+    caught is not logged twice."""
+    plugin_dir.add("forgot.js", plugin("forgot", body=(
+        "export async function f(ctx) {\n  ctx.storage.set(42, 'x');\n"
+        "  try { await ctx.cache.set({ a: 1 }, 1); } catch (e) { return e.name; }\n}")))
+    async with make_host(pool=ONE) as h:
+        assert await h.call("forgot", "f") == "InvalidHostCall"
+        said = [e.message for e in h.logs("forgot", level="error")]
+    assert len(said) == 1 and said[0].startswith("ctx.storage.set failed and nothing awaited it"), said
+
+
 async def test_calling_what_is_not_an_exported_function_says_what_is(plugin_dir, make_host):
     """Before: 'no exported function "queryBalence"' for a typo, and the same for an export that
     is a number: nothing named the functions there are, or what the export is."""

@@ -13,32 +13,64 @@ import { limits, type Msg, protocolError, requireId, requireString, send } from 
 let hostSeq = 0;
 const hostPending = new Map<number, { resolve: (v: unknown) => void; reject: (e: unknown) => void; call?: Id }>();
 
-/** Marks a promise as handled, so a caller that never awaits it does not fail its call. */
-function handled<T>(p: Promise<T>): Promise<T> {
-  p.catch(() => {});
-  return p;
+/** A host call's promise, which knows whether the plugin ever looked at it (awaited it, or
+ * called then/catch): a failure of one nobody looks at is logged, not lost. */
+class Watched<T> extends Promise<T> {
+  observed = false;
+  static override get [Symbol.species]() {
+    return Promise; // what then() answers is a plain promise
+  }
+  // deno-lint-ignore no-explicit-any
+  override then<A = T, B = never>(ok?: ((v: T) => A | PromiseLike<A>) | null, no?: ((e: any) => B | PromiseLike<B>) | null) {
+    this.observed = true;
+    return super.then(ok, no);
+  }
+}
+
+const plainThen = Promise.prototype.then;
+
+/** Marks a promise as handled, so a caller that never awaits it does not fail its call (an
+ * unhandled rejection fails the call running); a plugin's that fails with nobody having looked
+ * at it (a ctx.storage.set(42, "x") without await) is logged at error level, naming ``op``
+ * (before: lost without a word). An execution's stay plain promises: a class of their own would
+ * be one more prototype for one caller to hook (docs/security.md). */
+function handled<T>(p: Promise<T>, op = "a host call"): Promise<T> {
+  if (limits.harden === 1) {
+    p.catch(() => {});
+    return p;
+  }
+  const state = tracker.getStore(); // the call that made it, for its logs
+  const watched = new Watched<T>((ok, no) => Reflect.apply(plainThen, p, [ok, no]));
+  Reflect.apply(plainThen, watched, [undefined, (e: unknown) => {
+    if (!watched.observed) {
+      const info = errorInfo(e);
+      emitLog("error", `ctx.${op} failed and nothing awaited it: ${info.name}: ${info.message}`,
+        state && !state.settled ? state : undefined);
+    }
+  }]);
+  return watched;
 }
 
 export function hostCall(op: string, args: unknown[], call: Id | undefined): Promise<unknown> {
   if (hostPending.size >= limits.max_host_calls) {
     return handled(Promise.reject(new ResourceLimitExceeded(
       `${op}: at most ${limits.max_host_calls} host calls may be in flight (limits.max_host_calls)`,
-    )));
+    )), op);
   }
   const id = ++hostSeq;
-  const p = handled(new Promise((resolve, reject) => hostPending.set(id, { resolve, reject, call })));
+  const p = handled(new Promise((resolve, reject) => hostPending.set(id, { resolve, reject, call })), op);
   let size: number;
   try {
     size = send({ type: "host_call", id, op, args, call });
   } catch (e) {
     hostPending.delete(id);
-    return handled(Promise.reject(e));
+    return handled(Promise.reject(e), op);
   }
   if (size < 0) {
     hostPending.delete(id);
     const err = new Error(`${op} arguments exceed the ${limits.max_frame}-byte frame maximum`);
     err.name = "PayloadTooLarge";
-    return handled(Promise.reject(err));
+    return handled(Promise.reject(err), op);
   }
   return p;
 }
@@ -98,7 +130,7 @@ interface Subscription {
 const subscriptions = new Map<string, Subscription[]>();
 
 function channelArgsError(what: string): Promise<unknown> {
-  return handled(Promise.reject(new TypeError(what)));
+  return handled(Promise.reject(new TypeError(what)), "channel");
 }
 
 function makeChannel(call: Id, owner: CallState | undefined): Channel {
@@ -173,13 +205,15 @@ function runHandler(sub: Subscription, data: unknown): void {
 // Level names authors write for context.log beyond the console's own (Python's "warning", ...).
 const LEVEL_ALIASES: Record<string, string> = {
   warning: "warn", fatal: "error", critical: "error", err: "error", trace: "debug", information: "info",
+  verbose: "log", notice: "info",
 };
 
-/** context.log's level as a console level: case-insensitive, common aliases taken, else "log". */
-function logLevel(level: unknown): string {
+/** context.log's level as a console level: case-insensitive, common aliases taken; null when
+ * ``level`` is no level's name ("log" is one). */
+function logLevel(level: unknown): string | null {
   const name = typeof level === "string" ? level.toLowerCase() : "";
   if (LEVELS.has(name)) return name;
-  return Object.hasOwn(LEVEL_ALIASES, name) ? LEVEL_ALIASES[name] : "log";
+  return Object.hasOwn(LEVEL_ALIASES, name) ? LEVEL_ALIASES[name] : null;
 }
 
 export function makeContext(state: CallState, timeoutMs: number | undefined, owner: CallState | undefined) {
@@ -192,7 +226,10 @@ export function makeContext(state: CallState, timeoutMs: number | undefined, own
     timeout: timeoutMs,
     signal: state.controller.signal,
     log(level: string, ...args: unknown[]): void {
-      emitLog(logLevel(level), formatArgs(args), state);
+      // ctx.log("message") or ctx.log({...}): no level named, the whole is the message (before:
+      // an empty line, the message taken for a level)
+      const known = logLevel(level);
+      emitLog(known ?? "log", formatArgs(known === null ? [level, ...args] : args), state);
     },
     cache: {
       get: (key: string) => hostCall("cache.get", [key], call),

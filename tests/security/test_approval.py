@@ -10,7 +10,14 @@ from support.plugins import fresh_state
 from support.processes import wait_for
 from support.servers import run_cli, serve_process
 
-from host import ApprovalChanged, InvalidConfig, PermissionDenied, PluginUnavailable, PoolConfig, WorkerCrashed
+from host import (
+    ApprovalChanged,
+    InvalidConfig,
+    PermissionDenied,
+    PluginUnavailable,
+    PoolConfig,
+    WorkerCrashed,
+)
 from host.config import ReloadConfig
 from host.security.audit import read_audit
 
@@ -76,7 +83,7 @@ async def test_a_new_worker_of_the_old_version_never_runs_the_waiting_versions_c
         assert await h.call("grower", "which") == 1  # its live worker serves on
         with pytest.raises(WorkerCrashed):
             await h.call("grower", "die")
-        with pytest.raises(PluginUnavailable, match="no longer those version 1.0.1 was loaded from"):
+        with pytest.raises(PluginUnavailable, match=r"no longer those version 1\.0\.1 was loaded from"):
             await h.call("grower", "which")  # before: 2, the waiting version's code
         assert await h.approve("grower", by="test") is True
         assert await h.call("grower", "which") == 2
