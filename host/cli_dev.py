@@ -153,6 +153,9 @@ def dev_banner(event: PluginEvent, write: Callable[[str], object] | None = None)
     write = write or sys.stderr.write
     if event.kind == "reloaded":
         write(f"\n==> {event.plugin} {event.version or ''} reloaded\n")
+    elif event.kind == "approval_pending":  # helper-113: else the edit seemed to change nothing
+        write(f"\n==> {event.plugin} {event.version or ''} waits for approval, the version before keeps serving"
+              f"\n    {event.reason}\n")
     elif event.kind == "reload_failed" or event.state == "error":
         reason = event.reason or "no reason given"
         frame = "" if _DENO_FRAME.search(reason) else code_frame(reason)  # Deno's own frame, if any

@@ -217,7 +217,7 @@ _ERROR_CLASSES: dict[str, type[PluginError]] = {
 }
 
 
-_REFUSED = re.compile(r'^Requires (net|read|write|env|run|sys|ffi) access to "([^"]*)"(?:, run again with the --allow-\w+ flag)?')
+_REFUSED = re.compile(r'Requires (net|read|write|env|run|sys|ffi) access to "([^"]*)"(?:, run again with the --allow-\w+ flag)?')
 
 
 def refusal_advice(message: str, module: str | None, overridden: dict[str, str] | None = None,
@@ -226,9 +226,14 @@ def refusal_advice(message: str, module: str | None, overridden: dict[str, str] 
     operator or author of this host must change: the plugin's declared permissions (``module``:
     its file), what ``advice`` says for that kind (a generated module's source), or for ad-hoc
     code (None) the request's permissions."""
-    m = _REFUSED.match(message)
+    # anywhere in it: fetch's own "fetch failed: Requires net access to ..." too (helper-113: Deno's
+    # "run again with the --allow-net flag" reached the author as it was)
+    m = _REFUSED.search(message.replace("\n", " ")[:4096])
     if m is None:
         return message
+    head, message = message[:m.start()], message[m.start():]
+    m = _REFUSED.match(message)
+    assert m is not None
     kind, target = m.groups()
     entry = target.removesuffix(":443") if kind == "net" else target  # a host name's grant covers 443
     if overridden and kind in overridden:  # the operator narrowed it: that is what to change, if anything
@@ -243,7 +248,7 @@ def refusal_advice(message: str, module: str | None, overridden: dict[str, str] 
                   f'a file of a plugin directory\'s own is new URL("./{target}", import.meta.url), which needs no grant')
     if kind == "net" and module and _private(entry):  # denied whatever is declared, unless the operator opts in
         where += f"; a private or loopback address also needs [plugins.{plugin}] allow_private_network = true in host.toml"
-    return f'Requires {kind} access to "{target}": the sandbox refused it; {where}' + message[m.end():]
+    return f'{head}Requires {kind} access to "{target}": the sandbox refused it; {where}' + message[m.end():]
 
 
 def _private(entry: str) -> bool:

@@ -251,3 +251,19 @@ export async function beside() { return await Deno.readTextFile("data.txt"); }
     assert f'add "RELAY_TOKEN" to metadata.permissions.env in {path}' in env.value.message
     assert "a relative path is in the plugin's data directory" in beside.value.message
     assert 'new URL("./data.txt", import.meta.url)' in beside.value.message
+
+
+async def test_a_declared_loopback_address_refused_says_the_operators_switch(plugin_dir, make_host):
+    """helper-113: a plain fetch to a loopback host the plugin declares failed with Deno's own
+    "fetch failed: Requires net access ..., run again with the --allow-net flag" (the refusal
+    inside fetch's message was not read): it names allow_private_network as ctx.fetchJson does."""
+    plugin_dir.add("lanny.js", """
+export const metadata = { id: "lanny", name: "lanny", version: "1.0.0", apiVersion: "1.0",
+  permissions: { net: ["127.0.0.1:19201"] } };
+export async function lan() { await fetch("http://127.0.0.1:19201/"); }
+""")
+    async with make_host() as h:
+        with pytest.raises(PermissionDenied) as lan:
+            await h.call("lanny", "lan")
+    assert "--allow-net" not in lan.value.message, lan.value.message
+    assert "[plugins.lanny] allow_private_network = true in host.toml" in lan.value.message, lan.value.message

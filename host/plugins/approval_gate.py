@@ -7,7 +7,9 @@ installed it)."""
 from __future__ import annotations
 
 import logging
+import shlex
 
+from ..config import HostConfig
 from ..errors import ApprovalChanged, InvalidConfig
 from ..security.approvals import Approvals, declared
 from .lifecycle import SERVING, Plugin
@@ -16,7 +18,16 @@ from .manifest import Manifest
 log = logging.getLogger("host")
 
 
-async def held_for_approval(approvals: Approvals, record: Plugin, manifest: Manifest, exports: list[str]) -> bool:
+def approve_command(config: HostConfig, plugin_id: str) -> str:
+    """The command that approves ``plugin_id`` on this host's plugins and state (helper-113: a
+    plain `approve ID`, run where serve was started with --plugins and --state-dir, answered
+    "no plugin 'ID' in ./plugins")."""
+    dirs = " ".join(f"--plugins {shlex.quote(str(d))}" for d in config.plugin_dirs)
+    return f"python -m host approve {plugin_id} {dirs} --state-dir {shlex.quote(str(config.state_path))}"
+
+
+async def held_for_approval(approvals: Approvals, record: Plugin, manifest: Manifest, exports: list[str],
+                            config: HostConfig) -> bool:
     """True when ``manifest`` asks for more than was approved: it is kept aside on
     ``record`` (``record.pending`` says what) until the operator approves."""
     asked = declared(manifest)
@@ -25,10 +36,16 @@ async def held_for_approval(approvals: Approvals, record: Plugin, manifest: Mani
         added = await approvals.first_seen(record.id, asked, manifest.version)
     if not added:
         return False
-    record.hold(manifest, exports, added)
+    how = approve_command(config, record.id)
+    record.hold(manifest, exports, added, how)
+    if record.pool is not None:  # a refusal in the version serving names the one waiting (helper-113)
+        spec, waits = record.pool.spec, f"version {manifest.version} asks for {', '.join(added)} and waits for approval"
+        spec.advice = {**{kind: (f"add {{entry}} to metadata.permissions.{kind} in {record.source.module} if it is not "
+                                 f"there: {waits} (`{how}`); version {record.version} serves meanwhile")
+                          for kind in {a.split(":", 1)[0] for a in added}}, **spec.advice}
     if record.state not in SERVING:
         record.set_state("pending", f"asks for {', '.join(added)} beyond its approved grants, events and priority; "
-                                    f"approve with `python -m host approve {record.id}`")
+                                    f"approve with `{how}`")
     return True
 
 

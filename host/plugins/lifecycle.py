@@ -119,15 +119,19 @@ class Plugin:
             self._exported = (self.exports, self.pending_exports, frozenset(self.exports + self.pending_exports))
         return fn in self._exported[2]
 
-    def hold(self, manifest: Manifest, exports: list[str], added: list[str]) -> None:
-        """A version asking for ``added`` beyond its approved grants waits for the operator."""
+    def hold(self, manifest: Manifest, exports: list[str], added: list[str], how: str = "") -> None:
+        """A version asking for ``added`` beyond its approved grants waits for the operator
+        (``how``: the command that approves it)."""
         first = self.pending != added
         self.pending_manifest, self.pending_exports, self.pending = manifest, exports, added
         if first:
-            log.warning("[plugin:%s] version %s waits for approval: it asks for %s", self.key,
-                        manifest.version, ", ".join(added), extra=self.log_extra)
+            log.warning("[plugin:%s] version %s waits for approval: it asks for %s%s; the version serving "
+                        "meanwhile is %s", self.key, manifest.version, ", ".join(added),
+                        f"; approve with `{how}`" if how else "", self.version or "none",
+                        extra=self.log_extra)
             self._emit(PluginEvent(self.id, manifest.version, self.state, self.state,
-                                   "asks for " + ", ".join(added), time.time(), "approval_pending"))
+                                   "asks for " + ", ".join(added) + (f"; approve with `{how}`" if how else ""),
+                                   time.time(), "approval_pending"))
 
     def release(self) -> None:
         """Nothing waits for approval any more."""

@@ -308,7 +308,7 @@ class Registry:
             return
         try:
             assert self.approvals is not None
-            if await held_for_approval(self.approvals, record, record.manifest, record.exports):
+            if await held_for_approval(self.approvals, record, record.manifest, record.exports, self.config):
                 return
             if (why := self.disabled(record.id)) is not None:  # switched off while its approval was looked at
                 record.set_state("disabled", why)

@@ -39,7 +39,7 @@ async def _reload(reg: Registry, record: Plugin, fp: tuple | None) -> bool:
             record.unmet = True
             raise InvalidConfig(why, plugin=record.id)
         assert reg.approvals is not None
-        if await held_for_approval(reg.approvals, record, manifest, exports):
+        if await held_for_approval(reg.approvals, record, manifest, exports, reg.config):
             return False
         record.release()
         async with reg.lock.stepped_out():  # its onStart may take up to hook_timeout

@@ -49,6 +49,20 @@ def test_a_failed_load_s_banner_takes_linear_time_on_any_reason(reason):
     assert "==> calc: reload failed, the old version keeps serving" in "".join(written)
 
 
+def test_a_version_waiting_for_approval_has_a_banner_saying_how_to_approve_it():
+    """helper-113: under --dev, an edit adding a grant made the new version wait for approval with
+    one log line only: the plugin seemed not to change. Its banner says it waits, and how."""
+    from host.cli_dev import dev_banner
+    from host.plugins.lifecycle import PluginEvent
+
+    written: list[str] = []
+    how = "python -m host approve ap --plugins /p --state-dir /s"
+    dev_banner(PluginEvent("ap", "1.0.1", "running", "running", f"asks for env: HOME; approve with `{how}`", 0.0,
+                           "approval_pending"), written.append)
+    said = "".join(written)
+    assert "==> ap 1.0.1 waits for approval, the version before keeps serving" in said and how in said
+
+
 @pytest.mark.parametrize("stack", [
     "TypeError: x is not a function\n    at fn (file://{a}:2:9)\n    at file://{b}:1:2",  # V8, a named frame first
     "Error: boom\n    at file://{a}:2:9\n    at async Promise.all (index 0)",  # a module's top level

@@ -89,6 +89,24 @@ async def test_a_new_worker_of_the_old_version_never_runs_the_waiting_versions_c
         assert await h.call("grower", "which") == 2
 
 
+async def test_a_refusal_while_a_version_waits_for_approval_says_so_and_how_to_approve(
+        plugin_dir, make_host, state_dir, caplog):
+    """helper-113: under serve --dev, adding env: ["HOME"] to a plugin refused HOME left it at its
+    old code, and each call said 'add "HOME" to metadata.permissions.env' (done already); the
+    approve command the log gave lacked the --plugins and --state-dir serve was given."""
+    reads = 'export function home() { return Deno.env.get("HOME"); }\n'
+    path = plugin_dir.add("grower/mod.js", version(1, "{}") + reads)
+    async with make_host(pool=ONE, state_dir=str(state_dir), reload=ReloadConfig(enabled=False)) as h:
+        path.write_text(version(2, '{ env: ["HOME"] }') + reads)
+        assert await h.reload("grower") is False
+        with pytest.raises(PermissionDenied) as refused:
+            await h.call("grower", "home")
+    how = f"python -m host approve grower --plugins {plugin_dir.root} --state-dir {state_dir}"
+    assert "version 1.0.2 asks for env: HOME and waits for approval" in refused.value.message, refused.value.message
+    assert how in refused.value.message
+    assert any(how in r.getMessage() for r in caplog.records if "waits for approval" in r.getMessage())
+
+
 async def test_a_version_asking_for_more_at_start_waits_in_pending(plugin_dir, make_host, state_dir):
     path = plugin_dir.add("grower/mod.js", version(1, "{}"))
     async with make_host(pool=ONE, state_dir=str(state_dir)) as h:
