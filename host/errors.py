@@ -102,6 +102,8 @@ class PluginError(HostError):
         d.update(name=self.name, error_type=self.error_type)
         if (where := self.where) is not None:
             d["where"] = where
+        if self.details is not None:  # PluginError's third argument (retryAfter, say), as redacted
+            d["details"] = self.details
         return d
 
 

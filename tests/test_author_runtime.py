@@ -89,6 +89,26 @@ async def test_a_thrown_value_that_is_no_error_arrives_described(plugin_dir, mak
     assert e.value.name == "Exception" and e.value.message == message
 
 
+async def test_what_an_error_carries_besides_its_message_reaches_the_caller(plugin_dir, make_host):
+    """helper-113: an Error subclass's own fields (Node's code, an HTTP status) and an
+    AggregateError's inner errors were lost: details None, "All promises were rejected" alone."""
+    from host import PluginError
+
+    plugin_dir.add("carrier.js", plugin("carrier", body=(
+        "class HttpError extends Error { constructor(m, status) { super(m); this.status = status; this.code = 'E_HTTP';"
+        " this.body = { big: 1 }; } }\n"
+        "export function sub() { throw new HttpError('teapot', 418); }\n"
+        "export async function agg() { await Promise.any([Promise.reject(new Error('a down')), "
+        "Promise.reject(new TypeError('b down'))]); }\n")))
+    async with make_host(pool=ONE) as h:
+        with pytest.raises(PluginError) as sub:
+            await h.call("carrier", "sub")
+        with pytest.raises(PluginError) as agg:
+            await h.call("carrier", "agg")
+    assert sub.value.name == "HttpError" and sub.value.details == {"status": 418, "code": "E_HTTP"}, sub.value.details
+    assert agg.value.details == {"errors": ["Error: a down", "TypeError: b down"]}, agg.value.details
+
+
 RETURNS = """
 class Point { constructor(x, y) { this.x = x; this.y = y; } }
 export function undef() { return undefined; }

@@ -134,6 +134,7 @@ export function errorInfo(e: unknown): ErrorInfo {
       const { errorType, details } = e as { errorType?: unknown; details?: unknown };
       if (typeof errorType === "string") info.error_type = cap(errorType, MAX_ERROR_NAME);
       if ((e instanceof PluginError || info.error_type) && details !== undefined) info.details = details;
+      else if ((info.details = ownFields(e)) === undefined) delete info.details;
       return info;
     }
     const message = typeof e === "string" ? e : describeValue(e);
@@ -142,6 +143,30 @@ export function errorInfo(e: unknown): ErrorInfo {
     return info;
   } catch {
     return { name: "Error", message: "a thrown value that could not be described" };
+  }
+}
+
+/** What an error carries besides its message (helper-113: lost): its own fields of plain
+ * values (Node's ``code``, an HTTP ``status``), and an AggregateError's inner errors. */
+function ownFields(e: Error): Record<string, unknown> | undefined {
+  try {
+    const out: Record<string, unknown> = {};
+    let n = 0;
+    for (const key of Object.keys(e)) {
+      if (n >= 32 || key === "stack" || key === "message" || key === "name" || key === "cause") continue;
+      const v = (e as unknown as Record<string, unknown>)[key];
+      if (v === null || typeof v === "number" || typeof v === "boolean") out[key] = v;
+      else if (typeof v === "string") out[key] = cap(scrub(v), 1000);
+      else continue;
+      n++;
+    }
+    if (e instanceof AggregateError && Array.isArray(e.errors)) {
+      out.errors = e.errors.slice(0, 10).map((x) => isError(x) ? `${x.name}: ${cap(scrub(String(x.message)), 1000)}` : safeString(x));
+      n++;
+    }
+    return n ? out : undefined;
+  } catch {
+    return undefined; // a getter that throws: the error as it is
   }
 }
 

@@ -295,3 +295,17 @@ async def test_a_body_with_a_bom_or_a_declared_charset_is_read_as_its_client_wro
             async with session.post("/api/plugins/calc/call/echo", data=data, headers={"Content-Type": ctype}) as r:
                 answer = await r.json()
                 assert r.status == 400 and said in answer["error"]["message"], (ctype, answer)
+
+
+def test_a_plugin_errors_details_reach_an_http_client():
+    """helper-113: PluginError(RATE_LIMIT, "slow down", {retryAfter: 5}) answered over HTTP without
+    its details (the Python caller had them): a client could not read when to retry."""
+    import json as _json
+
+    from host.errors import PluginError
+    from host.server import _host_error
+
+    answer = _host_error(PluginError("slow down", name="PluginError", error_type="RATE_LIMIT",
+                                     details={"retryAfter": 5}))
+    assert answer.status == 502
+    assert _json.loads(answer.body)["error"]["details"] == {"retryAfter": 5}
