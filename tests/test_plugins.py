@@ -75,6 +75,9 @@ def test_manifest_error_names_the_field():
     with pytest.raises(InvalidManifest) as e:
         parse_manifest({**GOOD, "priority": "x"}, [], path="p.js", expected_id="p")
     assert e.value.field == "priority" and e.value.path == "p.js"
+    with pytest.raises(InvalidManifest) as e:  # helper-113: it said no more than "not a valid id"
+        parse_manifest({**GOOD, "id": "My Plugin"}, [], path="p.js", expected_id="My Plugin")
+    assert "use letters, digits, '.', '-' and '_' (at most 64, starting with a letter or digit)" in str(e.value)
 
 
 def _m(pid: str, version: str = "1.0.0", deps: dict | None = None):

@@ -204,7 +204,8 @@ def parse_manifest(raw: Any, exports: list[str], *, path: str, expected_id: str,
         raise InvalidManifest(message, path=path, field=field, plugin=expected_id) from None
     _check_text(m, path=path, plugin=expected_id)
     if not ID_RE.match(m.id):
-        raise InvalidManifest(f"{m.id!r} is not a valid id", path=path, field="id", plugin=expected_id)
+        raise InvalidManifest(f"{m.id!r} is not a valid id: use letters, digits, '.', '-' and '_' (at most 64, "
+                              "starting with a letter or digit)", path=path, field="id", plugin=expected_id)
     if m.id.lower() in RESERVED_IDS:
         raise InvalidManifest(f"{m.id!r} is reserved for the host's own use; rename the plugin",
                               path=path, field="id", plugin=expected_id)
