@@ -749,7 +749,10 @@ class Worker:
         if self._loading and self.state == "starting":  # the plugin's top level ended it
             summary += f" while loading {self.spec.module}"
         msg = f"worker {self.describe()} (pid {proc.pid}) {summary}"
-        if tail.strip() and reason not in ("shutdown",):
+        if reason == "memory":  # V8's GC trace and C stack (its output) say nothing more to the author
+            msg += (f"; a worker's heap is limits.heap_mb ({self.spec.limits.heap_mb} MiB) and its data segment "
+                    f"limits.data_limit_mb: [plugins.{self.spec.plugin_id}.limits] sets them for this plugin")
+        elif tail.strip() and reason != "shutdown":
             msg += f"; output: {tail.strip()[-500:]}"
         return WorkerCrashed(
             msg, exit_code=rc, signal=sig, reason=reason, stderr_tail=tail, summary=summary,
