@@ -455,6 +455,8 @@ def _run(args: argparse.Namespace) -> int:
             config = on_demand(config)
         if args.command == "call":  # what it prints concerns the plugin it calls
             about_only(args.id.partition("@")[0])
+            if config.load == "auto":  # its answer waits for that plugin's load only (helper-113: 10 s
+                config = msgspec.structs.replace(config, load="background")  # behind another's hung one)
         missing = [str(d) for d in config.plugin_dirs if not d.is_dir()]
         if args.command in READS_PLUGINS and missing:  # else an empty list, exit 0, would hide a typo
             raise InvalidConfig(f"plugins directory {missing[0]} does not exist (--plugins, or plugins_dir in "

@@ -347,3 +347,15 @@ def test_a_plugins_tests_see_the_globals_the_worker_defines(tmp_path):
     tested = run(sys.executable, "-m", "host", "test", "typed", *common, cwd=tmp_path)
     assert tested.returncode == 0, tested.stdout + tested.stderr  # before: TS2304, exit 1
     assert "ok | 3 passed" in tested.stdout
+
+
+def test_a_call_waits_for_its_own_plugin_not_for_another_ones_hung_load(plugin_dir, tmp_path):
+    """helper-113: `call calc add 1 2` in a directory holding a plugin whose top level never
+    settles answered after that plugin's 10 s handshake timeout, saying nothing meanwhile. A call
+    loads its own plugin first and the others in the background (cancelled at exit)."""
+    plugin_dir.add("calc.js", "export function add(a, b) { return a + b; }\n")
+    plugin_dir.add("stuck.js", "await new Promise(() => {});\nexport function f() { return 1; }\n")
+    common = ["--plugins", str(plugin_dir.root), "--state-dir", str(tmp_path / "state")]
+    out = subprocess.run([sys.executable, "-m", "host", "call", "calc", "add", "1", "2", *common], capture_output=True,
+                         text=True, timeout=7, cwd=tmp_path)  # before: 10.5 s
+    assert out.returncode == 0 and json.loads(out.stdout) == 3, out.stderr
