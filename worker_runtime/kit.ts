@@ -11,6 +11,13 @@
 
 import { ErrorTypes, PluginError } from "./errors.ts";
 
+// The types an author writes against, from the same specifier wherever the plugin lives:
+// import type { Context, PluginMetadata } from "@plugin-host/kit" (erased when the plugin runs).
+export type {
+  BalanceResult, Channel, ConfigField, Context, ErrorType, LogLevel, OnConfigChange, OnStart, OnStop, Permissions,
+  PluginCache, PluginFunction, PluginMetadata, PluginStorage,
+} from "./plugin.d.ts";
+
 /** What is wrong with a configuration, in words an operator can act on; undefined: nothing. */
 export type Problem = string | undefined;
 

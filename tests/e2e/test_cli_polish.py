@@ -359,3 +359,28 @@ def test_a_call_waits_for_its_own_plugin_not_for_another_ones_hung_load(plugin_d
     out = subprocess.run([sys.executable, "-m", "host", "call", "calc", "add", "1", "2", *common], capture_output=True,
                          text=True, timeout=7, cwd=tmp_path)  # before: 10.5 s
     assert out.returncode == 0 and json.loads(out.stdout) == 3, out.stderr
+
+
+TYPED = """
+import type { Context, PluginMetadata } from "@plugin-host/kit";
+
+export const metadata: PluginMetadata = { id: "typed", name: "Typed", version: "1.0.0", apiVersion: "1.0" };
+export function hello(name: string, ctx: Context): string { return `hi ${name} (${ctx.pluginId})`; }
+"""
+
+
+def test_the_types_an_author_imports_come_from_one_specifier_wherever_the_plugin_lives(plugin_dir, tmp_path):
+    """helper-113: the README's `import type ... from "../worker_runtime/plugin.d.ts"` holds only
+    inside this repository: a plugin elsewhere loaded (types are erased) and `host test` failed
+    with TS2307. They come from "@plugin-host/kit", which the checker and the runtime both map."""
+    plugin_dir.add("typed/mod.ts", TYPED)
+    (plugin_dir.root / "typed" / "mod_test.ts").write_text(
+        'import { hello } from "./mod.ts";\n'
+        'import type { Context } from "@plugin-host/kit";\n'
+        'Deno.test("hello", () => { if (hello("x", { pluginId: "typed" } as Context) !== "hi x (typed)") '
+        'throw new Error("no"); });\n')
+    common = ["--plugins", str(plugin_dir.root), "--state-dir", str(tmp_path / "state")]
+    tested = run(sys.executable, "-m", "host", "test", "typed", *common, cwd=tmp_path)
+    assert tested.returncode == 0 and "ok | 1 passed" in tested.stdout, tested.stdout + tested.stderr
+    called = run(sys.executable, "-m", "host", "call", "typed", "hello", '"x"', *common, cwd=tmp_path)
+    assert called.returncode == 0 and json.loads(called.stdout) == "hi x (typed)", called.stderr
