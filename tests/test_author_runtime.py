@@ -109,6 +109,22 @@ async def test_what_an_error_carries_besides_its_message_reaches_the_caller(plug
     assert agg.value.details == {"errors": ["Error: a down", "TypeError: b down"]}, agg.value.details
 
 
+async def test_an_error_after_the_call_returned_says_what_it_was(plugin_dir, make_host):
+    """helper-113: a throw in a timer, or a rejection nobody handled, after the call returned was
+    logged as its bare message ("late failure"), as if the plugin had logged it."""
+    from support.processes import wait_for
+
+    plugin_dir.add("late.js", plugin("late", body=(
+        "export function f() {\n  setTimeout(() => { throw new Error('late boom'); }, 5);\n"
+        "  setTimeout(() => { Promise.reject(new Error('late reject')); }, 10);\n  return 1;\n}")))
+    async with make_host(pool=ONE) as h:
+        assert await h.call("late", "f") == 1
+        await wait_for(lambda: len([e for e in h.logs("late") if "late " in e.message]) >= 2, timeout=10)
+        said = [e.message for e in h.logs("late") if "late " in e.message]
+    assert any(m.startswith("uncaught error while no call ran") and "late boom" in m for m in said), said
+    assert any(m.startswith("unhandled rejection while no call ran") and "late reject" in m for m in said), said
+
+
 RETURNS = """
 class Point { constructor(x, y) { this.x = x; this.y = y; } }
 export function undef() { return undefined; }

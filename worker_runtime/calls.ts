@@ -308,6 +308,9 @@ export function onEscaped(reason: unknown, promise?: unknown): void {
   if (only) {
     failWith(only, info); // the call's error carries it: no separate log entry
   } else {
-    emitLog("exception", info.message, tracker.getStore(), info);
+    // what it was, and when: helper-113 found "late failure" alone, as if the plugin had logged it
+    const what = promise === undefined ? "uncaught error" : "unhandled rejection";
+    const when = calls.size === 0 ? " while no call ran (a timer, handler or promise an earlier call left?)" : "";
+    emitLog("exception", `${what}${when}: ${info.message}`, tracker.getStore(), info);
   }
 }
