@@ -341,6 +341,13 @@ class HostConfig(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True)
                 self.plugins_dir if isinstance(self.plugins_dir, list) else [self.plugins_dir])]:
             if isinstance(path, str) and not path.strip():  # "" was the config file's own directory
                 raise InvalidConfig(f"{name}: empty; give a directory (\".\" for the current one)")
+            try:
+                if isinstance(path, str):
+                    path.encode("utf-8")
+            except UnicodeEncodeError:  # bytes that are not UTF-8 (os.fsdecode's surrogates)
+                shown = path.encode("utf-8", "backslashreplace").decode()
+                raise InvalidConfig(f"{name}: {shown!r} holds bytes that are not UTF-8 text: every plugin path "
+                                    "and log line would carry them; use a directory named in UTF-8") from None
         if self.load not in ("auto", "wait", "background"):
             raise InvalidConfig(f'load: expected "auto", "wait" or "background", got {self.load!r}')
         _check_pool(self.pool, "pool")

@@ -3,6 +3,7 @@ the others, the host's close, or a caller past its deadline."""
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import time
@@ -435,3 +436,23 @@ def test_a_missing_plugins_directory_is_warned_of_once(tmp_path, caplog):
     assert [r.getMessage() for r in caplog.records].count(
         f"plugins directory {tmp_path / 'nope'} does not exist: no plugin is served from it until it is made "
         "(plugins_dir, or --plugins)") == 1
+
+
+async def test_a_file_whose_name_is_not_utf8_is_left_out_and_every_listing_answers(plugin_dir, make_host, caplog):
+    """helper-111: a copy of a plugin named b"x\\xff.js" in the plugins directory made /healthz,
+    /metrics and /api/plugins answer 500 (its id and path could not be encoded) and status and
+    list fail. It is left out with a warning naming it; a plugins directory named so is refused."""
+    import msgspec
+
+    from host import HostConfig, InvalidConfig
+
+    plugin_dir.add("calc.js", "export function add(a, b) { return a + b; }\n")
+    bad = plugin_dir.root / os.fsdecode(b"x\xff.js")
+    bad.write_text("export function add(a, b) { return a + b; }\n")
+    async with make_host() as h:
+        assert [p.id for p in h.plugins()] == ["calc"] and await h.call("calc", "add", 1, 2) == 3
+        msgspec.json.encode(h.plugins())
+    assert any("x\\xff.js: left out of the plugins, its name is not UTF-8 text" in r.getMessage()
+               for r in caplog.records)
+    with pytest.raises(InvalidConfig, match=r"plugins_dir: .* holds bytes that are not UTF-8 text"):
+        HostConfig(plugins_dir=str(plugin_dir.root / os.fsdecode(b"p\xfe")))

@@ -130,7 +130,7 @@ def discover(dirs: list[Path]) -> list[PluginSource]:
 def left_out(dirs: list[Path]) -> list[str]:
     """``path: why`` for each entry of ``dirs`` named as a plugin that cannot be loaded (what
     ``discover`` warns about when it meets them): for ``doctor``, which said all was well."""
-    return [f"{path}: {why}" for path, _, why in _scan(dirs) if why is not None]
+    return [f"{shown_path(path)}: {why}" for path, _, why in _scan(dirs) if why is not None]
 
 
 def _scan(dirs: list[Path]) -> Iterator[tuple[Path, PluginSource | None, str | None]]:
@@ -147,6 +147,11 @@ def _scan(dirs: list[Path]) -> Iterator[tuple[Path, PluginSource | None, str | N
             with contextlib.suppress(OSError):
                 _devices[str(d)] = d.stat().st_dev  # (remounted elsewhere with plugins: that one now)
         for child in children:
+            if not _text(child.name) and not child.name.startswith((".", "_")):
+                # helper-111: its id and paths reached every listing, /healthz and /metrics, which
+                # could not encode them (500)
+                yield child, None, "its name is not UTF-8 text: rename it"
+                continue
             try:
                 src = source_for(child)
             except (OSError, RuntimeError, ValueError) as exc:  # a symlink loop, say: that entry alone
@@ -216,6 +221,20 @@ def _unreadable(exc: BaseException) -> str:
     return f"it cannot be read ({type(exc).__name__}: {str(exc)[:200]})"
 
 
+def _text(name: str) -> bool:
+    """Whether a file name is text (not bytes that are not UTF-8, which Python holds as surrogates)."""
+    try:
+        name.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def shown_path(path: Path) -> str:
+    """``path`` as a log line can hold it: bytes that are not UTF-8 as ``\\xff``."""
+    return os.fsencode(path).decode("utf-8", "backslashreplace")
+
+
 def taken_by(src: PluginSource, module: Path) -> str:
     """Why ``src`` is left out: another file or directory is the plugin of its name."""
     return f"the plugin {src.id!r} is {module} (a file and a directory of one name?): rename one"
@@ -226,7 +245,7 @@ def left_out_once(path: Path, why: str) -> None:
     if str(path) in _said or len(_said) > 1000:
         return
     _said.add(str(path))
-    log.warning("%s: left out of the plugins, %s; fix or remove it", path, why)
+    log.warning("%s: left out of the plugins, %s; fix or remove it", shown_path(path), why)
 
 
 def check_confined(source: PluginSource) -> None:
