@@ -102,8 +102,31 @@ async def _probe(session: aiohttp.ClientSession, state_dir: Path, path: Path) ->
             f"{f' (pid {pid})' if pid else ''} (its log, `kill -CONT`, a restart) rather than start another on this "
             "state directory") from None
     except (aiohttp.ClientError, OSError):
+        if _queue_full(path):  # a live server that accepts nothing: not one that died (helper-111)
+            pid = _owner(path)
+            raise ServerUnresponsive(
+                f"a server serves {state_dir} but its control socket {path} accepts no connection (its queue is "
+                f"full): it may be stopped (SIGSTOP) or wedged; look at that process{f' (pid {pid})' if pid else ''}"
+                " rather than start another on this state directory") from None
         alive = False  # a socket left by a server that died
     return ControlClient(session) if alive else None
+
+
+def _queue_full(path: Path) -> bool:
+    """Whether a process listens on ``path`` but its listen queue is full (a connect answers
+    EAGAIN; aiohttp's own attempt ends in EAGAIN or ENOTCONN), which only a live listener has:
+    a dead server's socket refuses (ECONNREFUSED)."""
+    import errno
+    import socket
+
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+        s.setblocking(False)
+        try:
+            with unix_address(str(path)) as address:
+                s.connect(address)
+        except OSError as exc:
+            return exc.errno in (errno.EAGAIN, errno.EWOULDBLOCK)
+    return False
 
 
 def _owner(path: Path) -> int | None:

@@ -601,3 +601,37 @@ def test_a_server_that_cuts_its_answer_or_answers_no_json_is_a_one_line_cli_erro
     finally:
         peer.kill()
         peer.wait()
+
+
+@pytest.mark.anyio
+async def test_a_control_socket_whose_queue_is_full_is_a_live_unresponsive_server(tmp_path):
+    """helper-111: each probe of a wedged server left its connection in the control socket's
+    accept queue; once full (~65 probes of a monitor), connecting failed with EAGAIN, taken for a
+    server that died: status said no server served, and enable wrote the state files behind it."""
+    import socket as _socket
+
+    from host.control import ServerUnresponsive, control_client, socket_path
+
+    state = tmp_path / "state"
+    state.mkdir()
+    listener = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM)
+    listener.bind(str(socket_path(state)))
+    listener.listen(0)  # accepts nothing, as a stopped server
+    queued = []
+    try:
+        for _ in range(64):  # fill its queue
+            s = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM)
+            s.setblocking(False)
+            try:
+                s.connect(str(socket_path(state)))
+            except BlockingIOError:
+                s.close()
+                break
+            queued.append(s)
+        with pytest.raises(ServerUnresponsive, match="accepts no connection"):
+            async with control_client(state):
+                pass
+    finally:
+        for s in queued:
+            s.close()
+        listener.close()
