@@ -4,6 +4,7 @@ Exit codes: 0 ok, 1 plugin or call failure, 2 usage error."""
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import os
 import sys
@@ -110,6 +111,12 @@ async def _balances(args: argparse.Namespace, config: HostConfig) -> int:
     return 0 if all(b.usable for b in results) else 1
 
 
+# call and execute load the plugins in the background (_run): once they printed their answer, the
+# loads still going get this long to finish (and be kept in the manifest cache, so that the next
+# command reads no plugin again); one hung (a top level that never settles) is cut off then
+LOAD_GRACE = 1.5
+
+
 async def _call(args: argparse.Namespace, config: HostConfig) -> int:
     call_args = []
     for i, a in enumerate(args.args, 1):
@@ -124,8 +131,8 @@ async def _call(args: argparse.Namespace, config: HostConfig) -> int:
         if args.with_config:  # the config its workers got (secrets opened), never printed
             call_args.insert(0, host.effective_config(args.id))
         result = await host.call(args.id, args.fn, *call_args, timeout=args.timeout)
-        result = redacted(result, host.masked)  # an answer echoing its config: its secrets stay masked (as HTTP)
-    print_json(result)
+        print_json(redacted(result, host.masked))  # an answer echoing its config: its secrets masked (as HTTP)
+        await host.settled(LOAD_GRACE)
     return 0
 
 
@@ -155,7 +162,8 @@ async def _execute(args: argparse.Namespace, config: HostConfig) -> int:
                                      language="typescript" if args.file.endswith((".ts", ".mts")) else "javascript")
         except InvalidConfig as exc:  # an unknown tool, a malformed --permissions: a usage error
             raise UsageError(exc.message) from None
-    print_json(out)
+        print_json(out)
+        await host.settled(LOAD_GRACE)
     return 0 if out.ok else 1
 
 
@@ -406,6 +414,11 @@ def stdio_open() -> None:
         if getattr(sys, name) is None:
             setattr(sys, name, open(fd, "r" if fd == 0 else "w", closefd=False,  # noqa: SIM115 (for the process)
                                     errors="backslashreplace"))
+        elif fd and hasattr(stream := getattr(sys, name), "reconfigure"):
+            # a stdout in an encoding that cannot hold a plugin's "✓" (LANG=en_US.ISO-8859-1,
+            # PYTHONIOENCODING=latin-1) wrote a traceback instead of the answer (helper-111)
+            with contextlib.suppress(ValueError, OSError):
+                stream.reconfigure(errors="backslashreplace")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -455,8 +468,9 @@ def _run(args: argparse.Namespace) -> int:
             config = on_demand(config)
         if args.command == "call":  # what it prints concerns the plugin it calls
             about_only(args.id.partition("@")[0])
-            if config.load == "auto":  # its answer waits for that plugin's load only (helper-113: 10 s
-                config = msgspec.structs.replace(config, load="background")  # behind another's hung one)
+        if args.command in ("call", "execute") and config.load == "auto":  # its answer waits for that
+            config = msgspec.structs.replace(config, load="background")  # plugin's load only, or none
+            # (helper-113: 10 s behind another plugin's hung load)
         missing = [str(d) for d in config.plugin_dirs if not d.is_dir()]
         if args.command in READS_PLUGINS and missing:  # else an empty list, exit 0, would hide a typo
             raise InvalidConfig(f"plugins directory {missing[0]} does not exist (--plugins, or plugins_dir in "

@@ -384,3 +384,16 @@ def test_the_types_an_author_imports_come_from_one_specifier_wherever_the_plugin
     assert tested.returncode == 0 and "ok | 1 passed" in tested.stdout, tested.stdout + tested.stderr
     called = run(sys.executable, "-m", "host", "call", "typed", "hello", '"x"', *common, cwd=tmp_path)
     assert called.returncode == 0 and json.loads(called.stdout) == "hi x (typed)", called.stderr
+
+
+def test_an_answer_a_non_utf8_stdout_cannot_hold_is_printed_escaped(plugin_dir, tmp_path):
+    """helper-111: with stdout in latin-1 (PYTHONIOENCODING, a non-UTF-8 locale), an answer holding
+    "✓" ended in a traceback from the CLI's own write, exit 1. Also: execute, like call, waits for
+    no plugin's load (a hung one held it 10 s)."""
+    plugin_dir.add("stuck.js", "await new Promise(() => {});\nexport function f() { return 1; }\n")
+    (tmp_path / "uni.js").write_text('export default () => "ok \\u2713";\n')
+    out = subprocess.run([sys.executable, "-m", "host", "execute", "uni.js", "--plugins", str(plugin_dir.root),
+                          "--state-dir", str(tmp_path / "state")], capture_output=True, timeout=7, cwd=tmp_path,
+                         env={**os.environ, "PYTHONIOENCODING": "latin-1", "PYTHONUTF8": "0"})
+    assert out.returncode == 0 and b"Traceback" not in out.stderr, out.stderr
+    assert json.loads(out.stdout.decode("latin-1"))["result"] == "ok \u2713"
