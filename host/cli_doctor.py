@@ -76,6 +76,9 @@ def checks(config: HostConfig) -> list[Check]:
                 return ("secret key", "fail", f"config.json holds sealed secrets but {path} is gone and "
                                               f"${sec.secret_key_env} is not set: restore the key, or the secrets "
                                               "cannot be opened")
+            if not path.parent.is_dir() and not path.parent.is_relative_to(config.state_path):
+                return ("secret key", "fail", f"security.secret_key_file: {path}'s directory {path.parent} does not "
+                                              "exist: make it (or fix the path)")
             return ("secret key", "ok", f"none yet: {path} is created when the first secret is stored")
         box.seal("doctor")  # loads the key: SecretsError naming what is wrong with it
         if sealed and config.state.database is None:

@@ -328,6 +328,22 @@ async def test_a_key_file_that_is_a_directory_is_a_secrets_error_naming_the_sett
 
 
 @pytest.mark.anyio
+async def test_a_key_file_in_a_directory_that_does_not_exist_is_refused_not_made(
+        plugin_dir, make_host, tmp_path, shared_state):
+    """helper-111: security.secret_key_file = "/srv/typo-dir/sub/secret.key" made that directory and
+    the only key in it, where no backup looks (doctor said ok). Outside the state directory the
+    directory must exist; nothing is made."""
+    plugins(plugin_dir)
+    state = state_dir(tmp_path, shared_state, "state")
+    typo = tmp_path / "typo-dir" / "sub" / "secret.key"
+    with pytest.raises(SecretsError) as e:
+        async with make_host(pool=ONE, state_dir=state, security={"secret_key_file": str(typo)}) as h:
+            await h.set_config("vault", {"apiKey": SECRET, "region": "us"})
+    assert "security.secret_key_file" in str(e.value) and "does not exist: make it" in str(e.value)
+    assert not (tmp_path / "typo-dir").exists()
+
+
+@pytest.mark.anyio
 async def test_a_key_file_mounted_as_a_kubernetes_secret_is_followed_through_its_links(
         plugin_dir, make_host, tmp_path, shared_state):
     plugins(plugin_dir)

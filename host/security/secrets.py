@@ -222,6 +222,10 @@ class SecretBox(Cipher):
                     raise SecretsError(f"security.secret_key_env names ${named}, which is not set in the host's "
                                        f"environment, and no key file is at {path}: set ${named} (or leave "
                                        "secret_key_env out to keep the key in security.secret_key_file)")
+                if not path.parent.is_dir() and not path.parent.is_relative_to(self._config.state_path):
+                    # helper-111: a typo made the directory and the only key there, where no backup looks
+                    raise SecretsError(f"{SETTING}: {path}'s directory {path.parent} does not exist: make it (or fix "
+                                       "the path); only a key file in the state directory is made with its directory")
                 self._fernet = _read_key_file(path, create=not self.sealed_exist())
                 st = os.stat(path)
                 self._file = (st.st_ino, st.st_mtime_ns)
