@@ -1,5 +1,10 @@
 """Plugin Host: run untrusted JavaScript/TypeScript plugins in sandboxed Deno workers."""
 
+from . import _early_stop
+
+if _early_stop.is_cli():  # before the imports below: a stop signal meanwhile ends the CLI quietly
+    _early_stop.install()
+
 from .balances.history import BalancePoint
 from .balances.result import BalanceResult
 from .config import (

@@ -15,6 +15,7 @@ from urllib.parse import quote
 import anyio
 import msgspec
 
+from . import _early_stop
 from .balances.ccswitch_link import is_link
 from .balances.result import BALANCE_CAPABILITY
 from .cli_ccswitch import import_cc_switch
@@ -425,6 +426,8 @@ def main(argv: list[str] | None = None) -> int:
     stdio_open()
     ap = build_parser()
     args, extra = ap.parse_known_args(argv)
+    if args.command != "serve":  # serve keeps them until it listens for its own (cli_serve.py)
+        _early_stop.release()
     args.argv = list(sys.argv[1:] if argv is None else argv)  # serve --processes: its children's
     # KEY=VALUE after an option (`balances add x --plugin p baseUrl=...`): argparse leaves a
     # nargs="*" positional behind once it has matched it empty; they are the command's values.

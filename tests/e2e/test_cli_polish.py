@@ -397,3 +397,20 @@ def test_an_answer_a_non_utf8_stdout_cannot_hold_is_printed_escaped(plugin_dir, 
                          env={**os.environ, "PYTHONIOENCODING": "latin-1", "PYTHONUTF8": "0"})
     assert out.returncode == 0 and b"Traceback" not in out.stderr, out.stderr
     assert json.loads(out.stdout.decode("latin-1"))["result"] == "ok \u2713"
+
+
+@pytest.mark.parametrize("sig", ["SIGTERM", "SIGHUP", "SIGINT"])
+def test_a_stop_signal_while_serve_still_imports_ends_it_quietly_with_exit_0(calc, tmp_path, sig):
+    """helper-111: in serve's first ~0.4 s (its imports, before it listens for signals) SIGTERM
+    and SIGHUP killed it (143, 129, nothing logged) and SIGINT printed a KeyboardInterrupt
+    traceback; the README says a stop signal during the start ends it at once with exit 0."""
+    import signal as _signal
+    import time as _time
+
+    proc = subprocess.Popen([sys.executable, "-m", "host", "serve", "--port", str(free_port()), "--plugins",
+                             str(calc.root), "--state-dir", str(tmp_path / "state")], cwd=tmp_path,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    _time.sleep(0.1)  # within its imports (~0.4 s at least)
+    proc.send_signal(getattr(_signal, sig))
+    out, err = proc.communicate(timeout=30)
+    assert proc.returncode == 0 and "Traceback" not in err, (proc.returncode, err)
