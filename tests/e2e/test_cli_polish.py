@@ -412,5 +412,5 @@ def test_a_stop_signal_while_serve_still_imports_ends_it_quietly_with_exit_0(cal
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     _time.sleep(0.1)  # within its imports (~0.4 s at least)
     proc.send_signal(getattr(_signal, sig))
-    out, err = proc.communicate(timeout=30)
+    _out, err = proc.communicate(timeout=30)
     assert proc.returncode == 0 and "Traceback" not in err, (proc.returncode, err)
