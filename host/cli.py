@@ -474,10 +474,10 @@ def _run(args: argparse.Namespace) -> int:
         if args.command in ("call", "execute") and config.load == "auto":  # its answer waits for that
             config = msgspec.structs.replace(config, load="background")  # plugin's load only, or none
             # (helper-113: 10 s behind another plugin's hung load)
-        missing = [str(d) for d in config.plugin_dirs if not d.is_dir()]
+        missing = [d for d in config.plugin_dirs if not d.is_dir()]
         if args.command in READS_PLUGINS and missing:  # else an empty list, exit 0, would hide a typo
-            raise InvalidConfig(f"plugins directory {missing[0]} does not exist (--plugins, or plugins_dir in "
-                                "the config file)")
+            what = "is a file, not a directory" if missing[0].exists() else "does not exist"
+            raise InvalidConfig(f"plugins directory {missing[0]} {what} (--plugins, or plugins_dir in the config file)")
         if args.command == "serve":  # serve: one made later is watched
             check_plugin_dirs(config.plugin_dirs)
         if args.command != "doctor":  # doctor says it among its checks

@@ -191,11 +191,20 @@ def flag_param(request: web.Request, name: str) -> bool:
     return bool(said & _YES)
 
 
+def _one(request: web.Request, name: str) -> str | None:
+    """A query parameter given once (or repeated alike); a 400 naming it when its values disagree
+    (helper-111: ?limit=1&limit=2 took the first, as yes/no parameters no longer do)."""
+    said = request.query.getall(name, [])
+    if len({v.strip() for v in said}) > 1:
+        raise bad_request(f"{name} is given more than once, with values that disagree")
+    return said[0] if said else None
+
+
 def after_param(request: web.Request) -> int:
     """The ``after`` query parameter of a log read: the last sequence number read (0 when not
     given); a 400 naming it when it is not a whole number of 0 or more (before: -1 named the
     Python method's argument, 5,000 digits were a 500: int() refuses 4,301 or more)."""
-    text = request.query.get("after", "0")
+    text = _one(request, "after") or "0"
     digits = text.strip()
     if not (digits.isascii() and digits.isdigit() and len(digits) <= 19 and int(digits) < 2**63):
         raise bad_request(f"after must be a whole number of 0 or more (the last sequence number read), got {text[:40]!r}")
@@ -232,13 +241,14 @@ def _mask_at(doc: Any, path: tuple[str, ...], masked: Callable[[str], str]) -> N
 
 
 def limit_param(request: web.Request, default: int, cap: int) -> int:
-    """The ``limit`` query parameter: ``default`` when not given, at most ``cap``; a 400 naming
-    it when it is not a whole number of 0 or more (the databases read a negative LIMIT as none)."""
-    text = request.query.get("limit")
+    """The ``limit`` query parameter: ``default`` when not given, at most ``cap`` (a larger one is
+    taken as ``cap``, as "at most" says); a 400 naming it when it is not a whole number of 0 or
+    more (the databases read a negative LIMIT as none)."""
+    text = _one(request, "limit")
     if text is None:
         return default
     if not (text.isascii() and text.strip().isdigit()):
-        raise bad_request(f"limit must be a whole number from 0 to {cap}, got {text[:40]!r}")
+        raise bad_request(f"limit must be a whole number of 0 or more (at most {cap} are given), got {text[:40]!r}")
     digits = text.strip()
     return cap if len(digits) > 19 else min(int(digits), cap)  # (int() of 4,301 digits or more raises)
 

@@ -151,6 +151,8 @@ async def test_the_read_token_cannot_amplify_refreshes_nor_read_unbounded(relay,
             async with http.get(path, headers=auth) as r:
                 body = await r.json()
                 assert r.status == 400 and body["error"]["type"] == "BadRequest", (path, body)
-                assert "limit must be a whole number from 0" in body["error"]["message"], path
+                assert "limit must be a whole number of 0 or more" in body["error"]["message"], path
         async with http.get("/api/plugins/relay/logs?limit=5000", headers=auth) as r:
             assert r.status == 200
+        async with http.get("/api/plugins/relay/logs?limit=1&limit=2", headers=auth) as r:  # helper-111: took 1
+            assert r.status == 400 and "limit is given more than once" in (await r.json())["error"]["message"]

@@ -34,6 +34,10 @@ def test_a_missing_plugins_directory_is_a_usage_error(tmp_path):
               "--state-dir", str(tmp_path / "state"), cwd=tmp_path)
     assert out.returncode == 2
     assert f"plugins directory {tmp_path / 'nope'} does not exist" in out.stderr
+    (tmp_path / "afile").write_text("")  # helper-111: a file was said not to exist
+    out = run(sys.executable, "-m", "host", "list", "--plugins", str(tmp_path / "afile"),
+              "--state-dir", str(tmp_path / "state"), cwd=tmp_path)
+    assert out.returncode == 2 and f"plugins directory {tmp_path / 'afile'} is a file, not a directory" in out.stderr
 
 
 def test_doctor_checks_what_a_host_needs_and_says_what_to_do(calc, tmp_path, shared_state):
