@@ -80,6 +80,12 @@ async def test_typescript_that_does_not_parse_is_invalid_code_naming_the_line(ma
     async with make_host(execute=ONE) as h:
         with pytest.raises(InvalidCode, match=r"TypeScript syntax error at <execute>:2:10: Unexpected token"):
             await h.execute(TS_BROKEN, language="typescript")
+        # the stripper lets an unclosed block through; V8's refusal is InvalidCode too (helper-111:
+        # a 200 answering a SyntaxError), while JavaScript's stays a failed execution, as Isolate's
+        with pytest.raises(InvalidCode, match=r"TypeScript syntax error at <execute>:1:21: Unexpected end of input"):
+            await h.execute("export default ()=>{", language="typescript")
+        plain = await h.execute("export default ()=>{")
+        assert not plain.ok and plain.logs[-1].name == "SyntaxError"
         with pytest.raises(InvalidConfig, match=r"language: 'ts' is not one of javascript, typescript"):
             await h.execute(TS, language="ts")
         assert (await h.execute(TS, language="typescript")).result == 10  # the worker serves on

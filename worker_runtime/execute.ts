@@ -9,7 +9,7 @@ import { calls, executor, fail, invoke, newCall, tracker } from "./calls.ts";
 import { makeContext } from "./context.ts";
 import { makeConsole } from "./console.ts";
 import { importError } from "./errors.ts";
-import { harden, loadVm, nextExecution, prepareSpare } from "./isolate.ts";
+import { compileErrors, harden, loadVm, nextExecution, prepareSpare } from "./isolate.ts";
 import { ownerOf, setRunning } from "./lockdown.ts";
 import {
   hostToolNames,
@@ -22,7 +22,7 @@ import {
   setupModuleTool,
   toolSurfaces,
 } from "./tools.ts";
-import { loadTypeScript, toJavaScript } from "./typescript.ts";
+import { loadTypeScript, toJavaScript, TypeScriptSyntaxError } from "./typescript.ts";
 import { limits, type Msg, optionalArray, optionalNumber, protocolError, requireId, requireString } from "./wire.ts";
 
 /** Makes this worker an execute worker: the tools' settings, node:vm, the TypeScript stripper,
@@ -87,6 +87,9 @@ export function onExecute(msg: Msg): void {
     try {
       fn = await execution.load(source, entry);
     } catch (e) {
+      // stripped TypeScript V8 does not parse (an unclosed block the stripper let through,
+      // helper-111): InvalidCode as the stripper's own refusals, not an execution that failed
+      if (language === "typescript" && compileErrors.has(e as object)) throw compileError(e as Error);
       throw importError(e);
     }
     if (typeof fn !== "function") {
@@ -99,4 +102,10 @@ export function onExecute(msg: Msg): void {
     // parameter without a default, so that `(x, factor = 3) => ...` keeps its default
     return await (fn.length >= 2 ? fn(input, context) : fn(input));
   });
+}
+
+/** A compile error of stripped TypeScript, as the stripper words its own: the place first. */
+function compileError(e: Error): TypeScriptSyntaxError {
+  const m = /^(.*) \(at (<execute>:\d+:\d+)\)$/s.exec(String(e.message));
+  return new TypeScriptSyntaxError(m ? `TypeScript syntax error at ${m[2]}: ${m[1]}` : `TypeScript syntax error: ${e.message}`);
 }

@@ -37,6 +37,10 @@ export const LENT = [
 // Besides these, each execution gets `Deno` without what changes the process for the next one
 // (lentDeno) and a `performance` of its own (ownPerformance).
 
+/** Errors of code that does not parse (``Execution.load``), as opposed to one it threw: for
+ * TypeScript a 400, as the stripper's own (typescript.ts). */
+export const compileErrors = new WeakSet<object>();
+
 type Vm = typeof import("node:vm");
 let vm: Vm | undefined;
 
@@ -519,6 +523,7 @@ export class Execution {
       if (e instanceof SyntaxError || (e as Error)?.name === "SyntaxError") {
         const where = await syntaxErrorAt(code);
         if (where) (e as Error).message += ` (at ${identifier}:${where})`;
+        compileErrors.add(e as object); // the code does not parse: nothing of it ran (execute.ts)
       }
       throw e;
     }
