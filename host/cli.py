@@ -123,8 +123,10 @@ async def _call(args: argparse.Namespace, config: HostConfig) -> int:
     for i, a in enumerate(args.args, 1):
         try:
             call_args.append(json_value(a))
-        except ValueError as exc:
-            raise UsageError(f"argument {i} ({a[:40]!r}) must be a JSON value: {exc}") from None
+        except ValueError as exc:  # a bare word was meant as a string (helper-113: no hint said so)
+            quoted = f"; a string is quoted as JSON, in the shell's quotes: '{msgspec.json.encode(a[:40]).decode()}'" if a.strip() and (
+                a.strip()[0].isalpha() or a.strip()[0] == "_") else ""
+            raise UsageError(f"argument {i} ({a[:40]!r}) must be a JSON value: {exc}{quoted}") from None
     async with debugger_wait(args, config) as started, _started(PluginHost(config), args) as host:
         started()
         if args.inspect:

@@ -456,3 +456,13 @@ async def test_a_file_whose_name_is_not_utf8_is_left_out_and_every_listing_answe
                for r in caplog.records)
     with pytest.raises(InvalidConfig, match=r"plugins_dir: .* holds bytes that are not UTF-8 text"):
         HostConfig(plugins_dir=str(plugin_dir.root / os.fsdecode(b"p\xfe")))
+
+
+async def test_a_module_named_as_no_plugin_is_warned_of_not_passed_over(plugin_dir, make_host, caplog):
+    """helper-113: a plugin written as weather.mts or widget.tsx was never listed, with no word."""
+    plugin_dir.add("calc.js", "export function add(a, b) { return a + b; }\n")
+    (plugin_dir.root / "weather.mts").write_text("export function f() { return 1; }\n")
+    async with make_host() as h:
+        assert [p.id for p in h.plugins()] == ["calc"]
+    said = [r.getMessage() for r in caplog.records if "weather.mts" in r.getMessage()]
+    assert said and "a plugin module is named .ts, .js, .mjs" in said[0], said

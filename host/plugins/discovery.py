@@ -173,7 +173,13 @@ def _not_loadable(path: Path) -> str | None:
         return None
     if _module_name(path) and not path.is_file():
         return "not a regular file (a FIFO, a device, or a link to nothing)"
+    if path.suffix in NEAR_SUFFIXES and path.is_file() and not path.stem.endswith((".test", "_test")):
+        # helper-113: a plugin written as .mts or .tsx was never listed, with no word
+        return f"a plugin module is named {', '.join(SUFFIXES)} (or is a directory's {' / '.join(ENTRY_NAMES)}): rename it"
     return None
+
+
+NEAR_SUFFIXES = (".mts", ".cts", ".tsx", ".jsx", ".cjs")  # module files that are not taken as plugins
 
 
 def _module_name(path: Path) -> bool:

@@ -418,3 +418,12 @@ def test_a_stop_signal_while_serve_still_imports_ends_it_quietly_with_exit_0(cal
     proc.send_signal(getattr(_signal, sig))
     _out, err = proc.communicate(timeout=30)
     assert proc.returncode == 0 and "Traceback" not in err, (proc.returncode, err)
+
+
+def test_a_bare_word_as_a_call_argument_is_told_how_to_quote_it(calc, tmp_path):
+    """helper-113: `call greeter greet world` said "JSON is malformed: invalid character (byte 0)"
+    with no hint that a string is written in JSON's quotes."""
+    out = run(sys.executable, "-m", "host", "call", "calc", "add", "world", "2", "--plugins", str(calc.root),
+              "--state-dir", str(tmp_path / "state"), cwd=tmp_path)
+    assert out.returncode == 2 and "argument 1 ('world') must be a JSON value" in out.stderr
+    assert "a string is quoted as JSON, in the shell's quotes: '\"world\"'" in out.stderr, out.stderr
