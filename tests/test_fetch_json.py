@@ -163,6 +163,7 @@ async def test_network_failure_is_network_error(plugin_dir, make_host):
         with pytest.raises(PluginError) as e:
             await h.call("probe", "get", "/anything")
     assert e.value.error_type == "NETWORK_ERROR" and closed.removeprefix("http://") in e.value.message
+    assert "Connection refused" in e.value.message, e.value.message  # why, not "fetch failed" alone (helper-113)
 
 
 async def test_without_the_operator_opt_in_a_private_host_stays_denied(plugin_dir, make_host, fake_http):

@@ -143,7 +143,8 @@ export async function fetchJson(
         "that plugins may not reach; an operator allows it with allow_private_network = true under " +
         "[plugins.<id>] in host.toml", { refusedAddress: refused[1], setting: "allow_private_network" });
     }
-    throw fail("NETWORK_ERROR", `${where}: ${snippet(why)}`);
+    // fetch says only "fetch failed"; why (refused, reset, DNS, TLS) is in its cause (helper-113)
+    throw fail("NETWORK_ERROR", `${where}: ${snippet(cause && !why.includes(cause) ? `${why}: ${cause}` : why)}`);
   }
   const status = response.status;
   const billing = status === 402 || status === 403 || status === 429 ? billingCode(text) : undefined;
