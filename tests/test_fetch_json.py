@@ -164,6 +164,7 @@ async def test_network_failure_is_network_error(plugin_dir, make_host):
             await h.call("probe", "get", "/anything")
     assert e.value.error_type == "NETWORK_ERROR" and closed.removeprefix("http://") in e.value.message
     assert "Connection refused" in e.value.message, e.value.message  # why, not "fetch failed" alone (helper-113)
+    assert "/anything" not in e.value.message  # the cause quotes the URL: its host only
 
 
 async def test_without_the_operator_opt_in_a_private_host_stays_denied(plugin_dir, make_host, fake_http):

@@ -143,8 +143,16 @@ export async function fetchJson(
         "that plugins may not reach; an operator allows it with allow_private_network = true under " +
         "[plugins.<id>] in host.toml", { refusedAddress: refused[1], setting: "allow_private_network" });
     }
-    // fetch says only "fetch failed"; why (refused, reset, DNS, TLS) is in its cause (helper-113)
-    throw fail("NETWORK_ERROR", `${where}: ${snippet(cause && !why.includes(cause) ? `${why}: ${cause}` : why)}`);
+    // fetch says only "fetch failed"; why (refused, reset, DNS, TLS) is in its cause (helper-113),
+    // which quotes the whole URL: its path and query (a key in it) stay out, as they do above
+    const said = cause.replace(/\bhttps?:\/\/[^\s)]*/g, (u) => {
+      try {
+        return new URL(u).host;
+      } catch {
+        return "the URL";
+      }
+    });
+    throw fail("NETWORK_ERROR", `${where}: ${snippet(said && !why.includes(said) ? `${why}: ${said}` : why)}`);
   }
   const status = response.status;
   const billing = status === 402 || status === 403 || status === 429 ? billingCode(text) : undefined;
