@@ -12,22 +12,33 @@ import signal
 import sys
 
 SIGNALS = (signal.SIGTERM, signal.SIGHUP, signal.SIGINT)
+COMMANDS = ("serve", "call", "execute", "list", "status", "config", "validate", "test", "new", "doctor")
+_before: dict[int, object] = {}  # what each signal was handled by before install()
+
+
+def _command() -> str | None:
+    """The command named on the command line (its first word that is one), before argparse."""
+    return next((a for a in sys.argv[1:] if a in COMMANDS), None)
 
 
 def _stop(signum: int, frame: object) -> None:
-    raise SystemExit(0 if "serve" in sys.argv[1:] else 128 + signum)
+    raise SystemExit(0 if _command() == "serve" else 128 + signum)
 
 
 def install() -> None:
     for sig in SIGNALS:
+        before = signal.getsignal(sig)
+        if before is signal.SIG_IGN:  # nohup's SIGHUP, a background job's SIGINT: still ignored
+            continue
+        _before[sig] = before
         signal.signal(sig, _stop)
 
 
 def release() -> None:
-    """The command runs now: its signals as Python's defaults have them (serve sets its own)."""
-    for sig in SIGNALS:
+    """The command runs now: its signals as they were handled before (serve sets its own)."""
+    for sig, before in _before.items():
         if signal.getsignal(sig) is _stop:
-            signal.signal(sig, signal.default_int_handler if sig == signal.SIGINT else signal.SIG_DFL)
+            signal.signal(sig, before if before is not None else signal.SIG_DFL)  # type: ignore[arg-type]
 
 
 def is_cli() -> bool:

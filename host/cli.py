@@ -132,6 +132,7 @@ async def _call(args: argparse.Namespace, config: HostConfig) -> int:
         if args.inspect:
             await announce_inspector(args.inspect, config.inspect_for(args.inspect) or "")
         if args.with_config:  # the config its workers got (secrets opened), never printed
+            await host._registry.settle(args.id)  # loaded in the background (_run)
             call_args.insert(0, host.effective_config(args.id))
         result = await host.call(args.id, args.fn, *call_args, timeout=args.timeout)
         print_json(redacted(result, host.masked))  # an answer echoing its config: its secrets masked (as HTTP)

@@ -427,3 +427,34 @@ def test_a_bare_word_as_a_call_argument_is_told_how_to_quote_it(calc, tmp_path):
               "--state-dir", str(tmp_path / "state"), cwd=tmp_path)
     assert out.returncode == 2 and "argument 1 ('world') must be a JSON value" in out.stderr
     assert "a string is quoted as JSON, in the shell's quotes: '\"world\"'" in out.stderr, out.stderr
+
+
+def test_call_with_config_on_a_cold_state_directory(plugin_dir, tmp_path):
+    """helper-116: call loads in the background, and --with-config read the config of a plugin
+    still loading: 'plugin is loading', exit 1, on a state directory that had never read it."""
+    plugin_dir.add("show.js", SHOW)
+    out = run(sys.executable, "-m", "host", "call", "show", "tail", "--with-config", "--plugins", str(plugin_dir.root),
+              "--state-dir", str(tmp_path / "cold"), cwd=tmp_path)
+    assert out.returncode == 1 and "apiKey" not in out.stdout  # no key set: its own error, not "loading"
+    assert "loading" not in out.stderr, out.stderr
+
+
+def test_a_one_off_command_keeps_a_signal_its_parent_ignores(calc, tmp_path):
+    """helper-116: the quiet handlers installed while the CLI imports replaced an inherited
+    SIG_IGN, and put Python's defaults back after: `nohup python -m host call ...` died when the
+    terminal hung up."""
+    import signal as _signal
+
+    plugin_dir = calc.root
+    calc.add("slow.js", "export async function wait() { await new Promise((r) => setTimeout(r, 1500)); return 'done'; }\n")
+    proc = subprocess.Popen([sys.executable, "-m", "host", "call", "slow", "wait", "--plugins", str(plugin_dir),
+                             "--state-dir", str(tmp_path / "state")], cwd=tmp_path, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: _signal.signal(_signal.SIGHUP, _signal.SIG_IGN))  # as nohup does
+    import time as _time
+
+    for _ in range(2):  # while it imports, then while it calls
+        _time.sleep(0.5)
+        proc.send_signal(_signal.SIGHUP)
+    out, err = proc.communicate(timeout=30)
+    assert proc.returncode == 0 and json.loads(out) == "done", (proc.returncode, err)
