@@ -227,6 +227,11 @@ async def test_a_field_a_new_version_drops_keeps_its_stored_value_out_of_the_way
         with pytest.raises(InvalidConfig, match=r"config\.tokn: not in the plugin's configSchema"):
             await h.set_config("shaped", {"tokn": "x"})  # a key sent is still checked
         assert h.get_config("shaped") == {"region": "eu", "token": MASK, "legacy": 7}
+        shown = h.get_config("shaped")  # sent back whole, as a form does (helper-116: refused)
+        assert await h.set_config("shaped", shown) == shown and await h.set_config("shaped", shown, replace=True) == shown
+        exported = await h.export_config("shaped", passphrase="correct horse")  # no earlier version's field
+        assert exported["plugins"]["shaped"] == {"region": "eu"} and SECRET not in str(exported)
+        await h.import_config(exported, passphrase="correct horse")
         await h.set_config("shaped", {"legacy": None, "token": None})  # how the warning says to remove them
         assert h.get_config("shaped") == {"region": "eu"}
     warned = [r.getMessage() for r in caplog.records if "legacy" in r.getMessage()]
@@ -236,10 +241,15 @@ async def test_a_field_a_new_version_drops_keeps_its_stored_value_out_of_the_way
         assert SECRET not in f.read()
 
 
-async def test_a_host_toml_field_the_plugin_lacks_is_refused_naming_host_toml(plugin_dir, make_host):
+async def test_a_host_toml_field_the_plugin_lacks_is_refused_naming_host_toml(plugin_dir, make_host, tmp_path):
     plugin_dir.add("shaped.js", shaped("1.1.0"))
-    async with make_host(plugins={"shaped": PluginSettings(config={"regoin": "us"})}) as h:
+    async with make_host(plugins={"shaped": PluginSettings(config={"regoin": "us"})},
+                         state_dir=str(tmp_path / "state")) as h:
         info = h.plugin("shaped")
         assert info.state == "error"
         assert "config.regoin: not in the plugin's configSchema" in info.error
         assert "host.toml's [plugins.shaped.config]" in info.error
+        with pytest.raises(InvalidConfig, match="config.regoin"):  # never copied into the store (helper-116)
+            await h.set_config("shaped", {"region": "us"})
+    assert not (tmp_path / "state" / "config.json").exists() or "regoin" not in (
+        tmp_path / "state" / "config.json").read_text()

@@ -21,7 +21,7 @@ from .keys import station_key
 from .lifecycle import SERVING, Plugin
 from .manifest import Manifest
 from .registry import Registry, loaded_manifest
-from .settings import apply_schema, mask, redact, secret_keys, secret_values, unmasked
+from .settings import MASK, apply_schema, mask, redact, secret_keys, secret_values, unmasked
 
 SWAP_ATTEMPTS = 5  # a config change merged again into what another host stored meanwhile, at most
 Call = Callable[..., Awaitable[Any]]  # (plugin, fn, *args): a call through the host's pipeline
@@ -123,10 +123,17 @@ class ConfigAdmin:
                 raise InvalidConfig(f"config.{k}: a value may not start with {v.split(':', 2)[0]}:"
                                     f"{v.split(':', 2)[1]}: (the host's mark for values it sealed)",
                                     plugin=record.id)
-        schema = manifest.config_schema
-        # a field an earlier version stored and this one dropped stays as stored (sealed if it was
-        # a secret), unchecked (registry.effective_config); null removes it
-        stale = {} if replace else {k: v for k, v in current.items() if k not in schema and k not in values}
+        schema, base = manifest.config_schema, self._reg.base_config(key or record.id)
+
+        def kept(k: str) -> bool:  # sent back as get_config shows it: unchanged
+            v = values[k]
+            return v == current[k] or (v == MASK and is_sealed(current[k]))
+
+        # A field an earlier version stored and this one dropped stays as stored (sealed if it was
+        # a secret), unchecked (registry.effective_config), unless sent with another value (a typo
+        # of a field: refused) or null (removed); one of host.toml's is refused as before
+        stale = {k: v for k, v in current.items() if k not in schema and k not in base
+                 and ((k not in values and not replace) or (k in values and kept(k)))}
         raw = {k: v for k, v in self._box.reveal({k: v for k, v in (incoming if replace else {**current, **incoming})
                                                   .items() if k not in stale}, plugin=record.id).items()
                if v is not None or k in schema}
@@ -159,7 +166,8 @@ class ConfigAdmin:
                     raise
                 log.warning("export: %s left out: %s", r.id, exc.message)  # nothing in it to keep
                 continue
-            if values or name is not None:
+            values = {k: v for k, v in values.items() if k in r.manifest.config_schema}  # not an earlier
+            if values or name is not None:  # version's fields: one was a secret, and none imports (helper-116)
                 plugins[r.id] = cipher.seal_fields(values, secret_keys(r.manifest.config_schema))
         stations: dict[str, dict[str, Any]] = {}
         for station, provider in (self.stations().items() if name is None else ()):
@@ -170,6 +178,7 @@ class ConfigAdmin:
                 log.warning("export: station %s left out: %s", station, exc.message)
                 continue
             if values and record is not None and record.manifest is not None:
+                values = {k: v for k, v in values.items() if k in record.manifest.config_schema}
                 stations[station] = cipher.seal_fields(values, secret_keys(record.manifest.config_schema))
         return {"format": EXPORT_FORMAT, "encryption": header, "plugins": plugins, "stations": stations}
 
