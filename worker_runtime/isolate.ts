@@ -90,6 +90,7 @@ export async function harden(surfaces: unknown[] = []): Promise<void> {
   clearTimeout(timer);                     // prototype is frozen below (helper-109: A hooked every later timer)
   lent = lentDeno();
   pinProcess(g.process);
+  pinDeno(g.Deno);
   tameFunctionConstructors();
   tameRegExpStatics();
   guardListeners(LENT);
@@ -297,7 +298,8 @@ function pinProcess(proc: any): void {
   };
   const pin = (key: string, value: unknown) =>
     Object.defineProperty(proc, key, { value, writable: false, configurable: false, enumerable: true });
-  for (const what of ["chdir", "setuid", "setgid", "seteuid", "setegid", "setgroups", "initgroups"]) {
+  for (const what of ["chdir", "setuid", "setgid", "seteuid", "setegid", "setgroups", "initgroups", "loadEnvFile",
+    "setSourceMapsEnabled", "setUncaughtExceptionCaptureCallback"]) {
     if (typeof proc[what] === "function") pin(what, refuse(what));
   }
   const umask = proc.umask;
@@ -310,6 +312,27 @@ function pinProcess(proc: any): void {
     throw new TypeError("process.env is read-only to execute code");
   };
   pin("env", new Proxy(env, { set: readOnly, deleteProperty: readOnly, defineProperty: readOnly }));
+}
+
+/**
+ * The same refusals on the main realm's own Deno, which executions reach as they reach its
+ * process (helper-116: G.Deno.chdir and G.Deno.env.set moved the next caller's cwd and set its
+ * environment past pinProcess). The runtime uses none of these.
+ */
+function pinDeno(D: any): void {
+  const refuse = (what: string) => () => {
+    throw new TypeError(`Deno.${what} is not available to execute code`);
+  };
+  const pin = (on: object, key: string, value: unknown) =>
+    Object.defineProperty(on, key, { value, writable: false, configurable: false, enumerable: true });
+  for (const what of ["chdir", "addSignalListener", "removeSignalListener"]) pin(D, what, refuse(what));
+  const umask = D.umask;
+  pin(D, "umask", (...args: unknown[]) => {
+    if (args.length && args[0] !== undefined) refuse("umask")();
+    return Reflect.apply(umask, D, []);
+  });
+  pin(D.env, "set", refuse("env.set"));
+  pin(D.env, "delete", refuse("env.delete"));
 }
 
 let lent: object | undefined;

@@ -65,6 +65,11 @@ export default () => {
     envSet: () => { G.process.env.PLUGIN_HOST_PROBE = "planted"; },
     envDelete: () => { delete G.process.env.HOME; },
     pinned: () => { G.process.chdir = () => {}; },
+    denoChdir: () => G.Deno.chdir(DATA),  // the main realm's own Deno (helper-116)
+    denoEnvSet: () => G.Deno.env.set("PLUGIN_HOST_PROBE", "planted"),
+    denoEnvDelete: () => G.Deno.env.delete("HOME"),
+    loadEnvFile: () => G.process.loadEnvFile(DATA + "/planted.env"),
+    capture: () => G.process.setUncaughtExceptionCaptureCallback(() => {}),
   })) { try { change(); out[name] = "changed"; } catch (e) { out[name] = e.name; } }
   return out;
 };
@@ -78,6 +83,7 @@ async def test_the_main_realms_process_cannot_change_the_process_for_the_next_ca
     paths resolve against, and set its environment."""
     data = tmp_path / "data"
     data.mkdir()
+    (data / "planted.env").write_text("PLUGIN_HOST_PROBE=fromfile\n")
     allow = {"read": [str(data)], "env": True}
     victim = """export default () => ({ cwd: Deno.cwd(), probe: Deno.env.get("PLUGIN_HOST_PROBE") ?? null,
                                        home: Deno.env.has("HOME") })"""
@@ -88,5 +94,6 @@ async def test_the_main_realms_process_cannot_change_the_process_for_the_next_ca
         b = await h.execute(victim, permissions=perms)
     assert before.ok, before.logs
     assert a.ok, a.logs
-    assert a.result == dict.fromkeys(("chdir", "umask", "envSet", "envDelete", "pinned"), "TypeError"), a.result
+    assert a.result == dict.fromkeys(("chdir", "umask", "envSet", "envDelete", "pinned", "denoChdir", "denoEnvSet",
+                                      "denoEnvDelete", "loadEnvFile", "capture"), "TypeError"), a.result
     assert b.ok and b.result == before.result, (b.result, before.result)
