@@ -61,6 +61,7 @@ class Pool:
         self.state = "starting"
         self.error: str | None = None
         self.stale: str | None = None  # why it starts no worker: its files changed (WorkerSpec.files_changed)
+        self._rechecking = False
         self.workers: list[Worker] = []
         self.spares: list[Worker] = []  # ready, not serving (PoolConfig.spares): taken by _maintain
         self.restarts = self.crashes = self.timeouts = 0
@@ -172,12 +173,10 @@ class Pool:
 
     # ------------------------------------------------------------------ workers
 
-    async def _spawn(self, delay: float = 0.0) -> Worker:
+    async def _spawn(self) -> Worker:
         """Start one worker in the pool's task group; raises what its startup raised. The caller has counted
         it in ``_starting`` (``_starting_spares``), synchronously, so scaling decisions made before see it."""
         assert self._tg is not None
-        if delay:
-            await anyio.sleep(delay)
         worker = Worker(self.spec, self.runtime, on_log=self._on_log, on_slot_free=self._offer,
                         host_call=self._host_call, on_exit=self._on_worker_exit, max_inflight=self.config.max_inflight)
         await self._tg.start(worker.run)
@@ -203,13 +202,12 @@ class Pool:
 
     async def _ready(self, delay: float, spare: bool) -> Worker | None:
         """A new worker past its handshake and hooks, ready to serve; None when it failed or is not wanted."""
-        if self.spec.files_changed is not None and (why := await self.spec.files_changed()) is not None:
-            if self.stale is None:  # the workers it has serve on; it starts no other (_maintain)
-                self.stale = why
-                log.warning("%s", why)
-            return None
         try:
-            worker = await self._spawn(delay)
+            if delay:
+                await anyio.sleep(delay)
+            if await self._stale_now():
+                return None
+            worker = await self._spawn()
             if worker.exited.is_set():
                 raise worker.exit_error or PluginUnavailable("worker died at start", plugin=self.plugin_id)
         except HostError as exc:
@@ -280,11 +278,11 @@ class Pool:
             self._maintain()
 
     def _record_crash(self, message: str, *, fatal: bool, backoff: bool = True,
-                      error: HostError | None = None) -> None:
-        """Count a crash; too many within the window (or a load failure) → state `error`, its
-        waiting callers failed with ``error`` (default: PluginUnavailable saying why)."""
+                      error: HostError | None = None, counted: bool = True) -> None:
+        """Count a crash (unless not ``counted``); too many within the window (or a load failure) → state
+        `error`, its waiting callers failed with ``error`` (default: PluginUnavailable saying why)."""
         now = time.monotonic()
-        self.crashes += 1
+        self.crashes += counted
         self._consecutive_crashes = self._consecutive_crashes + 1 if backoff else 0
         self._crash_times.append(now)
         while self._crash_times and now - self._crash_times[0] > self.config.crash_loop_window:
@@ -310,16 +308,37 @@ class Pool:
             return 0.0
         return min(self.config.restart_backoff * 2 ** (n - 2), self.config.restart_backoff_max)
 
+    async def _stale_now(self) -> bool:
+        """Whether its version's code changed on disk (WorkerSpec.files_changed): it starts no worker then."""
+        why = await self.spec.files_changed() if self.spec.files_changed is not None else None
+        if why is not None and self.stale is None:
+            log.warning("%s", why)
+        self.stale = why
+        return why is not None
+
+    async def _recheck(self) -> None:
+        """While stale, each second: no worker left, its callers are told why; its code back, it starts some."""
+        try:
+            while self.state in ("running", "starting"):
+                if not any(not w.retiring and not w.exited.is_set() for w in self.workers):
+                    self._record_crash(self.stale or "its code changed", fatal=True, counted=False)
+                    return
+                await anyio.sleep(1.0)
+                if not await self._stale_now():
+                    self._maintain()
+                    return
+        finally:
+            self._rechecking = False
+
     def _maintain(self) -> None:
         """Start workers up to min_workers and for the callers waiting (at most max_workers), and the spares."""
         if self.state not in ("running", "starting") or self._tg is None:
             return
-        if self.stale is not None:  # no new worker: once none serves, its callers are told why
-            if not any(not w.retiring and not w.exited.is_set() for w in self.workers):
-                self._record_crash(self.stale, fatal=True)
-            return
+        if self.stale is not None and not self._rechecking:  # no new worker (a spare serves); looked at again
+            self._rechecking = True
+            self._tg.start_soon(self._recheck)
         cfg = self.config
-        spares = 0 if self._spares_parked else cfg.spares
+        spares = 0 if self._spares_parked or self.stale is not None else cfg.spares
         if (len(self.workers) + self._starting >= cfg.max_workers
                 and len(self.spares) + self._starting_spares + len(self._parting) >= spares):
             return  # no room to start one and the spares are there: the common case under load
@@ -336,7 +355,7 @@ class Pool:
             if spare.state == "ready" and not spare.exited.is_set():
                 self._serve_with(spare)
                 n -= 1
-        for _ in range(n):
+        for _ in range(n if self.stale is None else 0):
             self._starting += 1
             self._tg.start_soon(self._spawn_safely, delay)
         if self._spares_parked and wanted:  # called again: the spares come back

@@ -103,7 +103,7 @@ async def test_a_plugin_edited_while_it_loads_serves_the_new_code(plugin_dir, ma
         try:  # what its load read, from a worker started before the edit; no worker runs code its
             assert await h.call("slow", "v") == 1  # load did not read (helper-114): the reload serves it
         except PluginUnavailable as exc:
-            assert "no longer those version 1.0.0 was loaded from" in exc.message
+            assert "no longer what version 1.0.0 was loaded from" in exc.message
         with anyio.fail_after(20):
             await reloaded.wait()  # the watcher saw the edit once it had loaded, not while
         assert await h.call("slow", "v") == 2

@@ -77,6 +77,7 @@ class Plugin:
         self.pool: Pool | None = None
         self.fingerprint: tuple = ()
         self.read_digest: str | None = None  # digest of its files as last read (reload.content)
+        self.code_digest: str | None = None  # ... of the code among them (reload.code_content): its pool's
         self.digest: str | None = None  # ... as read by the version serving now (watch.py compares it)
         self.reload_error: str | None = None
         self.unmet = False  # its last reload was refused for its dependencies (watch.py tries it again)

@@ -46,7 +46,7 @@ from .loading import Loader, failure
 from .manifest import KNOWN_CAPABILITIES, Manifest, infer_capabilities, unresolved
 from .overrides import narrowed_grants
 from .registry_lock import RegistryLock
-from .reload import content, fingerprint, still_read
+from .reload import code_content, content, fingerprint, still_read
 from .settings import apply_schema, redact, schema_fields, secret_keys, secret_values
 from .state_retry import retry_state_failures
 from .swap import reload_record
@@ -150,6 +150,7 @@ class Registry:
         assert self.runtime is not None
         record.fingerprint = await anyio.to_thread.run_sync(fingerprint, src.root) if fp is None else fp  # before reading
         record.read_digest = await anyio.to_thread.run_sync(content, src.root)
+        record.code_digest = await anyio.to_thread.run_sync(code_content, src.root)  # what its pool's workers load
         manifest, exports = await load_manifest(src, self.runtime, self.config.limits_for(src.id),
                                                 https_only=self.config.security.https_only)
         for cap in infer_capabilities(manifest, exports):
@@ -256,7 +257,7 @@ class Registry:
                          redact=lambda text: redact(text, sorted(
                              (v for k in keys for v in self._secrets.get(k, [])), key=len, reverse=True)),
                          start_hook=HOOKS["start"] in exports,
-                         files_changed=still_read(src.root, record.read_digest, src.id, manifest.version))
+                         files_changed=still_read(src.root, record.code_digest, src.id, manifest.version))
         spec.cache_salt = digest(manifest.version, spec.config)
         pool_config = cfg.pool_for(src.id)
         if stations and (src.id not in cfg.plugins or cfg.plugins[src.id].pool is None):

@@ -38,18 +38,32 @@ def content(root: Path) -> str | None:
         return None
 
 
+# What a worker can load: a change to anything else (a README, an image) changes no code
+CODE_SUFFIXES = (".ts", ".js", ".mjs", ".cjs", ".mts", ".cts", ".tsx", ".jsx", ".json", ".jsonc", ".wasm")
+
+
+def code_content(root: Path) -> str | None:
+    """``content`` of the plugin's files a worker can load (CODE_SUFFIXES) only; None: unreadable."""
+    try:
+        return digest_files([(p, st) for p, st in _files(root) if p.endswith(CODE_SUFFIXES)])
+    except OSError:
+        return None
+
+
 def still_read(root: Path, digest: str | None, plugin: str, version: str) -> Callable[[], Awaitable[str | None]]:
-    """For a pool of the version read from ``root`` as ``digest``: before each new worker, None
-    while the files still hold what was read, else why no new worker may start. The module is
-    loaded from the files as they are at spawn: once a newer version's are in place (waiting
-    for approval, refused at load), a respawn of the old pool ran their code under its name
-    (helper-114), where the old version's no longer exist to run."""
+    """For a pool of the version whose code was read from ``root`` as ``digest`` (code_content):
+    before each new worker, None while its code is still what was read (or cannot be read just
+    now: not taken for a change), else why no new worker may start. The module is loaded from
+    the files as they are at spawn: once a newer version's are in place (waiting for approval,
+    refused at load), a respawn of the old pool ran their code under its name (helper-114),
+    where the old version's no longer exist to run."""
     async def changed() -> str | None:
-        if digest is None or await anyio.to_thread.run_sync(content, root) == digest:
+        now = await anyio.to_thread.run_sync(code_content, root) if digest is not None else None
+        if now is None or now == digest:
             return None
-        return (f"{plugin}: the files at {root} are no longer those version {version} was loaded from (a newer "
-                "version waiting for approval or refused at load?): no new worker runs them; approve or reload "
-                "it, or put the files back")
+        return (f"{plugin}: the code at {root} is no longer what version {version} was loaded from (a newer "
+                "version waiting for approval or refused at load?): no new worker runs it; approve or reload "
+                "it (or put its files back while a worker of it still serves)")
     return changed
 
 

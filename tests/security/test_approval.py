@@ -83,10 +83,40 @@ async def test_a_new_worker_of_the_old_version_never_runs_the_waiting_versions_c
         assert await h.call("grower", "which") == 1  # its live worker serves on
         with pytest.raises(WorkerCrashed):
             await h.call("grower", "die")
-        with pytest.raises(PluginUnavailable, match=r"no longer those version 1\.0\.1 was loaded from"):
+        with pytest.raises(PluginUnavailable, match=r"no longer what version 1\.0\.1 was loaded from"):
             await h.call("grower", "which")  # before: 2, the waiting version's code
         assert await h.approve("grower", by="test") is True
         assert await h.call("grower", "which") == 2
+
+
+async def test_only_a_change_of_its_code_stops_new_workers_and_putting_it_back_starts_them(
+        plugin_dir, make_host, state_dir):
+    """helper-116: the check above took any file for the code (a README edited with reload off
+    put the plugin in error at its next spawn, for good), held a moment the files could not be
+    read for a change, and never let a pool start again once its code was back."""
+    from support.processes import wait_for
+
+    def upd(n: int) -> str:
+        return version(n, "{}") + "export function die() { Deno.exit(1); }\n"
+
+    path = plugin_dir.add("grower/mod.js", upd(1))
+    (plugin_dir.root / "grower" / "README.md").write_text("v1\n")
+    two = PoolConfig(min_workers=2, max_workers=2)
+    async with make_host(pool=two, state_dir=str(state_dir), reload=ReloadConfig(enabled=False)) as h:
+        (plugin_dir.root / "grower" / "README.md").write_text("edited\n")  # no code
+        with pytest.raises(WorkerCrashed):
+            await h.call("grower", "die")
+        await wait_for(lambda: len(h.plugin("grower").workers) == 2, timeout=10)  # replaced
+        path.write_text(upd(2))  # its code changed: the dead worker is not replaced ...
+        with pytest.raises(WorkerCrashed):
+            await h.call("grower", "die")
+        pool = h._registry.record("grower").pool
+        await wait_for(lambda: pool.stale is not None, timeout=10)
+        assert await h.call("grower", "which") == 1 and len(h.plugin("grower").workers) == 1  # ... the other serves
+        path.write_text(upd(1))  # put back: replaced again
+        await wait_for(lambda: len(h.plugin("grower").workers) == 2 and h.plugin("grower").state == "running",
+                       timeout=10)
+        assert await h.call("grower", "which") == 1 and h.plugin("grower").crashes == 2
 
 
 async def test_a_refusal_while_a_version_waits_for_approval_says_so_and_how_to_approve(
