@@ -249,7 +249,7 @@ async def test_a_host_toml_field_the_plugin_lacks_is_refused_naming_host_toml(pl
         assert info.state == "error"
         assert "config.regoin: not in the plugin's configSchema" in info.error
         assert "host.toml's [plugins.shaped.config]" in info.error
-        with pytest.raises(InvalidConfig, match="config.regoin"):  # never copied into the store (helper-116)
+        with pytest.raises(InvalidConfig, match=r"config\.regoin"):  # never copied into the store (helper-116)
             await h.set_config("shaped", {"region": "us"})
     assert not (tmp_path / "state" / "config.json").exists() or "regoin" not in (
         tmp_path / "state" / "config.json").read_text()

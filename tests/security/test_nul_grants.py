@@ -70,30 +70,28 @@ async def test_a_bad_grant_dropped_in_while_running_is_reported_once(plugin_dir,
         assert len([r for r in caplog.records if "-> error" in r.getMessage() and "[plugin:bad" in r.getMessage()]) == 1
 
 
-async def test_an_unexpected_exception_while_loading_stays_with_that_plugin(plugin_dir, make_host, caplog):
-    # A file name that is not UTF-8 (copied from a Latin-1 system): naming the plugin's own files
-    # raises UnicodeEncodeError, no HostError, deep in loading it.
+async def test_a_plugin_file_named_in_bytes_that_are_not_utf8_stays_out_and_the_others_serve(
+        plugin_dir, make_host, caplog):
+    # A file name that is not UTF-8 (copied from a Latin-1 system): once a plugin in error (its
+    # id and paths, which no listing could encode, then broke /healthz and /api/plugins: helper-111),
+    # it is left out with one warning naming it, at start and when dropped in while running.
     plugin_dir.add("good.js", GOOD)
     latin = os.path.join(os.fsencode(plugin_dir.root), b"caf\xe9.js")
     with open(latin, "w") as f:
         f.write(GOOD)
-    bad_id = os.fsdecode(b"caf\xe9")
     async with make_host(pool=ONE, reload=ReloadConfig(interval=0.05)) as h:
         assert await h.call("good", "ok") == "ok"
-        info = h.plugin(bad_id)
-        assert info.state == "error" and info.workers == []
-        assert "UnicodeEncodeError" in info.error, info.error  # named, and contained to this plugin
-        # dropped in while running: one traceback for the new file, none at the rescans after
+        assert list(h.states()) == ["good"]
         caplog.clear()
         with caplog.at_level(logging.WARNING):
             second = os.path.join(os.fsencode(plugin_dir.root), b"na\xefve.js")
             with open(second, "w") as f:
                 f.write(GOOD)
-            second_id = os.fsdecode(b"na\xefve")
-            await wait_for(lambda: h.states().get(second_id) == "error", timeout=10)
-            await anyio.sleep(0.5)
+            await wait_for(lambda: any("na\\xefve.js: left out" in r.getMessage() for r in caplog.records),
+                           timeout=10)
+            await anyio.sleep(0.5)  # ten rescans of the same file
             assert await h.call("good", "ok") == "ok"
         assert rescan_failures(caplog) == []
-        tracebacks = [r for r in caplog.records if r.exc_info is not None]
-        assert len(tracebacks) <= 1  # said once for the new file, not at every rescan
-        assert h.states()[second_id] == "error" and h.states()["good"] == "running"
+        assert [r for r in caplog.records if r.exc_info is not None] == []
+        assert len([r for r in caplog.records if "left out" in r.getMessage()]) == 1  # once, not at every rescan
+        assert h.states() == {"good": "running"}
