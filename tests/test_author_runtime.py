@@ -277,11 +277,19 @@ async def test_a_failed_host_call_nothing_awaited_is_logged_not_lost(plugin_dir,
     nothing logged, and nothing stored (the runtime marks host calls handled, so that a forgotten
     one does not fail the call). It is logged at error level naming the call; one awaited and
     caught is not logged twice."""
+    from support.processes import wait_for
+
     plugin_dir.add("forgot.js", plugin("forgot", body=(
         "export async function f(ctx) {\n  ctx.storage.set(42, 'x');\n"
-        "  try { await ctx.cache.set({ a: 1 }, 1); } catch (e) { return e.name; }\n}")))
+        "  try { await ctx.cache.set({ a: 1 }, 1); } catch (e) { return e.name; }\n}\n"
+        # started, then awaited later, after it failed: no log (helper-116: logged as not awaited)
+        "export async function later(ctx) {\n  const b = ctx.storage.set(7, 'x');\n"
+        "  await new Promise((r) => setTimeout(r, 50));\n  try { await b; } catch (e) { return e.name; }\n}")))
     async with make_host(pool=ONE) as h:
+        assert await h.call("forgot", "later") == "InvalidHostCall"
         assert await h.call("forgot", "f") == "InvalidHostCall"
+        await wait_for(lambda: h.logs("forgot", level="error"), timeout=5)
+        await h.call("forgot", "later")  # a turn more: a late verdict of the first would be logged by now
         said = [e.message for e in h.logs("forgot", level="error")]
     assert len(said) == 1 and said[0].startswith("ctx.storage.set failed and nothing awaited it"), said
 

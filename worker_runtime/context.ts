@@ -39,14 +39,19 @@ function handled<T>(p: Promise<T>, op = "a host call"): Promise<T> {
     p.catch(() => {});
     return p;
   }
-  const state = tracker.getStore(); // the call that made it, for its logs
+  const state = tracker.getStore(); // the call that made it: awaiting it may come later (helper-116)
   const watched = new Watched<T>((ok, no) => Reflect.apply(plainThen, p, [ok, no]));
   Reflect.apply(plainThen, watched, [undefined, (e: unknown) => {
-    if (!watched.observed) {
+    const verdict = () => { // once the call that made it ended (or at once, made by none)
+      if (watched.observed) return;
+      if (state && !state.settled) {
+        setTimeout(verdict, 100);
+        return;
+      }
       const info = errorInfo(e);
-      emitLog("error", `ctx.${op} failed and nothing awaited it: ${info.name}: ${info.message}`,
-        state && !state.settled ? state : undefined);
-    }
+      emitLog("error", `ctx.${op} failed and nothing awaited it: ${info.name}: ${info.message}`, undefined);
+    };
+    if (!watched.observed) setTimeout(verdict, 0);
   }]);
   return watched;
 }
