@@ -113,9 +113,9 @@ async def _probe(session: aiohttp.ClientSession, state_dir: Path, path: Path) ->
 
 
 def _queue_full(path: Path) -> bool:
-    """Whether a process listens on ``path`` but its listen queue is full (a connect answers
-    EAGAIN; aiohttp's own attempt ends in EAGAIN or ENOTCONN), which only a live listener has:
-    a dead server's socket refuses (ECONNREFUSED)."""
+    """Whether a process listens on ``path`` though aiohttp could not talk to it: its listen queue
+    full (a connect answers EAGAIN; aiohttp's own attempt ends in EAGAIN or ENOTCONN), or it takes
+    a connection now. A dead server's socket refuses (ECONNREFUSED)."""
     import errno
     import socket
 
@@ -126,7 +126,7 @@ def _queue_full(path: Path) -> bool:
                 s.connect(address)
         except OSError as exc:
             return exc.errno in (errno.EAGAIN, errno.EWOULDBLOCK)
-    return False
+    return True  # it took this connection: a live listener that answered aiohttp's no better
 
 
 def _owner(path: Path) -> int | None:

@@ -13,6 +13,7 @@ import re
 import secrets
 import shutil
 import tempfile
+import weakref
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -319,6 +320,9 @@ class Runtime:
     loading: Any = None
     _seq: itertools.count = field(default_factory=itertools.count)
     _web_storage_moved: set[str] = field(default_factory=set)  # plugin ids move_web_storage looked at
+    # each plugin's share of this host's event loop for decoding frames (transport.DecodeShare),
+    # held by its live workers (worker.py): per host, as the loop is
+    decode_shares: weakref.WeakValueDictionary = field(default_factory=weakref.WeakValueDictionary)
 
     def move_web_storage(self, plugin_id: str) -> None:
         """``move_web_storage`` at a plugin's first spawn on this host, not at each one."""

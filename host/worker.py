@@ -13,7 +13,6 @@ import secrets
 import shutil
 import signal
 import time
-import weakref
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -88,7 +87,6 @@ MAX_ERROR_NAME = 256
 MAX_ERROR_TEXT = 64 * 1024    # message, stack
 MAX_ERROR_DETAILS = 64 * 1024  # details, as JSON
 MAX_PARAMS, MAX_PARAM_TEXT = 256, 1024  # a signature's parameter names kept past the handshake
-_SHARES: weakref.WeakValueDictionary[str, DecodeShare] = weakref.WeakValueDictionary()  # by plugin id
 
 
 def _kept(params: list[str]) -> bool:
@@ -115,6 +113,8 @@ class WorkerSpec:
     # Kinds whose grant is not the module's metadata.permissions to edit -> what a refusal should
     # say to change instead ("{entry}": what was refused); a usage script's baseUrl, say.
     advice: dict[str, str] = field(default_factory=dict)
+    # ... and what a refusal should say of a newer version waiting for approval (approval_gate.py)
+    pending_advice: dict[str, str] = field(default_factory=dict)
     redact: Callable[[str], str] | None = None  # scrubs secrets from the worker's raw output
     cache_salt: str = ""         # hash of the plugin's version and config: part of result-cache keys
     egress_id: str | None = None  # who the egress proxy sees (default: plugin_id)
@@ -325,7 +325,8 @@ class Worker:
         self.hook_failure: str | None = None  # why its last lifecycle hook failed (redacted as errors are)
         # The event loop's time its frames may take to decode: a plugin's workers share one (its
         # author writes them all); an execution's worker has its own (other callers' code)
-        self._share = DecodeShare() if spec.role == "execute" else _SHARES.setdefault(spec.plugin_id, DecodeShare())
+        self._share = (DecodeShare() if spec.role == "execute"
+                       else runtime.decode_shares.setdefault(spec.plugin_id, DecodeShare()))
         self.unresponsive = False    # busy and silent past heartbeat_timeout: gets no new call
         self._on_log = on_log
         self._on_slot_free = on_slot_free
@@ -583,7 +584,7 @@ class Worker:
             return None
         if not self.spec.reading:
             return refusal_advice(err.message, self._module, self.spec.overridden, self.spec.plugin_id,
-                                  self.spec.advice)
+                                  {**self.spec.pending_advice, **self.spec.advice})
         kind, target = m.groups()
         return (f'the module\'s top-level code asked for {kind} access to "{target}" while the host read its '
                 "metadata, which runs with no permissions (what a plugin declares applies once it is read): "
@@ -1303,7 +1304,8 @@ class Worker:
             if raise_error:
                 raise error_from_info(pending.info, plugin=self.spec.plugin_id, function=fn,
                                       module=self._module, root=self._root,
-                                      overridden=self.spec.overridden, advice=self.spec.advice)
+                                      overridden=self.spec.overridden,
+                                      advice={**self.spec.pending_advice, **self.spec.advice})
         elif pending.error is not None:
             raise pending.error
         return pending.value if value else pending

@@ -456,6 +456,15 @@ async def test_a_file_whose_name_is_not_utf8_is_left_out_and_every_listing_answe
                for r in caplog.records)
     with pytest.raises(InvalidConfig, match=r"plugins_dir: .* holds bytes that are not UTF-8 text"):
         HostConfig(plugins_dir=str(plugin_dir.root / os.fsdecode(b"p\xfe")))
+    # a link with a good name to a directory named so (helper-116): the same
+    elsewhere = plugin_dir.root.parent / os.fsdecode(b"rel\xff")
+    elsewhere.mkdir()
+    (elsewhere / "mod.js").write_text("export function add(a, b) { return a + b; }\n")
+    bad.unlink()
+    (plugin_dir.root / "okname").symlink_to(elsewhere)
+    async with make_host() as h:
+        assert [p.id for p in h.plugins()] == ["calc"]
+        msgspec.json.encode(h.plugins())
 
 
 async def test_a_module_named_as_no_plugin_is_warned_of_not_passed_over(plugin_dir, make_host, caplog):

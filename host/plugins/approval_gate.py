@@ -40,9 +40,9 @@ async def held_for_approval(approvals: Approvals, record: Plugin, manifest: Mani
     record.hold(manifest, exports, added, how)
     if record.pool is not None:  # a refusal in the version serving names the one waiting (helper-113)
         spec, waits = record.pool.spec, f"version {manifest.version} asks for {', '.join(added)} and waits for approval"
-        spec.advice = {**{kind: (f"add {{entry}} to metadata.permissions.{kind} in {record.source.module} if it is not "
-                                 f"there: {waits} (`{how}`); version {record.version} serves meanwhile")
-                          for kind in {a.split(":", 1)[0] for a in added}}, **spec.advice}
+        spec.pending_advice = {kind: (f"add {{entry}} to metadata.permissions.{kind} in {record.source.module} if it is "
+                                      f"not there: {waits} (`{how}`); version {record.version} serves meanwhile")
+                               for kind in {a.split(":", 1)[0] for a in added}}  # the newest waiting version's
     if record.state not in SERVING:
         record.set_state("pending", f"asks for {', '.join(added)} beyond its approved grants, events and priority; "
                                     f"approve with `{how}`")

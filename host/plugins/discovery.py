@@ -157,6 +157,9 @@ def _scan(dirs: list[Path]) -> Iterator[tuple[Path, PluginSource | None, str | N
             except (OSError, RuntimeError, ValueError) as exc:  # a symlink loop, say: that entry alone
                 yield child, None, _unreadable(exc)
                 continue
+            if src is not None and not all(_text(str(p)) for p in (src.id, src.module, src.root)):
+                yield child, None, "it leads to a name that is not UTF-8 text: rename it"  # a link (helper-116)
+                continue
             yield child, src, _not_loadable(child) if src is None else None
 
 

@@ -75,12 +75,16 @@ async def scan_files(reg: Registry, files: bool, settled: dict[Path, tuple | Non
     lock, or a copy begun meanwhile) are waited for here; ``files`` false: only the usage-script
     stations new in the shared state."""
     known = {r.source.module for r in reg.records}
-    taken = {(r.source.id, r.source.version_hint): r.source.module for r in reg.records}
+    taken = {(r.source.id, r.source.version_hint): r.source for r in reg.records}
+
+    def duplicate(s: PluginSource) -> bool:  # a link swapped to a new release is the same plugin moved
+        held = taken.get((s.id, s.version_hint))
+        return held is not None and held.module.exists() and (s.entry is None or s.entry != held.entry)
 
     def new() -> list[PluginSource]:
         fresh = [s for s in reg.discover() if s.module not in known and (files or s.id in reg.station_scripts())]
-        for s in [s for s in fresh if (held := taken.get((s.id, s.version_hint))) is not None and held.exists()]:
-            left_out_once(s.module, taken_by(s, taken[s.id, s.version_hint]))  # before: both served
+        for s in [s for s in fresh if duplicate(s)]:
+            left_out_once(s.module, taken_by(s, taken[s.id, s.version_hint].module))  # before: both served
             fresh.remove(s)
         return fresh
 
