@@ -41,6 +41,9 @@ async def test_emit_stop_at_first_handler_and_per_plugin_timeout(plugin_dir, mak
         replies = await h.emit("message.incoming", {}, timeout=0.5, stop_at_first=True)
         assert [r.plugin for r in replies] == ["slow", "pass", "take"]
         assert replies[0].error["type"] == "CallTimeout" and replies[2].value == "taken"
+    async with make_host(events={"timeout": 0.5}) as h:  # the setting's, named (helper-113: nothing said which)
+        replies = await h.emit("message.incoming", {}, stop_at_first=True)
+        assert replies[0].error["message"].endswith("([events] timeout; emit's timeout= for one emit)"), replies[0]
 
 
 async def test_failing_health_check_marks_plugin_degraded_and_recovery_restores_it(plugin_dir, make_host):

@@ -11,7 +11,7 @@ from typing import Any
 import anyio
 
 from ..config import HostConfig
-from ..errors import HostClosed, HostError
+from ..errors import CallTimeout, HostClosed, HostError
 from ..info import EventReply
 from .lifecycle import SERVING, Plugin
 from .registry import Registry
@@ -49,7 +49,10 @@ class Events:
             try:
                 value = await self._call(r.key, "onEvent", event, payload, timeout=budget)
             except HostError as exc:
-                replies.append(EventReply(plugin=r.id, version=r.version, ok=False, error=exc.to_dict(),
+                error = exc.to_dict()
+                if isinstance(exc, CallTimeout) and timeout is None:  # the setting that bounds it (helper-113)
+                    error["message"] += " ([events] timeout; emit's timeout= for one emit)"
+                replies.append(EventReply(plugin=r.id, version=r.version, ok=False, error=error,
                                           duration=round((time.perf_counter() - t0) * 1000, 3)))
                 continue
             replies.append(EventReply(plugin=r.id, version=r.version, ok=True, value=value,
