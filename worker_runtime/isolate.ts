@@ -89,6 +89,7 @@ export async function harden(surfaces: unknown[] = []): Promise<void> {
   const timer = setTimeout(() => {}, 0);  // Node's Timeout (what an execution's setTimeout answers): its
   clearTimeout(timer);                     // prototype is frozen below (helper-109: A hooked every later timer)
   lent = lentDeno();
+  shieldGlobalSlot(g);
   pinProcess(g.process);
   pinDeno(g.Deno);
   tameFunctionConstructors();
@@ -333,6 +334,40 @@ function pinDeno(D: any): void {
   });
   pin(D.env, "set", refuse("env.set"));
   pin(D.env, "delete", refuse("env.delete"));
+  for (const what of ["revoke", "revokeSync", "request", "requestSync"]) { // helper-117: a revoke for everyone
+    pin(D.permissions, what, refuse(`permissions.${what}`));
+  }
+}
+
+/**
+ * The queuing strategies lent to executions keep the main realm's global object in an internal
+ * slot (``Symbol([[globalObject]])``, an own property of each instance, which their ``size``
+ * getter keys a WeakMap by): through it an execution reached ``process``, ``node:vm`` and the
+ * runtime's own modules, and hooked every later caller's code, input and result (helper-115,
+ * helper-117). The classes lent are wrappers whose instances hold an empty frozen object in that
+ * slot instead; the original classes stay reachable from no lent object (their prototype's
+ * ``constructor`` is the wrapper).
+ */
+function shieldGlobalSlot(g: any): void {
+  for (const name of ["CountQueuingStrategy", "ByteLengthQueuingStrategy"]) {
+    const Original = g[name];
+    if (typeof Original !== "function") continue;
+    const slot = Object.getOwnPropertySymbols(new Original({ highWaterMark: 1 }))
+      .find((s) => String(s) === "Symbol([[globalObject]])");
+    if (slot === undefined) continue;
+    const shield = Object.freeze(Object.create(null));
+    const Lent = function (this: unknown, init: unknown) {
+      if (new.target === undefined) throw new TypeError(`Failed to construct '${name}': Please use the 'new' operator`);
+      const made = Reflect.construct(Original, [init], new.target);
+      Object.defineProperty(made, slot, { value: shield, writable: false, enumerable: false, configurable: false });
+      return made;
+    };
+    Object.defineProperty(Lent, "name", { value: name });
+    Object.defineProperty(Lent, "prototype", { value: Original.prototype, writable: false });
+    Object.defineProperty(Original.prototype, "constructor", { value: Lent, writable: true, configurable: true });
+    const d = Object.getOwnPropertyDescriptor(g, name)!; // a lazy global's accessor, or a value
+    Object.defineProperty(g, name, { value: Lent, writable: true, enumerable: d.enumerable, configurable: true });
+  }
 }
 
 let lent: object | undefined;

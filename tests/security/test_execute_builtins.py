@@ -18,6 +18,7 @@ HOOK = """
 export default () => {
   const q = new CountQueuingStrategy({ highWaterMark: 1 });
   const G = q[Object.getOwnPropertySymbols(q).find((s) => String(s).includes("globalObject"))];
+  if (!G?.process) return "no way to the main realm";  // security.md row 119: the slot holds no global now
   const vm = G.process.getBuiltinModule("node:vm");
   const Module = Object.getPrototypeOf(vm.SourceTextModule.prototype);
   const kLink = Object.getOwnPropertySymbols(Module).find((s) => String(s) === "Symbol(kLink)");
@@ -48,7 +49,7 @@ async def test_an_execution_cannot_hook_the_vm_module_that_loads_the_next_caller
         b = await h.execute(victim, input={"secret": "B-SECRET-4242"})
         c = await h.execute(victim, input={"secret": "C"})
     assert a.ok, a.logs
-    assert set(a.result.values()) == {"TypeError"}, a.result
+    assert a.result == "no way to the main realm" or set(a.result.values()) == {"TypeError"}, a.result
     assert b.ok and b.result == {"echo": "B-SECRET-4242"}, (b.result, b.logs)
     assert [entry.message for entry in b.logs] == ["mine"]
     assert c.ok and c.result == {"echo": "C"}
@@ -58,6 +59,7 @@ PROCESS_HOOK = """
 export default () => {
   const q = new CountQueuingStrategy({ highWaterMark: 1 });
   const G = q[Object.getOwnPropertySymbols(q).find((s) => String(s).includes("globalObject"))];
+  if (!G?.process) return "no way to the main realm";  // security.md row 119: the slot holds no global now
   const out = {};
   for (const [name, change] of Object.entries({
     chdir: () => G.process.chdir(DATA),
@@ -94,6 +96,39 @@ async def test_the_main_realms_process_cannot_change_the_process_for_the_next_ca
         b = await h.execute(victim, permissions=perms)
     assert before.ok, before.logs
     assert a.ok, a.logs
-    assert a.result == dict.fromkeys(("chdir", "umask", "envSet", "envDelete", "pinned", "denoChdir", "denoEnvSet",
-                                      "denoEnvDelete", "loadEnvFile", "capture"), "TypeError"), a.result
+    assert a.result == "no way to the main realm" or a.result == dict.fromkeys(
+        ("chdir", "umask", "envSet", "envDelete", "pinned", "denoChdir", "denoEnvSet", "denoEnvDelete", "loadEnvFile",
+         "capture"), "TypeError"), a.result
     assert b.ok and b.result == before.result, (b.result, before.result)
+
+
+SLOT = """
+export default async () => {
+  const strategies = [new CountQueuingStrategy({ highWaterMark: 2 }), new ByteLengthQueuingStrategy({ highWaterMark: 8 })];
+  const reached = strategies.map((q) => {
+    const slot = Object.getOwnPropertySymbols(q).find((s) => String(s).includes("globalObject"));
+    const v = slot === undefined ? undefined : q[slot];
+    return Boolean(v && (v.process || v.Deno || v.setTimeout));
+  });
+  const original = Object.getPrototypeOf(strategies[0]).constructor;  // the class lent, not the one behind it
+  const viaOriginal = new original({ highWaterMark: 1 });
+  const slot = Object.getOwnPropertySymbols(viaOriginal).find((s) => String(s).includes("globalObject"));
+  reached.push(Boolean(slot && viaOriginal[slot]?.process));
+  const rs = new ReadableStream({ pull(c) { c.enqueue("chunk"); c.close(); } }, strategies[0]);
+  return { reached, size: [strategies[0].size(), strategies[1].size(new Uint8Array(5))],
+           read: (await rs.getReader().read()).value, same: original === CountQueuingStrategy };
+};
+"""
+
+
+async def test_the_queuing_strategies_lead_no_execution_to_the_main_realms_global(make_host):
+    """helper-115, helper-117: a CountQueuingStrategy (or ByteLengthQueuingStrategy) lent to an
+    execution kept the main realm's global object in an internal slot; from it one caller reached
+    process, node:vm (whose importModuleDynamically loaded the runtime's own modules) and the
+    main realm's Deno, and hooked, read and forged every later caller's code, input, logs and
+    result on the worker, revoked the pool's grants and ended the worker under the next caller.
+    The strategies lent hold an empty frozen object there; they work as before."""
+    async with make_host(execute=ONE_WORKER) as h:
+        out = await h.execute(SLOT)
+    assert out.ok, out.logs
+    assert out.result == {"reached": [False, False, False], "size": [1, 5], "read": "chunk", "same": True}, out.result
