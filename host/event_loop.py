@@ -42,3 +42,24 @@ def loop_name() -> str:
 
 
 __all__ = ["EventLoop", "loop_name", "run_options"]
+
+
+def mark_asyncio() -> None:
+    """On asyncio, say so to sniffio in the current context, as ``anyio.run`` does and
+    ``asyncio.run`` (and uvicorn, an application's own loop) does not: anyio (4.14 on) makes a
+    cancel scope for every task it starts, which asks sniffio for the loop, and from a raw loop
+    callback (the frames read by FrameSocket's reader) nothing else tells it. Without this, under
+    ``asyncio.run`` every host call of a plugin, and every worker recycled, crashed its worker
+    (NoEventLoopError). A callback or task made from this context on inherits it."""
+    try:
+        import asyncio
+
+        import sniffio
+    except ImportError:  # no sniffio: anyio looks at the running loop itself
+        return
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return  # trio, or no loop
+    if sniffio.current_async_library_cvar.get() is None:
+        sniffio.current_async_library_cvar.set("asyncio")

@@ -41,6 +41,7 @@ from .config import (
     checked_config,
 )
 from .errors import HostClosed, InvalidConfig, PluginError
+from .event_loop import mark_asyncio
 from .execute import ExecuteResult
 from .execute_pools import ExecutePools
 from .info import EventReply, PluginInfo, add_egress, add_grants, plugin_info
@@ -121,6 +122,7 @@ class PluginHost:
 
     async def __aenter__(self) -> PluginHost:
         self._once.enter()  # before the try: a refused entry must not close the running host
+        mark_asyncio()  # under asyncio.run too, what the host starts from loop callbacks works (event_loop.py)
         try:  # a start that fails, from its first step on, closes what __init__ opened (the host has run)
             check_state_dir(self.config.state_path)  # writable, with room: or a StateError saying why
             self._runtime = Runtime.create(self.config, redact=self._registry.redact_secrets)

@@ -16,6 +16,7 @@ import anyio
 
 from . import protocol as p
 from .errors import ProtocolError
+from .event_loop import mark_asyncio
 
 _RECV_SIZE = 256 * 1024
 _GATHER = 64  # frames handed to one sendmsg
@@ -123,6 +124,7 @@ class FrameSocket:
             self.loop = None
             self._trio_readable = trio.lowlevel.wait_readable
         else:
+            mark_asyncio()  # the reader's callbacks start tasks (host calls): anyio must see asyncio there
             self.loop.add_reader(sock.fileno(), self._on_readable)
         self._drained = False  # the last read emptied the socket
         # ``serve`` on asyncio: the frames' consumer, called from ``_on_readable``, and the

@@ -4,6 +4,8 @@ imported is a typed error naming the setting."""
 
 from __future__ import annotations
 
+import json
+import subprocess
 import sys
 
 import pytest
@@ -46,3 +48,36 @@ def test_an_unknown_event_loop_is_refused_naming_the_setting(tmp_path, plugin_di
     done = run_cli("list", "--plugins", str(plugin_dir.root), "--config", "host.toml", cwd=tmp_path)
     assert done.returncode == 2
     assert "event_loop" in done.stderr and "tokio" in done.stderr, done.stderr
+
+
+ASYNCIO_RUN = """
+import asyncio, json, sys
+from host import ExecuteConfig, HostConfig, PluginHost, PoolConfig
+
+async def main():
+    config = HostConfig(plugins_dir=sys.argv[1], state_dir=sys.argv[2],
+                        pool=PoolConfig(min_workers=1, max_workers=1, max_calls_per_worker=2),
+                        execute=ExecuteConfig(pooled=False))
+    async with PluginHost(config) as h:
+        calls = [await h.call("cached", "f", i) for i in range(5)]  # host calls; a worker recycled twice
+        runs = [(await h.execute("export default (x) => x * 2", i)).result for i in range(2)]  # a worker each
+        print(json.dumps({"calls": calls, "runs": runs, "crashes": h.plugin("cached").crashes}))
+
+asyncio.run(main())  # not anyio.run: what an application (uvicorn, a script) runs the host on
+"""
+
+
+def test_the_host_under_asyncio_run_serves_host_calls_and_recycles_workers(tmp_path, plugin_dir):
+    """Under asyncio.run (an application's own loop, uvicorn's too) anyio could not tell the loop
+    from the frame reader's callback (anyio.run tells sniffio; asyncio.run does not): every host
+    call of a plugin (ctx.cache, ctx.storage) crashed its worker with NoEventLoopError, as did
+    every worker recycled after max_calls_per_worker and every fresh /execute worker."""
+    plugin_dir.add("cached.js", "export async function f(x, ctx) { await ctx.cache.set('k', x); "
+                                "return await ctx.cache.get('k'); }\n")
+    script = tmp_path / "app.py"
+    script.write_text(ASYNCIO_RUN)
+    out = subprocess.run([sys.executable, str(script), str(plugin_dir.root), str(tmp_path / "state")],
+                         capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert json.loads(out.stdout) == {"calls": [0, 1, 2, 3, 4], "runs": [0, 2], "crashes": 0}, out.stderr[-3000:]
+    assert "NoEventLoopError" not in out.stderr and "never awaited" not in out.stderr
