@@ -336,6 +336,9 @@ function pinDeno(D: any): void {
   pin(D.env, "delete", refuse("env.delete"));
   for (const what of ["revoke", "revokeSync", "request", "requestSync"]) { // helper-117: a revoke for everyone
     pin(D.permissions, what, refuse(`permissions.${what}`));
+    // and on the class every execution is lent (Deno.Permissions), whose methods take any `this`:
+    // Deno.Permissions.prototype.revokeSync.call({}, {name: "env"}) revoked it for the next callers (helper-118)
+    pin(Object.getPrototypeOf(D.permissions), what, refuse(`permissions.${what}`));
   }
 }
 
@@ -356,17 +359,25 @@ function shieldGlobalSlot(g: any): void {
       .find((s) => String(s) === "Symbol([[globalObject]])");
     if (slot === undefined) continue;
     const shield = Object.freeze(Object.create(null));
-    const Lent = function (this: unknown, init: unknown) {
+    const Lent = function (this: unknown, ...args: unknown[]) {
       if (new.target === undefined) throw new TypeError(`Failed to construct '${name}': Please use the 'new' operator`);
-      const made = Reflect.construct(Original, [init], new.target);
+      // made on the class's own (frozen) prototype: a caller's subclass or new.target whose
+      // prototype had a setter for the slot got the global as the constructor stored it
+      // (helper-118); it moves onto the caller's prototype once the slot holds the shield
+      const made = Reflect.construct(Original, args);
       Object.defineProperty(made, slot, { value: shield, writable: false, enumerable: false, configurable: false });
+      if (new.target !== Lent) Object.setPrototypeOf(made, new.target.prototype);
       return made;
     };
     Object.defineProperty(Lent, "name", { value: name });
+    Object.defineProperty(Lent, "length", { value: 1 });
     Object.defineProperty(Lent, "prototype", { value: Original.prototype, writable: false });
     Object.defineProperty(Original.prototype, "constructor", { value: Lent, writable: true, configurable: true });
     const d = Object.getOwnPropertyDescriptor(g, name)!; // a lazy global's accessor, or a value
     Object.defineProperty(g, name, { value: Lent, writable: true, enumerable: d.enumerable, configurable: true });
+    // every instance's size is one function (keyed by the shield), made on first use: made now and
+    // frozen, else one caller planted what the next caller's size.call(...) ran (helper-118)
+    Object.freeze(new (Lent as any)({ highWaterMark: 1 }).size);
   }
 }
 

@@ -114,8 +114,22 @@ export default async () => {
   const viaOriginal = new original({ highWaterMark: 1 });
   const slot = Object.getOwnPropertySymbols(viaOriginal).find((s) => String(s).includes("globalObject"));
   reached.push(Boolean(slot && viaOriginal[slot]?.process));
+  // a subclass (or a new.target) whose prototype has a setter for the slot (helper-118)
+  const sym = Object.getOwnPropertySymbols(strategies[0]).find((s) => String(s).includes("globalObject"));
+  for (const Base of [CountQueuingStrategy, ByteLengthQueuingStrategy]) {
+    let got;
+    class X extends Base {}
+    Object.defineProperty(X.prototype, sym, { set(v) { got = v; }, configurable: true });
+    const x = new X({ highWaterMark: 1 });
+    function NT() {}
+    NT.prototype = Object.create(X.prototype);
+    Reflect.construct(Base, [{ highWaterMark: 1 }], NT);
+    reached.push(Boolean(got?.process || x[sym]?.process) || !(x instanceof X) || x.size(new Uint8Array(3)) !== (Base === CountQueuingStrategy ? 1 : 3));
+  }
+  let planted = "frozen";
+  try { strategies[0].size.planted = "from A"; planted = strategies[0].size.planted ?? "frozen"; } catch { planted = "frozen"; }
   const rs = new ReadableStream({ pull(c) { c.enqueue("chunk"); c.close(); } }, strategies[0]);
-  return { reached, size: [strategies[0].size(), strategies[1].size(new Uint8Array(5))],
+  return { reached, planted, size: [strategies[0].size(), strategies[1].size(new Uint8Array(5))],
            read: (await rs.getReader().read()).value, same: original === CountQueuingStrategy };
 };
 """
@@ -131,4 +145,23 @@ async def test_the_queuing_strategies_lead_no_execution_to_the_main_realms_globa
     async with make_host(execute=ONE_WORKER) as h:
         out = await h.execute(SLOT)
     assert out.ok, out.logs
-    assert out.result == {"reached": [False, False, False], "size": [1, 5], "read": "chunk", "same": True}, out.result
+    assert out.result == {"reached": [False] * 5, "planted": "frozen", "size": [1, 5], "read": "chunk", "same": True}, \
+        out.result
+
+
+async def test_the_lent_permissions_class_revokes_nothing_for_the_next_caller(make_host, tmp_path):
+    """helper-118: Deno.Permissions is lent, and its prototype's methods take any this:
+    Deno.Permissions.prototype.revokeSync.call({}, {name: "env"}) revoked the pool's env grant for
+    every later caller on the worker."""
+    allow = {"env": True}
+    revoke = """export default () => { const out = {};
+      for (const m of ["revokeSync", "requestSync"]) {
+        try { Deno.Permissions.prototype[m].call({}, { name: "env" }); out[m] = "done"; } catch (e) { out[m] = e.name; }
+      } return out; };"""
+    victim = "export default () => Deno.permissions.querySync({ name: 'env' }).state"
+    async with make_host(execute=ExecuteConfig(min_workers=1, max_workers=1, allow=allow)) as h:
+        before = await h.execute(victim, permissions={"env": True})
+        a = await h.execute(revoke, permissions={"env": True})
+        after = await h.execute(victim, permissions={"env": True})
+    assert before.result == after.result == "granted", (before.result, after.result)
+    assert a.result == {"revokeSync": "TypeError", "requestSync": "TypeError"}, a.result
