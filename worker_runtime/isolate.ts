@@ -90,6 +90,7 @@ export async function harden(surfaces: unknown[] = []): Promise<void> {
   clearTimeout(timer);                     // prototype is frozen below (helper-109: A hooked every later timer)
   lent = lentDeno();
   shieldGlobalSlot(g);
+  ownTimeoutSignals(g);
   pinProcess(g.process);
   pinDeno(g.Deno);
   tameFunctionConstructors();
@@ -343,6 +344,29 @@ function pinDeno(D: any): void {
 }
 
 /**
+ * ``AbortSignal.timeout`` whose timer no signal holds: Deno's keeps the main realm's Timeout
+ * object in the signal's ``[[timerId]]`` slot, an unfrozen node of the timer lists every caller's
+ * and the runtime's timers share: one caller set its ``_onTimeout`` and, left behind, walked the
+ * list to fire or silence the next caller's timers (helper-119). Same answer: aborted with a
+ * DOMException "TimeoutError" once ``ms`` passed, the timer kept from holding the process.
+ */
+function ownTimeoutSignals(g: any): void {
+  const { AbortController, DOMException } = g;
+  const timeout = function timeout(ms: unknown): AbortSignal {
+    const delay = Number(ms);
+    if (!Number.isFinite(delay) || delay < 0) {
+      throw new TypeError(`Failed to execute 'AbortSignal.timeout': Argument 1 is not a finite number of milliseconds`);
+    }
+    const controller = new AbortController();
+    const timer: any = setTimeout(() => controller.abort(new DOMException("Signal timed out.", "TimeoutError")), delay);
+    if (typeof timer?.unref === "function") timer.unref(); // as Deno's: it keeps nothing alive
+    else Deno.unrefTimer(timer);
+    return controller.signal;
+  };
+  Object.defineProperty(g.AbortSignal, "timeout", { value: timeout, writable: true, enumerable: true, configurable: true });
+}
+
+/**
  * The queuing strategies lent to executions keep the main realm's global object in an internal
  * slot (``Symbol([[globalObject]])``, an own property of each instance, which their ``size``
  * getter keys a WeakMap by): through it an execution reached ``process``, ``node:vm`` and the
@@ -508,8 +532,7 @@ export class Execution {
   #sandbox: Record<string, unknown>;
   #owner: { settled: boolean } = { settled: true };  // none yet: a spare runs nothing
   #onUncaught: (e: unknown) => void = () => {};
-  #timers = new Set<number>();
-  #intervals = new Set<number>();
+  #timers = new Map<number, unknown>(); // the code's number -> the main realm's timer (setTimeout, setInterval)
   #disposed = false;
 
   /** A fresh context with the lent globals and timers of its own; `claim` gives it an owner. */
@@ -530,26 +553,31 @@ export class Execution {
         if (!this.#owner.settled) this.#onUncaught(e);
       }
     };
+    // A timer is a number to the code: Node's Timeout object it stands for is the main realm's,
+    // linked into the timer lists every caller's and the runtime's timers share (helper-119: code
+    // left behind rewired them and fired or silenced the next caller's timers)
+    const timers = this.#timers;
     sandbox.setTimeout = (fn: unknown, ms?: number, ...args: unknown[]): number => {
       if (this.#disposed) return 0;
-      const id = globalThis.setTimeout(() => {
-        this.#timers.delete(id);
+      const id = nextTimerId++;
+      timers.set(id, globalThis.setTimeout(() => {
+        timers.delete(id);
         run(fn, args);
-      }, ms) as unknown as number;
-      this.#timers.add(id);
+      }, ms));
       return id;
     };
     sandbox.setInterval = (fn: unknown, ms?: number, ...args: unknown[]): number => {
       if (this.#disposed) return 0;
-      const id = globalThis.setInterval(() => run(fn, args), ms) as unknown as number;
-      this.#intervals.add(id);
+      const id = nextTimerId++;
+      timers.set(id, globalThis.setInterval(() => run(fn, args), ms));
       return id;
     };
-    sandbox.clearTimeout = (id?: number): void => {
-      if (id !== undefined && this.#timers.delete(id)) clearTimeout(id);
-    };
-    sandbox.clearInterval = (id?: number): void => {
-      if (id !== undefined && this.#intervals.delete(id)) clearInterval(id);
+    sandbox.clearTimeout = sandbox.clearInterval = (id?: unknown): void => {
+      const timer = typeof id === "number" ? timers.get(id) : undefined;
+      if (timer !== undefined) {
+        timers.delete(id as number);
+        clearTimeout(timer as number);
+      }
     };
     sandbox.queueMicrotask = (fn: unknown): void => queueMicrotask(() => run(fn, []));
     this.#sandbox = sandbox;
@@ -567,6 +595,7 @@ export class Execution {
    * it has not settled. A context serves one execution only.
    */
   claim(owner: { settled: boolean }, globals: Record<string, unknown>, onUncaught: (e: unknown) => void): this {
+    forgetLastMatch();
     Object.assign(this.#sandbox, globals);
     this.#sandbox.Deno = denoFor(owner);
     this.#owner = owner;
@@ -633,12 +662,25 @@ export class Execution {
   dispose(): void {
     if (this.#disposed) return;
     this.#disposed = true;
-    for (const id of this.#timers) clearTimeout(id);
-    for (const id of this.#intervals) clearInterval(id);
+    forgetLastMatch();
+    for (const timer of this.#timers.values()) clearTimeout(timer as number);
     this.#timers.clear();
-    this.#intervals.clear();
   }
 }
+
+let nextTimerId = 1; // the numbers executions' timers are known by: never a main-realm object
+
+/**
+ * The main realm's RegExp legacy statics (``lastMatch``, ``input``, ``$1``...) emptied, before an
+ * execution runs and once it settled: tameRegExpStatics deletes them from its RegExp, but Deno's
+ * own frozen RegExp subclass (reached through a URLPattern's components) carries copies, which
+ * gave the next caller what Deno's code last matched for the previous one, a Blob type's
+ * charset=<its secret> (helper-119). A match of nothing in the main realm sets them all to "".
+ */
+function forgetLastMatch(): void {
+  EMPTY.exec("");
+}
+const EMPTY = /(?:)/;
 
 let spareContext: Execution | undefined;
 let spareQueued = false;

@@ -165,3 +165,33 @@ async def test_the_lent_permissions_class_revokes_nothing_for_the_next_caller(ma
         after = await h.execute(victim, permissions={"env": True})
     assert before.result == after.result == "granted", (before.result, after.result)
     assert a.result == {"revokeSync": "TypeError", "requestSync": "TypeError"}, a.result
+
+
+async def test_what_the_previous_caller_matched_and_its_timers_are_out_of_reach(make_host):
+    """helper-119: (1) a URLPattern's components hold a regexp of Deno's frozen RegExp subclass,
+    whose copies of the legacy statics (input, lastMatch, $1) gave the next caller what Deno's code
+    last matched for the previous one: a Blob type's charset=<its secret>; (2) setTimeout answered,
+    and AbortSignal.timeout kept in a slot, the main realm's Timeout objects, linked into the timer
+    lists every caller and the runtime share: code left behind rewired them and fired the next
+    caller's 2 s timer after 0.4 s."""
+    victim = """export default (input) => { new Blob(["x"], { type: "text/plain;charset=" + input.secret });
+      return "ok"; }"""
+    reader = """export default async () => {
+      const p = new URLPattern({ pathname: "/a/:b" });
+      const key = Object.getOwnPropertySymbols(p).find((s) => String(s).includes("components"));
+      const R = Object.getPrototypeOf(p[key][0].regexp).constructor;  // Deno's RegExp subclass
+      const t = setTimeout(() => {}, 1000);
+      const signal = AbortSignal.timeout(20);
+      const held = Object.getOwnPropertySymbols(signal).map((s) => signal[s])
+        .filter((v) => v && typeof v === "object" && "_onTimeout" in v).length;
+      clearTimeout(t);
+      const reason = await new Promise((r) => signal.addEventListener("abort", () => r(signal.reason.name)));
+      return { input: R.input ?? null, lastMatch: R.lastMatch ?? null, timer: typeof t, held, reason };
+    };"""
+    async with make_host(execute=ONE_WORKER) as h:
+        assert (await h.execute(victim, input={"secret": "B-SECRET-42"})).result == "ok"
+        out = await h.execute(reader)
+    assert out.ok, out.logs
+    assert "B-SECRET-42" not in str(out.result), out.result
+    assert out.result["timer"] == "number" and out.result["held"] == 0 and out.result["reason"] == "TimeoutError", \
+        out.result

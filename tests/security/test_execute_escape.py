@@ -553,7 +553,9 @@ async def test_the_timer_an_execution_gets_cannot_hook_the_next_callers_timers(m
     timer, the next caller's and the runtime's, with the timer as `this`."""
     hook = """
     export default () => {
-      const proto = Object.getPrototypeOf(setTimeout(() => {}, 1e6));
+      const timer = setTimeout(() => {}, 1e6);
+      if (typeof timer === "number") return { timer: "number" };  // helper-119: no Timeout object at all now
+      const proto = Object.getPrototypeOf(timer);
       const key = Object.getOwnPropertySymbols(proto).find((s) => String(s) === "Symbol(createTimer)");
       const out = {};
       for (const [k, f] of Object.entries({
@@ -566,7 +568,7 @@ async def test_the_timer_an_execution_gets_cannot_hook_the_next_callers_timers(m
     async with make_host(execute=ONE_WORKER) as h:
         a = await h.execute(hook)
         b = await h.execute(victim, timeout=3)
-    assert a.ok and a.result == {"createTimer": "TypeError", "refresh": "TypeError"}, a.result
+    assert a.ok and a.result in ({"createTimer": "TypeError", "refresh": "TypeError"}, {"timer": "number"}), a.result
     assert b.ok and b.result == "fired", b.logs
 
 
