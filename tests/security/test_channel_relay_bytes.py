@@ -71,4 +71,6 @@ async def test_events_from_other_hosts_queue_no_more_bytes_than_the_inbox_allows
             assert await a.call("loud", "shout", 400, MIB - 64, timeout=60) == 400  # 400 MiB of events
             await anyio.sleep(1)
             tg.cancel_scope.cancel()
-        assert seen.growth < 250 * MIB, "two hosts: " + seen.mib()
+        # both hosts in this process: 129-176 MiB run alone, 268 once in a loaded full run; all 400
+        # MiB of events held, as before the inbox was bounded, would be over 400
+        assert seen.growth < 320 * MIB, "two hosts: " + seen.mib()
