@@ -25,6 +25,7 @@ from .cli_dev import announce_inspector, code_frame, debugger_wait
 from .cli_dev import register as register_dev
 from .cli_doctor import doctor
 from .cli_grants import register as register_grants
+from .cli_one_off import LOAD_GRACE, one_off
 from .cli_output import (
     GuardedOutput,
     ListenError,
@@ -44,7 +45,7 @@ from .cli_plugins import register as register_plugins
 from .cli_serve import serve
 from .cli_serve import started as _started
 from .cli_stations import register as register_stations
-from .config import HostConfig, PluginSettings, PoolConfig, check_inspect
+from .config import HostConfig, PluginSettings, check_inspect
 from .config_file import load_config
 from .control import control_client
 from .errors import HostError, InvalidArguments, InvalidCode, InvalidConfig
@@ -69,27 +70,6 @@ def _config(args: argparse.Namespace) -> HostConfig:
     return load_config(args.config, snapshot=getattr(args, "config_snapshot", None), **overrides)
 
 
-def on_demand(config: HostConfig) -> HostConfig:
-    """``config`` for a one-off command: no pool starts a worker (or a spare) before a call needs
-    it. A `call` of one plugin among 100 started 100 Deno processes for one answer (3.4 s)."""
-    def lazy(pool: PoolConfig) -> PoolConfig:
-        return msgspec.structs.replace(pool, min_workers=0, spares=0)
-
-    plugins = {k: msgspec.structs.replace(s, pool=lazy(s.pool)) if s.pool else s for k, s in config.plugins.items()}
-    execute = msgspec.structs.replace(config.execute, min_workers=0)
-    return msgspec.structs.replace(config, pool=lazy(config.pool), plugins=plugins, execute=execute)
-
-
-def about_only(plugin_id: str) -> None:
-    """Log nothing said about a plugin other than ``plugin_id`` (the load warnings of every
-    other plugin in the directory, on each `call`)."""
-    def concerns(record: logging.LogRecord) -> bool:
-        return getattr(record, "plugin", plugin_id) == plugin_id
-
-    for handler in logging.getLogger().handlers:
-        handler.addFilter(concerns)
-
-
 async def _import_cc_switch(args: argparse.Namespace, config: HostConfig) -> int:
     return await import_cc_switch(args, config, _started, PluginHost)
 
@@ -110,12 +90,6 @@ async def _balances(args: argparse.Namespace, config: HostConfig) -> int:
     else:
         print("no balance plugins (none declares the \"balance\" capability)", file=sys.stderr)
     return 0 if all(b.usable for b in results) else 1
-
-
-# call and execute load the plugins in the background (_run): once they printed their answer, the
-# loads still going get this long to finish (and be kept in the manifest cache, so that the next
-# command reads no plugin again); one hung (a top level that never settles) is cut off then
-LOAD_GRACE = 1.5
 
 
 async def _call(args: argparse.Namespace, config: HostConfig) -> int:
@@ -470,13 +444,8 @@ def _run(args: argparse.Namespace) -> int:
             settings = msgspec.structs.replace(config.plugins.get(inspected) or PluginSettings(), inspect=address,
                                                inspect_brk=bool(args.inspect_brk))
             config.plugins = {**config.plugins, inspected: settings}
-        if args.command not in SHOWS_WORKERS:  # a one-off: workers only as its calls need them
-            config = on_demand(config)
-        if args.command == "call":  # what it prints concerns the plugin it calls
-            about_only(args.id.partition("@")[0])
-        if args.command in ("call", "execute") and config.load == "auto":  # its answer waits for that
-            config = msgspec.structs.replace(config, load="background")  # plugin's load only, or none
-            # (helper-113: 10 s behind another plugin's hung load)
+        if args.command not in SHOWS_WORKERS:
+            config = one_off(config, args.command, getattr(args, "id", None))
         missing = [d for d in config.plugin_dirs if not d.is_dir()]
         if args.command in READS_PLUGINS and missing:  # else an empty list, exit 0, would hide a typo
             what = "is a file, not a directory" if missing[0].exists() else "does not exist"

@@ -12,6 +12,7 @@ from msgspec import Meta
 
 from .balances.alerts import AlertsConfig
 from .balances.stations import StationConfig, check_station
+from .config_errors import check_directory_name
 from .config_types import MAX_COUNT, Amount, Count, Delay, Seconds, checked, nul_in
 from .errors import InvalidConfig
 from .execute_config import CryptoToolConfig, ExecuteConfig, check_execute
@@ -339,15 +340,8 @@ class HostConfig(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True)
                 setattr(self, f.name, checked(value, f.type, f.name))
         for name, path in [("state_dir", self.state_dir)] + [("plugins_dir", d) for d in (
                 self.plugins_dir if isinstance(self.plugins_dir, list) else [self.plugins_dir])]:
-            if isinstance(path, str) and not path.strip():  # "" was the config file's own directory
-                raise InvalidConfig(f"{name}: empty; give a directory (\".\" for the current one)")
-            try:
-                if isinstance(path, str):
-                    path.encode("utf-8")
-            except UnicodeEncodeError:  # bytes that are not UTF-8 (os.fsdecode's surrogates)
-                shown = path.encode("utf-8", "backslashreplace").decode()
-                raise InvalidConfig(f"{name}: {shown!r} holds bytes that are not UTF-8 text: every plugin path "
-                                    "and log line would carry them; use a directory named in UTF-8") from None
+            if isinstance(path, str):
+                check_directory_name(name, path)
         if self.load not in ("auto", "wait", "background"):
             raise InvalidConfig(f'load: expected "auto", "wait" or "background", got {self.load!r}')
         _check_pool(self.pool, "pool")

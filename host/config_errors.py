@@ -11,6 +11,8 @@ from typing import Any
 
 import msgspec
 
+from .errors import InvalidConfig
+
 _AT = re.compile(r"^(.*?)(?: - at `\$(.*)`)?$", re.S)
 _UNKNOWN = re.compile(r"^Object contains unknown field `(.*)`$", re.S)
 
@@ -79,3 +81,17 @@ def _fields_at(root: type, parts: list[str]) -> list[str]:
 
 
 __all__ = ["validation_message"]
+
+
+def check_directory_name(name: str, path: str) -> None:
+    """InvalidConfig unless ``path`` (setting ``name``) names a directory: not empty ("" was the
+    config file's own directory), and UTF-8 text (bytes that are not, os.fsdecode's surrogates,
+    would reach every plugin path and log line)."""
+    if not path.strip():
+        raise InvalidConfig(f"{name}: empty; give a directory (\".\" for the current one)")
+    try:
+        path.encode("utf-8")
+    except UnicodeEncodeError:
+        shown = path.encode("utf-8", "backslashreplace").decode()
+        raise InvalidConfig(f"{name}: {shown!r} holds bytes that are not UTF-8 text: every plugin path "
+                            "and log line would carry them; use a directory named in UTF-8") from None

@@ -41,13 +41,13 @@ from .config import (
     checked_config,
 )
 from .errors import HostClosed, InvalidConfig, PluginError
-from .event_loop import mark_asyncio
 from .execute import ExecuteResult
 from .execute_pools import ExecutePools
 from .info import EventReply, PluginInfo, add_egress, add_grants, plugin_info
 from .logbook import JournalEntry, LogBook, LogListener, LogRouter
 from .metrics import HostMetrics, failure_labels, outcome_of
 from .plugins.admin import ConfigAdmin
+from .plugins.config_store import seal_stored_secrets
 from .plugins.events import Events
 from .plugins.host_lists import move_bare_station_configs, open_stores
 from .plugins.lifecycle import STARTING, EventHub, Plugin, PluginEvent
@@ -122,7 +122,6 @@ class PluginHost:
 
     async def __aenter__(self) -> PluginHost:
         self._once.enter()  # before the try: a refused entry must not close the running host
-        mark_asyncio()  # under asyncio.run too, what the host starts from loop callbacks works (event_loop.py)
         try:  # a start that fails, from its first step on, closes what __init__ opened (the host has run)
             check_state_dir(self.config.state_path)  # writable, with room: or a StateError saying why
             self._runtime = Runtime.create(self.config, redact=self._registry.redact_secrets)
@@ -154,7 +153,7 @@ class PluginHost:
                 self.config, self._registry.store, self._stations, self._registry.discover(first=True)),
                 background=self.config.load == "background")
             self._found = True
-            await self._registry.seal_stored_secrets()
+            await seal_stored_secrets(self._registry.store, self._registry.records)
             if self.config.health.interval > 0:
                 tg.start_soon(self._events.health_loop)
             if self.config.reload.enabled or self.config.state.database:

@@ -17,6 +17,7 @@ from .config import PoolConfig
 from .errors import HostClosed, HostError, PluginUnavailable, SpawnFailed, StateError, WorkerCrashed
 from .policy.scheduler import WaitQueue
 from .pool_cooldown import Cooldown
+from .pool_stale import recheck, stale_now
 from .pool_waiters import PoolWaiter, WaiterDeadlines
 from .protocol import HOOKS
 from .runtime import Runtime
@@ -205,7 +206,7 @@ class Pool:
         try:
             if delay:
                 await anyio.sleep(delay)
-            if await self._stale_now():
+            if await stale_now(self):
                 return None
             worker = await self._spawn()
             if worker.exited.is_set():
@@ -308,35 +309,13 @@ class Pool:
             return 0.0
         return min(self.config.restart_backoff * 2 ** (n - 2), self.config.restart_backoff_max)
 
-    async def _stale_now(self) -> bool:
-        """Whether its version's code changed on disk (WorkerSpec.files_changed): it starts no worker then."""
-        why = await self.spec.files_changed() if self.spec.files_changed is not None else None
-        if why is not None and self.stale is None:
-            log.warning("%s", why)
-        self.stale = why
-        return why is not None
-
-    async def _recheck(self) -> None:
-        """While stale, each second: no worker left, its callers are told why; its code back, it starts some."""
-        try:
-            while self.state in ("running", "starting"):
-                if not any(not w.retiring and not w.exited.is_set() for w in self.workers):
-                    self._record_crash(self.stale or "its code changed", fatal=True, counted=False)
-                    return
-                await anyio.sleep(1.0)
-                if not await self._stale_now():
-                    self._maintain()
-                    return
-        finally:
-            self._rechecking = False
-
     def _maintain(self) -> None:
         """Start workers up to min_workers and for the callers waiting (at most max_workers), and the spares."""
         if self.state not in ("running", "starting") or self._tg is None:
             return
         if self.stale is not None and not self._rechecking:  # no new worker (a spare serves); looked at again
             self._rechecking = True
-            self._tg.start_soon(self._recheck)
+            self._tg.start_soon(recheck, self)
         cfg = self.config
         spares = 0 if self._spares_parked or self.stale is not None else cfg.spares
         if (len(self.workers) + self._starting >= cfg.max_workers

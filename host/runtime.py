@@ -22,6 +22,7 @@ from typing import Any, Protocol
 from . import module_cache
 from .config import HostConfig, SecurityConfig, WorkerLimits
 from .errors import HostError, InvalidConfig, SpawnFailed, StateError
+from .event_loop import mark_asyncio
 from .process import Reaper
 from .process_cgroup import made_elsewhere, pid_namespace
 from .security.audit import AuditLog, check_audit_dir
@@ -334,6 +335,7 @@ class Runtime:
     def create(cls, config: HostConfig, *, redact: Callable[[str], str] | None = None) -> Runtime:
         """``redact``: masks secrets in audit lines (a second line of defence: callers record
         none)."""
+        mark_asyncio()  # under asyncio.run too, what the host starts from loop callbacks works (event_loop.py)
         deno = find_deno(config.deno_path)
         entry = find_runtime_entry(config.runtime_entry)
         state = config.state_path

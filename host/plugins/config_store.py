@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Callable, Collection, Mapping
+from collections.abc import Callable, Collection, Iterable, Mapping
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
@@ -22,7 +22,7 @@ from ..errors import SecretsError, StateError
 from ..pg_documents import PgDocuments
 from ..pg_session import STATE_TIMEOUT, PgSession
 from ..security.secrets import Cipher, is_sealed
-from .settings import ConfigStore, seal_configs, unsealed
+from .settings import ConfigStore, seal_configs, secret_keys, unsealed
 
 T = TypeVar("T")
 log = logging.getLogger("host.state")
@@ -411,3 +411,12 @@ class PostgresConfigs:
 
 
 __all__ = ["Configs", "FileConfigs", "PostgresConfigs", "open_configs", "unchanged"]
+
+
+async def seal_stored_secrets(store: Configs | None, records: Iterable[Any]) -> None:
+    """Encrypt the secrets a config.json from before encryption at rest holds in plaintext, as
+    ``records``' configSchemas mark them (host.toml's ``plugins.<id>.config`` is not rewritten)."""
+    assert store is not None
+    keys = {r.id: secret_keys(r.manifest.config_schema) for r in records if r.manifest is not None}
+    if sealed := await store.migrate(keys):
+        log.info("config.json: encrypted the plaintext secrets of %s", ", ".join(sealed))

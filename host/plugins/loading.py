@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING
 import anyio
 
 from ..errors import CallTimeout, HostError
+from .config_store import seal_stored_secrets
 from .dependencies import resolve
 from .dependents import dependency_error, unavailable, wait_for_dependencies
 from .discovery import cached
@@ -203,7 +204,7 @@ class Loader:
                     r.set_state("error", f"duplicate of {dup.source.module}")
             await self._start_all([r for r in deferred if r.state == "loaded"])
             if self._reg.running:
-                await self._reg.seal_stored_secrets()
+                await seal_stored_secrets(self._reg.store, self._reg.records)
         finally:
             for r in deferred:
                 self._settled(r)

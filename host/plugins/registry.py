@@ -46,8 +46,8 @@ from .loading import Loader, failure
 from .manifest import KNOWN_CAPABILITIES, Manifest, infer_capabilities, unresolved
 from .overrides import narrowed_grants
 from .registry_lock import RegistryLock
-from .reload import code_content, content, fingerprint, still_read
-from .settings import apply_schema, redact, schema_fields, secret_keys, secret_values
+from .reload import digests, fingerprint, still_read
+from .settings import apply_schema, redact, schema_fields, secret_values
 from .state_retry import retry_state_failures
 from .swap import reload_record
 from .usage_scripts import discover_sources, refusal_advice
@@ -149,8 +149,8 @@ class Registry:
         src = record.source
         assert self.runtime is not None
         record.fingerprint = await anyio.to_thread.run_sync(fingerprint, src.root) if fp is None else fp  # before reading
-        record.read_digest = await anyio.to_thread.run_sync(content, src.root)
-        record.code_digest = await anyio.to_thread.run_sync(code_content, src.root)  # what its pool's workers load
+        # its files, and the code among them its pool's workers load: one walk, one thread hop
+        record.read_digest, record.code_digest = await anyio.to_thread.run_sync(digests, src.root)
         manifest, exports = await load_manifest(src, self.runtime, self.config.limits_for(src.id),
                                                 https_only=self.config.security.https_only)
         for cap in infer_capabilities(manifest, exports):
@@ -198,14 +198,6 @@ class Registry:
         """``text`` with the secret values of every plugin masked."""
         return redact(text, sorted((s for values in self._secrets.values() for s in values),
                                    key=len, reverse=True))
-
-    async def seal_stored_secrets(self) -> None:
-        """Encrypt the secrets a config.json from before encryption at rest holds in plaintext
-        (host.toml's ``plugins.<id>.config`` is not rewritten)."""
-        assert self.store is not None
-        keys = {r.id: secret_keys(r.manifest.config_schema) for r in self.records if r.manifest is not None}
-        if sealed := await self.store.migrate(keys):
-            log.info("config.json: encrypted the plaintext secrets of %s", ", ".join(sealed))
 
     def effective_config(self, plugin_id: str, manifest: Manifest) -> dict[str, Any]:
         """The config the plugin's workers get: validated against its configSchema, defaults

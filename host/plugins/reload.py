@@ -42,6 +42,15 @@ def content(root: Path) -> str | None:
 CODE_SUFFIXES = (".ts", ".js", ".mjs", ".cjs", ".mts", ".cts", ".tsx", ".jsx", ".json", ".jsonc", ".wasm")
 
 
+def digests(root: Path) -> tuple[str | None, str | None]:
+    """(``content``, ``code_content``) of ``root`` in one walk of its files."""
+    try:
+        files = _files(root)
+        return digest_files(files), digest_files([(p, st) for p, st in files if p.endswith(CODE_SUFFIXES)])
+    except OSError:
+        return None, None
+
+
 def code_content(root: Path) -> str | None:
     """``content`` of the plugin's files a worker can load (CODE_SUFFIXES) only; None: unreadable."""
     try:
